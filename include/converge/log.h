@@ -55,6 +55,8 @@ struct TopicOptions {
   int64_t dedup_window_ms = 10 * 60 * 1000;           // idempotent-publish window
   uint64_t dedup_max_ids = 1'000'000;                 // bound on remembered ids per topic
   uint32_t max_record_bytes = 1u << 20;               // id + key + value
+  // Internal topics (dead letters, consumer-group state) may use names starting with '_'.
+  bool internal = false;
 };
 
 // A record to append. Views must stay valid for the duration of the Append call.
@@ -117,7 +119,7 @@ class Log {
   static Result<std::unique_ptr<Log>> Open(Env& env, const LogOptions& options);
 
   // Topic names: 1..200 chars of [A-Za-z0-9._-], not starting with '.' or '_' (reserved for
-  // internal topics such as dead letters). AlreadyExists if it exists (with any options).
+  // internal topics, created with options.internal). AlreadyExists if it exists.
   virtual Status CreateTopic(const std::string& topic, const TopicOptions& options) = 0;
   virtual Status DeleteTopic(const std::string& topic) = 0;
   virtual std::vector<std::string> ListTopics() = 0;
