@@ -6,7 +6,10 @@
 // random choice to come from one seed.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+
+#include "converge/env.h"
 
 namespace converge::internal {
 
@@ -51,5 +54,26 @@ class Xoshiro256StarStar {
   static uint64_t Rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
   uint64_t s_[4];
 };
+
+// A Random over a seeded Xoshiro256StarStar: deterministic, not thread-safe.
+class SeededRandom final : public Random {
+ public:
+  explicit SeededRandom(uint64_t seed) : rng_(seed) {}
+  uint64_t Next64() override { return rng_.Next(); }
+
+ private:
+  Xoshiro256StarStar rng_;
+};
+
+// 64-bit FNV-1a, continuing from `h` (start with kFnvOffset).
+inline constexpr uint64_t kFnvOffset = 0xcbf29ce484222325ULL;
+inline uint64_t Fnv1a(uint64_t h, const void* data, size_t n) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; ++i) {
+    h ^= p[i];
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
 
 }  // namespace converge::internal
