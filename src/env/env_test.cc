@@ -1,8 +1,11 @@
 // Tests of the production Env: POSIX files in a temp dir, the Asio executor, clock and random.
 #include "converge/env.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -16,6 +19,7 @@
 
 #include "env/asio_executor.h"
 #include "env/posix_fs.h"
+#include "env/tcp_transport.h"
 
 namespace converge {
 namespace {
@@ -367,6 +371,268 @@ TEST(PosixErrorTest, MapsErrnoToCodes) {
   EXPECT_EQ(internal::PosixError("op", "/p", EIO).code(), StatusCode::kInternal);
   Status s = internal::PosixError("write", "/data/x", ENOSPC);
   EXPECT_EQ(s.message(), "write '/data/x': No space left on device");
+}
+
+// ---------------------------------------------------------------------------------------
+// TCP transport
+
+// Collects messages from a transport handler; Wait blocks until `n` have arrived.
+class Inbox {
+ public:
+  Transport::Handler Handler(internal::AsioExecutor* executor = nullptr) {
+    return [this, executor](Message m) {
+      if (executor != nullptr && !executor->InExecutorThread()) off_thread_ = true;
+      std::lock_guard<std::mutex> lock(mu_);
+      messages_.push_back(std::move(m));
+      cv_.notify_all();
+    };
+  }
+  std::vector<Message> Wait(size_t n, int timeout_s = 20) {
+    std::unique_lock<std::mutex> lock(mu_);
+    bool ok =
+        cv_.wait_for(lock, std::chrono::seconds(timeout_s), [&] { return messages_.size() >= n; });
+    EXPECT_TRUE(ok) << "timed out: " << messages_.size() << " of " << n << " messages";
+    return messages_;
+  }
+  size_t size() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return messages_.size();
+  }
+  bool off_thread() const { return off_thread_; }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Message> messages_;
+  std::atomic<bool> off_thread_{false};
+};
+
+// Blocks until every task posted to `executor` before this call has run.
+void Flush(internal::AsioExecutor& executor) {
+  std::promise<void> done;
+  executor.Post([&] { done.set_value(); });
+  done.get_future().wait();
+}
+
+uint16_t PortOf(const std::string& address) {
+  return static_cast<uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)));
+}
+
+TEST(TcpTransportTest, TwoEndpointsExchangeMessages) {
+  internal::AsioExecutor executor;
+  internal::TcpTransport transport(executor);
+  Inbox inbox_a, inbox_b;
+  auto a = transport.Listen("127.0.0.1:0", inbox_a.Handler(&executor));
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  // B echoes every message back to its sender, with a suffix.
+  std::unique_ptr<Endpoint> b_endpoint;
+  std::atomic<bool> reply_failed{false};
+  auto b = transport.Listen("127.0.0.1:0", [&](Message m) {
+    if (!b_endpoint->Send(m.from, m.payload + "/echo").ok()) reply_failed = true;
+    inbox_b.Handler (&executor)(std::move(m));
+  });
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  b_endpoint = std::move(*b);
+  EXPECT_NE(PortOf((*a)->address()), 0);
+  EXPECT_NE(PortOf((*a)->address()), PortOf(b_endpoint->address()));
+  EXPECT_EQ((*a)->address().rfind("127.0.0.1:", 0), 0u);
+
+  constexpr int kMessages = 500;
+  for (int i = 0; i < kMessages; ++i) {
+    ASSERT_TRUE((*a)->Send(b_endpoint->address(), "msg-" + std::to_string(i)).ok());
+  }
+  std::vector<Message> at_b = inbox_b.Wait(kMessages);
+  std::vector<Message> at_a = inbox_a.Wait(kMessages);
+  ASSERT_EQ(at_b.size(), static_cast<size_t>(kMessages));
+  ASSERT_EQ(at_a.size(), static_cast<size_t>(kMessages));
+  // One connection per peer: order happens to be kept (not part of the contract).
+  for (int i = 0; i < kMessages; ++i) {
+    EXPECT_EQ(at_b[i].payload, "msg-" + std::to_string(i));
+    EXPECT_EQ(at_b[i].from, (*a)->address());
+    EXPECT_EQ(at_b[i].to, b_endpoint->address());
+    EXPECT_EQ(at_a[i].payload, "msg-" + std::to_string(i) + "/echo");
+    EXPECT_EQ(at_a[i].from, b_endpoint->address());
+  }
+  EXPECT_FALSE(reply_failed);
+  EXPECT_FALSE(inbox_a.off_thread());
+  EXPECT_FALSE(inbox_b.off_thread());
+  internal::TcpEndpointStats stats = internal::GetTcpEndpointStats(**a);
+  EXPECT_EQ(stats.frames_received, static_cast<uint64_t>(kMessages));
+  EXPECT_EQ(stats.protocol_errors, 0u);
+}
+
+TEST(TcpTransportTest, EmptyAndMaximalPayloadsArriveIntact) {
+  internal::AsioExecutor executor;
+  internal::TcpTransport transport(executor);
+  Inbox inbox;
+  auto a = transport.Listen("127.0.0.1:0", [](Message) {});
+  auto b = transport.Listen("127.0.0.1:0", inbox.Handler());
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::string big(Transport::kMaxPayloadBytes, '\0');
+  for (size_t i = 0; i < big.size(); i += 4096) big[i] = static_cast<char>(i >> 12);
+  const std::string medium(10'000, 'm');  // above the coalescing threshold
+  ASSERT_TRUE((*a)->Send((*b)->address(), "").ok());
+  ASSERT_TRUE((*a)->Send((*b)->address(), big).ok());
+  ASSERT_TRUE((*a)->Send((*b)->address(), medium).ok());
+  ASSERT_TRUE((*a)->Send((*b)->address(), "tail").ok());
+  std::vector<Message> got = inbox.Wait(4);
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(got[0].payload, "");
+  EXPECT_TRUE(got[1].payload == big);
+  EXPECT_EQ(got[2].payload, medium);
+  EXPECT_EQ(got[3].payload, "tail");
+}
+
+TEST(TcpTransportTest, OversizedPayloadAndBadAddressesRejected) {
+  internal::AsioExecutor executor;
+  internal::TcpTransport transport(executor);
+  auto a = transport.Listen("127.0.0.1:0", [](Message) {});
+  ASSERT_TRUE(a.ok());
+  Status too_big = (*a)->Send((*a)->address(), std::string(Transport::kMaxPayloadBytes + 1, 'x'));
+  EXPECT_EQ(too_big.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*a)->Send("no-port", "x").code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*a)->Send("host:99999", "x").code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*a)->Send("host:12ab", "x").code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(transport.Listen("127.0.0.1", [](Message) {}).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(transport.Listen((*a)->address(), [](Message) {}).status().code(),
+            StatusCode::kAlreadyExists);
+}
+
+TEST(TcpTransportTest, PeerSendingOversizedFrameIsDisconnected) {
+  internal::AsioExecutor executor;
+  internal::TcpTransport transport(executor);
+  Inbox inbox;
+  auto b = transport.Listen("127.0.0.1:0", inbox.Handler());
+  ASSERT_TRUE(b.ok());
+
+  // A raw client claims a frame of 4 GiB - 1 bytes.
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  struct timeval tv = {10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(PortOf((*b)->address()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const unsigned char header[8] = {0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0};
+  ASSERT_EQ(::write(fd, header, sizeof(header)), static_cast<ssize_t>(sizeof(header)));
+  char buf[16];
+  ssize_t n = ::read(fd, buf, sizeof(buf));
+  EXPECT_TRUE(n == 0 || (n < 0 && errno == ECONNRESET)) << "n=" << n << " errno=" << errno;
+  ::close(fd);
+
+  // The endpoint survived and still serves well-behaved peers.
+  auto a = transport.Listen("127.0.0.1:0", [](Message) {});
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE((*a)->Send((*b)->address(), "still alive").ok());
+  EXPECT_EQ(inbox.Wait(1)[0].payload, "still alive");
+  EXPECT_EQ(internal::GetTcpEndpointStats(**b).protocol_errors, 1u);
+}
+
+TEST(TcpTransportTest, SendQueueIsBounded) {
+  internal::AsioExecutor executor;
+  internal::TcpTransportOptions options;
+  options.max_queued_frames_per_peer = 4;
+  internal::TcpTransport transport(executor, options);
+  Inbox inbox;
+  auto a = transport.Listen("127.0.0.1:0", [](Message) {});
+  auto b = transport.Listen("127.0.0.1:0", inbox.Handler());
+  ASSERT_TRUE(a.ok() && b.ok());
+  // Hold the executor thread so nothing drains while we fill the queue.
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  executor.Post([released] { released.wait(); });
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE((*a)->Send((*b)->address(), "m").ok());
+  EXPECT_EQ((*a)->Send((*b)->address(), "m").code(), StatusCode::kResourceExhausted);
+  release.set_value();
+  inbox.Wait(4);
+  Flush(executor);
+}
+
+TEST(TcpTransportTest, SendToNobodyIsAcceptedAndLost) {
+  internal::AsioExecutor executor;
+  internal::TcpTransport transport(executor);
+  Inbox inbox;
+  auto a = transport.Listen("127.0.0.1:0", [](Message) {});
+  auto b = transport.Listen("127.0.0.1:0", inbox.Handler());
+  ASSERT_TRUE(a.ok() && b.ok());
+  // A port that was just free: connecting is refused.
+  std::string dead_address;
+  {
+    auto dead = transport.Listen("127.0.0.1:0", [](Message) {});
+    ASSERT_TRUE(dead.ok());
+    dead_address = (*dead)->address();
+  }
+  Flush(executor);  // its sockets are closed
+  EXPECT_TRUE((*a)->Send(dead_address, "lost").ok());
+  ASSERT_TRUE((*a)->Send((*b)->address(), "delivered").ok());
+  EXPECT_EQ(inbox.Wait(1)[0].payload, "delivered");
+}
+
+TEST(TcpTransportTest, ReconnectsAfterPeerRestarts) {
+  internal::AsioExecutor executor;
+  internal::TcpTransport transport(executor);
+  auto a = transport.Listen("127.0.0.1:0", [](Message) {});
+  ASSERT_TRUE(a.ok());
+  Inbox first;
+  auto b = transport.Listen("127.0.0.1:0", first.Handler());
+  ASSERT_TRUE(b.ok());
+  const std::string b_address = (*b)->address();
+  ASSERT_TRUE((*a)->Send(b_address, "before").ok());
+  first.Wait(1);
+  b->reset();       // B goes away...
+  Flush(executor);  // ...its sockets are closed
+  Inbox second;
+  auto b2 = transport.Listen(b_address, second.Handler());  // ...and comes back on its port
+  ASSERT_TRUE(b2.ok()) << b2.status().ToString();
+  // Datagram semantics: messages may be lost while A notices the old connection died, so A
+  // retries (as protocols on this transport do) until one arrives.
+  std::atomic<bool> stop{false};
+  std::function<void()> resend = [&] {
+    if (stop) return;
+    (void)(*a)->Send(b_address, "after");
+    executor.Schedule(20'000'000, resend);
+  };
+  executor.Post(resend);
+  std::vector<Message> got = second.Wait(1);
+  stop = true;
+  ASSERT_FALSE(got.empty());
+  EXPECT_EQ(got[0].payload, "after");
+  EXPECT_EQ(first.size(), 1u);  // the old handler is never called after its endpoint is gone
+  Flush(executor);
+}
+
+TEST(TcpTransportTest, HandlerMayDestroyItsOwnEndpoint) {
+  internal::AsioExecutor executor;
+  internal::TcpTransport transport(executor);
+  std::unique_ptr<Endpoint> b;
+  std::atomic<int> calls{0};
+  std::promise<void> destroyed;
+  auto listened = transport.Listen("127.0.0.1:0", [&](Message) {
+    if (++calls == 1) {
+      b.reset();
+      destroyed.set_value();
+    }
+  });
+  ASSERT_TRUE(listened.ok());
+  b = std::move(*listened);
+  const std::string b_address = b->address();
+  auto a = transport.Listen("127.0.0.1:0", [](Message) {});
+  ASSERT_TRUE(a.ok());
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE((*a)->Send(b_address, "x").ok());
+  destroyed.get_future().wait();
+  Flush(executor);
+  EXPECT_EQ(calls.load(), 1);
+}
+
+TEST(TcpTransportTest, DefaultEnvTransportWorks) {
+  Inbox inbox;
+  auto a = Env::Default().transport().Listen("127.0.0.1:0", inbox.Handler());
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  ASSERT_TRUE((*a)->Send((*a)->address(), "to myself").ok());
+  EXPECT_EQ(inbox.Wait(1)[0].payload, "to myself");
 }
 
 }  // namespace
