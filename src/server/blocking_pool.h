@@ -5,12 +5,19 @@
 // thread nothing would share a group commit. Running appends on a small pool lets concurrent
 // publishers block together on one sync while the io threads keep parsing requests.
 //
-// Contract: Run(fn) calls fn() once on a pool thread and returns its value to the coroutine.
-// The pool's queue is bounded by the server's in-flight request limit, not here.
+// Contract: `co_await pool.Run(job)` calls job() once on a pool thread and returns its value
+// (which must not be void) to the coroutine, resumed on the coroutine's executor. The pool's
+// queue is bounded by the server's in-flight request limit, not here.
+//
+// GCC 12 caveat (seen with valgrind, reproduced in isolation): a closure or aggregate
+// *temporary* inside a co_await full-expression is destroyed incorrectly (a double free of its
+// captures). Always name the lambda first:
+//     auto job = [..] { ... };
+//     auto r = co_await pool.Run(std::move(job));
+// For the same reason the initiation below is a class with user-provided constructors.
 // Thread-safety: Run may be called from any coroutine on any executor.
 #pragma once
 
-#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -19,11 +26,47 @@
 #include <boost/asio/prefer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/this_coro.hpp>
+#include <memory>
 #include <type_traits>
 #include <utility>
 
 namespace converge::server {
+
+namespace internal {
+
+template <typename Fn>
+class PoolJob {
+ public:
+  using Value = std::invoke_result_t<Fn&>;
+  static_assert(!std::is_void_v<Value>, "return a Status instead of void");
+
+  PoolJob(boost::asio::thread_pool& pool, Fn fn)
+      : pool_(&pool), fn_(std::make_shared<Fn>(std::move(fn))) {}
+  PoolJob(const PoolJob& other) : pool_(other.pool_), fn_(other.fn_) {}
+  PoolJob(PoolJob&& other) noexcept : pool_(other.pool_), fn_(std::move(other.fn_)) {}
+  ~PoolJob() {}
+
+  template <typename Handler>
+  void operator()(Handler handler) {
+    namespace asio = boost::asio;
+    // The tracked executor keeps io_context::run() from returning while the job runs.
+    auto work = asio::prefer(asio::get_associated_executor(handler),
+                             asio::execution::outstanding_work.tracked);
+    asio::post(*pool_, [h = std::move(handler), fn = fn_, work]() mutable {
+      Value value = (*fn)();
+      auto ex = asio::get_associated_executor(h, work);
+      asio::post(ex, [h = std::move(h), v = std::move(value), work]() mutable {
+        std::move(h)(std::move(v));
+      });
+    });
+  }
+
+ private:
+  boost::asio::thread_pool* pool_;
+  std::shared_ptr<Fn> fn_;
+};
+
+}  // namespace internal
 
 class BlockingPool {
  public:
@@ -33,30 +76,10 @@ class BlockingPool {
   BlockingPool& operator=(const BlockingPool&) = delete;
 
   template <typename Fn>
-  boost::asio::awaitable<std::invoke_result_t<Fn&>> Run(Fn fn) {
-    namespace asio = boost::asio;
-    using R = std::invoke_result_t<Fn&>;
-    static_assert(!std::is_void_v<R>, "return a Status instead of void");
-    auto ex = co_await asio::this_coro::executor;
-    co_return co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(R)>(
-        [this, ex](auto handler, Fn f) {
-          // The tracked executor keeps io_context::run() from returning while the job runs.
-          auto work = asio::prefer(ex, asio::execution::outstanding_work.tracked);
-          asio::post(pool_, [h = std::move(handler), f = std::move(f), work]() mutable {
-            R result = f();
-            auto hex = asio::get_associated_executor(h, work);
-            asio::post(hex, [h = std::move(h), r = std::move(result), work]() mutable {
-              std::move(h)(std::move(r));
-            });
-          });
-        },
-        asio::use_awaitable, std::move(fn));
-  }
-
-  // Posts a fire-and-forget job.
-  template <typename Fn>
-  void Post(Fn fn) {
-    boost::asio::post(pool_, std::move(fn));
+  auto Run(Fn fn) {
+    using Value = std::invoke_result_t<Fn&>;
+    return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, void(Value)>(
+        internal::PoolJob<Fn>(pool_, std::move(fn)), boost::asio::use_awaitable);
   }
 
   // Waits for queued jobs to finish; later Run calls are not allowed.

@@ -162,6 +162,14 @@ beast::tcp_stream& Lowest(Stream& s) {
   return beast::get_lowest_layer(s);
 }
 
+// A malformed request (as opposed to a closed, reset or timed-out connection).
+bool IsParseError(const boost::system::error_code& ec) {
+  static const boost::system::error_category& http_category =
+      boost::beast::http::make_error_code(http::error::bad_method).category();
+  return ec.category() == http_category && ec != http::error::end_of_stream &&
+         ec != http::error::partial_message;
+}
+
 template <class Stream>
 void GracefulClose(Stream& stream) {
   boost::system::error_code ignored;
@@ -224,10 +232,13 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
                                       "HEADERS_TOO_LARGE",
                                       "request line and headers exceed limits.max_header_bytes (" +
                                           std::to_string(limits.max_header_bytes) + ")"));
-      } else if (ec != http::error::end_of_stream && ec != asio::error::eof &&
-                 ec != asio::error::operation_aborted && ec != beast::error::timeout &&
-                 ec != asio::error::connection_reset && ec != asio::error::bad_descriptor &&
-                 n > 0) {
+      } else if (ec == http::error::body_limit) {
+        // The parser checks Content-Length against the body limit with the header.
+        rejected_too_large_->Add();
+        co_await send_final(JsonError(http::status::payload_too_large, "PAYLOAD_TOO_LARGE",
+                                      "request body exceeds limits.max_body_bytes (" +
+                                          std::to_string(limits.max_body_bytes) + ")"));
+      } else if (IsParseError(ec)) {
         bad_requests_->Add();
         co_await send_final(JsonError(http::status::bad_request, "MALFORMED_HTTP",
                                       "cannot parse the HTTP request: " + ec.message()));
@@ -238,7 +249,7 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
     const auto& header = parser.get();
     if (auto length = parser.content_length(); length && *length > limits.max_body_bytes) {
       rejected_too_large_->Add();
-      co_await send_final(JsonError(http::status::payload_too_large, "BODY_TOO_LARGE",
+      co_await send_final(JsonError(http::status::payload_too_large, "PAYLOAD_TOO_LARGE",
                                     "request body of " + std::to_string(*length) +
                                         " bytes exceeds limits.max_body_bytes (" +
                                         std::to_string(limits.max_body_bytes) + ")"));
@@ -255,12 +266,10 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
     if (ec) {
       if (ec == http::error::body_limit) {
         rejected_too_large_->Add();
-        co_await send_final(JsonError(http::status::payload_too_large, "BODY_TOO_LARGE",
+        co_await send_final(JsonError(http::status::payload_too_large, "PAYLOAD_TOO_LARGE",
                                       "request body exceeds limits.max_body_bytes (" +
                                           std::to_string(limits.max_body_bytes) + ")"));
-      } else if (ec != asio::error::eof && ec != http::error::end_of_stream &&
-                 ec != beast::error::timeout && ec != asio::error::operation_aborted &&
-                 ec != http::error::partial_message) {
+      } else if (IsParseError(ec)) {
         bad_requests_->Add();
         co_await send_final(JsonError(http::status::bad_request, "MALFORMED_HTTP",
                                       "cannot parse the HTTP request body: " + ec.message()));
