@@ -142,9 +142,9 @@ struct Delivery {
 
 struct FetchOptions {
   uint32_t max_events = 100;
-  uint64_t max_bytes = 0;       // 0 = the server's limit
-  int64_t wait_ms = 0;          // long poll: wait up to this long for something to arrive
-  std::string consumer;         // member name; empty = the server's "default"
+  uint64_t max_bytes = 0;  // 0 = the server's limit
+  int64_t wait_ms = 0;     // long poll: wait up to this long for something to arrive
+  std::string consumer;    // member name; empty = the server's "default"
 };
 
 struct AckResult {
@@ -198,7 +198,7 @@ struct ReplayReply {
 };
 
 struct SubscribeOptions {
-  std::string consumer;     // empty = a fresh member per stream
+  std::string consumer;       // empty = a fresh member per stream
   uint32_t max_events = 100;  // per server-side fetch
   bool auto_ack = false;      // the server acks what it has sent (at-most-once)
 };

@@ -1,9 +1,10 @@
 #include "converge/client.h"
 
+#include <boost/beast/core/string.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
-#include <boost/beast/core/string.hpp>
+#include <cstdlib>
 #include <deque>
 #include <limits>
 
@@ -38,17 +39,25 @@ Status StatusFromHttp(int http_status, std::string_view body) {
   }
   std::string text = code + ": " + message;
   switch (http_status) {
-    case 400: return InvalidArgumentError(text);
-    case 401: return UnauthenticatedError(text);
-    case 403: return PermissionDeniedError(text);
-    case 404: return NotFoundError(text);
+    case 400:
+      return InvalidArgumentError(text);
+    case 401:
+      return UnauthenticatedError(text);
+    case 403:
+      return PermissionDeniedError(text);
+    case 404:
+      return NotFoundError(text);
     case 409:
       return code == "ALREADY_EXISTS" ? AlreadyExistsError(text) : FailedPreconditionError(text);
     case 413:
-    case 429: return ResourceExhaustedError(text);
-    case 503: return UnavailableError(text);
-    case 504: return DeadlineExceededError(text);
-    default: break;
+    case 429:
+      return ResourceExhaustedError(text);
+    case 503:
+      return UnavailableError(text);
+    case 504:
+      return DeadlineExceededError(text);
+    default:
+      break;
   }
   if (http_status >= 500) return InternalError(text);
   return InvalidArgumentError(text);
@@ -122,6 +131,10 @@ Delivery DeliveryFrom(const json::value& v) {
   d.partition = static_cast<uint32_t>(U64(v, "partition"));
   d.offset = U64(v, "offset");
   d.lease_id = U64(v, "lease_id");
+  if (d.lease_id == 0) {
+    std::string text = Str(v, "lease_id");  // sent as a decimal string
+    d.lease_id = std::strtoull(text.c_str(), nullptr, 10);
+  }
   d.attempt = static_cast<uint32_t>(U64(v, "attempt"));
   d.lease_expires_at_ms = I64(v, "lease_expires_at_ms");
   d.event = EventFrom(v, &d.decode_error);
@@ -138,8 +151,8 @@ GroupInfo GroupFrom(const json::value& v) {
   g.dead_letters = U64(v, "dead_letters");
   g.dead_letters_replayed = U64(v, "dead_letters_replayed");
   for (const json::value& p : Arr(v, "partitions")) {
-    g.partitions.push_back({static_cast<uint32_t>(U64(p, "partition")),
-                            U64(p, "committed_offset"), U64(p, "end_offset"), U64(p, "lag"),
+    g.partitions.push_back({static_cast<uint32_t>(U64(p, "partition")), U64(p, "committed_offset"),
+                            U64(p, "end_offset"), U64(p, "lag"),
                             static_cast<uint32_t>(U64(p, "in_flight"))});
   }
   return g;
@@ -250,8 +263,7 @@ namespace {
 
 // A request whose reply must be 2xx with a JSON body.
 Result<json::value> Call(Client& client, std::string method, std::string target,
-                         std::string body = {},
-                         std::string content_type = "application/json") {
+                         std::string body = {}, std::string content_type = "application/json") {
   HttpRequest req;
   req.method = std::move(method);
   req.target = std::move(target);
@@ -286,8 +298,8 @@ Result<std::string> Client::Metrics() {
 
 Result<TopicDescription> Client::CreateTopic(const TopicSpec& spec) {
   std::string body = "{\"name\":" + JsonString(spec.name) +
-                     ",\"partitions\":" + std::to_string(spec.partitions) +
-                     ",\"durability\":\"" + std::string(DurabilityName(spec.durability)) +
+                     ",\"partitions\":" + std::to_string(spec.partitions) + ",\"durability\":\"" +
+                     std::string(DurabilityName(spec.durability)) +
                      "\",\"retention_max_bytes\":" + std::to_string(spec.retention_max_bytes) +
                      ",\"retention_max_age_ms\":" + std::to_string(spec.retention_max_age_ms) + "}";
   CONVERGE_ASSIGN_OR_RETURN(json::value v, Call(*this, "POST", "/v1/topics", body));
@@ -307,8 +319,7 @@ Result<TopicDescription> Client::DescribeTopic(const std::string& topic) {
 }
 
 Result<std::vector<Published>> Client::Publish(const std::string& topic,
-                                                 std::span<const Event> events,
-                                                 PublishMode mode) {
+                                               std::span<const Event> events, PublishMode mode) {
   HttpRequest req;
   req.method = "POST";
   req.target = Target("/v1/topics/", topic, "/events");
@@ -356,8 +367,8 @@ Result<std::vector<Published>> Client::Publish(const std::string& topic,
                    Bool(r, "duplicate")});
   }
   if (out.size() != events.size()) {
-    return InternalError("the server replied with " + std::to_string(out.size()) +
-                         " results for " + std::to_string(events.size()) + " events");
+    return InternalError("the server replied with " + std::to_string(out.size()) + " results for " +
+                         std::to_string(events.size()) + " events");
   }
   return out;
 }
@@ -399,8 +410,8 @@ Result<std::vector<Delivery>> Client::Fetch(const std::string& topic, const std:
 namespace {
 std::string LeaseJson(const Lease& l) {
   return "{\"partition\":" + std::to_string(l.partition) +
-         ",\"offset\":" + std::to_string(l.offset) +
-         ",\"lease_id\":" + std::to_string(l.lease_id);
+         ",\"offset\":" + std::to_string(l.offset) + ",\"lease_id\":\"" +
+         std::to_string(l.lease_id) + "\"";
 }
 }  // namespace
 
@@ -501,8 +512,7 @@ Result<ReplayReply> Client::ReplayDeadLetters(const std::string& topic, const st
       json::value v,
       Call(*this, "POST", Target("/v1/topics/", topic, "/groups/", group, "/dead-letters/replay"),
            body));
-  return ReplayReply{U64(v, "replayed"), U64(v, "skipped_already_replayed"),
-                     U64(v, "next_offset")};
+  return ReplayReply{U64(v, "replayed"), U64(v, "skipped_already_replayed"), U64(v, "next_offset")};
 }
 
 // ---------------------------------------------------------------------------------------

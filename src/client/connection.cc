@@ -1,10 +1,11 @@
 #include "client/connection.h"
 
+#include <openssl/ssl.h>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/beast/ssl.hpp>
-#include <openssl/ssl.h>
 
 namespace converge::client::internal {
 
@@ -15,9 +16,7 @@ Connection::Connection(const Options& options) : options_(options) {}
 
 Connection::~Connection() { Close(); }
 
-beast::tcp_stream& Connection::Lowest() {
-  return tls_ ? beast::get_lowest_layer(*tls_) : *tcp_;
-}
+beast::tcp_stream& Connection::Lowest() { return tls_ ? beast::get_lowest_layer(*tls_) : *tcp_; }
 
 void Connection::Close() {
   if (tcp_ || tls_) {
@@ -151,8 +150,9 @@ Result<http::response<http::string_body>> Connection::Read(Clock::time_point dea
     *nothing_read = eof && buffered_before == 0 && !parser.got_some();
     Close();
     if (ec == asio::error::timed_out) {
-      return DeadlineExceededError("no reply within the timeout (the request may have been "
-                                   "applied)");
+      return DeadlineExceededError(
+          "no reply within the timeout (the request may have been "
+          "applied)");
     }
     return UnavailableError("reading the reply failed: " + ec.message());
   }

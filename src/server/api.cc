@@ -1,8 +1,8 @@
 #include "server/api.h"
 
+#include <algorithm>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
-#include <algorithm>
 #include <chrono>
 
 #include "server/api_internal.h"
@@ -18,24 +18,35 @@ namespace json = boost::json;
 
 ApiError ErrorCodeFor(const Status& status) {
   switch (status.code()) {
-    case StatusCode::kOk: return {http::status::ok, "OK"};
-    case StatusCode::kInvalidArgument: return {http::status::bad_request, "INVALID_ARGUMENT"};
-    case StatusCode::kOutOfRange: return {http::status::bad_request, "OUT_OF_RANGE"};
-    case StatusCode::kUnauthenticated: return {http::status::unauthorized, "UNAUTHENTICATED"};
-    case StatusCode::kPermissionDenied: return {http::status::forbidden, "PERMISSION_DENIED"};
-    case StatusCode::kNotFound: return {http::status::not_found, "NOT_FOUND"};
-    case StatusCode::kAlreadyExists: return {http::status::conflict, "ALREADY_EXISTS"};
+    case StatusCode::kOk:
+      return {http::status::ok, "OK"};
+    case StatusCode::kInvalidArgument:
+      return {http::status::bad_request, "INVALID_ARGUMENT"};
+    case StatusCode::kOutOfRange:
+      return {http::status::bad_request, "OUT_OF_RANGE"};
+    case StatusCode::kUnauthenticated:
+      return {http::status::unauthorized, "UNAUTHENTICATED"};
+    case StatusCode::kPermissionDenied:
+      return {http::status::forbidden, "PERMISSION_DENIED"};
+    case StatusCode::kNotFound:
+      return {http::status::not_found, "NOT_FOUND"};
+    case StatusCode::kAlreadyExists:
+      return {http::status::conflict, "ALREADY_EXISTS"};
     case StatusCode::kFailedPrecondition:
       return {http::status::conflict, "FAILED_PRECONDITION"};
-    case StatusCode::kAborted: return {http::status::conflict, "ABORTED"};
+    case StatusCode::kAborted:
+      return {http::status::conflict, "ABORTED"};
     case StatusCode::kResourceExhausted:
       return {http::status::too_many_requests, "RESOURCE_EXHAUSTED"};
     case StatusCode::kCancelled:
-    case StatusCode::kUnavailable: return {http::status::service_unavailable, "UNAVAILABLE"};
+    case StatusCode::kUnavailable:
+      return {http::status::service_unavailable, "UNAVAILABLE"};
     case StatusCode::kDeadlineExceeded:
       return {http::status::gateway_timeout, "DEADLINE_EXCEEDED"};
-    case StatusCode::kDataLoss: return {http::status::internal_server_error, "DATA_LOSS"};
-    case StatusCode::kInternal: return {http::status::internal_server_error, "INTERNAL"};
+    case StatusCode::kDataLoss:
+      return {http::status::internal_server_error, "DATA_LOSS"};
+    case StatusCode::kInternal:
+      return {http::status::internal_server_error, "INTERNAL"};
   }
   return {http::status::internal_server_error, "INTERNAL"};
 }
@@ -49,7 +60,6 @@ HttpResponse ErrorReply(const Status& status, unsigned version) {
   }
   return res;
 }
-
 
 namespace api_internal {
 
@@ -151,8 +161,8 @@ std::string GroupJson(const GroupDescription& g) {
     if (i) out += ',';
     out += "{\"partition\":" + std::to_string(p.partition) +
            ",\"committed_offset\":" + std::to_string(p.committed) +
-           ",\"end_offset\":" + std::to_string(p.end_offset) +
-           ",\"lag\":" + std::to_string(p.lag) + ",\"in_flight\":" + std::to_string(p.in_flight) +
+           ",\"end_offset\":" + std::to_string(p.end_offset) + ",\"lag\":" + std::to_string(p.lag) +
+           ",\"in_flight\":" + std::to_string(p.in_flight) +
            ",\"delayed\":" + std::to_string(p.delayed) + "}";
   }
   out += "]}";
@@ -167,8 +177,8 @@ void AppendStoredEvent(std::string* out, std::string_view value) {
   out->pop_back();  // the ':' after "event"
   out->resize(out->size() - std::string_view("\"event\"").size());
   *out += "\"event\":null,\"error\":";
-  AppendJsonString(out, event.ok() ? "cannot encode the stored event"
-                                   : std::string(event.status().message()));
+  AppendJsonString(
+      out, event.ok() ? "cannot encode the stored event" : std::string(event.status().message()));
 }
 
 }  // namespace api_internal
@@ -187,8 +197,6 @@ using api_internal::TopicJson;
 
 // ---------------------------------------------------------------------------------------
 // Routing
-
-
 
 struct Api::Route {
   http::verb method;
@@ -287,8 +295,7 @@ Result<std::vector<std::pair<std::string, std::string>>> ParseQuery(std::string_
 Api::Api(ApiDeps deps) : d_(deps), auth_(deps.config->tokens) {
   deliver_latency_ = d_.metrics->GetHistogram(
       "converge_publish_to_deliver_seconds",
-      "Time from append to first delivery of an event to a consumer.", {},
-      LatencyBucketsSeconds());
+      "Time from append to first delivery of an event to a consumer.", {}, LatencyBucketsSeconds());
   subscribers_gauge_ =
       d_.metrics->GetGauge("converge_stream_subscribers", "Open streaming subscriptions.");
   d_.metrics->AddCollector(
@@ -335,15 +342,14 @@ asio::awaitable<HttpReply> Api::Handle(HttpRequest& request) {
                         std::string(path) + " (allowed: " + allow + ")");
       reply.response.set(http::field::allow, allow);
     } else {
-      reply = Error(http::status::not_found, "NOT_FOUND",
-                    "no such endpoint: " + std::string(path));
+      reply = Error(http::status::not_found, "NOT_FOUND", "no such endpoint: " + std::string(path));
     }
   } else {
     Call call{request, {}, std::move(topic), std::move(group), nullptr};
     Result<std::vector<std::pair<std::string, std::string>>> query =
         ParseQuery(qmark == std::string_view::npos ? std::string_view() : target.substr(qmark + 1));
-    bool needs_auth =
-        route->authenticated || (route->handler == &Api::Metrics && d_.config->metrics_require_token);
+    bool needs_auth = route->authenticated ||
+                      (route->handler == &Api::Metrics && d_.config->metrics_require_token);
     Result<const Principal*> principal = auth_.Authenticate(request[http::field::authorization]);
     if (needs_auth && !principal.ok()) {
       reply = Error(principal.status());
@@ -356,8 +362,7 @@ asio::awaitable<HttpReply> Api::Handle(HttpRequest& request) {
       reply = co_await (this->*(route->handler))(call);
     }
   }
-  const double seconds =
-      static_cast<double>(d_.env->clock().NowMonotonicNanos() - start) * 1e-9;
+  const double seconds = static_cast<double>(d_.env->clock().NowMonotonicNanos() - start) * 1e-9;
   const std::string code = std::to_string(static_cast<unsigned>(reply.response.result_int()));
   d_.metrics
       ->GetCounter("converge_http_requests_total", "HTTP requests by route and status code.",
@@ -406,8 +411,11 @@ void Api::CollectGroupMetrics(std::vector<MetricsRegistry::Sample>* out) {
     if (info.ok()) {
       uint64_t end = 0;
       for (const PartitionInfo& p : info->partitions) end += p.end_offset;
-      out->push_back({"converge_topic_end_offset", "Sum of the end offsets of a topic's partitions.",
-                      "gauge", {{"topic", topic}}, static_cast<double>(end)});
+      out->push_back({"converge_topic_end_offset",
+                      "Sum of the end offsets of a topic's partitions.",
+                      "gauge",
+                      {{"topic", topic}},
+                      static_cast<double>(end)});
     }
     for (const std::string& group : d_.groups->ListGroups(topic)) {
       Result<GroupDescription> g = d_.groups->DescribeGroup(topic, group);
@@ -417,12 +425,12 @@ void Api::CollectGroupMetrics(std::vector<MetricsRegistry::Sample>* out) {
                       labels, static_cast<double>(g->total_lag)});
       uint64_t in_flight = 0;
       for (const PartitionDescription& p : g->partitions) in_flight += p.in_flight;
-      out->push_back({"converge_consumer_in_flight", "Events leased and not yet acked.",
-                      "gauge", labels, static_cast<double>(in_flight)});
-      out->push_back({"converge_dead_letters", "Events in a group's dead-letter topic.",
-                      "gauge", labels, static_cast<double>(g->dead_letters)});
-      out->push_back({"converge_dead_letters_replayed", "Dead letters replayed.", "gauge",
-                      labels, static_cast<double>(g->dead_letters_replayed)});
+      out->push_back({"converge_consumer_in_flight", "Events leased and not yet acked.", "gauge",
+                      labels, static_cast<double>(in_flight)});
+      out->push_back({"converge_dead_letters", "Events in a group's dead-letter topic.", "gauge",
+                      labels, static_cast<double>(g->dead_letters)});
+      out->push_back({"converge_dead_letters_replayed", "Dead letters replayed.", "gauge", labels,
+                      static_cast<double>(g->dead_letters_replayed)});
     }
   }
 }

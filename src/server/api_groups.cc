@@ -1,6 +1,6 @@
 // API v1: consumer groups (fetch, ack, nack, stream) and dead letters.
-#include <boost/json/value.hpp>
 #include <algorithm>
+#include <boost/json/value.hpp>
 #include <chrono>
 
 #include "server/api.h"
@@ -81,9 +81,8 @@ std::string Api::RenderDeliveries(const FetchResult& fetched, const std::string&
       out += ',';
     }
     out += "{\"partition\":" + std::to_string(d.partition) +
-           ",\"offset\":" + std::to_string(d.offset) +
-           ",\"lease_id\":" + std::to_string(d.lease_id) +
-           ",\"attempt\":" + std::to_string(d.attempt) +
+           ",\"offset\":" + std::to_string(d.offset) + ",\"lease_id\":\"" +
+           std::to_string(d.lease_id) + "\"" + ",\"attempt\":" + std::to_string(d.attempt) +
            ",\"lease_expires_at_ms\":" + std::to_string(d.lease_expires_at_micros / 1000) +
            ",\"event\":";
     AppendStoredEvent(&out, d.value);
@@ -104,7 +103,8 @@ asio::awaitable<HttpReply> Api::CreateGroup(Call& call) {
   }
   if (Status s = CheckTopicName(call.topic); !s.ok()) co_return Error(s);
   Result<json::object> body = ParseJsonObject(call.req.body());
-  if (!body.ok()) co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
+  if (!body.ok())
+    co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
   const json::object& o = *body;
   GroupOptions options = DefaultGroupOptions();
   std::string name, start = "earliest";
@@ -128,12 +128,11 @@ asio::awaitable<HttpReply> Api::CreateGroup(Call& call) {
   options.max_deliveries = static_cast<uint32_t>(max_deliveries);
   const std::string topic = call.topic;
   auto job = [this, topic, name, options]() -> Result<std::string> {
-        CONVERGE_RETURN_IF_ERROR(d_.groups->CreateGroup(topic, name, options));
-        CONVERGE_ASSIGN_OR_RETURN(GroupDescription g, d_.groups->DescribeGroup(topic, name));
-        return GroupJson(g);
-      };
-  Result<std::string> created =
-      co_await d_.pool->Run(std::move(job));
+    CONVERGE_RETURN_IF_ERROR(d_.groups->CreateGroup(topic, name, options));
+    CONVERGE_ASSIGN_OR_RETURN(GroupDescription g, d_.groups->DescribeGroup(topic, name));
+    return GroupJson(g);
+  };
+  Result<std::string> created = co_await d_.pool->Run(std::move(job));
   if (!created.ok()) co_return Error(created.status());
   co_return Reply(JsonReply(http::status::created, std::move(created).value()));
 }
@@ -145,7 +144,8 @@ asio::awaitable<HttpReply> Api::Fetch(Call& call) {
   Status s = CheckTopicName(call.topic);
   if (s.ok()) s = CheckGroupName(call.group);
   Result<json::object> body = ParseJsonObject(call.req.body());
-  if (!body.ok()) co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
+  if (!body.ok())
+    co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
   const LimitsConfig& limits = d_.config->limits;
   uint64_t max_events = 100, max_bytes = limits.max_fetch_bytes;
   int64_t wait_ms = 0;
@@ -171,15 +171,15 @@ asio::awaitable<HttpReply> Api::Fetch(Call& call) {
   for (;;) {
     uint64_t seen = d_.hub->Generation(key);
     auto job = [this, topic, group, consumer, max_events, max_bytes, wait_ms,
-         deadline]() -> Result<std::string> {
-          CONVERGE_ASSIGN_OR_RETURN(
-              FetchResult r, FetchAsMember(topic, group, consumer,
-                                           static_cast<uint32_t>(max_events), max_bytes));
-          if (r.deliveries.empty() && wait_ms > 0 && std::chrono::steady_clock::now() < deadline) {
-            return std::string();  // nothing yet: wait
-          }
-          return RenderDeliveries(r, topic, group, false);
-        };
+                deadline]() -> Result<std::string> {
+      CONVERGE_ASSIGN_OR_RETURN(
+          FetchResult r,
+          FetchAsMember(topic, group, consumer, static_cast<uint32_t>(max_events), max_bytes));
+      if (r.deliveries.empty() && wait_ms > 0 && std::chrono::steady_clock::now() < deadline) {
+        return std::string();  // nothing yet: wait
+      }
+      return RenderDeliveries(r, topic, group, false);
+    };
     Result<std::string> out = co_await d_.pool->Run(std::move(job));
     if (!out.ok()) co_return Error(out.status());
     if (!out->empty()) co_return Reply(JsonReply(http::status::ok, std::move(out).value()));
@@ -220,8 +220,8 @@ Status ParseLeases(const json::object& body, std::string_view list_name, bool na
     std::string where = std::string(list_name) + "[" + std::to_string(i) + "]: ";
     if (!list[i].is_object()) return InvalidArgumentError(where + "must be an object");
     const json::object& o = list[i].as_object();
-    Status s = nack ? CheckFields(o, {"partition", "offset", "lease_id", "delay_ms",
-                                      "permanent", "reason"})
+    Status s = nack ? CheckFields(
+                          o, {"partition", "offset", "lease_id", "delay_ms", "permanent", "reason"})
                     : CheckFields(o, {"partition", "offset", "lease_id"});
     for (std::string_view required : {"partition", "offset", "lease_id"}) {
       if (s.ok() && !o.contains(json::string_view(required.data(), required.size()))) {
@@ -232,12 +232,26 @@ Status ParseLeases(const json::object& body, std::string_view list_name, bool na
     uint64_t partition = 0;
     if (s.ok()) s = ReadUint(o, "partition", 0, 1023, &partition);
     if (s.ok()) s = ReadUint(o, "offset", 0, UINT64_MAX, &item.lease.offset);
-    if (s.ok()) s = ReadUint(o, "lease_id", 0, UINT64_MAX, &item.lease.lease_id);
+    // Lease ids are 64-bit: sent as decimal strings (JavaScript numbers would round them);
+    // a JSON integer is accepted too.
+    if (s.ok()) {
+      std::string text;
+      if (o.at("lease_id").is_string() && ReadString(o, "lease_id", &text).ok()) {
+        Result<uint64_t> id = ParseUintParam("lease_id", text, 0, UINT64_MAX);
+        if (id.ok())
+          item.lease.lease_id = *id;
+        else
+          s = InvalidArgumentError("field 'lease_id' must be a decimal string or an integer");
+      } else {
+        s = ReadUint(o, "lease_id", 0, UINT64_MAX, &item.lease.lease_id);
+      }
+    }
     if (nack) {
       if (s.ok()) s = ReadInt(o, "delay_ms", 0, max_delay_ms, &item.delay_ms);
       if (s.ok()) s = ReadBool(o, "permanent", &item.permanent);
       if (s.ok()) s = ReadString(o, "reason", &item.reason);
-      if (s.ok() && item.reason.size() > 4096) s = InvalidArgumentError("field 'reason' is too long");
+      if (s.ok() && item.reason.size() > 4096)
+        s = InvalidArgumentError("field 'reason' is too long");
     }
     if (!s.ok()) return s.WithContext(where.substr(0, where.size() - 2));
     item.lease.partition = static_cast<uint32_t>(partition);
@@ -263,7 +277,8 @@ asio::awaitable<HttpReply> Api::Ack(Call& call) {
   if (s.ok()) s = CheckGroupName(call.group);
   if (!s.ok()) co_return Error(s);
   Result<json::object> body = ParseJsonObject(call.req.body());
-  if (!body.ok()) co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
+  if (!body.ok())
+    co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
   std::vector<LeaseItem> items;
   std::string consumer = "default";
   s = ParseLeases(*body, "acks", false, d_.config->limits.max_fetch_events, 0, &items, &consumer);
@@ -296,7 +311,8 @@ asio::awaitable<HttpReply> Api::Nack(Call& call) {
   if (s.ok()) s = CheckGroupName(call.group);
   if (!s.ok()) co_return Error(s);
   Result<json::object> body = ParseJsonObject(call.req.body());
-  if (!body.ok()) co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
+  if (!body.ok())
+    co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
   std::vector<LeaseItem> items;
   std::string consumer = "default";
   s = ParseLeases(*body, "nacks", true, d_.config->limits.max_fetch_events,
@@ -347,12 +363,14 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
   const LimitsConfig& limits = d_.config->limits;
   uint64_t max_events = 100;
   bool auto_ack = false;
-  std::string consumer =
-      "stream-" + std::to_string(next_stream_id_.fetch_add(1)) + "-" +
-      std::to_string(d_.env->clock().NowWallMicros());
+  std::string consumer = "stream-" + std::to_string(next_stream_id_.fetch_add(1)) + "-" +
+                         std::to_string(d_.env->clock().NowWallMicros());
   if (auto v = call.Query("max_events"); s.ok() && v) {
     Result<uint64_t> n = ParseUintParam("max_events", *v, 1, limits.max_fetch_events);
-    if (n.ok()) max_events = *n; else s = n.status();
+    if (n.ok())
+      max_events = *n;
+    else
+      s = n.status();
   }
   if (auto v = call.Query("auto_ack"); s.ok() && v) {
     if (*v == "true" || *v == "1") {
@@ -368,9 +386,9 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
   if (!s.ok()) co_return Error(s);
   if (subscribers_.fetch_add(1) >= limits.max_subscribers) {
     subscribers_.fetch_sub(1);
-    HttpReply r = Error(http::status::too_many_requests, "TOO_MANY_REQUESTS",
-                        "server is at limits.max_subscribers (" +
-                            std::to_string(limits.max_subscribers) + ")");
+    HttpReply r = Error(
+        http::status::too_many_requests, "TOO_MANY_REQUESTS",
+        "server is at limits.max_subscribers (" + std::to_string(limits.max_subscribers) + ")");
     r.response.set(http::field::retry_after, "1");
     co_return r;
   }
@@ -417,8 +435,7 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
       };
       auto job = [&]() -> Result<Batch> {
         CONVERGE_ASSIGN_OR_RETURN(
-            FetchResult r, FetchAsMember(topic, group, consumer,
-                                         static_cast<uint32_t>(max_events),
+            FetchResult r, FetchAsMember(topic, group, consumer, static_cast<uint32_t>(max_events),
                                          d_.config->limits.max_fetch_bytes));
         Batch b;
         if (r.deliveries.empty()) return b;
@@ -443,9 +460,7 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
         last_write = std::chrono::steady_clock::now();
         if (open && auto_ack) {
           std::vector<LeaseRef> leases = std::move(batch->leases);
-          auto job = [&] {
-            return d_.groups->AckBatch(topic, group, consumer, leases).status();
-          };
+          auto job = [&] { return d_.groups->AckBatch(topic, group, consumer, leases).status(); };
           Status acked = co_await d_.pool->Run(std::move(job));
           if (!acked.ok()) break;
         }
@@ -477,11 +492,17 @@ asio::awaitable<HttpReply> Api::ListDeadLetters(Call& call) {
   uint64_t from = 0, limit = 100;
   if (auto v = call.Query("from_offset"); s.ok() && v) {
     Result<uint64_t> n = ParseUintParam("from_offset", *v, 0, UINT64_MAX);
-    if (n.ok()) from = *n; else s = n.status();
+    if (n.ok())
+      from = *n;
+    else
+      s = n.status();
   }
   if (auto v = call.Query("limit"); s.ok() && v) {
     Result<uint64_t> n = ParseUintParam("limit", *v, 1, d_.config->limits.max_fetch_events);
-    if (n.ok()) limit = *n; else s = n.status();
+    if (n.ok())
+      limit = *n;
+    else
+      s = n.status();
   }
   if (!s.ok()) co_return Error(s);
   const std::string topic = call.topic, group = call.group;
@@ -523,11 +544,12 @@ asio::awaitable<HttpReply> Api::ReplayDeadLetters(Call& call) {
   if (s.ok()) s = CheckGroupName(call.group);
   if (!s.ok()) co_return Error(s);
   Result<json::object> body = ParseJsonObject(call.req.body());
-  if (!body.ok()) co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
+  if (!body.ok())
+    co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
   ReplayOptions options;
   uint64_t max_events = options.max_records;
-  s = CheckFields(*body, {"from_offset", "to_offset", "max_events", "target_topic",
-                          "include_replayed"});
+  s = CheckFields(*body,
+                  {"from_offset", "to_offset", "max_events", "target_topic", "include_replayed"});
   if (s.ok()) s = ReadUint(*body, "from_offset", 0, UINT64_MAX, &options.from_offset);
   if (s.ok()) s = ReadUint(*body, "to_offset", 0, UINT64_MAX, &options.to_offset);
   if (s.ok()) s = ReadUint(*body, "max_events", 1, d_.config->limits.max_fetch_events, &max_events);
@@ -545,11 +567,11 @@ asio::awaitable<HttpReply> Api::ReplayDeadLetters(Call& call) {
   auto job = [&, topic, group] { return d_.groups->ReplayDeadLetters(topic, group, options); };
   Result<ReplayResult> r = co_await d_.pool->Run(std::move(job));
   if (!r.ok()) co_return Error(r.status());
-  co_return Reply(JsonReply(http::status::ok,
-                            "{\"replayed\":" + std::to_string(r->replayed) +
-                                ",\"skipped_already_replayed\":" +
-                                std::to_string(r->skipped_already_replayed) +
-                                ",\"next_offset\":" + std::to_string(r->next_offset) + "}"));
+  co_return Reply(
+      JsonReply(http::status::ok,
+                "{\"replayed\":" + std::to_string(r->replayed) +
+                    ",\"skipped_already_replayed\":" + std::to_string(r->skipped_already_replayed) +
+                    ",\"next_offset\":" + std::to_string(r->next_offset) + "}"));
 }
 
 }  // namespace converge::server

@@ -1,6 +1,6 @@
 // API v1: topic admin and publish.
-#include <boost/json/value.hpp>
 #include <algorithm>
+#include <boost/json/value.hpp>
 #include <chrono>
 
 #include "server/api.h"
@@ -57,7 +57,8 @@ asio::awaitable<HttpReply> Api::ListTopics(Call& call) {
 asio::awaitable<HttpReply> Api::CreateTopic(Call& call) {
   if (!call.principal->admin) co_return Error(NotAllowed(*call.principal, "create topics", ""));
   Result<json::object> body = ParseJsonObject(call.req.body());
-  if (!body.ok()) co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
+  if (!body.ok())
+    co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
   const json::object& o = *body;
   Status s = CheckFields(o, {"name", "partitions", "durability", "retention_max_bytes",
                              "retention_max_age_ms", "sync_interval_ms", "dedup_window_ms"});
@@ -155,8 +156,7 @@ HttpResponse Api::DoPublish(const HttpRequest& req, const std::string& topic) {
       return JsonError(http::status::payload_too_large, "PAYLOAD_TOO_LARGE", s.message());
     }
     if (s.code() == StatusCode::kFailedPrecondition) {
-      return JsonError(http::status::unsupported_media_type, "UNSUPPORTED_MEDIA_TYPE",
-                       s.message());
+      return JsonError(http::status::unsupported_media_type, "UNSUPPORTED_MEDIA_TYPE", s.message());
     }
     return JsonError(http::status::bad_request, "INVALID_EVENT", s.message());
   }
@@ -174,7 +174,9 @@ HttpResponse Api::DoPublish(const HttpRequest& req, const std::string& topic) {
     size_t before = values.size();
     Status s = EncodeBinary(events[i], &values);
     std::string where = events.size() > 1 ? "event[" + std::to_string(i) + "]: " : "";
-    if (!s.ok()) return JsonError(http::status::bad_request, "INVALID_EVENT", where + std::string(s.message()));
+    if (!s.ok())
+      return JsonError(http::status::bad_request, "INVALID_EVENT",
+                       where + std::string(s.message()));
     if (values.size() - before > limits.max_event_bytes) {
       return JsonError(http::status::payload_too_large, "PAYLOAD_TOO_LARGE",
                        where + "event is " + std::to_string(values.size() - before) +
@@ -244,6 +246,5 @@ HttpResponse Api::DoPublish(const HttpRequest& req, const std::string& topic) {
       ->Add();
   return JsonReply(http::status::ok, std::move(body));
 }
-
 
 }  // namespace converge::server

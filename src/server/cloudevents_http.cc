@@ -1,16 +1,18 @@
 #include "server/cloudevents_http.h"
 
 #include <boost/beast/core/string.hpp>
-
 #include <cctype>
 
 namespace converge::server {
 
 std::string_view PublishModeName(PublishMode mode) {
   switch (mode) {
-    case PublishMode::kStructured: return "structured";
-    case PublishMode::kBatch: return "batch";
-    case PublishMode::kBinary: return "binary";
+    case PublishMode::kStructured:
+      return "structured";
+    case PublishMode::kBatch:
+      return "batch";
+    case PublishMode::kBinary:
+      return "binary";
   }
   return "unknown";
 }
@@ -46,11 +48,11 @@ Result<Event> DecodeBinaryMode(const HttpRequest& request, const DecodeOptions& 
     if (name.size() <= 3 || !boost::beast::iequals(name.substr(0, 3), "ce-")) continue;
     std::string attribute(name.substr(3));
     for (char& c : attribute) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    Result<std::string> value = PercentDecode(std::string_view(field.value().data(),
-                                                               field.value().size()));
+    Result<std::string> value =
+        PercentDecode(std::string_view(field.value().data(), field.value().size()));
     if (!value.ok()) {
-      return InvalidArgumentError("header 'ce-" + attribute + "': " +
-                                  std::string(value.status().message()));
+      return InvalidArgumentError("header 'ce-" + attribute +
+                                  "': " + std::string(value.status().message()));
     }
     std::string v = std::move(value).value();
     if (attribute == "specversion") {

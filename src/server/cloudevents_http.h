@@ -38,7 +38,8 @@ struct DecodedPublish {
 Result<DecodedPublish> DecodePublishRequest(const HttpRequest& request,
                                             const DecodeOptions& options);
 
-// Lowercased media type without parameters: "Application/JSON; charset=utf-8" -> "application/json".
+// Lowercased media type without parameters: "Application/JSON; charset=utf-8" ->
+// "application/json".
 std::string MediaType(std::string_view content_type);
 
 // Decodes %XX escapes. InvalidArgument on a truncated or non-hex escape.

@@ -42,23 +42,24 @@ TEST(CloudEventsHttp, StructuredAndBatch) {
   ASSERT_EQ(one->events.size(), 1u);
   EXPECT_EQ(one->events[0].data(), R"({"a":1})");
 
-  Result<DecodedPublish> batch = DecodePublishRequest(
-      Request("application/cloudevents-batch+json",
-              R"([{"specversion":"1.0","id":"1","source":"/s","type":"t"},
+  Result<DecodedPublish> batch =
+      DecodePublishRequest(Request("application/cloudevents-batch+json",
+                                   R"([{"specversion":"1.0","id":"1","source":"/s","type":"t"},
                   {"specversion":"1.0","id":"2","source":"/s","type":"t"}])"),
-      o);
+                           o);
   ASSERT_TRUE(batch.ok()) << batch.status().ToString();
   EXPECT_EQ(batch->mode, PublishMode::kBatch);
   EXPECT_EQ(batch->events.size(), 2u);
 
   o.max_batch_events = 1;
-  EXPECT_EQ(DecodePublishRequest(Request("application/cloudevents-batch+json",
-                                         R"([{"specversion":"1.0","id":"1","source":"/s","type":"t"},
+  EXPECT_EQ(
+      DecodePublishRequest(Request("application/cloudevents-batch+json",
+                                   R"([{"specversion":"1.0","id":"1","source":"/s","type":"t"},
                                              {"specversion":"1.0","id":"2","source":"/s","type":"t"}])"),
-                                 o)
-                .status()
-                .code(),
-            StatusCode::kResourceExhausted);
+                           o)
+          .status()
+          .code(),
+      StatusCode::kResourceExhausted);
   EXPECT_EQ(DecodePublishRequest(Request("application/cloudevents+avro", "x"), o).status().code(),
             StatusCode::kFailedPrecondition);
 }

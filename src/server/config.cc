@@ -58,8 +58,8 @@ Status ReadBool(const YAML::Node& map, const std::string& where, const std::stri
 }
 
 template <typename Int>
-Status ReadInt(const YAML::Node& map, const std::string& where, const std::string& key,
-               Int* out, long double min_value, long double max_value) {
+Status ReadInt(const YAML::Node& map, const std::string& where, const std::string& key, Int* out,
+               long double min_value, long double max_value) {
   YAML::Node n = map[key];
   if (!n) return Status::Ok();
   if (!n.IsScalar()) return KeyError(Join(where, key), "must be an integer");
@@ -108,11 +108,10 @@ constexpr long double kMaxU32 = static_cast<long double>(std::numeric_limits<uin
 
 Status ParseTopicDefaults(const YAML::Node& n, TopicOptions* t) {
   const std::string w = "topic_defaults";
-  CONVERGE_RETURN_IF_ERROR(CheckKeys(n, w,
-                                     {"partitions", "durability", "sync_interval_ms",
-                                      "segment_max_bytes", "retention_max_bytes",
-                                      "retention_max_age_ms", "dedup_window_ms",
-                                      "dedup_max_ids"}));
+  CONVERGE_RETURN_IF_ERROR(CheckKeys(
+      n, w,
+      {"partitions", "durability", "sync_interval_ms", "segment_max_bytes", "retention_max_bytes",
+       "retention_max_age_ms", "dedup_window_ms", "dedup_max_ids"}));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "partitions", &t->partitions, 1, 1024));
   std::string durability;
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "durability", &durability));
@@ -135,27 +134,25 @@ Status ParseTopicDefaults(const YAML::Node& n, TopicOptions* t) {
 
 Status ParseLimits(const YAML::Node& n, LimitsConfig* l) {
   const std::string w = "limits";
-  CONVERGE_RETURN_IF_ERROR(CheckKeys(
-      n, w,
-      {"max_body_bytes", "max_batch_events", "max_event_bytes", "max_inflight_requests",
-       "max_connections", "max_header_bytes", "max_subscribers", "max_fetch_events",
-       "max_fetch_bytes", "max_wait_ms", "idle_timeout_ms", "request_timeout_ms",
-       "shutdown_timeout_ms", "stream_heartbeat_ms"}));
+  CONVERGE_RETURN_IF_ERROR(
+      CheckKeys(n, w,
+                {"max_body_bytes", "max_batch_events", "max_event_bytes", "max_inflight_requests",
+                 "max_connections", "max_header_bytes", "max_subscribers", "max_fetch_events",
+                 "max_fetch_bytes", "max_wait_ms", "idle_timeout_ms", "request_timeout_ms",
+                 "shutdown_timeout_ms", "stream_heartbeat_ms"}));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_body_bytes", &l->max_body_bytes, 1, kMaxI64));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_batch_events", &l->max_batch_events, 1, kMaxU32));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_event_bytes", &l->max_event_bytes, 64, kMaxU32));
   CONVERGE_RETURN_IF_ERROR(
       ReadInt(n, w, "max_inflight_requests", &l->max_inflight_requests, 1, kMaxU32));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_connections", &l->max_connections, 1, kMaxU32));
-  CONVERGE_RETURN_IF_ERROR(
-      ReadInt(n, w, "max_header_bytes", &l->max_header_bytes, 1024, kMaxU32));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_header_bytes", &l->max_header_bytes, 1024, kMaxU32));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_subscribers", &l->max_subscribers, 0, kMaxU32));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_fetch_events", &l->max_fetch_events, 1, kMaxU32));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_fetch_bytes", &l->max_fetch_bytes, 1, kMaxI64));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_wait_ms", &l->max_wait_ms, 0, kMaxI64));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "idle_timeout_ms", &l->idle_timeout_ms, 1, kMaxI64));
-  CONVERGE_RETURN_IF_ERROR(
-      ReadInt(n, w, "request_timeout_ms", &l->request_timeout_ms, 1, kMaxI64));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "request_timeout_ms", &l->request_timeout_ms, 1, kMaxI64));
   CONVERGE_RETURN_IF_ERROR(
       ReadInt(n, w, "shutdown_timeout_ms", &l->shutdown_timeout_ms, 0, kMaxI64));
   CONVERGE_RETURN_IF_ERROR(
@@ -170,8 +167,7 @@ Status ParseGroups(const YAML::Node& n, GroupConfig* g) {
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "lease_ms", &g->lease_ms, 1, kMaxI64));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_lease_ms", &g->max_lease_ms, 1, kMaxI64));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_deliveries", &g->max_deliveries, 1, kMaxU32));
-  CONVERGE_RETURN_IF_ERROR(
-      ReadInt(n, w, "max_nack_delay_ms", &g->max_nack_delay_ms, 0, kMaxI64));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_nack_delay_ms", &g->max_nack_delay_ms, 0, kMaxI64));
   return Status::Ok();
 }
 
@@ -221,10 +217,10 @@ Status ParseAuth(const YAML::Node& n, ServerConfig* c) {
 
 Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
   if (!root || root.IsNull()) return Status::Ok();  // an empty file means all defaults
-  CONVERGE_RETURN_IF_ERROR(CheckKeys(root, "",
-                                     {"listen", "data_dir", "io_threads", "storage_threads",
-                                      "tls", "auth", "auto_create_topics", "topic_defaults",
-                                      "groups", "limits"}));
+  CONVERGE_RETURN_IF_ERROR(
+      CheckKeys(root, "",
+                {"listen", "data_dir", "io_threads", "storage_threads", "tls", "auth",
+                 "auto_create_topics", "topic_defaults", "groups", "limits"}));
   std::string listen;
   CONVERGE_RETURN_IF_ERROR(ReadString(root, "", "listen", &listen));
   if (!listen.empty()) {

@@ -43,8 +43,8 @@ HttpResponse JsonError(http::status status, std::string_view code, std::string_v
 struct HttpServer::Connection {
   explicit Connection(asio::any_io_executor ex) : executor(std::move(ex)) {}
   asio::any_io_executor executor;
-  bool busy = false;                   // a request is being handled or a stream is open
-  std::function<void()> close;         // closes the socket; null once the session ended
+  bool busy = false;            // a request is being handled or a stream is open
+  std::function<void()> close;  // closes the socket; null once the session ended
 };
 
 HttpServer::HttpServer(asio::io_context& ioc, HttpServerOptions options, HttpHandler handler,
@@ -55,17 +55,16 @@ HttpServer::HttpServer(asio::io_context& ioc, HttpServerOptions options, HttpHan
       acceptor_(ioc),
       drain_timer_(ioc) {
   connections_gauge_ = metrics->GetGauge("converge_http_connections", "Open HTTP connections.");
-  inflight_gauge_ =
-      metrics->GetGauge("converge_http_inflight_requests", "Requests being handled.");
-  rejected_connections_ = metrics->GetCounter(
-      "converge_http_rejected_total", "Requests or connections refused by a limit.",
-      {{"reason", "max_connections"}});
+  inflight_gauge_ = metrics->GetGauge("converge_http_inflight_requests", "Requests being handled.");
+  rejected_connections_ = metrics->GetCounter("converge_http_rejected_total",
+                                              "Requests or connections refused by a limit.",
+                                              {{"reason", "max_connections"}});
   rejected_inflight_ = metrics->GetCounter("converge_http_rejected_total",
                                            "Requests or connections refused by a limit.",
                                            {{"reason", "max_inflight_requests"}});
-  rejected_too_large_ = metrics->GetCounter("converge_http_rejected_total",
-                                            "Requests or connections refused by a limit.",
-                                            {{"reason", "too_large"}});
+  rejected_too_large_ =
+      metrics->GetCounter("converge_http_rejected_total",
+                          "Requests or connections refused by a limit.", {{"reason", "too_large"}});
   bad_requests_ = metrics->GetCounter("converge_http_rejected_total",
                                       "Requests or connections refused by a limit.",
                                       {{"reason", "malformed_http"}});
@@ -88,8 +87,8 @@ Status HttpServer::Listen() {
     }
   }
   boost::system::error_code ec;
-  auto address = asio::ip::make_address(
-      options_.address == "localhost" ? "127.0.0.1" : options_.address, ec);
+  auto address =
+      asio::ip::make_address(options_.address == "localhost" ? "127.0.0.1" : options_.address, ec);
   if (ec) return InvalidArgumentError("bad listen address '" + options_.address + "'");
   tcp::endpoint endpoint(address, options_.port);
   acceptor_.open(endpoint.protocol(), ec);
@@ -104,9 +103,7 @@ Status HttpServer::Listen() {
   return Status::Ok();
 }
 
-void HttpServer::Start() {
-  asio::co_spawn(acceptor_.get_executor(), AcceptLoop(), asio::detached);
-}
+void HttpServer::Start() { asio::co_spawn(acceptor_.get_executor(), AcceptLoop(), asio::detached); }
 
 asio::awaitable<void> HttpServer::AcceptLoop() {
   asio::steady_timer backoff(acceptor_.get_executor());
@@ -283,11 +280,11 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
     if (inflight_.fetch_add(1) >= limits.max_inflight_requests) {
       inflight_.fetch_sub(1);
       rejected_inflight_->Add();
-      reply.response = JsonError(http::status::too_many_requests, "TOO_MANY_REQUESTS",
-                                 "server is at limits.max_inflight_requests (" +
-                                     std::to_string(limits.max_inflight_requests) +
-                                     "); retry later",
-                                 req.version());
+      reply.response =
+          JsonError(http::status::too_many_requests, "TOO_MANY_REQUESTS",
+                    "server is at limits.max_inflight_requests (" +
+                        std::to_string(limits.max_inflight_requests) + "); retry later",
+                    req.version());
       reply.response.set(http::field::retry_after, "1");
     } else {
       inflight_gauge_->Set(static_cast<double>(inflight_.load()));

@@ -25,8 +25,8 @@ Status CheckFields(const boost::json::object& obj, std::initializer_list<std::st
 // Each reader leaves *out untouched when the field is absent (or null).
 Status ReadInt(const boost::json::object& obj, std::string_view field, int64_t min, int64_t max,
                int64_t* out);
-Status ReadUint(const boost::json::object& obj, std::string_view field, uint64_t min,
-                uint64_t max, uint64_t* out);
+Status ReadUint(const boost::json::object& obj, std::string_view field, uint64_t min, uint64_t max,
+                uint64_t* out);
 Status ReadString(const boost::json::object& obj, std::string_view field, std::string* out);
 Status ReadBool(const boost::json::object& obj, std::string_view field, bool* out);
 

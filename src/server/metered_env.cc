@@ -28,11 +28,10 @@ class MeteredWritableFile : public WritableFile {
 
 class MeteredEnv::MeteredFileSystem : public FileSystem {
  public:
-  MeteredFileSystem(Env& base, MetricsRegistry& metrics)
-      : base_(base.fs()), clock_(base.clock()) {
+  MeteredFileSystem(Env& base, MetricsRegistry& metrics) : base_(base.fs()), clock_(base.clock()) {
     const char* help = "Latency of file syncs (fdatasync) made by the storage engine.";
-    file_sync_ = metrics.GetHistogram("converge_fsync_duration_seconds", help,
-                                      {{"kind", "file"}}, LatencyBucketsSeconds());
+    file_sync_ = metrics.GetHistogram("converge_fsync_duration_seconds", help, {{"kind", "file"}},
+                                      LatencyBucketsSeconds());
     dir_sync_ = metrics.GetHistogram("converge_fsync_duration_seconds", help,
                                      {{"kind", "directory"}}, LatencyBucketsSeconds());
   }
@@ -47,9 +46,7 @@ class MeteredEnv::MeteredFileSystem : public FileSystem {
     return base_.NewRandomAccessFile(path);
   }
   bool FileExists(const std::string& path) override { return base_.FileExists(path); }
-  Result<uint64_t> GetFileSize(const std::string& path) override {
-    return base_.GetFileSize(path);
-  }
+  Result<uint64_t> GetFileSize(const std::string& path) override { return base_.GetFileSize(path); }
   Result<std::vector<std::string>> ListDir(const std::string& dir) override {
     return base_.ListDir(dir);
   }

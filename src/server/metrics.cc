@@ -48,8 +48,8 @@ double Histogram::Quantile(double q) const {
 }
 
 std::vector<double> LatencyBucketsSeconds() {
-  return {25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3,
-          10e-3, 25e-3, 50e-3,  100e-3, 250e-3, 500e-3, 1.0,  2.5, 10.0};
+  return {25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3,
+          25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1.0,  2.5,    10.0};
 }
 
 namespace {
@@ -131,8 +131,7 @@ Gauge* MetricsRegistry::GetGauge(std::string_view name, std::string_view help,
 }
 
 Histogram* MetricsRegistry::GetHistogram(std::string_view name, std::string_view help,
-                                         const Labels& labels,
-                                         const std::vector<double>& bounds) {
+                                         const Labels& labels, const std::vector<double>& bounds) {
   std::lock_guard lock(mu_);
   auto& slot = FamilyFor(name, help, Type::kHistogram).histograms[RenderLabels(labels)];
   if (!slot) slot = std::make_unique<Histogram>(bounds);
@@ -169,8 +168,7 @@ std::string MetricsRegistry::Render() const {
                  FormatValue(static_cast<double>(h->CumulativeCount(i))) + "\n";
         }
         out += name + "_sum" + labels + " " + FormatValue(h->sum()) + "\n";
-        out += name + "_count" + labels + " " + FormatValue(static_cast<double>(h->count())) +
-               "\n";
+        out += name + "_count" + labels + " " + FormatValue(static_cast<double>(h->count())) + "\n";
       }
     }
   }

@@ -45,7 +45,7 @@ class ServeProcess {
 
  private:
   std::string config_yaml_;
-  std::string dir_;       // temp dir of this fixture
+  std::string dir_;  // temp dir of this fixture
   std::string data_dir_;
   bool own_dir_ = true;
   pid_t pid_ = -1;

@@ -25,9 +25,9 @@ using testing::RawExchange;
 using testing::RawStatus;
 using testing::ServeProcess;
 
-#define ASSERT_OK(expr)                                  \
-  do {                                                   \
-    const ::converge::Status s_ = (expr);                \
+#define ASSERT_OK(expr)                                     \
+  do {                                                      \
+    const ::converge::Status s_ = (expr);                   \
     ASSERT_TRUE(s_.ok()) << #expr << ": " << s_.ToString(); \
   } while (0)
 
@@ -203,9 +203,10 @@ TEST_F(ServeTest, BatchIsAcceptedWholeOrRejectedWhole) {
   std::string body = R"([{"specversion":"1.0","id":"1","source":"/s","type":"x"},)"
                      R"({"specversion":"1.0","id":"2","source":"/s","type":"x"},)"
                      R"({"specversion":"1.0","id":"3","source":"/s"}])";
-  client::HttpResponse res = Must(c.Send(
-      {"POST", "/v1/topics/t/events",
-       {{"Content-Type", "application/cloudevents-batch+json"}}, body}));
+  client::HttpResponse res = Must(c.Send({"POST",
+                                          "/v1/topics/t/events",
+                                          {{"Content-Type", "application/cloudevents-batch+json"}},
+                                          body}));
   EXPECT_EQ(res.status, 400);
   EXPECT_NE(res.body.find("INVALID_EVENT"), std::string::npos) << res.body;
   EXPECT_NE(res.body.find("event[2]"), std::string::npos) << res.body;
@@ -395,8 +396,7 @@ TEST_F(ServeTest, RejectsMissingAndWrongTokensWith401AndMissingPermissionWith403
     EXPECT_EQ(Code(s), "UNAUTHENTICATED");
     EXPECT_EQ(anon->Fetch("orders.created", "g").status().code(), StatusCode::kUnauthenticated);
     EXPECT_EQ(anon->ListTopics().status().code(), StatusCode::kUnauthenticated);
-    EXPECT_EQ(anon->DescribeTopic("orders.created").status().code(),
-              StatusCode::kUnauthenticated);
+    EXPECT_EQ(anon->DescribeTopic("orders.created").status().code(), StatusCode::kUnauthenticated);
     EXPECT_TRUE(anon->Health().ok());
   }
 
@@ -406,9 +406,10 @@ TEST_F(ServeTest, RejectsMissingAndWrongTokensWith401AndMissingPermissionWith403
   // Subscribing without permission: 403 and no data.
   Result<std::vector<Delivery>> denied = orders.Fetch("orders.created", "g");
   EXPECT_EQ(denied.status().code(), StatusCode::kPermissionDenied);
-  client::HttpResponse raw = Must(orders.Send(
-      {"POST", "/v1/topics/orders.created/groups/g/fetch", {{"Content-Type", "application/json"}},
-       "{}"}));
+  client::HttpResponse raw = Must(orders.Send({"POST",
+                                               "/v1/topics/orders.created/groups/g/fetch",
+                                               {{"Content-Type", "application/json"}},
+                                               "{}"}));
   EXPECT_EQ(raw.status, 403);
   EXPECT_EQ(raw.body.find("\"event\""), std::string::npos) << raw.body;
   EXPECT_EQ(orders.ListDeadLetters("orders.created", "g").status().code(),
@@ -457,17 +458,19 @@ limits:
   EXPECT_NE(s.ToString().find("max_event_bytes"), std::string::npos) << s.ToString();
 
   // A body over max_body_bytes is refused from its Content-Length, before it is read.
-  std::string raw = "POST /v1/topics/t/events HTTP/1.1\r\nHost: x\r\n"
-                    "Content-Type: application/cloudevents+json\r\nContent-Length: 100000\r\n\r\n" +
-                    std::string(1000, ' ');
+  std::string raw =
+      "POST /v1/topics/t/events HTTP/1.1\r\nHost: x\r\n"
+      "Content-Type: application/cloudevents+json\r\nContent-Length: 100000\r\n\r\n" +
+      std::string(1000, ' ');
   std::string reply = Must(RawExchange(server_->port(), raw));
   EXPECT_EQ(RawStatus(reply), 413) << reply;
   EXPECT_NE(reply.find("PAYLOAD_TOO_LARGE"), std::string::npos) << reply;
   // Chunked bodies are counted as they arrive.
   std::string chunk(4000, 'a');
-  std::string chunked = "POST /v1/topics/t/events HTTP/1.1\r\nHost: x\r\n"
-                        "Content-Type: application/cloudevents+json\r\n"
-                        "Transfer-Encoding: chunked\r\n\r\n";
+  std::string chunked =
+      "POST /v1/topics/t/events HTTP/1.1\r\nHost: x\r\n"
+      "Content-Type: application/cloudevents+json\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n";
   for (int i = 0; i < 3; ++i) chunked += "fa0\r\n" + chunk + "\r\n";
   chunked += "0\r\n\r\n";
   reply = Must(RawExchange(server_->port(), chunked));
@@ -478,8 +481,8 @@ limits:
 
 TEST_F(ServeTest, EnforcesHeaderLimitWith431) {
   StartServer("limits: {max_header_bytes: 2048}");
-  std::string raw = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(4096, 'h') +
-                    "\r\n\r\n";
+  std::string raw =
+      "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(4096, 'h') + "\r\n\r\n";
   std::string reply = Must(RawExchange(server_->port(), raw));
   EXPECT_EQ(RawStatus(reply), 431) << reply;
 }
@@ -530,8 +533,8 @@ TEST_F(ServeTest, AnswersMalformedInputWith400NamingTheProblem) {
                   std::string body) {
     return Must(c.Send({"POST", std::move(target), std::move(headers), std::move(body)}));
   };
-  client::HttpResponse r = post("/v1/topics/t/events",
-                                {{"Content-Type", "application/cloudevents+json"}}, "{\"id\":");
+  client::HttpResponse r =
+      post("/v1/topics/t/events", {{"Content-Type", "application/cloudevents+json"}}, "{\"id\":");
   EXPECT_EQ(r.status, 400);
   EXPECT_NE(r.body.find("\"code\":\"INVALID_EVENT\""), std::string::npos) << r.body;
 
@@ -541,14 +544,19 @@ TEST_F(ServeTest, AnswersMalformedInputWith400NamingTheProblem) {
   EXPECT_NE(r.body.find("source"), std::string::npos) << r.body;
 
   r = post("/v1/topics/t/events",
-           {{"ce-specversion", "1.0"}, {"ce-source", "/s"}, {"ce-type", "x"},
+           {{"ce-specversion", "1.0"},
+            {"ce-source", "/s"},
+            {"ce-type", "x"},
             {"Content-Type", "application/json"}},
            "{}");
   EXPECT_EQ(r.status, 400);
   EXPECT_NE(r.body.find("ce-id"), std::string::npos) << r.body;
 
   r = post("/v1/topics/t/events",
-           {{"ce-specversion", "1.0"}, {"ce-id", "1"}, {"ce-source", "/s"}, {"ce-type", "x"},
+           {{"ce-specversion", "1.0"},
+            {"ce-id", "1"},
+            {"ce-source", "/s"},
+            {"ce-type", "x"},
             {"Content-Type", "application/json"}},
            "{not json");
   EXPECT_EQ(r.status, 400) << r.body;
@@ -611,8 +619,9 @@ TEST_F(ServeTest, AutoCreatesTopicsWhenConfigured) {
 
 TEST_F(ServeTest, KeepsConnectionsAlive) {
   StartServer();
-  std::string two = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-                    "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  std::string two =
+      "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+      "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
   std::string reply = Must(RawExchange(server_->port(), two));
   size_t first = reply.find("HTTP/1.1 200");
   ASSERT_NE(first, std::string::npos) << reply;
@@ -629,8 +638,9 @@ TEST_F(ServeTest, ExportsPrometheusMetrics) {
   std::string text = Must(c.Metrics());
   for (const char* want :
        {"converge_events_published_total{topic=\"m\"} 1", "converge_fsync_duration_seconds_bucket",
-        "converge_consumer_lag{topic=\"m\",group=\"g\"}", "converge_dead_letters{topic=\"m\",group=\"g\"} 0",
-        "converge_http_requests_total", "converge_publish_to_deliver_seconds_count 1"}) {
+        "converge_consumer_lag{topic=\"m\",group=\"g\"}",
+        "converge_dead_letters{topic=\"m\",group=\"g\"} 0", "converge_http_requests_total",
+        "converge_publish_to_deliver_seconds_count 1"}) {
     EXPECT_NE(text.find(want), std::string::npos) << "missing " << want << "\n" << text;
   }
 }
@@ -679,13 +689,11 @@ TEST_F(ServeTest, SigkillUnderLoadLosesNoAcknowledgedEvent) {
       for (int b = 0; !stop.load(); ++b) {
         std::vector<Event> batch;
         for (int i = 0; i < 20; ++i) {
-          batch.push_back(MakeEvent("/load",
-                                    Cat({std::to_string(t), "-", std::to_string(b), "-",
-                                         std::to_string(i)}),
-                                    R"({"n":1})", Cat({"k", std::to_string(i % 7)})));
+          batch.push_back(MakeEvent(
+              "/load", Cat({std::to_string(t), "-", std::to_string(b), "-", std::to_string(i)}),
+              R"({"n":1})", Cat({"k", std::to_string(i % 7)})));
         }
-        Result<std::vector<client::Published>> r =
-            c.Publish("durable", batch, PublishMode::kBatch);
+        Result<std::vector<client::Published>> r = c.Publish("durable", batch, PublishMode::kBatch);
         if (!r.ok()) return;  // the server died
         std::lock_guard lock(mu);
         for (const Event& e : batch) acked.insert(e.id());

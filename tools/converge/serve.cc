@@ -76,8 +76,8 @@ int RunServe(int argc, char** argv) {
 
   Result<std::unique_ptr<server::Server>> server = server::Server::Open(config);
   if (!server.ok()) {
-    std::fprintf(stderr, "converge serve: cannot open storage in %s: %s\n",
-                 config.data_dir.c_str(), server.status().ToString().c_str());
+    std::fprintf(stderr, "converge serve: cannot open storage in %s: %s\n", config.data_dir.c_str(),
+                 server.status().ToString().c_str());
     return 1;
   }
   if (Status s = (*server)->Listen(); !s.ok()) {
