@@ -4,6 +4,7 @@
 // before anything is read or allocated, varints must be canonical, and reserved bits must be
 // zero, so a truncated or garbled record yields DataLoss instead of a crash or a misread.
 #include <charconv>
+#include <exception>
 
 #include "converge/event.h"
 #include "core/event_internal.h"
@@ -270,6 +271,8 @@ Result<Event> DecodeBinary(std::string_view record, const DecodeOptions& options
     CONVERGE_RETURN_IF_ERROR(ReadRecord(record, options, &event));
   } catch (const std::bad_alloc&) {
     return ResourceExhaustedError("out of memory decoding an event record");
+  } catch (const std::exception& e) {
+    return InternalError(std::string("decoding an event record: ") + e.what());
   }
   return event;
 }
