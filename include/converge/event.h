@@ -8,10 +8,12 @@
 //              String, Integer (32-bit signed) or Boolean value
 //   data       the payload, one of four kinds (DataKind):
 //                kNone    no payload
-//                kJson    a JSON value; data() is its compact JSON text (no insignificant
-//                         whitespace, strings re-escaped minimally, numbers exactly as
-//                         written). Requires datacontenttype absent or JSON ("*/json",
-//                         "*/*+json"). Encoded as the JSON member "data" holding that value.
+//                kJson    a JSON value; data() is its JSON text, in compact form when it came
+//                         through SetJsonData or a JSON decoder (no insignificant whitespace,
+//                         strings re-escaped minimally, numbers exactly as written; a binary
+//                         record's text is kept as stored). Requires datacontenttype absent
+//                         or JSON ("*/json", "*/*+json"). Encoded as the JSON member "data"
+//                         holding that value.
 //                kText    a string payload of a non-JSON datacontenttype (e.g. "text/plain",
 //                         "application/xml"); data() is the text, valid UTF-8. Encoded as
 //                         "data": "<the text as a JSON string>".
