@@ -109,14 +109,25 @@ TEST(RecordFormatTest, RoundTripAndDetectsEveryFlippedBit) {
 TEST(DedupTableTest, WindowAndBound) {
   internal::DedupTable t(/*max_ids=*/100, /*window_micros=*/1000);
   auto h = [](int i) { return internal::IdHash128("id" + std::to_string(i)); };
-  t.Insert(h(1), 0, 10, 5000);
+  EXPECT_EQ(t.FindOrInsert(h(1), 0, 10, 5000), nullptr);
   ASSERT_NE(t.Find(h(1), 5500), nullptr);
   EXPECT_EQ(t.Find(h(1), 5500)->offset, 10u);
+  const internal::DedupTable::Entry* again = t.FindOrInsert(h(1), 1, 99, 5600);
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(again->offset, 10u);
   EXPECT_EQ(t.Find(h(1), 6001), nullptr);  // outside the window
   EXPECT_EQ(t.Find(h(2), 5500), nullptr);
-  for (int i = 0; i < 10000; ++i) t.Insert(h(i), 0, static_cast<uint64_t>(i), 6000);
-  EXPECT_LE(t.size(), 100u);
-  for (int i = 10000 - 50; i < 10000; ++i) EXPECT_NE(t.Find(h(i), 6000), nullptr) << i;
+  EXPECT_EQ(t.FindOrInsert(h(1), 1, 99, 6001), nullptr);  // expired: remembered anew
+  EXPECT_EQ(t.Find(h(1), 6001)->offset, 99u);
+  for (int i = 0; i < 10000; ++i) {
+    EXPECT_EQ(t.FindOrInsert(h(i + 5), 0, static_cast<uint64_t>(i), 6000 + i / 100), nullptr);
+    EXPECT_LE(t.size(), 100u);
+  }
+  // The newest half of the bound is always remembered.
+  for (int i = 10000 - 50; i < 10000; ++i) {
+    ASSERT_NE(t.Find(h(i + 5), 6100), nullptr) << i;
+    EXPECT_EQ(t.Find(h(i + 5), 6100)->offset, static_cast<uint64_t>(i));
+  }
 }
 
 // ---------------------------------------------------------------------------------------
