@@ -233,6 +233,58 @@ TEST(LogSimTest, AcknowledgedRecordsSurviveCrashes) {
 }
 
 // ---------------------------------------------------------------------------------------
+// What each durability policy promises across a machine crash
+
+uint64_t EndAfterCrash(sim::SimEnv& sim, Durability durability, bool run_timers,
+                       bool call_sync) {
+  std::unique_ptr<Log> log = OpenLog(sim);
+  TopicOptions options;
+  options.durability = durability;
+  options.sync_interval_ms = 50;
+  EXPECT_TRUE(log->CreateTopic("d", options).ok());
+  std::vector<RecordView> records(10, RecordView{"", "", "payload", 0});
+  EXPECT_TRUE(log->Append("d", records).ok());
+  EXPECT_EQ(log->Read("d", 0, 0, 100, 1 << 20)->records.size(), 10u);  // readable at once
+  if (run_timers) sim.RunFor(60'000'000);
+  if (call_sync) {
+    EXPECT_TRUE(log->Sync().ok());
+  }
+  sim.sim_fs().Crash();
+  log.reset();
+  log = OpenLog(sim);
+  auto info = log->DescribeTopic("d");
+  EXPECT_TRUE(info.ok()) << info.status().ToString();
+  return info.ok() ? info->partitions[0].end_offset : 0;
+}
+
+TEST(LogDurabilityTest, FsyncSurvivesAtOnce) {
+  sim::SimEnv sim(3);
+  EXPECT_EQ(EndAfterCrash(sim, Durability::kFsync, false, false), 10u);
+}
+
+TEST(LogDurabilityTest, IntervalSurvivesOnceTheTimerRan) {
+  {
+    sim::SimEnv sim(4);
+    EXPECT_EQ(EndAfterCrash(sim, Durability::kInterval, false, false), 0u);
+  }
+  {
+    sim::SimEnv sim(5);
+    EXPECT_EQ(EndAfterCrash(sim, Durability::kInterval, true, false), 10u);
+  }
+}
+
+TEST(LogDurabilityTest, NoneSurvivesAfterSync) {
+  {
+    sim::SimEnv sim(6);
+    EXPECT_EQ(EndAfterCrash(sim, Durability::kNone, true, false), 0u);
+  }
+  {
+    sim::SimEnv sim(7);
+    EXPECT_EQ(EndAfterCrash(sim, Durability::kNone, false, true), 10u);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 // Corruption
 
 class LogCorruptionTest : public ::testing::Test {
