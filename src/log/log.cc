@@ -149,7 +149,7 @@ class LogImpl final : public Log {
       CONVERGE_RETURN_IF_ERROR(internal::RemoveTree(fs, TopicDir(topic)));
       return fs.SyncDir(topics_dir_);
     }
-    doomed->Close().IgnoreError();  // the files go away anyway
+    doomed->Close(/*deleting=*/true).IgnoreError();  // the files go away anyway
     return doomed->DeleteFiles();
   }
 

@@ -97,7 +97,7 @@ TEST(LogCrashTest, SigkillLosesNoAcknowledgedRecord) {
   std::vector<Ack> all;
   const int rounds = 5;
   for (int round = 0; round < rounds; ++round) {
-    const size_t kill_after = 200 + rng() % 20000;
+    const size_t kill_after = 200 + rng() % 6000;
     std::string run = "r";
     run += std::to_string(round);
     std::vector<Ack> acks = RunAndKill(dir, run, kill_after);

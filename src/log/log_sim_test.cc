@@ -284,6 +284,49 @@ TEST(LogDurabilityTest, NoneSurvivesAfterSync) {
   }
 }
 
+// Crashing at every step of CreateTopic and DeleteTopic leaves either the whole topic or none
+// of it, and Open never fails.
+TEST(LogSimTest, TopicCreateAndDeleteAreAtomicAcrossCrashes) {
+  for (uint64_t step = 1; step < 80; ++step) {
+    SCOPED_TRACE("crash after " + std::to_string(step) + " operations");
+    sim::SimEnv sim(step);
+    {
+      std::unique_ptr<Log> log = OpenLog(sim);
+      ASSERT_NE(log, nullptr);
+      TopicOptions options;
+      options.partitions = 3;
+      ASSERT_TRUE(log->CreateTopic("keep", options).ok());
+      std::vector<RecordView> records(5, RecordView{"", "", "v", 0});
+      ASSERT_TRUE(log->Append("keep", records).ok());
+      sim.sim_fs().CrashAfterOps(step);
+      Status created = log->CreateTopic("new", options);
+      Status deleted = log->DeleteTopic("keep");
+      sim.sim_fs().Crash();
+      (void)created;
+      (void)deleted;
+    }
+    std::unique_ptr<Log> log = OpenLog(sim);
+    ASSERT_NE(log, nullptr);
+    for (const std::string& name : log->ListTopics()) {
+      auto info = log->DescribeTopic(name);
+      ASSERT_TRUE(info.ok()) << name << ": " << info.status().ToString();
+      ASSERT_EQ(info->partitions.size(), 3u);
+      if (name == "keep") {
+        EXPECT_EQ(info->partitions[0].end_offset + info->partitions[1].end_offset +
+                      info->partitions[2].end_offset,
+                  5u);
+      }
+      std::vector<RecordView> records(2, RecordView{"", "", "w", 0});
+      EXPECT_TRUE(log->Append(name, records).ok()) << name;
+    }
+    // Whatever is missing can be created again.
+    for (const char* name : {"keep", "new"}) {
+      Status s = log->CreateTopic(name, {});
+      EXPECT_TRUE(s.ok() || s.code() == StatusCode::kAlreadyExists) << s.ToString();
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // Corruption
 

@@ -422,16 +422,22 @@ Status Topic::Sync() {
   return RunWriter(w, lock);
 }
 
-Status Topic::Close() {
+Status Topic::ClosedStatus() const {
+  if (deleted_) return NotFoundError("topic '" + name_ + "' was deleted");
+  return FailedPreconditionError("topic '" + name_ + "' is closed");
+}
+
+Status Topic::Close(bool deleting) {
   Writer w;
   w.kind = Writer::Kind::kClose;
   std::unique_lock<std::mutex> lock(mu_);
+  deleted_ = deleted_ || deleting;
   if (closed_) return Status::Ok();
   return RunWriter(w, lock);
 }
 
 Status Topic::RunWriter(Writer& w, std::unique_lock<std::mutex>& lock) {
-  if (closed_) return FailedPreconditionError("topic '" + name_ + "' is closed");
+  if (closed_) return ClosedStatus();
   writers_.push_back(&w);
   while (!w.done && &w != writers_.front()) w.cv.wait(lock);
   if (w.done) return w.status;
@@ -439,7 +445,7 @@ Status Topic::RunWriter(Writer& w, std::unique_lock<std::mutex>& lock) {
   // This writer leads: it commits every batch queued so far, up to the group bound.
   Status s;
   if (closed_) {
-    s = FailedPreconditionError("topic '" + name_ + "' is closed");
+    s = ClosedStatus();
   } else if (!failed_.ok()) {
     s = failed_;
   }

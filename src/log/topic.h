@@ -93,8 +93,9 @@ class Topic : public std::enable_shared_from_this<Topic> {
   std::unique_ptr<Log::Watch> Watch(Log::AppendCallback fn);
   Status EnforceRetention();
   Status Sync();
-  // Syncs and closes the files; later calls fail with FailedPrecondition.
-  Status Close();
+  // Syncs and closes the files; later appends fail with FailedPrecondition, or NotFound when
+  // `deleting`.
+  Status Close(bool deleting = false);
   // After Close: deletes topic.json first (so a crash leaves a leftover that Open removes),
   // then every file and directory of the topic.
   Status DeleteFiles();
@@ -122,6 +123,7 @@ class Topic : public std::enable_shared_from_this<Topic> {
   void ScheduleSyncTimerLocked();
   void OnSyncTimer();
   Status CloseFilesLeader();
+  Status ClosedStatus() const;  // requires mu_
   Status DataLoss(uint32_t partition, uint64_t from, uint64_t to, std::string_view why) const;
   Result<std::shared_ptr<RandomAccessFile>> ReaderFor(Partition& part, Segment& seg);
   Result<ReadBatch> ReadSegment(uint32_t partition, const RandomAccessFile& file, uint64_t size,
@@ -144,6 +146,7 @@ class Topic : public std::enable_shared_from_this<Topic> {
   std::mutex mu_;
   std::deque<Writer*> writers_;
   bool closed_ = false;
+  bool deleted_ = false;
   Status failed_;  // sticky: after a write or sync error nothing more is appended until reopen
   bool timer_pending_ = false;
   TimerId timer_id_ = 0;
