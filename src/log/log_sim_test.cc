@@ -95,9 +95,7 @@ void RunCrashSeed(uint64_t seed) {
                " (replay with CONVERGE_SIM_SEED=" + std::to_string(seed) + ")");
   sim::SimEnv sim(seed);
   std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + 1);
-  auto uniform = [&](uint64_t lo, uint64_t hi) {
-    return lo + rng() % (hi - lo + 1);
-  };
+  auto uniform = [&](uint64_t lo, uint64_t hi) { return lo + rng() % (hi - lo + 1); };
   sim.sim_fs().SetTornWrites(seed % 2 == 1);
 
   TopicOptions options;
@@ -235,8 +233,7 @@ TEST(LogSimTest, AcknowledgedRecordsSurviveCrashes) {
 // ---------------------------------------------------------------------------------------
 // What each durability policy promises across a machine crash
 
-uint64_t EndAfterCrash(sim::SimEnv& sim, Durability durability, bool run_timers,
-                       bool call_sync) {
+uint64_t EndAfterCrash(sim::SimEnv& sim, Durability durability, bool run_timers, bool call_sync) {
   std::unique_ptr<Log> log = OpenLog(sim);
   TopicOptions options;
   options.durability = durability;
@@ -427,7 +424,8 @@ TEST_F(LogCorruptionTest, FlippedBodyBitIsOneDamagedRecord) {
     if (reopen) Reopen();
     if (!reopen) {
       auto [path, pos] = Locate(100);
-      ASSERT_TRUE(sim_.sim_fs().CorruptByte(path, pos + internal::kRecordHeaderBytes + 3, 0x10).ok());
+      ASSERT_TRUE(
+          sim_.sim_fs().CorruptByte(path, pos + internal::kRecordHeaderBytes + 3, 0x10).ok());
     }
     std::map<uint64_t, std::string> got;
     std::vector<std::pair<uint64_t, uint64_t>> damaged;
@@ -521,7 +519,8 @@ TEST_F(LogCorruptionTest, RandomFlipsNeverCrashOrReturnBadRecords) {
     auto size = sim_.fs().GetFileSize(path);
     ASSERT_TRUE(size.ok());
     if (*size == 0) continue;
-    ASSERT_TRUE(sim_.sim_fs().CorruptByte(path, rng() % *size, static_cast<uint8_t>(1 + rng() % 255)).ok());
+    ASSERT_TRUE(
+        sim_.sim_fs().CorruptByte(path, rng() % *size, static_cast<uint8_t>(1 + rng() % 255)).ok());
     ++flips;
   }
   for (bool reopen : {false, true}) {
@@ -618,7 +617,8 @@ TEST(LogCorruptionFuzzTest, RandomDamageOverSeeds) {
 
 TEST_F(LogCorruptionTest, DamagedTopicMetadataDoesNotStopOpen) {
   ASSERT_TRUE(log_->CreateTopic("other", {}).ok());
-  ASSERT_TRUE(sim_.sim_fs().CorruptByte(std::string(kDir) + "/topics/other/topic.json", 5, 0x55).ok());
+  ASSERT_TRUE(
+      sim_.sim_fs().CorruptByte(std::string(kDir) + "/topics/other/topic.json", 5, 0x55).ok());
   Reopen();
   EXPECT_EQ(log_->DescribeTopic("other").status().code(), StatusCode::kDataLoss);
   EXPECT_EQ(log_->ListTopics(), (std::vector<std::string>{"other", "t"}));

@@ -227,7 +227,8 @@ TEST_F(LogTest, AppendReadRoundTrip) {
 
   // The data survives a reopen.
   Reopen();
-  EXPECT_EQ(ReadAll("orders", 0), (std::vector<std::string>{"first", std::string("bin\0ary", 7), ""}));
+  EXPECT_EQ(ReadAll("orders", 0),
+            (std::vector<std::string>{"first", std::string("bin\0ary", 7), ""}));
 }
 
 TEST_F(LogTest, KeysPickStablePartitionsWithDenseOffsets) {
@@ -284,8 +285,8 @@ TEST_F(LogTest, DedupWithinBatchAcrossBatchesAndReopen) {
   options.dedup_window_ms = 60'000;
   Create("t", options);
   // Within one batch (even with different keys the first occurrence wins).
-  std::vector<RecordView> batch = {{"e1", "k1", "v1", 0}, {"e2", "k2", "v2", 0},
-                                   {"e1", "k9", "v1-again", 0}};
+  std::vector<RecordView> batch = {
+      {"e1", "k1", "v1", 0}, {"e2", "k2", "v2", 0}, {"e1", "k9", "v1-again", 0}};
   auto res = log_->Append("t", batch);
   ASSERT_TRUE(res.ok());
   EXPECT_FALSE((*res)[0].duplicate);
@@ -453,9 +454,9 @@ TEST_F(LogTest, OffsetForTime) {
       if (ts[i] >= t) return i;
     return ts.size();
   };
-  for (int64_t t : {int64_t{0}, int64_t{1000}, int64_t{1001}, int64_t{50'500}, int64_t{51'000},
-                    int64_t{55'000}, int64_t{61'000}, int64_t{199'999}, int64_t{200'000},
-                    int64_t{200'001}}) {
+  for (int64_t t :
+       {int64_t{0}, int64_t{1000}, int64_t{1001}, int64_t{50'500}, int64_t{51'000}, int64_t{55'000},
+        int64_t{61'000}, int64_t{199'999}, int64_t{200'000}, int64_t{200'001}}) {
     auto off = log_->OffsetForTime("t", 0, t);
     ASSERT_TRUE(off.ok()) << off.status().ToString();
     EXPECT_EQ(*off, brute(t)) << "t=" << t;
@@ -690,8 +691,9 @@ TEST_F(LogTest, DurabilityNames) {
 }
 
 TEST(DataLossResumeOffsetTest, Parses) {
-  EXPECT_EQ(DataLossResumeOffset(DataLossError("x: records [3, 9) are damaged (y); resume at offset 9")),
-            std::optional<uint64_t>(9));
+  EXPECT_EQ(
+      DataLossResumeOffset(DataLossError("x: records [3, 9) are damaged (y); resume at offset 9")),
+      std::optional<uint64_t>(9));
   EXPECT_EQ(DataLossResumeOffset(InternalError("resume at offset 9")), std::nullopt);
   EXPECT_EQ(DataLossResumeOffset(DataLossError("no offset")), std::nullopt);
 }
