@@ -5,7 +5,7 @@
 // writes, partly kept and garbled), reopen, and check that every acknowledged record is there
 // with its exact content, offsets are dense, nothing corrupt or partial is returned, and the
 // dedup memory still knows the acknowledged ids. CONVERGE_SIM_SEEDS sets the number of seeds
-// (default 2000); CONVERGE_SIM_SEED=<n> replays one seed.
+// (default 5000); CONVERGE_SIM_SEED=<n> replays one seed.
 //
 // Corruption: flipped bits and truncated segments are reported as DataLoss naming the damaged
 // range; everything else stays readable.
@@ -219,7 +219,7 @@ void RunCrashSeed(uint64_t seed) {
 
 TEST(LogSimTest, AcknowledgedRecordsSurviveCrashes) {
   const uint64_t only = EnvNumber("CONVERGE_SIM_SEED", 0);
-  const uint64_t seeds = only != 0 ? 1 : EnvNumber("CONVERGE_SIM_SEEDS", 2000);
+  const uint64_t seeds = only != 0 ? 1 : EnvNumber("CONVERGE_SIM_SEEDS", 5000);
   for (uint64_t i = 0; i < seeds; ++i) {
     const uint64_t seed = only != 0 ? only : i + 1;
     RunCrashSeed(seed);
@@ -538,7 +538,7 @@ TEST_F(LogCorruptionTest, RandomFlipsNeverCrashOrReturnBadRecords) {
 // cut segments, read while open and after recovery. Every record returned must be intact and
 // at its offset, reads must finish, and appends must continue after recovery.
 TEST(LogCorruptionFuzzTest, RandomDamageOverSeeds) {
-  const uint64_t seeds = std::max<uint64_t>(1, EnvNumber("CONVERGE_SIM_SEEDS", 2000) / 10);
+  const uint64_t seeds = std::max<uint64_t>(1, EnvNumber("CONVERGE_SIM_SEEDS", 5000) / 10);
   for (uint64_t seed = 1; seed <= seeds; ++seed) {
     SCOPED_TRACE("seed " + std::to_string(seed));
     sim::SimEnv sim(seed);

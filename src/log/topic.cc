@@ -813,10 +813,20 @@ Result<ReadBatch> Topic::Read(uint32_t partition, uint64_t offset, size_t max_re
       plan.seg_end = plan.segment->end_offset;
       PlanFromIndex(*plan.segment, offset, &plan);
     }
+    // Size the first read for what the caller wants: max_bytes, or max_records records of the
+    // segment's average size, whichever is smaller (the read grows for a larger record).
+    const uint64_t records_in_segment = plan.seg_end - plan.segment->base_offset;
+    const uint64_t avg_record = records_in_segment > 0 ? plan.size / records_in_segment + 1 : 256;
+    const uint64_t by_records =
+        max_records > UINT64_MAX / (2 * avg_record) ? UINT64_MAX : max_records * 2 * avg_record;
+    const size_t chunk_bytes = static_cast<size_t>(std::clamp<uint64_t>(
+        std::min<uint64_t>(std::min<uint64_t>(max_bytes, by_records), kReadChunkMaxBytes) +
+            kIndexIntervalBytes,
+        kReadChunkMinBytes, kReadChunkMaxBytes));
     Result<std::shared_ptr<RandomAccessFile>> file = ReaderFor(part, *plan.segment);
     Result<ReadBatch> batch =
         file.ok() ? ReadSegment(partition, **file, plan.size, plan.seg_end, plan.position,
-                                plan.expected, offset, max_records, max_bytes)
+                                plan.expected, offset, max_records, max_bytes, chunk_bytes)
                   : Result<ReadBatch>(file.status());
     if (!batch.ok() && batch.status().code() != StatusCode::kDataLoss && attempt < 2) {
       // Retention may have deleted the segment under us; then read from the new start.
@@ -833,14 +843,11 @@ Result<ReadBatch> Topic::Read(uint32_t partition, uint64_t offset, size_t max_re
 Result<ReadBatch> Topic::ReadSegment(uint32_t partition, const RandomAccessFile& file,
                                      uint64_t size, uint64_t seg_end, uint64_t pos,
                                      uint64_t expected, uint64_t offset, size_t max_records,
-                                     size_t max_bytes) {
+                                     size_t max_bytes, size_t chunk_target) {
   ReadBatch batch;
   std::shared_ptr<uint8_t> buf;
   size_t batch_bytes = 0;
   size_t need = 0;  // size of a record that did not fit the previous chunk
-  const size_t chunk_target = std::clamp<size_t>(
-      max_bytes > SIZE_MAX - kIndexIntervalBytes ? SIZE_MAX : max_bytes + kIndexIntervalBytes,
-      kReadChunkMinBytes, kReadChunkMaxBytes);
   while (true) {
     if (pos >= size) {
       // The readable bytes ended before the segment's offsets did: a truncated segment.

@@ -127,7 +127,7 @@ class Topic : public std::enable_shared_from_this<Topic> {
   Result<std::shared_ptr<RandomAccessFile>> ReaderFor(Partition& part, Segment& seg);
   Result<ReadBatch> ReadSegment(uint32_t partition, const RandomAccessFile& file, uint64_t size,
                                 uint64_t seg_end, uint64_t pos, uint64_t expected, uint64_t offset,
-                                size_t max_records, size_t max_bytes);
+                                size_t max_records, size_t max_bytes, size_t chunk_target);
   uint8_t* GroupBuffer(size_t bytes);
 
   Env& env_;
