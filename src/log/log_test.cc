@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <map>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -663,6 +665,57 @@ TEST(LogRealEnvTest, ConcurrentAppendersShareCommitsAndKeepOrder) {
       EXPECT_EQ(by_partition[r.partition][r.offset], ThreadValue(t, i));
     }
   }
+}
+
+// While the write buffer is full, an appender waits at most write_buffer_wait_ms and then gets
+// ResourceExhausted; nothing of its batch is appended, and it succeeds once there is room.
+TEST(LogRealEnvTest, FullWriteBufferMakesAppendersWaitThenFail) {
+  test::TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  LogOptions log_options;
+  log_options.dir = dir.path() + "/log";
+  log_options.write_buffer_max_bytes = 4096;
+  log_options.write_buffer_wait_ms = 30;
+  auto opened = Log::Open(Env::Default(), log_options);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  std::unique_ptr<Log> log = std::move(opened).value();
+  ASSERT_TRUE(log->CreateTopic("t", {}).ok());
+
+  // The first appender's watch callback holds it (and its buffer bytes) until released.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool entered = false;
+  bool release = false;
+  auto watch = log->WatchAppends("t", [&](uint32_t, uint64_t) {
+    std::unique_lock<std::mutex> lock(mu);
+    entered = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return release; });
+  });
+  ASSERT_TRUE(watch.ok());
+  const std::string big(3000, 'a');
+  std::thread first([&] {
+    RecordView r{"", "", big, 0};
+    EXPECT_TRUE(log->Append("t", std::span<const RecordView>(&r, 1)).ok());
+  });
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return entered; });
+  }
+  RecordView second{"", "", std::string_view(big).substr(0, 2000), 0};
+  auto res = log->Append("t", std::span<const RecordView>(&second, 1));
+  EXPECT_EQ(res.status().code(), StatusCode::kResourceExhausted) << res.status().ToString();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  first.join();
+  watch->reset();
+  EXPECT_EQ(log->DescribeTopic("t")->partitions[0].end_offset, 1u);
+  res = log->Append("t", std::span<const RecordView>(&second, 1));
+  ASSERT_TRUE(res.ok()) << res.status().ToString();
+  EXPECT_EQ((*res)[0].offset, 1u);
 }
 
 TEST_F(LogTest, BatchLargerThanTheWriteBufferIsRejected) {
