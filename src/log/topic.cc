@@ -339,8 +339,6 @@ Status Topic::RecoverPartition(uint32_t index, int64_t dedup_cutoff_micros,
       part.seg_max_timestamp = scan.max_timestamp;
       part.last_index_pos = seg->index.empty() ? 0 : seg->index.back().position;
       part.end_offset = scan.next_offset;
-    } else {
-      seg->reader = std::move(file);
     }
     part.size_bytes += seg->size_bytes;
     part.segments.push_back(std::move(seg));
@@ -757,6 +755,14 @@ Result<std::shared_ptr<RandomAccessFile>> Topic::ReaderFor(Partition& part, Segm
   if (seg.reader == nullptr) {
     CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> f,
                               env_.fs().NewRandomAccessFile(seg.path));
+    // Bound open files: a partition caches a reader for its active segment and for the one
+    // older segment read last. Reads in progress keep their own reference.
+    const Segment* active = part.segments.back().get();
+    if (&seg != active) {
+      for (const auto& other : part.segments) {
+        if (other.get() != active) other->reader.reset();
+      }
+    }
     seg.reader = std::move(f);
   }
   return seg.reader;

@@ -64,7 +64,7 @@ struct Segment {
   int64_t max_timestamp = INT64_MIN;
   int64_t max_append_micros = INT64_MIN;
   std::vector<IndexEntry> index;
-  std::shared_ptr<RandomAccessFile> reader;  // opened on first read
+  std::shared_ptr<RandomAccessFile> reader;  // cached after a read; see ReaderFor
 };
 
 class Topic : public std::enable_shared_from_this<Topic> {
