@@ -124,7 +124,7 @@ TEST(TimingTest, PacerSchedulesEventsEvenly) {
   EXPECT_EQ(pacer.DueCount(1'099'999, 100), 1u);
   EXPECT_EQ(pacer.DueCount(1'100'000, 100), 2u);
   EXPECT_EQ(pacer.DueCount(1'000'000'000'000, 100), 100u);  // capped at total
-  Pacer odd(3, 0);  // 333333333.33 ns apart
+  Pacer odd(3, 0);                                          // 333333333.33 ns apart
   for (uint64_t i = 0; i < 10; ++i) {
     EXPECT_EQ(odd.DueCount(odd.DueNanos(i), 100), i + 1);
     EXPECT_EQ(odd.DueCount(odd.DueNanos(i) - 1, 100), i);
@@ -149,7 +149,7 @@ TEST(DeliveryTrackerTest, SkipsWarmupCountsDuplicatesAndMalformed) {
   };
   deliver(0, 0, 999'000);  // warmup: counted, not recorded
   deliver(1, 1'000, 3'000);
-  deliver(1, 1'000, 9'000);  // duplicate
+  deliver(1, 1'000, 9'000);   // duplicate
   t.Deliver(p.data(), 8, 0);  // too short
   deliver(99, 0, 0);          // out of range
   EXPECT_EQ(t.delivered(), 2u);
@@ -199,9 +199,9 @@ TEST(LogOptionsTest, DefaultsMatchTheIssue) {
 }
 
 TEST(LogOptionsTest, ParsesBothFlagForms) {
-  Result<LogOptions> o = Parse({"--events=5000", "--size", "256", "--rate=2000",
-                                "--latency-seconds", "3", "--systems", "raw,jetstream", "--json",
-                                "--dir=/var/tmp", "--workloads=publish"});
+  Result<LogOptions> o =
+      Parse({"--events=5000", "--size", "256", "--rate=2000", "--latency-seconds", "3", "--systems",
+             "raw,jetstream", "--json", "--dir=/var/tmp", "--workloads=publish"});
   ASSERT_TRUE(o.ok()) << o.status().ToString();
   EXPECT_EQ(o->workload.events, 5000u);
   EXPECT_EQ(o->workload.event_bytes, 256u);
@@ -254,13 +254,13 @@ Measurement Row(const std::string& workload, const std::string& system, double e
 
 TEST(LogComparisonTest, ChecksTheTargetsWhenConvergeWasMeasured) {
   std::vector<Measurement> rows = {
-      Row("publish", "jetstream", 100'000),     Row("publish", "raw", 1'000'000),
-      Row("publish", "converge", 900'000),      Row("consume_ack", "jetstream", 100'000),
-      Row("consume_ack", "converge", 400'000),  Row("latency", "converge", 10'000, 1500.0)};
+      Row("publish", "jetstream", 100'000),    Row("publish", "raw", 1'000'000),
+      Row("publish", "converge", 900'000),     Row("consume_ack", "jetstream", 100'000),
+      Row("consume_ack", "converge", 400'000), Row("latency", "converge", 10'000, 1500.0)};
   const std::string text = LogComparison(rows);
-  EXPECT_NE(text.find("9.00x  PASS"), std::string::npos) << text;  // >= 8x jetstream
-  EXPECT_NE(text.find("90%   PASS"), std::string::npos) << text;   // >= 70% of raw
-  EXPECT_NE(text.find("4.00x  MISS"), std::string::npos) << text;  // < 5x consume
+  EXPECT_NE(text.find("9.00x  PASS"), std::string::npos) << text;   // >= 8x jetstream
+  EXPECT_NE(text.find("90%   PASS"), std::string::npos) << text;    // >= 70% of raw
+  EXPECT_NE(text.find("4.00x  MISS"), std::string::npos) << text;   // < 5x consume
   EXPECT_NE(text.find("1500 us MISS"), std::string::npos) << text;  // p99 > 1 ms
 }
 

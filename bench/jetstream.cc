@@ -31,7 +31,8 @@ constexpr const char* kPublishSubject = "bench.pub";
 constexpr const char* kLatencyStream = "BENCH_LAT";
 constexpr const char* kLatencySubject = "bench.lat";
 
-Status NatsError(const std::string& what, natsStatus s, jsErrCode jerr = static_cast<jsErrCode>(0)) {
+Status NatsError(const std::string& what, natsStatus s,
+                 jsErrCode jerr = static_cast<jsErrCode>(0)) {
   std::string msg = "jetstream: " + what + ": " + natsStatus_GetText(s);
   if (jerr != 0) msg += " (JetStream error " + std::to_string(static_cast<int>(jerr)) + ")";
   const char* last = nats_GetLastError(nullptr);
@@ -120,7 +121,8 @@ class JetStreamSystem : public LogSystem {
     const int64_t end = NowNanos();
     natsSubscription_Destroy(sub);
     CONVERGE_RETURN_IF_ERROR(status);
-    if (bad > 0) return InternalError("jetstream: " + std::to_string(bad) + " messages of wrong size");
+    if (bad > 0)
+      return InternalError("jetstream: " + std::to_string(bad) + " messages of wrong size");
 
     Measurement m;
     m.workload = "consume_ack";
@@ -284,7 +286,8 @@ class JetStreamSystem : public LogSystem {
     natsStatus s = js_PublishAsyncComplete(js, &po);
     if (s != NATS_OK) return NatsError("js_PublishAsyncComplete", s);
     if (uint64_t errors = publish_errors_.load(); errors > 0) {
-      return InternalError("jetstream: " + std::to_string(errors) + " asynchronous publishes failed");
+      return InternalError("jetstream: " + std::to_string(errors) +
+                           " asynchronous publishes failed");
     }
     return Status::Ok();
   }
@@ -297,8 +300,8 @@ class JetStreamSystem : public LogSystem {
     const uint64_t msgs = info->State.Msgs;
     jsStreamInfo_Destroy(info);
     if (msgs != expected) {
-      return InternalError("jetstream: stream holds " + std::to_string(msgs) + " messages, expected " +
-                           std::to_string(expected));
+      return InternalError("jetstream: stream holds " + std::to_string(msgs) +
+                           " messages, expected " + std::to_string(expected));
     }
     return Status::Ok();
   }

@@ -1,15 +1,19 @@
 // `converge bench log`: runs the selected systems one after another (each in its own scratch
 // directory, servers stopped and files removed before the next) and prints the results.
+#include "bench/log_bench.h"
+
+#include <fcntl.h>
 #include <sys/vfs.h>
+#include <unistd.h>
 
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "bench/bench.h"
-#include "bench/log_bench.h"
 #include "bench/log_options.h"
 #include "support/server_process.h"
 
@@ -30,6 +34,14 @@ std::unique_ptr<LogSystem> MakeSystem(const std::string& name) {
   if (name == "redis-everysec") return MakeRedisSystem("everysec");
   if (name == "raw") return MakeRawDiskSystem();
   return nullptr;
+}
+
+// Flushes the filesystem holding `dir` (syncfs), untimed, between workloads.
+void QuiesceDisk(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::syncfs(fd);
+  ::close(fd);
 }
 
 bool OnTmpfs(const std::string& path) {
@@ -62,12 +74,19 @@ int RunLog(int argc, char** argv) {
     return 1;
   }
   if (OnTmpfs(run_dir->path())) {
-    std::fprintf(stderr, "converge bench log: warning: %s is on tmpfs; fsync figures are "
-                 "meaningless there (use --dir on a real disk)\n", run_dir->path().c_str());
+    std::fprintf(stderr,
+                 "converge bench log: warning: %s is on tmpfs; fsync figures are "
+                 "meaningless there (use --dir on a real disk)\n",
+                 run_dir->path().c_str());
   }
-  std::fprintf(stderr, "converge bench log: %" PRIu64 " events of %u B, latency at %u/s for %u s; "
-               "scratch %s\n", o.workload.events, o.workload.event_bytes, o.workload.rate_per_s,
-               o.workload.latency_seconds, run_dir->path().c_str());
+  double load[1] = {0};
+  ::getloadavg(load, 1);
+  std::fprintf(stderr,
+               "converge bench log: %" PRIu64
+               " events of %u B, latency at %u/s for %u s; "
+               "scratch %s; load average %.2f\n",
+               o.workload.events, o.workload.event_bytes, o.workload.rate_per_s,
+               o.workload.latency_seconds, run_dir->path().c_str(), load[0]);
 
   std::vector<Measurement> rows;
   int failures = 0;
@@ -100,7 +119,10 @@ int RunLog(int argc, char** argv) {
     LogWorkload w = o.workload;
     w.dir = dir->path();
     std::vector<Measurement> fresh;
+    // Each workload starts from a quiet disk: data an earlier phase left unsynced would
+    // otherwise be written back during the next measurement.
     auto step = [&](const char* what) {
+      QuiesceDisk(w.dir);
       std::fprintf(stderr, "  %-15s %s...\n", name.c_str(), what);
     };
     step("start");

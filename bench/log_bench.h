@@ -33,9 +33,9 @@ struct LogWorkload {
   uint64_t events = 1'000'000;
   uint32_t event_bytes = 128;
   uint32_t rate_per_s = 10'000;
-  uint32_t latency_seconds = 10;       // measured; a warmup second is added before it
+  uint32_t latency_seconds = 10;  // measured; a warmup second is added before it
   uint32_t latency_warmup_seconds = 1;
-  std::string dir;                     // this system's scratch directory (exists, empty)
+  std::string dir;  // this system's scratch directory (exists, empty)
 };
 
 // A system under test. Calls come in this order from one thread: Start, Publish, ConsumeAck
@@ -101,8 +101,8 @@ class DeliveryTracker {
 
 struct PacedRunStats {
   int64_t start_ns = 0;
-  int64_t end_ns = 0;              // when the last publish call returned
-  int64_t max_lag_ns = 0;          // worst delay between an event's due time and its call
+  int64_t end_ns = 0;      // when the last publish call returned
+  int64_t max_lag_ns = 0;  // worst delay between an event's due time and its call
 };
 
 // Publishes `total` events at `rate_per_s` on the real clock. Calls

@@ -10,7 +10,8 @@ namespace converge::bench {
 // Options
 
 void PrintLogHelp(std::FILE* out) {
-  std::fprintf(out,
+  std::fprintf(
+      out,
       "Usage: converge bench log [options]\n"
       "\n"
       "The same event-log workloads against converge in-process and its peers, side by side\n"
@@ -36,7 +37,8 @@ void PrintLogHelp(std::FILE* out) {
       "  --systems LIST        comma-separated (default %s)\n"
       "  --workloads LIST      comma-separated (default %s)\n"
       "  --json                one JSON object per line on stdout:\n"
-      "                        {\"workload\",\"system\",\"durability\",\"events_per_s\",\"p50_us\",\n"
+      "                        "
+      "{\"workload\",\"system\",\"durability\",\"events_per_s\",\"p50_us\",\n"
       "                         \"p99_us\",\"p999_us\",\"events\",\"seconds\",\"note\"}\n"
       "                        (progress and the comparison go to stderr)\n"
       "  --dir DIR             where the scratch directory goes (default $TMPDIR or /tmp);\n"
@@ -70,9 +72,8 @@ Result<uint64_t> ParseCount(std::string_view flag, std::string_view value, uint6
   const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
   if (v.empty() || v[0] == '-' || end == nullptr || *end != '\0' || errno != 0 || n < lo ||
       n > hi) {
-    return InvalidArgumentError(std::string(flag) + " wants an integer in [" +
-                                std::to_string(lo) + ", " + std::to_string(hi) + "], got '" + v +
-                                "'");
+    return InvalidArgumentError(std::string(flag) + " wants an integer in [" + std::to_string(lo) +
+                                ", " + std::to_string(hi) + "], got '" + v + "'");
   }
   return static_cast<uint64_t>(n);
 }
@@ -187,26 +188,30 @@ std::string LogComparison(const std::vector<Measurement>& rows) {
   const Measurement* raw = Find(rows, "publish", "raw");
   const Measurement* js_pub = Find(rows, "publish", "jetstream");
   const Measurement* js_con = Find(rows, "consume_ack", "jetstream");
-  out << "\nRelative to the peers in this run:\n";
+  std::ostringstream relative;
   for (const Measurement& m : rows) {
     if (m.workload != "publish" || m.system.starts_with("raw")) continue;
     std::string rel;
     if (js_pub != nullptr && &m != js_pub) {
-      std::snprintf(line, sizeof(line), "  %.2fx jetstream async publish", m.events_per_s / js_pub->events_per_s);
+      std::snprintf(line, sizeof(line), "  %.2fx jetstream async publish",
+                    m.events_per_s / js_pub->events_per_s);
       rel += line;
     }
     if (raw != nullptr) {
-      std::snprintf(line, sizeof(line), "  %.0f%% of the raw-disk baseline", 100.0 * m.events_per_s / raw->events_per_s);
+      std::snprintf(line, sizeof(line), "  %.0f%% of the raw-disk baseline",
+                    100.0 * m.events_per_s / raw->events_per_s);
       rel += line;
     }
-    if (!rel.empty()) out << "  publish     " << m.system << " (" << m.durability << "):" << rel << "\n";
+    if (!rel.empty())
+      relative << "  publish     " << m.system << " (" << m.durability << "):" << rel << "\n";
   }
   for (const Measurement& m : rows) {
     if (m.workload != "consume_ack" || js_con == nullptr || &m == js_con) continue;
-    std::snprintf(line, sizeof(line), "  consume_ack %s: %.2fx jetstream pull + ack\n", m.system.c_str(),
-                  m.events_per_s / js_con->events_per_s);
-    out << line;
+    std::snprintf(line, sizeof(line), "  consume_ack %s: %.2fx jetstream pull + ack\n",
+                  m.system.c_str(), m.events_per_s / js_con->events_per_s);
+    relative << line;
   }
+  if (!relative.str().empty()) out << "\nRelative to the peers in this run:\n" << relative.str();
 
   const Measurement* cv_pub = Find(rows, "publish", "converge");
   const Measurement* cv_con = Find(rows, "consume_ack", "converge");
@@ -219,22 +224,29 @@ std::string LogComparison(const std::vector<Measurement>& rows) {
   auto verdict = [](bool pass) { return pass ? "PASS" : "MISS"; };
   if (cv_pub != nullptr && js_pub != nullptr) {
     const double r = cv_pub->events_per_s / js_pub->events_per_s;
-    std::snprintf(line, sizeof(line), "  publish (fsync) >= 8x jetstream async publish:     %6.2fx  %s\n", r, verdict(r >= 8));
+    std::snprintf(line, sizeof(line),
+                  "  publish (fsync) >= 8x jetstream async publish:     %6.2fx  %s\n", r,
+                  verdict(r >= 8));
     out << line;
   }
   if (cv_pub != nullptr && raw != nullptr) {
     const double r = cv_pub->events_per_s / raw->events_per_s;
-    std::snprintf(line, sizeof(line), "  publish (fsync) >= 70%% of raw-disk group commit:  %5.0f%%   %s\n", 100 * r, verdict(r >= 0.7));
+    std::snprintf(line, sizeof(line),
+                  "  publish (fsync) >= 70%% of raw-disk group commit:  %5.0f%%   %s\n", 100 * r,
+                  verdict(r >= 0.7));
     out << line;
   }
   if (cv_con != nullptr && js_con != nullptr) {
     const double r = cv_con->events_per_s / js_con->events_per_s;
-    std::snprintf(line, sizeof(line), "  consume + ack >= 5x jetstream pull + ack:          %6.2fx  %s\n", r, verdict(r >= 5));
+    std::snprintf(line, sizeof(line),
+                  "  consume + ack >= 5x jetstream pull + ack:          %6.2fx  %s\n", r,
+                  verdict(r >= 5));
     out << line;
   }
   if (cv_lat != nullptr && cv_lat->p99_us) {
-    std::snprintf(line, sizeof(line), "  publish-to-deliver p99 <= 1000 us at the fixed rate: %6.0f us %s\n", *cv_lat->p99_us,
-                  verdict(*cv_lat->p99_us <= 1000));
+    std::snprintf(line, sizeof(line),
+                  "  publish-to-deliver p99 <= 1000 us at the fixed rate: %6.0f us %s\n",
+                  *cv_lat->p99_us, verdict(*cv_lat->p99_us <= 1000));
     out << line;
   }
   return out.str();

@@ -22,7 +22,7 @@ struct LogOptions {
   bool systems_explicit = false;  // --systems given (a missing system is then an error)
   bool json = false;
   bool help = false;
-  std::string dir;                // base of the scratch directory; empty = $TMPDIR or /tmp
+  std::string dir;  // base of the scratch directory; empty = $TMPDIR or /tmp
   std::string via = "inproc";
 };
 

@@ -6,7 +6,6 @@
 
 namespace converge::bench {
 
-
 uint64_t LatencyTotalEvents(const LogWorkload& w) {
   return static_cast<uint64_t>(w.rate_per_s) * (w.latency_seconds + w.latency_warmup_seconds);
 }
@@ -68,7 +67,8 @@ Measurement LatencyMeasurement(const std::string& system, const std::string& dur
   std::snprintf(extra, sizeof(extra), "; max %.0f us; publisher max lag %.0f us", p.max_us,
                 static_cast<double>(stats.max_lag_ns) / 1000.0);
   m.note = note + extra;
-  if (tracker.duplicates() > 0) m.note += "; " + std::to_string(tracker.duplicates()) + " redelivered";
+  if (tracker.duplicates() > 0)
+    m.note += "; " + std::to_string(tracker.duplicates()) + " redelivered";
   return m;
 }
 

@@ -37,8 +37,7 @@ uint32_t Crc32cSoftware(uint32_t crc, const char* p, size_t n) {
   return ~crc;
 }
 
-__attribute__((target("sse4.2"))) uint32_t Crc32cHardware(uint32_t crc, const char* p,
-                                                          size_t n) {
+__attribute__((target("sse4.2"))) uint32_t Crc32cHardware(uint32_t crc, const char* p, size_t n) {
   uint64_t c = ~crc;
   while (n >= 8) {
     uint64_t v;
@@ -95,9 +94,7 @@ class RawDiskSystem : public LogSystem {
   }
 
   bool has_consume() const override { return false; }
-  Status ConsumeAck(const LogWorkload&, std::vector<Measurement>&) override {
-    return Status::Ok();
-  }
+  Status ConsumeAck(const LogWorkload&, std::vector<Measurement>&) override { return Status::Ok(); }
   bool has_latency() const override { return false; }
   Status Latency(const LogWorkload&, std::vector<Measurement>&) override { return Status::Ok(); }
   Status Stop() override { return Status::Ok(); }

@@ -127,7 +127,8 @@ void AppendXreadgroup(std::string& out, const char* stream, uint64_t count, int 
   const std::string n = std::to_string(count);
   if (block_ms >= 0) {
     const std::string b = std::to_string(block_ms);
-    w.Command({"XREADGROUP", "GROUP", kGroup, "c1", "COUNT", n, "BLOCK", b, "STREAMS", stream, ">"});
+    w.Command(
+        {"XREADGROUP", "GROUP", kGroup, "c1", "COUNT", n, "BLOCK", b, "STREAMS", stream, ">"});
   } else {
     w.Command({"XREADGROUP", "GROUP", kGroup, "c1", "COUNT", n, "STREAMS", stream, ">"});
   }
@@ -219,14 +220,15 @@ class RedisSystem : public LogSystem {
       if (sent < w.events) CONVERGE_RETURN_IF_ERROR(send_batch());
       for (; acked < batch_end; ++acked) {
         CONVERGE_ASSIGN_OR_RETURN(Reply reply, client_.GetReply());
-        if (reply->type != REDIS_REPLY_STRING) return InternalError("redis: XADD did not return an id");
+        if (reply->type != REDIS_REPLY_STRING)
+          return InternalError("redis: XADD did not return an id");
       }
     }
     const int64_t end = NowNanos();
     CONVERGE_ASSIGN_OR_RETURN(Reply len, client_.Command({"XLEN", kPublishStream}));
     if (len->type != REDIS_REPLY_INTEGER || static_cast<uint64_t>(len->integer) != w.events) {
-      return InternalError("redis: stream length " + std::to_string(len->integer) +
-                           ", expected " + std::to_string(w.events));
+      return InternalError("redis: stream length " + std::to_string(len->integer) + ", expected " +
+                           std::to_string(w.events));
     }
     Measurement m;
     m.workload = "publish";
@@ -262,11 +264,13 @@ class RedisSystem : public LogSystem {
       }
       CONVERGE_ASSIGN_OR_RETURN(Reply batch, client_.GetReply());
       ids.clear();
-      CONVERGE_RETURN_IF_ERROR(ForEachEntry(batch.get(), [&](std::string_view id, std::string_view v) {
-        ids.emplace_back(id);
-        if (v.size() != w.event_bytes) ++bad;
-      }));
-      if (ids.empty()) return InternalError("redis: stream ended after " + std::to_string(received));
+      CONVERGE_RETURN_IF_ERROR(
+          ForEachEntry(batch.get(), [&](std::string_view id, std::string_view v) {
+            ids.emplace_back(id);
+            if (v.size() != w.event_bytes) ++bad;
+          }));
+      if (ids.empty())
+        return InternalError("redis: stream ended after " + std::to_string(received));
       received += ids.size();
     }
     resp.clear();
@@ -314,7 +318,8 @@ class RedisSystem : public LogSystem {
             AppendXadd(resp, kLatencyStream, payload.data(), payload.size());
           }
           CONVERGE_RETURN_IF_ERROR(client_.Append(resp));
-          for (uint64_t i = 0; i < count; ++i) CONVERGE_RETURN_IF_ERROR(client_.GetReply().status());
+          for (uint64_t i = 0; i < count; ++i)
+            CONVERGE_RETURN_IF_ERROR(client_.GetReply().status());
           return Status::Ok();
         },
         &stats);
@@ -356,10 +361,11 @@ class RedisSystem : public LogSystem {
       CONVERGE_ASSIGN_OR_RETURN(Reply batch, client.GetReply());
       const int64_t now = NowNanos();
       ids.clear();
-      CONVERGE_RETURN_IF_ERROR(ForEachEntry(batch.get(), [&](std::string_view id, std::string_view v) {
-        ids.emplace_back(id);
-        tracker.Deliver(v.data(), v.size(), now);
-      }));
+      CONVERGE_RETURN_IF_ERROR(
+          ForEachEntry(batch.get(), [&](std::string_view id, std::string_view v) {
+            ids.emplace_back(id);
+            tracker.Deliver(v.data(), v.size(), now);
+          }));
     }
     return Status::Ok();
   }

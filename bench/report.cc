@@ -57,9 +57,7 @@ std::string JsonNumber(double v) {
   return s;
 }
 
-std::string JsonOptional(const std::optional<double>& v) {
-  return v ? JsonNumber(*v) : "null";
-}
+std::string JsonOptional(const std::optional<double>& v) { return v ? JsonNumber(*v) : "null"; }
 
 std::string Latency(const std::optional<double>& v) {
   if (!v) return "-";
@@ -100,8 +98,8 @@ std::string FormatThousands(double value) {
 }
 
 std::string FormatTable(const std::vector<Measurement>& rows) {
-  const std::vector<std::string> header = {"workload", "system",  "durability", "events/s",
-                                           "p50 us",   "p99 us",  "p999 us",    "note"};
+  const std::vector<std::string> header = {"workload", "system", "durability", "events/s",
+                                           "p50 us",   "p99 us", "p999 us",    "note"};
   std::vector<std::vector<std::string>> cells;
   cells.push_back(header);
   for (const Measurement& m : rows) {

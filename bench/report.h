@@ -21,9 +21,9 @@ struct Measurement {
   std::optional<double> p50_us;
   std::optional<double> p99_us;
   std::optional<double> p999_us;
-  uint64_t events = 0;     // events the figure is based on
-  double seconds = 0;      // wall time the figure is based on
-  std::string note;        // how it was measured (batch sizes, API used)
+  uint64_t events = 0;  // events the figure is based on
+  double seconds = 0;   // wall time the figure is based on
+  std::string note;     // how it was measured (batch sizes, API used)
 };
 
 // `s` as a JSON string literal, quotes included (escapes ", \ and control characters; bytes

@@ -25,9 +25,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::string ErrnoMessage(const std::string& what) {
-  return what + ": " + std::strerror(errno);
-}
+std::string ErrnoMessage(const std::string& what) { return what + ": " + std::strerror(errno); }
 
 void PollPause() { std::this_thread::sleep_for(std::chrono::milliseconds(5)); }
 
@@ -63,9 +61,7 @@ Result<TempDir> TempDir::Create(const std::string& prefix, const std::string& ba
   return TempDir(std::string(buf.data()));
 }
 
-TempDir::TempDir(TempDir&& other) noexcept : path_(std::move(other.path_)) {
-  other.path_.clear();
-}
+TempDir::TempDir(TempDir&& other) noexcept : path_(std::move(other.path_)) { other.path_.clear(); }
 
 TempDir& TempDir::operator=(TempDir&& other) noexcept {
   if (this != &other) {
@@ -167,8 +163,8 @@ Result<std::unique_ptr<ServerProcess>> ServerProcess::Start(ServerSpec spec) {
   while (true) {
     if (process->Exited()) {
       return UnavailableError(process->spec_.name + " exited before accepting connections on " +
-                              "127.0.0.1:" + std::to_string(process->spec_.port) +
-                              "; log tail:\n" + process->LogTail());
+                              "127.0.0.1:" + std::to_string(process->spec_.port) + "; log tail:\n" +
+                              process->LogTail());
     }
     if (LoopbackPortAccepts(process->spec_.port)) return process;
     if (Clock::now() > deadline) {
@@ -279,8 +275,8 @@ Result<std::unique_ptr<ManagedServer>> StartManaged(const std::string& name,
 
 Result<std::unique_ptr<ManagedServer>> StartNatsServer(const NatsServerOptions& options) {
   return StartManaged("nats-server", options.base_dir, [&](uint16_t port, const std::string& dir) {
-    std::vector<std::string> argv = {options.executable, "-js", "-a", "127.0.0.1",
-                                     "-p", std::to_string(port), "-sd", dir};
+    std::vector<std::string> argv = {options.executable,   "-js", "-a", "127.0.0.1", "-p",
+                                     std::to_string(port), "-sd", dir};
     argv.insert(argv.end(), options.extra_args.begin(), options.extra_args.end());
     return argv;
   });
@@ -289,15 +285,24 @@ Result<std::unique_ptr<ManagedServer>> StartNatsServer(const NatsServerOptions& 
 Result<std::unique_ptr<ManagedServer>> StartRedisServer(const RedisServerOptions& options) {
   return StartManaged("redis-server", options.base_dir, [&](uint16_t port, const std::string& dir) {
     std::vector<std::string> argv = {options.executable,
-                                     "--port", std::to_string(port),
-                                     "--bind", "127.0.0.1",
-                                     "--protected-mode", "yes",
-                                     "--dir", dir,
-                                     "--appendonly", "yes",
-                                     "--appendfsync", options.appendfsync,
-                                     "--save", "",
-                                     "--daemonize", "no",
-                                     "--logfile", ""};
+                                     "--port",
+                                     std::to_string(port),
+                                     "--bind",
+                                     "127.0.0.1",
+                                     "--protected-mode",
+                                     "yes",
+                                     "--dir",
+                                     dir,
+                                     "--appendonly",
+                                     "yes",
+                                     "--appendfsync",
+                                     options.appendfsync,
+                                     "--save",
+                                     "",
+                                     "--daemonize",
+                                     "no",
+                                     "--logfile",
+                                     ""};
     argv.insert(argv.end(), options.extra_args.begin(), options.extra_args.end());
     return argv;
   });

@@ -1,4 +1,6 @@
 // `converge bench <name>|all [options]`: runs the benchmarks registered under bench/.
+#include "bench/bench.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -6,7 +8,6 @@
 #include <string_view>
 #include <vector>
 
-#include "bench/bench.h"
 #include "command.h"
 
 namespace converge::bench {
