@@ -8,6 +8,7 @@ pkg_check_modules(NATS REQUIRED IMPORTED_TARGET libnats)
 pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)
 
 option(CONVERGE_BENCH_WITH_LOG "Build the converge adapter of `converge bench log`" OFF)
+option(CONVERGE_BENCH_WITH_GROUPS "converge bench log: consume + ack through consumer groups" OFF)
 set(CONVERGE_BENCH_DIR ${CMAKE_SOURCE_DIR}/bench)
 set(CONVERGE_TEST_SUPPORT_DIR ${CMAKE_SOURCE_DIR}/tests/support)
 
@@ -26,6 +27,10 @@ target_sources(converge_cli PRIVATE
 # until both are in main the binary gets a stand-in and `bench log` skips converge.
 if(CONVERGE_BENCH_WITH_LOG)
   target_sources(converge_cli PRIVATE ${CONVERGE_BENCH_DIR}/converge_log.cc)
+  # TODO(bench): consume + ack through consumer groups needs src/groups (ConsumerGroups::Open).
+  if(CONVERGE_BENCH_WITH_GROUPS)
+    target_compile_definitions(converge_cli PRIVATE CONVERGE_BENCH_HAVE_GROUPS)
+  endif()
 else()
   target_sources(converge_cli PRIVATE ${CONVERGE_BENCH_DIR}/converge_log_unavailable.cc)
 endif()

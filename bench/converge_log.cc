@@ -1,12 +1,15 @@
 // converge in-process (`--via inproc`): the log as a library in this process, on
 // Env::Default(), topic durability fsync (an OK Append means fdatasync'ed; concurrent
 // appenders share one sync).
-//   publish      Append batches from kPublishThreads threads (group commit across them).
-//   consume_ack  TODO(bench): through consumer groups (include/converge/consumer_group.h) once
-//                they land; until then a "consume" row of plain Log::Read, which is not the
-//                target's consume + ack and is not checked against it.
+//   publish      Log::Append batches from kPublishThreads threads (group commit across them).
+//   consume_ack  a consumer group (ConsumerGroups: Fetch + AckBatch), once with acks committed
+//                by fdatasync before AckBatch returns (kSync) and once with acks committed
+//                every 100 ms (kPeriodic, like JetStream's unsynced ack state).
 //   latency      a publisher Appending the due events at a fixed rate; a consumer thread woken
-//                by WatchAppends that Reads from its next offset.
+//                by WatchReady that Fetches and AckBatches (kPeriodic).
+// Built without consumer groups (CONVERGE_BENCH_HAVE_GROUPS undefined), consume is a plain
+// Log::Read ("consume" row, not checked against the consume + ack target) and the latency
+// consumer is woken by WatchAppends and Reads.
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -18,18 +21,76 @@
 #include "bench/log_bench.h"
 #include "converge/env.h"
 #include "converge/log.h"
+#ifdef CONVERGE_BENCH_HAVE_GROUPS
+#include "converge/consumer_group.h"
+#endif
 
 namespace converge::bench {
 namespace {
 
 constexpr int kPublishThreads = 2;
 constexpr uint64_t kPublishBatch = 4096;
+constexpr uint32_t kFetchBatch = 4096;
 constexpr size_t kReadMaxRecords = 4096;
 constexpr size_t kReadMaxBytes = 4u << 20;
 constexpr uint64_t kLatencyMaxBatch = 4096;
 constexpr int64_t kDrainTimeoutMs = 60'000;
+constexpr int64_t kWaitSliceMs = 100;
+constexpr int kMaxEmptyFetches = 1000;
 constexpr const char* kPublishTopic = "bench";
 constexpr const char* kLatencyTopic = "lat";
+
+// Wakes a waiting consumer from a callback that must not block for long.
+class Doorbell {
+ public:
+  void Ring() {
+    rung_.store(true, std::memory_order_release);
+    { std::lock_guard<std::mutex> lock(mu_); }
+    cv_.notify_one();
+  }
+  // Waits until rung (or the slice passes), then clears it.
+  void Wait(int64_t slice_ms) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, std::chrono::milliseconds(slice_ms),
+                 [&] { return rung_.load(std::memory_order_acquire); });
+    rung_.store(false, std::memory_order_release);
+  }
+
+ private:
+  std::atomic<bool> rung_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+};
+
+// Payload buffers and record views over them, filled once and restamped per batch.
+struct RecordBuffers {
+  RecordBuffers(uint64_t count, uint32_t size) : size(size), payloads(count * size), views(count) {
+    for (uint64_t i = 0; i < count; ++i) {
+      FillPayload(&payloads[i * size], size);
+      views[i].value = std::string_view(&payloads[i * size], size);
+    }
+  }
+  char* payload(uint64_t i) { return &payloads[i * size]; }
+  std::span<const RecordView> first(uint64_t n) const {
+    return std::span<const RecordView>(views.data(), n);
+  }
+  uint32_t size;
+  std::vector<char> payloads;
+  std::vector<RecordView> views;
+};
+
+Measurement Throughput(const std::string& workload, const std::string& durability, uint64_t events,
+                       int64_t start, int64_t end, std::string note) {
+  Measurement m;
+  m.workload = workload;
+  m.system = "converge";
+  m.durability = durability;
+  m.events = events;
+  m.seconds = static_cast<double>(end - start) / 1e9;
+  m.events_per_s = static_cast<double>(events) / m.seconds;
+  m.note = std::move(note);
+  return m;
+}
 
 class ConvergeSystem : public LogSystem {
  public:
@@ -39,6 +100,7 @@ class ConvergeSystem : public LogSystem {
   std::string durability() const override { return "fsync"; }
 
   Status Start(const LogWorkload& w) override {
+    dir_ = w.dir;
     LogOptions options;
     options.dir = w.dir + "/log";
     CONVERGE_ASSIGN_OR_RETURN(log_, Log::Open(Env::Default(), options));
@@ -53,19 +115,13 @@ class ConvergeSystem : public LogSystem {
     std::atomic<uint64_t> next{0};
     std::vector<Status> statuses(kPublishThreads);
     auto appender = [&](int t) {
-      std::vector<char> payloads(kPublishBatch * w.event_bytes);
-      std::vector<RecordView> views(kPublishBatch);
-      for (uint64_t i = 0; i < kPublishBatch; ++i) {
-        FillPayload(&payloads[i * w.event_bytes], w.event_bytes);
-        views[i].value = std::string_view(&payloads[i * w.event_bytes], w.event_bytes);
-      }
+      RecordBuffers buffers(kPublishBatch, w.event_bytes);
       while (true) {
         const uint64_t first = next.fetch_add(kPublishBatch);
         if (first >= w.events) return;
         const uint64_t n = std::min(kPublishBatch, w.events - first);
-        for (uint64_t i = 0; i < n; ++i) StampPayload(&payloads[i * w.event_bytes], first + i, 0);
-        Result<std::vector<AppendResult>> r =
-            log_->Append(kPublishTopic, std::span<const RecordView>(views.data(), n));
+        for (uint64_t i = 0; i < n; ++i) StampPayload(buffers.payload(i), first + i, 0);
+        Result<std::vector<AppendResult>> r = log_->Append(kPublishTopic, buffers.first(n));
         if (!r.ok()) {
           statuses[t] = r.status();
           return;
@@ -79,27 +135,139 @@ class ConvergeSystem : public LogSystem {
     const int64_t end = NowNanos();
     for (const Status& s : statuses) CONVERGE_RETURN_IF_ERROR(s);
     CONVERGE_ASSIGN_OR_RETURN(TopicInfo info, log_->DescribeTopic(kPublishTopic));
-    if (info.partitions.empty() || info.partitions[0].end_offset != w.events) {
-      return InternalError(
-          "converge: topic holds " +
-          std::to_string(info.partitions.empty() ? 0 : info.partitions[0].end_offset) +
-          " records, expected " + std::to_string(w.events));
+    const uint64_t stored = info.partitions.empty() ? 0 : info.partitions[0].end_offset;
+    if (stored != w.events) {
+      return InternalError("converge: topic holds " + std::to_string(stored) +
+                           " records, expected " + std::to_string(w.events));
     }
-    Measurement m;
-    m.workload = "publish";
-    m.system = name();
-    m.durability = durability();
-    m.events = w.events;
-    m.seconds = static_cast<double>(end - start) / 1e9;
-    m.events_per_s = static_cast<double>(w.events) / m.seconds;
-    m.note = "Log::Append, " + std::to_string(kPublishBatch) + " per call from " +
-             std::to_string(kPublishThreads) + " threads, 1 partition";
-    out.push_back(m);
+    out.push_back(Throughput("publish", durability(), w.events, start, end,
+                             "Log::Append, " + std::to_string(kPublishBatch) + " per call from " +
+                                 std::to_string(kPublishThreads) + " threads, 1 partition"));
     return Status::Ok();
   }
 
   Status ConsumeAck(const LogWorkload& w, std::vector<Measurement>& out) override {
-    // TODO(bench): consumer groups (fetch + ack) once include/converge/consumer_group.h lands.
+#ifdef CONVERGE_BENCH_HAVE_GROUPS
+    CONVERGE_RETURN_IF_ERROR(ConsumeWithGroup(w, CommitMode::kSync, out));
+    return ConsumeWithGroup(w, CommitMode::kPeriodic, out);
+#else
+    return ConsumeWithRead(w, out);
+#endif
+  }
+
+  Status Latency(const LogWorkload& w, std::vector<Measurement>& out) override {
+    const uint64_t total = LatencyTotalEvents(w);
+    DeliveryTracker tracker(total, LatencyWarmupEvents(w));
+    Doorbell doorbell;
+    std::atomic<bool> stop{false};
+    Status consumer_status;
+    std::thread consumer;
+    std::string note;
+
+#ifdef CONVERGE_BENCH_HAVE_GROUPS
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<ConsumerGroups> groups,
+                              OpenGroups("groups-latency", CommitMode::kPeriodic));
+    CONVERGE_RETURN_IF_ERROR(groups->CreateGroup(kLatencyTopic, "lat", BenchGroupOptions()));
+    CONVERGE_RETURN_IF_ERROR(groups->Join(kLatencyTopic, "lat", "m1").status());
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<ConsumerGroups::ReadyWatch> watch,
+                              groups->WatchReady(kLatencyTopic, "lat", [&] { doorbell.Ring(); }));
+    consumer = std::thread([&] {
+      std::vector<LeaseRef> leases;
+      while (!stop.load() && tracker.delivered() < total) {
+        Result<FetchResult> fetched =
+            groups->Fetch(kLatencyTopic, "lat", "m1", kFetchBatch, kReadMaxBytes);
+        const int64_t now = NowNanos();
+        if (!fetched.ok()) {
+          consumer_status = fetched.status();
+          return;
+        }
+        if (fetched->deliveries.empty()) {
+          doorbell.Wait(kWaitSliceMs);
+          continue;
+        }
+        leases.clear();
+        for (const Delivery& d : fetched->deliveries) {
+          tracker.Deliver(d.value.data(), d.value.size(), now);
+          leases.push_back(d.lease());
+        }
+        Result<AckBatchResult> acked = groups->AckBatch(kLatencyTopic, "lat", "m1", leases);
+        if (!acked.ok()) {
+          consumer_status = acked.status();
+          return;
+        }
+      }
+    });
+    note =
+        "Log::Append of the due events; consumer group WatchReady + Fetch + AckBatch "
+        "(periodic ack commit)";
+#else
+    std::atomic<uint64_t> end_offset{0};
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<Log::Watch> watch,
+                              log_->WatchAppends(kLatencyTopic, [&](uint32_t, uint64_t end) {
+                                uint64_t seen = end_offset.load(std::memory_order_relaxed);
+                                while (end > seen && !end_offset.compare_exchange_weak(seen, end)) {
+                                }
+                                doorbell.Ring();
+                              }));
+    consumer = std::thread([&] {
+      uint64_t next = 0;
+      while (!stop.load() && next < total) {
+        if (end_offset.load() <= next) {
+          doorbell.Wait(kWaitSliceMs);
+          continue;
+        }
+        Result<ReadBatch> batch =
+            log_->Read(kLatencyTopic, 0, next, kReadMaxRecords, kReadMaxBytes);
+        const int64_t now = NowNanos();
+        if (!batch.ok()) {
+          consumer_status = batch.status();
+          return;
+        }
+        for (const StoredRecord& r : batch->records) {
+          tracker.Deliver(r.value.data(), r.value.size(), now);
+        }
+        next = batch->next_offset;
+      }
+    });
+    note = "Log::Append of the due events; WatchAppends + Log::Read (no consumer groups yet)";
+#endif
+
+    RecordBuffers buffers(kLatencyMaxBatch, w.event_bytes);
+    PacedRunStats stats;
+    Status status = RunPacedPublisher(
+        total, w.rate_per_s, kLatencyMaxBatch,
+        [&](uint64_t first, uint64_t count, const Pacer& pacer) -> Status {
+          for (uint64_t i = 0; i < count; ++i) {
+            StampPayload(buffers.payload(i), first + i, pacer.DueNanos(first + i));
+          }
+          return log_->Append(kLatencyTopic, buffers.first(count)).status();
+        },
+        &stats);
+    const bool all = status.ok() && tracker.WaitAll(kDrainTimeoutMs);
+    stop.store(true);
+    doorbell.Ring();
+    consumer.join();
+    watch.reset();
+    CONVERGE_RETURN_IF_ERROR(status);
+    CONVERGE_RETURN_IF_ERROR(consumer_status);
+    if (!all) {
+      return DeadlineExceededError("converge latency: delivered " +
+                                   std::to_string(tracker.delivered()) + " of " +
+                                   std::to_string(total));
+    }
+    out.push_back(LatencyMeasurement(name(), durability(), tracker, stats, note));
+    return Status::Ok();
+  }
+
+  Status Stop() override {
+    if (log_ == nullptr) return Status::Ok();
+    Status s = log_->Sync();
+    log_.reset();
+    return s;
+  }
+
+ private:
+  Status ConsumeWithRead(const LogWorkload& w, std::vector<Measurement>& out) {
     uint64_t offset = 0;
     uint64_t bad = 0;
     const int64_t start = NowNanos();
@@ -117,102 +285,83 @@ class ConvergeSystem : public LogSystem {
     const int64_t end = NowNanos();
     if (bad > 0)
       return InternalError("converge: " + std::to_string(bad) + " records of wrong size");
-    Measurement m;
-    m.workload = "consume";
-    m.system = name();
-    m.durability = durability();
-    m.events = w.events;
-    m.seconds = static_cast<double>(end - start) / 1e9;
-    m.events_per_s = static_cast<double>(w.events) / m.seconds;
-    m.note = "Log::Read only, no ack (consumer groups not built yet)";
-    out.push_back(m);
+    out.push_back(Throughput("consume", durability(), w.events, start, end,
+                             "Log::Read only, no ack (consumer groups not built yet)"));
     return Status::Ok();
   }
 
-  Status Latency(const LogWorkload& w, std::vector<Measurement>& out) override {
-    const uint64_t total = LatencyTotalEvents(w);
-    DeliveryTracker tracker(total, LatencyWarmupEvents(w));
+#ifdef CONVERGE_BENCH_HAVE_GROUPS
+  static GroupOptions BenchGroupOptions() {
+    GroupOptions g;
+    g.start = StartPosition::kEarliest;
+    g.max_in_flight_per_partition = 4 * kFetchBatch;
+    g.max_in_flight_per_member = 4 * kFetchBatch;
+    g.max_pending_per_partition = 16 * kFetchBatch;
+    return g;
+  }
 
-    // WatchAppends runs on the appending thread: it only publishes the new end and wakes the
-    // consumer.
-    std::atomic<uint64_t> end_offset{0};
-    std::mutex mu;
-    std::condition_variable cv;
-    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<Log::Watch> watch,
-                              log_->WatchAppends(kLatencyTopic, [&](uint32_t, uint64_t end) {
-                                uint64_t seen = end_offset.load(std::memory_order_relaxed);
-                                while (end > seen && !end_offset.compare_exchange_weak(seen, end)) {
-                                }
-                                { std::lock_guard<std::mutex> lock(mu); }
-                                cv.notify_one();
-                              }));
-    std::atomic<bool> stop{false};
-    Status consumer_status;
-    std::thread consumer([&] {
-      uint64_t next = 0;
-      while (!stop.load() && next < total) {
-        {
-          std::unique_lock<std::mutex> lock(mu);
-          cv.wait_for(lock, std::chrono::milliseconds(100),
-                      [&] { return stop.load() || end_offset.load() > next; });
+  Result<std::unique_ptr<ConsumerGroups>> OpenGroups(const std::string& subdir, CommitMode mode) {
+    ConsumerGroupsOptions options;
+    options.dir = dir_ + "/" + subdir;
+    options.commit_mode = mode;
+    options.read_max_records = kFetchBatch;
+    options.read_max_bytes = kReadMaxBytes;
+    return ConsumerGroups::Open(Env::Default(), *log_, options);
+  }
+
+  Status ConsumeWithGroup(const LogWorkload& w, CommitMode mode, std::vector<Measurement>& out) {
+    const bool sync = mode == CommitMode::kSync;
+    const std::string group = sync ? "sync" : "periodic";
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<ConsumerGroups> groups,
+                              OpenGroups("groups-" + group, mode));
+    CONVERGE_RETURN_IF_ERROR(groups->CreateGroup(kPublishTopic, group, BenchGroupOptions()));
+    CONVERGE_RETURN_IF_ERROR(groups->Join(kPublishTopic, group, "m1").status());
+    std::vector<LeaseRef> leases;
+    leases.reserve(kFetchBatch);
+    uint64_t received = 0;
+    uint64_t bad = 0;
+    int empty = 0;
+    const int64_t start = NowNanos();
+    while (received < w.events) {
+      CONVERGE_ASSIGN_OR_RETURN(FetchResult fetched, groups->Fetch(kPublishTopic, group, "m1",
+                                                                   kFetchBatch, kReadMaxBytes));
+      if (fetched.deliveries.empty()) {
+        if (++empty > kMaxEmptyFetches) {
+          return InternalError("converge: group fetch found nothing after " +
+                               std::to_string(received) + " records");
         }
-        if (end_offset.load() <= next) continue;
-        Result<ReadBatch> batch =
-            log_->Read(kLatencyTopic, 0, next, kReadMaxRecords, kReadMaxBytes);
-        const int64_t now = NowNanos();
-        if (!batch.ok()) {
-          consumer_status = batch.status();
-          return;
-        }
-        for (const StoredRecord& r : batch->records) {
-          tracker.Deliver(r.value.data(), r.value.size(), now);
-        }
-        next = batch->next_offset;
+        continue;
       }
-    });
-
-    std::vector<char> payloads(kLatencyMaxBatch * w.event_bytes);
-    std::vector<RecordView> views(kLatencyMaxBatch);
-    for (uint64_t i = 0; i < kLatencyMaxBatch; ++i) {
-      FillPayload(&payloads[i * w.event_bytes], w.event_bytes);
-      views[i].value = std::string_view(&payloads[i * w.event_bytes], w.event_bytes);
+      leases.clear();
+      for (const Delivery& d : fetched.deliveries) {
+        if (d.value.size() != w.event_bytes) ++bad;
+        leases.push_back(d.lease());
+      }
+      CONVERGE_ASSIGN_OR_RETURN(AckBatchResult acked,
+                                groups->AckBatch(kPublishTopic, group, "m1", leases));
+      if (!acked.lost.empty()) {
+        return InternalError("converge: " + std::to_string(acked.lost.size()) + " leases lost");
+      }
+      received += fetched.deliveries.size();
     }
-    PacedRunStats stats;
-    Status status = RunPacedPublisher(
-        total, w.rate_per_s, kLatencyMaxBatch,
-        [&](uint64_t first, uint64_t count, const Pacer& pacer) -> Status {
-          for (uint64_t i = 0; i < count; ++i) {
-            StampPayload(&payloads[i * w.event_bytes], first + i, pacer.DueNanos(first + i));
-          }
-          return log_->Append(kLatencyTopic, std::span<const RecordView>(views.data(), count))
-              .status();
-        },
-        &stats);
-    const bool all = status.ok() && tracker.WaitAll(kDrainTimeoutMs);
-    stop.store(true);
-    cv.notify_one();
-    consumer.join();
-    watch.reset();
-    CONVERGE_RETURN_IF_ERROR(status);
-    CONVERGE_RETURN_IF_ERROR(consumer_status);
-    if (!all) {
-      return DeadlineExceededError("converge latency: delivered " +
-                                   std::to_string(tracker.delivered()) + " of " +
-                                   std::to_string(total));
+    CONVERGE_RETURN_IF_ERROR(groups->Flush());
+    CONVERGE_ASSIGN_OR_RETURN(GroupDescription described,
+                              groups->DescribeGroup(kPublishTopic, group));
+    const int64_t end = NowNanos();
+    if (bad > 0)
+      return InternalError("converge: " + std::to_string(bad) + " records of wrong size");
+    if (described.partitions.empty() || described.partitions[0].committed != w.events) {
+      return InternalError("converge: group committed offset short of " + std::to_string(w.events));
     }
-    out.push_back(LatencyMeasurement(name(), durability(), tracker, stats,
-                                     "Log::Append of the due events; WatchAppends + Log::Read"));
+    out.push_back(Throughput(
+        "consume_ack", sync ? "fsync" : "interval-100ms", w.events, start, end,
+        "consumer group Fetch " + std::to_string(kFetchBatch) + " + AckBatch, " +
+            (sync ? "acks fdatasync'ed before AckBatch returns" : "acks committed every 100 ms")));
     return Status::Ok();
   }
+#endif
 
-  Status Stop() override {
-    if (log_ == nullptr) return Status::Ok();
-    Status s = log_->Sync();
-    log_.reset();
-    return s;
-  }
-
- private:
+  std::string dir_;
   std::unique_ptr<Log> log_;
 };
 
