@@ -252,6 +252,33 @@ Measurement Row(const std::string& workload, const std::string& system, double e
   return m;
 }
 
+TEST(LogOptionsTest, RoundsAreBounded) {
+  Result<LogOptions> o = Parse({"--rounds", "3"});
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->rounds, 3u);
+  EXPECT_EQ(Parse({}).value().rounds, 1u);
+  EXPECT_EQ(Parse({"--rounds", "0"}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(Parse({"--rounds", "101"}).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(MedianOfRoundsTest, PicksTheMedianPerWorkloadAndSystemInFirstSeenOrder) {
+  std::vector<Measurement> rows = {
+      Row("publish", "jetstream", 100), Row("latency", "redis-always", 10'000, 900.0),
+      Row("publish", "jetstream", 300), Row("latency", "redis-always", 10'000, 100.0),
+      Row("publish", "jetstream", 200), Row("latency", "redis-always", 10'000, 500.0),
+      Row("publish", "raw", 7)};
+  std::vector<Measurement> median = MedianOfRounds(rows);
+  ASSERT_EQ(median.size(), 3u);
+  EXPECT_EQ(median[0].system, "jetstream");
+  EXPECT_EQ(median[0].events_per_s, 200);
+  EXPECT_NE(median[0].note.find("median of 3"), std::string::npos);
+  EXPECT_EQ(median[1].workload, "latency");
+  EXPECT_EQ(median[1].p99_us, 500.0);
+  EXPECT_EQ(median[2].system, "raw");
+  EXPECT_EQ(median[2].events_per_s, 7);
+  EXPECT_EQ(median[2].note.find("median"), std::string::npos);
+}
+
 TEST(LogComparisonTest, ChecksTheTargetsWhenConvergeWasMeasured) {
   std::vector<Measurement> rows = {
       Row("publish", "jetstream", 100'000),    Row("publish", "raw", 1'000'000),

@@ -52,6 +52,75 @@ bool OnTmpfs(const std::string& path) {
 // ---------------------------------------------------------------------------------------
 // The run
 
+// Runs every selected workload of one system in its own scratch directory under `run_dir`.
+// Appends the rows to `rows` (and prints them at once in JSON mode when `stream_json`).
+// Returns false if the system failed.
+bool RunSystem(const std::string& name, const LogOptions& o, const std::string& run_dir,
+               bool stream_json, std::vector<Measurement>& rows) {
+  const bool want_publish = Contains(o.workloads, "publish");
+  const bool want_consume = Contains(o.workloads, "consume_ack");
+  const bool want_latency = Contains(o.workloads, "latency");
+  std::unique_ptr<LogSystem> system = MakeSystem(name);
+  if (system == nullptr) {
+    // Only converge can be missing: the binary was built before the log landed.
+    std::fprintf(stderr, "converge bench log: %s: not built into this binary yet%s\n", name.c_str(),
+                 o.systems_explicit ? "" : " (skipped)");
+    return !o.systems_explicit;
+  }
+  Result<testing::TempDir> dir = testing::TempDir::Create(name + "-", run_dir);
+  if (!dir.ok()) {
+    std::fprintf(stderr, "converge bench log: %s\n", dir.status().ToString().c_str());
+    return false;
+  }
+  LogWorkload w = o.workload;
+  w.dir = dir->path();
+  std::vector<Measurement> fresh;
+  auto emit = [&](bool keep) {
+    for (Measurement& m : fresh) {
+      if (!keep) continue;
+      if (stream_json) {
+        std::printf("%s\n", ToJsonLine(m).c_str());
+        std::fflush(stdout);
+      }
+      rows.push_back(std::move(m));
+    }
+    fresh.clear();
+  };
+  // Each workload starts from a quiet disk: data an earlier phase left unsynced would
+  // otherwise be written back during the next measurement.
+  auto step = [&](const char* what) {
+    QuiesceDisk(w.dir);
+    std::fprintf(stderr, "  %-15s %s...\n", name.c_str(), what);
+  };
+  step("start");
+  Status status = system->Start(w);
+  if (status.ok() && (want_publish || want_consume)) {
+    step("publish");
+    status = system->Publish(w, fresh);
+    emit(want_publish);
+  }
+  if (status.ok() && want_consume && system->has_consume()) {
+    step("consume + ack");
+    status = system->ConsumeAck(w, fresh);
+    emit(true);
+  }
+  if (status.ok() && want_latency && system->has_latency()) {
+    step("latency");
+    status = system->Latency(w, fresh);
+    emit(true);
+  }
+  Status stopped = system->Stop();
+  if (status.ok()) status = stopped;
+  if (!status.ok()) {
+    std::fprintf(stderr, "converge bench log: %s failed: %s\n", name.c_str(),
+                 status.ToString().c_str());
+  }
+  system.reset();
+  Status removed = dir->Remove();
+  if (!removed.ok()) std::fprintf(stderr, "converge bench log: %s\n", removed.ToString().c_str());
+  return status.ok();
+}
+
 int RunLog(int argc, char** argv) {
   Result<LogOptions> parsed = ParseLogOptions(argc, argv);
   if (!parsed.ok()) {
@@ -64,10 +133,6 @@ int RunLog(int argc, char** argv) {
     PrintLogHelp(stdout);
     return 0;
   }
-  const bool want_publish = Contains(o.workloads, "publish");
-  const bool want_consume = Contains(o.workloads, "consume_ack");
-  const bool want_latency = Contains(o.workloads, "latency");
-
   Result<testing::TempDir> run_dir = testing::TempDir::Create("converge-bench-", o.dir);
   if (!run_dir.ok()) {
     std::fprintf(stderr, "converge bench log: %s\n", run_dir.status().ToString().c_str());
@@ -83,75 +148,27 @@ int RunLog(int argc, char** argv) {
   ::getloadavg(load, 1);
   std::fprintf(stderr,
                "converge bench log: %" PRIu64
-               " events of %u B, latency at %u/s for %u s; "
-               "scratch %s; load average %.2f\n",
+               " events of %u B, latency at %u/s for %u s, %u round(s); scratch %s; "
+               "load average %.2f\n",
                o.workload.events, o.workload.event_bytes, o.workload.rate_per_s,
-               o.workload.latency_seconds, run_dir->path().c_str(), load[0]);
+               o.workload.latency_seconds, o.rounds, run_dir->path().c_str(), load[0]);
 
   std::vector<Measurement> rows;
   int failures = 0;
-  auto emit = [&](std::vector<Measurement>& fresh, bool keep) {
-    for (Measurement& m : fresh) {
-      if (!keep) continue;
-      if (o.json) {
-        std::printf("%s\n", ToJsonLine(m).c_str());
-        std::fflush(stdout);
-      }
-      rows.push_back(std::move(m));
+  const bool stream_json = o.json && o.rounds == 1;
+  for (uint32_t round = 0; round < o.rounds; ++round) {
+    if (o.rounds > 1) std::fprintf(stderr, "round %u of %u\n", round + 1, o.rounds);
+    // Later rounds rotate the order so no system always runs first or last.
+    for (size_t k = 0; k < o.systems.size(); ++k) {
+      const std::string& name = o.systems[(k + round) % o.systems.size()];
+      if (!RunSystem(name, o, run_dir->path(), stream_json, rows)) ++failures;
     }
-    fresh.clear();
-  };
-
-  for (const std::string& name : o.systems) {
-    std::unique_ptr<LogSystem> system = MakeSystem(name);
-    if (system == nullptr) {
-      // Only converge can be missing: the binary was built before the log landed.
-      std::fprintf(stderr, "converge bench log: %s: not built into this binary yet%s\n",
-                   name.c_str(), o.systems_explicit ? "" : " (skipped)");
-      if (o.systems_explicit) ++failures;
-      continue;
+  }
+  if (o.rounds > 1) {
+    rows = MedianOfRounds(rows);
+    if (o.json) {
+      for (const Measurement& m : rows) std::printf("%s\n", ToJsonLine(m).c_str());
     }
-    Result<testing::TempDir> dir = testing::TempDir::Create(name + "-", run_dir->path());
-    if (!dir.ok()) {
-      std::fprintf(stderr, "converge bench log: %s\n", dir.status().ToString().c_str());
-      return 1;
-    }
-    LogWorkload w = o.workload;
-    w.dir = dir->path();
-    std::vector<Measurement> fresh;
-    // Each workload starts from a quiet disk: data an earlier phase left unsynced would
-    // otherwise be written back during the next measurement.
-    auto step = [&](const char* what) {
-      QuiesceDisk(w.dir);
-      std::fprintf(stderr, "  %-15s %s...\n", name.c_str(), what);
-    };
-    step("start");
-    Status status = system->Start(w);
-    if (status.ok() && (want_publish || want_consume)) {
-      step("publish");
-      status = system->Publish(w, fresh);
-      emit(fresh, want_publish);
-    }
-    if (status.ok() && want_consume && system->has_consume()) {
-      step("consume + ack");
-      status = system->ConsumeAck(w, fresh);
-      emit(fresh, true);
-    }
-    if (status.ok() && want_latency && system->has_latency()) {
-      step("latency");
-      status = system->Latency(w, fresh);
-      emit(fresh, true);
-    }
-    Status stopped = system->Stop();
-    if (status.ok()) status = stopped;
-    if (!status.ok()) {
-      std::fprintf(stderr, "converge bench log: %s failed: %s\n", name.c_str(),
-                   status.ToString().c_str());
-      ++failures;
-    }
-    system.reset();
-    Status removed = dir->Remove();
-    if (!removed.ok()) std::fprintf(stderr, "converge bench log: %s\n", removed.ToString().c_str());
   }
 
   const std::string comparison = LogComparison(rows);
@@ -160,6 +177,8 @@ int RunLog(int argc, char** argv) {
   } else {
     std::printf("\n%s%s", FormatTable(rows).c_str(), comparison.c_str());
   }
+  ::getloadavg(load, 1);
+  std::fprintf(stderr, "load average at the end %.2f\n", load[0]);
   Status removed = run_dir->Remove();
   if (!removed.ok()) std::fprintf(stderr, "converge bench log: %s\n", removed.ToString().c_str());
   return failures == 0 ? 0 : 1;

@@ -1,5 +1,6 @@
 #include "bench/log_options.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <sstream>
@@ -43,6 +44,8 @@ void PrintLogHelp(std::FILE* out) {
       "                        (progress and the comparison go to stderr)\n"
       "  --dir DIR             where the scratch directory goes (default $TMPDIR or /tmp);\n"
       "                        it is removed afterwards. Use a real disk, not tmpfs.\n"
+      "  --rounds N            repeat the whole run N times (the order of systems rotates)\n"
+      "                        and report each row's median (default 1)\n"
       "  --via MODE            inproc (default): converge as a library in this process;\n"
       "                        server: through the sidecar (not yet available)\n"
       "  --help                this text\n",
@@ -135,6 +138,10 @@ Result<LogOptions> ParseLogOptions(int argc, char** argv) {
     } else if (arg == "--dir") {
       CONVERGE_ASSIGN_OR_RETURN(std::string_view v, take());
       o.dir = std::string(v);
+    } else if (arg == "--rounds") {
+      CONVERGE_ASSIGN_OR_RETURN(std::string_view v, take());
+      CONVERGE_ASSIGN_OR_RETURN(uint64_t n, ParseCount(arg, v, 1, 100));
+      o.rounds = static_cast<uint32_t>(n);
     } else if (arg == "--via") {
       CONVERGE_ASSIGN_OR_RETURN(std::string_view v, take());
       o.via = std::string(v);
@@ -181,6 +188,32 @@ const Measurement* Find(const std::vector<Measurement>& rows, std::string_view w
 }
 
 }  // namespace
+
+std::vector<Measurement> MedianOfRounds(const std::vector<Measurement>& rows) {
+  std::vector<std::vector<const Measurement*>> groups;
+  for (const Measurement& m : rows) {
+    auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) {
+      return g[0]->workload == m.workload && g[0]->system == m.system;
+    });
+    if (it == groups.end()) {
+      groups.push_back({&m});
+    } else {
+      it->push_back(&m);
+    }
+  }
+  std::vector<Measurement> out;
+  for (auto& g : groups) {
+    const bool latency = g[0]->p99_us.has_value();
+    std::sort(g.begin(), g.end(), [&](const Measurement* a, const Measurement* b) {
+      return latency ? a->p99_us.value_or(0) < b->p99_us.value_or(0)
+                     : a->events_per_s < b->events_per_s;
+    });
+    Measurement m = *g[g.size() / 2];
+    if (g.size() > 1) m.note += "; median of " + std::to_string(g.size());
+    out.push_back(std::move(m));
+  }
+  return out;
+}
 
 std::string LogComparison(const std::vector<Measurement>& rows) {
   std::ostringstream out;

@@ -24,6 +24,7 @@ struct LogOptions {
   bool help = false;
   std::string dir;  // base of the scratch directory; empty = $TMPDIR or /tmp
   std::string via = "inproc";
+  uint32_t rounds = 1;  // repeat the whole run; report each row's median
 };
 
 // Parses argv (argv[0] = "log"). InvalidArgument names the bad option or value;
@@ -34,6 +35,10 @@ void PrintLogHelp(std::FILE* out);
 
 // "a,b,,c" -> {"a", "b", "c"}
 std::vector<std::string> SplitList(std::string_view s);
+
+// One row per (workload, system), in first-seen order: the median of that pair's rows by
+// events_per_s (throughput workloads) or p99_us (latency); its note says "median of N".
+std::vector<Measurement> MedianOfRounds(const std::vector<Measurement>& rows);
 
 // The lines after the table: each peer relative to JetStream and the raw-disk baseline, and
 // converge against the targets (PASS/MISS) when converge was measured.
