@@ -62,7 +62,7 @@ bool RunSystem(const std::string& name, const LogOptions& o, const std::string& 
   const bool want_latency = Contains(o.workloads, "latency");
   std::unique_ptr<LogSystem> system = MakeSystem(name);
   if (system == nullptr) {
-    // Only converge can be missing: the binary was built before the log landed.
+    // A factory may return nullptr for a system this binary was built without.
     std::fprintf(stderr, "converge bench log: %s: not built into this binary yet%s\n", name.c_str(),
                  o.systems_explicit ? "" : " (skipped)");
     return !o.systems_explicit;
