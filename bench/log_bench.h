@@ -64,6 +64,9 @@ std::unique_ptr<LogSystem> MakeRedisSystem(const std::string& appendfsync);  // 
 // converge in-process (bench/converge_log.cc; consume + ack through consumer groups when built
 // with CONVERGE_BENCH_WITH_GROUPS, see bench/bench.cmake).
 std::unique_ptr<LogSystem> MakeConvergeSystem();
+// converge through the HTTP sidecar, `converge serve` as a child process (`--via server`,
+// bench/converge_server.cc).
+std::unique_ptr<LogSystem> MakeConvergeServerSystem();
 
 // ---- shared pieces of the latency workload ----
 

@@ -117,6 +117,7 @@ struct GroupSpec {
   std::string name;
   int64_t lease_ms = 0;         // 0 = the server's default
   uint32_t max_deliveries = 0;  // 0 = the server's default
+  uint32_t max_in_flight = 0;   // leased events per partition and per member; 0 = default
   bool start_latest = false;    // only events published after creation
 };
 

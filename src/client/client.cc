@@ -386,6 +386,7 @@ Result<GroupInfo> Client::CreateGroup(const std::string& topic, const GroupSpec&
   if (spec.max_deliveries > 0) {
     body += ",\"max_deliveries\":" + std::to_string(spec.max_deliveries);
   }
+  if (spec.max_in_flight > 0) body += ",\"max_in_flight\":" + std::to_string(spec.max_in_flight);
   body += spec.start_latest ? ",\"start\":\"latest\"}" : ",\"start\":\"earliest\"}";
   CONVERGE_ASSIGN_OR_RETURN(json::value v,
                             Call(*this, "POST", Target("/v1/topics/", topic, "/groups"), body));

@@ -109,10 +109,12 @@ asio::awaitable<HttpReply> Api::CreateGroup(Call& call) {
   GroupOptions options = DefaultGroupOptions();
   std::string name, start = "earliest";
   uint64_t max_deliveries = options.max_deliveries;
-  Status s = CheckFields(o, {"name", "lease_ms", "max_deliveries", "start"});
+  uint64_t max_in_flight = options.max_in_flight_per_partition;
+  Status s = CheckFields(o, {"name", "lease_ms", "max_deliveries", "max_in_flight", "start"});
   if (s.ok()) s = ReadString(o, "name", &name);
   if (s.ok()) s = ReadInt(o, "lease_ms", 1, d_.config->groups.max_lease_ms, &options.lease_ms);
   if (s.ok()) s = ReadUint(o, "max_deliveries", 1, 10'000, &max_deliveries);
+  if (s.ok()) s = ReadUint(o, "max_in_flight", 1, 100'000, &max_in_flight);
   if (s.ok()) s = ReadString(o, "start", &start);
   if (s.ok()) s = CheckGroupName(name);
   if (s.ok()) {
@@ -126,6 +128,12 @@ asio::awaitable<HttpReply> Api::CreateGroup(Call& call) {
   }
   if (!s.ok()) co_return Error(s);
   options.max_deliveries = static_cast<uint32_t>(max_deliveries);
+  // One bound for both: a partition's and a member's leased events. The read-ahead window
+  // must hold at least that many.
+  options.max_in_flight_per_partition = static_cast<uint32_t>(max_in_flight);
+  options.max_in_flight_per_member = static_cast<uint32_t>(max_in_flight);
+  options.max_pending_per_partition = std::max<uint32_t>(options.max_pending_per_partition,
+                                                         4 * options.max_in_flight_per_partition);
   const std::string topic = call.topic;
   auto job = [this, topic, name, options]() -> Result<std::string> {
     CONVERGE_RETURN_IF_ERROR(d_.groups->CreateGroup(topic, name, options));
