@@ -7,7 +7,6 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <boost/json/serialize.hpp>
@@ -26,6 +25,49 @@ std::chrono::milliseconds Ms(int64_t ms) { return std::chrono::milliseconds(ms);
 
 }  // namespace
 
+// The timeouts of one connection, on its strand. A timer per read or write operation (as
+// beast::tcp_stream arms) costs a timerfd syscall per chunk of a large body; this one moves a
+// deadline in memory and touches the timer only when the deadline gets earlier than it is set
+// for, or when it fires.
+class Watchdog {
+ public:
+  using Clock = std::chrono::steady_clock;
+  explicit Watchdog(asio::any_io_executor ex) : timer_(ex, Clock::now() + kFar) {}
+
+  // Arms: the connection is closed unless Disarm or Arm is called within `ms`.
+  void Arm(int64_t ms) {
+    deadline_ = Clock::now() + Ms(ms);
+    if (deadline_ < timer_.expiry()) timer_.expires_at(deadline_);  // wakes Run to re-wait
+  }
+  void Disarm() { deadline_ = Clock::time_point::max(); }
+
+  // Runs until Stop; calls on_expire (once) when an armed deadline passes.
+  asio::awaitable<void> Run(std::function<void()> on_expire) {
+    while (!stopped_) {
+      co_await timer_.async_wait(kTuple);  // aborted when re-armed earlier: just loop
+      if (stopped_) break;
+      const auto now = Clock::now();
+      if (now >= deadline_) {
+        on_expire();
+        break;
+      }
+      if (timer_.expiry() <= now) {
+        timer_.expires_at(deadline_ == Clock::time_point::max() ? now + kFar : deadline_);
+      }
+    }
+  }
+  void Stop() {
+    stopped_ = true;
+    timer_.cancel();
+  }
+
+ private:
+  static constexpr std::chrono::hours kFar{24};
+  asio::steady_timer timer_;
+  Clock::time_point deadline_ = Clock::time_point::max();
+  bool stopped_ = false;
+};
+
 HttpResponse JsonError(http::status status, std::string_view code, std::string_view message,
                        unsigned version) {
   HttpResponse res{status, version};
@@ -41,10 +83,11 @@ HttpResponse JsonError(http::status status, std::string_view code, std::string_v
 // A live connection, as seen by shutdown. Fields are touched only on the connection's strand,
 // except `executor` (immutable).
 struct HttpServer::Connection {
-  explicit Connection(asio::any_io_executor ex) : executor(std::move(ex)) {}
+  explicit Connection(asio::any_io_executor ex) : executor(ex), watchdog(ex) {}
   asio::any_io_executor executor;
   bool busy = false;            // a request is being handled or a stream is open
   std::function<void()> close;  // closes the socket; null once the session ended
+  Watchdog watchdog;            // closes the socket when a phase overruns its timeout
 };
 
 HttpServer::HttpServer(asio::io_context& ioc, HttpServerOptions options, HttpHandler handler,
@@ -128,22 +171,36 @@ asio::awaitable<void> HttpServer::AcceptLoop() {
     if (tls_) {
       asio::co_spawn(conn->executor, RunTlsSession(std::move(socket), conn), asio::detached);
     } else {
-      asio::co_spawn(conn->executor, RunSession(beast::tcp_stream(std::move(socket)), conn),
+      asio::co_spawn(conn->executor, RunSession(tcp::socket(std::move(socket)), conn),
                      asio::detached);
     }
   }
 }
 
+void HttpServer::StartWatchdog(const std::shared_ptr<Connection>& conn) {
+  // The watchdog runs on the connection's strand, like the session.
+  Connection* c = conn.get();
+  auto job = [conn, c]() -> asio::awaitable<void> {
+    std::function<void()> close = [c] {
+      if (c->close) c->close();
+    };
+    co_await c->watchdog.Run(std::move(close));
+  };
+  asio::co_spawn(conn->executor, std::move(job), asio::detached);
+}
+
 asio::awaitable<void> HttpServer::RunTlsSession(tcp::socket socket,
                                                 std::shared_ptr<Connection> conn) {
-  beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(socket)), *tls_);
+  beast::ssl_stream<tcp::socket> stream(std::move(socket), *tls_);
   conn->close = [&stream] {
     boost::system::error_code ignored;
-    beast::get_lowest_layer(stream).socket().close(ignored);
+    beast::get_lowest_layer(stream).close(ignored);
   };
-  beast::get_lowest_layer(stream).expires_after(Ms(options_.limits.request_timeout_ms));
+  StartWatchdog(conn);
+  conn->watchdog.Arm(options_.limits.request_timeout_ms);
   auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, kTuple);
   if (ec) {
+    conn->watchdog.Stop();
     conn->close = nullptr;
     Unregister(conn);
     co_return;
@@ -153,9 +210,9 @@ asio::awaitable<void> HttpServer::RunTlsSession(tcp::socket socket,
 
 namespace {
 
-// The TLS or TCP stream's lowest layer, for timeouts and closing.
+// The TLS or TCP stream's socket, for closing.
 template <class Stream>
-beast::tcp_stream& Lowest(Stream& s) {
+tcp::socket& Lowest(Stream& s) {
   return beast::get_lowest_layer(s);
 }
 
@@ -170,27 +227,29 @@ bool IsParseError(const boost::system::error_code& ec) {
 template <class Stream>
 void GracefulClose(Stream& stream) {
   boost::system::error_code ignored;
-  Lowest(stream).socket().shutdown(tcp::socket::shutdown_send, ignored);
+  Lowest(stream).shutdown(tcp::socket::shutdown_send, ignored);
 }
 
 // Streams a reply's chunks over a connection.
 template <class Stream>
 class ChunkSink : public StreamSink {
  public:
-  ChunkSink(Stream& stream, const std::atomic<bool>& draining, int64_t timeout_ms)
-      : stream_(stream), draining_(draining), timeout_ms_(timeout_ms) {}
+  ChunkSink(Stream& stream, Watchdog& watchdog, const std::atomic<bool>& draining,
+            int64_t timeout_ms)
+      : stream_(stream), watchdog_(watchdog), draining_(draining), timeout_ms_(timeout_ms) {}
   asio::awaitable<bool> Write(std::string data) override {
     if (data.empty()) co_return true;  // an empty chunk would end the response
-    Lowest(stream_).expires_after(Ms(timeout_ms_));
+    watchdog_.Arm(timeout_ms_);
     auto [ec, n] =
         co_await asio::async_write(stream_, http::make_chunk(asio::buffer(data)), kTuple);
-    Lowest(stream_).expires_never();
+    watchdog_.Disarm();
     co_return !ec;
   }
   bool Closing() const override { return draining_.load(); }
 
  private:
   Stream& stream_;
+  Watchdog& watchdog_;
   const std::atomic<bool>& draining_;
   int64_t timeout_ms_;
 };
@@ -201,16 +260,19 @@ template <class Stream>
 asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Connection> conn) {
   conn->close = [&stream] {
     boost::system::error_code ignored;
-    Lowest(stream).socket().close(ignored);
+    Lowest(stream).close(ignored);
   };
+  if (!tls_) StartWatchdog(conn);
+  Watchdog& watchdog = conn->watchdog;
   const LimitsConfig& limits = options_.limits;
-  beast::flat_buffer buffer(limits.max_header_bytes + 4096);
+  // Room for 64 KiB reads of large bodies (fewer syscalls) and for the largest header.
+  beast::flat_buffer buffer(std::max<size_t>(limits.max_header_bytes + 4096, 1u << 20));
 
   // Sends a reply that ends the connection (limits, malformed input).
   auto send_final = [&](HttpResponse res) -> asio::awaitable<void> {
     res.keep_alive(false);
     res.prepare_payload();
-    Lowest(stream).expires_after(Ms(limits.request_timeout_ms));
+    watchdog.Arm(limits.request_timeout_ms);
     co_await http::async_write(stream, res, kTuple);
   };
 
@@ -220,7 +282,7 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
     http::request_parser<http::string_body> parser;
     parser.header_limit(limits.max_header_bytes);
     parser.body_limit(limits.max_body_bytes);
-    Lowest(stream).expires_after(Ms(limits.idle_timeout_ms));
+    watchdog.Arm(limits.idle_timeout_ms);
     auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, kTuple);
     if (ec) {
       if (ec == http::error::header_limit) {
@@ -254,11 +316,11 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
     }
     if (beast::iequals(header[http::field::expect], "100-continue")) {
       http::response<http::empty_body> cont{http::status::continue_, header.version()};
-      Lowest(stream).expires_after(Ms(limits.request_timeout_ms));
+      watchdog.Arm(limits.request_timeout_ms);
       auto [wec, wn] = co_await http::async_write(stream, cont, kTuple);
       if (wec) break;
     }
-    Lowest(stream).expires_after(Ms(limits.request_timeout_ms));
+    watchdog.Arm(limits.request_timeout_ms);
     std::tie(ec, n) = co_await http::async_read(stream, buffer, parser, kTuple);
     if (ec) {
       if (ec == http::error::body_limit) {
@@ -274,7 +336,7 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
       break;
     }
     HttpRequest req = parser.release();
-    Lowest(stream).expires_never();
+    watchdog.Disarm();
 
     HttpReply reply;
     if (inflight_.fetch_add(1) >= limits.max_inflight_requests) {
@@ -307,28 +369,29 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
       res.chunked(true);
       res.body().clear();
       http::response_serializer<http::string_body> sr(res);
-      Lowest(stream).expires_after(Ms(limits.request_timeout_ms));
+      watchdog.Arm(limits.request_timeout_ms);
       auto [wec, wn] = co_await http::async_write_header(stream, sr, kTuple);
-      Lowest(stream).expires_never();
+      watchdog.Disarm();
       if (wec) break;
-      ChunkSink<Stream> sink(stream, draining_, limits.request_timeout_ms);
+      ChunkSink<Stream> sink(stream, watchdog, draining_, limits.request_timeout_ms);
       try {
         co_await reply.stream(sink);
       } catch (const std::exception& e) {
         std::fprintf(stderr, "converge serve: stream ended by error: %s\n", e.what());
       }
-      Lowest(stream).expires_after(Ms(limits.request_timeout_ms));
+      watchdog.Arm(limits.request_timeout_ms);
       co_await asio::async_write(stream, http::make_chunk_last(), kTuple);
       break;
     }
     const bool keep_alive = req.keep_alive() && !draining_;
     res.keep_alive(keep_alive);
     res.prepare_payload();
-    Lowest(stream).expires_after(Ms(limits.request_timeout_ms));
+    watchdog.Arm(limits.request_timeout_ms);
     auto [wec, wn] = co_await http::async_write(stream, res, kTuple);
     if (wec || !keep_alive) break;
   }
   GracefulClose(stream);
+  watchdog.Stop();
   conn->busy = false;
   conn->close = nullptr;
   Unregister(conn);

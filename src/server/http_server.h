@@ -100,6 +100,7 @@ class HttpServer {
  private:
   struct Connection;
   asio::awaitable<void> AcceptLoop();
+  void StartWatchdog(const std::shared_ptr<Connection>& conn);
   template <class Stream>
   asio::awaitable<void> RunSession(Stream stream, std::shared_ptr<Connection> conn);
   asio::awaitable<void> RunTlsSession(asio::ip::tcp::socket socket,

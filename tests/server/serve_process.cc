@@ -199,6 +199,33 @@ Result<std::string> RawExchange(uint16_t port, const std::string& bytes, int64_t
   return out;
 }
 
+Result<int64_t> RawTimeToClose(uint16_t port, const std::string& bytes, int64_t timeout_ms) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return InternalError("socket failed");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return UnavailableError("connect failed");
+  }
+  if (!bytes.empty()) send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+  const int64_t start = NowMs();
+  while (NowMs() - start < timeout_ms) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 50) <= 0) continue;
+    char buf[4096];
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) {
+      close(fd);
+      return NowMs() - start;
+    }
+  }
+  close(fd);
+  return DeadlineExceededError("the server kept the connection open");
+}
+
 int RawStatus(const std::string& raw) {
   if (raw.compare(0, 9, "HTTP/1.1 ") != 0 || raw.size() < 12) return 0;
   return std::atoi(raw.c_str() + 9);

@@ -57,6 +57,10 @@ class ServeProcess {
 // server sent back until it closed the connection (or timeout_ms passed).
 Result<std::string> RawExchange(uint16_t port, const std::string& bytes, int64_t timeout_ms = 5000);
 
+// Like RawExchange but keeps the sending side open: returns how long (ms) the server took to
+// close the connection after `bytes` were sent, or DeadlineExceeded after timeout_ms.
+Result<int64_t> RawTimeToClose(uint16_t port, const std::string& bytes, int64_t timeout_ms);
+
 // The HTTP status code of the first response in `raw` ("HTTP/1.1 400 ..."), or 0.
 int RawStatus(const std::string& raw);
 

@@ -609,6 +609,25 @@ TEST_F(ServeTest, AnswersMalformedInputWith400NamingTheProblem) {
   ASSERT_OK(c.Health());
 }
 
+TEST_F(ServeTest, ClosesIdleAndStalledConnectionsAtTheirTimeouts) {
+  StartServer("limits: {idle_timeout_ms: 300, request_timeout_ms: 400}");
+  // Idle keep-alive connection: closed after idle_timeout_ms.
+  Result<int64_t> idle = testing::RawTimeToClose(server_->port(), "", 10'000);
+  ASSERT_TRUE(idle.ok()) << idle.status().ToString();
+  EXPECT_GE(*idle, 250);
+  EXPECT_LT(*idle, 5000);
+  // A request whose body never completes: closed after request_timeout_ms.
+  Result<int64_t> stalled = testing::RawTimeToClose(
+      server_->port(), "POST /v1/topics HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"na",
+      10'000);
+  ASSERT_TRUE(stalled.ok()) << stalled.status().ToString();
+  EXPECT_GE(*stalled, 350);
+  EXPECT_LT(*stalled, 5000);
+  // A connection that keeps making requests stays up past the idle timeout.
+  Client c = NewClient();
+  for (int i = 0; i < 5; ++i) ASSERT_OK(c.Health());
+}
+
 TEST_F(ServeTest, AutoCreatesTopicsWhenConfigured) {
   StartServer("auto_create_topics: true\ntopic_defaults: {partitions: 2}");
   Client c = NewClient();
