@@ -1,14 +1,16 @@
 // converge through the HTTP sidecar (`--via server`): `converge serve` started from this very
 // binary on 127.0.0.1 (a free port, data in the scratch directory), driven over loopback with
 // the C++ client (include/converge/client.h), topic durability fsync.
-//   publish      CloudEvents batches (application/cloudevents-batch+json) of kPublishBatch
-//                events on kPublishConnections kept-alive connections; a 200 means the batch
-//                is fdatasync'ed (concurrent requests share one sync).
-//   consume_ack  fetch kFetchBatch leased events + ack them (acks synced before the reply).
+//   publish      batches of kPublishBatch events in converge's binary event batch
+//                (application/vnd.converge.event-batch: CloudEvents in the binary record
+//                format, what the C++ client uses for volume) on kPublishConnections kept-alive
+//                connections; a 200 means the batch is fdatasync'ed (concurrent requests share
+//                one sync).
+//   consume_ack  fetch kFetchBatch leased events (binary delivery batch) + ack them (acks
+//                synced before the reply).
 //   latency      a paced publisher (one batch request per due set of events) and a consumer on
 //                a Server-Sent Events stream with server-side acks (auto_ack).
-// Event payloads travel as CloudEvents binary data (data_base64), so the bench's stamped bytes
-// come back unchanged.
+// Event payloads are the events' binary data, so the bench's stamped bytes come back unchanged.
 #include <unistd.h>
 
 #include <atomic>
@@ -131,7 +133,7 @@ class ConvergeServerSystem : public LogSystem {
         if (first >= w.events) return;
         const uint64_t n = std::min(kPublishBatch, w.events - first);
         Result<std::vector<client::Published>> r =
-            c.Publish(kPublishTopic, batch.Stamp(first, n, nullptr), client::PublishMode::kBatch);
+            c.Publish(kPublishTopic, batch.Stamp(first, n, nullptr), client::PublishMode::kNative);
         if (!r.ok()) {
           statuses[t] = r.status();
           return;
@@ -153,7 +155,7 @@ class ConvergeServerSystem : public LogSystem {
     }
     out.push_back(
         Throughput("publish", w.events, start, end,
-                   "HTTP sidecar: CloudEvents batches of " + std::to_string(kPublishBatch) +
+                   "HTTP sidecar: binary event batches of " + std::to_string(kPublishBatch) +
                        " on " + std::to_string(kPublishConnections) + " connections, 1 partition"));
     return Status::Ok();
   }

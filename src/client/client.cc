@@ -9,10 +9,12 @@
 #include <limits>
 
 #include "client/connection.h"
+#include "server/wire_format.h"
 
 namespace converge::client {
 
 namespace json = boost::json;
+namespace wire = ::converge::internal::wire;
 using internal::Clock;
 namespace http = boost::beast::http;
 
@@ -326,6 +328,16 @@ Result<std::vector<Published>> Client::Publish(const std::string& topic,
   if (mode == PublishMode::kBatch) {
     req.headers.emplace_back("Content-Type", std::string(kCloudEventsBatchMediaType));
     CONVERGE_RETURN_IF_ERROR(AppendJsonBatch(events, &req.body));
+  } else if (mode == PublishMode::kNative) {
+    req.headers.emplace_back("Content-Type", std::string(wire::kEventBatchMediaType));
+    req.headers.emplace_back("Accept", std::string(wire::kPublishResultsMediaType));
+    std::string record;
+    for (size_t i = 0; i < events.size(); ++i) {
+      record.clear();
+      Status s = EncodeBinary(events[i], &record);
+      if (!s.ok()) return s.WithContext("event[" + std::to_string(i) + "]");
+      wire::AppendEventRecord(&req.body, record);
+    }
   } else {
     if (events.size() != 1) {
       return InvalidArgumentError("structured and binary mode publish exactly one event");
@@ -360,8 +372,22 @@ Result<std::vector<Published>> Client::Publish(const std::string& topic,
   }
   CONVERGE_ASSIGN_OR_RETURN(HttpResponse res, Send(req));
   if (res.status != 200) return StatusFromHttp(res.status, res.body);
-  CONVERGE_ASSIGN_OR_RETURN(json::value v, ParseBody(res.body));
   std::vector<Published> out;
+  if (res.Header("Content-Type") == wire::kPublishResultsMediaType) {
+    std::vector<wire::PublishResult> results;
+    CONVERGE_RETURN_IF_ERROR(wire::ReadPublishResults(res.body, &results));
+    if (results.size() != events.size()) {
+      return InternalError("the server replied with " + std::to_string(results.size()) +
+                           " results for " + std::to_string(events.size()) + " events");
+    }
+    out.reserve(results.size());
+    for (size_t i = 0; i < results.size(); ++i) {
+      out.push_back(
+          {events[i].id(), results[i].partition, results[i].offset, results[i].duplicate});
+    }
+    return out;
+  }
+  CONVERGE_ASSIGN_OR_RETURN(json::value v, ParseBody(res.body));
   for (const json::value& r : Arr(v, "results")) {
     out.push_back({Str(r, "id"), static_cast<uint32_t>(U64(r, "partition")), U64(r, "offset"),
                    Bool(r, "duplicate")});
@@ -400,10 +426,40 @@ Result<std::vector<Delivery>> Client::Fetch(const std::string& topic, const std:
   if (options.max_bytes) body += ",\"max_bytes\":" + std::to_string(options.max_bytes);
   if (!options.consumer.empty()) body += ",\"consumer\":" + JsonString(options.consumer);
   body += '}';
-  CONVERGE_ASSIGN_OR_RETURN(
-      json::value v,
-      Call(*this, "POST", Target("/v1/topics/", topic, "/groups/", group, "/fetch"), body));
+  HttpRequest req;
+  req.method = "POST";
+  req.target = Target("/v1/topics/", topic, "/groups/", group, "/fetch");
+  req.headers.emplace_back("Content-Type", "application/json");
+  if (options_.native_fetch) {
+    req.headers.emplace_back("Accept", std::string(wire::kDeliveryBatchMediaType));
+  }
+  req.body = std::move(body);
+  CONVERGE_ASSIGN_OR_RETURN(HttpResponse res, Send(req));
+  if (res.status != 200) return StatusFromHttp(res.status, res.body);
   std::vector<Delivery> out;
+  if (res.Header("Content-Type") == wire::kDeliveryBatchMediaType) {
+    size_t pos = 0;
+    while (pos < res.body.size()) {
+      wire::DeliveryHeader h;
+      std::string_view record;
+      CONVERGE_RETURN_IF_ERROR(wire::ReadDelivery(res.body, &pos, &h, &record));
+      Delivery d;
+      d.partition = h.partition;
+      d.offset = h.offset;
+      d.lease_id = h.lease_id;
+      d.attempt = h.attempt;
+      d.lease_expires_at_ms = h.lease_expires_at_ms;
+      Result<Event> event = DecodeBinary(record);
+      if (event.ok()) {
+        d.event = std::move(event).value();
+      } else {
+        d.decode_error = std::string(event.status().message());
+      }
+      out.push_back(std::move(d));
+    }
+    return out;
+  }
+  CONVERGE_ASSIGN_OR_RETURN(json::value v, ParseBody(res.body));
   for (const json::value& d : Arr(v, "deliveries")) out.push_back(DeliveryFrom(d));
   return out;
 }

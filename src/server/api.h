@@ -89,8 +89,9 @@ class Api {
   Result<FetchResult> FetchAsMember(const std::string& topic, const std::string& group,
                                     const std::string& member, uint32_t max_events,
                                     uint64_t max_bytes);
+  enum class DeliveryFormat { kJson, kSse, kBinary };
   std::string RenderDeliveries(const FetchResult& fetched, const std::string& topic,
-                               const std::string& group, bool sse);
+                               const std::string& group, DeliveryFormat format);
   Status WatchGroup(const std::string& topic, const std::string& group);
   void CollectGroupMetrics(std::vector<MetricsRegistry::Sample>* out);
   TopicOptions OptionsForNewTopic() const;

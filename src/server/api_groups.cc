@@ -1,16 +1,20 @@
 // API v1: consumer groups (fetch, ack, nack, stream) and dead letters.
 #include <algorithm>
 #include <boost/json/value.hpp>
+#include <charconv>
 #include <chrono>
+#include <optional>
 
 #include "server/api.h"
 #include "server/api_internal.h"
 #include "server/cloudevents_http.h"
 #include "server/json_util.h"
+#include "server/wire_format.h"
 
 namespace converge::server {
 
 namespace json = boost::json;
+namespace wire = ::converge::internal::wire;
 using api_internal::AppendStoredEvent;
 using api_internal::AppendUint;
 using api_internal::CheckConsumerName;
@@ -65,31 +69,54 @@ Result<FetchResult> Api::FetchAsMember(const std::string& topic, const std::stri
 }
 
 std::string Api::RenderDeliveries(const FetchResult& fetched, const std::string& topic,
-                                  const std::string& group, bool sse) {
+                                  const std::string& group, DeliveryFormat format) {
   const int64_t now_micros = d_.env->clock().NowWallMicros();
   std::string out;
-  if (!sse) out = "{\"deliveries\":[";
+  auto num = [&out](uint64_t v) {
+    char digits[24];
+    auto [end, ec] = std::to_chars(digits, digits + sizeof(digits), v);
+    out.append(digits, end);
+  };
+  if (format == DeliveryFormat::kJson) out = "{\"deliveries\":[";
+  out.reserve(fetched.deliveries.size() * 320);
   for (size_t i = 0; i < fetched.deliveries.size(); ++i) {
     const Delivery& d = fetched.deliveries[i];
     if (d.attempt == 1 && now_micros >= d.timestamp_micros) {
       deliver_latency_->Observe(static_cast<double>(now_micros - d.timestamp_micros) * 1e-6);
     }
-    if (sse) {
-      out += "event: delivery\nid: " + std::to_string(d.partition) + ":" +
-             std::to_string(d.offset) + ":" + std::to_string(d.lease_id) + "\ndata: ";
+    if (format == DeliveryFormat::kBinary) {
+      wire::AppendDelivery(
+          &out, {d.partition, d.offset, d.lease_id, d.attempt, d.lease_expires_at_micros / 1000},
+          d.value);
+      continue;
+    }
+    if (format == DeliveryFormat::kSse) {
+      out += "event: delivery\nid: ";
+      num(d.partition);
+      out += ':';
+      num(d.offset);
+      out += ':';
+      num(d.lease_id);
+      out += "\ndata: ";
     } else if (i) {
       out += ',';
     }
-    out += "{\"partition\":" + std::to_string(d.partition) +
-           ",\"offset\":" + std::to_string(d.offset) + ",\"lease_id\":\"" +
-           std::to_string(d.lease_id) + "\"" + ",\"attempt\":" + std::to_string(d.attempt) +
-           ",\"lease_expires_at_ms\":" + std::to_string(d.lease_expires_at_micros / 1000) +
-           ",\"event\":";
+    out += "{\"partition\":";
+    num(d.partition);
+    out += ",\"offset\":";
+    num(d.offset);
+    out += ",\"lease_id\":\"";
+    num(d.lease_id);
+    out += "\",\"attempt\":";
+    num(d.attempt);
+    out += ",\"lease_expires_at_ms\":";
+    num(static_cast<uint64_t>(std::max<int64_t>(0, d.lease_expires_at_micros / 1000)));
+    out += ",\"event\":";
     AppendStoredEvent(&out, d.value);
     out += '}';
-    if (sse) out += "\n\n";
+    if (format == DeliveryFormat::kSse) out += "\n\n";
   }
-  if (!sse) out += "]}";
+  if (format == DeliveryFormat::kJson) out += "]}";
   d_.metrics
       ->GetCounter("converge_events_delivered_total", "Events delivered to consumers.",
                    {{"topic", topic}, {"group", group}})
@@ -174,25 +201,38 @@ asio::awaitable<HttpReply> Api::Fetch(Call& call) {
   s = co_await d_.pool->Run(std::move(job));
   if (!s.ok()) co_return Error(s);
 
+  // The C++ client asks for the binary delivery batch: stored records go out as they are.
+  const DeliveryFormat format =
+      wire::Accepts(call.req[http::field::accept], wire::kDeliveryBatchMediaType)
+          ? DeliveryFormat::kBinary
+          : DeliveryFormat::kJson;
+  auto reply = [format](std::string body) {
+    if (format == DeliveryFormat::kJson) return Reply(JsonReply(http::status::ok, std::move(body)));
+    HttpResponse res{http::status::ok, 11};
+    res.set(http::field::content_type, wire::kDeliveryBatchMediaType);
+    res.body() = std::move(body);
+    res.prepare_payload();
+    return Reply(std::move(res));
+  };
   const std::string key = GroupKey(topic, group);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
   for (;;) {
     uint64_t seen = d_.hub->Generation(key);
-    auto job = [this, topic, group, consumer, max_events, max_bytes, wait_ms,
-                deadline]() -> Result<std::string> {
+    auto job = [this, topic, group, consumer, max_events, max_bytes, wait_ms, deadline,
+                format]() -> Result<std::optional<std::string>> {
       CONVERGE_ASSIGN_OR_RETURN(
           FetchResult r,
           FetchAsMember(topic, group, consumer, static_cast<uint32_t>(max_events), max_bytes));
       if (r.deliveries.empty() && wait_ms > 0 && std::chrono::steady_clock::now() < deadline) {
-        return std::string();  // nothing yet: wait
+        return std::optional<std::string>();  // nothing yet: wait
       }
-      return RenderDeliveries(r, topic, group, false);
+      return std::optional<std::string>(RenderDeliveries(r, topic, group, format));
     };
-    Result<std::string> out = co_await d_.pool->Run(std::move(job));
+    Result<std::optional<std::string>> out = co_await d_.pool->Run(std::move(job));
     if (!out.ok()) co_return Error(out.status());
-    if (!out->empty()) co_return Reply(JsonReply(http::status::ok, std::move(out).value()));
+    if (out->has_value()) co_return reply(std::move(**out));
     if (!ready_.load()) {
-      co_return Reply(JsonReply(http::status::ok, "{\"deliveries\":[]}"));
+      co_return reply(format == DeliveryFormat::kJson ? "{\"deliveries\":[]}" : "");
     }
     co_await d_.hub->Wait(key, seen, deadline);
   }
@@ -447,7 +487,7 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
                                          d_.config->limits.max_fetch_bytes));
         Batch b;
         if (r.deliveries.empty()) return b;
-        b.text = RenderDeliveries(r, topic, group, true);
+        b.text = RenderDeliveries(r, topic, group, DeliveryFormat::kSse);
         if (auto_ack) {
           for (const Delivery& d : r.deliveries) b.leases.push_back(d.lease());
         }

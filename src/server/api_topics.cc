@@ -7,10 +7,12 @@
 #include "server/api_internal.h"
 #include "server/cloudevents_http.h"
 #include "server/json_util.h"
+#include "server/wire_format.h"
 
 namespace converge::server {
 
 namespace json = boost::json;
+namespace wire = ::converge::internal::wire;
 using api_internal::AppendStoredEvent;
 using api_internal::AppendUint;
 using api_internal::CheckConsumerName;
@@ -165,33 +167,46 @@ HttpResponse Api::DoPublish(const HttpRequest& req, const std::string& topic) {
     return JsonError(http::status::bad_request, "INVALID_EVENT", "the batch holds no events");
   }
   // Encode everything first: one bad event rejects the request before anything is appended.
+  // The buffers are filled first and the views taken after, so growth cannot invalidate them.
+  const bool native = decoded->mode == PublishMode::kNative;
   std::string values;
-  std::vector<size_t> ends;
-  std::vector<std::string> ids;
-  ends.reserve(events.size());
-  ids.reserve(events.size());
+  std::string ids;
+  std::vector<size_t> value_ends;
+  std::vector<size_t> id_ends;
+  value_ends.reserve(events.size());
+  id_ends.reserve(events.size());
+  ids.reserve(events.size() * 24);
   for (size_t i = 0; i < events.size(); ++i) {
-    size_t before = values.size();
-    Status s = EncodeBinary(events[i], &values);
-    std::string where = events.size() > 1 ? "event[" + std::to_string(i) + "]: " : "";
-    if (!s.ok())
-      return JsonError(http::status::bad_request, "INVALID_EVENT",
-                       where + std::string(s.message()));
-    if (values.size() - before > limits.max_event_bytes) {
-      return JsonError(http::status::payload_too_large, "PAYLOAD_TOO_LARGE",
-                       where + "event is " + std::to_string(values.size() - before) +
-                           " bytes encoded, more than limits.max_event_bytes (" +
-                           std::to_string(limits.max_event_bytes) + ")");
+    if (!native) {
+      const size_t before = values.size();
+      Status s = EncodeBinary(events[i], &values);
+      if (!s.ok()) {
+        return JsonError(http::status::bad_request, "INVALID_EVENT",
+                         s.WithContext("event[" + std::to_string(i) + "]").message());
+      }
+      if (values.size() - before > limits.max_event_bytes) {
+        return JsonError(http::status::payload_too_large, "PAYLOAD_TOO_LARGE",
+                         "event[" + std::to_string(i) + "]: event is " +
+                             std::to_string(values.size() - before) +
+                             " bytes encoded, more than limits.max_event_bytes (" +
+                             std::to_string(limits.max_event_bytes) + ")");
+      }
+      value_ends.push_back(values.size());
     }
-    ends.push_back(values.size());
-    ids.push_back(RecordIdFor(events[i]));
+    AppendRecordId(events[i], &ids);
+    id_ends.push_back(ids.size());
   }
   std::vector<RecordView> records(events.size());
   for (size_t i = 0; i < events.size(); ++i) {
-    size_t begin = i == 0 ? 0 : ends[i - 1];
-    records[i].id = ids[i];
+    const size_t id_begin = i == 0 ? 0 : id_ends[i - 1];
+    records[i].id = std::string_view(ids).substr(id_begin, id_ends[i] - id_begin);
     records[i].key = PartitionKeyFor(events[i]);
-    records[i].value = std::string_view(values).substr(begin, ends[i] - begin);
+    if (native) {
+      records[i].value = decoded->records[i];
+    } else {
+      const size_t begin = i == 0 ? 0 : value_ends[i - 1];
+      records[i].value = std::string_view(values).substr(begin, value_ends[i] - begin);
+    }
   }
   Result<std::vector<AppendResult>> appended = d_.log->Append(topic, records);
   if (!appended.ok() && appended.status().code() == StatusCode::kNotFound &&
@@ -214,21 +229,30 @@ HttpResponse Api::DoPublish(const HttpRequest& req, const std::string& topic) {
     return ErrorReply(s);
   }
   uint64_t duplicates = 0;
-  std::string body = "{\"results\":[";
-  body.reserve(body.size() + appended->size() * 64);
-  for (size_t i = 0; i < appended->size(); ++i) {
-    const AppendResult& r = (*appended)[i];
-    if (i) body += ',';
-    body += "{\"id\":";
-    AppendJsonString(&body, events[i].id());
-    body += ",\"partition\":";
-    AppendUint(&body, r.partition);
-    body += ",\"offset\":";
-    AppendUint(&body, r.offset);
-    body += r.duplicate ? ",\"duplicate\":true}" : ",\"duplicate\":false}";
-    duplicates += r.duplicate ? 1 : 0;
+  for (const AppendResult& r : *appended) duplicates += r.duplicate ? 1 : 0;
+  const bool binary_reply = wire::Accepts(req[http::field::accept], wire::kPublishResultsMediaType);
+  std::string body;
+  if (binary_reply) {
+    body.reserve(appended->size() * 13);
+    for (const AppendResult& r : *appended) {
+      wire::AppendPublishResult(&body, {r.partition, r.offset, r.duplicate});
+    }
+  } else {
+    body = "{\"results\":[";
+    body.reserve(body.size() + appended->size() * 64);
+    for (size_t i = 0; i < appended->size(); ++i) {
+      const AppendResult& r = (*appended)[i];
+      if (i) body += ',';
+      body += "{\"id\":";
+      AppendJsonString(&body, events[i].id());
+      body += ",\"partition\":";
+      AppendUint(&body, r.partition);
+      body += ",\"offset\":";
+      AppendUint(&body, r.offset);
+      body += r.duplicate ? ",\"duplicate\":true}" : ",\"duplicate\":false}";
+    }
+    body += "]}";
   }
-  body += "]}";
   d_.metrics
       ->GetCounter("converge_events_published_total", "Events appended by publish requests.",
                    {{"topic", topic}})
@@ -244,6 +268,13 @@ HttpResponse Api::DoPublish(const HttpRequest& req, const std::string& topic) {
       ->GetCounter("converge_publish_requests_total", "Publish requests by content mode.",
                    {{"mode", std::string(PublishModeName(decoded->mode))}})
       ->Add();
+  if (binary_reply) {
+    HttpResponse res{http::status::ok, 11};
+    res.set(http::field::content_type, wire::kPublishResultsMediaType);
+    res.body() = std::move(body);
+    res.prepare_payload();
+    return res;
+  }
   return JsonReply(http::status::ok, std::move(body));
 }
 

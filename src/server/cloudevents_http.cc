@@ -2,8 +2,13 @@
 
 #include <boost/beast/core/string.hpp>
 #include <cctype>
+#include <charconv>
+
+#include "server/wire_format.h"
 
 namespace converge::server {
+
+namespace wire = ::converge::internal::wire;
 
 std::string_view PublishModeName(PublishMode mode) {
   switch (mode) {
@@ -13,6 +18,8 @@ std::string_view PublishModeName(PublishMode mode) {
       return "batch";
     case PublishMode::kBinary:
       return "binary";
+    case PublishMode::kNative:
+      return "native";
   }
   return "unknown";
 }
@@ -142,11 +149,18 @@ Result<std::string> PercentDecode(std::string_view text) {
   return out;
 }
 
+void AppendRecordId(const Event& event, std::string* out) {
+  char digits[24];
+  auto [end, ec] = std::to_chars(digits, digits + sizeof(digits), event.source().size());
+  out->append(digits, end);
+  out->push_back(':');
+  out->append(event.source());
+  out->append(event.id());
+}
+
 std::string RecordIdFor(const Event& event) {
-  std::string id = std::to_string(event.source().size());
-  id += ':';
-  id += event.source();
-  id += event.id();
+  std::string id;
+  AppendRecordId(event, &id);
   return id;
 }
 
@@ -167,6 +181,22 @@ Result<DecodedPublish> DecodePublishRequest(const HttpRequest& request,
   } else if (media == kCloudEventsBatchMediaType) {
     out.mode = PublishMode::kBatch;
     CONVERGE_ASSIGN_OR_RETURN(out.events, DecodeJsonBatch(request.body(), options));
+  } else if (media == wire::kEventBatchMediaType) {
+    out.mode = PublishMode::kNative;
+    CONVERGE_RETURN_IF_ERROR(wire::SplitEventBatch(request.body(), options.max_batch_events,
+                                                   options.max_event_bytes, &out.records));
+    out.events.reserve(out.records.size());
+    for (size_t i = 0; i < out.records.size(); ++i) {
+      Result<Event> e = DecodeBinary(out.records[i], options);
+      if (!e.ok()) {
+        // A record that is not well-formed is bad input here, not stored-data loss.
+        Status s = e.status().code() == StatusCode::kDataLoss
+                       ? InvalidArgumentError(e.status().message())
+                       : e.status();
+        return s.WithContext("event[" + std::to_string(i) + "]");
+      }
+      out.events.push_back(std::move(e).value());
+    }
   } else if (media.substr(0, 23) == "application/cloudevents") {
     return FailedPreconditionError("unsupported CloudEvents format '" + media +
                                    "': use application/cloudevents+json or "

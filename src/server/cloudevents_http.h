@@ -6,6 +6,7 @@
 //     application/cloudevents+json        structured: the body is one JSON event
 //     application/cloudevents-batch+json  batched: the body is a JSON array of events
 //     application/cloudevents+<other>     UnsupportedMediaType (only JSON is spoken)
+//     application/vnd.converge.event-batch  converge's binary batch (server/wire_format.h)
 //     anything else (or none)             binary: attributes in ce-* headers, the body is
 //                                         the data and Content-Type its datacontenttype
 // - Binary mode: ce-specversion, ce-id, ce-source and ce-type are required; header values
@@ -27,12 +28,16 @@
 
 namespace converge::server {
 
-enum class PublishMode { kStructured, kBatch, kBinary };
+// kNative: converge's binary event batch (server/wire_format.h), not a CloudEvents mode.
+enum class PublishMode { kStructured, kBatch, kBinary, kNative };
 std::string_view PublishModeName(PublishMode mode);
 
 struct DecodedPublish {
   PublishMode mode = PublishMode::kBinary;
   std::vector<Event> events;
+  // kNative only: each event's binary record as sent (views into the request body), stored
+  // as is since it decoded and validated.
+  std::vector<std::string_view> records;
 };
 
 Result<DecodedPublish> DecodePublishRequest(const HttpRequest& request,
@@ -48,6 +53,8 @@ Result<std::string> PercentDecode(std::string_view text);
 // The log record id used for idempotent publish: the pair (source, id), which CloudEvents
 // defines as an event's identity, as "<len(source)>:<source><id>".
 std::string RecordIdFor(const Event& event);
+// Appends RecordIdFor(event) to *out.
+void AppendRecordId(const Event& event, std::string* out);
 
 // The partition key: the partitionkey extension, else the subject, else empty (round-robin).
 std::string_view PartitionKeyFor(const Event& event);

@@ -154,6 +154,17 @@ TEST_F(ServeTest, PublishesInAllThreeModesAndConsumes) {
   Result<client::Published> p3 = c.PublishOne("orders", binary, PublishMode::kBinary);
   ASSERT_TRUE(p3.ok()) << p3.status().ToString();
 
+  // converge's native batch: same events, binary records.
+  std::vector<Event> native = {MakeEvent("/shop", "n-1", R"({"n":1})", "customer-7"),
+                               MakeEvent("/shop", "n-2", "", "customer-9")};
+  native[1].SetBinaryData(std::string("\0\x01\xff", 3));
+  Result<std::vector<client::Published>> p4 = c.Publish("orders", native, PublishMode::kNative);
+  ASSERT_TRUE(p4.ok()) << p4.status().ToString();
+  ASSERT_EQ(p4->size(), 2u);
+  EXPECT_EQ((*p4)[0].partition, p1->partition);
+  EXPECT_GT((*p4)[0].offset, (*p2)[2].offset);  // same key: after the batch
+  EXPECT_EQ((*p4)[0].id, "n-1");
+
   // Publishing the same (source, id) again is a duplicate with the original coordinates.
   Result<client::Published> again = c.PublishOne("orders", structured, PublishMode::kBatch);
   ASSERT_TRUE(again.ok());
@@ -166,8 +177,8 @@ TEST_F(ServeTest, PublishesInAllThreeModesAndConsumes) {
   ASSERT_TRUE(other.ok());
   EXPECT_FALSE(other->duplicate);
 
-  std::vector<Delivery> got = FetchAll(c, "orders", "audit", 6, /*ack=*/true);
-  ASSERT_EQ(got.size(), 6u);
+  std::vector<Delivery> got = FetchAll(c, "orders", "audit", 8, /*ack=*/true);
+  ASSERT_EQ(got.size(), 8u);
   std::map<std::string, Event> by_id;
   for (const Delivery& d : got) {
     ASSERT_TRUE(d.event.has_value()) << d.decode_error;
@@ -178,7 +189,19 @@ TEST_F(ServeTest, PublishesInAllThreeModesAndConsumes) {
   EXPECT_EQ(by_id["/shop b-2"], batch[1]);
   EXPECT_EQ(by_id["/shop b-3"], batch[2]);
   EXPECT_EQ(by_id["/shop x-1"], binary);
+  EXPECT_EQ(by_id["/shop n-2"], native[1]);
   EXPECT_TRUE(by_id.count("/billing s-1"));
+
+  // The same events over JSON (what non-C++ clients get) as over the binary delivery batch.
+  client::Options json_options = server_->ClientOptions();
+  json_options.native_fetch = false;
+  Client json_client(json_options);
+  std::vector<Delivery> again_json = FetchAll(json_client, "orders", "audit-json", 8, true);
+  ASSERT_EQ(again_json.size(), 8u);
+  for (const Delivery& d : again_json) {
+    ASSERT_TRUE(d.event.has_value()) << d.decode_error;
+    EXPECT_EQ(*d.event, by_id[d.event->source() + " " + d.event->id()]);
+  }
 
   // Everything acked: nothing more to fetch, lag 0, end offsets add up to 6.
   client::FetchOptions f;
@@ -187,8 +210,8 @@ TEST_F(ServeTest, PublishesInAllThreeModesAndConsumes) {
   client::TopicDescription t = Must(c.DescribeTopic("orders"));
   uint64_t end = 0;
   for (const auto& p : t.offsets) end += p.end_offset;
-  EXPECT_EQ(end, 6u);
-  ASSERT_EQ(t.groups.size(), 1u);
+  EXPECT_EQ(end, 8u);
+  ASSERT_EQ(t.groups.size(), 2u);
   EXPECT_EQ(t.groups[0].name, "audit");
   EXPECT_EQ(t.groups[0].lag, 0u);
   std::vector<client::TopicDescription> topics = Must(c.ListTopics());
@@ -564,6 +587,15 @@ TEST_F(ServeTest, AnswersMalformedInputWith400NamingTheProblem) {
   r = post("/v1/topics/t/events", {{"Content-Type", "application/json"}}, "{}");
   EXPECT_EQ(r.status, 400);
   EXPECT_NE(r.body.find("ce-specversion"), std::string::npos) << r.body;
+
+  r = post("/v1/topics/t/events", {{"Content-Type", "application/vnd.converge.event-batch"}},
+           std::string("\x05" "abc", 4));
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(r.body.find("record[0]"), std::string::npos) << r.body;
+  r = post("/v1/topics/t/events", {{"Content-Type", "application/vnd.converge.event-batch"}},
+           std::string("\x03" "abc", 4));
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(r.body.find("event[0]"), std::string::npos) << r.body;
 
   r = post("/v1/topics/t/events", {{"Content-Type", "application/cloudevents+avro"}}, "x");
   EXPECT_EQ(r.status, 415) << r.body;
