@@ -93,6 +93,17 @@ class Api {
   std::string RenderDeliveries(const FetchResult& fetched, const std::string& topic,
                                const std::string& group, DeliveryFormat format);
   Status WatchGroup(const std::string& topic, const std::string& group);
+  // Server-side acks of a stream (auto_ack), run one AckBatch at a time on the stream's strand.
+  struct AckPipe {
+    explicit AckPipe(const asio::any_io_executor& ex)
+        : done(ex, std::chrono::steady_clock::now() + std::chrono::hours(24)) {}
+    std::vector<LeaseRef> queued;
+    bool running = false;
+    Status error;
+    asio::steady_timer done;  // cancelled when the worker stops
+  };
+  asio::awaitable<void> AckWorker(std::shared_ptr<AckPipe> pipe, std::string topic,
+                                  std::string group, std::string consumer);
   void CollectGroupMetrics(std::vector<MetricsRegistry::Sample>* out);
   TopicOptions OptionsForNewTopic() const;
   GroupOptions DefaultGroupOptions() const;

@@ -1,5 +1,10 @@
 // API v1: consumer groups (fetch, ack, nack, stream) and dead letters.
 #include <algorithm>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/json/value.hpp>
 #include <charconv>
 #include <chrono>
@@ -472,6 +477,8 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
                   auto_ack](StreamSink& sink) -> asio::awaitable<void> {
     const std::string key = GroupKey(topic, group);
     const auto heartbeat = std::chrono::milliseconds(d_.config->limits.stream_heartbeat_ms);
+    const auto executor = co_await asio::this_coro::executor;
+    auto acks = std::make_shared<AckPipe>(executor);
     std::string hello = "retry: 1000\n: subscribed consumer=" + consumer + "\n\n";
     bool open = co_await sink.Write(std::move(hello));
     auto last_write = std::chrono::steady_clock::now();
@@ -507,10 +514,14 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
         open = co_await sink.Write(std::move(batch->text));
         last_write = std::chrono::steady_clock::now();
         if (open && auto_ack) {
-          std::vector<LeaseRef> leases = std::move(batch->leases);
-          auto job = [&] { return d_.groups->AckBatch(topic, group, consumer, leases).status(); };
-          Status acked = co_await d_.pool->Run(std::move(job));
-          if (!acked.ok()) break;
+          // Acks (a synced commit each) go to a worker so the next fetch does not wait for
+          // them; leases sent while one is running are acked together by the next.
+          if (!acks->error.ok()) break;
+          acks->queued.insert(acks->queued.end(), batch->leases.begin(), batch->leases.end());
+          if (!acks->running) {
+            acks->running = true;
+            asio::co_spawn(executor, AckWorker(acks, topic, group, consumer), asio::detached);
+          }
         }
         continue;
       }
@@ -520,12 +531,30 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
         last_write = std::chrono::steady_clock::now();
       }
     }
-    // Unacked leases of this consumer go back to the group at once.
+    // Let the acks of what was sent finish, then unacked leases go back to the group at once.
+    while (acks->running) {
+      acks->done.expires_after(std::chrono::seconds(1));
+      co_await acks->done.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
     auto job = [&] { return d_.groups->Leave(topic, group, consumer); };
     Status left = co_await d_.pool->Run(std::move(job));
     left.IgnoreError();
   };
   co_return reply;
+}
+
+asio::awaitable<void> Api::AckWorker(std::shared_ptr<AckPipe> pipe, std::string topic,
+                                     std::string group, std::string consumer) {
+  while (!pipe->queued.empty() && pipe->error.ok()) {
+    std::vector<LeaseRef> leases;
+    leases.swap(pipe->queued);
+    auto job = [this, &topic, &group, &consumer, &leases] {
+      return d_.groups->AckBatch(topic, group, consumer, leases).status();
+    };
+    pipe->error = co_await d_.pool->Run(std::move(job));
+  }
+  pipe->running = false;
+  pipe->done.cancel();
 }
 
 // ---------------------------------------------------------------------------------------
