@@ -86,6 +86,8 @@ class Executor {
 // - Data appended to a WritableFile is durable only after Sync() returns OK.
 // - The existence of a newly created, renamed or deleted file is durable only after
 //   SyncDir() on its parent directory returns OK.
+// - Directories made by CreateDirs or removed by DeleteDir, and a Truncate, are durable as soon
+//   as the call returns OK.
 // - A crash keeps exactly what was made durable; everything else is lost.
 
 // Appends to one file. Used by one thread at a time.
@@ -141,15 +143,17 @@ class FileSystem {
   virtual Result<uint64_t> GetFileSize(const std::string& path) = 0;
   // Names (not paths) of the entries of a directory, sorted. NotFound if it does not exist.
   virtual Result<std::vector<std::string>> ListDir(const std::string& dir) = 0;
-  // Creates a directory and its missing parents; OK if it exists.
+  // Creates a directory and its missing parents, durably; OK if it exists. AlreadyExists if a
+  // component exists and is not a directory.
   virtual Status CreateDirs(const std::string& dir) = 0;
   // NotFound if the file does not exist.
   virtual Status DeleteFile(const std::string& path) = 0;
-  // Deletes an empty directory.
+  // Deletes an empty directory, durably. NotFound if missing; FailedPrecondition if not empty.
   virtual Status DeleteDir(const std::string& dir) = 0;
   // Atomically replaces `to` with `from`.
   virtual Status RenameFile(const std::string& from, const std::string& to) = 0;
-  // Cuts a file to `size` bytes (durable after the next Sync of a writer, or SyncDir).
+  // Cuts (or zero-extends) a file to `size` bytes and makes its content durable before
+  // returning. NotFound if the file does not exist.
   virtual Status Truncate(const std::string& path, uint64_t size) = 0;
   // Makes creations, renames and deletions in `dir` durable.
   virtual Status SyncDir(const std::string& dir) = 0;

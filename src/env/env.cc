@@ -1,8 +1,8 @@
 // Helpers shared by every Env implementation.
+#include "converge/env.h"
+
 #include <algorithm>
 #include <cstring>
-
-#include "converge/env.h"
 
 namespace converge {
 
@@ -40,8 +40,7 @@ Result<std::string> FileSystem::ReadFileToString(const std::string& path) {
   CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> file, NewRandomAccessFile(path));
   CONVERGE_ASSIGN_OR_RETURN(uint64_t size, file->Size());
   std::string out(size, '\0');
-  CONVERGE_ASSIGN_OR_RETURN(size_t n,
-                            file->Read(0, size, reinterpret_cast<uint8_t*>(out.data())));
+  CONVERGE_ASSIGN_OR_RETURN(size_t n, file->Read(0, size, reinterpret_cast<uint8_t*>(out.data())));
   out.resize(n);
   return out;
 }
