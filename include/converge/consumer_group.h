@@ -49,7 +49,10 @@
 // both modes. What is durable: per partition the committed offset (every record below it is
 // done) and the set of acked offsets above it; leases, delays, attempts and members are not
 // (after a restart every pending record is delivered again, at once). An ack that is lost in a
-// crash only causes a redelivery.
+// crash only causes a redelivery. A call that promises durability returns Internal when the
+// state journal could not be written: the change stays applied in memory and the next flush
+// (Tick, Flush, a later commit) writes a fresh snapshot of everything; until then a crash loses
+// the change, never a record.
 //
 // State files live in options.dir (a lock file keeps out a second instance): a snapshot written
 // atomically plus an append-only journal of changes, compacted into a new snapshot when it
@@ -128,6 +131,7 @@ struct ConsumerGroupsOptions {
   uint32_t max_groups = 10'000;
   uint32_t fetch_max_records = 10'000;   // upper bound for Fetch's max_records
   uint64_t fetch_max_bytes = 16ull << 20;  // upper bound for Fetch's max_bytes
+  uint32_t ack_max_leases = 100'000;     // upper bound for one AckBatch
   uint32_t read_max_records = 1000;      // records read from the Log per partition read
   uint64_t read_max_bytes = 1ull << 20;  // bytes read from the Log per partition read
   uint32_t max_ready_watches = 10'000;   // WatchReady registrations in total
@@ -323,7 +327,8 @@ class ConsumerGroups {
   // `member` is kept alive if it is one; any member may ack any lease it was given.
   virtual Status Ack(const std::string& topic, const std::string& group,
                      const std::string& member, const LeaseRef& lease) = 0;
-  // Acks many leases with one commit. Lost leases are listed, not errors.
+  // Acks many leases with one commit. Lost leases are listed, not errors. InvalidArgument
+  // (more than ack_max_leases, or a bad partition: then nothing is acked).
   virtual Result<AckBatchResult> AckBatch(const std::string& topic, const std::string& group,
                                           const std::string& member,
                                           std::span<const LeaseRef> leases) = 0;

@@ -125,6 +125,7 @@ Status ValidateOptions(const ConsumerGroupsOptions& o) {
   if (o.max_groups < 1) return bad("max_groups must be >= 1");
   if (o.fetch_max_records < 1 || o.fetch_max_bytes < 1) return bad("fetch bounds must be >= 1");
   if (o.read_max_records < 1 || o.read_max_bytes < 1) return bad("read bounds must be >= 1");
+  if (o.ack_max_leases < 1) return bad("ack_max_leases must be >= 1");
   if (o.replay_max_records < 1 || o.list_max_records < 1) {
     return bad("replay/list bounds must be >= 1");
   }
@@ -604,7 +605,11 @@ Status ConsumerGroupsImpl::CreateGroup(const std::string& topic, const std::stri
   dl.partitions = 1;
   dl.durability = Durability::kFsync;
   dl.internal = !dlq.empty() && dlq[0] == '_';
-  dl.max_record_bytes = info.options.max_record_bytes + 2 * options.max_reason_bytes + 1024;
+  // Room for the envelope around the largest record of the topic (the Log caps it at 64 MiB).
+  dl.max_record_bytes = static_cast<uint32_t>(
+      std::min<uint64_t>(uint64_t{info.options.max_record_bytes} + 2 * options.max_reason_bytes +
+                             1024,
+                         64u << 20));
   Status s = log_.CreateTopic(dlq, dl);
   if (!s.ok() && s.code() != StatusCode::kAlreadyExists) {
     return s.WithContext("creating dead-letter topic '" + dlq + "'");
@@ -969,6 +974,10 @@ Result<AckBatchResult> ConsumerGroupsImpl::AckBatch(const std::string& topic,
                                                     const std::string& group,
                                                     const std::string& member,
                                                     std::span<const LeaseRef> leases) {
+  if (leases.size() > options_.ack_max_leases) {
+    return InvalidArgumentError("an ack batch holds at most " +
+                                std::to_string(options_.ack_max_leases) + " leases");
+  }
   CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<Group> g, Lookup(topic, group));
   AckBatchResult result;
   uint64_t seq = 0;
