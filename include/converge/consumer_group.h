@@ -363,7 +363,8 @@ class ConsumerGroups {
   // Appends dead letters again (original id is not reused: the record id is
   // "replay.<group>.<dead-letter offset>" so a retried replay is deduplicated by the Log's
   // idempotent publish) and marks them replayed, durably. Stops at the first error, returning
-  // it; what was replayed and marked before stays so. NotFound (no group or target topic),
+  // it; what was replayed and marked before stays so. One call examines at most
+  // 10 x replay_max_records dead letters; next_offset says where to continue. NotFound (no group or target topic),
   // ResourceExhausted (too many replayed ranges), errors of Log::Append.
   virtual Result<ReplayResult> ReplayDeadLetters(const std::string& topic,
                                                  const std::string& group,

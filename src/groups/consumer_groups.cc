@@ -1264,10 +1264,13 @@ Result<ReplayResult> ConsumerGroupsImpl::ReplayDeadLetters(const std::string& to
   ReplayResult result;
   uint64_t offset = options.from_offset;
   bool done = false;
-  while (!done && offset < options.to_offset) {
+  // Skipping already-replayed dead letters is work too: bounded per call.
+  uint64_t scan_budget = uint64_t{options_.replay_max_records} * 10;
+  while (!done && offset < options.to_offset && scan_budget > 0) {
+    const size_t want = std::min<uint64_t>(max - candidates.size(), scan_budget);
     CONVERGE_ASSIGN_OR_RETURN(ReadBatch batch,
-                              log_.Read(g->dead_letter_topic, 0, offset,
-                                        max - candidates.size(), options_.fetch_max_bytes));
+                              log_.Read(g->dead_letter_topic, 0, offset, want,
+                                        options_.fetch_max_bytes));
     if (batch.records.empty()) {
       offset = std::max(offset, batch.next_offset);
       break;
@@ -1279,6 +1282,7 @@ Result<ReplayResult> ConsumerGroupsImpl::ReplayDeadLetters(const std::string& to
         break;
       }
       offset = r.offset + 1;
+      --scan_budget;
       if (!options.include_replayed && internal::groups::InRanges(replayed, r.offset)) {
         ++result.skipped_already_replayed;
         continue;
@@ -1293,8 +1297,9 @@ Result<ReplayResult> ConsumerGroupsImpl::ReplayDeadLetters(const std::string& to
         done = true;
         break;
       }
+      if (scan_budget == 0) break;
     }
-    if (!done) offset = std::max(offset, batch.next_offset);
+    if (!done && scan_budget > 0) offset = std::max(offset, batch.next_offset);
   }
   result.next_offset = offset;
   if (candidates.empty()) return result;

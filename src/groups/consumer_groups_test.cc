@@ -398,6 +398,40 @@ TEST_F(GroupsTest, ListAndReplayDeadLetters) {
   EXPECT_EQ(r->skipped_already_replayed, 3u);
 }
 
+TEST_F(GroupsTest, ReplayWorkPerCallIsBounded) {
+  ConsumerGroupsOptions o = groups_testing::DefaultGroupsOptions();
+  o.replay_max_records = 2;
+  ASSERT_OK(h_.OpenGroups(o));
+  Create();
+  for (int i = 0; i < 25; ++i) h_.Produce(kTopic, "k" + std::to_string(i), "v");
+  Join("m1");
+  NackOptions nack;
+  nack.permanent = true;
+  while (DeadLetters().size() < 25) {
+    for (const Delivery& d : Fetch("m1")) {
+      EXPECT_OK(h_.groups->Nack(kTopic, kGroup, "m1", d.lease(), nack));
+    }
+  }
+  ReplayOptions replay;
+  replay.target_topic = kTopic;
+  replay.max_records = 100;  // clamped to 2
+  uint64_t replayed = 0;
+  for (int call = 0; call < 13; ++call) {
+    auto r = h_.groups->ReplayDeadLetters(kTopic, kGroup, replay);
+    ASSERT_OK(r);
+    EXPECT_LE(r->replayed, 2u);
+    replayed += r->replayed;
+    replay.from_offset = r->next_offset;
+  }
+  EXPECT_EQ(replayed, 25u);
+  // Everything is marked now: a scan from 0 examines at most 20 per call.
+  auto r = h_.groups->ReplayDeadLetters(kTopic, kGroup, ReplayOptions{});
+  ASSERT_OK(r);
+  EXPECT_EQ(r->replayed, 0u);
+  EXPECT_EQ(r->skipped_already_replayed, 20u);
+  EXPECT_EQ(r->next_offset, 20u);
+}
+
 TEST_F(GroupsTest, ReplayToUnknownTopicFailsWithoutMarking) {
   Create();
   h_.Produce(kTopic, "k", "v");
