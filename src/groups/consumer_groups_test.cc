@@ -1,10 +1,15 @@
 #include "converge/consumer_group.h"
 
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
+#include <atomic>
+#include <filesystem>
 #include <map>
+#include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "groups/testing/harness.h"
@@ -824,6 +829,123 @@ TEST_F(GroupsTest, JournalCompactsPastItsBound) {
   h_.Crash();
   ASSERT_OK(h_.OpenGroups(o));
   EXPECT_EQ(Describe().partitions[0].committed, 500u);
+}
+
+}  // namespace
+}  // namespace converge
+
+namespace converge {
+namespace {
+
+// The production Env: real threads, the real clock, real files, the Asio executor running the
+// background tick. Four consumers and a producer run concurrently; every record is processed
+// exactly once (leases are long, so none expires), per-key order holds, and the group commits
+// everything.
+TEST(GroupsThreadedTest, ConcurrentConsumersOnProductionEnv) {
+  Env& env = Env::Default();
+  char tmpl[] = "/tmp/converge_groups_test_XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  groups_testing::MemoryLog log(env);
+  TopicOptions to;
+  to.partitions = 4;
+  ASSERT_OK(log.CreateTopic("t", to));
+  ConsumerGroupsOptions o;
+  o.dir = dir + "/groups";
+  o.tick_interval_ms = 5;
+  auto opened = ConsumerGroups::Open(env, log, o);
+  ASSERT_OK(opened);
+  std::unique_ptr<ConsumerGroups> groups = std::move(opened).value();
+  GroupOptions go;
+  go.lease_ms = 600'000;
+  go.session_timeout_ms = 600'000;
+  ASSERT_OK(groups->CreateGroup("t", "g", go));
+
+  constexpr int kRecords = 20'000;
+  constexpr int kKeys = 50;
+  std::mutex mu;
+  std::map<std::pair<uint32_t, uint64_t>, std::string> key_of;
+  std::map<std::pair<uint32_t, std::string>, std::vector<uint64_t>> by_key;
+  std::set<std::pair<uint32_t, uint64_t>> acked;
+  std::atomic<int> processed{0};
+  std::atomic<bool> failed{false};
+  std::string failure;
+
+  std::thread producer([&] {
+    for (int i = 0; i < kRecords; i += 100) {
+      std::vector<std::string> keys;
+      std::vector<RecordView> views;
+      for (int j = i; j < i + 100; ++j) keys.push_back("key" + std::to_string(j % kKeys));
+      for (const std::string& k : keys) views.push_back(RecordView{"", k, "value", 0});
+      std::lock_guard<std::mutex> lock(mu);  // so consumers see key_of before deliveries
+      auto r = log.Append("t", views);
+      if (!r.ok()) {
+        failed = true;
+        return;
+      }
+      for (size_t j = 0; j < keys.size(); ++j) {
+        key_of[{(*r)[j].partition, (*r)[j].offset}] = keys[j];
+        by_key[{(*r)[j].partition, keys[j]}].push_back((*r)[j].offset);
+      }
+    }
+  });
+  std::vector<std::thread> consumers;
+  for (int c = 0; c < 4; ++c) {
+    consumers.emplace_back([&, c] {
+      const std::string member = "m" + std::to_string(c);
+      if (!groups->Join("t", "g", member).ok()) {
+        failed = true;
+        return;
+      }
+      std::vector<LeaseRef> leases;
+      while (processed.load() < kRecords && !failed.load()) {
+        auto f = groups->Fetch("t", "g", member, 64, 1 << 20);
+        if (!f.ok()) {
+          failed = true;
+          return;
+        }
+        leases.clear();
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          for (const Delivery& d : f->deliveries) {
+            const std::pair<uint32_t, uint64_t> id{d.partition, d.offset};
+            if (acked.count(id) || key_of[id] != d.key) {
+              failed = true;
+              failure = "duplicate or wrong record " + std::to_string(d.offset);
+            }
+            for (uint64_t earlier : by_key[{d.partition, std::string(d.key)}]) {
+              if (earlier >= d.offset) break;
+              if (!acked.count({d.partition, earlier})) {
+                failed = true;
+                failure = "per-key order broken at " + std::to_string(d.offset);
+              }
+            }
+            acked.insert(id);  // before the ack: another thread may get the next one at once
+            leases.push_back(d.lease());
+          }
+        }
+        if (leases.empty()) {
+          std::this_thread::yield();
+          continue;
+        }
+        auto r = groups->AckBatch("t", "g", member, leases);
+        if (!r.ok() || !r->lost.empty()) {
+          failed = true;
+          return;
+        }
+        processed += static_cast<int>(r->acked);
+      }
+    });
+  }
+  producer.join();
+  for (auto& t : consumers) t.join();
+  ASSERT_FALSE(failed.load()) << failure;
+  EXPECT_EQ(processed.load(), kRecords);
+  auto d = groups->DescribeGroup("t", "g");
+  ASSERT_OK(d);
+  EXPECT_EQ(d->total_lag, 0u);
+  groups.reset();
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

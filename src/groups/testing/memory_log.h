@@ -1,6 +1,7 @@
 // Test-only Logs for the consumer-group tests.
 //
-// MemoryLog: a small in-memory implementation of the Log interface (no durability), used by
+// MemoryLog: a small thread-safe in-memory implementation of the Log interface (no
+// durability), used by
 // the early tests before the real Log existed and kept for tests that want a Log whose
 // contents survive a simulated crash of the group state alone.
 //
@@ -11,6 +12,7 @@
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <optional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -27,6 +29,7 @@ class MemoryLog : public Log {
   explicit MemoryLog(Env& env) : env_(env) {}
 
   Status CreateTopic(const std::string& topic, const TopicOptions& options) override {
+    std::lock_guard<std::mutex> lock(mu_);
     if (topic.empty() || (topic[0] == '_' && !options.internal)) {
       return InvalidArgumentError("bad topic name " + topic);
     }
@@ -37,14 +40,17 @@ class MemoryLog : public Log {
     return Status::Ok();
   }
   Status DeleteTopic(const std::string& topic) override {
+    std::lock_guard<std::mutex> lock(mu_);
     return topics_.erase(topic) ? Status::Ok() : NotFoundError("no topic " + topic);
   }
   std::vector<std::string> ListTopics() override {
+    std::lock_guard<std::mutex> lock(mu_);
     std::vector<std::string> out;
     for (auto& [name, t] : topics_) out.push_back(name);
     return out;
   }
   Result<TopicInfo> DescribeTopic(const std::string& topic) override {
+    std::lock_guard<std::mutex> lock(mu_);
     auto it = topics_.find(topic);
     if (it == topics_.end()) return NotFoundError("no topic " + topic);
     TopicInfo info;
@@ -68,6 +74,7 @@ class MemoryLog : public Log {
   }
   Result<ReadBatch> Read(const std::string& topic, uint32_t partition, uint64_t offset,
                          size_t max_records, size_t max_bytes) override {
+    std::lock_guard<std::mutex> lock(mu_);
     auto it = topics_.find(topic);
     if (it == topics_.end()) return NotFoundError("no topic " + topic);
     if (partition >= it->second.partitions.size()) return InvalidArgumentError("bad partition");
@@ -96,6 +103,7 @@ class MemoryLog : public Log {
   }
   Result<uint64_t> OffsetForTime(const std::string& topic, uint32_t partition,
                                  int64_t timestamp_micros) override {
+    std::lock_guard<std::mutex> lock(mu_);
     auto it = topics_.find(topic);
     if (it == topics_.end()) return NotFoundError("no topic " + topic);
     const Partition& part = it->second.partitions.at(partition);
@@ -106,6 +114,7 @@ class MemoryLog : public Log {
   }
   Result<std::unique_ptr<Watch>> WatchAppends(const std::string& topic,
                                               AppendCallback fn) override {
+    std::lock_guard<std::mutex> lock(mu_);
     if (!topics_.count(topic)) return NotFoundError("no topic " + topic);
     const uint64_t id = next_watch_++;
     watches_[id] = {topic, std::move(fn)};
@@ -116,6 +125,7 @@ class MemoryLog : public Log {
 
   // Test helper: drops records below `offset` (retention).
   void TrimTo(const std::string& topic, uint32_t partition, uint64_t offset) {
+    std::lock_guard<std::mutex> lock(mu_);
     Partition& part = topics_.at(topic).partitions.at(partition);
     while (part.start < offset && !part.records.empty()) {
       part.records.erase(part.records.begin());
@@ -142,7 +152,10 @@ class MemoryLog : public Log {
   class WatchImpl : public Watch {
    public:
     WatchImpl(MemoryLog* log, uint64_t id) : log_(log), id_(id) {}
-    ~WatchImpl() override { log_->watches_.erase(id_); }
+    ~WatchImpl() override {
+      std::lock_guard<std::mutex> lock(log_->mu_);
+      log_->watches_.erase(id_);
+    }
 
    private:
     MemoryLog* log_;
@@ -152,6 +165,7 @@ class MemoryLog : public Log {
   Result<std::vector<AppendResult>> DoAppend(const std::string& topic,
                                              std::optional<uint32_t> partition,
                                              std::span<const RecordView> records) {
+    std::lock_guard<std::mutex> lock(mu_);
     auto it = topics_.find(topic);
     if (it == topics_.end()) return NotFoundError("no topic " + topic);
     Topic& t = it->second;
@@ -197,6 +211,7 @@ class MemoryLog : public Log {
   }
 
   Env& env_;
+  std::mutex mu_;  // one lock for everything; watchers run under it (they must not call back)
   std::map<std::string, Topic> topics_;
   std::map<uint64_t, std::pair<std::string, AppendCallback>> watches_;
   uint64_t next_watch_ = 1;
