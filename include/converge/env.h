@@ -138,6 +138,7 @@ class FileSystem {
   // NotFound if the file does not exist.
   virtual Result<std::unique_ptr<RandomAccessFile>> NewRandomAccessFile(
       const std::string& path) = 0;
+  // True if a file or directory exists at `path`.
   virtual bool FileExists(const std::string& path) = 0;
   // NotFound if the file does not exist.
   virtual Result<uint64_t> GetFileSize(const std::string& path) = 0;
@@ -157,7 +158,8 @@ class FileSystem {
   virtual Status Truncate(const std::string& path, uint64_t size) = 0;
   // Makes creations, renames and deletions in `dir` durable.
   virtual Status SyncDir(const std::string& dir) = 0;
-  // Takes an exclusive lock; FailedPrecondition if another holder has it.
+  // Takes an exclusive lock on `path` (created if missing, as a non-durable entry);
+  // FailedPrecondition if another holder has it.
   virtual Result<std::unique_ptr<FileLock>> LockFile(const std::string& path) = 0;
 
   // Helpers built on the primitives above.

@@ -205,7 +205,8 @@ class SimEnv : public Env {
   // Runs events until none is left or `max_steps` ran; returns how many ran.
   size_t RunUntilIdle(size_t max_steps = 10'000'000);
   // Runs every event due within [now, now + duration_ns] (including ones those events create),
-  // then sets virtual time to the end of the window. Returns how many ran.
+  // then sets virtual time to the end of the window. Returns how many ran. duration_ns >= 0
+  // (checked).
   size_t RunFor(int64_t duration_ns);
   // Moves virtual time forward by `ns` >= 0 without running anything (due events run on the
   // next Run* call, in order, without moving time back).
