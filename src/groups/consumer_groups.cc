@@ -649,7 +649,7 @@ Status ConsumerGroupsImpl::DeleteGroup(const std::string& topic, const std::stri
   CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<Group> g, Lookup(topic, group));
   auto dl_info = log_.DescribeTopic(g->dead_letter_topic);
   if (dl_info.ok() && !dl_info->partitions.empty() && !force) {
-    const PartitionInfo& p0 = ByPartition(*dl_info)[0];
+    const PartitionInfo p0 = ByPartition(*dl_info)[0];
     uint64_t replayed;
     {
       CONVERGE_GROUP_LOCK(g);
