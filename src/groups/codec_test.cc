@@ -94,7 +94,8 @@ TEST(CodecTest, DeadLetterRoundTripAndRejectsGarbage) {
   f.permanent = false;
   f.id = "evt-1";
   f.key = "customer-7";
-  f.value = std::string("\0binary\xff", 8);
+  const std::string binary("\0binary\xff", 8);
+  f.value = binary;
   f.timestamp_micros = 123;
   std::string data;
   EncodeDeadLetter(f, &data);
