@@ -853,6 +853,17 @@ bool ConsumerGroupsImpl::ReadMore(Group& g, uint32_t p) {
   const size_t n = std::min<size_t>(options_.read_max_records, w.ReadRoom());
   auto batch = log_.Read(g.topic, p, from, n, options_.read_max_bytes);
   if (!batch.ok()) {
+    const std::optional<uint64_t> resume = DataLossResumeOffset(batch.status());
+    if (resume.has_value() && *resume > from) {
+      // The records in [from, resume) are damaged and cannot be delivered: skip them (they
+      // count as done) rather than stall the partition, and say so.
+      ps.last_error = "skipped damaged records [" + std::to_string(from) + ", " +
+                      std::to_string(*resume) + "): " + batch.status().ToString();
+      ReadBatch skip;
+      skip.next_offset = *resume;
+      w.AddRecords(skip);
+      return true;
+    }
     ps.last_error = "read at offset " + std::to_string(from) + ": " + batch.status().ToString();
     return false;
   }
@@ -991,6 +1002,9 @@ Result<AckBatchResult> ConsumerGroupsImpl::AckBatch(const std::string& topic,
     }
     if (Member* m = g->FindMember(member)) m->last_seen_ns = NowNs();
     bool changed = false;
+    // An ack of a record that is already done promises the same durability as any other: that
+    // record's completion may still be waiting for its commit (or its commit may have failed).
+    bool already_done = false;
     for (size_t i = 0; i < leases.size(); ++i) {
       const LeaseRef& ref = leases[i];
       PartitionState& ps = *g->partitions[ref.partition];
@@ -1001,6 +1015,7 @@ Result<AckBatchResult> ConsumerGroupsImpl::AckBatch(const std::string& topic,
         // record is not even read any more (the group seeked back).
         if (ref.offset < w.read_offset()) {
           ++result.acked;
+          already_done = true;
         } else {
           result.lost.push_back(i);
         }
@@ -1008,6 +1023,7 @@ Result<AckBatchResult> ConsumerGroupsImpl::AckBatch(const std::string& topic,
       }
       if (e->state == EntryState::kDone) {
         ++result.acked;
+        already_done = true;
         continue;
       }
       if (e->attempt == 0 || e->lease_id != ref.lease_id) {
@@ -1021,6 +1037,7 @@ Result<AckBatchResult> ConsumerGroupsImpl::AckBatch(const std::string& topic,
       ++result.acked;
     }
     if (changed) seq = MarkDirty(*g);
+    if (already_done) seq = std::max(seq, mutation_seq_.load());
   }
   if (seq != 0) g->Notify();  // in-flight room and keys were freed
   CONVERGE_RETURN_IF_ERROR(CommitForCaller(seq));

@@ -625,6 +625,33 @@ TEST_F(GroupsTest, CommittedOffsetsAndAckedAboveSurviveRestart) {
   EXPECT_EQ(Offsets(Fetch("m1")), (std::vector<uint64_t>{2, 4}));
 }
 
+// Regression: an ack of a record already done in memory returned OK although the commit that
+// made it done had failed, so a "durable" ack was redelivered after the crash.
+TEST_F(GroupsTest, AckOfAlreadyDoneRecordIsOkOnlyWhenDurable) {
+  Create();
+  h_.Produce(kTopic, "k", "v");
+  Join("m1");
+  auto ds = Fetch("m1");
+  ASSERT_EQ(ds.size(), 1u);
+  h_.env.sim_fs().CrashAfterOps(1);  // the journal write of the ack fails
+  EXPECT_EQ(h_.groups->Ack(kTopic, kGroup, "m1", ds[0].lease()).code(), StatusCode::kInternal);
+  // Done in memory, not durable: a second ack must not claim otherwise.
+  EXPECT_EQ(h_.groups->Ack(kTopic, kGroup, "m1", ds[0].lease()).code(), StatusCode::kInternal);
+  h_.Crash();
+  ASSERT_OK(h_.Open());
+  Join("m1");
+  auto again = Fetch("m1");
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].offset, 0u);
+  EXPECT_OK(h_.groups->Ack(kTopic, kGroup, "m1", again[0].lease()));
+  // Once durable, acking again is OK and the record stays done across a crash.
+  EXPECT_OK(h_.groups->Ack(kTopic, kGroup, "m1", again[0].lease()));
+  h_.Crash();
+  ASSERT_OK(h_.Open());
+  Join("m1");
+  EXPECT_TRUE(Fetch("m1").empty());
+}
+
 TEST_F(GroupsTest, PeriodicCommitLosesOnlyTheWindowNeverRecords) {
   ConsumerGroupsOptions o = groups_testing::DefaultGroupsOptions();
   o.commit_mode = CommitMode::kPeriodic;

@@ -1,5 +1,6 @@
-// Test harness for consumer groups: a SimEnv, a Log on its filesystem, a FaultyLog wrapper in
-// front of it, and ConsumerGroups on top; with helpers to produce, fetch, and crash.
+// Test harness for consumer groups: a SimEnv, the real Log on its simulated filesystem, a
+// FaultyLog wrapper in front of it, and ConsumerGroups on top; with helpers to produce and to
+// crash or restart the whole machine.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -34,8 +35,15 @@ class Harness {
     log.reset();
   }
 
+  // The real Log, on the simulated filesystem (reopened, i.e. recovered, after a crash).
   Status OpenLog() {
-    if (log == nullptr) log = std::make_unique<MemoryLog>(env);
+    if (log == nullptr) {
+      LogOptions o;
+      o.dir = "/data/log";
+      auto opened = Log::Open(env, o);
+      if (!opened.ok()) return opened.status();
+      log = std::move(opened).value();
+    }
     faulty = std::make_unique<FaultyLog>(*log);
     return Status::Ok();
   }
@@ -58,12 +66,14 @@ class Harness {
     env.sim_fs().CrashAfterOps(1);
     groups.reset();
     faulty.reset();
+    log.reset();
     env.sim_fs().Crash();
   }
   // A clean restart: destructors flush.
   void Restart() {
     groups.reset();
     faulty.reset();
+    log.reset();
   }
 
   Status CreateTopic(const std::string& topic, uint32_t partitions) {
