@@ -98,22 +98,22 @@ enum class StartPosition : uint8_t {
 };
 
 struct GroupOptions {
-  int64_t lease_ms = 30'000;              // 1 ms .. 24 h
-  uint32_t max_deliveries = 5;            // 1..10000 deliveries before dead-lettering
-  int64_t session_timeout_ms = 30'000;    // 1 ms .. 24 h
+  int64_t lease_ms = 30'000;                    // 1 ms .. 24 h
+  uint32_t max_deliveries = 5;                  // 1..10000 deliveries before dead-lettering
+  int64_t session_timeout_ms = 30'000;          // 1 ms .. 24 h
   uint32_t max_in_flight_per_partition = 1000;  // leased records per partition, 1..100000
   uint32_t max_in_flight_per_member = 1000;     // leased records per member, 1..1000000
   // Records read and not yet committed, per partition (leased, waiting behind their key,
   // delayed, or acked above an older unacked record). Reading stops at this bound.
   // max_in_flight_per_partition..1000000.
   uint32_t max_pending_per_partition = 10'000;
-  uint32_t max_members = 1000;            // 1..100000
+  uint32_t max_members = 1000;                     // 1..100000
   int64_t max_nack_delay_ms = 24ll * 3600 * 1000;  // upper bound for Nack delays
-  uint32_t max_reason_bytes = 1024;       // longer nack reasons are cut (at a UTF-8 boundary)
-  int64_t dead_letter_retry_ms = 1000;    // wait before retrying a failed dead-letter append
+  uint32_t max_reason_bytes = 1024;     // longer nack reasons are cut (at a UTF-8 boundary)
+  int64_t dead_letter_retry_ms = 1000;  // wait before retrying a failed dead-letter append
   StartPosition start = StartPosition::kEarliest;
-  uint64_t start_offset = 0;              // for kOffset
-  int64_t start_time_micros = 0;          // for kTime
+  uint64_t start_offset = 0;      // for kOffset
+  int64_t start_time_micros = 0;  // for kTime
   // Empty: "_dlq.<topic>.<group>". Otherwise the name of an internal ('_'-prefixed) or normal
   // topic; created if missing.
   std::string dead_letter_topic;
@@ -122,21 +122,21 @@ struct GroupOptions {
 enum class CommitMode : uint8_t { kSync, kPeriodic };
 
 struct ConsumerGroupsOptions {
-  std::string dir;                       // state directory; created if missing
+  std::string dir;  // state directory; created if missing
   CommitMode commit_mode = CommitMode::kSync;
-  int64_t commit_interval_ms = 100;      // kPeriodic: max time an ack waits to become durable
+  int64_t commit_interval_ms = 100;  // kPeriodic: max time an ack waits to become durable
   // Runs Tick on the Env's executor every tick_interval_ms (0 = never; then call Tick).
   int64_t tick_interval_ms = 100;
   uint64_t journal_max_bytes = 16ull << 20;  // compact the journal into a snapshot past this
   uint32_t max_groups = 10'000;
-  uint32_t fetch_max_records = 10'000;   // upper bound for Fetch's max_records
+  uint32_t fetch_max_records = 10'000;     // upper bound for Fetch's max_records
   uint64_t fetch_max_bytes = 16ull << 20;  // upper bound for Fetch's max_bytes
-  uint32_t ack_max_leases = 100'000;     // upper bound for one AckBatch
-  uint32_t read_max_records = 1000;      // records read from the Log per partition read
-  uint64_t read_max_bytes = 1ull << 20;  // bytes read from the Log per partition read
-  uint32_t max_ready_watches = 10'000;   // WatchReady registrations in total
-  uint32_t replay_max_records = 10'000;  // upper bound for one ReplayDeadLetters call
-  uint32_t list_max_records = 10'000;    // upper bound for one ListDeadLetters call
+  uint32_t ack_max_leases = 100'000;       // upper bound for one AckBatch
+  uint32_t read_max_records = 1000;        // records read from the Log per partition read
+  uint64_t read_max_bytes = 1ull << 20;    // bytes read from the Log per partition read
+  uint32_t max_ready_watches = 10'000;     // WatchReady registrations in total
+  uint32_t replay_max_records = 10'000;    // upper bound for one ReplayDeadLetters call
+  uint32_t list_max_records = 10'000;      // upper bound for one ListDeadLetters call
   // Replayed dead letters are remembered as offset ranges; past this many ranges per group a
   // replay fails with ResourceExhausted.
   uint32_t max_replayed_ranges = 100'000;
@@ -183,8 +183,8 @@ struct AckBatchResult {
 };
 
 struct NackOptions {
-  int64_t delay_ms = 0;    // redeliver after this long (0 = at once); 0..max_nack_delay_ms
-  bool permanent = false;  // dead-letter now, whatever the attempt count
+  int64_t delay_ms = 0;     // redeliver after this long (0 = at once); 0..max_nack_delay_ms
+  bool permanent = false;   // dead-letter now, whatever the attempt count
   std::string_view reason;  // stored as the dead letter's last error / reason
 };
 
@@ -192,8 +192,8 @@ struct NackOptions {
 struct SeekTarget {
   enum class Kind : uint8_t { kEarliest, kLatest, kOffset, kTime };
   Kind kind = Kind::kOffset;
-  uint64_t offset = 0;        // kOffset (clamped into [start, end] of the partition)
-  int64_t time_micros = 0;    // kTime: Log::OffsetForTime
+  uint64_t offset = 0;                // kOffset (clamped into [start, end] of the partition)
+  int64_t time_micros = 0;            // kTime: Log::OffsetForTime
   std::optional<uint32_t> partition;  // one partition, or all when empty
 };
 
@@ -206,16 +206,16 @@ struct MemberDescription {
 
 struct PartitionDescription {
   uint32_t partition = 0;
-  uint64_t committed = 0;     // every record below is done (acked or dead-lettered)
-  uint64_t end_offset = 0;    // the Log's end offset
-  uint64_t lag = 0;           // end_offset - max(committed, log start offset)
-  uint32_t in_flight = 0;     // leased now
-  uint32_t pending = 0;       // read and not yet committed (see max_pending_per_partition)
-  uint32_t delayed = 0;       // waiting for a nack delay
+  uint64_t committed = 0;   // every record below is done (acked or dead-lettered)
+  uint64_t end_offset = 0;  // the Log's end offset
+  uint64_t lag = 0;         // end_offset - max(committed, log start offset)
+  uint32_t in_flight = 0;   // leased now
+  uint32_t pending = 0;     // read and not yet committed (see max_pending_per_partition)
+  uint32_t delayed = 0;     // waiting for a nack delay
   uint32_t acked_above_committed = 0;
   uint32_t dead_letter_pending = 0;  // waiting to be appended to the dead-letter topic
-  std::string member;         // assigned member, empty if none
-  std::string last_error;     // the last read or dead-letter error on this partition, if any
+  std::string member;                // assigned member, empty if none
+  std::string last_error;            // the last read or dead-letter error on this partition, if any
 };
 
 struct GroupDescription {
@@ -237,10 +237,10 @@ struct DeadLetter {
   uint32_t partition = 0;
   uint64_t offset = 0;
   uint32_t delivery_count = 0;
-  std::string reason;               // "max deliveries (5) exceeded" or "rejected: <reason>"
-  std::string last_error;           // the last nack reason, if any
+  std::string reason;                   // "max deliveries (5) exceeded" or "rejected: <reason>"
+  std::string last_error;               // the last nack reason, if any
   int64_t dead_lettered_at_micros = 0;  // wall clock
-  bool permanent = false;           // dead-lettered directly by a consumer
+  bool permanent = false;               // dead-lettered directly by a consumer
   bool replayed = false;
   // The original record.
   std::string id;
@@ -256,12 +256,12 @@ struct DeadLetterPage {
 };
 
 struct ReplayOptions {
-  uint64_t from_offset = 0;           // dead-letter offsets [from_offset, to_offset)
-  uint64_t to_offset = UINT64_MAX;    // clamped to the end of the dead-letter topic
-  uint32_t max_records = 1000;        // at most this many replayed per call
+  uint64_t from_offset = 0;         // dead-letter offsets [from_offset, to_offset)
+  uint64_t to_offset = UINT64_MAX;  // clamped to the end of the dead-letter topic
+  uint32_t max_records = 1000;      // at most this many replayed per call
   // Empty: the group's topic, to the original partition. Otherwise appended by key.
   std::string target_topic;
-  bool include_replayed = false;      // replay again dead letters already marked replayed
+  bool include_replayed = false;  // replay again dead letters already marked replayed
 };
 
 struct ReplayResult {
@@ -280,7 +280,7 @@ class ConsumerGroups {
   // FailedPrecondition (another instance holds options.dir), DataLoss (a state snapshot is
   // corrupt; nothing is guessed), Internal (I/O).
   static Result<std::unique_ptr<ConsumerGroups>> Open(Env& env, Log& log,
-                                                       const ConsumerGroupsOptions& options);
+                                                      const ConsumerGroupsOptions& options);
 
   // Creates a group on `topic` and its dead-letter topic. Group names: 1..64 chars of
   // [A-Za-z0-9_-]. OK when durable. NotFound (no such topic), AlreadyExists (group exists),
@@ -325,8 +325,8 @@ class ConsumerGroups {
   // group seeked). NotFound (no group), InvalidArgument (no such partition). Durability: see
   // CommitMode; Internal if a kSync commit failed (the ack stays applied in memory).
   // `member` is kept alive if it is one; any member may ack any lease it was given.
-  virtual Status Ack(const std::string& topic, const std::string& group,
-                     const std::string& member, const LeaseRef& lease) = 0;
+  virtual Status Ack(const std::string& topic, const std::string& group, const std::string& member,
+                     const LeaseRef& lease) = 0;
   // Acks many leases with one commit. Lost leases are listed, not errors. InvalidArgument
   // (more than ack_max_leases, or a bad partition: then nothing is acked).
   virtual Result<AckBatchResult> AckBatch(const std::string& topic, const std::string& group,
@@ -339,9 +339,8 @@ class ConsumerGroups {
   // if it fails, its error is returned and the record stays pending (retried by the group).
   // FailedPrecondition (lease lost), InvalidArgument (delay out of range, bad partition),
   // NotFound (no group).
-  virtual Status Nack(const std::string& topic, const std::string& group,
-                      const std::string& member, const LeaseRef& lease,
-                      const NackOptions& options) = 0;
+  virtual Status Nack(const std::string& topic, const std::string& group, const std::string& member,
+                      const LeaseRef& lease, const NackOptions& options) = 0;
 
   // Moves the group's position: drops every lease, delay and pending record of the affected
   // partitions (their acks become lost) and sets the committed offset to the target. OK when
@@ -356,18 +355,16 @@ class ConsumerGroups {
 
   // Dead letters at offsets >= from_offset, at most max (clamped to list_max_records).
   // NotFound (no group), DataLoss (a dead letter could not be decoded: its offset is named).
-  virtual Result<DeadLetterPage> ListDeadLetters(const std::string& topic,
-                                                 const std::string& group, uint64_t from_offset,
-                                                 uint32_t max) = 0;
+  virtual Result<DeadLetterPage> ListDeadLetters(const std::string& topic, const std::string& group,
+                                                 uint64_t from_offset, uint32_t max) = 0;
 
   // Appends dead letters again (original id is not reused: the record id is
   // "replay.<group>.<dead-letter offset>" so a retried replay is deduplicated by the Log's
   // idempotent publish) and marks them replayed, durably. Stops at the first error, returning
   // it; what was replayed and marked before stays so. One call examines at most
-  // 10 x replay_max_records dead letters; next_offset says where to continue. NotFound (no group or target topic),
-  // ResourceExhausted (too many replayed ranges), errors of Log::Append.
-  virtual Result<ReplayResult> ReplayDeadLetters(const std::string& topic,
-                                                 const std::string& group,
+  // 10 x replay_max_records dead letters; next_offset says where to continue. NotFound (no group or
+  // target topic), ResourceExhausted (too many replayed ranges), errors of Log::Append.
+  virtual Result<ReplayResult> ReplayDeadLetters(const std::string& topic, const std::string& group,
                                                  const ReplayOptions& options) = 0;
 
   // Registers `fn`, run when the group may have records ready (see the file comment). `fn`

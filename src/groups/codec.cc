@@ -82,11 +82,10 @@ bool DecodeOptions(Decoder& d, GroupOptions* o) {
   uint64_t start = 0;
   bool ok = d.Signed(&o->lease_ms) && d.Varint32(&o->max_deliveries) &&
             d.Signed(&o->session_timeout_ms) && d.Varint32(&o->max_in_flight_per_partition) &&
-            d.Varint32(&o->max_in_flight_per_member) &&
-            d.Varint32(&o->max_pending_per_partition) && d.Varint32(&o->max_members) &&
-            d.Signed(&o->max_nack_delay_ms) && d.Varint32(&o->max_reason_bytes) &&
-            d.Signed(&o->dead_letter_retry_ms) && d.Varint(&start) && d.Varint(&o->start_offset) &&
-            d.Signed(&o->start_time_micros);
+            d.Varint32(&o->max_in_flight_per_member) && d.Varint32(&o->max_pending_per_partition) &&
+            d.Varint32(&o->max_members) && d.Signed(&o->max_nack_delay_ms) &&
+            d.Varint32(&o->max_reason_bytes) && d.Signed(&o->dead_letter_retry_ms) &&
+            d.Varint(&start) && d.Varint(&o->start_offset) && d.Signed(&o->start_time_micros);
   if (!ok || start > static_cast<uint64_t>(StartPosition::kTime)) return false;
   o->start = static_cast<StartPosition>(start);
   for (uint64_t i = 13; i < n; ++i) {  // fields of a later version: skip
@@ -275,8 +274,7 @@ bool DecodeType(std::string_view payload, RecordType* type) {
 
 bool DecodeHeader(std::string_view payload, HeaderRecord* r) {
   Decoder d(payload);
-  return Expect(d, RecordType::kHeader) && d.Varint(&r->generation) &&
-         d.Varint(&r->next_group_id);
+  return Expect(d, RecordType::kHeader) && d.Varint(&r->generation) && d.Varint(&r->next_group_id);
 }
 
 bool DecodeGroup(std::string_view payload, GroupRecord* r) {
@@ -298,8 +296,8 @@ bool DecodeGroup(std::string_view payload, GroupRecord* r) {
 bool DecodePartition(std::string_view payload, PartitionRecord* r) {
   Decoder d(payload);
   Ranges rel;
-  if (!Expect(d, RecordType::kPartition) || !d.Varint(&r->group_id) ||
-      !d.Varint32(&r->partition) || !d.Varint(&r->committed) || !DecodeRanges(d, &rel)) {
+  if (!Expect(d, RecordType::kPartition) || !d.Varint(&r->group_id) || !d.Varint32(&r->partition) ||
+      !d.Varint(&r->committed) || !DecodeRanges(d, &rel)) {
     return false;
   }
   r->done.clear();
@@ -360,10 +358,9 @@ bool DecodeDeadLetter(std::string_view data, DeadLetterFields* f) {
 
 void AddRange(Ranges* ranges, uint64_t begin, uint64_t end) {
   if (begin >= end) return;
-  auto it = std::lower_bound(ranges->begin(), ranges->end(), begin,
-                             [](const std::pair<uint64_t, uint64_t>& r, uint64_t b) {
-                               return r.second < b;
-                             });
+  auto it = std::lower_bound(
+      ranges->begin(), ranges->end(), begin,
+      [](const std::pair<uint64_t, uint64_t>& r, uint64_t b) { return r.second < b; });
   // `it` is the first range that ends at or after `begin`: merge every range touching
   // [begin, end).
   auto last = it;
@@ -377,10 +374,9 @@ void AddRange(Ranges* ranges, uint64_t begin, uint64_t end) {
 }
 
 bool InRanges(const Ranges& ranges, uint64_t offset) {
-  auto it = std::upper_bound(ranges.begin(), ranges.end(), offset,
-                             [](uint64_t o, const std::pair<uint64_t, uint64_t>& r) {
-                               return o < r.first;
-                             });
+  auto it = std::upper_bound(
+      ranges.begin(), ranges.end(), offset,
+      [](uint64_t o, const std::pair<uint64_t, uint64_t>& r) { return o < r.first; });
   if (it == ranges.begin()) return false;
   --it;
   return offset < it->second;

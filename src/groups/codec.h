@@ -25,7 +25,9 @@ class Encoder {
   explicit Encoder(std::string* out) : out_(out) {}
   void Byte(uint8_t v) { out_->push_back(static_cast<char>(v)); }
   void Varint(uint64_t v);
-  void Signed(int64_t v) { Varint((static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63)); }
+  void Signed(int64_t v) {
+    Varint((static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63));
+  }
   void Fixed32(uint32_t v);
   void Bytes(std::string_view s);
 

@@ -236,8 +236,7 @@ class ConsumerGroupsImpl final : public ConsumerGroups {
                                          uint64_t from_offset, uint32_t max) override;
   Result<ReplayResult> ReplayDeadLetters(const std::string& topic, const std::string& group,
                                          const ReplayOptions& options) override;
-  Result<std::unique_ptr<ReadyWatch>> WatchReady(const std::string& topic,
-                                                 const std::string& group,
+  Result<std::unique_ptr<ReadyWatch>> WatchReady(const std::string& topic, const std::string& group,
                                                  std::function<void()> fn) override;
   Result<std::optional<int64_t>> NextDueMonotonicNanos(const std::string& topic,
                                                        const std::string& group) override;
@@ -406,8 +405,8 @@ void ConsumerGroupsImpl::StartTimer() {
 
 }  // namespace
 
-Result<std::unique_ptr<ConsumerGroups>> ConsumerGroups::Open(
-    Env& env, Log& log, const ConsumerGroupsOptions& options) {
+Result<std::unique_ptr<ConsumerGroups>> ConsumerGroups::Open(Env& env, Log& log,
+                                                             const ConsumerGroupsOptions& options) {
   CONVERGE_RETURN_IF_ERROR(ValidateOptions(options));
   std::string bytes;
   std::vector<std::string_view> records;
@@ -496,7 +495,6 @@ Status ConsumerGroupsImpl::FlushUpTo(uint64_t seq) {
   return s;
 }
 
-
 Status ConsumerGroupsImpl::MaybePeriodicFlush(int64_t now_ns) {
   if (now_ns - last_flush_ns_.load() < options_.commit_interval_ms * kNanosPerMilli) {
     return Status::Ok();
@@ -530,8 +528,8 @@ Result<std::shared_ptr<Group>> ConsumerGroupsImpl::Lookup(const std::string& top
   return it->second;
 }
 
-#define CONVERGE_GROUP_LOCK(g)                                                         \
-  std::unique_lock<std::mutex> group_lock((g)->mu);                                   \
+#define CONVERGE_GROUP_LOCK(g)                                                          \
+  std::unique_lock<std::mutex> group_lock((g)->mu);                                     \
   if ((g)->deleted) {                                                                   \
     return NotFoundError("consumer group '" + (g)->name + "' on topic '" + (g)->topic + \
                          "' was deleted");                                              \
@@ -548,8 +546,7 @@ Result<uint64_t> ConsumerGroupsImpl::StartOffset(const std::string& topic,
     case StartPosition::kOffset:
       return std::clamp(offset, part.start_offset, part.end_offset);
     case StartPosition::kTime: {
-      CONVERGE_ASSIGN_OR_RETURN(uint64_t o,
-                                log_.OffsetForTime(topic, part.partition, time_micros));
+      CONVERGE_ASSIGN_OR_RETURN(uint64_t o, log_.OffsetForTime(topic, part.partition, time_micros));
       return std::clamp(o, part.start_offset, part.end_offset);
     }
   }
@@ -572,9 +569,8 @@ Status ConsumerGroupsImpl::CreateGroup(const std::string& topic, const std::stri
                                 "' must be 1..64 characters of [A-Za-z0-9_-]");
   }
   CONVERGE_RETURN_IF_ERROR(ValidateGroupOptions(options));
-  const std::string dlq = options.dead_letter_topic.empty()
-                              ? DefaultDeadLetterTopic(topic, group)
-                              : options.dead_letter_topic;
+  const std::string dlq = options.dead_letter_topic.empty() ? DefaultDeadLetterTopic(topic, group)
+                                                            : options.dead_letter_topic;
   if (dlq.size() > kMaxTopicName) {
     return InvalidArgumentError("dead-letter topic name '" + dlq +
                                 "' is longer than 200 characters: set "
@@ -596,9 +592,9 @@ Status ConsumerGroupsImpl::CreateGroup(const std::string& topic, const std::stri
   CONVERGE_ASSIGN_OR_RETURN(TopicInfo info, log_.DescribeTopic(topic));
   std::vector<uint64_t> committed;
   for (const PartitionInfo& part : ByPartition(info)) {
-    CONVERGE_ASSIGN_OR_RETURN(uint64_t c, StartOffset(topic, part, options.start,
-                                                      options.start_offset,
-                                                      options.start_time_micros));
+    CONVERGE_ASSIGN_OR_RETURN(
+        uint64_t c,
+        StartOffset(topic, part, options.start, options.start_offset, options.start_time_micros));
     committed.push_back(c);
   }
   TopicOptions dl;
@@ -606,10 +602,8 @@ Status ConsumerGroupsImpl::CreateGroup(const std::string& topic, const std::stri
   dl.durability = Durability::kFsync;
   dl.internal = !dlq.empty() && dlq[0] == '_';
   // Room for the envelope around the largest record of the topic (the Log caps it at 64 MiB).
-  dl.max_record_bytes = static_cast<uint32_t>(
-      std::min<uint64_t>(uint64_t{info.options.max_record_bytes} + 2 * options.max_reason_bytes +
-                             1024,
-                         64u << 20));
+  dl.max_record_bytes = static_cast<uint32_t>(std::min<uint64_t>(
+      uint64_t{info.options.max_record_bytes} + 2 * options.max_reason_bytes + 1024, 64u << 20));
   Status s = log_.CreateTopic(dlq, dl);
   if (!s.ok() && s.code() != StatusCode::kAlreadyExists) {
     return s.WithContext("creating dead-letter topic '" + dlq + "'");
@@ -749,8 +743,7 @@ Status ConsumerGroupsImpl::Leave(const std::string& topic, const std::string& gr
   return Status::Ok();
 }
 
-Result<Assignment> ConsumerGroupsImpl::Heartbeat(const std::string& topic,
-                                                 const std::string& group,
+Result<Assignment> ConsumerGroupsImpl::Heartbeat(const std::string& topic, const std::string& group,
                                                  const std::string& member) {
   CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<Group> g, Lookup(topic, group));
   Assignment a;
@@ -777,8 +770,8 @@ Result<Assignment> ConsumerGroupsImpl::Heartbeat(const std::string& topic,
 // Delivery
 
 Status ConsumerGroupsImpl::AppendDeadLetters(Group& g, uint32_t p,
-                                             std::span<WindowEntry* const> entries,
-                                             int64_t now_ns, bool* ready) {
+                                             std::span<WindowEntry* const> entries, int64_t now_ns,
+                                             bool* ready) {
   PartitionState& ps = *g.partitions[p];
   PartitionWindow& w = ps.window;
   const int64_t wall_us = env_.clock().NowWallMicros();
@@ -821,9 +814,9 @@ Status ConsumerGroupsImpl::AppendDeadLetters(Group& g, uint32_t p,
     }
     const int64_t retry_at = now_ns + g.options.dead_letter_retry_ms * kNanosPerMilli;
     for (size_t i = begin; i < end; ++i) w.DeadLetterFailed(entries[i], retry_at);
-    ps.last_error = "dead-letter append to '" + g.dead_letter_topic +
-                    "' failed (records stay pending and are retried): " +
-                    appended.status().ToString();
+    ps.last_error =
+        "dead-letter append to '" + g.dead_letter_topic +
+        "' failed (records stay pending and are retried): " + appended.status().ToString();
     if (first.ok()) first = appended.status();
   }
   return first;
@@ -872,8 +865,8 @@ bool ConsumerGroupsImpl::ReadMore(Group& g, uint32_t p) {
   return true;
 }
 
-void ConsumerGroupsImpl::Lease(Group& g, uint32_t p, uint32_t slot, WindowEntry* e,
-                               int64_t now_ns, int64_t wall_offset_us, FetchResult* out) {
+void ConsumerGroupsImpl::Lease(Group& g, uint32_t p, uint32_t slot, WindowEntry* e, int64_t now_ns,
+                               int64_t wall_offset_us, FetchResult* out) {
   uint64_t lease_id = g.next_lease_id++;
   if (lease_id == 0) lease_id = g.next_lease_id++;
   const int64_t deadline = now_ns + g.options.lease_ms * kNanosPerMilli;
@@ -1131,9 +1124,8 @@ Status ConsumerGroupsImpl::Seek(const std::string& topic, const std::string& gro
         start = StartPosition::kTime;
         break;
     }
-    CONVERGE_ASSIGN_OR_RETURN(uint64_t o,
-                              StartOffset(topic, parts[p], start, target.offset,
-                                          target.time_micros));
+    CONVERGE_ASSIGN_OR_RETURN(
+        uint64_t o, StartOffset(topic, parts[p], start, target.offset, target.time_micros));
     targets.emplace_back(p, o);
   }
   uint64_t seq = 0;
@@ -1226,8 +1218,8 @@ Result<DeadLetterPage> ConsumerGroupsImpl::ListDeadLetters(const std::string& to
   uint64_t offset = from_offset;
   while (page.dead_letters.size() < max) {
     CONVERGE_ASSIGN_OR_RETURN(
-        ReadBatch batch, log_.Read(g->dead_letter_topic, 0, offset,
-                                   max - page.dead_letters.size(), options_.fetch_max_bytes));
+        ReadBatch batch, log_.Read(g->dead_letter_topic, 0, offset, max - page.dead_letters.size(),
+                                   options_.fetch_max_bytes));
     if (batch.records.empty()) {
       offset = std::max(offset, batch.next_offset);
       break;
@@ -1285,9 +1277,8 @@ Result<ReplayResult> ConsumerGroupsImpl::ReplayDeadLetters(const std::string& to
   uint64_t scan_budget = uint64_t{options_.replay_max_records} * 10;
   while (!done && offset < options.to_offset && scan_budget > 0) {
     const size_t want = std::min<uint64_t>(max - candidates.size(), scan_budget);
-    CONVERGE_ASSIGN_OR_RETURN(ReadBatch batch,
-                              log_.Read(g->dead_letter_topic, 0, offset, want,
-                                        options_.fetch_max_bytes));
+    CONVERGE_ASSIGN_OR_RETURN(ReadBatch batch, log_.Read(g->dead_letter_topic, 0, offset, want,
+                                                         options_.fetch_max_bytes));
     if (batch.records.empty()) {
       offset = std::max(offset, batch.next_offset);
       break;
@@ -1342,8 +1333,9 @@ Result<ReplayResult> ConsumerGroupsImpl::ReplayDeadLetters(const std::string& to
   while (appended < candidates.size()) {
     // Consecutive candidates of one original partition (to the origin) or a chunk (elsewhere).
     size_t end = appended + 1;
-    while (end < candidates.size() && end - appended < kDeadLetterAppendChunk &&
-           (!to_origin || candidates[end].fields.partition == candidates[appended].fields.partition)) {
+    while (
+        end < candidates.size() && end - appended < kDeadLetterAppendChunk &&
+        (!to_origin || candidates[end].fields.partition == candidates[appended].fields.partition)) {
       ++end;
     }
     std::vector<RecordView> views;
@@ -1351,8 +1343,9 @@ Result<ReplayResult> ConsumerGroupsImpl::ReplayDeadLetters(const std::string& to
     for (size_t i = appended; i < end; ++i) {
       views.push_back(RecordView{ids[i], candidates[i].fields.key, candidates[i].fields.value, 0});
     }
-    auto r = to_origin ? log_.AppendToPartition(target, candidates[appended].fields.partition, views)
-                       : log_.Append(target, views);
+    auto r = to_origin
+                 ? log_.AppendToPartition(target, candidates[appended].fields.partition, views)
+                 : log_.Append(target, views);
     if (!r.ok()) {
       error = r.status().WithContext("replaying dead letters to '" + target + "'");
       break;
@@ -1404,8 +1397,8 @@ Result<std::unique_ptr<ConsumerGroups::ReadyWatch>> ConsumerGroupsImpl::WatchRea
       new ReadyWatchImpl(g, watch_id, std::move(log_watch).value(), &ready_watches_));
 }
 
-Result<std::optional<int64_t>> ConsumerGroupsImpl::NextDueMonotonicNanos(
-    const std::string& topic, const std::string& group) {
+Result<std::optional<int64_t>> ConsumerGroupsImpl::NextDueMonotonicNanos(const std::string& topic,
+                                                                         const std::string& group) {
   CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<Group> g, Lookup(topic, group));
   CONVERGE_GROUP_LOCK(g);
   int64_t next = INT64_MAX;

@@ -9,7 +9,7 @@
 //     never redelivered, even after a crash;
 //   - nothing is lost: in the end every record was acked or is in the dead-letter topic, and
 //     the committed offsets reach the end of every partition.
-// Seeds: CONVERGE_SIM_SEEDS=N runs seeds 1..N (default 25 per configuration);
+// Seeds: CONVERGE_SIM_SEEDS=N runs seeds 1..N (default 100 per configuration);
 // CONVERGE_SIM_SEED=S reruns the one seed a failure printed.
 #include <gtest/gtest.h>
 
@@ -50,15 +50,15 @@ struct SimConfig {
 
 int SeedCount() {
   const char* s = std::getenv("CONVERGE_SIM_SEEDS");
-  return s != nullptr ? std::max(1, std::atoi(s)) : 25;
+  return s != nullptr ? std::max(1, std::atoi(s)) : 100;
 }
 
 using RecordId = std::pair<uint32_t, uint64_t>;  // (partition, offset)
 
 class Driver {
  public:
-  Driver(uint64_t seed, SimConfig config) : h_(seed), rng_(seed * 0x9E3779B97F4A7C15ull + 1),
-                                            config_(config) {}
+  Driver(uint64_t seed, SimConfig config)
+      : h_(seed), rng_(seed * 0x9E3779B97F4A7C15ull + 1), config_(config) {}
 
   void Run() {
     ConsumerGroupsOptions go = groups_testing::DefaultGroupsOptions();
@@ -179,9 +179,8 @@ class Driver {
         continue;
       }
       ASSERT_TRUE(Done({d.partition, earlier}))
-          << "per-key order broken: " << d.partition << "/" << d.offset << " (key "
-          << key_of_[id] << ") delivered before " << d.partition << "/" << earlier
-          << " was done";
+          << "per-key order broken: " << d.partition << "/" << d.offset << " (key " << key_of_[id]
+          << ") delivered before " << d.partition << "/" << earlier << " was done";
     }
     ++deliveries_;
   }
@@ -287,8 +286,8 @@ class Driver {
     for (const auto& [earlier, later] : deferred_checks_) {
       EXPECT_TRUE(dead_.count(earlier) || durable_done_.count(earlier) ||
                   maybe_done_.count(earlier))
-          << "per-key order broken: " << later.first << "/" << later.second
-          << " delivered before " << earlier.first << "/" << earlier.second << " was done";
+          << "per-key order broken: " << later.first << "/" << later.second << " delivered before "
+          << earlier.first << "/" << earlier.second << " was done";
     }
     deferred_checks_.clear();
     // Dead letters of earlier lives: their records may come back.
@@ -406,8 +405,8 @@ void RunSeeds(const SimConfig& config) {
   int first = 1, last = SeedCount();
   if (const char* one = std::getenv("CONVERGE_SIM_SEED")) first = last = std::atoi(one);
   for (int seed = first; seed <= last; ++seed) {
-    SCOPED_TRACE("seed " + std::to_string(seed) + " (rerun: CONVERGE_SIM_SEED=" +
-                 std::to_string(seed) + ")");
+    SCOPED_TRACE("seed " + std::to_string(seed) +
+                 " (rerun: CONVERGE_SIM_SEED=" + std::to_string(seed) + ")");
     Driver driver(static_cast<uint64_t>(seed), config);
     driver.Run();
     crashes += driver.crashes_;

@@ -1,5 +1,3 @@
-#include "converge/consumer_group.h"
-
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
@@ -12,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "converge/consumer_group.h"
 #include "groups/testing/harness.h"
 
 // GCC 12 reports a false -Wrestrict on `"literal" + std::string` (GCC bug 105329).
@@ -25,14 +24,14 @@ namespace {
 using groups_testing::Harness;
 using groups_testing::kMsNs;
 
-#define ASSERT_OK(expr)                                  \
-  do {                                                   \
-    const auto& status_or_ = (expr);                     \
+#define ASSERT_OK(expr)                                   \
+  do {                                                    \
+    const auto& status_or_ = (expr);                      \
     ASSERT_TRUE(status_or_.ok()) << StatusOf(status_or_); \
   } while (0)
-#define EXPECT_OK(expr)                                  \
-  do {                                                   \
-    const auto& status_or_ = (expr);                     \
+#define EXPECT_OK(expr)                                   \
+  do {                                                    \
+    const auto& status_or_ = (expr);                      \
     EXPECT_TRUE(status_or_.ok()) << StatusOf(status_or_); \
   } while (0)
 
@@ -664,7 +663,7 @@ TEST_F(GroupsTest, PeriodicCommitLosesOnlyTheWindowNeverRecords) {
   ASSERT_EQ(ds.size(), 4u);
   EXPECT_OK(h_.groups->Ack(kTopic, kGroup, "m1", ds[0].lease()));
   EXPECT_OK(h_.groups->Ack(kTopic, kGroup, "m1", ds[1].lease()));
-  h_.env.RunFor(150 * kMsNs);  // the periodic commit runs
+  h_.env.RunFor(150 * kMsNs);                                      // the periodic commit runs
   EXPECT_OK(h_.groups->Ack(kTopic, kGroup, "m1", ds[2].lease()));  // within the window
   h_.Crash();
   ASSERT_OK(h_.OpenGroups(o));
@@ -682,8 +681,7 @@ TEST_F(GroupsTest, BoundsAreEnforced) {
   for (int i = 0; i < 20; ++i) h_.ProduceTo("wide", i % 2, "k" + std::to_string(i), "0123456789");
   ASSERT_OK(h_.groups->Join("wide", "g", "m1"));
   ASSERT_OK(h_.groups->Join("wide", "g", "m2"));
-  EXPECT_EQ(h_.groups->Join("wide", "g", "m3").status().code(),
-            StatusCode::kResourceExhausted);
+  EXPECT_EQ(h_.groups->Join("wide", "g", "m3").status().code(), StatusCode::kResourceExhausted);
   // m2 has partition 1 only: at most 3 in flight there.
   auto f = h_.groups->Fetch("wide", "g", "m2", 100, 1 << 20);
   ASSERT_OK(f);
@@ -728,8 +726,7 @@ TEST_F(GroupsTest, BoundsAreEnforced) {
             StatusCode::kInvalidArgument);
   EXPECT_EQ(h_.groups->CreateGroup(kTopic, std::string(65, 'a'), FastOptions()).code(),
             StatusCode::kInvalidArgument);
-  EXPECT_EQ(h_.groups->CreateGroup("missing", "x", FastOptions()).code(),
-            StatusCode::kNotFound);
+  EXPECT_EQ(h_.groups->CreateGroup("missing", "x", FastOptions()).code(), StatusCode::kNotFound);
   EXPECT_EQ(h_.groups->CreateGroup(kTopic, "tight", FastOptions()).code(),
             StatusCode::kAlreadyExists);
   EXPECT_EQ(h_.groups->Join(kTopic, "tight", "bad member!").status().code(),

@@ -52,7 +52,7 @@ class Group : public std::enable_shared_from_this<Group> {
   const GroupOptions options;
   const std::string dead_letter_topic;
   std::vector<std::unique_ptr<PartitionState>> partitions;
-  std::vector<Member> members;           // by slot
+  std::vector<Member> members;  // by slot
   std::vector<uint32_t> free_slots;
   std::map<std::string, uint32_t> by_id;  // live members, sorted: the rebalance order
   uint64_t generation = 0;
@@ -61,9 +61,9 @@ class Group : public std::enable_shared_from_this<Group> {
   Ranges replayed;  // dead-letter offsets marked replayed
   bool deleted = false;
   // Journal bookkeeping.
-  bool record_dirty = false;    // the group record itself must be written (created)
+  bool record_dirty = false;  // the group record itself must be written (created)
   bool replayed_dirty = false;
-  bool listed_dirty = false;    // queued on the owner's dirty list
+  bool listed_dirty = false;  // queued on the owner's dirty list
 
   // Watchers (leaf lock).
   std::mutex watch_mu;

@@ -39,8 +39,8 @@ struct WindowEntry {
   uint64_t timer_token = 0;  // matches the deadline heap item that is current
   uint64_t lease_id = 0;     // current or last lease
   uint64_t key_hash = 0;
-  uint64_t next_same_key = 0;  // offset of the next not-done record with this key, or kNone
-  uint32_t attempt = 0;        // deliveries so far
+  uint64_t next_same_key = 0;   // offset of the next not-done record with this key, or kNone
+  uint32_t attempt = 0;         // deliveries so far
   uint32_t member = kNoMember;  // lease holder while kLeased
   EntryState state = EntryState::kReady;
   bool has_key = false;

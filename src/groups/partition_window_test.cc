@@ -237,7 +237,8 @@ TEST(PartitionWindowTest, RandomizedPerKeyOrder) {
     PartitionWindow w(0, WindowLimits{64, 1000});
     const int kRecords = 2000;
     std::vector<std::string> keys;
-    for (int i = 0; i < kRecords; ++i) keys.push_back(std::string("k").append(std::to_string(rng() % 17)));
+    for (int i = 0; i < kRecords; ++i)
+      keys.push_back(std::string("k").append(std::to_string(rng() % 17)));
     uint64_t next_read = 0;
     uint64_t lease = 0;
     int64_t now = 0;

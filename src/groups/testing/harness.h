@@ -81,8 +81,7 @@ class Harness {
     o.partitions = partitions;
     return log->CreateTopic(topic, o);
   }
-  AppendResult Produce(const std::string& topic, const std::string& key,
-                       const std::string& value) {
+  AppendResult Produce(const std::string& topic, const std::string& key, const std::string& value) {
     RecordView r{"", key, value, 0};
     auto res = log->Append(topic, std::span<const RecordView>(&r, 1));
     EXPECT_TRUE(res.ok()) << res.status().ToString();

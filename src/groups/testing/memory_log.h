@@ -12,9 +12,9 @@
 #include <algorithm>
 #include <functional>
 #include <map>
-#include <optional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -58,8 +58,7 @@ class MemoryLog : public Log {
     info.options = it->second.options;
     for (uint32_t p = 0; p < it->second.partitions.size(); ++p) {
       const Partition& part = it->second.partitions[p];
-      info.partitions.push_back(
-          PartitionInfo{p, part.start, part.start + part.records.size(), 0});
+      info.partitions.push_back(PartitionInfo{p, part.start, part.start + part.records.size(), 0});
     }
     return info;
   }
@@ -68,8 +67,7 @@ class MemoryLog : public Log {
     return DoAppend(topic, std::nullopt, records);
   }
   Result<std::vector<AppendResult>> AppendToPartition(
-      const std::string& topic, uint32_t partition,
-      std::span<const RecordView> records) override {
+      const std::string& topic, uint32_t partition, std::span<const RecordView> records) override {
     return DoAppend(topic, partition, records);
   }
   Result<ReadBatch> Read(const std::string& topic, uint32_t partition, uint64_t offset,
@@ -187,13 +185,15 @@ class MemoryLog : public Log {
           continue;
         }
       }
-      uint32_t p = partition ? *partition
-                   : r.key.empty()
-                       ? t.round_robin++ % static_cast<uint32_t>(t.partitions.size())
-                       : static_cast<uint32_t>(std::hash<std::string_view>{}(r.key) % t.partitions.size());
+      uint32_t p =
+          partition ? *partition
+          : r.key.empty()
+              ? t.round_robin++ % static_cast<uint32_t>(t.partitions.size())
+              : static_cast<uint32_t>(std::hash<std::string_view>{}(r.key) % t.partitions.size());
       Partition& part = t.partitions[p];
       const uint64_t offset = part.start + part.records.size();
-      const int64_t ts = r.timestamp_micros != 0 ? r.timestamp_micros : env_.clock().NowWallMicros();
+      const int64_t ts =
+          r.timestamp_micros != 0 ? r.timestamp_micros : env_.clock().NowWallMicros();
       part.records.push_back(
           Stored{offset, ts, std::string(r.id), std::string(r.key), std::string(r.value)});
       AppendResult res{p, offset, false};
@@ -236,9 +236,7 @@ class FaultyLog : public Log {
   }
   Status DeleteTopic(const std::string& t) override { return inner_.DeleteTopic(t); }
   std::vector<std::string> ListTopics() override { return inner_.ListTopics(); }
-  Result<TopicInfo> DescribeTopic(const std::string& t) override {
-    return inner_.DescribeTopic(t);
-  }
+  Result<TopicInfo> DescribeTopic(const std::string& t) override { return inner_.DescribeTopic(t); }
   Result<std::vector<AppendResult>> Append(const std::string& t,
                                            std::span<const RecordView> r) override {
     if (Failing(t)) return UnavailableError("injected append failure on " + t);
