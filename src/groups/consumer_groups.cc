@@ -50,6 +50,8 @@ constexpr int64_t kNanosPerMilli = 1'000'000;
 constexpr int64_t kMaxDurationMs = 24ll * 3600 * 1000;
 constexpr size_t kMaxTopicName = 200;
 constexpr size_t kDeadLetterAppendChunk = 256;
+// Per-record bytes the Log stores besides id, key and value (its header), roughly.
+constexpr uint64_t kRecordOverheadBytes = 48;
 
 bool ValidName(std::string_view name, size_t max_len, std::string_view extra) {
   if (name.empty() || name.size() > max_len) return false;
@@ -844,7 +846,10 @@ bool ConsumerGroupsImpl::ReadMore(Group& g, uint32_t p) {
   PartitionWindow& w = ps.window;
   const uint64_t from = w.read_offset();
   const size_t n = std::min<size_t>(options_.read_max_records, w.ReadRoom());
-  auto batch = log_.Read(g.topic, p, from, n, options_.read_max_bytes);
+  // The Log reads about max_bytes from the file whatever max_records is: ask for what `n`
+  // records of the usual size need (with headroom), not for the whole byte bound.
+  const uint64_t want_bytes = n * ps.avg_record_bytes + n * ps.avg_record_bytes / 4 + 4096;
+  auto batch = log_.Read(g.topic, p, from, n, std::min(want_bytes, options_.read_max_bytes));
   if (!batch.ok()) {
     const std::optional<uint64_t> resume = DataLossResumeOffset(batch.status());
     if (resume.has_value() && *resume > from) {
@@ -861,6 +866,14 @@ bool ConsumerGroupsImpl::ReadMore(Group& g, uint32_t p) {
     return false;
   }
   if (batch->records.empty() && batch->next_offset <= from) return false;
+  if (!batch->records.empty()) {
+    uint64_t bytes = 0;
+    for (const StoredRecord& r : batch->records) {
+      bytes += r.id.size() + r.key.size() + r.value.size() + kRecordOverheadBytes;
+    }
+    const uint64_t avg = bytes / batch->records.size();
+    ps.avg_record_bytes = (ps.avg_record_bytes * 3 + avg) / 4 + 1;
+  }
   w.AddRecords(*batch);
   return true;
 }

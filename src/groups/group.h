@@ -36,6 +36,8 @@ struct PartitionState {
   PartitionWindow window;
   uint32_t owner = kNoMember;
   bool dirty = false;
+  // Average stored bytes per record seen by reads (for sizing the next read's byte budget).
+  uint64_t avg_record_bytes = 256;
   std::string last_error;
 };
 
