@@ -671,6 +671,31 @@ TEST_F(GroupsTest, PeriodicCommitLosesOnlyTheWindowNeverRecords) {
   EXPECT_EQ(Offsets(Fetch("m1")), (std::vector<uint64_t>{2, 3}));
 }
 
+TEST_F(GroupsTest, DamagedLogRangeIsSkippedAndReportedNotStalled) {
+  Create();
+  for (int i = 0; i < 5; ++i)
+    h_.Produce(kTopic, "k" + std::to_string(i), "payload-" + std::to_string(i));
+  const std::string segment = "/data/log/topics/orders/0000/00000000000000000000.log";
+  auto content = h_.env.fs().ReadFileToString(segment);
+  ASSERT_OK(content);
+  const size_t at = content->find("payload-2");
+  ASSERT_NE(at, std::string::npos);
+  ASSERT_OK(h_.env.sim_fs().CorruptByte(segment, at, 0x01));
+  Join("m1");
+  std::vector<uint64_t> seen;
+  for (int i = 0; i < 5 && seen.size() < 4; ++i) {
+    for (const Delivery& d : Fetch("m1")) {
+      seen.push_back(d.offset);
+      EXPECT_OK(h_.groups->Ack(kTopic, kGroup, "m1", d.lease()));
+    }
+  }
+  EXPECT_EQ(seen, (std::vector<uint64_t>{0, 1, 3, 4}));
+  const GroupDescription d = Describe();
+  EXPECT_EQ(d.partitions[0].committed, 5u);
+  EXPECT_NE(d.partitions[0].last_error.find("skipped damaged records [2, 3)"), std::string::npos)
+      << d.partitions[0].last_error;
+}
+
 TEST_F(GroupsTest, BoundsAreEnforced) {
   ASSERT_OK(h_.CreateTopic("wide", 2));
   GroupOptions o = FastOptions();
@@ -861,18 +886,24 @@ TEST_F(GroupsTest, JournalCompactsPastItsBound) {
 namespace converge {
 namespace {
 
-// The production Env: real threads, the real clock, real files, the Asio executor running the
-// background tick. Four consumers and a producer run concurrently; every record is processed
-// exactly once (leases are long, so none expires), per-key order holds, and the group commits
-// everything.
+// The production Env and the real Log on real files: real threads, the real clock, the Asio
+// executor running the background tick. Four consumers and a producer run concurrently; every
+// record is processed exactly once (leases are long, so none expires), per-key order holds, and the
+// group commits everything.
 TEST(GroupsThreadedTest, ConcurrentConsumersOnProductionEnv) {
   Env& env = Env::Default();
   char tmpl[] = "/tmp/converge_groups_test_XXXXXX";
   ASSERT_NE(mkdtemp(tmpl), nullptr);
   const std::string dir = tmpl;
-  groups_testing::MemoryLog log(env);
+  LogOptions lo;
+  lo.dir = dir + "/log";
+  auto log_opened = Log::Open(env, lo);
+  ASSERT_OK(log_opened);
+  std::unique_ptr<Log> log_owner = std::move(log_opened).value();
+  Log& log = *log_owner;
   TopicOptions to;
   to.partitions = 4;
+  to.durability = Durability::kNone;  // the producer's durability is not under test here
   ASSERT_OK(log.CreateTopic("t", to));
   ConsumerGroupsOptions o;
   o.dir = dir + "/groups";
@@ -969,6 +1000,7 @@ TEST(GroupsThreadedTest, ConcurrentConsumersOnProductionEnv) {
   ASSERT_OK(d);
   EXPECT_EQ(d->total_lag, 0u);
   groups.reset();
+  log_owner.reset();
   std::filesystem::remove_all(dir);
 }
 

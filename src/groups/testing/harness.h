@@ -12,7 +12,7 @@
 #include "converge/consumer_group.h"
 #include "converge/log.h"
 #include "converge/sim_env.h"
-#include "groups/testing/memory_log.h"
+#include "groups/testing/faulty_log.h"
 
 namespace converge::groups_testing {
 
