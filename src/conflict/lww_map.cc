@@ -1,0 +1,268 @@
+#include "converge/conflict/lww_map.h"
+
+#include <algorithm>
+#include <tuple>
+
+#include "conflict/binary_codec.h"
+#include "conflict/json_codec.h"
+#include "converge/conflict/crdt_kind.h"
+
+namespace converge::conflict {
+
+namespace json = internal::json;
+using internal::BinaryReader;
+using internal::BinaryWriter;
+
+namespace {
+// True iff `a` beats `b`: the greater stamp; equal stamps (impossible between correct
+// replicas) fall back to the contents so the choice is the same everywhere.
+inline bool Beats(const LwwMap::Entry& a, const LwwMap::Entry& b) {
+  if (b.stamp < a.stamp) return true;
+  if (a.stamp < b.stamp) return false;
+  return std::tie(b.deleted, b.value) < std::tie(a.deleted, a.value);
+}
+}  // namespace
+
+const LwwMap::Entry* LwwMap::Find(std::string_view key) const {
+  auto it = entries_.find(key);
+  return it == entries_.end() ? nullptr : &it->second;
+}
+
+const std::string* LwwMap::Get(std::string_view key) const {
+  const Entry* e = Find(key);
+  return e == nullptr || e->deleted ? nullptr : &e->value;
+}
+
+std::vector<std::string> LwwMap::Keys() const {
+  std::vector<std::string> out;
+  out.reserve(size());
+  for (const auto& [key, e] : entries_) {
+    if (!e.deleted) out.push_back(key);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void LwwMap::ForEach(const std::function<void(std::string_view, const Entry&)>& fn) const {
+  for (const auto& [key, e] : entries_) fn(key, e);
+}
+
+Result<LwwMap> LwwMap::Write(ReplicaId replica, HlcTimestamp timestamp, std::string key,
+                             bool deleted, std::string value) {
+  if (!replica.valid()) return InvalidArgumentError("lww-map: replica id 0 is reserved");
+  const LwwStamp stamp{timestamp, replica};
+  auto it = entries_.find(key);
+  if (it != entries_.end() && !(it->second.stamp < stamp)) {
+    return FailedPreconditionError(
+        "lww-map: write of a key stamped " + timestamp.ToString() + "@" + replica.ToString() +
+        " is not after its current stamp " + it->second.stamp.timestamp.ToString() + "@" +
+        it->second.stamp.replica.ToString() +
+        "; the writer's clock must observe the current stamp first");
+  }
+  Entry entry{stamp, deleted, std::move(value)};
+  LwwMap delta;
+  if (it == entries_.end()) {
+    it = entries_.emplace(key, entry).first;
+    if (deleted) ++tombstones_;
+  } else {
+    tombstones_ += static_cast<size_t>(deleted) - static_cast<size_t>(it->second.deleted);
+    it->second = entry;
+  }
+  delta.entries_.emplace(std::move(key), std::move(entry));
+  delta.tombstones_ = deleted ? 1 : 0;
+  return delta;
+}
+
+Result<LwwMap> LwwMap::Set(ReplicaId replica, HlcTimestamp timestamp, std::string key,
+                           std::string value) {
+  return Write(replica, timestamp, std::move(key), false, std::move(value));
+}
+
+Result<LwwMap> LwwMap::Remove(ReplicaId replica, HlcTimestamp timestamp, std::string key) {
+  return Write(replica, timestamp, std::move(key), true, std::string());
+}
+
+namespace {
+Result<HlcTimestamp> TimestampAfter(const LwwMap& map, std::string_view key, HybridClock& clock) {
+  const LwwMap::Entry* e = map.Find(key);
+  return clock.Update(e == nullptr ? HlcTimestamp{} : e->stamp.timestamp);
+}
+}  // namespace
+
+Result<LwwMap> LwwMap::Set(ReplicaId replica, HybridClock& clock, std::string key,
+                           std::string value) {
+  CONVERGE_ASSIGN_OR_RETURN(HlcTimestamp ts, TimestampAfter(*this, key, clock));
+  return Set(replica, ts, std::move(key), std::move(value));
+}
+
+Result<LwwMap> LwwMap::Remove(ReplicaId replica, HybridClock& clock, std::string key) {
+  CONVERGE_ASSIGN_OR_RETURN(HlcTimestamp ts, TimestampAfter(*this, key, clock));
+  return Remove(replica, ts, std::move(key));
+}
+
+void LwwMap::Merge(const LwwMap& other) {
+  if (&other == this) return;
+  if (entries_.empty() && other.entries_.size() > 1) {
+    entries_ = other.entries_;
+    tombstones_ = other.tombstones_;
+    return;
+  }
+  for (const auto& [key, theirs] : other.entries_) {
+    auto [it, inserted] = entries_.try_emplace(key, theirs);
+    if (inserted) {
+      tombstones_ += theirs.deleted;
+      continue;
+    }
+    Entry& mine = it->second;
+    if (Beats(theirs, mine)) {
+      tombstones_ += static_cast<size_t>(theirs.deleted) - static_cast<size_t>(mine.deleted);
+      mine.stamp = theirs.stamp;
+      mine.deleted = theirs.deleted;
+      mine.value = theirs.value;  // reuses mine's buffer when it is large enough
+    }
+  }
+}
+
+size_t LwwMap::PurgeTombstonesBefore(HlcTimestamp horizon) {
+  size_t purged = 0;
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    if (it->second.deleted && it->second.stamp.timestamp < horizon) {
+      it = entries_.erase(it);
+      ++purged;
+    } else {
+      ++it;
+    }
+  }
+  tombstones_ -= purged;
+  return purged;
+}
+
+std::string LwwMap::ToJson() const {
+  std::vector<const Map::value_type*> sorted;
+  sorted.reserve(entries_.size());
+  for (const auto& kv : entries_) sorted.push_back(&kv);
+  std::sort(sorted.begin(), sorted.end(), [](auto a, auto b) { return a->first < b->first; });
+  json::object o;
+  o["type"] = CrdtKindName(CrdtKind::kLwwMap);
+  json::array a;
+  a.reserve(sorted.size());
+  for (const auto* kv : sorted) {
+    json::object e;
+    e["key"] = internal::BytesToJson(kv->first);
+    e["timestamp"] = internal::HlcToJson(kv->second.stamp.timestamp);
+    e["replica"] = internal::ReplicaToJson(kv->second.stamp.replica);
+    if (kv->second.deleted) {
+      e["deleted"] = true;
+    } else {
+      e["value"] = internal::BytesToJson(kv->second.value);
+    }
+    a.push_back(std::move(e));
+  }
+  o["entries"] = std::move(a);
+  return internal::SerializeJson(o);
+}
+
+Status LwwMap::InsertDecoded(std::string key, Entry entry) {
+  if (!entry.stamp.replica.valid()) return InvalidArgumentError("lww-map: replica id 0");
+  const bool deleted = entry.deleted;
+  if (!entries_.emplace(std::move(key), std::move(entry)).second) {
+    return InvalidArgumentError("lww-map: duplicate key");
+  }
+  tombstones_ += deleted;
+  return Status::Ok();
+}
+
+Result<LwwMap> LwwMap::FromJson(std::string_view text, const DecodeLimits& limits) {
+  constexpr std::string_view kWhat = "lww-map";
+  return internal::DecodeJson<LwwMap>(
+      text, limits, kWhat, [&](const json::value& v, LwwMap* out) -> Status {
+        CONVERGE_ASSIGN_OR_RETURN(const json::object* o, internal::ObjectFromJson(v, kWhat));
+        CONVERGE_RETURN_IF_ERROR(internal::CheckType(*o, kWhat, kWhat));
+        CONVERGE_ASSIGN_OR_RETURN(const json::value* ev, internal::Member(*o, "entries", kWhat));
+        CONVERGE_ASSIGN_OR_RETURN(const json::array* a, internal::ArrayFromJson(*ev, kWhat));
+        for (const json::value& item : *a) {
+          CONVERGE_ASSIGN_OR_RETURN(const json::object* e, internal::ObjectFromJson(item, kWhat));
+          CONVERGE_ASSIGN_OR_RETURN(const json::value* kv, internal::Member(*e, "key", kWhat));
+          CONVERGE_ASSIGN_OR_RETURN(const json::value* tv, internal::Member(*e, "timestamp", kWhat));
+          CONVERGE_ASSIGN_OR_RETURN(const json::value* rv, internal::Member(*e, "replica", kWhat));
+          std::string key;
+          Entry entry;
+          CONVERGE_RETURN_IF_ERROR(internal::BytesFromJson(*kv, &key, kWhat));
+          CONVERGE_RETURN_IF_ERROR(internal::HlcFromJson(*tv, &entry.stamp.timestamp, kWhat));
+          CONVERGE_RETURN_IF_ERROR(internal::ReplicaFromJson(*rv, &entry.stamp.replica, kWhat));
+          const json::value* dv = e->if_contains("deleted");
+          if (dv != nullptr) CONVERGE_RETURN_IF_ERROR(internal::BoolFromJson(*dv, &entry.deleted, kWhat));
+          const json::value* vv = e->if_contains("value");
+          if (entry.deleted == (vv != nullptr)) {
+            return internal::JsonError(kWhat, "an entry has either a value or \"deleted\": true");
+          }
+          if (vv != nullptr) CONVERGE_RETURN_IF_ERROR(internal::BytesFromJson(*vv, &entry.value, kWhat));
+          CONVERGE_RETURN_IF_ERROR(out->InsertDecoded(std::move(key), std::move(entry)));
+        }
+        return Status::Ok();
+      });
+}
+
+void LwwMap::AppendBinary(std::string* out) const {
+  std::vector<const Map::value_type*> sorted;
+  sorted.reserve(entries_.size());
+  for (const auto& kv : entries_) sorted.push_back(&kv);
+  std::sort(sorted.begin(), sorted.end(), [](auto a, auto b) { return a->first < b->first; });
+  BinaryWriter w(out);
+  w.Header(static_cast<uint8_t>(CrdtKind::kLwwMap));
+  w.U64(sorted.size());
+  for (const auto* kv : sorted) {
+    w.Bytes(kv->first);
+    internal::EncodeHlc(kv->second.stamp.timestamp, w);
+    w.U64(kv->second.stamp.replica.value());
+    w.Byte(kv->second.deleted ? 1 : 0);
+    if (!kv->second.deleted) w.Bytes(kv->second.value);
+  }
+}
+
+std::string LwwMap::ToBinary() const {
+  std::string out;
+  AppendBinary(&out);
+  return out;
+}
+
+Result<LwwMap> LwwMap::FromBinary(std::string_view bytes, const DecodeLimits& limits) {
+  CONVERGE_RETURN_IF_ERROR(internal::CheckInputSize(bytes, limits, "lww-map"));
+  BinaryReader r(bytes, "lww-map");
+  LwwMap map;
+  uint64_t n = 0;
+  Status insert_status;
+  if (r.Header(static_cast<uint8_t>(CrdtKind::kLwwMap)) && r.Count(&n, 5)) {
+    map.entries_.reserve(n);
+    std::string prev;
+    for (uint64_t i = 0; i < n; ++i) {
+      std::string key;
+      Entry e;
+      uint64_t replica;
+      uint8_t flag;
+      if (!r.Bytes(&key) || !internal::DecodeHlc(r, &e.stamp.timestamp) || !r.U64(&replica) ||
+          !r.Byte(&flag)) {
+        break;
+      }
+      if (flag > 1) {
+        r.Fail("bad deleted flag");
+        break;
+      }
+      if (i > 0 && !(prev < key)) {
+        r.Fail("keys not strictly increasing");
+        break;
+      }
+      e.stamp.replica = ReplicaId(replica);
+      e.deleted = flag == 1;
+      if (!e.deleted && !r.Bytes(&e.value)) break;
+      prev = key;
+      insert_status = map.InsertDecoded(std::move(key), std::move(e));
+      if (!insert_status.ok()) break;
+    }
+  }
+  CONVERGE_RETURN_IF_ERROR(r.Finish());
+  CONVERGE_RETURN_IF_ERROR(insert_status);
+  return map;
+}
+
+}  // namespace converge::conflict
