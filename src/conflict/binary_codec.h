@@ -17,6 +17,9 @@
 namespace converge::conflict::internal {
 
 inline constexpr uint8_t kBinaryFormatVersion = 1;
+// Decoders pre-size containers from a validated count only up to this many items, so a count
+// in hostile input cannot amplify into a large allocation (item structs outsize their bytes).
+inline constexpr uint64_t kMaxDecodeReserve = 1024;
 
 class BinaryWriter {
  public:

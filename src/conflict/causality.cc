@@ -109,6 +109,27 @@ void VersionVector::Merge(const VersionVector& other) {
     entries_ = other.entries_;
     return;
   }
+  // Common case: the other vector names no replica we lack — raise counters in place, no
+  // allocation.
+  if (other.entries_.size() <= entries_.size()) {
+    size_t i = 0;
+    bool subset = true;
+    for (const Entry& e : other.entries_) {
+      while (i < entries_.size() && entries_[i].replica < e.replica) ++i;
+      if (i == entries_.size() || entries_[i].replica != e.replica) {
+        subset = false;
+        break;
+      }
+    }
+    if (subset) {
+      i = 0;
+      for (const Entry& e : other.entries_) {
+        while (entries_[i].replica < e.replica) ++i;
+        entries_[i].counter = std::max(entries_[i].counter, e.counter);
+      }
+      return;
+    }
+  }
   std::vector<Entry> merged;
   merged.reserve(entries_.size() + other.entries_.size());
   auto a = entries_.begin();
@@ -266,25 +287,33 @@ bool CausalContext::Contains(Dot dot) const {
 
 void CausalContext::Add(Dot dot) {
   if (dot.counter == 0) return;
-  const uint64_t covered = compact_.Get(dot.replica);
+  auto& entries = compact_.entries_;
+  auto it = std::lower_bound(entries.begin(), entries.end(), dot.replica,
+                             [](const VersionVector::Entry& e, ReplicaId r) { return e.replica < r; });
+  const bool found = it != entries.end() && it->replica == dot.replica;
+  const uint64_t covered = found ? it->counter : 0;
   if (dot.counter <= covered) return;
   if (dot.counter == covered + 1) {
     uint64_t top = dot.counter;
     if (!cloud_.empty()) {
       // Absorb the run of cloud dots that now continues the gap-free prefix.
-      auto it = std::lower_bound(cloud_.begin(), cloud_.end(), Dot{dot.replica, top + 1});
-      auto end = it;
+      auto c = std::lower_bound(cloud_.begin(), cloud_.end(), Dot{dot.replica, top + 1});
+      auto end = c;
       while (end != cloud_.end() && end->replica == dot.replica && end->counter == top + 1) {
         ++top;
         ++end;
       }
-      cloud_.erase(it, end);
+      cloud_.erase(c, end);
     }
-    compact_.Observe(dot.replica, top);
+    if (found) {
+      it->counter = top;
+    } else {
+      entries.insert(it, VersionVector::Entry{dot.replica, top});
+    }
     return;
   }
-  auto it = std::lower_bound(cloud_.begin(), cloud_.end(), dot);
-  if (it == cloud_.end() || *it != dot) cloud_.insert(it, dot);
+  auto c = std::lower_bound(cloud_.begin(), cloud_.end(), dot);
+  if (c == cloud_.end() || *c != dot) cloud_.insert(c, dot);
 }
 
 void CausalContext::Add(const VersionVector& vv) {
@@ -310,6 +339,13 @@ void CausalContext::AbsorbCloud() {
 
 void CausalContext::Merge(const CausalContext& other) {
   compact_.Merge(other.compact_);
+  if (other.cloud_.size() <= 8) {
+    // A delta's context: a few dots, usually continuing our vector. Adding them one by one
+    // absorbs them without building a merged cloud.
+    AbsorbCloud();
+    for (const Dot& d : other.cloud_) Add(d);
+    return;
+  }
   if (!other.cloud_.empty()) {
     if (cloud_.empty()) {
       cloud_ = other.cloud_;

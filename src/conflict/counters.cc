@@ -194,7 +194,7 @@ Result<GCounter> GCounter::FromBinary(std::string_view bytes, const DecodeLimits
   GCounter c;
   uint64_t n = 0, prev = 0;
   if (r.Header(static_cast<uint8_t>(CrdtKind::kGCounter)) && r.Count(&n, 2)) {
-    c.entries_.reserve(n);
+    c.entries_.reserve(internal::kMaxDecodeReserve < n ? internal::kMaxDecodeReserve : n);
     for (uint64_t i = 0; i < n; ++i) {
       Entry e;
       if (!ReadReplicaDelta(r, &prev, i == 0, &e.replica) || !r.U64(&e.count)) break;
@@ -340,7 +340,7 @@ Result<PnCounter> PnCounter::FromBinary(std::string_view bytes, const DecodeLimi
   PnCounter c;
   uint64_t n = 0, prev = 0;
   if (r.Header(static_cast<uint8_t>(CrdtKind::kPnCounter)) && r.Count(&n, 3)) {
-    c.entries_.reserve(n);
+    c.entries_.reserve(internal::kMaxDecodeReserve < n ? internal::kMaxDecodeReserve : n);
     for (uint64_t i = 0; i < n; ++i) {
       Entry e;
       if (!ReadReplicaDelta(r, &prev, i == 0, &e.replica) || !r.U64(&e.increments) ||

@@ -24,8 +24,8 @@ inline bool Beats(const LwwMap::Entry& a, const LwwMap::Entry& b) {
 }  // namespace
 
 const LwwMap::Entry* LwwMap::Find(std::string_view key) const {
-  auto it = entries_.find(key);
-  return it == entries_.end() ? nullptr : &it->second;
+  const size_t s = entries_.Find(key);
+  return s == Map::npos ? nullptr : &entries_.slot(s).value;
 }
 
 const std::string* LwwMap::Get(std::string_view key) const {
@@ -36,39 +36,41 @@ const std::string* LwwMap::Get(std::string_view key) const {
 std::vector<std::string> LwwMap::Keys() const {
   std::vector<std::string> out;
   out.reserve(size());
-  for (const auto& [key, e] : entries_) {
-    if (!e.deleted) out.push_back(key);
+  for (const auto& slot : entries_.slots()) {
+    if (!slot.value.deleted) out.push_back(slot.key);
   }
   std::sort(out.begin(), out.end());
   return out;
 }
 
 void LwwMap::ForEach(const std::function<void(std::string_view, const Entry&)>& fn) const {
-  for (const auto& [key, e] : entries_) fn(key, e);
+  for (const auto& slot : entries_.slots()) fn(slot.key, slot.value);
 }
 
 Result<LwwMap> LwwMap::Write(ReplicaId replica, HlcTimestamp timestamp, std::string key,
                              bool deleted, std::string value) {
   if (!replica.valid()) return InvalidArgumentError("lww-map: replica id 0 is reserved");
   const LwwStamp stamp{timestamp, replica};
-  auto it = entries_.find(key);
-  if (it != entries_.end() && !(it->second.stamp < stamp)) {
+  const uint64_t hash = internal::HashString(key);
+  const size_t s = entries_.Find(key, hash);
+  if (s != Map::npos && !(entries_.slot(s).value.stamp < stamp)) {
+    const LwwStamp& current = entries_.slot(s).value.stamp;
     return FailedPreconditionError(
         "lww-map: write of a key stamped " + timestamp.ToString() + "@" + replica.ToString() +
-        " is not after its current stamp " + it->second.stamp.timestamp.ToString() + "@" +
-        it->second.stamp.replica.ToString() +
-        "; the writer's clock must observe the current stamp first");
+        " is not after its current stamp " + current.timestamp.ToString() + "@" +
+        current.replica.ToString() + "; the writer's clock must observe the current stamp first");
   }
   Entry entry{stamp, deleted, std::move(value)};
-  LwwMap delta;
-  if (it == entries_.end()) {
-    it = entries_.emplace(key, entry).first;
+  if (s == Map::npos) {
+    entries_.InsertNew(hash, key, entry);
     if (deleted) ++tombstones_;
   } else {
-    tombstones_ += static_cast<size_t>(deleted) - static_cast<size_t>(it->second.deleted);
-    it->second = entry;
+    Entry& mine = entries_.slot(s).value;
+    tombstones_ += static_cast<size_t>(deleted) - static_cast<size_t>(mine.deleted);
+    mine = entry;
   }
-  delta.entries_.emplace(std::move(key), std::move(entry));
+  LwwMap delta;
+  delta.entries_.InsertNew(hash, std::move(key), std::move(entry));
   delta.tombstones_ = deleted ? 1 : 0;
   return delta;
 }
@@ -102,59 +104,98 @@ Result<LwwMap> LwwMap::Remove(ReplicaId replica, HybridClock& clock, std::string
 
 void LwwMap::Merge(const LwwMap& other) {
   if (&other == this) return;
-  if (entries_.empty() && other.entries_.size() > 1) {
-    entries_ = other.entries_;
-    tombstones_ = other.tombstones_;
+  if (entries_.empty()) {
+    *this = other;
     return;
   }
-  for (const auto& [key, theirs] : other.entries_) {
-    auto [it, inserted] = entries_.try_emplace(key, theirs);
-    if (inserted) {
-      tombstones_ += theirs.deleted;
-      continue;
+  const auto& theirs = other.entries_.slots();
+  const size_t n = theirs.size();
+  // Where entry j of `other` lives here (npos: absent). Maps decoded from the sorted binary
+  // form, or grown from a common copy, hold shared keys at the same positions, so the same
+  // slot is tried before the hash table.
+  auto locate = [&](size_t j) {
+    if (j < entries_.size() && entries_.slot(j).hash == theirs[j].hash &&
+        entries_.slot(j).key == theirs[j].key) {
+      return j;
     }
-    Entry& mine = it->second;
-    if (Beats(theirs, mine)) {
-      tombstones_ += static_cast<size_t>(theirs.deleted) - static_cast<size_t>(mine.deleted);
-      mine.stamp = theirs.stamp;
-      mine.deleted = theirs.deleted;
-      mine.value = theirs.value;  // reuses mine's buffer when it is large enough
+    return entries_.Find(theirs[j].key, theirs[j].hash);
+  };
+  auto join = [&](size_t j, size_t s) {
+    const Entry& in = theirs[j].value;
+    if (s == Map::npos) {
+      entries_.InsertNew(theirs[j].hash, theirs[j].key, in);
+      tombstones_ += in.deleted;
+      return;
+    }
+    Entry& mine = entries_.slot(s).value;
+    if (Beats(in, mine)) {
+      tombstones_ += static_cast<size_t>(in.deleted) - static_cast<size_t>(mine.deleted);
+      mine.stamp = in.stamp;
+      mine.deleted = in.deleted;
+      mine.value = in.value;  // reuses mine's buffer when it is large enough
+    }
+  };
+  // Small merges, and maps whose keys line up (sampled), need no pipelining.
+  bool aligned = n < 64;
+  if (!aligned) {
+    aligned = true;
+    for (size_t j = 0; j < n && aligned; j += n / 8) {
+      aligned = j < entries_.size() && entries_.slot(j).hash == theirs[j].hash;
+    }
+  }
+  if (aligned) {
+    for (size_t j = 0; j < n; ++j) join(j, locate(j));
+    return;
+  }
+  // Large merges are bound by cache misses on our table and slots. Pipeline them: prefetch the
+  // bucket of entry i, look up entry i-16 (its bucket now cached) and prefetch its slot,
+  // and join entry i-32. Lookups ahead of joins stay valid: joins only append slots, and `other`
+  // has no duplicate keys.
+  constexpr size_t kAhead = 16;
+  size_t ring[kAhead];
+  for (size_t i = 0; i < n + 2 * kAhead; ++i) {
+    if (i >= 2 * kAhead) {
+      const size_t j = i - 2 * kAhead;
+      join(j, ring[j % kAhead]);
+    }
+    if (i >= kAhead && i - kAhead < n) {
+      const size_t j = i - kAhead;
+      const size_t s = locate(j);
+      ring[j % kAhead] = s;
+      if (s != Map::npos) entries_.PrefetchSlot(s);
+    }
+    if (i < n && !(i < entries_.size() && entries_.slot(i).hash == theirs[i].hash)) {
+      entries_.PrefetchBucket(theirs[i].hash);
     }
   }
 }
 
 size_t LwwMap::PurgeTombstonesBefore(HlcTimestamp horizon) {
-  size_t purged = 0;
-  for (auto it = entries_.begin(); it != entries_.end();) {
-    if (it->second.deleted && it->second.stamp.timestamp < horizon) {
-      it = entries_.erase(it);
-      ++purged;
-    } else {
-      ++it;
-    }
-  }
+  const size_t purged = entries_.Filter([&](const Map::Slot& slot) {
+    return !(slot.value.deleted && slot.value.stamp.timestamp < horizon);
+  });
   tombstones_ -= purged;
   return purged;
 }
 
 std::string LwwMap::ToJson() const {
-  std::vector<const Map::value_type*> sorted;
+  std::vector<const Map::Slot*> sorted;
   sorted.reserve(entries_.size());
-  for (const auto& kv : entries_) sorted.push_back(&kv);
-  std::sort(sorted.begin(), sorted.end(), [](auto a, auto b) { return a->first < b->first; });
+  for (const auto& slot : entries_.slots()) sorted.push_back(&slot);
+  std::sort(sorted.begin(), sorted.end(), [](auto a, auto b) { return a->key < b->key; });
   json::object o;
   o["type"] = CrdtKindName(CrdtKind::kLwwMap);
   json::array a;
   a.reserve(sorted.size());
   for (const auto* kv : sorted) {
     json::object e;
-    e["key"] = internal::BytesToJson(kv->first);
-    e["timestamp"] = internal::HlcToJson(kv->second.stamp.timestamp);
-    e["replica"] = internal::ReplicaToJson(kv->second.stamp.replica);
-    if (kv->second.deleted) {
+    e["key"] = internal::BytesToJson(kv->key);
+    e["timestamp"] = internal::HlcToJson(kv->value.stamp.timestamp);
+    e["replica"] = internal::ReplicaToJson(kv->value.stamp.replica);
+    if (kv->value.deleted) {
       e["deleted"] = true;
     } else {
-      e["value"] = internal::BytesToJson(kv->second.value);
+      e["value"] = internal::BytesToJson(kv->value.value);
     }
     a.push_back(std::move(e));
   }
@@ -165,9 +206,9 @@ std::string LwwMap::ToJson() const {
 Status LwwMap::InsertDecoded(std::string key, Entry entry) {
   if (!entry.stamp.replica.valid()) return InvalidArgumentError("lww-map: replica id 0");
   const bool deleted = entry.deleted;
-  if (!entries_.emplace(std::move(key), std::move(entry)).second) {
-    return InvalidArgumentError("lww-map: duplicate key");
-  }
+  const uint64_t hash = internal::HashString(key);
+  if (entries_.Find(key, hash) != Map::npos) return InvalidArgumentError("lww-map: duplicate key");
+  entries_.InsertNew(hash, std::move(key), std::move(entry));
   tombstones_ += deleted;
   return Status::Ok();
 }
@@ -204,19 +245,19 @@ Result<LwwMap> LwwMap::FromJson(std::string_view text, const DecodeLimits& limit
 }
 
 void LwwMap::AppendBinary(std::string* out) const {
-  std::vector<const Map::value_type*> sorted;
+  std::vector<const Map::Slot*> sorted;
   sorted.reserve(entries_.size());
-  for (const auto& kv : entries_) sorted.push_back(&kv);
-  std::sort(sorted.begin(), sorted.end(), [](auto a, auto b) { return a->first < b->first; });
+  for (const auto& slot : entries_.slots()) sorted.push_back(&slot);
+  std::sort(sorted.begin(), sorted.end(), [](auto a, auto b) { return a->key < b->key; });
   BinaryWriter w(out);
   w.Header(static_cast<uint8_t>(CrdtKind::kLwwMap));
   w.U64(sorted.size());
   for (const auto* kv : sorted) {
-    w.Bytes(kv->first);
-    internal::EncodeHlc(kv->second.stamp.timestamp, w);
-    w.U64(kv->second.stamp.replica.value());
-    w.Byte(kv->second.deleted ? 1 : 0);
-    if (!kv->second.deleted) w.Bytes(kv->second.value);
+    w.Bytes(kv->key);
+    internal::EncodeHlc(kv->value.stamp.timestamp, w);
+    w.U64(kv->value.stamp.replica.value());
+    w.Byte(kv->value.deleted ? 1 : 0);
+    if (!kv->value.deleted) w.Bytes(kv->value.value);
   }
 }
 
@@ -233,7 +274,7 @@ Result<LwwMap> LwwMap::FromBinary(std::string_view bytes, const DecodeLimits& li
   uint64_t n = 0;
   Status insert_status;
   if (r.Header(static_cast<uint8_t>(CrdtKind::kLwwMap)) && r.Count(&n, 5)) {
-    map.entries_.reserve(n);
+    map.entries_.Reserve(internal::kMaxDecodeReserve < n ? internal::kMaxDecodeReserve : n);
     std::string prev;
     for (uint64_t i = 0; i < n; ++i) {
       std::string key;

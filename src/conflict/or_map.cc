@@ -902,7 +902,7 @@ bool DecodeDotList(BinaryReader& r, std::vector<Dot>* dots) {
   uint64_t n;
   if (!r.Count(&n, 2)) return false;
   if (n == 0) return r.Fail("empty value");
-  dots->reserve(n);
+  dots->reserve(internal::kMaxDecodeReserve < n ? internal::kMaxDecodeReserve : n);
   for (uint64_t i = 0; i < n; ++i) {
     Dot d;
     if (!internal::DecodeDot(r, &d)) return false;
@@ -918,7 +918,7 @@ bool DecodeDotFun(BinaryReader& r, size_t min_item_bytes, DotFun<V>* out, ReadVa
   uint64_t n;
   if (!r.Count(&n, min_item_bytes)) return false;
   if (n == 0) return r.Fail("empty value");
-  out->reserve(n);
+  out->reserve(internal::kMaxDecodeReserve < n ? internal::kMaxDecodeReserve : n);
   for (uint64_t i = 0; i < n; ++i) {
     Dot d;
     V v;
@@ -994,7 +994,7 @@ bool DecodeMap(BinaryReader& r, uint32_t depth, const DecodeLimits& limits, MapS
   if (depth > limits.max_depth) return r.Fail("nesting deeper than the limit");
   uint64_t n;
   if (!r.Count(&n, 3)) return false;
-  out->reserve(n);
+  out->reserve(internal::kMaxDecodeReserve < n ? internal::kMaxDecodeReserve : n);
   for (uint64_t i = 0; i < n; ++i) {
     MapEntry e;
     uint8_t kind;

@@ -309,7 +309,7 @@ Result<MvRegister> MvRegister::FromBinary(std::string_view bytes, const DecodeLi
   uint64_t n = 0;
   if (r.Header(static_cast<uint8_t>(CrdtKind::kMvRegister)) &&
       internal::DecodeCausalContext(r, &reg.context_) && r.Count(&n, 4)) {
-    reg.siblings_.reserve(n);
+    reg.siblings_.reserve(internal::kMaxDecodeReserve < n ? internal::kMaxDecodeReserve : n);
     for (uint64_t i = 0; i < n; ++i) {
       Sibling s;
       if (!internal::DecodeDot(r, &s.version.dot) ||

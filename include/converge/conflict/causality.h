@@ -129,6 +129,7 @@ class VersionVector {
                                           const DecodeLimits& limits = {});
 
  private:
+  friend class CausalContext;  // updates entries in place on its hot path
   std::vector<Entry> entries_;
 };
 

@@ -21,12 +21,11 @@
 #include <functional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "converge/conflict/causality.h"
+#include "converge/conflict/flat_map.h"
 #include "converge/conflict/registers.h"
-#include "converge/conflict/sets.h"
 #include "converge/hlc.h"
 #include "converge/status.h"
 
@@ -74,7 +73,9 @@ class LwwMap {
   // anti-entropy round); otherwise a stale write could bring the key back.
   size_t PurgeTombstonesBefore(HlcTimestamp horizon);
 
-  bool operator==(const LwwMap&) const = default;
+  bool operator==(const LwwMap& other) const {
+    return tombstones_ == other.tombstones_ && entries_ == other.entries_;
+  }
 
   // {"type":"lww-map","entries":[{"key":"k","timestamp":"1.0","replica":"1","value":"v"},
   //  {"key":"gone","timestamp":"2.0","replica":"1","deleted":true}]}   (sorted by key)
@@ -85,7 +86,7 @@ class LwwMap {
   static Result<LwwMap> FromBinary(std::string_view bytes, const DecodeLimits& limits = {});
 
  private:
-  using Map = std::unordered_map<std::string, Entry, internal::StringHash, std::equal_to<>>;
+  using Map = internal::FlatStringMap<Entry>;
   Result<LwwMap> Write(ReplicaId replica, HlcTimestamp timestamp, std::string key, bool deleted,
                        std::string value);
   Status InsertDecoded(std::string key, Entry entry);

@@ -26,10 +26,10 @@
 #include <set>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "converge/conflict/causality.h"
+#include "converge/conflict/flat_map.h"
 #include "converge/status.h"
 
 namespace converge::conflict {
@@ -60,30 +60,13 @@ class GSet {
   std::set<std::string, std::less<>> elements_;
 };
 
-namespace internal {
-struct DotHash {
-  size_t operator()(const Dot& d) const noexcept {
-    uint64_t h = d.replica.value() * 0x9e3779b97f4a7c15ULL ^ d.counter;
-    h ^= h >> 29;
-    h *= 0xbf58476d1ce4e5b9ULL;
-    return static_cast<size_t>(h ^ (h >> 32));
-  }
-};
-struct StringHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
-};
-}  // namespace internal
-
 class OrSet {
  public:
   OrSet() = default;
-  OrSet(const OrSet& other);
-  OrSet& operator=(const OrSet& other);
-  OrSet(OrSet&&) noexcept = default;
-  OrSet& operator=(OrSet&&) noexcept = default;
 
-  bool Contains(std::string_view element) const { return elements_.count(element) != 0; }
+  bool Contains(std::string_view element) const {
+    return elements_.Find(element) != ElementMap::npos;
+  }
   size_t size() const { return elements_.size(); }
   bool empty() const { return elements_.empty(); }
   // The elements, sorted.
@@ -103,7 +86,9 @@ class OrSet {
 
   void Merge(const OrSet& other);
 
-  bool operator==(const OrSet& other) const;
+  bool operator==(const OrSet& other) const {
+    return context_ == other.context_ && elements_ == other.elements_;
+  }
 
   // {"type":"or-set","elements":[{"value":"a","dots":[{"replica":"1","counter":2}]}],
   //  "context":{"vv":{"1":2},"dots":[]}}
@@ -114,20 +99,30 @@ class OrSet {
   static Result<OrSet> FromBinary(std::string_view bytes, const DecodeLimits& limits = {});
 
  private:
-  using DotList = std::vector<Dot>;  // sorted, distinct
-  using ElementMap =
-      std::unordered_map<std::string, DotList, internal::StringHash, std::equal_to<>>;
+  using ElementMap = internal::FlatStringMap<internal::DotList>;
 
-  void RebuildIndex();
-  void IndexDots(const std::string* key, const DotList& dots);
-  void UnindexDots(const DotList& dots);
-  // Decoding helper: adds an element with its dots; InvalidArgument on a repeated element/dot.
-  Status InsertDecoded(std::string element, DotList dots);
-  Status ValidateDecoded() const;
+  void BuildIndex();
+  // Removes element slot s (its dots already out of the index), then re-points the index
+  // entries of the element moved into slot s.
+  void EraseSlot(size_t s);
+  // Decoding helper: adds an element with its dots (appending them to *all_dots, if given,
+  // which the caller checks for a dot tagging two elements); InvalidArgument on a repeated
+  // element or a dot outside the context.
+  Status InsertDecoded(std::string element, internal::DotList dots, std::vector<Dot>* all_dots);
+
+  // The slot of the element `d` tags here, or DotSlotIndex::kNone.
+  uint32_t SlotOfDot(Dot d) const;
+  // Notes `n` index entries left stale; rebuilds the index once they outnumber live ones.
+  void AddStale(size_t n);
 
   ElementMap elements_;
-  // Every live dot -> the key (owned by elements_, node-stable) of the element it tags.
-  std::unordered_map<Dot, const std::string*, internal::DotHash> index_;
+  // Live dot -> slot of the element it tags. Built by the first merge that needs it (a delta
+  // that is only shipped never pays for it), then kept up to date lazily: entries of dots that
+  // left are not erased eagerly (each erase is a cache miss on the hot path) but recognized as
+  // stale on lookup, and the index is rebuilt once stale entries outnumber live ones.
+  internal::DotSlotIndex index_;
+  bool index_valid_ = false;
+  size_t stale_ = 0;
   CausalContext context_;
 };
 
