@@ -146,7 +146,6 @@ class MvRegister {
   static Result<MvRegister> FromBinary(std::string_view bytes, const DecodeLimits& limits = {});
 
  private:
-  friend struct MvRegisterAccess;
   // Checks the invariants a decoded register must satisfy.
   Status Validate() const;
 
