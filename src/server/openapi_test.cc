@@ -3,12 +3,13 @@
 #include <gtest/gtest.h>
 #include <yaml-cpp/yaml.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <regex>
 #include <set>
 #include <sstream>
+#include <vector>
 
 #include "server/api.h"
 
@@ -18,6 +19,30 @@ namespace {
 std::string SourceDir() {
   const char* dir = std::getenv("CONVERGE_SOURCE_DIR");
   return dir ? dir : CONVERGE_SOURCE_DIR_FALLBACK;
+}
+
+// The CODE of every `Error(http::status::<name>, "CODE"` in `source` (JsonError included).
+std::vector<std::string> LiteralErrorCodes(const std::string& source) {
+  std::vector<std::string> codes;
+  const std::string marker = "Error(";
+  for (size_t at = source.find(marker); at != std::string::npos; at = source.find(marker, at + 1)) {
+    size_t p = at + marker.size();
+    while (p < source.size() && std::isspace(static_cast<unsigned char>(source[p]))) ++p;
+    if (source.compare(p, 14, "http::status::") != 0) continue;
+    p = source.find(',', p);
+    if (p == std::string::npos) break;
+    ++p;
+    while (p < source.size() && std::isspace(static_cast<unsigned char>(source[p]))) ++p;
+    if (p >= source.size() || source[p] != '"') continue;
+    size_t end = source.find('"', p + 1);
+    if (end == std::string::npos) break;
+    std::string code = source.substr(p + 1, end - p - 1);
+    if (!code.empty() &&
+        code.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ_") == std::string::npos) {
+      codes.push_back(code);
+    }
+  }
+  return codes;
 }
 
 YAML::Node LoadSpec() { return YAML::LoadFile(SourceDir() + "/docs/api/openapi.yaml"); }
@@ -50,18 +75,16 @@ TEST(OpenApi, ListsEveryErrorCodeTheServerSends) {
     Status s(static_cast<StatusCode>(c), "x");
     if (!s.ok()) sent.insert(std::string(ErrorCodeFor(s).code));
   }
-  // Codes written literally where replies are built: JsonError(status, "CODE", ...) and
-  // Error(status, "CODE", ...).
-  const std::regex literal(R"re((?:JsonError|Error)\(\s*http::status::\w+,\s*"([A-Z_]+)")re");
+  // Codes written literally where replies are built: JsonError(http::status::x, "CODE", ...)
+  // and Error(http::status::x, "CODE", ...). (A hand scan: std::regex trips GCC 12 warnings
+  // in the sanitizer builds.)
   for (const auto& entry : std::filesystem::directory_iterator(SourceDir() + "/src/server")) {
-    if (entry.path().extension() != ".cc") continue;
+    const std::string name = entry.path().filename().string();
+    if (entry.path().extension() != ".cc" || name.ends_with("_test.cc")) continue;
     std::ifstream in(entry.path());
     std::stringstream text;
     text << in.rdbuf();
-    std::string source = text.str();
-    for (std::sregex_iterator it(source.begin(), source.end(), literal), end; it != end; ++it) {
-      sent.insert((*it)[1]);
-    }
+    for (const std::string& code : LiteralErrorCodes(text.str())) sent.insert(code);
   }
   EXPECT_GT(sent.size(), 15u);
   for (const std::string& code : sent) {
