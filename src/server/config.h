@@ -51,6 +51,11 @@ struct GroupConfig {
   int64_t max_lease_ms = 600'000;  // longest lease a client may ask for
   uint32_t max_deliveries = 5;     // deliveries before an event is dead-lettered
   int64_t max_nack_delay_ms = 3'600'000;
+  // true: an ack reply means the ack is on disk (a synced commit, shared by concurrent acks).
+  // false: acks are applied at once and synced every commit_interval_ms; a crash may lose
+  // that window (those events are delivered again, never lost).
+  bool sync_acks = true;
+  int64_t commit_interval_ms = 100;
 };
 
 struct ServerConfig {

@@ -55,6 +55,8 @@ groups:
   max_lease_ms: 5000
   max_deliveries: 3
   max_nack_delay_ms: 100
+  sync_acks: false
+  commit_interval_ms: 25
 limits:
   max_body_bytes: 2000
   max_batch_events: 5
@@ -98,6 +100,8 @@ limits:
   EXPECT_EQ(c->groups.max_lease_ms, 5000);
   EXPECT_EQ(c->groups.max_deliveries, 3u);
   EXPECT_EQ(c->groups.max_nack_delay_ms, 100);
+  EXPECT_FALSE(c->groups.sync_acks);
+  EXPECT_EQ(c->groups.commit_interval_ms, 25);
   EXPECT_EQ(c->limits.max_body_bytes, 2000u);
   EXPECT_EQ(c->limits.max_batch_events, 5u);
   EXPECT_EQ(c->limits.max_event_bytes, 1000u);

@@ -50,7 +50,9 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
 
   ConsumerGroupsOptions group_options;
   group_options.dir = dir + "/groups";
-  group_options.commit_mode = CommitMode::kSync;
+  group_options.commit_mode =
+      impl->config.groups.sync_acks ? CommitMode::kSync : CommitMode::kPeriodic;
+  group_options.commit_interval_ms = impl->config.groups.commit_interval_ms;
   group_options.fetch_max_records = impl->config.limits.max_fetch_events;
   group_options.fetch_max_bytes = impl->config.limits.max_fetch_bytes;
   group_options.list_max_records = impl->config.limits.max_fetch_events;
