@@ -250,7 +250,7 @@ class ConvergeServerSystem : public LogSystem {
         [&](uint64_t first, uint64_t count, const Pacer& pacer) -> Status {
           return publisher
               .Publish(kLatencyTopic, batch.Stamp(first, count, &pacer),
-                       client::PublishMode::kBatch)
+                       client::PublishMode::kNative)
               .status();
         },
         &stats);
@@ -265,10 +265,10 @@ class ConvergeServerSystem : public LogSystem {
                                    std::to_string(tracker.delivered()) + " of " +
                                    std::to_string(total));
     }
-    out.push_back(LatencyMeasurement(
-        name(), durability(), tracker, stats,
-        "HTTP sidecar: batch publish of the due events; SSE stream consumer (server-side acks, "
-        "committed every 100 ms)"));
+    out.push_back(LatencyMeasurement(name(), durability(), tracker, stats,
+                                     "HTTP sidecar: binary batch publish of the due events; SSE "
+                                     "stream consumer (server-side acks, "
+                                     "committed every 100 ms)"));
     return Status::Ok();
   }
 
