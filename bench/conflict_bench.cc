@@ -120,8 +120,9 @@ void BM_LwwMapDeltaApply(benchmark::State& state) {
   for (size_t i = 0; i < kDeltas; ++i) {
     const uint64_t k = rng.Uniform(2 * kKeys);
     deltas.push_back(origin
-                         .Set(ReplicaId(2), HlcTimestamp{kEpochMicros + 1 + static_cast<int64_t>(i), 0},
-                              Key(k), Value(i, 8))
+                         .Set(ReplicaId(2),
+                              HlcTimestamp{kEpochMicros + 1 + static_cast<int64_t>(i), 0}, Key(k),
+                              Value(i, 8))
                          .value());
   }
   LwwMap target = base;
@@ -278,8 +279,8 @@ void BM_PnCounterMerge64(benchmark::State& state) {
     benchmark::DoNotOptimize(target);
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
-  state.counters["entries"] = benchmark::Counter(static_cast<double>(state.iterations()) * kReplicas,
-                                                 benchmark::Counter::kIsRate);
+  state.counters["entries"] = benchmark::Counter(
+      static_cast<double>(state.iterations()) * kReplicas, benchmark::Counter::kIsRate);
   state.counters["value"] = static_cast<double>(target.Value());
 }
 BENCHMARK(BM_PnCounterMerge64);
@@ -313,8 +314,7 @@ void ReportSize(benchmark::State& state, const T& value, size_t elements) {
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * elements));
   state.counters["binary_bytes_per_element"] = static_cast<double>(bytes) / elements;
-  state.counters["json_bytes_per_element"] =
-      static_cast<double>(value.ToJson().size()) / elements;
+  state.counters["json_bytes_per_element"] = static_cast<double>(value.ToJson().size()) / elements;
 }
 
 constexpr size_t kElements = 10'000;
