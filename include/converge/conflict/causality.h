@@ -136,9 +136,10 @@ class VersionVector {
 Ordering Compare(const VersionVector& a, const VersionVector& b);
 
 struct DottedVersionVector {
-  Dot dot;  // the event; counter >= 1
-  VersionVector
-      past;  // what the event causally follows; normally past.Get(dot.replica) < dot.counter
+  // The event; counter >= 1.
+  Dot dot;
+  // What the event causally follows; normally past.Get(dot.replica) < dot.counter.
+  VersionVector past;
 
   // True iff `d` is in past ∪ {dot}.
   bool HistoryContains(Dot d) const { return d == dot || past.Contains(d); }
