@@ -41,3 +41,11 @@ converge_test(NAME server_process_test LABELS integration TIMEOUT 120 SOURCES
 if(TARGET bench_test)
   target_include_directories(bench_test PRIVATE ${CMAKE_SOURCE_DIR})
 endif()
+# End to end through the binary (tiny workload, real servers): checks the output, not figures.
+converge_test(NAME bench_smoke_test LABELS integration TIMEOUT 300 LIBS Boost::json SOURCES
+  ${CONVERGE_BENCH_DIR}/bench_smoke_test.cc
+  ${CONVERGE_TEST_SUPPORT_DIR}/server_process.cc
+)
+if(TARGET bench_smoke_test)
+  add_dependencies(bench_smoke_test converge_cli)
+endif()
