@@ -125,6 +125,7 @@ struct InboxConsumerOptions {
   // Longest wait for new events before looking again (a fallback; wake-ups come from the log).
   int64_t idle_poll_ms = 1'000;
   std::string sqlite_synchronous = "full";  // consumer database durability (see sql.h)
+  int64_t sqlite_busy_timeout_ms = 5'000;   // then the transaction fails (Unavailable)
   // Inbox points: "inbox.handled" (handlers ran, nothing committed), "inbox.committed" (the
   // transaction committed, nothing acked), "inbox.acked".
   FaultPoint fault_point;  // tests only

@@ -41,8 +41,6 @@ CREATE INDEX IF NOT EXISTS converge_inbox_age ON converge_inbox (consumer, proce
 COMMIT;
 )sql";
 
-Status Ignore(const sql::Row&) { return Status::Ok(); }
-
 }  // namespace
 
 Inbox::Inbox(Env& env, InboxOptions options) : env_(env), options_(std::move(options)) {}
@@ -360,8 +358,17 @@ class InboxConsumerImpl final : public InboxConsumer {
   Status RunWorker(Worker& worker) {
     if (worker.items.empty()) return Status::Ok();
     if (worker.db == nullptr) {
-      CONVERGE_ASSIGN_OR_RETURN(worker.db,
-                                sql::OpenDatabase(target_, options_.sqlite_synchronous));
+      if (target_.engine == sql::Engine::kSqlite) {
+        sql::SqliteOptions so;
+        so.path = target_.location;
+        so.synchronous = options_.sqlite_synchronous;
+        so.busy_timeout_ms = options_.sqlite_busy_timeout_ms;
+        CONVERGE_ASSIGN_OR_RETURN(worker.db, sql::Database::OpenSqlite(so));
+      } else {
+        sql::PostgresOptions po;
+        po.conninfo = target_.location;
+        CONVERGE_ASSIGN_OR_RETURN(worker.db, sql::Database::ConnectPostgres(po));
+      }
       Status s = Inbox::CreateSchema(*worker.db);
       if (!s.ok()) {
         worker.db.reset();
@@ -398,9 +405,14 @@ class InboxConsumerImpl final : public InboxConsumer {
     if (!failed_at || !worker.db->healthy()) return s;  // a database failure
     // A handler failed: redo the sub-batch with a savepoint per event so that only the failing
     // events' writes are rolled back.
+    // The event that failed is not run again: its outcome is known.
     s = worker.db->Transact([&](sql::Transaction& tx) -> Status {
-      for (Item* item_ptr : worker.items) {
-        Item& item = *item_ptr;
+      for (size_t i = 0; i < worker.items.size(); ++i) {
+        Item& item = *worker.items[i];
+        if (i == *failed_at) {
+          Classify(item, handler_status);
+          continue;
+        }
         CONVERGE_RETURN_IF_ERROR(tx.Execute("SAVEPOINT converge_inbox_event").status());
         CONVERGE_ASSIGN_OR_RETURN(bool fresh, inbox_.Record(tx, item.delivery->id));
         if (!fresh) {

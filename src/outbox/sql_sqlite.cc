@@ -200,8 +200,9 @@ class SqliteDatabase final : public Database {
           rc = sqlite3_bind_double(stmt, idx, v.double_value());
           break;
         case Value::Kind::kText:
-          rc = sqlite3_bind_text64(stmt, idx, v.bytes().data(), v.bytes().size(), SQLITE_STATIC,
-                                   SQLITE_UTF8);
+          // An empty view may have a null pointer, which SQLite would bind as NULL.
+          rc = sqlite3_bind_text64(stmt, idx, v.bytes().empty() ? "" : v.bytes().data(),
+                                   v.bytes().size(), SQLITE_STATIC, SQLITE_UTF8);
           break;
         case Value::Kind::kBlob:
           // A zero-length blob must not bind as NULL: pass a valid pointer.
