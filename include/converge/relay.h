@@ -65,7 +65,8 @@ struct SinkRejection {
   std::string reason;
 };
 
-// Where the relay publishes. Must be idempotent on the record id.
+// Where the relay publishes. Must be idempotent on the record id, and thread-safe: relays
+// running at once may share one sink.
 class RelaySink {
  public:
   virtual ~RelaySink() = default;
@@ -79,7 +80,7 @@ class RelaySink {
 
 struct LogSinkOptions {
   // Outbox topic -> log topic. Topics not listed keep their name.
-  std::map<std::string, std::string> topic_map;
+  std::map<std::string, std::string, std::less<>> topic_map;
   // Create missing log topics with topic_options; if false, records for a missing topic are
   // dead-lettered ("unknown topic").
   bool create_topics = true;

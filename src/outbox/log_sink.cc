@@ -1,9 +1,8 @@
 // RelaySink on the converge log: one Append per destination topic per batch (the log's
 // idempotent publish drops events that an earlier, interrupted relay cycle already appended).
+// Thread-safe: relays running at once may share one sink (the Log is thread-safe).
+#include <atomic>
 #include <charconv>
-#include <mutex>
-#include <set>
-#include <unordered_map>
 
 #include "converge/relay.h"
 
@@ -31,17 +30,29 @@ class LogSink final : public RelaySink {
   Status Publish(std::span<const SinkRecord> records,
                  std::vector<SinkRejection>* rejected) override {
     rejected->clear();
-    // Group by destination topic, keeping order within each group (per-key order).
-    groups_.clear();
-    order_.clear();
+    if (records.empty()) return Status::Ok();
+    // Group by destination topic, keeping order within each group (per-key order). Scratch
+    // space is per call: several relays may share one sink.
+    std::vector<std::pair<std::string, std::vector<size_t>>> groups;
+    std::string_view last_topic;
+    size_t last_group = 0;
     for (size_t i = 0; i < records.size(); ++i) {
-      const std::string& target = Target(records[i].topic);
-      auto [it, inserted] = groups_.try_emplace(target);
-      if (inserted) order_.push_back(&it->first);
-      it->second.push_back(i);
+      if (groups.empty() || records[i].topic != last_topic) {
+        std::string target = Target(records[i].topic);
+        last_topic = records[i].topic;
+        last_group = groups.size();
+        for (size_t g = 0; g < groups.size(); ++g) {
+          if (groups[g].first == target) {
+            last_group = g;
+            break;
+          }
+        }
+        if (last_group == groups.size()) groups.emplace_back(std::move(target), std::vector<size_t>());
+      }
+      groups[last_group].second.push_back(i);
     }
-    for (const std::string* topic : order_) {
-      CONVERGE_RETURN_IF_ERROR(PublishGroup(*topic, records, groups_[*topic], rejected));
+    for (auto& [topic, indexes] : groups) {
+      CONVERGE_RETURN_IF_ERROR(PublishGroup(topic, records, std::move(indexes), rejected));
     }
     return Status::Ok();
   }
@@ -53,21 +64,21 @@ class LogSink final : public RelaySink {
   }
 
  private:
-  const std::string& Target(std::string_view topic) {
-    auto it = options_.topic_map.find(std::string(topic));
+  std::string Target(std::string_view topic) const {
+    auto it = options_.topic_map.find(topic);
     if (it != options_.topic_map.end()) return it->second;
-    scratch_names_.emplace(topic);
-    return *scratch_names_.find(std::string(topic));
+    return std::string(topic);
   }
 
   Status PublishGroup(const std::string& topic, std::span<const SinkRecord> records,
                       std::vector<size_t> pending, std::vector<SinkRejection>* rejected) {
     bool created = false;
     // Each round either succeeds, or removes one refused record, or creates the topic.
+    std::vector<RecordView> views;
     for (size_t round = 0; round <= records.size() + 1 && !pending.empty(); ++round) {
-      views_.clear();
-      for (size_t i : pending) views_.push_back(records[i].record);
-      Result<std::vector<AppendResult>> r = log_.Append(topic, views_);
+      views.clear();
+      for (size_t i : pending) views.push_back(records[i].record);
+      Result<std::vector<AppendResult>> r = log_.Append(topic, views);
       if (r.ok()) return Status::Ok();
       const Status& s = r.status();
       if (s.code() == StatusCode::kNotFound && options_.create_topics && !created) {
@@ -106,7 +117,7 @@ class LogSink final : public RelaySink {
   }
 
   Status EnsureDeadLetterTopic() {
-    if (dead_letter_ready_) return Status::Ok();
+    if (dead_letter_ready_.load()) return Status::Ok();
     TopicOptions o;
     o.partitions = 1;
     o.durability = Durability::kFsync;
@@ -118,12 +129,8 @@ class LogSink final : public RelaySink {
   }
 
   Log& log_;
-  LogSinkOptions options_;
-  bool dead_letter_ready_ = false;
-  std::unordered_map<std::string, std::vector<size_t>> groups_;
-  std::vector<const std::string*> order_;
-  std::set<std::string, std::less<>> scratch_names_;  // bounded by the number of topics seen
-  std::vector<RecordView> views_;
+  const LogSinkOptions options_;
+  std::atomic<bool> dead_letter_ready_{false};
 };
 
 }  // namespace

@@ -796,3 +796,15 @@ TEST(CrashTest, RandomCrashSchedulesNeverLoseOrDuplicateAnEffect) {
 
 }  // namespace
 }  // namespace converge::outbox_test
+
+namespace converge::outbox_test {
+namespace {
+
+TEST(RelayProcessTest, KilledWithSigkillMidBatchLosesAndDuplicatesNothing) {
+  Pipeline p;
+  ASSERT_OK(p.Open());
+  KillRelayMidBatchAndVerify(p, p.service_target.location, 600);
+}
+
+}  // namespace
+}  // namespace converge::outbox_test

@@ -139,7 +139,7 @@ inline Status ApplyEffect(sql::Transaction& tx, const InboxMessage& m) {
                     sql::Value::TextOrNull(m.traceparent)};
   CONVERGE_RETURN_IF_ERROR(
       tx.Execute("INSERT INTO effects (event_id, key, n, applied, traceparent) "
-                 "VALUES ($1, $2, $3, 1, $4) "
+                 "VALUES ($1, $2, CAST($3 AS BIGINT), 1, $4) "
                  "ON CONFLICT (event_id) DO UPDATE SET applied = effects.applied + 1",
                  p)
           .status());
@@ -147,10 +147,10 @@ inline Status ApplyEffect(sql::Transaction& tx, const InboxMessage& m) {
   // Order per key: each event's n must be exactly one above the last applied for its key.
   sql::Value q[] = {sql::Value::Text(key), sql::Value::Int(n)};
   return tx
-      .Execute("INSERT INTO key_progress (key, last, violations) VALUES ($1, $2, "
-               "CASE WHEN $2 = 0 THEN 0 ELSE 1 END) "
+      .Execute("INSERT INTO key_progress (key, last, violations) VALUES ($1, CAST($2 AS BIGINT), "
+               "CASE WHEN CAST($2 AS BIGINT) = 0 THEN 0 ELSE 1 END) "
                "ON CONFLICT (key) DO UPDATE SET violations = key_progress.violations + "
-               "CASE WHEN key_progress.last + 1 = $2 THEN 0 ELSE 1 END, last = $2",
+               "CASE WHEN key_progress.last + 1 = CAST($2 AS BIGINT) THEN 0 ELSE 1 END, last = CAST($2 AS BIGINT)",
                q)
       .status();
 }
@@ -380,5 +380,89 @@ class Pipeline {
   uint32_t partitions_ = 4;
   int member_seq_ = 0;
 };
+
+}  // namespace converge::outbox_test
+
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+extern char** environ;
+
+namespace converge::outbox_test {
+
+// Starts `argv` as a child process; returns its pid (or -1).
+inline pid_t Spawn(const std::vector<std::string>& args) {
+  std::vector<std::string> copy = args;
+  std::vector<char*> argv;
+  for (std::string& a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  if (posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) return -1;
+  return pid;
+}
+
+// Waits for the child; returns its exit code, or 128 + signal.
+inline int WaitExit(pid_t pid) {
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return -1;
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+// Polls for a condition an external process brings about (a file appearing, rows arriving),
+// up to `timeout_ms`. Returns whether it held.
+template <typename Pred>
+bool Eventually(Pred pred, int64_t timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+inline bool FileExists(const std::string& path) { return access(path.c_str(), F_OK) == 0; }
+
+// The relay killed with SIGKILL in the middle of a batch (after some chunks reached the log,
+// before its rows were deleted), then a new relay process: every event reaches the consumer
+// exactly once. `p` must be opened; its log is closed while the helper processes run.
+inline void KillRelayMidBatchAndVerify(Pipeline& p, const std::string& source, int events) {
+  ASSERT_OK(p.Write(events, 7, 25));
+  p.CloseLog();
+  const std::string marker = p.dir.Sub("paused");
+  pid_t pid = Spawn({OUTBOX_RELAY_HELPER, "--source", source, "--log-dir", p.dir.Sub("log"),
+                     "--batch", "100", "--chunk", "30", "--pause-at", "relay.chunk_published",
+                     "--pause-hit", "5", "--marker", marker});
+  ASSERT_GT(pid, 0);
+  ASSERT_TRUE(Eventually([&] { return FileExists(marker); }, 60'000)) << "helper never paused";
+  ASSERT_EQ(kill(pid, SIGKILL), 0);
+  EXPECT_EQ(WaitExit(pid), 128 + SIGKILL);
+  const int64_t left = CountRows(*p.service, "converge_outbox");
+  EXPECT_GT(left, 0);       // killed before the batch's rows were deleted
+  EXPECT_LT(left, events);  // after earlier batches completed
+  // A new relay process finishes the job.
+  pid = Spawn({OUTBOX_RELAY_HELPER, "--source", source, "--log-dir", p.dir.Sub("log")});
+  ASSERT_GT(pid, 0);
+  EXPECT_EQ(WaitExit(pid), 0);
+  EXPECT_EQ(CountRows(*p.service, "converge_outbox"), 0);
+  ASSERT_OK(p.OpenLog());
+  EXPECT_EQ(*p.LogEventCount(), static_cast<uint64_t>(events));  // no duplicate in the log
+  auto c = p.NewConsumer();
+  ASSERT_TRUE(c.ok());
+  auto n = Pipeline::DrainConsumer(**c);
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EffectSummary e = SummarizeEffects(*p.consumer);
+  EXPECT_EQ(e.rows, events);
+  EXPECT_EQ(e.applied_sum, events);
+  EXPECT_EQ(e.violations, 0);
+}
 
 }  // namespace converge::outbox_test

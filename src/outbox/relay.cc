@@ -138,8 +138,8 @@ class RelayImpl final : public Relay {
   Result<size_t> RunOnce() override {
     std::lock_guard<std::mutex> lock(step_mu_);
     if (!dead_.ok()) return dead_;
-    Result<bool> active = source_->Acquire(first_run_once_);
-    first_run_once_ = false;
+    // Rebalancing each cycle costs one query (PostgreSQL) and keeps RunOnce-driven relays fair.
+    Result<bool> active = source_->Acquire(/*rebalance=*/true);
     if (!active.ok()) return Failed(active.status());
     SetActive(*active);
     if (!*active) return size_t{0};
@@ -364,7 +364,6 @@ class RelayImpl final : public Relay {
   std::thread thread_;
   std::atomic<bool> stopping_{false};
   Status dead_;  // set when a fault point fired
-  bool first_run_once_ = true;
 
   Batch batch_;
   std::vector<SinkRecord> records_;

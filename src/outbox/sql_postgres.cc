@@ -177,6 +177,9 @@ class PgDatabase final : public Database {
       }
       return UnavailableError("postgres: cannot connect: " + message);
     }
+    // Server notices (and the FATAL a shutting-down server sends) are reported through
+    // statuses, not printed on the process's stderr.
+    PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
     std::string setup = "SET client_min_messages = warning;";
     if (options_.statement_timeout_ms > 0) {
       setup += "SET statement_timeout = " + std::to_string(options_.statement_timeout_ms) + ";";
@@ -222,14 +225,17 @@ class PgDatabase final : public Database {
   }
 
   bool healthy() const override { return conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK; }
-  Status Reconnect() override {
-    if (healthy()) return Status::Ok();
-    return Connect();
-  }
+  Status Reconnect() override { return EnsureConnected(); }
   void* native_handle() override { return conn_; }
   const std::string& target() const override { return options_.conninfo; }
 
   Status EnsureConnected() {
+    // A server that went away leaves the connection looking fine until it is used; reading
+    // what is pending (non-blocking) notices the closed socket, so we reconnect up front.
+    if (conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK &&
+        PQtransactionStatus(conn_) == PQTRANS_IDLE) {
+      PQconsumeInput(conn_);
+    }
     if (healthy()) return Status::Ok();
     return Connect();
   }
