@@ -154,4 +154,52 @@ class Relay {
   virtual RelayStats stats() const = 0;
 };
 
+// ---------------------------------------------------------------------------------------
+// Several relays in one process, from a configuration: what `converge relay --config` runs, and
+// the hook for `converge serve` (a server configured with service databases parses its
+// `relays:` section with ParseRelayServiceConfig and starts a RelayService on its own Log).
+
+struct RelaySourceConfig {
+  std::string name;      // unique within the service; also the relay's name
+  std::string database;  // "sqlite:<path>", a *.db path, or a PostgreSQL conninfo / URI
+  RelayOptions options;  // fault_point is ignored
+};
+
+struct RelayServiceConfig {
+  std::vector<RelaySourceConfig> sources;
+  LogSinkOptions sink;
+};
+
+// Parses a YAML document (or a `relays:` section) of the form
+//   relays:
+//     sink:                      # optional
+//       create_topics: true
+//       partitions: 4            # for created topics
+//       durability: fsync        # fsync | interval | none
+//       dead_letter_topic: _dlq.outbox
+//       topic_map: {orders: orders-v2}
+//     sources:
+//       - name: orders
+//         database: sqlite:/var/lib/orders/orders.db
+//         batch_max_events: 1000      # any RelayOptions field by name
+//         poll_interval_ms: 500
+// Unknown keys are errors. InvalidArgument naming the key or the source.
+Result<RelayServiceConfig> ParseRelayServiceConfig(std::string_view yaml);
+
+// Runs one relay per source on its own thread, all publishing to `log` through one sink.
+// Thread-safe.
+class RelayService {
+ public:
+  // Creates and starts the relays. `env` and `log` must outlive the service. InvalidArgument for
+  // a bad config (duplicate names, unparsable database); the relays connect lazily, so a
+  // database that is down is retried, not an error.
+  static Result<std::unique_ptr<RelayService>> Start(Env& env, Log& log,
+                                                     const RelayServiceConfig& config);
+  virtual ~RelayService() = default;
+  // Stops every relay (idempotent).
+  virtual void Stop() = 0;
+  // (name, stats) per source, in configuration order.
+  virtual std::vector<std::pair<std::string, RelayStats>> stats() const = 0;
+};
+
 }  // namespace converge

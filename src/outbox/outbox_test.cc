@@ -808,3 +808,71 @@ TEST(RelayProcessTest, KilledWithSigkillMidBatchLosesAndDuplicatesNothing) {
 
 }  // namespace
 }  // namespace converge::outbox_test
+
+namespace converge::outbox_test {
+namespace {
+
+TEST(RelayServiceTest, ParsesTheRelaysSection) {
+  auto config = ParseRelayServiceConfig(R"yaml(
+relays:
+  sink:
+    partitions: 8
+    durability: none
+    topic_map: {orders: orders-v2}
+  sources:
+    - name: orders
+      database: sqlite:/var/lib/orders.db
+      batch_max_events: 250
+      poll_interval_ms: 50
+    - name: billing
+      database: host=127.0.0.1 dbname=billing
+      postgres_buckets: 16
+)yaml");
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->sink.topic_options.partitions, 8u);
+  EXPECT_EQ(config->sink.topic_options.durability, Durability::kNone);
+  EXPECT_EQ(config->sink.topic_map.at("orders"), "orders-v2");
+  ASSERT_EQ(config->sources.size(), 2u);
+  EXPECT_EQ(config->sources[0].options.batch_max_events, 250u);
+  EXPECT_EQ(config->sources[0].options.poll_interval_ms, 50);
+  EXPECT_EQ(config->sources[1].options.postgres_buckets, 16u);
+  auto bad = ParseRelayServiceConfig("relays:\n  sources:\n    - name: x\n      databse: y\n");
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("databse"), std::string_view::npos);
+}
+
+TEST(RelayServiceTest, RunsARelayPerSource) {
+  Pipeline p;
+  ASSERT_OK(p.Open(1));
+  ASSERT_OK(p.Write(30, 3, 10));
+  RelayServiceConfig config;
+  RelaySourceConfig source;
+  source.name = "orders";
+  source.database = "sqlite:" + p.service_target.location;
+  source.options.poll_interval_ms = 20;
+  config.sources.push_back(source);
+  auto service = RelayService::Start(p.env, *p.faulty, config);
+  ASSERT_TRUE(service.ok()) << service.status().ToString();
+  EXPECT_TRUE(Eventually([&] { return *p.LogEventCount() == 30; }, 30'000));
+  (*service)->Stop();
+  EXPECT_EQ((*service)->stats()[0].second.published, 30u);
+}
+
+TEST(RelayCommandTest, DrainsAnSqliteOutboxIntoALogDirectory) {
+  const char* binary = getenv("CONVERGE_BINARY");
+  if (binary == nullptr || !FileExists(binary)) GTEST_SKIP() << "converge binary not built";
+  Pipeline p;
+  ASSERT_OK(p.Open(1));
+  ASSERT_OK(p.Write(25, 2, 5));
+  p.CloseLog();
+  pid_t pid = Spawn({binary, "relay", "--source", "sqlite:" + p.service_target.location,
+                     "--log-dir", p.dir.Sub("log"), "--drain"});
+  ASSERT_GT(pid, 0);
+  EXPECT_EQ(WaitExit(pid), 0);
+  ASSERT_OK(p.OpenLog());
+  EXPECT_EQ(*p.LogEventCount(), 25u);
+  EXPECT_EQ(CountRows(*p.service, "converge_outbox"), 0);
+}
+
+}  // namespace
+}  // namespace converge::outbox_test
