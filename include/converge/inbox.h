@@ -40,6 +40,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "converge/consumer_group.h"
 #include "converge/env.h"
@@ -73,6 +74,10 @@ class Inbox {
   // in the same transaction), false if it was already recorded (skip the effect). Errors of
   // the database.
   Result<bool> Record(sql::Transaction& tx, std::string_view event_id);
+  // Records many ids with one statement per 256 ids; `fresh[i]` tells whether ids[i] is new.
+  // Ids must be distinct.
+  Status RecordBatch(sql::Transaction& tx, std::span<const std::string_view> ids,
+                     std::vector<bool>* fresh);
 
   // Deletes expired ids (see the file comment), at most `max_rows`, each DELETE at most
   // cleanup_batch_rows. Returns the number deleted. Errors of the database.
@@ -99,6 +104,15 @@ struct InboxMessage {
 // Applies one event's effect inside `tx`. OK: commit with the inbox row. An error: the
 // transaction part of this event is rolled back and the error classified (see file comment).
 using InboxHandler = std::function<Status(sql::Transaction& tx, const InboxMessage& message)>;
+
+// Applies the effects of several new events at once inside `tx` (the fast path at high rates:
+// one statement for many events). `messages` holds only events the inbox has not seen, in
+// delivery order (never two of one key). OK: all commit with their inbox rows. An error: the
+// consumer rolls back and re-runs the events one at a time (spans of one, each in a savepoint)
+// to find the failing ones, which are then classified as for InboxHandler. A handler may thus
+// run more than once for an event; only the committed run has an effect.
+using InboxBatchHandler =
+    std::function<Status(sql::Transaction& tx, std::span<const InboxMessage> messages)>;
 
 struct InboxConsumerOptions {
   std::string topic;
@@ -149,6 +163,11 @@ class InboxConsumer {
   static Result<std::unique_ptr<InboxConsumer>> Create(Env& env, ConsumerGroups& groups,
                                                        const sql::DatabaseTarget& database,
                                                        InboxHandler handler,
+                                                       InboxConsumerOptions options);
+  // The same with a batch handler.
+  static Result<std::unique_ptr<InboxConsumer>> Create(Env& env, ConsumerGroups& groups,
+                                                       const sql::DatabaseTarget& database,
+                                                       InboxBatchHandler handler,
                                                        InboxConsumerOptions options);
   virtual ~InboxConsumer() = default;
 

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <unordered_map>
 
 #include "converge/retry.h"
 #include "outbox/wakeup.h"
@@ -78,6 +79,59 @@ Result<bool> Inbox::Record(sql::Transaction& tx, std::string_view event_id) {
     if (expected >= 0) estimated_ids_.fetch_add(1, std::memory_order_relaxed);
   }
   return inserted > 0;
+}
+
+Status Inbox::RecordBatch(sql::Transaction& tx, std::span<const std::string_view> ids,
+                         std::vector<bool>* fresh) {
+  fresh->assign(ids.size(), false);
+  if (ids.empty()) return Status::Ok();
+  constexpr size_t kMaxPerStatement = 256;
+  // Powers of two rows per statement: at most 9 distinct statements are cached.
+  static const std::vector<std::string> statements = [] {
+    std::vector<std::string> all(kMaxPerStatement + 1);
+    for (size_t n = 1; n <= kMaxPerStatement; n *= 2) {
+      std::string sql = "INSERT INTO converge_inbox (consumer, event_id, processed_at) VALUES ";
+      for (size_t i = 0; i < n; ++i) {
+        if (i > 0) sql += ',';
+        sql += "($1, $";
+        sql += std::to_string(i + 3);
+        sql += ", $2)";
+      }
+      sql += " ON CONFLICT DO NOTHING RETURNING event_id";
+      all[n] = std::move(sql);
+    }
+    return all;
+  }();
+  const int64_t now = env_.clock().NowWallMicros();
+  std::vector<sql::Value> params;
+  std::unordered_map<std::string_view, size_t> index;
+  size_t done = 0;
+  int64_t inserted = 0;
+  while (done < ids.size()) {
+    size_t chunk = kMaxPerStatement;
+    while (chunk > ids.size() - done) chunk /= 2;
+    params.clear();
+    params.push_back(sql::Value::Text(options_.consumer));
+    params.push_back(sql::Value::Int(now));
+    index.clear();
+    for (size_t i = 0; i < chunk; ++i) {
+      params.push_back(sql::Value::Text(ids[done + i]));
+      index.emplace(ids[done + i], done + i);
+    }
+    CONVERGE_RETURN_IF_ERROR(
+        tx.Query(statements[chunk], params, [&](const sql::Row& row) -> Status {
+            auto it = index.find(row.Bytes(0));
+            if (it == index.end()) return InternalError("inbox: RETURNING an unknown id");
+            (*fresh)[it->second] = true;
+            ++inserted;
+            return Status::Ok();
+          }).status());
+    done += chunk;
+  }
+  if (estimated_ids_.load(std::memory_order_relaxed) >= 0) {
+    estimated_ids_.fetch_add(inserted, std::memory_order_relaxed);
+  }
+  return Status::Ok();
 }
 
 Result<uint64_t> Inbox::Cleanup(sql::Database& db, uint64_t max_rows) {
@@ -197,11 +251,13 @@ constexpr std::string_view kHandlerFailedMarker = "converge-inbox: handler faile
 class InboxConsumerImpl final : public InboxConsumer {
  public:
   InboxConsumerImpl(Env& env, ConsumerGroups& groups, sql::DatabaseTarget target,
-                    InboxHandler handler, InboxConsumerOptions options)
+                    InboxHandler handler, InboxBatchHandler batch_handler,
+                    InboxConsumerOptions options)
       : env_(env),
         groups_(groups),
         target_(std::move(target)),
         handler_(std::move(handler)),
+        batch_handler_(std::move(batch_handler)),
         options_(std::move(options)),
         inbox_(env, options_.inbox),
         waker_(std::make_shared<Waker>()),
@@ -377,48 +433,73 @@ class InboxConsumerImpl final : public InboxConsumer {
     } else if (!worker.db->healthy()) {
       CONVERGE_RETURN_IF_ERROR(worker.db->Reconnect());
     }
-    // Optimistic: the whole sub-batch in one transaction without savepoints.
-    std::optional<size_t> failed_at;
-    Status handler_status;
-    Status s = worker.db->Transact([&](sql::Transaction& tx) -> Status {
-      for (size_t i = 0; i < worker.items.size(); ++i) {
-        Item& item = *worker.items[i];
-        CONVERGE_ASSIGN_OR_RETURN(bool fresh, inbox_.Record(tx, item.delivery->id));
-        if (!fresh) {
-          item.outcome = Item::Outcome::kDuplicate;
-          continue;
+    // An id seen twice in one sub-batch (the same event appended twice after the log's dedup
+    // window) waits for the next round, where the inbox recognizes it.
+    std::vector<Item*> run;
+    std::vector<std::string_view> ids;
+    run.reserve(worker.items.size());
+    ids.reserve(worker.items.size());
+    {
+      std::vector<std::string_view> sorted;
+      sorted.reserve(worker.items.size());
+      for (Item* item : worker.items) sorted.push_back(item->delivery->id);
+      std::sort(sorted.begin(), sorted.end());
+      const bool distinct = std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end();
+      for (Item* item : worker.items) {
+        if (!distinct && std::find(ids.begin(), ids.end(), item->delivery->id) != ids.end()) {
+          continue;  // stays pending
         }
-        Status h = CallHandler(tx, item);
-        if (!h.ok()) {
-          failed_at = i;
-          handler_status = std::move(h);
-          return AbortedError(kHandlerFailedMarker);
-        }
-        item.outcome = Item::Outcome::kHandled;
+        run.push_back(item);
+        ids.push_back(item->delivery->id);
       }
+    }
+
+    // Optimistic: the whole sub-batch in one transaction, one inbox statement, one handler call
+    // (batch handler) or one call per event, no savepoints.
+    const Item* failed_item = nullptr;
+    Status handler_status;
+    std::vector<bool> fresh;
+    std::vector<Item*> fresh_items;
+    Status s = worker.db->Transact([&](sql::Transaction& tx) -> Status {
+      CONVERGE_RETURN_IF_ERROR(inbox_.RecordBatch(tx, ids, &fresh));
+      fresh_items.clear();
+      for (size_t i = 0; i < run.size(); ++i) {
+        if (fresh[i]) {
+          fresh_items.push_back(run[i]);
+        } else {
+          run[i]->outcome = Item::Outcome::kDuplicate;
+        }
+      }
+      Status h = CallHandlers(tx, fresh_items, &failed_item);
+      if (!h.ok()) {
+        handler_status = std::move(h);
+        return AbortedError(kHandlerFailedMarker);
+      }
+      for (Item* item : fresh_items) item->outcome = Item::Outcome::kHandled;
       if (Fault("inbox.handled")) return dead_;
       return Status::Ok();
     });
     if (s.ok()) return Status::Ok();
     ResetTentative(worker);
     if (!dead_.ok()) return dead_;
-    if (!failed_at || !worker.db->healthy()) return s;  // a database failure
-    // A handler failed: redo the sub-batch with a savepoint per event so that only the failing
-    // events' writes are rolled back.
-    // The event that failed is not run again: its outcome is known.
+    if (handler_status.ok() || !worker.db->healthy()) return s;  // a database failure
+    // A handler failed: redo the events one at a time, each in a savepoint, so that only the
+    // failing events' writes are rolled back. An event known to have failed is not run again.
     s = worker.db->Transact([&](sql::Transaction& tx) -> Status {
-      for (size_t i = 0; i < worker.items.size(); ++i) {
-        Item& item = *worker.items[i];
-        if (i == *failed_at) {
+      for (Item* item_ptr : run) {
+        Item& item = *item_ptr;
+        if (&item == failed_item) {
           Classify(item, handler_status);
           continue;
         }
         CONVERGE_RETURN_IF_ERROR(tx.Execute("SAVEPOINT converge_inbox_event").status());
-        CONVERGE_ASSIGN_OR_RETURN(bool fresh, inbox_.Record(tx, item.delivery->id));
-        if (!fresh) {
+        CONVERGE_ASSIGN_OR_RETURN(bool is_new, inbox_.Record(tx, item.delivery->id));
+        if (!is_new) {
           item.outcome = Item::Outcome::kDuplicate;
         } else {
-          Status h = CallHandler(tx, item);
+          std::vector<Item*> one = {&item};
+          const Item* ignored = nullptr;
+          Status h = CallHandlers(tx, one, &ignored);
           if (h.ok()) {
             item.outcome = Item::Outcome::kHandled;
           } else {
@@ -440,12 +521,29 @@ class InboxConsumerImpl final : public InboxConsumer {
     return Status::Ok();
   }
 
-  Status CallHandler(sql::Transaction& tx, const Item& item) {
-    const Delivery& d = *item.delivery;
-    std::string_view tp;
-    if (auto t = item.event->traceparent()) tp = *t;
-    InboxMessage message{*item.event, options_.topic, d.partition, d.offset, d.attempt, tp};
-    return handler_(tx, message);
+  // Runs the handler on `items` (all new). With a per-event handler, `*failed` names the item
+  // that failed.
+  Status CallHandlers(sql::Transaction& tx, const std::vector<Item*>& items,
+                      const Item** failed) {
+    if (items.empty()) return Status::Ok();
+    std::vector<InboxMessage> messages;
+    messages.reserve(items.size());
+    for (const Item* item : items) {
+      const Delivery& d = *item->delivery;
+      std::string_view tp;
+      if (auto t = item->event->traceparent()) tp = *t;
+      messages.push_back(
+          InboxMessage{*item->event, options_.topic, d.partition, d.offset, d.attempt, tp});
+    }
+    if (batch_handler_) return batch_handler_(tx, messages);
+    for (size_t i = 0; i < messages.size(); ++i) {
+      Status h = handler_(tx, messages[i]);
+      if (!h.ok()) {
+        *failed = items[i];
+        return h;
+      }
+    }
+    return Status::Ok();
   }
 
   void Classify(Item& item, const Status& s) {
@@ -661,7 +759,8 @@ class InboxConsumerImpl final : public InboxConsumer {
   Env& env_;
   ConsumerGroups& groups_;
   sql::DatabaseTarget target_;
-  InboxHandler handler_;
+  InboxHandler handler_;             // one of the two is set
+  InboxBatchHandler batch_handler_;
   InboxConsumerOptions options_;
   Inbox inbox_;
   std::shared_ptr<Waker> waker_;
@@ -694,16 +793,35 @@ class InboxConsumerImpl final : public InboxConsumer {
 
 }  // namespace
 
+namespace {
+
+Result<std::unique_ptr<InboxConsumer>> CreateConsumer(Env& env, ConsumerGroups& groups,
+                                                      const sql::DatabaseTarget& database,
+                                                      InboxHandler handler,
+                                                      InboxBatchHandler batch_handler,
+                                                      InboxConsumerOptions options) {
+  if (options.inbox.consumer.empty()) options.inbox.consumer = options.group;
+  CONVERGE_RETURN_IF_ERROR(ValidateConsumerOptions(options));
+  if (!handler && !batch_handler) return InvalidArgumentError("inbox consumer: no handler");
+  if (database.location.empty()) return InvalidArgumentError("inbox consumer: no database");
+  return std::unique_ptr<InboxConsumer>(std::make_unique<InboxConsumerImpl>(
+      env, groups, database, std::move(handler), std::move(batch_handler), std::move(options)));
+}
+
+}  // namespace
+
 Result<std::unique_ptr<InboxConsumer>> InboxConsumer::Create(Env& env, ConsumerGroups& groups,
                                                              const sql::DatabaseTarget& database,
                                                              InboxHandler handler,
                                                              InboxConsumerOptions options) {
-  if (options.inbox.consumer.empty()) options.inbox.consumer = options.group;
-  CONVERGE_RETURN_IF_ERROR(ValidateConsumerOptions(options));
-  if (!handler) return InvalidArgumentError("inbox consumer: no handler");
-  if (database.location.empty()) return InvalidArgumentError("inbox consumer: no database");
-  return std::unique_ptr<InboxConsumer>(std::make_unique<InboxConsumerImpl>(
-      env, groups, database, std::move(handler), std::move(options)));
+  return CreateConsumer(env, groups, database, std::move(handler), nullptr, std::move(options));
+}
+
+Result<std::unique_ptr<InboxConsumer>> InboxConsumer::Create(Env& env, ConsumerGroups& groups,
+                                                             const sql::DatabaseTarget& database,
+                                                             InboxBatchHandler handler,
+                                                             InboxConsumerOptions options) {
+  return CreateConsumer(env, groups, database, nullptr, std::move(handler), std::move(options));
 }
 
 }  // namespace converge

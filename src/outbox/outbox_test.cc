@@ -876,3 +876,43 @@ TEST(RelayCommandTest, DrainsAnSqliteOutboxIntoALogDirectory) {
 
 }  // namespace
 }  // namespace converge::outbox_test
+
+namespace converge::outbox_test {
+namespace {
+
+TEST(InboxTest, ABatchHandlerFailureIsNarrowedDownToTheFailingEvent) {
+  Pipeline p;
+  ASSERT_OK(p.Open(1));
+  ASSERT_OK(p.Write(30, 10, 30));
+  auto relay = p.NewRelay();
+  ASSERT_TRUE(relay.ok());
+  ASSERT_TRUE((*relay)->Drain(10).ok());
+  int calls = 0;
+  InboxBatchHandler handler = [&](sql::Transaction& tx,
+                                  std::span<const InboxMessage> messages) -> Status {
+    ++calls;
+    for (const InboxMessage& m : messages) {
+      if (*m.event.partitionkey() == "k3" && EventNumber(m.event) == 1) {
+        return InvalidArgumentError("k3/1 is rejected");
+      }
+      CONVERGE_RETURN_IF_ERROR(ApplyEffect(tx, m));
+    }
+    return Status::Ok();
+  };
+  InboxConsumerOptions o = p.DefaultConsumerOptions();
+  auto c = InboxConsumer::Create(p.env, *p.groups, p.consumer_target, handler, o);
+  ASSERT_TRUE(c.ok());
+  auto n = Pipeline::DrainConsumer(**c);
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EffectSummary e = SummarizeEffects(*p.consumer);
+  EXPECT_EQ(e.rows, 29);
+  EXPECT_EQ(e.max_applied, 1);
+  EXPECT_EQ((*c)->stats().dead_lettered, 1u);
+  EXPECT_EQ((*c)->stats().handled, 29u);
+  // Three rounds (one event per key each, ten keys): one batch call per round, plus one call
+  // per event of the round that had to be narrowed down.
+  EXPECT_EQ(calls, 3 + 10);
+}
+
+}  // namespace
+}  // namespace converge::outbox_test
