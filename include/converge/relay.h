@@ -105,8 +105,9 @@ struct RelayOptions {
   // use the same value), and how often a relay rebalances its share.
   uint32_t postgres_buckets = 64;      // 1..4096
   int64_t rebalance_interval_ms = 1'000;
-  // SQLite: the relay's own connection (it only reads and deletes outbox rows).
-  std::string sqlite_synchronous = "full";
+  // SQLite: the relay's own connection (it only reads and deletes outbox rows). A delete lost
+  // in a power failure only republishes rows (dropped by the log's dedup), so "normal" is safe.
+  std::string sqlite_synchronous = "normal";
   int64_t sqlite_busy_timeout_ms = 5'000;
   // SQLite: the lock file that elects one relay; default "<database>.relay-lock".
   std::string sqlite_lock_path;

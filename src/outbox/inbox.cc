@@ -10,6 +10,8 @@
 #include <unordered_map>
 
 #include "converge/retry.h"
+#include "outbox/outbox_row.h"
+#include "outbox/sql_internal.h"
 #include "outbox/wakeup.h"
 
 namespace converge {
@@ -47,6 +49,8 @@ COMMIT;
 Inbox::Inbox(Env& env, InboxOptions options) : env_(env), options_(std::move(options)) {}
 
 Status Inbox::CreateSchema(sql::Database& db) {
+  CONVERGE_ASSIGN_OR_RETURN(bool exists, outbox_internal::TableExists(db, "converge_inbox"));
+  if (exists) return Status::Ok();
   return db.ExecuteScript(db.engine() == sql::Engine::kSqlite ? kSqliteInboxSchema
                                                               : kPostgresInboxSchema);
 }
@@ -103,10 +107,34 @@ Status Inbox::RecordBatch(sql::Transaction& tx, std::span<const std::string_view
     return all;
   }();
   const int64_t now = env_.clock().NowWallMicros();
-  std::vector<sql::Value> params;
   std::unordered_map<std::string_view, size_t> index;
-  size_t done = 0;
   int64_t inserted = 0;
+  auto on_row = [&](const sql::Row& row) -> Status {
+    auto it = index.find(row.Bytes(0));
+    if (it == index.end()) return InternalError("inbox: RETURNING an unknown id");
+    (*fresh)[it->second] = true;
+    ++inserted;
+    return Status::Ok();
+  };
+  if (tx.engine() == sql::Engine::kPostgres) {
+    // One statement for the whole batch (one round trip).
+    for (size_t i = 0; i < ids.size(); ++i) index.emplace(ids[i], i);
+    std::string array =
+        sql::internal::PgTextArray(std::vector<std::string_view>(ids.begin(), ids.end()));
+    sql::Value params[] = {sql::Value::Text(options_.consumer), sql::Value::Text(array),
+                           sql::Value::Int(now)};
+    CONVERGE_RETURN_IF_ERROR(
+        tx.Query("INSERT INTO converge_inbox (consumer, event_id, processed_at) "
+                 "SELECT $1, unnest($2::text[]), $3 ON CONFLICT DO NOTHING RETURNING event_id",
+                 params, on_row)
+            .status());
+    if (estimated_ids_.load(std::memory_order_relaxed) >= 0) {
+      estimated_ids_.fetch_add(inserted, std::memory_order_relaxed);
+    }
+    return Status::Ok();
+  }
+  std::vector<sql::Value> params;
+  size_t done = 0;
   while (done < ids.size()) {
     size_t chunk = kMaxPerStatement;
     while (chunk > ids.size() - done) chunk /= 2;
@@ -118,14 +146,7 @@ Status Inbox::RecordBatch(sql::Transaction& tx, std::span<const std::string_view
       params.push_back(sql::Value::Text(ids[done + i]));
       index.emplace(ids[done + i], done + i);
     }
-    CONVERGE_RETURN_IF_ERROR(
-        tx.Query(statements[chunk], params, [&](const sql::Row& row) -> Status {
-            auto it = index.find(row.Bytes(0));
-            if (it == index.end()) return InternalError("inbox: RETURNING an unknown id");
-            (*fresh)[it->second] = true;
-            ++inserted;
-            return Status::Ok();
-          }).status());
+    CONVERGE_RETURN_IF_ERROR(tx.Query(statements[chunk], params, on_row).status());
     done += chunk;
   }
   if (estimated_ids_.load(std::memory_order_relaxed) >= 0) {

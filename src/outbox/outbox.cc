@@ -5,10 +5,13 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "outbox/outbox_row.h"
+#include "outbox/sql_internal.h"
+#include "outbox/sql_postgres.h"
 #include "outbox/wakeup.h"
 
 namespace converge {
@@ -44,22 +47,6 @@ const std::string& InsertSql(size_t rows) {
   return statements[rows];
 }
 
-// A PostgreSQL text[] literal.
-std::string TextArrayLiteral(const std::vector<std::string_view>& items) {
-  std::string out = "{";
-  for (size_t i = 0; i < items.size(); ++i) {
-    if (i > 0) out.push_back(',');
-    out.push_back('"');
-    for (char c : items[i]) {
-      if (c == '"' || c == '\\') out.push_back('\\');
-      out.push_back(c);
-    }
-    out.push_back('"');
-  }
-  out.push_back('}');
-  return out;
-}
-
 size_t ApproximateSize(std::string_view topic, const Event& e) {
   size_t n = topic.size() + e.id().size() + e.source().size() + e.type().size() +
              e.data().size();
@@ -72,12 +59,83 @@ size_t ApproximateSize(std::string_view topic, const Event& e) {
 
 std::string IndexPrefix(size_t i) { return "event[" + std::to_string(i) + "]: "; }
 
+// All rows in one statement: one array per column, unnest()ed in order (sequence numbers are
+// drawn in the order of the entries).
+Status InsertPostgres(sql::Transaction& tx, std::span<const OutboxEntry> entries,
+                      int64_t created_at) {
+  std::vector<std::string> scratch(entries.size());
+  std::vector<outbox_internal::RowValues> rows(entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    outbox_internal::EventToRow(entries[i].topic, *entries[i].event, created_at, &scratch[i],
+                                &rows[i]);
+  }
+  std::vector<std::string> arrays(kColumnCount);
+  std::vector<std::optional<std::string_view>> column(entries.size());
+  std::vector<int64_t> ints(entries.size());
+  for (size_t c = 0; c < kColumnCount; ++c) {
+    if (c == kColumnCount - 1) {  // created_at
+      for (size_t i = 0; i < rows.size(); ++i) ints[i] = rows[i].values[c].int_value();
+      arrays[c] = sql::internal::PgIntArray(ints);
+      continue;
+    }
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const sql::Value& v = rows[i].values[c];
+      column[i] = v.kind() == sql::Value::Kind::kNull ? std::nullopt
+                                                      : std::optional<std::string_view>(v.bytes());
+    }
+    arrays[c] = c == 10 ? sql::internal::PgByteaArray(column) : sql::internal::PgTextArray(column);
+  }
+  std::vector<sql::Value> params;
+  params.reserve(kColumnCount + 2);
+  for (const std::string& a : arrays) params.push_back(sql::Value::Text(a));
+  // Per-key advisory locks, in hash order so that two writers never wait on each other in a
+  // cycle, taken by the same statement before any row (the uncorrelated sub-select runs once,
+  // first). Held until the transaction ends: the sequence numbers drawn for the rows are then
+  // in commit order for each key.
+  std::vector<std::string_view> keys;
+  for (const OutboxEntry& entry : entries) {
+    auto key = entry.event->partitionkey();
+    if (key && !key->empty()) keys.push_back(*key);
+  }
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  std::string key_array;
+  if (!keys.empty()) {
+    key_array = sql::internal::PgTextArray(keys);
+    params.push_back(sql::Value::Int(outbox_format::kKeyLockClass));
+    params.push_back(sql::Value::Text(key_array));
+  }
+  static const std::string insert = [] {
+    std::string sql = "INSERT INTO converge_outbox (";
+    sql += outbox_internal::kColumns;
+    sql += ") SELECT * FROM unnest(";
+    for (size_t c = 0; c < kColumnCount; ++c) {
+      if (c > 0) sql += ", ";
+      sql += '$';
+      sql += std::to_string(c + 1);
+      sql += c == 10 ? "::bytea[]" : (c == kColumnCount - 1 ? "::bigint[]" : "::text[]");
+    }
+    sql += ")";
+    return sql;
+  }();
+  static const std::string locked_insert =
+      "WITH locks AS MATERIALIZED (SELECT pg_advisory_xact_lock($16::int4, h) FROM "
+      "(SELECT DISTINCT hashtext(k) AS h FROM unnest($17::text[]) AS k ORDER BY 1 OFFSET 0) "
+      "AS s) " +
+      insert + " WHERE (SELECT count(*) FROM locks) >= 0";
+  return tx.Execute(keys.empty() ? insert : locked_insert, params).status();
+}
+
 }  // namespace
 
 Outbox::Outbox(Env& env, OutboxOptions options)
     : env_(env), options_(std::move(options)), ids_(env.clock(), env.random()) {}
 
 Status Outbox::CreateSchema(sql::Database& db) {
+  // Looking first keeps a relay that reconnects from taking the write lock (SQLite) or a
+  // schema lock (PostgreSQL) when the table is already there.
+  CONVERGE_ASSIGN_OR_RETURN(bool exists, outbox_internal::TableExists(db, "converge_outbox"));
+  if (exists) return Status::Ok();
   return db.ExecuteScript(db.engine() == sql::Engine::kSqlite ? outbox_internal::SqliteSchema()
                                                               : outbox_internal::PostgresSchema());
 }
@@ -125,31 +183,22 @@ Status Outbox::Write(sql::Transaction& tx, std::span<const OutboxEntry> entries)
   }
 
   const bool postgres = tx.engine() == sql::Engine::kPostgres;
+  const int64_t created_at = now_nanos / 1000;
   if (postgres) {
-    // Per-key advisory locks, in hash order so that two writers never wait on each other in a
-    // cycle. Held until this transaction ends: the sequence numbers drawn below are then in
-    // commit order for each key.
-    std::vector<std::string_view> keys;
-    for (const OutboxEntry& entry : entries) {
-      auto key = entry.event->partitionkey();
-      if (key && !key->empty()) keys.push_back(*key);
+    CONVERGE_RETURN_IF_ERROR(InsertPostgres(tx, entries, created_at));
+    if (options_.notify) {
+      // NOTIFY inside this transaction would serialize it with every other notifying commit
+      // (PostgreSQL holds a global lock across the commit's WAL flush). Notify right after the
+      // commit instead, without waiting, in a tiny transaction that does not wait for its own
+      // flush: a lost notification only delays the relay until its next poll.
+      sql::internal::PgSendAfterCommit(
+          tx,
+          "BEGIN; SET LOCAL synchronous_commit TO OFF; SELECT pg_notify('converge_outbox', ''); "
+          "COMMIT");
     }
-    if (!keys.empty()) {
-      std::sort(keys.begin(), keys.end());
-      keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-      std::string array = TextArrayLiteral(keys);
-      sql::Value params[] = {sql::Value::Int(outbox_format::kKeyLockClass),
-                             sql::Value::Text(array)};
-      CONVERGE_RETURN_IF_ERROR(
-          tx.Query("SELECT pg_advisory_xact_lock($1::int4, h) FROM "
-                   "(SELECT DISTINCT hashtext(k) AS h FROM unnest($2::text[]) AS k "
-                   "ORDER BY 1 OFFSET 0) AS s",
-                   params, [](const sql::Row&) { return Status::Ok(); })
-              .status());
-    }
+    return Status::Ok();
   }
 
-  const int64_t created_at = now_nanos / 1000;
   std::vector<sql::Value> params;
   std::vector<std::string> scratch(std::min(entries.size(), kMaxRowsPerInsert));
   size_t i = 0;
@@ -168,22 +217,12 @@ Status Outbox::Write(sql::Transaction& tx, std::span<const OutboxEntry> entries)
     CONVERGE_RETURN_IF_ERROR(tx.Execute(InsertSql(chunk), params).status());
     i += chunk;
   }
-
-  if (postgres) {
-    if (options_.notify) {
-      CONVERGE_RETURN_IF_ERROR(
-          tx.Query("SELECT pg_notify('converge_outbox', '')", {},
-                   [](const sql::Row&) { return Status::Ok(); })
-              .status());
-    }
-  } else {
-    const char* file = sqlite3_db_filename(static_cast<sqlite3*>(tx.native_handle()), "main");
-    if (file != nullptr && *file != '\0') {
-      // SQLite reports the absolute path; the relay registers under the same string.
-      tx.OnCommit([key = std::string(file)] {
-        outbox_internal::WakeupRegistry::Global().Notify(key);
-      });
-    }
+  const char* file = sqlite3_db_filename(static_cast<sqlite3*>(tx.native_handle()), "main");
+  if (file != nullptr && *file != '\0') {
+    // SQLite reports the absolute path; the relay registers under the same string.
+    tx.OnCommit([key = std::string(file)] {
+      outbox_internal::WakeupRegistry::Global().Notify(key);
+    });
   }
   return Status::Ok();
 }

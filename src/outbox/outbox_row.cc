@@ -71,6 +71,20 @@ COMMIT;
 )sql";
 }
 
+Result<bool> TableExists(sql::Database& db, std::string_view table) {
+  bool exists = false;
+  sql::Value params[] = {sql::Value::Text(table)};
+  const char* sql = db.engine() == sql::Engine::kSqlite
+                        ? "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1"
+                        : "SELECT 1 WHERE to_regclass($1) IS NOT NULL";
+  CONVERGE_RETURN_IF_ERROR(db.Query(sql, params, [&](const sql::Row&) {
+                               exists = true;
+                               return Status::Ok();
+                             })
+                               .status());
+  return exists;
+}
+
 Status CheckTopicName(std::string_view topic) {
   if (topic.empty() || topic.size() > 200) {
     return InvalidArgumentError("topic name must be 1..200 characters");

@@ -44,6 +44,9 @@ enum Col : size_t {
 std::string_view SqliteSchema();
 std::string_view PostgresSchema();
 
+// Whether `table` exists (a read; no lock beyond a snapshot).
+Result<bool> TableExists(sql::Database& db, std::string_view table);
+
 // Topic names accepted by the outbox: 1..200 chars of [A-Za-z0-9._-], not starting with '.'
 // or '_' (the log's rule for ordinary topics). InvalidArgument otherwise.
 Status CheckTopicName(std::string_view topic);

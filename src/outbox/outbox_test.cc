@@ -916,3 +916,37 @@ TEST(InboxTest, ABatchHandlerFailureIsNarrowedDownToTheFailingEvent) {
 
 }  // namespace
 }  // namespace converge::outbox_test
+
+namespace converge::outbox_test {
+namespace {
+
+// The relay never queues behind the service's writers: when they hold SQLite's write lock the
+// delete waits for a later cycle, and the published rows are not published again meanwhile.
+TEST(RelayTest, DeletesDeferredWhileWritersHoldTheLockAreDoneLaterWithoutRepublishing) {
+  Pipeline p;
+  ASSERT_OK(p.Open(1));
+  ASSERT_OK(p.Write(10, 2, 10));
+  auto relay = p.NewRelay();
+  ASSERT_TRUE(relay.ok());
+  sql::SqliteOptions lo;
+  lo.path = p.service_target.location;
+  auto locker = sql::Database::OpenSqlite(lo);
+  ASSERT_TRUE(locker.ok());
+  ASSERT_OK((*locker)->ExecuteScript("BEGIN IMMEDIATE"));  // a writer holds the lock
+  auto n = (*relay)->RunOnce();
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(*n, 10u);
+  EXPECT_EQ(*p.LogEventCount(), 10u);
+  EXPECT_EQ(CountRows(*p.service, "converge_outbox"), 10);  // not deleted yet
+  n = (*relay)->RunOnce();
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 0u);  // nothing new: the published rows are not claimed again
+  ASSERT_OK((*locker)->ExecuteScript("COMMIT"));
+  n = (*relay)->RunOnce();
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(CountRows(*p.service, "converge_outbox"), 0);
+  EXPECT_EQ((*relay)->stats().published, 10u);
+}
+
+}  // namespace
+}  // namespace converge::outbox_test

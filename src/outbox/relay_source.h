@@ -52,7 +52,9 @@ class OutboxSource {
   virtual Result<bool> Acquire(bool rebalance) = 0;
   // Reads up to max_rows committed rows (about max_bytes) in sequence order into `out`.
   virtual Status Claim(size_t max_rows, size_t max_bytes, Batch* out) = 0;
-  // Deletes every row of `batch` (rows already gone are fine).
+  // Marks every row of `batch` done: they are never claimed again by this source and are
+  // deleted, at once or (SQLite, when the writers hold the lock) before a later claim. Rows
+  // already gone are fine.
   virtual Status Remove(const Batch& batch) = 0;
   // A descriptor that becomes readable on a notification (PostgreSQL), or -1.
   virtual int wait_fd() = 0;

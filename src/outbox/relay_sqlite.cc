@@ -1,7 +1,11 @@
 // The relay's SQLite side: one relay at a time holds a lock file next to the database; rows
 // are read in sequence order (which is commit order: SQLite has one writer at a time) and
-// deleted by sequence range.
+// deleted by sequence range. Deletes never queue behind the service's writers: a delete that
+// finds the database busy is retried before the next claim (bounded: past kMaxUndeletedRows
+// the relay waits for the lock).
 #include <sqlite3.h>
+
+#include <algorithm>
 
 #include "converge/outbox.h"
 #include "outbox/outbox_row.h"
@@ -50,10 +54,15 @@ class SqliteSource final : public OutboxSource {
   Status Claim(size_t max_rows, size_t max_bytes, Batch* out) override {
     out->Clear();
     if (db_ == nullptr) return UnavailableError("relay: not connected");
+    if (published_upto_ > deleted_upto_) CONVERGE_RETURN_IF_ERROR(DeletePublished(false));
+    // Rows up to published_upto_ are published and only wait for their (deferred) delete.
+    // Safe on SQLite: sequence numbers are assigned in commit order (one writer at a time)
+    // and never reused, so no row at or below it can still appear.
     std::string sql = "SELECT seq, ";
     sql += kColumns;
-    sql += " FROM converge_outbox ORDER BY seq LIMIT $1";
-    sql::Value params[] = {sql::Value::Int(static_cast<int64_t>(max_rows))};
+    sql += " FROM converge_outbox WHERE seq > $2 ORDER BY seq LIMIT $1";
+    sql::Value params[] = {sql::Value::Int(static_cast<int64_t>(max_rows)),
+                           sql::Value::Int(published_upto_)};
     Result<int64_t> n = db_->Query(sql, params, [&](const sql::Row& row) -> Status {
       if (out->bytes >= max_bytes && !out->rows.empty()) {
         out->full = true;
@@ -72,12 +81,11 @@ class SqliteSource final : public OutboxSource {
   Status Remove(const Batch& batch) override {
     if (batch.rows.empty()) return Status::Ok();
     if (db_ == nullptr) return UnavailableError("relay: not connected");
-    // The batch is a contiguous prefix in sequence order, and sequence numbers are never
-    // reused (AUTOINCREMENT), so a range holds exactly the batch's rows.
-    sql::Value params[] = {sql::Value::Int(batch.rows.front().seq),
-                           sql::Value::Int(batch.rows.back().seq)};
-    return db_->Execute("DELETE FROM converge_outbox WHERE seq >= $1 AND seq <= $2", params)
-        .status();
+    published_upto_ = std::max(published_upto_, batch.rows.back().seq);
+    undeleted_rows_ += batch.rows.size();
+    // The delete does not wait for the writers' lock (it is retried before the next claim);
+    // past a bound of undeleted rows it waits, so the table stays bounded.
+    return DeletePublished(undeleted_rows_ > kMaxUndeletedRows);
   }
 
   int wait_fd() override { return -1; }
@@ -86,10 +94,34 @@ class SqliteSource final : public OutboxSource {
     subscription_.reset();
     lock_.reset();
     db_.reset();
+    published_upto_ = 0;
+    deleted_upto_ = 0;
+    undeleted_rows_ = 0;
   }
   uint32_t buckets_held() const override { return lock_ != nullptr ? 1 : 0; }
 
  private:
+  static constexpr uint64_t kMaxUndeletedRows = 100'000;
+
+  // Deletes every published row (a range: the published rows are exactly the prefix up to
+  // published_upto_). Without `wait`, a busy database is not an error: the delete is retried
+  // later.
+  Status DeletePublished(bool wait) {
+    auto* raw = static_cast<sqlite3*>(db_->native_handle());
+    if (!wait) sqlite3_busy_timeout(raw, 0);
+    sql::Value params[] = {sql::Value::Int(published_upto_)};
+    Status s =
+        db_->Execute("DELETE FROM converge_outbox WHERE seq <= $1", params).status();
+    if (!wait) sqlite3_busy_timeout(raw, static_cast<int>(options_.sqlite_busy_timeout_ms));
+    if (s.ok()) {
+      deleted_upto_ = published_upto_;
+      undeleted_rows_ = 0;
+      return Status::Ok();
+    }
+    if (!wait && s.code() == StatusCode::kUnavailable) return Status::Ok();  // busy: later
+    return s;
+  }
+
   Env& env_;
   std::string path_;
   SourceOptions options_;
@@ -97,6 +129,9 @@ class SqliteSource final : public OutboxSource {
   std::unique_ptr<sql::Database> db_;
   std::unique_ptr<FileLock> lock_;
   std::unique_ptr<WakeupRegistry::Subscription> subscription_;
+  int64_t published_upto_ = 0;  // every row at or below is published
+  int64_t deleted_upto_ = 0;    // every row at or below is deleted
+  uint64_t undeleted_rows_ = 0;
 };
 
 }  // namespace

@@ -127,5 +127,85 @@ std::string ToSqlitePlaceholders(std::string_view sql) {
   return out;
 }
 
+namespace {
+
+void AppendQuoted(std::string_view item, std::string* out) {
+  out->push_back('"');
+  for (char c : item) {
+    if (c == '"' || c == '\\') out->push_back('\\');
+    out->push_back(c);
+  }
+  out->push_back('"');
+}
+
+}  // namespace
+
+std::string PgTextArray(const std::vector<std::optional<std::string_view>>& items) {
+  size_t size = 2;
+  for (const auto& i : items) size += (i ? i->size() + 3 : 5);
+  std::string out;
+  out.reserve(size);
+  out.push_back('{');
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out.push_back(',');
+    if (items[i]) {
+      AppendQuoted(*items[i], &out);
+    } else {
+      out.append("NULL");
+    }
+  }
+  out.push_back('}');
+  return out;
+}
+
+std::string PgTextArray(const std::vector<std::string_view>& items) {
+  size_t size = 2;
+  for (const auto& i : items) size += i.size() + 3;
+  std::string out;
+  out.reserve(size);
+  out.push_back('{');
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out.push_back(',');
+    AppendQuoted(items[i], &out);
+  }
+  out.push_back('}');
+  return out;
+}
+
+std::string PgByteaArray(const std::vector<std::optional<std::string_view>>& items) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  size_t size = 2;
+  for (const auto& i : items) size += (i ? i->size() * 2 + 6 : 5);
+  std::string out;
+  out.reserve(size);
+  out.push_back('{');
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out.push_back(',');
+    if (!items[i]) {
+      out.append("NULL");
+      continue;
+    }
+    // Inside a quoted array element a backslash is escaped: "\\x..." is the bytea "\x...".
+    out.append("\"\\\\x");
+    for (unsigned char c : *items[i]) {
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+    out.push_back('"');
+  }
+  out.push_back('}');
+  return out;
+}
+
+std::string PgIntArray(const std::vector<int64_t>& items) {
+  std::string out = "{";
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out.push_back(',');
+    out += std::to_string(items[i]);
+  }
+  out.push_back('}');
+  return out;
+}
+
 }  // namespace internal
 }  // namespace converge::sql

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <list>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -10,6 +11,14 @@
 #include <vector>
 
 namespace converge::sql::internal {
+
+// PostgreSQL array literals for one-statement bulk operations (unnest($1::text[]) ...).
+// Text elements are always quoted (backslash-escaping '"' and '\\'); a nullopt element is NULL.
+std::string PgTextArray(const std::vector<std::optional<std::string_view>>& items);
+std::string PgTextArray(const std::vector<std::string_view>& items);
+// bytea[] with hex elements ("\\x0a0b"); nullopt is NULL.
+std::string PgByteaArray(const std::vector<std::optional<std::string_view>>& items);
+std::string PgIntArray(const std::vector<int64_t>& items);
 
 // Rewrites $1, $2, ... placeholders (outside quotes and comments) to ?1, ?2 for SQLite.
 std::string ToSqlitePlaceholders(std::string_view sql);

@@ -133,10 +133,14 @@ class PgTransaction final : public Transaction {
   void OnCommit(std::function<void()> fn) override { on_commit_.push_back(std::move(fn)); }
   void* native_handle() override;
   std::vector<std::function<void()>> TakeCallbacks() { return std::move(on_commit_); }
+  // A statement sent after COMMIT without waiting for its result (see PgSendAfterCommit).
+  void SendAfterCommit(std::string sql) { after_commit_ = std::move(sql); }
+  std::string TakeAfterCommit() { return std::move(after_commit_); }
 
  private:
   PgDatabase& db_;
   std::vector<std::function<void()>> on_commit_;
+  std::string after_commit_;
 };
 
 struct NoFinalize {
@@ -206,6 +210,8 @@ class PgDatabase final : public Database {
       return s;
     }
     for (auto& cb : tx.TakeCallbacks()) cb();
+    std::string after = tx.TakeAfterCommit();
+    if (!after.empty() && PQsendQuery(conn_, after.c_str()) == 1) pending_async_ = true;
     return Status::Ok();
   }
 
@@ -229,7 +235,16 @@ class PgDatabase final : public Database {
   void* native_handle() override { return conn_; }
   const std::string& target() const override { return options_.conninfo; }
 
+  // Consumes the results of a statement sent without waiting (their errors do not matter).
+  void DrainAsync() {
+    if (!pending_async_) return;
+    pending_async_ = false;
+    if (conn_ == nullptr) return;
+    while (PGresult* r = PQgetResult(conn_)) PQclear(r);
+  }
+
   Status EnsureConnected() {
+    DrainAsync();
     // A server that went away leaves the connection looking fine until it is used; reading
     // what is pending (non-blocking) notices the closed socket, so we reconnect up front.
     if (conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK &&
@@ -243,6 +258,7 @@ class PgDatabase final : public Database {
   // A simple-protocol command (BEGIN/COMMIT/scripts): no parameters, several statements ok.
   Status Simple(const char* sql) {
     if (conn_ == nullptr) return UnavailableError("postgres: not connected");
+    DrainAsync();
     PGresult* res = PQexec(conn_, sql);
     ExecStatusType st = PQresultStatus(res);
     Status s;
@@ -348,6 +364,7 @@ class PgDatabase final : public Database {
   PGconn* conn_ = nullptr;
   internal::StatementCache<PreparedName, NoFinalize> cache_;
   uint64_t next_statement_ = 0;
+  bool pending_async_ = false;
   std::vector<const char*> values_;
   std::vector<int> lengths_;
   std::vector<int> formats_;
@@ -377,6 +394,10 @@ Result<std::unique_ptr<Database>> Database::ConnectPostgres(const PostgresOption
 }
 
 namespace internal {
+
+void PgSendAfterCommit(Transaction& tx, std::string sql) {
+  if (auto* pg = dynamic_cast<PgTransaction*>(&tx)) pg->SendAfterCommit(std::move(sql));
+}
 
 Status PgStatusFromResult(void* conn, const void* result, std::string_view what) {
   return PgErrorFromResult(static_cast<PGconn*>(conn), static_cast<const PGresult*>(result), what);
