@@ -2,6 +2,7 @@
 // PostgreSQL): Outbox writer -> Relay -> Log -> ConsumerGroups -> InboxConsumer.
 #include "bench/outbox_bench.h"
 
+#include <pthread.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -417,6 +418,7 @@ class ConvergeOutboxSystem final : public OutboxSystem {
   Status WriterThread(const OutboxWorkload& w, uint32_t t, uint32_t writers, uint64_t base,
                       uint64_t events, uint32_t per_tx, uint32_t rate, CommitEffectTimes* times) {
     ReduceTimerSlack();
+    pthread_setname_np(pthread_self(), "bench-writer");
     CONVERGE_ASSIGN_OR_RETURN(auto db, sql::OpenDatabase(service_));
     Outbox outbox(Env::Default());
     // Writer t writes orders t, t + writers, ... in transactions of per_tx.

@@ -1,6 +1,8 @@
 // The inbox dedup table and the consumer that runs handlers exactly once per event.
 #include "converge/inbox.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -299,7 +301,10 @@ class InboxConsumerImpl final : public InboxConsumer {
     std::lock_guard<std::mutex> lock(lifecycle_mu_);
     if (thread_.joinable()) return FailedPreconditionError("inbox consumer: already started");
     stopping_ = false;
-    thread_ = std::thread([this] { Loop(); });
+    thread_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "cv-inbox");
+      Loop();
+    });
     return Status::Ok();
   }
 
@@ -701,6 +706,7 @@ class InboxConsumerImpl final : public InboxConsumer {
     if (!pool_.empty()) return;
     for (size_t i = 1; i < workers_.size(); ++i) {
       pool_.emplace_back([this, i] {
+        pthread_setname_np(pthread_self(), "cv-inbox-w");
         uint64_t seen = 0;
         for (;;) {
           {

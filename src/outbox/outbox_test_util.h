@@ -239,7 +239,7 @@ inline Status WriteEvents(sql::Database& db, Outbox& outbox, const std::string& 
 
 }  // namespace converge::outbox_test
 
-#include "groups/testing/memory_log.h"
+#include "groups/testing/faulty_log.h"
 
 namespace converge::outbox_test {
 

@@ -2,6 +2,8 @@
 // a RelaySink (log), on its own thread or one cycle at a time (RunOnce).
 #include "converge/relay.h"
 
+#include <pthread.h>
+
 #include <atomic>
 #include <mutex>
 #include <thread>
@@ -121,7 +123,10 @@ class RelayImpl final : public Relay {
     std::lock_guard<std::mutex> lock(lifecycle_mu_);
     if (thread_.joinable()) return FailedPreconditionError("relay: already started");
     stopping_ = false;
-    thread_ = std::thread([this] { Loop(); });
+    thread_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "cv-relay");
+      Loop();
+    });
     return Status::Ok();
   }
 
