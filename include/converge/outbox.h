@@ -14,12 +14,15 @@
 //   the Env's wall clock, so the caller learns what was written.
 // - Order: rows carry a sequence number; the relay publishes rows of one partition key in
 //   sequence order. On SQLite the sequence is commit order (one writer at a time). On
-//   PostgreSQL, Write first takes a transaction-scoped advisory lock per distinct partition key
-//   (sorted, so writers never deadlock on them), which makes the sequence commit order per key
-//   (see docs/formats/outbox.md, "Ordering").
-// - Wake-up: on PostgreSQL, Write issues NOTIFY converge_outbox (delivered at commit) unless
-//   options.notify is false; on SQLite it registers an in-process wake-up of relays on the
-//   same file that runs after commit. Relays also poll, so a missed wake-up only delays.
+//   PostgreSQL, the insert statement first takes a transaction-scoped advisory lock per distinct
+//   partition key (in hash order, so writers never deadlock on them), which makes the sequence
+//   commit order per key (docs/formats/outbox.md, "Ordering"). A transaction writing a key
+//   therefore waits for another open transaction that wrote the same key.
+// - Wake-up: on PostgreSQL, unless options.notify is false, pg_notify('converge_outbox') is sent
+//   right after the transaction commits (without waiting for its answer; a NOTIFY inside the
+//   transaction would serialize commits); on SQLite the relays of the same file in this process
+//   are woken after the commit. Relays also poll, so a missed wake-up only delays.
+// - Cost: PostgreSQL: one statement for all events of a call; SQLite: one statement per 64.
 //
 // Thread-safety: an Outbox is thread-safe (it holds only options and an id generator); the
 // Transaction it writes to is used by one thread at a time.
@@ -39,8 +42,9 @@
 namespace converge {
 
 struct OutboxOptions {
-  // PostgreSQL: NOTIFY converge_outbox in each writing transaction (low-latency wake-up of the
-  // relay). Each notifying commit takes PostgreSQL's notification queue lock briefly.
+  // PostgreSQL: pg_notify('converge_outbox') after each writing transaction commits (the
+  // low-latency wake-up of the relay; a tiny asynchronous-commit transaction on the same
+  // connection, whose answer is read by the connection's next call).
   bool notify = true;
   // Bounds on one Write call.
   size_t max_events_per_write = 10'000;
