@@ -65,9 +65,7 @@ std::string OrderKey(uint64_t seq, uint32_t writer, uint32_t writers, uint32_t k
 }
 
 CommitEffectTimes::CommitEffectTimes(size_t n)
-    : n_(n),
-      commit_(new std::atomic<int64_t>[n]),
-      effect_(new std::atomic<int64_t>[n]) {
+    : n_(n), commit_(new std::atomic<int64_t>[n]), effect_(new std::atomic<int64_t>[n]) {
   for (size_t i = 0; i < n; ++i) {
     commit_[i].store(0, std::memory_order_relaxed);
     effect_[i].store(0, std::memory_order_relaxed);
@@ -82,9 +80,8 @@ void CommitEffectTimes::Applied(uint64_t seq, int64_t ns) {
   if (seq < n_) effect_[seq].store(ns, std::memory_order_relaxed);
 }
 
-Measurement CommitEffectTimes::Summarize(const std::string& system,
-                                         const std::string& durability, size_t skip,
-                                         double seconds, const std::string& note,
+Measurement CommitEffectTimes::Summarize(const std::string& system, const std::string& durability,
+                                         size_t skip, double seconds, const std::string& note,
                                          size_t* missing) const {
   LatencyRecorder recorder(n_);
   *missing = 0;
@@ -195,9 +192,10 @@ Status ApplyCounters(sql::Transaction& tx, std::span<const InboxMessage> message
     std::string array = sql::internal::PgTextArray(keys);
     sql::Value p[] = {sql::Value::Text(array)};
     return tx
-        .Execute("INSERT INTO counters (customer, n) SELECT unnest($1::text[]), 1 "
-                 "ON CONFLICT (customer) DO UPDATE SET n = counters.n + 1",
-                 p)
+        .Execute(
+            "INSERT INTO counters (customer, n) SELECT unnest($1::text[]), 1 "
+            "ON CONFLICT (customer) DO UPDATE SET n = counters.n + 1",
+            p)
         .status();
   }
   std::vector<sql::Value> params;
@@ -220,8 +218,7 @@ Result<int64_t> ScalarQuery(sql::Database& db, const std::string& sql) {
   CONVERGE_RETURN_IF_ERROR(db.Query(sql, {}, [&](const sql::Row& row) -> Status {
                                CONVERGE_ASSIGN_OR_RETURN(v, row.Int(0));
                                return Status::Ok();
-                             })
-                               .status());
+                             }).status());
   return v;
 }
 
@@ -233,9 +230,7 @@ class ConvergeOutboxSystem final : public OutboxSystem {
   explicit ConvergeOutboxSystem(bool postgres) : postgres_(postgres) {}
   ~ConvergeOutboxSystem() override { Stop().IgnoreError(); }
 
-  std::string name() const override {
-    return postgres_ ? "converge-postgres" : "converge-sqlite";
-  }
+  std::string name() const override { return postgres_ ? "converge-postgres" : "converge-sqlite"; }
   std::string durability() const override {
     return postgres_ ? "pg-sync-commit+log-fsync" : "sqlite-full+log-fsync";
   }
@@ -299,13 +294,12 @@ class ConvergeOutboxSystem final : public OutboxSystem {
     co.group_options.max_pending_per_partition = 20'000;
     co.inbox.retention_max_ids = 100'000'000;
     CONVERGE_ASSIGN_OR_RETURN(
-        consumer_,
-        InboxConsumer::Create(
-            env, *groups_, consumer_target_,
-            InboxBatchHandler([this](sql::Transaction& tx, std::span<const InboxMessage> m) {
-              return Handle(tx, m);
-            }),
-            co));
+        consumer_, InboxConsumer::Create(env, *groups_, consumer_target_,
+                                         InboxBatchHandler([this](sql::Transaction& tx,
+                                                                  std::span<const InboxMessage> m) {
+                                           return Handle(tx, m);
+                                         }),
+                                         co));
     return consumer_->Start();
   }
 
@@ -387,7 +381,8 @@ class ConvergeOutboxSystem final : public OutboxSystem {
       const uint64_t base = latency_base_.load(std::memory_order_relaxed);
       for (const InboxMessage& m : messages) {
         int64_t order = OrderNumber(m.event.data());
-        if (order >= static_cast<int64_t>(base)) seqs.push_back(static_cast<uint64_t>(order) - base);
+        if (order >= static_cast<int64_t>(base))
+          seqs.push_back(static_cast<uint64_t>(order) - base);
       }
       tx.OnCommit([times, seqs = std::move(seqs)] {
         const int64_t now = NowNanos();
@@ -406,9 +401,8 @@ class ConvergeOutboxSystem final : public OutboxSystem {
     std::vector<Status> results(writers);
     std::vector<std::thread> threads;
     for (uint32_t t = 0; t < writers; ++t) {
-      threads.emplace_back([&, t] {
-        results[t] = WriterThread(w, t, writers, base, events, per_tx, rate, times);
-      });
+      threads.emplace_back(
+          [&, t] { results[t] = WriterThread(w, t, writers, base, events, per_tx, rate, times); });
     }
     for (auto& th : threads) th.join();
     for (const Status& s : results) CONVERGE_RETURN_IF_ERROR(s);
@@ -540,8 +534,8 @@ Result<OutboxOptions> ParseOutboxOptions(int argc, char** argv) {
       char* end = nullptr;
       unsigned long long x = std::strtoull(v.c_str(), &end, 10);
       if (end == v.c_str() || *end != '\0' || x < lo || x > hi) {
-        return InvalidArgumentError(std::string(a) + " must be in [" + std::to_string(lo) +
-                                    ", " + std::to_string(hi) + "]");
+        return InvalidArgumentError(std::string(a) + " must be in [" + std::to_string(lo) + ", " +
+                                    std::to_string(hi) + "]");
       }
       return static_cast<uint64_t>(x);
     };
@@ -619,8 +613,7 @@ std::string OutboxComparison(const std::vector<Measurement>& rows) {
     out += line;
   }
   if (pg != nullptr) {
-    std::snprintf(line, sizeof(line),
-                  "target converge-postgres e2e >= 50,000 events/s: %s (%s)\n",
+    std::snprintf(line, sizeof(line), "target converge-postgres e2e >= 50,000 events/s: %s (%s)\n",
                   verdict(pg->events_per_s >= 50'000), FormatThousands(pg->events_per_s).c_str());
     out += line;
   }
@@ -663,7 +656,8 @@ int RunOutbox(int argc, char** argv) {
   double load[1] = {0};
   ::getloadavg(load, 1);
   std::fprintf(stderr,
-               "converge bench outbox: %" PRIu64 " events, %u per tx, %u keys; latency %u/s for "
+               "converge bench outbox: %" PRIu64
+               " events, %u per tx, %u keys; latency %u/s for "
                "%u s; scratch %s; load average %.2f\n",
                o.workload.events, o.workload.tx_events, o.workload.keys, o.workload.rate_per_s,
                o.workload.latency_seconds, run_dir->path().c_str(), load[0]);

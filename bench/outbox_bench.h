@@ -27,13 +27,13 @@ namespace converge::bench {
 
 struct OutboxWorkload {
   uint64_t events = 200'000;
-  uint32_t tx_events = 100;       // business rows (and events) per transaction
-  uint32_t keys = 1000;           // partition keys (customers); per writer thread a disjoint set
-  uint32_t writers = 4;           // PostgreSQL writer threads (SQLite: always 1)
-  uint32_t workers = 4;           // PostgreSQL consumer transactions at once (SQLite: 1)
-  uint32_t rate_per_s = 1000;     // latency workload
+  uint32_t tx_events = 100;    // business rows (and events) per transaction
+  uint32_t keys = 1000;        // partition keys (customers); per writer thread a disjoint set
+  uint32_t writers = 4;        // PostgreSQL writer threads (SQLite: always 1)
+  uint32_t workers = 4;        // PostgreSQL consumer transactions at once (SQLite: 1)
+  uint32_t rate_per_s = 1000;  // latency workload
   uint32_t latency_seconds = 5;
-  std::string dir;                // scratch directory of this system
+  std::string dir;  // scratch directory of this system
 };
 
 class OutboxSystem {

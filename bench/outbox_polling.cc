@@ -174,11 +174,11 @@ class PollingOutboxSystem final : public OutboxSystem {
     const double seconds = static_cast<double>(NowNanos() - start) / 1e9;
     CONVERGE_RETURN_IF_ERROR(Verify(before + total));
     size_t missing = 0;
-    Measurement m = times_->Summarize(
-        name(), durability(), total / 10, seconds,
-        "1 event/tx paced at " + std::to_string(w.rate_per_s) +
-            "/s; relay polls every 10 ms when idle; first 10% skipped",
-        &missing);
+    Measurement m =
+        times_->Summarize(name(), durability(), total / 10, seconds,
+                          "1 event/tx paced at " + std::to_string(w.rate_per_s) +
+                              "/s; relay polls every 10 ms when idle; first 10% skipped",
+                          &missing);
     times_.reset();
     if (missing > 0) return InternalError("polling: " + std::to_string(missing) + " unmatched");
     out.push_back(m);
@@ -268,8 +268,7 @@ class PollingOutboxSystem final : public OutboxSystem {
         if (s != NATS_OK) return NatsError("js_PublishAsyncComplete", s);
         std::string literal = IntArray(seqs);
         sql::Value p[] = {sql::Value::Text(literal)};
-        return tx.Execute("DELETE FROM polling_outbox WHERE seq = ANY($1::bigint[])", p)
-            .status();
+        return tx.Execute("DELETE FROM polling_outbox WHERE seq = ANY($1::bigint[])", p).status();
       });
       if (status.ok() && seqs.empty()) ::usleep(kIdleSleepUs);
     }
@@ -336,15 +335,14 @@ class PollingOutboxSystem final : public OutboxSystem {
       std::set<std::string> fresh;
       std::string literal = TextArray(ids);
       sql::Value p[] = {sql::Value::Text(literal)};
-      CONVERGE_RETURN_IF_ERROR(
-          tx.Query("INSERT INTO processed (id) SELECT unnest($1::text[]) "
-                   "ON CONFLICT DO NOTHING RETURNING id",
-                   p,
-                   [&](const sql::Row& row) {
-                     fresh.emplace(row.Bytes(0));
-                     return Status::Ok();
-                   })
-              .status());
+      CONVERGE_RETURN_IF_ERROR(tx.Query("INSERT INTO processed (id) SELECT unnest($1::text[]) "
+                                        "ON CONFLICT DO NOTHING RETURNING id",
+                                        p,
+                                        [&](const sql::Row& row) {
+                                          fresh.emplace(row.Bytes(0));
+                                          return Status::Ok();
+                                        })
+                                   .status());
       // A fetch may hold several events of one customer: add them up first.
       std::map<std::string, int64_t> per_customer;
       for (const Event& e : events) {
@@ -367,10 +365,11 @@ class PollingOutboxSystem final : public OutboxSystem {
       std::string cl = TextArray(customers), nl = IntArray(counts);
       sql::Value q[] = {sql::Value::Text(cl), sql::Value::Text(nl)};
       return tx
-          .Execute("INSERT INTO counters (customer, n) SELECT * FROM "
-                   "unnest($1::text[], $2::bigint[]) "
-                   "ON CONFLICT (customer) DO UPDATE SET n = counters.n + excluded.n",
-                   q)
+          .Execute(
+              "INSERT INTO counters (customer, n) SELECT * FROM "
+              "unnest($1::text[], $2::bigint[]) "
+              "ON CONFLICT (customer) DO UPDATE SET n = counters.n + excluded.n",
+              q)
           .status();
     });
     CONVERGE_RETURN_IF_ERROR(s);
@@ -390,9 +389,8 @@ class PollingOutboxSystem final : public OutboxSystem {
     std::vector<Status> results(writers);
     std::vector<std::thread> threads;
     for (uint32_t t = 0; t < writers; ++t) {
-      threads.emplace_back([&, t] {
-        results[t] = WriterThread(w, t, writers, base, events, per_tx, rate, times);
-      });
+      threads.emplace_back(
+          [&, t] { results[t] = WriterThread(w, t, writers, base, events, per_tx, rate, times); });
     }
     for (auto& th : threads) th.join();
     for (const Status& s : results) CONVERGE_RETURN_IF_ERROR(s);
@@ -430,8 +428,7 @@ class PollingOutboxSystem final : public OutboxSystem {
         std::string kl = TextArray(keys);
         sql::Value bp[] = {sql::Value::Text(kl)};
         CONVERGE_RETURN_IF_ERROR(
-            tx.Execute("INSERT INTO orders (customer, amount) SELECT unnest($1::text[]), 4200",
-                       bp)
+            tx.Execute("INSERT INTO orders (customer, amount) SELECT unnest($1::text[]), 4200", bp)
                 .status());
         std::string il = TextArray(event_ids), pl = ByteaArray(payloads);
         sql::Value op[] = {sql::Value::Text(il), sql::Value::Text(kl), sql::Value::Text(pl)};
@@ -472,14 +469,15 @@ class PollingOutboxSystem final : public OutboxSystem {
   Status Verify(uint64_t expected) {
     int64_t sum = -1, ids = -1;
     CONVERGE_RETURN_IF_ERROR(
-        consumer_db_->Query("SELECT coalesce(sum(n), 0), (SELECT count(*) FROM processed) "
-                            "FROM counters",
-                            {},
-                            [&](const sql::Row& row) -> Status {
-                              CONVERGE_ASSIGN_OR_RETURN(sum, row.Int(0));
-                              CONVERGE_ASSIGN_OR_RETURN(ids, row.Int(1));
-                              return Status::Ok();
-                            })
+        consumer_db_
+            ->Query("SELECT coalesce(sum(n), 0), (SELECT count(*) FROM processed) "
+                    "FROM counters",
+                    {},
+                    [&](const sql::Row& row) -> Status {
+                      CONVERGE_ASSIGN_OR_RETURN(sum, row.Int(0));
+                      CONVERGE_ASSIGN_OR_RETURN(ids, row.Int(1));
+                      return Status::Ok();
+                    })
             .status());
     if (sum != static_cast<int64_t>(expected) || ids != static_cast<int64_t>(expected)) {
       return InternalError("polling: exactly-once check failed: " + std::to_string(sum) +

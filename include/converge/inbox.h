@@ -52,11 +52,11 @@
 namespace converge {
 
 struct InboxOptions {
-  std::string consumer;                            // dedup namespace, 1..200 bytes
-  int64_t retention_ms = 7LL * 24 * 3600 * 1000;   // keep processed ids this long
-  uint64_t retention_max_ids = 10'000'000;         // and at most this many (oldest go first)
-  uint32_t cleanup_batch_rows = 1000;              // rows per DELETE statement
-  int64_t cleanup_interval_ms = 10'000;            // how often the consumer cleans up
+  std::string consumer;                           // dedup namespace, 1..200 bytes
+  int64_t retention_ms = 7LL * 24 * 3600 * 1000;  // keep processed ids this long
+  uint64_t retention_max_ids = 10'000'000;        // and at most this many (oldest go first)
+  uint32_t cleanup_batch_rows = 1000;             // rows per DELETE statement
+  int64_t cleanup_interval_ms = 10'000;           // how often the consumer cleans up
 };
 
 // The dedup table. Cheap to construct; holds no connection.
@@ -118,14 +118,14 @@ struct InboxConsumerOptions {
   std::string topic;
   std::string group;
   std::string member = "inbox";
-  InboxOptions inbox;  // inbox.consumer defaults to `group`
+  InboxOptions inbox;        // inbox.consumer defaults to `group`
   bool create_group = true;  // create the consumer group if missing
   GroupOptions group_options;
-  uint32_t fetch_max_events = 512;          // events per batch, 1..10000
+  uint32_t fetch_max_events = 512;  // events per batch, 1..10000
   uint64_t fetch_max_bytes = 4u << 20;
   // Transactions at once (each worker has its own connection). SQLite has one writer at a
   // time: keep 1 there.
-  uint32_t workers = 1;                     // 1..64
+  uint32_t workers = 1;  // 1..64
   // Handler retries: delay before redelivery = full jitter in
   // [0, min(max, base * multiplier^(attempt-1))].
   int64_t retry_base_delay_ms = 100;
@@ -147,12 +147,12 @@ struct InboxConsumerOptions {
 
 struct InboxStats {
   uint64_t batches = 0;
-  uint64_t handled = 0;          // handlers that succeeded and committed
-  uint64_t duplicates = 0;       // redeliveries skipped by the inbox
-  uint64_t retried = 0;          // retryable handler failures (nacked with a delay)
-  uint64_t dead_lettered = 0;    // permanent failures and poison events (nacked permanently)
-  uint64_t db_failures = 0;      // failed transactions of the consumer's database
-  uint64_t cleaned = 0;          // inbox rows deleted by retention
+  uint64_t handled = 0;        // handlers that succeeded and committed
+  uint64_t duplicates = 0;     // redeliveries skipped by the inbox
+  uint64_t retried = 0;        // retryable handler failures (nacked with a delay)
+  uint64_t dead_lettered = 0;  // permanent failures and poison events (nacked permanently)
+  uint64_t db_failures = 0;    // failed transactions of the consumer's database
+  uint64_t cleaned = 0;        // inbox rows deleted by retention
   std::string last_error;
 };
 

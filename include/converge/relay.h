@@ -93,17 +93,17 @@ struct LogSinkOptions {
 Result<std::unique_ptr<RelaySink>> NewLogSink(Log& log, LogSinkOptions options);
 
 struct RelayOptions {
-  std::string name = "relay";          // for messages and PostgreSQL application_name
-  uint32_t batch_max_events = 1000;    // rows claimed per batch, 1..100000
-  uint64_t batch_max_bytes = 8u << 20;  // about this many bytes of events per batch
+  std::string name = "relay";                   // for messages and PostgreSQL application_name
+  uint32_t batch_max_events = 1000;             // rows claimed per batch, 1..100000
+  uint64_t batch_max_bytes = 8u << 20;          // about this many bytes of events per batch
   uint32_t publish_chunk_max_events = 100'000;  // records per RelaySink::Publish call
-  int64_t poll_interval_ms = 500;      // fallback poll when no wake-up comes, 1..3600000
-  int64_t retry_base_delay_ms = 10;    // backoff after a failure: full jitter in
-  int64_t retry_max_delay_ms = 5'000;  //   [0, min(max, base * 2^failures)]
-  int64_t standby_retry_ms = 1'000;    // a standby relay tries to take over this often
+  int64_t poll_interval_ms = 500;               // fallback poll when no wake-up comes, 1..3600000
+  int64_t retry_base_delay_ms = 10;             // backoff after a failure: full jitter in
+  int64_t retry_max_delay_ms = 5'000;           //   [0, min(max, base * 2^failures)]
+  int64_t standby_retry_ms = 1'000;             // a standby relay tries to take over this often
   // PostgreSQL: buckets the outbox is split into between relays (all relays of one outbox must
   // use the same value), and how often a relay rebalances its share.
-  uint32_t postgres_buckets = 64;      // 1..4096
+  uint32_t postgres_buckets = 64;  // 1..4096
   int64_t rebalance_interval_ms = 1'000;
   // SQLite: the relay's own connection (it only reads and deletes outbox rows). A delete lost
   // in a power failure only republishes rows (dropped by the log's dedup), so "normal" is safe.
@@ -117,15 +117,15 @@ struct RelayOptions {
 };
 
 struct RelayStats {
-  uint64_t batches = 0;         // non-empty batches completed (rows removed)
-  uint64_t published = 0;       // events appended (including duplicates the log dropped)
-  uint64_t dead_lettered = 0;   // malformed rows sent to the dead letters
-  uint64_t failures = 0;        // failed steps (each followed by a backoff)
-  uint64_t wakeups = 0;         // notifications and in-process wake-ups received
-  uint64_t polls = 0;           // claims triggered by the fallback timer
-  bool active = false;          // holds the outbox (SQLite) or at least one bucket (PostgreSQL)
-  uint32_t buckets = 0;         // PostgreSQL: buckets held now
-  std::string last_error;       // the last failure, empty if none
+  uint64_t batches = 0;        // non-empty batches completed (rows removed)
+  uint64_t published = 0;      // events appended (including duplicates the log dropped)
+  uint64_t dead_lettered = 0;  // malformed rows sent to the dead letters
+  uint64_t failures = 0;       // failed steps (each followed by a backoff)
+  uint64_t wakeups = 0;        // notifications and in-process wake-ups received
+  uint64_t polls = 0;          // claims triggered by the fallback timer
+  bool active = false;         // holds the outbox (SQLite) or at least one bucket (PostgreSQL)
+  uint32_t buckets = 0;        // PostgreSQL: buckets held now
+  std::string last_error;      // the last failure, empty if none
 };
 
 class Relay {

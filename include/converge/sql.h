@@ -131,12 +131,12 @@ struct SqliteOptions {
   // "full" (fsync each commit: survives power loss), "normal" (WAL: survives a process crash,
   // a power loss may lose the last commits), "off".
   std::string synchronous = "full";
-  bool wal = true;                  // journal_mode=WAL (readers never block the writer)
+  bool wal = true;  // journal_mode=WAL (readers never block the writer)
   size_t statement_cache_max = 256;
 };
 
 struct PostgresOptions {
-  std::string conninfo;               // libpq connection string or URI
+  std::string conninfo;  // libpq connection string or URI
   int64_t connect_timeout_ms = 5'000;
   int64_t statement_timeout_ms = 30'000;  // 0 = none
   int64_t lock_timeout_ms = 10'000;       // 0 = none

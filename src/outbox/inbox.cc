@@ -76,10 +76,9 @@ Result<bool> Inbox::Record(sql::Transaction& tx, std::string_view event_id) {
   sql::Value params[] = {sql::Value::Text(options_.consumer), sql::Value::Text(event_id),
                          sql::Value::Int(env_.clock().NowWallMicros())};
   CONVERGE_ASSIGN_OR_RETURN(
-      int64_t inserted,
-      tx.Execute("INSERT INTO converge_inbox (consumer, event_id, processed_at) "
-                 "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                 params));
+      int64_t inserted, tx.Execute("INSERT INTO converge_inbox (consumer, event_id, processed_at) "
+                                   "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                                   params));
   if (inserted > 0) {
     int64_t expected = estimated_ids_.load(std::memory_order_relaxed);
     if (expected >= 0) estimated_ids_.fetch_add(1, std::memory_order_relaxed);
@@ -88,7 +87,7 @@ Result<bool> Inbox::Record(sql::Transaction& tx, std::string_view event_id) {
 }
 
 Status Inbox::RecordBatch(sql::Transaction& tx, std::span<const std::string_view> ids,
-                         std::vector<bool>* fresh) {
+                          std::vector<bool>* fresh) {
   fresh->assign(ids.size(), false);
   if (ids.empty()) return Status::Ok();
   constexpr size_t kMaxPerStatement = 256;
@@ -181,13 +180,13 @@ Result<uint64_t> Inbox::Cleanup(sql::Database& db, uint64_t max_rows) {
   if (estimated_ids_.load() < 0) {
     int64_t count = 0;
     sql::Value params[] = {sql::Value::Text(options_.consumer)};
-    CONVERGE_RETURN_IF_ERROR(
-        db.Query("SELECT count(*) FROM converge_inbox WHERE consumer = $1", params,
-                 [&](const sql::Row& row) -> Status {
-                   CONVERGE_ASSIGN_OR_RETURN(count, row.Int(0));
-                   return Status::Ok();
-                 })
-            .status());
+    CONVERGE_RETURN_IF_ERROR(db.Query("SELECT count(*) FROM converge_inbox WHERE consumer = $1",
+                                      params,
+                                      [&](const sql::Row& row) -> Status {
+                                        CONVERGE_ASSIGN_OR_RETURN(count, row.Int(0));
+                                        return Status::Ok();
+                                      })
+                                 .status());
     estimated_ids_.store(count);
   } else {
     estimated_ids_.fetch_sub(static_cast<int64_t>(deleted));
@@ -197,16 +196,15 @@ Result<uint64_t> Inbox::Cleanup(sql::Database& db, uint64_t max_rows) {
     // The processed_at of the limit-th newest row: everything strictly older goes.
     std::optional<int64_t> cutoff;
     sql::Value params[] = {sql::Value::Text(options_.consumer), sql::Value::Int(limit - 1)};
-    CONVERGE_RETURN_IF_ERROR(
-        db.Query("SELECT processed_at FROM converge_inbox WHERE consumer = $1 "
-                 "ORDER BY processed_at DESC LIMIT 1 OFFSET $2",
-                 params,
-                 [&](const sql::Row& row) -> Status {
-                   CONVERGE_ASSIGN_OR_RETURN(int64_t v, row.Int(0));
-                   cutoff = v;
-                   return Status::Ok();
-                 })
-            .status());
+    CONVERGE_RETURN_IF_ERROR(db.Query("SELECT processed_at FROM converge_inbox WHERE consumer = $1 "
+                                      "ORDER BY processed_at DESC LIMIT 1 OFFSET $2",
+                                      params,
+                                      [&](const sql::Row& row) -> Status {
+                                        CONVERGE_ASSIGN_OR_RETURN(int64_t v, row.Int(0));
+                                        cutoff = v;
+                                        return Status::Ok();
+                                      })
+                                 .status());
     uint64_t by_count = 0;
     while (cutoff && deleted < max_rows) {
       CONVERGE_ASSIGN_OR_RETURN(int64_t n, delete_older(*cutoff));
@@ -549,8 +547,7 @@ class InboxConsumerImpl final : public InboxConsumer {
 
   // Runs the handler on `items` (all new). With a per-event handler, `*failed` names the item
   // that failed.
-  Status CallHandlers(sql::Transaction& tx, const std::vector<Item*>& items,
-                      const Item** failed) {
+  Status CallHandlers(sql::Transaction& tx, const std::vector<Item*>& items, const Item** failed) {
     if (items.empty()) return Status::Ok();
     std::vector<InboxMessage> messages;
     messages.reserve(items.size());
@@ -573,8 +570,7 @@ class InboxConsumerImpl final : public InboxConsumer {
   }
 
   void Classify(Item& item, const Status& s) {
-    item.outcome =
-        options_.is_retryable(s) ? Item::Outcome::kRetry : Item::Outcome::kPermanent;
+    item.outcome = options_.is_retryable(s) ? Item::Outcome::kRetry : Item::Outcome::kPermanent;
     item.reason = s.ToString();
   }
 
@@ -612,8 +608,7 @@ class InboxConsumerImpl final : public InboxConsumer {
           NackOptions nack;
           nack.delay_ms = RetryDelayMs(d.attempt);
           nack.reason = item.reason;
-          Status s = groups_.Nack(options_.topic, options_.group, options_.member, d.lease(),
-                                  nack);
+          Status s = groups_.Nack(options_.topic, options_.group, options_.member, d.lease(), nack);
           if (!s.ok() && first_error.ok() && s.code() != StatusCode::kFailedPrecondition) {
             first_error = s;
           }
@@ -626,8 +621,7 @@ class InboxConsumerImpl final : public InboxConsumer {
           nack.reason = item.reason;
           // If the dead-letter append fails the group keeps the event pending (its key
           // blocked) and retries the append itself: nothing is dropped.
-          Status s = groups_.Nack(options_.topic, options_.group, options_.member, d.lease(),
-                                  nack);
+          Status s = groups_.Nack(options_.topic, options_.group, options_.member, d.lease(), nack);
           if (!s.ok() && first_error.ok() && s.code() != StatusCode::kFailedPrecondition) {
             first_error = s;
           }
@@ -667,8 +661,8 @@ class InboxConsumerImpl final : public InboxConsumer {
     const int64_t now = env_.clock().NowMonotonicNanos();
     if (now < next_cleanup_ns_ || workers_[0].db == nullptr) return;
     next_cleanup_ns_ = now + options_.inbox.cleanup_interval_ms * 1'000'000;
-    Result<uint64_t> n = inbox_.Cleanup(*workers_[0].db,
-                                        uint64_t{options_.inbox.cleanup_batch_rows} * 16);
+    Result<uint64_t> n =
+        inbox_.Cleanup(*workers_[0].db, uint64_t{options_.inbox.cleanup_batch_rows} * 16);
     std::lock_guard<std::mutex> lock(stats_mu_);
     if (n.ok()) {
       stats_.cleaned += *n;
@@ -786,7 +780,7 @@ class InboxConsumerImpl final : public InboxConsumer {
   Env& env_;
   ConsumerGroups& groups_;
   sql::DatabaseTarget target_;
-  InboxHandler handler_;             // one of the two is set
+  InboxHandler handler_;  // one of the two is set
   InboxBatchHandler batch_handler_;
   InboxConsumerOptions options_;
   Inbox inbox_;

@@ -47,7 +47,8 @@ class LogSink final : public RelaySink {
             break;
           }
         }
-        if (last_group == groups.size()) groups.emplace_back(std::move(target), std::vector<size_t>());
+        if (last_group == groups.size())
+          groups.emplace_back(std::move(target), std::vector<size_t>());
       }
       groups[last_group].second.push_back(i);
     }
@@ -85,8 +86,9 @@ class LogSink final : public RelaySink {
         Status c = log_.CreateTopic(topic, options_.topic_options);
         if (!c.ok() && c.code() != StatusCode::kAlreadyExists) {
           if (c.code() != StatusCode::kInvalidArgument) return c;
-          return RejectAll(pending, "cannot create topic '" + topic + "': " +
-                                        std::string(c.message()), rejected);
+          return RejectAll(pending,
+                           "cannot create topic '" + topic + "': " + std::string(c.message()),
+                           rejected);
         }
         created = true;
         continue;
@@ -97,11 +99,10 @@ class LogSink final : public RelaySink {
       if (s.code() == StatusCode::kInvalidArgument) {
         std::optional<size_t> bad = RefusedRecordIndex(s);
         if (!bad || *bad >= pending.size()) {
-          return RejectAll(pending, "log refused the batch: " + std::string(s.message()),
-                           rejected);
+          return RejectAll(pending, "log refused the batch: " + std::string(s.message()), rejected);
         }
-        rejected->push_back(SinkRejection{pending[*bad], "log refused the event: " +
-                                                             std::string(s.message())});
+        rejected->push_back(
+            SinkRejection{pending[*bad], "log refused the event: " + std::string(s.message())});
         pending.erase(pending.begin() + static_cast<std::ptrdiff_t>(*bad));
         continue;
       }

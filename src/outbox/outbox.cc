@@ -48,8 +48,7 @@ const std::string& InsertSql(size_t rows) {
 }
 
 size_t ApproximateSize(std::string_view topic, const Event& e) {
-  size_t n = topic.size() + e.id().size() + e.source().size() + e.type().size() +
-             e.data().size();
+  size_t n = topic.size() + e.id().size() + e.source().size() + e.type().size() + e.data().size();
   for (const auto* s : {&e.subject(), &e.time(), &e.datacontenttype(), &e.dataschema()}) {
     if (*s) n += (*s)->size();
   }
@@ -161,7 +160,8 @@ Status Outbox::Write(sql::Transaction& tx, std::span<const OutboxEntry> entries)
     const OutboxEntry& entry = entries[i];
     if (entry.event == nullptr) return InvalidArgumentError(IndexPrefix(i) + "null event");
     Status topic_ok = outbox_internal::CheckTopicName(entry.topic);
-    if (!topic_ok.ok()) return InvalidArgumentError(IndexPrefix(i) + std::string(topic_ok.message()));
+    if (!topic_ok.ok())
+      return InvalidArgumentError(IndexPrefix(i) + std::string(topic_ok.message()));
     Event& e = *entry.event;
     if (e.id().empty()) e.set_id(ids_.NextString());
     if (!e.time()) {
@@ -220,9 +220,8 @@ Status Outbox::Write(sql::Transaction& tx, std::span<const OutboxEntry> entries)
   const char* file = sqlite3_db_filename(static_cast<sqlite3*>(tx.native_handle()), "main");
   if (file != nullptr && *file != '\0') {
     // SQLite reports the absolute path; the relay registers under the same string.
-    tx.OnCommit([key = std::string(file)] {
-      outbox_internal::WakeupRegistry::Global().Notify(key);
-    });
+    tx.OnCommit(
+        [key = std::string(file)] { outbox_internal::WakeupRegistry::Global().Notify(key); });
   }
   return Status::Ok();
 }

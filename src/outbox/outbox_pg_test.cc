@@ -115,13 +115,14 @@ TEST_F(PostgresTest, EventsOfAKeyArePublishedInCommitOrderUnderConcurrentWriters
       ASSERT_TRUE(e.ok());
       std::string commit;
       sql::Value q[] = {sql::Value::Int(EventNumber(*e))};
-      ASSERT_OK((*db)->Query("SELECT to_char(pg_xact_commit_timestamp($1::text::xid), "
-                             "'YYYYMMDDHH24MISSUS')",
-                             q,
-                             [&](const sql::Row& row) {
-                               commit = std::string(row.Bytes(0));
-                               return Status::Ok();
-                             })
+      ASSERT_OK((*db)
+                    ->Query("SELECT to_char(pg_xact_commit_timestamp($1::text::xid), "
+                            "'YYYYMMDDHH24MISSUS')",
+                            q,
+                            [&](const sql::Row& row) {
+                              commit = std::string(row.Bytes(0));
+                              return Status::Ok();
+                            })
                     .status());
       ASSERT_FALSE(commit.empty());
       std::string& prev = last_commit[std::string(r.key)];
@@ -142,8 +143,8 @@ TEST_F(PostgresTest, NotifyWakesTheRelayWithoutPolling) {
   ASSERT_OK((*relay)->Start());
   for (int round = 1; round <= 5; ++round) {
     ASSERT_OK(p.Write(1, 1, 1));
-    EXPECT_TRUE(Eventually([&] { return *p.LogEventCount() >= static_cast<uint64_t>(round); },
-                           30'000))
+    EXPECT_TRUE(
+        Eventually([&] { return *p.LogEventCount() >= static_cast<uint64_t>(round); }, 30'000))
         << "round " << round;
   }
   (*relay)->Stop();
@@ -210,9 +211,13 @@ TEST_F(PostgresTest, TwoRelaysShareTheBucketsAndEveryEffectHappensOnce) {
   ASSERT_EQ(errors.load(), 0);
   const int total = kThreads * kPerThread;
   EXPECT_TRUE(Eventually([&] { return SummarizeEffects(*p.consumer).rows >= total; }, 60'000))
-      << "consumer: " << (*c)->stats().last_error << " handled " << (*c)->stats().handled << " batches " << (*c)->stats().batches << " dup " << (*c)->stats().duplicates << " retried " << (*c)->stats().retried << " dead " << (*c)->stats().dead_lettered << " dbf " << (*c)->stats().db_failures << " relay a: " << (*a)->stats().last_error
-      << " relay b: " << (*b)->stats().last_error << " in log: " << *p.LogEventCount() << " published a " << (*a)->stats().published
-      << " b " << (*b)->stats().published << " outbox rows " << CountRows(*p.service, "converge_outbox");
+      << "consumer: " << (*c)->stats().last_error << " handled " << (*c)->stats().handled
+      << " batches " << (*c)->stats().batches << " dup " << (*c)->stats().duplicates << " retried "
+      << (*c)->stats().retried << " dead " << (*c)->stats().dead_lettered << " dbf "
+      << (*c)->stats().db_failures << " relay a: " << (*a)->stats().last_error
+      << " relay b: " << (*b)->stats().last_error << " in log: " << *p.LogEventCount()
+      << " published a " << (*a)->stats().published << " b " << (*b)->stats().published
+      << " outbox rows " << CountRows(*p.service, "converge_outbox");
   (*c)->Stop();
   (*a)->Stop();
   (*b)->Stop();

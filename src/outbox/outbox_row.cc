@@ -80,8 +80,7 @@ Result<bool> TableExists(sql::Database& db, std::string_view table) {
   CONVERGE_RETURN_IF_ERROR(db.Query(sql, params, [&](const sql::Row&) {
                                exists = true;
                                return Status::Ok();
-                             })
-                               .status());
+                             }).status());
   return exists;
 }
 
@@ -169,8 +168,7 @@ std::string Base64Encode(std::string_view bytes) {
 namespace {
 
 bool IsReservedExtension(std::string_view name) {
-  return name == Event::kPartitionKey || name == Event::kTraceParent ||
-         name == Event::kTraceState;
+  return name == Event::kPartitionKey || name == Event::kTraceParent || name == Event::kTraceState;
 }
 
 std::string_view DataKindName(DataKind kind) {
@@ -359,8 +357,8 @@ Status RowToEvent(const sql::Row& row, Event* event) {
     } else if (kind == "binary") {
       event->SetBinaryData(std::string(data));
     } else {
-      return ColumnError("data_kind", "must be json, text, binary or NULL, got '" +
-                                          std::string(kind) + "'");
+      return ColumnError("data_kind",
+                         "must be json, text, binary or NULL, got '" + std::string(kind) + "'");
     }
   }
   Status valid = event->Validate();
@@ -370,10 +368,9 @@ Status RowToEvent(const sql::Row& row, Event* event) {
 
 std::string RowToJson(const sql::Row& row) {
   static constexpr std::string_view kNames[] = {
-      "seq",        "id",   "topic",           "partition_key", "source",
-      "type",       "subject", "time",         "datacontenttype", "dataschema",
-      "data_kind",  "data", "extensions",      "traceparent",   "tracestate",
-      "created_at"};
+      "seq",        "id",          "topic",           "partition_key", "source",    "type",
+      "subject",    "time",        "datacontenttype", "dataschema",    "data_kind", "data",
+      "extensions", "traceparent", "tracestate",      "created_at"};
   std::string out = "{";
   for (size_t c = 0; c < row.size() && c < std::size(kNames); ++c) {
     if (c > 0) out.push_back(',');

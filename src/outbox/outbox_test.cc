@@ -60,13 +60,16 @@ TEST(SqlTest, SqliteTransactionsCommitOrRollBackWhole) {
     return tx.Execute("INSERT INTO t VALUES ($1, $2)", dup).status();
   });
   EXPECT_EQ(failed.code(), StatusCode::kAlreadyExists) << failed.ToString();
-  EXPECT_EQ(committed, 1);  // the callback of the rolled-back transaction never ran
+  EXPECT_EQ(committed, 1);             // the callback of the rolled-back transaction never ran
   EXPECT_EQ(CountRows(**db, "t"), 1);  // "b" was rolled back with it
   std::string blob;
-  ASSERT_OK((*db)->Query("SELECT v FROM t WHERE k = 'a'", {}, [&](const sql::Row& r) {
-                   blob = std::string(r.Bytes(0));
-                   return Status::Ok();
-                 }).status());
+  ASSERT_OK((*db)
+                ->Query("SELECT v FROM t WHERE k = 'a'", {},
+                        [&](const sql::Row& r) {
+                          blob = std::string(r.Bytes(0));
+                          return Status::Ok();
+                        })
+                .status());
   EXPECT_EQ(blob, std::string("\0x", 2));
   EXPECT_EQ((*db)->Execute("SELEKT 1").status().code(), StatusCode::kInvalidArgument);
 }
@@ -147,13 +150,16 @@ TEST(OutboxWriterTest, RowRoundTripsToTheSameEvent) {
   std::string sql = "SELECT seq, " + std::string(outbox_internal::kColumns) +
                     " FROM converge_outbox ORDER BY seq";
   size_t i = 0;
-  ASSERT_OK(p.service->Query(sql, {}, [&](const sql::Row& row) -> Status {
-                   Event decoded;
-                   CONVERGE_RETURN_IF_ERROR(outbox_internal::RowToEvent(row, &decoded));
-                   EXPECT_EQ(decoded, events[i]) << i;
-                   ++i;
-                   return Status::Ok();
-                 }).status());
+  ASSERT_OK(p.service
+                ->Query(sql, {},
+                        [&](const sql::Row& row) -> Status {
+                          Event decoded;
+                          CONVERGE_RETURN_IF_ERROR(outbox_internal::RowToEvent(row, &decoded));
+                          EXPECT_EQ(decoded, events[i]) << i;
+                          ++i;
+                          return Status::Ok();
+                        })
+                .status());
   EXPECT_EQ(i, 3u);
 }
 
@@ -315,9 +321,8 @@ TEST(RelayTest, ARecordTheLogRefusesIsDeadLetteredAndTheRestPublished) {
   ASSERT_OK(p.faulty->CreateTopic("small", small));
   std::vector<Event> events = {MakeEvent("a", 0), MakeEvent("a", 1), MakeEvent("a", 2)};
   ASSERT_OK(events[1].SetJsonData("\"" + std::string(1000, 'x') + "\""));
-  ASSERT_OK(p.service->Transact([&](sql::Transaction& tx) {
-    return p.outbox.Write(tx, "small", std::span<Event>(events));
-  }));
+  ASSERT_OK(p.service->Transact(
+      [&](sql::Transaction& tx) { return p.outbox.Write(tx, "small", std::span<Event>(events)); }));
   auto relay = p.NewRelay();
   ASSERT_TRUE(relay.ok());
   ASSERT_TRUE((*relay)->Drain(10).ok());
@@ -370,9 +375,9 @@ TEST(RelayTest, LogFailuresAreRetriedAndNothingIsLost) {
 TEST(RelayTest, AFailingDeadLetterAppendKeepsTheRowUntilItSucceeds) {
   Pipeline p;
   ASSERT_OK(p.Open());
-  ASSERT_OK(p.service->ExecuteScript(
-      "INSERT INTO converge_outbox (id, topic, source, type, time) "
-      "VALUES ('bad', 'orders', '/s', 't', 'never')"));
+  ASSERT_OK(
+      p.service->ExecuteScript("INSERT INTO converge_outbox (id, topic, source, type, time) "
+                               "VALUES ('bad', 'orders', '/s', 't', 'never')"));
   auto relay = p.NewRelay();
   ASSERT_TRUE(relay.ok());
   p.faulty->FailAppends("_dlq.outbox", true);
@@ -411,7 +416,8 @@ TEST(RelayTest, AWriterCommitWakesTheRelayWithoutWaitingForThePoll) {
   ASSERT_OK((*relay)->Start());
   for (int round = 1; round <= 5; ++round) {
     ASSERT_OK(p.Write(1, 1, 1));
-    EXPECT_TRUE(WaitUntil(mu, cv, [&] { return end >= static_cast<uint64_t>(round); }, 30'000))
+    EXPECT_TRUE(WaitUntil(
+        mu, cv, [&] { return end >= static_cast<uint64_t>(round); }, 30'000))
         << "round " << round;
   }
   (*relay)->Stop();
@@ -448,9 +454,8 @@ TEST(InboxTest, RecordsEachIdOnceAndCleansUpByAgeAndCount) {
   // 100 more ids, one per 10 ms.
   for (int i = 0; i < 100; ++i) {
     env.AdvanceTime(10'000'000);
-    ASSERT_OK((*db)->Transact([&](sql::Transaction& tx) {
-      return inbox.Record(tx, Numbered("id", i)).status();
-    }));
+    ASSERT_OK((*db)->Transact(
+        [&](sql::Transaction& tx) { return inbox.Record(tx, Numbered("id", i)).status(); }));
   }
   // Age: "a", "b" and the first ids are older than 1 s; count: at most 50 stay.
   auto deleted = inbox.Cleanup(**db, 1'000'000);
@@ -492,11 +497,12 @@ TEST(InboxTest, TheHandlerRunsOnceAndSeesTheTraceparent) {
   EXPECT_EQ(e.violations, 0);
   int64_t traced = -1;
   sql::Value q[] = {sql::Value::Text(tp)};
-  ASSERT_OK(p.consumer->Query("SELECT count(*) FROM effects WHERE traceparent = $1", q,
-                              [&](const sql::Row& r) {
-                                traced = *r.Int(0);
-                                return Status::Ok();
-                              })
+  ASSERT_OK(p.consumer
+                ->Query("SELECT count(*) FROM effects WHERE traceparent = $1", q,
+                        [&](const sql::Row& r) {
+                          traced = *r.Int(0);
+                          return Status::Ok();
+                        })
                 .status());
   EXPECT_EQ(traced, 40);
 }
@@ -584,10 +590,13 @@ TEST(InboxTest, WhenTheDeadLetterCannotBeWrittenTheEventBlocksItsKeyInsteadOfBei
   EffectSummary e = SummarizeEffects(*p.consumer);
   // k1 went through; k0/0 could not be dead-lettered, so k0/1 waits behind it.
   std::set<std::string> applied;
-  ASSERT_OK(p.consumer->Query("SELECT key, n FROM effects", {}, [&](const sql::Row& r) {
-                         applied.insert(std::string(r.Bytes(0)) + "/" + std::to_string(*r.Int(1)));
-                         return Status::Ok();
-                       }).status());
+  ASSERT_OK(p.consumer
+                ->Query("SELECT key, n FROM effects", {},
+                        [&](const sql::Row& r) {
+                          applied.insert(std::string(r.Bytes(0)) + "/" + std::to_string(*r.Int(1)));
+                          return Status::Ok();
+                        })
+                .status());
   EXPECT_EQ(applied, (std::set<std::string>{"k1/0", "k1/1"}));
   auto desc = p.groups->DescribeGroup(p.topic, "billing");
   ASSERT_TRUE(desc.ok());
@@ -726,16 +735,14 @@ TEST_P(CrashTest, EveryCommittedChangeIsAppliedExactlyOnce) {
 
 INSTANTIATE_TEST_SUITE_P(
     Steps, CrashTest,
-    ::testing::Values(CrashCase{"relay.claimed", 1},           // after commit, before publish
+    ::testing::Values(CrashCase{"relay.claimed", 1},  // after commit, before publish
                       CrashCase{"relay.claimed", 3},
-                      CrashCase{"relay.chunk_published", 2},   // killed mid-batch
-                      CrashCase{"relay.published", 1},         // published, rows not deleted
-                      CrashCase{"relay.published", 2},
-                      CrashCase{"relay.removed", 2},
-                      CrashCase{"inbox.handled", 2},           // handled, not committed
-                      CrashCase{"inbox.committed", 1},         // committed, not acked
-                      CrashCase{"inbox.committed", 3},
-                      CrashCase{"inbox.acked", 2}),
+                      CrashCase{"relay.chunk_published", 2},  // killed mid-batch
+                      CrashCase{"relay.published", 1},        // published, rows not deleted
+                      CrashCase{"relay.published", 2}, CrashCase{"relay.removed", 2},
+                      CrashCase{"inbox.handled", 2},    // handled, not committed
+                      CrashCase{"inbox.committed", 1},  // committed, not acked
+                      CrashCase{"inbox.committed", 3}, CrashCase{"inbox.acked", 2}),
     [](const ::testing::TestParamInfo<CrashCase>& info) {
       std::string name = info.param.point;
       for (char& ch : name) {

@@ -24,14 +24,14 @@
 
 namespace converge::outbox_test {
 
-#define ASSERT_OK(expr)                                 \
-  do {                                                  \
-    ::converge::Status s_ = (expr);                     \
+#define ASSERT_OK(expr)                                     \
+  do {                                                      \
+    ::converge::Status s_ = (expr);                         \
     ASSERT_TRUE(s_.ok()) << #expr << ": " << s_.ToString(); \
   } while (0)
-#define EXPECT_OK(expr)                                 \
-  do {                                                  \
-    ::converge::Status s_ = (expr);                     \
+#define EXPECT_OK(expr)                                     \
+  do {                                                      \
+    ::converge::Status s_ = (expr);                         \
     EXPECT_TRUE(s_.ok()) << #expr << ": " << s_.ToString(); \
   } while (0)
 
@@ -147,11 +147,13 @@ inline Status ApplyEffect(sql::Transaction& tx, const InboxMessage& m) {
   // Order per key: each event's n must be exactly one above the last applied for its key.
   sql::Value q[] = {sql::Value::Text(key), sql::Value::Int(n)};
   return tx
-      .Execute("INSERT INTO key_progress (key, last, violations) VALUES ($1, CAST($2 AS BIGINT), "
-               "CASE WHEN CAST($2 AS BIGINT) = 0 THEN 0 ELSE 1 END) "
-               "ON CONFLICT (key) DO UPDATE SET violations = key_progress.violations + "
-               "CASE WHEN key_progress.last + 1 = CAST($2 AS BIGINT) THEN 0 ELSE 1 END, last = CAST($2 AS BIGINT)",
-               q)
+      .Execute(
+          "INSERT INTO key_progress (key, last, violations) VALUES ($1, CAST($2 AS BIGINT), "
+          "CASE WHEN CAST($2 AS BIGINT) = 0 THEN 0 ELSE 1 END) "
+          "ON CONFLICT (key) DO UPDATE SET violations = key_progress.violations + "
+          "CASE WHEN key_progress.last + 1 = CAST($2 AS BIGINT) THEN 0 ELSE 1 END, last = CAST($2 "
+          "AS BIGINT)",
+          q)
       .status();
 }
 
@@ -159,20 +161,21 @@ struct EffectSummary {
   int64_t rows = 0;         // distinct events applied
   int64_t applied_sum = 0;  // total applications
   int64_t max_applied = 0;
-  int64_t violations = 0;   // order violations
+  int64_t violations = 0;  // order violations
 };
 
 inline EffectSummary SummarizeEffects(sql::Database& db) {
   EffectSummary s;
-  Status st = db.Query("SELECT count(*), coalesce(sum(applied), 0), coalesce(max(applied), 0) "
-                       "FROM effects",
-                       {},
-                       [&](const sql::Row& row) -> Status {
-                         s.rows = *row.Int(0);
-                         s.applied_sum = *row.Int(1);
-                         s.max_applied = *row.Int(2);
-                         return Status::Ok();
-                       })
+  Status st = db.Query(
+                    "SELECT count(*), coalesce(sum(applied), 0), coalesce(max(applied), 0) "
+                    "FROM effects",
+                    {},
+                    [&](const sql::Row& row) -> Status {
+                      s.rows = *row.Int(0);
+                      s.applied_sum = *row.Int(1);
+                      s.max_applied = *row.Int(2);
+                      return Status::Ok();
+                    })
                   .status();
   CONVERGE_CHECK_MSG(st.ok(), st.ToString());
   st = db.Query("SELECT coalesce(sum(violations), 0) FROM key_progress", {},
@@ -187,12 +190,10 @@ inline EffectSummary SummarizeEffects(sql::Database& db) {
 
 inline int64_t CountRows(sql::Database& db, const std::string& table) {
   int64_t n = -1;
-  Status st = db.Query("SELECT count(*) FROM " + table, {},
-                       [&](const sql::Row& row) -> Status {
-                         n = *row.Int(0);
-                         return Status::Ok();
-                       })
-                  .status();
+  Status st = db.Query("SELECT count(*) FROM " + table, {}, [&](const sql::Row& row) -> Status {
+                  n = *row.Int(0);
+                  return Status::Ok();
+                }).status();
   CONVERGE_CHECK_MSG(st.ok(), st.ToString());
   return n;
 }
@@ -204,8 +205,8 @@ inline Status CreateBusinessTable(sql::Database& db) {
 
 // Writes `count` events spread over `keys` keys (key i%keys), `per_tx` per transaction, with
 // per-key numbers continuing from `next` (updated). Returns the written events' ids.
-inline Status WriteEvents(sql::Database& db, Outbox& outbox, const std::string& topic,
-                          int count, int keys, int per_tx, std::map<std::string, int64_t>* next,
+inline Status WriteEvents(sql::Database& db, Outbox& outbox, const std::string& topic, int count,
+                          int keys, int per_tx, std::map<std::string, int64_t>* next,
                           std::vector<std::string>* ids = nullptr,
                           const std::string& traceparent = "") {
   int written = 0;
@@ -324,8 +325,7 @@ class Pipeline {
   }
   Result<std::unique_ptr<InboxConsumer>> NewConsumer(InboxConsumerOptions o,
                                                      InboxHandler handler = ApplyEffect) {
-    return InboxConsumer::Create(env, *groups, consumer_target, std::move(handler),
-                                 std::move(o));
+    return InboxConsumer::Create(env, *groups, consumer_target, std::move(handler), std::move(o));
   }
   Result<std::unique_ptr<InboxConsumer>> NewConsumer() {
     return NewConsumer(DefaultConsumerOptions());

@@ -104,8 +104,8 @@ Status ValidateOptions(const RelayOptions& o) {
 
 class RelayImpl final : public Relay {
  public:
-  RelayImpl(Env& env, RelaySink& sink, RelayOptions options,
-            std::unique_ptr<OutboxSource> source, std::shared_ptr<Waker> waker)
+  RelayImpl(Env& env, RelaySink& sink, RelayOptions options, std::unique_ptr<OutboxSource> source,
+            std::shared_ptr<Waker> waker)
       : env_(env),
         sink_(sink),
         options_(std::move(options)),

@@ -33,15 +33,24 @@ int main(int argc, char** argv) {
   int pause_hit = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
-    if (k == "--source") source = v;
-    else if (k == "--log-dir") log_dir = v;
-    else if (k == "--batch") batch = static_cast<uint32_t>(std::stoul(v));
-    else if (k == "--chunk") chunk = static_cast<uint32_t>(std::stoul(v));
-    else if (k == "--partitions") partitions = static_cast<uint32_t>(std::stoul(v));
-    else if (k == "--pause-at") pause_at = v;
-    else if (k == "--pause-hit") pause_hit = std::stoi(v);
-    else if (k == "--marker") marker = v;
-    else return Fail("unknown option " + k);
+    if (k == "--source")
+      source = v;
+    else if (k == "--log-dir")
+      log_dir = v;
+    else if (k == "--batch")
+      batch = static_cast<uint32_t>(std::stoul(v));
+    else if (k == "--chunk")
+      chunk = static_cast<uint32_t>(std::stoul(v));
+    else if (k == "--partitions")
+      partitions = static_cast<uint32_t>(std::stoul(v));
+    else if (k == "--pause-at")
+      pause_at = v;
+    else if (k == "--pause-hit")
+      pause_hit = std::stoi(v);
+    else if (k == "--marker")
+      marker = v;
+    else
+      return Fail("unknown option " + k);
   }
   auto target = sql::ParseDatabaseTarget(source);
   if (!target.ok()) return Fail(target.status().ToString());

@@ -141,8 +141,8 @@ class PostgresSource final : public OutboxSource {
     // The relay's only writes are deletes of published rows. A delete lost in a crash only
     // makes the rows publish again (dropped by the log's dedup), so they need not wait for
     // their WAL flush.
-    std::string setup = "SET application_name = '" + SafeName(options_.name) +
-                        "'; SET synchronous_commit = off";
+    std::string setup =
+        "SET application_name = '" + SafeName(options_.name) + "'; SET synchronous_commit = off";
     CONVERGE_RETURN_IF_ERROR(db_->ExecuteScript(setup));
     if (options_.create_schema) CONVERGE_RETURN_IF_ERROR(Outbox::CreateSchema(*db_));
     CONVERGE_RETURN_IF_ERROR(db_->ExecuteScript("LISTEN converge_outbox"));
@@ -153,8 +153,8 @@ class PostgresSource final : public OutboxSource {
   static std::string SafeName(const std::string& name) {
     std::string out;
     for (char c : name) {
-      if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-          c == '-' || c == '_' || c == '.') {
+      if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+          c == '_' || c == '.') {
         out.push_back(c);
       }
     }
@@ -187,20 +187,19 @@ class PostgresSource final : public OutboxSource {
     }
     if (static_cast<int64_t>(held_.size()) < target) {
       // Try free buckets starting at a random one, so relays do not all fight for bucket 0.
-      const int64_t start = static_cast<int64_t>(env_.random().Uniform(
-          static_cast<uint64_t>(buckets)));
+      const int64_t start =
+          static_cast<int64_t>(env_.random().Uniform(static_cast<uint64_t>(buckets)));
       for (int64_t i = 0; i < buckets && static_cast<int64_t>(held_.size()) < target; ++i) {
         int64_t b = (start + i) % buckets;
         if (std::find(held_.begin(), held_.end(), b) != held_.end()) continue;
         bool got = false;
         sql::Value p[] = {sql::Value::Int(kBucketLockClass), sql::Value::Int(b)};
-        CONVERGE_RETURN_IF_ERROR(
-            db_->Query("SELECT pg_try_advisory_lock($1::int4, $2::int4)", p,
-                       [&](const sql::Row& row) -> Status {
-                         got = row.Bytes(0) == "t";
-                         return Status::Ok();
-                       })
-                .status());
+        CONVERGE_RETURN_IF_ERROR(db_->Query("SELECT pg_try_advisory_lock($1::int4, $2::int4)", p,
+                                            [&](const sql::Row& row) -> Status {
+                                              got = row.Bytes(0) == "t";
+                                              return Status::Ok();
+                                            })
+                                     .status());
         if (got) held_.push_back(b);
       }
       std::sort(held_.begin(), held_.end());

@@ -110,8 +110,7 @@ class SqliteSource final : public OutboxSource {
     auto* raw = static_cast<sqlite3*>(db_->native_handle());
     if (!wait) sqlite3_busy_timeout(raw, 0);
     sql::Value params[] = {sql::Value::Int(published_upto_)};
-    Status s =
-        db_->Execute("DELETE FROM converge_outbox WHERE seq <= $1", params).status();
+    Status s = db_->Execute("DELETE FROM converge_outbox WHERE seq <= $1", params).status();
     if (!wait) sqlite3_busy_timeout(raw, static_cast<int>(options_.sqlite_busy_timeout_ms));
     if (s.ok()) {
       deleted_upto_ = published_upto_;

@@ -1,5 +1,7 @@
 // converge/sql.h on PostgreSQL through libpq: one connection, extended-protocol prepared
 // statements cached by SQL text, text-format results (bytea decoded on access).
+#include "outbox/sql_postgres.h"
+
 #include <libpq-fe.h>
 
 #include <cerrno>
@@ -12,7 +14,6 @@
 
 #include "converge/sql.h"
 #include "outbox/sql_internal.h"
-#include "outbox/sql_postgres.h"
 
 namespace converge::sql {
 namespace {
@@ -183,7 +184,8 @@ class PgDatabase final : public Database {
     }
     // Server notices (and the FATAL a shutting-down server sends) are reported through
     // statuses, not printed on the process's stderr.
-    PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
+    PQsetNoticeProcessor(
+        conn_, [](void*, const char*) {}, nullptr);
     std::string setup = "SET client_min_messages = warning;";
     if (options_.statement_timeout_ms > 0) {
       setup += "SET statement_timeout = " + std::to_string(options_.statement_timeout_ms) + ";";

@@ -6,7 +6,6 @@
 #include <string_view>
 
 #include "converge/sql.h"
-
 #include "converge/status.h"
 
 namespace converge::sql::internal {

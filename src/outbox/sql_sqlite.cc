@@ -263,9 +263,9 @@ Result<std::unique_ptr<Database>> Database::OpenSqlite(const SqliteOptions& opti
     return InvalidArgumentError("sqlite: synchronous must be full, normal, extra or off");
   }
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(options.path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                           nullptr);
+  int rc =
+      sqlite3_open_v2(options.path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     Status s = SqliteStatus(db, rc, "open '" + options.path + "'");
     sqlite3_close_v2(db);

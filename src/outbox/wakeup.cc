@@ -6,8 +6,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <climits>
-#include <cstdlib>
 
 namespace converge::outbox_internal {
 
@@ -92,11 +90,5 @@ void WakeupRegistry::Unsubscribe(const std::string& key, uint64_t id) {
 }
 
 WakeupRegistry::Subscription::~Subscription() { registry_->Unsubscribe(key_, id_); }
-
-std::string CanonicalFileKey(const std::string& path) {
-  char buf[PATH_MAX];
-  if (realpath(path.c_str(), buf) != nullptr) return std::string(buf);
-  return path;
-}
 
 }  // namespace converge::outbox_internal

@@ -39,7 +39,8 @@ class Waker {
 // the Waker is gone does nothing. Returns the timer id (Cancel it when no longer needed).
 TimerId SignalAfter(Env& env, const std::shared_ptr<Waker>& waker, int64_t delay_ns);
 
-// Relays register their Waker under the canonical path of the SQLite file they serve;
+// Relays register their Waker under the file name SQLite reports for the database they serve
+// (sqlite3_db_filename: an absolute path);
 // outbox writers Notify that path after each commit.
 class WakeupRegistry {
  public:
@@ -71,8 +72,5 @@ class WakeupRegistry {
   uint64_t next_id_ = 1;
   std::unordered_map<std::string, std::vector<std::pair<uint64_t, std::weak_ptr<Waker>>>> map_;
 };
-
-// The key for a file: its canonical absolute path (or `path` itself if it cannot be resolved).
-std::string CanonicalFileKey(const std::string& path);
 
 }  // namespace converge::outbox_internal

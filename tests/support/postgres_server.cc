@@ -28,8 +28,8 @@ std::string ErrnoText(const std::string& what) { return what + ": " + std::strer
 // Forks and execs argv with stdout/stderr appended to `log_path`, dropping to uid/gid first if
 // asked. In the child only async-signal-safe calls run. `pdeath_signal` (0 = none) is sent to
 // the child if this process dies.
-Result<pid_t> Spawn(const std::vector<std::string>& args, const std::string& log_path,
-                    bool drop, uid_t uid, gid_t gid, int pdeath_signal) {
+Result<pid_t> Spawn(const std::vector<std::string>& args, const std::string& log_path, bool drop,
+                    uid_t uid, gid_t gid, int pdeath_signal) {
   std::vector<std::string> copy = args;
   std::vector<char*> argv;
   for (std::string& a : copy) argv.push_back(a.data());
@@ -216,8 +216,8 @@ Status PostgresServer::WaitReady() {
 
 Status PostgresServer::Stop() {
   if (pid_ <= 0) return Status::Ok();
-  Status s = Run({options_.bin_dir + "/pg_ctl", "stop", "-D", dir() + "/data", "-m", "fast",
-                  "-w", "-t", std::to_string(options_.stop_timeout_ms / 1000 + 1)});
+  Status s = Run({options_.bin_dir + "/pg_ctl", "stop", "-D", dir() + "/data", "-m", "fast", "-w",
+                  "-t", std::to_string(options_.stop_timeout_ms / 1000 + 1)});
   std::optional<int> status = WaitFor(pid_, s.ok() ? options_.stop_timeout_ms : 0);
   if (!status) return Kill();
   pid_ = -1;

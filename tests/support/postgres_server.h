@@ -31,7 +31,7 @@ namespace converge::testing {
 
 struct PostgresServerOptions {
   std::string bin_dir = "/usr/lib/postgresql/15/bin";
-  std::string base_dir;                 // where the temp dir goes; empty = $TMPDIR or /tmp
+  std::string base_dir;                  // where the temp dir goes; empty = $TMPDIR or /tmp
   std::string run_as_user = "postgres";  // used only when running as root
   // Extra server settings, "name=value" each (passed as -c name=value).
   std::vector<std::string> settings;

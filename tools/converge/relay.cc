@@ -1,4 +1,6 @@
 // `converge relay`: moves committed outbox rows of service databases to the event log.
+#include "converge/relay.h"
+
 #include <signal.h>
 
 #include <cstdio>
@@ -10,7 +12,6 @@
 
 #include "command.h"
 #include "converge/log.h"
-#include "converge/relay.h"
 
 namespace converge::cli {
 namespace {
@@ -170,8 +171,8 @@ int RunRelay(int argc, char** argv) {
     std::fprintf(stderr, "%s: %llu published, %llu dead-lettered, %llu failures%s%s\n",
                  source.c_str(), static_cast<unsigned long long>(s.published),
                  static_cast<unsigned long long>(s.dead_lettered),
-                 static_cast<unsigned long long>(s.failures), s.last_error.empty() ? "" : "; last: ",
-                 s.last_error.c_str());
+                 static_cast<unsigned long long>(s.failures),
+                 s.last_error.empty() ? "" : "; last: ", s.last_error.c_str());
   }
   return 0;
 }
