@@ -61,9 +61,11 @@ class LogSystem {
 std::unique_ptr<LogSystem> MakeRawDiskSystem();
 std::unique_ptr<LogSystem> MakeJetStreamSystem();
 std::unique_ptr<LogSystem> MakeRedisSystem(const std::string& appendfsync);  // always|everysec
-// converge in-process (bench/converge_log.cc; consume + ack through consumer groups when built
-// with CONVERGE_BENCH_WITH_GROUPS, see bench/bench.cmake).
+// converge in-process (bench/converge_log.cc).
 std::unique_ptr<LogSystem> MakeConvergeSystem();
+// converge through the HTTP sidecar, `converge serve` as a child process (`--via server`,
+// bench/converge_server.cc).
+std::unique_ptr<LogSystem> MakeConvergeServerSystem();
 
 // ---- shared pieces of the latency workload ----
 
