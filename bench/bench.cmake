@@ -22,10 +22,13 @@ target_sources(converge_cli PRIVATE
   ${CONVERGE_BENCH_DIR}/redis_streams.cc
   ${CONVERGE_BENCH_DIR}/converge_log.cc
   ${CONVERGE_BENCH_DIR}/converge_server.cc
+  ${CONVERGE_BENCH_DIR}/outbox_bench.cc
+  ${CONVERGE_BENCH_DIR}/outbox_polling.cc
   ${CONVERGE_TEST_SUPPORT_DIR}/server_process.cc
+  ${CONVERGE_TEST_SUPPORT_DIR}/postgres_server.cc
 )
 target_include_directories(converge_cli PRIVATE ${CMAKE_SOURCE_DIR} ${CMAKE_SOURCE_DIR}/tests)
-target_link_libraries(converge_cli PRIVATE PkgConfig::NATS PkgConfig::HIREDIS)
+target_link_libraries(converge_cli PRIVATE PkgConfig::NATS PkgConfig::HIREDIS PostgreSQL::PostgreSQL)
 
 converge_test(NAME bench_test LABELS unit LIBS Boost::json SOURCES
   ${CONVERGE_BENCH_DIR}/bench_test.cc
