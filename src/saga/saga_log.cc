@@ -1,0 +1,212 @@
+#include "saga/saga_log.h"
+
+#include <algorithm>
+#include <cstdio>
+
+namespace converge::saga_internal {
+namespace {
+
+constexpr std::string_view kPrefix = "saga-";
+constexpr std::string_view kSuffix = ".log";
+constexpr size_t kSeqDigits = 20;
+
+bool ParseSegmentName(const std::string& name, uint64_t* seq) {
+  if (name.size() != kPrefix.size() + kSeqDigits + kSuffix.size()) return false;
+  if (name.compare(0, kPrefix.size(), kPrefix) != 0) return false;
+  if (name.compare(kPrefix.size() + kSeqDigits, kSuffix.size(), kSuffix) != 0) return false;
+  uint64_t v = 0;
+  for (size_t i = kPrefix.size(); i < kPrefix.size() + kSeqDigits; ++i) {
+    const char c = name[i];
+    if (c < '0' || c > '9') return false;
+    const uint64_t d = static_cast<uint64_t>(c - '0');
+    if (v > (UINT64_MAX - d) / 10) return false;
+    v = v * 10 + d;
+  }
+  *seq = v;
+  return true;
+}
+
+// True if the segment's first record is kBaseBegin (read without loading the whole file).
+Result<bool> StartsWithBase(FileSystem& fs, const std::string& path) {
+  CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> f, fs.NewRandomAccessFile(path));
+  uint8_t buf[kFrameHeaderBytes + 1];
+  CONVERGE_ASSIGN_OR_RETURN(size_t n, f->Read(0, sizeof(buf), buf));
+  return n == sizeof(buf) && buf[kFrameHeaderBytes] == static_cast<uint8_t>(RecordType::kBaseBegin);
+}
+
+// Bytes up to and including the kBaseEnd record, or 0 if the snapshot is incomplete.
+size_t CompleteBaseBytes(std::string_view data) {
+  FrameReader reader(data);
+  std::string_view payload;
+  while (reader.Next(&payload)) {
+    if (!payload.empty() && static_cast<uint8_t>(payload[0]) ==
+                                static_cast<uint8_t>(RecordType::kBaseEnd)) {
+      return reader.valid_bytes();
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::string SagaLogFile::SegmentPath(uint64_t seq) const {
+  char name[64];
+  std::snprintf(name, sizeof(name), "saga-%020llu.log", static_cast<unsigned long long>(seq));
+  return options_.dir + "/" + name;
+}
+
+SagaLogFile::~SagaLogFile() {
+  if (active_ != nullptr) {
+    if (dirty_) active_->Sync().IgnoreError();
+    active_->Close().IgnoreError();
+  }
+}
+
+Result<std::unique_ptr<SagaLogFile>> SagaLogFile::Open(Env& env, const SagaLogOptions& options,
+                                                       const ReplayFn& replay,
+                                                       SagaLogRecovery* recovery) {
+  if (options.dir.empty()) return InvalidArgumentError("saga log: dir is required");
+  FileSystem& fs = env.fs();
+  std::unique_ptr<SagaLogFile> log(new SagaLogFile(env, options));
+  CONVERGE_RETURN_IF_ERROR(fs.CreateDirs(options.dir));
+  CONVERGE_ASSIGN_OR_RETURN(log->lock_, fs.LockFile(options.dir + "/LOCK"));
+  CONVERGE_ASSIGN_OR_RETURN(std::vector<std::string> names, fs.ListDir(options.dir));
+  std::vector<uint64_t> seqs;
+  for (const std::string& n : names) {
+    uint64_t seq = 0;
+    if (ParseSegmentName(n, &seq)) seqs.push_back(seq);
+  }
+  std::sort(seqs.begin(), seqs.end());
+
+  // The newest complete base; incomplete ones (a crash while compacting) are deleted.
+  size_t start = 0;
+  std::string start_data;
+  bool have_start_data = false;
+  bool deleted = false;
+  for (size_t i = seqs.size(); i-- > 0;) {
+    const std::string path = log->SegmentPath(seqs[i]);
+    CONVERGE_ASSIGN_OR_RETURN(bool base, StartsWithBase(fs, path));
+    if (!base) continue;
+    CONVERGE_ASSIGN_OR_RETURN(std::string data, fs.ReadFileToString(path));
+    const size_t base_bytes = CompleteBaseBytes(data);
+    if (base_bytes > 0) {
+      start = i;
+      start_data = std::move(data);
+      have_start_data = true;
+      log->base_bytes_ = base_bytes;
+      break;
+    }
+    CONVERGE_RETURN_IF_ERROR(fs.DeleteFile(path));
+    deleted = true;
+    seqs.erase(seqs.begin() + static_cast<ptrdiff_t>(i));
+  }
+  for (size_t i = 0; i < start; ++i) {
+    CONVERGE_RETURN_IF_ERROR(fs.DeleteFile(log->SegmentPath(seqs[i])));
+    deleted = true;
+  }
+  seqs.erase(seqs.begin(), seqs.begin() + static_cast<ptrdiff_t>(start));
+  if (deleted) CONVERGE_RETURN_IF_ERROR(fs.SyncDir(options.dir));
+
+  SagaLogRecovery rec;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const std::string path = log->SegmentPath(seqs[i]);
+    std::string data;
+    if (i == 0 && have_start_data) {
+      data = std::move(start_data);
+    } else {
+      CONVERGE_ASSIGN_OR_RETURN(data, fs.ReadFileToString(path));
+    }
+    ++rec.segments;
+    FrameReader reader(data);
+    std::string_view payload;
+    size_t good = 0;  // bytes of frames that decoded
+    bool undecodable = false;
+    while (reader.Next(&payload)) {
+      Result<RecordView> r = DecodePayload(payload);
+      if (!r.ok()) {
+        undecodable = true;
+        break;
+      }
+      ++rec.records;
+      Status s = replay(*r);
+      if (!s.ok() && s.code() != StatusCode::kDataLoss) return s;
+      good = reader.valid_bytes();
+    }
+    const bool last = i + 1 == seqs.size();
+    if (good < data.size()) {
+      if (reader.damaged() || undecodable) ++rec.damaged_segments;
+      if (last) {
+        rec.truncated_bytes += data.size() - good;
+        CONVERGE_RETURN_IF_ERROR(fs.Truncate(path, good));
+      }
+    }
+    log->total_bytes_ += last ? good : data.size();
+  }
+  log->segments_ = seqs;
+  if (seqs.empty()) {
+    CONVERGE_RETURN_IF_ERROR(log->OpenNewSegment(1));
+  } else {
+    log->active_seq_ = seqs.back();
+    CONVERGE_ASSIGN_OR_RETURN(log->active_,
+                              fs.NewWritableFile(log->SegmentPath(seqs.back()), OpenMode::kAppend));
+  }
+  if (recovery != nullptr) *recovery = rec;
+  return log;
+}
+
+Status SagaLogFile::OpenNewSegment(uint64_t seq) {
+  FileSystem& fs = env_.fs();
+  CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f,
+                            fs.NewWritableFile(SegmentPath(seq), OpenMode::kCreateNew));
+  CONVERGE_RETURN_IF_ERROR(fs.SyncDir(options_.dir));
+  if (active_ != nullptr) CONVERGE_RETURN_IF_ERROR(active_->Close());
+  active_ = std::move(f);
+  active_seq_ = seq;
+  segments_.push_back(seq);
+  return Status::Ok();
+}
+
+Status SagaLogFile::Append(std::string_view framed_records) {
+  if (framed_records.empty()) return Status::Ok();
+  if (active_->Size() >= options_.segment_max_bytes) {
+    if (dirty_) {
+      CONVERGE_RETURN_IF_ERROR(active_->Sync());
+      dirty_ = false;
+    }
+    CONVERGE_RETURN_IF_ERROR(OpenNewSegment(active_seq_ + 1));
+  }
+  CONVERGE_RETURN_IF_ERROR(active_->Append(framed_records));
+  total_bytes_ += framed_records.size();
+  dirty_ = true;
+  return Status::Ok();
+}
+
+Status SagaLogFile::Sync() {
+  if (!dirty_) return Status::Ok();
+  CONVERGE_RETURN_IF_ERROR(active_->Sync());
+  dirty_ = false;
+  return Status::Ok();
+}
+
+Status SagaLogFile::Rebase(std::string_view base) {
+  FileSystem& fs = env_.fs();
+  CONVERGE_RETURN_IF_ERROR(Sync());
+  const uint64_t seq = active_seq_ + 1;
+  CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f,
+                            fs.NewWritableFile(SegmentPath(seq), OpenMode::kCreateNew));
+  CONVERGE_RETURN_IF_ERROR(f->Append(base));
+  CONVERGE_RETURN_IF_ERROR(f->Sync());
+  CONVERGE_RETURN_IF_ERROR(fs.SyncDir(options_.dir));
+  // The snapshot is durable: the older segments are superseded.
+  CONVERGE_RETURN_IF_ERROR(active_->Close());
+  active_ = std::move(f);
+  active_seq_ = seq;
+  for (uint64_t old : segments_) CONVERGE_RETURN_IF_ERROR(fs.DeleteFile(SegmentPath(old)));
+  segments_.assign(1, seq);
+  CONVERGE_RETURN_IF_ERROR(fs.SyncDir(options_.dir));
+  total_bytes_ = base.size();
+  base_bytes_ = base.size();
+  return Status::Ok();
+}
+
+}  // namespace converge::saga_internal
