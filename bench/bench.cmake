@@ -22,6 +22,8 @@ target_sources(converge_cli PRIVATE
   ${CONVERGE_BENCH_DIR}/jetstream.cc
   ${CONVERGE_BENCH_DIR}/redis_streams.cc
   ${CONVERGE_BENCH_DIR}/converge_log.cc
+  ${CONVERGE_BENCH_DIR}/saga_bench.cc
+  ${CONVERGE_BENCH_DIR}/twopc_bench.cc
   ${CONVERGE_TEST_SUPPORT_DIR}/server_process.cc
 )
 # TODO(bench): consume + ack through consumer groups needs src/groups (ConsumerGroups::Open);

@@ -247,7 +247,8 @@ struct SagaOrchestratorOptions {
   // Runs batches triggered by replies and timers; null = the Env's executor.
   Executor* executor = nullptr;
   // Called once per instance when it reaches a final state (after that is durable), on the
-  // thread running the batch. Must be quick and must not call back into the orchestrator.
+  // thread running the batch. Must be quick; it may call StartAsync/CancelAsync (which never
+  // block) but none of the blocking methods.
   std::function<void(const SagaSummary&)> on_finished;
 };
 
@@ -273,6 +274,10 @@ struct SagaOrchestratorStats {
   uint64_t syncs = 0;
   uint64_t log_bytes = 0;
   uint64_t compactions = 0;
+  uint64_t send_errors = 0;     // command appends that failed (resent on the step's timeout)
+  uint64_t read_errors = 0;     // reply-topic reads that failed
+  uint64_t bad_replies = 0;     // records on the reply topic that are not saga replies
+  uint64_t replay_errors = 0;   // saga-log records that did not fit the state at recovery
 };
 
 // Thread-safety: thread-safe. Mutating calls queue a request; whichever caller (or executor

@@ -241,6 +241,10 @@ class OrchestratorImpl : public SagaOrchestrator {
     s.timeouts = m.timeouts;
     s.in_flight = machine_.in_flight();
     s.log_bytes = wal_ ? wal_->total_bytes() : 0;
+    s.send_errors = stats_send_errors_;
+    s.read_errors = stats_read_errors_;
+    s.bad_replies = bad_replies_;
+    s.replay_errors = replay_errors_;
     return s;
   }
 
@@ -484,32 +488,38 @@ class OrchestratorImpl : public SagaOrchestrator {
     }
   }
 
+  // Reads up to reply_read_max_records replies per partition (a read may return fewer records
+  // than are there, e.g. at a segment boundary: read until empty or the bound).
   size_t ReadReplies(int64_t now) {
     read_more_ = false;
     size_t n = 0;
     for (uint32_t p = 0; p < reply_offsets_.size(); ++p) {
-      Result<ReadBatch> batch =
-          log_.Read(options_.reply_topic, p, reply_offsets_[p], options_.reply_read_max_records,
-                    static_cast<size_t>(options_.reply_read_max_records) * 1024);
-      if (!batch.ok()) {
-        if (std::optional<uint64_t> resume = DataLossResumeOffset(batch.status())) {
-          reply_offsets_[p] = *resume;
-          read_more_ = true;
+      size_t budget = options_.reply_read_max_records;
+      while (budget > 0) {
+        Result<ReadBatch> batch = log_.Read(options_.reply_topic, p, reply_offsets_[p], budget,
+                                            budget * 1024);
+        if (!batch.ok()) {
+          if (std::optional<uint64_t> resume = DataLossResumeOffset(batch.status())) {
+            reply_offsets_[p] = *resume;
+            read_more_ = true;
+          }
+          ++stats_read_errors_;
+          break;
         }
-        ++stats_read_errors_;
-        continue;
-      }
-      for (const StoredRecord& rec : batch->records) {
-        Result<SagaReply> reply = saga_internal::DecodeReply(rec.value);
-        if (!reply.ok()) {
-          ++bad_replies_;
-          continue;
+        if (batch->records.empty()) break;
+        for (const StoredRecord& rec : batch->records) {
+          Result<SagaReply> reply = saga_internal::DecodeReply(rec.value);
+          if (!reply.ok()) {
+            ++bad_replies_;
+            continue;
+          }
+          machine_.OnReply(*reply, now, &out_);
+          ++n;
         }
-        machine_.OnReply(*reply, now, &out_);
-        ++n;
+        reply_offsets_[p] = batch->next_offset;
+        budget -= std::min(budget, batch->records.size());
       }
-      reply_offsets_[p] = batch->next_offset;
-      if (batch->records.size() >= options_.reply_read_max_records) read_more_ = true;
+      if (budget == 0) read_more_ = true;
     }
     return n;
   }
@@ -549,6 +559,7 @@ class OrchestratorImpl : public SagaOrchestrator {
       } else {
         // Lost commands are sent again when their step times out.
         ++stats_send_errors_;
+        last_send_error_ = r.status();
       }
     }
   }
@@ -608,6 +619,7 @@ class OrchestratorImpl : public SagaOrchestrator {
   uint64_t bad_replies_ = 0;
   uint64_t stats_read_errors_ = 0;
   uint64_t stats_send_errors_ = 0;
+  Status last_send_error_;
 
   std::unique_ptr<Log::Watch> watch_;
   std::shared_ptr<Token> token_;

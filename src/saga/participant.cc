@@ -293,27 +293,34 @@ class ParticipantImpl : public SagaParticipant {
     encoded_.clear();
     pending_.clear();
     for (uint32_t p = 0; p < offsets_.size(); ++p) {
-      Result<ReadBatch> batch = log_.Read(options_.topic, p, offsets_[p], options_.read_max_records,
-                                          static_cast<size_t>(options_.read_max_records) * 4096);
-      if (!batch.ok()) {
-        if (std::optional<uint64_t> resume = DataLossResumeOffset(batch.status())) {
-          offsets_[p] = *resume;
-          more = true;
+      // A read may return fewer records than are there (e.g. at a segment boundary): read
+      // until empty or the bound.
+      size_t budget = options_.read_max_records;
+      while (budget > 0) {
+        Result<ReadBatch> batch =
+            log_.Read(options_.topic, p, offsets_[p], budget, budget * size_t{4096});
+        if (!batch.ok()) {
+          if (std::optional<uint64_t> resume = DataLossResumeOffset(batch.status())) {
+            offsets_[p] = *resume;
+            more = true;
+          }
+          break;
         }
-        continue;
+        if (batch->records.empty()) break;
+        for (const StoredRecord& rec : batch->records) {
+          Result<saga_internal::CommandView> cmd = saga_internal::DecodeCommand(rec.value);
+          if (!cmd.ok()) continue;  // not a saga command: not ours to answer
+          SagaReply reply = core_.Process(cmd->command);
+          const size_t at = encoded_.size();
+          saga_internal::EncodeReply(reply, &encoded_);
+          pending_.push_back(Pending{std::string(cmd->reply_to), std::move(reply.saga_id), at,
+                                     encoded_.size() - at});
+          ++handled;
+        }
+        offsets_[p] = batch->next_offset;
+        budget -= std::min(budget, batch->records.size());
       }
-      for (const StoredRecord& rec : batch->records) {
-        Result<saga_internal::CommandView> cmd = saga_internal::DecodeCommand(rec.value);
-        if (!cmd.ok()) continue;  // not a saga command: not ours to answer
-        SagaReply reply = core_.Process(cmd->command);
-        const size_t at = encoded_.size();
-        saga_internal::EncodeReply(reply, &encoded_);
-        pending_.push_back(Pending{std::string(cmd->reply_to), std::move(reply.saga_id), at,
-                                   encoded_.size() - at});
-        ++handled;
-      }
-      offsets_[p] = batch->next_offset;
-      if (batch->records.size() >= options_.read_max_records) more = true;
+      if (budget == 0) more = true;
     }
     std::map<std::string_view, std::vector<RecordView>> by_topic;
     for (const Pending& r : pending_) {

@@ -941,7 +941,8 @@ TEST(SagaLogFileTest, TornTailIsCutAndAnIncompleteBaseIsIgnored) {
 
 class OrchestratorTest : public ::testing::Test {
  protected:
-  OrchestratorTest() : env_(21) {
+  explicit OrchestratorTest(uint64_t segment_max_bytes = 64ull << 20) : env_(21) {
+    topic_options_.segment_max_bytes = segment_max_bytes;
     LogOptions lo;
     lo.dir = "/log";
     log_ = Log::Open(env_, lo).value();
@@ -966,6 +967,7 @@ class OrchestratorTest : public ::testing::Test {
     for (const char* topic : {"inventory", "payments", "orders", "shipping"}) {
       SagaParticipantOptions po;
       po.topic = topic;
+      po.topic_options = topic_options_;
       participants_.push_back(SagaParticipant::Start(env_, *log_, *core_, po).value());
     }
     OpenOrchestrator();
@@ -974,11 +976,13 @@ class OrchestratorTest : public ::testing::Test {
   void OpenOrchestrator() {
     SagaOrchestratorOptions o;
     o.dir = "/saga";
+    o.topic_options = topic_options_;
     o.on_finished = [this](const SagaSummary& s) { finished_[s.id] = s.state; };
     orch_ = SagaOrchestrator::Open(env_, *log_, o).value();
   }
 
   sim::SimEnv env_;
+  TopicOptions topic_options_;
   std::unique_ptr<Log> log_;
   std::unique_ptr<SagaLedger> ledger_;
   std::unique_ptr<SagaParticipantCore> core_;
@@ -1015,6 +1019,26 @@ TEST_F(OrchestratorTest, SagasRunToCompletionThroughTheLog) {
   SagaListFilter running;
   running.state = SagaState::kRunning;
   EXPECT_TRUE(orch_->List(running).empty());
+}
+
+// Regression: a log read may return fewer records than are there (at a segment boundary);
+// replies and commands behind it were left unread until a step timed out.
+class SmallSegmentsTest : public OrchestratorTest {
+ protected:
+  SmallSegmentsTest() : OrchestratorTest(2048) {}
+};
+
+TEST_F(SmallSegmentsTest, EveryMessageIsReadWithoutWaitingForATimeout) {
+  ASSERT_TRUE(orch_->RegisterDefinition(OrderSaga()).ok());
+  for (int i = 0; i < 200; ++i) {
+    SagaStartRequest req;
+    req.definition = "order";
+    orch_->StartAsync(req, [](Result<std::string> r) { ASSERT_TRUE(r.ok()); });
+  }
+  env_.RunFor(500'000'000);  // well below the 1 s step timeout
+  SagaOrchestratorStats s = orch_->stats();
+  EXPECT_EQ(s.completed, 200u);
+  EXPECT_EQ(s.timeouts, 0u);
 }
 
 TEST_F(OrchestratorTest, RefusalCompensatesThroughTheLog) {
