@@ -100,18 +100,21 @@ class OrchestratorImpl : public SagaOrchestrator {
   }
 
   Status Init() {
-    saga_internal::SagaLogOptions lo;
+    saga_internal::RecordLogOptions lo;
     lo.dir = options_.dir;
+    lo.file_prefix = "saga-";
     lo.segment_max_bytes = options_.segment_max_bytes;
-    saga_internal::SagaLogRecovery rec;
+    saga_internal::RecordLogRecovery rec;
     {
       std::lock_guard<std::mutex> g(state_mu_);
-      auto replay = [this](const saga_internal::RecordView& r) {
-        Status s = machine_.Replay(r);
-        if (!s.ok()) ++replay_errors_;
-        return s;
+      auto replay = [this](std::string_view payload) -> Status {
+        Result<saga_internal::RecordView> r = saga_internal::DecodePayload(payload);
+        if (!r.ok()) return r.status();  // DataLoss: damage from here on
+        // A record that does not fit the state is reported and skipped.
+        if (!machine_.Replay(*r).ok()) ++replay_errors_;
+        return Status::Ok();
       };
-      CONVERGE_ASSIGN_OR_RETURN(wal_, saga_internal::SagaLogFile::Open(env_, lo, replay, &rec));
+      CONVERGE_ASSIGN_OR_RETURN(wal_, saga_internal::RecordLog::Open(env_, lo, replay, &rec));
     }
     Status created = log_.CreateTopic(options_.reply_topic, options_.topic_options);
     if (!created.ok() && created.code() != StatusCode::kAlreadyExists) return created;
@@ -603,7 +606,7 @@ class OrchestratorImpl : public SagaOrchestrator {
   // Owned by the batch leader; state_mu_ also lets readers in.
   std::mutex state_mu_;
   SagaMachine machine_;
-  std::unique_ptr<saga_internal::SagaLogFile> wal_;
+  std::unique_ptr<saga_internal::RecordLog> wal_;
   MachineOutput out_;
   std::vector<SagaSummary> finished_;
   std::string encoded_;

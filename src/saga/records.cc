@@ -134,6 +134,12 @@ void AppendRecord(const RecordView& r, std::string* out) {
   std::memcpy(out->data() + frame_at, header.data(), kFrameHeaderBytes);
 }
 
+void AppendFrame(std::string_view payload, std::string* out) {
+  PutU32(out, static_cast<uint32_t>(payload.size()));
+  PutU32(out, internal::Crc32c(payload.data(), payload.size()));
+  out->append(payload.data(), payload.size());
+}
+
 Result<RecordView> DecodePayload(std::string_view payload) {
   ByteReader in(payload);
   RecordView r;

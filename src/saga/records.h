@@ -48,12 +48,18 @@ struct RecordView {
   uint8_t flag = 0;
 };
 
+static_assert(static_cast<uint8_t>(RecordType::kBaseBegin) == 11 &&
+              static_cast<uint8_t>(RecordType::kBaseEnd) == 12,
+              "the compaction markers of saga/saga_log.h");
+
 inline constexpr size_t kFrameHeaderBytes = 8;
 // Bound on one record's payload (definitions and checkpoints are the large ones).
 inline constexpr uint32_t kMaxRecordBytes = 16u << 20;
 
 // Appends the framed record to *out.
 void AppendRecord(const RecordView& r, std::string* out);
+// Appends a frame around an already encoded payload.
+void AppendFrame(std::string_view payload, std::string* out);
 
 // Decodes one payload (the frame already checked). DataLoss if malformed.
 Result<RecordView> DecodePayload(std::string_view payload);

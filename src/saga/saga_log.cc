@@ -6,11 +6,10 @@
 namespace converge::saga_internal {
 namespace {
 
-constexpr std::string_view kPrefix = "saga-";
 constexpr std::string_view kSuffix = ".log";
 constexpr size_t kSeqDigits = 20;
 
-bool ParseSegmentName(const std::string& name, uint64_t* seq) {
+bool ParseSegmentName(std::string_view kPrefix, const std::string& name, uint64_t* seq) {
   if (name.size() != kPrefix.size() + kSeqDigits + kSuffix.size()) return false;
   if (name.compare(0, kPrefix.size(), kPrefix) != 0) return false;
   if (name.compare(kPrefix.size() + kSeqDigits, kSuffix.size(), kSuffix) != 0) return false;
@@ -31,7 +30,7 @@ Result<bool> StartsWithBase(FileSystem& fs, const std::string& path) {
   CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> f, fs.NewRandomAccessFile(path));
   uint8_t buf[kFrameHeaderBytes + 1];
   CONVERGE_ASSIGN_OR_RETURN(size_t n, f->Read(0, sizeof(buf), buf));
-  return n == sizeof(buf) && buf[kFrameHeaderBytes] == static_cast<uint8_t>(RecordType::kBaseBegin);
+  return n == sizeof(buf) && buf[kFrameHeaderBytes] == kBaseBeginType;
 }
 
 // Bytes up to and including the kBaseEnd record, or 0 if the snapshot is incomplete.
@@ -39,8 +38,7 @@ size_t CompleteBaseBytes(std::string_view data) {
   FrameReader reader(data);
   std::string_view payload;
   while (reader.Next(&payload)) {
-    if (!payload.empty() && static_cast<uint8_t>(payload[0]) ==
-                                static_cast<uint8_t>(RecordType::kBaseEnd)) {
+    if (!payload.empty() && static_cast<uint8_t>(payload[0]) == kBaseEndType) {
       return reader.valid_bytes();
     }
   }
@@ -49,32 +47,36 @@ size_t CompleteBaseBytes(std::string_view data) {
 
 }  // namespace
 
-std::string SagaLogFile::SegmentPath(uint64_t seq) const {
+std::string RecordLog::SegmentPath(uint64_t seq) const {
   char name[64];
-  std::snprintf(name, sizeof(name), "saga-%020llu.log", static_cast<unsigned long long>(seq));
+  std::snprintf(name, sizeof(name), "%s%020llu.log", options_.file_prefix.c_str(),
+                static_cast<unsigned long long>(seq));
   return options_.dir + "/" + name;
 }
 
-SagaLogFile::~SagaLogFile() {
+RecordLog::~RecordLog() {
   if (active_ != nullptr) {
     if (dirty_) active_->Sync().IgnoreError();
     active_->Close().IgnoreError();
   }
 }
 
-Result<std::unique_ptr<SagaLogFile>> SagaLogFile::Open(Env& env, const SagaLogOptions& options,
+Result<std::unique_ptr<RecordLog>> RecordLog::Open(Env& env, const RecordLogOptions& options,
                                                        const ReplayFn& replay,
-                                                       SagaLogRecovery* recovery) {
-  if (options.dir.empty()) return InvalidArgumentError("saga log: dir is required");
+                                                       RecordLogRecovery* recovery) {
+  if (options.dir.empty()) return InvalidArgumentError("record log: dir is required");
+  if (options.file_prefix.empty() || options.file_prefix.size() > 32) {
+    return InvalidArgumentError("record log: file_prefix must have 1..32 characters");
+  }
   FileSystem& fs = env.fs();
-  std::unique_ptr<SagaLogFile> log(new SagaLogFile(env, options));
+  std::unique_ptr<RecordLog> log(new RecordLog(env, options));
   CONVERGE_RETURN_IF_ERROR(fs.CreateDirs(options.dir));
   CONVERGE_ASSIGN_OR_RETURN(log->lock_, fs.LockFile(options.dir + "/LOCK"));
   CONVERGE_ASSIGN_OR_RETURN(std::vector<std::string> names, fs.ListDir(options.dir));
   std::vector<uint64_t> seqs;
   for (const std::string& n : names) {
     uint64_t seq = 0;
-    if (ParseSegmentName(n, &seq)) seqs.push_back(seq);
+    if (ParseSegmentName(options.file_prefix, n, &seq)) seqs.push_back(seq);
   }
   std::sort(seqs.begin(), seqs.end());
 
@@ -107,7 +109,7 @@ Result<std::unique_ptr<SagaLogFile>> SagaLogFile::Open(Env& env, const SagaLogOp
   seqs.erase(seqs.begin(), seqs.begin() + static_cast<ptrdiff_t>(start));
   if (deleted) CONVERGE_RETURN_IF_ERROR(fs.SyncDir(options.dir));
 
-  SagaLogRecovery rec;
+  RecordLogRecovery rec;
   for (size_t i = 0; i < seqs.size(); ++i) {
     const std::string path = log->SegmentPath(seqs[i]);
     std::string data;
@@ -122,14 +124,13 @@ Result<std::unique_ptr<SagaLogFile>> SagaLogFile::Open(Env& env, const SagaLogOp
     size_t good = 0;  // bytes of frames that decoded
     bool undecodable = false;
     while (reader.Next(&payload)) {
-      Result<RecordView> r = DecodePayload(payload);
-      if (!r.ok()) {
+      Status s = replay(payload);
+      if (s.code() == StatusCode::kDataLoss) {
         undecodable = true;
         break;
       }
+      if (!s.ok()) return s;
       ++rec.records;
-      Status s = replay(*r);
-      if (!s.ok() && s.code() != StatusCode::kDataLoss) return s;
       good = reader.valid_bytes();
     }
     const bool last = i + 1 == seqs.size();
@@ -154,7 +155,7 @@ Result<std::unique_ptr<SagaLogFile>> SagaLogFile::Open(Env& env, const SagaLogOp
   return log;
 }
 
-Status SagaLogFile::OpenNewSegment(uint64_t seq) {
+Status RecordLog::OpenNewSegment(uint64_t seq) {
   FileSystem& fs = env_.fs();
   CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f,
                             fs.NewWritableFile(SegmentPath(seq), OpenMode::kCreateNew));
@@ -166,7 +167,7 @@ Status SagaLogFile::OpenNewSegment(uint64_t seq) {
   return Status::Ok();
 }
 
-Status SagaLogFile::Append(std::string_view framed_records) {
+Status RecordLog::Append(std::string_view framed_records) {
   if (framed_records.empty()) return Status::Ok();
   if (active_->Size() >= options_.segment_max_bytes) {
     if (dirty_) {
@@ -181,14 +182,14 @@ Status SagaLogFile::Append(std::string_view framed_records) {
   return Status::Ok();
 }
 
-Status SagaLogFile::Sync() {
+Status RecordLog::Sync() {
   if (!dirty_) return Status::Ok();
   CONVERGE_RETURN_IF_ERROR(active_->Sync());
   dirty_ = false;
   return Status::Ok();
 }
 
-Status SagaLogFile::Rebase(std::string_view base) {
+Status RecordLog::Rebase(std::string_view base) {
   FileSystem& fs = env_.fs();
   CONVERGE_RETURN_IF_ERROR(Sync());
   const uint64_t seq = active_seq_ + 1;

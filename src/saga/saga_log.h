@@ -1,5 +1,8 @@
-// The orchestrator's durable saga log: framed records (saga/records.h) in segment files
-// "saga-<20-digit sequence>.log" under one directory, through the Env's FileSystem.
+// A durable record log: framed records (saga/records.h framing: u32 length, u32 crc32c, payload)
+// in segment files "<prefix><20-digit sequence>.log" under one directory, through the Env's
+// FileSystem. The saga orchestrator's saga log and the two-phase-commit coordinator's decision
+// log are both one. A payload's first byte is its type; kBaseBeginType and kBaseEndType are
+// reserved for compaction markers.
 //
 // - Append writes a batch of records (many sagas at once) to the active segment; Sync makes
 //   everything appended durable with one fdatasync: the caller group-commits a whole batch.
@@ -27,27 +30,33 @@
 
 namespace converge::saga_internal {
 
-struct SagaLogOptions {
+inline constexpr uint8_t kBaseBeginType = 11;
+inline constexpr uint8_t kBaseEndType = 12;
+
+struct RecordLogOptions {
   std::string dir;
+  std::string file_prefix = "saga-";
   uint64_t segment_max_bytes = 64ull << 20;
 };
 
-struct SagaLogRecovery {
+struct RecordLogRecovery {
   uint64_t records = 0;
   uint64_t segments = 0;
   uint64_t damaged_segments = 0;  // segments whose damaged tail was cut or skipped
   uint64_t truncated_bytes = 0;
 };
 
-class SagaLogFile {
+class RecordLog {
  public:
-  using ReplayFn = std::function<Status(const RecordView&)>;
-  // Locks and recovers `options.dir`, calling `replay` for each record in order (a non-OK
-  // status from `replay` stops Open with it). FailedPrecondition if another process holds it.
-  static Result<std::unique_ptr<SagaLogFile>> Open(Env& env, const SagaLogOptions& options,
-                                                   const ReplayFn& replay,
-                                                   SagaLogRecovery* recovery);
-  ~SagaLogFile();
+  using ReplayFn = std::function<Status(std::string_view payload)>;
+  // Locks and recovers `options.dir`, calling `replay` for each record payload in order.
+  // `replay` returns DataLoss for a payload it cannot decode: the segment is treated as damaged
+  // from there (cut if it is the last). Any other non-OK status stops Open with it.
+  // FailedPrecondition if another process holds the directory.
+  static Result<std::unique_ptr<RecordLog>> Open(Env& env, const RecordLogOptions& options,
+                                                 const ReplayFn& replay,
+                                                 RecordLogRecovery* recovery);
+  ~RecordLog();
 
   Status Append(std::string_view framed_records);
   Status Sync();
@@ -57,12 +66,12 @@ class SagaLogFile {
   uint64_t bytes_since_base() const { return total_bytes_ - base_bytes_; }
 
  private:
-  SagaLogFile(Env& env, SagaLogOptions options) : env_(env), options_(std::move(options)) {}
+  RecordLog(Env& env, RecordLogOptions options) : env_(env), options_(std::move(options)) {}
   Status OpenNewSegment(uint64_t seq);
   std::string SegmentPath(uint64_t seq) const;
 
   Env& env_;
-  SagaLogOptions options_;
+  RecordLogOptions options_;
   std::unique_ptr<FileLock> lock_;
   std::unique_ptr<WritableFile> active_;
   uint64_t active_seq_ = 0;

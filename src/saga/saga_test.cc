@@ -838,18 +838,18 @@ TEST_F(ParticipantCoreTest, CancelReportsWhetherThePivotApplied) {
 // ---------------------------------------------------------------------------------------
 // The saga log file
 
-TEST(SagaLogFileTest, RollsSegmentsAndRebases) {
+TEST(RecordLogTest, RollsSegmentsAndRebases) {
   sim::SimEnv env(9);
-  saga_internal::SagaLogOptions o;
+  saga_internal::RecordLogOptions o;
   o.dir = "/saga";
   o.segment_max_bytes = 200;
   std::vector<std::string> seen;
-  auto replay = [&](const RecordView& r) {
-    seen.emplace_back(r.a);
+  auto replay = [&](std::string_view payload) {
+    seen.emplace_back(saga_internal::DecodePayload(payload)->a);
     return Status::Ok();
   };
   {
-    auto log = saga_internal::SagaLogFile::Open(env, o, replay, nullptr).value();
+    auto log = saga_internal::RecordLog::Open(env, o, replay, nullptr).value();
     for (int i = 0; i < 20; ++i) {
       std::string rec;
       RecordView r;
@@ -864,8 +864,8 @@ TEST(SagaLogFileTest, RollsSegmentsAndRebases) {
   EXPECT_GT(env.fs().ListDir("/saga").value().size(), 3u);
   {
     seen.clear();
-    saga_internal::SagaLogRecovery rec;
-    auto log = saga_internal::SagaLogFile::Open(env, o, replay, &rec).value();
+    saga_internal::RecordLogRecovery rec;
+    auto log = saga_internal::RecordLog::Open(env, o, replay, &rec).value();
     EXPECT_EQ(seen.size(), 20u);
     EXPECT_EQ(rec.records, 20u);
     std::string base;
@@ -888,26 +888,26 @@ TEST(SagaLogFileTest, RollsSegmentsAndRebases) {
     ASSERT_TRUE(log->Sync().ok());
   }
   seen.clear();
-  auto log = saga_internal::SagaLogFile::Open(env, o, replay, nullptr).value();
+  auto log = saga_internal::RecordLog::Open(env, o, replay, nullptr).value();
   EXPECT_EQ(seen, (std::vector<std::string>{"", "snapshot", "", "after"}));
   // LOCK plus one segment.
   EXPECT_EQ(env.fs().ListDir("/saga").value().size(), 2u);
 }
 
-TEST(SagaLogFileTest, TornTailIsCutAndAnIncompleteBaseIsIgnored) {
+TEST(RecordLogTest, TornTailIsCutAndAnIncompleteBaseIsIgnored) {
   sim::SimEnv env(10);
-  saga_internal::SagaLogOptions o;
+  saga_internal::RecordLogOptions o;
   o.dir = "/saga";
   std::vector<std::string> seen;
-  auto replay = [&](const RecordView& r) {
-    seen.emplace_back(r.a);
+  auto replay = [&](std::string_view payload) {
+    seen.emplace_back(saga_internal::DecodePayload(payload)->a);
     return Status::Ok();
   };
   RecordView d;
   d.type = RecordType::kAbort;
   d.saga_id = "s";
   {
-    auto log = saga_internal::SagaLogFile::Open(env, o, replay, nullptr).value();
+    auto log = saga_internal::RecordLog::Open(env, o, replay, nullptr).value();
     std::string rec;
     d.a = "kept";
     saga_internal::AppendRecord(d, &rec);
@@ -929,8 +929,8 @@ TEST(SagaLogFileTest, TornTailIsCutAndAnIncompleteBaseIsIgnored) {
     ASSERT_TRUE(f->Append(base).ok());
     ASSERT_TRUE(f->Sync().ok());
   }
-  saga_internal::SagaLogRecovery rec;
-  auto log = saga_internal::SagaLogFile::Open(env, o, replay, &rec).value();
+  saga_internal::RecordLogRecovery rec;
+  auto log = saga_internal::RecordLog::Open(env, o, replay, &rec).value();
   EXPECT_EQ(seen, (std::vector<std::string>{"kept"}));
   EXPECT_GT(rec.truncated_bytes, 0u);
   EXPECT_FALSE(env.fs().FileExists("/saga/saga-00000000000000000009.log"));
