@@ -25,6 +25,7 @@ target_sources(converge_cli PRIVATE
   ${CONVERGE_BENCH_DIR}/saga_bench.cc
   ${CONVERGE_BENCH_DIR}/twopc_bench.cc
   ${CONVERGE_TEST_SUPPORT_DIR}/server_process.cc
+  ${CONVERGE_TEST_SUPPORT_DIR}/pg_instance.cc
 )
 # TODO(bench): consume + ack through consumer groups needs src/groups (ConsumerGroups::Open);
 # until it is in main the converge adapter consumes with plain Log::Read.
@@ -32,7 +33,7 @@ if(CONVERGE_BENCH_WITH_GROUPS)
   target_compile_definitions(converge_cli PRIVATE CONVERGE_BENCH_HAVE_GROUPS)
 endif()
 target_include_directories(converge_cli PRIVATE ${CMAKE_SOURCE_DIR} ${CMAKE_SOURCE_DIR}/tests)
-target_link_libraries(converge_cli PRIVATE PkgConfig::NATS PkgConfig::HIREDIS)
+target_link_libraries(converge_cli PRIVATE PkgConfig::NATS PkgConfig::HIREDIS PostgreSQL::PostgreSQL)
 
 converge_test(NAME bench_test LABELS unit LIBS Boost::json SOURCES
   ${CONVERGE_BENCH_DIR}/bench_test.cc

@@ -3,6 +3,7 @@
 // event log, and three in-process participants; p50/p99/p999 latency from start to completion.
 // With --workloads twopc (and PostgreSQL installed): two-phase commits per second across two
 // PostgreSQL databases, next to the machine's fsync rate (bench/twopc_bench.cc).
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
@@ -301,10 +302,22 @@ int RunSagaBench(int argc, char** argv) {
     for (Measurement& m : tp) emit(std::move(m));
   }
   if (!o.json) {
-    std::vector<Measurement> sagas, txns;
-    for (const Measurement& m : rows) (m.rate_name == "sagas_per_s" ? sagas : txns).push_back(m);
-    if (!sagas.empty()) std::printf("%s", FormatTable(sagas).c_str());
-    if (!txns.empty()) std::printf("%s%s", sagas.empty() ? "" : "\n", FormatTable(txns).c_str());
+    // One table per unit, in order of appearance.
+    std::vector<std::string> units;
+    for (const Measurement& m : rows) {
+      if (std::find(units.begin(), units.end(), m.rate_name) == units.end()) {
+        units.push_back(m.rate_name);
+      }
+    }
+    std::vector<Measurement> sagas;
+    for (size_t u = 0; u < units.size(); ++u) {
+      std::vector<Measurement> group;
+      for (const Measurement& m : rows) {
+        if (m.rate_name == units[u]) group.push_back(m);
+      }
+      if (units[u] == "sagas_per_s") sagas = group;
+      std::printf("%s%s", u ? "\n" : "", FormatTable(group).c_str());
+    }
     for (const Measurement& m : sagas) {
       std::printf("%s (%s): %.0f sagas/s, %s the 20,000 sagas/s target; Dapr workflows ~100/s, "
                   "Temporal self-hosted ~200/s (published)\n",
