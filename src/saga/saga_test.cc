@@ -4,6 +4,7 @@
 
 #include <map>
 
+#include "converge/choreography.h"
 #include "converge/event.h"
 #include "converge/log.h"
 #include "converge/saga.h"
@@ -1117,6 +1118,109 @@ TEST_F(OrchestratorTest, DefinitionsSurviveRestartsAndCompaction) {
   orch_ = SagaOrchestrator::Open(env_, *log_, o).value();
   EXPECT_EQ(orch_->ListDefinitions().size(), 2u);
   EXPECT_EQ(orch_->List(SagaListFilter{}).size(), 40u);
+}
+
+// ---------------------------------------------------------------------------------------
+// Choreography
+
+ChoreographyDefinition OrderChoreography() {
+  ChoreographyDefinition d;
+  d.name = "order-flow";
+  d.start = "order.placed";
+  d.stuck_after_ms = 60'000;
+  d.steps = {{"stock", "stock.reserved", "stock.failed", "stock.released"},
+             {"payment", "payment.charged", "payment.failed", "payment.refunded"},
+             {"shipping", "shipment.scheduled", "", ""}};
+  return d;
+}
+
+Event MakeEvent(std::string id, std::string type) {
+  Event e;
+  e.set_id(std::move(id));
+  e.set_source("/test");
+  e.set_type(std::move(type));
+  return e;
+}
+
+TEST(ChoreographyTest, FollowCarriesTheCorrelation) {
+  Event start = MakeEvent("o-1", "order.placed");
+  Event next = Follow(start, "e-2", "/stock", "stock.reserved");
+  EXPECT_EQ(CorrelationId(next).value(), "o-1");
+  EXPECT_EQ(next.FindExtension("causationid")->value, "o-1");
+  Event third = Follow(next, "e-3", "/pay", "payment.charged");
+  EXPECT_EQ(CorrelationId(third).value(), "o-1");
+  EXPECT_EQ(third.FindExtension("causationid")->value, "e-2");
+  EXPECT_TRUE(third.Validate().ok());
+}
+
+TEST(ChoreographyTest, ViewFollowsTheSagaInAnyOrder) {
+  sim::SimEnv env(4);
+  ChoreographyTracker t(env.clock());
+  ASSERT_TRUE(t.AddDefinition(OrderChoreography()).ok());
+  EXPECT_EQ(t.AddDefinition(OrderChoreography()).code(), StatusCode::kAlreadyExists);
+  Event start = MakeEvent("o-1", "order.placed");
+  ASSERT_TRUE(t.Observe(start));
+  EXPECT_FALSE(t.Observe(MakeEvent("x", "unrelated.type")));
+  ASSERT_TRUE(t.Observe(Follow(start, "e1", "/s", "stock.reserved")));
+  ASSERT_TRUE(t.Observe(Follow(start, "e1", "/s", "stock.reserved")));  // duplicate
+  ChoreographyView v = t.Describe("o-1").value();
+  EXPECT_EQ(v.state, ChoreographyState::kRunning);
+  EXPECT_TRUE(v.steps[0].done);
+  EXPECT_EQ(v.history.size(), 2u);
+  // The refund arrives before the failure that caused it; the state settles either way.
+  ASSERT_TRUE(t.Observe(Follow(start, "e2", "/p", "payment.charged")));
+  ASSERT_TRUE(t.Observe(Follow(start, "e4", "/s", "stock.released")));
+  ASSERT_TRUE(t.Observe(Follow(start, "e5", "/p", "payment.refunded")));
+  EXPECT_EQ(t.Describe("o-1")->state, ChoreographyState::kRunning);
+  ASSERT_TRUE(t.Observe(Follow(start, "e3", "/sh", "stock.failed")));
+  EXPECT_EQ(t.Describe("o-1")->state, ChoreographyState::kCompensated);
+
+  Event s2 = MakeEvent("o-2", "order.placed");
+  t.Observe(s2);
+  t.Observe(Follow(s2, "f1", "/s", "stock.reserved"));
+  t.Observe(Follow(s2, "f2", "/p", "payment.failed"));
+  EXPECT_EQ(t.Describe("o-2")->state, ChoreographyState::kCompensating);
+  EXPECT_FALSE(t.Describe("o-2")->stuck);
+  env.AdvanceTime(61'000'000'000);
+  EXPECT_TRUE(t.Describe("o-2")->stuck);
+  EXPECT_EQ(t.List(std::nullopt, true, 10).size(), 1u);
+
+  Event s3 = MakeEvent("o-3", "order.placed");
+  t.Observe(s3);
+  for (const char* type : {"stock.reserved", "payment.charged", "shipment.scheduled"}) {
+    t.Observe(Follow(s3, std::string("g-") + type, "/x", type));
+  }
+  EXPECT_EQ(t.Describe("o-3")->state, ChoreographyState::kCompleted);
+  EXPECT_EQ(t.List(ChoreographyState::kCompleted, false, 10).size(), 1u);
+  EXPECT_EQ(t.in_flight(), 1u);
+}
+
+TEST(ChoreographyTest, MonitorBuildsTheViewFromLogTopics) {
+  sim::SimEnv env(5);
+  LogOptions lo;
+  lo.dir = "/log";
+  auto log = Log::Open(env, lo).value();
+  for (const char* topic : {"orders", "stock"}) ASSERT_TRUE(log->CreateTopic(topic, {}).ok());
+  auto append = [&](const std::string& topic, const Event& e) {
+    std::string bytes;
+    ASSERT_TRUE(EncodeBinary(e, &bytes).ok());
+    converge::RecordView r;
+    r.value = bytes;
+    ASSERT_TRUE(log->Append(topic, std::span<const converge::RecordView>(&r, 1)).ok());
+  };
+  Event start = MakeEvent("o-9", "order.placed");
+  append("orders", start);
+  ChoreographyMonitorOptions mo;
+  mo.topics = {"orders", "stock"};
+  auto monitor = ChoreographyMonitor::Start(env, *log, {OrderChoreography()}, mo).value();
+  env.RunUntilIdle();
+  EXPECT_EQ(monitor->Describe("o-9")->state, ChoreographyState::kRunning);
+  append("stock", Follow(start, "s1", "/stock", "stock.reserved"));
+  append("stock", Follow(start, "s2", "/stock", "payment.charged"));
+  append("orders", Follow(start, "s3", "/ship", "shipment.scheduled"));
+  env.RunUntilIdle();
+  EXPECT_EQ(monitor->Describe("o-9")->state, ChoreographyState::kCompleted);
+  EXPECT_EQ(monitor->List(std::nullopt, false, 10).size(), 1u);
 }
 
 }  // namespace
