@@ -347,6 +347,21 @@ class SagaOrchestrator {
   virtual void Close() = 0;
 };
 
+// A read-only view of a saga log directory for tools (`converge saga ls --dir`): replays the
+// log without locking, repairing or changing it, so it may look at the log of a running
+// orchestrator (it sees what had reached the files). Not synchronized.
+class SagaLogSnapshot {
+ public:
+  // NotFound if `dir` does not exist.
+  static Result<std::unique_ptr<SagaLogSnapshot>> Load(Env& env, const std::string& dir);
+  virtual ~SagaLogSnapshot() = default;
+  virtual Result<SagaInfo> Describe(const std::string& id) = 0;
+  // `now_micros` (wall clock) is what idle_for_ms compares against.
+  virtual std::vector<SagaSummary> List(const SagaListFilter& filter, int64_t now_micros) = 0;
+  virtual std::vector<SagaTimerInfo> ListTimers(size_t limit) = 0;
+  virtual std::vector<SagaDefinition> ListDefinitions() = 0;
+};
+
 // ---------------------------------------------------------------------------------------
 // Participants
 
@@ -496,6 +511,10 @@ struct SagaHttpResponse {
   std::string content_type = "application/json";
   std::string body;  // errors: {"code": "NOT_FOUND", "message": "..."}
 };
+// The JSON objects the routes return for a summary, an instance and a timer (tools reuse them).
+std::string SagaSummaryToJson(const SagaSummary& summary);
+std::string SagaInfoToJson(const SagaInfo& info);
+std::string SagaTimerToJson(const SagaTimerInfo& timer);
 // True if `target` is one of the routes above (so the server can dispatch to it).
 bool IsSagaHttpTarget(std::string_view target);
 SagaHttpResponse HandleSagaHttp(SagaOrchestrator& orchestrator, const SagaHttpRequest& request);

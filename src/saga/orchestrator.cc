@@ -628,7 +628,41 @@ class OrchestratorImpl : public SagaOrchestrator {
   std::shared_ptr<Token> token_;
 };
 
+class SnapshotImpl : public SagaLogSnapshot {
+ public:
+  explicit SnapshotImpl(Env& env)
+      : machine_(env.random(), saga_internal::MachineOptions{1'000'000, UINT32_MAX,
+                                                            INT64_MAX / 2000, UINT32_MAX,
+                                                            UINT32_MAX}) {}
+  Status Load(Env& env, const std::string& dir) {
+    saga_internal::RecordLogOptions lo;
+    lo.dir = dir;
+    lo.file_prefix = "saga-";
+    return saga_internal::RecordLog::ReadOnly(env, lo, [this](std::string_view payload) {
+      Result<saga_internal::RecordView> r = saga_internal::DecodePayload(payload);
+      if (!r.ok()) return r.status();
+      machine_.Replay(*r).IgnoreError();
+      return Status::Ok();
+    });
+  }
+  Result<SagaInfo> Describe(const std::string& id) override { return machine_.Describe(id); }
+  std::vector<SagaSummary> List(const SagaListFilter& filter, int64_t now_micros) override {
+    return machine_.List(filter, now_micros);
+  }
+  std::vector<SagaTimerInfo> ListTimers(size_t limit) override { return machine_.Timers(limit); }
+  std::vector<SagaDefinition> ListDefinitions() override { return machine_.Definitions(); }
+
+ private:
+  SagaMachine machine_;
+};
+
 }  // namespace
+
+Result<std::unique_ptr<SagaLogSnapshot>> SagaLogSnapshot::Load(Env& env, const std::string& dir) {
+  auto s = std::make_unique<SnapshotImpl>(env);
+  CONVERGE_RETURN_IF_ERROR(s->Load(env, dir));
+  return std::unique_ptr<SagaLogSnapshot>(std::move(s));
+}
 
 Result<std::unique_ptr<SagaOrchestrator>> SagaOrchestrator::Open(Env& env, Log& log,
                                                                  SagaOrchestratorOptions options) {

@@ -58,6 +58,11 @@ class RecordLog {
                                                  RecordLogRecovery* recovery);
   ~RecordLog();
 
+  // Reads the log in `options.dir` the way Open would replay it, without locking, repairing or
+  // deleting anything (for tools looking at a live or stopped log). NotFound if the directory
+  // does not exist.
+  static Status ReadOnly(Env& env, const RecordLogOptions& options, const ReplayFn& replay);
+
   Status Append(std::string_view framed_records);
   Status Sync();
   Status Rebase(std::string_view base);
