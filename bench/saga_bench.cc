@@ -3,6 +3,8 @@
 // event log, and three in-process participants; p50/p99/p999 latency from start to completion.
 // With --workloads twopc (and PostgreSQL installed): two-phase commits per second across two
 // PostgreSQL databases, next to the machine's fsync rate (bench/twopc_bench.cc).
+#include "bench/saga_bench.h"
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -15,7 +17,6 @@
 
 #include "bench/bench.h"
 #include "bench/report.h"
-#include "bench/saga_bench.h"
 #include "bench/timing.h"
 #include "converge/env.h"
 #include "converge/log.h"
@@ -46,7 +47,8 @@ void PrintHelp(std::FILE* out) {
       "  --clients N          concurrent two-phase commits (default 16)\n"
       "  --workloads LIST     saga,twopc (default saga,twopc)\n"
       "  --json               one JSON object per line on stdout (progress on stderr):\n"
-      "                       {\"workload\",\"system\",\"durability\",\"sagas_per_s\"|\"txns_per_s\",\n"
+      "                       "
+      "{\"workload\",\"system\",\"durability\",\"sagas_per_s\"|\"txns_per_s\",\n"
       "                        \"p50_us\",\"p99_us\",\"p999_us\",\"events\",\"seconds\",\"note\"}\n"
       "  --dir DIR            scratch directory base (default $TMPDIR or /tmp); a real disk\n"
       "  --help               this text\n",
@@ -117,8 +119,7 @@ Result<SagaBenchOptions> Parse(int argc, char** argv) {
 }
 
 // One saga run: a fresh log and orchestrator in `dir`.
-Result<Measurement> RunSagas(const SagaBenchOptions& o, const std::string& dir,
-                             Durability topics) {
+Result<Measurement> RunSagas(const SagaBenchOptions& o, const std::string& dir, Durability topics) {
   Env& env = Env::Default();
   LogOptions lo;
   lo.dir = dir + "/log";
@@ -189,16 +190,15 @@ Result<Measurement> RunSagas(const SagaBenchOptions& o, const std::string& dir,
   CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<SagaOrchestrator> orch,
                             SagaOrchestrator::Open(env, *log, oo));
   orch_ptr = orch.get();
-  CONVERGE_RETURN_IF_ERROR(orch->RegisterDefinition(
-      SagaDefinitionBuilder("bench3", 1)
-          .Step("a", "bench.a", "a.do", "a.undo")
-          .Timeout(30'000)
-          .Step("b", "bench.b", "b.do", "b.undo")
-          .Timeout(30'000)
-          .Step("c", "bench.c", "c.do")
-          .Timeout(30'000)
-          .Build()
-          .value()));
+  CONVERGE_RETURN_IF_ERROR(orch->RegisterDefinition(SagaDefinitionBuilder("bench3", 1)
+                                                        .Step("a", "bench.a", "a.do", "a.undo")
+                                                        .Timeout(30'000)
+                                                        .Step("b", "bench.b", "b.do", "b.undo")
+                                                        .Timeout(30'000)
+                                                        .Step("c", "bench.c", "c.do")
+                                                        .Timeout(30'000)
+                                                        .Build()
+                                                        .value()));
 
   const int64_t t0 = NowNanos();
   const uint64_t initial = std::min(o.window, total);
@@ -234,16 +234,15 @@ Result<Measurement> RunSagas(const SagaBenchOptions& o, const std::string& dir,
   m.p99_us = p.p99_us;
   m.p999_us = p.p999_us;
   char note[256];
-  std::snprintf(note, sizeof(note),
-                "window %llu; %llu batches, %llu syncs (%.1f sagas/sync); %llu compensated; "
-                "%llu timeouts, %llu send errors",
-                static_cast<unsigned long long>(o.window),
-                static_cast<unsigned long long>(stats.batches),
-                static_cast<unsigned long long>(stats.syncs),
-                stats.syncs ? static_cast<double>(total) / static_cast<double>(stats.syncs) : 0.0,
-                static_cast<unsigned long long>(compensated),
-                static_cast<unsigned long long>(stats.timeouts),
-                static_cast<unsigned long long>(stats.send_errors));
+  std::snprintf(
+      note, sizeof(note),
+      "window %llu; %llu batches, %llu syncs (%.1f sagas/sync); %llu compensated; "
+      "%llu timeouts, %llu send errors",
+      static_cast<unsigned long long>(o.window), static_cast<unsigned long long>(stats.batches),
+      static_cast<unsigned long long>(stats.syncs),
+      stats.syncs ? static_cast<double>(total) / static_cast<double>(stats.syncs) : 0.0,
+      static_cast<unsigned long long>(compensated), static_cast<unsigned long long>(stats.timeouts),
+      static_cast<unsigned long long>(stats.send_errors));
   m.note = note;
   return m;
 }
@@ -319,10 +318,11 @@ int RunSagaBench(int argc, char** argv) {
       std::printf("%s%s", u ? "\n" : "", FormatTable(group).c_str());
     }
     for (const Measurement& m : sagas) {
-      std::printf("%s (%s): %.0f sagas/s, %s the 20,000 sagas/s target; Dapr workflows ~100/s, "
-                  "Temporal self-hosted ~200/s (published)\n",
-                  m.system.c_str(), m.durability.c_str(), m.events_per_s,
-                  m.events_per_s >= 20'000 ? "PASS" : "MISS");
+      std::printf(
+          "%s (%s): %.0f sagas/s, %s the 20,000 sagas/s target; Dapr workflows ~100/s, "
+          "Temporal self-hosted ~200/s (published)\n",
+          m.system.c_str(), m.durability.c_str(), m.events_per_s,
+          m.events_per_s >= 20'000 ? "PASS" : "MISS");
     }
   }
   return ok ? 0 : 1;

@@ -8,10 +8,10 @@
 
 #include <atomic>
 #include <cstdio>
-#include <string>
-#include <vector>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "bench/saga_bench.h"
 #include "bench/timing.h"
@@ -136,20 +136,20 @@ Status RunTwoPhaseBench(const SagaBenchOptions& o, std::vector<Measurement>* row
   };
 
   CONVERGE_ASSIGN_OR_RETURN(Measurement twopc, run([&](uint64_t id, uint64_t) -> Status {
-    TwoPhaseBranch a, b;
-    a.participant = parts[0].get();
-    b.participant = parts[1].get();
-    const std::string key = std::to_string(id);
-    a.work = {{"INSERT INTO t(id, v) VALUES($1, 1)", {key}}};
-    b.work = {{"INSERT INTO t(id, v) VALUES($1, -1)", {key}}};
-    std::vector<TwoPhaseBranch> br = {a, b};
-    CONVERGE_ASSIGN_OR_RETURN(TwoPhaseResult r, coord->Execute(br));
-    if (r.outcome != TxOutcome::kCommitted) {
-      aborted.fetch_add(1);
-      return AbortedError(r.reason);
-    }
-    return Status::Ok();
-  }));
+                              TwoPhaseBranch a, b;
+                              a.participant = parts[0].get();
+                              b.participant = parts[1].get();
+                              const std::string key = std::to_string(id);
+                              a.work = {{"INSERT INTO t(id, v) VALUES($1, 1)", {key}}};
+                              b.work = {{"INSERT INTO t(id, v) VALUES($1, -1)", {key}}};
+                              std::vector<TwoPhaseBranch> br = {a, b};
+                              CONVERGE_ASSIGN_OR_RETURN(TwoPhaseResult r, coord->Execute(br));
+                              if (r.outcome != TxOutcome::kCommitted) {
+                                aborted.fetch_add(1);
+                                return AbortedError(r.reason);
+                              }
+                              return Status::Ok();
+                            }));
   twopc.workload = "twopc";
   twopc.system = "converge+2x postgresql";
   twopc.durability = "fsync (decision log + both servers)";
@@ -175,8 +175,8 @@ Status RunTwoPhaseBench(const SagaBenchOptions& o, std::vector<Measurement>* row
   Result<Measurement> plain = run([&](uint64_t id, uint64_t c) -> Status {
     const std::string key = std::to_string(offset + id);
     const char* values[1] = {key.c_str()};
-    PGresult* r = PQexecParams(conns[c], "INSERT INTO t(id, v) VALUES($1, 1)", 1, nullptr,
-                               values, nullptr, nullptr, 0);
+    PGresult* r = PQexecParams(conns[c], "INSERT INTO t(id, v) VALUES($1, 1)", 1, nullptr, values,
+                               nullptr, nullptr, 0);
     const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
     return ok ? Status::Ok() : InternalError("insert failed");

@@ -56,14 +56,14 @@ struct SagaLimits {
   static constexpr size_t kMaxNameBytes = 200;  // definition, step, participant, command type
   static constexpr uint32_t kMaxVersion = 1'000'000;
   static constexpr int64_t kMaxTimeoutMs = 7LL * 24 * 3600 * 1000;  // one week
-  static constexpr size_t kMaxIdBytes = 128;                          // saga ids
+  static constexpr size_t kMaxIdBytes = 128;                        // saga ids
 };
 
 struct SagaStepDefinition {
-  std::string name;          // unique in the saga: 1..200 of [A-Za-z0-9._-]
-  std::string participant;   // the command topic (a log topic name)
-  std::string action;        // CloudEvents type of the action command
-  std::string compensation;  // CloudEvents type of the compensation; empty = none
+  std::string name;             // unique in the saga: 1..200 of [A-Za-z0-9._-]
+  std::string participant;      // the command topic (a log topic name)
+  std::string action;           // CloudEvents type of the action command
+  std::string compensation;     // CloudEvents type of the compensation; empty = none
   int64_t timeout_ms = 30'000;  // per attempt, 1..kMaxTimeoutMs: no reply in time = a failure
   // Backoff between attempts; max_attempts and deadline_ms bound the attempts of an action at
   // or before the pivot. Compensations and actions after the pivot use its backoff but are
@@ -145,7 +145,9 @@ enum class SagaState : uint8_t {
 };
 // "running" | "compensating" | "completed" | "compensated".
 std::string_view SagaStateName(SagaState state);
-inline bool IsFinal(SagaState s) { return s == SagaState::kCompleted || s == SagaState::kCompensated; }
+inline bool IsFinal(SagaState s) {
+  return s == SagaState::kCompleted || s == SagaState::kCompensated;
+}
 
 enum class SagaStepState : uint8_t {
   kPending = 0,       // not started
@@ -231,12 +233,12 @@ struct SagaOrchestratorOptions {
   TopicOptions topic_options;
   std::string source = "/converge/saga";  // CloudEvents source of commands
 
-  uint32_t max_in_flight = 1'000'000;     // running instances; Start beyond: ResourceExhausted
-  uint32_t max_queued_inputs = 100'000;   // requests waiting for a batch; beyond: ResourceExhausted
-  uint32_t batch_max_inputs = 20'000;     // requests and replies handled per batch (one sync)
+  uint32_t max_in_flight = 1'000'000;    // running instances; Start beyond: ResourceExhausted
+  uint32_t max_queued_inputs = 100'000;  // requests waiting for a batch; beyond: ResourceExhausted
+  uint32_t batch_max_inputs = 20'000;    // requests and replies handled per batch (one sync)
   uint32_t reply_read_max_records = 8192;  // replies read per partition per batch
-  uint32_t max_data_bytes = 64 << 10;     // saga input data
-  uint32_t history_max_entries = 64;      // per instance
+  uint32_t max_data_bytes = 64 << 10;      // saga input data
+  uint32_t history_max_entries = 64;       // per instance
   // Finished instances kept for Describe/List (and across restarts): at most this many, none
   // older than finished_retain_ms.
   uint32_t finished_retain_max = 10'000;
@@ -274,10 +276,10 @@ struct SagaOrchestratorStats {
   uint64_t syncs = 0;
   uint64_t log_bytes = 0;
   uint64_t compactions = 0;
-  uint64_t send_errors = 0;     // command appends that failed (resent on the step's timeout)
-  uint64_t read_errors = 0;     // reply-topic reads that failed
-  uint64_t bad_replies = 0;     // records on the reply topic that are not saga replies
-  uint64_t replay_errors = 0;   // saga-log records that did not fit the state at recovery
+  uint64_t send_errors = 0;    // command appends that failed (resent on the step's timeout)
+  uint64_t read_errors = 0;    // reply-topic reads that failed
+  uint64_t bad_replies = 0;    // records on the reply topic that are not saga replies
+  uint64_t replay_errors = 0;  // saga-log records that did not fit the state at recovery
 };
 
 // Thread-safety: thread-safe. Mutating calls queue a request; whichever caller (or executor
@@ -297,7 +299,7 @@ class SagaOrchestrator {
   // must outlive the orchestrator. FailedPrecondition if another orchestrator holds the dir;
   // InvalidArgument for bad options; DataLoss never stops Open (a damaged tail is cut).
   static Result<std::unique_ptr<SagaOrchestrator>> Open(Env& env, Log& log,
-                                                       SagaOrchestratorOptions options);
+                                                        SagaOrchestratorOptions options);
   virtual ~SagaOrchestrator() = default;
 
   // Registers a definition durably. OK if the same (name, version) is already registered with
@@ -326,8 +328,7 @@ class SagaOrchestrator {
   virtual std::vector<SagaTimerInfo> ListTimers(size_t limit = 1000) = 0;
   // Moves a timer to `due_micros` (wall clock; a past time fires at once). NotFound if the
   // instance has no such timer.
-  virtual Status RescheduleTimer(const std::string& id, SagaTimerKind kind,
-                                 int64_t due_micros) = 0;
+  virtual Status RescheduleTimer(const std::string& id, SagaTimerKind kind, int64_t due_micros) = 0;
   // Cancels a timer: a step timeout then waits for the reply without bound, a retry waits for
   // a reschedule, a deadline no longer applies. NotFound if there is no such timer.
   virtual Status CancelTimer(const std::string& id, SagaTimerKind kind) = 0;

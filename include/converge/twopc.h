@@ -82,7 +82,7 @@ class TxParticipant {
 
 struct PostgresParticipantOptions {
   std::string name;
-  std::string conninfo;  // libpq connection string
+  std::string conninfo;           // libpq connection string
   uint32_t max_connections = 16;  // pooled; callers beyond wait for a free one
   int64_t connect_timeout_ms = 5'000;
 };

@@ -39,7 +39,8 @@ Status ChoreographyDefinition::Validate() const {
   std::set<std::string> types = {start};
   for (const ChoreographyStep& s : steps) {
     if (s.name.empty() || s.done.empty()) {
-      return InvalidArgumentError("choreography '" + name + "': every step needs a name and a "
+      return InvalidArgumentError("choreography '" + name +
+                                  "': every step needs a name and a "
                                   "done event type");
     }
     for (const std::string* t : {&s.done, &s.failed, &s.compensated}) {
@@ -260,7 +261,8 @@ class MonitorImpl : public ChoreographyMonitor {
   }
 
   Status Init(const std::vector<ChoreographyDefinition>& defs) {
-    for (const ChoreographyDefinition& d : defs) CONVERGE_RETURN_IF_ERROR(tracker_.AddDefinition(d));
+    for (const ChoreographyDefinition& d : defs)
+      CONVERGE_RETURN_IF_ERROR(tracker_.AddDefinition(d));
     if (options_.read_max_records == 0) {
       return InvalidArgumentError("choreography monitor: read_max_records must be > 0");
     }
@@ -269,9 +271,8 @@ class MonitorImpl : public ChoreographyMonitor {
       std::vector<uint64_t> offsets;
       for (const PartitionInfo& p : info.partitions) offsets.push_back(p.start_offset);
       offsets_.emplace_back(t, std::move(offsets));
-      CONVERGE_ASSIGN_OR_RETURN(auto w, log_.WatchAppends(t, [this](uint32_t, uint64_t) {
-        Wake();
-      }));
+      CONVERGE_ASSIGN_OR_RETURN(auto w,
+                                log_.WatchAppends(t, [this](uint32_t, uint64_t) { Wake(); }));
       watches_.push_back(std::move(w));
     }
     Wake();

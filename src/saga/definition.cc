@@ -49,8 +49,7 @@ bool SagaStepDefinition::operator==(const SagaStepDefinition& o) const {
 }
 
 bool SagaDefinition::operator==(const SagaDefinition& o) const {
-  return name == o.name && version == o.version && deadline_ms == o.deadline_ms &&
-         steps == o.steps;
+  return name == o.name && version == o.version && deadline_ms == o.deadline_ms && steps == o.steps;
 }
 
 size_t SagaDefinition::PivotIndex() const {

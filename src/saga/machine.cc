@@ -53,8 +53,9 @@ struct Instance {
 namespace {
 
 constexpr std::string_view kHistoryEvents[] = {
-    "started",       "attempt",    "retry", "step-done", "step-compensated", "step-fenced",
-    "pivot-applied", "step-failed", "abort", "finished", "timer",            "unknown"};
+    "started",     "attempt",       "retry",       "step-done", "step-compensated",
+    "step-fenced", "pivot-applied", "step-failed", "abort",     "finished",
+    "timer",       "unknown"};
 
 std::string_view InternEvent(std::string_view e) {
   for (std::string_view k : kHistoryEvents) {
@@ -220,8 +221,7 @@ bool SagaMachine::OnReply(const SagaReply& reply, int64_t now, MachineOutput* ou
     return true;
   }
   if (reply.outcome == SagaReply::Outcome::kFailed && !forever) {
-    const std::string error =
-        reply.status.ok() ? std::string("refused") : reply.status.ToString();
+    const std::string error = reply.status.ok() ? std::string("refused") : reply.status.ToString();
     RecordView r;
     r.type = RecordType::kStepFailed;
     r.time_micros = now;
@@ -287,9 +287,9 @@ size_t SagaMachine::Tick(int64_t now, MachineOutput* out) {
       }
     }
     // Every branch replaces or removes the timer that fired.
-    CONVERGE_CHECK(timers_.empty() || !(timers_.begin()->serial == key.serial &&
-                                        timers_.begin()->kind == key.kind &&
-                                        timers_.begin()->due == key.due));
+    CONVERGE_CHECK(timers_.empty() ||
+                   !(timers_.begin()->serial == key.serial && timers_.begin()->kind == key.kind &&
+                     timers_.begin()->due == key.due));
   }
   return fired;
 }
@@ -314,8 +314,8 @@ Status SagaMachine::Cancel(const std::string& id, std::string_view reason, int64
   r.type = RecordType::kAbort;
   r.time_micros = now;
   r.saga_id = inst->id;
-  const std::string text = reason.empty() ? std::string("cancelled") : "cancelled: " +
-                                                                            std::string(reason);
+  const std::string text =
+      reason.empty() ? std::string("cancelled") : "cancelled: " + std::string(reason);
   r.a = text;
   Emit(r, out);
   Decide(*inst, now, out);
@@ -428,8 +428,8 @@ void SagaMachine::Decide(Instance& inst, int64_t now, MachineOutput* out) {
               is_pivot ? SagaCommandKind::kCancel : SagaCommandKind::kCompensate, 1, now, out);
 }
 
-void SagaMachine::SendAttempt(Instance& inst, uint32_t step, SagaCommandKind kind,
-                              uint32_t attempt, int64_t now, MachineOutput* out) {
+void SagaMachine::SendAttempt(Instance& inst, uint32_t step, SagaCommandKind kind, uint32_t attempt,
+                              int64_t now, MachineOutput* out) {
   RecordView r;
   r.type = RecordType::kAttempt;
   r.time_micros = now;
@@ -456,9 +456,9 @@ void SagaMachine::AddCommand(const Instance& inst, MachineOutput* out) const {
 
 int64_t SagaMachine::BackoffMicros(const SagaStepDefinition& step, uint32_t failed_attempt) {
   const RetryPolicy& p = step.retry;
-  double cap = static_cast<double>(p.base_delay_ms) *
-               std::pow(p.multiplier, static_cast<double>(failed_attempt > 0 ? failed_attempt - 1
-                                                                              : 0));
+  double cap =
+      static_cast<double>(p.base_delay_ms) *
+      std::pow(p.multiplier, static_cast<double>(failed_attempt > 0 ? failed_attempt - 1 : 0));
   if (!(cap < static_cast<double>(p.max_delay_ms))) cap = static_cast<double>(p.max_delay_ms);
   const auto cap_ms = static_cast<int64_t>(cap);
   return random_.UniformRange(0, cap_ms) * 1000;

@@ -45,7 +45,8 @@ struct Request {
 
 Status ValidateOptions(const SagaOrchestratorOptions& o) {
   if (o.dir.empty()) return InvalidArgumentError("saga orchestrator: dir is required");
-  if (o.reply_topic.empty()) return InvalidArgumentError("saga orchestrator: reply_topic is required");
+  if (o.reply_topic.empty())
+    return InvalidArgumentError("saga orchestrator: reply_topic is required");
   if (o.max_in_flight == 0 || o.max_queued_inputs == 0 || o.batch_max_inputs == 0 ||
       o.reply_read_max_records == 0 || o.segment_max_bytes == 0 || o.compact_after_bytes == 0) {
     return InvalidArgumentError(
@@ -83,11 +84,10 @@ class OrchestratorImpl : public SagaOrchestrator {
         log_(log),
         options_(std::move(options)),
         executor_(options_.executor ? *options_.executor : env.executor()),
-        machine_(env.random(), saga_internal::MachineOptions{options_.history_max_entries,
-                                                             options_.finished_retain_max,
-                                                             options_.finished_retain_ms,
-                                                             options_.max_in_flight,
-                                                             options_.max_data_bytes}),
+        machine_(env.random(),
+                 saga_internal::MachineOptions{
+                     options_.history_max_entries, options_.finished_retain_max,
+                     options_.finished_retain_ms, options_.max_in_flight, options_.max_data_bytes}),
         ids_(env.clock(), env.random()),
         token_(std::make_shared<Token>()) {
     token_->impl = this;
@@ -134,10 +134,9 @@ class OrchestratorImpl : public SagaOrchestrator {
       ArmTimer();
     }
     OrchestratorImpl* self = this;
-    CONVERGE_ASSIGN_OR_RETURN(watch_, log_.WatchAppends(options_.reply_topic,
-                                                        [self](uint32_t, uint64_t) {
-                                                          self->Wake(false);
-                                                        }));
+    CONVERGE_ASSIGN_OR_RETURN(
+        watch_,
+        log_.WatchAppends(options_.reply_topic, [self](uint32_t, uint64_t) { self->Wake(false); }));
     return Status::Ok();
   }
 
@@ -499,8 +498,8 @@ class OrchestratorImpl : public SagaOrchestrator {
     for (uint32_t p = 0; p < reply_offsets_.size(); ++p) {
       size_t budget = options_.reply_read_max_records;
       while (budget > 0) {
-        Result<ReadBatch> batch = log_.Read(options_.reply_topic, p, reply_offsets_[p], budget,
-                                            budget * 1024);
+        Result<ReadBatch> batch =
+            log_.Read(options_.reply_topic, p, reply_offsets_[p], budget, budget * 1024);
         if (!batch.ok()) {
           if (std::optional<uint64_t> resume = DataLossResumeOffset(batch.status())) {
             reply_offsets_[p] = *resume;
@@ -631,9 +630,9 @@ class OrchestratorImpl : public SagaOrchestrator {
 class SnapshotImpl : public SagaLogSnapshot {
  public:
   explicit SnapshotImpl(Env& env)
-      : machine_(env.random(), saga_internal::MachineOptions{1'000'000, UINT32_MAX,
-                                                            INT64_MAX / 2000, UINT32_MAX,
-                                                            UINT32_MAX}) {}
+      : machine_(env.random(),
+                 saga_internal::MachineOptions{1'000'000, UINT32_MAX, INT64_MAX / 2000, UINT32_MAX,
+                                               UINT32_MAX}) {}
   Status Load(Env& env, const std::string& dir) {
     saga_internal::RecordLogOptions lo;
     lo.dir = dir;

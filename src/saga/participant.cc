@@ -268,8 +268,9 @@ class ParticipantImpl : public SagaParticipant {
     CONVERGE_ASSIGN_OR_RETURN(TopicInfo info, log_.DescribeTopic(options_.topic));
     if (!options_.start_offsets.empty() &&
         options_.start_offsets.size() != info.partitions.size()) {
-      return InvalidArgumentError("saga participant: start_offsets must have one offset per "
-                                  "partition");
+      return InvalidArgumentError(
+          "saga participant: start_offsets must have one offset per "
+          "partition");
     }
     for (size_t i = 0; i < info.partitions.size(); ++i) {
       offsets_.push_back(options_.start_offsets.empty() ? info.partitions[i].end_offset

@@ -19,8 +19,7 @@ uint32_t GetU32(const char* p) {
 }
 
 bool HasSaga(RecordType t) {
-  return t != RecordType::kDefinition && t != RecordType::kBaseBegin &&
-         t != RecordType::kBaseEnd;
+  return t != RecordType::kDefinition && t != RecordType::kBaseBegin && t != RecordType::kBaseEnd;
 }
 
 }  // namespace

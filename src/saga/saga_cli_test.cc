@@ -3,10 +3,10 @@
 // binary run as a child process ($CONVERGE_BINARY); then --dir on the saga log.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <thread>
@@ -50,8 +50,8 @@ class TestServer {
       http::read(socket, buffer, req, ec);
       if (ec) continue;
       SagaHttpResponse r = HandleSagaHttp(
-          orch_, SagaHttpRequest{std::string(req.method_string()), std::string(req.target()),
-                                 req.body()});
+          orch_,
+          SagaHttpRequest{std::string(req.method_string()), std::string(req.target()), req.body()});
       http::response<http::string_body> res(static_cast<http::status>(r.status), 11);
       res.set(http::field::content_type, r.content_type);
       res.body() = r.body;
@@ -103,9 +103,7 @@ TEST(SagaCliTest, ListShowCancelAndOffline) {
   core.Handle("hold", [](const SagaCommand&, std::string*) { return Status::Ok(); });
   core.Handle("release", [](const SagaCommand&, std::string*) { return Status::Ok(); });
   // The second step keeps failing transiently: the saga waits in retries until cancelled.
-  core.Handle("wait", [](const SagaCommand&, std::string*) {
-    return UnavailableError("not yet");
-  });
+  core.Handle("wait", [](const SagaCommand&, std::string*) { return UnavailableError("not yet"); });
   core.Handle("unwait", [](const SagaCommand&, std::string*) { return Status::Ok(); });
   SagaParticipantOptions po;
   po.topic = "holds";

@@ -62,8 +62,8 @@ RecordLog::~RecordLog() {
 }
 
 Result<std::unique_ptr<RecordLog>> RecordLog::Open(Env& env, const RecordLogOptions& options,
-                                                       const ReplayFn& replay,
-                                                       RecordLogRecovery* recovery) {
+                                                   const ReplayFn& replay,
+                                                   RecordLogRecovery* recovery) {
   if (options.dir.empty()) return InvalidArgumentError("record log: dir is required");
   if (options.file_prefix.empty() || options.file_prefix.size() > 32) {
     return InvalidArgumentError("record log: file_prefix must have 1..32 characters");
@@ -186,8 +186,8 @@ Status RecordLog::ReadOnly(Env& env, const RecordLogOptions& options, const Repl
       if (s.code() == StatusCode::kDataLoss) break;
       CONVERGE_RETURN_IF_ERROR(s);
       // A base that is still being written (incomplete) is not the start: skip it whole.
-      if (i > start && !payload.empty() &&
-          static_cast<uint8_t>(payload[0]) == kBaseBeginType && CompleteBaseBytes(*data) == 0) {
+      if (i > start && !payload.empty() && static_cast<uint8_t>(payload[0]) == kBaseBeginType &&
+          CompleteBaseBytes(*data) == 0) {
         break;
       }
     }

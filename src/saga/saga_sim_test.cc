@@ -31,13 +31,13 @@ constexpr int kSteps = 4;
 
 struct Params {
   int sagas = 12;
-  double drop = 0;         // a command or reply is lost
-  double duplicate = 0;    // delivered twice
-  double late = 0;         // delivered after its step timed out
-  double refuse = 0;       // an action is refused
-  double transient = 0;    // an action or compensation fails transiently
-  double cancel = 0;       // the operator cancels a saga
-  int max_crashes = 0;     // orchestrator crashes
+  double drop = 0;          // a command or reply is lost
+  double duplicate = 0;     // delivered twice
+  double late = 0;          // delivered after its step timed out
+  double refuse = 0;        // an action is refused
+  double transient = 0;     // an action or compensation fails transiently
+  double cancel = 0;        // the operator cancels a saga
+  int max_crashes = 0;      // orchestrator crashes
   uint64_t crash_ops = 40;  // crash point within this many mutating operations
   bool torn_writes = false;
   bool crash_during_recovery = false;
@@ -366,8 +366,7 @@ TEST(SagaSimTest, EverySagaEndsCommittedOrCompensatedUnderFaults) {
     const Params p = RandomParams(rng);
     World world(seed, p);
     const std::string failure = world.Run();
-    ASSERT_EQ(failure, "") << "seed " << seed << " (replay: CONVERGE_SAGA_SIM_SEED=" << seed
-                           << ")";
+    ASSERT_EQ(failure, "") << "seed " << seed << " (replay: CONVERGE_SAGA_SIM_SEED=" << seed << ")";
     total_crashes += world.crashes();
     completed += world.completed();
     compensated += world.compensated();

@@ -1,5 +1,7 @@
 // Unit tests of the saga module: definitions, message and record codecs, the sans-IO state
 // machine, the participant logic, and the orchestrator with participants on the simulated Env.
+#include "converge/saga.h"
+
 #include <gtest/gtest.h>
 
 #include <map>
@@ -7,7 +9,6 @@
 #include "converge/choreography.h"
 #include "converge/event.h"
 #include "converge/log.h"
-#include "converge/saga.h"
 #include "converge/sim_env.h"
 #include "saga/machine.h"
 #include "saga/messages.h"
@@ -55,7 +56,8 @@ TEST(SagaDefinitionTest, BuilderFindsThePivot) {
   EXPECT_EQ(d.PivotIndex(), 2u);
   EXPECT_TRUE(d.Validate().ok());
   // Without a mark, a last step without compensation is the pivot; all compensatable = none.
-  auto implicit = SagaDefinitionBuilder("x").Step("a", "t", "a", "undo-a").Step("b", "t", "b").Build();
+  auto implicit =
+      SagaDefinitionBuilder("x").Step("a", "t", "a", "undo-a").Step("b", "t", "b").Build();
   ASSERT_TRUE(implicit.ok()) << implicit.status().ToString();
   EXPECT_EQ(implicit->PivotIndex(), 1u);
   auto all = SagaDefinitionBuilder("x").Step("a", "t", "a", "ua").Step("b", "t", "b", "ub").Build();
@@ -69,11 +71,8 @@ TEST(SagaDefinitionTest, ValidationNamesTheProblem) {
   EXPECT_EQ(missing_comp.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(missing_comp.status().message().find("'a'"), std::string_view::npos);
 
-  auto comp_after = SagaDefinitionBuilder("x")
-                        .Step("a", "t", "a")
-                        .Pivot()
-                        .Step("b", "t", "b", "undo")
-                        .Build();
+  auto comp_after =
+      SagaDefinitionBuilder("x").Step("a", "t", "a").Pivot().Step("b", "t", "b", "undo").Build();
   ASSERT_FALSE(comp_after.ok());
   EXPECT_NE(comp_after.status().message().find("after the pivot"), std::string_view::npos);
 
@@ -138,8 +137,8 @@ TEST(SagaDefinitionTest, ParseRejectsBadInput) {
   auto unknown = ParseSagaDefinition("name: a\nsteps: []\ncolor: red\n");
   ASSERT_FALSE(unknown.ok());
   EXPECT_NE(unknown.status().message().find("color"), std::string_view::npos);
-  auto bad_int = ParseSagaDefinition(
-      "name: a\nversion: two\nsteps: [{name: s, participant: t, action: x}]\n");
+  auto bad_int =
+      ParseSagaDefinition("name: a\nversion: two\nsteps: [{name: s, participant: t, action: x}]\n");
   ASSERT_FALSE(bad_int.ok());
   EXPECT_NE(bad_int.status().message().find("version"), std::string_view::npos);
   EXPECT_FALSE(
@@ -508,7 +507,7 @@ TEST_F(MachineTest, PivotTimeoutIsFencedAndAnAppliedPivotCompletes) {
   c = Flush();
   ASSERT_EQ(c[0].step, 2u);  // the pivot
   for (int i = 0; i < 3; ++i) {
-    FireNext();  // timeout
+    FireNext();             // timeout
     if (i < 2) FireNext();  // retry
   }
   c = Flush();
@@ -590,9 +589,9 @@ TEST_F(MachineTest, TimersCanBeListedRescheduledAndCancelled) {
   EXPECT_EQ(timers[0].kind, SagaTimerKind::kStepTimeout);
   EXPECT_EQ(timers[0].due_micros, now_ + 1000 * 1000);
   // Move it far out: nothing fires at the old time.
-  ASSERT_TRUE(machine_.RescheduleTimer(id, SagaTimerKind::kStepTimeout, now_ + 50'000'000, now_,
-                                       &out_)
-                  .ok());
+  ASSERT_TRUE(
+      machine_.RescheduleTimer(id, SagaTimerKind::kStepTimeout, now_ + 50'000'000, now_, &out_)
+          .ok());
   EXPECT_EQ(machine_.Tick(now_ + 2'000'000, &out_), 0u);
   EXPECT_EQ(*machine_.next_due(), now_ + 50'000'000);
   // Cancel it: no timer left; the step waits for its reply.
@@ -619,8 +618,7 @@ TEST_F(MachineTest, DeadlineAbortsBeforeThePivotOnly) {
   ASSERT_TRUE(machine_.Start(req, now_, &out_).ok());
   auto c = Flush();
   // Keep the step's timeout out of the way; the deadline fires first.
-  ASSERT_TRUE(
-      machine_.CancelTimer("q1", SagaTimerKind::kStepTimeout, now_, &out_).ok());
+  ASSERT_TRUE(machine_.CancelTimer("q1", SagaTimerKind::kStepTimeout, now_, &out_).ok());
   Flush();
   std::vector<SagaTimerInfo> timers = machine_.Timers(10);
   ASSERT_EQ(timers.size(), 1u);
@@ -949,8 +947,8 @@ class OrchestratorTest : public ::testing::Test {
     log_ = Log::Open(env_, lo).value();
     ledger_ = NewMemorySagaLedger(env_.clock());
     core_ = std::make_unique<SagaParticipantCore>(*ledger_);
-    for (const char* t : {"inventory.reserve", "payments.reserve", "orders.confirm",
-                          "shipping.schedule"}) {
+    for (const char* t :
+         {"inventory.reserve", "payments.reserve", "orders.confirm", "shipping.schedule"}) {
       core_->Handle(t, [this, t](const SagaCommand& c, std::string*) {
         if (refuse_type_ == t) return FailedPreconditionError("refused");
         ++holdings_[std::string(c.saga_id)][t];
@@ -1044,8 +1042,8 @@ TEST_F(SmallSegmentsTest, EveryMessageIsReadWithoutWaitingForATimeout) {
 
 TEST_F(OrchestratorTest, SidecarRoutes) {
   auto call = [&](std::string method, std::string target, std::string body = "") {
-    return HandleSagaHttp(*orch_, SagaHttpRequest{std::move(method), std::move(target),
-                                                  std::move(body)});
+    return HandleSagaHttp(*orch_,
+                          SagaHttpRequest{std::move(method), std::move(target), std::move(body)});
   };
   const char* yaml =
       "name: trip\nversion: 1\nsteps:\n"

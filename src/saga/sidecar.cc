@@ -59,8 +59,8 @@ std::string PercentDecode(std::string_view s) {
   for (size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
         std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-      out.push_back(static_cast<char>(std::strtol(std::string(s.substr(i + 1, 2)).c_str(),
-                                                  nullptr, 16)));
+      out.push_back(
+          static_cast<char>(std::strtol(std::string(s.substr(i + 1, 2)).c_str(), nullptr, 16)));
       i += 2;
     } else if (s[i] == '+') {
       out.push_back(' ');
@@ -228,8 +228,8 @@ SagaHttpResponse ListSagas(SagaOrchestrator& orch, const Target& t) {
       }
     }
     if (!found) {
-      return Error(InvalidArgumentError(
-          "state must be running, compensating, completed or compensated"));
+      return Error(
+          InvalidArgumentError("state must be running, compensating, completed or compensated"));
     }
   }
   if (auto d = t.query.find("definition"); d != t.query.end()) f.definition = d->second;
@@ -352,13 +352,14 @@ SagaHttpResponse HandleSagaHttp(SagaOrchestrator& orch, const SagaHttpRequest& r
       if (!o.ok()) return Error(o.status());
       auto it = o->find("due_micros");
       if (it == o->end() || !it->value().is_int64()) {
-        return Error(InvalidArgumentError("'due_micros' (integer, wall-clock microseconds) is "
-                                          "required"));
+        return Error(
+            InvalidArgumentError("'due_micros' (integer, wall-clock microseconds) is "
+                                 "required"));
       }
       Status s = orch.RescheduleTimer(id, *kind, it->value().as_int64());
       if (!s.ok()) return Error(s);
-      return Json(200, json::object{{"id", id}, {"kind", seg[4]},
-                                    {"due_micros", it->value().as_int64()}});
+      return Json(
+          200, json::object{{"id", id}, {"kind", seg[4]}, {"due_micros", it->value().as_int64()}});
     }
     return method_not_allowed();
   }

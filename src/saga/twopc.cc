@@ -101,8 +101,9 @@ class CoordinatorImpl : public TwoPhaseCoordinator {
     for (const TwoPhaseBranch& b : branches) {
       if (b.participant == nullptr || by_name_.count(b.participant->name()) == 0 ||
           by_name_.at(b.participant->name()) != b.participant) {
-        return InvalidArgumentError("two-phase commit: a branch's participant was not registered "
-                                    "at Open");
+        return InvalidArgumentError(
+            "two-phase commit: a branch's participant was not registered "
+            "at Open");
       }
       if (!seen.insert(b.participant).second) {
         return InvalidArgumentError("two-phase commit: participant '" + b.participant->name() +
@@ -127,8 +128,8 @@ class CoordinatorImpl : public TwoPhaseCoordinator {
     } unmark{this, result.gid};
 
     // Phase 1.
-    const int64_t deadline_ns = env_.clock().NowMonotonicNanos() +
-                                options_.prepare_timeout_ms * 1'000'000;
+    const int64_t deadline_ns =
+        env_.clock().NowMonotonicNanos() + options_.prepare_timeout_ms * 1'000'000;
     std::vector<TxParticipant*> touched;
     std::string abort_reason;
     for (const TwoPhaseBranch& b : branches) {
@@ -159,9 +160,8 @@ class CoordinatorImpl : public TwoPhaseCoordinator {
     }
 
     // The commit point.
-    CONVERGE_RETURN_IF_ERROR(Append(Frame(kCommitType, result.gid, &names), true, [&] {
-      pending_[result.gid] = names;
-    }));
+    CONVERGE_RETURN_IF_ERROR(Append(Frame(kCommitType, result.gid, &names), true,
+                                    [&] { pending_[result.gid] = names; }));
     CONVERGE_RETURN_IF_ERROR(Fault("decided"));
     result.outcome = TxOutcome::kCommitted;
 
@@ -427,7 +427,8 @@ Result<std::unique_ptr<TwoPhaseCoordinator>> TwoPhaseCoordinator::Open(
     return InvalidArgumentError("two-phase commit: coordinator_id must be 1..32 of [a-z0-9]");
   }
   if (options.prepare_timeout_ms < 1 || options.max_branches < 1) {
-    return InvalidArgumentError("two-phase commit: prepare_timeout_ms and max_branches must be > 0");
+    return InvalidArgumentError(
+        "two-phase commit: prepare_timeout_ms and max_branches must be > 0");
   }
   CONVERGE_RETURN_IF_ERROR(options.complete_retry.Validate());
   auto impl = std::make_unique<CoordinatorImpl>(env, std::move(options));

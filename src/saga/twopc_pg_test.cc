@@ -202,8 +202,7 @@ TEST_F(TwoPhasePgTest, PostgresAndSqliteTogether) {
   std::unique_ptr<TxParticipant> local = NewSqliteParticipant(Env::Default(), so).value();
   TwoPhaseOptions o;
   o.dir = dir_->path() + "/mixed";
-  auto coord =
-      TwoPhaseCoordinator::Open(Env::Default(), o, {parts_[0].get(), local.get()}).value();
+  auto coord = TwoPhaseCoordinator::Open(Env::Default(), o, {parts_[0].get(), local.get()}).value();
   TwoPhaseBranch a;
   a.participant = parts_[0].get();
   a.work = {{"INSERT INTO accounts(id, balance) VALUES($1, 1)", {"mixed"}}};

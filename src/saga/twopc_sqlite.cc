@@ -176,13 +176,11 @@ class SqliteParticipant : public TxParticipant {
       return Status::Ok();
     }
     std::optional<std::string> recorded;
-    CONVERGE_RETURN_IF_ERROR(journal_.Run("SELECT work FROM prepared WHERE gid = ?1", {gid},
-                                          [&](sqlite3_stmt* st) {
-                                            recorded.emplace(
-                                                static_cast<const char*>(
-                                                    sqlite3_column_blob(st, 0)),
-                                                static_cast<size_t>(sqlite3_column_bytes(st, 0)));
-                                          }));
+    CONVERGE_RETURN_IF_ERROR(
+        journal_.Run("SELECT work FROM prepared WHERE gid = ?1", {gid}, [&](sqlite3_stmt* st) {
+          recorded.emplace(static_cast<const char*>(sqlite3_column_blob(st, 0)),
+                           static_cast<size_t>(sqlite3_column_bytes(st, 0)));
+        }));
     if (!recorded) return Status::Ok();  // resolved already
     bool done = false;
     CONVERGE_RETURN_IF_ERROR(db_.Run("SELECT 1 FROM converge_2pc_done WHERE gid = ?1", {gid},
@@ -190,8 +188,7 @@ class SqliteParticipant : public TxParticipant {
     if (!done) {
       // The participant restarted after voting: re-execute the recorded work.
       if (!held_.empty()) {
-        return UnavailableError(options_.name + ": busy with prepared transaction '" + held_ +
-                                "'");
+        return UnavailableError(options_.name + ": busy with prepared transaction '" + held_ + "'");
       }
       CONVERGE_ASSIGN_OR_RETURN(std::vector<SqlStatement> work, DecodeWork(*recorded));
       CONVERGE_RETURN_IF_ERROR(db_.Exec("BEGIN IMMEDIATE"));
@@ -201,8 +198,7 @@ class SqliteParticipant : public TxParticipant {
         db_.Exec("ROLLBACK").IgnoreError();
         if (s.code() == StatusCode::kUnavailable) return s;
         return DataLossError(options_.name + ": re-executing prepared transaction '" + gid +
-                             "' after a restart failed (" + s.ToString() +
-                             "); it stays in doubt");
+                             "' after a restart failed (" + s.ToString() + "); it stays in doubt");
       }
     }
     ForgetJournal(gid);
@@ -252,9 +248,10 @@ class SqliteParticipant : public TxParticipant {
   void MaybeCleanDone() {
     if (++commits_ % 1000 != 0) return;
     const int64_t cutoff = env_.clock().NowWallMicros() - options_.done_retention_ms * 1000;
-    db_.Run("DELETE FROM converge_2pc_done WHERE rowid IN (SELECT rowid FROM converge_2pc_done "
-            "WHERE done_at < ?1 LIMIT 1000)",
-            {std::to_string(cutoff)})
+    db_.Run(
+           "DELETE FROM converge_2pc_done WHERE rowid IN (SELECT rowid FROM converge_2pc_done "
+           "WHERE done_at < ?1 LIMIT 1000)",
+           {std::to_string(cutoff)})
         .IgnoreError();
   }
 

@@ -1,6 +1,8 @@
 // Two-phase commit: the coordinator with in-memory participants on the simulated Env (faults at
 // every point, crashes of the decision log at every operation, random runs over seeds), and the
 // SQLite participant on real files.
+#include "converge/twopc.h"
+
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
@@ -12,7 +14,6 @@
 #include <thread>
 
 #include "converge/sim_env.h"
-#include "converge/twopc.h"
 
 namespace converge {
 namespace {
@@ -176,9 +177,8 @@ TEST_F(TwoPhaseSimTest, UnreachableParticipantVotesNo) {
 // in-doubt transactions with the logged decision.
 TEST_F(TwoPhaseSimTest, CoordinatorCrashAtEachPoint) {
   for (const char* point : {"prepared", "decided", "committed-one"}) {
-    Open([point](std::string_view p) {
-      return p == point ? InternalError("crash") : Status::Ok();
-    });
+    Open(
+        [point](std::string_view p) { return p == point ? InternalError("crash") : Status::Ok(); });
     Result<TwoPhaseResult> r = Run();
     ASSERT_FALSE(r.ok()) << point;
     // The crash left prepared branches behind.
@@ -337,8 +337,7 @@ TEST(TwoPhaseOptionsTest, BadInputIsRefused) {
   TwoPhaseOptions o;
   o.dir = "/2pc";
   o.coordinator_id = "Bad_Id";
-  EXPECT_EQ(TwoPhaseCoordinator::Open(env, o, {&a}).status().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(TwoPhaseCoordinator::Open(env, o, {&a}).status().code(), StatusCode::kInvalidArgument);
   o.coordinator_id = "cv";
   EXPECT_EQ(TwoPhaseCoordinator::Open(env, o, {&a, &a2}).status().code(),
             StatusCode::kInvalidArgument);
@@ -475,9 +474,8 @@ TEST_F(SqliteTwoPhaseTest, SecondPrepareWhileOneIsHeldVotesNo) {
 // participant's open transaction is lost with its process, the journal keeps the vote, and
 // recovery re-executes the work exactly once.
 TEST_F(SqliteTwoPhaseTest, CrashAfterTheDecisionCommitsOnRecovery) {
-  OpenAll([](std::string_view p) {
-    return p == "decided" ? InternalError("crash") : Status::Ok();
-  });
+  OpenAll(
+      [](std::string_view p) { return p == "decided" ? InternalError("crash") : Status::Ok(); });
   auto branches = Transfer("t2", "7");
   ASSERT_FALSE(coord_->Execute(branches).ok());
   ASSERT_EQ(a_->ListPrepared("cv-").value().size(), 1u);
@@ -494,9 +492,8 @@ TEST_F(SqliteTwoPhaseTest, CrashAfterTheDecisionCommitsOnRecovery) {
 }
 
 TEST_F(SqliteTwoPhaseTest, CrashBeforeTheDecisionRollsBackOnRecovery) {
-  OpenAll([](std::string_view p) {
-    return p == "prepared" ? InternalError("crash") : Status::Ok();
-  });
+  OpenAll(
+      [](std::string_view p) { return p == "prepared" ? InternalError("crash") : Status::Ok(); });
   auto branches = Transfer("t3", "7");
   ASSERT_FALSE(coord_->Execute(branches).ok());
   coord_.reset();

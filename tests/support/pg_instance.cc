@@ -86,7 +86,8 @@ Result<std::unique_ptr<PgInstance>> PgInstance::Start(const PgInstanceOptions& o
   std::unique_ptr<PgInstance> pg(new PgInstance(options, std::move(dir)));
   if (::geteuid() == 0) {
     struct passwd* pw = ::getpwnam(options.run_as_user.c_str());
-    if (pw == nullptr) return NotFoundError("no user '" + options.run_as_user + "' to run postgres");
+    if (pw == nullptr)
+      return NotFoundError("no user '" + options.run_as_user + "' to run postgres");
     pg->drop_ = true;
     pg->uid_ = pw->pw_uid;
     pg->gid_ = pw->pw_gid;
@@ -199,8 +200,8 @@ Status PgInstance::WaitReady() {
 
 Status PgInstance::Stop() {
   if (pid_ <= 0) return Status::Ok();
-  Status s = RunToCompletion({options_.bin_dir + "/pg_ctl", "stop", "-D", dir_.path() + "/data",
-                              "-m", "fast", "-w"});
+  Status s = RunToCompletion(
+      {options_.bin_dir + "/pg_ctl", "stop", "-D", dir_.path() + "/data", "-m", "fast", "-w"});
   if (!WaitPid(pid_, s.ok() ? options_.timeout_ms : 0)) return Kill();
   pid_ = -1;
   return Status::Ok();

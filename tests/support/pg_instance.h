@@ -25,7 +25,7 @@ namespace converge::testing {
 
 struct PgInstanceOptions {
   std::string bin_dir = "/usr/lib/postgresql/15/bin";
-  std::string base_dir;                 // where the temp dir goes; empty = $TMPDIR or /tmp
+  std::string base_dir;                  // where the temp dir goes; empty = $TMPDIR or /tmp
   std::string run_as_user = "postgres";  // when running as root
   uint32_t max_prepared_transactions = 64;
   uint32_t max_connections = 100;

@@ -1,5 +1,7 @@
 // `converge saga ls|show|cancel|timers`: sagas of a running `converge serve` (its /v1/sagas
 // routes, over HTTP), or, with --dir, read straight from a saga log directory (read-only).
+#include "converge/saga.h"
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
@@ -13,7 +15,6 @@
 
 #include "command.h"
 #include "converge/env.h"
-#include "converge/saga.h"
 
 namespace converge::cli {
 namespace {
@@ -129,8 +130,8 @@ Result<Args> Parse(int argc, char** argv) {
 std::string Escape(const std::string& s) {
   std::string out;
   for (char c : s) {
-    const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                       (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' || c == '~';
+    const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                       c == '-' || c == '_' || c == '.' || c == '~';
     if (plain) {
       out.push_back(c);
     } else {
@@ -351,8 +352,8 @@ int RunSaga(int argc, char** argv) {
   } else {
     json::object body;
     body["reason"] = a.reason;
-    reply = Call(a, http::verb::post, "/v1/sagas/" + Escape(a.id) + "/cancel",
-                 json::serialize(body));
+    reply =
+        Call(a, http::verb::post, "/v1/sagas/" + Escape(a.id) + "/cancel", json::serialize(body));
   }
   if (!reply.ok()) {
     std::fprintf(stderr, "converge saga: %s\n", reply.status().ToString().c_str());
