@@ -228,7 +228,12 @@ struct SagaListFilter {
 
 struct SagaOrchestratorOptions {
   std::string dir;  // the saga log; created if missing; one orchestrator per directory (locked)
-  std::string reply_topic = "saga.replies";  // created if missing
+  // Keep the saga log in PostgreSQL instead of `dir`: a libpq connection string. The log is the
+  // table `postgres_table` (created if missing; one row per synced batch, durable at commit),
+  // and one orchestrator per table (a session advisory lock).
+  std::string postgres_conninfo;
+  std::string postgres_table = "converge_saga_log";  // [a-z0-9_]{1,60}
+  std::string reply_topic = "saga.replies";          // created if missing
   // Options for the reply topic and for participants' command topics created on demand.
   TopicOptions topic_options;
   std::string source = "/converge/saga";  // CloudEvents source of commands

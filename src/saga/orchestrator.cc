@@ -44,7 +44,9 @@ struct Request {
 };
 
 Status ValidateOptions(const SagaOrchestratorOptions& o) {
-  if (o.dir.empty()) return InvalidArgumentError("saga orchestrator: dir is required");
+  if (o.dir.empty() && o.postgres_conninfo.empty()) {
+    return InvalidArgumentError("saga orchestrator: dir (or postgres_conninfo) is required");
+  }
   if (o.reply_topic.empty())
     return InvalidArgumentError("saga orchestrator: reply_topic is required");
   if (o.max_in_flight == 0 || o.max_queued_inputs == 0 || o.batch_max_inputs == 0 ||
@@ -114,7 +116,14 @@ class OrchestratorImpl : public SagaOrchestrator {
         if (!machine_.Replay(*r).ok()) ++replay_errors_;
         return Status::Ok();
       };
-      CONVERGE_ASSIGN_OR_RETURN(wal_, saga_internal::RecordLog::Open(env_, lo, replay, &rec));
+      if (options_.postgres_conninfo.empty()) {
+        CONVERGE_ASSIGN_OR_RETURN(wal_, saga_internal::RecordLog::Open(env_, lo, replay, &rec));
+      } else {
+        saga_internal::PostgresRecordStoreOptions po;
+        po.conninfo = options_.postgres_conninfo;
+        po.table = options_.postgres_table;
+        CONVERGE_ASSIGN_OR_RETURN(wal_, saga_internal::NewPostgresRecordStore(po, replay));
+      }
     }
     Status created = log_.CreateTopic(options_.reply_topic, options_.topic_options);
     if (!created.ok() && created.code() != StatusCode::kAlreadyExists) return created;
@@ -605,7 +614,7 @@ class OrchestratorImpl : public SagaOrchestrator {
   // Owned by the batch leader; state_mu_ also lets readers in.
   std::mutex state_mu_;
   SagaMachine machine_;
-  std::unique_ptr<saga_internal::RecordLog> wal_;
+  std::unique_ptr<saga_internal::RecordStore> wal_;
   MachineOutput out_;
   std::vector<SagaSummary> finished_;
   std::string encoded_;

@@ -46,9 +46,37 @@ struct RecordLogRecovery {
   uint64_t truncated_bytes = 0;
 };
 
-class RecordLog {
+// Where a saga log (or decision log) keeps its framed records: files (RecordLog) or a
+// PostgreSQL table (NewPostgresRecordStore). Not synchronized; the owner serializes calls.
+class RecordStore {
  public:
   using ReplayFn = std::function<Status(std::string_view payload)>;
+  virtual ~RecordStore() = default;
+  // Buffers or writes a batch of framed records; durable only after Sync.
+  virtual Status Append(std::string_view framed_records) = 0;
+  // Makes everything appended durable.
+  virtual Status Sync() = 0;
+  // Replaces the whole content with `base` (kBaseBegin ... kBaseEnd) atomically and durably.
+  virtual Status Rebase(std::string_view base) = 0;
+  virtual uint64_t total_bytes() const = 0;
+  virtual uint64_t bytes_since_base() const = 0;
+};
+
+struct PostgresRecordStoreOptions {
+  std::string conninfo;
+  std::string table = "converge_saga_log";  // [a-z0-9_]{1,60}; created if missing
+};
+
+// A RecordStore in a PostgreSQL table: one row per synced batch (seq BIGSERIAL, payload BYTEA),
+// written with synchronous_commit as the server has it (on by default: durable at commit).
+// Rebase replaces all rows in one transaction. A session-level advisory lock on the table name
+// keeps out a second orchestrator (FailedPrecondition). Replays every row at open.
+// Unavailable when the server cannot be reached.
+Result<std::unique_ptr<RecordStore>> NewPostgresRecordStore(
+    const PostgresRecordStoreOptions& options, const RecordStore::ReplayFn& replay);
+
+class RecordLog : public RecordStore {
+ public:
   // Locks and recovers `options.dir`, calling `replay` for each record payload in order.
   // `replay` returns DataLoss for a payload it cannot decode: the segment is treated as damaged
   // from there (cut if it is the last). Any other non-OK status stops Open with it.
@@ -56,19 +84,19 @@ class RecordLog {
   static Result<std::unique_ptr<RecordLog>> Open(Env& env, const RecordLogOptions& options,
                                                  const ReplayFn& replay,
                                                  RecordLogRecovery* recovery);
-  ~RecordLog();
+  ~RecordLog() override;
 
   // Reads the log in `options.dir` the way Open would replay it, without locking, repairing or
   // deleting anything (for tools looking at a live or stopped log). NotFound if the directory
   // does not exist.
   static Status ReadOnly(Env& env, const RecordLogOptions& options, const ReplayFn& replay);
 
-  Status Append(std::string_view framed_records);
-  Status Sync();
-  Status Rebase(std::string_view base);
+  Status Append(std::string_view framed_records) override;
+  Status Sync() override;
+  Status Rebase(std::string_view base) override;
 
-  uint64_t total_bytes() const { return total_bytes_; }
-  uint64_t bytes_since_base() const { return total_bytes_ - base_bytes_; }
+  uint64_t total_bytes() const override { return total_bytes_; }
+  uint64_t bytes_since_base() const override { return total_bytes_ - base_bytes_; }
 
  private:
   RecordLog(Env& env, RecordLogOptions options) : env_(env), options_(std::move(options)) {}
