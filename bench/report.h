@@ -17,7 +17,9 @@ struct Measurement {
   std::string workload;    // "publish" | "consume_ack" | "latency"
   std::string system;      // "converge", "jetstream", "redis-always", "raw-b512", ...
   std::string durability;  // "fsync", "interval-1s", ...
-  double events_per_s = 0;
+  double events_per_s = 0;  // the throughput, printed under rate_name
+  // The throughput's JSON name, after its unit: "events_per_s", "sagas_per_s", "txns_per_s".
+  std::string rate_name = "events_per_s";
   std::optional<double> p50_us;
   std::optional<double> p99_us;
   std::optional<double> p999_us;
