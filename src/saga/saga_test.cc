@@ -4,7 +4,12 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
 #include <map>
+#include <mutex>
+#include <thread>
 
 #include "converge/choreography.h"
 #include "converge/event.h"
@@ -1175,6 +1180,71 @@ TEST_F(OrchestratorTest, DefinitionsSurviveRestartsAndCompaction) {
   orch_ = SagaOrchestrator::Open(env_, *log_, o).value();
   EXPECT_EQ(orch_->ListDefinitions().size(), 2u);
   EXPECT_EQ(orch_->List(SagaListFilter{}).size(), 40u);
+}
+
+// Many threads start sagas with the blocking Start (whoever finds no batch running leads one
+// for everybody queued) on the production Env; participants run on the Env's executor.
+TEST(OrchestratorThreadsTest, ConcurrentBlockingStartsShareBatches) {
+  Env& env = Env::Default();
+  const std::string dir = std::filesystem::temp_directory_path() /
+                          ("converge-saga-threads-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  LogOptions lo;
+  lo.dir = dir + "/log";
+  auto log = Log::Open(env, lo).value();
+  auto ledger = NewMemorySagaLedger(env.clock());
+  SagaParticipantCore core(*ledger);
+  for (const char* t : {"x.do", "x.undo", "y.do"}) {
+    core.Handle(t, [](const SagaCommand&, std::string*) { return Status::Ok(); });
+  }
+  std::vector<std::unique_ptr<SagaParticipant>> parts;
+  for (const char* topic : {"tx", "ty"}) {
+    SagaParticipantOptions po;
+    po.topic = topic;
+    parts.push_back(SagaParticipant::Start(env, *log, core, po).value());
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  int finished = 0;
+  SagaOrchestratorOptions o;
+  o.dir = dir + "/saga";
+  o.on_finished = [&](const SagaSummary& s) {
+    std::lock_guard<std::mutex> g(mu);
+    if (s.state == SagaState::kCompleted) ++finished;
+    cv.notify_all();
+  };
+  auto orch = SagaOrchestrator::Open(env, *log, o).value();
+  ASSERT_TRUE(orch->RegisterDefinition(SagaDefinitionBuilder("t", 1)
+                                           .Step("x", "tx", "x.do", "x.undo")
+                                           .Step("y", "ty", "y.do")
+                                           .Build()
+                                           .value())
+                  .ok());
+  constexpr int kThreads = 4, kEach = 50;
+  std::vector<std::thread> threads;
+  std::atomic<int> errors{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kEach; ++i) {
+        SagaStartRequest req;
+        req.definition = "t";
+        if (!orch->Start(req).ok()) errors.fetch_add(1);
+        if (i % 10 == 0) (void)orch->List(SagaListFilter{});
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(errors.load(), 0);
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    EXPECT_TRUE(
+        cv.wait_for(lock, std::chrono::seconds(60), [&] { return finished == kThreads * kEach; }));
+  }
+  EXPECT_LT(orch->stats().syncs, static_cast<uint64_t>(kThreads * kEach * 3));
+  orch.reset();
+  parts.clear();
+  log.reset();
+  std::filesystem::remove_all(dir);
 }
 
 // ---------------------------------------------------------------------------------------
