@@ -37,6 +37,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -44,6 +45,7 @@
 #include "converge/env.h"
 #include "converge/log.h"
 #include "converge/retry.h"
+#include "converge/sql_statement.h"
 #include "converge/status.h"
 
 namespace converge {
@@ -444,6 +446,37 @@ class SagaLedger {
 // max_entries are kept (oldest dropped first): a command for a dropped entry is handled as new.
 std::unique_ptr<SagaLedger> NewMemorySagaLedger(Clock& clock, int64_t retention_ms = 86'400'000,
                                                 size_t max_entries = 10'000'000);
+
+// A SagaLedger in the participant's own SQL database (SQLite or PostgreSQL), so that the
+// handler's effect and the ledger entry commit in one transaction: the inbox of a saga
+// participant. A handler applies its effect with Execute() on the ledger, inside the
+// transaction Transact opened; when the outcome is a refusal or a fence the handler's
+// statements are rolled back (to a savepoint) and only the ledger entry is written.
+// The ledger table is `converge_saga_ledger` (created if missing). Transactions for the same
+// (saga, step) are serialized; entries older than retention_ms are deleted in small batches.
+// Thread-safety: thread-safe (one connection, one transaction at a time).
+class SqlSagaLedger : public SagaLedger {
+ public:
+  struct Options {
+    int64_t busy_timeout_ms = 5'000;                // SQLite
+    int64_t retention_ms = 7LL * 24 * 3600 * 1000;  // forget entries after this
+    uint32_t cleanup_every = 1000;                  // transactions between cleanups
+  };
+  // Opens (creating) a SQLite database file. Internal on SQLite errors.
+  static Result<std::unique_ptr<SqlSagaLedger>> OpenSqlite(Env& env, const std::string& path,
+                                                           Options options);
+  // Connects to PostgreSQL. Unavailable if the server cannot be reached.
+  static Result<std::unique_ptr<SqlSagaLedger>> OpenPostgres(Env& env, const std::string& conninfo,
+                                                             Options options);
+  // Runs statements inside the current Transact (only valid from the handler that Transact is
+  // running). A statement that fails rolls back this call's statements and returns Aborted
+  // (constraint, bad SQL: a refusal) or Unavailable (busy, connection lost: retried).
+  // FailedPrecondition when called outside Transact.
+  virtual Status Execute(std::span<const SqlStatement> statements) = 0;
+  // Runs one query inside the current Transact; returns its rows (NULL as nullopt).
+  virtual Result<std::vector<std::vector<std::optional<std::string>>>> Query(
+      const SqlStatement& statement) = 0;
+};
 
 // A participant's handler of one command type. OK = applied (set *result to reply data);
 // otherwise see the outcome convention at the top of this file. Compensations get

@@ -51,14 +51,10 @@
 
 #include "converge/env.h"
 #include "converge/retry.h"
+#include "converge/sql_statement.h"
 #include "converge/status.h"
 
 namespace converge {
-
-struct SqlStatement {
-  std::string sql;
-  std::vector<std::optional<std::string>> params;
-};
 
 // A resource manager taking part in two-phase commits.
 class TxParticipant {

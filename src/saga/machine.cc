@@ -85,7 +85,7 @@ SagaMachine::SagaMachine(Random& random, MachineOptions options)
 
 SagaMachine::~SagaMachine() = default;
 
-Instance* SagaMachine::Find(const std::string& id) const {
+Instance* SagaMachine::Find(std::string_view id) const {
   auto it = instances_.find(id);
   return it == instances_.end() ? nullptr : it->second.get();
 }
@@ -216,7 +216,7 @@ bool SagaMachine::OnReply(const SagaReply& reply, int64_t now, MachineOutput* ou
     r.step = inst->step;
     r.kind = inst->kind;
     r.flag = reply.applied ? 1 : 0;
-    Emit(r, out);
+    Emit(r, out, inst);
     Decide(*inst, now, out);
     return true;
   }
@@ -229,7 +229,7 @@ bool SagaMachine::OnReply(const SagaReply& reply, int64_t now, MachineOutput* ou
     r.step = inst->step;
     r.flag = 1;  // definitive: the participant remembers the refusal
     r.a = error;
-    Emit(r, out);
+    Emit(r, out, inst);
     Decide(*inst, now, out);
     return true;
   }
@@ -271,7 +271,7 @@ size_t SagaMachine::Tick(int64_t now, MachineOutput* out) {
           r.saga_id = inst.id;
           r.flag = static_cast<uint8_t>(SagaTimerKind::kDeadline);
           r.due_micros = 0;
-          Emit(r, out);
+          Emit(r, out, &inst);
         } else {
           RecordView r;
           r.type = RecordType::kAbort;
@@ -280,7 +280,7 @@ size_t SagaMachine::Tick(int64_t now, MachineOutput* out) {
           const std::string reason =
               "deadline of " + std::to_string(inst.def->deadline_ms) + " ms exceeded";
           r.a = reason;
-          Emit(r, out);
+          Emit(r, out, &inst);
           Decide(inst, now, out);
         }
         break;
@@ -317,7 +317,7 @@ Status SagaMachine::Cancel(const std::string& id, std::string_view reason, int64
   const std::string text =
       reason.empty() ? std::string("cancelled") : "cancelled: " + std::string(reason);
   r.a = text;
-  Emit(r, out);
+  Emit(r, out, inst);
   Decide(*inst, now, out);
   return Status::Ok();
 }
@@ -350,7 +350,7 @@ Status SagaMachine::RescheduleTimer(const std::string& id, SagaTimerKind kind, i
   r.saga_id = inst->id;
   r.flag = static_cast<uint8_t>(kind);
   r.due_micros = std::max<int64_t>(due, 1);
-  Emit(r, out);
+  Emit(r, out, inst);
   return Status::Ok();
 }
 
@@ -382,7 +382,7 @@ Status SagaMachine::CancelTimer(const std::string& id, SagaTimerKind kind, int64
   r.saga_id = inst->id;
   r.flag = static_cast<uint8_t>(kind);
   r.due_micros = 0;
-  Emit(r, out);
+  Emit(r, out, inst);
   return Status::Ok();
 }
 
@@ -438,7 +438,7 @@ void SagaMachine::SendAttempt(Instance& inst, uint32_t step, SagaCommandKind kin
   r.kind = kind;
   r.attempt = attempt;
   r.due_micros = now + inst.def->steps[step].timeout_ms * 1000;
-  Emit(r, out);
+  Emit(r, out, &inst);
   AddCommand(inst, out);
 }
 
@@ -482,7 +482,7 @@ void SagaMachine::AttemptFailed(Instance& inst, const Status& status, int64_t no
     r.step = inst.step;
     r.flag = 0;
     r.a = error;
-    Emit(r, out);
+    Emit(r, out, &inst);
     Decide(inst, now, out);
     return;
   }
@@ -496,7 +496,7 @@ void SagaMachine::AttemptFailed(Instance& inst, const Status& status, int64_t no
   r.due_micros = now + delay;
   r.flag = forever && exhausted ? 1 : 0;
   r.a = error;
-  Emit(r, out);
+  Emit(r, out, &inst);
 }
 
 void SagaMachine::Finish(Instance& inst, int64_t now, MachineOutput* out) {
@@ -505,14 +505,14 @@ void SagaMachine::Finish(Instance& inst, int64_t now, MachineOutput* out) {
   r.time_micros = now;
   r.saga_id = inst.id;
   r.flag = static_cast<uint8_t>(inst.backward ? SagaState::kCompensated : SagaState::kCompleted);
-  Emit(r, out);  // may erase `inst` (retention)
+  Emit(r, out, &inst);  // may erase `inst` (retention)
 }
 
 // ---------------------------------------------------------------------------------------
 // Applying records
 
-void SagaMachine::Emit(const RecordView& r, MachineOutput* out) {
-  Status s = Apply(r, out);
+void SagaMachine::Emit(const RecordView& r, MachineOutput* out, Instance* known) {
+  Status s = Apply(r, out, known);
   CONVERGE_CHECK_MSG(s.ok(), s.ToString());
 }
 
@@ -574,7 +574,7 @@ void SagaMachine::UpdateTimers(Instance& inst) {
   }
 }
 
-Status SagaMachine::Apply(const RecordView& r, MachineOutput* out) {
+Status SagaMachine::Apply(const RecordView& r, MachineOutput* out, Instance* known) {
   if (r.type == RecordType::kDefinition) {
     if (out != nullptr) return InternalError("definition records are written by AddDefinition");
     Result<SagaDefinition> def = ParseSagaDefinition(r.a);
@@ -590,8 +590,8 @@ Status SagaMachine::Apply(const RecordView& r, MachineOutput* out) {
     if (out != nullptr) return InternalError("checkpoints are written by Snapshot");
     return ApplyCheckpoint(r.a);
   }
-  const std::string id(r.saga_id);
   if (r.type == RecordType::kStarted) {
+    const std::string id(r.saga_id);
     if (Find(id) != nullptr) return DataLossError("saga log: saga '" + id + "' started twice");
     auto inst = std::make_unique<Instance>();
     inst->id = id;
@@ -619,13 +619,13 @@ Status SagaMachine::Apply(const RecordView& r, MachineOutput* out) {
     UpdateTimers(*raw);
     return Status::Ok();
   }
-  Instance* inst_ptr = Find(id);
+  Instance* inst_ptr = known != nullptr ? known : Find(r.saga_id);
   if (inst_ptr == nullptr) {
-    return DataLossError("saga log: record for unknown saga '" + id + "'");
+    return DataLossError("saga log: record for unknown saga '" + std::string(r.saga_id) + "'");
   }
   Instance& inst = *inst_ptr;
   if (IsFinal(inst.state)) {
-    return DataLossError("saga log: record for finished saga '" + id + "'");
+    return DataLossError("saga log: record for finished saga '" + inst.id + "'");
   }
   if (out != nullptr) {
     AppendRecord(r, &out->wal);

@@ -140,10 +140,11 @@ class SagaMachine {
     }
   };
 
-  // Applies `r` to the state; `out` (may be null during replay) receives the record.
-  Status Apply(const RecordView& r, MachineOutput* out);
+  // Applies `r` to the state; `out` (may be null during replay) receives the record. `known` is
+  // the record's instance when the caller has it (saves a lookup).
+  Status Apply(const RecordView& r, MachineOutput* out, Instance* known = nullptr);
   // Emits and applies a record (it cannot fail for records the machine builds).
-  void Emit(const RecordView& r, MachineOutput* out);
+  void Emit(const RecordView& r, MachineOutput* out, Instance* known = nullptr);
   // Issues what comes next for an instance that is not waiting for anything.
   void Decide(Instance& inst, int64_t now, MachineOutput* out);
   void SendAttempt(Instance& inst, uint32_t step, SagaCommandKind kind, uint32_t attempt,
@@ -161,13 +162,19 @@ class SagaMachine {
   SagaSummary Summary(const Instance& inst) const;
   Status ApplyCheckpoint(std::string_view blob);
   void EncodeCheckpoint(const Instance& inst, std::string* out) const;
-  Instance* Find(const std::string& id) const;
+  Instance* Find(std::string_view id) const;
+
+  // Lookups by string_view without building a std::string.
+  struct IdHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
+  };
 
   Random& random_;
   MachineOptions options_;
   // (name, version) -> definition; canonical JSON kept to compare re-registrations.
   std::map<std::pair<std::string, uint32_t>, std::shared_ptr<const SagaDefinition>> defs_;
-  std::unordered_map<std::string, std::unique_ptr<Instance>> instances_;
+  std::unordered_map<std::string, std::unique_ptr<Instance>, IdHash, std::equal_to<>> instances_;
   std::vector<Instance*> finished_fifo_;  // oldest first (a ring of pointers, compacted lazily)
   size_t finished_head_ = 0;
   size_t in_flight_ = 0;

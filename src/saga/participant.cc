@@ -18,12 +18,29 @@ namespace {
 struct LedgerKey {
   std::string saga;
   uint32_t step = 0;
-  bool operator==(const LedgerKey& o) const { return step == o.step && saga == o.saga; }
+};
+
+// Looked up without building a std::string.
+struct LedgerKeyView {
+  std::string_view saga;
+  uint32_t step = 0;
 };
 
 struct LedgerKeyHash {
-  size_t operator()(const LedgerKey& k) const {
-    return std::hash<std::string>()(k.saga) * 31 + k.step;
+  using is_transparent = void;
+  size_t operator()(const LedgerKeyView& k) const {
+    return std::hash<std::string_view>()(k.saga) * 31 + k.step;
+  }
+  size_t operator()(const LedgerKey& k) const { return (*this)(LedgerKeyView{k.saga, k.step}); }
+};
+
+struct LedgerKeyEq {
+  using is_transparent = void;
+  static LedgerKeyView V(const LedgerKey& k) { return {k.saga, k.step}; }
+  static LedgerKeyView V(const LedgerKeyView& k) { return k; }
+  template <typename A, typename B>
+  bool operator()(const A& a, const B& b) const {
+    return V(a).step == V(b).step && V(a).saga == V(b).saga;
   }
 };
 
@@ -35,8 +52,7 @@ class MemoryLedger : public SagaLedger {
   Status Transact(std::string_view saga_id, uint32_t step,
                   const std::function<Status(SagaLedgerEntry&, bool*)>& fn) override {
     std::lock_guard<std::mutex> lock(mu_);
-    LedgerKey key{std::string(saga_id), step};
-    auto it = entries_.find(key);
+    auto it = entries_.find(LedgerKeyView{saga_id, step});
     SagaLedgerEntry entry = it == entries_.end() ? SagaLedgerEntry{} : it->second;
     bool write = false;
     CONVERGE_RETURN_IF_ERROR(fn(entry, &write));
@@ -44,6 +60,7 @@ class MemoryLedger : public SagaLedger {
     const int64_t now = clock_.NowWallMicros();
     entry.updated_micros = now;
     if (it == entries_.end()) {
+      LedgerKey key{std::string(saga_id), step};
       entries_.emplace(key, std::move(entry));
       order_.emplace_back(now, std::move(key));
       Trim(now);
@@ -66,7 +83,7 @@ class MemoryLedger : public SagaLedger {
   const int64_t retention_micros_;
   const size_t max_entries_;
   std::mutex mu_;
-  std::unordered_map<LedgerKey, SagaLedgerEntry, LedgerKeyHash> entries_;
+  std::unordered_map<LedgerKey, SagaLedgerEntry, LedgerKeyHash, LedgerKeyEq> entries_;
   std::deque<std::pair<int64_t, LedgerKey>> order_;  // insertion order
 };
 

@@ -40,7 +40,14 @@ class PostgresRecordStore : public RecordStore {
   ~PostgresRecordStore() override {
     if (conn_ != nullptr) {
       Sync().IgnoreError();
-      PQfinish(conn_);  // ends the session: the advisory lock goes with it
+      if (locked_) {
+        // Released before the session ends, so a successor can take it at once (the server
+        // may notice the closed connection only a moment later).
+        const char* key[1] = {options_.table.c_str()};
+        PQclear(PQexecParams(conn_, "SELECT pg_advisory_unlock(hashtext($1))", 1, nullptr, key,
+                             nullptr, nullptr, 0));
+      }
+      PQfinish(conn_);
     }
   }
 
@@ -60,6 +67,7 @@ class PostgresRecordStore : public RecordStore {
       return FailedPreconditionError("saga log: table '" + options_.table +
                                      "' is used by another orchestrator");
     }
+    locked_ = true;
     CONVERGE_RETURN_IF_ERROR(Exec("CREATE TABLE IF NOT EXISTS " + options_.table +
                                   " (seq BIGSERIAL PRIMARY KEY, payload BYTEA NOT NULL)"));
     // Replay, a bounded number of rows at a time, in binary.
@@ -166,6 +174,7 @@ class PostgresRecordStore : public RecordStore {
   uint64_t total_bytes_ = 0;
   uint64_t base_bytes_ = 0;
   bool failed_ = false;
+  bool locked_ = false;
 };
 
 }  // namespace

@@ -167,6 +167,11 @@ TEST(SagaCliTest, ListShowCancelAndOffline) {
     Output done = RunCli("ls --state compensated" + url);
     EXPECT_NE(done.text.find("cli-1"), std::string::npos) << done.text;
 
+    Output started = RunCli("start cli --id cli-2 --data '{\"order\":8}'" + url);
+    EXPECT_EQ(started.code, 0) << started.text;
+    EXPECT_EQ(started.text, "cli-2\n");
+    EXPECT_TRUE(orch->Describe("cli-2").ok());
+    EXPECT_EQ(RunCli("start nope" + url).code, 1);
     EXPECT_EQ(RunCli("bogus" + url).code, 2);
     EXPECT_EQ(RunCli("ls --server http://127.0.0.1:1").code, 1);
   }

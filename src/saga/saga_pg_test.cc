@@ -136,5 +136,36 @@ TEST_F(SagaPgTest, CompactionRewritesTheTable) {
   EXPECT_EQ(orch_->ListDefinitions().size(), 1u);
 }
 
+// The participant's ledger in PostgreSQL: the effect and the entry commit together; a refusal
+// rolls the effect back; a duplicate does not run the handler again.
+TEST_F(SagaPgTest, SqlLedgerOnPostgres) {
+  ASSERT_TRUE(pg_->Query("postgres", "CREATE TABLE holds(saga TEXT PRIMARY KEY)").ok());
+  auto ledger = SqlSagaLedger::OpenPostgres(Env::Default(), pg_->ConnInfo(), {}).value();
+  SagaParticipantCore core(*ledger);
+  bool refuse = false;
+  int runs = 0;
+  core.Handle("hold", [&](const SagaCommand& c, std::string*) {
+    ++runs;
+    std::vector<SqlStatement> w = {
+        {"INSERT INTO holds(saga) VALUES($1)", {std::string(c.saga_id)}}};
+    CONVERGE_RETURN_IF_ERROR(ledger->Execute(w));
+    return refuse ? FailedPreconditionError("no") : Status::Ok();
+  });
+  auto cmd = [](const char* saga) {
+    SagaCommand c;
+    c.saga_id = saga;
+    c.type = "hold";
+    c.attempt = 1;
+    return c;
+  };
+  EXPECT_EQ(core.Process(cmd("p1")).outcome, SagaReply::Outcome::kOk);
+  EXPECT_EQ(core.Process(cmd("p1")).outcome, SagaReply::Outcome::kOk);
+  EXPECT_EQ(runs, 1);
+  refuse = true;
+  EXPECT_EQ(core.Process(cmd("p2")).outcome, SagaReply::Outcome::kFailed);
+  EXPECT_EQ(pg_->Query("postgres", "SELECT count(*) FROM holds").value(), "1");
+  EXPECT_EQ(pg_->Query("postgres", "SELECT count(*) FROM converge_saga_ledger").value(), "2");
+}
+
 }  // namespace
 }  // namespace converge

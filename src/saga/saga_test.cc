@@ -3,8 +3,14 @@
 #include "converge/saga.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
 #include <map>
+#include <mutex>
+#include <thread>
 
 #include "converge/choreography.h"
 #include "converge/event.h"
@@ -835,6 +841,142 @@ TEST_F(ParticipantCoreTest, CancelReportsWhetherThePivotApplied) {
 }
 
 // ---------------------------------------------------------------------------------------
+// The SQL ledger (SQLite): the effect and the ledger entry commit together
+
+class SqlLedgerTest : public ::testing::Test {
+ protected:
+  SqlLedgerTest() {
+    path_ = (std::filesystem::temp_directory_path() /
+             ("converge-ledger-" + std::to_string(::getpid()) + ".db"))
+                .string();
+    Cleanup();
+    ledger_ = SqlSagaLedger::OpenSqlite(Env::Default(), path_, {}).value();
+    core_ = std::make_unique<SagaParticipantCore>(*ledger_);
+    SqlSagaLedger* l = ledger_.get();
+    core_->Handle("hold", [this, l](const SagaCommand& c, std::string* result) {
+      if (first_) {
+        first_ = false;
+        std::vector<SqlStatement> ddl = {
+            {"CREATE TABLE IF NOT EXISTS holds(saga TEXT PRIMARY KEY)", {}}};
+        CONVERGE_RETURN_IF_ERROR(l->Execute(ddl));
+      }
+      std::vector<SqlStatement> w = {
+          {"INSERT INTO holds(saga) VALUES(?1)", {std::string(c.saga_id)}}};
+      CONVERGE_RETURN_IF_ERROR(l->Execute(w));
+      if (refuse_after_effect_) return FailedPreconditionError("sold out");
+      if (transient_after_effect_) return UnavailableError("busy");
+      *result = "held";
+      return Status::Ok();
+    });
+    core_->Handle("unhold", [l](const SagaCommand& c, std::string*) {
+      std::vector<SqlStatement> w = {
+          {"DELETE FROM holds WHERE saga = ?1", {std::string(c.saga_id)}}};
+      return l->Execute(w);
+    });
+  }
+  ~SqlLedgerTest() override {
+    core_.reset();
+    ledger_.reset();
+    Cleanup();
+  }
+  void Cleanup() {
+    for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path_ + suffix);
+  }
+  int Holds(const std::string& saga) {
+    sqlite3* db = nullptr;
+    sqlite3_open(path_.c_str(), &db);
+    sqlite3_stmt* st = nullptr;
+    int n = -1;
+    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM holds WHERE saga = ?1", -1, &st, nullptr) ==
+        SQLITE_OK) {
+      sqlite3_bind_text(st, 1, saga.c_str(), -1, SQLITE_TRANSIENT);
+      if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int(st, 0);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+  }
+  SagaCommand Cmd(const char* saga, SagaCommandKind kind, const char* type) {
+    SagaCommand c;
+    c.saga_id = saga;
+    c.kind = kind;
+    c.type = type;
+    c.attempt = 1;
+    return c;
+  }
+
+  std::string path_;
+  std::unique_ptr<SqlSagaLedger> ledger_;
+  std::unique_ptr<SagaParticipantCore> core_;
+  bool first_ = true;
+  bool refuse_after_effect_ = false;
+  bool transient_after_effect_ = false;
+};
+
+TEST_F(SqlLedgerTest, EffectAndEntryCommitTogether) {
+  EXPECT_EQ(core_->Process(Cmd("s1", SagaCommandKind::kAction, "hold")).outcome,
+            SagaReply::Outcome::kOk);
+  SagaReply again = core_->Process(Cmd("s1", SagaCommandKind::kAction, "hold"));
+  EXPECT_EQ(again.outcome, SagaReply::Outcome::kOk);
+  EXPECT_EQ(again.result, "held");
+  EXPECT_EQ(Holds("s1"), 1);  // a duplicate did not run the handler again
+  SagaReply undo = core_->Process(Cmd("s1", SagaCommandKind::kCompensate, "unhold"));
+  EXPECT_TRUE(undo.applied);
+  EXPECT_EQ(Holds("s1"), 0);
+  // A late action after the compensation is refused and applies nothing.
+  EXPECT_EQ(core_->Process(Cmd("s1", SagaCommandKind::kAction, "hold")).outcome,
+            SagaReply::Outcome::kFailed);
+  EXPECT_EQ(Holds("s1"), 0);
+}
+
+TEST_F(SqlLedgerTest, ARefusalRollsBackTheHandlersStatements) {
+  ASSERT_EQ(core_->Process(Cmd("s0", SagaCommandKind::kAction, "hold")).outcome,
+            SagaReply::Outcome::kOk);  // creates the table
+  refuse_after_effect_ = true;
+  SagaReply r = core_->Process(Cmd("s2", SagaCommandKind::kAction, "hold"));
+  EXPECT_EQ(r.outcome, SagaReply::Outcome::kFailed);
+  EXPECT_EQ(Holds("s2"), 0);
+  refuse_after_effect_ = false;
+  // The refusal is remembered.
+  EXPECT_EQ(core_->Process(Cmd("s2", SagaCommandKind::kAction, "hold")).outcome,
+            SagaReply::Outcome::kFailed);
+  EXPECT_EQ(Holds("s2"), 0);
+  // A transient failure stores nothing at all: the next attempt applies.
+  transient_after_effect_ = true;
+  EXPECT_EQ(core_->Process(Cmd("s3", SagaCommandKind::kAction, "hold")).outcome,
+            SagaReply::Outcome::kRetry);
+  EXPECT_EQ(Holds("s3"), 0);
+  transient_after_effect_ = false;
+  EXPECT_EQ(core_->Process(Cmd("s3", SagaCommandKind::kAction, "hold")).outcome,
+            SagaReply::Outcome::kOk);
+  EXPECT_EQ(Holds("s3"), 1);
+  // Fenced before the action: nothing is ever applied.
+  EXPECT_FALSE(core_->Process(Cmd("s4", SagaCommandKind::kCompensate, "unhold")).applied);
+  EXPECT_EQ(core_->Process(Cmd("s4", SagaCommandKind::kAction, "hold")).outcome,
+            SagaReply::Outcome::kFailed);
+  EXPECT_EQ(Holds("s4"), 0);
+  // Execute outside a transaction is refused.
+  std::vector<SqlStatement> w = {{"SELECT 1", {}}};
+  EXPECT_EQ(ledger_->Execute(w).code(), StatusCode::kFailedPrecondition);
+}
+
+TEST_F(SqlLedgerTest, EntriesSurviveReopening) {
+  ASSERT_EQ(core_->Process(Cmd("s5", SagaCommandKind::kAction, "hold")).outcome,
+            SagaReply::Outcome::kOk);
+  core_.reset();
+  ledger_.reset();
+  ledger_ = SqlSagaLedger::OpenSqlite(Env::Default(), path_, {}).value();
+  SagaParticipantCore core(*ledger_);
+  core.Handle("hold", [](const SagaCommand&, std::string*) {
+    ADD_FAILURE() << "the handler ran again after a restart";
+    return Status::Ok();
+  });
+  EXPECT_EQ(core.Process(Cmd("s5", SagaCommandKind::kAction, "hold")).outcome,
+            SagaReply::Outcome::kOk);
+  EXPECT_EQ(Holds("s5"), 1);
+}
+
+// ---------------------------------------------------------------------------------------
 // The saga log file
 
 TEST(RecordLogTest, RollsSegmentsAndRebases) {
@@ -1175,6 +1317,71 @@ TEST_F(OrchestratorTest, DefinitionsSurviveRestartsAndCompaction) {
   orch_ = SagaOrchestrator::Open(env_, *log_, o).value();
   EXPECT_EQ(orch_->ListDefinitions().size(), 2u);
   EXPECT_EQ(orch_->List(SagaListFilter{}).size(), 40u);
+}
+
+// Many threads start sagas with the blocking Start (whoever finds no batch running leads one
+// for everybody queued) on the production Env; participants run on the Env's executor.
+TEST(OrchestratorThreadsTest, ConcurrentBlockingStartsShareBatches) {
+  Env& env = Env::Default();
+  const std::string dir = std::filesystem::temp_directory_path() /
+                          ("converge-saga-threads-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  LogOptions lo;
+  lo.dir = dir + "/log";
+  auto log = Log::Open(env, lo).value();
+  auto ledger = NewMemorySagaLedger(env.clock());
+  SagaParticipantCore core(*ledger);
+  for (const char* t : {"x.do", "x.undo", "y.do"}) {
+    core.Handle(t, [](const SagaCommand&, std::string*) { return Status::Ok(); });
+  }
+  std::vector<std::unique_ptr<SagaParticipant>> parts;
+  for (const char* topic : {"tx", "ty"}) {
+    SagaParticipantOptions po;
+    po.topic = topic;
+    parts.push_back(SagaParticipant::Start(env, *log, core, po).value());
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  int finished = 0;
+  SagaOrchestratorOptions o;
+  o.dir = dir + "/saga";
+  o.on_finished = [&](const SagaSummary& s) {
+    std::lock_guard<std::mutex> g(mu);
+    if (s.state == SagaState::kCompleted) ++finished;
+    cv.notify_all();
+  };
+  auto orch = SagaOrchestrator::Open(env, *log, o).value();
+  ASSERT_TRUE(orch->RegisterDefinition(SagaDefinitionBuilder("t", 1)
+                                           .Step("x", "tx", "x.do", "x.undo")
+                                           .Step("y", "ty", "y.do")
+                                           .Build()
+                                           .value())
+                  .ok());
+  constexpr int kThreads = 4, kEach = 50;
+  std::vector<std::thread> threads;
+  std::atomic<int> errors{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kEach; ++i) {
+        SagaStartRequest req;
+        req.definition = "t";
+        if (!orch->Start(req).ok()) errors.fetch_add(1);
+        if (i % 10 == 0) (void)orch->List(SagaListFilter{});
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(errors.load(), 0);
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    EXPECT_TRUE(
+        cv.wait_for(lock, std::chrono::seconds(60), [&] { return finished == kThreads * kEach; }));
+  }
+  EXPECT_LT(orch->stats().syncs, static_cast<uint64_t>(kThreads * kEach * 3));
+  orch.reset();
+  parts.clear();
+  log.reset();
+  std::filesystem::remove_all(dir);
 }
 
 // ---------------------------------------------------------------------------------------

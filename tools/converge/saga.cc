@@ -27,6 +27,7 @@ void PrintUsage(std::FILE* out) {
       "Usage: converge saga <command> [options]\n"
       "\n"
       "Commands:\n"
+      "  start DEFINITION   start a saga (--data JSON, --id ID, --version N); prints its id\n"
       "  ls                 list sagas (newest first)\n"
       "  show ID            status, steps, timers and history of one saga\n"
       "  cancel ID          abort a saga: it is compensated (refused past its pivot)\n"
@@ -43,6 +44,10 @@ void PrintUsage(std::FILE* out) {
       "  --stuck            only stuck sagas: retrying past their bounds, or (with --idle-ms)\n"
       "  --idle-ms N        in flight and unchanged for N ms\n"
       "  --limit N          at most N (default 100)\n"
+      "Options of start:\n"
+      "  --data JSON        the saga's input (a JSON value)\n"
+      "  --id ID            idempotency key (default: a new UUIDv7)\n"
+      "  --version N        definition version (default: the latest)\n"
       "Options of cancel:\n"
       "  --reason TEXT      recorded in the saga's history\n"
       "Every command:\n"
@@ -59,6 +64,9 @@ struct Args {
   std::string state;
   std::string definition;
   std::string reason;
+  std::string data;
+  std::string start_id;
+  int64_t version = 0;
   bool stuck = false;
   int64_t idle_ms = 0;
   int64_t limit = 100;
@@ -98,6 +106,12 @@ Result<Args> Parse(int argc, char** argv) {
       CONVERGE_ASSIGN_OR_RETURN(a.definition, value());
     } else if (s == "--reason") {
       CONVERGE_ASSIGN_OR_RETURN(a.reason, value());
+    } else if (s == "--data") {
+      CONVERGE_ASSIGN_OR_RETURN(a.data, value());
+    } else if (s == "--id") {
+      CONVERGE_ASSIGN_OR_RETURN(a.start_id, value());
+    } else if (s == "--version") {
+      CONVERGE_RETURN_IF_ERROR(number(&a.version));
     } else if (s == "--stuck") {
       a.stuck = true;
     } else if (s == "--json") {
@@ -114,15 +128,18 @@ Result<Args> Parse(int argc, char** argv) {
   }
   if (positional.empty()) return InvalidArgumentError("a command is required");
   a.command = positional[0];
-  const bool needs_id = a.command == "show" || a.command == "cancel";
+  const bool needs_id = a.command == "show" || a.command == "cancel" || a.command == "start";
   if (a.command != "ls" && a.command != "timers" && !needs_id) {
     return InvalidArgumentError("unknown command '" + a.command + "'");
   }
-  if (needs_id && positional.size() != 2) return InvalidArgumentError(a.command + " needs an ID");
+  if (needs_id && positional.size() != 2) {
+    return InvalidArgumentError(a.command +
+                                (a.command == "start" ? " needs a DEFINITION" : " needs an ID"));
+  }
   if (!needs_id && positional.size() != 1) return InvalidArgumentError("unexpected arguments");
   if (needs_id) a.id = positional[1];
-  if (!a.dir.empty() && a.command == "cancel") {
-    return InvalidArgumentError("cancel needs a running server (--server), not --dir");
+  if (!a.dir.empty() && (a.command == "cancel" || a.command == "start")) {
+    return InvalidArgumentError(a.command + " needs a running server (--server), not --dir");
   }
   return a;
 }
@@ -349,6 +366,21 @@ int RunSaga(int argc, char** argv) {
     reply = Call(a, http::verb::get, "/v1/saga-timers?limit=" + std::to_string(a.limit), "");
   } else if (a.command == "show") {
     reply = Call(a, http::verb::get, "/v1/sagas/" + Escape(a.id), "");
+  } else if (a.command == "start") {
+    json::object body;
+    body["definition"] = a.id;
+    if (a.version > 0) body["version"] = a.version;
+    if (!a.start_id.empty()) body["id"] = a.start_id;
+    if (!a.data.empty()) {
+      boost::system::error_code ec;
+      json::value data = json::parse(a.data, ec);
+      if (ec) {
+        std::fprintf(stderr, "converge saga: --data must be one JSON value\n");
+        return 2;
+      }
+      body["data"] = std::move(data);
+    }
+    reply = Call(a, http::verb::post, "/v1/sagas", json::serialize(body));
   } else {
     json::object body;
     body["reason"] = a.reason;
@@ -380,6 +412,8 @@ int RunSaga(int argc, char** argv) {
       PrintTimers(v);
     } else if (a.command == "show") {
       PrintSaga(v);
+    } else if (a.command == "start") {
+      std::printf("%s\n", Str(v.at("id")).c_str());
     } else {
       std::printf("%s: %s\n", a.id.c_str(),
                   v.as_object().contains("state") ? Str(v.at("state")).c_str() : "cancelled");
@@ -391,7 +425,8 @@ int RunSaga(int argc, char** argv) {
   return 0;
 }
 
-CommandRegistration registration({"saga", "list, show and cancel sagas (saga --help)", RunSaga});
+CommandRegistration registration({"saga", "start, list, show and cancel sagas (saga --help)",
+                                  RunSaga});
 
 }  // namespace
 }  // namespace converge::cli
