@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -107,7 +108,13 @@ struct LogOptions {
   std::string dir;  // created if missing; one Log per directory (locked)
   // Upper bound on bytes buffered for writes across all topics before appenders wait.
   uint64_t write_buffer_max_bytes = 64ull << 20;
+  // How long an appender waits for room in that buffer before ResourceExhausted.
+  int64_t write_buffer_wait_ms = 10'000;
 };
+
+// For a DataLoss status returned by Log::Read: the offset to resume reading at (the end of the
+// damaged range). nullopt for any other status.
+std::optional<uint64_t> DataLossResumeOffset(const Status& status);
 
 class Log {
  public:
@@ -141,7 +148,10 @@ class Log {
   // Reads records at offsets >= `offset` from one partition, at most `max_records` and about
   // `max_bytes` (at least one record if any is available). An offset below the retained start
   // reads from the start; at or past the end returns an empty batch with next_offset = end.
-  // DataLoss names a damaged range (the caller may resume at the offset the message gives).
+  // DataLoss names a damaged range (the caller may resume at the offset the message gives):
+  // "topic 'T' partition P: records [FROM, TO) are damaged (WHY); resume at offset TO";
+  // DataLossResumeOffset extracts TO. Records before the range are returned by the read that
+  // reaches it, so a reader never skips good records.
   virtual Result<ReadBatch> Read(const std::string& topic, uint32_t partition, uint64_t offset,
                                  size_t max_records, size_t max_bytes) = 0;
 
