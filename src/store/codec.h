@@ -1,5 +1,5 @@
 // Byte-level encoding for the store's WAL records and snapshots: little-endian fixed-width
-// integers, LEB128 varints, length-prefixed strings, and CRC32C.
+// integers, LEB128 varints, length-prefixed strings, and CRC32C (shared with the log).
 // Thread-safety: pure functions; a Reader is one object used by one thread.
 #pragma once
 
@@ -8,10 +8,14 @@
 #include <string>
 #include <string_view>
 
+#include "log/crc32c.h"
+
 namespace converge::store_internal {
 
-// CRC32C (Castagnoli), extending `crc` (0 to start) over data[0, n).
-uint32_t Crc32cExtend(uint32_t crc, const void* data, size_t n);
+// CRC32C (Castagnoli), extending `crc` (0 to start) over data[0, n): the log's implementation.
+inline uint32_t Crc32cExtend(uint32_t crc, const void* data, size_t n) {
+  return internal::Crc32cExtend(crc, data, n);
+}
 inline uint32_t Crc32c(std::string_view s) { return Crc32cExtend(0, s.data(), s.size()); }
 
 inline void PutFixed32(std::string* out, uint32_t v) {

@@ -1,8 +1,6 @@
 #include "store/feed.h"
 
-#include <boost/json/serialize.hpp>
-#include <boost/json/string.hpp>
-#include <ctime>
+#include "converge/event.h"
 
 namespace converge::store_internal {
 namespace {
@@ -17,28 +15,6 @@ std::string_view EventType(OpKind kind) {
       return "converge.store.expire";
   }
   return "converge.store.unknown";
-}
-
-std::string Rfc3339Millis(int64_t wall_ms) {
-  const time_t secs = static_cast<time_t>(wall_ms / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[96];
-  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<int>(wall_ms % 1000));
-  return buf;
-}
-
-void AppendJsonString(std::string_view s, std::string* out) {
-  *out += boost::json::serialize(boost::json::string(s.data(), s.size()));
-}
-
-void AppendMember(std::string_view name, std::string_view value, std::string* out) {
-  out->push_back(',');
-  AppendJsonString(name, out);
-  out->push_back(':');
-  AppendJsonString(value, out);
 }
 
 }  // namespace
@@ -66,11 +42,16 @@ bool SeqFromFeedEventId(std::string_view id, uint64_t* seq) {
   return true;
 }
 
-// CloudEvents 1.0, JSON structured mode.
+// CloudEvents 1.0 in the binary storage form, as every converge topic holds events.
 Status AppendFeedRecords(const FeedTxn& txn, std::string_view source,
                          std::vector<FeedRecord>* out) {
-  const std::string time = Rfc3339Millis(txn.wall_ms);
+  const std::string time = FormatRfc3339(txn.wall_ms * 1'000'000);
   const std::string seq = std::to_string(txn.seq);
+  Event event;
+  event.set_source(std::string(source));
+  event.set_time(time);
+  event.SetExtension("commitseq", seq);
+  event.SetExtension("version", seq);
   for (const WalOp& op : txn.ops) {
     FeedRecord rec;
     rec.id = FeedEventId(op.collection, op.key, txn.seq);
@@ -78,24 +59,19 @@ Status AppendFeedRecords(const FeedTxn& txn, std::string_view source,
     rec.key.append(op.collection).push_back('/');
     rec.key.append(op.key);
     rec.timestamp_micros = txn.wall_ms * 1000;
-    std::string& v = rec.value;
-    v.reserve(256 + (op.value ? op.value->size() : 0));
-    v += "{\"specversion\":\"1.0\"";
-    AppendMember("id", rec.id, &v);
-    AppendMember("source", source, &v);
-    AppendMember("type", EventType(op.kind), &v);
-    AppendMember("subject", op.key, &v);
-    AppendMember("time", time, &v);
-    if (op.kind == OpKind::kPut) AppendMember("datacontenttype", "application/json", &v);
-    AppendMember("collection", op.collection, &v);
-    AppendMember("commitseq", seq, &v);
-    AppendMember("partitionkey", rec.key, &v);
-    AppendMember("version", seq, &v);
+    event.set_id(rec.id);
+    event.set_type(std::string(EventType(op.kind)));
+    event.set_subject(op.key);
+    event.SetExtension("collection", op.collection);
+    event.set_partitionkey(rec.key);
     if (op.kind == OpKind::kPut) {
-      v += ",\"data\":";
-      v += *op.value;
+      event.set_datacontenttype("application/json");
+      CONVERGE_RETURN_IF_ERROR(event.SetJsonData(*op.value, kMaxFeedJsonDepth));
+    } else {
+      event.set_datacontenttype(std::nullopt);
+      event.ClearData();
     }
-    v.push_back('}');
+    CONVERGE_RETURN_IF_ERROR(EncodeBinary(event, &rec.value));
     out->push_back(std::move(rec));
   }
   return Status::Ok();

@@ -26,6 +26,9 @@ struct FeedRecord {
   int64_t timestamp_micros = 0;
 };
 
+// Documents were validated with StoreOptions::max_json_depth, which the feed must accept too.
+inline constexpr uint32_t kMaxFeedJsonDepth = 1024;
+
 // "<collection>/<key>/<seq>".
 std::string FeedEventId(std::string_view collection, std::string_view key, uint64_t seq);
 // The commit sequence number at the end of a feed event id; false if it has none.

@@ -114,7 +114,9 @@ Result<std::unique_ptr<Store>> Store::Open(Env& env, const StoreOptions& options
   if (options.max_document_bytes == 0 || options.max_document_bytes > (64u << 20)) {
     return bad("max_document_bytes must be in 1..64 MiB");
   }
-  if (options.max_json_depth == 0) return bad("max_json_depth must be > 0");
+  if (options.max_json_depth == 0 || options.max_json_depth > store_internal::kMaxFeedJsonDepth) {
+    return bad("max_json_depth must be in 1..1024");
+  }
   if (options.max_collections == 0) return bad("max_collections must be > 0");
   if (options.max_transaction_ops == 0) return bad("max_transaction_ops must be > 0");
   if (options.max_transaction_bytes == 0) return bad("max_transaction_bytes must be > 0");

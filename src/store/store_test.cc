@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "converge/event.h"
 #include "converge/sim_env.h"
 #include "store/feed.h"
 #include "store/testing/memory_log.h"
@@ -503,8 +504,8 @@ TEST_F(StoreTest, DocumentsExpireAndTheSweepPublishesExpiries) {
   EXPECT_EQ(*store_->ExpireDue(), 0u);
   auto records = log_.Records("store-changes");
   ASSERT_EQ(records.size(), 5u);
-  EXPECT_THAT(records[3].value, HasSubstr("converge.store.expire"));
-  EXPECT_THAT(records[4].value, HasSubstr("converge.store.expire"));
+  EXPECT_EQ(DecodeBinary(records[3].value)->type(), "converge.store.expire");
+  EXPECT_EQ(DecodeBinary(records[4].value)->type(), "converge.store.expire");
 }
 
 TEST_F(StoreTest, PeriodicSweepRunsOnTheExecutor) {
@@ -540,9 +541,25 @@ TEST_F(StoreTest, FeedHasOneEventPerCommittedWriteInCommitOrder) {
   EXPECT_EQ(records[1].id, "orders/b/" + std::to_string(txn->commit_seq));
   EXPECT_EQ(records[2].id, "orders/a/" + std::to_string(txn->commit_seq));
   EXPECT_EQ(records[0].key, "orders/a");
-  EXPECT_THAT(records[0].value, HasSubstr(R"("type":"converge.store.put")"));
-  EXPECT_THAT(records[0].value, HasSubstr(R"("data":{"x":1})"));
-  EXPECT_THAT(records[2].value, HasSubstr(R"("type":"converge.store.delete")"));
+  auto put_event = DecodeBinary(records[0].value);
+  ASSERT_TRUE(put_event.ok()) << put_event.status().ToString();
+  EXPECT_EQ(put_event->id(), records[0].id);
+  EXPECT_EQ(put_event->source(), "/converge/store");
+  EXPECT_EQ(put_event->type(), "converge.store.put");
+  EXPECT_EQ(put_event->subject(), "a");
+  EXPECT_EQ(put_event->data_kind(), DataKind::kJson);
+  EXPECT_EQ(put_event->data(), R"({"x":1})");
+  EXPECT_EQ(put_event->datacontenttype(), "application/json");
+  EXPECT_EQ(put_event->partitionkey(), "orders/a");
+  ASSERT_NE(put_event->FindExtension("collection"), nullptr);
+  EXPECT_EQ(put_event->FindExtension("collection")->value, "orders");
+  EXPECT_EQ(put_event->FindExtension("version")->value, std::to_string(put->version));
+  EXPECT_EQ(put_event->time(), FormatRfc3339(env_.clock().NowWallNanos() / kMs * kMs));
+  auto del_event = DecodeBinary(records[2].value);
+  ASSERT_TRUE(del_event.ok());
+  EXPECT_EQ(del_event->type(), "converge.store.delete");
+  EXPECT_EQ(del_event->data_kind(), DataKind::kNone);
+  EXPECT_EQ(del_event->FindExtension("commitseq")->value, std::to_string(txn->commit_seq));
   EXPECT_EQ(store_->Stats().feed_published_seq, txn->commit_seq);
 }
 
