@@ -330,8 +330,10 @@ Result<uint64_t> StoreImpl::FeedCursorFromLog() {
     return uint64_t{0};
   }
   uint64_t seq = 0;
-  if (!SeqFromFeedEventId(batch->records.back().id, &seq)) return uint64_t{0};
-  return seq;
+  if (!SeqFromFeedEventId(batch->records.back().id, &seq) || seq == 0) return uint64_t{0};
+  // A crash may have kept only a prefix of the last append: publish that transaction again
+  // (its events already there are deduplicated by id).
+  return seq - 1;
 }
 
 Status StoreImpl::ReplayWal(uint64_t first_seq, bool last_file, uint64_t snapshot_seq,
