@@ -69,8 +69,9 @@
 //   "converge.store.expire", subject = key, time = commit time, extensions collection,
 //   version and commitseq (decimal strings) and partitionkey "<collection>/<key>"; a put's
 //   data is the document (application/json).
-// - Events are published by the group-commit leader right after the WAL sync, before the next
-//   group starts; a Put may return just before its event is appended (FlushFeed waits). If the
+// - Events are appended right after their group's WAL sync, by one publishing thread at a time
+//   (so in order), while the next group syncs; a Put may return just before its event is
+//   appended (FlushFeed waits). If the
 //   log refuses an append, acknowledged writes stay acknowledged and their events stay queued
 //   (retried by each later group and by FlushFeed); past feed_backlog_max_events queued events
 //   new writes fail with Unavailable until the feed catches up. After a crash, Open re-publishes
@@ -305,9 +306,18 @@ class Store {
                                      const std::string& key,
                                      const Precondition& precondition = {}) = 0;
   // Commits a transaction atomically. An empty list is InvalidArgument. A failure names the
-  // index of the first failing op ("op 3: ...") and nothing is applied. A delete of a missing
+  // index of the first failing op ("op 3: ...", when there are several) and nothing is applied. A delete of a missing
   // document is NotFound; ResourceExhausted over max_transaction_ops / max_transaction_bytes.
   virtual Result<CommitResult> Commit(const Caller& caller, std::span<const WriteOp> ops) = 0;
+  // Commit without blocking for the sync: `done` is called exactly once with what Commit would
+  // return — on the calling thread for a refused transaction, else on the thread that finishes
+  // the sync of the group holding it (possibly the calling thread, before CommitAsync returns).
+  // `done` must be quick and must not call this Store. The calling thread may lead a group
+  // commit or publish change events for others before returning (blocking on that I/O); a
+  // server can therefore serve many concurrent writes with a few threads, all sharing syncs.
+  using CommitCallback = std::function<void(Result<CommitResult>)>;
+  virtual void CommitAsync(const Caller& caller, std::vector<WriteOp> ops,
+                           CommitCallback done) = 0;
 
   // ---- maintenance ----
   // Removes up to ttl_sweep_max_docs expired documents now (one committed expiry); returns

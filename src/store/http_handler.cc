@@ -4,7 +4,10 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 #include <charconv>
+#include <condition_variable>
 #include <exception>
+#include <memory>
+#include <mutex>
 
 namespace converge::store_internal {
 namespace {
@@ -316,50 +319,72 @@ bool StoreHttpHandler::Matches(std::string_view target) {
 }
 
 StoreHttpResponse StoreHttpHandler::Handle(const StoreHttpRequest& r) {
+  struct Slot {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::optional<StoreHttpResponse> response;
+  };
+  auto slot = std::make_shared<Slot>();
+  HandleAsync(r, [slot](StoreHttpResponse resp) {
+    std::lock_guard<std::mutex> g(slot->mu);
+    slot->response = std::move(resp);
+    slot->cv.notify_one();
+  });
+  std::unique_lock<std::mutex> l(slot->mu);
+  slot->cv.wait(l, [&] { return slot->response.has_value(); });
+  return std::move(*slot->response);
+}
+
+void StoreHttpHandler::HandleAsync(const StoreHttpRequest& r, Done done) {
   try {
-    const size_t q = r.target.find('?');
-    const std::string_view path = r.target.substr(0, q);
-    const std::string_view query =
-        q == std::string_view::npos ? std::string_view() : r.target.substr(q + 1);
-    if (!Matches(path)) return Error(404, "NOT_FOUND", "no such route");
-    std::string_view rest = path.substr(kPrefix.size());
-    if (rest.empty() || rest == "/") {
-      if (r.method != "GET") return MethodNotAllowed("GET");
-      return ListCollections();
-    }
-    rest.remove_prefix(1);
-    const size_t slash = rest.find('/');
-    const std::string_view raw_collection = rest.substr(0, slash);
-    Result<std::string> collection = PercentDecode(raw_collection);
-    if (!collection.ok()) return StoreErrorResponse(collection.status());
-    if (slash == std::string_view::npos) {
-      if (*collection == kTransactionSegment) {
-        if (r.method != "POST") return MethodNotAllowed("POST");
-        return Transaction(r);
-      }
-      Status valid = Store::ValidateCollectionName(*collection);
-      if (!valid.ok()) return StoreErrorResponse(valid);
-      if (r.method == "GET") return GetCollection(*collection);
-      if (r.method == "PUT") return PutCollection(r, *collection);
-      if (r.method == "DELETE") return DeleteCollection(r, *collection);
-      return MethodNotAllowed("GET, PUT, DELETE");
-    }
-    std::string_view after = rest.substr(slash + 1);
-    if (after == "docs" || after == "docs/") {
-      if (r.method != "GET") return MethodNotAllowed("GET");
-      return ListDocuments(*collection, query);
-    }
-    if (after.substr(0, 5) != "docs/") return Error(404, "NOT_FOUND", "no such route");
-    Result<std::string> key = PercentDecode(after.substr(5));
-    if (!key.ok()) return StoreErrorResponse(key.status());
-    if (r.method == "GET") return GetDocument(*collection, *key);
-    if (r.method == "PUT") return PutDocument(r, *collection, *key, query);
-    if (r.method == "DELETE") return DeleteDocument(r, *collection, *key);
-    return MethodNotAllowed("GET, PUT, DELETE");
+    Route(r, done);
   } catch (const std::exception& e) {
-    // Third-party code (JSON) must not take the server down.
-    return StoreErrorResponse(InternalError(std::string("store API: ") + e.what()));
+    // Third-party code (JSON) must not take the server down. `done` is only moved from when
+    // the store accepted the write, which throws nothing afterwards.
+    if (done) done(StoreErrorResponse(InternalError(std::string("store API: ") + e.what())));
   }
+}
+
+void StoreHttpHandler::Route(const StoreHttpRequest& r, Done& done) {
+  auto reply = [&](StoreHttpResponse resp) { done(std::move(resp)); };
+  const size_t q = r.target.find('?');
+  const std::string_view path = r.target.substr(0, q);
+  const std::string_view query =
+      q == std::string_view::npos ? std::string_view() : r.target.substr(q + 1);
+  if (!Matches(path)) return reply(Error(404, "NOT_FOUND", "no such route"));
+  std::string_view rest = path.substr(kPrefix.size());
+  if (rest.empty() || rest == "/") {
+    if (r.method != "GET") return reply(MethodNotAllowed("GET"));
+    return reply(ListCollections());
+  }
+  rest.remove_prefix(1);
+  const size_t slash = rest.find('/');
+  Result<std::string> collection = PercentDecode(rest.substr(0, slash));
+  if (!collection.ok()) return reply(StoreErrorResponse(collection.status()));
+  if (slash == std::string_view::npos) {
+    if (*collection == kTransactionSegment) {
+      if (r.method != "POST") return reply(MethodNotAllowed("POST"));
+      return Transaction(r, done);
+    }
+    Status valid = Store::ValidateCollectionName(*collection);
+    if (!valid.ok()) return reply(StoreErrorResponse(valid));
+    if (r.method == "GET") return reply(GetCollection(*collection));
+    if (r.method == "PUT") return reply(PutCollection(r, *collection));
+    if (r.method == "DELETE") return reply(DeleteCollection(r, *collection));
+    return reply(MethodNotAllowed("GET, PUT, DELETE"));
+  }
+  std::string_view after = rest.substr(slash + 1);
+  if (after == "docs" || after == "docs/") {
+    if (r.method != "GET") return reply(MethodNotAllowed("GET"));
+    return reply(ListDocuments(*collection, query));
+  }
+  if (after.substr(0, 5) != "docs/") return reply(Error(404, "NOT_FOUND", "no such route"));
+  Result<std::string> key = PercentDecode(after.substr(5));
+  if (!key.ok()) return reply(StoreErrorResponse(key.status()));
+  if (r.method == "GET") return reply(GetDocument(*collection, *key));
+  if (r.method == "PUT") return PutDocument(r, *collection, *key, query, done);
+  if (r.method == "DELETE") return DeleteDocument(r, *collection, *key, done);
+  return reply(MethodNotAllowed("GET, PUT, DELETE"));
 }
 
 StoreHttpResponse StoreHttpHandler::ListCollections() {
@@ -470,62 +495,67 @@ StoreHttpResponse StoreHttpHandler::GetDocument(const std::string& collection,
   return r;
 }
 
-StoreHttpResponse StoreHttpHandler::PutDocument(const StoreHttpRequest& r,
-                                                const std::string& collection,
-                                                const std::string& key, std::string_view query) {
-  if (Status s = CheckJsonBody(r); !s.ok()) return UnsupportedMediaType(s);
+void StoreHttpHandler::PutDocument(const StoreHttpRequest& r, const std::string& collection,
+                                   const std::string& key, std::string_view query, Done& done) {
+  if (Status s = CheckJsonBody(r); !s.ok()) return done(UnsupportedMediaType(s));
   Result<Precondition> pre = PreconditionFrom(r);
-  if (!pre.ok()) return StoreErrorResponse(pre.status());
+  if (!pre.ok()) return done(StoreErrorResponse(pre.status()));
   int64_t ttl_ms = kCollectionDefaultTtl;
   std::optional<std::string> ttl_text;
   if (r.ttl_ms) ttl_text = std::string(*r.ttl_ms);
   Result<std::optional<std::string>> q = QueryParam(query, "ttl_ms");
-  if (!q.ok()) return StoreErrorResponse(q.status());
+  if (!q.ok()) return done(StoreErrorResponse(q.status()));
   if (*q) ttl_text = **q;
   if (ttl_text) {
     Result<int64_t> t = ParseInt(*ttl_text, "ttl_ms");
-    if (!t.ok()) return StoreErrorResponse(t.status());
-    if (*t < 0) return StoreErrorResponse(InvalidArgumentError("ttl_ms must be >= 0"));
+    if (!t.ok()) return done(StoreErrorResponse(t.status()));
+    if (*t < 0) return done(StoreErrorResponse(InvalidArgumentError("ttl_ms must be >= 0")));
     ttl_ms = *t;
   }
-  Result<WriteResult> w = store_.Put(r.caller, collection, key, r.body, *pre, ttl_ms);
-  if (!w.ok()) return StoreErrorResponse(w.status(), /*precondition_route=*/true);
-  std::string body;
-  AppendWriteResult(*w, &body);
-  StoreHttpResponse resp = JsonResponse(w->created ? 201 : 200, std::move(body));
-  AddVersionHeaders(w->version, w->etag, &resp);
-  return resp;
+  std::vector<WriteOp> ops;
+  ops.push_back(WriteOp::Put(collection, key, std::string(r.body), std::move(*pre), ttl_ms));
+  store_.CommitAsync(r.caller, std::move(ops), [done = std::move(done)](Result<CommitResult> c) {
+    if (!c.ok()) return done(StoreErrorResponse(c.status(), /*precondition_route=*/true));
+    const WriteResult& w = c->results[0];
+    std::string body;
+    AppendWriteResult(w, &body);
+    StoreHttpResponse resp = JsonResponse(w.created ? 201 : 200, std::move(body));
+    AddVersionHeaders(w.version, w.etag, &resp);
+    done(std::move(resp));
+  });
 }
 
-StoreHttpResponse StoreHttpHandler::DeleteDocument(const StoreHttpRequest& r,
-                                                   const std::string& collection,
-                                                   const std::string& key) {
+void StoreHttpHandler::DeleteDocument(const StoreHttpRequest& r, const std::string& collection,
+                                      const std::string& key, Done& done) {
   Result<Precondition> pre = PreconditionFrom(r);
-  if (!pre.ok()) return StoreErrorResponse(pre.status());
-  Result<WriteResult> w = store_.Delete(r.caller, collection, key, *pre);
-  if (!w.ok()) return StoreErrorResponse(w.status(), /*precondition_route=*/true);
-  StoreHttpResponse resp;
-  resp.status = 204;
-  resp.headers.emplace_back("Converge-Version", std::to_string(w->version));
-  return resp;
+  if (!pre.ok()) return done(StoreErrorResponse(pre.status()));
+  std::vector<WriteOp> ops;
+  ops.push_back(WriteOp::Delete(collection, key, std::move(*pre)));
+  store_.CommitAsync(r.caller, std::move(ops), [done = std::move(done)](Result<CommitResult> c) {
+    if (!c.ok()) return done(StoreErrorResponse(c.status(), /*precondition_route=*/true));
+    StoreHttpResponse resp;
+    resp.status = 204;
+    resp.headers.emplace_back("Converge-Version", std::to_string(c->results[0].version));
+    done(std::move(resp));
+  });
 }
 
-StoreHttpResponse StoreHttpHandler::Transaction(const StoreHttpRequest& r) {
-  if (Status s = CheckJsonBody(r); !s.ok()) return UnsupportedMediaType(s);
+void StoreHttpHandler::Transaction(const StoreHttpRequest& r, Done& done) {
+  if (Status s = CheckJsonBody(r); !s.ok()) return done(UnsupportedMediaType(s));
   Result<json::value> v = ParseJson(r.body, options_, "transaction");
-  if (!v.ok()) return StoreErrorResponse(v.status());
+  if (!v.ok()) return done(StoreErrorResponse(v.status()));
   const json::object* o = v->if_object();
   const json::value* ops_v = o ? o->if_contains("ops") : nullptr;
   if (ops_v == nullptr || !ops_v->is_array()) {
-    return StoreErrorResponse(InvalidArgumentError("a transaction is {\"ops\": [...]}"));
+    return done(StoreErrorResponse(InvalidArgumentError("a transaction is {\"ops\": [...]}")));
   }
   std::vector<WriteOp> ops;
   ops.reserve(ops_v->as_array().size());
   size_t i = 0;
   for (const json::value& e : ops_v->as_array()) {
     auto fail = [&](std::string_view why) {
-      return StoreErrorResponse(
-          InvalidArgumentError("op " + std::to_string(i) + ": " + std::string(why)));
+      done(StoreErrorResponse(
+          InvalidArgumentError("op " + std::to_string(i) + ": " + std::string(why))));
     };
     const json::object* op = e.if_object();
     if (op == nullptr) return fail("each op is an object");
@@ -563,15 +593,16 @@ StoreHttpResponse StoreHttpHandler::Transaction(const StoreHttpRequest& r) {
     ops.push_back(std::move(w));
     ++i;
   }
-  Result<CommitResult> c = store_.Commit(r.caller, ops);
-  if (!c.ok()) return StoreErrorResponse(c.status(), /*precondition_route=*/true);
-  std::string body = "{\"commit_seq\":" + std::to_string(c->commit_seq) + ",\"results\":[";
-  for (size_t j = 0; j < c->results.size(); ++j) {
-    if (j > 0) body.push_back(',');
-    AppendWriteResult(c->results[j], &body);
-  }
-  body += "]}";
-  return JsonResponse(200, std::move(body));
+  store_.CommitAsync(r.caller, std::move(ops), [done = std::move(done)](Result<CommitResult> c) {
+    if (!c.ok()) return done(StoreErrorResponse(c.status(), /*precondition_route=*/true));
+    std::string body = "{\"commit_seq\":" + std::to_string(c->commit_seq) + ",\"results\":[";
+    for (size_t j = 0; j < c->results.size(); ++j) {
+      if (j > 0) body.push_back(',');
+      AppendWriteResult(c->results[j], &body);
+    }
+    body += "]}";
+    done(JsonResponse(200, std::move(body)));
+  });
 }
 
 }  // namespace converge::store_internal

@@ -28,6 +28,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -69,7 +70,15 @@ class StoreHttpHandler {
   // True if `target` is one of the store's paths (/v1/collections or below).
   static bool Matches(std::string_view target);
 
+  // Handles a request; blocks until a write is durable.
   StoreHttpResponse Handle(const StoreHttpRequest& request);
+
+  // Handles a request and calls `done` exactly once with the response: reads and refused
+  // requests before returning, writes when they are durable, possibly on another thread (see
+  // Store::CommitAsync: the calling thread may do group-commit work meanwhile). `request` and
+  // its views need only live until HandleAsync returns. `done` must be quick.
+  using Done = std::function<void(StoreHttpResponse)>;
+  void HandleAsync(const StoreHttpRequest& request, Done done);
 
  private:
   struct Call;
@@ -79,11 +88,12 @@ class StoreHttpHandler {
   StoreHttpResponse DeleteCollection(const StoreHttpRequest& r, const std::string& name);
   StoreHttpResponse ListDocuments(const std::string& collection, std::string_view query);
   StoreHttpResponse GetDocument(const std::string& collection, const std::string& key);
-  StoreHttpResponse PutDocument(const StoreHttpRequest& r, const std::string& collection,
-                                const std::string& key, std::string_view query);
-  StoreHttpResponse DeleteDocument(const StoreHttpRequest& r, const std::string& collection,
-                                   const std::string& key);
-  StoreHttpResponse Transaction(const StoreHttpRequest& r);
+  void PutDocument(const StoreHttpRequest& r, const std::string& collection,
+                   const std::string& key, std::string_view query, Done& done);
+  void DeleteDocument(const StoreHttpRequest& r, const std::string& collection,
+                      const std::string& key, Done& done);
+  void Transaction(const StoreHttpRequest& r, Done& done);
+  void Route(const StoreHttpRequest& r, Done& done);
 
   Store& store_;
   StoreHttpOptions options_;

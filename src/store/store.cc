@@ -203,11 +203,15 @@ StoreImpl::~StoreImpl() {
     if (timer_->id != 0) env_.executor().Cancel(timer_->id);
   }
   Lock lock(mu_);
-  while (leader_active_) cv_.wait(lock);
-  if (wal_ == nullptr || !bg_error_.ok()) return;
-  // Graceful close: make everything durable and try once more to publish the feed.
-  leader_active_ = true;
-  LeadGroup(lock, /*force_sync=*/true);
+  while (leader_active_ || feed_active_) WaitForStateLocked(lock);
+  if (wal_ == nullptr) return;
+  if (bg_error_.ok()) {
+    // Graceful close: make everything durable and try once more to publish the feed.
+    leader_active_ = true;
+    LeadGroup(lock, /*force_sync=*/true);
+    DoWorkLocked(lock);
+  }
+  if (!completions_.empty()) FailLocked(lock, CancelledError("the store is closing"));
   if (bg_error_.ok()) wal_->Close().IgnoreError();
 }
 
@@ -289,9 +293,7 @@ Status StoreImpl::Recover() {
   }
   if (!feed_queue_.empty()) {
     Lock lock(mu_);
-    leader_active_ = true;
-    PublishFeedLocked(lock).IgnoreError();  // retried by later groups and FlushFeed
-    leader_active_ = false;
+    DoWorkLocked(lock);  // what fails is retried by later groups and FlushFeed
   }
   return Status::Ok();
 }
@@ -453,24 +455,114 @@ void StoreImpl::OnTimer() {
 // ---------------------------------------------------------------------------------------
 // Group commit
 
-Status StoreImpl::WaitDurable(Lock& lock, uint64_t seq) {
-  while (true) {
-    if (!bg_error_.ok()) return bg_error_;
-    if (durable_seq_ >= seq) return Status::Ok();
-    if (!leader_active_) {
+void StoreImpl::NotifyWaitersLocked() {
+  if (rare_waiters_ > 0) cv_.notify_all();
+}
+
+void StoreImpl::WaitForStateLocked(Lock& lock) {
+  ++rare_waiters_;
+  cv_.wait(lock);
+  --rare_waiters_;
+}
+
+void StoreImpl::AddCompletionLocked(uint64_t seq, Completion done) {
+  if (leader_active_ && seq <= inflight_upto_) {
+    inflight_completions_.push_back(std::move(done));
+  } else {
+    completions_.push_back(std::move(done));
+  }
+}
+
+void StoreImpl::RunCompletions(Lock& lock, std::vector<Completion>& done, const Status& status) {
+  if (done.empty()) return;
+  lock.unlock();
+  for (Completion& c : done) c(status);
+  done.clear();
+  lock.lock();
+}
+
+void StoreImpl::FailLocked(Lock& lock, const Status& error) {
+  if (bg_error_.ok()) bg_error_ = error;
+  std::vector<Completion> failed = std::move(completions_);
+  completions_.clear();
+  for (Completion& c : inflight_completions_) failed.push_back(std::move(c));
+  inflight_completions_.clear();
+  NotifyWaitersLocked();
+  RunCompletions(lock, failed, bg_error_);
+}
+
+void StoreImpl::DoWorkLocked(Lock& lock) {
+  bool feed_failed = false;
+  while (bg_error_.ok()) {
+    if (!leader_active_ && (!pending_.empty() || !completions_.empty())) {
       leader_active_ = true;
       LeadGroup(lock, /*force_sync=*/false);
       continue;
     }
-    cv_.wait(lock);
+    if (!feed_failed && opt_.feed_log != nullptr && !feed_active_ && !feed_queue_.empty() &&
+        feed_queue_.front().seq <= durable_seq_) {
+      feed_active_ = true;
+      feed_failed = !PublishFeedLocked(lock).ok();  // stays queued; retried later
+      feed_active_ = false;
+      NotifyWaitersLocked();
+      continue;
+    }
+    return;
   }
 }
 
-void StoreImpl::LeadGroup(Lock& lock, bool force_sync) {
-  std::string batch = std::move(pending_);
+Status StoreImpl::WaitDurable(Lock& lock, uint64_t seq) {
+  if (!bg_error_.ok()) return bg_error_;
+  if (durable_seq_ >= seq) return Status::Ok();
+  // Woken by exactly the group that makes `seq` durable: no thundering herd.
+  struct Waiter {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    Status status;
+  } w;
+  AddCompletionLocked(seq, [&w](const Status& s) {
+    std::lock_guard<std::mutex> g(w.mu);
+    w.status = s;
+    w.done = true;
+    w.cv.notify_one();
+  });
+  DoWorkLocked(lock);
+  lock.unlock();
+  {
+    std::unique_lock<std::mutex> l(w.mu);
+    w.cv.wait(l, [&w] { return w.done; });
+  }
+  lock.lock();
+  return w.status;
+}
+
+void StoreImpl::TakeGroupLocked(std::string* batch, uint64_t* upto) {
+  *batch = std::move(pending_);
   pending_ = std::move(spare_);
   pending_.clear();
-  const uint64_t upto = last_seq_;
+  *upto = last_seq_;
+  inflight_upto_ = last_seq_;
+  inflight_completions_ = std::move(completions_);
+  completions_.clear();
+}
+
+void StoreImpl::FinishGroupLocked(Lock& lock, uint64_t upto, std::string& batch) {
+  batch.clear();
+  if (spare_.capacity() < batch.capacity()) spare_ = std::move(batch);
+  durable_seq_ = std::max(durable_seq_, upto);
+  ++group_commits_;
+  std::vector<Completion> done = std::move(inflight_completions_);
+  inflight_completions_.clear();
+  leader_active_ = false;
+  NotifyWaitersLocked();
+  RunCompletions(lock, done, Status::Ok());
+}
+
+void StoreImpl::LeadGroup(Lock& lock, bool force_sync) {
+  std::string batch;
+  uint64_t upto = 0;
+  TakeGroupLocked(&batch, &upto);
   const int64_t now_nanos = env_.clock().NowMonotonicNanos();
   const bool sync = force_sync || opt_.durability == Durability::kFsync ||
                     (opt_.durability == Durability::kInterval &&
@@ -482,12 +574,10 @@ void StoreImpl::LeadGroup(Lock& lock, bool force_sync) {
   if (s.ok() && sync && dirty) s = wal_->Sync();
   const uint64_t wal_size = wal_->Size();
   lock.lock();
-  batch.clear();
-  spare_ = std::move(batch);
   if (!s.ok()) {
-    bg_error_ = InternalError("store failed writing its WAL (reopen to recover): " + s.ToString());
     leader_active_ = false;
-    cv_.notify_all();
+    FailLocked(lock, InternalError("store failed writing its WAL (reopen to recover): " +
+                                   s.ToString()));
     return;
   }
   if (sync) {
@@ -497,24 +587,15 @@ void StoreImpl::LeadGroup(Lock& lock, bool force_sync) {
     wal_unsynced_ = true;
   }
   wal_bytes_ = wal_size;
-  durable_seq_ = std::max(durable_seq_, upto);
-  ++group_commits_;
   if (wal_size >= opt_.checkpoint_wal_bytes) want_checkpoint_ = true;
-  cv_.notify_all();  // writers of this group may return now
-  PublishFeedLocked(lock).IgnoreError();  // a failure stays queued (feed_error_)
-  leader_active_ = false;
-  cv_.notify_all();
+  FinishGroupLocked(lock, upto, batch);
 }
 
 Status StoreImpl::AdmitLocked(Lock& lock, size_t record_bytes) {
   if (!bg_error_.ok()) return bg_error_;
   if (opt_.feed_log != nullptr && feed_queue_events_ >= opt_.feed_backlog_max_events) {
-    if (!leader_active_) {
-      leader_active_ = true;
-      PublishFeedLocked(lock).IgnoreError();
-      leader_active_ = false;
-      cv_.notify_all();
-    }
+    while (feed_active_ && bg_error_.ok()) WaitForStateLocked(lock);
+    DoWorkLocked(lock);
     if (feed_queue_events_ >= opt_.feed_backlog_max_events) {
       return UnavailableError("the change feed is behind by " +
                               std::to_string(feed_queue_events_) +
@@ -527,7 +608,7 @@ Status StoreImpl::AdmitLocked(Lock& lock, size_t record_bytes) {
       leader_active_ = true;
       LeadGroup(lock, false);
     } else {
-      cv_.wait(lock);
+      WaitForStateLocked(lock);
     }
     if (!bg_error_.ok()) return bg_error_;
   }
@@ -552,17 +633,18 @@ Result<uint64_t> StoreImpl::NextSeqLocked() {
 // The change feed
 
 Status StoreImpl::PublishFeedLocked(Lock& lock) {
-  if (opt_.feed_log == nullptr) return Status::Ok();
   std::vector<FeedTxn> txns;
   while (!feed_queue_.empty() && feed_queue_.front().seq <= durable_seq_) {
     txns.push_back(std::move(feed_queue_.front()));
     feed_queue_.pop_front();
   }
   if (txns.empty()) return Status::Ok();
+  feed_inflight_first_seq_ = txns.front().seq;
   lock.unlock();
   size_t published = 0;
   Status s = PublishTxns(txns, &published);
   lock.lock();
+  feed_inflight_first_seq_ = 0;
   for (size_t i = txns.size(); i > published; --i) feed_queue_.push_front(std::move(txns[i - 1]));
   for (size_t i = 0; i < published; ++i) feed_queue_events_ -= txns[i].ops.size();
   if (published > 0) feed_published_seq_ = std::max(feed_published_seq_, txns[published - 1].seq);
@@ -601,19 +683,19 @@ Status StoreImpl::FlushFeed() {
   Lock lock(mu_);
   const uint64_t target = last_seq_;
   CONVERGE_RETURN_IF_ERROR(WaitDurable(lock, target));
-  while (!feed_queue_.empty() && feed_queue_.front().seq <= target) {
+  while (true) {
     if (!bg_error_.ok()) return bg_error_;
-    if (leader_active_) {
-      cv_.wait(lock);
+    if (feed_active_) {
+      WaitForStateLocked(lock);
       continue;
     }
-    leader_active_ = true;
+    if (feed_queue_.empty() || feed_queue_.front().seq > target) return Status::Ok();
+    feed_active_ = true;
     Status s = PublishFeedLocked(lock);
-    leader_active_ = false;
-    cv_.notify_all();
+    feed_active_ = false;
+    NotifyWaitersLocked();
     if (!s.ok()) return s;
   }
-  return Status::Ok();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -980,18 +1062,61 @@ Result<std::vector<StoreImpl::Prepared>> StoreImpl::PrepareOps(std::span<const W
 
 Result<CommitResult> StoreImpl::CommitPrepared(const Caller& caller,
                                                std::vector<Prepared>& prepared, bool indexed) {
+  CommitResult result;
+  uint64_t wait_seq = 0;
+  Lock lock(mu_);
+  CONVERGE_RETURN_IF_ERROR(ApplyTxnLocked(lock, caller, prepared, indexed, &result, &wait_seq));
+  CONVERGE_RETURN_IF_ERROR(WaitDurable(lock, wait_seq));
+  MaybeCheckpoint(lock);
+  return result;
+}
+
+void StoreImpl::CommitAsync(const Caller& caller, std::vector<WriteOp> ops, CommitCallback done) {
+  const bool indexed = ops.size() > 1;
+  Result<std::vector<Prepared>> prepared = PrepareOps(ops, indexed);
+  if (!prepared.ok()) {
+    done(prepared.status());
+    return;
+  }
+  CommitResult result;
+  uint64_t wait_seq = 0;
+  Lock lock(mu_);
+  Status s = ApplyTxnLocked(lock, caller, *prepared, indexed, &result, &wait_seq);
+  if (!s.ok() || wait_seq <= durable_seq_) {
+    lock.unlock();
+    if (s.ok()) {
+      done(std::move(result));
+    } else {
+      done(std::move(s));
+    }
+    return;
+  }
+  AddCompletionLocked(wait_seq, [result = std::move(result), done = std::move(done)](
+                                    const Status& st) mutable {
+    if (st.ok()) {
+      done(std::move(result));
+    } else {
+      done(st);
+    }
+  });
+  DoWorkLocked(lock);
+  MaybeCheckpoint(lock);
+}
+
+Status StoreImpl::ApplyTxnLocked(Lock& lock, const Caller& caller,
+                                 std::vector<Prepared>& prepared, bool indexed,
+                                 CommitResult* out, uint64_t* wait_seq) {
   const int64_t now = NowMs();
   size_t record_bytes = 64;
   for (const Prepared& p : prepared) {
     record_bytes += p.op->collection.size() + p.op->key.size() + (p.value ? p.value->size() : 0);
   }
-  CommitResult result;
+  CommitResult& result = *out;
   result.results.resize(prepared.size());
   std::vector<WalOp> walops;
   walops.reserve(prepared.size());
   uint64_t need = 0;  // for check-only transactions: what they observed must be durable
 
-  Lock lock(mu_);
   CONVERGE_RETURN_IF_ERROR(AdmitLocked(lock, record_bytes));
   int64_t bytes_delta = 0;
   for (size_t i = 0; i < prepared.size(); ++i) {
@@ -1084,8 +1209,8 @@ Result<CommitResult> StoreImpl::CommitPrepared(const Caller& caller,
   }
   if (walops.empty()) {
     result.commit_seq = 0;
-    CONVERGE_RETURN_IF_ERROR(WaitDurable(lock, need));
-    return result;
+    *wait_seq = need;
+    return Status::Ok();
   }
   CONVERGE_ASSIGN_OR_RETURN(const uint64_t seq, NextSeqLocked());
   AppendTxnRecord(seq, now, walops, &pending_);
@@ -1101,9 +1226,8 @@ Result<CommitResult> StoreImpl::CommitPrepared(const Caller& caller,
     feed_queue_events_ += walops.size();
     feed_queue_.push_back(FeedTxn{seq, now, std::move(walops)});
   }
-  CONVERGE_RETURN_IF_ERROR(WaitDurable(lock, seq));
-  MaybeCheckpoint(lock);
-  return result;
+  *wait_seq = seq;
+  return Status::Ok();
 }
 
 void StoreImpl::MaybeCheckpoint(Lock& lock) {
@@ -1116,8 +1240,9 @@ void StoreImpl::MaybeCheckpoint(Lock& lock) {
 }
 
 Result<CommitResult> StoreImpl::Commit(const Caller& caller, std::span<const WriteOp> ops) {
-  CONVERGE_ASSIGN_OR_RETURN(std::vector<Prepared> prepared, PrepareOps(ops, true));
-  return CommitPrepared(caller, prepared, true);
+  const bool indexed = ops.size() > 1;
+  CONVERGE_ASSIGN_OR_RETURN(std::vector<Prepared> prepared, PrepareOps(ops, indexed));
+  return CommitPrepared(caller, prepared, indexed);
 }
 
 Result<WriteResult> StoreImpl::Put(const Caller& caller, const std::string& collection,
@@ -1173,10 +1298,11 @@ Result<size_t> StoreImpl::ExpireDue() {
 
 Status StoreImpl::Sync() {
   Lock lock(mu_);
-  while (leader_active_ && bg_error_.ok()) cv_.wait(lock);
+  while (leader_active_ && bg_error_.ok()) WaitForStateLocked(lock);
   if (!bg_error_.ok()) return bg_error_;
   leader_active_ = true;
   LeadGroup(lock, /*force_sync=*/true);
+  DoWorkLocked(lock);
   return bg_error_;
 }
 
@@ -1185,16 +1311,19 @@ Status StoreImpl::Checkpoint() {
   Lock lock(mu_);
   if (!bg_error_.ok()) return bg_error_;
   if (checkpoint_running_) return Status::Ok();
-  while (leader_active_ && bg_error_.ok()) cv_.wait(lock);
+  while (leader_active_ && bg_error_.ok()) WaitForStateLocked(lock);
   if (!bg_error_.ok()) return bg_error_;
   checkpoint_running_ = true;
   leader_active_ = true;
-  std::string batch = std::move(pending_);
-  pending_.clear();
-  const uint64_t upto = last_seq_;
-  const uint64_t feed_cursor = opt_.feed_log == nullptr || feed_queue_.empty()
-                                   ? upto
-                                   : feed_queue_.front().seq - 1;
+  std::string batch;
+  uint64_t upto = 0;
+  TakeGroupLocked(&batch, &upto);
+  // Every change up to feed_cursor is in the feed (none queued or being published).
+  uint64_t feed_cursor = upto;
+  if (!feed_queue_.empty()) feed_cursor = std::min(feed_cursor, feed_queue_.front().seq - 1);
+  if (feed_inflight_first_seq_ != 0) {
+    feed_cursor = std::min(feed_cursor, feed_inflight_first_seq_ - 1);
+  }
   const bool roll = wal_files_.back() != upto + 1;
   Collections copy = colls_;
   lock.unlock();
@@ -1219,10 +1348,10 @@ Status StoreImpl::Checkpoint() {
   }
   lock.lock();
   if (!s.ok()) {
-    bg_error_ = InternalError("store failed rolling its WAL (reopen to recover): " + s.ToString());
     leader_active_ = false;
     checkpoint_running_ = false;
-    cv_.notify_all();
+    FailLocked(lock, InternalError("store failed rolling its WAL (reopen to recover): " +
+                                   s.ToString()));
     return bg_error_;
   }
   if (roll) {
@@ -1231,12 +1360,8 @@ Status StoreImpl::Checkpoint() {
     wal_bytes_ = 0;
   }
   wal_unsynced_ = false;
-  durable_seq_ = std::max(durable_seq_, upto);
-  ++group_commits_;
-  cv_.notify_all();
-  PublishFeedLocked(lock).IgnoreError();
-  leader_active_ = false;
-  cv_.notify_all();
+  FinishGroupLocked(lock, upto, batch);
+  DoWorkLocked(lock);
   lock.unlock();
 
   // The snapshot, outside the mutex: writers continue meanwhile.

@@ -6,8 +6,9 @@
 //   preconditions against the latest state, takes the next sequence number, appends its
 //   encoded record to the group buffer and applies the change in memory. It then waits until
 //   its record is durable. The first waiter finding no leader becomes the leader: it takes the
-//   whole buffer, writes and syncs it outside the mutex (group commit), marks it durable, wakes
-//   the writers and publishes the group's change events to the feed.
+//   whole buffer, writes and syncs it outside the mutex (group commit), marks it durable and
+//   wakes the writers. It then becomes the feed publisher, unless another thread is, and
+//   appends the durable changes' events to the log while the next group syncs (pipelining).
 // - Because later writers see earlier, not yet durable changes, reads wait until what they
 //   return is durable, and a group's durability implies that of every group before it (one WAL
 //   file, appended in sequence order).
@@ -20,6 +21,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -61,6 +63,7 @@ class StoreImpl final : public Store {
   Result<WriteResult> Delete(const Caller& caller, const std::string& collection,
                              const std::string& key, const Precondition& precondition) override;
   Result<CommitResult> Commit(const Caller& caller, std::span<const WriteOp> ops) override;
+  void CommitAsync(const Caller& caller, std::vector<WriteOp> ops, CommitCallback done) override;
 
   Result<size_t> ExpireDue() override;
   Status Checkpoint() override;
@@ -87,6 +90,10 @@ class StoreImpl final : public Store {
   Result<std::vector<Prepared>> PrepareOps(std::span<const WriteOp> ops, bool indexed) const;
   Result<CommitResult> CommitPrepared(const Caller& caller, std::vector<Prepared>& prepared,
                                       bool indexed);
+  // Checks and applies a transaction in memory and queues its WAL record; *wait_seq is what
+  // must be durable before it may be acknowledged. Requires mu_ (may release it meanwhile).
+  Status ApplyTxnLocked(Lock& lock, const Caller& caller, std::vector<Prepared>& prepared,
+                        bool indexed, CommitResult* out, uint64_t* wait_seq);
   // Runs a checkpoint the WAL size asked for. Requires mu_ (released meanwhile).
   void MaybeCheckpoint(Lock& lock);
   // Common checks before a change is admitted. Requires mu_.
@@ -96,11 +103,31 @@ class StoreImpl final : public Store {
   // Applies a change in memory. Requires mu_.
   void ApplyOpLocked(const WalOp& op, uint64_t seq);
   void ApplyRecordLocked(const WalRecord& rec);
-  // Waits until everything up to `seq` is durable, leading group commits as needed.
+  // Group commit. A change is acknowledged by a Completion, run (without mu_) by the thread
+  // that finishes the group holding it. Threads calling in do the work nobody else is doing
+  // (DoWorkLocked) and then wait only for their own completion.
+  using Completion = std::function<void(const Status&)>;
+  // Registers `done` to run once everything up to `seq` (> durable_seq_) is durable.
+  void AddCompletionLocked(uint64_t seq, Completion done);
+  // Leads group commits while changes wait for one and no other thread leads, and publishes
+  // durable change events while no other thread publishes. Requires mu_ (released meanwhile).
+  void DoWorkLocked(Lock& lock);
+  // Waits until everything up to `seq` is durable (doing work as above meanwhile).
   Status WaitDurable(Lock& lock, uint64_t seq);
-  // Runs one group commit as leader (leader_active_ was set by the caller).
+  // Runs one group commit as leader (leader_active_ was set by the caller, who then calls
+  // DoWorkLocked so that nothing queued meanwhile is left without a leader).
   void LeadGroup(Lock& lock, bool force_sync);
-  // Publishes queued feed events up to durable_seq_. Requires leadership; drops mu_ meanwhile.
+  // Takes the buffered WAL bytes and their completions for the group in flight.
+  void TakeGroupLocked(std::string* batch, uint64_t* upto);
+  // Marks the group durable, gives up leadership and runs its completions.
+  void FinishGroupLocked(Lock& lock, uint64_t upto, std::string& batch);
+  // Sets bg_error_ and fails every waiting completion.
+  void FailLocked(Lock& lock, const Status& error);
+  void RunCompletions(Lock& lock, std::vector<Completion>& done, const Status& status);
+  // For the rare waits on state changes (leadership, publishing) rather than on durability.
+  void WaitForStateLocked(Lock& lock);
+  void NotifyWaitersLocked();
+  // Publishes the durable queued feed events (requires feed_active_, set by the caller).
   Status PublishFeedLocked(Lock& lock);
   Status PublishTxns(const std::vector<FeedTxn>& txns, size_t* published);
   Status CollectionChange(const Caller& caller, const std::string& name,
@@ -142,6 +169,10 @@ class StoreImpl final : public Store {
   std::string pending_;        // WAL bytes of changes not yet written
   std::string spare_;          // the previous group's buffer, reused
   bool leader_active_ = false;
+  uint64_t inflight_upto_ = 0;                  // last change of the group being synced
+  std::vector<Completion> completions_;         // for changes in pending_
+  std::vector<Completion> inflight_completions_;  // for the group being synced
+  int rare_waiters_ = 0;
   bool checkpoint_running_ = false;
   Status bg_error_;
   int64_t last_sync_nanos_ = 0;
@@ -156,6 +187,8 @@ class StoreImpl final : public Store {
   std::deque<FeedTxn> feed_queue_;
   size_t feed_queue_events_ = 0;
   uint64_t feed_published_seq_ = 0;
+  bool feed_active_ = false;            // a thread is publishing (one at a time, in order)
+  uint64_t feed_inflight_first_seq_ = 0;  // first change being published; 0 = none
   Status feed_error_;
 
   // Stats.

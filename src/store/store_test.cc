@@ -8,6 +8,8 @@
 #include <stdlib.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -799,6 +801,80 @@ TEST(StoreThreadsTest, IfMatchIncrementsNeverLoseAnUpdate) {
   opened = Store::Open(Env::Default(), o);
   ASSERT_TRUE(opened.ok());
   EXPECT_EQ(std::stol((*opened)->Get("counters", "hot")->value), hot_ok.load());
+}
+
+TEST(StoreThreadsTest, AsyncCommitsShareSyncsWithoutAThreadEach) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  store_testing::MemoryLog log;
+  StoreOptions o;
+  o.dir = dir.path() + "/store";
+  o.feed_log = &log;
+  auto opened = Store::Open(Env::Default(), o);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  std::unique_ptr<Store> store = std::move(*opened);
+  CollectionConfig config;
+  config.owner = "orders";
+  ASSERT_TRUE(store->CreateCollection(kOrders, "c", config).ok());
+
+  // Two threads each issue 500 writes without waiting for any of them.
+  constexpr int kPerThread = 500;
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0, ok = 0, refused = 0;
+  std::map<std::string, uint64_t> versions;
+  auto on_done = [&](std::string key, Result<CommitResult> r) {
+    std::lock_guard<std::mutex> g(mu);
+    ++done;
+    if (r.ok()) {
+      ++ok;
+      versions[key] = r->commit_seq;
+    } else {
+      ++refused;
+      EXPECT_EQ(r.status().code(), StatusCode::kAlreadyExists) << r.status().ToString();
+    }
+    cv.notify_all();
+  };
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        // Thread 1 repeats thread 0's keys create-only: exactly one of each pair wins.
+        std::string key = Numbered("k", i);
+        std::vector<WriteOp> ops = {
+            WriteOp::Put("c", key, std::to_string(t), Precondition::CreateOnly())};
+        store->CommitAsync(kOrders, std::move(ops),
+                           [&, key](Result<CommitResult> r) { on_done(key, std::move(r)); });
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  {
+    std::unique_lock<std::mutex> l(mu);
+    cv.wait(l, [&] { return done == 2 * kPerThread; });
+  }
+  EXPECT_EQ(ok, kPerThread);
+  EXPECT_EQ(refused, kPerThread);
+  // A refused transaction calls back at once, with the reason.
+  bool called = false;
+  store->CommitAsync(kOrders, {}, [&](Result<CommitResult> r) {
+    called = true;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  });
+  EXPECT_TRUE(called);
+  const StoreStats stats = store->Stats();
+  EXPECT_LT(stats.group_commits, stats.commits);
+  ASSERT_TRUE(store->FlushFeed().ok());
+  EXPECT_EQ(log.Records("store-changes").size(), static_cast<size_t>(kPerThread));
+  // Acknowledged means durable: all there after reopening.
+  store.reset();
+  opened = Store::Open(Env::Default(), o);
+  ASSERT_TRUE(opened.ok());
+  for (const auto& [key, version] : versions) {
+    auto doc = (*opened)->Get("c", key);
+    ASSERT_TRUE(doc.ok()) << key;
+    EXPECT_EQ(doc->version, version);
+  }
 }
 
 }  // namespace
