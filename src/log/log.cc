@@ -1,4 +1,6 @@
 // Log::Open and LogImpl: the directory of topics, its lock, and dispatch to Topic.
+#include "converge/log.h"
+
 #include <map>
 #include <memory>
 #include <mutex>
@@ -6,7 +8,6 @@
 #include <utility>
 #include <vector>
 
-#include "converge/log.h"
 #include "log/hash.h"
 #include "log/topic.h"
 #include "log/topic_meta.h"
@@ -15,9 +16,12 @@ namespace converge {
 
 std::string_view DurabilityName(Durability d) {
   switch (d) {
-    case Durability::kFsync: return "fsync";
-    case Durability::kInterval: return "interval";
-    case Durability::kNone: return "none";
+    case Durability::kFsync:
+      return "fsync";
+    case Durability::kInterval:
+      return "interval";
+    case Durability::kNone:
+      return "none";
   }
   return "unknown";
 }
@@ -94,8 +98,8 @@ class LogImpl final : public Log {
       }
       if (decoded.ok()) decoded = internal::ValidateTopicName(name, topic_options.internal);
       if (!decoded.ok()) {
-        broken_[name] = DataLossError("topic '" + name + "' has unreadable metadata: " +
-                                      std::string(decoded.message()));
+        broken_[name] = DataLossError(
+            "topic '" + name + "' has unreadable metadata: " + std::string(decoded.message()));
         continue;
       }
       CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<Topic> topic,
@@ -119,8 +123,7 @@ class LogImpl final : public Log {
     FileSystem& fs = env_.fs();
     const std::string dir = TopicDir(topic);
     CONVERGE_RETURN_IF_ERROR(internal::RemoveTree(fs, dir));  // debris of a failed create
-    Result<std::shared_ptr<Topic>> created =
-        Topic::Create(env_, dir, topic, options, budget_);
+    Result<std::shared_ptr<Topic>> created = Topic::Create(env_, dir, topic, options, budget_);
     if (!created.ok()) {
       internal::RemoveTree(fs, dir).IgnoreError();
       return created.status();
@@ -174,8 +177,7 @@ class LogImpl final : public Log {
   }
 
   Result<std::vector<AppendResult>> AppendToPartition(
-      const std::string& topic, uint32_t partition,
-      std::span<const RecordView> records) override {
+      const std::string& topic, uint32_t partition, std::span<const RecordView> records) override {
     CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<Topic> t, Find(topic));
     return t->Append(records, static_cast<int64_t>(partition));
   }

@@ -5,7 +5,7 @@
 // writes, partly kept and garbled), reopen, and check that every acknowledged record is there
 // with its exact content, offsets are dense, nothing corrupt or partial is returned, and the
 // dedup memory still knows the acknowledged ids. CONVERGE_SIM_SEEDS sets the number of seeds
-// (default 2000); CONVERGE_SIM_SEED=<n> replays one seed.
+// (default 5000); CONVERGE_SIM_SEED=<n> replays one seed.
 //
 // Corruption: flipped bits and truncated segments are reported as DataLoss naming the damaged
 // range; everything else stays readable.
@@ -95,9 +95,7 @@ void RunCrashSeed(uint64_t seed) {
                " (replay with CONVERGE_SIM_SEED=" + std::to_string(seed) + ")");
   sim::SimEnv sim(seed);
   std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + 1);
-  auto uniform = [&](uint64_t lo, uint64_t hi) {
-    return lo + rng() % (hi - lo + 1);
-  };
+  auto uniform = [&](uint64_t lo, uint64_t hi) { return lo + rng() % (hi - lo + 1); };
   sim.sim_fs().SetTornWrites(seed % 2 == 1);
 
   TopicOptions options;
@@ -221,7 +219,7 @@ void RunCrashSeed(uint64_t seed) {
 
 TEST(LogSimTest, AcknowledgedRecordsSurviveCrashes) {
   const uint64_t only = EnvNumber("CONVERGE_SIM_SEED", 0);
-  const uint64_t seeds = only != 0 ? 1 : EnvNumber("CONVERGE_SIM_SEEDS", 2000);
+  const uint64_t seeds = only != 0 ? 1 : EnvNumber("CONVERGE_SIM_SEEDS", 5000);
   for (uint64_t i = 0; i < seeds; ++i) {
     const uint64_t seed = only != 0 ? only : i + 1;
     RunCrashSeed(seed);
@@ -235,8 +233,7 @@ TEST(LogSimTest, AcknowledgedRecordsSurviveCrashes) {
 // ---------------------------------------------------------------------------------------
 // What each durability policy promises across a machine crash
 
-uint64_t EndAfterCrash(sim::SimEnv& sim, Durability durability, bool run_timers,
-                       bool call_sync) {
+uint64_t EndAfterCrash(sim::SimEnv& sim, Durability durability, bool run_timers, bool call_sync) {
   std::unique_ptr<Log> log = OpenLog(sim);
   TopicOptions options;
   options.durability = durability;
@@ -427,7 +424,8 @@ TEST_F(LogCorruptionTest, FlippedBodyBitIsOneDamagedRecord) {
     if (reopen) Reopen();
     if (!reopen) {
       auto [path, pos] = Locate(100);
-      ASSERT_TRUE(sim_.sim_fs().CorruptByte(path, pos + internal::kRecordHeaderBytes + 3, 0x10).ok());
+      ASSERT_TRUE(
+          sim_.sim_fs().CorruptByte(path, pos + internal::kRecordHeaderBytes + 3, 0x10).ok());
     }
     std::map<uint64_t, std::string> got;
     std::vector<std::pair<uint64_t, uint64_t>> damaged;
@@ -521,7 +519,8 @@ TEST_F(LogCorruptionTest, RandomFlipsNeverCrashOrReturnBadRecords) {
     auto size = sim_.fs().GetFileSize(path);
     ASSERT_TRUE(size.ok());
     if (*size == 0) continue;
-    ASSERT_TRUE(sim_.sim_fs().CorruptByte(path, rng() % *size, static_cast<uint8_t>(1 + rng() % 255)).ok());
+    ASSERT_TRUE(
+        sim_.sim_fs().CorruptByte(path, rng() % *size, static_cast<uint8_t>(1 + rng() % 255)).ok());
     ++flips;
   }
   for (bool reopen : {false, true}) {
@@ -535,9 +534,91 @@ TEST_F(LogCorruptionTest, RandomFlipsNeverCrashOrReturnBadRecords) {
   }
 }
 
+// Random damage over many seeds: flips anywhere (headers, bodies, several in one record) and
+// cut segments, read while open and after recovery. Every record returned must be intact and
+// at its offset, reads must finish, and appends must continue after recovery.
+TEST(LogCorruptionFuzzTest, RandomDamageOverSeeds) {
+  const uint64_t seeds = std::max<uint64_t>(1, EnvNumber("CONVERGE_SIM_SEEDS", 5000) / 10);
+  for (uint64_t seed = 1; seed <= seeds; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    sim::SimEnv sim(seed);
+    std::mt19937_64 rng(seed);
+    std::unique_ptr<Log> log = OpenLog(sim);
+    TopicOptions options;
+    options.segment_max_bytes = 1024 + rng() % 4096;
+    ASSERT_TRUE(log->CreateTopic("t", options).ok());
+    std::vector<std::string> ids, values;
+    const int n = 50 + static_cast<int>(rng() % 200);
+    for (int i = 0; i < n; ++i) {
+      ids.push_back("id-" + std::to_string(i));
+      values.push_back(ValueFor(ids.back(), rng() % 120));
+      RecordView r{ids.back(), "", values.back(), 0};
+      ASSERT_TRUE(log->Append("t", std::span<const RecordView>(&r, 1)).ok());
+    }
+    const std::string pdir = std::string(kDir) + "/topics/t/0000";
+    auto names = sim.fs().ListDir(pdir);
+    ASSERT_TRUE(names.ok());
+    const int damage = 1 + static_cast<int>(rng() % 6);
+    for (int d = 0; d < damage; ++d) {
+      const std::string path = pdir + "/" + (*names)[rng() % names->size()];
+      auto size = sim.fs().GetFileSize(path);
+      if (!size.ok() || *size == 0) continue;
+      if (rng() % 5 == 0) {
+        ASSERT_TRUE(sim.sim_fs().CorruptTruncate(path, rng() % *size).ok());
+      } else {
+        ASSERT_TRUE(sim.sim_fs()
+                        .CorruptByte(path, rng() % *size, static_cast<uint8_t>(1 + rng() % 255))
+                        .ok());
+      }
+    }
+    for (int pass = 0; pass < 2; ++pass) {
+      if (pass == 1) {
+        log.reset();
+        log = OpenLog(sim);
+        ASSERT_NE(log, nullptr);
+      }
+      uint64_t next = 0;
+      int guard = 0;
+      for (; guard < 100000; ++guard) {
+        auto batch = log->Read("t", 0, next, 1 + rng() % 20, rng() % 2000);
+        if (!batch.ok()) {
+          ASSERT_EQ(batch.status().code(), StatusCode::kDataLoss) << batch.status().ToString();
+          auto resume = DataLossResumeOffset(batch.status());
+          ASSERT_TRUE(resume.has_value());
+          ASSERT_GT(*resume, next);
+          next = *resume;
+          continue;
+        }
+        if (batch->records.empty()) break;
+        for (const StoredRecord& r : batch->records) {
+          ASSERT_GE(r.offset, next);
+          ASSERT_LT(r.offset, ids.size());
+          ASSERT_EQ(r.id, ids[r.offset]);
+          ASSERT_EQ(r.value, values[r.offset]);
+          next = r.offset + 1;
+        }
+      }
+      ASSERT_LT(guard, 100000) << "read did not finish";
+      for (int64_t t : {int64_t{0}, int64_t{1} << 62}) {
+        auto off = log->OffsetForTime("t", 0, t);
+        ASSERT_TRUE(off.ok()) << off.status().ToString();
+      }
+    }
+    RecordView r{"after", "", "after", 0};
+    auto res = log->Append("t", std::span<const RecordView>(&r, 1));
+    ASSERT_TRUE(res.ok()) << res.status().ToString();
+    auto back = log->Read("t", 0, (*res)[0].offset, 1, 1);
+    ASSERT_TRUE(back.ok()) << back.status().ToString();
+    ASSERT_EQ(back->records.size(), 1u);
+    EXPECT_EQ(back->records[0].value, "after");
+    if (::testing::Test::HasFailure()) return;
+  }
+}
+
 TEST_F(LogCorruptionTest, DamagedTopicMetadataDoesNotStopOpen) {
   ASSERT_TRUE(log_->CreateTopic("other", {}).ok());
-  ASSERT_TRUE(sim_.sim_fs().CorruptByte(std::string(kDir) + "/topics/other/topic.json", 5, 0x55).ok());
+  ASSERT_TRUE(
+      sim_.sim_fs().CorruptByte(std::string(kDir) + "/topics/other/topic.json", 5, 0x55).ok());
   Reopen();
   EXPECT_EQ(log_->DescribeTopic("other").status().code(), StatusCode::kDataLoss);
   EXPECT_EQ(log_->ListTopics(), (std::vector<std::string>{"other", "t"}));

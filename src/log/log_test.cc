@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <map>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -227,7 +229,8 @@ TEST_F(LogTest, AppendReadRoundTrip) {
 
   // The data survives a reopen.
   Reopen();
-  EXPECT_EQ(ReadAll("orders", 0), (std::vector<std::string>{"first", std::string("bin\0ary", 7), ""}));
+  EXPECT_EQ(ReadAll("orders", 0),
+            (std::vector<std::string>{"first", std::string("bin\0ary", 7), ""}));
 }
 
 TEST_F(LogTest, KeysPickStablePartitionsWithDenseOffsets) {
@@ -284,8 +287,8 @@ TEST_F(LogTest, DedupWithinBatchAcrossBatchesAndReopen) {
   options.dedup_window_ms = 60'000;
   Create("t", options);
   // Within one batch (even with different keys the first occurrence wins).
-  std::vector<RecordView> batch = {{"e1", "k1", "v1", 0}, {"e2", "k2", "v2", 0},
-                                   {"e1", "k9", "v1-again", 0}};
+  std::vector<RecordView> batch = {
+      {"e1", "k1", "v1", 0}, {"e2", "k2", "v2", 0}, {"e1", "k9", "v1-again", 0}};
   auto res = log_->Append("t", batch);
   ASSERT_TRUE(res.ok());
   EXPECT_FALSE((*res)[0].duplicate);
@@ -453,9 +456,9 @@ TEST_F(LogTest, OffsetForTime) {
       if (ts[i] >= t) return i;
     return ts.size();
   };
-  for (int64_t t : {int64_t{0}, int64_t{1000}, int64_t{1001}, int64_t{50'500}, int64_t{51'000},
-                    int64_t{55'000}, int64_t{61'000}, int64_t{199'999}, int64_t{200'000},
-                    int64_t{200'001}}) {
+  for (int64_t t :
+       {int64_t{0}, int64_t{1000}, int64_t{1001}, int64_t{50'500}, int64_t{51'000}, int64_t{55'000},
+        int64_t{61'000}, int64_t{199'999}, int64_t{200'000}, int64_t{200'001}}) {
     auto off = log_->OffsetForTime("t", 0, t);
     ASSERT_TRUE(off.ok()) << off.status().ToString();
     EXPECT_EQ(*off, brute(t)) << "t=" << t;
@@ -664,6 +667,57 @@ TEST(LogRealEnvTest, ConcurrentAppendersShareCommitsAndKeepOrder) {
   }
 }
 
+// While the write buffer is full, an appender waits at most write_buffer_wait_ms and then gets
+// ResourceExhausted; nothing of its batch is appended, and it succeeds once there is room.
+TEST(LogRealEnvTest, FullWriteBufferMakesAppendersWaitThenFail) {
+  test::TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  LogOptions log_options;
+  log_options.dir = dir.path() + "/log";
+  log_options.write_buffer_max_bytes = 4096;
+  log_options.write_buffer_wait_ms = 30;
+  auto opened = Log::Open(Env::Default(), log_options);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  std::unique_ptr<Log> log = std::move(opened).value();
+  ASSERT_TRUE(log->CreateTopic("t", {}).ok());
+
+  // The first appender's watch callback holds it (and its buffer bytes) until released.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool entered = false;
+  bool release = false;
+  auto watch = log->WatchAppends("t", [&](uint32_t, uint64_t) {
+    std::unique_lock<std::mutex> lock(mu);
+    entered = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return release; });
+  });
+  ASSERT_TRUE(watch.ok());
+  const std::string big(3000, 'a');
+  std::thread first([&] {
+    RecordView r{"", "", big, 0};
+    EXPECT_TRUE(log->Append("t", std::span<const RecordView>(&r, 1)).ok());
+  });
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return entered; });
+  }
+  RecordView second{"", "", std::string_view(big).substr(0, 2000), 0};
+  auto res = log->Append("t", std::span<const RecordView>(&second, 1));
+  EXPECT_EQ(res.status().code(), StatusCode::kResourceExhausted) << res.status().ToString();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  first.join();
+  watch->reset();
+  EXPECT_EQ(log->DescribeTopic("t")->partitions[0].end_offset, 1u);
+  res = log->Append("t", std::span<const RecordView>(&second, 1));
+  ASSERT_TRUE(res.ok()) << res.status().ToString();
+  EXPECT_EQ((*res)[0].offset, 1u);
+}
+
 TEST_F(LogTest, BatchLargerThanTheWriteBufferIsRejected) {
   log_.reset();
   LogOptions options;
@@ -690,8 +744,9 @@ TEST_F(LogTest, DurabilityNames) {
 }
 
 TEST(DataLossResumeOffsetTest, Parses) {
-  EXPECT_EQ(DataLossResumeOffset(DataLossError("x: records [3, 9) are damaged (y); resume at offset 9")),
-            std::optional<uint64_t>(9));
+  EXPECT_EQ(
+      DataLossResumeOffset(DataLossError("x: records [3, 9) are damaged (y); resume at offset 9")),
+      std::optional<uint64_t>(9));
   EXPECT_EQ(DataLossResumeOffset(InternalError("resume at offset 9")), std::nullopt);
   EXPECT_EQ(DataLossResumeOffset(DataLossError("no offset")), std::nullopt);
 }

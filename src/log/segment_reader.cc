@@ -66,8 +66,8 @@ Result<std::optional<FoundRecord>> FindNextValidRecord(SegmentCursor& cursor, ui
     if (avail < kRecordHeaderBytes) return std::optional<FoundRecord>();
     // Candidate starts are the positions whose whole header is inside the window.
     const size_t candidates = avail - kRecordHeaderBytes + 1;
-    const void* hit = memmem(p, candidates + sizeof(kRecordMagic) - 1, kRecordMagic,
-                             sizeof(kRecordMagic));
+    const void* hit =
+        memmem(p, candidates + sizeof(kRecordMagic) - 1, kRecordMagic, sizeof(kRecordMagic));
     if (hit == nullptr) {
       pos += candidates;
       continue;

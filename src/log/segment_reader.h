@@ -77,13 +77,13 @@ Result<std::optional<FoundRecord>> FindNextValidRecord(SegmentCursor& cursor, ui
                                                        uint64_t min_offset);
 
 struct ScanResult {
-  uint64_t valid_bytes = 0;   // end of the last valid record (the truncation point of a tail)
-  uint64_t next_offset = 0;   // one past the last valid record; the base offset if none
+  uint64_t valid_bytes = 0;  // end of the last valid record (the truncation point of a tail)
+  uint64_t next_offset = 0;  // one past the last valid record; the base offset if none
   uint64_t records = 0;
   int64_t max_timestamp = INT64_MIN;
   int64_t max_append_micros = INT64_MIN;
-  bool damaged = false;       // damage found before valid records (reported by Read)
-  bool torn_tail = false;     // bytes after valid_bytes that are not a valid record
+  bool damaged = false;    // damage found before valid records (reported by Read)
+  bool torn_tail = false;  // bytes after valid_bytes that are not a valid record
   std::vector<IndexEntry> index;
 };
 

@@ -76,8 +76,8 @@ Status RemoveTree(FileSystem& fs, const std::string& path) {
 Status WriteBudget::Acquire(uint64_t bytes) {
   if (bytes > max_bytes_) {
     return ResourceExhaustedError("append of " + ToString(bytes) +
-                                  " bytes exceeds write_buffer_max_bytes (" +
-                                  ToString(max_bytes_) + ")");
+                                  " bytes exceeds write_buffer_max_bytes (" + ToString(max_bytes_) +
+                                  ")");
   }
   std::unique_lock<std::mutex> lock(mu_);
   if (used_ + bytes > max_bytes_) {
@@ -134,10 +134,10 @@ struct Topic::Partition {
   std::unique_ptr<WritableFile> file;  // the active segment
   std::shared_ptr<Segment> active;
   uint64_t next_offset = 0;
-  uint64_t write_pos = 0;           // bytes in the active segment
+  uint64_t write_pos = 0;  // bytes in the active segment
   int64_t seg_max_timestamp = INT64_MIN;
   uint64_t last_index_pos = 0;
-  bool dirty = false;               // bytes written and not synced
+  bool dirty = false;  // bytes written and not synced
 
   // Scratch of the current group.
   bool touched = false;
@@ -242,8 +242,7 @@ Result<std::shared_ptr<Topic>> Topic::Create(Env& env, const std::string& dir,
 }
 
 Result<std::shared_ptr<Topic>> Topic::Recover(Env& env, const std::string& dir,
-                                              const std::string& name,
-                                              const TopicOptions& options,
+                                              const std::string& name, const TopicOptions& options,
                                               std::shared_ptr<WriteBudget> budget) {
   std::shared_ptr<Topic> topic(new Topic(env, dir, name, options, std::move(budget)));
   const int64_t now = env.clock().NowWallMicros();
@@ -257,8 +256,8 @@ Result<std::shared_ptr<Topic>> Topic::Recover(Env& env, const std::string& dir,
                    [](const DedupCandidate& a, const DedupCandidate& b) {
                      return a.append_micros < b.append_micros;
                    });
-  const size_t keep = static_cast<size_t>(std::min<uint64_t>(candidates.size(),
-                                                             options.dedup_max_ids));
+  const size_t keep =
+      static_cast<size_t>(std::min<uint64_t>(candidates.size(), options.dedup_max_ids));
   for (size_t i = candidates.size() - keep; i < candidates.size(); ++i) {
     const DedupCandidate& c = candidates[i];
     topic->dedup_.FindOrInsert(c.hash, c.partition, c.offset, c.append_micros);
@@ -302,9 +301,9 @@ Status Topic::RecoverPartition(uint32_t index, int64_t dedup_cutoff_micros,
   const bool dedup_on = options_.dedup_window_ms > 0 && options_.dedup_max_ids > 0;
   ScanVisitor visit = [&](const RecordHeader& h, const uint8_t* body) {
     if (!dedup_on || h.id_len == 0 || h.append_micros < dedup_cutoff_micros) return;
-    candidates->push_back(DedupCandidate{
-        IdHash128(std::string_view(reinterpret_cast<const char*>(body), h.id_len)), h.offset,
-        h.append_micros, index});
+    candidates->push_back(
+        DedupCandidate{IdHash128(std::string_view(reinterpret_cast<const char*>(body), h.id_len)),
+                       h.offset, h.append_micros, index});
     if (candidates->size() >= 2 * max_candidates) trim_candidates();
   };
 
@@ -340,8 +339,6 @@ Status Topic::RecoverPartition(uint32_t index, int64_t dedup_cutoff_micros,
       part.seg_max_timestamp = scan.max_timestamp;
       part.last_index_pos = seg->index.empty() ? 0 : seg->index.back().position;
       part.end_offset = scan.next_offset;
-    } else {
-      seg->reader = std::move(file);
     }
     part.size_bytes += seg->size_bytes;
     part.segments.push_back(std::move(seg));
@@ -379,8 +376,8 @@ Result<std::vector<AppendResult>> Topic::Append(std::span<const RecordView> reco
     if (body > options_.max_record_bytes) {
       return InvalidArgumentError("record " + ToString(i) + ": " + ToString(body) +
                                   " bytes of id, key and value exceed max_record_bytes (" +
-                                  ToString(options_.max_record_bytes) + ") of topic '" +
-                                  name_ + "'");
+                                  ToString(options_.max_record_bytes) + ") of topic '" + name_ +
+                                  "'");
     }
     if (r.timestamp_micros < 0) {
       return InvalidArgumentError("record " + ToString(i) + ": negative timestamp");
@@ -567,8 +564,7 @@ Status Topic::Commit(std::span<Writer* const> group, bool force_sync) {
       const RecordView& r = w->records[i];
       Partition& part = *partitions_[res.partition];
       const size_t size = EncodedRecordBytes(r.id.size(), r.key.size(), r.value.size());
-      const bool roll =
-          part.write_pos > 0 && part.write_pos + size > options_.segment_max_bytes;
+      const bool roll = part.write_pos > 0 && part.write_pos + size > options_.segment_max_bytes;
       if (roll || part.pieces_used == 0) {
         if (part.pieces.size() == part.pieces_used) part.pieces.emplace_back();
         Piece& piece = part.pieces[part.pieces_used++];
@@ -748,11 +744,10 @@ void Topic::OnSyncTimer() {
 // ---------------------------------------------------------------------------------------
 // Read path
 
-Status Topic::DataLoss(uint32_t partition, uint64_t from, uint64_t to,
-                       std::string_view why) const {
+Status Topic::DataLoss(uint32_t partition, uint64_t from, uint64_t to, std::string_view why) const {
   return DataLossError("topic '" + name_ + "' partition " + ToString(partition) + ": records [" +
-                       ToString(from) + ", " + ToString(to) + ") are damaged (" +
-                       std::string(why) + "); resume at offset " + ToString(to));
+                       ToString(from) + ", " + ToString(to) + ") are damaged (" + std::string(why) +
+                       "); resume at offset " + ToString(to));
 }
 
 Result<std::shared_ptr<RandomAccessFile>> Topic::ReaderFor(Partition& part, Segment& seg) {
@@ -760,6 +755,14 @@ Result<std::shared_ptr<RandomAccessFile>> Topic::ReaderFor(Partition& part, Segm
   if (seg.reader == nullptr) {
     CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> f,
                               env_.fs().NewRandomAccessFile(seg.path));
+    // Bound open files: a partition caches a reader for its active segment and for the one
+    // older segment read last. Reads in progress keep their own reference.
+    const Segment* active = part.segments.back().get();
+    if (&seg != active) {
+      for (const auto& other : part.segments) {
+        if (other.get() != active) other->reader.reset();
+      }
+    }
     seg.reader = std::move(f);
   }
   return seg.reader;
@@ -769,10 +772,10 @@ namespace {
 
 struct ReadPlan {
   std::shared_ptr<Segment> segment;
-  uint64_t size = 0;       // readable bytes of the segment
-  uint64_t seg_end = 0;    // first offset past the segment
-  uint64_t position = 0;   // where to start parsing
-  uint64_t expected = 0;   // offset of the record at `position`
+  uint64_t size = 0;      // readable bytes of the segment
+  uint64_t seg_end = 0;   // first offset past the segment
+  uint64_t position = 0;  // where to start parsing
+  uint64_t expected = 0;  // offset of the record at `position`
 };
 
 // The last index entry at or before `offset` (records before it are skipped by the caller).
@@ -816,11 +819,21 @@ Result<ReadBatch> Topic::Read(uint32_t partition, uint64_t offset, size_t max_re
       plan.seg_end = plan.segment->end_offset;
       PlanFromIndex(*plan.segment, offset, &plan);
     }
+    // Size the first read for what the caller wants: max_bytes, or max_records records of the
+    // segment's average size, whichever is smaller (the read grows for a larger record).
+    const uint64_t records_in_segment = plan.seg_end - plan.segment->base_offset;
+    const uint64_t avg_record = records_in_segment > 0 ? plan.size / records_in_segment + 1 : 256;
+    const uint64_t by_records =
+        max_records > UINT64_MAX / (2 * avg_record) ? UINT64_MAX : max_records * 2 * avg_record;
+    const size_t chunk_bytes = static_cast<size_t>(std::clamp<uint64_t>(
+        std::min<uint64_t>(std::min<uint64_t>(max_bytes, by_records), kReadChunkMaxBytes) +
+            kIndexIntervalBytes,
+        kReadChunkMinBytes, kReadChunkMaxBytes));
     Result<std::shared_ptr<RandomAccessFile>> file = ReaderFor(part, *plan.segment);
-    Result<ReadBatch> batch = file.ok() ? ReadSegment(partition, **file, plan.size, plan.seg_end,
-                                                      plan.position, plan.expected, offset,
-                                                      max_records, max_bytes)
-                                        : Result<ReadBatch>(file.status());
+    Result<ReadBatch> batch =
+        file.ok() ? ReadSegment(partition, **file, plan.size, plan.seg_end, plan.position,
+                                plan.expected, offset, max_records, max_bytes, chunk_bytes)
+                  : Result<ReadBatch>(file.status());
     if (!batch.ok() && batch.status().code() != StatusCode::kDataLoss && attempt < 2) {
       // Retention may have deleted the segment under us; then read from the new start.
       std::lock_guard<std::mutex> lock(part.mu);
@@ -836,15 +849,11 @@ Result<ReadBatch> Topic::Read(uint32_t partition, uint64_t offset, size_t max_re
 Result<ReadBatch> Topic::ReadSegment(uint32_t partition, const RandomAccessFile& file,
                                      uint64_t size, uint64_t seg_end, uint64_t pos,
                                      uint64_t expected, uint64_t offset, size_t max_records,
-                                     size_t max_bytes) {
+                                     size_t max_bytes, size_t chunk_target) {
   ReadBatch batch;
   std::shared_ptr<uint8_t> buf;
   size_t batch_bytes = 0;
   size_t need = 0;  // size of a record that did not fit the previous chunk
-  const size_t chunk_target =
-      std::clamp<size_t>(max_bytes > SIZE_MAX - kIndexIntervalBytes ? SIZE_MAX
-                                                                    : max_bytes + kIndexIntervalBytes,
-                         kReadChunkMinBytes, kReadChunkMaxBytes);
   while (true) {
     if (pos >= size) {
       // The readable bytes ended before the segment's offsets did: a truncated segment.
@@ -962,9 +971,9 @@ Result<uint64_t> Topic::OffsetForTime(uint32_t partition, int64_t timestamp_micr
       plan.size = seg.size_bytes;
       plan.seg_end = seg.end_offset;
       // The last entry whose preceding records are all older than the time.
-      auto it = std::partition_point(
-          seg.index.begin(), seg.index.end(),
-          [&](const IndexEntry& e) { return e.prefix_max_ts < timestamp_micros; });
+      auto it = std::partition_point(seg.index.begin(), seg.index.end(), [&](const IndexEntry& e) {
+        return e.prefix_max_ts < timestamp_micros;
+      });
       if (it == seg.index.begin()) {
         plan.position = 0;
         plan.expected = seg.base_offset;

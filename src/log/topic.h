@@ -64,7 +64,7 @@ struct Segment {
   int64_t max_timestamp = INT64_MIN;
   int64_t max_append_micros = INT64_MIN;
   std::vector<IndexEntry> index;
-  std::shared_ptr<RandomAccessFile> reader;  // opened on first read
+  std::shared_ptr<RandomAccessFile> reader;  // cached after a read; see ReaderFor
 };
 
 class Topic : public std::enable_shared_from_this<Topic> {
@@ -86,8 +86,7 @@ class Topic : public std::enable_shared_from_this<Topic> {
 
   // `partition` < 0: from the key. See Log::Append.
   Result<std::vector<AppendResult>> Append(std::span<const RecordView> records, int64_t partition);
-  Result<ReadBatch> Read(uint32_t partition, uint64_t offset, size_t max_records,
-                         size_t max_bytes);
+  Result<ReadBatch> Read(uint32_t partition, uint64_t offset, size_t max_records, size_t max_bytes);
   Result<uint64_t> OffsetForTime(uint32_t partition, int64_t timestamp_micros);
   TopicInfo Describe();
   std::unique_ptr<Log::Watch> Watch(Log::AppendCallback fn);
@@ -127,8 +126,8 @@ class Topic : public std::enable_shared_from_this<Topic> {
   Status DataLoss(uint32_t partition, uint64_t from, uint64_t to, std::string_view why) const;
   Result<std::shared_ptr<RandomAccessFile>> ReaderFor(Partition& part, Segment& seg);
   Result<ReadBatch> ReadSegment(uint32_t partition, const RandomAccessFile& file, uint64_t size,
-                                uint64_t seg_end, uint64_t pos, uint64_t expected,
-                                uint64_t offset, size_t max_records, size_t max_bytes);
+                                uint64_t seg_end, uint64_t pos, uint64_t expected, uint64_t offset,
+                                size_t max_records, size_t max_bytes, size_t chunk_target);
   uint8_t* GroupBuffer(size_t bytes);
 
   Env& env_;

@@ -47,7 +47,8 @@ Status ValidateTopicOptions(const TopicOptions& o) {
   }
   if (o.retention_max_age_ms < 0) return InvalidArgumentError("retention_max_age_ms must be >= 0");
   if (o.dedup_window_ms < 0) return InvalidArgumentError("dedup_window_ms must be >= 0");
-  if (o.dedup_window_ms > INT64_MAX / 1000) return InvalidArgumentError("dedup_window_ms too large");
+  if (o.dedup_window_ms > INT64_MAX / 1000)
+    return InvalidArgumentError("dedup_window_ms too large");
   if (o.retention_max_age_ms > INT64_MAX / 1000) {
     return InvalidArgumentError("retention_max_age_ms too large");
   }
@@ -84,7 +85,8 @@ Status DecodeTopicMeta(std::string_view json, std::string* name, TopicOptions* o
     boost::json::value v = boost::json::parse(json, ec);
     if (ec) return DataLossError("topic.json is not valid JSON: " + ec.message());
     const boost::json::object& obj = v.as_object();
-    if (obj.at("format").as_string() != "converge.topic" || obj.at("version").to_number<int>() != 1) {
+    if (obj.at("format").as_string() != "converge.topic" ||
+        obj.at("version").to_number<int>() != 1) {
       return DataLossError("topic.json has an unknown format or version");
     }
     TopicOptions o;
