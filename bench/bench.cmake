@@ -22,6 +22,10 @@ target_sources(converge_cli PRIVATE
   ${CONVERGE_BENCH_DIR}/jetstream.cc
   ${CONVERGE_BENCH_DIR}/redis_streams.cc
   ${CONVERGE_BENCH_DIR}/converge_log.cc
+  ${CONVERGE_BENCH_DIR}/store_bench.cc
+  ${CONVERGE_BENCH_DIR}/store_converge.cc
+  ${CONVERGE_BENCH_DIR}/store_jetstream_kv.cc
+  ${CONVERGE_BENCH_DIR}/store_postgres.cc
   ${CONVERGE_TEST_SUPPORT_DIR}/server_process.cc
 )
 # TODO(bench): consume + ack through consumer groups needs src/groups (ConsumerGroups::Open);
@@ -30,7 +34,8 @@ if(CONVERGE_BENCH_WITH_GROUPS)
   target_compile_definitions(converge_cli PRIVATE CONVERGE_BENCH_HAVE_GROUPS)
 endif()
 target_include_directories(converge_cli PRIVATE ${CMAKE_SOURCE_DIR} ${CMAKE_SOURCE_DIR}/tests)
-target_link_libraries(converge_cli PRIVATE PkgConfig::NATS PkgConfig::HIREDIS)
+target_link_libraries(converge_cli PRIVATE PkgConfig::NATS PkgConfig::HIREDIS
+  PostgreSQL::PostgreSQL Boost::headers)
 
 converge_test(NAME bench_test LABELS unit LIBS Boost::json SOURCES
   ${CONVERGE_BENCH_DIR}/bench_test.cc
