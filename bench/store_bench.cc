@@ -82,8 +82,8 @@ Result<uint64_t> ParseNumber(std::string_view flag, std::string_view value, uint
   errno = 0;
   const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
   if (v.empty() || v[0] == '-' || *end != '\0' || errno != 0 || n < lo || n > hi) {
-    return InvalidArgumentError(std::string(flag) + " wants an integer in [" +
-                                std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    return InvalidArgumentError(std::string(flag) + " wants an integer in [" + std::to_string(lo) +
+                                ", " + std::to_string(hi) + "]");
   }
   return static_cast<uint64_t>(n);
 }
@@ -164,7 +164,7 @@ struct ClientResult {
   uint64_t increments = 0;  // in the measured window
   uint64_t conflicts = 0;
   uint64_t total_increments = 0;  // warm-up included: what the counters must add up to
-  std::vector<int64_t> latency;  // nanoseconds per measured increment
+  std::vector<int64_t> latency;   // nanoseconds per measured increment
   Status status;
 };
 
@@ -188,8 +188,7 @@ std::string StoreComparison(const std::vector<Measurement>& rows) {
       auto it = systems.find(peer);
       if (it == systems.end()) continue;
       const double ratio = it->second > 0 ? ours->second / it->second : 0;
-      out += workload + ": " + ours->first + " / " + peer + " = " +
-             Ratio(ours->second, it->second);
+      out += workload + ": " + ours->first + " / " + peer + " = " + Ratio(ours->second, it->second);
       if (workload == "rmw_spread") {
         out += ratio >= target ? " (target >= " : " (MISS: target >= ";
         char t[16];
@@ -206,8 +205,8 @@ bool RunSystem(const std::string& name, const StoreOptions& o, const std::string
                std::vector<Measurement>& rows) {
   std::unique_ptr<StoreSystem> system = MakeSystem(name);
   if (system == nullptr) {
-    std::fprintf(stderr, "converge bench store: %s: not available in this binary%s\n",
-                 name.c_str(), o.systems_explicit ? "" : " (skipped)");
+    std::fprintf(stderr, "converge bench store: %s: not available in this binary%s\n", name.c_str(),
+                 o.systems_explicit ? "" : " (skipped)");
     return !o.systems_explicit;
   }
   Result<testing::TempDir> dir = testing::TempDir::Create(name + "-", run_dir);
@@ -394,8 +393,8 @@ Status RunIncrements(StoreSystem& system, const StoreWorkload& w, const std::str
   m.p99_us = p.p99_us;
   m.p999_us = p.p999_us;
   char note[256];
-  std::snprintf(note, sizeof(note), "%u clients, %s, %" PRIu64 " conflicts (%.1f%%); %s",
-                w.clients, hot ? "1 key" : (std::to_string(w.keys) + " keys").c_str(), conflicts,
+  std::snprintf(note, sizeof(note), "%u clients, %s, %" PRIu64 " conflicts (%.1f%%); %s", w.clients,
+                hot ? "1 key" : (std::to_string(w.keys) + " keys").c_str(), conflicts,
                 increments + conflicts > 0 ? 100.0 * conflicts / (increments + conflicts) : 0.0,
                 system.note().c_str());
   m.note = note;

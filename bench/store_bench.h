@@ -20,10 +20,10 @@
 namespace converge::bench {
 
 struct StoreWorkload {
-  std::string dir;          // scratch directory of the system (filled by the runner)
-  uint32_t clients = 32;    // concurrent client sessions (threads, one connection each)
-  uint32_t keys = 10'000;   // spread workload: keys chosen uniformly
-  uint32_t seconds = 10;    // measured seconds per workload, after 1 s of warm-up
+  std::string dir;         // scratch directory of the system (filled by the runner)
+  uint32_t clients = 32;   // concurrent client sessions (threads, one connection each)
+  uint32_t keys = 10'000;  // spread workload: keys chosen uniformly
+  uint32_t seconds = 10;   // measured seconds per workload, after 1 s of warm-up
   uint64_t seed = 1;
 };
 

@@ -44,8 +44,8 @@ class InprocSession : public StoreSession {
     return Status::Ok();
   }
   Status Write(const std::string& key, int64_t value, const std::string& version) override {
-    return store_->Put(kCaller, kCollection, key, std::to_string(value),
-                       Precondition::IfMatch(version))
+    return store_
+        ->Put(kCaller, kCollection, key, std::to_string(value), Precondition::IfMatch(version))
         .status();
   }
 
@@ -156,8 +156,7 @@ class HttpSession : public StoreSession {
     return UnavailableError(std::string("sidecar ") + method + ": HTTP " +
                             std::to_string(res.result_int()) + " " + res.body());
   }
-  Status RoundTrip(http::request<http::string_body>& req,
-                   http::response<http::string_body>* res) {
+  Status RoundTrip(http::request<http::string_body>& req, http::response<http::string_body>* res) {
     beast::error_code ec;
     http::write(socket_, req, ec);
     if (!ec) http::read(socket_, buffer_, *res, ec);

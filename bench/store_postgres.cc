@@ -35,8 +35,8 @@ class PgSession : public StoreSession {
   ~PgSession() override { PQfinish(conn_); }
 
   Status Prepare() {
-    PGresult* r = PQprepare(conn_, "read", "SELECT value, version FROM counters WHERE key = $1",
-                            1, nullptr);
+    PGresult* r =
+        PQprepare(conn_, "read", "SELECT value, version FROM counters WHERE key = $1", 1, nullptr);
     bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
     if (!ok) return PgError("prepare read", conn_);

@@ -157,7 +157,7 @@ struct Precondition {
 
 // ttl_ms values.
 inline constexpr int64_t kCollectionDefaultTtl = -1;  // use the collection's default_ttl_ms
-inline constexpr int64_t kNoTtl = 0;                   // never expires
+inline constexpr int64_t kNoTtl = 0;                  // never expires
 
 struct Document {
   std::string key;
@@ -209,14 +209,14 @@ struct ListResult {
 };
 
 struct StoreStats {
-  uint64_t last_seq = 0;          // last commit sequence number assigned
-  uint64_t durable_seq = 0;       // every change up to this one is durable
+  uint64_t last_seq = 0;            // last commit sequence number assigned
+  uint64_t durable_seq = 0;         // every change up to this one is durable
   uint64_t feed_published_seq = 0;  // every change up to this one is in the change feed
   uint64_t feed_backlog_events = 0;
-  uint64_t group_commits = 0;     // WAL syncs by the group-commit leader
-  uint64_t commits = 0;           // transactions committed since Open
+  uint64_t group_commits = 0;  // WAL syncs by the group-commit leader
+  uint64_t commits = 0;        // transactions committed since Open
   uint64_t checkpoints = 0;
-  uint64_t wal_bytes = 0;         // size of the current WAL file
+  uint64_t wal_bytes = 0;  // size of the current WAL file
   uint64_t documents = 0;
   uint64_t bytes = 0;
 };
@@ -236,7 +236,7 @@ struct StoreOptions {
   uint64_t max_transaction_bytes = 16ull << 20;
   uint64_t max_store_bytes = 4ull << 30;  // keys + values of all documents
   size_t list_max_limit = 1000;
-  uint64_t list_max_bytes = 8ull << 20;   // a page ends early past this many value bytes
+  uint64_t list_max_bytes = 8ull << 20;  // a page ends early past this many value bytes
   // Bytes of committed changes waiting for the group sync before writers wait.
   uint64_t commit_buffer_max_bytes = 64ull << 20;
   // A checkpoint (snapshot + new WAL) is taken when the WAL grows past this.
@@ -306,8 +306,9 @@ class Store {
                                      const std::string& key,
                                      const Precondition& precondition = {}) = 0;
   // Commits a transaction atomically. An empty list is InvalidArgument. A failure names the
-  // index of the first failing op ("op 3: ...", when there are several) and nothing is applied. A delete of a missing
-  // document is NotFound; ResourceExhausted over max_transaction_ops / max_transaction_bytes.
+  // index of the first failing op ("op 3: ...", when there are several) and nothing is applied. A
+  // delete of a missing document is NotFound; ResourceExhausted over max_transaction_ops /
+  // max_transaction_bytes.
   virtual Result<CommitResult> Commit(const Caller& caller, std::span<const WriteOp> ops) = 0;
   // Commit without blocking for the sync: `done` is called exactly once with what Commit would
   // return — on the calling thread for a refused transaction, else on the thread that finishes
@@ -316,8 +317,7 @@ class Store {
   // commit or publish change events for others before returning (blocking on that I/O); a
   // server can therefore serve many concurrent writes with a few threads, all sharing syncs.
   using CommitCallback = std::function<void(Result<CommitResult>)>;
-  virtual void CommitAsync(const Caller& caller, std::vector<WriteOp> ops,
-                           CommitCallback done) = 0;
+  virtual void CommitAsync(const Caller& caller, std::vector<WriteOp> ops, CommitCallback done) = 0;
 
   // ---- maintenance ----
   // Removes up to ttl_sweep_max_docs expired documents now (one committed expiry); returns

@@ -35,7 +35,6 @@ std::string FeedEventId(std::string_view collection, std::string_view key, uint6
 bool SeqFromFeedEventId(std::string_view id, uint64_t* seq);
 
 // Appends the records of `txn` to `out`, in the order of its ops.
-Status AppendFeedRecords(const FeedTxn& txn, std::string_view source,
-                         std::vector<FeedRecord>* out);
+Status AppendFeedRecords(const FeedTxn& txn, std::string_view source, std::vector<FeedRecord>* out);
 
 }  // namespace converge::store_internal

@@ -249,8 +249,7 @@ Status ReadSnapshot(std::string_view bytes, std::string_view name, SnapshotHeade
   if (body.substr(0, kSnapshotMagic.size()) != kSnapshotMagic) return damaged("bad magic");
   Reader r(body.substr(kSnapshotMagic.size()));
   uint64_t ncoll = 0;
-  if (!r.GetVarint(&header->seq) || !r.GetVarint(&header->feed_cursor) ||
-      !r.GetVarint(&ncoll)) {
+  if (!r.GetVarint(&header->seq) || !r.GetVarint(&header->feed_cursor) || !r.GetVarint(&ncoll)) {
     return damaged("bad header");
   }
   state->clear();

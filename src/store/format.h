@@ -34,10 +34,10 @@ struct WalOp {
 struct WalRecord {
   RecordType type = RecordType::kTxn;
   uint64_t seq = 0;
-  int64_t wall_ms = 0;       // kTxn: commit time
-  std::vector<WalOp> ops;    // kTxn
-  std::string collection;    // kPutCollection, kDropCollection
-  CollectionConfig config;   // kPutCollection
+  int64_t wall_ms = 0;      // kTxn: commit time
+  std::vector<WalOp> ops;   // kTxn
+  std::string collection;   // kPutCollection, kDropCollection
+  CollectionConfig config;  // kPutCollection
 };
 
 inline constexpr size_t kRecordHeaderBytes = 8;

@@ -82,9 +82,9 @@ bool IsJsonMediaType(std::string_view media_type) {
 
 Status CheckJsonBody(const StoreHttpRequest& r) {
   if (r.content_type && !r.content_type->empty() && !IsJsonMediaType(*r.content_type)) {
-    return Status(StatusCode::kInvalidArgument,
-                  "unsupported media type '" + std::string(r.content_type->substr(0, 100)) +
-                      "': send application/json");
+    return Status(StatusCode::kInvalidArgument, "unsupported media type '" +
+                                                    std::string(r.content_type->substr(0, 100)) +
+                                                    "': send application/json");
   }
   return Status::Ok();
 }
@@ -402,8 +402,8 @@ StoreHttpResponse StoreHttpHandler::ListCollections() {
 StoreHttpResponse StoreHttpHandler::PutCollection(const StoreHttpRequest& r,
                                                   const std::string& name) {
   if (Status s = CheckJsonBody(r); !s.ok()) return UnsupportedMediaType(s);
-  Result<json::value> v = ParseJson(r.body.empty() ? std::string_view("{}") : r.body, options_,
-                                    "collection config");
+  Result<json::value> v =
+      ParseJson(r.body.empty() ? std::string_view("{}") : r.body, options_, "collection config");
   if (!v.ok()) return StoreErrorResponse(v.status());
   Result<CollectionConfig> config = ConfigFromJson(*v, r.caller);
   if (!config.ok()) return StoreErrorResponse(config.status());

@@ -44,7 +44,7 @@ struct StoreHttpRequest {
   std::string_view target;  // path and query, as received (percent-encoded)
   std::optional<std::string_view> if_match;
   std::optional<std::string_view> if_none_match;
-  std::optional<std::string_view> ttl_ms;        // Converge-TTL-Ms
+  std::optional<std::string_view> ttl_ms;  // Converge-TTL-Ms
   std::optional<std::string_view> content_type;
   std::string_view body;
   Caller caller;
@@ -88,8 +88,8 @@ class StoreHttpHandler {
   StoreHttpResponse DeleteCollection(const StoreHttpRequest& r, const std::string& name);
   StoreHttpResponse ListDocuments(const std::string& collection, std::string_view query);
   StoreHttpResponse GetDocument(const std::string& collection, const std::string& key);
-  void PutDocument(const StoreHttpRequest& r, const std::string& collection,
-                   const std::string& key, std::string_view query, Done& done);
+  void PutDocument(const StoreHttpRequest& r, const std::string& collection, const std::string& key,
+                   std::string_view query, Done& done);
   void DeleteDocument(const StoreHttpRequest& r, const std::string& collection,
                       const std::string& key, Done& done);
   void Transaction(const StoreHttpRequest& r, Done& done);

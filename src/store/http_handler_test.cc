@@ -110,9 +110,9 @@ TEST_F(StoreHttpTest, CollectionLifecycleAndOwnership) {
   EXPECT_EQ(Call("PUT", "/v1/collections/x", R"({"writers":"a"})").status, 400);
   EXPECT_EQ(Call("PUT", "/v1/collections/x", R"({"default_ttl_ms":"a"})").status, 400);
   EXPECT_EQ(Call("PUT", "/v1/collections/x", R"({"merge_fields":{"f":"nope"}})").status, 400);
-  EXPECT_EQ(Call("PUT", "/v1/collections/x", "{}", "orders", {{"Content-Type", "text/plain"}})
-                .status,
-            415);
+  EXPECT_EQ(
+      Call("PUT", "/v1/collections/x", "{}", "orders", {{"Content-Type", "text/plain"}}).status,
+      415);
 
   EXPECT_EQ(Call("DELETE", "/v1/collections/orders", "", "billing").status, 403);
   EXPECT_EQ(Call("DELETE", "/v1/collections/orders").status, 204);
@@ -142,15 +142,14 @@ TEST_F(StoreHttpTest, DocumentsWithETagsAndPreconditions) {
                     {{"If-Match", etag}});
   EXPECT_EQ(stale.status, 412);
   EXPECT_EQ(Code(stale), "ABORTED");
-  auto exists = Call("PUT", "/v1/collections/orders/docs/o/1", "1", "orders",
-                     {{"If-None-Match", "*"}});
+  auto exists =
+      Call("PUT", "/v1/collections/orders/docs/o/1", "1", "orders", {{"If-None-Match", "*"}});
   EXPECT_EQ(exists.status, 412);
   EXPECT_EQ(Code(exists), "ALREADY_EXISTS");
-  EXPECT_EQ(Call("PUT", "/v1/collections/orders/docs/o/1", "1", "orders", {{"If-Match", "abc"}})
-                .status,
-            400);
-  EXPECT_EQ(Call("PUT", "/v1/collections/orders/docs/o/1", "1", "orders",
-                 {{"If-None-Match", etag}})
+  EXPECT_EQ(
+      Call("PUT", "/v1/collections/orders/docs/o/1", "1", "orders", {{"If-Match", "abc"}}).status,
+      400);
+  EXPECT_EQ(Call("PUT", "/v1/collections/orders/docs/o/1", "1", "orders", {{"If-None-Match", etag}})
                 .status,
             400);
   EXPECT_EQ(Call("GET", "/v1/collections/orders/docs/o/1").body, R"({"total":6})");
@@ -158,9 +157,9 @@ TEST_F(StoreHttpTest, DocumentsWithETagsAndPreconditions) {
   auto denied = Call("PUT", "/v1/collections/orders/docs/o/1", "1", "stranger");
   EXPECT_EQ(denied.status, 403);
   EXPECT_EQ(Call("DELETE", "/v1/collections/orders/docs/o/1", "", "stranger").status, 403);
-  EXPECT_EQ(Call("DELETE", "/v1/collections/orders/docs/o/1", "", "orders", {{"If-Match", etag}})
-                .status,
-            412);
+  EXPECT_EQ(
+      Call("DELETE", "/v1/collections/orders/docs/o/1", "", "orders", {{"If-Match", etag}}).status,
+      412);
   EXPECT_EQ(Call("DELETE", "/v1/collections/orders/docs/o/1").status, 204);
   EXPECT_EQ(Call("GET", "/v1/collections/orders/docs/o/1").status, 404);
   EXPECT_EQ(Call("DELETE", "/v1/collections/orders/docs/o/1").status, 404);
@@ -171,10 +170,9 @@ TEST_F(StoreHttpTest, MalformedKeysAndBodiesAre400OversizedIs413) {
   CreateOrders();
   EXPECT_EQ(Call("PUT", "/v1/collections/orders/docs/", "1").status, 405);
   for (const char* target :
-       {"/v1/collections/orders/docs/a%20b",
-        "/v1/collections/orders/docs/a%zz", "/v1/collections/orders/docs/a%2",
-        "/v1/collections/orders/docs/%22q%22", "/v1/collections/orders/docs/caf%C3%A9",
-        "/v1/collections/orders/docs/a%00b"}) {
+       {"/v1/collections/orders/docs/a%20b", "/v1/collections/orders/docs/a%zz",
+        "/v1/collections/orders/docs/a%2", "/v1/collections/orders/docs/%22q%22",
+        "/v1/collections/orders/docs/caf%C3%A9", "/v1/collections/orders/docs/a%00b"}) {
     auto r = Call("PUT", target, "1");
     EXPECT_EQ(r.status, 400) << target << " " << r.body;
     EXPECT_EQ(Call("GET", target).status, 400) << target;
@@ -197,22 +195,22 @@ TEST_F(StoreHttpTest, MalformedKeysAndBodiesAre400OversizedIs413) {
                  {{"Content-Type", "application/vnd.x+json; charset=utf-8"}})
                 .status,
             201);
-  EXPECT_EQ(Call("PUT", "/v1/collections/orders/docs/k", "1", "orders",
-                 {{"Converge-TTL-Ms", "soon"}})
-                .status,
-            400);
+  EXPECT_EQ(
+      Call("PUT", "/v1/collections/orders/docs/k", "1", "orders", {{"Converge-TTL-Ms", "soon"}})
+          .status,
+      400);
   EXPECT_EQ(Call("PUT", "/v1/collections/orders/docs/k?ttl_ms=-1", "1").status, 400);
 }
 
 TEST_F(StoreHttpTest, TtlHeaderAndQuery) {
   CreateOrders();
-  ASSERT_EQ(Call("PUT", "/v1/collections/orders/docs/a", "1", "orders",
-                 {{"Converge-TTL-Ms", "1000"}})
-                .status,
-            201);
+  ASSERT_EQ(
+      Call("PUT", "/v1/collections/orders/docs/a", "1", "orders", {{"Converge-TTL-Ms", "1000"}})
+          .status,
+      201);
   ASSERT_EQ(Call("PUT", "/v1/collections/orders/docs/b?ttl_ms=3000", "1").status, 201);
-  EXPECT_FALSE(Header(Call("GET", "/v1/collections/orders/docs/a"), "Converge-Expires-At-Ms")
-                   .empty());
+  EXPECT_FALSE(
+      Header(Call("GET", "/v1/collections/orders/docs/a"), "Converge-Expires-At-Ms").empty());
   env_.AdvanceTime(2000 * 1'000'000LL);
   EXPECT_EQ(Call("GET", "/v1/collections/orders/docs/a").status, 404);
   EXPECT_EQ(Call("GET", "/v1/collections/orders/docs/b").status, 200);
@@ -275,8 +273,7 @@ TEST_F(StoreHttpTest, Transactions) {
         R"({"ops":[{"op":"zap","collection":"orders","key":"a"}]})",
         R"({"ops":[{"op":"put","collection":"orders","key":"a"}]})",
         R"({"ops":[{"op":"put","collection":"orders","key":"a b","value":1}]})",
-        R"({"ops":[{"op":"check","collection":"orders","key":"a"}]})",
-        R"({"ops":[]})"}) {
+        R"({"ops":[{"op":"check","collection":"orders","key":"a"}]})", R"({"ops":[]})"}) {
     EXPECT_EQ(Call("POST", "/v1/collections/_transaction", bad).status, 400) << bad;
   }
   EXPECT_EQ(Call("GET", "/v1/collections/orders/docs/a").body, R"({"n":2})");

@@ -30,7 +30,6 @@ using FieldMergers = std::map<std::string, const MergeFunction*, std::less<>>;
 // written merge fields joined in. InvalidArgument: `written` is not an object; a merge
 // function's error is returned as is (prefixed with the field).
 Result<std::string> ResolveMergeFields(std::string_view stored, std::string_view written,
-                                       const FieldMergers& mergers, bool stale,
-                                       uint32_t max_depth);
+                                       const FieldMergers& mergers, bool stale, uint32_t max_depth);
 
 }  // namespace converge::store_internal

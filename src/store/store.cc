@@ -35,8 +35,8 @@ Result<uint64_t> VersionFromETag(std::string_view etag) {
   return v;
 }
 
-WriteOp WriteOp::Put(std::string collection, std::string key, std::string value,
-                     Precondition pre, int64_t ttl_ms) {
+WriteOp WriteOp::Put(std::string collection, std::string key, std::string value, Precondition pre,
+                     int64_t ttl_ms) {
   WriteOp op;
   op.kind = Kind::kPut;
   op.collection = std::move(collection);
@@ -146,10 +146,6 @@ Result<std::unique_ptr<Store>> Store::Open(Env& env, const StoreOptions& options
 namespace store_internal {
 namespace {
 
-constexpr uint64_t kSeqReserveBlock = 1u << 20;
-constexpr std::string_view kSeqFileName = "SEQ";
-constexpr std::string_view kLockFileName = "LOCK";
-
 bool CanWrite(const Caller& caller, const CollectionConfig& config) {
   if (caller.admin) return true;
   if (caller.service.empty()) return false;
@@ -213,489 +209,6 @@ StoreImpl::~StoreImpl() {
   }
   if (!completions_.empty()) FailLocked(lock, CancelledError("the store is closing"));
   if (bg_error_.ok()) wal_->Close().IgnoreError();
-}
-
-Status StoreImpl::Recover() {
-  FileSystem& fs = env_.fs();
-  CONVERGE_RETURN_IF_ERROR(fs.CreateDirs(opt_.dir));
-  CONVERGE_ASSIGN_OR_RETURN(dir_lock_, fs.LockFile(Path(kLockFileName)));
-  CONVERGE_ASSIGN_OR_RETURN(std::vector<std::string> names, fs.ListDir(opt_.dir));
-
-  uint64_t snapshot_seq = 0;
-  bool have_snapshot = false;
-  std::vector<uint64_t> wal_firsts;
-  bool removed_tmp = false;
-  for (const std::string& name : names) {
-    uint64_t n = 0;
-    if (ParseSnapshotFileName(name, &n)) {
-      if (!have_snapshot || n > snapshot_seq) snapshot_seq = n;
-      have_snapshot = true;
-    } else if (ParseWalFileName(name, &n)) {
-      wal_firsts.push_back(n);
-    } else if (name.size() > 4 && name.substr(name.size() - 4) == ".tmp") {
-      CONVERGE_RETURN_IF_ERROR(fs.DeleteFile(Path(name)));  // an unfinished atomic write
-      removed_tmp = true;
-    }
-  }
-  if (removed_tmp) CONVERGE_RETURN_IF_ERROR(fs.SyncDir(opt_.dir));
-  std::sort(wal_firsts.begin(), wal_firsts.end());
-
-  if (fs.FileExists(Path(kSeqFileName))) {
-    CONVERGE_ASSIGN_OR_RETURN(std::string text, fs.ReadFileToString(Path(kSeqFileName)));
-    while (!text.empty() && text.back() == '\n') text.pop_back();
-    auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), seq_reserved_);
-    if (ec != std::errc() || ptr != text.data() + text.size()) {
-      return DataLossError("store file SEQ is damaged");
-    }
-  }
-
-  SnapshotHeader header;
-  if (have_snapshot) {
-    const std::string name = SnapshotFileName(snapshot_seq);
-    CONVERGE_ASSIGN_OR_RETURN(std::string bytes, fs.ReadFileToString(Path(name)));
-    CONVERGE_RETURN_IF_ERROR(ReadSnapshot(bytes, name, &header, &colls_));
-    if (header.seq != snapshot_seq) return DataLossError("snapshot " + name + " names another seq");
-    for (auto& [cname, coll] : colls_) {
-      for (const auto& [key, doc] : coll.docs) {
-        if (doc.expires_at_ms != 0) expiry_.emplace(doc.expires_at_ms, cname, key);
-      }
-      total_bytes_ += coll.bytes;
-      total_docs_ += coll.docs.size();
-      coll.last_delete_seq = snapshot_seq;
-      last_catalog_seq_ = std::max(last_catalog_seq_, coll.created_seq);
-    }
-  }
-
-  // The feed's cursor: the last change found in the topic, else the snapshot's.
-  uint64_t feed_cursor = header.feed_cursor;
-  if (opt_.feed_log != nullptr) {
-    CONVERGE_ASSIGN_OR_RETURN(uint64_t from_log, FeedCursorFromLog());
-    feed_cursor = std::max(feed_cursor, from_log);
-  }
-  feed_cursor_at_open_ = feed_cursor;
-
-  uint64_t prev = 0;
-  for (size_t i = 0; i < wal_firsts.size(); ++i) {
-    CONVERGE_RETURN_IF_ERROR(
-        ReplayWal(wal_firsts[i], i + 1 == wal_firsts.size(), snapshot_seq, &prev));
-  }
-  const uint64_t last = std::max(snapshot_seq, prev);
-  wal_files_ = wal_firsts;
-  last_seq_ = std::max(last, seq_reserved_ > 0 ? seq_reserved_ - 1 : 0);
-  durable_seq_ = last_seq_;
-  feed_published_seq_ = feed_queue_.empty() ? std::max(feed_cursor, last) : feed_cursor;
-  CONVERGE_RETURN_IF_ERROR(OpenNewWal(last_seq_ + 1));
-
-  {
-    std::lock_guard<std::mutex> g(timer_->mu);
-    timer_->store = this;
-    ScheduleTimerLocked();
-  }
-  if (!feed_queue_.empty()) {
-    Lock lock(mu_);
-    DoWorkLocked(lock);  // what fails is retried by later groups and FlushFeed
-  }
-  return Status::Ok();
-}
-
-Result<uint64_t> StoreImpl::FeedCursorFromLog() {
-  Log& log = *opt_.feed_log;
-  Result<TopicInfo> info = log.DescribeTopic(opt_.feed_topic);
-  const uint64_t needed = opt_.max_document_bytes + 3ull * opt_.max_key_bytes + 4096;
-  if (!info.ok()) {
-    if (info.status().code() != StatusCode::kNotFound) return info.status();
-    TopicOptions topt = opt_.feed_topic_options;
-    topt.partitions = 1;
-    topt.max_record_bytes = static_cast<uint32_t>(std::max<uint64_t>(topt.max_record_bytes, needed));
-    Status s = log.CreateTopic(opt_.feed_topic, topt);
-    if (!s.ok() && s.code() != StatusCode::kAlreadyExists) {
-      return s.WithContext("creating the change-feed topic");
-    }
-    return uint64_t{0};
-  }
-  if (info->partitions.size() != 1) {
-    return FailedPreconditionError("change-feed topic '" + opt_.feed_topic +
-                                   "' must have exactly one partition");
-  }
-  if (info->options.max_record_bytes < needed) {
-    return FailedPreconditionError("change-feed topic '" + opt_.feed_topic +
-                                   "' has max_record_bytes " +
-                                   std::to_string(info->options.max_record_bytes) +
-                                   ", the store needs " + std::to_string(needed));
-  }
-  const PartitionInfo& p = info->partitions[0];
-  if (p.end_offset == 0 || p.end_offset <= p.start_offset) return uint64_t{0};
-  Result<ReadBatch> batch = log.Read(opt_.feed_topic, 0, p.end_offset - 1, 1, 1);
-  if (!batch.ok() || batch->records.empty()) {
-    // A damaged or trimmed tail: fall back on the snapshot's cursor; re-published events are
-    // deduplicated by id.
-    return uint64_t{0};
-  }
-  uint64_t seq = 0;
-  if (!SeqFromFeedEventId(batch->records.back().id, &seq) || seq == 0) return uint64_t{0};
-  // A crash may have kept only a prefix of the last append: publish that transaction again
-  // (its events already there are deduplicated by id).
-  return seq - 1;
-}
-
-Status StoreImpl::ReplayWal(uint64_t first_seq, bool last_file, uint64_t snapshot_seq,
-                            uint64_t* prev) {
-  FileSystem& fs = env_.fs();
-  const std::string name = WalFileName(first_seq);
-  const std::string path = Path(name);
-  CONVERGE_ASSIGN_OR_RETURN(std::string bytes, fs.ReadFileToString(path));
-  std::string_view in(bytes);
-  size_t offset = 0;
-  WalRecord rec;
-  while (true) {
-    size_t consumed = 0;
-    const ParseOutcome outcome = ParseRecord(in.substr(offset), &rec, &consumed);
-    if (outcome == ParseOutcome::kEnd) break;
-    if (outcome != ParseOutcome::kRecord) {
-      auto damaged = [&](std::string_view why) {
-        return DataLossError("store WAL " + name + " is damaged at byte " +
-                             std::to_string(offset) + " (" + std::string(why) + ")");
-      };
-      if (!last_file) return damaged("a record before the last file's tail");
-      if (outcome == ParseOutcome::kCorrupt) {
-        // A torn final write looks corrupt; a corrupt record followed by a good one does not.
-        const std::string_view rest = in.substr(offset);
-        if (rest.size() >= kRecordHeaderBytes) {
-          const size_t declared = kRecordHeaderBytes + DecodeFixed32(rest.data() + 4);
-          WalRecord next;
-          size_t next_consumed = 0;
-          if (declared < rest.size() &&
-              ParseRecord(rest.substr(declared), &next, &next_consumed) == ParseOutcome::kRecord) {
-            return damaged("corrupt record followed by valid ones");
-          }
-        }
-      }
-      // Never acknowledged: cut it off, durably, before anything is appended after it.
-      CONVERGE_RETURN_IF_ERROR(fs.Truncate(path, offset));
-      return Status::Ok();
-    }
-    if (rec.seq <= *prev) {
-      return DataLossError("store WAL " + name + ": sequence number " + std::to_string(rec.seq) +
-                           " after " + std::to_string(*prev));
-    }
-    if (rec.seq > snapshot_seq) {
-      if (rec.type == RecordType::kTxn) {
-        for (const WalOp& op : rec.ops) {
-          if (colls_.find(op.collection) == colls_.end()) {
-            return DataLossError("store WAL " + name + ": change " + std::to_string(rec.seq) +
-                                 " names unknown collection '" + op.collection + "'");
-          }
-        }
-      }
-      ApplyRecordLocked(rec);
-    }
-    if (rec.type == RecordType::kTxn && opt_.feed_log != nullptr &&
-        rec.seq > feed_cursor_at_open_) {
-      feed_queue_events_ += rec.ops.size();
-      feed_queue_.push_back(FeedTxn{rec.seq, rec.wall_ms, std::move(rec.ops)});
-      rec.ops.clear();
-    }
-    *prev = rec.seq;
-    offset += consumed;
-  }
-  if (last_file) {
-    // The tail may only be in the OS's cache (a process crash): make it durable before anything
-    // derived from it (reads, the change feed) is exposed.
-    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f,
-                              fs.NewWritableFile(path, OpenMode::kAppend));
-    CONVERGE_RETURN_IF_ERROR(f->Sync());
-    CONVERGE_RETURN_IF_ERROR(f->Close());
-  }
-  return Status::Ok();
-}
-
-Status StoreImpl::OpenNewWal(uint64_t first_seq) {
-  FileSystem& fs = env_.fs();
-  CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f,
-                            fs.NewWritableFile(Path(WalFileName(first_seq)), OpenMode::kTruncate));
-  CONVERGE_RETURN_IF_ERROR(fs.SyncDir(opt_.dir));
-  wal_ = std::move(f);
-  if (wal_files_.empty() || wal_files_.back() != first_seq) wal_files_.push_back(first_seq);
-  wal_bytes_ = 0;
-  return Status::Ok();
-}
-
-// ---------------------------------------------------------------------------------------
-// The timer
-
-void StoreImpl::ScheduleTimerLocked() {
-  int64_t period_ms = opt_.ttl_sweep_interval_ms;
-  if (opt_.durability == Durability::kInterval) {
-    period_ms = period_ms > 0 ? std::min(period_ms, opt_.sync_interval_ms) : opt_.sync_interval_ms;
-  }
-  if (period_ms <= 0) return;
-  std::shared_ptr<TimerState> t = timer_;
-  t->id = env_.executor().Schedule(period_ms * 1'000'000, [t]() {
-    std::lock_guard<std::mutex> g(t->mu);
-    if (t->store == nullptr) return;
-    t->store->OnTimer();
-    t->store->ScheduleTimerLocked();
-  });
-}
-
-void StoreImpl::OnTimer() {
-  if (opt_.ttl_sweep_interval_ms > 0) ExpireDue().status().IgnoreError();
-  bool feed_waiting = false;
-  bool unsynced = false;
-  {
-    Lock lock(mu_);
-    if (!bg_error_.ok()) return;
-    feed_waiting = !feed_queue_.empty();
-    unsynced = wal_unsynced_ || !pending_.empty();
-  }
-  if (opt_.durability == Durability::kInterval && unsynced) Sync().IgnoreError();
-  if (feed_waiting) FlushFeed().IgnoreError();
-}
-
-// ---------------------------------------------------------------------------------------
-// Group commit
-
-void StoreImpl::NotifyWaitersLocked() {
-  if (rare_waiters_ > 0) cv_.notify_all();
-}
-
-void StoreImpl::WaitForStateLocked(Lock& lock) {
-  ++rare_waiters_;
-  cv_.wait(lock);
-  --rare_waiters_;
-}
-
-void StoreImpl::AddCompletionLocked(uint64_t seq, Completion done) {
-  if (leader_active_ && seq <= inflight_upto_) {
-    inflight_completions_.push_back(std::move(done));
-  } else {
-    completions_.push_back(std::move(done));
-  }
-}
-
-void StoreImpl::RunCompletions(Lock& lock, std::vector<Completion>& done, const Status& status) {
-  if (done.empty()) return;
-  lock.unlock();
-  for (Completion& c : done) c(status);
-  done.clear();
-  lock.lock();
-}
-
-void StoreImpl::FailLocked(Lock& lock, const Status& error) {
-  if (bg_error_.ok()) bg_error_ = error;
-  std::vector<Completion> failed = std::move(completions_);
-  completions_.clear();
-  for (Completion& c : inflight_completions_) failed.push_back(std::move(c));
-  inflight_completions_.clear();
-  NotifyWaitersLocked();
-  RunCompletions(lock, failed, bg_error_);
-}
-
-void StoreImpl::DoWorkLocked(Lock& lock) {
-  bool feed_failed = false;
-  while (bg_error_.ok()) {
-    if (!leader_active_ && (!pending_.empty() || !completions_.empty())) {
-      leader_active_ = true;
-      LeadGroup(lock, /*force_sync=*/false);
-      continue;
-    }
-    if (!feed_failed && opt_.feed_log != nullptr && !feed_active_ && !feed_queue_.empty() &&
-        feed_queue_.front().seq <= durable_seq_) {
-      feed_active_ = true;
-      feed_failed = !PublishFeedLocked(lock).ok();  // stays queued; retried later
-      feed_active_ = false;
-      NotifyWaitersLocked();
-      continue;
-    }
-    return;
-  }
-}
-
-Status StoreImpl::WaitDurable(Lock& lock, uint64_t seq) {
-  if (!bg_error_.ok()) return bg_error_;
-  if (durable_seq_ >= seq) return Status::Ok();
-  // Woken by exactly the group that makes `seq` durable: no thundering herd.
-  struct Waiter {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    Status status;
-  } w;
-  AddCompletionLocked(seq, [&w](const Status& s) {
-    std::lock_guard<std::mutex> g(w.mu);
-    w.status = s;
-    w.done = true;
-    w.cv.notify_one();
-  });
-  DoWorkLocked(lock);
-  lock.unlock();
-  {
-    std::unique_lock<std::mutex> l(w.mu);
-    w.cv.wait(l, [&w] { return w.done; });
-  }
-  lock.lock();
-  return w.status;
-}
-
-void StoreImpl::TakeGroupLocked(std::string* batch, uint64_t* upto) {
-  *batch = std::move(pending_);
-  pending_ = std::move(spare_);
-  pending_.clear();
-  *upto = last_seq_;
-  inflight_upto_ = last_seq_;
-  inflight_completions_ = std::move(completions_);
-  completions_.clear();
-}
-
-void StoreImpl::FinishGroupLocked(Lock& lock, uint64_t upto, std::string& batch) {
-  batch.clear();
-  if (spare_.capacity() < batch.capacity()) spare_ = std::move(batch);
-  durable_seq_ = std::max(durable_seq_, upto);
-  ++group_commits_;
-  std::vector<Completion> done = std::move(inflight_completions_);
-  inflight_completions_.clear();
-  leader_active_ = false;
-  NotifyWaitersLocked();
-  RunCompletions(lock, done, Status::Ok());
-}
-
-void StoreImpl::LeadGroup(Lock& lock, bool force_sync) {
-  std::string batch;
-  uint64_t upto = 0;
-  TakeGroupLocked(&batch, &upto);
-  const int64_t now_nanos = env_.clock().NowMonotonicNanos();
-  const bool sync = force_sync || opt_.durability == Durability::kFsync ||
-                    (opt_.durability == Durability::kInterval &&
-                     now_nanos - last_sync_nanos_ >= opt_.sync_interval_ms * 1'000'000);
-  const bool dirty = wal_unsynced_ || !batch.empty();
-  lock.unlock();
-  Status s;
-  if (!batch.empty()) s = wal_->Append(batch);
-  if (s.ok() && sync && dirty) s = wal_->Sync();
-  const uint64_t wal_size = wal_->Size();
-  lock.lock();
-  if (!s.ok()) {
-    leader_active_ = false;
-    FailLocked(lock, InternalError("store failed writing its WAL (reopen to recover): " +
-                                   s.ToString()));
-    return;
-  }
-  if (sync) {
-    wal_unsynced_ = false;
-    last_sync_nanos_ = now_nanos;
-  } else if (dirty) {
-    wal_unsynced_ = true;
-  }
-  wal_bytes_ = wal_size;
-  if (wal_size >= opt_.checkpoint_wal_bytes) want_checkpoint_ = true;
-  FinishGroupLocked(lock, upto, batch);
-}
-
-Status StoreImpl::AdmitLocked(Lock& lock, size_t record_bytes) {
-  if (!bg_error_.ok()) return bg_error_;
-  if (opt_.feed_log != nullptr && feed_queue_events_ >= opt_.feed_backlog_max_events) {
-    while (feed_active_ && bg_error_.ok()) WaitForStateLocked(lock);
-    DoWorkLocked(lock);
-    if (feed_queue_events_ >= opt_.feed_backlog_max_events) {
-      return UnavailableError("the change feed is behind by " +
-                              std::to_string(feed_queue_events_) +
-                              " events; writes resume when it catches up (last error: " +
-                              feed_error_.ToString() + ")");
-    }
-  }
-  while (!pending_.empty() && pending_.size() + record_bytes > opt_.commit_buffer_max_bytes) {
-    if (!leader_active_) {
-      leader_active_ = true;
-      LeadGroup(lock, false);
-    } else {
-      WaitForStateLocked(lock);
-    }
-    if (!bg_error_.ok()) return bg_error_;
-  }
-  return Status::Ok();
-}
-
-Result<uint64_t> StoreImpl::NextSeqLocked() {
-  const uint64_t seq = last_seq_ + 1;
-  if (seq >= seq_reserved_) {
-    // Reserve a block durably so that no sequence number is handed out twice, whatever a crash
-    // loses (unsynced changes under kNone included).
-    const uint64_t reserved = seq + kSeqReserveBlock;
-    Status s = env_.fs().WriteFileAtomically(Path(kSeqFileName), std::to_string(reserved) + "\n");
-    if (!s.ok()) return InternalError("reserving sequence numbers: " + s.ToString());
-    seq_reserved_ = reserved;
-  }
-  last_seq_ = seq;
-  return seq;
-}
-
-// ---------------------------------------------------------------------------------------
-// The change feed
-
-Status StoreImpl::PublishFeedLocked(Lock& lock) {
-  std::vector<FeedTxn> txns;
-  while (!feed_queue_.empty() && feed_queue_.front().seq <= durable_seq_) {
-    txns.push_back(std::move(feed_queue_.front()));
-    feed_queue_.pop_front();
-  }
-  if (txns.empty()) return Status::Ok();
-  feed_inflight_first_seq_ = txns.front().seq;
-  lock.unlock();
-  size_t published = 0;
-  Status s = PublishTxns(txns, &published);
-  lock.lock();
-  feed_inflight_first_seq_ = 0;
-  for (size_t i = txns.size(); i > published; --i) feed_queue_.push_front(std::move(txns[i - 1]));
-  for (size_t i = 0; i < published; ++i) feed_queue_events_ -= txns[i].ops.size();
-  if (published > 0) feed_published_seq_ = std::max(feed_published_seq_, txns[published - 1].seq);
-  feed_error_ = s;
-  return s;
-}
-
-Status StoreImpl::PublishTxns(const std::vector<FeedTxn>& txns, size_t* published) {
-  std::vector<FeedRecord> records;
-  std::vector<RecordView> views;
-  size_t i = 0;
-  while (i < txns.size()) {
-    records.clear();
-    size_t j = i;
-    // Whole transactions per Append, so that each one lands atomically.
-    while (j < txns.size() &&
-           (j == i || records.size() + txns[j].ops.size() <= opt_.feed_append_max_events)) {
-      CONVERGE_RETURN_IF_ERROR(AppendFeedRecords(txns[j], opt_.feed_source, &records));
-      ++j;
-    }
-    views.clear();
-    views.reserve(records.size());
-    for (const FeedRecord& r : records) {
-      views.push_back(RecordView{r.id, r.key, r.value, r.timestamp_micros});
-    }
-    Result<std::vector<AppendResult>> res = opt_.feed_log->Append(opt_.feed_topic, views);
-    if (!res.ok()) return res.status().WithContext("publishing the store's change feed");
-    *published = j;
-    i = j;
-  }
-  return Status::Ok();
-}
-
-Status StoreImpl::FlushFeed() {
-  if (opt_.feed_log == nullptr) return Status::Ok();
-  Lock lock(mu_);
-  const uint64_t target = last_seq_;
-  CONVERGE_RETURN_IF_ERROR(WaitDurable(lock, target));
-  while (true) {
-    if (!bg_error_.ok()) return bg_error_;
-    if (feed_active_) {
-      WaitForStateLocked(lock);
-      continue;
-    }
-    if (feed_queue_.empty() || feed_queue_.front().seq > target) return Status::Ok();
-    feed_active_ = true;
-    Status s = PublishFeedLocked(lock);
-    feed_active_ = false;
-    NotifyWaitersLocked();
-    if (!s.ok()) return s;
-  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -996,7 +509,7 @@ Result<ListResult> StoreImpl::List(const std::string& collection, const ListOpti
 // Writes
 
 Result<std::vector<StoreImpl::Prepared>> StoreImpl::PrepareOps(std::span<const WriteOp> ops,
-                                                              bool indexed) const {
+                                                               bool indexed) const {
   if (ops.empty()) return InvalidArgumentError("a transaction needs at least one op");
   if (ops.size() > opt_.max_transaction_ops) {
     return ResourceExhaustedError("a transaction may have at most " +
@@ -1022,8 +535,8 @@ Result<std::vector<StoreImpl::Prepared>> StoreImpl::PrepareOps(std::span<const W
       return InvalidArgumentError(WithIndex(indexed, i, "unknown op kind"));
     }
     if (!seen.emplace(op.collection, op.key).second) {
-      return InvalidArgumentError(WithIndex(indexed, i,
-                                            "a transaction may name each document only once"));
+      return InvalidArgumentError(
+          WithIndex(indexed, i, "a transaction may name each document only once"));
     }
     const Precondition& pre = op.precondition;
     if (pre.if_match && pre.if_none_match_any) {
@@ -1044,10 +557,10 @@ Result<std::vector<StoreImpl::Prepared>> StoreImpl::PrepareOps(std::span<const W
     }
     if (op.kind == WriteOp::Kind::kPut) {
       if (op.value.size() > opt_.max_document_bytes) {
-        return ResourceExhaustedError(WithIndex(
-            indexed, i,
-            "document of " + std::to_string(op.value.size()) + " bytes exceeds the limit of " +
-                std::to_string(opt_.max_document_bytes)));
+        return ResourceExhaustedError(WithIndex(indexed, i,
+                                                "document of " + std::to_string(op.value.size()) +
+                                                    " bytes exceeds the limit of " +
+                                                    std::to_string(opt_.max_document_bytes)));
       }
       if (op.ttl_ms < kCollectionDefaultTtl) {
         return InvalidArgumentError(WithIndex(indexed, i, "ttl_ms must be >= 0 (or -1)"));
@@ -1091,21 +604,20 @@ void StoreImpl::CommitAsync(const Caller& caller, std::vector<WriteOp> ops, Comm
     }
     return;
   }
-  AddCompletionLocked(wait_seq, [result = std::move(result), done = std::move(done)](
-                                    const Status& st) mutable {
-    if (st.ok()) {
-      done(std::move(result));
-    } else {
-      done(st);
-    }
-  });
+  AddCompletionLocked(
+      wait_seq, [result = std::move(result), done = std::move(done)](const Status& st) mutable {
+        if (st.ok()) {
+          done(std::move(result));
+        } else {
+          done(st);
+        }
+      });
   DoWorkLocked(lock);
   MaybeCheckpoint(lock);
 }
 
-Status StoreImpl::ApplyTxnLocked(Lock& lock, const Caller& caller,
-                                 std::vector<Prepared>& prepared, bool indexed,
-                                 CommitResult* out, uint64_t* wait_seq) {
+Status StoreImpl::ApplyTxnLocked(Lock& lock, const Caller& caller, std::vector<Prepared>& prepared,
+                                 bool indexed, CommitResult* out, uint64_t* wait_seq) {
   const int64_t now = NowMs();
   size_t record_bytes = 64;
   for (const Prepared& p : prepared) {
@@ -1140,8 +652,8 @@ Status StoreImpl::ApplyTxnLocked(Lock& lock, const Caller& caller,
       return fail(AlreadyExistsError("document '" + op.key + "' exists (If-None-Match: *)"));
     }
     if ((p.if_match_any || p.if_match_version) && !exists) {
-      return fail(AbortedError("precondition failed: document '" + op.key +
-                               "' does not exist (If-Match)"));
+      return fail(
+          AbortedError("precondition failed: document '" + op.key + "' does not exist (If-Match)"));
     }
     const bool stale = p.if_match_version && *p.if_match_version != current;
     auto stale_error = [&]() {
@@ -1184,8 +696,8 @@ Status StoreImpl::ApplyTxnLocked(Lock& lock, const Caller& caller,
     } else if (stale) {
       return stale_error();
     }
-    const uint32_t limit = cfg.max_document_bytes != 0 ? cfg.max_document_bytes
-                                                       : opt_.max_document_bytes;
+    const uint32_t limit =
+        cfg.max_document_bytes != 0 ? cfg.max_document_bytes : opt_.max_document_bytes;
     if (value->size() > limit) {
       return fail(ResourceExhaustedError("document of " + std::to_string(value->size()) +
                                          " bytes exceeds the limit of " + std::to_string(limit) +
@@ -1291,122 +803,6 @@ Result<size_t> StoreImpl::ExpireDue() {
   }
   CONVERGE_RETURN_IF_ERROR(WaitDurable(lock, seq));
   return n;
-}
-
-// ---------------------------------------------------------------------------------------
-// Maintenance
-
-Status StoreImpl::Sync() {
-  Lock lock(mu_);
-  while (leader_active_ && bg_error_.ok()) WaitForStateLocked(lock);
-  if (!bg_error_.ok()) return bg_error_;
-  leader_active_ = true;
-  LeadGroup(lock, /*force_sync=*/true);
-  DoWorkLocked(lock);
-  return bg_error_;
-}
-
-Status StoreImpl::Checkpoint() {
-  FileSystem& fs = env_.fs();
-  Lock lock(mu_);
-  if (!bg_error_.ok()) return bg_error_;
-  if (checkpoint_running_) return Status::Ok();
-  while (leader_active_ && bg_error_.ok()) WaitForStateLocked(lock);
-  if (!bg_error_.ok()) return bg_error_;
-  checkpoint_running_ = true;
-  leader_active_ = true;
-  std::string batch;
-  uint64_t upto = 0;
-  TakeGroupLocked(&batch, &upto);
-  // Every change up to feed_cursor is in the feed (none queued or being published).
-  uint64_t feed_cursor = upto;
-  if (!feed_queue_.empty()) feed_cursor = std::min(feed_cursor, feed_queue_.front().seq - 1);
-  if (feed_inflight_first_seq_ != 0) {
-    feed_cursor = std::min(feed_cursor, feed_inflight_first_seq_ - 1);
-  }
-  const bool roll = wal_files_.back() != upto + 1;
-  Collections copy = colls_;
-  lock.unlock();
-
-  // Finish the current WAL file and start the next one, still as the only writer.
-  Status s;
-  if (!batch.empty()) s = wal_->Append(batch);
-  if (s.ok()) s = wal_->Sync();
-  std::unique_ptr<WritableFile> next;
-  if (s.ok() && roll) {
-    s = wal_->Close();
-    if (s.ok()) {
-      Result<std::unique_ptr<WritableFile>> f =
-          fs.NewWritableFile(Path(WalFileName(upto + 1)), OpenMode::kTruncate);
-      if (f.ok()) {
-        next = std::move(*f);
-        s = fs.SyncDir(opt_.dir);
-      } else {
-        s = f.status();
-      }
-    }
-  }
-  lock.lock();
-  if (!s.ok()) {
-    leader_active_ = false;
-    checkpoint_running_ = false;
-    FailLocked(lock, InternalError("store failed rolling its WAL (reopen to recover): " +
-                                   s.ToString()));
-    return bg_error_;
-  }
-  if (roll) {
-    wal_ = std::move(next);
-    wal_files_.push_back(upto + 1);
-    wal_bytes_ = 0;
-  }
-  wal_unsynced_ = false;
-  FinishGroupLocked(lock, upto, batch);
-  DoWorkLocked(lock);
-  lock.unlock();
-
-  // The snapshot, outside the mutex: writers continue meanwhile.
-  const std::string name = SnapshotFileName(upto);
-  if (!fs.FileExists(Path(name))) {
-    const std::string tmp = Path(name + ".tmp");
-    Result<std::unique_ptr<WritableFile>> f = fs.NewWritableFile(tmp, OpenMode::kTruncate);
-    s = f.status();
-    if (f.ok()) {
-      SnapshotHeader header{upto, feed_cursor};
-      s = WriteSnapshot(f->get(), header, copy);
-      if (s.ok()) s = (*f)->Close();
-      if (s.ok()) s = fs.RenameFile(tmp, Path(name));
-      if (s.ok()) s = fs.SyncDir(opt_.dir);
-    }
-  }
-  copy.clear();
-  if (s.ok()) s = DeleteObsoleteFiles(upto, feed_cursor);
-  lock.lock();
-  checkpoint_running_ = false;
-  if (s.ok()) ++checkpoints_;
-  return s;
-}
-
-Status StoreImpl::DeleteObsoleteFiles(uint64_t snapshot_seq, uint64_t feed_cursor) {
-  FileSystem& fs = env_.fs();
-  const uint64_t keep_from = std::min(snapshot_seq, feed_cursor) + 1;
-  std::vector<uint64_t> doomed;
-  {
-    Lock lock(mu_);
-    // File i holds [first_i, first_{i+1}); it is needed while it may hold seq >= keep_from.
-    size_t n = 0;
-    while (n + 1 < wal_files_.size() && wal_files_[n + 1] <= keep_from) ++n;
-    doomed.assign(wal_files_.begin(), wal_files_.begin() + static_cast<std::ptrdiff_t>(n));
-    wal_files_.erase(wal_files_.begin(), wal_files_.begin() + static_cast<std::ptrdiff_t>(n));
-  }
-  for (uint64_t first : doomed) CONVERGE_RETURN_IF_ERROR(fs.DeleteFile(Path(WalFileName(first))));
-  CONVERGE_ASSIGN_OR_RETURN(std::vector<std::string> names, fs.ListDir(opt_.dir));
-  for (const std::string& name : names) {
-    uint64_t seq = 0;
-    if (ParseSnapshotFileName(name, &seq) && seq < snapshot_seq) {
-      CONVERGE_RETURN_IF_ERROR(fs.DeleteFile(Path(name)));
-    }
-  }
-  return fs.SyncDir(opt_.dir);
 }
 
 StoreStats StoreImpl::Stats() {

@@ -13,7 +13,7 @@
 #include "converge/store.h"
 #include "store/store_crash_common.h"
 
-using namespace converge;          // NOLINT: a small test program
+using namespace converge;               // NOLINT: a small test program
 using namespace converge::store_crash;  // NOLINT
 
 namespace {
@@ -45,9 +45,9 @@ void Writer(Store* store, int t) {
     ++n;
     std::vector<WriteOp> ops;
     for (int k = 0; k < kKeysPerThread; ++k) {
-      ops.push_back(WriteOp::Put(kCollection, KeyFor(t, k), ValueFor(n, k),
-                                 etags[k].empty() ? Precondition::CreateOnly()
-                                                  : Precondition::IfMatch(etags[k])));
+      ops.push_back(WriteOp::Put(
+          kCollection, KeyFor(t, k), ValueFor(n, k),
+          etags[k].empty() ? Precondition::CreateOnly() : Precondition::IfMatch(etags[k])));
     }
     auto r = store->Commit(caller, ops);
     if (!r.ok()) Fail("commit", r.status());

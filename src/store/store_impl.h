@@ -39,6 +39,11 @@
 
 namespace converge::store_internal {
 
+// Sequence numbers are reserved durably in blocks of this many (file SEQ).
+inline constexpr uint64_t kSeqReserveBlock = 1u << 20;
+inline constexpr std::string_view kSeqFileName = "SEQ";
+inline constexpr std::string_view kLockFileName = "LOCK";
+
 class StoreImpl final : public Store {
  public:
   StoreImpl(Env& env, StoreOptions options);
@@ -161,16 +166,16 @@ class StoreImpl final : public Store {
   uint64_t total_bytes_ = 0;
   uint64_t total_docs_ = 0;
 
-  uint64_t last_seq_ = 0;      // last sequence number assigned
-  uint64_t durable_seq_ = 0;   // every change <= this is durable
-  uint64_t seq_reserved_ = 0;  // sequence numbers < this may have been handed out
+  uint64_t last_seq_ = 0;             // last sequence number assigned
+  uint64_t durable_seq_ = 0;          // every change <= this is durable
+  uint64_t seq_reserved_ = 0;         // sequence numbers < this may have been handed out
   uint64_t last_catalog_seq_ = 0;     // the last collection change
   uint64_t feed_cursor_at_open_ = 0;  // recovery: changes after this go to the feed
-  std::string pending_;        // WAL bytes of changes not yet written
-  std::string spare_;          // the previous group's buffer, reused
+  std::string pending_;               // WAL bytes of changes not yet written
+  std::string spare_;                 // the previous group's buffer, reused
   bool leader_active_ = false;
-  uint64_t inflight_upto_ = 0;                  // last change of the group being synced
-  std::vector<Completion> completions_;         // for changes in pending_
+  uint64_t inflight_upto_ = 0;                    // last change of the group being synced
+  std::vector<Completion> completions_;           // for changes in pending_
   std::vector<Completion> inflight_completions_;  // for the group being synced
   int rare_waiters_ = 0;
   bool checkpoint_running_ = false;
@@ -187,7 +192,7 @@ class StoreImpl final : public Store {
   std::deque<FeedTxn> feed_queue_;
   size_t feed_queue_events_ = 0;
   uint64_t feed_published_seq_ = 0;
-  bool feed_active_ = false;            // a thread is publishing (one at a time, in order)
+  bool feed_active_ = false;              // a thread is publishing (one at a time, in order)
   uint64_t feed_inflight_first_seq_ = 0;  // first change being published; 0 = none
   Status feed_error_;
 

@@ -67,7 +67,8 @@ struct Txn {
 
 class SeedRun {
  public:
-  explicit SeedRun(uint64_t seed) : seed_(seed), sim_(seed), rng_(seed * 0x9E3779B97F4A7C15ull + 7) {
+  explicit SeedRun(uint64_t seed)
+      : seed_(seed), sim_(seed), rng_(seed * 0x9E3779B97F4A7C15ull + 7) {
     sim_.sim_fs().SetTornWrites(seed % 2 == 1);
   }
 
@@ -152,7 +153,8 @@ class SeedRun {
       lo.limit = 1000;
       auto page = store_->List(c, lo);
       ASSERT_TRUE(page.ok()) << page.status().ToString();
-      for (const Document& d : page->documents) got[std::string(c) + "/" + d.key] = {d.value, d.version};
+      for (const Document& d : page->documents)
+        got[std::string(c) + "/" + d.key] = {d.value, d.version};
     }
     if (in_flight_) {
       // Its first change is a put with a unique value: present iff the transaction committed.
@@ -291,8 +293,8 @@ TEST(StoreSimTest, CrashesNeverLoseAcknowledgedTransactionsOrBreakTheFeed) {
   const uint64_t seeds = EnvNumber("CONVERGE_SIM_SEEDS", 2000);
   for (uint64_t seed = 0; seed < seeds; ++seed) {
     const uint64_t s = only != UINT64_MAX ? only : seed;
-    SCOPED_TRACE("seed " + std::to_string(s) + " (replay with CONVERGE_SIM_SEED=" +
-                 std::to_string(s) + ")");
+    SCOPED_TRACE("seed " + std::to_string(s) +
+                 " (replay with CONVERGE_SIM_SEED=" + std::to_string(s) + ")");
     SeedRun(s).Run();
     if (::testing::Test::HasFailure() || only != UINT64_MAX) break;
   }

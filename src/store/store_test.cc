@@ -9,9 +9,9 @@
 
 #include <atomic>
 #include <condition_variable>
-#include <mutex>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -115,19 +115,16 @@ TEST_F(StoreTest, CollectionsAreOwnedAndValidated) {
   EXPECT_EQ(store_->CreateCollection(kBilling, "orders", config).code(),
             StatusCode::kPermissionDenied);
   EXPECT_TRUE(store_->CreateCollection(kOrders, "orders", config).ok());
-  EXPECT_EQ(store_->CreateCollection(kOrders, "orders", config).code(),
-            StatusCode::kAlreadyExists);
+  EXPECT_EQ(store_->CreateCollection(kOrders, "orders", config).code(), StatusCode::kAlreadyExists);
   EXPECT_EQ(store_->CreateCollection(kOrders, "_hidden", config).code(),
             StatusCode::kInvalidArgument);
-  EXPECT_EQ(store_->CreateCollection(kOrders, "a b", config).code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->CreateCollection(kOrders, "a b", config).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(store_->CreateCollection(kOrders, "", config).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(store_->CreateCollection(kOrders, "x", CollectionConfig{}).code(),
             StatusCode::kInvalidArgument);  // no owner
   CollectionConfig bad_merge = config;
   bad_merge.merge_fields["n"] = "no-such-function";
-  EXPECT_EQ(store_->CreateCollection(kOrders, "y", bad_merge).code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->CreateCollection(kOrders, "y", bad_merge).code(), StatusCode::kInvalidArgument);
   EXPECT_THAT(store_->ListCollections(), ElementsAre("orders"));
 
   // Only the owner (or an admin) changes or deletes it.
@@ -156,8 +153,7 @@ TEST_F(StoreTest, OnlyOwnerAndWritersMayWriteEveryoneMayRead) {
             StatusCode::kPermissionDenied);
   EXPECT_EQ(store_->Put(Caller::Service(""), "orders", "o1", "1").status().code(),
             StatusCode::kPermissionDenied);
-  std::vector<WriteOp> txn = {WriteOp::Put("orders", "o3", "3"),
-                              WriteOp::Put("orders", "o4", "4")};
+  std::vector<WriteOp> txn = {WriteOp::Put("orders", "o3", "3"), WriteOp::Put("orders", "o4", "4")};
   EXPECT_EQ(store_->Commit(kStranger, txn).status().code(), StatusCode::kPermissionDenied);
   // Nothing changed, and anyone reads.
   auto doc = store_->Get("orders", "o1");
@@ -196,7 +192,8 @@ TEST_F(StoreTest, VersionsETagsAndPreconditions) {
   EXPECT_EQ(store_->Put(kOrders, "orders", "k", "2", Precondition::CreateOnly()).status().code(),
             StatusCode::kAlreadyExists);
   // If-Match with the current ETag succeeds and changes the version.
-  auto updated = store_->Put(kOrders, "orders", "k", R"({"n":2})", Precondition::IfMatch(doc->etag));
+  auto updated =
+      store_->Put(kOrders, "orders", "k", R"({"n":2})", Precondition::IfMatch(doc->etag));
   ASSERT_TRUE(updated.ok());
   EXPECT_GT(updated->version, doc->version);
   EXPECT_FALSE(updated->created);
@@ -205,29 +202,31 @@ TEST_F(StoreTest, VersionsETagsAndPreconditions) {
   EXPECT_EQ(stale.status().code(), StatusCode::kAborted);
   EXPECT_EQ(store_->Get("orders", "k")->value, R"({"n":2})");
   // If-Match on a missing document; If-Match: * needs existence.
-  EXPECT_EQ(store_->Put(kOrders, "orders", "nope", "1", Precondition::IfMatch(doc->etag))
-                .status()
-                .code(),
-            StatusCode::kAborted);
+  EXPECT_EQ(
+      store_->Put(kOrders, "orders", "nope", "1", Precondition::IfMatch(doc->etag)).status().code(),
+      StatusCode::kAborted);
   EXPECT_EQ(store_->Put(kOrders, "orders", "nope", "1", Precondition::IfMatch("*")).status().code(),
             StatusCode::kAborted);
   EXPECT_TRUE(store_->Put(kOrders, "orders", "k", "4", Precondition::IfMatch("*")).ok());
   // Malformed ETags are the caller's error.
-  EXPECT_EQ(store_->Put(kOrders, "orders", "k", "1", Precondition::IfMatch("W/\"1\"")).status().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      store_->Put(kOrders, "orders", "k", "1", Precondition::IfMatch("W/\"1\"")).status().code(),
+      StatusCode::kInvalidArgument);
   EXPECT_EQ(store_->Put(kOrders, "orders", "k", "1", Precondition::IfMatch("12")).status().code(),
             StatusCode::kInvalidArgument);
 
   // Delete: stale ETag refused; then deleted; a re-created document never reuses a version.
   auto cur = store_->Get("orders", "k");
-  EXPECT_EQ(store_->Delete(kOrders, "orders", "k", Precondition::IfMatch(doc->etag)).status().code(),
-            StatusCode::kAborted);
+  EXPECT_EQ(
+      store_->Delete(kOrders, "orders", "k", Precondition::IfMatch(doc->etag)).status().code(),
+      StatusCode::kAborted);
   auto del = store_->Delete(kOrders, "orders", "k", Precondition::IfMatch(cur->etag));
   ASSERT_TRUE(del.ok());
   EXPECT_EQ(store_->Get("orders", "k").status().code(), StatusCode::kNotFound);
   EXPECT_EQ(store_->Delete(kOrders, "orders", "k").status().code(), StatusCode::kNotFound);
-  EXPECT_EQ(store_->Put(kOrders, "orders", "k", "1", Precondition::IfMatch(cur->etag)).status().code(),
-            StatusCode::kAborted);
+  EXPECT_EQ(
+      store_->Put(kOrders, "orders", "k", "1", Precondition::IfMatch(cur->etag)).status().code(),
+      StatusCode::kAborted);
   auto again = store_->Put(kOrders, "orders", "k", "1", Precondition::CreateOnly());
   ASSERT_TRUE(again.ok());
   EXPECT_GT(again->version, del->version);
@@ -242,7 +241,8 @@ TEST_F(StoreTest, MalformedKeysAndBodiesAreInvalidOversizedAreExhausted) {
   config.owner = "orders";
   config.max_document_bytes = 100;
   ASSERT_TRUE(store_->CreateCollection(kOrders, "orders", config).ok());
-  for (const std::string& key : std::vector<std::string>{"", "has space", "tab\t", "quote\"", "pct%20", "q?x", "h#x",
+  for (const std::string& key :
+       std::vector<std::string>{"", "has space", "tab\t", "quote\"", "pct%20", "q?x", "h#x",
                                 "aaaaaaaaaaaaaaaaa", std::string("nul\0x", 5), "é"}) {
     EXPECT_EQ(store_->Put(kOrders, "orders", key, "1").status().code(),
               StatusCode::kInvalidArgument)
@@ -250,13 +250,15 @@ TEST_F(StoreTest, MalformedKeysAndBodiesAreInvalidOversizedAreExhausted) {
     EXPECT_EQ(store_->Get("orders", key).status().code(), StatusCode::kInvalidArgument) << key;
   }
   EXPECT_TRUE(store_->Put(kOrders, "orders", "a-Z_0.9~:@/+=,!", "1").ok());
-  for (const std::string& body : std::vector<std::string>{"", "{", "{\"a\":}", "[1,2", "nul", "1 2", "{\"a\":1}x", "'s'",
-                                 std::string(100, '[') + std::string(100, ']')}) {
+  for (const std::string& body :
+       std::vector<std::string>{"", "{", "{\"a\":}", "[1,2", "nul", "1 2", "{\"a\":1}x", "'s'",
+                                std::string(100, '[') + std::string(100, ']')}) {
     EXPECT_EQ(store_->Put(kOrders, "orders", "k", body).status().code(),
               StatusCode::kInvalidArgument)
         << body;
   }
-  for (const std::string& body : std::vector<std::string>{"1", "\"s\"", "null", "true", "[1,{\"a\":[]}]", " {\"a\":1} "}) {
+  for (const std::string& body :
+       std::vector<std::string>{"1", "\"s\"", "null", "true", "[1,{\"a\":[]}]", " {\"a\":1} "}) {
     EXPECT_TRUE(store_->Put(kOrders, "orders", "k", body).ok()) << body;
   }
   // Store-wide bound, then the collection's smaller one.
@@ -313,8 +315,9 @@ TEST_F(StoreTest, MergeFieldsMergeStaleWritesConfinedToThem) {
   EXPECT_EQ(refused.status().code(), StatusCode::kAborted);
   // A fresh write still joins the merge field (no decrease) and keeps it when omitted.
   auto cur = store_->Get("scores", "s");
-  ASSERT_TRUE(store_->Put(kOrders, "scores", "s", R"({"name":"b","high":1})",
-                          Precondition::IfMatch(cur->etag))
+  ASSERT_TRUE(store_
+                  ->Put(kOrders, "scores", "s", R"({"name":"b","high":1})",
+                        Precondition::IfMatch(cur->etag))
                   .ok());
   EXPECT_EQ(store_->Get("scores", "s")->value, R"({"name":"b","high":9})");
   ASSERT_TRUE(store_->Put(kOrders, "scores", "s", R"({"name":"c"})").ok());
@@ -378,9 +381,8 @@ TEST_F(StoreTest, TransactionsAreAllOrNothing) {
   EXPECT_EQ(FeedIds().size(), events_before + 3);
 
   // A check guards a value the transaction only read.
-  std::vector<WriteOp> guarded = {
-      WriteOp::Check("orders", "a", Precondition::IfMatch(a->etag)),
-      WriteOp::Delete("orders", "b")};
+  std::vector<WriteOp> guarded = {WriteOp::Check("orders", "a", Precondition::IfMatch(a->etag)),
+                                  WriteOp::Delete("orders", "b")};
   EXPECT_EQ(store_->Commit(kOrders, guarded).status().code(), StatusCode::kAborted);
   EXPECT_TRUE(store_->Get("orders", "b").ok());
   guarded[0] = WriteOp::Check("orders", "a", Precondition::IfMatch(ETagForVersion(ok->commit_seq)));
@@ -399,8 +401,7 @@ TEST_F(StoreTest, TransactionsAreAllOrNothing) {
   EXPECT_EQ(store_->Get("orders", "x").status().code(), StatusCode::kNotFound);
   std::vector<WriteOp> bad_json = {WriteOp::Put("orders", "x", "1"),
                                    WriteOp::Put("orders", "y", "{")};
-  EXPECT_THAT(std::string(store_->Commit(kOrders, bad_json).status().message()),
-              HasSubstr("op 1"));
+  EXPECT_THAT(std::string(store_->Commit(kOrders, bad_json).status().message()), HasSubstr("op 1"));
 }
 
 // ---------------------------------------------------------------------------------------

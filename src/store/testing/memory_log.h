@@ -62,8 +62,7 @@ class MemoryLog : public Log {
     return AppendToPartition(topic, 0, records);
   }
   Result<std::vector<AppendResult>> AppendToPartition(
-      const std::string& topic, uint32_t partition,
-      std::span<const RecordView> records) override {
+      const std::string& topic, uint32_t partition, std::span<const RecordView> records) override {
     std::lock_guard<std::mutex> g(mu_);
     if (fail_appends_) return UnavailableError("injected append failure");
     auto it = topics_.find(topic);
@@ -92,8 +91,8 @@ class MemoryLog : public Log {
       }
       auto& part = t.partitions[partition];
       res.offset = part.size();
-      part.push_back(Record{std::string(r.id), std::string(r.key), std::string(r.value),
-                            r.timestamp_micros});
+      part.push_back(
+          Record{std::string(r.id), std::string(r.key), std::string(r.value), r.timestamp_micros});
       if (!r.id.empty()) t.ids.emplace(std::string(r.id), res.offset);
       out.push_back(res);
     }
