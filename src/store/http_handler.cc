@@ -304,7 +304,11 @@ StoreHttpResponse StoreErrorResponse(const Status& status, bool precondition_rou
     default:
       code = 500;
   }
-  StoreHttpResponse r = Error(code, StatusCodeName(status.code()), status.message());
+  // Cancelled (the store is closing) reads as Unavailable: retry elsewhere or later.
+  if (status.code() == StatusCode::kCancelled) code = 503;
+  const std::string_view name =
+      status.code() == StatusCode::kCancelled ? "UNAVAILABLE" : StatusCodeName(status.code());
+  StoreHttpResponse r = Error(code, name, status.message());
   if (code == 503) r.headers.emplace_back("Retry-After", "1");
   return r;
 }
@@ -316,6 +320,20 @@ bool StoreHttpHandler::Matches(std::string_view target) {
   const std::string_view path = target.substr(0, target.find('?'));
   if (path.substr(0, kPrefix.size()) != kPrefix) return false;
   return path.size() == kPrefix.size() || path[kPrefix.size()] == '/';
+}
+
+std::vector<StoreHttpHandler::RouteInfo> StoreHttpHandler::Routes() {
+  return {
+      {"GET", "/v1/collections"},
+      {"PUT", "/v1/collections/{collection}"},
+      {"GET", "/v1/collections/{collection}"},
+      {"DELETE", "/v1/collections/{collection}"},
+      {"GET", "/v1/collections/{collection}/docs"},
+      {"GET", "/v1/collections/{collection}/docs/{key}"},
+      {"PUT", "/v1/collections/{collection}/docs/{key}"},
+      {"DELETE", "/v1/collections/{collection}/docs/{key}"},
+      {"POST", "/v1/collections/_transaction"},
+  };
 }
 
 StoreHttpResponse StoreHttpHandler::Handle(const StoreHttpRequest& r) {

@@ -70,6 +70,13 @@ class StoreHttpHandler {
   // True if `target` is one of the store's paths (/v1/collections or below).
   static bool Matches(std::string_view target);
 
+  // The routes, as (method, path template) pairs for API listings and the OpenAPI check.
+  struct RouteInfo {
+    std::string method;
+    std::string path;
+  };
+  static std::vector<RouteInfo> Routes();
+
   // Handles a request; blocks until a write is durable.
   StoreHttpResponse Handle(const StoreHttpRequest& request);
 
