@@ -30,8 +30,11 @@ test: build
 test-unit: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) -L unit
 
+# Peer systems side by side (converge bench all starts nats-server and redis-server itself),
+# then the conflict-resolution microbenchmarks (Google Benchmark).
 bench: build
 	@$(BUILD_DIR)/converge bench all
+	@$(BUILD_DIR)/bench/conflict_bench
 
 asan:
 	@$(MAKE) test BUILD_DIR=build-asan BUILD_TYPE=RelWithDebInfo CMAKE_FLAGS=-DCONVERGE_SANITIZE=address

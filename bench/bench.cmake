@@ -8,7 +8,6 @@ find_package(PkgConfig REQUIRED)
 pkg_check_modules(NATS REQUIRED IMPORTED_TARGET libnats)
 pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)
 
-option(CONVERGE_BENCH_WITH_GROUPS "converge bench log: consume + ack through consumer groups" OFF)
 set(CONVERGE_BENCH_DIR ${CMAKE_SOURCE_DIR}/bench)
 set(CONVERGE_TEST_SUPPORT_DIR ${CMAKE_SOURCE_DIR}/tests/support)
 
@@ -28,11 +27,6 @@ target_sources(converge_cli PRIVATE
   ${CONVERGE_BENCH_DIR}/store_postgres.cc
   ${CONVERGE_TEST_SUPPORT_DIR}/server_process.cc
 )
-# TODO(bench): consume + ack through consumer groups needs src/groups (ConsumerGroups::Open);
-# until it is in main the converge adapter consumes with plain Log::Read.
-if(CONVERGE_BENCH_WITH_GROUPS)
-  target_compile_definitions(converge_cli PRIVATE CONVERGE_BENCH_HAVE_GROUPS)
-endif()
 target_include_directories(converge_cli PRIVATE ${CMAKE_SOURCE_DIR} ${CMAKE_SOURCE_DIR}/tests)
 target_link_libraries(converge_cli PRIVATE PkgConfig::NATS PkgConfig::HIREDIS
   PostgreSQL::PostgreSQL Boost::headers)

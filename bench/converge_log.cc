@@ -7,9 +7,6 @@
 //                every 100 ms (kPeriodic, like JetStream's unsynced ack state).
 //   latency      a publisher Appending the due events at a fixed rate; a consumer thread woken
 //                by WatchReady that Fetches and AckBatches (kPeriodic).
-// Built without consumer groups (CONVERGE_BENCH_HAVE_GROUPS undefined), consume is a plain
-// Log::Read ("consume" row, not checked against the consume + ack target) and the latency
-// consumer is woken by WatchAppends and Reads.
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -19,11 +16,9 @@
 #include <vector>
 
 #include "bench/log_bench.h"
+#include "converge/consumer_group.h"
 #include "converge/env.h"
 #include "converge/log.h"
-#ifdef CONVERGE_BENCH_HAVE_GROUPS
-#include "converge/consumer_group.h"
-#endif
 
 namespace converge::bench {
 namespace {
@@ -31,7 +26,6 @@ namespace {
 constexpr int kPublishThreads = 2;
 constexpr uint64_t kPublishBatch = 4096;
 constexpr uint32_t kFetchBatch = 4096;
-constexpr size_t kReadMaxRecords = 4096;
 constexpr size_t kReadMaxBytes = 4u << 20;
 constexpr uint64_t kLatencyMaxBatch = 4096;
 constexpr int64_t kDrainTimeoutMs = 60'000;
@@ -147,12 +141,8 @@ class ConvergeSystem : public LogSystem {
   }
 
   Status ConsumeAck(const LogWorkload& w, std::vector<Measurement>& out) override {
-#ifdef CONVERGE_BENCH_HAVE_GROUPS
     CONVERGE_RETURN_IF_ERROR(ConsumeWithGroup(w, CommitMode::kSync, out));
     return ConsumeWithGroup(w, CommitMode::kPeriodic, out);
-#else
-    return ConsumeWithRead(w, out);
-#endif
   }
 
   Status Latency(const LogWorkload& w, std::vector<Measurement>& out) override {
@@ -164,7 +154,6 @@ class ConvergeSystem : public LogSystem {
     std::thread consumer;
     std::string note;
 
-#ifdef CONVERGE_BENCH_HAVE_GROUPS
     CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<ConsumerGroups> groups,
                               OpenGroups("groups-latency", CommitMode::kPeriodic));
     CONVERGE_RETURN_IF_ERROR(groups->CreateGroup(kLatencyTopic, "lat", BenchGroupOptions()));
@@ -200,37 +189,6 @@ class ConvergeSystem : public LogSystem {
     note =
         "Log::Append of the due events; consumer group WatchReady + Fetch + AckBatch "
         "(periodic ack commit)";
-#else
-    std::atomic<uint64_t> end_offset{0};
-    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<Log::Watch> watch,
-                              log_->WatchAppends(kLatencyTopic, [&](uint32_t, uint64_t end) {
-                                uint64_t seen = end_offset.load(std::memory_order_relaxed);
-                                while (end > seen && !end_offset.compare_exchange_weak(seen, end)) {
-                                }
-                                doorbell.Ring();
-                              }));
-    consumer = std::thread([&] {
-      uint64_t next = 0;
-      while (!stop.load() && next < total) {
-        if (end_offset.load() <= next) {
-          doorbell.Wait(kWaitSliceMs);
-          continue;
-        }
-        Result<ReadBatch> batch =
-            log_->Read(kLatencyTopic, 0, next, kReadMaxRecords, kReadMaxBytes);
-        const int64_t now = NowNanos();
-        if (!batch.ok()) {
-          consumer_status = batch.status();
-          return;
-        }
-        for (const StoredRecord& r : batch->records) {
-          tracker.Deliver(r.value.data(), r.value.size(), now);
-        }
-        next = batch->next_offset;
-      }
-    });
-    note = "Log::Append of the due events; WatchAppends + Log::Read (no consumer groups yet)";
-#endif
 
     RecordBuffers buffers(kLatencyMaxBatch, w.event_bytes);
     PacedRunStats stats;
@@ -267,30 +225,6 @@ class ConvergeSystem : public LogSystem {
   }
 
  private:
-  Status ConsumeWithRead(const LogWorkload& w, std::vector<Measurement>& out) {
-    uint64_t offset = 0;
-    uint64_t bad = 0;
-    const int64_t start = NowNanos();
-    while (offset < w.events) {
-      CONVERGE_ASSIGN_OR_RETURN(
-          ReadBatch batch, log_->Read(kPublishTopic, 0, offset, kReadMaxRecords, kReadMaxBytes));
-      if (batch.records.empty()) {
-        return InternalError("converge: read ended at offset " + std::to_string(offset));
-      }
-      for (const StoredRecord& r : batch.records) {
-        if (r.value.size() != w.event_bytes) ++bad;
-      }
-      offset = batch.next_offset;
-    }
-    const int64_t end = NowNanos();
-    if (bad > 0)
-      return InternalError("converge: " + std::to_string(bad) + " records of wrong size");
-    out.push_back(Throughput("consume", durability(), w.events, start, end,
-                             "Log::Read only, no ack (consumer groups not built yet)"));
-    return Status::Ok();
-  }
-
-#ifdef CONVERGE_BENCH_HAVE_GROUPS
   static GroupOptions BenchGroupOptions() {
     GroupOptions g;
     g.start = StartPosition::kEarliest;
@@ -359,7 +293,6 @@ class ConvergeSystem : public LogSystem {
             (sync ? "acks fdatasync'ed before AckBatch returns" : "acks committed every 100 ms")));
     return Status::Ok();
   }
-#endif
 
   std::string dir_;
   std::unique_ptr<Log> log_;

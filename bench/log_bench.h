@@ -61,8 +61,7 @@ class LogSystem {
 std::unique_ptr<LogSystem> MakeRawDiskSystem();
 std::unique_ptr<LogSystem> MakeJetStreamSystem();
 std::unique_ptr<LogSystem> MakeRedisSystem(const std::string& appendfsync);  // always|everysec
-// converge in-process (bench/converge_log.cc; consume + ack through consumer groups when built
-// with CONVERGE_BENCH_WITH_GROUPS, see bench/bench.cmake).
+// converge in-process (bench/converge_log.cc).
 std::unique_ptr<LogSystem> MakeConvergeSystem();
 
 // ---- shared pieces of the latency workload ----

@@ -1,0 +1,101 @@
+// Group: one consumer group's in-memory state (partitions, members, replay marks) and the
+// pieces of logic that need no I/O: membership, session expiry, rebalancing, lease release,
+// and serializing the durable part for the state journal.
+//
+// Thread-safety: every field except the watcher list is guarded by `mu`; callers hold it for
+// every function here. The watcher list has its own leaf mutex so notifications can run after
+// `mu` is released.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "converge/consumer_group.h"
+#include "groups/codec.h"
+#include "groups/partition_window.h"
+
+namespace converge::internal::groups {
+
+struct Member {
+  std::string id;
+  int64_t last_seen_ns = 0;
+  uint32_t in_flight = 0;
+  std::vector<uint32_t> partitions;
+  size_t next_partition = 0;  // where the next Fetch starts, for fairness
+  bool live = false;
+};
+
+struct PartitionState {
+  PartitionState(uint64_t committed, WindowLimits limits) : window(committed, limits) {}
+  PartitionWindow window;
+  uint32_t owner = kNoMember;
+  bool dirty = false;
+  // Average stored bytes per record seen by reads (for sizing the next read's byte budget).
+  uint64_t avg_record_bytes = 256;
+  std::string last_error;
+};
+
+class Group : public std::enable_shared_from_this<Group> {
+ public:
+  Group(uint64_t id, std::string topic, std::string name, GroupOptions options,
+        std::string dead_letter_topic, const std::vector<uint64_t>& committed,
+        uint64_t first_lease_id);
+
+  std::mutex mu;
+  const uint64_t id;
+  const std::string topic;
+  const std::string name;
+  const GroupOptions options;
+  const std::string dead_letter_topic;
+  std::vector<std::unique_ptr<PartitionState>> partitions;
+  std::vector<Member> members;  // by slot
+  std::vector<uint32_t> free_slots;
+  std::map<std::string, uint32_t> by_id;  // live members, sorted: the rebalance order
+  uint64_t generation = 0;
+  int64_t next_session_check_ns = INT64_MAX;
+  uint64_t next_lease_id;
+  Ranges replayed;  // dead-letter offsets marked replayed
+  bool deleted = false;
+  // Journal bookkeeping.
+  bool record_dirty = false;  // the group record itself must be written (created)
+  bool replayed_dirty = false;
+  bool listed_dirty = false;  // queued on the owner's dirty list
+
+  // Watchers (leaf lock).
+  std::mutex watch_mu;
+  std::vector<std::pair<uint64_t, std::function<void()>>> watchers;
+  std::atomic<size_t> watcher_count{0};
+  uint64_t next_watch_id = 1;
+
+  // ---- membership (mu held) ----
+  // The live member with this id, or nullptr.
+  Member* FindMember(const std::string& member_id);
+  uint32_t SlotOf(const std::string& member_id) const;
+  // Adds a member; the caller checked max_members. Rebalances.
+  uint32_t AddMember(const std::string& member_id, int64_t now_ns);
+  // Removes a member. `expire`: its leases end as failed attempts (session expiry); otherwise
+  // they are released (Leave). Rebalances. Returns true if records became ready.
+  bool RemoveMember(uint32_t slot, bool expire, int64_t now_ns);
+  // Removes members whose session ran out. Returns true if records became ready.
+  bool ExpireSessions(int64_t now_ns);
+  void Rebalance();
+  Assignment AssignmentOf(uint32_t slot) const;
+  // A lease of `slot` ended: its in-flight count goes down.
+  void LeaseEnded(uint32_t slot);
+
+  // ---- serialization (mu held) ----
+  // Appends the records that capture this group's changes since the last call and clears the
+  // dirty flags. `full`: everything (for a snapshot).
+  void Serialize(bool full, std::string* out);
+
+  // Runs the watchers (mu NOT held).
+  void Notify();
+};
+
+}  // namespace converge::internal::groups

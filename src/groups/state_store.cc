@@ -1,0 +1,115 @@
+#include "groups/state_store.h"
+
+#include <charconv>
+
+#include "groups/codec.h"
+
+namespace converge::internal::groups {
+
+namespace {
+constexpr std::string_view kJournalPrefix = "journal-";
+
+bool ParseGeneration(std::string_view name, uint64_t* generation) {
+  if (name.substr(0, kJournalPrefix.size()) != kJournalPrefix) return false;
+  name.remove_prefix(kJournalPrefix.size());
+  if (name.empty()) return false;
+  auto [ptr, ec] = std::from_chars(name.data(), name.data() + name.size(), *generation);
+  return ec == std::errc() && ptr == name.data() + name.size();
+}
+}  // namespace
+
+std::string StateStore::JournalPath(uint64_t generation) const {
+  return dir_ + "/" + std::string(kJournalPrefix) + std::to_string(generation);
+}
+
+Result<std::unique_ptr<StateStore>> StateStore::Open(FileSystem& fs, const std::string& dir,
+                                                     std::string* recovered_bytes,
+                                                     std::vector<std::string_view>* records) {
+  CONVERGE_RETURN_IF_ERROR(fs.CreateDirs(dir));
+  CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<FileLock> lock, fs.LockFile(dir + "/LOCK"));
+  std::unique_ptr<StateStore> store(new StateStore(fs, dir, std::move(lock)));
+
+  recovered_bytes->clear();
+  records->clear();
+  const std::string snapshot_path = dir + "/SNAPSHOT";
+  std::string snapshot;
+  if (fs.FileExists(snapshot_path)) {
+    CONVERGE_ASSIGN_OR_RETURN(snapshot, fs.ReadFileToString(snapshot_path));
+    size_t valid = 0;
+    std::vector<std::string_view> frames = ReadFrames(snapshot, &valid);
+    HeaderRecord header;
+    if (valid != snapshot.size() || frames.empty() || !DecodeHeader(frames[0], &header)) {
+      return DataLossError("consumer-group snapshot " + snapshot_path +
+                           " is corrupt (checksum or format); refusing to guess the committed "
+                           "offsets");
+    }
+    store->generation_ = header.generation;
+  }
+  std::string journal;
+  const std::string journal_path = store->JournalPath(store->generation_);
+  if (!snapshot.empty() && fs.FileExists(journal_path)) {
+    CONVERGE_ASSIGN_OR_RETURN(journal, fs.ReadFileToString(journal_path));
+  }
+  // One buffer owns both so the views stay valid for the caller.
+  recovered_bytes->reserve(snapshot.size() + journal.size());
+  recovered_bytes->append(snapshot);
+  recovered_bytes->append(journal);
+  std::string_view all(*recovered_bytes);
+  size_t valid = 0;
+  *records = ReadFrames(all.substr(0, snapshot.size()), &valid);
+  std::vector<std::string_view> journal_records = ReadFrames(all.substr(snapshot.size()), &valid);
+  records->insert(records->end(), journal_records.begin(), journal_records.end());
+  return store;
+}
+
+Status StateStore::Append(std::string_view framed) {
+  if (broken_ || journal_ == nullptr) {
+    return FailedPreconditionError("consumer-group journal needs compaction after an error");
+  }
+  Status s = journal_->Append(framed);
+  if (s.ok()) s = journal_->Sync();
+  if (!s.ok()) {
+    broken_ = true;
+    return InternalError("consumer-group journal write failed: " + s.ToString());
+  }
+  journal_bytes_ += framed.size();
+  return Status::Ok();
+}
+
+Status StateStore::Compact(std::string_view snapshot, uint64_t next_group_id) {
+  broken_ = true;
+  const uint64_t generation = generation_ + 1;
+  std::string data;
+  data.reserve(snapshot.size() + 32);
+  EncodeHeader(HeaderRecord{generation, next_group_id}, &data);
+  data.append(snapshot);
+  if (journal_ != nullptr) {
+    journal_->Close().IgnoreError();  // the snapshot supersedes it
+    journal_.reset();
+  }
+  Status s = fs_.WriteFileAtomically(dir_ + "/SNAPSHOT", data);
+  if (!s.ok()) return InternalError("consumer-group snapshot write failed: " + s.ToString());
+  generation_ = generation;
+  auto file = fs_.NewWritableFile(JournalPath(generation), OpenMode::kTruncate);
+  if (!file.ok()) {
+    return InternalError("consumer-group journal create failed: " + file.status().ToString());
+  }
+  journal_ = std::move(file).value();
+  s = fs_.SyncDir(dir_);
+  if (!s.ok()) return InternalError("consumer-group directory sync failed: " + s.ToString());
+  journal_bytes_ = 0;
+  broken_ = false;
+  // Stale journals (this one's predecessor, leftovers of crashes) are garbage now.
+  auto names = fs_.ListDir(dir_);
+  if (names.ok()) {
+    for (const std::string& name : *names) {
+      uint64_t g = 0;
+      if (ParseGeneration(name, &g) && g != generation) {
+        fs_.DeleteFile(dir_ + "/" + name).IgnoreError();
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace converge::internal::groups

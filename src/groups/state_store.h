@@ -1,0 +1,65 @@
+// StateStore: the durable files behind consumer-group state, on the Env's FileSystem.
+//
+// Layout in `dir`:
+//   LOCK             held while open (one instance per directory)
+//   SNAPSHOT         the full state at some point: a header record (generation g) then the
+//                    group, partition and replayed records. Replaced atomically.
+//   journal-<g>      records appended since SNAPSHOT generation g; each Append is synced.
+//
+// Recovery reads SNAPSHOT, then journal-<g> up to its first torn or corrupt frame. The owner then
+// calls Compact with the recovered state, so a fresh journal is started and nothing is ever
+// appended after a torn tail. Compaction order: SNAPSHOT(g+1) written atomically, journal-<g+1>
+// created and its directory entry synced, journal-<g> deleted; a crash at any point leaves a
+// SNAPSHOT and (optionally) its own journal, and stale journals are deleted at open.
+//
+// After any failed write or sync the store is "broken": Append refuses (FailedPrecondition)
+// until a Compact succeeds, because what reached the journal is unknown.
+//
+// Not thread-safe: the owner serializes calls.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "converge/env.h"
+#include "converge/status.h"
+
+namespace converge::internal::groups {
+
+class StateStore {
+ public:
+  // Opens `dir` (created if missing) and returns the store plus the recovered record payloads
+  // in order: the snapshot's (header first), then the journal's. DataLoss if the snapshot is
+  // corrupt, FailedPrecondition if the directory is locked, Internal on I/O errors.
+  static Result<std::unique_ptr<StateStore>> Open(FileSystem& fs, const std::string& dir,
+                                                  std::string* recovered_bytes,
+                                                  std::vector<std::string_view>* records);
+
+  // Appends framed records to the journal and syncs. FailedPrecondition if broken.
+  Status Append(std::string_view framed);
+  // Writes `snapshot` (framed records of the full state, header excluded: the store writes the
+  // header with the next generation and `next_group_id`) and starts a new journal.
+  Status Compact(std::string_view snapshot, uint64_t next_group_id);
+
+  bool broken() const { return broken_; }
+  uint64_t journal_bytes() const { return journal_bytes_; }
+  uint64_t generation() const { return generation_; }
+
+ private:
+  StateStore(FileSystem& fs, std::string dir, std::unique_ptr<FileLock> lock)
+      : fs_(fs), dir_(std::move(dir)), lock_(std::move(lock)) {}
+  std::string JournalPath(uint64_t generation) const;
+
+  FileSystem& fs_;
+  std::string dir_;
+  std::unique_ptr<FileLock> lock_;
+  std::unique_ptr<WritableFile> journal_;
+  uint64_t generation_ = 0;
+  uint64_t journal_bytes_ = 0;
+  bool broken_ = true;  // until the first Compact
+};
+
+}  // namespace converge::internal::groups
