@@ -131,8 +131,10 @@ struct CollectionConfig {
   int64_t default_ttl_ms = 0;
   // Largest document in this collection; 0 = the store's max_document_bytes.
   uint32_t max_document_bytes = 0;
-  // Top-level field -> name of a merge function (StoreOptions::merge_functions, or a built-in
-  // CRDT kind name when converge/conflict provides it). Documents must then be JSON objects.
+  // Top-level field -> name of a merge function: a built-in CRDT join named by its kind
+  // ("g-counter", "pn-counter", "bounded-counter", "g-set", "or-set", "flag", "lww-register",
+  // "mv-register", "lww-map", "or-map"; values in converge/conflict's JSON form) or one of
+  // StoreOptions::merge_functions. Documents must then be JSON objects.
   std::map<std::string, std::string> merge_fields;
 
   bool operator==(const CollectionConfig&) const = default;

@@ -8,6 +8,9 @@
 #include <stdlib.h>
 
 #include <atomic>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
 #include <condition_variable>
 #include <filesystem>
 #include <map>
@@ -16,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "converge/conflict/counters.h"
 #include "converge/event.h"
 #include "converge/sim_env.h"
 #include "store/feed.h"
@@ -326,6 +330,60 @@ TEST_F(StoreTest, MergeFieldsMergeStaleWritesConfinedToThem) {
   EXPECT_EQ(store_->Put(kOrders, "scores", "t", "[1]").status().code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(store_->Put(kOrders, "scores", "t", R"({"high":"x"})").status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST_F(StoreTest, CrdtMergeFieldsFromTheConflictModule) {
+  Open();
+  CollectionConfig config;
+  config.owner = "orders";
+  config.writers = {"*"};
+  config.merge_fields["likes"] = "pn-counter";
+  config.merge_fields["tags"] = "or-set";
+  ASSERT_TRUE(store_->CreateCollection(kOrders, "posts", config).ok());
+  EXPECT_EQ(store_
+                ->CreateCollection(kOrders, "bad",
+                                   [&] {
+                                     CollectionConfig c = config;
+                                     c.merge_fields["x"] =
+                                         "versioned-value";  // not a join: no built-in
+                                     return c;
+                                   }())
+                .code(),
+            StatusCode::kInvalidArgument);
+
+  conflict::PnCounter zero;
+  auto base =
+      store_->Put(kOrders, "posts", "p1", R"({"title":"hello","likes":)" + zero.ToJson() + "}");
+  ASSERT_TRUE(base.ok()) << base.status().ToString();
+  // Three services read version `base` and each adds its likes at its own replica id; every
+  // write but the first is stale, and none is refused or lost.
+  for (uint64_t replica = 1; replica <= 3; ++replica) {
+    conflict::PnCounter mine = zero;
+    ASSERT_TRUE(mine.Increment(conflict::ReplicaId(replica), replica * 10).ok());
+    auto w = store_->Put(Caller::Service("svc" + std::to_string(replica)), "posts", "p1",
+                         R"({"title":"hello","likes":)" + mine.ToJson() + "}",
+                         Precondition::IfMatch(base->etag));
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    EXPECT_EQ(w->merged, replica > 1);
+  }
+  auto doc = store_->Get("posts", "p1");
+  ASSERT_TRUE(doc.ok());
+  boost::json::value v = boost::json::parse(doc->value);
+  auto likes = conflict::PnCounter::FromJson(boost::json::serialize(v.at("likes")));
+  ASSERT_TRUE(likes.ok()) << likes.status().ToString();
+  EXPECT_EQ(likes->Value(), 60);
+  EXPECT_EQ(v.at("title").as_string(), "hello");
+  // A stale write that also changes a plain field still fails.
+  EXPECT_EQ(
+      store_
+          ->Put(kOrders, "posts", "p1", R"({"title":"changed","likes":)" + zero.ToJson() + "}",
+                Precondition::IfMatch(base->etag))
+          .status()
+          .code(),
+      StatusCode::kAborted);
+  // A value that is not the declared CRDT is the writer's error.
+  EXPECT_EQ(store_->Put(kOrders, "posts", "p1", R"({"title":"hello","likes":5})").status().code(),
             StatusCode::kInvalidArgument);
 }
 
