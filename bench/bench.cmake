@@ -21,6 +21,7 @@ target_sources(converge_cli PRIVATE
   ${CONVERGE_BENCH_DIR}/jetstream.cc
   ${CONVERGE_BENCH_DIR}/redis_streams.cc
   ${CONVERGE_BENCH_DIR}/converge_log.cc
+  ${CONVERGE_BENCH_DIR}/converge_server.cc
   ${CONVERGE_BENCH_DIR}/store_bench.cc
   ${CONVERGE_BENCH_DIR}/store_converge.cc
   ${CONVERGE_BENCH_DIR}/store_jetstream_kv.cc

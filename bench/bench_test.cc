@@ -227,11 +227,10 @@ TEST(LogOptionsTest, RejectsBadInput) {
   EXPECT_EQ(Parse({"--via", "carrier-pigeon"}).status().code(), StatusCode::kInvalidArgument);
 }
 
-TEST(LogOptionsTest, ViaServerIsReservedWithAClearError) {
+TEST(LogOptionsTest, ViaServerOrInproc) {
   Result<LogOptions> o = Parse({"--via", "server"});
-  ASSERT_FALSE(o.ok());
-  EXPECT_EQ(o.status().code(), StatusCode::kFailedPrecondition);
-  EXPECT_NE(o.status().message().find("not yet available"), std::string_view::npos);
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->via, "server");
   EXPECT_TRUE(Parse({"--via=inproc"}).ok());
 }
 
@@ -289,6 +288,20 @@ TEST(LogComparisonTest, ChecksTheTargetsWhenConvergeWasMeasured) {
   EXPECT_NE(text.find("90%   PASS"), std::string::npos) << text;    // >= 70% of raw
   EXPECT_NE(text.find("4.00x  MISS"), std::string::npos) << text;   // < 5x consume
   EXPECT_NE(text.find("1500 us MISS"), std::string::npos) << text;  // p99 > 1 ms
+}
+
+TEST(LogComparisonTest, ChecksTheSidecarTargetsViaServer) {
+  std::vector<Measurement> rows = {Row("publish", "jetstream", 100'000),
+                                   Row("publish", "converge", 350'000),
+                                   Row("latency", "converge", 10'000, 1500.0)};
+  const std::string text = LogComparison(rows, /*via_server=*/true);
+  EXPECT_NE(text.find("3.50x  PASS"), std::string::npos) << text;   // >= 3x jetstream
+  EXPECT_NE(text.find("1500 us PASS"), std::string::npos) << text;  // p99 <= 2 ms
+  rows[1].events_per_s = 250'000;
+  rows[2].p99_us = 2500.0;
+  const std::string miss = LogComparison(rows, /*via_server=*/true);
+  EXPECT_NE(miss.find("2.50x  MISS"), std::string::npos) << miss;
+  EXPECT_NE(miss.find("2500 us MISS"), std::string::npos) << miss;
 }
 
 TEST(LogComparisonTest, SaysTargetsWereNotCheckedWithoutConverge) {

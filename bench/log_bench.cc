@@ -27,8 +27,10 @@ bool Contains(const std::vector<std::string>& list, const std::string& item) {
   return false;
 }
 
-std::unique_ptr<LogSystem> MakeSystem(const std::string& name) {
-  if (name == "converge") return MakeConvergeSystem();
+std::unique_ptr<LogSystem> MakeSystem(const std::string& name, const std::string& via) {
+  if (name == "converge") {
+    return via == "server" ? MakeConvergeServerSystem() : MakeConvergeSystem();
+  }
   if (name == "jetstream") return MakeJetStreamSystem();
   if (name == "redis-always") return MakeRedisSystem("always");
   if (name == "redis-everysec") return MakeRedisSystem("everysec");
@@ -60,7 +62,7 @@ bool RunSystem(const std::string& name, const LogOptions& o, const std::string& 
   const bool want_publish = Contains(o.workloads, "publish");
   const bool want_consume = Contains(o.workloads, "consume_ack");
   const bool want_latency = Contains(o.workloads, "latency");
-  std::unique_ptr<LogSystem> system = MakeSystem(name);
+  std::unique_ptr<LogSystem> system = MakeSystem(name, o.via);
   if (system == nullptr) {
     // A factory may return nullptr for a system this binary was built without.
     std::fprintf(stderr, "converge bench log: %s: not built into this binary yet%s\n", name.c_str(),
@@ -171,7 +173,7 @@ int RunLog(int argc, char** argv) {
     }
   }
 
-  const std::string comparison = LogComparison(rows);
+  const std::string comparison = LogComparison(rows, o.via == "server");
   if (o.json) {
     std::fputs(comparison.c_str(), stderr);
   } else {

@@ -63,6 +63,9 @@ std::unique_ptr<LogSystem> MakeJetStreamSystem();
 std::unique_ptr<LogSystem> MakeRedisSystem(const std::string& appendfsync);  // always|everysec
 // converge in-process (bench/converge_log.cc).
 std::unique_ptr<LogSystem> MakeConvergeSystem();
+// converge through the HTTP sidecar, `converge serve` as a child process (`--via server`,
+// bench/converge_server.cc).
+std::unique_ptr<LogSystem> MakeConvergeServerSystem();
 
 // ---- shared pieces of the latency workload ----
 

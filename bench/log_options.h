@@ -27,8 +27,7 @@ struct LogOptions {
   uint32_t rounds = 1;  // repeat the whole run; report each row's median
 };
 
-// Parses argv (argv[0] = "log"). InvalidArgument names the bad option or value;
-// FailedPrecondition for `--via server` (reserved until the sidecar exists).
+// Parses argv (argv[0] = "log"). InvalidArgument names the bad option or value.
 Result<LogOptions> ParseLogOptions(int argc, char** argv);
 
 void PrintLogHelp(std::FILE* out);
@@ -41,7 +40,8 @@ std::vector<std::string> SplitList(std::string_view s);
 std::vector<Measurement> MedianOfRounds(const std::vector<Measurement>& rows);
 
 // The lines after the table: each peer relative to JetStream and the raw-disk baseline, and
-// converge against the targets (PASS/MISS) when converge was measured.
-std::string LogComparison(const std::vector<Measurement>& rows);
+// converge against the targets (PASS/MISS) when converge was measured; with
+// `via_server` the sidecar's targets.
+std::string LogComparison(const std::vector<Measurement>& rows, bool via_server = false);
 
 }  // namespace converge::bench

@@ -1,0 +1,286 @@
+// converge through the HTTP sidecar (`--via server`): `converge serve` started from this very
+// binary on 127.0.0.1 (a free port, data in the scratch directory), driven over loopback with
+// the C++ client (include/converge/client.h), topic durability fsync.
+//   publish      batches of kPublishBatch events in converge's binary event batch
+//                (application/vnd.converge.event-batch: CloudEvents in the binary record
+//                format, what the C++ client uses for volume) on kPublishConnections kept-alive
+//                connections; a 200 means the batch is fdatasync'ed (concurrent requests share
+//                one sync).
+//   consume_ack  fetch kFetchBatch leased events (binary delivery batch) + ack them (acks
+//                synced before the reply).
+//   latency      a paced publisher (one batch request per due set of events) and a consumer on
+//                a Server-Sent Events stream with server-side acks (auto_ack).
+// Event payloads are the events' binary data, so the bench's stamped bytes come back unchanged.
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench/log_bench.h"
+#include "converge/client.h"
+#include "converge/event.h"
+#include "support/server_process.h"
+
+namespace converge::bench {
+namespace {
+
+constexpr int kPublishConnections = 4;
+constexpr uint64_t kPublishBatch = 2000;
+constexpr uint32_t kFetchBatch = 5000;
+constexpr uint64_t kLatencyMaxBatch = 2000;
+constexpr int64_t kDrainTimeoutMs = 60'000;
+constexpr int kMaxEmptyFetches = 100;
+constexpr const char* kPublishTopic = "bench";
+constexpr const char* kLatencyTopic = "lat";
+
+std::string SelfExecutable() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+}
+
+// Events carrying the bench payloads; restamped per batch.
+class EventBatch {
+ public:
+  EventBatch(uint64_t count, uint32_t size) : payload_(size, '\0'), events_(count) {
+    FillPayload(payload_.data(), size);
+    for (Event& e : events_) {
+      e.set_source("/bench");
+      e.set_type("bench.event");
+    }
+  }
+  std::span<const Event> Stamp(uint64_t first_seq, uint64_t n, const Pacer* pacer) {
+    for (uint64_t i = 0; i < n; ++i) {
+      StampPayload(payload_.data(), first_seq + i, pacer ? pacer->DueNanos(first_seq + i) : 0);
+      events_[i].set_id(std::to_string(first_seq + i));
+      events_[i].SetBinaryData(payload_);
+    }
+    return std::span<const Event>(events_.data(), n);
+  }
+
+ private:
+  std::string payload_;
+  std::vector<Event> events_;
+};
+
+Measurement Throughput(const std::string& workload, uint64_t events, int64_t start, int64_t end,
+                       std::string note) {
+  Measurement m;
+  m.workload = workload;
+  m.system = "converge";
+  m.durability = "fsync";
+  m.events = events;
+  m.seconds = static_cast<double>(end - start) / 1e9;
+  m.events_per_s = static_cast<double>(events) / m.seconds;
+  m.note = std::move(note);
+  return m;
+}
+
+class ConvergeServerSystem : public LogSystem {
+ public:
+  ~ConvergeServerSystem() override { Stop().IgnoreError(); }
+
+  std::string name() const override { return "converge"; }
+  std::string durability() const override { return "fsync"; }
+
+  Status Start(const LogWorkload& w) override {
+    const std::string exe = SelfExecutable();
+    if (exe.empty()) return InternalError("cannot find this executable (/proc/self/exe)");
+    const std::string config = w.dir + "/converge.yaml";
+    std::ofstream(config) << "limits:\n"
+                             "  max_fetch_events: 20000\n"
+                             "  max_inflight_requests: 4096\n";
+    Status last;
+    for (int attempt = 0; attempt < 5; ++attempt) {  // a free port may be taken meanwhile
+      CONVERGE_ASSIGN_OR_RETURN(uint16_t port, testing::FreeLoopbackPort());
+      testing::ServerSpec spec;
+      spec.name = "converge serve";
+      spec.argv = {exe,        "serve", "--listen",   "127.0.0.1:" + std::to_string(port),
+                   "--config", config,  "--data-dir", w.dir + "/data"};
+      spec.port = port;
+      spec.log_path = w.dir + "/serve.log";
+      Result<std::unique_ptr<testing::ServerProcess>> p = testing::ServerProcess::Start(spec);
+      if (p.ok()) {
+        process_ = std::move(p).value();
+        break;
+      }
+      last = p.status();
+      if (last.code() != StatusCode::kUnavailable) return last;
+    }
+    if (!process_) return last;
+    client::Client c(Options());
+    for (const char* topic : {kPublishTopic, kLatencyTopic}) {
+      client::TopicSpec spec;
+      spec.name = topic;
+      spec.partitions = 1;
+      spec.durability = Durability::kFsync;
+      CONVERGE_RETURN_IF_ERROR(c.CreateTopic(spec).status());
+    }
+    return Status::Ok();
+  }
+
+  Status Publish(const LogWorkload& w, std::vector<Measurement>& out) override {
+    std::atomic<uint64_t> next{0};
+    std::vector<Status> statuses(kPublishConnections);
+    auto publisher = [&](int t) {
+      client::Client c(Options());
+      EventBatch batch(kPublishBatch, w.event_bytes);
+      while (true) {
+        const uint64_t first = next.fetch_add(kPublishBatch);
+        if (first >= w.events) return;
+        const uint64_t n = std::min(kPublishBatch, w.events - first);
+        Result<std::vector<client::Published>> r =
+            c.Publish(kPublishTopic, batch.Stamp(first, n, nullptr), client::PublishMode::kNative);
+        if (!r.ok()) {
+          statuses[t] = r.status();
+          return;
+        }
+      }
+    };
+    const int64_t start = NowNanos();
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kPublishConnections; ++t) threads.emplace_back(publisher, t);
+    for (std::thread& t : threads) t.join();
+    const int64_t end = NowNanos();
+    for (const Status& s : statuses) CONVERGE_RETURN_IF_ERROR(s);
+    client::Client c(Options());
+    CONVERGE_ASSIGN_OR_RETURN(client::TopicDescription t, c.DescribeTopic(kPublishTopic));
+    const uint64_t stored = t.offsets.empty() ? 0 : t.offsets[0].end_offset;
+    if (stored != w.events) {
+      return InternalError("converge server: topic holds " + std::to_string(stored) +
+                           " events, expected " + std::to_string(w.events));
+    }
+    out.push_back(
+        Throughput("publish", w.events, start, end,
+                   "HTTP sidecar: binary event batches of " + std::to_string(kPublishBatch) +
+                       " on " + std::to_string(kPublishConnections) + " connections, 1 partition"));
+    return Status::Ok();
+  }
+
+  Status ConsumeAck(const LogWorkload& w, std::vector<Measurement>& out) override {
+    client::Client c(Options());
+    client::GroupSpec group;
+    group.name = "bench";
+    group.max_in_flight = kFetchBatch;
+    CONVERGE_RETURN_IF_ERROR(c.CreateGroup(kPublishTopic, group).status());
+    client::FetchOptions fetch;
+    fetch.max_events = kFetchBatch;
+    fetch.wait_ms = 100;
+    std::vector<client::Lease> leases;
+    uint64_t received = 0, bad = 0;
+    int empty = 0;
+    const int64_t start = NowNanos();
+    while (received < w.events) {
+      CONVERGE_ASSIGN_OR_RETURN(std::vector<client::Delivery> got,
+                                c.Fetch(kPublishTopic, "bench", fetch));
+      if (got.empty()) {
+        if (++empty > kMaxEmptyFetches) {
+          return InternalError("converge server: fetch found nothing after " +
+                               std::to_string(received) + " events");
+        }
+        continue;
+      }
+      leases.clear();
+      for (const client::Delivery& d : got) {
+        if (!d.event || d.event->data().size() != w.event_bytes) ++bad;
+        leases.push_back(d.lease());
+      }
+      CONVERGE_ASSIGN_OR_RETURN(client::AckResult acked, c.Ack(kPublishTopic, "bench", leases));
+      if (!acked.lost.empty()) {
+        return InternalError("converge server: " + std::to_string(acked.lost.size()) +
+                             " leases lost");
+      }
+      received += got.size();
+    }
+    const int64_t end = NowNanos();
+    if (bad > 0) {
+      return InternalError("converge server: " + std::to_string(bad) + " events of wrong size");
+    }
+    out.push_back(Throughput("consume_ack", w.events, start, end,
+                             "HTTP sidecar: fetch " + std::to_string(kFetchBatch) +
+                                 " + ack (acks fdatasync'ed before the reply)"));
+    return Status::Ok();
+  }
+
+  Status Latency(const LogWorkload& w, std::vector<Measurement>& out) override {
+    const uint64_t total = LatencyTotalEvents(w);
+    DeliveryTracker tracker(total, LatencyWarmupEvents(w));
+    std::atomic<bool> stop{false};
+    Status consumer_status;
+    client::Client control(Options());
+    client::SubscribeOptions sub_options;
+    sub_options.max_events = kFetchBatch;
+    sub_options.auto_ack = true;
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<client::Subscription> sub,
+                              control.Subscribe(kLatencyTopic, "lat", sub_options));
+    std::thread consumer([&] {
+      while (!stop.load() && tracker.delivered() < total) {
+        Result<std::optional<client::Delivery>> d = sub->Next(100);
+        const int64_t now = NowNanos();
+        if (!d.ok()) {
+          consumer_status = d.status();
+          return;
+        }
+        if (!d->has_value() || !(*d)->event) continue;
+        const std::string& data = (*d)->event->data();
+        tracker.Deliver(data.data(), data.size(), now);
+      }
+    });
+    client::Client publisher(Options());
+    EventBatch batch(kLatencyMaxBatch, w.event_bytes);
+    PacedRunStats stats;
+    Status status = RunPacedPublisher(
+        total, w.rate_per_s, kLatencyMaxBatch,
+        [&](uint64_t first, uint64_t count, const Pacer& pacer) -> Status {
+          return publisher
+              .Publish(kLatencyTopic, batch.Stamp(first, count, &pacer),
+                       client::PublishMode::kBatch)
+              .status();
+        },
+        &stats);
+    const bool all = status.ok() && tracker.WaitAll(kDrainTimeoutMs);
+    stop.store(true);
+    consumer.join();
+    sub.reset();
+    CONVERGE_RETURN_IF_ERROR(status);
+    CONVERGE_RETURN_IF_ERROR(consumer_status);
+    if (!all) {
+      return DeadlineExceededError("converge server latency: delivered " +
+                                   std::to_string(tracker.delivered()) + " of " +
+                                   std::to_string(total));
+    }
+    out.push_back(LatencyMeasurement(
+        name(), durability(), tracker, stats,
+        "HTTP sidecar: batch publish of the due events; SSE stream consumer (server-side acks)"));
+    return Status::Ok();
+  }
+
+  Status Stop() override {
+    if (!process_) return Status::Ok();
+    Status s = process_->Stop();  // SIGTERM: drain, sync, exit
+    process_.reset();
+    return s;
+  }
+
+ private:
+  client::Options Options() const {
+    client::Options o;
+    o.host = "127.0.0.1";
+    o.port = process_->port();
+    o.timeout_ms = 60'000;
+    return o;
+  }
+
+  std::unique_ptr<testing::ServerProcess> process_;
+};
+
+}  // namespace
+
+std::unique_ptr<LogSystem> MakeConvergeServerSystem() {
+  return std::make_unique<ConvergeServerSystem>();
+}
+
+}  // namespace converge::bench

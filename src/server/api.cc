@@ -1,0 +1,438 @@
+#include "server/api.h"
+
+#include <algorithm>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+#include <chrono>
+
+#include "server/api_internal.h"
+#include "server/cloudevents_http.h"
+#include "server/json_util.h"
+
+namespace converge::server {
+
+namespace json = boost::json;
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+ApiError ErrorCodeFor(const Status& status) {
+  switch (status.code()) {
+    case StatusCode::kOk:
+      return {http::status::ok, "OK"};
+    case StatusCode::kInvalidArgument:
+      return {http::status::bad_request, "INVALID_ARGUMENT"};
+    case StatusCode::kOutOfRange:
+      return {http::status::bad_request, "OUT_OF_RANGE"};
+    case StatusCode::kUnauthenticated:
+      return {http::status::unauthorized, "UNAUTHENTICATED"};
+    case StatusCode::kPermissionDenied:
+      return {http::status::forbidden, "PERMISSION_DENIED"};
+    case StatusCode::kNotFound:
+      return {http::status::not_found, "NOT_FOUND"};
+    case StatusCode::kAlreadyExists:
+      return {http::status::conflict, "ALREADY_EXISTS"};
+    case StatusCode::kFailedPrecondition:
+      return {http::status::conflict, "FAILED_PRECONDITION"};
+    case StatusCode::kAborted:
+      return {http::status::conflict, "ABORTED"};
+    case StatusCode::kResourceExhausted:
+      return {http::status::too_many_requests, "RESOURCE_EXHAUSTED"};
+    case StatusCode::kCancelled:
+    case StatusCode::kUnavailable:
+      return {http::status::service_unavailable, "UNAVAILABLE"};
+    case StatusCode::kDeadlineExceeded:
+      return {http::status::gateway_timeout, "DEADLINE_EXCEEDED"};
+    case StatusCode::kDataLoss:
+      return {http::status::internal_server_error, "DATA_LOSS"};
+    case StatusCode::kInternal:
+      return {http::status::internal_server_error, "INTERNAL"};
+  }
+  return {http::status::internal_server_error, "INTERNAL"};
+}
+
+HttpResponse ErrorReply(const Status& status, unsigned version) {
+  ApiError e = ErrorCodeFor(status);
+  HttpResponse res = JsonError(e.status, e.code, status.message(), version);
+  if (e.status == http::status::too_many_requests ||
+      e.status == http::status::service_unavailable) {
+    res.set(http::field::retry_after, "1");
+  }
+  return res;
+}
+
+namespace api_internal {
+
+HttpResponse JsonReply(http::status status, std::string body, unsigned version) {
+  HttpResponse res{status, version};
+  res.set(http::field::content_type, "application/json");
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
+}
+
+HttpReply Reply(HttpResponse res) { return HttpReply{std::move(res), nullptr}; }
+
+HttpReply Error(const Status& status) { return Reply(ErrorReply(status)); }
+
+HttpReply Error(http::status s, std::string_view code, std::string_view message) {
+  return Reply(JsonError(s, code, message));
+}
+
+// Topic names as the log accepts them from clients; internal ('_') names are not reachable.
+Status CheckTopicName(std::string_view name) {
+  if (name.empty() || name.size() > 200 || name.front() == '.' || name.front() == '_' ||
+      name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") !=
+          std::string_view::npos) {
+    return InvalidArgumentError("invalid topic name '" + std::string(name.substr(0, 200)) +
+                                "': 1..200 characters of [A-Za-z0-9._-], not starting with "
+                                "'.' or '_'");
+  }
+  return Status::Ok();
+}
+
+Status CheckGroupName(std::string_view name) {
+  if (name.empty() || name.size() > 64 ||
+      name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") !=
+          std::string_view::npos) {
+    return InvalidArgumentError("invalid group name '" + std::string(name.substr(0, 64)) +
+                                "': 1..64 characters of [A-Za-z0-9_-]");
+  }
+  return Status::Ok();
+}
+
+Status CheckConsumerName(std::string_view name) {
+  if (name.empty() || name.size() > 128 ||
+      name.find_first_not_of(
+          "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:@-") !=
+          std::string_view::npos) {
+    return InvalidArgumentError("invalid consumer name '" + std::string(name.substr(0, 128)) +
+                                "': 1..128 characters of [A-Za-z0-9._:@-]");
+  }
+  return Status::Ok();
+}
+
+std::string GroupKey(const std::string& topic, const std::string& group) {
+  return topic + '\n' + group;
+}
+
+void AppendUint(std::string* out, uint64_t v) { *out += std::to_string(v); }
+
+std::string TopicJson(const TopicInfo& info, const std::string* groups_json) {
+  std::string out = "{\"name\":";
+  AppendJsonString(&out, info.name);
+  out += ",\"partitions\":";
+  AppendUint(&out, info.options.partitions);
+  out += ",\"durability\":";
+  AppendJsonString(&out, DurabilityName(info.options.durability));
+  out += ",\"retention_max_bytes\":";
+  AppendUint(&out, info.options.retention_max_bytes);
+  out += ",\"retention_max_age_ms\":";
+  out += std::to_string(info.options.retention_max_age_ms);
+  if (groups_json) {
+    out += ",\"partition_offsets\":[";
+    for (size_t i = 0; i < info.partitions.size(); ++i) {
+      const PartitionInfo& p = info.partitions[i];
+      if (i) out += ',';
+      out += "{\"partition\":" + std::to_string(p.partition) +
+             ",\"start_offset\":" + std::to_string(p.start_offset) +
+             ",\"end_offset\":" + std::to_string(p.end_offset) +
+             ",\"size_bytes\":" + std::to_string(p.size_bytes) + "}";
+    }
+    out += "],\"groups\":";
+    out += *groups_json;
+  }
+  out += '}';
+  return out;
+}
+
+std::string GroupJson(const GroupDescription& g) {
+  std::string out = "{\"name\":";
+  AppendJsonString(&out, g.group);
+  out += ",\"lag\":" + std::to_string(g.total_lag);
+  out += ",\"members\":" + std::to_string(g.members.size());
+  out += ",\"lease_ms\":" + std::to_string(g.options.lease_ms);
+  out += ",\"max_deliveries\":" + std::to_string(g.options.max_deliveries);
+  out += ",\"dead_letters\":" + std::to_string(g.dead_letters);
+  out += ",\"dead_letters_replayed\":" + std::to_string(g.dead_letters_replayed);
+  out += ",\"partitions\":[";
+  for (size_t i = 0; i < g.partitions.size(); ++i) {
+    const PartitionDescription& p = g.partitions[i];
+    if (i) out += ',';
+    out += "{\"partition\":" + std::to_string(p.partition) +
+           ",\"committed_offset\":" + std::to_string(p.committed) +
+           ",\"end_offset\":" + std::to_string(p.end_offset) + ",\"lag\":" + std::to_string(p.lag) +
+           ",\"in_flight\":" + std::to_string(p.in_flight) +
+           ",\"delayed\":" + std::to_string(p.delayed) + "}";
+  }
+  out += "]}";
+  return out;
+}
+
+// The event of a stored record as structured-mode JSON, or an "error" member if the record
+// is not a converge event (written by another producer of the log).
+void AppendStoredEvent(std::string* out, std::string_view value) {
+  Result<Event> event = DecodeBinary(value);
+  if (event.ok() && AppendJson(*event, out).ok()) return;
+  out->pop_back();  // the ':' after "event"
+  out->resize(out->size() - std::string_view("\"event\"").size());
+  *out += "\"event\":null,\"error\":";
+  AppendJsonString(
+      out, event.ok() ? "cannot encode the stored event" : std::string(event.status().message()));
+}
+
+}  // namespace api_internal
+
+using api_internal::AppendStoredEvent;
+using api_internal::AppendUint;
+using api_internal::CheckConsumerName;
+using api_internal::CheckGroupName;
+using api_internal::CheckTopicName;
+using api_internal::Error;
+using api_internal::GroupJson;
+using api_internal::GroupKey;
+using api_internal::JsonReply;
+using api_internal::Reply;
+using api_internal::TopicJson;
+
+// ---------------------------------------------------------------------------------------
+// Routing
+
+struct Api::Route {
+  http::verb method;
+  std::string path;
+  Handler handler;
+  bool authenticated;  // false: health, readiness (and metrics unless configured)
+};
+
+const std::vector<Api::Route>& Api::RouteTable() {
+  static const std::vector<Route> routes = {
+      {http::verb::get, "/healthz", &Api::Healthz, false},
+      {http::verb::get, "/readyz", &Api::Readyz, false},
+      {http::verb::get, "/metrics", &Api::Metrics, false},
+      {http::verb::get, "/v1/topics", &Api::ListTopics, true},
+      {http::verb::post, "/v1/topics", &Api::CreateTopic, true},
+      {http::verb::get, "/v1/topics/{topic}", &Api::DescribeTopic, true},
+      {http::verb::post, "/v1/topics/{topic}/events", &Api::Publish, true},
+      {http::verb::post, "/v1/topics/{topic}/groups", &Api::CreateGroup, true},
+      {http::verb::post, "/v1/topics/{topic}/groups/{group}/fetch", &Api::Fetch, true},
+      {http::verb::post, "/v1/topics/{topic}/groups/{group}/ack", &Api::Ack, true},
+      {http::verb::post, "/v1/topics/{topic}/groups/{group}/nack", &Api::Nack, true},
+      {http::verb::get, "/v1/topics/{topic}/groups/{group}/stream", &Api::Stream, true},
+      {http::verb::get, "/v1/topics/{topic}/groups/{group}/dead-letters", &Api::ListDeadLetters,
+       true},
+      {http::verb::post, "/v1/topics/{topic}/groups/{group}/dead-letters/replay",
+       &Api::ReplayDeadLetters, true},
+  };
+  return routes;
+}
+
+std::vector<RouteInfo> Api::Routes() {
+  std::vector<RouteInfo> out;
+  for (const Route& r : RouteTable()) {
+    out.push_back({std::string(http::to_string(r.method)), r.path});
+  }
+  return out;
+}
+
+namespace {
+
+std::vector<std::string_view> SplitPath(std::string_view path) {
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (i < path.size()) {
+    if (path[i] == '/') {
+      ++i;
+      continue;
+    }
+    size_t j = path.find('/', i);
+    if (j == std::string_view::npos) j = path.size();
+    out.push_back(path.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
+// Matches `path` against a template; fills {topic} and {group}.
+bool MatchPath(std::string_view tmpl, const std::vector<std::string_view>& segments,
+               std::string* topic, std::string* group) {
+  std::vector<std::string_view> parts = SplitPath(tmpl);
+  if (parts.size() != segments.size()) return false;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (parts[i] == "{topic}") {
+      *topic = std::string(segments[i]);
+    } else if (parts[i] == "{group}") {
+      *group = std::string(segments[i]);
+    } else if (parts[i] != segments[i]) {
+      return false;
+    }
+  }
+  return true;
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> ParseQuery(std::string_view q) {
+  std::vector<std::pair<std::string, std::string>> out;
+  while (!q.empty()) {
+    size_t amp = q.find('&');
+    std::string_view item = q.substr(0, amp);
+    q = amp == std::string_view::npos ? std::string_view() : q.substr(amp + 1);
+    if (item.empty()) continue;
+    size_t eq = item.find('=');
+    std::string_view k = item.substr(0, eq);
+    std::string_view v = eq == std::string_view::npos ? std::string_view() : item.substr(eq + 1);
+    std::string value(v);
+    std::replace(value.begin(), value.end(), '+', ' ');
+    Result<std::string> key = PercentDecode(k);
+    Result<std::string> val = PercentDecode(value);
+    if (!key.ok() || !val.ok()) return InvalidArgumentError("malformed query string");
+    out.emplace_back(std::move(key).value(), std::move(val).value());
+  }
+  return out;
+}
+
+}  // namespace
+
+Api::Api(ApiDeps deps) : d_(deps), auth_(deps.config->tokens) {
+  deliver_latency_ = d_.metrics->GetHistogram(
+      "converge_publish_to_deliver_seconds",
+      "Time from append to first delivery of an event to a consumer.", {}, LatencyBucketsSeconds());
+  subscribers_gauge_ =
+      d_.metrics->GetGauge("converge_stream_subscribers", "Open streaming subscriptions.");
+  d_.metrics->AddCollector(
+      [this](std::vector<MetricsRegistry::Sample>* out) { CollectGroupMetrics(out); });
+}
+
+Api::~Api() { ReleaseWatches(); }
+
+void Api::ReleaseWatches() {
+  std::lock_guard lock(watches_mu_);
+  watches_.clear();
+}
+
+asio::awaitable<HttpReply> Api::Handle(HttpRequest& request) {
+  const int64_t start = d_.env->clock().NowMonotonicNanos();
+  std::string_view target(request.target().data(), request.target().size());
+  size_t qmark = target.find('?');
+  std::string_view path = target.substr(0, qmark);
+  std::vector<std::string_view> segments = SplitPath(path);
+
+  const Route* route = nullptr;
+  bool path_known = false;
+  std::string allow;
+  std::string topic, group;
+  for (const Route& r : RouteTable()) {
+    std::string t, g;
+    if (!MatchPath(r.path, segments, &t, &g)) continue;
+    path_known = true;
+    if (!allow.empty()) allow += ", ";
+    allow += std::string(http::to_string(r.method));
+    if (r.method == request.method()) {
+      route = &r;
+      topic = std::move(t);
+      group = std::move(g);
+      break;
+    }
+  }
+  HttpReply reply;
+  std::string route_label = route ? route->path : "unmatched";
+  if (!route) {
+    if (path_known) {
+      reply = Error(http::status::method_not_allowed, "METHOD_NOT_ALLOWED",
+                    "method " + std::string(request.method_string()) + " is not allowed on " +
+                        std::string(path) + " (allowed: " + allow + ")");
+      reply.response.set(http::field::allow, allow);
+    } else {
+      reply = Error(http::status::not_found, "NOT_FOUND", "no such endpoint: " + std::string(path));
+    }
+  } else {
+    Call call{request, {}, std::move(topic), std::move(group), nullptr};
+    Result<std::vector<std::pair<std::string, std::string>>> query =
+        ParseQuery(qmark == std::string_view::npos ? std::string_view() : target.substr(qmark + 1));
+    bool needs_auth = route->authenticated ||
+                      (route->handler == &Api::Metrics && d_.config->metrics_require_token);
+    Result<const Principal*> principal = auth_.Authenticate(request[http::field::authorization]);
+    if (needs_auth && !principal.ok()) {
+      reply = Error(principal.status());
+      reply.response.set(http::field::www_authenticate, "Bearer realm=\"converge\"");
+    } else if (!query.ok()) {
+      reply = Error(query.status());
+    } else {
+      call.query = std::move(query).value();
+      call.principal = principal.ok() ? *principal : nullptr;
+      reply = co_await (this->*(route->handler))(call);
+    }
+  }
+  const double seconds = static_cast<double>(d_.env->clock().NowMonotonicNanos() - start) * 1e-9;
+  const std::string code = std::to_string(static_cast<unsigned>(reply.response.result_int()));
+  d_.metrics
+      ->GetCounter("converge_http_requests_total", "HTTP requests by route and status code.",
+                   {{"route", route_label}, {"code", code}})
+      ->Add();
+  if (!reply.stream) {
+    d_.metrics
+        ->GetHistogram("converge_http_request_duration_seconds",
+                       "Time to handle a request (excluding streams).", {{"route", route_label}},
+                       LatencyBucketsSeconds())
+        ->Observe(seconds);
+  }
+  co_return reply;
+}
+
+// ---------------------------------------------------------------------------------------
+// Operations
+
+asio::awaitable<HttpReply> Api::Healthz(Call&) {
+  co_return Reply(JsonReply(http::status::ok, "{\"status\":\"ok\"}"));
+}
+
+asio::awaitable<HttpReply> Api::Readyz(Call&) {
+  if (!ready_.load()) {
+    co_return Error(http::status::service_unavailable, "UNAVAILABLE",
+                    "shutting down: not accepting new work");
+  }
+  co_return Reply(JsonReply(http::status::ok, "{\"status\":\"ready\"}"));
+}
+
+asio::awaitable<HttpReply> Api::Metrics(Call&) {
+  // Collectors describe groups (storage reads): render on the pool.
+  auto job = [this] { return d_.metrics->Render(); };
+  std::string text = co_await d_.pool->Run(std::move(job));
+  HttpResponse res{http::status::ok, 11};
+  res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+  res.body() = std::move(text);
+  res.prepare_payload();
+  co_return Reply(std::move(res));
+}
+
+void Api::CollectGroupMetrics(std::vector<MetricsRegistry::Sample>* out) {
+  for (const std::string& topic : d_.log->ListTopics()) {
+    if (topic.empty() || topic.front() == '_') continue;
+    Result<TopicInfo> info = d_.log->DescribeTopic(topic);
+    if (info.ok()) {
+      uint64_t end = 0;
+      for (const PartitionInfo& p : info->partitions) end += p.end_offset;
+      out->push_back({"converge_topic_end_offset",
+                      "Sum of the end offsets of a topic's partitions.",
+                      "gauge",
+                      {{"topic", topic}},
+                      static_cast<double>(end)});
+    }
+    for (const std::string& group : d_.groups->ListGroups(topic)) {
+      Result<GroupDescription> g = d_.groups->DescribeGroup(topic, group);
+      if (!g.ok()) continue;
+      Labels labels = {{"topic", topic}, {"group", group}};
+      out->push_back({"converge_consumer_lag", "Events not yet consumed by a group.", "gauge",
+                      labels, static_cast<double>(g->total_lag)});
+      uint64_t in_flight = 0;
+      for (const PartitionDescription& p : g->partitions) in_flight += p.in_flight;
+      out->push_back({"converge_consumer_in_flight", "Events leased and not yet acked.", "gauge",
+                      labels, static_cast<double>(in_flight)});
+      out->push_back({"converge_dead_letters", "Events in a group's dead-letter topic.", "gauge",
+                      labels, static_cast<double>(g->dead_letters)});
+      out->push_back({"converge_dead_letters_replayed", "Dead letters replayed.", "gauge", labels,
+                      static_cast<double>(g->dead_letters_replayed)});
+    }
+  }
+}
+
+}  // namespace converge::server

@@ -1,0 +1,134 @@
+// API v1 of `converge serve`: routes HTTP requests to the log and the consumer groups.
+// docs/api/openapi.yaml describes every route; server_unit_test checks the two agree.
+//
+// Contract
+// - Authentication first (401), then authorization (403), then input (400/413/415), then
+//   existence (404). A refused request never returns data and changes nothing.
+// - Every error reply is JSON {"code": ..., "message": ...} (see ErrorCodeFor).
+// - Blocking storage calls run on the BlockingPool; the coroutine resumes on its connection's
+//   strand. Long polls and streams wait on the WakeupHub, woken by the groups' ready watch.
+// - A publish is all or nothing: the whole request is decoded and validated before anything
+//   is appended, and the log appends a batch whole or not at all.
+// Thread-safety: Handle may run concurrently on many strands.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "converge/consumer_group.h"
+#include "converge/env.h"
+#include "converge/log.h"
+#include "server/auth.h"
+#include "server/blocking_pool.h"
+#include "server/config.h"
+#include "server/http_server.h"
+#include "server/metrics.h"
+#include "server/wakeup_hub.h"
+
+namespace converge::server {
+
+struct ApiDeps {
+  const ServerConfig* config = nullptr;
+  Env* env = nullptr;
+  Log* log = nullptr;
+  ConsumerGroups* groups = nullptr;
+  MetricsRegistry* metrics = nullptr;
+  BlockingPool* pool = nullptr;
+  WakeupHub* hub = nullptr;
+};
+
+// One route: method and path template ("/v1/topics/{topic}").
+struct RouteInfo {
+  std::string method;
+  std::string path;
+};
+
+class Api {
+ public:
+  explicit Api(ApiDeps deps);
+  ~Api();
+
+  asio::awaitable<HttpReply> Handle(HttpRequest& request);
+
+  // Readiness turns false; streams and long polls end (the WakeupHub is shut down by the
+  // caller).
+  void BeginShutdown() { ready_.store(false); }
+  // Drops the ready watches; call before the ConsumerGroups is destroyed.
+  void ReleaseWatches();
+
+  static std::vector<RouteInfo> Routes();
+
+ private:
+  struct Call;
+  using Handler = asio::awaitable<HttpReply> (Api::*)(Call&);
+  struct Route;
+  static const std::vector<Route>& RouteTable();
+
+  asio::awaitable<HttpReply> Healthz(Call& call);
+  asio::awaitable<HttpReply> Readyz(Call& call);
+  asio::awaitable<HttpReply> Metrics(Call& call);
+  asio::awaitable<HttpReply> ListTopics(Call& call);
+  asio::awaitable<HttpReply> CreateTopic(Call& call);
+  asio::awaitable<HttpReply> DescribeTopic(Call& call);
+  asio::awaitable<HttpReply> Publish(Call& call);
+  asio::awaitable<HttpReply> CreateGroup(Call& call);
+  asio::awaitable<HttpReply> Fetch(Call& call);
+  asio::awaitable<HttpReply> Ack(Call& call);
+  asio::awaitable<HttpReply> Nack(Call& call);
+  asio::awaitable<HttpReply> Stream(Call& call);
+  asio::awaitable<HttpReply> ListDeadLetters(Call& call);
+  asio::awaitable<HttpReply> ReplayDeadLetters(Call& call);
+
+  // Blocking helpers (run on the pool).
+  HttpResponse DoPublish(const HttpRequest& request, const std::string& topic);
+  Status EnsureGroup(const std::string& topic, const std::string& group);
+  Result<FetchResult> FetchAsMember(const std::string& topic, const std::string& group,
+                                    const std::string& member, uint32_t max_events,
+                                    uint64_t max_bytes);
+  enum class DeliveryFormat { kJson, kSse, kBinary };
+  std::string RenderDeliveries(const FetchResult& fetched, const std::string& topic,
+                               const std::string& group, DeliveryFormat format);
+  Status WatchGroup(const std::string& topic, const std::string& group);
+  // Server-side acks of a stream (auto_ack), run one AckBatch at a time on the stream's strand.
+  struct AckPipe {
+    explicit AckPipe(const asio::any_io_executor& ex)
+        : done(ex, std::chrono::steady_clock::now() + std::chrono::hours(24)) {}
+    std::vector<LeaseRef> queued;
+    bool running = false;
+    Status error;
+    asio::steady_timer done;  // cancelled when the worker stops
+  };
+  asio::awaitable<void> AckWorker(std::shared_ptr<AckPipe> pipe, std::string topic,
+                                  std::string group, std::string consumer);
+  void CollectGroupMetrics(std::vector<MetricsRegistry::Sample>* out);
+  TopicOptions OptionsForNewTopic() const;
+  GroupOptions DefaultGroupOptions() const;
+
+  ApiDeps d_;
+  Authorizer auth_;
+  std::atomic<bool> ready_{true};
+  std::atomic<uint32_t> subscribers_{0};
+  std::atomic<uint64_t> next_stream_id_{0};
+
+  std::mutex watches_mu_;
+  std::map<std::string, std::unique_ptr<ConsumerGroups::ReadyWatch>> watches_;
+
+  Histogram* deliver_latency_;
+  Gauge* subscribers_gauge_;
+};
+
+// The stable error code of a status in API replies and its HTTP status.
+struct ApiError {
+  http::status status;
+  std::string_view code;
+};
+ApiError ErrorCodeFor(const Status& status);
+
+// A JSON error reply for a non-OK status.
+HttpResponse ErrorReply(const Status& status, unsigned version = 11);
+
+}  // namespace converge::server

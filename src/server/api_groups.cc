@@ -1,0 +1,654 @@
+// API v1: consumer groups (fetch, ack, nack, stream) and dead letters.
+#include <algorithm>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json/value.hpp>
+#include <charconv>
+#include <chrono>
+#include <optional>
+
+#include "server/api.h"
+#include "server/api_internal.h"
+#include "server/cloudevents_http.h"
+#include "server/json_util.h"
+#include "server/wire_format.h"
+
+namespace converge::server {
+
+namespace json = boost::json;
+namespace wire = ::converge::internal::wire;
+using api_internal::AppendStoredEvent;
+using api_internal::AppendUint;
+using api_internal::CheckConsumerName;
+using api_internal::CheckGroupName;
+using api_internal::CheckTopicName;
+using api_internal::Error;
+using api_internal::GroupJson;
+using api_internal::GroupKey;
+using api_internal::JsonReply;
+using api_internal::Reply;
+using api_internal::TopicJson;
+
+// ---------------------------------------------------------------------------------------
+// Consumer groups
+
+GroupOptions Api::DefaultGroupOptions() const {
+  GroupOptions g;
+  g.lease_ms = d_.config->groups.lease_ms;
+  g.max_deliveries = d_.config->groups.max_deliveries;
+  g.max_nack_delay_ms = d_.config->groups.max_nack_delay_ms;
+  return g;
+}
+
+Status Api::EnsureGroup(const std::string& topic, const std::string& group) {
+  Status s = d_.groups->CreateGroup(topic, group, DefaultGroupOptions());
+  if (s.code() == StatusCode::kAlreadyExists) return Status::Ok();
+  if (s.code() == StatusCode::kNotFound) {
+    return NotFoundError("topic '" + topic + "' does not exist");
+  }
+  return s;
+}
+
+Status Api::WatchGroup(const std::string& topic, const std::string& group) {
+  const std::string key = GroupKey(topic, group);
+  std::lock_guard lock(watches_mu_);
+  if (watches_.count(key)) return Status::Ok();
+  WakeupHub* hub = d_.hub;
+  CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<ConsumerGroups::ReadyWatch> watch,
+                            d_.groups->WatchReady(topic, group, [hub, key] { hub->Notify(key); }));
+  watches_.emplace(key, std::move(watch));
+  return Status::Ok();
+}
+
+Result<FetchResult> Api::FetchAsMember(const std::string& topic, const std::string& group,
+                                       const std::string& member, uint32_t max_events,
+                                       uint64_t max_bytes) {
+  Result<FetchResult> r = d_.groups->Fetch(topic, group, member, max_events, max_bytes);
+  if (r.ok() || r.status().code() != StatusCode::kFailedPrecondition) return r;
+  // Not (or no longer) a member: HTTP consumers are stateless, so join on their behalf.
+  CONVERGE_RETURN_IF_ERROR(d_.groups->Join(topic, group, member).status());
+  return d_.groups->Fetch(topic, group, member, max_events, max_bytes);
+}
+
+std::string Api::RenderDeliveries(const FetchResult& fetched, const std::string& topic,
+                                  const std::string& group, DeliveryFormat format) {
+  const int64_t now_micros = d_.env->clock().NowWallMicros();
+  std::string out;
+  auto num = [&out](uint64_t v) {
+    char digits[24];
+    auto [end, ec] = std::to_chars(digits, digits + sizeof(digits), v);
+    out.append(digits, end);
+  };
+  if (format == DeliveryFormat::kJson) out = "{\"deliveries\":[";
+  out.reserve(fetched.deliveries.size() * 320);
+  for (size_t i = 0; i < fetched.deliveries.size(); ++i) {
+    const Delivery& d = fetched.deliveries[i];
+    if (d.attempt == 1 && now_micros >= d.timestamp_micros) {
+      deliver_latency_->Observe(static_cast<double>(now_micros - d.timestamp_micros) * 1e-6);
+    }
+    if (format == DeliveryFormat::kBinary) {
+      wire::AppendDelivery(
+          &out, {d.partition, d.offset, d.lease_id, d.attempt, d.lease_expires_at_micros / 1000},
+          d.value);
+      continue;
+    }
+    if (format == DeliveryFormat::kSse) {
+      out += "event: delivery\nid: ";
+      num(d.partition);
+      out += ':';
+      num(d.offset);
+      out += ':';
+      num(d.lease_id);
+      out += "\ndata: ";
+    } else if (i) {
+      out += ',';
+    }
+    out += "{\"partition\":";
+    num(d.partition);
+    out += ",\"offset\":";
+    num(d.offset);
+    out += ",\"lease_id\":\"";
+    num(d.lease_id);
+    out += "\",\"attempt\":";
+    num(d.attempt);
+    out += ",\"lease_expires_at_ms\":";
+    num(static_cast<uint64_t>(std::max<int64_t>(0, d.lease_expires_at_micros / 1000)));
+    out += ",\"event\":";
+    AppendStoredEvent(&out, d.value);
+    out += '}';
+    if (format == DeliveryFormat::kSse) out += "\n\n";
+  }
+  if (format == DeliveryFormat::kJson) out += "]}";
+  d_.metrics
+      ->GetCounter("converge_events_delivered_total", "Events delivered to consumers.",
+                   {{"topic", topic}, {"group", group}})
+      ->Add(fetched.deliveries.size());
+  return out;
+}
+
+asio::awaitable<HttpReply> Api::CreateGroup(Call& call) {
+  if (!call.principal->CanSubscribe(call.topic)) {
+    co_return Error(NotAllowed(*call.principal, "subscribe to", call.topic));
+  }
+  if (Status s = CheckTopicName(call.topic); !s.ok()) co_return Error(s);
+  Result<json::object> body = ParseJsonObject(call.req.body());
+  if (!body.ok())
+    co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
+  const json::object& o = *body;
+  GroupOptions options = DefaultGroupOptions();
+  std::string name, start = "earliest";
+  uint64_t max_deliveries = options.max_deliveries;
+  uint64_t max_in_flight = options.max_in_flight_per_partition;
+  Status s = CheckFields(o, {"name", "lease_ms", "max_deliveries", "max_in_flight", "start"});
+  if (s.ok()) s = ReadString(o, "name", &name);
+  if (s.ok()) s = ReadInt(o, "lease_ms", 1, d_.config->groups.max_lease_ms, &options.lease_ms);
+  if (s.ok()) s = ReadUint(o, "max_deliveries", 1, 10'000, &max_deliveries);
+  if (s.ok()) s = ReadUint(o, "max_in_flight", 1, 100'000, &max_in_flight);
+  if (s.ok()) s = ReadString(o, "start", &start);
+  if (s.ok()) s = CheckGroupName(name);
+  if (s.ok()) {
+    if (start == "earliest") {
+      options.start = StartPosition::kEarliest;
+    } else if (start == "latest") {
+      options.start = StartPosition::kLatest;
+    } else {
+      s = InvalidArgumentError("field 'start' must be \"earliest\" or \"latest\"");
+    }
+  }
+  if (!s.ok()) co_return Error(s);
+  options.max_deliveries = static_cast<uint32_t>(max_deliveries);
+  // One bound for both: a partition's and a member's leased events. The read-ahead window
+  // must hold at least that many.
+  options.max_in_flight_per_partition = static_cast<uint32_t>(max_in_flight);
+  options.max_in_flight_per_member = static_cast<uint32_t>(max_in_flight);
+  options.max_pending_per_partition = std::max<uint32_t>(options.max_pending_per_partition,
+                                                         4 * options.max_in_flight_per_partition);
+  const std::string topic = call.topic;
+  auto job = [this, topic, name, options]() -> Result<std::string> {
+    CONVERGE_RETURN_IF_ERROR(d_.groups->CreateGroup(topic, name, options));
+    CONVERGE_ASSIGN_OR_RETURN(GroupDescription g, d_.groups->DescribeGroup(topic, name));
+    return GroupJson(g);
+  };
+  Result<std::string> created = co_await d_.pool->Run(std::move(job));
+  if (!created.ok()) co_return Error(created.status());
+  co_return Reply(JsonReply(http::status::created, std::move(created).value()));
+}
+
+asio::awaitable<HttpReply> Api::Fetch(Call& call) {
+  if (!call.principal->CanSubscribe(call.topic)) {
+    co_return Error(NotAllowed(*call.principal, "subscribe to", call.topic));
+  }
+  Status s = CheckTopicName(call.topic);
+  if (s.ok()) s = CheckGroupName(call.group);
+  Result<json::object> body = ParseJsonObject(call.req.body());
+  if (!body.ok())
+    co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
+  const LimitsConfig& limits = d_.config->limits;
+  uint64_t max_events = 100, max_bytes = limits.max_fetch_bytes;
+  int64_t wait_ms = 0;
+  std::string consumer = "default";
+  if (s.ok()) s = CheckFields(*body, {"max_events", "max_bytes", "wait_ms", "consumer"});
+  if (s.ok()) s = ReadUint(*body, "max_events", 1, limits.max_fetch_events, &max_events);
+  if (s.ok()) s = ReadUint(*body, "max_bytes", 1, limits.max_fetch_bytes, &max_bytes);
+  if (s.ok()) s = ReadInt(*body, "wait_ms", 0, limits.max_wait_ms, &wait_ms);
+  if (s.ok()) s = ReadString(*body, "consumer", &consumer);
+  if (s.ok()) s = CheckConsumerName(consumer);
+  if (!s.ok()) co_return Error(s);
+
+  const std::string topic = call.topic, group = call.group;
+  auto job = [this, topic, group] {
+    Status st = EnsureGroup(topic, group);
+    return st.ok() ? WatchGroup(topic, group) : st;
+  };
+  s = co_await d_.pool->Run(std::move(job));
+  if (!s.ok()) co_return Error(s);
+
+  // The C++ client asks for the binary delivery batch: stored records go out as they are.
+  const DeliveryFormat format =
+      wire::Accepts(call.req[http::field::accept], wire::kDeliveryBatchMediaType)
+          ? DeliveryFormat::kBinary
+          : DeliveryFormat::kJson;
+  auto reply = [format](std::string body) {
+    if (format == DeliveryFormat::kJson) return Reply(JsonReply(http::status::ok, std::move(body)));
+    HttpResponse res{http::status::ok, 11};
+    res.set(http::field::content_type, wire::kDeliveryBatchMediaType);
+    res.body() = std::move(body);
+    res.prepare_payload();
+    return Reply(std::move(res));
+  };
+  const std::string key = GroupKey(topic, group);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+  for (;;) {
+    uint64_t seen = d_.hub->Generation(key);
+    auto job = [this, topic, group, consumer, max_events, max_bytes, wait_ms, deadline,
+                format]() -> Result<std::optional<std::string>> {
+      CONVERGE_ASSIGN_OR_RETURN(
+          FetchResult r,
+          FetchAsMember(topic, group, consumer, static_cast<uint32_t>(max_events), max_bytes));
+      if (r.deliveries.empty() && wait_ms > 0 && std::chrono::steady_clock::now() < deadline) {
+        return std::optional<std::string>();  // nothing yet: wait
+      }
+      return std::optional<std::string>(RenderDeliveries(r, topic, group, format));
+    };
+    Result<std::optional<std::string>> out = co_await d_.pool->Run(std::move(job));
+    if (!out.ok()) co_return Error(out.status());
+    if (out->has_value()) co_return reply(std::move(**out));
+    if (!ready_.load()) {
+      co_return reply(format == DeliveryFormat::kJson ? "{\"deliveries\":[]}" : "");
+    }
+    co_await d_.hub->Wait(key, seen, deadline);
+  }
+}
+
+namespace {
+
+struct LeaseItem {
+  LeaseRef lease;
+  int64_t delay_ms = 0;
+  bool permanent = false;
+  std::string reason;
+};
+
+// Parses {"acks"|"nacks": [{"partition", "offset", "lease_id", ...}], "consumer": ...}.
+Status ParseLeases(const json::object& body, std::string_view list_name, bool nack,
+                   uint64_t max_items, int64_t max_delay_ms, std::vector<LeaseItem>* items,
+                   std::string* consumer) {
+  CONVERGE_RETURN_IF_ERROR(CheckFields(body, {list_name, "consumer"}));
+  CONVERGE_RETURN_IF_ERROR(ReadString(body, "consumer", consumer));
+  CONVERGE_RETURN_IF_ERROR(CheckConsumerName(*consumer));
+  auto it = body.find(json::string_view(list_name.data(), list_name.size()));
+  if (it == body.end() || !it->value().is_array()) {
+    return InvalidArgumentError("field '" + std::string(list_name) + "' must be a list");
+  }
+  const json::array& list = it->value().as_array();
+  if (list.size() > max_items) {
+    return ResourceExhaustedError("'" + std::string(list_name) + "' has " +
+                                  std::to_string(list.size()) + " items, more than " +
+                                  "limits.max_fetch_events (" + std::to_string(max_items) + ")");
+  }
+  for (size_t i = 0; i < list.size(); ++i) {
+    std::string where = std::string(list_name) + "[" + std::to_string(i) + "]: ";
+    if (!list[i].is_object()) return InvalidArgumentError(where + "must be an object");
+    const json::object& o = list[i].as_object();
+    Status s = nack ? CheckFields(
+                          o, {"partition", "offset", "lease_id", "delay_ms", "permanent", "reason"})
+                    : CheckFields(o, {"partition", "offset", "lease_id"});
+    for (std::string_view required : {"partition", "offset", "lease_id"}) {
+      if (s.ok() && !o.contains(json::string_view(required.data(), required.size()))) {
+        s = InvalidArgumentError("field '" + std::string(required) + "' is required");
+      }
+    }
+    LeaseItem item;
+    uint64_t partition = 0;
+    if (s.ok()) s = ReadUint(o, "partition", 0, 1023, &partition);
+    if (s.ok()) s = ReadUint(o, "offset", 0, UINT64_MAX, &item.lease.offset);
+    // Lease ids are 64-bit: sent as decimal strings (JavaScript numbers would round them);
+    // a JSON integer is accepted too.
+    if (s.ok()) {
+      std::string text;
+      if (o.at("lease_id").is_string() && ReadString(o, "lease_id", &text).ok()) {
+        Result<uint64_t> id = ParseUintParam("lease_id", text, 0, UINT64_MAX);
+        if (id.ok())
+          item.lease.lease_id = *id;
+        else
+          s = InvalidArgumentError("field 'lease_id' must be a decimal string or an integer");
+      } else {
+        s = ReadUint(o, "lease_id", 0, UINT64_MAX, &item.lease.lease_id);
+      }
+    }
+    if (nack) {
+      if (s.ok()) s = ReadInt(o, "delay_ms", 0, max_delay_ms, &item.delay_ms);
+      if (s.ok()) s = ReadBool(o, "permanent", &item.permanent);
+      if (s.ok()) s = ReadString(o, "reason", &item.reason);
+      if (s.ok() && item.reason.size() > 4096)
+        s = InvalidArgumentError("field 'reason' is too long");
+    }
+    if (!s.ok()) return s.WithContext(where.substr(0, where.size() - 2));
+    item.lease.partition = static_cast<uint32_t>(partition);
+    items->push_back(std::move(item));
+  }
+  return Status::Ok();
+}
+
+HttpReply LeaseParseError(const Status& s) {
+  if (s.code() == StatusCode::kResourceExhausted) {
+    return Error(http::status::payload_too_large, "PAYLOAD_TOO_LARGE", s.message());
+  }
+  return Error(s);
+}
+
+}  // namespace
+
+asio::awaitable<HttpReply> Api::Ack(Call& call) {
+  if (!call.principal->CanSubscribe(call.topic)) {
+    co_return Error(NotAllowed(*call.principal, "subscribe to", call.topic));
+  }
+  Status s = CheckTopicName(call.topic);
+  if (s.ok()) s = CheckGroupName(call.group);
+  if (!s.ok()) co_return Error(s);
+  Result<json::object> body = ParseJsonObject(call.req.body());
+  if (!body.ok())
+    co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
+  std::vector<LeaseItem> items;
+  std::string consumer = "default";
+  s = ParseLeases(*body, "acks", false, d_.config->limits.max_fetch_events, 0, &items, &consumer);
+  if (!s.ok()) co_return LeaseParseError(s);
+  const std::string topic = call.topic, group = call.group;
+  auto job = [&, topic, group]() -> Result<std::string> {
+    std::vector<LeaseRef> leases;
+    leases.reserve(items.size());
+    for (const LeaseItem& i : items) leases.push_back(i.lease);
+    CONVERGE_ASSIGN_OR_RETURN(AckBatchResult r,
+                              d_.groups->AckBatch(topic, group, consumer, leases));
+    std::string json = "{\"acked\":" + std::to_string(r.acked) + ",\"lost\":[";
+    for (size_t i = 0; i < r.lost.size(); ++i) {
+      if (i) json += ',';
+      json += std::to_string(r.lost[i]);
+    }
+    json += "]}";
+    return json;
+  };
+  Result<std::string> out = co_await d_.pool->Run(std::move(job));
+  if (!out.ok()) co_return Error(out.status());
+  co_return Reply(JsonReply(http::status::ok, std::move(out).value()));
+}
+
+asio::awaitable<HttpReply> Api::Nack(Call& call) {
+  if (!call.principal->CanSubscribe(call.topic)) {
+    co_return Error(NotAllowed(*call.principal, "subscribe to", call.topic));
+  }
+  Status s = CheckTopicName(call.topic);
+  if (s.ok()) s = CheckGroupName(call.group);
+  if (!s.ok()) co_return Error(s);
+  Result<json::object> body = ParseJsonObject(call.req.body());
+  if (!body.ok())
+    co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
+  std::vector<LeaseItem> items;
+  std::string consumer = "default";
+  s = ParseLeases(*body, "nacks", true, d_.config->limits.max_fetch_events,
+                  d_.config->groups.max_nack_delay_ms, &items, &consumer);
+  if (!s.ok()) co_return LeaseParseError(s);
+  const std::string topic = call.topic, group = call.group;
+  // Each nack is its own storage operation; the reply says what happened to each, so a
+  // failure in the middle is reported precisely rather than hidden.
+  auto job = [&, topic, group]() -> Result<std::string> {
+    size_t nacked = 0;
+    std::string lost, failed;
+    for (size_t i = 0; i < items.size(); ++i) {
+      NackOptions options;
+      options.delay_ms = items[i].delay_ms;
+      options.permanent = items[i].permanent;
+      options.reason = items[i].reason;
+      Status st = d_.groups->Nack(topic, group, consumer, items[i].lease, options);
+      if (st.ok()) {
+        ++nacked;
+      } else if (st.code() == StatusCode::kNotFound && i == 0) {
+        return st;  // no such group: nothing was applied
+      } else if (st.code() == StatusCode::kFailedPrecondition) {
+        if (!lost.empty()) lost += ',';
+        lost += std::to_string(i);
+      } else {
+        if (!failed.empty()) failed += ',';
+        failed += "{\"index\":" + std::to_string(i) + ",\"code\":";
+        AppendJsonString(&failed, ErrorCodeFor(st).code);
+        failed += ",\"message\":";
+        AppendJsonString(&failed, st.message());
+        failed += '}';
+      }
+    }
+    return "{\"nacked\":" + std::to_string(nacked) + ",\"lost\":[" + lost + "],\"failed\":[" +
+           failed + "]}";
+  };
+  Result<std::string> out = co_await d_.pool->Run(std::move(job));
+  if (!out.ok()) co_return Error(out.status());
+  co_return Reply(JsonReply(http::status::ok, std::move(out).value()));
+}
+
+asio::awaitable<HttpReply> Api::Stream(Call& call) {
+  if (!call.principal->CanSubscribe(call.topic)) {
+    co_return Error(NotAllowed(*call.principal, "subscribe to", call.topic));
+  }
+  Status s = CheckTopicName(call.topic);
+  if (s.ok()) s = CheckGroupName(call.group);
+  const LimitsConfig& limits = d_.config->limits;
+  uint64_t max_events = 100;
+  bool auto_ack = false;
+  std::string consumer = "stream-" + std::to_string(next_stream_id_.fetch_add(1)) + "-" +
+                         std::to_string(d_.env->clock().NowWallMicros());
+  if (auto v = call.Query("max_events"); s.ok() && v) {
+    Result<uint64_t> n = ParseUintParam("max_events", *v, 1, limits.max_fetch_events);
+    if (n.ok())
+      max_events = *n;
+    else
+      s = n.status();
+  }
+  if (auto v = call.Query("auto_ack"); s.ok() && v) {
+    if (*v == "true" || *v == "1") {
+      auto_ack = true;
+    } else if (*v != "false" && *v != "0") {
+      s = InvalidArgumentError("query parameter 'auto_ack' must be true or false");
+    }
+  }
+  if (auto v = call.Query("consumer"); s.ok() && v) {
+    consumer = *v;
+    s = CheckConsumerName(consumer);
+  }
+  if (!s.ok()) co_return Error(s);
+  if (subscribers_.fetch_add(1) >= limits.max_subscribers) {
+    subscribers_.fetch_sub(1);
+    HttpReply r = Error(
+        http::status::too_many_requests, "TOO_MANY_REQUESTS",
+        "server is at limits.max_subscribers (" + std::to_string(limits.max_subscribers) + ")");
+    r.response.set(http::field::retry_after, "1");
+    co_return r;
+  }
+  const std::string topic = call.topic, group = call.group;
+  auto job = [this, topic, group, consumer] {
+    Status st = EnsureGroup(topic, group);
+    if (st.ok()) st = WatchGroup(topic, group);
+    if (st.ok()) st = d_.groups->Join(topic, group, consumer).status();
+    return st;
+  };
+  auto slot_holder = co_await d_.pool->Run(std::move(job));
+  s = std::move(slot_holder);
+  // Releases the subscriber slot however the stream ends (or if it never starts).
+  struct Slot {
+    explicit Slot(Api* a) : api(a) {}
+    Slot(const Slot&) = delete;
+    Slot& operator=(const Slot&) = delete;
+    Api* api;
+    ~Slot() {
+      api->subscribers_.fetch_sub(1);
+      api->subscribers_gauge_->Set(api->subscribers_.load());
+    }
+  };
+  auto slot = std::make_shared<Slot>(this);
+  subscribers_gauge_->Set(subscribers_.load());
+  if (!s.ok()) co_return Error(s);
+
+  HttpReply reply;
+  reply.response = HttpResponse{http::status::ok, 11};
+  reply.response.set(http::field::content_type, "text/event-stream");
+  reply.response.set(http::field::cache_control, "no-store");
+  reply.stream = [this, slot, topic, group, consumer, max_events,
+                  auto_ack](StreamSink& sink) -> asio::awaitable<void> {
+    const std::string key = GroupKey(topic, group);
+    const auto heartbeat = std::chrono::milliseconds(d_.config->limits.stream_heartbeat_ms);
+    const auto executor = co_await asio::this_coro::executor;
+    auto acks = std::make_shared<AckPipe>(executor);
+    std::string hello = "retry: 1000\n: subscribed consumer=" + consumer + "\n\n";
+    bool open = co_await sink.Write(std::move(hello));
+    auto last_write = std::chrono::steady_clock::now();
+    while (open && !sink.Closing() && ready_.load()) {
+      uint64_t seen = d_.hub->Generation(key);
+      struct Batch {
+        std::string text;
+        std::vector<LeaseRef> leases;
+      };
+      auto job = [&]() -> Result<Batch> {
+        CONVERGE_ASSIGN_OR_RETURN(
+            FetchResult r, FetchAsMember(topic, group, consumer, static_cast<uint32_t>(max_events),
+                                         d_.config->limits.max_fetch_bytes));
+        Batch b;
+        if (r.deliveries.empty()) return b;
+        b.text = RenderDeliveries(r, topic, group, DeliveryFormat::kSse);
+        if (auto_ack) {
+          for (const Delivery& d : r.deliveries) b.leases.push_back(d.lease());
+        }
+        return b;
+      };
+      Result<Batch> batch = co_await d_.pool->Run(std::move(job));
+      if (!batch.ok()) {
+        std::string err = "event: error\ndata: {\"code\":";
+        AppendJsonString(&err, ErrorCodeFor(batch.status()).code);
+        err += ",\"message\":";
+        AppendJsonString(&err, batch.status().message());
+        err += "}\n\n";
+        co_await sink.Write(std::move(err));
+        break;
+      }
+      if (!batch->text.empty()) {
+        open = co_await sink.Write(std::move(batch->text));
+        last_write = std::chrono::steady_clock::now();
+        if (open && auto_ack) {
+          // Acks (a synced commit each) go to a worker so the next fetch does not wait for
+          // them; leases sent while one is running are acked together by the next.
+          if (!acks->error.ok()) break;
+          acks->queued.insert(acks->queued.end(), batch->leases.begin(), batch->leases.end());
+          if (!acks->running) {
+            acks->running = true;
+            asio::co_spawn(executor, AckWorker(acks, topic, group, consumer), asio::detached);
+          }
+        }
+        continue;
+      }
+      co_await d_.hub->Wait(key, seen, last_write + heartbeat);
+      if (std::chrono::steady_clock::now() >= last_write + heartbeat) {
+        open = co_await sink.Write(": keep-alive\n\n");
+        last_write = std::chrono::steady_clock::now();
+      }
+    }
+    // Let the acks of what was sent finish, then unacked leases go back to the group at once.
+    while (acks->running) {
+      acks->done.expires_after(std::chrono::seconds(1));
+      co_await acks->done.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+    auto job = [&] { return d_.groups->Leave(topic, group, consumer); };
+    Status left = co_await d_.pool->Run(std::move(job));
+    left.IgnoreError();
+  };
+  co_return reply;
+}
+
+asio::awaitable<void> Api::AckWorker(std::shared_ptr<AckPipe> pipe, std::string topic,
+                                     std::string group, std::string consumer) {
+  while (!pipe->queued.empty() && pipe->error.ok()) {
+    std::vector<LeaseRef> leases;
+    leases.swap(pipe->queued);
+    auto job = [this, &topic, &group, &consumer, &leases] {
+      return d_.groups->AckBatch(topic, group, consumer, leases).status();
+    };
+    pipe->error = co_await d_.pool->Run(std::move(job));
+  }
+  pipe->running = false;
+  pipe->done.cancel();
+}
+
+// ---------------------------------------------------------------------------------------
+// Dead letters
+
+asio::awaitable<HttpReply> Api::ListDeadLetters(Call& call) {
+  if (!call.principal->CanSubscribe(call.topic)) {
+    co_return Error(NotAllowed(*call.principal, "subscribe to", call.topic));
+  }
+  Status s = CheckTopicName(call.topic);
+  if (s.ok()) s = CheckGroupName(call.group);
+  uint64_t from = 0, limit = 100;
+  if (auto v = call.Query("from_offset"); s.ok() && v) {
+    Result<uint64_t> n = ParseUintParam("from_offset", *v, 0, UINT64_MAX);
+    if (n.ok())
+      from = *n;
+    else
+      s = n.status();
+  }
+  if (auto v = call.Query("limit"); s.ok() && v) {
+    Result<uint64_t> n = ParseUintParam("limit", *v, 1, d_.config->limits.max_fetch_events);
+    if (n.ok())
+      limit = *n;
+    else
+      s = n.status();
+  }
+  if (!s.ok()) co_return Error(s);
+  const std::string topic = call.topic, group = call.group;
+  auto job = [&, topic, group]() -> Result<std::string> {
+    CONVERGE_ASSIGN_OR_RETURN(
+        DeadLetterPage page,
+        d_.groups->ListDeadLetters(topic, group, from, static_cast<uint32_t>(limit)));
+    std::string json = "{\"dead_letters\":[";
+    for (size_t i = 0; i < page.dead_letters.size(); ++i) {
+      const DeadLetter& dl = page.dead_letters[i];
+      if (i) json += ',';
+      json += "{\"dead_letter_offset\":" + std::to_string(dl.dead_letter_offset) +
+              ",\"partition\":" + std::to_string(dl.partition) +
+              ",\"offset\":" + std::to_string(dl.offset) +
+              ",\"delivery_count\":" + std::to_string(dl.delivery_count) + ",\"reason\":";
+      AppendJsonString(&json, dl.reason);
+      json += ",\"last_error\":";
+      AppendJsonString(&json, dl.last_error);
+      json += ",\"dead_lettered_at_ms\":" + std::to_string(dl.dead_lettered_at_micros / 1000);
+      json += dl.replayed ? ",\"replayed\":true" : ",\"replayed\":false";
+      json += ",\"event\":";
+      AppendStoredEvent(&json, dl.value);
+      json += '}';
+    }
+    json += "],\"next_offset\":" + std::to_string(page.next_offset) +
+            ",\"end_offset\":" + std::to_string(page.end_offset) + "}";
+    return json;
+  };
+  Result<std::string> out = co_await d_.pool->Run(std::move(job));
+  if (!out.ok()) co_return Error(out.status());
+  co_return Reply(JsonReply(http::status::ok, std::move(out).value()));
+}
+
+asio::awaitable<HttpReply> Api::ReplayDeadLetters(Call& call) {
+  if (!call.principal->CanSubscribe(call.topic)) {
+    co_return Error(NotAllowed(*call.principal, "subscribe to", call.topic));
+  }
+  Status s = CheckTopicName(call.topic);
+  if (s.ok()) s = CheckGroupName(call.group);
+  if (!s.ok()) co_return Error(s);
+  Result<json::object> body = ParseJsonObject(call.req.body());
+  if (!body.ok())
+    co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
+  ReplayOptions options;
+  uint64_t max_events = options.max_records;
+  s = CheckFields(*body,
+                  {"from_offset", "to_offset", "max_events", "target_topic", "include_replayed"});
+  if (s.ok()) s = ReadUint(*body, "from_offset", 0, UINT64_MAX, &options.from_offset);
+  if (s.ok()) s = ReadUint(*body, "to_offset", 0, UINT64_MAX, &options.to_offset);
+  if (s.ok()) s = ReadUint(*body, "max_events", 1, d_.config->limits.max_fetch_events, &max_events);
+  if (s.ok()) s = ReadString(*body, "target_topic", &options.target_topic);
+  if (s.ok()) s = ReadBool(*body, "include_replayed", &options.include_replayed);
+  if (s.ok() && !options.target_topic.empty()) {
+    s = CheckTopicName(options.target_topic);
+    if (s.ok() && !call.principal->CanPublish(options.target_topic)) {
+      s = NotAllowed(*call.principal, "publish to", options.target_topic);
+    }
+  }
+  if (!s.ok()) co_return Error(s);
+  options.max_records = static_cast<uint32_t>(max_events);
+  const std::string topic = call.topic, group = call.group;
+  auto job = [&, topic, group] { return d_.groups->ReplayDeadLetters(topic, group, options); };
+  Result<ReplayResult> r = co_await d_.pool->Run(std::move(job));
+  if (!r.ok()) co_return Error(r.status());
+  co_return Reply(
+      JsonReply(http::status::ok,
+                "{\"replayed\":" + std::to_string(r->replayed) +
+                    ",\"skipped_already_replayed\":" + std::to_string(r->skipped_already_replayed) +
+                    ",\"next_offset\":" + std::to_string(r->next_offset) + "}"));
+}
+
+}  // namespace converge::server

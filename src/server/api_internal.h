@@ -1,0 +1,53 @@
+// Helpers shared by the files of the API (api.cc, api_topics.cc, api_groups.cc).
+// Internal to src/server.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "converge/consumer_group.h"
+#include "converge/log.h"
+#include "server/api.h"
+
+namespace converge::server {
+
+struct Api::Call {
+  HttpRequest& req;
+  std::vector<std::pair<std::string, std::string>> query;
+  std::string topic;
+  std::string group;
+  const Principal* principal = nullptr;
+
+  std::optional<std::string> Query(std::string_view name) const {
+    for (const auto& [k, v] : query) {
+      if (k == name) return v;
+    }
+    return std::nullopt;
+  }
+};
+
+namespace api_internal {
+
+HttpResponse JsonReply(http::status status, std::string body, unsigned version = 11);
+HttpReply Reply(HttpResponse res);
+HttpReply Error(const Status& status);
+HttpReply Error(http::status s, std::string_view code, std::string_view message);
+// Names as clients may use them; InvalidArgument naming the rule otherwise.
+Status CheckTopicName(std::string_view name);
+Status CheckGroupName(std::string_view name);
+Status CheckConsumerName(std::string_view name);
+// The WakeupHub key of a group.
+std::string GroupKey(const std::string& topic, const std::string& group);
+void AppendUint(std::string* out, uint64_t v);
+// A topic as JSON; with offsets and groups when groups_json is given.
+std::string TopicJson(const TopicInfo& info, const std::string* groups_json);
+std::string GroupJson(const GroupDescription& g);
+// Appends the stored record as structured-mode JSON after "event":, or "event":null and an
+// "error" member if it is not a converge event.
+void AppendStoredEvent(std::string* out, std::string_view value);
+
+}  // namespace api_internal
+}  // namespace converge::server

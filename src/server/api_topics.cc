@@ -1,0 +1,281 @@
+// API v1: topic admin and publish.
+#include <algorithm>
+#include <boost/json/value.hpp>
+#include <chrono>
+
+#include "server/api.h"
+#include "server/api_internal.h"
+#include "server/cloudevents_http.h"
+#include "server/json_util.h"
+#include "server/wire_format.h"
+
+namespace converge::server {
+
+namespace json = boost::json;
+namespace wire = ::converge::internal::wire;
+using api_internal::AppendStoredEvent;
+using api_internal::AppendUint;
+using api_internal::CheckConsumerName;
+using api_internal::CheckGroupName;
+using api_internal::CheckTopicName;
+using api_internal::Error;
+using api_internal::GroupJson;
+using api_internal::GroupKey;
+using api_internal::JsonReply;
+using api_internal::Reply;
+using api_internal::TopicJson;
+
+// ---------------------------------------------------------------------------------------
+// Topics
+
+TopicOptions Api::OptionsForNewTopic() const {
+  TopicOptions t = d_.config->topic_defaults;
+  // Room for the whole encoded event plus its record id and key (both come from the event).
+  uint64_t record = 2ull * d_.config->limits.max_event_bytes + 4096;
+  t.max_record_bytes = static_cast<uint32_t>(std::min<uint64_t>(record, UINT32_MAX));
+  return t;
+}
+
+asio::awaitable<HttpReply> Api::ListTopics(Call& call) {
+  const Principal* who = call.principal;
+  auto job = [this, who] {
+    std::string out = "{\"topics\":[";
+    bool first = true;
+    for (const std::string& name : d_.log->ListTopics()) {
+      if (name.empty() || name.front() == '_' || !who->CanSee(name)) continue;
+      Result<TopicInfo> info = d_.log->DescribeTopic(name);
+      if (!info.ok()) continue;  // deleted meanwhile
+      if (!first) out += ',';
+      first = false;
+      out += TopicJson(*info, nullptr);
+    }
+    out += "]}";
+    return out;
+  };
+  std::string body = co_await d_.pool->Run(std::move(job));
+  co_return Reply(JsonReply(http::status::ok, std::move(body)));
+}
+
+asio::awaitable<HttpReply> Api::CreateTopic(Call& call) {
+  if (!call.principal->admin) co_return Error(NotAllowed(*call.principal, "create topics", ""));
+  Result<json::object> body = ParseJsonObject(call.req.body());
+  if (!body.ok())
+    co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
+  const json::object& o = *body;
+  Status s = CheckFields(o, {"name", "partitions", "durability", "retention_max_bytes",
+                             "retention_max_age_ms", "sync_interval_ms", "dedup_window_ms"});
+  std::string name, durability;
+  TopicOptions options = OptionsForNewTopic();
+  uint64_t partitions = options.partitions, retention_bytes = options.retention_max_bytes;
+  int64_t retention_age = options.retention_max_age_ms, sync_interval = options.sync_interval_ms,
+          dedup_window = options.dedup_window_ms;
+  if (s.ok()) s = ReadString(o, "name", &name);
+  if (s.ok()) s = ReadUint(o, "partitions", 1, 1024, &partitions);
+  if (s.ok()) s = ReadString(o, "durability", &durability);
+  if (s.ok()) s = ReadUint(o, "retention_max_bytes", 0, INT64_MAX, &retention_bytes);
+  if (s.ok()) s = ReadInt(o, "retention_max_age_ms", 0, INT64_MAX, &retention_age);
+  if (s.ok()) s = ReadInt(o, "sync_interval_ms", 1, 3'600'000, &sync_interval);
+  if (s.ok()) s = ReadInt(o, "dedup_window_ms", 0, INT64_MAX, &dedup_window);
+  if (s.ok() && name.empty()) s = InvalidArgumentError("field 'name' is required");
+  if (s.ok()) s = CheckTopicName(name);
+  if (s.ok() && !durability.empty()) {
+    Result<Durability> d = ParseDurability(durability);
+    if (d.ok()) {
+      options.durability = *d;
+    } else {
+      s = InvalidArgumentError("field 'durability' must be fsync, interval or none");
+    }
+  }
+  if (!s.ok()) co_return Error(s);
+  options.partitions = static_cast<uint32_t>(partitions);
+  options.retention_max_bytes = retention_bytes;
+  options.retention_max_age_ms = retention_age;
+  options.sync_interval_ms = sync_interval;
+  options.dedup_window_ms = dedup_window;
+  auto job = [this, name, options]() -> Result<TopicInfo> {
+    CONVERGE_RETURN_IF_ERROR(d_.log->CreateTopic(name, options));
+    return d_.log->DescribeTopic(name);
+  };
+  Result<TopicInfo> created = co_await d_.pool->Run(std::move(job));
+  if (!created.ok()) co_return Error(created.status());
+  std::string groups = "[]";
+  HttpResponse res = JsonReply(http::status::created, TopicJson(*created, &groups));
+  res.set(http::field::location, "/v1/topics/" + name);
+  co_return Reply(std::move(res));
+}
+
+asio::awaitable<HttpReply> Api::DescribeTopic(Call& call) {
+  if (!call.principal->CanSee(call.topic)) {
+    co_return Error(NotAllowed(*call.principal, "see", call.topic));
+  }
+  if (Status s = CheckTopicName(call.topic); !s.ok()) co_return Error(s);
+  const std::string topic = call.topic;
+  auto job = [this, topic]() -> Result<std::string> {
+    CONVERGE_ASSIGN_OR_RETURN(TopicInfo info, d_.log->DescribeTopic(topic));
+    std::string groups = "[";
+    bool first = true;
+    for (const std::string& g : d_.groups->ListGroups(topic)) {
+      Result<GroupDescription> desc = d_.groups->DescribeGroup(topic, g);
+      if (!desc.ok()) continue;
+      if (!first) groups += ',';
+      first = false;
+      groups += GroupJson(*desc);
+    }
+    groups += ']';
+    return TopicJson(info, &groups);
+  };
+  Result<std::string> body = co_await d_.pool->Run(std::move(job));
+  if (!body.ok()) co_return Error(body.status());
+  co_return Reply(JsonReply(http::status::ok, std::move(body).value()));
+}
+
+// ---------------------------------------------------------------------------------------
+// Publish
+
+asio::awaitable<HttpReply> Api::Publish(Call& call) {
+  if (!call.principal->CanPublish(call.topic)) {
+    co_return Error(NotAllowed(*call.principal, "publish to", call.topic));
+  }
+  if (Status s = CheckTopicName(call.topic); !s.ok()) co_return Error(s);
+  const std::string topic = call.topic;
+  const HttpRequest& req = call.req;
+  // Decoding, encoding and the append (which waits for fsync) all run on the pool, so the io
+  // threads only frame HTTP and concurrent publishers share group commits.
+  auto job = [this, &req, topic] { return DoPublish(req, topic); };
+  HttpResponse res = co_await d_.pool->Run(std::move(job));
+  co_return Reply(std::move(res));
+}
+
+HttpResponse Api::DoPublish(const HttpRequest& req, const std::string& topic) {
+  const LimitsConfig& limits = d_.config->limits;
+  DecodeOptions decode;
+  decode.max_event_bytes = limits.max_event_bytes;
+  decode.max_batch_events = limits.max_batch_events;
+  Result<DecodedPublish> decoded = DecodePublishRequest(req, decode);
+  if (!decoded.ok()) {
+    const Status& s = decoded.status();
+    if (s.code() == StatusCode::kResourceExhausted) {
+      return JsonError(http::status::payload_too_large, "PAYLOAD_TOO_LARGE", s.message());
+    }
+    if (s.code() == StatusCode::kFailedPrecondition) {
+      return JsonError(http::status::unsupported_media_type, "UNSUPPORTED_MEDIA_TYPE", s.message());
+    }
+    return JsonError(http::status::bad_request, "INVALID_EVENT", s.message());
+  }
+  std::vector<Event>& events = decoded->events;
+  if (events.empty()) {
+    return JsonError(http::status::bad_request, "INVALID_EVENT", "the batch holds no events");
+  }
+  // Encode everything first: one bad event rejects the request before anything is appended.
+  // The buffers are filled first and the views taken after, so growth cannot invalidate them.
+  const bool native = decoded->mode == PublishMode::kNative;
+  std::string values;
+  std::string ids;
+  std::vector<size_t> value_ends;
+  std::vector<size_t> id_ends;
+  value_ends.reserve(events.size());
+  id_ends.reserve(events.size());
+  ids.reserve(events.size() * 24);
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (!native) {
+      const size_t before = values.size();
+      Status s = EncodeBinary(events[i], &values);
+      if (!s.ok()) {
+        return JsonError(http::status::bad_request, "INVALID_EVENT",
+                         s.WithContext("event[" + std::to_string(i) + "]").message());
+      }
+      if (values.size() - before > limits.max_event_bytes) {
+        return JsonError(http::status::payload_too_large, "PAYLOAD_TOO_LARGE",
+                         "event[" + std::to_string(i) + "]: event is " +
+                             std::to_string(values.size() - before) +
+                             " bytes encoded, more than limits.max_event_bytes (" +
+                             std::to_string(limits.max_event_bytes) + ")");
+      }
+      value_ends.push_back(values.size());
+    }
+    AppendRecordId(events[i], &ids);
+    id_ends.push_back(ids.size());
+  }
+  std::vector<RecordView> records(events.size());
+  for (size_t i = 0; i < events.size(); ++i) {
+    const size_t id_begin = i == 0 ? 0 : id_ends[i - 1];
+    records[i].id = std::string_view(ids).substr(id_begin, id_ends[i] - id_begin);
+    records[i].key = PartitionKeyFor(events[i]);
+    if (native) {
+      records[i].value = decoded->records[i];
+    } else {
+      const size_t begin = i == 0 ? 0 : value_ends[i - 1];
+      records[i].value = std::string_view(values).substr(begin, value_ends[i] - begin);
+    }
+  }
+  Result<std::vector<AppendResult>> appended = d_.log->Append(topic, records);
+  if (!appended.ok() && appended.status().code() == StatusCode::kNotFound &&
+      d_.config->auto_create_topics) {
+    Status created = d_.log->CreateTopic(topic, OptionsForNewTopic());
+    if (!created.ok() && created.code() != StatusCode::kAlreadyExists) {
+      return ErrorReply(created);
+    }
+    appended = d_.log->Append(topic, records);
+  }
+  if (!appended.ok()) {
+    const Status& s = appended.status();
+    if (s.code() == StatusCode::kNotFound) {
+      return JsonError(http::status::not_found, "NOT_FOUND",
+                       "topic '" + topic + "' does not exist (create it with POST /v1/topics)");
+    }
+    if (s.code() == StatusCode::kInvalidArgument) {
+      return JsonError(http::status::bad_request, "INVALID_EVENT", s.message());
+    }
+    return ErrorReply(s);
+  }
+  uint64_t duplicates = 0;
+  for (const AppendResult& r : *appended) duplicates += r.duplicate ? 1 : 0;
+  const bool binary_reply = wire::Accepts(req[http::field::accept], wire::kPublishResultsMediaType);
+  std::string body;
+  if (binary_reply) {
+    body.reserve(appended->size() * 13);
+    for (const AppendResult& r : *appended) {
+      wire::AppendPublishResult(&body, {r.partition, r.offset, r.duplicate});
+    }
+  } else {
+    body = "{\"results\":[";
+    body.reserve(body.size() + appended->size() * 64);
+    for (size_t i = 0; i < appended->size(); ++i) {
+      const AppendResult& r = (*appended)[i];
+      if (i) body += ',';
+      body += "{\"id\":";
+      AppendJsonString(&body, events[i].id());
+      body += ",\"partition\":";
+      AppendUint(&body, r.partition);
+      body += ",\"offset\":";
+      AppendUint(&body, r.offset);
+      body += r.duplicate ? ",\"duplicate\":true}" : ",\"duplicate\":false}";
+    }
+    body += "]}";
+  }
+  d_.metrics
+      ->GetCounter("converge_events_published_total", "Events appended by publish requests.",
+                   {{"topic", topic}})
+      ->Add(appended->size() - duplicates);
+  if (duplicates) {
+    d_.metrics
+        ->GetCounter("converge_events_duplicate_total",
+                     "Published events recognized as duplicates (not appended again).",
+                     {{"topic", topic}})
+        ->Add(duplicates);
+  }
+  d_.metrics
+      ->GetCounter("converge_publish_requests_total", "Publish requests by content mode.",
+                   {{"mode", std::string(PublishModeName(decoded->mode))}})
+      ->Add();
+  if (binary_reply) {
+    HttpResponse res{http::status::ok, 11};
+    res.set(http::field::content_type, wire::kPublishResultsMediaType);
+    res.body() = std::move(body);
+    res.prepare_payload();
+    return res;
+  }
+  return JsonReply(http::status::ok, std::move(body));
+}
+
+}  // namespace converge::server

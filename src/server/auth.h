@@ -1,0 +1,62 @@
+// Bearer-token authentication and per-topic authorization for the HTTP API.
+//
+// Contract
+// - With no tokens configured, auth is disabled: every request is the anonymous principal,
+//   which may do everything (the server then listens on loopback only, see config.h).
+// - With tokens, a request must carry `Authorization: Bearer <token>` naming a configured
+//   token, or it is Unauthenticated (HTTP 401). A known token lacking the permission gets
+//   PermissionDenied (HTTP 403). Tokens are compared by SHA-256 digest, never logged.
+// - Topic patterns: '*' matches any run of characters (including none); everything else
+//   matches itself. "*" alone matches every topic.
+// Thread-safety: immutable after construction; safe from any thread.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "converge/status.h"
+#include "server/config.h"
+
+namespace converge::server {
+
+// True if `topic` matches the glob `pattern` ('*' = any run of characters).
+bool TopicMatches(std::string_view pattern, std::string_view topic);
+
+struct Principal {
+  std::string service;  // "anonymous" when auth is disabled
+  std::vector<std::string> publish;
+  std::vector<std::string> subscribe;
+  bool admin = false;
+  bool anonymous = false;
+
+  bool CanPublish(std::string_view topic) const;
+  bool CanSubscribe(std::string_view topic) const;
+  // Publish or subscribe: may see the topic's metadata.
+  bool CanSee(std::string_view topic) const { return CanPublish(topic) || CanSubscribe(topic); }
+};
+
+class Authorizer {
+ public:
+  explicit Authorizer(const std::vector<TokenConfig>& tokens);
+
+  bool enabled() const { return !by_digest_.empty(); }
+
+  // Resolves the value of the Authorization header (possibly empty). Returns the principal,
+  // or Unauthenticated (missing header, not a Bearer token, unknown token).
+  Result<const Principal*> Authenticate(std::string_view authorization_header) const;
+
+ private:
+  using Digest = std::array<uint8_t, 32>;
+  static Digest Sha256(std::string_view data);
+  std::map<Digest, Principal> by_digest_;
+  Principal anonymous_;
+};
+
+// Status helpers with the messages the API returns.
+Status NotAllowed(const Principal& p, std::string_view action, std::string_view topic);
+
+}  // namespace converge::server

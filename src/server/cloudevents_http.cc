@@ -1,0 +1,212 @@
+#include "server/cloudevents_http.h"
+
+#include <boost/beast/core/string.hpp>
+#include <cctype>
+#include <charconv>
+
+#include "server/wire_format.h"
+
+namespace converge::server {
+
+namespace wire = ::converge::internal::wire;
+
+std::string_view PublishModeName(PublishMode mode) {
+  switch (mode) {
+    case PublishMode::kStructured:
+      return "structured";
+    case PublishMode::kBatch:
+      return "batch";
+    case PublishMode::kBinary:
+      return "binary";
+    case PublishMode::kNative:
+      return "native";
+  }
+  return "unknown";
+}
+
+std::string MediaType(std::string_view content_type) {
+  std::string_view t = content_type.substr(0, content_type.find(';'));
+  while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
+  while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
+  std::string out(t);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+namespace {
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+bool IsTextMediaType(std::string_view media_type) {
+  return media_type.substr(0, 5) == "text/" || media_type == "application/xml" ||
+         (media_type.size() > 4 && media_type.substr(media_type.size() - 4) == "+xml");
+}
+
+Result<Event> DecodeBinaryMode(const HttpRequest& request, const DecodeOptions& options) {
+  Event event;
+  bool have_specversion = false;
+  for (const auto& field : request) {
+    std::string_view name(field.name_string().data(), field.name_string().size());
+    if (name.size() <= 3 || !boost::beast::iequals(name.substr(0, 3), "ce-")) continue;
+    std::string attribute(name.substr(3));
+    for (char& c : attribute) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    Result<std::string> value =
+        PercentDecode(std::string_view(field.value().data(), field.value().size()));
+    if (!value.ok()) {
+      return InvalidArgumentError("header 'ce-" + attribute +
+                                  "': " + std::string(value.status().message()));
+    }
+    std::string v = std::move(value).value();
+    if (attribute == "specversion") {
+      if (v != Event::kSpecVersion) {
+        return InvalidArgumentError("header 'ce-specversion' must be \"1.0\", got '" + v + "'");
+      }
+      have_specversion = true;
+    } else if (attribute == "id") {
+      event.set_id(std::move(v));
+    } else if (attribute == "source") {
+      event.set_source(std::move(v));
+    } else if (attribute == "type") {
+      event.set_type(std::move(v));
+    } else if (attribute == "subject") {
+      event.set_subject(std::move(v));
+    } else if (attribute == "time") {
+      event.set_time(std::move(v));
+    } else if (attribute == "dataschema") {
+      event.set_dataschema(std::move(v));
+    } else if (attribute == "datacontenttype") {
+      return InvalidArgumentError(
+          "header 'ce-datacontenttype' is not used in binary mode: send the media type as "
+          "Content-Type");
+    } else if (attribute == "data" || attribute == "data_base64") {
+      return InvalidArgumentError("header 'ce-" + attribute +
+                                  "' is not allowed: in binary mode the body is the data");
+    } else {
+      event.SetExtension(std::move(attribute), std::move(v));
+    }
+  }
+  if (!have_specversion) {
+    return InvalidArgumentError(
+        "binary-mode event needs the headers ce-specversion, ce-id, ce-source and ce-type "
+        "(or send Content-Type: application/cloudevents+json or "
+        "application/cloudevents-batch+json)");
+  }
+  for (std::string_view required : {"id", "source", "type"}) {
+    bool missing = (required == "id" && event.id().empty()) ||
+                   (required == "source" && event.source().empty()) ||
+                   (required == "type" && event.type().empty());
+    if (missing) {
+      return InvalidArgumentError("header 'ce-" + std::string(required) +
+                                  "' is required and must not be empty");
+    }
+  }
+  auto content_type = request.find(boost::beast::http::field::content_type);
+  const std::string& body = request.body();
+  if (content_type != request.end()) {
+    std::string_view ct(content_type->value().data(), content_type->value().size());
+    event.set_datacontenttype(std::string(ct));
+    std::string media = MediaType(ct);
+    if (!body.empty()) {
+      if (IsJsonContentType(ct)) {
+        Status s = event.SetJsonData(body, options.max_data_depth);
+        if (!s.ok()) return s.WithContext("body (data of media type " + media + ")");
+      } else if (IsTextMediaType(media)) {
+        if (!event.SetTextData(body).ok()) event.SetBinaryData(body);
+      } else {
+        event.SetBinaryData(body);
+      }
+    }
+  } else if (!body.empty()) {
+    event.SetBinaryData(body);
+  }
+  CONVERGE_RETURN_IF_ERROR(event.Validate());
+  return event;
+}
+
+}  // namespace
+
+Result<std::string> PercentDecode(std::string_view text) {
+  if (text.find('%') == std::string_view::npos) return std::string(text);
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '%') {
+      out += text[i];
+      continue;
+    }
+    if (i + 2 >= text.size()) return InvalidArgumentError("truncated percent-escape");
+    int hi = HexValue(text[i + 1]);
+    int lo = HexValue(text[i + 2]);
+    if (hi < 0 || lo < 0) return InvalidArgumentError("bad percent-escape (expected %XX)");
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
+}
+
+void AppendRecordId(const Event& event, std::string* out) {
+  char digits[24];
+  auto [end, ec] = std::to_chars(digits, digits + sizeof(digits), event.source().size());
+  out->append(digits, end);
+  out->push_back(':');
+  out->append(event.source());
+  out->append(event.id());
+}
+
+std::string RecordIdFor(const Event& event) {
+  std::string id;
+  AppendRecordId(event, &id);
+  return id;
+}
+
+std::string_view PartitionKeyFor(const Event& event) {
+  if (auto key = event.partitionkey()) return *key;
+  if (event.subject()) return *event.subject();
+  return {};
+}
+
+Result<DecodedPublish> DecodePublishRequest(const HttpRequest& request,
+                                            const DecodeOptions& options) {
+  DecodedPublish out;
+  std::string media = MediaType(request[boost::beast::http::field::content_type]);
+  if (media == kCloudEventsJsonMediaType) {
+    out.mode = PublishMode::kStructured;
+    CONVERGE_ASSIGN_OR_RETURN(Event e, DecodeJson(request.body(), options));
+    out.events.push_back(std::move(e));
+  } else if (media == kCloudEventsBatchMediaType) {
+    out.mode = PublishMode::kBatch;
+    CONVERGE_ASSIGN_OR_RETURN(out.events, DecodeJsonBatch(request.body(), options));
+  } else if (media == wire::kEventBatchMediaType) {
+    out.mode = PublishMode::kNative;
+    CONVERGE_RETURN_IF_ERROR(wire::SplitEventBatch(request.body(), options.max_batch_events,
+                                                   options.max_event_bytes, &out.records));
+    out.events.reserve(out.records.size());
+    for (size_t i = 0; i < out.records.size(); ++i) {
+      Result<Event> e = DecodeBinary(out.records[i], options);
+      if (!e.ok()) {
+        // A record that is not well-formed is bad input here, not stored-data loss.
+        Status s = e.status().code() == StatusCode::kDataLoss
+                       ? InvalidArgumentError(e.status().message())
+                       : e.status();
+        return s.WithContext("event[" + std::to_string(i) + "]");
+      }
+      out.events.push_back(std::move(e).value());
+    }
+  } else if (media.substr(0, 23) == "application/cloudevents") {
+    return FailedPreconditionError("unsupported CloudEvents format '" + media +
+                                   "': use application/cloudevents+json or "
+                                   "application/cloudevents-batch+json");
+  } else {
+    out.mode = PublishMode::kBinary;
+    CONVERGE_ASSIGN_OR_RETURN(Event e, DecodeBinaryMode(request, options));
+    out.events.push_back(std::move(e));
+  }
+  return out;
+}
+
+}  // namespace converge::server

@@ -1,0 +1,332 @@
+#include "server/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
+#include <cstdlib>
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
+
+namespace converge::server {
+namespace {
+
+// yaml-cpp reports problems with exceptions; every access below goes through these helpers
+// so that a wrong document becomes an InvalidArgument naming the key, never a crash.
+Status KeyError(const std::string& key, std::string_view what) {
+  std::string msg = "config key '" + key + "': ";
+  msg += what;
+  return InvalidArgumentError(msg);
+}
+
+Status CheckKeys(const YAML::Node& node, const std::string& where,
+                 const std::set<std::string>& allowed) {
+  if (!node.IsMap()) return KeyError(where, "must be a mapping");
+  for (const auto& kv : node) {
+    std::string key = kv.first.as<std::string>();
+    if (!allowed.count(key)) {
+      return KeyError(where.empty() ? key : where + "." + key, "unknown key");
+    }
+  }
+  return Status::Ok();
+}
+
+std::string Join(const std::string& where, const std::string& key) {
+  return where.empty() ? key : where + "." + key;
+}
+
+Status ReadString(const YAML::Node& map, const std::string& where, const std::string& key,
+                  std::string* out) {
+  YAML::Node n = map[key];
+  if (!n) return Status::Ok();
+  if (!n.IsScalar()) return KeyError(Join(where, key), "must be a string");
+  *out = n.as<std::string>();
+  return Status::Ok();
+}
+
+Status ReadBool(const YAML::Node& map, const std::string& where, const std::string& key,
+                bool* out) {
+  YAML::Node n = map[key];
+  if (!n) return Status::Ok();
+  bool v;
+  if (!n.IsScalar() || !YAML::convert<bool>::decode(n, v)) {
+    return KeyError(Join(where, key), "must be true or false");
+  }
+  *out = v;
+  return Status::Ok();
+}
+
+template <typename Int>
+Status ReadInt(const YAML::Node& map, const std::string& where, const std::string& key, Int* out,
+               long double min_value, long double max_value) {
+  YAML::Node n = map[key];
+  if (!n) return Status::Ok();
+  if (!n.IsScalar()) return KeyError(Join(where, key), "must be an integer");
+  const std::string text = n.Scalar();
+  long long v = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || ptr != text.data() + text.size()) {
+    return KeyError(Join(where, key), "must be an integer, got '" + text + "'");
+  }
+  if (static_cast<long double>(v) < min_value || static_cast<long double>(v) > max_value) {
+    std::ostringstream os;
+    os << "must be in [" << static_cast<long long>(min_value) << ", "
+       << static_cast<unsigned long long>(max_value) << "], got " << v;
+    return KeyError(Join(where, key), os.str());
+  }
+  *out = static_cast<Int>(v);
+  return Status::Ok();
+}
+
+Status ReadStringList(const YAML::Node& map, const std::string& where, const std::string& key,
+                      std::vector<std::string>* out) {
+  YAML::Node n = map[key];
+  if (!n) return Status::Ok();
+  out->clear();
+  if (n.IsScalar()) {
+    out->push_back(n.as<std::string>());
+    return Status::Ok();
+  }
+  if (!n.IsSequence()) return KeyError(Join(where, key), "must be a list of strings");
+  for (const auto& item : n) {
+    if (!item.IsScalar()) return KeyError(Join(where, key), "must be a list of strings");
+    out->push_back(item.as<std::string>());
+  }
+  return Status::Ok();
+}
+
+Result<Durability> DurabilityFromName(std::string_view name) {
+  if (name == "fsync") return Durability::kFsync;
+  if (name == "interval") return Durability::kInterval;
+  if (name == "none") return Durability::kNone;
+  return InvalidArgumentError("durability must be fsync, interval or none");
+}
+
+constexpr long double kMaxI64 = static_cast<long double>(std::numeric_limits<int64_t>::max());
+constexpr long double kMaxU32 = static_cast<long double>(std::numeric_limits<uint32_t>::max());
+
+Status ParseTopicDefaults(const YAML::Node& n, TopicOptions* t) {
+  const std::string w = "topic_defaults";
+  CONVERGE_RETURN_IF_ERROR(CheckKeys(
+      n, w,
+      {"partitions", "durability", "sync_interval_ms", "segment_max_bytes", "retention_max_bytes",
+       "retention_max_age_ms", "dedup_window_ms", "dedup_max_ids"}));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "partitions", &t->partitions, 1, 1024));
+  std::string durability;
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "durability", &durability));
+  if (!durability.empty()) {
+    Result<Durability> d = DurabilityFromName(durability);
+    if (!d.ok()) return KeyError(w + ".durability", d.status().message());
+    t->durability = *d;
+  }
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "sync_interval_ms", &t->sync_interval_ms, 1, kMaxI64));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(n, w, "segment_max_bytes", &t->segment_max_bytes, 4096, kMaxI64));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(n, w, "retention_max_bytes", &t->retention_max_bytes, 0, kMaxI64));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(n, w, "retention_max_age_ms", &t->retention_max_age_ms, 0, kMaxI64));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "dedup_window_ms", &t->dedup_window_ms, 0, kMaxI64));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "dedup_max_ids", &t->dedup_max_ids, 0, kMaxI64));
+  return Status::Ok();
+}
+
+Status ParseLimits(const YAML::Node& n, LimitsConfig* l) {
+  const std::string w = "limits";
+  CONVERGE_RETURN_IF_ERROR(
+      CheckKeys(n, w,
+                {"max_body_bytes", "max_batch_events", "max_event_bytes", "max_inflight_requests",
+                 "max_connections", "max_header_bytes", "max_subscribers", "max_fetch_events",
+                 "max_fetch_bytes", "max_wait_ms", "idle_timeout_ms", "request_timeout_ms",
+                 "shutdown_timeout_ms", "stream_heartbeat_ms"}));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_body_bytes", &l->max_body_bytes, 1, kMaxI64));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_batch_events", &l->max_batch_events, 1, kMaxU32));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_event_bytes", &l->max_event_bytes, 64, kMaxU32));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(n, w, "max_inflight_requests", &l->max_inflight_requests, 1, kMaxU32));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_connections", &l->max_connections, 1, kMaxU32));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_header_bytes", &l->max_header_bytes, 1024, kMaxU32));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_subscribers", &l->max_subscribers, 0, kMaxU32));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_fetch_events", &l->max_fetch_events, 1, kMaxU32));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_fetch_bytes", &l->max_fetch_bytes, 1, kMaxI64));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_wait_ms", &l->max_wait_ms, 0, kMaxI64));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "idle_timeout_ms", &l->idle_timeout_ms, 1, kMaxI64));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "request_timeout_ms", &l->request_timeout_ms, 1, kMaxI64));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(n, w, "shutdown_timeout_ms", &l->shutdown_timeout_ms, 0, kMaxI64));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(n, w, "stream_heartbeat_ms", &l->stream_heartbeat_ms, 1, kMaxI64));
+  return Status::Ok();
+}
+
+Status ParseGroups(const YAML::Node& n, GroupConfig* g) {
+  const std::string w = "groups";
+  CONVERGE_RETURN_IF_ERROR(
+      CheckKeys(n, w, {"lease_ms", "max_lease_ms", "max_deliveries", "max_nack_delay_ms"}));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "lease_ms", &g->lease_ms, 1, kMaxI64));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_lease_ms", &g->max_lease_ms, 1, kMaxI64));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_deliveries", &g->max_deliveries, 1, kMaxU32));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_nack_delay_ms", &g->max_nack_delay_ms, 0, kMaxI64));
+  return Status::Ok();
+}
+
+Status ParseToken(const YAML::Node& n, size_t index, TokenConfig* t) {
+  const std::string w = "auth.tokens[" + std::to_string(index) + "]";
+  CONVERGE_RETURN_IF_ERROR(
+      CheckKeys(n, w, {"service", "token", "token_env", "publish", "subscribe", "admin"}));
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "service", &t->service));
+  if (t->service.empty()) return KeyError(w + ".service", "is required");
+  std::string env_name;
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "token", &t->token));
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "token_env", &env_name));
+  if (!t->token.empty() && !env_name.empty()) {
+    return KeyError(w, "set either token or token_env, not both");
+  }
+  if (!env_name.empty()) {
+    const char* v = std::getenv(env_name.c_str());
+    if (v == nullptr || *v == '\0') {
+      return KeyError(w + ".token_env", "environment variable " + env_name + " is not set");
+    }
+    t->token = v;
+  }
+  if (t->token.size() < 16) {
+    return KeyError(w + ".token", "is required and must be at least 16 characters");
+  }
+  CONVERGE_RETURN_IF_ERROR(ReadStringList(n, w, "publish", &t->publish));
+  CONVERGE_RETURN_IF_ERROR(ReadStringList(n, w, "subscribe", &t->subscribe));
+  CONVERGE_RETURN_IF_ERROR(ReadBool(n, w, "admin", &t->admin));
+  return Status::Ok();
+}
+
+Status ParseAuth(const YAML::Node& n, ServerConfig* c) {
+  CONVERGE_RETURN_IF_ERROR(
+      CheckKeys(n, "auth", {"tokens", "allow_unauthenticated", "metrics_require_token"}));
+  CONVERGE_RETURN_IF_ERROR(ReadBool(n, "auth", "allow_unauthenticated", &c->allow_unauthenticated));
+  CONVERGE_RETURN_IF_ERROR(ReadBool(n, "auth", "metrics_require_token", &c->metrics_require_token));
+  YAML::Node tokens = n["tokens"];
+  if (!tokens) return Status::Ok();
+  if (!tokens.IsSequence()) return KeyError("auth.tokens", "must be a list");
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    TokenConfig t;
+    CONVERGE_RETURN_IF_ERROR(ParseToken(tokens[i], i, &t));
+    c->tokens.push_back(std::move(t));
+  }
+  return Status::Ok();
+}
+
+Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
+  if (!root || root.IsNull()) return Status::Ok();  // an empty file means all defaults
+  CONVERGE_RETURN_IF_ERROR(
+      CheckKeys(root, "",
+                {"listen", "data_dir", "io_threads", "storage_threads", "tls", "auth",
+                 "auto_create_topics", "topic_defaults", "groups", "limits"}));
+  std::string listen;
+  CONVERGE_RETURN_IF_ERROR(ReadString(root, "", "listen", &listen));
+  if (!listen.empty()) {
+    Status s = ParseListen(listen, &c->listen_address, &c->listen_port);
+    if (!s.ok()) return KeyError("listen", s.message());
+  }
+  CONVERGE_RETURN_IF_ERROR(ReadString(root, "", "data_dir", &c->data_dir));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(root, "", "io_threads", &c->io_threads, 0, 64));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(root, "", "storage_threads", &c->storage_threads, 1, 256));
+  CONVERGE_RETURN_IF_ERROR(ReadBool(root, "", "auto_create_topics", &c->auto_create_topics));
+  if (YAML::Node tls = root["tls"]) {
+    CONVERGE_RETURN_IF_ERROR(CheckKeys(tls, "tls", {"cert_file", "key_file"}));
+    CONVERGE_RETURN_IF_ERROR(ReadString(tls, "tls", "cert_file", &c->tls_cert_file));
+    CONVERGE_RETURN_IF_ERROR(ReadString(tls, "tls", "key_file", &c->tls_key_file));
+  }
+  if (YAML::Node auth = root["auth"]) CONVERGE_RETURN_IF_ERROR(ParseAuth(auth, c));
+  if (YAML::Node t = root["topic_defaults"]) {
+    CONVERGE_RETURN_IF_ERROR(ParseTopicDefaults(t, &c->topic_defaults));
+  }
+  if (YAML::Node g = root["groups"]) CONVERGE_RETURN_IF_ERROR(ParseGroups(g, &c->groups));
+  if (YAML::Node l = root["limits"]) CONVERGE_RETURN_IF_ERROR(ParseLimits(l, &c->limits));
+  return Status::Ok();
+}
+
+}  // namespace
+
+bool IsLoopbackAddress(std::string_view address) {
+  if (address == "localhost" || address == "::1" || address == "[::1]") return true;
+  return address.substr(0, 4) == "127.";
+}
+
+Status ParseListen(std::string_view text, std::string* host, uint16_t* port) {
+  size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon + 1 == text.size()) {
+    return InvalidArgumentError("expected host:port, got '" + std::string(text) + "'");
+  }
+  std::string_view h = text.substr(0, colon);
+  std::string_view p = text.substr(colon + 1);
+  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  if (h.empty()) return InvalidArgumentError("empty host in '" + std::string(text) + "'");
+  unsigned v = 0;
+  auto [ptr, ec] = std::from_chars(p.data(), p.data() + p.size(), v);
+  if (ec != std::errc() || ptr != p.data() + p.size() || v > 65535) {
+    return InvalidArgumentError("bad port in '" + std::string(text) + "'");
+  }
+  *host = std::string(h);
+  *port = static_cast<uint16_t>(v);
+  return Status::Ok();
+}
+
+Result<ServerConfig> ParseConfig(std::string_view yaml_text) {
+  ServerConfig config;
+  try {
+    YAML::Node root = YAML::Load(std::string(yaml_text));
+    CONVERGE_RETURN_IF_ERROR(ParseRoot(root, &config));
+  } catch (const YAML::Exception& e) {
+    return InvalidArgumentError(std::string("config is not valid YAML: ") + e.what());
+  }
+  CONVERGE_RETURN_IF_ERROR(ValidateConfig(config));
+  return config;
+}
+
+Result<ServerConfig> LoadConfigFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return NotFoundError("cannot open config file " + path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  Result<ServerConfig> config = ParseConfig(text.str());
+  if (!config.ok()) return config.status().WithContext(path);
+  return config;
+}
+
+Status ValidateConfig(const ServerConfig& c) {
+  if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
+    return InvalidArgumentError("config key 'tls': set both cert_file and key_file");
+  }
+  if (c.tokens.empty() && !IsLoopbackAddress(c.listen_address) && !c.allow_unauthenticated) {
+    return InvalidArgumentError(
+        "refusing to listen on non-loopback address " + c.listen_address +
+        " without auth tokens (configure auth.tokens, or set auth.allow_unauthenticated: true)");
+  }
+  std::set<std::string> seen;
+  for (const TokenConfig& t : c.tokens) {
+    if (!seen.insert(t.token).second) {
+      return InvalidArgumentError("config key 'auth.tokens': service '" + t.service +
+                                  "' reuses another service's token");
+    }
+    for (const auto* list : {&t.publish, &t.subscribe}) {
+      for (const std::string& p : *list) {
+        if (p.empty() || p.size() > 200 ||
+            p.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                "0123456789._-*") != std::string::npos) {
+          return InvalidArgumentError("config key 'auth.tokens': service '" + t.service +
+                                      "' has invalid topic pattern '" + p + "'");
+        }
+      }
+    }
+  }
+  if (c.groups.lease_ms > c.groups.max_lease_ms) {
+    return InvalidArgumentError("config key 'groups.lease_ms' exceeds groups.max_lease_ms");
+  }
+  if (c.limits.max_event_bytes > c.limits.max_body_bytes) {
+    return InvalidArgumentError(
+        "config key 'limits.max_event_bytes' exceeds limits.max_body_bytes");
+  }
+  return Status::Ok();
+}
+
+}  // namespace converge::server

@@ -1,0 +1,93 @@
+// Configuration of `converge serve`: what the YAML file says, with the defaults that apply
+// when a key (or the whole file) is absent. Every key is documented in docs/configuration.md.
+//
+// Contract
+// - ParseConfig never throws and never asserts on input: a malformed document, an unknown key,
+//   a value of the wrong type or out of range gives InvalidArgument naming the key.
+// - The defaults describe a safe local sidecar: loopback only, no auth, embedded storage in
+//   ./var/data, fsync durability.
+// Thread-safety: plain values.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "converge/log.h"
+#include "converge/status.h"
+
+namespace converge::server {
+
+// One bearer token and what it may do.
+struct TokenConfig {
+  std::string service;                 // a name for logs and metrics
+  std::string token;                   // the secret (from `token` or `token_env`)
+  std::vector<std::string> publish;    // topic patterns ('*' matches any run of chars)
+  std::vector<std::string> subscribe;  // topic patterns: fetch, ack, stream, dead letters
+  bool admin = false;                  // may create topics
+};
+
+struct LimitsConfig {
+  uint64_t max_body_bytes = 16ull << 20;   // a request body; larger gets 413
+  uint32_t max_batch_events = 10'000;      // events in one batch; more gets 413
+  uint32_t max_event_bytes = 1u << 20;     // one encoded event; larger gets 413
+  uint32_t max_inflight_requests = 1024;   // requests being served at once; more gets 429
+  uint32_t max_connections = 4096;         // open connections; more are closed at accept
+  uint32_t max_header_bytes = 16u << 10;   // request line + headers; more gets 431
+  uint32_t max_subscribers = 256;          // concurrent streaming subscriptions; more gets 429
+  uint32_t max_fetch_events = 10'000;      // events in one fetch or stream batch
+  uint64_t max_fetch_bytes = 16ull << 20;  // about this many bytes per fetch reply
+  int64_t max_wait_ms = 30'000;            // longest long-poll wait of a fetch
+  int64_t idle_timeout_ms = 60'000;        // a keep-alive connection idle this long is closed
+  int64_t request_timeout_ms = 30'000;     // to receive a whole request / send a reply
+  int64_t shutdown_timeout_ms = 30'000;    // drain bound on SIGTERM before forcing close
+  int64_t stream_heartbeat_ms = 15'000;    // SSE comment line sent when idle
+};
+
+// Defaults for consumer groups created on first use.
+struct GroupConfig {
+  int64_t lease_ms = 30'000;       // default lease of a fetched event
+  int64_t max_lease_ms = 600'000;  // longest lease a client may ask for
+  uint32_t max_deliveries = 5;     // deliveries before an event is dead-lettered
+  int64_t max_nack_delay_ms = 3'600'000;
+};
+
+struct ServerConfig {
+  std::string listen_address = "127.0.0.1";
+  uint16_t listen_port = 8080;  // 0 picks a free port (printed at start)
+  std::string data_dir = "var/data";
+  uint32_t io_threads = 0;       // 0 = min(2, hardware threads)
+  uint32_t storage_threads = 8;  // blocking storage calls (fsync) run here
+  std::string tls_cert_file;     // both set = HTTPS
+  std::string tls_key_file;
+  std::vector<TokenConfig> tokens;     // empty = auth disabled (loopback only)
+  bool allow_unauthenticated = false;  // permit no tokens on a non-loopback address
+  bool metrics_require_token = false;  // /metrics needs any valid token
+  bool auto_create_topics = false;     // publish to an unknown topic creates it
+  TopicOptions topic_defaults;         // for created topics unless the request says
+  GroupConfig groups;
+  LimitsConfig limits;
+
+  bool tls_enabled() const { return !tls_cert_file.empty(); }
+  bool auth_enabled() const { return !tokens.empty(); }
+};
+
+// Parses a YAML document (see docs/configuration.md). Environment variables named by
+// `token_env` are read here. InvalidArgument names the offending key.
+Result<ServerConfig> ParseConfig(std::string_view yaml_text);
+
+// Reads and parses a file. NotFound if it does not exist; otherwise as ParseConfig.
+Result<ServerConfig> LoadConfigFile(const std::string& path);
+
+// Cross-key checks: TLS needs both files, no tokens on a non-loopback address needs
+// allow_unauthenticated, limits positive, topic defaults valid. InvalidArgument otherwise.
+Status ValidateConfig(const ServerConfig& config);
+
+// True for 127.0.0.0/8, ::1 and "localhost".
+bool IsLoopbackAddress(std::string_view address);
+
+// Splits "host:port" or "[v6]:port". InvalidArgument on a malformed string.
+Status ParseListen(std::string_view text, std::string* host, uint16_t* port);
+
+}  // namespace converge::server

@@ -1,0 +1,161 @@
+#include "server/config.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+namespace converge::server {
+namespace {
+
+TEST(Config, EmptyDocumentGivesLoopbackDefaults) {
+  Result<ServerConfig> c = ParseConfig("");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->listen_address, "127.0.0.1");
+  EXPECT_EQ(c->listen_port, 8080);
+  EXPECT_EQ(c->data_dir, "var/data");
+  EXPECT_FALSE(c->auth_enabled());
+  EXPECT_FALSE(c->tls_enabled());
+  EXPECT_FALSE(c->auto_create_topics);
+  EXPECT_EQ(c->topic_defaults.durability, Durability::kFsync);
+}
+
+TEST(Config, ParsesEveryKey) {
+  setenv("CONVERGE_CONFIG_TEST_TOKEN", "from-the-environment-123", 1);
+  Result<ServerConfig> c = ParseConfig(R"(
+listen: 0.0.0.0:9090
+data_dir: /tmp/x
+io_threads: 2
+storage_threads: 4
+tls:
+  cert_file: c.pem
+  key_file: k.pem
+auth:
+  metrics_require_token: true
+  tokens:
+    - service: orders
+      token: orders-secret-0123456789
+      publish: ["orders.*"]
+      subscribe: payments
+      admin: true
+    - service: billing
+      token_env: CONVERGE_CONFIG_TEST_TOKEN
+      subscribe: ["*"]
+auto_create_topics: true
+topic_defaults:
+  partitions: 8
+  durability: interval
+  sync_interval_ms: 20
+  segment_max_bytes: 1048576
+  retention_max_bytes: 1000000
+  retention_max_age_ms: 3600000
+  dedup_window_ms: 1000
+  dedup_max_ids: 50
+groups:
+  lease_ms: 1000
+  max_lease_ms: 5000
+  max_deliveries: 3
+  max_nack_delay_ms: 100
+limits:
+  max_body_bytes: 2000
+  max_batch_events: 5
+  max_event_bytes: 1000
+  max_inflight_requests: 7
+  max_connections: 9
+  max_header_bytes: 2048
+  max_subscribers: 3
+  max_fetch_events: 11
+  max_fetch_bytes: 12
+  max_wait_ms: 13
+  idle_timeout_ms: 14
+  request_timeout_ms: 15
+  shutdown_timeout_ms: 16
+  stream_heartbeat_ms: 17
+)");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->listen_address, "0.0.0.0");
+  EXPECT_EQ(c->listen_port, 9090);
+  EXPECT_EQ(c->data_dir, "/tmp/x");
+  EXPECT_EQ(c->io_threads, 2u);
+  EXPECT_EQ(c->storage_threads, 4u);
+  EXPECT_TRUE(c->tls_enabled());
+  EXPECT_TRUE(c->metrics_require_token);
+  ASSERT_EQ(c->tokens.size(), 2u);
+  EXPECT_EQ(c->tokens[0].service, "orders");
+  EXPECT_EQ(c->tokens[0].publish, std::vector<std::string>{"orders.*"});
+  EXPECT_EQ(c->tokens[0].subscribe, std::vector<std::string>{"payments"});
+  EXPECT_TRUE(c->tokens[0].admin);
+  EXPECT_EQ(c->tokens[1].token, "from-the-environment-123");
+  EXPECT_TRUE(c->auto_create_topics);
+  EXPECT_EQ(c->topic_defaults.partitions, 8u);
+  EXPECT_EQ(c->topic_defaults.durability, Durability::kInterval);
+  EXPECT_EQ(c->topic_defaults.sync_interval_ms, 20);
+  EXPECT_EQ(c->topic_defaults.segment_max_bytes, 1048576u);
+  EXPECT_EQ(c->topic_defaults.retention_max_bytes, 1000000u);
+  EXPECT_EQ(c->topic_defaults.retention_max_age_ms, 3600000);
+  EXPECT_EQ(c->topic_defaults.dedup_window_ms, 1000);
+  EXPECT_EQ(c->topic_defaults.dedup_max_ids, 50u);
+  EXPECT_EQ(c->groups.lease_ms, 1000);
+  EXPECT_EQ(c->groups.max_lease_ms, 5000);
+  EXPECT_EQ(c->groups.max_deliveries, 3u);
+  EXPECT_EQ(c->groups.max_nack_delay_ms, 100);
+  EXPECT_EQ(c->limits.max_body_bytes, 2000u);
+  EXPECT_EQ(c->limits.max_batch_events, 5u);
+  EXPECT_EQ(c->limits.max_event_bytes, 1000u);
+  EXPECT_EQ(c->limits.max_inflight_requests, 7u);
+  EXPECT_EQ(c->limits.max_connections, 9u);
+  EXPECT_EQ(c->limits.max_header_bytes, 2048u);
+  EXPECT_EQ(c->limits.max_subscribers, 3u);
+  EXPECT_EQ(c->limits.max_fetch_events, 11u);
+  EXPECT_EQ(c->limits.max_fetch_bytes, 12u);
+  EXPECT_EQ(c->limits.max_wait_ms, 13);
+  EXPECT_EQ(c->limits.idle_timeout_ms, 14);
+  EXPECT_EQ(c->limits.request_timeout_ms, 15);
+  EXPECT_EQ(c->limits.shutdown_timeout_ms, 16);
+  EXPECT_EQ(c->limits.stream_heartbeat_ms, 17);
+}
+
+void ExpectRejected(const std::string& yaml, const std::string& names) {
+  Result<ServerConfig> c = ParseConfig(yaml);
+  ASSERT_FALSE(c.ok()) << yaml;
+  EXPECT_EQ(c.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(c.status().message().find(names), std::string_view::npos)
+      << c.status().ToString() << " should name " << names;
+}
+
+TEST(Config, RejectsBadInputNamingTheKey) {
+  ExpectRejected("lisen: 1.2.3.4:5", "lisen");
+  ExpectRejected("limits: {max_body_byte: 3}", "limits.max_body_byte");
+  ExpectRejected("limits: {max_body_bytes: -3}", "limits.max_body_bytes");
+  ExpectRejected("limits: {max_body_bytes: lots}", "limits.max_body_bytes");
+  ExpectRejected("topic_defaults: {durability: sometimes}", "topic_defaults.durability");
+  ExpectRejected("topic_defaults: {partitions: 0}", "topic_defaults.partitions");
+  ExpectRejected("listen: nowhere", "listen");
+  ExpectRejected("listen: 127.0.0.1:99999", "listen");
+  ExpectRejected("tls: {cert_file: a.pem}", "tls");
+  ExpectRejected("auth: {tokens: [{service: a, token: short}]}", "auth.tokens[0].token");
+  ExpectRejected("auth: {tokens: [{token: long-enough-token-123}]}", "auth.tokens[0].service");
+  ExpectRejected("auth: {tokens: [{service: a, token_env: CONVERGE_SURELY_UNSET_VAR}]}",
+                 "CONVERGE_SURELY_UNSET_VAR");
+  ExpectRejected("auth: {tokens: [{service: a, token: long-enough-token-123, publish: ['a/b']}]}",
+                 "a/b");
+  ExpectRejected("[1, 2", "YAML");
+  ExpectRejected("- just\n- a list\n", "must be a mapping");
+}
+
+TEST(Config, RefusesOpenNetworkWithoutTokens) {
+  ExpectRejected("listen: 0.0.0.0:8080", "without auth tokens");
+  EXPECT_TRUE(ParseConfig("listen: 0.0.0.0:8080\nauth: {allow_unauthenticated: true}").ok());
+  EXPECT_TRUE(ParseConfig("listen: '[::1]:8080'").ok());
+}
+
+TEST(Config, Loopback) {
+  EXPECT_TRUE(IsLoopbackAddress("127.0.0.1"));
+  EXPECT_TRUE(IsLoopbackAddress("127.1.2.3"));
+  EXPECT_TRUE(IsLoopbackAddress("::1"));
+  EXPECT_TRUE(IsLoopbackAddress("localhost"));
+  EXPECT_FALSE(IsLoopbackAddress("0.0.0.0"));
+  EXPECT_FALSE(IsLoopbackAddress("10.0.0.1"));
+}
+
+}  // namespace
+}  // namespace converge::server

@@ -1,0 +1,136 @@
+// The HTTP/1.1 transport of `converge serve`: Boost.Beast over Asio with C++20 coroutines,
+// optional TLS (OpenSSL), keep-alive, request limits and graceful drain.
+//
+// Contract
+// - Each connection is one coroutine on its own strand; requests on a connection are served
+//   one at a time (HTTP/1.1 without pipelining concurrency), connections run concurrently.
+// - Limits enforced here, before the handler sees a request:
+//     header bytes > max_header_bytes           -> 431, connection closed
+//     body bytes > max_body_bytes               -> 413, connection closed (body not read)
+//     requests being handled >= max_inflight    -> 429 with Retry-After, connection kept
+//     connections >= max_connections           -> accepted and closed at once
+//     malformed HTTP                            -> 400, connection closed
+//   Every error body is JSON {"code": ..., "message": ...}.
+// - BeginShutdown stops accepting, closes idle keep-alive connections, lets requests being
+//   handled finish (their replies say Connection: close), ends streams, and calls on_drained
+//   once no connection is left or shutdown_timeout_ms passed (then remaining ones are closed).
+// Thread-safety: Listen/Start/BeginShutdown from any thread; handlers run on the
+// connection's strand.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_set>
+
+#include "converge/status.h"
+#include "server/config.h"
+#include "server/metrics.h"
+
+namespace converge::server {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+
+using HttpRequest = http::request<http::string_body>;
+using HttpResponse = http::response<http::string_body>;
+
+// Writes the chunks of a streaming reply (Server-Sent Events).
+class StreamSink {
+ public:
+  virtual ~StreamSink() = default;
+  // Sends `data` as one chunk. False when the peer is gone or the write timed out.
+  virtual asio::awaitable<bool> Write(std::string data) = 0;
+  // True once the server is shutting down: the stream should end.
+  virtual bool Closing() const = 0;
+};
+
+struct HttpReply {
+  // For a stream: the status and header fields; the body is ignored.
+  HttpResponse response;
+  // If set, the reply is streamed: the server sends the header with chunked encoding, runs
+  // this, then ends the response and closes the connection.
+  std::function<asio::awaitable<void>(StreamSink&)> stream;
+};
+
+using HttpHandler = std::function<asio::awaitable<HttpReply>(HttpRequest&)>;
+
+// A JSON error reply {"code": code, "message": message}.
+HttpResponse JsonError(http::status status, std::string_view code, std::string_view message,
+                       unsigned version = 11);
+
+struct HttpServerOptions {
+  std::string address = "127.0.0.1";
+  uint16_t port = 0;
+  std::string tls_cert_file;  // both set = HTTPS
+  std::string tls_key_file;
+  LimitsConfig limits;
+};
+
+class HttpServer {
+ public:
+  HttpServer(asio::io_context& ioc, HttpServerOptions options, HttpHandler handler,
+             MetricsRegistry* metrics);
+  ~HttpServer();
+
+  // Loads TLS material and binds. InvalidArgument (bad address, TLS files), Unavailable
+  // (address in use).
+  Status Listen();
+  // The bound port (after Listen).
+  uint16_t port() const { return port_; }
+  // Starts the accept loop on the io_context.
+  void Start();
+  // See the contract above. `on_drained` is called once, on an io thread.
+  void BeginShutdown(std::function<void()> on_drained);
+  bool draining() const { return draining_.load(); }
+
+  uint64_t connections() const { return connections_.load(); }
+
+ private:
+  struct Connection;
+  asio::awaitable<void> AcceptLoop();
+  void StartWatchdog(const std::shared_ptr<Connection>& conn);
+  template <class Stream>
+  asio::awaitable<void> RunSession(Stream stream, std::shared_ptr<Connection> conn);
+  asio::awaitable<void> RunTlsSession(asio::ip::tcp::socket socket,
+                                      std::shared_ptr<Connection> conn);
+  void Register(const std::shared_ptr<Connection>& conn);
+  void Unregister(const std::shared_ptr<Connection>& conn);
+  void MaybeDrained();
+
+  asio::io_context& ioc_;
+  HttpServerOptions options_;
+  HttpHandler handler_;
+  std::optional<asio::ssl::context> tls_;
+  asio::ip::tcp::acceptor acceptor_;
+  asio::steady_timer drain_timer_;
+  uint16_t port_ = 0;
+
+  std::atomic<bool> draining_{false};
+  std::atomic<uint64_t> connections_{0};
+  std::atomic<uint64_t> inflight_{0};
+  std::mutex mu_;
+  std::unordered_set<std::shared_ptr<Connection>> live_;
+  std::function<void()> on_drained_;
+  bool drained_called_ = false;
+
+  Gauge* connections_gauge_;
+  Gauge* inflight_gauge_;
+  Counter* rejected_connections_;
+  Counter* rejected_inflight_;
+  Counter* rejected_too_large_;
+  Counter* bad_requests_;
+};
+
+}  // namespace converge::server

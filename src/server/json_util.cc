@@ -1,0 +1,163 @@
+#include "server/json_util.h"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/value.hpp>
+#include <charconv>
+
+namespace converge::server {
+
+namespace json = boost::json;
+
+Result<json::object> ParseJsonObject(std::string_view body) {
+  if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) return json::object();
+  boost::system::error_code ec;
+  json::parse_options opts;
+  opts.max_depth = 32;
+  json::value v = json::parse(json::string_view(body.data(), body.size()), ec, {}, opts);
+  if (ec) return InvalidArgumentError("request body is not valid JSON: " + ec.message());
+  if (!v.is_object()) return InvalidArgumentError("request body must be a JSON object");
+  return std::move(v.as_object());
+}
+
+Status CheckFields(const json::object& obj, std::initializer_list<std::string_view> allowed) {
+  for (const auto& kv : obj) {
+    std::string_view key(kv.key().data(), kv.key().size());
+    bool known = false;
+    for (std::string_view a : allowed) known = known || a == key;
+    if (!known) return InvalidArgumentError("unknown field '" + std::string(key) + "'");
+  }
+  return Status::Ok();
+}
+
+namespace {
+const json::value* Find(const json::object& obj, std::string_view field) {
+  auto it = obj.find(json::string_view(field.data(), field.size()));
+  if (it == obj.end() || it->value().is_null()) return nullptr;
+  return &it->value();
+}
+
+template <typename Int>
+std::string Range(Int min, Int max) {
+  // Built with append: GCC 12 warns (-Wrestrict, a false positive) on chained operator+.
+  std::string out = "[";
+  out.append(std::to_string(min));
+  out.append(", ");
+  out.append(std::to_string(max));
+  out.append("]");
+  return out;
+}
+
+Status RangeError(std::string_view field, const std::string& range) {
+  std::string msg = "field '";
+  msg.append(field);
+  msg.append("' must be an integer in ");
+  msg.append(range);
+  return InvalidArgumentError(msg);
+}
+}  // namespace
+
+Status ReadInt(const json::object& obj, std::string_view field, int64_t min, int64_t max,
+               int64_t* out) {
+  const json::value* v = Find(obj, field);
+  if (!v) return Status::Ok();
+  std::string range = Range(min, max);
+  int64_t x;
+  if (v->is_int64()) {
+    x = v->as_int64();
+  } else if (v->is_uint64() && v->as_uint64() <= static_cast<uint64_t>(INT64_MAX)) {
+    x = static_cast<int64_t>(v->as_uint64());
+  } else {
+    return RangeError(field, range);
+  }
+  if (x < min || x > max) return RangeError(field, range);
+  *out = x;
+  return Status::Ok();
+}
+
+Status ReadUint(const json::object& obj, std::string_view field, uint64_t min, uint64_t max,
+                uint64_t* out) {
+  const json::value* v = Find(obj, field);
+  if (!v) return Status::Ok();
+  std::string range = Range(min, max);
+  uint64_t x;
+  if (v->is_uint64()) {
+    x = v->as_uint64();
+  } else if (v->is_int64() && v->as_int64() >= 0) {
+    x = static_cast<uint64_t>(v->as_int64());
+  } else {
+    return RangeError(field, range);
+  }
+  if (x < min || x > max) return RangeError(field, range);
+  *out = x;
+  return Status::Ok();
+}
+
+Status ReadString(const json::object& obj, std::string_view field, std::string* out) {
+  const json::value* v = Find(obj, field);
+  if (!v) return Status::Ok();
+  if (!v->is_string()) {
+    return InvalidArgumentError("field '" + std::string(field) + "' must be a string");
+  }
+  *out = std::string(v->as_string().data(), v->as_string().size());
+  return Status::Ok();
+}
+
+Status ReadBool(const json::object& obj, std::string_view field, bool* out) {
+  const json::value* v = Find(obj, field);
+  if (!v) return Status::Ok();
+  if (!v->is_bool()) {
+    return InvalidArgumentError("field '" + std::string(field) + "' must be true or false");
+  }
+  *out = v->as_bool();
+  return Status::Ok();
+}
+
+void AppendJsonString(std::string* out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out->push_back('"');
+  size_t run = 0;  // start of the pending run of bytes that need no escaping
+  for (size_t i = 0; i < s.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out->append(s.data() + run, i - run);
+    run = i + 1;
+    switch (c) {
+      case '"':
+        out->append("\\\"");
+        break;
+      case '\\':
+        out->append("\\\\");
+        break;
+      case '\n':
+        out->append("\\n");
+        break;
+      case '\r':
+        out->append("\\r");
+        break;
+      case '\t':
+        out->append("\\t");
+        break;
+      default:
+        out->append("\\u00");
+        out->push_back(kHex[c >> 4]);
+        out->push_back(kHex[c & 15]);
+    }
+  }
+  out->append(s.data() + run, s.size() - run);
+  out->push_back('"');
+}
+
+Result<uint64_t> ParseUintParam(std::string_view name, std::string_view value, uint64_t min,
+                                uint64_t max) {
+  uint64_t v = 0;
+  auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+  if (value.empty() || ec != std::errc() || ptr != value.data() + value.size() || v < min ||
+      v > max) {
+    return InvalidArgumentError("query parameter '" + std::string(name) +
+                                "' must be an integer in [" + std::to_string(min) + ", " +
+                                std::to_string(max) + "], got '" + std::string(value) + "'");
+  }
+  return v;
+}
+
+}  // namespace converge::server
