@@ -234,7 +234,8 @@ std::vector<RouteInfo> Api::Routes() {
   for (const Route& r : RouteTable()) {
     out.push_back({std::string(http::to_string(r.method)), r.path});
   }
-  for (const auto& r : store_internal::StoreHttpHandler::Routes()) out.push_back({r.method, r.path});
+  for (const auto& r : store_internal::StoreHttpHandler::Routes())
+    out.push_back({r.method, r.path});
   return out;
 }
 
