@@ -61,7 +61,8 @@
 //
 // Change feed
 // - When StoreOptions::feed_log is set, every committed put, delete and expiry is published as
-//   one CloudEvent to the topic `feed_topic` (one partition, created if missing) in commit
+//   one CloudEvent to the topic `feed_topic` (one partition, created by the first publication)
+//   in commit
 //   order: a transaction's events are appended together, in the order of its operations.
 //   The event id is "<collection>/<key>/<version>", so re-publication after a crash is
 //   deduplicated by the log's idempotent publish and each committed write appears exactly once.

@@ -149,6 +149,10 @@ class StoreImpl final : public Store {
   // Replays one WAL file; `prev` is the last sequence number seen (records must increase).
   Status ReplayWal(uint64_t first_seq, bool last_file, uint64_t snapshot_seq, uint64_t* prev);
   Result<uint64_t> FeedCursorFromLog();
+  // The largest feed record (id + key + event) a document can make.
+  uint64_t FeedRecordBytesNeeded() const {
+    return opt_.max_document_bytes + 3ull * opt_.max_key_bytes + 4096;
+  }
   Status OpenNewWal(uint64_t first_seq);
   Status DeleteObsoleteFiles(uint64_t snapshot_seq, uint64_t feed_cursor);
   // Requires timer_->mu.

@@ -93,17 +93,10 @@ Status StoreImpl::Recover() {
 Result<uint64_t> StoreImpl::FeedCursorFromLog() {
   Log& log = *opt_.feed_log;
   Result<TopicInfo> info = log.DescribeTopic(opt_.feed_topic);
-  const uint64_t needed = opt_.max_document_bytes + 3ull * opt_.max_key_bytes + 4096;
+  const uint64_t needed = FeedRecordBytesNeeded();
   if (!info.ok()) {
+    // Created by the first publication (PublishTxns): an unused store adds no topic.
     if (info.status().code() != StatusCode::kNotFound) return info.status();
-    TopicOptions topt = opt_.feed_topic_options;
-    topt.partitions = 1;
-    topt.max_record_bytes =
-        static_cast<uint32_t>(std::max<uint64_t>(topt.max_record_bytes, needed));
-    Status s = log.CreateTopic(opt_.feed_topic, topt);
-    if (!s.ok() && s.code() != StatusCode::kAlreadyExists) {
-      return s.WithContext("creating the change-feed topic");
-    }
     return uint64_t{0};
   }
   if (info->partitions.size() != 1) {
