@@ -26,12 +26,17 @@ target_sources(converge_cli PRIVATE
   ${CONVERGE_BENCH_DIR}/outbox_polling.cc
   ${CONVERGE_BENCH_DIR}/saga_bench.cc
   ${CONVERGE_BENCH_DIR}/twopc_bench.cc
+  ${CONVERGE_BENCH_DIR}/store_bench.cc
+  ${CONVERGE_BENCH_DIR}/store_converge.cc
+  ${CONVERGE_BENCH_DIR}/store_jetstream_kv.cc
+  ${CONVERGE_BENCH_DIR}/store_postgres.cc
   ${CONVERGE_TEST_SUPPORT_DIR}/server_process.cc
   ${CONVERGE_TEST_SUPPORT_DIR}/postgres_server.cc
   ${CONVERGE_TEST_SUPPORT_DIR}/pg_instance.cc
 )
 target_include_directories(converge_cli PRIVATE ${CMAKE_SOURCE_DIR} ${CMAKE_SOURCE_DIR}/tests)
-target_link_libraries(converge_cli PRIVATE PkgConfig::NATS PkgConfig::HIREDIS PostgreSQL::PostgreSQL)
+target_link_libraries(converge_cli PRIVATE PkgConfig::NATS PkgConfig::HIREDIS
+  PostgreSQL::PostgreSQL Boost::headers)
 
 converge_test(NAME bench_test LABELS unit LIBS Boost::json SOURCES
   ${CONVERGE_BENCH_DIR}/bench_test.cc

@@ -89,12 +89,6 @@ TEST(BenchSmokeTest, LogRunsEverySystemAndPrintsOneJsonObjectPerRow) {
   EXPECT_TRUE(std::filesystem::is_empty(base->path())) << base->path();
 }
 
-TEST(BenchSmokeTest, ViaServerIsRefusedClearly) {
-  const RunResult r = RunCommand(Binary() + " bench log --via server 2>&1");
-  EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.out.find("not yet available"), std::string::npos) << r.out;
-}
-
 TEST(BenchSmokeTest, HelpListsTheOptions) {
   const RunResult r = RunCommand(Binary() + " bench log --help");
   EXPECT_EQ(r.exit_code, 0);

@@ -4,6 +4,8 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 #include <chrono>
+#include <functional>
+#include <optional>
 
 #include "server/api_internal.h"
 #include "server/cloudevents_http.h"
@@ -232,6 +234,8 @@ std::vector<RouteInfo> Api::Routes() {
   for (const Route& r : RouteTable()) {
     out.push_back({std::string(http::to_string(r.method)), r.path});
   }
+  for (const auto& r : store_internal::StoreHttpHandler::Routes())
+    out.push_back({r.method, r.path});
   return out;
 }
 
@@ -314,6 +318,11 @@ asio::awaitable<HttpReply> Api::Handle(HttpRequest& request) {
   std::string_view target(request.target().data(), request.target().size());
   size_t qmark = target.find('?');
   std::string_view path = target.substr(0, qmark);
+  if (d_.store != nullptr && store_internal::StoreHttpHandler::Matches(path)) {
+    HttpReply store_reply = co_await HandleStore(request);
+    RecordRequest("/v1/collections", store_reply, start);
+    co_return store_reply;
+  }
   std::vector<std::string_view> segments = SplitPath(path);
 
   const Route* route = nullptr;
@@ -362,6 +371,11 @@ asio::awaitable<HttpReply> Api::Handle(HttpRequest& request) {
       reply = co_await (this->*(route->handler))(call);
     }
   }
+  RecordRequest(route_label, reply, start);
+  co_return reply;
+}
+
+void Api::RecordRequest(const std::string& route_label, const HttpReply& reply, int64_t start) {
   const double seconds = static_cast<double>(d_.env->clock().NowMonotonicNanos() - start) * 1e-9;
   const std::string code = std::to_string(static_cast<unsigned>(reply.response.result_int()));
   d_.metrics
@@ -375,7 +389,43 @@ asio::awaitable<HttpReply> Api::Handle(HttpRequest& request) {
                        LatencyBucketsSeconds())
         ->Observe(seconds);
   }
-  co_return reply;
+}
+
+asio::awaitable<HttpReply> Api::HandleStore(HttpRequest& request) {
+  Result<const Principal*> principal = auth_.Authenticate(request[http::field::authorization]);
+  if (!principal.ok()) {
+    HttpReply reply = Error(principal.status());
+    reply.response.set(http::field::www_authenticate, "Bearer realm=\"converge\"");
+    co_return reply;
+  }
+  auto header = [&](auto field) -> std::optional<std::string_view> {
+    auto it = request.find(field);
+    if (it == request.end()) return std::nullopt;
+    return std::string_view(it->value().data(), it->value().size());
+  };
+  store_internal::StoreHttpRequest r;
+  r.method = std::string_view(request.method_string().data(), request.method_string().size());
+  r.target = std::string_view(request.target().data(), request.target().size());
+  r.if_match = header(http::field::if_match);
+  r.if_none_match = header(http::field::if_none_match);
+  r.ttl_ms = header("Converge-TTL-Ms");
+  r.content_type = header(http::field::content_type);
+  r.body = request.body();
+  // With auth disabled every request is the anonymous principal, which may do everything.
+  r.caller = Caller{(*principal)->service, (*principal)->admin || (*principal)->anonymous};
+  // The handler reads `r` (in this frame) only until it calls done or returns; writes complete
+  // when their group commit does, without holding a pool thread meanwhile.
+  store_internal::StoreHttpHandler* store = d_.store;
+  auto job = [store, &r](std::function<void(store_internal::StoreHttpResponse)> done) {
+    store->HandleAsync(r, std::move(done));
+  };
+  store_internal::StoreHttpResponse res =
+      co_await d_.pool->RunAsync<store_internal::StoreHttpResponse>(std::move(job));
+  HttpResponse out{static_cast<http::status>(res.status), request.version()};
+  for (auto& [name, value] : res.headers) out.set(name, value);
+  out.body() = std::move(res.body);
+  out.prepare_payload();
+  co_return Reply(std::move(out));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-// API v1 of `converge serve`: routes HTTP requests to the log and the consumer groups.
+// API v1 of `converge serve`: routes HTTP requests to the log, the consumer groups and the
+// shared store (whose routes are served by src/store/http_handler.h).
 // docs/api/openapi.yaml describes every route; server_unit_test checks the two agree.
 //
 // Contract
@@ -28,6 +29,7 @@
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "server/wakeup_hub.h"
+#include "store/http_handler.h"
 
 namespace converge::server {
 
@@ -39,6 +41,8 @@ struct ApiDeps {
   MetricsRegistry* metrics = nullptr;
   BlockingPool* pool = nullptr;
   WakeupHub* hub = nullptr;
+  // The shared store's HTTP layer (/v1/collections/...); null when the store is disabled.
+  store_internal::StoreHttpHandler* store = nullptr;
 };
 
 // One route: method and path template ("/v1/topics/{topic}").
@@ -67,6 +71,10 @@ class Api {
   using Handler = asio::awaitable<HttpReply> (Api::*)(Call&);
   struct Route;
   static const std::vector<Route>& RouteTable();
+
+  // /v1/collections/...: authenticates, then runs the store's handler on the pool.
+  asio::awaitable<HttpReply> HandleStore(HttpRequest& request);
+  void RecordRequest(const std::string& route_label, const HttpReply& reply, int64_t start);
 
   asio::awaitable<HttpReply> Healthz(Call& call);
   asio::awaitable<HttpReply> Readyz(Call& call);

@@ -26,6 +26,7 @@
 #include <boost/asio/prefer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <functional>
 #include <memory>
 #include <type_traits>
 #include <utility>
@@ -66,6 +67,40 @@ class PoolJob {
   std::shared_ptr<Fn> fn_;
 };
 
+// Like PoolJob for a job that finishes later: fn(done) runs on a pool thread and the
+// coroutine resumes with the value passed to `done`, which may be called from any thread,
+// once, during fn or after it returned.
+template <typename Value, typename Fn>
+class PoolAsyncJob {
+ public:
+  PoolAsyncJob(boost::asio::thread_pool& pool, Fn fn)
+      : pool_(&pool), fn_(std::make_shared<Fn>(std::move(fn))) {}
+  PoolAsyncJob(const PoolAsyncJob& other) : pool_(other.pool_), fn_(other.fn_) {}
+  PoolAsyncJob(PoolAsyncJob&& other) noexcept : pool_(other.pool_), fn_(std::move(other.fn_)) {}
+  ~PoolAsyncJob() {}
+
+  template <typename Handler>
+  void operator()(Handler handler) {
+    namespace asio = boost::asio;
+    auto work = asio::prefer(asio::get_associated_executor(handler),
+                             asio::execution::outstanding_work.tracked);
+    // `done` is a std::function (copyable), so the handler is shared.
+    auto shared = std::make_shared<Handler>(std::move(handler));
+    asio::post(*pool_, [shared, fn = fn_, work]() mutable {
+      (*fn)(std::function<void(Value)>([shared, work](Value value) mutable {
+        auto ex = asio::get_associated_executor(*shared, work);
+        asio::post(ex, [shared, v = std::move(value), work]() mutable {
+          std::move (*shared)(std::move(v));
+        });
+      }));
+    });
+  }
+
+ private:
+  boost::asio::thread_pool* pool_;
+  std::shared_ptr<Fn> fn_;
+};
+
 }  // namespace internal
 
 class BlockingPool {
@@ -80,6 +115,16 @@ class BlockingPool {
     using Value = std::invoke_result_t<Fn&>;
     return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, void(Value)>(
         internal::PoolJob<Fn>(pool_, std::move(fn)), boost::asio::use_awaitable);
+  }
+
+  // `co_await pool.RunAsync<Value>(job)`: job(std::function<void(Value)> done) runs on a pool
+  // thread; the coroutine resumes with what `done` is called with (once, from any thread).
+  // For storage calls that complete asynchronously (Store::CommitAsync) so that a pool
+  // thread is not held for each write waiting on a sync.
+  template <typename Value, typename Fn>
+  auto RunAsync(Fn fn) {
+    return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, void(Value)>(
+        internal::PoolAsyncJob<Value, Fn>(pool_, std::move(fn)), boost::asio::use_awaitable);
   }
 
   // Waits for queued jobs to finish; later Run calls are not allowed.

@@ -171,6 +171,32 @@ Status ParseGroups(const YAML::Node& n, GroupConfig* g) {
   return Status::Ok();
 }
 
+Status ParseStore(const YAML::Node& n, StoreConfig* c) {
+  const std::string w = "store";
+  CONVERGE_RETURN_IF_ERROR(CheckKeys(
+      n, w,
+      {"enabled", "durability", "sync_interval_ms", "max_document_bytes", "max_store_bytes",
+       "feed_topic", "checkpoint_wal_bytes", "ttl_sweep_interval_ms"}));
+  CONVERGE_RETURN_IF_ERROR(ReadBool(n, w, "enabled", &c->enabled));
+  std::string durability;
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "durability", &durability));
+  if (!durability.empty()) {
+    Result<Durability> d = DurabilityFromName(durability);
+    if (!d.ok()) return KeyError(w + ".durability", d.status().message());
+    c->durability = *d;
+  }
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "sync_interval_ms", &c->sync_interval_ms, 1, kMaxI64));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(n, w, "max_document_bytes", &c->max_document_bytes, 1, 64 << 20));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_store_bytes", &c->max_store_bytes, 1, kMaxI64));
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "feed_topic", &c->feed_topic));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(n, w, "checkpoint_wal_bytes", &c->checkpoint_wal_bytes, 4096, kMaxI64));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(n, w, "ttl_sweep_interval_ms", &c->ttl_sweep_interval_ms, 0, kMaxI64));
+  return Status::Ok();
+}
+
 Status ParseToken(const YAML::Node& n, size_t index, TokenConfig* t) {
   const std::string w = "auth.tokens[" + std::to_string(index) + "]";
   CONVERGE_RETURN_IF_ERROR(
@@ -220,7 +246,7 @@ Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
   CONVERGE_RETURN_IF_ERROR(
       CheckKeys(root, "",
                 {"listen", "data_dir", "io_threads", "storage_threads", "tls", "auth",
-                 "auto_create_topics", "topic_defaults", "groups", "limits"}));
+                 "auto_create_topics", "topic_defaults", "groups", "limits", "store"}));
   std::string listen;
   CONVERGE_RETURN_IF_ERROR(ReadString(root, "", "listen", &listen));
   if (!listen.empty()) {
@@ -242,6 +268,7 @@ Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
   }
   if (YAML::Node g = root["groups"]) CONVERGE_RETURN_IF_ERROR(ParseGroups(g, &c->groups));
   if (YAML::Node l = root["limits"]) CONVERGE_RETURN_IF_ERROR(ParseLimits(l, &c->limits));
+  if (YAML::Node st = root["store"]) CONVERGE_RETURN_IF_ERROR(ParseStore(st, &c->store));
   return Status::Ok();
 }
 
@@ -321,6 +348,9 @@ Status ValidateConfig(const ServerConfig& c) {
   }
   if (c.groups.lease_ms > c.groups.max_lease_ms) {
     return InvalidArgumentError("config key 'groups.lease_ms' exceeds groups.max_lease_ms");
+  }
+  if (c.store.enabled && c.store.feed_topic.empty()) {
+    return InvalidArgumentError("config key 'store.feed_topic' is empty");
   }
   if (c.limits.max_event_bytes > c.limits.max_body_bytes) {
     return InvalidArgumentError(

@@ -53,6 +53,18 @@ struct GroupConfig {
   int64_t max_nack_delay_ms = 3'600'000;
 };
 
+// The shared store (/v1/collections, docs/formats/store.md), embedded in <data_dir>/store.
+struct StoreConfig {
+  bool enabled = true;
+  Durability durability = Durability::kFsync;  // fsync | interval | none
+  int64_t sync_interval_ms = 50;               // for interval
+  uint32_t max_document_bytes = 1u << 20;      // larger documents get 413
+  uint64_t max_store_bytes = 4ull << 30;       // keys + values of all documents
+  std::string feed_topic = "store-changes";    // every committed change, as CloudEvents
+  uint64_t checkpoint_wal_bytes = 64ull << 20;
+  int64_t ttl_sweep_interval_ms = 1000;
+};
+
 struct ServerConfig {
   std::string listen_address = "127.0.0.1";
   uint16_t listen_port = 8080;  // 0 picks a free port (printed at start)
@@ -68,6 +80,7 @@ struct ServerConfig {
   TopicOptions topic_defaults;         // for created topics unless the request says
   GroupConfig groups;
   LimitsConfig limits;
+  StoreConfig store;
 
   bool tls_enabled() const { return !tls_cert_file.empty(); }
   bool auth_enabled() const { return !tokens.empty(); }

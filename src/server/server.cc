@@ -11,12 +11,14 @@
 #include "converge/consumer_group.h"
 #include "converge/env.h"
 #include "converge/log.h"
+#include "converge/store.h"
 #include "server/api.h"
 #include "server/blocking_pool.h"
 #include "server/http_server.h"
 #include "server/metered_env.h"
 #include "server/metrics.h"
 #include "server/wakeup_hub.h"
+#include "store/http_handler.h"
 
 namespace converge::server {
 
@@ -28,6 +30,8 @@ struct Server::Impl {
   std::unique_ptr<MeteredEnv> env;
   std::unique_ptr<Log> log;
   std::unique_ptr<ConsumerGroups> groups;
+  std::unique_ptr<Store> store;  // feeds its change events into `log`
+  std::unique_ptr<store_internal::StoreHttpHandler> store_http;
   asio::io_context ioc;
   std::unique_ptr<BlockingPool> pool;
   WakeupHub hub;
@@ -58,6 +62,23 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   CONVERGE_ASSIGN_OR_RETURN(impl->groups,
                             ConsumerGroups::Open(*impl->env, *impl->log, group_options));
 
+  if (impl->config.store.enabled) {
+    const StoreConfig& sc = impl->config.store;
+    StoreOptions store_options;
+    store_options.dir = dir + "/store";
+    store_options.durability = sc.durability;
+    store_options.sync_interval_ms = sc.sync_interval_ms;
+    store_options.max_document_bytes = sc.max_document_bytes;
+    store_options.max_store_bytes = sc.max_store_bytes;
+    store_options.checkpoint_wal_bytes = sc.checkpoint_wal_bytes;
+    store_options.ttl_sweep_interval_ms = sc.ttl_sweep_interval_ms;
+    store_options.feed_log = impl->log.get();
+    store_options.feed_topic = sc.feed_topic;
+    store_options.feed_topic_options = impl->config.topic_defaults;
+    CONVERGE_ASSIGN_OR_RETURN(impl->store, Store::Open(*impl->env, store_options));
+    impl->store_http = std::make_unique<store_internal::StoreHttpHandler>(*impl->store);
+  }
+
   impl->pool = std::make_unique<BlockingPool>(impl->config.storage_threads);
   ApiDeps deps;
   deps.config = &impl->config;
@@ -67,6 +88,7 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   deps.metrics = &impl->metrics;
   deps.pool = impl->pool.get();
   deps.hub = &impl->hub;
+  deps.store = impl->store_http.get();
   impl->api = std::make_unique<Api>(deps);
 
   HttpServerOptions http_options;
@@ -92,6 +114,8 @@ Server::~Server() {
   impl_->pool.reset();
   impl_->http.reset();
   impl_->api.reset();
+  impl_->store_http.reset();
+  impl_->store.reset();
   impl_->groups.reset();
   impl_->log.reset();
 }
@@ -144,8 +168,12 @@ Status Server::Run(bool handle_signals) {
   impl->ioc.run_for(std::chrono::seconds(2));
   impl->api->ReleaseWatches();
   Status flushed = impl->groups->Flush();
+  Status store_synced = impl->store ? impl->store->Sync() : Status::Ok();
+  // Every change event of the store into the log before the log's final sync.
+  if (store_synced.ok() && impl->store) store_synced = impl->store->FlushFeed();
   Status synced = impl->log->Sync();
   if (!flushed.ok()) return flushed.WithContext("flushing consumer groups");
+  if (!store_synced.ok()) return store_synced.WithContext("syncing the store");
   if (!synced.ok()) return synced.WithContext("syncing the log");
   return Status::Ok();
 }

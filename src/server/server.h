@@ -1,4 +1,4 @@
-// `converge serve` as an object: opens the embedded storage (log + consumer groups) in
+// `converge serve` as an object: opens the embedded storage (log, consumer groups, store) in
 // data_dir, serves API v1 over HTTP(S), and shuts down cleanly.
 //
 // Contract
@@ -6,7 +6,7 @@
 // - Run serves until Shutdown() is called or (with handle_signals) SIGTERM/SIGINT arrives;
 //   then it stops accepting, drains in-flight requests (bounded by
 //   limits.shutdown_timeout_ms), ends streams, makes every acknowledged write durable
-//   (groups Flush, log Sync) and returns. OK means everything synced.
+//   (groups Flush, store Sync and FlushFeed, log Sync) and returns. OK means everything synced.
 // Thread-safety: Shutdown may be called from any thread; the rest from one thread.
 #pragma once
 

@@ -1,0 +1,283 @@
+// Tests of the store's HTTP layer (StoreHttpHandler), called directly with requests.
+#include "store/http_handler.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+#include <map>
+#include <string>
+
+#include "converge/sim_env.h"
+#include "converge/store.h"
+#include "store/testing/memory_log.h"
+
+namespace converge::store_internal {
+namespace {
+
+using ::testing::HasSubstr;
+namespace json = boost::json;
+
+class StoreHttpTest : public ::testing::Test {
+ protected:
+  StoreHttpTest() : env_(7) {
+    StoreOptions o;
+    o.dir = "/data/store";
+    o.feed_log = &log_;
+    o.max_document_bytes = 4096;
+    o.ttl_sweep_interval_ms = 0;
+    auto s = Store::Open(env_, o);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    store_ = std::move(*s);
+    handler_ = std::make_unique<StoreHttpHandler>(*store_);
+  }
+
+  StoreHttpResponse Call(std::string_view method, std::string_view target,
+                         std::string_view body = {}, std::string service = "orders",
+                         std::map<std::string, std::string> headers = {}) {
+    StoreHttpRequest r;
+    r.method = method;
+    r.target = target;
+    r.body = body;
+    r.caller = Caller::Service(std::move(service));
+    if (headers.count("If-Match")) r.if_match = headers["If-Match"];
+    if (headers.count("If-None-Match")) r.if_none_match = headers["If-None-Match"];
+    if (headers.count("Converge-TTL-Ms")) r.ttl_ms = headers["Converge-TTL-Ms"];
+    if (headers.count("Content-Type")) r.content_type = headers["Content-Type"];
+    return handler_->Handle(r);
+  }
+
+  static std::string Header(const StoreHttpResponse& r, std::string_view name) {
+    for (const auto& [k, v] : r.headers) {
+      if (k == name) return v;
+    }
+    return "";
+  }
+  static std::string Code(const StoreHttpResponse& r) {
+    json::value v = json::parse(r.body);
+    return std::string(v.at("code").as_string());
+  }
+
+  void CreateOrders() {
+    auto r = Call("PUT", "/v1/collections/orders", R"({"writers":["billing"]})");
+    ASSERT_EQ(r.status, 201) << r.body;
+  }
+
+  sim::SimEnv env_;
+  store_testing::MemoryLog log_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<StoreHttpHandler> handler_;
+};
+
+TEST_F(StoreHttpTest, Routing) {
+  EXPECT_TRUE(StoreHttpHandler::Matches("/v1/collections"));
+  EXPECT_TRUE(StoreHttpHandler::Matches("/v1/collections/x/docs/y?z=1"));
+  EXPECT_TRUE(StoreHttpHandler::Matches("/v1/collections?limit=1"));
+  EXPECT_FALSE(StoreHttpHandler::Matches("/v1/collectionsx"));
+  EXPECT_FALSE(StoreHttpHandler::Matches("/v1/topics"));
+  EXPECT_EQ(Call("POST", "/v1/collections").status, 405);
+  EXPECT_EQ(Call("POST", "/v1/collections/orders").status, 405);
+  EXPECT_EQ(Call("GET", "/v1/collections/_transaction").status, 405);
+  EXPECT_EQ(Call("GET", "/v1/collections/orders/other").status, 404);
+  EXPECT_EQ(Header(Call("PATCH", "/v1/collections/orders/docs/k"), "Allow"), "GET, PUT, DELETE");
+}
+
+TEST_F(StoreHttpTest, CollectionLifecycleAndOwnership) {
+  CreateOrders();
+  auto again = Call("PUT", "/v1/collections/orders", R"({"writers":["billing","ops"]})");
+  EXPECT_EQ(again.status, 200) << again.body;
+  auto stolen = Call("PUT", "/v1/collections/orders", R"({"owner":"billing"})", "billing");
+  EXPECT_EQ(stolen.status, 403);
+  EXPECT_EQ(Code(stolen), "PERMISSION_DENIED");
+  auto other_owner = Call("PUT", "/v1/collections/theirs", R"({"owner":"billing"})", "orders");
+  EXPECT_EQ(other_owner.status, 403);
+
+  auto get = Call("GET", "/v1/collections/orders");
+  ASSERT_EQ(get.status, 200);
+  json::value v = json::parse(get.body);
+  EXPECT_EQ(v.at("owner").as_string(), "orders");
+  EXPECT_EQ(v.at("writers").as_array().size(), 2u);
+  EXPECT_EQ(v.at("documents").to_number<uint64_t>(), 0u);
+  EXPECT_EQ(json::parse(Call("GET", "/v1/collections").body).at("collections").as_array().size(),
+            1u);
+
+  EXPECT_EQ(Call("PUT", "/v1/collections/bad name").status, 400);
+  EXPECT_EQ(Call("PUT", "/v1/collections/_x").status, 400);
+  EXPECT_EQ(Call("PUT", "/v1/collections/x", "{").status, 400);
+  EXPECT_EQ(Call("PUT", "/v1/collections/x", R"({"owners":"a"})").status, 400);
+  EXPECT_EQ(Call("PUT", "/v1/collections/x", R"({"writers":"a"})").status, 400);
+  EXPECT_EQ(Call("PUT", "/v1/collections/x", R"({"default_ttl_ms":"a"})").status, 400);
+  EXPECT_EQ(Call("PUT", "/v1/collections/x", R"({"merge_fields":{"f":"nope"}})").status, 400);
+  EXPECT_EQ(
+      Call("PUT", "/v1/collections/x", "{}", "orders", {{"Content-Type", "text/plain"}}).status,
+      415);
+
+  EXPECT_EQ(Call("DELETE", "/v1/collections/orders", "", "billing").status, 403);
+  EXPECT_EQ(Call("DELETE", "/v1/collections/orders").status, 204);
+  EXPECT_EQ(Call("GET", "/v1/collections/orders").status, 404);
+  EXPECT_EQ(Call("DELETE", "/v1/collections/orders").status, 404);
+}
+
+TEST_F(StoreHttpTest, DocumentsWithETagsAndPreconditions) {
+  CreateOrders();
+  auto created = Call("PUT", "/v1/collections/orders/docs/o%2F1", R"({"total":5})", "orders",
+                      {{"If-None-Match", "*"}, {"Content-Type", "application/json"}});
+  ASSERT_EQ(created.status, 201) << created.body;
+  const std::string etag = Header(created, "ETag");
+  EXPECT_EQ(etag, "\"" + Header(created, "Converge-Version") + "\"");
+  EXPECT_EQ(json::parse(created.body).at("created").as_bool(), true);
+
+  auto got = Call("GET", "/v1/collections/orders/docs/o/1");
+  ASSERT_EQ(got.status, 200);
+  EXPECT_EQ(got.body, R"({"total":5})");
+  EXPECT_EQ(Header(got, "ETag"), etag);
+  EXPECT_EQ(Header(got, "Content-Type"), "application/json");
+
+  auto updated = Call("PUT", "/v1/collections/orders/docs/o/1", R"({"total":6})", "billing",
+                      {{"If-Match", etag}});
+  ASSERT_EQ(updated.status, 200) << updated.body;
+  auto stale = Call("PUT", "/v1/collections/orders/docs/o/1", R"({"total":7})", "billing",
+                    {{"If-Match", etag}});
+  EXPECT_EQ(stale.status, 412);
+  EXPECT_EQ(Code(stale), "ABORTED");
+  auto exists =
+      Call("PUT", "/v1/collections/orders/docs/o/1", "1", "orders", {{"If-None-Match", "*"}});
+  EXPECT_EQ(exists.status, 412);
+  EXPECT_EQ(Code(exists), "ALREADY_EXISTS");
+  EXPECT_EQ(
+      Call("PUT", "/v1/collections/orders/docs/o/1", "1", "orders", {{"If-Match", "abc"}}).status,
+      400);
+  EXPECT_EQ(Call("PUT", "/v1/collections/orders/docs/o/1", "1", "orders", {{"If-None-Match", etag}})
+                .status,
+            400);
+  EXPECT_EQ(Call("GET", "/v1/collections/orders/docs/o/1").body, R"({"total":6})");
+
+  auto denied = Call("PUT", "/v1/collections/orders/docs/o/1", "1", "stranger");
+  EXPECT_EQ(denied.status, 403);
+  EXPECT_EQ(Call("DELETE", "/v1/collections/orders/docs/o/1", "", "stranger").status, 403);
+  EXPECT_EQ(
+      Call("DELETE", "/v1/collections/orders/docs/o/1", "", "orders", {{"If-Match", etag}}).status,
+      412);
+  EXPECT_EQ(Call("DELETE", "/v1/collections/orders/docs/o/1").status, 204);
+  EXPECT_EQ(Call("GET", "/v1/collections/orders/docs/o/1").status, 404);
+  EXPECT_EQ(Call("DELETE", "/v1/collections/orders/docs/o/1").status, 404);
+  EXPECT_EQ(Call("GET", "/v1/collections/nosuch/docs/k").status, 404);
+}
+
+TEST_F(StoreHttpTest, MalformedKeysAndBodiesAre400OversizedIs413) {
+  CreateOrders();
+  EXPECT_EQ(Call("PUT", "/v1/collections/orders/docs/", "1").status, 405);
+  for (const char* target :
+       {"/v1/collections/orders/docs/a%20b", "/v1/collections/orders/docs/a%zz",
+        "/v1/collections/orders/docs/a%2", "/v1/collections/orders/docs/%22q%22",
+        "/v1/collections/orders/docs/caf%C3%A9", "/v1/collections/orders/docs/a%00b"}) {
+    auto r = Call("PUT", target, "1");
+    EXPECT_EQ(r.status, 400) << target << " " << r.body;
+    EXPECT_EQ(Call("GET", target).status, 400) << target;
+  }
+  const std::string long_key = "/v1/collections/orders/docs/" + std::string(600, 'k');
+  EXPECT_EQ(Call("PUT", long_key, "1").status, 400);
+  for (const char* body : {"", "{", "{\"a\":}", "nul", "1 2", "[1,]", "\"unterminated"}) {
+    auto r = Call("PUT", "/v1/collections/orders/docs/k", body);
+    EXPECT_EQ(r.status, 400) << body;
+    EXPECT_EQ(Code(r), "INVALID_ARGUMENT");
+  }
+  auto big = Call("PUT", "/v1/collections/orders/docs/k", "\"" + std::string(5000, 'x') + "\"");
+  EXPECT_EQ(big.status, 413);
+  EXPECT_EQ(Code(big), "RESOURCE_EXHAUSTED");
+  EXPECT_EQ(Call("PUT", "/v1/collections/orders/docs/k", "1", "orders",
+                 {{"Content-Type", "application/xml"}})
+                .status,
+            415);
+  EXPECT_EQ(Call("PUT", "/v1/collections/orders/docs/k", "1", "orders",
+                 {{"Content-Type", "application/vnd.x+json; charset=utf-8"}})
+                .status,
+            201);
+  EXPECT_EQ(
+      Call("PUT", "/v1/collections/orders/docs/k", "1", "orders", {{"Converge-TTL-Ms", "soon"}})
+          .status,
+      400);
+  EXPECT_EQ(Call("PUT", "/v1/collections/orders/docs/k?ttl_ms=-1", "1").status, 400);
+}
+
+TEST_F(StoreHttpTest, TtlHeaderAndQuery) {
+  CreateOrders();
+  ASSERT_EQ(
+      Call("PUT", "/v1/collections/orders/docs/a", "1", "orders", {{"Converge-TTL-Ms", "1000"}})
+          .status,
+      201);
+  ASSERT_EQ(Call("PUT", "/v1/collections/orders/docs/b?ttl_ms=3000", "1").status, 201);
+  EXPECT_FALSE(
+      Header(Call("GET", "/v1/collections/orders/docs/a"), "Converge-Expires-At-Ms").empty());
+  env_.AdvanceTime(2000 * 1'000'000LL);
+  EXPECT_EQ(Call("GET", "/v1/collections/orders/docs/a").status, 404);
+  EXPECT_EQ(Call("GET", "/v1/collections/orders/docs/b").status, 200);
+}
+
+TEST_F(StoreHttpTest, RangeReadsWithPagination) {
+  CreateOrders();
+  for (const char* k : {"a/1", "a/2", "a/3", "b/1"}) {
+    ASSERT_EQ(Call("PUT", std::string("/v1/collections/orders/docs/") + k, "{\"k\":1}").status,
+              201);
+  }
+  auto page1 = Call("GET", "/v1/collections/orders/docs?prefix=a%2F&limit=2");
+  ASSERT_EQ(page1.status, 200) << page1.body;
+  json::value v = json::parse(page1.body);
+  ASSERT_EQ(v.at("documents").as_array().size(), 2u);
+  EXPECT_EQ(v.at("documents").as_array()[0].at("key").as_string(), "a/1");
+  EXPECT_EQ(v.at("documents").as_array()[0].at("value").at("k").as_int64(), 1);
+  const std::string token(v.at("next_page_token").as_string());
+  EXPECT_EQ(token, "a/2");
+  auto page2 = Call("GET", "/v1/collections/orders/docs?prefix=a/&limit=2&page_token=" + token);
+  json::value v2 = json::parse(page2.body);
+  ASSERT_EQ(v2.at("documents").as_array().size(), 1u);
+  EXPECT_EQ(v2.at("documents").as_array()[0].at("key").as_string(), "a/3");
+  EXPECT_EQ(v2.at("next_page_token").as_string(), "");
+  auto range = Call("GET", "/v1/collections/orders/docs?start_key=a/2&end_key=b/1");
+  EXPECT_EQ(json::parse(range.body).at("documents").as_array().size(), 2u);
+  EXPECT_EQ(Call("GET", "/v1/collections/orders/docs?limit=0").status, 400);
+  EXPECT_EQ(Call("GET", "/v1/collections/orders/docs?limit=x").status, 400);
+  EXPECT_EQ(Call("GET", "/v1/collections/orders/docs?limit=100000").status, 400);
+  EXPECT_EQ(Call("GET", "/v1/collections/orders/docs?start_key=a%20").status, 400);
+  EXPECT_EQ(Call("GET", "/v1/collections/nosuch/docs").status, 404);
+}
+
+TEST_F(StoreHttpTest, Transactions) {
+  CreateOrders();
+  auto a = Call("PUT", "/v1/collections/orders/docs/a", "1");
+  const std::string etag = Header(a, "ETag");
+  std::string body = R"({"ops":[
+      {"op":"put","collection":"orders","key":"a","value":{"n":2},"if_match":)" +
+                     json::serialize(json::string(etag)) + R"(},
+      {"op":"put","collection":"orders","key":"b","value":[1,2],"if_none_match":"*"},
+      {"op":"check","collection":"orders","key":"c","if_none_match":"*"}]})";
+  auto ok = Call("POST", "/v1/collections/_transaction", body);
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  json::value v = json::parse(ok.body);
+  const uint64_t seq = v.at("commit_seq").to_number<uint64_t>();
+  EXPECT_EQ(v.at("results").as_array()[0].at("version").to_number<uint64_t>(), seq);
+  EXPECT_EQ(Call("GET", "/v1/collections/orders/docs/a").body, R"({"n":2})");
+  EXPECT_EQ(Call("GET", "/v1/collections/orders/docs/b").body, "[1,2]");
+
+  // Replaying it fails on the first op: nothing changes.
+  auto again = Call("POST", "/v1/collections/_transaction", body);
+  EXPECT_EQ(again.status, 412);
+  EXPECT_THAT(again.body, HasSubstr("op 0"));
+  auto denied = Call("POST", "/v1/collections/_transaction",
+                     R"({"ops":[{"op":"delete","collection":"orders","key":"a"}]})", "stranger");
+  EXPECT_EQ(denied.status, 403);
+  for (const char* bad :
+       {"", "[]", R"({"ops":{}})", R"({"ops":[1]})", R"({"ops":[{"op":"put"}]})",
+        R"({"ops":[{"op":"zap","collection":"orders","key":"a"}]})",
+        R"({"ops":[{"op":"put","collection":"orders","key":"a"}]})",
+        R"({"ops":[{"op":"put","collection":"orders","key":"a b","value":1}]})",
+        R"({"ops":[{"op":"check","collection":"orders","key":"a"}]})", R"({"ops":[]})"}) {
+    EXPECT_EQ(Call("POST", "/v1/collections/_transaction", bad).status, 400) << bad;
+  }
+  EXPECT_EQ(Call("GET", "/v1/collections/orders/docs/a").body, R"({"n":2})");
+}
+
+}  // namespace
+}  // namespace converge::store_internal

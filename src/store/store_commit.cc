@@ -1,0 +1,299 @@
+// StoreImpl: group commit, the change-feed publisher and the periodic timer.
+#include <algorithm>
+#include <charconv>
+#include <utility>
+
+#include "store/store_impl.h"
+
+namespace converge::store_internal {
+
+// ---------------------------------------------------------------------------------------
+// The timer
+
+void StoreImpl::ScheduleTimerLocked() {
+  int64_t period_ms = opt_.ttl_sweep_interval_ms;
+  if (opt_.durability == Durability::kInterval) {
+    period_ms = period_ms > 0 ? std::min(period_ms, opt_.sync_interval_ms) : opt_.sync_interval_ms;
+  }
+  if (period_ms <= 0) return;
+  std::shared_ptr<TimerState> t = timer_;
+  t->id = env_.executor().Schedule(period_ms * 1'000'000, [t]() {
+    std::lock_guard<std::mutex> g(t->mu);
+    if (t->store == nullptr) return;
+    t->store->OnTimer();
+    t->store->ScheduleTimerLocked();
+  });
+}
+
+void StoreImpl::OnTimer() {
+  if (opt_.ttl_sweep_interval_ms > 0) ExpireDue().status().IgnoreError();
+  bool feed_waiting = false;
+  bool unsynced = false;
+  {
+    Lock lock(mu_);
+    if (!bg_error_.ok()) return;
+    feed_waiting = !feed_queue_.empty();
+    unsynced = wal_unsynced_ || !pending_.empty();
+  }
+  if (opt_.durability == Durability::kInterval && unsynced) Sync().IgnoreError();
+  if (feed_waiting) FlushFeed().IgnoreError();
+}
+
+// ---------------------------------------------------------------------------------------
+// Group commit
+
+void StoreImpl::NotifyWaitersLocked() {
+  if (rare_waiters_ > 0) cv_.notify_all();
+}
+
+void StoreImpl::WaitForStateLocked(Lock& lock) {
+  ++rare_waiters_;
+  cv_.wait(lock);
+  --rare_waiters_;
+}
+
+void StoreImpl::AddCompletionLocked(uint64_t seq, Completion done) {
+  if (leader_active_ && seq <= inflight_upto_) {
+    inflight_completions_.push_back(std::move(done));
+  } else {
+    completions_.push_back(std::move(done));
+  }
+}
+
+void StoreImpl::RunCompletions(Lock& lock, std::vector<Completion>& done, const Status& status) {
+  if (done.empty()) return;
+  lock.unlock();
+  for (Completion& c : done) c(status);
+  done.clear();
+  lock.lock();
+}
+
+void StoreImpl::FailLocked(Lock& lock, const Status& error) {
+  if (bg_error_.ok()) bg_error_ = error;
+  std::vector<Completion> failed = std::move(completions_);
+  completions_.clear();
+  for (Completion& c : inflight_completions_) failed.push_back(std::move(c));
+  inflight_completions_.clear();
+  NotifyWaitersLocked();
+  RunCompletions(lock, failed, bg_error_);
+}
+
+void StoreImpl::DoWorkLocked(Lock& lock) {
+  bool feed_failed = false;
+  while (bg_error_.ok()) {
+    if (!leader_active_ && (!pending_.empty() || !completions_.empty())) {
+      leader_active_ = true;
+      LeadGroup(lock, /*force_sync=*/false);
+      continue;
+    }
+    if (!feed_failed && opt_.feed_log != nullptr && !feed_active_ && !feed_queue_.empty() &&
+        feed_queue_.front().seq <= durable_seq_) {
+      feed_active_ = true;
+      feed_failed = !PublishFeedLocked(lock).ok();  // stays queued; retried later
+      feed_active_ = false;
+      NotifyWaitersLocked();
+      continue;
+    }
+    return;
+  }
+}
+
+Status StoreImpl::WaitDurable(Lock& lock, uint64_t seq) {
+  if (!bg_error_.ok()) return bg_error_;
+  if (durable_seq_ >= seq) return Status::Ok();
+  // Woken by exactly the group that makes `seq` durable: no thundering herd.
+  struct Waiter {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    Status status;
+  } w;
+  AddCompletionLocked(seq, [&w](const Status& s) {
+    std::lock_guard<std::mutex> g(w.mu);
+    w.status = s;
+    w.done = true;
+    w.cv.notify_one();
+  });
+  DoWorkLocked(lock);
+  lock.unlock();
+  {
+    std::unique_lock<std::mutex> l(w.mu);
+    w.cv.wait(l, [&w] { return w.done; });
+  }
+  lock.lock();
+  return w.status;
+}
+
+void StoreImpl::TakeGroupLocked(std::string* batch, uint64_t* upto) {
+  *batch = std::move(pending_);
+  pending_ = std::move(spare_);
+  pending_.clear();
+  *upto = last_seq_;
+  inflight_upto_ = last_seq_;
+  inflight_completions_ = std::move(completions_);
+  completions_.clear();
+}
+
+void StoreImpl::FinishGroupLocked(Lock& lock, uint64_t upto, std::string& batch) {
+  batch.clear();
+  if (spare_.capacity() < batch.capacity()) spare_ = std::move(batch);
+  durable_seq_ = std::max(durable_seq_, upto);
+  ++group_commits_;
+  std::vector<Completion> done = std::move(inflight_completions_);
+  inflight_completions_.clear();
+  leader_active_ = false;
+  NotifyWaitersLocked();
+  RunCompletions(lock, done, Status::Ok());
+}
+
+void StoreImpl::LeadGroup(Lock& lock, bool force_sync) {
+  std::string batch;
+  uint64_t upto = 0;
+  TakeGroupLocked(&batch, &upto);
+  const int64_t now_nanos = env_.clock().NowMonotonicNanos();
+  const bool sync = force_sync || opt_.durability == Durability::kFsync ||
+                    (opt_.durability == Durability::kInterval &&
+                     now_nanos - last_sync_nanos_ >= opt_.sync_interval_ms * 1'000'000);
+  const bool dirty = wal_unsynced_ || !batch.empty();
+  lock.unlock();
+  Status s;
+  if (!batch.empty()) s = wal_->Append(batch);
+  if (s.ok() && sync && dirty) s = wal_->Sync();
+  const uint64_t wal_size = wal_->Size();
+  lock.lock();
+  if (!s.ok()) {
+    leader_active_ = false;
+    FailLocked(lock,
+               InternalError("store failed writing its WAL (reopen to recover): " + s.ToString()));
+    return;
+  }
+  if (sync) {
+    wal_unsynced_ = false;
+    last_sync_nanos_ = now_nanos;
+  } else if (dirty) {
+    wal_unsynced_ = true;
+  }
+  wal_bytes_ = wal_size;
+  if (wal_size >= opt_.checkpoint_wal_bytes) want_checkpoint_ = true;
+  FinishGroupLocked(lock, upto, batch);
+}
+
+Status StoreImpl::AdmitLocked(Lock& lock, size_t record_bytes) {
+  if (!bg_error_.ok()) return bg_error_;
+  if (opt_.feed_log != nullptr && feed_queue_events_ >= opt_.feed_backlog_max_events) {
+    while (feed_active_ && bg_error_.ok()) WaitForStateLocked(lock);
+    DoWorkLocked(lock);
+    if (feed_queue_events_ >= opt_.feed_backlog_max_events) {
+      return UnavailableError(
+          "the change feed is behind by " + std::to_string(feed_queue_events_) +
+          " events; writes resume when it catches up (last error: " + feed_error_.ToString() + ")");
+    }
+  }
+  while (!pending_.empty() && pending_.size() + record_bytes > opt_.commit_buffer_max_bytes) {
+    if (!leader_active_) {
+      leader_active_ = true;
+      LeadGroup(lock, false);
+    } else {
+      WaitForStateLocked(lock);
+    }
+    if (!bg_error_.ok()) return bg_error_;
+  }
+  return Status::Ok();
+}
+
+Result<uint64_t> StoreImpl::NextSeqLocked() {
+  const uint64_t seq = last_seq_ + 1;
+  if (seq >= seq_reserved_) {
+    // Reserve a block durably so that no sequence number is handed out twice, whatever a crash
+    // loses (unsynced changes under kNone included).
+    const uint64_t reserved = seq + kSeqReserveBlock;
+    Status s = env_.fs().WriteFileAtomically(Path(kSeqFileName), std::to_string(reserved) + "\n");
+    if (!s.ok()) return InternalError("reserving sequence numbers: " + s.ToString());
+    seq_reserved_ = reserved;
+  }
+  last_seq_ = seq;
+  return seq;
+}
+
+// ---------------------------------------------------------------------------------------
+// The change feed
+
+Status StoreImpl::PublishFeedLocked(Lock& lock) {
+  std::vector<FeedTxn> txns;
+  while (!feed_queue_.empty() && feed_queue_.front().seq <= durable_seq_) {
+    txns.push_back(std::move(feed_queue_.front()));
+    feed_queue_.pop_front();
+  }
+  if (txns.empty()) return Status::Ok();
+  feed_inflight_first_seq_ = txns.front().seq;
+  lock.unlock();
+  size_t published = 0;
+  Status s = PublishTxns(txns, &published);
+  lock.lock();
+  feed_inflight_first_seq_ = 0;
+  for (size_t i = txns.size(); i > published; --i) feed_queue_.push_front(std::move(txns[i - 1]));
+  for (size_t i = 0; i < published; ++i) feed_queue_events_ -= txns[i].ops.size();
+  if (published > 0) feed_published_seq_ = std::max(feed_published_seq_, txns[published - 1].seq);
+  feed_error_ = s;
+  return s;
+}
+
+Status StoreImpl::PublishTxns(const std::vector<FeedTxn>& txns, size_t* published) {
+  std::vector<FeedRecord> records;
+  std::vector<RecordView> views;
+  size_t i = 0;
+  while (i < txns.size()) {
+    records.clear();
+    size_t j = i;
+    // Whole transactions per Append, so that each one lands atomically.
+    while (j < txns.size() &&
+           (j == i || records.size() + txns[j].ops.size() <= opt_.feed_append_max_events)) {
+      CONVERGE_RETURN_IF_ERROR(AppendFeedRecords(txns[j], opt_.feed_source, &records));
+      ++j;
+    }
+    views.clear();
+    views.reserve(records.size());
+    for (const FeedRecord& r : records) {
+      views.push_back(RecordView{r.id, r.key, r.value, r.timestamp_micros});
+    }
+    Result<std::vector<AppendResult>> res = opt_.feed_log->Append(opt_.feed_topic, views);
+    if (!res.ok() && res.status().code() == StatusCode::kNotFound) {
+      // First publication (or the topic was deleted): create it, one partition.
+      TopicOptions topt = opt_.feed_topic_options;
+      topt.partitions = 1;
+      topt.max_record_bytes =
+          static_cast<uint32_t>(std::max<uint64_t>(topt.max_record_bytes, FeedRecordBytesNeeded()));
+      Status created = opt_.feed_log->CreateTopic(opt_.feed_topic, topt);
+      if (!created.ok() && created.code() != StatusCode::kAlreadyExists) {
+        return created.WithContext("creating the change-feed topic");
+      }
+      res = opt_.feed_log->Append(opt_.feed_topic, views);
+    }
+    if (!res.ok()) return res.status().WithContext("publishing the store's change feed");
+    *published = j;
+    i = j;
+  }
+  return Status::Ok();
+}
+
+Status StoreImpl::FlushFeed() {
+  if (opt_.feed_log == nullptr) return Status::Ok();
+  Lock lock(mu_);
+  const uint64_t target = last_seq_;
+  CONVERGE_RETURN_IF_ERROR(WaitDurable(lock, target));
+  while (true) {
+    if (!bg_error_.ok()) return bg_error_;
+    if (feed_active_) {
+      WaitForStateLocked(lock);
+      continue;
+    }
+    if (feed_queue_.empty() || feed_queue_.front().seq > target) return Status::Ok();
+    feed_active_ = true;
+    Status s = PublishFeedLocked(lock);
+    feed_active_ = false;
+    NotifyWaitersLocked();
+    if (!s.ok()) return s;
+  }
+}
+
+}  // namespace converge::store_internal
