@@ -45,6 +45,7 @@
 #include "converge/env.h"
 #include "converge/log.h"
 #include "converge/retry.h"
+#include "converge/sql.h"
 #include "converge/sql_statement.h"
 #include "converge/status.h"
 
@@ -447,31 +448,40 @@ class SagaLedger {
 std::unique_ptr<SagaLedger> NewMemorySagaLedger(Clock& clock, int64_t retention_ms = 86'400'000,
                                                 size_t max_entries = 10'000'000);
 
-// A SagaLedger in the participant's own SQL database (SQLite or PostgreSQL), so that the
-// handler's effect and the ledger entry commit in one transaction: the inbox of a saga
-// participant. A handler applies its effect with Execute() on the ledger, inside the
-// transaction Transact opened; when the outcome is a refusal or a fence the handler's
-// statements are rolled back (to a savepoint) and only the ledger entry is written.
-// The ledger table is `converge_saga_ledger` (created if missing). Transactions for the same
-// (saga, step) are serialized; entries older than retention_ms are deleted in small batches.
-// Thread-safety: thread-safe (one connection, one transaction at a time).
+// A SagaLedger in the participant's own SQL database, through converge's SQL layer
+// (converge/sql.h, SQLite or PostgreSQL): the inbox of a saga participant. The handler's effect
+// and the ledger entry commit in one transaction: the handler writes through transaction() (or
+// the Execute/Query shortcuts) inside the transaction Transact opened. When the outcome is a
+// refusal or a fence, the handler's statements are rolled back (to a savepoint) and only the
+// ledger entry is written; when the handler fails transiently, nothing is committed.
+// The table is `converge_saga_ledger` (created if missing). Transactions on one (saga, step)
+// are serialized (PostgreSQL: an advisory transaction lock; SQLite: one writer). Entries older
+// than retention_ms are deleted, at most 1000 per cleanup, every cleanup_every transactions.
+// Thread-safety: thread-safe; one transaction at a time on the ledger's connection, which the
+// service must not use concurrently from elsewhere.
 class SqlSagaLedger : public SagaLedger {
  public:
   struct Options {
-    int64_t busy_timeout_ms = 5'000;                // SQLite
     int64_t retention_ms = 7LL * 24 * 3600 * 1000;  // forget entries after this
-    uint32_t cleanup_every = 1000;                  // transactions between cleanups
+    uint32_t cleanup_every = 1000;                  // transactions between cleanups; 0 = never
   };
-  // Opens (creating) a SQLite database file. Internal on SQLite errors.
+  // Over a connection of the SQL layer (the service's own database). Errors of the database
+  // while creating the table.
+  static Result<std::unique_ptr<SqlSagaLedger>> Open(Env& env, std::unique_ptr<sql::Database> db,
+                                                     Options options);
+  // Shortcuts: a SQLite file (synchronous=full), or a PostgreSQL conninfo.
   static Result<std::unique_ptr<SqlSagaLedger>> OpenSqlite(Env& env, const std::string& path,
                                                            Options options);
-  // Connects to PostgreSQL. Unavailable if the server cannot be reached.
   static Result<std::unique_ptr<SqlSagaLedger>> OpenPostgres(Env& env, const std::string& conninfo,
                                                              Options options);
-  // Runs statements inside the current Transact (only valid from the handler that Transact is
-  // running). A statement that fails rolls back this call's statements and returns Aborted
-  // (constraint, bad SQL: a refusal) or Unavailable (busy, connection lost: retried).
-  // FailedPrecondition when called outside Transact.
+  // The transaction of the Transact running now, or nullptr outside one (valid only on the
+  // thread running the handler).
+  virtual sql::Transaction* transaction() = 0;
+  // Runs statements ($1, $2, ... in both engines; parameters as text or NULL) inside the
+  // current Transact, all or none: a failing statement rolls back this call's statements.
+  // Returns the sql layer's error: AlreadyExists / FailedPrecondition / InvalidArgument (a
+  // refusal, once returned by the handler) or Unavailable (retried; serialization failures and
+  // deadlocks are reported as Unavailable too). FailedPrecondition outside Transact.
   virtual Status Execute(std::span<const SqlStatement> statements) = 0;
   // Runs one query inside the current Transact; returns its rows (NULL as nullopt).
   virtual Result<std::vector<std::vector<std::optional<std::string>>>> Query(

@@ -861,7 +861,7 @@ class SqlLedgerTest : public ::testing::Test {
         CONVERGE_RETURN_IF_ERROR(l->Execute(ddl));
       }
       std::vector<SqlStatement> w = {
-          {"INSERT INTO holds(saga) VALUES(?1)", {std::string(c.saga_id)}}};
+          {"INSERT INTO holds(saga) VALUES($1)", {std::string(c.saga_id)}}};
       CONVERGE_RETURN_IF_ERROR(l->Execute(w));
       if (refuse_after_effect_) return FailedPreconditionError("sold out");
       if (transient_after_effect_) return UnavailableError("busy");
@@ -870,7 +870,7 @@ class SqlLedgerTest : public ::testing::Test {
     });
     core_->Handle("unhold", [l](const SagaCommand& c, std::string*) {
       std::vector<SqlStatement> w = {
-          {"DELETE FROM holds WHERE saga = ?1", {std::string(c.saga_id)}}};
+          {"DELETE FROM holds WHERE saga = $1", {std::string(c.saga_id)}}};
       return l->Execute(w);
     });
   }
