@@ -259,6 +259,13 @@ struct StoreOptions {
   size_t feed_backlog_max_events = 100'000;
   size_t feed_append_max_events = 1000;  // events per Log::Append (whole transactions)
 
+  // Where CommitAsync hands the group commits, change-feed appends and checkpoints it would
+  // otherwise run on the calling thread (e.g. a server's blocking pool), so that callers on
+  // I/O threads are not blocked. At most one task is outstanding; each runs until no such
+  // work is left. Every task handed over must run before the Store is destroyed. Unset: the
+  // calling thread does the work.
+  std::function<void(std::function<void()>)> background;
+
   // Merge functions by name, for CollectionConfig::merge_fields (in addition to built-ins).
   std::map<std::string, MergeFunction> merge_functions;
 };
@@ -296,6 +303,9 @@ class Store {
   // ---- documents ----
   // The document. NotFound (no collection, no document, or expired); InvalidArgument (key).
   virtual Result<Document> Get(const std::string& collection, const std::string& key) = 0;
+  // Like Get, but never blocks: Unavailable when the answer depends on a change still being
+  // synced (call Get to wait for it).
+  virtual Result<Document> TryGet(const std::string& collection, const std::string& key) = 0;
   // A page of documents in key order. NotFound (collection); InvalidArgument (bad range,
   // limit or page token).
   virtual Result<ListResult> List(const std::string& collection, const ListOptions& options) = 0;
@@ -317,8 +327,11 @@ class Store {
   // return — on the calling thread for a refused transaction, else on the thread that finishes
   // the sync of the group holding it (possibly the calling thread, before CommitAsync returns).
   // `done` must be quick and must not call this Store. The calling thread may lead a group
-  // commit or publish change events for others before returning (blocking on that I/O); a
-  // server can therefore serve many concurrent writes with a few threads, all sharing syncs.
+  // commit or publish change events for others before returning (blocking on that I/O) —
+  // unless StoreOptions::background is set: then that work runs there and CommitAsync does
+  // not wait for I/O (it may still wait in rare cases: the commit buffer is full, a block of
+  // sequence numbers is reserved). Either way many concurrent writes need few threads and
+  // share syncs.
   using CommitCallback = std::function<void(Result<CommitResult>)>;
   virtual void CommitAsync(const Caller& caller, std::vector<WriteOp> ops, CommitCallback done) = 0;
 
