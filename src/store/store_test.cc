@@ -13,6 +13,7 @@
 #include <boost/json/value.hpp>
 #include <condition_variable>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -779,6 +780,50 @@ TEST_F(StoreTest, UnsyncedTailIsLostOnMachineCrashUnderNoneDurability) {
   auto b = store_->Put(kOrders, "orders", "a", "2");
   ASSERT_TRUE(b.ok());
   EXPECT_GT(b->version, a->version);
+}
+
+TEST_F(StoreTest, BackgroundWorkersDoTheSyncsAndTryGetNeverWaits) {
+  std::vector<std::function<void()>> tasks;
+  StoreOptions o = Options();
+  o.background = [&tasks](std::function<void()> task) { tasks.push_back(std::move(task)); };
+  Open(o);
+  CreateOrders();
+  auto before = store_->Put(kOrders, "orders", "k", "1");  // synchronous API: syncs itself
+  ASSERT_TRUE(before.ok());
+  tasks.clear();
+
+  std::vector<Result<CommitResult>> results;
+  for (int i = 0; i < 3; ++i) {
+    std::vector<WriteOp> ops = {WriteOp::Put("orders", "k", std::to_string(i + 2))};
+    store_->CommitAsync(kOrders, std::move(ops),
+                        [&](Result<CommitResult> r) { results.push_back(std::move(r)); });
+  }
+  // Applied in memory, not durable yet: no completion, and readers do not see it.
+  EXPECT_TRUE(results.empty());
+  ASSERT_EQ(tasks.size(), 1u) << "one WAL worker at a time";
+  auto pending = store_->TryGet("orders", "k");
+  EXPECT_EQ(pending.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(store_->TryGet("orders", "absent").status().code(), StatusCode::kNotFound);
+
+  // The WAL worker syncs all three in one group and hands the events to a feed worker.
+  auto run = [&tasks] {
+    while (!tasks.empty()) {
+      std::function<void()> t = std::move(tasks.front());
+      tasks.erase(tasks.begin());
+      t();
+    }
+  };
+  const uint64_t groups = store_->Stats().group_commits;
+  run();
+  ASSERT_EQ(results.size(), 3u);
+  for (const auto& r : results) EXPECT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(store_->Stats().group_commits, groups + 1);
+  auto doc = store_->TryGet("orders", "k");
+  ASSERT_TRUE(doc.ok());
+  EXPECT_EQ(doc->value, "4");
+  EXPECT_EQ(doc->version, results[2]->commit_seq);
+  EXPECT_EQ(FeedIds().size(), 4u);
+  EXPECT_EQ(store_->Stats().feed_backlog_events, 0u);
 }
 
 // ---------------------------------------------------------------------------------------
