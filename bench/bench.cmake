@@ -22,11 +22,17 @@ target_sources(converge_cli PRIVATE
   ${CONVERGE_BENCH_DIR}/redis_streams.cc
   ${CONVERGE_BENCH_DIR}/converge_log.cc
   ${CONVERGE_BENCH_DIR}/converge_server.cc
+  ${CONVERGE_BENCH_DIR}/outbox_bench.cc
+  ${CONVERGE_BENCH_DIR}/outbox_polling.cc
+  ${CONVERGE_BENCH_DIR}/saga_bench.cc
+  ${CONVERGE_BENCH_DIR}/twopc_bench.cc
   ${CONVERGE_BENCH_DIR}/store_bench.cc
   ${CONVERGE_BENCH_DIR}/store_converge.cc
   ${CONVERGE_BENCH_DIR}/store_jetstream_kv.cc
   ${CONVERGE_BENCH_DIR}/store_postgres.cc
   ${CONVERGE_TEST_SUPPORT_DIR}/server_process.cc
+  ${CONVERGE_TEST_SUPPORT_DIR}/postgres_server.cc
+  ${CONVERGE_TEST_SUPPORT_DIR}/pg_instance.cc
 )
 target_include_directories(converge_cli PRIVATE ${CMAKE_SOURCE_DIR} ${CMAKE_SOURCE_DIR}/tests)
 target_link_libraries(converge_cli PRIVATE PkgConfig::NATS PkgConfig::HIREDIS
@@ -45,4 +51,12 @@ converge_test(NAME server_process_test LABELS integration TIMEOUT 120 SOURCES
 )
 if(TARGET bench_test)
   target_include_directories(bench_test PRIVATE ${CMAKE_SOURCE_DIR})
+endif()
+# End to end through the binary (tiny workload, real servers): checks the output, not figures.
+converge_test(NAME bench_smoke_test LABELS integration TIMEOUT 300 LIBS Boost::json SOURCES
+  ${CONVERGE_BENCH_DIR}/bench_smoke_test.cc
+  ${CONVERGE_TEST_SUPPORT_DIR}/server_process.cc
+)
+if(TARGET bench_smoke_test)
+  add_dependencies(bench_smoke_test converge_cli)
 endif()

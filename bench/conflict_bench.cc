@@ -120,8 +120,9 @@ void BM_LwwMapDeltaApply(benchmark::State& state) {
   for (size_t i = 0; i < kDeltas; ++i) {
     const uint64_t k = rng.Uniform(2 * kKeys);
     deltas.push_back(origin
-                         .Set(ReplicaId(2), HlcTimestamp{kEpochMicros + 1 + static_cast<int64_t>(i), 0},
-                              Key(k), Value(i, 8))
+                         .Set(ReplicaId(2),
+                              HlcTimestamp{kEpochMicros + 1 + static_cast<int64_t>(i), 0}, Key(k),
+                              Value(i, 8))
                          .value());
   }
   LwwMap target = base;
@@ -141,7 +142,8 @@ BENCHMARK(BM_LwwMapDeltaApply);
 
 // ---- OR-Set delta apply -----------------------------------------------------------------
 // One item = one delta (an add or a remove made at one of `origins` writer replicas, 70% adds)
-// applied at a receiver, in the order the writers produced them, interleaved across writers.
+// applied at a receiver, in the order the writers produced them, interleaved across writers
+// (see OrSetDeltaStream for `lag`).
 // Elements come from a universe of 10k, so adds often re-add and removes hit live elements;
 // the receiver runs in steady state (never reset).
 // The writers run outside the timed region in batches of 64k deltas, kept in binary form (as
@@ -149,7 +151,10 @@ BENCHMARK(BM_LwwMapDeltaApply);
 // times the apply alone, BM_OrSetDeltaDecodeApply times decode + apply.
 class OrSetDeltaStream {
  public:
-  explicit OrSetDeltaStream(int origins) : writers_(origins), rng_(11) {}
+  // lag < 0: the writers never see each other's updates (every element collects concurrent
+  // dots from each writer: the worst case). lag >= 0: each delta reaches the other writers
+  // after `lag` more deltas were produced (replicas in sync up to a propagation delay).
+  OrSetDeltaStream(int origins, int lag) : writers_(origins), rng_(11), lag_(lag) {}
   // The next delta in binary form.
   const std::string& Next() {
     if (next_ == wire_.size()) Produce();
@@ -165,10 +170,17 @@ class OrSetDeltaStream {
     for (size_t i = 0; i < kBatch; ++i) {
       const int r = static_cast<int>(rng_.Uniform(origins));
       const std::string e = Key(rng_.Uniform(kUniverse));
-      if (rng_.Uniform(10) < 7) {
-        wire_.push_back(writers_[r].Add(ReplicaId(r + 1), e).value().ToBinary());
-      } else {
-        wire_.push_back(writers_[r].Remove(e).ToBinary());
+      OrSet delta = rng_.Uniform(10) < 7 ? writers_[r].Add(ReplicaId(r + 1), e).value()
+                                         : writers_[r].Remove(e);
+      wire_.push_back(delta.ToBinary());
+      if (lag_ >= 0 && origins > 1) {
+        in_flight_.emplace_back(r, std::move(delta));
+        while (in_flight_.size() > static_cast<size_t>(lag_)) {
+          for (int w = 0; w < origins; ++w) {
+            if (w != in_flight_.front().first) writers_[w].Merge(in_flight_.front().second);
+          }
+          in_flight_.erase(in_flight_.begin());
+        }
       }
     }
     next_ = 0;
@@ -177,13 +189,15 @@ class OrSetDeltaStream {
  private:
   std::vector<OrSet> writers_;
   Rng rng_;
+  int lag_;
+  std::vector<std::pair<int, OrSet>> in_flight_;
   std::vector<std::string> wire_;
   size_t next_ = 0;
 };
 
 void BM_OrSetDeltaApply(benchmark::State& state) {
   constexpr size_t kChunk = 256;
-  OrSetDeltaStream stream(static_cast<int>(state.range(0)));
+  OrSetDeltaStream stream(static_cast<int>(state.range(0)), static_cast<int>(state.range(1)));
   OrSet target;
   for (int i = 0; i < 200'000; ++i) target.Merge(OrSet::FromBinary(stream.Next()).value());
   std::vector<OrSet> deltas;
@@ -205,10 +219,14 @@ void BM_OrSetDeltaApply(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
   state.counters["elements"] = static_cast<double>(target.size());
 }
-BENCHMARK(BM_OrSetDeltaApply)->ArgNames({"origins"})->Arg(1)->Arg(4);
+BENCHMARK(BM_OrSetDeltaApply)
+    ->ArgNames({"origins", "lag"})
+    ->Args({1, 0})
+    ->Args({4, 32})
+    ->Args({4, -1});
 
 void BM_OrSetDeltaDecodeApply(benchmark::State& state) {
-  OrSetDeltaStream stream(static_cast<int>(state.range(0)));
+  OrSetDeltaStream stream(static_cast<int>(state.range(0)), static_cast<int>(state.range(1)));
   OrSet target;
   for (int i = 0; i < 200'000; ++i) target.Merge(OrSet::FromBinary(stream.Next()).value());
   size_t bytes = 0;
@@ -226,7 +244,11 @@ void BM_OrSetDeltaDecodeApply(benchmark::State& state) {
   state.counters["delta_bytes"] =
       static_cast<double>(bytes) / static_cast<double>(state.iterations());
 }
-BENCHMARK(BM_OrSetDeltaDecodeApply)->ArgNames({"origins"})->Arg(1)->Arg(4);
+BENCHMARK(BM_OrSetDeltaDecodeApply)
+    ->ArgNames({"origins", "lag"})
+    ->Args({1, 0})
+    ->Args({4, 32})
+    ->Args({4, -1});
 
 // ---- PN-counter merge across 64 replicas ----------------------------------------------------
 // 64 replicas each hold a PN counter with an entry for every replica (after gossip). One item
@@ -257,8 +279,8 @@ void BM_PnCounterMerge64(benchmark::State& state) {
     benchmark::DoNotOptimize(target);
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
-  state.counters["entries"] = benchmark::Counter(static_cast<double>(state.iterations()) * kReplicas,
-                                                 benchmark::Counter::kIsRate);
+  state.counters["entries"] = benchmark::Counter(
+      static_cast<double>(state.iterations()) * kReplicas, benchmark::Counter::kIsRate);
   state.counters["value"] = static_cast<double>(target.Value());
 }
 BENCHMARK(BM_PnCounterMerge64);
@@ -292,8 +314,7 @@ void ReportSize(benchmark::State& state, const T& value, size_t elements) {
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * elements));
   state.counters["binary_bytes_per_element"] = static_cast<double>(bytes) / elements;
-  state.counters["json_bytes_per_element"] =
-      static_cast<double>(value.ToJson().size()) / elements;
+  state.counters["json_bytes_per_element"] = static_cast<double>(value.ToJson().size()) / elements;
 }
 
 constexpr size_t kElements = 10'000;

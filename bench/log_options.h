@@ -35,7 +35,7 @@ void PrintLogHelp(std::FILE* out);
 // "a,b,,c" -> {"a", "b", "c"}
 std::vector<std::string> SplitList(std::string_view s);
 
-// One row per (workload, system), in first-seen order: the median of that pair's rows by
+// One row per (workload, system, durability), in first-seen order: the median of that pair's rows by
 // events_per_s (throughput workloads) or p99_us (latency); its note says "median of N".
 std::vector<Measurement> MedianOfRounds(const std::vector<Measurement>& rows);
 

@@ -73,7 +73,7 @@ std::string ToJsonLine(const Measurement& m) {
   out += "\"workload\":" + JsonString(m.workload);
   out += ",\"system\":" + JsonString(m.system);
   out += ",\"durability\":" + JsonString(m.durability);
-  out += ",\"" + m.rate_unit + "_per_s\":" + JsonNumber(m.events_per_s);
+  out += "," + JsonString(m.rate_name) + ":" + JsonNumber(m.events_per_s);
   out += ",\"p50_us\":" + JsonOptional(m.p50_us);
   out += ",\"p99_us\":" + JsonOptional(m.p99_us);
   out += ",\"p999_us\":" + JsonOptional(m.p999_us);
@@ -98,7 +98,11 @@ std::string FormatThousands(double value) {
 }
 
 std::string FormatTable(const std::vector<Measurement>& rows) {
-  const std::string rate = (rows.empty() ? std::string("events") : rows[0].rate_unit) + "/s";
+  // "sagas_per_s" -> "sagas/s" (rows of one table share their unit).
+  std::string rate = rows.empty() ? "events_per_s" : rows[0].rate_name;
+  if (rate.size() > 6 && rate.compare(rate.size() - 6, 6, "_per_s") == 0) {
+    rate = rate.substr(0, rate.size() - 6) + "/s";
+  }
   const std::vector<std::string> header = {"workload", "system", "durability", rate,
                                            "p50 us",   "p99 us", "p999 us",    "note"};
   std::vector<std::vector<std::string>> cells;

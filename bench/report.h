@@ -1,7 +1,7 @@
 // Results of a benchmark run and the two ways they are printed: a table for people and, with
 // --json, one JSON object per line. Every line carries at least
 //   {"workload","system","durability","<unit>_per_s","p50_us","p99_us","p999_us"}
-// (<unit> is Measurement::rate_unit: "events" for the log, "ops" for the store)
+// (the rate's name is Measurement::rate_name: "events_per_s" for the log, "ops_per_s" for the store)
 // (latencies are null where a workload does not measure them), then extra context fields.
 #pragma once
 
@@ -18,10 +18,9 @@ struct Measurement {
   std::string workload;    // "publish" | "consume_ack" | "latency"
   std::string system;      // "converge", "jetstream", "redis-always", "raw-b512", ...
   std::string durability;  // "fsync", "interval-1s", ...
-  // Throughput in `rate_unit`s per second; the JSON member is "<rate_unit>_per_s" (the
-  // architecture's convention: events_per_s, ops_per_s, ...).
-  double events_per_s = 0;
-  std::string rate_unit = "events";
+  double events_per_s = 0;  // the throughput, printed under rate_name
+  // The throughput's JSON name, after its unit: "events_per_s", "sagas_per_s", "txns_per_s".
+  std::string rate_name = "events_per_s";
   std::optional<double> p50_us;
   std::optional<double> p99_us;
   std::optional<double> p999_us;

@@ -380,7 +380,7 @@ Status RunIncrements(StoreSystem& system, const StoreWorkload& w, const std::str
   m.workload = hot ? "rmw_hot" : "rmw_spread";
   m.system = system.name();
   m.durability = system.durability();
-  m.rate_unit = "ops";
+  m.rate_name = "ops_per_s";
   m.events = increments;
   m.seconds = static_cast<double>(w.seconds);
   m.events_per_s = static_cast<double>(increments) / m.seconds;

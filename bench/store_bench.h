@@ -58,7 +58,7 @@ std::unique_ptr<StoreSystem> MakePostgresStoreSystem();
 std::unique_ptr<StoreSystem> MakeJetStreamKvStoreSystem();
 
 // Runs one workload ("hot": every client on one key; "spread": keys uniformly) against a
-// started system: warm-up, then w.seconds measured. Appends one Measurement (rate_unit "ops":
+// started system: warm-up, then w.seconds measured. Appends one Measurement (rate_name "ops_per_s":
 // successful increments per second; latency of one increment including its retries).
 // Internal if a lost update is detected; the system's error otherwise.
 Status RunIncrements(StoreSystem& system, const StoreWorkload& w, const std::string& workload,

@@ -325,8 +325,8 @@ bool Base64Decode(std::string_view text, std::string* out) {
       v[j] = B64Value(c);
       if (v[j] < 0) return false;
     }
-    const uint32_t n = uint32_t(v[0]) << 18 | uint32_t(v[1]) << 12 | uint32_t(v[2]) << 6 |
-                       uint32_t(v[3]);
+    const uint32_t n =
+        uint32_t(v[0]) << 18 | uint32_t(v[1]) << 12 | uint32_t(v[2]) << 6 | uint32_t(v[3]);
     // Canonical form: the bits dropped by padding must be zero.
     if (pad == 1 && (n & 0xff) != 0) return false;
     if (pad == 2 && (n & 0xffff) != 0) return false;

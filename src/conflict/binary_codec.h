@@ -36,9 +36,7 @@ class BinaryWriter {
     buf[n++] = static_cast<char>(v);
     out_->append(buf, n);
   }
-  void I64(int64_t v) {
-    U64((static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63));
-  }
+  void I64(int64_t v) { U64((static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63)); }
   void Bytes(std::string_view s) {
     U64(s.size());
     out_->append(s);

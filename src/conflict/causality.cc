@@ -27,9 +27,7 @@ Result<ReplicaId> ReplicaId::Parse(std::string_view text) {
   return ReplicaId(v);
 }
 
-std::string Dot::ToString() const {
-  return replica.ToString() + ":" + std::to_string(counter);
-}
+std::string Dot::ToString() const { return replica.ToString() + ":" + std::to_string(counter); }
 
 std::string_view OrderingName(Ordering ordering) {
   switch (ordering) {
@@ -288,8 +286,9 @@ bool CausalContext::Contains(Dot dot) const {
 void CausalContext::Add(Dot dot) {
   if (dot.counter == 0) return;
   auto& entries = compact_.entries_;
-  auto it = std::lower_bound(entries.begin(), entries.end(), dot.replica,
-                             [](const VersionVector::Entry& e, ReplicaId r) { return e.replica < r; });
+  auto it =
+      std::lower_bound(entries.begin(), entries.end(), dot.replica,
+                       [](const VersionVector::Entry& e, ReplicaId r) { return e.replica < r; });
   const bool found = it != entries.end() && it->replica == dot.replica;
   const uint64_t covered = found ? it->counter : 0;
   if (dot.counter <= covered) return;
@@ -364,8 +363,8 @@ Result<Dot> CausalContext::NextDot(ReplicaId replica) const {
   if (!replica.valid()) return InvalidArgumentError("replica id 0 is reserved");
   uint64_t top = compact_.Get(replica);
   if (!cloud_.empty()) {
-    auto it = std::lower_bound(cloud_.begin(), cloud_.end(),
-                               Dot{ReplicaId(replica.value() + 1), 0});
+    auto it =
+        std::lower_bound(cloud_.begin(), cloud_.end(), Dot{ReplicaId(replica.value() + 1), 0});
     if (it != cloud_.begin() && std::prev(it)->replica == replica) {
       top = std::max(top, std::prev(it)->counter);
     }

@@ -108,7 +108,8 @@ TEST(CodecFuzzTest, EveryTypeSurvivesGarbage) {
   FuzzDecoders(lm, 9);
 
   OrMap om;
-  ASSERT_TRUE(om.IncrementCounter(kA, {{"m", ValueKind::kMap}, {"c", ValueKind::kCounter}}, 4).ok());
+  ASSERT_TRUE(
+      om.IncrementCounter(kA, {{"m", ValueKind::kMap}, {"c", ValueKind::kCounter}}, 4).ok());
   ASSERT_TRUE(om.AddToSet(kB, {{"s", ValueKind::kOrSet}}, "e").ok());
   ASSERT_TRUE(om.AssignLww(kA, {{"l", ValueKind::kLwwRegister}}, HlcTimestamp{5, 0}, "v").ok());
   ASSERT_TRUE(om.AssignRegister(kA, {{"r", ValueKind::kMvRegister}}, "v").ok());
@@ -156,8 +157,8 @@ TEST(CodecTest, VarintsAndBase64) {
   ASSERT_TRUE(r.I64(&s));
   EXPECT_EQ(s, INT64_MIN);
   EXPECT_TRUE(r.Finish().ok());
-  for (std::string text : {std::string(), std::string("f"), std::string("fo"),
-                           std::string("foo"), std::string("\xff\x00\x80", 3)}) {
+  for (std::string text : {std::string(), std::string("f"), std::string("fo"), std::string("foo"),
+                           std::string("\xff\x00\x80", 3)}) {
     std::string back;
     ASSERT_TRUE(internal::Base64Decode(internal::Base64Encode(text), &back));
     EXPECT_EQ(back, text);
@@ -166,8 +167,8 @@ TEST(CodecTest, VarintsAndBase64) {
   EXPECT_FALSE(internal::Base64Decode("Zm9=", &ignored));  // non-canonical padding bits
   EXPECT_FALSE(internal::Base64Decode("Zg=a", &ignored));
   EXPECT_TRUE(internal::IsValidUtf8("h\xc3\xa9llo"));
-  EXPECT_FALSE(internal::IsValidUtf8("\xc0\xaf"));        // overlong
-  EXPECT_FALSE(internal::IsValidUtf8("\xed\xa0\x80"));    // surrogate
+  EXPECT_FALSE(internal::IsValidUtf8("\xc0\xaf"));      // overlong
+  EXPECT_FALSE(internal::IsValidUtf8("\xed\xa0\x80"));  // surrogate
   EXPECT_EQ(internal::HexHash("abc"), internal::HexHash("abc"));
   EXPECT_NE(internal::HexHash("abc"), internal::HexHash("abd"));
 }

@@ -104,8 +104,7 @@ Result<GCounter> GCounter::Increment(ReplicaId replica, uint64_t amount) {
   const bool found = it != entries_.end() && it->replica == replica;
   uint64_t next;
   if (__builtin_add_overflow(found ? it->count : 0, amount, &next)) {
-    return OutOfRangeError("g-counter: total of replica " + replica.ToString() +
-                           " would overflow");
+    return OutOfRangeError("g-counter: total of replica " + replica.ToString() + " would overflow");
   }
   if (found) {
     it->count = next;
@@ -363,9 +362,9 @@ Result<PnCounter> PnCounter::FromBinary(std::string_view bytes, const DecodeLimi
 namespace {
 
 uint64_t TransferAmount(const BoundedCounter::Row& row, ReplicaId to) {
-  auto it = std::lower_bound(
-      row.transfers.begin(), row.transfers.end(), to,
-      [](const BoundedCounter::Transfer& t, ReplicaId id) { return t.to < id; });
+  auto it =
+      std::lower_bound(row.transfers.begin(), row.transfers.end(), to,
+                       [](const BoundedCounter::Transfer& t, ReplicaId id) { return t.to < id; });
   return it != row.transfers.end() && it->to == to ? it->amount : 0;
 }
 
@@ -503,13 +502,14 @@ Status BoundedCounter::Merge(const BoundedCounter& other) {
     out.reserve(a.transfers.size() + b.transfers.size());
     size_t i = 0, j = 0;
     while (i < a.transfers.size() || j < b.transfers.size()) {
-      if (j == b.transfers.size() || (i < a.transfers.size() && a.transfers[i].to < b.transfers[j].to)) {
+      if (j == b.transfers.size() ||
+          (i < a.transfers.size() && a.transfers[i].to < b.transfers[j].to)) {
         out.push_back(a.transfers[i++]);
       } else if (i == a.transfers.size() || b.transfers[j].to < a.transfers[i].to) {
         out.push_back(b.transfers[j++]);
       } else {
-        out.push_back(Transfer{a.transfers[i].to,
-                               std::max(a.transfers[i].amount, b.transfers[j].amount)});
+        out.push_back(
+            Transfer{a.transfers[i].to, std::max(a.transfers[i].amount, b.transfers[j].amount)});
         ++i;
         ++j;
       }
@@ -567,8 +567,7 @@ Status ValidateRows(const std::vector<BoundedCounter::Row>& rows, int64_t bound)
 }
 }  // namespace
 
-Result<BoundedCounter> BoundedCounter::FromJson(std::string_view text,
-                                                const DecodeLimits& limits) {
+Result<BoundedCounter> BoundedCounter::FromJson(std::string_view text, const DecodeLimits& limits) {
   constexpr std::string_view kWhat = "bounded-counter";
   return internal::DecodeJson<BoundedCounter>(
       text, limits, kWhat, [&](const json::value& v, BoundedCounter* out) -> Status {
@@ -596,9 +595,8 @@ Result<BoundedCounter> BoundedCounter::FromJson(std::string_view text,
                   std::string_view(tm.key().data(), tm.key().size()), &tr.to, kWhat));
               CONVERGE_RETURN_IF_ERROR(internal::Uint64FromJson(tm.value(), &tr.amount, kWhat));
               if (tr.amount == 0) continue;
-              auto it = std::lower_bound(
-                  row.transfers.begin(), row.transfers.end(), tr.to,
-                  [](const Transfer& x, ReplicaId id) { return x.to < id; });
+              auto it = std::lower_bound(row.transfers.begin(), row.transfers.end(), tr.to,
+                                         [](const Transfer& x, ReplicaId id) { return x.to < id; });
               if (it != row.transfers.end() && it->to == tr.to) {
                 return internal::JsonError(kWhat, "duplicate transfer target");
               }

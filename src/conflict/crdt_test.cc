@@ -87,12 +87,13 @@ TEST(BoundedCounterTest, RejectsDifferentBoundsAndForgedStates) {
       R"({"type":"bounded-counter","bound":0,"rows":{"1":{"p":0,"n":0,"t":{"2":5}},"2":{"p":0,"n":5}}})");
   EXPECT_EQ(forged.status().code(), StatusCode::kInvalidArgument);
   // Two individually valid states whose rows for replica 1 disagree.
-  BoundedCounter x = BoundedCounter::FromJson(
-                         R"({"type":"bounded-counter","bound":0,"rows":{"1":{"p":10,"n":0,"t":{"2":10}},"2":{"p":0,"n":10}}})")
-                         .value();
-  BoundedCounter y = BoundedCounter::FromJson(
-                         R"({"type":"bounded-counter","bound":0,"rows":{"1":{"p":3,"n":3}}})")
-                         .value();
+  BoundedCounter x =
+      BoundedCounter::FromJson(
+          R"({"type":"bounded-counter","bound":0,"rows":{"1":{"p":10,"n":0,"t":{"2":10}},"2":{"p":0,"n":10}}})")
+          .value();
+  BoundedCounter y =
+      BoundedCounter::FromJson(R"({"type":"bounded-counter","bound":0,"rows":{"1":{"p":3,"n":3}}})")
+          .value();
   const BoundedCounter before = y;
   EXPECT_EQ(y.Merge(x).code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(y, before);
@@ -129,8 +130,8 @@ TEST(OrSetTest, ConcurrentAddWinsOverRemove) {
   OrSet a, b;
   OrSet add = a.Add(kA, "milk").value();
   b.Merge(add);
-  OrSet remove = b.Remove("milk");           // B removes the milk it saw...
-  OrSet readd = a.Add(kA, "milk").value();   // ...while A adds milk again
+  OrSet remove = b.Remove("milk");          // B removes the milk it saw...
+  OrSet readd = a.Add(kA, "milk").value();  // ...while A adds milk again
   a.Merge(remove);
   b.Merge(readd);
   EXPECT_TRUE(a.Contains("milk"));
@@ -300,8 +301,7 @@ TEST(OrMapTest, TypedKeysAvoidTypeConflictsAndPathsAreChecked) {
   EXPECT_EQ(OrMap::FromBinary(a.ToBinary()).value(), a);
   DecodeLimits shallow;
   shallow.max_depth = 4;
-  EXPECT_EQ(OrMap::FromBinary(a.ToBinary(), shallow).status().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(OrMap::FromBinary(a.ToBinary(), shallow).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST(OrMapTest, CountersFlagsLwwAndSets) {

@@ -96,9 +96,11 @@ TEST(ConflictsDocExample, BoundedCounterStock) {
 TEST(ConflictsDocExample, OrMapCart) {
   const FieldKey items{"items", ValueKind::kMap};
   OrMap phone, laptop;
-  laptop.Merge(phone.IncrementCounter(ReplicaId(1), {items, {"apple", ValueKind::kCounter}}, 2).value());
+  laptop.Merge(
+      phone.IncrementCounter(ReplicaId(1), {items, {"apple", ValueKind::kCounter}}, 2).value());
   OrMap removed = laptop.Remove({items, {"apple", ValueKind::kCounter}}).value();
-  OrMap added = phone.IncrementCounter(ReplicaId(1), {items, {"pear", ValueKind::kCounter}}, 1).value();
+  OrMap added =
+      phone.IncrementCounter(ReplicaId(1), {items, {"pear", ValueKind::kCounter}}, 1).value();
   phone.Merge(removed);
   laptop.Merge(added);  // both: no apple, one pear
   EXPECT_EQ(phone, laptop);
@@ -127,7 +129,8 @@ TEST(ConflictsDocExample, CustomMerge) {
   };
   ResolverRegistry registry;
   ASSERT_TRUE(
-      registry.RegisterField("article", "tags", ResolverSpec::CustomMerge("tag-union", union_of_tags))
+      registry
+          .RegisterField("article", "tags", ResolverSpec::CustomMerge("tag-union", union_of_tags))
           .ok());
 
   WriteRequest a;

@@ -17,8 +17,8 @@ Result<json::value> ParseJson(std::string_view text, const DecodeLimits& limits,
   // Every nesting level of an OR-Map costs a few JSON levels (entry object, value object).
   options.max_depth = 4 * static_cast<size_t>(limits.max_depth) + 8;
   boost::system::error_code ec;
-  json::value v = json::parse(json::string_view(text.data(), text.size()), ec,
-                              json::storage_ptr(), options);
+  json::value v =
+      json::parse(json::string_view(text.data(), text.size()), ec, json::storage_ptr(), options);
   if (ec) return JsonError(what, ec.message());
   return v;
 }

@@ -55,10 +55,10 @@ Result<LwwMap> LwwMap::Write(ReplicaId replica, HlcTimestamp timestamp, std::str
   const size_t s = entries_.Find(key, hash);
   if (s != Map::npos && !(entries_.slot(s).value.stamp < stamp)) {
     const LwwStamp& current = entries_.slot(s).value.stamp;
-    return FailedPreconditionError(
-        "lww-map: write of a key stamped " + timestamp.ToString() + "@" + replica.ToString() +
-        " is not after its current stamp " + current.timestamp.ToString() + "@" +
-        current.replica.ToString() + "; the writer's clock must observe the current stamp first");
+    return FailedPreconditionError("lww-map: write of a key stamped " + timestamp.ToString() + "@" +
+                                   replica.ToString() + " is not after its current stamp " +
+                                   current.timestamp.ToString() + "@" + current.replica.ToString() +
+                                   "; the writer's clock must observe the current stamp first");
   }
   Entry entry{stamp, deleted, std::move(value)};
   if (s == Map::npos) {
@@ -224,7 +224,8 @@ Result<LwwMap> LwwMap::FromJson(std::string_view text, const DecodeLimits& limit
         for (const json::value& item : *a) {
           CONVERGE_ASSIGN_OR_RETURN(const json::object* e, internal::ObjectFromJson(item, kWhat));
           CONVERGE_ASSIGN_OR_RETURN(const json::value* kv, internal::Member(*e, "key", kWhat));
-          CONVERGE_ASSIGN_OR_RETURN(const json::value* tv, internal::Member(*e, "timestamp", kWhat));
+          CONVERGE_ASSIGN_OR_RETURN(const json::value* tv,
+                                    internal::Member(*e, "timestamp", kWhat));
           CONVERGE_ASSIGN_OR_RETURN(const json::value* rv, internal::Member(*e, "replica", kWhat));
           std::string key;
           Entry entry;
@@ -232,12 +233,14 @@ Result<LwwMap> LwwMap::FromJson(std::string_view text, const DecodeLimits& limit
           CONVERGE_RETURN_IF_ERROR(internal::HlcFromJson(*tv, &entry.stamp.timestamp, kWhat));
           CONVERGE_RETURN_IF_ERROR(internal::ReplicaFromJson(*rv, &entry.stamp.replica, kWhat));
           const json::value* dv = e->if_contains("deleted");
-          if (dv != nullptr) CONVERGE_RETURN_IF_ERROR(internal::BoolFromJson(*dv, &entry.deleted, kWhat));
+          if (dv != nullptr)
+            CONVERGE_RETURN_IF_ERROR(internal::BoolFromJson(*dv, &entry.deleted, kWhat));
           const json::value* vv = e->if_contains("value");
           if (entry.deleted == (vv != nullptr)) {
             return internal::JsonError(kWhat, "an entry has either a value or \"deleted\": true");
           }
-          if (vv != nullptr) CONVERGE_RETURN_IF_ERROR(internal::BytesFromJson(*vv, &entry.value, kWhat));
+          if (vv != nullptr)
+            CONVERGE_RETURN_IF_ERROR(internal::BytesFromJson(*vv, &entry.value, kWhat));
           CONVERGE_RETURN_IF_ERROR(out->InsertDecoded(std::move(key), std::move(entry)));
         }
         return Status::Ok();

@@ -70,8 +70,8 @@ using SetStore = std::map<std::string, std::vector<Dot>, std::less<>>;
 struct MapEntry;
 using MapStore = std::vector<MapEntry>;  // sorted by key
 // Alternative index == ValueKind value.
-using FieldValue = std::variant<std::monostate, CounterStore, FlagStore, MvStore, LwwStore,
-                                SetStore, MapStore>;
+using FieldValue =
+    std::variant<std::monostate, CounterStore, FlagStore, MvStore, LwwStore, SetStore, MapStore>;
 struct MapEntry {
   FieldKey key;
   FieldValue value;
@@ -226,7 +226,8 @@ void CollectDots(const FieldValue& v, std::vector<Dot>* out) {
       for (const auto& [d, x] : std::get<LwwStore>(v)) out->push_back(d);
       break;
     case ValueKind::kOrSet:
-      for (const auto& [e, dots] : std::get<SetStore>(v)) out->insert(out->end(), dots.begin(), dots.end());
+      for (const auto& [e, dots] : std::get<SetStore>(v))
+        out->insert(out->end(), dots.begin(), dots.end());
       break;
     case ValueKind::kMap:
       for (const MapEntry& entry : std::get<MapStore>(v)) CollectDots(entry.value, out);
@@ -462,7 +463,8 @@ namespace {
 // `context` = the dots it supersedes plus the new dot, if any.
 OrMap MakeDelta(const MapPath& path, FieldValue leaf, CausalContext context) {
   OrMap delta;
-  if (!internal::IsEmpty(leaf)) *internal::FindOrCreate(OrMapStore::Root(delta), path) = std::move(leaf);
+  if (!internal::IsEmpty(leaf))
+    *internal::FindOrCreate(OrMapStore::Root(delta), path) = std::move(leaf);
   OrMapStore::Context(delta) = std::move(context);
   return delta;
 }
@@ -684,8 +686,7 @@ Status CheckSortedDots(const Seq& seq, DotOf dot_of) {
   return Status::Ok();
 }
 
-Status MapFromJson(const json::value& v, uint32_t depth, const DecodeLimits& limits,
-                   MapStore* out);
+Status MapFromJson(const json::value& v, uint32_t depth, const DecodeLimits& limits, MapStore* out);
 
 Status FieldFromJson(const json::value& v, ValueKind kind, uint32_t depth,
                      const DecodeLimits& limits, FieldValue* out) {

@@ -66,8 +66,8 @@ struct Ctx {
   Ctx(Rng& rng, int replicas) {
     for (int r = 0; r < replicas; ++r) {
       // Wall clocks skewed by up to +-50 ms, well inside the HLC's 500 ms guard.
-      walls.push_back(std::make_unique<testing::ManualClock>(
-          1'700'000'000'000'000'000 + rng.Range(-50'000'000, 50'000'000)));
+      walls.push_back(std::make_unique<testing::ManualClock>(1'700'000'000'000'000'000 +
+                                                             rng.Range(-50'000'000, 50'000'000)));
       hlcs.push_back(std::make_unique<HybridClock>(*walls.back()));
     }
     bound = rng.Range(-5, 5);
@@ -217,9 +217,10 @@ struct Gen<MvRegister> : GenBase<MvRegister> {
     const CausalContext& stale = snaps[rng.Uniform(snaps.size())];
     if (kind < 8) return FromResult(s.Write(Rid(r), v, stale));
     if (kind < 9) return s.Clear(stale);
-    auto d = s.ResolveWith(Rid(r), [](std::string_view a, std::string_view b) -> Result<std::string> {
-      return std::string(a) + "+" + std::string(b);
-    });
+    auto d =
+        s.ResolveWith(Rid(r), [](std::string_view a, std::string_view b) -> Result<std::string> {
+          return std::string(a) + "+" + std::string(b);
+        });
     return FromResult(std::move(d));
   }
   static std::string Check(const MvRegister& s, const Ctx&) {
@@ -247,8 +248,8 @@ struct Gen<LwwMap> : GenBase<LwwMap> {
     ctx.Tick(r, rng);
     std::string key(1, static_cast<char>('k' + rng.Uniform(5)));
     if (rng.Percent(75)) {
-      return FromResult(s.Set(Rid(r), *ctx.hlcs[r], std::move(key),
-                              "v" + std::to_string(ctx.next_value++)));
+      return FromResult(
+          s.Set(Rid(r), *ctx.hlcs[r], std::move(key), "v" + std::to_string(ctx.next_value++)));
     }
     return FromResult(s.Remove(Rid(r), *ctx.hlcs[r], std::move(key)));
   }
@@ -260,8 +261,8 @@ struct Gen<OrMap> : GenBase<OrMap> {
     MapPath path;
     const int depth = 1 + static_cast<int>(rng.Uniform(3));
     for (int i = 0; i + 1 < depth; ++i) {
-      path.push_back(FieldKey{std::string(1, static_cast<char>('a' + rng.Uniform(2))),
-                              ValueKind::kMap});
+      path.push_back(
+          FieldKey{std::string(1, static_cast<char>('a' + rng.Uniform(2))), ValueKind::kMap});
     }
     const ValueKind kind =
         leaf.value_or(static_cast<ValueKind>(1 + rng.Uniform(5)));  // counter .. or-set
@@ -310,8 +311,8 @@ struct Gen<OrMap> : GenBase<OrMap> {
 
 template <typename T>
 struct History {
-  std::vector<T> states;          // per replica
-  std::vector<uint64_t> has;      // per replica: bitmask of the deltas it incorporated
+  std::vector<T> states;      // per replica
+  std::vector<uint64_t> has;  // per replica: bitmask of the deltas it incorporated
   std::vector<T> deltas;
 };
 
@@ -469,8 +470,8 @@ std::string CheckConvergence(Rng& rng) {
       if (!(err = Gen<T>::Check(state, ctx)).empty()) return "observer: " + err;
     }
     if (!(state == reference)) {
-      return "observer " + std::to_string(observer) + " did not converge:\n observer=" +
-             Show(state) + "\n reference=" + Show(reference);
+      return "observer " + std::to_string(observer) +
+             " did not converge:\n observer=" + Show(state) + "\n reference=" + Show(reference);
     }
     if (!(err = Gen<T>::CheckConverged(state)).empty()) return err;
     if (!first.has_value()) first = std::move(state);
@@ -478,11 +479,11 @@ std::string CheckConvergence(Rng& rng) {
   return "";
 }
 
-#define CONFLICT_LATTICE_TESTS(Type)                                                     \
-  TEST(ConflictPropertyTest, Type##MergeIsASemilattice) {                               \
-    RunProperty(#Type "-lattice", [](Rng& rng) { return CheckLattice<Type>(rng); });    \
-  }                                                                                      \
-  TEST(ConflictPropertyTest, Type##ReplicasConverge) {                                  \
+#define CONFLICT_LATTICE_TESTS(Type)                                                         \
+  TEST(ConflictPropertyTest, Type##MergeIsASemilattice) {                                    \
+    RunProperty(#Type "-lattice", [](Rng& rng) { return CheckLattice<Type>(rng); });         \
+  }                                                                                          \
+  TEST(ConflictPropertyTest, Type##ReplicasConverge) {                                       \
     RunProperty(#Type "-convergence", [](Rng& rng) { return CheckConvergence<Type>(rng); }); \
   }
 
@@ -553,8 +554,8 @@ std::string CheckMvRegisterOracle(Rng& rng) {
       std::string e, a;
       for (auto& x : expected) e += x + " ";
       for (auto& x : actual) a += x + " ";
-      return where + ": siblings [" + a + "] but the concurrent writes are [" + e + "]: " +
-             s.ToJson();
+      return where + ": siblings [" + a + "] but the concurrent writes are [" + e +
+             "]: " + s.ToJson();
     }
     // The register's context must know exactly the writes the model says were seen.
     const uint64_t seen = model.Seen(ops);

@@ -15,15 +15,14 @@ using internal::BinaryWriter;
 
 // ---- LwwRegister ------------------------------------------------------------------------
 
-Result<LwwRegister> LwwRegister::Set(ReplicaId replica, HlcTimestamp timestamp,
-                                     std::string value) {
+Result<LwwRegister> LwwRegister::Set(ReplicaId replica, HlcTimestamp timestamp, std::string value) {
   if (!replica.valid()) return InvalidArgumentError("lww-register: replica id 0 is reserved");
   const LwwStamp stamp{timestamp, replica};
   if (!(stamp_ < stamp)) {
-    return FailedPreconditionError(
-        "lww-register: write stamped " + timestamp.ToString() + "@" + replica.ToString() +
-        " is not after the current value's " + stamp_.timestamp.ToString() + "@" +
-        stamp_.replica.ToString() + "; the writer's clock must observe the current stamp first");
+    return FailedPreconditionError("lww-register: write stamped " + timestamp.ToString() + "@" +
+                                   replica.ToString() + " is not after the current value's " +
+                                   stamp_.timestamp.ToString() + "@" + stamp_.replica.ToString() +
+                                   "; the writer's clock must observe the current stamp first");
   }
   stamp_ = stamp;
   has_value_ = true;
@@ -79,7 +78,8 @@ Result<LwwRegister> LwwRegister::FromJson(std::string_view text, const DecodeLim
         }
         if (ts != nullptr) {
           CONVERGE_RETURN_IF_ERROR(internal::HlcFromJson(*ts, &out->stamp_.timestamp, kWhat));
-          CONVERGE_RETURN_IF_ERROR(internal::ReplicaFromJson(*replica, &out->stamp_.replica, kWhat));
+          CONVERGE_RETURN_IF_ERROR(
+              internal::ReplicaFromJson(*replica, &out->stamp_.replica, kWhat));
         }
         if (value != nullptr) {
           if (ts == nullptr) return internal::JsonError(kWhat, "a value needs a stamp");
@@ -200,8 +200,7 @@ void MvRegister::Merge(const MvRegister& other) {
         merged.push_back(std::move(siblings_[i]));
       }
       ++i;
-    } else if (i == siblings_.size() ||
-               other.siblings_[j].version.dot < siblings_[i].version.dot) {
+    } else if (i == siblings_.size() || other.siblings_[j].version.dot < siblings_[i].version.dot) {
       if (!context_.Contains(other.siblings_[j].version.dot)) {
         merged.push_back(other.siblings_[j]);
       }

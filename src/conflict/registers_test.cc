@@ -71,8 +71,7 @@ TEST(LwwRegisterTest, ClearAndSerialization) {
   LwwRegister r;
   EXPECT_EQ(r.ToJson(), R"({"type":"lww-register"})");
   ASSERT_TRUE(r.Set(kA, HlcTimestamp{5, 1}, "v").ok());
-  EXPECT_EQ(r.ToJson(),
-            R"({"type":"lww-register","timestamp":"5.1","replica":"1","value":"v"})");
+  EXPECT_EQ(r.ToJson(), R"({"type":"lww-register","timestamp":"5.1","replica":"1","value":"v"})");
   ASSERT_TRUE(r.Clear(kA, HlcTimestamp{6, 0}).ok());
   EXPECT_FALSE(r.has_value());
   for (const LwwRegister& x : {LwwRegister(), r}) {
@@ -104,7 +103,7 @@ TEST(MvRegisterTest, AWriteSupersedesOnlyWhatItsWriterObserved) {
   MvRegister server;
   ASSERT_TRUE(server.Write(kA, "v1").ok());
   const CausalContext read_by_client = server.context();  // client reads v1
-  ASSERT_TRUE(server.Write(kA, "v2").ok());                // another client overwrites v1
+  ASSERT_TRUE(server.Write(kA, "v2").ok());               // another client overwrites v1
   // The first client writes based on its (older) read: v2 was not observed, so it stays.
   ASSERT_TRUE(server.Write(kA, "v3", read_by_client).ok());
   EXPECT_EQ(Values(server), (std::vector<std::string>{"v2", "v3"}));
@@ -163,9 +162,10 @@ TEST(MvRegisterTest, ClearAndSerialization) {
   EXPECT_TRUE(r.empty());
   EXPECT_EQ(MvRegister::FromBinary(r.ToBinary()).value(), r);
   // A sibling whose dot is outside the context is rejected.
-  EXPECT_FALSE(MvRegister::FromJson(
-                   R"({"type":"mv-register","siblings":[{"value":"x","dot":{"replica":"1","counter":2},"past":{}}],"context":{"vv":{"1":1}}})")
-                   .ok());
+  EXPECT_FALSE(
+      MvRegister::FromJson(
+          R"({"type":"mv-register","siblings":[{"value":"x","dot":{"replica":"1","counter":2},"past":{}}],"context":{"vv":{"1":1}}})")
+          .ok());
 }
 
 }  // namespace

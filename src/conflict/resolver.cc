@@ -52,8 +52,7 @@ ResolverSpec ResolverSpec::CrdtMerge(CrdtKind kind) {
   return spec;
 }
 
-ResolverSpec ResolverSpec::CustomMerge(std::string name, MergeFunction merge,
-                                       size_t max_siblings) {
+ResolverSpec ResolverSpec::CustomMerge(std::string name, MergeFunction merge, size_t max_siblings) {
   ResolverSpec spec;
   spec.strategy = Strategy::kCustomMerge;
   spec.merge_name = std::move(name);
@@ -95,8 +94,9 @@ Status ValidateSpec(const ResolverSpec& spec) {
       return Status::Ok();
     case Strategy::kCrdtMerge:
       if (!IsMergeableCrdt(spec.crdt_kind)) {
-        return InvalidArgumentError("crdt-merge needs a CRDT kind; use the dedicated strategy for " +
-                                    std::string(CrdtKindName(spec.crdt_kind)));
+        return InvalidArgumentError(
+            "crdt-merge needs a CRDT kind; use the dedicated strategy for " +
+            std::string(CrdtKindName(spec.crdt_kind)));
       }
       return Status::Ok();
     case Strategy::kCustomMerge:
@@ -304,9 +304,8 @@ Result<std::string> ResolverRegistry::ApplyWrite(std::string_view entity_type,
       CONVERGE_RETURN_IF_ERROR(next.Write(request.replica, request.value, observed).status());
       if (next.siblings().size() > spec->max_siblings) {
         return ResourceExhaustedError(
-            Describe(entity_type, field) + " would hold " +
-            std::to_string(next.siblings().size()) + " siblings (limit " +
-            std::to_string(spec->max_siblings) +
+            Describe(entity_type, field) + " would hold " + std::to_string(next.siblings().size()) +
+            " siblings (limit " + std::to_string(spec->max_siblings) +
             "); read it and write with the returned context to resolve them");
       }
       return next.ToBinary();
@@ -320,8 +319,7 @@ Result<std::string> ResolverRegistry::ApplyWrite(std::string_view entity_type,
 }
 
 Result<std::string> ResolverRegistry::Merge(std::string_view entity_type, std::string_view field,
-                                            std::string_view local,
-                                            std::string_view remote) const {
+                                            std::string_view local, std::string_view remote) const {
   CONVERGE_ASSIGN_OR_RETURN(const ResolverSpec* spec, Lookup(entity_type, field));
   switch (spec->strategy) {
     case Strategy::kRejectOnConflict:

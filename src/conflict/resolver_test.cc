@@ -85,8 +85,7 @@ TEST(ResolverRegistryTest, NoSilentDefault) {
   EXPECT_EQ(registry.Lookup("order", "total").value()->strategy, Strategy::kRejectOnConflict);
   EXPECT_EQ(registry.Register("order", ResolverSpec::MultiValue()).code(),
             StatusCode::kAlreadyExists);
-  EXPECT_EQ(registry.Register("", ResolverSpec::MultiValue()).code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(registry.Register("", ResolverSpec::MultiValue()).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(registry.Register("x", ResolverSpec::CustomMerge("none", nullptr)).code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(registry.Register("x", ResolverSpec::CrdtMerge(CrdtKind::kLwwRegister)).code(),
@@ -177,7 +176,8 @@ TEST(ResolverRegistryTest, BoundedCounterDeltaCannotBreakTheBound) {
   ResolverRegistry registry;
   ASSERT_TRUE(registry.Register("stock", ResolverSpec::CrdtMerge(CrdtKind::kBoundedCounter)).ok());
   BoundedCounter c(0);
-  std::string s = registry.ApplyWrite("stock", "", "", Req(kA, c.Increment(kA, 2)->ToBinary())).value();
+  std::string s =
+      registry.ApplyWrite("stock", "", "", Req(kA, c.Increment(kA, 2)->ToBinary())).value();
   // A crafted state in which replica 1's row disagrees with the stored one.
   BoundedCounter forged(0);
   ASSERT_TRUE(forged.Increment(kA, 1).ok());
@@ -199,7 +199,8 @@ TEST(ResolverRegistryTest, CustomMergeFunctionResolvesOnRead) {
   ASSERT_TRUE(registry.Register("title", ResolverSpec::CustomMerge("longest", longest)).ok());
   const std::string a = registry.ApplyWrite("title", "", "", Req(kA, "short")).value();
   const std::string b = registry.ApplyWrite("title", "", "", Req(kB, "much longer")).value();
-  const ReadResult read = registry.Read("title", "", registry.Merge("title", "", a, b).value()).value();
+  const ReadResult read =
+      registry.Read("title", "", registry.Merge("title", "", a, b).value()).value();
   EXPECT_EQ(read.value, "much longer");
   EXPECT_EQ(read.siblings.size(), 2u);
   EXPECT_FALSE(read.conflict);
@@ -209,7 +210,8 @@ TEST(ResolverRegistryTest, MergeEntityUsesEachFieldsStrategyAllOrNothing) {
   ResolverRegistry registry;
   ASSERT_TRUE(registry.Register("product", ResolverSpec::RejectOnConflict(false)).ok());
   ASSERT_TRUE(
-      registry.RegisterField("product", "views", ResolverSpec::CrdtMerge(CrdtKind::kGCounter)).ok());
+      registry.RegisterField("product", "views", ResolverSpec::CrdtMerge(CrdtKind::kGCounter))
+          .ok());
   GCounter va, vb;
   ResolverRegistry::EntityState local, remote;
   local["views"] = va.Increment(kA, 5)->ToBinary();

@@ -119,9 +119,8 @@ void OrSet::AddStale(size_t n) {
 }
 
 uint32_t OrSet::SlotOfDot(Dot d) const {
-  return index_.Find(d, [&](uint32_t s) {
-    return s < elements_.size() && elements_.slot(s).value.Contains(d);
-  });
+  return index_.Find(
+      d, [&](uint32_t s) { return s < elements_.size() && elements_.slot(s).value.Contains(d); });
 }
 
 void OrSet::EraseSlot(size_t s) {

@@ -103,8 +103,7 @@ std::string VersionedValue::ToJson() const {
   return internal::SerializeJson(o);
 }
 
-Result<VersionedValue> VersionedValue::FromJson(std::string_view text,
-                                                const DecodeLimits& limits) {
+Result<VersionedValue> VersionedValue::FromJson(std::string_view text, const DecodeLimits& limits) {
   constexpr std::string_view kWhat = "versioned-value";
   return internal::DecodeJson<VersionedValue>(
       text, limits, kWhat, [&](const json::value& v, VersionedValue* out) -> Status {

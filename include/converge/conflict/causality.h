@@ -125,8 +125,7 @@ class VersionVector {
   // Appends the binary form to `out`.
   void AppendBinary(std::string* out) const;
   std::string ToBinary() const;
-  static Result<VersionVector> FromBinary(std::string_view bytes,
-                                          const DecodeLimits& limits = {});
+  static Result<VersionVector> FromBinary(std::string_view bytes, const DecodeLimits& limits = {});
 
  private:
   friend class CausalContext;  // updates entries in place on its hot path
@@ -137,8 +136,10 @@ class VersionVector {
 Ordering Compare(const VersionVector& a, const VersionVector& b);
 
 struct DottedVersionVector {
-  Dot dot;             // the event; counter >= 1
-  VersionVector past;  // what the event causally follows; normally past.Get(dot.replica) < dot.counter
+  // The event; counter >= 1.
+  Dot dot;
+  // What the event causally follows; normally past.Get(dot.replica) < dot.counter.
+  VersionVector past;
 
   // True iff `d` is in past ∪ {dot}.
   bool HistoryContains(Dot d) const { return d == dot || past.Contains(d); }
@@ -188,8 +189,7 @@ class CausalContext {
   static Result<CausalContext> FromJson(std::string_view json, const DecodeLimits& limits = {});
   void AppendBinary(std::string* out) const;
   std::string ToBinary() const;
-  static Result<CausalContext> FromBinary(std::string_view bytes,
-                                          const DecodeLimits& limits = {});
+  static Result<CausalContext> FromBinary(std::string_view bytes, const DecodeLimits& limits = {});
 
  private:
   void AbsorbCloud();

@@ -158,8 +158,7 @@ class BoundedCounter {
   static Result<BoundedCounter> FromJson(std::string_view json, const DecodeLimits& limits = {});
   void AppendBinary(std::string* out) const;
   std::string ToBinary() const;
-  static Result<BoundedCounter> FromBinary(std::string_view bytes,
-                                           const DecodeLimits& limits = {});
+  static Result<BoundedCounter> FromBinary(std::string_view bytes, const DecodeLimits& limits = {});
 
  private:
   Row& RowFor(ReplicaId replica);

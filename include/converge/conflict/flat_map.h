@@ -186,7 +186,8 @@ class FlatStringMap {
     for (size_t i = 0; i < slots_.size(); ++i) {
       const Slot& s = slots_[i];
       // Same position first: maps built in the same key order compare without probing.
-      if (i < other.slots_.size() && other.slots_[i].hash == s.hash && other.slots_[i].key == s.key) {
+      if (i < other.slots_.size() && other.slots_[i].hash == s.hash &&
+          other.slots_[i].key == s.key) {
         if (!(other.slots_[i].value == s.value)) return false;
         continue;
       }

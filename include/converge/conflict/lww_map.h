@@ -57,8 +57,7 @@ class LwwMap {
 
   // Writes key = value with stamp (timestamp, replica); returns the delta.
   // InvalidArgument: replica 0. FailedPrecondition: the stamp is not greater than the key's.
-  Result<LwwMap> Set(ReplicaId replica, HlcTimestamp timestamp, std::string key,
-                     std::string value);
+  Result<LwwMap> Set(ReplicaId replica, HlcTimestamp timestamp, std::string key, std::string value);
   // As above, the timestamp taken from `clock` after it observes the key's current stamp.
   // FailedPrecondition when the clock's skew guard rejects that stamp.
   Result<LwwMap> Set(ReplicaId replica, HybridClock& clock, std::string key, std::string value);

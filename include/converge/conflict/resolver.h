@@ -76,8 +76,7 @@ struct ResolverSpec {
   static ResolverSpec LastWriterWins();
   static ResolverSpec MultiValue(size_t max_siblings = 64);
   static ResolverSpec CrdtMerge(CrdtKind kind);
-  static ResolverSpec CustomMerge(std::string name, MergeFunction merge,
-                                  size_t max_siblings = 64);
+  static ResolverSpec CustomMerge(std::string name, MergeFunction merge, size_t max_siblings = 64);
 };
 
 struct WriteRequest {

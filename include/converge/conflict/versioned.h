@@ -89,8 +89,7 @@ class VersionedValue {
   static Result<VersionedValue> FromJson(std::string_view json, const DecodeLimits& limits = {});
   void AppendBinary(std::string* out) const;
   std::string ToBinary() const;
-  static Result<VersionedValue> FromBinary(std::string_view bytes,
-                                           const DecodeLimits& limits = {});
+  static Result<VersionedValue> FromBinary(std::string_view bytes, const DecodeLimits& limits = {});
 
  private:
   Result<ETag> Apply(ReplicaId replica, bool exists, std::string value,

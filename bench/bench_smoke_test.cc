@@ -1,0 +1,105 @@
+// Runs `converge bench log` end to end on a tiny workload against every system and checks the
+// shape of its output (not the figures: benchmarks are never timed tests). Needs the real
+// nats-server and redis-server, like the integration suites.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <boost/json.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "support/server_process.h"
+
+namespace converge::bench {
+namespace {
+
+struct RunResult {
+  int exit_code = -1;
+  std::string out;
+};
+
+RunResult RunCommand(const std::string& command) {
+  RunResult r;
+  std::FILE* p = ::popen(command.c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
+  const int status = ::pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string Binary() {
+  const char* b = std::getenv("CONVERGE_BINARY");
+  return b != nullptr ? b : "converge";
+}
+
+TEST(BenchSmokeTest, LogRunsEverySystemAndPrintsOneJsonObjectPerRow) {
+  Result<testing::TempDir> base = testing::TempDir::Create("converge-bench-smoke-");
+  ASSERT_TRUE(base.ok()) << base.status().ToString();
+  const RunResult r =
+      RunCommand(Binary() + " bench log --events 3000 --rate 2000 --latency-seconds 1" +
+                 " --json --dir " + base->path() + " 2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+
+  std::map<std::pair<std::string, std::string>, boost::json::object> rows;
+  size_t start = 0;
+  while (start < r.out.size()) {
+    const size_t nl = r.out.find('\n', start);
+    ASSERT_NE(nl, std::string::npos) << "unterminated line";
+    const std::string line = r.out.substr(start, nl - start);
+    start = nl + 1;
+    boost::system::error_code ec;
+    boost::json::value v = boost::json::parse(line, ec);
+    ASSERT_FALSE(ec) << line;
+    const boost::json::object& o = v.as_object();
+    for (const char* key :
+         {"workload", "system", "durability", "events_per_s", "p50_us", "p99_us", "p999_us"}) {
+      EXPECT_TRUE(o.contains(key)) << key << " missing in " << line;
+    }
+    EXPECT_GT(o.at("events_per_s").to_number<double>(), 0) << line;
+    rows[{std::string(o.at("workload").as_string()), std::string(o.at("system").as_string())}] = o;
+  }
+
+  for (const char* system : {"converge", "jetstream", "redis-always", "redis-everysec", "raw",
+                             "raw-b64", "raw-b512", "raw-b4096"}) {
+    EXPECT_TRUE(rows.count({"publish", system})) << "no publish row for " << system;
+  }
+  for (const char* system : {"converge", "jetstream", "redis-always", "redis-everysec"}) {
+    EXPECT_TRUE(rows.count({"consume_ack", system})) << "no consume_ack row for " << system;
+    ASSERT_TRUE(rows.count({"latency", system})) << "no latency row for " << system;
+    const boost::json::object& lat = rows[{"latency", system}];
+    const double p50 = lat.at("p50_us").to_number<double>();
+    const double p99 = lat.at("p99_us").to_number<double>();
+    const double p999 = lat.at("p999_us").to_number<double>();
+    EXPECT_GT(p50, 0) << system;
+    EXPECT_LE(p50, p99) << system;
+    EXPECT_LE(p99, p999) << system;
+    EXPECT_EQ(lat.at("events").to_number<uint64_t>(), 4000u) << system;  // 2 s at 2000/s
+  }
+  EXPECT_TRUE(rows.at({"publish", "jetstream"}).at("p50_us").is_null());
+
+  // The scratch directory under --dir is gone.
+  EXPECT_TRUE(std::filesystem::is_empty(base->path())) << base->path();
+}
+
+TEST(BenchSmokeTest, HelpListsTheOptions) {
+  const RunResult r = RunCommand(Binary() + " bench log --help");
+  EXPECT_EQ(r.exit_code, 0);
+  for (const char* option : {"--events", "--size", "--rate", "--latency-seconds", "--systems",
+                             "--json", "--dir", "--via", "--rounds"}) {
+    EXPECT_NE(r.out.find(option), std::string::npos) << option;
+  }
+  const RunResult all = RunCommand(Binary() + " bench --help");
+  EXPECT_EQ(all.exit_code, 0);
+  EXPECT_NE(all.out.find("log"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace converge::bench

@@ -1,0 +1,409 @@
+// The relay driver: performs the steps RelayCore asks for with an OutboxSource (database) and
+// a RelaySink (log), on its own thread or one cycle at a time (RunOnce).
+#include "converge/relay.h"
+
+#include <pthread.h>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+
+#include "converge/event.h"
+#include "outbox/outbox_row.h"
+#include "outbox/relay_core.h"
+#include "outbox/relay_source.h"
+#include "outbox/wakeup.h"
+
+namespace converge {
+
+namespace outbox_internal {
+
+void BuildClaimedRow(const sql::Row& row, ClaimedRow* out) {
+  Result<int64_t> seq = row.Int(kSeq);
+  out->seq = seq.ok() ? *seq : 0;
+  out->topic.assign(row.Bytes(kTopic));
+  out->key.assign(row.Bytes(kPartitionKey));
+  out->id.assign(row.Bytes(kId));
+  out->value.clear();
+  out->malformed = false;
+  Status s = CheckTopicName(out->topic);
+  if (s.ok()) {
+    Event event;
+    s = RowToEvent(row, &event);
+    if (s.ok()) s = EncodeBinary(event, &out->value);
+  }
+  if (!s.ok()) {
+    out->malformed = true;
+    out->value.clear();
+    out->reason = std::string(s.message());
+    out->row_json = RowToJson(row);
+  }
+}
+
+}  // namespace outbox_internal
+
+namespace {
+
+using outbox_internal::Batch;
+using outbox_internal::ClaimedRow;
+using outbox_internal::OutboxSource;
+using outbox_internal::RelayCore;
+using outbox_internal::Waker;
+
+// The dead letter of one row (docs/formats/outbox.md, "Dead letters").
+std::string DeadLetterJson(const ClaimedRow& row, const std::string& relay, int64_t now_micros) {
+  using outbox_internal::AppendJsonString;
+  std::string out = "{\"reason\":";
+  AppendJsonString(row.reason, &out);
+  out += ",\"relay\":";
+  AppendJsonString(relay, &out);
+  out += ",\"dead_lettered_at_micros\":" + std::to_string(now_micros);
+  out += ",\"seq\":" + std::to_string(row.seq);
+  if (!row.row_json.empty()) {
+    out += ",\"row\":";
+    out += row.row_json;
+  } else {
+    out += ",\"topic\":";
+    AppendJsonString(row.topic, &out);
+    out += ",\"event_base64\":";
+    AppendJsonString(outbox_internal::Base64Encode(row.value), &out);
+  }
+  out += '}';
+  return out;
+}
+
+std::string DeadLetterId(const ClaimedRow& row) {
+  if (!row.id.empty() && row.id.size() <= 200) return "outbox:" + row.id;
+  return "outbox-seq:" + std::to_string(row.seq);
+}
+
+Status ValidateOptions(const RelayOptions& o) {
+  if (o.batch_max_events < 1 || o.batch_max_events > 100'000) {
+    return InvalidArgumentError("relay: batch_max_events must be 1..100000");
+  }
+  if (o.batch_max_bytes < 1) return InvalidArgumentError("relay: batch_max_bytes must be > 0");
+  if (o.publish_chunk_max_events < 1) {
+    return InvalidArgumentError("relay: publish_chunk_max_events must be > 0");
+  }
+  if (o.poll_interval_ms < 1 || o.poll_interval_ms > 3'600'000) {
+    return InvalidArgumentError("relay: poll_interval_ms must be 1..3600000");
+  }
+  if (o.retry_base_delay_ms < 1 || o.retry_max_delay_ms < o.retry_base_delay_ms ||
+      o.retry_max_delay_ms > 3'600'000) {
+    return InvalidArgumentError(
+        "relay: need 1 <= retry_base_delay_ms <= retry_max_delay_ms <= 3600000");
+  }
+  if (o.standby_retry_ms < 1 || o.rebalance_interval_ms < 1) {
+    return InvalidArgumentError("relay: standby_retry_ms and rebalance_interval_ms must be > 0");
+  }
+  if (o.postgres_buckets < 1 || o.postgres_buckets > 4096) {
+    return InvalidArgumentError("relay: postgres_buckets must be 1..4096");
+  }
+  return Status::Ok();
+}
+
+class RelayImpl final : public Relay {
+ public:
+  RelayImpl(Env& env, RelaySink& sink, RelayOptions options, std::unique_ptr<OutboxSource> source,
+            std::shared_ptr<Waker> waker)
+      : env_(env),
+        sink_(sink),
+        options_(std::move(options)),
+        source_(std::move(source)),
+        waker_(std::move(waker)),
+        core_(env.clock(), env.random(),
+              outbox_internal::RelayCoreOptions{
+                  options_.poll_interval_ms, options_.retry_base_delay_ms,
+                  options_.retry_max_delay_ms, options_.standby_retry_ms,
+                  options_.rebalance_interval_ms}) {}
+
+  ~RelayImpl() override { Stop(); }
+
+  Status Start() override {
+    std::lock_guard<std::mutex> lock(lifecycle_mu_);
+    if (thread_.joinable()) return FailedPreconditionError("relay: already started");
+    stopping_ = false;
+    thread_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "cv-relay");
+      Loop();
+    });
+    return Status::Ok();
+  }
+
+  void Stop() override {
+    std::lock_guard<std::mutex> lock(lifecycle_mu_);
+    if (!thread_.joinable()) return;
+    stopping_ = true;
+    waker_->Signal();
+    thread_.join();
+  }
+
+  void Wake() override { waker_->Signal(); }
+
+  Result<size_t> RunOnce() override {
+    std::lock_guard<std::mutex> lock(step_mu_);
+    if (!dead_.ok()) return dead_;
+    // Rebalancing each cycle costs one query (PostgreSQL) and keeps RunOnce-driven relays fair.
+    Result<bool> active = source_->Acquire(/*rebalance=*/true);
+    if (!active.ok()) return Failed(active.status());
+    SetActive(*active);
+    if (!*active) return size_t{0};
+    size_t good = 0, malformed = 0;
+    CONVERGE_RETURN_IF_ERROR(Failed(Claim(&good, &malformed)));
+    if (batch_.rows.empty()) return size_t{0};
+    if (good > 0) {
+      size_t newly = 0;
+      CONVERGE_RETURN_IF_ERROR(Failed(Publish(&newly)));
+      malformed += newly;
+    }
+    if (malformed > 0) CONVERGE_RETURN_IF_ERROR(Failed(DeadLetter()));
+    CONVERGE_RETURN_IF_ERROR(Failed(Remove()));
+    return batch_.rows.size();
+  }
+
+  Result<size_t> Drain(size_t max_batches) override {
+    size_t total = 0;
+    for (size_t i = 0; i < max_batches; ++i) {
+      CONVERGE_ASSIGN_OR_RETURN(size_t n, RunOnce());
+      total += n;
+      if (n == 0) break;
+    }
+    return total;
+  }
+
+  RelayStats stats() const override {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    return stats_;
+  }
+
+ private:
+  // Records a failure in the stats; returns `s` unchanged.
+  Status Failed(Status s) {
+    if (!s.ok()) {
+      std::lock_guard<std::mutex> lock(stats_mu_);
+      ++stats_.failures;
+      stats_.last_error = s.ToString();
+    }
+    return s;
+  }
+
+  void SetActive(bool active) {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    stats_.active = active;
+    stats_.buckets = source_->buckets_held();
+  }
+
+  // Runs the fault hook at `point`; a non-OK answer kills the relay.
+  bool Fault(std::string_view point) {
+    if (!options_.fault_point) return false;
+    Status s = options_.fault_point(point);
+    if (s.ok()) return false;
+    dead_ = s;
+    return true;
+  }
+
+  Status Claim(size_t* good, size_t* malformed) {
+    CONVERGE_RETURN_IF_ERROR(
+        source_->Claim(options_.batch_max_events, options_.batch_max_bytes, &batch_));
+    *good = 0;
+    *malformed = 0;
+    for (const ClaimedRow& r : batch_.rows) (r.malformed ? *malformed : *good) += 1;
+    if (!batch_.rows.empty() && Fault("relay.claimed")) return dead_;
+    return Status::Ok();
+  }
+
+  Status Publish(size_t* newly_malformed) {
+    *newly_malformed = 0;
+    records_.clear();
+    index_.clear();
+    for (size_t i = 0; i < batch_.rows.size(); ++i) {
+      const ClaimedRow& r = batch_.rows[i];
+      if (r.malformed) continue;
+      records_.push_back(SinkRecord{r.topic, RecordView{r.id, r.key, r.value, 0}});
+      index_.push_back(i);
+    }
+    const size_t chunk = options_.publish_chunk_max_events;
+    for (size_t from = 0; from < records_.size(); from += chunk) {
+      size_t n = std::min(chunk, records_.size() - from);
+      rejected_.clear();
+      CONVERGE_RETURN_IF_ERROR(
+          sink_.Publish(std::span<const SinkRecord>(records_.data() + from, n), &rejected_));
+      for (const SinkRejection& rej : rejected_) {
+        CONVERGE_CHECK(rej.index < n);
+        ClaimedRow& row = batch_.rows[index_[from + rej.index]];
+        row.malformed = true;
+        row.reason = rej.reason;
+        ++*newly_malformed;
+      }
+      {
+        std::lock_guard<std::mutex> lock(stats_mu_);
+        stats_.published += n - rejected_.size();
+      }
+      if (Fault("relay.chunk_published")) return dead_;
+    }
+    if (Fault("relay.published")) return dead_;
+    return Status::Ok();
+  }
+
+  Status DeadLetter() {
+    const int64_t now = env_.clock().NowWallMicros();
+    dead_values_.clear();
+    dead_ids_.clear();
+    for (const ClaimedRow& r : batch_.rows) {
+      if (!r.malformed) continue;
+      dead_values_.push_back(DeadLetterJson(r, options_.name, now));
+      dead_ids_.push_back(DeadLetterId(r));
+    }
+    std::vector<RecordView> views;
+    views.reserve(dead_values_.size());
+    for (size_t i = 0; i < dead_values_.size(); ++i) {
+      views.push_back(RecordView{dead_ids_[i], {}, dead_values_[i], 0});
+    }
+    CONVERGE_RETURN_IF_ERROR(sink_.DeadLetter(views));
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    stats_.dead_lettered += views.size();
+    return Status::Ok();
+  }
+
+  Status Remove() {
+    CONVERGE_RETURN_IF_ERROR(source_->Remove(batch_));
+    {
+      std::lock_guard<std::mutex> lock(stats_mu_);
+      ++stats_.batches;
+    }
+    if (Fault("relay.removed")) return dead_;
+    return Status::Ok();
+  }
+
+  void Loop() {
+    std::lock_guard<std::mutex> lock(step_mu_);
+    while (!stopping_ && dead_.ok()) {
+      switch (core_.next()) {
+        case RelayCore::Op::kAcquire: {
+          Result<bool> active = source_->Acquire(core_.rebalance());
+          Failed(active.status()).IgnoreError();
+          if (active.ok()) SetActive(*active);
+          core_.AcquireDone(active.status(), active.ok() && *active);
+          break;
+        }
+        case RelayCore::Op::kClaim: {
+          size_t good = 0, malformed = 0;
+          Status s = Failed(Claim(&good, &malformed));
+          if (!dead_.ok()) return;
+          core_.ClaimDone(s, batch_.rows.size(), good, malformed, batch_.full);
+          break;
+        }
+        case RelayCore::Op::kPublish: {
+          size_t newly = 0;
+          Status s = Failed(Publish(&newly));
+          if (!dead_.ok()) return;
+          core_.PublishDone(s, newly);
+          break;
+        }
+        case RelayCore::Op::kDeadLetter:
+          core_.DeadLetterDone(Failed(DeadLetter()));
+          break;
+        case RelayCore::Op::kRemove: {
+          Status s = Failed(Remove());
+          if (!dead_.ok()) return;
+          core_.RemoveDone(s);
+          break;
+        }
+        case RelayCore::Op::kWait:
+          core_.WaitDone(Wait());
+          break;
+      }
+    }
+  }
+
+  // Blocks until the core's deadline, a wake-up (unless backing off) or Stop. Returns true if
+  // woken by a notification.
+  bool Wait() {
+    const bool backoff = core_.in_backoff();
+    if (!backoff && source_->DrainNotifications()) {
+      CountWakeup();
+      return true;
+    }
+    for (;;) {
+      if (stopping_) return false;
+      const int64_t remaining = core_.wait_until_ns() - env_.clock().NowMonotonicNanos();
+      if (remaining <= 0) {
+        std::lock_guard<std::mutex> lock(stats_mu_);
+        if (!backoff) ++stats_.polls;
+        return false;
+      }
+      TimerId timer = outbox_internal::SignalAfter(env_, waker_, remaining);
+      Waker::WakeReason why = waker_->Wait(backoff ? -1 : source_->wait_fd());
+      env_.executor().Cancel(timer);
+      if (stopping_) return false;
+      if (backoff) continue;  // a backoff runs to its end
+      if (why == Waker::WakeReason::kFdReady) {
+        if (source_->DrainNotifications()) {
+          CountWakeup();
+          return true;
+        }
+        continue;
+      }
+      // Signaled: by a writer's commit, Wake(), or the timer (then the loop sees the deadline).
+      if (core_.wait_until_ns() - env_.clock().NowMonotonicNanos() > 0) {
+        CountWakeup();
+        return true;
+      }
+    }
+  }
+
+  void CountWakeup() {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    ++stats_.wakeups;
+  }
+
+  Env& env_;
+  RelaySink& sink_;
+  RelayOptions options_;
+  std::unique_ptr<OutboxSource> source_;
+  std::shared_ptr<Waker> waker_;
+  RelayCore core_;
+
+  std::mutex lifecycle_mu_;
+  std::mutex step_mu_;  // one cycle at a time (thread or RunOnce)
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+  Status dead_;  // set when a fault point fired
+
+  Batch batch_;
+  std::vector<SinkRecord> records_;
+  std::vector<size_t> index_;
+  std::vector<SinkRejection> rejected_;
+  std::vector<std::string> dead_values_;
+  std::vector<std::string> dead_ids_;
+
+  mutable std::mutex stats_mu_;
+  RelayStats stats_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Relay>> Relay::Create(Env& env, const sql::DatabaseTarget& source,
+                                             RelaySink& sink, RelayOptions options) {
+  CONVERGE_RETURN_IF_ERROR(ValidateOptions(options));
+  outbox_internal::SourceOptions so;
+  so.name = options.name;
+  so.sqlite_synchronous = options.sqlite_synchronous;
+  so.sqlite_busy_timeout_ms = options.sqlite_busy_timeout_ms;
+  so.sqlite_lock_path = options.sqlite_lock_path;
+  so.postgres_buckets = options.postgres_buckets;
+  so.create_schema = options.create_schema;
+  auto waker = std::make_shared<Waker>();
+  std::unique_ptr<OutboxSource> src;
+  if (source.engine == sql::Engine::kSqlite) {
+    if (source.location.empty()) return InvalidArgumentError("relay: empty SQLite path");
+    src = outbox_internal::NewSqliteSource(env, source.location, so, waker);
+  } else {
+    if (source.location.empty()) return InvalidArgumentError("relay: empty conninfo");
+    src = outbox_internal::NewPostgresSource(env, source.location, so);
+  }
+  return std::unique_ptr<Relay>(
+      std::make_unique<RelayImpl>(env, sink, std::move(options), std::move(src), waker));
+}
+
+}  // namespace converge

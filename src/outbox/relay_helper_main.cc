@@ -1,0 +1,92 @@
+// outbox_relay_helper: a relay in its own process, for the tests that kill it with SIGKILL.
+//
+//   outbox_relay_helper --source <sqlite path | postgres conninfo> --log-dir <dir>
+//       [--batch N] [--chunk N] [--partitions N]
+//       [--pause-at <fault point> --pause-hit N --marker <file>]
+//
+// Without --pause-at it drains the outbox and exits 0. With it, the N-th time the relay reaches
+// the fault point it creates the marker file and blocks there forever, so the test can kill the
+// process at exactly that step (e.g. in the middle of a batch).
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "converge/log.h"
+#include "converge/relay.h"
+
+namespace {
+
+int Fail(const std::string& what) {
+  std::fprintf(stderr, "outbox_relay_helper: %s\n", what.c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace converge;
+  std::string source, log_dir, pause_at, marker;
+  uint32_t batch = 100, chunk = 100'000, partitions = 4;
+  int pause_hit = 1;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string k = argv[i], v = argv[i + 1];
+    if (k == "--source")
+      source = v;
+    else if (k == "--log-dir")
+      log_dir = v;
+    else if (k == "--batch")
+      batch = static_cast<uint32_t>(std::stoul(v));
+    else if (k == "--chunk")
+      chunk = static_cast<uint32_t>(std::stoul(v));
+    else if (k == "--partitions")
+      partitions = static_cast<uint32_t>(std::stoul(v));
+    else if (k == "--pause-at")
+      pause_at = v;
+    else if (k == "--pause-hit")
+      pause_hit = std::stoi(v);
+    else if (k == "--marker")
+      marker = v;
+    else
+      return Fail("unknown option " + k);
+  }
+  auto target = sql::ParseDatabaseTarget(source);
+  if (!target.ok()) return Fail(target.status().ToString());
+  LogOptions lo;
+  lo.dir = log_dir;
+  auto log = Log::Open(Env::Default(), lo);
+  if (!log.ok()) return Fail(log.status().ToString());
+  LogSinkOptions so;
+  so.topic_options.partitions = partitions;
+  so.topic_options.durability = Durability::kNone;
+  auto sink = NewLogSink(**log, so);
+  if (!sink.ok()) return Fail(sink.status().ToString());
+  RelayOptions ro;
+  ro.name = "helper";
+  ro.batch_max_events = batch;
+  ro.publish_chunk_max_events = chunk;
+  ro.sqlite_synchronous = "normal";
+  int hits = 0;
+  if (!pause_at.empty()) {
+    ro.fault_point = [&](std::string_view point) -> Status {
+      if (point != pause_at || ++hits != pause_hit) return Status::Ok();
+      int fd = ::open(marker.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd >= 0) ::close(fd);
+      for (;;) ::pause();  // wait here for SIGKILL
+    };
+  }
+  auto relay = Relay::Create(Env::Default(), *target, **sink, ro);
+  if (!relay.ok()) return Fail(relay.status().ToString());
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    auto n = (*relay)->Drain(1'000'000);
+    if (n.ok()) {
+      std::printf("relayed %zu\n", *n);
+      return 0;
+    }
+    std::fprintf(stderr, "retrying after: %s\n", n.status().ToString().c_str());
+    ::usleep(10'000);
+  }
+  return Fail("gave up");
+}

@@ -1,0 +1,85 @@
+// The database side of the relay: claim a batch of committed outbox rows, delete them once
+// published, hold the lease that makes several relays safe, and expose the wake-up channel.
+// One implementation per engine (relay_sqlite.cc, relay_postgres.cc).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "converge/env.h"
+#include "converge/relay.h"
+#include "converge/sql.h"
+#include "converge/status.h"
+#include "outbox/wakeup.h"
+
+namespace converge::outbox_internal {
+
+// One claimed row, already turned into a log record or marked malformed.
+struct ClaimedRow {
+  int64_t seq = 0;
+  std::string topic;
+  std::string key;
+  std::string id;
+  std::string value;  // binary CloudEvent (empty if malformed)
+  int64_t timestamp_micros = 0;
+  bool malformed = false;
+  std::string reason;    // why it is malformed
+  std::string row_json;  // the row's content, for its dead letter
+};
+
+struct Batch {
+  std::vector<ClaimedRow> rows;
+  size_t bytes = 0;
+  bool full = false;  // the claim stopped at a bound: more rows are probably waiting
+  void Clear() {
+    rows.clear();
+    bytes = 0;
+    full = false;
+  }
+};
+
+// Turns a relay SELECT row ("seq, " + kColumns) into a ClaimedRow.
+void BuildClaimedRow(const sql::Row& row, ClaimedRow* out);
+
+class OutboxSource {
+ public:
+  virtual ~OutboxSource() = default;
+  // Connects if needed and takes/renews this relay's lease. Returns true if this relay may
+  // publish now (holds the SQLite lock, or at least one PostgreSQL bucket), false on standby.
+  // `rebalance` asks PostgreSQL relays to adjust their share of buckets.
+  virtual Result<bool> Acquire(bool rebalance) = 0;
+  // Reads up to max_rows committed rows (about max_bytes) in sequence order into `out`.
+  virtual Status Claim(size_t max_rows, size_t max_bytes, Batch* out) = 0;
+  // Marks every row of `batch` done: they are never claimed again by this source and are
+  // deleted, at once or (SQLite, when the writers hold the lock) before a later claim. Rows
+  // already gone are fine.
+  virtual Status Remove(const Batch& batch) = 0;
+  // A descriptor that becomes readable on a notification (PostgreSQL), or -1.
+  virtual int wait_fd() = 0;
+  // Consumes pending notifications; true if there were any.
+  virtual bool DrainNotifications() = 0;
+  // Drops the connection and lease after an error that may have broken them.
+  virtual void Reset() = 0;
+  virtual uint32_t buckets_held() const = 0;
+};
+
+struct SourceOptions {
+  std::string name;
+  std::string sqlite_synchronous;
+  int64_t sqlite_busy_timeout_ms = 5'000;
+  std::string sqlite_lock_path;
+  uint32_t postgres_buckets = 64;
+  bool create_schema = true;
+};
+
+// SQLite: `path` is the database file; wake-ups from in-process writers signal `waker`.
+std::unique_ptr<OutboxSource> NewSqliteSource(Env& env, const std::string& path,
+                                              const SourceOptions& options,
+                                              std::shared_ptr<Waker> waker);
+// PostgreSQL: `conninfo` as libpq takes it.
+std::unique_ptr<OutboxSource> NewPostgresSource(Env& env, const std::string& conninfo,
+                                                const SourceOptions& options);
+
+}  // namespace converge::outbox_internal

@@ -1,0 +1,263 @@
+#include "saga/messages.h"
+
+#include <array>
+#include <optional>
+
+namespace converge::saga_internal {
+namespace {
+
+constexpr uint8_t kVersion = 0x01;
+constexpr uint8_t kExtString = 0, kExtInteger = 1, kExtBoolean = 2;
+constexpr uint8_t kDataJson = 1, kDataBinary = 3;
+
+void PutZigzag(std::string* out, int64_t v) {
+  PutVarint(out, (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63));
+}
+
+void ExtString(std::string* out, std::string_view name, std::string_view value) {
+  out->push_back(static_cast<char>(kExtString));
+  PutString(out, name);
+  PutString(out, value);
+}
+
+void ExtInt(std::string* out, std::string_view name, int64_t value) {
+  out->push_back(static_cast<char>(kExtInteger));
+  PutString(out, name);
+  PutZigzag(out, value);
+}
+
+void ExtBool(std::string* out, std::string_view name, bool value) {
+  out->push_back(static_cast<char>(kExtBoolean));
+  PutString(out, name);
+  out->push_back(value ? 1 : 0);
+}
+
+// The fields a saga message needs out of a binary record. Views point into the record.
+struct Parsed {
+  std::string_view id, source, type;
+  std::array<std::pair<std::string_view, std::string_view>, 16> strings{};
+  size_t n_strings = 0;
+  std::array<std::pair<std::string_view, int64_t>, 16> ints{};  // ints and booleans
+  size_t n_ints = 0;
+  std::string_view data;
+  uint8_t data_kind = 0;
+
+  std::optional<std::string_view> Str(std::string_view name) const {
+    for (size_t i = 0; i < n_strings; ++i) {
+      if (strings[i].first == name) return strings[i].second;
+    }
+    return std::nullopt;
+  }
+  std::optional<int64_t> Int(std::string_view name) const {
+    for (size_t i = 0; i < n_ints; ++i) {
+      if (ints[i].first == name) return ints[i].second;
+    }
+    return std::nullopt;
+  }
+};
+
+Status Malformed(const char* what) {
+  return DataLossError(std::string("saga message: malformed event record (") + what + ")");
+}
+
+Result<Parsed> Parse(std::string_view record) {
+  ByteReader in(record);
+  Parsed p;
+  uint8_t version = 0, flags = 0;
+  if (!in.U8(&version) || version != kVersion) return Malformed("version");
+  if (!in.U8(&flags) || (flags & 0xC0) != 0) return Malformed("flags");
+  if (!in.String(&p.id) || !in.String(&p.source) || !in.String(&p.type)) {
+    return Malformed("attributes");
+  }
+  std::string_view skip;
+  for (uint8_t bit : {0x01, 0x02, 0x04, 0x08}) {
+    if ((flags & bit) && !in.String(&skip)) return Malformed("optional attributes");
+  }
+  uint64_t n = 0;
+  if (!in.Varint(&n) || n > 64) return Malformed("extension count");
+  for (uint64_t i = 0; i < n; ++i) {
+    uint8_t kind = 0;
+    std::string_view name;
+    if (!in.U8(&kind) || !in.String(&name)) return Malformed("extension");
+    if (kind == kExtString) {
+      std::string_view value;
+      if (!in.String(&value)) return Malformed("extension value");
+      if (p.n_strings < p.strings.size()) p.strings[p.n_strings++] = {name, value};
+    } else if (kind == kExtInteger) {
+      uint64_t z = 0;
+      if (!in.Varint(&z)) return Malformed("extension value");
+      const auto v = static_cast<int64_t>((z >> 1) ^ (~(z & 1) + 1));
+      if (p.n_ints < p.ints.size()) p.ints[p.n_ints++] = {name, v};
+    } else if (kind == kExtBoolean) {
+      uint8_t b = 0;
+      if (!in.U8(&b) || b > 1) return Malformed("extension value");
+      if (p.n_ints < p.ints.size()) p.ints[p.n_ints++] = {name, b};
+    } else {
+      return Malformed("extension kind");
+    }
+  }
+  p.data_kind = (flags >> 4) & 0x03;
+  if (p.data_kind != 0 && !in.String(&p.data)) return Malformed("data");
+  if (!in.done()) return Malformed("trailing bytes");
+  return p;
+}
+
+Result<SagaCommandKind> KindFromName(std::string_view s) {
+  if (s == "action") return SagaCommandKind::kAction;
+  if (s == "compensate") return SagaCommandKind::kCompensate;
+  if (s == "cancel") return SagaCommandKind::kCancel;
+  return InvalidArgumentError("saga message: unknown kind '" + std::string(s) + "'");
+}
+
+std::optional<StatusCode> CodeFromName(std::string_view s) {
+  for (int c = 1; c <= 16; ++c) {
+    const auto code = static_cast<StatusCode>(c);
+    if (StatusCodeName(code) == s) return code;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string CommandEventId(std::string_view saga_id, uint32_t step, SagaCommandKind kind,
+                           uint32_t attempt) {
+  std::string id;
+  id.reserve(saga_id.size() + 24);
+  id.append(saga_id);
+  id.push_back('/');
+  id.append(std::to_string(step));
+  id.push_back('/');
+  id.append(SagaCommandKindName(kind));
+  id.push_back('/');
+  id.append(std::to_string(attempt));
+  return id;
+}
+
+void EncodeCommand(const OutCommand& c, std::string_view source, std::string_view reply_topic,
+                   std::string* out) {
+  const SagaStepDefinition& step = c.def->steps[c.step];
+  const bool has_data = c.data != nullptr && !c.data->empty();
+  out->push_back(static_cast<char>(kVersion));
+  out->push_back(static_cast<char>(has_data ? (kDataJson << 4) : 0));
+  PutString(out, CommandEventId(c.saga_id, c.step, c.kind, c.attempt));
+  PutString(out, source);
+  std::string_view type = c.kind == SagaCommandKind::kAction       ? step.action
+                          : c.kind == SagaCommandKind::kCompensate ? step.compensation
+                                                                   : kCancelType;
+  PutString(out, type);
+  PutVarint(out, 9);
+  ExtInt(out, "sagaattempt", c.attempt);
+  ExtString(out, "sagadef", c.def->name);
+  ExtString(out, "sagaid", c.saga_id);
+  ExtString(out, "sagakind", SagaCommandKindName(c.kind));
+  ExtString(out, "sagareplyto", reply_topic);
+  ExtBool(out, "sagaretriable", c.retriable);
+  ExtInt(out, "sagastep", c.step);
+  ExtString(out, "sagastepname", step.name);
+  ExtInt(out, "sagaversion", c.def->version);
+  if (has_data) PutString(out, *c.data);
+}
+
+Result<CommandView> DecodeCommand(std::string_view record) {
+  CONVERGE_ASSIGN_OR_RETURN(Parsed p, Parse(record));
+  auto id = p.Str("sagaid");
+  auto def = p.Str("sagadef");
+  auto kind = p.Str("sagakind");
+  auto reply_to = p.Str("sagareplyto");
+  auto step_name = p.Str("sagastepname");
+  auto step = p.Int("sagastep");
+  auto attempt = p.Int("sagaattempt");
+  auto version = p.Int("sagaversion");
+  auto retriable = p.Int("sagaretriable");
+  if (!id || !def || !kind || !reply_to || !step || !attempt || !version) {
+    return InvalidArgumentError("saga message: event '" + std::string(p.id) +
+                                "' is not a saga command (missing saga extensions)");
+  }
+  if (*step < 0 || *step >= static_cast<int64_t>(SagaLimits::kMaxSteps) || *attempt < 1 ||
+      *version < 1) {
+    return InvalidArgumentError("saga message: command with step/attempt/version out of range");
+  }
+  CONVERGE_ASSIGN_OR_RETURN(SagaCommandKind k, KindFromName(*kind));
+  CommandView v;
+  v.command.saga_id = *id;
+  v.command.definition = *def;
+  v.command.version = static_cast<uint32_t>(*version);
+  v.command.step = static_cast<uint32_t>(*step);
+  v.command.step_name = step_name.value_or("");
+  v.command.kind = k;
+  v.command.attempt = static_cast<uint32_t>(*attempt);
+  v.command.type = p.type;
+  v.command.data = p.data;
+  v.command.retriable = retriable.value_or(0) != 0;
+  v.reply_to = *reply_to;
+  v.event_id = p.id;
+  return v;
+}
+
+void EncodeReply(const SagaReply& reply, std::string* out) {
+  std::string_view outcome = reply.outcome == SagaReply::Outcome::kOk       ? "ok"
+                             : reply.outcome == SagaReply::Outcome::kFailed ? "failed"
+                                                                            : "retry";
+  std::string_view body = reply.outcome == SagaReply::Outcome::kOk ? std::string_view(reply.result)
+                                                                   : reply.status.message();
+  out->push_back(static_cast<char>(kVersion));
+  out->push_back(static_cast<char>(body.empty() ? 0 : (kDataBinary << 4)));
+  std::string id = CommandEventId(reply.saga_id, reply.step, reply.kind, reply.attempt);
+  id.append("/reply");
+  PutString(out, id);
+  PutString(out, "/converge/saga/participant");
+  PutString(out, kReplyType);
+  PutVarint(out, 7);
+  ExtBool(out, "sagaapplied", reply.applied);
+  ExtInt(out, "sagaattempt", reply.attempt);
+  ExtString(out, "sagacode", StatusCodeName(reply.status.code()));
+  ExtString(out, "sagaid", reply.saga_id);
+  ExtString(out, "sagakind", SagaCommandKindName(reply.kind));
+  ExtString(out, "sagaoutcome", outcome);
+  ExtInt(out, "sagastep", reply.step);
+  if (!body.empty()) PutString(out, body);
+}
+
+Result<SagaReply> DecodeReply(std::string_view record) {
+  CONVERGE_ASSIGN_OR_RETURN(Parsed p, Parse(record));
+  if (p.type != kReplyType) {
+    return InvalidArgumentError("saga message: event type '" + std::string(p.type) +
+                                "' is not a saga reply");
+  }
+  auto id = p.Str("sagaid");
+  auto kind = p.Str("sagakind");
+  auto outcome = p.Str("sagaoutcome");
+  auto code = p.Str("sagacode");
+  auto step = p.Int("sagastep");
+  auto attempt = p.Int("sagaattempt");
+  auto applied = p.Int("sagaapplied");
+  if (!id || !kind || !outcome || !step || !attempt) {
+    return InvalidArgumentError("saga message: reply without saga extensions");
+  }
+  if (*step < 0 || *step > UINT32_MAX || *attempt < 0 || *attempt > UINT32_MAX) {
+    return InvalidArgumentError("saga message: reply step/attempt out of range");
+  }
+  SagaReply r;
+  r.saga_id.assign(id->data(), id->size());
+  r.step = static_cast<uint32_t>(*step);
+  r.attempt = static_cast<uint32_t>(*attempt);
+  CONVERGE_ASSIGN_OR_RETURN(r.kind, KindFromName(*kind));
+  if (*outcome == "ok") {
+    r.outcome = SagaReply::Outcome::kOk;
+    r.result.assign(p.data.data(), p.data.size());
+  } else if (*outcome == "failed" || *outcome == "retry") {
+    r.outcome = *outcome == "failed" ? SagaReply::Outcome::kFailed : SagaReply::Outcome::kRetry;
+    std::optional<StatusCode> c = code ? CodeFromName(*code) : std::nullopt;
+    if (!c) {
+      c = r.outcome == SagaReply::Outcome::kFailed ? StatusCode::kFailedPrecondition
+                                                   : StatusCode::kUnavailable;
+    }
+    r.status = Status(*c, p.data);
+  } else {
+    return InvalidArgumentError("saga message: unknown outcome '" + std::string(*outcome) + "'");
+  }
+  r.applied = applied.value_or(0) != 0;
+  return r;
+}
+
+}  // namespace converge::saga_internal

@@ -1,0 +1,51 @@
+// Saga commands and replies as CloudEvents binary records (docs/formats/event-binary.md), written
+// and read directly for speed; the records are exactly what EncodeBinary writes for the
+// equivalent Event (saga_test checks it), so any CloudEvents consumer can read them.
+//
+// Command event: id "<saga>/<step>/<kind>/<attempt>", source = the orchestrator's source,
+// type = the step's action or compensation type ("converge.saga.cancel" for a pivot fence),
+// extensions sagaattempt (int), sagadef, sagaid, sagakind, sagareplyto, sagaretriable (bool),
+// sagastep (int), sagastepname, sagaversion (int); data = the saga's input as JSON (none if
+// empty).
+// Reply event: id "<saga>/<step>/<kind>/<attempt>/reply", source "/converge/saga/participant",
+// type "converge.saga.reply", extensions sagaapplied (bool), sagaattempt (int), sagacode (status
+// code name), sagaid, sagakind, sagaoutcome ("ok" | "failed" | "retry"), sagastep (int);
+// data = the handler's result (ok) or the error message (failed, retry) as raw bytes.
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "converge/saga.h"
+#include "saga/machine.h"
+
+namespace converge::saga_internal {
+
+inline constexpr std::string_view kCancelType = "converge.saga.cancel";
+inline constexpr std::string_view kReplyType = "converge.saga.reply";
+
+// A decoded command; views point into the record.
+struct CommandView {
+  SagaCommand command;
+  std::string_view reply_to;
+  std::string_view event_id;
+};
+
+// Appends the command event of `c` to *out.
+void EncodeCommand(const OutCommand& c, std::string_view source, std::string_view reply_topic,
+                   std::string* out);
+// DataLoss/InvalidArgument for a record that is not a saga command.
+Result<CommandView> DecodeCommand(std::string_view record);
+
+// Appends the reply event to *out.
+void EncodeReply(const SagaReply& reply, std::string* out);
+// The reply in a record; DataLoss/InvalidArgument if it is not a saga reply.
+Result<SagaReply> DecodeReply(std::string_view record);
+
+// The command's event id, also the reply's id without "/reply".
+std::string CommandEventId(std::string_view saga_id, uint32_t step, SagaCommandKind kind,
+                           uint32_t attempt);
+
+}  // namespace converge::saga_internal

@@ -1,0 +1,242 @@
+#include "saga/records.h"
+
+#include <cstring>
+
+#include "log/crc32c.h"
+
+namespace converge::saga_internal {
+namespace {
+
+void PutU32(std::string* out, uint32_t v) {
+  char b[4] = {static_cast<char>(v), static_cast<char>(v >> 8), static_cast<char>(v >> 16),
+               static_cast<char>(v >> 24)};
+  out->append(b, 4);
+}
+
+uint32_t GetU32(const char* p) {
+  const auto* u = reinterpret_cast<const uint8_t*>(p);
+  return uint32_t{u[0]} | (uint32_t{u[1]} << 8) | (uint32_t{u[2]} << 16) | (uint32_t{u[3]} << 24);
+}
+
+bool HasSaga(RecordType t) {
+  return t != RecordType::kDefinition && t != RecordType::kBaseBegin && t != RecordType::kBaseEnd;
+}
+
+}  // namespace
+
+void PutVarint(std::string* out, uint64_t v) {
+  char buf[10];
+  size_t n = 0;
+  while (v >= 0x80) {
+    buf[n++] = static_cast<char>((v & 0x7f) | 0x80);
+    v >>= 7;
+  }
+  buf[n++] = static_cast<char>(v);
+  out->append(buf, n);
+}
+
+void PutString(std::string* out, std::string_view s) {
+  PutVarint(out, s.size());
+  out->append(s.data(), s.size());
+}
+
+bool ByteReader::Varint(uint64_t* v) {
+  uint64_t result = 0;
+  for (int shift = 0; shift <= 63; shift += 7) {
+    if (pos_ >= data_.size()) return false;
+    const auto byte = static_cast<uint8_t>(data_[pos_++]);
+    result |= uint64_t{byte & 0x7fu} << shift;
+    if ((byte & 0x80) == 0) {
+      *v = result;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool ByteReader::U8(uint8_t* v) {
+  if (pos_ >= data_.size()) return false;
+  *v = static_cast<uint8_t>(data_[pos_++]);
+  return true;
+}
+
+bool ByteReader::String(std::string_view* s) {
+  uint64_t n = 0;
+  if (!Varint(&n) || n > data_.size() - pos_) return false;
+  *s = data_.substr(pos_, n);
+  pos_ += n;
+  return true;
+}
+
+void AppendRecord(const RecordView& r, std::string* out) {
+  const size_t frame_at = out->size();
+  out->append(kFrameHeaderBytes, '\0');
+  out->push_back(static_cast<char>(r.type));
+  PutVarint(out, static_cast<uint64_t>(r.time_micros));
+  if (HasSaga(r.type)) PutString(out, r.saga_id);
+  switch (r.type) {
+    case RecordType::kDefinition:
+      PutString(out, r.a);
+      break;
+    case RecordType::kStarted:
+      PutString(out, r.a);
+      PutVarint(out, r.version);
+      PutVarint(out, static_cast<uint64_t>(r.due_micros));
+      PutString(out, r.b);
+      break;
+    case RecordType::kAttempt:
+      PutVarint(out, r.step);
+      out->push_back(static_cast<char>(r.kind));
+      PutVarint(out, r.attempt);
+      PutVarint(out, static_cast<uint64_t>(r.due_micros));
+      break;
+    case RecordType::kBackoff:
+      PutVarint(out, r.step);
+      out->push_back(static_cast<char>(r.kind));
+      PutVarint(out, r.attempt);
+      PutVarint(out, static_cast<uint64_t>(r.due_micros));
+      out->push_back(static_cast<char>(r.flag));
+      PutString(out, r.a);
+      break;
+    case RecordType::kStepDone:
+      PutVarint(out, r.step);
+      out->push_back(static_cast<char>(r.kind));
+      out->push_back(static_cast<char>(r.flag));
+      break;
+    case RecordType::kStepFailed:
+      PutVarint(out, r.step);
+      out->push_back(static_cast<char>(r.flag));
+      PutString(out, r.a);
+      break;
+    case RecordType::kAbort:
+      PutString(out, r.a);
+      break;
+    case RecordType::kFinished:
+      out->push_back(static_cast<char>(r.flag));
+      break;
+    case RecordType::kTimer:
+      out->push_back(static_cast<char>(r.flag));
+      PutVarint(out, static_cast<uint64_t>(r.due_micros));
+      break;
+    case RecordType::kCheckpoint:
+      PutString(out, r.a);
+      break;
+    case RecordType::kBaseBegin:
+    case RecordType::kBaseEnd:
+      break;
+  }
+  const size_t len = out->size() - frame_at - kFrameHeaderBytes;
+  const uint32_t crc = internal::Crc32c(out->data() + frame_at + kFrameHeaderBytes, len);
+  std::string header;
+  PutU32(&header, static_cast<uint32_t>(len));
+  PutU32(&header, crc);
+  std::memcpy(out->data() + frame_at, header.data(), kFrameHeaderBytes);
+}
+
+void AppendFrame(std::string_view payload, std::string* out) {
+  PutU32(out, static_cast<uint32_t>(payload.size()));
+  PutU32(out, internal::Crc32c(payload.data(), payload.size()));
+  out->append(payload.data(), payload.size());
+}
+
+Result<RecordView> DecodePayload(std::string_view payload) {
+  ByteReader in(payload);
+  RecordView r;
+  uint8_t type = 0;
+  uint64_t time = 0;
+  auto bad = [&](const char* what) {
+    return DataLossError(std::string("saga log: malformed record (") + what + ")");
+  };
+  if (!in.U8(&type) || !in.Varint(&time)) return bad("header");
+  if (type < static_cast<uint8_t>(RecordType::kDefinition) ||
+      type > static_cast<uint8_t>(RecordType::kBaseEnd)) {
+    return bad("unknown type");
+  }
+  r.type = static_cast<RecordType>(type);
+  r.time_micros = static_cast<int64_t>(time);
+  if (HasSaga(r.type) && !in.String(&r.saga_id)) return bad("saga id");
+  uint64_t v1 = 0, v2 = 0, v3 = 0;
+  uint8_t k = 0, f = 0;
+  auto kind_ok = [&] { return k <= static_cast<uint8_t>(SagaCommandKind::kCancel); };
+  bool ok = true;
+  switch (r.type) {
+    case RecordType::kDefinition:
+    case RecordType::kAbort:
+    case RecordType::kCheckpoint:
+      ok = in.String(&r.a);
+      break;
+    case RecordType::kStarted:
+      ok = in.String(&r.a) && in.Varint(&v1) && in.Varint(&v2) && in.String(&r.b) &&
+           v1 <= UINT32_MAX;
+      r.version = static_cast<uint32_t>(v1);
+      r.due_micros = static_cast<int64_t>(v2);
+      break;
+    case RecordType::kAttempt:
+      ok = in.Varint(&v1) && in.U8(&k) && kind_ok() && in.Varint(&v2) && in.Varint(&v3) &&
+           v1 <= UINT32_MAX && v2 <= UINT32_MAX;
+      r.step = static_cast<uint32_t>(v1);
+      r.kind = static_cast<SagaCommandKind>(k);
+      r.attempt = static_cast<uint32_t>(v2);
+      r.due_micros = static_cast<int64_t>(v3);
+      break;
+    case RecordType::kBackoff:
+      ok = in.Varint(&v1) && in.U8(&k) && kind_ok() && in.Varint(&v2) && in.Varint(&v3) &&
+           in.U8(&f) && in.String(&r.a) && v1 <= UINT32_MAX && v2 <= UINT32_MAX;
+      r.step = static_cast<uint32_t>(v1);
+      r.kind = static_cast<SagaCommandKind>(k);
+      r.attempt = static_cast<uint32_t>(v2);
+      r.due_micros = static_cast<int64_t>(v3);
+      r.flag = f;
+      break;
+    case RecordType::kStepDone:
+      ok = in.Varint(&v1) && in.U8(&k) && kind_ok() && in.U8(&f) && v1 <= UINT32_MAX;
+      r.step = static_cast<uint32_t>(v1);
+      r.kind = static_cast<SagaCommandKind>(k);
+      r.flag = f;
+      break;
+    case RecordType::kStepFailed:
+      ok = in.Varint(&v1) && in.U8(&f) && in.String(&r.a) && v1 <= UINT32_MAX;
+      r.step = static_cast<uint32_t>(v1);
+      r.flag = f;
+      break;
+    case RecordType::kFinished:
+      ok = in.U8(&f);
+      r.flag = f;
+      break;
+    case RecordType::kTimer:
+      ok = in.U8(&f) && in.Varint(&v1);
+      r.flag = f;
+      r.due_micros = static_cast<int64_t>(v1);
+      break;
+    case RecordType::kBaseBegin:
+    case RecordType::kBaseEnd:
+      break;
+  }
+  if (!ok) return bad("fields");
+  if (!in.done()) return bad("trailing bytes");
+  return r;
+}
+
+bool FrameReader::Next(std::string_view* payload) {
+  if (pos_ == data_.size()) return false;
+  if (data_.size() - pos_ < kFrameHeaderBytes) {
+    damaged_ = true;
+    return false;
+  }
+  const uint32_t len = GetU32(data_.data() + pos_);
+  const uint32_t crc = GetU32(data_.data() + pos_ + 4);
+  if (len == 0 || len > kMaxRecordBytes || len > data_.size() - pos_ - kFrameHeaderBytes) {
+    damaged_ = true;
+    return false;
+  }
+  const char* body = data_.data() + pos_ + kFrameHeaderBytes;
+  if (internal::Crc32c(body, len) != crc) {
+    damaged_ = true;
+    return false;
+  }
+  *payload = std::string_view(body, len);
+  pos_ += kFrameHeaderBytes + len;
+  return true;
+}
+
+}  // namespace converge::saga_internal

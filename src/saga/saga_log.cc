@@ -1,0 +1,253 @@
+#include "saga/saga_log.h"
+
+#include <algorithm>
+#include <cstdio>
+
+namespace converge::saga_internal {
+namespace {
+
+constexpr std::string_view kSuffix = ".log";
+constexpr size_t kSeqDigits = 20;
+
+bool ParseSegmentName(std::string_view kPrefix, const std::string& name, uint64_t* seq) {
+  if (name.size() != kPrefix.size() + kSeqDigits + kSuffix.size()) return false;
+  if (name.compare(0, kPrefix.size(), kPrefix) != 0) return false;
+  if (name.compare(kPrefix.size() + kSeqDigits, kSuffix.size(), kSuffix) != 0) return false;
+  uint64_t v = 0;
+  for (size_t i = kPrefix.size(); i < kPrefix.size() + kSeqDigits; ++i) {
+    const char c = name[i];
+    if (c < '0' || c > '9') return false;
+    const uint64_t d = static_cast<uint64_t>(c - '0');
+    if (v > (UINT64_MAX - d) / 10) return false;
+    v = v * 10 + d;
+  }
+  *seq = v;
+  return true;
+}
+
+// True if the segment's first record is kBaseBegin (read without loading the whole file).
+Result<bool> StartsWithBase(FileSystem& fs, const std::string& path) {
+  CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> f, fs.NewRandomAccessFile(path));
+  uint8_t buf[kFrameHeaderBytes + 1];
+  CONVERGE_ASSIGN_OR_RETURN(size_t n, f->Read(0, sizeof(buf), buf));
+  return n == sizeof(buf) && buf[kFrameHeaderBytes] == kBaseBeginType;
+}
+
+// Bytes up to and including the kBaseEnd record, or 0 if the snapshot is incomplete.
+size_t CompleteBaseBytes(std::string_view data) {
+  FrameReader reader(data);
+  std::string_view payload;
+  while (reader.Next(&payload)) {
+    if (!payload.empty() && static_cast<uint8_t>(payload[0]) == kBaseEndType) {
+      return reader.valid_bytes();
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::string RecordLog::SegmentPath(uint64_t seq) const {
+  char name[64];
+  std::snprintf(name, sizeof(name), "%s%020llu.log", options_.file_prefix.c_str(),
+                static_cast<unsigned long long>(seq));
+  return options_.dir + "/" + name;
+}
+
+RecordLog::~RecordLog() {
+  if (active_ != nullptr) {
+    if (dirty_) active_->Sync().IgnoreError();
+    active_->Close().IgnoreError();
+  }
+}
+
+Result<std::unique_ptr<RecordLog>> RecordLog::Open(Env& env, const RecordLogOptions& options,
+                                                   const ReplayFn& replay,
+                                                   RecordLogRecovery* recovery) {
+  if (options.dir.empty()) return InvalidArgumentError("record log: dir is required");
+  if (options.file_prefix.empty() || options.file_prefix.size() > 32) {
+    return InvalidArgumentError("record log: file_prefix must have 1..32 characters");
+  }
+  FileSystem& fs = env.fs();
+  std::unique_ptr<RecordLog> log(new RecordLog(env, options));
+  CONVERGE_RETURN_IF_ERROR(fs.CreateDirs(options.dir));
+  CONVERGE_ASSIGN_OR_RETURN(log->lock_, fs.LockFile(options.dir + "/LOCK"));
+  CONVERGE_ASSIGN_OR_RETURN(std::vector<std::string> names, fs.ListDir(options.dir));
+  std::vector<uint64_t> seqs;
+  for (const std::string& n : names) {
+    uint64_t seq = 0;
+    if (ParseSegmentName(options.file_prefix, n, &seq)) seqs.push_back(seq);
+  }
+  std::sort(seqs.begin(), seqs.end());
+
+  // The newest complete base; incomplete ones (a crash while compacting) are deleted.
+  size_t start = 0;
+  std::string start_data;
+  bool have_start_data = false;
+  bool deleted = false;
+  for (size_t i = seqs.size(); i-- > 0;) {
+    const std::string path = log->SegmentPath(seqs[i]);
+    CONVERGE_ASSIGN_OR_RETURN(bool base, StartsWithBase(fs, path));
+    if (!base) continue;
+    CONVERGE_ASSIGN_OR_RETURN(std::string data, fs.ReadFileToString(path));
+    const size_t base_bytes = CompleteBaseBytes(data);
+    if (base_bytes > 0) {
+      start = i;
+      start_data = std::move(data);
+      have_start_data = true;
+      log->base_bytes_ = base_bytes;
+      break;
+    }
+    CONVERGE_RETURN_IF_ERROR(fs.DeleteFile(path));
+    deleted = true;
+    seqs.erase(seqs.begin() + static_cast<ptrdiff_t>(i));
+  }
+  for (size_t i = 0; i < start; ++i) {
+    CONVERGE_RETURN_IF_ERROR(fs.DeleteFile(log->SegmentPath(seqs[i])));
+    deleted = true;
+  }
+  seqs.erase(seqs.begin(), seqs.begin() + static_cast<ptrdiff_t>(start));
+  if (deleted) CONVERGE_RETURN_IF_ERROR(fs.SyncDir(options.dir));
+
+  RecordLogRecovery rec;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const std::string path = log->SegmentPath(seqs[i]);
+    std::string data;
+    if (i == 0 && have_start_data) {
+      data = std::move(start_data);
+    } else {
+      CONVERGE_ASSIGN_OR_RETURN(data, fs.ReadFileToString(path));
+    }
+    ++rec.segments;
+    FrameReader reader(data);
+    std::string_view payload;
+    size_t good = 0;  // bytes of frames that decoded
+    bool undecodable = false;
+    while (reader.Next(&payload)) {
+      Status s = replay(payload);
+      if (s.code() == StatusCode::kDataLoss) {
+        undecodable = true;
+        break;
+      }
+      if (!s.ok()) return s;
+      ++rec.records;
+      good = reader.valid_bytes();
+    }
+    const bool last = i + 1 == seqs.size();
+    if (good < data.size()) {
+      if (reader.damaged() || undecodable) ++rec.damaged_segments;
+      if (last) {
+        rec.truncated_bytes += data.size() - good;
+        CONVERGE_RETURN_IF_ERROR(fs.Truncate(path, good));
+      }
+    }
+    log->total_bytes_ += last ? good : data.size();
+  }
+  log->segments_ = seqs;
+  if (seqs.empty()) {
+    CONVERGE_RETURN_IF_ERROR(log->OpenNewSegment(1));
+  } else {
+    log->active_seq_ = seqs.back();
+    CONVERGE_ASSIGN_OR_RETURN(log->active_,
+                              fs.NewWritableFile(log->SegmentPath(seqs.back()), OpenMode::kAppend));
+  }
+  if (recovery != nullptr) *recovery = rec;
+  return log;
+}
+
+Status RecordLog::ReadOnly(Env& env, const RecordLogOptions& options, const ReplayFn& replay) {
+  FileSystem& fs = env.fs();
+  CONVERGE_ASSIGN_OR_RETURN(std::vector<std::string> names, fs.ListDir(options.dir));
+  std::vector<uint64_t> seqs;
+  for (const std::string& n : names) {
+    uint64_t seq = 0;
+    if (ParseSegmentName(options.file_prefix, n, &seq)) seqs.push_back(seq);
+  }
+  std::sort(seqs.begin(), seqs.end());
+  RecordLog paths(env, options);
+  size_t start = 0;
+  for (size_t i = seqs.size(); i-- > 0;) {
+    const std::string path = paths.SegmentPath(seqs[i]);
+    Result<bool> base = StartsWithBase(fs, path);
+    if (!base.ok() || !*base) continue;
+    CONVERGE_ASSIGN_OR_RETURN(std::string data, fs.ReadFileToString(path));
+    if (CompleteBaseBytes(data) > 0) {
+      start = i;
+      break;
+    }
+  }
+  for (size_t i = start; i < seqs.size(); ++i) {
+    Result<std::string> data = fs.ReadFileToString(paths.SegmentPath(seqs[i]));
+    if (!data.ok()) continue;  // compacted away meanwhile
+    FrameReader reader(*data);
+    std::string_view payload;
+    while (reader.Next(&payload)) {
+      Status s = replay(payload);
+      if (s.code() == StatusCode::kDataLoss) break;
+      CONVERGE_RETURN_IF_ERROR(s);
+      // A base that is still being written (incomplete) is not the start: skip it whole.
+      if (i > start && !payload.empty() && static_cast<uint8_t>(payload[0]) == kBaseBeginType &&
+          CompleteBaseBytes(*data) == 0) {
+        break;
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+Status RecordLog::OpenNewSegment(uint64_t seq) {
+  FileSystem& fs = env_.fs();
+  CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f,
+                            fs.NewWritableFile(SegmentPath(seq), OpenMode::kCreateNew));
+  CONVERGE_RETURN_IF_ERROR(fs.SyncDir(options_.dir));
+  if (active_ != nullptr) CONVERGE_RETURN_IF_ERROR(active_->Close());
+  active_ = std::move(f);
+  active_seq_ = seq;
+  segments_.push_back(seq);
+  return Status::Ok();
+}
+
+Status RecordLog::Append(std::string_view framed_records) {
+  if (framed_records.empty()) return Status::Ok();
+  if (active_->Size() >= options_.segment_max_bytes) {
+    if (dirty_) {
+      CONVERGE_RETURN_IF_ERROR(active_->Sync());
+      dirty_ = false;
+    }
+    CONVERGE_RETURN_IF_ERROR(OpenNewSegment(active_seq_ + 1));
+  }
+  CONVERGE_RETURN_IF_ERROR(active_->Append(framed_records));
+  total_bytes_ += framed_records.size();
+  dirty_ = true;
+  return Status::Ok();
+}
+
+Status RecordLog::Sync() {
+  if (!dirty_) return Status::Ok();
+  CONVERGE_RETURN_IF_ERROR(active_->Sync());
+  dirty_ = false;
+  return Status::Ok();
+}
+
+Status RecordLog::Rebase(std::string_view base) {
+  FileSystem& fs = env_.fs();
+  CONVERGE_RETURN_IF_ERROR(Sync());
+  const uint64_t seq = active_seq_ + 1;
+  CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f,
+                            fs.NewWritableFile(SegmentPath(seq), OpenMode::kCreateNew));
+  CONVERGE_RETURN_IF_ERROR(f->Append(base));
+  CONVERGE_RETURN_IF_ERROR(f->Sync());
+  CONVERGE_RETURN_IF_ERROR(fs.SyncDir(options_.dir));
+  // The snapshot is durable: the older segments are superseded.
+  CONVERGE_RETURN_IF_ERROR(active_->Close());
+  active_ = std::move(f);
+  active_seq_ = seq;
+  for (uint64_t old : segments_) CONVERGE_RETURN_IF_ERROR(fs.DeleteFile(SegmentPath(old)));
+  segments_.assign(1, seq);
+  CONVERGE_RETURN_IF_ERROR(fs.SyncDir(options_.dir));
+  total_bytes_ = base.size();
+  base_bytes_ = base.size();
+  return Status::Ok();
+}
+
+}  // namespace converge::saga_internal

@@ -1,0 +1,117 @@
+// A durable record log: framed records (saga/records.h framing: u32 length, u32 crc32c, payload)
+// in segment files "<prefix><20-digit sequence>.log" under one directory, through the Env's
+// FileSystem. The saga orchestrator's saga log and the two-phase-commit coordinator's decision
+// log are both one. A payload's first byte is its type; kBaseBeginType and kBaseEndType are
+// reserved for compaction markers.
+//
+// - Append writes a batch of records (many sagas at once) to the active segment; Sync makes
+//   everything appended durable with one fdatasync: the caller group-commits a whole batch.
+// - A segment is rolled (a new file, directory synced) at a batch boundary once it exceeds
+//   segment_max_bytes.
+// - Rebase writes a snapshot of the whole retained state (kBaseBegin ... kBaseEnd) as a new
+//   segment, makes it durable, then deletes every older segment: compaction. A crash before the
+//   snapshot is complete leaves a segment without kBaseEnd, which Open deletes.
+// - Open replays from the newest complete base segment (or the first segment) onward. A damaged
+//   or torn tail of the last segment is cut (it was never acknowledged: acknowledged bytes were
+//   synced); damage inside an older segment skips the rest of that segment and is counted.
+//
+// Thread-safety: none; the orchestrator serializes calls.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "converge/env.h"
+#include "converge/status.h"
+#include "saga/records.h"
+
+namespace converge::saga_internal {
+
+inline constexpr uint8_t kBaseBeginType = 11;
+inline constexpr uint8_t kBaseEndType = 12;
+
+struct RecordLogOptions {
+  std::string dir;
+  std::string file_prefix = "saga-";
+  uint64_t segment_max_bytes = 64ull << 20;
+};
+
+struct RecordLogRecovery {
+  uint64_t records = 0;
+  uint64_t segments = 0;
+  uint64_t damaged_segments = 0;  // segments whose damaged tail was cut or skipped
+  uint64_t truncated_bytes = 0;
+};
+
+// Where a saga log (or decision log) keeps its framed records: files (RecordLog) or a
+// PostgreSQL table (NewPostgresRecordStore). Not synchronized; the owner serializes calls.
+class RecordStore {
+ public:
+  using ReplayFn = std::function<Status(std::string_view payload)>;
+  virtual ~RecordStore() = default;
+  // Buffers or writes a batch of framed records; durable only after Sync.
+  virtual Status Append(std::string_view framed_records) = 0;
+  // Makes everything appended durable.
+  virtual Status Sync() = 0;
+  // Replaces the whole content with `base` (kBaseBegin ... kBaseEnd) atomically and durably.
+  virtual Status Rebase(std::string_view base) = 0;
+  virtual uint64_t total_bytes() const = 0;
+  virtual uint64_t bytes_since_base() const = 0;
+};
+
+struct PostgresRecordStoreOptions {
+  std::string conninfo;
+  std::string table = "converge_saga_log";  // [a-z0-9_]{1,60}; created if missing
+};
+
+// A RecordStore in a PostgreSQL table: one row per synced batch (seq BIGSERIAL, payload BYTEA),
+// written with synchronous_commit as the server has it (on by default: durable at commit).
+// Rebase replaces all rows in one transaction. A session-level advisory lock on the table name
+// keeps out a second orchestrator (FailedPrecondition). Replays every row at open.
+// Unavailable when the server cannot be reached.
+Result<std::unique_ptr<RecordStore>> NewPostgresRecordStore(
+    const PostgresRecordStoreOptions& options, const RecordStore::ReplayFn& replay);
+
+class RecordLog : public RecordStore {
+ public:
+  // Locks and recovers `options.dir`, calling `replay` for each record payload in order.
+  // `replay` returns DataLoss for a payload it cannot decode: the segment is treated as damaged
+  // from there (cut if it is the last). Any other non-OK status stops Open with it.
+  // FailedPrecondition if another process holds the directory.
+  static Result<std::unique_ptr<RecordLog>> Open(Env& env, const RecordLogOptions& options,
+                                                 const ReplayFn& replay,
+                                                 RecordLogRecovery* recovery);
+  ~RecordLog() override;
+
+  // Reads the log in `options.dir` the way Open would replay it, without locking, repairing or
+  // deleting anything (for tools looking at a live or stopped log). NotFound if the directory
+  // does not exist.
+  static Status ReadOnly(Env& env, const RecordLogOptions& options, const ReplayFn& replay);
+
+  Status Append(std::string_view framed_records) override;
+  Status Sync() override;
+  Status Rebase(std::string_view base) override;
+
+  uint64_t total_bytes() const override { return total_bytes_; }
+  uint64_t bytes_since_base() const override { return total_bytes_ - base_bytes_; }
+
+ private:
+  RecordLog(Env& env, RecordLogOptions options) : env_(env), options_(std::move(options)) {}
+  Status OpenNewSegment(uint64_t seq);
+  std::string SegmentPath(uint64_t seq) const;
+
+  Env& env_;
+  RecordLogOptions options_;
+  std::unique_ptr<FileLock> lock_;
+  std::unique_ptr<WritableFile> active_;
+  uint64_t active_seq_ = 0;
+  std::vector<uint64_t> segments_;  // live segment sequence numbers, ascending
+  uint64_t total_bytes_ = 0;
+  uint64_t base_bytes_ = 0;  // size of the base snapshot the log starts with
+  bool dirty_ = false;
+};
+
+}  // namespace converge::saga_internal

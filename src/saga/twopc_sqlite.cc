@@ -1,0 +1,221 @@
+// The SQLite participant of two-phase commit (see converge/twopc.h for the design): the branch's
+// write transaction stays open from prepare to decision, the work is journaled in
+// "<path>-2pc", and converge_2pc_done makes a re-execution after a crash happen at most once.
+#include <sqlite3.h>
+
+#include <mutex>
+
+#include "converge/twopc.h"
+#include "saga/records.h"
+#include "saga/sqlite_db.h"
+
+namespace converge {
+namespace {
+
+using saga_internal::ByteReader;
+using saga_internal::Db;
+using saga_internal::PutString;
+using saga_internal::PutVarint;
+
+std::string EncodeWork(std::span<const SqlStatement> work) {
+  std::string out;
+  PutVarint(&out, work.size());
+  for (const SqlStatement& s : work) {
+    PutString(&out, s.sql);
+    PutVarint(&out, s.params.size());
+    for (const auto& p : s.params) {
+      out.push_back(p ? 1 : 0);
+      if (p) PutString(&out, *p);
+    }
+  }
+  return out;
+}
+
+Result<std::vector<SqlStatement>> DecodeWork(std::string_view bytes) {
+  ByteReader in(bytes);
+  uint64_t n = 0;
+  if (!in.Varint(&n) || n > 100'000) return DataLossError("2pc journal: malformed work");
+  std::vector<SqlStatement> work;
+  for (uint64_t i = 0; i < n; ++i) {
+    SqlStatement s;
+    std::string_view sql;
+    uint64_t np = 0;
+    if (!in.String(&sql) || !in.Varint(&np) || np > 32766) {
+      return DataLossError("2pc journal: malformed work");
+    }
+    s.sql.assign(sql);
+    for (uint64_t k = 0; k < np; ++k) {
+      uint8_t present = 0;
+      if (!in.U8(&present)) return DataLossError("2pc journal: malformed work");
+      if (present) {
+        std::string_view v;
+        if (!in.String(&v)) return DataLossError("2pc journal: malformed work");
+        s.params.emplace_back(std::string(v));
+      } else {
+        s.params.emplace_back(std::nullopt);
+      }
+    }
+    work.push_back(std::move(s));
+  }
+  if (!in.done()) return DataLossError("2pc journal: malformed work");
+  return work;
+}
+
+class SqliteParticipant : public TxParticipant {
+ public:
+  SqliteParticipant(Env& env, SqliteParticipantOptions options)
+      : env_(env), options_(std::move(options)) {}
+
+  ~SqliteParticipant() override {
+    // An open prepared transaction is rolled back by SQLite as the connection closes, exactly
+    // as in a crash; its journal entry keeps the vote.
+  }
+
+  Status Init() {
+    CONVERGE_RETURN_IF_ERROR(db_.Open(options_.path, options_.busy_timeout_ms));
+    CONVERGE_RETURN_IF_ERROR(journal_.Open(options_.path + "-2pc", options_.busy_timeout_ms));
+    CONVERGE_RETURN_IF_ERROR(db_.Exec(
+        "CREATE TABLE IF NOT EXISTS converge_2pc_done(gid TEXT PRIMARY KEY, done_at INTEGER "
+        "NOT NULL)"));
+    return journal_.Exec(
+        "CREATE TABLE IF NOT EXISTS prepared(gid TEXT PRIMARY KEY, work BLOB NOT NULL, "
+        "prepared_at INTEGER NOT NULL)");
+  }
+
+  const std::string& name() const override { return options_.name; }
+
+  Status Prepare(const std::string& gid, std::span<const SqlStatement> work,
+                 int64_t timeout_ms) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!held_.empty()) {
+      // One writer at a time: another branch holds the database until its decision.
+      return UnavailableError(options_.name + ": busy with prepared transaction '" + held_ + "'");
+    }
+    CONVERGE_RETURN_IF_ERROR(db_.Exec("BEGIN IMMEDIATE"));
+    Status s = RunWork(gid, work);
+    if (s.ok()) {
+      s = journal_.Run("INSERT INTO prepared(gid, work, prepared_at) VALUES(?1, ?2, ?3)",
+                       {gid, EncodeWork(work), std::to_string(env_.clock().NowWallMicros())});
+      if (s.code() == StatusCode::kAborted) {
+        s = AbortedError(options_.name + ": gid '" + gid + "' was prepared before");
+      }
+    }
+    if (!s.ok()) {
+      db_.Exec("ROLLBACK").IgnoreError();
+      return s;
+    }
+    held_ = gid;
+    return Status::Ok();
+  }
+
+  Status CommitPrepared(const std::string& gid) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (held_ == gid) {
+      CONVERGE_RETURN_IF_ERROR(db_.Exec("COMMIT"));
+      held_.clear();
+      ForgetJournal(gid);
+      MaybeCleanDone();
+      return Status::Ok();
+    }
+    std::optional<std::string> recorded;
+    CONVERGE_RETURN_IF_ERROR(
+        journal_.Run("SELECT work FROM prepared WHERE gid = ?1", {gid}, [&](sqlite3_stmt* st) {
+          recorded.emplace(static_cast<const char*>(sqlite3_column_blob(st, 0)),
+                           static_cast<size_t>(sqlite3_column_bytes(st, 0)));
+        }));
+    if (!recorded) return Status::Ok();  // resolved already
+    bool done = false;
+    CONVERGE_RETURN_IF_ERROR(db_.Run("SELECT 1 FROM converge_2pc_done WHERE gid = ?1", {gid},
+                                     [&](sqlite3_stmt*) { done = true; }));
+    if (!done) {
+      // The participant restarted after voting: re-execute the recorded work.
+      if (!held_.empty()) {
+        return UnavailableError(options_.name + ": busy with prepared transaction '" + held_ + "'");
+      }
+      CONVERGE_ASSIGN_OR_RETURN(std::vector<SqlStatement> work, DecodeWork(*recorded));
+      CONVERGE_RETURN_IF_ERROR(db_.Exec("BEGIN IMMEDIATE"));
+      Status s = RunWork(gid, work);
+      if (s.ok()) s = db_.Exec("COMMIT");
+      if (!s.ok()) {
+        db_.Exec("ROLLBACK").IgnoreError();
+        if (s.code() == StatusCode::kUnavailable) return s;
+        return DataLossError(options_.name + ": re-executing prepared transaction '" + gid +
+                             "' after a restart failed (" + s.ToString() + "); it stays in doubt");
+      }
+    }
+    ForgetJournal(gid);
+    return Status::Ok();
+  }
+
+  Status RollbackPrepared(const std::string& gid) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (held_ == gid) {
+      CONVERGE_RETURN_IF_ERROR(db_.Exec("ROLLBACK"));
+      held_.clear();
+    }
+    return journal_.Run("DELETE FROM prepared WHERE gid = ?1", {gid});
+  }
+
+  Result<std::vector<std::string>> ListPrepared(const std::string& prefix) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<std::string> out;
+    CONVERGE_RETURN_IF_ERROR(journal_.Run(
+        "SELECT gid FROM prepared WHERE substr(gid, 1, length(?1)) = ?1 ORDER BY prepared_at",
+        {prefix}, [&](sqlite3_stmt* st) {
+          out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
+        }));
+    return out;
+  }
+
+ private:
+  // Inside an open transaction: the work, then the gid in converge_2pc_done.
+  Status RunWork(const std::string& gid, std::span<const SqlStatement> work) {
+    for (size_t i = 0; i < work.size(); ++i) {
+      Status s = db_.Run(work[i].sql, work[i].params);
+      if (!s.ok()) return s.WithContext(options_.name + ": statement " + std::to_string(i));
+    }
+    Status s = db_.Run("INSERT INTO converge_2pc_done(gid, done_at) VALUES(?1, ?2)",
+                       {gid, std::to_string(env_.clock().NowWallMicros())});
+    if (s.code() == StatusCode::kAborted) {
+      return AbortedError(options_.name + ": gid '" + gid + "' was committed before");
+    }
+    return s;
+  }
+
+  void ForgetJournal(const std::string& gid) {
+    // A leftover entry is harmless: the next commit finds the gid done and removes it.
+    journal_.Run("DELETE FROM prepared WHERE gid = ?1", {gid}).IgnoreError();
+  }
+
+  void MaybeCleanDone() {
+    if (++commits_ % 1000 != 0) return;
+    const int64_t cutoff = env_.clock().NowWallMicros() - options_.done_retention_ms * 1000;
+    db_.Run(
+           "DELETE FROM converge_2pc_done WHERE rowid IN (SELECT rowid FROM converge_2pc_done "
+           "WHERE done_at < ?1 LIMIT 1000)",
+           {std::to_string(cutoff)})
+        .IgnoreError();
+  }
+
+  Env& env_;
+  SqliteParticipantOptions options_;
+  std::mutex mu_;
+  Db db_;
+  Db journal_;
+  std::string held_;  // gid whose transaction is open on db_
+  uint64_t commits_ = 0;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<TxParticipant>> NewSqliteParticipant(Env& env,
+                                                            SqliteParticipantOptions options) {
+  if (options.name.empty() || options.name.size() > 64 || options.path.empty()) {
+    return InvalidArgumentError("sqlite participant: name (1..64) and path are required");
+  }
+  auto p = std::make_unique<SqliteParticipant>(env, std::move(options));
+  CONVERGE_RETURN_IF_ERROR(p->Init());
+  return std::unique_ptr<TxParticipant>(std::move(p));
+}
+
+}  // namespace converge

@@ -1,0 +1,185 @@
+// `converge relay`: moves committed outbox rows of service databases to the event log.
+#include "converge/relay.h"
+
+#include <signal.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <string_view>
+
+#include "command.h"
+#include "converge/log.h"
+
+namespace converge::cli {
+namespace {
+
+void PrintRelayUsage(std::FILE* out) {
+  std::fputs(
+      "Usage: converge relay --log-dir DIR (--source DATABASE | --config FILE) [options]\n"
+      "\n"
+      "Publishes the rows services commit to their outbox table (docs/formats/outbox.md) to\n"
+      "the event log in DIR, in commit order per partition key, then deletes them. Runs until\n"
+      "SIGINT/SIGTERM; several relays on one outbox are safe (they share the work).\n"
+      "\n"
+      "  --source DATABASE     sqlite:<path>, a *.db path, or a PostgreSQL conninfo/URI\n"
+      "  --name NAME           relay name (default: relay)\n"
+      "  --config FILE         YAML with a `relays:` section (several sources; see\n"
+      "                        include/converge/relay.h, ParseRelayServiceConfig)\n"
+      "  --log-dir DIR         the log directory (locked: not shared with a running serve)\n"
+      "  --topic-map OUT=LOG   publish outbox topic OUT to log topic LOG (repeatable)\n"
+      "  --partitions N        partitions of topics the relay creates (default 1)\n"
+      "  --durability D        fsync | interval | none for created topics (default fsync)\n"
+      "  --batch N             rows per batch (default 1000)\n"
+      "  --poll-ms N           fallback poll interval (default 500)\n"
+      "  --buckets N           PostgreSQL buckets shared between relays (default 64)\n"
+      "  --drain               publish what is there and exit (no waiting)\n",
+      out);
+}
+
+Result<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return NotFoundError("cannot read " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+int Fail(const Status& s) {
+  std::fprintf(stderr, "converge relay: %s\n", s.ToString().c_str());
+  return 1;
+}
+
+int RunRelay(int argc, char** argv) {
+  std::string log_dir, config_path, name = "relay";
+  std::vector<std::string> sources;
+  RelayServiceConfig config;
+  RelayOptions options;
+  bool drain = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    auto value = [&](const char* flag) -> const char* {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "converge relay: %s needs a value\n", flag);
+        return nullptr;
+      }
+      return argv[++i];
+    };
+    const char* v = nullptr;
+    if (arg == "--help" || arg == "-h") {
+      PrintRelayUsage(stdout);
+      return 0;
+    } else if (arg == "--drain") {
+      drain = true;
+      continue;
+    }
+    if (!(v = value(argv[i]))) return 2;
+    try {
+      if (arg == "--source") {
+        sources.emplace_back(v);
+      } else if (arg == "--name") {
+        name = v;
+      } else if (arg == "--config") {
+        config_path = v;
+      } else if (arg == "--log-dir") {
+        log_dir = v;
+      } else if (arg == "--topic-map") {
+        std::string m = v;
+        size_t eq = m.find('=');
+        if (eq == std::string::npos) return Fail(InvalidArgumentError("--topic-map OUT=LOG"));
+        config.sink.topic_map[m.substr(0, eq)] = m.substr(eq + 1);
+      } else if (arg == "--partitions") {
+        config.sink.topic_options.partitions = static_cast<uint32_t>(std::stoul(v));
+      } else if (arg == "--durability") {
+        auto d = ParseDurability(v);
+        if (!d.ok()) return Fail(d.status());
+        config.sink.topic_options.durability = *d;
+      } else if (arg == "--batch") {
+        options.batch_max_events = static_cast<uint32_t>(std::stoul(v));
+      } else if (arg == "--poll-ms") {
+        options.poll_interval_ms = std::stoll(v);
+      } else if (arg == "--buckets") {
+        options.postgres_buckets = static_cast<uint32_t>(std::stoul(v));
+      } else {
+        std::fprintf(stderr, "converge relay: unknown option %s\n\n", argv[i - 1]);
+        PrintRelayUsage(stderr);
+        return 2;
+      }
+    } catch (const std::exception&) {
+      std::fprintf(stderr, "converge relay: bad value for %s\n", argv[i - 1]);
+      return 2;
+    }
+  }
+  if (log_dir.empty() || (sources.empty() == config_path.empty())) {
+    PrintRelayUsage(stderr);
+    return 2;
+  }
+  if (!config_path.empty()) {
+    auto text = ReadFile(config_path);
+    if (!text.ok()) return Fail(text.status());
+    auto parsed = ParseRelayServiceConfig(*text);
+    if (!parsed.ok()) return Fail(parsed.status());
+    config = std::move(parsed).value();
+  } else {
+    for (size_t i = 0; i < sources.size(); ++i) {
+      RelaySourceConfig source;
+      source.name = sources.size() == 1 ? name : name + "-" + std::to_string(i);
+      source.database = sources[i];
+      source.options = options;
+      config.sources.push_back(std::move(source));
+    }
+  }
+
+  LogOptions lo;
+  lo.dir = log_dir;
+  auto log = Log::Open(Env::Default(), lo);
+  if (!log.ok()) return Fail(log.status());
+
+  if (drain) {
+    auto sink = NewLogSink(**log, config.sink);
+    if (!sink.ok()) return Fail(sink.status());
+    for (const RelaySourceConfig& source : config.sources) {
+      auto target = sql::ParseDatabaseTarget(source.database);
+      if (!target.ok()) return Fail(target.status());
+      RelayOptions o = source.options;
+      o.name = source.name;
+      auto relay = Relay::Create(Env::Default(), *target, **sink, o);
+      if (!relay.ok()) return Fail(relay.status());
+      auto n = (*relay)->Drain(SIZE_MAX);
+      if (!n.ok()) return Fail(n.status().WithContext(source.name));
+      std::printf("%s: relayed %zu rows\n", source.name.c_str(), *n);
+    }
+    return 0;
+  }
+
+  // Block the stop signals before any thread starts, then wait for one.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  auto service = RelayService::Start(Env::Default(), **log, config);
+  if (!service.ok()) return Fail(service.status());
+  std::fprintf(stderr, "converge relay: %zu source(s) -> %s\n", config.sources.size(),
+               log_dir.c_str());
+  int sig = 0;
+  sigwait(&stop, &sig);
+  (*service)->Stop();
+  for (const auto& [source, s] : (*service)->stats()) {
+    std::fprintf(stderr, "%s: %llu published, %llu dead-lettered, %llu failures%s%s\n",
+                 source.c_str(), static_cast<unsigned long long>(s.published),
+                 static_cast<unsigned long long>(s.dead_lettered),
+                 static_cast<unsigned long long>(s.failures),
+                 s.last_error.empty() ? "" : "; last: ", s.last_error.c_str());
+  }
+  return 0;
+}
+
+CommandRegistration registration(
+    {"relay", "move committed outbox rows of service databases to the log (relay --help)",
+     RunRelay});
+
+}  // namespace
+}  // namespace converge::cli

@@ -1,0 +1,432 @@
+// `converge saga ls|show|cancel|timers`: sagas of a running `converge serve` (its /v1/sagas
+// routes, over HTTP), or, with --dir, read straight from a saga log directory (read-only).
+#include "converge/saga.h"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/json.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <string>
+#include <vector>
+
+#include "command.h"
+#include "converge/env.h"
+
+namespace converge::cli {
+namespace {
+
+namespace json = boost::json;
+namespace http = boost::beast::http;
+
+void PrintUsage(std::FILE* out) {
+  std::fputs(
+      "Usage: converge saga <command> [options]\n"
+      "\n"
+      "Commands:\n"
+      "  start DEFINITION   start a saga (--data JSON, --id ID, --version N); prints its id\n"
+      "  ls                 list sagas (newest first)\n"
+      "  show ID            status, steps, timers and history of one saga\n"
+      "  cancel ID          abort a saga: it is compensated (refused past its pivot)\n"
+      "  timers             durable timers, earliest first\n"
+      "\n"
+      "Where the sagas are (one of):\n"
+      "  --server URL       a running `converge serve` (default $CONVERGE_SERVER or\n"
+      "                     http://127.0.0.1:8080); --token T or $CONVERGE_TOKEN for auth\n"
+      "  --dir DIR          a saga log directory, read-only (ls, show, timers)\n"
+      "\n"
+      "Options of ls:\n"
+      "  --state S          running | compensating | completed | compensated\n"
+      "  --definition NAME  only this definition\n"
+      "  --stuck            only stuck sagas: retrying past their bounds, or (with --idle-ms)\n"
+      "  --idle-ms N        in flight and unchanged for N ms\n"
+      "  --limit N          at most N (default 100)\n"
+      "Options of start:\n"
+      "  --data JSON        the saga's input (a JSON value)\n"
+      "  --id ID            idempotency key (default: a new UUIDv7)\n"
+      "  --version N        definition version (default: the latest)\n"
+      "Options of cancel:\n"
+      "  --reason TEXT      recorded in the saga's history\n"
+      "Every command:\n"
+      "  --json             print the JSON reply as is\n",
+      out);
+}
+
+struct Args {
+  std::string command;
+  std::string id;
+  std::string server;
+  std::string token;
+  std::string dir;
+  std::string state;
+  std::string definition;
+  std::string reason;
+  std::string data;
+  std::string start_id;
+  int64_t version = 0;
+  bool stuck = false;
+  int64_t idle_ms = 0;
+  int64_t limit = 100;
+  bool json = false;
+};
+
+Result<Args> Parse(int argc, char** argv) {
+  Args a;
+  const char* env_server = std::getenv("CONVERGE_SERVER");
+  a.server = env_server ? env_server : "http://127.0.0.1:8080";
+  const char* env_token = std::getenv("CONVERGE_TOKEN");
+  a.token = env_token ? env_token : "";
+  std::vector<std::string> positional;
+  for (int i = 1; i < argc; ++i) {
+    const std::string s = argv[i];
+    auto value = [&]() -> Result<std::string> {
+      if (i + 1 >= argc) return InvalidArgumentError(s + " needs a value");
+      return std::string(argv[++i]);
+    };
+    auto number = [&](int64_t* out) -> Status {
+      CONVERGE_ASSIGN_OR_RETURN(std::string v, value());
+      char* end = nullptr;
+      const long long n = std::strtoll(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || n < 0) return InvalidArgumentError(s + " wants a number");
+      *out = n;
+      return Status::Ok();
+    };
+    if (s == "--server") {
+      CONVERGE_ASSIGN_OR_RETURN(a.server, value());
+    } else if (s == "--token") {
+      CONVERGE_ASSIGN_OR_RETURN(a.token, value());
+    } else if (s == "--dir") {
+      CONVERGE_ASSIGN_OR_RETURN(a.dir, value());
+    } else if (s == "--state") {
+      CONVERGE_ASSIGN_OR_RETURN(a.state, value());
+    } else if (s == "--definition") {
+      CONVERGE_ASSIGN_OR_RETURN(a.definition, value());
+    } else if (s == "--reason") {
+      CONVERGE_ASSIGN_OR_RETURN(a.reason, value());
+    } else if (s == "--data") {
+      CONVERGE_ASSIGN_OR_RETURN(a.data, value());
+    } else if (s == "--id") {
+      CONVERGE_ASSIGN_OR_RETURN(a.start_id, value());
+    } else if (s == "--version") {
+      CONVERGE_RETURN_IF_ERROR(number(&a.version));
+    } else if (s == "--stuck") {
+      a.stuck = true;
+    } else if (s == "--json") {
+      a.json = true;
+    } else if (s == "--idle-ms") {
+      CONVERGE_RETURN_IF_ERROR(number(&a.idle_ms));
+    } else if (s == "--limit") {
+      CONVERGE_RETURN_IF_ERROR(number(&a.limit));
+    } else if (!s.empty() && s[0] == '-') {
+      return InvalidArgumentError("unknown option " + s);
+    } else {
+      positional.push_back(s);
+    }
+  }
+  if (positional.empty()) return InvalidArgumentError("a command is required");
+  a.command = positional[0];
+  const bool needs_id = a.command == "show" || a.command == "cancel" || a.command == "start";
+  if (a.command != "ls" && a.command != "timers" && !needs_id) {
+    return InvalidArgumentError("unknown command '" + a.command + "'");
+  }
+  if (needs_id && positional.size() != 2) {
+    return InvalidArgumentError(a.command +
+                                (a.command == "start" ? " needs a DEFINITION" : " needs an ID"));
+  }
+  if (!needs_id && positional.size() != 1) return InvalidArgumentError("unexpected arguments");
+  if (needs_id) a.id = positional[1];
+  if (!a.dir.empty() && (a.command == "cancel" || a.command == "start")) {
+    return InvalidArgumentError(a.command + " needs a running server (--server), not --dir");
+  }
+  return a;
+}
+
+std::string Escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                       c == '-' || c == '_' || c == '.' || c == '~';
+    if (plain) {
+      out.push_back(c);
+    } else {
+      char buf[4];
+      std::snprintf(buf, sizeof(buf), "%%%02X", static_cast<unsigned char>(c));
+      out += buf;
+    }
+  }
+  return out;
+}
+
+struct Reply {
+  int status = 0;
+  std::string body;
+};
+
+// One HTTP/1.1 request to `server` ("http://host:port").
+Result<Reply> Call(const Args& a, http::verb method, const std::string& target,
+                   const std::string& body) {
+  std::string rest = a.server;
+  if (rest.rfind("http://", 0) == 0) {
+    rest = rest.substr(7);
+  } else if (rest.find("://") != std::string::npos) {
+    return InvalidArgumentError("--server: only http:// URLs are supported here");
+  }
+  while (!rest.empty() && rest.back() == '/') rest.pop_back();
+  const size_t colon = rest.rfind(':');
+  const std::string host = colon == std::string::npos ? rest : rest.substr(0, colon);
+  const std::string port = colon == std::string::npos ? "80" : rest.substr(colon + 1);
+  try {
+    boost::asio::io_context io;
+    boost::asio::ip::tcp::resolver resolver(io);
+    boost::beast::tcp_stream stream(io);
+    stream.expires_after(std::chrono::seconds(30));
+    stream.connect(resolver.resolve(host, port));
+    http::request<http::string_body> req(method, target, 11);
+    req.set(http::field::host, host);
+    req.set(http::field::user_agent, "converge-cli");
+    if (!a.token.empty()) req.set(http::field::authorization, "Bearer " + a.token);
+    if (!body.empty()) {
+      req.set(http::field::content_type, "application/json");
+      req.body() = body;
+    }
+    req.prepare_payload();
+    http::write(stream, req);
+    boost::beast::flat_buffer buffer;
+    http::response<http::string_body> res;
+    http::read(stream, buffer, res);
+    boost::system::error_code ec;
+    stream.socket().shutdown(boost::asio::ip::tcp::socket::shutdown_both, ec);
+    return Reply{static_cast<int>(res.result_int()), res.body()};
+  } catch (const boost::system::system_error& e) {
+    return UnavailableError("cannot reach " + a.server + ": " + e.code().message());
+  } catch (const std::exception& e) {
+    return UnavailableError("cannot reach " + a.server + ": " + e.what());
+  }
+}
+
+std::string Time(int64_t micros) {
+  if (micros <= 0) return "-";
+  const time_t secs = static_cast<time_t>(micros / 1'000'000);
+  struct tm tm;
+  gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string Str(const json::value& v) {
+  if (v.is_string()) return std::string(v.as_string());
+  if (v.is_null()) return "";
+  return json::serialize(v);
+}
+
+int64_t Int(const json::object& o, const char* key) {
+  auto it = o.find(key);
+  if (it == o.end()) return 0;
+  if (it->value().is_int64()) return it->value().as_int64();
+  if (it->value().is_uint64()) return static_cast<int64_t>(it->value().as_uint64());
+  return 0;
+}
+
+void PrintList(const json::value& v) {
+  std::printf("%-40s %-16s %3s %-13s %4s %-5s %s\n", "ID", "DEFINITION", "VER", "STATE", "STEP",
+              "STUCK", "UPDATED");
+  for (const json::value& item : v.at("sagas").as_array()) {
+    const json::object& s = item.as_object();
+    std::printf("%-40s %-16s %3lld %-13s %4lld %-5s %s\n", Str(s.at("id")).c_str(),
+                Str(s.at("definition")).c_str(), static_cast<long long>(Int(s, "version")),
+                Str(s.at("state")).c_str(), static_cast<long long>(Int(s, "step")),
+                s.at("stuck").as_bool() ? "yes" : "no", Time(Int(s, "updated_micros")).c_str());
+  }
+}
+
+void PrintTimers(const json::value& v) {
+  std::printf("%-40s %-13s %4s %s\n", "SAGA", "KIND", "STEP", "DUE");
+  for (const json::value& item : v.at("timers").as_array()) {
+    const json::object& t = item.as_object();
+    std::printf("%-40s %-13s %4lld %s\n", Str(t.at("saga_id")).c_str(), Str(t.at("kind")).c_str(),
+                static_cast<long long>(Int(t, "step")), Time(Int(t, "due_micros")).c_str());
+  }
+}
+
+void PrintSaga(const json::value& v) {
+  const json::object& s = v.as_object();
+  std::printf("id:          %s\n", Str(s.at("id")).c_str());
+  std::printf("definition:  %s v%lld\n", Str(s.at("definition")).c_str(),
+              static_cast<long long>(Int(s, "version")));
+  std::printf("state:       %s%s\n", Str(s.at("state")).c_str(),
+              s.at("stuck").as_bool() ? " (stuck)" : "");
+  std::printf("started:     %s\n", Time(Int(s, "started_micros")).c_str());
+  std::printf("updated:     %s\n", Time(Int(s, "updated_micros")).c_str());
+  if (!Str(s.at("error")).empty()) std::printf("error:       %s\n", Str(s.at("error")).c_str());
+  std::printf("data:        %s\n", Str(s.at("data")).c_str());
+  std::printf("steps:\n");
+  int i = 0;
+  for (const json::value& st : s.at("steps").as_array()) {
+    const json::object& o = st.as_object();
+    std::printf("  %2d %-24s %-13s attempts %lld\n", i++, Str(o.at("name")).c_str(),
+                Str(o.at("state")).c_str(), static_cast<long long>(Int(o, "attempts")));
+  }
+  if (!s.at("timers").as_array().empty()) {
+    std::printf("timers:\n");
+    for (const json::value& t : s.at("timers").as_array()) {
+      const json::object& o = t.as_object();
+      std::printf("  %-13s due %s\n", Str(o.at("kind")).c_str(),
+                  Time(Int(o, "due_micros")).c_str());
+    }
+  }
+  std::printf("history:%s\n",
+              Int(s, "history_dropped") > 0
+                  ? (" (" + std::to_string(Int(s, "history_dropped")) + " older not kept)").c_str()
+                  : "");
+  for (const json::value& h : s.at("history").as_array()) {
+    const json::object& o = h.as_object();
+    std::string what = Str(o.at("event"));
+    if (o.contains("step")) what += " step " + std::to_string(Int(o, "step"));
+    if (o.contains("attempt")) what += " attempt " + std::to_string(Int(o, "attempt"));
+    if (o.contains("detail")) what += ": " + Str(o.at("detail"));
+    std::printf("  %s  %s\n", Time(Int(o, "time_micros")).c_str(), what.c_str());
+  }
+}
+
+// The same JSON the server would give, from a saga log directory.
+Result<Reply> Offline(const Args& a) {
+  CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<SagaLogSnapshot> snap,
+                            SagaLogSnapshot::Load(Env::Default(), a.dir));
+  std::string out;
+  if (a.command == "ls") {
+    SagaListFilter f;
+    f.definition = a.definition;
+    f.stuck_only = a.stuck;
+    f.idle_for_ms = a.idle_ms;
+    f.limit = static_cast<size_t>(a.limit);
+    if (!a.state.empty()) {
+      bool found = false;
+      for (SagaState s : {SagaState::kRunning, SagaState::kCompensating, SagaState::kCompleted,
+                          SagaState::kCompensated}) {
+        if (SagaStateName(s) == a.state) {
+          f.state = s;
+          found = true;
+        }
+      }
+      if (!found) return InvalidArgumentError("--state: unknown state '" + a.state + "'");
+    }
+    out = "{\"sagas\":[";
+    bool first = true;
+    for (const SagaSummary& s : snap->List(f, Env::Default().clock().NowWallMicros())) {
+      out += (first ? "" : ",") + SagaSummaryToJson(s);
+      first = false;
+    }
+    out += "]}";
+  } else if (a.command == "timers") {
+    out = "{\"timers\":[";
+    bool first = true;
+    for (const SagaTimerInfo& t : snap->ListTimers(static_cast<size_t>(a.limit))) {
+      out += (first ? "" : ",") + SagaTimerToJson(t);
+      first = false;
+    }
+    out += "]}";
+  } else {
+    Result<SagaInfo> info = snap->Describe(a.id);
+    if (!info.ok()) {
+      return Reply{404, "{\"code\":\"NOT_FOUND\",\"message\":" +
+                            json::serialize(json::string(info.status().message())) + "}"};
+    }
+    out = SagaInfoToJson(*info);
+  }
+  return Reply{200, out};
+}
+
+int RunSaga(int argc, char** argv) {
+  if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
+    PrintUsage(stdout);
+    return 0;
+  }
+  Result<Args> parsed = Parse(argc, argv);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "converge saga: %s\n\n", std::string(parsed.status().message()).c_str());
+    PrintUsage(stderr);
+    return 2;
+  }
+  const Args a = std::move(parsed).value();
+  Result<Reply> reply = Reply{};
+  if (!a.dir.empty()) {
+    reply = Offline(a);
+  } else if (a.command == "ls") {
+    std::string target = "/v1/sagas?limit=" + std::to_string(a.limit);
+    if (!a.state.empty()) target += "&state=" + Escape(a.state);
+    if (!a.definition.empty()) target += "&definition=" + Escape(a.definition);
+    if (a.stuck) target += "&stuck=true";
+    if (a.idle_ms > 0) target += "&idle_ms=" + std::to_string(a.idle_ms);
+    reply = Call(a, http::verb::get, target, "");
+  } else if (a.command == "timers") {
+    reply = Call(a, http::verb::get, "/v1/saga-timers?limit=" + std::to_string(a.limit), "");
+  } else if (a.command == "show") {
+    reply = Call(a, http::verb::get, "/v1/sagas/" + Escape(a.id), "");
+  } else if (a.command == "start") {
+    json::object body;
+    body["definition"] = a.id;
+    if (a.version > 0) body["version"] = a.version;
+    if (!a.start_id.empty()) body["id"] = a.start_id;
+    if (!a.data.empty()) {
+      boost::system::error_code ec;
+      json::value data = json::parse(a.data, ec);
+      if (ec) {
+        std::fprintf(stderr, "converge saga: --data must be one JSON value\n");
+        return 2;
+      }
+      body["data"] = std::move(data);
+    }
+    reply = Call(a, http::verb::post, "/v1/sagas", json::serialize(body));
+  } else {
+    json::object body;
+    body["reason"] = a.reason;
+    reply =
+        Call(a, http::verb::post, "/v1/sagas/" + Escape(a.id) + "/cancel", json::serialize(body));
+  }
+  if (!reply.ok()) {
+    std::fprintf(stderr, "converge saga: %s\n", reply.status().ToString().c_str());
+    return 1;
+  }
+  if (reply->status < 200 || reply->status >= 300) {
+    std::fprintf(stderr, "converge saga: %s (HTTP %d)\n", reply->body.c_str(), reply->status);
+    return 1;
+  }
+  if (a.json) {
+    std::printf("%s\n", reply->body.c_str());
+    return 0;
+  }
+  boost::system::error_code ec;
+  json::value v = json::parse(reply->body, ec);
+  if (ec || !v.is_object()) {
+    std::fprintf(stderr, "converge saga: the server's reply is not JSON\n");
+    return 1;
+  }
+  try {
+    if (a.command == "ls") {
+      PrintList(v);
+    } else if (a.command == "timers") {
+      PrintTimers(v);
+    } else if (a.command == "show") {
+      PrintSaga(v);
+    } else if (a.command == "start") {
+      std::printf("%s\n", Str(v.at("id")).c_str());
+    } else {
+      std::printf("%s: %s\n", a.id.c_str(),
+                  v.as_object().contains("state") ? Str(v.at("state")).c_str() : "cancelled");
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "converge saga: unexpected reply: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
+
+CommandRegistration registration({"saga", "start, list, show and cancel sagas (saga --help)",
+                                  RunSaga});
+
+}  // namespace
+}  // namespace converge::cli
