@@ -1,6 +1,8 @@
 // `converge bench store`: options, the increment driver and the comparison lines.
 #include "bench/store_bench.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -214,6 +216,8 @@ bool RunSystem(const std::string& name, const StoreOptions& o, const std::string
     std::fprintf(stderr, "converge bench store: %s\n", dir.status().ToString().c_str());
     return false;
   }
+  // PostgreSQL runs as the postgres user when this process is root: it must reach its dir.
+  ::chmod(dir->path().c_str(), 0755);
   StoreWorkload w = o.workload;
   w.dir = dir->path();
   const std::vector<std::string> keys = KeyNames(w.keys);
@@ -260,6 +264,7 @@ int RunStore(int argc, char** argv) {
     std::fprintf(stderr, "converge bench store: %s\n", run_dir.status().ToString().c_str());
     return 1;
   }
+  ::chmod(run_dir->path().c_str(), 0755);  // see RunSystem
   double load[1] = {0};
   ::getloadavg(load, 1);
   std::fprintf(stderr,
