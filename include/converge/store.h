@@ -44,7 +44,8 @@
 // Reads
 // - Get and List see committed, durable state only: a read never returns a value (nor an
 //   absence) that a crash could take back. A read of a document whose last write is still
-//   being synced waits for that sync (at most one group commit).
+//   being synced waits for that sync (at most one group commit); TryGet returns Unavailable
+//   instead of waiting.
 // - List returns documents of one collection in key order within [start_key, end_key) and
 //   with an optional prefix, at most `limit` per page; next_page_token resumes after the last
 //   key returned. Each page is a consistent snapshot; pages of one listing may reflect writes
@@ -62,8 +63,7 @@
 // Change feed
 // - When StoreOptions::feed_log is set, every committed put, delete and expiry is published as
 //   one CloudEvent to the topic `feed_topic` (one partition, created by the first publication)
-//   in commit
-//   order: a transaction's events are appended together, in the order of its operations.
+//   in commit order: a transaction's events are appended together, in the order of its ops.
 //   The event id is "<collection>/<key>/<version>", so re-publication after a crash is
 //   deduplicated by the log's idempotent publish and each committed write appears exactly once.
 //   Event: source = feed_source, type = "converge.store.put" | "converge.store.delete" |
@@ -72,11 +72,12 @@
 //   data is the document (application/json).
 // - Events are appended right after their group's WAL sync, by one publishing thread at a time
 //   (so in order), while the next group syncs; a Put may return just before its event is
-//   appended (FlushFeed waits). If the
-//   log refuses an append, acknowledged writes stay acknowledged and their events stay queued
-//   (retried by each later group and by FlushFeed); past feed_backlog_max_events queued events
-//   new writes fail with Unavailable until the feed catches up. After a crash, Open re-publishes
-//   every committed change after the last one found in the topic.
+//   appended (FlushFeed waits). If the log refuses an append, acknowledged writes stay
+//   acknowledged and their events stay queued (retried by each later group, by FlushFeed and
+//   by the periodic timer); past feed_backlog_max_events queued events new writes fail with
+//   Unavailable until the feed catches up. After a crash, Open re-publishes every committed
+//   change from the last transaction found in the topic on. Delete of a whole collection
+//   publishes no events for its documents.
 //
 // Errors (every method): InvalidArgument (malformed name, key, JSON, option), NotFound (no
 // such collection or document), PermissionDenied, Aborted, AlreadyExists (see above),
@@ -87,7 +88,9 @@
 // disk), DataLoss (Open: the WAL or snapshot is damaged before its tail).
 //
 // Thread-safety: Store is thread-safe; any number of threads may call it concurrently.
-// Blocking: writes block for the group sync; reads may block for at most one group sync.
+// Blocking: writes block for the group sync (CommitAsync does not; see there); reads may block
+// for at most one group sync (TryGet never does). A thread calling in may perform group
+// commits and change-feed appends for other callers while it waits for its own.
 // All time, files and randomness come from the Env given at Open.
 #pragma once
 
