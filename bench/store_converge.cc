@@ -198,9 +198,12 @@ std::string SelfExecutable() {
 
 class SidecarSystem : public StoreSystem {
  public:
+  // `synced`: store and feed durability fsync; otherwise none (written to the OS, synced at
+  // shutdown), for a like-for-like comparison with peers that do not fsync.
+  explicit SidecarSystem(bool synced) : synced_(synced) {}
   ~SidecarSystem() override { Stop().IgnoreError(); }
-  std::string name() const override { return "converge"; }
-  std::string durability() const override { return "fsync"; }
+  std::string name() const override { return synced_ ? "converge" : "converge-nosync"; }
+  std::string durability() const override { return synced_ ? "fsync" : "none"; }
   std::string note() const override {
     return "converge serve over HTTP/1.1 keep-alive: GET + PUT If-Match; change feed to the log";
   }
@@ -211,7 +214,10 @@ class SidecarSystem : public StoreSystem {
     const std::string config = w.dir + "/converge.yaml";
     std::ofstream(config) << "limits:\n"
                              "  max_inflight_requests: 8192\n"
-                             "  max_connections: 8192\n";
+                             "  max_connections: 8192\n"
+                          << (synced_ ? ""
+                                      : "store:\n  durability: none\n"
+                                        "topic_defaults:\n  durability: none\n");
     Status last;
     for (int attempt = 0; attempt < 5; ++attempt) {  // a free port may be taken meanwhile
       CONVERGE_ASSIGN_OR_RETURN(uint16_t port, testing::FreeLoopbackPort());
@@ -263,14 +269,15 @@ class SidecarSystem : public StoreSystem {
   }
 
  private:
+  bool synced_;
   std::unique_ptr<testing::ServerProcess> process_;
 };
 
 }  // namespace
 
-std::unique_ptr<StoreSystem> MakeConvergeStoreSystem(bool via_sidecar) {
+std::unique_ptr<StoreSystem> MakeConvergeStoreSystem(bool via_sidecar, bool synced) {
   if (!via_sidecar) return std::make_unique<InprocSystem>();
-  return std::make_unique<SidecarSystem>();
+  return std::make_unique<SidecarSystem>(synced);
 }
 
 }  // namespace converge::bench
