@@ -53,7 +53,8 @@ class StoreSystem {
 };
 
 // Systems (nullptr if this binary was built without one).
-std::unique_ptr<StoreSystem> MakeConvergeStoreSystem(bool via_sidecar);
+// `synced` false: the sidecar with store and feed durability none.
+std::unique_ptr<StoreSystem> MakeConvergeStoreSystem(bool via_sidecar, bool synced = true);
 std::unique_ptr<StoreSystem> MakePostgresStoreSystem();
 std::unique_ptr<StoreSystem> MakeJetStreamKvStoreSystem();
 

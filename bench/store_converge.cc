@@ -4,6 +4,9 @@
 //                    over HTTP/1.1 keep-alive (one connection per client): GET the document,
 //                    then PUT it with If-Match.
 // Both: store durability fsync (group commit) and the change feed on the event log (fsync).
+#include <unistd.h>
+
+#include <algorithm>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -13,6 +16,7 @@
 #include <boost/beast/http/write.hpp>
 #include <cstdlib>
 #include <fstream>
+#include <initializer_list>
 #include <string>
 
 #include "bench/store_bench.h"
@@ -132,6 +136,22 @@ class HttpSession : public StoreSession {
     return Status::Ok();
   }
 
+  // A request whose reply must have one of `ok` statuses.
+  Status Send(http::verb verb, const std::string& target, const std::string& body,
+              std::initializer_list<unsigned> ok) {
+    http::request<http::string_body> req{verb, target, 11};
+    req.set(http::field::host, "127.0.0.1");
+    req.set(http::field::content_type, "application/json");
+    req.body() = body;
+    req.prepare_payload();
+    http::response<http::string_body> res;
+    CONVERGE_RETURN_IF_ERROR(RoundTrip(req, &res));
+    for (unsigned code : ok) {
+      if (res.result_int() == code) return Status::Ok();
+    }
+    return Unexpected(std::string(http::to_string(verb)).c_str(), res);
+  }
+
   Status Write(const std::string& key, int64_t value, const std::string& version) override {
     http::request<http::string_body> req{http::verb::put, Target(key), 11};
     req.set(http::field::host, "127.0.0.1");
@@ -170,11 +190,94 @@ class HttpSession : public StoreSession {
   beast::flat_buffer buffer_;
 };
 
+std::string SelfExecutable() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+}
+
+class SidecarSystem : public StoreSystem {
+ public:
+  // `synced`: store and feed durability fsync; otherwise none (written to the OS, synced at
+  // shutdown), for a like-for-like comparison with peers that do not fsync.
+  explicit SidecarSystem(bool synced) : synced_(synced) {}
+  ~SidecarSystem() override { Stop().IgnoreError(); }
+  std::string name() const override { return synced_ ? "converge" : "converge-nosync"; }
+  std::string durability() const override { return synced_ ? "fsync" : "none"; }
+  std::string note() const override {
+    return "converge serve over HTTP/1.1 keep-alive: GET + PUT If-Match; change feed to the log";
+  }
+
+  Status Start(const StoreWorkload& w, const std::vector<std::string>& keys) override {
+    const std::string exe = SelfExecutable();
+    if (exe.empty()) return InternalError("cannot find this executable (/proc/self/exe)");
+    const std::string config = w.dir + "/converge.yaml";
+    std::ofstream(config) << "limits:\n"
+                             "  max_inflight_requests: 8192\n"
+                             "  max_connections: 8192\n"
+                          << (synced_ ? ""
+                                      : "store:\n  durability: none\n"
+                                        "topic_defaults:\n  durability: none\n");
+    Status last;
+    for (int attempt = 0; attempt < 5; ++attempt) {  // a free port may be taken meanwhile
+      CONVERGE_ASSIGN_OR_RETURN(uint16_t port, testing::FreeLoopbackPort());
+      testing::ServerSpec spec;
+      spec.name = "converge serve";
+      spec.argv = {exe,        "serve", "--listen",   "127.0.0.1:" + std::to_string(port),
+                   "--config", config,  "--data-dir", w.dir + "/data"};
+      spec.port = port;
+      spec.log_path = w.dir + "/serve.log";
+      Result<std::unique_ptr<testing::ServerProcess>> p = testing::ServerProcess::Start(spec);
+      if (p.ok()) {
+        process_ = std::move(p).value();
+        break;
+      }
+      last = p.status();
+      if (last.code() != StatusCode::kUnavailable) return last;
+    }
+    if (!process_) return last;
+    // Load through the API: one transaction per 1000 keys.
+    HttpSession s(process_->port());
+    CONVERGE_RETURN_IF_ERROR(s.Connect());
+    CONVERGE_RETURN_IF_ERROR(
+        s.Send(http::verb::put, std::string("/v1/collections/") + kCollection, "{}", {201}));
+    for (size_t i = 0; i < keys.size(); i += 1000) {
+      std::string body = "{\"ops\":[";
+      for (size_t j = i; j < std::min(keys.size(), i + 1000); ++j) {
+        if (j > i) body += ",";
+        body += std::string("{\"op\":\"put\",\"collection\":\"") + kCollection + "\",\"key\":\"" +
+                keys[j] + "\",\"value\":0}";
+      }
+      body += "]}";
+      CONVERGE_RETURN_IF_ERROR(
+          s.Send(http::verb::post, "/v1/collections/_transaction", body, {200}));
+    }
+    return Status::Ok();
+  }
+
+  Result<std::unique_ptr<StoreSession>> NewSession() override {
+    auto s = std::make_unique<HttpSession>(process_->port());
+    CONVERGE_RETURN_IF_ERROR(s->Connect());
+    return std::unique_ptr<StoreSession>(std::move(s));
+  }
+
+  Status Stop() override {
+    if (process_ == nullptr) return Status::Ok();
+    Status s = process_->Stop();
+    process_.reset();
+    return s;
+  }
+
+ private:
+  bool synced_;
+  std::unique_ptr<testing::ServerProcess> process_;
+};
+
 }  // namespace
 
-std::unique_ptr<StoreSystem> MakeConvergeStoreSystem(bool via_sidecar) {
+std::unique_ptr<StoreSystem> MakeConvergeStoreSystem(bool via_sidecar, bool synced) {
   if (!via_sidecar) return std::make_unique<InprocSystem>();
-  return nullptr;  // the sidecar does not host the store in this build
+  return std::make_unique<SidecarSystem>(synced);
 }
 
 }  // namespace converge::bench

@@ -44,7 +44,8 @@
 // Reads
 // - Get and List see committed, durable state only: a read never returns a value (nor an
 //   absence) that a crash could take back. A read of a document whose last write is still
-//   being synced waits for that sync (at most one group commit).
+//   being synced waits for that sync (at most one group commit); TryGet returns Unavailable
+//   instead of waiting.
 // - List returns documents of one collection in key order within [start_key, end_key) and
 //   with an optional prefix, at most `limit` per page; next_page_token resumes after the last
 //   key returned. Each page is a consistent snapshot; pages of one listing may reflect writes
@@ -62,8 +63,7 @@
 // Change feed
 // - When StoreOptions::feed_log is set, every committed put, delete and expiry is published as
 //   one CloudEvent to the topic `feed_topic` (one partition, created by the first publication)
-//   in commit
-//   order: a transaction's events are appended together, in the order of its operations.
+//   in commit order: a transaction's events are appended together, in the order of its ops.
 //   The event id is "<collection>/<key>/<version>", so re-publication after a crash is
 //   deduplicated by the log's idempotent publish and each committed write appears exactly once.
 //   Event: source = feed_source, type = "converge.store.put" | "converge.store.delete" |
@@ -72,11 +72,12 @@
 //   data is the document (application/json).
 // - Events are appended right after their group's WAL sync, by one publishing thread at a time
 //   (so in order), while the next group syncs; a Put may return just before its event is
-//   appended (FlushFeed waits). If the
-//   log refuses an append, acknowledged writes stay acknowledged and their events stay queued
-//   (retried by each later group and by FlushFeed); past feed_backlog_max_events queued events
-//   new writes fail with Unavailable until the feed catches up. After a crash, Open re-publishes
-//   every committed change after the last one found in the topic.
+//   appended (FlushFeed waits). If the log refuses an append, acknowledged writes stay
+//   acknowledged and their events stay queued (retried by each later group, by FlushFeed and
+//   by the periodic timer); past feed_backlog_max_events queued events new writes fail with
+//   Unavailable until the feed catches up. After a crash, Open re-publishes every committed
+//   change from the last transaction found in the topic on. Delete of a whole collection
+//   publishes no events for its documents.
 //
 // Errors (every method): InvalidArgument (malformed name, key, JSON, option), NotFound (no
 // such collection or document), PermissionDenied, Aborted, AlreadyExists (see above),
@@ -87,7 +88,9 @@
 // disk), DataLoss (Open: the WAL or snapshot is damaged before its tail).
 //
 // Thread-safety: Store is thread-safe; any number of threads may call it concurrently.
-// Blocking: writes block for the group sync; reads may block for at most one group sync.
+// Blocking: writes block for the group sync (CommitAsync does not; see there); reads may block
+// for at most one group sync (TryGet never does). A thread calling in may perform group
+// commits and change-feed appends for other callers while it waits for its own.
 // All time, files and randomness come from the Env given at Open.
 #pragma once
 
@@ -259,6 +262,13 @@ struct StoreOptions {
   size_t feed_backlog_max_events = 100'000;
   size_t feed_append_max_events = 1000;  // events per Log::Append (whole transactions)
 
+  // Where CommitAsync hands the group commits, change-feed appends and checkpoints it would
+  // otherwise run on the calling thread (e.g. a server's blocking pool), so that callers on
+  // I/O threads are not blocked. At most one task is outstanding; each runs until no such
+  // work is left. Every task handed over must run before the Store is destroyed. Unset: the
+  // calling thread does the work.
+  std::function<void(std::function<void()>)> background;
+
   // Merge functions by name, for CollectionConfig::merge_fields (in addition to built-ins).
   std::map<std::string, MergeFunction> merge_functions;
 };
@@ -296,6 +306,9 @@ class Store {
   // ---- documents ----
   // The document. NotFound (no collection, no document, or expired); InvalidArgument (key).
   virtual Result<Document> Get(const std::string& collection, const std::string& key) = 0;
+  // Like Get, but never blocks: Unavailable when the answer depends on a change still being
+  // synced (call Get to wait for it).
+  virtual Result<Document> TryGet(const std::string& collection, const std::string& key) = 0;
   // A page of documents in key order. NotFound (collection); InvalidArgument (bad range,
   // limit or page token).
   virtual Result<ListResult> List(const std::string& collection, const ListOptions& options) = 0;
@@ -317,8 +330,11 @@ class Store {
   // return — on the calling thread for a refused transaction, else on the thread that finishes
   // the sync of the group holding it (possibly the calling thread, before CommitAsync returns).
   // `done` must be quick and must not call this Store. The calling thread may lead a group
-  // commit or publish change events for others before returning (blocking on that I/O); a
-  // server can therefore serve many concurrent writes with a few threads, all sharing syncs.
+  // commit or publish change events for others before returning (blocking on that I/O) —
+  // unless StoreOptions::background is set: then that work runs there and CommitAsync does
+  // not wait for I/O (it may still wait in rare cases: the commit buffer is full, a block of
+  // sequence numbers is reserved). Either way many concurrent writes need few threads and
+  // share syncs.
   using CommitCallback = std::function<void(Result<CommitResult>)>;
   virtual void CommitAsync(const Caller& caller, std::vector<WriteOp> ops, CommitCallback done) = 0;
 

@@ -413,14 +413,18 @@ asio::awaitable<HttpReply> Api::HandleStore(HttpRequest& request) {
   r.body = request.body();
   // With auth disabled every request is the anonymous principal, which may do everything.
   r.caller = Caller{(*principal)->service, (*principal)->admin || (*principal)->anonymous};
-  // The handler reads `r` (in this frame) only until it calls done or returns; writes complete
-  // when their group commit does, without holding a pool thread meanwhile.
+  // Document reads and writes are handled right here on the I/O thread when that cannot block
+  // (the store syncs on the pool, see Server::Open); the rest runs on the pool. The handler
+  // reads `r` (in this frame) only until it calls done or returns.
   store_internal::StoreHttpHandler* store = d_.store;
-  auto job = [store, &r](std::function<void(store_internal::StoreHttpResponse)> done) {
-    store->HandleAsync(r, std::move(done));
+  BlockingPool* pool = d_.pool;
+  auto job = [store, pool, &r](std::function<void(store_internal::StoreHttpResponse)> done) {
+    if (store->TryHandleInline(r, done)) return;
+    pool->Post(
+        [store, &r, done = std::move(done)]() mutable { store->HandleAsync(r, std::move(done)); });
   };
   store_internal::StoreHttpResponse res =
-      co_await d_.pool->RunAsync<store_internal::StoreHttpResponse>(std::move(job));
+      co_await BlockingPool::RunInline<store_internal::StoreHttpResponse>(std::move(job));
   HttpResponse out{static_cast<http::status>(res.status), request.version()};
   for (auto& [name, value] : res.headers) out.set(name, value);
   out.body() = std::move(res.body);

@@ -101,6 +101,32 @@ class PoolAsyncJob {
   std::shared_ptr<Fn> fn_;
 };
 
+// The initiation of RunInline (a class for the GCC 12 reason above).
+template <typename Value, typename Fn>
+class InlineAsyncJob {
+ public:
+  explicit InlineAsyncJob(Fn fn) : fn_(std::make_shared<Fn>(std::move(fn))) {}
+  InlineAsyncJob(const InlineAsyncJob& other) : fn_(other.fn_) {}
+  InlineAsyncJob(InlineAsyncJob&& other) noexcept : fn_(std::move(other.fn_)) {}
+  ~InlineAsyncJob() {}
+  template <typename Handler>
+  void operator()(Handler handler) {
+    namespace asio = boost::asio;
+    auto work = asio::prefer(asio::get_associated_executor(handler),
+                             asio::execution::outstanding_work.tracked);
+    auto shared = std::make_shared<Handler>(std::move(handler));
+    (*fn_)(std::function<void(Value)>([shared, work](Value value) mutable {
+      auto ex = asio::get_associated_executor(*shared, work);
+      asio::post(ex, [shared, v = std::move(value), work]() mutable {
+        std::move (*shared)(std::move(v));
+      });
+    }));
+  }
+
+ private:
+  std::shared_ptr<Fn> fn_;
+};
+
 }  // namespace internal
 
 class BlockingPool {
@@ -126,6 +152,17 @@ class BlockingPool {
     return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, void(Value)>(
         internal::PoolAsyncJob<Value, Fn>(pool_, std::move(fn)), boost::asio::use_awaitable);
   }
+
+  // `co_await BlockingPool::RunInline<Value>(job)`: like RunAsync, but job(done) runs at once on
+  // the calling coroutine's thread (it must not block; it may Post blocking work here).
+  template <typename Value, typename Fn>
+  static auto RunInline(Fn fn) {
+    return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, void(Value)>(
+        internal::InlineAsyncJob<Value, Fn>(std::move(fn)), boost::asio::use_awaitable);
+  }
+
+  // Runs `task` on a pool thread (fire and forget).
+  void Post(std::function<void()> task) { boost::asio::post(pool_, std::move(task)); }
 
   // Waits for queued jobs to finish; later Run calls are not allowed.
   void Join() { pool_.join(); }

@@ -146,6 +146,40 @@ TEST(Config, RejectsBadInputNamingTheKey) {
   ExpectRejected("- just\n- a list\n", "must be a mapping");
 }
 
+TEST(Config, StoreSection) {
+  Result<ServerConfig> d = ParseConfig("");
+  ASSERT_TRUE(d.ok());
+  EXPECT_TRUE(d->store.enabled);
+  EXPECT_EQ(d->store.durability, Durability::kFsync);
+  EXPECT_EQ(d->store.feed_topic, "store-changes");
+  Result<ServerConfig> c = ParseConfig(R"(
+store:
+  enabled: false
+  durability: interval
+  sync_interval_ms: 20
+  max_document_bytes: 2048
+  max_store_bytes: 1000000
+  feed_topic: changes
+  checkpoint_wal_bytes: 8192
+  ttl_sweep_interval_ms: 0
+)");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_FALSE(c->store.enabled);
+  EXPECT_EQ(c->store.durability, Durability::kInterval);
+  EXPECT_EQ(c->store.sync_interval_ms, 20);
+  EXPECT_EQ(c->store.max_document_bytes, 2048u);
+  EXPECT_EQ(c->store.max_store_bytes, 1000000u);
+  EXPECT_EQ(c->store.feed_topic, "changes");
+  EXPECT_EQ(c->store.checkpoint_wal_bytes, 8192u);
+  EXPECT_EQ(c->store.ttl_sweep_interval_ms, 0);
+  for (const char* bad : {"store: {colour: red}", "store: {durability: sometimes}",
+                          "store: {max_document_bytes: 0}", "store: {feed_topic: ''}"}) {
+    Result<ServerConfig> r = ParseConfig(bad);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(r.status().message().find("store"), std::string_view::npos) << bad;
+  }
+}
+
 TEST(Config, RefusesOpenNetworkWithoutTokens) {
   ExpectRejected("listen: 0.0.0.0:8080", "without auth tokens");
   EXPECT_TRUE(ParseConfig("listen: 0.0.0.0:8080\nauth: {allow_unauthenticated: true}").ok());

@@ -64,6 +64,7 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   CONVERGE_ASSIGN_OR_RETURN(impl->groups,
                             ConsumerGroups::Open(*impl->env, *impl->log, group_options));
 
+  impl->pool = std::make_unique<BlockingPool>(impl->config.storage_threads);
   if (impl->config.store.enabled) {
     const StoreConfig& sc = impl->config.store;
     StoreOptions store_options;
@@ -77,11 +78,17 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
     store_options.feed_log = impl->log.get();
     store_options.feed_topic = sc.feed_topic;
     store_options.feed_topic_options = impl->config.topic_defaults;
+    // Group commits run on the pool, so writes never block an I/O thread (the pool is joined
+    // before the store is destroyed).
+    BlockingPool* pool = impl->pool.get();
+    store_options.background = [pool](std::function<void()> task) { pool->Post(std::move(task)); };
     CONVERGE_ASSIGN_OR_RETURN(impl->store, Store::Open(*impl->env, store_options));
-    impl->store_http = std::make_unique<store_internal::StoreHttpHandler>(*impl->store);
+    store_internal::StoreHttpOptions http_options;
+    http_options.inline_writes = true;
+    impl->store_http =
+        std::make_unique<store_internal::StoreHttpHandler>(*impl->store, http_options);
   }
 
-  impl->pool = std::make_unique<BlockingPool>(impl->config.storage_threads);
   ApiDeps deps;
   deps.config = &impl->config;
   deps.env = impl->env.get();

@@ -363,6 +363,41 @@ void StoreHttpHandler::HandleAsync(const StoreHttpRequest& r, Done done) {
   }
 }
 
+bool StoreHttpHandler::TryHandleInline(const StoreHttpRequest& r, Done& done) {
+  const std::string_view path = r.target.substr(0, r.target.find('?'));
+  if (!Matches(path)) return false;
+  std::string_view rest = path.substr(kPrefix.size());
+  if (rest.size() < 2) return false;
+  rest.remove_prefix(1);
+  const size_t slash = rest.find('/');
+  if (slash == std::string_view::npos) {
+    // Only the transaction route here, and only when writes do not block.
+    if (!options_.inline_writes || r.method != "POST" || rest != kTransactionSegment) {
+      return false;
+    }
+    HandleAsync(r, std::move(done));
+    return true;
+  }
+  const std::string_view after = rest.substr(slash + 1);
+  if (after.size() <= 5 || after.substr(0, 5) != "docs/") return false;
+  if (r.method == "GET") {
+    Result<std::string> collection = PercentDecode(rest.substr(0, slash));
+    Result<std::string> key = PercentDecode(after.substr(5));
+    if (!collection.ok() || !key.ok()) return false;  // HandleAsync replies 400
+    try {
+      Result<Document> doc = store_.TryGet(*collection, *key);
+      if (!doc.ok() && doc.status().code() == StatusCode::kUnavailable) return false;
+      done(DocumentResponse(std::move(doc)));
+    } catch (const std::exception& e) {
+      done(StoreErrorResponse(InternalError(std::string("store API: ") + e.what())));
+    }
+    return true;
+  }
+  if (!options_.inline_writes || (r.method != "PUT" && r.method != "DELETE")) return false;
+  HandleAsync(r, std::move(done));
+  return true;
+}
+
 void StoreHttpHandler::Route(const StoreHttpRequest& r, Done& done) {
   auto reply = [&](StoreHttpResponse resp) { done(std::move(resp)); };
   const size_t q = r.target.find('?');
@@ -503,7 +538,10 @@ StoreHttpResponse StoreHttpHandler::ListDocuments(const std::string& collection,
 
 StoreHttpResponse StoreHttpHandler::GetDocument(const std::string& collection,
                                                 const std::string& key) {
-  Result<Document> doc = store_.Get(collection, key);
+  return DocumentResponse(store_.Get(collection, key));
+}
+
+StoreHttpResponse StoreHttpHandler::DocumentResponse(Result<Document> doc) {
   if (!doc.ok()) return StoreErrorResponse(doc.status());
   StoreHttpResponse r = JsonResponse(200, std::move(doc->value));
   AddVersionHeaders(doc->version, doc->etag, &r);

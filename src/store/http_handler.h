@@ -24,7 +24,8 @@
 // bound; 415 a body that is not JSON; 503 the change feed is behind (Retry-After); 500 I/O.
 // Every error body is {"code": "<STATUS_CODE_NAME>", "message": "..."}.
 //
-// Thread-safety: Handle may be called from many threads at once (the Store is thread-safe).
+// Thread-safety: Handle, HandleAsync and TryHandleInline may be called from many threads at
+// once (the Store is thread-safe).
 #pragma once
 
 #include <cstdint>
@@ -61,6 +62,9 @@ struct StoreHttpOptions {
   // store's max_document_bytes).
   size_t max_request_json_bytes = 32u << 20;
   uint32_t max_json_depth = 64;
+  // The store was opened with StoreOptions::background, so its CommitAsync does not block:
+  // TryHandleInline may take writes.
+  bool inline_writes = false;
 };
 
 class StoreHttpHandler {
@@ -87,6 +91,13 @@ class StoreHttpHandler {
   using Done = std::function<void(StoreHttpResponse)>;
   void HandleAsync(const StoreHttpRequest& request, Done done);
 
+  // For a caller on an I/O thread: handles the request like HandleAsync and returns true if
+  // that cannot block — a document read whose answer is durable, and, with
+  // StoreHttpOptions::inline_writes, document writes and transactions (their sync runs on the
+  // store's background executor). Otherwise returns false without touching `done`: call
+  // HandleAsync from a thread that may block.
+  bool TryHandleInline(const StoreHttpRequest& request, Done& done);
+
  private:
   struct Call;
   StoreHttpResponse ListCollections();
@@ -95,6 +106,7 @@ class StoreHttpHandler {
   StoreHttpResponse DeleteCollection(const StoreHttpRequest& r, const std::string& name);
   StoreHttpResponse ListDocuments(const std::string& collection, std::string_view query);
   StoreHttpResponse GetDocument(const std::string& collection, const std::string& key);
+  static StoreHttpResponse DocumentResponse(Result<Document> doc);
   void PutDocument(const StoreHttpRequest& r, const std::string& collection, const std::string& key,
                    std::string_view query, Done& done);
   void DeleteDocument(const StoreHttpRequest& r, const std::string& collection,

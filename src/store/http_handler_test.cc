@@ -7,8 +7,11 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
+#include <functional>
 #include <map>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "converge/sim_env.h"
 #include "converge/store.h"
@@ -277,6 +280,65 @@ TEST_F(StoreHttpTest, Transactions) {
     EXPECT_EQ(Call("POST", "/v1/collections/_transaction", bad).status, 400) << bad;
   }
   EXPECT_EQ(Call("GET", "/v1/collections/orders/docs/a").body, R"({"n":2})");
+}
+
+TEST(StoreHttpInlineTest, ReadsAndWritesInlineOnlyWhenNothingBlocks) {
+  sim::SimEnv env(3);
+  std::vector<std::function<void()>> tasks;
+  StoreOptions o;
+  o.dir = "/data/store";
+  o.ttl_sweep_interval_ms = 0;
+  o.background = [&tasks](std::function<void()> t) { tasks.push_back(std::move(t)); };
+  auto opened = Store::Open(env, o);
+  ASSERT_TRUE(opened.ok());
+  std::unique_ptr<Store> store = std::move(*opened);
+  CollectionConfig config;
+  config.owner = "orders";
+  ASSERT_TRUE(store->CreateCollection(Caller::Service("orders"), "c", config).ok());
+  auto run_tasks = [&tasks] {
+    while (!tasks.empty()) {
+      auto t = std::move(tasks.front());
+      tasks.erase(tasks.begin());
+      t();
+    }
+  };
+  StoreHttpRequest r;
+  r.caller = Caller::Service("orders");
+  std::optional<StoreHttpResponse> got;
+  StoreHttpHandler::Done done = [&got](StoreHttpResponse resp) { got = std::move(resp); };
+
+  // Without inline writes, a PUT is not taken; with them it is, and answers once synced.
+  StoreHttpHandler blocking(*store);
+  r.method = "PUT";
+  r.target = "/v1/collections/c/docs/k";
+  r.body = "1";
+  EXPECT_FALSE(blocking.TryHandleInline(r, done));
+  ASSERT_TRUE(done) << "left untouched";
+  StoreHttpOptions options;
+  options.inline_writes = true;
+  StoreHttpHandler handler(*store, options);
+  ASSERT_TRUE(handler.TryHandleInline(r, done));
+  EXPECT_FALSE(got.has_value()) << "not durable yet";
+
+  // A read of the not yet durable document is not taken inline...
+  StoreHttpHandler::Done read_done = [&got](StoreHttpResponse resp) { got = std::move(resp); };
+  r.method = "GET";
+  r.body = {};
+  EXPECT_FALSE(handler.TryHandleInline(r, read_done));
+  run_tasks();
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->status, 201);
+  got.reset();
+  // ...and is once it is. Collection routes never are.
+  ASSERT_TRUE(handler.TryHandleInline(r, read_done));
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->status, 200);
+  EXPECT_EQ(got->body, "1");
+  r.target = "/v1/collections/c";
+  StoreHttpHandler::Done other = [](StoreHttpResponse) {};
+  EXPECT_FALSE(handler.TryHandleInline(r, other));
+  r.target = "/v1/collections/c/docs";
+  EXPECT_FALSE(handler.TryHandleInline(r, other));
 }
 
 }  // namespace

@@ -416,24 +416,39 @@ std::vector<std::string> StoreImpl::ListCollections() {
 // Reads
 
 Result<Document> StoreImpl::Get(const std::string& collection, const std::string& key) {
+  return GetImpl(collection, key, /*wait=*/true);
+}
+
+Result<Document> StoreImpl::TryGet(const std::string& collection, const std::string& key) {
+  return GetImpl(collection, key, /*wait=*/false);
+}
+
+Result<Document> StoreImpl::GetImpl(const std::string& collection, const std::string& key,
+                                    bool wait) {
   CONVERGE_RETURN_IF_ERROR(ValidateKey(key, opt_.max_key_bytes));
   const int64_t now = NowMs();
   Lock lock(mu_);
   if (!bg_error_.ok()) return bg_error_;
+  // What the answer depends on must be durable before it is given.
+  auto durable = [&](uint64_t seq) -> Status {
+    if (durable_seq_ >= seq) return Status::Ok();
+    if (!wait) return UnavailableError("the document's last change is still being synced");
+    return WaitDurable(lock, seq);
+  };
   auto cit = colls_.find(collection);
   if (cit == colls_.end()) {
-    CONVERGE_RETURN_IF_ERROR(WaitDurable(lock, last_catalog_seq_));
+    CONVERGE_RETURN_IF_ERROR(durable(last_catalog_seq_));
     return NotFoundError("collection '" + collection + "' does not exist");
   }
   const CollectionState& coll = cit->second;
   auto dit = coll.docs.find(key);
   if (dit == coll.docs.end() || IsExpired(dit->second, now)) {
-    CONVERGE_RETURN_IF_ERROR(WaitDurable(lock, std::max(coll.last_delete_seq, coll.created_seq)));
+    CONVERGE_RETURN_IF_ERROR(durable(std::max(coll.last_delete_seq, coll.created_seq)));
     return NotFoundError("document '" + key + "' does not exist in collection '" + collection +
                          "'");
   }
   const StoredDoc doc = dit->second;  // a copy: the value is shared, not copied
-  CONVERGE_RETURN_IF_ERROR(WaitDurable(lock, std::max(doc.version, coll.created_seq)));
+  CONVERGE_RETURN_IF_ERROR(durable(std::max(doc.version, coll.created_seq)));
   lock.unlock();
   Document out;
   out.key = key;
@@ -612,8 +627,54 @@ void StoreImpl::CommitAsync(const Caller& caller, std::vector<WriteOp> ops, Comm
           done(st);
         }
       });
-  DoWorkLocked(lock);
+  KickLocked(lock);
+}
+
+void StoreImpl::KickLocked(Lock& lock) {
+  if (!opt_.background) {
+    DoWorkLocked(lock);
+    MaybeCheckpoint(lock);
+    return;
+  }
+  if (!bg_error_.ok()) return;
+  // Two workers, so that the next group syncs while the last one's events are published.
+  if (!wal_worker_ && !leader_active_ && (!pending_.empty() || !completions_.empty())) {
+    wal_worker_ = true;
+    opt_.background([this] {
+      Lock l(mu_);
+      RunWalWorkerLocked(l);
+    });
+  }
+  if (!feed_worker_ && !feed_active_ && FeedPublishableLocked()) {
+    feed_worker_ = true;
+    opt_.background([this] {
+      Lock l(mu_);
+      RunFeedWorkerLocked(l);
+    });
+  }
+}
+
+void StoreImpl::RunWalWorkerLocked(Lock& lock) {
+  while (bg_error_.ok() && !leader_active_ && (!pending_.empty() || !completions_.empty())) {
+    leader_active_ = true;
+    LeadGroup(lock, /*force_sync=*/false);
+    KickLocked(lock);  // the feed worker, for this group's events
+  }
   MaybeCheckpoint(lock);
+  wal_worker_ = false;
+  KickLocked(lock);  // work queued after the loop's last look
+}
+
+void StoreImpl::RunFeedWorkerLocked(Lock& lock) {
+  bool failed = false;
+  while (bg_error_.ok() && !failed && !feed_active_ && FeedPublishableLocked()) {
+    feed_active_ = true;
+    failed = !PublishFeedLocked(lock).ok();  // stays queued: retried by the next kick
+    feed_active_ = false;
+    NotifyWaitersLocked();
+  }
+  feed_worker_ = false;
+  if (!failed) KickLocked(lock);
 }
 
 Status StoreImpl::ApplyTxnLocked(Lock& lock, const Caller& caller, std::vector<Prepared>& prepared,

@@ -86,8 +86,7 @@ void StoreImpl::DoWorkLocked(Lock& lock) {
       LeadGroup(lock, /*force_sync=*/false);
       continue;
     }
-    if (!feed_failed && opt_.feed_log != nullptr && !feed_active_ && !feed_queue_.empty() &&
-        feed_queue_.front().seq <= durable_seq_) {
+    if (!feed_failed && !feed_active_ && FeedPublishableLocked()) {
       feed_active_ = true;
       feed_failed = !PublishFeedLocked(lock).ok();  // stays queued; retried later
       feed_active_ = false;

@@ -61,6 +61,7 @@ class StoreImpl final : public Store {
   std::vector<std::string> ListCollections() override;
 
   Result<Document> Get(const std::string& collection, const std::string& key) override;
+  Result<Document> TryGet(const std::string& collection, const std::string& key) override;
   Result<ListResult> List(const std::string& collection, const ListOptions& options) override;
   Result<WriteResult> Put(const Caller& caller, const std::string& collection,
                           const std::string& key, std::string_view value,
@@ -99,6 +100,18 @@ class StoreImpl final : public Store {
   // must be durable before it may be acknowledged. Requires mu_ (may release it meanwhile).
   Status ApplyTxnLocked(Lock& lock, const Caller& caller, std::vector<Prepared>& prepared,
                         bool indexed, CommitResult* out, uint64_t* wait_seq);
+  Result<Document> GetImpl(const std::string& collection, const std::string& key, bool wait);
+  // After a CommitAsync: does the group-commit work here, or hands it to
+  // StoreOptions::background: a WAL worker leading group commits and a feed worker publishing
+  // change events, at most one of each at a time. Requires mu_.
+  void KickLocked(Lock& lock);
+  void RunWalWorkerLocked(Lock& lock);
+  void RunFeedWorkerLocked(Lock& lock);
+  // Durable change events wait to be published.
+  bool FeedPublishableLocked() const {
+    return opt_.feed_log != nullptr && !feed_queue_.empty() &&
+           feed_queue_.front().seq <= durable_seq_;
+  }
   // Runs a checkpoint the WAL size asked for. Requires mu_ (released meanwhile).
   void MaybeCheckpoint(Lock& lock);
   // Common checks before a change is admitted. Requires mu_.
@@ -187,6 +200,8 @@ class StoreImpl final : public Store {
   int64_t last_sync_nanos_ = 0;
   bool wal_unsynced_ = false;
   bool want_checkpoint_ = false;
+  bool wal_worker_ = false;   // a background WAL worker is queued or running
+  bool feed_worker_ = false;  // a background feed worker is queued or running
   uint64_t wal_bytes_ = 0;
 
   std::unique_ptr<WritableFile> wal_;

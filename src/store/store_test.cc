@@ -8,11 +8,14 @@
 #include <stdlib.h>
 
 #include <atomic>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 #include <condition_variable>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -781,6 +784,50 @@ TEST_F(StoreTest, UnsyncedTailIsLostOnMachineCrashUnderNoneDurability) {
   EXPECT_GT(b->version, a->version);
 }
 
+TEST_F(StoreTest, BackgroundWorkersDoTheSyncsAndTryGetNeverWaits) {
+  std::vector<std::function<void()>> tasks;
+  StoreOptions o = Options();
+  o.background = [&tasks](std::function<void()> task) { tasks.push_back(std::move(task)); };
+  Open(o);
+  CreateOrders();
+  auto before = store_->Put(kOrders, "orders", "k", "1");  // synchronous API: syncs itself
+  ASSERT_TRUE(before.ok());
+  tasks.clear();
+
+  std::vector<Result<CommitResult>> results;
+  for (int i = 0; i < 3; ++i) {
+    std::vector<WriteOp> ops = {WriteOp::Put("orders", "k", std::to_string(i + 2))};
+    store_->CommitAsync(kOrders, std::move(ops),
+                        [&](Result<CommitResult> r) { results.push_back(std::move(r)); });
+  }
+  // Applied in memory, not durable yet: no completion, and readers do not see it.
+  EXPECT_TRUE(results.empty());
+  ASSERT_EQ(tasks.size(), 1u) << "one WAL worker at a time";
+  auto pending = store_->TryGet("orders", "k");
+  EXPECT_EQ(pending.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(store_->TryGet("orders", "absent").status().code(), StatusCode::kNotFound);
+
+  // The WAL worker syncs all three in one group and hands the events to a feed worker.
+  auto run = [&tasks] {
+    while (!tasks.empty()) {
+      std::function<void()> t = std::move(tasks.front());
+      tasks.erase(tasks.begin());
+      t();
+    }
+  };
+  const uint64_t groups = store_->Stats().group_commits;
+  run();
+  ASSERT_EQ(results.size(), 3u);
+  for (const auto& r : results) EXPECT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(store_->Stats().group_commits, groups + 1);
+  auto doc = store_->TryGet("orders", "k");
+  ASSERT_TRUE(doc.ok());
+  EXPECT_EQ(doc->value, "4");
+  EXPECT_EQ(doc->version, results[2]->commit_seq);
+  EXPECT_EQ(FeedIds().size(), 4u);
+  EXPECT_EQ(store_->Stats().feed_backlog_events, 0u);
+}
+
 // ---------------------------------------------------------------------------------------
 // Threads on the production Env: no lost update
 
@@ -860,6 +907,63 @@ TEST(StoreThreadsTest, IfMatchIncrementsNeverLoseAnUpdate) {
   opened = Store::Open(Env::Default(), o);
   ASSERT_TRUE(opened.ok());
   EXPECT_EQ(std::stol((*opened)->Get("counters", "hot")->value), hot_ok.load());
+}
+
+TEST(StoreThreadsTest, AsyncCommitsWithBackgroundWorkersOnAPool) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  store_testing::MemoryLog log;
+  boost::asio::thread_pool pool(3);
+  StoreOptions o;
+  o.dir = dir.path() + "/store";
+  o.feed_log = &log;
+  o.checkpoint_wal_bytes = 64 << 10;  // checkpoints run on the pool too
+  o.background = [&pool](std::function<void()> task) { boost::asio::post(pool, std::move(task)); };
+  auto opened = Store::Open(Env::Default(), o);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  std::unique_ptr<Store> store = std::move(*opened);
+  CollectionConfig config;
+  config.owner = "orders";
+  ASSERT_TRUE(store->CreateCollection(kOrders, "c", config).ok());
+
+  // Four threads issue writes to their own 16 keys without waiting for them.
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 400;
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0, failed = 0;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        const std::string key = Numbered(Numbered("t", t) + "-", i % 16);
+        std::vector<WriteOp> ops = {WriteOp::Put("c", key, std::to_string(i))};
+        store->CommitAsync(kOrders, std::move(ops), [&](Result<CommitResult> r) {
+          std::lock_guard<std::mutex> g(mu);
+          if (!r.ok()) ++failed;
+          ++done;
+          cv.notify_all();
+        });
+        if (i % 4 == 0) (void)store->TryGet("c", key);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  {
+    std::unique_lock<std::mutex> l(mu);
+    cv.wait(l, [&] { return done == kThreads * kPerThread; });
+    EXPECT_EQ(failed, 0);
+  }
+  ASSERT_TRUE(store->FlushFeed().ok());
+  EXPECT_EQ(log.Records("store-changes").size(), static_cast<size_t>(kThreads * kPerThread));
+  pool.join();  // every background task has run before the store goes
+  for (int t = 0; t < kThreads; ++t) {
+    for (int k = 0; k < 16; ++k) {
+      auto doc = store->Get("c", Numbered(Numbered("t", t) + "-", k));
+      ASSERT_TRUE(doc.ok());
+      EXPECT_EQ(doc->value, std::to_string(kPerThread - 16 + k));
+    }
+  }
 }
 
 TEST(StoreThreadsTest, AsyncCommitsShareSyncsWithoutAThreadEach) {
