@@ -251,6 +251,15 @@ Measurement Row(const std::string& workload, const std::string& system, double e
   return m;
 }
 
+TEST(LogOptionsTest, ConvergeDurability) {
+  EXPECT_EQ(Parse({}).value().workload.converge_durability, "fsync");
+  EXPECT_EQ(Parse({"--converge-durability", "none"}).value().workload.converge_durability, "none");
+  EXPECT_EQ(Parse({"--converge-durability=interval"}).value().workload.converge_durability,
+            "interval");
+  EXPECT_EQ(Parse({"--converge-durability", "maybe"}).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
 TEST(LogOptionsTest, RoundsAreBounded) {
   Result<LogOptions> o = Parse({"--rounds", "3"});
   ASSERT_TRUE(o.ok());
@@ -338,6 +347,14 @@ TEST(LogComparisonTest, ChecksTheSidecarTargetsViaServer) {
   const std::string miss = LogComparison(rows, /*via_server=*/true);
   EXPECT_TRUE(EndsWith(LineWith(miss, ">= 3x jetstream async publish"), "2.50x  MISS")) << miss;
   EXPECT_TRUE(EndsWith(LineWith(miss, "p99 <= 2000 us"), "2500 us  MISS")) << miss;
+}
+
+TEST(LogComparisonTest, ChecksNoTargetsWhenConvergeRanWithoutFsync) {
+  Measurement publish = Row("publish", "converge", 5'000'000);
+  publish.durability = "none";
+  const std::string text = LogComparison({Row("publish", "jetstream", 100'000), publish});
+  EXPECT_NE(text.find("not checked (converge ran with durability none"), std::string::npos) << text;
+  EXPECT_EQ(text.find("PASS"), std::string::npos) << text;
 }
 
 TEST(LogComparisonTest, SaysTargetsWereNotCheckedWithoutConverge) {
