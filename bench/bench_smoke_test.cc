@@ -89,6 +89,29 @@ TEST(BenchSmokeTest, LogRunsEverySystemAndPrintsOneJsonObjectPerRow) {
   EXPECT_TRUE(std::filesystem::is_empty(base->path())) << base->path();
 }
 
+TEST(BenchSmokeTest, ViaServerRunsConvergeThroughTheSidecar) {
+  Result<testing::TempDir> base = testing::TempDir::Create("converge-bench-smoke-");
+  ASSERT_TRUE(base.ok()) << base.status().ToString();
+  const RunResult r = RunCommand(Binary() +
+                                 " bench log --via server --systems converge --events 3000"
+                                 " --rate 2000 --latency-seconds 1 --json --dir " +
+                                 base->path() + " 2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  for (const char* workload : {"\"publish\"", "\"consume_ack\"", "\"latency\""}) {
+    EXPECT_NE(r.out.find(std::string("{\"workload\":") + workload + ",\"system\":\"converge\""),
+              std::string::npos)
+        << workload << " missing in\n"
+        << r.out;
+  }
+  EXPECT_TRUE(std::filesystem::is_empty(base->path())) << base->path();
+}
+
+TEST(BenchSmokeTest, UnknownViaIsRefusedClearly) {
+  const RunResult r = RunCommand(Binary() + " bench log --via carrier-pigeon 2>&1");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.out.find("--via wants inproc or server"), std::string::npos) << r.out;
+}
+
 TEST(BenchSmokeTest, HelpListsTheOptions) {
   const RunResult r = RunCommand(Binary() + " bench log --help");
   EXPECT_EQ(r.exit_code, 0);

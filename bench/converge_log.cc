@@ -91,16 +91,20 @@ class ConvergeSystem : public LogSystem {
   ~ConvergeSystem() override { Stop().IgnoreError(); }
 
   std::string name() const override { return "converge"; }
-  std::string durability() const override { return "fsync"; }
+  std::string durability() const override { return durability_label_; }
 
   Status Start(const LogWorkload& w) override {
     dir_ = w.dir;
+    CONVERGE_ASSIGN_OR_RETURN(Durability durability, ParseDurability(w.converge_durability));
     LogOptions options;
     options.dir = w.dir + "/log";
     CONVERGE_ASSIGN_OR_RETURN(log_, Log::Open(Env::Default(), options));
     TopicOptions topic;
     topic.partitions = 1;
-    topic.durability = Durability::kFsync;
+    topic.durability = durability;
+    durability_label_ = durability == Durability::kInterval
+                            ? "interval-" + std::to_string(topic.sync_interval_ms) + "ms"
+                            : std::string(DurabilityName(durability));
     CONVERGE_RETURN_IF_ERROR(log_->CreateTopic(kPublishTopic, topic));
     return log_->CreateTopic(kLatencyTopic, topic);
   }
@@ -295,6 +299,7 @@ class ConvergeSystem : public LogSystem {
   }
 
   std::string dir_;
+  std::string durability_label_ = "fsync";
   std::unique_ptr<Log> log_;
 };
 

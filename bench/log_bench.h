@@ -35,6 +35,9 @@ struct LogWorkload {
   uint32_t rate_per_s = 10'000;
   uint32_t latency_seconds = 10;  // measured; a warmup second is added before it
   uint32_t latency_warmup_seconds = 1;
+  // converge's topic durability: "fsync" (the default and the targets' setting), "interval"
+  // (synced every 50 ms) or "none"; the others show what the syncs cost.
+  std::string converge_durability = "fsync";
   std::string dir;  // this system's scratch directory (exists, empty)
 };
 

@@ -44,6 +44,9 @@ void PrintLogHelp(std::FILE* out) {
       "                        (progress and the comparison go to stderr)\n"
       "  --dir DIR             where the scratch directory goes (default $TMPDIR or /tmp);\n"
       "                        it is removed afterwards. Use a real disk, not tmpfs.\n"
+      "  --converge-durability D  converge's topic durability with --via inproc: fsync\n"
+      "                        (default; the targets' setting), interval (synced every\n"
+      "                        50 ms) or none, to see what the syncs cost\n"
       "  --rounds N            repeat the whole run N times (the order of systems rotates)\n"
       "                        and report each row's median (default 1)\n"
       "  --via MODE            inproc (default): converge as a library in this process;\n"
@@ -139,6 +142,13 @@ Result<LogOptions> ParseLogOptions(int argc, char** argv) {
     } else if (arg == "--dir") {
       CONVERGE_ASSIGN_OR_RETURN(std::string_view v, take());
       o.dir = std::string(v);
+    } else if (arg == "--converge-durability") {
+      CONVERGE_ASSIGN_OR_RETURN(std::string_view v, take());
+      if (v != "fsync" && v != "interval" && v != "none") {
+        return InvalidArgumentError("--converge-durability wants fsync, interval or none, got '" +
+                                    std::string(v) + "'");
+      }
+      o.workload.converge_durability = std::string(v);
     } else if (arg == "--rounds") {
       CONVERGE_ASSIGN_OR_RETURN(std::string_view v, take());
       CONVERGE_ASSIGN_OR_RETURN(uint64_t n, ParseCount(arg, v, 1, 100));
@@ -248,6 +258,11 @@ std::string LogComparison(const std::vector<Measurement>& rows, bool via_server)
   const Measurement* cv_lat = Find(rows, "latency", "converge");
   if (cv_pub == nullptr && cv_con == nullptr && cv_lat == nullptr) {
     out << "\nTargets: not checked (converge was not measured in this run).\n";
+    return out.str();
+  }
+  if (cv_pub != nullptr && cv_pub->durability != "fsync") {
+    out << "\nTargets: not checked (converge ran with durability " << cv_pub->durability
+        << "; the targets are for fsync).\n";
     return out.str();
   }
   out << "\nTargets (converge, measured side by side in this run):\n";

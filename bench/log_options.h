@@ -35,8 +35,8 @@ void PrintLogHelp(std::FILE* out);
 // "a,b,,c" -> {"a", "b", "c"}
 std::vector<std::string> SplitList(std::string_view s);
 
-// One row per (workload, system, durability), in first-seen order: the median of that pair's rows by
-// events_per_s (throughput workloads) or p99_us (latency); its note says "median of N".
+// One row per (workload, system, durability), in first-seen order: the median of that pair's rows
+// by events_per_s (throughput workloads) or p99_us (latency); its note says "median of N".
 std::vector<Measurement> MedianOfRounds(const std::vector<Measurement>& rows);
 
 // The lines after the table: each peer relative to JetStream and the raw-disk baseline, and
