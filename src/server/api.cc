@@ -236,6 +236,15 @@ std::vector<RouteInfo> Api::Routes() {
   }
   for (const auto& r : store_internal::StoreHttpHandler::Routes())
     out.push_back({r.method, r.path});
+  // HandleSagaHttp's routes (converge/saga.h).
+  for (const char* r : {"GET /v1/saga-definitions", "POST /v1/saga-definitions",
+                        "POST /v1/sagas", "GET /v1/sagas", "GET /v1/sagas/{id}",
+                        "POST /v1/sagas/{id}/cancel", "GET /v1/saga-timers",
+                        "PUT /v1/sagas/{id}/timers/{kind}", "DELETE /v1/sagas/{id}/timers/{kind}"}) {
+    const std::string_view route(r);
+    const size_t space = route.find(' ');
+    out.push_back({std::string(route.substr(0, space)), std::string(route.substr(space + 1))});
+  }
   return out;
 }
 
@@ -322,6 +331,11 @@ asio::awaitable<HttpReply> Api::Handle(HttpRequest& request) {
     HttpReply store_reply = co_await HandleStore(request);
     RecordRequest("/v1/collections", store_reply, start);
     co_return store_reply;
+  }
+  if (d_.sagas != nullptr && IsSagaHttpTarget(path)) {
+    HttpReply saga_reply = co_await HandleSagas(request, path);
+    RecordRequest("/v1/sagas", saga_reply, start);
+    co_return saga_reply;
   }
   std::vector<std::string_view> segments = SplitPath(path);
 
@@ -430,6 +444,36 @@ asio::awaitable<HttpReply> Api::HandleStore(HttpRequest& request) {
   out.body() = std::move(res.body);
   out.prepare_payload();
   co_return Reply(std::move(out));
+}
+
+asio::awaitable<HttpReply> Api::HandleSagas(HttpRequest& request, std::string_view path) {
+  Result<const Principal*> principal = auth_.Authenticate(request[http::field::authorization]);
+  if (!principal.ok()) {
+    HttpReply reply = Error(principal.status());
+    reply.response.set(http::field::www_authenticate, "Bearer realm=\"converge\"");
+    co_return reply;
+  }
+  const Principal& who = **principal;
+  // Reading and starting sagas: any service with a token. Registering definitions,
+  // cancelling sagas and moving or cancelling their timers: admin tokens only.
+  const bool is_start = request.method() == http::verb::post &&
+                        (path == "/v1/sagas" || path == "/v1/sagas/");
+  if (request.method() != http::verb::get && !is_start && !who.admin) {
+    co_return Error(PermissionDeniedError("service '" + who.service +
+                                          "' may not change saga definitions, cancel sagas "
+                                          "or move their timers (admin only)"));
+  }
+  SagaHttpRequest r;
+  r.method = std::string(request.method_string());
+  r.target = std::string(request.target());
+  r.body = request.body();
+  SagaOrchestrator* sagas = d_.sagas;
+  // `r` lives in this coroutine frame until the job is done. (A lambda with an init-capture
+  // built inside the co_await expression is destroyed wrongly by GCC 12.)
+  auto job = [sagas, &r] { return HandleSagaHttp(*sagas, r); };
+  SagaHttpResponse res = co_await d_.pool->Run(std::move(job));
+  co_return Reply(JsonReply(static_cast<http::status>(res.status), std::move(res.body),
+                            request.version()));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 // API v1 of `converge serve`: routes HTTP requests to the log, the consumer groups and the
-// shared store (whose routes are served by src/store/http_handler.h).
+// shared store (whose routes are served by src/store/http_handler.h) and the saga
+// orchestrator (whose routes are HandleSagaHttp in converge/saga.h).
 // docs/api/openapi.yaml describes every route; server_unit_test checks the two agree.
 //
 // Contract
@@ -23,6 +24,7 @@
 #include "converge/consumer_group.h"
 #include "converge/env.h"
 #include "converge/log.h"
+#include "converge/saga.h"
 #include "server/auth.h"
 #include "server/blocking_pool.h"
 #include "server/config.h"
@@ -43,6 +45,9 @@ struct ApiDeps {
   WakeupHub* hub = nullptr;
   // The shared store's HTTP layer (/v1/collections/...); null when the store is disabled.
   store_internal::StoreHttpHandler* store = nullptr;
+  // The saga orchestrator (/v1/sagas, /v1/saga-definitions, /v1/saga-timers); null when
+  // sagas are disabled.
+  SagaOrchestrator* sagas = nullptr;
 };
 
 // One route: method and path template ("/v1/topics/{topic}").
@@ -74,6 +79,9 @@ class Api {
 
   // /v1/collections/...: authenticates, then runs the store's handler on the pool.
   asio::awaitable<HttpReply> HandleStore(HttpRequest& request);
+  // /v1/sagas..., /v1/saga-definitions, /v1/saga-timers: authenticates (changes other than
+  // starting a saga need an admin token), then runs the orchestrator's routes on the pool.
+  asio::awaitable<HttpReply> HandleSagas(HttpRequest& request, std::string_view path);
   void RecordRequest(const std::string& route_label, const HttpReply& reply, int64_t start);
 
   asio::awaitable<HttpReply> Healthz(Call& call);

@@ -175,6 +175,22 @@ Status ParseGroups(const YAML::Node& n, GroupConfig* g) {
   return Status::Ok();
 }
 
+Status ParseSagas(const YAML::Node& n, SagaConfig* c) {
+  const std::string w = "sagas";
+  CONVERGE_RETURN_IF_ERROR(CheckKeys(n, w,
+                                     {"enabled", "reply_topic", "definitions", "max_in_flight",
+                                      "finished_retain_max", "finished_retain_ms"}));
+  CONVERGE_RETURN_IF_ERROR(ReadBool(n, w, "enabled", &c->enabled));
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "reply_topic", &c->reply_topic));
+  CONVERGE_RETURN_IF_ERROR(ReadStringList(n, w, "definitions", &c->definitions));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_in_flight", &c->max_in_flight, 1, kMaxU32));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(n, w, "finished_retain_max", &c->finished_retain_max, 0, kMaxU32));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(n, w, "finished_retain_ms", &c->finished_retain_ms, 0, kMaxI64));
+  return Status::Ok();
+}
+
 Status ParseStore(const YAML::Node& n, StoreConfig* c) {
   const std::string w = "store";
   CONVERGE_RETURN_IF_ERROR(CheckKeys(
@@ -250,7 +266,8 @@ Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
   CONVERGE_RETURN_IF_ERROR(
       CheckKeys(root, "",
                 {"listen", "data_dir", "io_threads", "storage_threads", "tls", "auth",
-                 "auto_create_topics", "topic_defaults", "groups", "limits", "store"}));
+                 "auto_create_topics", "topic_defaults", "groups", "limits", "store",
+                 "sagas"}));
   std::string listen;
   CONVERGE_RETURN_IF_ERROR(ReadString(root, "", "listen", &listen));
   if (!listen.empty()) {
@@ -273,6 +290,7 @@ Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
   if (YAML::Node g = root["groups"]) CONVERGE_RETURN_IF_ERROR(ParseGroups(g, &c->groups));
   if (YAML::Node l = root["limits"]) CONVERGE_RETURN_IF_ERROR(ParseLimits(l, &c->limits));
   if (YAML::Node st = root["store"]) CONVERGE_RETURN_IF_ERROR(ParseStore(st, &c->store));
+  if (YAML::Node sg = root["sagas"]) CONVERGE_RETURN_IF_ERROR(ParseSagas(sg, &c->sagas));
   return Status::Ok();
 }
 
@@ -355,6 +373,9 @@ Status ValidateConfig(const ServerConfig& c) {
   }
   if (c.store.enabled && c.store.feed_topic.empty()) {
     return InvalidArgumentError("config key 'store.feed_topic' is empty");
+  }
+  if (c.sagas.enabled && c.sagas.reply_topic.empty()) {
+    return InvalidArgumentError("config key 'sagas.reply_topic' is empty");
   }
   if (c.limits.max_event_bytes > c.limits.max_body_bytes) {
     return InvalidArgumentError(

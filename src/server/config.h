@@ -70,6 +70,20 @@ struct StoreConfig {
   int64_t ttl_sweep_interval_ms = 1000;
 };
 
+// Sagas (/v1/sagas, /v1/saga-definitions, /v1/saga-timers, docs/formats/saga.md): the
+// orchestrator with its saga log in <data_dir>/sagas; commands and replies travel on this
+// server's event log, so participants in any language consume and reply over HTTP.
+struct SagaConfig {
+  bool enabled = true;
+  std::string reply_topic = "saga.replies";
+  // Definition files (YAML or JSON, one definition each) registered at start; a file whose
+  // (name, version) is registered with other content stops the start.
+  std::vector<std::string> definitions;
+  uint32_t max_in_flight = 1'000'000;       // running instances; beyond: 429
+  uint32_t finished_retain_max = 10'000;    // finished instances kept for show/ls
+  int64_t finished_retain_ms = 24LL * 3600 * 1000;
+};
+
 struct ServerConfig {
   std::string listen_address = "127.0.0.1";
   uint16_t listen_port = 8080;  // 0 picks a free port (printed at start)
@@ -86,6 +100,7 @@ struct ServerConfig {
   GroupConfig groups;
   LimitsConfig limits;
   StoreConfig store;
+  SagaConfig sagas;
 
   bool tls_enabled() const { return !tls_cert_file.empty(); }
   bool auth_enabled() const { return !tokens.empty(); }

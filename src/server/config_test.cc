@@ -180,6 +180,36 @@ store:
   }
 }
 
+TEST(Config, SagasSection) {
+  Result<ServerConfig> d = ParseConfig("");
+  ASSERT_TRUE(d.ok());
+  EXPECT_TRUE(d->sagas.enabled);
+  EXPECT_EQ(d->sagas.reply_topic, "saga.replies");
+  EXPECT_TRUE(d->sagas.definitions.empty());
+  Result<ServerConfig> c = ParseConfig(R"(
+sagas:
+  enabled: false
+  reply_topic: replies
+  definitions: [a.yaml, b.json]
+  max_in_flight: 10
+  finished_retain_max: 5
+  finished_retain_ms: 1000
+)");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_FALSE(c->sagas.enabled);
+  EXPECT_EQ(c->sagas.reply_topic, "replies");
+  EXPECT_EQ(c->sagas.definitions, (std::vector<std::string>{"a.yaml", "b.json"}));
+  EXPECT_EQ(c->sagas.max_in_flight, 10u);
+  EXPECT_EQ(c->sagas.finished_retain_max, 5u);
+  EXPECT_EQ(c->sagas.finished_retain_ms, 1000);
+  for (const char* bad : {"sagas: {colour: red}", "sagas: {max_in_flight: 0}",
+                          "sagas: {reply_topic: ''}", "sagas: {definitions: {a: b}}"}) {
+    Result<ServerConfig> r = ParseConfig(bad);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(r.status().message().find("sagas"), std::string_view::npos) << bad;
+  }
+}
+
 TEST(Config, RefusesOpenNetworkWithoutTokens) {
   ExpectRejected("listen: 0.0.0.0:8080", "without auth tokens");
   EXPECT_TRUE(ParseConfig("listen: 0.0.0.0:8080\nauth: {allow_unauthenticated: true}").ok());

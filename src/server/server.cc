@@ -11,6 +11,7 @@
 #include "converge/consumer_group.h"
 #include "converge/env.h"
 #include "converge/log.h"
+#include "converge/saga.h"
 #include "converge/store.h"
 #include "server/api.h"
 #include "server/blocking_pool.h"
@@ -32,6 +33,7 @@ struct Server::Impl {
   std::unique_ptr<ConsumerGroups> groups;
   std::unique_ptr<Store> store;  // feeds its change events into `log`
   std::unique_ptr<store_internal::StoreHttpHandler> store_http;
+  std::unique_ptr<SagaOrchestrator> sagas;  // sends commands into `log`, reads replies from it
   asio::io_context ioc;
   std::unique_ptr<BlockingPool> pool;
   WakeupHub hub;
@@ -39,6 +41,56 @@ struct Server::Impl {
   std::unique_ptr<HttpServer> http;
   std::atomic<bool> shutdown_requested{false};
 };
+
+namespace {
+
+Result<std::string> ReadWholeFile(Env& env, const std::string& path) {
+  CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> file,
+                            env.fs().NewRandomAccessFile(path));
+  CONVERGE_ASSIGN_OR_RETURN(uint64_t size, file->Size());
+  constexpr uint64_t kMaxDefinitionBytes = 1 << 20;
+  if (size > kMaxDefinitionBytes) {
+    return InvalidArgumentError(path + ": larger than 1 MiB, not a saga definition");
+  }
+  std::string text(size, '\0');
+  uint64_t done = 0;
+  while (done < size) {
+    CONVERGE_ASSIGN_OR_RETURN(
+        size_t n, file->Read(done, size - done, reinterpret_cast<uint8_t*>(text.data() + done)));
+    if (n == 0) break;
+    done += n;
+  }
+  text.resize(done);
+  return text;
+}
+
+// The orchestrator on <data_dir>/sagas, with the definition files of the config registered.
+Result<std::unique_ptr<SagaOrchestrator>> OpenSagas(Env& env, Log& log,
+                                                    const ServerConfig& config) {
+  const SagaConfig& sc = config.sagas;
+  SagaOrchestratorOptions options;
+  options.dir = config.data_dir + "/sagas";
+  options.reply_topic = sc.reply_topic;
+  options.topic_options = config.topic_defaults;
+  options.max_in_flight = sc.max_in_flight;
+  options.finished_retain_max = sc.finished_retain_max;
+  options.finished_retain_ms = sc.finished_retain_ms;
+  options.max_data_bytes = static_cast<uint32_t>(
+      std::min<uint64_t>(config.limits.max_body_bytes, options.max_data_bytes));
+  CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<SagaOrchestrator> orchestrator,
+                            SagaOrchestrator::Open(env, log, options));
+  for (const std::string& path : sc.definitions) {
+    Result<std::string> text = ReadWholeFile(env, path);
+    if (!text.ok()) return text.status().WithContext("sagas.definitions");
+    Result<SagaDefinition> definition = ParseSagaDefinition(*text);
+    if (!definition.ok()) return definition.status().WithContext("saga definition " + path);
+    Status registered = orchestrator->RegisterDefinition(*definition);
+    if (!registered.ok()) return registered.WithContext("saga definition " + path);
+  }
+  return orchestrator;
+}
+
+}  // namespace
 
 Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   CONVERGE_RETURN_IF_ERROR(ValidateConfig(config));
@@ -89,6 +141,10 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
         std::make_unique<store_internal::StoreHttpHandler>(*impl->store, http_options);
   }
 
+  if (impl->config.sagas.enabled) {
+    CONVERGE_ASSIGN_OR_RETURN(impl->sagas, OpenSagas(*impl->env, *impl->log, impl->config));
+  }
+
   ApiDeps deps;
   deps.config = &impl->config;
   deps.env = impl->env.get();
@@ -98,6 +154,7 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   deps.pool = impl->pool.get();
   deps.hub = &impl->hub;
   deps.store = impl->store_http.get();
+  deps.sagas = impl->sagas.get();
   impl->api = std::make_unique<Api>(deps);
 
   HttpServerOptions http_options;
@@ -125,6 +182,7 @@ Server::~Server() {
   impl_->api.reset();
   impl_->store_http.reset();
   impl_->store.reset();
+  impl_->sagas.reset();
   impl_->groups.reset();
   impl_->log.reset();
 }
@@ -176,6 +234,9 @@ Status Server::Run(bool handle_signals) {
   impl->ioc.restart();
   impl->ioc.run_for(std::chrono::seconds(2));
   impl->api->ReleaseWatches();
+  // The saga log is synced batch by batch; stopping the orchestrator here means no command is
+  // appended after the log's final sync (one in flight is sent again on the next start).
+  impl->sagas.reset();
   Status flushed = impl->groups->Flush();
   Status store_synced = impl->store ? impl->store->Sync() : Status::Ok();
   // Every change event of the store into the log before the log's final sync.
