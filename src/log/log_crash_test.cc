@@ -3,9 +3,6 @@
 // that every record the writer saw acknowledged is present and intact. Several rounds on the
 // same directory, so recovery also runs over earlier recoveries.
 #include <gtest/gtest.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +14,7 @@
 #include "converge/log.h"
 #include "log/log_crash_common.h"
 #include "log/test_env.h"
+#include "support/kill_after_lines.h"
 
 namespace converge {
 namespace {
@@ -28,50 +26,19 @@ struct Ack {
   bool duplicate = false;
 };
 
-// Starts the writer, reads its acknowledgements until `kill_after_lines`, kills it with
-// SIGKILL, and returns every complete line it printed.
+// Starts the writer, kills it with SIGKILL after `kill_after_lines` acknowledgements, and
+// returns every acknowledgement it printed completely.
 std::vector<Ack> RunAndKill(const std::string& dir, const std::string& run,
                             size_t kill_after_lines) {
-  int fds[2];
-  if (pipe(fds) != 0) {
-    ADD_FAILURE() << "pipe failed";
+  Result<testing::KilledRun> r =
+      testing::RunAndKillAfterLines({LOG_CRASH_WRITER, dir, run, "3"}, kill_after_lines);
+  if (!r.ok()) {
+    ADD_FAILURE() << r.status().ToString();
     return {};
   }
-  const pid_t pid = fork();
-  if (pid == 0) {
-    dup2(fds[1], STDOUT_FILENO);
-    close(fds[0]);
-    close(fds[1]);
-    execl(LOG_CRASH_WRITER, LOG_CRASH_WRITER, dir.c_str(), run.c_str(), "3",
-          static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  close(fds[1]);
-  std::string data;
-  size_t lines = 0;
-  bool killed = false;
-  char buf[65536];
-  while (true) {
-    const ssize_t n = read(fds[0], buf, sizeof(buf));
-    if (n <= 0) break;
-    for (ssize_t i = 0; i < n; ++i) lines += buf[i] == '\n';
-    data.append(buf, static_cast<size_t>(n));
-    if (!killed && lines >= kill_after_lines) {
-      kill(pid, SIGKILL);
-      killed = true;
-    }
-  }
-  close(fds[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  EXPECT_TRUE(killed) << "writer exited on its own, status " << status;
-  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "status " << status;
-
+  EXPECT_TRUE(r->EndedBySigkill()) << "writer status " << r->wait_status;
   std::vector<Ack> acks;
-  std::istringstream in(data);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (in.eof()) break;  // the last line had no newline: cut by the kill
+  for (const std::string& line : r->lines) {
     Ack a;
     std::istringstream fields(line);
     int dup = 0;

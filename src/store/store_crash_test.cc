@@ -6,9 +6,7 @@
 //   - the change feed holds exactly one event per committed write, in commit order.
 // Several rounds on the same directory, so recovery also runs over earlier recoveries.
 #include <gtest/gtest.h>
-#include <signal.h>
 #include <stdlib.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -24,6 +22,7 @@
 #include "converge/store.h"
 #include "store/feed.h"
 #include "store/store_crash_common.h"
+#include "support/kill_after_lines.h"
 
 namespace converge {
 namespace {
@@ -55,44 +54,15 @@ struct Ack {
 // Runs the writer until it printed `kill_after_lines` lines, kills it, returns its complete
 // lines.
 std::vector<Ack> RunAndKill(const std::string& dir, size_t kill_after_lines) {
-  int fds[2];
-  if (pipe(fds) != 0) {
-    ADD_FAILURE() << "pipe failed";
+  Result<testing::KilledRun> r =
+      testing::RunAndKillAfterLines({STORE_CRASH_WRITER, dir}, kill_after_lines);
+  if (!r.ok()) {
+    ADD_FAILURE() << r.status().ToString();
     return {};
   }
-  const pid_t pid = fork();
-  if (pid == 0) {
-    dup2(fds[1], STDOUT_FILENO);
-    close(fds[0]);
-    close(fds[1]);
-    execl(STORE_CRASH_WRITER, STORE_CRASH_WRITER, dir.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  close(fds[1]);
-  std::string data;
-  size_t lines = 0;
-  bool killed = false;
-  char buf[65536];
-  while (true) {
-    const ssize_t n = read(fds[0], buf, sizeof(buf));
-    if (n <= 0) break;
-    for (ssize_t i = 0; i < n; ++i) lines += buf[i] == '\n';
-    data.append(buf, static_cast<size_t>(n));
-    if (!killed && lines >= kill_after_lines) {
-      kill(pid, SIGKILL);
-      killed = true;
-    }
-  }
-  close(fds[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  EXPECT_TRUE(killed) << "writer exited on its own, status " << status;
-  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "status " << status;
+  EXPECT_TRUE(r->EndedBySigkill()) << "writer status " << r->wait_status;
   std::vector<Ack> acks;
-  std::istringstream in(data);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (in.eof()) break;  // the last line had no newline: cut by the kill
+  for (const std::string& line : r->lines) {
     Ack a;
     unsigned long long seq = 0;
     std::istringstream fields(line);
