@@ -32,7 +32,6 @@ target_sources(converge_cli PRIVATE
   ${CONVERGE_BENCH_DIR}/store_postgres.cc
   ${CONVERGE_TEST_SUPPORT_DIR}/server_process.cc
   ${CONVERGE_TEST_SUPPORT_DIR}/postgres_server.cc
-  ${CONVERGE_TEST_SUPPORT_DIR}/pg_instance.cc
 )
 target_include_directories(converge_cli PRIVATE ${CMAKE_SOURCE_DIR} ${CMAKE_SOURCE_DIR}/tests)
 target_link_libraries(converge_cli PRIVATE PkgConfig::NATS PkgConfig::HIREDIS

@@ -16,7 +16,7 @@
 #include "bench/saga_bench.h"
 #include "bench/timing.h"
 #include "converge/twopc.h"
-#include "support/pg_instance.h"
+#include "support/postgres_server.h"
 
 namespace converge::bench {
 namespace {
@@ -67,14 +67,14 @@ Status RunTwoPhaseBench(const SagaBenchOptions& o, std::vector<Measurement>* row
   CONVERGE_ASSIGN_OR_RETURN(Measurement fsync, MeasureFsync(dir.path()));
 
   std::fprintf(stderr, "  starting two PostgreSQL servers...\n");
-  testing::PgInstanceOptions po;
+  testing::PostgresServerOptions po;
   po.base_dir = o.dir;
-  po.max_prepared_transactions = static_cast<uint32_t>(o.clients * 2 + 16);
-  po.max_connections = static_cast<uint32_t>(o.clients * 3 + 20);
-  std::unique_ptr<testing::PgInstance> pg[2];
+  po.settings = {"max_prepared_transactions=" + std::to_string(o.clients * 2 + 16),
+                 "max_connections=" + std::to_string(o.clients * 3 + 20)};
+  std::unique_ptr<testing::PostgresServer> pg[2];
   std::unique_ptr<TxParticipant> parts[2];
   for (int i = 0; i < 2; ++i) {
-    CONVERGE_ASSIGN_OR_RETURN(pg[i], testing::PgInstance::Start(po));
+    CONVERGE_ASSIGN_OR_RETURN(pg[i], testing::PostgresServer::Start(po));
     CONVERGE_RETURN_IF_ERROR(pg[i]->CreateDatabase("bench"));
     CONVERGE_RETURN_IF_ERROR(
         pg[i]->Query("bench", "CREATE TABLE t(id BIGINT PRIMARY KEY, v INT)").status());

@@ -8,7 +8,7 @@
 
 #include "converge/log.h"
 #include "converge/saga.h"
-#include "support/pg_instance.h"
+#include "support/postgres_server.h"
 
 namespace converge {
 namespace {
@@ -16,7 +16,9 @@ namespace {
 class SagaPgTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    Result<std::unique_ptr<testing::PgInstance>> pg = testing::PgInstance::Start();
+    testing::PostgresServerOptions options;
+    options.settings = {"max_prepared_transactions=64"};
+    Result<std::unique_ptr<testing::PostgresServer>> pg = testing::PostgresServer::Start(options);
     if (pg.status().code() == StatusCode::kNotFound) GTEST_SKIP() << pg.status().ToString();
     ASSERT_TRUE(pg.ok()) << pg.status().ToString();
     pg_ = std::move(pg).value();
@@ -73,7 +75,7 @@ class SagaPgTest : public ::testing::Test {
     return cv_.wait_for(lock, std::chrono::seconds(60), [&] { return finished_ >= n; });
   }
 
-  std::unique_ptr<testing::PgInstance> pg_;
+  std::unique_ptr<testing::PostgresServer> pg_;
   std::unique_ptr<testing::TempDir> dir_;
   std::unique_ptr<Log> log_;
   std::unique_ptr<SagaLedger> ledger_;

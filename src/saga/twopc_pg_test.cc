@@ -6,7 +6,7 @@
 #include <filesystem>
 
 #include "converge/twopc.h"
-#include "support/pg_instance.h"
+#include "support/postgres_server.h"
 
 namespace converge {
 namespace {
@@ -15,7 +15,10 @@ class TwoPhasePgTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     for (int i = 0; i < 2; ++i) {
-      Result<std::unique_ptr<testing::PgInstance>> pg = testing::PgInstance::Start();
+      testing::PostgresServerOptions options;
+      options.settings = {"max_prepared_transactions=64"};
+      Result<std::unique_ptr<testing::PostgresServer>> pg =
+          testing::PostgresServer::Start(options);
       if (pg.status().code() == StatusCode::kNotFound) {
         skip_ = pg.status().ToString();
         return;
@@ -87,7 +90,7 @@ class TwoPhasePgTest : public ::testing::Test {
         .value_or("?");
   }
 
-  static inline std::unique_ptr<testing::PgInstance> servers_[2];
+  static inline std::unique_ptr<testing::PostgresServer> servers_[2];
   static inline std::string skip_;
   std::unique_ptr<testing::TempDir> dir_;
   std::unique_ptr<TxParticipant> parts_[2];

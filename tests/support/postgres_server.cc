@@ -236,8 +236,15 @@ Status PostgresServer::Kill() {
 
 Status PostgresServer::Restart() {
   if (pid_ > 0) return FailedPreconditionError("postgres: still running");
-  CONVERGE_RETURN_IF_ERROR(Launch());
-  return WaitReady();
+  Status last;
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    last = Launch();
+    if (last.ok()) last = WaitReady();
+    if (last.ok()) return Status::Ok();
+    // After a SIGKILL the old backends may still hold the shared memory for a moment.
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return last;
 }
 
 Status PostgresServer::CreateDatabase(const std::string& name) {
@@ -246,21 +253,27 @@ Status PostgresServer::CreateDatabase(const std::string& name) {
       return InvalidArgumentError("database name must be [a-z0-9_]+");
     }
   }
-  PGconn* conn = PQconnectdb(ConnInfo().c_str());
+  return Query("postgres", "CREATE DATABASE " + name).status();
+}
+
+Result<std::string> PostgresServer::Query(const std::string& dbname, const std::string& sql) {
+  PGconn* conn = PQconnectdb(ConnInfo(dbname).c_str());
   if (PQstatus(conn) != CONNECTION_OK) {
     std::string m = PQerrorMessage(conn);
     PQfinish(conn);
     return UnavailableError("postgres: " + m);
   }
-  std::string sql = "CREATE DATABASE " + name;
   PGresult* res = PQexec(conn, sql.c_str());
-  Status s;
-  if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-    s = InternalError("CREATE DATABASE: " + std::string(PQresultErrorMessage(res)));
+  const ExecStatusType st = PQresultStatus(res);
+  Result<std::string> out = std::string();
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+    out = InternalError(sql + ": " + PQresultErrorMessage(res));
+  } else if (st == PGRES_TUPLES_OK && PQntuples(res) > 0 && PQnfields(res) > 0) {
+    out = std::string(PQgetvalue(res, 0, 0));
   }
   PQclear(res);
   PQfinish(conn);
-  return s;
+  return out;
 }
 
 }  // namespace converge::testing

@@ -33,7 +33,8 @@ struct PostgresServerOptions {
   std::string bin_dir = "/usr/lib/postgresql/15/bin";
   std::string base_dir;                  // where the temp dir goes; empty = $TMPDIR or /tmp
   std::string run_as_user = "postgres";  // used only when running as root
-  // Extra server settings, "name=value" each (passed as -c name=value).
+  // Extra server settings, "name=value" each (passed as -c name=value), e.g.
+  // "max_prepared_transactions=64" for PREPARE TRANSACTION.
   std::vector<std::string> settings;
   int64_t ready_timeout_ms = 60'000;
   int64_t stop_timeout_ms = 30'000;
@@ -57,13 +58,18 @@ class PostgresServer {
 
   // `pg_ctl stop -m fast`, then reaps the postmaster. Data stays. OK if already stopped.
   Status Stop();
-  // Starts the server again on the same data directory and port (after Stop).
+  // Starts the server again on the same data directory and port (after Stop or Kill; after a
+  // Kill it retries while the old backends still hold the shared memory).
   Status Restart();
   // Kills the postmaster with SIGKILL (a crash; the next start runs recovery).
   Status Kill();
 
   // CREATE DATABASE <name> (name: [a-z0-9_]+).
   Status CreateDatabase(const std::string& name);
+  // Runs one SQL command on `dbname` over a new connection; returns the first column of the
+  // first row ("" if the command returns no rows). Unavailable if it cannot connect, Internal
+  // with the server's message if the command fails.
+  Result<std::string> Query(const std::string& dbname, const std::string& sql);
 
   // The last `max_bytes` of the server log.
   std::string LogTail(size_t max_bytes = 3000) const;
