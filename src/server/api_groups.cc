@@ -32,6 +32,26 @@ using api_internal::JsonReply;
 using api_internal::Reply;
 using api_internal::TopicJson;
 
+namespace {
+
+// The checks every group route starts with: subscribe permission (403), then valid topic and
+// group names (400). The error reply, or nullopt to go on.
+std::optional<HttpReply> RefuseGroupCall(const Principal& who, const std::string& topic,
+                                         const std::string& group) {
+  if (!who.CanSubscribe(topic)) return Error(NotAllowed(who, "subscribe to", topic));
+  Status s = CheckTopicName(topic);
+  if (s.ok()) s = CheckGroupName(group);
+  if (!s.ok()) return Error(s);
+  return std::nullopt;
+}
+
+// A body that is not a JSON object.
+HttpReply InvalidJson(const Status& parse_error) {
+  return Error(http::status::bad_request, "INVALID_JSON", parse_error.message());
+}
+
+}  // namespace
+
 // ---------------------------------------------------------------------------------------
 // Consumer groups
 
@@ -135,8 +155,7 @@ asio::awaitable<HttpReply> Api::CreateGroup(Call& call) {
   }
   if (Status s = CheckTopicName(call.topic); !s.ok()) co_return Error(s);
   Result<json::object> body = ParseJsonObject(call.req.body());
-  if (!body.ok())
-    co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
+  if (!body.ok()) co_return InvalidJson(body.status());
   const json::object& o = *body;
   GroupOptions options = DefaultGroupOptions();
   std::string name, start = "earliest";
@@ -178,14 +197,10 @@ asio::awaitable<HttpReply> Api::CreateGroup(Call& call) {
 }
 
 asio::awaitable<HttpReply> Api::Fetch(Call& call) {
-  if (!call.principal->CanSubscribe(call.topic)) {
-    co_return Error(NotAllowed(*call.principal, "subscribe to", call.topic));
-  }
-  Status s = CheckTopicName(call.topic);
-  if (s.ok()) s = CheckGroupName(call.group);
+  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) co_return std::move(*refused);
+  Status s;
   Result<json::object> body = ParseJsonObject(call.req.body());
-  if (!body.ok())
-    co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
+  if (!body.ok()) co_return InvalidJson(body.status());
   const LimitsConfig& limits = d_.config->limits;
   uint64_t max_events = 100, max_bytes = limits.max_fetch_bytes;
   int64_t wait_ms = 0;
@@ -323,15 +338,10 @@ HttpReply LeaseParseError(const Status& s) {
 }  // namespace
 
 asio::awaitable<HttpReply> Api::Ack(Call& call) {
-  if (!call.principal->CanSubscribe(call.topic)) {
-    co_return Error(NotAllowed(*call.principal, "subscribe to", call.topic));
-  }
-  Status s = CheckTopicName(call.topic);
-  if (s.ok()) s = CheckGroupName(call.group);
-  if (!s.ok()) co_return Error(s);
+  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) co_return std::move(*refused);
   Result<json::object> body = ParseJsonObject(call.req.body());
-  if (!body.ok())
-    co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
+  if (!body.ok()) co_return InvalidJson(body.status());
+  Status s;
   std::vector<LeaseItem> items;
   std::string consumer = "default";
   s = ParseLeases(*body, "acks", false, d_.config->limits.max_fetch_events, 0, &items, &consumer);
@@ -357,15 +367,10 @@ asio::awaitable<HttpReply> Api::Ack(Call& call) {
 }
 
 asio::awaitable<HttpReply> Api::Nack(Call& call) {
-  if (!call.principal->CanSubscribe(call.topic)) {
-    co_return Error(NotAllowed(*call.principal, "subscribe to", call.topic));
-  }
-  Status s = CheckTopicName(call.topic);
-  if (s.ok()) s = CheckGroupName(call.group);
-  if (!s.ok()) co_return Error(s);
+  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) co_return std::move(*refused);
   Result<json::object> body = ParseJsonObject(call.req.body());
-  if (!body.ok())
-    co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
+  if (!body.ok()) co_return InvalidJson(body.status());
+  Status s;
   std::vector<LeaseItem> items;
   std::string consumer = "default";
   s = ParseLeases(*body, "nacks", true, d_.config->limits.max_fetch_events,
@@ -408,11 +413,8 @@ asio::awaitable<HttpReply> Api::Nack(Call& call) {
 }
 
 asio::awaitable<HttpReply> Api::Stream(Call& call) {
-  if (!call.principal->CanSubscribe(call.topic)) {
-    co_return Error(NotAllowed(*call.principal, "subscribe to", call.topic));
-  }
-  Status s = CheckTopicName(call.topic);
-  if (s.ok()) s = CheckGroupName(call.group);
+  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) co_return std::move(*refused);
+  Status s;
   const LimitsConfig& limits = d_.config->limits;
   uint64_t max_events = 100;
   bool auto_ack = false;
@@ -561,11 +563,8 @@ asio::awaitable<void> Api::AckWorker(std::shared_ptr<AckPipe> pipe, std::string 
 // Dead letters
 
 asio::awaitable<HttpReply> Api::ListDeadLetters(Call& call) {
-  if (!call.principal->CanSubscribe(call.topic)) {
-    co_return Error(NotAllowed(*call.principal, "subscribe to", call.topic));
-  }
-  Status s = CheckTopicName(call.topic);
-  if (s.ok()) s = CheckGroupName(call.group);
+  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) co_return std::move(*refused);
+  Status s;
   uint64_t from = 0, limit = 100;
   if (auto v = call.Query("from_offset"); s.ok() && v) {
     Result<uint64_t> n = ParseUintParam("from_offset", *v, 0, UINT64_MAX);
@@ -614,15 +613,10 @@ asio::awaitable<HttpReply> Api::ListDeadLetters(Call& call) {
 }
 
 asio::awaitable<HttpReply> Api::ReplayDeadLetters(Call& call) {
-  if (!call.principal->CanSubscribe(call.topic)) {
-    co_return Error(NotAllowed(*call.principal, "subscribe to", call.topic));
-  }
-  Status s = CheckTopicName(call.topic);
-  if (s.ok()) s = CheckGroupName(call.group);
-  if (!s.ok()) co_return Error(s);
+  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) co_return std::move(*refused);
   Result<json::object> body = ParseJsonObject(call.req.body());
-  if (!body.ok())
-    co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
+  if (!body.ok()) co_return InvalidJson(body.status());
+  Status s;
   ReplayOptions options;
   uint64_t max_events = options.max_records;
   s = CheckFields(*body,
