@@ -52,7 +52,7 @@ struct TopicOptions {
   int64_t sync_interval_ms = 50;                      // for kInterval
   uint64_t segment_max_bytes = 64ull << 20;           // roll to a new segment past this
   uint64_t retention_max_bytes = 0;                   // per partition; 0 = unlimited
-  int64_t retention_max_age_ms = 0;                   // 0 = unlimited
+  int64_t retention_max_age_ms = 0;                   // 0 = unlimited; >= dedup window in effect
   int64_t dedup_window_ms = 10 * 60 * 1000;           // idempotent-publish window
   uint64_t dedup_max_ids = 1'000'000;                 // bound on remembered ids per topic
   uint32_t max_record_bytes = 1u << 20;               // id + key + value
@@ -110,6 +110,10 @@ struct LogOptions {
   uint64_t write_buffer_max_bytes = 64ull << 20;
   // How long an appender waits for room in that buffer before ResourceExhausted.
   int64_t write_buffer_wait_ms = 10'000;
+  // While a topic has retention_max_age_ms, age retention also runs this often (on the Env's
+  // executor), so a partition that receives nothing still drops expired records. 0 = only on
+  // segment rolls and EnforceRetention().
+  int64_t retention_check_interval_ms = 60'000;
 };
 
 // For a DataLoss status returned by Log::Read: the offset to resume reading at (the end of the
@@ -171,7 +175,11 @@ class Log {
   virtual Result<std::unique_ptr<Watch>> WatchAppends(const std::string& topic,
                                                       AppendCallback fn) = 0;
 
-  // Applies retention (by size and age) now. Also runs periodically on segment roll.
+  // Applies retention (by size and age) now: deletes the oldest whole segments past the size
+  // limit, and segments whose records are all past the age limit — sealing an active segment
+  // first if everything in it is past the limit. Age retention never drops a record younger
+  // than the topic's dedup window (so a restart still knows every id inside the window). Also
+  // runs on segment rolls and every LogOptions::retention_check_interval_ms.
   virtual Status EnforceRetention() = 0;
 
   // Makes everything appended so far durable, whatever the topics' policies.

@@ -71,6 +71,12 @@ class LogImpl final : public Log {
                                                         options_.write_buffer_wait_ms)) {}
 
   ~LogImpl() override {
+    {
+      // No retention run after this point (one in progress is waited for).
+      std::lock_guard<std::mutex> timer_lock(timer_->mu);
+      timer_->log = nullptr;
+      if (timer_->armed) env_.executor().Cancel(timer_->id);
+    }
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [name, topic] : topics_) topic->Close().IgnoreError();  // syncs what it can
   }
@@ -107,6 +113,8 @@ class LogImpl final : public Log {
       topics_[name] = std::move(topic);
     }
     if (removed) CONVERGE_RETURN_IF_ERROR(fs.SyncDir(topics_dir_));
+    timer_->log = this;
+    MaybeArmRetentionTimer();
     return Status::Ok();
   }
 
@@ -128,8 +136,11 @@ class LogImpl final : public Log {
       internal::RemoveTree(fs, dir).IgnoreError();
       return created.status();
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    topics_[topic] = std::move(created).value();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      topics_[topic] = std::move(created).value();
+    }
+    MaybeArmRetentionTimer();
     return Status::Ok();
   }
 
@@ -220,6 +231,44 @@ class LogImpl final : public Log {
   }
 
  private:
+  // The periodic age-retention run. Shared with the scheduled callback, which does nothing
+  // once `log` is null (set by the destructor under `mu`).
+  struct RetentionTimer {
+    std::mutex mu;
+    LogImpl* log = nullptr;
+    bool armed = false;
+    TimerId id = 0;
+  };
+
+  bool AnyTopicWithAgeRetention() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [name, topic] : topics_) {
+      if (topic->options().retention_max_age_ms > 0) return true;
+    }
+    return false;
+  }
+
+  void MaybeArmRetentionTimer() {
+    if (options_.retention_check_interval_ms <= 0 || !AnyTopicWithAgeRetention()) return;
+    std::lock_guard<std::mutex> lock(timer_->mu);
+    if (!timer_->armed && timer_->log != nullptr) ArmRetentionTimerLocked();
+  }
+
+  void ArmRetentionTimerLocked() {
+    timer_->armed = true;
+    std::weak_ptr<RetentionTimer> weak = timer_;
+    timer_->id = env_.executor().Schedule(options_.retention_check_interval_ms * 1'000'000, [weak] {
+      std::shared_ptr<RetentionTimer> t = weak.lock();
+      if (!t) return;
+      std::lock_guard<std::mutex> lock(t->mu);
+      t->armed = false;
+      if (t->log == nullptr) return;
+      // A failure (a file that could not be deleted) is retried at the next run.
+      t->log->EnforceRetention().IgnoreError();
+      if (t->log->AnyTopicWithAgeRetention()) t->log->ArmRetentionTimerLocked();
+    });
+  }
+
   std::string TopicDir(const std::string& name) const { return topics_dir_ + "/" + name; }
 
   Result<std::shared_ptr<Topic>> Find(const std::string& topic) {
@@ -244,6 +293,7 @@ class LogImpl final : public Log {
   std::unique_ptr<FileLock> lock_;
   std::shared_ptr<internal::WriteBudget> budget_;
   std::mutex admin_mu_;  // serializes CreateTopic and DeleteTopic
+  std::shared_ptr<RetentionTimer> timer_ = std::make_shared<RetentionTimer>();
   std::mutex mu_;        // guards the maps
   std::map<std::string, std::shared_ptr<Topic>> topics_;
   std::map<std::string, Status> broken_;

@@ -17,6 +17,8 @@
 #include "log/hash.h"
 #include "log/record_format.h"
 #include "log/test_env.h"
+#include "server/metered_env.h"
+#include "server/metrics.h"
 
 namespace converge {
 namespace {
@@ -422,6 +424,7 @@ TEST_F(LogTest, RetentionByAge) {
   TopicOptions options;
   options.segment_max_bytes = 2048;
   options.retention_max_age_ms = 60'000;
+  options.dedup_window_ms = 10'000;
   Create("t", options);
   for (int i = 0; i < 100; ++i) AppendValues("t", {std::string(100, 'o')});
   EXPECT_EQ(Describe("t").partitions[0].start_offset, 0u);
@@ -437,6 +440,61 @@ TEST_F(LogTest, RetentionByAge) {
   auto values = ReadAll("t", 0);
   ASSERT_FALSE(values.empty());
   EXPECT_EQ(values.back(), std::string(100, 'n'));
+}
+
+TEST_F(LogTest, RetentionByAgeEmptiesAQuietPartitionAndSurvivesReopen) {
+  TopicOptions options;  // 64 MiB segments: these records never fill one
+  options.retention_max_age_ms = 60'000;
+  options.dedup_window_ms = 10'000;
+  Create("t", options);
+  AppendValues("t", {"a", "b", "c"});
+  env_.AdvanceMs(59'000);
+  ASSERT_TRUE(log_->EnforceRetention().ok());
+  EXPECT_EQ(Describe("t").partitions[0].start_offset, 0u);
+  EXPECT_EQ(ReadAll("t", 0).size(), 3u);
+  env_.AdvanceMs(2'000);  // 61 s: every record of the active segment is past the limit
+  ASSERT_TRUE(log_->EnforceRetention().ok());
+  TopicInfo info = Describe("t");
+  EXPECT_EQ(info.partitions[0].start_offset, 3u);
+  EXPECT_EQ(info.partitions[0].end_offset, 3u);
+  EXPECT_TRUE(ReadAll("t", 0).empty());
+  Reopen();
+  info = Describe("t");
+  EXPECT_EQ(info.partitions[0].start_offset, 3u);
+  EXPECT_EQ(info.partitions[0].end_offset, 3u);
+  std::vector<AppendResult> next = AppendValues("t", {"d"});
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[0].offset, 3u);
+  EXPECT_EQ(ReadAll("t", 0), (std::vector<std::string>{"d"}));
+}
+
+TEST_F(LogTest, AgeRetentionRunsByItselfOnAQuietTopic) {
+  TopicOptions options;
+  options.retention_max_age_ms = 60'000;
+  options.dedup_window_ms = 10'000;
+  Create("t", options);
+  AppendValues("t", {"a", "b"});
+  // No append, no EnforceRetention call: the log's periodic run (every 60 s by default).
+  env_.AdvanceMs(130'000);
+  EXPECT_EQ(Describe("t").partitions[0].start_offset, 2u);
+}
+
+TEST_F(LogTest, AgeRetentionKeepsRecordsInsideTheDedupWindowAcrossRestarts) {
+  TopicOptions options;
+  options.retention_max_age_ms = 1'000;
+  options.dedup_window_ms = 60'000;
+  Create("t", options);
+  AppendValues("t", {"v"}, "", {"id-1"});
+  env_.AdvanceMs(30'000);  // past the age limit, inside the dedup window
+  ASSERT_TRUE(log_->EnforceRetention().ok());
+  EXPECT_EQ(Describe("t").partitions[0].start_offset, 0u);
+  Reopen();
+  std::vector<AppendResult> again = AppendValues("t", {"v"}, "", {"id-1"});
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_TRUE(again[0].duplicate);  // the restart rebuilt the id from the retained record
+  env_.AdvanceMs(31'000);  // now past the window too
+  ASSERT_TRUE(log_->EnforceRetention().ok());
+  EXPECT_EQ(Describe("t").partitions[0].start_offset, 1u);
 }
 
 TEST_F(LogTest, OffsetForTime) {
@@ -604,6 +662,44 @@ std::string ThreadValue(int thread, int i) {
 }
 
 // Many threads on the production Env: group commit must keep per-key order and dense offsets.
+// Group commit: appenders that arrive while a sync is running wait for the next one together,
+// so there are far fewer file syncs than acknowledged appends.
+TEST(LogRealEnvTest, ConcurrentFsyncAppendersShareSyncs) {
+  test::TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  server::MetricsRegistry metrics;
+  server::MeteredEnv env(Env::Default(), metrics);  // counts every file sync
+  LogOptions log_options;
+  log_options.dir = dir.path() + "/log";
+  auto opened = Log::Open(env, log_options);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  std::unique_ptr<Log> log = std::move(opened).value();
+  ASSERT_TRUE(log->CreateTopic("t", TopicOptions{}).ok());  // durability fsync
+  server::Histogram* syncs = metrics.GetHistogram("converge_fsync_duration_seconds", "",
+                                                  {{"kind", "file"}}, server::LatencyBucketsSeconds());
+  const uint64_t before = syncs->count();
+  constexpr int kThreads = 8;
+  constexpr int kAppends = 100;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kAppends; ++i) {
+        const std::string v = ThreadValue(t, i);
+        RecordView r{"", "", v, 0};
+        if (!log->Append("t", std::span<const RecordView>(&r, 1)).ok()) ++failures;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_EQ(failures.load(), 0);
+  const uint64_t file_syncs = syncs->count() - before;
+  EXPECT_GT(file_syncs, 0u);
+  // One sync per append would be 800; sharing makes it at most half that.
+  EXPECT_LE(file_syncs, uint64_t{kThreads * kAppends / 2}) << file_syncs << " syncs";
+  EXPECT_EQ(log->DescribeTopic("t")->partitions[0].end_offset, uint64_t{kThreads * kAppends});
+}
+
 TEST(LogRealEnvTest, ConcurrentAppendersShareCommitsAndKeepOrder) {
   test::TempDir dir;
   ASSERT_FALSE(dir.path().empty());

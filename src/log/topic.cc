@@ -148,7 +148,9 @@ struct Topic::Partition {
 };
 
 struct Topic::Writer {
-  enum class Kind : uint8_t { kAppend, kSync, kClose };
+  // kRetire: seal active segments whose records all passed age retention (a quiet partition
+  // would otherwise keep them: retention deletes whole sealed segments only).
+  enum class Kind : uint8_t { kAppend, kSync, kClose, kRetire };
   Kind kind = Kind::kAppend;
   std::span<const RecordView> records;
   std::vector<AppendResult>* results = nullptr;
@@ -636,10 +638,51 @@ Status Topic::Commit(std::span<Writer* const> group, bool force_sync) {
 
   Publish();
   NotifyWatches();
+  for (Writer* w : group) {
+    if (w->kind == Writer::Kind::kRetire) {
+      CONVERGE_RETURN_IF_ERROR(SealExpiredActiveSegments(now));
+      break;
+    }
+  }
   for (uint32_t p : rolled_) {
     std::lock_guard<std::mutex> lock(retention_mu_);
     // The records are durable already; a failed deletion is retried at the next roll.
     EnforceRetentionFor(*partitions_[p]).IgnoreError();
+  }
+  return Status::Ok();
+}
+
+int64_t Topic::AgeCutoffMicros(int64_t now_micros) const {
+  // Records younger than the dedup window are kept whatever the age limit, so the ids a
+  // restart rebuilds the dedup memory from cover the whole window.
+  const int64_t keep_ms = std::max(options_.retention_max_age_ms, options_.dedup_window_ms);
+  return now_micros - keep_ms * 1000;
+}
+
+Status Topic::SealExpiredActiveSegments(int64_t now_micros) {
+  if (options_.retention_max_age_ms <= 0) return Status::Ok();
+  const int64_t cutoff = AgeCutoffMicros(now_micros);
+  for (auto& part_ptr : partitions_) {
+    Partition& part = *part_ptr;
+    if (part.write_pos == 0 || part.active->max_append_micros >= cutoff) continue;
+    // Every record of the active segment is expired: start an empty one at the end offset,
+    // so that retention can delete the old one.
+    auto seg = std::make_shared<Segment>();
+    seg->base_offset = part.next_offset;
+    seg->end_offset = part.next_offset;
+    seg->path = JoinPath(part.dir, SegmentFileName(part.next_offset));
+    CONVERGE_RETURN_IF_ERROR(Roll(part, *seg));
+    {
+      std::lock_guard<std::mutex> lock(part.mu);
+      part.segments.push_back(seg);
+    }
+    part.active = seg;
+    part.write_pos = 0;
+    part.seg_max_timestamp = INT64_MIN;
+    part.last_index_pos = 0;
+    if (std::find(rolled_.begin(), rolled_.end(), part.id) == rolled_.end()) {
+      rolled_.push_back(part.id);
+    }
   }
   return Status::Ok();
 }
@@ -1033,6 +1076,13 @@ std::unique_ptr<Log::Watch> Topic::Watch(Log::AppendCallback fn) {
 }
 
 Status Topic::EnforceRetention() {
+  if (options_.retention_max_age_ms > 0) {
+    // Through the writer queue: sealing the active segment is the commit leader's business.
+    Writer w;
+    w.kind = Writer::Kind::kRetire;
+    std::unique_lock<std::mutex> writers(mu_);
+    CONVERGE_RETURN_IF_ERROR(RunWriter(w, writers));
+  }
   std::lock_guard<std::mutex> lock(retention_mu_);
   Status first;
   for (auto& part : partitions_) {
@@ -1055,8 +1105,8 @@ Status Topic::EnforceRetentionFor(Partition& part) {
       const Segment& oldest = *part.segments.front();
       const bool by_size =
           options_.retention_max_bytes > 0 && part.size_bytes > options_.retention_max_bytes;
-      const bool by_age = options_.retention_max_age_ms > 0 &&
-                          oldest.max_append_micros < now - options_.retention_max_age_ms * 1000;
+      const bool by_age =
+          options_.retention_max_age_ms > 0 && oldest.max_append_micros < AgeCutoffMicros(now);
       if (!by_size && !by_age) break;
       part.size_bytes -= oldest.size_bytes;
       doomed.push_back(part.segments.front());

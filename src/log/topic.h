@@ -119,6 +119,10 @@ class Topic : public std::enable_shared_from_this<Topic> {
   void Publish();
   void NotifyWatches();
   Status EnforceRetentionFor(Partition& part);
+  // Leader only: seals active segments holding only records past age retention.
+  Status SealExpiredActiveSegments(int64_t now_micros);
+  // Records appended before this (wall µs) are past age retention.
+  int64_t AgeCutoffMicros(int64_t now_micros) const;
   void ScheduleSyncTimerLocked();
   void OnSyncTimer();
   Status CloseFilesLeader();
