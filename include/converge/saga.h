@@ -557,6 +557,7 @@ struct SagaHttpRequest {
 };
 struct SagaHttpResponse {
   int status = 200;
+  std::string allow;  // for 405: the methods the route takes, for the Allow header
   std::string content_type = "application/json";
   std::string body;  // errors: {"code": "NOT_FOUND", "message": "..."}
 };
@@ -567,5 +568,13 @@ std::string SagaTimerToJson(const SagaTimerInfo& timer);
 // True if `target` is one of the routes above (so the server can dispatch to it).
 bool IsSagaHttpTarget(std::string_view target);
 SagaHttpResponse HandleSagaHttp(SagaOrchestrator& orchestrator, const SagaHttpRequest& request);
+// Authorization of a non-admin caller, before HandleSagaHttp. Starting a saga (POST /v1/sagas)
+// and reading one (GET /v1/sagas/{id}) are allowed if `may_publish` allows every participant
+// topic of the saga's definition (the orchestrator sends commands there on the caller's
+// behalf); PermissionDenied if not. Every other route is for admins: PermissionDenied.
+// Requests that HandleSagaHttp refuses anyway (malformed body, unknown saga or definition)
+// pass, so that it gives the precise error. Blocking, like HandleSagaHttp.
+Status CheckSagaHttpAccess(SagaOrchestrator& orchestrator, const SagaHttpRequest& request,
+                           const std::function<bool(std::string_view topic)>& may_publish);
 
 }  // namespace converge

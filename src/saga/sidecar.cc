@@ -272,8 +272,21 @@ SagaHttpResponse HandleSagaHttp(SagaOrchestrator& orch, const SagaHttpRequest& r
   const auto& seg = t.segments;
   if (!IsSagaHttpTarget(request.target)) return Error(NotFoundError("no such route"));
   auto method_not_allowed = [&] {
-    SagaHttpResponse r = Error(InvalidArgumentError("method " + m + " is not allowed here"));
-    r.status = 405;
+    // The methods each route takes (the server's other routes answer 405 the same way).
+    std::string allow = "GET";
+    if (seg[1] == "saga-definitions" || (seg[1] == "sagas" && seg.size() == 2)) {
+      allow = "GET, POST";
+    } else if (seg[1] == "sagas" && seg.size() == 4) {
+      allow = "POST";
+    } else if (seg[1] == "sagas" && seg.size() == 5) {
+      allow = "PUT, DELETE";
+    }
+    json::object o;
+    o["code"] = "METHOD_NOT_ALLOWED";
+    o["message"] = "method " + m + " is not allowed on " + std::string(request.target) +
+                   " (allowed: " + allow + ")";
+    SagaHttpResponse r = Json(405, o);
+    r.allow = allow;
     return r;
   };
 
@@ -364,6 +377,47 @@ SagaHttpResponse HandleSagaHttp(SagaOrchestrator& orch, const SagaHttpRequest& r
     return method_not_allowed();
   }
   return Error(NotFoundError("no such route"));
+}
+
+Status CheckSagaHttpAccess(SagaOrchestrator& orch, const SagaHttpRequest& request,
+                           const std::function<bool(std::string_view topic)>& may_publish) {
+  const Target t = ParseTarget(request.target);
+  const auto& seg = t.segments;
+  std::string definition;
+  uint32_t version = 0;
+  if (request.method == "POST" && seg.size() == 2 && seg[1] == "sagas") {
+    Result<json::object> o = BodyObject(request.body, false);
+    if (!o.ok()) return Status::Ok();  // HandleSagaHttp says what is wrong
+    auto d = o->find("definition");
+    if (d == o->end() || !d->value().is_string()) return Status::Ok();
+    definition = std::string(d->value().as_string());
+    auto v = o->find("version");
+    if (v != o->end() && v->value().is_int64() && v->value().as_int64() > 0 &&
+        v->value().as_int64() <= SagaLimits::kMaxVersion) {
+      version = static_cast<uint32_t>(v->value().as_int64());
+    }
+  } else if (request.method == "GET" && seg.size() == 3 && seg[1] == "sagas") {
+    Result<SagaInfo> info = orch.Describe(seg[2]);
+    if (!info.ok()) return Status::Ok();  // 404 from HandleSagaHttp
+    definition = info->summary.definition;
+    version = info->summary.version;
+  } else {
+    return PermissionDeniedError(
+        "only admin tokens may list sagas, timers and definitions, register definitions, "
+        "cancel sagas or move their timers");
+  }
+  for (const SagaDefinition& d : orch.ListDefinitions()) {  // latest version first per name
+    if (d.name != definition || (version != 0 && d.version != version)) continue;
+    for (const SagaStepDefinition& step : d.steps) {
+      if (!may_publish(step.participant)) {
+        return PermissionDeniedError("saga '" + definition + "' sends commands to topic '" +
+                                     step.participant +
+                                     "', which this service may not publish to");
+      }
+    }
+    return Status::Ok();
+  }
+  return Status::Ok();  // unknown definition: 404 from HandleSagaHttp
 }
 
 }  // namespace converge

@@ -333,7 +333,7 @@ asio::awaitable<HttpReply> Api::Handle(HttpRequest& request) {
     co_return store_reply;
   }
   if (d_.sagas != nullptr && IsSagaHttpTarget(path)) {
-    HttpReply saga_reply = co_await HandleSagas(request, path);
+    HttpReply saga_reply = co_await HandleSagas(request);
     RecordRequest("/v1/sagas", saga_reply, start);
     co_return saga_reply;
   }
@@ -446,32 +446,44 @@ asio::awaitable<HttpReply> Api::HandleStore(HttpRequest& request) {
   co_return Reply(std::move(out));
 }
 
-asio::awaitable<HttpReply> Api::HandleSagas(HttpRequest& request, std::string_view path) {
+asio::awaitable<HttpReply> Api::HandleSagas(HttpRequest& request) {
   Result<const Principal*> principal = auth_.Authenticate(request[http::field::authorization]);
   if (!principal.ok()) {
     HttpReply reply = Error(principal.status());
     reply.response.set(http::field::www_authenticate, "Bearer realm=\"converge\"");
     co_return reply;
   }
-  const Principal& who = **principal;
-  // Reading and starting sagas: any service with a token. Registering definitions,
-  // cancelling sagas and moving or cancelling their timers: admin tokens only.
-  const bool is_start = request.method() == http::verb::post &&
-                        (path == "/v1/sagas" || path == "/v1/sagas/");
-  if (request.method() != http::verb::get && !is_start && !who.admin) {
-    co_return Error(PermissionDeniedError("service '" + who.service +
-                                          "' may not change saga definitions, cancel sagas "
-                                          "or move their timers (admin only)"));
-  }
+  const Principal* who = *principal;
   SagaHttpRequest r;
   r.method = std::string(request.method_string());
   r.target = std::string(request.target());
   r.body = request.body();
   SagaOrchestrator* sagas = d_.sagas;
-  // `r` lives in this coroutine frame until the job is done. (A lambda with an init-capture
-  // built inside the co_await expression is destroyed wrongly by GCC 12.)
-  auto job = [sagas, &r] { return HandleSagaHttp(*sagas, r); };
+  // Admins (and every request with auth disabled) may use every saga route. Another service
+  // may start a saga, and read one, if it may publish to every participant topic of its
+  // definition (CheckSagaHttpAccess). `r` and `who` live in this coroutine frame until the job
+  // is done. (A lambda with an init-capture built inside the co_await expression is destroyed
+  // wrongly by GCC 12.)
+  Status denied;
+  auto job = [sagas, &r, who, &denied]() -> SagaHttpResponse {
+    if (!who->admin) {
+      denied = CheckSagaHttpAccess(
+          *sagas, r, [who](std::string_view topic) { return who->CanPublish(topic); });
+      if (!denied.ok()) return SagaHttpResponse{};
+    }
+    return HandleSagaHttp(*sagas, r);
+  };
   SagaHttpResponse res = co_await d_.pool->Run(std::move(job));
+  if (!denied.ok()) {
+    co_return Error(
+        PermissionDeniedError("service '" + who->service + "': " + std::string(denied.message())));
+  }
+  if (!res.allow.empty()) {
+    HttpResponse out = JsonReply(static_cast<http::status>(res.status), std::move(res.body),
+                                 request.version());
+    out.set(http::field::allow, res.allow);
+    co_return Reply(std::move(out));
+  }
   co_return Reply(JsonReply(static_cast<http::status>(res.status), std::move(res.body),
                             request.version()));
 }

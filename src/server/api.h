@@ -79,9 +79,10 @@ class Api {
 
   // /v1/collections/...: authenticates, then runs the store's handler on the pool.
   asio::awaitable<HttpReply> HandleStore(HttpRequest& request);
-  // /v1/sagas..., /v1/saga-definitions, /v1/saga-timers: authenticates (changes other than
-  // starting a saga need an admin token), then runs the orchestrator's routes on the pool.
-  asio::awaitable<HttpReply> HandleSagas(HttpRequest& request, std::string_view path);
+  // /v1/sagas..., /v1/saga-definitions, /v1/saga-timers: authenticates and authorizes
+  // (CheckSagaHttpAccess for non-admin services), then runs the orchestrator's routes on the
+  // pool.
+  asio::awaitable<HttpReply> HandleSagas(HttpRequest& request);
   void RecordRequest(const std::string& route_label, const HttpReply& reply, int64_t start);
 
   asio::awaitable<HttpReply> Healthz(Call& call);

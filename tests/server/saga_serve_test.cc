@@ -34,6 +34,7 @@ using testing::ServeProcess;
 struct HttpReply {
   int status = 0;
   std::string body;
+  std::string allow;  // the Allow header
 };
 
 // One request on a new connection (what a service without a converge library does).
@@ -61,6 +62,7 @@ HttpReply Request(uint16_t port, http::verb method, const std::string& target,
     http::read(stream, buffer, res);
     out.status = static_cast<int>(res.result_int());
     out.body = res.body();
+    out.allow = std::string(res[http::field::allow]);
   } catch (const std::exception& e) {
     ADD_FAILURE() << "HTTP " << target << ": " << e.what();
   }
@@ -287,31 +289,65 @@ TEST_F(SagaServeTest, CancelsBeforeThePivotAndRefusesAfterIt) {
   EXPECT_EQ(Request(port(), http::verb::post, "/v1/sagas", "not json").status, 400);
 }
 
-TEST_F(SagaServeTest, ChangesNeedAdminTokensAndEveryRouteNeedsAToken) {
+TEST_F(SagaServeTest, ServicesMayStartAndReadOnlySagasWhoseParticipantsTheyMayPublishTo) {
   StartServer(
       "auth:\n"
       "  tokens:\n"
       "    - {service: ops, token: ops-secret-token-0001, admin: true}\n"
-      "    - {service: orders, token: orders-secret-token-01, publish: ['*'], subscribe: ['*']}\n");
+      "    - {service: orders, token: orders-secret-token-01, publish: ['*'], subscribe: ['*']}\n"
+      "    - {service: stock, token: stock-secret-token-001, publish: [inventory]}\n");
   EXPECT_EQ(Request(port(), http::verb::get, "/v1/sagas").status, 401);
   EXPECT_EQ(Request(port(), http::verb::get, "/v1/sagas", "", "wrong").status, 401);
-  HttpReply denied =
-      Request(port(), http::verb::post, "/v1/saga-definitions", kOrderSaga, "orders-secret-token-01");
+  HttpReply denied = Request(port(), http::verb::post, "/v1/saga-definitions", kOrderSaga,
+                             "orders-secret-token-01");
   EXPECT_EQ(denied.status, 403) << denied.body;
-  ASSERT_EQ(
-      Request(port(), http::verb::post, "/v1/saga-definitions", kOrderSaga, "ops-secret-token-0001").status,
-      201);
-  // A service may start sagas and read them, but not cancel them.
-  const std::string id = StartSaga(R"({"definition":"order"})", "orders-secret-token-01");
+  EXPECT_NE(denied.body.find("PERMISSION_DENIED"), std::string::npos) << denied.body;
+  ASSERT_EQ(Request(port(), http::verb::post, "/v1/saga-definitions", kOrderSaga,
+                    "ops-secret-token-0001")
+                .status,
+            201);
+  // orders may publish to every participant topic: it may start the saga and read it.
+  const std::string id = StartSaga(R"({"definition":"order","data":{"secret":1}})",
+                                   "orders-secret-token-01");
   ASSERT_FALSE(id.empty());
-  EXPECT_EQ(Request(port(), http::verb::get, "/v1/sagas/" + id, "", "orders-secret-token-01").status, 200);
-  EXPECT_EQ(
-      Request(port(), http::verb::post, "/v1/sagas/" + id + "/cancel", "{}", "orders-secret-token-01")
-          .status,
-      403);
-  EXPECT_EQ(
-      Request(port(), http::verb::post, "/v1/sagas/" + id + "/cancel", "{}", "ops-secret-token-0001").status,
-      200);
+  EXPECT_EQ(Request(port(), http::verb::get, "/v1/sagas/" + id, "", "orders-secret-token-01")
+                .status,
+            200);
+  // stock may publish to inventory only: neither start nor read, and no data in the reply.
+  HttpReply start = Request(port(), http::verb::post, "/v1/sagas", R"({"definition":"order"})",
+                            "stock-secret-token-001");
+  EXPECT_EQ(start.status, 403) << start.body;
+  EXPECT_NE(start.body.find("payments"), std::string::npos) << start.body;
+  HttpReply read =
+      Request(port(), http::verb::get, "/v1/sagas/" + id, "", "stock-secret-token-001");
+  EXPECT_EQ(read.status, 403) << read.body;
+  EXPECT_EQ(read.body.find("secret"), std::string::npos) << read.body;
+  // Listing, timers and cancelling are for admins.
+  for (const char* target : {"/v1/sagas", "/v1/saga-timers", "/v1/saga-definitions"}) {
+    EXPECT_EQ(Request(port(), http::verb::get, target, "", "orders-secret-token-01").status, 403)
+        << target;
+    EXPECT_EQ(Request(port(), http::verb::get, target, "", "ops-secret-token-0001").status, 200)
+        << target;
+  }
+  EXPECT_EQ(Request(port(), http::verb::post, "/v1/sagas/" + id + "/cancel", "{}",
+                    "orders-secret-token-01")
+                .status,
+            403);
+  EXPECT_EQ(Request(port(), http::verb::post, "/v1/sagas/" + id + "/cancel", "{}",
+                    "ops-secret-token-0001")
+                .status,
+            200);
+}
+
+TEST_F(SagaServeTest, AWrongMethodGets405WithAllow) {
+  StartServer();
+  HttpReply r = Request(port(), http::verb::put, "/v1/sagas", "{}");
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(r.allow, "GET, POST");
+  EXPECT_NE(r.body.find("METHOD_NOT_ALLOWED"), std::string::npos) << r.body;
+  r = Request(port(), http::verb::get, "/v1/sagas/x/cancel");
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(r.allow, "POST");
 }
 
 TEST_F(SagaServeTest, ASagaInFlightResumesAfterTheServerIsKilled) {
