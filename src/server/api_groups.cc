@@ -197,7 +197,9 @@ asio::awaitable<HttpReply> Api::CreateGroup(Call& call) {
 }
 
 asio::awaitable<HttpReply> Api::Fetch(Call& call) {
-  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) co_return std::move(*refused);
+  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
+    co_return std::move(*refused);
+  }
   Status s;
   Result<json::object> body = ParseJsonObject(call.req.body());
   if (!body.ok()) co_return InvalidJson(body.status());
@@ -338,7 +340,9 @@ HttpReply LeaseParseError(const Status& s) {
 }  // namespace
 
 asio::awaitable<HttpReply> Api::Ack(Call& call) {
-  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) co_return std::move(*refused);
+  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
+    co_return std::move(*refused);
+  }
   Result<json::object> body = ParseJsonObject(call.req.body());
   if (!body.ok()) co_return InvalidJson(body.status());
   Status s;
@@ -367,7 +371,9 @@ asio::awaitable<HttpReply> Api::Ack(Call& call) {
 }
 
 asio::awaitable<HttpReply> Api::Nack(Call& call) {
-  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) co_return std::move(*refused);
+  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
+    co_return std::move(*refused);
+  }
   Result<json::object> body = ParseJsonObject(call.req.body());
   if (!body.ok()) co_return InvalidJson(body.status());
   Status s;
@@ -413,7 +419,9 @@ asio::awaitable<HttpReply> Api::Nack(Call& call) {
 }
 
 asio::awaitable<HttpReply> Api::Stream(Call& call) {
-  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) co_return std::move(*refused);
+  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
+    co_return std::move(*refused);
+  }
   Status s;
   const LimitsConfig& limits = d_.config->limits;
   uint64_t max_events = 100;
@@ -563,7 +571,9 @@ asio::awaitable<void> Api::AckWorker(std::shared_ptr<AckPipe> pipe, std::string 
 // Dead letters
 
 asio::awaitable<HttpReply> Api::ListDeadLetters(Call& call) {
-  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) co_return std::move(*refused);
+  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
+    co_return std::move(*refused);
+  }
   Status s;
   uint64_t from = 0, limit = 100;
   if (auto v = call.Query("from_offset"); s.ok() && v) {
@@ -613,7 +623,9 @@ asio::awaitable<HttpReply> Api::ListDeadLetters(Call& call) {
 }
 
 asio::awaitable<HttpReply> Api::ReplayDeadLetters(Call& call) {
-  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) co_return std::move(*refused);
+  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
+    co_return std::move(*refused);
+  }
   Result<json::object> body = ParseJsonObject(call.req.body());
   if (!body.ok()) co_return InvalidJson(body.status());
   Status s;
@@ -626,11 +638,12 @@ asio::awaitable<HttpReply> Api::ReplayDeadLetters(Call& call) {
   if (s.ok()) s = ReadUint(*body, "max_events", 1, d_.config->limits.max_fetch_events, &max_events);
   if (s.ok()) s = ReadString(*body, "target_topic", &options.target_topic);
   if (s.ok()) s = ReadBool(*body, "include_replayed", &options.include_replayed);
-  if (s.ok() && !options.target_topic.empty()) {
-    s = CheckTopicName(options.target_topic);
-    if (s.ok() && !call.principal->CanPublish(options.target_topic)) {
-      s = NotAllowed(*call.principal, "publish to", options.target_topic);
-    }
+  if (s.ok() && !options.target_topic.empty()) s = CheckTopicName(options.target_topic);
+  // A replay appends the events again (by default to the group's own topic, where every group
+  // sees them): it needs publish permission there too.
+  const std::string& append_to = options.target_topic.empty() ? call.topic : options.target_topic;
+  if (s.ok() && !call.principal->CanPublish(append_to)) {
+    s = NotAllowed(*call.principal, "publish (replay dead letters) to", append_to);
   }
   if (!s.ok()) co_return Error(s);
   options.max_records = static_cast<uint32_t>(max_events);

@@ -449,6 +449,10 @@ TEST_F(ServeTest, RejectsMissingAndWrongTokensWith401AndMissingPermissionWith403
   // The subscriber may consume.
   std::vector<Delivery> got = FetchAll(payments, "orders.created", "g", 1, true);
   ASSERT_EQ(got.size(), 1u);
+  // ...but not replay its dead letters: a replay appends them to orders.created again, where
+  // payments may not publish.
+  EXPECT_EQ(payments.ReplayDeadLetters("orders.created", "g").status().code(),
+            StatusCode::kPermissionDenied);
   // Listing shows only visible topics.
   std::vector<client::TopicDescription> visible = Must(orders.ListTopics());
   std::set<std::string> names;
