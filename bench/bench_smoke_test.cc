@@ -112,6 +112,27 @@ TEST(BenchSmokeTest, UnknownViaIsRefusedClearly) {
   EXPECT_NE(r.out.find("--via wants inproc or server"), std::string::npos) << r.out;
 }
 
+TEST(BenchSmokeTest, SagaRunsAndPrintsTheLogLineFormat) {
+  Result<testing::TempDir> base = testing::TempDir::Create("converge-bench-smoke-");
+  ASSERT_TRUE(base.ok()) << base.status().ToString();
+  const RunResult r = RunCommand(Binary() +
+                                 " bench saga --workloads saga --sagas 2000 --window 200 --json"
+                                 " --dir " +
+                                 base->path() + " 2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  for (const char* durability : {"topics fsync", "topics none"}) {
+    const size_t at = r.out.find(durability);
+    ASSERT_NE(at, std::string::npos) << r.out;
+    const size_t begin = r.out.rfind('\n', at) == std::string::npos ? 0 : r.out.rfind('\n', at) + 1;
+    const std::string line = r.out.substr(begin, r.out.find('\n', at) - begin);
+    EXPECT_EQ(line.rfind("{\"workload\":\"saga3\",\"system\":\"converge\"", 0), 0u) << line;
+    EXPECT_NE(line.find("\"events_per_s\":"), std::string::npos) << line;
+    EXPECT_NE(line.find("\"sagas_per_s\":"), std::string::npos) << line;
+    EXPECT_NE(line.find("\"events\":2000,"), std::string::npos) << line;
+  }
+  EXPECT_TRUE(std::filesystem::is_empty(base->path())) << base->path();
+}
+
 TEST(BenchSmokeTest, HelpListsTheOptions) {
   const RunResult r = RunCommand(Binary() + " bench log --help");
   EXPECT_EQ(r.exit_code, 0);

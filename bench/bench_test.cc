@@ -54,6 +54,19 @@ TEST(ReportTest, JsonLineHasTheRequiredKeysAndParses) {
   EXPECT_LT(line.find("\"p99_us\""), line.find("\"p999_us\""));
 }
 
+TEST(ReportTest, OtherUnitsKeepTheLogFormatAndNameTheirRateToo) {
+  Measurement m;
+  m.workload = "saga3";
+  m.system = "converge";
+  m.rate_name = "sagas_per_s";
+  m.events_per_s = 71872;
+  const boost::json::object o = boost::json::parse(ToJsonLine(m)).as_object();
+  EXPECT_DOUBLE_EQ(o.at("events_per_s").to_number<double>(), 71872);
+  EXPECT_DOUBLE_EQ(o.at("sagas_per_s").to_number<double>(), 71872);
+  const boost::json::object log = boost::json::parse(ToJsonLine(Measurement{})).as_object();
+  EXPECT_EQ(log.size(), o.size() - 1);  // a log row names its rate once
+}
+
 TEST(ReportTest, ThousandsSeparators) {
   EXPECT_EQ(FormatThousands(0), "0");
   EXPECT_EQ(FormatThousands(999), "999");

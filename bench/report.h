@@ -1,7 +1,8 @@
 // Results of a benchmark run and the two ways they are printed: a table for people and, with
 // --json, one JSON object per line. Every line carries at least
-//   {"workload","system","durability","<unit>_per_s","p50_us","p99_us","p999_us"}
-// (the rate's name is Measurement::rate_name: "events_per_s" for the log, "ops_per_s" for the store)
+//   {"workload","system","durability","events_per_s","p50_us","p99_us","p999_us"}
+// (the format of `converge bench log`; a benchmark counting another unit also repeats the rate
+// under Measurement::rate_name: "sagas_per_s", "txns_per_s", "ops_per_s")
 // (latencies are null where a workload does not measure them), then extra context fields.
 #pragma once
 

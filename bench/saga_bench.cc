@@ -48,7 +48,8 @@ void PrintHelp(std::FILE* out) {
       "  --workloads LIST     saga,twopc (default saga,twopc)\n"
       "  --json               one JSON object per line on stdout (progress on stderr):\n"
       "                       "
-      "{\"workload\",\"system\",\"durability\",\"sagas_per_s\"|\"txns_per_s\",\n"
+      "{\"workload\",\"system\",\"durability\",\"events_per_s\",\n"
+      "                        \"sagas_per_s\"|\"txns_per_s\"|\"fsyncs_per_s\" (the same rate),\n"
       "                        \"p50_us\",\"p99_us\",\"p999_us\",\"events\",\"seconds\",\"note\"}\n"
       "  --dir DIR            scratch directory base (default $TMPDIR or /tmp); a real disk\n"
       "  --help               this text\n",

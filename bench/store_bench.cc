@@ -69,7 +69,7 @@ void PrintStoreHelp(std::FILE* out) {
       "  --systems LIST  comma-separated (default %s)\n"
       "  --workloads L   comma-separated (default %s)\n"
       "  --json          one JSON object per line on stdout, the format of `converge bench log`\n"
-      "                  with ops_per_s: {\"workload\",\"system\",\"durability\",\"ops_per_s\",\n"
+      "                  with ops_per_s too: {\"workload\",\"system\",\"durability\",\"events_per_s\",\"ops_per_s\",\n"
       "                  \"p50_us\",\"p99_us\",\"p999_us\",\"events\",\"seconds\",\"note\"}\n"
       "  --dir DIR       where the scratch directory goes (default $TMPDIR or /tmp)\n"
       "  --help          this text\n"
