@@ -79,6 +79,10 @@ struct SagaConfig {
   // Definition files (YAML or JSON, one definition each) registered at start; a file whose
   // (name, version) is registered with other content stops the start.
   std::vector<std::string> definitions;
+  // The saga log in PostgreSQL instead of <data_dir>/sagas: a libpq connection string (the
+  // table is created if missing; one orchestrator per table).
+  std::string postgres_conninfo;
+  std::string postgres_table = "converge_saga_log";
   uint32_t max_in_flight = 1'000'000;       // running instances; beyond: 429
   uint32_t finished_retain_max = 10'000;    // finished instances kept for show/ls
   int64_t finished_retain_ms = 24LL * 3600 * 1000;

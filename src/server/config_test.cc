@@ -191,6 +191,8 @@ sagas:
   enabled: false
   reply_topic: replies
   definitions: [a.yaml, b.json]
+  postgres_conninfo: host=127.0.0.1 dbname=sagas
+  postgres_table: my_sagas
   max_in_flight: 10
   finished_retain_max: 5
   finished_retain_ms: 1000
@@ -199,6 +201,8 @@ sagas:
   EXPECT_FALSE(c->sagas.enabled);
   EXPECT_EQ(c->sagas.reply_topic, "replies");
   EXPECT_EQ(c->sagas.definitions, (std::vector<std::string>{"a.yaml", "b.json"}));
+  EXPECT_EQ(c->sagas.postgres_conninfo, "host=127.0.0.1 dbname=sagas");
+  EXPECT_EQ(c->sagas.postgres_table, "my_sagas");
   EXPECT_EQ(c->sagas.max_in_flight, 10u);
   EXPECT_EQ(c->sagas.finished_retain_max, 5u);
   EXPECT_EQ(c->sagas.finished_retain_ms, 1000);

@@ -71,6 +71,8 @@ Result<std::unique_ptr<SagaOrchestrator>> OpenSagas(Env& env, Log& log,
   SagaOrchestratorOptions options;
   options.dir = config.data_dir + "/sagas";
   options.reply_topic = sc.reply_topic;
+  options.postgres_conninfo = sc.postgres_conninfo;
+  options.postgres_table = sc.postgres_table;
   options.topic_options = config.topic_defaults;
   options.max_in_flight = sc.max_in_flight;
   options.finished_retain_max = sc.finished_retain_max;

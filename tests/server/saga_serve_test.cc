@@ -23,6 +23,7 @@
 #include "converge/client.h"
 #include "converge/event.h"
 #include "serve_process.h"
+#include "support/postgres_server.h"
 
 namespace converge {
 namespace {
@@ -67,6 +68,12 @@ HttpReply Request(uint16_t port, http::verb method, const std::string& target,
     ADD_FAILURE() << "HTTP " << target << ": " << e.what();
   }
   return out;
+}
+
+template <typename T>
+T Must(Result<T> r) {
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return r.ok() ? std::move(r).value() : T{};
 }
 
 json::object ParseObject(const std::string& text) {
@@ -375,6 +382,37 @@ TEST_F(SagaServeTest, ASagaInFlightResumesAfterTheServerIsKilled) {
   // The charge command is delivered again (same command id) after the restart; the reserve
   // is not repeated.
   for (const std::string& type : p.seen()) EXPECT_NE(type, "inventory.reserve");
+  server_.reset();
+  std::filesystem::remove_all(data_dir);
+}
+
+TEST_F(SagaServeTest, KeepsTheSagaLogInPostgresWhenConfigured) {
+  Result<std::unique_ptr<testing::PostgresServer>> pg = testing::PostgresServer::Start();
+  if (pg.status().code() == StatusCode::kNotFound) GTEST_SKIP() << pg.status().ToString();
+  ASSERT_TRUE(pg.ok()) << pg.status().ToString();
+  const std::string config = "sagas:\n  postgres_conninfo: \"" + (*pg)->ConnInfo() +
+                             "\"\n  postgres_table: sidecar_sagas\n";
+  const std::string data_dir =
+      std::filesystem::temp_directory_path() / ("converge-saga-pg-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(data_dir);
+  StartServer(config, data_dir);
+  ASSERT_EQ(Request(port(), http::verb::post, "/v1/saga-definitions", kOrderSaga).status, 201);
+  const std::string id = StartSaga(R"({"definition":"order"})");
+  {
+    Participants p(port());
+    for (int i = 0; i < 200 && p.seen().empty(); ++i) {
+      if (p.Round(/*reply=*/false) == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_EQ(p.seen().size(), 1u);
+  }
+  EXPECT_NE(Must((*pg)->Query("postgres", "SELECT count(*) FROM sidecar_sagas")), "0");
+  // The saga log is in PostgreSQL, not in the data directory.
+  EXPECT_FALSE(std::filesystem::exists(data_dir + "/sagas"));
+  server_->Kill();
+  server_.reset();
+  StartServer(config, data_dir);
+  Participants p(port());
+  ASSERT_TRUE(RunUntil(p, id, "completed")) << json::serialize(Describe(id));
   server_.reset();
   std::filesystem::remove_all(data_dir);
 }
