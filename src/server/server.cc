@@ -11,6 +11,7 @@
 #include "converge/consumer_group.h"
 #include "converge/env.h"
 #include "converge/log.h"
+#include "converge/relay.h"
 #include "converge/store.h"
 #include "server/api.h"
 #include "server/blocking_pool.h"
@@ -32,6 +33,7 @@ struct Server::Impl {
   std::unique_ptr<ConsumerGroups> groups;
   std::unique_ptr<Store> store;  // feeds its change events into `log`
   std::unique_ptr<store_internal::StoreHttpHandler> store_http;
+  std::unique_ptr<RelayService> relays;  // publish into `log`
   asio::io_context ioc;
   std::unique_ptr<BlockingPool> pool;
   WakeupHub hub;
@@ -110,6 +112,14 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   impl->http = std::make_unique<HttpServer>(
       impl->ioc, http_options, [api](HttpRequest& req) { return api->Handle(req); },
       &impl->metrics);
+  if (impl->config.relays.enabled) {
+    // Last, so that nothing after it can fail with relay threads running. The relays connect
+    // lazily: a service database that is down is retried in the background, not an error.
+    CONVERGE_ASSIGN_OR_RETURN(
+        impl->relays, RelayService::Start(*impl->env, *impl->log, impl->config.relays.service));
+    std::fprintf(stderr, "converge serve: relaying %zu outbox source(s) into the log\n",
+                 impl->config.relays.service.sources.size());
+  }
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
@@ -117,9 +127,11 @@ Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Server::~Server() {
   if (!impl_) return;
-  // Destroy in an order that never leaves a callback pointing at freed state: the pool
-  // (joined: nothing more is posted to the io_context), the HTTP server, the watches, the
-  // groups, the log.
+  // Destroy in an order that never leaves a callback pointing at freed state: the relays
+  // (they append to the log), the pool (joined: nothing more is posted to the io_context), the
+  // HTTP server, the watches, the groups, the log.
+  if (impl_->relays) impl_->relays->Stop();
+  impl_->relays.reset();
   impl_->pool.reset();
   impl_->http.reset();
   impl_->api.reset();
@@ -176,6 +188,10 @@ Status Server::Run(bool handle_signals) {
   impl->ioc.restart();
   impl->ioc.run_for(std::chrono::seconds(2));
   impl->api->ReleaseWatches();
+  // The relays stop between batches (a batch being published finishes first; rows not yet
+  // deleted are published again at the next start and dropped by the log's dedup), so their
+  // last appends are covered by the log's final sync below.
+  if (impl->relays) impl->relays->Stop();
   Status flushed = impl->groups->Flush();
   Status store_synced = impl->store ? impl->store->Sync() : Status::Ok();
   // Every change event of the store into the log before the log's final sync.
