@@ -10,6 +10,7 @@
 #include "converge/outbox.h"
 #include "outbox/outbox_row.h"
 #include "outbox/relay_source.h"
+#include "outbox/sql_internal.h"
 
 namespace converge::outbox_internal {
 namespace {
@@ -107,11 +108,10 @@ class SqliteSource final : public OutboxSource {
   // published_upto_). Without `wait`, a busy database is not an error: the delete is retried
   // later.
   Status DeletePublished(bool wait) {
-    auto* raw = static_cast<sqlite3*>(db_->native_handle());
-    if (!wait) sqlite3_busy_timeout(raw, 0);
+    if (!wait) sql::internal::SqliteSetBusyTimeout(*db_, 0);
     sql::Value params[] = {sql::Value::Int(published_upto_)};
     Status s = db_->Execute("DELETE FROM converge_outbox WHERE seq <= $1", params).status();
-    if (!wait) sqlite3_busy_timeout(raw, static_cast<int>(options_.sqlite_busy_timeout_ms));
+    if (!wait) sql::internal::SqliteSetBusyTimeout(*db_, options_.sqlite_busy_timeout_ms);
     if (s.ok()) {
       deleted_upto_ = published_upto_;
       undeleted_rows_ = 0;

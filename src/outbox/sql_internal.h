@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <list>
 #include <optional>
 #include <string>
@@ -9,6 +10,8 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
+#include "converge/sql.h"
 
 namespace converge::sql::internal {
 
@@ -19,6 +22,11 @@ std::string PgTextArray(const std::vector<std::string_view>& items);
 // bytea[] with hex elements ("\\x0a0b"); nullopt is NULL.
 std::string PgByteaArray(const std::vector<std::optional<std::string_view>>& items);
 std::string PgIntArray(const std::vector<int64_t>& items);
+
+// SQLite: how long a statement waits for another connection's lock (0: fail at once with
+// Unavailable). No effect on other engines. Use this, not sqlite3_busy_timeout, which would
+// replace converge's busy handler.
+void SqliteSetBusyTimeout(Database& db, int64_t ms);
 
 // Rewrites $1, $2, ... placeholders (outside quotes and comments) to ?1, ?2 for SQLite.
 std::string ToSqlitePlaceholders(std::string_view sql);
