@@ -15,6 +15,8 @@
 namespace converge::outbox_internal {
 namespace {
 
+constexpr const char* kRelayAutocheckpointPragma = "PRAGMA wal_autocheckpoint=400";
+
 class SqliteSource final : public OutboxSource {
  public:
   SqliteSource(Env& env, std::string path, SourceOptions options, std::shared_ptr<Waker> waker)
@@ -29,6 +31,14 @@ class SqliteSource final : public OutboxSource {
       o.synchronous = options_.sqlite_synchronous;
       o.busy_timeout_ms = options_.sqlite_busy_timeout_ms;
       CONVERGE_ASSIGN_OR_RETURN(db_, sql::Database::OpenSqlite(o));
+      // Checkpoint from the relay's own commits (its deletes) at a lower WAL size than the
+      // writers' default of 1000 pages, so the copying of WAL pages into the database mostly
+      // happens on the relay's thread rather than inside a service writer's COMMIT.
+      Status pragma = db_->ExecuteScript(kRelayAutocheckpointPragma);
+      if (!pragma.ok()) {
+        db_.reset();
+        return pragma;
+      }
       if (options_.create_schema) {
         Status s = Outbox::CreateSchema(*db_);
         if (!s.ok()) {
