@@ -25,7 +25,10 @@ void BuildClaimedRow(const sql::Row& row, ClaimedRow* out) {
   out->key.assign(row.Bytes(kPartitionKey));
   out->id.assign(row.Bytes(kId));
   out->value.clear();
+  out->timestamp_micros = 0;
   out->malformed = false;
+  out->reason.clear();
+  out->row_json.clear();
   Status s = CheckTopicName(out->topic);
   if (s.ok()) {
     Event event;

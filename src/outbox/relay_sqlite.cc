@@ -79,9 +79,9 @@ class SqliteSource final : public OutboxSource {
         out->full = true;
         return CancelledError("batch full");  // stops the scan
       }
-      out->rows.emplace_back();
-      BuildClaimedRow(row, &out->rows.back());
-      out->bytes += out->rows.back().value.size() + out->rows.back().row_json.size();
+      ClaimedRow& claimed = out->Add();
+      BuildClaimedRow(row, &claimed);
+      out->bytes += claimed.value.size() + claimed.row_json.size();
       return Status::Ok();
     });
     if (!n.ok() && n.status().code() != StatusCode::kCancelled) return n.status();
