@@ -74,6 +74,35 @@ TEST(SqlTest, SqliteTransactionsCommitOrRollBackWhole) {
   EXPECT_EQ((*db)->Execute("SELEKT 1").status().code(), StatusCode::kInvalidArgument);
 }
 
+TEST(SqlTest, ASqliteLockHeldByAnotherConnectionIsWaitedForUpToTheBusyTimeout) {
+  ScratchDir dir;
+  sql::SqliteOptions o;
+  o.path = dir.Sub("t.db");
+  auto holder = sql::Database::OpenSqlite(o);
+  ASSERT_TRUE(holder.ok());
+  ASSERT_OK((*holder)->ExecuteScript("CREATE TABLE t (k INTEGER PRIMARY KEY)"));
+  o.busy_timeout_ms = 30;
+  auto waiter = sql::Database::OpenSqlite(o);
+  ASSERT_TRUE(waiter.ok());
+  ASSERT_OK((*holder)->Transact([&](sql::Transaction&) -> Status {
+    // The holder has the write lock: the waiter retries for its busy timeout, then fails
+    // with Unavailable (twice: the budget restarts with each busy statement).
+    for (int round = 0; round < 2; ++round) {
+      Status s = (*waiter)->Execute("INSERT INTO t VALUES (1)").status();
+      EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+    }
+    // A timeout of 0 fails at once.
+    sql::internal::SqliteSetBusyTimeout(**waiter, 0);
+    EXPECT_EQ((*waiter)->Execute("INSERT INTO t VALUES (2)").status().code(),
+              StatusCode::kUnavailable);
+    return Status::Ok();
+  }));
+  // Once the lock is free the same connection writes.
+  sql::internal::SqliteSetBusyTimeout(**waiter, 1000);
+  ASSERT_OK((*waiter)->Execute("INSERT INTO t VALUES (3)").status());
+  EXPECT_EQ(CountRows(**holder, "t"), 1);
+}
+
 // ---------------------------------------------------------------------------------------
 // Outbox writer
 
