@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <optional>
 #include <string>
@@ -44,7 +45,8 @@ class StatementCache {
 
   // The cached handle for `sql`, or nullptr.
   Handle* Find(std::string_view sql) {
-    auto it = index_.find(std::string(sql));
+    // Heterogeneous lookup: no copy of the SQL text (multi-row statements run to kilobytes).
+    auto it = index_.find(sql);
     if (it == index_.end()) return nullptr;
     order_.splice(order_.begin(), order_, it->second);
     return &it->second->second;
@@ -76,7 +78,12 @@ class StatementCache {
   size_t max_entries_;
   Finalize finalize_;
   std::list<Entry> order_;
-  std::unordered_map<std::string, typename std::list<Entry>::iterator> index_;
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
+  };
+  std::unordered_map<std::string, typename std::list<Entry>::iterator, Hash, std::equal_to<>>
+      index_;
 };
 
 }  // namespace converge::sql::internal
