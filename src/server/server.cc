@@ -33,7 +33,9 @@ struct Server::Impl {
   std::unique_ptr<ConsumerGroups> groups;
   std::unique_ptr<Store> store;  // feeds its change events into `log`
   std::unique_ptr<store_internal::StoreHttpHandler> store_http;
-  std::unique_ptr<RelayService> relays;  // publish into `log`
+  // Publish into `log`; stopped before the log's final sync. The metrics collector holds a weak
+  // reference (the relays' connections and lock files must go before `env` and `log`).
+  std::shared_ptr<RelayService> relays;
   asio::io_context ioc;
   std::unique_ptr<BlockingPool> pool;
   WakeupHub hub;
@@ -117,6 +119,27 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
     // lazily: a service database that is down is retried in the background, not an error.
     CONVERGE_ASSIGN_OR_RETURN(
         impl->relays, RelayService::Start(*impl->env, *impl->log, impl->config.relays.service));
+    std::weak_ptr<RelayService> weak = impl->relays;
+    impl->metrics.AddCollector([weak](std::vector<MetricsRegistry::Sample>* out) {
+      std::shared_ptr<RelayService> relays = weak.lock();
+      if (relays == nullptr) return;
+      for (const auto& [name, st] : relays->stats()) {
+        Labels labels = {{"source", name}};
+        out->push_back({"converge_relay_published_total",
+                        "Outbox events a relay appended to the log (including duplicates the "
+                        "log dropped).",
+                        "counter", labels, static_cast<double>(st.published)});
+        out->push_back({"converge_relay_dead_lettered_total",
+                        "Malformed outbox rows a relay sent to the dead letters.", "counter",
+                        labels, static_cast<double>(st.dead_lettered)});
+        out->push_back({"converge_relay_failures_total",
+                        "Failed relay steps (database or log), each followed by a backoff.",
+                        "counter", labels, static_cast<double>(st.failures)});
+        out->push_back({"converge_relay_active",
+                        "1 if the relay holds its outbox (SQLite lock, PostgreSQL buckets).",
+                        "gauge", labels, st.active ? 1.0 : 0.0});
+      }
+    });
     std::fprintf(stderr, "converge serve: relaying %zu outbox source(s) into the log\n",
                  impl->config.relays.service.sources.size());
   }

@@ -927,6 +927,11 @@ TEST_F(ServeTest, RelaysOutboxRowsIntoItsLogAndStopsCleanlyOnSigterm) {
   while (service.Rows() != 0 && std::chrono::steady_clock::now() < until) {
   }
   EXPECT_EQ(service.Rows(), 0);
+  std::string metrics = Must(c.Metrics());
+  EXPECT_NE(metrics.find("converge_relay_published_total{source=\"orders\"} 100"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("converge_relay_active{source=\"orders\"} 1"), std::string::npos);
 
   // SIGTERM stops the relay before the final sync and exits 0; rows written while the server
   // is down are relayed after the restart, and nothing is published twice.
