@@ -43,7 +43,12 @@ struct Batch {
   }
   void Clear() {
     while (!rows.empty()) {
-      spare_.push_back(std::move(rows.back()));
+      ClaimedRow& row = rows.back();
+      // Keep small buffers only, so a few large events do not pin memory in the pool.
+      for (std::string* buffer : {&row.value, &row.row_json, &row.reason}) {
+        if (buffer->capacity() > kMaxKeptBufferBytes) std::string().swap(*buffer);
+      }
+      spare_.push_back(std::move(row));
       rows.pop_back();
     }
     bytes = 0;
@@ -51,6 +56,7 @@ struct Batch {
   }
 
  private:
+  static constexpr size_t kMaxKeptBufferBytes = 16 << 10;
   std::vector<ClaimedRow> spare_;
 };
 
