@@ -328,15 +328,16 @@ class ConvergeOutboxSystem final : public OutboxSystem {
     const uint64_t relay_batches = relay_->stats().batches - relay_batches_before;
     const uint64_t consumer_batches = consumer_->stats().batches - consumer_batches_before;
     char note[320];
-    std::snprintf(note, sizeof(note),
-                  "%u writer(s), %u events/tx, %u keys; writes done at %.2fs; relay batch max "
-                  "2000, avg %.0f; consumer %u worker(s), batch handler, avg batch %.0f; exactly "
-                  "once checked",
-                  writers, w.tx_events, w.keys, static_cast<double>(written - start) / 1e9,
-                  static_cast<double>(w.events) / static_cast<double>(std::max<uint64_t>(1, relay_batches)),
-                  postgres_ ? w.workers : 1,
-                  static_cast<double>(w.events) /
-                      static_cast<double>(std::max<uint64_t>(1, consumer_batches)));
+    std::snprintf(
+        note, sizeof(note),
+        "%u writer(s), %u events/tx, %u keys; writes done at %.2fs; relay batch max "
+        "2000, avg %.0f; consumer %u worker(s), batch handler, avg batch %.0f; exactly "
+        "once checked",
+        writers, w.tx_events, w.keys, static_cast<double>(written - start) / 1e9,
+        static_cast<double>(w.events) / static_cast<double>(std::max<uint64_t>(1, relay_batches)),
+        postgres_ ? w.workers : 1,
+        static_cast<double>(w.events) /
+            static_cast<double>(std::max<uint64_t>(1, consumer_batches)));
     m.note = note;
     out.push_back(m);
     return Status::Ok();

@@ -98,6 +98,9 @@ struct RelayOptions {
   uint64_t batch_max_bytes = 8u << 20;          // about this many bytes of events per batch
   uint32_t publish_chunk_max_events = 100'000;  // records per RelaySink::Publish call
   int64_t poll_interval_ms = 500;               // fallback poll when no wake-up comes, 1..3600000
+  int64_t retry_base_delay_ms = 10;             // backoff after a failure: full jitter in
+  int64_t retry_max_delay_ms = 5'000;           //   [0, min(max, base * 2^failures)]
+  int64_t standby_retry_ms = 1'000;             // a standby relay tries to take over this often
   // Under load, bigger batches: after a batch of at least batch_linger_min_rows rows that did
   // not fill batch_max_events, the relay waits batch_linger_us before claiming again, so the
   // next batch shares one log sync and one delete among more events. A batch smaller than
@@ -105,9 +108,6 @@ struct RelayOptions {
   // 0..1000000 (0 = never linger).
   int64_t batch_linger_us = 1'000;
   uint32_t batch_linger_min_rows = 64;
-  int64_t retry_base_delay_ms = 10;             // backoff after a failure: full jitter in
-  int64_t retry_max_delay_ms = 5'000;           //   [0, min(max, base * 2^failures)]
-  int64_t standby_retry_ms = 1'000;             // a standby relay tries to take over this often
   // PostgreSQL: buckets the outbox is split into between relays (all relays of one outbox must
   // use the same value), and how often a relay rebalances its share.
   uint32_t postgres_buckets = 64;  // 1..4096

@@ -183,8 +183,7 @@ Status Inbox::RecordBatch(sql::Transaction& tx, std::span<const std::string_view
     fresh->assign(ids.size(), true);
     inserted = static_cast<int64_t>(ids.size());
   } else {
-    CONVERGE_RETURN_IF_ERROR(
-        tx.Execute("ROLLBACK TO SAVEPOINT converge_inbox_record").status());
+    CONVERGE_RETURN_IF_ERROR(tx.Execute("ROLLBACK TO SAVEPOINT converge_inbox_record").status());
     CONVERGE_RETURN_IF_ERROR(tx.Execute("RELEASE SAVEPOINT converge_inbox_record").status());
     size_t done = 0;
     while (done < ids.size()) {

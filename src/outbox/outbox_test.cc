@@ -558,8 +558,8 @@ TEST(InboxTest, RecordBatchTellsNewFromKnownIdsAndKeepsOnlyTheNewOnes) {
   for (int i = 0; i < 300; ++i) first.push_back(Numbered("e", i));
   std::vector<std::string_view> views(first.begin(), first.end());
   std::vector<bool> fresh;
-  ASSERT_OK((*db)->Transact(
-      [&](sql::Transaction& tx) { return inbox.RecordBatch(tx, views, &fresh); }));
+  ASSERT_OK(
+      (*db)->Transact([&](sql::Transaction& tx) { return inbox.RecordBatch(tx, views, &fresh); }));
   EXPECT_EQ(fresh, std::vector<bool>(300, true));
   EXPECT_EQ(CountRows(**db, "converge_inbox"), 300);
   // Known ids among new ones, the known one in the last statement: the new ones are recorded
@@ -568,8 +568,8 @@ TEST(InboxTest, RecordBatchTellsNewFromKnownIdsAndKeepsOnlyTheNewOnes) {
   for (int i = 290; i < 590; ++i) second.push_back(Numbered("e", i));
   second.push_back("e7");
   views.assign(second.begin(), second.end());
-  ASSERT_OK((*db)->Transact(
-      [&](sql::Transaction& tx) { return inbox.RecordBatch(tx, views, &fresh); }));
+  ASSERT_OK(
+      (*db)->Transact([&](sql::Transaction& tx) { return inbox.RecordBatch(tx, views, &fresh); }));
   ASSERT_EQ(fresh.size(), 301u);
   for (size_t i = 0; i < fresh.size(); ++i) {
     EXPECT_EQ(fresh[i], i >= 10 && i < 300) << second[i];

@@ -289,8 +289,7 @@ Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
   CONVERGE_RETURN_IF_ERROR(
       CheckKeys(root, "",
                 {"listen", "data_dir", "io_threads", "storage_threads", "tls", "auth",
-                 "auto_create_topics", "topic_defaults", "groups", "limits", "store",
-                 "relays"}));
+                 "auto_create_topics", "topic_defaults", "groups", "limits", "store", "relays"}));
   std::string listen;
   CONVERGE_RETURN_IF_ERROR(ReadString(root, "", "listen", &listen));
   if (!listen.empty()) {

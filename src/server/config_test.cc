@@ -215,11 +215,12 @@ relays:
   ASSERT_TRUE(own.ok()) << own.status().ToString();
   EXPECT_EQ(own->relays.service.sink.topic_options.partitions, 2u);
   EXPECT_EQ(own->relays.service.sink.topic_options.durability, Durability::kNone);
-  for (const char* bad : {"relays: {sources: []}", "relays: [1]",
-                          "relays: {sources: [{name: a, database: a.db, colour: red}]}",
-                          "relays: {sources: [{database: a.db}]}", "relays: {sink: {x: 1}}",
-                          "relays: {sources: [{name: a, database: a.db}, {name: a, database: b.db}]}",
-                          "relays: {sources: [{name: a, database: 'no idea'}]}"}) {
+  for (const char* bad :
+       {"relays: {sources: []}", "relays: [1]",
+        "relays: {sources: [{name: a, database: a.db, colour: red}]}",
+        "relays: {sources: [{database: a.db}]}", "relays: {sink: {x: 1}}",
+        "relays: {sources: [{name: a, database: a.db}, {name: a, database: b.db}]}",
+        "relays: {sources: [{name: a, database: 'no idea'}]}"}) {
     Result<ServerConfig> r2 = ParseConfig(bad);
     EXPECT_EQ(r2.status().code(), StatusCode::kInvalidArgument) << bad;
     EXPECT_NE(r2.status().message().find("relays"), std::string_view::npos)

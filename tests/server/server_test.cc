@@ -889,14 +889,15 @@ TEST_F(ServeTest, RelaysOutboxRowsIntoItsLogAndStopsCleanlyOnSigterm) {
   const std::string db_path = probe.dir() + "/orders.db";
   ServiceOutbox service(db_path);
   service.Write("early", 30, 3);  // committed before the server starts
-  const std::string yaml = Cat({"relays:\n"
-                                "  sink: {partitions: 2}\n"
-                                "  sources:\n"
-                                "    - name: orders\n"
-                                "      database: sqlite:",
-                                db_path,
-                                "\n"
-                                "      poll_interval_ms: 20\n"});
+  const std::string yaml =
+      Cat({"relays:\n"
+           "  sink: {partitions: 2}\n"
+           "  sources:\n"
+           "    - name: orders\n"
+           "      database: sqlite:",
+           db_path,
+           "\n"
+           "      poll_interval_ms: 20\n"});
   StartServer(yaml);
   EXPECT_NE(server_->Log().find("relaying 1 outbox source"), std::string::npos) << server_->Log();
   service.Write("late", 70, 3);
