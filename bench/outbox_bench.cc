@@ -306,6 +306,8 @@ class ConvergeOutboxSystem final : public OutboxSystem {
   Status EndToEnd(const OutboxWorkload& w, std::vector<Measurement>& out) override {
     const uint32_t writers = postgres_ ? std::max<uint32_t>(1, w.writers) : 1;
     const uint64_t handled_before = consumer_->stats().handled;
+    const uint64_t relay_batches_before = relay_->stats().batches;
+    const uint64_t consumer_batches_before = consumer_->stats().batches;
     const int64_t start = NowNanos();
     CONVERGE_RETURN_IF_ERROR(RunWriters(w, writers, w.events, w.tx_events, 0, nullptr, 0));
     const int64_t written = NowNanos();
@@ -322,12 +324,20 @@ class ConvergeOutboxSystem final : public OutboxSystem {
     m.events = w.events;
     m.seconds = static_cast<double>(end - start) / 1e9;
     m.events_per_s = static_cast<double>(w.events) / m.seconds;
-    char note[256];
-    std::snprintf(note, sizeof(note),
-                  "%u writer(s), %u events/tx, %u keys; writes done at %.2fs; relay batch 2000; "
-                  "consumer %u worker(s), batch handler; exactly once checked",
-                  writers, w.tx_events, w.keys, static_cast<double>(written - start) / 1e9,
-                  postgres_ ? w.workers : 1);
+    // Average batch sizes: how well the relay and the consumer amortize their syncs.
+    const uint64_t relay_batches = relay_->stats().batches - relay_batches_before;
+    const uint64_t consumer_batches = consumer_->stats().batches - consumer_batches_before;
+    char note[320];
+    std::snprintf(
+        note, sizeof(note),
+        "%u writer(s), %u events/tx, %u keys; writes done at %.2fs; relay batch max "
+        "2000, avg %.0f; consumer %u worker(s), batch handler, avg batch %.0f; exactly "
+        "once checked",
+        writers, w.tx_events, w.keys, static_cast<double>(written - start) / 1e9,
+        static_cast<double>(w.events) / static_cast<double>(std::max<uint64_t>(1, relay_batches)),
+        postgres_ ? w.workers : 1,
+        static_cast<double>(w.events) /
+            static_cast<double>(std::max<uint64_t>(1, consumer_batches)));
     m.note = note;
     out.push_back(m);
     return Status::Ok();

@@ -101,6 +101,13 @@ struct RelayOptions {
   int64_t retry_base_delay_ms = 10;             // backoff after a failure: full jitter in
   int64_t retry_max_delay_ms = 5'000;           //   [0, min(max, base * 2^failures)]
   int64_t standby_retry_ms = 1'000;             // a standby relay tries to take over this often
+  // Under load, bigger batches: after a batch of at least batch_linger_min_rows rows that did
+  // not fill batch_max_events, the relay waits batch_linger_us before claiming again, so the
+  // next batch shares one log sync and one delete among more events. A batch smaller than
+  // that (a quiet outbox) is followed by no linger: latency at low rates is unchanged.
+  // 0..1000000 (0 = never linger).
+  int64_t batch_linger_us = 1'000;
+  uint32_t batch_linger_min_rows = 64;
   // PostgreSQL: buckets the outbox is split into between relays (all relays of one outbox must
   // use the same value), and how often a relay rebalances its share.
   uint32_t postgres_buckets = 64;  // 1..4096

@@ -86,11 +86,37 @@ Result<bool> Inbox::Record(sql::Transaction& tx, std::string_view event_id) {
   return inserted > 0;
 }
 
+namespace {
+
+// "INSERT ... VALUES ($1, $3, $2), ... ON CONFLICT DO NOTHING" for `rows` rows (a power of two
+// up to kMaxInboxRowsPerStatement): the SQLite fast path of RecordBatch.
+constexpr size_t kMaxInboxRowsPerStatement = 256;
+const std::string& PlainInsertSql(size_t rows) {
+  static const std::vector<std::string> statements = [] {
+    std::vector<std::string> all(kMaxInboxRowsPerStatement + 1);
+    for (size_t n = 1; n <= kMaxInboxRowsPerStatement; n *= 2) {
+      std::string sql = "INSERT INTO converge_inbox (consumer, event_id, processed_at) VALUES ";
+      for (size_t i = 0; i < n; ++i) {
+        if (i > 0) sql += ',';
+        sql += "($1, $";
+        sql += std::to_string(i + 3);
+        sql += ", $2)";
+      }
+      sql += " ON CONFLICT DO NOTHING";
+      all[n] = std::move(sql);
+    }
+    return all;
+  }();
+  return statements[rows];
+}
+
+}  // namespace
+
 Status Inbox::RecordBatch(sql::Transaction& tx, std::span<const std::string_view> ids,
                           std::vector<bool>* fresh) {
   fresh->assign(ids.size(), false);
   if (ids.empty()) return Status::Ok();
-  constexpr size_t kMaxPerStatement = 256;
+  constexpr size_t kMaxPerStatement = kMaxInboxRowsPerStatement;
   // Powers of two rows per statement: at most 9 distinct statements are cached.
   static const std::vector<std::string> statements = [] {
     std::vector<std::string> all(kMaxPerStatement + 1);
@@ -134,21 +160,46 @@ Status Inbox::RecordBatch(sql::Transaction& tx, std::span<const std::string_view
     }
     return Status::Ok();
   }
+  // SQLite. RETURNING makes SQLite collect the inserted rows in a temporary table and hand
+  // each back, which costs about as much as the insert. Redeliveries are rare, so first insert
+  // without it inside a savepoint: if every row went in, every id is new. Only if some id was
+  // already there, roll the savepoint back and learn which ones with RETURNING.
+  CONVERGE_RETURN_IF_ERROR(tx.Execute("SAVEPOINT converge_inbox_record").status());
+  bool all_new = true;
   std::vector<sql::Value> params;
-  size_t done = 0;
-  while (done < ids.size()) {
+  for (size_t done = 0; done < ids.size() && all_new;) {
     size_t chunk = kMaxPerStatement;
     while (chunk > ids.size() - done) chunk /= 2;
     params.clear();
     params.push_back(sql::Value::Text(options_.consumer));
     params.push_back(sql::Value::Int(now));
-    index.clear();
-    for (size_t i = 0; i < chunk; ++i) {
-      params.push_back(sql::Value::Text(ids[done + i]));
-      index.emplace(ids[done + i], done + i);
-    }
-    CONVERGE_RETURN_IF_ERROR(tx.Query(statements[chunk], params, on_row).status());
+    for (size_t i = 0; i < chunk; ++i) params.push_back(sql::Value::Text(ids[done + i]));
+    CONVERGE_ASSIGN_OR_RETURN(int64_t changed, tx.Execute(PlainInsertSql(chunk), params));
+    all_new = changed == static_cast<int64_t>(chunk);
     done += chunk;
+  }
+  if (all_new) {
+    CONVERGE_RETURN_IF_ERROR(tx.Execute("RELEASE SAVEPOINT converge_inbox_record").status());
+    fresh->assign(ids.size(), true);
+    inserted = static_cast<int64_t>(ids.size());
+  } else {
+    CONVERGE_RETURN_IF_ERROR(tx.Execute("ROLLBACK TO SAVEPOINT converge_inbox_record").status());
+    CONVERGE_RETURN_IF_ERROR(tx.Execute("RELEASE SAVEPOINT converge_inbox_record").status());
+    size_t done = 0;
+    while (done < ids.size()) {
+      size_t chunk = kMaxPerStatement;
+      while (chunk > ids.size() - done) chunk /= 2;
+      params.clear();
+      params.push_back(sql::Value::Text(options_.consumer));
+      params.push_back(sql::Value::Int(now));
+      index.clear();
+      for (size_t i = 0; i < chunk; ++i) {
+        params.push_back(sql::Value::Text(ids[done + i]));
+        index.emplace(ids[done + i], done + i);
+      }
+      CONVERGE_RETURN_IF_ERROR(tx.Query(statements[chunk], params, on_row).status());
+      done += chunk;
+    }
   }
   if (estimated_ids_.load(std::memory_order_relaxed) >= 0) {
     estimated_ids_.fetch_add(inserted, std::memory_order_relaxed);

@@ -74,6 +74,35 @@ TEST(SqlTest, SqliteTransactionsCommitOrRollBackWhole) {
   EXPECT_EQ((*db)->Execute("SELEKT 1").status().code(), StatusCode::kInvalidArgument);
 }
 
+TEST(SqlTest, ASqliteLockHeldByAnotherConnectionIsWaitedForUpToTheBusyTimeout) {
+  ScratchDir dir;
+  sql::SqliteOptions o;
+  o.path = dir.Sub("t.db");
+  auto holder = sql::Database::OpenSqlite(o);
+  ASSERT_TRUE(holder.ok());
+  ASSERT_OK((*holder)->ExecuteScript("CREATE TABLE t (k INTEGER PRIMARY KEY)"));
+  o.busy_timeout_ms = 30;
+  auto waiter = sql::Database::OpenSqlite(o);
+  ASSERT_TRUE(waiter.ok());
+  ASSERT_OK((*holder)->Transact([&](sql::Transaction&) -> Status {
+    // The holder has the write lock: the waiter retries for its busy timeout, then fails
+    // with Unavailable (twice: the budget restarts with each busy statement).
+    for (int round = 0; round < 2; ++round) {
+      Status s = (*waiter)->Execute("INSERT INTO t VALUES (1)").status();
+      EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+    }
+    // A timeout of 0 fails at once.
+    sql::internal::SqliteSetBusyTimeout(**waiter, 0);
+    EXPECT_EQ((*waiter)->Execute("INSERT INTO t VALUES (2)").status().code(),
+              StatusCode::kUnavailable);
+    return Status::Ok();
+  }));
+  // Once the lock is free the same connection writes.
+  sql::internal::SqliteSetBusyTimeout(**waiter, 1000);
+  ASSERT_OK((*waiter)->Execute("INSERT INTO t VALUES (3)").status());
+  EXPECT_EQ(CountRows(**holder, "t"), 1);
+}
+
 // ---------------------------------------------------------------------------------------
 // Outbox writer
 
@@ -196,6 +225,41 @@ TEST(RelayCoreTest, WaitsForAWakeUpWhenEmptyAndContinuesAtOnceAfterAFullBatch) {
   EXPECT_EQ(core.next(), Op::kRemove);
   core.RemoveDone(Status::Ok());
   EXPECT_EQ(core.next(), Op::kWait);  // partial batch: wait (a pending wake-up ends it at once)
+}
+
+TEST(RelayCoreTest, LingersAfterABusyPartialBatchOnlyAndIgnoresWakeUpsMeanwhile) {
+  sim::SimEnv env(1);
+  outbox_internal::RelayCoreOptions o;
+  o.poll_interval_ms = 500;
+  o.rebalance_interval_ms = 10'000;
+  o.linger_us = 2'000;
+  o.linger_min_rows = 64;
+  outbox_internal::RelayCore core(env.clock(), env.random(), o);
+  core.AcquireDone(Status::Ok(), true);
+  // A small batch (quiet outbox): the usual wait, which a wake-up ends.
+  core.ClaimDone(Status::Ok(), 5, 5, 0, false);
+  core.PublishDone(Status::Ok(), 0);
+  core.RemoveDone(Status::Ok());
+  ASSERT_EQ(core.next(), Op::kWait);
+  EXPECT_FALSE(core.ignores_wakeups());
+  EXPECT_EQ(core.wait_until_ns(), env.now_nanos() + 500'000'000);
+  core.WaitDone(true);
+  // A busy partial batch: a short linger that wake-ups do not end.
+  core.ClaimDone(Status::Ok(), 64, 64, 0, false);
+  core.PublishDone(Status::Ok(), 0);
+  core.RemoveDone(Status::Ok());
+  ASSERT_EQ(core.next(), Op::kWait);
+  EXPECT_TRUE(core.ignores_wakeups());
+  EXPECT_FALSE(core.in_backoff());
+  EXPECT_EQ(core.wait_until_ns(), env.now_nanos() + 2'000'000);
+  core.WaitDone(false);
+  EXPECT_EQ(core.next(), Op::kClaim);
+  EXPECT_FALSE(core.ignores_wakeups());
+  // A full batch never lingers.
+  core.ClaimDone(Status::Ok(), 1000, 1000, 0, true);
+  core.PublishDone(Status::Ok(), 0);
+  core.RemoveDone(Status::Ok());
+  EXPECT_EQ(core.next(), Op::kClaim);
 }
 
 TEST(RelayCoreTest, FailuresBackOffWithFullJitterUnderADoublingCap) {
@@ -476,6 +540,52 @@ TEST(InboxTest, RecordsEachIdOnceAndCleansUpByAgeAndCount) {
   ASSERT_TRUE(deleted.ok());
   EXPECT_LE(*deleted, 14u);  // budget reached within one statement of 7 rows
   EXPECT_GE(*deleted, 10u);
+}
+
+TEST(InboxTest, RecordBatchTellsNewFromKnownIdsAndKeepsOnlyTheNewOnes) {
+  ScratchDir dir;
+  sql::SqliteOptions so;
+  so.path = dir.Sub("c.db");
+  auto db = sql::Database::OpenSqlite(so);
+  ASSERT_TRUE(db.ok());
+  ASSERT_OK(Inbox::CreateSchema(**db));
+  sim::SimEnv env(6);
+  InboxOptions o;
+  o.consumer = "c1";
+  Inbox inbox(env, o);
+  // 300 ids (statements of 256 + 32 + 8 + 4 rows), all new: the fast path.
+  std::vector<std::string> first;
+  for (int i = 0; i < 300; ++i) first.push_back(Numbered("e", i));
+  std::vector<std::string_view> views(first.begin(), first.end());
+  std::vector<bool> fresh;
+  ASSERT_OK(
+      (*db)->Transact([&](sql::Transaction& tx) { return inbox.RecordBatch(tx, views, &fresh); }));
+  EXPECT_EQ(fresh, std::vector<bool>(300, true));
+  EXPECT_EQ(CountRows(**db, "converge_inbox"), 300);
+  // Known ids among new ones, the known one in the last statement: the new ones are recorded
+  // once, the known ones reported, nothing doubled.
+  std::vector<std::string> second;
+  for (int i = 290; i < 590; ++i) second.push_back(Numbered("e", i));
+  second.push_back("e7");
+  views.assign(second.begin(), second.end());
+  ASSERT_OK(
+      (*db)->Transact([&](sql::Transaction& tx) { return inbox.RecordBatch(tx, views, &fresh); }));
+  ASSERT_EQ(fresh.size(), 301u);
+  for (size_t i = 0; i < fresh.size(); ++i) {
+    EXPECT_EQ(fresh[i], i >= 10 && i < 300) << second[i];
+  }
+  EXPECT_EQ(CountRows(**db, "converge_inbox"), 590);
+  // The same in a transaction that then rolls back: nothing stays.
+  views.assign(first.begin(), first.begin() + 5);
+  std::string extra = "new-1";
+  views.push_back(extra);
+  Status s = (*db)->Transact([&](sql::Transaction& tx) -> Status {
+    CONVERGE_RETURN_IF_ERROR(inbox.RecordBatch(tx, views, &fresh));
+    return AbortedError("roll back");
+  });
+  EXPECT_EQ(s.code(), StatusCode::kAborted);
+  EXPECT_EQ(fresh, (std::vector<bool>{false, false, false, false, false, true}));
+  EXPECT_EQ(CountRows(**db, "converge_inbox"), 590);
 }
 
 TEST(InboxTest, TheHandlerRunsOnceAndSeesTheTraceparent) {

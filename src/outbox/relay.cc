@@ -25,7 +25,10 @@ void BuildClaimedRow(const sql::Row& row, ClaimedRow* out) {
   out->key.assign(row.Bytes(kPartitionKey));
   out->id.assign(row.Bytes(kId));
   out->value.clear();
+  out->timestamp_micros = 0;
   out->malformed = false;
+  out->reason.clear();
+  out->row_json.clear();
   Status s = CheckTopicName(out->topic);
   if (s.ok()) {
     Event event;
@@ -93,6 +96,9 @@ Status ValidateOptions(const RelayOptions& o) {
     return InvalidArgumentError(
         "relay: need 1 <= retry_base_delay_ms <= retry_max_delay_ms <= 3600000");
   }
+  if (o.batch_linger_us < 0 || o.batch_linger_us > 1'000'000) {
+    return InvalidArgumentError("relay: batch_linger_us must be 0..1000000");
+  }
   if (o.standby_retry_ms < 1 || o.rebalance_interval_ms < 1) {
     return InvalidArgumentError("relay: standby_retry_ms and rebalance_interval_ms must be > 0");
   }
@@ -115,7 +121,8 @@ class RelayImpl final : public Relay {
               outbox_internal::RelayCoreOptions{
                   options_.poll_interval_ms, options_.retry_base_delay_ms,
                   options_.retry_max_delay_ms, options_.standby_retry_ms,
-                  options_.rebalance_interval_ms}) {}
+                  options_.rebalance_interval_ms, options_.batch_linger_us,
+                  options_.batch_linger_min_rows}) {}
 
   ~RelayImpl() override { Stop(); }
 
@@ -319,7 +326,7 @@ class RelayImpl final : public Relay {
   // Blocks until the core's deadline, a wake-up (unless backing off) or Stop. Returns true if
   // woken by a notification.
   bool Wait() {
-    const bool backoff = core_.in_backoff();
+    const bool backoff = core_.ignores_wakeups();
     if (!backoff && source_->DrainNotifications()) {
       CountWakeup();
       return true;

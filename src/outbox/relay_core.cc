@@ -30,6 +30,7 @@ void RelayCore::Fail() {
 void RelayCore::WaitUntil(int64_t deadline_ns, Op after) {
   next_ = Op::kWait;
   backoff_ = false;
+  linger_ = false;
   wait_until_ns_ = deadline_ns;
   after_wait_ = after;
 }
@@ -53,6 +54,7 @@ void RelayCore::ClaimDone(const Status& status, size_t rows, size_t good, size_t
   if (!status.ok()) return Fail();
   failures_ = 0;
   full_ = full;
+  rows_ = rows;
   malformed_ = malformed;
   if (rows == 0) {
     // Nothing to do: wait for a wake-up, or poll when the interval has passed.
@@ -92,6 +94,14 @@ void RelayCore::RemoveDone(const Status& status) {
     next_ = Op::kClaim;  // more rows are waiting: no wait at all
     return;
   }
+  if (options_.linger_us > 0 && rows_ >= options_.linger_min_rows) {
+    // The outbox is busy (writers commit faster than one batch per cycle): let rows gather
+    // briefly, so that the next batch costs one log sync and one delete for more events. A
+    // quiet outbox (small batches) is claimed at once on the next wake-up.
+    WaitUntil(now + options_.linger_us * 1000, Op::kClaim);
+    linger_ = true;
+    return;
+  }
   // A partial batch drained what was visible; a wake-up that arrived meanwhile is still
   // pending on the waker, so this wait ends at once if there is more.
   WaitUntil(now + options_.poll_interval_ms * kNanosPerMs, Op::kClaim);
@@ -100,6 +110,7 @@ void RelayCore::RemoveDone(const Status& status) {
 void RelayCore::WaitDone(bool notified) {
   next_ = after_wait_;
   backoff_ = false;
+  linger_ = false;
   if (next_ == Op::kClaim && NowNs() >= next_rebalance_ns_) {
     rebalance_ = true;
     next_ = Op::kAcquire;

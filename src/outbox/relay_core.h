@@ -21,6 +21,10 @@ struct RelayCoreOptions {
   int64_t retry_max_delay_ms = 5'000;
   int64_t standby_retry_ms = 1'000;
   int64_t rebalance_interval_ms = 1'000;
+  // After a partial batch of at least linger_min_rows rows, wait linger_us (ignoring wake-ups)
+  // before the next claim; 0 = never.
+  int64_t linger_us = 0;
+  uint32_t linger_min_rows = 0;
 };
 
 class RelayCore {
@@ -43,6 +47,8 @@ class RelayCore {
   bool rebalance() const { return rebalance_; }
   // For kWait: true if this wait is a backoff after a failure (wake-ups do not end it).
   bool in_backoff() const { return backoff_; }
+  // For kWait: true if wake-ups do not end this wait (a backoff or a linger).
+  bool ignores_wakeups() const { return backoff_ || linger_; }
   // Consecutive failures since the last success.
   uint32_t failures() const { return failures_; }
 
@@ -78,6 +84,8 @@ class RelayCore {
   size_t malformed_ = 0;
   bool full_ = false;
   bool backoff_ = false;
+  bool linger_ = false;
+  size_t rows_ = 0;
 };
 
 }  // namespace converge::outbox_internal

@@ -77,9 +77,9 @@ class PostgresSource final : public OutboxSource {
         out->full = true;
         return Status::Ok();  // skip the rest of the (already fetched) result
       }
-      out->rows.emplace_back();
-      BuildClaimedRow(row, &out->rows.back());
-      out->bytes += out->rows.back().value.size() + out->rows.back().row_json.size();
+      ClaimedRow& claimed = out->Add();
+      BuildClaimedRow(row, &claimed);
+      out->bytes += claimed.value.size() + claimed.row_json.size();
       return Status::Ok();
     });
     if (!n.ok()) return n.status();

@@ -72,6 +72,10 @@ Status ParseSource(const YAML::Node& node, size_t index, RelaySourceConfig* out)
       s = ReadScalar(v, where, &o.publish_chunk_max_events);
     } else if (key == "poll_interval_ms") {
       s = ReadScalar(v, where, &o.poll_interval_ms);
+    } else if (key == "batch_linger_us") {
+      s = ReadScalar(v, where, &o.batch_linger_us);
+    } else if (key == "batch_linger_min_rows") {
+      s = ReadScalar(v, where, &o.batch_linger_min_rows);
     } else if (key == "retry_base_delay_ms") {
       s = ReadScalar(v, where, &o.retry_base_delay_ms);
     } else if (key == "retry_max_delay_ms") {

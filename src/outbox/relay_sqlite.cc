@@ -10,9 +10,12 @@
 #include "converge/outbox.h"
 #include "outbox/outbox_row.h"
 #include "outbox/relay_source.h"
+#include "outbox/sql_internal.h"
 
 namespace converge::outbox_internal {
 namespace {
+
+constexpr const char* kRelayAutocheckpointPragma = "PRAGMA wal_autocheckpoint=400";
 
 class SqliteSource final : public OutboxSource {
  public:
@@ -28,6 +31,14 @@ class SqliteSource final : public OutboxSource {
       o.synchronous = options_.sqlite_synchronous;
       o.busy_timeout_ms = options_.sqlite_busy_timeout_ms;
       CONVERGE_ASSIGN_OR_RETURN(db_, sql::Database::OpenSqlite(o));
+      // Checkpoint from the relay's own commits (its deletes) at a lower WAL size than the
+      // writers' default of 1000 pages, so the copying of WAL pages into the database mostly
+      // happens on the relay's thread rather than inside a service writer's COMMIT.
+      Status pragma = db_->ExecuteScript(kRelayAutocheckpointPragma);
+      if (!pragma.ok()) {
+        db_.reset();
+        return pragma;
+      }
       if (options_.create_schema) {
         Status s = Outbox::CreateSchema(*db_);
         if (!s.ok()) {
@@ -68,9 +79,9 @@ class SqliteSource final : public OutboxSource {
         out->full = true;
         return CancelledError("batch full");  // stops the scan
       }
-      out->rows.emplace_back();
-      BuildClaimedRow(row, &out->rows.back());
-      out->bytes += out->rows.back().value.size() + out->rows.back().row_json.size();
+      ClaimedRow& claimed = out->Add();
+      BuildClaimedRow(row, &claimed);
+      out->bytes += claimed.value.size() + claimed.row_json.size();
       return Status::Ok();
     });
     if (!n.ok() && n.status().code() != StatusCode::kCancelled) return n.status();
@@ -107,11 +118,10 @@ class SqliteSource final : public OutboxSource {
   // published_upto_). Without `wait`, a busy database is not an error: the delete is retried
   // later.
   Status DeletePublished(bool wait) {
-    auto* raw = static_cast<sqlite3*>(db_->native_handle());
-    if (!wait) sqlite3_busy_timeout(raw, 0);
+    if (!wait) sql::internal::SqliteSetBusyTimeout(*db_, 0);
     sql::Value params[] = {sql::Value::Int(published_upto_)};
     Status s = db_->Execute("DELETE FROM converge_outbox WHERE seq <= $1", params).status();
-    if (!wait) sqlite3_busy_timeout(raw, static_cast<int>(options_.sqlite_busy_timeout_ms));
+    if (!wait) sql::internal::SqliteSetBusyTimeout(*db_, options_.sqlite_busy_timeout_ms);
     if (s.ok()) {
       deleted_upto_ = published_upto_;
       undeleted_rows_ = 0;

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <list>
 #include <optional>
 #include <string>
@@ -9,6 +11,8 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
+#include "converge/sql.h"
 
 namespace converge::sql::internal {
 
@@ -19,6 +23,11 @@ std::string PgTextArray(const std::vector<std::string_view>& items);
 // bytea[] with hex elements ("\\x0a0b"); nullopt is NULL.
 std::string PgByteaArray(const std::vector<std::optional<std::string_view>>& items);
 std::string PgIntArray(const std::vector<int64_t>& items);
+
+// SQLite: how long a statement waits for another connection's lock (0: fail at once with
+// Unavailable). No effect on other engines. Use this, not sqlite3_busy_timeout, which would
+// replace converge's busy handler.
+void SqliteSetBusyTimeout(Database& db, int64_t ms);
 
 // Rewrites $1, $2, ... placeholders (outside quotes and comments) to ?1, ?2 for SQLite.
 std::string ToSqlitePlaceholders(std::string_view sql);
@@ -36,7 +45,8 @@ class StatementCache {
 
   // The cached handle for `sql`, or nullptr.
   Handle* Find(std::string_view sql) {
-    auto it = index_.find(std::string(sql));
+    // Heterogeneous lookup: no copy of the SQL text (multi-row statements run to kilobytes).
+    auto it = index_.find(sql);
     if (it == index_.end()) return nullptr;
     order_.splice(order_.begin(), order_, it->second);
     return &it->second->second;
@@ -68,7 +78,12 @@ class StatementCache {
   size_t max_entries_;
   Finalize finalize_;
   std::list<Entry> order_;
-  std::unordered_map<std::string, typename std::list<Entry>::iterator> index_;
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
+  };
+  std::unordered_map<std::string, typename std::list<Entry>::iterator, Hash, std::equal_to<>>
+      index_;
 };
 
 }  // namespace converge::sql::internal

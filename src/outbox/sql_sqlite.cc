@@ -1,6 +1,7 @@
 // converge/sql.h on SQLite: one sqlite3 connection, prepared statements cached by SQL text.
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -113,7 +114,10 @@ class SqliteTransaction final : public Transaction {
 class SqliteDatabase final : public Database {
  public:
   SqliteDatabase(sqlite3* db, SqliteOptions options)
-      : db_(db), options_(std::move(options)), cache_(options_.statement_cache_max, Finalizer{}) {}
+      : db_(db), options_(std::move(options)), cache_(options_.statement_cache_max, Finalizer{}) {
+    busy_timeout_us_ = options_.busy_timeout_ms * 1000;
+    sqlite3_busy_handler(db_, &SqliteDatabase::OnBusy, this);
+  }
   ~SqliteDatabase() override {
     cache_.Clear();
     sqlite3_close_v2(db_);
@@ -236,8 +240,33 @@ class SqliteDatabase final : public Database {
 
   sqlite3* raw() { return db_; }
 
+  // 0 makes a busy database fail at once (Unavailable) instead of waiting.
+  void set_busy_timeout_ms(int64_t ms) { busy_timeout_us_ = ms * 1000; }
+
  private:
+  // SQLite's default busy handler sleeps 1, 2, 5, 10, 15, 20, 25, ... ms between attempts. The
+  // locks met here (another writer's COMMIT, the relay deleting a published batch) last well
+  // under a millisecond to a few, so those steps lose most of the wait: a writer behind the
+  // relay's delete slept ~5 ms per collision. This handler retries after 20 us, doubling up to
+  // 1 ms, until busy_timeout_ms of sleep has passed; the sleep is the VFS's (SQLite's own OS
+  // layer, as for the default handler).
+  static int OnBusy(void* self_ptr, int attempts) {
+    auto* self = static_cast<SqliteDatabase*>(self_ptr);
+    if (attempts == 0) self->busy_slept_us_ = 0;
+    const int64_t left = self->busy_timeout_us_ - self->busy_slept_us_;
+    if (left <= 0) return 0;  // give up: SQLITE_BUSY
+    const int64_t step = int64_t{20} << std::min(attempts, 6);
+    const int64_t delay = std::min({step, int64_t{1000}, left});
+    sqlite3_vfs* vfs = sqlite3_vfs_find(nullptr);
+    if (vfs == nullptr || vfs->xSleep == nullptr) return 0;
+    vfs->xSleep(vfs, static_cast<int>(delay));
+    self->busy_slept_us_ += delay;
+    return 1;
+  }
+
   sqlite3* db_;
+  int64_t busy_timeout_us_ = 0;
+  int64_t busy_slept_us_ = 0;
   SqliteOptions options_;
   internal::StatementCache<sqlite3_stmt*, Finalizer> cache_;
 };
@@ -252,6 +281,14 @@ Result<int64_t> SqliteTransaction::Query(std::string_view sql, std::span<const V
 void* SqliteTransaction::native_handle() { return db_.raw(); }
 
 }  // namespace
+
+namespace internal {
+
+void SqliteSetBusyTimeout(Database& db, int64_t ms) {
+  if (auto* sqlite = dynamic_cast<SqliteDatabase*>(&db)) sqlite->set_busy_timeout_ms(ms);
+}
+
+}  // namespace internal
 
 Result<std::unique_ptr<Database>> Database::OpenSqlite(const SqliteOptions& options) {
   if (options.path.empty()) return InvalidArgumentError("sqlite: empty path");
@@ -272,7 +309,6 @@ Result<std::unique_ptr<Database>> Database::OpenSqlite(const SqliteOptions& opti
     return s;
   }
   sqlite3_extended_result_codes(db, 1);
-  sqlite3_busy_timeout(db, static_cast<int>(options.busy_timeout_ms));
   auto database = std::make_unique<SqliteDatabase>(db, options);
   std::string pragmas;
   if (options.wal) pragmas += "PRAGMA journal_mode=WAL;";

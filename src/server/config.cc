@@ -9,6 +9,8 @@
 #include <set>
 #include <sstream>
 
+#include "converge/sql.h"
+
 namespace converge::server {
 namespace {
 
@@ -264,13 +266,50 @@ Status ParseAuth(const YAML::Node& n, ServerConfig* c) {
   return Status::Ok();
 }
 
+// The `relays:` section has the grammar of ParseRelayServiceConfig (converge/relay.h), which
+// reads it from its own text. Topics the relays create take topic_defaults' partitions and
+// durability unless relays.sink names them.
+Status ParseRelays(const YAML::Node& n, const TopicOptions& topic_defaults, RelaysConfig* r) {
+  if (!n.IsMap()) return KeyError("relays", "must be a mapping");
+  YAML::Emitter out;
+  out << n;
+  if (!out.good()) return KeyError("relays", out.GetLastError());
+  Result<RelayServiceConfig> parsed = ParseRelayServiceConfig(out.c_str());
+  if (!parsed.ok()) return KeyError("relays", parsed.status().message());
+  std::set<std::string> names;
+  for (const RelaySourceConfig& source : parsed->sources) {
+    if (!names.insert(source.name).second) {
+      return KeyError("relays.sources", "duplicate name '" + source.name + "'");
+    }
+    Result<sql::DatabaseTarget> target = sql::ParseDatabaseTarget(source.database);
+    if (!target.ok()) {
+      return KeyError("relays.sources." + source.name + ".database", target.status().message());
+    }
+  }
+  r->enabled = true;
+  r->service = std::move(parsed).value();
+  YAML::Node sink = n["sink"];
+  TopicOptions& created = r->service.sink.topic_options;
+  if (!sink || !sink["partitions"]) created.partitions = topic_defaults.partitions;
+  if (!sink || !sink["durability"]) {
+    created.durability = topic_defaults.durability;
+    created.sync_interval_ms = topic_defaults.sync_interval_ms;
+  }
+  created.segment_max_bytes = topic_defaults.segment_max_bytes;
+  created.retention_max_bytes = topic_defaults.retention_max_bytes;
+  created.retention_max_age_ms = topic_defaults.retention_max_age_ms;
+  created.dedup_window_ms = topic_defaults.dedup_window_ms;
+  created.dedup_max_ids = topic_defaults.dedup_max_ids;
+  return Status::Ok();
+}
+
 Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
   if (!root || root.IsNull()) return Status::Ok();  // an empty file means all defaults
   CONVERGE_RETURN_IF_ERROR(
       CheckKeys(root, "",
                 {"listen", "data_dir", "io_threads", "storage_threads", "tls", "auth",
                  "auto_create_topics", "topic_defaults", "groups", "limits", "store",
-                 "sagas"}));
+                 "sagas", "relays"}));
   std::string listen;
   CONVERGE_RETURN_IF_ERROR(ReadString(root, "", "listen", &listen));
   if (!listen.empty()) {
@@ -294,6 +333,10 @@ Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
   if (YAML::Node l = root["limits"]) CONVERGE_RETURN_IF_ERROR(ParseLimits(l, &c->limits));
   if (YAML::Node st = root["store"]) CONVERGE_RETURN_IF_ERROR(ParseStore(st, &c->store));
   if (YAML::Node sg = root["sagas"]) CONVERGE_RETURN_IF_ERROR(ParseSagas(sg, &c->sagas));
+  // After topic_defaults: the relays' created topics inherit them.
+  if (YAML::Node r = root["relays"]) {
+    CONVERGE_RETURN_IF_ERROR(ParseRelays(r, c->topic_defaults, &c->relays));
+  }
   return Status::Ok();
 }
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "converge/log.h"
+#include "converge/relay.h"
 #include "converge/status.h"
 
 namespace converge::server {
@@ -88,6 +89,13 @@ struct SagaConfig {
   int64_t finished_retain_ms = 24LL * 3600 * 1000;
 };
 
+// Outbox relays run inside the server (docs/formats/outbox.md, "Running a relay"): each source
+// database's committed outbox rows are published into the server's own log.
+struct RelaysConfig {
+  bool enabled = false;  // a `relays:` section is present
+  RelayServiceConfig service;
+};
+
 struct ServerConfig {
   std::string listen_address = "127.0.0.1";
   uint16_t listen_port = 8080;  // 0 picks a free port (printed at start)
@@ -105,6 +113,7 @@ struct ServerConfig {
   LimitsConfig limits;
   StoreConfig store;
   SagaConfig sagas;
+  RelaysConfig relays;
 
   bool tls_enabled() const { return !tls_cert_file.empty(); }
   bool auth_enabled() const { return !tokens.empty(); }

@@ -214,6 +214,54 @@ sagas:
   }
 }
 
+TEST(Config, RelaysSection) {
+  Result<ServerConfig> d = ParseConfig("");
+  ASSERT_TRUE(d.ok());
+  EXPECT_FALSE(d->relays.enabled);
+  Result<ServerConfig> c = ParseConfig(R"(
+topic_defaults: {partitions: 3, durability: interval, dedup_window_ms: 5000}
+relays:
+  sink: {topic_map: {orders: orders-v2}}
+  sources:
+    - name: orders
+      database: sqlite:/var/lib/orders.db
+      poll_interval_ms: 50
+    - name: billing
+      database: host=db dbname=billing
+      postgres_buckets: 8
+)");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_TRUE(c->relays.enabled);
+  const RelayServiceConfig& r = c->relays.service;
+  ASSERT_EQ(r.sources.size(), 2u);
+  EXPECT_EQ(r.sources[0].name, "orders");
+  EXPECT_EQ(r.sources[0].database, "sqlite:/var/lib/orders.db");
+  EXPECT_EQ(r.sources[0].options.poll_interval_ms, 50);
+  EXPECT_EQ(r.sources[1].options.postgres_buckets, 8u);
+  EXPECT_EQ(r.sink.topic_map.at("orders"), "orders-v2");
+  // Created topics inherit topic_defaults unless relays.sink says otherwise.
+  EXPECT_EQ(r.sink.topic_options.partitions, 3u);
+  EXPECT_EQ(r.sink.topic_options.durability, Durability::kInterval);
+  EXPECT_EQ(r.sink.topic_options.dedup_window_ms, 5000);
+  Result<ServerConfig> own = ParseConfig(
+      "topic_defaults: {partitions: 3}\n"
+      "relays: {sink: {partitions: 2, durability: none}, sources: [{name: a, database: a.db}]}");
+  ASSERT_TRUE(own.ok()) << own.status().ToString();
+  EXPECT_EQ(own->relays.service.sink.topic_options.partitions, 2u);
+  EXPECT_EQ(own->relays.service.sink.topic_options.durability, Durability::kNone);
+  for (const char* bad :
+       {"relays: {sources: []}", "relays: [1]",
+        "relays: {sources: [{name: a, database: a.db, colour: red}]}",
+        "relays: {sources: [{database: a.db}]}", "relays: {sink: {x: 1}}",
+        "relays: {sources: [{name: a, database: a.db}, {name: a, database: b.db}]}",
+        "relays: {sources: [{name: a, database: 'no idea'}]}"}) {
+    Result<ServerConfig> r2 = ParseConfig(bad);
+    EXPECT_EQ(r2.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(r2.status().message().find("relays"), std::string_view::npos)
+        << bad << ": " << r2.status().message();
+  }
+}
+
 TEST(Config, RefusesOpenNetworkWithoutTokens) {
   ExpectRejected("listen: 0.0.0.0:8080", "without auth tokens");
   EXPECT_TRUE(ParseConfig("listen: 0.0.0.0:8080\nauth: {allow_unauthenticated: true}").ok());

@@ -12,6 +12,7 @@
 #include "converge/env.h"
 #include "converge/log.h"
 #include "converge/saga.h"
+#include "converge/relay.h"
 #include "converge/store.h"
 #include "server/api.h"
 #include "server/blocking_pool.h"
@@ -34,6 +35,9 @@ struct Server::Impl {
   std::unique_ptr<Store> store;  // feeds its change events into `log`
   std::unique_ptr<store_internal::StoreHttpHandler> store_http;
   std::unique_ptr<SagaOrchestrator> sagas;  // sends commands into `log`, reads replies from it
+  // Publish into `log`; stopped before the log's final sync. The metrics collector holds a weak
+  // reference (the relays' connections and lock files must go before `env` and `log`).
+  std::shared_ptr<RelayService> relays;
   asio::io_context ioc;
   std::unique_ptr<BlockingPool> pool;
   WakeupHub hub;
@@ -169,6 +173,35 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   impl->http = std::make_unique<HttpServer>(
       impl->ioc, http_options, [api](HttpRequest& req) { return api->Handle(req); },
       &impl->metrics);
+  if (impl->config.relays.enabled) {
+    // Last, so that nothing after it can fail with relay threads running. The relays connect
+    // lazily: a service database that is down is retried in the background, not an error.
+    CONVERGE_ASSIGN_OR_RETURN(
+        impl->relays, RelayService::Start(*impl->env, *impl->log, impl->config.relays.service));
+    std::weak_ptr<RelayService> weak = impl->relays;
+    impl->metrics.AddCollector([weak](std::vector<MetricsRegistry::Sample>* out) {
+      std::shared_ptr<RelayService> relays = weak.lock();
+      if (relays == nullptr) return;
+      for (const auto& [name, st] : relays->stats()) {
+        Labels labels = {{"source", name}};
+        out->push_back({"converge_relay_published_total",
+                        "Outbox events a relay appended to the log (including duplicates the "
+                        "log dropped).",
+                        "counter", labels, static_cast<double>(st.published)});
+        out->push_back({"converge_relay_dead_lettered_total",
+                        "Malformed outbox rows a relay sent to the dead letters.", "counter",
+                        labels, static_cast<double>(st.dead_lettered)});
+        out->push_back({"converge_relay_failures_total",
+                        "Failed relay steps (database or log), each followed by a backoff.",
+                        "counter", labels, static_cast<double>(st.failures)});
+        out->push_back({"converge_relay_active",
+                        "1 if the relay holds its outbox (SQLite lock, PostgreSQL buckets).",
+                        "gauge", labels, st.active ? 1.0 : 0.0});
+      }
+    });
+    std::fprintf(stderr, "converge serve: relaying %zu outbox source(s) into the log\n",
+                 impl->config.relays.service.sources.size());
+  }
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
@@ -176,9 +209,11 @@ Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Server::~Server() {
   if (!impl_) return;
-  // Destroy in an order that never leaves a callback pointing at freed state: the pool
-  // (joined: nothing more is posted to the io_context), the HTTP server, the watches, the
-  // groups, the log.
+  // Destroy in an order that never leaves a callback pointing at freed state: the relays
+  // (they append to the log), the pool (joined: nothing more is posted to the io_context), the
+  // HTTP server, the watches, the groups, the log.
+  if (impl_->relays) impl_->relays->Stop();
+  impl_->relays.reset();
   impl_->pool.reset();
   impl_->http.reset();
   impl_->api.reset();
@@ -239,6 +274,10 @@ Status Server::Run(bool handle_signals) {
   // The saga log is synced batch by batch; stopping the orchestrator here means no command is
   // appended after the log's final sync (one in flight is sent again on the next start).
   impl->sagas.reset();
+  // The relays stop between batches (a batch being published finishes first; rows not yet
+  // deleted are published again at the next start and dropped by the log's dedup), so their
+  // last appends are covered by the log's final sync below.
+  if (impl->relays) impl->relays->Stop();
   Status flushed = impl->groups->Flush();
   Status store_synced = impl->store ? impl->store->Sync() : Status::Ok();
   // Every change event of the store into the log before the log's final sync.

@@ -12,7 +12,10 @@
 #include <thread>
 
 #include "converge/client.h"
+#include "converge/env.h"
 #include "converge/event.h"
+#include "converge/outbox.h"
+#include "converge/sql.h"
 #include "serve_process.h"
 
 namespace converge {
@@ -858,6 +861,146 @@ TEST_F(ServeTest, SigtermDrainsInFlightRequestsAndExitsZero) {
   for (const auto& ids : acked) {
     for (const std::string& id : ids) EXPECT_EQ(stored.count(id), 1u) << id;
   }
+}
+
+// A service's own SQLite database with an outbox, written through the outbox API while the
+// server relays it (a separate process: the relay finds the rows by its fallback poll).
+class ServiceOutbox {
+ public:
+  explicit ServiceOutbox(const std::string& path) {
+    sql::SqliteOptions o;
+    o.path = path;
+    db_ = Must(sql::Database::OpenSqlite(o), "open the service database");
+    Status s = Outbox::CreateSchema(*db_);
+    if (!s.ok()) ADD_FAILURE() << s.ToString();
+  }
+  // One transaction of `n` events, keys k0..k{keys-1} in turn, ids "<prefix>-<i>".
+  void Write(const std::string& prefix, int n, int keys) {
+    std::vector<Event> events;
+    for (int i = 0; i < n; ++i) {
+      events.push_back(MakeEvent("/orders", Cat({prefix, "-", std::to_string(i)}),
+                                 Cat({"{\"n\":", std::to_string(i), "}"}),
+                                 Cat({"k", std::to_string(i % keys)})));
+    }
+    Status s = db_->Transact([&](sql::Transaction& tx) {
+      return outbox_.Write(tx, "orders", std::span<Event>(events));
+    });
+    ASSERT_TRUE(s.ok()) << s.ToString();
+  }
+  int64_t Rows() {
+    int64_t n = -1;
+    Status s = db_->Query("SELECT count(*) FROM converge_outbox", {},
+                          [&](const sql::Row& row) -> Status {
+                            n = row.Int(0).value();
+                            return Status::Ok();
+                          })
+                   .status();
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return n;
+  }
+
+ private:
+  std::unique_ptr<sql::Database> db_;
+  Outbox outbox_{Env::Default()};
+};
+
+// Fetches (and acks) events of `topic` until `want` arrived, tolerating a topic that the relay
+// has not created yet; fails after 20 s.
+std::vector<Delivery> FetchRelayed(Client& c, const std::string& topic, size_t want) {
+  std::vector<Delivery> out;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (out.size() < want && std::chrono::steady_clock::now() < until) {
+    client::FetchOptions f;
+    f.max_events = 1000;
+    f.wait_ms = 500;
+    Result<std::vector<Delivery>> got = c.Fetch(topic, "billing", f);
+    if (!got.ok()) {
+      if (got.status().code() == StatusCode::kNotFound) continue;  // not created yet
+      ADD_FAILURE() << got.status().ToString();
+      break;
+    }
+    std::vector<client::Lease> leases;
+    for (const Delivery& d : *got) leases.push_back(d.lease());
+    if (!leases.empty()) {
+      EXPECT_TRUE(c.Ack(topic, "billing", leases).ok());
+    }
+    for (Delivery& d : *got) out.push_back(std::move(d));
+  }
+  return out;
+}
+
+TEST_F(ServeTest, RelaysOutboxRowsIntoItsLogAndStopsCleanlyOnSigterm) {
+  ServeProcess probe;  // only for a temp dir that outlives both servers
+  const std::string db_path = probe.dir() + "/orders.db";
+  ServiceOutbox service(db_path);
+  service.Write("early", 30, 3);  // committed before the server starts
+  const std::string yaml =
+      Cat({"relays:\n"
+           "  sink: {partitions: 2}\n"
+           "  sources:\n"
+           "    - name: orders\n"
+           "      database: sqlite:",
+           db_path,
+           "\n"
+           "      poll_interval_ms: 20\n"});
+  StartServer(yaml);
+  EXPECT_NE(server_->Log().find("relaying 1 outbox source"), std::string::npos) << server_->Log();
+  service.Write("late", 70, 3);
+  Client c = NewClient();
+  std::vector<Delivery> got = FetchRelayed(c, "orders", 100);
+  ASSERT_EQ(got.size(), 100u) << server_->Log();
+  EXPECT_EQ(Must(c.DescribeTopic("orders")).partitions, 2u);
+
+  // Every event once, and per key in the order written (early-* before late-*, by index).
+  std::set<std::string> ids;
+  std::map<std::string, std::vector<std::string>> per_key;
+  for (const Delivery& d : got) {
+    ASSERT_TRUE(d.event.has_value()) << d.decode_error;
+    EXPECT_TRUE(ids.insert(d.event->id()).second) << "duplicate " << d.event->id();
+    EXPECT_EQ(d.event->source(), "/orders");
+    per_key[std::string(d.event->partitionkey().value_or(""))].push_back(d.event->id());
+  }
+  EXPECT_EQ(ids.size(), 100u);
+  ASSERT_EQ(per_key.size(), 3u);
+  for (int k = 0; k < 3; ++k) {
+    std::vector<std::string> want;
+    for (int i = k; i < 30; i += 3) want.push_back(Cat({"early-", std::to_string(i)}));
+    for (int i = k; i < 70; i += 3) want.push_back(Cat({"late-", std::to_string(i)}));
+    EXPECT_EQ(per_key[Cat({"k", std::to_string(k)})], want) << "key k" << k;
+  }
+  // Published rows are deleted from the service's outbox.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (service.Rows() != 0 && std::chrono::steady_clock::now() < until) {
+  }
+  EXPECT_EQ(service.Rows(), 0);
+  std::string metrics = Must(c.Metrics());
+  EXPECT_NE(metrics.find("converge_relay_published_total{source=\"orders\"} 100"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("converge_relay_active{source=\"orders\"} 1"), std::string::npos);
+
+  // SIGTERM stops the relay before the final sync and exits 0; rows written while the server
+  // is down are relayed after the restart, and nothing is published twice.
+  Result<int> code = server_->Signal(SIGTERM);
+  ASSERT_TRUE(code.ok()) << code.status().ToString() << "\n" << server_->Log();
+  EXPECT_EQ(*code, 0) << server_->Log();
+  EXPECT_NE(server_->Log().find("drained and synced"), std::string::npos) << server_->Log();
+  service.Write("after", 10, 3);
+  ServeProcess again(yaml, server_->data_dir());
+  ASSERT_OK(again.Start());
+  Client c2(again.ClientOptions());
+  std::vector<Delivery> more = FetchRelayed(c2, "orders", 10);
+  ASSERT_EQ(more.size(), 10u) << again.Log();
+  for (const Delivery& d : more) {
+    ASSERT_TRUE(d.event.has_value());
+    EXPECT_EQ(d.event->id().substr(0, 6), "after-");
+  }
+  client::FetchOptions f;
+  f.wait_ms = 300;
+  EXPECT_TRUE(Must(c2.Fetch("orders", "billing", f)).empty());
+  uint64_t stored = 0;
+  for (const auto& p : Must(c2.DescribeTopic("orders")).offsets) stored += p.end_offset;
+  EXPECT_EQ(stored, 110u);
 }
 
 }  // namespace
