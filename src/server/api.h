@@ -13,6 +13,7 @@
 // Thread-safety: Handle may run concurrently on many strands.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <map>
 #include <memory>
@@ -72,9 +73,26 @@ class Api {
   struct Route;
   static const std::vector<Route>& RouteTable();
 
-  // /v1/collections/...: authenticates, then runs the store's handler on the pool.
+  // /v1/collections/...: authenticates, then runs the store's handler (inline on the I/O
+  // thread when that cannot block, otherwise on the pool).
   asio::awaitable<HttpReply> HandleStore(HttpRequest& request);
-  void RecordRequest(const std::string& route_label, const HttpReply& reply, int64_t start);
+
+  // The request metrics of one route label, looked up in the registry on first use (per
+  // status code) rather than on every request. Registered lazily, like before: a route that
+  // was never called has no series.
+  class RouteMetrics {
+   public:
+    RouteMetrics(MetricsRegistry* registry, std::string label);
+    void Record(unsigned code, bool stream, double seconds);
+
+   private:
+    static constexpr unsigned kMaxCode = 600;
+    MetricsRegistry* registry_;
+    std::string label_;
+    std::atomic<Histogram*> duration_{nullptr};
+    std::array<std::atomic<Counter*>, kMaxCode> by_code_{};
+  };
+  void RecordRequest(RouteMetrics& metrics, const HttpReply& reply, int64_t start);
 
   asio::awaitable<HttpReply> Healthz(Call& call);
   asio::awaitable<HttpReply> Readyz(Call& call);
@@ -127,6 +145,10 @@ class Api {
 
   Histogram* deliver_latency_;
   Gauge* subscribers_gauge_;
+  // Request metrics per entry of RouteTable(), then "unmatched", then the store's routes.
+  std::vector<std::unique_ptr<RouteMetrics>> route_metrics_;
+  RouteMetrics* unmatched_metrics_ = nullptr;
+  RouteMetrics* store_metrics_ = nullptr;
 };
 
 // The stable error code of a status in API replies and its HTTP status.

@@ -53,7 +53,8 @@ struct StoreHttpRequest {
 
 struct StoreHttpResponse {
   int status = 200;
-  std::vector<std::pair<std::string, std::string>> headers;
+  // Header names are string literals (static storage).
+  std::vector<std::pair<std::string_view, std::string>> headers;
   std::string body;
 };
 
@@ -97,6 +98,12 @@ class StoreHttpHandler {
   // store's background executor). Otherwise returns false without touching `done`: call
   // HandleAsync from a thread that may block.
   bool TryHandleInline(const StoreHttpRequest& request, Done& done);
+
+  // The document read part of TryHandleInline, returning the reply: for GET
+  // /v1/collections/{c}/docs/{key} whose answer is durable (found or not). nullopt for any
+  // other request, and for a read that would have to wait for a sync or that is malformed
+  // (Handle/HandleAsync answer those).
+  std::optional<StoreHttpResponse> TryRead(const StoreHttpRequest& request);
 
  private:
   struct Call;

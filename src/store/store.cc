@@ -638,20 +638,29 @@ void StoreImpl::KickLocked(Lock& lock) {
   }
   if (!bg_error_.ok()) return;
   // Two workers, so that the next group syncs while the last one's events are published.
-  if (!wal_worker_ && !leader_active_ && (!pending_.empty() || !completions_.empty())) {
-    wal_worker_ = true;
+  const bool start_wal =
+      !wal_worker_ && !leader_active_ && (!pending_.empty() || !completions_.empty());
+  const bool start_feed = !feed_worker_ && !feed_active_ && FeedPublishableLocked();
+  if (!start_wal && !start_feed) return;
+  if (start_wal) wal_worker_ = true;
+  if (start_feed) feed_worker_ = true;
+  // Handing work to the executor may wake a thread (a syscall): not while holding mu_, which
+  // every reader and writer needs. The flags above keep anyone else from starting the same
+  // worker meanwhile.
+  lock.unlock();
+  if (start_wal) {
     opt_.background([this] {
       Lock l(mu_);
       RunWalWorkerLocked(l);
     });
   }
-  if (!feed_worker_ && !feed_active_ && FeedPublishableLocked()) {
-    feed_worker_ = true;
+  if (start_feed) {
     opt_.background([this] {
       Lock l(mu_);
       RunFeedWorkerLocked(l);
     });
   }
+  lock.lock();
 }
 
 void StoreImpl::RunWalWorkerLocked(Lock& lock) {

@@ -103,7 +103,8 @@ class StoreImpl final : public Store {
   Result<Document> GetImpl(const std::string& collection, const std::string& key, bool wait);
   // After a CommitAsync: does the group-commit work here, or hands it to
   // StoreOptions::background: a WAL worker leading group commits and a feed worker publishing
-  // change events, at most one of each at a time. Requires mu_.
+  // change events, at most one of each at a time. Requires mu_ (released while handing work
+  // to the background executor).
   void KickLocked(Lock& lock);
   void RunWalWorkerLocked(Lock& lock);
   void RunFeedWorkerLocked(Lock& lock);
