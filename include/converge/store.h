@@ -144,11 +144,24 @@ struct CollectionConfig {
   bool operator==(const CollectionConfig&) const = default;
 };
 
+// Outcomes of the write ops (puts and deletes; checks are not writes) addressed to one
+// collection since the store was opened (not persisted). A refused transaction counts one
+// refusal, for the op that was refused (a failed check included); ops refused before reaching
+// the collection (malformed
+// input, missing collection, a store over max_store_bytes) are not counted.
+struct WriteCounts {
+  uint64_t ok = 0;        // committed
+  uint64_t conflict = 0;  // a failed If-Match / If-None-Match: * (also a refused merge)
+  uint64_t denied = 0;    // the caller may not write to the collection
+  uint64_t rejected = 0;  // refused otherwise: document too large, nothing to delete, ...
+};
+
 struct CollectionInfo {
   std::string name;
   CollectionConfig config;
   uint64_t documents = 0;  // including expired ones not yet swept
   uint64_t bytes = 0;      // keys + values
+  WriteCounts writes;
 };
 
 // Preconditions of a write (HTTP If-Match / If-None-Match: *).

@@ -10,6 +10,7 @@
 #include "server/api_internal.h"
 #include "server/cloudevents_http.h"
 #include "server/json_util.h"
+#include "server/store_metrics.h"
 
 namespace converge::server {
 
@@ -304,6 +305,13 @@ Api::Api(ApiDeps deps) : d_(deps), auth_(deps.config->tokens) {
       d_.metrics->GetGauge("converge_stream_subscribers", "Open streaming subscriptions.");
   d_.metrics->AddCollector(
       [this](std::vector<MetricsRegistry::Sample>* out) { CollectGroupMetrics(out); });
+  if (d_.store != nullptr) {
+    store_commit_seconds_ = d_.metrics->GetHistogram(
+        "converge_store_commit_seconds",
+        "Time from a document write or transaction reaching the store to its durable "
+        "acknowledgement (successful writes only).",
+        {}, StoreCommitBucketsSeconds());
+  }
   for (const Route& r : RouteTable()) {
     route_metrics_.push_back(std::make_unique<RouteMetrics>(d_.metrics, r.path));
   }
@@ -449,6 +457,8 @@ asio::awaitable<HttpReply> Api::HandleStore(HttpRequest& request) {
   // Writes are handed to the store right here on the I/O thread when that cannot block (the
   // store syncs on the pool, see Server::Open) and resume this coroutine when durable; the rest
   // runs on the pool. The handler reads `r` (in this frame) only until it calls done or returns.
+  const bool write = store_internal::StoreHttpHandler::IsDocumentWrite(r.method, r.target);
+  const int64_t write_start = write ? d_.env->clock().NowMonotonicNanos() : 0;
   BlockingPool* pool = d_.pool;
   auto job = [store, pool, &r](std::function<void(store_internal::StoreHttpResponse)> done) {
     if (store->TryHandleInline(r, done)) return;
@@ -457,6 +467,10 @@ asio::awaitable<HttpReply> Api::HandleStore(HttpRequest& request) {
   };
   store_internal::StoreHttpResponse res =
       co_await BlockingPool::RunInline<store_internal::StoreHttpResponse>(std::move(job));
+  if (write && res.status >= 200 && res.status < 300) {
+    store_commit_seconds_->Observe(
+        static_cast<double>(d_.env->clock().NowMonotonicNanos() - write_start) * 1e-9);
+  }
   co_return to_reply(std::move(res));
 }
 

@@ -149,6 +149,7 @@ class Api {
   std::vector<std::unique_ptr<RouteMetrics>> route_metrics_;
   RouteMetrics* unmatched_metrics_ = nullptr;
   RouteMetrics* store_metrics_ = nullptr;
+  Histogram* store_commit_seconds_ = nullptr;  // with the store only
 };
 
 // The stable error code of a status in API replies and its HTTP status.

@@ -322,6 +322,17 @@ bool StoreHttpHandler::Matches(std::string_view target) {
   return path.size() == kPrefix.size() || path[kPrefix.size()] == '/';
 }
 
+bool StoreHttpHandler::IsDocumentWrite(std::string_view method, std::string_view target) {
+  const std::string_view path = target.substr(0, target.find('?'));
+  if (!Matches(path) || path.size() < kPrefix.size() + 2) return false;
+  const std::string_view rest = path.substr(kPrefix.size() + 1);
+  const size_t slash = rest.find('/');
+  if (slash == std::string_view::npos) return method == "POST" && rest == kTransactionSegment;
+  const std::string_view after = rest.substr(slash + 1);
+  return (method == "PUT" || method == "DELETE") && after.size() > 5 &&
+         after.substr(0, 5) == "docs/";
+}
+
 std::vector<StoreHttpHandler::RouteInfo> StoreHttpHandler::Routes() {
   return {
       {"GET", "/v1/collections"},

@@ -74,6 +74,9 @@ class StoreHttpHandler {
 
   // True if `target` is one of the store's paths (/v1/collections or below).
   static bool Matches(std::string_view target);
+  // True for a document write: PUT or DELETE /v1/collections/{c}/docs/{key}, or POST
+  // /v1/collections/_transaction (well-formed or not).
+  static bool IsDocumentWrite(std::string_view method, std::string_view target);
 
   // The routes, as (method, path template) pairs for API listings and the OpenAPI check.
   struct RouteInfo {

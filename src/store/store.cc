@@ -397,6 +397,7 @@ Result<CollectionInfo> StoreImpl::DescribeCollection(const std::string& name) {
     info.config = it->second.config;
     info.documents = it->second.docs.size();
     info.bytes = it->second.bytes;
+    info.writes = it->second.write_counts;
   }
   CONVERGE_RETURN_IF_ERROR(WaitDurable(lock, need));
   if (!found) return NotFoundError("collection '" + name + "' does not exist");
@@ -522,6 +523,25 @@ Result<ListResult> StoreImpl::List(const std::string& collection, const ListOpti
 
 // ---------------------------------------------------------------------------------------
 // Writes
+
+namespace {
+
+// The outcome class of a refused write op (see CollectionInfo::writes).
+void CountRefusal(StatusCode code, WriteCounts* counts) {
+  switch (code) {
+    case StatusCode::kAborted:
+    case StatusCode::kAlreadyExists:
+      ++counts->conflict;
+      break;
+    case StatusCode::kPermissionDenied:
+      ++counts->denied;
+      break;
+    default:
+      ++counts->rejected;
+  }
+}
+
+}  // namespace
 
 Result<std::vector<StoreImpl::Prepared>> StoreImpl::PrepareOps(std::span<const WriteOp> ops,
                                                                bool indexed) const {
@@ -709,25 +729,31 @@ Status StoreImpl::ApplyTxnLocked(Lock& lock, const Caller& caller, std::vector<P
     if (cit == colls_.end()) {
       return fail(NotFoundError("collection '" + op.collection + "' does not exist"));
     }
-    const CollectionState& coll = cit->second;
+    CollectionState& coll = cit->second;
     const CollectionConfig& cfg = coll.config;
+    p.coll = &coll;
+    // A refusal of this op, counted in its collection's write outcomes.
+    auto refuse = [&](Status s) {
+      CountRefusal(s.code(), &coll.write_counts);
+      return fail(std::move(s));
+    };
     if (p.kind != WriteOp::Kind::kCheck && !CanWrite(caller, cfg)) {
-      return fail(WriteDenied(caller, op.collection, cfg));
+      return refuse(WriteDenied(caller, op.collection, cfg));
     }
     auto dit = coll.docs.find(op.key);
     const bool present = dit != coll.docs.end();
     const bool exists = present && !IsExpired(dit->second, now);
     const uint64_t current = exists ? dit->second.version : 0;
     if (op.precondition.if_none_match_any && exists) {
-      return fail(AlreadyExistsError("document '" + op.key + "' exists (If-None-Match: *)"));
+      return refuse(AlreadyExistsError("document '" + op.key + "' exists (If-None-Match: *)"));
     }
     if ((p.if_match_any || p.if_match_version) && !exists) {
-      return fail(
+      return refuse(
           AbortedError("precondition failed: document '" + op.key + "' does not exist (If-Match)"));
     }
     const bool stale = p.if_match_version && *p.if_match_version != current;
     auto stale_error = [&]() {
-      return fail(AbortedError("precondition failed: document '" + op.key + "' is at version " +
+      return refuse(AbortedError("precondition failed: document '" + op.key + "' is at version " +
                                std::to_string(current) + ", If-Match names " +
                                std::to_string(*p.if_match_version)));
     };
@@ -742,7 +768,7 @@ Status StoreImpl::ApplyTxnLocked(Lock& lock, const Caller& caller, std::vector<P
     if (p.kind == WriteOp::Kind::kDelete) {
       if (stale) return stale_error();
       if (!exists) {
-        return fail(NotFoundError("document '" + op.key + "' does not exist in collection '" +
+        return refuse(NotFoundError("document '" + op.key + "' does not exist in collection '" +
                                   op.collection + "'"));
       }
       WalOp w;
@@ -757,10 +783,10 @@ Status StoreImpl::ApplyTxnLocked(Lock& lock, const Caller& caller, std::vector<P
     std::shared_ptr<const std::string> value = p.value;
     if (!cfg.merge_fields.empty()) {
       Result<FieldMergers> mergers = MergersFor(cfg);
-      if (!mergers.ok()) return fail(mergers.status());
+      if (!mergers.ok()) return refuse(mergers.status());
       Result<std::string> merged = ResolveMergeFields(exists ? *dit->second.value : "", *value,
                                                       *mergers, stale, opt_.max_json_depth);
-      if (!merged.ok()) return fail(merged.status());
+      if (!merged.ok()) return refuse(merged.status());
       value = std::make_shared<const std::string>(std::move(*merged));
       r.merged = stale;
     } else if (stale) {
@@ -769,7 +795,7 @@ Status StoreImpl::ApplyTxnLocked(Lock& lock, const Caller& caller, std::vector<P
     const uint32_t limit =
         cfg.max_document_bytes != 0 ? cfg.max_document_bytes : opt_.max_document_bytes;
     if (value->size() > limit) {
-      return fail(ResourceExhaustedError("document of " + std::to_string(value->size()) +
+      return refuse(ResourceExhaustedError("document of " + std::to_string(value->size()) +
                                          " bytes exceeds the limit of " + std::to_string(limit) +
                                          " of collection '" + op.collection + "'"));
     }
@@ -798,6 +824,9 @@ Status StoreImpl::ApplyTxnLocked(Lock& lock, const Caller& caller, std::vector<P
   AppendTxnRecord(seq, now, walops, &pending_);
   for (const WalOp& w : walops) ApplyOpLocked(w, seq);
   ++commits_;
+  for (const Prepared& p : prepared) {
+    if (p.kind != WriteOp::Kind::kCheck) ++p.coll->write_counts.ok;
+  }
   result.commit_seq = seq;
   for (size_t i = 0; i < prepared.size(); ++i) {
     if (prepared[i].kind == WriteOp::Kind::kCheck) continue;

@@ -87,6 +87,7 @@ class StoreImpl final : public Store {
     std::shared_ptr<const std::string> value;  // kPut
     bool if_match_any = false;
     std::optional<uint64_t> if_match_version;
+    CollectionState* coll = nullptr;  // set by ApplyTxnLocked (under mu_)
   };
   // An expiry index entry.
   using ExpiryKey = std::tuple<int64_t, std::string, std::string>;
