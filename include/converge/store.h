@@ -277,9 +277,10 @@ struct StoreOptions {
 
   // Where CommitAsync hands the group commits, change-feed appends and checkpoints it would
   // otherwise run on the calling thread (e.g. a server's blocking pool), so that callers on
-  // I/O threads are not blocked. At most one task is outstanding; each runs until no such
-  // work is left. Every task handed over must run before the Store is destroyed. Unset: the
-  // calling thread does the work.
+  // I/O threads are not blocked. At most two workers are outstanding (group commits; change
+  // events), each running until no such work is left, plus the acknowledgements of a synced
+  // group when the next group is waiting (so its sync starts at once). Every task handed over
+  // must run before the Store is destroyed. Unset: the calling thread does the work.
   std::function<void(std::function<void()>)> background;
 
   // Merge functions by name, for CollectionConfig::merge_fields (in addition to built-ins).
@@ -341,7 +342,8 @@ class Store {
   virtual Result<CommitResult> Commit(const Caller& caller, std::span<const WriteOp> ops) = 0;
   // Commit without blocking for the sync: `done` is called exactly once with what Commit would
   // return — on the calling thread for a refused transaction, else on the thread that finishes
-  // the sync of the group holding it (possibly the calling thread, before CommitAsync returns).
+  // the sync of the group holding it (possibly the calling thread, before CommitAsync returns)
+  // or on a StoreOptions::background task it hands the group's acknowledgements to.
   // `done` must be quick and must not call this Store. The calling thread may lead a group
   // commit or publish change events for others before returning (blocking on that I/O) —
   // unless StoreOptions::background is set: then that work runs there and CommitAsync does

@@ -569,7 +569,7 @@ Result<std::vector<StoreImpl::Prepared>> StoreImpl::PrepareOps(std::span<const W
         op.kind != WriteOp::Kind::kCheck) {
       return InvalidArgumentError(WithIndex(indexed, i, "unknown op kind"));
     }
-    if (!seen.emplace(op.collection, op.key).second) {
+    if (ops.size() > 1 && !seen.emplace(op.collection, op.key).second) {
       return InvalidArgumentError(
           WithIndex(indexed, i, "a transaction may name each document only once"));
     }
