@@ -323,6 +323,12 @@ class Store {
   // Like Get, but never blocks: Unavailable when the answer depends on a change still being
   // synced (call Get to wait for it).
   virtual Result<Document> TryGet(const std::string& collection, const std::string& key) = 0;
+  // Like Get without blocking a thread: `done` is called exactly once with what Get returns —
+  // before GetAsync returns when the answer is durable, else on the thread that finishes the
+  // sync it depends on (see CommitAsync; without StoreOptions::background the calling thread
+  // may lead that sync). `done` must be quick and must not call this Store.
+  using GetCallback = std::function<void(Result<Document>)>;
+  virtual void GetAsync(const std::string& collection, const std::string& key, GetCallback done) = 0;
   // A page of documents in key order. NotFound (collection); InvalidArgument (bad range,
   // limit or page token).
   virtual Result<ListResult> List(const std::string& collection, const ListOptions& options) = 0;

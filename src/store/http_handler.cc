@@ -392,9 +392,19 @@ bool StoreHttpHandler::TryHandleInline(const StoreHttpRequest& r, Done& done) {
   const std::string_view after = rest.substr(slash + 1);
   if (after.size() <= 5 || after.substr(0, 5) != "docs/") return false;
   if (r.method == "GET") {
-    std::optional<StoreHttpResponse> read = TryRead(r);
-    if (!read) return false;
-    done(std::move(*read));
+    if (std::optional<StoreHttpResponse> read = TryRead(r)) {
+      done(std::move(*read));
+      return true;
+    }
+    // A read of a change still being synced: answered when it is durable, without holding a
+    // thread meanwhile (when the store syncs in the background).
+    if (!options_.inline_writes) return false;
+    Result<std::string> collection = PercentDecode(rest.substr(0, slash));
+    Result<std::string> key = PercentDecode(after.substr(5));
+    if (!collection.ok() || !key.ok()) return false;  // HandleAsync replies 400
+    store_.GetAsync(*collection, *key, [done = std::move(done)](Result<Document> doc) {
+      done(DocumentResponse(std::move(doc)));
+    });
     return true;
   }
   if (!options_.inline_writes || (r.method != "PUT" && r.method != "DELETE")) return false;

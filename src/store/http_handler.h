@@ -97,8 +97,9 @@ class StoreHttpHandler {
 
   // For a caller on an I/O thread: handles the request like HandleAsync and returns true if
   // that cannot block — a document read whose answer is durable, and, with
-  // StoreHttpOptions::inline_writes, document writes and transactions (their sync runs on the
-  // store's background executor). Otherwise returns false without touching `done`: call
+  // StoreHttpOptions::inline_writes, every document read (one of a change still being synced
+  // is answered when the sync is done), document writes and transactions (their sync runs on
+  // the store's background executor). Otherwise returns false without touching `done`: call
   // HandleAsync from a thread that may block.
   bool TryHandleInline(const StoreHttpRequest& request, Done& done);
 

@@ -424,40 +424,83 @@ Result<Document> StoreImpl::TryGet(const std::string& collection, const std::str
   return GetImpl(collection, key, /*wait=*/false);
 }
 
+Result<StoredDoc> StoreImpl::ReadLocked(const std::string& collection, const std::string& key,
+                                        int64_t now_ms, uint64_t* need) {
+  auto cit = colls_.find(collection);
+  if (cit == colls_.end()) {
+    *need = last_catalog_seq_;
+    return NotFoundError("collection '" + collection + "' does not exist");
+  }
+  const CollectionState& coll = cit->second;
+  auto dit = coll.docs.find(key);
+  if (dit == coll.docs.end() || IsExpired(dit->second, now_ms)) {
+    *need = std::max(coll.last_delete_seq, coll.created_seq);
+    return NotFoundError("document '" + key + "' does not exist in collection '" + collection +
+                         "'");
+  }
+  *need = std::max(dit->second.version, coll.created_seq);
+  return dit->second;  // a copy: the value is shared, not copied
+}
+
+namespace {
+
+Result<Document> ToDocument(const std::string& key, Result<StoredDoc> stored) {
+  if (!stored.ok()) return stored.status();
+  Document out;
+  out.key = key;
+  out.value = *stored->value;
+  out.version = stored->version;
+  out.etag = ETagForVersion(stored->version);
+  out.expires_at_ms = stored->expires_at_ms;
+  return out;
+}
+
+}  // namespace
+
 Result<Document> StoreImpl::GetImpl(const std::string& collection, const std::string& key,
                                     bool wait) {
   CONVERGE_RETURN_IF_ERROR(ValidateKey(key, opt_.max_key_bytes));
   const int64_t now = NowMs();
   Lock lock(mu_);
   if (!bg_error_.ok()) return bg_error_;
+  uint64_t need = 0;
+  Result<StoredDoc> stored = ReadLocked(collection, key, now, &need);
   // What the answer depends on must be durable before it is given.
-  auto durable = [&](uint64_t seq) -> Status {
-    if (durable_seq_ >= seq) return Status::Ok();
+  if (durable_seq_ < need) {
     if (!wait) return UnavailableError("the document's last change is still being synced");
-    return WaitDurable(lock, seq);
-  };
-  auto cit = colls_.find(collection);
-  if (cit == colls_.end()) {
-    CONVERGE_RETURN_IF_ERROR(durable(last_catalog_seq_));
-    return NotFoundError("collection '" + collection + "' does not exist");
+    CONVERGE_RETURN_IF_ERROR(WaitDurable(lock, need));
   }
-  const CollectionState& coll = cit->second;
-  auto dit = coll.docs.find(key);
-  if (dit == coll.docs.end() || IsExpired(dit->second, now)) {
-    CONVERGE_RETURN_IF_ERROR(durable(std::max(coll.last_delete_seq, coll.created_seq)));
-    return NotFoundError("document '" + key + "' does not exist in collection '" + collection +
-                         "'");
-  }
-  const StoredDoc doc = dit->second;  // a copy: the value is shared, not copied
-  CONVERGE_RETURN_IF_ERROR(durable(std::max(doc.version, coll.created_seq)));
   lock.unlock();
-  Document out;
-  out.key = key;
-  out.value = *doc.value;
-  out.version = doc.version;
-  out.etag = ETagForVersion(doc.version);
-  out.expires_at_ms = doc.expires_at_ms;
-  return out;
+  return ToDocument(key, std::move(stored));
+}
+
+void StoreImpl::GetAsync(const std::string& collection, const std::string& key,
+                         GetCallback done) {
+  if (Status valid = ValidateKey(key, opt_.max_key_bytes); !valid.ok()) return done(valid);
+  const int64_t now = NowMs();
+  Lock lock(mu_);
+  if (!bg_error_.ok()) {
+    Status error = bg_error_;
+    lock.unlock();
+    return done(error);
+  }
+  uint64_t need = 0;
+  Result<StoredDoc> stored = ReadLocked(collection, key, now, &need);
+  if (durable_seq_ >= need) {
+    lock.unlock();
+    return done(ToDocument(key, std::move(stored)));
+  }
+  // The answer as of now, given once the change it shows (or the deletion it misses) is
+  // durable: what a blocking Get returns.
+  AddCompletionLocked(need, [key, stored = std::move(stored), done = std::move(done)](
+                                const Status& s) mutable {
+    if (s.ok()) {
+      done(ToDocument(key, std::move(stored)));
+    } else {
+      done(s);
+    }
+  });
+  KickLocked(lock);
 }
 
 Result<ListResult> StoreImpl::List(const std::string& collection, const ListOptions& options) {

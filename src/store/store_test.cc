@@ -848,6 +848,15 @@ TEST_F(StoreTest, BackgroundWorkersDoTheSyncsAndTryGetNeverWaits) {
   auto pending = store_->TryGet("orders", "k");
   EXPECT_EQ(pending.status().code(), StatusCode::kUnavailable);
   EXPECT_EQ(store_->TryGet("orders", "absent").status().code(), StatusCode::kNotFound);
+  // GetAsync: answered at once when that answer is durable, else after the sync (with the
+  // value as of the call), and never starts a second WAL worker.
+  std::vector<Result<Document>> reads;
+  store_->GetAsync("orders", "absent", [&](Result<Document> d) { reads.push_back(std::move(d)); });
+  ASSERT_EQ(reads.size(), 1u);
+  EXPECT_EQ(reads[0].status().code(), StatusCode::kNotFound);
+  store_->GetAsync("orders", "k", [&](Result<Document> d) { reads.push_back(std::move(d)); });
+  EXPECT_EQ(reads.size(), 1u);
+  EXPECT_EQ(tasks.size(), 1u);
 
   // The WAL worker syncs all three in one group and hands the events to a feed worker.
   auto run = [&tasks] {
@@ -862,6 +871,11 @@ TEST_F(StoreTest, BackgroundWorkersDoTheSyncsAndTryGetNeverWaits) {
   ASSERT_EQ(results.size(), 3u);
   for (const auto& r : results) EXPECT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(store_->Stats().group_commits, groups + 1);
+  ASSERT_EQ(reads.size(), 2u);
+  ASSERT_TRUE(reads[1].ok()) << reads[1].status().ToString();
+  EXPECT_EQ(reads[1]->value, "4");
+  EXPECT_EQ(reads[1]->version, results[2]->commit_seq);
+  EXPECT_EQ(reads[1]->etag, results[2]->results[0].etag);
   auto doc = store_->TryGet("orders", "k");
   ASSERT_TRUE(doc.ok());
   EXPECT_EQ(doc->value, "4");
