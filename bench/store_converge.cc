@@ -198,8 +198,8 @@ class HttpSession : public StoreSession {
   }
 
   Status Unexpected(const char* method) const {
-    return UnavailableError(std::string("sidecar ") + method + ": HTTP " +
-                            std::to_string(status_) + " " + std::string(body_));
+    return UnavailableError(std::string("sidecar ") + method + ": HTTP " + std::to_string(status_) +
+                            " " + std::string(body_));
   }
 
   static bool HeaderIs(std::string_view line, std::string_view name) {
@@ -337,7 +337,8 @@ class SidecarSystem : public StoreSystem {
     // Load through the API: one transaction per 1000 keys.
     HttpSession s(process_->port());
     CONVERGE_RETURN_IF_ERROR(s.Connect());
-    CONVERGE_RETURN_IF_ERROR(s.Send("PUT", std::string("/v1/collections/") + kCollection, "{}", {201}));
+    CONVERGE_RETURN_IF_ERROR(
+        s.Send("PUT", std::string("/v1/collections/") + kCollection, "{}", {201}));
     for (size_t i = 0; i < keys.size(); i += 1000) {
       std::string body = "{\"ops\":[";
       for (size_t j = i; j < std::min(keys.size(), i + 1000); ++j) {

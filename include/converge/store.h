@@ -328,7 +328,8 @@ class Store {
   // sync it depends on (see CommitAsync; without StoreOptions::background the calling thread
   // may lead that sync). `done` must be quick and must not call this Store.
   using GetCallback = std::function<void(Result<Document>)>;
-  virtual void GetAsync(const std::string& collection, const std::string& key, GetCallback done) = 0;
+  virtual void GetAsync(const std::string& collection, const std::string& key,
+                        GetCallback done) = 0;
   // A page of documents in key order. NotFound (collection); InvalidArgument (bad range,
   // limit or page token).
   virtual Result<ListResult> List(const std::string& collection, const ListOptions& options) = 0;

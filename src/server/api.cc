@@ -382,8 +382,8 @@ asio::awaitable<HttpReply> Api::Handle(HttpRequest& request) {
     }
   }
   HttpReply reply;
-  RouteMetrics& metrics =
-      route ? *route_metrics_[static_cast<size_t>(route - RouteTable().data())] : *unmatched_metrics_;
+  RouteMetrics& metrics = route ? *route_metrics_[static_cast<size_t>(route - RouteTable().data())]
+                                : *unmatched_metrics_;
   if (!route) {
     if (path_known) {
       reply = Error(http::status::method_not_allowed, "METHOD_NOT_ALLOWED",

@@ -85,9 +85,10 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
     store_options.background = [pool](std::function<void()> task) { pool->Post(std::move(task)); };
     CONVERGE_ASSIGN_OR_RETURN(impl->store, Store::Open(*impl->env, store_options));
     // Computed at scrape time (scrapes run on the pool and end before the store is closed).
-    impl->metrics.AddCollector([store = impl->store.get()](std::vector<MetricsRegistry::Sample>* out) {
-      CollectStoreMetrics(*store, out);
-    });
+    impl->metrics.AddCollector(
+        [store = impl->store.get()](std::vector<MetricsRegistry::Sample>* out) {
+          CollectStoreMetrics(*store, out);
+        });
     store_internal::StoreHttpOptions http_options;
     http_options.inline_writes = true;
     impl->store_http =

@@ -44,7 +44,10 @@ void CollectStoreMetrics(Store& store, std::vector<MetricsRegistry::Sample>* out
                   "counter",
                   {},
                   static_cast<double>(stats.group_commits)});
-  out->push_back({"converge_store_wal_bytes", "Size of the store's current WAL file.", "gauge", {},
+  out->push_back({"converge_store_wal_bytes",
+                  "Size of the store's current WAL file.",
+                  "gauge",
+                  {},
                   static_cast<double>(stats.wal_bytes)});
   out->push_back({"converge_store_feed_backlog_events",
                   "Committed changes not yet published to the change feed.",
@@ -54,8 +57,8 @@ void CollectStoreMetrics(Store& store, std::vector<MetricsRegistry::Sample>* out
 }
 
 std::vector<double> StoreCommitBucketsSeconds() {
-  return {50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3,
-          1.0};
+  return {50e-6, 100e-6, 250e-6, 500e-6, 1e-3,   2.5e-3, 5e-3,
+          10e-3, 25e-3,  50e-3,  100e-3, 250e-3, 1.0};
 }
 
 }  // namespace converge::server

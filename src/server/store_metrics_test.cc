@@ -27,9 +27,8 @@ TEST(StoreMetrics, WriteOutcomesDocumentsAndStoreCountersAreRendered) {
   EXPECT_FALSE(store.Put(Caller::Service("stranger"), "carts", "c9", "3").ok());
 
   MetricsRegistry registry;
-  registry.AddCollector([&store](std::vector<MetricsRegistry::Sample>* out) {
-    CollectStoreMetrics(store, out);
-  });
+  registry.AddCollector(
+      [&store](std::vector<MetricsRegistry::Sample>* out) { CollectStoreMetrics(store, out); });
   const std::string text = registry.Render();
   for (const char* line : {
            "# TYPE converge_store_writes_total counter\n",

@@ -474,8 +474,7 @@ Result<Document> StoreImpl::GetImpl(const std::string& collection, const std::st
   return ToDocument(key, std::move(stored));
 }
 
-void StoreImpl::GetAsync(const std::string& collection, const std::string& key,
-                         GetCallback done) {
+void StoreImpl::GetAsync(const std::string& collection, const std::string& key, GetCallback done) {
   if (Status valid = ValidateKey(key, opt_.max_key_bytes); !valid.ok()) return done(valid);
   const int64_t now = NowMs();
   Lock lock(mu_);
@@ -492,14 +491,14 @@ void StoreImpl::GetAsync(const std::string& collection, const std::string& key,
   }
   // The answer as of now, given once the change it shows (or the deletion it misses) is
   // durable: what a blocking Get returns.
-  AddCompletionLocked(need, [key, stored = std::move(stored), done = std::move(done)](
-                                const Status& s) mutable {
-    if (s.ok()) {
-      done(ToDocument(key, std::move(stored)));
-    } else {
-      done(s);
-    }
-  });
+  AddCompletionLocked(
+      need, [key, stored = std::move(stored), done = std::move(done)](const Status& s) mutable {
+        if (s.ok()) {
+          done(ToDocument(key, std::move(stored)));
+        } else {
+          done(s);
+        }
+      });
   KickLocked(lock);
 }
 
@@ -797,8 +796,8 @@ Status StoreImpl::ApplyTxnLocked(Lock& lock, const Caller& caller, std::vector<P
     const bool stale = p.if_match_version && *p.if_match_version != current;
     auto stale_error = [&]() {
       return refuse(AbortedError("precondition failed: document '" + op.key + "' is at version " +
-                               std::to_string(current) + ", If-Match names " +
-                               std::to_string(*p.if_match_version)));
+                                 std::to_string(current) + ", If-Match names " +
+                                 std::to_string(*p.if_match_version)));
     };
     WriteResult& r = result.results[i];
     if (p.kind == WriteOp::Kind::kCheck) {
@@ -812,7 +811,7 @@ Status StoreImpl::ApplyTxnLocked(Lock& lock, const Caller& caller, std::vector<P
       if (stale) return stale_error();
       if (!exists) {
         return refuse(NotFoundError("document '" + op.key + "' does not exist in collection '" +
-                                  op.collection + "'"));
+                                    op.collection + "'"));
       }
       WalOp w;
       w.kind = OpKind::kDelete;
@@ -839,8 +838,8 @@ Status StoreImpl::ApplyTxnLocked(Lock& lock, const Caller& caller, std::vector<P
         cfg.max_document_bytes != 0 ? cfg.max_document_bytes : opt_.max_document_bytes;
     if (value->size() > limit) {
       return refuse(ResourceExhaustedError("document of " + std::to_string(value->size()) +
-                                         " bytes exceeds the limit of " + std::to_string(limit) +
-                                         " of collection '" + op.collection + "'"));
+                                           " bytes exceeds the limit of " + std::to_string(limit) +
+                                           " of collection '" + op.collection + "'"));
     }
     const int64_t ttl = op.ttl_ms == kCollectionDefaultTtl ? cfg.default_ttl_ms : op.ttl_ms;
     WalOp w;

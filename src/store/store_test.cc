@@ -188,16 +188,16 @@ TEST_F(StoreTest, WriteOutcomesAreCountedPerCollection) {
   ASSERT_TRUE(first.ok());
   ASSERT_TRUE(store_->Put(kBilling, "orders", "o1", "2", Precondition::IfMatch(first->etag)).ok());
   // Conflicts: a stale If-Match, a create-only on an existing document.
-  EXPECT_EQ(store_->Put(kOrders, "orders", "o1", "3", Precondition::IfMatch(first->etag))
-                .status()
-                .code(),
-            StatusCode::kAborted);
+  EXPECT_EQ(
+      store_->Put(kOrders, "orders", "o1", "3", Precondition::IfMatch(first->etag)).status().code(),
+      StatusCode::kAborted);
   EXPECT_EQ(store_->Put(kOrders, "orders", "o1", "3", Precondition::CreateOnly()).status().code(),
             StatusCode::kAlreadyExists);
   // Denied: a stranger, alone or inside a transaction.
   EXPECT_EQ(store_->Put(kStranger, "orders", "o2", "1").status().code(),
             StatusCode::kPermissionDenied);
-  std::vector<WriteOp> txn = {WriteOp::Put("invoices", "i1", "1"), WriteOp::Put("orders", "o3", "1")};
+  std::vector<WriteOp> txn = {WriteOp::Put("invoices", "i1", "1"),
+                              WriteOp::Put("orders", "o3", "1")};
   EXPECT_EQ(store_->Commit(kBilling, txn).status().code(), StatusCode::kOk);
   EXPECT_EQ(store_->Commit(kOrders, txn).status().code(), StatusCode::kPermissionDenied);
   // Rejected: nothing to delete. Not counted: a malformed key, a missing collection.
