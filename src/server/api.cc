@@ -454,9 +454,10 @@ asio::awaitable<HttpReply> Api::HandleStore(HttpRequest& request) {
   if (std::optional<store_internal::StoreHttpResponse> read = store->TryRead(r)) {
     co_return to_reply(std::move(*read));
   }
-  // Writes are handed to the store right here on the I/O thread when that cannot block (the
-  // store syncs on the pool, see Server::Open) and resume this coroutine when durable; the rest
-  // runs on the pool. The handler reads `r` (in this frame) only until it calls done or returns.
+  // Writes, and reads of a change still being synced, are handed to the store right here on
+  // the I/O thread when that cannot block (the store syncs on the pool, see Server::Open) and
+  // resume this coroutine when durable; the rest runs on the pool. The handler reads `r` (in
+  // this frame) only until it calls done or returns.
   const bool write = store_internal::StoreHttpHandler::IsDocumentWrite(r.method, r.target);
   const int64_t write_start = write ? d_.env->clock().NowMonotonicNanos() : 0;
   BlockingPool* pool = d_.pool;
