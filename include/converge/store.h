@@ -147,8 +147,8 @@ struct CollectionConfig {
 // Outcomes of the write ops (puts and deletes; checks are not writes) addressed to one
 // collection since the store was opened (not persisted). A refused transaction counts one
 // refusal, for the op that was refused (a failed check included); ops refused before reaching
-// the collection (malformed
-// input, missing collection, a store over max_store_bytes) are not counted.
+// the collection (malformed input, missing collection, a store over max_store_bytes) are not
+// counted.
 struct WriteCounts {
   uint64_t ok = 0;        // committed
   uint64_t conflict = 0;  // a failed If-Match / If-None-Match: * (also a refused merge)
@@ -324,9 +324,9 @@ class Store {
   // synced (call Get to wait for it).
   virtual Result<Document> TryGet(const std::string& collection, const std::string& key) = 0;
   // Like Get without blocking a thread: `done` is called exactly once with what Get returns —
-  // before GetAsync returns when the answer is durable, else on the thread that finishes the
-  // sync it depends on (see CommitAsync; without StoreOptions::background the calling thread
-  // may lead that sync). `done` must be quick and must not call this Store.
+  // before GetAsync returns when the answer is durable, else where CommitAsync's `done` of the
+  // same group runs (without StoreOptions::background the calling thread may lead that sync).
+  // `done` must be quick and must not call this Store.
   using GetCallback = std::function<void(Result<Document>)>;
   virtual void GetAsync(const std::string& collection, const std::string& key,
                         GetCallback done) = 0;
