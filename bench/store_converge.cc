@@ -1,23 +1,27 @@
 // converge systems of `converge bench store`:
 //   converge-inproc  the store as a library: Store::Get, then Store::Put with If-Match.
 //   converge         the sidecar: `converge serve` (this binary) with the store enabled, driven
-//                    over HTTP/1.1 keep-alive (one connection per client): GET the document,
-//                    then PUT it with If-Match.
+//                    over HTTP/1.1 keep-alive (one connection per client, a lean client over
+//                    a plain socket): GET the document, then PUT it with If-Match.
 // Both: store durability fsync (group commit) and the change feed on the event log (fsync).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <boost/asio/connect.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/read.hpp>
-#include <boost/beast/http/string_body.hpp>
-#include <boost/beast/http/write.hpp>
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <initializer_list>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "bench/store_bench.h"
 #include "converge/env.h"
@@ -107,87 +111,181 @@ class InprocSystem : public StoreSystem {
 // ---------------------------------------------------------------------------------------
 // Through the sidecar
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-
-// One keep-alive HTTP/1.1 connection to the sidecar.
+// One keep-alive HTTP/1.1 connection to the sidecar, spoken directly over a socket: the
+// request is formatted into a reused buffer and sent with one send(); the reply is parsed in
+// place (status line, Content-Length, ETag). A client library as lean as libpq or nats.c is to
+// the peers, so that the figure measures the sidecar rather than a client framework.
 class HttpSession : public StoreSession {
  public:
-  explicit HttpSession(uint16_t port) : port_(port), socket_(ioc_) {}
+  explicit HttpSession(uint16_t port) : port_(port) { in_.resize(kInitialBuffer); }
+  ~HttpSession() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  HttpSession(const HttpSession&) = delete;
+  HttpSession& operator=(const HttpSession&) = delete;
 
   Status Connect() {
-    beast::error_code ec;
-    socket_.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), port_), ec);
-    if (ec) return UnavailableError("connect to the sidecar: " + ec.message());
-    socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd_ < 0) return UnavailableError(std::string("socket: ") + std::strerror(errno));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port_);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
+      return UnavailableError(std::string("connect to the sidecar: ") + std::strerror(errno));
+    }
+    const int one = 1;
+    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     return Status::Ok();
   }
 
   Status Read(const std::string& key, int64_t* value, std::string* version) override {
-    http::request<http::string_body> req{http::verb::get, Target(key), 11};
-    req.set(http::field::host, "127.0.0.1");
-    http::response<http::string_body> res;
-    CONVERGE_RETURN_IF_ERROR(RoundTrip(req, &res));
-    if (res.result() == http::status::not_found) return NotFoundError("sidecar: no key " + key);
-    if (res.result() != http::status::ok) return Unexpected("GET", res);
-    *value = ParseCounter(res.body());
-    *version = std::string(res[http::field::etag]);
+    StartRequest("GET", key);
+    req_ += "\r\n";
+    CONVERGE_RETURN_IF_ERROR(RoundTrip());
+    if (status_ == 404) return NotFoundError("sidecar: no key " + key);
+    if (status_ != 200) return Unexpected("GET");
+    *value = ParseCounter(body_);
+    version->assign(etag_);
     return Status::Ok();
   }
 
-  // A request whose reply must have one of `ok` statuses.
-  Status Send(http::verb verb, const std::string& target, const std::string& body,
-              std::initializer_list<unsigned> ok) {
-    http::request<http::string_body> req{verb, target, 11};
-    req.set(http::field::host, "127.0.0.1");
-    req.set(http::field::content_type, "application/json");
-    req.body() = body;
-    req.prepare_payload();
-    http::response<http::string_body> res;
-    CONVERGE_RETURN_IF_ERROR(RoundTrip(req, &res));
-    for (unsigned code : ok) {
-      if (res.result_int() == code) return Status::Ok();
-    }
-    return Unexpected(std::string(http::to_string(verb)).c_str(), res);
+  Status Write(const std::string& key, int64_t value, const std::string& version) override {
+    char body[24];
+    const int n = std::snprintf(body, sizeof(body), "%" PRId64, value);
+    StartRequest("PUT", key);
+    req_ += "Content-Type: application/json\r\nIf-Match: ";
+    req_ += version;
+    req_ += "\r\nContent-Length: ";
+    req_ += std::to_string(n);
+    req_ += "\r\n\r\n";
+    req_.append(body, static_cast<size_t>(n));
+    CONVERGE_RETURN_IF_ERROR(RoundTrip());
+    if (status_ == 200 || status_ == 201) return Status::Ok();
+    if (status_ == 412) return AbortedError("412");
+    return Unexpected("PUT");
   }
 
-  Status Write(const std::string& key, int64_t value, const std::string& version) override {
-    http::request<http::string_body> req{http::verb::put, Target(key), 11};
-    req.set(http::field::host, "127.0.0.1");
-    req.set(http::field::content_type, "application/json");
-    req.set(http::field::if_match, version);
-    req.body() = std::to_string(value);
-    req.prepare_payload();
-    http::response<http::string_body> res;
-    CONVERGE_RETURN_IF_ERROR(RoundTrip(req, &res));
-    if (res.result() == http::status::ok || res.result() == http::status::created) {
-      return Status::Ok();
+  // A request whose reply must have one of `ok` statuses (setup: not measured).
+  Status Send(const char* method, const std::string& target, const std::string& body,
+              std::initializer_list<int> ok) {
+    req_.assign(method);
+    req_ += " ";
+    req_ += target;
+    req_ += " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ";
+    req_ += std::to_string(body.size());
+    req_ += "\r\n\r\n";
+    req_ += body;
+    CONVERGE_RETURN_IF_ERROR(RoundTrip());
+    for (int code : ok) {
+      if (status_ == code) return Status::Ok();
     }
-    if (res.result() == http::status::precondition_failed) return AbortedError("412");
-    return Unexpected("PUT", res);
+    return Unexpected(method);
   }
 
  private:
-  static std::string Target(const std::string& key) {
-    return std::string("/v1/collections/") + kCollection + "/docs/" + key;
+  static constexpr size_t kInitialBuffer = 64 * 1024;
+  static constexpr size_t kMaxReply = 64u << 20;
+
+  // The request line and Host of a request for the document `key` (header not ended).
+  void StartRequest(const char* method, const std::string& key) {
+    req_.assign(method);
+    req_ += " /v1/collections/";
+    req_ += kCollection;
+    req_ += "/docs/";
+    req_ += key;
+    req_ += " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
   }
-  static Status Unexpected(const char* method, const http::response<http::string_body>& res) {
-    return UnavailableError(std::string("sidecar ") + method + ": HTTP " +
-                            std::to_string(res.result_int()) + " " + res.body());
+
+  Status Unexpected(const char* method) const {
+    return UnavailableError(std::string("sidecar ") + method + ": HTTP " + std::to_string(status_) +
+                            " " + std::string(body_));
   }
-  Status RoundTrip(http::request<http::string_body>& req, http::response<http::string_body>* res) {
-    beast::error_code ec;
-    http::write(socket_, req, ec);
-    if (!ec) http::read(socket_, buffer_, *res, ec);
-    if (ec) return UnavailableError("sidecar connection: " + ec.message());
+
+  static bool HeaderIs(std::string_view line, std::string_view name) {
+    return line.size() > name.size() && line[name.size()] == ':' &&
+           ::strncasecmp(line.data(), name.data(), name.size()) == 0;
+  }
+  static std::string_view HeaderValue(std::string_view line, size_t name_size) {
+    std::string_view v = line.substr(name_size + 1);
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+    return v;
+  }
+
+  // Receives more bytes after the `have_` already buffered.
+  Status Receive() {
+    if (have_ == in_.size()) {
+      if (in_.size() >= kMaxReply) return UnavailableError("sidecar reply too large");
+      in_.resize(in_.size() * 2);
+    }
+    for (;;) {
+      const ssize_t n = ::recv(fd_, in_.data() + have_, in_.size() - have_, 0);
+      if (n > 0) {
+        have_ += static_cast<size_t>(n);
+        return Status::Ok();
+      }
+      if (n < 0 && errno == EINTR) continue;
+      return UnavailableError(n == 0 ? std::string("sidecar closed the connection")
+                                     : std::string("recv: ") + std::strerror(errno));
+    }
+  }
+
+  // Sends req_ and reads one reply into status_, etag_, body_.
+  Status RoundTrip() {
+    size_t sent = 0;
+    while (sent < req_.size()) {
+      const ssize_t n = ::send(fd_, req_.data() + sent, req_.size() - sent, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return UnavailableError(std::string("send: ") + std::strerror(errno));
+      sent += static_cast<size_t>(n);
+    }
+    have_ = 0;  // one request at a time: nothing is left over from the last reply
+    size_t header_end = std::string_view::npos;
+    while (header_end == std::string_view::npos) {
+      CONVERGE_RETURN_IF_ERROR(Receive());
+      header_end = std::string_view(in_.data(), have_).find("\r\n\r\n");
+    }
+    const std::string_view head(in_.data(), header_end);
+    // "HTTP/1.1 200 OK"
+    if (head.size() < 12 || head.substr(0, 5) != "HTTP/") {
+      return UnavailableError("sidecar: malformed reply");
+    }
+    status_ = std::atoi(head.data() + 9);
+    size_t etag_at = 0, etag_size = 0;  // offsets: in_ may grow while the body arrives
+    size_t content_length = 0;
+    size_t pos = head.find("\r\n");
+    while (pos != std::string_view::npos && pos < head.size()) {
+      const size_t next = head.find("\r\n", pos + 2);
+      const std::string_view line =
+          head.substr(pos + 2, next == std::string_view::npos ? head.npos : next - pos - 2);
+      if (HeaderIs(line, "Content-Length")) {
+        content_length = std::strtoull(std::string(HeaderValue(line, 14)).c_str(), nullptr, 10);
+      } else if (HeaderIs(line, "ETag")) {
+        const std::string_view v = HeaderValue(line, 4);
+        etag_at = static_cast<size_t>(v.data() - in_.data());
+        etag_size = v.size();
+      } else if (HeaderIs(line, "Transfer-Encoding")) {
+        return UnavailableError("sidecar: unexpected Transfer-Encoding");
+      }
+      pos = next;
+    }
+    const size_t body_start = header_end + 4;
+    if (content_length > kMaxReply) return UnavailableError("sidecar reply too large");
+    while (have_ < body_start + content_length) CONVERGE_RETURN_IF_ERROR(Receive());
+    etag_ = std::string_view(in_.data() + etag_at, etag_size);
+    body_ = std::string_view(in_.data() + body_start, content_length);
     return Status::Ok();
   }
 
   uint16_t port_;
-  asio::io_context ioc_;
-  asio::ip::tcp::socket socket_;
-  beast::flat_buffer buffer_;
+  int fd_ = -1;
+  std::string req_;       // the request being sent, reused
+  std::vector<char> in_;  // the reply being read, reused
+  size_t have_ = 0;
+  int status_ = 0;
+  std::string_view etag_;  // into in_
+  std::string_view body_;  // into in_
 };
 
 std::string SelfExecutable() {
@@ -240,7 +338,7 @@ class SidecarSystem : public StoreSystem {
     HttpSession s(process_->port());
     CONVERGE_RETURN_IF_ERROR(s.Connect());
     CONVERGE_RETURN_IF_ERROR(
-        s.Send(http::verb::put, std::string("/v1/collections/") + kCollection, "{}", {201}));
+        s.Send("PUT", std::string("/v1/collections/") + kCollection, "{}", {201}));
     for (size_t i = 0; i < keys.size(); i += 1000) {
       std::string body = "{\"ops\":[";
       for (size_t j = i; j < std::min(keys.size(), i + 1000); ++j) {
@@ -249,8 +347,7 @@ class SidecarSystem : public StoreSystem {
                 keys[j] + "\",\"value\":0}";
       }
       body += "]}";
-      CONVERGE_RETURN_IF_ERROR(
-          s.Send(http::verb::post, "/v1/collections/_transaction", body, {200}));
+      CONVERGE_RETURN_IF_ERROR(s.Send("POST", "/v1/collections/_transaction", body, {200}));
     }
     return Status::Ok();
   }

@@ -144,11 +144,24 @@ struct CollectionConfig {
   bool operator==(const CollectionConfig&) const = default;
 };
 
+// Outcomes of the write ops (puts and deletes; checks are not writes) addressed to one
+// collection since the store was opened (not persisted). A refused transaction counts one
+// refusal, for the op that was refused (a failed check included); ops refused before reaching
+// the collection (malformed input, missing collection, a store over max_store_bytes) are not
+// counted.
+struct WriteCounts {
+  uint64_t ok = 0;        // committed
+  uint64_t conflict = 0;  // a failed If-Match / If-None-Match: * (also a refused merge)
+  uint64_t denied = 0;    // the caller may not write to the collection
+  uint64_t rejected = 0;  // refused otherwise: document too large, nothing to delete, ...
+};
+
 struct CollectionInfo {
   std::string name;
   CollectionConfig config;
   uint64_t documents = 0;  // including expired ones not yet swept
   uint64_t bytes = 0;      // keys + values
+  WriteCounts writes;
 };
 
 // Preconditions of a write (HTTP If-Match / If-None-Match: *).
@@ -264,9 +277,10 @@ struct StoreOptions {
 
   // Where CommitAsync hands the group commits, change-feed appends and checkpoints it would
   // otherwise run on the calling thread (e.g. a server's blocking pool), so that callers on
-  // I/O threads are not blocked. At most one task is outstanding; each runs until no such
-  // work is left. Every task handed over must run before the Store is destroyed. Unset: the
-  // calling thread does the work.
+  // I/O threads are not blocked. At most two workers are outstanding (group commits; change
+  // events), each running until no such work is left, plus the acknowledgements of a synced
+  // group when the next group is waiting (so its sync starts at once). Every task handed over
+  // must run before the Store is destroyed. Unset: the calling thread does the work.
   std::function<void(std::function<void()>)> background;
 
   // Merge functions by name, for CollectionConfig::merge_fields (in addition to built-ins).
@@ -309,6 +323,13 @@ class Store {
   // Like Get, but never blocks: Unavailable when the answer depends on a change still being
   // synced (call Get to wait for it).
   virtual Result<Document> TryGet(const std::string& collection, const std::string& key) = 0;
+  // Like Get without blocking a thread: `done` is called exactly once with what Get returns —
+  // before GetAsync returns when the answer is durable, else where CommitAsync's `done` of the
+  // same group runs (without StoreOptions::background the calling thread may lead that sync).
+  // `done` must be quick and must not call this Store.
+  using GetCallback = std::function<void(Result<Document>)>;
+  virtual void GetAsync(const std::string& collection, const std::string& key,
+                        GetCallback done) = 0;
   // A page of documents in key order. NotFound (collection); InvalidArgument (bad range,
   // limit or page token).
   virtual Result<ListResult> List(const std::string& collection, const ListOptions& options) = 0;
@@ -328,7 +349,8 @@ class Store {
   virtual Result<CommitResult> Commit(const Caller& caller, std::span<const WriteOp> ops) = 0;
   // Commit without blocking for the sync: `done` is called exactly once with what Commit would
   // return — on the calling thread for a refused transaction, else on the thread that finishes
-  // the sync of the group holding it (possibly the calling thread, before CommitAsync returns).
+  // the sync of the group holding it (possibly the calling thread, before CommitAsync returns)
+  // or on a StoreOptions::background task it hands the group's acknowledgements to.
   // `done` must be quick and must not call this Store. The calling thread may lead a group
   // commit or publish change events for others before returning (blocking on that I/O) —
   // unless StoreOptions::background is set: then that work runs there and CommitAsync does

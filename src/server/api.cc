@@ -10,6 +10,7 @@
 #include "server/api_internal.h"
 #include "server/cloudevents_http.h"
 #include "server/json_util.h"
+#include "server/store_metrics.h"
 
 namespace converge::server {
 
@@ -313,6 +314,46 @@ Api::Api(ApiDeps deps) : d_(deps), auth_(deps.config->tokens) {
       d_.metrics->GetGauge("converge_stream_subscribers", "Open streaming subscriptions.");
   d_.metrics->AddCollector(
       [this](std::vector<MetricsRegistry::Sample>* out) { CollectGroupMetrics(out); });
+  if (d_.store != nullptr) {
+    store_commit_seconds_ = d_.metrics->GetHistogram(
+        "converge_store_commit_seconds",
+        "Time from a document write or transaction reaching the store to its durable "
+        "acknowledgement (successful writes only).",
+        {}, StoreCommitBucketsSeconds());
+  }
+  for (const Route& r : RouteTable()) {
+    route_metrics_.push_back(std::make_unique<RouteMetrics>(d_.metrics, r.path));
+  }
+  route_metrics_.push_back(std::make_unique<RouteMetrics>(d_.metrics, "unmatched"));
+  unmatched_metrics_ = route_metrics_.back().get();
+  route_metrics_.push_back(std::make_unique<RouteMetrics>(d_.metrics, "/v1/collections"));
+  store_metrics_ = route_metrics_.back().get();
+  route_metrics_.push_back(std::make_unique<RouteMetrics>(d_.metrics, "/v1/sagas"));
+  saga_metrics_ = route_metrics_.back().get();
+}
+
+Api::RouteMetrics::RouteMetrics(MetricsRegistry* registry, std::string label)
+    : registry_(registry), label_(std::move(label)) {}
+
+void Api::RouteMetrics::Record(unsigned code, bool stream, double seconds) {
+  Counter* counter = code < kMaxCode ? by_code_[code].load(std::memory_order_acquire) : nullptr;
+  if (counter == nullptr) {
+    // First request with this code (the registry returns the same counter every time).
+    counter = registry_->GetCounter("converge_http_requests_total",
+                                    "HTTP requests by route and status code.",
+                                    {{"route", label_}, {"code", std::to_string(code)}});
+    if (code < kMaxCode) by_code_[code].store(counter, std::memory_order_release);
+  }
+  counter->Add();
+  if (stream) return;
+  Histogram* duration = duration_.load(std::memory_order_acquire);
+  if (duration == nullptr) {
+    duration = registry_->GetHistogram("converge_http_request_duration_seconds",
+                                       "Time to handle a request (excluding streams).",
+                                       {{"route", label_}}, LatencyBucketsSeconds());
+    duration_.store(duration, std::memory_order_release);
+  }
+  duration->Observe(seconds);
 }
 
 Api::~Api() { ReleaseWatches(); }
@@ -329,12 +370,12 @@ asio::awaitable<HttpReply> Api::Handle(HttpRequest& request) {
   std::string_view path = target.substr(0, qmark);
   if (d_.store != nullptr && store_internal::StoreHttpHandler::Matches(path)) {
     HttpReply store_reply = co_await HandleStore(request);
-    RecordRequest("/v1/collections", store_reply, start);
+    RecordRequest(*store_metrics_, store_reply, start);
     co_return store_reply;
   }
   if (d_.sagas != nullptr && IsSagaHttpTarget(path)) {
     HttpReply saga_reply = co_await HandleSagas(request);
-    RecordRequest("/v1/sagas", saga_reply, start);
+    RecordRequest(*saga_metrics_, saga_reply, start);
     co_return saga_reply;
   }
   std::vector<std::string_view> segments = SplitPath(path);
@@ -357,7 +398,8 @@ asio::awaitable<HttpReply> Api::Handle(HttpRequest& request) {
     }
   }
   HttpReply reply;
-  std::string route_label = route ? route->path : "unmatched";
+  RouteMetrics& metrics = route ? *route_metrics_[static_cast<size_t>(route - RouteTable().data())]
+                                : *unmatched_metrics_;
   if (!route) {
     if (path_known) {
       reply = Error(http::status::method_not_allowed, "METHOD_NOT_ALLOWED",
@@ -385,24 +427,13 @@ asio::awaitable<HttpReply> Api::Handle(HttpRequest& request) {
       reply = co_await (this->*(route->handler))(call);
     }
   }
-  RecordRequest(route_label, reply, start);
+  RecordRequest(metrics, reply, start);
   co_return reply;
 }
 
-void Api::RecordRequest(const std::string& route_label, const HttpReply& reply, int64_t start) {
+void Api::RecordRequest(RouteMetrics& metrics, const HttpReply& reply, int64_t start) {
   const double seconds = static_cast<double>(d_.env->clock().NowMonotonicNanos() - start) * 1e-9;
-  const std::string code = std::to_string(static_cast<unsigned>(reply.response.result_int()));
-  d_.metrics
-      ->GetCounter("converge_http_requests_total", "HTTP requests by route and status code.",
-                   {{"route", route_label}, {"code", code}})
-      ->Add();
-  if (!reply.stream) {
-    d_.metrics
-        ->GetHistogram("converge_http_request_duration_seconds",
-                       "Time to handle a request (excluding streams).", {{"route", route_label}},
-                       LatencyBucketsSeconds())
-        ->Observe(seconds);
-  }
+  metrics.Record(reply.response.result_int(), reply.stream != nullptr, seconds);
 }
 
 asio::awaitable<HttpReply> Api::HandleStore(HttpRequest& request) {
@@ -427,10 +458,24 @@ asio::awaitable<HttpReply> Api::HandleStore(HttpRequest& request) {
   r.body = request.body();
   // With auth disabled every request is the anonymous principal, which may do everything.
   r.caller = Caller{(*principal)->service, (*principal)->admin || (*principal)->anonymous};
-  // Document reads and writes are handled right here on the I/O thread when that cannot block
-  // (the store syncs on the pool, see Server::Open); the rest runs on the pool. The handler
-  // reads `r` (in this frame) only until it calls done or returns.
+  auto to_reply = [&request](store_internal::StoreHttpResponse res) {
+    HttpResponse out{static_cast<http::status>(res.status), request.version()};
+    for (auto& [name, value] : res.headers) out.set(name, value);
+    out.body() = std::move(res.body);
+    out.prepare_payload();
+    return Reply(std::move(out));
+  };
+  // A durable document read is answered right here: no hop through the executor.
   store_internal::StoreHttpHandler* store = d_.store;
+  if (std::optional<store_internal::StoreHttpResponse> read = store->TryRead(r)) {
+    co_return to_reply(std::move(*read));
+  }
+  // Writes, and reads of a change still being synced, are handed to the store right here on
+  // the I/O thread when that cannot block (the store syncs on the pool, see Server::Open) and
+  // resume this coroutine when durable; the rest runs on the pool. The handler reads `r` (in
+  // this frame) only until it calls done or returns.
+  const bool write = store_internal::StoreHttpHandler::IsDocumentWrite(r.method, r.target);
+  const int64_t write_start = write ? d_.env->clock().NowMonotonicNanos() : 0;
   BlockingPool* pool = d_.pool;
   auto job = [store, pool, &r](std::function<void(store_internal::StoreHttpResponse)> done) {
     if (store->TryHandleInline(r, done)) return;
@@ -439,11 +484,11 @@ asio::awaitable<HttpReply> Api::HandleStore(HttpRequest& request) {
   };
   store_internal::StoreHttpResponse res =
       co_await BlockingPool::RunInline<store_internal::StoreHttpResponse>(std::move(job));
-  HttpResponse out{static_cast<http::status>(res.status), request.version()};
-  for (auto& [name, value] : res.headers) out.set(name, value);
-  out.body() = std::move(res.body);
-  out.prepare_payload();
-  co_return Reply(std::move(out));
+  if (write && res.status >= 200 && res.status < 300) {
+    store_commit_seconds_->Observe(
+        static_cast<double>(d_.env->clock().NowMonotonicNanos() - write_start) * 1e-9);
+  }
+  co_return to_reply(std::move(res));
 }
 
 asio::awaitable<HttpReply> Api::HandleSagas(HttpRequest& request) {

@@ -14,6 +14,7 @@
 // Thread-safety: Handle may run concurrently on many strands.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <map>
 #include <memory>
@@ -77,13 +78,30 @@ class Api {
   struct Route;
   static const std::vector<Route>& RouteTable();
 
-  // /v1/collections/...: authenticates, then runs the store's handler on the pool.
+  // /v1/collections/...: authenticates, then runs the store's handler (inline on the I/O
+  // thread when that cannot block, otherwise on the pool).
   asio::awaitable<HttpReply> HandleStore(HttpRequest& request);
   // /v1/sagas..., /v1/saga-definitions, /v1/saga-timers: authenticates and authorizes
   // (CheckSagaHttpAccess for non-admin services), then runs the orchestrator's routes on the
   // pool.
   asio::awaitable<HttpReply> HandleSagas(HttpRequest& request);
-  void RecordRequest(const std::string& route_label, const HttpReply& reply, int64_t start);
+
+  // The request metrics of one route label, looked up in the registry on first use (per
+  // status code) rather than on every request. Registered lazily, like before: a route that
+  // was never called has no series.
+  class RouteMetrics {
+   public:
+    RouteMetrics(MetricsRegistry* registry, std::string label);
+    void Record(unsigned code, bool stream, double seconds);
+
+   private:
+    static constexpr unsigned kMaxCode = 600;
+    MetricsRegistry* registry_;
+    std::string label_;
+    std::atomic<Histogram*> duration_{nullptr};
+    std::array<std::atomic<Counter*>, kMaxCode> by_code_{};
+  };
+  void RecordRequest(RouteMetrics& metrics, const HttpReply& reply, int64_t start);
 
   asio::awaitable<HttpReply> Healthz(Call& call);
   asio::awaitable<HttpReply> Readyz(Call& call);
@@ -136,6 +154,13 @@ class Api {
 
   Histogram* deliver_latency_;
   Gauge* subscribers_gauge_;
+  // Request metrics per entry of RouteTable(), then "unmatched", the store's and the sagas'
+  // routes.
+  std::vector<std::unique_ptr<RouteMetrics>> route_metrics_;
+  RouteMetrics* unmatched_metrics_ = nullptr;
+  RouteMetrics* store_metrics_ = nullptr;
+  RouteMetrics* saga_metrics_ = nullptr;
+  Histogram* store_commit_seconds_ = nullptr;  // with the store only
 };
 
 // The stable error code of a status in API replies and its HTTP status.

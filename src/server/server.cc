@@ -19,6 +19,7 @@
 #include "server/http_server.h"
 #include "server/metered_env.h"
 #include "server/metrics.h"
+#include "server/store_metrics.h"
 #include "server/wakeup_hub.h"
 #include "store/http_handler.h"
 
@@ -141,6 +142,11 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
     BlockingPool* pool = impl->pool.get();
     store_options.background = [pool](std::function<void()> task) { pool->Post(std::move(task)); };
     CONVERGE_ASSIGN_OR_RETURN(impl->store, Store::Open(*impl->env, store_options));
+    // Computed at scrape time (scrapes run on the pool and end before the store is closed).
+    impl->metrics.AddCollector(
+        [store = impl->store.get()](std::vector<MetricsRegistry::Sample>* out) {
+          CollectStoreMetrics(*store, out);
+        });
     store_internal::StoreHttpOptions http_options;
     http_options.inline_writes = true;
     impl->store_http =

@@ -233,8 +233,8 @@ void AppendWriteResult(const WriteResult& w, std::string* out) {
   *out += "}";
 }
 
-void AddVersionHeaders(uint64_t version, const std::string& etag, StoreHttpResponse* r) {
-  r->headers.emplace_back("ETag", etag);
+void AddVersionHeaders(uint64_t version, std::string etag, StoreHttpResponse* r) {
+  r->headers.emplace_back("ETag", std::move(etag));
   r->headers.emplace_back("Converge-Version", std::to_string(version));
 }
 
@@ -322,6 +322,17 @@ bool StoreHttpHandler::Matches(std::string_view target) {
   return path.size() == kPrefix.size() || path[kPrefix.size()] == '/';
 }
 
+bool StoreHttpHandler::IsDocumentWrite(std::string_view method, std::string_view target) {
+  const std::string_view path = target.substr(0, target.find('?'));
+  if (!Matches(path) || path.size() < kPrefix.size() + 2) return false;
+  const std::string_view rest = path.substr(kPrefix.size() + 1);
+  const size_t slash = rest.find('/');
+  if (slash == std::string_view::npos) return method == "POST" && rest == kTransactionSegment;
+  const std::string_view after = rest.substr(slash + 1);
+  return (method == "PUT" || method == "DELETE") && after.size() > 5 &&
+         after.substr(0, 5) == "docs/";
+}
+
 std::vector<StoreHttpHandler::RouteInfo> StoreHttpHandler::Routes() {
   return {
       {"GET", "/v1/collections"},
@@ -381,21 +392,47 @@ bool StoreHttpHandler::TryHandleInline(const StoreHttpRequest& r, Done& done) {
   const std::string_view after = rest.substr(slash + 1);
   if (after.size() <= 5 || after.substr(0, 5) != "docs/") return false;
   if (r.method == "GET") {
+    if (std::optional<StoreHttpResponse> read = TryRead(r)) {
+      done(std::move(*read));
+      return true;
+    }
+    // A read of a change still being synced: answered when it is durable, without holding a
+    // thread meanwhile (when the store syncs in the background).
+    if (!options_.inline_writes) return false;
     Result<std::string> collection = PercentDecode(rest.substr(0, slash));
     Result<std::string> key = PercentDecode(after.substr(5));
     if (!collection.ok() || !key.ok()) return false;  // HandleAsync replies 400
-    try {
-      Result<Document> doc = store_.TryGet(*collection, *key);
-      if (!doc.ok() && doc.status().code() == StatusCode::kUnavailable) return false;
+    store_.GetAsync(*collection, *key, [done = std::move(done)](Result<Document> doc) {
       done(DocumentResponse(std::move(doc)));
-    } catch (const std::exception& e) {
-      done(StoreErrorResponse(InternalError(std::string("store API: ") + e.what())));
-    }
+    });
     return true;
   }
   if (!options_.inline_writes || (r.method != "PUT" && r.method != "DELETE")) return false;
   HandleAsync(r, std::move(done));
   return true;
+}
+
+std::optional<StoreHttpResponse> StoreHttpHandler::TryRead(const StoreHttpRequest& r) {
+  if (r.method != "GET") return std::nullopt;
+  const std::string_view path = r.target.substr(0, r.target.find('?'));
+  if (!Matches(path)) return std::nullopt;
+  std::string_view rest = path.substr(kPrefix.size());
+  if (rest.size() < 2) return std::nullopt;
+  rest.remove_prefix(1);
+  const size_t slash = rest.find('/');
+  if (slash == std::string_view::npos) return std::nullopt;
+  const std::string_view after = rest.substr(slash + 1);
+  if (after.size() <= 5 || after.substr(0, 5) != "docs/") return std::nullopt;
+  Result<std::string> collection = PercentDecode(rest.substr(0, slash));
+  Result<std::string> key = PercentDecode(after.substr(5));
+  if (!collection.ok() || !key.ok()) return std::nullopt;  // HandleAsync replies 400
+  try {
+    Result<Document> doc = store_.TryGet(*collection, *key);
+    if (!doc.ok() && doc.status().code() == StatusCode::kUnavailable) return std::nullopt;
+    return DocumentResponse(std::move(doc));
+  } catch (const std::exception& e) {
+    return StoreErrorResponse(InternalError(std::string("store API: ") + e.what()));
+  }
 }
 
 void StoreHttpHandler::Route(const StoreHttpRequest& r, Done& done) {
@@ -544,7 +581,7 @@ StoreHttpResponse StoreHttpHandler::GetDocument(const std::string& collection,
 StoreHttpResponse StoreHttpHandler::DocumentResponse(Result<Document> doc) {
   if (!doc.ok()) return StoreErrorResponse(doc.status());
   StoreHttpResponse r = JsonResponse(200, std::move(doc->value));
-  AddVersionHeaders(doc->version, doc->etag, &r);
+  AddVersionHeaders(doc->version, std::move(doc->etag), &r);
   if (doc->expires_at_ms != 0) {
     r.headers.emplace_back("Converge-Expires-At-Ms", std::to_string(doc->expires_at_ms));
   }

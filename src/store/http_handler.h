@@ -53,7 +53,8 @@ struct StoreHttpRequest {
 
 struct StoreHttpResponse {
   int status = 200;
-  std::vector<std::pair<std::string, std::string>> headers;
+  // Header names are string literals (static storage).
+  std::vector<std::pair<std::string_view, std::string>> headers;
   std::string body;
 };
 
@@ -73,6 +74,9 @@ class StoreHttpHandler {
 
   // True if `target` is one of the store's paths (/v1/collections or below).
   static bool Matches(std::string_view target);
+  // True for a document write: PUT or DELETE /v1/collections/{c}/docs/{key}, or POST
+  // /v1/collections/_transaction (well-formed or not).
+  static bool IsDocumentWrite(std::string_view method, std::string_view target);
 
   // The routes, as (method, path template) pairs for API listings and the OpenAPI check.
   struct RouteInfo {
@@ -93,10 +97,17 @@ class StoreHttpHandler {
 
   // For a caller on an I/O thread: handles the request like HandleAsync and returns true if
   // that cannot block — a document read whose answer is durable, and, with
-  // StoreHttpOptions::inline_writes, document writes and transactions (their sync runs on the
-  // store's background executor). Otherwise returns false without touching `done`: call
+  // StoreHttpOptions::inline_writes, every document read (one of a change still being synced
+  // is answered when the sync is done), document writes and transactions (their sync runs on
+  // the store's background executor). Otherwise returns false without touching `done`: call
   // HandleAsync from a thread that may block.
   bool TryHandleInline(const StoreHttpRequest& request, Done& done);
+
+  // The document read part of TryHandleInline, returning the reply: for GET
+  // /v1/collections/{c}/docs/{key} whose answer is durable (found or not). nullopt for any
+  // other request, and for a read that would have to wait for a sync or that is malformed
+  // (Handle/HandleAsync answer those).
+  std::optional<StoreHttpResponse> TryRead(const StoreHttpRequest& request);
 
  private:
   struct Call;

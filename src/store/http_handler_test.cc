@@ -320,16 +320,26 @@ TEST(StoreHttpInlineTest, ReadsAndWritesInlineOnlyWhenNothingBlocks) {
   ASSERT_TRUE(handler.TryHandleInline(r, done));
   EXPECT_FALSE(got.has_value()) << "not durable yet";
 
-  // A read of the not yet durable document is not taken inline...
-  StoreHttpHandler::Done read_done = [&got](StoreHttpResponse resp) { got = std::move(resp); };
+  // A read of the not yet durable document is not taken inline without inline writes (it
+  // would block); with them it is, and answered once the write is durable.
+  std::optional<StoreHttpResponse> read;
+  StoreHttpHandler::Done read_done = [&read](StoreHttpResponse resp) { read = std::move(resp); };
   r.method = "GET";
   r.body = {};
-  EXPECT_FALSE(handler.TryHandleInline(r, read_done));
+  EXPECT_FALSE(blocking.TryHandleInline(r, read_done));
+  EXPECT_FALSE(blocking.TryRead(r).has_value());
+  EXPECT_FALSE(handler.TryRead(r).has_value());
+  ASSERT_TRUE(handler.TryHandleInline(r, read_done));
+  EXPECT_FALSE(read.has_value()) << "not durable yet";
   run_tasks();
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(got->status, 201);
+  ASSERT_TRUE(read.has_value());
+  EXPECT_EQ(read->status, 200);
+  EXPECT_EQ(read->body, "1");
   got.reset();
-  // ...and is once it is. Collection routes never are.
+  // Once durable, reads are answered at once. Collection routes are never taken.
+  read_done = [&got](StoreHttpResponse resp) { got = std::move(resp); };
   ASSERT_TRUE(handler.TryHandleInline(r, read_done));
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(got->status, 200);

@@ -24,6 +24,7 @@ struct CollectionState {
   uint64_t created_seq = 0;      // the change that created (or last reconfigured) it
   uint64_t last_delete_seq = 0;  // the last change that removed a document
   uint64_t bytes = 0;            // keys + values
+  WriteCounts write_counts;      // since Open; not persisted
 };
 
 using Collections = std::map<std::string, CollectionState, std::less<>>;

@@ -397,6 +397,7 @@ Result<CollectionInfo> StoreImpl::DescribeCollection(const std::string& name) {
     info.config = it->second.config;
     info.documents = it->second.docs.size();
     info.bytes = it->second.bytes;
+    info.writes = it->second.write_counts;
   }
   CONVERGE_RETURN_IF_ERROR(WaitDurable(lock, need));
   if (!found) return NotFoundError("collection '" + name + "' does not exist");
@@ -423,40 +424,82 @@ Result<Document> StoreImpl::TryGet(const std::string& collection, const std::str
   return GetImpl(collection, key, /*wait=*/false);
 }
 
+Result<StoredDoc> StoreImpl::ReadLocked(const std::string& collection, const std::string& key,
+                                        int64_t now_ms, uint64_t* need) {
+  auto cit = colls_.find(collection);
+  if (cit == colls_.end()) {
+    *need = last_catalog_seq_;
+    return NotFoundError("collection '" + collection + "' does not exist");
+  }
+  const CollectionState& coll = cit->second;
+  auto dit = coll.docs.find(key);
+  if (dit == coll.docs.end() || IsExpired(dit->second, now_ms)) {
+    *need = std::max(coll.last_delete_seq, coll.created_seq);
+    return NotFoundError("document '" + key + "' does not exist in collection '" + collection +
+                         "'");
+  }
+  *need = std::max(dit->second.version, coll.created_seq);
+  return dit->second;  // a copy: the value is shared, not copied
+}
+
+namespace {
+
+Result<Document> ToDocument(const std::string& key, Result<StoredDoc> stored) {
+  if (!stored.ok()) return stored.status();
+  Document out;
+  out.key = key;
+  out.value = *stored->value;
+  out.version = stored->version;
+  out.etag = ETagForVersion(stored->version);
+  out.expires_at_ms = stored->expires_at_ms;
+  return out;
+}
+
+}  // namespace
+
 Result<Document> StoreImpl::GetImpl(const std::string& collection, const std::string& key,
                                     bool wait) {
   CONVERGE_RETURN_IF_ERROR(ValidateKey(key, opt_.max_key_bytes));
   const int64_t now = NowMs();
   Lock lock(mu_);
   if (!bg_error_.ok()) return bg_error_;
+  uint64_t need = 0;
+  Result<StoredDoc> stored = ReadLocked(collection, key, now, &need);
   // What the answer depends on must be durable before it is given.
-  auto durable = [&](uint64_t seq) -> Status {
-    if (durable_seq_ >= seq) return Status::Ok();
+  if (durable_seq_ < need) {
     if (!wait) return UnavailableError("the document's last change is still being synced");
-    return WaitDurable(lock, seq);
-  };
-  auto cit = colls_.find(collection);
-  if (cit == colls_.end()) {
-    CONVERGE_RETURN_IF_ERROR(durable(last_catalog_seq_));
-    return NotFoundError("collection '" + collection + "' does not exist");
+    CONVERGE_RETURN_IF_ERROR(WaitDurable(lock, need));
   }
-  const CollectionState& coll = cit->second;
-  auto dit = coll.docs.find(key);
-  if (dit == coll.docs.end() || IsExpired(dit->second, now)) {
-    CONVERGE_RETURN_IF_ERROR(durable(std::max(coll.last_delete_seq, coll.created_seq)));
-    return NotFoundError("document '" + key + "' does not exist in collection '" + collection +
-                         "'");
-  }
-  const StoredDoc doc = dit->second;  // a copy: the value is shared, not copied
-  CONVERGE_RETURN_IF_ERROR(durable(std::max(doc.version, coll.created_seq)));
   lock.unlock();
-  Document out;
-  out.key = key;
-  out.value = *doc.value;
-  out.version = doc.version;
-  out.etag = ETagForVersion(doc.version);
-  out.expires_at_ms = doc.expires_at_ms;
-  return out;
+  return ToDocument(key, std::move(stored));
+}
+
+void StoreImpl::GetAsync(const std::string& collection, const std::string& key, GetCallback done) {
+  if (Status valid = ValidateKey(key, opt_.max_key_bytes); !valid.ok()) return done(valid);
+  const int64_t now = NowMs();
+  Lock lock(mu_);
+  if (!bg_error_.ok()) {
+    Status error = bg_error_;
+    lock.unlock();
+    return done(error);
+  }
+  uint64_t need = 0;
+  Result<StoredDoc> stored = ReadLocked(collection, key, now, &need);
+  if (durable_seq_ >= need) {
+    lock.unlock();
+    return done(ToDocument(key, std::move(stored)));
+  }
+  // The answer as of now, given once the change it shows (or the deletion it misses) is
+  // durable: what a blocking Get returns.
+  AddCompletionLocked(
+      need, [key, stored = std::move(stored), done = std::move(done)](const Status& s) mutable {
+        if (s.ok()) {
+          done(ToDocument(key, std::move(stored)));
+        } else {
+          done(s);
+        }
+      });
+  KickLocked(lock);
 }
 
 Result<ListResult> StoreImpl::List(const std::string& collection, const ListOptions& options) {
@@ -523,6 +566,25 @@ Result<ListResult> StoreImpl::List(const std::string& collection, const ListOpti
 // ---------------------------------------------------------------------------------------
 // Writes
 
+namespace {
+
+// The outcome class of a refused write op (see CollectionInfo::writes).
+void CountRefusal(StatusCode code, WriteCounts* counts) {
+  switch (code) {
+    case StatusCode::kAborted:
+    case StatusCode::kAlreadyExists:
+      ++counts->conflict;
+      break;
+    case StatusCode::kPermissionDenied:
+      ++counts->denied;
+      break;
+    default:
+      ++counts->rejected;
+  }
+}
+
+}  // namespace
+
 Result<std::vector<StoreImpl::Prepared>> StoreImpl::PrepareOps(std::span<const WriteOp> ops,
                                                                bool indexed) const {
   if (ops.empty()) return InvalidArgumentError("a transaction needs at least one op");
@@ -549,7 +611,7 @@ Result<std::vector<StoreImpl::Prepared>> StoreImpl::PrepareOps(std::span<const W
         op.kind != WriteOp::Kind::kCheck) {
       return InvalidArgumentError(WithIndex(indexed, i, "unknown op kind"));
     }
-    if (!seen.emplace(op.collection, op.key).second) {
+    if (ops.size() > 1 && !seen.emplace(op.collection, op.key).second) {
       return InvalidArgumentError(
           WithIndex(indexed, i, "a transaction may name each document only once"));
     }
@@ -638,20 +700,29 @@ void StoreImpl::KickLocked(Lock& lock) {
   }
   if (!bg_error_.ok()) return;
   // Two workers, so that the next group syncs while the last one's events are published.
-  if (!wal_worker_ && !leader_active_ && (!pending_.empty() || !completions_.empty())) {
-    wal_worker_ = true;
+  const bool start_wal =
+      !wal_worker_ && !leader_active_ && (!pending_.empty() || !completions_.empty());
+  const bool start_feed = !feed_worker_ && !feed_active_ && FeedPublishableLocked();
+  if (!start_wal && !start_feed) return;
+  if (start_wal) wal_worker_ = true;
+  if (start_feed) feed_worker_ = true;
+  // Handing work to the executor may wake a thread (a syscall): not while holding mu_, which
+  // every reader and writer needs. The flags above keep anyone else from starting the same
+  // worker meanwhile.
+  lock.unlock();
+  if (start_wal) {
     opt_.background([this] {
       Lock l(mu_);
       RunWalWorkerLocked(l);
     });
   }
-  if (!feed_worker_ && !feed_active_ && FeedPublishableLocked()) {
-    feed_worker_ = true;
+  if (start_feed) {
     opt_.background([this] {
       Lock l(mu_);
       RunFeedWorkerLocked(l);
     });
   }
+  lock.lock();
 }
 
 void StoreImpl::RunWalWorkerLocked(Lock& lock) {
@@ -700,27 +771,33 @@ Status StoreImpl::ApplyTxnLocked(Lock& lock, const Caller& caller, std::vector<P
     if (cit == colls_.end()) {
       return fail(NotFoundError("collection '" + op.collection + "' does not exist"));
     }
-    const CollectionState& coll = cit->second;
+    CollectionState& coll = cit->second;
     const CollectionConfig& cfg = coll.config;
+    p.coll = &coll;
+    // A refusal of this op, counted in its collection's write outcomes.
+    auto refuse = [&](Status s) {
+      CountRefusal(s.code(), &coll.write_counts);
+      return fail(std::move(s));
+    };
     if (p.kind != WriteOp::Kind::kCheck && !CanWrite(caller, cfg)) {
-      return fail(WriteDenied(caller, op.collection, cfg));
+      return refuse(WriteDenied(caller, op.collection, cfg));
     }
     auto dit = coll.docs.find(op.key);
     const bool present = dit != coll.docs.end();
     const bool exists = present && !IsExpired(dit->second, now);
     const uint64_t current = exists ? dit->second.version : 0;
     if (op.precondition.if_none_match_any && exists) {
-      return fail(AlreadyExistsError("document '" + op.key + "' exists (If-None-Match: *)"));
+      return refuse(AlreadyExistsError("document '" + op.key + "' exists (If-None-Match: *)"));
     }
     if ((p.if_match_any || p.if_match_version) && !exists) {
-      return fail(
+      return refuse(
           AbortedError("precondition failed: document '" + op.key + "' does not exist (If-Match)"));
     }
     const bool stale = p.if_match_version && *p.if_match_version != current;
     auto stale_error = [&]() {
-      return fail(AbortedError("precondition failed: document '" + op.key + "' is at version " +
-                               std::to_string(current) + ", If-Match names " +
-                               std::to_string(*p.if_match_version)));
+      return refuse(AbortedError("precondition failed: document '" + op.key + "' is at version " +
+                                 std::to_string(current) + ", If-Match names " +
+                                 std::to_string(*p.if_match_version)));
     };
     WriteResult& r = result.results[i];
     if (p.kind == WriteOp::Kind::kCheck) {
@@ -733,8 +810,8 @@ Status StoreImpl::ApplyTxnLocked(Lock& lock, const Caller& caller, std::vector<P
     if (p.kind == WriteOp::Kind::kDelete) {
       if (stale) return stale_error();
       if (!exists) {
-        return fail(NotFoundError("document '" + op.key + "' does not exist in collection '" +
-                                  op.collection + "'"));
+        return refuse(NotFoundError("document '" + op.key + "' does not exist in collection '" +
+                                    op.collection + "'"));
       }
       WalOp w;
       w.kind = OpKind::kDelete;
@@ -748,10 +825,10 @@ Status StoreImpl::ApplyTxnLocked(Lock& lock, const Caller& caller, std::vector<P
     std::shared_ptr<const std::string> value = p.value;
     if (!cfg.merge_fields.empty()) {
       Result<FieldMergers> mergers = MergersFor(cfg);
-      if (!mergers.ok()) return fail(mergers.status());
+      if (!mergers.ok()) return refuse(mergers.status());
       Result<std::string> merged = ResolveMergeFields(exists ? *dit->second.value : "", *value,
                                                       *mergers, stale, opt_.max_json_depth);
-      if (!merged.ok()) return fail(merged.status());
+      if (!merged.ok()) return refuse(merged.status());
       value = std::make_shared<const std::string>(std::move(*merged));
       r.merged = stale;
     } else if (stale) {
@@ -760,9 +837,9 @@ Status StoreImpl::ApplyTxnLocked(Lock& lock, const Caller& caller, std::vector<P
     const uint32_t limit =
         cfg.max_document_bytes != 0 ? cfg.max_document_bytes : opt_.max_document_bytes;
     if (value->size() > limit) {
-      return fail(ResourceExhaustedError("document of " + std::to_string(value->size()) +
-                                         " bytes exceeds the limit of " + std::to_string(limit) +
-                                         " of collection '" + op.collection + "'"));
+      return refuse(ResourceExhaustedError("document of " + std::to_string(value->size()) +
+                                           " bytes exceeds the limit of " + std::to_string(limit) +
+                                           " of collection '" + op.collection + "'"));
     }
     const int64_t ttl = op.ttl_ms == kCollectionDefaultTtl ? cfg.default_ttl_ms : op.ttl_ms;
     WalOp w;
@@ -789,6 +866,9 @@ Status StoreImpl::ApplyTxnLocked(Lock& lock, const Caller& caller, std::vector<P
   AppendTxnRecord(seq, now, walops, &pending_);
   for (const WalOp& w : walops) ApplyOpLocked(w, seq);
   ++commits_;
+  for (const Prepared& p : prepared) {
+    if (p.kind != WriteOp::Kind::kCheck) ++p.coll->write_counts.ok;
+  }
   result.commit_seq = seq;
   for (size_t i = 0; i < prepared.size(); ++i) {
     if (prepared[i].kind == WriteOp::Kind::kCheck) continue;

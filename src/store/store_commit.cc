@@ -142,6 +142,17 @@ void StoreImpl::FinishGroupLocked(Lock& lock, uint64_t upto, std::string& batch)
   inflight_completions_.clear();
   leader_active_ = false;
   NotifyWaitersLocked();
+  if (opt_.background && done.size() > 1 && (!pending_.empty() || !completions_.empty())) {
+    // Another group is waiting: acknowledge this one on another thread, so that the next
+    // group's write and sync start now rather than after every acknowledgement.
+    auto acks = std::make_shared<std::vector<Completion>>(std::move(done));
+    lock.unlock();
+    opt_.background([acks] {
+      for (Completion& c : *acks) c(Status::Ok());
+    });
+    lock.lock();
+    return;
+  }
   RunCompletions(lock, done, Status::Ok());
 }
 

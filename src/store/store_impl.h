@@ -62,6 +62,7 @@ class StoreImpl final : public Store {
 
   Result<Document> Get(const std::string& collection, const std::string& key) override;
   Result<Document> TryGet(const std::string& collection, const std::string& key) override;
+  void GetAsync(const std::string& collection, const std::string& key, GetCallback done) override;
   Result<ListResult> List(const std::string& collection, const ListOptions& options) override;
   Result<WriteResult> Put(const Caller& caller, const std::string& collection,
                           const std::string& key, std::string_view value,
@@ -87,6 +88,7 @@ class StoreImpl final : public Store {
     std::shared_ptr<const std::string> value;  // kPut
     bool if_match_any = false;
     std::optional<uint64_t> if_match_version;
+    CollectionState* coll = nullptr;  // set by ApplyTxnLocked (under mu_)
   };
   // An expiry index entry.
   using ExpiryKey = std::tuple<int64_t, std::string, std::string>;
@@ -101,9 +103,14 @@ class StoreImpl final : public Store {
   Status ApplyTxnLocked(Lock& lock, const Caller& caller, std::vector<Prepared>& prepared,
                         bool indexed, CommitResult* out, uint64_t* wait_seq);
   Result<Document> GetImpl(const std::string& collection, const std::string& key, bool wait);
+  // The answer of a read as of now and the change it depends on (*need: it may be given once
+  // everything up to *need is durable). Requires mu_.
+  Result<StoredDoc> ReadLocked(const std::string& collection, const std::string& key,
+                               int64_t now_ms, uint64_t* need);
   // After a CommitAsync: does the group-commit work here, or hands it to
   // StoreOptions::background: a WAL worker leading group commits and a feed worker publishing
-  // change events, at most one of each at a time. Requires mu_.
+  // change events, at most one of each at a time. Requires mu_ (released while handing work
+  // to the background executor).
   void KickLocked(Lock& lock);
   void RunWalWorkerLocked(Lock& lock);
   void RunFeedWorkerLocked(Lock& lock);

@@ -74,6 +74,14 @@ class HttpConn {
 
 const char kHot[] = "/v1/collections/counters/docs/hot";
 
+// The value of the sample `series` (name and labels, as rendered) in a /metrics text, or -1.
+double MetricValue(const std::string& text, const std::string& series) {
+  const std::string prefix = "\n" + series + " ";
+  const size_t at = text.find(prefix);
+  if (at == std::string::npos) return -1;
+  return std::strtod(text.c_str() + at + prefix.size(), nullptr);
+}
+
 // Child process: `increments` successful If-Match increments of the hot key; writes
 // "<successes> <conflicts>\n" to `fd` and exits 0, or exits 1 on an unexpected reply.
 [[noreturn]] void IncrementChild(uint16_t port, int increments, int fd) {
@@ -140,6 +148,21 @@ TEST(StoreServerTest, ConcurrentWriterProcessesNeverLoseAnUpdateAndTheFeedIsExac
   Reply final_value = admin.Call(http::verb::get, kHot);
   ASSERT_EQ(final_value.status, 200);
   EXPECT_EQ(std::strtol(final_value.body.c_str(), nullptr, 10), successes) << "lost update";
+
+  // The store's metrics agree: every acknowledged write (the create included) and every 412.
+  Reply metrics = admin.Call(http::verb::get, "/metrics");
+  ASSERT_EQ(metrics.status, 200);
+  EXPECT_EQ(MetricValue(metrics.body,
+                        R"(converge_store_writes_total{collection="counters",outcome="ok"})"),
+            successes + 1)
+      << metrics.body;
+  EXPECT_EQ(MetricValue(metrics.body,
+                        R"(converge_store_writes_total{collection="counters",outcome="conflict"})"),
+            conflicts);
+  EXPECT_EQ(MetricValue(metrics.body, "converge_store_commit_seconds_count"), successes + 1);
+  EXPECT_GT(MetricValue(metrics.body, "converge_store_commit_seconds_sum"), 0);
+  EXPECT_EQ(MetricValue(metrics.body, R"(converge_store_documents{collection="counters"})"), 1);
+  EXPECT_EQ(MetricValue(metrics.body, "converge_store_commits_total"), successes + 1);
 
   // Clean shutdown, then the change feed from the log: the create + one event per increment,
   // each value one more than the last, in commit order.
@@ -221,6 +244,16 @@ store:
       403);
   EXPECT_EQ(conn.Call(http::verb::get, "/v1/collections/orders/docs/o1", "", stranger).status, 200);
   EXPECT_EQ(conn.Call(http::verb::get, "/v1/collections/orders/docs/x", "", stranger).status, 404);
+  // Each refusal counted once, for the collection addressed.
+  Reply metrics = conn.Call(http::verb::get, "/metrics");
+  ASSERT_EQ(metrics.status, 200);
+  EXPECT_EQ(MetricValue(metrics.body,
+                        R"(converge_store_writes_total{collection="orders",outcome="denied"})"),
+            3)
+      << metrics.body;
+  EXPECT_EQ(
+      MetricValue(metrics.body, R"(converge_store_writes_total{collection="orders",outcome="ok"})"),
+      2);
 
   // Malformed keys and bodies: 400. Oversized: 413 (the store's bound, and the server's).
   EXPECT_EQ(conn.Call(http::verb::put, "/v1/collections/orders/docs/a%20b", "{}", orders).status,

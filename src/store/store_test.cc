@@ -178,6 +178,48 @@ TEST_F(StoreTest, OnlyOwnerAndWritersMayWriteEveryoneMayRead) {
   EXPECT_TRUE(store_->Put(Caller::Admin(), "orders", "o6", "6").ok());
 }
 
+TEST_F(StoreTest, WriteOutcomesAreCountedPerCollection) {
+  Open();
+  CreateOrders();
+  CollectionConfig other;
+  other.owner = "billing";
+  ASSERT_TRUE(store_->CreateCollection(kBilling, "invoices", other).ok());
+  auto first = store_->Put(kOrders, "orders", "o1", "1");
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE(store_->Put(kBilling, "orders", "o1", "2", Precondition::IfMatch(first->etag)).ok());
+  // Conflicts: a stale If-Match, a create-only on an existing document.
+  EXPECT_EQ(
+      store_->Put(kOrders, "orders", "o1", "3", Precondition::IfMatch(first->etag)).status().code(),
+      StatusCode::kAborted);
+  EXPECT_EQ(store_->Put(kOrders, "orders", "o1", "3", Precondition::CreateOnly()).status().code(),
+            StatusCode::kAlreadyExists);
+  // Denied: a stranger, alone or inside a transaction.
+  EXPECT_EQ(store_->Put(kStranger, "orders", "o2", "1").status().code(),
+            StatusCode::kPermissionDenied);
+  std::vector<WriteOp> txn = {WriteOp::Put("invoices", "i1", "1"),
+                              WriteOp::Put("orders", "o3", "1")};
+  EXPECT_EQ(store_->Commit(kBilling, txn).status().code(), StatusCode::kOk);
+  EXPECT_EQ(store_->Commit(kOrders, txn).status().code(), StatusCode::kPermissionDenied);
+  // Rejected: nothing to delete. Not counted: a malformed key, a missing collection.
+  EXPECT_EQ(store_->Delete(kOrders, "orders", "nope").status().code(), StatusCode::kNotFound);
+  EXPECT_FALSE(store_->Put(kOrders, "orders", "bad key", "1").ok());
+  EXPECT_FALSE(store_->Put(kOrders, "missing", "k", "1").ok());
+  ASSERT_TRUE(store_->Delete(kOrders, "orders", "o3").ok());
+
+  auto orders = store_->DescribeCollection("orders");
+  ASSERT_TRUE(orders.ok());
+  EXPECT_EQ(orders->writes.ok, 4u);  // o1 twice, o3 by the transaction, the delete of o3
+  EXPECT_EQ(orders->writes.conflict, 2u);
+  EXPECT_EQ(orders->writes.denied, 1u);
+  EXPECT_EQ(orders->writes.rejected, 1u);
+  EXPECT_EQ(orders->documents, 1u);
+  auto invoices = store_->DescribeCollection("invoices");
+  ASSERT_TRUE(invoices.ok());
+  EXPECT_EQ(invoices->writes.ok, 1u);
+  EXPECT_EQ(invoices->writes.denied, 1u);  // the second transaction, refused at its first op
+  EXPECT_EQ(invoices->writes.conflict + invoices->writes.rejected, 0u);
+}
+
 // ---------------------------------------------------------------------------------------
 // Conditional writes
 
@@ -806,6 +848,15 @@ TEST_F(StoreTest, BackgroundWorkersDoTheSyncsAndTryGetNeverWaits) {
   auto pending = store_->TryGet("orders", "k");
   EXPECT_EQ(pending.status().code(), StatusCode::kUnavailable);
   EXPECT_EQ(store_->TryGet("orders", "absent").status().code(), StatusCode::kNotFound);
+  // GetAsync: answered at once when that answer is durable, else after the sync (with the
+  // value as of the call), and never starts a second WAL worker.
+  std::vector<Result<Document>> reads;
+  store_->GetAsync("orders", "absent", [&](Result<Document> d) { reads.push_back(std::move(d)); });
+  ASSERT_EQ(reads.size(), 1u);
+  EXPECT_EQ(reads[0].status().code(), StatusCode::kNotFound);
+  store_->GetAsync("orders", "k", [&](Result<Document> d) { reads.push_back(std::move(d)); });
+  EXPECT_EQ(reads.size(), 1u);
+  EXPECT_EQ(tasks.size(), 1u);
 
   // The WAL worker syncs all three in one group and hands the events to a feed worker.
   auto run = [&tasks] {
@@ -820,6 +871,11 @@ TEST_F(StoreTest, BackgroundWorkersDoTheSyncsAndTryGetNeverWaits) {
   ASSERT_EQ(results.size(), 3u);
   for (const auto& r : results) EXPECT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(store_->Stats().group_commits, groups + 1);
+  ASSERT_EQ(reads.size(), 2u);
+  ASSERT_TRUE(reads[1].ok()) << reads[1].status().ToString();
+  EXPECT_EQ(reads[1]->value, "4");
+  EXPECT_EQ(reads[1]->version, results[2]->commit_seq);
+  EXPECT_EQ(reads[1]->etag, results[2]->results[0].etag);
   auto doc = store_->TryGet("orders", "k");
   ASSERT_TRUE(doc.ok());
   EXPECT_EQ(doc->value, "4");
