@@ -996,7 +996,8 @@ TEST(RecordLogTest, RollsSegmentsAndRebases) {
       RecordView r;
       r.type = RecordType::kAbort;
       r.saga_id = "s";
-      r.a = "reason-" + std::to_string(i) + std::string(40, 'x');
+      const std::string reason = "reason-" + std::to_string(i) + std::string(40, 'x');
+      r.a = reason;  // a view: the string must outlive AppendRecord
       saga_internal::AppendRecord(r, &rec);
       ASSERT_TRUE(log->Append(rec).ok());
       ASSERT_TRUE(log->Sync().ok());
