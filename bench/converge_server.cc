@@ -22,9 +22,9 @@
 #include <vector>
 
 #include "bench/log_bench.h"
+#include "bench/sidecar_process.h"
 #include "converge/client.h"
 #include "converge/event.h"
-#include "support/server_process.h"
 
 namespace converge::bench {
 namespace {
@@ -39,11 +39,6 @@ constexpr const char* kPublishTopic = "bench";
 constexpr const char* kJsonPublishTopic = "bench-json";
 constexpr const char* kLatencyTopic = "lat";
 
-std::string SelfExecutable() {
-  char buf[4096];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
-}
 
 // Events carrying the bench payloads; restamped per batch.
 class EventBatch {
@@ -95,8 +90,6 @@ class ConvergeServerSystem : public LogSystem {
   // server with periodically committed acks, as the in-process adapter does (its acks are
   // not what is measured; synced ones would compete with the publishes for the disk).
   Status StartServer(const LogWorkload& w, bool sync_acks) {
-    const std::string exe = SelfExecutable();
-    if (exe.empty()) return InternalError("cannot find this executable (/proc/self/exe)");
     const std::string name = sync_acks ? "serve" : "serve-latency";
     const std::string config = w.dir + "/" + name + ".yaml";
     std::ofstream(config) << "limits:\n"
@@ -105,24 +98,8 @@ class ConvergeServerSystem : public LogSystem {
                              "groups:\n"
                              "  sync_acks: "
                           << (sync_acks ? "true" : "false") << "\n";
-    Status last;
-    for (int attempt = 0; attempt < 5; ++attempt) {  // a free port may be taken meanwhile
-      CONVERGE_ASSIGN_OR_RETURN(uint16_t port, testing::FreeLoopbackPort());
-      testing::ServerSpec spec;
-      spec.name = "converge serve";
-      spec.argv = {exe,        "serve", "--listen",   "127.0.0.1:" + std::to_string(port),
-                   "--config", config,  "--data-dir", w.dir + "/" + name + "-data"};
-      spec.port = port;
-      spec.log_path = w.dir + "/" + name + ".log";
-      Result<std::unique_ptr<testing::ServerProcess>> p = testing::ServerProcess::Start(spec);
-      if (p.ok()) {
-        process_ = std::move(p).value();
-        break;
-      }
-      last = p.status();
-      if (last.code() != StatusCode::kUnavailable) return last;
-    }
-    if (!process_) return last;
+    CONVERGE_ASSIGN_OR_RETURN(process_, StartSidecar(config, w.dir + "/" + name + "-data",
+                                                     w.dir + "/" + name + ".log"));
     client::Client c(Options());
     for (const char* topic : {kPublishTopic, kJsonPublishTopic, kLatencyTopic}) {
       client::TopicSpec spec;

@@ -23,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bench/sidecar_process.h"
 #include "bench/store_bench.h"
 #include "converge/env.h"
 #include "converge/log.h"
@@ -288,11 +289,6 @@ class HttpSession : public StoreSession {
   std::string_view body_;  // into in_
 };
 
-std::string SelfExecutable() {
-  char buf[4096];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
-}
 
 class SidecarSystem : public StoreSystem {
  public:
@@ -307,8 +303,6 @@ class SidecarSystem : public StoreSystem {
   }
 
   Status Start(const StoreWorkload& w, const std::vector<std::string>& keys) override {
-    const std::string exe = SelfExecutable();
-    if (exe.empty()) return InternalError("cannot find this executable (/proc/self/exe)");
     const std::string config = w.dir + "/converge.yaml";
     std::ofstream(config) << "limits:\n"
                              "  max_inflight_requests: 8192\n"
@@ -316,24 +310,8 @@ class SidecarSystem : public StoreSystem {
                           << (synced_ ? ""
                                       : "store:\n  durability: none\n"
                                         "topic_defaults:\n  durability: none\n");
-    Status last;
-    for (int attempt = 0; attempt < 5; ++attempt) {  // a free port may be taken meanwhile
-      CONVERGE_ASSIGN_OR_RETURN(uint16_t port, testing::FreeLoopbackPort());
-      testing::ServerSpec spec;
-      spec.name = "converge serve";
-      spec.argv = {exe,        "serve", "--listen",   "127.0.0.1:" + std::to_string(port),
-                   "--config", config,  "--data-dir", w.dir + "/data"};
-      spec.port = port;
-      spec.log_path = w.dir + "/serve.log";
-      Result<std::unique_ptr<testing::ServerProcess>> p = testing::ServerProcess::Start(spec);
-      if (p.ok()) {
-        process_ = std::move(p).value();
-        break;
-      }
-      last = p.status();
-      if (last.code() != StatusCode::kUnavailable) return last;
-    }
-    if (!process_) return last;
+    CONVERGE_ASSIGN_OR_RETURN(process_,
+                              StartSidecar(config, w.dir + "/data", w.dir + "/serve.log"));
     // Load through the API: one transaction per 1000 keys.
     HttpSession s(process_->port());
     CONVERGE_RETURN_IF_ERROR(s.Connect());

@@ -88,25 +88,29 @@ Result<bool> Inbox::Record(sql::Transaction& tx, std::string_view event_id) {
 
 namespace {
 
-// "INSERT ... VALUES ($1, $3, $2), ... ON CONFLICT DO NOTHING" for `rows` rows (a power of two
-// up to kMaxInboxRowsPerStatement): the SQLite fast path of RecordBatch.
+// "INSERT ... VALUES ($1, $3, $2), ... ON CONFLICT DO NOTHING<suffix>", indexed by the number
+// of rows: powers of two up to kMaxInboxRowsPerStatement (at most 9 distinct statements).
 constexpr size_t kMaxInboxRowsPerStatement = 256;
-const std::string& PlainInsertSql(size_t rows) {
-  static const std::vector<std::string> statements = [] {
-    std::vector<std::string> all(kMaxInboxRowsPerStatement + 1);
-    for (size_t n = 1; n <= kMaxInboxRowsPerStatement; n *= 2) {
-      std::string sql = "INSERT INTO converge_inbox (consumer, event_id, processed_at) VALUES ";
-      for (size_t i = 0; i < n; ++i) {
-        if (i > 0) sql += ',';
-        sql += "($1, $";
-        sql += std::to_string(i + 3);
-        sql += ", $2)";
-      }
-      sql += " ON CONFLICT DO NOTHING";
-      all[n] = std::move(sql);
+std::vector<std::string> InboxInsertStatements(std::string_view suffix) {
+  std::vector<std::string> all(kMaxInboxRowsPerStatement + 1);
+  for (size_t n = 1; n <= kMaxInboxRowsPerStatement; n *= 2) {
+    std::string sql = "INSERT INTO converge_inbox (consumer, event_id, processed_at) VALUES ";
+    for (size_t i = 0; i < n; ++i) {
+      if (i > 0) sql += ',';
+      sql += "($1, $";
+      sql += std::to_string(i + 3);
+      sql += ", $2)";
     }
-    return all;
-  }();
+    sql += " ON CONFLICT DO NOTHING";
+    sql += suffix;
+    all[n] = std::move(sql);
+  }
+  return all;
+}
+
+// The SQLite fast path of RecordBatch: no RETURNING.
+const std::string& PlainInsertSql(size_t rows) {
+  static const std::vector<std::string> statements = InboxInsertStatements("");
   return statements[rows];
 }
 
@@ -117,22 +121,8 @@ Status Inbox::RecordBatch(sql::Transaction& tx, std::span<const std::string_view
   fresh->assign(ids.size(), false);
   if (ids.empty()) return Status::Ok();
   constexpr size_t kMaxPerStatement = kMaxInboxRowsPerStatement;
-  // Powers of two rows per statement: at most 9 distinct statements are cached.
-  static const std::vector<std::string> statements = [] {
-    std::vector<std::string> all(kMaxPerStatement + 1);
-    for (size_t n = 1; n <= kMaxPerStatement; n *= 2) {
-      std::string sql = "INSERT INTO converge_inbox (consumer, event_id, processed_at) VALUES ";
-      for (size_t i = 0; i < n; ++i) {
-        if (i > 0) sql += ',';
-        sql += "($1, $";
-        sql += std::to_string(i + 3);
-        sql += ", $2)";
-      }
-      sql += " ON CONFLICT DO NOTHING RETURNING event_id";
-      all[n] = std::move(sql);
-    }
-    return all;
-  }();
+  static const std::vector<std::string> statements =
+      InboxInsertStatements(" RETURNING event_id");
   const int64_t now = env_.clock().NowWallMicros();
   std::unordered_map<std::string_view, size_t> index;
   int64_t inserted = 0;

@@ -111,13 +111,14 @@ TEST_F(SagaPgTest, SagasCompleteAndResumeFromTheTable) {
   req.id = "resumed";
   ASSERT_TRUE(orch_->Start(req).ok());
   orch_.reset();
-  StartParticipants();
   {
     std::lock_guard<std::mutex> g(mu_);
     finished_ = 0;
   }
   ASSERT_TRUE(Open().ok());
+  // No participant runs yet, so the recovered saga is still waiting for its first step.
   EXPECT_EQ(orch_->Describe("resumed")->summary.state, SagaState::kRunning);
+  StartParticipants();
   ASSERT_TRUE(WaitFinished(1));
   EXPECT_EQ(orch_->Describe("resumed")->summary.state, SagaState::kCompleted);
   EXPECT_EQ(orch_->List(SagaListFilter{}).size(), 21u);
