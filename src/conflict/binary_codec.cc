@@ -1,4 +1,5 @@
 #include "conflict/binary_codec.h"
+#include "core/event_internal.h"
 
 #include <array>
 #include <bit>
@@ -269,7 +270,6 @@ std::string HexHash(std::string_view bytes) {
 // ---- base64 / utf-8 ----------------------------------------------------------------------
 
 namespace {
-constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 int B64Value(char c) {
   if (c >= 'A' && c <= 'Z') return c - 'A';
@@ -283,26 +283,7 @@ int B64Value(char c) {
 
 std::string Base64Encode(std::string_view bytes) {
   std::string out;
-  out.reserve((bytes.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 3 <= bytes.size(); i += 3) {
-    const uint32_t v = uint32_t{static_cast<uint8_t>(bytes[i])} << 16 |
-                       uint32_t{static_cast<uint8_t>(bytes[i + 1])} << 8 |
-                       uint32_t{static_cast<uint8_t>(bytes[i + 2])};
-    out.push_back(kB64[v >> 18]);
-    out.push_back(kB64[(v >> 12) & 63]);
-    out.push_back(kB64[(v >> 6) & 63]);
-    out.push_back(kB64[v & 63]);
-  }
-  const size_t rest = bytes.size() - i;
-  if (rest > 0) {
-    uint32_t v = uint32_t{static_cast<uint8_t>(bytes[i])} << 16;
-    if (rest == 2) v |= uint32_t{static_cast<uint8_t>(bytes[i + 1])} << 8;
-    out.push_back(kB64[v >> 18]);
-    out.push_back(kB64[(v >> 12) & 63]);
-    out.push_back(rest == 2 ? kB64[(v >> 6) & 63] : '=');
-    out.push_back('=');
-  }
+  ::converge::internal::AppendBase64(bytes, &out);
   return out;
 }
 

@@ -1,8 +1,8 @@
 // Event <-> outbox row conversions and the table DDL (docs/formats/outbox.md).
 #include "outbox/outbox_row.h"
+#include "core/event_internal.h"
 
 #include <boost/json.hpp>
-#include <cstdio>
 #include <string>
 
 namespace converge::outbox_internal {
@@ -105,63 +105,13 @@ Status CheckTopicName(std::string_view topic) {
 
 void AppendJsonString(std::string_view s, std::string* out) {
   out->push_back('"');
-  for (char ch : s) {
-    auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"':
-        out->append("\\\"");
-        break;
-      case '\\':
-        out->append("\\\\");
-        break;
-      case '\n':
-        out->append("\\n");
-        break;
-      case '\r':
-        out->append("\\r");
-        break;
-      case '\t':
-        out->append("\\t");
-        break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-          out->append(buf);
-        } else {
-          out->push_back(ch);
-        }
-    }
-  }
+  ::converge::internal::AppendJsonEscaped(s, out);
   out->push_back('"');
 }
 
 std::string Base64Encode(std::string_view bytes) {
-  static constexpr char kTable[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::string out;
-  out.reserve((bytes.size() + 2) / 3 * 4);
-  size_t i = 0;
-  auto b = [&](size_t k) { return static_cast<uint32_t>(static_cast<unsigned char>(bytes[k])); };
-  for (; i + 2 < bytes.size(); i += 3) {
-    uint32_t v = (b(i) << 16) | (b(i + 1) << 8) | b(i + 2);
-    out.push_back(kTable[(v >> 18) & 63]);
-    out.push_back(kTable[(v >> 12) & 63]);
-    out.push_back(kTable[(v >> 6) & 63]);
-    out.push_back(kTable[v & 63]);
-  }
-  if (i + 1 == bytes.size()) {
-    uint32_t v = b(i) << 16;
-    out.push_back(kTable[(v >> 18) & 63]);
-    out.push_back(kTable[(v >> 12) & 63]);
-    out.append("==");
-  } else if (i + 2 == bytes.size()) {
-    uint32_t v = (b(i) << 16) | (b(i + 1) << 8);
-    out.push_back(kTable[(v >> 18) & 63]);
-    out.push_back(kTable[(v >> 12) & 63]);
-    out.push_back(kTable[(v >> 6) & 63]);
-    out.push_back('=');
-  }
+  ::converge::internal::AppendBase64(bytes, &out);
   return out;
 }
 
