@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "bench/log_bench.h"
+#include "bench/nats_util.h"
 #include "support/server_process.h"
 
 namespace converge::bench {
@@ -33,11 +34,7 @@ constexpr const char* kLatencySubject = "bench.lat";
 
 Status NatsError(const std::string& what, natsStatus s,
                  jsErrCode jerr = static_cast<jsErrCode>(0)) {
-  std::string msg = "jetstream: " + what + ": " + natsStatus_GetText(s);
-  if (jerr != 0) msg += " (JetStream error " + std::to_string(static_cast<int>(jerr)) + ")";
-  const char* last = nats_GetLastError(nullptr);
-  if (last != nullptr && *last != '\0') msg += std::string(" [") + last + "]";
-  return UnavailableError(msg);
+  return bench::NatsError("jetstream", what, s, jerr);
 }
 
 class JetStreamSystem : public LogSystem {
@@ -229,14 +226,8 @@ class JetStreamSystem : public LogSystem {
   // A connection and its JetStream context. send_asap=false lets nats.c batch writes in its
   // flusher thread (best for throughput); true writes each publish at once (best latency).
   Status Connect(bool send_asap, natsConnection** nc, jsCtx** js) {
-    natsOptions* opts = nullptr;
-    natsStatus s = natsOptions_Create(&opts);
-    if (s == NATS_OK) s = natsOptions_SetURL(opts, server_->Url("nats").c_str());
-    if (s == NATS_OK) s = natsOptions_SetTimeout(opts, kRequestTimeoutMs);
-    if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, send_asap);
-    if (s == NATS_OK) s = natsConnection_Connect(nc, opts);
-    natsOptions_Destroy(opts);
-    if (s != NATS_OK) return NatsError("connect to " + server_->Url("nats"), s);
+    CONVERGE_RETURN_IF_ERROR(
+        NatsConnect("jetstream", {server_->Url("nats"), kRequestTimeoutMs, send_asap}, nc));
 
     jsOptions jo;
     jsOptions_Init(&jo);
@@ -245,7 +236,7 @@ class JetStreamSystem : public LogSystem {
     jo.PublishAsync.StallWait = kRequestTimeoutMs;
     jo.PublishAsync.ErrHandler = &JetStreamSystem::OnPublishError;
     jo.PublishAsync.ErrHandlerClosure = this;
-    s = natsConnection_JetStream(js, *nc, &jo);
+    natsStatus s = natsConnection_JetStream(js, *nc, &jo);
     if (s != NATS_OK) return NatsError("JetStream context", s);
     return Status::Ok();
   }
@@ -263,20 +254,7 @@ class JetStreamSystem : public LogSystem {
   }
 
   Status AddStream(const char* stream, const char* subject) {
-    jsStreamConfig cfg;
-    jsStreamConfig_Init(&cfg);
-    cfg.Name = stream;
-    const char* subjects[] = {subject};
-    cfg.Subjects = subjects;
-    cfg.SubjectsLen = 1;
-    cfg.Storage = js_FileStorage;
-    cfg.Replicas = 1;
-    jsStreamInfo* info = nullptr;
-    jsErrCode jerr = static_cast<jsErrCode>(0);
-    natsStatus s = js_AddStream(&info, js_, &cfg, nullptr, &jerr);
-    if (info != nullptr) jsStreamInfo_Destroy(info);
-    if (s != NATS_OK) return NatsError(std::string("js_AddStream ") + stream, s, jerr);
-    return Status::Ok();
+    return AddFileStream("jetstream", js_, stream, subject);
   }
 
   Status CompletePublishes(jsCtx* js) {

@@ -309,7 +309,7 @@ class ConvergeOutboxSystem final : public OutboxSystem {
     const uint64_t relay_batches_before = relay_->stats().batches;
     const uint64_t consumer_batches_before = consumer_->stats().batches;
     const int64_t start = NowNanos();
-    CONVERGE_RETURN_IF_ERROR(RunWriters(w, writers, w.events, w.tx_events, 0, nullptr, 0));
+    CONVERGE_RETURN_IF_ERROR(RunWriters(w, writers, w.events, w.tx_events, 0, nullptr));
     const int64_t written = NowNanos();
     if (!WaitUntil([&] { return consumer_->stats().handled >= handled_before + w.events; },
                    kDrainTimeoutMs)) {
@@ -349,7 +349,7 @@ class ConvergeOutboxSystem final : public OutboxSystem {
     times_ = std::make_unique<CommitEffectTimes>(total);
     latency_base_.store(next_order_, std::memory_order_relaxed);
     const int64_t start = NowNanos();
-    CONVERGE_RETURN_IF_ERROR(RunWriters(w, 1, total, 1, w.rate_per_s, times_.get(), 0));
+    CONVERGE_RETURN_IF_ERROR(RunWriters(w, 1, total, 1, w.rate_per_s, times_.get()));
     if (!WaitUntil([&] { return consumer_->stats().handled >= handled_before + total; },
                    kDrainTimeoutMs)) {
       return DeadlineExceededError(name() + ": latency effects did not arrive: " + Describe());
@@ -405,7 +405,7 @@ class ConvergeOutboxSystem final : public OutboxSystem {
   // `writers` threads write `events` orders in transactions of `per_tx`; paced at `rate`
   // transactions per second in total when rate > 0 (one writer then).
   Status RunWriters(const OutboxWorkload& w, uint32_t writers, uint64_t events, uint32_t per_tx,
-                    uint32_t rate, CommitEffectTimes* times, int) {
+                    uint32_t rate, CommitEffectTimes* times) {
     const uint64_t base = next_order_;
     next_order_ += events;
     std::vector<Status> results(writers);

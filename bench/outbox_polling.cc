@@ -18,6 +18,7 @@
 #include <set>
 #include <thread>
 
+#include "bench/nats_util.h"
 #include "bench/outbox_bench.h"
 #include "bench/timing.h"
 #include "converge/ids.h"
@@ -36,10 +37,7 @@ constexpr int64_t kTimeoutMs = 10'000;
 constexpr int64_t kDrainTimeoutMs = 600'000;
 
 Status NatsError(const std::string& what, natsStatus s) {
-  std::string msg = "polling: " + what + ": " + natsStatus_GetText(s);
-  const char* last = nats_GetLastError(nullptr);
-  if (last != nullptr && *last != '\0') msg += std::string(" [") + last + "]";
-  return UnavailableError(msg);
+  return bench::NatsError("polling", what, s);
 }
 
 std::string IntArray(const std::vector<int64_t>& v) {
@@ -109,19 +107,7 @@ class PollingOutboxSystem final : public OutboxSystem {
         "CREATE TABLE processed (id text PRIMARY KEY);"
         "CREATE TABLE counters (customer text PRIMARY KEY, n bigint NOT NULL);"));
     CONVERGE_RETURN_IF_ERROR(ConnectNats(&nc_, &js_));
-    jsStreamConfig cfg;
-    jsStreamConfig_Init(&cfg);
-    cfg.Name = kStream;
-    const char* subjects[] = {kSubject};
-    cfg.Subjects = subjects;
-    cfg.SubjectsLen = 1;
-    cfg.Storage = js_FileStorage;
-    cfg.Replicas = 1;
-    jsStreamInfo* info = nullptr;
-    jsErrCode jerr = static_cast<jsErrCode>(0);
-    natsStatus s = js_AddStream(&info, js_, &cfg, nullptr, &jerr);
-    if (info != nullptr) jsStreamInfo_Destroy(info);
-    if (s != NATS_OK) return NatsError("js_AddStream", s);
+    CONVERGE_RETURN_IF_ERROR(AddFileStream("polling", js_, kStream, kSubject));
     stop_ = false;
     relay_ = std::thread([this] { relay_status_ = RelayLoop(); });
     for (uint32_t i = 0; i < std::max<uint32_t>(1, w.workers); ++i) {
@@ -214,18 +200,12 @@ class PollingOutboxSystem final : public OutboxSystem {
   }
 
   Status ConnectNats(natsConnection** nc, jsCtx** js) {
-    natsOptions* opts = nullptr;
-    natsStatus s = natsOptions_Create(&opts);
-    if (s == NATS_OK) s = natsOptions_SetURL(opts, nats_->Url("nats").c_str());
-    if (s == NATS_OK) s = natsOptions_SetTimeout(opts, kTimeoutMs);
-    if (s == NATS_OK) s = natsConnection_Connect(nc, opts);
-    natsOptions_Destroy(opts);
-    if (s != NATS_OK) return NatsError("connect", s);
+    CONVERGE_RETURN_IF_ERROR(NatsConnect("polling", {nats_->Url("nats"), kTimeoutMs, false}, nc));
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.Wait = kTimeoutMs;
     jo.PublishAsync.MaxPending = 4096;
-    s = natsConnection_JetStream(js, *nc, &jo);
+    const natsStatus s = natsConnection_JetStream(js, *nc, &jo);
     if (s != NATS_OK) return NatsError("JetStream context", s);
     return Status::Ok();
   }

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string>
 
+#include "bench/nats_util.h"
 #include "bench/store_bench.h"
 #include "support/server_process.h"
 
@@ -17,10 +18,7 @@ constexpr int64_t kTimeoutMs = 10'000;
 constexpr const char* kBucket = "bench";
 
 Status NatsError(const std::string& what, natsStatus s) {
-  std::string msg = "jetstream-kv: " + what + ": " + natsStatus_GetText(s);
-  const char* last = nats_GetLastError(nullptr);
-  if (last != nullptr && *last != '\0') msg += std::string(" [") + last + "]";
-  return UnavailableError(msg);
+  return bench::NatsError("jetstream-kv", what, s);
 }
 
 // A connection, its JetStream context and the bucket handle.
@@ -36,19 +34,12 @@ struct Conn {
 };
 
 Status Connect(const std::string& url, bool create_bucket, Conn* c) {
-  natsOptions* opts = nullptr;
-  natsStatus s = natsOptions_Create(&opts);
-  if (s == NATS_OK) s = natsOptions_SetURL(opts, url.c_str());
-  if (s == NATS_OK) s = natsOptions_SetTimeout(opts, kTimeoutMs);
   // Request/reply round trips: flush each request at once.
-  if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, true);
-  if (s == NATS_OK) s = natsConnection_Connect(&c->nc, opts);
-  natsOptions_Destroy(opts);
-  if (s != NATS_OK) return NatsError("connect to " + url, s);
+  CONVERGE_RETURN_IF_ERROR(NatsConnect("jetstream-kv", {url, kTimeoutMs, true}, &c->nc));
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.Wait = kTimeoutMs;
-  s = natsConnection_JetStream(&c->js, c->nc, &jo);
+  natsStatus s = natsConnection_JetStream(&c->js, c->nc, &jo);
   if (s != NATS_OK) return NatsError("JetStream context", s);
   if (create_bucket) {
     kvConfig cfg;
