@@ -115,6 +115,7 @@ class Api {
   asio::awaitable<HttpReply> Ack(Call& call);
   asio::awaitable<HttpReply> Nack(Call& call);
   asio::awaitable<HttpReply> Stream(Call& call);
+  asio::awaitable<HttpReply> Leave(Call& call);
   asio::awaitable<HttpReply> ListDeadLetters(Call& call);
   asio::awaitable<HttpReply> ReplayDeadLetters(Call& call);
 

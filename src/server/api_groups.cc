@@ -50,6 +50,11 @@ HttpReply InvalidJson(const Status& parse_error) {
   return Error(http::status::bad_request, "INVALID_JSON", parse_error.message());
 }
 
+// NotFound for a group that does not exist, worded as the groups' own lookup words it.
+Status NoSuchGroup(const std::string& topic, const std::string& group) {
+  return NotFoundError("consumer group '" + group + "' on topic '" + topic + "' not found");
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
@@ -60,6 +65,7 @@ GroupOptions Api::DefaultGroupOptions() const {
   g.lease_ms = d_.config->groups.lease_ms;
   g.max_deliveries = d_.config->groups.max_deliveries;
   g.max_nack_delay_ms = d_.config->groups.max_nack_delay_ms;
+  g.session_timeout_ms = d_.config->groups.session_timeout_ms;
   return g;
 }
 
@@ -161,9 +167,15 @@ asio::awaitable<HttpReply> Api::CreateGroup(Call& call) {
   std::string name, start = "earliest";
   uint64_t max_deliveries = options.max_deliveries;
   uint64_t max_in_flight = options.max_in_flight_per_partition;
-  Status s = CheckFields(o, {"name", "lease_ms", "max_deliveries", "max_in_flight", "start"});
+  Status s = CheckFields(
+      o, {"name", "lease_ms", "max_deliveries", "max_in_flight", "start", "session_timeout_ms"});
+  if (s.ok() && !o.contains("name")) s = InvalidArgumentError("field 'name' is required");
   if (s.ok()) s = ReadString(o, "name", &name);
   if (s.ok()) s = ReadInt(o, "lease_ms", 1, d_.config->groups.max_lease_ms, &options.lease_ms);
+  if (s.ok()) {
+    s = ReadInt(o, "session_timeout_ms", kMinSessionTimeoutMs, kMaxSessionTimeoutMs,
+                &options.session_timeout_ms);
+  }
   if (s.ok()) s = ReadUint(o, "max_deliveries", 1, 10'000, &max_deliveries);
   if (s.ok()) s = ReadUint(o, "max_in_flight", 1, 100'000, &max_in_flight);
   if (s.ok()) s = ReadString(o, "start", &start);
@@ -386,6 +398,22 @@ asio::awaitable<HttpReply> Api::Nack(Call& call) {
   // Each nack is its own storage operation; the reply says what happened to each, so a
   // failure in the middle is reported precisely rather than hidden.
   auto job = [&, topic, group]() -> Result<std::string> {
+    // Answers as ack does, before anything is applied: 404 for a group that does not exist
+    // (even with no nacks), 400 for a partition the topic does not have.
+    std::vector<std::string> groups = d_.groups->ListGroups(topic);
+    if (std::find(groups.begin(), groups.end(), group) == groups.end()) {
+      return NoSuchGroup(topic, group);
+    }
+    if (!items.empty()) {
+      CONVERGE_ASSIGN_OR_RETURN(TopicInfo info, d_.log->DescribeTopic(topic));
+      for (size_t i = 0; i < items.size(); ++i) {
+        if (items[i].lease.partition >= info.partitions.size()) {
+          return InvalidArgumentError("nacks[" + std::to_string(i) + "]: partition " +
+                                      std::to_string(items[i].lease.partition) +
+                                      " does not exist in topic '" + topic + "'");
+        }
+      }
+    }
     size_t nacked = 0;
     std::string lost, failed;
     for (size_t i = 0; i < items.size(); ++i) {
@@ -397,7 +425,7 @@ asio::awaitable<HttpReply> Api::Nack(Call& call) {
       if (st.ok()) {
         ++nacked;
       } else if (st.code() == StatusCode::kNotFound && i == 0) {
-        return st;  // no such group: nothing was applied
+        return st;  // the group was deleted meanwhile: nothing was applied
       } else if (st.code() == StatusCode::kFailedPrecondition) {
         if (!lost.empty()) lost += ',';
         lost += std::to_string(i);
@@ -489,10 +517,14 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
     const auto heartbeat = std::chrono::milliseconds(d_.config->limits.stream_heartbeat_ms);
     const auto executor = co_await asio::this_coro::executor;
     auto acks = std::make_shared<AckPipe>(executor);
+    // A client that goes away wakes the stream at once (its wait below is on the group's key;
+    // the other waiters of the group just look again).
+    WakeupHub* hub = d_.hub;
+    sink.OnPeerClosed([hub, key] { hub->Notify(key); });
     std::string hello = "retry: 1000\n: subscribed consumer=" + consumer + "\n\n";
     bool open = co_await sink.Write(std::move(hello));
     auto last_write = std::chrono::steady_clock::now();
-    while (open && !sink.Closing() && ready_.load()) {
+    while (open && !sink.Closing() && !sink.PeerClosed() && ready_.load()) {
       uint64_t seen = d_.hub->Generation(key);
       struct Batch {
         std::string text;
@@ -521,6 +553,7 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
         break;
       }
       if (!batch->text.empty()) {
+        if (sink.PeerClosed()) break;  // leased for nobody: ended below like the rest
         open = co_await sink.Write(std::move(batch->text));
         last_write = std::chrono::steady_clock::now();
         if (open && auto_ack) {
@@ -541,12 +574,18 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
         last_write = std::chrono::steady_clock::now();
       }
     }
-    // Let the acks of what was sent finish, then unacked leases go back to the group at once.
+    // Let the acks of what was sent finish. Leases still outstanding were sent to a consumer
+    // that did not settle them: maybe the event made it crash. Each counts as a delivery
+    // attempt (like a lease expiry, at once), so a poison event ends in the dead-letter topic
+    // rather than being redelivered forever; the consumer leaves the group.
     while (acks->running) {
       acks->done.expires_after(std::chrono::seconds(1));
       co_await acks->done.async_wait(asio::as_tuple(asio::use_awaitable));
     }
-    auto job = [&] { return d_.groups->Leave(topic, group, consumer); };
+    auto job = [&] {
+      return d_.groups->Abandon(topic, group, consumer,
+                                "the consumer's stream ended without settling the lease");
+    };
     Status left = co_await d_.pool->Run(std::move(job));
     left.IgnoreError();
   };
@@ -565,6 +604,35 @@ asio::awaitable<void> Api::AckWorker(std::shared_ptr<AckPipe> pipe, std::string 
   }
   pipe->running = false;
   pipe->done.cancel();
+}
+
+asio::awaitable<HttpReply> Api::Leave(Call& call) {
+  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
+    co_return std::move(*refused);
+  }
+  Result<json::object> body = ParseJsonObject(call.req.body());
+  if (!body.ok()) co_return InvalidJson(body.status());
+  std::string consumer = "default";
+  Status s = CheckFields(*body, {"consumer"});
+  if (s.ok()) s = ReadString(*body, "consumer", &consumer);
+  if (s.ok()) s = CheckConsumerName(consumer);
+  if (!s.ok()) co_return Error(s);
+  const std::string topic = call.topic, group = call.group;
+  auto job = [this, topic, group, consumer]() -> Result<bool> {
+    // Whether it was a member (for the reply): a heartbeat says, NotFound if no group.
+    Result<Assignment> member = d_.groups->Heartbeat(topic, group, consumer);
+    if (!member.ok() && member.status().code() != StatusCode::kFailedPrecondition) {
+      return member.status();
+    }
+    // A graceful leave: its unacked leases are redelivered at once without using up an
+    // attempt, and the group rebalances now rather than after the session timeout.
+    CONVERGE_RETURN_IF_ERROR(d_.groups->Leave(topic, group, consumer));
+    return member.ok();
+  };
+  Result<bool> left = co_await d_.pool->Run(std::move(job));
+  if (!left.ok()) co_return Error(left.status());
+  co_return Reply(
+      JsonReply(http::status::ok, *left ? "{\"left\":true}" : "{\"left\":false}"));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -628,6 +696,19 @@ asio::awaitable<HttpReply> Api::ReplayDeadLetters(Call& call) {
   }
   Result<json::object> body = ParseJsonObject(call.req.body());
   if (!body.ok()) co_return InvalidJson(body.status());
+  // A replay appends the events again (by default to the group's own topic, where every group
+  // sees them): it needs publish permission there too. That is checked before the body is
+  // validated, so a caller without it learns nothing from the answer; the target is the one
+  // field read first (a target that is not a string is refused by the validation below,
+  // after the check on the group's own topic).
+  std::string append_to = call.topic;
+  if (auto it = body->find("target_topic"); it != body->end() && it->value().is_string()) {
+    const json::string& target = it->value().get_string();
+    if (!target.empty()) append_to.assign(target.data(), target.size());
+  }
+  if (!call.principal->CanPublish(append_to)) {
+    co_return Error(NotAllowed(*call.principal, "publish (replay dead letters) to", append_to));
+  }
   Status s;
   ReplayOptions options;
   uint64_t max_events = options.max_records;
@@ -639,12 +720,6 @@ asio::awaitable<HttpReply> Api::ReplayDeadLetters(Call& call) {
   if (s.ok()) s = ReadString(*body, "target_topic", &options.target_topic);
   if (s.ok()) s = ReadBool(*body, "include_replayed", &options.include_replayed);
   if (s.ok() && !options.target_topic.empty()) s = CheckTopicName(options.target_topic);
-  // A replay appends the events again (by default to the group's own topic, where every group
-  // sees them): it needs publish permission there too.
-  const std::string& append_to = options.target_topic.empty() ? call.topic : options.target_topic;
-  if (s.ok() && !call.principal->CanPublish(append_to)) {
-    s = NotAllowed(*call.principal, "publish (replay dead letters) to", append_to);
-  }
   if (!s.ok()) co_return Error(s);
   options.max_records = static_cast<uint32_t>(max_events);
   const std::string topic = call.topic, group = call.group;
@@ -654,6 +729,7 @@ asio::awaitable<HttpReply> Api::ReplayDeadLetters(Call& call) {
   co_return Reply(
       JsonReply(http::status::ok,
                 "{\"replayed\":" + std::to_string(r->replayed) +
+                    ",\"deduplicated\":" + std::to_string(r->deduplicated) +
                     ",\"skipped_already_replayed\":" + std::to_string(r->skipped_already_replayed) +
                     ",\"next_offset\":" + std::to_string(r->next_offset) + "}"));
 }
