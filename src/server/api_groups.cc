@@ -50,6 +50,32 @@ HttpReply InvalidJson(const Status& parse_error) {
   return Error(http::status::bad_request, "INVALID_JSON", parse_error.message());
 }
 
+// Query parameters are read as strictly as bodies: one not in `allowed` (almost always a typo,
+// or a body field sent in the wrong place) or one given twice is refused.
+Status CheckQuery(const std::vector<std::pair<std::string, std::string>>& query,
+                  std::initializer_list<std::string_view> allowed) {
+  for (size_t i = 0; i < query.size(); ++i) {
+    const std::string& name = query[i].first;
+    if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
+      std::string list;
+      for (std::string_view a : allowed) {
+        if (!list.empty()) list += ", ";
+        list += a;
+      }
+      return InvalidArgumentError("unknown query parameter '" + name + "' (" +
+                                  (list.empty() ? std::string("this route takes none")
+                                                : "allowed: " + list) +
+                                  ")");
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (query[j].first == name) {
+        return InvalidArgumentError("query parameter '" + name + "' is given twice");
+      }
+    }
+  }
+  return Status::Ok();
+}
+
 // NotFound for a group that does not exist, worded as the groups' own lookup words it.
 Status NoSuchGroup(const std::string& topic, const std::string& group) {
   return NotFoundError("consumer group '" + group + "' on topic '" + topic + "' not found");
@@ -160,6 +186,7 @@ asio::awaitable<HttpReply> Api::CreateGroup(Call& call) {
     co_return Error(NotAllowed(*call.principal, "subscribe to", call.topic));
   }
   if (Status s = CheckTopicName(call.topic); !s.ok()) co_return Error(s);
+  if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
   Result<json::object> body = ParseJsonObject(call.req.body());
   if (!body.ok()) co_return InvalidJson(body.status());
   const json::object& o = *body;
@@ -212,7 +239,8 @@ asio::awaitable<HttpReply> Api::Fetch(Call& call) {
   if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
     co_return std::move(*refused);
   }
-  Status s;
+  Status s = CheckQuery(call.query, {});
+  if (!s.ok()) co_return Error(s);
   Result<json::object> body = ParseJsonObject(call.req.body());
   if (!body.ok()) co_return InvalidJson(body.status());
   const LimitsConfig& limits = d_.config->limits;
@@ -355,6 +383,7 @@ asio::awaitable<HttpReply> Api::Ack(Call& call) {
   if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
     co_return std::move(*refused);
   }
+  if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
   Result<json::object> body = ParseJsonObject(call.req.body());
   if (!body.ok()) co_return InvalidJson(body.status());
   Status s;
@@ -386,6 +415,7 @@ asio::awaitable<HttpReply> Api::Nack(Call& call) {
   if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
     co_return std::move(*refused);
   }
+  if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
   Result<json::object> body = ParseJsonObject(call.req.body());
   if (!body.ok()) co_return InvalidJson(body.status());
   Status s;
@@ -450,7 +480,7 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
   if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
     co_return std::move(*refused);
   }
-  Status s;
+  Status s = CheckQuery(call.query, {"consumer", "max_events", "auto_ack"});
   const LimitsConfig& limits = d_.config->limits;
   uint64_t max_events = 100;
   bool auto_ack = false;
@@ -610,6 +640,7 @@ asio::awaitable<HttpReply> Api::Leave(Call& call) {
   if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
     co_return std::move(*refused);
   }
+  if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
   Result<json::object> body = ParseJsonObject(call.req.body());
   if (!body.ok()) co_return InvalidJson(body.status());
   std::string consumer = "default";
@@ -642,7 +673,7 @@ asio::awaitable<HttpReply> Api::ListDeadLetters(Call& call) {
   if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
     co_return std::move(*refused);
   }
-  Status s;
+  Status s = CheckQuery(call.query, {"from_offset", "limit"});
   uint64_t from = 0, limit = 100;
   if (auto v = call.Query("from_offset"); s.ok() && v) {
     Result<uint64_t> n = ParseUintParam("from_offset", *v, 0, UINT64_MAX);
@@ -694,6 +725,7 @@ asio::awaitable<HttpReply> Api::ReplayDeadLetters(Call& call) {
   if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
     co_return std::move(*refused);
   }
+  if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
   Result<json::object> body = ParseJsonObject(call.req.body());
   if (!body.ok()) co_return InvalidJson(body.status());
   // A replay appends the events again (by default to the group's own topic, where every group

@@ -485,15 +485,23 @@ TEST_F(GroupsTest, GroupBodiesAndQueryParametersAreParsedStrictly) {
   }
   for (const std::string query :
        {"limit=0", "limit=1x", "limit=", "limit=-1", "from_offset=0x1", "from_offset=+1",
-        "limit=99999999999999999999999"}) {
+        "limit=99999999999999999999999", "limt=5", "limit=1&limit=2"}) {
     r = Call("GET", g + "/dead-letters?" + query);
     EXPECT_EQ(r.status, 400) << query << " -> " << r.body;
   }
-  for (const std::string query :
-       {"max_events=0", "max_events=1.5", "max_events=", "auto_ack=yes", "consumer=a%20b"}) {
+  for (const std::string query : {"max_events=0", "max_events=1.5", "max_events=", "auto_ack=yes",
+                                   "consumer=a%20b", "max_event=5", "consumer=a&consumer=b"}) {
     r = Call("GET", g + "/stream?" + query);
     EXPECT_EQ(r.status, 400) << query << " -> " << r.body;
   }
+  // Body routes take no query parameters (a body field sent there would be ignored).
+  for (const std::string path : {"/fetch", "/ack", "/nack", "/leave", "/dead-letters/replay"}) {
+    r = Call("POST", g + path + "?wait_ms=1000", "{}");
+    EXPECT_EQ(r.status, 400) << path << " -> " << r.body;
+    EXPECT_NE(r.body.find("wait_ms"), std::string::npos) << r.body;
+  }
+  r = Call("POST", "/v1/topics/strict/groups?name=h", R"({"name":"h"})");
+  EXPECT_EQ(r.status, 400) << r.body;
 }
 
 }  // namespace
