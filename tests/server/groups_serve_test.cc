@@ -175,6 +175,47 @@ TEST_F(GroupsTest, ClosedStreamHandsItsPartitionAndLeasesOverPromptly) {
   EXPECT_LT(took, 3'000) << "handover took " << took << " ms";
 }
 
+// The same over TLS, where the server reads and writes the encrypted stream at once: the
+// stream keeps delivering while its socket is watched, and a close is still seen at once.
+TEST_F(GroupsTest, ClosedTlsStreamIsSeenPromptlyAndAnOpenOneKeepsDelivering) {
+  ServeProcess probe;  // only for its temp dir
+  const std::string cert = probe.dir() + "/cert.pem", key = probe.dir() + "/key.pem";
+  const std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -keyout " + key + " -out " +
+                          cert +
+                          " -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 "
+                          ">/dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << "openssl could not make a test certificate";
+  server_ = std::make_unique<ServeProcess>("tls: {cert_file: " + cert + ", key_file: " + key +
+                                           "}\nlimits: {stream_heartbeat_ms: 60000}\n");
+  ASSERT_TRUE(server_->Start().ok());
+  client::Options o = server_->ClientOptions();
+  o.tls = true;
+  o.tls_ca_file = cert;
+  client_ = std::make_unique<Client>(o);
+  CreateTopic("tls");
+  auto r = Call("POST", "/v1/topics/tls/groups", R"({"name":"g","lease_ms":600000})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  client::SubscribeOptions options;
+  options.consumer = "a";
+  std::unique_ptr<client::Subscription> sub = Must(client_->Subscribe("tls", "g", options));
+  std::vector<client::Lease> leases;
+  for (int i = 0; i < 5; ++i) {
+    Publish("tls", "e" + std::to_string(i));
+    Result<std::optional<Delivery>> d = sub->Next(10'000);
+    ASSERT_TRUE(d.ok() && d->has_value()) << i;
+    if (i < 4) leases.push_back((*d)->lease());
+  }
+  ASSERT_EQ(Must(client_->Ack("tls", "g", leases)).acked, 4u);
+  sub.reset();
+  const auto closed = Clock::now();
+  std::vector<Delivery> got;
+  while (got.empty() && MsSince(closed) < 15'000) got = FetchAs("tls", "g", "b", 500);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].event->id(), "e4");
+  EXPECT_EQ(got[0].attempt, 2u);
+  EXPECT_LT(MsSince(closed), 3'000);
+}
+
 // ---------------------------------------------------------------------------------------
 // Leaving and sessions
 
