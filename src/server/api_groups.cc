@@ -104,15 +104,29 @@ Status Api::EnsureGroup(const std::string& topic, const std::string& group) {
   return s;
 }
 
-Status Api::WatchGroup(const std::string& topic, const std::string& group) {
+Result<std::chrono::milliseconds> Api::WatchGroup(const std::string& topic,
+                                                  const std::string& group) {
   const std::string key = GroupKey(topic, group);
+  {
+    std::lock_guard lock(watches_mu_);
+    auto it = keep_alive_.find(key);
+    if (it != keep_alive_.end()) return it->second;
+  }
+  // First use of the group in this process: its options (set at creation, kept on disk) say
+  // its session timeout. Read without the lock: it reads the log.
+  CONVERGE_ASSIGN_OR_RETURN(GroupDescription described, d_.groups->DescribeGroup(topic, group));
+  const std::chrono::milliseconds keep_alive(
+      std::max<int64_t>(10, described.options.session_timeout_ms / 3));
   std::lock_guard lock(watches_mu_);
-  if (watches_.count(key)) return Status::Ok();
-  WakeupHub* hub = d_.hub;
-  CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<ConsumerGroups::ReadyWatch> watch,
-                            d_.groups->WatchReady(topic, group, [hub, key] { hub->Notify(key); }));
-  watches_.emplace(key, std::move(watch));
-  return Status::Ok();
+  if (!watches_.count(key)) {
+    WakeupHub* hub = d_.hub;
+    CONVERGE_ASSIGN_OR_RETURN(
+        std::unique_ptr<ConsumerGroups::ReadyWatch> watch,
+        d_.groups->WatchReady(topic, group, [hub, key] { hub->Notify(key); }));
+    watches_.emplace(key, std::move(watch));
+  }
+  keep_alive_.emplace(key, keep_alive);
+  return keep_alive;
 }
 
 Result<FetchResult> Api::FetchAsMember(const std::string& topic, const std::string& group,
@@ -256,12 +270,12 @@ asio::awaitable<HttpReply> Api::Fetch(Call& call) {
   if (!s.ok()) co_return Error(s);
 
   const std::string topic = call.topic, group = call.group;
-  auto job = [this, topic, group] {
-    Status st = EnsureGroup(topic, group);
-    return st.ok() ? WatchGroup(topic, group) : st;
+  auto job = [this, topic, group]() -> Result<std::chrono::milliseconds> {
+    CONVERGE_RETURN_IF_ERROR(EnsureGroup(topic, group));
+    return WatchGroup(topic, group);
   };
-  s = co_await d_.pool->Run(std::move(job));
-  if (!s.ok()) co_return Error(s);
+  Result<std::chrono::milliseconds> keep_alive = co_await d_.pool->Run(std::move(job));
+  if (!keep_alive.ok()) co_return Error(keep_alive.status());
 
   // The C++ client asks for the binary delivery batch: stored records go out as they are.
   const DeliveryFormat format =
@@ -296,7 +310,9 @@ asio::awaitable<HttpReply> Api::Fetch(Call& call) {
     if (!ready_.load()) {
       co_return reply(format == DeliveryFormat::kJson ? "{\"deliveries\":[]}" : "");
     }
-    co_await d_.hub->Wait(key, seen, deadline);
+    // Wake up in time to call the group again (the fetch above keeps the member alive).
+    co_await d_.hub->Wait(key, seen,
+                          std::min(deadline, std::chrono::steady_clock::now() + *keep_alive));
   }
 }
 
@@ -514,14 +530,15 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
     co_return r;
   }
   const std::string topic = call.topic, group = call.group;
-  auto job = [this, topic, group, consumer] {
-    Status st = EnsureGroup(topic, group);
-    if (st.ok()) st = WatchGroup(topic, group);
-    if (st.ok()) st = d_.groups->Join(topic, group, consumer).status();
-    return st;
+  auto job = [this, topic, group, consumer]() -> Result<std::chrono::milliseconds> {
+    CONVERGE_RETURN_IF_ERROR(EnsureGroup(topic, group));
+    CONVERGE_ASSIGN_OR_RETURN(std::chrono::milliseconds keep_alive, WatchGroup(topic, group));
+    CONVERGE_RETURN_IF_ERROR(d_.groups->Join(topic, group, consumer).status());
+    return keep_alive;
   };
-  auto slot_holder = co_await d_.pool->Run(std::move(job));
-  s = std::move(slot_holder);
+  Result<std::chrono::milliseconds> joined = co_await d_.pool->Run(std::move(job));
+  s = joined.status();
+  const std::chrono::milliseconds keep_alive = joined.ok() ? *joined : std::chrono::milliseconds(0);
   // Releases the subscriber slot however the stream ends (or if it never starts).
   struct Slot {
     explicit Slot(Api* a) : api(a) {}
@@ -541,8 +558,8 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
   reply.response = HttpResponse{http::status::ok, 11};
   reply.response.set(http::field::content_type, "text/event-stream");
   reply.response.set(http::field::cache_control, "no-store");
-  reply.stream = [this, slot, topic, group, consumer, max_events,
-                  auto_ack](StreamSink& sink) -> asio::awaitable<void> {
+  reply.stream = [this, slot, topic, group, consumer, max_events, auto_ack,
+                  keep_alive](StreamSink& sink) -> asio::awaitable<void> {
     const std::string key = GroupKey(topic, group);
     const auto heartbeat = std::chrono::milliseconds(d_.config->limits.stream_heartbeat_ms);
     const auto executor = co_await asio::this_coro::executor;
@@ -598,7 +615,10 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
         }
         continue;
       }
-      co_await d_.hub->Wait(key, seen, last_write + heartbeat);
+      // Wakes for the heartbeat, and in time to call the group again (the fetch above keeps
+      // the member alive while it has nothing to send).
+      co_await d_.hub->Wait(
+          key, seen, std::min(last_write + heartbeat, std::chrono::steady_clock::now() + keep_alive));
       if (std::chrono::steady_clock::now() >= last_write + heartbeat) {
         open = co_await sink.Write(": keep-alive\n\n");
         last_write = std::chrono::steady_clock::now();

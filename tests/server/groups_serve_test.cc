@@ -284,6 +284,40 @@ TEST_F(GroupsTest, SessionTimeoutIsAGroupOptionAndIsHonoured) {
   }
 }
 
+// A consumer that is waiting for events (a long poll, an idle stream) is still there: its
+// session does not run out while it waits, however short the session timeout.
+TEST_F(GroupsTest, WaitingConsumersKeepTheirSessionsAlive) {
+  StartServer();
+  CreateTopic("waiting");
+  auto r = Call("POST", "/v1/topics/waiting/groups",
+                R"({"name":"g","lease_ms":600000,"session_timeout_ms":300})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  Publish("waiting", "e1");
+  std::vector<Delivery> got = FetchAs("waiting", "g", "a", 2000);
+  ASSERT_EQ(got.size(), 1u);
+  // A long poll five times the session: nothing new arrives, and e1 stays leased to "a".
+  EXPECT_TRUE(FetchAs("waiting", "g", "a", 1500).empty());
+  client::Lease lease = got[0].lease();
+  client::AckResult acked = Must(client_->Ack("waiting", "g", std::span(&lease, 1), "a"));
+  EXPECT_EQ(acked.acked, 1u);
+  EXPECT_TRUE(acked.lost.empty());
+
+  // The same for a stream that has nothing to send (its heartbeat is 15 s).
+  Publish("waiting", "e2");
+  client::SubscribeOptions options;
+  options.consumer = "s";
+  std::unique_ptr<client::Subscription> sub = Must(client_->Subscribe("waiting", "g", options));
+  Result<std::optional<Delivery>> d = sub->Next(10'000);
+  ASSERT_TRUE(d.ok() && d->has_value());
+  Result<std::optional<Delivery>> none = sub->Next(1500);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  lease = (*d)->lease();
+  acked = Must(client_->Ack("waiting", "g", std::span(&lease, 1), "s"));
+  EXPECT_EQ(acked.acked, 1u);
+  EXPECT_TRUE(acked.lost.empty());
+}
+
 TEST_F(GroupsTest, DefaultSessionTimeoutComesFromTheConfiguration) {
   StartServer("groups:\n  session_timeout_ms: 1000\n  lease_ms: 600000\n");
   CreateTopic("auto");
