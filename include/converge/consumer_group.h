@@ -32,10 +32,10 @@
 // order holds across rebalances because leases belong to the group, not to the member.
 //
 // Dead letters. Each group has a dead-letter topic (default DefaultDeadLetterTopic(topic,
-// group), internal, one partition, fsync durability, created with the group). A dead letter holds the original
-// record (id, key, value, timestamp), its coordinates (topic, partition, offset), the number of
-// deliveries, the reason, the last error and the time. The source record is committed only
-// after the dead-letter append returned OK; if the append fails the record stays pending in
+// group), internal, one partition, fsync durability, created with the group). A dead letter holds
+// the original record (id, key, value, timestamp), its coordinates (topic, partition, offset), the
+// number of deliveries, the reason, the last error and the time. The source record is committed
+// only after the dead-letter append returned OK; if the append fails the record stays pending in
 // state "dead-letter pending" (blocking its key) and the append is retried every
 // dead_letter_retry_ms by Fetch/Tick. Nothing is ever dropped. Dead letters can be listed and
 // replayed (appended again to the group's topic, to the original partition, or to any chosen
@@ -376,10 +376,10 @@ class ConsumerGroups {
   // "replay.<group>.<dead-letter offset>" so a retried replay is deduplicated by the Log's
   // idempotent publish) and marks them replayed, durably. With include_replayed, a dead letter
   // already marked replayed is appended again under a fresh id
-  // ("replay.<group>.<dead-letter offset>.<random hex>"): every such call adds a copy. Stops at the first error, returning
-  // it; what was replayed and marked before stays so. One call examines at most
-  // 10 x replay_max_records dead letters; next_offset says where to continue. NotFound (no group or
-  // target topic), ResourceExhausted (too many replayed ranges), errors of Log::Append.
+  // ("replay.<group>.<dead-letter offset>.<random hex>"): every such call adds a copy. Stops at the
+  // first error, returning it; what was replayed and marked before stays so. One call examines at
+  // most 10 x replay_max_records dead letters; next_offset says where to continue. NotFound (no
+  // group or target topic), ResourceExhausted (too many replayed ranges), errors of Log::Append.
   virtual Result<ReplayResult> ReplayDeadLetters(const std::string& topic, const std::string& group,
                                                  const ReplayOptions& options) = 0;
 

@@ -15,8 +15,8 @@
 #pragma once
 
 #include <array>
-#include <chrono>
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>

@@ -62,10 +62,9 @@ Status CheckQuery(const std::vector<std::pair<std::string, std::string>>& query,
         if (!list.empty()) list += ", ";
         list += a;
       }
-      return InvalidArgumentError("unknown query parameter '" + name + "' (" +
-                                  (list.empty() ? std::string("this route takes none")
-                                                : "allowed: " + list) +
-                                  ")");
+      return InvalidArgumentError(
+          "unknown query parameter '" + name + "' (" +
+          (list.empty() ? std::string("this route takes none") : "allowed: " + list) + ")");
     }
     for (size_t j = 0; j < i; ++j) {
       if (query[j].first == name) {
@@ -618,7 +617,8 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
       // Wakes for the heartbeat, and in time to call the group again (the fetch above keeps
       // the member alive while it has nothing to send).
       co_await d_.hub->Wait(
-          key, seen, std::min(last_write + heartbeat, std::chrono::steady_clock::now() + keep_alive));
+          key, seen,
+          std::min(last_write + heartbeat, std::chrono::steady_clock::now() + keep_alive));
       if (std::chrono::steady_clock::now() >= last_write + heartbeat) {
         open = co_await sink.Write(": keep-alive\n\n");
         last_write = std::chrono::steady_clock::now();
@@ -682,8 +682,7 @@ asio::awaitable<HttpReply> Api::Leave(Call& call) {
   };
   Result<bool> left = co_await d_.pool->Run(std::move(job));
   if (!left.ok()) co_return Error(left.status());
-  co_return Reply(
-      JsonReply(http::status::ok, *left ? "{\"left\":true}" : "{\"left\":false}"));
+  co_return Reply(JsonReply(http::status::ok, *left ? "{\"left\":true}" : "{\"left\":false}"));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -778,12 +777,11 @@ asio::awaitable<HttpReply> Api::ReplayDeadLetters(Call& call) {
   auto job = [&, topic, group] { return d_.groups->ReplayDeadLetters(topic, group, options); };
   Result<ReplayResult> r = co_await d_.pool->Run(std::move(job));
   if (!r.ok()) co_return Error(r.status());
-  co_return Reply(
-      JsonReply(http::status::ok,
-                "{\"replayed\":" + std::to_string(r->replayed) +
-                    ",\"deduplicated\":" + std::to_string(r->deduplicated) +
-                    ",\"skipped_already_replayed\":" + std::to_string(r->skipped_already_replayed) +
-                    ",\"next_offset\":" + std::to_string(r->next_offset) + "}"));
+  co_return Reply(JsonReply(http::status::ok,
+                            "{\"replayed\":" + std::to_string(r->replayed) + ",\"deduplicated\":" +
+                                std::to_string(r->deduplicated) + ",\"skipped_already_replayed\":" +
+                                std::to_string(r->skipped_already_replayed) +
+                                ",\"next_offset\":" + std::to_string(r->next_offset) + "}"));
 }
 
 }  // namespace converge::server

@@ -157,8 +157,7 @@ TEST_F(GroupsTest, ClosedStreamHandsItsPartitionAndLeasesOverPromptly) {
   Publish("handover", "e1");
   client::SubscribeOptions options;
   options.consumer = "a";
-  std::unique_ptr<client::Subscription> sub =
-      Must(client_->Subscribe("handover", "g", options));
+  std::unique_ptr<client::Subscription> sub = Must(client_->Subscribe("handover", "g", options));
   Result<std::optional<Delivery>> d = sub->Next(10'000);
   ASSERT_TRUE(d.ok() && d->has_value());
   // "a" holds the only partition; "b" gets nothing while the stream is open.
@@ -273,11 +272,11 @@ TEST_F(GroupsTest, SessionTimeoutIsAGroupOptionAndIsHonoured) {
   EXPECT_LT(MsSince(start), 8'000);
 
   // Validated with clear errors.
-  for (const char* bad : {R"({"name":"h","session_timeout_ms":0})",
-                          R"({"name":"h","session_timeout_ms":99})",
-                          R"({"name":"h","session_timeout_ms":86400001})",
-                          R"({"name":"h","session_timeout_ms":"1000"})",
-                          R"({"name":"h","session_timeout_ms":1.5})"}) {
+  for (const char* bad :
+       {R"({"name":"h","session_timeout_ms":0})", R"({"name":"h","session_timeout_ms":99})",
+        R"({"name":"h","session_timeout_ms":86400001})",
+        R"({"name":"h","session_timeout_ms":"1000"})",
+        R"({"name":"h","session_timeout_ms":1.5})"}) {
     r = Call("POST", "/v1/topics/sessions/groups", bad);
     EXPECT_EQ(r.status, 400) << bad << " -> " << r.body;
     EXPECT_NE(r.body.find("session_timeout_ms"), std::string::npos) << r.body;
@@ -334,8 +333,7 @@ TEST_F(GroupsTest, InvalidSessionTimeoutInTheConfigurationIsRefused) {
   server_ = std::make_unique<ServeProcess>("groups:\n  session_timeout_ms: 5\n");
   Status s = server_->Start();
   EXPECT_FALSE(s.ok());
-  EXPECT_NE(server_->Log().find("groups.session_timeout_ms"), std::string::npos)
-      << server_->Log();
+  EXPECT_NE(server_->Log().find("groups.session_timeout_ms"), std::string::npos) << server_->Log();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -487,7 +485,8 @@ TEST_F(GroupsTest, LongestTopicAndGroupNamesCanHaveGroupsAndDeadLetters) {
     client::DeadLetterList dl = Must(client_->ListDeadLetters(topic, group));
     ASSERT_EQ(dl.dead_letters.size(), 1u);
     EXPECT_EQ(dl.dead_letters[0].event->id(), "e1");
-    auto r = Call("POST", "/v1/topics/" + topic + "/groups/" + group + "/dead-letters/replay", "{}");
+    auto r =
+        Call("POST", "/v1/topics/" + topic + "/groups/" + group + "/dead-letters/replay", "{}");
     ASSERT_EQ(r.status, 200) << r.body;
     EXPECT_EQ(Field(r.body, "replayed"), "1") << r.body;
     // Another group on the same topic gets its own dead-letter topic.
@@ -502,8 +501,8 @@ TEST_F(GroupsTest, LongestTopicAndGroupNamesCanHaveGroupsAndDeadLetters) {
   auto r = Call("POST", "/v1/topics/" + std::string(201, 't') + "/groups/g/fetch", "{}");
   EXPECT_EQ(r.status, 400);
   EXPECT_NE(r.body.find("1..200"), std::string::npos) << r.body;
-  r = Call("POST", "/v1/topics/" + std::string(200, 't') + "/groups/" + std::string(65, 'g') +
-                       "/fetch",
+  r = Call("POST",
+           "/v1/topics/" + std::string(200, 't') + "/groups/" + std::string(65, 'g') + "/fetch",
            "{}");
   EXPECT_EQ(r.status, 400);
   EXPECT_NE(r.body.find("1..64"), std::string::npos) << r.body;
@@ -565,7 +564,7 @@ TEST_F(GroupsTest, GroupBodiesAndQueryParametersAreParsedStrictly) {
     EXPECT_EQ(r.status, 400) << query << " -> " << r.body;
   }
   for (const std::string query : {"max_events=0", "max_events=1.5", "max_events=", "auto_ack=yes",
-                                   "consumer=a%20b", "max_event=5", "consumer=a&consumer=b"}) {
+                                  "consumer=a%20b", "max_event=5", "consumer=a&consumer=b"}) {
     r = Call("GET", g + "/stream?" + query);
     EXPECT_EQ(r.status, 400) << query << " -> " << r.body;
   }
