@@ -171,7 +171,7 @@ TEST_F(GroupsTest, ClosedStreamHandsItsPartitionAndLeasesOverPromptly) {
   EXPECT_EQ(got[0].event->id(), "e1");
   EXPECT_EQ(got[0].attempt, 2u);
   // The old behaviour took two heartbeats (about 30 s); a closed socket is seen at once.
-  EXPECT_LT(took, 3'000) << "handover took " << took << " ms";
+  EXPECT_LT(took, 5'000) << "handover took " << took << " ms";
 }
 
 // The same over TLS, where the server reads and writes the encrypted stream at once: the
@@ -212,7 +212,7 @@ TEST_F(GroupsTest, ClosedTlsStreamIsSeenPromptlyAndAnOpenOneKeepsDelivering) {
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].event->id(), "e4");
   EXPECT_EQ(got[0].attempt, 2u);
-  EXPECT_LT(MsSince(closed), 3'000);
+  EXPECT_LT(MsSince(closed), 5'000);
 }
 
 // ---------------------------------------------------------------------------------------
