@@ -15,23 +15,27 @@
 // Leases and attempts. Delivery::attempt counts deliveries of the record: 1 for the first. When
 // a lease ends without an ack (expiry, or a non-permanent nack) and attempt >= max_deliveries,
 // the record is dead-lettered with reason "max deliveries (N) exceeded" and the last nack
-// reason as last_error. A lease released because its member left (Leave, or a session expiry
-// counts as an expiry) does not count as a failed attempt. Attempt counts are kept in memory:
-// after a restart they start again from 1.
+// reason as last_error. A lease released because its member left gracefully (Leave) does not
+// count as a failed attempt; one that ends because its member vanished (a session expiry, or
+// Abandon: the consumer's connection closed with the lease outstanding) does, like a lease
+// expiry, so a record that crashes its consumer is dead-lettered in the end instead of
+// being redelivered forever. Attempt counts are kept in memory: after a restart they start
+// again from 1.
 //
 // Membership. Join adds a member (or refreshes it) and rebalances: the group's partitions are
 // spread round-robin over the live members sorted by id, and the generation is bumped. A member
 // stays live while it calls Join/Heartbeat/Fetch/Ack/Nack at least every session_timeout_ms;
 // past that it is removed, its leases expire at once (a failed attempt) and the group
-// rebalances. Leave removes a member and releases its leases for immediate redelivery. A record
+// rebalances. Leave removes a member and releases its leases for immediate redelivery; Abandon
+// removes it like a session expiry, at once. A record
 // leased before a rebalance stays leased to its member until acked, nacked or expired; per-key
 // order holds across rebalances because leases belong to the group, not to the member.
 //
-// Dead letters. Each group has a dead-letter topic (default "_dlq.<topic>.<group>", internal,
-// one partition, fsync durability, created with the group). A dead letter holds the original
-// record (id, key, value, timestamp), its coordinates (topic, partition, offset), the number of
-// deliveries, the reason, the last error and the time. The source record is committed only
-// after the dead-letter append returned OK; if the append fails the record stays pending in
+// Dead letters. Each group has a dead-letter topic (default DefaultDeadLetterTopic(topic,
+// group), internal, one partition, fsync durability, created with the group). A dead letter holds
+// the original record (id, key, value, timestamp), its coordinates (topic, partition, offset), the
+// number of deliveries, the reason, the last error and the time. The source record is committed
+// only after the dead-letter append returned OK; if the append fails the record stays pending in
 // state "dead-letter pending" (blocking its key) and the append is retried every
 // dead_letter_retry_ms by Fetch/Tick. Nothing is ever dropped. Dead letters can be listed and
 // replayed (appended again to the group's topic, to the original partition, or to any chosen
@@ -265,7 +269,10 @@ struct ReplayOptions {
 };
 
 struct ReplayResult {
-  uint64_t replayed = 0;
+  uint64_t replayed = 0;  // appended by this call
+  // Found already in the target topic by the Log's idempotent publish (a replay retried after
+  // it appended but before it marked them): marked replayed, not appended again.
+  uint64_t deduplicated = 0;
   uint64_t skipped_already_replayed = 0;
   uint64_t next_offset = 0;  // where a following call continues
 };
@@ -305,6 +312,13 @@ class ConsumerGroups {
   // member. NotFound (no group).
   virtual Status Leave(const std::string& topic, const std::string& group,
                        const std::string& member) = 0;
+  // Removes a member whose consumer is gone without settling its leases (its connection
+  // closed, it crashed): like a session expiry, now. Its leases end as failed attempts (last
+  // error `why` where they have none): each is redelivered at once, or dead-lettered if it was
+  // its max_deliveries-th delivery; the group rebalances. OK if it was not a member. NotFound
+  // (no group).
+  virtual Status Abandon(const std::string& topic, const std::string& group,
+                         const std::string& member, std::string_view why) = 0;
   // Keeps a member alive; returns its current assignment. FailedPrecondition if it is not a
   // member (never joined, left or expired): call Join. NotFound (no group).
   virtual Result<Assignment> Heartbeat(const std::string& topic, const std::string& group,
@@ -360,10 +374,12 @@ class ConsumerGroups {
 
   // Appends dead letters again (original id is not reused: the record id is
   // "replay.<group>.<dead-letter offset>" so a retried replay is deduplicated by the Log's
-  // idempotent publish) and marks them replayed, durably. Stops at the first error, returning
-  // it; what was replayed and marked before stays so. One call examines at most
-  // 10 x replay_max_records dead letters; next_offset says where to continue. NotFound (no group or
-  // target topic), ResourceExhausted (too many replayed ranges), errors of Log::Append.
+  // idempotent publish) and marks them replayed, durably. With include_replayed, a dead letter
+  // already marked replayed is appended again under a fresh id
+  // ("replay.<group>.<dead-letter offset>.<random hex>"): every such call adds a copy. Stops at the
+  // first error, returning it; what was replayed and marked before stays so. One call examines at
+  // most 10 x replay_max_records dead letters; next_offset says where to continue. NotFound (no
+  // group or target topic), ResourceExhausted (too many replayed ranges), errors of Log::Append.
   virtual Result<ReplayResult> ReplayDeadLetters(const std::string& topic, const std::string& group,
                                                  const ReplayOptions& options) = 0;
 
@@ -394,7 +410,12 @@ class ConsumerGroups {
   virtual Status Flush() = 0;
 };
 
-// The default dead-letter topic of a group: "_dlq.<topic>.<group>".
+// The default dead-letter topic of a group: "_dlq.<topic>.<group>" when that fits the Log's
+// 200-character topic names. Longer (a topic name over 129 characters with a long group name)
+// it is "_dlq-<16 hex digits>.<first characters of topic>.<group>" cut to 200 characters, where
+// the hex digits are the FNV-1a 64-bit hash of "<topic>\0<group>": one name per (topic,
+// group) pair, the same on every run, and never the default name of another pair (those
+// start with "_dlq.").
 std::string DefaultDeadLetterTopic(std::string_view topic, std::string_view group);
 
 }  // namespace converge

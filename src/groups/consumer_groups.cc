@@ -37,10 +37,32 @@ using internal::groups::StateStore;
 using internal::groups::WindowEntry;
 
 std::string DefaultDeadLetterTopic(std::string_view topic, std::string_view group) {
+  // The Log's limit for every topic name, internal ones included.
+  constexpr size_t kMaxName = 200;
   std::string name = "_dlq.";
   name.append(topic);
   name.push_back('.');
   name.append(group);
+  if (name.size() <= kMaxName) return name;
+  // Too long: a name that is still unique per pair (the hash) and still readable (a prefix of
+  // the topic, the group). "_dlq-" keeps it apart from every unshortened name.
+  uint64_t hash = 14695981039346656037ull;  // FNV-1a 64
+  auto mix = [&hash](char c) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 1099511628211ull;
+  };
+  for (char c : topic) mix(c);
+  mix('\0');
+  for (char c : group) mix(c);
+  static constexpr char kHex[] = "0123456789abcdef";
+  name = "_dlq-";
+  for (int shift = 60; shift >= 0; shift -= 4) name.push_back(kHex[(hash >> shift) & 0xF]);
+  name.push_back('.');
+  const size_t fixed = name.size() + 1 + group.size();
+  if (fixed < kMaxName) name.append(topic.substr(0, kMaxName - fixed));
+  name.push_back('.');
+  name.append(group);
+  name.resize(std::min(name.size(), kMaxName));
   return name;
 }
 
@@ -218,6 +240,8 @@ class ConsumerGroupsImpl final : public ConsumerGroups {
                           const std::string& member) override;
   Status Leave(const std::string& topic, const std::string& group,
                const std::string& member) override;
+  Status Abandon(const std::string& topic, const std::string& group, const std::string& member,
+                 std::string_view why) override;
   Result<Assignment> Heartbeat(const std::string& topic, const std::string& group,
                                const std::string& member) override;
   Result<FetchResult> Fetch(const std::string& topic, const std::string& group,
@@ -574,9 +598,9 @@ Status ConsumerGroupsImpl::CreateGroup(const std::string& topic, const std::stri
   const std::string dlq = options.dead_letter_topic.empty() ? DefaultDeadLetterTopic(topic, group)
                                                             : options.dead_letter_topic;
   if (dlq.size() > kMaxTopicName) {
-    return InvalidArgumentError("dead-letter topic name '" + dlq +
-                                "' is longer than 200 characters: set "
-                                "GroupOptions.dead_letter_topic");
+    // Only a chosen name can be too long: the default one is shortened to fit.
+    return InvalidArgumentError("GroupOptions.dead_letter_topic '" + dlq +
+                                "' is longer than 200 characters");
   }
   if (dlq == topic) return InvalidArgumentError("the dead-letter topic cannot be the topic itself");
   const std::string key = GroupKey(topic, group);
@@ -743,6 +767,26 @@ Status ConsumerGroupsImpl::Leave(const std::string& topic, const std::string& gr
   }
   g->Notify();
   return Status::Ok();
+}
+
+Status ConsumerGroupsImpl::Abandon(const std::string& topic, const std::string& group,
+                                   const std::string& member, std::string_view why) {
+  CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<Group> g, Lookup(topic, group));
+  uint64_t seq = 0;
+  {
+    CONVERGE_GROUP_LOCK(g);
+    const int64_t now = NowNs();
+    g->ExpireSessions(now);
+    const uint32_t slot = g->SlotOf(member);
+    if (slot == kNoMember) return Status::Ok();
+    g->RemoveMember(slot, /*expire=*/true, now, why);
+    // Expired leases at their last delivery are due for dead-lettering now: append them here
+    // rather than on the next fetch or tick (their errors go to the partition's last_error).
+    for (uint32_t p = 0; p < g->partitions.size(); ++p) ProcessDue(*g, p, now, &seq);
+  }
+  g->Notify();
+  // Dead-lettering committed records: made durable like an ack's commit.
+  return CommitForCaller(seq);
 }
 
 Result<Assignment> ConsumerGroupsImpl::Heartbeat(const std::string& topic, const std::string& group,
@@ -1338,8 +1382,21 @@ Result<ReplayResult> ConsumerGroupsImpl::ReplayDeadLetters(const std::string& to
   const std::string& target = to_origin ? g->topic : options.target_topic;
   std::vector<std::string> ids;
   ids.reserve(candidates.size());
+  // A dead letter replayed before is asked for again (include_replayed): under its usual id the
+  // Log would take it for a retry and append nothing, so it gets one unique to this call.
+  std::string again;
   for (const Candidate& c : candidates) {
-    ids.push_back("replay." + g->name + "." + std::to_string(c.dl_offset));
+    std::string id = "replay." + g->name + "." + std::to_string(c.dl_offset);
+    if (internal::groups::InRanges(replayed, c.dl_offset)) {
+      if (again.empty()) {
+        static constexpr char kHex[] = "0123456789abcdef";
+        const uint64_t nonce = env_.random().Next64();
+        again.push_back('.');
+        for (int shift = 60; shift >= 0; shift -= 4) again.push_back(kHex[(nonce >> shift) & 0xF]);
+      }
+      id += again;
+    }
+    ids.push_back(std::move(id));
   }
   size_t appended = 0;
   Status error;
@@ -1363,9 +1420,9 @@ Result<ReplayResult> ConsumerGroupsImpl::ReplayDeadLetters(const std::string& to
       error = r.status().WithContext("replaying dead letters to '" + target + "'");
       break;
     }
+    for (const AppendResult& a : *r) ++(a.duplicate ? result.deduplicated : result.replayed);
     appended = end;
   }
-  result.replayed = appended;
   if (appended < candidates.size()) result.next_offset = candidates[appended].dl_offset;
   if (appended > 0) {
     uint64_t seq;

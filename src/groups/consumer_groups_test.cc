@@ -1004,5 +1004,104 @@ TEST(GroupsThreadedTest, ConcurrentConsumersOnProductionEnv) {
   std::filesystem::remove_all(dir);
 }
 
+// A member whose consumer vanished (its stream closed) leaves at once, and the leases it held
+// count as delivery attempts, so a record that kills every consumer ends as a dead letter.
+TEST_F(GroupsTest, AbandonEndsLeasesAsFailedAttemptsAndDeadLettersAtTheLast) {
+  GroupOptions o = FastOptions();
+  o.lease_ms = 600'000;
+  o.session_timeout_ms = 600'000;
+  Create(o);
+  h_.Produce(kTopic, "k", "poison");
+  for (uint32_t attempt = 1; attempt <= 3; ++attempt) {
+    Join("m" + std::to_string(attempt));
+    auto got = Fetch("m" + std::to_string(attempt));
+    ASSERT_EQ(got.size(), 1u) << attempt;
+    EXPECT_EQ(got[0].attempt, attempt);
+    ASSERT_OK(h_.groups->Abandon(kTopic, kGroup, "m" + std::to_string(attempt), "stream closed"));
+    EXPECT_TRUE(Describe().members.empty());
+  }
+  // The third failed attempt dead-lettered it within Abandon, with the reason given.
+  auto dls = DeadLetters();
+  ASSERT_EQ(dls.size(), 1u);
+  EXPECT_EQ(dls[0].delivery_count, 3u);
+  EXPECT_EQ(dls[0].last_error, "stream closed");
+  EXPECT_EQ(Describe().total_lag, 0u);
+  // Not a member: OK; no group: NotFound.
+  EXPECT_OK(h_.groups->Abandon(kTopic, kGroup, "nobody", "x"));
+  EXPECT_EQ(h_.groups->Abandon(kTopic, "nope", "m1", "x").code(), StatusCode::kNotFound);
+}
+
+TEST_F(GroupsTest, IncludeReplayedAppendsAnotherCopyToTheOriginalTopic) {
+  GroupOptions o = FastOptions();
+  o.max_deliveries = 1;
+  Create(o);
+  h_.Produce(kTopic, "k", "v");
+  Join("m1");
+  auto got = Fetch("m1");
+  ASSERT_EQ(got.size(), 1u);
+  NackOptions nack;
+  nack.permanent = true;
+  ASSERT_OK(h_.groups->Nack(kTopic, kGroup, "m1", got[0].lease(), nack));
+  auto end = [&] { return h_.log->DescribeTopic(kTopic)->partitions[0].end_offset; };
+  auto r = h_.groups->ReplayDeadLetters(kTopic, kGroup, ReplayOptions{});
+  ASSERT_OK(r);
+  EXPECT_EQ(r->replayed, 1u);
+  EXPECT_EQ(end(), 2u);
+  ReplayOptions again;
+  again.include_replayed = true;
+  for (uint64_t i = 0; i < 2; ++i) {
+    r = h_.groups->ReplayDeadLetters(kTopic, kGroup, again);
+    ASSERT_OK(r);
+    EXPECT_EQ(r->replayed, 1u);
+    EXPECT_EQ(r->deduplicated, 0u);
+    EXPECT_EQ(end(), 3u + i);
+  }
+}
+
+TEST(DeadLetterTopicName, FitsTheLogLimitForEveryValidPair) {
+  EXPECT_EQ(DefaultDeadLetterTopic("orders", "billing"), "_dlq.orders.billing");
+  const std::string group(64, 'g');
+  // The longest unshortened name: exactly 200 characters.
+  const std::string t129(129, 't');
+  EXPECT_EQ(DefaultDeadLetterTopic(t129, group), "_dlq." + t129 + "." + group);
+  std::set<std::string> names;
+  for (size_t len : {130u, 195u, 199u, 200u}) {
+    for (const std::string& g : {group, std::string(63, 'g') + "h", std::string("g")}) {
+      const std::string topic(len, 't');
+      const std::string name = DefaultDeadLetterTopic(topic, g);
+      EXPECT_LE(name.size(), 200u) << len;
+      if (name.size() > 5 && name.compare(0, 5, "_dlq-") == 0) {
+        EXPECT_EQ(name.size(), 200u);
+        EXPECT_EQ(name.substr(name.size() - g.size()), g);  // the group stays readable
+      }
+      EXPECT_TRUE(names.insert(name).second) << name;
+      EXPECT_EQ(name, DefaultDeadLetterTopic(topic, g));  // stable
+    }
+  }
+  // Topics that share the kept prefix still get different names.
+  EXPECT_NE(DefaultDeadLetterTopic(std::string(199, 't') + "a", group),
+            DefaultDeadLetterTopic(std::string(199, 't') + "b", group));
+}
+
+TEST(DeadLetterTopicName, LongestNamesCanHaveGroups) {
+  Harness h(99);
+  ASSERT_OK(h.Open());
+  const std::string topic(200, 't');
+  ASSERT_OK(h.CreateTopic(topic, 1));
+  for (const std::string& g : {std::string(64, 'g'), std::string(64, 'h')}) {
+    ASSERT_OK(h.groups->CreateGroup(topic, g, FastOptions()));
+    auto d = h.groups->DescribeGroup(topic, g);
+    ASSERT_OK(d);
+    EXPECT_EQ(d->dead_letter_topic, DefaultDeadLetterTopic(topic, g));
+    EXPECT_OK(h.log->DescribeTopic(d->dead_letter_topic));
+  }
+  // A chosen name past the limit is refused, naming the option.
+  GroupOptions o = FastOptions();
+  o.dead_letter_topic = "_" + std::string(200, 'x');
+  Status s = h.groups->CreateGroup(topic, "other", o);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.ToString().find("dead_letter_topic"), std::string::npos) << s.ToString();
+}
+
 }  // namespace
 }  // namespace converge

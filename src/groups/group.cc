@@ -49,12 +49,12 @@ uint32_t Group::AddMember(const std::string& member_id, int64_t now_ns) {
   return slot;
 }
 
-bool Group::RemoveMember(uint32_t slot, bool expire, int64_t now_ns) {
+bool Group::RemoveMember(uint32_t slot, bool expire, int64_t now_ns, std::string_view why) {
   Member& m = members[slot];
   bool ready = false;
   for (auto& ps : partitions) {
     if (expire) {
-      ps->window.ExpireMember(slot, now_ns);
+      ps->window.ExpireMember(slot, now_ns, why);
     } else if (ps->window.ReleaseMember(slot) > 0) {
       ready = true;
     }

@@ -79,9 +79,11 @@ class Group : public std::enable_shared_from_this<Group> {
   uint32_t SlotOf(const std::string& member_id) const;
   // Adds a member; the caller checked max_members. Rebalances.
   uint32_t AddMember(const std::string& member_id, int64_t now_ns);
-  // Removes a member. `expire`: its leases end as failed attempts (session expiry); otherwise
-  // they are released (Leave). Rebalances. Returns true if records became ready.
-  bool RemoveMember(uint32_t slot, bool expire, int64_t now_ns);
+  // Removes a member. `expire`: its leases end as failed attempts (session expiry, Abandon;
+  // `why` is the last error they get); otherwise they are released (Leave). Rebalances.
+  // Returns true if records became ready.
+  bool RemoveMember(uint32_t slot, bool expire, int64_t now_ns,
+                    std::string_view why = "member session expired");
   // Removes members whose session ran out. Returns true if records became ready.
   bool ExpireSessions(int64_t now_ns);
   void Rebalance();

@@ -287,12 +287,12 @@ uint32_t PartitionWindow::ReleaseMember(uint32_t member) {
   return n;
 }
 
-uint32_t PartitionWindow::ExpireMember(uint32_t member, int64_t now_ns) {
+uint32_t PartitionWindow::ExpireMember(uint32_t member, int64_t now_ns, std::string_view why) {
   uint32_t n = 0;
   for (WindowEntry& e : entries_) {
     if (e.state == EntryState::kLeased && e.member == member) {
       if (last_errors_.find(e.offset) == last_errors_.end()) {
-        last_errors_[e.offset] = "member session expired";
+        last_errors_[e.offset] = std::string(why);
       }
       // A dead-letter candidate gets a timer due now: the next ProcessDue collects it.
       EndLease(&e, /*failed=*/true, /*permanent=*/false, now_ns, 0);

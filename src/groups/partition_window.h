@@ -120,8 +120,10 @@ class PartitionWindow {
   // released.
   uint32_t ReleaseMember(uint32_t member);
   // Expires every lease held by `member` now (failed attempts; those at max_deliveries go to
-  // kDeadLetterPending). Returns the number expired.
-  uint32_t ExpireMember(uint32_t member, int64_t now_ns);
+  // kDeadLetterPending). `why` becomes the last error of entries that have none. Returns the
+  // number expired.
+  uint32_t ExpireMember(uint32_t member, int64_t now_ns,
+                        std::string_view why = "member session expired");
 
   // Drops everything and restarts at `offset`.
   void Reset(uint64_t offset);

@@ -156,6 +156,7 @@ std::string GroupJson(const GroupDescription& g) {
   out += ",\"members\":" + std::to_string(g.members.size());
   out += ",\"lease_ms\":" + std::to_string(g.options.lease_ms);
   out += ",\"max_deliveries\":" + std::to_string(g.options.max_deliveries);
+  out += ",\"session_timeout_ms\":" + std::to_string(g.options.session_timeout_ms);
   out += ",\"dead_letters\":" + std::to_string(g.dead_letters);
   out += ",\"dead_letters_replayed\":" + std::to_string(g.dead_letters_replayed);
   out += ",\"partitions\":[";
@@ -222,6 +223,7 @@ const std::vector<Api::Route>& Api::RouteTable() {
       {http::verb::post, "/v1/topics/{topic}/groups/{group}/ack", &Api::Ack, true},
       {http::verb::post, "/v1/topics/{topic}/groups/{group}/nack", &Api::Nack, true},
       {http::verb::get, "/v1/topics/{topic}/groups/{group}/stream", &Api::Stream, true},
+      {http::verb::post, "/v1/topics/{topic}/groups/{group}/leave", &Api::Leave, true},
       {http::verb::get, "/v1/topics/{topic}/groups/{group}/dead-letters", &Api::ListDeadLetters,
        true},
       {http::verb::post, "/v1/topics/{topic}/groups/{group}/dead-letters/replay",

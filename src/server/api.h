@@ -16,6 +16,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -115,6 +116,7 @@ class Api {
   asio::awaitable<HttpReply> Ack(Call& call);
   asio::awaitable<HttpReply> Nack(Call& call);
   asio::awaitable<HttpReply> Stream(Call& call);
+  asio::awaitable<HttpReply> Leave(Call& call);
   asio::awaitable<HttpReply> ListDeadLetters(Call& call);
   asio::awaitable<HttpReply> ReplayDeadLetters(Call& call);
 
@@ -127,7 +129,11 @@ class Api {
   enum class DeliveryFormat { kJson, kSse, kBinary };
   std::string RenderDeliveries(const FetchResult& fetched, const std::string& topic,
                                const std::string& group, DeliveryFormat format);
-  Status WatchGroup(const std::string& topic, const std::string& group);
+  // Registers the group's ready watch (once per group) and returns how often a waiting fetch
+  // or stream must call the group to keep its member alive: a third of the group's session
+  // timeout (a long poll or an idle stream would otherwise outlive its own session, and its
+  // leases would expire as failed attempts while its consumer is still there).
+  Result<std::chrono::milliseconds> WatchGroup(const std::string& topic, const std::string& group);
   // Server-side acks of a stream (auto_ack), run one AckBatch at a time on the stream's strand.
   struct AckPipe {
     explicit AckPipe(const asio::any_io_executor& ex)
@@ -151,6 +157,7 @@ class Api {
 
   std::mutex watches_mu_;
   std::map<std::string, std::unique_ptr<ConsumerGroups::ReadyWatch>> watches_;
+  std::map<std::string, std::chrono::milliseconds> keep_alive_;  // by group key, watches_mu_
 
   Histogram* deliver_latency_;
   Gauge* subscribers_gauge_;

@@ -50,6 +50,36 @@ HttpReply InvalidJson(const Status& parse_error) {
   return Error(http::status::bad_request, "INVALID_JSON", parse_error.message());
 }
 
+// Query parameters are read as strictly as bodies: one not in `allowed` (almost always a typo,
+// or a body field sent in the wrong place) or one given twice is refused.
+Status CheckQuery(const std::vector<std::pair<std::string, std::string>>& query,
+                  std::initializer_list<std::string_view> allowed) {
+  for (size_t i = 0; i < query.size(); ++i) {
+    const std::string& name = query[i].first;
+    if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
+      std::string list;
+      for (std::string_view a : allowed) {
+        if (!list.empty()) list += ", ";
+        list += a;
+      }
+      return InvalidArgumentError(
+          "unknown query parameter '" + name + "' (" +
+          (list.empty() ? std::string("this route takes none") : "allowed: " + list) + ")");
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (query[j].first == name) {
+        return InvalidArgumentError("query parameter '" + name + "' is given twice");
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+// NotFound for a group that does not exist, worded as the groups' own lookup words it.
+Status NoSuchGroup(const std::string& topic, const std::string& group) {
+  return NotFoundError("consumer group '" + group + "' on topic '" + topic + "' not found");
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
@@ -60,6 +90,7 @@ GroupOptions Api::DefaultGroupOptions() const {
   g.lease_ms = d_.config->groups.lease_ms;
   g.max_deliveries = d_.config->groups.max_deliveries;
   g.max_nack_delay_ms = d_.config->groups.max_nack_delay_ms;
+  g.session_timeout_ms = d_.config->groups.session_timeout_ms;
   return g;
 }
 
@@ -72,15 +103,29 @@ Status Api::EnsureGroup(const std::string& topic, const std::string& group) {
   return s;
 }
 
-Status Api::WatchGroup(const std::string& topic, const std::string& group) {
+Result<std::chrono::milliseconds> Api::WatchGroup(const std::string& topic,
+                                                  const std::string& group) {
   const std::string key = GroupKey(topic, group);
+  {
+    std::lock_guard lock(watches_mu_);
+    auto it = keep_alive_.find(key);
+    if (it != keep_alive_.end()) return it->second;
+  }
+  // First use of the group in this process: its options (set at creation, kept on disk) say
+  // its session timeout. Read without the lock: it reads the log.
+  CONVERGE_ASSIGN_OR_RETURN(GroupDescription described, d_.groups->DescribeGroup(topic, group));
+  const std::chrono::milliseconds keep_alive(
+      std::max<int64_t>(10, described.options.session_timeout_ms / 3));
   std::lock_guard lock(watches_mu_);
-  if (watches_.count(key)) return Status::Ok();
-  WakeupHub* hub = d_.hub;
-  CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<ConsumerGroups::ReadyWatch> watch,
-                            d_.groups->WatchReady(topic, group, [hub, key] { hub->Notify(key); }));
-  watches_.emplace(key, std::move(watch));
-  return Status::Ok();
+  if (!watches_.count(key)) {
+    WakeupHub* hub = d_.hub;
+    CONVERGE_ASSIGN_OR_RETURN(
+        std::unique_ptr<ConsumerGroups::ReadyWatch> watch,
+        d_.groups->WatchReady(topic, group, [hub, key] { hub->Notify(key); }));
+    watches_.emplace(key, std::move(watch));
+  }
+  keep_alive_.emplace(key, keep_alive);
+  return keep_alive;
 }
 
 Result<FetchResult> Api::FetchAsMember(const std::string& topic, const std::string& group,
@@ -154,6 +199,7 @@ asio::awaitable<HttpReply> Api::CreateGroup(Call& call) {
     co_return Error(NotAllowed(*call.principal, "subscribe to", call.topic));
   }
   if (Status s = CheckTopicName(call.topic); !s.ok()) co_return Error(s);
+  if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
   Result<json::object> body = ParseJsonObject(call.req.body());
   if (!body.ok()) co_return InvalidJson(body.status());
   const json::object& o = *body;
@@ -161,9 +207,15 @@ asio::awaitable<HttpReply> Api::CreateGroup(Call& call) {
   std::string name, start = "earliest";
   uint64_t max_deliveries = options.max_deliveries;
   uint64_t max_in_flight = options.max_in_flight_per_partition;
-  Status s = CheckFields(o, {"name", "lease_ms", "max_deliveries", "max_in_flight", "start"});
+  Status s = CheckFields(
+      o, {"name", "lease_ms", "max_deliveries", "max_in_flight", "start", "session_timeout_ms"});
+  if (s.ok() && !o.contains("name")) s = InvalidArgumentError("field 'name' is required");
   if (s.ok()) s = ReadString(o, "name", &name);
   if (s.ok()) s = ReadInt(o, "lease_ms", 1, d_.config->groups.max_lease_ms, &options.lease_ms);
+  if (s.ok()) {
+    s = ReadInt(o, "session_timeout_ms", kMinSessionTimeoutMs, kMaxSessionTimeoutMs,
+                &options.session_timeout_ms);
+  }
   if (s.ok()) s = ReadUint(o, "max_deliveries", 1, 10'000, &max_deliveries);
   if (s.ok()) s = ReadUint(o, "max_in_flight", 1, 100'000, &max_in_flight);
   if (s.ok()) s = ReadString(o, "start", &start);
@@ -200,7 +252,8 @@ asio::awaitable<HttpReply> Api::Fetch(Call& call) {
   if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
     co_return std::move(*refused);
   }
-  Status s;
+  Status s = CheckQuery(call.query, {});
+  if (!s.ok()) co_return Error(s);
   Result<json::object> body = ParseJsonObject(call.req.body());
   if (!body.ok()) co_return InvalidJson(body.status());
   const LimitsConfig& limits = d_.config->limits;
@@ -216,12 +269,12 @@ asio::awaitable<HttpReply> Api::Fetch(Call& call) {
   if (!s.ok()) co_return Error(s);
 
   const std::string topic = call.topic, group = call.group;
-  auto job = [this, topic, group] {
-    Status st = EnsureGroup(topic, group);
-    return st.ok() ? WatchGroup(topic, group) : st;
+  auto job = [this, topic, group]() -> Result<std::chrono::milliseconds> {
+    CONVERGE_RETURN_IF_ERROR(EnsureGroup(topic, group));
+    return WatchGroup(topic, group);
   };
-  s = co_await d_.pool->Run(std::move(job));
-  if (!s.ok()) co_return Error(s);
+  Result<std::chrono::milliseconds> keep_alive = co_await d_.pool->Run(std::move(job));
+  if (!keep_alive.ok()) co_return Error(keep_alive.status());
 
   // The C++ client asks for the binary delivery batch: stored records go out as they are.
   const DeliveryFormat format =
@@ -256,7 +309,9 @@ asio::awaitable<HttpReply> Api::Fetch(Call& call) {
     if (!ready_.load()) {
       co_return reply(format == DeliveryFormat::kJson ? "{\"deliveries\":[]}" : "");
     }
-    co_await d_.hub->Wait(key, seen, deadline);
+    // Wake up in time to call the group again (the fetch above keeps the member alive).
+    co_await d_.hub->Wait(key, seen,
+                          std::min(deadline, std::chrono::steady_clock::now() + *keep_alive));
   }
 }
 
@@ -343,6 +398,7 @@ asio::awaitable<HttpReply> Api::Ack(Call& call) {
   if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
     co_return std::move(*refused);
   }
+  if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
   Result<json::object> body = ParseJsonObject(call.req.body());
   if (!body.ok()) co_return InvalidJson(body.status());
   Status s;
@@ -374,6 +430,7 @@ asio::awaitable<HttpReply> Api::Nack(Call& call) {
   if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
     co_return std::move(*refused);
   }
+  if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
   Result<json::object> body = ParseJsonObject(call.req.body());
   if (!body.ok()) co_return InvalidJson(body.status());
   Status s;
@@ -386,6 +443,22 @@ asio::awaitable<HttpReply> Api::Nack(Call& call) {
   // Each nack is its own storage operation; the reply says what happened to each, so a
   // failure in the middle is reported precisely rather than hidden.
   auto job = [&, topic, group]() -> Result<std::string> {
+    // Answers as ack does, before anything is applied: 404 for a group that does not exist
+    // (even with no nacks), 400 for a partition the topic does not have.
+    std::vector<std::string> groups = d_.groups->ListGroups(topic);
+    if (std::find(groups.begin(), groups.end(), group) == groups.end()) {
+      return NoSuchGroup(topic, group);
+    }
+    if (!items.empty()) {
+      CONVERGE_ASSIGN_OR_RETURN(TopicInfo info, d_.log->DescribeTopic(topic));
+      for (size_t i = 0; i < items.size(); ++i) {
+        if (items[i].lease.partition >= info.partitions.size()) {
+          return InvalidArgumentError("nacks[" + std::to_string(i) + "]: partition " +
+                                      std::to_string(items[i].lease.partition) +
+                                      " does not exist in topic '" + topic + "'");
+        }
+      }
+    }
     size_t nacked = 0;
     std::string lost, failed;
     for (size_t i = 0; i < items.size(); ++i) {
@@ -397,7 +470,7 @@ asio::awaitable<HttpReply> Api::Nack(Call& call) {
       if (st.ok()) {
         ++nacked;
       } else if (st.code() == StatusCode::kNotFound && i == 0) {
-        return st;  // no such group: nothing was applied
+        return st;  // the group was deleted meanwhile: nothing was applied
       } else if (st.code() == StatusCode::kFailedPrecondition) {
         if (!lost.empty()) lost += ',';
         lost += std::to_string(i);
@@ -422,7 +495,7 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
   if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
     co_return std::move(*refused);
   }
-  Status s;
+  Status s = CheckQuery(call.query, {"consumer", "max_events", "auto_ack"});
   const LimitsConfig& limits = d_.config->limits;
   uint64_t max_events = 100;
   bool auto_ack = false;
@@ -456,14 +529,15 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
     co_return r;
   }
   const std::string topic = call.topic, group = call.group;
-  auto job = [this, topic, group, consumer] {
-    Status st = EnsureGroup(topic, group);
-    if (st.ok()) st = WatchGroup(topic, group);
-    if (st.ok()) st = d_.groups->Join(topic, group, consumer).status();
-    return st;
+  auto job = [this, topic, group, consumer]() -> Result<std::chrono::milliseconds> {
+    CONVERGE_RETURN_IF_ERROR(EnsureGroup(topic, group));
+    CONVERGE_ASSIGN_OR_RETURN(std::chrono::milliseconds keep_alive, WatchGroup(topic, group));
+    CONVERGE_RETURN_IF_ERROR(d_.groups->Join(topic, group, consumer).status());
+    return keep_alive;
   };
-  auto slot_holder = co_await d_.pool->Run(std::move(job));
-  s = std::move(slot_holder);
+  Result<std::chrono::milliseconds> joined = co_await d_.pool->Run(std::move(job));
+  s = joined.status();
+  const std::chrono::milliseconds keep_alive = joined.ok() ? *joined : std::chrono::milliseconds(0);
   // Releases the subscriber slot however the stream ends (or if it never starts).
   struct Slot {
     explicit Slot(Api* a) : api(a) {}
@@ -483,16 +557,20 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
   reply.response = HttpResponse{http::status::ok, 11};
   reply.response.set(http::field::content_type, "text/event-stream");
   reply.response.set(http::field::cache_control, "no-store");
-  reply.stream = [this, slot, topic, group, consumer, max_events,
-                  auto_ack](StreamSink& sink) -> asio::awaitable<void> {
+  reply.stream = [this, slot, topic, group, consumer, max_events, auto_ack,
+                  keep_alive](StreamSink& sink) -> asio::awaitable<void> {
     const std::string key = GroupKey(topic, group);
     const auto heartbeat = std::chrono::milliseconds(d_.config->limits.stream_heartbeat_ms);
     const auto executor = co_await asio::this_coro::executor;
     auto acks = std::make_shared<AckPipe>(executor);
+    // A client that goes away wakes the stream at once (its wait below is on the group's key;
+    // the other waiters of the group just look again).
+    WakeupHub* hub = d_.hub;
+    sink.OnPeerClosed([hub, key] { hub->Notify(key); });
     std::string hello = "retry: 1000\n: subscribed consumer=" + consumer + "\n\n";
     bool open = co_await sink.Write(std::move(hello));
     auto last_write = std::chrono::steady_clock::now();
-    while (open && !sink.Closing() && ready_.load()) {
+    while (open && !sink.Closing() && !sink.PeerClosed() && ready_.load()) {
       uint64_t seen = d_.hub->Generation(key);
       struct Batch {
         std::string text;
@@ -521,6 +599,7 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
         break;
       }
       if (!batch->text.empty()) {
+        if (sink.PeerClosed()) break;  // leased for nobody: ended below like the rest
         open = co_await sink.Write(std::move(batch->text));
         last_write = std::chrono::steady_clock::now();
         if (open && auto_ack) {
@@ -535,18 +614,28 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
         }
         continue;
       }
-      co_await d_.hub->Wait(key, seen, last_write + heartbeat);
+      // Wakes for the heartbeat, and in time to call the group again (the fetch above keeps
+      // the member alive while it has nothing to send).
+      co_await d_.hub->Wait(
+          key, seen,
+          std::min(last_write + heartbeat, std::chrono::steady_clock::now() + keep_alive));
       if (std::chrono::steady_clock::now() >= last_write + heartbeat) {
         open = co_await sink.Write(": keep-alive\n\n");
         last_write = std::chrono::steady_clock::now();
       }
     }
-    // Let the acks of what was sent finish, then unacked leases go back to the group at once.
+    // Let the acks of what was sent finish. Leases still outstanding were sent to a consumer
+    // that did not settle them: maybe the event made it crash. Each counts as a delivery
+    // attempt (like a lease expiry, at once), so a poison event ends in the dead-letter topic
+    // rather than being redelivered forever; the consumer leaves the group.
     while (acks->running) {
       acks->done.expires_after(std::chrono::seconds(1));
       co_await acks->done.async_wait(asio::as_tuple(asio::use_awaitable));
     }
-    auto job = [&] { return d_.groups->Leave(topic, group, consumer); };
+    auto job = [&] {
+      return d_.groups->Abandon(topic, group, consumer,
+                                "the consumer's stream ended without settling the lease");
+    };
     Status left = co_await d_.pool->Run(std::move(job));
     left.IgnoreError();
   };
@@ -567,6 +656,35 @@ asio::awaitable<void> Api::AckWorker(std::shared_ptr<AckPipe> pipe, std::string 
   pipe->done.cancel();
 }
 
+asio::awaitable<HttpReply> Api::Leave(Call& call) {
+  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
+    co_return std::move(*refused);
+  }
+  if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
+  Result<json::object> body = ParseJsonObject(call.req.body());
+  if (!body.ok()) co_return InvalidJson(body.status());
+  std::string consumer = "default";
+  Status s = CheckFields(*body, {"consumer"});
+  if (s.ok()) s = ReadString(*body, "consumer", &consumer);
+  if (s.ok()) s = CheckConsumerName(consumer);
+  if (!s.ok()) co_return Error(s);
+  const std::string topic = call.topic, group = call.group;
+  auto job = [this, topic, group, consumer]() -> Result<bool> {
+    // Whether it was a member (for the reply): a heartbeat says, NotFound if no group.
+    Result<Assignment> member = d_.groups->Heartbeat(topic, group, consumer);
+    if (!member.ok() && member.status().code() != StatusCode::kFailedPrecondition) {
+      return member.status();
+    }
+    // A graceful leave: its unacked leases are redelivered at once without using up an
+    // attempt, and the group rebalances now rather than after the session timeout.
+    CONVERGE_RETURN_IF_ERROR(d_.groups->Leave(topic, group, consumer));
+    return member.ok();
+  };
+  Result<bool> left = co_await d_.pool->Run(std::move(job));
+  if (!left.ok()) co_return Error(left.status());
+  co_return Reply(JsonReply(http::status::ok, *left ? "{\"left\":true}" : "{\"left\":false}"));
+}
+
 // ---------------------------------------------------------------------------------------
 // Dead letters
 
@@ -574,7 +692,7 @@ asio::awaitable<HttpReply> Api::ListDeadLetters(Call& call) {
   if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
     co_return std::move(*refused);
   }
-  Status s;
+  Status s = CheckQuery(call.query, {"from_offset", "limit"});
   uint64_t from = 0, limit = 100;
   if (auto v = call.Query("from_offset"); s.ok() && v) {
     Result<uint64_t> n = ParseUintParam("from_offset", *v, 0, UINT64_MAX);
@@ -626,8 +744,22 @@ asio::awaitable<HttpReply> Api::ReplayDeadLetters(Call& call) {
   if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
     co_return std::move(*refused);
   }
+  if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
   Result<json::object> body = ParseJsonObject(call.req.body());
   if (!body.ok()) co_return InvalidJson(body.status());
+  // A replay appends the events again (by default to the group's own topic, where every group
+  // sees them): it needs publish permission there too. That is checked before the body is
+  // validated, so a caller without it learns nothing from the answer; the target is the one
+  // field read first (a target that is not a string is refused by the validation below,
+  // after the check on the group's own topic).
+  std::string append_to = call.topic;
+  if (auto it = body->find("target_topic"); it != body->end() && it->value().is_string()) {
+    const json::string& target = it->value().get_string();
+    if (!target.empty()) append_to.assign(target.data(), target.size());
+  }
+  if (!call.principal->CanPublish(append_to)) {
+    co_return Error(NotAllowed(*call.principal, "publish (replay dead letters) to", append_to));
+  }
   Status s;
   ReplayOptions options;
   uint64_t max_events = options.max_records;
@@ -639,23 +771,17 @@ asio::awaitable<HttpReply> Api::ReplayDeadLetters(Call& call) {
   if (s.ok()) s = ReadString(*body, "target_topic", &options.target_topic);
   if (s.ok()) s = ReadBool(*body, "include_replayed", &options.include_replayed);
   if (s.ok() && !options.target_topic.empty()) s = CheckTopicName(options.target_topic);
-  // A replay appends the events again (by default to the group's own topic, where every group
-  // sees them): it needs publish permission there too.
-  const std::string& append_to = options.target_topic.empty() ? call.topic : options.target_topic;
-  if (s.ok() && !call.principal->CanPublish(append_to)) {
-    s = NotAllowed(*call.principal, "publish (replay dead letters) to", append_to);
-  }
   if (!s.ok()) co_return Error(s);
   options.max_records = static_cast<uint32_t>(max_events);
   const std::string topic = call.topic, group = call.group;
   auto job = [&, topic, group] { return d_.groups->ReplayDeadLetters(topic, group, options); };
   Result<ReplayResult> r = co_await d_.pool->Run(std::move(job));
   if (!r.ok()) co_return Error(r.status());
-  co_return Reply(
-      JsonReply(http::status::ok,
-                "{\"replayed\":" + std::to_string(r->replayed) +
-                    ",\"skipped_already_replayed\":" + std::to_string(r->skipped_already_replayed) +
-                    ",\"next_offset\":" + std::to_string(r->next_offset) + "}"));
+  co_return Reply(JsonReply(http::status::ok,
+                            "{\"replayed\":" + std::to_string(r->replayed) + ",\"deduplicated\":" +
+                                std::to_string(r->deduplicated) + ",\"skipped_already_replayed\":" +
+                                std::to_string(r->skipped_already_replayed) +
+                                ",\"next_offset\":" + std::to_string(r->next_offset) + "}"));
 }
 
 }  // namespace converge::server

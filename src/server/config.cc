@@ -164,10 +164,13 @@ Status ParseLimits(const YAML::Node& n, LimitsConfig* l) {
 
 Status ParseGroups(const YAML::Node& n, GroupConfig* g) {
   const std::string w = "groups";
-  CONVERGE_RETURN_IF_ERROR(CheckKeys(n, w,
-                                     {"lease_ms", "max_lease_ms", "max_deliveries",
-                                      "max_nack_delay_ms", "sync_acks", "commit_interval_ms"}));
+  CONVERGE_RETURN_IF_ERROR(
+      CheckKeys(n, w,
+                {"lease_ms", "max_lease_ms", "max_deliveries", "max_nack_delay_ms", "sync_acks",
+                 "commit_interval_ms", "session_timeout_ms"}));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "lease_ms", &g->lease_ms, 1, kMaxI64));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "session_timeout_ms", &g->session_timeout_ms,
+                                   kMinSessionTimeoutMs, kMaxSessionTimeoutMs));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_lease_ms", &g->max_lease_ms, 1, kMaxI64));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_deliveries", &g->max_deliveries, 1, kMaxU32));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_nack_delay_ms", &g->max_nack_delay_ms, 0, kMaxI64));

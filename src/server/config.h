@@ -46,9 +46,17 @@ struct LimitsConfig {
   int64_t stream_heartbeat_ms = 15'000;    // SSE comment line sent when idle
 };
 
+// Bounds of a group's member session timeout (the configuration's default and a group's own).
+// Below 100 ms a member that fetches in a loop would lose its partitions between calls.
+constexpr int64_t kMinSessionTimeoutMs = 100;
+constexpr int64_t kMaxSessionTimeoutMs = 86'400'000;
+
 // Defaults for consumer groups created on first use.
 struct GroupConfig {
   int64_t lease_ms = 30'000;       // default lease of a fetched event
+  // A member (a fetching consumer) that makes no call for this long leaves the group: its
+  // partitions go to the others and its leases end as failed attempts.
+  int64_t session_timeout_ms = 30'000;
   int64_t max_lease_ms = 600'000;  // longest lease a client may ask for
   uint32_t max_deliveries = 5;     // deliveries before an event is dead-lettered
   int64_t max_nack_delay_ms = 3'600'000;

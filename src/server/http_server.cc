@@ -269,28 +269,79 @@ void GracefulClose(Stream& stream) {
   Lowest(stream).shutdown(tcp::socket::shutdown_send, ignored);
 }
 
-// Streams a reply's chunks over a connection.
+// Streams a reply's chunks over a connection, and watches the connection's read side so a
+// peer that goes away is noticed while the stream is idle (a write into a closed connection
+// may succeed for a long time, and an idle stream writes only a heartbeat now and then).
+// Everything runs on the connection's strand.
 template <class Stream>
 class ChunkSink : public StreamSink {
  public:
   ChunkSink(Stream& stream, Watchdog& watchdog, const std::atomic<bool>& draining,
             int64_t timeout_ms)
-      : stream_(stream), watchdog_(watchdog), draining_(draining), timeout_ms_(timeout_ms) {}
+      : stream_(stream),
+        watchdog_(watchdog),
+        draining_(draining),
+        timeout_ms_(timeout_ms),
+        reader_done_(stream.get_executor(), std::chrono::steady_clock::time_point::max()) {}
+
   asio::awaitable<bool> Write(std::string data) override {
     if (data.empty()) co_return true;  // an empty chunk would end the response
     watchdog_.Arm(timeout_ms_);
     auto [ec, n] =
         co_await asio::async_write(stream_, http::make_chunk(asio::buffer(data)), kTuple);
     watchdog_.Disarm();
+    if (ec) MarkPeerClosed();
     co_return !ec;
   }
   bool Closing() const override { return draining_.load(); }
+  bool PeerClosed() const override { return peer_closed_; }
+  void OnPeerClosed(std::function<void()> fn) override {
+    if (peer_closed_) {
+      fn();
+    } else {
+      on_peer_closed_ = std::move(fn);
+    }
+  }
+
+  // Starts reading the connection until EOF or an error.
+  void StartWatchingPeer() {
+    reading_ = true;
+    asio::co_spawn(stream_.get_executor(), WatchPeer(), asio::detached);
+  }
+  // Ends the read (it refers to the stream and to this sink) and waits for it to finish.
+  asio::awaitable<void> StopWatchingPeer() {
+    if (!reading_) co_return;
+    boost::system::error_code ignored;
+    Lowest(stream_).cancel(ignored);
+    while (reading_) co_await reader_done_.async_wait(kTuple);
+  }
 
  private:
+  asio::awaitable<void> WatchPeer() {
+    char scratch[256];
+    for (;;) {
+      auto [ec, n] = co_await stream_.async_read_some(asio::buffer(scratch), kTuple);
+      if (ec) break;
+      // Bytes after the request (a client should send none on a stream) are dropped.
+    }
+    MarkPeerClosed();
+    reading_ = false;
+    reader_done_.cancel();
+  }
+  void MarkPeerClosed() {
+    if (peer_closed_) return;
+    peer_closed_ = true;
+    if (std::function<void()> fn = std::move(on_peer_closed_)) fn();
+  }
+
   Stream& stream_;
   Watchdog& watchdog_;
   const std::atomic<bool>& draining_;
   int64_t timeout_ms_;
+  bool peer_closed_ = false;
+  bool reading_ = false;
+  asio::steady_timer reader_done_;  // cancelled when the read ends
+  std::function<void()> on_peer_closed_;
 };
 
 }  // namespace
@@ -420,11 +471,13 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
       watchdog.Disarm();
       if (wec) break;
       ChunkSink<Stream> sink(stream, watchdog, draining_, limits.request_timeout_ms);
+      sink.StartWatchingPeer();
       try {
         co_await reply.stream(sink);
       } catch (const std::exception& e) {
         std::fprintf(stderr, "converge serve: stream ended by error: %s\n", e.what());
       }
+      co_await sink.StopWatchingPeer();
       watchdog.Arm(limits.request_timeout_ms);
       co_await asio::async_write(stream, http::make_chunk_last(), kTuple);
       break;

@@ -54,6 +54,13 @@ class StreamSink {
   virtual asio::awaitable<bool> Write(std::string data) = 0;
   // True once the server is shutting down: the stream should end.
   virtual bool Closing() const = 0;
+  // True once the peer closed its side of the connection (or it failed). Noticed while the
+  // stream waits, not only when a write fails: the socket is read while the stream runs (a
+  // client sends nothing after its request, so the read ends only at EOF or an error).
+  virtual bool PeerClosed() const = 0;
+  // Runs `fn` once, on the connection's strand, when the peer closes (at once if it has).
+  // One callback per sink; it must be quick and must not block.
+  virtual void OnPeerClosed(std::function<void()> fn) = 0;
 };
 
 struct HttpReply {
