@@ -1,5 +1,6 @@
 // Unit tests of the outbox module on SQLite: the SQL layer, the outbox writer, the relay's state
 // machine, the relay against the real log, the inbox and its consumer, crashes at every step.
+#include <chrono>
 #include <condition_variable>
 #include <random>
 #include <set>
@@ -714,7 +715,10 @@ TEST(InboxTest, WhenTheDeadLetterCannotBeWrittenTheEventBlocksItsKeyInsteadOfBei
   // The dead-letter topic heals: the group appends it and k0/1 flows.
   p.faulty->FailAppends(DefaultDeadLetterTopic(p.topic, "billing"), false);
   reject = false;
-  for (int i = 0; i < 200 && SummarizeEffects(*p.consumer).rows < 3; ++i) {
+  // The dead-letter retry is due 1 ms after the failure on the real clock, so loop until a
+  // deadline rather than for a count of rounds (a fast round can take less than 1 ms).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (SummarizeEffects(*p.consumer).rows < 3 && std::chrono::steady_clock::now() < deadline) {
     ASSERT_OK(p.groups->Tick());
     ASSERT_TRUE((*c)->RunOnce().ok());
   }
