@@ -193,15 +193,22 @@ asio::awaitable<void> HttpServer::AcceptLoop() {
     if (ec) {
       if (draining_ || ec == asio::error::operation_aborted || !acceptor_.is_open()) break;
       if (ec == asio::error::no_descriptors || ec.value() == ENFILE) {
-        // Out of file descriptors: the connection would wait in the backlog, its client timing
-        // out, until one frees up. Take it with the spare descriptor and close it at once.
+        // Out of file descriptors (storage files took more than their reserve): the
+        // connection would wait in the backlog, its client timing out, until one frees up.
+        // Close the longest-idle connection and accept again once its descriptor is free; if
+        // none is idle, take the new one with the spare descriptor and close it at once.
         const auto now = std::chrono::steady_clock::now();
         if (now - last_fd_warning_ > std::chrono::seconds(10)) {
           last_fd_warning_ = now;
           std::fprintf(stderr,
                        "converge serve: out of file descriptors at accept (%u connections open): "
-                       "closing new connections at once\n",
+                       "closing idle connections, or new ones at once\n",
                        static_cast<unsigned>(connections_.load()));
+        }
+        if (EvictIdle()) {
+          backoff.expires_after(Ms(2));  // the eviction runs on the connection's strand
+          co_await backoff.async_wait(kTuple);
+          continue;
         }
         if (ShedPending()) continue;
       }

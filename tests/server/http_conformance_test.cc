@@ -299,6 +299,34 @@ TEST_F(HttpConformanceTest, ServesFreshRequestsWhenIdleConnectionsExhaustTheFile
   ASSERT_OK(c.Health());
 }
 
+// Storage files (here: topics with many partitions, opened after the start) can take more
+// descriptors than the reserve left for them; accept then fails with EMFILE. The acceptor must
+// neither spin nor leave new connections waiting.
+TEST_F(HttpConformanceTest, ServesFreshRequestsWhenStorageFilesExhaustTheFileLimit) {
+  StartServer("", 256);
+  Client c = NewClient();
+  for (int i = 0; i < 3; ++i) {
+    client::TopicSpec spec;
+    spec.name = "wide" + std::to_string(i);
+    spec.partitions = 32;
+    ASSERT_TRUE(c.CreateTopic(spec).ok());
+  }
+  std::vector<std::unique_ptr<RawConnection>> idle;
+  for (int i = 0; i < 300; ++i) {
+    idle.push_back(std::make_unique<RawConnection>(server_->port()));
+    ASSERT_TRUE(idle.back()->ok());
+  }
+  for (const char* target : {"/healthz", "/readyz", "/v1/topics/wide0"}) {
+    SCOPED_TRACE(target);
+    RawConnection fresh(server_->port());
+    ASSERT_TRUE(fresh.ok());
+    ASSERT_TRUE(fresh.Send(Cat({"GET ", target, " HTTP/1.1\r\nHost: x\r\n\r\n"})));
+    EXPECT_EQ(fresh.ReadResponse(5000), 200) << server_->Log();
+  }
+  idle.clear();
+  ASSERT_OK(c.Health());
+}
+
 // ---------------------------------------------------------------------------------------
 // 3. The Authorization scheme is case-insensitive (RFC 9110 section 11.1).
 
