@@ -692,8 +692,9 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
     if (wec || !keep_alive) break;
   }
   GracefulClose(stream);
-  if (linger && !conn->closing) {
-    // A refused request may be followed by bytes not yet read (a body, more requests).
+  if ((linger || buffer.size() > 0) && !conn->closing) {
+    // A refused request may be followed by bytes not yet read (a body, more requests), and
+    // so may a reply that ended the connection (Connection: close, the drain).
     // Closing with unread input makes the kernel send a reset, which can destroy the error
     // reply before the client reads it: read and drop input for a short while first.
     watchdog.Arm(std::min<int64_t>(limits.request_timeout_ms, 1000));
