@@ -290,8 +290,9 @@ bool MatchPath(std::string_view tmpl, const std::vector<std::string_view>& segme
 Result<std::string> DecodeQueryPart(std::string_view part, std::string_view whole) {
   Result<std::string> decoded = PercentDecode(part);
   if (!decoded.ok()) {
-    return InvalidArgumentError("malformed query string (" + std::string(decoded.status().message()) +
-                                "): '" + std::string(whole.substr(0, 200)) + "'");
+    return InvalidArgumentError("malformed query string (" +
+                                std::string(decoded.status().message()) + "): '" +
+                                std::string(whole.substr(0, 200)) + "'");
   }
   for (char c : *decoded) {
     const auto u = static_cast<unsigned char>(c);

@@ -175,7 +175,8 @@ TEST(OpenApi, IsAValidOpenApi31Document) {
     const std::string route = path.first.as<std::string>();
     EXPECT_EQ(route.front(), '/') << route;
     std::set<std::string> templated;
-    for (size_t open = route.find('{'); open != std::string::npos; open = route.find('{', open + 1)) {
+    for (size_t open = route.find('{'); open != std::string::npos;
+         open = route.find('{', open + 1)) {
       templated.insert(route.substr(open + 1, route.find('}', open) - open - 1));
     }
     for (const auto& op : path.second) {

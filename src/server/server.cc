@@ -1,5 +1,7 @@
 #include "server/server.h"
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -7,8 +9,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <thread>
-
-#include <sys/resource.h>
 #include <vector>
 
 #include "converge/consumer_group.h"
@@ -288,8 +288,7 @@ uint32_t FitConnectionsToFileLimit(uint32_t wanted) {
 }  // namespace
 
 Status Server::Listen() {
-  impl_->http->set_max_connections(
-      FitConnectionsToFileLimit(impl_->config.limits.max_connections));
+  impl_->http->set_max_connections(FitConnectionsToFileLimit(impl_->config.limits.max_connections));
   return impl_->http->Listen();
 }
 

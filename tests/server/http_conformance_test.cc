@@ -229,8 +229,8 @@ TEST_F(HttpConformanceTest, RefusesAmbiguousFramingAndNeverRunsTheSmuggledReques
       {"gzip, chunked", get + "Transfer-Encoding: gzip, chunked\r\n", "0\r\n\r\n", 501},
       {"chunked, chunked", get + "Transfer-Encoding: chunked, chunked\r\n", "0\r\n\r\n", 400},
       {"empty coding", get + "Transfer-Encoding: \r\n", "", 400},
-      {"identity + Content-Length 0",
-       post + "Transfer-Encoding: identity\r\nContent-Length: 0\r\n", "", 400},
+      {"identity + Content-Length 0", post + "Transfer-Encoding: identity\r\nContent-Length: 0\r\n",
+       "", 400},
       {"gzip + Content-Length", post + "Transfer-Encoding: gzip\r\nContent-Length: 2\r\n", "{}",
        400},
       {"Content-Length + chunked", get + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
@@ -257,12 +257,11 @@ TEST_F(HttpConformanceTest, RefusesAmbiguousFramingAndNeverRunsTheSmuggledReques
   const std::string body = R"({"specversion":"1.0","id":"ok","source":"/t","type":"x"})";
   char size[16];
   std::snprintf(size, sizeof(size), "%zx", body.size());
-  const std::string chunked = Cat({"POST /v1/topics/t/events HTTP/1.1\r\nHost: x\r\n",
-                                   "Content-Type: application/cloudevents+json\r\n",
-                                   "Transfer-Encoding: chunked\r\n\r\n", size, "\r\n", body,
-                                   "\r\n0\r\n\r\n"});
-  const std::string reply =
-      Exchange(chunked + PublishRequest("t", "ok2", "Connection: close\r\n"));
+  const std::string chunked =
+      Cat({"POST /v1/topics/t/events HTTP/1.1\r\nHost: x\r\n",
+           "Content-Type: application/cloudevents+json\r\n", "Transfer-Encoding: chunked\r\n\r\n",
+           size, "\r\n", body, "\r\n0\r\n\r\n"});
+  const std::string reply = Exchange(chunked + PublishRequest("t", "ok2", "Connection: close\r\n"));
   EXPECT_EQ(Count(reply, "HTTP/1.1 200"), 2u) << reply;
   EXPECT_EQ(EndOffset("t"), 2u);
 }
@@ -336,12 +335,14 @@ TEST_F(HttpConformanceTest, AcceptsTheBearerSchemeInAnyCase) {
       "      admin: true\n");
   for (const char* scheme : {"Bearer", "bearer", "BEARER", "bEaReR"}) {
     SCOPED_TRACE(scheme);
-    std::string reply = Exchange(Cat({"GET /v1/topics HTTP/1.1\r\nHost: x\r\nAuthorization: ",
-                                      scheme, " ops-token-0123456789abc\r\n\r\n"}));
+    std::string reply =
+        Exchange(Cat({"GET /v1/topics HTTP/1.1\r\nHost: x\r\nAuthorization: ", scheme,
+                      " ops-token-0123456789abc\r\n\r\n"}));
     EXPECT_EQ(RawStatus(reply), 200) << reply;
   }
   std::string reply = Exchange(
-      "GET /v1/topics HTTP/1.1\r\nHost: x\r\nAuthorization: bearer OPS-TOKEN-0123456789ABC\r\n\r\n");
+      "GET /v1/topics HTTP/1.1\r\nHost: x\r\nAuthorization: bearer "
+      "OPS-TOKEN-0123456789ABC\r\n\r\n");
   EXPECT_EQ(RawStatus(reply), 401) << reply;
 }
 
@@ -390,7 +391,8 @@ TEST_F(HttpConformanceTest, RequiresHostAndServesAbsoluteFormTargets) {
   EXPECT_NE(reply.find(" 200 "), std::string::npos) << reply;
 
   const std::string port = std::to_string(server_->port());
-  reply = Exchange(Cat({"GET http://127.0.0.1:", port, "/v1/topics/t HTTP/1.1\r\nHost: x\r\n\r\n"}));
+  reply =
+      Exchange(Cat({"GET http://127.0.0.1:", port, "/v1/topics/t HTTP/1.1\r\nHost: x\r\n\r\n"}));
   EXPECT_EQ(RawStatus(reply), 200) << reply;
   EXPECT_NE(reply.find("\"name\":\"t\""), std::string::npos) << reply;
   reply = Exchange("GET HTTP://localhost/healthz?probe=1 HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -398,8 +400,8 @@ TEST_F(HttpConformanceTest, RequiresHostAndServesAbsoluteFormTargets) {
   reply = Exchange(Cat({"POST https://h", PublishRequest("t", "abs").substr(5)}));
   EXPECT_EQ(RawStatus(reply), 200) << reply;
   EXPECT_EQ(EndOffset("t"), 1u);
-  for (const char* bad : {"GET healthz HTTP/1.1", "GET http:///healthz HTTP/1.1",
-                          "GET ftp://h/healthz HTTP/1.1"}) {
+  for (const char* bad :
+       {"GET healthz HTTP/1.1", "GET http:///healthz HTTP/1.1", "GET ftp://h/healthz HTTP/1.1"}) {
     reply = Exchange(Cat({bad, "\r\nHost: x\r\n\r\n"}));
     EXPECT_EQ(RawStatus(reply), 400) << bad << ": " << reply;
   }
@@ -534,7 +536,8 @@ TEST_F(HttpConformanceTest, AnswersEveryAppliedPublishDuringSigterm) {
   runs.push_back(std::move(server_));
   for (int round = 0; round < 10; ++round) {
     if (round > 0) {
-      runs.push_back(std::make_unique<ServeProcess>("topic_defaults: {durability: none}", data_dir));
+      runs.push_back(
+          std::make_unique<ServeProcess>("topic_defaults: {durability: none}", data_dir));
       ASSERT_OK(runs.back()->Start());
     }
     ServeProcess* server = runs.back().get();
@@ -544,8 +547,8 @@ TEST_F(HttpConformanceTest, AnswersEveryAppliedPublishDuringSigterm) {
       publishers.emplace_back([&, t, port = server->port()] {
         RawConnection conn(port);
         for (int i = 0; conn.ok(); ++i) {
-          const std::string id = Cat({"r", std::to_string(round), "-p", std::to_string(t), "-",
-                                      std::to_string(i)});
+          const std::string id =
+              Cat({"r", std::to_string(round), "-p", std::to_string(t), "-", std::to_string(i)});
           if (!conn.Send(PublishRequest("d", id))) return;
           std::string body;
           const int status = conn.ReadResponse(20'000, &body);
