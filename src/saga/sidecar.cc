@@ -2,6 +2,7 @@
 // server hands over method, target and body, and sends back status, content type and body.
 #include <boost/json.hpp>
 #include <cctype>
+#include <charconv>
 #include <cstdlib>
 #include <map>
 
@@ -117,9 +118,11 @@ Result<int64_t> QueryInt(const Target& t, const std::string& key, int64_t fallba
                          int64_t hi) {
   auto it = t.query.find(key);
   if (it == t.query.end() || it->second.empty()) return fallback;
-  char* end = nullptr;
-  const long long v = std::strtoll(it->second.c_str(), &end, 10);
-  if (*end != '\0' || v < lo || v > hi) {
+  // The whole value, digits only: strtoll would stop at a NUL or skip leading blanks.
+  int64_t v = 0;
+  const std::string& text = it->second;
+  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || ptr != text.data() + text.size() || v < lo || v > hi) {
     return InvalidArgumentError("query parameter '" + key + "' must be an integer in [" +
                                 std::to_string(lo) + ", " + std::to_string(hi) + "]");
   }

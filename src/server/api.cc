@@ -286,8 +286,29 @@ bool MatchPath(std::string_view tmpl, const std::vector<std::string_view>& segme
   return true;
 }
 
+// One name or value of a query string, percent-decoded. A malformed escape, or one that
+// decodes to a control byte (NUL cuts a C string short: "limit=1%00x" would read as 1), is
+// InvalidArgument: no route takes control bytes in its query.
+Result<std::string> DecodeQueryPart(std::string_view part, std::string_view whole) {
+  Result<std::string> decoded = PercentDecode(part);
+  if (!decoded.ok()) {
+    return InvalidArgumentError("malformed query string (" +
+                                std::string(decoded.status().message()) + "): '" +
+                                std::string(whole.substr(0, 200)) + "'");
+  }
+  for (char c : *decoded) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      return InvalidArgumentError("query string has a control character: '" +
+                                  std::string(whole.substr(0, 200)) + "'");
+    }
+  }
+  return decoded;
+}
+
 Result<std::vector<std::pair<std::string, std::string>>> ParseQuery(std::string_view q) {
   std::vector<std::pair<std::string, std::string>> out;
+  const std::string_view whole = q;
   while (!q.empty()) {
     size_t amp = q.find('&');
     std::string_view item = q.substr(0, amp);
@@ -298,12 +319,19 @@ Result<std::vector<std::pair<std::string, std::string>>> ParseQuery(std::string_
     std::string_view v = eq == std::string_view::npos ? std::string_view() : item.substr(eq + 1);
     std::string value(v);
     std::replace(value.begin(), value.end(), '+', ' ');
-    Result<std::string> key = PercentDecode(k);
-    Result<std::string> val = PercentDecode(value);
-    if (!key.ok() || !val.ok()) return InvalidArgumentError("malformed query string");
-    out.emplace_back(std::move(key).value(), std::move(val).value());
+    CONVERGE_ASSIGN_OR_RETURN(std::string key, DecodeQueryPart(k, whole));
+    CONVERGE_ASSIGN_OR_RETURN(std::string val, DecodeQueryPart(value, whole));
+    out.emplace_back(std::move(key), std::move(val));
   }
   return out;
+}
+
+// The query string of a request target ("" without one), checked as ParseQuery checks it:
+// the store and saga routes parse their own parameters, after this.
+Status CheckQuery(std::string_view target) {
+  const size_t qmark = target.find('?');
+  if (qmark == std::string_view::npos) return Status::Ok();
+  return ParseQuery(target.substr(qmark + 1)).status();
 }
 
 }  // namespace
@@ -445,6 +473,10 @@ asio::awaitable<HttpReply> Api::HandleStore(HttpRequest& request) {
     reply.response.set(http::field::www_authenticate, "Bearer realm=\"converge\"");
     co_return reply;
   }
+  if (Status q = CheckQuery(std::string_view(request.target().data(), request.target().size()));
+      !q.ok()) {
+    co_return Error(q);
+  }
   auto header = [&](auto field) -> std::optional<std::string_view> {
     auto it = request.find(field);
     if (it == request.end()) return std::nullopt;
@@ -499,6 +531,10 @@ asio::awaitable<HttpReply> Api::HandleSagas(HttpRequest& request) {
     HttpReply reply = Error(principal.status());
     reply.response.set(http::field::www_authenticate, "Bearer realm=\"converge\"");
     co_return reply;
+  }
+  if (Status q = CheckQuery(std::string_view(request.target().data(), request.target().size()));
+      !q.ok()) {
+    co_return Error(q);
   }
   const Principal* who = *principal;
   SagaHttpRequest r;

@@ -66,13 +66,19 @@ Authorizer::Digest Authorizer::Sha256(std::string_view data) {
 Result<const Principal*> Authorizer::Authenticate(std::string_view header) const {
   if (!enabled()) return &anonymous_;
   if (header.empty()) return UnauthenticatedError("missing Authorization: Bearer token");
-  constexpr std::string_view kBearer = "Bearer ";
-  if (header.size() <= kBearer.size() || header.substr(0, kBearer.size()) != kBearer) {
-    return UnauthenticatedError("Authorization header is not a Bearer token");
+  // credentials = auth-scheme 1*SP token68, and the scheme is case-insensitive (RFC 9110
+  // section 11.1): "bearer", "BEARER" and "Bearer" are one scheme.
+  constexpr std::string_view kBearer = "bearer";
+  auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
+  bool is_bearer = header.size() > kBearer.size() && header[kBearer.size()] == ' ';
+  for (size_t i = 0; is_bearer && i < kBearer.size(); ++i) {
+    is_bearer = lower(header[i]) == kBearer[i];
   }
+  if (!is_bearer) return UnauthenticatedError("Authorization header is not a Bearer token");
   std::string_view token = header.substr(kBearer.size());
-  while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
-  while (!token.empty() && token.back() == ' ') token.remove_suffix(1);
+  while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
+  while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+  if (token.empty()) return UnauthenticatedError("Authorization header has no Bearer token");
   auto it = by_digest_.find(Sha256(token));
   if (it == by_digest_.end()) return UnauthenticatedError("unknown bearer token");
   return &it->second;

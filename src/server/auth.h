@@ -4,8 +4,9 @@
 // - With no tokens configured, auth is disabled: every request is the anonymous principal,
 //   which may do everything (the server then listens on loopback only, see config.h).
 // - With tokens, a request must carry `Authorization: Bearer <token>` naming a configured
-//   token, or it is Unauthenticated (HTTP 401). A known token lacking the permission gets
-//   PermissionDenied (HTTP 403). Tokens are compared by SHA-256 digest, never logged.
+//   token (the scheme name in any case, RFC 9110), or it is Unauthenticated (HTTP 401). A
+//   known token lacking the permission gets PermissionDenied (HTTP 403). Tokens are compared
+//   by SHA-256 digest, never logged.
 // - Topic patterns: '*' matches any run of characters (including none); everything else
 //   matches itself. "*" alone matches every topic.
 // Thread-safety: immutable after construction; safe from any thread.

@@ -72,6 +72,15 @@ TEST(Authorizer, GrantsPerTopic) {
   Result<const Principal*> ops = auth.Authenticate("Bearer ops-token-0123456789abc");
   ASSERT_TRUE(ops.ok());
   EXPECT_TRUE((*ops)->admin);
+  // The scheme is case-insensitive (RFC 9110); the token is not.
+  for (const char* header : {"bearer ops-token-0123456789abc", "BEARER ops-token-0123456789abc",
+                             "bEaReR   ops-token-0123456789abc"}) {
+    Result<const Principal*> again = auth.Authenticate(header);
+    ASSERT_TRUE(again.ok()) << header << ": " << again.status().ToString();
+    EXPECT_EQ((*again)->service, "ops");
+  }
+  EXPECT_FALSE(auth.Authenticate("Bearer OPS-TOKEN-0123456789ABC").ok());
+  EXPECT_FALSE(auth.Authenticate("Bearerops-token-0123456789abc").ok());
   EXPECT_FALSE((*ops)->CanPublish("orders.created"));
 }
 

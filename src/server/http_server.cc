@@ -1,5 +1,9 @@
 #include "server/http_server.h"
 
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -14,6 +18,7 @@
 #include <boost/json/value.hpp>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 
 namespace converge::server {
 
@@ -86,9 +91,28 @@ HttpResponse JsonError(http::status status, std::string_view code, std::string_v
 struct HttpServer::Connection {
   explicit Connection(asio::any_io_executor ex) : executor(ex), watchdog(ex) {}
   asio::any_io_executor executor;
-  bool busy = false;            // a request is being handled or a stream is open
+  // A request is being handled or a stream is open. Written on the strand; read by the
+  // acceptor to pick a connection to evict.
+  std::atomic<bool> busy{false};
+  std::atomic<int64_t> idle_since{0};  // steady-clock ns when busy last became false
+  std::atomic<bool> evicting{false};   // chosen by EvictIdle, close posted
+  // Set (on the strand) when the server closed the socket on purpose (drain, eviction): a
+  // request read meanwhile is not handled, since its reply could not be sent.
+  bool closing = false;
   std::function<void()> close;  // closes the socket; null once the session ended
   Watchdog watchdog;            // closes the socket when a phase overruns its timeout
+
+  void SetBusy(bool b) {
+    busy.store(b);
+    if (!b) idle_since.store(std::chrono::steady_clock::now().time_since_epoch().count());
+  }
+  // On the strand: closes the socket unless a request is being handled.
+  bool CloseIfIdle() {
+    if (busy.load() || !close) return false;
+    closing = true;
+    close();
+    return true;
+  }
 };
 
 HttpServer::HttpServer(asio::io_context& ioc, HttpServerOptions options, HttpHandler handler,
@@ -100,6 +124,9 @@ HttpServer::HttpServer(asio::io_context& ioc, HttpServerOptions options, HttpHan
       drain_timer_(ioc) {
   connections_gauge_ = metrics->GetGauge("converge_http_connections", "Open HTTP connections.");
   inflight_gauge_ = metrics->GetGauge("converge_http_inflight_requests", "Requests being handled.");
+  evicted_connections_ = metrics->GetCounter(
+      "converge_http_evicted_connections_total",
+      "Idle connections closed to make room for a new one at limits.max_connections.");
   rejected_connections_ = metrics->GetCounter("converge_http_rejected_total",
                                               "Requests or connections refused by a limit.",
                                               {{"reason", "max_connections"}});
@@ -114,7 +141,9 @@ HttpServer::HttpServer(asio::io_context& ioc, HttpServerOptions options, HttpHan
                                       {{"reason", "malformed_http"}});
 }
 
-HttpServer::~HttpServer() = default;
+HttpServer::~HttpServer() {
+  if (spare_fd_ >= 0) ::close(spare_fd_);
+}
 
 Status HttpServer::Listen() {
   if (!options_.tls_cert_file.empty()) {
@@ -143,7 +172,14 @@ Status HttpServer::Listen() {
     return UnavailableError("cannot listen on " + options_.address + ":" +
                             std::to_string(options_.port) + ": " + ec.message());
   }
+  // Accepts also happen outside Asio (ShedPending): they must never block.
+  if (!ec) acceptor_.non_blocking(true, ec);
+  if (ec) {
+    return UnavailableError("cannot listen on " + options_.address + ":" +
+                            std::to_string(options_.port) + ": " + ec.message());
+  }
   port_ = acceptor_.local_endpoint().port();
+  if (spare_fd_ < 0) spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   return Status::Ok();
 }
 
@@ -151,16 +187,39 @@ void HttpServer::Start() { asio::co_spawn(acceptor_.get_executor(), AcceptLoop()
 
 asio::awaitable<void> HttpServer::AcceptLoop() {
   asio::steady_timer backoff(acceptor_.get_executor());
+  const uint32_t max_connections = options_.limits.max_connections;
   while (!draining_) {
     auto [ec, socket] = co_await acceptor_.async_accept(asio::make_strand(ioc_), kTuple);
     if (ec) {
       if (draining_ || ec == asio::error::operation_aborted || !acceptor_.is_open()) break;
-      // Out of file descriptors and similar: back off briefly instead of spinning.
+      if (ec == asio::error::no_descriptors || ec.value() == ENFILE) {
+        // Out of file descriptors (storage files took more than their reserve): the
+        // connection would wait in the backlog, its client timing out, until one frees up.
+        // Close the longest-idle connection and accept again once its descriptor is free; if
+        // none is idle, take the new one with the spare descriptor and close it at once.
+        const auto now = std::chrono::steady_clock::now();
+        if (now - last_fd_warning_ > std::chrono::seconds(10)) {
+          last_fd_warning_ = now;
+          std::fprintf(stderr,
+                       "converge serve: out of file descriptors at accept (%u connections open): "
+                       "closing idle connections, or new ones at once\n",
+                       static_cast<unsigned>(connections_.load()));
+        }
+        if (EvictIdle()) {
+          backoff.expires_after(Ms(2));  // the eviction runs on the connection's strand
+          co_await backoff.async_wait(kTuple);
+          continue;
+        }
+        if (ShedPending()) continue;
+      }
+      // Out of memory and similar: back off briefly instead of spinning.
       backoff.expires_after(Ms(50));
       co_await backoff.async_wait(kTuple);
       continue;
     }
-    if (connections_.load() >= options_.limits.max_connections) {
+    const uint64_t open = connections_.load();
+    if (open >= max_connections &&
+        (open >= uint64_t{max_connections} + kEvictionSlack || !EvictIdle())) {
       rejected_connections_->Add();
       boost::system::error_code ignored;
       socket.close(ignored);
@@ -168,6 +227,7 @@ asio::awaitable<void> HttpServer::AcceptLoop() {
     }
     socket.set_option(tcp::no_delay(true), ec);
     auto conn = std::make_shared<Connection>(socket.get_executor());
+    conn->SetBusy(false);
     Register(conn);
     if (tls_) {
       asio::co_spawn(conn->executor, RunTlsSession(std::move(socket), conn), asio::detached);
@@ -176,6 +236,49 @@ asio::awaitable<void> HttpServer::AcceptLoop() {
                      asio::detached);
     }
   }
+}
+
+bool HttpServer::EvictIdle() {
+  std::shared_ptr<Connection> victim;
+  {
+    std::lock_guard lock(mu_);
+    int64_t oldest = 0;
+    for (const auto& c : live_) {
+      if (c->busy.load() || c->evicting.load()) continue;
+      const int64_t since = c->idle_since.load();
+      if (!victim || since < oldest) {
+        victim = c;
+        oldest = since;
+      }
+    }
+    if (!victim) return false;
+    victim->evicting.store(true);
+  }
+  evicted_connections_->Add();
+  asio::post(victim->executor, [victim] {
+    // Busy again meanwhile: it stays (the new connection is within kEvictionSlack).
+    if (!victim->CloseIfIdle()) victim->evicting.store(false);
+  });
+  return true;
+}
+
+bool HttpServer::ShedPending() {
+  if (spare_fd_ < 0) return false;
+  ::close(spare_fd_);
+  const int fd = ::accept4(acceptor_.native_handle(), nullptr, nullptr, SOCK_CLOEXEC);
+  if (fd >= 0) ::close(fd);
+  spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  rejected_connections_->Add();
+  return true;
+}
+
+bool HttpServer::IsProbe(std::string_view target) const {
+  const std::string_view path = target.substr(0, target.find('?'));
+  for (const std::string& p : options_.probe_paths) {
+    if (path == p) return true;
+  }
+  return false;
 }
 
 void HttpServer::StartWatchdog(const std::shared_ptr<Connection>& conn) {
@@ -262,6 +365,119 @@ void SerializeHeader(const HttpResponse& res, std::string* out) {
   }
   out->append("\r\n");
 }
+
+// Why a request header is refused before the request is handled.
+struct Refusal {
+  http::status status;
+  const char* code;
+  std::string message;
+};
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Message framing (RFC 9112 section 6): the body must be delimited one way only, or bytes
+// of one request could be read as another (request smuggling). Beast treats a
+// Transfer-Encoding it does not end in chunked as "no body" and reads the rest as the next
+// request, so every Transfer-Encoding is checked here.
+std::optional<Refusal> CheckFraming(const http::request_header<>& h) {
+  std::vector<std::string_view> codings;
+  bool has_te = false;
+  for (const auto& field : h) {
+    if (field.name() != http::field::transfer_encoding) continue;
+    has_te = true;
+    std::string_view list(field.value().data(), field.value().size());
+    while (!list.empty()) {
+      const size_t comma = list.find(',');
+      std::string_view item = Trim(list.substr(0, comma));
+      list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+      if (!item.empty()) codings.push_back(item);
+    }
+  }
+  size_t content_lengths = 0;
+  for (const auto& field : h) content_lengths += field.name() == http::field::content_length;
+  if (!has_te) return std::nullopt;
+  auto bad = [](std::string message) {
+    return Refusal{http::status::bad_request, "MALFORMED_HTTP", std::move(message)};
+  };
+  if (h.version() < 11) return bad("Transfer-Encoding in an HTTP/1.0 request");
+  if (content_lengths > 0) return bad("both Transfer-Encoding and Content-Length");
+  if (codings.empty() || !beast::iequals(codings.back(), "chunked")) {
+    return bad("the final transfer coding must be chunked");
+  }
+  for (size_t i = 0; i + 1 < codings.size(); ++i) {
+    if (beast::iequals(codings[i], "chunked")) return bad("chunked applied more than once");
+  }
+  if (codings.size() > 1) {
+    return Refusal{http::status::not_implemented, "NOT_IMPLEMENTED",
+                   "transfer coding '" + std::string(codings[0].substr(0, 64)) +
+                       "' is not supported (only chunked)"};
+  }
+  return std::nullopt;
+}
+
+// Host (RFC 9112 section 3.2): exactly one in HTTP/1.1, at most one in HTTP/1.0.
+std::optional<Refusal> CheckHost(const http::request_header<>& h) {
+  size_t hosts = 0;
+  for (const auto& field : h) hosts += field.name() == http::field::host;
+  if (hosts > 1) return Refusal{http::status::bad_request, "MALFORMED_HTTP", "more than one Host"};
+  if (hosts == 0 && h.version() >= 11) {
+    return Refusal{http::status::bad_request, "MALFORMED_HTTP",
+                   "an HTTP/1.1 request must have a Host header"};
+  }
+  return std::nullopt;
+}
+
+// The request target (RFC 9112 section 3.2): origin-form ("/path?query") as it is;
+// absolute-form ("http://host/path?query") becomes its path and query, so that every route
+// sees one form. Anything else is refused.
+std::optional<Refusal> NormalizeTarget(http::request_header<>& h) {
+  const std::string_view target(h.target().data(), h.target().size());
+  if (!target.empty() && target.front() == '/') return std::nullopt;
+  size_t scheme_end = 0;
+  if (target.size() > 7 && beast::iequals(target.substr(0, 7), "http://")) scheme_end = 7;
+  if (target.size() > 8 && beast::iequals(target.substr(0, 8), "https://")) scheme_end = 8;
+  if (scheme_end > 0) {
+    const size_t rest = target.find_first_of("/?#", scheme_end);
+    if (rest != scheme_end) {  // a non-empty authority
+      std::string origin = rest == std::string_view::npos ? "/" : std::string(target.substr(rest));
+      if (origin.front() == '?') origin.insert(0, "/");
+      if (origin.front() != '#') {
+        h.target(origin);
+        return std::nullopt;
+      }
+    }
+  }
+  return Refusal{http::status::bad_request, "MALFORMED_HTTP",
+                 "the request target must be a path or an absolute http(s) URI"};
+}
+
+// HEAD is served wherever GET is: a 405's Allow list names it too.
+void AddHeadToAllow(HttpResponse& res) {
+  auto it = res.find(http::field::allow);
+  if (it == res.end()) return;
+  const std::string_view allow(it->value().data(), it->value().size());
+  bool get = false, head = false;
+  std::string_view list = allow;
+  while (!list.empty()) {
+    const size_t comma = list.find(',');
+    const std::string_view item = Trim(list.substr(0, comma));
+    list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+    get = get || item == "GET";
+    head = head || item == "HEAD";
+  }
+  if (get && !head) res.set(http::field::allow, std::string(allow) + ", HEAD");
+}
+
+// The sink of a stream answered to HEAD: nothing is sent, the stream ends at its first write.
+class NullSink : public StreamSink {
+ public:
+  asio::awaitable<bool> Write(std::string) override { co_return false; }
+  bool Closing() const override { return true; }
+};
 
 template <class Stream>
 void GracefulClose(Stream& stream) {
@@ -358,6 +574,7 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
   // Room for 64 KiB reads of large bodies (fewer syscalls) and for the largest header.
   beast::flat_buffer buffer(std::max<size_t>(limits.max_header_bytes + 4096, 1u << 20));
   std::string header_bytes;  // the serialized header of a reply, reused
+  bool linger = false;       // refused with input possibly unread: drain it before closing
 
   // Sends a reply that ends the connection (limits, malformed input).
   auto send_final = [&](HttpResponse res) -> asio::awaitable<void> {
@@ -365,16 +582,26 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
     res.prepare_payload();
     watchdog.Arm(limits.request_timeout_ms);
     co_await http::async_write(stream, res, kTuple);
+    linger = true;
   };
 
   for (;;) {
-    conn->busy = false;
+    conn->SetBusy(false);
     if (draining_) break;
     http::request_parser<http::string_body> parser;
     parser.header_limit(limits.max_header_bytes);
     parser.body_limit(limits.max_body_bytes);
-    watchdog.Arm(limits.idle_timeout_ms);
+    if (buffer.size() == 0) {
+      // Between requests the connection may idle for idle_timeout_ms; once a request starts,
+      // all of it must arrive within request_timeout_ms (below).
+      watchdog.Arm(limits.idle_timeout_ms);
+      auto [rec, got] = co_await stream.async_read_some(buffer.prepare(64 * 1024), kTuple);
+      if (rec || conn->closing) break;
+      buffer.commit(got);
+    }
+    watchdog.Arm(limits.request_timeout_ms);
     auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, kTuple);
+    if (conn->closing) break;  // closed by the drain or an eviction: not handled
     if (ec) {
       if (ec == http::error::header_limit) {
         rejected_too_large_->Add();
@@ -395,8 +622,16 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
       }
       break;
     }
-    conn->busy = true;
-    const auto& header = parser.get();
+    conn->SetBusy(true);
+    auto& header = parser.get();
+    std::optional<Refusal> refused = CheckFraming(header);
+    if (!refused) refused = CheckHost(header);
+    if (!refused) refused = NormalizeTarget(header);
+    if (refused) {
+      bad_requests_->Add();
+      co_await send_final(JsonError(refused->status, refused->code, refused->message));
+      break;
+    }
     if (auto length = parser.content_length(); length && *length > limits.max_body_bytes) {
       rejected_too_large_->Add();
       co_await send_final(JsonError(http::status::payload_too_large, "PAYLOAD_TOO_LARGE",
@@ -411,7 +646,6 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
       auto [wec, wn] = co_await http::async_write(stream, cont, kTuple);
       if (wec) break;
     }
-    watchdog.Arm(limits.request_timeout_ms);
     // A request without a body is complete with its header, and a small body usually arrives
     // with it: parse what is buffered here; an asynchronous read (which completes through a
     // posted handler even when it has nothing to wait for) only for the rest.
@@ -419,6 +653,7 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
     if (!ec && !parser.is_done()) {
       std::tie(ec, n) = co_await http::async_read(stream, buffer, parser, kTuple);
     }
+    if (conn->closing) break;
     if (ec) {
       if (ec == http::error::body_limit) {
         rejected_too_large_->Add();
@@ -434,9 +669,14 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
     }
     HttpRequest req = parser.release();
     watchdog.Disarm();
+    // HEAD is GET without the body (RFC 9110 section 9.3.2): routed and handled as GET, so
+    // the header is the one GET would send.
+    const bool head = req.method() == http::verb::head;
+    if (head) req.method(http::verb::get);
 
     HttpReply reply;
-    if (inflight_.fetch_add(1) >= limits.max_inflight_requests) {
+    const bool probe = IsProbe(std::string_view(req.target().data(), req.target().size()));
+    if (!probe && inflight_.fetch_add(1) >= limits.max_inflight_requests) {
       inflight_.fetch_sub(1);
       rejected_inflight_->Add();
       reply.response =
@@ -446,7 +686,9 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
                     req.version());
       reply.response.set(http::field::retry_after, "1");
     } else {
-      inflight_gauge_->Set(static_cast<double>(inflight_.load()));
+      // Liveness and readiness probes are answered at once and never refused for load; they
+      // are not counted in flight.
+      if (!probe) inflight_gauge_->Set(static_cast<double>(inflight_.load()));
       try {
         reply = co_await handler_(req);
       } catch (const std::exception& e) {
@@ -454,13 +696,16 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
                                     std::string("unexpected error: ") + e.what(), req.version()),
                           nullptr};
       }
-      inflight_.fetch_sub(1);
-      inflight_gauge_->Set(static_cast<double>(inflight_.load()));
+      if (!probe) {
+        inflight_.fetch_sub(1);
+        inflight_gauge_->Set(static_cast<double>(inflight_.load()));
+      }
     }
 
     HttpResponse& res = reply.response;
     res.version(req.version());
     res.set(http::field::server, "converge");
+    AddHeadToAllow(res);
     if (reply.stream) {
       res.keep_alive(false);
       res.chunked(true);
@@ -470,14 +715,19 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
       auto [wec, wn] = co_await http::async_write_header(stream, sr, kTuple);
       watchdog.Disarm();
       if (wec) break;
-      ChunkSink<Stream> sink(stream, watchdog, draining_, limits.request_timeout_ms);
-      sink.StartWatchingPeer();
+      NullSink null_sink;
+      ChunkSink<Stream> chunks(stream, watchdog, draining_, limits.request_timeout_ms);
+      // A stream answered to HEAD still runs, to its first write, so that whatever it set up
+      // (a group member, a subscriber slot) is released the way a closed stream's is.
+      StreamSink& sink = head ? static_cast<StreamSink&>(null_sink) : chunks;
+      if (!head) chunks.StartWatchingPeer();
       try {
         co_await reply.stream(sink);
       } catch (const std::exception& e) {
         std::fprintf(stderr, "converge serve: stream ended by error: %s\n", e.what());
       }
-      co_await sink.StopWatchingPeer();
+      if (head) break;
+      co_await chunks.StopWatchingPeer();
       watchdog.Arm(limits.request_timeout_ms);
       co_await asio::async_write(stream, http::make_chunk_last(), kTuple);
       break;
@@ -486,17 +736,31 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
     res.keep_alive(keep_alive);
     res.prepare_payload();
     // Header and body in one gathered write, without Beast's serializer (its buffer views cost
-    // more CPU than the rest of a small request's handling).
+    // more CPU than the rest of a small request's handling). HEAD gets the header only.
     SerializeHeader(res, &header_bytes);
-    const std::array<asio::const_buffer, 2> out = {asio::buffer(header_bytes),
-                                                   asio::buffer(res.body())};
+    const std::array<asio::const_buffer, 2> out = {
+        asio::buffer(header_bytes), head ? asio::const_buffer() : asio::buffer(res.body())};
     watchdog.Arm(limits.request_timeout_ms);
     auto [wec, wn] = co_await asio::async_write(stream, out, kTuple);
     if (wec || !keep_alive) break;
   }
   GracefulClose(stream);
+  if ((linger || buffer.size() > 0) && !conn->closing) {
+    // A refused request may be followed by bytes not yet read (a body, more requests), and
+    // so may a reply that ended the connection (Connection: close, the drain).
+    // Closing with unread input makes the kernel send a reset, which can destroy the error
+    // reply before the client reads it: read and drop input for a short while first.
+    watchdog.Arm(std::min<int64_t>(limits.request_timeout_ms, 1000));
+    size_t dropped = 0;
+    while (dropped < (4u << 20)) {
+      buffer.clear();
+      auto [rec, got] = co_await Lowest(stream).async_read_some(buffer.prepare(64 * 1024), kTuple);
+      if (rec) break;
+      dropped += got;
+    }
+  }
   watchdog.Stop();
-  conn->busy = false;
+  conn->SetBusy(false);
   conn->close = nullptr;
   Unregister(conn);
 }
@@ -548,9 +812,7 @@ void HttpServer::BeginShutdown(std::function<void()> on_drained) {
     }
     // Idle keep-alive connections are closed now; busy ones close after their reply.
     for (auto& c : conns) {
-      asio::post(c->executor, [c] {
-        if (!c->busy && c->close) c->close();
-      });
+      asio::post(c->executor, [c] { c->CloseIfIdle(); });
     }
     drain_timer_.expires_after(Ms(options_.limits.shutdown_timeout_ms));
     drain_timer_.async_wait([this](boost::system::error_code ec) {
@@ -564,7 +826,9 @@ void HttpServer::BeginShutdown(std::function<void()> on_drained) {
                    left.size());
       for (auto& c : left) {
         asio::post(c->executor, [c] {
-          if (c->close) c->close();
+          if (!c->close) return;
+          c->closing = true;
+          c->close();
         });
       }
     });

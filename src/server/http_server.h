@@ -4,16 +4,36 @@
 // Contract
 // - Each connection is one coroutine on its own strand; requests on a connection are served
 //   one at a time (HTTP/1.1 without pipelining concurrency), connections run concurrently.
+// - Request framing and form are checked before anything else (RFC 9112), each refusal
+//   answered and the connection closed, so that no byte after a refused header can be read
+//   as a request of its own:
+//     Transfer-Encoding whose final coding is not chunked, chunked applied twice,
+//     Transfer-Encoding with Content-Length, Transfer-Encoding in HTTP/1.0,
+//     conflicting Content-Length values                      -> 400
+//     a coding other than chunked before the final chunked    -> 501
+//     HTTP/1.1 without Host, or more than one Host            -> 400
+//     a target that is neither a path nor an absolute URI     -> 400
+//   An absolute-form target (http://host/path?q) is served as its path and query.
+//   HEAD is served as GET without the body.
 // - Limits enforced here, before the handler sees a request:
 //     header bytes > max_header_bytes           -> 431, connection closed
 //     body bytes > max_body_bytes               -> 413, connection closed (body not read)
 //     requests being handled >= max_inflight    -> 429 with Retry-After, connection kept
-//     connections >= max_connections           -> accepted and closed at once
+//                                                  (never for probe_paths)
+//     connections >= max_connections           -> the longest-idle connection waiting for a
+//                                                  request is closed to make room; if none
+//                                                  is idle, the new one is closed at once
+//     out of file descriptors at accept          -> the new connection is closed at once
 //     malformed HTTP                            -> 400, connection closed
 //   Every error body is JSON {"code": ..., "message": ...}.
+// - Timeouts: a connection waits idle_timeout_ms for the first byte of a request; from then
+//   the whole request (header and body) must arrive within request_timeout_ms, and each reply
+//   (or stream chunk) must be sent within request_timeout_ms.
 // - BeginShutdown stops accepting, closes idle keep-alive connections, lets requests being
 //   handled finish (their replies say Connection: close), ends streams, and calls on_drained
 //   once no connection is left or shutdown_timeout_ms passed (then remaining ones are closed).
+//   A request whose header was read before the shutdown is handled and answered; one that
+//   was not is never handled (its connection is closed without a reply).
 // Thread-safety: Listen/Start/BeginShutdown from any thread; handlers run on the
 // connection's strand.
 #pragma once
@@ -26,12 +46,15 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_set>
+#include <vector>
 
 #include "converge/status.h"
 #include "server/config.h"
@@ -83,6 +106,8 @@ struct HttpServerOptions {
   std::string tls_cert_file;  // both set = HTTPS
   std::string tls_key_file;
   LimitsConfig limits;
+  // Paths (without query) of the liveness and readiness probes: never refused for load.
+  std::vector<std::string> probe_paths;
 };
 
 class HttpServer {
@@ -96,6 +121,9 @@ class HttpServer {
   Status Listen();
   // The bound port (after Listen).
   uint16_t port() const { return port_; }
+  // Before Start: the effective connection limit (see FitConnectionsToFileLimit in server.cc).
+  void set_max_connections(uint32_t n) { options_.limits.max_connections = n; }
+  uint32_t max_connections() const { return options_.limits.max_connections; }
   // Starts the accept loop on the io_context.
   void Start();
   // See the contract above. `on_drained` is called once, on an io thread.
@@ -103,6 +131,10 @@ class HttpServer {
   bool draining() const { return draining_.load(); }
 
   uint64_t connections() const { return connections_.load(); }
+
+  // Connections over max_connections while evicted ones are still closing (bounded by this,
+  // then new ones are closed at once). Each needs a file descriptor, like the spare one.
+  static constexpr uint32_t kEvictionSlack = 16;
 
  private:
   struct Connection;
@@ -112,6 +144,13 @@ class HttpServer {
   asio::awaitable<void> RunSession(Stream stream, std::shared_ptr<Connection> conn);
   asio::awaitable<void> RunTlsSession(asio::ip::tcp::socket socket,
                                       std::shared_ptr<Connection> conn);
+  // At max_connections: closes the longest-idle connection waiting for a request. False if
+  // every connection is busy.
+  bool EvictIdle();
+  // Out of file descriptors: takes one pending connection with the spare descriptor and
+  // closes it. False if there was none or it could not be taken.
+  bool ShedPending();
+  bool IsProbe(std::string_view target) const;
   void Register(const std::shared_ptr<Connection>& conn);
   void Unregister(const std::shared_ptr<Connection>& conn);
   void MaybeDrained();
@@ -123,6 +162,8 @@ class HttpServer {
   asio::ip::tcp::acceptor acceptor_;
   asio::steady_timer drain_timer_;
   uint16_t port_ = 0;
+  int spare_fd_ = -1;  // released to accept (and close) a connection when out of descriptors
+  std::chrono::steady_clock::time_point last_fd_warning_{};
 
   std::atomic<bool> draining_{false};
   std::atomic<uint64_t> connections_{0};
@@ -135,6 +176,7 @@ class HttpServer {
   Gauge* connections_gauge_;
   Gauge* inflight_gauge_;
   Counter* rejected_connections_;
+  Counter* evicted_connections_;
   Counter* rejected_inflight_;
   Counter* rejected_too_large_;
   Counter* bad_requests_;

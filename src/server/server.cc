@@ -1,10 +1,13 @@
 #include "server/server.h"
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <thread>
 #include <vector>
 
@@ -175,6 +178,7 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   http_options.tls_cert_file = impl->config.tls_cert_file;
   http_options.tls_key_file = impl->config.tls_key_file;
   http_options.limits = impl->config.limits;
+  http_options.probe_paths = {"/healthz", "/readyz"};
   Api* api = impl->api.get();
   impl->http = std::make_unique<HttpServer>(
       impl->ioc, http_options, [api](HttpRequest& req) { return api->Handle(req); },
@@ -230,7 +234,63 @@ Server::~Server() {
   impl_->log.reset();
 }
 
-Status Server::Listen() { return impl_->http->Listen(); }
+namespace {
+
+// File descriptors open in this process now.
+uint64_t OpenDescriptors() {
+  std::error_code ec;
+  uint64_t n = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++n;
+  }
+  return n > 0 ? n - 1 : 0;  // the iterator's own descriptor
+}
+
+// Every connection costs a file descriptor, and so do the storage files (log segments and
+// indexes, group journals, the store, SQLite and PostgreSQL connections of relays and
+// sagas). A process out of descriptors fails at accept, and a storage write that needs a new
+// segment fails too. So: raise the soft RLIMIT_NOFILE to the hard limit, then keep the
+// connection limit within what is left after the descriptors open now and a reserve for
+// storage files opened later. Returns the effective max_connections.
+uint32_t FitConnectionsToFileLimit(uint32_t wanted) {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return wanted;
+  const rlim_t before = rl.rlim_cur;
+  // An unlimited hard limit still has the kernel's ceiling (fs.nr_open, 1 Mi by default).
+  const rlim_t target = rl.rlim_max == RLIM_INFINITY ? rlim_t{1} << 20 : rl.rlim_max;
+  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < target) {
+    rlimit raised = rl;
+    raised.rlim_cur = target;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) rl.rlim_cur = target;
+  }
+  const uint64_t limit = rl.rlim_cur == RLIM_INFINITY ? uint64_t{1} << 20 : rl.rlim_cur;
+  const uint64_t open_now = OpenDescriptors();
+  const uint64_t reserve = std::clamp<uint64_t>(limit / 8, 64, 4096);
+  const uint64_t overhead = open_now + reserve + HttpServer::kEvictionSlack + 1;  // + spare
+  const uint64_t fit = limit > overhead + 8 ? limit - overhead : 8;
+  const uint32_t effective = static_cast<uint32_t>(std::min<uint64_t>(wanted, fit));
+  if (rl.rlim_cur != before) {
+    std::fprintf(stderr, "converge serve: raised the open-files limit from %llu to %llu\n",
+                 static_cast<unsigned long long>(before),
+                 static_cast<unsigned long long>(rl.rlim_cur));
+  }
+  if (effective < wanted) {
+    std::fprintf(stderr,
+                 "converge serve: open-files limit %llu (%llu open, %llu reserved for storage "
+                 "files): limits.max_connections lowered from %u to %u\n",
+                 static_cast<unsigned long long>(limit), static_cast<unsigned long long>(open_now),
+                 static_cast<unsigned long long>(reserve), wanted, effective);
+  }
+  return effective;
+}
+
+}  // namespace
+
+Status Server::Listen() {
+  impl_->http->set_max_connections(FitConnectionsToFileLimit(impl_->config.limits.max_connections));
+  return impl_->http->Listen();
+}
 
 uint16_t Server::port() const { return impl_->http->port(); }
 

@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -79,6 +80,10 @@ Status ServeProcess::Start() {
   if (pid < 0) return InternalError("fork failed");
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (open_files_limit_ > 0) {
+      rlimit rl{static_cast<rlim_t>(open_files_limit_), static_cast<rlim_t>(open_files_limit_)};
+      if (setrlimit(RLIMIT_NOFILE, &rl) != 0) _exit(126);
+    }
     dup2(out[1], STDOUT_FILENO);
     int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (log >= 0) dup2(log, STDERR_FILENO);

@@ -26,6 +26,8 @@ class ServeProcess {
   ServeProcess(const ServeProcess&) = delete;
   ServeProcess& operator=(const ServeProcess&) = delete;
 
+  // Before Start: the child runs with this soft and hard RLIMIT_NOFILE (0: inherited).
+  void set_open_files_limit(uint64_t n) { open_files_limit_ = n; }
   // Starts the binary and waits (up to 20 s) for its "listening on" line.
   Status Start();
   // Sends `signo` and waits up to timeout_ms for the exit. Returns the exit code (or
@@ -51,6 +53,7 @@ class ServeProcess {
   pid_t pid_ = -1;
   int stdout_fd_ = -1;
   uint16_t port_ = 0;
+  uint64_t open_files_limit_ = 0;
 };
 
 // Sends raw bytes over a new loopback TCP connection, half-closes, and returns everything the
