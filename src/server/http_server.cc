@@ -477,6 +477,9 @@ class NullSink : public StreamSink {
  public:
   asio::awaitable<bool> Write(std::string) override { co_return false; }
   bool Closing() const override { return true; }
+  // Nothing is ever sent, so the stream is as good as closed by its peer from the start.
+  bool PeerClosed() const override { return true; }
+  void OnPeerClosed(std::function<void()> fn) override { fn(); }
 };
 
 template <class Stream>
