@@ -31,6 +31,8 @@ enum class RecordType : uint8_t {
   kCheckpoint = 10,  // a: the instance's whole state (see machine.cc)
   kBaseBegin = 11,   // first record of a compacted segment: earlier segments are superseded
   kBaseEnd = 12,     // the compacted snapshot is complete
+  kReplyKey = 13,    // a: the key of the reply tokens (written once; in every snapshot)
+  kReplyRejected = 14,  // step, kind, attempt, a: why a reply was not used (history only)
 };
 
 // One record; the views point into whatever it was built from or decoded out of.
