@@ -235,7 +235,11 @@ SagaHttpResponse ListSagas(SagaOrchestrator& orch, const Target& t) {
   }
   if (auto d = t.query.find("definition"); d != t.query.end()) f.definition = d->second;
   if (auto s = t.query.find("stuck"); s != t.query.end()) {
-    f.stuck_only = s->second == "true" || s->second == "1" || s->second.empty();
+    if (s->second == "true" || s->second == "1" || s->second.empty()) {
+      f.stuck_only = true;
+    } else if (s->second != "false" && s->second != "0") {
+      return Error(InvalidArgumentError("query parameter 'stuck' must be true or false"));
+    }
   }
   Result<int64_t> idle = QueryInt(t, "idle_ms", 0, 0, SagaLimits::kMaxTimeoutMs * 100);
   if (!idle.ok()) return Error(idle.status());

@@ -172,7 +172,10 @@ class Participants {
     r.set_id(cmd.id() + "/reply");
     r.set_source("/test/participant");
     r.set_type("converge.saga.reply");
-    for (const char* name : {"sagaid", "sagastep", "sagakind", "sagaattempt", "sagatoken"}) {
+    if (const Extension* token = cmd.FindExtension("sagatoken")) {
+      r.SetExtension("sagatoken", token->value);  // proves the reply comes from a reader
+    }
+    for (const char* name : {"sagaid", "sagastep", "sagakind", "sagaattempt"}) {
       const Extension* e = cmd.FindExtension(name);
       if (e == nullptr) return InvalidArgumentError(std::string("command without ") + name);
       if (e->kind == ExtensionKind::kInteger) {
@@ -205,6 +208,7 @@ class Participants {
                    {"Content-Type", "text/plain"}};
     for (const char* name : {"sagaid", "sagastep", "sagakind", "sagaattempt", "sagatoken"}) {
       const Extension* e = cmd.FindExtension(name);
+      if (e == nullptr && std::string_view(name) == "sagatoken") continue;
       if (e == nullptr) return InvalidArgumentError(std::string("command without ") + name);
       req.headers.emplace_back(std::string("ce-") + name, e->value);
     }
