@@ -19,7 +19,9 @@
 //
 // Participants (SagaParticipant) receive commands as CloudEvents on their topic and reply on
 // the orchestrator's reply topic; replies are correlated by saga id, step, command kind and
-// attempt. A participant remembers per (saga, step) what it did (SagaLedger), atomically with
+// attempt, and carry the command's token (sagatoken), which proves they come from a reader of
+// the participant's topic: any other reply is rejected, counted and recorded in the saga's
+// history. A participant remembers per (saga, step) what it did (SagaLedger), atomically with
 // the effect, so duplicate and late commands are harmless: a repeated action returns the
 // remembered outcome, a compensation that arrives before its action fences the action (it will
 // never apply), and a late action after its compensation is refused. The command-event format
@@ -288,15 +290,15 @@ struct SagaOrchestratorStats {
   uint64_t syncs = 0;
   uint64_t log_bytes = 0;
   uint64_t compactions = 0;
-  uint64_t send_errors = 0;    // command appends that failed (resent on the step's timeout)
-  uint64_t read_errors = 0;    // reply-topic reads that failed
-  uint64_t bad_replies = 0;    // records on the reply topic that do not decode as saga replies
+  uint64_t send_errors = 0;  // command appends that failed (resent on the step's timeout)
+  uint64_t read_errors = 0;  // reply-topic reads that failed
+  uint64_t bad_replies = 0;  // records on the reply topic that do not decode as saga replies
   // Replies not used, by reason (each also in the saga's history when it names a known saga):
   uint64_t replies_stale = 0;         // late, duplicate, or for a step not awaited
   uint64_t replies_unknown_saga = 0;  // for no known saga
   uint64_t replies_bad_token = 0;     // sagatoken missing or wrong: not from the participant
   uint64_t replies_malformed = 0;     // a saga reply whose attributes do not decode
-  uint64_t replay_errors = 0;  // saga-log records that did not fit the state at recovery
+  uint64_t replay_errors = 0;         // saga-log records that did not fit the state at recovery
 };
 
 // Thread-safety: thread-safe. Mutating calls queue a request; whichever caller (or executor
@@ -586,7 +588,7 @@ SagaHttpResponse HandleSagaHttp(SagaOrchestrator& orchestrator, const SagaHttpRe
 // Who calls, for the server's authorization of the saga routes.
 struct SagaCaller {
   bool admin = true;
-  std::string service;  // named in 403 messages
+  std::string service;                                      // named in 403 messages
   std::function<bool(std::string_view topic)> may_publish;  // required unless admin
 };
 // The routes as `caller` may use them; the caller is authorized before anything is looked up

@@ -55,8 +55,8 @@ struct Instance {
 namespace {
 
 constexpr std::string_view kHistoryEvents[] = {
-    "started",     "attempt",       "retry",       "step-done", "step-compensated",
-    "step-fenced", "pivot-applied", "step-failed", "abort",     "finished",
+    "started",     "attempt",        "retry",       "step-done", "step-compensated",
+    "step-fenced", "pivot-applied",  "step-failed", "abort",     "finished",
     "timer",       "reply-rejected", "unknown"};
 
 std::string_view InternEvent(std::string_view e) {
@@ -232,8 +232,7 @@ bool SagaMachine::OnReply(const SagaReply& reply, int64_t now, MachineOutput* ou
                          std::to_string(reply.attempt);
     if (inst->in_progress) {
       detail += " (awaited: " + std::string(SagaCommandKindName(inst->kind)) + " of step " +
-                std::to_string(inst->step) + ", attempts 1.." + std::to_string(inst->attempt) +
-                ")";
+                std::to_string(inst->step) + ", attempts 1.." + std::to_string(inst->attempt) + ")";
     } else {
       detail += " (nothing awaited)";
     }
@@ -269,10 +268,11 @@ bool SagaMachine::OnReply(const SagaReply& reply, int64_t now, MachineOutput* ou
   // A transient failure (or any failure of a step that is retried without a bound) counts for
   // the attempt being awaited only.
   if (reply.attempt != inst->attempt || !inst->awaiting) {
-    return reject(ReplyRejection::kStale,
-                  "late failure reply for attempt " + std::to_string(reply.attempt) +
-                      (inst->awaiting ? " (attempt " + std::to_string(inst->attempt) + " is awaited)"
-                                      : " (waiting to retry)"));
+    return reject(
+        ReplyRejection::kStale,
+        "late failure reply for attempt " + std::to_string(reply.attempt) +
+            (inst->awaiting ? " (attempt " + std::to_string(inst->attempt) + " is awaited)"
+                            : " (waiting to retry)"));
   }
   Status status = reply.status.ok() ? UnavailableError("participant asked to retry") : reply.status;
   AttemptFailed(*inst, status, now, out);
@@ -285,8 +285,8 @@ bool SagaMachine::ReplyAuthentic(const SagaReply& reply, std::string* why) const
     *why = "reply without sagatoken (copy it from the command)";
     return false;
   }
-  const std::string expected = ReplyToken(
-      reply_key_, CommandEventId(reply.saga_id, reply.step, reply.kind, reply.attempt));
+  const std::string expected =
+      ReplyToken(reply_key_, CommandEventId(reply.saga_id, reply.step, reply.kind, reply.attempt));
   if (!ReplyTokenMatches(expected, reply.token)) {
     *why = "sagatoken does not match the command of step " + std::to_string(reply.step) + " " +
            std::string(SagaCommandKindName(reply.kind)) + " attempt " +
@@ -541,8 +541,8 @@ void SagaMachine::SendAttempt(Instance& inst, uint32_t step, SagaCommandKind kin
   AddCommand(inst, out);
 }
 
-int64_t SagaMachine::AttemptTimeoutMicros(const Instance& inst, uint32_t step,
-                                          SagaCommandKind kind, uint32_t attempt) const {
+int64_t SagaMachine::AttemptTimeoutMicros(const Instance& inst, uint32_t step, SagaCommandKind kind,
+                                          uint32_t attempt) const {
   const int64_t base = inst.def->steps[step].timeout_ms;
   const bool forever = kind != SagaCommandKind::kAction || step > inst.def->PivotIndex();
   if (!forever) return base * 1000;  // bounded by the step's max_attempts and deadline_ms

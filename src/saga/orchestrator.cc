@@ -91,11 +91,10 @@ class OrchestratorImpl : public SagaOrchestrator {
         options_(std::move(options)),
         executor_(options_.executor ? *options_.executor : env.executor()),
         machine_(env.random(),
-                 saga_internal::MachineOptions{options_.history_max_entries,
-                                               options_.finished_retain_max,
-                                               options_.finished_retain_ms, options_.max_in_flight,
-                                               options_.max_data_bytes,
-                                               options_.max_attempt_timeout_ms}),
+                 saga_internal::MachineOptions{
+                     options_.history_max_entries, options_.finished_retain_max,
+                     options_.finished_retain_ms, options_.max_in_flight, options_.max_data_bytes,
+                     options_.max_attempt_timeout_ms}),
         ids_(env.clock(), env.random()),
         token_(std::make_shared<Token>()) {
     token_->impl = this;

@@ -19,8 +19,8 @@ uint32_t GetU32(const char* p) {
 }
 
 bool HasSaga(RecordType t) {
-  return t != RecordType::kDefinition && t != RecordType::kBaseBegin &&
-         t != RecordType::kBaseEnd && t != RecordType::kReplyKey;
+  return t != RecordType::kDefinition && t != RecordType::kBaseBegin && t != RecordType::kBaseEnd &&
+         t != RecordType::kReplyKey;
 }
 
 }  // namespace

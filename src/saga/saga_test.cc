@@ -242,8 +242,7 @@ TEST(SagaMessagesTest, ReplyRoundTripsAndIsAValidEvent) {
 // Issue #12: in CloudEvents binary mode every extension is a string. The reply's integers and
 // booleans are read from their string spelling too, strictly.
 TEST(SagaMessagesTest, RepliesDecodeTheBinaryModeSpellingStrictly) {
-  auto reply = [](const std::string& step, const std::string& attempt,
-                  const std::string& applied) {
+  auto reply = [](const std::string& step, const std::string& attempt, const std::string& applied) {
     Event e;
     e.set_id("s-1/2/compensate/3/reply");
     e.set_source("/p");

@@ -433,18 +433,21 @@ SagaHttpResponse StartAs(SagaOrchestrator& orch, const SagaHttpRequest& request,
         "service '" + caller.service + "' may not start sagas of definition '" + name +
         "': it needs publish permission on every participant topic of the definition"));
   }
-  if (auto id = o->find("id"); id != o->end() && id->value().is_string()) {
-    Result<SagaInfo> existing = orch.Describe(std::string(id->value().as_string()));
-    if (existing.ok() &&
-        !MayUse(caller,
-                FindDefinition(orch, existing->summary.definition, existing->summary.version))) {
-      // Saga ids are one namespace, so a taken id cannot look free; but nothing about the saga
-      // that holds it is told.
-      return Error(AlreadyExistsError("saga id '" + existing->summary.id +
-                                      "' is already taken (choose another id)"));
+  SagaHttpResponse res = StartSaga(orch, request.body);
+  auto id = o->find("id");
+  if (res.status == 409 && id != o->end() && id->value().is_string()) {
+    // The id is held by another saga. Saga ids are one namespace, so a taken id cannot look
+    // free; but nothing about a saga the caller may not read is told. (Checked after the
+    // start, so that no saga started in between can slip its definition into the message.)
+    const std::string taken(id->value().as_string());
+    Result<SagaInfo> existing = orch.Describe(taken);
+    if (!existing.ok() || !MayUse(caller, FindDefinition(orch, existing->summary.definition,
+                                                         existing->summary.version))) {
+      return Error(
+          AlreadyExistsError("saga id '" + taken + "' is already taken (choose another id)"));
     }
   }
-  return StartSaga(orch, request.body);
+  return res;
 }
 
 }  // namespace

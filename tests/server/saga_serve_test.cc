@@ -220,8 +220,8 @@ class Participants {
     req.body = "done";
     Result<client::HttpResponse> res = client_.Send(req);
     if (!res.ok()) return res.status();
-    if (res->status != 200) return InternalError("publish: HTTP " + std::to_string(res->status) +
-                                                 " " + res->body);
+    if (res->status != 200)
+      return InternalError("publish: HTTP " + std::to_string(res->status) + " " + res->body);
     return Status::Ok();
   }
 
@@ -440,10 +440,10 @@ double MetricValue(uint16_t port, const std::string& sample) {
 // participant's topic see). A forged reply changes nothing and is visible.
 TEST_F(SagaServeTest, AReplyForgedByAnotherServiceIsRejectedAndRecorded) {
   StartServer(kParticipantServices);
-  ASSERT_EQ(
-      Request(port(), http::verb::post, "/v1/saga-definitions", kOrderSaga, kOps, "application/yaml")
-          .status,
-      201);
+  ASSERT_EQ(Request(port(), http::verb::post, "/v1/saga-definitions", kOrderSaga, kOps,
+                    "application/yaml")
+                .status,
+            201);
   const std::string id = StartSaga(R"({"definition":"order","id":"order-1"})", kOps);
   ASSERT_EQ(id, "order-1");
   // stock received the reserve command and is working on it.
@@ -499,10 +499,10 @@ TEST_F(SagaServeTest, AReplyForgedByAnotherServiceIsRejectedAndRecorded) {
 // on any saga route.
 TEST_F(SagaServeTest, ServicesCannotProbeSagaIds) {
   StartServer(kParticipantServices);
-  ASSERT_EQ(
-      Request(port(), http::verb::post, "/v1/saga-definitions", kOrderSaga, kOps, "application/yaml")
-          .status,
-      201);
+  ASSERT_EQ(Request(port(), http::verb::post, "/v1/saga-definitions", kOrderSaga, kOps,
+                    "application/yaml")
+                .status,
+            201);
   ASSERT_EQ(StartSaga(R"({"definition":"order","id":"secret-order"})", kOps), "secret-order");
   // stock (publish to inventory and the reply topic only) may not read order sagas.
   const std::string stock = "stock-secret-token-001";
@@ -545,10 +545,10 @@ TEST_F(SagaServeTest, ServicesCannotProbeSagaIds) {
   const char* other =
       "name: restock\nversion: 1\nsteps:\n"
       "  - {name: a, participant: warehouse, action: warehouse.fill, pivot: true}\n";
-  ASSERT_EQ(Request(port(), http::verb::post, "/v1/saga-definitions", other, kOps,
-                    "application/yaml")
-                .status,
-            201);
+  ASSERT_EQ(
+      Request(port(), http::verb::post, "/v1/saga-definitions", other, kOps, "application/yaml")
+          .status,
+      201);
   ASSERT_EQ(StartSaga(R"({"definition":"restock","id":"restock-7"})", kOps), "restock-7");
   HttpReply clash = Request(port(), http::verb::post, "/v1/sagas",
                             R"({"definition":"order","id":"restock-7"})", "orders-secret-token-01");
@@ -578,10 +578,10 @@ TEST_F(SagaServeTest, RepliesInBinaryModeAreUsedAndBadOnesAreRecorded) {
   client::HttpRequest req;
   req.method = "POST";
   req.target = "/v1/topics/saga.replies/events";
-  req.headers = {{"ce-specversion", "1.0"}, {"ce-id", "x-1"},          {"ce-source", "/t"},
-                 {"ce-type", "converge.saga.reply"}, {"ce-sagaid", id},  {"ce-sagastep", "01"},
-                 {"ce-sagakind", "action"},          {"ce-sagaattempt", "1"},
-                 {"ce-sagaoutcome", "ok"}};
+  req.headers = {
+      {"ce-specversion", "1.0"},          {"ce-id", "x-1"},        {"ce-source", "/t"},
+      {"ce-type", "converge.saga.reply"}, {"ce-sagaid", id},       {"ce-sagastep", "01"},
+      {"ce-sagakind", "action"},          {"ce-sagaattempt", "1"}, {"ce-sagaoutcome", "ok"}};
   Result<client::HttpResponse> sent = c.Send(req);
   ASSERT_TRUE(sent.ok()) << sent.status().ToString();
   ASSERT_EQ(sent->status, 200) << sent->body;
@@ -616,8 +616,8 @@ TEST_F(SagaServeTest, UnknownBodyMembersAreRejected) {
   StartServer();
   ASSERT_EQ(Request(port(), http::verb::post, "/v1/saga-definitions", kOrderSaga).status, 201);
   const std::string id = StartSaga(R"({"definition":"order"})");
-  HttpReply r = Request(port(), http::verb::post, "/v1/sagas",
-                        R"({"definition":"order","colour":"red"})");
+  HttpReply r =
+      Request(port(), http::verb::post, "/v1/sagas", R"({"definition":"order","colour":"red"})");
   EXPECT_EQ(r.status, 400) << r.body;
   r = Request(port(), http::verb::put, "/v1/sagas/" + id + "/timers/step-timeout",
               R"({"due_micros":1,"colour":"red"})");
