@@ -19,7 +19,9 @@
 //
 // Participants (SagaParticipant) receive commands as CloudEvents on their topic and reply on
 // the orchestrator's reply topic; replies are correlated by saga id, step, command kind and
-// attempt. A participant remembers per (saga, step) what it did (SagaLedger), atomically with
+// attempt, and carry the command's token (sagatoken), which proves they come from a reader of
+// the participant's topic: any other reply is rejected, counted and recorded in the saga's
+// history. A participant remembers per (saga, step) what it did (SagaLedger), atomically with
 // the effect, so duplicate and late commands are harmless: a repeated action returns the
 // remembered outcome, a compensation that arrives before its action fences the action (it will
 // never apply), and a late action after its compensation is refused. The command-event format
@@ -247,6 +249,10 @@ struct SagaOrchestratorOptions {
   uint32_t reply_read_max_records = 8192;  // replies read per partition per batch
   uint32_t max_data_bytes = 64 << 10;      // saga input data
   uint32_t history_max_entries = 64;       // per instance
+  // Commands retried without a bound (compensations, pivot cancels, actions after the pivot)
+  // wait timeout_ms * 2^(attempt-1) for a reply, up to this (at least the step's timeout_ms):
+  // a participant that is down gets a new command at a falling rate, not at every timeout.
+  int64_t max_attempt_timeout_ms = 300'000;
   // Finished instances kept for Describe/List (and across restarts): at most this many, none
   // older than finished_retain_ms.
   uint32_t finished_retain_max = 10'000;
@@ -284,10 +290,15 @@ struct SagaOrchestratorStats {
   uint64_t syncs = 0;
   uint64_t log_bytes = 0;
   uint64_t compactions = 0;
-  uint64_t send_errors = 0;    // command appends that failed (resent on the step's timeout)
-  uint64_t read_errors = 0;    // reply-topic reads that failed
-  uint64_t bad_replies = 0;    // records on the reply topic that are not saga replies
-  uint64_t replay_errors = 0;  // saga-log records that did not fit the state at recovery
+  uint64_t send_errors = 0;  // command appends that failed (resent on the step's timeout)
+  uint64_t read_errors = 0;  // reply-topic reads that failed
+  uint64_t bad_replies = 0;  // records on the reply topic that do not decode as saga replies
+  // Replies not used, by reason (each also in the saga's history when it names a known saga):
+  uint64_t replies_stale = 0;         // late, duplicate, or for a step not awaited
+  uint64_t replies_unknown_saga = 0;  // for no known saga
+  uint64_t replies_bad_token = 0;     // sagatoken missing or wrong: not from the participant
+  uint64_t replies_malformed = 0;     // a saga reply whose attributes do not decode
+  uint64_t replay_errors = 0;         // saga-log records that did not fit the state at recovery
 };
 
 // Thread-safety: thread-safe. Mutating calls queue a request; whichever caller (or executor
@@ -394,6 +405,9 @@ struct SagaCommand {
   std::string_view data;  // the saga's input
   // True for actions after the pivot: a failure is never remembered as final (it is retried).
   bool retriable = false;
+  // The command's reply token (sagatoken): the reply must carry it back, or the orchestrator
+  // rejects the reply (only the readers of the participant's topic know it).
+  std::string_view token;
 };
 
 // How a participant answered a command (what goes back to the orchestrator).
@@ -412,6 +426,7 @@ struct SagaReply {
   bool applied = false;
   Status status;       // the handler's failure for kFailed/kRetry
   std::string result;  // the handler's result for an applied action (replayed on duplicates)
+  std::string token;   // the command's token, sent back (SagaParticipantCore copies it)
 };
 
 // What a participant remembers about one (saga, step). Kept by a SagaLedger.
@@ -567,14 +582,23 @@ std::string SagaInfoToJson(const SagaInfo& info);
 std::string SagaTimerToJson(const SagaTimerInfo& timer);
 // True if `target` is one of the routes above (so the server can dispatch to it).
 bool IsSagaHttpTarget(std::string_view target);
+// The routes for an admin (or with auth disabled): every route.
 SagaHttpResponse HandleSagaHttp(SagaOrchestrator& orchestrator, const SagaHttpRequest& request);
-// Authorization of a non-admin caller, before HandleSagaHttp. Starting a saga (POST /v1/sagas)
-// and reading one (GET /v1/sagas/{id}) are allowed if `may_publish` allows every participant
-// topic of the saga's definition (the orchestrator sends commands there on the caller's
-// behalf); PermissionDenied if not. Every other route is for admins: PermissionDenied.
-// Requests that HandleSagaHttp refuses anyway (malformed body, unknown saga or definition)
-// pass, so that it gives the precise error. Blocking, like HandleSagaHttp.
-Status CheckSagaHttpAccess(SagaOrchestrator& orchestrator, const SagaHttpRequest& request,
-                           const std::function<bool(std::string_view topic)>& may_publish);
+
+// Who calls, for the server's authorization of the saga routes.
+struct SagaCaller {
+  bool admin = true;
+  std::string service;                                      // named in 403 messages
+  std::function<bool(std::string_view topic)> may_publish;  // required unless admin
+};
+// The routes as `caller` may use them; the caller is authorized before anything is looked up
+// or validated. A non-admin service may start a saga (POST /v1/sagas) and read one
+// (GET /v1/sagas/{id}) if `may_publish` allows every participant topic of the saga's
+// definition (the orchestrator sends commands there on its behalf); every other route is for
+// admins (403). It learns nothing it may not see: a saga it may not read is 404 exactly like a
+// missing id; a definition it may not start is 403 exactly like a missing one; an id taken by
+// a saga it may not read is 409 without naming that saga's definition. Blocking.
+SagaHttpResponse HandleSagaHttp(SagaOrchestrator& orchestrator, const SagaHttpRequest& request,
+                                const SagaCaller& caller);
 
 }  // namespace converge

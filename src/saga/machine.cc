@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "saga/messages.h"
+
 namespace converge::saga_internal {
 
 struct StepProgress {
@@ -53,9 +55,9 @@ struct Instance {
 namespace {
 
 constexpr std::string_view kHistoryEvents[] = {
-    "started",     "attempt",       "retry",       "step-done", "step-compensated",
-    "step-fenced", "pivot-applied", "step-failed", "abort",     "finished",
-    "timer",       "unknown"};
+    "started",     "attempt",        "retry",       "step-done", "step-compensated",
+    "step-fenced", "pivot-applied",  "step-failed", "abort",     "finished",
+    "timer",       "reply-rejected", "unknown"};
 
 std::string_view InternEvent(std::string_view e) {
   for (std::string_view k : kHistoryEvents) {
@@ -79,6 +81,20 @@ std::string DefLabel(std::string_view name, uint32_t version) {
 }
 
 }  // namespace
+
+std::string_view ReplyRejectionName(ReplyRejection reason) {
+  switch (reason) {
+    case ReplyRejection::kStale:
+      return "stale";
+    case ReplyRejection::kUnknownSaga:
+      return "unknown_saga";
+    case ReplyRejection::kBadToken:
+      return "bad_token";
+    case ReplyRejection::kMalformed:
+      return "malformed";
+  }
+  return "unknown";
+}
 
 SagaMachine::SagaMachine(Random& random, MachineOptions options)
     : random_(random), options_(options) {}
@@ -200,11 +216,27 @@ Result<std::string> SagaMachine::Start(const SagaStartRequest& request, int64_t 
 bool SagaMachine::OnReply(const SagaReply& reply, int64_t now, MachineOutput* out) {
   ++stats_.replies;
   Instance* inst = Find(reply.saga_id);
-  if (inst == nullptr || IsFinal(inst->state) || inst->def == nullptr || !inst->in_progress ||
-      reply.step != inst->step || reply.kind != inst->kind || reply.attempt == 0 ||
-      reply.attempt > inst->attempt) {
-    ++stats_.replies_ignored;
+  auto reject = [&](ReplyRejection reason, std::string detail) {
+    RejectReply(reply.saga_id, reply.step, reply.kind, reply.attempt, reason, detail, now, out);
     return false;
+  };
+  if (inst == nullptr) return reject(ReplyRejection::kUnknownSaga, "no such saga");
+  if (IsFinal(inst->state)) {
+    return reject(ReplyRejection::kStale,
+                  "late: the saga is " + std::string(SagaStateName(inst->state)));
+  }
+  if (inst->def == nullptr || !inst->in_progress || reply.step != inst->step ||
+      reply.kind != inst->kind || reply.attempt == 0 || reply.attempt > inst->attempt) {
+    std::string detail = "late or unexpected " + std::string(SagaCommandKindName(reply.kind)) +
+                         " reply for step " + std::to_string(reply.step) + " attempt " +
+                         std::to_string(reply.attempt);
+    if (inst->in_progress) {
+      detail += " (awaited: " + std::string(SagaCommandKindName(inst->kind)) + " of step " +
+                std::to_string(inst->step) + ", attempts 1.." + std::to_string(inst->attempt) + ")";
+    } else {
+      detail += " (nothing awaited)";
+    }
+    return reject(ReplyRejection::kStale, detail);
   }
   const size_t pivot = inst->def->PivotIndex();
   const bool forever = inst->kind != SagaCommandKind::kAction || inst->step > pivot;
@@ -236,12 +268,79 @@ bool SagaMachine::OnReply(const SagaReply& reply, int64_t now, MachineOutput* ou
   // A transient failure (or any failure of a step that is retried without a bound) counts for
   // the attempt being awaited only.
   if (reply.attempt != inst->attempt || !inst->awaiting) {
-    ++stats_.replies_ignored;
-    return false;
+    return reject(
+        ReplyRejection::kStale,
+        "late failure reply for attempt " + std::to_string(reply.attempt) +
+            (inst->awaiting ? " (attempt " + std::to_string(inst->attempt) + " is awaited)"
+                            : " (waiting to retry)"));
   }
   Status status = reply.status.ok() ? UnavailableError("participant asked to retry") : reply.status;
   AttemptFailed(*inst, status, now, out);
   return true;
+}
+
+bool SagaMachine::ReplyAuthentic(const SagaReply& reply, std::string* why) const {
+  if (reply_key_.empty()) return true;  // a read-only replay (tools): nothing to check
+  if (reply.token.empty()) {
+    *why = "reply without sagatoken (copy it from the command)";
+    return false;
+  }
+  const std::string expected =
+      ReplyToken(reply_key_, CommandEventId(reply.saga_id, reply.step, reply.kind, reply.attempt));
+  if (!ReplyTokenMatches(expected, reply.token)) {
+    *why = "sagatoken does not match the command of step " + std::to_string(reply.step) + " " +
+           std::string(SagaCommandKindName(reply.kind)) + " attempt " +
+           std::to_string(reply.attempt) + ": not from the participant the command went to";
+    return false;
+  }
+  return true;
+}
+
+void SagaMachine::RejectReply(std::string_view saga_id, std::optional<uint32_t> step,
+                              SagaCommandKind kind, uint32_t attempt, ReplyRejection reason,
+                              std::string_view detail, int64_t now, MachineOutput* out) {
+  ++stats_.rejected[static_cast<size_t>(reason)];
+  if (reason == ReplyRejection::kStale || reason == ReplyRejection::kUnknownSaga) {
+    ++stats_.replies_ignored;
+  }
+  Instance* inst = Find(saga_id);
+  if (inst == nullptr) return;
+  const std::string text = std::string(ReplyRejectionName(reason)) + ": " + std::string(detail);
+  const int32_t hstep = step ? static_cast<int32_t>(*step) : -1;
+  // A burst of identical rejections (a participant sending the same reply again and again)
+  // is one history entry: it must not push the saga's real history out.
+  if (!inst->history.empty()) {
+    const HistoryItem& last = inst->history.back();
+    if (last.event == "reply-rejected" && last.step == hstep && last.attempt == attempt &&
+        last.detail == text) {
+      return;
+    }
+  }
+  RecordView r;
+  r.type = RecordType::kReplyRejected;
+  r.time_micros = now;
+  r.saga_id = inst->id;
+  r.step = step ? *step + 1 : 0;  // 0: unknown
+  r.kind = kind;
+  r.attempt = attempt;
+  r.a = text;
+  Emit(r, out, inst);
+}
+
+void SagaMachine::EnsureReplyKey(int64_t now, MachineOutput* out) {
+  if (!reply_key_.empty()) return;
+  std::string key(32, '\0');
+  for (size_t i = 0; i < key.size(); i += 8) {
+    uint64_t v = random_.Next64();
+    for (size_t j = 0; j < 8; ++j) key[i + j] = static_cast<char>(v >> (8 * j));
+  }
+  RecordView r;
+  r.type = RecordType::kReplyKey;
+  r.time_micros = now;
+  r.a = key;
+  AppendRecord(r, &out->wal);
+  ++out->records;
+  reply_key_ = std::move(key);
 }
 
 size_t SagaMachine::Tick(int64_t now, MachineOutput* out) {
@@ -437,9 +536,23 @@ void SagaMachine::SendAttempt(Instance& inst, uint32_t step, SagaCommandKind kin
   r.step = step;
   r.kind = kind;
   r.attempt = attempt;
-  r.due_micros = now + inst.def->steps[step].timeout_ms * 1000;
+  r.due_micros = now + AttemptTimeoutMicros(inst, step, kind, attempt);
   Emit(r, out, &inst);
   AddCommand(inst, out);
+}
+
+int64_t SagaMachine::AttemptTimeoutMicros(const Instance& inst, uint32_t step, SagaCommandKind kind,
+                                          uint32_t attempt) const {
+  const int64_t base = inst.def->steps[step].timeout_ms;
+  const bool forever = kind != SagaCommandKind::kAction || step > inst.def->PivotIndex();
+  if (!forever) return base * 1000;  // bounded by the step's max_attempts and deadline_ms
+  // Retried without a bound: a participant that does not answer (it is down, or its topic is
+  // not consumed) gets a new command at a falling rate. When it comes back it answers the
+  // outstanding command, which is accepted at once, so waiting longer costs nothing then.
+  const int64_t cap = std::max(base, options_.max_attempt_timeout_ms);
+  int64_t t = base;
+  for (uint32_t i = 1; i < attempt && t < cap; ++i) t *= 2;
+  return std::min(t, cap) * 1000;
 }
 
 void SagaMachine::AddCommand(const Instance& inst, MachineOutput* out) const {
@@ -451,6 +564,9 @@ void SagaMachine::AddCommand(const Instance& inst, MachineOutput* out) const {
   c.kind = inst.kind;
   c.attempt = inst.attempt;
   c.retriable = inst.kind == SagaCommandKind::kAction && inst.step > inst.def->PivotIndex();
+  if (!reply_key_.empty()) {
+    c.token = ReplyToken(reply_key_, CommandEventId(inst.id, inst.step, inst.kind, inst.attempt));
+  }
   out->commands.push_back(std::move(c));
 }
 
@@ -586,6 +702,25 @@ Status SagaMachine::Apply(const RecordView& r, MachineOutput* out, Instance* kno
     return Status::Ok();
   }
   if (r.type == RecordType::kBaseBegin || r.type == RecordType::kBaseEnd) return Status::Ok();
+  if (r.type == RecordType::kReplyKey) {
+    if (out != nullptr) return InternalError("the reply key is written by EnsureReplyKey");
+    if (r.a.empty()) return DataLossError("saga log: empty reply key");
+    reply_key_.assign(r.a.data(), r.a.size());
+    return Status::Ok();
+  }
+  if (r.type == RecordType::kReplyRejected) {
+    // History only: it changes nothing else (not even the time of the last change, which
+    // idle_for_ms looks at), and may concern a finished saga.
+    Instance* target = known != nullptr ? known : Find(r.saga_id);
+    if (target == nullptr) return Status::Ok();  // pruned since: nothing to show it in
+    if (out != nullptr) {
+      AppendRecord(r, &out->wal);
+      ++out->records;
+    }
+    AddHistory(*target, r.time_micros, "reply-rejected",
+               r.step == 0 ? -1 : static_cast<int32_t>(r.step - 1), r.attempt, r.a);
+    return Status::Ok();
+  }
   if (r.type == RecordType::kCheckpoint) {
     if (out != nullptr) return InternalError("checkpoints are written by Snapshot");
     return ApplyCheckpoint(r.a);
@@ -945,6 +1080,13 @@ void SagaMachine::Snapshot(int64_t now, std::string* out) const {
   r.type = RecordType::kBaseBegin;
   r.time_micros = now;
   AppendRecord(r, out);
+  if (!reply_key_.empty()) {
+    RecordView k;
+    k.type = RecordType::kReplyKey;
+    k.time_micros = now;
+    k.a = reply_key_;
+    AppendRecord(k, out);
+  }
   for (const auto& [key, def] : defs_) {
     const std::string json = def->ToJson();
     RecordView d;

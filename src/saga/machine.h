@@ -22,6 +22,10 @@
 // - compensations, cancels and actions after the pivot are retried without a bound on attempts.
 // Replies are accepted only for the instance's outstanding (step, kind) and an attempt no newer
 // than the current one; a transient failure only from the current attempt while it is awaited.
+// Every other reply is counted by reason and recorded in the instance's history.
+// Commands retried without a bound (compensations, cancels, actions after the pivot) wait
+// timeout_ms * 2^(attempt-1) for their reply, capped: a participant that is down gets a new
+// command at a geometrically falling rate, not at every timeout.
 //
 // Thread-safety: none; the orchestrator serializes calls.
 #pragma once
@@ -51,6 +55,7 @@ struct OutCommand {
   SagaCommandKind kind = SagaCommandKind::kAction;
   uint32_t attempt = 0;
   bool retriable = false;
+  std::string token;  // the reply token (ReplyToken); empty = none
 };
 
 struct MachineOutput {
@@ -72,15 +77,28 @@ struct MachineOptions {
   int64_t finished_retain_ms = 24LL * 3600 * 1000;
   uint32_t max_in_flight = 1'000'000;
   uint32_t max_data_bytes = 64 << 10;
+  // Commands retried without a bound wait twice as long at each attempt, up to this.
+  int64_t max_attempt_timeout_ms = 300'000;
 };
+
+// Why a reply was not used (SagaOrchestratorStats and the saga's history name them).
+enum class ReplyRejection : uint8_t {
+  kStale = 0,        // not for the outstanding step/kind/attempt (late, duplicate) or finished
+  kUnknownSaga = 1,  // no such saga
+  kBadToken = 2,     // sagatoken missing or wrong: not from the command's participant
+  kMalformed = 3,    // a saga reply whose attributes do not decode
+};
+inline constexpr size_t kReplyRejections = 4;
+std::string_view ReplyRejectionName(ReplyRejection reason);
 
 struct MachineStats {
   uint64_t started = 0;
   uint64_t completed = 0;
   uint64_t compensated = 0;
   uint64_t replies = 0;
-  uint64_t replies_ignored = 0;
+  uint64_t replies_ignored = 0;  // kStale + kUnknownSaga
   uint64_t timeouts = 0;
+  uint64_t rejected[kReplyRejections] = {};
 };
 
 class SagaMachine {
@@ -102,8 +120,19 @@ class SagaMachine {
   // Starts an instance with request.id (which must be set). Returns the id; an existing id with
   // the same definition returns it unchanged. Errors as SagaOrchestrator::Start.
   Result<std::string> Start(const SagaStartRequest& request, int64_t now, MachineOutput* out);
-  // True if the reply was accepted.
+  // True if the reply was accepted; a reply not used is counted and, for a known saga,
+  // recorded in its history (RejectReply). The token is not checked here (ReplyAuthentic).
   bool OnReply(const SagaReply& reply, int64_t now, MachineOutput* out);
+  // Whether the reply carries the token of the command it answers. False (with *why) if not.
+  bool ReplyAuthentic(const SagaReply& reply, std::string* why) const;
+  // Counts a reply that is not used and records it in the saga's history (a kReplyRejected
+  // record) if the saga is known and the last history entry is not the same rejection. `step`
+  // and `attempt` may be unknown (nullopt / 0).
+  void RejectReply(std::string_view saga_id, std::optional<uint32_t> step, SagaCommandKind kind,
+                   uint32_t attempt, ReplyRejection reason, std::string_view detail, int64_t now,
+                   MachineOutput* out);
+  // Makes sure a reply-token key exists (a kReplyKey record the first time). Call after Replay.
+  void EnsureReplyKey(int64_t now, MachineOutput* out);
   // Fires the timers due at or before `now`; returns how many fired.
   size_t Tick(int64_t now, MachineOutput* out);
   Status Cancel(const std::string& id, std::string_view reason, int64_t now, MachineOutput* out);
@@ -152,6 +181,9 @@ class SagaMachine {
   void AddCommand(const Instance& inst, MachineOutput* out) const;
   void AttemptFailed(Instance& inst, const Status& status, int64_t now, MachineOutput* out);
   int64_t BackoffMicros(const SagaStepDefinition& step, uint32_t failed_attempt);
+  // How long attempt `attempt` of (step, kind) waits for its reply.
+  int64_t AttemptTimeoutMicros(const Instance& inst, uint32_t step, SagaCommandKind kind,
+                               uint32_t attempt) const;
   bool PivotDone(const Instance& inst) const;
   void UpdateTimers(Instance& inst);
   void ClearTimers(Instance& inst);
@@ -181,6 +213,7 @@ class SagaMachine {
   uint64_t next_serial_ = 1;
   std::set<TimerKey> timers_;
   MachineStats stats_;
+  std::string reply_key_;  // of the reply tokens; empty until EnsureReplyKey or replayed
 };
 
 }  // namespace converge::saga_internal

@@ -1,6 +1,11 @@
 #include "saga/messages.h"
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include <array>
+#include <charconv>
 #include <optional>
 
 namespace converge::saga_internal {
@@ -117,7 +122,67 @@ std::optional<StatusCode> CodeFromName(std::string_view s) {
   return std::nullopt;
 }
 
+// An Integer attribute, or its CloudEvents binary-mode spelling (every extension arrives as a
+// String there): decimal digits only, no sign, no leading zeros, no spaces. nullopt if absent;
+// InvalidArgument naming the attribute if present but not an integer.
+Result<std::optional<int64_t>> IntAttribute(const Parsed& p, std::string_view name) {
+  if (std::optional<int64_t> v = p.Int(name)) return std::optional<int64_t>(*v);
+  std::optional<std::string_view> s = p.Str(name);
+  if (!s) return std::optional<int64_t>();
+  int64_t v = 0;
+  const char* end = s->data() + s->size();
+  auto [ptr, ec] = std::from_chars(s->data(), end, v);
+  const bool digits_only = !s->empty() && (*s)[0] != '-' && (s->size() == 1 || (*s)[0] != '0');
+  if (ec != std::errc() || ptr != end || !digits_only) {
+    return InvalidArgumentError("saga message: attribute '" + std::string(name) +
+                                "' must be a non-negative integer, got the string '" +
+                                std::string(s->substr(0, 40)) + "'");
+  }
+  return std::optional<int64_t>(v);
+}
+
+// A Boolean attribute, or its binary-mode spelling "true" / "false" (exactly).
+Result<std::optional<bool>> BoolAttribute(const Parsed& p, std::string_view name) {
+  if (std::optional<int64_t> v = p.Int(name)) return std::optional<bool>(*v != 0);
+  std::optional<std::string_view> s = p.Str(name);
+  if (!s) return std::optional<bool>();
+  if (*s == "true") return std::optional<bool>(true);
+  if (*s == "false") return std::optional<bool>(false);
+  return InvalidArgumentError("saga message: attribute '" + std::string(name) +
+                              "' must be a boolean (true or false), got the string '" +
+                              std::string(s->substr(0, 40)) + "'");
+}
+
 }  // namespace
+
+std::string ReplyToken(std::string_view key, std::string_view command_id) {
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(command_id.data()), command_id.size(), mac, &len);
+  // 128 bits are plenty for a value that cannot be tried offline.
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(32);
+  for (unsigned int i = 0; i < 16 && i < len; ++i) {
+    out.push_back(kHex[mac[i] >> 4]);
+    out.push_back(kHex[mac[i] & 0x0f]);
+  }
+  return out;
+}
+
+bool ReplyTokenMatches(std::string_view expected, std::string_view got) {
+  return expected.size() == got.size() &&
+         CRYPTO_memcmp(expected.data(), got.data(), expected.size()) == 0;
+}
+
+std::optional<std::string> ReplySagaId(std::string_view record) {
+  Result<Parsed> p = Parse(record);
+  if (!p.ok() || p->type != kReplyType) return std::nullopt;
+  std::optional<std::string_view> id = p->Str("sagaid");
+  if (!id) return std::nullopt;
+  return std::string(*id);
+}
 
 std::string CommandEventId(std::string_view saga_id, uint32_t step, SagaCommandKind kind,
                            uint32_t attempt) {
@@ -145,7 +210,7 @@ void EncodeCommand(const OutCommand& c, std::string_view source, std::string_vie
                           : c.kind == SagaCommandKind::kCompensate ? step.compensation
                                                                    : kCancelType;
   PutString(out, type);
-  PutVarint(out, 9);
+  PutVarint(out, c.token.empty() ? 9 : 10);
   ExtInt(out, "sagaattempt", c.attempt);
   ExtString(out, "sagadef", c.def->name);
   ExtString(out, "sagaid", c.saga_id);
@@ -154,6 +219,7 @@ void EncodeCommand(const OutCommand& c, std::string_view source, std::string_vie
   ExtBool(out, "sagaretriable", c.retriable);
   ExtInt(out, "sagastep", c.step);
   ExtString(out, "sagastepname", step.name);
+  if (!c.token.empty()) ExtString(out, "sagatoken", c.token);
   ExtInt(out, "sagaversion", c.def->version);
   if (has_data) PutString(out, *c.data);
 }
@@ -165,16 +231,16 @@ Result<CommandView> DecodeCommand(std::string_view record) {
   auto kind = p.Str("sagakind");
   auto reply_to = p.Str("sagareplyto");
   auto step_name = p.Str("sagastepname");
-  auto step = p.Int("sagastep");
-  auto attempt = p.Int("sagaattempt");
-  auto version = p.Int("sagaversion");
-  auto retriable = p.Int("sagaretriable");
+  CONVERGE_ASSIGN_OR_RETURN(std::optional<int64_t> step, IntAttribute(p, "sagastep"));
+  CONVERGE_ASSIGN_OR_RETURN(std::optional<int64_t> attempt, IntAttribute(p, "sagaattempt"));
+  CONVERGE_ASSIGN_OR_RETURN(std::optional<int64_t> version, IntAttribute(p, "sagaversion"));
+  CONVERGE_ASSIGN_OR_RETURN(std::optional<bool> retriable, BoolAttribute(p, "sagaretriable"));
   if (!id || !def || !kind || !reply_to || !step || !attempt || !version) {
     return InvalidArgumentError("saga message: event '" + std::string(p.id) +
                                 "' is not a saga command (missing saga extensions)");
   }
   if (*step < 0 || *step >= static_cast<int64_t>(SagaLimits::kMaxSteps) || *attempt < 1 ||
-      *version < 1) {
+      *attempt > UINT32_MAX || *version < 1 || *version > UINT32_MAX) {
     return InvalidArgumentError("saga message: command with step/attempt/version out of range");
   }
   CONVERGE_ASSIGN_OR_RETURN(SagaCommandKind k, KindFromName(*kind));
@@ -188,7 +254,8 @@ Result<CommandView> DecodeCommand(std::string_view record) {
   v.command.attempt = static_cast<uint32_t>(*attempt);
   v.command.type = p.type;
   v.command.data = p.data;
-  v.command.retriable = retriable.value_or(0) != 0;
+  v.command.retriable = retriable.value_or(false);
+  v.command.token = p.Str("sagatoken").value_or("");
   v.reply_to = *reply_to;
   v.event_id = p.id;
   return v;
@@ -207,7 +274,7 @@ void EncodeReply(const SagaReply& reply, std::string* out) {
   PutString(out, id);
   PutString(out, "/converge/saga/participant");
   PutString(out, kReplyType);
-  PutVarint(out, 7);
+  PutVarint(out, reply.token.empty() ? 7 : 8);
   ExtBool(out, "sagaapplied", reply.applied);
   ExtInt(out, "sagaattempt", reply.attempt);
   ExtString(out, "sagacode", StatusCodeName(reply.status.code()));
@@ -215,6 +282,7 @@ void EncodeReply(const SagaReply& reply, std::string* out) {
   ExtString(out, "sagakind", SagaCommandKindName(reply.kind));
   ExtString(out, "sagaoutcome", outcome);
   ExtInt(out, "sagastep", reply.step);
+  if (!reply.token.empty()) ExtString(out, "sagatoken", reply.token);
   if (!body.empty()) PutString(out, body);
 }
 
@@ -228,11 +296,21 @@ Result<SagaReply> DecodeReply(std::string_view record) {
   auto kind = p.Str("sagakind");
   auto outcome = p.Str("sagaoutcome");
   auto code = p.Str("sagacode");
-  auto step = p.Int("sagastep");
-  auto attempt = p.Int("sagaattempt");
-  auto applied = p.Int("sagaapplied");
+  CONVERGE_ASSIGN_OR_RETURN(std::optional<int64_t> step, IntAttribute(p, "sagastep"));
+  CONVERGE_ASSIGN_OR_RETURN(std::optional<int64_t> attempt, IntAttribute(p, "sagaattempt"));
+  CONVERGE_ASSIGN_OR_RETURN(std::optional<bool> applied, BoolAttribute(p, "sagaapplied"));
   if (!id || !kind || !outcome || !step || !attempt) {
-    return InvalidArgumentError("saga message: reply without saga extensions");
+    std::string missing;
+    for (auto [name, present] : {std::pair<const char*, bool>{"sagaid", id.has_value()},
+                                 {"sagakind", kind.has_value()},
+                                 {"sagaoutcome", outcome.has_value()},
+                                 {"sagastep", step.has_value()},
+                                 {"sagaattempt", attempt.has_value()}}) {
+      if (present) continue;
+      if (!missing.empty()) missing += ", ";
+      missing += name;
+    }
+    return InvalidArgumentError("saga message: reply without " + missing);
   }
   if (*step < 0 || *step > UINT32_MAX || *attempt < 0 || *attempt > UINT32_MAX) {
     return InvalidArgumentError("saga message: reply step/attempt out of range");
@@ -256,7 +334,8 @@ Result<SagaReply> DecodeReply(std::string_view record) {
   } else {
     return InvalidArgumentError("saga message: unknown outcome '" + std::string(*outcome) + "'");
   }
-  r.applied = applied.value_or(0) != 0;
+  r.applied = applied.value_or(false);
+  r.token = std::string(p.Str("sagatoken").value_or(""));
   return r;
 }
 

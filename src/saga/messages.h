@@ -5,16 +5,20 @@
 // Command event: id "<saga>/<step>/<kind>/<attempt>", source = the orchestrator's source,
 // type = the step's action or compensation type ("converge.saga.cancel" for a pivot fence),
 // extensions sagaattempt (int), sagadef, sagaid, sagakind, sagareplyto, sagaretriable (bool),
-// sagastep (int), sagastepname, sagaversion (int); data = the saga's input as JSON (none if
-// empty).
+// sagastep (int), sagastepname, sagatoken, sagaversion (int); data = the saga's input as JSON
+// (none if empty).
 // Reply event: id "<saga>/<step>/<kind>/<attempt>/reply", source "/converge/saga/participant",
 // type "converge.saga.reply", extensions sagaapplied (bool), sagaattempt (int), sagacode (status
-// code name), sagaid, sagakind, sagaoutcome ("ok" | "failed" | "retry"), sagastep (int);
-// data = the handler's result (ok) or the error message (failed, retry) as raw bytes.
+// code name), sagaid, sagakind, sagaoutcome ("ok" | "failed" | "retry"), sagastep (int),
+// sagatoken (copied from the command); data = the handler's result (ok) or the error message
+// (failed, retry) as raw bytes.
+// Decoding also takes the CloudEvents binary-mode spelling of the Integer and Boolean
+// attributes (strings: decimal digits; "true"/"false"), strictly.
 //
 // Thread-safety: pure functions.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -43,6 +47,15 @@ Result<CommandView> DecodeCommand(std::string_view record);
 void EncodeReply(const SagaReply& reply, std::string* out);
 // The reply in a record; DataLoss/InvalidArgument if it is not a saga reply.
 Result<SagaReply> DecodeReply(std::string_view record);
+
+// The reply token of a command: HMAC-SHA256(key, command event id), 128 bits in hex. Only
+// readers of the participant's topic see it; a reply must carry it back (docs/formats/saga.md).
+std::string ReplyToken(std::string_view key, std::string_view command_id);
+// Constant-time comparison of two tokens.
+bool ReplyTokenMatches(std::string_view expected, std::string_view got);
+// The sagaid of a record that is a saga reply by its type, even if its other attributes do not
+// decode (to record the rejection in that saga's history); nullopt otherwise.
+std::optional<std::string> ReplySagaId(std::string_view record);
 
 // The command's event id, also the reply's id without "/reply".
 std::string CommandEventId(std::string_view saga_id, uint32_t step, SagaCommandKind kind,

@@ -58,6 +58,10 @@ Status ValidateOptions(const SagaOrchestratorOptions& o) {
   if (o.finished_retain_ms < 0) {
     return InvalidArgumentError("saga orchestrator: finished_retain_ms must be >= 0");
   }
+  if (o.max_attempt_timeout_ms < 1 || o.max_attempt_timeout_ms > SagaLimits::kMaxTimeoutMs) {
+    return InvalidArgumentError("saga orchestrator: max_attempt_timeout_ms must be in [1, " +
+                                std::to_string(SagaLimits::kMaxTimeoutMs) + "]");
+  }
   return Status::Ok();
 }
 
@@ -89,7 +93,8 @@ class OrchestratorImpl : public SagaOrchestrator {
         machine_(env.random(),
                  saga_internal::MachineOptions{
                      options_.history_max_entries, options_.finished_retain_max,
-                     options_.finished_retain_ms, options_.max_in_flight, options_.max_data_bytes}),
+                     options_.finished_retain_ms, options_.max_in_flight, options_.max_data_bytes,
+                     options_.max_attempt_timeout_ms}),
         ids_(env.clock(), env.random()),
         token_(std::make_shared<Token>()) {
     token_->impl = this;
@@ -134,6 +139,11 @@ class OrchestratorImpl : public SagaOrchestrator {
     {
       std::lock_guard<std::mutex> g(state_mu_);
       out_.Clear();
+      // The key of the reply tokens first, so that the commands sent again carry tokens.
+      machine_.EnsureReplyKey(env_.clock().NowWallMicros(), &out_);
+      // Participant topics exist from the registration on (a participant may subscribe before
+      // the first command); definitions registered by an older version get theirs here.
+      for (const SagaDefinition& d : machine_.Definitions()) CreateParticipantTopics(d);
       machine_.Resume(env_.clock().NowWallMicros(), &out_);
       if (out_.records > 0) {
         CONVERGE_RETURN_IF_ERROR(wal_->Append(out_.wal));
@@ -255,6 +265,11 @@ class OrchestratorImpl : public SagaOrchestrator {
     s.send_errors = stats_send_errors_;
     s.read_errors = stats_read_errors_;
     s.bad_replies = bad_replies_;
+    using saga_internal::ReplyRejection;
+    s.replies_stale = m.rejected[static_cast<size_t>(ReplyRejection::kStale)];
+    s.replies_unknown_saga = m.rejected[static_cast<size_t>(ReplyRejection::kUnknownSaga)];
+    s.replies_bad_token = m.rejected[static_cast<size_t>(ReplyRejection::kBadToken)];
+    s.replies_malformed = m.rejected[static_cast<size_t>(ReplyRejection::kMalformed)];
     s.replay_errors = replay_errors_;
     return s;
   }
@@ -450,6 +465,7 @@ class OrchestratorImpl : public SagaOrchestrator {
   Status RunBatch(std::vector<std::unique_ptr<Request>>& reqs, bool timer_fired, size_t* handled) {
     std::lock_guard<std::mutex> g(state_mu_);
     out_.Clear();
+    registered_.clear();
     const int64_t now = env_.clock().NowWallMicros();
     for (auto& r : reqs) HandleRequest(*r, now);
     *handled = reqs.size() + ReadReplies(now);
@@ -463,6 +479,8 @@ class OrchestratorImpl : public SagaOrchestrator {
       ++stats_.syncs;
     }
     SendCommands();
+    for (const SagaDefinition* d : registered_) CreateParticipantTopics(*d);
+    registered_.clear();
     if (wal_->bytes_since_base() > options_.compact_after_bytes) {
       std::string base;
       machine_.Snapshot(now, &base);
@@ -489,6 +507,8 @@ class OrchestratorImpl : public SagaOrchestrator {
         break;
       case Request::Kind::kRegister:
         r.status = machine_.AddDefinition(r.def, now, &out_);
+        // Its topics are created once the registration is durable.
+        if (r.status.ok()) registered_.push_back(&r.def);
         break;
       case Request::Kind::kReschedule:
         r.status = machine_.RescheduleTimer(r.id, r.timer_kind, r.due, now, &out_);
@@ -519,12 +539,7 @@ class OrchestratorImpl : public SagaOrchestrator {
         }
         if (batch->records.empty()) break;
         for (const StoredRecord& rec : batch->records) {
-          Result<SagaReply> reply = saga_internal::DecodeReply(rec.value);
-          if (!reply.ok()) {
-            ++bad_replies_;
-            continue;
-          }
-          machine_.OnReply(*reply, now, &out_);
+          HandleReplyRecord(rec.value, now);
           ++n;
         }
         reply_offsets_[p] = batch->next_offset;
@@ -533,6 +548,47 @@ class OrchestratorImpl : public SagaOrchestrator {
       if (budget == 0) read_more_ = true;
     }
     return n;
+  }
+
+  // One record of the reply topic. Nothing is dropped silently: a reply that is not used is
+  // counted by reason and, when it names a saga, recorded in that saga's history.
+  void HandleReplyRecord(std::string_view value, int64_t now) {
+    using saga_internal::ReplyRejection;
+    Result<SagaReply> reply = saga_internal::DecodeReply(value);
+    if (!reply.ok()) {
+      std::optional<std::string> id = saga_internal::ReplySagaId(value);
+      if (!id) {
+        ++bad_replies_;  // not a saga reply at all: no saga to tell
+        return;
+      }
+      ++bad_replies_;
+      machine_.RejectReply(*id, std::nullopt, SagaCommandKind::kAction, 0,
+                           ReplyRejection::kMalformed, reply.status().message(), now, &out_);
+      return;
+    }
+    std::string why;
+    if (!machine_.ReplyAuthentic(*reply, &why)) {
+      machine_.RejectReply(reply->saga_id, reply->step, reply->kind, reply->attempt,
+                           ReplyRejection::kBadToken, why, now, &out_);
+      return;
+    }
+    machine_.OnReply(*reply, now, &out_);
+  }
+
+  // Creates a topic the orchestrator sends commands to, once per process.
+  Status EnsureTopic(const std::string& name) {
+    if (known_topics_.count(name) != 0) return Status::Ok();
+    Status s = log_.CreateTopic(name, options_.topic_options);
+    if (!s.ok() && s.code() != StatusCode::kAlreadyExists) return s;
+    known_topics_.insert(name);
+    return Status::Ok();
+  }
+
+  void CreateParticipantTopics(const SagaDefinition& d) {
+    for (const SagaStepDefinition& step : d.steps) {
+      // A failure is counted; the topic is created again before the first command to it.
+      if (!EnsureTopic(step.participant).ok()) ++stats_send_errors_;
+    }
   }
 
   void SendCommands() {
@@ -556,13 +612,9 @@ class OrchestratorImpl : public SagaOrchestrator {
     }
     for (auto& [topic, views] : by_topic) {
       const std::string name(topic);
-      if (known_topics_.count(name) == 0) {
-        Status s = log_.CreateTopic(name, options_.topic_options);
-        if (!s.ok() && s.code() != StatusCode::kAlreadyExists) {
-          ++stats_send_errors_;
-          continue;
-        }
-        known_topics_.insert(name);
+      if (!EnsureTopic(name).ok()) {
+        ++stats_send_errors_;
+        continue;
       }
       Result<std::vector<AppendResult>> r = log_.Append(name, views);
       if (r.ok()) {
@@ -620,6 +672,7 @@ class OrchestratorImpl : public SagaOrchestrator {
   std::string encoded_;
   std::vector<uint64_t> reply_offsets_;
   std::set<std::string> known_topics_;
+  std::vector<const SagaDefinition*> registered_;  // in this batch (the requests own them)
   bool read_more_ = false;
   bool timer_armed_ = false;
   int64_t armed_due_ = 0;
@@ -641,7 +694,7 @@ class SnapshotImpl : public SagaLogSnapshot {
   explicit SnapshotImpl(Env& env)
       : machine_(env.random(),
                  saga_internal::MachineOptions{1'000'000, UINT32_MAX, INT64_MAX / 2000, UINT32_MAX,
-                                               UINT32_MAX}) {}
+                                               UINT32_MAX, 300'000}) {}
   Status Load(Env& env, const std::string& dir) {
     saga_internal::RecordLogOptions lo;
     lo.dir = dir;

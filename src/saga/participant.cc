@@ -113,6 +113,7 @@ SagaReply SagaParticipantCore::Process(const SagaCommand& command) {
   reply.step = command.step;
   reply.kind = command.kind;
   reply.attempt = command.attempt;
+  reply.token.assign(command.token.data(), command.token.size());
   const SagaCommandHandler* handler = nullptr;
   for (const auto& [t, h] : handlers_) {
     if (t == command.type) handler = &h;

@@ -19,7 +19,8 @@ uint32_t GetU32(const char* p) {
 }
 
 bool HasSaga(RecordType t) {
-  return t != RecordType::kDefinition && t != RecordType::kBaseBegin && t != RecordType::kBaseEnd;
+  return t != RecordType::kDefinition && t != RecordType::kBaseBegin && t != RecordType::kBaseEnd &&
+         t != RecordType::kReplyKey;
 }
 
 }  // namespace
@@ -119,6 +120,13 @@ void AppendRecord(const RecordView& r, std::string* out) {
       PutVarint(out, static_cast<uint64_t>(r.due_micros));
       break;
     case RecordType::kCheckpoint:
+    case RecordType::kReplyKey:
+      PutString(out, r.a);
+      break;
+    case RecordType::kReplyRejected:
+      PutVarint(out, r.step);
+      out->push_back(static_cast<char>(r.kind));
+      PutVarint(out, r.attempt);
       PutString(out, r.a);
       break;
     case RecordType::kBaseBegin:
@@ -149,7 +157,7 @@ Result<RecordView> DecodePayload(std::string_view payload) {
   };
   if (!in.U8(&type) || !in.Varint(&time)) return bad("header");
   if (type < static_cast<uint8_t>(RecordType::kDefinition) ||
-      type > static_cast<uint8_t>(RecordType::kBaseEnd)) {
+      type > static_cast<uint8_t>(RecordType::kReplyRejected)) {
     return bad("unknown type");
   }
   r.type = static_cast<RecordType>(type);
@@ -163,7 +171,15 @@ Result<RecordView> DecodePayload(std::string_view payload) {
     case RecordType::kDefinition:
     case RecordType::kAbort:
     case RecordType::kCheckpoint:
+    case RecordType::kReplyKey:
       ok = in.String(&r.a);
+      break;
+    case RecordType::kReplyRejected:
+      ok = in.Varint(&v1) && in.U8(&k) && kind_ok() && in.Varint(&v2) && in.String(&r.a) &&
+           v1 <= UINT32_MAX && v2 <= UINT32_MAX;
+      r.step = static_cast<uint32_t>(v1);
+      r.kind = static_cast<SagaCommandKind>(k);
+      r.attempt = static_cast<uint32_t>(v2);
       break;
     case RecordType::kStarted:
       ok = in.String(&r.a) && in.Varint(&v1) && in.Varint(&v2) && in.String(&r.b) &&

@@ -19,18 +19,20 @@
 namespace converge::saga_internal {
 
 enum class RecordType : uint8_t {
-  kDefinition = 1,   // a: canonical definition JSON
-  kStarted = 2,      // a: definition name, version, due: deadline (0 none), b: data
-  kAttempt = 3,      // step, kind, attempt, due: step timeout (0 none)
-  kBackoff = 4,      // step, kind, attempt (the failed one), due: retry, flag: stuck, a: error
-  kStepDone = 5,     // step, kind, flag: applied
-  kStepFailed = 6,   // step, flag: definitive, a: error
-  kAbort = 7,        // a: reason
-  kFinished = 8,     // flag: final SagaState
-  kTimer = 9,        // flag: SagaTimerKind, due (0 = cancelled)
-  kCheckpoint = 10,  // a: the instance's whole state (see machine.cc)
-  kBaseBegin = 11,   // first record of a compacted segment: earlier segments are superseded
-  kBaseEnd = 12,     // the compacted snapshot is complete
+  kDefinition = 1,      // a: canonical definition JSON
+  kStarted = 2,         // a: definition name, version, due: deadline (0 none), b: data
+  kAttempt = 3,         // step, kind, attempt, due: step timeout (0 none)
+  kBackoff = 4,         // step, kind, attempt (the failed one), due: retry, flag: stuck, a: error
+  kStepDone = 5,        // step, kind, flag: applied
+  kStepFailed = 6,      // step, flag: definitive, a: error
+  kAbort = 7,           // a: reason
+  kFinished = 8,        // flag: final SagaState
+  kTimer = 9,           // flag: SagaTimerKind, due (0 = cancelled)
+  kCheckpoint = 10,     // a: the instance's whole state (see machine.cc)
+  kBaseBegin = 11,      // first record of a compacted segment: earlier segments are superseded
+  kBaseEnd = 12,        // the compacted snapshot is complete
+  kReplyKey = 13,       // a: the key of the reply tokens (written once; in every snapshot)
+  kReplyRejected = 14,  // step, kind, attempt, a: why a reply was not used (history only)
 };
 
 // One record; the views point into whatever it was built from or decoded out of.

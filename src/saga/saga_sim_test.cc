@@ -1,7 +1,8 @@
 // Simulation of sagas under faults, over many seeds: participants that refuse and fail
 // transiently, commands and replies that are lost, duplicated and delivered late (after their
 // step timed out), operator cancels, and orchestrator crashes at arbitrary points of its log
-// writes (SimFileSystem::CrashAfterOps + Crash, optionally with torn writes). The event log the
+// writes (SimFileSystem::CrashAfterOps + Crash, optionally with torn writes), and replies forged
+// by a service that cannot read the commands (no or a wrong token). The event log the
 // commands travel on lives on the same simulated machine and crashes with it.
 //
 // Participants are modelled as resource reservations. At the end every saga must be final, and
@@ -42,6 +43,10 @@ struct Params {
   bool torn_writes = false;
   bool crash_during_recovery = false;
   uint64_t crash_at_op = 0;  // a crash at this mutating operation after the node opened
+  // Another service forges a reply with the opposite outcome (it may publish to the reply
+  // topic but cannot read the command, so its token is missing or wrong): it must change
+  // nothing.
+  double forge = 0;
 };
 
 Params RandomParams(std::mt19937_64& rng) {
@@ -58,6 +63,7 @@ Params RandomParams(std::mt19937_64& rng) {
   p.crash_ops = 1 + rng() % 60;
   p.torn_writes = u(rng) < 0.3;
   p.crash_during_recovery = u(rng) < 0.3;
+  p.forge = u(rng) < 0.5 ? u(rng) * 0.5 : 0;
   return p;
 }
 
@@ -166,6 +172,7 @@ class World {
   }
 
   int crashes() const { return crashes_; }
+  int forged() const { return forged_; }
   int completed() const { return completed_; }
   // Mutating filesystem operations since the node first opened (all of them without a crash).
   uint64_t ops_after_open() const { return fs_->mutating_ops() - ops_at_open_; }
@@ -263,6 +270,27 @@ class World {
     if (!cmd.ok()) return;
     known_by_participants_.insert(std::string(cmd->command.saga_id));
     SagaReply reply = cores_[s]->Process(cmd->command);
+    if (params_.forge > 0 && Uniform() < params_.forge) {
+      SagaReply forged = reply;
+      if (forged.outcome == SagaReply::Outcome::kOk) {
+        forged.outcome = SagaReply::Outcome::kFailed;
+        forged.status = FailedPreconditionError("forged");
+      } else {
+        forged.outcome = SagaReply::Outcome::kOk;
+        forged.status = Status::Ok();
+      }
+      forged.applied = !forged.applied;
+      if (Uniform() < 0.5) {
+        forged.token.clear();
+      } else if (!forged.token.empty()) {
+        forged.token[0] = forged.token[0] == '0' ? '1' : '0';
+      }
+      std::string bytes;
+      saga_internal::EncodeReply(forged, &bytes);
+      ++forged_;
+      env_.executor().Schedule(Between(0, 20) * 1'000'000,
+                               [this, id = forged.saga_id, bytes] { AppendReply(id, bytes); });
+    }
     if (Uniform() < params_.drop) return;
     std::string encoded;
     saga_internal::EncodeReply(reply, &encoded);
@@ -345,6 +373,7 @@ class World {
   std::set<std::string> acked_;
   std::set<std::string> known_by_participants_;
   int crashes_ = 0;
+  int forged_ = 0;
   uint64_t ops_at_open_ = 0;
   int completed_ = 0;
   int compensated_ = 0;
@@ -359,7 +388,7 @@ uint64_t EnvU64(const char* name, uint64_t fallback) {
 TEST(SagaSimTest, EverySagaEndsCommittedOrCompensatedUnderFaults) {
   const uint64_t one = EnvU64("CONVERGE_SAGA_SIM_SEED", 0);
   const uint64_t seeds = EnvU64("CONVERGE_SAGA_SIM_SEEDS", 1000);
-  int total_crashes = 0, completed = 0, compensated = 0;
+  int total_crashes = 0, completed = 0, compensated = 0, forged = 0;
   for (uint64_t i = 0; i < (one ? 1 : seeds); ++i) {
     const uint64_t seed = one ? one : 1000 + i;
     std::mt19937_64 rng(seed);
@@ -368,13 +397,15 @@ TEST(SagaSimTest, EverySagaEndsCommittedOrCompensatedUnderFaults) {
     const std::string failure = world.Run();
     ASSERT_EQ(failure, "") << "seed " << seed << " (replay: CONVERGE_SAGA_SIM_SEED=" << seed << ")";
     total_crashes += world.crashes();
+    forged += world.forged();
     completed += world.completed();
     compensated += world.compensated();
   }
-  std::printf("sagas completed %d, compensated %d, orchestrator crashes %d\n", completed,
-              compensated, total_crashes);
+  std::printf("sagas completed %d, compensated %d, orchestrator crashes %d, forged replies %d\n",
+              completed, compensated, total_crashes, forged);
   if (!one) {
     EXPECT_GT(total_crashes, 0);
+    EXPECT_GT(forged, 0);
   }
 }
 

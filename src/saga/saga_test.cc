@@ -11,6 +11,7 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <tuple>
 
 #include "converge/choreography.h"
 #include "converge/event.h"
@@ -236,6 +237,50 @@ TEST(SagaMessagesTest, ReplyRoundTripsAndIsAValidEvent) {
   ASSERT_TRUE(back.ok());
   EXPECT_TRUE(back->applied);
   EXPECT_EQ(back->result, "{\"ok\":1}");
+}
+
+// Issue #12: in CloudEvents binary mode every extension is a string. The reply's integers and
+// booleans are read from their string spelling too, strictly.
+TEST(SagaMessagesTest, RepliesDecodeTheBinaryModeSpellingStrictly) {
+  auto reply = [](const std::string& step, const std::string& attempt, const std::string& applied) {
+    Event e;
+    e.set_id("s-1/2/compensate/3/reply");
+    e.set_source("/p");
+    e.set_type("converge.saga.reply");
+    e.SetExtension("sagaid", "s-1");
+    e.SetExtension("sagakind", "compensate");
+    e.SetExtension("sagaoutcome", "ok");
+    e.SetExtension("sagastep", step);
+    e.SetExtension("sagaattempt", attempt);
+    if (!applied.empty()) e.SetExtension("sagaapplied", applied);
+    e.SetExtension("sagatoken", "abc");
+    std::string bytes;
+    EXPECT_TRUE(EncodeBinary(e, &bytes).ok());
+    return saga_internal::DecodeReply(bytes);
+  };
+  Result<SagaReply> ok = reply("2", "3", "true");
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->step, 2u);
+  EXPECT_EQ(ok->attempt, 3u);
+  EXPECT_TRUE(ok->applied);
+  EXPECT_EQ(ok->token, "abc");
+  EXPECT_FALSE(reply("0", "1", "false")->applied);
+  for (auto [step, attempt, applied, named] :
+       {std::tuple<const char*, const char*, const char*, const char*>{"02", "1", "", "sagastep"},
+        {"-1", "1", "", "sagastep"},
+        {"+1", "1", "", "sagastep"},
+        {" 1", "1", "", "sagastep"},
+        {"1", "1x", "", "sagaattempt"},
+        {"1", "", "", "sagaattempt"},
+        {"1", "99999999999999999999", "", "sagaattempt"},
+        {"1", "1", "yes", "sagaapplied"},
+        {"1", "1", "True", "sagaapplied"}}) {
+    Result<SagaReply> bad = reply(step, attempt, applied);
+    ASSERT_FALSE(bad.ok()) << step << " " << attempt << " " << applied;
+    EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(bad.status().message().find(named), std::string_view::npos)
+        << bad.status().ToString();
+  }
 }
 
 TEST(SagaMessagesTest, GarbageNeverDecodes) {
@@ -1322,6 +1367,162 @@ TEST_F(OrchestratorTest, DefinitionsSurviveRestartsAndCompaction) {
 
 // Many threads start sagas with the blocking Start (whoever finds no batch running leads one
 // for everybody queued) on the production Env; participants run on the Env's executor.
+// Issue #12: every participant may publish to the reply topic, so the orchestrator takes a
+// reply only with the token of the command it answers (HMAC of the command id under a key in
+// the saga log). Rejected replies change nothing, are counted and show in the history.
+TEST_F(OrchestratorTest, RepliesWithoutTheCommandsTokenAreRejectedAndRecorded) {
+  ASSERT_TRUE(orch_->RegisterDefinition(OrderSaga()).ok());
+  participants_[0]->Close();  // inventory: the command waits in its topic
+  SagaStartRequest req;
+  req.definition = "order";
+  req.id = "t-1";
+  ASSERT_TRUE(orch_->Start(req).ok());
+  env_.RunFor(1'000'000);
+  Result<ReadBatch> cmds = log_->Read("inventory", 0, 0, 10, 1 << 20);
+  ASSERT_TRUE(cmds.ok());
+  ASSERT_EQ(cmds->records.size(), 1u);
+  const std::string command(cmds->records[0].value);
+  Result<saga_internal::CommandView> cmd = saga_internal::DecodeCommand(command);
+  ASSERT_TRUE(cmd.ok());
+  ASSERT_EQ(cmd->command.token.size(), 32u);
+
+  auto append = [&](const SagaReply& r) {
+    std::string bytes;
+    saga_internal::EncodeReply(r, &bytes);
+    converge::RecordView v;
+    v.key = r.saga_id;
+    v.value = bytes;
+    ASSERT_TRUE(log_->Append("saga.replies", std::span<const converge::RecordView>(&v, 1)).ok());
+    env_.RunFor(1'000'000);
+  };
+  SagaReply forged;
+  forged.saga_id = "t-1";
+  forged.step = 0;
+  forged.kind = SagaCommandKind::kAction;
+  forged.attempt = 1;
+  forged.outcome = SagaReply::Outcome::kFailed;
+  forged.status = FailedPreconditionError("forged");
+  append(forged);  // no token
+  forged.token = std::string(32, '0');
+  append(forged);  // a wrong one
+  forged.token = saga_internal::ReplyToken("guess", "t-1/0/action/1");
+  append(forged);
+  SagaInfo info = orch_->Describe("t-1").value();
+  EXPECT_EQ(info.summary.state, SagaState::kRunning);
+  EXPECT_EQ(info.steps[0].state, SagaStepState::kActive);
+  EXPECT_EQ(orch_->stats().replies_bad_token, 3u);
+  int rejected = 0;
+  for (const SagaHistoryEntry& h : info.history) {
+    if (h.event == "reply-rejected") {
+      ++rejected;
+      EXPECT_EQ(h.step, 0);
+      EXPECT_EQ(h.attempt, 1u);
+      EXPECT_NE(h.detail.find("bad_token"), std::string::npos) << h.detail;
+    }
+  }
+  // The two wrong tokens make one entry: identical rejections in a row are not repeated.
+  EXPECT_EQ(rejected, 2);
+
+  // The participant's reply carries the token (SagaParticipantCore copies it) and is used,
+  // also after a restart and a compaction of the saga log (the key is in every snapshot).
+  orch_.reset();
+  {
+    SagaOrchestratorOptions o;
+    o.dir = "/saga";
+    o.compact_after_bytes = 1;
+    orch_ = SagaOrchestrator::Open(env_, *log_, o).value();
+    ASSERT_TRUE(orch_->RunOnce().ok());
+    ASSERT_GE(orch_->stats().compactions, 1u);
+    orch_.reset();
+  }
+  OpenOrchestrator();
+  SagaReply genuine = core_->Process(cmd->command);
+  EXPECT_EQ(genuine.token, cmd->command.token);
+  append(genuine);
+  info = orch_->Describe("t-1").value();
+  EXPECT_EQ(info.steps[0].state, SagaStepState::kDone);
+  EXPECT_EQ(orch_->stats().replies_bad_token, 0u);  // a new process counts anew
+}
+
+// Issue #12: a reply the orchestrator cannot decode is not dropped silently.
+TEST_F(OrchestratorTest, UndecodableRepliesAreCountedAndRecorded) {
+  ASSERT_TRUE(orch_->RegisterDefinition(OrderSaga()).ok());
+  participants_[0]->Close();
+  SagaStartRequest req;
+  req.definition = "order";
+  req.id = "m-1";
+  ASSERT_TRUE(orch_->Start(req).ok());
+  env_.RunFor(1'000'000);
+  Event e;
+  e.set_id("m-1/0/action/1/reply");
+  e.set_source("/p");
+  e.set_type("converge.saga.reply");
+  e.SetExtension("sagaid", "m-1");
+  e.SetExtension("sagakind", "action");
+  e.SetExtension("sagaoutcome", "ok");
+  e.SetExtension("sagastep", "zero");
+  e.SetExtensionInteger("sagaattempt", 1);
+  Event other;
+  other.set_id("x");
+  other.set_source("/p");
+  other.set_type("something.else");
+  for (const Event* ev : {&e, &other}) {
+    std::string bytes;
+    ASSERT_TRUE(EncodeBinary(*ev, &bytes).ok());
+    converge::RecordView v;
+    v.value = bytes;
+    ASSERT_TRUE(log_->Append("saga.replies", std::span<const converge::RecordView>(&v, 1)).ok());
+  }
+  env_.RunFor(1'000'000);
+  SagaOrchestratorStats st = orch_->stats();
+  EXPECT_EQ(st.replies_malformed, 1u);
+  EXPECT_EQ(st.bad_replies, 2u);
+  SagaInfo info = orch_->Describe("m-1").value();
+  ASSERT_FALSE(info.history.empty());
+  EXPECT_EQ(info.history.back().event, "reply-rejected");
+  EXPECT_NE(info.history.back().detail.find("sagastep"), std::string::npos)
+      << info.history.back().detail;
+  EXPECT_EQ(info.summary.state, SagaState::kRunning);
+}
+
+// Issue #12: the participant topics exist once the definition is registered (a participant
+// may subscribe before the first command).
+TEST_F(OrchestratorTest, RegisteringADefinitionCreatesItsParticipantTopics) {
+  SagaDefinition d = SagaDefinitionBuilder("fresh", 1)
+                         .Step("a", "fresh-a", "a.do", "a.undo")
+                         .Step("b", "fresh-b", "b.do")
+                         .Build()
+                         .value();
+  EXPECT_EQ(log_->DescribeTopic("fresh-a").status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(orch_->RegisterDefinition(d).ok());
+  EXPECT_TRUE(log_->DescribeTopic("fresh-a").ok());
+  EXPECT_TRUE(log_->DescribeTopic("fresh-b").ok());
+}
+
+// Issue #12: a participant that is down for an hour. Compensations (retried without a bound)
+// used to get a new command at every step timeout (about 3,400 here); their reply timeout now
+// doubles per attempt up to max_attempt_timeout_ms (default 5 minutes).
+TEST_F(OrchestratorTest, AParticipantThatIsDownGetsCommandsAtAFallingRate) {
+  ASSERT_TRUE(orch_->RegisterDefinition(OrderSaga()).ok());
+  for (auto& p : participants_) p->Close();
+  SagaStartRequest req;
+  req.definition = "order";
+  req.id = "down-1";
+  ASSERT_TRUE(orch_->Start(req).ok());
+  const int64_t hour_ns = 3600LL * 1'000'000'000;
+  env_.RunFor(hour_ns);
+  Result<TopicInfo> topic = log_->DescribeTopic("inventory");
+  ASSERT_TRUE(topic.ok());
+  uint64_t commands = 0;
+  for (const PartitionInfo& p : topic->partitions) commands += p.end_offset;
+  // 3 attempts of the action (max_attempts), then compensations waiting 1, 2, 4, ... 256 s,
+  // then 300 s each: about 3 + 9 + 11.
+  EXPECT_LE(commands, 30u);
+  EXPECT_GE(commands, 10u);
+  SagaInfo info = orch_->Describe("down-1").value();
+  EXPECT_EQ(info.summary.state, SagaState::kCompensating);
+}
+
 TEST(OrchestratorThreadsTest, ConcurrentBlockingStartsShareBatches) {
   Env& env = Env::Default();
   const std::string dir = std::filesystem::temp_directory_path() /

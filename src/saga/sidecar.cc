@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cstdlib>
 #include <map>
+#include <optional>
 
 #include "converge/saga.h"
 
@@ -237,7 +238,11 @@ SagaHttpResponse ListSagas(SagaOrchestrator& orch, const Target& t) {
   }
   if (auto d = t.query.find("definition"); d != t.query.end()) f.definition = d->second;
   if (auto s = t.query.find("stuck"); s != t.query.end()) {
-    f.stuck_only = s->second == "true" || s->second == "1" || s->second.empty();
+    if (s->second == "true" || s->second == "1" || s->second.empty()) {
+      f.stuck_only = true;
+    } else if (s->second != "false" && s->second != "0") {
+      return Error(InvalidArgumentError("query parameter 'stuck' must be true or false"));
+    }
   }
   Result<int64_t> idle = QueryInt(t, "idle_ms", 0, 0, SagaLimits::kMaxTimeoutMs * 100);
   if (!idle.ok()) return Error(idle.status());
@@ -343,9 +348,12 @@ SagaHttpResponse HandleSagaHttp(SagaOrchestrator& orch, const SagaHttpRequest& r
     Result<json::object> o = BodyObject(request.body, true);
     if (!o.ok()) return Error(o.status());
     std::string reason;
-    if (auto it = o->find("reason"); it != o->end()) {
-      if (!it->value().is_string()) return Error(InvalidArgumentError("'reason' must be a string"));
-      reason = std::string(it->value().as_string());
+    for (const auto& [key, value] : *o) {
+      if (key != "reason" || !value.is_string()) {
+        return Error(InvalidArgumentError("unexpected or mistyped member '" + std::string(key) +
+                                          "' (the body is {\"reason\": string})"));
+      }
+      reason = std::string(value.as_string());
     }
     Status s = orch.Cancel(id, reason);
     if (!s.ok()) return Error(s);
@@ -356,6 +364,7 @@ SagaHttpResponse HandleSagaHttp(SagaOrchestrator& orch, const SagaHttpRequest& r
     return Json(200, out);
   }
   if (seg.size() == 5 && seg[3] == "timers") {
+    if (m != "DELETE" && m != "PUT") return method_not_allowed();
     Result<SagaTimerKind> kind = ParseSagaTimerKind(seg[4]);
     if (!kind.ok()) return Error(kind.status());
     if (m == "DELETE") {
@@ -366,10 +375,16 @@ SagaHttpResponse HandleSagaHttp(SagaOrchestrator& orch, const SagaHttpRequest& r
     if (m == "PUT") {
       Result<json::object> o = BodyObject(request.body, false);
       if (!o.ok()) return Error(o.status());
+      for (const auto& [key, value] : *o) {
+        if (key != "due_micros") {
+          return Error(InvalidArgumentError("unexpected member '" + std::string(key) +
+                                            "' (the body is {\"due_micros\": integer})"));
+        }
+      }
       auto it = o->find("due_micros");
-      if (it == o->end() || !it->value().is_int64()) {
+      if (it == o->end() || !it->value().is_int64() || it->value().as_int64() < 0) {
         return Error(
-            InvalidArgumentError("'due_micros' (integer, wall-clock microseconds) is "
+            InvalidArgumentError("'due_micros' (integer >= 0, wall-clock microseconds) is "
                                  "required"));
       }
       Status s = orch.RescheduleTimer(id, *kind, it->value().as_int64());
@@ -382,45 +397,85 @@ SagaHttpResponse HandleSagaHttp(SagaOrchestrator& orch, const SagaHttpRequest& r
   return Error(NotFoundError("no such route"));
 }
 
-Status CheckSagaHttpAccess(SagaOrchestrator& orch, const SagaHttpRequest& request,
-                           const std::function<bool(std::string_view topic)>& may_publish) {
+namespace {
+
+// The definition (name, version) if registered; version 0 = the latest.
+std::optional<SagaDefinition> FindDefinition(SagaOrchestrator& orch, const std::string& name,
+                                             uint32_t version) {
+  for (SagaDefinition& d : orch.ListDefinitions()) {  // latest version first per name
+    if (d.name == name && (version == 0 || d.version == version)) return std::move(d);
+  }
+  return std::nullopt;
+}
+
+bool MayUse(const SagaCaller& caller, const std::optional<SagaDefinition>& d) {
+  if (!d) return false;  // unknown (or no longer registered): nothing to authorize against
+  for (const SagaStepDefinition& step : d->steps) {
+    if (!caller.may_publish(step.participant)) return false;
+  }
+  return true;
+}
+
+SagaHttpResponse StartAs(SagaOrchestrator& orch, const SagaHttpRequest& request,
+                         const SagaCaller& caller) {
+  // Only as much of the body as authorization needs; StartSaga validates the rest.
+  Result<json::object> o = BodyObject(request.body, false);
+  if (!o.ok()) return Error(o.status());
+  auto d = o->find("definition");
+  if (d == o->end() || !d->value().is_string()) return StartSaga(orch, request.body);
+  const std::string name(d->value().as_string());
+  uint32_t version = 0;
+  if (auto v = o->find("version"); v != o->end() && v->value().is_int64() &&
+                                   v->value().as_int64() > 0 &&
+                                   v->value().as_int64() <= SagaLimits::kMaxVersion) {
+    version = static_cast<uint32_t>(v->value().as_int64());
+  }
+  // An unknown definition gets the same answer as one the caller may not use.
+  if (!MayUse(caller, FindDefinition(orch, name, version))) {
+    return Error(PermissionDeniedError(
+        "service '" + caller.service + "' may not start sagas of definition '" + name +
+        "': it needs publish permission on every participant topic of the definition"));
+  }
+  SagaHttpResponse res = StartSaga(orch, request.body);
+  auto id = o->find("id");
+  if (res.status == 409 && id != o->end() && id->value().is_string()) {
+    // The id is held by another saga. Saga ids are one namespace, so a taken id cannot look
+    // free; but nothing about a saga the caller may not read is told. (Checked after the
+    // start, so that no saga started in between can slip its definition into the message.)
+    const std::string taken(id->value().as_string());
+    Result<SagaInfo> existing = orch.Describe(taken);
+    if (!existing.ok() || !MayUse(caller, FindDefinition(orch, existing->summary.definition,
+                                                         existing->summary.version))) {
+      return Error(
+          AlreadyExistsError("saga id '" + taken + "' is already taken (choose another id)"));
+    }
+  }
+  return res;
+}
+
+}  // namespace
+
+SagaHttpResponse HandleSagaHttp(SagaOrchestrator& orch, const SagaHttpRequest& request,
+                                const SagaCaller& caller) {
+  if (caller.admin) return HandleSagaHttp(orch, request);
   const Target t = ParseTarget(request.target);
   const auto& seg = t.segments;
-  std::string definition;
-  uint32_t version = 0;
   if (request.method == "POST" && seg.size() == 2 && seg[1] == "sagas") {
-    Result<json::object> o = BodyObject(request.body, false);
-    if (!o.ok()) return Status::Ok();  // HandleSagaHttp says what is wrong
-    auto d = o->find("definition");
-    if (d == o->end() || !d->value().is_string()) return Status::Ok();
-    definition = std::string(d->value().as_string());
-    auto v = o->find("version");
-    if (v != o->end() && v->value().is_int64() && v->value().as_int64() > 0 &&
-        v->value().as_int64() <= SagaLimits::kMaxVersion) {
-      version = static_cast<uint32_t>(v->value().as_int64());
-    }
-  } else if (request.method == "GET" && seg.size() == 3 && seg[1] == "sagas") {
+    return StartAs(orch, request, caller);
+  }
+  if (request.method == "GET" && seg.size() == 3 && seg[1] == "sagas") {
+    // One answer for a missing saga and one the caller may not read: the same 404.
     Result<SagaInfo> info = orch.Describe(seg[2]);
-    if (!info.ok()) return Status::Ok();  // 404 from HandleSagaHttp
-    definition = info->summary.definition;
-    version = info->summary.version;
-  } else {
-    return PermissionDeniedError(
-        "only admin tokens may list sagas, timers and definitions, register definitions, "
-        "cancel sagas or move their timers");
-  }
-  for (const SagaDefinition& d : orch.ListDefinitions()) {  // latest version first per name
-    if (d.name != definition || (version != 0 && d.version != version)) continue;
-    for (const SagaStepDefinition& step : d.steps) {
-      if (!may_publish(step.participant)) {
-        return PermissionDeniedError("saga '" + definition + "' sends commands to topic '" +
-                                     step.participant +
-                                     "', which this service may not publish to");
-      }
+    if (!info.ok() ||
+        !MayUse(caller, FindDefinition(orch, info->summary.definition, info->summary.version))) {
+      return Error(NotFoundError("no saga '" + seg[2] + "'"));
     }
-    return Status::Ok();
+    return Json(200, InfoJson(*info));
   }
-  return Status::Ok();  // unknown definition: 404 from HandleSagaHttp
+  return Error(PermissionDeniedError(
+      "service '" + caller.service +
+      "': only admin tokens may list sagas, timers and definitions, register definitions, "
+      "cancel sagas or move their timers"));
 }
 
 }  // namespace converge

@@ -542,25 +542,19 @@ asio::awaitable<HttpReply> Api::HandleSagas(HttpRequest& request) {
   r.target = std::string(request.target());
   r.body = request.body();
   SagaOrchestrator* sagas = d_.sagas;
-  // Admins (and every request with auth disabled) may use every saga route. Another service
-  // may start a saga, and read one, if it may publish to every participant topic of its
-  // definition (CheckSagaHttpAccess). `r` and `who` live in this coroutine frame until the job
-  // is done. (A lambda with an init-capture built inside the co_await expression is destroyed
-  // wrongly by GCC 12.)
-  Status denied;
-  auto job = [sagas, &r, who, &denied]() -> SagaHttpResponse {
-    if (!who->admin) {
-      denied = CheckSagaHttpAccess(
-          *sagas, r, [who](std::string_view topic) { return who->CanPublish(topic); });
-      if (!denied.ok()) return SagaHttpResponse{};
-    }
-    return HandleSagaHttp(*sagas, r);
+  // Admins (and every request with auth disabled) may use every saga route; HandleSagaHttp
+  // authorizes other services itself (it must give one answer for what they may not see and
+  // what does not exist). `r` and `who` live in this coroutine frame until the job is done.
+  // (A lambda with an init-capture built inside the co_await expression is destroyed wrongly
+  // by GCC 12.)
+  auto job = [sagas, &r, who]() -> SagaHttpResponse {
+    SagaCaller caller;
+    caller.admin = who->admin;
+    caller.service = who->service;
+    caller.may_publish = [who](std::string_view topic) { return who->CanPublish(topic); };
+    return HandleSagaHttp(*sagas, r, caller);
   };
   SagaHttpResponse res = co_await d_.pool->Run(std::move(job));
-  if (!denied.ok()) {
-    co_return Error(
-        PermissionDeniedError("service '" + who->service + "': " + std::string(denied.message())));
-  }
   if (!res.allow.empty()) {
     HttpResponse out = JsonReply(static_cast<http::status>(res.status), std::move(res.body),
                                  request.version());

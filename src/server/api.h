@@ -83,7 +83,7 @@ class Api {
   // thread when that cannot block, otherwise on the pool).
   asio::awaitable<HttpReply> HandleStore(HttpRequest& request);
   // /v1/sagas..., /v1/saga-definitions, /v1/saga-timers: authenticates and authorizes
-  // (CheckSagaHttpAccess for non-admin services), then runs the orchestrator's routes on the
+  // (HandleSagaHttp with the caller, for non-admin services) and runs the saga routes on the
   // pool.
   asio::awaitable<HttpReply> HandleSagas(HttpRequest& request);
 

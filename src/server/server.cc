@@ -158,6 +158,30 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
 
   if (impl->config.sagas.enabled) {
     CONVERGE_ASSIGN_OR_RETURN(impl->sagas, OpenSagas(*impl->env, *impl->log, impl->config));
+    // Computed at scrape time (scrapes run on the pool, joined before the orchestrator closes).
+    impl->metrics.AddCollector([sagas =
+                                    impl->sagas.get()](std::vector<MetricsRegistry::Sample>* out) {
+      const SagaOrchestratorStats st = sagas->stats();
+      out->push_back({"converge_sagas_in_flight",
+                      "Sagas running or compensating.",
+                      "gauge",
+                      {},
+                      static_cast<double>(st.in_flight)});
+      const char* help =
+          "Saga replies the orchestrator did not use, by reason (each one is also recorded in "
+          "the history of the saga it names).";
+      for (const auto& [reason, n] : {std::pair<const char*, uint64_t>{"stale", st.replies_stale},
+                                      {"unknown_saga", st.replies_unknown_saga},
+                                      {"bad_token", st.replies_bad_token},
+                                      {"malformed", st.replies_malformed},
+                                      {"not_a_reply", st.bad_replies - st.replies_malformed}}) {
+        out->push_back({"converge_saga_replies_rejected_total",
+                        help,
+                        "counter",
+                        {{"reason", reason}},
+                        static_cast<double>(n)});
+      }
+    });
   }
 
   ApiDeps deps;
