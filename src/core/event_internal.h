@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "converge/event.h"
@@ -59,5 +60,39 @@ Status ValidateJson(std::string_view json, uint32_t max_depth);
 
 // Quotes an attribute value for an error message, cut to a readable length.
 std::string QuoteForMessage(std::string_view value);
+
+// Tracks the member names of the JSON objects a streaming parser is inside, to find a name
+// that appears twice in one object (Boost.JSON keeps only the last of them, other parsers
+// the first: such a document means different things to different readers). Feed it the
+// parser's object begin/end and key events.
+class JsonKeyTracker {
+ public:
+  void BeginObject() {
+    if (depth_ == levels_.size()) levels_.emplace_back();
+    levels_[depth_++].clear();
+  }
+  void EndObject() { --depth_; }
+  void KeyPart(std::string_view part) { key_.append(part); }
+  // The last part of a member name: false if the current object already has that name
+  // (then duplicate() is the name).
+  bool Key(std::string_view last) {
+    key_.append(last);
+    const bool fresh = levels_[depth_ - 1].insert(key_).second;
+    if (!fresh) duplicate_ = key_;
+    key_.clear();
+    return fresh;
+  }
+  const std::string& duplicate() const { return duplicate_; }
+
+ private:
+  std::vector<std::unordered_set<std::string>> levels_;  // reused between objects
+  size_t depth_ = 0;
+  std::string key_;
+  std::string duplicate_;
+};
+
+// OK if `json` is valid JSON (at most `max_depth` deep) in which no object has two members
+// of the same name; InvalidArgument "duplicate key '<name>'" (or a malformed-JSON message).
+Status CheckUniqueJsonKeys(std::string_view json, uint32_t max_depth);
 
 }  // namespace converge::internal

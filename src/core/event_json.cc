@@ -185,6 +185,44 @@ Status RunCompact(std::string_view json, uint32_t max_depth, std::string* out) {
   return Status::Ok();
 }
 
+// Validates a document and finds member names repeated within one object.
+class UniqueKeysHandler : public HandlerLimits {
+ public:
+  bool on_document_begin(error_code&) { return true; }
+  bool on_document_end(error_code&) { return true; }
+  bool on_object_begin(error_code&) {
+    keys_.BeginObject();
+    return true;
+  }
+  bool on_object_end(std::size_t, error_code&) {
+    keys_.EndObject();
+    return true;
+  }
+  bool on_array_begin(error_code&) { return true; }
+  bool on_array_end(std::size_t, error_code&) { return true; }
+  bool on_key_part(string_view s, std::size_t, error_code&) {
+    keys_.KeyPart(std::string_view(s.data(), s.size()));
+    return true;
+  }
+  bool on_key(string_view s, std::size_t, error_code& ec) {
+    if (keys_.Key(std::string_view(s.data(), s.size()))) return true;
+    ec = json::error::exception;
+    return false;
+  }
+  bool on_string_part(string_view, std::size_t, error_code&) { return true; }
+  bool on_string(string_view, std::size_t, error_code&) { return true; }
+  bool on_number_part(string_view, error_code&) { return true; }
+  bool on_int64(int64_t, string_view, error_code&) { return true; }
+  bool on_uint64(uint64_t, string_view, error_code&) { return true; }
+  bool on_double(double, string_view, error_code&) { return true; }
+  bool on_bool(bool, error_code&) { return true; }
+  bool on_null(error_code&) { return true; }
+  bool on_comment_part(string_view, error_code&) { return true; }
+  bool on_comment(string_view, error_code&) { return true; }
+
+  JsonKeyTracker keys_;
+};
+
 // ---------------------------------------------------------------------------------------
 // The event handler
 
@@ -691,6 +729,25 @@ Status CanonicalizeJson(std::string_view json, uint32_t max_depth, std::string* 
     return ResourceExhaustedError("out of memory parsing JSON data");
   } catch (const std::exception& e) {
     return InternalError(std::string("parsing JSON data: ") + e.what());
+  }
+}
+
+Status CheckUniqueJsonKeys(std::string_view json, uint32_t max_depth) {
+  try {
+    json::basic_parser<UniqueKeysHandler> parser(ParseOptions(max_depth));
+    error_code ec;
+    const size_t n = parser.write_some(false, json.data(), json.size(), ec);
+    if (ec == json::error::exception) {
+      return InvalidArgumentError("duplicate key " +
+                                  QuoteForMessage(parser.handler().keys_.duplicate()));
+    }
+    if (ec) return ParseError(ec, max_depth, "JSON");
+    if (n != json.size()) return InvalidArgumentError("malformed JSON: extra data after the value");
+    return Status::Ok();
+  } catch (const std::bad_alloc&) {
+    return ResourceExhaustedError("out of memory parsing JSON");
+  } catch (const std::exception& e) {
+    return InternalError(std::string("parsing JSON: ") + e.what());
   }
 }
 

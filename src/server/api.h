@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -142,6 +143,10 @@ class Api {
   void CollectGroupMetrics(std::vector<MetricsRegistry::Sample>* out);
   TopicOptions OptionsForNewTopic() const;
   GroupOptions DefaultGroupOptions() const;
+  // What converge writes to `topic` itself, if it is a system-owned topic (internal '_'
+  // topics such as dead letters, the store's change feed, the relays' dead letters, saga
+  // command topics); empty otherwise. HTTP publishes to a system-owned topic are refused.
+  std::string SystemTopicOwner(std::string_view topic);
 
   ApiDeps d_;
   Authorizer auth_;
@@ -161,6 +166,14 @@ class Api {
   RouteMetrics* store_metrics_ = nullptr;
   RouteMetrics* saga_metrics_ = nullptr;
   Histogram* store_commit_seconds_ = nullptr;  // with the store only
+
+  // The command topics of the registered saga definitions, rebuilt when a definition may
+  // have been registered since (saga_definitions_gen_ moves on every non-GET request to
+  // /v1/saga-definitions).
+  std::atomic<uint64_t> saga_definitions_gen_{1};
+  std::mutex saga_topics_mu_;
+  uint64_t saga_topics_gen_ = 0;  // the generation saga_command_topics_ was built at
+  std::set<std::string, std::less<>> saga_command_topics_;
 };
 
 // The stable error code of a status in API replies and its HTTP status.
