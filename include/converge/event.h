@@ -204,8 +204,8 @@ Status CheckAttributeLimits(const Event& event);
 // An event's identity for deduplication: the pair (source, id), which CloudEvents defines as
 // unique per event, as one string "<decimal byte length of source>:<source><id>" (the length
 // makes the split unambiguous: ("a", "bc") and ("ab", "c") differ). converge uses it as the
-// log record id of every event it appends (HTTP publish, outbox relay, store change feed) and
-// as the inbox's event_id (docs/formats/outbox.md, "Event identity").
+// log record id of the events it takes in (HTTP publish, outbox relay) and as the inbox's
+// event_id (docs/formats/outbox.md, "Event identity").
 std::string EventIdentity(const Event& event);
 // Appends EventIdentity(event) to *out.
 void AppendEventIdentity(const Event& event, std::string* out);
