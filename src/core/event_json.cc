@@ -286,6 +286,7 @@ class EventHandler : public HandlerLimits {
     depth_ = 0;
     capture_depth_ = 0;
     seen_ = 0;
+    seen_extensions_.clear();
     present_ = 0;
     in_string_ = false;
     data_is_string_ = false;
@@ -509,6 +510,15 @@ class EventHandler : public HandlerLimits {
                                ": attribute names must be 1-20 characters 'a'-'z' or '0'-'9'"),
           ec);
     }
+    // A null value leaves no extension behind, so SortExtensions alone would not see
+    // {"x":null,"x":"a"} (which readers taking the first member read as absent).
+    if (std::find(seen_extensions_.begin(), seen_extensions_.end(), key_) !=
+        seen_extensions_.end()) {
+      return Fail(InvalidArgumentError("attribute " + QuoteForMessage(key_) +
+                                       " appears more than once"),
+                  ec);
+    }
+    seen_extensions_.push_back(key_);
     attr_ = Attr::kExtension;
     ext_name_.swap(key_);
     return true;
@@ -622,6 +632,7 @@ class EventHandler : public HandlerLimits {
   int depth_ = 0;          // 1 inside the event object
   int capture_depth_ = 0;  // > 0 while inside an object/array "data" value
   uint32_t seen_ = 0;      // core attributes whose key appeared
+  std::vector<std::string> seen_extensions_;  // extension names that appeared (null ones too)
   uint32_t present_ = 0;   // core attributes with a non-null string value
   bool in_string_ = false;
   bool data_is_string_ = false;

@@ -346,6 +346,10 @@ TEST_F(InputTest, RepeatedCeHeadersContentTypesAndMembersAre400) {
            std::string(R"({"specversion":"1.0","id":"a","id":"b","source":"/s","type":"t"})"),
            std::string(
                R"({"specversion":"1.0","id":"a","source":"/s","type":"t","tenant":"x","tenant":"y"})"),
+           std::string(
+               R"({"specversion":"1.0","id":"a","source":"/s","type":"t","tenant":null,"tenant":"y"})"),
+           std::string(
+               R"({"specversion":"1.0","id":"a","source":"/s","type":"t","subject":null,"subject":"y"})"),
        }) {
     Reply s = Post("/v1/topics/orders/events", body, structured);
     EXPECT_EQ(s.status, 400) << body << "\n" << s.body;
