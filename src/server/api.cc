@@ -448,6 +448,21 @@ asio::awaitable<HttpReply> Api::HandleStore(HttpRequest& request) {
     if (it == request.end()) return std::nullopt;
     return std::string_view(it->value().data(), it->value().size());
   };
+  // A precondition, TTL or media type given twice would be read as the first one only: an
+  // `If-Match: "3"` next to `If-Match: *` must not quietly become either.
+  for (const auto& [field, name] :
+       {std::pair{http::field::if_match, "If-Match"},
+        std::pair{http::field::if_none_match, "If-None-Match"},
+        std::pair{http::field::content_type, "Content-Type"}}) {
+    if (request.count(field) > 1) {
+      co_return Error(http::status::bad_request, "INVALID_ARGUMENT",
+                      std::string("header '") + name + "' appears more than once");
+    }
+  }
+  if (request.count("Converge-TTL-Ms") > 1) {
+    co_return Error(http::status::bad_request, "INVALID_ARGUMENT",
+                    "header 'Converge-TTL-Ms' appears more than once");
+  }
   store_internal::StoreHttpRequest r;
   r.method = std::string_view(request.method_string().data(), request.method_string().size());
   r.target = std::string_view(request.target().data(), request.target().size());

@@ -78,6 +78,9 @@ asio::awaitable<HttpReply> Api::CreateTopic(Call& call) {
   if (s.ok()) s = ReadInt(o, "dedup_window_ms", 0, INT64_MAX, &dedup_window);
   if (s.ok() && name.empty()) s = InvalidArgumentError("field 'name' is required");
   if (s.ok()) s = CheckTopicName(name);
+  if (s.ok() && durability.empty() && o.contains("durability") && !o.at("durability").is_null()) {
+    s = InvalidArgumentError("field 'durability' must be fsync, interval or none");
+  }
   if (s.ok() && !durability.empty()) {
     Result<Durability> d = ParseDurability(durability);
     if (d.ok()) {

@@ -541,6 +541,10 @@ void StoreHttpHandler::Route(const StoreHttpRequest& r, Done& done) {
     }
     Status valid = Store::ValidateCollectionName(*collection);
     if (!valid.ok()) return reply(StoreErrorResponse(valid));
+    if (r.method == "PUT" || r.method == "DELETE") {
+      // No write takes query parameters: a misspelt option must not be ignored.
+      if (Status s = CheckQuery(query, {}); !s.ok()) return reply(StoreErrorResponse(s));
+    }
     if (r.method == "GET") return reply(GetCollection(*collection));
     if (r.method == "PUT") return reply(PutCollection(r, *collection));
     if (r.method == "DELETE") return reply(DeleteCollection(r, *collection));
@@ -556,7 +560,10 @@ void StoreHttpHandler::Route(const StoreHttpRequest& r, Done& done) {
   if (!key.ok()) return reply(StoreErrorResponse(key.status()));
   if (r.method == "GET") return reply(GetDocument(*collection, *key));
   if (r.method == "PUT") return PutDocument(r, *collection, *key, query, done);
-  if (r.method == "DELETE") return DeleteDocument(r, *collection, *key, done);
+  if (r.method == "DELETE") {
+    if (Status s = CheckQuery(query, {}); !s.ok()) return reply(StoreErrorResponse(s));
+    return DeleteDocument(r, *collection, *key, done);
+  }
   return reply(MethodNotAllowed("GET, PUT, DELETE"));
 }
 

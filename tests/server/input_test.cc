@@ -233,6 +233,22 @@ TEST_F(InputTest, StoreDocumentAndCollectionRoutesRefuseUnknownParametersAndBadV
   EXPECT_EQ(Put("/v1/collections/carts/docs/d", R"({"a":{"a":1},"b":[{"a":2},{"a":3}]})").status,
             201);
   EXPECT_EQ(Get("/v1/collections/carts/docs?limt=1").status, 400);
+  // A precondition given twice is not read as either one.
+  Reply two_preconditions = Put("/v1/collections/carts/docs/d", R"({"n":5})",
+                                {{"Content-Type", "application/json"},
+                                 {"If-Match", "\"999\""},
+                                 {"If-Match", "*"}});
+  EXPECT_EQ(two_preconditions.status, 400) << two_preconditions.body;
+  Reply two_ttls = Put("/v1/collections/carts/docs/d", R"({"n":5})",
+                       {{"Content-Type", "application/json"},
+                        {"Converge-TTL-Ms", "0"},
+                        {"Converge-TTL-Ms", "5"}});
+  EXPECT_EQ(two_ttls.status, 400) << two_ttls.body;
+  EXPECT_EQ(Send(port(), http::verb::delete_, "/v1/collections/carts/docs/d?if_match=1", "").status,
+            400);
+  EXPECT_EQ(Get("/v1/collections/carts/docs/d").body, R"({"a":{"a":1},"b":[{"a":2},{"a":3}]})");
+  EXPECT_EQ(Send(port(), http::verb::delete_, "/v1/collections/carts?force=true", "").status, 400);
+  EXPECT_EQ(Get("/v1/collections/carts").status, 200);
 
   const std::string config = Get("/v1/collections/carts").body;
 
@@ -254,6 +270,8 @@ TEST_F(InputTest, ApiBodiesRefuseRepeatedMembers) {
   EXPECT_NE(r.message().find("'name'"), std::string::npos) << r.body;
   EXPECT_EQ(Get("/v1/topics/first").status, 404);
   EXPECT_EQ(Get("/v1/topics/second").status, 404);
+  EXPECT_EQ(Post("/v1/topics", R"({"name":"first","durability":""})").status, 400);
+  EXPECT_EQ(Get("/v1/topics/first").status, 404);
   ASSERT_EQ(Post("/v1/topics", R"({"name":"orders","partitions":1})").status, 201);
   Reply g = Post("/v1/topics/orders/groups", R"({"name":"g","name":"h"})");
   EXPECT_EQ(g.status, 400) << g.body;
