@@ -1,6 +1,7 @@
 // Internals shared by the Event codecs (event.cc, event_json.cc, event_binary.cc).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -69,7 +70,10 @@ class JsonKeyTracker {
  public:
   void BeginObject() {
     if (depth_ == levels_.size()) levels_.emplace_back();
-    levels_[depth_++].clear();
+    Level& l = levels_[depth_++];
+    l.small_count = 0;
+    l.big.clear();
+    l.use_big = false;
   }
   void EndObject() { --depth_; }
   void KeyPart(std::string_view part) { key_.append(part); }
@@ -77,7 +81,7 @@ class JsonKeyTracker {
   // (then duplicate() is the name).
   bool Key(std::string_view last) {
     key_.append(last);
-    const bool fresh = levels_[depth_ - 1].insert(key_).second;
+    const bool fresh = Insert(levels_[depth_ - 1]);
     if (!fresh) duplicate_ = key_;
     key_.clear();
     return fresh;
@@ -85,7 +89,32 @@ class JsonKeyTracker {
   const std::string& duplicate() const { return duplicate_; }
 
  private:
-  std::vector<std::unordered_set<std::string>> levels_;  // reused between objects
+  // Objects usually have few members: those are compared in a vector whose strings keep
+  // their buffers from object to object (no allocation once warm); past kSmall, a hash set.
+  static constexpr size_t kSmall = 32;
+  struct Level {
+    std::vector<std::string> small;
+    size_t small_count = 0;
+    std::unordered_set<std::string> big;
+    bool use_big = false;
+  };
+  bool Insert(Level& l) {
+    if (!l.use_big) {
+      for (size_t i = 0; i < l.small_count; ++i) {
+        if (l.small[i] == key_) return false;
+      }
+      if (l.small_count < kSmall) {
+        if (l.small_count == l.small.size()) l.small.emplace_back();
+        l.small[l.small_count++].assign(key_);
+        return true;
+      }
+      l.big.insert(l.small.begin(), l.small.begin() + static_cast<std::ptrdiff_t>(l.small_count));
+      l.use_big = true;
+    }
+    return l.big.insert(key_).second;
+  }
+
+  std::vector<Level> levels_;  // reused between objects
   size_t depth_ = 0;
   std::string key_;
   std::string duplicate_;
