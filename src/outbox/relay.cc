@@ -83,11 +83,10 @@ std::string DeadLetterJson(const ClaimedRow& row, const std::string& relay, int6
   return out;
 }
 
-// Unique per row, so a retried dead letter is stored once and two rows never share one: the
-// event identity when the row has one (an event the log refused), else the relay and the
-// row's seq (a malformed row; seqs repeat across the sources sharing the dead-letter topic).
+// Unique per row, so a retried dead letter is stored once and two rows never share one:
+// the relay and the row's seq. (Not the event: one event may be written to several topics,
+// ids repeat across sources and seqs across the databases sharing the dead-letter topic.)
 std::string DeadLetterId(const ClaimedRow& row, const std::string& relay) {
-  if (row.row_json.empty() && !row.id.empty()) return "outbox:" + row.id;
   return "outbox-row:" + std::to_string(relay.size()) + ":" + relay + std::to_string(row.seq);
 }
 

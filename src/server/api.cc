@@ -536,7 +536,7 @@ asio::awaitable<HttpReply> Api::HandleSagas(HttpRequest& request) {
   // A new definition may name new command topics (refused to HTTP publishes).
   const bool may_define = r.method != "GET" && r.target.rfind("/v1/saga-definitions", 0) == 0;
   SagaHttpResponse res = co_await d_.pool->Run(std::move(job));
-  if (may_define) saga_definitions_gen_.fetch_add(1);
+  if (may_define) d_.system_topics->DefinitionsChanged();
   if (!denied.ok()) {
     co_return Error(
         PermissionDeniedError("service '" + who->service + "': " + std::string(denied.message())));

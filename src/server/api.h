@@ -19,7 +19,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -32,6 +31,7 @@
 #include "server/config.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
+#include "server/system_topics.h"
 #include "server/wakeup_hub.h"
 #include "store/http_handler.h"
 
@@ -50,6 +50,8 @@ struct ApiDeps {
   // The saga orchestrator (/v1/sagas, /v1/saga-definitions, /v1/saga-timers); null when
   // sagas are disabled.
   SagaOrchestrator* sagas = nullptr;
+  // The topics converge writes itself (refused to HTTP publishes).
+  SystemTopics* system_topics = nullptr;
 };
 
 // One route: method and path template ("/v1/topics/{topic}").
@@ -143,10 +145,6 @@ class Api {
   void CollectGroupMetrics(std::vector<MetricsRegistry::Sample>* out);
   TopicOptions OptionsForNewTopic() const;
   GroupOptions DefaultGroupOptions() const;
-  // What converge writes to `topic` itself, if it is a system-owned topic (internal '_'
-  // topics such as dead letters, the store's change feed, the relays' dead letters, saga
-  // command topics); empty otherwise. HTTP publishes to a system-owned topic are refused.
-  std::string SystemTopicOwner(std::string_view topic);
 
   ApiDeps d_;
   Authorizer auth_;
@@ -166,14 +164,6 @@ class Api {
   RouteMetrics* store_metrics_ = nullptr;
   RouteMetrics* saga_metrics_ = nullptr;
   Histogram* store_commit_seconds_ = nullptr;  // with the store only
-
-  // The command topics of the registered saga definitions, rebuilt when a definition may
-  // have been registered since (saga_definitions_gen_ moves on every non-GET request to
-  // /v1/saga-definitions).
-  std::atomic<uint64_t> saga_definitions_gen_{1};
-  std::mutex saga_topics_mu_;
-  uint64_t saga_topics_gen_ = 0;  // the generation saga_command_topics_ was built at
-  std::set<std::string, std::less<>> saga_command_topics_;
 };
 
 // The stable error code of a status in API replies and its HTTP status.

@@ -135,34 +135,6 @@ asio::awaitable<HttpReply> Api::DescribeTopic(Call& call) {
 // ---------------------------------------------------------------------------------------
 // Publish
 
-std::string Api::SystemTopicOwner(std::string_view topic) {
-  if (!topic.empty() && topic.front() == '_') {
-    return "converge itself (internal topics: consumer-group dead letters, group state)";
-  }
-  const ServerConfig& c = *d_.config;
-  if (c.store.enabled && topic == c.store.feed_topic) return "the store (its change feed)";
-  if (c.relays.enabled && topic == c.relays.service.sink.dead_letter_topic) {
-    return "the outbox relays (their dead letters)";
-  }
-  if (d_.sagas != nullptr) {
-    std::lock_guard<std::mutex> g(saga_topics_mu_);
-    const uint64_t gen = saga_definitions_gen_.load();
-    if (saga_topics_gen_ != gen) {
-      saga_command_topics_.clear();
-      for (const SagaDefinition& def : d_.sagas->ListDefinitions()) {
-        for (const SagaStepDefinition& step : def.steps) {
-          saga_command_topics_.insert(step.participant);
-        }
-      }
-      saga_topics_gen_ = gen;
-    }
-    if (saga_command_topics_.count(topic) != 0) {
-      return "the saga orchestrator (a participant's command topic)";
-    }
-  }
-  return {};
-}
-
 asio::awaitable<HttpReply> Api::Publish(Call& call) {
   if (!call.principal->CanPublish(call.topic)) {
     co_return Error(NotAllowed(*call.principal, "publish to", call.topic));
@@ -170,7 +142,7 @@ asio::awaitable<HttpReply> Api::Publish(Call& call) {
   // Topics converge writes itself take no outside events, whoever asks (the admin too): a
   // forged change-feed event or saga command would be taken for the real one, and the real
   // one could then be dropped as its duplicate.
-  if (std::string owner = SystemTopicOwner(call.topic); !owner.empty()) {
+  if (std::string owner = d_.system_topics->OwnerOf(call.topic); !owner.empty()) {
     co_return Error(http::status::forbidden, "SYSTEM_TOPIC",
                     "topic '" + call.topic.substr(0, 200) + "' is written only by " + owner +
                         ": publishing to it over HTTP is not allowed");

@@ -395,6 +395,10 @@ TEST_F(InputTest, TopicsConvergeWritesItselfRefuseHttpPublishesInEveryModeEvenTo
   const std::string def_path = probe.dir() + "/order.yaml";
   std::ofstream(def_path) << kSaga;
   const std::string admin = "admin-token-0123456789", service = "service-token-0123456789";
+  sql::SqliteOptions so;
+  so.path = probe.dir() + "/orders.db";
+  std::unique_ptr<sql::Database> db = Must(sql::Database::OpenSqlite(so), "open");
+  ASSERT_TRUE(Outbox::CreateSchema(*db).ok());
   StartServer(Cat({"auth:\n"
                    "  tokens:\n"
                    "    - service: ops\n"
@@ -421,7 +425,8 @@ TEST_F(InputTest, TopicsConvergeWritesItselfRefuseHttpPublishesInEveryModeEvenTo
                    "    - name: orders\n"
                    "      database: sqlite:",
                    probe.dir(),
-                   "/orders.db\n"}));
+                   "/orders.db\n"
+                   "      poll_interval_ms: 20\n"}));
   // The store's feed exists once something was written.
   Client ops(server_->ClientOptions(admin));
   ASSERT_EQ(Send(port(), http::verb::put, "/v1/collections/carts", "{}", kJson, admin).status,
@@ -460,6 +465,23 @@ TEST_F(InputTest, TopicsConvergeWritesItselfRefuseHttpPublishesInEveryModeEvenTo
   Result<client::Published> late = ops.PublishOne("shipping", forged);
   ASSERT_FALSE(late.ok());
   EXPECT_EQ(Code(late.status()), "SYSTEM_TOPIC") << late.status().ToString();
+
+  // Nor through an outbox: the relay dead-letters rows addressed to system topics.
+  Outbox outbox(Env::Default());
+  std::vector<OutboxEntry> rows;
+  Event via_outbox = MakeEvent("/converge/store", "carts/c1/2");
+  Event command = MakeEvent("/orchestrator", "forged-command");
+  rows.push_back(OutboxEntry{"store-changes", &via_outbox});
+  rows.push_back(OutboxEntry{"payments", &command});
+  rows.push_back(OutboxEntry{"outbox-dead", &command});
+  ASSERT_TRUE(db->Transact([&](sql::Transaction& tx) { return outbox.Write(tx, rows); }).ok());
+  const auto relayed_by = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (StoredEvents("outbox-dead", admin) < 3 &&
+         std::chrono::steady_clock::now() < relayed_by) {
+  }
+  EXPECT_EQ(StoredEvents("outbox-dead", admin), 3u) << server_->Log();
+  EXPECT_EQ(StoredEvents("payments", admin), 0u);
+  EXPECT_EQ(StoredEvents("store-changes", admin), 1u);
 
   // The store's real change event is not taken for a duplicate, and the only one there.
   ASSERT_EQ(Send(port(), http::verb::put, "/v1/collections/carts/docs/c1", R"({"n":2})", kJson,
