@@ -514,9 +514,9 @@ class EventHandler : public HandlerLimits {
     // {"x":null,"x":"a"} (which readers taking the first member read as absent).
     if (std::find(seen_extensions_.begin(), seen_extensions_.end(), key_) !=
         seen_extensions_.end()) {
-      return Fail(InvalidArgumentError("attribute " + QuoteForMessage(key_) +
-                                       " appears more than once"),
-                  ec);
+      return Fail(
+          InvalidArgumentError("attribute " + QuoteForMessage(key_) + " appears more than once"),
+          ec);
     }
     seen_extensions_.push_back(key_);
     attr_ = Attr::kExtension;

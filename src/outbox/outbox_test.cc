@@ -420,8 +420,8 @@ TEST(RelayTest, EqualIdsOfDifferentSourcesAreDistinctEventsForTheLogAndTheInbox)
   by_hand.consumer = "by-hand";
   Inbox inbox(p.env, by_hand);
   ASSERT_OK(p.consumer->Transact([&](sql::Transaction& tx) -> Status {
-    for (const auto& [e, fresh] : {std::pair{&events[0], true}, std::pair{&events[1], true},
-                                   std::pair{&events[2], false}}) {
+    for (const auto& [e, fresh] :
+         {std::pair{&events[0], true}, std::pair{&events[1], true}, std::pair{&events[2], false}}) {
       Result<bool> r = inbox.Record(tx, EventIdentity(*e));
       if (!r.ok()) return r.status();
       EXPECT_EQ(*r, fresh) << e->source();

@@ -450,10 +450,9 @@ asio::awaitable<HttpReply> Api::HandleStore(HttpRequest& request) {
   };
   // A precondition, TTL or media type given twice would be read as the first one only: an
   // `If-Match: "3"` next to `If-Match: *` must not quietly become either.
-  for (const auto& [field, name] :
-       {std::pair{http::field::if_match, "If-Match"},
-        std::pair{http::field::if_none_match, "If-None-Match"},
-        std::pair{http::field::content_type, "Content-Type"}}) {
+  for (const auto& [field, name] : {std::pair{http::field::if_match, "If-Match"},
+                                    std::pair{http::field::if_none_match, "If-None-Match"},
+                                    std::pair{http::field::content_type, "Content-Type"}}) {
     if (request.count(field) > 1) {
       co_return Error(http::status::bad_request, "INVALID_ARGUMENT",
                       std::string("header '") + name + "' appears more than once");

@@ -1,7 +1,5 @@
 #include "store/http_handler.h"
 
-#include "core/event_internal.h"
-
 #include <algorithm>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -11,6 +9,8 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+
+#include "core/event_internal.h"
 
 namespace converge::store_internal {
 namespace {
@@ -614,8 +614,7 @@ StoreHttpResponse StoreHttpHandler::DeleteCollection(const StoreHttpRequest& r,
 
 StoreHttpResponse StoreHttpHandler::ListDocuments(const std::string& collection,
                                                   std::string_view query) {
-  if (Status s =
-          CheckQuery(query, {"start_key", "end_key", "prefix", "page_token", "limit"});
+  if (Status s = CheckQuery(query, {"start_key", "end_key", "prefix", "page_token", "limit"});
       !s.ok()) {
     return StoreErrorResponse(s);
   }

@@ -1,11 +1,11 @@
 #include "store/json_util.h"
 
-#include "core/event_internal.h"
-
 #include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
+
+#include "core/event_internal.h"
 
 namespace converge::store_internal {
 namespace {
@@ -86,8 +86,8 @@ Status ValidateJson(std::string_view text, uint32_t max_depth) {
     return InvalidArgumentError(
         "document is not valid: the key " +
         ::converge::internal::QuoteForMessage(parser.handler().keys.duplicate()) +
-        " appears more than once in one object (at byte " + std::to_string(std::min(n, text.size())) +
-        ")");
+        " appears more than once in one object (at byte " +
+        std::to_string(std::min(n, text.size())) + ")");
   }
   if (ec) {
     return InvalidArgumentError("document is not valid JSON (at byte " +

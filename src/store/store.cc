@@ -642,10 +642,9 @@ Result<std::vector<StoreImpl::Prepared>> StoreImpl::PrepareOps(std::span<const W
                                                     std::to_string(opt_.max_document_bytes)));
       }
       if (op.ttl_ms < kCollectionDefaultTtl || op.ttl_ms > kMaxTtlMs) {
-        return InvalidArgumentError(
-            WithIndex(indexed, i,
-                      "ttl_ms must be in [0, " + std::to_string(kMaxTtlMs) +
-                          "] (or kCollectionDefaultTtl)"));
+        return InvalidArgumentError(WithIndex(
+            indexed, i,
+            "ttl_ms must be in [0, " + std::to_string(kMaxTtlMs) + "] (or kCollectionDefaultTtl)"));
       }
       CONVERGE_RETURN_IF_ERROR(
           Indexed(store_internal::ValidateJson(op.value, opt_.max_json_depth), indexed, i));

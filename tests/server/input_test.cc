@@ -221,9 +221,8 @@ TEST_F(InputTest, StoreDocumentAndCollectionRoutesRefuseUnknownParametersAndBadV
     EXPECT_EQ(r.status, 400) << target << "\n" << r.body;
     EXPECT_EQ(r.code(), "INVALID_ARGUMENT") << target;
   }
-  Reply header_and_query =
-      Put("/v1/collections/carts/docs/d?ttl_ms=5",
-          R"({"n":1})", {{"Content-Type", "application/json"}, {"Converge-TTL-Ms", "6"}});
+  Reply header_and_query = Put("/v1/collections/carts/docs/d?ttl_ms=5", R"({"n":1})",
+                               {{"Content-Type", "application/json"}, {"Converge-TTL-Ms", "6"}});
   EXPECT_EQ(header_and_query.status, 400) << header_and_query.body;
   Reply dup = Put("/v1/collections/carts/docs/d", R"({"n":1,"m":{"a":1,"a":2}})");
   EXPECT_EQ(dup.status, 400) << dup.body;
@@ -234,15 +233,13 @@ TEST_F(InputTest, StoreDocumentAndCollectionRoutesRefuseUnknownParametersAndBadV
             201);
   EXPECT_EQ(Get("/v1/collections/carts/docs?limt=1").status, 400);
   // A precondition given twice is not read as either one.
-  Reply two_preconditions = Put("/v1/collections/carts/docs/d", R"({"n":5})",
-                                {{"Content-Type", "application/json"},
-                                 {"If-Match", "\"999\""},
-                                 {"If-Match", "*"}});
+  Reply two_preconditions =
+      Put("/v1/collections/carts/docs/d", R"({"n":5})",
+          {{"Content-Type", "application/json"}, {"If-Match", "\"999\""}, {"If-Match", "*"}});
   EXPECT_EQ(two_preconditions.status, 400) << two_preconditions.body;
-  Reply two_ttls = Put("/v1/collections/carts/docs/d", R"({"n":5})",
-                       {{"Content-Type", "application/json"},
-                        {"Converge-TTL-Ms", "0"},
-                        {"Converge-TTL-Ms", "5"}});
+  Reply two_ttls = Put(
+      "/v1/collections/carts/docs/d", R"({"n":5})",
+      {{"Content-Type", "application/json"}, {"Converge-TTL-Ms", "0"}, {"Converge-TTL-Ms", "5"}});
   EXPECT_EQ(two_ttls.status, 400) << two_ttls.body;
   EXPECT_EQ(Send(port(), http::verb::delete_, "/v1/collections/carts/docs/d?if_match=1", "").status,
             400);
@@ -360,15 +357,16 @@ TEST_F(InputTest, RepeatedCeHeadersContentTypesAndMembersAre400) {
   EXPECT_NE(r.message().find("ce-tenant"), std::string::npos) << r.body;
 
   const Headers structured = {{"Content-Type", "application/cloudevents+json"}};
-  for (const std::string& body : {
-           std::string(R"({"specversion":"1.0","id":"a","id":"b","source":"/s","type":"t"})"),
-           std::string(
-               R"({"specversion":"1.0","id":"a","source":"/s","type":"t","tenant":"x","tenant":"y"})"),
-           std::string(
-               R"({"specversion":"1.0","id":"a","source":"/s","type":"t","tenant":null,"tenant":"y"})"),
-           std::string(
-               R"({"specversion":"1.0","id":"a","source":"/s","type":"t","subject":null,"subject":"y"})"),
-       }) {
+  for (
+      const std::string& body : {
+          std::string(R"({"specversion":"1.0","id":"a","id":"b","source":"/s","type":"t"})"),
+          std::string(
+              R"({"specversion":"1.0","id":"a","source":"/s","type":"t","tenant":"x","tenant":"y"})"),
+          std::string(
+              R"({"specversion":"1.0","id":"a","source":"/s","type":"t","tenant":null,"tenant":"y"})"),
+          std::string(
+              R"({"specversion":"1.0","id":"a","source":"/s","type":"t","subject":null,"subject":"y"})"),
+      }) {
     Reply s = Post("/v1/topics/orders/events", body, structured);
     EXPECT_EQ(s.status, 400) << body << "\n" << s.body;
   }
@@ -399,56 +397,56 @@ TEST_F(InputTest, TopicsConvergeWritesItselfRefuseHttpPublishesInEveryModeEvenTo
   so.path = probe.dir() + "/orders.db";
   std::unique_ptr<sql::Database> db = Must(sql::Database::OpenSqlite(so), "open");
   ASSERT_TRUE(Outbox::CreateSchema(*db).ok());
-  StartServer(Cat({"auth:\n"
-                   "  tokens:\n"
-                   "    - service: ops\n"
-                   "      token: ",
-                   admin,
-                   "\n"
-                   "      admin: true\n"
-                   "      publish: ['*']\n"
-                   "      subscribe: ['*']\n"
-                   "    - service: app\n"
-                   "      token: ",
-                   service,
-                   "\n"
-                   "      publish: ['*']\n"
-                   "      subscribe: ['*']\n"
-                   "auto_create_topics: true\n"
-                   "sagas:\n"
-                   "  definitions: [",
-                   def_path,
-                   "]\n"
-                   "relays:\n"
-                   "  sink: {dead_letter_topic: outbox-dead}\n"
-                   "  sources:\n"
-                   "    - name: orders\n"
-                   "      database: sqlite:",
-                   probe.dir(),
-                   "/orders.db\n"
-                   "      poll_interval_ms: 20\n"}));
+  StartServer(
+      Cat({"auth:\n"
+           "  tokens:\n"
+           "    - service: ops\n"
+           "      token: ",
+           admin,
+           "\n"
+           "      admin: true\n"
+           "      publish: ['*']\n"
+           "      subscribe: ['*']\n"
+           "    - service: app\n"
+           "      token: ",
+           service,
+           "\n"
+           "      publish: ['*']\n"
+           "      subscribe: ['*']\n"
+           "auto_create_topics: true\n"
+           "sagas:\n"
+           "  definitions: [",
+           def_path,
+           "]\n"
+           "relays:\n"
+           "  sink: {dead_letter_topic: outbox-dead}\n"
+           "  sources:\n"
+           "    - name: orders\n"
+           "      database: sqlite:",
+           probe.dir(),
+           "/orders.db\n"
+           "      poll_interval_ms: 20\n"}));
   // The store's feed exists once something was written.
   Client ops(server_->ClientOptions(admin));
-  ASSERT_EQ(Send(port(), http::verb::put, "/v1/collections/carts", "{}", kJson, admin).status,
-            201);
+  ASSERT_EQ(Send(port(), http::verb::put, "/v1/collections/carts", "{}", kJson, admin).status, 201);
   ASSERT_EQ(
       Send(port(), http::verb::put, "/v1/collections/carts/docs/c1", "{}", kJson, admin).status,
       201);
 
   const std::vector<std::string> system_topics = {
-      "store-changes",    // the store's change feed
-      "_dlq.orders.g",    // a consumer group's dead letters
-      "_groups",          // internal
-      "outbox-dead",      // the relays' dead letters
-      "payments",         // a saga participant's command topic
+      "store-changes",  // the store's change feed
+      "_dlq.orders.g",  // a consumer group's dead letters
+      "_groups",        // internal
+      "outbox-dead",    // the relays' dead letters
+      "payments",       // a saga participant's command topic
   };
   // A forgery of the store's own next change event.
   Event forged = MakeEvent("/converge/store", "carts/c1/2");
   for (const std::string& topic : system_topics) {
     for (const std::string& token : {admin, service}) {
       Client c(server_->ClientOptions(token));
-      for (PublishMode mode : {PublishMode::kStructured, PublishMode::kBatch,
-                               PublishMode::kBinary, PublishMode::kNative}) {
+      for (PublishMode mode : {PublishMode::kStructured, PublishMode::kBatch, PublishMode::kBinary,
+                               PublishMode::kNative}) {
         Result<client::Published> p = c.PublishOne(topic, forged, mode);
         ASSERT_FALSE(p.ok()) << topic;
         EXPECT_EQ(p.status().code(), StatusCode::kPermissionDenied) << p.status().ToString();
@@ -476,18 +474,17 @@ TEST_F(InputTest, TopicsConvergeWritesItselfRefuseHttpPublishesInEveryModeEvenTo
   rows.push_back(OutboxEntry{"outbox-dead", &command});
   ASSERT_TRUE(db->Transact([&](sql::Transaction& tx) { return outbox.Write(tx, rows); }).ok());
   const auto relayed_by = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (StoredEvents("outbox-dead", admin) < 3 &&
-         std::chrono::steady_clock::now() < relayed_by) {
+  while (StoredEvents("outbox-dead", admin) < 3 && std::chrono::steady_clock::now() < relayed_by) {
   }
   EXPECT_EQ(StoredEvents("outbox-dead", admin), 3u) << server_->Log();
   EXPECT_EQ(StoredEvents("payments", admin), 0u);
   EXPECT_EQ(StoredEvents("store-changes", admin), 1u);
 
   // The store's real change event is not taken for a duplicate, and the only one there.
-  ASSERT_EQ(Send(port(), http::verb::put, "/v1/collections/carts/docs/c1", R"({"n":2})", kJson,
-                 admin)
-                .status,
-            200);
+  ASSERT_EQ(
+      Send(port(), http::verb::put, "/v1/collections/carts/docs/c1", R"({"n":2})", kJson, admin)
+          .status,
+      200);
   // (The feed is published after the commit: poll.)
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (StoredEvents("store-changes", admin) < 2 && std::chrono::steady_clock::now() < until) {
@@ -509,13 +506,14 @@ TEST_F(InputTest, TheSameEventThroughTheOutboxRelayAndHttpIsStoredOnceOtherSourc
   so.path = db_path;
   std::unique_ptr<sql::Database> db = Must(sql::Database::OpenSqlite(so), "open");
   ASSERT_TRUE(Outbox::CreateSchema(*db).ok());
-  StartServer(Cat({"relays:\n"
-                   "  sources:\n"
-                   "    - name: orders\n"
-                   "      database: sqlite:",
-                   db_path,
-                   "\n"
-                   "      poll_interval_ms: 20\n"}));
+  StartServer(
+      Cat({"relays:\n"
+           "  sources:\n"
+           "    - name: orders\n"
+           "      database: sqlite:",
+           db_path,
+           "\n"
+           "      poll_interval_ms: 20\n"}));
   Client c(server_->ClientOptions());
   ASSERT_EQ(Post("/v1/topics", R"({"name":"orders"})").status, 201);
   // Over HTTP first: (/orders, e-1) and (/billing, e-1).
@@ -531,12 +529,11 @@ TEST_F(InputTest, TheSameEventThroughTheOutboxRelayAndHttpIsStoredOnceOtherSourc
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   int64_t rows = -1;
   while (std::chrono::steady_clock::now() < until) {
-    ASSERT_TRUE(db->Query("SELECT count(*) FROM converge_outbox", {},
-                          [&](const sql::Row& row) -> Status {
-                            rows = row.Int(0).value();
-                            return Status::Ok();
-                          })
-                    .ok());
+    ASSERT_TRUE(
+        db->Query("SELECT count(*) FROM converge_outbox", {}, [&](const sql::Row& row) -> Status {
+            rows = row.Int(0).value();
+            return Status::Ok();
+          }).ok());
     if (rows == 0) break;
   }
   ASSERT_EQ(rows, 0) << server_->Log();
