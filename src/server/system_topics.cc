@@ -1,6 +1,12 @@
 #include "server/system_topics.h"
 
+#include <mutex>
+
 namespace converge::server {
+
+namespace {
+constexpr const char* kSagaCommands = "the saga orchestrator (a participant's command topic)";
+}  // namespace
 
 std::string SystemTopics::OwnerOf(std::string_view topic) {
   if (!topic.empty() && topic.front() == '_') {
@@ -13,8 +19,15 @@ std::string SystemTopics::OwnerOf(std::string_view topic) {
     return "the outbox relays (their dead letters)";
   }
   if (sagas_ == nullptr) return {};
-  std::lock_guard<std::mutex> g(mu_);
   const uint64_t gen = definitions_gen_.load();
+  {
+    std::shared_lock<std::shared_mutex> read(mu_);
+    if (built_gen_ == gen) {
+      if (command_topics_.count(topic) != 0) return kSagaCommands;
+      return {};
+    }
+  }
+  std::unique_lock<std::shared_mutex> write(mu_);
   if (built_gen_ != gen) {
     command_topics_.clear();
     for (const SagaDefinition& def : sagas_->ListDefinitions()) {
@@ -22,9 +35,7 @@ std::string SystemTopics::OwnerOf(std::string_view topic) {
     }
     built_gen_ = gen;
   }
-  if (command_topics_.count(topic) != 0) {
-    return "the saga orchestrator (a participant's command topic)";
-  }
+  if (command_topics_.count(topic) != 0) return kSagaCommands;
   return {};
 }
 

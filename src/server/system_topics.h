@@ -15,8 +15,8 @@
 
 #include <atomic>
 #include <cstdint>
-#include <mutex>
 #include <set>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 
@@ -42,9 +42,10 @@ class SystemTopics {
   const ServerConfig& config_;
   SagaOrchestrator* const sagas_;
   // The command topics of the registered definitions, rebuilt when definitions_gen_ moved.
+  // Every publish asks, so lookups share the lock; only a rebuild takes it exclusively.
   std::atomic<uint64_t> definitions_gen_{1};
-  std::mutex mu_;
-  uint64_t built_gen_ = 0;
+  std::shared_mutex mu_;
+  uint64_t built_gen_ = 0;  // guarded by mu_
   std::set<std::string, std::less<>> command_topics_;
 };
 
