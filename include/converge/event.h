@@ -96,6 +96,11 @@ class Event {
  public:
   static constexpr std::string_view kSpecVersion = "1.0";
   static constexpr size_t kMaxExtensionNameLength = 20;
+  // The longest value (bytes) converge accepts from outside (publish, outbox rows) for each
+  // context attribute and extension value; CheckAttributeLimits enforces it. The log stores
+  // an event's identity (source and id together) and its partition key in 64 KiB fields, so
+  // 16 KiB per attribute always fits whatever the combination.
+  static constexpr size_t kMaxAttributeBytes = 16 * 1024;
   // Well-known extensions: per-key ordering, and W3C trace context (distributed tracing
   // extension).
   static constexpr std::string_view kPartitionKey = "partitionkey";
@@ -189,6 +194,21 @@ class Event {
   DataKind data_kind_ = DataKind::kNone;
   std::string data_;
 };
+
+// InvalidArgument naming the first attribute (context attribute or extension) whose value is
+// longer than Event::kMaxAttributeBytes: "attribute 'id' is 20000 bytes, more than the
+// limit of 16384 bytes". Checked where events enter converge (publish, the outbox writer and
+// relay), not by Validate(): events stored before the limit existed stay readable.
+Status CheckAttributeLimits(const Event& event);
+
+// An event's identity for deduplication: the pair (source, id), which CloudEvents defines as
+// unique per event, as one string "<decimal byte length of source>:<source><id>" (the length
+// makes the split unambiguous: ("a", "bc") and ("ab", "c") differ). converge uses it as the
+// log record id of the events it takes in (HTTP publish, outbox relay) and as the inbox's
+// event_id (docs/formats/outbox.md, "Event identity").
+std::string EventIdentity(const Event& event);
+// Appends EventIdentity(event) to *out.
+void AppendEventIdentity(const Event& event, std::string* out);
 
 // ---------------------------------------------------------------------------------------
 // Attribute helpers

@@ -70,7 +70,9 @@ class Inbox {
   // InvalidArgument for bad options.
   static Status Validate(const InboxOptions& options);
 
-  // Inside `tx`: records `event_id` as processed. Returns true if it is new (apply the effect
+  // Inside `tx`: records `event_id` as processed: the event's identity, EventIdentity(event)
+  // (converge/event.h), which the log uses as the record id, not its bare `id` (two sources
+  // may share ids). Returns true if it is new (apply the effect
   // in the same transaction), false if it was already recorded (skip the effect). Errors of
   // the database.
   Result<bool> Record(sql::Transaction& tx, std::string_view event_id);

@@ -86,7 +86,12 @@ struct LogSinkOptions {
   bool create_topics = true;
   TopicOptions topic_options;
   // Internal topic for the relay's dead letters (created if missing, fsync, 1 partition).
+  // Rows addressed to it are dead-lettered, not published there.
   std::string dead_letter_topic = "_dlq.outbox";
+  // If set: for a destination topic that only converge may write (e.g. a store's change
+  // feed), what writes it; rows addressed to such a topic are dead-lettered ("topic '...' is
+  // written only by ..."). Empty answer: an ordinary topic. Called from relay threads.
+  std::function<std::string(std::string_view topic)> system_topic_owner;
 };
 
 // A RelaySink appending to `log` (which must outlive it).

@@ -176,6 +176,9 @@ struct Precondition {
 
 // ttl_ms values.
 inline constexpr int64_t kCollectionDefaultTtl = -1;  // use the collection's default_ttl_ms
+// The longest TTL a put or a collection default may set: 100 years (so that now + ttl never
+// overflows an expiry time).
+inline constexpr int64_t kMaxTtlMs = 100LL * 365 * 24 * 3600 * 1000;
 inline constexpr int64_t kNoTtl = 0;                  // never expires
 
 struct Document {

@@ -662,6 +662,42 @@ Status Event::Validate() const {
   return Status::Ok();
 }
 
+Status CheckAttributeLimits(const Event& event) {
+  auto check = [](std::string_view name, std::string_view value) -> Status {
+    if (value.size() <= Event::kMaxAttributeBytes) return Status::Ok();
+    return AttributeError(name, "is " + std::to_string(value.size()) +
+                                    " bytes, more than the limit of " +
+                                    std::to_string(Event::kMaxAttributeBytes) + " bytes");
+  };
+  CONVERGE_RETURN_IF_ERROR(check("id", event.id()));
+  CONVERGE_RETURN_IF_ERROR(check("source", event.source()));
+  CONVERGE_RETURN_IF_ERROR(check("type", event.type()));
+  if (event.subject()) CONVERGE_RETURN_IF_ERROR(check("subject", *event.subject()));
+  if (event.time()) CONVERGE_RETURN_IF_ERROR(check("time", *event.time()));
+  if (event.datacontenttype()) {
+    CONVERGE_RETURN_IF_ERROR(check("datacontenttype", *event.datacontenttype()));
+  }
+  if (event.dataschema()) CONVERGE_RETURN_IF_ERROR(check("dataschema", *event.dataschema()));
+  for (const Extension& ext : event.extensions()) {
+    CONVERGE_RETURN_IF_ERROR(check(ext.name, ext.value));
+  }
+  return Status::Ok();
+}
+
+void AppendEventIdentity(const Event& event, std::string* out) {
+  out->append(std::to_string(event.source().size()));
+  out->push_back(':');
+  out->append(event.source());
+  out->append(event.id());
+}
+
+std::string EventIdentity(const Event& event) {
+  std::string out;
+  out.reserve(event.source().size() + event.id().size() + 8);
+  AppendEventIdentity(event, &out);
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------
 // Attribute helpers
 

@@ -1,10 +1,12 @@
 // Internals shared by the Event codecs (event.cc, event_json.cc, event_binary.cc).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "converge/event.h"
@@ -59,5 +61,67 @@ Status ValidateJson(std::string_view json, uint32_t max_depth);
 
 // Quotes an attribute value for an error message, cut to a readable length.
 std::string QuoteForMessage(std::string_view value);
+
+// Tracks the member names of the JSON objects a streaming parser is inside, to find a name
+// that appears twice in one object (Boost.JSON keeps only the last of them, other parsers
+// the first: such a document means different things to different readers). Feed it the
+// parser's object begin/end and key events.
+class JsonKeyTracker {
+ public:
+  void BeginObject() {
+    if (depth_ == levels_.size()) levels_.emplace_back();
+    Level& l = levels_[depth_++];
+    l.small_count = 0;
+    l.big.clear();
+    l.use_big = false;
+  }
+  void EndObject() { --depth_; }
+  void KeyPart(std::string_view part) { key_.append(part); }
+  // The last part of a member name: false if the current object already has that name
+  // (then duplicate() is the name).
+  bool Key(std::string_view last) {
+    key_.append(last);
+    const bool fresh = Insert(levels_[depth_ - 1]);
+    if (!fresh) duplicate_ = key_;
+    key_.clear();
+    return fresh;
+  }
+  const std::string& duplicate() const { return duplicate_; }
+
+ private:
+  // Objects usually have few members: those are compared in a vector whose strings keep
+  // their buffers from object to object (no allocation once warm); past kSmall, a hash set.
+  static constexpr size_t kSmall = 32;
+  struct Level {
+    std::vector<std::string> small;
+    size_t small_count = 0;
+    std::unordered_set<std::string> big;
+    bool use_big = false;
+  };
+  bool Insert(Level& l) {
+    if (!l.use_big) {
+      for (size_t i = 0; i < l.small_count; ++i) {
+        if (l.small[i] == key_) return false;
+      }
+      if (l.small_count < kSmall) {
+        if (l.small_count == l.small.size()) l.small.emplace_back();
+        l.small[l.small_count++].assign(key_);
+        return true;
+      }
+      l.big.insert(l.small.begin(), l.small.begin() + static_cast<std::ptrdiff_t>(l.small_count));
+      l.use_big = true;
+    }
+    return l.big.insert(key_).second;
+  }
+
+  std::vector<Level> levels_;  // reused between objects
+  size_t depth_ = 0;
+  std::string key_;
+  std::string duplicate_;
+};
+
+// OK if `json` is valid JSON (at most `max_depth` deep) in which no object has two members
+// of the same name; InvalidArgument "duplicate key '<name>'" (or a malformed-JSON message).
+Status CheckUniqueJsonKeys(std::string_view json, uint32_t max_depth);
 
 }  // namespace converge::internal

@@ -185,6 +185,44 @@ Status RunCompact(std::string_view json, uint32_t max_depth, std::string* out) {
   return Status::Ok();
 }
 
+// Validates a document and finds member names repeated within one object.
+class UniqueKeysHandler : public HandlerLimits {
+ public:
+  bool on_document_begin(error_code&) { return true; }
+  bool on_document_end(error_code&) { return true; }
+  bool on_object_begin(error_code&) {
+    keys_.BeginObject();
+    return true;
+  }
+  bool on_object_end(std::size_t, error_code&) {
+    keys_.EndObject();
+    return true;
+  }
+  bool on_array_begin(error_code&) { return true; }
+  bool on_array_end(std::size_t, error_code&) { return true; }
+  bool on_key_part(string_view s, std::size_t, error_code&) {
+    keys_.KeyPart(std::string_view(s.data(), s.size()));
+    return true;
+  }
+  bool on_key(string_view s, std::size_t, error_code& ec) {
+    if (keys_.Key(std::string_view(s.data(), s.size()))) return true;
+    ec = json::error::exception;
+    return false;
+  }
+  bool on_string_part(string_view, std::size_t, error_code&) { return true; }
+  bool on_string(string_view, std::size_t, error_code&) { return true; }
+  bool on_number_part(string_view, error_code&) { return true; }
+  bool on_int64(int64_t, string_view, error_code&) { return true; }
+  bool on_uint64(uint64_t, string_view, error_code&) { return true; }
+  bool on_double(double, string_view, error_code&) { return true; }
+  bool on_bool(bool, error_code&) { return true; }
+  bool on_null(error_code&) { return true; }
+  bool on_comment_part(string_view, error_code&) { return true; }
+  bool on_comment(string_view, error_code&) { return true; }
+
+  JsonKeyTracker keys_;
+};
+
 // ---------------------------------------------------------------------------------------
 // The event handler
 
@@ -248,6 +286,7 @@ class EventHandler : public HandlerLimits {
     depth_ = 0;
     capture_depth_ = 0;
     seen_ = 0;
+    seen_extensions_.clear();
     present_ = 0;
     in_string_ = false;
     data_is_string_ = false;
@@ -471,6 +510,15 @@ class EventHandler : public HandlerLimits {
                                ": attribute names must be 1-20 characters 'a'-'z' or '0'-'9'"),
           ec);
     }
+    // A null value leaves no extension behind, so SortExtensions alone would not see
+    // {"x":null,"x":"a"} (which readers taking the first member read as absent).
+    if (std::find(seen_extensions_.begin(), seen_extensions_.end(), key_) !=
+        seen_extensions_.end()) {
+      return Fail(
+          InvalidArgumentError("attribute " + QuoteForMessage(key_) + " appears more than once"),
+          ec);
+    }
+    seen_extensions_.push_back(key_);
     attr_ = Attr::kExtension;
     ext_name_.swap(key_);
     return true;
@@ -584,6 +632,7 @@ class EventHandler : public HandlerLimits {
   int depth_ = 0;          // 1 inside the event object
   int capture_depth_ = 0;  // > 0 while inside an object/array "data" value
   uint32_t seen_ = 0;      // core attributes whose key appeared
+  std::vector<std::string> seen_extensions_;  // extension names that appeared (null ones too)
   uint32_t present_ = 0;   // core attributes with a non-null string value
   bool in_string_ = false;
   bool data_is_string_ = false;
@@ -691,6 +740,25 @@ Status CanonicalizeJson(std::string_view json, uint32_t max_depth, std::string* 
     return ResourceExhaustedError("out of memory parsing JSON data");
   } catch (const std::exception& e) {
     return InternalError(std::string("parsing JSON data: ") + e.what());
+  }
+}
+
+Status CheckUniqueJsonKeys(std::string_view json, uint32_t max_depth) {
+  try {
+    json::basic_parser<UniqueKeysHandler> parser(ParseOptions(max_depth));
+    error_code ec;
+    const size_t n = parser.write_some(false, json.data(), json.size(), ec);
+    if (ec == json::error::exception) {
+      return InvalidArgumentError("duplicate key " +
+                                  QuoteForMessage(parser.handler().keys_.duplicate()));
+    }
+    if (ec) return ParseError(ec, max_depth, "JSON");
+    if (n != json.size()) return InvalidArgumentError("malformed JSON: extra data after the value");
+    return Status::Ok();
+  } catch (const std::bad_alloc&) {
+    return ResourceExhaustedError("out of memory parsing JSON");
+  } catch (const std::exception& e) {
+    return InternalError(std::string("parsing JSON: ") + e.what());
   }
 }
 

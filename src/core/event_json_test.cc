@@ -5,6 +5,7 @@
 
 #include "converge/event.h"
 #include "core/core_test_util.h"
+#include "core/event_internal.h"
 
 namespace converge {
 namespace {
@@ -510,6 +511,22 @@ TEST(EventJsonTest, RandomBatchesRoundTrip) {
     ASSERT_TRUE(back.ok()) << "seed " << seed << ": " << back.status().ToString();
     ASSERT_EQ(*back, events) << "seed " << seed;
   }
+}
+
+TEST(EventJsonTest, CheckUniqueJsonKeysFindsAMemberRepeatedWithinOneObject) {
+  using internal::CheckUniqueJsonKeys;
+  EXPECT_TRUE(CheckUniqueJsonKeys(R"({"a":1,"b":{"a":2},"c":[{"a":1},{"a":2}]})", 64).ok());
+  EXPECT_TRUE(CheckUniqueJsonKeys(R"([1,"a",{"x":null}])", 64).ok());
+  Status s = CheckUniqueJsonKeys(R"({"a":1,"b":{"x":1,"y":2,"x":3}})", 64);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("'x'"), std::string_view::npos) << s.ToString();
+  // Escapes spell the same name; many members (past the small-object fast path).
+  EXPECT_FALSE(CheckUniqueJsonKeys(R"({"ab":1,"a\u0062":2})", 64).ok());
+  std::string many = "{";
+  for (int i = 0; i < 100; ++i) many += "\"k" + std::to_string(i) + "\":" + std::to_string(i) + ",";
+  EXPECT_TRUE(CheckUniqueJsonKeys(many.substr(0, many.size() - 1) + "}", 64).ok());
+  EXPECT_FALSE(CheckUniqueJsonKeys(many + "\"k77\":0}", 64).ok());
+  EXPECT_FALSE(CheckUniqueJsonKeys(R"({"a":1)", 64).ok());
 }
 
 }  // namespace

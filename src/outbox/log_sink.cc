@@ -73,6 +73,17 @@ class LogSink final : public RelaySink {
 
   Status PublishGroup(const std::string& topic, std::span<const SinkRecord> records,
                       std::vector<size_t> pending, std::vector<SinkRejection>* rejected) {
+    // Topics converge writes itself take no outbox events: one there would pass for
+    // converge's own (a forged change event or dead letter).
+    std::string owner;
+    if (topic == options_.dead_letter_topic) {
+      owner = "the outbox relays (their dead letters)";
+    } else if (options_.system_topic_owner) {
+      owner = options_.system_topic_owner(topic);
+    }
+    if (!owner.empty()) {
+      return RejectAll(pending, "topic '" + topic + "' is written only by " + owner, rejected);
+    }
     bool created = false;
     // Each round either succeeds, or removes one refused record, or creates the topic.
     std::vector<RecordView> views;

@@ -169,6 +169,7 @@ Status Outbox::Write(sql::Transaction& tx, std::span<const OutboxEntry> entries)
       e.set_time(now_text);
     }
     Status valid = e.Validate();
+    if (valid.ok()) valid = CheckAttributeLimits(e);  // the relay would dead-letter it
     if (!valid.ok()) return InvalidArgumentError(IndexPrefix(i) + std::string(valid.message()));
     if (auto tp = e.traceparent()) {
       Result<TraceParent> parsed = TraceParent::Parse(*tp);

@@ -33,7 +33,15 @@ void BuildClaimedRow(const sql::Row& row, ClaimedRow* out) {
   if (s.ok()) {
     Event event;
     s = RowToEvent(row, &event);
+    if (s.ok()) s = CheckAttributeLimits(event);
     if (s.ok()) s = EncodeBinary(event, &out->value);
+    if (s.ok()) {
+      // The log record id is the event's identity (source, id), as for an HTTP publish: the
+      // same event through either path is stored once, and equal ids of different sources
+      // stay distinct events.
+      out->id.clear();
+      AppendEventIdentity(event, &out->id);
+    }
   }
   if (!s.ok()) {
     out->malformed = true;
@@ -75,9 +83,11 @@ std::string DeadLetterJson(const ClaimedRow& row, const std::string& relay, int6
   return out;
 }
 
-std::string DeadLetterId(const ClaimedRow& row) {
-  if (!row.id.empty() && row.id.size() <= 200) return "outbox:" + row.id;
-  return "outbox-seq:" + std::to_string(row.seq);
+// Unique per row, so a retried dead letter is stored once and two rows never share one:
+// the relay and the row's seq. (Not the event: one event may be written to several topics,
+// ids repeat across sources and seqs across the databases sharing the dead-letter topic.)
+std::string DeadLetterId(const ClaimedRow& row, const std::string& relay) {
+  return "outbox-row:" + std::to_string(relay.size()) + ":" + relay + std::to_string(row.seq);
 }
 
 Status ValidateOptions(const RelayOptions& o) {
@@ -259,7 +269,7 @@ class RelayImpl final : public Relay {
     for (const ClaimedRow& r : batch_.rows) {
       if (!r.malformed) continue;
       dead_values_.push_back(DeadLetterJson(r, options_.name, now));
-      dead_ids_.push_back(DeadLetterId(r));
+      dead_ids_.push_back(DeadLetterId(r, options_.name));
     }
     std::vector<RecordView> views;
     views.reserve(dead_values_.size());

@@ -482,6 +482,20 @@ asio::awaitable<HttpReply> Api::HandleStore(HttpRequest& request) {
     if (it == request.end()) return std::nullopt;
     return std::string_view(it->value().data(), it->value().size());
   };
+  // A precondition, TTL or media type given twice would be read as the first one only: an
+  // `If-Match: "3"` next to `If-Match: *` must not quietly become either.
+  for (const auto& [field, name] : {std::pair{http::field::if_match, "If-Match"},
+                                    std::pair{http::field::if_none_match, "If-None-Match"},
+                                    std::pair{http::field::content_type, "Content-Type"}}) {
+    if (request.count(field) > 1) {
+      co_return Error(http::status::bad_request, "INVALID_ARGUMENT",
+                      std::string("header '") + name + "' appears more than once");
+    }
+  }
+  if (request.count("Converge-TTL-Ms") > 1) {
+    co_return Error(http::status::bad_request, "INVALID_ARGUMENT",
+                    "header 'Converge-TTL-Ms' appears more than once");
+  }
   store_internal::StoreHttpRequest r;
   r.method = std::string_view(request.method_string().data(), request.method_string().size());
   r.target = std::string_view(request.target().data(), request.target().size());
@@ -554,7 +568,10 @@ asio::awaitable<HttpReply> Api::HandleSagas(HttpRequest& request) {
     caller.may_publish = [who](std::string_view topic) { return who->CanPublish(topic); };
     return HandleSagaHttp(*sagas, r, caller);
   };
+  // A new definition may name new command topics (refused to HTTP publishes).
+  const bool may_define = r.method != "GET" && r.target.rfind("/v1/saga-definitions", 0) == 0;
   SagaHttpResponse res = co_await d_.pool->Run(std::move(job));
+  if (may_define) d_.system_topics->DefinitionsChanged();
   if (!res.allow.empty()) {
     HttpResponse out = JsonReply(static_cast<http::status>(res.status), std::move(res.body),
                                  request.version());

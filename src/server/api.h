@@ -32,6 +32,7 @@
 #include "server/config.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
+#include "server/system_topics.h"
 #include "server/wakeup_hub.h"
 #include "store/http_handler.h"
 
@@ -50,6 +51,8 @@ struct ApiDeps {
   // The saga orchestrator (/v1/sagas, /v1/saga-definitions, /v1/saga-timers); null when
   // sagas are disabled.
   SagaOrchestrator* sagas = nullptr;
+  // The topics converge writes itself (refused to HTTP publishes).
+  SystemTopics* system_topics = nullptr;
 };
 
 // One route: method and path template ("/v1/topics/{topic}").

@@ -78,6 +78,9 @@ asio::awaitable<HttpReply> Api::CreateTopic(Call& call) {
   if (s.ok()) s = ReadInt(o, "dedup_window_ms", 0, INT64_MAX, &dedup_window);
   if (s.ok() && name.empty()) s = InvalidArgumentError("field 'name' is required");
   if (s.ok()) s = CheckTopicName(name);
+  if (s.ok() && durability.empty() && o.contains("durability") && !o.at("durability").is_null()) {
+    s = InvalidArgumentError("field 'durability' must be fsync, interval or none");
+  }
   if (s.ok() && !durability.empty()) {
     Result<Durability> d = ParseDurability(durability);
     if (d.ok()) {
@@ -135,6 +138,14 @@ asio::awaitable<HttpReply> Api::DescribeTopic(Call& call) {
 asio::awaitable<HttpReply> Api::Publish(Call& call) {
   if (!call.principal->CanPublish(call.topic)) {
     co_return Error(NotAllowed(*call.principal, "publish to", call.topic));
+  }
+  // Topics converge writes itself take no outside events, whoever asks (the admin too): a
+  // forged change-feed event or saga command would be taken for the real one, and the real
+  // one could then be dropped as its duplicate.
+  if (std::string owner = d_.system_topics->OwnerOf(call.topic); !owner.empty()) {
+    co_return Error(http::status::forbidden, "SYSTEM_TOPIC",
+                    "topic '" + call.topic.substr(0, 200) + "' is written only by " + owner +
+                        ": publishing to it over HTTP is not allowed");
   }
   if (Status s = CheckTopicName(call.topic); !s.ok()) co_return Error(s);
   const std::string topic = call.topic;

@@ -1,5 +1,6 @@
 #include "server/cloudevents_http.h"
 
+#include <algorithm>
 #include <boost/beast/core/string.hpp>
 #include <cctype>
 #include <charconv>
@@ -50,11 +51,19 @@ bool IsTextMediaType(std::string_view media_type) {
 Result<Event> DecodeBinaryMode(const HttpRequest& request, const DecodeOptions& options) {
   Event event;
   bool have_specversion = false;
+  // A repeated ce- header would otherwise leave one of its values silently unused (which
+  // one depends on the reader): refused, like a repeated member of a structured event.
+  std::vector<std::string> seen;
   for (const auto& field : request) {
     std::string_view name(field.name_string().data(), field.name_string().size());
     if (name.size() <= 3 || !boost::beast::iequals(name.substr(0, 3), "ce-")) continue;
     std::string attribute(name.substr(3));
     for (char& c : attribute) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (std::find(seen.begin(), seen.end(), attribute) != seen.end()) {
+      return InvalidArgumentError("header 'ce-" + attribute +
+                                  "' appears more than once (send each attribute once)");
+    }
+    seen.push_back(attribute);
     Result<std::string> value =
         PercentDecode(std::string_view(field.value().data(), field.value().size()));
     if (!value.ok()) {
@@ -149,20 +158,9 @@ Result<std::string> PercentDecode(std::string_view text) {
   return out;
 }
 
-void AppendRecordId(const Event& event, std::string* out) {
-  char digits[24];
-  auto [end, ec] = std::to_chars(digits, digits + sizeof(digits), event.source().size());
-  out->append(digits, end);
-  out->push_back(':');
-  out->append(event.source());
-  out->append(event.id());
-}
+void AppendRecordId(const Event& event, std::string* out) { AppendEventIdentity(event, out); }
 
-std::string RecordIdFor(const Event& event) {
-  std::string id;
-  AppendRecordId(event, &id);
-  return id;
-}
+std::string RecordIdFor(const Event& event) { return EventIdentity(event); }
 
 std::string_view PartitionKeyFor(const Event& event) {
   if (auto key = event.partitionkey()) return *key;
@@ -173,6 +171,11 @@ std::string_view PartitionKeyFor(const Event& event) {
 Result<DecodedPublish> DecodePublishRequest(const HttpRequest& request,
                                             const DecodeOptions& options) {
   DecodedPublish out;
+  // Content-Type picks the mode and, in binary mode, is the datacontenttype: two of them
+  // would make the event depend on which one a reader takes.
+  if (request.count(boost::beast::http::field::content_type) > 1) {
+    return InvalidArgumentError("header 'Content-Type' appears more than once");
+  }
   std::string media = MediaType(request[boost::beast::http::field::content_type]);
   if (media == kCloudEventsJsonMediaType) {
     out.mode = PublishMode::kStructured;
@@ -205,6 +208,14 @@ Result<DecodedPublish> DecodePublishRequest(const HttpRequest& request,
     out.mode = PublishMode::kBinary;
     CONVERGE_ASSIGN_OR_RETURN(Event e, DecodeBinaryMode(request, options));
     out.events.push_back(std::move(e));
+  }
+  // The same attribute limits in every mode (the binary event batch carries records that
+  // DecodeBinary accepts as stored data, so they are checked here too).
+  for (size_t i = 0; i < out.events.size(); ++i) {
+    Status s = CheckAttributeLimits(out.events[i]);
+    if (s.ok()) continue;
+    const bool many = out.mode == PublishMode::kBatch || out.mode == PublishMode::kNative;
+    return many ? s.WithContext("event[" + std::to_string(i) + "]") : s;
   }
   return out;
 }

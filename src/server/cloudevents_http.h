@@ -13,6 +13,8 @@
 //   are percent-decoded; ce-datacontenttype is rejected (Content-Type carries it); every
 //   other ce-<name> header is a String extension. The body becomes JSON data under a JSON
 //   media type, text data under text/* or XML (bytes if not UTF-8), bytes otherwise.
+// - Every ce- header at most once, Content-Type at most once; every event within the
+//   attribute limits (CheckAttributeLimits in converge/event.h).
 // - Errors: InvalidArgument naming the attribute, header or event index (HTTP 400);
 //   ResourceExhausted when a limit of `options` is exceeded (HTTP 413); FailedPrecondition
 //   for an unsupported media type (HTTP 415). Either every event decodes or none is returned.
@@ -50,8 +52,8 @@ std::string MediaType(std::string_view content_type);
 // Decodes %XX escapes. InvalidArgument on a truncated or non-hex escape.
 Result<std::string> PercentDecode(std::string_view text);
 
-// The log record id used for idempotent publish: the pair (source, id), which CloudEvents
-// defines as an event's identity, as "<len(source)>:<source><id>".
+// The log record id used for idempotent publish: EventIdentity(event) (converge/event.h),
+// the pair (source, id) as "<len(source)>:<source><id>", the same as the outbox relay's.
 std::string RecordIdFor(const Event& event);
 // Appends RecordIdFor(event) to *out.
 void AppendRecordId(const Event& event, std::string* out);

@@ -17,6 +17,11 @@ Result<json::object> ParseJsonObject(std::string_view body) {
   json::value v = json::parse(json::string_view(body.data(), body.size()), ec, {}, opts);
   if (ec) return InvalidArgumentError("request body is not valid JSON: " + ec.message());
   if (!v.is_object()) return InvalidArgumentError("request body must be a JSON object");
+  // Boost.JSON keeps the last of repeated members; refuse them instead of guessing.
+  if (Status unique = ::converge::internal::CheckUniqueJsonKeys(body, opts.max_depth);
+      !unique.ok()) {
+    return InvalidArgumentError("request body: " + std::string(unique.message()));
+  }
   return std::move(v.as_object());
 }
 

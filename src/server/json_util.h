@@ -2,7 +2,8 @@
 //
 // Contract: readers never throw; a malformed body gives InvalidArgument "request body is not
 // valid JSON: ..."; a field of the wrong type or range gives InvalidArgument naming the field;
-// an unknown field is rejected (it is almost always a typo).
+// an unknown field is rejected (it is almost always a typo), and so is a member name that
+// appears twice in one object.
 // Thread-safety: stateless functions.
 #pragma once
 

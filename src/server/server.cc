@@ -23,6 +23,7 @@
 #include "server/metered_env.h"
 #include "server/metrics.h"
 #include "server/store_metrics.h"
+#include "server/system_topics.h"
 #include "server/wakeup_hub.h"
 #include "store/http_handler.h"
 
@@ -39,6 +40,7 @@ struct Server::Impl {
   std::unique_ptr<Store> store;  // feeds its change events into `log`
   std::unique_ptr<store_internal::StoreHttpHandler> store_http;
   std::unique_ptr<SagaOrchestrator> sagas;  // sends commands into `log`, reads replies from it
+  std::unique_ptr<SystemTopics> system_topics;  // uses `config` and `sagas`
   // Publish into `log`; stopped before the log's final sync. The metrics collector holds a weak
   // reference (the relays' connections and lock files must go before `env` and `log`).
   std::shared_ptr<RelayService> relays;
@@ -184,6 +186,16 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
     });
   }
 
+  impl->system_topics = std::make_unique<SystemTopics>(impl->config, impl->sagas.get());
+  if (impl->config.relays.enabled) {
+    // The relays dead-letter rows addressed to topics converge writes itself, as the HTTP
+    // publish path refuses them.
+    impl->config.relays.service.sink.system_topic_owner =
+        [topics = impl->system_topics.get()](std::string_view topic) {
+          return topics->OwnerOf(topic);
+        };
+  }
+
   ApiDeps deps;
   deps.config = &impl->config;
   deps.env = impl->env.get();
@@ -194,6 +206,7 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   deps.hub = &impl->hub;
   deps.store = impl->store_http.get();
   deps.sagas = impl->sagas.get();
+  deps.system_topics = impl->system_topics.get();
   impl->api = std::make_unique<Api>(deps);
 
   HttpServerOptions http_options;

@@ -1,5 +1,6 @@
 #include "store/http_handler.h"
 
+#include <algorithm>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
@@ -8,6 +9,8 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+
+#include "core/event_internal.h"
 
 namespace converge::store_internal {
 namespace {
@@ -129,7 +132,74 @@ Result<json::value> ParseJson(std::string_view body, const StoreHttpOptions& opt
   json::error_code ec;
   json::value v = json::parse(json::string_view(body.data(), body.size()), ec, {}, po);
   if (ec) return InvalidArgumentError(std::string(what) + " is not valid JSON: " + ec.message());
+  // The parser keeps the last of repeated members: {"if_match":"\"1\"","if_match":"*"} would
+  // silently drop one of them. Refused instead.
+  if (Status unique = ::converge::internal::CheckUniqueJsonKeys(body, options.max_json_depth);
+      !unique.ok()) {
+    return InvalidArgumentError(std::string(what) + ": " + std::string(unique.message()));
+  }
   return v;
+}
+
+// InvalidArgument naming the first member of `o` that is not in `allowed` (a typo such as
+// "if_macth" must not turn a conditional write into an unconditional one).
+Status CheckMembers(const json::object& o, std::initializer_list<std::string_view> allowed,
+                    std::string_view what) {
+  for (const auto& kv : o) {
+    const std::string_view k(kv.key());
+    if (std::find(allowed.begin(), allowed.end(), k) != allowed.end()) continue;
+    std::string m = "unknown field '";
+    m += k.substr(0, 100);
+    m += "' in ";
+    m += what;
+    m += " (allowed: ";
+    bool first = true;
+    for (std::string_view a : allowed) {
+      if (!first) m += ", ";
+      first = false;
+      m += a;
+    }
+    m += ")";
+    return InvalidArgumentError(m);
+  }
+  return Status::Ok();
+}
+
+// A TTL in milliseconds as clients may give it: 0 (never expires) .. kMaxTtlMs.
+Status CheckTtl(int64_t ttl_ms, std::string_view what) {
+  if (ttl_ms >= 0 && ttl_ms <= kMaxTtlMs) return Status::Ok();
+  std::string m(what);
+  m += " must be an integer in [0, ";
+  m += std::to_string(kMaxTtlMs);
+  m += "], got ";
+  m += std::to_string(ttl_ms);
+  return InvalidArgumentError(m);
+}
+
+// InvalidArgument naming the first query parameter not in `allowed`, or given twice.
+Status CheckQuery(std::string_view query, std::initializer_list<std::string_view> allowed) {
+  std::vector<std::string_view> seen;
+  while (!query.empty()) {
+    const size_t amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    if (pair.empty()) continue;
+    const std::string_view name = pair.substr(0, pair.find('='));
+    if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
+      std::string m = "unknown query parameter '";
+      m += name.substr(0, 100);
+      m += "'";
+      return InvalidArgumentError(m);
+    }
+    if (std::find(seen.begin(), seen.end(), name) != seen.end()) {
+      std::string m = "query parameter '";
+      m += name;
+      m += "' appears more than once";
+      return InvalidArgumentError(m);
+    }
+    seen.push_back(name);
+  }
+  return Status::Ok();
 }
 
 // "'<name>' <what>" (built by appending: GCC 12 warns falsely on "'" + std::string(...)).
@@ -149,6 +219,18 @@ Result<std::string> StringMember(const json::object& o, std::string_view name, b
   }
   if (!v->is_string()) return MemberError(name, "must be a string");
   return std::string(v->as_string());
+}
+
+// An optional string member that, when present, must be a non-empty string: an empty or null
+// precondition must not quietly mean "no precondition".
+Result<std::optional<std::string>> OptionalStringMember(const json::object& o,
+                                                        std::string_view name) {
+  const json::value* v = o.if_contains(json::string_view(name.data(), name.size()));
+  if (v == nullptr) return std::optional<std::string>();
+  if (!v->is_string() || v->as_string().empty()) {
+    return MemberError(name, "must be a non-empty string (omit it for none)");
+  }
+  return std::optional<std::string>(std::string(v->as_string()));
 }
 
 Result<int64_t> IntMember(const json::object& o, std::string_view name, int64_t fallback) {
@@ -182,6 +264,7 @@ Result<CollectionConfig> ConfigFromJson(const json::value& v, const Caller& call
     }
   }
   CONVERGE_ASSIGN_OR_RETURN(config.default_ttl_ms, IntMember(o, "default_ttl_ms", 0));
+  CONVERGE_RETURN_IF_ERROR(CheckTtl(config.default_ttl_ms, "'default_ttl_ms'"));
   CONVERGE_ASSIGN_OR_RETURN(const int64_t max_doc, IntMember(o, "max_document_bytes", 0));
   if (max_doc < 0 || max_doc > static_cast<int64_t>(UINT32_MAX)) {
     return InvalidArgumentError("'max_document_bytes' out of range");
@@ -458,6 +541,10 @@ void StoreHttpHandler::Route(const StoreHttpRequest& r, Done& done) {
     }
     Status valid = Store::ValidateCollectionName(*collection);
     if (!valid.ok()) return reply(StoreErrorResponse(valid));
+    if (r.method == "PUT" || r.method == "DELETE") {
+      // No write takes query parameters: a misspelt option must not be ignored.
+      if (Status s = CheckQuery(query, {}); !s.ok()) return reply(StoreErrorResponse(s));
+    }
     if (r.method == "GET") return reply(GetCollection(*collection));
     if (r.method == "PUT") return reply(PutCollection(r, *collection));
     if (r.method == "DELETE") return reply(DeleteCollection(r, *collection));
@@ -473,7 +560,10 @@ void StoreHttpHandler::Route(const StoreHttpRequest& r, Done& done) {
   if (!key.ok()) return reply(StoreErrorResponse(key.status()));
   if (r.method == "GET") return reply(GetDocument(*collection, *key));
   if (r.method == "PUT") return PutDocument(r, *collection, *key, query, done);
-  if (r.method == "DELETE") return DeleteDocument(r, *collection, *key, done);
+  if (r.method == "DELETE") {
+    if (Status s = CheckQuery(query, {}); !s.ok()) return reply(StoreErrorResponse(s));
+    return DeleteDocument(r, *collection, *key, done);
+  }
   return reply(MethodNotAllowed("GET, PUT, DELETE"));
 }
 
@@ -524,6 +614,10 @@ StoreHttpResponse StoreHttpHandler::DeleteCollection(const StoreHttpRequest& r,
 
 StoreHttpResponse StoreHttpHandler::ListDocuments(const std::string& collection,
                                                   std::string_view query) {
+  if (Status s = CheckQuery(query, {"start_key", "end_key", "prefix", "page_token", "limit"});
+      !s.ok()) {
+    return StoreErrorResponse(s);
+  }
   ListOptions lo;
   struct Param {
     std::string_view name;
@@ -593,16 +687,23 @@ void StoreHttpHandler::PutDocument(const StoreHttpRequest& r, const std::string&
   if (Status s = CheckJsonBody(r); !s.ok()) return done(UnsupportedMediaType(s));
   Result<Precondition> pre = PreconditionFrom(r);
   if (!pre.ok()) return done(StoreErrorResponse(pre.status()));
+  if (Status s = CheckQuery(query, {"ttl_ms"}); !s.ok()) return done(StoreErrorResponse(s));
   int64_t ttl_ms = kCollectionDefaultTtl;
   std::optional<std::string> ttl_text;
   if (r.ttl_ms) ttl_text = std::string(*r.ttl_ms);
   Result<std::optional<std::string>> q = QueryParam(query, "ttl_ms");
   if (!q.ok()) return done(StoreErrorResponse(q.status()));
-  if (*q) ttl_text = **q;
+  if (*q) {
+    if (ttl_text && *ttl_text != **q) {
+      return done(StoreErrorResponse(InvalidArgumentError(
+          "the Converge-TTL-Ms header and the ttl_ms query parameter disagree: send one")));
+    }
+    ttl_text = **q;
+  }
   if (ttl_text) {
     Result<int64_t> t = ParseInt(*ttl_text, "ttl_ms");
     if (!t.ok()) return done(StoreErrorResponse(t.status()));
-    if (*t < 0) return done(StoreErrorResponse(InvalidArgumentError("ttl_ms must be >= 0")));
+    if (Status s = CheckTtl(*t, "ttl_ms"); !s.ok()) return done(StoreErrorResponse(s));
     ttl_ms = *t;
   }
   std::vector<WriteOp> ops;
@@ -635,6 +736,11 @@ void StoreHttpHandler::DeleteDocument(const StoreHttpRequest& r, const std::stri
 
 void StoreHttpHandler::Transaction(const StoreHttpRequest& r, Done& done) {
   if (Status s = CheckJsonBody(r); !s.ok()) return done(UnsupportedMediaType(s));
+  if (const size_t q = r.target.find('?'); q != std::string_view::npos) {
+    if (Status s = CheckQuery(r.target.substr(q + 1), {}); !s.ok()) {
+      return done(StoreErrorResponse(s));
+    }
+  }
   Result<json::value> v = ParseJson(r.body, options_, "transaction");
   if (!v.ok()) return done(StoreErrorResponse(v.status()));
   const json::object* o = v->if_object();
@@ -642,6 +748,11 @@ void StoreHttpHandler::Transaction(const StoreHttpRequest& r, Done& done) {
   if (ops_v == nullptr || !ops_v->is_array()) {
     return done(StoreErrorResponse(InvalidArgumentError("a transaction is {\"ops\": [...]}")));
   }
+  if (Status s = CheckMembers(*o, {"ops"}, "the transaction"); !s.ok()) {
+    return done(StoreErrorResponse(s));
+  }
+  // Every op is checked before anything is submitted: one bad op rejects the whole
+  // transaction and nothing is written.
   std::vector<WriteOp> ops;
   ops.reserve(ops_v->as_array().size());
   size_t i = 0;
@@ -654,33 +765,54 @@ void StoreHttpHandler::Transaction(const StoreHttpRequest& r, Done& done) {
     if (op == nullptr) return fail("each op is an object");
     WriteOp w;
     Result<std::string> kind = StringMember(*op, "op", true);
-    Result<std::string> coll = StringMember(*op, "collection", true);
-    Result<std::string> key = StringMember(*op, "key", true);
-    Result<std::string> if_match = StringMember(*op, "if_match", false);
-    Result<std::string> if_none_match = StringMember(*op, "if_none_match", false);
-    for (const Result<std::string>* f : {&kind, &coll, &key, &if_match, &if_none_match}) {
-      if (!f->ok()) return fail(f->status().message());
-    }
+    if (!kind.ok()) return fail(kind.status().message());
+    Status members;
     if (*kind == "put") {
       w.kind = WriteOp::Kind::kPut;
-      const json::value* value = op->if_contains("value");
-      if (value == nullptr) return fail("a put needs a 'value'");
-      w.value = json::serialize(*value);
-      Result<int64_t> ttl = IntMember(*op, "ttl_ms", kCollectionDefaultTtl);
-      if (!ttl.ok()) return fail(ttl.status().message());
-      w.ttl_ms = *ttl;
-    } else if (*kind == "delete") {
-      w.kind = WriteOp::Kind::kDelete;
-    } else if (*kind == "check") {
-      w.kind = WriteOp::Kind::kCheck;
+      members = CheckMembers(
+          *op, {"op", "collection", "key", "value", "if_match", "if_none_match", "ttl_ms"},
+          "a put op");
+    } else if (*kind == "delete" || *kind == "check") {
+      w.kind = *kind == "delete" ? WriteOp::Kind::kDelete : WriteOp::Kind::kCheck;
+      members = CheckMembers(*op, {"op", "collection", "key", "if_match", "if_none_match"},
+                             *kind == "delete" ? "a delete op" : "a check op");
     } else {
       return fail("'op' must be put, delete or check");
     }
+    if (!members.ok()) return fail(members.message());
+    Result<std::string> coll = StringMember(*op, "collection", true);
+    Result<std::string> key = StringMember(*op, "key", true);
+    for (const Result<std::string>* f : {&coll, &key}) {
+      if (!f->ok()) return fail(f->status().message());
+    }
+    Result<std::optional<std::string>> if_match = OptionalStringMember(*op, "if_match");
+    Result<std::optional<std::string>> if_none_match = OptionalStringMember(*op, "if_none_match");
+    for (const auto* f : {&if_match, &if_none_match}) {
+      if (!f->ok()) return fail(f->status().message());
+    }
+    if (*if_match && **if_match != "*") {
+      if (Result<uint64_t> version = VersionFromETag(**if_match); !version.ok()) {
+        return fail("'if_match': " + std::string(version.status().message()));
+      }
+    }
+    if (w.kind == WriteOp::Kind::kPut) {
+      const json::value* value = op->if_contains("value");
+      if (value == nullptr) return fail("a put needs a 'value'");
+      w.value = json::serialize(*value);
+      if (const json::value* t = op->if_contains("ttl_ms"); t != nullptr) {
+        Result<int64_t> ttl = IntMember(*op, "ttl_ms", 0);
+        if (!ttl.ok() || t->is_null()) return fail("'ttl_ms' must be an integer");
+        if (Status s = CheckTtl(*ttl, "'ttl_ms'"); !s.ok()) return fail(s.message());
+        w.ttl_ms = *ttl;
+      } else {
+        w.ttl_ms = kCollectionDefaultTtl;
+      }
+    }
     w.collection = std::move(*coll);
     w.key = std::move(*key);
-    if (!if_match->empty()) w.precondition.if_match = std::move(*if_match);
-    if (!if_none_match->empty()) {
-      if (*if_none_match != "*") return fail("'if_none_match' may only be \"*\"");
+    if (*if_match) w.precondition.if_match = std::move(**if_match);
+    if (*if_none_match) {
+      if (**if_none_match != "*") return fail("'if_none_match' may only be \"*\"");
       w.precondition.if_none_match_any = true;
     }
     ops.push_back(std::move(w));

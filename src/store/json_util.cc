@@ -5,12 +5,15 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include "core/event_internal.h"
+
 namespace converge::store_internal {
 namespace {
 
 namespace json = boost::json;
 
-// Accepts everything: basic_parser does the grammar and depth checks.
+// basic_parser does the grammar and depth checks; the handler refuses a member name repeated
+// within one object (readers disagree on which one counts).
 struct NullHandler {
   static constexpr std::size_t max_object_size = std::size_t(-1);
   static constexpr std::size_t max_array_size = std::size_t(-1);
@@ -18,6 +21,7 @@ struct NullHandler {
   static constexpr std::size_t max_string_size = std::size_t(-1);
   bool top_is_object = false;
   int depth = 0;
+  ::converge::internal::JsonKeyTracker keys;
 
   bool on_document_begin(json::error_code&) { return true; }
   bool on_document_end(json::error_code&) { return true; }
@@ -31,16 +35,25 @@ struct NullHandler {
   }
   bool on_object_begin(json::error_code&) {
     if (depth++ == 0) top_is_object = true;
+    keys.BeginObject();
     return true;
   }
   bool on_object_end(std::size_t, json::error_code&) {
     --depth;
+    keys.EndObject();
     return true;
   }
   bool on_string_part(json::string_view, std::size_t, json::error_code&) { return true; }
   bool on_string(json::string_view, std::size_t, json::error_code&) { return true; }
-  bool on_key_part(json::string_view, std::size_t, json::error_code&) { return true; }
-  bool on_key(json::string_view, std::size_t, json::error_code&) { return true; }
+  bool on_key_part(json::string_view s, std::size_t, json::error_code&) {
+    keys.KeyPart(std::string_view(s.data(), s.size()));
+    return true;
+  }
+  bool on_key(json::string_view s, std::size_t, json::error_code& ec) {
+    if (keys.Key(std::string_view(s.data(), s.size()))) return true;
+    ec = json::error::exception;
+    return false;
+  }
   bool on_number_part(json::string_view, json::error_code&) { return true; }
   bool on_int64(int64_t, json::string_view, json::error_code&) { return true; }
   bool on_uint64(uint64_t, json::string_view, json::error_code&) { return true; }
@@ -69,6 +82,13 @@ Status ValidateJson(std::string_view text, uint32_t max_depth) {
   json::error_code ec;
   const size_t n = parser.write_some(false, text.data(), text.size(), ec);
   if (!ec && n != text.size()) ec = json::error::extra_data;
+  if (ec == json::error::exception) {
+    return InvalidArgumentError(
+        "document is not valid: the key " +
+        ::converge::internal::QuoteForMessage(parser.handler().keys.duplicate()) +
+        " appears more than once in one object (at byte " +
+        std::to_string(std::min(n, text.size())) + ")");
+  }
   if (ec) {
     return InvalidArgumentError("document is not valid JSON (at byte " +
                                 std::to_string(std::min(n, text.size())) + "): " + ec.message());

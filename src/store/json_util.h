@@ -13,7 +13,8 @@
 namespace converge::store_internal {
 
 // OK if `text` is exactly one JSON value (surrounding whitespace allowed) nesting at most
-// `max_depth` deep; InvalidArgument otherwise, saying where it fails.
+// `max_depth` deep, no object repeating a member name; InvalidArgument otherwise, saying
+// where it fails.
 Status ValidateJson(std::string_view text, uint32_t max_depth);
 
 // True if `text` (valid JSON) is an object.

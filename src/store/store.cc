@@ -309,7 +309,9 @@ Status StoreImpl::ValidateConfig(const CollectionConfig& config) const {
   for (const auto& w : config.writers) {
     if (!ValidName(w, 128)) return InvalidArgumentError("writer names have 1 to 128 characters");
   }
-  if (config.default_ttl_ms < 0) return InvalidArgumentError("default_ttl_ms must be >= 0");
+  if (config.default_ttl_ms < 0 || config.default_ttl_ms > kMaxTtlMs) {
+    return InvalidArgumentError("default_ttl_ms must be in [0, " + std::to_string(kMaxTtlMs) + "]");
+  }
   if (config.max_document_bytes > opt_.max_document_bytes) {
     return InvalidArgumentError("max_document_bytes exceeds the store's limit of " +
                                 std::to_string(opt_.max_document_bytes));
@@ -639,8 +641,10 @@ Result<std::vector<StoreImpl::Prepared>> StoreImpl::PrepareOps(std::span<const W
                                                     " bytes exceeds the limit of " +
                                                     std::to_string(opt_.max_document_bytes)));
       }
-      if (op.ttl_ms < kCollectionDefaultTtl) {
-        return InvalidArgumentError(WithIndex(indexed, i, "ttl_ms must be >= 0 (or -1)"));
+      if (op.ttl_ms < kCollectionDefaultTtl || op.ttl_ms > kMaxTtlMs) {
+        return InvalidArgumentError(WithIndex(
+            indexed, i,
+            "ttl_ms must be in [0, " + std::to_string(kMaxTtlMs) + "] (or kCollectionDefaultTtl)"));
       }
       CONVERGE_RETURN_IF_ERROR(
           Indexed(store_internal::ValidateJson(op.value, opt_.max_json_depth), indexed, i));
