@@ -203,7 +203,7 @@ TEST_F(PostgresTest, TwoRelaysShareTheBucketsAndEveryEffectHappensOnce) {
         });
         if (!s.ok()) ++errors;
         std::lock_guard<std::mutex> lock(ids_mu);
-        for (const Event& e : events) all_ids.push_back(e.id());
+        for (const Event& e : events) all_ids.push_back(EventIdentity(e));  // the log record id
       }
     });
   }
