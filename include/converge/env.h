@@ -60,6 +60,11 @@ class Random {
   bool Bernoulli(double p) { return NextDouble() < p; }
   // Fills `out` with random bytes.
   void Fill(std::span<uint8_t> out);
+  // Fills `out` with bytes that must stay secret (keys). Next64 is fast but predictable from
+  // its outputs, which leave the process as ids; these do not come from it. The production Env
+  // reads the kernel's cryptographic generator (getrandom); the simulator's come from its seed,
+  // so a run still replays. Blocks only before the kernel's generator is first seeded.
+  virtual void FillSecret(std::span<uint8_t> out) { Fill(out); }
 };
 
 // ---------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
@@ -103,6 +104,29 @@ TEST(PosixRandomTest, FillCoversOddLengthsAndThreadsDiffer) {
   std::set<uint64_t> all;
   for (auto& d : draws) all.insert(d.begin(), d.end());
   EXPECT_EQ(all.size(), static_cast<size_t>(kThreads * 1000));
+}
+
+// Secrets come from the kernel, not from the per-thread generator whose outputs leave the
+// process as ids: a recorded stream of Next64 must not contain them.
+TEST(PosixRandomTest, FillSecretIsNotDrawnFromTheIdGenerator) {
+  Random& random = Env::Default().random();
+  std::vector<uint64_t> before(64);
+  for (uint64_t& v : before) v = random.Next64();
+  std::array<uint8_t, 33> a{}, b{};
+  random.FillSecret(a);
+  random.FillSecret(b);
+  EXPECT_NE(a, b);
+  int zeros = 0;
+  for (uint8_t x : a) zeros += (x == 0);
+  EXPECT_LT(zeros, 10);
+  // The generator's next outputs are those it would have given without the secrets: had
+  // FillSecret drawn from it, the words of `a` would be missing from the stream.
+  uint64_t first_word = 0;
+  for (int j = 0; j < 8; ++j) first_word |= uint64_t{a[j]} << (8 * j);
+  std::set<uint64_t> after;
+  for (int i = 0; i < 64; ++i) after.insert(random.Next64());
+  EXPECT_EQ(after.count(first_word), 0u);
+  EXPECT_EQ(std::set<uint64_t>(before.begin(), before.end()).count(first_word), 0u);
 }
 
 // ---------------------------------------------------------------------------------------

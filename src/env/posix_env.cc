@@ -59,6 +59,15 @@ class PosixRandom : public Random {
     thread_local Xoshiro256StarStar rng = SeedFromOs();
     return rng.Next();
   }
+  void FillSecret(std::span<uint8_t> out) override {
+    size_t done = 0;
+    while (done < out.size()) {
+      const ssize_t n = ::getrandom(out.data() + done, out.size() - done, 0);
+      if (n < 0 && errno == EINTR) continue;
+      CONVERGE_CHECK(n > 0);  // getrandom cannot fail on Linux >= 3.17 with valid arguments
+      done += static_cast<size_t>(n);
+    }
+  }
 };
 
 class PosixEnv : public Env {

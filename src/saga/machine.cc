@@ -330,10 +330,7 @@ void SagaMachine::RejectReply(std::string_view saga_id, std::optional<uint32_t> 
 void SagaMachine::EnsureReplyKey(int64_t now, MachineOutput* out) {
   if (!reply_key_.empty()) return;
   std::string key(32, '\0');
-  for (size_t i = 0; i < key.size(); i += 8) {
-    uint64_t v = random_.Next64();
-    for (size_t j = 0; j < 8; ++j) key[i + j] = static_cast<char>(v >> (8 * j));
-  }
+  random_.FillSecret(std::span<uint8_t>(reinterpret_cast<uint8_t*>(key.data()), key.size()));
   RecordView r;
   r.type = RecordType::kReplyKey;
   r.time_micros = now;
