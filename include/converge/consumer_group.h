@@ -121,6 +121,8 @@ struct GroupOptions {
 
 enum class CommitMode : uint8_t { kSync, kPeriodic };
 
+enum class DamagePolicy : uint8_t { kSkip, kStop };
+
 struct ConsumerGroupsOptions {
   std::string dir;  // state directory; created if missing
   CommitMode commit_mode = CommitMode::kSync;
@@ -140,6 +142,18 @@ struct ConsumerGroupsOptions {
   // Replayed dead letters are remembered as offset ranges; past this many ranges per group a
   // replay fails with ResourceExhausted.
   uint32_t max_replayed_ranges = 100'000;
+  // What a group does where the log reports damaged records (Log::Read returns DataLoss):
+  //   kSkip  skips the range and delivers what follows; the records are counted in
+  //          PartitionDescription::damaged_skipped, named in last_error and reported through
+  //          report_damage.
+  //   kStop  delivers nothing more from that partition: Fetch fails with DataLoss naming the
+  //          range (when nothing else could be delivered) until the group is seeked past it.
+  DamagePolicy on_damage = DamagePolicy::kSkip;
+  // Told about every loss the groups notice: a damaged range skipped or stopped at, a committed
+  // offset found beyond the log's end at Open. Runs on the calling thread with a group's lock
+  // held: it must be quick and must not call back into ConsumerGroups (the server writes it to
+  // its log).
+  std::function<void(const std::string& message)> report_damage;
 };
 
 // A member's share of the group.
@@ -216,6 +230,15 @@ struct PartitionDescription {
   uint32_t dead_letter_pending = 0;  // waiting to be appended to the dead-letter topic
   std::string member;                // assigned member, empty if none
   std::string last_error;            // the last read or dead-letter error on this partition, if any
+  // Records of this partition the group will never deliver because the log lost them, counted
+  // since ConsumerGroups::Open (each case is also reported through
+  // ConsumerGroupsOptions::on_damage):
+  // damaged_skipped: reads met a damaged range (DATA_LOSS) and the group skipped it;
+  uint64_t damaged_skipped = 0;
+  // lost_beyond_end: at Open the committed offset was beyond the log's end (the log lost its
+  // tail: damage, or a machine crash under interval/none durability after the records were
+  // acked); the committed offset was moved back to the end so new records are delivered.
+  uint64_t lost_beyond_end = 0;
 };
 
 struct GroupDescription {
