@@ -169,5 +169,100 @@ TEST(GroupsDamageTest, AckRefusedByTheJournalChangesNothing) {
   EXPECT_EQ(d->partitions[0].in_flight, 0u);
 }
 
+
+// A log of 40 records over several segments with one segment's first record damaged (its
+// header checksum), returning the damaged range [from, to).
+std::pair<uint64_t, uint64_t> DamagedLog(Harness& h, const ConsumerGroupsOptions& go) {
+  EXPECT_TRUE(h.Open(go).ok());
+  TopicOptions to;
+  to.segment_max_bytes = 1024;
+  EXPECT_TRUE(h.log->CreateTopic(kTopic, to).ok());
+  for (int i = 0; i < 40; ++i) h.Produce(kTopic, "", "value-" + std::to_string(i) + std::string(80, 'x'));
+  h.Restart();
+  const std::string dir = "/data/log/topics/events/0000";
+  auto names = h.env.fs().ListDir(dir);
+  EXPECT_TRUE(names.ok());
+  std::vector<std::string> segments;
+  for (const std::string& n : *names) {
+    if (n.size() == 24 && n.compare(20, 4, ".log") == 0) segments.push_back(n);
+  }
+  EXPECT_GE(segments.size(), 4u);
+  const uint64_t from = std::stoull(segments[2].substr(0, 20));
+  EXPECT_TRUE(h.env.sim_fs().CorruptByte(dir + "/" + segments[2], 12, 0x40).ok());
+  EXPECT_TRUE(h.Open(go).ok());
+  auto read = h.log->Read(kTopic, 0, from, 100, 1 << 20);
+  EXPECT_EQ(read.status().code(), StatusCode::kDataLoss) << read.status().ToString();
+  const uint64_t to_offset = DataLossResumeOffset(read.status()).value_or(0);
+  EXPECT_GT(to_offset, from);
+  return {from, to_offset};
+}
+
+// A damaged range in the middle of a partition is skipped (on_damage: skip, the default) and
+// said so: counted in the group's description, named in last_error, and reported. Before the
+// fix the group delivered the rest and showed nothing anywhere.
+TEST(GroupsDamageTest, SkippedDamageIsCountedAndReported) {
+  Harness h(11);
+  std::vector<std::string> notices;
+  ConsumerGroupsOptions go = groups_testing::DefaultGroupsOptions();
+  go.report_damage = [&](const std::string& m) { notices.push_back(m); };
+  const auto [from, to] = DamagedLog(h, go);
+  ASSERT_TRUE(h.groups->CreateGroup(kTopic, kGroup, GroupOptions()).ok());
+  ASSERT_TRUE(h.groups->Join(kTopic, kGroup, "m").ok());
+  EXPECT_EQ(DrainGroup(*h.groups, "m").size(), 40 - (to - from));
+  auto d = h.groups->DescribeGroup(kTopic, kGroup);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->partitions[0].damaged_skipped, to - from);
+  EXPECT_EQ(d->partitions[0].committed, 40u);
+  const std::string range = "[" + std::to_string(from) + ", " + std::to_string(to) + ")";
+  EXPECT_NE(d->partitions[0].last_error.find(range), std::string::npos)
+      << d->partitions[0].last_error;
+  ASSERT_EQ(notices.size(), 1u);
+  EXPECT_NE(notices[0].find(range), std::string::npos) << notices[0];
+}
+
+// on_damage: stop delivers everything before the damage, then fails with DataLoss naming the
+// range until the group is seeked past it.
+TEST(GroupsDamageTest, StopPolicyFailsWithDataLossUntilSeekedPast) {
+  Harness h(12);
+  std::vector<std::string> notices;
+  ConsumerGroupsOptions go = groups_testing::DefaultGroupsOptions();
+  go.on_damage = DamagePolicy::kStop;
+  go.report_damage = [&](const std::string& m) { notices.push_back(m); };
+  const auto [from, to] = DamagedLog(h, go);
+  ASSERT_TRUE(h.groups->CreateGroup(kTopic, kGroup, GroupOptions()).ok());
+  ASSERT_TRUE(h.groups->Join(kTopic, kGroup, "m").ok());
+  size_t delivered = 0;
+  Status stopped;
+  for (int i = 0; i < 100 && stopped.ok(); ++i) {
+    auto fetched = h.groups->Fetch(kTopic, kGroup, "m", 100, 1 << 20);
+    if (!fetched.ok()) {
+      stopped = fetched.status();
+      break;
+    }
+    std::vector<LeaseRef> leases;
+    for (const Delivery& dl : fetched->deliveries) leases.push_back(dl.lease());
+    delivered += leases.size();
+    ASSERT_TRUE(h.groups->AckBatch(kTopic, kGroup, "m", leases).ok());
+  }
+  EXPECT_EQ(delivered, from);
+  ASSERT_EQ(stopped.code(), StatusCode::kDataLoss) << stopped.ToString();
+  const std::string range = "[" + std::to_string(from) + ", " + std::to_string(to) + ")";
+  EXPECT_NE(stopped.message().find(range), std::string_view::npos) << stopped.ToString();
+  // Again and again, reported once.
+  EXPECT_EQ(h.groups->Fetch(kTopic, kGroup, "m", 100, 1 << 20).status().code(),
+            StatusCode::kDataLoss);
+  EXPECT_EQ(notices.size(), 1u);
+  auto d = h.groups->DescribeGroup(kTopic, kGroup);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->partitions[0].damaged_skipped, 0u);
+  EXPECT_EQ(d->partitions[0].committed, from);
+
+  SeekTarget past;
+  past.kind = SeekTarget::Kind::kOffset;
+  past.offset = to;
+  ASSERT_TRUE(h.groups->Seek(kTopic, kGroup, past).ok());
+  EXPECT_EQ(DrainGroup(*h.groups, "m").size(), 40 - to);
+}
+
 }  // namespace
 }  // namespace converge

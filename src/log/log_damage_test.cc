@@ -3,6 +3,7 @@
 // recovering by itself once space returns, and what WriteHealth reports meanwhile.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <map>
 #include <random>
 #include <string>
@@ -351,6 +352,114 @@ TEST(LogDamageTest, InterruptedCreateAndDeleteAreFinishedAtOpen) {
         << info.status().ToString();
     if (created.ok()) {
       EXPECT_TRUE(info.ok());
+    }
+  }
+}
+
+
+std::vector<std::string> SegmentFiles(FileSystem& fs, const std::string& topic, uint32_t p) {
+  char dir[16];
+  std::snprintf(dir, sizeof(dir), "%04u", p);
+  auto names = fs.ListDir(std::string(kDir) + "/topics/" + topic + "/" + dir);
+  std::vector<std::string> out;
+  if (!names.ok()) return out;
+  for (const std::string& n : *names) {
+    if (n.size() == 24 && n.compare(20, 4, ".log") == 0) out.push_back(n);
+  }
+  return out;
+}
+
+// The case: the first segment file is gone. Before the fix the partition simply
+// started at the next segment's base, like after retention, and a reader starting at 0 got
+// the later records with no error. Now the log knows where retention left it (START) and
+// reports the missing records as damage.
+TEST(LogDamageTest, MissingFirstSegmentIsDamageNotRetention) {
+  sim::SimEnv sim(5);
+  auto log = OpenLog(sim);
+  ASSERT_NE(log, nullptr);
+  TopicOptions options;
+  options.segment_max_bytes = 1024;
+  ASSERT_TRUE(log->CreateTopic("t", options).ok());
+  for (int i = 0; i < 30; ++i) {
+    Batch b;
+    b.Add("id" + std::to_string(i), "", 100);
+    ASSERT_TRUE(log->Append("t", b.View()).ok());
+  }
+  log.reset();
+  auto files = SegmentFiles(sim.fs(), "t", 0);
+  ASSERT_GE(files.size(), 3u);
+  const uint64_t second = std::stoull(files[1].substr(0, 20));
+  ASSERT_TRUE(sim.fs().DeleteFile(std::string(kDir) + "/topics/t/0000/" + files[0]).ok());
+  ASSERT_TRUE(sim.fs().SyncDir(std::string(kDir) + "/topics/t/0000").ok());
+
+  log = OpenLog(sim);
+  ASSERT_NE(log, nullptr);
+  auto info = log->DescribeTopic("t");
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->partitions[0].start_offset, 0u);
+  EXPECT_EQ(info->partitions[0].end_offset, 30u);
+  auto read = log->Read("t", 0, 0, 100, 1 << 20);
+  ASSERT_EQ(read.status().code(), StatusCode::kDataLoss) << read.status().ToString();
+  EXPECT_EQ(DataLossResumeOffset(read.status()), second);
+  EXPECT_NE(read.status().message().find("records [0, " + std::to_string(second) + ")"),
+            std::string_view::npos)
+      << read.status().ToString();
+  auto rest = log->Read("t", 0, second, 100, 1 << 20);
+  ASSERT_TRUE(rest.ok()) << rest.status().ToString();
+  EXPECT_EQ(rest->records.front().offset, second);
+  // Still reported after another restart.
+  log.reset();
+  log = OpenLog(sim);
+  ASSERT_NE(log, nullptr);
+  EXPECT_EQ(log->Read("t", 0, 0, 100, 1 << 20).status().code(), StatusCode::kDataLoss);
+}
+
+// Retention is not damage: it records the new start before it deletes, so a restart reads
+// from the retained start without errors, also when it crashed in the middle of deleting.
+TEST(LogDamageTest, RetentionIsNotDamageEvenWhenInterrupted) {
+  for (uint64_t crash_at = 0; crash_at <= 14; ++crash_at) {
+    SCOPED_TRACE("crash at op " + std::to_string(crash_at));
+    sim::SimEnv sim(crash_at + 1);
+    auto log = OpenLog(sim);
+    ASSERT_NE(log, nullptr);
+    TopicOptions options;
+    options.segment_max_bytes = 1024;
+    options.retention_max_bytes = 2048;
+    ASSERT_TRUE(log->CreateTopic("t", options).ok());
+    int appended = 0;
+    auto append_one = [&]() -> bool {
+      Batch b;
+      b.Add("id" + std::to_string(appended), "", 100);
+      if (!log->Append("t", b.View()).ok()) return false;
+      ++appended;
+      return true;
+    };
+    for (int i = 0; i < 20; ++i) ASSERT_TRUE(append_one());
+    if (crash_at > 0) {
+      sim.sim_fs().CrashAfterOps(crash_at);
+      for (int i = 0; i < 10 && append_one(); ++i) {
+      }
+      log.reset();
+      sim.sim_fs().Crash();
+    } else {
+      log.reset();
+    }
+    log = OpenLog(sim);
+    ASSERT_NE(log, nullptr);
+    auto info = log->DescribeTopic("t");
+    ASSERT_TRUE(info.ok());
+    const PartitionInfo& p = info->partitions[0];
+    EXPECT_GT(p.start_offset, 0u);
+    EXPECT_GE(p.end_offset, static_cast<uint64_t>(appended));
+    uint64_t next = 0;
+    while (next < p.end_offset) {
+      auto batch = log->Read("t", 0, next, 100, 1 << 20);
+      ASSERT_TRUE(batch.ok()) << batch.status().ToString();
+      ASSERT_FALSE(batch->records.empty());
+      if (next == 0) {
+        EXPECT_EQ(batch->records.front().offset, p.start_offset);
+      }
+      next = batch->next_offset;
     }
   }
 }

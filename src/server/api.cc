@@ -545,6 +545,16 @@ asio::awaitable<HttpReply> Api::Readyz(Call&) {
     co_return Error(http::status::service_unavailable, "UNAVAILABLE",
                     "shutting down: not accepting new work");
   }
+  // Not ready while the log cannot write (a full disk): the log undoes a failed append and
+  // tries again with the next one, and WriteHealth probes the disk, so readiness comes back by
+  // itself once there is space. A failure the log could not undo needs a restart; the
+  // message says so.
+  auto job = [this] { return d_.log->WriteHealth(); };
+  Status health = co_await d_.pool->Run(std::move(job));
+  if (!health.ok()) {
+    co_return Error(http::status::service_unavailable, "UNAVAILABLE",
+                    "not ready: the log cannot write: " + std::string(health.message()));
+  }
   co_return Reply(JsonReply(http::status::ok, "{\"status\":\"ready\"}"));
 }
 
