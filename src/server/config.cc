@@ -166,7 +166,8 @@ Status ParseGroups(const YAML::Node& n, GroupConfig* g) {
   const std::string w = "groups";
   CONVERGE_RETURN_IF_ERROR(CheckKeys(n, w,
                                      {"lease_ms", "max_lease_ms", "max_deliveries",
-                                      "max_nack_delay_ms", "sync_acks", "commit_interval_ms"}));
+                                      "max_nack_delay_ms", "sync_acks", "commit_interval_ms",
+                                      "on_damage"}));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "lease_ms", &g->lease_ms, 1, kMaxI64));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_lease_ms", &g->max_lease_ms, 1, kMaxI64));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_deliveries", &g->max_deliveries, 1, kMaxU32));
@@ -174,6 +175,15 @@ Status ParseGroups(const YAML::Node& n, GroupConfig* g) {
   CONVERGE_RETURN_IF_ERROR(ReadBool(n, w, "sync_acks", &g->sync_acks));
   CONVERGE_RETURN_IF_ERROR(
       ReadInt(n, w, "commit_interval_ms", &g->commit_interval_ms, 1, 3'600'000));
+  std::string on_damage = g->on_damage == DamagePolicy::kStop ? "stop" : "skip";
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "on_damage", &on_damage));
+  if (on_damage == "skip") {
+    g->on_damage = DamagePolicy::kSkip;
+  } else if (on_damage == "stop") {
+    g->on_damage = DamagePolicy::kStop;
+  } else {
+    return InvalidArgumentError("groups.on_damage must be skip or stop, not '" + on_damage + "'");
+  }
   return Status::Ok();
 }
 

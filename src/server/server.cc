@@ -124,6 +124,10 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   group_options.commit_mode =
       impl->config.groups.sync_acks ? CommitMode::kSync : CommitMode::kPeriodic;
   group_options.commit_interval_ms = impl->config.groups.commit_interval_ms;
+  group_options.on_damage = impl->config.groups.on_damage;
+  group_options.report_damage = [](const std::string& message) {
+    std::fprintf(stderr, "converge serve: damage: %s\n", message.c_str());
+  };
   group_options.fetch_max_records = impl->config.limits.max_fetch_events;
   group_options.fetch_max_bytes = impl->config.limits.max_fetch_bytes;
   group_options.list_max_records = impl->config.limits.max_fetch_events;
