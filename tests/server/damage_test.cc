@@ -135,15 +135,15 @@ class DamageTest : public ::testing::Test {
 // Issue #12, 4: a topic directory without topic.json was deleted at start, segments and all,
 // without a word. Now the topic is kept, named in the server's log, and answers DATA_LOSS.
 TEST_F(DamageTest, TopicWithoutMetadataIsKeptAndReported) {
-  Start();
+  ASSERT_NO_FATAL_FAILURE(Start());
   CreateTopic("precious");
   Publish("precious", 0, 20);
-  Stop();
+  ASSERT_NO_FATAL_FAILURE(Stop());
   fs::remove(dir_.path() + "/log/topics/precious/topic.json");
   const size_t segments = Segments("precious").size();
   ASSERT_GT(segments, 0u);
 
-  Start();
+  ASSERT_NO_FATAL_FAILURE(Start());
   EXPECT_NE(server_->Log().find("topic 'precious' is quarantined"), std::string::npos)
       << server_->Log();
   EXPECT_NE(server_->Log().find(dir_.path() + "/log/topics/precious"), std::string::npos);
@@ -158,10 +158,10 @@ TEST_F(DamageTest, TopicWithoutMetadataIsKeptAndReported) {
 // group read the rest and reported lag 0). Now the skip is counted in the group description
 // and the metrics and written to the server's log.
 TEST_F(DamageTest, SkippedDamageIsVisible) {
-  Start();
+  ASSERT_NO_FATAL_FAILURE(Start());
   CreateTopic("orders");
   Publish("orders", 0, 300);
-  Stop();
+  ASSERT_NO_FATAL_FAILURE(Stop());
   std::vector<std::string> segments = Segments("orders");
   ASSERT_GE(segments.size(), 4u);
   {
@@ -176,7 +176,7 @@ TEST_F(DamageTest, SkippedDamageIsVisible) {
     f.write(&c, 1);
   }
 
-  Start();
+  ASSERT_NO_FATAL_FAILURE(Start());
   auto delivered = Drain("orders", "fresh");
   ASSERT_TRUE(delivered.ok()) << delivered.status().ToString();
   EXPECT_LT(*delivered, 300u);
@@ -199,10 +199,10 @@ TEST_F(DamageTest, SkippedDamageIsVisible) {
 // groups.on_damage: stop: the group delivers what precedes the damage and then fails with
 // DATA_LOSS naming the range.
 TEST_F(DamageTest, StopOnDamageNamesTheRange) {
-  Start();
+  ASSERT_NO_FATAL_FAILURE(Start());
   CreateTopic("orders");
   Publish("orders", 0, 300);
-  Stop();
+  ASSERT_NO_FATAL_FAILURE(Stop());
   std::vector<std::string> segments = Segments("orders");
   ASSERT_GE(segments.size(), 4u);
   const std::string victim = segments[segments.size() / 2];
@@ -216,7 +216,7 @@ TEST_F(DamageTest, StopOnDamageNamesTheRange) {
     f.seekp(12);
     f.write(&c, 1);
   }
-  Start(std::string(kConfig) + "groups:\n  on_damage: stop\n");
+  ASSERT_NO_FATAL_FAILURE(Start(std::string(kConfig) + "groups:\n  on_damage: stop\n"));
   auto delivered = Drain("orders", "careful");
   ASSERT_FALSE(delivered.ok());
   EXPECT_NE(delivered.status().ToString().find("DATA_LOSS"), std::string::npos)
@@ -230,13 +230,13 @@ TEST_F(DamageTest, StopOnDamageNamesTheRange) {
 // beyond the new end: the next events reused those offsets and were never delivered, with lag
 // 0. Now the committed offset is moved back at start and the loss is reported.
 TEST_F(DamageTest, GroupAheadOfTruncatedLogStillGetsNewEvents) {
-  Start();
+  ASSERT_NO_FATAL_FAILURE(Start());
   CreateTopic("orders");
   Publish("orders", 0, 10);
   auto consumed = Drain("orders", "workers");
   ASSERT_TRUE(consumed.ok()) << consumed.status().ToString();
   ASSERT_EQ(*consumed, 10u);
-  Stop();
+  ASSERT_NO_FATAL_FAILURE(Stop());
   // The active segment loses its last records (a damaged tail is cut at recovery).
   std::vector<std::string> segments = Segments("orders");
   const std::string active = segments.back();
@@ -254,7 +254,7 @@ TEST_F(DamageTest, GroupAheadOfTruncatedLogStillGetsNewEvents) {
     f.write(&c, 1);
   }
 
-  Start();
+  ASSERT_NO_FATAL_FAILURE(Start());
   EXPECT_NE(server_->Log().find("beyond the log's end"), std::string::npos) << server_->Log();
   Publish("orders", 100, 103);
   auto fresh = Drain("orders", "workers");
