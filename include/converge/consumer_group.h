@@ -49,10 +49,20 @@
 // both modes. What is durable: per partition the committed offset (every record below it is
 // done) and the set of acked offsets above it; leases, delays, attempts and members are not
 // (after a restart every pending record is delivered again, at once). An ack that is lost in a
-// crash only causes a redelivery. A call that promises durability returns Internal when the
-// state journal could not be written: the change stays applied in memory and the next flush
-// (Tick, Flush, a later commit) writes a fresh snapshot of everything; until then a crash loses
-// the change, never a record.
+// crash only causes a redelivery. An ack in kSync mode is applied in memory only after the
+// journal holds it: when the journal cannot be written it returns the error and changes
+// nothing (the records stay leased). In kPeriodic mode an ack is applied at once and its OK
+// promises no more; a failed flush is retried by the next one. Other calls that promise
+// durability (Nack permanent, CreateGroup, Seek, ...) return Internal when the state journal
+// could not be written: the change stays applied in memory and the next flush (Tick, Flush, a
+// later commit) writes a fresh snapshot of everything; until then a crash loses the change,
+// never a record.
+//
+// The log may lose records under a group (damage, or a machine crash under interval/none
+// durability after they were read and acked): Open moves a committed offset that is beyond
+// the log's end back to it, and reads of damaged ranges are skipped or stop delivery
+// (ConsumerGroupsOptions::on_damage); both are counted in PartitionDescription and reported
+// through ConsumerGroupsOptions::report_damage.
 //
 // State files live in options.dir (a lock file keeps out a second instance): a snapshot written
 // atomically plus an append-only journal of changes, compacted into a new snapshot when it

@@ -118,6 +118,11 @@ struct LogOptions {
   // executor), so a partition that receives nothing still drops expired records. 0 = only on
   // segment rolls and EnforceRetention().
   int64_t retention_check_interval_ms = 60'000;
+  // Told (during Open, on the opening thread) about everything recovery repaired or found
+  // damaged: a torn tail cut off, damaged records inside a segment, segments missing below
+  // the retained start, a topic quarantined, the rest of an unfinished create or delete
+  // removed. Nothing of this stops Open; the server writes it to its log.
+  std::function<void(const std::string& message)> report_recovery;
 };
 
 // For a DataLoss status returned by Log::Read: the offset to resume reading at (the end of the

@@ -93,8 +93,10 @@ class LogImpl final : public Log {
         // (its marker) leaves is removed. Anything else holds records whose options are
         // unknown: it is kept as it is and the topic quarantined (listed, every call DATA_LOSS
         // until it is deleted or its topic.json restored) rather than deleted on a guess.
-        CONVERGE_ASSIGN_OR_RETURN(uint64_t bytes, internal::TreeBytes(fs, dir));
+        CONVERGE_ASSIGN_OR_RETURN(uint64_t bytes, internal::SegmentBytes(fs, dir));
         if (bytes == 0 || fs.FileExists(dir + "/" + internal::kDeletingMarker)) {
+          Report("removed " + dir + ", the rest of an unfinished " +
+                 (bytes == 0 ? "topic creation" : "topic deletion"));
           CONVERGE_RETURN_IF_ERROR(internal::RemoveTree(fs, dir));
           removed = true;
           continue;
@@ -102,8 +104,9 @@ class LogImpl final : public Log {
         broken_[name] = DataLossError(
             "topic '" + name + "' is quarantined: its directory " + dir + " holds " +
             std::to_string(bytes) +
-            " bytes of data but no topic.json; restore topic.json (then restart) or delete "
+            " bytes of records but no topic.json; restore topic.json (then restart) or delete "
             "the topic");
+        Report(broken_[name].ToString());
         continue;
       }
       Result<std::string> json = fs.ReadFileToString(meta_path);
@@ -118,10 +121,12 @@ class LogImpl final : public Log {
       if (!decoded.ok()) {
         broken_[name] = DataLossError(
             "topic '" + name + "' has unreadable metadata: " + std::string(decoded.message()));
+        Report(broken_[name].ToString());
         continue;
       }
       CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<Topic> topic,
-                                Topic::Recover(env_, dir, name, topic_options, budget_));
+                                Topic::Recover(env_, dir, name, topic_options, budget_,
+                                               options_.report_recovery));
       topics_[name] = std::move(topic);
     }
     if (removed) CONVERGE_RETURN_IF_ERROR(fs.SyncDir(topics_dir_));
@@ -299,6 +304,10 @@ class LogImpl final : public Log {
   }
 
   std::string TopicDir(const std::string& name) const { return topics_dir_ + "/" + name; }
+
+  void Report(const std::string& message) const {
+    if (options_.report_recovery) options_.report_recovery(message);
+  }
 
   // Writes, syncs and deletes a small file: whether the disk takes writes again.
   Status ProbeWrite() {

@@ -464,5 +464,58 @@ TEST(LogDamageTest, RetentionIsNotDamageEvenWhenInterrupted) {
   }
 }
 
+
+// A damaged START file never costs records: recovery ignores it (and says so) rather than
+// deleting segments below a start offset it cannot trust. Recovery also reports what it cut.
+TEST(LogDamageTest, DamagedStartFileIsIgnoredAndRecoveryIsReported) {
+  sim::SimEnv sim(6);
+  auto log = OpenLog(sim);
+  ASSERT_NE(log, nullptr);
+  TopicOptions options;
+  options.segment_max_bytes = 1024;
+  ASSERT_TRUE(log->CreateTopic("t", options).ok());
+  for (int i = 0; i < 30; ++i) {
+    Batch b;
+    b.Add("id" + std::to_string(i), "", 100);
+    ASSERT_TRUE(log->Append("t", b.View()).ok());
+  }
+  log.reset();
+  const std::string pdir = std::string(kDir) + "/topics/t/0000";
+  auto files = SegmentFiles(sim.fs(), "t", 0);
+  ASSERT_GE(files.size(), 3u);
+  const std::string second = files[1].substr(0, 20);
+  for (const std::string& content :
+       {std::to_string(std::stoull(second)) + " 00000000\n", std::string("garbage"),
+        std::string("99999 12345678\n")}) {
+    SCOPED_TRACE(content);
+    ASSERT_TRUE(sim.fs().WriteFileAtomically(pdir + "/START", content).ok());
+    std::vector<std::string> notices;
+    LogOptions lo;
+    lo.dir = kDir;
+    lo.report_recovery = [&](const std::string& m) { notices.push_back(m); };
+    auto reopened = Log::Open(sim, lo);
+    ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+    auto read = (*reopened)->Read("t", 0, 0, 100, 1 << 20);
+    ASSERT_TRUE(read.ok()) << read.status().ToString();
+    EXPECT_EQ(read->records.front().offset, 0u);
+    ASSERT_EQ(notices.size(), 1u);
+    EXPECT_NE(notices[0].find("START file is damaged"), std::string::npos) << notices[0];
+  }
+
+  // A torn tail cut at recovery is reported with the new end.
+  ASSERT_TRUE(sim.sim_fs().CorruptTruncate(pdir + "/" + files.back(),
+                                           *sim.fs().GetFileSize(pdir + "/" + files.back()) - 3)
+                  .ok());
+  std::vector<std::string> notices;
+  LogOptions lo;
+  lo.dir = kDir;
+  lo.report_recovery = [&](const std::string& m) { notices.push_back(m); };
+  auto reopened = Log::Open(sim, lo);
+  ASSERT_TRUE(reopened.ok());
+  bool cut = false;
+  for (const std::string& n : notices) cut = cut || n.find("now ends at offset 29") != std::string::npos;
+  EXPECT_TRUE(cut) << ::testing::PrintToString(notices);
+}
+
 }  // namespace
 }  // namespace converge

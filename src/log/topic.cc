@@ -8,6 +8,7 @@
 #include <optional>
 #include <utility>
 
+#include "log/crc32c.h"
 #include "log/record_format.h"
 #include "log/topic_meta.h"
 
@@ -56,9 +57,17 @@ std::string ParentDir(const std::string& path) {
 
 std::string ToString(uint64_t v) { return std::to_string(v); }
 
+// "<start> <crc32c of the decimal start, 8 hex digits>\n": a damaged file must not be taken for
+// a start offset (recovery deletes segments below it).
+std::string StartFileContent(uint64_t start) {
+  const std::string digits = std::to_string(start);
+  char crc[16];
+  std::snprintf(crc, sizeof(crc), "%08" PRIx32, Crc32c(digits.data(), digits.size()));
+  return digits + " " + crc + "\n";
+}
+
 Status WriteStartFile(FileSystem& fs, const std::string& partition_dir, uint64_t start) {
-  return fs.WriteFileAtomically(JoinPath(partition_dir, kStartFileName),
-                                std::to_string(start) + "\n");
+  return fs.WriteFileAtomically(JoinPath(partition_dir, kStartFileName), StartFileContent(start));
 }
 
 // The retained start recorded in a partition directory; nullopt if there is no readable one
@@ -73,7 +82,7 @@ std::optional<uint64_t> ReadStartFile(FileSystem& fs, const std::string& partiti
     if (v > (UINT64_MAX - digit) / 10) return std::nullopt;
     v = v * 10 + digit;
   }
-  if (i == 0 || i + 1 != text->size() || (*text)[i] != '\n') return std::nullopt;
+  if (i == 0 || *text != StartFileContent(v)) return std::nullopt;
   return v;
 }
 
@@ -273,15 +282,15 @@ Result<std::shared_ptr<Topic>> Topic::Create(Env& env, const std::string& dir,
   return topic;
 }
 
-Result<std::shared_ptr<Topic>> Topic::Recover(Env& env, const std::string& dir,
-                                              const std::string& name, const TopicOptions& options,
-                                              std::shared_ptr<WriteBudget> budget) {
+Result<std::shared_ptr<Topic>> Topic::Recover(
+    Env& env, const std::string& dir, const std::string& name, const TopicOptions& options,
+    std::shared_ptr<WriteBudget> budget, const std::function<void(const std::string&)>& report) {
   std::shared_ptr<Topic> topic(new Topic(env, dir, name, options, std::move(budget)));
   const int64_t now = env.clock().NowWallMicros();
   const int64_t cutoff = now - options.dedup_window_ms * 1000;
   std::vector<DedupCandidate> candidates;
   for (uint32_t p = 0; p < options.partitions; ++p) {
-    CONVERGE_RETURN_IF_ERROR(topic->RecoverPartition(p, cutoff, &candidates));
+    CONVERGE_RETURN_IF_ERROR(topic->RecoverPartition(p, cutoff, &candidates, report));
   }
   // Replay the remembered ids oldest first so the newest win the bounded memory.
   std::stable_sort(candidates.begin(), candidates.end(),
@@ -299,7 +308,8 @@ Result<std::shared_ptr<Topic>> Topic::Recover(Env& env, const std::string& dir,
 }
 
 Status Topic::RecoverPartition(uint32_t index, int64_t dedup_cutoff_micros,
-                               std::vector<DedupCandidate>* candidates) {
+                               std::vector<DedupCandidate>* candidates,
+                               const std::function<void(const std::string&)>& report) {
   FileSystem& fs = env_.fs();
   Partition& part = *partitions_[index];
   CONVERGE_RETURN_IF_ERROR(fs.CreateDirs(part.dir));
@@ -310,7 +320,25 @@ Status Topic::RecoverPartition(uint32_t index, int64_t dedup_cutoff_micros,
     if (ParseSegmentFileName(n, &base)) bases.push_back(base);
   }
   std::sort(bases.begin(), bases.end());
-  const std::optional<uint64_t> start = ReadStartFile(fs, part.dir);
+  std::optional<uint64_t> start = ReadStartFile(fs, part.dir);
+  auto tell = [&](const std::string& what) {
+    if (report) report("topic '" + name_ + "' partition " + ToString(index) + ": " + what);
+  };
+  if (!start.has_value() && fs.FileExists(JoinPath(part.dir, kStartFileName))) {
+    tell("its START file is damaged: missing segments below the oldest one go unnoticed");
+  }
+  if (start.has_value() && !bases.empty() && bases.back() < *start) {
+    // Retention never records a start beyond the newest segment: the file lies.
+    tell("its START file says " + ToString(*start) + ", beyond every segment: ignored");
+    start.reset();
+  }
+  if (start.has_value() &&
+      std::find(bases.begin(), bases.end(), *start) == bases.end() && !bases.empty() &&
+      bases.front() < *start) {
+    // Segments below the start but none at it: not what retention leaves. Keep everything.
+    tell("its START file says " + ToString(*start) + " but no segment starts there: ignored");
+    start.reset();
+  }
   if (start.has_value()) {
     // Segments below the recorded start were being deleted by retention when the process
     // stopped: finish the job.
@@ -328,6 +356,7 @@ Status Topic::RecoverPartition(uint32_t index, int64_t dedup_cutoff_micros,
     // (offset 0 if unknown). What it held is lost; consumer groups notice their committed
     // offsets beyond the new end.
     const uint64_t base = start.value_or(0);
+    tell("no segment files: starting again, empty, at offset " + ToString(base));
     const std::string path = JoinPath(part.dir, SegmentFileName(base));
     CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f,
                               fs.NewWritableFile(path, OpenMode::kTruncate));
@@ -349,6 +378,8 @@ Status Topic::RecoverPartition(uint32_t index, int64_t dedup_cutoff_micros,
     gap->path = JoinPath(part.dir, SegmentFileName(*start));
     gap->missing = true;
     part.segments.push_back(std::move(gap));
+    tell("records [" + ToString(*start) + ", " + ToString(bases.front()) +
+         ") are missing: their segment files are gone and retention did not delete them");
   }
 
   const uint64_t max_candidates = std::max<uint64_t>(options_.dedup_max_ids, 1);
@@ -384,8 +415,20 @@ Status Topic::RecoverPartition(uint32_t index, int64_t dedup_cutoff_micros,
     seg->max_timestamp = scan.max_timestamp;
     seg->max_append_micros = scan.max_append_micros;
     seg->index = std::move(scan.index);
+    if (scan.damaged) {
+      tell("segment " + seg->path + " holds damaged records (reads report them as DATA_LOSS)");
+    }
+    if (!last && size > scan.valid_bytes) {
+      tell("segment " + seg->path + " is unreadable after byte " + ToString(scan.valid_bytes) +
+           ": records [" + ToString(scan.next_offset) + ", " + ToString(seg->end_offset) +
+           ") are lost");
+    }
     if (last) {
       if (size > scan.valid_bytes) {
+        tell("cut " + ToString(size - scan.valid_bytes) + " bytes that are not a valid record " +
+             "from the end of " + seg->path + "; the partition now ends at offset " +
+             ToString(scan.next_offset) + " (a torn write is never acknowledged under fsync; " +
+             "consumer groups that read past it are moved back)");
         // A torn tail: bytes of records that never completed. They were never acknowledged
         // (an acknowledged record was synced, and a sync covers every byte before it).
         CONVERGE_RETURN_IF_ERROR(fs.Truncate(seg->path, scan.valid_bytes));
@@ -1332,9 +1375,12 @@ Status DeleteTopicDir(FileSystem& fs, const std::string& dir) {
   return fs.SyncDir(ParentDir(dir));
 }
 
-Result<uint64_t> TreeBytes(FileSystem& fs, const std::string& path) {
+Result<uint64_t> SegmentBytes(FileSystem& fs, const std::string& path) {
   Result<std::vector<std::string>> entries = fs.ListDir(path);
   if (!entries.ok()) {
+    uint64_t base = 0;
+    const size_t slash = path.rfind('/');
+    if (!ParseSegmentFileName(path.substr(slash + 1), &base)) return uint64_t{0};
     Result<uint64_t> size = fs.GetFileSize(path);
     if (size.ok()) return size;
     if (size.status().code() == StatusCode::kNotFound) return uint64_t{0};
@@ -1342,7 +1388,7 @@ Result<uint64_t> TreeBytes(FileSystem& fs, const std::string& path) {
   }
   uint64_t total = 0;
   for (const std::string& entry : *entries) {
-    CONVERGE_ASSIGN_OR_RETURN(uint64_t bytes, TreeBytes(fs, JoinPath(path, entry)));
+    CONVERGE_ASSIGN_OR_RETURN(uint64_t bytes, SegmentBytes(fs, JoinPath(path, entry)));
     total += bytes;
   }
   return total;

@@ -18,6 +18,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -35,8 +36,8 @@ namespace converge::internal {
 // Deletes a file, or a directory and everything in it. OK if it does not exist.
 Status RemoveTree(FileSystem& fs, const std::string& path);
 
-// Bytes in the files under `path` (a file or a directory tree).
-Result<uint64_t> TreeBytes(FileSystem& fs, const std::string& path);
+// Bytes in the segment files under `path` (a file or a directory tree).
+Result<uint64_t> SegmentBytes(FileSystem& fs, const std::string& path);
 
 // Written (by renaming topic.json) before a topic's files are deleted: a directory with it is
 // the rest of an unfinished DeleteTopic, which Log::Open completes.
@@ -95,10 +96,11 @@ class Topic : public std::enable_shared_from_this<Topic> {
                                                std::shared_ptr<WriteBudget> budget);
   // Opens an existing topic: scans every segment, truncates torn tails, rebuilds indexes and
   // the dedup memory. Fails only on I/O errors.
-  static Result<std::shared_ptr<Topic>> Recover(Env& env, const std::string& dir,
-                                                const std::string& name,
-                                                const TopicOptions& options,
-                                                std::shared_ptr<WriteBudget> budget);
+  // `report` (may be empty) is told what recovery repaired or found damaged.
+  static Result<std::shared_ptr<Topic>> Recover(
+      Env& env, const std::string& dir, const std::string& name, const TopicOptions& options,
+      std::shared_ptr<WriteBudget> budget,
+      const std::function<void(const std::string&)>& report = nullptr);
   ~Topic();
 
   const std::string& name() const { return name_; }
@@ -136,7 +138,8 @@ class Topic : public std::enable_shared_from_this<Topic> {
         std::shared_ptr<WriteBudget> budget);
 
   Status RecoverPartition(uint32_t index, int64_t dedup_cutoff_micros,
-                          std::vector<DedupCandidate>* candidates);
+                          std::vector<DedupCandidate>* candidates,
+                          const std::function<void(const std::string&)>& report);
   Status RunWriter(Writer& w, std::unique_lock<std::mutex>& lock);
   Status Commit(std::span<Writer* const> group, bool force_sync);
   // Leader only: after a failed write or sync of a group, before anything was published,

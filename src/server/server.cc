@@ -109,15 +109,12 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
 
   LogOptions log_options;
   log_options.dir = dir + "/log";
+  // What recovery repaired or found damaged (torn tails cut, damaged or missing records,
+  // quarantined topics) goes where the operator looks.
+  log_options.report_recovery = [](const std::string& message) {
+    std::fprintf(stderr, "converge serve: log recovery: %s\n", message.c_str());
+  };
   CONVERGE_ASSIGN_OR_RETURN(impl->log, Log::Open(*impl->env, log_options));
-  // Topics the log could not open (damaged or missing topic.json) are kept, not deleted: say
-  // so where the operator looks.
-  for (const std::string& topic : impl->log->ListTopics()) {
-    Result<TopicInfo> info = impl->log->DescribeTopic(topic);
-    if (!info.ok()) {
-      std::fprintf(stderr, "converge serve: %s\n", info.status().ToString().c_str());
-    }
-  }
 
   ConsumerGroupsOptions group_options;
   group_options.dir = dir + "/groups";
