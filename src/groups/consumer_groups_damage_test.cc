@@ -264,5 +264,26 @@ TEST(GroupsDamageTest, StopPolicyFailsWithDataLossUntilSeekedPast) {
   EXPECT_EQ(DrainGroup(*h.groups, "m").size(), 40 - to);
 }
 
+
+// A lost SNAPSHOT next to its journal is refused, not taken for a fresh start (which reset
+// every group and deleted the journals at the first compaction).
+TEST(GroupsDamageTest, MissingSnapshotIsRefusedNotStartedOver) {
+  Harness h(13);
+  ASSERT_TRUE(h.Open().ok());
+  ASSERT_TRUE(h.CreateTopic(kTopic, 1).ok());
+  ASSERT_TRUE(h.groups->CreateGroup(kTopic, kGroup, GroupOptions()).ok());
+  h.Restart();
+  ASSERT_TRUE(h.env.fs().DeleteFile("/data/groups/SNAPSHOT").ok());
+  ASSERT_TRUE(h.env.fs().SyncDir("/data/groups").ok());
+  Status opened = h.Open();
+  ASSERT_EQ(opened.code(), StatusCode::kDataLoss) << opened.ToString();
+  EXPECT_NE(opened.message().find("no SNAPSHOT"), std::string_view::npos) << opened.ToString();
+  auto names = h.env.fs().ListDir("/data/groups");
+  ASSERT_TRUE(names.ok());
+  bool journal = false;
+  for (const std::string& n : *names) journal = journal || n.rfind("journal-", 0) == 0;
+  EXPECT_TRUE(journal);
+}
+
 }  // namespace
 }  // namespace converge
