@@ -53,10 +53,20 @@
 // both modes. What is durable: per partition the committed offset (every record below it is
 // done) and the set of acked offsets above it; leases, delays, attempts and members are not
 // (after a restart every pending record is delivered again, at once). An ack that is lost in a
-// crash only causes a redelivery. A call that promises durability returns Internal when the
-// state journal could not be written: the change stays applied in memory and the next flush
-// (Tick, Flush, a later commit) writes a fresh snapshot of everything; until then a crash loses
-// the change, never a record.
+// crash only causes a redelivery. An ack in kSync mode is applied in memory only after the
+// journal holds it: when the journal cannot be written it returns the error and changes
+// nothing (the records stay leased). In kPeriodic mode an ack is applied at once and its OK
+// promises no more; a failed flush is retried by the next one. Other calls that promise
+// durability (Nack permanent, CreateGroup, Seek, ...) return Internal when the state journal
+// could not be written: the change stays applied in memory and the next flush (Tick, Flush, a
+// later commit) writes a fresh snapshot of everything; until then a crash loses the change,
+// never a record.
+//
+// The log may lose records under a group (damage, or a machine crash under interval/none
+// durability after they were read and acked): Open moves a committed offset that is beyond
+// the log's end back to it, and reads of damaged ranges are skipped or stop delivery
+// (ConsumerGroupsOptions::on_damage); both are counted in PartitionDescription and reported
+// through ConsumerGroupsOptions::report_damage.
 //
 // State files live in options.dir (a lock file keeps out a second instance): a snapshot written
 // atomically plus an append-only journal of changes, compacted into a new snapshot when it
@@ -125,6 +135,8 @@ struct GroupOptions {
 
 enum class CommitMode : uint8_t { kSync, kPeriodic };
 
+enum class DamagePolicy : uint8_t { kSkip, kStop };
+
 struct ConsumerGroupsOptions {
   std::string dir;  // state directory; created if missing
   CommitMode commit_mode = CommitMode::kSync;
@@ -144,6 +156,18 @@ struct ConsumerGroupsOptions {
   // Replayed dead letters are remembered as offset ranges; past this many ranges per group a
   // replay fails with ResourceExhausted.
   uint32_t max_replayed_ranges = 100'000;
+  // What a group does where the log reports damaged records (Log::Read returns DataLoss):
+  //   kSkip  skips the range and delivers what follows; the records are counted in
+  //          PartitionDescription::damaged_skipped, named in last_error and reported through
+  //          report_damage.
+  //   kStop  delivers nothing more from that partition: Fetch fails with DataLoss naming the
+  //          range (when nothing else could be delivered) until the group is seeked past it.
+  DamagePolicy on_damage = DamagePolicy::kSkip;
+  // Told about every loss the groups notice: a damaged range skipped or stopped at, a committed
+  // offset found beyond the log's end at Open. Runs on the calling thread with a group's lock
+  // held: it must be quick and must not call back into ConsumerGroups (the server writes it to
+  // its log).
+  std::function<void(const std::string& message)> report_damage;
 };
 
 // A member's share of the group.
@@ -220,6 +244,15 @@ struct PartitionDescription {
   uint32_t dead_letter_pending = 0;  // waiting to be appended to the dead-letter topic
   std::string member;                // assigned member, empty if none
   std::string last_error;            // the last read or dead-letter error on this partition, if any
+  // Records of this partition the group will never deliver because the log lost them, counted
+  // since ConsumerGroups::Open (each case is also reported through
+  // ConsumerGroupsOptions::on_damage):
+  // damaged_skipped: reads met a damaged range (DATA_LOSS) and the group skipped it;
+  uint64_t damaged_skipped = 0;
+  // lost_beyond_end: at Open the committed offset was beyond the log's end (the log lost its
+  // tail: damage, or a machine crash under interval/none durability after the records were
+  // acked); the committed offset was moved back to the end so new records are delivered.
+  uint64_t lost_beyond_end = 0;
 };
 
 struct GroupDescription {

@@ -16,7 +16,11 @@
 // AppendResult says duplicate=true and gives the original partition and offset.
 //
 // Validation is whole-batch: if any record of an Append is invalid (too large, bad key),
-// nothing is appended and InvalidArgument names the record's index.
+// nothing is appended and InvalidArgument names the record's index. Writing is whole-batch
+// too: when writing or syncing fails (ResourceExhausted for a full disk, Internal otherwise),
+// the records already written to any partition are cut off again before the call returns, so
+// no reader, and no later recovery, sees part of a failed batch. (A machine crash in the
+// middle of that write can still leave part of it, like any unacknowledged append.)
 //
 // Reads never return a corrupt or partial record: a damaged range is reported as DataLoss
 // naming the partition and offsets, and the records around it stay readable.
@@ -114,6 +118,11 @@ struct LogOptions {
   // executor), so a partition that receives nothing still drops expired records. 0 = only on
   // segment rolls and EnforceRetention().
   int64_t retention_check_interval_ms = 60'000;
+  // Told (during Open, on the opening thread) about everything recovery repaired or found
+  // damaged: a torn tail cut off, damaged records inside a segment, segments missing below
+  // the retained start, a topic quarantined, the rest of an unfinished create or delete
+  // removed. Nothing of this stops Open; the server writes it to its log.
+  std::function<void(const std::string& message)> report_recovery;
 };
 
 // For a DataLoss status returned by Log::Read: the offset to resume reading at (the end of the
@@ -184,6 +193,14 @@ class Log {
 
   // Makes everything appended so far durable, whatever the topics' policies.
   virtual Status Sync() = 0;
+
+  // Whether appends work. An append that fails to write or sync (a full disk: ResourceExhausted)
+  // is undone in every partition it touched, and the next append simply tries again. Until one
+  // succeeds, this returns that failure — after first probing whether the disk takes writes
+  // again (a small file written, synced and deleted in the log's directory); if it does, the
+  // failure is forgotten and OK returned. FailedPrecondition when a topic refuses appends
+  // until the log is reopened (a failed write that could not be undone).
+  virtual Status WriteHealth() { return Status::Ok(); }
 };
 
 }  // namespace converge

@@ -387,9 +387,12 @@ Status ConsumerGroupsImpl::Recover(std::vector<std::string_view> records) {
       committed[pr.partition] = pr.committed;
       done[pr.partition] = std::move(pr.done);
     }
-    auto g = std::make_shared<Group>(id, rg.record.topic, rg.record.group, rg.record.options,
-                                     rg.record.dead_letter_topic, committed,
-                                     env_.random().Next64() >> 2);
+    // The log may end below what the group consumed: its tail was damaged and cut at
+    // recovery, or (interval/none durability) a machine crash lost records that had been read
+    // and acked. A committed offset beyond the end would make the group skip the records
+    // appended next at those offsets, and report no lag: move it back to the end, and say so.
+    std::vector<uint64_t> lost(committed.size(), 0);
+    Result<TopicInfo> info = log_.DescribeTopic(rg.record.topic);
     for (size_t p = 0; p < committed.size(); ++p) {
       Ranges& r = done[p];
       // A done range that starts at the committed offset is simply more committed.
@@ -398,12 +401,38 @@ Status ConsumerGroupsImpl::Recover(std::vector<std::string_view> records) {
         c = std::max(c, r.front().second);
         r.erase(r.begin());
       }
-      if (c != committed[p]) {
-        g->partitions[p] = std::make_unique<PartitionState>(
-            c, internal::groups::WindowLimits{g->options.max_pending_per_partition,
-                                              g->options.max_deliveries});
+      if (info.ok() && p < info->partitions.size()) {
+        const uint64_t end = info->partitions[p].end_offset;
+        if (c > end) {
+          lost[p] = c - end;
+          if (options_.report_damage) {
+            options_.report_damage(
+                "consumer group '" + rg.record.group + "' on topic '" + rg.record.topic +
+                "' partition " + std::to_string(p) + ": committed offset " + std::to_string(c) +
+                " is beyond the log's end " + std::to_string(end) + "; records [" +
+                std::to_string(end) + ", " + std::to_string(c) +
+                ") were consumed and then lost from the log; the group continues at " +
+                std::to_string(end));
+          }
+          c = end;
+        }
+        // Acks above the end name records that are gone; new records will take the offsets.
+        while (!r.empty() && r.back().first >= end) r.pop_back();
+        if (!r.empty() && r.back().second > end) r.back().second = end;
       }
-      g->partitions[p]->window.SetSkipRanges(std::move(r));
+      committed[p] = c;
+    }
+    auto g = std::make_shared<Group>(id, rg.record.topic, rg.record.group, rg.record.options,
+                                     rg.record.dead_letter_topic, committed,
+                                     env_.random().Next64() >> 2);
+    for (size_t p = 0; p < committed.size(); ++p) {
+      g->partitions[p]->window.SetSkipRanges(std::move(done[p]));
+      g->partitions[p]->lost_beyond_end = lost[p];
+      if (lost[p] > 0) {
+        g->partitions[p]->last_error = "records [" + std::to_string(committed[p]) + ", " +
+                                       std::to_string(committed[p] + lost[p]) +
+                                       ") were consumed and then lost from the log";
+      }
     }
     g->replayed = std::move(rg.replayed);
     groups_[GroupKey(g->topic, g->name)] = std::move(g);
@@ -896,17 +925,28 @@ bool ConsumerGroupsImpl::ReadMore(Group& g, uint32_t p) {
   auto batch = log_.Read(g.topic, p, from, n, std::min(want_bytes, options_.read_max_bytes));
   if (!batch.ok()) {
     const std::optional<uint64_t> resume = DataLossResumeOffset(batch.status());
-    if (resume.has_value() && *resume > from) {
+    ps.read_error_code = batch.status().code();
+    if (resume.has_value() && *resume > from && options_.on_damage == DamagePolicy::kSkip) {
       // The records in [from, resume) are damaged and cannot be delivered: skip them (they
       // count as done) rather than stall the partition, and say so.
       ps.last_error = "skipped damaged records [" + std::to_string(from) + ", " +
                       std::to_string(*resume) + "): " + batch.status().ToString();
+      ps.damaged_skipped += *resume - from;
+      if (options_.report_damage) {
+        options_.report_damage("consumer group '" + g.name + "' on topic '" + g.topic + "': " +
+                           ps.last_error);
+      }
       ReadBatch skip;
       skip.next_offset = *resume;
       w.AddRecords(skip);
       return true;
     }
     ps.last_error = "read at offset " + std::to_string(from) + ": " + batch.status().ToString();
+    if (resume.has_value() && ps.stopped_at != from && options_.report_damage) {
+      ps.stopped_at = from;  // reported once per place, not on every fetch
+      options_.report_damage("consumer group '" + g.name + "' on topic '" + g.topic +
+                             "' stopped (on_damage: stop): " + ps.last_error);
+    }
     return false;
   }
   if (batch->records.empty() && batch->next_offset <= from) return false;
@@ -954,6 +994,7 @@ Result<FetchResult> ConsumerGroupsImpl::Fetch(const std::string& topic, const st
   FetchResult out;
   bool ready = false;
   std::string read_error;
+  StatusCode read_error_code = StatusCode::kUnavailable;
   {
     CONVERGE_GROUP_LOCK(g);
     const int64_t now = NowNs();
@@ -995,6 +1036,7 @@ Result<FetchResult> ConsumerGroupsImpl::Fetch(const std::string& topic, const st
           if (!w.CanRead() || !ReadMore(*g, p)) {
             if (!ps.last_error.empty() && ps.last_error.rfind("read at", 0) == 0) {
               read_error = ps.last_error;
+              read_error_code = ps.read_error_code;
             }
             break;
           }
@@ -1013,6 +1055,9 @@ Result<FetchResult> ConsumerGroupsImpl::Fetch(const std::string& topic, const st
   }
   if (ready) g->Notify();
   if (out.deliveries.empty() && !read_error.empty()) {
+    if (read_error_code == StatusCode::kDataLoss) {
+      return DataLossError("fetch from '" + topic + "': " + read_error);
+    }
     return UnavailableError("fetch from '" + topic + "': " + read_error);
   }
   return out;
@@ -1042,6 +1087,8 @@ Result<AckBatchResult> ConsumerGroupsImpl::AckBatch(const std::string& topic,
   CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<Group> g, Lookup(topic, group));
   AckBatchResult result;
   uint64_t seq = 0;
+  const bool journal_first = options_.commit_mode == CommitMode::kSync;
+  std::vector<size_t> intents;  // indexes into `leases` acked journal-first
   {
     CONVERGE_GROUP_LOCK(g);
     for (const LeaseRef& ref : leases) {
@@ -1080,17 +1127,48 @@ Result<AckBatchResult> ConsumerGroupsImpl::AckBatch(const std::string& topic,
         result.lost.push_back(i);
         continue;
       }
-      if (e->state == EntryState::kLeased) g->LeaseEnded(e->member);
-      w.Ack(e);
+      ++result.acked;
       ps.dirty = true;
       changed = true;
-      ++result.acked;
+      if (journal_first) {
+        ps.ack_intents.push_back(ref.offset);
+        intents.push_back(i);
+        continue;
+      }
+      if (e->state == EntryState::kLeased) g->LeaseEnded(e->member);
+      w.Ack(e);
     }
     if (changed) seq = MarkDirty(*g);
     if (already_done) seq = std::max(seq, mutation_seq_.load());
   }
+  if (!journal_first) {
+    if (seq != 0) g->Notify();  // in-flight room and keys were freed
+    // kPeriodic: an OK promises the ack is applied in memory, which it is; a failed flush is
+    // retried by the next one (and by the timer) until the journal takes it.
+    CommitForCaller(seq).IgnoreError();
+    return result;
+  }
+  // kSync: the acks reach memory only once the journal holds them (a record written meanwhile
+  // for the same partition includes the intents), so a refused ack changes nothing.
+  Status committed = CommitForCaller(seq);
+  if (!intents.empty()) {
+    std::unique_lock<std::mutex> group_lock(g->mu);
+    for (size_t i : intents) {
+      const LeaseRef& ref = leases[i];
+      PartitionState& ps = *g->partitions[ref.partition];
+      auto it = std::find(ps.ack_intents.begin(), ps.ack_intents.end(), ref.offset);
+      if (it != ps.ack_intents.end()) ps.ack_intents.erase(it);
+      if (!committed.ok() || g->deleted) continue;
+      WindowEntry* e = ps.window.Find(ref.offset);
+      // Gone (a seek) or done meanwhile: nothing left to apply. Otherwise the ack is durable,
+      // so the record is done even if its lease ran out while the journal was written.
+      if (e == nullptr || e->state == EntryState::kDone || e->attempt == 0) continue;
+      if (e->state == EntryState::kLeased) g->LeaseEnded(e->member);
+      ps.window.Ack(e);
+    }
+  }
+  if (!committed.ok()) return committed;
   if (seq != 0) g->Notify();  // in-flight room and keys were freed
-  CONVERGE_RETURN_IF_ERROR(CommitForCaller(seq));
   return result;
 }
 
@@ -1251,6 +1329,8 @@ Result<GroupDescription> ConsumerGroupsImpl::DescribeGroup(const std::string& to
       pd.dead_letter_pending = w.dead_letter_pending();
       if (ps.owner != kNoMember) pd.member = g->members[ps.owner].id;
       pd.last_error = ps.last_error;
+      pd.damaged_skipped = ps.damaged_skipped;
+      pd.lost_beyond_end = ps.lost_beyond_end;
       d.total_lag += pd.lag;
       d.partitions.push_back(std::move(pd));
     }

@@ -257,9 +257,13 @@ class Driver {
         }
       } else {
         ASSERT_TRUE(crash_armed_) << r.status().ToString();
-        // Applied in memory (except leases that were lost: the error hides which), durability
-        // unknown.
-        for (const RecordId& id : batch_ids) maybe_done_.insert(id);
+        // Refused: not applied in memory (under kSync the record is delivered again in this
+        // life), but the journal may hold the ack's bytes when the machine goes down, so after
+        // the next crash the record may or may not be done.
+        for (const RecordId& id : batch_ids) {
+          maybe_done_.insert(id);
+          refused_acks_.insert(id);
+        }
       }
     }
     c.held = std::move(keep);
@@ -271,6 +275,8 @@ class Driver {
     crash_armed_ = false;
     // What was not known durable may come back.
     for (const RecordId& id : volatile_done_) maybe_done_.insert(id);
+    for (const RecordId& id : refused_acks_) maybe_done_.insert(id);
+    refused_acks_.clear();
     volatile_done_.clear();
     done_this_life_.clear();
     for (Consumer& c : consumers_) {
@@ -386,6 +392,7 @@ class Driver {
   std::set<RecordId> durable_done_;   // acks known durable
   std::set<RecordId> volatile_done_;  // acked OK, not yet known durable (kPeriodic)
   std::set<RecordId> maybe_done_;     // done before a crash, durability unknown
+  std::set<RecordId> refused_acks_;   // acks refused in this life (their bytes may survive)
   std::set<RecordId> done_this_life_;
   std::set<RecordId> dead_;
   uint64_t dead_next_ = 0;

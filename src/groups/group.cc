@@ -118,6 +118,34 @@ void Group::LeaseEnded(uint32_t slot) {
   }
 }
 
+void AddDone(std::vector<uint64_t> offsets, uint64_t* committed, Ranges* done) {
+  std::sort(offsets.begin(), offsets.end());
+  Ranges merged;
+  merged.reserve(done->size() + offsets.size());
+  auto add = [&](uint64_t begin, uint64_t end) {
+    if (end <= *committed) return;
+    begin = std::max(begin, *committed);
+    if (!merged.empty() && begin <= merged.back().second) {
+      merged.back().second = std::max(merged.back().second, end);
+    } else {
+      merged.emplace_back(begin, end);
+    }
+  };
+  size_t i = 0;
+  for (const auto& [begin, end] : *done) {
+    for (; i < offsets.size() && offsets[i] < begin; ++i) add(offsets[i], offsets[i] + 1);
+    add(begin, end);
+  }
+  for (; i < offsets.size(); ++i) add(offsets[i], offsets[i] + 1);
+  // A done range that starts at the committed offset is more committed.
+  size_t first = 0;
+  while (first < merged.size() && merged[first].first <= *committed) {
+    *committed = std::max(*committed, merged[first].second);
+    ++first;
+  }
+  done->assign(merged.begin() + static_cast<ptrdiff_t>(first), merged.end());
+}
+
 void Group::Serialize(bool full, std::string* out) {
   if (deleted) {
     if (!full) EncodeDelete(id, out);
@@ -142,6 +170,7 @@ void Group::Serialize(bool full, std::string* out) {
       r.partition = p;
       r.committed = ps.window.committed();
       r.done = ps.window.DoneRanges();
+      if (!ps.ack_intents.empty()) AddDone(ps.ack_intents, &r.committed, &r.done);
       EncodePartition(r, out);
     }
     ps.dirty = false;

@@ -39,7 +39,19 @@ struct PartitionState {
   // Average stored bytes per record seen by reads (for sizing the next read's byte budget).
   uint64_t avg_record_bytes = 256;
   std::string last_error;
+  uint64_t damaged_skipped = 0;  // see PartitionDescription
+  uint64_t lost_beyond_end = 0;
+  StatusCode read_error_code = StatusCode::kOk;  // of the read named in last_error
+  uint64_t stopped_at = UINT64_MAX;  // where on_damage: stop last reported damage
+  // kSync acks being written to the journal and not yet applied (an ack changes memory only
+  // after its journal write succeeded; a refused ack changes nothing). Serialize counts them
+  // as done, so any record of this partition written meanwhile carries them too.
+  std::vector<uint64_t> ack_intents;
 };
+
+// Adds `offsets` to the durable state (committed, done ranges above it): the state a journal
+// record must carry once those offsets are acked.
+void AddDone(std::vector<uint64_t> offsets, uint64_t* committed, Ranges* done);
 
 class Group : public std::enable_shared_from_this<Group> {
  public:

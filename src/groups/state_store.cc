@@ -44,6 +44,19 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(FileSystem& fs, const std::
                            "offsets");
     }
     store->generation_ = header.generation;
+  } else {
+    // A journal is only ever created after its SNAPSHOT is durable: journals without one mean
+    // the snapshot was lost. Starting over would reset every group and delete the journals at
+    // the first compaction; refuse instead.
+    CONVERGE_ASSIGN_OR_RETURN(std::vector<std::string> names, fs.ListDir(dir));
+    for (const std::string& name : names) {
+      uint64_t g = 0;
+      if (ParseGeneration(name, &g)) {
+        return DataLossError("consumer-group state in " + dir + " has " + name +
+                             " but no SNAPSHOT; refusing to start the groups over (restore "
+                             "SNAPSHOT, or delete the directory to reset every group)");
+      }
+    }
   }
   std::string journal;
   const std::string journal_path = store->JournalPath(store->generation_);

@@ -33,7 +33,8 @@ class StateStore {
  public:
   // Opens `dir` (created if missing) and returns the store plus the recovered record payloads
   // in order: the snapshot's (header first), then the journal's. DataLoss if the snapshot is
-  // corrupt, FailedPrecondition if the directory is locked, Internal on I/O errors.
+  // corrupt or missing while journals exist, FailedPrecondition if the directory is locked,
+  // Internal on I/O errors.
   static Result<std::unique_ptr<StateStore>> Open(FileSystem& fs, const std::string& dir,
                                                   std::string* recovered_bytes,
                                                   std::vector<std::string_view>* records);

@@ -91,4 +91,14 @@ const DedupTable::Entry* DedupTable::FindOrInsert(const Hash128& hash, uint32_t 
   return nullptr;
 }
 
+void DedupTable::Forget(const Hash128& hash, uint32_t partition, uint64_t offset) {
+  if (!enabled()) return;
+  for (Table* t : {&current_, &previous_}) {
+    const Entry* found = t->Find(hash);
+    if (found == nullptr || found->partition != partition || found->offset != offset) continue;
+    // Not live any more: FindOrInsert overwrites it, Find ignores it.
+    t->entries[static_cast<size_t>(found - t->entries.data())].append_micros = INT64_MIN;
+  }
+}
+
 }  // namespace converge::internal

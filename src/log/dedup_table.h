@@ -39,6 +39,10 @@ class DedupTable {
   // (partition, offset) appended at now_micros and returns nullptr.
   const Entry* FindOrInsert(const Hash128& hash, uint32_t partition, uint64_t offset,
                             int64_t now_micros);
+  // Undoes a FindOrInsert that returned nullptr for (hash, partition, offset): the id is
+  // forgotten (its entry can no longer match). Used when the append that remembered it failed
+  // and was rolled back, so a retry is not taken for a duplicate.
+  void Forget(const Hash128& hash, uint32_t partition, uint64_t offset);
   // Hints that `hash` will be looked up soon.
   void Prefetch(const Hash128& hash) const;
 

@@ -89,9 +89,24 @@ class LogImpl final : public Log {
       const std::string dir = TopicDir(name);
       const std::string meta_path = dir + "/topic.json";
       if (!fs.FileExists(meta_path)) {
-        // Left by a CreateTopic or DeleteTopic that did not finish.
-        CONVERGE_RETURN_IF_ERROR(internal::RemoveTree(fs, dir));
-        removed = true;
+        // Only what an unfinished CreateTopic (empty directories and segments) or DeleteTopic
+        // (its marker) leaves is removed. Anything else holds records whose options are
+        // unknown: it is kept as it is and the topic quarantined (listed, every call DATA_LOSS
+        // until it is deleted or its topic.json restored) rather than deleted on a guess.
+        CONVERGE_ASSIGN_OR_RETURN(uint64_t bytes, internal::SegmentBytes(fs, dir));
+        if (bytes == 0 || fs.FileExists(dir + "/" + internal::kDeletingMarker)) {
+          Report("removed " + dir + ", the rest of an unfinished " +
+                 (bytes == 0 ? "topic creation" : "topic deletion"));
+          CONVERGE_RETURN_IF_ERROR(internal::RemoveTree(fs, dir));
+          removed = true;
+          continue;
+        }
+        broken_[name] = DataLossError(
+            "topic '" + name + "' is quarantined: its directory " + dir + " holds " +
+            std::to_string(bytes) +
+            " bytes of records but no topic.json; restore topic.json (then restart) or delete "
+            "the topic");
+        Report(broken_[name].ToString());
         continue;
       }
       Result<std::string> json = fs.ReadFileToString(meta_path);
@@ -106,10 +121,12 @@ class LogImpl final : public Log {
       if (!decoded.ok()) {
         broken_[name] = DataLossError(
             "topic '" + name + "' has unreadable metadata: " + std::string(decoded.message()));
+        Report(broken_[name].ToString());
         continue;
       }
       CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<Topic> topic,
-                                Topic::Recover(env_, dir, name, topic_options, budget_));
+                                Topic::Recover(env_, dir, name, topic_options, budget_,
+                                               options_.report_recovery));
       topics_[name] = std::move(topic);
     }
     if (removed) CONVERGE_RETURN_IF_ERROR(fs.SyncDir(topics_dir_));
@@ -158,11 +175,7 @@ class LogImpl final : public Log {
       }
     }
     FileSystem& fs = env_.fs();
-    if (doomed == nullptr) {
-      CONVERGE_RETURN_IF_ERROR(fs.DeleteFile(TopicDir(topic) + "/topic.json"));
-      CONVERGE_RETURN_IF_ERROR(internal::RemoveTree(fs, TopicDir(topic)));
-      return fs.SyncDir(topics_dir_);
-    }
+    if (doomed == nullptr) return internal::DeleteTopicDir(fs, TopicDir(topic));
     doomed->Close(/*deleting=*/true).IgnoreError();  // the files go away anyway
     return doomed->DeleteFiles();
   }
@@ -221,6 +234,27 @@ class LogImpl final : public Log {
     return first;
   }
 
+  Status WriteHealth() override {
+    Status failure;
+    for (const auto& t : Snapshot()) {
+      bool sticky = false;
+      Status s = t->WriteHealth(&sticky);
+      if (sticky) {
+        return FailedPreconditionError("topic '" + t->name() +
+                                       "' refuses appends until the log is reopened: " +
+                                       s.ToString());
+      }
+      if (failure.ok() && !s.ok()) failure = s;
+    }
+    if (failure.ok()) return failure;
+    if (Status probe = ProbeWrite(); !probe.ok()) {
+      return Status(failure.code(), "appends fail: " + std::string(failure.message()) +
+                                        "; a test write fails too: " + probe.ToString());
+    }
+    for (const auto& t : Snapshot()) t->ClearWriteError();
+    return Status::Ok();
+  }
+
   Status Sync() override {
     Status first;
     for (const auto& t : Snapshot()) {
@@ -270,6 +304,29 @@ class LogImpl final : public Log {
   }
 
   std::string TopicDir(const std::string& name) const { return topics_dir_ + "/" + name; }
+
+  void Report(const std::string& message) const {
+    if (options_.report_recovery) options_.report_recovery(message);
+  }
+
+  // Writes, syncs and deletes a small file: whether the disk takes writes again.
+  Status ProbeWrite() {
+    FileSystem& fs = env_.fs();
+    const std::string path = options_.dir + "/write-probe";
+    Status s;
+    {
+      Result<std::unique_ptr<WritableFile>> f = fs.NewWritableFile(path, OpenMode::kTruncate);
+      if (!f.ok()) return f.status();
+      const std::string block(64 << 10, '\0');
+      s = (*f)->Append(block);
+      if (s.ok()) s = (*f)->Sync();
+      Status c = (*f)->Close();
+      if (s.ok()) s = c;
+    }
+    Status d = fs.DeleteFile(path);
+    if (s.ok() && !d.ok()) s = d;
+    return s;
+  }
 
   Result<std::shared_ptr<Topic>> Find(const std::string& topic) {
     std::lock_guard<std::mutex> lock(mu_);

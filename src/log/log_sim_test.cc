@@ -354,7 +354,9 @@ class LogCorruptionTest : public ::testing::Test {
   std::vector<uint64_t> SegmentBases() {
     auto names = sim_.fs().ListDir(std::string(kDir) + "/topics/t/0000");
     std::vector<uint64_t> out;
-    for (const std::string& n : *names) out.push_back(std::stoull(n.substr(0, 20)));
+    for (const std::string& n : *names) {
+      if (n.ends_with(".log")) out.push_back(std::stoull(n.substr(0, 20)));
+    }
     return out;
   }
 

@@ -5,8 +5,10 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <utility>
 
+#include "log/crc32c.h"
 #include "log/record_format.h"
 #include "log/topic_meta.h"
 
@@ -54,6 +56,35 @@ std::string ParentDir(const std::string& path) {
 }
 
 std::string ToString(uint64_t v) { return std::to_string(v); }
+
+// "<start> <crc32c of the decimal start, 8 hex digits>\n": a damaged file must not be taken for
+// a start offset (recovery deletes segments below it).
+std::string StartFileContent(uint64_t start) {
+  const std::string digits = std::to_string(start);
+  char crc[16];
+  std::snprintf(crc, sizeof(crc), "%08" PRIx32, Crc32c(digits.data(), digits.size()));
+  return digits + " " + crc + "\n";
+}
+
+Status WriteStartFile(FileSystem& fs, const std::string& partition_dir, uint64_t start) {
+  return fs.WriteFileAtomically(JoinPath(partition_dir, kStartFileName), StartFileContent(start));
+}
+
+// The retained start recorded in a partition directory; nullopt if there is no readable one
+// (a partition written before the file existed, or a damaged file).
+std::optional<uint64_t> ReadStartFile(FileSystem& fs, const std::string& partition_dir) {
+  Result<std::string> text = fs.ReadFileToString(JoinPath(partition_dir, kStartFileName));
+  if (!text.ok()) return std::nullopt;
+  uint64_t v = 0;
+  size_t i = 0;
+  for (; i < text->size() && (*text)[i] >= '0' && (*text)[i] <= '9'; ++i) {
+    const uint64_t digit = static_cast<uint64_t>((*text)[i] - '0');
+    if (v > (UINT64_MAX - digit) / 10) return std::nullopt;
+    v = v * 10 + digit;
+  }
+  if (i == 0 || *text != StartFileContent(v)) return std::nullopt;
+  return v;
+}
 
 }  // namespace
 
@@ -138,6 +169,13 @@ struct Topic::Partition {
   int64_t seg_max_timestamp = INT64_MIN;
   uint64_t last_index_pos = 0;
   bool dirty = false;  // bytes written and not synced
+
+  // The leader-only state above as it was before the current group (for RollbackGroup).
+  uint64_t saved_next_offset = 0;
+  uint64_t saved_write_pos = 0;
+  int64_t saved_seg_max_timestamp = INT64_MIN;
+  uint64_t saved_last_index_pos = 0;
+  std::shared_ptr<Segment> saved_active;
 
   // Scratch of the current group.
   bool touched = false;
@@ -233,7 +271,8 @@ Result<std::shared_ptr<Topic>> Topic::Create(Env& env, const std::string& dir,
     seg->base_offset = 0;
     seg->path = JoinPath(part->dir, SegmentFileName(0));
     CONVERGE_ASSIGN_OR_RETURN(part->file, fs.NewWritableFile(seg->path, OpenMode::kTruncate));
-    CONVERGE_RETURN_IF_ERROR(fs.SyncDir(part->dir));
+    // Also syncs the directory (the segment's entry with it).
+    CONVERGE_RETURN_IF_ERROR(WriteStartFile(fs, part->dir, 0));
     part->segments.push_back(seg);
     part->active = seg;
   }
@@ -243,15 +282,15 @@ Result<std::shared_ptr<Topic>> Topic::Create(Env& env, const std::string& dir,
   return topic;
 }
 
-Result<std::shared_ptr<Topic>> Topic::Recover(Env& env, const std::string& dir,
-                                              const std::string& name, const TopicOptions& options,
-                                              std::shared_ptr<WriteBudget> budget) {
+Result<std::shared_ptr<Topic>> Topic::Recover(
+    Env& env, const std::string& dir, const std::string& name, const TopicOptions& options,
+    std::shared_ptr<WriteBudget> budget, const std::function<void(const std::string&)>& report) {
   std::shared_ptr<Topic> topic(new Topic(env, dir, name, options, std::move(budget)));
   const int64_t now = env.clock().NowWallMicros();
   const int64_t cutoff = now - options.dedup_window_ms * 1000;
   std::vector<DedupCandidate> candidates;
   for (uint32_t p = 0; p < options.partitions; ++p) {
-    CONVERGE_RETURN_IF_ERROR(topic->RecoverPartition(p, cutoff, &candidates));
+    CONVERGE_RETURN_IF_ERROR(topic->RecoverPartition(p, cutoff, &candidates, report));
   }
   // Replay the remembered ids oldest first so the newest win the bounded memory.
   std::stable_sort(candidates.begin(), candidates.end(),
@@ -269,7 +308,8 @@ Result<std::shared_ptr<Topic>> Topic::Recover(Env& env, const std::string& dir,
 }
 
 Status Topic::RecoverPartition(uint32_t index, int64_t dedup_cutoff_micros,
-                               std::vector<DedupCandidate>* candidates) {
+                               std::vector<DedupCandidate>* candidates,
+                               const std::function<void(const std::string&)>& report) {
   FileSystem& fs = env_.fs();
   Partition& part = *partitions_[index];
   CONVERGE_RETURN_IF_ERROR(fs.CreateDirs(part.dir));
@@ -280,14 +320,66 @@ Status Topic::RecoverPartition(uint32_t index, int64_t dedup_cutoff_micros,
     if (ParseSegmentFileName(n, &base)) bases.push_back(base);
   }
   std::sort(bases.begin(), bases.end());
+  std::optional<uint64_t> start = ReadStartFile(fs, part.dir);
+  auto tell = [&](const std::string& what) {
+    if (report) report("topic '" + name_ + "' partition " + ToString(index) + ": " + what);
+  };
+  if (!start.has_value() && fs.FileExists(JoinPath(part.dir, kStartFileName))) {
+    tell("its START file is damaged: missing segments below the oldest one go unnoticed");
+  }
+  if (start.has_value() && !bases.empty() && bases.back() < *start) {
+    // Retention never records a start beyond the newest segment: the file lies.
+    tell("its START file says " + ToString(*start) + ", beyond every segment: ignored");
+    start.reset();
+  }
+  if (start.has_value() &&
+      std::find(bases.begin(), bases.end(), *start) == bases.end() && !bases.empty() &&
+      bases.front() < *start) {
+    // Segments below the start but none at it: not what retention leaves. Keep everything.
+    tell("its START file says " + ToString(*start) + " but no segment starts there: ignored");
+    start.reset();
+  }
+  if (start.has_value()) {
+    // Segments below the recorded start were being deleted by retention when the process
+    // stopped: finish the job.
+    bool deleted = false;
+    while (!bases.empty() && bases.front() < *start) {
+      Status d = fs.DeleteFile(JoinPath(part.dir, SegmentFileName(bases.front())));
+      if (!d.ok() && d.code() != StatusCode::kNotFound) return d;
+      bases.erase(bases.begin());
+      deleted = true;
+    }
+    if (deleted) CONVERGE_RETURN_IF_ERROR(fs.SyncDir(part.dir));
+  }
   if (bases.empty()) {
-    // A partition directory without segments (damage): start it again at offset 0.
-    const std::string path = JoinPath(part.dir, SegmentFileName(0));
+    // A partition directory without segments (damage): start it again at its retained start
+    // (offset 0 if unknown). What it held is lost; consumer groups notice their committed
+    // offsets beyond the new end.
+    const uint64_t base = start.value_or(0);
+    tell("no segment files: starting again, empty, at offset " + ToString(base));
+    const std::string path = JoinPath(part.dir, SegmentFileName(base));
     CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f,
                               fs.NewWritableFile(path, OpenMode::kTruncate));
     CONVERGE_RETURN_IF_ERROR(f->Close());
     CONVERGE_RETURN_IF_ERROR(fs.SyncDir(part.dir));
-    bases.push_back(0);
+    bases.push_back(base);
+  }
+  if (!start.has_value() && !fs.FileExists(JoinPath(part.dir, kStartFileName))) {
+    // Written before the file existed: from now on the oldest segment is the recorded start.
+    CONVERGE_RETURN_IF_ERROR(WriteStartFile(fs, part.dir, bases.front()));
+  }
+  if (start.has_value() && bases.front() > *start) {
+    // Records between the retained start and the oldest segment are gone, and retention did
+    // not delete them: keep them in the offsets as a damaged range instead of pretending the
+    // partition starts later.
+    auto gap = std::make_shared<Segment>();
+    gap->base_offset = *start;
+    gap->end_offset = bases.front();
+    gap->path = JoinPath(part.dir, SegmentFileName(*start));
+    gap->missing = true;
+    part.segments.push_back(std::move(gap));
+    tell("records [" + ToString(*start) + ", " + ToString(bases.front()) +
+         ") are missing: their segment files are gone and retention did not delete them");
   }
 
   const uint64_t max_candidates = std::max<uint64_t>(options_.dedup_max_ids, 1);
@@ -323,8 +415,20 @@ Status Topic::RecoverPartition(uint32_t index, int64_t dedup_cutoff_micros,
     seg->max_timestamp = scan.max_timestamp;
     seg->max_append_micros = scan.max_append_micros;
     seg->index = std::move(scan.index);
+    if (scan.damaged) {
+      tell("segment " + seg->path + " holds damaged records (reads report them as DATA_LOSS)");
+    }
+    if (!last && size > scan.valid_bytes) {
+      tell("segment " + seg->path + " is unreadable after byte " + ToString(scan.valid_bytes) +
+           ": records [" + ToString(scan.next_offset) + ", " + ToString(seg->end_offset) +
+           ") are lost");
+    }
     if (last) {
       if (size > scan.valid_bytes) {
+        tell("cut " + ToString(size - scan.valid_bytes) + " bytes that are not a valid record " +
+             "from the end of " + seg->path + "; the partition now ends at offset " +
+             ToString(scan.next_offset) + " (a torn write is never acknowledged under fsync; " +
+             "consumer groups that read past it are moved back)");
         // A torn tail: bytes of records that never completed. They were never acknowledged
         // (an acknowledged record was synced, and a sync covers every byte before it).
         CONVERGE_RETURN_IF_ERROR(fs.Truncate(seg->path, scan.valid_bytes));
@@ -344,6 +448,10 @@ Status Topic::RecoverPartition(uint32_t index, int64_t dedup_cutoff_micros,
     }
     part.size_bytes += seg->size_bytes;
     part.segments.push_back(std::move(seg));
+  }
+  if (part.segments.front()->missing) {
+    // Age retention may drop the gap together with the segment after it, not before.
+    part.segments.front()->max_append_micros = part.segments[1]->max_append_micros;
   }
   return Status::Ok();
 }
@@ -421,6 +529,17 @@ Status Topic::Sync() {
   return RunWriter(w, lock);
 }
 
+Status Topic::WriteHealth(bool* sticky) {
+  std::lock_guard<std::mutex> lock(mu_);
+  *sticky = !failed_.ok();
+  return failed_.ok() ? last_write_error_ : failed_;
+}
+
+void Topic::ClearWriteError() {
+  std::lock_guard<std::mutex> lock(mu_);
+  last_write_error_ = Status::Ok();
+}
+
 Status Topic::ClosedStatus() const {
   if (deleted_) return NotFoundError("topic '" + name_ + "' was deleted");
   return FailedPreconditionError("topic '" + name_ + "' is closed");
@@ -479,12 +598,15 @@ Status Topic::RunWriter(Writer& w, std::unique_lock<std::mutex>& lock) {
         env_.executor().Cancel(timer_id_);
         timer_pending_ = false;
       }
-    } else if (!s.ok()) {
-      failed_ = s;
-    } else if (options_.durability == Durability::kInterval && !timer_pending_) {
-      bool unsynced = false;
-      for (const auto& part : partitions_) unsynced = unsynced || part->dirty;
-      if (unsynced) ScheduleSyncTimerLocked();
+    } else {
+      if (!s.ok() && needs_reopen_) failed_ = s;
+      last_write_error_ = s;
+      if (failed_.ok() && options_.durability == Durability::kInterval && !timer_pending_) {
+        // Also after a failed sync: the timer tries again.
+        bool unsynced = false;
+        for (const auto& part : partitions_) unsynced = unsynced || part->dirty;
+        if (unsynced) ScheduleSyncTimerLocked();
+      }
     }
   }
   for (Writer* x : group_) {
@@ -511,6 +633,7 @@ Status Topic::Commit(std::span<Writer* const> group, bool force_sync) {
   const int64_t now = env_.clock().NowWallMicros();
   touched_.clear();
   rolled_.clear();
+  group_ids_.clear();
 
   // Pass 1: duplicates, offsets and the bytes each partition receives.
   constexpr size_t kPrefetchDistance = 8;  // hides the dedup table's cache misses
@@ -538,14 +661,22 @@ Status Topic::Commit(std::span<Writer* const> group, bool force_sync) {
           res.duplicate = true;
           continue;
         }
+        if (dedup_.enabled()) {
+          group_ids_.push_back(RememberedId{w->id_hashes[i], res.partition, part.next_offset});
+        }
       }
-      res.offset = part.next_offset++;
       if (!part.touched) {
         part.touched = true;
         part.group_bytes = 0;
         part.pieces_used = 0;
+        part.saved_next_offset = part.next_offset;
+        part.saved_write_pos = part.write_pos;
+        part.saved_seg_max_timestamp = part.seg_max_timestamp;
+        part.saved_last_index_pos = part.last_index_pos;
+        part.saved_active = part.active;
         touched_.push_back(res.partition);
       }
+      res.offset = part.next_offset++;
       part.group_bytes += EncodedRecordBytes(r.id.size(), r.key.size(), r.value.size());
     }
   }
@@ -607,33 +738,48 @@ Status Topic::Commit(std::span<Writer* const> group, bool force_sync) {
     }
   }
 
-  // Write: one Append per segment file touched.
-  for (uint32_t p : touched_) {
-    Partition& part = *partitions_[p];
-    for (size_t k = 0; k < part.pieces_used; ++k) {
-      Piece& piece = part.pieces[k];
-      if (piece.new_segment) {
-        CONVERGE_RETURN_IF_ERROR(Roll(part, *piece.segment));
-        if (rolled_.empty() || rolled_.back() != p) rolled_.push_back(p);
+  // Write: one Append per segment file touched, then sync as the policy says. Nothing is
+  // published before every partition's bytes are written (and synced under kFsync): a group
+  // that fails anywhere is rolled back in every partition, so a batch spanning partitions is
+  // appended whole or not at all.
+  auto write_and_sync = [&]() -> Status {
+    for (uint32_t p : touched_) {
+      Partition& part = *partitions_[p];
+      for (size_t k = 0; k < part.pieces_used; ++k) {
+        Piece& piece = part.pieces[k];
+        if (piece.new_segment) {
+          CONVERGE_RETURN_IF_ERROR(Roll(part, *piece.segment));
+          if (rolled_.empty() || rolled_.back() != p) rolled_.push_back(p);
+        }
+        CONVERGE_RETURN_IF_ERROR(
+            part.file
+                ->Append(std::span<const uint8_t>(buf + piece.start, piece.end - piece.start))
+                .WithContext("append to " + piece.segment->path));
+        part.dirty = true;
       }
-      CONVERGE_RETURN_IF_ERROR(
-          part.file->Append(std::span<const uint8_t>(buf + piece.start, piece.end - piece.start))
-              .WithContext("append to " + piece.segment->path));
-      part.dirty = true;
     }
-  }
-
-  // Sync as the policy says.
-  bool sync_all = force_sync;
-  if (options_.durability == Durability::kInterval &&
-      env_.clock().NowMonotonicNanos() - last_sync_mono_ns_ >=
-          options_.sync_interval_ms * 1'000'000) {
-    sync_all = true;
-  }
-  if (sync_all) {
-    CONVERGE_RETURN_IF_ERROR(SyncDirty(false));
-  } else if (options_.durability == Durability::kFsync) {
-    CONVERGE_RETURN_IF_ERROR(SyncDirty(true));
+    bool sync_all = force_sync;
+    if (options_.durability == Durability::kInterval &&
+        env_.clock().NowMonotonicNanos() - last_sync_mono_ns_ >=
+            options_.sync_interval_ms * 1'000'000) {
+      sync_all = true;
+    }
+    if (sync_all) {
+      CONVERGE_RETURN_IF_ERROR(SyncDirty(false));
+    } else if (options_.durability == Durability::kFsync) {
+      CONVERGE_RETURN_IF_ERROR(SyncDirty(true));
+    }
+    return Status::Ok();
+  };
+  if (Status written = write_and_sync(); !written.ok()) {
+    Status undone = RollbackGroup();
+    if (!undone.ok()) {
+      needs_reopen_ = true;
+      return Status(written.code(), std::string(written.message()) +
+                                        "; undoing the partial append failed too (" +
+                                        undone.ToString() + "): reopen the log");
+    }
+    return written;
   }
 
   Publish();
@@ -671,7 +817,12 @@ Status Topic::SealExpiredActiveSegments(int64_t now_micros) {
     seg->base_offset = part.next_offset;
     seg->end_offset = part.next_offset;
     seg->path = JoinPath(part.dir, SegmentFileName(part.next_offset));
-    CONVERGE_RETURN_IF_ERROR(Roll(part, *seg));
+    if (Status rolled = Roll(part, *seg); !rolled.ok()) {
+      // Keep appending to the old active segment; the new one must not exist (recovery would
+      // end the old segment at its base).
+      if (Status undone = ReopenActive(part, seg->path); !undone.ok()) needs_reopen_ = true;
+      return rolled;
+    }
     {
       std::lock_guard<std::mutex> lock(part.mu);
       part.segments.push_back(seg);
@@ -685,6 +836,72 @@ Status Topic::SealExpiredActiveSegments(int64_t now_micros) {
     }
   }
   return Status::Ok();
+}
+
+Status Topic::ReopenActive(Partition& part, const std::string& stray) {
+  FileSystem& fs = env_.fs();
+  if (part.file != nullptr) {
+    part.file->Close().IgnoreError();  // its state is what we are about to repair
+    part.file.reset();
+  }
+  // On any error go on repairing what can be: the caller then refuses appends until the log
+  // is reopened, and the reopened log should find the files as they were before the group.
+  Status first;
+  if (!stray.empty()) {
+    Status d = fs.DeleteFile(stray);
+    if (!d.ok() && d.code() != StatusCode::kNotFound) first = d;
+    // Durably gone before anything more is appended to the older segment: recovery would
+    // otherwise end that segment at the stray one's base.
+    Status synced = fs.SyncDir(part.dir);
+    if (first.ok()) first = synced;
+  }
+  // Truncate also makes the kept bytes durable.
+  CONVERGE_RETURN_IF_ERROR(fs.Truncate(part.active->path, part.write_pos));
+  CONVERGE_ASSIGN_OR_RETURN(part.file, fs.NewWritableFile(part.active->path, OpenMode::kAppend));
+  if (part.file->Size() != part.write_pos) {
+    return InternalError("segment " + part.active->path + " has " + ToString(part.file->Size()) +
+                         " bytes after truncation to " + ToString(part.write_pos));
+  }
+  part.dirty = false;
+  return first;
+}
+
+Status Topic::RollbackGroup() {
+  for (const RememberedId& id : group_ids_) dedup_.Forget(id.hash, id.partition, id.offset);
+  group_ids_.clear();
+  Status first;
+  for (uint32_t p : touched_) {
+    Partition& part = *partitions_[p];
+    // Segments this group created (the first one is the oldest: the others follow it).
+    std::string stray;
+    std::vector<std::string> more;
+    for (size_t k = 0; k < part.pieces_used; ++k) {
+      Piece& piece = part.pieces[k];
+      if (piece.new_segment) {
+        if (stray.empty()) {
+          stray = piece.segment->path;
+        } else {
+          more.push_back(piece.segment->path);
+        }
+      }
+      piece.segment.reset();
+    }
+    for (const std::string& path : more) {
+      Status d = env_.fs().DeleteFile(path);
+      if (first.ok() && !d.ok() && d.code() != StatusCode::kNotFound) first = d;
+    }
+    part.next_offset = part.saved_next_offset;
+    part.write_pos = part.saved_write_pos;
+    part.seg_max_timestamp = part.saved_seg_max_timestamp;
+    part.last_index_pos = part.saved_last_index_pos;
+    part.active = std::move(part.saved_active);
+    part.touched = false;
+    Status s = ReopenActive(part, stray);
+    if (first.ok() && !s.ok()) first = s;
+  }
+  touched_.clear();
+  rolled_.clear();
+  return first;
 }
 
 Status Topic::Roll(Partition& part, const Segment& segment) {
@@ -860,6 +1077,11 @@ Result<ReadBatch> Topic::Read(uint32_t partition, uint64_t offset, size_t max_re
       plan.segment = *(it - 1);
       plan.size = plan.segment->size_bytes;
       plan.seg_end = plan.segment->end_offset;
+      if (plan.segment->missing) {
+        return DataLoss(partition, offset, plan.seg_end,
+                        "missing: segment files below offset " + ToString(plan.seg_end) +
+                            " are gone, and retention did not delete them");
+      }
       PlanFromIndex(*plan.segment, offset, &plan);
     }
     // Size the first read for what the caller wants: max_bytes, or max_records records of the
@@ -1098,22 +1320,34 @@ Status Topic::EnforceRetentionFor(Partition& part) {
   }
   const int64_t now = env_.clock().NowWallMicros();
   std::vector<std::shared_ptr<Segment>> doomed;
+  uint64_t new_start = 0;
   {
     std::lock_guard<std::mutex> lock(part.mu);
     // Whole segments only, oldest first, never the active one.
-    while (part.segments.size() > 1) {
-      const Segment& oldest = *part.segments.front();
-      const bool by_size =
-          options_.retention_max_bytes > 0 && part.size_bytes > options_.retention_max_bytes;
+    uint64_t size = part.size_bytes;
+    for (size_t i = 0; i + 1 < part.segments.size(); ++i) {
+      const Segment& oldest = *part.segments[i];
+      const bool by_size = options_.retention_max_bytes > 0 && size > options_.retention_max_bytes;
       const bool by_age =
           options_.retention_max_age_ms > 0 && oldest.max_append_micros < AgeCutoffMicros(now);
       if (!by_size && !by_age) break;
-      part.size_bytes -= oldest.size_bytes;
-      doomed.push_back(part.segments.front());
-      part.segments.erase(part.segments.begin());
+      size -= oldest.size_bytes;
+      doomed.push_back(part.segments[i]);
+      new_start = part.segments[i + 1]->base_offset;
     }
   }
   if (doomed.empty()) return Status::Ok();
+  // The new start is durable before any segment goes (retention_mu_ keeps other runs out), so
+  // a segment missing above it is damage, never retention.
+  CONVERGE_RETURN_IF_ERROR(WriteStartFile(env_.fs(), part.dir, new_start));
+  {
+    std::lock_guard<std::mutex> lock(part.mu);
+    for (size_t i = 0; i < doomed.size(); ++i) {
+      CONVERGE_CHECK(part.segments.front() == doomed[i]);
+      part.size_bytes -= doomed[i]->size_bytes;
+      part.segments.erase(part.segments.begin());
+    }
+  }
   Status first;
   for (const auto& seg : doomed) {
     Status s = env_.fs().DeleteFile(seg->path);
@@ -1124,13 +1358,40 @@ Status Topic::EnforceRetentionFor(Partition& part) {
   return first;
 }
 
-Status Topic::DeleteFiles() {
-  FileSystem& fs = env_.fs();
-  Status s = fs.DeleteFile(JoinPath(dir_, "topic.json"));
-  if (!s.ok() && s.code() != StatusCode::kNotFound) return s;
-  CONVERGE_RETURN_IF_ERROR(fs.SyncDir(dir_));
-  CONVERGE_RETURN_IF_ERROR(RemoveTree(fs, dir_));
-  return fs.SyncDir(ParentDir(dir_));
+Status Topic::DeleteFiles() { return DeleteTopicDir(env_.fs(), dir_); }
+
+Status DeleteTopicDir(FileSystem& fs, const std::string& dir) {
+  const std::string meta = JoinPath(dir, "topic.json");
+  const std::string marker = JoinPath(dir, kDeletingMarker);
+  if (fs.FileExists(meta)) {
+    CONVERGE_RETURN_IF_ERROR(fs.RenameFile(meta, marker));
+  } else if (!fs.FileExists(marker)) {
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f,
+                              fs.NewWritableFile(marker, OpenMode::kTruncate));
+    CONVERGE_RETURN_IF_ERROR(f->Close());
+  }
+  CONVERGE_RETURN_IF_ERROR(fs.SyncDir(dir));
+  CONVERGE_RETURN_IF_ERROR(RemoveTree(fs, dir));
+  return fs.SyncDir(ParentDir(dir));
+}
+
+Result<uint64_t> SegmentBytes(FileSystem& fs, const std::string& path) {
+  Result<std::vector<std::string>> entries = fs.ListDir(path);
+  if (!entries.ok()) {
+    uint64_t base = 0;
+    const size_t slash = path.rfind('/');
+    if (!ParseSegmentFileName(path.substr(slash + 1), &base)) return uint64_t{0};
+    Result<uint64_t> size = fs.GetFileSize(path);
+    if (size.ok()) return size;
+    if (size.status().code() == StatusCode::kNotFound) return uint64_t{0};
+    return size.status();
+  }
+  uint64_t total = 0;
+  for (const std::string& entry : *entries) {
+    CONVERGE_ASSIGN_OR_RETURN(uint64_t bytes, SegmentBytes(fs, JoinPath(path, entry)));
+    total += bytes;
+  }
+  return total;
 }
 
 }  // namespace converge::internal

@@ -18,6 +18,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -34,6 +35,17 @@ namespace converge::internal {
 
 // Deletes a file, or a directory and everything in it. OK if it does not exist.
 Status RemoveTree(FileSystem& fs, const std::string& path);
+
+// Bytes in the segment files under `path` (a file or a directory tree).
+Result<uint64_t> SegmentBytes(FileSystem& fs, const std::string& path);
+
+// Written (by renaming topic.json) before a topic's files are deleted: a directory with it is
+// the rest of an unfinished DeleteTopic, which Log::Open completes.
+inline constexpr char kDeletingMarker[] = "DELETING";
+
+// Deletes a topic's directory so that a crash on the way leaves either the whole topic or a
+// directory marked for deletion: topic.json becomes the marker, then everything goes.
+Status DeleteTopicDir(FileSystem& fs, const std::string& dir);
 
 // Bound on bytes queued for writing, shared by all topics of a Log.
 class WriteBudget {
@@ -65,7 +77,16 @@ struct Segment {
   int64_t max_append_micros = INT64_MIN;
   std::vector<IndexEntry> index;
   std::shared_ptr<RandomAccessFile> reader;  // cached after a read; see ReaderFor
+  // Stands for segment files that are gone although retention had not deleted them (found at
+  // recovery between the partition's retained start and its oldest file): reads of its range
+  // fail with DataLoss.
+  bool missing = false;
 };
+
+// Per partition directory: the partition's retained start offset (decimal), written atomically
+// before retention deletes segments, so that recovery tells segments retention deleted from
+// segments that are missing.
+inline constexpr char kStartFileName[] = "START";
 
 class Topic : public std::enable_shared_from_this<Topic> {
  public:
@@ -75,10 +96,11 @@ class Topic : public std::enable_shared_from_this<Topic> {
                                                std::shared_ptr<WriteBudget> budget);
   // Opens an existing topic: scans every segment, truncates torn tails, rebuilds indexes and
   // the dedup memory. Fails only on I/O errors.
-  static Result<std::shared_ptr<Topic>> Recover(Env& env, const std::string& dir,
-                                                const std::string& name,
-                                                const TopicOptions& options,
-                                                std::shared_ptr<WriteBudget> budget);
+  // `report` (may be empty) is told what recovery repaired or found damaged.
+  static Result<std::shared_ptr<Topic>> Recover(
+      Env& env, const std::string& dir, const std::string& name, const TopicOptions& options,
+      std::shared_ptr<WriteBudget> budget,
+      const std::function<void(const std::string&)>& report = nullptr);
   ~Topic();
 
   const std::string& name() const { return name_; }
@@ -95,8 +117,13 @@ class Topic : public std::enable_shared_from_this<Topic> {
   // Syncs and closes the files; later appends fail with FailedPrecondition, or NotFound when
   // `deleting`.
   Status Close(bool deleting = false);
-  // After Close: deletes topic.json first (so a crash leaves a leftover that Open removes),
-  // then every file and directory of the topic.
+  // OK while appends work. Otherwise the failure that stops them: the sticky one (the topic
+  // must be reopened) or the last failed write (undone; the next append tries again).
+  // `*sticky` tells which.
+  Status WriteHealth(bool* sticky);
+  // Clears the last failed write (after the caller proved that the disk accepts writes again).
+  void ClearWriteError();
+  // After Close: DeleteTopicDir.
   Status DeleteFiles();
 
  private:
@@ -111,9 +138,19 @@ class Topic : public std::enable_shared_from_this<Topic> {
         std::shared_ptr<WriteBudget> budget);
 
   Status RecoverPartition(uint32_t index, int64_t dedup_cutoff_micros,
-                          std::vector<DedupCandidate>* candidates);
+                          std::vector<DedupCandidate>* candidates,
+                          const std::function<void(const std::string&)>& report);
   Status RunWriter(Writer& w, std::unique_lock<std::mutex>& lock);
   Status Commit(std::span<Writer* const> group, bool force_sync);
+  // Leader only: after a failed write or sync of a group, before anything was published,
+  // puts every touched partition back as it was before the group (files truncated, segments
+  // the group created deleted, offsets and dedup memory restored), so a failed append leaves
+  // nothing behind and the next one can try again. An error means the files' state is
+  // unknown: the topic then refuses appends until it is reopened.
+  Status RollbackGroup();
+  // Leader only: closes the active file and opens it again cut to write_pos, after deleting
+  // `stray` (a segment file a failed roll may have created) if not empty.
+  Status ReopenActive(Partition& part, const std::string& stray);
   Status Roll(Partition& part, const Segment& segment);
   Status SyncDirty(bool only_touched);
   void Publish();
@@ -150,7 +187,11 @@ class Topic : public std::enable_shared_from_this<Topic> {
   std::deque<Writer*> writers_;
   bool closed_ = false;
   bool deleted_ = false;
-  Status failed_;  // sticky: after a write or sync error nothing more is appended until reopen
+  // Sticky: after a write error that could not be undone nothing more is appended until reopen.
+  Status failed_;
+  // The last append, sync or roll that failed (and was undone), cleared by the next success:
+  // what readiness reports while a disk is full. Guarded by mu_.
+  Status last_write_error_;
   bool timer_pending_ = false;
   TimerId timer_id_ = 0;
 
@@ -162,6 +203,13 @@ class Topic : public std::enable_shared_from_this<Topic> {
   std::unique_ptr<uint8_t[]> group_buf_;
   size_t group_buf_capacity_ = 0;
   std::vector<Writer*> group_;
+  struct RememberedId {
+    Hash128 hash;
+    uint32_t partition;
+    uint64_t offset;
+  };
+  std::vector<RememberedId> group_ids_;  // ids the current group added to dedup_
+  bool needs_reopen_ = false;            // a failure could not be undone
 };
 
 }  // namespace converge::internal

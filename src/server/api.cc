@@ -167,7 +167,14 @@ std::string GroupJson(const GroupDescription& g) {
            ",\"committed_offset\":" + std::to_string(p.committed) +
            ",\"end_offset\":" + std::to_string(p.end_offset) + ",\"lag\":" + std::to_string(p.lag) +
            ",\"in_flight\":" + std::to_string(p.in_flight) +
-           ",\"delayed\":" + std::to_string(p.delayed) + "}";
+           ",\"delayed\":" + std::to_string(p.delayed) +
+           ",\"damaged_skipped\":" + std::to_string(p.damaged_skipped) +
+           ",\"lost_beyond_end\":" + std::to_string(p.lost_beyond_end);
+    if (!p.last_error.empty()) {
+      out += ",\"last_error\":";
+      AppendJsonString(&out, p.last_error);
+    }
+    out += '}';
   }
   out += "]}";
   return out;
@@ -594,6 +601,16 @@ asio::awaitable<HttpReply> Api::Readyz(Call&) {
     co_return Error(http::status::service_unavailable, "UNAVAILABLE",
                     "shutting down: not accepting new work");
   }
+  // Not ready while the log cannot write (a full disk): the log undoes a failed append and
+  // tries again with the next one, and WriteHealth probes the disk, so readiness comes back by
+  // itself once there is space. A failure the log could not undo needs a restart; the
+  // message says so.
+  auto job = [this] { return d_.log->WriteHealth(); };
+  Status health = co_await d_.pool->Run(std::move(job));
+  if (!health.ok()) {
+    co_return Error(http::status::service_unavailable, "UNAVAILABLE",
+                    "not ready: the log cannot write: " + std::string(health.message()));
+  }
   co_return Reply(JsonReply(http::status::ok, "{\"status\":\"ready\"}"));
 }
 
@@ -628,7 +645,21 @@ void Api::CollectGroupMetrics(std::vector<MetricsRegistry::Sample>* out) {
       out->push_back({"converge_consumer_lag", "Events not yet consumed by a group.", "gauge",
                       labels, static_cast<double>(g->total_lag)});
       uint64_t in_flight = 0;
-      for (const PartitionDescription& p : g->partitions) in_flight += p.in_flight;
+      uint64_t damaged = 0;
+      uint64_t lost = 0;
+      for (const PartitionDescription& p : g->partitions) {
+        in_flight += p.in_flight;
+        damaged += p.damaged_skipped;
+        lost += p.lost_beyond_end;
+      }
+      out->push_back({"converge_consumer_damaged_skipped",
+                      "Events a group skipped because the log reported them damaged (since the "
+                      "server started).",
+                      "gauge", labels, static_cast<double>(damaged)});
+      out->push_back({"converge_consumer_lost_beyond_end",
+                      "Events a group had consumed that the log no longer held at start (its "
+                      "committed offset was moved back to the log's end).",
+                      "gauge", labels, static_cast<double>(lost)});
       out->push_back({"converge_consumer_in_flight", "Events leased and not yet acked.", "gauge",
                       labels, static_cast<double>(in_flight)});
       out->push_back({"converge_dead_letters", "Events in a group's dead-letter topic.", "gauge",

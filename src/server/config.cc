@@ -167,7 +167,7 @@ Status ParseGroups(const YAML::Node& n, GroupConfig* g) {
   CONVERGE_RETURN_IF_ERROR(
       CheckKeys(n, w,
                 {"lease_ms", "max_lease_ms", "max_deliveries", "max_nack_delay_ms", "sync_acks",
-                 "commit_interval_ms", "session_timeout_ms"}));
+                 "commit_interval_ms", "session_timeout_ms", "on_damage"}));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "lease_ms", &g->lease_ms, 1, kMaxI64));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "session_timeout_ms", &g->session_timeout_ms,
                                    kMinSessionTimeoutMs, kMaxSessionTimeoutMs));
@@ -177,6 +177,15 @@ Status ParseGroups(const YAML::Node& n, GroupConfig* g) {
   CONVERGE_RETURN_IF_ERROR(ReadBool(n, w, "sync_acks", &g->sync_acks));
   CONVERGE_RETURN_IF_ERROR(
       ReadInt(n, w, "commit_interval_ms", &g->commit_interval_ms, 1, 3'600'000));
+  std::string on_damage = g->on_damage == DamagePolicy::kStop ? "stop" : "skip";
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "on_damage", &on_damage));
+  if (on_damage == "skip") {
+    g->on_damage = DamagePolicy::kSkip;
+  } else if (on_damage == "stop") {
+    g->on_damage = DamagePolicy::kStop;
+  } else {
+    return InvalidArgumentError("groups.on_damage must be skip or stop, not '" + on_damage + "'");
+  }
   return Status::Ok();
 }
 

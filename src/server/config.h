@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "converge/consumer_group.h"
 #include "converge/log.h"
 #include "converge/relay.h"
 #include "converge/status.h"
@@ -65,6 +66,10 @@ struct GroupConfig {
   // that window (those events are delivered again, never lost).
   bool sync_acks = true;
   int64_t commit_interval_ms = 100;
+  // Where the log reports damaged events: "skip" them (counted, reported, delivery goes on)
+  // or "stop" the partition's delivery with DATA_LOSS errors naming the range (until the
+  // group is seeked past it; over HTTP: a restart with "skip").
+  DamagePolicy on_damage = DamagePolicy::kSkip;
 };
 
 // The shared store (/v1/collections, docs/formats/store.md), embedded in <data_dir>/store.

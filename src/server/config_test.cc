@@ -57,6 +57,7 @@ groups:
   max_nack_delay_ms: 100
   sync_acks: false
   commit_interval_ms: 25
+  on_damage: stop
 limits:
   max_body_bytes: 2000
   max_batch_events: 5
@@ -102,6 +103,7 @@ limits:
   EXPECT_EQ(c->groups.max_nack_delay_ms, 100);
   EXPECT_FALSE(c->groups.sync_acks);
   EXPECT_EQ(c->groups.commit_interval_ms, 25);
+  EXPECT_EQ(c->groups.on_damage, DamagePolicy::kStop);
   EXPECT_EQ(c->limits.max_body_bytes, 2000u);
   EXPECT_EQ(c->limits.max_batch_events, 5u);
   EXPECT_EQ(c->limits.max_event_bytes, 1000u);
@@ -133,6 +135,7 @@ TEST(Config, RejectsBadInputNamingTheKey) {
   ExpectRejected("limits: {max_body_bytes: lots}", "limits.max_body_bytes");
   ExpectRejected("topic_defaults: {durability: sometimes}", "topic_defaults.durability");
   ExpectRejected("topic_defaults: {partitions: 0}", "topic_defaults.partitions");
+  ExpectRejected("groups: {on_damage: ignore}", "groups.on_damage");
   ExpectRejected("listen: nowhere", "listen");
   ExpectRejected("listen: 127.0.0.1:99999", "listen");
   ExpectRejected("tls: {cert_file: a.pem}", "tls");

@@ -114,6 +114,11 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
 
   LogOptions log_options;
   log_options.dir = dir + "/log";
+  // What recovery repaired or found damaged (torn tails cut, damaged or missing records,
+  // quarantined topics) goes where the operator looks.
+  log_options.report_recovery = [](const std::string& message) {
+    std::fprintf(stderr, "converge serve: log recovery: %s\n", message.c_str());
+  };
   CONVERGE_ASSIGN_OR_RETURN(impl->log, Log::Open(*impl->env, log_options));
 
   ConsumerGroupsOptions group_options;
@@ -121,6 +126,10 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   group_options.commit_mode =
       impl->config.groups.sync_acks ? CommitMode::kSync : CommitMode::kPeriodic;
   group_options.commit_interval_ms = impl->config.groups.commit_interval_ms;
+  group_options.on_damage = impl->config.groups.on_damage;
+  group_options.report_damage = [](const std::string& message) {
+    std::fprintf(stderr, "converge serve: damage: %s\n", message.c_str());
+  };
   group_options.fetch_max_records = impl->config.limits.max_fetch_events;
   group_options.fetch_max_bytes = impl->config.limits.max_fetch_bytes;
   group_options.list_max_records = impl->config.limits.max_fetch_events;
