@@ -75,6 +75,7 @@ Status StoreImpl::Recover() {
   wal_files_ = wal_firsts;
   last_seq_ = std::max(last, seq_reserved_ > 0 ? seq_reserved_ - 1 : 0);
   durable_seq_ = last_seq_;
+  undo_enabled_ = true;  // from here on, changes are applied before they are durable
   feed_published_seq_ = feed_queue_.empty() ? std::max(feed_cursor, last) : feed_cursor;
   CONVERGE_RETURN_IF_ERROR(OpenNewWal(last_seq_ + 1));
 
