@@ -274,6 +274,63 @@ TEST_F(DamageTest, GroupAheadOfTruncatedLogStillGetsNewEvents) {
 }
 
 
+// The saga log's recovery: a cut tail of the newest segment is told on stderr and in the
+// metrics (it used to be counted and never shown).
+TEST_F(DamageTest, SagaLogTailCutIsReported) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  ASSERT_NO_FATAL_FAILURE(Stop());
+  const std::string segment = dir_.path() + "/sagas/saga-00000000000000000001.log";
+  const uint64_t size = fs::file_size(segment);
+  ASSERT_GT(size, 0u);
+  std::ofstream(segment, std::ios::app | std::ios::binary) << "garbage";
+  ASSERT_NO_FATAL_FAILURE(Start());
+  const std::string line = "converge serve: saga log recovery: " + segment + ": bytes [" +
+                           std::to_string(size) + ", " + std::to_string(size + 7) + ") cut off";
+  EXPECT_NE(server_->Log().find(line), std::string::npos) << server_->Log();
+  auto metrics = client_->Metrics();
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_NE(metrics->find("\nconverge_saga_log_truncated_bytes 7\n"), std::string::npos) << *metrics;
+  EXPECT_NE(metrics->find("\nconverge_saga_log_damaged_segments 1\n"), std::string::npos)
+      << *metrics;
+}
+
+// Damage inside an older saga-log segment (acknowledged records, newer segments after them):
+// it used to skip the rest of that segment silently and resume sagas from what was left. Now
+// the server refuses to start, naming the file, the range and how to accept the loss.
+TEST_F(DamageTest, SagaLogDamageInAnOlderSegmentStopsTheStart) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  ASSERT_NO_FATAL_FAILURE(Stop());
+  const std::string older = dir_.path() + "/sagas/saga-00000000000000000001.log";
+  const uint64_t size = fs::file_size(older);
+  ASSERT_GT(size, 12u);
+  {
+    std::fstream f(older, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(10);
+    char c = 0;
+    f.read(&c, 1);
+    c ^= 0x40;
+    f.seekp(10);
+    f.write(&c, 1);
+  }
+  // A newer (empty) segment, as after a roll: the damaged one is no longer the newest.
+  std::ofstream(dir_.path() + "/sagas/saga-00000000000000000002.log").close();
+
+  server_ = std::make_unique<ServeProcess>(kConfig, dir_.path());
+  Status s = server_->Start();
+  ASSERT_FALSE(s.ok()) << "the server started over a damaged saga log";
+  const std::string log = server_->Log();
+  EXPECT_NE(log.find("converge serve: saga log recovery: " + older + ": bytes [0, " +
+                     std::to_string(size) + ") are damaged"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("truncate -s 0 " + older), std::string::npos) << log;
+  EXPECT_EQ(fs::file_size(older), size);  // nothing was cut
+
+  // Doing what the message says accepts the loss.
+  fs::resize_file(older, 0);
+  ASSERT_NO_FATAL_FAILURE(Start());
+}
+
 // ---------------------------------------------------------------------------------------
 // A full disk (issue #12): the server's data directory on a small tmpfs that a filler file
 // fills up. Mounting needs root (CI runs as root): under CI=true a failed mount fails the
