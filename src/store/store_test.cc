@@ -1151,6 +1151,18 @@ TEST(StoreFullDiskTest, RefusedWritesChangeNothingAndLaterWritesWork) {
   EXPECT_EQ(store->Put(kOrders, "c", "a", "3").status().code(), StatusCode::kUnavailable);
   EXPECT_EQ(value("c", "a"), "1");
 
+  // A checkpoint that cannot sync, or cannot write its snapshot, fails alone: the store goes
+  // on, and no partial snapshot keeps the space.
+  EXPECT_FALSE(store->Checkpoint().ok());
+  env.SetUnlimited();
+  env.SetFreeBytes(0);
+  EXPECT_EQ(store->Checkpoint().code(), StatusCode::kResourceExhausted);
+  const std::vector<std::string> names = env.fs().ListDir(o.dir).value();
+  for (const std::string& name : names) {
+    EXPECT_FALSE(name.ends_with(".tmp")) << name;
+  }
+  EXPECT_EQ(value("c", "a"), "1");
+
   // Space is back: writes work without a reopen, and the feed holds only what was committed.
   env.SetUnlimited();
   auto ok = store->Put(kOrders, "c", "a", "4");
