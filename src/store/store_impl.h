@@ -12,6 +12,10 @@
 // - Because later writers see earlier, not yet durable changes, reads wait until what they
 //   return is durable, and a group's durability implies that of every group before it (one WAL
 //   file, appended in sequence order).
+// - A group that fails to write or sync (a full disk) is undone rather than failing the store:
+//   the WAL is cut back, the before-images kept for every change not yet durable are restored
+//   (newest first; later changes may depend on the failed ones, so they go too), their feed
+//   events are dropped and their writers get Unavailable.
 // - Checkpoint: the leader role is taken, the buffer flushed, the state copied, a new WAL file
 //   started; the copy is streamed into a snapshot outside the mutex; WAL files the snapshot and
 //   the feed no longer need are deleted.
