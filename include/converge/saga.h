@@ -325,8 +325,8 @@ class SagaOrchestrator {
   // command is sent again and its timers are armed at their logged due times. `env` and `log`
   // must outlive the orchestrator. FailedPrecondition if another orchestrator holds the dir;
   // InvalidArgument for bad options. A damaged tail of the newest saga-log segment is cut and
-// reported; damage inside an older segment (acknowledged records that cannot be replayed)
-// makes Open fail with DataLoss naming the file and byte range.
+  // reported; damage inside an older segment (acknowledged records that cannot be replayed)
+  // makes Open fail with DataLoss naming the file and byte range.
   static Result<std::unique_ptr<SagaOrchestrator>> Open(Env& env, Log& log,
                                                         SagaOrchestratorOptions options);
   virtual ~SagaOrchestrator() = default;

@@ -137,8 +137,8 @@ Result<std::unique_ptr<RecordLog>> RecordLog::Open(Env& env, const RecordLogOpti
     if (good < data.size()) {
       const bool damaged = reader.damaged() || undecodable;
       if (damaged) ++rec.damaged_segments;
-      const std::string range = path + ": bytes [" + std::to_string(good) + ", " +
-                                std::to_string(data.size()) + ")";
+      const std::string range =
+          path + ": bytes [" + std::to_string(good) + ", " + std::to_string(data.size()) + ")";
       const std::string why =
           undecodable ? "a record that does not decode" : "a record that fails its checksum";
       if (last) {

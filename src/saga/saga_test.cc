@@ -1123,8 +1123,7 @@ TEST(RecordLogTest, TornTailIsCutAndAnIncompleteBaseIsIgnored) {
   EXPECT_FALSE(env.fs().FileExists("/saga/saga-00000000000000000009.log"));
   // The cut is reported with the file and the byte range.
   ASSERT_EQ(rec.reports.size(), 1u);
-  EXPECT_NE(rec.reports[0].find("/saga/saga-00000000000000000001.log: bytes ["),
-            std::string::npos)
+  EXPECT_NE(rec.reports[0].find("/saga/saga-00000000000000000001.log: bytes ["), std::string::npos)
       << rec.reports[0];
   EXPECT_NE(rec.reports[0].find("cut off"), std::string::npos) << rec.reports[0];
 }
@@ -1162,8 +1161,8 @@ TEST(RecordLogTest, DamageInAnOlderSegmentStopsOpenNamingTheRange) {
   auto log = saga_internal::RecordLog::Open(env, o, replay, &rec);
   ASSERT_FALSE(log.ok());
   EXPECT_EQ(log.status().code(), StatusCode::kDataLoss) << log.status().ToString();
-  const std::string range = first + ": bytes [" + std::to_string(record) + ", " +
-                            std::to_string(size) + ")";
+  const std::string range =
+      first + ": bytes [" + std::to_string(record) + ", " + std::to_string(size) + ")";
   EXPECT_NE(log.status().ToString().find(range), std::string::npos) << log.status().ToString();
   EXPECT_NE(log.status().ToString().find("truncate -s " + std::to_string(record)),
             std::string::npos)

@@ -25,8 +25,8 @@
 #include "converge/conflict/counters.h"
 #include "converge/event.h"
 #include "converge/sim_env.h"
-#include "store/feed.h"
 #include "log/testing/full_disk_env.h"
+#include "store/feed.h"
 #include "store/testing/memory_log.h"
 
 namespace converge {

@@ -273,7 +273,6 @@ TEST_F(DamageTest, GroupAheadOfTruncatedLogStillGetsNewEvents) {
   EXPECT_NE(topic.find("\"lost_beyond_end\":1"), std::string::npos) << topic;
 }
 
-
 // The saga log's recovery: a cut tail of the newest segment is told on stderr and in the
 // metrics (it used to be counted and never shown).
 TEST_F(DamageTest, SagaLogTailCutIsReported) {
@@ -289,7 +288,8 @@ TEST_F(DamageTest, SagaLogTailCutIsReported) {
   EXPECT_NE(server_->Log().find(line), std::string::npos) << server_->Log();
   auto metrics = client_->Metrics();
   ASSERT_TRUE(metrics.ok());
-  EXPECT_NE(metrics->find("\nconverge_saga_log_truncated_bytes 7\n"), std::string::npos) << *metrics;
+  EXPECT_NE(metrics->find("\nconverge_saga_log_truncated_bytes 7\n"), std::string::npos)
+      << *metrics;
   EXPECT_NE(metrics->find("\nconverge_saga_log_damaged_segments 1\n"), std::string::npos)
       << *metrics;
 }
@@ -642,7 +642,7 @@ TEST_F(FullDiskTest, AckOnFullDiskChangesNothing) {
   const std::string committed = "\"committed_offset\":" + std::to_string(failed);
   Reply groups = Call("GET", "/v1/topics/jobs");
   EXPECT_NE(groups.body.find(committed), std::string::npos) << ack_error.ToString() << "\n"
-                                                             << groups.body;
+                                                            << groups.body;
   // Nothing is delivered meanwhile: the refused event is still leased.
   f.max_events = 10;
   auto again = client_->Fetch("jobs", "g", f);
@@ -707,9 +707,10 @@ TEST_F(FullDiskTest, StoreWriteOnFullDiskChangesNothing) {
   EXPECT_EQ(r.status, 200) << refused_body << "\n" << r.body;
   EXPECT_NE(r.body.find("\"n\":" + std::to_string(last_ok)), std::string::npos) << r.body;
   // A transaction is refused too, and changes nothing.
-  r = Call("POST", "/v1/collections/_transaction",
-           "{\"ops\":[{\"op\":\"put\",\"collection\":\"carts\",\"key\":\"c2\",\"value\":{\"pad\":\"" +
-               std::string(3000, 'q') + "\"}}]}");
+  r = Call(
+      "POST", "/v1/collections/_transaction",
+      "{\"ops\":[{\"op\":\"put\",\"collection\":\"carts\",\"key\":\"c2\",\"value\":{\"pad\":\"" +
+          std::string(3000, 'q') + "\"}}]}");
   EXPECT_EQ(r.status, 503) << r.body;
   EXPECT_EQ(Call("GET", "/v1/collections/carts/docs/c2").status, 404);
 
