@@ -1,7 +1,9 @@
 // Black-box tests of `converge serve` over damaged storage: the real binary is stopped, its
 // files are damaged the way disks and operators damage them, and it is started again on the
 // same data directory. What was lost must be visible (group description, metrics, server log)
-// and nothing unknown may be deleted.
+// and nothing unknown may be deleted. The full-disk tests run the server on a small tmpfs,
+// which needs root (CI runs as root): without it they fail under CI=true and are skipped
+// elsewhere, saying why.
 #include <errno.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
