@@ -266,6 +266,10 @@ struct SagaOrchestratorOptions {
   // thread running the batch. Must be quick; it may call StartAsync/CancelAsync (which never
   // block) but none of the blocking methods.
   std::function<void(const SagaSummary&)> on_finished;
+  // Told (during Open, on the opening thread) about every repair and damage the saga log's
+  // recovery finds, one line each naming the file and byte range (docs/formats/saga.md). Null:
+  // not told (the counts are in stats() either way).
+  std::function<void(const std::string& message)> report_recovery;
 };
 
 struct SagaStartRequest {
@@ -299,6 +303,10 @@ struct SagaOrchestratorStats {
   uint64_t replies_bad_token = 0;     // sagatoken missing or wrong: not from the participant
   uint64_t replies_malformed = 0;     // a saga reply whose attributes do not decode
   uint64_t replay_errors = 0;         // saga-log records that did not fit the state at recovery
+  // What the saga log's recovery at Open found: segments with damage (a damaged tail cut) and
+  // the bytes cut off the newest segment (a torn write, or damage there).
+  uint64_t log_damaged_segments = 0;
+  uint64_t log_truncated_bytes = 0;
 };
 
 // Thread-safety: thread-safe. Mutating calls queue a request; whichever caller (or executor
@@ -316,7 +324,9 @@ class SagaOrchestrator {
   // Recovers the saga log in options.dir, then resumes every instance in flight: its current
   // command is sent again and its timers are armed at their logged due times. `env` and `log`
   // must outlive the orchestrator. FailedPrecondition if another orchestrator holds the dir;
-  // InvalidArgument for bad options; DataLoss never stops Open (a damaged tail is cut).
+  // InvalidArgument for bad options. A damaged tail of the newest saga-log segment is cut and
+  // reported; damage inside an older segment (acknowledged records that cannot be replayed)
+  // makes Open fail with DataLoss naming the file and byte range.
   static Result<std::unique_ptr<SagaOrchestrator>> Open(Env& env, Log& log,
                                                         SagaOrchestratorOptions options);
   virtual ~SagaOrchestrator() = default;

@@ -82,10 +82,12 @@
 // Errors (every method): InvalidArgument (malformed name, key, JSON, option), NotFound (no
 // such collection or document), PermissionDenied, Aborted, AlreadyExists (see above),
 // ResourceExhausted (a document, key list, transaction or the store over its bound),
-// Unavailable (the change feed is too far behind; retry later), FailedPrecondition (a merge
-// function the collection needs is not registered), Internal (an I/O error: the store then
-// refuses every later call until it is reopened, because what is in memory may not be on
-// disk), DataLoss (Open: the WAL or snapshot is damaged before its tail).
+// Unavailable (the change feed is too far behind, or the WAL could not be written or synced —
+// a full disk — and the change was undone: nothing changed; retry later), FailedPrecondition (a
+// merge function the collection needs is not registered), Internal (an I/O error that could
+// not be undone: the store then refuses every later call until it is reopened, because what
+// is in memory may not be on disk), DataLoss (Open: the WAL or snapshot is damaged before its
+// tail).
 //
 // Thread-safety: Store is thread-safe; any number of threads may call it concurrently.
 // Blocking: writes block for the group sync (CommitAsync does not; see there); reads may block

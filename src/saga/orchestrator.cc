@@ -122,7 +122,15 @@ class OrchestratorImpl : public SagaOrchestrator {
         return Status::Ok();
       };
       if (options_.postgres_conninfo.empty()) {
-        CONVERGE_ASSIGN_OR_RETURN(wal_, saga_internal::RecordLog::Open(env_, lo, replay, &rec));
+        auto opened = saga_internal::RecordLog::Open(env_, lo, replay, &rec);
+        // Every repair and damage is told, also when it stops the start.
+        if (options_.report_recovery) {
+          for (const std::string& line : rec.reports) options_.report_recovery(line);
+        }
+        log_damaged_segments_ = rec.damaged_segments;
+        log_truncated_bytes_ = rec.truncated_bytes;
+        if (!opened.ok()) return opened.status();
+        wal_ = std::move(*opened);
       } else {
         saga_internal::PostgresRecordStoreOptions po;
         po.conninfo = options_.postgres_conninfo;
@@ -271,6 +279,8 @@ class OrchestratorImpl : public SagaOrchestrator {
     s.replies_bad_token = m.rejected[static_cast<size_t>(ReplyRejection::kBadToken)];
     s.replies_malformed = m.rejected[static_cast<size_t>(ReplyRejection::kMalformed)];
     s.replay_errors = replay_errors_;
+    s.log_damaged_segments = log_damaged_segments_;
+    s.log_truncated_bytes = log_truncated_bytes_;
     return s;
   }
 
@@ -680,6 +690,8 @@ class OrchestratorImpl : public SagaOrchestrator {
   UuidV7Generator ids_;
   SagaOrchestratorStats stats_;
   uint64_t replay_errors_ = 0;
+  uint64_t log_damaged_segments_ = 0;  // found by the saga log's recovery at Init
+  uint64_t log_truncated_bytes_ = 0;
   uint64_t bad_replies_ = 0;
   uint64_t stats_read_errors_ = 0;
   uint64_t stats_send_errors_ = 0;

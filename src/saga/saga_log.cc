@@ -135,10 +135,33 @@ Result<std::unique_ptr<RecordLog>> RecordLog::Open(Env& env, const RecordLogOpti
     }
     const bool last = i + 1 == seqs.size();
     if (good < data.size()) {
-      if (reader.damaged() || undecodable) ++rec.damaged_segments;
+      const bool damaged = reader.damaged() || undecodable;
+      if (damaged) ++rec.damaged_segments;
+      const std::string range =
+          path + ": bytes [" + std::to_string(good) + ", " + std::to_string(data.size()) + ")";
+      const std::string why =
+          undecodable ? "a record that does not decode" : "a record that fails its checksum";
       if (last) {
+        // The tail of the last segment: a write torn by a crash was never acknowledged (what
+        // was acknowledged was synced), so it is cut. Reported all the same: damage to synced
+        // records ends up here too.
         rec.truncated_bytes += data.size() - good;
+        rec.reports.push_back(range + " cut off (" +
+                              (damaged ? why : std::string("a torn last record")) +
+                              " at the end of the newest segment)");
         CONVERGE_RETURN_IF_ERROR(fs.Truncate(path, good));
+      } else {
+        // Acknowledged records are unreadable and later segments go on from them.
+        std::string msg = range + " are damaged (" + why + "; " +
+                          std::to_string(seqs.size() - i - 1) +
+                          " newer segment(s) follow): the records there cannot be replayed. "
+                          "Refusing to start: sagas in flight would resume from lost "
+                          "decisions. To accept the loss, cut the file to " +
+                          std::to_string(good) + " bytes (truncate -s " + std::to_string(good) +
+                          " " + path + ") and start again";
+        rec.reports.push_back(msg);
+        if (recovery != nullptr) *recovery = rec;
+        return DataLossError("record log recovery: " + msg);
       }
     }
     log->total_bytes_ += last ? good : data.size();

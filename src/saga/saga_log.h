@@ -13,7 +13,11 @@
 //   snapshot is complete leaves a segment without kBaseEnd, which Open deletes.
 // - Open replays from the newest complete base segment (or the first segment) onward. A damaged
 //   or torn tail of the last segment is cut (it was never acknowledged: acknowledged bytes were
-//   synced); damage inside an older segment skips the rest of that segment and is counted.
+//   synced) and reported. Damage inside an older segment (a record that fails its checksum or
+//   does not decode, with records after it in the same segment) stops Open with DataLoss
+//   naming the file and the byte range: those records were acknowledged, and replaying past
+//   them would resume sagas (or 2PC transactions) from decisions that are gone. To accept the
+//   loss an operator cuts the file at the named offset (`truncate -s OFFSET FILE`).
 //
 // Thread-safety: none; the orchestrator serializes calls.
 #pragma once
@@ -23,6 +27,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "converge/env.h"
 #include "converge/status.h"
@@ -42,8 +47,10 @@ struct RecordLogOptions {
 struct RecordLogRecovery {
   uint64_t records = 0;
   uint64_t segments = 0;
-  uint64_t damaged_segments = 0;  // segments whose damaged tail was cut or skipped
+  uint64_t damaged_segments = 0;  // segments whose damaged tail was cut (or refused, see Open)
   uint64_t truncated_bytes = 0;
+  // One line per repair or damage found ("<file>: bytes [FROM, TO) ..."), for the operator.
+  std::vector<std::string> reports;
 };
 
 // Where a saga log (or decision log) keeps its framed records: files (RecordLog) or a
@@ -79,7 +86,9 @@ class RecordLog : public RecordStore {
  public:
   // Locks and recovers `options.dir`, calling `replay` for each record payload in order.
   // `replay` returns DataLoss for a payload it cannot decode: the segment is treated as damaged
-  // from there (cut if it is the last). Any other non-OK status stops Open with it.
+  // from there. The last segment is cut there (reported in `recovery`); in an older segment it
+  // stops Open with DataLoss naming the file and byte range (`recovery->reports` has the same
+  // line). Any other non-OK status stops Open with it.
   // FailedPrecondition if another process holds the directory.
   static Result<std::unique_ptr<RecordLog>> Open(Env& env, const RecordLogOptions& options,
                                                  const ReplayFn& replay,

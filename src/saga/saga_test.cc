@@ -1121,6 +1121,66 @@ TEST(RecordLogTest, TornTailIsCutAndAnIncompleteBaseIsIgnored) {
   EXPECT_EQ(seen, (std::vector<std::string>{"kept"}));
   EXPECT_GT(rec.truncated_bytes, 0u);
   EXPECT_FALSE(env.fs().FileExists("/saga/saga-00000000000000000009.log"));
+  // The cut is reported with the file and the byte range.
+  ASSERT_EQ(rec.reports.size(), 1u);
+  EXPECT_NE(rec.reports[0].find("/saga/saga-00000000000000000001.log: bytes ["), std::string::npos)
+      << rec.reports[0];
+  EXPECT_NE(rec.reports[0].find("cut off"), std::string::npos) << rec.reports[0];
+}
+
+// Damage inside an older segment: acknowledged records followed by newer segments. It used to
+// skip the rest of that segment without a word; now Open refuses with DataLoss naming the file
+// and the byte range, and leaves the files as they are.
+TEST(RecordLogTest, DamageInAnOlderSegmentStopsOpenNamingTheRange) {
+  sim::SimEnv env(11);
+  saga_internal::RecordLogOptions o;
+  o.dir = "/saga";
+  o.segment_max_bytes = 200;
+  auto replay = [&](std::string_view) { return Status::Ok(); };
+  {
+    auto log = saga_internal::RecordLog::Open(env, o, replay, nullptr).value();
+    for (int i = 0; i < 20; ++i) {
+      std::string rec;
+      RecordView r;
+      r.type = RecordType::kAbort;
+      r.saga_id = "s";
+      const std::string reason = "reason-" + std::to_string(i) + std::string(40, 'x');
+      r.a = reason;
+      saga_internal::AppendRecord(r, &rec);
+      ASSERT_TRUE(log->Append(rec).ok());
+      ASSERT_TRUE(log->Sync().ok());
+    }
+  }
+  const std::string first = "/saga/saga-00000000000000000001.log";
+  const uint64_t size = env.fs().ReadFileToString(first).value().size();
+  ASSERT_GT(size, 150u);
+  // A byte inside the second record's payload.
+  const uint64_t record = size / 4;  // the segment holds 4 records of equal size
+  ASSERT_TRUE(env.sim_fs().CorruptByte(first, record + 12, 0x20).ok());
+  saga_internal::RecordLogRecovery rec;
+  auto log = saga_internal::RecordLog::Open(env, o, replay, &rec);
+  ASSERT_FALSE(log.ok());
+  EXPECT_EQ(log.status().code(), StatusCode::kDataLoss) << log.status().ToString();
+  const std::string range =
+      first + ": bytes [" + std::to_string(record) + ", " + std::to_string(size) + ")";
+  EXPECT_NE(log.status().ToString().find(range), std::string::npos) << log.status().ToString();
+  EXPECT_NE(log.status().ToString().find("truncate -s " + std::to_string(record)),
+            std::string::npos)
+      << log.status().ToString();
+  ASSERT_EQ(rec.reports.size(), 1u);
+  EXPECT_EQ(rec.damaged_segments, 1u);
+  EXPECT_EQ(env.fs().ReadFileToString(first).value().size(), size);  // nothing cut or deleted
+
+  // Cutting the file where the report says accepts the loss: Open goes on.
+  ASSERT_TRUE(env.fs().Truncate(first, record).ok());
+  uint64_t replayed = 0;
+  auto count = [&](std::string_view) {
+    ++replayed;
+    return Status::Ok();
+  };
+  auto reopened = saga_internal::RecordLog::Open(env, o, count, &rec);
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  EXPECT_EQ(replayed, 17u);  // the three records from the damaged one on are lost
 }
 
 // ---------------------------------------------------------------------------------------

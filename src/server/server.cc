@@ -83,6 +83,9 @@ Result<std::unique_ptr<SagaOrchestrator>> OpenSagas(Env& env, Log& log,
   options.reply_topic = sc.reply_topic;
   options.postgres_conninfo = sc.postgres_conninfo;
   options.postgres_table = sc.postgres_table;
+  options.report_recovery = [](const std::string& message) {
+    std::fprintf(stderr, "converge serve: saga log recovery: %s\n", message.c_str());
+  };
   options.topic_options = config.topic_defaults;
   options.max_in_flight = sc.max_in_flight;
   options.finished_retain_max = sc.finished_retain_max;
@@ -178,6 +181,18 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
                       "gauge",
                       {},
                       static_cast<double>(st.in_flight)});
+      out->push_back({"converge_saga_log_damaged_segments",
+                      "Saga-log segments the recovery at start found damaged (their damaged "
+                      "tail was cut; each is named in the server's log).",
+                      "gauge",
+                      {},
+                      static_cast<double>(st.log_damaged_segments)});
+      out->push_back({"converge_saga_log_truncated_bytes",
+                      "Bytes the recovery at start cut off the newest saga-log segment (a torn "
+                      "write, or damage there).",
+                      "gauge",
+                      {},
+                      static_cast<double>(st.log_truncated_bytes)});
       const char* help =
           "Saga replies the orchestrator did not use, by reason (each one is also recorded in "
           "the history of the saga it names).";

@@ -214,10 +214,41 @@ StoreImpl::~StoreImpl() {
 // ---------------------------------------------------------------------------------------
 // Applying changes
 
+void StoreImpl::RememberDocLocked(uint64_t seq, const std::string& collection,
+                                  const std::string& key, const CollectionState& coll) {
+  if (!undo_enabled_) return;
+  Undo u;
+  u.seq = seq;
+  u.collection = collection;
+  u.key = key;
+  auto it = coll.docs.find(key);
+  if (it != coll.docs.end()) u.doc = it->second;
+  u.last_delete_seq = coll.last_delete_seq;
+  undo_.push_back(std::move(u));
+}
+
+void StoreImpl::RememberCollectionLocked(uint64_t seq, const std::string& name) {
+  if (!undo_enabled_) return;
+  Undo u;
+  u.seq = seq;
+  u.collection = name;
+  u.catalog = true;
+  u.last_catalog_seq = last_catalog_seq_;
+  auto it = colls_.find(name);
+  if (it != colls_.end()) {
+    // A reconfiguration keeps the documents: only the configuration is restored on undo.
+    u.coll.emplace();
+    u.coll->config = it->second.config;
+    u.coll->created_seq = it->second.created_seq;
+  }
+  undo_.push_back(std::move(u));
+}
+
 void StoreImpl::ApplyOpLocked(const WalOp& op, uint64_t seq) {
   auto cit = colls_.find(op.collection);
   CONVERGE_CHECK(cit != colls_.end());
   CollectionState& coll = cit->second;
+  RememberDocLocked(seq, op.collection, op.key, coll);
   auto remove_expiry = [&](const std::string& key, const StoredDoc& doc) {
     if (doc.expires_at_ms != 0) expiry_.erase(ExpiryKey(doc.expires_at_ms, op.collection, key));
   };
@@ -258,6 +289,7 @@ void StoreImpl::ApplyRecordLocked(const WalRecord& rec) {
       for (const WalOp& op : rec.ops) ApplyOpLocked(op, rec.seq);
       break;
     case RecordType::kPutCollection: {
+      RememberCollectionLocked(rec.seq, rec.collection);
       CollectionState& coll = colls_[rec.collection];
       coll.config = rec.config;
       coll.created_seq = rec.seq;
@@ -272,6 +304,16 @@ void StoreImpl::ApplyRecordLocked(const WalRecord& rec) {
       }
       total_bytes_ -= it->second.bytes;
       total_docs_ -= it->second.docs.size();
+      if (undo_enabled_) {
+        // The whole collection is kept until the drop is durable: undoing it puts it back.
+        Undo u;
+        u.seq = rec.seq;
+        u.collection = rec.collection;
+        u.catalog = true;
+        u.last_catalog_seq = last_catalog_seq_;
+        u.coll = std::move(it->second);
+        undo_.push_back(std::move(u));
+      }
       colls_.erase(it);
       last_catalog_seq_ = rec.seq;
       break;

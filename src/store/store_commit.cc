@@ -78,6 +78,104 @@ void StoreImpl::FailLocked(Lock& lock, const Status& error) {
   RunCompletions(lock, failed, bg_error_);
 }
 
+bool StoreImpl::UndoNotDurableLocked(Lock& lock, uint64_t wal_size, const Status& error) {
+  // Cut the WAL back first: a partly written record must not stay in front of later ones.
+  // Truncate makes the kept bytes durable as well.
+  FileSystem& fs = env_.fs();
+  const std::string path = Path(WalFileName(wal_files_.back()));
+  wal_->Close().IgnoreError();  // its state is what is being repaired
+  wal_.reset();
+  Status cut = fs.Truncate(path, wal_size);
+  if (cut.ok()) {
+    Result<std::unique_ptr<WritableFile>> f = fs.NewWritableFile(path, OpenMode::kAppend);
+    if (f.ok() && (*f)->Size() == wal_size) {
+      wal_ = std::move(*f);
+    } else {
+      cut = f.ok() ? InternalError("WAL " + path + " has the wrong size after truncation")
+                   : f.status();
+    }
+  }
+  if (!cut.ok()) {
+    // Keep a WAL object so that later calls fail cleanly; the store is failed by the caller.
+    Result<std::unique_ptr<WritableFile>> f = fs.NewWritableFile(path, OpenMode::kAppend);
+    if (f.ok()) wal_ = std::move(*f);
+    return false;
+  }
+  // Undo every change after durable_seq_, newest first: the failed group's and those queued
+  // behind it (they were checked against the failed ones).
+  while (!undo_.empty()) {
+    Undo& u = undo_.back();
+    if (u.seq <= durable_seq_) break;
+    if (u.catalog) {
+      auto it = colls_.find(u.collection);
+      if (!u.coll.has_value()) {
+        if (it != colls_.end()) {
+          for (const auto& [key, doc] : it->second.docs) {
+            if (doc.expires_at_ms != 0) expiry_.erase(ExpiryKey(doc.expires_at_ms, it->first, key));
+          }
+          total_bytes_ -= it->second.bytes;
+          total_docs_ -= it->second.docs.size();
+          colls_.erase(it);
+        }
+      } else if (it != colls_.end()) {
+        it->second.config = std::move(u.coll->config);
+        it->second.created_seq = u.coll->created_seq;
+      } else {
+        CollectionState& coll = colls_[u.collection] = std::move(*u.coll);
+        for (const auto& [key, doc] : coll.docs) {
+          if (doc.expires_at_ms != 0) expiry_.emplace(doc.expires_at_ms, u.collection, key);
+        }
+        total_bytes_ += coll.bytes;
+        total_docs_ += coll.docs.size();
+      }
+      last_catalog_seq_ = u.last_catalog_seq;
+    } else {
+      auto cit = colls_.find(u.collection);
+      CONVERGE_CHECK(cit != colls_.end());
+      CollectionState& coll = cit->second;
+      auto it = coll.docs.find(u.key);
+      if (it != coll.docs.end()) {
+        const uint64_t old = it->first.size() + it->second.value->size();
+        coll.bytes -= old;
+        total_bytes_ -= old;
+        --total_docs_;
+        if (it->second.expires_at_ms != 0) {
+          expiry_.erase(ExpiryKey(it->second.expires_at_ms, u.collection, u.key));
+        }
+        coll.docs.erase(it);
+      }
+      if (u.doc.has_value()) {
+        StoredDoc& doc = coll.docs[u.key] = std::move(*u.doc);
+        const uint64_t added = u.key.size() + doc.value->size();
+        coll.bytes += added;
+        total_bytes_ += added;
+        ++total_docs_;
+        if (doc.expires_at_ms != 0) expiry_.emplace(doc.expires_at_ms, u.collection, u.key);
+      }
+      coll.last_delete_seq = u.last_delete_seq;
+    }
+    undo_.pop_back();
+  }
+  // Their change events are not published (they never happened).
+  while (!feed_queue_.empty() && feed_queue_.back().seq > durable_seq_) {
+    feed_queue_events_ -= feed_queue_.back().ops.size();
+    feed_queue_.pop_back();
+  }
+  pending_.clear();
+  // Every sequence number handed out is now durable or undone; the undone ones stay unused.
+  durable_seq_ = last_seq_;
+  inflight_upto_ = last_seq_;
+  leader_active_ = false;
+  ++undone_groups_;
+  std::vector<Completion> failed = std::move(inflight_completions_);
+  inflight_completions_.clear();
+  for (Completion& c : completions_) failed.push_back(std::move(c));
+  completions_.clear();
+  NotifyWaitersLocked();
+  RunCompletions(lock, failed, error);
+  return true;
+}
+
 void StoreImpl::DoWorkLocked(Lock& lock) {
   bool feed_failed = false;
   while (bg_error_.ok()) {
@@ -137,6 +235,7 @@ void StoreImpl::FinishGroupLocked(Lock& lock, uint64_t upto, std::string& batch)
   batch.clear();
   if (spare_.capacity() < batch.capacity()) spare_ = std::move(batch);
   durable_seq_ = std::max(durable_seq_, upto);
+  while (!undo_.empty() && undo_.front().seq <= durable_seq_) undo_.pop_front();
   ++group_commits_;
   std::vector<Completion> done = std::move(inflight_completions_);
   inflight_completions_.clear();
@@ -165,6 +264,7 @@ void StoreImpl::LeadGroup(Lock& lock, bool force_sync) {
                     (opt_.durability == Durability::kInterval &&
                      now_nanos - last_sync_nanos_ >= opt_.sync_interval_ms * 1'000'000);
   const bool dirty = wal_unsynced_ || !batch.empty();
+  const uint64_t wal_before = wal_->Size();
   lock.unlock();
   Status s;
   if (!batch.empty()) s = wal_->Append(batch);
@@ -172,6 +272,13 @@ void StoreImpl::LeadGroup(Lock& lock, bool force_sync) {
   const uint64_t wal_size = wal_->Size();
   lock.lock();
   if (!s.ok()) {
+    // A full disk (or a failed sync): nothing of this group may count. Cut the WAL back and
+    // undo the changes in memory, so the writes are refused with nothing changed and the next
+    // ones are tried again, without a reopen.
+    const Status error = UnavailableError(
+        "the store could not write its WAL, the change was not made (retry later): " +
+        s.ToString());
+    if (UndoNotDurableLocked(lock, wal_before, error)) return;
     leader_active_ = false;
     FailLocked(lock,
                InternalError("store failed writing its WAL (reopen to recover): " + s.ToString()));

@@ -12,6 +12,10 @@
 // - Because later writers see earlier, not yet durable changes, reads wait until what they
 //   return is durable, and a group's durability implies that of every group before it (one WAL
 //   file, appended in sequence order).
+// - A group that fails to write or sync (a full disk) is undone rather than failing the store:
+//   the WAL is cut back, the before-images kept for every change not yet durable are restored
+//   (newest first; later changes may depend on the failed ones, so they go too), their feed
+//   events are dropped and their writers get Unavailable.
 // - Checkpoint: the leader role is taken, the buffer flushed, the state copied, a new WAL file
 //   started; the copy is streamed into a snapshot outside the mutex; WAL files the snapshot and
 //   the feed no longer need are deleted.
@@ -148,6 +152,16 @@ class StoreImpl final : public Store {
   void FinishGroupLocked(Lock& lock, uint64_t upto, std::string& batch);
   // Sets bg_error_ and fails every waiting completion.
   void FailLocked(Lock& lock, const Status& error);
+  // After a group failed to write or sync (a full disk): cuts the WAL back to `wal_size`,
+  // undoes in memory every change that is not durable (the failed group's and those queued
+  // behind it, which may depend on it), drops their change events and fails their waiters
+  // with `error`. The store goes on taking writes. False if the WAL could not be cut back
+  // (the caller then fails the store for good).
+  bool UndoNotDurableLocked(Lock& lock, uint64_t wal_size, const Status& error);
+  // Records the state a change is about to replace, while undo_enabled_.
+  void RememberDocLocked(uint64_t seq, const std::string& collection, const std::string& key,
+                         const CollectionState& coll);
+  void RememberCollectionLocked(uint64_t seq, const std::string& name);
   void RunCompletions(Lock& lock, std::vector<Completion>& done, const Status& status);
   // For the rare waits on state changes (leadership, publishing) rather than on durability.
   void WaitForStateLocked(Lock& lock);
@@ -204,6 +218,25 @@ class StoreImpl final : public Store {
   int rare_waiters_ = 0;
   bool checkpoint_running_ = false;
   Status bg_error_;
+  // Before-images of the changes applied in memory and not yet durable (seq > durable_seq_),
+  // oldest first, so that a group that fails to write can be undone instead of failing the
+  // store until it is reopened. Off during recovery (replayed changes are durable).
+  struct Undo {
+    uint64_t seq = 0;
+    std::string collection;
+    bool catalog = false;  // a collection change; else a document change
+    // Document change: the document before (nullopt: absent) and the collection's
+    // last_delete_seq before.
+    std::string key;
+    std::optional<StoredDoc> doc;
+    uint64_t last_delete_seq = 0;
+    // Collection change: the collection before (nullopt: absent) and last_catalog_seq_ before.
+    std::optional<CollectionState> coll;
+    uint64_t last_catalog_seq = 0;
+  };
+  std::deque<Undo> undo_;
+  bool undo_enabled_ = false;
+  uint64_t undone_groups_ = 0;
   int64_t last_sync_nanos_ = 0;
   bool wal_unsynced_ = false;
   bool want_checkpoint_ = false;

@@ -75,6 +75,7 @@ Status StoreImpl::Recover() {
   wal_files_ = wal_firsts;
   last_seq_ = std::max(last, seq_reserved_ > 0 ? seq_reserved_ - 1 : 0);
   durable_seq_ = last_seq_;
+  undo_enabled_ = true;  // from here on, changes are applied before they are durable
   feed_published_seq_ = feed_queue_.empty() ? std::max(feed_cursor, last) : feed_cursor;
   CONVERGE_RETURN_IF_ERROR(OpenNewWal(last_seq_ + 1));
 
@@ -239,12 +240,27 @@ Status StoreImpl::Checkpoint() {
   }
   const bool roll = wal_files_.back() != upto + 1;
   Collections copy = colls_;
+  const uint64_t wal_before = wal_->Size();
   lock.unlock();
 
   // Finish the current WAL file and start the next one, still as the only writer.
   Status s;
   if (!batch.empty()) s = wal_->Append(batch);
   if (s.ok()) s = wal_->Sync();
+  if (!s.ok()) {
+    // As in LeadGroup: the changes not yet durable are undone and the store goes on.
+    copy.clear();
+    lock.lock();
+    checkpoint_running_ = false;
+    const Status error = UnavailableError(
+        "the store could not write its WAL, the change was not made (retry later): " +
+        s.ToString());
+    if (UndoNotDurableLocked(lock, wal_before, error)) return error;
+    leader_active_ = false;
+    FailLocked(lock,
+               InternalError("store failed writing its WAL (reopen to recover): " + s.ToString()));
+    return bg_error_;
+  }
   std::unique_ptr<WritableFile> next;
   if (s.ok() && roll) {
     s = wal_->Close();
@@ -290,6 +306,8 @@ Status StoreImpl::Checkpoint() {
       if (s.ok()) s = fs.RenameFile(tmp, Path(name));
       if (s.ok()) s = fs.SyncDir(opt_.dir);
     }
+    // A snapshot that could not be written (a full disk) must not keep the space it took.
+    if (!s.ok()) fs.DeleteFile(tmp).IgnoreError();
   }
   copy.clear();
   if (s.ok()) s = DeleteObsoleteFiles(upto, feed_cursor);

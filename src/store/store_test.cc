@@ -25,6 +25,7 @@
 #include "converge/conflict/counters.h"
 #include "converge/event.h"
 #include "converge/sim_env.h"
+#include "log/testing/full_disk_env.h"
 #include "store/feed.h"
 #include "store/testing/memory_log.h"
 
@@ -1094,6 +1095,90 @@ TEST(StoreThreadsTest, AsyncCommitsShareSyncsWithoutAThreadEach) {
     ASSERT_TRUE(doc.ok()) << key;
     EXPECT_EQ(doc->version, version);
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// A full disk: a group that cannot be written is undone, and the store goes on
+
+TEST(StoreFullDiskTest, RefusedWritesChangeNothingAndLaterWritesWork) {
+  sim::SimEnv sim(7);
+  log_testing::FullDiskEnv env(sim);
+  store_testing::MemoryLog log;
+  StoreOptions o;
+  o.dir = "/data/store";
+  o.feed_log = &log;
+  o.ttl_sweep_interval_ms = 0;
+  auto open = [&]() {
+    auto opened = Store::Open(env, o);
+    EXPECT_TRUE(opened.ok()) << opened.status().ToString();
+    return opened.ok() ? std::move(*opened) : nullptr;
+  };
+  std::unique_ptr<Store> store = open();
+  ASSERT_NE(store, nullptr);
+  CollectionConfig config;
+  config.owner = "orders";
+  ASSERT_TRUE(store->CreateCollection(kOrders, "c", config).ok());
+  ASSERT_TRUE(store->CreateCollection(kOrders, "other", config).ok());
+  ASSERT_TRUE(store->Put(kOrders, "c", "a", "1").ok());
+  ASSERT_TRUE(store->Put(kOrders, "c", "b", "1").ok());
+  ASSERT_TRUE(store->Put(kOrders, "c", "gone", "1").ok());
+  ASSERT_TRUE(store->Put(kOrders, "other", "x", "1").ok());
+  ASSERT_TRUE(store->FlushFeed().ok());
+  const size_t feed_before = log.Records("store-changes").size();
+
+  auto value = [&](const std::string& coll, const std::string& key) -> std::string {
+    auto d = store->Get(coll, key);
+    return d.ok() ? d->value : d.status().ToString();
+  };
+  // Room for part of a record: a short write that must be cut off again.
+  env.SetFreeBytes(10);
+  auto put = store->Put(kOrders, "c", "a", "2");
+  EXPECT_EQ(put.status().code(), StatusCode::kUnavailable) << put.status().ToString();
+  EXPECT_EQ(value("c", "a"), "1");
+  std::vector<WriteOp> ops = {WriteOp::Put("c", "b", "2"), WriteOp::Delete("c", "gone"),
+                              WriteOp::Put("c", "new", "1")};
+  EXPECT_EQ(store->Commit(kOrders, ops).status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(value("c", "b"), "1");
+  EXPECT_EQ(value("c", "gone"), "1");
+  EXPECT_EQ(store->Get("c", "new").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store->DeleteCollection(kOrders, "other").code(), StatusCode::kUnavailable);
+  EXPECT_EQ(value("other", "x"), "1");
+  EXPECT_EQ(store->CreateCollection(kOrders, "fresh", config).code(), StatusCode::kUnavailable);
+  EXPECT_EQ(store->DescribeCollection("fresh").status().code(), StatusCode::kNotFound);
+  // A failed sync is undone the same way.
+  env.SetUnlimited();
+  env.FailSyncs(true);
+  EXPECT_EQ(store->Put(kOrders, "c", "a", "3").status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(value("c", "a"), "1");
+
+  // A checkpoint that cannot sync, or cannot write its snapshot, fails alone: the store goes
+  // on, and no partial snapshot keeps the space.
+  EXPECT_FALSE(store->Checkpoint().ok());
+  env.SetUnlimited();
+  env.SetFreeBytes(0);
+  EXPECT_EQ(store->Checkpoint().code(), StatusCode::kResourceExhausted);
+  const std::vector<std::string> names = env.fs().ListDir(o.dir).value();
+  for (const std::string& name : names) {
+    EXPECT_FALSE(name.ends_with(".tmp")) << name;
+  }
+  EXPECT_EQ(value("c", "a"), "1");
+
+  // Space is back: writes work without a reopen, and the feed holds only what was committed.
+  env.SetUnlimited();
+  auto ok = store->Put(kOrders, "c", "a", "4");
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(value("c", "a"), "4");
+  ASSERT_TRUE(store->FlushFeed().ok());
+  EXPECT_EQ(log.Records("store-changes").size(), feed_before + 1);
+
+  store.reset();
+  store = open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(value("c", "a"), "4");
+  EXPECT_EQ(value("c", "b"), "1");
+  EXPECT_EQ(value("c", "gone"), "1");
+  EXPECT_EQ(value("other", "x"), "1");
+  EXPECT_EQ(store->DescribeCollection("fresh").status().code(), StatusCode::kNotFound);
 }
 
 }  // namespace
