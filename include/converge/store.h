@@ -319,6 +319,13 @@ class Store {
   virtual Status DeleteCollection(const Caller& caller, const std::string& name) = 0;
   // NotFound.
   virtual Result<CollectionInfo> DescribeCollection(const std::string& name) = 0;
+  // Whether `caller` may write the documents of `collection` (`administer` false) or change or
+  // delete the collection itself (true), checked before a request's body is read: OK;
+  // PermissionDenied (a denied document write is counted in the collection's write outcomes,
+  // as a refused write is); NotFound for a missing collection (collections are listed to every
+  // caller, so this reveals nothing). A later write checks again.
+  virtual Status CheckWriteAccess(const Caller& caller, const std::string& collection,
+                                  bool administer) = 0;
   // Names in order.
   virtual std::vector<std::string> ListCollections() = 0;
 

@@ -542,6 +542,12 @@ void StoreHttpHandler::Route(const StoreHttpRequest& r, Done& done) {
     Status valid = Store::ValidateCollectionName(*collection);
     if (!valid.ok()) return reply(StoreErrorResponse(valid));
     if (r.method == "PUT" || r.method == "DELETE") {
+      // The caller is authorized before its body or query is read. A PUT of a missing
+      // collection creates it (the store checks the owner it names).
+      Status access = store_.CheckWriteAccess(r.caller, *collection, /*administer=*/true);
+      if (!access.ok() && (r.method == "DELETE" || access.code() != StatusCode::kNotFound)) {
+        return reply(StoreErrorResponse(access));
+      }
       // No write takes query parameters: a misspelt option must not be ignored.
       if (Status s = CheckQuery(query, {}); !s.ok()) return reply(StoreErrorResponse(s));
     }
@@ -559,6 +565,15 @@ void StoreHttpHandler::Route(const StoreHttpRequest& r, Done& done) {
   Result<std::string> key = PercentDecode(after.substr(5));
   if (!key.ok()) return reply(StoreErrorResponse(key.status()));
   if (r.method == "GET") return reply(GetDocument(*collection, *key));
+  if (r.method == "PUT" || r.method == "DELETE") {
+    // Authorized before the body, the preconditions and the query are read (a malformed
+    // name names no collection, so it is refused as such).
+    if (Status valid = Store::ValidateCollectionName(*collection); !valid.ok()) {
+      return reply(StoreErrorResponse(valid));
+    }
+    Status access = store_.CheckWriteAccess(r.caller, *collection, /*administer=*/false);
+    if (!access.ok()) return reply(StoreErrorResponse(access));
+  }
   if (r.method == "PUT") return PutDocument(r, *collection, *key, query, done);
   if (r.method == "DELETE") {
     if (Status s = CheckQuery(query, {}); !s.ok()) return reply(StoreErrorResponse(s));

@@ -156,6 +156,21 @@ bool CanWrite(const Caller& caller, const CollectionConfig& config) {
   return false;
 }
 
+// The outcome class of a refused write op (see CollectionInfo::writes).
+void CountRefusal(StatusCode code, WriteCounts* counts) {
+  switch (code) {
+    case StatusCode::kAborted:
+    case StatusCode::kAlreadyExists:
+      ++counts->conflict;
+      break;
+    case StatusCode::kPermissionDenied:
+      ++counts->denied;
+      break;
+    default:
+      ++counts->rejected;
+  }
+}
+
 bool CanAdminister(const Caller& caller, const CollectionConfig& config) {
   return caller.admin || (!caller.service.empty() && caller.service == config.owner);
 }
@@ -448,6 +463,25 @@ Result<CollectionInfo> StoreImpl::DescribeCollection(const std::string& name) {
   return info;
 }
 
+Status StoreImpl::CheckWriteAccess(const Caller& caller, const std::string& collection,
+                                   bool administer) {
+  Lock lock(mu_);
+  auto it = colls_.find(collection);
+  if (it == colls_.end()) {
+    return NotFoundError("collection '" + collection + "' does not exist");
+  }
+  const CollectionConfig& cfg = it->second.config;
+  if (administer) {
+    if (CanAdminister(caller, cfg)) return Status::Ok();
+    return PermissionDeniedError("only the owner '" + cfg.owner +
+                                 "' may change or delete collection '" + collection + "'");
+  }
+  if (CanWrite(caller, cfg)) return Status::Ok();
+  Status denied = WriteDenied(caller, collection, cfg);
+  CountRefusal(denied.code(), &it->second.write_counts);
+  return denied;
+}
+
 std::vector<std::string> StoreImpl::ListCollections() {
   Lock lock(mu_);
   std::vector<std::string> names;
@@ -609,25 +643,6 @@ Result<ListResult> StoreImpl::List(const std::string& collection, const ListOpti
 
 // ---------------------------------------------------------------------------------------
 // Writes
-
-namespace {
-
-// The outcome class of a refused write op (see CollectionInfo::writes).
-void CountRefusal(StatusCode code, WriteCounts* counts) {
-  switch (code) {
-    case StatusCode::kAborted:
-    case StatusCode::kAlreadyExists:
-      ++counts->conflict;
-      break;
-    case StatusCode::kPermissionDenied:
-      ++counts->denied;
-      break;
-    default:
-      ++counts->rejected;
-  }
-}
-
-}  // namespace
 
 Result<std::vector<StoreImpl::Prepared>> StoreImpl::PrepareOps(std::span<const WriteOp> ops,
                                                                bool indexed) const {

@@ -61,6 +61,8 @@ class StoreImpl final : public Store {
   Status UpdateCollection(const Caller& caller, const std::string& name,
                           const CollectionConfig& config) override;
   Status DeleteCollection(const Caller& caller, const std::string& name) override;
+  Status CheckWriteAccess(const Caller& caller, const std::string& collection,
+                          bool administer) override;
   Result<CollectionInfo> DescribeCollection(const std::string& name) override;
   std::vector<std::string> ListCollections() override;
 

@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -254,6 +255,22 @@ store:
   EXPECT_EQ(
       MetricValue(metrics.body, R"(converge_store_writes_total{collection="orders",outcome="ok"})"),
       2);
+
+  // A caller that may not write is refused before its body, preconditions or query are read:
+  // a malformed request from it is 403, not 400, and changes nothing.
+  for (const auto& [verb, target, body] :
+       std::vector<std::tuple<http::verb, std::string, std::string>>{
+           {http::verb::put, "/v1/collections/orders/docs/o1", "{\"a\":"},
+           {http::verb::put, "/v1/collections/orders/docs/o1?tll_ms=5", "{}"},
+           {http::verb::delete_, "/v1/collections/orders/docs/o1?bogus=1", ""},
+           {http::verb::put, "/v1/collections/orders", "{not json"},
+           {http::verb::put, "/v1/collections/orders?x=1", "{}"},
+           {http::verb::delete_, "/v1/collections/orders?force=true", ""}}) {
+    Reply r = conn.Call(verb, target, body, stranger);
+    EXPECT_EQ(r.status, 403) << target << " " << r.body;
+  }
+  EXPECT_EQ(conn.Call(http::verb::get, "/v1/collections/orders/docs/o1", "", stranger).status, 200);
+  EXPECT_EQ(conn.Call(http::verb::get, "/v1/collections/orders", "", stranger).status, 200);
 
   // Malformed keys and bodies: 400. Oversized: 413 (the store's bound, and the server's).
   EXPECT_EQ(conn.Call(http::verb::put, "/v1/collections/orders/docs/a%20b", "{}", orders).status,
