@@ -82,6 +82,12 @@ HttpReply Error(http::status s, std::string_view code, std::string_view message)
   return Reply(JsonError(s, code, message));
 }
 
+HttpReply SystemTopicError(std::string_view topic, std::string_view owner, std::string_view what) {
+  return Error(http::status::forbidden, "SYSTEM_TOPIC",
+               "topic '" + std::string(topic.substr(0, 200)) + "' is written only by " +
+                   std::string(owner) + ": " + std::string(what) + " is not allowed");
+}
+
 // Topic names as the log accepts them from clients; internal ('_') names are not reachable.
 Status CheckTopicName(std::string_view name) {
   if (name.empty() || name.size() > 200 || name.front() == '.' || name.front() == '_' ||
