@@ -302,8 +302,7 @@ class ConsumerGroupsImpl final : public ConsumerGroups {
   // parked) and are added to it instead of being marked done: the caller makes their commit
   // journal-first.
   Status AppendDeadLetters(Group& g, uint32_t p, std::span<WindowEntry* const> entries,
-                           int64_t now_ns, bool* ready,
-                           std::vector<WindowEntry*>* held = nullptr);
+                           int64_t now_ns, bool* ready, std::vector<WindowEntry*>* held = nullptr);
   // Reads more records of partition `p` into its window. Returns false if nothing was read.
   bool ReadMore(Group& g, uint32_t p);
   void Lease(Group& g, uint32_t p, uint32_t slot, WindowEntry* e, int64_t now_ns,
@@ -1304,9 +1303,9 @@ Status ConsumerGroupsImpl::Nack(const std::string& topic, const std::string& gro
           // the Log deduplicates: same record id) and then the commit.
           const int64_t now = NowNs();
           ps.window.DeadLetterFailed(e, now + g->options.dead_letter_retry_ms * kNanosPerMilli);
-          ps.last_error = "commit of the dead letter of offset " + std::to_string(held_offset) +
-                          " failed (the record stays pending and is retried): " +
-                          committed.ToString();
+          ps.last_error =
+              "commit of the dead letter of offset " + std::to_string(held_offset) +
+              " failed (the record stays pending and is retried): " + committed.ToString();
         }
       }
     }
