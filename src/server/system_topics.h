@@ -35,6 +35,9 @@ class SystemTopics {
   // What writes `topic`, for an error message ("the store (its change feed)"), if it is
   // system-owned; empty otherwise.
   std::string OwnerOf(std::string_view topic);
+  // The same without the saga command topics: for checking the participants of a definition
+  // being registered (which may share command topics with definitions registered before).
+  std::string OwnerOfOutsideSagas(std::string_view topic) const;
 
   // A saga definition may have been registered: its command topics count from the next call.
   void DefinitionsChanged() { definitions_gen_.fetch_add(1); }

@@ -458,6 +458,26 @@ TEST_F(GroupsTest, ReplayAndTopicCreationRefuseSystemTopics) {
   r = Call("POST", "/v1/topics/store-changes/groups/audit/dead-letters/replay",
            R"({"target_topic":"replay"})");
   EXPECT_EQ(r.status, 200) << r.body;
+
+  // The other route that makes converge append to a caller-chosen topic: a saga definition's
+  // participants get its commands. One naming the store's feed is refused; nothing is
+  // registered, so no command can go there.
+  const uint64_t feed_before = TopicEnd("store-changes");
+  r = Call("POST", "/v1/saga-definitions",
+           "name: feed\nversion: 1\nsteps:\n  - name: s\n    participant: store-changes\n"
+           "    action: x.go\n    pivot: true\n    timeout_ms: 60000\n");
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_EQ(Field(r.body, "code"), "SYSTEM_TOPIC") << r.body;
+  r = Call("GET", "/v1/saga-definitions");
+  EXPECT_EQ(r.body.find("\"feed\""), std::string::npos) << r.body;
+  r = Call("POST", "/v1/sagas", R"({"definition":"feed","id":"s1","input":{}})");
+  EXPECT_NE(r.status, 201) << r.body;
+  EXPECT_EQ(TopicEnd("store-changes"), feed_before);
+  // A second definition sharing "shipping" with the first is fine.
+  r = Call("POST", "/v1/saga-definitions",
+           "name: ship2\nversion: 1\nsteps:\n  - name: s\n    participant: shipping\n"
+           "    action: shipping.go\n    pivot: true\n    timeout_ms: 60000\n");
+  EXPECT_EQ(r.status, 201) << r.body;
 }
 
 TEST_F(GroupsTest, GroupRoutesAuthorizeBeforeValidating) {
