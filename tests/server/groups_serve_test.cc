@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -478,6 +479,19 @@ TEST_F(GroupsTest, ReplayAndTopicCreationRefuseSystemTopics) {
            "name: ship2\nversion: 1\nsteps:\n  - name: s\n    participant: shipping\n"
            "    action: shipping.go\n    pivot: true\n    timeout_ms: 60000\n");
   EXPECT_EQ(r.status, 201) << r.body;
+}
+
+// The same for a definition loaded from the configuration: the server refuses to start.
+TEST_F(GroupsTest, ConfiguredSagaDefinitionWithASystemTopicParticipantIsRefused) {
+  auto probe = std::make_unique<ServeProcess>("");
+  const std::string def_path = probe->dir() + "/feed.yaml";
+  std::ofstream(def_path) << "name: feed\nversion: 1\nsteps:\n  - name: s\n"
+                             "    participant: store-changes\n    action: x.go\n"
+                             "    pivot: true\n    timeout_ms: 60000\n";
+  server_ = std::make_unique<ServeProcess>("sagas:\n  definitions: [" + def_path + "]\n");
+  EXPECT_FALSE(server_->Start().ok());
+  EXPECT_NE(server_->Log().find("written only by the store"), std::string::npos)
+      << server_->Log();
 }
 
 TEST_F(GroupsTest, GroupRoutesAuthorizeBeforeValidating) {
