@@ -1295,7 +1295,8 @@ Status ConsumerGroupsImpl::Nack(const std::string& topic, const std::string& gro
       if (it != ps.ack_intents.end()) ps.ack_intents.erase(it);
       WindowEntry* e = g->deleted ? nullptr : ps.window.Find(held_offset);
       // Gone (a seek) or settled meanwhile (a late ack of the same lease): nothing to apply.
-      if (e != nullptr && e->state == EntryState::kDeadLetterPending) {
+      if (e != nullptr && e->state == EntryState::kDeadLetterPending &&
+          e->lease_id == lease.lease_id) {
         if (committed.ok()) {
           ps.window.DeadLettered(e);
         } else {
