@@ -51,16 +51,28 @@
 //              delivered again (never lost).
 // CreateGroup, DeleteGroup, Seek and ReplayDeadLetters are durable when they return OK, in
 // both modes. What is durable: per partition the committed offset (every record below it is
-// done) and the set of acked offsets above it; leases, delays, attempts and members are not
-// (after a restart every pending record is delivered again, at once). An ack that is lost in a
-// crash only causes a redelivery. An ack in kSync mode is applied in memory only after the
-// journal holds it: when the journal cannot be written it returns the error and changes
-// nothing (the records stay leased). In kPeriodic mode an ack is applied at once and its OK
-// promises no more; a failed flush is retried by the next one. Other calls that promise
-// durability (Nack permanent, CreateGroup, Seek, ...) return Internal when the state journal
-// could not be written: the change stays applied in memory and the next flush (Tick, Flush, a
-// later commit) writes a fresh snapshot of everything; until then a crash loses the change,
-// never a record.
+// done) and the set of acked offsets above it, the groups, the replayed marks; leases, delays,
+// attempts and members are not (after a restart every pending record is delivered again, at
+// once). An ack that is lost in a crash only causes a redelivery.
+//
+// Journal-first: every call that changes durable state writes the change to the state journal
+// (and syncs it) before applying it in memory, so a call that returns an error changed nothing
+// visible and a call that returns OK survives a crash. CreateGroup, DeleteGroup, Seek and the
+// replayed marks of ReplayDeadLetters are journal-first in both modes; Ack, AckBatch and a
+// Nack that dead-letters (permanent, or the last allowed delivery) in kSync mode. When the
+// journal cannot be written (a full disk, an I/O error) they return the error (Internal) and:
+// the group is not created / not deleted / not seeked (leases and pending records stay);
+// acked records stay leased; no dead letter is marked replayed (the events already appended
+// to the target are found there by a retry, not appended twice); a dead-lettering Nack's
+// record stays "dead-letter pending", uncommitted, and the group retries its (deduplicated)
+// append and then the commit. A refused CreateGroup leaves its dead-letter topic created. In
+// kPeriodic mode an ack is applied at once and its OK promises no more; a failed flush is
+// retried by the next one. Dead-lettering by the group itself (a lease expired at its last
+// delivery, Abandon, a retried dead-letter append) is applied in memory when the dead letter is
+// appended and committed by the next flush; a crash before it delivers the record again, never
+// loses it. Members, leases and delays are never journaled. (A crash right after a failed sync
+// may still find the refused change on disk: an error means "not done", as for any write whose
+// outcome is unknown; the compaction that follows the failure writes the state without it.)
 //
 // The log may lose records under a group (damage, or a machine crash under interval/none
 // durability after they were read and acked): Open moves a committed offset that is beyond
@@ -323,14 +335,19 @@ class ConsumerGroups {
                                                       const ConsumerGroupsOptions& options);
 
   // Creates a group on `topic` and its dead-letter topic. Group names: 1..64 chars of
-  // [A-Za-z0-9_-]. OK when durable. NotFound (no such topic), AlreadyExists (group exists),
-  // InvalidArgument (bad name or options), ResourceExhausted (max_groups), Internal (I/O).
+  // [A-Za-z0-9_-]. OK when durable; journal-first (the group exists only once the journal
+  // holds it). NotFound (no such topic), AlreadyExists (group exists), InvalidArgument (bad
+  // name or options), ResourceExhausted (max_groups), Internal (I/O: no group; the dead-letter
+  // topic may have been created).
   virtual Status CreateGroup(const std::string& topic, const std::string& group,
                              const GroupOptions& options) = 0;
 
   // Deletes the group's state. If its dead-letter topic holds dead letters not yet replayed,
   // FailedPrecondition unless `force`; with force the dead-letter topic is deleted too (a
-  // custom dead_letter_topic is never deleted). NotFound if no such group.
+  // custom dead_letter_topic is never deleted). NotFound if no such group. Journal-first: on
+  // Internal (the journal cannot be written) the group is untouched; the dead-letter topic is
+  // deleted only after the deletion is durable (if that fails, the error says so and the group
+  // stays deleted).
   virtual Status DeleteGroup(const std::string& topic, const std::string& group,
                              bool force = false) = 0;
 
@@ -370,7 +387,7 @@ class ConsumerGroups {
   // Acks one lease: the record is done. OK if acked now or already done (acked, dead-lettered
   // or committed). FailedPrecondition if the lease was lost (the record was leased again or the
   // group seeked). NotFound (no group), InvalidArgument (no such partition). Durability: see
-  // CommitMode; Internal if a kSync commit failed (the ack stays applied in memory).
+  // CommitMode; Internal if a kSync commit failed (then nothing was acked: journal-first).
   // `member` is kept alive if it is one; any member may ack any lease it was given.
   virtual Status Ack(const std::string& topic, const std::string& group, const std::string& member,
                      const LeaseRef& lease) = 0;
@@ -384,6 +401,8 @@ class ConsumerGroups {
   // dead-lettered if this was its max_deliveries-th delivery. Permanent: dead-lettered now
   // (reason "rejected: <reason>"). OK when done; the dead-letter append (if any) is synchronous:
   // if it fails, its error is returned and the record stays pending (retried by the group).
+  // In kSync mode a dead-lettered record is committed journal-first: if the journal cannot be
+  // written, Internal, and the record stays pending (uncommitted) like after a failed append.
   // FailedPrecondition (lease lost), InvalidArgument (delay out of range, bad partition),
   // NotFound (no group).
   virtual Status Nack(const std::string& topic, const std::string& group, const std::string& member,
@@ -391,7 +410,8 @@ class ConsumerGroups {
 
   // Moves the group's position: drops every lease, delay and pending record of the affected
   // partitions (their acks become lost) and sets the committed offset to the target. OK when
-  // durable. NotFound (no group or topic), InvalidArgument (bad partition), Internal.
+  // durable. Journal-first: on Internal nothing moved or was dropped. NotFound (no group or
+  // topic), InvalidArgument (bad partition), Internal.
   virtual Status Seek(const std::string& topic, const std::string& group,
                       const SeekTarget& target) = 0;
 
@@ -412,7 +432,9 @@ class ConsumerGroups {
   // ("replay.<group>.<dead-letter offset>.<random hex>"): every such call adds a copy. Stops at the
   // first error, returning it; what was replayed and marked before stays so. One call examines at
   // most 10 x replay_max_records dead letters; next_offset says where to continue. NotFound (no
-  // group or target topic), ResourceExhausted (too many replayed ranges), errors of Log::Append.
+  // group or target topic), ResourceExhausted (too many replayed ranges), errors of Log::Append,
+  // Internal (the marks could not be written: journal-first, nothing of this call is marked;
+  // the events it appended are found by a retry, which counts them as deduplicated).
   virtual Result<ReplayResult> ReplayDeadLetters(const std::string& topic, const std::string& group,
                                                  const ReplayOptions& options) = 0;
 

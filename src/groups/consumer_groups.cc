@@ -281,6 +281,14 @@ class ConsumerGroupsImpl final : public ConsumerGroups {
   // Makes every mutation up to `seq` durable.
   Status FlushUpTo(uint64_t seq);
   Status CompactLocked();  // journal_mu_ held
+  // Journal-first mutations (journal_mu_ held, no group lock): makes the journal ready to
+  // take a record, compacting it from memory first if it is broken (an earlier write failed)
+  // or full. Memory does not hold the caller's mutation yet, so neither does the snapshot.
+  Status ReadyJournalLocked();
+  // Appends and syncs the framed records of one mutation that is not yet applied in memory
+  // (journal_mu_ held, after ReadyJournalLocked). The caller applies the mutation only on OK,
+  // still holding journal_mu_, so no flush can write the group's state in between.
+  Status AppendAheadLocked(std::string_view framed);
   // For kPeriodic: flushes when the interval has passed since the last flush.
   Status MaybePeriodicFlush(int64_t now_ns);
   // After a commit-changing call: the durability the mode promises.
@@ -290,8 +298,11 @@ class ConsumerGroupsImpl final : public ConsumerGroups {
   // Returns true if records became ready; dead-letter errors go to the partition's last_error.
   bool ProcessDue(Group& g, uint32_t p, int64_t now_ns, uint64_t* seq);
   // Appends dead letters for `entries` (all kDeadLetterPending) of partition `p`. mu held.
+  // `held`: when set, entries whose append succeeded stay kDeadLetterPending (their retry
+  // parked) and are added to it instead of being marked done: the caller makes their commit
+  // journal-first.
   Status AppendDeadLetters(Group& g, uint32_t p, std::span<WindowEntry* const> entries,
-                           int64_t now_ns, bool* ready);
+                           int64_t now_ns, bool* ready, std::vector<WindowEntry*>* held = nullptr);
   // Reads more records of partition `p` into its window. Returns false if nothing was read.
   bool ReadMore(Group& g, uint32_t p);
   void Lease(Group& g, uint32_t p, uint32_t slot, WindowEntry* e, int64_t now_ns,
@@ -550,6 +561,30 @@ Status ConsumerGroupsImpl::FlushUpTo(uint64_t seq) {
   return s;
 }
 
+Status ConsumerGroupsImpl::ReadyJournalLocked() {
+  if (!store_->broken() && store_->journal_bytes() < options_.journal_max_bytes) {
+    return Status::Ok();
+  }
+  const uint64_t target = mutation_seq_.load();
+  last_flush_ns_.store(NowNs());
+  Status s = CompactLocked();
+  if (s.ok()) {
+    durable_seq_ = std::max(durable_seq_, target);
+    flush_failed_.store(false);
+  } else {
+    flush_failed_.store(true);
+  }
+  return s;
+}
+
+Status ConsumerGroupsImpl::AppendAheadLocked(std::string_view framed) {
+  Status s = store_->Append(framed);
+  // The store is broken now: the next flush (or journal-first write) compacts from memory,
+  // which never held this mutation.
+  if (!s.ok()) flush_failed_.store(true);
+  return s;
+}
+
 Status ConsumerGroupsImpl::MaybePeriodicFlush(int64_t now_ns) {
   if (now_ns - last_flush_ns_.load() < options_.commit_interval_ms * kNanosPerMilli) {
     return Status::Ok();
@@ -663,25 +698,29 @@ Status ConsumerGroupsImpl::CreateGroup(const std::string& topic, const std::stri
   if (!s.ok() && s.code() != StatusCode::kAlreadyExists) {
     return s.WithContext("creating dead-letter topic '" + dlq + "'");
   }
-  uint64_t seq;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (groups_.count(key) != 0) {
-      return AlreadyExistsError("consumer group '" + group + "' on topic '" + topic +
-                                "' already exists");
-    }
-    if (groups_.size() >= options_.max_groups) {
-      return ResourceExhaustedError("max_groups (" + std::to_string(options_.max_groups) +
-                                    ") reached");
-    }
-    auto g = std::make_shared<Group>(next_group_id_.fetch_add(1), topic, group, options, dlq,
-                                     committed, env_.random().Next64() >> 2);
-    std::lock_guard<std::mutex> gl(g->mu);
-    g->record_dirty = true;
-    groups_[key] = g;
-    seq = MarkDirty(*g);
+  // Journal-first: the group becomes visible only once the journal holds it, so a refused
+  // create leaves no group behind (its dead-letter topic, created above, stays and is reused).
+  std::lock_guard<std::mutex> journal_lock(journal_mu_);
+  CONVERGE_RETURN_IF_ERROR(ReadyJournalLocked());
+  std::lock_guard<std::mutex> lock(mu_);
+  if (groups_.count(key) != 0) {
+    return AlreadyExistsError("consumer group '" + group + "' on topic '" + topic +
+                              "' already exists");
   }
-  return FlushUpTo(seq);
+  if (groups_.size() >= options_.max_groups) {
+    return ResourceExhaustedError("max_groups (" + std::to_string(options_.max_groups) +
+                                  ") reached");
+  }
+  auto g = std::make_shared<Group>(next_group_id_.fetch_add(1), topic, group, options, dlq,
+                                   committed, env_.random().Next64() >> 2);
+  std::string data;
+  {
+    std::lock_guard<std::mutex> gl(g->mu);
+    g->Serialize(/*full=*/true, &data);
+  }
+  CONVERGE_RETURN_IF_ERROR(AppendAheadLocked(data));
+  groups_[key] = std::move(g);
+  return Status::Ok();
 }
 
 uint64_t RangesCount(const Ranges& ranges, uint64_t begin, uint64_t end) {
@@ -713,25 +752,28 @@ Status ConsumerGroupsImpl::DeleteGroup(const std::string& topic, const std::stri
     }
   }
   {
+    // Journal-first: the group is removed from memory only once the journal holds the
+    // deletion, so a refused delete leaves the group as it was.
+    std::lock_guard<std::mutex> journal_lock(journal_mu_);
+    CONVERGE_RETURN_IF_ERROR(ReadyJournalLocked());
     std::lock_guard<std::mutex> lock(mu_);
     auto it = groups_.find(GroupKey(topic, group));
     if (it == groups_.end() || it->second != g) {
       return NotFoundError("consumer group '" + group + "' on topic '" + topic + "' not found");
     }
+    std::lock_guard<std::mutex> gl(g->mu);
+    std::string data;
+    internal::groups::EncodeDelete(g->id, &data);
+    CONVERGE_RETURN_IF_ERROR(AppendAheadLocked(data));
     groups_.erase(it);
-  }
-  uint64_t seq;
-  {
-    std::lock_guard<std::mutex> lock(g->mu);
     g->deleted = true;
-    seq = MarkDirty(*g);
   }
   g->Notify();  // waiting subscribers find the group gone
-  CONVERGE_RETURN_IF_ERROR(FlushUpTo(seq));
   if (force && g->options.dead_letter_topic.empty()) {
     Status s = log_.DeleteTopic(g->dead_letter_topic);
     if (!s.ok() && s.code() != StatusCode::kNotFound) {
-      return s.WithContext("deleting dead-letter topic '" + g->dead_letter_topic + "'");
+      return s.WithContext("the group is deleted; deleting its dead-letter topic '" +
+                           g->dead_letter_topic + "' failed (delete the topic to finish)");
     }
   }
   return Status::Ok();
@@ -846,7 +888,7 @@ Result<Assignment> ConsumerGroupsImpl::Heartbeat(const std::string& topic, const
 
 Status ConsumerGroupsImpl::AppendDeadLetters(Group& g, uint32_t p,
                                              std::span<WindowEntry* const> entries, int64_t now_ns,
-                                             bool* ready) {
+                                             bool* ready, std::vector<WindowEntry*>* held) {
   PartitionState& ps = *g.partitions[p];
   PartitionWindow& w = ps.window;
   const int64_t wall_us = env_.clock().NowWallMicros();
@@ -884,7 +926,15 @@ Status ConsumerGroupsImpl::AppendDeadLetters(Group& g, uint32_t p,
     }
     auto appended = log_.AppendToPartition(g.dead_letter_topic, 0, views);
     if (appended.ok()) {
-      for (size_t i = begin; i < end; ++i) *ready |= w.DeadLettered(entries[i]);
+      for (size_t i = begin; i < end; ++i) {
+        if (held == nullptr) {
+          *ready |= w.DeadLettered(entries[i]);
+        } else {
+          // Parked: no retry may mark it done before its commit is written.
+          w.DeadLetterFailed(entries[i], INT64_MAX);
+          held->push_back(entries[i]);
+        }
+      }
       continue;
     }
     const int64_t retry_at = now_ns + g.options.dead_letter_retry_ms * kNanosPerMilli;
@@ -1179,6 +1229,8 @@ Status ConsumerGroupsImpl::Nack(const std::string& topic, const std::string& gro
   Status result;
   uint64_t seq = 0;
   bool dead_lettered = false;
+  const bool journal_first = options_.commit_mode == CommitMode::kSync;
+  uint64_t held_offset = UINT64_MAX;  // a dead letter appended, its commit not yet written
   {
     CONVERGE_GROUP_LOCK(g);
     if (options.delay_ms < 0 || options.delay_ms > g->options.max_nack_delay_ms) {
@@ -1221,9 +1273,45 @@ Status ConsumerGroupsImpl::Nack(const std::string& topic, const std::string& gro
       dead_lettered = true;
       bool ready = false;
       WindowEntry* const one[1] = {e};
-      result = AppendDeadLetters(*g, p, one, now, &ready);
+      std::vector<WindowEntry*> held;
+      result = AppendDeadLetters(*g, p, one, now, &ready, journal_first ? &held : nullptr);
+      if (!held.empty()) {
+        // kSync: the record is done in memory only once the journal holds its commit; a record
+        // of this partition written meanwhile carries it (like an ack intent).
+        ps.ack_intents.push_back(lease.offset);
+        ps.dirty = true;
+        seq = MarkDirty(*g);
+        held_offset = lease.offset;
+      }
     }
-    seq = NoteChange(*g, ps, committed_before, done_before);
+    if (held_offset == UINT64_MAX) seq = NoteChange(*g, ps, committed_before, done_before);
+  }
+  if (held_offset != UINT64_MAX) {
+    const Status committed = FlushUpTo(seq);
+    {
+      std::unique_lock<std::mutex> group_lock(g->mu);
+      PartitionState& ps = *g->partitions[lease.partition];
+      auto it = std::find(ps.ack_intents.begin(), ps.ack_intents.end(), held_offset);
+      if (it != ps.ack_intents.end()) ps.ack_intents.erase(it);
+      WindowEntry* e = g->deleted ? nullptr : ps.window.Find(held_offset);
+      // Gone (a seek) or settled meanwhile (a late ack of the same lease): nothing to apply.
+      if (e != nullptr && e->state == EntryState::kDeadLetterPending &&
+          e->lease_id == lease.lease_id) {
+        if (committed.ok()) {
+          ps.window.DeadLettered(e);
+        } else {
+          // Not committed: the record stays pending, and the group retries the append (which
+          // the Log deduplicates: same record id) and then the commit.
+          const int64_t now = NowNs();
+          ps.window.DeadLetterFailed(e, now + g->options.dead_letter_retry_ms * kNanosPerMilli);
+          ps.last_error =
+              "commit of the dead letter of offset " + std::to_string(held_offset) +
+              " failed (the record stays pending and is retried): " + committed.ToString();
+        }
+      }
+    }
+    g->Notify();
+    return committed.WithContext("dead-letter commit");
   }
   g->Notify();  // a record is ready again, or the next due time moved
   if (!result.ok()) return result.WithContext("dead-letter append");
@@ -1263,9 +1351,21 @@ Status ConsumerGroupsImpl::Seek(const std::string& topic, const std::string& gro
         uint64_t o, StartOffset(topic, parts[p], start, target.offset, target.time_micros));
     targets.emplace_back(p, o);
   }
-  uint64_t seq = 0;
   {
+    // Journal-first: the new positions are written before any lease, delay or pending record
+    // is dropped, so a refused seek changes nothing.
+    std::lock_guard<std::mutex> journal_lock(journal_mu_);
+    CONVERGE_RETURN_IF_ERROR(ReadyJournalLocked());
     CONVERGE_GROUP_LOCK(g);
+    std::string data;
+    for (const auto& [p, offset] : targets) {
+      PartitionRecord r;
+      r.group_id = g->id;
+      r.partition = p;
+      r.committed = offset;
+      internal::groups::EncodePartition(r, &data);
+    }
+    CONVERGE_RETURN_IF_ERROR(AppendAheadLocked(data));
     for (const auto& [p, offset] : targets) {
       PartitionState& ps = *g->partitions[p];
       ps.window.ForEach([&](WindowEntry& e) {
@@ -1273,12 +1373,13 @@ Status ConsumerGroupsImpl::Seek(const std::string& topic, const std::string& gro
       });
       ps.window.Reset(offset);
       ps.last_error.clear();
-      ps.dirty = true;
+      // Acks still waiting for their journal write were superseded by the seek: a later
+      // record of this partition must not carry them above the new position.
+      ps.ack_intents.clear();
     }
-    seq = MarkDirty(*g);
   }
   g->Notify();
-  return FlushUpTo(seq);
+  return Status::Ok();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1505,16 +1606,21 @@ Result<ReplayResult> ConsumerGroupsImpl::ReplayDeadLetters(const std::string& to
   }
   if (appended < candidates.size()) result.next_offset = candidates[appended].dl_offset;
   if (appended > 0) {
-    uint64_t seq;
-    {
-      CONVERGE_GROUP_LOCK(g);
-      for (size_t i = 0; i < appended; ++i) {
-        AddRange(&g->replayed, candidates[i].dl_offset, candidates[i].dl_offset + 1);
-      }
-      g->replayed_dirty = true;
-      seq = MarkDirty(*g);
+    // Journal-first: the marks are applied only once the journal holds them. When it refuses
+    // them, the call fails and nothing is marked; the records are in the target already, and a
+    // retry finds them there (the Log's idempotent publish) instead of appending them again.
+    std::lock_guard<std::mutex> journal_lock(journal_mu_);
+    CONVERGE_RETURN_IF_ERROR(ReadyJournalLocked());
+    CONVERGE_GROUP_LOCK(g);
+    Ranges marked = g->replayed;
+    for (size_t i = 0; i < appended; ++i) {
+      AddRange(&marked, candidates[i].dl_offset, candidates[i].dl_offset + 1);
     }
-    CONVERGE_RETURN_IF_ERROR(FlushUpTo(seq));
+    std::string data;
+    internal::groups::EncodeReplayed(g->id, marked, &data);
+    CONVERGE_RETURN_IF_ERROR(AppendAheadLocked(data).WithContext(
+        "marking replayed dead letters (they were appended; a retry deduplicates them)"));
+    g->replayed = std::move(marked);
   }
   if (!error.ok()) return error;
   return result;

@@ -285,5 +285,222 @@ TEST(GroupsDamageTest, MissingSnapshotIsRefusedNotStartedOver) {
   EXPECT_TRUE(journal);
 }
 
+
+namespace journal_first {
+
+// Groups whose state directory sits on a disk that can fail (syncs or writes), over a log on
+// the healthy simulated disk (so dead-letter and replay appends work). Every mutation whose
+// journal write fails must answer an error and change nothing visible; a restart with the disk
+// healed shows what was durable.
+struct FailingJournal {
+  FailingJournal() : disk(sim) {
+    LogOptions lo;
+    lo.dir = "/data/log";
+    auto opened = Log::Open(sim, lo);
+    EXPECT_TRUE(opened.ok());
+    log = std::move(opened).value();
+    TopicOptions to;
+    to.partitions = 1;
+    EXPECT_TRUE(log->CreateTopic(kTopic, to).ok());
+    go = groups_testing::DefaultGroupsOptions();
+    go.tick_interval_ms = 0;
+    Reopen();
+  }
+  ~FailingJournal() {
+    groups.reset();
+    log.reset();
+  }
+  // A clean restart with the disk healed (the destructor flushes whatever memory holds).
+  void Reopen() {
+    disk.SetUnlimited();
+    groups.reset();
+    auto g = ConsumerGroups::Open(disk, *log, go);
+    ASSERT_TRUE(g.ok()) << g.status().ToString();
+    groups = std::move(g).value();
+  }
+  void Produce(int n) {
+    for (int i = 0; i < n; ++i) {
+      RecordView r{"", "k" + std::to_string(i), "v" + std::to_string(i), 0};
+      ASSERT_TRUE(log->Append(kTopic, std::span<const RecordView>(&r, 1)).ok());
+    }
+  }
+  std::vector<Delivery> Fetch() {
+    auto f = groups->Fetch(kTopic, kGroup, "m", 100, 1 << 20);
+    EXPECT_TRUE(f.ok()) << f.status().ToString();
+    if (!f.ok()) return {};
+    storage.push_back(f->storage);
+    return f->deliveries;
+  }
+  PartitionDescription Partition0() {
+    auto d = groups->DescribeGroup(kTopic, kGroup);
+    EXPECT_TRUE(d.ok()) << d.status().ToString();
+    return d.ok() ? d->partitions[0] : PartitionDescription{};
+  }
+
+  sim::SimEnv sim{7};
+  log_testing::FullDiskEnv disk;
+  std::unique_ptr<Log> log;
+  ConsumerGroupsOptions go;
+  std::unique_ptr<ConsumerGroups> groups;
+  std::vector<std::vector<std::shared_ptr<const void>>> storage;
+};
+
+// Before the fix the group was added to memory first: the refused create left a group that
+// served requests and was written by the next flush.
+TEST(GroupsJournalFirstTest, CreateGroupRefusedByTheJournalChangesNothing) {
+  FailingJournal f;
+  f.disk.FailSyncs(true);
+  EXPECT_FALSE(f.groups->CreateGroup(kTopic, kGroup, GroupOptions()).ok());
+  EXPECT_TRUE(f.groups->ListGroups(kTopic).empty());
+  EXPECT_EQ(f.groups->Join(kTopic, kGroup, "m").status().code(), StatusCode::kNotFound);
+  f.Reopen();
+  EXPECT_TRUE(f.groups->ListGroups(kTopic).empty());
+  // Healed: the same create succeeds (its dead-letter topic is reused) and survives a restart.
+  ASSERT_TRUE(f.groups->CreateGroup(kTopic, kGroup, GroupOptions()).ok());
+  f.Reopen();
+  EXPECT_EQ(f.groups->ListGroups(kTopic), std::vector<std::string>{kGroup});
+}
+
+// Before the fix the group was removed from memory first: gone at once, and gone for good
+// after the next flush, although the delete was answered with an error.
+TEST(GroupsJournalFirstTest, DeleteGroupRefusedByTheJournalChangesNothing) {
+  FailingJournal f;
+  ASSERT_TRUE(f.groups->CreateGroup(kTopic, kGroup, GroupOptions()).ok());
+  ASSERT_TRUE(f.groups->Join(kTopic, kGroup, "m").ok());
+  f.Produce(2);
+  ASSERT_EQ(f.Fetch().size(), 2u);
+  f.disk.FailSyncs(true);
+  EXPECT_FALSE(f.groups->DeleteGroup(kTopic, kGroup, /*force=*/true).ok());
+  EXPECT_EQ(f.groups->ListGroups(kTopic), std::vector<std::string>{kGroup});
+  EXPECT_EQ(f.Partition0().in_flight, 2u);
+  EXPECT_TRUE(f.log->DescribeTopic(DefaultDeadLetterTopic(kTopic, kGroup)).ok());
+  f.Reopen();
+  EXPECT_EQ(f.groups->ListGroups(kTopic), std::vector<std::string>{kGroup});
+  ASSERT_TRUE(f.groups->DeleteGroup(kTopic, kGroup, /*force=*/true).ok());
+  f.Reopen();
+  EXPECT_TRUE(f.groups->ListGroups(kTopic).empty());
+}
+
+// Before the fix the seek dropped the leases and moved the committed offset in memory first,
+// and the next flush made that durable.
+TEST(GroupsJournalFirstTest, SeekRefusedByTheJournalChangesNothing) {
+  FailingJournal f;
+  ASSERT_TRUE(f.groups->CreateGroup(kTopic, kGroup, GroupOptions()).ok());
+  ASSERT_TRUE(f.groups->Join(kTopic, kGroup, "m").ok());
+  f.Produce(3);
+  auto ds = f.Fetch();
+  ASSERT_EQ(ds.size(), 3u);
+  ASSERT_TRUE(f.groups->Ack(kTopic, kGroup, "m", ds[0].lease()).ok());
+  f.disk.FailSyncs(true);
+  SeekTarget latest;
+  latest.kind = SeekTarget::Kind::kLatest;
+  EXPECT_FALSE(f.groups->Seek(kTopic, kGroup, latest).ok());
+  PartitionDescription p = f.Partition0();
+  EXPECT_EQ(p.committed, 1u);
+  EXPECT_EQ(p.in_flight, 2u);
+  // The leases survived the refused seek: they can still be acked (once the disk is back).
+  f.disk.SetUnlimited();
+  EXPECT_TRUE(f.groups->Ack(kTopic, kGroup, "m", ds[1].lease()).ok());
+  f.Reopen();
+  ASSERT_TRUE(f.groups->Join(kTopic, kGroup, "m").ok());
+  EXPECT_EQ(f.Partition0().committed, 2u);
+  // And a seek the journal takes is applied and survives.
+  SeekTarget earliest;
+  earliest.kind = SeekTarget::Kind::kEarliest;
+  ASSERT_TRUE(f.groups->Seek(kTopic, kGroup, earliest).ok());
+  f.Reopen();
+  EXPECT_EQ(f.Partition0().committed, 0u);
+}
+
+// Before the fix the record was marked done (committed) in memory first: a refused permanent
+// nack moved the committed offset, and the next flush made it durable. Now the record stays
+// dead-letter pending (its dead letter may be written already) and the group retries the
+// append, which the Log deduplicates, and the commit.
+TEST(GroupsJournalFirstTest, PermanentNackRefusedByTheJournalCommitsNothing) {
+  FailingJournal f;
+  ASSERT_TRUE(f.groups->CreateGroup(kTopic, kGroup, GroupOptions()).ok());
+  ASSERT_TRUE(f.groups->Join(kTopic, kGroup, "m").ok());
+  f.Produce(1);
+  auto ds = f.Fetch();
+  ASSERT_EQ(ds.size(), 1u);
+  f.disk.FailSyncs(true);
+  NackOptions nack;
+  nack.permanent = true;
+  nack.reason = "poison";
+  EXPECT_FALSE(f.groups->Nack(kTopic, kGroup, "m", ds[0].lease(), nack).ok());
+  PartitionDescription p = f.Partition0();
+  EXPECT_EQ(p.committed, 0u);
+  EXPECT_EQ(p.acked_above_committed, 0u);
+  EXPECT_EQ(p.dead_letter_pending, 1u);
+  // Healed: the group's retry commits it, with exactly one dead letter.
+  f.disk.SetUnlimited();
+  f.sim.RunFor(2000 * groups_testing::kMsNs);
+  EXPECT_TRUE(f.groups->Tick().ok());
+  EXPECT_EQ(f.Partition0().committed, 1u);
+  auto dls = f.groups->ListDeadLetters(kTopic, kGroup, 0, 100);
+  ASSERT_TRUE(dls.ok());
+  ASSERT_EQ(dls->dead_letters.size(), 1u);
+  EXPECT_TRUE(dls->dead_letters[0].permanent);
+  EXPECT_EQ(dls->dead_letters[0].last_error, "poison");
+  f.Reopen();
+  EXPECT_EQ(f.Partition0().committed, 1u);
+}
+
+// A refused permanent nack followed by a restart: the record was never committed, so it is
+// delivered again (at-least-once), never lost.
+TEST(GroupsJournalFirstTest, PermanentNackRefusedThenRestartRedelivers) {
+  FailingJournal f;
+  ASSERT_TRUE(f.groups->CreateGroup(kTopic, kGroup, GroupOptions()).ok());
+  ASSERT_TRUE(f.groups->Join(kTopic, kGroup, "m").ok());
+  f.Produce(1);
+  auto ds = f.Fetch();
+  ASSERT_EQ(ds.size(), 1u);
+  f.disk.FailSyncs(true);
+  NackOptions nack;
+  nack.permanent = true;
+  EXPECT_FALSE(f.groups->Nack(kTopic, kGroup, "m", ds[0].lease(), nack).ok());
+  f.Reopen();
+  ASSERT_TRUE(f.groups->Join(kTopic, kGroup, "m").ok());
+  EXPECT_EQ(f.Partition0().committed, 0u);
+  EXPECT_EQ(f.Fetch().size(), 1u);
+}
+
+// Before the fix the replayed marks were set in memory first: the refused replay showed the
+// dead letters as replayed, and the next flush made that durable. Now nothing is marked, and
+// the retry finds the records already in the target instead of appending them twice.
+TEST(GroupsJournalFirstTest, ReplayRefusedByTheJournalMarksNothing) {
+  FailingJournal f;
+  ASSERT_TRUE(f.groups->CreateGroup(kTopic, kGroup, GroupOptions()).ok());
+  ASSERT_TRUE(f.groups->Join(kTopic, kGroup, "m").ok());
+  f.Produce(2);
+  NackOptions nack;
+  nack.permanent = true;
+  for (const Delivery& d : f.Fetch()) {
+    ASSERT_TRUE(f.groups->Nack(kTopic, kGroup, "m", d.lease(), nack).ok());
+  }
+  f.disk.FailSyncs(true);
+  EXPECT_FALSE(f.groups->ReplayDeadLetters(kTopic, kGroup, ReplayOptions()).ok());
+  auto dls = f.groups->ListDeadLetters(kTopic, kGroup, 0, 100);
+  ASSERT_TRUE(dls.ok());
+  ASSERT_EQ(dls->dead_letters.size(), 2u);
+  for (const DeadLetter& dl : dls->dead_letters) EXPECT_FALSE(dl.replayed);
+  auto d = f.groups->DescribeGroup(kTopic, kGroup);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->dead_letters_replayed, 0u);
+  f.Reopen();
+  auto retried = f.groups->ReplayDeadLetters(kTopic, kGroup, ReplayOptions());
+  ASSERT_TRUE(retried.ok()) << retried.status().ToString();
+  EXPECT_EQ(retried->replayed, 0u);
+  EXPECT_EQ(retried->deduplicated, 2u);
+  auto info = f.log->DescribeTopic(kTopic);
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->partitions[0].end_offset, 4u);  // 2 records + 2 replays, not 6
+  f.Reopen();
+  d = f.groups->DescribeGroup(kTopic, kGroup);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->dead_letters_replayed, 2u);
+}
+
+}  // namespace journal_first
 }  // namespace
 }  // namespace converge

@@ -43,9 +43,11 @@ struct PartitionState {
   uint64_t lost_beyond_end = 0;
   StatusCode read_error_code = StatusCode::kOk;  // of the read named in last_error
   uint64_t stopped_at = UINT64_MAX;  // where on_damage: stop last reported damage
-  // kSync acks being written to the journal and not yet applied (an ack changes memory only
-  // after its journal write succeeded; a refused ack changes nothing). Serialize counts them
-  // as done, so any record of this partition written meanwhile carries them too.
+  // Offsets whose completion is being written to the journal and not yet applied (journal-
+  // first: kSync acks, and the commit of a dead letter appended by a kSync Nack; memory changes
+  // only after the journal write succeeded, a refused one changes nothing). Serialize counts
+  // them as done, so any record of this partition written meanwhile carries them too. A Seek
+  // drops those of its partitions.
   std::vector<uint64_t> ack_intents;
 };
 

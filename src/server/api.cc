@@ -82,6 +82,12 @@ HttpReply Error(http::status s, std::string_view code, std::string_view message)
   return Reply(JsonError(s, code, message));
 }
 
+HttpReply SystemTopicError(std::string_view topic, std::string_view owner, std::string_view what) {
+  return Error(http::status::forbidden, "SYSTEM_TOPIC",
+               "topic '" + std::string(topic.substr(0, 200)) + "' is written only by " +
+                   std::string(owner) + ": " + std::string(what) + " is not allowed");
+}
+
 // Topic names as the log accepts them from clients; internal ('_') names are not reachable.
 Status CheckTopicName(std::string_view name) {
   if (name.empty() || name.size() > 200 || name.front() == '.' || name.front() == '_' ||
@@ -204,6 +210,7 @@ using api_internal::GroupJson;
 using api_internal::GroupKey;
 using api_internal::JsonReply;
 using api_internal::Reply;
+using api_internal::SystemTopicError;
 using api_internal::TopicJson;
 
 // ---------------------------------------------------------------------------------------
@@ -577,6 +584,22 @@ asio::awaitable<HttpReply> Api::HandleSagas(HttpRequest& request) {
   };
   // A new definition may name new command topics (refused to HTTP publishes).
   const bool may_define = r.method != "GET" && r.target.rfind("/v1/saga-definitions", 0) == 0;
+  // The orchestrator appends commands to every participant topic: a definition may not make
+  // it write into a topic another part of converge owns (the store's feed, the relays' dead
+  // letters; '_' names the definition itself refuses). Only admins define (others get
+  // HandleSagaHttp's answer); a body that does not parse gets that answer too.
+  if (may_define && r.method == "POST" && who->admin) {
+    if (Result<SagaDefinition> def = ParseSagaDefinition(r.body); def.ok()) {
+      for (const SagaStepDefinition& step : def->steps) {
+        if (std::string owner = d_.system_topics->OwnerOfOutsideSagas(step.participant);
+            !owner.empty()) {
+          co_return SystemTopicError(step.participant, owner,
+                                     "sending saga commands to it (step '" + step.name +
+                                         "' names it as its participant)");
+        }
+      }
+    }
+  }
   SagaHttpResponse res = co_await d_.pool->Run(std::move(job));
   if (may_define) d_.system_topics->DefinitionsChanged();
   if (!res.allow.empty()) {

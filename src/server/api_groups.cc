@@ -30,6 +30,7 @@ using api_internal::GroupJson;
 using api_internal::GroupKey;
 using api_internal::JsonReply;
 using api_internal::Reply;
+using api_internal::SystemTopicError;
 using api_internal::TopicJson;
 
 namespace {
@@ -759,6 +760,17 @@ asio::awaitable<HttpReply> Api::ReplayDeadLetters(Call& call) {
   }
   if (!call.principal->CanPublish(append_to)) {
     co_return Error(NotAllowed(*call.principal, "publish (replay dead letters) to", append_to));
+  }
+  // A replay is a publish from outside: topics converge writes itself take none (a replayed
+  // change event or saga command would be taken for converge's own), whoever asks, and
+  // whether the target was chosen or is the group's own topic. Refused before anything is
+  // appended.
+  if (std::string owner = d_.system_topics->OwnerOf(append_to); !owner.empty()) {
+    co_return SystemTopicError(append_to, owner,
+                               append_to == call.topic
+                                   ? "replaying dead letters into it (replay them to another "
+                                     "topic with target_topic)"
+                                   : "replaying dead letters into it");
   }
   Status s;
   ReplayOptions options;

@@ -35,6 +35,9 @@ HttpResponse JsonReply(http::status status, std::string body, unsigned version =
 HttpReply Reply(HttpResponse res);
 HttpReply Error(const Status& status);
 HttpReply Error(http::status s, std::string_view code, std::string_view message);
+// 403 SYSTEM_TOPIC: `topic` is written only by `owner` (SystemTopics::OwnerOf), so `what`
+// ("publishing to it over HTTP") is refused, whoever asks.
+HttpReply SystemTopicError(std::string_view topic, std::string_view owner, std::string_view what);
 // Names as clients may use them; InvalidArgument naming the rule otherwise.
 Status CheckTopicName(std::string_view name);
 Status CheckGroupName(std::string_view name);

@@ -23,6 +23,7 @@ using api_internal::GroupJson;
 using api_internal::GroupKey;
 using api_internal::JsonReply;
 using api_internal::Reply;
+using api_internal::SystemTopicError;
 using api_internal::TopicJson;
 
 // ---------------------------------------------------------------------------------------
@@ -77,6 +78,15 @@ asio::awaitable<HttpReply> Api::CreateTopic(Call& call) {
   if (s.ok()) s = ReadInt(o, "sync_interval_ms", 1, 3'600'000, &sync_interval);
   if (s.ok()) s = ReadInt(o, "dedup_window_ms", 0, INT64_MAX, &dedup_window);
   if (s.ok() && name.empty()) s = InvalidArgumentError("field 'name' is required");
+  // converge creates the topics it writes itself, with the options it needs (one partition for
+  // the store's change feed and the relays' dead letters; the orchestrator's options for saga
+  // commands; internal flags for '_' names): a topic created ahead under such a name would get
+  // the caller's options instead. Refused like a publish to it (403 SYSTEM_TOPIC), whoever asks.
+  if (s.ok()) {
+    if (std::string owner = d_.system_topics->OwnerOf(name); !owner.empty()) {
+      co_return SystemTopicError(name, owner, "creating it over HTTP");
+    }
+  }
   if (s.ok()) s = CheckTopicName(name);
   if (s.ok() && durability.empty() && o.contains("durability") && !o.at("durability").is_null()) {
     s = InvalidArgumentError("field 'durability' must be fsync, interval or none");
@@ -143,9 +153,7 @@ asio::awaitable<HttpReply> Api::Publish(Call& call) {
   // forged change-feed event or saga command would be taken for the real one, and the real
   // one could then be dropped as its duplicate.
   if (std::string owner = d_.system_topics->OwnerOf(call.topic); !owner.empty()) {
-    co_return Error(http::status::forbidden, "SYSTEM_TOPIC",
-                    "topic '" + call.topic.substr(0, 200) + "' is written only by " + owner +
-                        ": publishing to it over HTTP is not allowed");
+    co_return SystemTopicError(call.topic, owner, "publishing to it over HTTP");
   }
   if (Status s = CheckTopicName(call.topic); !s.ok()) co_return Error(s);
   const std::string topic = call.topic;

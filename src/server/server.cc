@@ -99,6 +99,16 @@ Result<std::unique_ptr<SagaOrchestrator>> OpenSagas(Env& env, Log& log,
     if (!text.ok()) return text.status().WithContext("sagas.definitions");
     Result<SagaDefinition> definition = ParseSagaDefinition(*text);
     if (!definition.ok()) return definition.status().WithContext("saga definition " + path);
+    // As over HTTP: the orchestrator may not send commands into a topic another part of
+    // converge writes (see system_topics.h).
+    SystemTopics owners(config, nullptr);
+    for (const SagaStepDefinition& step : definition->steps) {
+      if (std::string owner = owners.OwnerOfOutsideSagas(step.participant); !owner.empty()) {
+        return InvalidArgumentError("saga definition " + path + ": step '" + step.name +
+                                    "' has participant '" + step.participant +
+                                    "', a topic written only by " + owner);
+      }
+    }
     Status registered = orchestrator->RegisterDefinition(*definition);
     if (!registered.ok()) return registered.WithContext("saga definition " + path);
   }

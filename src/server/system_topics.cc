@@ -8,7 +8,7 @@ namespace {
 constexpr const char* kSagaCommands = "the saga orchestrator (a participant's command topic)";
 }  // namespace
 
-std::string SystemTopics::OwnerOf(std::string_view topic) {
+std::string SystemTopics::OwnerOfOutsideSagas(std::string_view topic) const {
   if (!topic.empty() && topic.front() == '_') {
     return "converge itself (internal topics: consumer-group dead letters, group state)";
   }
@@ -18,6 +18,11 @@ std::string SystemTopics::OwnerOf(std::string_view topic) {
   if (config_.relays.enabled && topic == config_.relays.service.sink.dead_letter_topic) {
     return "the outbox relays (their dead letters)";
   }
+  return {};
+}
+
+std::string SystemTopics::OwnerOf(std::string_view topic) {
+  if (std::string owner = OwnerOfOutsideSagas(topic); !owner.empty()) return owner;
   if (sagas_ == nullptr) return {};
   const uint64_t gen = definitions_gen_.load();
   {

@@ -1,6 +1,7 @@
 // The topics that `converge serve` writes itself ("system-owned"), which take no events from
-// outside: the HTTP publish path refuses them (403 SYSTEM_TOPIC) and the outbox relays
-// dead-letter rows addressed to them. An outside event there would be read as converge's own
+// outside: the HTTP publish path, dead-letter replay (its target, or the group's own topic)
+// and topic creation (POST /v1/topics: converge creates them with the options it needs)
+// refuse them (403 SYSTEM_TOPIC), and the outbox relays dead-letter rows addressed to them. An outside event there would be read as converge's own
 // (a forged change event, saga command or dead letter), and the real one could then be
 // dropped as its duplicate.
 //
@@ -34,6 +35,9 @@ class SystemTopics {
   // What writes `topic`, for an error message ("the store (its change feed)"), if it is
   // system-owned; empty otherwise.
   std::string OwnerOf(std::string_view topic);
+  // The same without the saga command topics: for checking the participants of a definition
+  // being registered (which may share command topics with definitions registered before).
+  std::string OwnerOfOutsideSagas(std::string_view topic) const;
 
   // A saga definition may have been registered: its command topics count from the next call.
   void DefinitionsChanged() { definitions_gen_.fetch_add(1); }

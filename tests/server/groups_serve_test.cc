@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -394,6 +395,105 @@ auth:
 
 // Authorization comes before validation on every group route: a caller without permission
 // learns nothing about its body.
+// A replay is a publish from outside: it may not append into a topic converge writes itself
+// (the store's change feed, a saga participant's command topic, internal '_' topics such as
+// dead letters), whether that topic is the chosen target or the group's own topic. The answer
+// is the publish path's (403 SYSTEM_TOPIC) and nothing is appended or marked. Before the fix
+// the replay appended there: a forged change event or saga command. Creating such a topic
+// over HTTP is refused the same way (converge creates them with the options it needs).
+TEST_F(GroupsTest, ReplayAndTopicCreationRefuseSystemTopics) {
+  StartServer();
+  // A saga definition makes "shipping" a command topic (the orchestrator creates it).
+  auto r = Call("POST", "/v1/saga-definitions",
+                "name: ship\nversion: 1\nsteps:\n  - name: s\n    participant: shipping\n"
+                "    action: shipping.go\n    pivot: true\n    timeout_ms: 60000\n");
+  ASSERT_EQ(r.status, 201) << r.body;
+  // Topic creation: system-owned names are refused whether they exist yet or not (the store's
+  // feed does not exist before the first write).
+  for (const std::string name : {"store-changes", "shipping", "_private", "_dlq.a.b"}) {
+    r = Call("POST", "/v1/topics", R"({"name":")" + name + R"("})");
+    EXPECT_EQ(r.status, 403) << name << " -> " << r.body;
+    EXPECT_EQ(Field(r.body, "code"), "SYSTEM_TOPIC") << name << " -> " << r.body;
+  }
+  CreateTopic("replay");  // an ordinary name is fine
+
+  r = Call("POST", "/v1/topics/replay/groups", R"({"name":"g","max_deliveries":1})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  Publish("replay", "e1");
+  std::vector<Delivery> got = FetchAs("replay", "g", "a", 2000);
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_TRUE(client_->NackOne("replay", "g", {got[0].lease(), 0, true, "no"}).ok());
+  const std::string replay = "/v1/topics/replay/groups/g/dead-letters/replay";
+  for (const std::string target :
+       {"store-changes", "shipping", "_dlq.replay.g", "_private", "_groups"}) {
+    r = Call("POST", replay, R"({"target_topic":")" + target + R"("})");
+    EXPECT_EQ(r.status, 403) << target << " -> " << r.body;
+    EXPECT_EQ(Field(r.body, "code"), "SYSTEM_TOPIC") << target << " -> " << r.body;
+  }
+  EXPECT_EQ(TopicEnd("shipping"), 0u);
+  r = Call("GET", "/v1/topics/replay/groups/g/dead-letters");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Field(r.body, "replayed"), "false") << r.body;
+
+  // A group on a system topic (reading the store's feed is fine) cannot replay into it either.
+  ASSERT_EQ(Call("PUT", "/v1/collections/carts", "{}").status, 201);
+  ASSERT_EQ(Call("PUT", "/v1/collections/carts/docs/c1", "{}").status, 201);  // creates the feed
+  // The feed is published in the background: wait for its topic.
+  for (const auto start = Clock::now(); MsSince(start) < 10'000;) {
+    r = Call("POST", "/v1/topics/store-changes/groups", R"({"name":"audit","max_deliveries":1})");
+    if (r.status != 404) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(r.status, 201) << r.body;
+  got = FetchAs("store-changes", "audit", "a", 5000);
+  ASSERT_FALSE(got.empty());
+  for (const Delivery& d : got) {
+    ASSERT_TRUE(client_->NackOne("store-changes", "audit", {d.lease(), 0, true, "no"}).ok());
+  }
+  const uint64_t feed_end = TopicEnd("store-changes");
+  r = Call("POST", "/v1/topics/store-changes/groups/audit/dead-letters/replay", "{}");
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_EQ(Field(r.body, "code"), "SYSTEM_TOPIC") << r.body;
+  EXPECT_EQ(TopicEnd("store-changes"), feed_end);
+  // To an ordinary topic it works.
+  r = Call("POST", "/v1/topics/store-changes/groups/audit/dead-letters/replay",
+           R"({"target_topic":"replay"})");
+  EXPECT_EQ(r.status, 200) << r.body;
+
+  // The other route that makes converge append to a caller-chosen topic: a saga definition's
+  // participants get its commands. One naming the store's feed is refused; nothing is
+  // registered, so no command can go there.
+  const uint64_t feed_before = TopicEnd("store-changes");
+  r = Call("POST", "/v1/saga-definitions",
+           "name: feed\nversion: 1\nsteps:\n  - name: s\n    participant: store-changes\n"
+           "    action: x.go\n    pivot: true\n    timeout_ms: 60000\n");
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_EQ(Field(r.body, "code"), "SYSTEM_TOPIC") << r.body;
+  r = Call("GET", "/v1/saga-definitions");
+  EXPECT_EQ(r.body.find("\"feed\""), std::string::npos) << r.body;
+  r = Call("POST", "/v1/sagas", R"({"definition":"feed","id":"s1","input":{}})");
+  EXPECT_NE(r.status, 201) << r.body;
+  EXPECT_EQ(TopicEnd("store-changes"), feed_before);
+  // A second definition sharing "shipping" with the first is fine.
+  r = Call("POST", "/v1/saga-definitions",
+           "name: ship2\nversion: 1\nsteps:\n  - name: s\n    participant: shipping\n"
+           "    action: shipping.go\n    pivot: true\n    timeout_ms: 60000\n");
+  EXPECT_EQ(r.status, 201) << r.body;
+}
+
+// The same for a definition loaded from the configuration: the server refuses to start.
+TEST_F(GroupsTest, ConfiguredSagaDefinitionWithASystemTopicParticipantIsRefused) {
+  auto probe = std::make_unique<ServeProcess>("");
+  const std::string def_path = probe->dir() + "/feed.yaml";
+  std::ofstream(def_path) << "name: feed\nversion: 1\nsteps:\n  - name: s\n"
+                             "    participant: store-changes\n    action: x.go\n"
+                             "    pivot: true\n    timeout_ms: 60000\n";
+  server_ = std::make_unique<ServeProcess>("sagas:\n  definitions: [" + def_path + "]\n");
+  EXPECT_FALSE(server_->Start().ok());
+  EXPECT_NE(server_->Log().find("written only by the store"), std::string::npos)
+      << server_->Log();
+}
+
 TEST_F(GroupsTest, GroupRoutesAuthorizeBeforeValidating) {
   server_ = std::make_unique<ServeProcess>(kAuthConfig);
   ASSERT_TRUE(server_->Start().ok());
@@ -550,7 +650,6 @@ TEST_F(GroupsTest, GroupBodiesAndQueryParametersAreParsedStrictly) {
       {g + "/dead-letters/replay", R"({"include_replayed":"yes"})"},
       {g + "/dead-letters/replay", R"({"max_events":0})"},
       {g + "/dead-letters/replay", R"({"from_offset":-1})"},
-      {g + "/dead-letters/replay", R"({"target_topic":"_internal"})"},
       {g + "/dead-letters/replay", R"({"target_topic":5})"},
   };
   for (const auto& [target, body] : bad) {
