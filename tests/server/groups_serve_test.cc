@@ -13,6 +13,7 @@
 #include "converge/client.h"
 #include "converge/event.h"
 #include "serve_process.h"
+#include "test_util.h"
 
 namespace converge {
 namespace {
@@ -22,14 +23,7 @@ using client::Delivery;
 using testing::ServeProcess;
 using Clock = std::chrono::steady_clock;
 
-template <typename T>
-T Must(Result<T> r, const char* what = "") {
-  if (!r.ok()) {
-    ADD_FAILURE() << what << ": " << r.status().ToString();
-    std::abort();
-  }
-  return std::move(r).value();
-}
+using testing::Must;
 
 int64_t MsSince(Clock::time_point start) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();

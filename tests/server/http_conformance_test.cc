@@ -25,6 +25,7 @@
 #include "converge/client.h"
 #include "converge/event.h"
 #include "serve_process.h"
+#include "test_util.h"
 
 namespace converge {
 namespace {
@@ -35,20 +36,7 @@ using testing::RawExchange;
 using testing::RawStatus;
 using testing::ServeProcess;
 
-#define ASSERT_OK(expr)                                     \
-  do {                                                      \
-    const ::converge::Status s_ = (expr);                   \
-    ASSERT_TRUE(s_.ok()) << #expr << ": " << s_.ToString(); \
-  } while (0)
-
-template <typename T>
-T Must(Result<T> r, const char* what = "") {
-  if (!r.ok()) {
-    ADD_FAILURE() << what << ": " << r.status().ToString();
-    std::abort();
-  }
-  return std::move(r).value();
-}
+using testing::Must;
 
 int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -23,6 +23,7 @@
 #include "converge/outbox.h"
 #include "converge/sql.h"
 #include "serve_process.h"
+#include "test_util.h"
 
 namespace converge {
 namespace {
@@ -88,14 +89,7 @@ Reply Send(uint16_t port, http::verb method, const std::string& target, const st
 
 const Headers kJson = {{"Content-Type", "application/json"}};
 
-template <typename T>
-T Must(Result<T> r, const char* what = "") {
-  if (!r.ok()) {
-    ADD_FAILURE() << what << ": " << r.status().ToString();
-    std::abort();
-  }
-  return std::move(r).value();
-}
+using testing::Must;
 
 std::string Cat(std::initializer_list<std::string_view> parts) {
   std::string out;

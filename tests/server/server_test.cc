@@ -17,6 +17,7 @@
 #include "converge/outbox.h"
 #include "converge/sql.h"
 #include "serve_process.h"
+#include "test_util.h"
 
 namespace converge {
 namespace {
@@ -28,20 +29,7 @@ using testing::RawExchange;
 using testing::RawStatus;
 using testing::ServeProcess;
 
-#define ASSERT_OK(expr)                                     \
-  do {                                                      \
-    const ::converge::Status s_ = (expr);                   \
-    ASSERT_TRUE(s_.ok()) << #expr << ": " << s_.ToString(); \
-  } while (0)
-
-template <typename T>
-T Must(Result<T> r, const char* what = "") {
-  if (!r.ok()) {
-    ADD_FAILURE() << what << ": " << r.status().ToString();
-    std::abort();
-  }
-  return std::move(r).value();
-}
+using testing::Must;
 
 Event MakeEvent(const std::string& source, const std::string& id, const std::string& json_data,
                 const std::string& key = "") {
