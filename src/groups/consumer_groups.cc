@@ -668,8 +668,9 @@ Status ConsumerGroupsImpl::CreateGroup(const std::string& topic, const std::stri
   }
   if (dlq == topic) return InvalidArgumentError("the dead-letter topic cannot be the topic itself");
   const std::string key = GroupKey(topic, group);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
+  // Checked before the dead-letter topic is made, and again under the journal lock (a
+  // concurrent create may have won meanwhile). Requires mu_.
+  auto may_add = [&]() -> Status {
     if (groups_.count(key) != 0) {
       return AlreadyExistsError("consumer group '" + group + "' on topic '" + topic +
                                 "' already exists");
@@ -678,6 +679,11 @@ Status ConsumerGroupsImpl::CreateGroup(const std::string& topic, const std::stri
       return ResourceExhaustedError("max_groups (" + std::to_string(options_.max_groups) +
                                     ") reached");
     }
+    return Status::Ok();
+  };
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    CONVERGE_RETURN_IF_ERROR(may_add());
   }
   CONVERGE_ASSIGN_OR_RETURN(TopicInfo info, log_.DescribeTopic(topic));
   std::vector<uint64_t> committed;
@@ -703,14 +709,7 @@ Status ConsumerGroupsImpl::CreateGroup(const std::string& topic, const std::stri
   std::lock_guard<std::mutex> journal_lock(journal_mu_);
   CONVERGE_RETURN_IF_ERROR(ReadyJournalLocked());
   std::lock_guard<std::mutex> lock(mu_);
-  if (groups_.count(key) != 0) {
-    return AlreadyExistsError("consumer group '" + group + "' on topic '" + topic +
-                              "' already exists");
-  }
-  if (groups_.size() >= options_.max_groups) {
-    return ResourceExhaustedError("max_groups (" + std::to_string(options_.max_groups) +
-                                  ") reached");
-  }
+  CONVERGE_RETURN_IF_ERROR(may_add());
   auto g = std::make_shared<Group>(next_group_id_.fetch_add(1), topic, group, options, dlq,
                                    committed, env_.random().Next64() >> 2);
   std::string data;
