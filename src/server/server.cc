@@ -1,5 +1,6 @@
 #include "server/server.h"
 
+#include <signal.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -392,6 +393,13 @@ Status Server::Run(bool handle_signals) {
                    signo == SIGTERM ? "SIGTERM" : "SIGINT");
       Shutdown();
     });
+    // The caller may have blocked them until the handler was in place (converge serve does,
+    // from before storage opens): a signal that arrived meanwhile is delivered now.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
   }
   impl->http->Start();
   unsigned threads = impl->config.io_threads;

@@ -3,7 +3,9 @@
 //
 // Contract
 // - Open creates data_dir if needed and recovers the storage; an error leaves nothing open.
-// - Run serves until Shutdown() is called or (with handle_signals) SIGTERM/SIGINT arrives;
+// - Run serves until Shutdown() is called or (with handle_signals) SIGTERM/SIGINT arrives
+//   (Run unblocks both in the calling thread once its handler is in place, so a caller may
+//   block them before Open and lose none);
 //   then it stops accepting, drains in-flight requests (bounded by
 //   limits.shutdown_timeout_ms), ends streams, makes every acknowledged write durable
 //   (groups Flush, store Sync and FlushFeed, log Sync) and returns. OK means everything synced.

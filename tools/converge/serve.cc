@@ -1,4 +1,6 @@
 // `converge serve`: the sidecar broker with the HTTP API (see docs/api/openapi.yaml).
+#include <signal.h>
+
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -74,6 +76,14 @@ int RunServe(int argc, char** argv) {
     return 2;
   }
 
+  // SIGTERM and SIGINT wait (blocked, in every thread started from here on) until Run is
+  // ready to drain on them: one arriving while storage opens or just after the port is
+  // announced must not kill the process the default way, without the final sync.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   Result<std::unique_ptr<server::Server>> server = server::Server::Open(config);
   if (!server.ok()) {
     std::fprintf(stderr, "converge serve: cannot open storage in %s: %s\n", config.data_dir.c_str(),
