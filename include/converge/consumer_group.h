@@ -439,8 +439,12 @@ class ConsumerGroups {
   // Returns the first error met (the rest still runs).
   virtual Status Tick() = 0;
 
-  // Makes every ack so far durable. Internal on I/O failure.
+  // Makes every ack so far durable. Unavailable when the disk refused the write (retry later),
+  // Internal on another I/O failure.
   virtual Status Flush() = 0;
+  // Whether the journal writes. After a failed flush this flushes again (a write that probes
+  // the disk): OK once it succeeds, else Unavailable naming the error. For readiness checks.
+  virtual Status JournalHealth() { return Status::Ok(); }
 };
 
 // The default dead-letter topic of a group: "_dlq.<topic>.<group>" when that fits the Log's
