@@ -17,6 +17,7 @@
 #include "converge/event.h"
 #include "converge/log.h"
 #include "converge/sim_env.h"
+#include "log/testing/full_disk_env.h"
 #include "saga/machine.h"
 #include "saga/messages.h"
 #include "saga/records.h"
@@ -1401,6 +1402,57 @@ TEST_F(OrchestratorTest, ErrorsAreReported) {
   o.dir = "/saga";
   EXPECT_EQ(SagaOrchestrator::Open(env_, *log_, o).status().code(),
             StatusCode::kFailedPrecondition);
+}
+
+// A full disk under the saga log (only there: the event log keeps working, so participants
+// get commands and reply). Batches that cannot be written are undone: a start is refused with
+// Unavailable and leaves no saga, replies read meanwhile are read again, and once there is
+// space everything goes on without reopening the orchestrator; after a reopen exactly the
+// acknowledged state is there and every step ran once.
+TEST_F(OrchestratorTest, ABatchTheSagaLogCannotWriteIsUndoneAndRetried) {
+  orch_.reset();
+  log_testing::FullDiskEnv disk(env_);
+  auto open = [&] {
+    SagaOrchestratorOptions o;
+    o.dir = "/saga";
+    o.topic_options = topic_options_;
+    o.on_finished = [this](const SagaSummary& s) { finished_[s.id] = s.state; };
+    orch_ = SagaOrchestrator::Open(disk, *log_, o).value();
+  };
+  open();
+  ASSERT_TRUE(orch_->RegisterDefinition(OrderSaga()).ok());
+  SagaStartRequest req;
+  req.definition = "order";
+  req.id = "a";
+  ASSERT_TRUE(orch_->Start(req).ok());
+  // The first command is sent; its reply arrives while the saga log cannot write.
+  disk.SetFreeBytes(0);
+  disk.FailSyncs(true);
+  env_.RunFor(5'000'000'000);
+  EXPECT_FALSE(orch_->Health().ok());
+  EXPECT_GT(orch_->stats().write_errors, 0u);
+  EXPECT_EQ(orch_->Describe("a").value().summary.state, SagaState::kRunning);
+  req.id = "b";
+  Result<std::string> refused = orch_->Start(req);
+  EXPECT_EQ(refused.status().code(), StatusCode::kUnavailable) << refused.status().ToString();
+  EXPECT_EQ(orch_->Describe("b").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(orch_->Cancel("a", "test").code(), StatusCode::kUnavailable);
+  EXPECT_EQ(orch_->Describe("a").value().summary.state, SagaState::kRunning);
+  EXPECT_TRUE(orch_->Stopped().ok());
+
+  disk.SetUnlimited();
+  EXPECT_TRUE(orch_->Health().ok());
+  ASSERT_TRUE(orch_->Start(req).ok());
+  env_.RunUntilIdle();
+  EXPECT_EQ(finished_["a"], SagaState::kCompleted);
+  EXPECT_EQ(finished_["b"], SagaState::kCompleted);
+  orch_.reset();
+  open();
+  env_.RunUntilIdle();
+  for (const char* id : {"a", "b"}) {
+    EXPECT_EQ(orch_->Describe(id).value().summary.state, SagaState::kCompleted) << id;
+    EXPECT_EQ(holdings_[id]["shipping.schedule"], 1) << id;
+  }
 }
 
 TEST_F(OrchestratorTest, DefinitionsSurviveRestartsAndCompaction) {
