@@ -829,6 +829,9 @@ TEST_F(FullDiskTest, SagaStartOnFullDiskChangesNothingAndRecovers) {
   r = Call("GET", "/readyz");
   EXPECT_EQ(r.status, 503) << r.body;
   EXPECT_NE(r.body.find("{\"component\":\"sagas\""), std::string::npos) << r.body;
+  r = Call("GET", "/metrics");
+  EXPECT_NE(r.body.find("\nconverge_saga_log_write_errors_total "), std::string::npos);
+  EXPECT_EQ(r.body.find("\nconverge_saga_log_write_errors_total 0\n"), std::string::npos);
 
   disk_.RemoveFiller();
   r = WaitReady(200);
