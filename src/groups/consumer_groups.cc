@@ -670,6 +670,7 @@ Status ConsumerGroupsImpl::CreateGroup(const std::string& topic, const std::stri
     return s.WithContext("creating dead-letter topic '" + dlq + "'");
   }
   uint64_t seq;
+  std::shared_ptr<Group> created;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (groups_.count(key) != 0) {
@@ -680,14 +681,32 @@ Status ConsumerGroupsImpl::CreateGroup(const std::string& topic, const std::stri
       return ResourceExhaustedError("max_groups (" + std::to_string(options_.max_groups) +
                                     ") reached");
     }
-    auto g = std::make_shared<Group>(next_group_id_.fetch_add(1), topic, group, options, dlq,
-                                     committed, env_.random().Next64() >> 2);
-    std::lock_guard<std::mutex> gl(g->mu);
-    g->record_dirty = true;
-    groups_[key] = g;
-    seq = MarkDirty(*g);
+    created = std::make_shared<Group>(next_group_id_.fetch_add(1), topic, group, options, dlq,
+                                      committed, env_.random().Next64() >> 2);
+    std::lock_guard<std::mutex> gl(created->mu);
+    created->record_dirty = true;
+    groups_[key] = created;
+    seq = MarkDirty(*created);
   }
-  return FlushUpTo(seq);
+  Status flushed = FlushUpTo(seq);
+  if (flushed.ok()) return flushed;
+  // Not durable (a full disk): take the group out again, so that the refusal changed nothing
+  // and a retry creates it. The journal is broken until the next flush writes a snapshot of
+  // what is in memory then, so the group is never written later. Unless a flush by another
+  // caller made it durable meanwhile: then it is created after all.
+  std::lock_guard<std::mutex> jl(journal_mu_);
+  if (durable_seq_ >= seq) return Status::Ok();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = groups_.find(key);
+    if (it != groups_.end() && it->second == created) groups_.erase(it);
+  }
+  {
+    std::lock_guard<std::mutex> gl(created->mu);
+    created->deleted = true;  // like DeleteGroup: whoever looked it up meanwhile finds it gone
+  }
+  created->Notify();
+  return flushed;
 }
 
 uint64_t RangesCount(const Ranges& ranges, uint64_t begin, uint64_t end) {
