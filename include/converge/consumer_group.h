@@ -56,11 +56,13 @@
 // crash only causes a redelivery. An ack in kSync mode is applied in memory only after the
 // journal holds it: when the journal cannot be written it returns the error and changes
 // nothing (the records stay leased). In kPeriodic mode an ack is applied at once and its OK
-// promises no more; a failed flush is retried by the next one. Other calls that promise
-// durability (Nack permanent, CreateGroup, Seek, ...) return Internal when the state journal
-// could not be written: the change stays applied in memory and the next flush (Tick, Flush, a
-// later commit) writes a fresh snapshot of everything; until then a crash loses the change,
-// never a record.
+// promises no more; a failed flush is retried by the next one. CreateGroup whose journal write
+// fails takes the group out again (nothing changed; a retry creates it). Other calls that
+// promise durability (Nack permanent, Seek, ...) return the error when the state journal could
+// not be written: the change stays applied in memory and the next flush (Tick, Flush, a later
+// commit) writes a fresh snapshot of everything; until then a crash loses the change, never a
+// record. A journal write the disk refused (a full disk) is Unavailable (retry later);
+// another I/O error is Internal.
 //
 // The log may lose records under a group (damage, or a machine crash under interval/none
 // durability after they were read and acked): Open moves a committed offset that is beyond
@@ -370,7 +372,8 @@ class ConsumerGroups {
   // Acks one lease: the record is done. OK if acked now or already done (acked, dead-lettered
   // or committed). FailedPrecondition if the lease was lost (the record was leased again or the
   // group seeked). NotFound (no group), InvalidArgument (no such partition). Durability: see
-  // CommitMode; Internal if a kSync commit failed (the ack stays applied in memory).
+  // CommitMode; in kSync mode a commit the journal refused changes nothing (Unavailable for a
+  // full disk, else Internal).
   // `member` is kept alive if it is one; any member may ack any lease it was given.
   virtual Status Ack(const std::string& topic, const std::string& group, const std::string& member,
                      const LeaseRef& lease) = 0;
