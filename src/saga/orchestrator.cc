@@ -526,6 +526,7 @@ class OrchestratorImpl : public SagaOrchestrator {
     const int64_t now = env_.clock().NowWallMicros();
     // Where the batch started reading replies: a batch that cannot be written reads them again.
     const std::vector<uint64_t> reply_offsets_before = reply_offsets_;
+    const saga_internal::MachineStats stats_before = machine_->stats();
     for (auto& r : reqs) HandleRequest(*r, now);
     *handled = reqs.size() + ReadReplies(now);
     *handled += machine_->Tick(now, &out_);
@@ -534,7 +535,7 @@ class OrchestratorImpl : public SagaOrchestrator {
     if (out_.records > 0) {
       Status s = wal_->Append(out_.wal);
       if (s.ok()) s = wal_->Sync();
-      if (!s.ok()) return UndoBatch(s, reply_offsets_before, now);
+      if (!s.ok()) return UndoBatch(s, reply_offsets_before, stats_before, now);
       ++stats_.syncs;
       write_error_ = Status::Ok();
     }
@@ -571,11 +572,11 @@ class OrchestratorImpl : public SagaOrchestrator {
   // fails its requests with a retryable Unavailable. If that is not possible the orchestrator
   // stops (fatal_): its memory would be ahead of its log.
   Status UndoBatch(const Status& write, const std::vector<uint64_t>& reply_offsets_before,
-                   int64_t now) {
+                   const saga_internal::MachineStats& stats_before, int64_t now) {
     ++stats_.write_errors;
     write_error_ = write;
     Status undone = wal_->UndoUnsynced();
-    if (undone.ok()) undone = RebuildMachine();
+    if (undone.ok()) undone = RebuildMachine(stats_before);
     if (!undone.ok()) {
       fatal_ = UnavailableError("saga orchestrator stopped: the saga log could not be written (" +
                                 write.ToString() + ") and undoing the batch failed (" +
@@ -596,7 +597,7 @@ class OrchestratorImpl : public SagaOrchestrator {
                             "); nothing was changed; retry later");
   }
 
-  Status RebuildMachine() {
+  Status RebuildMachine(const saga_internal::MachineStats& stats) {
     std::unique_ptr<SagaMachine> fresh = NewMachine();
     Status replayed = wal_->ReplayDurable([&fresh](std::string_view payload) -> Status {
       Result<saga_internal::RecordView> r = saga_internal::DecodePayload(payload);
@@ -606,8 +607,9 @@ class OrchestratorImpl : public SagaOrchestrator {
       return Status::Ok();
     });
     CONVERGE_RETURN_IF_ERROR(replayed);
-    // Counters go on from where they were (they count since the start of the process).
-    fresh->mutable_stats() = machine_->stats();
+    // Counters go on from where they were before the batch (they count since the start of
+    // the process, and the batch did not happen).
+    fresh->mutable_stats() = stats;
     machine_ = std::move(fresh);
     return Status::Ok();
   }

@@ -1082,6 +1082,73 @@ TEST(RecordLogTest, RollsSegmentsAndRebases) {
   EXPECT_EQ(env.fs().ListDir("/saga").value().size(), 2u);
 }
 
+// A batch that fails to write or sync (a full disk), also one that rolled a segment, and a
+// rebase that fails are undone by UndoUnsynced: the files are as the last sync left them,
+// the next batch goes on from there, and a reopen replays exactly the synced batches.
+TEST(RecordLogTest, UndoUnsyncedCutsBackToTheLastSync) {
+  sim::SimEnv sim(10);
+  log_testing::FullDiskEnv env(sim);
+  saga_internal::RecordLogOptions o;
+  o.dir = "/saga";
+  o.segment_max_bytes = 200;
+  std::vector<std::string> seen;
+  auto replay = [&](std::string_view payload) {
+    seen.emplace_back(saga_internal::DecodePayload(payload)->a);
+    return Status::Ok();
+  };
+  auto record = [](const std::string& text) {
+    std::string rec;
+    RecordView r;
+    r.type = RecordType::kAbort;
+    r.saga_id = "s";
+    r.a = text;
+    saga_internal::AppendRecord(r, &rec);
+    return rec;
+  };
+  auto log = saga_internal::RecordLog::Open(env, o, replay, nullptr).value();
+  std::vector<std::string> synced;
+  for (int i = 0; i < 3; ++i) {
+    synced.push_back("ok-" + std::to_string(i) + std::string(60, 'x'));
+    ASSERT_TRUE(log->Append(record(synced.back())).ok());
+    ASSERT_TRUE(log->Sync().ok());
+  }
+  const auto files = env.fs().ListDir("/saga").value();
+  const uint64_t bytes = log->total_bytes();
+  // A failed sync, then a failed append into a new segment (the active one is past 200 bytes).
+  env.FailSyncs(true);
+  EXPECT_FALSE(log->Append(record("lost-1")).ok() && log->Sync().ok());
+  ASSERT_TRUE(log->UndoUnsynced().ok());
+  env.SetUnlimited();
+  env.SetFreeBytes(0);
+  EXPECT_FALSE(log->Append(record("lost-2" + std::string(300, 'y'))).ok());
+  ASSERT_TRUE(log->UndoUnsynced().ok());
+  EXPECT_EQ(env.fs().ListDir("/saga").value(), files);
+  EXPECT_EQ(log->total_bytes(), bytes);
+  // A rebase that cannot write its snapshot.
+  std::string base;
+  RecordView b;
+  b.type = RecordType::kBaseBegin;
+  saga_internal::AppendRecord(b, &base);
+  base += record("snapshot");
+  b.type = RecordType::kBaseEnd;
+  saga_internal::AppendRecord(b, &base);
+  EXPECT_FALSE(log->Rebase(base).ok());
+  ASSERT_TRUE(log->UndoUnsynced().ok());
+  EXPECT_EQ(env.fs().ListDir("/saga").value(), files);
+
+  env.SetUnlimited();
+  synced.push_back("after");
+  ASSERT_TRUE(log->Append(record("after")).ok());
+  ASSERT_TRUE(log->Sync().ok());
+  seen.clear();
+  ASSERT_TRUE(log->ReplayDurable(replay).ok());
+  EXPECT_EQ(seen, synced);
+  log.reset();
+  seen.clear();
+  log = saga_internal::RecordLog::Open(env, o, replay, nullptr).value();
+  EXPECT_EQ(seen, synced);
+}
+
 TEST(RecordLogTest, TornTailIsCutAndAnIncompleteBaseIsIgnored) {
   sim::SimEnv env(10);
   saga_internal::RecordLogOptions o;
