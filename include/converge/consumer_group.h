@@ -60,7 +60,8 @@
 // visible and a call that returns OK survives a crash. CreateGroup, DeleteGroup, Seek and the
 // replayed marks of ReplayDeadLetters are journal-first in both modes; Ack, AckBatch and a
 // Nack that dead-letters (permanent, or the last allowed delivery) in kSync mode. When the
-// journal cannot be written (a full disk, an I/O error) they return the error (Internal) and:
+// journal cannot be written they return the error (Unavailable for a full disk, to retry
+// later; Internal for another I/O error) and:
 // the group is not created / not deleted / not seeked (leases and pending records stay);
 // acked records stay leased; no dead letter is marked replayed (the events already appended
 // to the target are found there by a retry, not appended twice); a dead-lettering Nack's
@@ -387,7 +388,8 @@ class ConsumerGroups {
   // Acks one lease: the record is done. OK if acked now or already done (acked, dead-lettered
   // or committed). FailedPrecondition if the lease was lost (the record was leased again or the
   // group seeked). NotFound (no group), InvalidArgument (no such partition). Durability: see
-  // CommitMode; Internal if a kSync commit failed (then nothing was acked: journal-first).
+  // CommitMode; in kSync mode a commit the journal refused changes nothing (Unavailable for a
+  // full disk, else Internal).
   // `member` is kept alive if it is one; any member may ack any lease it was given.
   virtual Status Ack(const std::string& topic, const std::string& group, const std::string& member,
                      const LeaseRef& lease) = 0;
@@ -461,8 +463,12 @@ class ConsumerGroups {
   // Returns the first error met (the rest still runs).
   virtual Status Tick() = 0;
 
-  // Makes every ack so far durable. Internal on I/O failure.
+  // Makes every ack so far durable. Unavailable when the disk refused the write (retry later),
+  // Internal on another I/O failure.
   virtual Status Flush() = 0;
+  // Whether the journal writes. After a failed flush this flushes again (a write that probes
+  // the disk): OK once it succeeds, else Unavailable naming the error. For readiness checks.
+  virtual Status JournalHealth() { return Status::Ok(); }
 };
 
 // The default dead-letter topic of a group: "_dlq.<topic>.<group>" when that fits the Log's

@@ -294,6 +294,7 @@ struct SagaOrchestratorStats {
   uint64_t syncs = 0;
   uint64_t log_bytes = 0;
   uint64_t compactions = 0;
+  uint64_t write_errors = 0;  // batches the saga log refused (undone; their requests failed)
   uint64_t send_errors = 0;  // command appends that failed (resent on the step's timeout)
   uint64_t read_errors = 0;  // reply-topic reads that failed
   uint64_t bad_replies = 0;  // records on the reply topic that do not decode as saga replies
@@ -314,8 +315,13 @@ struct SagaOrchestratorStats {
 // batch), so the blocking calls below also work in the single-threaded simulator.
 // Durability: a mutating call returns OK once its change is in the saga log and synced.
 // Commands are sent only after the records that decided them are durable.
-// Failure: once a saga-log write fails, every later call returns that error (Internal);
-// reopen the orchestrator to recover from the log.
+// Failure: a batch whose saga-log write or sync fails (a full disk) is undone: the log is cut
+// back to where the batch began and the state rebuilt from the durable records, so nothing of
+// it happened; its requests fail with Unavailable (retry later), its replies are read again
+// and its timers fire again a second later. The next batch simply tries again. Only if that
+// undo fails too does the orchestrator stop: every later call returns Unavailable saying a
+// restart is needed (Health() too). Saga logs in PostgreSQL cannot be undone this way: there
+// a failed write stops the orchestrator.
 class SagaOrchestrator {
  public:
   using StartCallback = std::function<void(Result<std::string>)>;
@@ -367,6 +373,13 @@ class SagaOrchestrator {
   // Newest first.
   virtual std::vector<SagaSummary> List(const SagaListFilter& filter) = 0;
   virtual SagaOrchestratorStats stats() = 0;
+  // For readiness checks. OK while batches can be written; Unavailable after a batch the saga
+  // log refused (undone) until a write succeeds again — probing the log's directory with a
+  // small write first, so this turns OK by itself once there is space; Unavailable saying a
+  // restart is needed once the orchestrator stopped (see Failure above).
+  virtual Status Health() { return Status::Ok(); }
+  // Cheap: OK unless the orchestrator stopped (Unavailable saying a restart is needed).
+  virtual Status Stopped() { return Status::Ok(); }
 
   // Runs one batch now on the caller's thread (replies, due timers, queued requests) if none is
   // running. Returns the number of inputs handled. For tests and tools; batches otherwise run

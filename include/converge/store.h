@@ -384,6 +384,10 @@ class Store {
   // OK immediately without a feed.
   virtual Status FlushFeed() = 0;
   virtual StoreStats Stats() = 0;
+  // OK unless the store refuses every call until it is reopened (an I/O error it could not
+  // undo); then that error. A write the disk refused and the store undid is not reported here
+  // (the store works again as soon as a write succeeds). For readiness checks.
+  virtual Status Health() { return Status::Ok(); }
 
   // Validation helpers (also used by the HTTP layer). InvalidArgument with the reason.
   static Status ValidateCollectionName(std::string_view name);

@@ -268,6 +268,12 @@ class ConsumerGroupsImpl final : public ConsumerGroups {
                                                        const std::string& group) override;
   Status Tick() override;
   Status Flush() override { return FlushUpTo(mutation_seq_.load()); }
+  Status JournalHealth() override {
+    if (!flush_failed_.load()) return Status::Ok();
+    Status s = FlushUpTo(mutation_seq_.load());
+    if (s.ok()) return s;
+    return UnavailableError("the consumer-group journal cannot write: " + s.ToString());
+  }
 
  private:
   int64_t NowNs() { return env_.clock().NowMonotonicNanos(); }

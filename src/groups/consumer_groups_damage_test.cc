@@ -200,6 +200,43 @@ std::pair<uint64_t, uint64_t> DamagedLog(Harness& h, const ConsumerGroupsOptions
 // A damaged range in the middle of a partition is skipped (on_damage: skip, the default) and
 // said so: counted in the group's description, named in last_error, and reported. Before the
 // fix the group delivered the rest and showed nothing anywhere.
+// A group create the journal refuses (a full disk) is Unavailable and leaves no group: a retry
+// once there is space creates it (before, the group stayed in memory, the create failed with
+// Internal and its retry with AlreadyExists), and JournalHealth reports the journal until a
+// write succeeds.
+TEST(GroupsDamageTest, CreateGroupRefusedByTheJournalLeavesNoGroup) {
+  sim::SimEnv sim(8);
+  log_testing::FullDiskEnv disk(sim);
+  LogOptions lo;
+  lo.dir = "/data/log";
+  auto log = Log::Open(sim, lo);
+  ASSERT_TRUE(log.ok());
+  TopicOptions to;
+  to.partitions = 1;
+  ASSERT_TRUE((*log)->CreateTopic(kTopic, to).ok());
+  ConsumerGroupsOptions go = groups_testing::DefaultGroupsOptions();
+  go.tick_interval_ms = 0;
+  auto groups = ConsumerGroups::Open(disk, **log, go);
+  ASSERT_TRUE(groups.ok()) << groups.status().ToString();
+
+  disk.SetFreeBytes(0);
+  disk.FailSyncs(true);
+  Status refused = (*groups)->CreateGroup(kTopic, kGroup, GroupOptions{});
+  EXPECT_EQ(refused.code(), StatusCode::kUnavailable) << refused.ToString();
+  EXPECT_EQ((*groups)->DescribeGroup(kTopic, kGroup).status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE((*groups)->ListGroups(kTopic).empty());
+  EXPECT_EQ((*groups)->JournalHealth().code(), StatusCode::kUnavailable);
+
+  disk.SetUnlimited();
+  EXPECT_TRUE((*groups)->JournalHealth().ok());
+  Status created = (*groups)->CreateGroup(kTopic, kGroup, GroupOptions{});
+  ASSERT_TRUE(created.ok()) << created.ToString();
+  groups->reset();
+  groups = ConsumerGroups::Open(disk, **log, go);
+  ASSERT_TRUE(groups.ok()) << groups.status().ToString();
+  EXPECT_TRUE((*groups)->DescribeGroup(kTopic, kGroup).ok());
+}
+
 TEST(GroupsDamageTest, SkippedDamageIsCountedAndReported) {
   Harness h(11);
   std::vector<std::string> notices;

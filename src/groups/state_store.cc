@@ -2,6 +2,7 @@
 
 #include <charconv>
 
+#include "core/storage_full.h"
 #include "groups/codec.h"
 
 namespace converge::internal::groups {
@@ -75,6 +76,19 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(FileSystem& fs, const std::
   return store;
 }
 
+namespace {
+
+// A full disk is retryable (the journal stays broken and the next flush rewrites it from
+// memory): Unavailable, answered like every other write the disk refused. Anything else is an
+// I/O error.
+Status WriteError(std::string_view what, const Status& s) {
+  const std::string message = std::string(what) + s.ToString();
+  if (IsStorageFull(s)) return UnavailableError(message + "; retry later");
+  return InternalError(message);
+}
+
+}  // namespace
+
 Status StateStore::Append(std::string_view framed) {
   if (broken_ || journal_ == nullptr) {
     return FailedPreconditionError("consumer-group journal needs compaction after an error");
@@ -83,7 +97,7 @@ Status StateStore::Append(std::string_view framed) {
   if (s.ok()) s = journal_->Sync();
   if (!s.ok()) {
     broken_ = true;
-    return InternalError("consumer-group journal write failed: " + s.ToString());
+    return WriteError("consumer-group journal write failed: ", s);
   }
   journal_bytes_ += framed.size();
   return Status::Ok();
@@ -101,15 +115,15 @@ Status StateStore::Compact(std::string_view snapshot, uint64_t next_group_id) {
     journal_.reset();
   }
   Status s = fs_.WriteFileAtomically(dir_ + "/SNAPSHOT", data);
-  if (!s.ok()) return InternalError("consumer-group snapshot write failed: " + s.ToString());
+  if (!s.ok()) return WriteError("consumer-group snapshot write failed: ", s);
   generation_ = generation;
   auto file = fs_.NewWritableFile(JournalPath(generation), OpenMode::kTruncate);
   if (!file.ok()) {
-    return InternalError("consumer-group journal create failed: " + file.status().ToString());
+    return WriteError("consumer-group journal create failed: ", file.status());
   }
   journal_ = std::move(file).value();
   s = fs_.SyncDir(dir_);
-  if (!s.ok()) return InternalError("consumer-group directory sync failed: " + s.ToString());
+  if (!s.ok()) return WriteError("consumer-group directory sync failed: ", s);
   journal_bytes_ = 0;
   broken_ = false;
   // Stale journals (this one's predecessor, leftovers of crashes) are garbage now.

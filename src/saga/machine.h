@@ -155,6 +155,8 @@ class SagaMachine {
   std::vector<SagaTimerInfo> Timers(size_t limit) const;
   size_t in_flight() const { return in_flight_; }
   const MachineStats& stats() const { return stats_; }
+  // For carrying the counters over to a machine rebuilt from the log.
+  MachineStats& mutable_stats() { return stats_; }
 
  private:
   struct TimerKey {

@@ -20,6 +20,9 @@ namespace {
 using saga_internal::MachineOutput;
 using saga_internal::SagaMachine;
 
+// After a batch that could not be written, replies and timers are tried again this much later.
+constexpr int64_t kRetryAfterWriteErrorMicros = 1'000'000;
+
 struct Waiter {
   bool done = false;
   Status status;
@@ -90,11 +93,7 @@ class OrchestratorImpl : public SagaOrchestrator {
         log_(log),
         options_(std::move(options)),
         executor_(options_.executor ? *options_.executor : env.executor()),
-        machine_(env.random(),
-                 saga_internal::MachineOptions{
-                     options_.history_max_entries, options_.finished_retain_max,
-                     options_.finished_retain_ms, options_.max_in_flight, options_.max_data_bytes,
-                     options_.max_attempt_timeout_ms}),
+        machine_(NewMachine()),
         ids_(env.clock(), env.random()),
         token_(std::make_shared<Token>()) {
     token_->impl = this;
@@ -104,6 +103,49 @@ class OrchestratorImpl : public SagaOrchestrator {
     Close();
     std::lock_guard<std::mutex> g(token_->mu);
     token_->impl = nullptr;
+  }
+
+  std::unique_ptr<SagaMachine> NewMachine() {
+    return std::make_unique<SagaMachine>(
+        env_.random(),
+        saga_internal::MachineOptions{options_.history_max_entries, options_.finished_retain_max,
+                                      options_.finished_retain_ms, options_.max_in_flight,
+                                      options_.max_data_bytes, options_.max_attempt_timeout_ms});
+  }
+
+  Status Stopped() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return failed_;
+  }
+
+  Status Health() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!failed_.ok()) return failed_;
+    }
+    std::lock_guard<std::mutex> g(state_mu_);
+    if (write_error_.ok()) return Status::Ok();
+    // The last batch could not be written (and was undone). Ready again once the saga log's
+    // directory takes a write: probe it as the next batch would use it.
+    if (options_.postgres_conninfo.empty()) {
+      FileSystem& fs = env_.fs();
+      const std::string probe = options_.dir + "/probe.tmp";
+      Status s;
+      {
+        Result<std::unique_ptr<WritableFile>> f = fs.NewWritableFile(probe, OpenMode::kTruncate);
+        s = f.status();
+        if (s.ok()) s = (*f)->Append(std::string(4096, '\0'));
+        if (s.ok()) s = (*f)->Sync();
+        if (f.ok()) (*f)->Close().IgnoreError();
+      }
+      fs.DeleteFile(probe).IgnoreError();
+      if (s.ok()) {
+        write_error_ = Status::Ok();
+        return s;
+      }
+    }
+    return UnavailableError("the saga log cannot write: " + write_error_.ToString() +
+                            " (the batch was undone; sagas work again once it can)");
   }
 
   Status Init() {
@@ -118,7 +160,7 @@ class OrchestratorImpl : public SagaOrchestrator {
         Result<saga_internal::RecordView> r = saga_internal::DecodePayload(payload);
         if (!r.ok()) return r.status();  // DataLoss: damage from here on
         // A record that does not fit the state is reported and skipped.
-        if (!machine_.Replay(*r).ok()) ++replay_errors_;
+        if (!machine_->Replay(*r).ok()) ++replay_errors_;
         return Status::Ok();
       };
       if (options_.postgres_conninfo.empty()) {
@@ -148,11 +190,11 @@ class OrchestratorImpl : public SagaOrchestrator {
       std::lock_guard<std::mutex> g(state_mu_);
       out_.Clear();
       // The key of the reply tokens first, so that the commands sent again carry tokens.
-      machine_.EnsureReplyKey(env_.clock().NowWallMicros(), &out_);
+      machine_->EnsureReplyKey(env_.clock().NowWallMicros(), &out_);
       // Participant topics exist from the registration on (a participant may subscribe before
       // the first command); definitions registered by an older version get theirs here.
-      for (const SagaDefinition& d : machine_.Definitions()) CreateParticipantTopics(d);
-      machine_.Resume(env_.clock().NowWallMicros(), &out_);
+      for (const SagaDefinition& d : machine_->Definitions()) CreateParticipantTopics(d);
+      machine_->Resume(env_.clock().NowWallMicros(), &out_);
       if (out_.records > 0) {
         CONVERGE_RETURN_IF_ERROR(wal_->Append(out_.wal));
         CONVERGE_RETURN_IF_ERROR(wal_->Sync());
@@ -179,7 +221,7 @@ class OrchestratorImpl : public SagaOrchestrator {
 
   std::vector<SagaDefinition> ListDefinitions() override {
     std::lock_guard<std::mutex> g(state_mu_);
-    return machine_.Definitions();
+    return machine_->Definitions();
   }
 
   Result<std::string> Start(const SagaStartRequest& request) override {
@@ -228,7 +270,7 @@ class OrchestratorImpl : public SagaOrchestrator {
 
   std::vector<SagaTimerInfo> ListTimers(size_t limit) override {
     std::lock_guard<std::mutex> g(state_mu_);
-    return machine_.Timers(limit);
+    return machine_->Timers(limit);
   }
 
   Status RescheduleTimer(const std::string& id, SagaTimerKind kind, int64_t due_micros) override {
@@ -250,25 +292,25 @@ class OrchestratorImpl : public SagaOrchestrator {
 
   Result<SagaInfo> Describe(const std::string& id) override {
     std::lock_guard<std::mutex> g(state_mu_);
-    return machine_.Describe(id);
+    return machine_->Describe(id);
   }
 
   std::vector<SagaSummary> List(const SagaListFilter& filter) override {
     std::lock_guard<std::mutex> g(state_mu_);
-    return machine_.List(filter, env_.clock().NowWallMicros());
+    return machine_->List(filter, env_.clock().NowWallMicros());
   }
 
   SagaOrchestratorStats stats() override {
     std::lock_guard<std::mutex> g(state_mu_);
     SagaOrchestratorStats s = stats_;
-    const saga_internal::MachineStats& m = machine_.stats();
+    const saga_internal::MachineStats& m = machine_->stats();
     s.started = m.started;
     s.completed = m.completed;
     s.compensated = m.compensated;
     s.replies = m.replies;
     s.replies_ignored = m.replies_ignored;
     s.timeouts = m.timeouts;
-    s.in_flight = machine_.in_flight();
+    s.in_flight = machine_->in_flight();
     s.log_bytes = wal_ ? wal_->total_bytes() : 0;
     s.send_errors = stats_send_errors_;
     s.read_errors = stats_read_errors_;
@@ -428,6 +470,11 @@ class OrchestratorImpl : public SagaOrchestrator {
 
     size_t handled = 0;
     Status failure = RunBatch(reqs, timer_fired, &handled);
+    Status fatal;
+    {
+      std::lock_guard<std::mutex> g(state_mu_);
+      fatal = fatal_;
+    }
 
     // Callbacks outside the lock.
     for (auto& r : reqs) {
@@ -441,7 +488,7 @@ class OrchestratorImpl : public SagaOrchestrator {
     finished_.clear();
 
     lock.lock();
-    if (!failure.ok() && failed_.ok()) failed_ = failure;
+    if (!fatal.ok() && failed_.ok()) failed_ = fatal;
     for (auto& r : reqs) {
       if (r->waiter != nullptr) {
         r->waiter->done = true;
@@ -477,29 +524,93 @@ class OrchestratorImpl : public SagaOrchestrator {
     out_.Clear();
     registered_.clear();
     const int64_t now = env_.clock().NowWallMicros();
+    // Where the batch started reading replies: a batch that cannot be written reads them again.
+    const std::vector<uint64_t> reply_offsets_before = reply_offsets_;
+    const saga_internal::MachineStats stats_before = machine_->stats();
     for (auto& r : reqs) HandleRequest(*r, now);
     *handled = reqs.size() + ReadReplies(now);
-    *handled += machine_.Tick(now, &out_);
+    *handled += machine_->Tick(now, &out_);
     if (timer_fired) timer_armed_ = false;
     ++stats_.batches;
     if (out_.records > 0) {
       Status s = wal_->Append(out_.wal);
       if (s.ok()) s = wal_->Sync();
-      if (!s.ok()) return s.WithContext("saga log");
+      if (!s.ok()) return UndoBatch(s, reply_offsets_before, stats_before, now);
       ++stats_.syncs;
+      write_error_ = Status::Ok();
     }
     SendCommands();
     for (const SagaDefinition* d : registered_) CreateParticipantTopics(*d);
     registered_.clear();
     if (wal_->bytes_since_base() > options_.compact_after_bytes) {
       std::string base;
-      machine_.Snapshot(now, &base);
+      machine_->Snapshot(now, &base);
       Status s = wal_->Rebase(base);
-      if (!s.ok()) return s.WithContext("saga log compaction");
-      ++stats_.compactions;
+      if (s.ok()) {
+        ++stats_.compactions;
+      } else {
+        // The batch is durable already (its requests succeed); the compaction is tried again
+        // after the next batch. Only the unfinished snapshot is removed.
+        write_error_ = s;
+        Status undone = wal_->UndoUnsynced();
+        if (!undone.ok()) {
+          fatal_ = UnavailableError("saga orchestrator stopped: a saga log compaction failed (" +
+                                    s.ToString() +
+                                    ") and removing the unfinished snapshot failed too (" +
+                                    undone.ToString() + "); restart the server to resume sagas");
+        }
+      }
     }
     ArmTimer();
     finished_.swap(out_.finished);
+    return Status::Ok();
+  }
+
+  // The batch could not be made durable: nothing of it may stay. Cuts the saga log back to
+  // where the batch began, rebuilds the machine from the durable records (event sourcing:
+  // they are exactly the state before the batch), reads the batch's replies again later and
+  // fails its requests with a retryable Unavailable. If that is not possible the orchestrator
+  // stops (fatal_): its memory would be ahead of its log.
+  Status UndoBatch(const Status& write, const std::vector<uint64_t>& reply_offsets_before,
+                   const saga_internal::MachineStats& stats_before, int64_t now) {
+    ++stats_.write_errors;
+    write_error_ = write;
+    Status undone = wal_->UndoUnsynced();
+    if (undone.ok()) undone = RebuildMachine(stats_before);
+    if (!undone.ok()) {
+      fatal_ = UnavailableError("saga orchestrator stopped: the saga log could not be written (" +
+                                write.ToString() + ") and undoing the batch failed (" +
+                                undone.ToString() + "); restart the server to resume sagas");
+      return fatal_;
+    }
+    reply_offsets_ = reply_offsets_before;
+    read_more_ = false;
+    registered_.clear();
+    out_.Clear();
+    // Retry the replies and due timers in a second (not at once: the disk is likely full).
+    if (timer_armed_) {
+      executor_.Cancel(timer_id_);
+      timer_armed_ = false;
+    }
+    ArmTimer(now + kRetryAfterWriteErrorMicros);
+    return UnavailableError("the saga log could not be written (" + write.ToString() +
+                            "); nothing was changed; retry later");
+  }
+
+  Status RebuildMachine(const saga_internal::MachineStats& stats) {
+    std::unique_ptr<SagaMachine> fresh = NewMachine();
+    Status replayed = wal_->ReplayDurable([&fresh](std::string_view payload) -> Status {
+      Result<saga_internal::RecordView> r = saga_internal::DecodePayload(payload);
+      if (!r.ok()) return r.status();
+      // A record that did not fit was reported (replay_errors) when the log was opened.
+      fresh->Replay(*r).IgnoreError();
+      return Status::Ok();
+    });
+    CONVERGE_RETURN_IF_ERROR(replayed);
+    // Counters go on from where they were before the batch (they count since the start of
+    // the process, and the batch did not happen).
+    fresh->mutable_stats() = stats;
+    machine_ = std::move(fresh);
     return Status::Ok();
   }
 
@@ -507,24 +618,24 @@ class OrchestratorImpl : public SagaOrchestrator {
     switch (r.kind) {
       case Request::Kind::kStart: {
         if (r.start.id.empty()) r.start.id = ids_.NextString();
-        Result<std::string> id = machine_.Start(r.start, now, &out_);
+        Result<std::string> id = machine_->Start(r.start, now, &out_);
         r.status = id.status();
         if (id.ok()) r.result_id = *id;
         break;
       }
       case Request::Kind::kCancel:
-        r.status = machine_.Cancel(r.id, r.reason, now, &out_);
+        r.status = machine_->Cancel(r.id, r.reason, now, &out_);
         break;
       case Request::Kind::kRegister:
-        r.status = machine_.AddDefinition(r.def, now, &out_);
+        r.status = machine_->AddDefinition(r.def, now, &out_);
         // Its topics are created once the registration is durable.
         if (r.status.ok()) registered_.push_back(&r.def);
         break;
       case Request::Kind::kReschedule:
-        r.status = machine_.RescheduleTimer(r.id, r.timer_kind, r.due, now, &out_);
+        r.status = machine_->RescheduleTimer(r.id, r.timer_kind, r.due, now, &out_);
         break;
       case Request::Kind::kCancelTimer:
-        r.status = machine_.CancelTimer(r.id, r.timer_kind, now, &out_);
+        r.status = machine_->CancelTimer(r.id, r.timer_kind, now, &out_);
         break;
     }
   }
@@ -572,17 +683,17 @@ class OrchestratorImpl : public SagaOrchestrator {
         return;
       }
       ++bad_replies_;
-      machine_.RejectReply(*id, std::nullopt, SagaCommandKind::kAction, 0,
-                           ReplyRejection::kMalformed, reply.status().message(), now, &out_);
+      machine_->RejectReply(*id, std::nullopt, SagaCommandKind::kAction, 0,
+                            ReplyRejection::kMalformed, reply.status().message(), now, &out_);
       return;
     }
     std::string why;
-    if (!machine_.ReplyAuthentic(*reply, &why)) {
-      machine_.RejectReply(reply->saga_id, reply->step, reply->kind, reply->attempt,
-                           ReplyRejection::kBadToken, why, now, &out_);
+    if (!machine_->ReplyAuthentic(*reply, &why)) {
+      machine_->RejectReply(reply->saga_id, reply->step, reply->kind, reply->attempt,
+                            ReplyRejection::kBadToken, why, now, &out_);
       return;
     }
-    machine_.OnReply(*reply, now, &out_);
+    machine_->OnReply(*reply, now, &out_);
   }
 
   // Creates a topic the orchestrator sends commands to, once per process.
@@ -637,8 +748,11 @@ class OrchestratorImpl : public SagaOrchestrator {
     }
   }
 
-  void ArmTimer() {
-    std::optional<int64_t> due = machine_.next_due();
+  // Arms the executor timer for the machine's next due time, not before `not_before` (a retry
+  // after a failed write; then armed even without a due time, to read replies again).
+  void ArmTimer(int64_t not_before = 0) {
+    std::optional<int64_t> due = machine_->next_due();
+    if (not_before > 0) due = std::max(due.value_or(not_before), not_before);
     if (!due) return;
     if (timer_armed_ && armed_due_ <= *due) return;
     if (timer_armed_) {
@@ -671,11 +785,11 @@ class OrchestratorImpl : public SagaOrchestrator {
   bool more_work_ = false;
   bool timer_fired_ = false;
   bool closed_ = false;
-  Status failed_;
+  Status failed_;  // fatal_ once seen: every call is refused until a restart
 
   // Owned by the batch leader; state_mu_ also lets readers in.
   std::mutex state_mu_;
-  SagaMachine machine_;
+  std::unique_ptr<SagaMachine> machine_;
   std::unique_ptr<saga_internal::RecordStore> wal_;
   MachineOutput out_;
   std::vector<SagaSummary> finished_;
@@ -684,6 +798,8 @@ class OrchestratorImpl : public SagaOrchestrator {
   std::set<std::string> known_topics_;
   std::vector<const SagaDefinition*> registered_;  // in this batch (the requests own them)
   bool read_more_ = false;
+  Status write_error_;  // the last failed saga-log write, until one succeeds (or a probe)
+  Status fatal_;        // a failed write that could not be undone
   bool timer_armed_ = false;
   int64_t armed_due_ = 0;
   TimerId timer_id_ = 0;

@@ -174,6 +174,7 @@ Result<std::unique_ptr<RecordLog>> RecordLog::Open(Env& env, const RecordLogOpti
     CONVERGE_ASSIGN_OR_RETURN(log->active_,
                               fs.NewWritableFile(log->SegmentPath(seqs.back()), OpenMode::kAppend));
   }
+  log->MarkDurable();
   if (recovery != nullptr) *recovery = rec;
   return log;
 }
@@ -249,7 +250,64 @@ Status RecordLog::Sync() {
   if (!dirty_) return Status::Ok();
   CONVERGE_RETURN_IF_ERROR(active_->Sync());
   dirty_ = false;
+  MarkDurable();
   return Status::Ok();
+}
+
+void RecordLog::MarkDurable() {
+  durable_seq_ = active_seq_;
+  durable_size_ = active_->Size();
+  durable_total_ = total_bytes_;
+}
+
+Status RecordLog::UndoUnsynced() {
+  FileSystem& fs = env_.fs();
+  if (active_ != nullptr) {
+    active_->Close().IgnoreError();  // its unsynced bytes are about to be cut off
+    active_.reset();
+  }
+  // Segments the failed batch created: by a roll (listed, or not yet listed when its directory
+  // sync failed) or by a Rebase that did not complete (always durable_seq_ + 1).
+  Status first;
+  bool deleted = false;
+  auto remove = [&](uint64_t seq) {
+    Status d = fs.DeleteFile(SegmentPath(seq));
+    if (d.ok()) {
+      deleted = true;
+    } else if (d.code() != StatusCode::kNotFound && first.ok()) {
+      first = d;
+    }
+  };
+  while (!segments_.empty() && segments_.back() > durable_seq_) {
+    remove(segments_.back());
+    segments_.pop_back();
+  }
+  remove(durable_seq_ + 1);
+  if (deleted) {
+    // Durably gone before anything is appended again: Open would otherwise start from a
+    // stray segment or end the durable one early.
+    Status synced = fs.SyncDir(options_.dir);
+    if (first.ok()) first = synced;
+  }
+  CONVERGE_RETURN_IF_ERROR(first);
+  const std::string path = SegmentPath(durable_seq_);
+  // Truncate also makes the kept bytes durable.
+  CONVERGE_RETURN_IF_ERROR(fs.Truncate(path, durable_size_));
+  CONVERGE_ASSIGN_OR_RETURN(active_, fs.NewWritableFile(path, OpenMode::kAppend));
+  if (active_->Size() != durable_size_) {
+    return InternalError("saga log segment " + path + " has " + std::to_string(active_->Size()) +
+                         " bytes after truncation to " + std::to_string(durable_size_));
+  }
+  active_seq_ = durable_seq_;
+  total_bytes_ = durable_total_;
+  dirty_ = false;
+  return Status::Ok();
+}
+
+Status RecordLog::ReplayDurable(const ReplayFn& replay) {
+  // The files hold exactly the durable records here (UndoUnsynced cut the rest): read them the
+  // way Open replays them.
+  return ReadOnly(env_, options_, replay);
 }
 
 Status RecordLog::Rebase(std::string_view base) {
@@ -261,15 +319,24 @@ Status RecordLog::Rebase(std::string_view base) {
   CONVERGE_RETURN_IF_ERROR(f->Append(base));
   CONVERGE_RETURN_IF_ERROR(f->Sync());
   CONVERGE_RETURN_IF_ERROR(fs.SyncDir(options_.dir));
-  // The snapshot is durable: the older segments are superseded.
-  CONVERGE_RETURN_IF_ERROR(active_->Close());
+  // The snapshot is durable: the older segments are superseded. From here on nothing fails
+  // the rebase (UndoUnsynced would delete the new base): an older segment that cannot be
+  // deleted now is kept in the list and deleted by the next Rebase, and Open deletes every
+  // segment before the newest complete base anyway.
+  active_->Close().IgnoreError();
   active_ = std::move(f);
   active_seq_ = seq;
-  for (uint64_t old : segments_) CONVERGE_RETURN_IF_ERROR(fs.DeleteFile(SegmentPath(old)));
-  segments_.assign(1, seq);
-  CONVERGE_RETURN_IF_ERROR(fs.SyncDir(options_.dir));
+  std::vector<uint64_t> kept;
+  for (uint64_t old : segments_) {
+    Status d = fs.DeleteFile(SegmentPath(old));
+    if (!d.ok() && d.code() != StatusCode::kNotFound) kept.push_back(old);
+  }
+  kept.push_back(seq);
+  segments_ = std::move(kept);
+  fs.SyncDir(options_.dir).IgnoreError();
   total_bytes_ = base.size();
   base_bytes_ = base.size();
+  MarkDurable();
   return Status::Ok();
 }
 

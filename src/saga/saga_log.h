@@ -11,6 +11,9 @@
 // - Rebase writes a snapshot of the whole retained state (kBaseBegin ... kBaseEnd) as a new
 //   segment, makes it durable, then deletes every older segment: compaction. A crash before the
 //   snapshot is complete leaves a segment without kBaseEnd, which Open deletes.
+// - A failed Append, Sync or Rebase is undone by UndoUnsynced: a segment the batch created is
+//   deleted and the active one cut back to its durable size, so the caller can drop the batch
+//   and go on (a full disk is not fatal).
 // - Open replays from the newest complete base segment (or the first segment) onward. A damaged
 //   or torn tail of the last segment is cut (it was never acknowledged: acknowledged bytes were
 //   synced) and reported. Damage inside an older segment (a record that fails its checksum or
@@ -67,6 +70,18 @@ class RecordStore {
   virtual Status Rebase(std::string_view base) = 0;
   virtual uint64_t total_bytes() const = 0;
   virtual uint64_t bytes_since_base() const = 0;
+  // After a failed Append, Sync or Rebase: cuts the store back to what the last successful
+  // Sync (or Open, or Rebase) left, so that the next Append starts from there. An error when
+  // that is not possible: the owner must then stop (its memory is ahead of the store).
+  virtual Status UndoUnsynced() {
+    return FailedPreconditionError("this record store cannot undo a failed write");
+  }
+  // Calls `replay` for every durable record payload, as Open would (after UndoUnsynced: the
+  // state before the failed batch).
+  virtual Status ReplayDurable(const ReplayFn& replay) {
+    (void)replay;
+    return FailedPreconditionError("this record store cannot replay while open");
+  }
 };
 
 struct PostgresRecordStoreOptions {
@@ -103,6 +118,8 @@ class RecordLog : public RecordStore {
   Status Append(std::string_view framed_records) override;
   Status Sync() override;
   Status Rebase(std::string_view base) override;
+  Status UndoUnsynced() override;
+  Status ReplayDurable(const ReplayFn& replay) override;
 
   uint64_t total_bytes() const override { return total_bytes_; }
   uint64_t bytes_since_base() const override { return total_bytes_ - base_bytes_; }
@@ -111,6 +128,9 @@ class RecordLog : public RecordStore {
   RecordLog(Env& env, RecordLogOptions options) : env_(env), options_(std::move(options)) {}
   Status OpenNewSegment(uint64_t seq);
   std::string SegmentPath(uint64_t seq) const;
+  // Remembers the current end as the one UndoUnsynced goes back to (everything before is
+  // durable).
+  void MarkDurable();
 
   Env& env_;
   RecordLogOptions options_;
@@ -121,6 +141,11 @@ class RecordLog : public RecordStore {
   uint64_t total_bytes_ = 0;
   uint64_t base_bytes_ = 0;  // size of the base snapshot the log starts with
   bool dirty_ = false;
+  // The durable end: the active segment and its size, and total_bytes_, at the last Sync,
+  // Open or Rebase.
+  uint64_t durable_seq_ = 0;
+  uint64_t durable_size_ = 0;
+  uint64_t durable_total_ = 0;
 };
 
 }  // namespace converge::saga_internal

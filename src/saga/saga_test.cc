@@ -17,6 +17,7 @@
 #include "converge/event.h"
 #include "converge/log.h"
 #include "converge/sim_env.h"
+#include "log/testing/full_disk_env.h"
 #include "saga/machine.h"
 #include "saga/messages.h"
 #include "saga/records.h"
@@ -1081,6 +1082,73 @@ TEST(RecordLogTest, RollsSegmentsAndRebases) {
   EXPECT_EQ(env.fs().ListDir("/saga").value().size(), 2u);
 }
 
+// A batch that fails to write or sync (a full disk), also one that rolled a segment, and a
+// rebase that fails are undone by UndoUnsynced: the files are as the last sync left them,
+// the next batch goes on from there, and a reopen replays exactly the synced batches.
+TEST(RecordLogTest, UndoUnsyncedCutsBackToTheLastSync) {
+  sim::SimEnv sim(10);
+  log_testing::FullDiskEnv env(sim);
+  saga_internal::RecordLogOptions o;
+  o.dir = "/saga";
+  o.segment_max_bytes = 200;
+  std::vector<std::string> seen;
+  auto replay = [&](std::string_view payload) {
+    seen.emplace_back(saga_internal::DecodePayload(payload)->a);
+    return Status::Ok();
+  };
+  auto record = [](const std::string& text) {
+    std::string rec;
+    RecordView r;
+    r.type = RecordType::kAbort;
+    r.saga_id = "s";
+    r.a = text;
+    saga_internal::AppendRecord(r, &rec);
+    return rec;
+  };
+  auto log = saga_internal::RecordLog::Open(env, o, replay, nullptr).value();
+  std::vector<std::string> synced;
+  for (int i = 0; i < 3; ++i) {
+    synced.push_back("ok-" + std::to_string(i) + std::string(60, 'x'));
+    ASSERT_TRUE(log->Append(record(synced.back())).ok());
+    ASSERT_TRUE(log->Sync().ok());
+  }
+  const auto files = env.fs().ListDir("/saga").value();
+  const uint64_t bytes = log->total_bytes();
+  // A failed sync, then a failed append into a new segment (the active one is past 200 bytes).
+  env.FailSyncs(true);
+  EXPECT_FALSE(log->Append(record("lost-1")).ok() && log->Sync().ok());
+  ASSERT_TRUE(log->UndoUnsynced().ok());
+  env.SetUnlimited();
+  env.SetFreeBytes(0);
+  EXPECT_FALSE(log->Append(record("lost-2" + std::string(300, 'y'))).ok());
+  ASSERT_TRUE(log->UndoUnsynced().ok());
+  EXPECT_EQ(env.fs().ListDir("/saga").value(), files);
+  EXPECT_EQ(log->total_bytes(), bytes);
+  // A rebase that cannot write its snapshot.
+  std::string base;
+  RecordView b;
+  b.type = RecordType::kBaseBegin;
+  saga_internal::AppendRecord(b, &base);
+  base += record("snapshot");
+  b.type = RecordType::kBaseEnd;
+  saga_internal::AppendRecord(b, &base);
+  EXPECT_FALSE(log->Rebase(base).ok());
+  ASSERT_TRUE(log->UndoUnsynced().ok());
+  EXPECT_EQ(env.fs().ListDir("/saga").value(), files);
+
+  env.SetUnlimited();
+  synced.push_back("after");
+  ASSERT_TRUE(log->Append(record("after")).ok());
+  ASSERT_TRUE(log->Sync().ok());
+  seen.clear();
+  ASSERT_TRUE(log->ReplayDurable(replay).ok());
+  EXPECT_EQ(seen, synced);
+  log.reset();
+  seen.clear();
+  log = saga_internal::RecordLog::Open(env, o, replay, nullptr).value();
+  EXPECT_EQ(seen, synced);
+}
+
 TEST(RecordLogTest, TornTailIsCutAndAnIncompleteBaseIsIgnored) {
   sim::SimEnv env(10);
   saga_internal::RecordLogOptions o;
@@ -1401,6 +1469,57 @@ TEST_F(OrchestratorTest, ErrorsAreReported) {
   o.dir = "/saga";
   EXPECT_EQ(SagaOrchestrator::Open(env_, *log_, o).status().code(),
             StatusCode::kFailedPrecondition);
+}
+
+// A full disk under the saga log (only there: the event log keeps working, so participants
+// get commands and reply). Batches that cannot be written are undone: a start is refused with
+// Unavailable and leaves no saga, replies read meanwhile are read again, and once there is
+// space everything goes on without reopening the orchestrator; after a reopen exactly the
+// acknowledged state is there and every step ran once.
+TEST_F(OrchestratorTest, ABatchTheSagaLogCannotWriteIsUndoneAndRetried) {
+  orch_.reset();
+  log_testing::FullDiskEnv disk(env_);
+  auto open = [&] {
+    SagaOrchestratorOptions o;
+    o.dir = "/saga";
+    o.topic_options = topic_options_;
+    o.on_finished = [this](const SagaSummary& s) { finished_[s.id] = s.state; };
+    orch_ = SagaOrchestrator::Open(disk, *log_, o).value();
+  };
+  open();
+  ASSERT_TRUE(orch_->RegisterDefinition(OrderSaga()).ok());
+  SagaStartRequest req;
+  req.definition = "order";
+  req.id = "a";
+  ASSERT_TRUE(orch_->Start(req).ok());
+  // The first command is sent; its reply arrives while the saga log cannot write.
+  disk.SetFreeBytes(0);
+  disk.FailSyncs(true);
+  env_.RunFor(5'000'000'000);
+  EXPECT_FALSE(orch_->Health().ok());
+  EXPECT_GT(orch_->stats().write_errors, 0u);
+  EXPECT_EQ(orch_->Describe("a").value().summary.state, SagaState::kRunning);
+  req.id = "b";
+  Result<std::string> refused = orch_->Start(req);
+  EXPECT_EQ(refused.status().code(), StatusCode::kUnavailable) << refused.status().ToString();
+  EXPECT_EQ(orch_->Describe("b").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(orch_->Cancel("a", "test").code(), StatusCode::kUnavailable);
+  EXPECT_EQ(orch_->Describe("a").value().summary.state, SagaState::kRunning);
+  EXPECT_TRUE(orch_->Stopped().ok());
+
+  disk.SetUnlimited();
+  EXPECT_TRUE(orch_->Health().ok());
+  ASSERT_TRUE(orch_->Start(req).ok());
+  env_.RunUntilIdle();
+  EXPECT_EQ(finished_["a"], SagaState::kCompleted);
+  EXPECT_EQ(finished_["b"], SagaState::kCompleted);
+  orch_.reset();
+  open();
+  env_.RunUntilIdle();
+  for (const char* id : {"a", "b"}) {
+    EXPECT_EQ(orch_->Describe(id).value().summary.state, SagaState::kCompleted) << id;
+    EXPECT_EQ(holdings_[id]["shipping.schedule"], 1) << id;
+  }
 }
 
 TEST_F(OrchestratorTest, DefinitionsSurviveRestartsAndCompaction) {

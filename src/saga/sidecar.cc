@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "converge/saga.h"
+#include "core/storage_full.h"
 
 namespace converge {
 namespace {
@@ -49,7 +50,9 @@ SagaHttpResponse Json(int status, const json::value& v) {
   return r;
 }
 
-SagaHttpResponse Error(const Status& s) {
+SagaHttpResponse Error(const Status& status) {
+  // The disk refused a write: a retryable 503 like every other route, not a limit's 429.
+  const Status s = StorageFullAsUnavailable(status);
   json::object o;
   o["code"] = std::string(StatusCodeName(s.code()));
   o["message"] = std::string(s.message());

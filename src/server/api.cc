@@ -7,6 +7,7 @@
 #include <functional>
 #include <optional>
 
+#include "core/storage_full.h"
 #include "server/api_internal.h"
 #include "server/cloudevents_http.h"
 #include "server/json_util.h"
@@ -20,6 +21,8 @@ namespace json = boost::json;
 // Errors
 
 ApiError ErrorCodeFor(const Status& status) {
+  // The disk refused a write (and the writer undid it): one answer on every route, retryable.
+  if (IsStorageFull(status)) return {http::status::service_unavailable, "UNAVAILABLE"};
   switch (status.code()) {
     case StatusCode::kOk:
       return {http::status::ok, "OK"};
@@ -565,6 +568,11 @@ asio::awaitable<HttpReply> Api::HandleSagas(HttpRequest& request) {
     co_return Error(q);
   }
   const Principal* who = *principal;
+  // A stopped orchestrator (a failed saga-log write it could not undo) holds state its log
+  // does not: every saga route, reads included, says a restart is needed.
+  if (Status stopped = d_.sagas->Stopped(); !stopped.ok()) {
+    co_return Error(http::status::service_unavailable, "UNAVAILABLE", stopped.message());
+  }
   SagaHttpRequest r;
   r.method = std::string(request.method_string());
   r.target = std::string(request.target());
@@ -602,14 +610,12 @@ asio::awaitable<HttpReply> Api::HandleSagas(HttpRequest& request) {
   }
   SagaHttpResponse res = co_await d_.pool->Run(std::move(job));
   if (may_define) d_.system_topics->DefinitionsChanged();
-  if (!res.allow.empty()) {
-    HttpResponse out = JsonReply(static_cast<http::status>(res.status), std::move(res.body),
-                                 request.version());
-    out.set(http::field::allow, res.allow);
-    co_return Reply(std::move(out));
-  }
-  co_return Reply(JsonReply(static_cast<http::status>(res.status), std::move(res.body),
-                            request.version()));
+  HttpResponse out =
+      JsonReply(static_cast<http::status>(res.status), std::move(res.body), request.version());
+  if (!res.allow.empty()) out.set(http::field::allow, res.allow);
+  // 503 here is a batch the saga log refused and undid (a full disk): retry, like every route.
+  if (res.status == 503 || res.status == 429) out.set(http::field::retry_after, "1");
+  co_return Reply(std::move(out));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -624,17 +630,41 @@ asio::awaitable<HttpReply> Api::Readyz(Call&) {
     co_return Error(http::status::service_unavailable, "UNAVAILABLE",
                     "shutting down: not accepting new work");
   }
-  // Not ready while the log cannot write (a full disk): the log undoes a failed append and
-  // tries again with the next one, and WriteHealth probes the disk, so readiness comes back by
-  // itself once there is space. A failure the log could not undo needs a restart; the
-  // message says so.
-  auto job = [this] { return d_.log->WriteHealth(); };
-  Status health = co_await d_.pool->Run(std::move(job));
-  if (!health.ok()) {
-    co_return Error(http::status::service_unavailable, "UNAVAILABLE",
-                    "not ready: the log cannot write: " + std::string(health.message()));
+  // Not ready while any component that writes cannot: the log, the consumer-group journal,
+  // the store, the saga orchestrator. A full disk is "for now": each undoes the failed write
+  // and its check probes the disk (or writes again), so readiness comes back by itself once
+  // there is space. A failure a component could not undo needs a restart (or a reopen); its
+  // message says so. The body names every failing component and why.
+  struct Check {
+    const char* component;
+    std::string prefix;
+    Status status;
+  };
+  auto job = [this] {
+    std::vector<Check> checks;
+    checks.push_back({"log", "the log cannot write: ", d_.log->WriteHealth()});
+    checks.push_back({"consumer_groups", "", d_.groups->JournalHealth()});
+    if (d_.store != nullptr) {
+      checks.push_back({"store",
+                        "the store refuses every call until it is reopened (restart the "
+                        "server): ",
+                        d_.store->store().Health()});
+    }
+    if (d_.sagas != nullptr) checks.push_back({"sagas", "", d_.sagas->Health()});
+    return checks;
+  };
+  std::vector<Check> checks = co_await d_.pool->Run(std::move(job));
+  json::array failing;
+  std::string message;
+  for (const Check& c : checks) {
+    if (c.status.ok()) continue;
+    const std::string why = c.prefix + std::string(c.status.message());
+    failing.push_back(json::object{{"component", c.component}, {"message", why}});
+    message += (message.empty() ? "not ready: " : "; ") + std::string(c.component) + ": " + why;
   }
-  co_return Reply(JsonReply(http::status::ok, "{\"status\":\"ready\"}"));
+  if (failing.empty()) co_return Reply(JsonReply(http::status::ok, "{\"status\":\"ready\"}"));
+  json::object body{{"code", "UNAVAILABLE"}, {"message", message}, {"failing", failing}};
+  co_return Reply(JsonReply(http::status::service_unavailable, json::serialize(body)));
 }
 
 asio::awaitable<HttpReply> Api::Metrics(Call&) {

@@ -204,6 +204,12 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
                       "gauge",
                       {},
                       static_cast<double>(st.log_truncated_bytes)});
+      out->push_back({"converge_saga_log_write_errors_total",
+                      "Saga batches the saga log could not write (a full disk): each was undone "
+                      "and its requests answered 503.",
+                      "counter",
+                      {},
+                      static_cast<double>(st.write_errors)});
       const char* help =
           "Saga replies the orchestrator did not use, by reason (each one is also recorded in "
           "the history of the saga it names).";

@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "core/event_internal.h"
+#include "core/storage_full.h"
 
 namespace converge::store_internal {
 namespace {
@@ -350,7 +351,9 @@ Result<std::string> PercentDecode(std::string_view in) {
   return out;
 }
 
-StoreHttpResponse StoreErrorResponse(const Status& status, bool precondition_route) {
+StoreHttpResponse StoreErrorResponse(const Status& given, bool precondition_route) {
+  // A write the disk refused is a retryable 503 (like every route), never the 413 of a limit.
+  const Status status = StorageFullAsUnavailable(given);
   int code = 500;
   switch (status.code()) {
     case StatusCode::kInvalidArgument:

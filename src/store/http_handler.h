@@ -71,6 +71,7 @@ struct StoreHttpOptions {
 class StoreHttpHandler {
  public:
   explicit StoreHttpHandler(Store& store, StoreHttpOptions options = {});
+  Store& store() { return store_; }
 
   // True if `target` is one of the store's paths (/v1/collections or below).
   static bool Matches(std::string_view target);

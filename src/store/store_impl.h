@@ -83,6 +83,10 @@ class StoreImpl final : public Store {
   Status Sync() override;
   Status FlushFeed() override;
   StoreStats Stats() override;
+  Status Health() override {
+    Lock lock(mu_);
+    return bg_error_;
+  }
 
  private:
   using Lock = std::unique_lock<std::mutex>;

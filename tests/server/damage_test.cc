@@ -530,8 +530,9 @@ std::string KeyFor(uint32_t p, uint32_t partitions, int salt) {
 }
 
 // A batch spanning partitions on a nearly full disk: the first partitions' bytes fit, the
-// rest do not. The reply is 429 with Retry-After and nothing of the batch is readable, in
-// any partition, before or after a restart.
+// rest do not. The reply is 503 UNAVAILABLE with Retry-After (a write the disk refused, on
+// every route) and nothing of the batch is readable, in any partition, before or after a
+// restart.
 TEST_F(FullDiskTest, BatchAcrossPartitionsIsAllOrNothing) {
   ASSERT_NO_FATAL_FAILURE(Start());
   constexpr uint32_t kParts = 4;
@@ -555,8 +556,8 @@ TEST_F(FullDiskTest, BatchAcrossPartitionsIsAllOrNothing) {
     }
   }
   r = PublishBatch("wide", batch);
-  EXPECT_EQ(r.status, 429) << r.body;
-  EXPECT_NE(r.body.find("RESOURCE_EXHAUSTED"), std::string::npos) << r.body;
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_NE(r.body.find("\"UNAVAILABLE\""), std::string::npos) << r.body;
   EXPECT_FALSE(r.retry_after.empty());
   EXPECT_EQ(EndOffsets("wide"), kParts);
 
@@ -596,11 +597,13 @@ TEST_F(FullDiskTest, ReadinessFollowsTheDisk) {
     if (r.status != 200) break;
     acked.push_back(id);
   }
-  ASSERT_EQ(r.status, 429) << r.body;
+  ASSERT_EQ(r.status, 503) << r.body;
+  EXPECT_NE(r.body.find("\"UNAVAILABLE\""), std::string::npos) << r.body;
   EXPECT_FALSE(r.retry_after.empty());
   r = Call("GET", "/readyz");
   EXPECT_EQ(r.status, 503) << r.body;
   EXPECT_NE(r.body.find("the log cannot write"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("{\"component\":\"log\""), std::string::npos) << r.body;
 
   disk_.RemoveFiller();
   r = WaitReady(200);
@@ -641,6 +644,22 @@ TEST_F(FullDiskTest, AckOnFullDiskChangesNothing) {
     }
   }
   ASSERT_LT(failed, got->size()) << "every ack succeeded on a full disk";
+  // A write the disk refused is answered like on every route: 503 UNAVAILABLE, Retry-After.
+  EXPECT_EQ(ack_error.code(), StatusCode::kUnavailable) << ack_error.ToString();
+  {
+    const client::Lease l = (*got)[failed].lease();
+    Reply raw = Call("POST", "/v1/topics/jobs/groups/g/ack",
+                     "{\"acks\":[{\"partition\":" + std::to_string(l.partition) +
+                         ",\"offset\":" + std::to_string(l.offset) + ",\"lease_id\":\"" +
+                         std::to_string(l.lease_id) + "\"}]}");
+    EXPECT_EQ(raw.status, 503) << raw.body;
+    EXPECT_NE(raw.body.find("\"UNAVAILABLE\""), std::string::npos) << raw.body;
+    EXPECT_FALSE(raw.retry_after.empty()) << raw.body;
+  }
+  // Readiness names the journal that cannot write.
+  Reply ready = Call("GET", "/readyz");
+  EXPECT_EQ(ready.status, 503) << ready.body;
+  EXPECT_NE(ready.body.find("{\"component\":\"consumer_groups\""), std::string::npos) << ready.body;
   const std::string committed = "\"committed_offset\":" + std::to_string(failed);
   Reply groups = Call("GET", "/v1/topics/jobs");
   EXPECT_NE(groups.body.find(committed), std::string::npos) << ack_error.ToString() << "\n"
@@ -667,6 +686,7 @@ TEST_F(FullDiskTest, AckOnFullDiskChangesNothing) {
     ::usleep(20'000);
   } while (SteadyMs() < deadline);
   ASSERT_TRUE(last.ok()) << last.ToString();
+  EXPECT_EQ(WaitReady(200).status, 200);
   groups = Call("GET", "/v1/topics/jobs");
   EXPECT_NE(groups.body.find("\"committed_offset\":" + std::to_string(failed + 1)),
             std::string::npos)
@@ -740,6 +760,138 @@ TEST_F(FullDiskTest, StoreWriteOnFullDiskChangesNothing) {
   EXPECT_EQ(c1, static_cast<size_t>(last_ok) + 2) << ::testing::PrintToString(ids);
   r = Call("GET", "/v1/collections/carts/docs/c1");
   EXPECT_NE(r.body.find("\"n\":1000"), std::string::npos) << r.body;
+}
+
+// A group create the disk refuses is a 503 with Retry-After and leaves no group behind (before
+// it was a 500, and the group existed in memory: a retry got 409); once there is space the
+// same create succeeds without a restart, and survives one.
+TEST_F(FullDiskTest, GroupCreateOnFullDiskChangesNothing) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  CreateTopic("t", 1);
+  ASSERT_TRUE(disk_.Fill().ok());
+  // The journal's last page may take a group or two: create until one is refused.
+  Reply r;
+  std::string refused;
+  std::vector<std::string> created;
+  for (int i = 0; i < 100; ++i) {
+    const std::string name = "g" + std::to_string(i);
+    r = Call("POST", "/v1/topics/t/groups", R"({"name":")" + name + "\"}");
+    if (r.status != 201) {
+      refused = name;
+      break;
+    }
+    created.push_back(name);
+  }
+  ASSERT_FALSE(refused.empty()) << "every group create succeeded on a full disk";
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_NE(r.body.find("\"UNAVAILABLE\""), std::string::npos) << r.body;
+  EXPECT_FALSE(r.retry_after.empty()) << r.body;
+  const std::string quoted = "\"" + refused + "\"";
+  r = Call("GET", "/v1/topics/t");
+  EXPECT_EQ(r.body.find(quoted), std::string::npos) << r.body;
+
+  disk_.RemoveFiller();
+  const int64_t deadline = SteadyMs() + 10'000;
+  do {
+    r = Call("POST", "/v1/topics/t/groups", R"({"name":")" + refused + "\"}");
+    if (r.status == 201) break;
+    ::usleep(20'000);
+  } while (SteadyMs() < deadline);
+  EXPECT_EQ(r.status, 201) << r.body;
+  created.push_back(refused);
+  ASSERT_NO_FATAL_FAILURE(Restart());
+  r = Call("GET", "/v1/topics/t");
+  for (const std::string& name : created) {
+    EXPECT_NE(r.body.find("\"" + name + "\""), std::string::npos) << name << "\n" << r.body;
+  }
+}
+
+constexpr const char* kTwoStepSaga = R"yaml(name: order
+version: 1
+steps:
+  - name: reserve
+    participant: inventory
+    action: inventory.reserve
+    compensation: inventory.release
+    timeout_ms: 60000
+  - name: charge
+    participant: payments
+    action: payments.charge
+    pivot: true
+    timeout_ms: 60000
+)yaml";
+
+// A saga start (and cancel) the saga log cannot write is refused with a retryable 503 and
+// changes nothing: no saga appears, readiness names the orchestrator. Once there is space
+// readiness comes back by itself, the same start succeeds without a restart, and after a
+// restart exactly the acknowledged sagas are there.
+TEST_F(FullDiskTest, SagaStartOnFullDiskChangesNothingAndRecovers) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  Reply r = Call("POST", "/v1/saga-definitions", kTwoStepSaga, "application/yaml");
+  ASSERT_EQ(r.status, 201) << r.body;
+  r = Call("POST", "/v1/sagas", R"({"definition":"order","id":"before"})");
+  ASSERT_EQ(r.status, 201) << r.body;
+
+  ASSERT_TRUE(disk_.Fill().ok());
+  // The saga log's last page may take a start or two: start until one is refused.
+  const std::string pad(3000, 'p');
+  std::vector<std::string> started = {"before"};
+  std::string refused_id;
+  for (int i = 0; i < 100; ++i) {
+    const std::string id = "full-" + std::to_string(i);
+    r = Call("POST", "/v1/sagas",
+             R"({"definition":"order","id":")" + id + R"(","data":{"pad":")" + pad + "\"}}");
+    if (r.status != 201) {
+      refused_id = id;
+      break;
+    }
+    started.push_back(id);
+  }
+  ASSERT_FALSE(refused_id.empty()) << "every saga start succeeded on a full disk";
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_NE(r.body.find("\"UNAVAILABLE\""), std::string::npos) << r.body;
+  EXPECT_FALSE(r.retry_after.empty()) << r.body;
+  // Nothing of the refused start is there.
+  EXPECT_EQ(Call("GET", "/v1/sagas/" + refused_id).status, 404);
+  // The refused start was undone, and the last page of the saga log may still take small
+  // records: start small sagas until one is refused, so that a cancel cannot fit either.
+  Reply small;
+  for (int i = 0; i < 1000; ++i) {
+    const std::string id = "small-" + std::to_string(i);
+    small = Call("POST", "/v1/sagas", R"({"definition":"order","id":")" + id + "\"}");
+    if (small.status != 201) break;
+    started.push_back(id);
+  }
+  ASSERT_EQ(small.status, 503) << small.body;
+  // A cancel is refused the same way and changes nothing.
+  const Reply saga_before = Call("GET", "/v1/sagas/before");
+  ASSERT_EQ(saga_before.status, 200) << saga_before.body;
+  r = Call("POST", "/v1/sagas/before/cancel", R"({"reason":"test"})");
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_FALSE(r.retry_after.empty()) << r.body;
+  EXPECT_EQ(Call("GET", "/v1/sagas/before").body, saga_before.body);
+  r = Call("GET", "/readyz");
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_NE(r.body.find("{\"component\":\"sagas\""), std::string::npos) << r.body;
+  r = Call("GET", "/metrics");
+  EXPECT_NE(r.body.find("\nconverge_saga_log_write_errors_total "), std::string::npos);
+  EXPECT_EQ(r.body.find("\nconverge_saga_log_write_errors_total 0\n"), std::string::npos);
+
+  disk_.RemoveFiller();
+  r = WaitReady(200);
+  EXPECT_EQ(r.status, 200) << r.body;
+  r = Call("POST", "/v1/sagas",
+           R"({"definition":"order","id":")" + refused_id + R"(","data":{"pad":")" + pad + "\"}}");
+  EXPECT_EQ(r.status, 201) << r.body;
+  started.push_back(refused_id);
+  r = Call("POST", "/v1/sagas", R"({"definition":"order","id":"after"})");
+  EXPECT_EQ(r.status, 201) << r.body;
+  started.push_back("after");
+
+  ASSERT_NO_FATAL_FAILURE(Restart());
+  for (const std::string& id : started) {
+    EXPECT_EQ(Call("GET", "/v1/sagas/" + id).status, 200) << id;
+  }
 }
 
 }  // namespace
