@@ -205,15 +205,29 @@ Status RecordLog::ReadOnly(Env& env, const RecordLogOptions& options, const Repl
     if (!data.ok()) continue;  // compacted away meanwhile
     FrameReader reader(*data);
     std::string_view payload;
+    bool stopped = false;  // on purpose, not at damage
     while (reader.Next(&payload)) {
       Status s = replay(payload);
-      if (s.code() == StatusCode::kDataLoss) break;
+      if (s.code() == StatusCode::kDataLoss) {
+        stopped = true;
+        break;
+      }
       CONVERGE_RETURN_IF_ERROR(s);
       // A base that is still being written (incomplete) is not the start: skip it whole.
       if (i > start && !payload.empty() && static_cast<uint8_t>(payload[0]) == kBaseBeginType &&
           CompleteBaseBytes(*data) == 0) {
+        stopped = true;
         break;
       }
+    }
+    // The newest segment may end in a record a live writer has not finished; an older one
+    // must be whole, so whatever could not be read there is damage, and the view would be
+    // missing acknowledged records: say so rather than show less.
+    if (!stopped && i + 1 < seqs.size() && reader.valid_bytes() < data->size()) {
+      return DataLossError(paths.SegmentPath(seqs[i]) + ": bytes [" +
+                           std::to_string(reader.valid_bytes()) + ", " +
+                           std::to_string(data->size()) +
+                           ") are damaged (an older segment of the log, read-only view)");
     }
   }
   return Status::Ok();

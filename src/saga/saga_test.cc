@@ -1199,6 +1199,55 @@ TEST(RecordLogTest, TornTailIsCutAndAnIncompleteBaseIsIgnored) {
 // Damage inside an older segment: acknowledged records followed by newer segments. It used to
 // skip the rest of that segment without a word; now Open refuses with DataLoss naming the file
 // and the byte range, and leaves the files as they are.
+// The read-only view (the saga CLI's snapshot of a live log) reported nothing at such damage
+// and showed the sagas without the lost records; it fails naming the range instead, while a
+// torn tail of the newest segment (a writer mid-record) still reads as the end.
+TEST(RecordLogTest, ReadOnlyViewRefusesDamageInAnOlderSegment) {
+  sim::SimEnv env(12);
+  saga_internal::RecordLogOptions o;
+  o.dir = "/saga";
+  o.segment_max_bytes = 200;
+  auto replay = [&](std::string_view) { return Status::Ok(); };
+  {
+    auto log = saga_internal::RecordLog::Open(env, o, replay, nullptr).value();
+    for (int i = 0; i < 20; ++i) {
+      std::string rec;
+      RecordView r;
+      r.type = RecordType::kAbort;
+      r.saga_id = "s";
+      const std::string reason = "reason-" + std::to_string(i) + std::string(40, 'x');
+      r.a = reason;
+      saga_internal::AppendRecord(r, &rec);
+      ASSERT_TRUE(log->Append(rec).ok());
+      ASSERT_TRUE(log->Sync().ok());
+    }
+  }
+  Result<std::vector<std::string>> listed = env.fs().ListDir("/saga");
+  ASSERT_TRUE(listed.ok());
+  std::vector<std::string> segments;
+  for (const std::string& n : *listed) {
+    if (n.rfind("saga-", 0) == 0) segments.push_back(n);
+  }
+  std::sort(segments.begin(), segments.end());
+  ASSERT_GE(segments.size(), 3u);
+  // A torn tail on the newest segment: still fine.
+  const std::string newest = "/saga/" + segments.back();
+  {
+    auto f = env.fs().NewWritableFile(newest, OpenMode::kAppend).value();
+    ASSERT_TRUE(f->Append("\x07\x00").ok());
+    ASSERT_TRUE(f->Sync().ok());
+  }
+  EXPECT_TRUE(saga_internal::RecordLog::ReadOnly(env, o, replay).ok());
+  // A damaged byte in the first (older) segment: DataLoss naming the file.
+  const std::string first = "/saga/" + segments.front();
+  const uint64_t size = env.fs().ReadFileToString(first).value().size();
+  Status corrupted = env.sim_fs().CorruptByte(first, size / 4 + 12, 0x20);
+  ASSERT_TRUE(corrupted.ok()) << corrupted.ToString() << " size " << size;
+  Status s = saga_internal::RecordLog::ReadOnly(env, o, replay);
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.ToString();
+  EXPECT_NE(s.ToString().find(first + ": bytes ["), std::string::npos) << s.ToString();
+}
+
 TEST(RecordLogTest, DamageInAnOlderSegmentStopsOpenNamingTheRange) {
   sim::SimEnv env(11);
   saga_internal::RecordLogOptions o;
