@@ -129,7 +129,8 @@ TEST(GroupsDamageTest, AckRefusedByTheJournalChangesNothing) {
   ASSERT_TRUE((*groups)->CreateGroup(kTopic, kGroup, o).ok());
   ASSERT_TRUE((*groups)->Join(kTopic, kGroup, "m").ok());
   for (int i = 0; i < 3; ++i) {
-    RecordView r{"", "", "v" + std::to_string(i), 0};
+    const std::string value = "v" + std::to_string(i);  // outlives the view
+    RecordView r{"", "", value, 0};
     ASSERT_TRUE((*log)->Append(kTopic, std::span<const RecordView>(&r, 1)).ok());
   }
   auto fetched = (*groups)->Fetch(kTopic, kGroup, "m", 10, 1 << 20);
@@ -357,7 +358,8 @@ struct FailingJournal {
   }
   void Produce(int n) {
     for (int i = 0; i < n; ++i) {
-      RecordView r{"", "k" + std::to_string(i), "v" + std::to_string(i), 0};
+      const std::string key = "k" + std::to_string(i), value = "v" + std::to_string(i);
+      RecordView r{"", key, value, 0};  // views of strings that outlive the append
       ASSERT_TRUE(log->Append(kTopic, std::span<const RecordView>(&r, 1)).ok());
     }
   }
