@@ -1196,9 +1196,24 @@ TEST(RecordLogTest, TornTailIsCutAndAnIncompleteBaseIsIgnored) {
   EXPECT_NE(rec.reports[0].find("cut off"), std::string::npos) << rec.reports[0];
 }
 
-// Damage inside an older segment: acknowledged records followed by newer segments. It used to
-// skip the rest of that segment without a word; now Open refuses with DataLoss naming the file
-// and the byte range, and leaves the files as they are.
+// Writes `n` synced abort records of equal size through a fresh RecordLog in `o.dir`.
+void WriteAborts(sim::SimEnv& env, const saga_internal::RecordLogOptions& o, int n) {
+  auto replay = [](std::string_view) { return Status::Ok(); };
+  auto log = saga_internal::RecordLog::Open(env, o, replay, nullptr);
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  for (int i = 0; i < n; ++i) {
+    std::string rec;
+    RecordView r;
+    r.type = RecordType::kAbort;
+    r.saga_id = "s";
+    const std::string reason = "reason-" + std::to_string(i) + std::string(40, 'x');
+    r.a = reason;
+    saga_internal::AppendRecord(r, &rec);
+    ASSERT_TRUE((*log)->Append(rec).ok());
+    ASSERT_TRUE((*log)->Sync().ok());
+  }
+}
+
 // The read-only view (the saga CLI's snapshot of a live log) reported nothing at such damage
 // and showed the sagas without the lost records; it fails naming the range instead, while a
 // torn tail of the newest segment (a writer mid-record) still reads as the end.
@@ -1208,20 +1223,7 @@ TEST(RecordLogTest, ReadOnlyViewRefusesDamageInAnOlderSegment) {
   o.dir = "/saga";
   o.segment_max_bytes = 200;
   auto replay = [&](std::string_view) { return Status::Ok(); };
-  {
-    auto log = saga_internal::RecordLog::Open(env, o, replay, nullptr).value();
-    for (int i = 0; i < 20; ++i) {
-      std::string rec;
-      RecordView r;
-      r.type = RecordType::kAbort;
-      r.saga_id = "s";
-      const std::string reason = "reason-" + std::to_string(i) + std::string(40, 'x');
-      r.a = reason;
-      saga_internal::AppendRecord(r, &rec);
-      ASSERT_TRUE(log->Append(rec).ok());
-      ASSERT_TRUE(log->Sync().ok());
-    }
-  }
+  ASSERT_NO_FATAL_FAILURE(WriteAborts(env, o, 20));
   Result<std::vector<std::string>> listed = env.fs().ListDir("/saga");
   ASSERT_TRUE(listed.ok());
   std::vector<std::string> segments;
@@ -1248,26 +1250,16 @@ TEST(RecordLogTest, ReadOnlyViewRefusesDamageInAnOlderSegment) {
   EXPECT_NE(s.ToString().find(first + ": bytes ["), std::string::npos) << s.ToString();
 }
 
+// Damage inside an older segment: acknowledged records followed by newer segments. It used to
+// skip the rest of that segment without a word; now Open refuses with DataLoss naming the file
+// and the byte range, and leaves the files as they are.
 TEST(RecordLogTest, DamageInAnOlderSegmentStopsOpenNamingTheRange) {
   sim::SimEnv env(11);
   saga_internal::RecordLogOptions o;
   o.dir = "/saga";
   o.segment_max_bytes = 200;
   auto replay = [&](std::string_view) { return Status::Ok(); };
-  {
-    auto log = saga_internal::RecordLog::Open(env, o, replay, nullptr).value();
-    for (int i = 0; i < 20; ++i) {
-      std::string rec;
-      RecordView r;
-      r.type = RecordType::kAbort;
-      r.saga_id = "s";
-      const std::string reason = "reason-" + std::to_string(i) + std::string(40, 'x');
-      r.a = reason;
-      saga_internal::AppendRecord(r, &rec);
-      ASSERT_TRUE(log->Append(rec).ok());
-      ASSERT_TRUE(log->Sync().ok());
-    }
-  }
+  ASSERT_NO_FATAL_FAILURE(WriteAborts(env, o, 20));
   const std::string first = "/saga/saga-00000000000000000001.log";
   const uint64_t size = env.fs().ReadFileToString(first).value().size();
   ASSERT_GT(size, 150u);
