@@ -369,13 +369,10 @@ std::vector<std::string> SegmentFiles(FileSystem& fs, const std::string& topic, 
   return out;
 }
 
-// The case: the first segment file is gone. Before the fix the partition simply
-// started at the next segment's base, like after retention, and a reader starting at 0 got
-// the later records with no error. Now the log knows where retention left it (START) and
-// reports the missing records as damage.
-TEST(LogDamageTest, MissingFirstSegmentIsDamageNotRetention) {
-  sim::SimEnv sim(5);
-  auto log = OpenLog(sim);
+// Topic "t" with 1 KiB segments holding 30 records of 100 bytes (several segments), the log
+// closed again.
+void WriteSmallSegments(Env& env) {
+  auto log = OpenLog(env);
   ASSERT_NE(log, nullptr);
   TopicOptions options;
   options.segment_max_bytes = 1024;
@@ -385,14 +382,22 @@ TEST(LogDamageTest, MissingFirstSegmentIsDamageNotRetention) {
     b.Add("id" + std::to_string(i), "", 100);
     ASSERT_TRUE(log->Append("t", b.View()).ok());
   }
-  log.reset();
+}
+
+// The case: the first segment file is gone. Before the fix the partition simply
+// started at the next segment's base, like after retention, and a reader starting at 0 got
+// the later records with no error. Now the log knows where retention left it (START) and
+// reports the missing records as damage.
+TEST(LogDamageTest, MissingFirstSegmentIsDamageNotRetention) {
+  sim::SimEnv sim(5);
+  ASSERT_NO_FATAL_FAILURE(WriteSmallSegments(sim));
   auto files = SegmentFiles(sim.fs(), "t", 0);
   ASSERT_GE(files.size(), 3u);
   const uint64_t second = std::stoull(files[1].substr(0, 20));
   ASSERT_TRUE(sim.fs().DeleteFile(std::string(kDir) + "/topics/t/0000/" + files[0]).ok());
   ASSERT_TRUE(sim.fs().SyncDir(std::string(kDir) + "/topics/t/0000").ok());
 
-  log = OpenLog(sim);
+  auto log = OpenLog(sim);
   ASSERT_NE(log, nullptr);
   auto info = log->DescribeTopic("t");
   ASSERT_TRUE(info.ok());
@@ -469,17 +474,7 @@ TEST(LogDamageTest, RetentionIsNotDamageEvenWhenInterrupted) {
 // deleting segments below a start offset it cannot trust. Recovery also reports what it cut.
 TEST(LogDamageTest, DamagedStartFileIsIgnoredAndRecoveryIsReported) {
   sim::SimEnv sim(6);
-  auto log = OpenLog(sim);
-  ASSERT_NE(log, nullptr);
-  TopicOptions options;
-  options.segment_max_bytes = 1024;
-  ASSERT_TRUE(log->CreateTopic("t", options).ok());
-  for (int i = 0; i < 30; ++i) {
-    Batch b;
-    b.Add("id" + std::to_string(i), "", 100);
-    ASSERT_TRUE(log->Append("t", b.View()).ok());
-  }
-  log.reset();
+  ASSERT_NO_FATAL_FAILURE(WriteSmallSegments(sim));
   const std::string pdir = std::string(kDir) + "/topics/t/0000";
   auto files = SegmentFiles(sim.fs(), "t", 0);
   ASSERT_GE(files.size(), 3u);
