@@ -577,51 +577,10 @@ class SagaParticipant {
 };
 
 // ---------------------------------------------------------------------------------------
-// Sidecar: the HTTP routes of `converge serve` for sagas, as a plain function the server mounts
-// under /v1/sagas (and /v1/saga-definitions). Blocking; run it off the I/O threads.
-//   GET    /v1/saga-definitions                  definitions
-//   POST   /v1/saga-definitions                  register (JSON or YAML body)
-//   POST   /v1/sagas                             start {"definition","version","data","id"}
-//   GET    /v1/sagas?state=&definition=&stuck=&idle_ms=&limit=
-//   GET    /v1/sagas/{id}                        status, steps, timers, history
-//   POST   /v1/sagas/{id}/cancel                 {"reason"}
-//   GET    /v1/saga-timers?limit=
-//   PUT    /v1/sagas/{id}/timers/{kind}          {"due_micros"} reschedule
-//   DELETE /v1/sagas/{id}/timers/{kind}          cancel the timer
-struct SagaHttpRequest {
-  std::string method;  // "GET", "POST", ...
-  std::string target;  // path and query, e.g. "/v1/sagas?state=running"
-  std::string body;
-};
-struct SagaHttpResponse {
-  int status = 200;
-  std::string allow;  // for 405: the methods the route takes, for the Allow header
-  std::string content_type = "application/json";
-  std::string body;  // errors: {"code": "NOT_FOUND", "message": "..."}
-};
-// The JSON objects the routes return for a summary, an instance and a timer (tools reuse them).
+// The JSON objects the server's saga routes (docs/api/openapi.yaml) return for a summary, an
+// instance and a timer; tools reuse them.
 std::string SagaSummaryToJson(const SagaSummary& summary);
 std::string SagaInfoToJson(const SagaInfo& info);
 std::string SagaTimerToJson(const SagaTimerInfo& timer);
-// True if `target` is one of the routes above (so the server can dispatch to it).
-bool IsSagaHttpTarget(std::string_view target);
-// The routes for an admin (or with auth disabled): every route.
-SagaHttpResponse HandleSagaHttp(SagaOrchestrator& orchestrator, const SagaHttpRequest& request);
-
-// Who calls, for the server's authorization of the saga routes.
-struct SagaCaller {
-  bool admin = true;
-  std::string service;                                      // named in 403 messages
-  std::function<bool(std::string_view topic)> may_publish;  // required unless admin
-};
-// The routes as `caller` may use them; the caller is authorized before anything is looked up
-// or validated. A non-admin service may start a saga (POST /v1/sagas) and read one
-// (GET /v1/sagas/{id}) if `may_publish` allows every participant topic of the saga's
-// definition (the orchestrator sends commands there on its behalf); every other route is for
-// admins (403). It learns nothing it may not see: a saga it may not read is 404 exactly like a
-// missing id; a definition it may not start is 403 exactly like a missing one; an id taken by
-// a saga it may not read is 409 without naming that saga's definition. Blocking.
-SagaHttpResponse HandleSagaHttp(SagaOrchestrator& orchestrator, const SagaHttpRequest& request,
-                                const SagaCaller& caller);
 
 }  // namespace converge

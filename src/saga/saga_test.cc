@@ -1397,65 +1397,6 @@ TEST_F(SmallSegmentsTest, EveryMessageIsReadWithoutWaitingForATimeout) {
   EXPECT_EQ(s.timeouts, 0u);
 }
 
-TEST_F(OrchestratorTest, SidecarRoutes) {
-  auto call = [&](std::string method, std::string target, std::string body = "") {
-    return HandleSagaHttp(*orch_,
-                          SagaHttpRequest{std::move(method), std::move(target), std::move(body)});
-  };
-  const char* yaml =
-      "name: trip\nversion: 1\nsteps:\n"
-      "  - {name: a, participant: inventory, action: inventory.reserve, "
-      "compensation: inventory.release}\n"
-      "  - {name: b, participant: payments, action: payments.reserve, pivot: true}\n";
-  EXPECT_EQ(call("POST", "/v1/saga-definitions", yaml).status, 201);
-  EXPECT_EQ(call("POST", "/v1/saga-definitions", "name: [").status, 400);
-  SagaHttpResponse defs = call("GET", "/v1/saga-definitions");
-  EXPECT_EQ(defs.status, 200);
-  EXPECT_NE(defs.body.find("\"trip\""), std::string::npos);
-
-  SagaHttpResponse started =
-      call("POST", "/v1/sagas", R"({"definition":"trip","id":"s-1","data":{"x":[1,2]}})");
-  ASSERT_EQ(started.status, 201) << started.body;
-  EXPECT_EQ(started.body, R"({"id":"s-1"})");
-  EXPECT_EQ(call("POST", "/v1/sagas", R"({"definition":"nope"})").status, 404);
-  EXPECT_EQ(call("POST", "/v1/sagas", R"({"definition":7})").status, 400);
-  EXPECT_EQ(call("POST", "/v1/sagas", "not json").status, 400);
-  refuse_type_ = "payments.reserve";
-  env_.RunUntilIdle();
-
-  SagaHttpResponse show = call("GET", "/v1/sagas/s-1");
-  ASSERT_EQ(show.status, 200);
-  EXPECT_NE(show.body.find(R"("state":"compensated")"), std::string::npos) << show.body;
-  EXPECT_NE(show.body.find(R"("data":{"x":[1,2]})"), std::string::npos) << show.body;
-  EXPECT_NE(show.body.find(R"("history":[)"), std::string::npos);
-  EXPECT_EQ(call("GET", "/v1/sagas/missing").status, 404);
-  EXPECT_NE(call("GET", "/v1/sagas/missing").body.find("NOT_FOUND"), std::string::npos);
-
-  SagaHttpResponse ls = call("GET", "/v1/sagas?state=compensated&limit=10");
-  ASSERT_EQ(ls.status, 200);
-  EXPECT_NE(ls.body.find("s-1"), std::string::npos);
-  EXPECT_EQ(call("GET", "/v1/sagas?state=weird").status, 400);
-  EXPECT_EQ(call("GET", "/v1/sagas?limit=0").status, 400);
-  EXPECT_EQ(call("GET", "/v1/sagas?state=running").body, R"({"sagas":[]})");
-
-  // A saga waiting on a participant that is down: timers, cancel.
-  participants_[0]->Close();
-  refuse_type_.clear();
-  ASSERT_EQ(call("POST", "/v1/sagas", R"({"definition":"trip","id":"s-2"})").status, 201);
-  env_.RunFor(1'000'000);
-  SagaHttpResponse timers = call("GET", "/v1/saga-timers");
-  EXPECT_NE(timers.body.find(R"("kind":"step-timeout")"), std::string::npos) << timers.body;
-  EXPECT_EQ(call("PUT", "/v1/sagas/s-2/timers/step-timeout", R"({"due_micros":1})").status, 200);
-  EXPECT_EQ(call("PUT", "/v1/sagas/s-2/timers/bogus", R"({"due_micros":1})").status, 400);
-  EXPECT_EQ(call("DELETE", "/v1/sagas/s-1/timers/retry").status, 404);
-  SagaHttpResponse cancelled = call("POST", "/v1/sagas/s-2/cancel", R"({"reason":"ops"})");
-  EXPECT_EQ(cancelled.status, 200) << cancelled.body;
-  EXPECT_EQ(call("DELETE", "/v1/sagas").status, 405);
-  EXPECT_EQ(call("GET", "/v1/other").status, 404);
-  EXPECT_TRUE(IsSagaHttpTarget("/v1/sagas/x/cancel"));
-  EXPECT_FALSE(IsSagaHttpTarget("/v1/topics"));
-}
-
 TEST_F(OrchestratorTest, RefusalCompensatesThroughTheLog) {
   ASSERT_TRUE(orch_->RegisterDefinition(OrderSaga()).ok());
   refuse_type_ = "orders.confirm";

@@ -17,56 +17,6 @@ namespace converge::server {
 
 namespace json = boost::json;
 
-// ---------------------------------------------------------------------------------------
-// Errors
-
-ApiError ErrorCodeFor(const Status& status) {
-  // The disk refused a write (and the writer undid it): one answer on every route, retryable.
-  if (IsStorageFull(status)) return {http::status::service_unavailable, "UNAVAILABLE"};
-  switch (status.code()) {
-    case StatusCode::kOk:
-      return {http::status::ok, "OK"};
-    case StatusCode::kInvalidArgument:
-      return {http::status::bad_request, "INVALID_ARGUMENT"};
-    case StatusCode::kOutOfRange:
-      return {http::status::bad_request, "OUT_OF_RANGE"};
-    case StatusCode::kUnauthenticated:
-      return {http::status::unauthorized, "UNAUTHENTICATED"};
-    case StatusCode::kPermissionDenied:
-      return {http::status::forbidden, "PERMISSION_DENIED"};
-    case StatusCode::kNotFound:
-      return {http::status::not_found, "NOT_FOUND"};
-    case StatusCode::kAlreadyExists:
-      return {http::status::conflict, "ALREADY_EXISTS"};
-    case StatusCode::kFailedPrecondition:
-      return {http::status::conflict, "FAILED_PRECONDITION"};
-    case StatusCode::kAborted:
-      return {http::status::conflict, "ABORTED"};
-    case StatusCode::kResourceExhausted:
-      return {http::status::too_many_requests, "RESOURCE_EXHAUSTED"};
-    case StatusCode::kCancelled:
-    case StatusCode::kUnavailable:
-      return {http::status::service_unavailable, "UNAVAILABLE"};
-    case StatusCode::kDeadlineExceeded:
-      return {http::status::gateway_timeout, "DEADLINE_EXCEEDED"};
-    case StatusCode::kDataLoss:
-      return {http::status::internal_server_error, "DATA_LOSS"};
-    case StatusCode::kInternal:
-      return {http::status::internal_server_error, "INTERNAL"};
-  }
-  return {http::status::internal_server_error, "INTERNAL"};
-}
-
-HttpResponse ErrorReply(const Status& status, unsigned version) {
-  ApiError e = ErrorCodeFor(status);
-  HttpResponse res = JsonError(e.status, e.code, status.message(), version);
-  if (e.status == http::status::too_many_requests ||
-      e.status == http::status::service_unavailable) {
-    res.set(http::field::retry_after, "1");
-  }
-  return res;
-}
-
 namespace api_internal {
 
 HttpResponse JsonReply(http::status status, std::string body, unsigned version) {
@@ -219,32 +169,72 @@ using api_internal::TopicJson;
 // ---------------------------------------------------------------------------------------
 // Routing
 
-struct Api::Route {
-  http::verb method;
-  std::string path;
-  Handler handler;
-  bool authenticated;  // false: health, readiness (and metrics unless configured)
-};
-
 const std::vector<Api::Route>& Api::RouteTable() {
+  using V = http::verb;
+  using A = AuthRule;
+  using M = Module;
   static const std::vector<Route> routes = {
-      {http::verb::get, "/healthz", &Api::Healthz, false},
-      {http::verb::get, "/readyz", &Api::Readyz, false},
-      {http::verb::get, "/metrics", &Api::Metrics, false},
-      {http::verb::get, "/v1/topics", &Api::ListTopics, true},
-      {http::verb::post, "/v1/topics", &Api::CreateTopic, true},
-      {http::verb::get, "/v1/topics/{topic}", &Api::DescribeTopic, true},
-      {http::verb::post, "/v1/topics/{topic}/events", &Api::Publish, true},
-      {http::verb::post, "/v1/topics/{topic}/groups", &Api::CreateGroup, true},
-      {http::verb::post, "/v1/topics/{topic}/groups/{group}/fetch", &Api::Fetch, true},
-      {http::verb::post, "/v1/topics/{topic}/groups/{group}/ack", &Api::Ack, true},
-      {http::verb::post, "/v1/topics/{topic}/groups/{group}/nack", &Api::Nack, true},
-      {http::verb::get, "/v1/topics/{topic}/groups/{group}/stream", &Api::Stream, true},
-      {http::verb::post, "/v1/topics/{topic}/groups/{group}/leave", &Api::Leave, true},
-      {http::verb::get, "/v1/topics/{topic}/groups/{group}/dead-letters", &Api::ListDeadLetters,
-       true},
-      {http::verb::post, "/v1/topics/{topic}/groups/{group}/dead-letters/replay",
-       &Api::ReplayDeadLetters, true},
+      {V::get, "/healthz", RouteId::kHealthz, &Api::Healthz, A::kNone, M::kCore},
+      {V::get, "/readyz", RouteId::kReadyz, &Api::Readyz, A::kNone, M::kCore},
+      {V::get, "/metrics", RouteId::kMetrics, &Api::Metrics, A::kMetrics, M::kCore},
+      {V::get, "/v1/topics", RouteId::kListTopics, &Api::ListTopics, A::kToken, M::kCore},
+      {V::post, "/v1/topics", RouteId::kCreateTopic, &Api::CreateTopic, A::kToken, M::kCore},
+      {V::get, "/v1/topics/{topic}", RouteId::kDescribeTopic, &Api::DescribeTopic, A::kToken,
+       M::kCore},
+      {V::post, "/v1/topics/{topic}/events", RouteId::kPublish, &Api::Publish, A::kToken,
+       M::kCore},
+      {V::post, "/v1/topics/{topic}/groups", RouteId::kCreateGroup, &Api::CreateGroup,
+       A::kToken, M::kCore},
+      {V::post, "/v1/topics/{topic}/groups/{group}/fetch", RouteId::kFetch, &Api::Fetch,
+       A::kToken, M::kCore},
+      {V::post, "/v1/topics/{topic}/groups/{group}/ack", RouteId::kAck, &Api::Ack, A::kToken,
+       M::kCore},
+      {V::post, "/v1/topics/{topic}/groups/{group}/nack", RouteId::kNack, &Api::Nack,
+       A::kToken, M::kCore},
+      {V::get, "/v1/topics/{topic}/groups/{group}/stream", RouteId::kStream, &Api::Stream,
+       A::kToken, M::kCore},
+      {V::post, "/v1/topics/{topic}/groups/{group}/leave", RouteId::kLeave, &Api::Leave,
+       A::kToken, M::kCore},
+      {V::get, "/v1/topics/{topic}/groups/{group}/dead-letters", RouteId::kListDeadLetters,
+       &Api::ListDeadLetters, A::kToken, M::kCore},
+      {V::post, "/v1/topics/{topic}/groups/{group}/dead-letters/replay",
+       RouteId::kReplayDeadLetters, &Api::ReplayDeadLetters, A::kToken, M::kCore},
+      // The shared store: StoreRoutes authorizes (owner, writers) before it reads the input.
+      {V::get, "/v1/collections", RouteId::kListCollections, &Api::HandleStore, A::kToken,
+       M::kStore},
+      {V::get, "/v1/collections/{collection}", RouteId::kGetCollection, &Api::HandleStore,
+       A::kToken, M::kStore},
+      {V::put, "/v1/collections/{collection}", RouteId::kPutCollection, &Api::HandleStore,
+       A::kToken, M::kStore},
+      {V::delete_, "/v1/collections/{collection}", RouteId::kDeleteCollection,
+       &Api::HandleStore, A::kToken, M::kStore},
+      {V::get, "/v1/collections/{collection}/docs", RouteId::kListDocuments, &Api::HandleStore,
+       A::kToken, M::kStore},
+      {V::get, "/v1/collections/{collection}/docs/{key...}", RouteId::kGetDocument,
+       &Api::HandleStore, A::kToken, M::kStore},
+      {V::put, "/v1/collections/{collection}/docs/{key...}", RouteId::kPutDocument,
+       &Api::HandleStore, A::kToken, M::kStore},
+      {V::delete_, "/v1/collections/{collection}/docs/{key...}", RouteId::kDeleteDocument,
+       &Api::HandleStore, A::kToken, M::kStore},
+      {V::post, "/v1/collections/_transaction", RouteId::kTransaction, &Api::HandleStore,
+       A::kToken, M::kStore},
+      // The sagas: SagaRoutes authorizes non-admin services before it reads the input.
+      {V::get, "/v1/saga-definitions", RouteId::kListSagaDefinitions, &Api::HandleSagas,
+       A::kToken, M::kSagas},
+      {V::post, "/v1/saga-definitions", RouteId::kRegisterSagaDefinition, &Api::HandleSagas,
+       A::kToken, M::kSagas},
+      {V::get, "/v1/sagas", RouteId::kListSagas, &Api::HandleSagas, A::kToken, M::kSagas},
+      {V::post, "/v1/sagas", RouteId::kStartSaga, &Api::HandleSagas, A::kToken, M::kSagas},
+      {V::get, "/v1/sagas/{id}", RouteId::kDescribeSaga, &Api::HandleSagas, A::kToken,
+       M::kSagas},
+      {V::post, "/v1/sagas/{id}/cancel", RouteId::kCancelSaga, &Api::HandleSagas, A::kToken,
+       M::kSagas},
+      {V::get, "/v1/saga-timers", RouteId::kListSagaTimers, &Api::HandleSagas, A::kToken,
+       M::kSagas},
+      {V::put, "/v1/sagas/{id}/timers/{kind}", RouteId::kRescheduleSagaTimer,
+       &Api::HandleSagas, A::kToken, M::kSagas},
+      {V::delete_, "/v1/sagas/{id}/timers/{kind}", RouteId::kCancelSagaTimer,
+       &Api::HandleSagas, A::kToken, M::kSagas},
   };
   return routes;
 }
@@ -252,106 +242,41 @@ const std::vector<Api::Route>& Api::RouteTable() {
 std::vector<RouteInfo> Api::Routes() {
   std::vector<RouteInfo> out;
   for (const Route& r : RouteTable()) {
-    out.push_back({std::string(http::to_string(r.method)), r.path});
-  }
-  for (const auto& r : store_internal::StoreHttpHandler::Routes())
-    out.push_back({r.method, r.path});
-  // HandleSagaHttp's routes (converge/saga.h).
-  for (const char* r : {"GET /v1/saga-definitions", "POST /v1/saga-definitions",
-                        "POST /v1/sagas", "GET /v1/sagas", "GET /v1/sagas/{id}",
-                        "POST /v1/sagas/{id}/cancel", "GET /v1/saga-timers",
-                        "PUT /v1/sagas/{id}/timers/{kind}", "DELETE /v1/sagas/{id}/timers/{kind}"}) {
-    const std::string_view route(r);
-    const size_t space = route.find(' ');
-    out.push_back({std::string(route.substr(0, space)), std::string(route.substr(space + 1))});
+    // "{key...}" (the rest of the path) is "{key}" in OpenAPI terms.
+    std::string path(r.path);
+    if (const size_t dots = path.find("...}"); dots != std::string::npos) path.erase(dots, 3);
+    out.push_back({std::string(http::to_string(r.method)), std::move(path)});
   }
   return out;
 }
 
-namespace {
-
-std::vector<std::string_view> SplitPath(std::string_view path) {
-  std::vector<std::string_view> out;
-  size_t i = 0;
-  while (i < path.size()) {
-    if (path[i] == '/') {
-      ++i;
+Api::Match Api::MatchRoute(http::verb method, std::string_view path, bool with_store,
+                           bool with_sagas) {
+  Match out;
+  int best = -1;
+  std::vector<const Route*> candidates;
+  for (const Route& r : RouteTable()) {
+    if ((r.module == Module::kStore && !with_store) ||
+        (r.module == Module::kSagas && !with_sagas)) {
       continue;
     }
-    size_t j = path.find('/', i);
-    if (j == std::string_view::npos) j = path.size();
-    out.push_back(path.substr(i, j - i));
-    i = j;
+    const int literals = MatchPathTemplate(r.path, path, nullptr);
+    if (literals < 0 || literals < best) continue;
+    if (literals > best) candidates.clear();
+    best = literals;
+    candidates.push_back(&r);
+  }
+  for (const Route* r : candidates) {
+    if (r->method == method) {
+      out.route = r;
+      MatchPathTemplate(r->path, path, &out.params);
+      return out;
+    }
+    if (!out.allow.empty()) out.allow += ", ";
+    out.allow += std::string(http::to_string(r->method));
   }
   return out;
 }
-
-// Matches `path` against a template; fills {topic} and {group}.
-bool MatchPath(std::string_view tmpl, const std::vector<std::string_view>& segments,
-               std::string* topic, std::string* group) {
-  std::vector<std::string_view> parts = SplitPath(tmpl);
-  if (parts.size() != segments.size()) return false;
-  for (size_t i = 0; i < parts.size(); ++i) {
-    if (parts[i] == "{topic}") {
-      *topic = std::string(segments[i]);
-    } else if (parts[i] == "{group}") {
-      *group = std::string(segments[i]);
-    } else if (parts[i] != segments[i]) {
-      return false;
-    }
-  }
-  return true;
-}
-
-// One name or value of a query string, percent-decoded. A malformed escape, or one that
-// decodes to a control byte (NUL cuts a C string short: "limit=1%00x" would read as 1), is
-// InvalidArgument: no route takes control bytes in its query.
-Result<std::string> DecodeQueryPart(std::string_view part, std::string_view whole) {
-  Result<std::string> decoded = PercentDecode(part);
-  if (!decoded.ok()) {
-    return InvalidArgumentError("malformed query string (" +
-                                std::string(decoded.status().message()) + "): '" +
-                                std::string(whole.substr(0, 200)) + "'");
-  }
-  for (char c : *decoded) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) {
-      return InvalidArgumentError("query string has a control character: '" +
-                                  std::string(whole.substr(0, 200)) + "'");
-    }
-  }
-  return decoded;
-}
-
-Result<std::vector<std::pair<std::string, std::string>>> ParseQuery(std::string_view q) {
-  std::vector<std::pair<std::string, std::string>> out;
-  const std::string_view whole = q;
-  while (!q.empty()) {
-    size_t amp = q.find('&');
-    std::string_view item = q.substr(0, amp);
-    q = amp == std::string_view::npos ? std::string_view() : q.substr(amp + 1);
-    if (item.empty()) continue;
-    size_t eq = item.find('=');
-    std::string_view k = item.substr(0, eq);
-    std::string_view v = eq == std::string_view::npos ? std::string_view() : item.substr(eq + 1);
-    std::string value(v);
-    std::replace(value.begin(), value.end(), '+', ' ');
-    CONVERGE_ASSIGN_OR_RETURN(std::string key, DecodeQueryPart(k, whole));
-    CONVERGE_ASSIGN_OR_RETURN(std::string val, DecodeQueryPart(value, whole));
-    out.emplace_back(std::move(key), std::move(val));
-  }
-  return out;
-}
-
-// The query string of a request target ("" without one), checked as ParseQuery checks it:
-// the store and saga routes parse their own parameters, after this.
-Status CheckQuery(std::string_view target) {
-  const size_t qmark = target.find('?');
-  if (qmark == std::string_view::npos) return Status::Ok();
-  return ParseQuery(target.substr(qmark + 1)).status();
-}
-
-}  // namespace
 
 Api::Api(ApiDeps deps) : d_(deps), auth_(deps.config->tokens) {
   deliver_latency_ = d_.metrics->GetHistogram(
@@ -369,14 +294,10 @@ Api::Api(ApiDeps deps) : d_(deps), auth_(deps.config->tokens) {
         {}, StoreCommitBucketsSeconds());
   }
   for (const Route& r : RouteTable()) {
-    route_metrics_.push_back(std::make_unique<RouteMetrics>(d_.metrics, r.path));
+    route_metrics_.push_back(std::make_unique<RouteMetrics>(d_.metrics, std::string(r.path)));
   }
   route_metrics_.push_back(std::make_unique<RouteMetrics>(d_.metrics, "unmatched"));
   unmatched_metrics_ = route_metrics_.back().get();
-  route_metrics_.push_back(std::make_unique<RouteMetrics>(d_.metrics, "/v1/collections"));
-  store_metrics_ = route_metrics_.back().get();
-  route_metrics_.push_back(std::make_unique<RouteMetrics>(d_.metrics, "/v1/sagas"));
-  saga_metrics_ = route_metrics_.back().get();
 }
 
 Api::RouteMetrics::RouteMetrics(MetricsRegistry* registry, std::string label)
@@ -412,67 +333,45 @@ void Api::ReleaseWatches() {
 
 asio::awaitable<HttpReply> Api::Handle(HttpRequest& request) {
   const int64_t start = d_.env->clock().NowMonotonicNanos();
-  std::string_view target(request.target().data(), request.target().size());
-  size_t qmark = target.find('?');
-  std::string_view path = target.substr(0, qmark);
-  if (d_.store != nullptr && store_internal::StoreHttpHandler::Matches(path)) {
-    HttpReply store_reply = co_await HandleStore(request);
-    RecordRequest(*store_metrics_, store_reply, start);
-    co_return store_reply;
-  }
-  if (d_.sagas != nullptr && IsSagaHttpTarget(path)) {
-    HttpReply saga_reply = co_await HandleSagas(request);
-    RecordRequest(*saga_metrics_, saga_reply, start);
-    co_return saga_reply;
-  }
-  std::vector<std::string_view> segments = SplitPath(path);
-
-  const Route* route = nullptr;
-  bool path_known = false;
-  std::string allow;
-  std::string topic, group;
-  for (const Route& r : RouteTable()) {
-    std::string t, g;
-    if (!MatchPath(r.path, segments, &t, &g)) continue;
-    path_known = true;
-    if (!allow.empty()) allow += ", ";
-    allow += std::string(http::to_string(r.method));
-    if (r.method == request.method()) {
-      route = &r;
-      topic = std::move(t);
-      group = std::move(g);
-      break;
-    }
-  }
+  const std::string_view target(request.target().data(), request.target().size());
+  const std::string_view path = target.substr(0, target.find('?'));
+  Match match = MatchRoute(request.method(), path, d_.store != nullptr, d_.sagas != nullptr);
+  const Route* route = match.route;
   HttpReply reply;
   RouteMetrics& metrics = route ? *route_metrics_[static_cast<size_t>(route - RouteTable().data())]
                                 : *unmatched_metrics_;
   if (!route) {
-    if (path_known) {
+    if (!match.allow.empty()) {
       reply = Error(http::status::method_not_allowed, "METHOD_NOT_ALLOWED",
                     "method " + std::string(request.method_string()) + " is not allowed on " +
-                        std::string(path) + " (allowed: " + allow + ")");
-      reply.response.set(http::field::allow, allow);
+                        std::string(path.substr(0, 200)) + " (allowed: " + match.allow + ")");
+      reply.response.set(http::field::allow, match.allow);
     } else {
-      reply = Error(http::status::not_found, "NOT_FOUND", "no such endpoint: " + std::string(path));
+      reply = Error(http::status::not_found, "NOT_FOUND",
+                    "no such endpoint: " + std::string(path.substr(0, 200)));
     }
+    RecordRequest(metrics, reply, start);
+    co_return reply;
+  }
+  // Authentication before anything of the request is read.
+  const bool needs_auth = route->auth == AuthRule::kToken ||
+                          (route->auth == AuthRule::kMetrics && d_.config->metrics_require_token);
+  Result<const Principal*> principal = auth_.Authenticate(request[http::field::authorization]);
+  if (needs_auth && !principal.ok()) {
+    reply = Error(principal.status());
+    reply.response.set(http::field::www_authenticate, "Bearer realm=\"converge\"");
+    RecordRequest(metrics, reply, start);
+    co_return reply;
+  }
+  Result<DecodedTarget> input = DecodeTarget(target, match.params);
+  if (!input.ok()) {
+    reply = Error(input.status());
   } else {
-    Call call{request, {}, std::move(topic), std::move(group), nullptr};
-    Result<std::vector<std::pair<std::string, std::string>>> query =
-        ParseQuery(qmark == std::string_view::npos ? std::string_view() : target.substr(qmark + 1));
-    bool needs_auth = route->authenticated ||
-                      (route->handler == &Api::Metrics && d_.config->metrics_require_token);
-    Result<const Principal*> principal = auth_.Authenticate(request[http::field::authorization]);
-    if (needs_auth && !principal.ok()) {
-      reply = Error(principal.status());
-      reply.response.set(http::field::www_authenticate, "Bearer realm=\"converge\"");
-    } else if (!query.ok()) {
-      reply = Error(query.status());
-    } else {
-      call.query = std::move(query).value();
-      call.principal = principal.ok() ? *principal : nullptr;
-      reply = co_await (this->*(route->handler))(call);
-    }
+    Call call{request, *route, std::move(input->query), std::move(input->params), {}, {},
+              principal.ok() ? *principal : nullptr};
+    call.topic = call.Param("topic");
+    call.group = call.Param("group");
+    reply = co_await (this->*(route->handler))(call);
   }
   RecordRequest(metrics, reply, start);
   co_return reply;
@@ -481,141 +380,6 @@ asio::awaitable<HttpReply> Api::Handle(HttpRequest& request) {
 void Api::RecordRequest(RouteMetrics& metrics, const HttpReply& reply, int64_t start) {
   const double seconds = static_cast<double>(d_.env->clock().NowMonotonicNanos() - start) * 1e-9;
   metrics.Record(reply.response.result_int(), reply.stream != nullptr, seconds);
-}
-
-asio::awaitable<HttpReply> Api::HandleStore(HttpRequest& request) {
-  Result<const Principal*> principal = auth_.Authenticate(request[http::field::authorization]);
-  if (!principal.ok()) {
-    HttpReply reply = Error(principal.status());
-    reply.response.set(http::field::www_authenticate, "Bearer realm=\"converge\"");
-    co_return reply;
-  }
-  if (Status q = CheckQuery(std::string_view(request.target().data(), request.target().size()));
-      !q.ok()) {
-    co_return Error(q);
-  }
-  auto header = [&](auto field) -> std::optional<std::string_view> {
-    auto it = request.find(field);
-    if (it == request.end()) return std::nullopt;
-    return std::string_view(it->value().data(), it->value().size());
-  };
-  // A precondition, TTL or media type given twice would be read as the first one only: an
-  // `If-Match: "3"` next to `If-Match: *` must not quietly become either.
-  for (const auto& [field, name] : {std::pair{http::field::if_match, "If-Match"},
-                                    std::pair{http::field::if_none_match, "If-None-Match"},
-                                    std::pair{http::field::content_type, "Content-Type"}}) {
-    if (request.count(field) > 1) {
-      co_return Error(http::status::bad_request, "INVALID_ARGUMENT",
-                      std::string("header '") + name + "' appears more than once");
-    }
-  }
-  if (request.count("Converge-TTL-Ms") > 1) {
-    co_return Error(http::status::bad_request, "INVALID_ARGUMENT",
-                    "header 'Converge-TTL-Ms' appears more than once");
-  }
-  store_internal::StoreHttpRequest r;
-  r.method = std::string_view(request.method_string().data(), request.method_string().size());
-  r.target = std::string_view(request.target().data(), request.target().size());
-  r.if_match = header(http::field::if_match);
-  r.if_none_match = header(http::field::if_none_match);
-  r.ttl_ms = header("Converge-TTL-Ms");
-  r.content_type = header(http::field::content_type);
-  r.body = request.body();
-  // With auth disabled every request is the anonymous principal, which may do everything.
-  r.caller = Caller{(*principal)->service, (*principal)->admin || (*principal)->anonymous};
-  auto to_reply = [&request](store_internal::StoreHttpResponse res) {
-    HttpResponse out{static_cast<http::status>(res.status), request.version()};
-    for (auto& [name, value] : res.headers) out.set(name, value);
-    out.body() = std::move(res.body);
-    out.prepare_payload();
-    return Reply(std::move(out));
-  };
-  // A durable document read is answered right here: no hop through the executor.
-  store_internal::StoreHttpHandler* store = d_.store;
-  if (std::optional<store_internal::StoreHttpResponse> read = store->TryRead(r)) {
-    co_return to_reply(std::move(*read));
-  }
-  // Writes, and reads of a change still being synced, are handed to the store right here on
-  // the I/O thread when that cannot block (the store syncs on the pool, see Server::Open) and
-  // resume this coroutine when durable; the rest runs on the pool. The handler reads `r` (in
-  // this frame) only until it calls done or returns.
-  const bool write = store_internal::StoreHttpHandler::IsDocumentWrite(r.method, r.target);
-  const int64_t write_start = write ? d_.env->clock().NowMonotonicNanos() : 0;
-  BlockingPool* pool = d_.pool;
-  auto job = [store, pool, &r](std::function<void(store_internal::StoreHttpResponse)> done) {
-    if (store->TryHandleInline(r, done)) return;
-    pool->Post(
-        [store, &r, done = std::move(done)]() mutable { store->HandleAsync(r, std::move(done)); });
-  };
-  store_internal::StoreHttpResponse res =
-      co_await BlockingPool::RunInline<store_internal::StoreHttpResponse>(std::move(job));
-  if (write && res.status >= 200 && res.status < 300) {
-    store_commit_seconds_->Observe(
-        static_cast<double>(d_.env->clock().NowMonotonicNanos() - write_start) * 1e-9);
-  }
-  co_return to_reply(std::move(res));
-}
-
-asio::awaitable<HttpReply> Api::HandleSagas(HttpRequest& request) {
-  Result<const Principal*> principal = auth_.Authenticate(request[http::field::authorization]);
-  if (!principal.ok()) {
-    HttpReply reply = Error(principal.status());
-    reply.response.set(http::field::www_authenticate, "Bearer realm=\"converge\"");
-    co_return reply;
-  }
-  if (Status q = CheckQuery(std::string_view(request.target().data(), request.target().size()));
-      !q.ok()) {
-    co_return Error(q);
-  }
-  const Principal* who = *principal;
-  // A stopped orchestrator (a failed saga-log write it could not undo) holds state its log
-  // does not: every saga route, reads included, says a restart is needed.
-  if (Status stopped = d_.sagas->Stopped(); !stopped.ok()) {
-    co_return Error(http::status::service_unavailable, "UNAVAILABLE", stopped.message());
-  }
-  SagaHttpRequest r;
-  r.method = std::string(request.method_string());
-  r.target = std::string(request.target());
-  r.body = request.body();
-  SagaOrchestrator* sagas = d_.sagas;
-  // Admins (and every request with auth disabled) may use every saga route; HandleSagaHttp
-  // authorizes other services itself (it must give one answer for what they may not see and
-  // what does not exist). `r` and `who` live in this coroutine frame until the job is done.
-  // (A lambda with an init-capture built inside the co_await expression is destroyed wrongly
-  // by GCC 12.)
-  auto job = [sagas, &r, who]() -> SagaHttpResponse {
-    SagaCaller caller;
-    caller.admin = who->admin;
-    caller.service = who->service;
-    caller.may_publish = [who](std::string_view topic) { return who->CanPublish(topic); };
-    return HandleSagaHttp(*sagas, r, caller);
-  };
-  // A new definition may name new command topics (refused to HTTP publishes).
-  const bool may_define = r.method != "GET" && r.target.rfind("/v1/saga-definitions", 0) == 0;
-  // The orchestrator appends commands to every participant topic: a definition may not make
-  // it write into a topic another part of converge owns (the store's feed, the relays' dead
-  // letters; '_' names the definition itself refuses). Only admins define (others get
-  // HandleSagaHttp's answer); a body that does not parse gets that answer too.
-  if (may_define && r.method == "POST" && who->admin) {
-    if (Result<SagaDefinition> def = ParseSagaDefinition(r.body); def.ok()) {
-      for (const SagaStepDefinition& step : def->steps) {
-        if (std::string owner = d_.system_topics->OwnerOfOutsideSagas(step.participant);
-            !owner.empty()) {
-          co_return SystemTopicError(step.participant, owner,
-                                     "sending saga commands to it (step '" + step.name +
-                                         "' names it as its participant)");
-        }
-      }
-    }
-  }
-  SagaHttpResponse res = co_await d_.pool->Run(std::move(job));
-  if (may_define) d_.system_topics->DefinitionsChanged();
-  HttpResponse out =
-      JsonReply(static_cast<http::status>(res.status), std::move(res.body), request.version());
-  if (!res.allow.empty()) out.set(http::field::allow, res.allow);
-  // 503 here is a batch the saga log refused and undid (a full disk): retry, like every route.
-  if (res.status == 503 || res.status == 429) out.set(http::field::retry_after, "1");
-  co_return Reply(std::move(out));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,11 +1,14 @@
-// API v1 of `converge serve`: routes HTTP requests to the log, the consumer groups and the
-// shared store (whose routes are served by src/store/http_handler.h) and the saga
-// orchestrator (whose routes are HandleSagaHttp in converge/saga.h).
-// docs/api/openapi.yaml describes every route; server_unit_test checks the two agree.
+// API v1 of `converge serve`: one router (RouteTable: method + path template -> handler and
+// auth rule) for every route — the log, the consumer groups, the shared store (api_store.cc)
+// and the saga orchestrator (api_sagas.cc) — one reading of the request target (router.h,
+// Boost.URL) and one Status -> HTTP status mapping (ErrorCodeFor).
+// docs/api/openapi.yaml describes every route; server_unit_test checks the two agree, taking
+// the route list from RouteTable itself.
 //
 // Contract
-// - Authentication first (401), then authorization (403), then input (400/413/415), then
-//   existence (404). A refused request never returns data and changes nothing.
+// - Unknown path 404, known path with another method 405 (Allow); then authentication
+//   (401), then authorization (403), then input (400/413/415), then existence (404). A
+//   refused request never returns data and changes nothing.
 // - Every error reply is JSON {"code": ..., "message": ...} (see ErrorCodeFor).
 // - Blocking storage calls run on the BlockingPool; the coroutine resumes on its connection's
 //   strand. Long polls and streams wait on the WakeupHub, woken by the groups' ready watch.
@@ -34,7 +37,8 @@
 #include "server/metrics.h"
 #include "server/system_topics.h"
 #include "server/wakeup_hub.h"
-#include "store/http_handler.h"
+#include "server/router.h"
+#include "server/store_routes.h"
 
 namespace converge::server {
 
@@ -46,8 +50,8 @@ struct ApiDeps {
   MetricsRegistry* metrics = nullptr;
   BlockingPool* pool = nullptr;
   WakeupHub* hub = nullptr;
-  // The shared store's HTTP layer (/v1/collections/...); null when the store is disabled.
-  store_internal::StoreHttpHandler* store = nullptr;
+  // The shared store's routes (/v1/collections/...); null when the store is disabled.
+  StoreRoutes* store = nullptr;
   // The saga orchestrator (/v1/sagas, /v1/saga-definitions, /v1/saga-timers); null when
   // sagas are disabled.
   SagaOrchestrator* sagas = nullptr;
@@ -63,6 +67,33 @@ struct RouteInfo {
 
 class Api {
  public:
+  struct Call;
+  using Handler = asio::awaitable<HttpReply> (Api::*)(Call&);
+  // Which part of the server serves a route: its routes exist only while it is enabled.
+  enum class Module { kCore, kStore, kSagas };
+  // One entry of the dispatch table.
+  struct Route {
+    http::verb method;
+    std::string_view path;  // template, see MatchPathTemplate
+    RouteId id;
+    Handler handler;
+    AuthRule auth;
+    Module module;
+  };
+  // The dispatch table: every route the server has (with every module enabled).
+  static const std::vector<Route>& RouteTable();
+
+  // The route `method` and `path` (no query) select: the most specific templates that match
+  // the path (the most literal segments) and of those the one with the method. With no route,
+  // `allow` lists the methods the path takes (empty: unknown path).
+  struct Match {
+    const Route* route = nullptr;
+    RawParams params;
+    std::string allow;
+  };
+  static Match MatchRoute(http::verb method, std::string_view path, bool with_store = true,
+                          bool with_sagas = true);
+
   explicit Api(ApiDeps deps);
   ~Api();
 
@@ -74,21 +105,16 @@ class Api {
   // Drops the ready watches; call before the ConsumerGroups is destroyed.
   void ReleaseWatches();
 
+  // Every route of RouteTable() as (method, template), for listings and the OpenAPI check.
   static std::vector<RouteInfo> Routes();
 
  private:
-  struct Call;
-  using Handler = asio::awaitable<HttpReply> (Api::*)(Call&);
-  struct Route;
-  static const std::vector<Route>& RouteTable();
-
-  // /v1/collections/...: authenticates, then runs the store's handler (inline on the I/O
-  // thread when that cannot block, otherwise on the pool).
-  asio::awaitable<HttpReply> HandleStore(HttpRequest& request);
-  // /v1/sagas..., /v1/saga-definitions, /v1/saga-timers: authenticates and authorizes
-  // (HandleSagaHttp with the caller, for non-admin services) and runs the saga routes on the
+  // The store's routes (api_store.cc): run StoreRoutes inline on the I/O thread when that
+  // cannot block, otherwise on the pool.
+  asio::awaitable<HttpReply> HandleStore(Call& call);
+  // The saga routes (api_sagas.cc): authorize non-admin services (SagaRoutes) and run on the
   // pool.
-  asio::awaitable<HttpReply> HandleSagas(HttpRequest& request);
+  asio::awaitable<HttpReply> HandleSagas(Call& call);
 
   // The request metrics of one route label, looked up in the registry on first use (per
   // status code) rather than on every request. Registered lazily, like before: a route that
@@ -164,23 +190,10 @@ class Api {
 
   Histogram* deliver_latency_;
   Gauge* subscribers_gauge_;
-  // Request metrics per entry of RouteTable(), then "unmatched", the store's and the sagas'
-  // routes.
+  // Request metrics per entry of RouteTable(), then "unmatched".
   std::vector<std::unique_ptr<RouteMetrics>> route_metrics_;
   RouteMetrics* unmatched_metrics_ = nullptr;
-  RouteMetrics* store_metrics_ = nullptr;
-  RouteMetrics* saga_metrics_ = nullptr;
   Histogram* store_commit_seconds_ = nullptr;  // with the store only
 };
-
-// The stable error code of a status in API replies and its HTTP status.
-struct ApiError {
-  http::status status;
-  std::string_view code;
-};
-ApiError ErrorCodeFor(const Status& status);
-
-// A JSON error reply for a non-OK status.
-HttpResponse ErrorReply(const Status& status, unsigned version = 11);
 
 }  // namespace converge::server

@@ -1,4 +1,5 @@
-// Helpers shared by the files of the API (api.cc, api_topics.cc, api_groups.cc).
+// Helpers shared by the files of the API (api.cc, api_topics.cc, api_groups.cc,
+// api_store.cc, api_sagas.cc).
 // Internal to src/server.
 #pragma once
 
@@ -16,10 +17,21 @@ namespace converge::server {
 
 struct Api::Call {
   HttpRequest& req;
-  std::vector<std::pair<std::string, std::string>> query;
+  const Route& route;
+  QueryParams query;  // decoded (router.h)
+  // The path parameters, decoded; {topic} and {group} also below.
+  std::vector<std::pair<std::string, std::string>> params;
   std::string topic;
   std::string group;
   const Principal* principal = nullptr;
+
+  const std::string& Param(std::string_view name) const {
+    static const std::string kNone;
+    for (const auto& [k, v] : params) {
+      if (k == name) return v;
+    }
+    return kNone;
+  }
 
   std::optional<std::string> Query(std::string_view name) const {
     for (const auto& [k, v] : query) {

@@ -5,6 +5,7 @@
 #include <cctype>
 #include <charconv>
 
+#include "server/router.h"
 #include "server/wire_format.h"
 
 namespace converge::server {
@@ -35,13 +36,6 @@ std::string MediaType(std::string_view content_type) {
 }
 
 namespace {
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
 bool IsTextMediaType(std::string_view media_type) {
   return media_type.substr(0, 5) == "text/" || media_type == "application/xml" ||
@@ -138,25 +132,6 @@ Result<Event> DecodeBinaryMode(const HttpRequest& request, const DecodeOptions& 
 }
 
 }  // namespace
-
-Result<std::string> PercentDecode(std::string_view text) {
-  if (text.find('%') == std::string_view::npos) return std::string(text);
-  std::string out;
-  out.reserve(text.size());
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (text[i] != '%') {
-      out += text[i];
-      continue;
-    }
-    if (i + 2 >= text.size()) return InvalidArgumentError("truncated percent-escape");
-    int hi = HexValue(text[i + 1]);
-    int lo = HexValue(text[i + 2]);
-    if (hi < 0 || lo < 0) return InvalidArgumentError("bad percent-escape (expected %XX)");
-    out += static_cast<char>(hi * 16 + lo);
-    i += 2;
-  }
-  return out;
-}
 
 void AppendRecordId(const Event& event, std::string* out) { AppendEventIdentity(event, out); }
 

@@ -49,8 +49,8 @@ Result<DecodedPublish> DecodePublishRequest(const HttpRequest& request,
 // "application/json".
 std::string MediaType(std::string_view content_type);
 
-// Decodes %XX escapes. InvalidArgument on a truncated or non-hex escape.
-Result<std::string> PercentDecode(std::string_view text);
+// Percent-encoded ce- header values are decoded by PercentDecode (server/router.h), the one
+// decoder of the server.
 
 // The log record id used for idempotent publish: EventIdentity(event) (converge/event.h),
 // the pair (source, id) as "<len(source)>:<source><id>", the same as the outbox relay's.

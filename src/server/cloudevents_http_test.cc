@@ -1,4 +1,5 @@
 #include "server/cloudevents_http.h"
+#include "server/router.h"
 
 #include <gtest/gtest.h>
 

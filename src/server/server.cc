@@ -26,7 +26,6 @@
 #include "server/store_metrics.h"
 #include "server/system_topics.h"
 #include "server/wakeup_hub.h"
-#include "store/http_handler.h"
 
 namespace converge::server {
 
@@ -39,7 +38,7 @@ struct Server::Impl {
   std::unique_ptr<Log> log;
   std::unique_ptr<ConsumerGroups> groups;
   std::unique_ptr<Store> store;  // feeds its change events into `log`
-  std::unique_ptr<store_internal::StoreHttpHandler> store_http;
+  std::unique_ptr<StoreRoutes> store_http;
   std::unique_ptr<SagaOrchestrator> sagas;  // sends commands into `log`, reads replies from it
   std::unique_ptr<SystemTopics> system_topics;  // uses `config` and `sagas`
   // Publish into `log`; stopped before the log's final sync. The metrics collector holds a weak
@@ -175,10 +174,9 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
         [store = impl->store.get()](std::vector<MetricsRegistry::Sample>* out) {
           CollectStoreMetrics(*store, out);
         });
-    store_internal::StoreHttpOptions http_options;
+    StoreRoutesOptions http_options;
     http_options.inline_writes = true;
-    impl->store_http =
-        std::make_unique<store_internal::StoreHttpHandler>(*impl->store, http_options);
+    impl->store_http = std::make_unique<StoreRoutes>(*impl->store, http_options);
   }
 
   if (impl->config.sagas.enabled) {

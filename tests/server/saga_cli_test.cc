@@ -1,4 +1,4 @@
-// `converge saga ls|show|cancel|timers` end to end: the sidecar routes (HandleSagaHttp) served by
+// `converge saga ls|show|cancel|timers` end to end: the server's saga routes (ServeSagaRequest) served by
 // a small HTTP server in this test, a real orchestrator on the production Env, and the converge
 // binary run as a child process ($CONVERGE_BINARY); then --dir on the saga log.
 #include <gtest/gtest.h>
@@ -13,6 +13,7 @@
 
 #include "converge/log.h"
 #include "converge/saga.h"
+#include "server/saga_routes.h"
 
 namespace converge {
 namespace {
@@ -20,7 +21,7 @@ namespace {
 namespace http = boost::beast::http;
 using boost::asio::ip::tcp;
 
-// Serves HandleSagaHttp on 127.0.0.1 (one request per connection) until destroyed.
+// Serves the saga routes on 127.0.0.1 (one request per connection) until destroyed.
 class TestServer {
  public:
   explicit TestServer(SagaOrchestrator& orch)
@@ -49,12 +50,9 @@ class TestServer {
       http::request<http::string_body> req;
       http::read(socket, buffer, req, ec);
       if (ec) continue;
-      SagaHttpResponse r = HandleSagaHttp(
-          orch_,
-          SagaHttpRequest{std::string(req.method_string()), std::string(req.target()), req.body()});
-      http::response<http::string_body> res(static_cast<http::status>(r.status), 11);
-      res.set(http::field::content_type, r.content_type);
-      res.body() = r.body;
+      http::response<http::string_body> res = server::ServeSagaRequest(
+          orch_, req.method(), std::string_view(req.target().data(), req.target().size()),
+          req.body());
       res.prepare_payload();
       http::write(socket, res, ec);
       socket.shutdown(tcp::socket::shutdown_both, ec);

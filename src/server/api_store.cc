@@ -1,5 +1,6 @@
-#include "store/http_handler.h"
-
+// The shared store's routes (store_routes.h): the handlers the router (Api::RouteTable)
+// dispatches /v1/collections/... to, and Api::HandleStore, which runs them without blocking
+// an I/O thread where it can.
 #include <algorithm>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -11,56 +12,39 @@
 #include <mutex>
 
 #include "core/event_internal.h"
-#include "core/storage_full.h"
+#include "server/api_internal.h"
+#include "server/blocking_pool.h"
+#include "server/store_routes.h"
 
-namespace converge::store_internal {
+namespace converge::server {
 namespace {
 
 namespace json = boost::json;
-
-constexpr std::string_view kPrefix = "/v1/collections";
-constexpr std::string_view kTransactionSegment = "_transaction";
 
 void AppendJsonString(std::string_view s, std::string* out) {
   *out += json::serialize(json::string_view(s.data(), s.size()));
 }
 
-StoreHttpResponse JsonResponse(int status, std::string body) {
-  StoreHttpResponse r;
-  r.status = status;
-  r.headers.emplace_back("Content-Type", "application/json");
-  r.body = std::move(body);
+HttpResponse JsonResponse(int status, std::string body) {
+  HttpResponse r{static_cast<http::status>(status), 11};
+  r.set(http::field::content_type, "application/json");
+  r.body() = std::move(body);
   return r;
 }
 
-StoreHttpResponse Error(int status, std::string_view code, std::string_view message) {
-  std::string body = "{\"code\":";
-  AppendJsonString(code, &body);
-  body += ",\"message\":";
-  AppendJsonString(message, &body);
-  body += "}";
-  return JsonResponse(status, std::move(body));
+// Every error of a store route: the server's one mapping. Each store route reads input
+// (names, keys, documents, configs, transactions), so a ResourceExhausted is the request
+// crossing one of its bounds: 413 (InputErrorReply).
+HttpResponse Fail(const Status& status, bool conditional_write = false) {
+  return InputErrorReply(status, 11, conditional_write);
 }
 
-StoreHttpResponse MethodNotAllowed(std::string_view allow) {
-  StoreHttpResponse r = Error(405, "METHOD_NOT_ALLOWED", "allowed methods: " + std::string(allow));
-  r.headers.emplace_back("Allow", std::string(allow));
-  return r;
-}
-
-// The value of query parameter `name` (percent-decoded), or nullopt.
-Result<std::optional<std::string>> QueryParam(std::string_view query, std::string_view name) {
-  while (!query.empty()) {
-    const size_t amp = query.find('&');
-    const std::string_view pair = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-    const size_t eq = pair.find('=');
-    if (pair.substr(0, eq) != name) continue;
-    if (eq == std::string_view::npos) return std::optional<std::string>(std::string());
-    CONVERGE_ASSIGN_OR_RETURN(std::string v, PercentDecode(pair.substr(eq + 1)));
-    return std::optional<std::string>(std::move(v));
+// The value of query parameter `name` (decoded by the router), or nullopt.
+std::optional<std::string> QueryParam(const QueryParams& query, std::string_view name) {
+  for (const auto& [k, v] : query) {
+    if (k == name) return v;
   }
-  return std::optional<std::string>();
+  return std::nullopt;
 }
 
 Result<int64_t> ParseInt(std::string_view text, std::string_view what) {
@@ -84,7 +68,7 @@ bool IsJsonMediaType(std::string_view media_type) {
   return sub == "json" || (sub.size() > 5 && sub.substr(sub.size() - 5) == "+json");
 }
 
-Status CheckJsonBody(const StoreHttpRequest& r) {
+Status CheckJsonBody(const StoreRequest& r) {
   if (r.content_type && !r.content_type->empty() && !IsJsonMediaType(*r.content_type)) {
     return Status(StatusCode::kInvalidArgument, "unsupported media type '" +
                                                     std::string(r.content_type->substr(0, 100)) +
@@ -93,12 +77,12 @@ Status CheckJsonBody(const StoreHttpRequest& r) {
   return Status::Ok();
 }
 
-StoreHttpResponse UnsupportedMediaType(const Status& s) {
-  return Error(415, "UNSUPPORTED_MEDIA_TYPE", s.message());
+HttpResponse UnsupportedMediaType(const Status& s) {
+  return JsonError(http::status::unsupported_media_type, "UNSUPPORTED_MEDIA_TYPE", s.message());
 }
 
 // Preconditions from the headers. If-None-Match accepts only "*" on writes.
-Result<Precondition> PreconditionFrom(const StoreHttpRequest& r) {
+Result<Precondition> PreconditionFrom(const StoreRequest& r) {
   Precondition pre;
   if (r.if_match) {
     std::string_view v = *r.if_match;
@@ -122,7 +106,7 @@ Result<Precondition> PreconditionFrom(const StoreHttpRequest& r) {
   return pre;
 }
 
-Result<json::value> ParseJson(std::string_view body, const StoreHttpOptions& options,
+Result<json::value> ParseJson(std::string_view body, const StoreRoutesOptions& options,
                               std::string_view what) {
   if (body.size() > options.max_request_json_bytes) {
     return ResourceExhaustedError(std::string(what) + " exceeds " +
@@ -178,14 +162,10 @@ Status CheckTtl(int64_t ttl_ms, std::string_view what) {
 }
 
 // InvalidArgument naming the first query parameter not in `allowed`, or given twice.
-Status CheckQuery(std::string_view query, std::initializer_list<std::string_view> allowed) {
+Status CheckQuery(const QueryParams& query, std::initializer_list<std::string_view> allowed) {
   std::vector<std::string_view> seen;
-  while (!query.empty()) {
-    const size_t amp = query.find('&');
-    const std::string_view pair = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-    if (pair.empty()) continue;
-    const std::string_view name = pair.substr(0, pair.find('='));
+  for (const auto& [key, value] : query) {
+    const std::string_view name = key;
     if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
       std::string m = "unknown query parameter '";
       m += name.substr(0, 100);
@@ -317,130 +297,34 @@ void AppendWriteResult(const WriteResult& w, std::string* out) {
   *out += "}";
 }
 
-void AddVersionHeaders(uint64_t version, std::string etag, StoreHttpResponse* r) {
-  r->headers.emplace_back("ETag", std::move(etag));
-  r->headers.emplace_back("Converge-Version", std::to_string(version));
+void AddVersionHeaders(uint64_t version, std::string etag, HttpResponse* r) {
+  r->set(http::field::etag, std::move(etag));
+  r->set("Converge-Version", std::to_string(version));
+}
+
+bool IsDocumentRoute(RouteId route) {
+  return route == RouteId::kGetDocument || route == RouteId::kPutDocument ||
+         route == RouteId::kDeleteDocument;
 }
 
 }  // namespace
 
-Result<std::string> PercentDecode(std::string_view in) {
-  std::string out;
-  out.reserve(in.size());
-  for (size_t i = 0; i < in.size(); ++i) {
-    if (in[i] != '%') {
-      out.push_back(in[i]);
-      continue;
-    }
-    auto hex = [](char c) -> int {
-      if (c >= '0' && c <= '9') return c - '0';
-      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-      return -1;
-    };
-    if (i + 2 >= in.size()) {
-      return InvalidArgumentError("malformed percent-escape in the request target");
-    }
-    const int hi = hex(in[i + 1]), lo = hex(in[i + 2]);
-    if (hi < 0 || lo < 0) {
-      return InvalidArgumentError("malformed percent-escape in the request target");
-    }
-    out.push_back(static_cast<char>(hi * 16 + lo));
-    i += 2;
-  }
-  return out;
-}
-
-StoreHttpResponse StoreErrorResponse(const Status& given, bool precondition_route) {
-  // A write the disk refused is a retryable 503 (like every route), never the 413 of a limit.
-  const Status status = StorageFullAsUnavailable(given);
-  int code = 500;
-  switch (status.code()) {
-    case StatusCode::kInvalidArgument:
-    case StatusCode::kOutOfRange:
-      code = 400;
-      break;
-    case StatusCode::kUnauthenticated:
-      code = 401;
-      break;
-    case StatusCode::kPermissionDenied:
-      code = 403;
-      break;
-    case StatusCode::kNotFound:
-      code = 404;
-      break;
-    case StatusCode::kAlreadyExists:
-      code = precondition_route ? 412 : 409;
-      break;
-    case StatusCode::kFailedPrecondition:
-      code = 409;
-      break;
-    case StatusCode::kAborted:
-      code = 412;
-      break;
-    case StatusCode::kResourceExhausted:
-      code = 413;
-      break;
-    case StatusCode::kUnavailable:
-      code = 503;
-      break;
-    case StatusCode::kDeadlineExceeded:
-      code = 504;
-      break;
-    default:
-      code = 500;
-  }
-  // Cancelled (the store is closing) reads as Unavailable: retry elsewhere or later.
-  if (status.code() == StatusCode::kCancelled) code = 503;
-  const std::string_view name =
-      status.code() == StatusCode::kCancelled ? "UNAVAILABLE" : StatusCodeName(status.code());
-  StoreHttpResponse r = Error(code, name, status.message());
-  if (code == 503) r.headers.emplace_back("Retry-After", "1");
-  return r;
-}
-
-StoreHttpHandler::StoreHttpHandler(Store& store, StoreHttpOptions options)
+StoreRoutes::StoreRoutes(Store& store, StoreRoutesOptions options)
     : store_(store), options_(options) {}
 
-bool StoreHttpHandler::Matches(std::string_view target) {
-  const std::string_view path = target.substr(0, target.find('?'));
-  if (path.substr(0, kPrefix.size()) != kPrefix) return false;
-  return path.size() == kPrefix.size() || path[kPrefix.size()] == '/';
+bool StoreRoutes::IsDocumentWrite(RouteId route) {
+  return route == RouteId::kPutDocument || route == RouteId::kDeleteDocument ||
+         route == RouteId::kTransaction;
 }
 
-bool StoreHttpHandler::IsDocumentWrite(std::string_view method, std::string_view target) {
-  const std::string_view path = target.substr(0, target.find('?'));
-  if (!Matches(path) || path.size() < kPrefix.size() + 2) return false;
-  const std::string_view rest = path.substr(kPrefix.size() + 1);
-  const size_t slash = rest.find('/');
-  if (slash == std::string_view::npos) return method == "POST" && rest == kTransactionSegment;
-  const std::string_view after = rest.substr(slash + 1);
-  return (method == "PUT" || method == "DELETE") && after.size() > 5 &&
-         after.substr(0, 5) == "docs/";
-}
-
-std::vector<StoreHttpHandler::RouteInfo> StoreHttpHandler::Routes() {
-  return {
-      {"GET", "/v1/collections"},
-      {"PUT", "/v1/collections/{collection}"},
-      {"GET", "/v1/collections/{collection}"},
-      {"DELETE", "/v1/collections/{collection}"},
-      {"GET", "/v1/collections/{collection}/docs"},
-      {"GET", "/v1/collections/{collection}/docs/{key}"},
-      {"PUT", "/v1/collections/{collection}/docs/{key}"},
-      {"DELETE", "/v1/collections/{collection}/docs/{key}"},
-      {"POST", "/v1/collections/_transaction"},
-  };
-}
-
-StoreHttpResponse StoreHttpHandler::Handle(const StoreHttpRequest& r) {
+HttpResponse StoreRoutes::Handle(const StoreRequest& r) {
   struct Slot {
     std::mutex mu;
     std::condition_variable cv;
-    std::optional<StoreHttpResponse> response;
+    std::optional<HttpResponse> response;
   };
   auto slot = std::make_shared<Slot>();
-  HandleAsync(r, [slot](StoreHttpResponse resp) {
+  HandleAsync(r, [slot](HttpResponse resp) {
     std::lock_guard<std::mutex> g(slot->mu);
     slot->response = std::move(resp);
     slot->cv.notify_one();
@@ -450,142 +334,103 @@ StoreHttpResponse StoreHttpHandler::Handle(const StoreHttpRequest& r) {
   return std::move(*slot->response);
 }
 
-void StoreHttpHandler::HandleAsync(const StoreHttpRequest& r, Done done) {
+void StoreRoutes::HandleAsync(const StoreRequest& r, Done done) {
   try {
     Route(r, done);
   } catch (const std::exception& e) {
     // Third-party code (JSON) must not take the server down. `done` is only moved from when
     // the store accepted the write, which throws nothing afterwards.
-    if (done) done(StoreErrorResponse(InternalError(std::string("store API: ") + e.what())));
+    if (done) done(Fail(InternalError(std::string("store API: ") + e.what())));
   }
 }
 
-bool StoreHttpHandler::TryHandleInline(const StoreHttpRequest& r, Done& done) {
-  const std::string_view path = r.target.substr(0, r.target.find('?'));
-  if (!Matches(path)) return false;
-  std::string_view rest = path.substr(kPrefix.size());
-  if (rest.size() < 2) return false;
-  rest.remove_prefix(1);
-  const size_t slash = rest.find('/');
-  if (slash == std::string_view::npos) {
-    // Only the transaction route here, and only when writes do not block.
-    if (!options_.inline_writes || r.method != "POST" || rest != kTransactionSegment) {
-      return false;
-    }
+bool StoreRoutes::TryHandleInline(const StoreRequest& r, Done& done) {
+  if (r.route == RouteId::kTransaction) {
+    // Only when writes do not block.
+    if (!options_.inline_writes) return false;
     HandleAsync(r, std::move(done));
     return true;
   }
-  const std::string_view after = rest.substr(slash + 1);
-  if (after.size() <= 5 || after.substr(0, 5) != "docs/") return false;
-  if (r.method == "GET") {
-    if (std::optional<StoreHttpResponse> read = TryRead(r)) {
+  if (!IsDocumentRoute(r.route)) return false;
+  if (r.route == RouteId::kGetDocument) {
+    if (std::optional<HttpResponse> read = TryRead(r)) {
       done(std::move(*read));
       return true;
     }
     // A read of a change still being synced: answered when it is durable, without holding a
     // thread meanwhile (when the store syncs in the background).
     if (!options_.inline_writes) return false;
-    Result<std::string> collection = PercentDecode(rest.substr(0, slash));
-    Result<std::string> key = PercentDecode(after.substr(5));
-    if (!collection.ok() || !key.ok()) return false;  // HandleAsync replies 400
-    store_.GetAsync(*collection, *key, [done = std::move(done)](Result<Document> doc) {
+    store_.GetAsync(r.collection, r.key, [done = std::move(done)](Result<Document> doc) {
       done(DocumentResponse(std::move(doc)));
     });
     return true;
   }
-  if (!options_.inline_writes || (r.method != "PUT" && r.method != "DELETE")) return false;
+  if (!options_.inline_writes) return false;
   HandleAsync(r, std::move(done));
   return true;
 }
 
-std::optional<StoreHttpResponse> StoreHttpHandler::TryRead(const StoreHttpRequest& r) {
-  if (r.method != "GET") return std::nullopt;
-  const std::string_view path = r.target.substr(0, r.target.find('?'));
-  if (!Matches(path)) return std::nullopt;
-  std::string_view rest = path.substr(kPrefix.size());
-  if (rest.size() < 2) return std::nullopt;
-  rest.remove_prefix(1);
-  const size_t slash = rest.find('/');
-  if (slash == std::string_view::npos) return std::nullopt;
-  const std::string_view after = rest.substr(slash + 1);
-  if (after.size() <= 5 || after.substr(0, 5) != "docs/") return std::nullopt;
-  Result<std::string> collection = PercentDecode(rest.substr(0, slash));
-  Result<std::string> key = PercentDecode(after.substr(5));
-  if (!collection.ok() || !key.ok()) return std::nullopt;  // HandleAsync replies 400
+std::optional<HttpResponse> StoreRoutes::TryRead(const StoreRequest& r) {
+  if (r.route != RouteId::kGetDocument) return std::nullopt;
   try {
-    Result<Document> doc = store_.TryGet(*collection, *key);
+    Result<Document> doc = store_.TryGet(r.collection, r.key);
     if (!doc.ok() && doc.status().code() == StatusCode::kUnavailable) return std::nullopt;
     return DocumentResponse(std::move(doc));
   } catch (const std::exception& e) {
-    return StoreErrorResponse(InternalError(std::string("store API: ") + e.what()));
+    return Fail(InternalError(std::string("store API: ") + e.what()));
   }
 }
 
-void StoreHttpHandler::Route(const StoreHttpRequest& r, Done& done) {
-  auto reply = [&](StoreHttpResponse resp) { done(std::move(resp)); };
-  const size_t q = r.target.find('?');
-  const std::string_view path = r.target.substr(0, q);
-  const std::string_view query =
-      q == std::string_view::npos ? std::string_view() : r.target.substr(q + 1);
-  if (!Matches(path)) return reply(Error(404, "NOT_FOUND", "no such route"));
-  std::string_view rest = path.substr(kPrefix.size());
-  if (rest.empty() || rest == "/") {
-    if (r.method != "GET") return reply(MethodNotAllowed("GET"));
-    return reply(ListCollections());
-  }
-  rest.remove_prefix(1);
-  const size_t slash = rest.find('/');
-  Result<std::string> collection = PercentDecode(rest.substr(0, slash));
-  if (!collection.ok()) return reply(StoreErrorResponse(collection.status()));
-  if (slash == std::string_view::npos) {
-    if (*collection == kTransactionSegment) {
-      if (r.method != "POST") return reply(MethodNotAllowed("POST"));
+void StoreRoutes::Route(const StoreRequest& r, Done& done) {
+  auto reply = [&](HttpResponse resp) { done(std::move(resp)); };
+  switch (r.route) {
+    case RouteId::kListCollections:
+      return reply(ListCollections());
+    case RouteId::kTransaction:
       return Transaction(r, done);
-    }
-    Status valid = Store::ValidateCollectionName(*collection);
-    if (!valid.ok()) return reply(StoreErrorResponse(valid));
-    if (r.method == "PUT" || r.method == "DELETE") {
-      // The caller is authorized before its body or query is read. A PUT of a missing
-      // collection creates it (the store checks the owner it names).
-      Status access = store_.CheckWriteAccess(r.caller, *collection, /*administer=*/true);
-      if (!access.ok() && (r.method == "DELETE" || access.code() != StatusCode::kNotFound)) {
-        return reply(StoreErrorResponse(access));
+    case RouteId::kGetCollection:
+    case RouteId::kPutCollection:
+    case RouteId::kDeleteCollection: {
+      Status valid = Store::ValidateCollectionName(r.collection);
+      if (!valid.ok()) return reply(Fail(valid));
+      if (r.route != RouteId::kGetCollection) {
+        // The caller is authorized before its body or query is read. A PUT of a missing
+        // collection creates it (the store checks the owner it names).
+        Status access = store_.CheckWriteAccess(r.caller, r.collection, /*administer=*/true);
+        if (!access.ok() &&
+            (r.route == RouteId::kDeleteCollection || access.code() != StatusCode::kNotFound)) {
+          return reply(Fail(access));
+        }
+        // No write takes query parameters: a misspelt option must not be ignored.
+        if (Status s = CheckQuery(r.query, {}); !s.ok()) return reply(Fail(s));
       }
-      // No write takes query parameters: a misspelt option must not be ignored.
-      if (Status s = CheckQuery(query, {}); !s.ok()) return reply(StoreErrorResponse(s));
+      if (r.route == RouteId::kGetCollection) return reply(GetCollection(r));
+      if (r.route == RouteId::kPutCollection) return reply(PutCollection(r));
+      return reply(DeleteCollection(r));
     }
-    if (r.method == "GET") return reply(GetCollection(*collection));
-    if (r.method == "PUT") return reply(PutCollection(r, *collection));
-    if (r.method == "DELETE") return reply(DeleteCollection(r, *collection));
-    return reply(MethodNotAllowed("GET, PUT, DELETE"));
-  }
-  std::string_view after = rest.substr(slash + 1);
-  if (after == "docs" || after == "docs/") {
-    if (r.method != "GET") return reply(MethodNotAllowed("GET"));
-    return reply(ListDocuments(*collection, query));
-  }
-  if (after.substr(0, 5) != "docs/") return reply(Error(404, "NOT_FOUND", "no such route"));
-  Result<std::string> key = PercentDecode(after.substr(5));
-  if (!key.ok()) return reply(StoreErrorResponse(key.status()));
-  if (r.method == "GET") return reply(GetDocument(*collection, *key));
-  if (r.method == "PUT" || r.method == "DELETE") {
-    // Authorized before the body, the preconditions and the query are read (a malformed
-    // name names no collection, so it is refused as such).
-    if (Status valid = Store::ValidateCollectionName(*collection); !valid.ok()) {
-      return reply(StoreErrorResponse(valid));
+    case RouteId::kListDocuments:
+      return reply(ListDocuments(r));
+    case RouteId::kGetDocument:
+      return reply(DocumentResponse(store_.Get(r.collection, r.key)));
+    case RouteId::kPutDocument:
+    case RouteId::kDeleteDocument: {
+      // Authorized before the body, the preconditions and the query are read (a malformed
+      // name names no collection, so it is refused as such).
+      if (Status valid = Store::ValidateCollectionName(r.collection); !valid.ok()) {
+        return reply(Fail(valid));
+      }
+      Status access = store_.CheckWriteAccess(r.caller, r.collection, /*administer=*/false);
+      if (!access.ok()) return reply(Fail(access));
+      if (r.route == RouteId::kPutDocument) return PutDocument(r, done);
+      if (Status s = CheckQuery(r.query, {}); !s.ok()) return reply(Fail(s));
+      return DeleteDocument(r, done);
     }
-    Status access = store_.CheckWriteAccess(r.caller, *collection, /*administer=*/false);
-    if (!access.ok()) return reply(StoreErrorResponse(access));
+    default:
+      return reply(Fail(InternalError("not a store route")));
   }
-  if (r.method == "PUT") return PutDocument(r, *collection, *key, query, done);
-  if (r.method == "DELETE") {
-    if (Status s = CheckQuery(query, {}); !s.ok()) return reply(StoreErrorResponse(s));
-    return DeleteDocument(r, *collection, *key, done);
-  }
-  return reply(MethodNotAllowed("GET, PUT, DELETE"));
 }
 
-StoreHttpResponse StoreHttpHandler::ListCollections() {
+HttpResponse StoreRoutes::ListCollections() {
   std::string body = "{\"collections\":[";
   bool first = true;
   for (const std::string& name : store_.ListCollections()) {
@@ -597,44 +442,43 @@ StoreHttpResponse StoreHttpHandler::ListCollections() {
   return JsonResponse(200, std::move(body));
 }
 
-StoreHttpResponse StoreHttpHandler::PutCollection(const StoreHttpRequest& r,
-                                                  const std::string& name) {
+HttpResponse StoreRoutes::PutCollection(const StoreRequest& r) {
+  const std::string& name = r.collection;
   if (Status s = CheckJsonBody(r); !s.ok()) return UnsupportedMediaType(s);
   Result<json::value> v =
       ParseJson(r.body.empty() ? std::string_view("{}") : r.body, options_, "collection config");
-  if (!v.ok()) return StoreErrorResponse(v.status());
+  if (!v.ok()) return Fail(v.status());
   Result<CollectionConfig> config = ConfigFromJson(*v, r.caller);
-  if (!config.ok()) return StoreErrorResponse(config.status());
+  if (!config.ok()) return Fail(config.status());
   int status = 201;
   Status s = store_.CreateCollection(r.caller, name, *config);
   if (s.code() == StatusCode::kAlreadyExists) {
     status = 200;
     s = store_.UpdateCollection(r.caller, name, *config);
   }
-  if (!s.ok()) return StoreErrorResponse(s);
+  if (!s.ok()) return Fail(s);
   return JsonResponse(status, ConfigJson(name, *config, nullptr));
 }
 
-StoreHttpResponse StoreHttpHandler::GetCollection(const std::string& name) {
+HttpResponse StoreRoutes::GetCollection(const StoreRequest& r) {
+  const std::string& name = r.collection;
   Result<CollectionInfo> info = store_.DescribeCollection(name);
-  if (!info.ok()) return StoreErrorResponse(info.status());
+  if (!info.ok()) return Fail(info.status());
   return JsonResponse(200, ConfigJson(name, info->config, &*info));
 }
 
-StoreHttpResponse StoreHttpHandler::DeleteCollection(const StoreHttpRequest& r,
-                                                     const std::string& name) {
-  Status s = store_.DeleteCollection(r.caller, name);
-  if (!s.ok()) return StoreErrorResponse(s);
-  StoreHttpResponse resp;
-  resp.status = 204;
-  return resp;
+HttpResponse StoreRoutes::DeleteCollection(const StoreRequest& r) {
+  Status s = store_.DeleteCollection(r.caller, r.collection);
+  if (!s.ok()) return Fail(s);
+  return HttpResponse{http::status::no_content, 11};
 }
 
-StoreHttpResponse StoreHttpHandler::ListDocuments(const std::string& collection,
-                                                  std::string_view query) {
+HttpResponse StoreRoutes::ListDocuments(const StoreRequest& r) {
+  const std::string& collection = r.collection;
+  const QueryParams& query = r.query;
   if (Status s = CheckQuery(query, {"start_key", "end_key", "prefix", "page_token", "limit"});
       !s.ok()) {
-    return StoreErrorResponse(s);
+    return Fail(s);
   }
   ListOptions lo;
   struct Param {
@@ -643,20 +487,16 @@ StoreHttpResponse StoreHttpHandler::ListDocuments(const std::string& collection,
   };
   for (const Param& p : {Param{"start_key", &lo.start_key}, Param{"end_key", &lo.end_key},
                          Param{"prefix", &lo.prefix}, Param{"page_token", &lo.page_token}}) {
-    Result<std::optional<std::string>> v = QueryParam(query, p.name);
-    if (!v.ok()) return StoreErrorResponse(v.status());
-    if (*v) *p.out = std::move(**v);
+    if (std::optional<std::string> v = QueryParam(query, p.name)) *p.out = std::move(*v);
   }
-  Result<std::optional<std::string>> limit = QueryParam(query, "limit");
-  if (!limit.ok()) return StoreErrorResponse(limit.status());
-  if (*limit) {
-    Result<int64_t> n = ParseInt(**limit, "limit");
-    if (!n.ok()) return StoreErrorResponse(n.status());
-    if (*n <= 0) return StoreErrorResponse(InvalidArgumentError("limit must be > 0"));
+  if (std::optional<std::string> limit = QueryParam(query, "limit")) {
+    Result<int64_t> n = ParseInt(*limit, "limit");
+    if (!n.ok()) return Fail(n.status());
+    if (*n <= 0) return Fail(InvalidArgumentError("limit must be > 0"));
     lo.limit = static_cast<size_t>(*n);
   }
   Result<ListResult> page = store_.List(collection, lo);
-  if (!page.ok()) return StoreErrorResponse(page.status());
+  if (!page.ok()) return Fail(page.status());
   std::string body = "{\"documents\":[";
   size_t bytes = 0;
   for (const Document& d : page->documents) bytes += d.value.size() + d.key.size() + 64;
@@ -685,89 +525,74 @@ StoreHttpResponse StoreHttpHandler::ListDocuments(const std::string& collection,
   return JsonResponse(200, std::move(body));
 }
 
-StoreHttpResponse StoreHttpHandler::GetDocument(const std::string& collection,
-                                                const std::string& key) {
-  return DocumentResponse(store_.Get(collection, key));
-}
-
-StoreHttpResponse StoreHttpHandler::DocumentResponse(Result<Document> doc) {
-  if (!doc.ok()) return StoreErrorResponse(doc.status());
-  StoreHttpResponse r = JsonResponse(200, std::move(doc->value));
+HttpResponse StoreRoutes::DocumentResponse(Result<Document> doc) {
+  if (!doc.ok()) return Fail(doc.status());
+  HttpResponse r = JsonResponse(200, std::move(doc->value));
   AddVersionHeaders(doc->version, std::move(doc->etag), &r);
-  if (doc->expires_at_ms != 0) {
-    r.headers.emplace_back("Converge-Expires-At-Ms", std::to_string(doc->expires_at_ms));
-  }
+  if (doc->expires_at_ms != 0) r.set("Converge-Expires-At-Ms", std::to_string(doc->expires_at_ms));
   return r;
 }
 
-void StoreHttpHandler::PutDocument(const StoreHttpRequest& r, const std::string& collection,
-                                   const std::string& key, std::string_view query, Done& done) {
+void StoreRoutes::PutDocument(const StoreRequest& r, Done& done) {
+  const QueryParams& query = r.query;
   if (Status s = CheckJsonBody(r); !s.ok()) return done(UnsupportedMediaType(s));
   Result<Precondition> pre = PreconditionFrom(r);
-  if (!pre.ok()) return done(StoreErrorResponse(pre.status()));
-  if (Status s = CheckQuery(query, {"ttl_ms"}); !s.ok()) return done(StoreErrorResponse(s));
+  if (!pre.ok()) return done(Fail(pre.status()));
+  if (Status s = CheckQuery(query, {"ttl_ms"}); !s.ok()) return done(Fail(s));
   int64_t ttl_ms = kCollectionDefaultTtl;
   std::optional<std::string> ttl_text;
   if (r.ttl_ms) ttl_text = std::string(*r.ttl_ms);
-  Result<std::optional<std::string>> q = QueryParam(query, "ttl_ms");
-  if (!q.ok()) return done(StoreErrorResponse(q.status()));
-  if (*q) {
-    if (ttl_text && *ttl_text != **q) {
-      return done(StoreErrorResponse(InvalidArgumentError(
+  if (std::optional<std::string> q = QueryParam(query, "ttl_ms")) {
+    if (ttl_text && *ttl_text != *q) {
+      return done(Fail(InvalidArgumentError(
           "the Converge-TTL-Ms header and the ttl_ms query parameter disagree: send one")));
     }
-    ttl_text = **q;
+    ttl_text = std::move(*q);
   }
   if (ttl_text) {
     Result<int64_t> t = ParseInt(*ttl_text, "ttl_ms");
-    if (!t.ok()) return done(StoreErrorResponse(t.status()));
-    if (Status s = CheckTtl(*t, "ttl_ms"); !s.ok()) return done(StoreErrorResponse(s));
+    if (!t.ok()) return done(Fail(t.status()));
+    if (Status s = CheckTtl(*t, "ttl_ms"); !s.ok()) return done(Fail(s));
     ttl_ms = *t;
   }
   std::vector<WriteOp> ops;
-  ops.push_back(WriteOp::Put(collection, key, std::string(r.body), std::move(*pre), ttl_ms));
+  ops.push_back(WriteOp::Put(r.collection, r.key, std::string(r.body), std::move(*pre), ttl_ms));
   store_.CommitAsync(r.caller, std::move(ops), [done = std::move(done)](Result<CommitResult> c) {
-    if (!c.ok()) return done(StoreErrorResponse(c.status(), /*precondition_route=*/true));
+    if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));
     const WriteResult& w = c->results[0];
     std::string body;
     AppendWriteResult(w, &body);
-    StoreHttpResponse resp = JsonResponse(w.created ? 201 : 200, std::move(body));
+    HttpResponse resp = JsonResponse(w.created ? 201 : 200, std::move(body));
     AddVersionHeaders(w.version, w.etag, &resp);
     done(std::move(resp));
   });
 }
 
-void StoreHttpHandler::DeleteDocument(const StoreHttpRequest& r, const std::string& collection,
-                                      const std::string& key, Done& done) {
+void StoreRoutes::DeleteDocument(const StoreRequest& r, Done& done) {
   Result<Precondition> pre = PreconditionFrom(r);
-  if (!pre.ok()) return done(StoreErrorResponse(pre.status()));
+  if (!pre.ok()) return done(Fail(pre.status()));
   std::vector<WriteOp> ops;
-  ops.push_back(WriteOp::Delete(collection, key, std::move(*pre)));
+  ops.push_back(WriteOp::Delete(r.collection, r.key, std::move(*pre)));
   store_.CommitAsync(r.caller, std::move(ops), [done = std::move(done)](Result<CommitResult> c) {
-    if (!c.ok()) return done(StoreErrorResponse(c.status(), /*precondition_route=*/true));
-    StoreHttpResponse resp;
-    resp.status = 204;
-    resp.headers.emplace_back("Converge-Version", std::to_string(c->results[0].version));
+    if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));
+    HttpResponse resp{http::status::no_content, 11};
+    resp.set("Converge-Version", std::to_string(c->results[0].version));
     done(std::move(resp));
   });
 }
 
-void StoreHttpHandler::Transaction(const StoreHttpRequest& r, Done& done) {
+void StoreRoutes::Transaction(const StoreRequest& r, Done& done) {
   if (Status s = CheckJsonBody(r); !s.ok()) return done(UnsupportedMediaType(s));
-  if (const size_t q = r.target.find('?'); q != std::string_view::npos) {
-    if (Status s = CheckQuery(r.target.substr(q + 1), {}); !s.ok()) {
-      return done(StoreErrorResponse(s));
-    }
-  }
+  if (Status s = CheckQuery(r.query, {}); !s.ok()) return done(Fail(s));
   Result<json::value> v = ParseJson(r.body, options_, "transaction");
-  if (!v.ok()) return done(StoreErrorResponse(v.status()));
+  if (!v.ok()) return done(Fail(v.status()));
   const json::object* o = v->if_object();
   const json::value* ops_v = o ? o->if_contains("ops") : nullptr;
   if (ops_v == nullptr || !ops_v->is_array()) {
-    return done(StoreErrorResponse(InvalidArgumentError("a transaction is {\"ops\": [...]}")));
+    return done(Fail(InvalidArgumentError("a transaction is {\"ops\": [...]}")));
   }
   if (Status s = CheckMembers(*o, {"ops"}, "the transaction"); !s.ok()) {
-    return done(StoreErrorResponse(s));
+    return done(Fail(s));
   }
   // Every op is checked before anything is submitted: one bad op rejects the whole
   // transaction and nothing is written.
@@ -776,7 +601,7 @@ void StoreHttpHandler::Transaction(const StoreHttpRequest& r, Done& done) {
   size_t i = 0;
   for (const json::value& e : ops_v->as_array()) {
     auto fail = [&](std::string_view why) {
-      done(StoreErrorResponse(
+      done(Fail(
           InvalidArgumentError("op " + std::to_string(i) + ": " + std::string(why))));
     };
     const json::object* op = e.if_object();
@@ -837,7 +662,7 @@ void StoreHttpHandler::Transaction(const StoreHttpRequest& r, Done& done) {
     ++i;
   }
   store_.CommitAsync(r.caller, std::move(ops), [done = std::move(done)](Result<CommitResult> c) {
-    if (!c.ok()) return done(StoreErrorResponse(c.status(), /*precondition_route=*/true));
+    if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));
     std::string body = "{\"commit_seq\":" + std::to_string(c->commit_seq) + ",\"results\":[";
     for (size_t j = 0; j < c->results.size(); ++j) {
       if (j > 0) body.push_back(',');
@@ -848,4 +673,72 @@ void StoreHttpHandler::Transaction(const StoreHttpRequest& r, Done& done) {
   });
 }
 
-}  // namespace converge::store_internal
+}  // namespace converge::server
+
+namespace converge::server {
+
+using api_internal::Error;
+using api_internal::Reply;
+
+asio::awaitable<HttpReply> Api::HandleStore(Call& call) {
+  HttpRequest& request = call.req;
+  auto header = [&](auto field) -> std::optional<std::string_view> {
+    auto it = request.find(field);
+    if (it == request.end()) return std::nullopt;
+    return std::string_view(it->value().data(), it->value().size());
+  };
+  // A precondition, TTL or media type given twice would be read as the first one only: an
+  // `If-Match: "3"` next to `If-Match: *` must not quietly become either.
+  for (const auto& [field, name] : {std::pair{http::field::if_match, "If-Match"},
+                                    std::pair{http::field::if_none_match, "If-None-Match"},
+                                    std::pair{http::field::content_type, "Content-Type"}}) {
+    if (request.count(field) > 1) {
+      co_return Error(http::status::bad_request, "INVALID_ARGUMENT",
+                      std::string("header '") + name + "' appears more than once");
+    }
+  }
+  if (request.count("Converge-TTL-Ms") > 1) {
+    co_return Error(http::status::bad_request, "INVALID_ARGUMENT",
+                    "header 'Converge-TTL-Ms' appears more than once");
+  }
+  StoreRequest r;
+  r.route = call.route.id;
+  r.collection = call.Param("collection");
+  r.key = call.Param("key");
+  r.query = std::move(call.query);
+  r.if_match = header(http::field::if_match);
+  r.if_none_match = header(http::field::if_none_match);
+  r.ttl_ms = header("Converge-TTL-Ms");
+  r.content_type = header(http::field::content_type);
+  r.body = request.body();
+  // With auth disabled every request is the anonymous principal, which may do everything.
+  r.caller = Caller{call.principal->service, call.principal->admin || call.principal->anonymous};
+  auto to_reply = [&request](HttpResponse res) {
+    res.version(request.version());
+    res.prepare_payload();
+    return Reply(std::move(res));
+  };
+  // A durable document read is answered right here: no hop through the executor.
+  StoreRoutes* store = d_.store;
+  if (std::optional<HttpResponse> read = store->TryRead(r)) co_return to_reply(std::move(*read));
+  // Writes, and reads of a change still being synced, are handed to the store right here on
+  // the I/O thread when that cannot block (the store syncs on the pool, see Server::Open) and
+  // resume this coroutine when durable; the rest runs on the pool. The handler reads `r` (in
+  // this frame) only until it calls done or returns.
+  const bool write = StoreRoutes::IsDocumentWrite(r.route);
+  const int64_t write_start = write ? d_.env->clock().NowMonotonicNanos() : 0;
+  BlockingPool* pool = d_.pool;
+  auto job = [store, pool, &r](std::function<void(HttpResponse)> done) {
+    if (store->TryHandleInline(r, done)) return;
+    pool->Post(
+        [store, &r, done = std::move(done)]() mutable { store->HandleAsync(r, std::move(done)); });
+  };
+  HttpResponse res = co_await BlockingPool::RunInline<HttpResponse>(std::move(job));
+  if (write && res.result_int() >= 200 && res.result_int() < 300) {
+    store_commit_seconds_->Observe(
+        static_cast<double>(d_.env->clock().NowMonotonicNanos() - write_start) * 1e-9);
+  }
+  co_return to_reply(std::move(res));
+}
+
+}  // namespace converge::server

@@ -1,5 +1,6 @@
-// Tests of the store's HTTP layer (StoreHttpHandler), called directly with requests.
-#include "store/http_handler.h"
+// Tests of the store's routes (StoreRoutes), called directly with requests routed and read by
+// the server's router (Api::MatchRoute, DecodeTarget) as the server does.
+#include "server/store_routes.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -15,13 +16,27 @@
 
 #include "converge/sim_env.h"
 #include "converge/store.h"
+#include "server/api.h"
 #include "store/testing/memory_log.h"
 
-namespace converge::store_internal {
+namespace converge::server {
 namespace {
 
 using ::testing::HasSubstr;
 namespace json = boost::json;
+
+// A reply as a client sees it.
+struct Reply {
+  int status = 0;
+  std::string body;
+  HttpResponse res;
+};
+
+Reply ToReply(HttpResponse res) {
+  const int status = static_cast<int>(res.result_int());
+  std::string body = res.body();
+  return Reply{status, std::move(body), std::move(res)};
+}
 
 class StoreHttpTest : public ::testing::Test {
  protected:
@@ -34,31 +49,38 @@ class StoreHttpTest : public ::testing::Test {
     auto s = Store::Open(env_, o);
     EXPECT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(*s);
-    handler_ = std::make_unique<StoreHttpHandler>(*store_);
+    handler_ = std::make_unique<StoreRoutes>(*store_);
   }
 
-  StoreHttpResponse Call(std::string_view method, std::string_view target,
-                         std::string_view body = {}, std::string service = "orders",
-                         std::map<std::string, std::string> headers = {}) {
-    StoreHttpRequest r;
-    r.method = method;
-    r.target = target;
+  Reply Call(std::string_view method, std::string_view target, std::string_view body = {},
+             std::string service = "orders", std::map<std::string, std::string> headers = {}) {
+    const std::string_view path = target.substr(0, target.find('?'));
+    Api::Match m = Api::MatchRoute(http::string_to_verb(method), path);
+    if (m.route == nullptr) {
+      HttpResponse res{m.allow.empty() ? http::status::not_found : http::status::method_not_allowed,
+                       11};
+      if (!m.allow.empty()) res.set(http::field::allow, m.allow);
+      return ToReply(std::move(res));
+    }
+    Result<DecodedTarget> decoded = DecodeTarget(target, m.params);
+    if (!decoded.ok()) return ToReply(ErrorReply(decoded.status()));
+    StoreRequest r;
+    r.route = m.route->id;
+    for (auto& [name, value] : decoded->params) (name == "key" ? r.key : r.collection) = value;
+    r.query = std::move(decoded->query);
     r.body = body;
     r.caller = Caller::Service(std::move(service));
     if (headers.count("If-Match")) r.if_match = headers["If-Match"];
     if (headers.count("If-None-Match")) r.if_none_match = headers["If-None-Match"];
     if (headers.count("Converge-TTL-Ms")) r.ttl_ms = headers["Converge-TTL-Ms"];
     if (headers.count("Content-Type")) r.content_type = headers["Content-Type"];
-    return handler_->Handle(r);
+    return ToReply(handler_->Handle(r));
   }
 
-  static std::string Header(const StoreHttpResponse& r, std::string_view name) {
-    for (const auto& [k, v] : r.headers) {
-      if (k == name) return v;
-    }
-    return "";
+  static std::string Header(const Reply& r, std::string_view name) {
+    return std::string(r.res[boost::beast::string_view(name.data(), name.size())]);
   }
-  static std::string Code(const StoreHttpResponse& r) {
+  static std::string Code(const Reply& r) {
     json::value v = json::parse(r.body);
     return std::string(v.at("code").as_string());
   }
@@ -71,15 +93,13 @@ class StoreHttpTest : public ::testing::Test {
   sim::SimEnv env_;
   store_testing::MemoryLog log_;
   std::unique_ptr<Store> store_;
-  std::unique_ptr<StoreHttpHandler> handler_;
+  std::unique_ptr<StoreRoutes> handler_;
 };
 
 TEST_F(StoreHttpTest, Routing) {
-  EXPECT_TRUE(StoreHttpHandler::Matches("/v1/collections"));
-  EXPECT_TRUE(StoreHttpHandler::Matches("/v1/collections/x/docs/y?z=1"));
-  EXPECT_TRUE(StoreHttpHandler::Matches("/v1/collections?limit=1"));
-  EXPECT_FALSE(StoreHttpHandler::Matches("/v1/collectionsx"));
-  EXPECT_FALSE(StoreHttpHandler::Matches("/v1/topics"));
+  EXPECT_EQ(Call("GET", "/v1/collections").status, 200);
+  EXPECT_EQ(Call("GET", "/v1/collections?limit=1").status, 200);
+  EXPECT_EQ(Call("GET", "/v1/collectionsx").status, 404);
   EXPECT_EQ(Call("POST", "/v1/collections").status, 405);
   EXPECT_EQ(Call("POST", "/v1/collections/orders").status, 405);
   EXPECT_EQ(Call("GET", "/v1/collections/_transaction").status, 405);
@@ -189,7 +209,7 @@ TEST_F(StoreHttpTest, MalformedKeysAndBodiesAre400OversizedIs413) {
   }
   auto big = Call("PUT", "/v1/collections/orders/docs/k", "\"" + std::string(5000, 'x') + "\"");
   EXPECT_EQ(big.status, 413);
-  EXPECT_EQ(Code(big), "RESOURCE_EXHAUSTED");
+  EXPECT_EQ(Code(big), "PAYLOAD_TOO_LARGE");
   EXPECT_EQ(Call("PUT", "/v1/collections/orders/docs/k", "1", "orders",
                  {{"Content-Type", "application/xml"}})
                 .status,
@@ -302,29 +322,30 @@ TEST(StoreHttpInlineTest, ReadsAndWritesInlineOnlyWhenNothingBlocks) {
       t();
     }
   };
-  StoreHttpRequest r;
+  StoreRequest r;
   r.caller = Caller::Service("orders");
-  std::optional<StoreHttpResponse> got;
-  StoreHttpHandler::Done done = [&got](StoreHttpResponse resp) { got = std::move(resp); };
+  std::optional<HttpResponse> got;
+  StoreRoutes::Done done = [&got](HttpResponse resp) { got = std::move(resp); };
 
   // Without inline writes, a PUT is not taken; with them it is, and answers once synced.
-  StoreHttpHandler blocking(*store);
-  r.method = "PUT";
-  r.target = "/v1/collections/c/docs/k";
+  StoreRoutes blocking(*store);
+  r.route = RouteId::kPutDocument;
+  r.collection = "c";
+  r.key = "k";
   r.body = "1";
   EXPECT_FALSE(blocking.TryHandleInline(r, done));
   ASSERT_TRUE(done) << "left untouched";
-  StoreHttpOptions options;
+  StoreRoutesOptions options;
   options.inline_writes = true;
-  StoreHttpHandler handler(*store, options);
+  StoreRoutes handler(*store, options);
   ASSERT_TRUE(handler.TryHandleInline(r, done));
   EXPECT_FALSE(got.has_value()) << "not durable yet";
 
   // A read of the not yet durable document is not taken inline without inline writes (it
   // would block); with them it is, and answered once the write is durable.
-  std::optional<StoreHttpResponse> read;
-  StoreHttpHandler::Done read_done = [&read](StoreHttpResponse resp) { read = std::move(resp); };
-  r.method = "GET";
+  std::optional<HttpResponse> read;
+  StoreRoutes::Done read_done = [&read](HttpResponse resp) { read = std::move(resp); };
+  r.route = RouteId::kGetDocument;
   r.body = {};
   EXPECT_FALSE(blocking.TryHandleInline(r, read_done));
   EXPECT_FALSE(blocking.TryRead(r).has_value());
@@ -333,23 +354,23 @@ TEST(StoreHttpInlineTest, ReadsAndWritesInlineOnlyWhenNothingBlocks) {
   EXPECT_FALSE(read.has_value()) << "not durable yet";
   run_tasks();
   ASSERT_TRUE(got.has_value());
-  EXPECT_EQ(got->status, 201);
+  EXPECT_EQ(got->result_int(), 201u);
   ASSERT_TRUE(read.has_value());
-  EXPECT_EQ(read->status, 200);
-  EXPECT_EQ(read->body, "1");
+  EXPECT_EQ(read->result_int(), 200u);
+  EXPECT_EQ(read->body(), "1");
   got.reset();
   // Once durable, reads are answered at once. Collection routes are never taken.
-  read_done = [&got](StoreHttpResponse resp) { got = std::move(resp); };
+  read_done = [&got](HttpResponse resp) { got = std::move(resp); };
   ASSERT_TRUE(handler.TryHandleInline(r, read_done));
   ASSERT_TRUE(got.has_value());
-  EXPECT_EQ(got->status, 200);
-  EXPECT_EQ(got->body, "1");
-  r.target = "/v1/collections/c";
-  StoreHttpHandler::Done other = [](StoreHttpResponse) {};
+  EXPECT_EQ(got->result_int(), 200u);
+  EXPECT_EQ(got->body(), "1");
+  r.route = RouteId::kGetCollection;
+  StoreRoutes::Done other = [](HttpResponse) {};
   EXPECT_FALSE(handler.TryHandleInline(r, other));
-  r.target = "/v1/collections/c/docs";
+  r.route = RouteId::kListDocuments;
   EXPECT_FALSE(handler.TryHandleInline(r, other));
 }
 
 }  // namespace
-}  // namespace converge::store_internal
+}  // namespace converge::server
