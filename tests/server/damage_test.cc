@@ -25,6 +25,7 @@
 #include "converge/event.h"
 #include "converge/log.h"
 #include "serve_process.h"
+#include "test_util.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wrestrict"  // GCC bug 105329 on "literal" + std::string
@@ -116,13 +117,9 @@ class DamageTest : public ::testing::Test {
     }
   }
   std::string Get(const std::string& target, int* status = nullptr) {
-    client::HttpRequest req;
-    req.target = target;
-    auto res = client_->Send(req);
-    EXPECT_TRUE(res.ok()) << res.status().ToString();
-    if (!res.ok()) return "";
-    if (status != nullptr) *status = res->status;
-    return res->body;
+    testing::HttpResult res = testing::HttpCall(server_->port(), "GET", target);
+    if (status != nullptr) *status = res.status;
+    return res.body;
   }
   std::string PartitionDir(const std::string& topic) {
     return dir_.path() + "/log/topics/" + topic + "/0000";
@@ -409,11 +406,7 @@ class SmallDisk {
   bool mounted_ = false;
 };
 
-struct Reply {
-  int status = 0;
-  std::string body;
-  std::string retry_after;
-};
+using Reply = testing::HttpResult;
 
 class FullDiskTest : public ::testing::Test {
  protected:
@@ -447,15 +440,9 @@ class FullDiskTest : public ::testing::Test {
   }
   Reply Call(const std::string& method, const std::string& target, const std::string& body = "",
              const std::string& content_type = "application/json") {
-    client::HttpRequest req;
-    req.method = method;
-    req.target = target;
-    req.body = body;
-    if (!body.empty()) req.headers.push_back({"Content-Type", content_type});
-    auto res = client_->Send(req);
-    EXPECT_TRUE(res.ok()) << method << " " << target << ": " << res.status().ToString();
-    if (!res.ok()) return {};
-    return {res->status, res->body, res->Header("Retry-After")};
+    testing::HttpHeaders headers;
+    if (!body.empty()) headers.emplace_back("Content-Type", content_type);
+    return testing::HttpCall(server_->port(), method, target, body, headers);
   }
   void CreateTopic(const std::string& name, uint32_t partitions) {
     Reply r = Call("POST", "/v1/topics",
@@ -558,7 +545,7 @@ TEST_F(FullDiskTest, BatchAcrossPartitionsIsAllOrNothing) {
   r = PublishBatch("wide", batch);
   EXPECT_EQ(r.status, 503) << r.body;
   EXPECT_NE(r.body.find("\"UNAVAILABLE\""), std::string::npos) << r.body;
-  EXPECT_FALSE(r.retry_after.empty());
+  EXPECT_FALSE(r.Header("Retry-After").empty());
   EXPECT_EQ(EndOffsets("wide"), kParts);
 
   disk_.RemoveFiller();
@@ -599,7 +586,7 @@ TEST_F(FullDiskTest, ReadinessFollowsTheDisk) {
   }
   ASSERT_EQ(r.status, 503) << r.body;
   EXPECT_NE(r.body.find("\"UNAVAILABLE\""), std::string::npos) << r.body;
-  EXPECT_FALSE(r.retry_after.empty());
+  EXPECT_FALSE(r.Header("Retry-After").empty());
   r = Call("GET", "/readyz");
   EXPECT_EQ(r.status, 503) << r.body;
   EXPECT_NE(r.body.find("the log cannot write"), std::string::npos) << r.body;
@@ -654,7 +641,7 @@ TEST_F(FullDiskTest, AckOnFullDiskChangesNothing) {
                          std::to_string(l.lease_id) + "\"}]}");
     EXPECT_EQ(raw.status, 503) << raw.body;
     EXPECT_NE(raw.body.find("\"UNAVAILABLE\""), std::string::npos) << raw.body;
-    EXPECT_FALSE(raw.retry_after.empty()) << raw.body;
+    EXPECT_FALSE(raw.Header("Retry-After").empty()) << raw.body;
   }
   // Readiness names the journal that cannot write.
   Reply ready = Call("GET", "/readyz");
@@ -723,7 +710,7 @@ TEST_F(FullDiskTest, StoreWriteOnFullDiskChangesNothing) {
   }
   ASSERT_GT(refused, 0) << "every store write succeeded on a full disk";
   EXPECT_EQ(r.status, 503) << r.body;
-  EXPECT_FALSE(r.retry_after.empty());
+  EXPECT_FALSE(r.Header("Retry-After").empty());
   const std::string refused_body = r.body;
   r = Call("GET", "/v1/collections/carts/docs/c1");
   EXPECT_EQ(r.status, 200) << refused_body << "\n" << r.body;
@@ -785,7 +772,7 @@ TEST_F(FullDiskTest, GroupCreateOnFullDiskChangesNothing) {
   ASSERT_FALSE(refused.empty()) << "every group create succeeded on a full disk";
   EXPECT_EQ(r.status, 503) << r.body;
   EXPECT_NE(r.body.find("\"UNAVAILABLE\""), std::string::npos) << r.body;
-  EXPECT_FALSE(r.retry_after.empty()) << r.body;
+  EXPECT_FALSE(r.Header("Retry-After").empty()) << r.body;
   const std::string quoted = "\"" + refused + "\"";
   r = Call("GET", "/v1/topics/t");
   EXPECT_EQ(r.body.find(quoted), std::string::npos) << r.body;
@@ -850,7 +837,7 @@ TEST_F(FullDiskTest, SagaStartOnFullDiskChangesNothingAndRecovers) {
   ASSERT_FALSE(refused_id.empty()) << "every saga start succeeded on a full disk";
   EXPECT_EQ(r.status, 503) << r.body;
   EXPECT_NE(r.body.find("\"UNAVAILABLE\""), std::string::npos) << r.body;
-  EXPECT_FALSE(r.retry_after.empty()) << r.body;
+  EXPECT_FALSE(r.Header("Retry-After").empty()) << r.body;
   // Nothing of the refused start is there.
   EXPECT_EQ(Call("GET", "/v1/sagas/" + refused_id).status, 404);
   // The refused start was undone, and the last page of the saga log may still take small
@@ -868,7 +855,7 @@ TEST_F(FullDiskTest, SagaStartOnFullDiskChangesNothingAndRecovers) {
   ASSERT_EQ(saga_before.status, 200) << saga_before.body;
   r = Call("POST", "/v1/sagas/before/cancel", R"({"reason":"test"})");
   EXPECT_EQ(r.status, 503) << r.body;
-  EXPECT_FALSE(r.retry_after.empty()) << r.body;
+  EXPECT_FALSE(r.Header("Retry-After").empty()) << r.body;
   EXPECT_EQ(Call("GET", "/v1/sagas/before").body, saga_before.body);
   r = Call("GET", "/readyz");
   EXPECT_EQ(r.status, 503) << r.body;

@@ -34,57 +34,13 @@ using client::Client;
 using client::PublishMode;
 using testing::ServeProcess;
 
-using Headers = std::vector<std::pair<std::string, std::string>>;
+using Headers = testing::HttpHeaders;
 
-struct Reply {
-  int status = 0;
-  std::string body;
-  std::string etag;
+using Reply = testing::HttpResult;
 
-  // The "code" member of a JSON error body.
-  std::string code() const {
-    json::error_code ec;
-    json::value v = json::parse(body, ec);
-    if (ec || !v.is_object()) return "";
-    const json::value* c = v.as_object().if_contains("code");
-    return c && c->is_string() ? std::string(c->as_string()) : "";
-  }
-  std::string message() const {
-    json::error_code ec;
-    json::value v = json::parse(body, ec);
-    if (ec || !v.is_object()) return "";
-    const json::value* c = v.as_object().if_contains("message");
-    return c && c->is_string() ? std::string(c->as_string()) : "";
-  }
-};
-
-// One request on a new connection; `headers` are added as given (repeats included).
 Reply Send(uint16_t port, http::verb method, const std::string& target, const std::string& body,
            const Headers& headers = {}, const std::string& token = "") {
-  Reply out;
-  try {
-    boost::asio::io_context io;
-    boost::beast::tcp_stream stream(io);
-    stream.expires_after(std::chrono::seconds(30));
-    stream.connect(
-        boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), port));
-    http::request<http::string_body> req(method, target, 11);
-    req.set(http::field::host, "127.0.0.1");
-    if (!token.empty()) req.set(http::field::authorization, "Bearer " + token);
-    for (const auto& [name, value] : headers) req.insert(name, value);
-    req.body() = body;
-    req.prepare_payload();
-    http::write(stream, req);
-    boost::beast::flat_buffer buffer;
-    http::response<http::string_body> res;
-    http::read(stream, buffer, res);
-    out.status = static_cast<int>(res.result_int());
-    out.body = res.body();
-    out.etag = std::string(res[http::field::etag]);
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "HTTP " << target << ": " << e.what();
-  }
-  return out;
+  return testing::HttpCall(port, http::to_string(method), target, body, headers, token);
 }
 
 const Headers kJson = {{"Content-Type", "application/json"}};
@@ -147,7 +103,7 @@ TEST_F(InputTest, StoreTransactionsRefuseUnknownFieldsAndBadValuesAndWriteNothin
   ASSERT_EQ(Put("/v1/collections/carts", "{}").status, 201);
   Reply created = Put("/v1/collections/carts/docs/c1", R"({"n":1})");
   ASSERT_EQ(created.status, 201) << created.body;
-  const std::string etag = created.etag;
+  const std::string etag = created.Header("ETag");
   ASSERT_FALSE(etag.empty());
 
   const std::string put = R"("op":"put","collection":"carts","key":"c1","value":{"n":2})";
@@ -188,12 +144,12 @@ TEST_F(InputTest, StoreTransactionsRefuseUnknownFieldsAndBadValuesAndWriteNothin
     // Nothing changed.
     Reply doc = Get("/v1/collections/carts/docs/c1");
     EXPECT_EQ(doc.body, R"({"n":1})") << body;
-    EXPECT_EQ(doc.etag, etag) << body;
+    EXPECT_EQ(doc.Header("ETag"), etag) << body;
     EXPECT_EQ(Get("/v1/collections/carts/docs/c2").status, 404) << body;
   }
   Reply q = Post("/v1/collections/_transaction?dry_run=1", Cat({R"({"ops":[{)", put, "}]}"}));
   EXPECT_EQ(q.status, 400) << q.body;
-  EXPECT_EQ(Get("/v1/collections/carts/docs/c1").etag, etag);
+  EXPECT_EQ(Get("/v1/collections/carts/docs/c1").Header("ETag"), etag);
 
   // The well-formed conditional write still goes through.
   Reply ok = Post("/v1/collections/_transaction",

@@ -24,6 +24,7 @@
 #include "converge/event.h"
 #include "serve_process.h"
 #include "support/postgres_server.h"
+#include "test_util.h"
 
 namespace converge {
 namespace {
@@ -32,42 +33,16 @@ namespace json = boost::json;
 namespace http = boost::beast::http;
 using testing::ServeProcess;
 
-struct HttpReply {
-  int status = 0;
-  std::string body;
-  std::string allow;  // the Allow header
-};
+using HttpReply = testing::HttpResult;
 
-// One request on a new connection (what a service without a converge library does).
+// One request on a new connection (what a service without a converge library does); a body
+// goes with its media type.
 HttpReply Request(uint16_t port, http::verb method, const std::string& target,
                   const std::string& body = "", const std::string& token = "",
                   const std::string& content_type = "application/json") {
-  HttpReply out;
-  try {
-    boost::asio::io_context io;
-    boost::beast::tcp_stream stream(io);
-    stream.expires_after(std::chrono::seconds(30));
-    stream.connect(boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"),
-                                                  port));
-    http::request<http::string_body> req(method, target, 11);
-    req.set(http::field::host, "127.0.0.1");
-    if (!token.empty()) req.set(http::field::authorization, "Bearer " + token);
-    if (!body.empty()) {
-      req.set(http::field::content_type, content_type);
-      req.body() = body;
-    }
-    req.prepare_payload();
-    http::write(stream, req);
-    boost::beast::flat_buffer buffer;
-    http::response<http::string_body> res;
-    http::read(stream, buffer, res);
-    out.status = static_cast<int>(res.result_int());
-    out.body = res.body();
-    out.allow = std::string(res[http::field::allow]);
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "HTTP " << target << ": " << e.what();
-  }
-  return out;
+  testing::HttpHeaders headers;
+  if (!body.empty()) headers.emplace_back("Content-Type", content_type);
+  return testing::HttpCall(port, http::to_string(method), target, body, headers, token);
 }
 
 template <typename T>
@@ -639,11 +614,11 @@ TEST_F(SagaServeTest, AWrongMethodGets405WithAllow) {
   StartServer();
   HttpReply r = Request(port(), http::verb::put, "/v1/sagas", "{}");
   EXPECT_EQ(r.status, 405);
-  EXPECT_EQ(r.allow, "GET, POST, HEAD");  // HEAD wherever GET is served
+  EXPECT_EQ(r.Header("Allow"), "GET, POST, HEAD");  // HEAD wherever GET is served
   EXPECT_NE(r.body.find("METHOD_NOT_ALLOWED"), std::string::npos) << r.body;
   r = Request(port(), http::verb::get, "/v1/sagas/x/cancel");
   EXPECT_EQ(r.status, 405);
-  EXPECT_EQ(r.allow, "POST");
+  EXPECT_EQ(r.Header("Allow"), "POST");
 }
 
 TEST_F(SagaServeTest, ASagaInFlightResumesAfterTheServerIsKilled) {
