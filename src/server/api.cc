@@ -252,29 +252,42 @@ std::vector<RouteInfo> Api::Routes() {
 
 Api::Match Api::MatchRoute(http::verb method, std::string_view path, bool with_store,
                            bool with_sagas) {
+  // The templates split once (RouteTable never changes).
+  static const std::vector<SplitPath> templates = [] {
+    std::vector<SplitPath> out;
+    for (const Route& r : RouteTable()) out.emplace_back(r.path);
+    return out;
+  }();
+  const std::vector<Route>& table = RouteTable();
+  const SplitPath split(path);
   Match out;
   int best = -1;
-  std::vector<const Route*> candidates;
-  for (const Route& r : RouteTable()) {
+  RawParams params;
+  for (size_t i = 0; i < table.size(); ++i) {
+    const Route& r = table[i];
     if ((r.module == Module::kStore && !with_store) ||
         (r.module == Module::kSagas && !with_sagas)) {
       continue;
     }
-    const int literals = MatchPathTemplate(r.path, path, nullptr);
+    const int literals = MatchPathTemplate(templates[i], split, &params);
     if (literals < 0 || literals < best) continue;
-    if (literals > best) candidates.clear();
-    best = literals;
-    candidates.push_back(&r);
-  }
-  for (const Route* r : candidates) {
-    if (r->method == method) {
-      out.route = r;
-      MatchPathTemplate(r->path, path, &out.params);
-      return out;
+    if (literals > best) {
+      // A more specific template: the less specific ones matched before do not count.
+      out.route = nullptr;
+      out.allow.clear();
+      best = literals;
     }
-    if (!out.allow.empty()) out.allow += ", ";
-    out.allow += std::string(http::to_string(r->method));
+    if (r.method == method) {
+      if (out.route == nullptr) {
+        out.route = &r;
+        out.params = std::move(params);
+      }
+    } else {
+      if (!out.allow.empty()) out.allow += ", ";
+      out.allow += std::string(http::to_string(r.method));
+    }
   }
+  if (out.route != nullptr) out.allow.clear();
   return out;
 }
 

@@ -386,12 +386,8 @@ Status ParseLeases(const json::object& body, std::string_view list_name, bool na
   return Status::Ok();
 }
 
-HttpReply LeaseParseError(const Status& s) {
-  if (s.code() == StatusCode::kResourceExhausted) {
-    return Error(http::status::payload_too_large, "PAYLOAD_TOO_LARGE", s.message());
-  }
-  return Error(s);
-}
+// A lease list over its bound is the request's own size: 413 (InputErrorReply).
+HttpReply LeaseParseError(const Status& s) { return Reply(InputErrorReply(s)); }
 
 }  // namespace
 

@@ -173,9 +173,7 @@ HttpResponse Api::DoPublish(const HttpRequest& req, const std::string& topic) {
   Result<DecodedPublish> decoded = DecodePublishRequest(req, decode);
   if (!decoded.ok()) {
     const Status& s = decoded.status();
-    if (s.code() == StatusCode::kResourceExhausted) {
-      return JsonError(http::status::payload_too_large, "PAYLOAD_TOO_LARGE", s.message());
-    }
+    if (s.code() == StatusCode::kResourceExhausted) return InputErrorReply(s);
     if (s.code() == StatusCode::kFailedPrecondition) {
       return JsonError(http::status::unsupported_media_type, "UNSUPPORTED_MEDIA_TYPE", s.message());
     }

@@ -11,23 +11,6 @@ namespace {
 
 namespace urls = boost::urls;
 
-// The non-empty segments of `path` with their offsets in it.
-std::vector<std::pair<size_t, std::string_view>> Segments(std::string_view path) {
-  std::vector<std::pair<size_t, std::string_view>> out;
-  size_t i = 0;
-  while (i < path.size()) {
-    if (path[i] == '/') {
-      ++i;
-      continue;
-    }
-    size_t j = path.find('/', i);
-    if (j == std::string_view::npos) j = path.size();
-    out.emplace_back(i, path.substr(i, j - i));
-    i = j;
-  }
-  return out;
-}
-
 // The text of `target` cut to a length an error message may quote. (Built by appending: GCC
 // 12 warns falsely on "'" + std::string(...).)
 std::string Quote(std::string_view target) {
@@ -39,10 +22,28 @@ std::string Quote(std::string_view target) {
 
 }  // namespace
 
+SplitPath::SplitPath(std::string_view path) : text(path) {
+  size_t i = 0;
+  while (i < path.size()) {
+    if (path[i] == '/') {
+      ++i;
+      continue;
+    }
+    size_t j = path.find('/', i);
+    if (j == std::string_view::npos) j = path.size();
+    segments.emplace_back(i, path.substr(i, j - i));
+    i = j;
+  }
+}
+
 int MatchPathTemplate(std::string_view tmpl, std::string_view path, RawParams* params) {
-  const auto parts = Segments(tmpl);
-  const auto segments = Segments(path);
-  RawParams bound;
+  return MatchPathTemplate(SplitPath(tmpl), SplitPath(path), params);
+}
+
+int MatchPathTemplate(const SplitPath& tmpl, const SplitPath& path, RawParams* params) {
+  const auto& parts = tmpl.segments;
+  const auto& segments = path.segments;
+  if (params != nullptr) params->clear();
   int literals = 0;
   for (size_t i = 0; i < parts.size(); ++i) {
     const std::string_view part = parts[i].second;
@@ -50,22 +51,22 @@ int MatchPathTemplate(std::string_view tmpl, std::string_view path, RawParams* p
     if (param && part.size() > 5 && part.substr(part.size() - 4) == "...}") {
       // The rest of the path, raw: "a//b/" stays as it came.
       if (i + 1 != parts.size() || i >= segments.size()) return -1;
-      bound.emplace_back(part.substr(1, part.size() - 5), path.substr(segments[i].first));
-      if (params != nullptr) *params = std::move(bound);
+      if (params != nullptr) {
+        params->emplace_back(part.substr(1, part.size() - 5),
+                             path.text.substr(segments[i].first));
+      }
       return literals;
     }
     if (i >= segments.size()) return -1;
     if (param) {
-      bound.emplace_back(part.substr(1, part.size() - 2), segments[i].second);
+      if (params != nullptr) params->emplace_back(part.substr(1, part.size() - 2), segments[i].second);
     } else if (part == segments[i].second) {
       ++literals;
     } else {
       return -1;
     }
   }
-  if (parts.size() != segments.size()) return -1;
-  if (params != nullptr) *params = std::move(bound);
-  return literals;
+  return parts.size() == segments.size() ? literals : -1;
 }
 
 Result<std::string> PercentDecode(std::string_view text) {

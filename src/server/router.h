@@ -79,6 +79,15 @@ using RawParams = std::vector<std::pair<std::string_view, std::string_view>>;
 // number of literal segments matched (the more, the more specific the route), or -1.
 int MatchPathTemplate(std::string_view tmpl, std::string_view path, RawParams* params);
 
+// A path split once into its non-empty segments (each with its offset in `text`), for
+// matching it against many templates.
+struct SplitPath {
+  explicit SplitPath(std::string_view path);
+  std::string_view text;
+  std::vector<std::pair<size_t, std::string_view>> segments;
+};
+int MatchPathTemplate(const SplitPath& tmpl, const SplitPath& path, RawParams* params);
+
 using QueryParams = std::vector<std::pair<std::string, std::string>>;
 
 // The target checked as a whole (see the top of this file); the decoded query parameters in
