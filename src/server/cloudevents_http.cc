@@ -5,7 +5,7 @@
 #include <cctype>
 #include <charconv>
 
-#include "server/wire_format.h"
+#include "wire/wire_format.h"
 
 namespace converge::server {
 
