@@ -4,8 +4,8 @@
 #   2. Probes: a one-line file that includes one header of another module, compiled with a
 #      module's include root as its build compiles its sources. An include the table forbids
 #      must fail with "No such file or directory" for that very header; the same header must
-#      compile with a root that may see it (so a probe cannot fail for another reason), and
-#      allowed includes must compile (so the test cannot pass vacuously).
+#      be found, with all it includes, from a root that may see it (so a probe cannot fail for
+#      another reason), and allowed includes must compile (so the test cannot pass vacuously).
 #   3. Nothing gets around the roots: no source includes "../", and no CMakeLists.txt of a
 #      module or a suite puts src/ itself on an include path.
 #   4. The layer table in docs/ARCHITECTURE.md is the one the build generated (layers.md).
@@ -46,8 +46,8 @@ endforeach()
 file(REMOVE_RECURSE ${WORK_DIR})
 file(MAKE_DIRECTORY ${WORK_DIR})
 set(probe_count 0)
-# probe(<module>|SUITES <header> ALLOWED|FORBIDDEN [TESTS]): TESTS compiles as the module's
-# unit tests, SUITES as the suites under tests/.
+# probe(<module>|SUITES <header> ALLOWED|FORBIDDEN [TESTS] [PREPROCESS]): TESTS compiles as
+# the module's unit tests, SUITES as the suites under tests/; PREPROCESS only preprocesses.
 function(probe module header expect)
   math(EXPR n "${probe_count} + 1")
   set(probe_count ${n} PARENT_SCOPE)
@@ -67,8 +67,14 @@ function(probe module header expect)
   endif()
   set(file ${WORK_DIR}/probe_${n}.cc)
   file(WRITE ${file} "// ${what} includes ${header}\n#include \"${header}\"\n")
+  # Whether a header can be found is the preprocessor's question; a full parse (slower) is
+  # for the includes that must compile.
+  set(mode -fsyntax-only)
+  if("PREPROCESS" IN_LIST ARGN)
+    set(mode -E -o ${file}.i)
+  endif()
   execute_process(
-    COMMAND ${CXX} -std=c++20 -fsyntax-only ${roots} -I${SOURCE_DIR}/include ${file}
+    COMMAND ${CXX} -std=c++20 ${mode} ${roots} -I${SOURCE_DIR}/include ${file}
     RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
   if(expect STREQUAL "ALLOWED")
     if(NOT rc EQUAL 0)
@@ -87,8 +93,8 @@ endfunction()
 # forbidden(<module> <header> <owner> [TESTS]): <module> may not include <header>, which
 # compiles for <owner> (a module or SUITES).
 function(forbidden module header owner)
-  probe(${owner} ${header} ALLOWED)
-  probe(${module} ${header} FORBIDDEN ${ARGN})
+  probe(${owner} ${header} ALLOWED PREPROCESS)
+  probe(${module} ${header} FORBIDDEN PREPROCESS ${ARGN})
   set(probe_count ${probe_count} PARENT_SCOPE)
   set(failures "${failures}" PARENT_SCOPE)
 endfunction()
