@@ -9,36 +9,40 @@
 # on every include path. tests/layers (layers_test) proves the enforcement and checks that the
 # table in docs/ARCHITECTURE.md is the one below.
 #
-# converge_layer(<module> <layer> [USES <module>...])
+# converge_layer(<module> <layer> [USES <module>...] [PUBLIC <header>...])
 #   USES: the modules whose code (public API or internal headers) this module's code uses
 #   directly. A module may also include what those may include (the root is the transitive
 #   closure). A module uses modules of lower layers only, or of its own layer where listed;
 #   a cycle is thus confined to one layer (core and env: each uses the other's types).
+#   PUBLIC: the module's public headers, as paths (globs) under include/converge/. Every public
+#   header has one owner; layers_test checks that a module (and a public header) includes only
+#   public headers of the modules it may see, which the include path cannot enforce.
 # A listed module whose folder does not exist yet is skipped (no target, no link).
 
 set(CONVERGE_LAYER_NAMES core storage strategies edges)
 
 set(CONVERGE_LAYER_MODULES "")
 macro(converge_layer module layer)
-  cmake_parse_arguments(_L "" "" "USES" ${ARGN})
+  cmake_parse_arguments(_L "" "" "USES;PUBLIC" ${ARGN})
   list(APPEND CONVERGE_LAYER_MODULES ${module})
   set(CONVERGE_LAYER_OF_${module} ${layer})
   set(CONVERGE_LAYER_USES_${module} ${_L_USES})
+  set(CONVERGE_LAYER_PUBLIC_${module} ${_L_PUBLIC})
 endmacro()
 
-#              module   layer  USES (direct)
-converge_layer(core     1 USES env)
-converge_layer(env      1 USES core)
+#              module   layer  USES (direct)                           PUBLIC (include/converge/)
+converge_layer(core     1 USES env                                PUBLIC status.h event.h hlc.h ids.h retry.h version.h)
+converge_layer(env      1 USES core                               PUBLIC env.h sim_env.h)
 converge_layer(wire     1 USES core)
-converge_layer(log      2 USES core env)
-converge_layer(groups   2 USES core env log)
-converge_layer(sql      2 USES core env)
-converge_layer(conflict 3 USES core env)
-converge_layer(outbox   3 USES core env log groups sql)
-converge_layer(store    3 USES core env log conflict)
-converge_layer(saga     3 USES core env log sql)
+converge_layer(log      2 USES core env                           PUBLIC log.h)
+converge_layer(groups   2 USES core env log                       PUBLIC consumer_group.h)
+converge_layer(sql      2 USES core env                           PUBLIC sql.h sql_statement.h)
+converge_layer(conflict 3 USES core env                           PUBLIC conflict/*.h)
+converge_layer(outbox   3 USES core env log groups sql            PUBLIC outbox.h relay.h inbox.h)
+converge_layer(store    3 USES core env log conflict              PUBLIC store.h)
+converge_layer(saga     3 USES core env log sql                   PUBLIC saga.h twopc.h choreography.h)
 converge_layer(server   4 USES core env wire log groups sql outbox store saga)
-converge_layer(client   4 USES core env wire log)
+converge_layer(client   4 USES core env wire log                  PUBLIC client.h)
 
 # ---- checks of the table itself ----
 foreach(m ${CONVERGE_LAYER_MODULES})
@@ -165,7 +169,8 @@ function(converge_check_layer_sources)
 endfunction()
 
 # ---- the table for docs/ARCHITECTURE.md (layers_test compares the two) ----
-set(_md "| layer | module | uses | may include (its include root) |\n| --- | --- | --- | --- |\n")
+set(_md "| layer | module | uses | may include (its include root) | public headers |\n")
+string(APPEND _md "| --- | --- | --- | --- | --- |\n")
 foreach(m ${CONVERGE_LAYER_MODULES})
   set(l ${CONVERGE_LAYER_OF_${m}})
   math(EXPR li "${l} - 1")
@@ -175,14 +180,23 @@ foreach(m ${CONVERGE_LAYER_MODULES})
   if(uses STREQUAL "")
     set(uses "-")
   endif()
-  string(APPEND _md "| ${l}. ${lname} | `src/${m}/` | ${uses} | ${sees} |\n")
+  set(pub "")
+  foreach(h ${CONVERGE_LAYER_PUBLIC_${m}})
+    string(APPEND pub ", `${h}`")
+  endforeach()
+  string(REGEX REPLACE "^, " "" pub "${pub}")
+  if(pub STREQUAL "")
+    set(pub "-")
+  endif()
+  string(APPEND _md "| ${l}. ${lname} | `src/${m}/` | ${uses} | ${sees} | ${pub} |\n")
 endforeach()
 file(CONFIGURE OUTPUT ${CONVERGE_LAYERS_DIR}/layers.md CONTENT "${_md}" @ONLY)
 
-# What layers_test needs to know: each module's closure.
+# What layers_test needs to know: each module's closure and public headers.
 set(_cm "")
 foreach(m ${CONVERGE_LAYER_MODULES})
   string(APPEND _cm "set(SEES_${m} \"${CONVERGE_LAYER_SEES_${m}}\")\n")
+  string(APPEND _cm "set(PUBLIC_${m} \"${CONVERGE_LAYER_PUBLIC_${m}}\")\n")
 endforeach()
 string(APPEND _cm "set(MODULES \"${CONVERGE_LAYER_MODULES}\")\n")
 string(APPEND _cm "set(PRESENT \"${CONVERGE_MODULES_PRESENT}\")\n")
