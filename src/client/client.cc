@@ -9,7 +9,7 @@
 #include <limits>
 
 #include "client/connection.h"
-#include "server/wire_format.h"
+#include "wire/wire_format.h"
 
 namespace converge::client {
 

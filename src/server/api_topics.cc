@@ -7,7 +7,7 @@
 #include "server/api_internal.h"
 #include "server/cloudevents_http.h"
 #include "server/json_util.h"
-#include "server/wire_format.h"
+#include "wire/wire_format.h"
 
 namespace converge::server {
 

@@ -6,7 +6,7 @@
 #include <charconv>
 
 #include "server/router.h"
-#include "server/wire_format.h"
+#include "wire/wire_format.h"
 
 namespace converge::server {
 

@@ -6,7 +6,7 @@
 //     application/cloudevents+json        structured: the body is one JSON event
 //     application/cloudevents-batch+json  batched: the body is a JSON array of events
 //     application/cloudevents+<other>     UnsupportedMediaType (only JSON is spoken)
-//     application/vnd.converge.event-batch  converge's binary batch (server/wire_format.h)
+//     application/vnd.converge.event-batch  converge's binary batch (wire/wire_format.h)
 //     anything else (or none)             binary: attributes in ce-* headers, the body is
 //                                         the data and Content-Type its datacontenttype
 // - Binary mode: ce-specversion, ce-id, ce-source and ce-type are required; header values
@@ -30,7 +30,7 @@
 
 namespace converge::server {
 
-// kNative: converge's binary event batch (server/wire_format.h), not a CloudEvents mode.
+// kNative: converge's binary event batch (wire/wire_format.h), not a CloudEvents mode.
 enum class PublishMode { kStructured, kBatch, kBinary, kNative };
 std::string_view PublishModeName(PublishMode mode);
 

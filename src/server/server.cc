@@ -18,10 +18,10 @@
 #include "converge/saga.h"
 #include "converge/relay.h"
 #include "converge/store.h"
+#include "env/metered_env.h"
 #include "server/api.h"
 #include "server/blocking_pool.h"
 #include "server/http_server.h"
-#include "server/metered_env.h"
 #include "server/metrics.h"
 #include "server/store_metrics.h"
 #include "server/system_topics.h"
@@ -34,7 +34,7 @@ namespace converge::server {
 struct Server::Impl {
   ServerConfig config;
   MetricsRegistry metrics;
-  std::unique_ptr<MeteredEnv> env;
+  std::unique_ptr<converge::internal::MeteredEnv> env;
   std::unique_ptr<Log> log;
   std::unique_ptr<ConsumerGroups> groups;
   std::unique_ptr<Store> store;  // feeds its change events into `log`
@@ -115,13 +115,26 @@ Result<std::unique_ptr<SagaOrchestrator>> OpenSagas(Env& env, Log& log,
   return orchestrator;
 }
 
+// The production Env, with every file and directory sync timed into /metrics.
+std::unique_ptr<converge::internal::MeteredEnv> MeteredDefaultEnv(MetricsRegistry& metrics) {
+  const char* help = "Latency of file syncs (fdatasync) made by the storage engine.";
+  Histogram* file_sync = metrics.GetHistogram("converge_fsync_duration_seconds", help,
+                                              {{"kind", "file"}}, LatencyBucketsSeconds());
+  Histogram* dir_sync = metrics.GetHistogram("converge_fsync_duration_seconds", help,
+                                             {{"kind", "directory"}}, LatencyBucketsSeconds());
+  return std::make_unique<converge::internal::MeteredEnv>(
+      Env::Default(), [file_sync, dir_sync](converge::internal::SyncKind kind, double seconds) {
+        (kind == converge::internal::SyncKind::kFile ? file_sync : dir_sync)->Observe(seconds);
+      });
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   CONVERGE_RETURN_IF_ERROR(ValidateConfig(config));
   auto impl = std::make_unique<Impl>();
   impl->config = config;
-  impl->env = std::make_unique<MeteredEnv>(Env::Default(), impl->metrics);
+  impl->env = MeteredDefaultEnv(impl->metrics);
   const std::string& dir = impl->config.data_dir;
   CONVERGE_RETURN_IF_ERROR(impl->env->fs().CreateDirs(dir));
 

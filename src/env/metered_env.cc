@@ -1,18 +1,20 @@
-#include "server/metered_env.h"
+#include "env/metered_env.h"
 
-namespace converge::server {
+#include <utility>
+
+namespace converge::internal {
 
 namespace {
 
 class MeteredWritableFile : public WritableFile {
  public:
-  MeteredWritableFile(std::unique_ptr<WritableFile> base, Clock& clock, Histogram* sync_seconds)
-      : base_(std::move(base)), clock_(clock), sync_seconds_(sync_seconds) {}
+  MeteredWritableFile(std::unique_ptr<WritableFile> base, Clock& clock, SyncObserver observer)
+      : base_(std::move(base)), clock_(clock), observer_(std::move(observer)) {}
   Status Append(std::span<const uint8_t> data) override { return base_->Append(data); }
   Status Sync() override {
     int64_t start = clock_.NowMonotonicNanos();
     Status s = base_->Sync();
-    sync_seconds_->Observe(static_cast<double>(clock_.NowMonotonicNanos() - start) * 1e-9);
+    observer_(SyncKind::kFile, static_cast<double>(clock_.NowMonotonicNanos() - start) * 1e-9);
     return s;
   }
   Status Close() override { return base_->Close(); }
@@ -21,26 +23,21 @@ class MeteredWritableFile : public WritableFile {
  private:
   std::unique_ptr<WritableFile> base_;
   Clock& clock_;
-  Histogram* sync_seconds_;
+  SyncObserver observer_;  // a copy: a file needs only the base Env (its clock) to live
 };
 
 }  // namespace
 
 class MeteredEnv::MeteredFileSystem : public FileSystem {
  public:
-  MeteredFileSystem(Env& base, MetricsRegistry& metrics) : base_(base.fs()), clock_(base.clock()) {
-    const char* help = "Latency of file syncs (fdatasync) made by the storage engine.";
-    file_sync_ = metrics.GetHistogram("converge_fsync_duration_seconds", help, {{"kind", "file"}},
-                                      LatencyBucketsSeconds());
-    dir_sync_ = metrics.GetHistogram("converge_fsync_duration_seconds", help,
-                                     {{"kind", "directory"}}, LatencyBucketsSeconds());
-  }
+  MeteredFileSystem(Env& base, SyncObserver observer)
+      : base_(base.fs()), clock_(base.clock()), observer_(std::move(observer)) {}
 
   Result<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path,
                                                         OpenMode mode) override {
     CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f, base_.NewWritableFile(path, mode));
     return std::unique_ptr<WritableFile>(
-        std::make_unique<MeteredWritableFile>(std::move(f), clock_, file_sync_));
+        std::make_unique<MeteredWritableFile>(std::move(f), clock_, observer_));
   }
   Result<std::unique_ptr<RandomAccessFile>> NewRandomAccessFile(const std::string& path) override {
     return base_.NewRandomAccessFile(path);
@@ -62,7 +59,7 @@ class MeteredEnv::MeteredFileSystem : public FileSystem {
   Status SyncDir(const std::string& dir) override {
     int64_t start = clock_.NowMonotonicNanos();
     Status s = base_.SyncDir(dir);
-    dir_sync_->Observe(static_cast<double>(clock_.NowMonotonicNanos() - start) * 1e-9);
+    observer_(SyncKind::kDirectory, static_cast<double>(clock_.NowMonotonicNanos() - start) * 1e-9);
     return s;
   }
   Result<std::unique_ptr<FileLock>> LockFile(const std::string& path) override {
@@ -72,15 +69,14 @@ class MeteredEnv::MeteredFileSystem : public FileSystem {
  private:
   FileSystem& base_;
   Clock& clock_;
-  Histogram* file_sync_;
-  Histogram* dir_sync_;
+  SyncObserver observer_;
 };
 
-MeteredEnv::MeteredEnv(Env& base, MetricsRegistry& metrics)
-    : base_(base), fs_(std::make_unique<MeteredFileSystem>(base, metrics)) {}
+MeteredEnv::MeteredEnv(Env& base, SyncObserver observer)
+    : base_(base), fs_(std::make_unique<MeteredFileSystem>(base, std::move(observer))) {}
 
 MeteredEnv::~MeteredEnv() = default;
 
 FileSystem& MeteredEnv::fs() { return *fs_; }
 
-}  // namespace converge::server
+}  // namespace converge::internal

@@ -17,18 +17,20 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
-#include <tuple>
 #include <string>
+#include <string_view>
+#include <system_error>
+#include <tuple>
 #include <vector>
 
 #include "converge/env.h"
 #include "converge/event.h"
 #include "converge/log.h"
-#include "server/serve_process.h"
-#include "store/feed.h"
+#include "serve_process.h"
 
 namespace converge {
 namespace {
@@ -81,6 +83,16 @@ double MetricValue(const std::string& text, const std::string& series) {
   const size_t at = text.find(prefix);
   if (at == std::string::npos) return -1;
   return std::strtod(text.c_str() + at + prefix.size(), nullptr);
+}
+
+// The commit sequence number that ends a change-feed event id, "<collection>/<key>/<seq>"
+// (docs/formats/store.md); false if the id has none.
+bool SeqOfFeedEventId(std::string_view id, uint64_t* seq) {
+  const size_t slash = id.rfind('/');
+  if (slash == std::string_view::npos || slash + 1 == id.size()) return false;
+  const std::string_view digits = id.substr(slash + 1);
+  if (digits.find_first_not_of("0123456789") != std::string_view::npos) return false;
+  return std::from_chars(digits.data(), digits.data() + digits.size(), *seq).ec == std::errc{};
 }
 
 // Child process: `increments` successful If-Match increments of the hot key; writes
@@ -184,7 +196,7 @@ TEST(StoreServerTest, ConcurrentWriterProcessesNeverLoseAnUpdateAndTheFeedIsExac
       auto event = DecodeBinary(r.value);
       ASSERT_TRUE(event.ok());
       uint64_t seq = 0;
-      ASSERT_TRUE(store_internal::SeqFromFeedEventId(r.id, &seq));
+      ASSERT_TRUE(SeqOfFeedEventId(r.id, &seq));
       ASSERT_GT(seq, prev_seq) << "events out of commit order";
       prev_seq = seq;
       EXPECT_EQ(event->type(), "converge.store.put");
