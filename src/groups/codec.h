@@ -5,7 +5,7 @@
 // stops at the first frame that is short or fails its checksum (a torn tail).
 //
 // Integers are LEB128 varints (signed ones zigzag-encoded), strings are a varint length then
-// the bytes. Every decoder checks bounds and returns false on malformed input; none asserts.
+// the bytes (core/coding.h; Encoder and Decoder are this module's names for those). Every decoder checks bounds and returns false on malformed input; none asserts.
 #pragma once
 
 #include <cstdint>
@@ -15,10 +15,9 @@
 #include <vector>
 
 #include "converge/consumer_group.h"
+#include "core/coding.h"
 
 namespace converge::internal::groups {
-
-uint32_t Crc32c(std::string_view data);
 
 class Encoder {
  public:
@@ -26,7 +25,7 @@ class Encoder {
   void Byte(uint8_t v) { out_->push_back(static_cast<char>(v)); }
   void Varint(uint64_t v);
   void Signed(int64_t v) {
-    Varint((static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63));
+    Varint(ZigZagEncode(v));
   }
   void Fixed32(uint32_t v);
   void Bytes(std::string_view s);

@@ -12,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-#include "log/crc32c.h"
+#include "core/crc32c.h"
 #include "log/dedup_table.h"
 #include "log/hash.h"
 #include "log/record_format.h"

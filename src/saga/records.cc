@@ -2,21 +2,10 @@
 
 #include <cstring>
 
-#include "log/crc32c.h"
+#include "core/coding.h"
 
 namespace converge::saga_internal {
 namespace {
-
-void PutU32(std::string* out, uint32_t v) {
-  char b[4] = {static_cast<char>(v), static_cast<char>(v >> 8), static_cast<char>(v >> 16),
-               static_cast<char>(v >> 24)};
-  out->append(b, 4);
-}
-
-uint32_t GetU32(const char* p) {
-  const auto* u = reinterpret_cast<const uint8_t*>(p);
-  return uint32_t{u[0]} | (uint32_t{u[1]} << 8) | (uint32_t{u[2]} << 16) | (uint32_t{u[3]} << 24);
-}
 
 bool HasSaga(RecordType t) {
   return t != RecordType::kDefinition && t != RecordType::kBaseBegin && t != RecordType::kBaseEnd &&
@@ -25,34 +14,15 @@ bool HasSaga(RecordType t) {
 
 }  // namespace
 
-void PutVarint(std::string* out, uint64_t v) {
-  char buf[10];
-  size_t n = 0;
-  while (v >= 0x80) {
-    buf[n++] = static_cast<char>((v & 0x7f) | 0x80);
-    v >>= 7;
-  }
-  buf[n++] = static_cast<char>(v);
-  out->append(buf, n);
-}
+void PutVarint(std::string* out, uint64_t v) { internal::PutVarint64(out, v); }
 
-void PutString(std::string* out, std::string_view s) {
-  PutVarint(out, s.size());
-  out->append(s.data(), s.size());
-}
+void PutString(std::string* out, std::string_view s) { internal::PutLengthPrefixed(out, s); }
 
 bool ByteReader::Varint(uint64_t* v) {
-  uint64_t result = 0;
-  for (int shift = 0; shift <= 63; shift += 7) {
-    if (pos_ >= data_.size()) return false;
-    const auto byte = static_cast<uint8_t>(data_[pos_++]);
-    result |= uint64_t{byte & 0x7fu} << shift;
-    if ((byte & 0x80) == 0) {
-      *v = result;
-      return true;
-    }
-  }
-  return false;
+  std::string_view rest = data_.substr(pos_);
+  if (!internal::GetVarint64(&rest, v)) return false;
+  pos_ = data_.size() - rest.size();
+  return true;
 }
 
 bool ByteReader::U8(uint8_t* v) {
@@ -62,10 +32,9 @@ bool ByteReader::U8(uint8_t* v) {
 }
 
 bool ByteReader::String(std::string_view* s) {
-  uint64_t n = 0;
-  if (!Varint(&n) || n > data_.size() - pos_) return false;
-  *s = data_.substr(pos_, n);
-  pos_ += n;
+  std::string_view rest = data_.substr(pos_);
+  if (!internal::GetLengthPrefixed(&rest, s)) return false;
+  pos_ = data_.size() - rest.size();
   return true;
 }
 
@@ -135,15 +104,13 @@ void AppendRecord(const RecordView& r, std::string* out) {
   }
   const size_t len = out->size() - frame_at - kFrameHeaderBytes;
   const uint32_t crc = internal::Crc32c(out->data() + frame_at + kFrameHeaderBytes, len);
-  std::string header;
-  PutU32(&header, static_cast<uint32_t>(len));
-  PutU32(&header, crc);
-  std::memcpy(out->data() + frame_at, header.data(), kFrameHeaderBytes);
+  internal::EncodeFixed32(out->data() + frame_at, static_cast<uint32_t>(len));
+  internal::EncodeFixed32(out->data() + frame_at + 4, crc);
 }
 
 void AppendFrame(std::string_view payload, std::string* out) {
-  PutU32(out, static_cast<uint32_t>(payload.size()));
-  PutU32(out, internal::Crc32c(payload.data(), payload.size()));
+  internal::PutFixed32(out, static_cast<uint32_t>(payload.size()));
+  internal::PutFixed32(out, internal::Crc32c(payload));
   out->append(payload.data(), payload.size());
 }
 
@@ -239,8 +206,8 @@ bool FrameReader::Next(std::string_view* payload) {
     damaged_ = true;
     return false;
   }
-  const uint32_t len = GetU32(data_.data() + pos_);
-  const uint32_t crc = GetU32(data_.data() + pos_ + 4);
+  const uint32_t len = internal::DecodeFixed32(data_.data() + pos_);
+  const uint32_t crc = internal::DecodeFixed32(data_.data() + pos_ + 4);
   if (len == 0 || len > kMaxRecordBytes || len > data_.size() - pos_ - kFrameHeaderBytes) {
     damaged_ = true;
     return false;
