@@ -173,6 +173,7 @@ TEST(RecordLogTest, WriterCreatesReopensAndSurvivesACrash) {
   {
     auto w = Writer::Create(fs, "/d/log", OpenMode::kCreateNew);
     ASSERT_TRUE(w.ok()) << w.status().ToString();
+    ASSERT_TRUE(fs.SyncDir("/d").ok());
     ASSERT_TRUE((*w)->AddRecord("one").ok());
     std::string batch;
     AppendFrame(&batch, "two");
