@@ -4,13 +4,13 @@
 #include <cstring>
 
 #include "core/coding.h"
+#include "core/record_log.h"
 
 namespace converge::internal::groups {
 
 namespace {
 
 constexpr uint8_t kDeadLetterMagic = 0xD1;
-constexpr uint32_t kMaxFramePayload = 256u << 20;
 
 void EncodeRanges(Encoder& e, const Ranges& ranges) {
   e.Varint(ranges.size());
@@ -116,26 +116,15 @@ bool Decoder::String(std::string* s) {
 }
 
 void AppendFrame(std::string* out, std::string_view payload) {
-  Encoder e(out);
-  e.Fixed32(static_cast<uint32_t>(payload.size()));
-  e.Fixed32(MaskCrc(Crc32c(payload)));
-  out->append(payload);
+  record_log::AppendFrame(out, payload);
 }
 
 std::vector<std::string_view> ReadFrames(std::string_view data, size_t* valid_bytes) {
   std::vector<std::string_view> frames;
-  size_t pos = 0;
-  while (data.size() - pos >= 8) {
-    Decoder d(data.substr(pos, 8));
-    uint32_t len = 0, crc = 0;
-    if (!d.Fixed32(&len) || !d.Fixed32(&crc)) break;
-    if (len > kMaxFramePayload || len > data.size() - pos - 8) break;
-    std::string_view payload = data.substr(pos + 8, len);
-    if (MaskCrc(Crc32c(payload)) != crc) break;
-    frames.push_back(payload);
-    pos += 8 + len;
-  }
-  *valid_bytes = pos;
+  record_log::Reader reader = record_log::Reader::ForFrames(data);
+  std::string_view payload;
+  while (reader.Next(&payload)) frames.push_back(payload);
+  *valid_bytes = reader.valid_bytes();
   return frames;
 }
 

@@ -1,7 +1,8 @@
 // Binary encodings of the consumer-group module: the framing of the state files (snapshot and
 // journal), the records they hold, and the dead-letter envelope stored in dead-letter topics.
 //
-// Frame: fixed32 payload length, fixed32 CRC32C of the payload (masked), payload. A reader
+// Frames are those of the shared record log (core/record_log.h): the state files are record-log
+// files, read with the groups' header-less format of before as their legacy format. A reader
 // stops at the first frame that is short or fails its checksum (a torn tail).
 //
 // Integers are LEB128 varints (signed ones zigzag-encoded), strings are a varint length then
@@ -51,9 +52,9 @@ class Decoder {
   std::string_view in_;
 };
 
-// Appends one frame holding `payload` to `out`.
+// Appends one record-log frame holding `payload` to `out`.
 void AppendFrame(std::string* out, std::string_view payload);
-// Splits `data` into frame payloads. Stops at the first bad frame; `*valid_bytes` says how many
+// Splits `data` (frames without a file header) into frame payloads. Stops at the first bad frame; `*valid_bytes` says how many
 // bytes were good. Returns the payloads (views into `data`).
 std::vector<std::string_view> ReadFrames(std::string_view data, size_t* valid_bytes);
 
