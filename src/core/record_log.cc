@@ -41,6 +41,11 @@ std::string_view StopName(Stop s) {
 
 void AppendFileHeader(std::string* out) { out->append(kHeader, kFileHeaderBytes); }
 
+bool HasFileHeader(std::string_view prefix) {
+  return prefix.size() >= kFileHeaderBytes &&
+         prefix.substr(0, kFileHeaderBytes) == std::string_view(kHeader, kFileHeaderBytes);
+}
+
 size_t BeginFrame(std::string* out) {
   const size_t start = out->size();
   out->append(kFrameHeaderBytes, '\0');
@@ -87,9 +92,7 @@ void AppendLegacyFrame(Legacy format, std::string* out, std::string_view payload
 
 Reader Reader::ForFile(std::string_view data, Legacy legacy) {
   const std::string_view header(kHeader, kFileHeaderBytes);
-  if (data.size() >= kFileHeaderBytes && data.substr(0, kFileHeaderBytes) == header) {
-    return Reader(data, Legacy::kNone, kFileHeaderBytes);
-  }
+  if (HasFileHeader(data)) return Reader(data, Legacy::kNone, kFileHeaderBytes);
   if (data.size() < kFileHeaderBytes && header.substr(0, data.size()) == data) {
     // Empty, or a header a crash cut short: a version-1 file without records.
     Reader r(data, Legacy::kNone, 0);

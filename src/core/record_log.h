@@ -55,6 +55,8 @@ std::string_view StopName(Stop s);
 
 // Appends the version-1 file header.
 void AppendFileHeader(std::string* out);
+// True if `prefix` (the first bytes of a file) starts with the version-1 header.
+bool HasFileHeader(std::string_view prefix);
 // Appends one version-1 frame around `payload`.
 void AppendFrame(std::string* out, std::string_view payload);
 // For payloads encoded in place: BeginFrame reserves the frame header and returns where it

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/coding.h"
+#include "core/record_log.h"
 
 namespace converge::saga_internal {
 namespace {
@@ -39,8 +40,7 @@ bool ByteReader::String(std::string_view* s) {
 }
 
 void AppendRecord(const RecordView& r, std::string* out) {
-  const size_t frame_at = out->size();
-  out->append(kFrameHeaderBytes, '\0');
+  const size_t frame_at = internal::record_log::BeginFrame(out);
   out->push_back(static_cast<char>(r.type));
   PutVarint(out, static_cast<uint64_t>(r.time_micros));
   if (HasSaga(r.type)) PutString(out, r.saga_id);
@@ -102,16 +102,11 @@ void AppendRecord(const RecordView& r, std::string* out) {
     case RecordType::kBaseEnd:
       break;
   }
-  const size_t len = out->size() - frame_at - kFrameHeaderBytes;
-  const uint32_t crc = internal::Crc32c(out->data() + frame_at + kFrameHeaderBytes, len);
-  internal::EncodeFixed32(out->data() + frame_at, static_cast<uint32_t>(len));
-  internal::EncodeFixed32(out->data() + frame_at + 4, crc);
+  internal::record_log::FinishFrame(out, frame_at);
 }
 
 void AppendFrame(std::string_view payload, std::string* out) {
-  internal::PutFixed32(out, static_cast<uint32_t>(payload.size()));
-  internal::PutFixed32(out, internal::Crc32c(payload));
-  out->append(payload.data(), payload.size());
+  internal::record_log::AppendFrame(out, payload);
 }
 
 Result<RecordView> DecodePayload(std::string_view payload) {
@@ -200,26 +195,6 @@ Result<RecordView> DecodePayload(std::string_view payload) {
   return r;
 }
 
-bool FrameReader::Next(std::string_view* payload) {
-  if (pos_ == data_.size()) return false;
-  if (data_.size() - pos_ < kFrameHeaderBytes) {
-    damaged_ = true;
-    return false;
-  }
-  const uint32_t len = internal::DecodeFixed32(data_.data() + pos_);
-  const uint32_t crc = internal::DecodeFixed32(data_.data() + pos_ + 4);
-  if (len == 0 || len > kMaxRecordBytes || len > data_.size() - pos_ - kFrameHeaderBytes) {
-    damaged_ = true;
-    return false;
-  }
-  const char* body = data_.data() + pos_ + kFrameHeaderBytes;
-  if (internal::Crc32c(body, len) != crc) {
-    damaged_ = true;
-    return false;
-  }
-  *payload = std::string_view(body, len);
-  pos_ += kFrameHeaderBytes + len;
-  return true;
-}
+bool FrameReader::Next(std::string_view* payload) { return reader_.Next(payload); }
 
 }  // namespace converge::saga_internal
