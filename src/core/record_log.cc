@@ -180,32 +180,36 @@ bool Reader::Next(std::string_view* payload) {
   return false;
 }
 
+Status AppendFrames(WritableFile& file, std::string_view frames) {
+  if (frames.empty()) return Status::Ok();
+  if (file.Size() > 0) return file.Append(frames);
+  std::string first;
+  first.reserve(kFileHeaderBytes + frames.size());
+  AppendFileHeader(&first);
+  first.append(frames.data(), frames.size());
+  return file.Append(first);
+}
+
 Result<std::unique_ptr<Writer>> Writer::Create(FileSystem& fs, const std::string& path,
                                                OpenMode mode) {
   CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f, fs.NewWritableFile(path, mode));
-  std::unique_ptr<Writer> w(new Writer(std::move(f)));
-  CONVERGE_RETURN_IF_ERROR(w->file_->Append(std::string_view(kHeader, kFileHeaderBytes)));
-  return w;
+  return std::unique_ptr<Writer>(new Writer(std::move(f)));
 }
 
 Result<std::unique_ptr<Writer>> Writer::Reopen(FileSystem& fs, const std::string& path) {
   CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f,
                             fs.NewWritableFile(path, OpenMode::kAppend));
-  std::unique_ptr<Writer> w(new Writer(std::move(f)));
-  if (w->file_->Size() == 0) {
-    CONVERGE_RETURN_IF_ERROR(w->file_->Append(std::string_view(kHeader, kFileHeaderBytes)));
-  }
-  return w;
+  return std::unique_ptr<Writer>(new Writer(std::move(f)));
 }
 
 Status Writer::AddRecord(std::string_view payload) {
   std::string frame;
   frame.reserve(kFrameHeaderBytes + payload.size());
   AppendFrame(&frame, payload);
-  return file_->Append(frame);
+  return AppendFrames(*file_, frame);
 }
 
-Status Writer::AddFrames(std::string_view frames) { return file_->Append(frames); }
+Status Writer::AddFrames(std::string_view frames) { return AppendFrames(*file_, frames); }
 Status Writer::Sync() { return file_->Sync(); }
 Status Writer::Close() { return file_->Close(); }
 

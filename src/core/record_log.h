@@ -112,14 +112,19 @@ class Reader {
   bool header_torn_ = false;
 };
 
+// Appends `frames` (built with AppendFrame/BeginFrame) to a version-1 file. An empty file gets
+// the file header in the same write: a new file is created empty, so creating one needs no disk
+// space, and cutting a failed first write back to size 0 takes the header with it.
+Status AppendFrames(WritableFile& file, std::string_view frames);
+
 // Appends framed records to one file and syncs it.
 class Writer {
  public:
-  // Creates `path` (kTruncate or kCreateNew) and appends the file header (not synced).
+  // Creates `path` (kTruncate or kCreateNew), empty: the header comes with the first record.
   static Result<std::unique_ptr<Writer>> Create(FileSystem& fs, const std::string& path,
                                                 OpenMode mode);
   // Opens a version-1 file that a Reader read whole (or that was cut back to its valid bytes)
-  // to append to it; an empty file gets its header first.
+  // to append to it.
   static Result<std::unique_ptr<Writer>> Reopen(FileSystem& fs, const std::string& path);
 
   // Frames `payload` and appends it.

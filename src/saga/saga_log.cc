@@ -257,7 +257,6 @@ Status RecordLog::OpenNewSegment(uint64_t seq) {
   active_ = std::move(f);
   active_seq_ = seq;
   segments_.push_back(seq);
-  total_bytes_ += active_->size();  // the file header
   return Status::Ok();
 }
 
