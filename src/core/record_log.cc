@@ -94,10 +94,8 @@ Reader Reader::ForFile(std::string_view data, Legacy legacy) {
   const std::string_view header(kHeader, kFileHeaderBytes);
   if (HasFileHeader(data)) return Reader(data, Legacy::kNone, kFileHeaderBytes);
   if (data.size() < kFileHeaderBytes && header.substr(0, data.size()) == data) {
-    // Empty, or a header a crash cut short: a version-1 file without records.
-    Reader r(data, Legacy::kNone, 0);
-    r.header_torn_ = !data.empty();
-    return r;
+    // Empty, or a header a crash cut short (read as an incomplete frame: a torn tail at 0).
+    return Reader(data, Legacy::kNone, 0);
   }
   return Reader(data, legacy, 0);
 }
@@ -154,7 +152,7 @@ bool Reader::ValidFrameAt(size_t offset) const {
 bool Reader::Next(std::string_view* payload) {
   if (stop_ != Stop::kNone) return false;
   if (pos_ == data_.size()) {
-    stop_ = header_torn_ ? Stop::kTorn : Stop::kEnd;
+    stop_ = Stop::kEnd;
     return false;
   }
   size_t size = 0;

@@ -10,7 +10,8 @@
 // The header's last three bytes make its second 32-bit word 0xFFFFFF01, which no frame of the
 // earlier, header-less formats can start with (their length limits are far below it): a file
 // without the header is read in the legacy format its owner names (see Legacy), so data
-// directories written before the header existed still open. New files always get the header.
+// directories written before the header existed still open. New files are created empty and get
+// the header with their first write (AppendFrames), so creating one needs no disk space.
 //
 // Reading stops at the first frame that is not whole and valid and says why (Stop):
 //   kTorn     what a crash can leave at the end of a file: an incomplete frame, a zero-filled
@@ -109,7 +110,6 @@ class Reader {
   size_t pos_;
   size_t last_;
   Stop stop_ = Stop::kNone;
-  bool header_torn_ = false;
 };
 
 // Appends `frames` (built with AppendFrame/BeginFrame) to a version-1 file. An empty file gets
