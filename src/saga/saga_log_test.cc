@@ -27,17 +27,22 @@ std::string OldFrame(std::string_view payload) {
          std::string(payload);
 }
 
-std::string OldAbort(const std::string& reason) {
-  RecordView r;
-  r.type = RecordType::kAbort;
-  r.saga_id = "s";
-  r.a = reason;
+// `r` framed the old way.
+std::string OldRecord(const RecordView& r) {
   std::string framed;
   saga_internal::AppendRecord(r, &framed);
   saga_internal::FrameReader reader(framed);
   std::string_view payload;
   EXPECT_TRUE(reader.Next(&payload));
   return OldFrame(payload);
+}
+
+std::string OldAbort(const std::string& reason) {
+  RecordView r;
+  r.type = RecordType::kAbort;
+  r.saga_id = "s";
+  r.a = reason;
+  return OldRecord(r);
 }
 
 TEST(RecordLogFormatTest, OpensSegmentsOfTheFormatBeforeTheRecordLogHeader) {
@@ -99,12 +104,7 @@ TEST(RecordLogFormatTest, AnOldBaseSegmentIsStillTheStart) {
   auto marker = [](RecordType t) {
     RecordView r;
     r.type = t;
-    std::string framed;
-    saga_internal::AppendRecord(r, &framed);
-    saga_internal::FrameReader reader(framed);
-    std::string_view payload;
-    EXPECT_TRUE(reader.Next(&payload));
-    return OldFrame(payload);
+    return OldRecord(r);
   };
   ASSERT_TRUE(fs.WriteFileAtomically("/saga/saga-00000000000000000001.log", OldAbort("gone")).ok());
   ASSERT_TRUE(fs.WriteFileAtomically("/saga/saga-00000000000000000002.log",

@@ -38,18 +38,29 @@ std::string Reframe(const std::string& frames) {
   return out;
 }
 
-TEST(StoreFormatTest, OpensAWalOfTheFormatBeforeTheRecordLogHeader) {
-  sim::SimEnv env(9);
-  FileSystem& fs = env.fs();
+StoreOptions Options() {
   StoreOptions o;
   o.dir = "/data/store";
   o.feed_log = nullptr;
   o.ttl_sweep_interval_ms = 0;
-  ASSERT_TRUE(fs.CreateDirs(o.dir).ok());
+  return o;
+}
+
+// The frame of a record that creates collection "c" (owner "orders") as change 1.
+std::string CreateC() {
   std::string frames;
   CollectionConfig config;
   config.owner = "orders";
   store_internal::AppendPutCollectionRecord(1, "c", config, &frames);
+  return frames;
+}
+
+TEST(StoreFormatTest, OpensAWalOfTheFormatBeforeTheRecordLogHeader) {
+  sim::SimEnv env(9);
+  FileSystem& fs = env.fs();
+  const StoreOptions o = Options();
+  ASSERT_TRUE(fs.CreateDirs(o.dir).ok());
+  std::string frames = CreateC();
   store_internal::WalOp op;
   op.kind = store_internal::OpKind::kPut;
   op.collection = "c";
@@ -90,14 +101,9 @@ TEST(StoreFormatTest, OpensAWalOfTheFormatBeforeTheRecordLogHeader) {
 TEST(StoreFormatTest, DamageInAnOldWalIsStillDataLoss) {
   sim::SimEnv env(10);
   FileSystem& fs = env.fs();
-  StoreOptions o;
-  o.dir = "/data/store";
-  o.feed_log = nullptr;
+  const StoreOptions o = Options();
   ASSERT_TRUE(fs.CreateDirs(o.dir).ok());
-  std::string frames;
-  CollectionConfig config;
-  config.owner = "orders";
-  store_internal::AppendPutCollectionRecord(1, "c", config, &frames);
+  std::string frames = CreateC();
   store_internal::AppendDropCollectionRecord(2, "c", &frames);
   std::string wal = Reframe(frames);
   wal[10] ^= 0x40;  // inside the first record's payload
