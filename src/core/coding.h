@@ -76,8 +76,9 @@ enum class VarintError : uint8_t {
 std::string_view VarintErrorText(VarintError e);
 
 // Decodes the varint at the front of `in`. On success returns kNone, sets *v and *consumed
-// (1..10; also set on kNotShortest). Redundant trailing zero groups (0x80 0x00) are accepted unless `shortest` is set:
-// formats that promise one encoding per value (event records, CRDT state) require it.
+// (1..10; also set on kNotShortest). Redundant trailing zero groups (0x80 0x00) are accepted unless
+// `shortest` is set: formats that promise one encoding per value (event records, CRDT state)
+// require it.
 VarintError DecodeVarint64(std::string_view in, uint64_t* v, size_t* consumed,
                            bool shortest = false);
 

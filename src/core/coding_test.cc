@@ -127,8 +127,8 @@ TEST(CodingTest, Varint32RefusesValuesAbove32Bits) {
 }
 
 TEST(CodingTest, ZigZag) {
-  const int64_t values[] = {0, -1, 1, -2, 2, std::numeric_limits<int64_t>::min(),
-                            std::numeric_limits<int64_t>::max()};
+  const int64_t values[] = {
+      0, -1, 1, -2, 2, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()};
   for (int64_t v : values) EXPECT_EQ(ZigZagDecode(ZigZagEncode(v)), v);
   EXPECT_EQ(ZigZagEncode(0), 0u);
   EXPECT_EQ(ZigZagEncode(-1), 1u);

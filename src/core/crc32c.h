@@ -1,7 +1,7 @@
 // CRC32C (Castagnoli polynomial 0x1EDC6F41, reflected 0x82F63B78), the one checksum of every
-// on-disk format: log records, the framed record logs (core/record_log.h), store snapshots. Uses the SSE4.2 crc32 instruction when the CPU has it (checked once
-// at runtime) and a table-driven slicing-by-8 implementation otherwise; both give identical
-// results. Thread-safe: pure functions.
+// on-disk format: log records, the framed record logs (core/record_log.h), store snapshots. Uses
+// the SSE4.2 crc32 instruction when the CPU has it (checked once at runtime) and a table-driven
+// slicing-by-8 implementation otherwise; both give identical results. Thread-safe: pure functions.
 #pragma once
 
 #include <cstddef>

@@ -44,8 +44,8 @@ class Reader {
   // LEB128; at most 10 bytes, no redundant trailing zero groups.
   Status Varint(std::string_view what, uint64_t* out) {
     size_t n = 0;
-    const internal::VarintError e = internal::DecodeVarint64(
-        std::string_view(p_, remaining()), out, &n, /*shortest=*/true);
+    const internal::VarintError e =
+        internal::DecodeVarint64(std::string_view(p_, remaining()), out, &n, /*shortest=*/true);
     if (e == internal::VarintError::kTruncated) return Truncated(what);
     if (e != internal::VarintError::kNone) return Garbled(what, internal::VarintErrorText(e));
     p_ += n;

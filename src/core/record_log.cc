@@ -5,7 +5,7 @@
 namespace converge::internal::record_log {
 namespace {
 
-constexpr char kHeader[kFileHeaderBytes] = {'C', 'V', 'R', 'L', static_cast<char>(kVersion),
+constexpr char kHeader[kFileHeaderBytes] = {'C',    'V',    'R',   'L', static_cast<char>(kVersion),
                                             '\xff', '\xff', '\xff'};
 // The legacy formats' bounds on one payload, as their readers had them.
 constexpr uint32_t kGroupsV0MaxPayload = 256u << 20;
@@ -170,8 +170,8 @@ bool Reader::Next(std::string_view* payload) {
       // end (records after it were written whole), else what a torn final write leaves.
       const uint32_t len = DecodeFixed32(data_.data() + pos_ + (legacy_length_first() ? 0 : 4));
       const size_t next = pos_ + kFrameHeaderBytes + len;
-      stop_ = next > pos_ && next < data_.size() && ValidFrameAt(next) ? Stop::kCorrupt
-                                                                        : Stop::kTorn;
+      stop_ =
+          next > pos_ && next < data_.size() && ValidFrameAt(next) ? Stop::kCorrupt : Stop::kTorn;
       return false;
     }
   }

@@ -6,7 +6,8 @@
 // stops at the first frame that is short or fails its checksum (a torn tail).
 //
 // Integers are LEB128 varints (signed ones zigzag-encoded), strings are a varint length then
-// the bytes (core/coding.h; Encoder and Decoder are this module's names for those). Every decoder checks bounds and returns false on malformed input; none asserts.
+// the bytes (core/coding.h; Encoder and Decoder are this module's names for those). Every decoder
+// checks bounds and returns false on malformed input; none asserts.
 #pragma once
 
 #include <cstdint>
@@ -25,9 +26,7 @@ class Encoder {
   explicit Encoder(std::string* out) : out_(out) {}
   void Byte(uint8_t v) { out_->push_back(static_cast<char>(v)); }
   void Varint(uint64_t v);
-  void Signed(int64_t v) {
-    Varint(ZigZagEncode(v));
-  }
+  void Signed(int64_t v) { Varint(ZigZagEncode(v)); }
   void Fixed32(uint32_t v);
   void Bytes(std::string_view s);
 
@@ -54,8 +53,8 @@ class Decoder {
 
 // Appends one record-log frame holding `payload` to `out`.
 void AppendFrame(std::string* out, std::string_view payload);
-// Splits `data` (frames without a file header) into frame payloads. Stops at the first bad frame; `*valid_bytes` says how many
-// bytes were good. Returns the payloads (views into `data`).
+// Splits `data` (frames without a file header) into frame payloads. Stops at the first bad frame;
+// `*valid_bytes` says how many bytes were good. Returns the payloads (views into `data`).
 std::vector<std::string_view> ReadFrames(std::string_view data, size_t* valid_bytes);
 
 // ---- state records ----

@@ -39,13 +39,12 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(FileSystem& fs, const std::
     CONVERGE_ASSIGN_OR_RETURN(snapshot, fs.ReadFileToString(snapshot_path));
     // Written atomically: it must read whole, in this format or the one before the record-log
     // header (a data directory of an earlier release).
-    record_log::Reader reader = record_log::Reader::ForFile(snapshot, record_log::Legacy::kGroupsV0);
-    std::string_view first;
+    record_log::Reader reader =
+        record_log::Reader::ForFile(snapshot, record_log::Legacy::kGroupsV0);
+    std::string_view first, rest;
     HeaderRecord header;
     const bool have_first = reader.Next(&first);
-    std::string_view rest;
-    while (reader.Next(&rest)) {
-    }
+    while (reader.Next(&rest)) continue;  // every frame must check out
     if (!have_first || reader.stop() != record_log::Stop::kEnd || !DecodeHeader(first, &header)) {
       return DataLossError("consumer-group snapshot " + snapshot_path +
                            " is corrupt (checksum or format); refusing to guess the committed "

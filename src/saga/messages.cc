@@ -17,9 +17,7 @@ constexpr uint8_t kVersion = 0x01;
 constexpr uint8_t kExtString = 0, kExtInteger = 1, kExtBoolean = 2;
 constexpr uint8_t kDataJson = 1, kDataBinary = 3;
 
-void PutZigzag(std::string* out, int64_t v) {
-  PutVarint(out, internal::ZigZagEncode(v));
-}
+void PutZigzag(std::string* out, int64_t v) { PutVarint(out, internal::ZigZagEncode(v)); }
 
 void ExtString(std::string* out, std::string_view name, std::string_view value) {
   out->push_back(static_cast<char>(kExtString));

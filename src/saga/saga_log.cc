@@ -152,9 +152,10 @@ Result<std::unique_ptr<RecordLog>> RecordLog::Open(Env& env, const RecordLogOpti
       if (damaged) ++rec.damaged_segments;
       const std::string range =
           path + ": bytes [" + std::to_string(good) + ", " + std::to_string(data.size()) + ")";
-      const std::string why = undecodable                              ? "a record that does not decode"
-                              : reader.stop() == record_log::Stop::kTorn ? "a torn record"
-                                                                         : "a record that fails its checksum";
+      const std::string why = undecodable ? "a record that does not decode"
+                              : reader.stop() == record_log::Stop::kTorn
+                                  ? "a torn record"
+                                  : "a record that fails its checksum";
       if (last) {
         // The tail of the last segment: a write torn by a crash was never acknowledged (what
         // was acknowledged was synced), so it is cut. Reported all the same: damage to synced

@@ -1,9 +1,9 @@
 // A durable record log: record-log files (core/record_log.h) as segment files
 // "<prefix><20-digit sequence>.log" under one directory, through the Env's FileSystem; segments
 // of releases before the record-log header are read in their old framing (and never appended
-// to: Open starts a new segment after one). The saga orchestrator's saga log and the two-phase-commit coordinator's decision
-// log are both one. A payload's first byte is its type; kBaseBeginType and kBaseEndType are
-// reserved for compaction markers.
+// to: Open starts a new segment after one). The saga orchestrator's saga log and the
+// two-phase-commit coordinator's decision log are both one. A payload's first byte is its type;
+// kBaseBeginType and kBaseEndType are reserved for compaction markers.
 //
 // - Append writes a batch of records (many sagas at once) to the active segment; Sync makes
 //   everything appended durable with one fdatasync: the caller group-commits a whole batch.

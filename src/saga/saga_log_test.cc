@@ -1,4 +1,6 @@
 // The saga log's segments of releases before the record-log header still open.
+#include "saga/saga_log.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
@@ -7,7 +9,6 @@
 #include "converge/sim_env.h"
 #include "core/crc32c.h"
 #include "saga/records.h"
-#include "saga/saga_log.h"
 
 namespace converge {
 namespace {
@@ -52,9 +53,9 @@ TEST(RecordLogFormatTest, OpensSegmentsOfTheFormatBeforeTheRecordLogHeader) {
   o.dir = "/saga";
   ASSERT_TRUE(fs.CreateDirs("/saga").ok());
   const std::string torn = OldAbort("torn");
-  ASSERT_TRUE(fs.WriteFileAtomically("/saga/saga-00000000000000000001.log",
-                                     OldAbort("a") + OldAbort("b"))
-                  .ok());
+  ASSERT_TRUE(
+      fs.WriteFileAtomically("/saga/saga-00000000000000000001.log", OldAbort("a") + OldAbort("b"))
+          .ok());
   ASSERT_TRUE(fs.WriteFileAtomically("/saga/saga-00000000000000000002.log",
                                      OldAbort("c") + torn.substr(0, torn.size() - 3))
                   .ok());

@@ -57,11 +57,14 @@ TEST(SagaPgFormatTest, RowsOfTheFormatBeforeTheRecordLogHeaderStillOpen) {
     ASSERT_TRUE(reader.Next(&payload));
     old_row += OldFrame(payload);
   }
-  ASSERT_TRUE((*pg)->Query("postgres",
-                           "CREATE TABLE old_log (seq BIGSERIAL PRIMARY KEY, payload BYTEA NOT NULL)")
-                  .ok());
-  ASSERT_TRUE((*pg)->Query("postgres", "INSERT INTO old_log (payload) VALUES (decode('" +
-                                           Hex(old_row) + "', 'hex'))")
+  ASSERT_TRUE(
+      (*pg)
+          ->Query("postgres",
+                  "CREATE TABLE old_log (seq BIGSERIAL PRIMARY KEY, payload BYTEA NOT NULL)")
+          .ok());
+  ASSERT_TRUE((*pg)
+                  ->Query("postgres", "INSERT INTO old_log (payload) VALUES (decode('" +
+                                          Hex(old_row) + "', 'hex'))")
                   .ok());
 
   saga_internal::PostgresRecordStoreOptions o;
@@ -82,9 +85,10 @@ TEST(SagaPgFormatTest, RowsOfTheFormatBeforeTheRecordLogHeaderStillOpen) {
     ASSERT_TRUE((*store)->Sync().ok());
   }
   // The new row starts with the record-log header.
-  Result<std::string> head = (*pg)->Query(
-      "postgres", "SELECT encode(substring(payload from 1 for 4), 'escape') FROM old_log "
-                  "ORDER BY seq DESC LIMIT 1");
+  Result<std::string> head =
+      (*pg)->Query("postgres",
+                   "SELECT encode(substring(payload from 1 for 4), 'escape') FROM old_log "
+                   "ORDER BY seq DESC LIMIT 1");
   ASSERT_TRUE(head.ok()) << head.status().ToString();
   EXPECT_EQ(*head, "CVRL");
   seen.clear();

@@ -44,7 +44,6 @@ struct WalRecord {
   CollectionConfig config;  // kPutCollection
 };
 
-
 // Appends one framed kTxn record.
 void AppendTxnRecord(uint64_t seq, int64_t wall_ms, const std::vector<WalOp>& ops,
                      std::string* out);

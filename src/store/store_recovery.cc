@@ -10,7 +10,6 @@ namespace converge::store_internal {
 
 namespace record_log = internal::record_log;
 
-
 Status StoreImpl::Recover() {
   FileSystem& fs = env_.fs();
   CONVERGE_RETURN_IF_ERROR(fs.CreateDirs(opt_.dir));
