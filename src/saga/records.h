@@ -56,9 +56,7 @@ static_assert(static_cast<uint8_t>(RecordType::kBaseBegin) == 11 &&
                   static_cast<uint8_t>(RecordType::kBaseEnd) == 12,
               "the compaction markers of saga/saga_log.h");
 
-inline constexpr size_t kFrameHeaderBytes = 8;
-// Bound on one record's payload (definitions and checkpoints are the large ones).
-inline constexpr uint32_t kMaxRecordBytes = 16u << 20;
+inline constexpr size_t kFrameHeaderBytes = internal::record_log::kFrameHeaderBytes;
 
 // Appends the framed record to *out.
 void AppendRecord(const RecordView& r, std::string* out);
