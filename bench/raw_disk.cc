@@ -11,54 +11,13 @@
 #include <vector>
 
 #include "bench/log_bench.h"
+#include "core/crc32c.h"
 
 namespace converge::bench {
 namespace {
 
 constexpr size_t kRecordHeaderBytes = 16;
 constexpr uint64_t kBatchSizes[] = {64, 512, 4096};
-
-uint32_t Crc32cTableEntry(uint32_t i) {
-  uint32_t c = i;
-  for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-  return c;
-}
-
-uint32_t Crc32cSoftware(uint32_t crc, const char* p, size_t n) {
-  static const std::vector<uint32_t> table = [] {
-    std::vector<uint32_t> t(256);
-    for (uint32_t i = 0; i < 256; ++i) t[i] = Crc32cTableEntry(i);
-    return t;
-  }();
-  crc = ~crc;
-  for (size_t i = 0; i < n; ++i) {
-    crc = table[(crc ^ static_cast<uint8_t>(p[i])) & 0xff] ^ (crc >> 8);
-  }
-  return ~crc;
-}
-
-__attribute__((target("sse4.2"))) uint32_t Crc32cHardware(uint32_t crc, const char* p, size_t n) {
-  uint64_t c = ~crc;
-  while (n >= 8) {
-    uint64_t v;
-    std::memcpy(&v, p, 8);
-    c = __builtin_ia32_crc32di(c, v);
-    p += 8;
-    n -= 8;
-  }
-  auto c32 = static_cast<uint32_t>(c);
-  while (n > 0) {
-    c32 = __builtin_ia32_crc32qi(c32, static_cast<uint8_t>(*p));
-    ++p;
-    --n;
-  }
-  return ~c32;
-}
-
-uint32_t Crc32c(const char* p, size_t n) {
-  static const bool hardware = __builtin_cpu_supports("sse4.2");
-  return hardware ? Crc32cHardware(0, p, n) : Crc32cSoftware(0, p, n);
-}
 
 Status WriteAll(int fd, const char* p, size_t n, const std::string& path) {
   while (n > 0) {
@@ -119,7 +78,7 @@ class RawDiskSystem : public LogSystem {
         std::memcpy(p, &len, 4);
         std::memcpy(p + 8, &seq, 8);
         std::memcpy(p + kRecordHeaderBytes, payload.data(), w.event_bytes);
-        const uint32_t crc = Crc32c(p + 8, record_bytes - 8);
+        const uint32_t crc = internal::Crc32c(p + 8, record_bytes - 8);
         std::memcpy(p + 4, &crc, 4);
       }
       status = WriteAll(fd, buf.data(), n * record_bytes, path);

@@ -25,26 +25,30 @@ bool BinaryReader::Byte(uint8_t* b) {
 
 bool BinaryReader::U64(uint64_t* v) {
   if (!ok()) return false;
-  uint64_t result = 0;
-  for (int i = 0; i < 10; ++i) {
-    if (pos_ >= data_.size()) return Fail("truncated varint");
-    const uint8_t byte = static_cast<uint8_t>(data_[pos_++]);
-    if (i == 9 && byte > 1) return Fail("varint overflows 64 bits");
-    result |= uint64_t{byte & 0x7fu} << (7 * i);
-    if ((byte & 0x80) == 0) {
-      // A final zero byte after the first one means an overlong (non-canonical) encoding.
-      if (byte == 0 && i > 0) return Fail("overlong varint");
-      *v = result;
+  namespace coding = ::converge::internal;
+  size_t n = 0;
+  // Shortest form only, so every value has one encoding.
+  switch (coding::DecodeVarint64(data_.substr(pos_), v, &n, /*shortest=*/true)) {
+    case coding::VarintError::kNone:
+      pos_ += n;
       return true;
-    }
+    case coding::VarintError::kTruncated:
+      pos_ = data_.size();
+      return Fail("truncated varint");
+    case coding::VarintError::kOverflow:
+      pos_ += 10;
+      return Fail("varint overflows 64 bits");
+    case coding::VarintError::kNotShortest:
+      pos_ += n;
+      return Fail("overlong varint");
   }
-  return Fail("varint longer than 10 bytes");
+  return Fail("malformed varint");
 }
 
 bool BinaryReader::I64(int64_t* v) {
   uint64_t u;
   if (!U64(&u)) return false;
-  *v = static_cast<int64_t>((u >> 1) ^ (~(u & 1) + 1));
+  *v = ::converge::internal::ZigZagDecode(u);
   return true;
 }
 

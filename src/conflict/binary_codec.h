@@ -13,6 +13,7 @@
 
 #include "converge/conflict/causality.h"
 #include "converge/status.h"
+#include "core/coding.h"
 
 namespace converge::conflict::internal {
 
@@ -26,21 +27,9 @@ class BinaryWriter {
   explicit BinaryWriter(std::string* out) : out_(out) {}
 
   void Byte(uint8_t b) { out_->push_back(static_cast<char>(b)); }
-  void U64(uint64_t v) {
-    char buf[10];
-    size_t n = 0;
-    while (v >= 0x80) {
-      buf[n++] = static_cast<char>((v & 0x7f) | 0x80);
-      v >>= 7;
-    }
-    buf[n++] = static_cast<char>(v);
-    out_->append(buf, n);
-  }
-  void I64(int64_t v) { U64((static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63)); }
-  void Bytes(std::string_view s) {
-    U64(s.size());
-    out_->append(s);
-  }
+  void U64(uint64_t v) { ::converge::internal::PutVarint64(out_, v); }
+  void I64(int64_t v) { U64(::converge::internal::ZigZagEncode(v)); }
+  void Bytes(std::string_view s) { ::converge::internal::PutLengthPrefixed(out_, s); }
   void Header(uint8_t kind) {
     Byte(kind);
     Byte(kBinaryFormatVersion);

@@ -7,6 +7,7 @@
 #include <exception>
 
 #include "converge/event.h"
+#include "core/coding.h"
 #include "core/event_internal.h"
 
 namespace converge {
@@ -25,35 +26,7 @@ constexpr unsigned kDataKindShift = 4;
 constexpr uint8_t kDataKindMask = 0x3u << kDataKindShift;
 constexpr uint8_t kReservedFlags = 0xC0;
 
-void PutVarint(uint64_t v, std::string* out) {
-  char buf[10];
-  size_t n = 0;
-  while (v >= 0x80) {
-    buf[n++] = static_cast<char>((v & 0x7F) | 0x80);
-    v >>= 7;
-  }
-  buf[n++] = static_cast<char>(v);
-  out->append(buf, n);
-}
-
-void PutString(std::string_view s, std::string* out) {
-  PutVarint(s.size(), out);
-  out->append(s);
-}
-
-uint64_t ZigZag(int64_t v) {
-  return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63);
-}
-int64_t UnZigZag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
-
-size_t VarintSize(uint64_t v) {
-  size_t n = 1;
-  while (v >= 0x80) {
-    v >>= 7;
-    ++n;
-  }
-  return n;
-}
+void PutString(std::string_view s, std::string* out) { internal::PutLengthPrefixed(out, s); }
 
 // Reads a record front to back; every read is bounds-checked.
 class Reader {
@@ -70,19 +43,13 @@ class Reader {
 
   // LEB128; at most 10 bytes, no redundant trailing zero groups.
   Status Varint(std::string_view what, uint64_t* out) {
-    uint64_t v = 0;
-    for (unsigned i = 0; i < 10; ++i) {
-      if (p_ == end_) return Truncated(what);
-      const auto b = static_cast<uint8_t>(*p_++);
-      if (i == 9 && b > 1) return Garbled(what, "varint overflows 64 bits");
-      v |= uint64_t{b & 0x7Fu} << (7 * i);
-      if ((b & 0x80) == 0) {
-        if (b == 0 && i > 0) return Garbled(what, "varint is not in its shortest form");
-        *out = v;
-        return Status::Ok();
-      }
-    }
-    return Garbled(what, "varint longer than 10 bytes");
+    size_t n = 0;
+    const internal::VarintError e =
+        internal::DecodeVarint64(std::string_view(p_, remaining()), out, &n, /*shortest=*/true);
+    if (e == internal::VarintError::kTruncated) return Truncated(what);
+    if (e != internal::VarintError::kNone) return Garbled(what, internal::VarintErrorText(e));
+    p_ += n;
+    return Status::Ok();
   }
 
   Status String(std::string_view what, std::string* out) {
@@ -128,7 +95,7 @@ Status ReadExtension(Reader& r, Extension* ext) {
       ext->kind = ExtensionKind::kInteger;
       uint64_t raw = 0;
       CONVERGE_RETURN_IF_ERROR(r.Varint("extension value", &raw));
-      const int64_t v = UnZigZag(raw);
+      const int64_t v = internal::ZigZagDecode(raw);
       if (v < INT32_MIN || v > INT32_MAX) {
         return Reader::Garbled("extension value", "integer outside 32 bits");
       }
@@ -215,11 +182,11 @@ Status EncodeBinary(const Event& event, std::string* out) {
   estimate += event.id().size() + event.source().size() + event.type().size();
   for (const auto* opt :
        {&event.subject(), &event.time(), &event.datacontenttype(), &event.dataschema()}) {
-    if (*opt) estimate += (*opt)->size() + VarintSize((*opt)->size());
+    if (*opt) estimate += (*opt)->size() + internal::VarintLength((*opt)->size());
   }
   for (const Extension& ext : event.extensions())
     estimate += 12 + ext.name.size() + ext.value.size();
-  estimate += event.data().size() + VarintSize(event.data().size());
+  estimate += event.data().size() + internal::VarintLength(event.data().size());
   out->reserve(out->size() + estimate);
 
   uint8_t flags = static_cast<uint8_t>(static_cast<uint8_t>(event.data_kind()) << kDataKindShift);
@@ -236,7 +203,7 @@ Status EncodeBinary(const Event& event, std::string* out) {
        {&event.subject(), &event.time(), &event.datacontenttype(), &event.dataschema()}) {
     if (*opt) PutString(**opt, out);
   }
-  PutVarint(event.extensions().size(), out);
+  internal::PutVarint64(out, event.extensions().size());
   for (const Extension& ext : event.extensions()) {
     out->push_back(static_cast<char>(ext.kind));
     PutString(ext.name, out);
@@ -248,7 +215,7 @@ Status EncodeBinary(const Event& event, std::string* out) {
         // Validate() guaranteed a canonical int32 text.
         int64_t v = 0;
         std::from_chars(ext.value.data(), ext.value.data() + ext.value.size(), v);
-        PutVarint(ZigZag(v), out);
+        internal::PutVarint64(out, internal::ZigZagEncode(v));
         break;
       }
       case ExtensionKind::kBoolean:

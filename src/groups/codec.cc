@@ -1,29 +1,16 @@
 #include "groups/codec.h"
 
 #include <algorithm>
-#include <array>
 #include <cstring>
+
+#include "core/coding.h"
+#include "core/record_log.h"
 
 namespace converge::internal::groups {
 
 namespace {
 
-constexpr uint32_t kCrcMaskDelta = 0xa282ead8u;
 constexpr uint8_t kDeadLetterMagic = 0xD1;
-constexpr uint32_t kMaxFramePayload = 256u << 20;
-
-std::array<uint32_t, 256> MakeCrcTable() {
-  std::array<uint32_t, 256> table{};
-  for (uint32_t i = 0; i < 256; ++i) {
-    uint32_t c = i;
-    for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82f63b78u : c >> 1;
-    table[i] = c;
-  }
-  return table;
-}
-
-// Masked so that a frame holding CRCs of other frames does not checksum trivially.
-uint32_t MaskCrc(uint32_t crc) { return ((crc >> 15) | (crc << 17)) + kCrcMaskDelta; }
 
 void EncodeRanges(Encoder& e, const Ranges& ranges) {
   e.Varint(ranges.size());
@@ -97,31 +84,9 @@ bool DecodeOptions(Decoder& d, GroupOptions* o) {
 
 }  // namespace
 
-uint32_t Crc32c(std::string_view data) {
-  static const std::array<uint32_t, 256> kTable = MakeCrcTable();
-  uint32_t crc = 0xffffffffu;
-  for (unsigned char c : data) crc = kTable[(crc ^ c) & 0xff] ^ (crc >> 8);
-  return crc ^ 0xffffffffu;
-}
-
-void Encoder::Varint(uint64_t v) {
-  while (v >= 0x80) {
-    out_->push_back(static_cast<char>((v & 0x7f) | 0x80));
-    v >>= 7;
-  }
-  out_->push_back(static_cast<char>(v));
-}
-
-void Encoder::Fixed32(uint32_t v) {
-  char b[4];
-  for (int i = 0; i < 4; ++i) b[i] = static_cast<char>((v >> (8 * i)) & 0xff);
-  out_->append(b, 4);
-}
-
-void Encoder::Bytes(std::string_view s) {
-  Varint(s.size());
-  out_->append(s);
-}
+void Encoder::Varint(uint64_t v) { PutVarint64(out_, v); }
+void Encoder::Fixed32(uint32_t v) { PutFixed32(out_, v); }
+void Encoder::Bytes(std::string_view s) { PutLengthPrefixed(out_, s); }
 
 bool Decoder::Byte(uint8_t* v) {
   if (in_.empty()) return false;
@@ -130,52 +95,18 @@ bool Decoder::Byte(uint8_t* v) {
   return true;
 }
 
-bool Decoder::Varint(uint64_t* v) {
-  uint64_t result = 0;
-  for (int shift = 0; shift <= 63; shift += 7) {
-    if (in_.empty()) return false;
-    const uint8_t b = static_cast<uint8_t>(in_[0]);
-    in_.remove_prefix(1);
-    if (shift == 63 && b > 1) return false;
-    result |= static_cast<uint64_t>(b & 0x7f) << shift;
-    if ((b & 0x80) == 0) {
-      *v = result;
-      return true;
-    }
-  }
-  return false;
-}
-
-bool Decoder::Varint32(uint32_t* v) {
-  uint64_t x = 0;
-  if (!Varint(&x) || x > UINT32_MAX) return false;
-  *v = static_cast<uint32_t>(x);
-  return true;
-}
+bool Decoder::Varint(uint64_t* v) { return GetVarint64(&in_, v); }
+bool Decoder::Varint32(uint32_t* v) { return GetVarint32(&in_, v); }
 
 bool Decoder::Signed(int64_t* v) {
   uint64_t x = 0;
   if (!Varint(&x)) return false;
-  *v = static_cast<int64_t>(x >> 1) ^ -static_cast<int64_t>(x & 1);
+  *v = ZigZagDecode(x);
   return true;
 }
 
-bool Decoder::Fixed32(uint32_t* v) {
-  if (in_.size() < 4) return false;
-  uint32_t x = 0;
-  for (int i = 0; i < 4; ++i) x |= static_cast<uint32_t>(static_cast<uint8_t>(in_[i])) << (8 * i);
-  in_.remove_prefix(4);
-  *v = x;
-  return true;
-}
-
-bool Decoder::Bytes(std::string_view* s) {
-  uint64_t n = 0;
-  if (!Varint(&n) || n > in_.size()) return false;
-  *s = in_.substr(0, n);
-  in_.remove_prefix(n);
-  return true;
-}
+bool Decoder::Fixed32(uint32_t* v) { return GetFixed32(&in_, v); }
+bool Decoder::Bytes(std::string_view* s) { return GetLengthPrefixed(&in_, s); }
 
 bool Decoder::String(std::string* s) {
   std::string_view v;
@@ -185,26 +116,15 @@ bool Decoder::String(std::string* s) {
 }
 
 void AppendFrame(std::string* out, std::string_view payload) {
-  Encoder e(out);
-  e.Fixed32(static_cast<uint32_t>(payload.size()));
-  e.Fixed32(MaskCrc(Crc32c(payload)));
-  out->append(payload);
+  record_log::AppendFrame(out, payload);
 }
 
 std::vector<std::string_view> ReadFrames(std::string_view data, size_t* valid_bytes) {
   std::vector<std::string_view> frames;
-  size_t pos = 0;
-  while (data.size() - pos >= 8) {
-    Decoder d(data.substr(pos, 8));
-    uint32_t len = 0, crc = 0;
-    if (!d.Fixed32(&len) || !d.Fixed32(&crc)) break;
-    if (len > kMaxFramePayload || len > data.size() - pos - 8) break;
-    std::string_view payload = data.substr(pos + 8, len);
-    if (MaskCrc(Crc32c(payload)) != crc) break;
-    frames.push_back(payload);
-    pos += 8 + len;
-  }
-  *valid_bytes = pos;
+  record_log::Reader reader = record_log::Reader::ForFrames(data);
+  std::string_view payload;
+  while (reader.Next(&payload)) frames.push_back(payload);
+  *valid_bytes = reader.valid_bytes();
   return frames;
 }
 

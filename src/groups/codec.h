@@ -1,11 +1,13 @@
 // Binary encodings of the consumer-group module: the framing of the state files (snapshot and
 // journal), the records they hold, and the dead-letter envelope stored in dead-letter topics.
 //
-// Frame: fixed32 payload length, fixed32 CRC32C of the payload (masked), payload. A reader
+// Frames are those of the shared record log (core/record_log.h): the state files are record-log
+// files, read with the groups' header-less format of before as their legacy format. A reader
 // stops at the first frame that is short or fails its checksum (a torn tail).
 //
 // Integers are LEB128 varints (signed ones zigzag-encoded), strings are a varint length then
-// the bytes. Every decoder checks bounds and returns false on malformed input; none asserts.
+// the bytes (core/coding.h; Encoder and Decoder are this module's names for those). Every decoder
+// checks bounds and returns false on malformed input; none asserts.
 #pragma once
 
 #include <cstdint>
@@ -15,19 +17,16 @@
 #include <vector>
 
 #include "converge/consumer_group.h"
+#include "core/coding.h"
 
 namespace converge::internal::groups {
-
-uint32_t Crc32c(std::string_view data);
 
 class Encoder {
  public:
   explicit Encoder(std::string* out) : out_(out) {}
   void Byte(uint8_t v) { out_->push_back(static_cast<char>(v)); }
   void Varint(uint64_t v);
-  void Signed(int64_t v) {
-    Varint((static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63));
-  }
+  void Signed(int64_t v) { Varint(ZigZagEncode(v)); }
   void Fixed32(uint32_t v);
   void Bytes(std::string_view s);
 
@@ -52,10 +51,10 @@ class Decoder {
   std::string_view in_;
 };
 
-// Appends one frame holding `payload` to `out`.
+// Appends one record-log frame holding `payload` to `out`.
 void AppendFrame(std::string* out, std::string_view payload);
-// Splits `data` into frame payloads. Stops at the first bad frame; `*valid_bytes` says how many
-// bytes were good. Returns the payloads (views into `data`).
+// Splits `data` (frames without a file header) into frame payloads. Stops at the first bad frame;
+// `*valid_bytes` says how many bytes were good. Returns the payloads (views into `data`).
 std::vector<std::string_view> ReadFrames(std::string_view data, size_t* valid_bytes);
 
 // ---- state records ----

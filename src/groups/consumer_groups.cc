@@ -487,6 +487,7 @@ Result<std::unique_ptr<ConsumerGroups>> ConsumerGroups::Open(Env& env, Log& log,
   CONVERGE_ASSIGN_OR_RETURN(
       std::unique_ptr<StateStore> store,
       internal::groups::StateStore::Open(env.fs(), options.dir, &bytes, &records));
+  if (!store->damage().empty() && options.report_damage) options.report_damage(store->damage());
   auto impl = std::make_unique<ConsumerGroupsImpl>(env, log, options, std::move(store));
   CONVERGE_RETURN_IF_ERROR(impl->Recover(std::move(records)));
   impl->StartTimer();

@@ -2,6 +2,7 @@
 
 #include <charconv>
 
+#include "core/record_log.h"
 #include "core/storage_full.h"
 #include "groups/codec.h"
 
@@ -36,10 +37,15 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(FileSystem& fs, const std::
   std::string snapshot;
   if (fs.FileExists(snapshot_path)) {
     CONVERGE_ASSIGN_OR_RETURN(snapshot, fs.ReadFileToString(snapshot_path));
-    size_t valid = 0;
-    std::vector<std::string_view> frames = ReadFrames(snapshot, &valid);
+    // Written atomically: it must read whole, in this format or the one before the record-log
+    // header (a data directory of an earlier release).
+    record_log::Reader reader =
+        record_log::Reader::ForFile(snapshot, record_log::Legacy::kGroupsV0);
+    std::string_view first, rest;
     HeaderRecord header;
-    if (valid != snapshot.size() || frames.empty() || !DecodeHeader(frames[0], &header)) {
+    const bool have_first = reader.Next(&first);
+    while (reader.Next(&rest)) continue;  // every frame must check out
+    if (!have_first || reader.stop() != record_log::Stop::kEnd || !DecodeHeader(first, &header)) {
       return DataLossError("consumer-group snapshot " + snapshot_path +
                            " is corrupt (checksum or format); refusing to guess the committed "
                            "offsets");
@@ -69,10 +75,22 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(FileSystem& fs, const std::
   recovered_bytes->append(snapshot);
   recovered_bytes->append(journal);
   std::string_view all(*recovered_bytes);
-  size_t valid = 0;
-  *records = ReadFrames(all.substr(0, snapshot.size()), &valid);
-  std::vector<std::string_view> journal_records = ReadFrames(all.substr(snapshot.size()), &valid);
-  records->insert(records->end(), journal_records.begin(), journal_records.end());
+  std::string_view payload;
+  record_log::Reader snap =
+      record_log::Reader::ForFile(all.substr(0, snapshot.size()), record_log::Legacy::kGroupsV0);
+  while (snap.Next(&payload)) records->push_back(payload);
+  // The journal up to its first bad frame. The owner compacts next, so nothing is appended
+  // after a torn tail. A bad frame with whole ones after it is damage to acknowledged
+  // changes: the state goes on from the records before it (as it always did), and says so.
+  record_log::Reader jr =
+      record_log::Reader::ForFile(all.substr(snapshot.size()), record_log::Legacy::kGroupsV0);
+  while (jr.Next(&payload)) records->push_back(payload);
+  if (jr.stop() == record_log::Stop::kCorrupt) {
+    store->damage_ = "consumer-group journal " + journal_path + ": bytes [" +
+                     std::to_string(jr.valid_bytes()) + ", " + std::to_string(journal.size()) +
+                     ") are damaged (a record that fails its checksum, with whole records after "
+                     "it); the group state goes on from the records before it";
+  }
   return store;
 }
 
@@ -93,7 +111,7 @@ Status StateStore::Append(std::string_view framed) {
   if (broken_ || journal_ == nullptr) {
     return FailedPreconditionError("consumer-group journal needs compaction after an error");
   }
-  Status s = journal_->Append(framed);
+  Status s = journal_->AddFrames(framed);
   if (s.ok()) s = journal_->Sync();
   if (!s.ok()) {
     broken_ = true;
@@ -107,7 +125,8 @@ Status StateStore::Compact(std::string_view snapshot, uint64_t next_group_id) {
   broken_ = true;
   const uint64_t generation = generation_ + 1;
   std::string data;
-  data.reserve(snapshot.size() + 32);
+  data.reserve(snapshot.size() + 40);
+  record_log::AppendFileHeader(&data);
   EncodeHeader(HeaderRecord{generation, next_group_id}, &data);
   data.append(snapshot);
   if (journal_ != nullptr) {
@@ -117,7 +136,7 @@ Status StateStore::Compact(std::string_view snapshot, uint64_t next_group_id) {
   Status s = fs_.WriteFileAtomically(dir_ + "/SNAPSHOT", data);
   if (!s.ok()) return WriteError("consumer-group snapshot write failed: ", s);
   generation_ = generation;
-  auto file = fs_.NewWritableFile(JournalPath(generation), OpenMode::kTruncate);
+  auto file = record_log::Writer::Create(fs_, JournalPath(generation), OpenMode::kTruncate);
   if (!file.ok()) {
     return WriteError("consumer-group journal create failed: ", file.status());
   }

@@ -5,8 +5,12 @@
 //   SNAPSHOT         the full state at some point: a header record (generation g) then the
 //                    group, partition and replayed records. Replaced atomically.
 //   journal-<g>      records appended since SNAPSHOT generation g; each Append is synced.
+// Both are record-log files (core/record_log.h); files of earlier releases, without the
+// record-log header, are read in their old framing (Legacy::kGroupsV0) and replaced by the
+// compaction that follows every Open.
 //
-// Recovery reads SNAPSHOT, then journal-<g> up to its first torn or corrupt frame. The owner then
+// Recovery reads SNAPSHOT, then journal-<g> up to its first torn or corrupt frame (a corrupt
+// one, with whole frames after it, is reported through damage()). The owner then
 // calls Compact with the recovered state, so a fresh journal is started and nothing is ever
 // appended after a torn tail. Compaction order: SNAPSHOT(g+1) written atomically, journal-<g+1>
 // created and its directory entry synced, journal-<g> deleted; a crash at any point leaves a
@@ -26,6 +30,7 @@
 
 #include "converge/env.h"
 #include "converge/status.h"
+#include "core/record_log.h"
 
 namespace converge::internal::groups {
 
@@ -46,6 +51,8 @@ class StateStore {
   Status Compact(std::string_view snapshot, uint64_t next_group_id);
 
   bool broken() const { return broken_; }
+  // Non-empty if Open found damage (not a torn tail) in the journal: one line for the operator.
+  const std::string& damage() const { return damage_; }
   uint64_t journal_bytes() const { return journal_bytes_; }
   uint64_t generation() const { return generation_; }
 
@@ -57,7 +64,8 @@ class StateStore {
   FileSystem& fs_;
   std::string dir_;
   std::unique_ptr<FileLock> lock_;
-  std::unique_ptr<WritableFile> journal_;
+  std::unique_ptr<record_log::Writer> journal_;
+  std::string damage_;
   uint64_t generation_ = 0;
   uint64_t journal_bytes_ = 0;
   bool broken_ = true;  // until the first Compact

@@ -12,8 +12,8 @@
 #include <thread>
 #include <vector>
 
+#include "core/crc32c.h"
 #include "env/metered_env.h"
-#include "log/crc32c.h"
 #include "log/dedup_table.h"
 #include "log/hash.h"
 #include "log/record_format.h"

@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include "log/crc32c.h"
+#include "core/crc32c.h"
 
 namespace converge::internal {
 namespace {

@@ -8,7 +8,7 @@
 #include <optional>
 #include <utility>
 
-#include "log/crc32c.h"
+#include "core/crc32c.h"
 #include "log/record_format.h"
 #include "log/topic_meta.h"
 

@@ -8,6 +8,8 @@
 #include <charconv>
 #include <optional>
 
+#include "core/coding.h"
+
 namespace converge::saga_internal {
 namespace {
 
@@ -15,9 +17,7 @@ constexpr uint8_t kVersion = 0x01;
 constexpr uint8_t kExtString = 0, kExtInteger = 1, kExtBoolean = 2;
 constexpr uint8_t kDataJson = 1, kDataBinary = 3;
 
-void PutZigzag(std::string* out, int64_t v) {
-  PutVarint(out, (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63));
-}
+void PutZigzag(std::string* out, int64_t v) { PutVarint(out, internal::ZigZagEncode(v)); }
 
 void ExtString(std::string* out, std::string_view name, std::string_view value) {
   out->push_back(static_cast<char>(kExtString));
@@ -91,7 +91,7 @@ Result<Parsed> Parse(std::string_view record) {
     } else if (kind == kExtInteger) {
       uint64_t z = 0;
       if (!in.Varint(&z)) return Malformed("extension value");
-      const auto v = static_cast<int64_t>((z >> 1) ^ (~(z & 1) + 1));
+      const auto v = internal::ZigZagDecode(z);
       if (p.n_ints < p.ints.size()) p.ints[p.n_ints++] = {name, v};
     } else if (kind == kExtBoolean) {
       uint8_t b = 0;

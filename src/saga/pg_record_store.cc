@@ -91,18 +91,23 @@ class PostgresRecordStore : public RecordStore {
         std::string_view data(PQgetvalue(rows.get(), i, 1),
                               static_cast<size_t>(PQgetlength(rows.get(), i, 1)));
         total_bytes_ += data.size();
-        if (first_row && data.size() > kFrameHeaderBytes &&
-            static_cast<uint8_t>(data[kFrameHeaderBytes]) == kBaseBeginType) {
-          base_bytes_ = data.size();
-        }
-        first_row = false;
-        FrameReader reader(data);
+        // A row is a record-log file of its own: the header, then the batch's frames (rows of
+        // releases before the header hold the frames of then).
+        internal::record_log::Reader reader =
+            internal::record_log::Reader::ForFile(data, internal::record_log::Legacy::kSagaV0);
         std::string_view payload;
+        bool first_record = true;
         while (reader.Next(&payload)) {
+          if (first_row && first_record && !payload.empty() &&
+              static_cast<uint8_t>(payload[0]) == kBaseBeginType) {
+            base_bytes_ = data.size();
+          }
+          first_record = false;
           Status s = replay(payload);
           if (s.code() == StatusCode::kDataLoss) break;
           CONVERGE_RETURN_IF_ERROR(s);
         }
+        first_row = false;
       }
     }
     return Status::Ok();
@@ -116,8 +121,8 @@ class PostgresRecordStore : public RecordStore {
 
   Status Sync() override {
     if (pending_.empty()) return Status::Ok();
-    CONVERGE_RETURN_IF_ERROR(InsertRow(pending_));
-    total_bytes_ += pending_.size();
+    CONVERGE_ASSIGN_OR_RETURN(uint64_t row_bytes, InsertRow(pending_));
+    total_bytes_ += row_bytes;
     pending_.clear();
     return Status::Ok();
   }
@@ -126,14 +131,19 @@ class PostgresRecordStore : public RecordStore {
     CONVERGE_RETURN_IF_ERROR(Sync());
     CONVERGE_RETURN_IF_ERROR(Exec("BEGIN"));
     Status s = Exec("DELETE FROM " + options_.table);
-    if (s.ok()) s = InsertRow(base);
+    uint64_t row_bytes = 0;
+    if (s.ok()) {
+      Result<uint64_t> inserted = InsertRow(base);
+      s = inserted.status();
+      if (inserted.ok()) row_bytes = *inserted;
+    }
     if (s.ok()) s = Exec("COMMIT");
     if (!s.ok()) {
       Exec("ROLLBACK").IgnoreError();
       return s;
     }
-    total_bytes_ = base.size();
-    base_bytes_ = base.size();
+    total_bytes_ = row_bytes;
+    base_bytes_ = row_bytes;
     return Status::Ok();
   }
 
@@ -157,15 +167,20 @@ class PostgresRecordStore : public RecordStore {
     return Status::Ok();
   }
 
-  Status InsertRow(std::string_view bytes) {
+  // Inserts one row: the record-log file header, then `frames`. Returns the row's size.
+  Result<uint64_t> InsertRow(std::string_view frames) {
     if (failed_) return UnavailableError("saga log: the PostgreSQL session was lost");
+    std::string bytes;
+    bytes.reserve(internal::record_log::kFileHeaderBytes + frames.size());
+    internal::record_log::AppendFileHeader(&bytes);
+    bytes.append(frames.data(), frames.size());
     const char* values[1] = {bytes.data()};
     const int lengths[1] = {static_cast<int>(bytes.size())};
     const int formats[1] = {1};
     Res r(PQexecParams(conn_, ("INSERT INTO " + options_.table + " (payload) VALUES ($1)").c_str(),
                        1, nullptr, values, lengths, formats, 0));
     if (!r.ok()) return Failure("insert");
-    return Status::Ok();
+    return uint64_t{bytes.size()};
   }
 
   PostgresRecordStoreOptions options_;

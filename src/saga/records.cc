@@ -2,21 +2,11 @@
 
 #include <cstring>
 
-#include "log/crc32c.h"
+#include "core/coding.h"
+#include "core/record_log.h"
 
 namespace converge::saga_internal {
 namespace {
-
-void PutU32(std::string* out, uint32_t v) {
-  char b[4] = {static_cast<char>(v), static_cast<char>(v >> 8), static_cast<char>(v >> 16),
-               static_cast<char>(v >> 24)};
-  out->append(b, 4);
-}
-
-uint32_t GetU32(const char* p) {
-  const auto* u = reinterpret_cast<const uint8_t*>(p);
-  return uint32_t{u[0]} | (uint32_t{u[1]} << 8) | (uint32_t{u[2]} << 16) | (uint32_t{u[3]} << 24);
-}
 
 bool HasSaga(RecordType t) {
   return t != RecordType::kDefinition && t != RecordType::kBaseBegin && t != RecordType::kBaseEnd &&
@@ -25,34 +15,15 @@ bool HasSaga(RecordType t) {
 
 }  // namespace
 
-void PutVarint(std::string* out, uint64_t v) {
-  char buf[10];
-  size_t n = 0;
-  while (v >= 0x80) {
-    buf[n++] = static_cast<char>((v & 0x7f) | 0x80);
-    v >>= 7;
-  }
-  buf[n++] = static_cast<char>(v);
-  out->append(buf, n);
-}
+void PutVarint(std::string* out, uint64_t v) { internal::PutVarint64(out, v); }
 
-void PutString(std::string* out, std::string_view s) {
-  PutVarint(out, s.size());
-  out->append(s.data(), s.size());
-}
+void PutString(std::string* out, std::string_view s) { internal::PutLengthPrefixed(out, s); }
 
 bool ByteReader::Varint(uint64_t* v) {
-  uint64_t result = 0;
-  for (int shift = 0; shift <= 63; shift += 7) {
-    if (pos_ >= data_.size()) return false;
-    const auto byte = static_cast<uint8_t>(data_[pos_++]);
-    result |= uint64_t{byte & 0x7fu} << shift;
-    if ((byte & 0x80) == 0) {
-      *v = result;
-      return true;
-    }
-  }
-  return false;
+  std::string_view rest = data_.substr(pos_);
+  if (!internal::GetVarint64(&rest, v)) return false;
+  pos_ = data_.size() - rest.size();
+  return true;
 }
 
 bool ByteReader::U8(uint8_t* v) {
@@ -62,16 +33,14 @@ bool ByteReader::U8(uint8_t* v) {
 }
 
 bool ByteReader::String(std::string_view* s) {
-  uint64_t n = 0;
-  if (!Varint(&n) || n > data_.size() - pos_) return false;
-  *s = data_.substr(pos_, n);
-  pos_ += n;
+  std::string_view rest = data_.substr(pos_);
+  if (!internal::GetLengthPrefixed(&rest, s)) return false;
+  pos_ = data_.size() - rest.size();
   return true;
 }
 
 void AppendRecord(const RecordView& r, std::string* out) {
-  const size_t frame_at = out->size();
-  out->append(kFrameHeaderBytes, '\0');
+  const size_t frame_at = internal::record_log::BeginFrame(out);
   out->push_back(static_cast<char>(r.type));
   PutVarint(out, static_cast<uint64_t>(r.time_micros));
   if (HasSaga(r.type)) PutString(out, r.saga_id);
@@ -133,18 +102,11 @@ void AppendRecord(const RecordView& r, std::string* out) {
     case RecordType::kBaseEnd:
       break;
   }
-  const size_t len = out->size() - frame_at - kFrameHeaderBytes;
-  const uint32_t crc = internal::Crc32c(out->data() + frame_at + kFrameHeaderBytes, len);
-  std::string header;
-  PutU32(&header, static_cast<uint32_t>(len));
-  PutU32(&header, crc);
-  std::memcpy(out->data() + frame_at, header.data(), kFrameHeaderBytes);
+  internal::record_log::FinishFrame(out, frame_at);
 }
 
 void AppendFrame(std::string_view payload, std::string* out) {
-  PutU32(out, static_cast<uint32_t>(payload.size()));
-  PutU32(out, internal::Crc32c(payload.data(), payload.size()));
-  out->append(payload.data(), payload.size());
+  internal::record_log::AppendFrame(out, payload);
 }
 
 Result<RecordView> DecodePayload(std::string_view payload) {
@@ -233,26 +195,6 @@ Result<RecordView> DecodePayload(std::string_view payload) {
   return r;
 }
 
-bool FrameReader::Next(std::string_view* payload) {
-  if (pos_ == data_.size()) return false;
-  if (data_.size() - pos_ < kFrameHeaderBytes) {
-    damaged_ = true;
-    return false;
-  }
-  const uint32_t len = GetU32(data_.data() + pos_);
-  const uint32_t crc = GetU32(data_.data() + pos_ + 4);
-  if (len == 0 || len > kMaxRecordBytes || len > data_.size() - pos_ - kFrameHeaderBytes) {
-    damaged_ = true;
-    return false;
-  }
-  const char* body = data_.data() + pos_ + kFrameHeaderBytes;
-  if (internal::Crc32c(body, len) != crc) {
-    damaged_ = true;
-    return false;
-  }
-  *payload = std::string_view(body, len);
-  pos_ += kFrameHeaderBytes + len;
-  return true;
-}
+bool FrameReader::Next(std::string_view* payload) { return reader_.Next(payload); }
 
 }  // namespace converge::saga_internal

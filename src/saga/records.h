@@ -1,8 +1,9 @@
 // The saga log's records: what the orchestrator's state machine writes and replays.
 //
 // The log is event-sourced: the state machine changes an instance only by applying records, so
-// replaying the records after a crash rebuilds exactly the state that was durable. Framing:
-//   u32 payload_len | u32 crc32c(payload) | payload          (little-endian)
+// replaying the records after a crash rebuilds exactly the state that was durable. Framing: the
+// shared record log's (core/record_log.h, docs/formats/record_log.md); segments of earlier
+// releases, without its header, are read as record_log::Legacy::kSagaV0.
 // payload: u8 type, varint time_micros, then the fields of the type (strings are varint length +
 // bytes). docs/formats/saga.md describes every type.
 //
@@ -15,6 +16,7 @@
 
 #include "converge/saga.h"
 #include "converge/status.h"
+#include "core/record_log.h"
 
 namespace converge::saga_internal {
 
@@ -54,9 +56,7 @@ static_assert(static_cast<uint8_t>(RecordType::kBaseBegin) == 11 &&
                   static_cast<uint8_t>(RecordType::kBaseEnd) == 12,
               "the compaction markers of saga/saga_log.h");
 
-inline constexpr size_t kFrameHeaderBytes = 8;
-// Bound on one record's payload (definitions and checkpoints are the large ones).
-inline constexpr uint32_t kMaxRecordBytes = 16u << 20;
+inline constexpr size_t kFrameHeaderBytes = internal::record_log::kFrameHeaderBytes;
 
 // Appends the framed record to *out.
 void AppendRecord(const RecordView& r, std::string* out);
@@ -66,20 +66,19 @@ void AppendFrame(std::string_view payload, std::string* out);
 // Decodes one payload (the frame already checked). DataLoss if malformed.
 Result<RecordView> DecodePayload(std::string_view payload);
 
-// Splits framed records. Next() returns false at the end of the data or at the first damaged or
-// incomplete frame; valid_bytes() is then the length of the good prefix and damaged() says why it
-// stopped early.
+// Splits framed records (a batch, without a file header). Next() returns false at the end of
+// the data or at the first damaged or incomplete frame; valid_bytes() is then the length of the
+// good prefix and damaged() says why it stopped early.
 class FrameReader {
  public:
-  explicit FrameReader(std::string_view data) : data_(data) {}
+  explicit FrameReader(std::string_view data)
+      : reader_(internal::record_log::Reader::ForFrames(data)) {}
   bool Next(std::string_view* payload);
-  size_t valid_bytes() const { return pos_; }
-  bool damaged() const { return damaged_; }
+  size_t valid_bytes() const { return reader_.valid_bytes(); }
+  bool damaged() const { return reader_.damaged(); }
 
  private:
-  std::string_view data_;
-  size_t pos_ = 0;
-  bool damaged_ = false;
+  internal::record_log::Reader reader_;
 };
 
 // Varint/string helpers shared with the checkpoint codec.

@@ -25,17 +25,28 @@ bool ParseSegmentName(std::string_view kPrefix, const std::string& name, uint64_
   return true;
 }
 
+namespace record_log = internal::record_log;
+
+// Segments of releases before the record-log header are read in their framing of then.
+record_log::Reader SegmentReader(std::string_view data) {
+  return record_log::Reader::ForFile(data, record_log::Legacy::kSagaV0);
+}
+
 // True if the segment's first record is kBaseBegin (read without loading the whole file).
 Result<bool> StartsWithBase(FileSystem& fs, const std::string& path) {
   CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> f, fs.NewRandomAccessFile(path));
-  uint8_t buf[kFrameHeaderBytes + 1];
+  uint8_t buf[record_log::kFileHeaderBytes + kFrameHeaderBytes + 1];
   CONVERGE_ASSIGN_OR_RETURN(size_t n, f->Read(0, sizeof(buf), buf));
-  return n == sizeof(buf) && buf[kFrameHeaderBytes] == kBaseBeginType;
+  const std::string_view prefix(reinterpret_cast<const char*>(buf), n);
+  // The type byte is the payload's first: after the frame header, and the file header if any.
+  const size_t type_at =
+      (record_log::HasFileHeader(prefix) ? record_log::kFileHeaderBytes : 0) + kFrameHeaderBytes;
+  return n > type_at && buf[type_at] == kBaseBeginType;
 }
 
 // Bytes up to and including the kBaseEnd record, or 0 if the snapshot is incomplete.
 size_t CompleteBaseBytes(std::string_view data) {
-  FrameReader reader(data);
+  record_log::Reader reader = SegmentReader(data);
   std::string_view payload;
   while (reader.Next(&payload)) {
     if (!payload.empty() && static_cast<uint8_t>(payload[0]) == kBaseEndType) {
@@ -110,6 +121,7 @@ Result<std::unique_ptr<RecordLog>> RecordLog::Open(Env& env, const RecordLogOpti
   if (deleted) CONVERGE_RETURN_IF_ERROR(fs.SyncDir(options.dir));
 
   RecordLogRecovery rec;
+  bool last_legacy = false;
   for (size_t i = 0; i < seqs.size(); ++i) {
     const std::string path = log->SegmentPath(seqs[i]);
     std::string data;
@@ -119,9 +131,9 @@ Result<std::unique_ptr<RecordLog>> RecordLog::Open(Env& env, const RecordLogOpti
       CONVERGE_ASSIGN_OR_RETURN(data, fs.ReadFileToString(path));
     }
     ++rec.segments;
-    FrameReader reader(data);
+    record_log::Reader reader = SegmentReader(data);
     std::string_view payload;
-    size_t good = 0;  // bytes of frames that decoded
+    size_t good = reader.valid_bytes();  // the file header, then bytes of frames that decoded
     bool undecodable = false;
     while (reader.Next(&payload)) {
       Status s = replay(payload);
@@ -134,21 +146,22 @@ Result<std::unique_ptr<RecordLog>> RecordLog::Open(Env& env, const RecordLogOpti
       good = reader.valid_bytes();
     }
     const bool last = i + 1 == seqs.size();
+    if (last) last_legacy = reader.legacy();
     if (good < data.size()) {
       const bool damaged = reader.damaged() || undecodable;
       if (damaged) ++rec.damaged_segments;
       const std::string range =
           path + ": bytes [" + std::to_string(good) + ", " + std::to_string(data.size()) + ")";
-      const std::string why =
-          undecodable ? "a record that does not decode" : "a record that fails its checksum";
+      const std::string why = undecodable ? "a record that does not decode"
+                              : reader.stop() == record_log::Stop::kTorn
+                                  ? "a torn record"
+                                  : "a record that fails its checksum";
       if (last) {
         // The tail of the last segment: a write torn by a crash was never acknowledged (what
         // was acknowledged was synced), so it is cut. Reported all the same: damage to synced
         // records ends up here too.
         rec.truncated_bytes += data.size() - good;
-        rec.reports.push_back(range + " cut off (" +
-                              (damaged ? why : std::string("a torn last record")) +
-                              " at the end of the newest segment)");
+        rec.reports.push_back(range + " cut off (" + why + " at the end of the newest segment)");
         CONVERGE_RETURN_IF_ERROR(fs.Truncate(path, good));
       } else {
         // Acknowledged records are unreadable and later segments go on from them.
@@ -169,10 +182,13 @@ Result<std::unique_ptr<RecordLog>> RecordLog::Open(Env& env, const RecordLogOpti
   log->segments_ = seqs;
   if (seqs.empty()) {
     CONVERGE_RETURN_IF_ERROR(log->OpenNewSegment(1));
+  } else if (last_legacy) {
+    // Nothing is appended to a segment of the old framing: the next one starts in the current.
+    CONVERGE_RETURN_IF_ERROR(log->OpenNewSegment(seqs.back() + 1));
   } else {
     log->active_seq_ = seqs.back();
     CONVERGE_ASSIGN_OR_RETURN(log->active_,
-                              fs.NewWritableFile(log->SegmentPath(seqs.back()), OpenMode::kAppend));
+                              record_log::Writer::Reopen(fs, log->SegmentPath(seqs.back())));
   }
   log->MarkDurable();
   if (recovery != nullptr) *recovery = rec;
@@ -203,7 +219,7 @@ Status RecordLog::ReadOnly(Env& env, const RecordLogOptions& options, const Repl
   for (size_t i = start; i < seqs.size(); ++i) {
     Result<std::string> data = fs.ReadFileToString(paths.SegmentPath(seqs[i]));
     if (!data.ok()) continue;  // compacted away meanwhile
-    FrameReader reader(*data);
+    record_log::Reader reader = SegmentReader(*data);
     std::string_view payload;
     bool stopped = false;  // on purpose, not at damage
     while (reader.Next(&payload)) {
@@ -235,8 +251,8 @@ Status RecordLog::ReadOnly(Env& env, const RecordLogOptions& options, const Repl
 
 Status RecordLog::OpenNewSegment(uint64_t seq) {
   FileSystem& fs = env_.fs();
-  CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f,
-                            fs.NewWritableFile(SegmentPath(seq), OpenMode::kCreateNew));
+  CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<record_log::Writer> f,
+                            record_log::Writer::Create(fs, SegmentPath(seq), OpenMode::kCreateNew));
   CONVERGE_RETURN_IF_ERROR(fs.SyncDir(options_.dir));
   if (active_ != nullptr) CONVERGE_RETURN_IF_ERROR(active_->Close());
   active_ = std::move(f);
@@ -247,15 +263,16 @@ Status RecordLog::OpenNewSegment(uint64_t seq) {
 
 Status RecordLog::Append(std::string_view framed_records) {
   if (framed_records.empty()) return Status::Ok();
-  if (active_->Size() >= options_.segment_max_bytes) {
+  if (active_->size() >= options_.segment_max_bytes) {
     if (dirty_) {
       CONVERGE_RETURN_IF_ERROR(active_->Sync());
       dirty_ = false;
     }
     CONVERGE_RETURN_IF_ERROR(OpenNewSegment(active_seq_ + 1));
   }
-  CONVERGE_RETURN_IF_ERROR(active_->Append(framed_records));
-  total_bytes_ += framed_records.size();
+  const uint64_t before = active_->size();
+  CONVERGE_RETURN_IF_ERROR(active_->AddFrames(framed_records));
+  total_bytes_ += active_->size() - before;
   dirty_ = true;
   return Status::Ok();
 }
@@ -270,7 +287,7 @@ Status RecordLog::Sync() {
 
 void RecordLog::MarkDurable() {
   durable_seq_ = active_seq_;
-  durable_size_ = active_->Size();
+  durable_size_ = active_->size();
   durable_total_ = total_bytes_;
 }
 
@@ -307,9 +324,9 @@ Status RecordLog::UndoUnsynced() {
   const std::string path = SegmentPath(durable_seq_);
   // Truncate also makes the kept bytes durable.
   CONVERGE_RETURN_IF_ERROR(fs.Truncate(path, durable_size_));
-  CONVERGE_ASSIGN_OR_RETURN(active_, fs.NewWritableFile(path, OpenMode::kAppend));
-  if (active_->Size() != durable_size_) {
-    return InternalError("saga log segment " + path + " has " + std::to_string(active_->Size()) +
+  CONVERGE_ASSIGN_OR_RETURN(active_, record_log::Writer::Reopen(fs, path));
+  if (active_->size() != durable_size_) {
+    return InternalError("saga log segment " + path + " has " + std::to_string(active_->size()) +
                          " bytes after truncation to " + std::to_string(durable_size_));
   }
   active_seq_ = durable_seq_;
@@ -328,9 +345,9 @@ Status RecordLog::Rebase(std::string_view base) {
   FileSystem& fs = env_.fs();
   CONVERGE_RETURN_IF_ERROR(Sync());
   const uint64_t seq = active_seq_ + 1;
-  CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f,
-                            fs.NewWritableFile(SegmentPath(seq), OpenMode::kCreateNew));
-  CONVERGE_RETURN_IF_ERROR(f->Append(base));
+  CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<record_log::Writer> f,
+                            record_log::Writer::Create(fs, SegmentPath(seq), OpenMode::kCreateNew));
+  CONVERGE_RETURN_IF_ERROR(f->AddFrames(base));
   CONVERGE_RETURN_IF_ERROR(f->Sync());
   CONVERGE_RETURN_IF_ERROR(fs.SyncDir(options_.dir));
   // The snapshot is durable: the older segments are superseded. From here on nothing fails
@@ -348,8 +365,8 @@ Status RecordLog::Rebase(std::string_view base) {
   kept.push_back(seq);
   segments_ = std::move(kept);
   fs.SyncDir(options_.dir).IgnoreError();
-  total_bytes_ = base.size();
-  base_bytes_ = base.size();
+  total_bytes_ = active_->size();
+  base_bytes_ = active_->size();
   MarkDurable();
   return Status::Ok();
 }

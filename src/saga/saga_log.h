@@ -1,8 +1,9 @@
-// A durable record log: framed records (saga/records.h framing: u32 length, u32 crc32c, payload)
-// in segment files "<prefix><20-digit sequence>.log" under one directory, through the Env's
-// FileSystem. The saga orchestrator's saga log and the two-phase-commit coordinator's decision
-// log are both one. A payload's first byte is its type; kBaseBeginType and kBaseEndType are
-// reserved for compaction markers.
+// A durable record log: record-log files (core/record_log.h) as segment files
+// "<prefix><20-digit sequence>.log" under one directory, through the Env's FileSystem; segments
+// of releases before the record-log header are read in their old framing (and never appended
+// to: Open starts a new segment after one). The saga orchestrator's saga log and the
+// two-phase-commit coordinator's decision log are both one. A payload's first byte is its type;
+// kBaseBeginType and kBaseEndType are reserved for compaction markers.
 //
 // - Append writes a batch of records (many sagas at once) to the active segment; Sync makes
 //   everything appended durable with one fdatasync: the caller group-commits a whole batch.
@@ -34,6 +35,7 @@
 
 #include "converge/env.h"
 #include "converge/status.h"
+#include "core/record_log.h"
 #include "saga/records.h"
 
 namespace converge::saga_internal {
@@ -135,7 +137,7 @@ class RecordLog : public RecordStore {
   Env& env_;
   RecordLogOptions options_;
   std::unique_ptr<FileLock> lock_;
-  std::unique_ptr<WritableFile> active_;
+  std::unique_ptr<internal::record_log::Writer> active_;
   uint64_t active_seq_ = 0;
   std::vector<uint64_t> segments_;  // live segment sequence numbers, ascending
   uint64_t total_bytes_ = 0;

@@ -1263,8 +1263,10 @@ TEST(RecordLogTest, DamageInAnOlderSegmentStopsOpenNamingTheRange) {
   const std::string first = "/saga/saga-00000000000000000001.log";
   const uint64_t size = env.fs().ReadFileToString(first).value().size();
   ASSERT_GT(size, 150u);
-  // A byte inside the second record's payload.
-  const uint64_t record = size / 4;  // the segment holds 4 records of equal size
+  // A byte inside the second record's payload. The segment holds the record-log file header
+  // and 4 records of equal size.
+  const uint64_t header = internal::record_log::kFileHeaderBytes;
+  const uint64_t record = header + (size - header) / 4;
   ASSERT_TRUE(env.sim_fs().CorruptByte(first, record + 12, 0x20).ok());
   saga_internal::RecordLogRecovery rec;
   auto log = saga_internal::RecordLog::Open(env, o, replay, &rec);

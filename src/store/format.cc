@@ -3,25 +3,19 @@
 #include <cstdio>
 #include <cstring>
 
+#include "core/record_log.h"
+
 namespace converge::store_internal {
 namespace {
 
-// Frames `payload` (already appended to *out after `start` + a reserved header).
-void FinishFrame(std::string* out, size_t start) {
-  const size_t payload_len = out->size() - start - kRecordHeaderBytes;
-  char* hdr = out->data() + start;
-  EncodeFixed32(hdr + 4, static_cast<uint32_t>(payload_len));
-  const uint32_t crc = Crc32cExtend(0, hdr + 4, out->size() - start - 4);
-  EncodeFixed32(hdr, crc);
-}
-
 size_t BeginFrame(std::string* out, RecordType type, uint64_t seq) {
-  const size_t start = out->size();
-  out->append(kRecordHeaderBytes, '\0');
+  const size_t start = internal::record_log::BeginFrame(out);
   out->push_back(static_cast<char>(type));
   PutVarint(out, seq);
   return start;
 }
+
+void FinishFrame(std::string* out, size_t start) { internal::record_log::FinishFrame(out, start); }
 
 bool DecodeOp(Reader* r, WalOp* op) {
   uint8_t kind = 0;
@@ -38,38 +32,6 @@ bool DecodeOp(Reader* r, WalOp* op) {
     op->expires_at_ms = static_cast<int64_t>(expires);
   }
   return true;
-}
-
-bool DecodePayload(std::string_view payload, WalRecord* rec) {
-  Reader r(payload);
-  uint8_t type = 0;
-  if (!r.GetU8(&type) || !r.GetVarint(&rec->seq)) return false;
-  switch (type) {
-    case static_cast<uint8_t>(RecordType::kTxn): {
-      rec->type = RecordType::kTxn;
-      uint64_t wall = 0, n = 0;
-      if (!r.GetVarint(&wall) || !r.GetVarint(&n)) return false;
-      if (wall > static_cast<uint64_t>(INT64_MAX) || n > payload.size()) return false;
-      rec->wall_ms = static_cast<int64_t>(wall);
-      rec->ops.clear();
-      rec->ops.resize(n);
-      for (auto& op : rec->ops) {
-        if (!DecodeOp(&r, &op)) return false;
-      }
-      break;
-    }
-    case static_cast<uint8_t>(RecordType::kPutCollection):
-      rec->type = RecordType::kPutCollection;
-      if (!r.GetString(&rec->collection) || !DecodeConfig(&r, &rec->config)) return false;
-      break;
-    case static_cast<uint8_t>(RecordType::kDropCollection):
-      rec->type = RecordType::kDropCollection;
-      if (!r.GetString(&rec->collection)) return false;
-      break;
-    default:
-      return false;
-  }
-  return r.ok() && r.done();
 }
 
 void EncodeDoc(const std::string& key, const StoredDoc& doc, std::string* out) {
@@ -137,26 +99,36 @@ void AppendDropCollectionRecord(uint64_t seq, const std::string& name, std::stri
   FinishFrame(out, start);
 }
 
-ParseOutcome ParseRecord(std::string_view in, WalRecord* record, size_t* consumed) {
-  if (in.empty()) return ParseOutcome::kEnd;
-  if (in.size() < kRecordHeaderBytes) return ParseOutcome::kTorn;
-  const uint32_t crc = DecodeFixed32(in.data());
-  const uint32_t len = DecodeFixed32(in.data() + 4);
-  if (crc == 0 && len == 0) {
-    // Zero padding (a preallocated or zero-extended tail): torn only if nothing follows.
-    for (char c : in) {
-      if (c != 0) return ParseOutcome::kCorrupt;
+bool DecodeWalPayload(std::string_view payload, WalRecord* rec) {
+  Reader r(payload);
+  uint8_t type = 0;
+  if (!r.GetU8(&type) || !r.GetVarint(&rec->seq)) return false;
+  switch (type) {
+    case static_cast<uint8_t>(RecordType::kTxn): {
+      rec->type = RecordType::kTxn;
+      uint64_t wall = 0, n = 0;
+      if (!r.GetVarint(&wall) || !r.GetVarint(&n)) return false;
+      if (wall > static_cast<uint64_t>(INT64_MAX) || n > payload.size()) return false;
+      rec->wall_ms = static_cast<int64_t>(wall);
+      rec->ops.clear();
+      rec->ops.resize(n);
+      for (auto& op : rec->ops) {
+        if (!DecodeOp(&r, &op)) return false;
+      }
+      break;
     }
-    return ParseOutcome::kTorn;
+    case static_cast<uint8_t>(RecordType::kPutCollection):
+      rec->type = RecordType::kPutCollection;
+      if (!r.GetString(&rec->collection) || !DecodeConfig(&r, &rec->config)) return false;
+      break;
+    case static_cast<uint8_t>(RecordType::kDropCollection):
+      rec->type = RecordType::kDropCollection;
+      if (!r.GetString(&rec->collection)) return false;
+      break;
+    default:
+      return false;
   }
-  if (len > kMaxRecordBytes) return ParseOutcome::kCorrupt;
-  if (in.size() - kRecordHeaderBytes < len) return ParseOutcome::kTorn;
-  if (Crc32cExtend(0, in.data() + 4, 4 + static_cast<size_t>(len)) != crc) {
-    return ParseOutcome::kCorrupt;
-  }
-  if (!DecodePayload(in.substr(kRecordHeaderBytes, len), record)) return ParseOutcome::kCorrupt;
-  *consumed = kRecordHeaderBytes + len;
-  return ParseOutcome::kRecord;
+  return r.ok() && r.done();
 }
 
 void EncodeConfig(const CollectionConfig& config, std::string* out) {

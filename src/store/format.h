@@ -1,7 +1,11 @@
 // On-disk formats of the store (docs/formats/store.md): WAL records and snapshots.
 //
-// WAL file "wal-<first seq, 20 digits>.log": a sequence of framed records
-//   fixed32 crc32c(length bytes + payload) | fixed32 length | payload
+// WAL file "wal-<first seq, 20 digits>.log": a record-log file (core/record_log.h): created
+// empty, the file header comes with the first batch (record_log::AppendFrames), then one frame
+// per record
+//   fixed32 masked crc32c(length bytes + payload) | fixed32 length | payload
+// (WAL files of releases before the header have the same frames with an unmasked CRC and no
+// header: record_log::Legacy::kStoreV0.)
 // payload: u8 type | varint seq | type-specific fields (see format.cc).
 // Snapshot file "snapshot-<seq, 20 digits>": magic, seq, feed cursor, the collections with
 // their documents, then fixed32 crc32c of everything before it.
@@ -40,9 +44,6 @@ struct WalRecord {
   CollectionConfig config;  // kPutCollection
 };
 
-inline constexpr size_t kRecordHeaderBytes = 8;
-inline constexpr uint32_t kMaxRecordBytes = 1u << 30;
-
 // Appends one framed kTxn record.
 void AppendTxnRecord(uint64_t seq, int64_t wall_ms, const std::vector<WalOp>& ops,
                      std::string* out);
@@ -50,11 +51,8 @@ void AppendPutCollectionRecord(uint64_t seq, const std::string& name,
                                const CollectionConfig& config, std::string* out);
 void AppendDropCollectionRecord(uint64_t seq, const std::string& name, std::string* out);
 
-enum class ParseOutcome { kRecord, kEnd, kTorn, kCorrupt };
-// Parses the framed record at the start of `in`. kRecord: *record filled, *consumed = its
-// size. kEnd: `in` is empty. kTorn: `in` holds a prefix of a record (or zero padding) that a
-// crash could have cut. kCorrupt: a complete frame whose checksum or content is wrong.
-ParseOutcome ParseRecord(std::string_view in, WalRecord* record, size_t* consumed);
+// Decodes one WAL record's payload (the frame already checked). False if malformed.
+bool DecodeWalPayload(std::string_view payload, WalRecord* record);
 
 void EncodeConfig(const CollectionConfig& config, std::string* out);
 bool DecodeConfig(Reader* reader, CollectionConfig* config);

@@ -3,6 +3,7 @@
 #include <charconv>
 #include <utility>
 
+#include "core/record_log.h"
 #include "store/store_impl.h"
 
 namespace converge::store_internal {
@@ -267,7 +268,7 @@ void StoreImpl::LeadGroup(Lock& lock, bool force_sync) {
   const uint64_t wal_before = wal_->Size();
   lock.unlock();
   Status s;
-  if (!batch.empty()) s = wal_->Append(batch);
+  if (!batch.empty()) s = internal::record_log::AppendFrames(*wal_, batch);
   if (s.ok() && sync && dirty) s = wal_->Sync();
   const uint64_t wal_size = wal_->Size();
   lock.lock();

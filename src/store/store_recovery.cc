@@ -3,9 +3,12 @@
 #include <charconv>
 #include <utility>
 
+#include "core/record_log.h"
 #include "store/store_impl.h"
 
 namespace converge::store_internal {
+
+namespace record_log = internal::record_log;
 
 Status StoreImpl::Recover() {
   FileSystem& fs = env_.fs();
@@ -131,32 +134,27 @@ Status StoreImpl::ReplayWal(uint64_t first_seq, bool last_file, uint64_t snapsho
   const std::string name = WalFileName(first_seq);
   const std::string path = Path(name);
   CONVERGE_ASSIGN_OR_RETURN(std::string bytes, fs.ReadFileToString(path));
-  std::string_view in(bytes);
-  size_t offset = 0;
+  // WAL files of releases before the record-log header are read in their framing of then.
+  record_log::Reader reader = record_log::Reader::ForFile(bytes, record_log::Legacy::kStoreV0);
   WalRecord rec;
   while (true) {
-    size_t consumed = 0;
-    const ParseOutcome outcome = ParseRecord(in.substr(offset), &rec, &consumed);
-    if (outcome == ParseOutcome::kEnd) break;
-    if (outcome != ParseOutcome::kRecord) {
+    std::string_view payload;
+    const bool have = reader.Next(&payload);
+    if (!have && reader.stop() == record_log::Stop::kEnd) break;
+    // A record whose frame checks out but whose content does not decode is treated like a bad
+    // frame: at the tail, a torn final write; with a valid frame after it, damage.
+    const bool undecodable = have && !DecodeWalPayload(payload, &rec);
+    if (!have || undecodable) {
+      const size_t offset = have ? reader.last_record_offset() : reader.valid_bytes();
       auto damaged = [&](std::string_view why) {
         return DataLossError("store WAL " + name + " is damaged at byte " + std::to_string(offset) +
                              " (" + std::string(why) + ")");
       };
       if (!last_file) return damaged("a record before the last file's tail");
-      if (outcome == ParseOutcome::kCorrupt) {
-        // A torn final write looks corrupt; a corrupt record followed by a good one does not.
-        const std::string_view rest = in.substr(offset);
-        if (rest.size() >= kRecordHeaderBytes) {
-          const size_t declared = kRecordHeaderBytes + DecodeFixed32(rest.data() + 4);
-          WalRecord next;
-          size_t next_consumed = 0;
-          if (declared < rest.size() &&
-              ParseRecord(rest.substr(declared), &next, &next_consumed) == ParseOutcome::kRecord) {
-            return damaged("corrupt record followed by valid ones");
-          }
-        }
-      }
+      // A torn final write looks corrupt; a corrupt record followed by a good one does not.
+      const bool followed = undecodable ? reader.ValidFrameAt(reader.valid_bytes())
+                                        : reader.stop() == record_log::Stop::kCorrupt;
+      if (followed) return damaged("corrupt record followed by valid ones");
       // Never acknowledged: cut it off, durably, before anything is appended after it.
       CONVERGE_RETURN_IF_ERROR(fs.Truncate(path, offset));
       return Status::Ok();
@@ -183,7 +181,6 @@ Status StoreImpl::ReplayWal(uint64_t first_seq, bool last_file, uint64_t snapsho
       rec.ops.clear();
     }
     *prev = rec.seq;
-    offset += consumed;
   }
   if (last_file) {
     // The tail may only be in the OS's cache (a process crash): make it durable before anything
@@ -245,7 +242,7 @@ Status StoreImpl::Checkpoint() {
 
   // Finish the current WAL file and start the next one, still as the only writer.
   Status s;
-  if (!batch.empty()) s = wal_->Append(batch);
+  if (!batch.empty()) s = internal::record_log::AppendFrames(*wal_, batch);
   if (s.ok()) s = wal_->Sync();
   if (!s.ok()) {
     // As in LeadGroup: the changes not yet durable are undone and the store goes on.

@@ -3,29 +3,40 @@
 #include <cctype>
 #include <type_traits>
 
+#include "core/coding.h"
+
 namespace converge::internal::wire {
 
 namespace {
 
+// Fixed-width little-endian integers of 1, 4 or 8 bytes (core/coding.h).
 template <typename T>
 void PutFixed(std::string* out, T v) {
   using U = std::make_unsigned_t<T>;
-  U u = static_cast<U>(v);
-  char bytes[sizeof(T)];
-  for (size_t i = 0; i < sizeof(T); ++i) bytes[i] = static_cast<char>((u >> (8 * i)) & 0xff);
-  out->append(bytes, sizeof(T));
+  const U u = static_cast<U>(v);
+  if constexpr (sizeof(T) == 1) {
+    out->push_back(static_cast<char>(u));
+  } else if constexpr (sizeof(T) == 4) {
+    PutFixed32(out, u);
+  } else {
+    static_assert(sizeof(T) == 8);
+    PutFixed64(out, u);
+  }
 }
 
 template <typename T>
 bool GetFixed(std::string_view in, size_t* pos, T* v) {
   if (*pos > in.size() || in.size() - *pos < sizeof(T)) return false;
-  using U = std::make_unsigned_t<T>;
-  U u = 0;
-  for (size_t i = 0; i < sizeof(T); ++i) {
-    u |= static_cast<U>(static_cast<unsigned char>(in[*pos + i])) << (8 * i);
+  const char* p = in.data() + *pos;
+  if constexpr (sizeof(T) == 1) {
+    *v = static_cast<T>(static_cast<unsigned char>(*p));
+  } else if constexpr (sizeof(T) == 4) {
+    *v = static_cast<T>(DecodeFixed32(p));
+  } else {
+    static_assert(sizeof(T) == 8);
+    *v = static_cast<T>(DecodeFixed64(p));
   }
   *pos += sizeof(T);
-  *v = static_cast<T>(u);
   return true;
 }
 
@@ -39,30 +50,14 @@ std::string Index(std::string_view what, size_t i) {
 
 }  // namespace
 
-void AppendVarint(std::string* out, uint64_t v) {
-  char buf[10];
-  size_t n = 0;
-  while (v >= 0x80) {
-    buf[n++] = static_cast<char>((v & 0x7f) | 0x80);
-    v >>= 7;
-  }
-  buf[n++] = static_cast<char>(v);
-  out->append(buf, n);
-}
+void AppendVarint(std::string* out, uint64_t v) { PutVarint64(out, v); }
 
 bool ReadVarint(std::string_view in, size_t* pos, uint64_t* v) {
-  uint64_t result = 0;
-  for (int shift = 0, i = 0; i < 10; ++i, shift += 7) {
-    if (*pos >= in.size()) return false;
-    const auto byte = static_cast<unsigned char>(in[(*pos)++]);
-    if (i == 9 && byte > 1) return false;  // would overflow 64 bits
-    result |= static_cast<uint64_t>(byte & 0x7f) << shift;
-    if ((byte & 0x80) == 0) {
-      *v = result;
-      return true;
-    }
-  }
-  return false;
+  if (*pos > in.size()) return false;
+  size_t n = 0;
+  if (DecodeVarint64(in.substr(*pos), v, &n) != VarintError::kNone) return false;
+  *pos += n;
+  return true;
 }
 
 void AppendEventRecord(std::string* out, std::string_view record) {

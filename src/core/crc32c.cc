@@ -1,4 +1,4 @@
-#include "log/crc32c.h"
+#include "core/crc32c.h"
 
 #include <array>
 #include <cstring>
