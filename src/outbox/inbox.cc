@@ -13,7 +13,7 @@
 
 #include "converge/retry.h"
 #include "outbox/outbox_row.h"
-#include "outbox/sql_internal.h"
+#include "sql/sql_internal.h"
 #include "outbox/wakeup.h"
 
 namespace converge {

@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "outbox/outbox_row.h"
-#include "outbox/sql_internal.h"
-#include "outbox/sql_postgres.h"
+#include "sql/sql_internal.h"
+#include "sql/sql_postgres.h"
 #include "outbox/wakeup.h"
 
 namespace converge {

@@ -9,7 +9,7 @@
 #include "outbox/outbox_row.h"
 #include "outbox/outbox_test_util.h"
 #include "outbox/relay_core.h"
-#include "outbox/sql_internal.h"
+#include "sql/sql_internal.h"
 
 namespace converge::outbox_test {
 namespace {

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <string>
 
-#include "outbox/sql_internal.h"
+#include "sql/sql_internal.h"
 
 namespace converge::sql {
 

@@ -1,6 +1,6 @@
 // converge/sql.h on PostgreSQL through libpq: one connection, extended-protocol prepared
 // statements cached by SQL text, text-format results (bytea decoded on access).
-#include "outbox/sql_postgres.h"
+#include "sql/sql_postgres.h"
 
 #include <libpq-fe.h>
 
@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "converge/sql.h"
-#include "outbox/sql_internal.h"
+#include "sql/sql_internal.h"
 
 namespace converge::sql {
 namespace {
