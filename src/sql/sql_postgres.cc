@@ -3,6 +3,7 @@
 #include "sql/sql_postgres.h"
 
 #include <libpq-fe.h>
+#include <poll.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -243,8 +244,25 @@ class PgDatabase final : public Database {
   Status Reconnect() override {
     DrainAsync();
     in_tx_ = false;
+    ProbeIdle();
     if (healthy()) return Status::Ok();
     return Connect();
+  }
+
+  // A server that went away leaves an idle connection looking fine until it is used. Reading
+  // what the socket holds, without blocking, notices it: a stopping server sends its FATAL
+  // message and then closes, so a read may return that message and only the next one the end
+  // of the stream; read while the socket is readable (a few rounds at most).
+  void ProbeIdle() {
+    for (int round = 0; round < 4; ++round) {
+      if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK ||
+          PQtransactionStatus(conn_) != PQTRANS_IDLE) {
+        return;
+      }
+      pollfd pfd{PQsocket(conn_), POLLIN, 0};
+      if (pfd.fd < 0 || ::poll(&pfd, 1, 0) <= 0) return;
+      if (PQconsumeInput(conn_) == 0) return;  // the connection is now CONNECTION_BAD
+    }
   }
   void* native_handle() override { return conn_; }
   const std::string& target() const override { return options_.conninfo; }
@@ -259,12 +277,7 @@ class PgDatabase final : public Database {
 
   Status EnsureConnected() {
     DrainAsync();
-    // A server that went away leaves the connection looking fine until it is used; reading
-    // what is pending (non-blocking) notices the closed socket, so we reconnect up front.
-    if (conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK &&
-        PQtransactionStatus(conn_) == PQTRANS_IDLE) {
-      PQconsumeInput(conn_);
-    }
+    ProbeIdle();
     if (healthy()) return Status::Ok();
     if (conn_ != nullptr && in_tx_) {
       // The server rolled the caller's open transaction back with the session. A new session
