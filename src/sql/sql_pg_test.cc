@@ -18,12 +18,17 @@ class SqlPgTest : public ::testing::Test {
   static void SetUpTestSuite() {
     // Integration suites fail, never skip, when their server is missing (see postgres_server.h).
     Result<std::unique_ptr<testing::PostgresServer>> pg = testing::PostgresServer::Start();
-    ASSERT_TRUE(pg.ok()) << pg.status().ToString();
+    if (!pg.ok()) {
+      start_error_ = pg.status().ToString();
+      return;
+    }
     server_ = std::move(pg).value();
   }
   static void TearDownTestSuite() { server_.reset(); }
 
-  void SetUp() override { ASSERT_NE(server_, nullptr) << "PostgreSQL did not start"; }
+  void SetUp() override {
+    ASSERT_NE(server_, nullptr) << "PostgreSQL did not start: " << start_error_;
+  }
 
   static std::string Uri(const std::string& query = "") {
     return "postgresql://postgres@127.0.0.1:" + std::to_string(server_->port()) + "/postgres" +
@@ -60,6 +65,7 @@ class SqlPgTest : public ::testing::Test {
   }
 
   static inline std::unique_ptr<testing::PostgresServer> server_;
+  static inline std::string start_error_;
 };
 
 TEST_F(SqlPgTest, UriConninfoWithAConnectTimeoutConnects) {
