@@ -78,8 +78,8 @@ class TxParticipant {
 
 struct PostgresParticipantOptions {
   std::string name;
-  std::string conninfo;           // key=value conninfo or a postgres:// URI (converge/sql.h)
-  uint32_t max_connections = 16;  // pooled; callers beyond wait for a free one
+  std::string conninfo;                // key=value conninfo or a postgres:// URI (converge/sql.h)
+  uint32_t max_connections = 16;       // pooled; callers beyond wait for a free one
   int64_t connect_timeout_ms = 5'000;  // > 0; each new connection, then Unavailable
   // The sessions' statement_timeout (0 = none): bounds COMMIT/ROLLBACK PREPARED and the
   // in-doubt listing (DeadlineExceeded). Prepare's work is bounded by its own timeout_ms.

@@ -44,24 +44,23 @@ class PostgresRecordStore : public RecordStore {
 
     const sql::Value key[] = {sql::Value::Text(options_.table)};
     bool got = false;
-    CONVERGE_RETURN_IF_ERROR(Check(
-        db_->Query("SELECT pg_try_advisory_lock(hashtext($1))", key,
-                   [&](const sql::Row& row) {
-                     got = row.Bytes(0) == "t";
-                     return Status::Ok();
-                   })
-            .status(),
-        "advisory lock"));
+    CONVERGE_RETURN_IF_ERROR(Check(db_->Query("SELECT pg_try_advisory_lock(hashtext($1))", key,
+                                              [&](const sql::Row& row) {
+                                                got = row.Bytes(0) == "t";
+                                                return Status::Ok();
+                                              })
+                                       .status(),
+                                   "advisory lock"));
     if (!got) {
       return FailedPreconditionError("saga log: table '" + options_.table +
                                      "' is used by another orchestrator");
     }
     locked_ = true;
-    CONVERGE_RETURN_IF_ERROR(Check(db_->ExecuteScript("CREATE TABLE IF NOT EXISTS " +
-                                                      options_.table +
-                                                      " (seq BIGSERIAL PRIMARY KEY, payload "
-                                                      "BYTEA NOT NULL)"),
-                                   "create table"));
+    CONVERGE_RETURN_IF_ERROR(
+        Check(db_->ExecuteScript("CREATE TABLE IF NOT EXISTS " + options_.table +
+                                 " (seq BIGSERIAL PRIMARY KEY, payload "
+                                 "BYTEA NOT NULL)"),
+              "create table"));
     return Replay(replay);
   }
 

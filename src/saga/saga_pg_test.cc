@@ -177,9 +177,9 @@ TEST_F(SagaPgTest, SqlLedgerOnPostgres) {
 // to the database layer whole).
 TEST_F(SagaPgTest, SagaLogOnAUriConninfo) {
   ASSERT_TRUE(Open(256ull << 20, [&](SagaOrchestratorOptions& o) {
-                o.postgres_conninfo = "postgresql://postgres@127.0.0.1:" +
-                                      std::to_string(pg_->port()) +
-                                      "/postgres?application_name=converge-saga-log";
+                o.postgres_conninfo =
+                    "postgresql://postgres@127.0.0.1:" + std::to_string(pg_->port()) +
+                    "/postgres?application_name=converge-saga-log";
                 o.postgres_connect_timeout_ms = 3'000;
               }).ok());
   SagaStartRequest req;

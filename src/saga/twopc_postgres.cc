@@ -83,8 +83,8 @@ class PostgresParticipant : public TxParticipant {
     return AbortedError(msg);
   }
 
-  Status PrepareOn(sql::Database& conn, const std::string& gid,
-                   std::span<const SqlStatement> work, int64_t timeout_ms) {
+  Status PrepareOn(sql::Database& conn, const std::string& gid, std::span<const SqlStatement> work,
+                   int64_t timeout_ms) {
     Status s = conn.ExecuteScript("BEGIN");
     if (!s.ok()) return Error(s, "begin");
     // Phase 1's own bound replaces the session's statement timeout inside this transaction.

@@ -175,10 +175,10 @@ class SqliteParticipant : public TxParticipant {
   Result<std::vector<std::string>> ListPrepared(const std::string& prefix) override {
     std::lock_guard<std::mutex> lock(mu_);
     std::vector<std::string> out;
-    CONVERGE_RETURN_IF_ERROR(Run(
-        *journal_,
-        "SELECT gid FROM prepared WHERE substr(gid, 1, length(?1)) = ?1 ORDER BY prepared_at",
-        {prefix}, [&](const sql::Row& row) { out.emplace_back(row.Bytes(0)); }));
+    CONVERGE_RETURN_IF_ERROR(
+        Run(*journal_,
+            "SELECT gid FROM prepared WHERE substr(gid, 1, length(?1)) = ?1 ORDER BY prepared_at",
+            {prefix}, [&](const sql::Row& row) { out.emplace_back(row.Bytes(0)); }));
     return out;
   }
 
@@ -194,9 +194,7 @@ class SqliteParticipant : public TxParticipant {
     return sql::Database::OpenSqlite(o);
   }
 
-  static Status Exec(sql::Database& db, const char* sql) {
-    return Refused(db.ExecuteScript(sql));
-  }
+  static Status Exec(sql::Database& db, const char* sql) { return Refused(db.ExecuteScript(sql)); }
 
   // One statement with text/NULL parameters; `on_row` (optional) sees each result row.
   static Status Run(sql::Database& db, const std::string& sql,

@@ -215,10 +215,10 @@ sagas:
   EXPECT_EQ(c->sagas.max_in_flight, 10u);
   EXPECT_EQ(c->sagas.finished_retain_max, 5u);
   EXPECT_EQ(c->sagas.finished_retain_ms, 1000);
-  for (const char* bad : {"sagas: {colour: red}", "sagas: {max_in_flight: 0}",
-                          "sagas: {reply_topic: ''}", "sagas: {definitions: {a: b}}",
-                          "sagas: {postgres_connect_timeout_ms: 0}",
-                          "sagas: {postgres_statement_timeout_ms: -1}"}) {
+  for (const char* bad :
+       {"sagas: {colour: red}", "sagas: {max_in_flight: 0}", "sagas: {reply_topic: ''}",
+        "sagas: {definitions: {a: b}}", "sagas: {postgres_connect_timeout_ms: 0}",
+        "sagas: {postgres_statement_timeout_ms: -1}"}) {
     Result<ServerConfig> r = ParseConfig(bad);
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
     EXPECT_NE(r.status().message().find("sagas"), std::string_view::npos) << bad;

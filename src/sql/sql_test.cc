@@ -1,9 +1,10 @@
 // Unit tests of the database layer that need no database server: option checks and the
 // connect timeout against a server that never answers. (The SQLite engine and the helpers are
 // covered by outbox_test; the PostgreSQL engine by sql_pg_test on a real server.)
+#include "converge/sql.h"
+
 #include <gtest/gtest.h>
 
-#include "converge/sql.h"
 #include "support/black_hole.h"
 
 namespace converge {
@@ -21,9 +22,8 @@ void ExpectConnectTimesOut(const std::string& form) {
   o.conninfo = form == "uri" ? hole.Uri() : hole.ConnInfo();
   o.connect_timeout_ms = kConnectTimeoutMs;
   Status status;
-  const int64_t ms = testing::MillisUntilGivenUp(hole, kGiveUpMs, [&] {
-    status = sql::Database::ConnectPostgres(o).status();
-  });
+  const int64_t ms = testing::MillisUntilGivenUp(
+      hole, kGiveUpMs, [&] { status = sql::Database::ConnectPostgres(o).status(); });
   EXPECT_LT(ms, kWithinMs) << form << ": the connect attempt was not bounded by its timeout";
   EXPECT_EQ(status.code(), StatusCode::kUnavailable) << status.ToString();
 }
