@@ -512,7 +512,8 @@ class SqlSagaLedger : public SagaLedger {
   // while creating the table.
   static Result<std::unique_ptr<SqlSagaLedger>> Open(Env& env, std::unique_ptr<sql::Database> db,
                                                      Options options);
-  // Shortcuts: a SQLite file (synchronous=full), or a PostgreSQL conninfo.
+  // Shortcuts: a SQLite file (synchronous=full), or a PostgreSQL conninfo (key=value or URI),
+  // with the SQL layer's default timeouts; for other bounds open the sql::Database and use Open.
   static Result<std::unique_ptr<SqlSagaLedger>> OpenSqlite(Env& env, const std::string& path,
                                                            Options options);
   static Result<std::unique_ptr<SqlSagaLedger>> OpenPostgres(Env& env, const std::string& conninfo,
