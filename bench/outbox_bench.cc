@@ -22,7 +22,7 @@
 #include "converge/outbox.h"
 #include "converge/relay.h"
 #include "converge/sql.h"
-#include "outbox/sql_internal.h"
+#include "sql/sql_internal.h"
 #include "support/postgres_server.h"
 #include "support/server_process.h"
 

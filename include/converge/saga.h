@@ -236,8 +236,13 @@ struct SagaOrchestratorOptions {
   // Keep the saga log in PostgreSQL instead of `dir`: a libpq connection string. The log is the
   // table `postgres_table` (created if missing; one row per synced batch, durable at commit),
   // and one orchestrator per table (a session advisory lock).
+  // A key=value conninfo or a postgres:// URI; the connection goes through converge/sql.h.
   std::string postgres_conninfo;
   std::string postgres_table = "converge_saga_log";  // [a-z0-9_]{1,60}
+  // Bounds on the log's PostgreSQL connection (sql::PostgresOptions): connecting (> 0), and
+  // each statement (0 = none). A write that fails stops the batch; its requests get Unavailable.
+  int64_t postgres_connect_timeout_ms = 5'000;
+  int64_t postgres_statement_timeout_ms = 30'000;
   std::string reply_topic = "saga.replies";          // created if missing
   // Options for the reply topic and for participants' command topics created on demand.
   TopicOptions topic_options;
@@ -507,7 +512,8 @@ class SqlSagaLedger : public SagaLedger {
   // while creating the table.
   static Result<std::unique_ptr<SqlSagaLedger>> Open(Env& env, std::unique_ptr<sql::Database> db,
                                                      Options options);
-  // Shortcuts: a SQLite file (synchronous=full), or a PostgreSQL conninfo.
+  // Shortcuts: a SQLite file (synchronous=full), or a PostgreSQL conninfo (key=value or URI),
+  // with the SQL layer's default timeouts; for other bounds open the sql::Database and use Open.
   static Result<std::unique_ptr<SqlSagaLedger>> OpenSqlite(Env& env, const std::string& path,
                                                            Options options);
   static Result<std::unique_ptr<SqlSagaLedger>> OpenPostgres(Env& env, const std::string& conninfo,

@@ -1,6 +1,7 @@
-// A small SQL access layer over SQLite (the embedded default) and PostgreSQL (libpq), used by
-// the outbox, the relay and the inbox, and offered to services so that their business writes
-// and converge's rows share one local transaction.
+// The one SQL access layer over SQLite (the embedded default) and PostgreSQL (libpq): every
+// database connection converge opens goes through it (the outbox, the relay, the inbox, the
+// saga log and ledger, the two-phase-commit participants), and services use it so that their
+// business writes and converge's rows share one local transaction.
 //
 // Contract
 // - A Database is one connection. Statements are prepared once per SQL text and cached (at
@@ -26,7 +27,11 @@
 // Thread-safety: a Database and its Transaction are used by one thread at a time. Different
 // Database objects (connections) may be used from different threads.
 // Blocking: every call blocks on the database (file I/O or a network round trip), bounded by
-// busy_timeout_ms (SQLite) and connect/statement timeouts (PostgreSQL).
+// busy_timeout_ms (SQLite) and connect/statement/lock timeouts (PostgreSQL).
+// Timeouts (PostgreSQL): every connection is opened with connect_timeout_ms (whatever form the
+// conninfo has: key=value or a postgres:// URI; a connect_timeout written in the conninfo is
+// overridden) and gets statement_timeout and lock_timeout set for its session, so no call
+// waits without bound on an unreachable or stuck server.
 #pragma once
 
 #include <cstdint>
@@ -136,11 +141,22 @@ struct SqliteOptions {
 };
 
 struct PostgresOptions {
-  std::string conninfo;  // libpq connection string or URI
+  std::string conninfo;  // libpq connection string or URI; never rewritten by converge
+  // Bounds establishing a connection (TCP connect, TLS and authentication) per server address
+  // tried; libpq counts whole seconds, rounded up, and at least 2. Then Unavailable.
   int64_t connect_timeout_ms = 5'000;
-  int64_t statement_timeout_ms = 30'000;  // 0 = none
-  int64_t lock_timeout_ms = 10'000;       // 0 = none
+  // The session's statement_timeout: a statement running longer is cancelled by the server
+  // (DeadlineExceeded; the transaction is rolled back). 0 = none.
+  int64_t statement_timeout_ms = 30'000;
+  int64_t lock_timeout_ms = 10'000;  // the session's lock_timeout (DeadlineExceeded); 0 = none
   size_t statement_cache_max = 256;
+  // A call on a lost connection first reconnects (true), or fails with Unavailable until
+  // Reconnect() is called (false): for callers whose session holds state that a new session
+  // would silently lack (advisory locks, LISTEN, a transaction opened with ExecuteScript).
+  // Either way, after a connection was lost inside a transaction the caller opened (BEGIN with
+  // ExecuteScript) every call but Transact fails with Unavailable until Reconnect(): the
+  // server rolled it back, and its remaining statements must not run autocommitted.
+  bool reconnect = true;
 };
 
 class Database {
@@ -170,8 +186,8 @@ class Database {
 
   // True if the connection looks usable (PostgreSQL: not CONNECTION_BAD).
   virtual bool healthy() const = 0;
-  // Re-establishes a broken connection (PostgreSQL); OK if already healthy. Unavailable if the
-  // server is still unreachable.
+  // Re-establishes a broken connection (PostgreSQL; also with reconnect = false); OK if already
+  // healthy. Unavailable if the server is still unreachable.
   virtual Status Reconnect() = 0;
 
   // `sqlite3*` or `PGconn*`, owned by the Database.

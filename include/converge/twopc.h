@@ -78,9 +78,12 @@ class TxParticipant {
 
 struct PostgresParticipantOptions {
   std::string name;
-  std::string conninfo;           // libpq connection string
-  uint32_t max_connections = 16;  // pooled; callers beyond wait for a free one
-  int64_t connect_timeout_ms = 5'000;
+  std::string conninfo;                // key=value conninfo or a postgres:// URI (converge/sql.h)
+  uint32_t max_connections = 16;       // pooled; callers beyond wait for a free one
+  int64_t connect_timeout_ms = 5'000;  // > 0; each new connection, then Unavailable
+  // The sessions' statement_timeout (0 = none): bounds COMMIT/ROLLBACK PREPARED and the
+  // in-doubt listing (DeadlineExceeded). Prepare's work is bounded by its own timeout_ms.
+  int64_t statement_timeout_ms = 30'000;
 };
 // InvalidArgument for bad options. Connects lazily.
 Result<std::unique_ptr<TxParticipant>> NewPostgresParticipant(PostgresParticipantOptions options);

@@ -13,8 +13,8 @@
 
 #include "converge/retry.h"
 #include "outbox/outbox_row.h"
-#include "outbox/sql_internal.h"
 #include "outbox/wakeup.h"
+#include "sql/sql_internal.h"
 
 namespace converge {
 

@@ -10,9 +10,9 @@
 #include <vector>
 
 #include "outbox/outbox_row.h"
-#include "outbox/sql_internal.h"
-#include "outbox/sql_postgres.h"
 #include "outbox/wakeup.h"
+#include "sql/sql_internal.h"
+#include "sql/sql_postgres.h"
 
 namespace converge {
 

@@ -131,6 +131,10 @@ class PostgresSource final : public OutboxSource {
   Status Connect() {
     sql::PostgresOptions o;
     o.conninfo = conninfo_;
+    // The bucket leases, the presence lock and LISTEN live in the session: a call on a lost
+    // session must fail (and the next Acquire start over) rather than quietly claim rows on a
+    // new session that holds no lease.
+    o.reconnect = false;
     CONVERGE_ASSIGN_OR_RETURN(db_, sql::Database::ConnectPostgres(o));
     Status s = Setup();
     if (!s.ok()) Reset();

@@ -10,7 +10,7 @@
 #include "converge/outbox.h"
 #include "outbox/outbox_row.h"
 #include "outbox/relay_source.h"
-#include "outbox/sql_internal.h"
+#include "sql/sql_internal.h"
 
 namespace converge::outbox_internal {
 namespace {

@@ -52,6 +52,11 @@ Status ValidateOptions(const SagaOrchestratorOptions& o) {
   }
   if (o.reply_topic.empty())
     return InvalidArgumentError("saga orchestrator: reply_topic is required");
+  if (o.postgres_connect_timeout_ms <= 0 || o.postgres_statement_timeout_ms < 0) {
+    return InvalidArgumentError(
+        "saga orchestrator: postgres_connect_timeout_ms must be > 0 and "
+        "postgres_statement_timeout_ms >= 0");
+  }
   if (o.max_in_flight == 0 || o.max_queued_inputs == 0 || o.batch_max_inputs == 0 ||
       o.reply_read_max_records == 0 || o.segment_max_bytes == 0 || o.compact_after_bytes == 0) {
     return InvalidArgumentError(
@@ -177,6 +182,8 @@ class OrchestratorImpl : public SagaOrchestrator {
         saga_internal::PostgresRecordStoreOptions po;
         po.conninfo = options_.postgres_conninfo;
         po.table = options_.postgres_table;
+        po.connect_timeout_ms = options_.postgres_connect_timeout_ms;
+        po.statement_timeout_ms = options_.postgres_statement_timeout_ms;
         CONVERGE_ASSIGN_OR_RETURN(wal_, saga_internal::NewPostgresRecordStore(po, replay));
       }
     }

@@ -1,30 +1,14 @@
-// The saga log in a PostgreSQL table (saga/saga_log.h: NewPostgresRecordStore).
-#include <endian.h>
-#include <libpq-fe.h>
+// The saga log in a PostgreSQL table (saga/saga_log.h: NewPostgresRecordStore), on one
+// connection of the sql layer (converge/sql.h), which bounds the connect and every statement.
+#include <string>
 
-#include <cstring>
-
+#include "converge/sql.h"
+#include "core/record_log.h"
 #include "saga/records.h"
 #include "saga/saga_log.h"
 
 namespace converge::saga_internal {
 namespace {
-
-class Res {
- public:
-  explicit Res(PGresult* r) : r_(r) {}
-  ~Res() { PQclear(r_); }
-  Res(const Res&) = delete;
-  Res& operator=(const Res&) = delete;
-  PGresult* get() const { return r_; }
-  bool ok() const {
-    const ExecStatusType s = PQresultStatus(r_);
-    return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
-  }
-
- private:
-  PGresult* r_;
-};
 
 bool ValidTable(std::string_view t) {
   if (t.empty() || t.size() > 60) return false;
@@ -38,58 +22,62 @@ class PostgresRecordStore : public RecordStore {
  public:
   explicit PostgresRecordStore(PostgresRecordStoreOptions options) : options_(std::move(options)) {}
   ~PostgresRecordStore() override {
-    if (conn_ != nullptr) {
-      Sync().IgnoreError();
-      if (locked_) {
-        // Released before the session ends, so a successor can take it at once (the server
-        // may notice the closed connection only a moment later).
-        const char* key[1] = {options_.table.c_str()};
-        PQclear(PQexecParams(conn_, "SELECT pg_advisory_unlock(hashtext($1))", 1, nullptr, key,
-                             nullptr, nullptr, 0));
-      }
-      PQfinish(conn_);
+    if (db_ == nullptr) return;
+    Sync().IgnoreError();
+    if (locked_ && db_->healthy()) {
+      // Released before the session ends, so a successor can take it at once (the server may
+      // notice the closed connection only a moment later).
+      const sql::Value key[] = {sql::Value::Text(options_.table)};
+      db_->Query("SELECT pg_advisory_unlock(hashtext($1))", key, Ignore).status().IgnoreError();
     }
   }
 
   Status Open(const ReplayFn& replay) {
-    conn_ = PQconnectdb(options_.conninfo.c_str());
-    if (PQstatus(conn_) != CONNECTION_OK) {
-      return UnavailableError(std::string("saga log: connect to PostgreSQL: ") +
-                              PQerrorMessage(conn_));
-    }
-    PQsetNoticeProcessor(
-        conn_, [](void*, const char*) {}, nullptr);
-    const char* key[1] = {options_.table.c_str()};
-    Res lock(PQexecParams(conn_, "SELECT pg_try_advisory_lock(hashtext($1))", 1, nullptr, key,
-                          nullptr, nullptr, 0));
-    if (!lock.ok()) return Failure("advisory lock");
-    if (std::strcmp(PQgetvalue(lock.get(), 0, 0), "t") != 0) {
+    sql::PostgresOptions o;
+    o.conninfo = options_.conninfo;
+    o.connect_timeout_ms = options_.connect_timeout_ms;
+    o.statement_timeout_ms = options_.statement_timeout_ms;
+    // The advisory lock lives in the session: a new session would write without it.
+    o.reconnect = false;
+    Result<std::unique_ptr<sql::Database>> db = sql::Database::ConnectPostgres(o);
+    if (!db.ok()) return db.status().WithContext("saga log: connect to PostgreSQL");
+    db_ = std::move(db).value();
+
+    const sql::Value key[] = {sql::Value::Text(options_.table)};
+    bool got = false;
+    CONVERGE_RETURN_IF_ERROR(Check(db_->Query("SELECT pg_try_advisory_lock(hashtext($1))", key,
+                                              [&](const sql::Row& row) {
+                                                got = row.Bytes(0) == "t";
+                                                return Status::Ok();
+                                              })
+                                       .status(),
+                                   "advisory lock"));
+    if (!got) {
       return FailedPreconditionError("saga log: table '" + options_.table +
                                      "' is used by another orchestrator");
     }
     locked_ = true;
-    CONVERGE_RETURN_IF_ERROR(Exec("CREATE TABLE IF NOT EXISTS " + options_.table +
-                                  " (seq BIGSERIAL PRIMARY KEY, payload BYTEA NOT NULL)"));
-    // Replay, a bounded number of rows at a time, in binary.
+    CONVERGE_RETURN_IF_ERROR(
+        Check(db_->ExecuteScript("CREATE TABLE IF NOT EXISTS " + options_.table +
+                                 " (seq BIGSERIAL PRIMARY KEY, payload "
+                                 "BYTEA NOT NULL)"),
+              "create table"));
+    return Replay(replay);
+  }
+
+  // Calls `replay` for every payload of every row, in order, a bounded number of rows at a time.
+  Status Replay(const ReplayFn& replay) {
+    total_bytes_ = 0;
+    base_bytes_ = 0;
+    const std::string select =
+        "SELECT seq, payload FROM " + options_.table + " WHERE seq > $1 ORDER BY seq LIMIT 256";
     int64_t last = 0;
     bool first_row = true;
     for (;;) {
-      const std::string after = std::to_string(last);
-      const char* values[1] = {after.c_str()};
-      Res rows(PQexecParams(
-          conn_,
-          ("SELECT seq, payload FROM " + options_.table + " WHERE seq > $1 ORDER BY seq LIMIT 256")
-              .c_str(),
-          1, nullptr, values, nullptr, nullptr, 1));
-      if (!rows.ok()) return Failure("read");
-      const int n = PQntuples(rows.get());
-      if (n == 0) break;
-      for (int i = 0; i < n; ++i) {
-        uint64_t be = 0;
-        std::memcpy(&be, PQgetvalue(rows.get(), i, 0), sizeof(be));
-        last = static_cast<int64_t>(be64toh(be));
-        std::string_view data(PQgetvalue(rows.get(), i, 1),
-                              static_cast<size_t>(PQgetlength(rows.get(), i, 1)));
+      const sql::Value after[] = {sql::Value::Int(last)};
+      Result<int64_t> n = db_->Query(select, after, [&](const sql::Row& row) -> Status {
+        CONVERGE_ASSIGN_OR_RETURN(last, row.Int(0));
+        std::string_view data = row.Bytes(1);
         total_bytes_ += data.size();
         // A row is a record-log file of its own: the header, then the batch's frames (rows of
         // releases before the header hold the frames of then).
@@ -108,7 +96,14 @@ class PostgresRecordStore : public RecordStore {
           CONVERGE_RETURN_IF_ERROR(s);
         }
         first_row = false;
+        return Status::Ok();
+      });
+      if (!n.ok()) {
+        // A replay error is returned as it is; a database error gets the store's context.
+        if (!db_->healthy()) return Check(n.status(), "read");
+        return n.status();
       }
+      if (*n == 0) break;
     }
     return Status::Ok();
   }
@@ -129,62 +124,73 @@ class PostgresRecordStore : public RecordStore {
 
   Status Rebase(std::string_view base) override {
     CONVERGE_RETURN_IF_ERROR(Sync());
-    CONVERGE_RETURN_IF_ERROR(Exec("BEGIN"));
-    Status s = Exec("DELETE FROM " + options_.table);
-    uint64_t row_bytes = 0;
-    if (s.ok()) {
-      Result<uint64_t> inserted = InsertRow(base);
-      s = inserted.status();
-      if (inserted.ok()) row_bytes = *inserted;
-    }
-    if (s.ok()) s = Exec("COMMIT");
-    if (!s.ok()) {
-      Exec("ROLLBACK").IgnoreError();
-      return s;
-    }
-    total_bytes_ = row_bytes;
-    base_bytes_ = row_bytes;
+    if (failed_) return UnavailableError("saga log: the PostgreSQL session was lost");
+    const std::string remove = "DELETE FROM " + options_.table;
+    const std::string insert = "INSERT INTO " + options_.table + " (payload) VALUES ($1)";
+    const std::string bytes = Row(base);
+    const sql::Value row[] = {sql::Value::Blob(bytes)};
+    CONVERGE_RETURN_IF_ERROR(Check(db_->Transact([&](sql::Transaction& tx) -> Status {
+      CONVERGE_RETURN_IF_ERROR(tx.Execute(remove).status());
+      return tx.Execute(insert, row).status();
+    }),
+                                   "rebase"));
+    total_bytes_ = bytes.size();
+    base_bytes_ = bytes.size();
     return Status::Ok();
+  }
+
+  // Every write is one autocommitted statement or one transaction: when it failed on a live
+  // session it left nothing behind, so dropping the unsynced bytes is the whole undo. After a
+  // lost session the outcome of the last write is unknown (and the lock is gone).
+  Status UndoUnsynced() override {
+    if (failed_) return UnavailableError("saga log: the PostgreSQL session was lost");
+    pending_.clear();
+    return Status::Ok();
+  }
+  Status ReplayDurable(const ReplayFn& replay) override {
+    if (failed_) return UnavailableError("saga log: the PostgreSQL session was lost");
+    return Replay(replay);
   }
 
   uint64_t total_bytes() const override { return total_bytes_; }
   uint64_t bytes_since_base() const override { return total_bytes_ - base_bytes_; }
 
  private:
-  Status Failure(const std::string& what) {
-    const std::string msg = "saga log: " + what + ": " + PQerrorMessage(conn_);
-    if (PQstatus(conn_) != CONNECTION_OK) {
-      // The advisory lock is gone with the session: stop writing for good.
+  static Status Ignore(const sql::Row&) { return Status::Ok(); }
+
+  // Adds the store's context to a database error; a lost session ends the store for good,
+  // because the advisory lock that keeps out a second orchestrator went with it.
+  Status Check(Status s, const std::string& what) {
+    if (s.ok()) return s;
+    if (!db_->healthy()) {
       failed_ = true;
-      return UnavailableError(msg);
+      return UnavailableError("saga log: " + what + ": " + std::string(s.message()));
     }
-    return InternalError(msg);
+    return s.WithContext("saga log: " + what);
   }
 
-  Status Exec(const std::string& sql) {
-    Res r(PQexec(conn_, sql.c_str()));
-    if (!r.ok()) return Failure(sql);
-    return Status::Ok();
-  }
-
-  // Inserts one row: the record-log file header, then `frames`. Returns the row's size.
-  Result<uint64_t> InsertRow(std::string_view frames) {
-    if (failed_) return UnavailableError("saga log: the PostgreSQL session was lost");
+  // A row's bytes: the record-log file header, then `frames`.
+  static std::string Row(std::string_view frames) {
     std::string bytes;
     bytes.reserve(internal::record_log::kFileHeaderBytes + frames.size());
     internal::record_log::AppendFileHeader(&bytes);
     bytes.append(frames.data(), frames.size());
-    const char* values[1] = {bytes.data()};
-    const int lengths[1] = {static_cast<int>(bytes.size())};
-    const int formats[1] = {1};
-    Res r(PQexecParams(conn_, ("INSERT INTO " + options_.table + " (payload) VALUES ($1)").c_str(),
-                       1, nullptr, values, lengths, formats, 0));
-    if (!r.ok()) return Failure("insert");
+    return bytes;
+  }
+
+  // Inserts one row (header and `frames`). Returns the row's size.
+  Result<uint64_t> InsertRow(std::string_view frames) {
+    if (failed_) return UnavailableError("saga log: the PostgreSQL session was lost");
+    const std::string bytes = Row(frames);
+    const sql::Value row[] = {sql::Value::Blob(bytes)};
+    CONVERGE_RETURN_IF_ERROR(Check(
+        db_->Execute("INSERT INTO " + options_.table + " (payload) VALUES ($1)", row).status(),
+        "insert"));
     return uint64_t{bytes.size()};
   }
 
   PostgresRecordStoreOptions options_;
-  PGconn* conn_ = nullptr;
+  std::unique_ptr<sql::Database> db_;
   std::string pending_;
   uint64_t total_bytes_ = 0;
   uint64_t base_bytes_ = 0;

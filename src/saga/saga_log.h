@@ -87,15 +87,19 @@ class RecordStore {
 };
 
 struct PostgresRecordStoreOptions {
-  std::string conninfo;
+  std::string conninfo;                     // key=value or a postgres:// URI (converge/sql.h)
   std::string table = "converge_saga_log";  // [a-z0-9_]{1,60}; created if missing
+  int64_t connect_timeout_ms = 5'000;       // as sql::PostgresOptions
+  int64_t statement_timeout_ms = 30'000;    // as sql::PostgresOptions; 0 = none
 };
 
 // A RecordStore in a PostgreSQL table: one row per synced batch (seq BIGSERIAL, payload BYTEA),
 // written with synchronous_commit as the server has it (on by default: durable at commit).
 // Rebase replaces all rows in one transaction. A session-level advisory lock on the table name
 // keeps out a second orchestrator (FailedPrecondition). Replays every row at open.
-// Unavailable when the server cannot be reached.
+// Unavailable when the server cannot be reached (within connect_timeout_ms) or the session was
+// lost (then for good: the lock went with it); a failed write on a live session changed
+// nothing, so UndoUnsynced and ReplayDurable work.
 Result<std::unique_ptr<RecordStore>> NewPostgresRecordStore(
     const PostgresRecordStoreOptions& options, const RecordStore::ReplayFn& replay);
 

@@ -22,6 +22,7 @@
 #include "saga/messages.h"
 #include "saga/records.h"
 #include "saga/saga_log.h"
+#include "support/black_hole.h"
 
 namespace converge {
 namespace {
@@ -1850,6 +1851,40 @@ TEST(ChoreographyTest, MonitorBuildsTheViewFromLogTopics) {
   env.RunUntilIdle();
   EXPECT_EQ(monitor->Describe("o-9")->state, ChoreographyState::kCompleted);
   EXPECT_EQ(monitor->List(std::nullopt, false, 10).size(), 1u);
+}
+
+// The saga log in PostgreSQL connects with a bound, in either conninfo form: a server that
+// never answers is Unavailable after connect_timeout_ms, not a hang of the orchestrator.
+TEST(SagaPostgresLogTest, AServerThatNeverAnswersFailsWithinTheConnectTimeout) {
+  for (const bool uri : {false, true}) {
+    testing::BlackHoleListener hole;
+    ASSERT_TRUE(hole.ok());
+    saga_internal::PostgresRecordStoreOptions o;
+    o.conninfo = uri ? hole.Uri() : hole.ConnInfo();
+    o.connect_timeout_ms = 2'000;
+    Status status;
+    const int64_t ms = testing::MillisUntilGivenUp(hole, 20'000, [&] {
+      status = saga_internal::NewPostgresRecordStore(o, [](std::string_view) {
+                 return Status::Ok();
+               }).status();
+    });
+    EXPECT_LT(ms, 8'000) << (uri ? "URI" : "key=value") << ": the connect was not bounded";
+    EXPECT_EQ(status.code(), StatusCode::kUnavailable) << status.ToString();
+  }
+}
+
+TEST(SagaPostgresLogTest, OrchestratorRefusesBadPostgresTimeouts) {
+  LogOptions lo;
+  SagaOrchestratorOptions o;
+  o.postgres_conninfo = "host=127.0.0.1 port=1 dbname=x";
+  o.postgres_connect_timeout_ms = 0;
+  sim::SimEnv env(1);
+  lo.dir = "/log";
+  std::unique_ptr<Log> log = Log::Open(env, lo).value();
+  EXPECT_EQ(SagaOrchestrator::Open(env, *log, o).status().code(), StatusCode::kInvalidArgument);
+  o.postgres_connect_timeout_ms = 1'000;
+  o.postgres_statement_timeout_ms = -1;
+  EXPECT_EQ(SagaOrchestrator::Open(env, *log, o).status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace

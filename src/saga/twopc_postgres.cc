@@ -1,18 +1,20 @@
-// The PostgreSQL participant of two-phase commit (libpq): BEGIN, the work, PREPARE TRANSACTION;
-// COMMIT PREPARED / ROLLBACK PREPARED; pg_prepared_xacts for in-doubt transactions.
-#include <libpq-fe.h>
-
+// The PostgreSQL participant of two-phase commit, on pooled connections of the sql layer
+// (converge/sql.h, which bounds connecting and every statement): BEGIN, the work, PREPARE
+// TRANSACTION; COMMIT PREPARED / ROLLBACK PREPARED; pg_prepared_xacts for in-doubt
+// transactions.
 #include <condition_variable>
 #include <mutex>
 #include <vector>
 
+#include "converge/sql.h"
 #include "converge/twopc.h"
+#include "sql/sql_internal.h"
+#include "sql/sql_postgres.h"
 
 namespace converge {
 namespace {
 
 constexpr const char* kUndefinedObject = "42704";  // no such prepared transaction
-constexpr const char* kQueryCanceled = "57014";    // statement_timeout
 
 bool ValidName(std::string_view s, size_t max) {
   if (s.empty() || s.size() > max) return false;
@@ -24,41 +26,20 @@ bool ValidName(std::string_view s, size_t max) {
   return true;
 }
 
-class PgResult {
- public:
-  explicit PgResult(PGresult* r) : r_(r) {}
-  ~PgResult() { PQclear(r_); }
-  PgResult(const PgResult&) = delete;
-  PgResult& operator=(const PgResult&) = delete;
-  PGresult* get() const { return r_; }
-  bool ok() const {
-    const ExecStatusType s = PQresultStatus(r_);
-    return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
-  }
-  std::string sqlstate() const {
-    const char* s = PQresultErrorField(r_, PG_DIAG_SQLSTATE);
-    return s ? s : "";
-  }
-
- private:
-  PGresult* r_;
-};
+using Connection = std::unique_ptr<sql::Database>;
 
 class PostgresParticipant : public TxParticipant {
  public:
   explicit PostgresParticipant(PostgresParticipantOptions options) : options_(std::move(options)) {}
-  ~PostgresParticipant() override {
-    for (PGconn* c : idle_) PQfinish(c);
-  }
 
   const std::string& name() const override { return options_.name; }
 
   Status Prepare(const std::string& gid, std::span<const SqlStatement> work,
                  int64_t timeout_ms) override {
     CONVERGE_RETURN_IF_ERROR(CheckGid(gid));
-    CONVERGE_ASSIGN_OR_RETURN(PGconn * conn, Borrow());
-    Status s = PrepareOn(conn, gid, work, timeout_ms);
-    Return(conn);
+    CONVERGE_ASSIGN_OR_RETURN(Connection conn, Borrow());
+    Status s = PrepareOn(*conn, gid, work, timeout_ms);
+    Return(std::move(conn));
     return s;
   }
 
@@ -70,20 +51,18 @@ class PostgresParticipant : public TxParticipant {
   }
 
   Result<std::vector<std::string>> ListPrepared(const std::string& prefix) override {
-    CONVERGE_ASSIGN_OR_RETURN(PGconn * conn, Borrow());
-    const char* values[1] = {prefix.c_str()};
-    PgResult r(PQexecParams(conn,
-                            "SELECT gid FROM pg_prepared_xacts WHERE database = "
-                            "current_database() AND starts_with(gid, $1) ORDER BY prepared",
-                            1, nullptr, values, nullptr, nullptr, 0));
-    if (!r.ok()) {
-      Status s = Error(conn, r, "list prepared transactions");
-      Return(conn);
-      return s;
-    }
+    CONVERGE_ASSIGN_OR_RETURN(Connection conn, Borrow());
+    const sql::Value params[] = {sql::Value::Text(prefix)};
     std::vector<std::string> out;
-    for (int i = 0; i < PQntuples(r.get()); ++i) out.emplace_back(PQgetvalue(r.get(), i, 0));
-    Return(conn);
+    Result<int64_t> r = conn->Query(
+        "SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND "
+        "starts_with(gid, $1) ORDER BY prepared",
+        params, [&](const sql::Row& row) {
+          out.emplace_back(row.Bytes(0));
+          return Status::Ok();
+        });
+    Return(std::move(conn));
+    if (!r.ok()) return Error(r.status(), "list prepared transactions");
     return out;
   }
 
@@ -95,88 +74,90 @@ class PostgresParticipant : public TxParticipant {
     return Status::Ok();
   }
 
-  Status Error(PGconn* conn, const PgResult& r, const std::string& what) {
-    std::string msg = options_.name + ": " + what + ": " + PQresultErrorMessage(r.get());
-    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
-    if (PQstatus(conn) != CONNECTION_OK) return UnavailableError(msg);
-    if (r.sqlstate() == kQueryCanceled) return DeadlineExceededError(msg);
+  // The participant's vote for a failed statement: a lost connection or a timeout is no vote
+  // (Unavailable, DeadlineExceeded); anything the server refused is a no (Aborted).
+  Status Error(const Status& s, const std::string& what) const {
+    const std::string msg = options_.name + ": " + what + ": " + std::string(s.message());
+    if (s.code() == StatusCode::kUnavailable) return UnavailableError(msg);
+    if (s.code() == StatusCode::kDeadlineExceeded) return DeadlineExceededError(msg);
     return AbortedError(msg);
   }
 
-  Status Exec(PGconn* conn, const std::string& sql, const std::string& what) {
-    PgResult r(PQexec(conn, sql.c_str()));
-    if (!r.ok()) return Error(conn, r, what);
-    return Status::Ok();
-  }
-
-  Status PrepareOn(PGconn* conn, const std::string& gid, std::span<const SqlStatement> work,
+  Status PrepareOn(sql::Database& conn, const std::string& gid, std::span<const SqlStatement> work,
                    int64_t timeout_ms) {
-    CONVERGE_RETURN_IF_ERROR(Exec(conn, "BEGIN", "begin"));
-    Status s = Exec(conn, "SET LOCAL statement_timeout = " + std::to_string(timeout_ms),
-                    "statement_timeout");
+    Status s = conn.ExecuteScript("BEGIN");
+    if (!s.ok()) return Error(s, "begin");
+    // Phase 1's own bound replaces the session's statement timeout inside this transaction.
+    s = conn.ExecuteScript("SET LOCAL statement_timeout = " + std::to_string(timeout_ms));
+    if (!s.ok()) s = Error(s, "statement_timeout");
+    std::vector<sql::Value> values;
     for (size_t i = 0; s.ok() && i < work.size(); ++i) {
       const SqlStatement& st = work[i];
-      std::vector<const char*> values;
-      for (const auto& p : st.params) values.push_back(p ? p->c_str() : nullptr);
-      PgResult r(PQexecParams(conn, st.sql.c_str(), static_cast<int>(values.size()), nullptr,
-                              values.data(), nullptr, nullptr, 0));
-      if (!r.ok()) s = Error(conn, r, "statement " + std::to_string(i));
+      values.clear();
+      for (const auto& p : st.params) {
+        values.push_back(p ? sql::Value::Text(*p) : sql::Value::Null());
+      }
+      Result<int64_t> r = conn.Execute(st.sql, values);
+      if (!r.ok()) s = Error(r.status(), "statement " + std::to_string(i));
     }
     if (!s.ok()) {
-      if (PQstatus(conn) == CONNECTION_OK) Exec(conn, "ROLLBACK", "rollback").IgnoreError();
+      if (sql::internal::InTransaction(conn)) conn.ExecuteScript("ROLLBACK").IgnoreError();
       return s;
     }
     // PREPARE TRANSACTION ends the session's transaction whatever happens; on failure the
     // transaction was rolled back by the server.
-    return Exec(conn, "PREPARE TRANSACTION '" + gid + "'", "prepare transaction");
+    s = conn.ExecuteScript("PREPARE TRANSACTION '" + gid + "'");
+    if (!s.ok()) return Error(s, "prepare transaction");
+    return Status::Ok();
   }
 
   Status Finish(const std::string& gid, const char* command) {
     CONVERGE_RETURN_IF_ERROR(CheckGid(gid));
-    CONVERGE_ASSIGN_OR_RETURN(PGconn * conn, Borrow());
-    PgResult r(PQexec(conn, (std::string(command) + gid + "'").c_str()));
-    Status s;
-    if (!r.ok() && r.sqlstate() != kUndefinedObject) {
-      s = Error(conn, r, command);
-      if (s.code() == StatusCode::kAborted) s = InternalError(s.message());
-    }
-    Return(conn);
+    CONVERGE_ASSIGN_OR_RETURN(Connection conn, Borrow());
+    Status s = conn->ExecuteScript(std::string(command) + gid + "'");
+    if (!s.ok() && sql::internal::PgLastSqlState(*conn) == kUndefinedObject) s = Status::Ok();
+    Return(std::move(conn));
+    if (s.ok()) return s;
+    s = Error(s, command);
+    if (s.code() == StatusCode::kAborted) s = InternalError(s.message());
     return s;
   }
 
-  Result<PGconn*> Borrow() {
+  Result<Connection> Borrow() {
     {
       std::unique_lock<std::mutex> lock(mu_);
       while (idle_.empty() && open_ >= options_.max_connections) cv_.wait(lock);
       if (!idle_.empty()) {
-        PGconn* c = idle_.back();
+        Connection c = std::move(idle_.back());
         idle_.pop_back();
         return c;
       }
       ++open_;
     }
-    const std::string conninfo =
-        options_.conninfo + " connect_timeout=" +
-        std::to_string(std::max<int64_t>(1, (options_.connect_timeout_ms + 999) / 1000));
-    PGconn* c = PQconnectdb(conninfo.c_str());
-    if (PQstatus(c) != CONNECTION_OK) {
-      std::string msg = options_.name + ": connect: " + PQerrorMessage(c);
-      while (!msg.empty() && msg.back() == '\n') msg.pop_back();
-      PQfinish(c);
+    sql::PostgresOptions o;
+    o.conninfo = options_.conninfo;
+    o.connect_timeout_ms = options_.connect_timeout_ms;
+    o.statement_timeout_ms = options_.statement_timeout_ms;
+    o.lock_timeout_ms = 0;  // prepare is bounded by its own timeout; locks wait within it
+    // A connection lost mid-branch must fail the branch, never carry on in a new session (its
+    // statements would run outside the transaction); the pool drops it instead.
+    o.reconnect = false;
+    Result<Connection> c = sql::Database::ConnectPostgres(o);
+    if (!c.ok()) {
       std::lock_guard<std::mutex> lock(mu_);
       --open_;
       cv_.notify_one();
-      return UnavailableError(msg);
+      return UnavailableError(options_.name + ": connect: " + std::string(c.status().message()));
     }
-    return c;
+    return std::move(c).value();
   }
 
-  void Return(PGconn* c) {
+  void Return(Connection c) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) == PQTRANS_IDLE) {
-      idle_.push_back(c);
+    if (c->healthy() && !sql::internal::InTransaction(*c)) {
+      idle_.push_back(std::move(c));
     } else {
-      PQfinish(c);
+      c.reset();
       --open_;
     }
     cv_.notify_one();
@@ -185,7 +166,7 @@ class PostgresParticipant : public TxParticipant {
   PostgresParticipantOptions options_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::vector<PGconn*> idle_;
+  std::vector<Connection> idle_;
   uint32_t open_ = 0;
 };
 
@@ -197,6 +178,10 @@ Result<std::unique_ptr<TxParticipant>> NewPostgresParticipant(PostgresParticipan
   }
   if (options.conninfo.empty() || options.max_connections == 0) {
     return InvalidArgumentError("postgres participant: conninfo and max_connections are required");
+  }
+  if (options.connect_timeout_ms <= 0 || options.statement_timeout_ms < 0) {
+    return InvalidArgumentError(
+        "postgres participant: connect_timeout_ms must be > 0 and statement_timeout_ms >= 0");
   }
   return std::unique_ptr<TxParticipant>(new PostgresParticipant(std::move(options)));
 }

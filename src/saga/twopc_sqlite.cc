@@ -1,19 +1,18 @@
 // The SQLite participant of two-phase commit (see converge/twopc.h for the design): the branch's
 // write transaction stays open from prepare to decision, the work is journaled in
 // "<path>-2pc", and converge_2pc_done makes a re-execution after a crash happen at most once.
-#include <sqlite3.h>
-
+#include <functional>
 #include <mutex>
+#include <optional>
 
+#include "converge/sql.h"
 #include "converge/twopc.h"
 #include "saga/records.h"
-#include "saga/sqlite_db.h"
 
 namespace converge {
 namespace {
 
 using saga_internal::ByteReader;
-using saga_internal::Db;
 using saga_internal::PutString;
 using saga_internal::PutVarint;
 
@@ -28,6 +27,26 @@ std::string EncodeWork(std::span<const SqlStatement> work) {
       if (p) PutString(&out, *p);
     }
   }
+  return out;
+}
+
+// A statement the database refused (constraint, bad SQL, wrong parameters) is a no vote:
+// Aborted. Busy (Unavailable) and the rest keep their code.
+Status Refused(Status s) {
+  switch (s.code()) {
+    case StatusCode::kAlreadyExists:
+    case StatusCode::kFailedPrecondition:
+    case StatusCode::kInvalidArgument:
+      return AbortedError(s.message());
+    default:
+      return s;
+  }
+}
+
+std::vector<sql::Value> Values(const std::vector<std::optional<std::string>>& params) {
+  std::vector<sql::Value> out;
+  out.reserve(params.size());
+  for (const auto& p : params) out.push_back(p ? sql::Value::Text(*p) : sql::Value::Null());
   return out;
 }
 
@@ -72,14 +91,14 @@ class SqliteParticipant : public TxParticipant {
   }
 
   Status Init() {
-    CONVERGE_RETURN_IF_ERROR(db_.Open(options_.path, options_.busy_timeout_ms));
-    CONVERGE_RETURN_IF_ERROR(journal_.Open(options_.path + "-2pc", options_.busy_timeout_ms));
-    CONVERGE_RETURN_IF_ERROR(db_.Exec(
-        "CREATE TABLE IF NOT EXISTS converge_2pc_done(gid TEXT PRIMARY KEY, done_at INTEGER "
-        "NOT NULL)"));
-    return journal_.Exec(
-        "CREATE TABLE IF NOT EXISTS prepared(gid TEXT PRIMARY KEY, work BLOB NOT NULL, "
-        "prepared_at INTEGER NOT NULL)");
+    CONVERGE_ASSIGN_OR_RETURN(db_, OpenDb(options_.path));
+    CONVERGE_ASSIGN_OR_RETURN(journal_, OpenDb(options_.path + "-2pc"));
+    CONVERGE_RETURN_IF_ERROR(Exec(*db_,
+                                  "CREATE TABLE IF NOT EXISTS converge_2pc_done(gid TEXT PRIMARY "
+                                  "KEY, done_at INTEGER NOT NULL)"));
+    return Exec(*journal_,
+                "CREATE TABLE IF NOT EXISTS prepared(gid TEXT PRIMARY KEY, work BLOB NOT NULL, "
+                "prepared_at INTEGER NOT NULL)");
   }
 
   const std::string& name() const override { return options_.name; }
@@ -91,17 +110,17 @@ class SqliteParticipant : public TxParticipant {
       // One writer at a time: another branch holds the database until its decision.
       return UnavailableError(options_.name + ": busy with prepared transaction '" + held_ + "'");
     }
-    CONVERGE_RETURN_IF_ERROR(db_.Exec("BEGIN IMMEDIATE"));
+    CONVERGE_RETURN_IF_ERROR(Exec(*db_, "BEGIN IMMEDIATE"));
     Status s = RunWork(gid, work);
     if (s.ok()) {
-      s = journal_.Run("INSERT INTO prepared(gid, work, prepared_at) VALUES(?1, ?2, ?3)",
-                       {gid, EncodeWork(work), std::to_string(env_.clock().NowWallMicros())});
+      s = Run(*journal_, "INSERT INTO prepared(gid, work, prepared_at) VALUES(?1, ?2, ?3)",
+              {gid, EncodeWork(work), std::to_string(env_.clock().NowWallMicros())});
       if (s.code() == StatusCode::kAborted) {
         s = AbortedError(options_.name + ": gid '" + gid + "' was prepared before");
       }
     }
     if (!s.ok()) {
-      db_.Exec("ROLLBACK").IgnoreError();
+      Exec(*db_, "ROLLBACK").IgnoreError();
       return s;
     }
     held_ = gid;
@@ -111,33 +130,30 @@ class SqliteParticipant : public TxParticipant {
   Status CommitPrepared(const std::string& gid) override {
     std::lock_guard<std::mutex> lock(mu_);
     if (held_ == gid) {
-      CONVERGE_RETURN_IF_ERROR(db_.Exec("COMMIT"));
+      CONVERGE_RETURN_IF_ERROR(Exec(*db_, "COMMIT"));
       held_.clear();
       ForgetJournal(gid);
       MaybeCleanDone();
       return Status::Ok();
     }
     std::optional<std::string> recorded;
-    CONVERGE_RETURN_IF_ERROR(
-        journal_.Run("SELECT work FROM prepared WHERE gid = ?1", {gid}, [&](sqlite3_stmt* st) {
-          recorded.emplace(static_cast<const char*>(sqlite3_column_blob(st, 0)),
-                           static_cast<size_t>(sqlite3_column_bytes(st, 0)));
-        }));
+    CONVERGE_RETURN_IF_ERROR(Run(*journal_, "SELECT work FROM prepared WHERE gid = ?1", {gid},
+                                 [&](const sql::Row& row) { recorded.emplace(row.Bytes(0)); }));
     if (!recorded) return Status::Ok();  // resolved already
     bool done = false;
-    CONVERGE_RETURN_IF_ERROR(db_.Run("SELECT 1 FROM converge_2pc_done WHERE gid = ?1", {gid},
-                                     [&](sqlite3_stmt*) { done = true; }));
+    CONVERGE_RETURN_IF_ERROR(Run(*db_, "SELECT 1 FROM converge_2pc_done WHERE gid = ?1", {gid},
+                                 [&](const sql::Row&) { done = true; }));
     if (!done) {
       // The participant restarted after voting: re-execute the recorded work.
       if (!held_.empty()) {
         return UnavailableError(options_.name + ": busy with prepared transaction '" + held_ + "'");
       }
       CONVERGE_ASSIGN_OR_RETURN(std::vector<SqlStatement> work, DecodeWork(*recorded));
-      CONVERGE_RETURN_IF_ERROR(db_.Exec("BEGIN IMMEDIATE"));
+      CONVERGE_RETURN_IF_ERROR(Exec(*db_, "BEGIN IMMEDIATE"));
       Status s = RunWork(gid, work);
-      if (s.ok()) s = db_.Exec("COMMIT");
+      if (s.ok()) s = Exec(*db_, "COMMIT");
       if (!s.ok()) {
-        db_.Exec("ROLLBACK").IgnoreError();
+        Exec(*db_, "ROLLBACK").IgnoreError();
         if (s.code() == StatusCode::kUnavailable) return s;
         return DataLossError(options_.name + ": re-executing prepared transaction '" + gid +
                              "' after a restart failed (" + s.ToString() + "); it stays in doubt");
@@ -150,32 +166,58 @@ class SqliteParticipant : public TxParticipant {
   Status RollbackPrepared(const std::string& gid) override {
     std::lock_guard<std::mutex> lock(mu_);
     if (held_ == gid) {
-      CONVERGE_RETURN_IF_ERROR(db_.Exec("ROLLBACK"));
+      CONVERGE_RETURN_IF_ERROR(Exec(*db_, "ROLLBACK"));
       held_.clear();
     }
-    return journal_.Run("DELETE FROM prepared WHERE gid = ?1", {gid});
+    return Run(*journal_, "DELETE FROM prepared WHERE gid = ?1", {gid});
   }
 
   Result<std::vector<std::string>> ListPrepared(const std::string& prefix) override {
     std::lock_guard<std::mutex> lock(mu_);
     std::vector<std::string> out;
-    CONVERGE_RETURN_IF_ERROR(journal_.Run(
-        "SELECT gid FROM prepared WHERE substr(gid, 1, length(?1)) = ?1 ORDER BY prepared_at",
-        {prefix}, [&](sqlite3_stmt* st) {
-          out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
-        }));
+    CONVERGE_RETURN_IF_ERROR(
+        Run(*journal_,
+            "SELECT gid FROM prepared WHERE substr(gid, 1, length(?1)) = ?1 ORDER BY prepared_at",
+            {prefix}, [&](const sql::Row& row) { out.emplace_back(row.Bytes(0)); }));
     return out;
   }
 
  private:
+  // The database and the journal: WAL, synchronous=FULL (a vote and a commit survive a power
+  // loss), waiting up to busy_timeout_ms for another connection's lock.
+  Result<std::unique_ptr<sql::Database>> OpenDb(const std::string& path) const {
+    sql::SqliteOptions o;
+    o.path = path;
+    o.busy_timeout_ms = options_.busy_timeout_ms;
+    o.synchronous = "full";
+    o.wal = true;
+    return sql::Database::OpenSqlite(o);
+  }
+
+  static Status Exec(sql::Database& db, const char* sql) { return Refused(db.ExecuteScript(sql)); }
+
+  // One statement with text/NULL parameters; `on_row` (optional) sees each result row.
+  static Status Run(sql::Database& db, const std::string& sql,
+                    const std::vector<std::optional<std::string>>& params,
+                    const std::function<void(const sql::Row&)>& on_row = nullptr) {
+    const std::vector<sql::Value> values = Values(params);
+    Result<int64_t> r = on_row ? db.Query(sql, values,
+                                          [&](const sql::Row& row) {
+                                            on_row(row);
+                                            return Status::Ok();
+                                          })
+                               : db.Execute(sql, values);
+    return Refused(r.status());
+  }
+
   // Inside an open transaction: the work, then the gid in converge_2pc_done.
   Status RunWork(const std::string& gid, std::span<const SqlStatement> work) {
     for (size_t i = 0; i < work.size(); ++i) {
-      Status s = db_.Run(work[i].sql, work[i].params);
+      Status s = Run(*db_, work[i].sql, work[i].params);
       if (!s.ok()) return s.WithContext(options_.name + ": statement " + std::to_string(i));
     }
-    Status s = db_.Run("INSERT INTO converge_2pc_done(gid, done_at) VALUES(?1, ?2)",
-                       {gid, std::to_string(env_.clock().NowWallMicros())});
+    Status s = Run(*db_, "INSERT INTO converge_2pc_done(gid, done_at) VALUES(?1, ?2)",
+                   {gid, std::to_string(env_.clock().NowWallMicros())});
     if (s.code() == StatusCode::kAborted) {
       return AbortedError(options_.name + ": gid '" + gid + "' was committed before");
     }
@@ -184,24 +226,24 @@ class SqliteParticipant : public TxParticipant {
 
   void ForgetJournal(const std::string& gid) {
     // A leftover entry is harmless: the next commit finds the gid done and removes it.
-    journal_.Run("DELETE FROM prepared WHERE gid = ?1", {gid}).IgnoreError();
+    Run(*journal_, "DELETE FROM prepared WHERE gid = ?1", {gid}).IgnoreError();
   }
 
   void MaybeCleanDone() {
     if (++commits_ % 1000 != 0) return;
     const int64_t cutoff = env_.clock().NowWallMicros() - options_.done_retention_ms * 1000;
-    db_.Run(
-           "DELETE FROM converge_2pc_done WHERE rowid IN (SELECT rowid FROM converge_2pc_done "
-           "WHERE done_at < ?1 LIMIT 1000)",
-           {std::to_string(cutoff)})
+    Run(*db_,
+        "DELETE FROM converge_2pc_done WHERE rowid IN (SELECT rowid FROM converge_2pc_done "
+        "WHERE done_at < ?1 LIMIT 1000)",
+        {std::to_string(cutoff)})
         .IgnoreError();
   }
 
   Env& env_;
   SqliteParticipantOptions options_;
   std::mutex mu_;
-  Db db_;
-  Db journal_;
+  std::unique_ptr<sql::Database> db_;
+  std::unique_ptr<sql::Database> journal_;
   std::string held_;  // gid whose transaction is open on db_
   uint64_t commits_ = 0;
 };

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "converge/sim_env.h"
+#include "support/black_hole.h"
 
 namespace converge {
 namespace {
@@ -553,6 +554,39 @@ TEST_F(SqliteTwoPhaseTest, ConcurrentTransactionsFromManyThreads) {
       EXPECT_EQ(Count("a", id), Count("b", id)) << id;
     }
   }
+}
+
+// A PostgreSQL participant connects with a bound, in either conninfo form (the URI form once
+// lost its timeout to string concatenation): a server that never answers is no vote within
+// connect_timeout_ms.
+TEST(PostgresParticipantTest, AServerThatNeverAnswersFailsWithinTheConnectTimeout) {
+  for (const bool uri : {false, true}) {
+    testing::BlackHoleListener hole;
+    ASSERT_TRUE(hole.ok());
+    PostgresParticipantOptions o;
+    o.name = "pg";
+    o.conninfo = uri ? hole.Uri() : hole.ConnInfo();
+    o.connect_timeout_ms = 2'000;
+    std::unique_ptr<TxParticipant> p = NewPostgresParticipant(o).value();
+    Status status;
+    const int64_t ms = testing::MillisUntilGivenUp(hole, 20'000, [&] {
+      const SqlStatement work[] = {{"SELECT 1", {}}};
+      status = p->Prepare("cv-1", work, 10'000);
+    });
+    EXPECT_LT(ms, 8'000) << (uri ? "URI" : "key=value") << ": the connect was not bounded";
+    EXPECT_EQ(status.code(), StatusCode::kUnavailable) << status.ToString();
+  }
+}
+
+TEST(PostgresParticipantTest, BadTimeoutsAreRefused) {
+  PostgresParticipantOptions o;
+  o.name = "pg";
+  o.conninfo = "host=127.0.0.1 port=1 dbname=x";
+  o.connect_timeout_ms = 0;
+  EXPECT_EQ(NewPostgresParticipant(o).status().code(), StatusCode::kInvalidArgument);
+  o.connect_timeout_ms = 1'000;
+  o.statement_timeout_ms = -1;
+  EXPECT_EQ(NewPostgresParticipant(o).status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -193,13 +193,18 @@ Status ParseSagas(const YAML::Node& n, SagaConfig* c) {
   const std::string w = "sagas";
   CONVERGE_RETURN_IF_ERROR(CheckKeys(n, w,
                                      {"enabled", "reply_topic", "definitions", "postgres_conninfo",
-                                      "postgres_table", "max_in_flight", "finished_retain_max",
-                                      "finished_retain_ms"}));
+                                      "postgres_table", "postgres_connect_timeout_ms",
+                                      "postgres_statement_timeout_ms", "max_in_flight",
+                                      "finished_retain_max", "finished_retain_ms"}));
   CONVERGE_RETURN_IF_ERROR(ReadBool(n, w, "enabled", &c->enabled));
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "reply_topic", &c->reply_topic));
   CONVERGE_RETURN_IF_ERROR(ReadStringList(n, w, "definitions", &c->definitions));
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "postgres_conninfo", &c->postgres_conninfo));
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "postgres_table", &c->postgres_table));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "postgres_connect_timeout_ms",
+                                   &c->postgres_connect_timeout_ms, 1, 3'600'000));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "postgres_statement_timeout_ms",
+                                   &c->postgres_statement_timeout_ms, 0, 86'400'000));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_in_flight", &c->max_in_flight, 1, kMaxU32));
   CONVERGE_RETURN_IF_ERROR(
       ReadInt(n, w, "finished_retain_max", &c->finished_retain_max, 0, kMaxU32));

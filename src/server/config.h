@@ -97,6 +97,10 @@ struct SagaConfig {
   // table is created if missing; one orchestrator per table).
   std::string postgres_conninfo;
   std::string postgres_table = "converge_saga_log";
+  // Bounds on the saga log's PostgreSQL connection: connect (> 0), each statement (0 = none).
+  int64_t postgres_connect_timeout_ms = 5'000;
+  int64_t postgres_statement_timeout_ms = 30'000;
+
   uint32_t max_in_flight = 1'000'000;       // running instances; beyond: 429
   uint32_t finished_retain_max = 10'000;    // finished instances kept for show/ls
   int64_t finished_retain_ms = 24LL * 3600 * 1000;

@@ -196,6 +196,8 @@ sagas:
   definitions: [a.yaml, b.json]
   postgres_conninfo: host=127.0.0.1 dbname=sagas
   postgres_table: my_sagas
+  postgres_connect_timeout_ms: 2500
+  postgres_statement_timeout_ms: 0
   max_in_flight: 10
   finished_retain_max: 5
   finished_retain_ms: 1000
@@ -206,11 +208,17 @@ sagas:
   EXPECT_EQ(c->sagas.definitions, (std::vector<std::string>{"a.yaml", "b.json"}));
   EXPECT_EQ(c->sagas.postgres_conninfo, "host=127.0.0.1 dbname=sagas");
   EXPECT_EQ(c->sagas.postgres_table, "my_sagas");
+  EXPECT_EQ(d->sagas.postgres_connect_timeout_ms, 5000);
+  EXPECT_EQ(d->sagas.postgres_statement_timeout_ms, 30000);
+  EXPECT_EQ(c->sagas.postgres_connect_timeout_ms, 2500);
+  EXPECT_EQ(c->sagas.postgres_statement_timeout_ms, 0);
   EXPECT_EQ(c->sagas.max_in_flight, 10u);
   EXPECT_EQ(c->sagas.finished_retain_max, 5u);
   EXPECT_EQ(c->sagas.finished_retain_ms, 1000);
-  for (const char* bad : {"sagas: {colour: red}", "sagas: {max_in_flight: 0}",
-                          "sagas: {reply_topic: ''}", "sagas: {definitions: {a: b}}"}) {
+  for (const char* bad :
+       {"sagas: {colour: red}", "sagas: {max_in_flight: 0}", "sagas: {reply_topic: ''}",
+        "sagas: {definitions: {a: b}}", "sagas: {postgres_connect_timeout_ms: 0}",
+        "sagas: {postgres_statement_timeout_ms: -1}"}) {
     Result<ServerConfig> r = ParseConfig(bad);
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
     EXPECT_NE(r.status().message().find("sagas"), std::string_view::npos) << bad;

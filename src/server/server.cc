@@ -83,6 +83,8 @@ Result<std::unique_ptr<SagaOrchestrator>> OpenSagas(Env& env, Log& log,
   options.reply_topic = sc.reply_topic;
   options.postgres_conninfo = sc.postgres_conninfo;
   options.postgres_table = sc.postgres_table;
+  options.postgres_connect_timeout_ms = sc.postgres_connect_timeout_ms;
+  options.postgres_statement_timeout_ms = sc.postgres_statement_timeout_ms;
   options.report_recovery = [](const std::string& message) {
     std::fprintf(stderr, "converge serve: saga log recovery: %s\n", message.c_str());
   };

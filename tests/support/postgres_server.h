@@ -13,6 +13,9 @@
 //   server and removes the directory, also after a failure.
 // - Start returns once the server accepts connections (PQping OK), or an error carrying the
 //   tail of the server log.
+// - The rule for every integration suite (PostgreSQL, nats-server, redis-server, the converge
+//   binary): a missing server FAILS the test, it never skips, so a suite cannot pass by not
+//   running. Start's NotFound names what to install.
 //
 // Thread-safety: none; one thread drives a PostgresServer.
 #pragma once

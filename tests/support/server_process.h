@@ -3,6 +3,8 @@
 // tests/support/server_process.cc into the test or tool that uses it.
 //
 // Contract
+// - A test whose server cannot start fails (also on NotFound: a missing executable); it never
+//   skips (the rule of postgres_server.h).
 // - Servers listen on 127.0.0.1 only, on a free port, with their data in a fresh temporary
 //   directory. Nothing here ever talks to another host.
 // - Start returns only once the server accepts TCP connections (or fails with a Status that

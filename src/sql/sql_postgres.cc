@@ -1,8 +1,9 @@
 // converge/sql.h on PostgreSQL through libpq: one connection, extended-protocol prepared
 // statements cached by SQL text, text-format results (bytea decoded on access).
-#include "outbox/sql_postgres.h"
+#include "sql/sql_postgres.h"
 
 #include <libpq-fe.h>
+#include <poll.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -13,7 +14,7 @@
 #include <vector>
 
 #include "converge/sql.h"
-#include "outbox/sql_internal.h"
+#include "sql/sql_internal.h"
 
 namespace converge::sql {
 namespace {
@@ -163,7 +164,10 @@ class PgDatabase final : public Database {
     }
     cache_.Clear();
     next_statement_ = 0;
-    // connect_timeout is in whole seconds (at least 2 per libpq).
+    in_tx_ = false;
+    // The conninfo (key=value or URI) is passed whole as an expanded dbname, never
+    // concatenated with anything: a URI stays a URI. connect_timeout comes after it, so the
+    // option wins over one written in the conninfo. libpq counts whole seconds, at least 2.
     int64_t timeout_s = std::max<int64_t>(2, (options_.connect_timeout_ms + 999) / 1000);
     std::string timeout = std::to_string(timeout_s);
     const char* keys[] = {"dbname", "connect_timeout", nullptr};
@@ -199,6 +203,8 @@ class PgDatabase final : public Database {
   Engine engine() const override { return Engine::kPostgres; }
 
   Status Transact(const std::function<Status(Transaction&)>& fn) override {
+    // A transaction of its own: starting over on a new session is safe.
+    if (!healthy()) in_tx_ = false;
     CONVERGE_RETURN_IF_ERROR(EnsureConnected());
     CONVERGE_RETURN_IF_ERROR(Simple("BEGIN"));
     PgTransaction tx(*this);
@@ -209,6 +215,8 @@ class PgDatabase final : public Database {
           PQtransactionStatus(conn_) != PQTRANS_IDLE) {
         Simple("ROLLBACK").IgnoreError();
       }
+      // This call already reported a lost connection; its transaction is over either way.
+      in_tx_ = false;
       return s;
     }
     for (auto& cb : tx.TakeCallbacks()) cb();
@@ -233,7 +241,29 @@ class PgDatabase final : public Database {
   }
 
   bool healthy() const override { return conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK; }
-  Status Reconnect() override { return EnsureConnected(); }
+  Status Reconnect() override {
+    DrainAsync();
+    in_tx_ = false;
+    ProbeIdle();
+    if (healthy()) return Status::Ok();
+    return Connect();
+  }
+
+  // A server that went away leaves an idle connection looking fine until it is used. Reading
+  // what the socket holds, without blocking, notices it: a stopping server sends its FATAL
+  // message and then closes, so a read may return that message and only the next one the end
+  // of the stream; read while the socket is readable (a few rounds at most).
+  void ProbeIdle() {
+    for (int round = 0; round < 4; ++round) {
+      if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK ||
+          PQtransactionStatus(conn_) != PQTRANS_IDLE) {
+        return;
+      }
+      pollfd pfd{PQsocket(conn_), POLLIN, 0};
+      if (pfd.fd < 0 || ::poll(&pfd, 1, 0) <= 0) return;
+      if (PQconsumeInput(conn_) == 0) return;  // the connection is now CONNECTION_BAD
+    }
+  }
   void* native_handle() override { return conn_; }
   const std::string& target() const override { return options_.conninfo; }
 
@@ -247,41 +277,82 @@ class PgDatabase final : public Database {
 
   Status EnsureConnected() {
     DrainAsync();
-    // A server that went away leaves the connection looking fine until it is used; reading
-    // what is pending (non-blocking) notices the closed socket, so we reconnect up front.
-    if (conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK &&
-        PQtransactionStatus(conn_) == PQTRANS_IDLE) {
-      PQconsumeInput(conn_);
-    }
+    ProbeIdle();
     if (healthy()) return Status::Ok();
+    if (conn_ != nullptr && in_tx_) {
+      // The server rolled the caller's open transaction back with the session. A new session
+      // would run the caller's next statements outside that transaction (autocommitted), so
+      // every call fails until the caller starts over with Transact or Reconnect.
+      return UnavailableError("postgres: the connection was lost inside a transaction (" +
+                              ErrorText() + "); it was rolled back: Reconnect to go on");
+    }
+    if (conn_ != nullptr && !options_.reconnect) {
+      return UnavailableError("postgres: the connection was lost (" + ErrorText() + ")");
+    }
     return Connect();
+  }
+
+  // Records whether the session is inside a transaction, when the server said so.
+  void NoteTransactionState() {
+    switch (PQtransactionStatus(conn_)) {
+      case PQTRANS_INTRANS:
+      case PQTRANS_INERROR:
+        in_tx_ = true;
+        break;
+      case PQTRANS_IDLE:
+        in_tx_ = false;
+        break;
+      default:  // unknown (connection lost) or busy: keep what was known
+        break;
+    }
+  }
+
+  std::string ErrorText() const {
+    std::string text = conn_ != nullptr ? PQerrorMessage(conn_) : "not connected";
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+    return text;
+  }
+
+  // The SQLSTATE of the last failed statement ("" if the last one succeeded or had none).
+  const std::string& last_sqlstate() const { return last_sqlstate_; }
+  void NoteError(const PGresult* res) {
+    const char* state = res != nullptr ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
+    last_sqlstate_ = state != nullptr ? state : "";
   }
 
   // A simple-protocol command (BEGIN/COMMIT/scripts): no parameters, several statements ok.
   Status Simple(const char* sql) {
     if (conn_ == nullptr) return UnavailableError("postgres: not connected");
     DrainAsync();
+    last_sqlstate_.clear();
     PGresult* res = PQexec(conn_, sql);
     ExecStatusType st = PQresultStatus(res);
     Status s;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) {
       s = PgErrorFromResult(conn_, res, "postgres");
+      NoteError(res);
     }
     PQclear(res);
+    NoteTransactionState();
     return s;
   }
 
   Result<int64_t> Run(std::string_view sql, std::span<const Value> params,
                       const RowCallback* on_row) {
     if (conn_ == nullptr) return UnavailableError("postgres: not connected");
+    last_sqlstate_.clear();
     PreparedName* prepared = cache_.Find(sql);
     if (prepared == nullptr) {
       std::string name = "cv" + std::to_string(next_statement_++);
       std::string text(sql);
       PGresult* res = PQprepare(conn_, name.c_str(), text.c_str(), 0, nullptr);
       Status s;
-      if (PQresultStatus(res) != PGRES_COMMAND_OK) s = PgErrorFromResult(conn_, res, "prepare");
+      if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        s = PgErrorFromResult(conn_, res, "prepare");
+        NoteError(res);
+      }
       PQclear(res);
+      NoteTransactionState();
       CONVERGE_RETURN_IF_ERROR(s);
       if (cache_.Full()) {
         // Deallocate the victim server-side before the cache forgets its name.
@@ -328,8 +399,10 @@ class PgDatabase final : public Database {
     PGresult* res = PQexecPrepared(conn_, prepared->name.c_str(), static_cast<int>(n),
                                    values_.data(), lengths_.data(), formats_.data(), 0);
     ExecStatusType st = PQresultStatus(res);
+    NoteTransactionState();
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
       Status s = PgErrorFromResult(conn_, res, "postgres");
+      NoteError(res);
       PQclear(res);
       // A prepared statement can vanish (e.g. after a server restart with a reused connection
       // pool); forget the cache so the next call re-prepares.
@@ -367,6 +440,8 @@ class PgDatabase final : public Database {
   internal::StatementCache<PreparedName, NoFinalize> cache_;
   uint64_t next_statement_ = 0;
   bool pending_async_ = false;
+  bool in_tx_ = false;  // the session was last seen inside a transaction
+  std::string last_sqlstate_;
   std::vector<const char*> values_;
   std::vector<int> lengths_;
   std::vector<int> formats_;
@@ -399,6 +474,11 @@ namespace internal {
 
 void PgSendAfterCommit(Transaction& tx, std::string sql) {
   if (auto* pg = dynamic_cast<PgTransaction*>(&tx)) pg->SendAfterCommit(std::move(sql));
+}
+
+std::string PgLastSqlState(Database& db) {
+  if (auto* pg = dynamic_cast<PgDatabase*>(&db)) return pg->last_sqlstate();
+  return "";
 }
 
 Status PgStatusFromResult(void* conn, const void* result, std::string_view what) {

@@ -29,6 +29,10 @@ std::string PgIntArray(const std::vector<int64_t>& items);
 // replace converge's busy handler.
 void SqliteSetBusyTimeout(Database& db, int64_t ms);
 
+// True while `db`'s session is inside a transaction (SQLite: not in autocommit mode; PostgreSQL:
+// a transaction open, failed or running, on a healthy connection).
+bool InTransaction(Database& db);
+
 // Rewrites $1, $2, ... placeholders (outside quotes and comments) to ?1, ?2 for SQLite.
 std::string ToSqlitePlaceholders(std::string_view sql);
 

@@ -1,10 +1,13 @@
 // Engine-independent parts of converge/sql.h.
 #include "converge/sql.h"
 
+#include <libpq-fe.h>
+#include <sqlite3.h>
+
 #include <algorithm>
 #include <string>
 
-#include "outbox/sql_internal.h"
+#include "sql/sql_internal.h"
 
 namespace converge::sql {
 
@@ -112,6 +115,16 @@ void ScanSql(std::string_view sql, OnCode on_code) {
 }
 
 }  // namespace
+
+bool InTransaction(Database& db) {
+  if (db.engine() == Engine::kSqlite) {
+    return sqlite3_get_autocommit(static_cast<sqlite3*>(db.native_handle())) == 0;
+  }
+  auto* conn = static_cast<PGconn*>(db.native_handle());
+  if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) return false;
+  const PGTransactionStatusType st = PQtransactionStatus(conn);
+  return st == PQTRANS_INTRANS || st == PQTRANS_INERROR || st == PQTRANS_ACTIVE;
+}
 
 std::string ToSqlitePlaceholders(std::string_view sql) {
   std::string out;

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "converge/sql.h"
-#include "outbox/sql_internal.h"
+#include "sql/sql_internal.h"
 
 namespace converge::sql {
 namespace {
