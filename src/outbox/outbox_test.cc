@@ -228,6 +228,34 @@ TEST(RelayCoreTest, WaitsForAWakeUpWhenEmptyAndContinuesAtOnceAfterAFullBatch) {
   EXPECT_EQ(core.next(), Op::kWait);  // partial batch: wait (a pending wake-up ends it at once)
 }
 
+// An idle relay whose poll wait ends at the rebalance deadline re-takes its lease with a
+// rebalance, which sets the next deadline: it must not come back to a deadline already past
+// (which made every later idle wait end at once: a relay spinning on empty claims).
+TEST(RelayCoreTest, AnIdleRelayKeepsWaitingAfterItsRebalanceDeadline) {
+  sim::SimEnv env(1);
+  outbox_internal::RelayCoreOptions o;
+  o.poll_interval_ms = 500;
+  o.rebalance_interval_ms = 1'200;
+  outbox_internal::RelayCore core(env.clock(), env.random(), o);
+  ASSERT_EQ(core.next(), Op::kAcquire);
+  core.AcquireDone(Status::Ok(), true);
+  int rebalances = 0;
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_EQ(core.next(), Op::kClaim);
+    core.ClaimDone(Status::Ok(), 0, 0, 0, false);
+    ASSERT_EQ(core.next(), Op::kWait);
+    ASSERT_GT(core.wait_until_ns(), env.now_nanos()) << "idle wait " << i << " ends at once";
+    env.AdvanceTime(core.wait_until_ns() - env.now_nanos());
+    core.WaitDone(false);
+    if (core.next() == Op::kAcquire) {
+      EXPECT_TRUE(core.rebalance());
+      ++rebalances;
+      core.AcquireDone(Status::Ok(), true);
+    }
+  }
+  EXPECT_GE(rebalances, 5);
+}
+
 TEST(RelayCoreTest, LingersAfterABusyPartialBatchOnlyAndIgnoresWakeUpsMeanwhile) {
   sim::SimEnv env(1);
   outbox_internal::RelayCoreOptions o;
