@@ -822,8 +822,8 @@ class InboxConsumerImpl final : public InboxConsumer {
           if (due.ok() && due->has_value()) {
             // At least a millisecond: a deadline that is due but produced nothing to fetch
             // (the group applies it on its next tick) must not turn into a busy loop.
-            wait_ns = std::max<int64_t>(
-                std::min(wait_ns, **due - env_.clock().NowMonotonicNanos()), 1'000'000);
+            wait_ns = std::max<int64_t>(std::min(wait_ns, **due - env_.clock().NowMonotonicNanos()),
+                                        1'000'000);
           }
           return BeginWait(wait_ns, /*wake_early=*/true);
         }

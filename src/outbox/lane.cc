@@ -19,8 +19,7 @@ namespace {
 
 class ThreadLane final : public Lane {
  public:
-  explicit ThreadLane(const std::string& name)
-      : event_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  explicit ThreadLane(const std::string& name) : event_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     CONVERGE_CHECK_MSG(event_fd_ >= 0, "eventfd failed");
     thread_ = std::thread([this, name] {
       pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
