@@ -3,8 +3,9 @@
 // consumer applies each one's effect in its own transaction. The relay, the inbox consumer, the
 // log and the consumer groups all run on one SimEnv (relay and consumer with
 // steps_on_env_executor): virtual time, seeded order, and crashes injected at every step:
-// - the relay crashes after claiming rows (before publishing), after each published chunk,
-//   after the whole batch was published (before the rows are deleted) and after deleting them;
+// - the relay (one, or two on the same outbox: one active, one standing by to take over)
+//   crashes after claiming rows (before publishing), after each published chunk, after the
+//   whole batch was published (before the rows are deleted) and after deleting them;
 // - the inbox consumer crashes after its handlers ran (before the commit: no effect), after the
 //   commit (effect applied, not acked) and after the ack;
 // - the machine of the log and the groups crashes at a random filesystem operation and loses
@@ -131,13 +132,16 @@ class World {
     poll_interval_ms_ = Pick(20, 300);
     const double levels[] = {0.0, 0.05, 0.2};
     relay_crash_p_ = params.component_crashes ? levels[Pick(0, 2)] : 0.0;
+    // One relay, or two on the same outbox (one active, one standing by to take over).
+    relays_.resize(static_cast<size_t>(Pick(1, 2)));
+    relay_incarnation_.assign(relays_.size(), 0);
     inbox_crash_p_ = params.component_crashes ? levels[Pick(0, 2)] : 0.0;
     env_.sim_fs().SetTornWrites(params.torn_writes);
   }
 
   ~World() {
     consumer_.reset();
-    relay_.reset();
+    for (auto& relay : relays_) relay.reset();
     sink_.reset();
     groups_.reset();
     log_.reset();
@@ -229,13 +233,15 @@ class World {
     auto sink = NewLogSink(*log_, sink_options);
     if (!sink.ok()) return "sink: " + sink.status().ToString();
     sink_ = std::move(sink).value();
-    std::string failure = StartRelay();
+    std::string failure;
+    for (size_t i = 0; i < relays_.size() && failure.empty(); ++i) failure = StartRelay(i);
     if (failure.empty()) failure = StartConsumer();
     return failure;
   }
 
-  std::string StartRelay() {
-    relay_.reset();
+  std::string StartRelay(size_t i) {
+    std::unique_ptr<Relay>& slot = relays_[i];
+    slot.reset();
     RelayOptions ro;
     ro.name = "sim-relay";
     ro.batch_max_events = batch_max_events_;
@@ -249,12 +255,14 @@ class World {
     ro.sqlite_synchronous = "off";
     ro.sqlite_lock_path = "/relay.lock";  // on the simulated filesystem
     ro.steps_on_env_executor = true;
-    ro.fault_point = [this](std::string_view point) { return Fault(point, relay_crash_p_, true); };
+    ro.fault_point = [this, i](std::string_view point) {
+      return Fault(point, relay_crash_p_, static_cast<int>(i));
+    };
     sql::DatabaseTarget target{sql::Engine::kSqlite, outbox_path_};
     auto relay = Relay::Create(env_, target, *sink_, ro);
     if (!relay.ok()) return "relay: " + relay.status().ToString();
-    relay_ = std::move(relay).value();
-    Status s = relay_->Start();
+    slot = std::move(relay).value();
+    Status s = slot->Start();
     return s.ok() ? "" : "relay start: " + s.ToString();
   }
 
@@ -272,7 +280,9 @@ class World {
     co.db_retry_max_delay_ms = 200;
     co.sqlite_synchronous = "off";
     co.steps_on_env_executor = true;
-    co.fault_point = [this](std::string_view point) { return Fault(point, inbox_crash_p_, false); };
+    co.fault_point = [this](std::string_view point) {
+      return Fault(point, inbox_crash_p_, kConsumer);
+    };
     sql::DatabaseTarget target{sql::Engine::kSqlite, inbox_path_};
     auto consumer = InboxConsumer::Create(
         env_, *groups_, target,
@@ -294,15 +304,20 @@ class World {
   // A fault point of the relay or the consumer: with probability p the process crashes there.
   // It is restarted a little later (from a separate event: the dead object is still on the
   // stack of its own step now).
-  Status Fault(std::string_view point, double p, bool relay) {
+  // `who`: a relay's index or kConsumer.
+  static constexpr int kConsumer = -1;
+  uint64_t& Incarnation(int who) {
+    return who == kConsumer ? consumer_incarnation_ : relay_incarnation_[static_cast<size_t>(who)];
+  }
+  Status Fault(std::string_view point, double p, int who) {
     if (!faults_on_ || !Chance(p)) return Status::Ok();
     ++coverage_->crashes[std::string(point)];
-    const uint64_t incarnation = relay ? ++relay_incarnation_ : ++consumer_incarnation_;
-    env_.executor().Schedule(Pick(0, 100) * kMs, [this, relay, incarnation] {
+    const uint64_t incarnation = ++Incarnation(who);
+    env_.executor().Schedule(Pick(0, 100) * kMs, [this, who, incarnation] {
       if (!failure_.empty()) return;
       // A machine crash in between already restarted it.
-      if (incarnation != (relay ? relay_incarnation_ : consumer_incarnation_)) return;
-      std::string f = relay ? StartRelay() : StartConsumer();
+      if (incarnation != Incarnation(who)) return;
+      std::string f = who == kConsumer ? StartConsumer() : StartRelay(static_cast<size_t>(who));
       if (!f.empty()) failure_ = f;
     });
     return InternalError("simulated crash at " + std::string(point));
@@ -322,10 +337,10 @@ class World {
   std::string CrashMachine() {
     ++machine_crashes_;
     ++coverage_->crashes["machine"];
-    ++relay_incarnation_;
+    for (uint64_t& n : relay_incarnation_) ++n;
     ++consumer_incarnation_;
     consumer_.reset();
-    relay_.reset();
+    for (auto& relay : relays_) relay.reset();
     sink_.reset();
     groups_.reset();
     log_.reset();
@@ -459,7 +474,8 @@ class World {
   double relay_crash_p_ = 0, inbox_crash_p_ = 0;
   bool faults_on_ = true;
   int machine_crashes_ = 0;
-  uint64_t relay_incarnation_ = 0, consumer_incarnation_ = 0;
+  std::vector<uint64_t> relay_incarnation_;
+  uint64_t consumer_incarnation_ = 0;
   std::string failure_;
 
   std::unique_ptr<sql::Database> writer_;    // the service's connection
@@ -467,7 +483,7 @@ class World {
   std::unique_ptr<Log> log_;
   std::unique_ptr<ConsumerGroups> groups_;
   std::unique_ptr<RelaySink> sink_;
-  std::unique_ptr<Relay> relay_;
+  std::vector<std::unique_ptr<Relay>> relays_;
   std::unique_ptr<InboxConsumer> consumer_;
 
   int64_t next_n_ = 0;
