@@ -545,6 +545,53 @@ TEST(OutboxSimTest, MachineCrashesWithTornWrites) {
   RunSeeds(p, 500, 200'001);
 }
 
+// The relay on the simulator's executor: an idle relay claims once per poll interval of
+// virtual time (no real sleeps, no busy loop), and a writer's commit wakes it at the same
+// virtual instant.
+TEST(OutboxSimTest, TheRelayWaitsInVirtualTimeAndAWriterCommitWakesItAtOnce) {
+  ScratchDir dir;
+  sim::SimEnv env(5);
+  LogOptions lo;
+  lo.dir = "/data/log";
+  auto log = Log::Open(env, lo);
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  auto sink = NewLogSink(**log, LogSinkOptions{});
+  ASSERT_TRUE(sink.ok()) << sink.status().ToString();
+  const std::string path = dir.path() + "/outbox.db";
+  sql::SqliteOptions so;
+  so.path = path;
+  so.synchronous = "off";
+  auto writer = sql::Database::OpenSqlite(so);
+  ASSERT_TRUE(writer.ok()) << writer.status().ToString();
+  ASSERT_TRUE(Outbox::CreateSchema(**writer).ok());
+  RelayOptions ro;
+  ro.poll_interval_ms = 100;
+  ro.rebalance_interval_ms = 3'600'000;
+  ro.sqlite_lock_path = "/relay.lock";
+  ro.steps_on_env_executor = true;
+  auto relay = Relay::Create(env, sql::DatabaseTarget{sql::Engine::kSqlite, path}, **sink, ro);
+  ASSERT_TRUE(relay.ok()) << relay.status().ToString();
+  ASSERT_TRUE((*relay)->Start().ok());
+  env.RunFor(1'000 * kMs);
+  const uint64_t polls = (*relay)->stats().polls;
+  EXPECT_GE(polls, 9u);
+  EXPECT_LE(polls, 11u);
+  EXPECT_LT(env.pending_events(), 10u);  // one timer and the log's own, not a queue of steps
+
+  Outbox outbox(env);
+  Event event = MakeEvent("k", 1);
+  ASSERT_TRUE(
+      (*writer)
+          ->Transact([&](sql::Transaction& tx) { return outbox.Write(tx, "orders", event); })
+          .ok());
+  const int64_t committed_at = env.now_nanos();
+  env.RunFor(0);  // only what is due at this instant
+  EXPECT_EQ((*relay)->stats().published, 1u);
+  EXPECT_GE((*relay)->stats().wakeups, 1u);
+  EXPECT_EQ(env.now_nanos(), committed_at);
+  (*relay)->Stop();
+}
+
 TEST(OutboxSimTest, SameSeedSameRun) {
   ScratchDir dir;
   Coverage coverage;
