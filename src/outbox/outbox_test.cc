@@ -1,11 +1,14 @@
 // Unit tests of the outbox module on SQLite: the SQL layer, the outbox writer, the relay's state
 // machine, the relay against the real log, the inbox and its consumer, crashes at every step.
+#include <unistd.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <random>
 #include <set>
 
 #include "converge/sim_env.h"
+#include "outbox/lane.h"
 #include "outbox/outbox_row.h"
 #include "outbox/outbox_test_util.h"
 #include "outbox/relay_core.h"
@@ -191,6 +194,49 @@ TEST(OutboxWriterTest, RowRoundTripsToTheSameEvent) {
                         })
                 .status());
   EXPECT_EQ(i, 3u);
+}
+
+// ---------------------------------------------------------------------------------------
+// Lanes (where the relay's and the consumer's steps run)
+
+TEST(LaneTest, AThreadLaneRunsPostsInOrderWatchesADescriptorAndDropsWorkAfterShutdown) {
+  auto lane = outbox_internal::NewThreadLane("test-lane");
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<int> ran;
+  auto record = [&](int i) {
+    std::lock_guard<std::mutex> lock(mu);
+    ran.push_back(i);
+    cv.notify_all();
+  };
+  auto wait_for = [&](size_t n) {
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_for(lock, std::chrono::seconds(30), [&] { return ran.size() >= n; });
+  };
+  // Posts from another thread and from the lane itself run in order.
+  lane->Post([&] {
+    record(1);
+    lane->Post([&] { record(3); });
+  });
+  lane->Post([&] { record(2); });
+  ASSERT_TRUE(wait_for(3));
+  // A watched descriptor that becomes readable posts its callback once.
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  lane->Post([&] { lane->WatchFd(fds[0], [&] { record(4); }); });
+  lane->Post([&] { record(5); });
+  ASSERT_TRUE(wait_for(4));
+  ASSERT_EQ(write(fds[1], "x", 1), 1);
+  ASSERT_TRUE(wait_for(5));
+  lane->Post([&] { lane->WatchFd(-1, nullptr); });
+  lane->Shutdown();
+  lane->Post([&] { record(7); });  // dropped
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(ran, (std::vector<int>{1, 2, 3, 5, 4}));
+  }
+  close(fds[0]);
+  close(fds[1]);
 }
 
 // ---------------------------------------------------------------------------------------
