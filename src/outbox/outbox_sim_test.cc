@@ -9,7 +9,9 @@
 // - the inbox consumer crashes after its handlers ran (before the commit: no effect), after the
 //   commit (effect applied, not acked) and after the ack;
 // - the machine of the log and the groups crashes at a random filesystem operation and loses
-//   everything it had not synced (optionally with torn writes).
+//   everything it had not synced (optionally with torn writes);
+// - the service's machine loses power: the relays die and the relay's last deletes, not yet
+//   synced (it runs with synchronous=normal), are undone, so those rows are published again.
 // After the faults stop, the pipeline must drain, and then: every committed row was published
 // at least once and applied exactly once, in commit order per partition key; nothing from a
 // rolled-back transaction was published or applied; the outbox is empty.
@@ -19,7 +21,10 @@
 // through the Env. A crash of the relay or of the consumer is a process crash (the component is
 // dropped without cleanup; its uncommitted transaction rolls back, committed ones stay), which
 // is exactly what SQLite guarantees across a process crash, and across power loss with
-// synchronous=full. The databases run with synchronous=off here only for speed.
+// synchronous=full (the service's writers and the inbox consumer). The relay's own connection
+// defaults to synchronous=normal, whose last commits a power loss may undo: that is modelled
+// explicitly (PowerLoss puts back the rows the relay deleted since its last durable point). The
+// databases run with synchronous=off here only for speed.
 //
 // Seeds: CONVERGE_SIM_SEEDS (how many per test) and CONVERGE_SIM_SEED (replay one), as in the
 // other simulation tests; a failure prints its seed.
@@ -105,6 +110,7 @@ uint64_t EnvNumber(const char* name, uint64_t fallback) {
 struct Coverage {
   std::map<std::string, uint64_t> crashes;  // by fault point ("machine" for the filesystem)
   uint64_t committed = 0, rolled_back = 0, duplicates_skipped = 0, republished = 0;
+  uint64_t restored_rows = 0;  // deleted rows a power loss put back
 };
 
 struct Params {
@@ -166,7 +172,13 @@ class World {
       env_.executor().Schedule(at, [this] { WriteTransaction(); });
     }
     const int64_t faults_end = at + 500 * kMs;
-    if (params_.machine_crashes) ArmMachineCrash();
+    if (params_.machine_crashes) {
+      ArmMachineCrash();
+      DurablePoint();
+      for (int i = 0; i < 2; ++i) {
+        env_.executor().Schedule(Pick(0, at / kMs + 500) * kMs, [this] { PowerLoss(); });
+      }
+    }
     // Run with faults, watching for the machine crash.
     while (env_.now_nanos() < faults_end && failure_.empty()) {
       env_.RunFor(10 * kMs);
@@ -202,6 +214,10 @@ class World {
     writer_ = std::move(writer).value();
     Status s = Outbox::CreateSchema(*writer_);
     if (!s.ok()) return "outbox schema: " + s.ToString();
+    // The outbox as it was at the last point the relay's deletes were durable (see PowerLoss).
+    s = writer_->ExecuteScript(
+        "CREATE TABLE durable_outbox AS SELECT * FROM converge_outbox WHERE 0");
+    if (!s.ok()) return "durable outbox: " + s.ToString();
     so.path = inbox_path_;
     auto inbox = sql::Database::OpenSqlite(so);
     if (!inbox.ok()) return "open inbox: " + inbox.status().ToString();
@@ -321,6 +337,36 @@ class World {
       if (!f.empty()) failure_ = f;
     });
     return InternalError("simulated crash at " + std::string(point));
+  }
+
+  // The relay's SQLite connection runs with synchronous=normal (RelayOptions): its deletes
+  // become durable at the next WAL sync, and a power loss of the service's machine may undo
+  // the last ones (the writers commit with synchronous=full: their rows stay). Modelled here:
+  // every few virtual milliseconds the relay's deletes so far become durable (a copy of the
+  // table); a power loss kills the relays and puts back every row deleted since.
+  void DurablePoint() {
+    if (!faults_on_) return;
+    Status s = writer_->ExecuteScript(
+        "DELETE FROM durable_outbox; INSERT INTO durable_outbox SELECT * FROM converge_outbox");
+    if (!s.ok()) failure_ = "durable point: " + s.ToString();
+    env_.executor().Schedule(Pick(5, 200) * kMs, [this] { DurablePoint(); });
+  }
+
+  void PowerLoss() {
+    if (!faults_on_ || !failure_.empty()) return;
+    ++coverage_->crashes["service power loss"];
+    for (size_t i = 0; i < relays_.size(); ++i) {
+      ++relay_incarnation_[i];
+      relays_[i].reset();
+    }
+    Result<int64_t> restored =
+        writer_->Execute("INSERT OR IGNORE INTO converge_outbox SELECT * FROM durable_outbox");
+    if (!restored.ok()) {
+      failure_ = "power loss: " + restored.status().ToString();
+      return;
+    }
+    coverage_->restored_rows += static_cast<uint64_t>(*restored);
+    for (size_t i = 0; i < relays_.size() && failure_.empty(); ++i) failure_ = StartRelay(i);
   }
 
   void ArmMachineCrash() {
@@ -509,11 +555,12 @@ void RunSeeds(const Params& params, uint64_t default_seeds, uint64_t first_seed)
   }
   std::printf(
       "  %llu seeds: %llu committed, %llu rolled back, %llu duplicates in the log, "
-      "%llu redeliveries skipped by the inbox; crashes:%s\n",
+      "%llu redeliveries skipped by the inbox, %llu deleted rows put back; crashes:%s\n",
       static_cast<unsigned long long>(seeds), static_cast<unsigned long long>(coverage.committed),
       static_cast<unsigned long long>(coverage.rolled_back),
       static_cast<unsigned long long>(coverage.republished),
-      static_cast<unsigned long long>(coverage.duplicates_skipped), crashes.c_str());
+      static_cast<unsigned long long>(coverage.duplicates_skipped),
+      static_cast<unsigned long long>(coverage.restored_rows), crashes.c_str());
   if (only == 0 && seeds >= 100) {
     // Every fault point fired somewhere (a renamed point would otherwise go untested).
     std::vector<std::string> points;
@@ -521,9 +568,15 @@ void RunSeeds(const Params& params, uint64_t default_seeds, uint64_t first_seed)
       points = {"relay.claimed", "relay.chunk_published", "relay.published", "relay.removed",
                 "inbox.handled", "inbox.committed",       "inbox.acked"};
     }
-    if (params.machine_crashes) points.push_back("machine");
+    if (params.machine_crashes) {
+      points.push_back("machine");
+      points.push_back("service power loss");
+    }
     for (const std::string& p : points) EXPECT_GT(coverage.crashes[p], 0u) << "no crash at " << p;
     EXPECT_GT(coverage.rolled_back, 0u);
+    if (params.machine_crashes) {
+      EXPECT_GT(coverage.restored_rows, 0u);
+    }
   }
 }
 
