@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <random>
 #include <set>
+#include <thread>
 
 #include "converge/sim_env.h"
 #include "outbox/lane.h"
@@ -587,6 +588,22 @@ template <typename Pred>
 bool WaitUntil(std::mutex& mu, std::condition_variable& cv, Pred done, int64_t timeout_ms) {
   std::unique_lock<std::mutex> lock(mu);
   return cv.wait_for(lock, std::chrono::milliseconds(timeout_ms), done);
+}
+
+// An idle relay looks at its outbox once per poll interval, also after its rebalance deadline
+// passed (before the fix it then claimed in a busy loop: thousands of polls a second).
+TEST(RelayTest, AnIdleRelayPollsAtItsIntervalNotInALoop) {
+  Pipeline p;
+  ASSERT_OK(p.Open(1));
+  RelayOptions ro = p.DefaultRelayOptions();
+  ro.poll_interval_ms = 200;
+  ro.rebalance_interval_ms = 50;
+  auto relay = p.NewRelay(ro);
+  ASSERT_TRUE(relay.ok());
+  ASSERT_OK((*relay)->Start());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1'000));  // only an upper bound is checked
+  (*relay)->Stop();
+  EXPECT_LE((*relay)->stats().polls, 40u);
 }
 
 TEST(RelayTest, AWriterCommitWakesTheRelayWithoutWaitingForThePoll) {
