@@ -28,9 +28,14 @@
 //   events (blocking rather than dropping), and resumes when the database is back.
 // - The W3C traceparent of the outbox row reaches the handler as InboxMessage::traceparent.
 //
+// - Waiting: the consumer's waits and backoffs are timers of the Env's executor and its wake-ups
+//   come from the group (WatchReady); nothing sleeps, so under a simulated Env the consumer runs
+//   in virtual time (InboxConsumerOptions::steps_on_env_executor).
+//
 // Thread-safety: Inbox is thread-safe. InboxConsumer is thread-safe; Start runs it on its own
-// thread(s); RunOnce runs one batch on the caller's thread and must not be mixed with Start.
-// Handlers run on the consumer's worker threads, one transaction per worker.
+// thread(s) (or on the Env's executor, see steps_on_env_executor); RunOnce runs one batch on the
+// caller's thread and must not be mixed with Start. Handlers run on the consumer's worker
+// threads, one transaction per worker.
 #pragma once
 
 #include <atomic>
@@ -142,6 +147,13 @@ struct InboxConsumerOptions {
   int64_t idle_poll_ms = 1'000;
   std::string sqlite_synchronous = "full";  // consumer database durability (see sql.h)
   int64_t sqlite_busy_timeout_ms = 5'000;   // then the transaction fails (Unavailable)
+  // Where Start runs the consumer's batches. They block on the database, so by default the
+  // consumer has threads of its own for them (one per worker); its timers still come from the
+  // Env's executor. true: on the Env's executor itself, one batch per task, the workers'
+  // transactions one after another. For a simulated Env (converge/sim_env.h), whose one thread
+  // then runs the consumer in virtual time and in seeded order; not with Env::Default(), whose
+  // executor thread the database calls would block.
+  bool steps_on_env_executor = false;
   // Inbox points: "inbox.handled" (handlers ran, nothing committed), "inbox.committed" (the
   // transaction committed, nothing acked), "inbox.acked".
   FaultPoint fault_point;  // tests only
@@ -173,7 +185,8 @@ class InboxConsumer {
                                                        InboxConsumerOptions options);
   virtual ~InboxConsumer() = default;
 
-  // Runs on a background thread until Stop. FailedPrecondition if already started.
+  // Runs in the background (see steps_on_env_executor) until Stop. FailedPrecondition if
+  // already started.
   virtual Status Start() = 0;
   // Stops and leaves the group (its leases are released for immediate redelivery).
   virtual void Stop() = 0;

@@ -16,9 +16,11 @@
 //   rebalance_interval_ms.
 // - Bounded table: published rows are deleted right after publishing, one batch per short
 //   statement; no transaction is held while publishing.
-// - Latency without fixed sleeps: the relay blocks until woken by PostgreSQL LISTEN/NOTIFY or,
+// - Latency without fixed sleeps: the relay waits until woken by PostgreSQL LISTEN/NOTIFY or,
 //   for SQLite, by an in-process writer's commit; it polls every poll_interval_ms as a fallback
 //   (writers in another process, lost notifications). After a full batch it continues at once.
+//   Its waits and backoffs are timers of the Env's executor, so under a simulated Env the relay
+//   runs in virtual time (RelayOptions::steps_on_env_executor).
 // - Malformed rows (invalid CloudEvents attributes, bad JSON data, bad traceparent, a record
 //   the log refuses) go to the dead-letter topic with the reason and the row's content, and the
 //   relay keeps going. If that append fails, the row stays and the relay retries: nothing is
@@ -26,8 +28,9 @@
 // - Failures of the database or the log are retried with exponential backoff and full jitter
 //   (time and randomness from the Env); the relay never gives up while running.
 //
-// Thread-safety: Relay is thread-safe. Start runs the relay on its own thread; RunOnce runs one
-// cycle on the caller's thread and must not be mixed with Start.
+// Thread-safety: Relay is thread-safe. Start runs the relay's steps on a thread of its own (or on
+// the Env's executor, see steps_on_env_executor); RunOnce runs one cycle on the caller's thread
+// and must not be mixed with Start.
 #pragma once
 
 #include <cstdint>
@@ -125,6 +128,13 @@ struct RelayOptions {
   std::string sqlite_lock_path;
   // Create the outbox table if it is missing.
   bool create_schema = true;
+  // Where Start runs the relay's steps. They block on the database and the log, so by default
+  // the relay has a thread of its own for them; its timers still come from the Env's executor.
+  // true: on the Env's executor itself, one step per task. For a simulated Env (converge/
+  // sim_env.h), whose one thread then runs the relay in virtual time and in seeded order
+  // (PostgreSQL notifications cannot be watched there: the relay polls). Not with
+  // Env::Default(), whose executor thread the relay's database calls would block.
+  bool steps_on_env_executor = false;
   FaultPoint fault_point;  // tests only
 };
 
@@ -149,9 +159,10 @@ class Relay {
                                                RelaySink& sink, RelayOptions options);
   virtual ~Relay() = default;
 
-  // Runs the relay on a background thread until Stop. FailedPrecondition if already started.
+  // Runs the relay in the background (see steps_on_env_executor) until Stop. FailedPrecondition
+  // if already started.
   virtual Status Start() = 0;
-  // Stops the thread (waits for the current step to finish). Idempotent.
+  // Stops the relay (waits for the current step to finish). Idempotent.
   virtual void Stop() = 0;
   // Makes a waiting relay look at the outbox now.
   virtual void Wake() = 0;

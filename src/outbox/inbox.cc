@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "converge/retry.h"
+#include "outbox/lane.h"
 #include "outbox/outbox_row.h"
 #include "outbox/wakeup.h"
 #include "sql/sql_internal.h"
@@ -264,6 +265,8 @@ Result<uint64_t> Inbox::Cleanup(sql::Database& db, uint64_t max_rows) {
 
 namespace {
 
+using outbox_internal::Lane;
+using outbox_internal::LaneSlot;
 using outbox_internal::Waker;
 
 uint64_t HashBytes(std::string_view s) {
@@ -322,7 +325,8 @@ class InboxConsumerImpl final : public InboxConsumer {
         batch_handler_(std::move(batch_handler)),
         options_(std::move(options)),
         inbox_(env, options_.inbox),
-        waker_(std::make_shared<Waker>()),
+        slot_(std::make_shared<LaneSlot>()),
+        waker_(std::make_shared<Waker>([slot = slot_, this] { slot->Post([this] { OnWake(); }); })),
         workers_(options_.workers) {
     if (!options_.is_retryable) {
       options_.is_retryable = [policy = RetryPolicy{}](const Status& s) {
@@ -338,23 +342,27 @@ class InboxConsumerImpl final : public InboxConsumer {
 
   Status Start() override {
     std::lock_guard<std::mutex> lock(lifecycle_mu_);
-    if (thread_.joinable()) return FailedPreconditionError("inbox consumer: already started");
+    if (lane_ != nullptr) return FailedPreconditionError("inbox consumer: already started");
     stopping_ = false;
-    thread_ = std::thread([this] {
-      pthread_setname_np(pthread_self(), "cv-inbox");
-      Loop();
-    });
+    lane_ = options_.steps_on_env_executor ? outbox_internal::NewExecutorLane(env_.executor())
+                                           : outbox_internal::NewThreadLane("cv-inbox");
+    slot_->Set(lane_);
+    lane_->Post([this] { Resume(); });
     return Status::Ok();
   }
 
   void Stop() override {
     std::lock_guard<std::mutex> lock(lifecycle_mu_);
-    if (thread_.joinable()) {
+    if (lane_ != nullptr) {
       stopping_ = true;
-      waker_->Signal();
-      thread_.join();
+      slot_->Set(nullptr);  // wake-ups and timers from now on are dropped
+      lane_->Shutdown();    // waits for the running step
+      lane_.reset();
     }
     std::lock_guard<std::mutex> step(step_mu_);
+    if (waiting_) env_.executor().Cancel(timer_);
+    waiting_ = false;
+    pending_wake_ = false;
     watch_.reset();
     if (joined_ && dead_.ok()) {
       groups_.Leave(options_.topic, options_.group, options_.member).IgnoreError();
@@ -463,7 +471,12 @@ class InboxConsumerImpl final : public InboxConsumer {
       workers_[w == 1 ? 0 : HashBytes(key) % w].items.push_back(&item);
     }
     if (w == 1) return RunWorker(workers_[0]);
-    RunPool();
+    if (options_.steps_on_env_executor) {
+      // One thread (the simulator's): the workers' transactions run one after another.
+      for (Worker& worker : workers_) worker.result = RunWorker(worker);
+    } else {
+      RunPool();
+    }
     for (Worker& worker : workers_) {
       if (!worker.result.ok()) return worker.result;
     }
@@ -771,51 +784,94 @@ class InboxConsumerImpl final : public InboxConsumer {
     pool_.clear();
   }
 
-  // ---- background loop ----
+  // ---- the consumer on its lane ----
 
-  void Loop() {
+  void Resume() {
     std::lock_guard<std::mutex> lock(step_mu_);
-    uint32_t failures = 0;
+    Pump();
+  }
+
+  // Runs batches until the consumer waits, stops or dies (on the simulator's executor, one
+  // batch per task, so that other components interleave).
+  void Pump() {
     while (!stopping_ && dead_.ok()) {
       Result<size_t> n = Step();
       if (!dead_.ok()) return;
       if (!n.ok()) {
         // Database (or group) failure: back off with full jitter, ignoring wake-ups.
         int64_t cap = options_.db_retry_base_delay_ms;
-        for (uint32_t i = 0; i < failures && cap < options_.db_retry_max_delay_ms; ++i) cap *= 2;
+        for (uint32_t i = 0; i < failures_ && cap < options_.db_retry_max_delay_ms; ++i) cap *= 2;
         cap = std::min(cap, options_.db_retry_max_delay_ms);
-        ++failures;
+        ++failures_;
         {
           std::lock_guard<std::mutex> s(stats_mu_);
           stats_.last_error = n.status().ToString();
         }
-        WaitFor(env_.random().UniformRange(0, cap) * 1'000'000, /*wake_early=*/false);
-        continue;
+        pending_wake_ = false;
+        return BeginWait(env_.random().UniformRange(0, cap) * 1'000'000, /*wake_early=*/false);
       }
-      failures = 0;
-      if (*n > 0 || !items_.empty()) continue;
-      // Idle: wait for the group's ready signal, the next due delay, or the idle poll.
-      int64_t wait_ns = options_.idle_poll_ms * 1'000'000;
-      Result<std::optional<int64_t>> due =
-          groups_.NextDueMonotonicNanos(options_.topic, options_.group);
-      if (due.ok() && due->has_value()) {
-        wait_ns = std::min(wait_ns, **due - env_.clock().NowMonotonicNanos());
+      failures_ = 0;
+      if (*n == 0 && items_.empty()) {
+        // Idle: wait for the group's ready signal, the next due delay, or the idle poll.
+        if (pending_wake_) {
+          pending_wake_ = false;  // something became ready while the batch ran: look again
+        } else {
+          int64_t wait_ns = options_.idle_poll_ms * 1'000'000;
+          Result<std::optional<int64_t>> due =
+              groups_.NextDueMonotonicNanos(options_.topic, options_.group);
+          if (due.ok() && due->has_value()) {
+            // At least a millisecond: a deadline that is due but produced nothing to fetch
+            // (the group applies it on its next tick) must not turn into a busy loop.
+            wait_ns = std::max<int64_t>(std::min(wait_ns, **due - env_.clock().NowMonotonicNanos()),
+                                        1'000'000);
+          }
+          return BeginWait(wait_ns, /*wake_early=*/true);
+        }
       }
-      if (wait_ns > 0) WaitFor(wait_ns, /*wake_early=*/true);
+      if (options_.steps_on_env_executor) {
+        slot_->Post([this] { Resume(); });
+        return;
+      }
     }
   }
 
-  void WaitFor(int64_t ns, bool wake_early) {
-    const int64_t deadline = env_.clock().NowMonotonicNanos() + ns;
-    for (;;) {
-      if (stopping_) return;
-      const int64_t remaining = deadline - env_.clock().NowMonotonicNanos();
-      if (remaining <= 0) return;
-      TimerId timer = outbox_internal::SignalAfter(env_, waker_, remaining);
-      waker_->Wait();
-      env_.executor().Cancel(timer);
-      if (wake_early) return;
+  void BeginWait(int64_t ns, bool wake_early) {
+    waiting_ = true;
+    wait_wake_early_ = wake_early;
+    wait_until_ns_ = env_.clock().NowMonotonicNanos() + ns;
+    ++wait_generation_;
+    ArmTimer(ns);
+  }
+
+  void ArmTimer(int64_t delay_ns) {
+    timer_ = env_.executor().Schedule(delay_ns, [slot = slot_, this, gen = wait_generation_] {
+      slot->Post([this, gen] { OnTimer(gen); });
+    });
+  }
+
+  void EndWait() {
+    waiting_ = false;
+    env_.executor().Cancel(timer_);
+    Pump();
+  }
+
+  void OnTimer(uint64_t generation) {
+    std::lock_guard<std::mutex> lock(step_mu_);
+    if (!waiting_ || generation != wait_generation_ || stopping_) return;
+    const int64_t remaining = wait_until_ns_ - env_.clock().NowMonotonicNanos();
+    if (remaining > 0) return ArmTimer(remaining);  // fired early: wait for the rest
+    EndWait();
+  }
+
+  void OnWake() {
+    std::lock_guard<std::mutex> lock(step_mu_);
+    if (stopping_) return;
+    if (!waiting_) {
+      pending_wake_ = true;  // between steps: the next idle wait ends at once
+      return;
     }
+    if (!wait_wake_early_) return;  // a backoff runs to its end
+    EndWait();
   }
 
   Env& env_;
@@ -825,13 +881,22 @@ class InboxConsumerImpl final : public InboxConsumer {
   InboxBatchHandler batch_handler_;
   InboxConsumerOptions options_;
   Inbox inbox_;
+  std::shared_ptr<LaneSlot> slot_;  // shared with the waker and timers
   std::shared_ptr<Waker> waker_;
 
   std::mutex lifecycle_mu_;
-  std::mutex step_mu_;
+  std::shared_ptr<Lane> lane_;  // while started; guarded by lifecycle_mu_
+  std::mutex step_mu_;          // one batch at a time (lane or RunOnce); guards the wait state
   std::mutex fault_mu_;
-  std::thread thread_;
   std::atomic<bool> stopping_{false};
+  // The wait in progress (lane only).
+  bool waiting_ = false;
+  bool wait_wake_early_ = false;
+  bool pending_wake_ = false;  // a ready signal arrived between steps
+  int64_t wait_until_ns_ = 0;
+  uint64_t wait_generation_ = 0;
+  TimerId timer_ = 0;
+  uint32_t failures_ = 0;  // consecutive failed batches
   Status dead_;  // set (under fault_mu_) when a fault point fired; read after workers joined
   bool joined_ = false;
   std::unique_ptr<ConsumerGroups::ReadyWatch> watch_;

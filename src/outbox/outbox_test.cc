@@ -1,11 +1,15 @@
 // Unit tests of the outbox module on SQLite: the SQL layer, the outbox writer, the relay's state
 // machine, the relay against the real log, the inbox and its consumer, crashes at every step.
+#include <unistd.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <random>
 #include <set>
+#include <thread>
 
 #include "converge/sim_env.h"
+#include "outbox/lane.h"
 #include "outbox/outbox_row.h"
 #include "outbox/outbox_test_util.h"
 #include "outbox/relay_core.h"
@@ -194,6 +198,49 @@ TEST(OutboxWriterTest, RowRoundTripsToTheSameEvent) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Lanes (where the relay's and the consumer's steps run)
+
+TEST(LaneTest, AThreadLaneRunsPostsInOrderWatchesADescriptorAndDropsWorkAfterShutdown) {
+  auto lane = outbox_internal::NewThreadLane("test-lane");
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<int> ran;
+  auto record = [&](int i) {
+    std::lock_guard<std::mutex> lock(mu);
+    ran.push_back(i);
+    cv.notify_all();
+  };
+  auto wait_for = [&](size_t n) {
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_for(lock, std::chrono::seconds(30), [&] { return ran.size() >= n; });
+  };
+  // Posts from another thread and from the lane itself run in order.
+  lane->Post([&] {
+    record(1);
+    lane->Post([&] { record(3); });
+  });
+  lane->Post([&] { record(2); });
+  ASSERT_TRUE(wait_for(3));
+  // A watched descriptor that becomes readable posts its callback once.
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  lane->Post([&] { lane->WatchFd(fds[0], [&] { record(4); }); });
+  lane->Post([&] { record(5); });
+  ASSERT_TRUE(wait_for(4));
+  ASSERT_EQ(write(fds[1], "x", 1), 1);
+  ASSERT_TRUE(wait_for(5));
+  lane->Post([&] { lane->WatchFd(-1, nullptr); });
+  lane->Shutdown();
+  lane->Post([&] { record(7); });  // dropped
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(ran, (std::vector<int>{1, 2, 3, 5, 4}));
+  }
+  close(fds[0]);
+  close(fds[1]);
+}
+
+// ---------------------------------------------------------------------------------------
 // Relay state machine (simulated clock and random: deterministic)
 
 using Op = outbox_internal::RelayCore::Op;
@@ -226,6 +273,34 @@ TEST(RelayCoreTest, WaitsForAWakeUpWhenEmptyAndContinuesAtOnceAfterAFullBatch) {
   EXPECT_EQ(core.next(), Op::kRemove);
   core.RemoveDone(Status::Ok());
   EXPECT_EQ(core.next(), Op::kWait);  // partial batch: wait (a pending wake-up ends it at once)
+}
+
+// An idle relay whose poll wait ends at the rebalance deadline re-takes its lease with a
+// rebalance, which sets the next deadline: it must not come back to a deadline already past
+// (which made every later idle wait end at once: a relay spinning on empty claims).
+TEST(RelayCoreTest, AnIdleRelayKeepsWaitingAfterItsRebalanceDeadline) {
+  sim::SimEnv env(1);
+  outbox_internal::RelayCoreOptions o;
+  o.poll_interval_ms = 500;
+  o.rebalance_interval_ms = 1'200;
+  outbox_internal::RelayCore core(env.clock(), env.random(), o);
+  ASSERT_EQ(core.next(), Op::kAcquire);
+  core.AcquireDone(Status::Ok(), true);
+  int rebalances = 0;
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_EQ(core.next(), Op::kClaim);
+    core.ClaimDone(Status::Ok(), 0, 0, 0, false);
+    ASSERT_EQ(core.next(), Op::kWait);
+    ASSERT_GT(core.wait_until_ns(), env.now_nanos()) << "idle wait " << i << " ends at once";
+    env.AdvanceTime(core.wait_until_ns() - env.now_nanos());
+    core.WaitDone(false);
+    if (core.next() == Op::kAcquire) {
+      EXPECT_TRUE(core.rebalance());
+      ++rebalances;
+      core.AcquireDone(Status::Ok(), true);
+    }
+  }
+  EXPECT_GE(rebalances, 5);
 }
 
 TEST(RelayCoreTest, LingersAfterABusyPartialBatchOnlyAndIgnoresWakeUpsMeanwhile) {
@@ -513,6 +588,22 @@ template <typename Pred>
 bool WaitUntil(std::mutex& mu, std::condition_variable& cv, Pred done, int64_t timeout_ms) {
   std::unique_lock<std::mutex> lock(mu);
   return cv.wait_for(lock, std::chrono::milliseconds(timeout_ms), done);
+}
+
+// An idle relay looks at its outbox once per poll interval, also after its rebalance deadline
+// passed (before the fix it then claimed in a busy loop: thousands of polls a second).
+TEST(RelayTest, AnIdleRelayPollsAtItsIntervalNotInALoop) {
+  Pipeline p;
+  ASSERT_OK(p.Open(1));
+  RelayOptions ro = p.DefaultRelayOptions();
+  ro.poll_interval_ms = 200;
+  ro.rebalance_interval_ms = 50;
+  auto relay = p.NewRelay(ro);
+  ASSERT_TRUE(relay.ok());
+  ASSERT_OK((*relay)->Start());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1'000));  // only an upper bound is checked
+  (*relay)->Stop();
+  EXPECT_LE((*relay)->stats().polls, 40u);
 }
 
 TEST(RelayTest, AWriterCommitWakesTheRelayWithoutWaitingForThePoll) {

@@ -1,14 +1,13 @@
 // The relay driver: performs the steps RelayCore asks for with an OutboxSource (database) and
-// a RelaySink (log), on its own thread or one cycle at a time (RunOnce).
+// a RelaySink (log), on its lane (outbox/lane.h) or one cycle at a time (RunOnce). Waits are
+// timers of the Env's executor and wake-ups posted to the lane; nothing sleeps.
 #include "converge/relay.h"
-
-#include <pthread.h>
 
 #include <atomic>
 #include <mutex>
-#include <thread>
 
 #include "converge/event.h"
+#include "outbox/lane.h"
 #include "outbox/outbox_row.h"
 #include "outbox/relay_core.h"
 #include "outbox/relay_source.h"
@@ -57,6 +56,8 @@ namespace {
 
 using outbox_internal::Batch;
 using outbox_internal::ClaimedRow;
+using outbox_internal::Lane;
+using outbox_internal::LaneSlot;
 using outbox_internal::OutboxSource;
 using outbox_internal::RelayCore;
 using outbox_internal::Waker;
@@ -120,13 +121,12 @@ Status ValidateOptions(const RelayOptions& o) {
 
 class RelayImpl final : public Relay {
  public:
-  RelayImpl(Env& env, RelaySink& sink, RelayOptions options, std::unique_ptr<OutboxSource> source,
-            std::shared_ptr<Waker> waker)
+  RelayImpl(Env& env, RelaySink& sink, RelayOptions options)
       : env_(env),
         sink_(sink),
         options_(std::move(options)),
-        source_(std::move(source)),
-        waker_(std::move(waker)),
+        slot_(std::make_shared<LaneSlot>()),
+        waker_(std::make_shared<Waker>([slot = slot_, this] { slot->Post([this] { OnWake(); }); })),
         core_(env.clock(), env.random(),
               outbox_internal::RelayCoreOptions{
                   options_.poll_interval_ms, options_.retry_base_delay_ms,
@@ -136,23 +136,32 @@ class RelayImpl final : public Relay {
 
   ~RelayImpl() override { Stop(); }
 
+  // The waker the source registers for in-process wake-ups (SQLite writers' commits).
+  const std::shared_ptr<Waker>& waker() const { return waker_; }
+  void set_source(std::unique_ptr<OutboxSource> source) { source_ = std::move(source); }
+
   Status Start() override {
     std::lock_guard<std::mutex> lock(lifecycle_mu_);
-    if (thread_.joinable()) return FailedPreconditionError("relay: already started");
+    if (lane_ != nullptr) return FailedPreconditionError("relay: already started");
     stopping_ = false;
-    thread_ = std::thread([this] {
-      pthread_setname_np(pthread_self(), "cv-relay");
-      Loop();
-    });
+    lane_ = options_.steps_on_env_executor ? outbox_internal::NewExecutorLane(env_.executor())
+                                           : outbox_internal::NewThreadLane("cv-relay");
+    slot_->Set(lane_);
+    lane_->Post([this] { Resume(); });
     return Status::Ok();
   }
 
   void Stop() override {
     std::lock_guard<std::mutex> lock(lifecycle_mu_);
-    if (!thread_.joinable()) return;
+    if (lane_ == nullptr) return;
     stopping_ = true;
-    waker_->Signal();
-    thread_.join();
+    slot_->Set(nullptr);  // wake-ups and timers from now on are dropped
+    lane_->Shutdown();    // waits for the running step
+    lane_.reset();
+    std::lock_guard<std::mutex> step(step_mu_);
+    if (waiting_) env_.executor().Cancel(timer_);
+    waiting_ = false;
+    pending_wake_ = false;
   }
 
   void Wake() override { waker_->Signal(); }
@@ -292,8 +301,16 @@ class RelayImpl final : public Relay {
     return Status::Ok();
   }
 
-  void Loop() {
+  // ---- the relay on its lane ----
+
+  // Runs steps until the relay waits, stops or dies (on the simulator's executor, one step per
+  // event, so that other components interleave with the relay's steps).
+  void Resume() {
     std::lock_guard<std::mutex> lock(step_mu_);
+    Pump();
+  }
+
+  void Pump() {
     while (!stopping_ && dead_.ok()) {
       switch (core_.next()) {
         case RelayCore::Op::kAcquire: {
@@ -327,46 +344,95 @@ class RelayImpl final : public Relay {
           break;
         }
         case RelayCore::Op::kWait:
-          core_.WaitDone(Wait());
+          if (!BeginWait()) return;
           break;
+      }
+      if (options_.steps_on_env_executor && core_.next() != RelayCore::Op::kWait) {
+        slot_->Post([this] { Resume(); });
+        return;
       }
     }
   }
 
-  // Blocks until the core's deadline, a wake-up (unless backing off) or Stop. Returns true if
-  // woken by a notification.
-  bool Wait() {
-    const bool backoff = core_.ignores_wakeups();
-    if (!backoff && source_->DrainNotifications()) {
+  // Starts the wait the core asks for. Returns true if it ended at once (a wake-up was
+  // pending or the deadline has passed; the core has moved on), false if the relay now waits
+  // for its timer, a wake-up or a notification.
+  bool BeginWait() {
+    const bool ignore = core_.ignores_wakeups();  // a backoff or a linger runs to its end
+    if (!ignore && (pending_wake_ || source_->DrainNotifications())) {
+      pending_wake_ = false;
       CountWakeup();
+      core_.WaitDone(true);
       return true;
     }
-    for (;;) {
-      if (stopping_) return false;
-      const int64_t remaining = core_.wait_until_ns() - env_.clock().NowMonotonicNanos();
-      if (remaining <= 0) {
-        std::lock_guard<std::mutex> lock(stats_mu_);
-        if (!backoff) ++stats_.polls;
-        return false;
-      }
-      TimerId timer = outbox_internal::SignalAfter(env_, waker_, remaining);
-      Waker::WakeReason why = waker_->Wait(backoff ? -1 : source_->wait_fd());
-      env_.executor().Cancel(timer);
-      if (stopping_) return false;
-      if (backoff) continue;  // a backoff runs to its end
-      if (why == Waker::WakeReason::kFdReady) {
-        if (source_->DrainNotifications()) {
-          CountWakeup();
-          return true;
-        }
-        continue;
-      }
-      // Signaled: by a writer's commit, Wake(), or the timer (then the loop sees the deadline).
-      if (core_.wait_until_ns() - env_.clock().NowMonotonicNanos() > 0) {
-        CountWakeup();
-        return true;
-      }
+    if (core_.in_backoff()) pending_wake_ = false;  // the cycle after a backoff looks anyway
+    const int64_t remaining = core_.wait_until_ns() - env_.clock().NowMonotonicNanos();
+    if (remaining <= 0) {
+      CountPoll(ignore);
+      core_.WaitDone(false);
+      return true;
     }
+    waiting_ = true;
+    ++wait_generation_;
+    ArmTimer(remaining);
+    if (!ignore) WatchNotifications();
+    return false;
+  }
+
+  void ArmTimer(int64_t delay_ns) {
+    timer_ = env_.executor().Schedule(delay_ns, [slot = slot_, this, gen = wait_generation_] {
+      slot->Post([this, gen] { OnTimer(gen); });
+    });
+  }
+
+  // PostgreSQL: the lane watches the connection's socket while the relay waits.
+  void WatchNotifications() {
+    const int fd = source_->wait_fd();
+    if (fd < 0) return;
+    lane_->WatchFd(fd, [this, gen = wait_generation_] { OnReadable(gen); });
+  }
+
+  // Ends the current wait (the timer is cancelled, the socket no longer watched) and goes on.
+  void EndWait(bool notified) {
+    waiting_ = false;
+    env_.executor().Cancel(timer_);
+    lane_->WatchFd(-1, nullptr);
+    if (notified) CountWakeup();
+    core_.WaitDone(notified);
+    Pump();
+  }
+
+  void OnTimer(uint64_t generation) {
+    std::lock_guard<std::mutex> lock(step_mu_);
+    if (!waiting_ || generation != wait_generation_ || stopping_) return;
+    const int64_t remaining = core_.wait_until_ns() - env_.clock().NowMonotonicNanos();
+    if (remaining > 0) return ArmTimer(remaining);  // fired early: wait for the rest
+    CountPoll(core_.ignores_wakeups());
+    EndWait(/*notified=*/false);
+  }
+
+  void OnWake() {
+    std::lock_guard<std::mutex> lock(step_mu_);
+    if (stopping_) return;
+    if (!waiting_) {
+      pending_wake_ = true;  // between steps: the next wait ends at once
+      return;
+    }
+    if (core_.ignores_wakeups()) return;
+    EndWait(/*notified=*/true);
+  }
+
+  void OnReadable(uint64_t generation) {
+    std::lock_guard<std::mutex> lock(step_mu_);
+    if (!waiting_ || generation != wait_generation_ || stopping_) return;
+    if (source_->DrainNotifications()) return EndWait(/*notified=*/true);
+    WatchNotifications();  // not a notification (e.g. a parameter status): keep waiting
+  }
+
+  void CountPoll(bool ignored_wakeups) {
+    if (ignored_wakeups) return;
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    ++stats_.polls;
   }
 
   void CountWakeup() {
@@ -377,15 +443,22 @@ class RelayImpl final : public Relay {
   Env& env_;
   RelaySink& sink_;
   RelayOptions options_;
-  std::unique_ptr<OutboxSource> source_;
+  std::shared_ptr<LaneSlot> slot_;  // shared with the waker and timers
   std::shared_ptr<Waker> waker_;
+  std::unique_ptr<OutboxSource> source_;
   RelayCore core_;
 
   std::mutex lifecycle_mu_;
-  std::mutex step_mu_;  // one cycle at a time (thread or RunOnce)
-  std::thread thread_;
+  std::shared_ptr<Lane> lane_;  // while started; guarded by lifecycle_mu_, read by steps
+  std::mutex step_mu_;          // one step at a time (lane or RunOnce); guards the wait state
   std::atomic<bool> stopping_{false};
   Status dead_;  // set when a fault point fired
+
+  // The wait in progress (lane only).
+  bool waiting_ = false;
+  bool pending_wake_ = false;  // a wake-up arrived between steps
+  uint64_t wait_generation_ = 0;
+  TimerId timer_ = 0;
 
   Batch batch_;
   std::vector<SinkRecord> records_;
@@ -410,17 +483,17 @@ Result<std::unique_ptr<Relay>> Relay::Create(Env& env, const sql::DatabaseTarget
   so.sqlite_lock_path = options.sqlite_lock_path;
   so.postgres_buckets = options.postgres_buckets;
   so.create_schema = options.create_schema;
-  auto waker = std::make_shared<Waker>();
-  std::unique_ptr<OutboxSource> src;
-  if (source.engine == sql::Engine::kSqlite) {
-    if (source.location.empty()) return InvalidArgumentError("relay: empty SQLite path");
-    src = outbox_internal::NewSqliteSource(env, source.location, so, waker);
-  } else {
-    if (source.location.empty()) return InvalidArgumentError("relay: empty conninfo");
-    src = outbox_internal::NewPostgresSource(env, source.location, so);
+  if (source.location.empty()) {
+    return InvalidArgumentError(source.engine == sql::Engine::kSqlite ? "relay: empty SQLite path"
+                                                                      : "relay: empty conninfo");
   }
-  return std::unique_ptr<Relay>(
-      std::make_unique<RelayImpl>(env, sink, std::move(options), std::move(src), waker));
+  auto relay = std::make_unique<RelayImpl>(env, sink, std::move(options));
+  if (source.engine == sql::Engine::kSqlite) {
+    relay->set_source(outbox_internal::NewSqliteSource(env, source.location, so, relay->waker()));
+  } else {
+    relay->set_source(outbox_internal::NewPostgresSource(env, source.location, so));
+  }
+  return std::unique_ptr<Relay>(std::move(relay));
 }
 
 }  // namespace converge

@@ -111,7 +111,9 @@ void RelayCore::WaitDone(bool notified) {
   next_ = after_wait_;
   backoff_ = false;
   linger_ = false;
-  if (next_ == Op::kClaim && NowNs() >= next_rebalance_ns_) {
+  // Past the rebalance deadline (also when the wait was cut to end at it), the next acquire
+  // rebalances, which sets the next deadline; otherwise every idle wait would end at once.
+  if ((next_ == Op::kClaim || next_ == Op::kAcquire) && NowNs() >= next_rebalance_ns_) {
     rebalance_ = true;
     next_ = Op::kAcquire;
   }

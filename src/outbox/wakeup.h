@@ -1,43 +1,33 @@
-// Wake-ups without sleeping: a Waker is an eventfd a worker thread blocks on (optionally
-// together with another descriptor, e.g. a PostgreSQL socket for LISTEN/NOTIFY), and a
-// process-wide registry lets writers of an SQLite outbox wake the relays of the same file
-// after their commit.
+// Wake-ups across threads: a Waker runs its owner's callback (which posts the owner's next step
+// to its lane, outbox/lane.h), and a process-wide registry lets writers of an SQLite outbox
+// wake the relays of the same file after their commit.
 //
-// Thread-safety: Signal and Notify may be called from any thread; Wait from one thread.
+// Thread-safety: Signal and Notify may be called from any thread.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
-#include "converge/env.h"
-
 namespace converge::outbox_internal {
 
 class Waker {
  public:
-  Waker();
-  ~Waker();
+  // `fn` must be safe to call from any thread at any time while the Waker lives (it posts to a
+  // LaneSlot, which drops the post when its owner has stopped).
+  explicit Waker(std::function<void()> fn) : fn_(std::move(fn)) {}
   Waker(const Waker&) = delete;
   Waker& operator=(const Waker&) = delete;
 
-  // Makes the next (or current) Wait return. Signals before a Wait are not lost.
-  void Signal();
-
-  enum class WakeReason : uint8_t { kSignaled, kFdReady };
-  // Blocks until Signal() or until `extra_fd` (if >= 0) is readable. Consumes the signal.
-  WakeReason Wait(int extra_fd = -1);
+  void Signal() const { fn_(); }
 
  private:
-  int fd_;
+  std::function<void()> fn_;
 };
-
-// Schedules `waker->Signal()` on the Env's executor after `delay_ns`; a timer that fires after
-// the Waker is gone does nothing. Returns the timer id (Cancel it when no longer needed).
-TimerId SignalAfter(Env& env, const std::shared_ptr<Waker>& waker, int64_t delay_ns);
 
 // Relays register their Waker under the file name SQLite reports for the database they serve
 // (sqlite3_db_filename: an absolute path);
