@@ -514,7 +514,9 @@ Status ValidateModuleOptions(const ServerConfig& c) {
     for (const auto& [from, to] : sink.topic_map) {
       if (Status s = ValidateTopicName(to); !s.ok()) return ModuleError("relays.sink.topic_map", s);
     }
-    if (Status s = ValidateTopicName(sink.dead_letter_topic, /*internal=*/true); !s.ok()) {
+    // The sink creates its dead-letter topic as internal when the name starts with '_'.
+    const std::string& dlq = sink.dead_letter_topic;
+    if (Status s = ValidateTopicName(dlq, /*internal=*/!dlq.empty() && dlq[0] == '_'); !s.ok()) {
       return ModuleError("relays.sink.dead_letter_topic", s);
     }
   }

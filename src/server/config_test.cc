@@ -311,6 +311,18 @@ TEST(Config, RefusesAtStartWhatTheModulesWouldRefuseLater) {
   EXPECT_NE(c.status().message().find("sync_interval_ms must be 1..3600000"),
             std::string_view::npos)
       << c.status().ToString();
+  // Relays: the topics the sink creates are checked as the sink creates them.
+  ExpectRejected(
+      "relays: {sources: [{name: a, database: 'sqlite:/x.db'}], sink: {topic_map: {o: "
+      "'bad name'}}}",
+      "relays.sink.topic_map");
+  ExpectRejected(
+      "relays: {sources: [{name: a, database: 'sqlite:/x.db'}], sink: "
+      "{dead_letter_topic: 'bad name'}}",
+      "relays.sink.dead_letter_topic");
+  EXPECT_TRUE(ParseConfig("relays: {sources: [{name: a, database: 'sqlite:/x.db'}], sink: "
+                          "{dead_letter_topic: outbox-dead}}")
+                  .ok());
   // A disabled module's settings are not its concern at start.
   EXPECT_TRUE(ParseConfig("store: {enabled: false, feed_topic: 'no spaces'}").ok());
   EXPECT_TRUE(ParseConfig("sagas: {enabled: false, reply_topic: 'bad/name'}").ok());
