@@ -39,7 +39,7 @@ target_include_directories(converge_cli PRIVATE ${CMAKE_SOURCE_DIR} ${CMAKE_SOUR
 target_link_libraries(converge_cli PRIVATE PkgConfig::NATS PkgConfig::HIREDIS
   PostgreSQL::PostgreSQL Boost::headers)
 
-converge_test(NAME bench_test LABELS unit LIBS Boost::json SOURCES
+converge_test(NAME bench_test LABELS unit LIBS Boost::json CLI11::CLI11 SOURCES
   ${CONVERGE_BENCH_DIR}/bench_test.cc
   ${CONVERGE_BENCH_DIR}/report.cc
   ${CONVERGE_BENCH_DIR}/timing.cc

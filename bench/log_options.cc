@@ -1,9 +1,9 @@
 #include "bench/log_options.h"
 
 #include <algorithm>
-#include <cerrno>
-#include <cstdlib>
 #include <sstream>
+
+#include "core/command_line.h"
 
 namespace converge::bench {
 
@@ -71,20 +71,6 @@ std::vector<std::string> SplitList(std::string_view s) {
 
 namespace {
 
-Result<uint64_t> ParseCount(std::string_view flag, std::string_view value, uint64_t lo,
-                            uint64_t hi) {
-  std::string v(value);
-  char* end = nullptr;
-  errno = 0;
-  const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
-  if (v.empty() || v[0] == '-' || end == nullptr || *end != '\0' || errno != 0 || n < lo ||
-      n > hi) {
-    return InvalidArgumentError(std::string(flag) + " wants an integer in [" + std::to_string(lo) +
-                                ", " + std::to_string(hi) + "], got '" + v + "'");
-  }
-  return static_cast<uint64_t>(n);
-}
-
 bool Contains(const std::vector<std::string>& list, std::string_view item) {
   for (const std::string& s : list) {
     if (s == item) return true;
@@ -98,67 +84,35 @@ Result<LogOptions> ParseLogOptions(int argc, char** argv) {
   LogOptions o;
   o.systems = SplitList(kLogSystems);
   o.workloads = SplitList(kLogWorkloads);
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
-    std::string_view value;
-    bool has_value = false;
-    if (size_t eq = arg.find('='); arg.starts_with("--") && eq != std::string_view::npos) {
-      value = arg.substr(eq + 1);
-      arg = arg.substr(0, eq);
-      has_value = true;
+  std::string systems, workloads;
+  std::string durability;
+  CLI::App app("Event-log workloads against converge and its peers.", "converge bench log");
+  cli::Configure(app);
+  app.add_flag("--json", o.json);
+  app.add_option("--events", o.workload.events)->check(cli::Integer(1, 1'000'000'000));
+  app.add_option("--size", o.workload.event_bytes)
+      ->check(cli::Integer(kPayloadHeaderBytes, 1 << 20));
+  app.add_option("--rate", o.workload.rate_per_s)->check(cli::Integer(1, 1'000'000));
+  app.add_option("--latency-seconds", o.workload.latency_seconds)->check(cli::Integer(1, 3600));
+  CLI::Option* systems_option = app.add_option("--systems", systems);
+  CLI::Option* workloads_option = app.add_option("--workloads", workloads);
+  app.add_option("--dir", o.dir);
+  CLI::Option* durability_option = app.add_option("--converge-durability", durability);
+  app.add_option("--rounds", o.rounds)->check(cli::Integer(1, 100));
+  app.add_option("--via", o.via);
+  CONVERGE_RETURN_IF_ERROR(cli::Parse(app, argc, argv, &o.help));
+  if (o.help) return o;
+  if (systems_option->count() > 0) {
+    o.systems = SplitList(systems);
+    o.systems_explicit = true;
+  }
+  if (workloads_option->count() > 0) o.workloads = SplitList(workloads);
+  if (durability_option->count() > 0) {
+    if (durability != "fsync" && durability != "interval" && durability != "none") {
+      return InvalidArgumentError("--converge-durability wants fsync, interval or none, got '" +
+                                  durability + "'");
     }
-    auto take = [&]() -> Result<std::string_view> {
-      if (has_value) return value;
-      if (i + 1 >= argc) return InvalidArgumentError(std::string(arg) + " needs a value");
-      return std::string_view(argv[++i]);
-    };
-    if (arg == "--help" || arg == "-h") {
-      o.help = true;
-      return o;
-    } else if (arg == "--json") {
-      o.json = true;
-    } else if (arg == "--events") {
-      CONVERGE_ASSIGN_OR_RETURN(std::string_view v, take());
-      CONVERGE_ASSIGN_OR_RETURN(o.workload.events, ParseCount(arg, v, 1, 1'000'000'000));
-    } else if (arg == "--size") {
-      CONVERGE_ASSIGN_OR_RETURN(std::string_view v, take());
-      CONVERGE_ASSIGN_OR_RETURN(uint64_t n, ParseCount(arg, v, kPayloadHeaderBytes, 1 << 20));
-      o.workload.event_bytes = static_cast<uint32_t>(n);
-    } else if (arg == "--rate") {
-      CONVERGE_ASSIGN_OR_RETURN(std::string_view v, take());
-      CONVERGE_ASSIGN_OR_RETURN(uint64_t n, ParseCount(arg, v, 1, 1'000'000));
-      o.workload.rate_per_s = static_cast<uint32_t>(n);
-    } else if (arg == "--latency-seconds") {
-      CONVERGE_ASSIGN_OR_RETURN(std::string_view v, take());
-      CONVERGE_ASSIGN_OR_RETURN(uint64_t n, ParseCount(arg, v, 1, 3600));
-      o.workload.latency_seconds = static_cast<uint32_t>(n);
-    } else if (arg == "--systems") {
-      CONVERGE_ASSIGN_OR_RETURN(std::string_view v, take());
-      o.systems = SplitList(v);
-      o.systems_explicit = true;
-    } else if (arg == "--workloads") {
-      CONVERGE_ASSIGN_OR_RETURN(std::string_view v, take());
-      o.workloads = SplitList(v);
-    } else if (arg == "--dir") {
-      CONVERGE_ASSIGN_OR_RETURN(std::string_view v, take());
-      o.dir = std::string(v);
-    } else if (arg == "--converge-durability") {
-      CONVERGE_ASSIGN_OR_RETURN(std::string_view v, take());
-      if (v != "fsync" && v != "interval" && v != "none") {
-        return InvalidArgumentError("--converge-durability wants fsync, interval or none, got '" +
-                                    std::string(v) + "'");
-      }
-      o.workload.converge_durability = std::string(v);
-    } else if (arg == "--rounds") {
-      CONVERGE_ASSIGN_OR_RETURN(std::string_view v, take());
-      CONVERGE_ASSIGN_OR_RETURN(uint64_t n, ParseCount(arg, v, 1, 100));
-      o.rounds = static_cast<uint32_t>(n);
-    } else if (arg == "--via") {
-      CONVERGE_ASSIGN_OR_RETURN(std::string_view v, take());
-      o.via = std::string(v);
-    } else {
-      return InvalidArgumentError("unknown option '" + std::string(argv[i]) + "'");
-    }
+    o.workload.converge_durability = durability;
   }
   const std::vector<std::string> known_systems = SplitList(kLogSystems);
   for (const std::string& s : o.systems) {

@@ -22,6 +22,7 @@
 #include "converge/outbox.h"
 #include "converge/relay.h"
 #include "converge/sql.h"
+#include "core/command_line.h"
 #include "sql/sql_internal.h"
 #include "support/postgres_server.h"
 #include "support/server_process.h"
@@ -528,57 +529,24 @@ void PrintOutboxHelp(std::FILE* out) {
 
 Result<OutboxOptions> ParseOutboxOptions(int argc, char** argv) {
   OutboxOptions o;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view a = argv[i];
-    if (a == "--json") {
-      o.json = true;
-      continue;
-    }
-    if (a == "--help" || a == "-h") {
-      o.help = true;
-      continue;
-    }
-    if (i + 1 >= argc) return InvalidArgumentError(std::string(a) + " needs a value");
-    std::string v = argv[++i];
-    auto number = [&](uint64_t lo, uint64_t hi) -> Result<uint64_t> {
-      char* end = nullptr;
-      unsigned long long x = std::strtoull(v.c_str(), &end, 10);
-      if (end == v.c_str() || *end != '\0' || x < lo || x > hi) {
-        return InvalidArgumentError(std::string(a) + " must be in [" + std::to_string(lo) + ", " +
-                                    std::to_string(hi) + "]");
-      }
-      return static_cast<uint64_t>(x);
-    };
-    if (a == "--systems") {
-      o.systems = SplitList(v);
-    } else if (a == "--workloads") {
-      o.workloads = SplitList(v);
-    } else if (a == "--dir") {
-      o.dir = v;
-    } else if (a == "--events") {
-      CONVERGE_ASSIGN_OR_RETURN(o.workload.events, number(1, 100'000'000));
-    } else if (a == "--tx-events") {
-      CONVERGE_ASSIGN_OR_RETURN(uint64_t x, number(1, 10'000));
-      o.workload.tx_events = static_cast<uint32_t>(x);
-    } else if (a == "--keys") {
-      CONVERGE_ASSIGN_OR_RETURN(uint64_t x, number(1, 10'000'000));
-      o.workload.keys = static_cast<uint32_t>(x);
-    } else if (a == "--writers") {
-      CONVERGE_ASSIGN_OR_RETURN(uint64_t x, number(1, 64));
-      o.workload.writers = static_cast<uint32_t>(x);
-    } else if (a == "--workers") {
-      CONVERGE_ASSIGN_OR_RETURN(uint64_t x, number(1, 64));
-      o.workload.workers = static_cast<uint32_t>(x);
-    } else if (a == "--rate") {
-      CONVERGE_ASSIGN_OR_RETURN(uint64_t x, number(1, 1'000'000));
-      o.workload.rate_per_s = static_cast<uint32_t>(x);
-    } else if (a == "--latency-seconds") {
-      CONVERGE_ASSIGN_OR_RETURN(uint64_t x, number(1, 3600));
-      o.workload.latency_seconds = static_cast<uint32_t>(x);
-    } else {
-      return InvalidArgumentError("unknown option " + std::string(a));
-    }
-  }
+  std::string systems, workloads;
+  CLI::App app("The transactional outbox end to end.", "converge bench outbox");
+  cli::Configure(app);
+  app.add_flag("--json", o.json);
+  CLI::Option* systems_option = app.add_option("--systems", systems);
+  CLI::Option* workloads_option = app.add_option("--workloads", workloads);
+  app.add_option("--dir", o.dir);
+  app.add_option("--events", o.workload.events)->check(cli::Integer(1, 100'000'000));
+  app.add_option("--tx-events", o.workload.tx_events)->check(cli::Integer(1, 10'000));
+  app.add_option("--keys", o.workload.keys)->check(cli::Integer(1, 10'000'000));
+  app.add_option("--writers", o.workload.writers)->check(cli::Integer(1, 64));
+  app.add_option("--workers", o.workload.workers)->check(cli::Integer(1, 64));
+  app.add_option("--rate", o.workload.rate_per_s)->check(cli::Integer(1, 1'000'000));
+  app.add_option("--latency-seconds", o.workload.latency_seconds)->check(cli::Integer(1, 3600));
+  CONVERGE_RETURN_IF_ERROR(cli::Parse(app, argc, argv, &o.help));
+  if (o.help) return o;
+  if (systems_option->count() > 0) o.systems = SplitList(systems);
+  if (workloads_option->count() > 0) o.workloads = SplitList(workloads);
   for (const std::string& s : o.systems) {
     if (s != "converge-sqlite" && s != "converge-postgres" && s != "polling-postgres") {
       return InvalidArgumentError("unknown system '" + s + "'");

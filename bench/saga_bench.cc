@@ -16,11 +16,13 @@
 #include <vector>
 
 #include "bench/bench.h"
+#include "bench/log_options.h"
 #include "bench/report.h"
 #include "bench/timing.h"
 #include "converge/env.h"
 #include "converge/log.h"
 #include "converge/saga.h"
+#include "core/command_line.h"
 #include "env/asio_executor.h"
 #include "support/server_process.h"
 
@@ -56,56 +58,23 @@ void PrintHelp(std::FILE* out) {
       out);
 }
 
-Result<uint64_t> Count(const char* flag, const char* v, uint64_t lo, uint64_t hi) {
-  char* end = nullptr;
-  const unsigned long long n = std::strtoull(v, &end, 10);
-  if (*v == '\0' || *end != '\0' || n < lo || n > hi) {
-    return InvalidArgumentError(std::string(flag) + " wants an integer in [" + std::to_string(lo) +
-                                ", " + std::to_string(hi) + "]");
-  }
-  return n;
-}
-
 Result<SagaBenchOptions> Parse(int argc, char** argv) {
   SagaBenchOptions o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
-    if (a == "--help" || a == "-h") {
-      o.help = true;
-    } else if (a == "--json") {
-      o.json = true;
-    } else if (a == "--sagas" || a == "--window" || a == "--txns" || a == "--clients") {
-      const char* v = value();
-      if (v == nullptr) return InvalidArgumentError(a + " needs a value");
-      uint64_t* target = a == "--sagas"    ? &o.sagas
-                         : a == "--window" ? &o.window
-                         : a == "--txns"   ? &o.txns
-                                           : &o.clients;
-      CONVERGE_ASSIGN_OR_RETURN(*target, Count(a.c_str(), v, 1, 100'000'000));
-    } else if (a == "--topics" || a == "--workloads" || a == "--dir") {
-      const char* v = value();
-      if (v == nullptr) return InvalidArgumentError(a + " needs a value");
-      if (a == "--dir") {
-        o.dir = v;
-      } else {
-        std::vector<std::string> list;
-        std::string cur;
-        for (const char* p = v;; ++p) {
-          if (*p == ',' || *p == '\0') {
-            if (!cur.empty()) list.push_back(cur);
-            cur.clear();
-            if (*p == '\0') break;
-          } else {
-            cur.push_back(*p);
-          }
-        }
-        (a == "--topics" ? o.topics : o.workloads) = list;
-      }
-    } else {
-      return InvalidArgumentError("unknown option '" + a + "'");
-    }
+  std::string topics, workloads;
+  CLI::App app("Sagas through the orchestrator; two-phase commits.", "converge bench saga");
+  cli::Configure(app);
+  app.add_flag("--json", o.json);
+  for (auto [flag, target] : {std::pair{"--sagas", &o.sagas}, std::pair{"--window", &o.window},
+                              std::pair{"--txns", &o.txns}, std::pair{"--clients", &o.clients}}) {
+    app.add_option(flag, *target)->check(cli::Integer(1, 100'000'000));
   }
+  CLI::Option* topics_option = app.add_option("--topics", topics);
+  CLI::Option* workloads_option = app.add_option("--workloads", workloads);
+  app.add_option("--dir", o.dir);
+  CONVERGE_RETURN_IF_ERROR(cli::Parse(app, argc, argv, &o.help));
+  if (o.help) return o;
+  if (topics_option->count() > 0) o.topics = SplitList(topics);
+  if (workloads_option->count() > 0) o.workloads = SplitList(workloads);
   for (const std::string& t : o.topics) {
     if (t != "fsync" && t != "none" && t != "interval") {
       return InvalidArgumentError("--topics: fsync, interval or none, not '" + t + "'");
@@ -122,7 +91,7 @@ Result<SagaBenchOptions> Parse(int argc, char** argv) {
 // One saga run: a fresh log and orchestrator in `dir`.
 Result<Measurement> RunSagas(const SagaBenchOptions& o, const std::string& dir, Durability topics) {
   Env& env = Env::Default();
-  LogOptions lo;
+  converge::LogOptions lo;  // not bench::LogOptions (log_options.h, for SplitList)
   lo.dir = dir + "/log";
   CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<Log> log, Log::Open(env, lo));
   TopicOptions topic_options;

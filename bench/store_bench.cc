@@ -16,6 +16,7 @@
 #include "bench/bench.h"
 #include "bench/log_options.h"
 #include "bench/timing.h"
+#include "core/command_line.h"
 #include "support/server_process.h"
 
 namespace converge::bench {
@@ -79,62 +80,32 @@ void PrintStoreHelp(std::FILE* out) {
       kStoreSystems, kStoreWorkloads);
 }
 
-Result<uint64_t> ParseNumber(std::string_view flag, std::string_view value, uint64_t lo,
-                             uint64_t hi) {
-  std::string v(value);
-  char* end = nullptr;
-  errno = 0;
-  const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
-  if (v.empty() || v[0] == '-' || *end != '\0' || errno != 0 || n < lo || n > hi) {
-    return InvalidArgumentError(std::string(flag) + " wants an integer in [" + std::to_string(lo) +
-                                ", " + std::to_string(hi) + "]");
-  }
-  return static_cast<uint64_t>(n);
-}
-
 Result<StoreOptions> ParseStoreOptions(int argc, char** argv) {
   StoreOptions o;
   o.systems = SplitList(kStoreSystems);
   o.workloads = SplitList(kStoreWorkloads);
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    auto value = [&]() -> Result<std::string_view> {
-      if (i + 1 >= argc) return InvalidArgumentError(std::string(arg) + " needs a value");
-      return std::string_view(argv[++i]);
-    };
-    if (arg == "--help" || arg == "-h") {
-      o.help = true;
-    } else if (arg == "--json") {
-      o.json = true;
-    } else if (arg == "--clients") {
-      CONVERGE_ASSIGN_OR_RETURN(std::string_view v, value());
-      CONVERGE_ASSIGN_OR_RETURN(uint64_t n, ParseNumber(arg, v, 1, 4096));
-      o.workload.clients = static_cast<uint32_t>(n);
-    } else if (arg == "--keys") {
-      CONVERGE_ASSIGN_OR_RETURN(std::string_view v, value());
-      CONVERGE_ASSIGN_OR_RETURN(uint64_t n, ParseNumber(arg, v, 1, 10'000'000));
-      o.workload.keys = static_cast<uint32_t>(n);
-    } else if (arg == "--seconds") {
-      CONVERGE_ASSIGN_OR_RETURN(std::string_view v, value());
-      CONVERGE_ASSIGN_OR_RETURN(uint64_t n, ParseNumber(arg, v, 1, 3600));
-      o.workload.seconds = static_cast<uint32_t>(n);
-    } else if (arg == "--systems") {
-      CONVERGE_ASSIGN_OR_RETURN(std::string_view v, value());
-      o.systems = SplitList(v);
-      o.systems_explicit = true;
-    } else if (arg == "--workloads") {
-      CONVERGE_ASSIGN_OR_RETURN(std::string_view v, value());
-      o.workloads = SplitList(v);
-      for (const std::string& w : o.workloads) {
-        if (w != "hot" && w != "spread") {
-          return InvalidArgumentError("unknown workload '" + w + "' (hot, spread)");
-        }
+  std::string systems, workloads;
+  CLI::App app("Conditional writes on the shared store and its peers.", "converge bench store");
+  cli::Configure(app);
+  app.add_flag("--json", o.json);
+  app.add_option("--clients", o.workload.clients)->check(cli::Integer(1, 4096));
+  app.add_option("--keys", o.workload.keys)->check(cli::Integer(1, 10'000'000));
+  app.add_option("--seconds", o.workload.seconds)->check(cli::Integer(1, 3600));
+  CLI::Option* systems_option = app.add_option("--systems", systems);
+  CLI::Option* workloads_option = app.add_option("--workloads", workloads);
+  app.add_option("--dir", o.dir);
+  CONVERGE_RETURN_IF_ERROR(cli::Parse(app, argc, argv, &o.help));
+  if (o.help) return o;
+  if (systems_option->count() > 0) {
+    o.systems = SplitList(systems);
+    o.systems_explicit = true;
+  }
+  if (workloads_option->count() > 0) {
+    o.workloads = SplitList(workloads);
+    for (const std::string& w : o.workloads) {
+      if (w != "hot" && w != "spread") {
+        return InvalidArgumentError("unknown workload '" + w + "' (hot, spread)");
       }
-    } else if (arg == "--dir") {
-      CONVERGE_ASSIGN_OR_RETURN(std::string_view v, value());
-      o.dir = std::string(v);
-    } else {
-      return InvalidArgumentError("unknown option '" + std::string(arg) + "'");
     }
   }
   if (o.systems.empty() || o.workloads.empty()) {

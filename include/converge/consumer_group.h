@@ -323,6 +323,12 @@ struct ReplayResult {
   uint64_t next_offset = 0;  // where a following call continues
 };
 
+// The checks ConsumerGroups::Open (options) and CreateGroup (group options) apply, for
+// callers that refuse bad settings before that (e.g. a configuration at start).
+// InvalidArgument names the field and its range.
+Status ValidateConsumerGroupsOptions(const ConsumerGroupsOptions& options);
+Status ValidateGroupOptions(const GroupOptions& options);
+
 class ConsumerGroups {
  public:
   virtual ~ConsumerGroups() = default;

@@ -64,6 +64,13 @@ struct TopicOptions {
   bool internal = false;
 };
 
+// The checks Log::CreateTopic applies, for callers that want to refuse a bad name or options
+// before a topic is created (e.g. a configuration at start rather than every auto-created
+// topic later). Names: 1..200 of [A-Za-z0-9._-], not starting with '.'; a leading '_' is
+// reserved for internal topics (options.internal). InvalidArgument names what is wrong.
+Status ValidateTopicName(std::string_view name, bool internal = false);
+Status ValidateTopicOptions(const TopicOptions& options);
+
 // A record to append. Views must stay valid for the duration of the Append call.
 struct RecordView {
   std::string_view id;     // event id for idempotent publish; empty = no dedup

@@ -277,6 +277,11 @@ struct SagaOrchestratorOptions {
   std::function<void(const std::string& message)> report_recovery;
 };
 
+// The checks SagaOrchestrator::Open applies to `options` (including the reply topic's name and
+// the topic options, as the log would check them), for callers that refuse bad settings
+// earlier (e.g. a configuration at start). InvalidArgument names the field.
+Status ValidateSagaOrchestratorOptions(const SagaOrchestratorOptions& options);
+
 struct SagaStartRequest {
   std::string definition;
   uint32_t version = 0;  // 0 = the latest registered version

@@ -292,6 +292,15 @@ struct StoreOptions {
   std::map<std::string, MergeFunction> merge_functions;
 };
 
+// The checks Store::Open applies to `options`, for callers that refuse bad settings earlier
+// (e.g. a configuration at start). The change-feed fields, including the feed topic's name and
+// the options the store creates it with, are checked when `with_feed` (Open: feed_log is set).
+// InvalidArgument names the field.
+Status ValidateStoreOptions(const StoreOptions& options, bool with_feed);
+// The options the store creates its change-feed topic with: feed_topic_options with one
+// partition and room for the largest change event.
+TopicOptions StoreFeedTopicOptions(const StoreOptions& options);
+
 class Store {
  public:
   virtual ~Store() = default;

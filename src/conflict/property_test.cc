@@ -13,7 +13,7 @@
 // never lets a causally earlier write win, the bounded counter never drops below its bound,
 // an OR-Set is add-wins and keeps no tombstones.
 //
-// Cases per property: CONVERGE_PROPERTY_CASES (default 100000). Seed: CONVERGE_PROPERTY_SEED.
+// Cases per property: CONVERGE_PROPERTY_CASES (default 100000). Seed: CONVERGE_SIM_SEED.
 // A failure prints the seed and case index; CONVERGE_PROPERTY_CASE=<i> replays just that case.
 #include <gtest/gtest.h>
 
@@ -52,7 +52,7 @@ void RunProperty(std::string_view name, Check check) {
     std::string failure = check(rng);
     if (!failure.empty()) {
       ADD_FAILURE() << "property '" << name << "' failed at case " << i << " of " << cases
-                    << " (replay: CONVERGE_PROPERTY_SEED=" << seed
+                    << " (replay: CONVERGE_SIM_SEED=" << seed
                     << " CONVERGE_PROPERTY_CASE=" << i << ")\n"
                     << failure;
       return;

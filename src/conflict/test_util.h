@@ -54,8 +54,8 @@ inline uint64_t EnvU64(const char* name, uint64_t fallback) {
 
 // CONVERGE_PROPERTY_CASES (default 100000): cases per property.
 inline uint64_t PropertyCases() { return EnvU64("CONVERGE_PROPERTY_CASES", 100000); }
-// CONVERGE_PROPERTY_SEED: the base seed (default fixed, so runs are reproducible).
-inline uint64_t PropertySeed() { return EnvU64("CONVERGE_PROPERTY_SEED", 0x5eed'c0de'2024ULL); }
+// CONVERGE_SIM_SEED: the base seed (default fixed, so runs are reproducible).
+inline uint64_t PropertySeed() { return EnvU64("CONVERGE_SIM_SEED", 0x5eed'c0de'2024ULL); }
 // CONVERGE_PROPERTY_CASE: run only this case index (to replay a failure).
 inline int64_t PropertyOnlyCase() {
   const char* v = std::getenv("CONVERGE_PROPERTY_CASE");

@@ -34,10 +34,10 @@ class ManualClock : public Clock {
   int64_t wall_ns = 1'700'000'000'000'000'000;
 };
 
-// The seed for randomized tests: $CONVERGE_TEST_SEED if set, else `fallback`. Tests print
+// The seed for randomized tests: $CONVERGE_SIM_SEED if set, else `fallback`. Tests print
 // it in their failure messages so a failure can be replayed.
 inline uint64_t TestSeed(uint64_t fallback) {
-  const char* env = std::getenv("CONVERGE_TEST_SEED");
+  const char* env = std::getenv("CONVERGE_SIM_SEED");
   return env ? std::strtoull(env, nullptr, 0) : fallback;
 }
 

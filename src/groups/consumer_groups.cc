@@ -98,6 +98,8 @@ std::string_view CutUtf8(std::string_view s, size_t max_bytes) {
   return s.substr(0, n);
 }
 
+}  // namespace
+
 Status ValidateGroupOptions(const GroupOptions& o) {
   auto bad = [](std::string_view what) {
     return InvalidArgumentError(std::string("GroupOptions.") + std::string(what));
@@ -133,7 +135,7 @@ Status ValidateGroupOptions(const GroupOptions& o) {
   return Status::Ok();
 }
 
-Status ValidateOptions(const ConsumerGroupsOptions& o) {
+Status ValidateConsumerGroupsOptions(const ConsumerGroupsOptions& o) {
   auto bad = [](std::string_view what) {
     return InvalidArgumentError(std::string("ConsumerGroupsOptions.") + std::string(what));
   };
@@ -158,6 +160,8 @@ Status ValidateOptions(const ConsumerGroupsOptions& o) {
   if (o.max_replayed_ranges < 1) return bad("max_replayed_ranges must be >= 1");
   return Status::Ok();
 }
+
+namespace {
 
 std::string GroupKey(std::string_view topic, std::string_view group) {
   std::string key;
@@ -481,7 +485,7 @@ void ConsumerGroupsImpl::StartTimer() {
 
 Result<std::unique_ptr<ConsumerGroups>> ConsumerGroups::Open(Env& env, Log& log,
                                                              const ConsumerGroupsOptions& options) {
-  CONVERGE_RETURN_IF_ERROR(ValidateOptions(options));
+  CONVERGE_RETURN_IF_ERROR(ValidateConsumerGroupsOptions(options));
   std::string bytes;
   std::vector<std::string_view> records;
   CONVERGE_ASSIGN_OR_RETURN(

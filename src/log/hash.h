@@ -3,7 +3,9 @@
 // Fnv1a64 picks a record's partition from its key (Log::PartitionForKey). It is part of the
 // on-disk contract: changing it would move keys to other partitions and break per-key order,
 // so it must never change. IdHash128 is the in-memory fingerprint of an event id for the
-// dedup table; it is never stored and may change between versions.
+// dedup table (XXH3-128). It is never stored: the table is rebuilt from the records' ids when
+// a partition opens, so the function may change between versions without a format change
+// (docs/formats/log.md, "Idempotent publish").
 // Thread-safety: pure functions.
 #pragma once
 
@@ -21,7 +23,9 @@ struct Hash128 {
   friend bool operator==(const Hash128&, const Hash128&) = default;
 };
 
-// A 128-bit fingerprint of `data` (two independently seeded 64-bit hashes).
+// A 128-bit fingerprint of `data`: XXH3_128bits with the default secret and seed 0
+// (lo = low64, hi = high64). Publish deduplication decides on it alone, so it must be a
+// well-analysed hash: a collision would drop a new event as a duplicate.
 Hash128 IdHash128(std::string_view data);
 
 }  // namespace converge::internal

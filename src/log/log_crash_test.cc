@@ -56,9 +56,14 @@ TEST(LogCrashTest, SigkillLosesNoAcknowledgedRecord) {
   test::TempDir tmp;
   ASSERT_FALSE(tmp.path().empty());
   const std::string dir = tmp.path() + "/log";
-  const uint64_t seed = std::random_device()();
+  // A fresh seed each run; CONVERGE_SIM_SEED=<n> replays the one a failure printed.
+  const char* env_seed = std::getenv("CONVERGE_SIM_SEED");
+  const uint64_t seed = env_seed ? std::strtoull(env_seed, nullptr, 0) : std::random_device()();
   std::string trace = "seed ";
   trace += std::to_string(seed);
+  trace += " (replay with CONVERGE_SIM_SEED=";
+  trace += std::to_string(seed);
+  trace += ")";
   SCOPED_TRACE(trace);
   std::mt19937_64 rng(seed);
   std::vector<Ack> all;

@@ -1,7 +1,7 @@
 // Helper for log_crash_test: appends to a log under fsync from a few threads until killed,
 // printing "<partition> <offset> <id> <duplicate>" for every record once Append has returned.
 //
-// Usage: log_crash_writer <dir> <run-id> [threads]
+// Usage: log_crash_writer DIR RUN_ID [THREADS]   (THREADS 1..64, default 3)
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -10,18 +10,21 @@
 #include <vector>
 
 #include "converge/log.h"
+#include "core/command_line.h"
 #include "log/log_crash_common.h"
 
 int main(int argc, char** argv) {
   using namespace converge;
-  if (argc < 3) {
-    std::fprintf(stderr, "usage: %s <dir> <run-id> [threads]\n", argv[0]);
-    return 2;
-  }
-  const std::string run = argv[2];
-  const int threads = argc > 3 ? std::atoi(argv[3]) : 3;
+  std::string dir, run;
+  int threads = 3;
+  CLI::App app("Appends under fsync from several threads until killed.", "log_crash_writer");
+  cli::Configure(app);
+  app.add_option("DIR", dir, "the log directory")->required();
+  app.add_option("RUN_ID", run, "prefix of the event ids")->required();
+  app.add_option("THREADS", threads, "writer threads")->check(cli::Integer(1, 64));
+  if (int rc = cli::ParseOrExit(app, argc, argv); rc >= 0) return rc;
   LogOptions options;
-  options.dir = argv[1];
+  options.dir = dir;
   auto opened = Log::Open(Env::Default(), options);
   if (!opened.ok()) {
     std::fprintf(stderr, "open: %s\n", opened.status().ToString().c_str());

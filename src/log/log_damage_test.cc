@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <random>
 #include <string>
@@ -198,8 +199,12 @@ TEST(LogDamageTest, FailedSyncAcrossSegmentRollIsUndone) {
 // restart.
 TEST(LogDamageTest, RandomFullDisksNeverLeavePartialBatches) {
   int reopened = 0;
-  for (uint64_t seed = 1; seed <= 200; ++seed) {
-    SCOPED_TRACE("seed " + std::to_string(seed));
+  // CONVERGE_SIM_SEED=<n> replays the one seed a failure printed.
+  const char* one = std::getenv("CONVERGE_SIM_SEED");
+  const uint64_t first = one ? std::strtoull(one, nullptr, 10) : 1, last = one ? first : 200;
+  for (uint64_t seed = first; seed <= last; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed) +
+                 " (replay with CONVERGE_SIM_SEED=" + std::to_string(seed) + ")");
     sim::SimEnv sim(seed);
     FullDiskEnv env(sim);
     std::mt19937_64 rng(seed);

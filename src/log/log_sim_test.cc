@@ -541,8 +541,11 @@ TEST_F(LogCorruptionTest, RandomFlipsNeverCrashOrReturnBadRecords) {
 // at its offset, reads must finish, and appends must continue after recovery.
 TEST(LogCorruptionFuzzTest, RandomDamageOverSeeds) {
   const uint64_t seeds = std::max<uint64_t>(1, EnvNumber("CONVERGE_SIM_SEEDS", 5000) / 10);
-  for (uint64_t seed = 1; seed <= seeds; ++seed) {
-    SCOPED_TRACE("seed " + std::to_string(seed));
+  // CONVERGE_SIM_SEED=<n> replays the one seed a failure printed.
+  const uint64_t only = EnvNumber("CONVERGE_SIM_SEED", 0);
+  for (uint64_t seed = only != 0 ? only : 1; seed <= (only != 0 ? only : seeds); ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed) +
+                 " (replay with CONVERGE_SIM_SEED=" + std::to_string(seed) + ")");
     sim::SimEnv sim(seed);
     std::mt19937_64 rng(seed);
     std::unique_ptr<Log> log = OpenLog(sim);

@@ -3,8 +3,9 @@
 #include <boost/json.hpp>
 #include <exception>
 
-namespace converge::internal {
+namespace converge {
 
+// Public (converge/log.h): Log::CreateTopic and configuration checks share these.
 Status ValidateTopicName(std::string_view name, bool internal) {
   if (name.empty() || name.size() > 200) {
     return InvalidArgumentError("topic name must be 1..200 characters");
@@ -32,6 +33,7 @@ Status ValidateTopicName(std::string_view name, bool internal) {
 }
 
 Status ValidateTopicOptions(const TopicOptions& o) {
+  using namespace internal;  // the limits (topic_meta.h)
   if (o.partitions < 1 || o.partitions > kMaxPartitions) {
     return InvalidArgumentError("partitions must be 1..1024");
   }
@@ -60,6 +62,8 @@ Status ValidateTopicOptions(const TopicOptions& o) {
   }
   return Status::Ok();
 }
+
+namespace internal {
 
 std::string EncodeTopicMeta(const std::string& name, const TopicOptions& o) {
   boost::json::object obj;
@@ -112,4 +116,5 @@ Status DecodeTopicMeta(std::string_view json, std::string* name, TopicOptions* o
   }
 }
 
-}  // namespace converge::internal
+}  // namespace internal
+}  // namespace converge

@@ -18,10 +18,9 @@ inline constexpr uint32_t kMaxRecordBytesLimit = 64u << 20;
 inline constexpr uint64_t kMaxDedupIds = 100'000'000;
 inline constexpr int64_t kMaxSyncIntervalMs = 3'600'000;
 
-// OK, or InvalidArgument naming what is wrong with the name.
-Status ValidateTopicName(std::string_view name, bool internal);
-// OK, or InvalidArgument naming the option out of range.
-Status ValidateTopicOptions(const TopicOptions& options);
+// Declared in converge/log.h (callers outside the log check topics the same way).
+using converge::ValidateTopicName;
+using converge::ValidateTopicOptions;
 
 // The content of topic.json for `name` and `options`.
 std::string EncodeTopicMeta(const std::string& name, const TopicOptions& options);

@@ -16,6 +16,7 @@
 
 #include "converge/log.h"
 #include "converge/relay.h"
+#include "core/command_line.h"
 
 namespace {
 
@@ -31,26 +32,22 @@ int main(int argc, char** argv) {
   std::string source, log_dir, pause_at, marker;
   uint32_t batch = 100, chunk = 100'000, partitions = 4;
   int pause_hit = 1;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string k = argv[i], v = argv[i + 1];
-    if (k == "--source")
-      source = v;
-    else if (k == "--log-dir")
-      log_dir = v;
-    else if (k == "--batch")
-      batch = static_cast<uint32_t>(std::stoul(v));
-    else if (k == "--chunk")
-      chunk = static_cast<uint32_t>(std::stoul(v));
-    else if (k == "--partitions")
-      partitions = static_cast<uint32_t>(std::stoul(v));
-    else if (k == "--pause-at")
-      pause_at = v;
-    else if (k == "--pause-hit")
-      pause_hit = std::stoi(v);
-    else if (k == "--marker")
-      marker = v;
-    else
-      return Fail("unknown option " + k);
+  CLI::App app("A relay in its own process, for the tests that kill it.", "outbox_relay_helper");
+  cli::Configure(app);
+  app.add_option("--source", source, "sqlite path or PostgreSQL conninfo")->required();
+  app.add_option("--log-dir", log_dir, "the log directory")->required();
+  // The ranges RelayOptions and TopicOptions accept.
+  app.add_option("--batch", batch, "rows per batch")->check(cli::Integer(1, 100'000));
+  app.add_option("--chunk", chunk, "events per publish")->check(cli::Integer(1, UINT32_MAX));
+  app.add_option("--partitions", partitions, "of the created topics")->check(cli::Integer(1, 1024));
+  app.add_option("--pause-at", pause_at, "fault point to block at");
+  app.add_option("--pause-hit", pause_hit, "block at its N-th hit")
+      ->check(cli::Integer(1, INT32_MAX));
+  app.add_option("--marker", marker, "file created when blocked");
+  if (int rc = cli::ParseOrExit(app, argc, argv); rc >= 0) return rc;
+  if (!pause_at.empty() && marker.empty()) {
+    std::fprintf(stderr, "outbox_relay_helper: --pause-at needs --marker\n");
+    return 2;
   }
   auto target = sql::ParseDatabaseTarget(source);
   if (!target.ok()) return Fail(target.status().ToString());

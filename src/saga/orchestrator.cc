@@ -46,7 +46,9 @@ struct Request {
   std::string result_id;
 };
 
-Status ValidateOptions(const SagaOrchestratorOptions& o) {
+}  // namespace
+
+Status ValidateSagaOrchestratorOptions(const SagaOrchestratorOptions& o) {
   if (o.dir.empty() && o.postgres_conninfo.empty()) {
     return InvalidArgumentError("saga orchestrator: dir (or postgres_conninfo) is required");
   }
@@ -70,8 +72,18 @@ Status ValidateOptions(const SagaOrchestratorOptions& o) {
     return InvalidArgumentError("saga orchestrator: max_attempt_timeout_ms must be in [1, " +
                                 std::to_string(SagaLimits::kMaxTimeoutMs) + "]");
   }
+  // Open creates the reply topic with topic_options (and command topics on demand): a name or
+  // options the log would refuse must fail here.
+  if (Status s = ValidateTopicName(o.reply_topic); !s.ok()) {
+    return InvalidArgumentError("saga orchestrator: reply_topic: " + std::string(s.message()));
+  }
+  if (Status s = ValidateTopicOptions(o.topic_options); !s.ok()) {
+    return InvalidArgumentError("saga orchestrator: topic_options: " + std::string(s.message()));
+  }
   return Status::Ok();
 }
+
+namespace {
 
 Status ValidateData(std::string_view data, uint32_t max_bytes) {
   if (data.size() > max_bytes) {
@@ -862,7 +874,7 @@ Result<std::unique_ptr<SagaLogSnapshot>> SagaLogSnapshot::Load(Env& env, const s
 
 Result<std::unique_ptr<SagaOrchestrator>> SagaOrchestrator::Open(Env& env, Log& log,
                                                                  SagaOrchestratorOptions options) {
-  CONVERGE_RETURN_IF_ERROR(ValidateOptions(options));
+  CONVERGE_RETURN_IF_ERROR(ValidateSagaOrchestratorOptions(options));
   auto impl = std::make_unique<OrchestratorImpl>(env, log, std::move(options));
   CONVERGE_RETURN_IF_ERROR(impl->Init());
   return std::unique_ptr<SagaOrchestrator>(std::move(impl));

@@ -10,7 +10,7 @@
 //   compensated => no reservation is held;
 // and no reservation exists for a saga the orchestrator does not know (no orphans).
 //
-// CONVERGE_SAGA_SIM_SEEDS=N runs N seeds (default 1000); CONVERGE_SAGA_SIM_SEED=S runs one.
+// CONVERGE_SIM_SEEDS=N runs N seeds (default 1000); CONVERGE_SIM_SEED=S runs one.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -386,8 +386,8 @@ uint64_t EnvU64(const char* name, uint64_t fallback) {
 }
 
 TEST(SagaSimTest, EverySagaEndsCommittedOrCompensatedUnderFaults) {
-  const uint64_t one = EnvU64("CONVERGE_SAGA_SIM_SEED", 0);
-  const uint64_t seeds = EnvU64("CONVERGE_SAGA_SIM_SEEDS", 1000);
+  const uint64_t one = EnvU64("CONVERGE_SIM_SEED", 0);
+  const uint64_t seeds = EnvU64("CONVERGE_SIM_SEEDS", 1000);
   int total_crashes = 0, completed = 0, compensated = 0, forged = 0;
   for (uint64_t i = 0; i < (one ? 1 : seeds); ++i) {
     const uint64_t seed = one ? one : 1000 + i;
@@ -395,7 +395,7 @@ TEST(SagaSimTest, EverySagaEndsCommittedOrCompensatedUnderFaults) {
     const Params p = RandomParams(rng);
     World world(seed, p);
     const std::string failure = world.Run();
-    ASSERT_EQ(failure, "") << "seed " << seed << " (replay: CONVERGE_SAGA_SIM_SEED=" << seed << ")";
+    ASSERT_EQ(failure, "") << "seed " << seed << " (replay: CONVERGE_SIM_SEED=" << seed << ")";
     total_crashes += world.crashes();
     forged += world.forged();
     completed += world.completed();

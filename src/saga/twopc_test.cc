@@ -268,9 +268,15 @@ TEST_F(TwoPhaseSimTest, DecisionLogCrashAtEveryOperation) {
 // Random runs: refusals, unreachable participants, coordinator crashes at fault points and
 // decision-log crash points, participants down during recovery.
 TEST(TwoPhaseRandomTest, AtomicOverSeeds) {
-  const char* env_seeds = std::getenv("CONVERGE_TWOPC_SIM_SEEDS");
+  const char* env_seeds = std::getenv("CONVERGE_SIM_SEEDS");
   const uint64_t seeds = env_seeds ? std::strtoull(env_seeds, nullptr, 10) : 300;
-  for (uint64_t seed = 1; seed <= seeds; ++seed) {
+  // CONVERGE_SIM_SEED=<n> replays the one seed a failure printed.
+  const char* env_one = std::getenv("CONVERGE_SIM_SEED");
+  const uint64_t first = env_one ? std::strtoull(env_one, nullptr, 10) : 1;
+  const uint64_t last = env_one ? first : seeds;
+  for (uint64_t seed = first; seed <= last; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed) +
+                 " (replay with CONVERGE_SIM_SEED=" + std::to_string(seed) + ")");
     sim::SimEnv env(seed);
     std::mt19937_64 rng(seed);
     auto chance = [&](double p) { return std::uniform_real_distribution<double>(0, 1)(rng) < p; };

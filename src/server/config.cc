@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
@@ -405,6 +406,132 @@ Result<ServerConfig> LoadConfigFile(const std::string& path) {
   return config;
 }
 
+TopicOptions AutoCreatedTopicOptions(const ServerConfig& c) {
+  TopicOptions t = c.topic_defaults;
+  // Room for the whole encoded event plus its record id and key (both come from the event).
+  const uint64_t record = 2ull * c.limits.max_event_bytes + 4096;
+  t.max_record_bytes = static_cast<uint32_t>(std::min<uint64_t>(record, UINT32_MAX));
+  return t;
+}
+
+ConsumerGroupsOptions GroupsOptionsFor(const ServerConfig& c) {
+  ConsumerGroupsOptions o;
+  o.dir = c.data_dir + "/groups";
+  o.commit_mode = c.groups.sync_acks ? CommitMode::kSync : CommitMode::kPeriodic;
+  o.commit_interval_ms = c.groups.commit_interval_ms;
+  o.on_damage = c.groups.on_damage;
+  o.fetch_max_records = c.limits.max_fetch_events;
+  o.fetch_max_bytes = c.limits.max_fetch_bytes;
+  o.list_max_records = c.limits.max_fetch_events;
+  o.replay_max_records = c.limits.max_fetch_events;
+  return o;
+}
+
+GroupOptions GroupDefaultsFor(const ServerConfig& c) {
+  GroupOptions g;
+  g.lease_ms = c.groups.lease_ms;
+  g.max_deliveries = c.groups.max_deliveries;
+  g.max_nack_delay_ms = c.groups.max_nack_delay_ms;
+  g.session_timeout_ms = c.groups.session_timeout_ms;
+  return g;
+}
+
+StoreOptions StoreOptionsFor(const ServerConfig& c) {
+  const StoreConfig& sc = c.store;
+  StoreOptions o;
+  o.dir = c.data_dir + "/store";
+  o.durability = sc.durability;
+  o.sync_interval_ms = sc.sync_interval_ms;
+  o.max_document_bytes = sc.max_document_bytes;
+  o.max_store_bytes = sc.max_store_bytes;
+  o.checkpoint_wal_bytes = sc.checkpoint_wal_bytes;
+  o.ttl_sweep_interval_ms = sc.ttl_sweep_interval_ms;
+  o.feed_topic = sc.feed_topic;
+  o.feed_topic_options = c.topic_defaults;
+  return o;
+}
+
+SagaOrchestratorOptions SagaOptionsFor(const ServerConfig& c) {
+  const SagaConfig& sc = c.sagas;
+  SagaOrchestratorOptions o;
+  o.dir = c.data_dir + "/sagas";
+  o.reply_topic = sc.reply_topic;
+  o.postgres_conninfo = sc.postgres_conninfo;
+  o.postgres_table = sc.postgres_table;
+  o.postgres_connect_timeout_ms = sc.postgres_connect_timeout_ms;
+  o.postgres_statement_timeout_ms = sc.postgres_statement_timeout_ms;
+  o.topic_options = c.topic_defaults;
+  o.max_in_flight = sc.max_in_flight;
+  o.finished_retain_max = sc.finished_retain_max;
+  o.finished_retain_ms = sc.finished_retain_ms;
+  o.max_data_bytes =
+      static_cast<uint32_t>(std::min<uint64_t>(c.limits.max_body_bytes, o.max_data_bytes));
+  return o;
+}
+
+namespace {
+
+// `key`'s settings refused by the module that would use them: the module's message, under
+// the config key the operator has to change.
+Status ModuleError(const std::string& key, const Status& s) {
+  return InvalidArgumentError("config key '" + key + "': " + std::string(s.message()));
+}
+
+// The same checks the modules make when they open or create what the config describes.
+Status ValidateModuleOptions(const ServerConfig& c) {
+  // Topics: every topic the server creates from topic_defaults (on publish with
+  // auto_create_topics, through the API, the store's feed, the saga reply topic, the relays'
+  // topics) is checked by Log::CreateTopic; a config that starts must not make them all fail.
+  if (Status s = ValidateTopicOptions(c.topic_defaults); !s.ok()) {
+    return ModuleError("topic_defaults", s);
+  }
+  if (Status s = ValidateTopicOptions(AutoCreatedTopicOptions(c)); !s.ok()) {
+    return ModuleError("limits.max_event_bytes",
+                       InvalidArgumentError("topics would be created with a record limit the log "
+                                            "refuses: " +
+                                            std::string(s.message())));
+  }
+  if (Status s = ValidateConsumerGroupsOptions(GroupsOptionsFor(c)); !s.ok()) {
+    return ModuleError("groups", s);
+  }
+  if (Status s = ValidateGroupOptions(GroupDefaultsFor(c)); !s.ok()) {
+    return ModuleError("groups", s);
+  }
+  // A group created through the API may ask for up to max_lease_ms.
+  GroupOptions longest = GroupDefaultsFor(c);
+  longest.lease_ms = c.groups.max_lease_ms;
+  if (Status s = ValidateGroupOptions(longest); !s.ok()) {
+    return ModuleError("groups.max_lease_ms", s);
+  }
+  if (c.store.enabled) {
+    if (Status s = ValidateStoreOptions(StoreOptionsFor(c), /*with_feed=*/true); !s.ok()) {
+      return ModuleError("store", s);
+    }
+  }
+  if (c.sagas.enabled) {
+    if (Status s = ValidateSagaOrchestratorOptions(SagaOptionsFor(c)); !s.ok()) {
+      return ModuleError("sagas", s);
+    }
+  }
+  if (c.relays.enabled) {
+    const LogSinkOptions& sink = c.relays.service.sink;
+    if (Status s = ValidateTopicOptions(sink.topic_options); !s.ok()) {
+      return ModuleError("relays.sink", s);
+    }
+    for (const auto& [from, to] : sink.topic_map) {
+      if (Status s = ValidateTopicName(to); !s.ok()) return ModuleError("relays.sink.topic_map", s);
+    }
+    // The sink creates its dead-letter topic as internal when the name starts with '_'.
+    const std::string& dlq = sink.dead_letter_topic;
+    if (Status s = ValidateTopicName(dlq, /*internal=*/!dlq.empty() && dlq[0] == '_'); !s.ok()) {
+      return ModuleError("relays.sink.dead_letter_topic", s);
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status ValidateConfig(const ServerConfig& c) {
   if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
     return InvalidArgumentError("config key 'tls': set both cert_file and key_file");
@@ -444,7 +571,7 @@ Status ValidateConfig(const ServerConfig& c) {
     return InvalidArgumentError(
         "config key 'limits.max_event_bytes' exceeds limits.max_body_bytes");
   }
-  return Status::Ok();
+  return ValidateModuleOptions(c);
 }
 
 }  // namespace converge::server

@@ -17,7 +17,9 @@
 #include "converge/consumer_group.h"
 #include "converge/log.h"
 #include "converge/relay.h"
+#include "converge/saga.h"
 #include "converge/status.h"
+#include "converge/store.h"
 
 namespace converge::server {
 
@@ -144,8 +146,20 @@ Result<ServerConfig> ParseConfig(std::string_view yaml_text);
 Result<ServerConfig> LoadConfigFile(const std::string& path);
 
 // Cross-key checks: TLS needs both files, no tokens on a non-loopback address needs
-// allow_unauthenticated, limits positive, topic defaults valid. InvalidArgument otherwise.
+// allow_unauthenticated, limits positive; and every section that becomes the options of a
+// module is checked by that module's own validation (topics as Log::CreateTopic checks them,
+// groups as ConsumerGroups does, the store as Store::Open, sagas as SagaOrchestrator::Open),
+// so that a configuration which starts never fails later on the same settings.
+// InvalidArgument naming the config key otherwise.
 Status ValidateConfig(const ServerConfig& config);
+
+// The options the server gives its modules, built from the configuration (callbacks, the log
+// and executors are the caller's to add). ValidateConfig checks exactly these.
+TopicOptions AutoCreatedTopicOptions(const ServerConfig& config);  // topics created on publish
+ConsumerGroupsOptions GroupsOptionsFor(const ServerConfig& config);
+GroupOptions GroupDefaultsFor(const ServerConfig& config);  // groups created on first use
+StoreOptions StoreOptionsFor(const ServerConfig& config);   // feed_log left null
+SagaOrchestratorOptions SagaOptionsFor(const ServerConfig& config);
 
 // True for 127.0.0.0/8, ::1 and "localhost".
 bool IsLoopbackAddress(std::string_view address);

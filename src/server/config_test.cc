@@ -288,5 +288,72 @@ TEST(Config, Loopback) {
   EXPECT_FALSE(IsLoopbackAddress("10.0.0.1"));
 }
 
+// Every setting that becomes a module's options is checked by that module's own validation at
+// start: before, these configs started and then every topic created from topic_defaults (or
+// the first group, store commit or saga) failed.
+TEST(Config, RefusesAtStartWhatTheModulesWouldRefuseLater) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"topic_defaults: {sync_interval_ms: 3600001}", "topic_defaults"},
+      {"topic_defaults: {segment_max_bytes: 4294967296}", "topic_defaults"},
+      {"topic_defaults: {dedup_max_ids: 100000001}", "topic_defaults"},
+      {"topic_defaults: {dedup_window_ms: 9223372036854776}", "topic_defaults"},
+      {"topic_defaults: {retention_max_age_ms: 9223372036854776}", "topic_defaults"},
+      {"limits: {max_body_bytes: 100000000, max_event_bytes: 40000000}", "limits.max_event_bytes"},
+      {"groups: {lease_ms: 86400001, max_lease_ms: 86400001}", "groups"},
+      {"groups: {max_lease_ms: 86400001}", "groups.max_lease_ms"},
+      {"groups: {max_deliveries: 10001}", "groups"},
+      {"groups: {max_nack_delay_ms: 2592000001}", "groups"},
+      {"groups: {commit_interval_ms: 60001}", "groups"},
+      {"store: {feed_topic: 'no spaces'}", "store"},
+      {"store: {feed_topic: _internal}", "store"},
+      {"sagas: {reply_topic: 'bad/name'}", "sagas"},
+      {"sagas: {reply_topic: .hidden}", "sagas"},
+  };
+  for (const auto& [yaml, key] : cases) {
+    SCOPED_TRACE(yaml);
+    ExpectRejected(yaml, key);
+  }
+  // The log's own message comes through, so the operator sees the allowed range.
+  Result<ServerConfig> c = ParseConfig("topic_defaults: {sync_interval_ms: 3600001}");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("sync_interval_ms must be 1..3600000"),
+            std::string_view::npos)
+      << c.status().ToString();
+  // Relays: the topics the sink creates are checked as the sink creates them.
+  ExpectRejected(
+      "relays: {sources: [{name: a, database: 'sqlite:/x.db'}], sink: {topic_map: {o: "
+      "'bad name'}}}",
+      "relays.sink.topic_map");
+  ExpectRejected(
+      "relays: {sources: [{name: a, database: 'sqlite:/x.db'}], sink: "
+      "{dead_letter_topic: 'bad name'}}",
+      "relays.sink.dead_letter_topic");
+  EXPECT_TRUE(ParseConfig("relays: {sources: [{name: a, database: 'sqlite:/x.db'}], sink: "
+                          "{dead_letter_topic: outbox-dead}}")
+                  .ok());
+  // A disabled module's settings are not its concern at start.
+  EXPECT_TRUE(ParseConfig("store: {enabled: false, feed_topic: 'no spaces'}").ok());
+  EXPECT_TRUE(ParseConfig("sagas: {enabled: false, reply_topic: 'bad/name'}").ok());
+  // The builders give what ValidateConfig checked.
+  Result<ServerConfig> d = ParseConfig("data_dir: /d\ntopic_defaults: {partitions: 3}");
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(AutoCreatedTopicOptions(*d).partitions, 3u);
+  EXPECT_EQ(StoreOptionsFor(*d).dir, "/d/store");
+  EXPECT_EQ(StoreFeedTopicOptions(StoreOptionsFor(*d)).partitions, 1u);
+  EXPECT_EQ(SagaOptionsFor(*d).topic_options.partitions, 3u);
+  EXPECT_EQ(GroupsOptionsFor(*d).dir, "/d/groups");
+}
+
+// The store's change events carry the whole document: a max_document_bytes whose feed records
+// the log would refuse fails at start, not at the first commit.
+TEST(Config, StoreDocumentsMustFitTheFeedTopic) {
+  EXPECT_TRUE(ParseConfig("store: {max_document_bytes: 67103232}").ok());
+  Result<ServerConfig> c = ParseConfig("store: {max_document_bytes: 67108864}");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("store"), std::string_view::npos) << c.status().ToString();
+  EXPECT_NE(c.status().message().find("max_record_bytes"), std::string_view::npos)
+      << c.status().ToString();
+}
+
 }  // namespace
 }  // namespace converge::server

@@ -78,22 +78,10 @@ Result<std::string> ReadWholeFile(Env& env, const std::string& path) {
 Result<std::unique_ptr<SagaOrchestrator>> OpenSagas(Env& env, Log& log,
                                                     const ServerConfig& config) {
   const SagaConfig& sc = config.sagas;
-  SagaOrchestratorOptions options;
-  options.dir = config.data_dir + "/sagas";
-  options.reply_topic = sc.reply_topic;
-  options.postgres_conninfo = sc.postgres_conninfo;
-  options.postgres_table = sc.postgres_table;
-  options.postgres_connect_timeout_ms = sc.postgres_connect_timeout_ms;
-  options.postgres_statement_timeout_ms = sc.postgres_statement_timeout_ms;
+  SagaOrchestratorOptions options = SagaOptionsFor(config);
   options.report_recovery = [](const std::string& message) {
     std::fprintf(stderr, "converge serve: saga log recovery: %s\n", message.c_str());
   };
-  options.topic_options = config.topic_defaults;
-  options.max_in_flight = sc.max_in_flight;
-  options.finished_retain_max = sc.finished_retain_max;
-  options.finished_retain_ms = sc.finished_retain_ms;
-  options.max_data_bytes = static_cast<uint32_t>(
-      std::min<uint64_t>(config.limits.max_body_bytes, options.max_data_bytes));
   CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<SagaOrchestrator> orchestrator,
                             SagaOrchestrator::Open(env, log, options));
   for (const std::string& path : sc.definitions) {
@@ -149,36 +137,17 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   };
   CONVERGE_ASSIGN_OR_RETURN(impl->log, Log::Open(*impl->env, log_options));
 
-  ConsumerGroupsOptions group_options;
-  group_options.dir = dir + "/groups";
-  group_options.commit_mode =
-      impl->config.groups.sync_acks ? CommitMode::kSync : CommitMode::kPeriodic;
-  group_options.commit_interval_ms = impl->config.groups.commit_interval_ms;
-  group_options.on_damage = impl->config.groups.on_damage;
+  ConsumerGroupsOptions group_options = GroupsOptionsFor(impl->config);
   group_options.report_damage = [](const std::string& message) {
     std::fprintf(stderr, "converge serve: damage: %s\n", message.c_str());
   };
-  group_options.fetch_max_records = impl->config.limits.max_fetch_events;
-  group_options.fetch_max_bytes = impl->config.limits.max_fetch_bytes;
-  group_options.list_max_records = impl->config.limits.max_fetch_events;
-  group_options.replay_max_records = impl->config.limits.max_fetch_events;
   CONVERGE_ASSIGN_OR_RETURN(impl->groups,
                             ConsumerGroups::Open(*impl->env, *impl->log, group_options));
 
   impl->pool = std::make_unique<BlockingPool>(impl->config.storage_threads);
   if (impl->config.store.enabled) {
-    const StoreConfig& sc = impl->config.store;
-    StoreOptions store_options;
-    store_options.dir = dir + "/store";
-    store_options.durability = sc.durability;
-    store_options.sync_interval_ms = sc.sync_interval_ms;
-    store_options.max_document_bytes = sc.max_document_bytes;
-    store_options.max_store_bytes = sc.max_store_bytes;
-    store_options.checkpoint_wal_bytes = sc.checkpoint_wal_bytes;
-    store_options.ttl_sweep_interval_ms = sc.ttl_sweep_interval_ms;
+    StoreOptions store_options = StoreOptionsFor(impl->config);
     store_options.feed_log = impl->log.get();
-    store_options.feed_topic = sc.feed_topic;
-    store_options.feed_topic_options = impl->config.topic_defaults;
     // Group commits run on the pool, so writes never block an I/O thread (the pool is joined
     // before the store is destroyed).
     BlockingPool* pool = impl->pool.get();

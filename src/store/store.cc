@@ -103,7 +103,15 @@ Status Store::ValidateKey(std::string_view key, uint32_t max_key_bytes) {
   return Status::Ok();
 }
 
-Result<std::unique_ptr<Store>> Store::Open(Env& env, const StoreOptions& options) {
+TopicOptions StoreFeedTopicOptions(const StoreOptions& options) {
+  TopicOptions t = options.feed_topic_options;
+  t.partitions = 1;  // the feed is one ordered sequence
+  t.max_record_bytes = static_cast<uint32_t>(
+      std::max<uint64_t>(t.max_record_bytes, store_internal::FeedRecordBytesFor(options)));
+  return t;
+}
+
+Status ValidateStoreOptions(const StoreOptions& options, bool with_feed) {
   auto bad = [](std::string_view what) {
     return InvalidArgumentError("StoreOptions." + std::string(what));
   };
@@ -129,15 +137,26 @@ Result<std::unique_ptr<Store>> Store::Open(Env& env, const StoreOptions& options
   if (options.durability == Durability::kInterval && options.sync_interval_ms <= 0) {
     return bad("sync_interval_ms must be > 0 for interval durability");
   }
-  if (options.feed_log != nullptr) {
+  if (with_feed) {
     if (options.feed_topic.empty()) return bad("feed_topic is empty");
     if (options.feed_source.empty()) return bad("feed_source is empty");
     if (options.feed_backlog_max_events == 0) return bad("feed_backlog_max_events must be > 0");
     if (options.feed_append_max_events == 0) return bad("feed_append_max_events must be > 0");
+    // The store creates the feed topic at its first commit; a name or options the log would
+    // refuse must fail here, not there.
+    Status name = ValidateTopicName(options.feed_topic);
+    if (!name.ok()) return bad("feed_topic: " + std::string(name.message()));
+    Status topic = ValidateTopicOptions(StoreFeedTopicOptions(options));
+    if (!topic.ok()) return bad("feed_topic_options: " + std::string(topic.message()));
   }
   for (const auto& [name, fn] : options.merge_functions) {
     if (name.empty() || !fn) return bad("merge_functions needs names and callable functions");
   }
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<Store>> Store::Open(Env& env, const StoreOptions& options) {
+  CONVERGE_RETURN_IF_ERROR(ValidateStoreOptions(options, options.feed_log != nullptr));
   auto store = std::make_unique<StoreImpl>(env, options);
   CONVERGE_RETURN_IF_ERROR(store->Recover());
   return std::unique_ptr<Store>(std::move(store));

@@ -377,10 +377,7 @@ Status StoreImpl::PublishTxns(const std::vector<FeedTxn>& txns, size_t* publishe
     Result<std::vector<AppendResult>> res = opt_.feed_log->Append(opt_.feed_topic, views);
     if (!res.ok() && res.status().code() == StatusCode::kNotFound) {
       // First publication (or the topic was deleted): create it, one partition.
-      TopicOptions topt = opt_.feed_topic_options;
-      topt.partitions = 1;
-      topt.max_record_bytes =
-          static_cast<uint32_t>(std::max<uint64_t>(topt.max_record_bytes, FeedRecordBytesNeeded()));
+      const TopicOptions topt = StoreFeedTopicOptions(opt_);
       Status created = opt_.feed_log->CreateTopic(opt_.feed_topic, topt);
       if (!created.ok() && created.code() != StatusCode::kAlreadyExists) {
         return created.WithContext("creating the change-feed topic");

@@ -77,8 +77,11 @@ std::vector<Ack> RunAndKill(const std::string& dir, size_t kill_after_lines) {
 TEST(StoreCrashTest, SigkillKeepsAcknowledgedTransactionsWholeAndTheFeedExact) {
   TempDir tmp;
   ASSERT_FALSE(tmp.path().empty());
-  const uint64_t seed = std::random_device()();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  // A fresh seed each run; CONVERGE_SIM_SEED=<n> replays the one a failure printed.
+  const char* env_seed = std::getenv("CONVERGE_SIM_SEED");
+  const uint64_t seed = env_seed ? std::strtoull(env_seed, nullptr, 0) : std::random_device()();
+  SCOPED_TRACE("seed " + std::to_string(seed) +
+               " (replay with CONVERGE_SIM_SEED=" + std::to_string(seed) + ")");
   std::mt19937_64 rng(seed);
   std::map<int, long> last_acked;  // thread -> highest acknowledged transaction number
   const int rounds = 4;

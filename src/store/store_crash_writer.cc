@@ -11,6 +11,7 @@
 #include "converge/env.h"
 #include "converge/log.h"
 #include "converge/store.h"
+#include "core/command_line.h"
 #include "store/store_crash_common.h"
 
 using namespace converge;               // NOLINT: a small test program
@@ -61,11 +62,12 @@ void Writer(Store* store, int t) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::fprintf(stderr, "usage: store_crash_writer DIR\n");
-    return 2;
-  }
-  const std::string dir = argv[1];
+  std::string dir;
+  CLI::App app("Commits multi-key transactions from several threads until killed.",
+               "store_crash_writer");
+  cli::Configure(app);
+  app.add_option("DIR", dir, "holds log/ and store/")->required();
+  if (int rc = cli::ParseOrExit(app, argc, argv); rc >= 0) return rc;
   Env& env = Env::Default();
   LogOptions lo;
   lo.dir = dir + "/log";

@@ -43,6 +43,11 @@
 
 namespace converge::store_internal {
 
+// The largest change-feed record (id + key + event) a document within `options` can make.
+inline uint64_t FeedRecordBytesFor(const StoreOptions& options) {
+  return options.max_document_bytes + 3ull * options.max_key_bytes + 4096;
+}
+
 // Sequence numbers are reserved durably in blocks of this many (file SEQ).
 inline constexpr uint64_t kSeqReserveBlock = 1u << 20;
 inline constexpr std::string_view kSeqFileName = "SEQ";
@@ -190,9 +195,7 @@ class StoreImpl final : public Store {
   Status ReplayWal(uint64_t first_seq, bool last_file, uint64_t snapshot_seq, uint64_t* prev);
   Result<uint64_t> FeedCursorFromLog();
   // The largest feed record (id + key + event) a document can make.
-  uint64_t FeedRecordBytesNeeded() const {
-    return opt_.max_document_bytes + 3ull * opt_.max_key_bytes + 4096;
-  }
+  uint64_t FeedRecordBytesNeeded() const { return FeedRecordBytesFor(opt_); }
   Status OpenNewWal(uint64_t first_seq);
   Status DeleteObsoleteFiles(uint64_t snapshot_seq, uint64_t feed_cursor);
   // Requires timer_->mu.

@@ -12,32 +12,30 @@
 
 #include "command.h"
 #include "converge/log.h"
+#include "core/command_line.h"
 
 namespace converge::cli {
 namespace {
 
-void PrintRelayUsage(std::FILE* out) {
-  std::fputs(
-      "Usage: converge relay --log-dir DIR (--source DATABASE | --config FILE) [options]\n"
-      "\n"
-      "Publishes the rows services commit to their outbox table (docs/formats/outbox.md) to\n"
-      "the event log in DIR, in commit order per partition key, then deletes them. Runs until\n"
-      "SIGINT/SIGTERM; several relays on one outbox are safe (they share the work).\n"
-      "\n"
-      "  --source DATABASE     sqlite:<path>, a *.db path, or a PostgreSQL conninfo/URI\n"
-      "  --name NAME           relay name (default: relay)\n"
-      "  --config FILE         YAML with a `relays:` section (several sources; see\n"
-      "                        include/converge/relay.h, ParseRelayServiceConfig)\n"
-      "  --log-dir DIR         the log directory (locked: not shared with a running serve)\n"
-      "  --topic-map OUT=LOG   publish outbox topic OUT to log topic LOG (repeatable)\n"
-      "  --partitions N        partitions of topics the relay creates (default 1)\n"
-      "  --durability D        fsync | interval | none for created topics (default fsync)\n"
-      "  --batch N             rows per batch (default 1000)\n"
-      "  --poll-ms N           fallback poll interval (default 500)\n"
-      "  --buckets N           PostgreSQL buckets shared between relays (default 64)\n"
-      "  --drain               publish what is there and exit (no waiting)\n",
-      out);
-}
+constexpr char kRelayUsage[] =
+    "Usage: converge relay --log-dir DIR (--source DATABASE | --config FILE) [options]\n"
+    "\n"
+    "Publishes the rows services commit to their outbox table (docs/formats/outbox.md) to\n"
+    "the event log in DIR, in commit order per partition key, then deletes them. Runs until\n"
+    "SIGINT/SIGTERM; several relays on one outbox are safe (they share the work).\n"
+    "\n"
+    "  --source DATABASE     sqlite:<path>, a *.db path, or a PostgreSQL conninfo/URI\n"
+    "  --name NAME           relay name (default: relay)\n"
+    "  --config FILE         YAML with a `relays:` section (several sources; see\n"
+    "                        include/converge/relay.h, ParseRelayServiceConfig)\n"
+    "  --log-dir DIR         the log directory (locked: not shared with a running serve)\n"
+    "  --topic-map OUT=LOG   publish outbox topic OUT to log topic LOG (repeatable)\n"
+    "  --partitions N        partitions of created topics, 1..1024 (default 1)\n"
+    "  --durability D        fsync | interval | none for created topics (default fsync)\n"
+    "  --batch N             rows per batch, 1..100000 (default 1000)\n"
+    "  --poll-ms N           fallback poll interval, 1..3600000 (default 500)\n"
+    "  --buckets N           PostgreSQL buckets shared by relays, 1..4096 (default 64)\n"
+    "  --drain               publish what is there and exit (no waiting)\n";
 
 Result<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -58,62 +56,47 @@ int RunRelay(int argc, char** argv) {
   RelayServiceConfig config;
   RelayOptions options;
   bool drain = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
-    auto value = [&](const char* flag) -> const char* {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "converge relay: %s needs a value\n", flag);
-        return nullptr;
-      }
-      return argv[++i];
-    };
-    const char* v = nullptr;
-    if (arg == "--help" || arg == "-h") {
-      PrintRelayUsage(stdout);
-      return 0;
-    } else if (arg == "--drain") {
-      drain = true;
-      continue;
-    }
-    if (!(v = value(argv[i]))) return 2;
-    try {
-      if (arg == "--source") {
-        sources.emplace_back(v);
-      } else if (arg == "--name") {
-        name = v;
-      } else if (arg == "--config") {
-        config_path = v;
-      } else if (arg == "--log-dir") {
-        log_dir = v;
-      } else if (arg == "--topic-map") {
-        std::string m = v;
-        size_t eq = m.find('=');
-        if (eq == std::string::npos) return Fail(InvalidArgumentError("--topic-map OUT=LOG"));
-        config.sink.topic_map[m.substr(0, eq)] = m.substr(eq + 1);
-      } else if (arg == "--partitions") {
-        config.sink.topic_options.partitions = static_cast<uint32_t>(std::stoul(v));
-      } else if (arg == "--durability") {
-        auto d = ParseDurability(v);
-        if (!d.ok()) return Fail(d.status());
-        config.sink.topic_options.durability = *d;
-      } else if (arg == "--batch") {
-        options.batch_max_events = static_cast<uint32_t>(std::stoul(v));
-      } else if (arg == "--poll-ms") {
-        options.poll_interval_ms = std::stoll(v);
-      } else if (arg == "--buckets") {
-        options.postgres_buckets = static_cast<uint32_t>(std::stoul(v));
-      } else {
-        std::fprintf(stderr, "converge relay: unknown option %s\n\n", argv[i - 1]);
-        PrintRelayUsage(stderr);
-        return 2;
-      }
-    } catch (const std::exception&) {
-      std::fprintf(stderr, "converge relay: bad value for %s\n", argv[i - 1]);
+  std::vector<std::string> topic_maps;
+  std::string durability;
+  CLI::App app("Publishes committed outbox rows to the event log.", "converge relay");
+  Configure(app);
+  app.add_option("--source", sources, "database (repeatable)")->allow_extra_args(false);
+  app.add_option("--name", name, "relay name");
+  app.add_option("--config", config_path, "YAML with a relays: section");
+  app.add_option("--log-dir", log_dir, "the log directory");
+  app.add_option("--topic-map", topic_maps, "OUT=LOG (repeatable)")->allow_extra_args(false);
+  // The ranges the log and the relay accept (TopicOptions, RelayOptions).
+  app.add_option("--partitions", config.sink.topic_options.partitions, "partitions")
+      ->check(Integer(1, 1024));
+  app.add_option("--durability", durability, "fsync | interval | none");
+  app.add_option("--batch", options.batch_max_events, "rows per batch")->check(Integer(1, 100'000));
+  app.add_option("--poll-ms", options.poll_interval_ms, "fallback poll interval")
+      ->check(Integer(1, 3'600'000));
+  app.add_option("--buckets", options.postgres_buckets, "PostgreSQL buckets")
+      ->check(Integer(1, 4096));
+  app.add_flag("--drain", drain, "publish what is there and exit");
+  if (int rc = ParseOrExit(app, argc, argv, kRelayUsage); rc >= 0) return rc;
+  for (const std::string& m : topic_maps) {
+    const size_t eq = m.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == m.size()) {
+      std::fprintf(stderr, "converge relay: --topic-map wants OUT=LOG, got '%s'\n", m.c_str());
       return 2;
     }
+    config.sink.topic_map[m.substr(0, eq)] = m.substr(eq + 1);
+  }
+  if (!durability.empty()) {
+    auto d = ParseDurability(durability);
+    if (!d.ok()) {
+      std::fprintf(stderr, "converge relay: --durability: %s\n",
+                   std::string(d.status().message()).c_str());
+      return 2;
+    }
+    config.sink.topic_options.durability = *d;
   }
   if (log_dir.empty() || (sources.empty() == config_path.empty())) {
-    PrintRelayUsage(stderr);
+    std::fprintf(stderr,
+                 "converge relay: --log-dir and one of --source or --config are needed\n\n%s",
+                 kRelayUsage);
     return 2;
   }
   if (!config_path.empty()) {

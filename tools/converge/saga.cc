@@ -15,6 +15,7 @@
 
 #include "command.h"
 #include "converge/env.h"
+#include "core/command_line.h"
 
 namespace converge::cli {
 namespace {
@@ -43,7 +44,7 @@ void PrintUsage(std::FILE* out) {
       "  --definition NAME  only this definition\n"
       "  --stuck            only stuck sagas: retrying past their bounds, or (with --idle-ms)\n"
       "  --idle-ms N        in flight and unchanged for N ms\n"
-      "  --limit N          at most N (default 100)\n"
+      "  --limit N          at most N, 1..100000 (default 100; also of timers)\n"
       "Options of start:\n"
       "  --data JSON        the saga's input (a JSON value)\n"
       "  --id ID            idempotency key (default: a new UUIDv7)\n"
@@ -73,71 +74,42 @@ struct Args {
   bool json = false;
 };
 
-Result<Args> Parse(int argc, char** argv) {
+// Parses the command line; `*help` when --help was asked (then nothing else is checked).
+Result<Args> Parse(int argc, char** argv, bool* help) {
   Args a;
   const char* env_server = std::getenv("CONVERGE_SERVER");
   a.server = env_server ? env_server : "http://127.0.0.1:8080";
   const char* env_token = std::getenv("CONVERGE_TOKEN");
   a.token = env_token ? env_token : "";
-  std::vector<std::string> positional;
-  for (int i = 1; i < argc; ++i) {
-    const std::string s = argv[i];
-    auto value = [&]() -> Result<std::string> {
-      if (i + 1 >= argc) return InvalidArgumentError(s + " needs a value");
-      return std::string(argv[++i]);
-    };
-    auto number = [&](int64_t* out) -> Status {
-      CONVERGE_ASSIGN_OR_RETURN(std::string v, value());
-      char* end = nullptr;
-      const long long n = std::strtoll(v.c_str(), &end, 10);
-      if (v.empty() || *end != '\0' || n < 0) return InvalidArgumentError(s + " wants a number");
-      *out = n;
-      return Status::Ok();
-    };
-    if (s == "--server") {
-      CONVERGE_ASSIGN_OR_RETURN(a.server, value());
-    } else if (s == "--token") {
-      CONVERGE_ASSIGN_OR_RETURN(a.token, value());
-    } else if (s == "--dir") {
-      CONVERGE_ASSIGN_OR_RETURN(a.dir, value());
-    } else if (s == "--state") {
-      CONVERGE_ASSIGN_OR_RETURN(a.state, value());
-    } else if (s == "--definition") {
-      CONVERGE_ASSIGN_OR_RETURN(a.definition, value());
-    } else if (s == "--reason") {
-      CONVERGE_ASSIGN_OR_RETURN(a.reason, value());
-    } else if (s == "--data") {
-      CONVERGE_ASSIGN_OR_RETURN(a.data, value());
-    } else if (s == "--id") {
-      CONVERGE_ASSIGN_OR_RETURN(a.start_id, value());
-    } else if (s == "--version") {
-      CONVERGE_RETURN_IF_ERROR(number(&a.version));
-    } else if (s == "--stuck") {
-      a.stuck = true;
-    } else if (s == "--json") {
-      a.json = true;
-    } else if (s == "--idle-ms") {
-      CONVERGE_RETURN_IF_ERROR(number(&a.idle_ms));
-    } else if (s == "--limit") {
-      CONVERGE_RETURN_IF_ERROR(number(&a.limit));
-    } else if (!s.empty() && s[0] == '-') {
-      return InvalidArgumentError("unknown option " + s);
-    } else {
-      positional.push_back(s);
-    }
+  CLI::App app("Sagas of a running converge serve, or of a saga log directory.", "converge saga");
+  Configure(app);
+  // Every option is the parent's, so it may come before or after the command (fallthrough).
+  app.add_option("--server", a.server);
+  app.add_option("--token", a.token);
+  app.add_option("--dir", a.dir);
+  app.add_option("--state", a.state);
+  app.add_option("--definition", a.definition);
+  app.add_option("--reason", a.reason);
+  app.add_option("--data", a.data);
+  app.add_option("--id", a.start_id);
+  // The ranges the server accepts (POST /v1/sagas, GET /v1/sagas, /v1/saga-timers).
+  app.add_option("--version", a.version)->check(Integer(0, UINT32_MAX));
+  app.add_option("--idle-ms", a.idle_ms)
+      ->check(Integer(0, static_cast<uint64_t>(SagaLimits::kMaxTimeoutMs) * 100));
+  app.add_option("--limit", a.limit)->check(Integer(1, 100'000));
+  app.add_flag("--stuck", a.stuck);
+  app.add_flag("--json", a.json);
+  std::string id;
+  for (const char* name : {"ls", "timers"}) app.add_subcommand(name)->fallthrough();
+  for (const char* name : {"show", "cancel"}) {
+    app.add_subcommand(name)->fallthrough()->add_option("ID", id)->required();
   }
-  if (positional.empty()) return InvalidArgumentError("a command is required");
-  a.command = positional[0];
-  const bool needs_id = a.command == "show" || a.command == "cancel" || a.command == "start";
-  if (a.command != "ls" && a.command != "timers" && !needs_id) {
-    return InvalidArgumentError("unknown command '" + a.command + "'");
-  }
-  if (needs_id && positional.size() != 2) {
-    return InvalidArgumentError(a.command +
-                                (a.command == "start" ? " needs a DEFINITION" : " needs an ID"));
-  }
-  if (!needs_id && positional.size() != 1) return InvalidArgumentError("unexpected arguments");
-  if (needs_id) a.id = positional[1];
+  app.add_subcommand("start")->fallthrough()->add_option("DEFINITION", id)->required();
+  app.require_subcommand(1, 1);
+  CONVERGE_RETURN_IF_ERROR(cli::Parse(app, argc, argv, help));
+  if (*help) return a;
+  a.command = app.get_subcommands().front()->get_name();
+  a.id = id;
   if (!a.dir.empty() && (a.command == "cancel" || a.command == "start")) {
     return InvalidArgumentError(a.command + " needs a running server (--server), not --dir");
   }
@@ -341,11 +313,12 @@ Result<Reply> Offline(const Args& a) {
 }
 
 int RunSaga(int argc, char** argv) {
-  if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
+  bool help = false;
+  Result<Args> parsed = Parse(argc, argv, &help);
+  if (help) {
     PrintUsage(stdout);
     return 0;
   }
-  Result<Args> parsed = Parse(argc, argv);
   if (!parsed.ok()) {
     std::fprintf(stderr, "converge saga: %s\n\n", std::string(parsed.status().message()).c_str());
     PrintUsage(stderr);

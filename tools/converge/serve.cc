@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "command.h"
+#include "core/command_line.h"
 #include "server/config.h"
 #include "server/server.h"
 
@@ -28,31 +29,12 @@ constexpr char kUsage[] =
 
 int RunServe(int argc, char** argv) {
   std::string config_path, listen, data_dir;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
-    auto value = [&](std::string* out) {
-      if (i + 1 >= argc) return false;
-      *out = argv[++i];
-      return true;
-    };
-    bool ok = true;
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    } else if (arg == "--config") {
-      ok = value(&config_path);
-    } else if (arg == "--listen") {
-      ok = value(&listen);
-    } else if (arg == "--data-dir") {
-      ok = value(&data_dir);
-    } else {
-      ok = false;
-    }
-    if (!ok) {
-      std::fprintf(stderr, "converge serve: bad argument '%s'\n\n%s", argv[i], kUsage);
-      return 2;
-    }
-  }
+  CLI::App app("Runs the converge sidecar.", "converge serve");
+  Configure(app);
+  app.add_option("--config", config_path, "YAML configuration");
+  app.add_option("--listen", listen, "address to listen on");
+  app.add_option("--data-dir", data_dir, "where the log and consumer-group state live");
+  if (int rc = ParseOrExit(app, argc, argv, kUsage); rc >= 0) return rc;
 
   server::ServerConfig config;
   if (!config_path.empty()) {
