@@ -51,7 +51,7 @@ converge_test(NAME server_process_test LABELS integration TIMEOUT 120 SOURCES
   ${CONVERGE_TEST_SUPPORT_DIR}/server_process.cc
 )
 if(TARGET bench_test)
-  target_include_directories(bench_test PRIVATE ${CMAKE_SOURCE_DIR})
+  target_include_directories(bench_test PRIVATE ${CMAKE_SOURCE_DIR} ${CMAKE_SOURCE_DIR}/src)
 endif()
 # End to end through the binary (tiny workload, real servers): checks the output, not figures.
 converge_test(NAME bench_smoke_test LABELS integration TIMEOUT 300 LIBS Boost::json SOURCES
