@@ -153,19 +153,6 @@ void AppendStoredEvent(std::string* out, std::string_view value) {
 
 }  // namespace api_internal
 
-using api_internal::AppendStoredEvent;
-using api_internal::AppendUint;
-using api_internal::CheckConsumerName;
-using api_internal::CheckGroupName;
-using api_internal::CheckTopicName;
-using api_internal::Error;
-using api_internal::GroupJson;
-using api_internal::GroupKey;
-using api_internal::JsonReply;
-using api_internal::Reply;
-using api_internal::SystemTopicError;
-using api_internal::TopicJson;
-
 // ---------------------------------------------------------------------------------------
 // Routing
 
@@ -181,20 +168,19 @@ const std::vector<Api::Route>& Api::RouteTable() {
       {V::post, "/v1/topics", RouteId::kCreateTopic, &Api::CreateTopic, A::kToken, M::kCore},
       {V::get, "/v1/topics/{topic}", RouteId::kDescribeTopic, &Api::DescribeTopic, A::kToken,
        M::kCore},
-      {V::post, "/v1/topics/{topic}/events", RouteId::kPublish, &Api::Publish, A::kToken,
+      {V::post, "/v1/topics/{topic}/events", RouteId::kPublish, &Api::Publish, A::kToken, M::kCore},
+      {V::post, "/v1/topics/{topic}/groups", RouteId::kCreateGroup, &Api::CreateGroup, A::kToken,
        M::kCore},
-      {V::post, "/v1/topics/{topic}/groups", RouteId::kCreateGroup, &Api::CreateGroup,
-       A::kToken, M::kCore},
-      {V::post, "/v1/topics/{topic}/groups/{group}/fetch", RouteId::kFetch, &Api::Fetch,
-       A::kToken, M::kCore},
+      {V::post, "/v1/topics/{topic}/groups/{group}/fetch", RouteId::kFetch, &Api::Fetch, A::kToken,
+       M::kCore},
       {V::post, "/v1/topics/{topic}/groups/{group}/ack", RouteId::kAck, &Api::Ack, A::kToken,
        M::kCore},
-      {V::post, "/v1/topics/{topic}/groups/{group}/nack", RouteId::kNack, &Api::Nack,
-       A::kToken, M::kCore},
+      {V::post, "/v1/topics/{topic}/groups/{group}/nack", RouteId::kNack, &Api::Nack, A::kToken,
+       M::kCore},
       {V::get, "/v1/topics/{topic}/groups/{group}/stream", RouteId::kStream, &Api::Stream,
        A::kToken, M::kCore},
-      {V::post, "/v1/topics/{topic}/groups/{group}/leave", RouteId::kLeave, &Api::Leave,
-       A::kToken, M::kCore},
+      {V::post, "/v1/topics/{topic}/groups/{group}/leave", RouteId::kLeave, &Api::Leave, A::kToken,
+       M::kCore},
       {V::get, "/v1/topics/{topic}/groups/{group}/dead-letters", RouteId::kListDeadLetters,
        &Api::ListDeadLetters, A::kToken, M::kCore},
       {V::post, "/v1/topics/{topic}/groups/{group}/dead-letters/replay",
@@ -206,8 +192,8 @@ const std::vector<Api::Route>& Api::RouteTable() {
        A::kToken, M::kStore},
       {V::put, "/v1/collections/{collection}", RouteId::kPutCollection, &Api::HandleStore,
        A::kToken, M::kStore},
-      {V::delete_, "/v1/collections/{collection}", RouteId::kDeleteCollection,
-       &Api::HandleStore, A::kToken, M::kStore},
+      {V::delete_, "/v1/collections/{collection}", RouteId::kDeleteCollection, &Api::HandleStore,
+       A::kToken, M::kStore},
       {V::get, "/v1/collections/{collection}/docs", RouteId::kListDocuments, &Api::HandleStore,
        A::kToken, M::kStore},
       {V::get, "/v1/collections/{collection}/docs/{key...}", RouteId::kGetDocument,
@@ -216,25 +202,24 @@ const std::vector<Api::Route>& Api::RouteTable() {
        &Api::HandleStore, A::kToken, M::kStore},
       {V::delete_, "/v1/collections/{collection}/docs/{key...}", RouteId::kDeleteDocument,
        &Api::HandleStore, A::kToken, M::kStore},
-      {V::post, "/v1/collections/_transaction", RouteId::kTransaction, &Api::HandleStore,
-       A::kToken, M::kStore},
+      {V::post, "/v1/collections/_transaction", RouteId::kTransaction, &Api::HandleStore, A::kToken,
+       M::kStore},
       // The sagas: SagaRoutes authorizes non-admin services before it reads the input.
-      {V::get, "/v1/saga-definitions", RouteId::kListSagaDefinitions, &Api::HandleSagas,
-       A::kToken, M::kSagas},
+      {V::get, "/v1/saga-definitions", RouteId::kListSagaDefinitions, &Api::HandleSagas, A::kToken,
+       M::kSagas},
       {V::post, "/v1/saga-definitions", RouteId::kRegisterSagaDefinition, &Api::HandleSagas,
        A::kToken, M::kSagas},
       {V::get, "/v1/sagas", RouteId::kListSagas, &Api::HandleSagas, A::kToken, M::kSagas},
       {V::post, "/v1/sagas", RouteId::kStartSaga, &Api::HandleSagas, A::kToken, M::kSagas},
-      {V::get, "/v1/sagas/{id}", RouteId::kDescribeSaga, &Api::HandleSagas, A::kToken,
-       M::kSagas},
+      {V::get, "/v1/sagas/{id}", RouteId::kDescribeSaga, &Api::HandleSagas, A::kToken, M::kSagas},
       {V::post, "/v1/sagas/{id}/cancel", RouteId::kCancelSaga, &Api::HandleSagas, A::kToken,
        M::kSagas},
       {V::get, "/v1/saga-timers", RouteId::kListSagaTimers, &Api::HandleSagas, A::kToken,
        M::kSagas},
-      {V::put, "/v1/sagas/{id}/timers/{kind}", RouteId::kRescheduleSagaTimer,
-       &Api::HandleSagas, A::kToken, M::kSagas},
-      {V::delete_, "/v1/sagas/{id}/timers/{kind}", RouteId::kCancelSagaTimer,
-       &Api::HandleSagas, A::kToken, M::kSagas},
+      {V::put, "/v1/sagas/{id}/timers/{kind}", RouteId::kRescheduleSagaTimer, &Api::HandleSagas,
+       A::kToken, M::kSagas},
+      {V::delete_, "/v1/sagas/{id}/timers/{kind}", RouteId::kCancelSagaTimer, &Api::HandleSagas,
+       A::kToken, M::kSagas},
   };
   return routes;
 }
@@ -380,7 +365,12 @@ asio::awaitable<HttpReply> Api::Handle(HttpRequest& request) {
   if (!input.ok()) {
     reply = Error(input.status());
   } else {
-    Call call{request, *route, std::move(input->query), std::move(input->params), {}, {},
+    Call call{request,
+              *route,
+              std::move(input->query),
+              std::move(input->params),
+              {},
+              {},
               principal.ok() ? *principal : nullptr};
     call.topic = call.Param("topic");
     call.group = call.Param("group");

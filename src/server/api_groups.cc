@@ -20,18 +20,6 @@ namespace converge::server {
 
 namespace json = boost::json;
 namespace wire = ::converge::internal::wire;
-using api_internal::AppendStoredEvent;
-using api_internal::AppendUint;
-using api_internal::CheckConsumerName;
-using api_internal::CheckGroupName;
-using api_internal::CheckTopicName;
-using api_internal::Error;
-using api_internal::GroupJson;
-using api_internal::GroupKey;
-using api_internal::JsonReply;
-using api_internal::Reply;
-using api_internal::SystemTopicError;
-using api_internal::TopicJson;
 
 namespace {
 
@@ -86,14 +74,8 @@ Status NoSuchGroup(const std::string& topic, const std::string& group) {
 // ---------------------------------------------------------------------------------------
 // Consumer groups
 
-GroupOptions Api::DefaultGroupOptions() const {
-  GroupOptions g;
-  g.lease_ms = d_.config->groups.lease_ms;
-  g.max_deliveries = d_.config->groups.max_deliveries;
-  g.max_nack_delay_ms = d_.config->groups.max_nack_delay_ms;
-  g.session_timeout_ms = d_.config->groups.session_timeout_ms;
-  return g;
-}
+// The same options the start-time config check validated (config.cc).
+GroupOptions Api::DefaultGroupOptions() const { return GroupDefaultsFor(*d_.config); }
 
 Status Api::EnsureGroup(const std::string& topic, const std::string& group) {
   Status s = d_.groups->CreateGroup(topic, group, DefaultGroupOptions());

@@ -65,4 +65,19 @@ std::string GroupJson(const GroupDescription& g);
 void AppendStoredEvent(std::string* out, std::string_view value);
 
 }  // namespace api_internal
+
+// The route handlers of api*.cc use these unqualified.
+using api_internal::AppendStoredEvent;
+using api_internal::AppendUint;
+using api_internal::CheckConsumerName;
+using api_internal::CheckGroupName;
+using api_internal::CheckTopicName;
+using api_internal::Error;
+using api_internal::GroupJson;
+using api_internal::GroupKey;
+using api_internal::JsonReply;
+using api_internal::Reply;
+using api_internal::SystemTopicError;
+using api_internal::TopicJson;
+
 }  // namespace converge::server

@@ -28,7 +28,7 @@ HttpResponse JsonText(int status, std::string body) {
 }
 
 // The server's one mapping (a full disk is 503 like on every route).
-HttpResponse Error(const Status& status) { return ErrorReply(status); }
+HttpResponse SagaError(const Status& status) { return ErrorReply(status); }
 
 Result<json::object> BodyObject(const std::string& body, bool allow_empty) {
   if (body.empty() && allow_empty) return json::object();
@@ -61,7 +61,7 @@ Result<int64_t> QueryInt(const QueryParams& query, const std::string& key, int64
 
 HttpResponse StartSaga(SagaOrchestrator& orch, const std::string& body) {
   Result<json::object> o = BodyObject(body, false);
-  if (!o.ok()) return Error(o.status());
+  if (!o.ok()) return SagaError(o.status());
   SagaStartRequest req;
   for (const auto& [key, value] : *o) {
     if (key == "definition" && value.is_string()) {
@@ -74,14 +74,14 @@ HttpResponse StartSaga(SagaOrchestrator& orch, const std::string& body) {
     } else if (key == "data") {
       req.data = value.is_null() ? "" : json::serialize(value);
     } else {
-      return Error(InvalidArgumentError("unexpected or mistyped member '" + std::string(key) +
-                                        "' (definition: string, version: integer, id: string, "
-                                        "data: any JSON)"));
+      return SagaError(InvalidArgumentError("unexpected or mistyped member '" + std::string(key) +
+                                            "' (definition: string, version: integer, id: string, "
+                                            "data: any JSON)"));
     }
   }
-  if (req.definition.empty()) return Error(InvalidArgumentError("'definition' is required"));
+  if (req.definition.empty()) return SagaError(InvalidArgumentError("'definition' is required"));
   Result<std::string> id = orch.Start(req);
-  if (!id.ok()) return Error(id.status());
+  if (!id.ok()) return SagaError(id.status());
   json::object out;
   out["id"] = *id;
   return Json(201, out);
@@ -100,7 +100,7 @@ HttpResponse ListSagas(SagaOrchestrator& orch, const QueryParams& query) {
       }
     }
     if (!found) {
-      return Error(
+      return SagaError(
           InvalidArgumentError("state must be running, compensating, completed or compensated"));
     }
   }
@@ -109,14 +109,14 @@ HttpResponse ListSagas(SagaOrchestrator& orch, const QueryParams& query) {
     if (*s == "true" || *s == "1" || s->empty()) {
       f.stuck_only = true;
     } else if (*s != "false" && *s != "0") {
-      return Error(InvalidArgumentError("query parameter 'stuck' must be true or false"));
+      return SagaError(InvalidArgumentError("query parameter 'stuck' must be true or false"));
     }
   }
   Result<int64_t> idle = QueryInt(query, "idle_ms", 0, 0, SagaLimits::kMaxTimeoutMs * 100);
-  if (!idle.ok()) return Error(idle.status());
+  if (!idle.ok()) return SagaError(idle.status());
   f.idle_for_ms = *idle;
   Result<int64_t> limit = QueryInt(query, "limit", 1000, 1, 100'000);
-  if (!limit.ok()) return Error(limit.status());
+  if (!limit.ok()) return SagaError(limit.status());
   f.limit = static_cast<size_t>(*limit);
   std::string body = "{\"sagas\":[";
   bool first = true;
@@ -147,9 +147,9 @@ HttpResponse HandleAsAdmin(SagaOrchestrator& orch, const SagaRequest& request) {
     }
     case RouteId::kRegisterSagaDefinition: {
       Result<SagaDefinition> d = ParseSagaDefinition(request.body);
-      if (!d.ok()) return Error(d.status());
+      if (!d.ok()) return SagaError(d.status());
       Status s = orch.RegisterDefinition(*d);
-      if (!s.ok()) return Error(s);
+      if (!s.ok()) return SagaError(s);
       json::object out;
       out["name"] = d->name;
       out["version"] = d->version;
@@ -157,7 +157,7 @@ HttpResponse HandleAsAdmin(SagaOrchestrator& orch, const SagaRequest& request) {
     }
     case RouteId::kListSagaTimers: {
       Result<int64_t> limit = QueryInt(query, "limit", 1000, 1, 100'000);
-      if (!limit.ok()) return Error(limit.status());
+      if (!limit.ok()) return SagaError(limit.status());
       std::string body = "{\"timers\":[";
       bool first = true;
       for (const SagaTimerInfo& ti : orch.ListTimers(static_cast<size_t>(*limit))) {
@@ -174,22 +174,23 @@ HttpResponse HandleAsAdmin(SagaOrchestrator& orch, const SagaRequest& request) {
       return ListSagas(orch, query);
     case RouteId::kDescribeSaga: {
       Result<SagaInfo> info = orch.Describe(id);
-      if (!info.ok()) return Error(info.status());
+      if (!info.ok()) return SagaError(info.status());
       return JsonText(200, SagaInfoToJson(*info));
     }
     case RouteId::kCancelSaga: {
       Result<json::object> o = BodyObject(request.body, true);
-      if (!o.ok()) return Error(o.status());
+      if (!o.ok()) return SagaError(o.status());
       std::string reason;
       for (const auto& [key, value] : *o) {
         if (key != "reason" || !value.is_string()) {
-          return Error(InvalidArgumentError("unexpected or mistyped member '" + std::string(key) +
-                                            "' (the body is {\"reason\": string})"));
+          return SagaError(InvalidArgumentError("unexpected or mistyped member '" +
+                                                std::string(key) +
+                                                "' (the body is {\"reason\": string})"));
         }
         reason = std::string(value.as_string());
       }
       Status s = orch.Cancel(id, reason);
-      if (!s.ok()) return Error(s);
+      if (!s.ok()) return SagaError(s);
       Result<SagaInfo> info = orch.Describe(id);
       json::object out;
       out["id"] = id;
@@ -199,33 +200,34 @@ HttpResponse HandleAsAdmin(SagaOrchestrator& orch, const SagaRequest& request) {
     case RouteId::kRescheduleSagaTimer:
     case RouteId::kCancelSagaTimer: {
       Result<SagaTimerKind> kind = ParseSagaTimerKind(request.kind);
-      if (!kind.ok()) return Error(kind.status());
+      if (!kind.ok()) return SagaError(kind.status());
       if (request.route == RouteId::kCancelSagaTimer) {
         Status s = orch.CancelTimer(id, *kind);
-        if (!s.ok()) return Error(s);
+        if (!s.ok()) return SagaError(s);
         return Json(200, json::object{{"id", id}, {"cancelled", request.kind}});
       }
       Result<json::object> o = BodyObject(request.body, false);
-      if (!o.ok()) return Error(o.status());
+      if (!o.ok()) return SagaError(o.status());
       for (const auto& [key, value] : *o) {
         if (key != "due_micros") {
-          return Error(InvalidArgumentError("unexpected member '" + std::string(key) +
-                                            "' (the body is {\"due_micros\": integer})"));
+          return SagaError(InvalidArgumentError("unexpected member '" + std::string(key) +
+                                                "' (the body is {\"due_micros\": integer})"));
         }
       }
       auto it = o->find("due_micros");
       if (it == o->end() || !it->value().is_int64() || it->value().as_int64() < 0) {
-        return Error(
+        return SagaError(
             InvalidArgumentError("'due_micros' (integer >= 0, wall-clock microseconds) is "
                                  "required"));
       }
       Status s = orch.RescheduleTimer(id, *kind, it->value().as_int64());
-      if (!s.ok()) return Error(s);
-      return Json(200, json::object{
-                           {"id", id}, {"kind", request.kind}, {"due_micros", it->value().as_int64()}});
+      if (!s.ok()) return SagaError(s);
+      return Json(
+          200,
+          json::object{{"id", id}, {"kind", request.kind}, {"due_micros", it->value().as_int64()}});
     }
     default:
-      return Error(InternalError("not a saga route"));
+      return SagaError(InternalError("not a saga route"));
   }
 }
 
@@ -246,11 +248,10 @@ bool MayUse(const SagaCaller& caller, const std::optional<SagaDefinition>& d) {
   return true;
 }
 
-HttpResponse StartAs(SagaOrchestrator& orch, const SagaRequest& request,
-                         const SagaCaller& caller) {
+HttpResponse StartAs(SagaOrchestrator& orch, const SagaRequest& request, const SagaCaller& caller) {
   // Only as much of the body as authorization needs; StartSaga validates the rest.
   Result<json::object> o = BodyObject(request.body, false);
-  if (!o.ok()) return Error(o.status());
+  if (!o.ok()) return SagaError(o.status());
   auto d = o->find("definition");
   if (d == o->end() || !d->value().is_string()) return StartSaga(orch, request.body);
   const std::string name(d->value().as_string());
@@ -262,7 +263,7 @@ HttpResponse StartAs(SagaOrchestrator& orch, const SagaRequest& request,
   }
   // An unknown definition gets the same answer as one the caller may not use.
   if (!MayUse(caller, FindDefinition(orch, name, version))) {
-    return Error(PermissionDeniedError(
+    return SagaError(PermissionDeniedError(
         "service '" + caller.service + "' may not start sagas of definition '" + name +
         "': it needs publish permission on every participant topic of the definition"));
   }
@@ -276,7 +277,7 @@ HttpResponse StartAs(SagaOrchestrator& orch, const SagaRequest& request,
     Result<SagaInfo> existing = orch.Describe(taken);
     if (!existing.ok() || !MayUse(caller, FindDefinition(orch, existing->summary.definition,
                                                          existing->summary.version))) {
-      return Error(
+      return SagaError(
           AlreadyExistsError("saga id '" + taken + "' is already taken (choose another id)"));
     }
   }
@@ -294,11 +295,11 @@ HttpResponse HandleSagaRoute(SagaOrchestrator& orch, const SagaRequest& request,
     Result<SagaInfo> info = orch.Describe(request.id);
     if (!info.ok() ||
         !MayUse(caller, FindDefinition(orch, info->summary.definition, info->summary.version))) {
-      return Error(NotFoundError("no saga '" + request.id + "'"));
+      return SagaError(NotFoundError("no saga '" + request.id + "'"));
     }
     return JsonText(200, SagaInfoToJson(*info));
   }
-  return Error(PermissionDeniedError(
+  return SagaError(PermissionDeniedError(
       "service '" + caller.service +
       "': only admin tokens may list sagas, timers and definitions, register definitions, "
       "cancel sagas or move their timers"));
@@ -312,7 +313,8 @@ HttpResponse ServeSagaRequest(SagaOrchestrator& orch, http::verb method, std::st
     match = Api::Match{};
   }
   if (match.route == nullptr) {
-    if (match.allow.empty()) return JsonError(http::status::not_found, "NOT_FOUND", "no such route");
+    if (match.allow.empty())
+      return JsonError(http::status::not_found, "NOT_FOUND", "no such route");
     HttpResponse r = JsonError(http::status::method_not_allowed, "METHOD_NOT_ALLOWED",
                                "method " + std::string(http::to_string(method)) +
                                    " is not allowed (allowed: " + match.allow + ")");
@@ -328,9 +330,6 @@ HttpResponse ServeSagaRequest(SagaOrchestrator& orch, http::verb method, std::st
   r.body = std::move(body);
   return HandleSagaRoute(orch, r, caller);
 }
-
-using api_internal::Reply;
-using api_internal::SystemTopicError;
 
 asio::awaitable<HttpReply> Api::HandleSagas(Call& call) {
   const Principal* who = call.principal;
@@ -370,9 +369,9 @@ asio::awaitable<HttpReply> Api::HandleSagas(Call& call) {
       for (const SagaStepDefinition& step : def->steps) {
         if (std::string owner = d_.system_topics->OwnerOfOutsideSagas(step.participant);
             !owner.empty()) {
-          co_return SystemTopicError(step.participant, owner,
-                                     "sending saga commands to it (step '" + step.name +
-                                         "' names it as its participant)");
+          co_return SystemTopicError(
+              step.participant, owner,
+              "sending saga commands to it (step '" + step.name + "' names it as its participant)");
         }
       }
     }

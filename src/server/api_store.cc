@@ -601,8 +601,7 @@ void StoreRoutes::Transaction(const StoreRequest& r, Done& done) {
   size_t i = 0;
   for (const json::value& e : ops_v->as_array()) {
     auto fail = [&](std::string_view why) {
-      done(Fail(
-          InvalidArgumentError("op " + std::to_string(i) + ": " + std::string(why))));
+      done(Fail(InvalidArgumentError("op " + std::to_string(i) + ": " + std::string(why))));
     };
     const json::object* op = e.if_object();
     if (op == nullptr) return fail("each op is an object");
@@ -676,9 +675,6 @@ void StoreRoutes::Transaction(const StoreRequest& r, Done& done) {
 }  // namespace converge::server
 
 namespace converge::server {
-
-using api_internal::Error;
-using api_internal::Reply;
 
 asio::awaitable<HttpReply> Api::HandleStore(Call& call) {
   HttpRequest& request = call.req;

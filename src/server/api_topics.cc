@@ -13,29 +13,12 @@ namespace converge::server {
 
 namespace json = boost::json;
 namespace wire = ::converge::internal::wire;
-using api_internal::AppendStoredEvent;
-using api_internal::AppendUint;
-using api_internal::CheckConsumerName;
-using api_internal::CheckGroupName;
-using api_internal::CheckTopicName;
-using api_internal::Error;
-using api_internal::GroupJson;
-using api_internal::GroupKey;
-using api_internal::JsonReply;
-using api_internal::Reply;
-using api_internal::SystemTopicError;
-using api_internal::TopicJson;
 
 // ---------------------------------------------------------------------------------------
 // Topics
 
-TopicOptions Api::OptionsForNewTopic() const {
-  TopicOptions t = d_.config->topic_defaults;
-  // Room for the whole encoded event plus its record id and key (both come from the event).
-  uint64_t record = 2ull * d_.config->limits.max_event_bytes + 4096;
-  t.max_record_bytes = static_cast<uint32_t>(std::min<uint64_t>(record, UINT32_MAX));
-  return t;
-}
+// The same options the start-time config check validated (config.cc).
+TopicOptions Api::OptionsForNewTopic() const { return AutoCreatedTopicOptions(*d_.config); }
 
 asio::awaitable<HttpReply> Api::ListTopics(Call& call) {
   const Principal* who = call.principal;
