@@ -1687,6 +1687,41 @@ TEST_F(OrchestratorTest, AParticipantThatIsDownGetsCommandsAtAFallingRate) {
   EXPECT_EQ(info.summary.state, SagaState::kCompensating);
 }
 
+// The orchestrator side of sim seed 2505: the last step (after the pivot, retried without a
+// bound) gets no usable reply for longer than the sim's old fixed ten-minute limit. Nothing
+// is lost meanwhile: the saga keeps a step-timeout timer, due at most max_attempt_timeout_ms
+// (5 minutes) ahead, and completes within that once the participant is back (one that starts
+// reading at the end of its topic answers the next attempt).
+TEST_F(OrchestratorTest, ALastStepWithoutRepliesForMinutesCompletesOnceItsParticipantIsBack) {
+  ASSERT_TRUE(orch_->RegisterDefinition(OrderSaga()).ok());
+  participants_[3]->Close();  // "shipping", the step after the pivot
+  SagaStartRequest req;
+  req.definition = "order";
+  req.id = "ship-later";
+  ASSERT_TRUE(orch_->Start(req).ok());
+  const int64_t minute_ns = 60LL * 1'000'000'000;
+  env_.RunFor(12 * minute_ns);
+  SagaInfo info = orch_->Describe("ship-later").value();
+  EXPECT_EQ(info.summary.state, SagaState::kRunning);
+  EXPECT_EQ(info.summary.step, 3u);
+  EXPECT_GE(info.steps[3].attempts, 8u);
+  const int64_t now_micros = env_.clock().NowWallMicros();
+  bool timeout_armed = false;
+  for (const SagaTimerInfo& t : info.timers) {
+    if (t.kind != SagaTimerKind::kStepTimeout && t.kind != SagaTimerKind::kRetry) continue;
+    timeout_armed = true;
+    EXPECT_LE(t.due_micros, now_micros + 300'000'000LL);
+  }
+  EXPECT_TRUE(timeout_armed);
+  SagaParticipantOptions po;
+  po.topic = "shipping";
+  po.topic_options = topic_options_;
+  participants_[3] = SagaParticipant::Start(env_, *log_, *core_, po).value();
+  env_.RunFor(5 * minute_ns + 1'000'000'000);
+  EXPECT_EQ(finished_["ship-later"], SagaState::kCompleted);
+  EXPECT_EQ(holdings_["ship-later"]["shipping.schedule"], 1);
+}
+
 TEST(OrchestratorThreadsTest, ConcurrentBlockingStartsShareBatches) {
   Env& env = Env::Default();
   const std::string dir = std::filesystem::temp_directory_path() /
