@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <future>
 #include <random>
 #include <set>
 #include <thread>
@@ -214,12 +215,17 @@ TEST(LaneTest, AThreadLaneRunsPostsInOrderWatchesADescriptorAndDropsWorkAfterShu
     std::unique_lock<std::mutex> lock(mu);
     return cv.wait_for(lock, std::chrono::seconds(30), [&] { return ran.size() >= n; });
   };
-  // Posts from another thread and from the lane itself run in order.
+  // Posts from another thread and from the lane itself run in order. The lane waits at a
+  // gate until both outside posts are queued, so the post made by the first one is third.
+  std::promise<void> gate;
+  std::shared_future<void> opened = gate.get_future().share();
+  lane->Post([opened] { opened.wait(); });
   lane->Post([&] {
     record(1);
     lane->Post([&] { record(3); });
   });
   lane->Post([&] { record(2); });
+  gate.set_value();
   ASSERT_TRUE(wait_for(3));
   // A watched descriptor that becomes readable posts its callback once.
   int fds[2];

@@ -120,8 +120,9 @@ HttpServer::HttpServer(asio::io_context& ioc, HttpServerOptions options, HttpHan
     : ioc_(ioc),
       options_(std::move(options)),
       handler_(std::move(handler)),
-      acceptor_(ioc),
-      drain_timer_(ioc) {
+      control_(asio::make_strand(ioc)),
+      acceptor_(control_),
+      drain_timer_(control_) {
   connections_gauge_ = metrics->GetGauge("converge_http_connections", "Open HTTP connections.");
   inflight_gauge_ = metrics->GetGauge("converge_http_inflight_requests", "Requests being handled.");
   evicted_connections_ = metrics->GetCounter(
@@ -183,10 +184,10 @@ Status HttpServer::Listen() {
   return Status::Ok();
 }
 
-void HttpServer::Start() { asio::co_spawn(acceptor_.get_executor(), AcceptLoop(), asio::detached); }
+void HttpServer::Start() { asio::co_spawn(control_, AcceptLoop(), asio::detached); }
 
 asio::awaitable<void> HttpServer::AcceptLoop() {
-  asio::steady_timer backoff(acceptor_.get_executor());
+  asio::steady_timer backoff(control_);
   const uint32_t max_connections = options_.limits.max_connections;
   while (!draining_) {
     auto [ec, socket] = co_await acceptor_.async_accept(asio::make_strand(ioc_), kTuple);
@@ -793,14 +794,14 @@ void HttpServer::MaybeDrained() {
     drained_called_ = true;
     done = std::move(on_drained_);
   }
-  asio::post(ioc_, [this, done = std::move(done)] {
+  asio::post(control_, [this, done = std::move(done)] {
     drain_timer_.cancel();
     if (done) done();
   });
 }
 
 void HttpServer::BeginShutdown(std::function<void()> on_drained) {
-  asio::post(acceptor_.get_executor(), [this, on_drained = std::move(on_drained)]() mutable {
+  asio::post(control_, [this, on_drained = std::move(on_drained)]() mutable {
     if (draining_.exchange(true)) return;
     {
       std::lock_guard lock(mu_);

@@ -42,6 +42,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/http/message.hpp>
@@ -159,6 +160,9 @@ class HttpServer {
   HttpServerOptions options_;
   HttpHandler handler_;
   std::optional<asio::ssl::context> tls_;
+  // The accept loop, the shutdown and the drain timer run on this one strand: the signal
+  // handler and the connections' strands reach the acceptor and the timer only through it.
+  asio::strand<asio::io_context::executor_type> control_;
   asio::ip::tcp::acceptor acceptor_;
   asio::steady_timer drain_timer_;
   uint16_t port_ = 0;
