@@ -82,6 +82,15 @@ class [[nodiscard]] Status {
 
   // A copy whose message is "<prefix>: <message>"; OK stays OK.
   Status WithContext(std::string_view prefix) const;
+  // A copy with `message` in place of this one's (the code and storage_full kept); OK stays
+  // OK.
+  Status WithMessage(std::string_view message) const;
+
+  // The file system refused a write because the disk (or the quota) is full: a
+  // ResourceExhausted made by StorageFullError at the source, kept by copies, WithContext and
+  // WithMessage. Unlike the other ResourceExhausted errors (limits, load) it is retryable once
+  // space is freed.
+  bool storage_full() const { return state_ != nullptr && state_->storage_full; }
 
   // Marks a status as deliberately ignored.
   void IgnoreError() const {}
@@ -91,9 +100,12 @@ class [[nodiscard]] Status {
   }
 
  private:
+  friend Status StorageFullError(std::string_view message);
+
   struct State {
     StatusCode code;
     std::string message;
+    bool storage_full = false;
   };
   std::unique_ptr<State> state_;
 };
@@ -113,6 +125,8 @@ Status InternalError(std::string_view message);
 Status UnavailableError(std::string_view message);
 Status DataLossError(std::string_view message);
 Status UnauthenticatedError(std::string_view message);
+// ResourceExhausted with storage_full(): the disk (or quota) refused a write (ENOSPC, EDQUOT).
+Status StorageFullError(std::string_view message);
 
 namespace internal {
 [[noreturn]] void CheckFailed(const char* file, int line, const char* expr, std::string_view msg);

@@ -54,7 +54,20 @@ Status Status::WithContext(std::string_view prefix) const {
   std::string msg(prefix);
   msg += ": ";
   msg += message();
-  return Status(code(), msg);
+  return WithMessage(msg);
+}
+
+Status Status::WithMessage(std::string_view message) const {
+  if (ok()) return Status();
+  Status out(code(), message);
+  out.state_->storage_full = state_->storage_full;
+  return out;
+}
+
+Status StorageFullError(std::string_view message) {
+  Status out(StatusCode::kResourceExhausted, message);
+  out.state_->storage_full = true;
+  return out;
 }
 
 Status CancelledError(std::string_view m) { return Status(StatusCode::kCancelled, m); }

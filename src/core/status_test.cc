@@ -39,6 +39,25 @@ TEST(StatusTest, CarriesCodeAndMessage) {
   EXPECT_EQ(s.WithContext("publish").message(), "publish: topic 'orders' does not exist");
 }
 
+// A full disk is told from the other ResourceExhausted errors by how the status was made, not
+// by its text, and stays told through the context callers add.
+TEST(StatusTest, StorageFullIsKeptByCopiesAndContext) {
+  Status full = StorageFullError("write '/d/x': No space left on device");
+  EXPECT_EQ(full.code(), StatusCode::kResourceExhausted);
+  EXPECT_TRUE(full.storage_full());
+  Status copy = full;
+  EXPECT_TRUE(copy.storage_full());
+  EXPECT_TRUE(full.WithContext("appending to 'orders'").storage_full());
+  Status replaced = full.WithMessage("appends fail");
+  EXPECT_TRUE(replaced.storage_full());
+  EXPECT_EQ(replaced.message(), "appends fail");
+  EXPECT_EQ(replaced.code(), StatusCode::kResourceExhausted);
+  // The same text in another ResourceExhausted (a limit, a peer's message) is not a full disk.
+  EXPECT_FALSE(ResourceExhaustedError("write '/d/x': No space left on device").storage_full());
+  EXPECT_FALSE(Status::Ok().storage_full());
+  EXPECT_TRUE(Status::Ok().WithMessage("x").ok());
+}
+
 TEST(StatusTest, ResultPropagates) {
   EXPECT_EQ(Quarter(8).value(), 2);
   Result<int> r = Quarter(6);

@@ -395,6 +395,10 @@ TEST(PosixErrorTest, MapsErrnoToCodes) {
   EXPECT_EQ(internal::PosixError("op", "/p", EIO).code(), StatusCode::kInternal);
   Status s = internal::PosixError("write", "/data/x", ENOSPC);
   EXPECT_EQ(s.message(), "write '/data/x': No space left on device");
+  EXPECT_TRUE(s.storage_full());
+  EXPECT_TRUE(internal::PosixError("write", "/data/x", EDQUOT).storage_full());
+  // Out of descriptors is ResourceExhausted too, but not a full disk.
+  EXPECT_FALSE(internal::PosixError("open", "/data/x", EMFILE).storage_full());
 }
 
 // ---------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ Status PosixError(std::string_view op, const std::string& path, int err) {
       return AlreadyExistsError(message);
     case ENOSPC:
     case EDQUOT:
+      return StorageFullError(message);
     case EMFILE:
     case ENFILE:
       return ResourceExhaustedError(message);

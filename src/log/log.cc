@@ -248,8 +248,8 @@ class LogImpl final : public Log {
     }
     if (failure.ok()) return failure;
     if (Status probe = ProbeWrite(); !probe.ok()) {
-      return Status(failure.code(), "appends fail: " + std::string(failure.message()) +
-                                        "; a test write fails too: " + probe.ToString());
+      return failure.WithMessage("appends fail: " + std::string(failure.message()) +
+                                 "; a test write fails too: " + probe.ToString());
     }
     for (const auto& t : Snapshot()) t->ClearWriteError();
     return Status::Ok();

@@ -775,9 +775,9 @@ Status Topic::Commit(std::span<Writer* const> group, bool force_sync) {
     Status undone = RollbackGroup();
     if (!undone.ok()) {
       needs_reopen_ = true;
-      return Status(written.code(), std::string(written.message()) +
-                                        "; undoing the partial append failed too (" +
-                                        undone.ToString() + "): reopen the log");
+      return written.WithMessage(std::string(written.message()) +
+                                 "; undoing the partial append failed too (" +
+                                 undone.ToString() + "): reopen the log");
     }
     return written;
   }

@@ -41,6 +41,7 @@ Status PgErrorFromResult(PGconn* conn, const PGresult* res, std::string_view wha
       code == "25P03") {
     return UnavailableError(message);
   }
+  if (code == "53100") return StorageFullError(message);  // disk_full on the server
   if (StartsWith(code, "53")) return ResourceExhaustedError(message);
   if (StartsWith(code, "28")) return PermissionDeniedError(message);
   if (StartsWith(code, "42") || StartsWith(code, "22") || code == "0A000") {

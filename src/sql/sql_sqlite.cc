@@ -40,7 +40,8 @@ Status SqliteStatus(sqlite3* db, int rc, std::string_view what) {
     case SQLITE_MISMATCH:
     case SQLITE_TOOBIG:
       return InvalidArgumentError(message);
-    case SQLITE_FULL:
+    case SQLITE_FULL:  // the disk is full
+      return StorageFullError(message);
     case SQLITE_NOMEM:
       return ResourceExhaustedError(message);
     case SQLITE_CORRUPT:

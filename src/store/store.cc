@@ -207,7 +207,7 @@ std::string WithIndex(bool indexed, size_t i, std::string_view message) {
 
 Status Indexed(const Status& s, bool indexed, size_t i) {
   if (s.ok() || !indexed) return s;
-  return Status(s.code(), WithIndex(true, i, s.message()));
+  return s.WithMessage(WithIndex(true, i, s.message()));
 }
 
 bool ValidName(std::string_view s, size_t max) {

@@ -42,7 +42,7 @@ class FullDiskEnv : public Env {
 
  private:
   static Status NoSpace(const std::string& what) {
-    return ResourceExhaustedError(what + ": No space left on device (simulated full disk)");
+    return StorageFullError(what + ": No space left on device (simulated full disk)");
   }
 
   class File : public WritableFile {
