@@ -13,27 +13,14 @@
 #include <utility>
 #include <vector>
 
+#include "support/run_command.h"
 #include "support/server_process.h"
 
 namespace converge::bench {
 namespace {
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out;
-};
-
-RunResult RunCommand(const std::string& command) {
-  RunResult r;
-  std::FILE* p = ::popen(command.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
-  const int status = ::pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using RunResult = testing::CommandOutput;
+using testing::RunCommand;
 
 std::string Binary() {
   const char* b = std::getenv("CONVERGE_BINARY");

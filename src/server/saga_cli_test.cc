@@ -14,6 +14,7 @@
 #include "converge/log.h"
 #include "converge/saga.h"
 #include "server/saga_routes.h"
+#include "support/run_command.h"
 
 namespace converge {
 namespace {
@@ -77,13 +78,9 @@ Output RunCli(const std::string& args) {
   Output out;
   if (bin == nullptr) return out;
   const std::string cmd = std::string(bin) + " saga " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.text.append(buf, n);
-  const int status = ::pclose(p);
-  out.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  testing::CommandOutput r = testing::RunCommand(cmd);
+  out.code = r.exit_code;
+  out.text = std::move(r.out);
   return out;
 }
 

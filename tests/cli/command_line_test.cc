@@ -12,13 +12,12 @@
 #include <string>
 #include <vector>
 
+#include "support/run_command.h"
+
 namespace converge {
 namespace {
 
-struct Outcome {
-  int exit_code = -1;
-  std::string out;  // stdout and stderr
-};
+using Outcome = testing::CommandOutput;  // out: stdout and stderr
 
 std::string Quote(const std::string& s) {
   std::string q = "'";
@@ -36,15 +35,7 @@ Outcome RunArgs(const std::vector<std::string>& args) {
   std::string command;
   for (const std::string& a : args) command += Quote(a) + " ";
   command += "2>&1 </dev/null";
-  Outcome r;
-  std::FILE* p = ::popen(command.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
-  const int status = ::pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return testing::RunCommand(command);
 }
 
 std::string Converge() {

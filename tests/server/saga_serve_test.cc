@@ -24,6 +24,7 @@
 #include "converge/event.h"
 #include "serve_process.h"
 #include "support/postgres_server.h"
+#include "support/run_command.h"
 #include "test_util.h"
 
 namespace converge {
@@ -696,13 +697,9 @@ TEST_F(SagaServeTest, TheSagaCliTalksToTheServer) {
   ASSERT_NE(binary, nullptr);
   const std::string cmd = std::string(binary) + " saga ls --server http://127.0.0.1:" +
                           std::to_string(port()) + " 2>&1";
-  std::FILE* f = ::popen(cmd.c_str(), "r");
-  ASSERT_NE(f, nullptr);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
-  EXPECT_EQ(::pclose(f), 0) << out;
+  const testing::CommandOutput ran = testing::RunCommand(cmd);
+  const std::string& out = ran.out;
+  EXPECT_EQ(ran.exit_code, 0) << out;
   EXPECT_NE(out.find(id), std::string::npos) << out;
   EXPECT_NE(out.find("running"), std::string::npos) << out;
 }
