@@ -129,8 +129,21 @@ HttpResponse ListSagas(SagaOrchestrator& orch, const QueryParams& query) {
   return JsonText(200, std::move(body));
 }
 
+// The query parameters each saga route takes (router.h, CheckQuery).
+Status CheckSagaQuery(const SagaRequest& request) {
+  switch (request.route) {
+    case RouteId::kListSagas:
+      return CheckQuery(request.query, {"state", "definition", "stuck", "idle_ms", "limit"});
+    case RouteId::kListSagaTimers:
+      return CheckQuery(request.query, {"limit"});
+    default:
+      return CheckQuery(request.query, {});
+  }
+}
+
 // Every route, for an admin (or with auth disabled).
 HttpResponse HandleAsAdmin(SagaOrchestrator& orch, const SagaRequest& request) {
+  if (Status s = CheckSagaQuery(request); !s.ok()) return SagaError(s);
   const QueryParams& query = request.query;
   const std::string& id = request.id;
   switch (request.route) {
@@ -267,6 +280,7 @@ HttpResponse StartAs(SagaOrchestrator& orch, const SagaRequest& request, const S
         "service '" + caller.service + "' may not start sagas of definition '" + name +
         "': it needs publish permission on every participant topic of the definition"));
   }
+  if (Status s = CheckSagaQuery(request); !s.ok()) return SagaError(s);
   HttpResponse res = StartSaga(orch, request.body);
   auto id = o->find("id");
   if (res.result() == http::status::conflict && id != o->end() && id->value().is_string()) {
@@ -297,6 +311,7 @@ HttpResponse HandleSagaRoute(SagaOrchestrator& orch, const SagaRequest& request,
         !MayUse(caller, FindDefinition(orch, info->summary.definition, info->summary.version))) {
       return SagaError(NotFoundError("no saga '" + request.id + "'"));
     }
+    if (Status s = CheckSagaQuery(request); !s.ok()) return SagaError(s);
     return JsonText(200, SagaInfoToJson(*info));
   }
   return SagaError(PermissionDeniedError(
