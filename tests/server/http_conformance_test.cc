@@ -334,6 +334,39 @@ TEST_F(HttpConformanceTest, AcceptsTheBearerSchemeInAnyCase) {
   EXPECT_EQ(RawStatus(reply), 401) << reply;
 }
 
+// Credentials given twice are not read as either one: which of two Authorization fields
+// counts is exactly what a proxy that adds its own and the server could disagree on. (The
+// first one used to win: a request carrying a reader's token and then an admin's ran as the
+// reader, and with the order swapped as the admin.)
+TEST_F(HttpConformanceTest, RefusesARepeatedAuthorizationHeader) {
+  StartServer(
+      "auth:\n  tokens:\n    - service: ops\n      token: ops-token-0123456789abc\n"
+      "      admin: true\n    - service: app\n      token: app-token-0123456789abc\n"
+      "      publish: ['*']\n      subscribe: ['*']\n");
+  const std::string ops = "Authorization: Bearer ops-token-0123456789abc\r\n";
+  const std::string app = "Authorization: bearer app-token-0123456789abc\r\n";
+  for (const std::string& twice : {ops + ops, ops + app, app + ops}) {
+    for (const char* request :
+         {"GET /v1/topics HTTP/1.1\r\nHost: x\r\n",
+          "POST /v1/topics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+          "Content-Length: 15\r\n"}) {
+      const bool post = std::string_view(request).starts_with("POST");
+      const std::string reply =
+          Exchange(Cat({request, twice, "\r\n", post ? R"({"name":"made"})" : ""}));
+      EXPECT_EQ(RawStatus(reply), 401) << twice << reply;
+      EXPECT_NE(reply.find("UNAUTHENTICATED"), std::string::npos) << reply;
+      EXPECT_NE(reply.find("more than once"), std::string::npos) << reply;
+    }
+  }
+  // Nothing was created, and one field of either token still works.
+  EXPECT_EQ(RawStatus(Exchange(Cat({"GET /v1/topics/made HTTP/1.1\r\nHost: x\r\n", app, "\r\n"}))),
+            404);
+  EXPECT_EQ(RawStatus(Exchange(Cat({"GET /v1/topics HTTP/1.1\r\nHost: x\r\n", app, "\r\n"}))), 200);
+  // The probes take no credentials and ignore them.
+  EXPECT_EQ(RawStatus(Exchange(Cat({"GET /healthz HTTP/1.1\r\nHost: x\r\n", ops, app, "\r\n"}))),
+            200);
+}
+
 // ---------------------------------------------------------------------------------------
 // 4. Liveness and readiness probes are never refused for load.
 
