@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "server/api_internal.h"
+#include "server/json_util.h"
 #include "server/saga_routes.h"
 #include "server/system_topics.h"
 
@@ -32,10 +33,12 @@ HttpResponse SagaError(const Status& status) { return ErrorReply(status); }
 
 Result<json::object> BodyObject(const std::string& body, bool allow_empty) {
   if (body.empty() && allow_empty) return json::object();
-  boost::system::error_code ec;
-  json::value v = json::parse(body, ec);
-  if (ec || !v.is_object()) return InvalidArgumentError("the body must be a JSON object");
-  return v.as_object();
+  if (body.find_first_not_of(" \t\r\n") == std::string::npos) {
+    return InvalidArgumentError("the body must be a JSON object");
+  }
+  // The one reading of a JSON body (json_util.h): a member repeated at any depth is refused,
+  // not read as its last value.
+  return ParseJsonObject(body);
 }
 
 const std::string* QueryValue(const QueryParams& query, std::string_view key) {

@@ -611,6 +611,66 @@ TEST_F(SagaServeTest, UnknownBodyMembersAreRejected) {
   EXPECT_EQ(r.status, 400) << r.body;
 }
 
+// A member (or YAML key) given twice is not read as either one, on every saga route, the
+// definition included at any depth: they used to be accepted with one of the values winning
+// (a definition {"name":"a","name":"b"} registered "b"; "pivot: true" then "pivot: false"
+// registered one of them). Nothing changes.
+TEST_F(SagaServeTest, RepeatedBodyMembersAreRejected) {
+  StartServer();
+  ASSERT_EQ(
+      Request(port(), http::verb::post, "/v1/saga-definitions", kOrderSaga, "", "application/yaml")
+          .status,
+      201);
+  const std::string id = StartSaga(R"({"definition":"order","id":"dup-1"})");
+  ASSERT_EQ(id, "dup-1");
+  const std::string definitions = Request(port(), http::verb::get, "/v1/saga-definitions").body;
+  const std::string sagas = Request(port(), http::verb::get, "/v1/sagas").body;
+  struct Probe {
+    http::verb verb;
+    std::string target, body, content_type;
+  };
+  const std::string step = R"("name":"a","participant":"p","action":"p.go","pivot":true)";
+  const std::vector<Probe> probes = {
+      {http::verb::post, "/v1/saga-definitions",
+       R"({"name":"x","name":"y","version":1,"steps":[{)" + step + "}]}", "application/json"},
+      {http::verb::post, "/v1/saga-definitions",
+       R"({"name":"x","version":1,"steps":[{)" + step + R"(,"pivot":false}]})", "application/json"},
+      {http::verb::post, "/v1/saga-definitions",
+       R"({"name":"x","version":1,"steps":[{)" + step +
+           R"(,"retry":{"max_attempts":1,"max_attempts":9}}]})",
+       "application/json"},
+      {http::verb::post, "/v1/saga-definitions",
+       "name: x\nversion: 1\nsteps:\n  - name: a\n    participant: p\n    action: p.go\n"
+       "    pivot: true\n    pivot: false\n",
+       "application/yaml"},
+      {http::verb::post, "/v1/saga-definitions",
+       "name: x\nname: y\nversion: 1\nsteps:\n  - {name: a, participant: p, action: p.go, "
+       "pivot: true}\n",
+       "application/yaml"},
+      {http::verb::post, "/v1/sagas", R"({"definition":"order","definition":"other"})",
+       "application/json"},
+      {http::verb::post, "/v1/sagas", R"({"definition":"order","id":"dup-2","id":"dup-3"})",
+       "application/json"},
+      {http::verb::post, "/v1/sagas",
+       R"({"definition":"order","id":"dup-4","data":{"amount":1,"amount":1000}})",
+       "application/json"},
+      {http::verb::post, "/v1/sagas/dup-1/cancel", R"({"reason":"a","reason":"b"})",
+       "application/json"},
+      {http::verb::put, "/v1/sagas/dup-1/timers/step-timeout", R"({"due_micros":1,"due_micros":2})",
+       "application/json"},
+  };
+  for (const Probe& p : probes) {
+    HttpReply r = Request(port(), p.verb, p.target, p.body, "", p.content_type);
+    EXPECT_EQ(r.status, 400) << p.target << " " << p.body << ": " << r.body;
+    EXPECT_TRUE(r.body.find("more than once") != std::string::npos ||
+                r.body.find("duplicate key") != std::string::npos)
+        << p.body << ": " << r.body;
+  }
+  EXPECT_EQ(Request(port(), http::verb::get, "/v1/saga-definitions").body, definitions);
+  EXPECT_EQ(Request(port(), http::verb::get, "/v1/sagas").body, sagas);
+  EXPECT_EQ(Str(Describe(id), "state"), "running");
+}
+
 TEST_F(SagaServeTest, AWrongMethodGets405WithAllow) {
   StartServer();
   HttpReply r = Request(port(), http::verb::put, "/v1/sagas", "{}");
