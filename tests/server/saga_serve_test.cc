@@ -671,6 +671,41 @@ TEST_F(SagaServeTest, RepeatedBodyMembersAreRejected) {
   EXPECT_EQ(Str(Describe(id), "state"), "running");
 }
 
+// Issue #12: a participant that is down. Its compensation is retried without a bound, and
+// each attempt used to wait only timeout_ms: with a 100 ms timeout and no backoff between
+// attempts, about 60 commands in 6 s. The wait now doubles per attempt (100, 200, 400, ...
+// ms, docs/formats/saga.md "When a participant does not answer"): about 7 in 6 s.
+TEST_F(SagaServeTest, AParticipantThatIsDownGetsCommandsAtAFallingRate) {
+  StartServer();
+  const std::string definition =
+      "name: down\nversion: 1\nsteps:\n"
+      "  - name: a\n    participant: xdown\n    action: xdown.do\n    compensation: xdown.undo\n"
+      "    timeout_ms: 100\n"
+      "    retry: {max_attempts: 1, base_delay_ms: 1, multiplier: 1, max_delay_ms: 1}\n"
+      "  - name: b\n    participant: ydown\n    action: ydown.do\n    pivot: true\n"
+      "    timeout_ms: 60000\n";
+  ASSERT_EQ(
+      Request(port(), http::verb::post, "/v1/saga-definitions", definition, "", "application/yaml")
+          .status,
+      201);
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_EQ(StartSaga(R"({"definition":"down","id":"down-1"})"), "down-1");
+  // Nobody reads xdown. Count its commands after 6 s (a slow machine only sends fewer).
+  std::this_thread::sleep_until(start + std::chrono::seconds(6));
+  HttpReply topic = Request(port(), http::verb::get, "/v1/topics/xdown");
+  ASSERT_EQ(topic.status, 200) << topic.body;
+  const json::object t = ParseObject(topic.body);
+  const uint64_t commands =
+      t.at("partition_offsets").as_array()[0].as_object().at("end_offset").to_number<uint64_t>();
+  EXPECT_LE(commands, 12u) << topic.body;  // 1 action + attempts at 0.1, 0.3, 0.7, 1.5, 3.1 s...
+  EXPECT_GE(commands, 3u) << topic.body;   // but it is resent
+  const json::object info = Describe("down-1");
+  EXPECT_EQ(Str(info, "state"), "compensating") << json::serialize(info);
+  // The history tells the wait each attempt had (it said "within 100 ms" for every one).
+  EXPECT_GE(CountHistory(info, "retry", "within 100 ms"), 1u) << json::serialize(info);
+  EXPECT_GE(CountHistory(info, "retry", "within 800 ms"), 1u) << json::serialize(info);
+}
+
 TEST_F(SagaServeTest, AWrongMethodGets405WithAllow) {
   StartServer();
   HttpReply r = Request(port(), http::verb::put, "/v1/sagas", "{}");
