@@ -254,6 +254,62 @@ TEST_F(HttpConformanceTest, RefusesAmbiguousFramingAndNeverRunsTheSmuggledReques
   EXPECT_EQ(EndOffset("t"), 2u);
 }
 
+// A body with a content coding the server does not decode (RFC 9110 section 8.4) used to be
+// read as if it were not encoded: gzip bytes became an event's data or a document. It is
+// refused with 415 (and Accept-Encoding: identity, section 15.5.16) before anything is read,
+// on every route with a body; "identity" is no coding.
+TEST_F(HttpConformanceTest, RefusesContentCodingsItDoesNotDecode) {
+  StartServer();
+  CreateTopic("t");
+  const std::string structured = R"({"specversion":"1.0","id":"coded","source":"/t","type":"x"})";
+  const std::string binary =
+      "ce-specversion: 1.0\r\nce-id: coded-bin\r\nce-source: /t\r\nce-type: x\r\n"
+      "Content-Type: application/octet-stream\r\n";
+  struct Case {
+    std::string head, body;
+  };
+  const std::vector<Case> cases = {
+      {"POST /v1/topics/t/events HTTP/1.1\r\nContent-Type: application/cloudevents+json\r\n"
+       "Content-Encoding: gzip\r\n",
+       structured},
+      {"POST /v1/topics/t/events HTTP/1.1\r\n" + binary + "Content-Encoding: br\r\n",
+       std::string("\x1f\x8b\x08\x00zipped", 10)},
+      {"POST /v1/topics/t/events HTTP/1.1\r\n" + binary + "Content-Encoding: identity, gzip\r\n",
+       "abc"},
+      {"POST /v1/topics/t/events HTTP/1.1\r\n" + binary +
+           "Content-Encoding: identity\r\nContent-Encoding: deflate\r\n",
+       "abc"},
+      {"PUT /v1/collections/c/docs/k HTTP/1.1\r\nContent-Type: application/json\r\n"
+       "Content-Encoding: gzip\r\n",
+       R"({"n":1})"},
+      {"POST /v1/topics HTTP/1.1\r\nContent-Type: application/json\r\nContent-Encoding: x-zip\r\n",
+       R"({"name":"coded"})"},
+  };
+  ASSERT_EQ(RawStatus(Exchange("PUT /v1/collections/c HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                               "application/json\r\nContent-Length: 2\r\n\r\n{}")),
+            201);
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.head);
+    const std::string reply =
+        Exchange(Cat({c.head, "Host: x\r\nContent-Length: ", std::to_string(c.body.size()),
+                      "\r\n\r\n", c.body}));
+    EXPECT_EQ(RawStatus(reply), 415) << reply;
+    EXPECT_NE(reply.find("\"code\":\"UNSUPPORTED_MEDIA_TYPE\""), std::string::npos) << reply;
+    EXPECT_NE(reply.find("Accept-Encoding: identity\r\n"), std::string::npos) << reply;
+  }
+  EXPECT_EQ(EndOffset("t"), 0u);
+  EXPECT_EQ(RawStatus(Exchange("GET /v1/collections/c/docs/k HTTP/1.1\r\nHost: x\r\n\r\n")), 404);
+  EXPECT_EQ(RawStatus(Exchange("GET /v1/topics/coded HTTP/1.1\r\nHost: x\r\n\r\n")), 404);
+  // "identity" (any case) is the body as it is.
+  const std::string reply =
+      Exchange(Cat({"POST /v1/topics/t/events HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                    "application/cloudevents+json\r\nContent-Encoding: Identity\r\n"
+                    "Content-Length: ",
+                    std::to_string(structured.size()), "\r\n\r\n", structured}));
+  EXPECT_EQ(RawStatus(reply), 200) << reply;
+  EXPECT_EQ(EndOffset("t"), 1u);
+}
+
 // ---------------------------------------------------------------------------------------
 // 2. File descriptors: idle connections beyond what the process can open used to make every
 // request wait (accept failing with EMFILE) until they closed.
