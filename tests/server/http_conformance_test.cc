@@ -342,6 +342,33 @@ TEST_F(HttpConformanceTest, ServesFreshRequestsWhenIdleConnectionsExhaustTheFile
   ASSERT_OK(c.Health());
 }
 
+// A soft open-files limit below the hard one (1024 soft is a common default) is raised at
+// start, and the log says so: idle connections beyond the soft limit are then simply held.
+TEST_F(HttpConformanceTest, RaisesTheSoftFileLimitToTheHardOneAtStart) {
+  server_ = std::make_unique<ServeProcess>("limits: {max_connections: 1000}");
+  server_->set_open_files_limit(256, 2048);
+  ASSERT_OK(server_->Start());
+  EXPECT_NE(server_->Log().find("raised the open-files limit from 256 to 2048"), std::string::npos)
+      << server_->Log();
+  EXPECT_EQ(server_->Log().find("limits.max_connections lowered"), std::string::npos)
+      << server_->Log();
+  std::vector<std::unique_ptr<RawConnection>> idle;
+  for (int i = 0; i < 600; ++i) {
+    idle.push_back(std::make_unique<RawConnection>(server_->port()));
+    ASSERT_TRUE(idle.back()->ok());
+  }
+  RawConnection fresh(server_->port());
+  ASSERT_TRUE(fresh.ok());
+  ASSERT_TRUE(fresh.Send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+  EXPECT_EQ(fresh.ReadResponse(5000), 200) << server_->Log();
+  // None was closed to make room (the process can hold them all): the oldest ones, which
+  // would go first, and a sample of the rest are still served.
+  for (size_t i = 0; i < idle.size(); i += i < 20 ? 1 : 25) {
+    ASSERT_TRUE(idle[i]->Send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_EQ(idle[i]->ReadResponse(5000), 200) << "connection " << i;
+  }
+}
+
 // Storage files (here: topics with many partitions, opened after the start) can take more
 // descriptors than the reserve left for them; accept then fails with EMFILE. The acceptor must
 // neither spin nor leave new connections waiting.
