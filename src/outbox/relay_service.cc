@@ -84,6 +84,10 @@ Status ParseSource(const YAML::Node& node, size_t index, RelaySourceConfig* out)
       s = ReadScalar(v, where, &o.standby_retry_ms);
     } else if (key == "postgres_buckets") {
       s = ReadScalar(v, where, &o.postgres_buckets);
+    } else if (key == "postgres_connect_timeout_ms") {
+      s = ReadScalar(v, where, &o.postgres_connect_timeout_ms);
+    } else if (key == "postgres_statement_timeout_ms") {
+      s = ReadScalar(v, where, &o.postgres_statement_timeout_ms);
     } else if (key == "rebalance_interval_ms") {
       s = ReadScalar(v, where, &o.rebalance_interval_ms);
     } else if (key == "sqlite_synchronous") {
