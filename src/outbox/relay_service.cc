@@ -4,6 +4,7 @@
 #include <set>
 
 #include "converge/relay.h"
+#include "core/yaml_check.h"
 
 namespace converge {
 namespace {
@@ -133,6 +134,7 @@ Result<RelayServiceConfig> ParseRelayServiceConfig(std::string_view yaml) {
   YAML::Node root;
   try {
     root = YAML::Load(std::string(yaml));
+    CONVERGE_RETURN_IF_ERROR(CheckYamlDocument(root, "relay config"));
   } catch (const YAML::Exception& e) {
     return InvalidArgumentError(std::string("relay config: not valid YAML: ") + e.what());
   }

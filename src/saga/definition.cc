@@ -8,6 +8,7 @@
 #include <string>
 
 #include "converge/saga.h"
+#include "core/yaml_check.h"
 
 namespace converge {
 namespace {
@@ -352,26 +353,6 @@ Status ParseRoot(const YAML::Node& root, SagaDefinition* def) {
   return Status::Ok();
 }
 
-// yaml-cpp keeps every pair of a mapping, a repeated key included, and a lookup finds one of
-// them: "pivot: true" then "pivot: false" would be read as either, silently. A key given twice
-// in any mapping (JSON members alike, JSON being YAML here) is refused instead.
-Status CheckUniqueKeys(const YAML::Node& node, int depth = 0) {
-  if (depth > 64) return InvalidArgumentError("saga definition: nested too deeply");
-  if (node.IsMap()) {
-    std::set<std::string> seen;
-    for (const auto& kv : node) {
-      if (kv.first.IsScalar() && !seen.insert(kv.first.Scalar()).second) {
-        return InvalidArgumentError("key '" + kv.first.Scalar().substr(0, 100) +
-                                    "' appears more than once in one mapping" + Where(kv.first));
-      }
-      CONVERGE_RETURN_IF_ERROR(CheckUniqueKeys(kv.second, depth + 1));
-    }
-  } else if (node.IsSequence()) {
-    for (const auto& item : node) CONVERGE_RETURN_IF_ERROR(CheckUniqueKeys(item, depth + 1));
-  }
-  return Status::Ok();
-}
-
 }  // namespace
 
 Result<SagaDefinition> ParseSagaDefinition(std::string_view text) {
@@ -382,7 +363,7 @@ Result<SagaDefinition> ParseSagaDefinition(std::string_view text) {
   SagaDefinition def;
   try {
     YAML::Node root = YAML::Load(std::string(text));
-    CONVERGE_RETURN_IF_ERROR(CheckUniqueKeys(root));
+    CONVERGE_RETURN_IF_ERROR(CheckYamlDocument(root, "saga definition"));
     CONVERGE_RETURN_IF_ERROR(ParseRoot(root, &def));
   } catch (const YAML::Exception& e) {
     return InvalidArgumentError(std::string("saga definition: ") + e.what());

@@ -671,6 +671,29 @@ TEST_F(SagaServeTest, RepeatedBodyMembersAreRejected) {
   EXPECT_EQ(Str(Describe(id), "state"), "running");
 }
 
+// A definition of about 700 bytes whose anchors refer to anchors expands to 10^10 nodes: it is
+// refused at once (400), not walked, and the server keeps answering.
+TEST_F(SagaServeTest, AnAliasBombDefinitionIsRefusedAtOnce) {
+  StartServer();
+  const std::string before = Request(port(), http::verb::get, "/v1/saga-definitions").body;
+  std::string bomb = "name: bomb\nversion: 1\nx0: &x0 [a, a, a, a, a, a, a, a, a, a]\n";
+  for (int i = 1; i <= 10; ++i) {
+    const std::string n = std::to_string(i);
+    const std::string prev = std::to_string(i - 1);
+    bomb.append("x").append(n).append(": &x").append(n).append(" [");
+    for (int j = 0; j < 10; ++j) bomb.append(j ? ", *x" : "*x").append(prev);
+    bomb.append("]\n");
+  }
+  bomb += "steps:\n  - {name: a, participant: p, action: p.go, pivot: true, input: *x10}\n";
+  const auto start = std::chrono::steady_clock::now();
+  HttpReply r =
+      Request(port(), http::verb::post, "/v1/saga-definitions", bomb, "", "application/yaml");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("expands to more than"), std::string::npos) << r.body;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  EXPECT_EQ(Request(port(), http::verb::get, "/v1/saga-definitions").body, before);
+}
+
 // Issue #12: a participant that is down. Its compensation is retried without a bound, and
 // each attempt used to wait only timeout_ms: with a 100 ms timeout and no backoff between
 // attempts, about 60 commands in 6 s. The wait now doubles per attempt (100, 200, 400, ...
