@@ -1,0 +1,123 @@
+#include "reconcile/reconcile_set.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cstdlib>
+
+namespace converge::reconcile {
+
+ReconcileSet::ReconcileSet(SetOptions options) : prefix_(options.maintained_symbols) {}
+
+ReconcileSet::~ReconcileSet() {
+  // A snapshot points at its set.
+  if (!snapshots_.empty()) std::abort();
+}
+
+void ReconcileSet::Account(uint64_t h, int sign) {
+  if (sign > 0) {
+    digest_.Add(h);
+  } else {
+    digest_.Remove(h);
+  }
+  ApplyToRange(h, sign, 0, prefix_.data(), prefix_.size());
+}
+
+void ReconcileSet::Touch(std::string_view key, std::optional<uint64_t> before) {
+  for (Snapshot* s : snapshots_) {
+    if (s->touched_.find(key) == s->touched_.end()) s->touched_.emplace(std::string(key), before);
+  }
+}
+
+void ReconcileSet::Put(std::string_view key, uint64_t version) {
+  auto it = entries_.find(key);
+  if (it != entries_.end()) {
+    if (it->second == version) return;
+    Touch(key, it->second);
+    Account(EntryHash(key, it->second), -1);
+    it->second = version;
+  } else {
+    Touch(key, std::nullopt);
+    entries_.emplace(std::string(key), version);
+  }
+  Account(EntryHash(key, version), +1);
+}
+
+bool ReconcileSet::Erase(std::string_view key) {
+  auto it = entries_.find(key);
+  if (it == entries_.end()) return false;
+  Touch(key, it->second);
+  Account(EntryHash(key, it->second), -1);
+  entries_.erase(it);
+  return true;
+}
+
+std::optional<uint64_t> ReconcileSet::Get(std::string_view key) const {
+  auto it = entries_.find(key);
+  if (it == entries_.end()) return std::nullopt;
+  return it->second;
+}
+
+void ReconcileSet::Symbols(uint64_t begin, uint64_t end, std::vector<Symbol>* out) const {
+  out->assign(end > begin ? end - begin : 0, Symbol{});
+  if (end <= begin) return;
+  const uint64_t kept_end = std::min<uint64_t>(end, prefix_.size());
+  for (uint64_t i = begin; i < kept_end; ++i) (*out)[i - begin] = prefix_[i];
+  if (end <= prefix_.size()) return;
+  // Beyond the maintained prefix: a scan of every entry.
+  const uint64_t from = std::max<uint64_t>(begin, prefix_.size());
+  Symbol* dst = out->data() + (from - begin);
+  for (const auto& [key, version] : entries_) {
+    ApplyToRange(EntryHash(key, version), +1, from, dst, end - from);
+  }
+}
+
+std::unique_ptr<Snapshot> ReconcileSet::OpenSnapshot() {
+  std::unique_ptr<Snapshot> s(new Snapshot(this));
+  snapshots_.push_back(s.get());
+  return s;
+}
+
+Snapshot::~Snapshot() {
+  auto& v = set_->snapshots_;
+  v.erase(std::find(v.begin(), v.end(), this));
+}
+
+SetDigest Snapshot::digest() const {
+  SetDigest d = set_->digest_;
+  for (const auto& [key, before] : touched_) {
+    if (auto now = set_->Get(key)) d.Remove(EntryHash(key, *now));
+    if (before) d.Add(EntryHash(key, *before));
+  }
+  return d;
+}
+
+size_t Snapshot::size() const { return digest().count; }
+
+void Snapshot::Symbols(uint64_t begin, uint64_t end, std::vector<Symbol>* out) const {
+  set_->Symbols(begin, end, out);
+  if (end <= begin) return;
+  for (const auto& [key, before] : touched_) {
+    if (auto now = set_->Get(key)) {
+      ApplyToRange(EntryHash(key, *now), -1, begin, out->data(), end - begin);
+    }
+    if (before) ApplyToRange(EntryHash(key, *before), +1, begin, out->data(), end - begin);
+  }
+}
+
+void Snapshot::ForEach(const std::function<void(std::string_view, uint64_t)>& fn) const {
+  for (const auto& [key, version] : set_->entries_) {
+    if (touched_.find(key) == touched_.end()) fn(key, version);
+  }
+  for (const auto& [key, before] : touched_) {
+    if (before) fn(key, *before);
+  }
+}
+
+void Snapshot::Lookup(const std::unordered_set<uint64_t>& hashes, std::vector<Entry>* out) const {
+  if (hashes.empty()) return;
+  ForEach([&](std::string_view key, uint64_t version) {
+    if (hashes.count(EntryHash(key, version))) out->push_back(Entry{std::string(key), version});
+  });
+}
+
+}  // namespace converge::reconcile
