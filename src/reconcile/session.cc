@@ -122,13 +122,24 @@ Status Malformed(std::string_view what) {
 
 }  // namespace
 
-std::vector<uint64_t> ProbeIndices(uint64_t first, uint64_t count) {
+std::vector<uint64_t> ProbeIndices(uint64_t first, uint64_t count, uint64_t last) {
   std::vector<uint64_t> out;
-  uint64_t p = std::max<uint64_t>(first, 1);
+  first = std::max<uint64_t>(first, 1);
+  last = std::min(last, kMaxSymbolIndex);
+  if (count == 0 || last <= first + 1) return out;
+  // Geometric in (first, last): the density 2/(i+2) halves per doubling of the index, so each
+  // octave of difference sizes gets the same number of probes.
+  const double ratio = std::pow(static_cast<double>(last) / static_cast<double>(first),
+                                1.0 / static_cast<double>(count));
+  double x = static_cast<double>(first);
+  uint64_t prev = first - 1;
   for (uint64_t i = 0; i < count; ++i) {
-    p = std::max(p + 1, static_cast<uint64_t>(static_cast<double>(p) * 1.14));
-    if (p >= kMaxSymbolIndex) break;
+    x *= ratio;
+    uint64_t p = std::max(prev + 1, static_cast<uint64_t>(x));
+    if (p < first) p = first;
+    if (p >= last) break;
     out.push_back(p);
+    prev = p;
   }
   return out;
 }
@@ -167,13 +178,10 @@ std::string Initiator::Hello() {
   std::string m = NewMessage(kHello, session_, ++seq_);
   PutDigest(&m, local_digest_);
   // The probes stay inside the local set's maintained symbols, so they cost no scan here.
-  uint64_t probes = 0;
-  for (uint64_t p : ProbeIndices(options_.first_symbols, options_.probes)) {
-    if (p >= local_.maintained_symbols()) break;
-    ++probes;
-  }
+  probe_last_ = std::max<uint64_t>(local_.maintained_symbols(), options_.first_symbols);
   PutVarint64(&m, options_.first_symbols);
-  PutVarint64(&m, probes);
+  PutVarint64(&m, options_.probes);
+  PutVarint64(&m, probe_last_);
   return Send(std::move(m));
 }
 
@@ -293,8 +301,9 @@ Result<Initiator::Step> Initiator::OnReply(std::string_view reply) {
           !GetSymbols(&in, &probes) || !in.empty()) {
         return Malformed("SKETCH");
       }
-      std::vector<uint64_t> probe_index = ProbeIndices(options_.first_symbols, probes.size());
-      if (probe_index.size() != probes.size() || first.size() > options_.first_symbols) {
+      std::vector<uint64_t> probe_index =
+          ProbeIndices(options_.first_symbols, options_.probes, probe_last_);
+      if (probe_index.size() != probes.size() || first.size() != options_.first_symbols) {
         return Malformed("SKETCH");
       }
       stats_.symbols += first.size() + probes.size();
@@ -426,10 +435,10 @@ Result<std::optional<std::string>> Responder::Handle(std::string_view request) {
   auto it = sessions_.find(h.session);
   if (h.type == kHello) {
     SetDigest theirs;
-    uint64_t first = 0, probes = 0;
+    uint64_t first = 0, probes = 0, last = 0;
     if (!GetDigest(&in, &theirs) || !GetVarint64(&in, &first) || !GetVarint64(&in, &probes) ||
-        !in.empty() || first > options_.max_symbols_per_reply ||
-        probes > options_.max_symbols_per_reply) {
+        !GetVarint64(&in, &last) || !in.empty() || first > options_.max_symbols_per_reply ||
+        probes > options_.max_symbols_per_reply || last > kMaxSymbolIndex) {
       return Malformed("HELLO");
     }
     if (it == sessions_.end()) {
@@ -453,7 +462,7 @@ Result<std::optional<std::string>> Responder::Handle(std::string_view request) {
     std::vector<Symbol> symbols;
     s.snapshot->Symbols(0, first, &symbols);
     PutSymbols(&m, symbols);
-    const std::vector<uint64_t> index = ProbeIndices(first, probes);
+    const std::vector<uint64_t> index = ProbeIndices(first, probes, last);
     std::vector<Symbol> probe_symbols;
     if (!index.empty()) {
       s.snapshot->Symbols(index.front(), index.back() + 1, &symbols);

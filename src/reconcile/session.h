@@ -68,8 +68,9 @@ struct InitiatorOptions {
   // Coded symbols asked for with the first request when the digests differ (d <= ~40 decodes
   // in one round).
   uint64_t first_symbols = 64;
-  // Sample symbols further down the sequence, for the estimate of the difference size.
-  uint64_t probes = 48;
+  // Sample symbols further down the sequence (up to the local set's maintained symbols, so
+  // they cost no scan), for the estimate of the difference size.
+  uint64_t probes = 128;
   // Symbols asked for per estimated difference after the first round.
   double symbols_per_difference = 1.5;
   // Hashes per FETCH request (bounds each reply).
@@ -116,6 +117,7 @@ class Initiator {
   uint64_t seq_ = 0;
   std::string in_flight_;
   std::unique_ptr<Snapshot> snapshot_;
+  uint64_t probe_last_ = 0;
   SetDigest local_digest_;
   SetDigest remote_digest_;
   enum class Phase { kHello, kSymbols, kFull, kFetch, kDone } phase_ = Phase::kHello;
@@ -163,7 +165,7 @@ class Responder {
   std::map<uint64_t, Session> sessions_;
 };
 
-// The probe indices after the first `first` symbols (a geometric schedule, shared by both sides).
-std::vector<uint64_t> ProbeIndices(uint64_t first, uint64_t count);
+// The probe indices: up to `count`, geometric in [first, last) (shared by both sides).
+std::vector<uint64_t> ProbeIndices(uint64_t first, uint64_t count, uint64_t last);
 
 }  // namespace converge::reconcile
