@@ -131,20 +131,13 @@ void Undo(ReconcileSet& set, const std::vector<std::pair<std::string, std::optio
   }
 }
 
-class WallClock : public Clock {
- public:
-  int64_t NowMonotonicNanos() override { return static_cast<int64_t>(WallSeconds() * 1e9); }
-  int64_t NowWallNanos() override { return NowMonotonicNanos(); }
-};
-
 Row RunRiblt(ReconcileSet& local, ReconcileSet& remote, const Drift& drift, uint64_t writes,
              std::mt19937_64& rng, uint64_t n) {
   Row row;
   row.system = "converge-riblt";
-  WallClock clock;
   std::vector<std::pair<std::string, std::optional<uint64_t>>> local_undo, remote_undo;
   const double w0 = WallSeconds(), c0 = CpuSeconds();
-  reconcile::Responder responder(remote, clock);
+  reconcile::Responder responder(remote, Env::Default());
   reconcile::Initiator initiator(local, rng());
   std::string request = initiator.Start();
   uint64_t written = 0;

@@ -33,20 +33,26 @@ void ReconcileSet::Put(std::string_view key, uint64_t version) {
   if (it != entries_.end()) {
     if (it->second == version) return;
     Touch(key, it->second);
-    Account(EntryHash(key, it->second), -1);
+    const uint64_t old = EntryHash(key, it->second);
+    Account(old, -1);
+    by_hash_.erase(old);
     it->second = version;
   } else {
     Touch(key, std::nullopt);
-    entries_.emplace(std::string(key), version);
+    it = entries_.emplace(std::string(key), version).first;
   }
-  Account(EntryHash(key, version), +1);
+  const uint64_t h = EntryHash(key, version);
+  Account(h, +1);
+  by_hash_[h] = &*it;
 }
 
 bool ReconcileSet::Erase(std::string_view key) {
   auto it = entries_.find(key);
   if (it == entries_.end()) return false;
   Touch(key, it->second);
-  Account(EntryHash(key, it->second), -1);
+  const uint64_t h = EntryHash(key, it->second);
+  Account(h, -1);
+  by_hash_.erase(h);
   entries_.erase(it);
   return true;
 }
@@ -114,10 +120,15 @@ void Snapshot::ForEach(const std::function<void(std::string_view, uint64_t)>& fn
 }
 
 void Snapshot::Lookup(const std::unordered_set<uint64_t>& hashes, std::vector<Entry>* out) const {
-  if (hashes.empty()) return;
-  ForEach([&](std::string_view key, uint64_t version) {
-    if (hashes.count(EntryHash(key, version))) out->push_back(Entry{std::string(key), version});
-  });
+  // Entries untouched since the snapshot, through the live index; touched ones as they were.
+  for (uint64_t h : hashes) {
+    auto it = set_->by_hash_.find(h);
+    if (it == set_->by_hash_.end() || touched_.count(it->second->first)) continue;
+    out->push_back(Entry{it->second->first, it->second->second});
+  }
+  for (const auto& [key, before] : touched_) {
+    if (before && hashes.count(EntryHash(key, *before))) out->push_back(Entry{key, *before});
+  }
 }
 
 }  // namespace converge::reconcile

@@ -76,6 +76,9 @@ class ReconcileSet {
   void Account(uint64_t h, int sign);
 
   EntryMap entries_;
+  // EntryHash -> the entry (map nodes do not move), so the entries behind recovered hashes
+  // are found without a scan.
+  std::unordered_map<uint64_t, const EntryMap::value_type*> by_hash_;
   SetDigest digest_;
   std::vector<Symbol> prefix_;
   std::vector<Snapshot*> snapshots_;

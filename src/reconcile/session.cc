@@ -43,14 +43,16 @@ struct Header {
   uint8_t type = 0;
   uint64_t session = 0;
   uint64_t seq = 0;
+  uint64_t snapshot = 0;
 };
 
-std::string NewMessage(Type type, uint64_t session, uint64_t seq) {
+std::string NewMessage(Type type, uint64_t session, uint64_t seq, uint64_t snapshot) {
   std::string m;
   m.push_back(static_cast<char>(kFormat));
   m.push_back(static_cast<char>(type));
   PutFixed64(&m, session);
   PutVarint64(&m, seq);
+  PutFixed64(&m, snapshot);
   return m;
 }
 
@@ -58,7 +60,8 @@ bool GetHeader(std::string_view* in, Header* h) {
   if (in->size() < 2 || static_cast<uint8_t>((*in)[0]) != kFormat) return false;
   h->type = static_cast<uint8_t>((*in)[1]);
   in->remove_prefix(2);
-  return GetFixed64(in, &h->session) && GetVarint64(in, &h->seq);
+  return GetFixed64(in, &h->session) && GetVarint64(in, &h->seq) &&
+         GetFixed64(in, &h->snapshot);
 }
 
 void PutDigest(std::string* m, const SetDigest& d) {
@@ -164,18 +167,19 @@ std::string Initiator::Retransmit() {
   return in_flight_;
 }
 
-std::string Initiator::Finish() const { return NewMessage(kDone, session_, seq_ + 1); }
+std::string Initiator::Finish() const { return NewMessage(kDone, session_, seq_ + 1, remote_snapshot_); }
 
 std::string Initiator::Hello() {
   phase_ = Phase::kHello;
   decoder_ = std::make_unique<PeelingDecoder>();
+  remote_snapshot_ = 0;
   remote_only_.clear();
   local_only_.clear();
   full_hashes_.clear();
   remote_entries_.clear();
   remote_touched_.clear();
   fetched_ = 0;
-  std::string m = NewMessage(kHello, session_, ++seq_);
+  std::string m = NewMessage(kHello, session_, ++seq_, 0);
   PutDigest(&m, local_digest_);
   // The probes stay inside the local set's maintained symbols, so they cost no scan here.
   probe_last_ = std::max<uint64_t>(local_.maintained_symbols(), options_.first_symbols);
@@ -216,12 +220,12 @@ Result<Initiator::Step> Initiator::AfterSymbols() {
     // Decoded but not verified (a false peel), or too large: the full exchange is exact.
     stats_.full_exchange = true;
     phase_ = Phase::kFull;
-    std::string m = NewMessage(kFull, session_, ++seq_);
+    std::string m = NewMessage(kFull, session_, ++seq_, remote_snapshot_);
     PutVarint64(&m, 0);
     return Step{Step::kSend, Send(std::move(m))};
   }
   phase_ = Phase::kSymbols;
-  std::string m = NewMessage(kMore, session_, ++seq_);
+  std::string m = NewMessage(kMore, session_, ++seq_, remote_snapshot_);
   PutVarint64(&m, have);
   PutVarint64(&m, want);
   return Step{Step::kSend, Send(std::move(m))};
@@ -232,7 +236,7 @@ Result<Initiator::Step> Initiator::NextFetch() {
   // The first FETCH goes out even when nothing is missing locally: its reply carries the keys
   // the responder saw written during the run.
   const size_t n = std::min<size_t>(remote_only_.size() - fetched_, options_.fetch_batch);
-  std::string m = NewMessage(kFetch, session_, ++seq_);
+  std::string m = NewMessage(kFetch, session_, ++seq_, remote_snapshot_);
   PutHashes(&m, remote_only_.data() + fetched_, n);
   fetched_ += n;
   return Step{Step::kSend, Send(std::move(m))};
@@ -281,6 +285,10 @@ Result<Initiator::Step> Initiator::OnReply(std::string_view reply) {
   Header h;
   if (!GetHeader(&in, &h)) return Malformed("reply header");
   if (done_ || h.session != session_ || h.seq != seq_) return Step{};
+  // After the SKETCH, every reply must come from the snapshot the SKETCH came from.
+  if (phase_ != Phase::kHello && h.type != kUnknown && h.snapshot != remote_snapshot_) {
+    return Step{};
+  }
   ++stats_.round_trips;
   if (h.type == kUnknown) {
     // The responder lost the session (restart, timeout): start over against a new snapshot
@@ -295,7 +303,8 @@ Result<Initiator::Step> Initiator::OnReply(std::string_view reply) {
         CONVERGE_RETURN_IF_ERROR(Finalize());
         return Step{Step::kDone, {}};
       }
-      if (h.type != kSketch) return Malformed("reply to HELLO");
+      if (h.type != kSketch || h.snapshot == 0) return Malformed("reply to HELLO");
+      remote_snapshot_ = h.snapshot;
       std::vector<Symbol> first, probes;
       if (!GetDigest(&in, &remote_digest_) || !GetSymbols(&in, &first) ||
           !GetSymbols(&in, &probes) || !in.empty()) {
@@ -354,7 +363,7 @@ Result<Initiator::Step> Initiator::OnReply(std::string_view reply) {
       }
       full_hashes_.insert(full_hashes_.end(), hashes.begin(), hashes.end());
       if (full_hashes_.size() < total) {
-        std::string m = NewMessage(kFull, session_, ++seq_);
+        std::string m = NewMessage(kFull, session_, ++seq_, remote_snapshot_);
         PutVarint64(&m, full_hashes_.size());
         return Step{Step::kSend, Send(std::move(m))};
       }
@@ -411,8 +420,8 @@ Result<Initiator::Step> Initiator::OnReply(std::string_view reply) {
 // ---------------------------------------------------------------------------------------
 // Responder
 
-Responder::Responder(ReconcileSet& set, Clock& clock, ResponderOptions options)
-    : set_(set), clock_(clock), options_(std::move(options)) {}
+Responder::Responder(ReconcileSet& set, Env& env, ResponderOptions options)
+    : set_(set), env_(env), options_(std::move(options)) {}
 
 Responder::~Responder() = default;
 
@@ -430,7 +439,7 @@ Result<std::optional<std::string>> Responder::Handle(std::string_view request) {
   std::string_view in = request;
   Header h;
   if (!GetHeader(&in, &h)) return Malformed("request header");
-  const int64_t now = clock_.NowMonotonicNanos();
+  const int64_t now = env_.clock().NowMonotonicNanos();
   Expire(now);
   auto it = sessions_.find(h.session);
   if (h.type == kHello) {
@@ -442,7 +451,7 @@ Result<std::optional<std::string>> Responder::Handle(std::string_view request) {
       return Malformed("HELLO");
     }
     if (it == sessions_.end()) {
-      if (theirs == set_.digest()) return NewMessage(kInSync, h.session, h.seq);
+      if (theirs == set_.digest()) return NewMessage(kInSync, h.session, h.seq, 0);
       if (sessions_.size() >= options_.max_sessions) {
         auto oldest = sessions_.begin();
         for (auto s = sessions_.begin(); s != sessions_.end(); ++s) {
@@ -450,14 +459,18 @@ Result<std::optional<std::string>> Responder::Handle(std::string_view request) {
         }
         sessions_.erase(oldest);
       }
-      it = sessions_.emplace(h.session, Session{set_.OpenSnapshot(), now, {}}).first;
-      if (options_.on_open) options_.on_open(h.session);
+      // A snapshot id no other open (of this or a restarted responder) shares: a request of
+      // an earlier life of the session cannot be answered from this snapshot.
+      uint64_t id = 0;
+      while (id == 0) id = env_.random().Next64();
+      it = sessions_.emplace(h.session, Session{set_.OpenSnapshot(), id, now, {}}).first;
+      if (options_.on_open) options_.on_open(h.session, id);
     }
     // A repeated HELLO (retransmission, duplicate) is answered from the same snapshot.
     Session& s = it->second;
     s.last_used = now;
-    if (theirs == s.snapshot->digest()) return NewMessage(kInSync, h.session, h.seq);
-    std::string m = NewMessage(kSketch, h.session, h.seq);
+    if (theirs == s.snapshot->digest()) return NewMessage(kInSync, h.session, h.seq, 0);
+    std::string m = NewMessage(kSketch, h.session, h.seq, s.id);
     PutDigest(&m, s.snapshot->digest());
     std::vector<Symbol> symbols;
     s.snapshot->Symbols(0, first, &symbols);
@@ -476,7 +489,9 @@ Result<std::optional<std::string>> Responder::Handle(std::string_view request) {
     return std::optional<std::string>();
   }
   if (h.type != kMore && h.type != kFetch && h.type != kFull) return Malformed("request type");
-  if (it == sessions_.end()) return NewMessage(kUnknown, h.session, h.seq);
+  if (it == sessions_.end() || it->second.id != h.snapshot) {
+    return NewMessage(kUnknown, h.session, h.seq, 0);
+  }
   Session& s = it->second;
   s.last_used = now;
   switch (h.type) {
@@ -487,7 +502,7 @@ Result<std::optional<std::string>> Responder::Handle(std::string_view request) {
         return Malformed("MORE");
       }
       end = std::min(end, begin + options_.max_symbols_per_reply);
-      std::string m = NewMessage(kSymbols, h.session, h.seq);
+      std::string m = NewMessage(kSymbols, h.session, h.seq, s.id);
       PutVarint64(&m, begin);
       std::vector<Symbol> symbols;
       s.snapshot->Symbols(begin, end, &symbols);
@@ -499,7 +514,7 @@ Result<std::optional<std::string>> Responder::Handle(std::string_view request) {
       if (!GetHashes(&in, &hashes) || !in.empty()) return Malformed("FETCH");
       std::vector<Entry> entries;
       s.snapshot->Lookup(std::unordered_set<uint64_t>(hashes.begin(), hashes.end()), &entries);
-      std::string m = NewMessage(kEntries, h.session, h.seq);
+      std::string m = NewMessage(kEntries, h.session, h.seq, s.id);
       PutVarint64(&m, entries.size());
       for (const Entry& e : entries) {
         PutLengthPrefixed(&m, e.key);
@@ -522,7 +537,7 @@ Result<std::optional<std::string>> Responder::Handle(std::string_view request) {
       if (offset > s.sorted_hashes.size()) return Malformed("FULL");
       const size_t n = std::min<size_t>(s.sorted_hashes.size() - offset,
                                         options_.max_hashes_per_reply);
-      std::string m = NewMessage(kHashes, h.session, h.seq);
+      std::string m = NewMessage(kHashes, h.session, h.seq, s.id);
       PutVarint64(&m, s.sorted_hashes.size());
       PutVarint64(&m, offset);
       PutHashes(&m, s.sorted_hashes.data() + offset, n);

@@ -102,6 +102,8 @@ class Initiator {
   const ReconcileResult& result() const { return result_; }
   const SessionStats& stats() const { return stats_; }
   uint64_t session_id() const { return session_; }
+  // The responder's snapshot the result was computed against (0 if it answered "in sync").
+  uint64_t remote_snapshot() const { return remote_snapshot_; }
 
  private:
   std::string Send(std::string message);
@@ -118,6 +120,7 @@ class Initiator {
   std::string in_flight_;
   std::unique_ptr<Snapshot> snapshot_;
   uint64_t probe_last_ = 0;
+  uint64_t remote_snapshot_ = 0;
   SetDigest local_digest_;
   SetDigest remote_digest_;
   enum class Phase { kHello, kSymbols, kFull, kFetch, kDone } phase_ = Phase::kHello;
@@ -138,13 +141,14 @@ struct ResponderOptions {
   uint64_t max_symbols_per_reply = 1'000'000;   // 13 MB at most
   uint64_t max_hashes_per_reply = 1'000'000;    // 8 MB
   // Called when a session's snapshot is opened (tests).
-  std::function<void(uint64_t session)> on_open;
+  std::function<void(uint64_t session, uint64_t snapshot)> on_open;
 };
 
 class Responder {
  public:
-  // `set` and `clock` outlive the responder.
-  Responder(ReconcileSet& set, Clock& clock, ResponderOptions options = {});
+  // `set` and `env` outlive the responder (time for session timeouts, randomness for snapshot
+  // ids).
+  Responder(ReconcileSet& set, Env& env, ResponderOptions options = {});
   ~Responder();
   // The reply to `request`, or none (a DONE). InvalidArgument for a malformed request, which
   // changes nothing (drop it).
@@ -154,13 +158,14 @@ class Responder {
  private:
   struct Session {
     std::unique_ptr<Snapshot> snapshot;
+    uint64_t id = 0;  // sent in every reply; a request naming another is answered "unknown"
     int64_t last_used = 0;
     std::vector<uint64_t> sorted_hashes;  // built on a FULL request
   };
   void Expire(int64_t now);
 
   ReconcileSet& set_;
-  Clock& clock_;
+  Env& env_;
   ResponderOptions options_;
   std::map<uint64_t, Session> sessions_;
 };

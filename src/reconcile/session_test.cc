@@ -12,9 +12,9 @@ namespace converge::reconcile {
 namespace {
 
 // Runs a session to the end; `between` runs before each request is delivered.
-ReconcileResult RunSession(ReconcileSet& local, ReconcileSet& remote, Clock& clock, SessionStats* stats,
+ReconcileResult RunSession(ReconcileSet& local, ReconcileSet& remote, Env& env, SessionStats* stats,
                     InitiatorOptions io = {}, const std::function<void()>& between = {}) {
-  Responder responder(remote, clock);
+  Responder responder(remote, env);
   Initiator initiator(local, 42, io);
   std::string request = initiator.Start();
   for (int i = 0; i < 1000; ++i) {
@@ -51,7 +51,7 @@ TEST_F(SessionTest, InSyncIsOneSmallRoundTrip) {
     b.Put(Key(i), i);
   }
   SessionStats s;
-  ReconcileResult r = RunSession(a, b, env_.clock(), &s);
+  ReconcileResult r = RunSession(a, b, env_, &s);
   EXPECT_EQ(r.differences(), 0u);
   EXPECT_EQ(s.round_trips, 1u);
   EXPECT_LE(s.bytes_sent + s.bytes_received, 1024u);
@@ -65,7 +65,7 @@ TEST_F(SessionTest, OneDifferenceInTwoRoundTrips) {
   }
   b.Put(Key(7), 100);
   SessionStats s;
-  ReconcileResult r = RunSession(a, b, env_.clock(), &s);
+  ReconcileResult r = RunSession(a, b, env_, &s);
   ASSERT_EQ(r.divergent.size(), 1u);
   EXPECT_EQ(r.divergent[0], (Difference{Key(7), 7, 100}));
   EXPECT_EQ(s.round_trips, 2u);
@@ -97,7 +97,7 @@ TEST_F(SessionTest, MissingExtraAndDivergentAreExact) {
       }
     }
     SessionStats s;
-    ReconcileResult r = RunSession(a, b, env_.clock(), &s);
+    ReconcileResult r = RunSession(a, b, env_, &s);
     std::map<std::string, Difference> got;
     for (auto* v : {&r.missing_local, &r.missing_remote, &r.divergent}) {
       for (const Difference& x : *v) got[x.key] = x;
@@ -115,7 +115,7 @@ TEST_F(SessionTest, HugeDifferenceFallsBackToTheFullExchange) {
   for (int i = 0; i < 500; ++i) a.Put(Key(i), 1);
   for (int i = 250; i < 900; ++i) b.Put(Key(i), 1);
   SessionStats s;
-  ReconcileResult r = RunSession(a, b, env_.clock(), &s);
+  ReconcileResult r = RunSession(a, b, env_, &s);
   EXPECT_EQ(r.missing_remote.size(), 250u);
   EXPECT_EQ(r.missing_local.size(), 400u);
   EXPECT_TRUE(s.full_exchange);
@@ -130,7 +130,7 @@ TEST_F(SessionTest, WritesDuringTheRunAreReportedAsChangedNotAsDifferences) {
   for (int i = 0; i < 100; ++i) b.Put(Key(i), 2);  // drift: a lacks these updates
   int step = 0;
   SessionStats s;
-  ReconcileResult r = RunSession(a, b, env_.clock(), &s, {}, [&] {
+  ReconcileResult r = RunSession(a, b, env_, &s, {}, [&] {
     // During the run: b writes key 5 again, a receives an update to key 6 and writes key 500.
     if (++step == 2) {
       b.Put(Key(5), 3);
@@ -151,11 +151,11 @@ TEST_F(SessionTest, ResponderRestartMeansStartingOver) {
     b.Put(Key(i), i < 200 ? 1 : 2);
   }
   Initiator initiator(a, 9);
-  auto responder = std::make_unique<Responder>(b, env_.clock());
+  auto responder = std::make_unique<Responder>(b, env_);
   std::string request = initiator.Start();
   int replies = 0;
   while (!initiator.done()) {
-    if (++replies == 2) responder = std::make_unique<Responder>(b, env_.clock());  // lost state
+    if (++replies == 2) responder = std::make_unique<Responder>(b, env_);  // lost state
     auto reply = responder->Handle(request);
     ASSERT_TRUE(reply.ok());
     auto step = initiator.OnReply(**reply);
@@ -174,7 +174,7 @@ TEST_F(SessionTest, DuplicateAndStaleRepliesAreIgnored) {
     b.Put(Key(i), i % 10 == 0 ? 2 : 1);
   }
   Initiator initiator(a, 9);
-  Responder responder(b, env_.clock());
+  Responder responder(b, env_);
   std::string request = initiator.Start();
   std::string last_reply;
   while (!initiator.done()) {
@@ -200,7 +200,7 @@ TEST_F(SessionTest, DuplicateAndStaleRepliesAreIgnored) {
 TEST_F(SessionTest, MalformedRequestsChangeNothing) {
   ReconcileSet b;
   b.Put("x", 1);
-  Responder responder(b, env_.clock());
+  Responder responder(b, env_);
   for (std::string bad : {std::string(), std::string("\x01"), std::string("\x02\x01", 2),
                           std::string("\x01\x01\x00", 3), std::string("\x01\x63", 2) + "12345678"}) {
     EXPECT_FALSE(responder.Handle(bad).ok());
@@ -209,6 +209,7 @@ TEST_F(SessionTest, MalformedRequestsChangeNothing) {
   std::string m = "\x01\x06";
   m += std::string(8, '\0');
   m += '\x01';
+  m += std::string(8, '\0');     // snapshot
   m += "\xff\xff\xff\xff\x0f";  // 2^32 hashes, and no bytes for them
   auto r = responder.Handle(m);
   EXPECT_TRUE(r.ok());  // unknown session: answered without reading further
