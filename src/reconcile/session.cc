@@ -209,12 +209,12 @@ Result<Initiator::Step> Initiator::AfterSymbols() {
     local_only_ = decoder_->local_only();
     if (Verified()) return NextFetch();
   }
-  // Not yet: more symbols, as many as the estimate says (at least half again as many), unless
+  // Not yet: more symbols, as many as the estimate says (at least a third again as many), unless
   // the difference is so large that exchanging every hash is cheaper.
   const uint64_t have = decoder_->size();
   uint64_t want = static_cast<uint64_t>(
       std::ceil(options_.symbols_per_difference * static_cast<double>(stats_.estimate))) + 32;
-  want = std::max(want, have + have / 2 + 16);
+  want = std::max(want, have + have / 3 + 16);
   const uint64_t full_cost = (local_digest_.count + remote_digest_.count) * 8 / 13 + 64;
   if (decoder_->Decoded() || want > kMaxSymbolIndex || want > full_cost) {
     // Decoded but not verified (a false peel), or too large: the full exchange is exact.

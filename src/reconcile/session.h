@@ -72,7 +72,7 @@ struct InitiatorOptions {
   // they cost no scan), for the estimate of the difference size.
   uint64_t probes = 128;
   // Symbols asked for per estimated difference after the first round.
-  double symbols_per_difference = 1.5;
+  double symbols_per_difference = 1.6;
   // Hashes per FETCH request (bounds each reply).
   uint64_t fetch_batch = 100'000;
 };
