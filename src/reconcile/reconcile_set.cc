@@ -77,6 +77,25 @@ void ReconcileSet::Symbols(uint64_t begin, uint64_t end, std::vector<Symbol>* ou
   }
 }
 
+void ReconcileSet::SymbolsAt(const std::vector<uint64_t>& indices,
+                             std::vector<Symbol>* out) const {
+  out->assign(indices.size(), Symbol{});
+  std::vector<uint64_t> beyond;  // indices past the maintained prefix: one scan for all
+  size_t first_beyond = indices.size();
+  for (size_t i = 0; i < indices.size(); ++i) {
+    if (indices[i] < prefix_.size()) {
+      (*out)[i] = prefix_[indices[i]];
+    } else {
+      if (first_beyond == indices.size()) first_beyond = i;
+      beyond.push_back(indices[i]);
+    }
+  }
+  if (beyond.empty()) return;
+  for (const auto& [key, version] : entries_) {
+    ApplyToIndices(EntryHash(key, version), +1, beyond, out->data() + first_beyond);
+  }
+}
+
 std::unique_ptr<Snapshot> ReconcileSet::OpenSnapshot() {
   std::unique_ptr<Snapshot> s(new Snapshot(this));
   snapshots_.push_back(s.get());
@@ -107,6 +126,14 @@ void Snapshot::Symbols(uint64_t begin, uint64_t end, std::vector<Symbol>* out) c
       ApplyToRange(EntryHash(key, *now), -1, begin, out->data(), end - begin);
     }
     if (before) ApplyToRange(EntryHash(key, *before), +1, begin, out->data(), end - begin);
+  }
+}
+
+void Snapshot::SymbolsAt(const std::vector<uint64_t>& indices, std::vector<Symbol>* out) const {
+  set_->SymbolsAt(indices, out);
+  for (const auto& [key, before] : touched_) {
+    if (auto now = set_->Get(key)) ApplyToIndices(EntryHash(key, *now), -1, indices, out->data());
+    if (before) ApplyToIndices(EntryHash(key, *before), +1, indices, out->data());
   }
 }
 

@@ -65,6 +65,8 @@ class ReconcileSet {
   uint64_t maintained_symbols() const { return prefix_.size(); }
   // The coded symbols [begin, end) of the current entries.
   void Symbols(uint64_t begin, uint64_t end, std::vector<Symbol>* out) const;
+  // The coded symbols at `indices` (ascending), without materialising the range between them.
+  void SymbolsAt(const std::vector<uint64_t>& indices, std::vector<Symbol>* out) const;
   const EntryMap& entries() const { return entries_; }
 
   // Opens a snapshot of the current entries; it stays consistent while writes continue.
@@ -94,6 +96,7 @@ class Snapshot {
   size_t size() const;
   // The coded symbols [begin, end) of the entries as of the snapshot.
   void Symbols(uint64_t begin, uint64_t end, std::vector<Symbol>* out) const;
+  void SymbolsAt(const std::vector<uint64_t>& indices, std::vector<Symbol>* out) const;
   // The snapshot's entries whose EntryHash is in `hashes`.
   void Lookup(const std::unordered_set<uint64_t>& hashes, std::vector<Entry>* out) const;
   // Calls fn(key, version) for every entry of the snapshot.

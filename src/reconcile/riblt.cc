@@ -2,6 +2,7 @@
 
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace converge::reconcile {
@@ -56,6 +57,19 @@ void ApplyToRange(uint64_t h, int sign, uint64_t begin, Symbol* symbols, size_t 
   while (seq.current() < begin) seq.Next();
   while (seq.current() < end) {
     symbols[seq.current() - begin].Apply(h, sign);
+    seq.Next();
+  }
+}
+
+void ApplyToIndices(uint64_t h, int sign, const std::vector<uint64_t>& indices, Symbol* symbols) {
+  if (indices.empty()) return;
+  IndexSequence seq(h);
+  auto it = indices.begin();
+  while (seq.current() <= indices.back()) {
+    // The sequence is sparse far out: find its index among the wanted ones, not the reverse.
+    it = std::lower_bound(it, indices.end(), seq.current());
+    if (it == indices.end()) break;
+    if (*it == seq.current()) symbols[it - indices.begin()].Apply(h, sign);
     seq.Next();
   }
 }

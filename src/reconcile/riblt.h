@@ -90,6 +90,10 @@ class IndexSequence {
 // where symbols[0] is the symbol at index `begin`.
 void ApplyToRange(uint64_t h, int sign, uint64_t begin, Symbol* symbols, size_t n);
 
+// Adds (sign) entry `h` to the symbols at `indices` (ascending), where symbols[i] is the symbol
+// at indices[i]. Walks h's sequence only up to the last index.
+void ApplyToIndices(uint64_t h, int sign, const std::vector<uint64_t>& indices, Symbol* symbols);
+
 // The probability that an entry belongs to the symbol at `index` (for estimating the size of
 // a difference from which symbols came out empty).
 double SymbolDensity(uint64_t index);

@@ -148,6 +148,12 @@ TEST(ReconcileSetTest, MaintainedSymbolsEqualAScanAndSnapshotsStayFixed) {
   scan.Symbols(0, 200, &scanned);
   EXPECT_EQ(kept, scanned);
 
+  // Symbols at chosen indices, inside and beyond the maintained prefix, equal the range's.
+  const std::vector<uint64_t> at{0, 5, 63, 64, 100, 199};
+  std::vector<Symbol> picked;
+  set.SymbolsAt(at, &picked);
+  for (size_t i = 0; i < at.size(); ++i) EXPECT_EQ(picked[i], kept[at[i]]) << at[i];
+
   auto snap = set.OpenSnapshot();
   const SetDigest before = set.digest();
   std::vector<Symbol> snap_before;
@@ -161,6 +167,13 @@ TEST(ReconcileSetTest, MaintainedSymbolsEqualAScanAndSnapshotsStayFixed) {
   std::vector<Symbol> snap_after;
   snap->Symbols(0, 150, &snap_after);
   EXPECT_EQ(snap_before, snap_after);
+  std::vector<Symbol> snap_picked;
+  snap->SymbolsAt(at, &snap_picked);
+  for (size_t i = 0; i < at.size(); ++i) {
+    if (at[i] < 150) {
+      EXPECT_EQ(snap_picked[i], snap_before[at[i]]) << at[i];
+    }
+  }
   EXPECT_EQ(snap->touched().size(), 3u);
   EXPECT_EQ(snap->touched().at("k1"), std::optional<uint64_t>(2));
   EXPECT_EQ(snap->touched().at("new"), std::nullopt);

@@ -39,6 +39,9 @@ enum Type : uint8_t {
 // full exchange instead).
 constexpr uint64_t kMaxSymbolIndex = uint64_t{1} << 40;
 
+// Probes a HELLO may ask for.
+constexpr uint64_t kMaxProbes = 4096;
+
 struct Header {
   uint8_t type = 0;
   uint64_t session = 0;
@@ -327,9 +330,9 @@ Result<Initiator::Step> Initiator::OnReply(std::string_view reply) {
         decoder_->Add(first[i]);
       }
       if (!probes.empty()) {
-        snapshot_->Symbols(probe_index.front(), probe_index.back() + 1, &mine);
+        snapshot_->SymbolsAt(probe_index, &mine);
         for (size_t i = 0; i < probes.size(); ++i) {
-          probes[i].Subtract(mine[probe_index[i] - probe_index.front()]);
+          probes[i].Subtract(mine[i]);
           sample.push_back(probe_index[i]);
           empty.push_back(probes[i].IsZero());
         }
@@ -447,7 +450,7 @@ Result<std::optional<std::string>> Responder::Handle(std::string_view request) {
     uint64_t first = 0, probes = 0, last = 0;
     if (!GetDigest(&in, &theirs) || !GetVarint64(&in, &first) || !GetVarint64(&in, &probes) ||
         !GetVarint64(&in, &last) || !in.empty() || first > options_.max_symbols_per_reply ||
-        probes > options_.max_symbols_per_reply || last > kMaxSymbolIndex) {
+        probes > kMaxProbes || last > kMaxSymbolIndex) {
       return Malformed("HELLO");
     }
     if (it == sessions_.end()) {
@@ -477,10 +480,7 @@ Result<std::optional<std::string>> Responder::Handle(std::string_view request) {
     PutSymbols(&m, symbols);
     const std::vector<uint64_t> index = ProbeIndices(first, probes, last);
     std::vector<Symbol> probe_symbols;
-    if (!index.empty()) {
-      s.snapshot->Symbols(index.front(), index.back() + 1, &symbols);
-      for (uint64_t i : index) probe_symbols.push_back(symbols[i - index.front()]);
-    }
+    s.snapshot->SymbolsAt(index, &probe_symbols);
     PutSymbols(&m, probe_symbols);
     return m;
   }

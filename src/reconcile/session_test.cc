@@ -7,6 +7,7 @@
 #include <random>
 
 #include "converge/sim_env.h"
+#include "core/coding.h"
 
 namespace converge::reconcile {
 namespace {
@@ -214,6 +215,28 @@ TEST_F(SessionTest, MalformedRequestsChangeNothing) {
   auto r = responder.Handle(m);
   EXPECT_TRUE(r.ok());  // unknown session: answered without reading further
   EXPECT_EQ(responder.sessions(), 0u);
+
+  // HELLOs asking for too much: refused, or answered without materialising the range.
+  auto hello = [](uint64_t first, uint64_t probes, uint64_t probe_end) {
+    std::string h = "\x01\x01";
+    internal::PutFixed64(&h, 5);   // session
+    internal::PutVarint64(&h, 1);  // seq
+    internal::PutFixed64(&h, 0);   // snapshot
+    internal::PutVarint64(&h, 0);  // digest: count, sum, mix_sum (differs from b's)
+    internal::PutFixed64(&h, 0);
+    internal::PutFixed64(&h, 0);
+    internal::PutVarint64(&h, first);
+    internal::PutVarint64(&h, probes);
+    internal::PutVarint64(&h, probe_end);
+    return h;
+  };
+  EXPECT_FALSE(responder.Handle(hello(64, 5000, 1 << 20)).ok());
+  EXPECT_FALSE(responder.Handle(hello(2'000'000, 10, 1 << 20)).ok());
+  EXPECT_FALSE(responder.Handle(hello(64, 10, (uint64_t{1} << 40) + 1)).ok());
+  EXPECT_EQ(responder.sessions(), 0u);
+  auto far = responder.Handle(hello(64, 4096, uint64_t{1} << 40));
+  ASSERT_TRUE(far.ok()) << far.status().ToString();
+  EXPECT_LT((*far)->size(), 64'000u);
 
   ReconcileSet a;
   Initiator initiator(a, 1);
