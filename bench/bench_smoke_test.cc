@@ -121,7 +121,8 @@ TEST(BenchSmokeTest, SagaRunsAndPrintsTheLogLineFormat) {
 }
 
 TEST(BenchSmokeTest, ReconcileRunsEverySystemAndFindsTheExactDrift) {
-  const RunResult r = RunCommand(Binary() + " bench reconcile --keys 3000 --differences 0,1,100,1000 --json 2>/dev/null");
+  const RunResult r = RunCommand(
+      Binary() + " bench reconcile --keys 3000 --differences 0,1,100,1000 --json 2>/dev/null");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   std::map<std::string, int> systems;
   size_t lines = 0;
@@ -132,9 +133,9 @@ TEST(BenchSmokeTest, ReconcileRunsEverySystemAndFindsTheExactDrift) {
     if (line.empty()) continue;
     ++lines;
     boost::json::object o = boost::json::parse(line).as_object();
-    for (const char* field : {"workload", "system", "keys", "differences", "distribution",
-                              "bytes_sent", "bytes_received", "round_trips", "seconds",
-                              "cpu_seconds", "overhead_ratio"}) {
+    for (const char* field :
+         {"workload", "system", "keys", "differences", "distribution", "bytes_sent",
+          "bytes_received", "round_trips", "seconds", "cpu_seconds", "overhead_ratio"}) {
       EXPECT_TRUE(o.contains(field)) << field << " in " << line;
     }
     EXPECT_EQ(o["keys"].as_int64(), 3000) << line;

@@ -121,7 +121,8 @@ Drift Inject(ReconcileSet& local, ReconcileSet& remote, uint64_t n, uint64_t d, 
   return drift;
 }
 
-void Undo(ReconcileSet& set, const std::vector<std::pair<std::string, std::optional<uint64_t>>>& u) {
+void Undo(ReconcileSet& set,
+          const std::vector<std::pair<std::string, std::optional<uint64_t>>>& u) {
   for (auto it = u.rbegin(); it != u.rend(); ++it) {
     if (it->second) {
       set.Put(it->first, *it->second);
@@ -370,9 +371,9 @@ std::string JsonLine(const Row& r) {
                 ",\"round_trips\":%" PRIu64
                 ",\"seconds\":%.4f,\"cpu_seconds\":%.4f,\"overhead_ratio\":%s,"
                 "\"differing_entry_bytes\":%" PRIu64 ",\"exact\":%s,",
-                JsonString(r.workload).c_str(), JsonString(r.system).c_str(), r.keys,
-                r.differences, JsonString(r.distribution).c_str(), r.bytes_sent, r.bytes_received,
-                r.round_trips, r.seconds, r.cpu_seconds, ratio.c_str(), r.differing_bytes,
+                JsonString(r.workload).c_str(), JsonString(r.system).c_str(), r.keys, r.differences,
+                JsonString(r.distribution).c_str(), r.bytes_sent, r.bytes_received, r.round_trips,
+                r.seconds, r.cpu_seconds, ratio.c_str(), r.differing_bytes,
                 r.exact ? "true" : "false");
   return std::string(b) + "\"note\":" + JsonString(r.note) + "}";
 }
@@ -431,8 +432,8 @@ int RunReconcileBench(int argc, char** argv) {
   }
   for (const std::string& s : o.systems) {
     if (parsed.ok() && s != "converge-riblt" && s != "full-digest" && s != "merkle") {
-      parsed = InvalidArgumentError("--systems: converge-riblt, full-digest or merkle, not '" +
-                                    s + "'");
+      parsed =
+          InvalidArgumentError("--systems: converge-riblt, full-digest or merkle, not '" + s + "'");
     }
   }
   for (uint64_t d : o.differences) {

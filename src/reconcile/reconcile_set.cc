@@ -77,8 +77,7 @@ void ReconcileSet::Symbols(uint64_t begin, uint64_t end, std::vector<Symbol>* ou
   }
 }
 
-void ReconcileSet::SymbolsAt(const std::vector<uint64_t>& indices,
-                             std::vector<Symbol>* out) const {
+void ReconcileSet::SymbolsAt(const std::vector<uint64_t>& indices, std::vector<Symbol>* out) const {
   out->assign(indices.size(), Symbol{});
   std::vector<uint64_t> beyond;  // indices past the maintained prefix: one scan for all
   size_t first_beyond = indices.size();

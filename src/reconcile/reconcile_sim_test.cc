@@ -17,8 +17,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <optional>
@@ -144,8 +144,8 @@ void RunSeed(uint64_t seed) {
   }
 
   // ---- the session over the simulated link ----
-  std::map<uint64_t, Model> source_at_open;       // snapshot -> the source when it opened
-  std::map<uint64_t, uint64_t> seq_at_open;       // snapshot -> write_seq then
+  std::map<uint64_t, Model> source_at_open;  // snapshot -> the source when it opened
+  std::map<uint64_t, uint64_t> seq_at_open;  // snapshot -> write_seq then
   // snapshot -> write_seq at the first and the last FETCH answered (the reply the initiator
   // took lists the keys written up to one of those moments).
   std::map<uint64_t, std::pair<uint64_t, uint64_t>> seq_at_fetch;
@@ -174,48 +174,51 @@ void RunSeed(uint64_t seed) {
     seq_at_start = write_seq;
     (void)replica_ep->Send("source", initiator->Start());
   };
-  replica_ep = std::move(net.Listen("replica", [&](Message m) {
-                               if (!initiator || initiator->done() || failed) return;
-                               Result<Initiator::Step> step = initiator->OnReply(m.payload);
-                               if (!step.ok()) {
-                                 ADD_FAILURE() << "initiator: " << step.status().ToString();
-                                 failed = true;
-                                 return;
-                               }
-                               if (step->kind == Initiator::Step::kSend) {
-                                 (void)replica_ep->Send("source", step->message);
-                               } else if (step->kind == Initiator::Step::kDone) {
-                                 seq_at_done = write_seq;
-                                 (void)replica_ep->Send("source", initiator->Finish());
-                               }
-                             }).value());
-  source_ep = std::move(net.Listen("source", [&](Message m) {
-                              // The header (docs/formats/reconcile.md): format, type, session,
-                              // seq (varint), snapshot.
-                              uint64_t s = 0, snap = 0;
-                              size_t at = 10;
-                              if (m.payload.size() > 10) std::memcpy(&s, m.payload.data() + 2, 8);
-                              while (at < m.payload.size() && (m.payload[at] & 0x80)) ++at;
-                              if (at + 9 <= m.payload.size()) {
-                                std::memcpy(&snap, m.payload.data() + at + 1, 8);
-                              }
-                              if (m.payload.size() > 10 && m.payload[1] == 1) {
-                                source_at_hello[s].push_back(source.model);
-                              }
-                              if (m.payload.size() > 10 && m.payload[1] == 6) {
-                                auto [it, fresh] =
-                                    seq_at_fetch.emplace(snap, std::pair{write_seq, write_seq});
-                                it->second.second = write_seq;
-                              }
-                              Result<std::optional<std::string>> reply =
-                                  responder->Handle(m.payload);
-                              if (!reply.ok()) {
-                                ADD_FAILURE() << "responder: " << reply.status().ToString();
-                                failed = true;
-                                return;
-                              }
-                              if (reply->has_value()) (void)source_ep->Send(m.from, **reply);
-                            }).value());
+  replica_ep = std::move(net.Listen("replica",
+                                    [&](Message m) {
+                                      if (!initiator || initiator->done() || failed) return;
+                                      Result<Initiator::Step> step = initiator->OnReply(m.payload);
+                                      if (!step.ok()) {
+                                        ADD_FAILURE() << "initiator: " << step.status().ToString();
+                                        failed = true;
+                                        return;
+                                      }
+                                      if (step->kind == Initiator::Step::kSend) {
+                                        (void)replica_ep->Send("source", step->message);
+                                      } else if (step->kind == Initiator::Step::kDone) {
+                                        seq_at_done = write_seq;
+                                        (void)replica_ep->Send("source", initiator->Finish());
+                                      }
+                                    })
+                             .value());
+  source_ep = std::move(
+      net.Listen("source",
+                 [&](Message m) {
+                   // The header (docs/formats/reconcile.md): format, type, session,
+                   // seq (varint), snapshot.
+                   uint64_t s = 0, snap = 0;
+                   size_t at = 10;
+                   if (m.payload.size() > 10) std::memcpy(&s, m.payload.data() + 2, 8);
+                   while (at < m.payload.size() && (m.payload[at] & 0x80)) ++at;
+                   if (at + 9 <= m.payload.size()) {
+                     std::memcpy(&snap, m.payload.data() + at + 1, 8);
+                   }
+                   if (m.payload.size() > 10 && m.payload[1] == 1) {
+                     source_at_hello[s].push_back(source.model);
+                   }
+                   if (m.payload.size() > 10 && m.payload[1] == 6) {
+                     auto [it, fresh] = seq_at_fetch.emplace(snap, std::pair{write_seq, write_seq});
+                     it->second.second = write_seq;
+                   }
+                   Result<std::optional<std::string>> reply = responder->Handle(m.payload);
+                   if (!reply.ok()) {
+                     ADD_FAILURE() << "responder: " << reply.status().ToString();
+                     failed = true;
+                     return;
+                   }
+                   if (reply->has_value()) (void)source_ep->Send(m.from, **reply);
+                 })
+          .value());
 
   // Retransmission: the initiator's caller resends the request in flight every 4 ms.
   std::function<void()> tick = [&] {

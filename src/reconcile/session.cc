@@ -22,17 +22,17 @@ using internal::ZigZagEncode;
 constexpr uint8_t kFormat = 1;
 
 enum Type : uint8_t {
-  kHello = 1,      // I -> R: digest, first symbols wanted, probes wanted
-  kInSync = 2,     // R -> I
-  kSketch = 3,     // R -> I: digest, first symbols, probe symbols
-  kMore = 4,       // I -> R: symbols [begin, end)
-  kSymbols = 5,    // R -> I: begin, symbols
-  kFetch = 6,      // I -> R: entry hashes
-  kEntries = 7,    // R -> I: entries, keys written since the snapshot
-  kFull = 8,       // I -> R: every hash from offset
-  kHashes = 9,     // R -> I: total, offset, hashes
-  kDone = 10,      // I -> R: drop the session
-  kUnknown = 11,   // R -> I: no such session
+  kHello = 1,     // I -> R: digest, first symbols wanted, probes wanted
+  kInSync = 2,    // R -> I
+  kSketch = 3,    // R -> I: digest, first symbols, probe symbols
+  kMore = 4,      // I -> R: symbols [begin, end)
+  kSymbols = 5,   // R -> I: begin, symbols
+  kFetch = 6,     // I -> R: entry hashes
+  kEntries = 7,   // R -> I: entries, keys written since the snapshot
+  kFull = 8,      // I -> R: every hash from offset
+  kHashes = 9,    // R -> I: total, offset, hashes
+  kDone = 10,     // I -> R: drop the session
+  kUnknown = 11,  // R -> I: no such session
 };
 
 // Symbols past this index are never asked for (a difference needing them is reconciled by the
@@ -63,8 +63,7 @@ bool GetHeader(std::string_view* in, Header* h) {
   if (in->size() < 2 || static_cast<uint8_t>((*in)[0]) != kFormat) return false;
   h->type = static_cast<uint8_t>((*in)[1]);
   in->remove_prefix(2);
-  return GetFixed64(in, &h->session) && GetVarint64(in, &h->seq) &&
-         GetFixed64(in, &h->snapshot);
+  return GetFixed64(in, &h->session) && GetVarint64(in, &h->seq) && GetFixed64(in, &h->snapshot);
 }
 
 void PutDigest(std::string* m, const SetDigest& d) {
@@ -170,7 +169,9 @@ std::string Initiator::Retransmit() {
   return in_flight_;
 }
 
-std::string Initiator::Finish() const { return NewMessage(kDone, session_, seq_ + 1, remote_snapshot_); }
+std::string Initiator::Finish() const {
+  return NewMessage(kDone, session_, seq_ + 1, remote_snapshot_);
+}
 
 std::string Initiator::Hello() {
   phase_ = Phase::kHello;
@@ -215,8 +216,9 @@ Result<Initiator::Step> Initiator::AfterSymbols() {
   // Not yet: more symbols, as many as the estimate says (at least a third again as many), unless
   // the difference is so large that exchanging every hash is cheaper.
   const uint64_t have = decoder_->size();
-  uint64_t want = static_cast<uint64_t>(
-      std::ceil(options_.symbols_per_difference * static_cast<double>(stats_.estimate))) + 32;
+  uint64_t want = static_cast<uint64_t>(std::ceil(options_.symbols_per_difference *
+                                                  static_cast<double>(stats_.estimate))) +
+                  32;
   want = std::max(want, have + have / 3 + 16);
   const uint64_t full_cost = (local_digest_.count + remote_digest_.count) * 8 / 13 + 64;
   if (decoder_->Decoded() || want > kMaxSymbolIndex || want > full_cost) {
@@ -372,9 +374,8 @@ Result<Initiator::Step> Initiator::OnReply(std::string_view reply) {
       }
       std::unordered_set<uint64_t> remote(full_hashes_.begin(), full_hashes_.end());
       std::unordered_set<uint64_t> local;
-      snapshot_->ForEach([&](std::string_view key, uint64_t version) {
-        local.insert(EntryHash(key, version));
-      });
+      snapshot_->ForEach(
+          [&](std::string_view key, uint64_t version) { local.insert(EntryHash(key, version)); });
       remote_only_.clear();
       local_only_.clear();
       for (uint64_t x : remote) {
@@ -535,8 +536,8 @@ Result<std::optional<std::string>> Responder::Handle(std::string_view request) {
         std::sort(s.sorted_hashes.begin(), s.sorted_hashes.end());
       }
       if (offset > s.sorted_hashes.size()) return Malformed("FULL");
-      const size_t n = std::min<size_t>(s.sorted_hashes.size() - offset,
-                                        options_.max_hashes_per_reply);
+      const size_t n =
+          std::min<size_t>(s.sorted_hashes.size() - offset, options_.max_hashes_per_reply);
       std::string m = NewMessage(kHashes, h.session, h.seq, s.id);
       PutVarint64(&m, s.sorted_hashes.size());
       PutVarint64(&m, offset);

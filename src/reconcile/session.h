@@ -58,10 +58,10 @@ struct SessionStats {
   uint64_t bytes_received = 0;
   uint64_t round_trips = 0;  // replies accepted to distinct requests
   uint64_t retransmits = 0;
-  uint64_t restarts = 0;         // responder lost the session; started over
-  uint64_t symbols = 0;          // coded symbols received
-  uint64_t estimate = 0;         // estimated size of the symmetric difference (entries)
-  bool full_exchange = false;    // fell back to exchanging every hash
+  uint64_t restarts = 0;       // responder lost the session; started over
+  uint64_t symbols = 0;        // coded symbols received
+  uint64_t estimate = 0;       // estimated size of the symmetric difference (entries)
+  bool full_exchange = false;  // fell back to exchanging every hash
 };
 
 struct InitiatorOptions {
@@ -138,8 +138,8 @@ class Initiator {
 struct ResponderOptions {
   int64_t session_timeout_ns = 60'000'000'000;
   size_t max_sessions = 64;
-  uint64_t max_symbols_per_reply = 1'000'000;   // 13 MB at most
-  uint64_t max_hashes_per_reply = 1'000'000;    // 8 MB
+  uint64_t max_symbols_per_reply = 1'000'000;  // 13 MB at most
+  uint64_t max_hashes_per_reply = 1'000'000;   // 8 MB
   // Called when a session's snapshot is opened (tests).
   std::function<void(uint64_t session, uint64_t snapshot)> on_open;
 };

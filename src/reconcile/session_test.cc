@@ -14,7 +14,7 @@ namespace {
 
 // Runs a session to the end; `between` runs before each request is delivered.
 ReconcileResult RunSession(ReconcileSet& local, ReconcileSet& remote, Env& env, SessionStats* stats,
-                    InitiatorOptions io = {}, const std::function<void()>& between = {}) {
+                           InitiatorOptions io = {}, const std::function<void()>& between = {}) {
   Responder responder(remote, env);
   Initiator initiator(local, 42, io);
   std::string request = initiator.Start();
@@ -86,9 +86,15 @@ TEST_F(SessionTest, MissingExtraAndDivergentAreExact) {
       const int i = static_cast<int>(rng() % (n + 500));
       const std::string k = Key(i);
       switch (rng() % 3) {
-        case 0: a.Erase(k); break;
-        case 1: b.Erase(k); break;
-        default: a.Put(k, 2 + rng() % 5); break;
+        case 0:
+          a.Erase(k);
+          break;
+        case 1:
+          b.Erase(k);
+          break;
+        default:
+          a.Put(k, 2 + rng() % 5);
+          break;
       }
       const auto la = a.Get(k), lb = b.Get(k);
       if (la == lb) {
@@ -202,15 +208,16 @@ TEST_F(SessionTest, MalformedRequestsChangeNothing) {
   ReconcileSet b;
   b.Put("x", 1);
   Responder responder(b, env_);
-  for (std::string bad : {std::string(), std::string("\x01"), std::string("\x02\x01", 2),
-                          std::string("\x01\x01\x00", 3), std::string("\x01\x63", 2) + "12345678"}) {
+  for (std::string bad :
+       {std::string(), std::string("\x01"), std::string("\x02\x01", 2),
+        std::string("\x01\x01\x00", 3), std::string("\x01\x63", 2) + "12345678"}) {
     EXPECT_FALSE(responder.Handle(bad).ok());
   }
   // A valid header with a huge symbol count.
   std::string m = "\x01\x06";
   m += std::string(8, '\0');
   m += '\x01';
-  m += std::string(8, '\0');     // snapshot
+  m += std::string(8, '\0');    // snapshot
   m += "\xff\xff\xff\xff\x0f";  // 2^32 hashes, and no bytes for them
   auto r = responder.Handle(m);
   EXPECT_TRUE(r.ok());  // unknown session: answered without reading further

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <vector>
 #include <memory>
+#include <vector>
 
 namespace converge::reconcile {
 namespace {
@@ -79,8 +79,8 @@ Result<int64_t> TableScan::Step(const std::function<void(std::string_view, uint6
   auto on_row = [&](const sql::Row& row) -> Status {
     Result<int64_t> v = row.Int(1);
     if (!v.ok() || row.IsNull(1) || row.IsNull(0) || *v < 0) {
-      return InvalidArgumentError("table scan: " + options_.table + "." +
-                                  options_.version_column + " must be an integer >= 0");
+      return InvalidArgumentError("table scan: " + options_.table + "." + options_.version_column +
+                                  " must be an integer >= 0");
     }
     batch.emplace_back(std::string(row.Bytes(0)), static_cast<uint64_t>(*v));
     return Status::Ok();
@@ -144,8 +144,7 @@ void ScanInto(sql::Database& db, Env& env, TableScanOptions options, ReconcileSe
     done(created.status(), 0);
     return;
   }
-  auto runner = std::make_shared<ScanRunner>(std::move(created).value(), env, set,
-                                             std::move(done));
+  auto runner = std::make_shared<ScanRunner>(std::move(created).value(), env, set, std::move(done));
   env.executor().Post([runner] { runner->Run(); });
 }
 

@@ -29,8 +29,8 @@
 namespace converge::reconcile {
 
 struct TableScanOptions {
-  std::string table;                     // [schema.]name: letters, digits, underscores
-  std::string key_column = "key";        // text, or blob / bytea with key_is_blob
+  std::string table;               // [schema.]name: letters, digits, underscores
+  std::string key_column = "key";  // text, or blob / bytea with key_is_blob
   bool key_is_blob = false;
   std::string version_column = "version";  // integer >= 0
   uint64_t batch_rows = 1000;

@@ -42,23 +42,24 @@ ReconcileResult Reconcile(ReconcileSet& local, ReconcileSet& remote, Env& env) {
 
 // The drift scenario on one database: `db` holds table `table`.
 void DirectWritesAreFoundExactly(sql::Database& db, const std::string& table) {
-  const std::string create = "CREATE TABLE " + table +
-                             " (key TEXT PRIMARY KEY, version BIGINT NOT NULL, doc TEXT)";
+  const std::string create =
+      "CREATE TABLE " + table + " (key TEXT PRIMARY KEY, version BIGINT NOT NULL, doc TEXT)";
   ASSERT_TRUE(db.Execute(create).ok());
   // What the replica applied (and recorded in its set): 1,500 rows.
   ReconcileSet applied;
-  ASSERT_TRUE(db.Transact([&](sql::Transaction& tx) -> Status {
-                  for (int i = 0; i < 1500; ++i) {
-                    const std::string k = RowKey(i);
-                    const std::string v = std::to_string(i + 1);
-                    const sql::Value p[] = {sql::Value::Text(k), sql::Value::Int(i + 1)};
-                    CONVERGE_RETURN_IF_ERROR(
-                        tx.Execute("INSERT INTO " + table + " (key, version, doc) VALUES ($1, $2, 'x')", p)
-                            .status());
-                    applied.Put(k, static_cast<uint64_t>(i + 1));
-                  }
-                  return Status::Ok();
-                }).ok());
+  ASSERT_TRUE(
+      db.Transact([&](sql::Transaction& tx) -> Status {
+          for (int i = 0; i < 1500; ++i) {
+            const std::string k = RowKey(i);
+            const std::string v = std::to_string(i + 1);
+            const sql::Value p[] = {sql::Value::Text(k), sql::Value::Int(i + 1)};
+            CONVERGE_RETURN_IF_ERROR(
+                tx.Execute("INSERT INTO " + table + " (key, version, doc) VALUES ($1, $2, 'x')", p)
+                    .status());
+            applied.Put(k, static_cast<uint64_t>(i + 1));
+          }
+          return Status::Ok();
+        }).ok());
   // Behind its back: rows deleted, inserted and modified directly in the table.
   ASSERT_TRUE(db.Execute("DELETE FROM " + table + " WHERE key IN ('" + RowKey(3) + "', '" +
                          RowKey(700) + "', '" + RowKey(1499) + "')")
@@ -125,8 +126,7 @@ TEST(TableScanTest, BadInputIsRefusedAndChangesNothing) {
   for (const char* bad : {"", "a;b", "x\"y", "1abc", "a.b.c", "a b"}) {
     TableScanOptions o;
     o.table = bad;
-    EXPECT_EQ(TableScan::Create(**db, env, o).status().code(), StatusCode::kInvalidArgument)
-        << bad;
+    EXPECT_EQ(TableScan::Create(**db, env, o).status().code(), StatusCode::kInvalidArgument) << bad;
   }
   TableScanOptions o;
   o.table = "t";
@@ -149,8 +149,7 @@ TEST(TableScanTest, PostgresDirectWritesAreFoundExactly) {
   auto pg = testing::PostgresServer::Start();
   ASSERT_TRUE(pg.ok()) << pg.status().ToString();
   sql::PostgresOptions o;
-  o.conninfo =
-      "postgresql://postgres@127.0.0.1:" + std::to_string((*pg)->port()) + "/postgres";
+  o.conninfo = "postgresql://postgres@127.0.0.1:" + std::to_string((*pg)->port()) + "/postgres";
   auto db = sql::Database::ConnectPostgres(o);
   ASSERT_TRUE(db.ok()) << db.status().ToString();
   DirectWritesAreFoundExactly(**db, "public.orders");
