@@ -100,6 +100,34 @@ bool GetSymbols(std::string_view* in, std::vector<Symbol>* out) {
   return true;
 }
 
+// A probe travels as a 16-bit fingerprint of the symbol: the estimate only asks whether the two
+// sides' symbols at an index are equal (a false "equal" has probability 2^-16).
+uint16_t Fingerprint(const Symbol& s) {
+  return static_cast<uint16_t>(
+      MixOf(s.sum ^ (uint64_t{s.check} << 32) ^ static_cast<uint64_t>(s.count)));
+}
+
+void PutFingerprints(std::string* m, const std::vector<Symbol>& symbols) {
+  PutVarint64(m, symbols.size());
+  for (const Symbol& s : symbols) {
+    const uint16_t f = Fingerprint(s);
+    m->push_back(static_cast<char>(f & 0xff));
+    m->push_back(static_cast<char>(f >> 8));
+  }
+}
+
+bool GetFingerprints(std::string_view* in, std::vector<uint16_t>* out) {
+  uint64_t n = 0;
+  if (!GetVarint64(in, &n) || n > in->size() / 2) return false;
+  out->resize(n);
+  for (uint16_t& f : *out) {
+    f = static_cast<uint16_t>(static_cast<uint8_t>((*in)[0]) |
+                              (static_cast<uint8_t>((*in)[1]) << 8));
+    in->remove_prefix(2);
+  }
+  return true;
+}
+
 void PutHashes(std::string* m, const uint64_t* h, size_t n) {
   PutVarint64(m, n);
   for (size_t i = 0; i < n; ++i) PutFixed64(m, h[i]);
@@ -310,9 +338,10 @@ Result<Initiator::Step> Initiator::OnReply(std::string_view reply) {
       }
       if (h.type != kSketch || h.snapshot == 0) return Malformed("reply to HELLO");
       remote_snapshot_ = h.snapshot;
-      std::vector<Symbol> first, probes;
+      std::vector<Symbol> first;
+      std::vector<uint16_t> probes;
       if (!GetDigest(&in, &remote_digest_) || !GetSymbols(&in, &first) ||
-          !GetSymbols(&in, &probes) || !in.empty()) {
+          !GetFingerprints(&in, &probes) || !in.empty()) {
         return Malformed("SKETCH");
       }
       std::vector<uint64_t> probe_index =
@@ -320,7 +349,7 @@ Result<Initiator::Step> Initiator::OnReply(std::string_view reply) {
       if (probe_index.size() != probes.size() || first.size() != options_.first_symbols) {
         return Malformed("SKETCH");
       }
-      stats_.symbols += first.size() + probes.size();
+      stats_.symbols += first.size();
       std::vector<Symbol> mine;
       snapshot_->Symbols(0, first.size(), &mine);
       std::vector<uint64_t> sample;
@@ -334,9 +363,8 @@ Result<Initiator::Step> Initiator::OnReply(std::string_view reply) {
       if (!probes.empty()) {
         snapshot_->SymbolsAt(probe_index, &mine);
         for (size_t i = 0; i < probes.size(); ++i) {
-          probes[i].Subtract(mine[i]);
           sample.push_back(probe_index[i]);
-          empty.push_back(probes[i].IsZero());
+          empty.push_back(probes[i] == Fingerprint(mine[i]));
         }
       }
       stats_.estimate = EstimateDifference(sample, empty);
@@ -482,7 +510,7 @@ Result<std::optional<std::string>> Responder::Handle(std::string_view request) {
     const std::vector<uint64_t> index = ProbeIndices(first, probes, last);
     std::vector<Symbol> probe_symbols;
     s.snapshot->SymbolsAt(index, &probe_symbols);
-    PutSymbols(&m, probe_symbols);
+    PutFingerprints(&m, probe_symbols);
     return m;
   }
   if (h.type == kDone) {

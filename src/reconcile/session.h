@@ -68,9 +68,9 @@ struct InitiatorOptions {
   // Coded symbols asked for with the first request when the digests differ (d <= ~40 decodes
   // in one round).
   uint64_t first_symbols = 64;
-  // Sample symbols further down the sequence (up to the local set's maintained symbols, so
-  // they cost no scan), for the estimate of the difference size.
-  uint64_t probes = 128;
+  // Symbols further down the sequence (up to the local set's maintained symbols, so they cost
+  // no scan), compared by 2-byte fingerprints for the estimate of the difference size.
+  uint64_t probes = 512;
   // Symbols asked for per estimated difference after the first round.
   double symbols_per_difference = 1.6;
   // Hashes per FETCH request (bounds each reply).
