@@ -256,15 +256,34 @@ std::optional<SagaDefinition> FindDefinition(SagaOrchestrator& orch, const std::
   return std::nullopt;
 }
 
-bool MayUse(const SagaCaller& caller, const std::optional<SagaDefinition>& d) {
-  if (!d) return false;  // unknown (or no longer registered): nothing to authorize against
-  for (const SagaStepDefinition& step : d->steps) {
+bool MayUse(const SagaCaller& caller, const SagaDefinition& d) {
+  for (const SagaStepDefinition& step : d.steps) {
     if (!caller.may_publish(step.participant)) return false;
   }
   return true;
 }
 
+bool MayUse(const SagaCaller& caller, const std::optional<SagaDefinition>& d) {
+  // Unknown (or no longer registered): nothing to authorize against.
+  return d.has_value() && MayUse(caller, *d);
+}
+
 HttpResponse StartAs(SagaOrchestrator& orch, const SagaRequest& request, const SagaCaller& caller) {
+  // A service that may start no saga of any registered definition is refused before its body
+  // is read (a malformed body gets the same 403 as a well-formed one).
+  bool may_start_any = false;
+  for (const SagaDefinition& d : orch.ListDefinitions()) {
+    if (MayUse(caller, d)) {
+      may_start_any = true;
+      break;
+    }
+  }
+  if (!may_start_any) {
+    return SagaError(PermissionDeniedError(
+        "service '" + caller.service +
+        "' may not start sagas: it needs publish permission on every participant topic of a "
+        "registered definition"));
+  }
   // Only as much of the body as authorization needs; StartSaga validates the rest.
   Result<json::object> o = BodyObject(request.body, false);
   if (!o.ok()) return SagaError(o.status());

@@ -46,7 +46,8 @@ struct SagaRequest {
 // other route is for admins (403). It learns nothing it may not see: a saga it may not read
 // is 404 exactly like a missing id; a definition it may not start is 403 exactly like a
 // missing one; an id taken by a saga it may not read is 409 without naming that saga's
-// definition. Blocking.
+// definition; a service that may start no registered definition is 403 before its body is
+// read. Blocking.
 HttpResponse HandleSagaRoute(SagaOrchestrator& orchestrator, const SagaRequest& request,
                              const SagaCaller& caller);
 

@@ -518,6 +518,12 @@ TEST_F(SagaServeTest, ServicesCannotProbeSagaIds) {
                               R"({"definition":"no-such-def","id":"secret-order"})", stock);
   EXPECT_EQ(taken.status, 403) << taken.body;
   EXPECT_EQ(unknown.status, 403) << unknown.body;
+  // stock may start no saga at all: refused before its body is read, whatever the body.
+  for (const char* body : {"not json", "{", R"({"definition":7})", R"({"id":"x"})",
+                           R"({"definition":"order","bogus":1})"}) {
+    HttpReply r = Request(port(), http::verb::post, "/v1/sagas", body, stock);
+    EXPECT_EQ(r.status, 403) << body << ": " << r.body;
+  }
   EXPECT_EQ(taken.body.find("payments"), std::string::npos) << taken.body;
   // orders may start order sagas, but the id is held by a saga of another definition: 409
   // without naming it.
