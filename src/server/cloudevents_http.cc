@@ -152,6 +152,21 @@ Result<DecodedPublish> DecodePublishRequest(const HttpRequest& request,
     return InvalidArgumentError("header 'Content-Type' appears more than once");
   }
   std::string media = MediaType(request[boost::beast::http::field::content_type]);
+  const bool binary_mode = media != kCloudEventsJsonMediaType &&
+                           media != kCloudEventsBatchMediaType &&
+                           media != wire::kEventBatchMediaType;
+  if (!binary_mode) {
+    // The attributes are in the body: a ce- header beside them would be a second, possibly
+    // different, value that one reader takes and another ignores.
+    for (const auto& field : request) {
+      std::string_view name = field.name_string();
+      if (name.size() > 3 && boost::beast::iequals(name.substr(0, 3), "ce-")) {
+        return InvalidArgumentError("header '" + std::string(name) +
+                                    "' is for binary mode; with Content-Type " + media +
+                                    " the attributes are in the body");
+      }
+    }
+  }
   if (media == kCloudEventsJsonMediaType) {
     out.mode = PublishMode::kStructured;
     CONVERGE_ASSIGN_OR_RETURN(Event e, DecodeJson(request.body(), options));

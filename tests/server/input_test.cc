@@ -320,6 +320,20 @@ TEST_F(InputTest, RepeatedCeHeadersContentTypesAndMembersAre400) {
     Reply s = Post("/v1/topics/orders/events", body, structured);
     EXPECT_EQ(s.status, 400) << body << "\n" << s.body;
   }
+  // A ce- header beside a structured or batched body is a second value for an attribute (or
+  // an extension the body lacks): refused, whether it agrees with the body or not.
+  const std::string event = R"({"specversion":"1.0","id":"a","source":"/s","type":"t"})";
+  for (const auto& [content_type, body] : std::vector<std::pair<std::string, std::string>>{
+           {"application/cloudevents+json", event},
+           {"application/cloudevents-batch+json", "[" + event + "]"}}) {
+    for (const auto& [name, value] : std::vector<std::pair<std::string, std::string>>{
+             {"ce-id", "b"}, {"ce-id", "a"}, {"CE-Source", "/s"}, {"ce-tenant", "x"}}) {
+      Reply s = Post("/v1/topics/orders/events", body,
+                     Headers{{"Content-Type", content_type}, {name, value}});
+      EXPECT_EQ(s.status, 400) << content_type << " " << name << "\n" << s.body;
+      EXPECT_NE(s.message().find("binary mode"), std::string::npos) << s.body;
+    }
+  }
   EXPECT_EQ(StoredEvents("orders"), 0u);
   // One of each is fine.
   EXPECT_EQ(Post("/v1/topics/orders/events", R"({"n":1})", base).status, 200);
