@@ -24,38 +24,48 @@ std::vector<std::pair<std::string, std::string>> GenerateSystem(uint32_t service
       }
     }
   }
-  const std::string schema =
-      "        payload:\n"
-      "          type: object\n"
-      "          required: [id, at]\n"
-      "          properties:\n"
-      "            id: {type: string}\n"
-      "            at: {type: integer}\n"
-      "            kind: {type: string, enum: [a, b]}\n";
+  // Each service declares its event schema once (components) and refers to it from each
+  // channel, as AsyncAPI documents usually do; the payloads are inlined when read, so every
+  // producer/consumer pair still has two schemas to compare.
+  const std::string components =
+      "components:\n"
+      "  messages:\n"
+      "    Event:\n"
+      "      payload: {$ref: '#/components/schemas/Event'}\n"
+      "  schemas:\n"
+      "    Event:\n"
+      "      type: object\n"
+      "      required: [id, at]\n"
+      "      properties:\n"
+      "        id: {type: string}\n"
+      "        at: {type: integer}\n"
+      "        kind: {type: string, enum: [a, b]}\n";
   std::vector<std::pair<std::string, std::string>> out;
   out.reserve(services);
   for (uint32_t i = 0; i < services; ++i) {
-    std::string y = "asyncapi: 3.0.0\ninfo:\n  title: " + svc(i) + "\n  version: 1.0.0\nchannels:\n";
-    for (uint32_t c : sends[i]) {
-      y += "  t" + std::to_string(c) + ":\n    address: " + topic(c) + "\n    messages:\n      Event:\n" + schema;
-    }
-    for (uint32_t c : receives[i]) {
-      y += "  t" + std::to_string(c) + ":\n    address: " + topic(c) + "\n    messages:\n      Event:\n" + schema;
-    }
+    std::string y = "asyncapi: 3.0.0\ninfo: {title: " + svc(i) + ", version: 1.0.0}\nchannels:\n";
+    auto channel = [&](uint32_t c) {
+      y += "  t" + std::to_string(c) + ": {address: " + topic(c) +
+           ", messages: {Event: {$ref: '#/components/messages/Event'}}}\n";
+    };
+    for (uint32_t c : sends[i]) channel(c);
+    for (uint32_t c : receives[i]) channel(c);
     y += "operations:\n";
     for (uint32_t c : sends[i]) {
-      y += "  send" + std::to_string(c) + ":\n    action: send\n    channel: {$ref: '#/channels/t" +
-           std::to_string(c) + "'}\n";
+      y += "  send" + std::to_string(c) + ": {action: send, channel: {$ref: '#/channels/t" +
+           std::to_string(c) + "'}}\n";
     }
     for (uint32_t c : receives[i]) {
-      y += "  on" + std::to_string(c) + ":\n    action: receive\n    channel: {$ref: '#/channels/t" +
-           std::to_string(c) + "'}\n";
+      y += "  on" + std::to_string(c) + ": {action: receive, channel: {$ref: '#/channels/t" +
+           std::to_string(c) + "'}";
       // Some handlers publish one of this service's own topics.
       if (!sends[i].empty() && rng() % 4 == 0) {
-        y += "    x-converge-publishes: [{$ref: '#/operations/send" +
-             std::to_string(sends[i][rng() % sends[i].size()]) + "'}]\n";
+        y += ", x-converge-publishes: [{$ref: '#/operations/send" +
+             std::to_string(sends[i][rng() % sends[i].size()]) + "'}]";
       }
+      y += "}\n";
     }
+    y += components;
     y += "x-converge-owns:\n  topics: [";
     for (size_t k = 0; k < sends[i].size(); ++k) y += (k ? ", " : "") + topic(sends[i][k]);
     y += "]\n  collections: [coll" + std::to_string(i) + "]\n";

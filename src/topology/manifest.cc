@@ -1,13 +1,16 @@
 #include "topology/manifest.h"
 
-#include <yaml-cpp/yaml.h>
+#include "topology/yaml_tree.h"
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #pragma GCC diagnostic ignored "-Wrestrict"  // GCC bug 105329 on "literal" + std::string
 
@@ -21,10 +24,7 @@ constexpr int kMaxSchemaDepth = 64;
 // Longest chain of `$ref`s followed to reach a channel, message or schema.
 constexpr int kMaxRefHops = 32;
 
-// yaml-cpp's Node is a handle whose operator= writes through to the node it refers to, and
-// whose non-const operator[] may insert the key: this parser never writes to the document, so
-// it reads keys through Get and rebinds handles with reset().
-YAML::Node Get(const YAML::Node& map, const std::string& key) { return map[key]; }
+Y Get(const Y& map, const std::string& key) { return map.Get(key); }
 
 // A pointer segment escaped as RFC 6901 says (~ -> ~0, / -> ~1).
 std::string Escape(std::string_view s) {
@@ -47,14 +47,14 @@ std::string Child(const std::string& pointer, std::string_view key) {
 
 class Parser {
  public:
-  Parser(std::string file, YAML::Node root) : file_(std::move(file)), root_(std::move(root)) {}
+  Parser(std::string file, Y root) : file_(std::move(file)), root_(std::move(root)) {}
 
   Result<Service> Run();
 
  private:
-  Status Error(const YAML::Node& node, const std::string& pointer, std::string_view what) const {
+  Status Error(const Y& node, const std::string& pointer, std::string_view what) const {
     std::string msg = file_;
-    if (node && node.Mark().line >= 0) msg += ":" + std::to_string(node.Mark().line + 1);
+    if (node && node.line() >= 0) msg += ":" + std::to_string(node.line() + 1);
     msg.append(": ");
     msg.append(pointer.empty() ? std::string_view("/") : std::string_view(pointer));
     msg.append(": ");
@@ -63,14 +63,14 @@ class Parser {
   }
   Where At(const std::string& pointer) const { return Where{file_, pointer}; }
 
-  Result<std::string> String(const YAML::Node& node, const std::string& pointer) const {
+  Result<std::string> String(const Y& node, const std::string& pointer) const {
     if (!node || !node.IsScalar() || node.Scalar().empty()) {
       return Error(node, pointer, "must be a non-empty string");
     }
     return node.Scalar();
   }
   // A name of a service, topic, collection or saga: printable, no spaces.
-  Result<std::string> NameAt(const YAML::Node& node, const std::string& pointer) const {
+  Result<std::string> NameAt(const Y& node, const std::string& pointer) const {
     CONVERGE_ASSIGN_OR_RETURN(std::string s, String(node, pointer));
     if (s.size() > 255) return Error(node, pointer, "is longer than 255 bytes");
     for (unsigned char c : s) {
@@ -78,11 +78,11 @@ class Parser {
     }
     return s;
   }
-  Status CheckMap(const YAML::Node& node, const std::string& pointer) const {
+  Status CheckMap(const Y& node, const std::string& pointer) const {
     if (!node.IsMap()) return Error(node, pointer, "must be a mapping");
     return Status::Ok();
   }
-  Status CheckKeys(const YAML::Node& node, const std::string& pointer,
+  Status CheckKeys(const Y& node, const std::string& pointer,
                    const std::set<std::string>& allowed) const {
     CONVERGE_RETURN_IF_ERROR(CheckMap(node, pointer));
     for (const auto& kv : node) {
@@ -94,20 +94,20 @@ class Parser {
 
   // Resolves "#/a/b" within the document. The node, or an error naming `pointer` (where the
   // reference was written).
-  Result<YAML::Node> Resolve(const YAML::Node& ref_node, const std::string& pointer,
+  Result<Y> Resolve(const Y& ref_node, const std::string& pointer,
                              std::string* target) const;
   // Follows `$ref`s from `node` (written at `pointer`) to the object they name; `*where`
   // becomes the pointer of the node returned.
-  Result<YAML::Node> Follow(YAML::Node node, std::string* where) const;
+  Result<Y> Follow(Y node, std::string* where) const;
 
   Status ParseChannels();
-  Result<Operation> ParseOperation(const std::string& id, const YAML::Node& op,
+  Result<Operation> ParseOperation(const std::string& id, const Y& op,
                                    const std::string& pointer, bool* send);
-  Result<Message> ParseMessage(const std::string& name, const YAML::Node& node,
+  Result<Message> ParseMessage(const std::string& name, const Y& node,
                                const std::string& pointer);
-  Result<json::value> ToJson(const YAML::Node& node, const std::string& pointer, int depth,
+  Result<json::value> ToJson(const Y& node, const std::string& pointer, int depth,
                              std::vector<std::string>* refs_in_progress);
-  Result<std::vector<Name>> Names(const YAML::Node& node, const std::string& pointer,
+  Result<std::vector<Name>> Names(const Y& node, const std::string& pointer,
                                   const char* key_of_map = nullptr);
   Status ParseExtensions(Service* s);
 
@@ -116,11 +116,13 @@ class Parser {
     std::vector<Message> messages;
   };
   std::string file_;
-  YAML::Node root_;
+  Y root_;
   std::map<std::string, Channel> channels_;  // by key
+  // Converted payloads by the pointer of their message object (after $refs).
+  std::map<std::string, std::shared_ptr<const json::value>> payloads_;
 };
 
-Result<YAML::Node> Parser::Resolve(const YAML::Node& ref_node, const std::string& pointer,
+Result<Y> Parser::Resolve(const Y& ref_node, const std::string& pointer,
                                    std::string* target) const {
   if (!ref_node.IsScalar()) return Error(ref_node, pointer, "$ref must be a string");
   const std::string ref = ref_node.Scalar();
@@ -131,7 +133,7 @@ Result<YAML::Node> Parser::Resolve(const YAML::Node& ref_node, const std::string
   if (ref.size() > 1 && ref[1] != '/') {
     return Error(ref_node, pointer, "$ref '" + ref + "' is not a JSON pointer");
   }
-  YAML::Node cur = root_;
+  Y cur = root_;
   size_t pos = 1;
   while (pos < ref.size()) {
     size_t next = ref.find('/', pos + 1);
@@ -146,7 +148,7 @@ Result<YAML::Node> Parser::Resolve(const YAML::Node& ref_node, const std::string
       }
     }
     pos = next;
-    YAML::Node child;
+    Y child;
     bool found = false;
     if (cur.IsMap()) {
       for (const auto& kv : cur) {
@@ -173,31 +175,28 @@ Result<YAML::Node> Parser::Resolve(const YAML::Node& ref_node, const std::string
   return cur;
 }
 
-Result<YAML::Node> Parser::Follow(YAML::Node node, std::string* where) const {
+Result<Y> Parser::Follow(Y node, std::string* where) const {
   for (int hop = 0; hop <= kMaxRefHops; ++hop) {
     if (!node.IsMap()) return node;
-    const YAML::Node ref = Get(node, "$ref");
+    const Y ref = Get(node, "$ref");
     if (!ref) return node;
     std::string target;
-    CONVERGE_ASSIGN_OR_RETURN(YAML::Node to, Resolve(ref, Child(*where, "$ref"), &target));
+    CONVERGE_ASSIGN_OR_RETURN(Y to, Resolve(ref, Child(*where, "$ref"), &target));
     node.reset(to);
     *where = target;
   }
   return Error(node, *where, "more than " + std::to_string(kMaxRefHops) + " chained $refs");
 }
 
-Result<json::value> Parser::ToJson(const YAML::Node& node, const std::string& pointer, int depth,
+Result<json::value> Parser::ToJson(const Y& node, const std::string& pointer, int depth,
                                    std::vector<std::string>* refs) {
   if (depth > kMaxSchemaDepth) {
     return Error(node, pointer, "schema nested deeper than " + std::to_string(kMaxSchemaDepth));
   }
-  switch (node.Type()) {
-    case YAML::NodeType::Null:
-    case YAML::NodeType::Undefined:
-      return json::value(nullptr);
-    case YAML::NodeType::Scalar: {
+  if (!node || node.IsNull()) return json::value(nullptr);
+  if (node.IsScalar()) {
       const std::string& s = node.Scalar();
-      if (node.Tag() == "!") return json::value(s);  // quoted: always a string
+      if (node.quoted()) return json::value(s);  // quoted: always a string
       if (s == "null" || s == "~" || s.empty()) return json::value(nullptr);
       if (s == "true") return json::value(true);
       if (s == "false") return json::value(false);
@@ -206,7 +205,7 @@ Result<json::value> Parser::ToJson(const YAML::Node& node, const std::string& po
       if (!ec && number.is_number()) return number;
       return json::value(s);
     }
-    case YAML::NodeType::Sequence: {
+  if (node.IsSequence()) {
       json::array a;
       for (size_t i = 0; i < node.size(); ++i) {
         CONVERGE_ASSIGN_OR_RETURN(json::value v,
@@ -215,10 +214,10 @@ Result<json::value> Parser::ToJson(const YAML::Node& node, const std::string& po
       }
       return json::value(std::move(a));
     }
-    case YAML::NodeType::Map: {
-      if (const YAML::Node ref = Get(node, "$ref"); ref && node.size() == 1) {
+  {
+      if (const Y ref = Get(node, "$ref"); ref && node.size() == 1) {
         std::string target;
-        CONVERGE_ASSIGN_OR_RETURN(YAML::Node to, Resolve(ref, Child(pointer, "$ref"), &target));
+        CONVERGE_ASSIGN_OR_RETURN(Y to, Resolve(ref, Child(pointer, "$ref"), &target));
         if (std::find(refs->begin(), refs->end(), target) != refs->end()) {
           return Error(ref, Child(pointer, "$ref"),
                        "recursive schema reference '#" + target + "' is not supported");
@@ -239,23 +238,25 @@ Result<json::value> Parser::ToJson(const YAML::Node& node, const std::string& po
         o[key] = std::move(v);
       }
       return json::value(std::move(o));
-    }
   }
-  return json::value(nullptr);
 }
 
-Result<Message> Parser::ParseMessage(const std::string& name, const YAML::Node& node,
+Result<Message> Parser::ParseMessage(const std::string& name, const Y& node,
                                      const std::string& pointer) {
   std::string where = pointer;
-  CONVERGE_ASSIGN_OR_RETURN(YAML::Node msg, Follow(node, &where));
+  CONVERGE_ASSIGN_OR_RETURN(Y msg, Follow(node, &where));
   CONVERGE_RETURN_IF_ERROR(CheckMap(msg, where));
   Message m;
   m.name = name;
   m.where = At(where);
-  const YAML::Node payload = Get(msg, "payload");
+  if (auto it = payloads_.find(where); it != payloads_.end()) {
+    m.payload = it->second;
+    return m;
+  }
+  const Y payload = Get(msg, "payload");
   if (!payload || payload.IsNull()) return m;
   std::string payload_at = Child(where, "payload");
-  YAML::Node schema = payload;
+  Y schema = payload;
   // The multi-format form {schemaFormat, schema}: only JSON Schema formats are read.
   if (payload.IsMap() && Get(payload, "schemaFormat")) {
     const std::string format = Get(payload, "schemaFormat").IsScalar() ? Get(payload, "schemaFormat").Scalar() : "";
@@ -269,25 +270,26 @@ Result<Message> Parser::ParseMessage(const std::string& name, const YAML::Node& 
     if (!schema) return Error(payload, payload_at, "is missing");
   }
   std::vector<std::string> refs;
-  CONVERGE_ASSIGN_OR_RETURN(m.payload, ToJson(schema, payload_at, 0, &refs));
-  if (!m.payload.is_object() && !m.payload.is_bool()) {
+  CONVERGE_ASSIGN_OR_RETURN(json::value payload_json, ToJson(schema, payload_at, 0, &refs));
+  if (!payload_json.is_object() && !payload_json.is_bool()) {
     return Error(schema, payload_at, "a payload schema must be an object or a boolean");
   }
-  m.has_payload = true;
+  m.payload = std::make_shared<const json::value>(std::move(payload_json));
+  payloads_.emplace(where, m.payload);
   return m;
 }
 
 Status Parser::ParseChannels() {
-  const YAML::Node channels = Get(root_, "channels");
+  const Y channels = Get(root_, "channels");
   if (!channels || channels.IsNull()) return Status::Ok();
   CONVERGE_RETURN_IF_ERROR(CheckMap(channels, "/channels"));
   for (const auto& kv : channels) {
     const std::string key = kv.first.Scalar();
     std::string where = Child("/channels", key);
-    CONVERGE_ASSIGN_OR_RETURN(YAML::Node ch, Follow(kv.second, &where));
+    CONVERGE_ASSIGN_OR_RETURN(Y ch, Follow(kv.second, &where));
     CONVERGE_RETURN_IF_ERROR(CheckMap(ch, where));
     Channel c;
-    const YAML::Node address = Get(ch, "address");
+    const Y address = Get(ch, "address");
     if (!address || address.IsNull()) {
       return Error(ch, Child(where, "address"),
                    "a channel needs an address (the converge topic it stands for)");
@@ -297,7 +299,7 @@ Status Parser::ParseChannels() {
       return Error(address, Child(where, "address"),
                    "address parameters ('{...}') are not supported: name the topic");
     }
-    if (const YAML::Node msgs = Get(ch, "messages"); msgs && !msgs.IsNull()) {
+    if (const Y msgs = Get(ch, "messages"); msgs && !msgs.IsNull()) {
       CONVERGE_RETURN_IF_ERROR(CheckMap(msgs, Child(where, "messages")));
       for (const auto& m : msgs) {
         const std::string name = m.first.Scalar();
@@ -311,10 +313,10 @@ Status Parser::ParseChannels() {
   return Status::Ok();
 }
 
-Result<Operation> Parser::ParseOperation(const std::string& id, const YAML::Node& node,
+Result<Operation> Parser::ParseOperation(const std::string& id, const Y& node,
                                          const std::string& pointer, bool* send) {
   std::string where = pointer;
-  CONVERGE_ASSIGN_OR_RETURN(YAML::Node op, Follow(node, &where));
+  CONVERGE_ASSIGN_OR_RETURN(Y op, Follow(node, &where));
   CONVERGE_RETURN_IF_ERROR(CheckMap(op, where));
   Operation o;
   o.id = id;
@@ -324,13 +326,13 @@ Result<Operation> Parser::ParseOperation(const std::string& id, const YAML::Node
     return Error(Get(op, "action"), Child(where, "action"), "must be 'send' or 'receive'");
   }
   *send = action == "send";
-  const YAML::Node channel = Get(op, "channel");
+  const Y channel = Get(op, "channel");
   const std::string channel_at = Child(where, "channel");
   if (!channel || !channel.IsMap() || !Get(channel, "$ref")) {
     return Error(channel, channel_at, "must be a reference {$ref: '#/channels/NAME'}");
   }
   std::string target;
-  CONVERGE_ASSIGN_OR_RETURN(YAML::Node ignored, Resolve(Get(channel, "$ref"), Child(channel_at, "$ref"), &target));
+  CONVERGE_ASSIGN_OR_RETURN(Y ignored, Resolve(Get(channel, "$ref"), Child(channel_at, "$ref"), &target));
   (void)ignored;
   if (target.rfind("/channels/", 0) != 0 ||
       target.find('/', std::string("/channels/").size()) != std::string::npos) {
@@ -346,13 +348,13 @@ Result<Operation> Parser::ParseOperation(const std::string& id, const YAML::Node
   if (o.topic.empty()) return Error(channel, channel_at, "names an unknown channel");
   const Channel& ch = channels_.at(o.channel);
   // The operation's messages are a subset of the channel's; none listed = all of them.
-  if (const YAML::Node msgs = Get(op, "messages"); msgs && !msgs.IsNull()) {
+  if (const Y msgs = Get(op, "messages"); msgs && !msgs.IsNull()) {
     if (!msgs.IsSequence()) return Error(msgs, Child(where, "messages"), "must be a list of $refs");
     for (size_t i = 0; i < msgs.size(); ++i) {
       const std::string at = Child(Child(where, "messages"), std::to_string(i));
       if (!msgs[i].IsMap() || !Get(msgs[i], "$ref")) return Error(msgs[i], at, "must be a $ref");
       std::string t;
-      CONVERGE_ASSIGN_OR_RETURN(YAML::Node n, Resolve(Get(msgs[i], "$ref"), Child(at, "$ref"), &t));
+      CONVERGE_ASSIGN_OR_RETURN(Y n, Resolve(Get(msgs[i], "$ref"), Child(at, "$ref"), &t));
       (void)n;
       const std::string prefix = Child(Child("/channels", o.channel), "messages") + "/";
       const Message* found = nullptr;
@@ -376,14 +378,14 @@ Result<Operation> Parser::ParseOperation(const std::string& id, const YAML::Node
   return o;
 }
 
-Result<std::vector<Name>> Parser::Names(const YAML::Node& node, const std::string& pointer,
+Result<std::vector<Name>> Parser::Names(const Y& node, const std::string& pointer,
                                         const char* key_of_map) {
   std::vector<Name> out;
   if (!node || node.IsNull()) return out;
   if (!node.IsSequence()) return Error(node, pointer, "must be a list");
   for (size_t i = 0; i < node.size(); ++i) {
     const std::string at = Child(pointer, std::to_string(i));
-    YAML::Node item = node[i];
+    Y item = node[i];
     std::string item_at = at;
     if (key_of_map != nullptr && item.IsMap()) {
       CONVERGE_RETURN_IF_ERROR(CheckKeys(item, at, {key_of_map, "description"}));
@@ -400,7 +402,7 @@ Status Parser::ParseExtensions(Service* s) {
   for (const auto& kv : root_) {
     const std::string key = kv.first.Scalar();
     const std::string at = Child("", key);
-    const YAML::Node& v = kv.second;
+    const Y& v = kv.second;
     if (key == "x-converge-owns") {
       CONVERGE_RETURN_IF_ERROR(CheckKeys(v, at, {"topics", "collections"}));
       CONVERGE_ASSIGN_OR_RETURN(s->owned_topics, Names(Get(v, "topics"), Child(at, "topics")));
@@ -453,30 +455,30 @@ Status Parser::ParseExtensions(Service* s) {
 
 Result<Service> Parser::Run() {
   if (!root_.IsMap()) return Error(root_, "", "a manifest must be a mapping (an AsyncAPI document)");
-  const YAML::Node version = Get(root_, "asyncapi");
+  const Y version = Get(root_, "asyncapi");
   CONVERGE_ASSIGN_OR_RETURN(std::string v, String(version, "/asyncapi"));
   if (v.rfind("3.", 0) != 0) {
     return Error(version, "/asyncapi", "AsyncAPI '" + v + "' is not supported (3.x only)");
   }
   Service s;
   s.file = file_;
-  const YAML::Node info = Get(root_, "info");
+  const Y info = Get(root_, "info");
   if (!info || !info.IsMap()) return Error(info ? info : root_, "/info", "must be a mapping with a title");
-  if (const YAML::Node name = Get(info, "x-converge-service"); name) {
+  if (const Y name = Get(info, "x-converge-service"); name) {
     CONVERGE_ASSIGN_OR_RETURN(s.name, NameAt(name, "/info/x-converge-service"));
   } else {
     CONVERGE_ASSIGN_OR_RETURN(s.name, NameAt(Get(info, "title"), "/info/title"));
   }
   CONVERGE_RETURN_IF_ERROR(ParseChannels());
   std::map<std::string, size_t> send_by_id;
-  std::vector<std::pair<YAML::Node, std::string>> publishes;  // (list, pointer) per receive
-  if (const YAML::Node ops = Get(root_, "operations"); ops && !ops.IsNull()) {
+  std::vector<std::pair<Y, std::string>> publishes;  // (list, pointer) per receive
+  if (const Y ops = Get(root_, "operations"); ops && !ops.IsNull()) {
     CONVERGE_RETURN_IF_ERROR(CheckMap(ops, "/operations"));
     for (const auto& kv : ops) {
       const std::string id = kv.first.Scalar();
       bool send = false;
       CONVERGE_ASSIGN_OR_RETURN(Operation o, ParseOperation(id, kv.second, Child("/operations", id), &send));
-      const YAML::Node pub = kv.second.IsMap() ? Get(kv.second, "x-converge-publishes") : YAML::Node();
+      const Y pub = kv.second.IsMap() ? Get(kv.second, "x-converge-publishes") : Y();
       if (send) {
         if (pub) {
           return Error(pub, Child(Child("/operations", id), "x-converge-publishes"),
@@ -500,7 +502,7 @@ Result<Service> Parser::Run() {
       const std::string item = Child(at, std::to_string(i));
       if (!list[i].IsMap() || !Get(list[i], "$ref")) return Error(list[i], item, "must be a $ref");
       std::string target;
-      CONVERGE_ASSIGN_OR_RETURN(YAML::Node n, Resolve(Get(list[i], "$ref"), Child(item, "$ref"), &target));
+      CONVERGE_ASSIGN_OR_RETURN(Y n, Resolve(Get(list[i], "$ref"), Child(item, "$ref"), &target));
       (void)n;
       std::string topic;
       for (const Operation& o : s.sends) {
@@ -522,23 +524,12 @@ Result<Service> Parser::Run() {
 }  // namespace
 
 Result<Service> ParseManifest(std::string_view text, const std::string& file) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(std::string(text));
-  } catch (const YAML::Exception& e) {
-    return InvalidArgumentError(file + ":" + std::to_string(e.mark.line + 1) +
-                                ": not valid YAML: " + e.msg);
-  }
-  try {
-    Parser p(file, root);
-    return p.Run();
-  } catch (const YAML::Exception& e) {
-    // A node of an unexpected shape that a check above missed: still an error, not a crash.
-    return InvalidArgumentError(file + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
-  }
+  CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<YamlTree> tree, YamlTree::Parse(text, file));
+  Parser p(file, tree->root());
+  return p.Run();
 }
 
-Result<std::vector<Service>> LoadManifests(const std::string& dir) {
+Result<std::vector<Service>> LoadManifests(const std::string& dir, unsigned threads) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return InvalidArgumentError(dir + ": not a directory");
@@ -553,15 +544,33 @@ Result<std::vector<Service>> LoadManifests(const std::string& dir) {
   if (ec) return InvalidArgumentError(dir + ": " + ec.message());
   if (files.empty()) return InvalidArgumentError(dir + ": no manifests (*.yaml, *.yml, *.json)");
   std::sort(files.begin(), files.end());
+  // Parsing is independent per file: workers take files by index, and the results are used
+  // in file order, so the outcome (and the first error reported) does not depend on threads.
+  std::vector<std::optional<Result<Service>>> parsed(files.size());
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i = next++; i < files.size(); i = next++) {
+      std::ifstream in(files[i], std::ios::binary);
+      std::stringstream text;
+      text << in.rdbuf();
+      if (!in.good() && !in.eof()) {
+        parsed[i].emplace(InvalidArgumentError(files[i].string() + ": cannot read"));
+      } else {
+        parsed[i].emplace(ParseManifest(text.str(), files[i].filename().string()));
+      }
+    }
+  };
+  threads = std::max(1u, std::min<unsigned>(threads, static_cast<unsigned>(files.size())));
+  std::vector<std::thread> pool;
+  for (unsigned t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
+  for (std::thread& t : pool) t.join();
   std::vector<Service> out;
   out.reserve(files.size());
   std::map<std::string, std::string> file_of;
-  for (const fs::path& p : files) {
-    std::ifstream in(p, std::ios::binary);
-    std::stringstream text;
-    text << in.rdbuf();
-    if (!in && !in.eof()) return InvalidArgumentError(p.string() + ": cannot read");
-    CONVERGE_ASSIGN_OR_RETURN(Service s, ParseManifest(text.str(), p.filename().string()));
+  for (std::optional<Result<Service>>& r : parsed) {
+    if (!r->ok()) return r->status();
+    Service& s = **r;
     auto [it, inserted] = file_of.emplace(s.name, s.file);
     if (!inserted) {
       return InvalidArgumentError(s.file + ": service '" + s.name + "' is already declared by " +

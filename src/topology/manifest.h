@@ -14,6 +14,7 @@
 #pragma once
 
 #include <boost/json.hpp>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,8 +33,9 @@ struct Where {
 
 struct Message {
   std::string name;            // its key in the channel's `messages`
-  bool has_payload = false;    // false: the message declares no payload schema
-  boost::json::value payload;  // the JSON Schema, references inlined
+  // The JSON Schema, references inlined; null when the message declares no payload. Shared:
+  // a message object referenced from many channels is converted once.
+  std::shared_ptr<const boost::json::value> payload;
   Where where;
 };
 
@@ -85,7 +87,9 @@ struct Service {
 Result<Service> ParseManifest(std::string_view text, const std::string& file);
 
 // Every *.yaml, *.yml and *.json file directly in `dir`, in name order. InvalidArgument for an
-// unreadable or empty directory, a bad manifest, or two manifests of one service.
-Result<std::vector<Service>> LoadManifests(const std::string& dir);
+// unreadable or empty directory, a bad manifest (the first in name order), or two manifests
+// of one service. `threads` > 1 parses files on that many threads (a pure computation: the
+// result is the same for any number).
+Result<std::vector<Service>> LoadManifests(const std::string& dir, unsigned threads = 1);
 
 }  // namespace converge::topology

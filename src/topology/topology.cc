@@ -422,10 +422,10 @@ std::vector<Finding> System::Check(ContractChecker contracts) const {
                   {pm.where.ToString(), c.op->where.ToString()});
               continue;
             }
-            if (!cm->has_payload) continue;  // any payload is expected
-            json::value open(true);          // a producer without a schema may send anything
+            if (cm->payload == nullptr) continue;  // any payload is expected
+            const json::value open(true);  // a producer without a schema may send anything
             std::vector<ContractDifference> diffs =
-                contracts(pm.has_payload ? pm.payload : open, cm->payload);
+                contracts(pm.payload != nullptr ? *pm.payload : open, *cm->payload);
             if (diffs.empty()) continue;
             std::vector<std::string> reasons;
             for (const ContractDifference& d : diffs) {
@@ -556,7 +556,7 @@ Result<std::string> System::Render(std::string_view format) const {
 
 // ---- impact ----
 
-Result<std::vector<System::Reached>> System::Impact(const std::string& name) const {
+Result<int> System::Resolve(const std::string& name) const {
   int start = -1;
   if (auto it = by_id_.find(name); it != by_id_.end()) {
     start = it->second;
@@ -573,6 +573,11 @@ Result<std::vector<System::Reached>> System::Impact(const std::string& name) con
       return InvalidArgumentError("'" + name + "' is ambiguous: " + Join(matches, ", "));
     }
   }
+  return start;
+}
+
+Result<std::vector<System::Reached>> System::Impact(const std::string& name) const {
+  CONVERGE_ASSIGN_OR_RETURN(const int start, Resolve(name));
   // Downstream: data flows along sends, receives, writes and replicas; a synchronous call
   // makes the caller depend on the callee, so the caller is downstream of the callee.
   Adjacency down(nodes_.size());

@@ -92,6 +92,8 @@ class System {
     std::vector<int> path;  // from the start node to this one, both included
   };
   Result<std::vector<Reached>> Impact(const std::string& name) const;
+  // The node `name` names, as Impact reads it.
+  Result<int> Resolve(const std::string& name) const;
 
  private:
   int Intern(NodeKind kind, const std::string& name);
