@@ -90,6 +90,8 @@ TEST(SchemaValidatorTest, CompileRefusesWhatItCannotEnforce) {
           "$ref":"#/definitions/a"})",
       R"({"$schema":"http://json-schema.org/draft-07/schema#"})",
       R"({"items":{"items":{"items":false}}})",
+      R"({"type":"string","pattern":"^\\d+$"})",
+      R"({"patternProperties":{"^x":{}},"additionalProperties":false})",
   };
   for (const char* s : refused) {
     SCOPED_TRACE(s);
