@@ -67,7 +67,7 @@ int Run(int argc, char** argv) {
       break;
     }
     const topology::System system = topology::System::Build(std::move(*loaded));
-    const std::vector<topology::Finding> findings = system.Check();
+    const std::vector<topology::Finding> findings = system.Check(&topology::JsonSchemaContract);
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     // CPU time of every thread: the wall time is this divided among the cores, unless the

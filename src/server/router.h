@@ -61,6 +61,16 @@ enum class RouteId {
   kListSagaTimers,
   kRescheduleSagaTimer,
   kCancelSagaTimer,
+  // The schema registry.
+  kListSchemaTypes,
+  kDescribeSchemaType,
+  kSetSchemaCompatibility,
+  kListSchemaVersions,
+  kRegisterSchemaVersion,
+  kGetSchemaVersion,
+  kGetTopicSchema,
+  kPutTopicSchema,
+  kDeleteTopicSchema,
 };
 
 // Who may call a route.

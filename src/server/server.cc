@@ -41,6 +41,7 @@ struct Server::Impl {
   std::unique_ptr<StoreRoutes> store_http;
   std::unique_ptr<SagaOrchestrator> sagas;  // sends commands into `log`, reads replies from it
   std::unique_ptr<SystemTopics> system_topics;  // uses `config` and `sagas`
+  std::unique_ptr<SchemaRegistry> schemas;
   // Publish into `log`; stopped before the log's final sync. The metrics collector holds a weak
   // reference (the relays' connections and lock files must go before `env` and `log`).
   std::shared_ptr<RelayService> relays;
@@ -209,6 +210,9 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
     });
   }
 
+  // Event types' schemas and the topics validated against them (<data_dir>/schemas).
+  CONVERGE_ASSIGN_OR_RETURN(impl->schemas, SchemaRegistry::Open(*impl->env, dir + "/schemas"));
+
   impl->system_topics = std::make_unique<SystemTopics>(impl->config, impl->sagas.get());
   if (impl->config.relays.enabled) {
     // The relays dead-letter rows addressed to topics converge writes itself, as the HTTP
@@ -230,6 +234,7 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   deps.store = impl->store_http.get();
   deps.sagas = impl->sagas.get();
   deps.system_topics = impl->system_topics.get();
+  deps.schemas = impl->schemas.get();
   impl->api = std::make_unique<Api>(deps);
 
   HttpServerOptions http_options;

@@ -6,6 +6,7 @@
 #include <tuple>
 #include <unordered_map>
 
+#include "schema/compat.h"
 #include "topology/scc.h"
 
 #pragma GCC diagnostic ignored "-Wrestrict"  // GCC bug 105329 on "literal" + std::string
@@ -29,6 +30,15 @@ std::string Topic(const std::string& name) { return "topic:" + name; }
 std::string Coll(const std::string& name) { return "collection:" + name; }
 
 }  // namespace
+
+std::vector<ContractDifference> JsonSchemaContract(const json::value& producer,
+                                                   const json::value& consumer) {
+  std::vector<ContractDifference> out;
+  for (schema::Finding& f : schema::CheckReaderAccepts(producer, consumer)) {
+    out.push_back(ContractDifference{std::move(f.path), std::move(f.reason)});
+  }
+  return out;
+}
 
 std::string_view NodeKindName(NodeKind k) {
   switch (k) {

@@ -67,6 +67,13 @@ struct ContractDifference {
 using ContractChecker = std::vector<ContractDifference> (*)(const boost::json::value& producer,
                                                            const boost::json::value& consumer);
 
+// The checker `converge topology check` uses: the schema module's structural comparison
+// (schema/compat.h, CheckReaderAccepts(producer, consumer)): a required field removed, a type
+// changed or widened, an enum widened by the producer; a keyword it cannot reason about is a
+// difference too (conservative).
+std::vector<ContractDifference> JsonSchemaContract(const boost::json::value& producer,
+                                                   const boost::json::value& consumer);
+
 class System {
  public:
   // Builds the graph (never fails: problems are findings of Check).

@@ -32,7 +32,7 @@ struct Expect {
 
 void ExpectFindings(const std::string& dir, const std::vector<Expect>& want) {
   System s = Load(dir);
-  std::vector<Finding> got = s.Check();
+  std::vector<Finding> got = s.Check(&JsonSchemaContract);
   ASSERT_EQ(got.size(), want.size()) << dir << ":\n" << FindingsText(got);
   for (size_t i = 0; i < want.size(); ++i) {
     EXPECT_EQ(got[i].severity, want[i].severity) << dir << " #" << i << ": " << got[i].message;
@@ -89,6 +89,23 @@ TEST(TopologyCheck, AsynchronousLoopIsAWarning) {
                    {"topic:orders.placed", "service:stock", "topic:stock.reserved", "service:orders",
                     "topic:orders.placed"},
                    {"stock.yaml#/operations/onPlaced", "orders.yaml#/operations/onReserved"}}});
+}
+
+// The producer's event changed under a consumer: a required field became optional, a type
+// widened, an enum gained a value. The consumer that needs only the id is not reported.
+TEST(TopologyCheck, IncompatibleEventContract) {
+  ExpectFindings("contract", {{E, "contract", {"service:orders", "topic:orders.placed", "service:billing"},
+                               {"orders.yaml#/channels/placed/messages/OrderPlaced",
+                                "billing.yaml#/channels/placed/messages/OrderPlaced"}}});
+  std::vector<Finding> f = Load("contract").Check(&JsonSchemaContract);
+  ASSERT_EQ(f.size(), 1u);
+  for (const char* reason : {"/required: field 'amount' is required by the reader but optional",
+                             "/properties/amount/type: type narrowed from number to integer",
+                             "/properties/currency/enum: enum narrowed"}) {
+    EXPECT_NE(f[0].message.find(reason), std::string::npos) << f[0].message;
+  }
+  // Without a checker, contracts are not compared.
+  EXPECT_TRUE(Load("contract").Check().empty());
 }
 
 TEST(TopologyCheck, PublishedWithoutConsumerIsAWarning) {

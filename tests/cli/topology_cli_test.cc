@@ -49,6 +49,7 @@ TEST(TopologyCli, CheckExitCodesPerDefectClass) {
       {"saga-participant", 1, "saga-participant"},
       {"async-loop", 0, "async-loop"},
       {"no-consumer", 0, "no-consumer"},
+      {"contract", 1, "contract"},
   };
   for (const Case& c : cases) {
     testing::CommandOutput r = RunTopo("topology check --json " + Testdata(c.dir));
@@ -56,7 +57,7 @@ TEST(TopologyCli, CheckExitCodesPerDefectClass) {
     json::value doc = json::parse(r.out);
     const json::array& findings = doc.at("findings").as_array();
     EXPECT_EQ(doc.at("ok").as_bool(), c.exit_code == 0) << c.dir;
-    EXPECT_FALSE(doc.at("contracts_checked").as_bool());
+    EXPECT_TRUE(doc.at("contracts_checked").as_bool());
     if (c.code[0] == '\0') {
       EXPECT_TRUE(findings.empty()) << c.dir << "\n" << r.out;
     } else {
