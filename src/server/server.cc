@@ -26,6 +26,7 @@
 #include "server/store_metrics.h"
 #include "server/system_topics.h"
 #include "server/wakeup_hub.h"
+#include "server/topology_config.h"
 
 namespace converge::server {
 
@@ -125,6 +126,8 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   CONVERGE_RETURN_IF_ERROR(ValidateConfig(config));
   auto impl = std::make_unique<Impl>();
   impl->config = config;
+  // Each service's permissions from its manifest (a no-op when the caller applied it).
+  CONVERGE_RETURN_IF_ERROR(ApplyTopology(&impl->config));
   impl->env = MeteredDefaultEnv(impl->metrics);
   const std::string& dir = impl->config.data_dir;
   CONVERGE_RETURN_IF_ERROR(impl->env->fs().CreateDirs(dir));
