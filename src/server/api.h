@@ -41,6 +41,7 @@
 #include "server/router.h"
 #include "server/schema_registry.h"
 #include "server/store_routes.h"
+#include "server/topology_observer.h"
 
 namespace converge::server {
 
@@ -163,6 +164,9 @@ class Api {
   asio::awaitable<HttpReply> GetTopicSchema(Call& call);
   asio::awaitable<HttpReply> PutTopicSchema(Call& call);
   asio::awaitable<HttpReply> DeleteTopicSchema(Call& call);
+  asio::awaitable<HttpReply> GetTopology(Call& call);
+  // Publishers and consumers seen, for GET /v1/topology (topology_observer.h).
+  void Observe(TopologyObserver::Kind kind, const std::string& topic, const Principal& who);
 
   // Blocking helpers (run on the pool).
   HttpResponse DoPublish(const HttpRequest& request, const std::string& topic);
@@ -198,6 +202,7 @@ class Api {
 
   ApiDeps d_;
   Authorizer auth_;
+  std::unique_ptr<TopologyObserver> topology_;
   std::atomic<bool> ready_{true};
   std::atomic<uint32_t> subscribers_{0};
   std::atomic<uint64_t> next_stream_id_{0};

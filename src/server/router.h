@@ -71,6 +71,8 @@ enum class RouteId {
   kGetTopicSchema,
   kPutTopicSchema,
   kDeleteTopicSchema,
+  // The declared and observed topology.
+  kTopology,
 };
 
 // Who may call a route.

@@ -209,5 +209,73 @@ TEST_F(TopologyServeTest, StartIsRefusedOnConflictOrBadTopology) {
   EXPECT_NE(out.out.find("topology: /nonexistent-topology: not a directory"), std::string::npos) << out.out;
 }
 
+// GET /v1/topology: the declared graph, the publishers and consumers seen, and the difference
+// by value: the admin publishing to orders.placed and consuming payments.done is undeclared
+// (it has no manifest); orders and payments doing what they declare are not. The same pairs
+// are counted in converge_topology_undeclared_total. Refused publishes are not observed.
+TEST_F(TopologyServeTest, DeclaredObservedAndDrift) {
+  Start();
+  for (const char* t : {"orders.placed", "payments.done"}) {
+    ASSERT_EQ(Call("POST", "/v1/topics", kOps, std::string(R"({"name":")") + t + R"("})").status, 201);
+  }
+  ASSERT_EQ(Publish("orders.placed", kOrders, "o1").status, 200);
+  ASSERT_EQ(Publish("orders.placed", kOrders, "o2").status, 200);
+  ASSERT_EQ(Publish("orders.placed", kOps, "x1").status, 200);           // undeclared
+  ASSERT_EQ(Publish("payments.done", kOrders, "x2").status, 403);        // refused: not seen
+  ASSERT_EQ(Call("POST", "/v1/topics/orders.placed/groups", kPayments, R"({"name":"pay"})").status, 201);
+  ASSERT_EQ(Call("POST", "/v1/topics/orders.placed/groups/pay/fetch", kPayments,
+                 R"({"consumer":"c","max_events":10,"wait_ms":0})").status, 200);
+  ASSERT_EQ(Call("POST", "/v1/topics/payments.done/groups", kOps, R"({"name":"spy"})").status, 201);
+  ASSERT_EQ(Call("POST", "/v1/topics/payments.done/groups/spy/fetch", kOps,
+                 R"({"consumer":"c","max_events":10,"wait_ms":0})").status, 200);  // undeclared
+
+  // Admins only.
+  EXPECT_EQ(Call("GET", "/v1/topology", kOrders).status, 403);
+  EXPECT_EQ(Call("GET", "/v1/topology?window_ms=0", kOps).status, 400);
+  EXPECT_EQ(Call("GET", "/v1/topology?windw_ms=5", kOps).status, 400);
+  HttpResult r = Call("GET", "/v1/topology", kOps);
+  ASSERT_EQ(r.status, 200) << r.body;
+  json::value doc = json::parse(r.body);
+  EXPECT_EQ(doc.at("declared").at("services").as_array().size(), 2u);
+  EXPECT_EQ(doc.at("drift"), json::parse(R"({
+      "undeclared_publishers": [{"topic": "orders.placed", "service": "ops"}],
+      "undeclared_consumers": [{"topic": "payments.done", "service": "ops"}]})"))
+      << r.body;
+  // The observed graph by value (counts; the times vary).
+  json::object observed;
+  for (const json::value& t : doc.at("observed").at("topics").as_array()) {
+    json::object side;
+    for (const char* kind : {"publishers", "consumers"}) {
+      json::array rows;
+      for (const json::value& row : t.at(kind).as_array()) {
+        EXPECT_GE(row.at("last_seen_ms_ago").to_number<int64_t>(), 0);
+        rows.push_back(json::object{{"service", row.at("service")}, {"count", row.at("count")},
+                                    {"declared", row.at("declared")}});
+      }
+      side[kind] = std::move(rows);
+    }
+    observed[t.at("topic").as_string()] = std::move(side);
+  }
+  EXPECT_EQ(json::value(observed), json::parse(R"({
+      "orders.placed": {
+        "publishers": [{"service": "ops", "count": 1, "declared": false},
+                       {"service": "orders", "count": 2, "declared": true}],
+        "consumers": [{"service": "payments", "count": 1, "declared": true}]},
+      "payments.done": {
+        "publishers": [],
+        "consumers": [{"service": "ops", "count": 1, "declared": false}]}})"))
+      << r.body;
+  // The metric: one series per undeclared pair.
+  r = Call("GET", "/metrics", kOps);
+  ASSERT_EQ(r.status, 200);
+  EXPECT_NE(r.body.find("converge_topology_undeclared_total{kind=\"publish\",topic=\"orders.placed\",service=\"ops\"} 1"),
+            std::string::npos)
+      << r.body.substr(0, 2000);
+  EXPECT_NE(r.body.find("converge_topology_undeclared_total{kind=\"consume\",topic=\"payments.done\",service=\"ops\"} 1"),
+            std::string::npos);
+  EXPECT_EQ(r.body.find("converge_topology_undeclared_total{kind=\"publish\",topic=\"orders.placed\",service=\"orders\"}"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace converge
