@@ -21,6 +21,8 @@ namespace json = boost::json;
 
 // Deepest nesting of a payload schema converted to JSON (bounds the recursion).
 constexpr int kMaxSchemaDepth = 64;
+// Most JSON nodes the payload schemas of one manifest may expand to.
+constexpr size_t kMaxSchemaNodes = 1'000'000;
 // Longest chain of `$ref`s followed to reach a channel, message or schema.
 constexpr int kMaxRefHops = 32;
 
@@ -120,6 +122,7 @@ class Parser {
   std::map<std::string, Channel> channels_;  // by key
   // Converted payloads by the pointer of their message object (after $refs).
   std::map<std::string, std::shared_ptr<const json::value>> payloads_;
+  size_t json_nodes_ = 0;  // converted so far (kMaxSchemaNodes)
 };
 
 Result<Y> Parser::Resolve(const Y& ref_node, const std::string& pointer,
@@ -190,6 +193,11 @@ Result<Y> Parser::Follow(Y node, std::string* where) const {
 
 Result<json::value> Parser::ToJson(const Y& node, const std::string& pointer, int depth,
                                    std::vector<std::string>* refs) {
+  // Aliases can make a small document expand exponentially (or loop): bound the work.
+  if (++json_nodes_ > kMaxSchemaNodes) {
+    return Error(node, pointer, "payload schemas expand past " + std::to_string(kMaxSchemaNodes) +
+                                    " nodes (aliases?)");
+  }
   if (depth > kMaxSchemaDepth) {
     return Error(node, pointer, "schema nested deeper than " + std::to_string(kMaxSchemaDepth));
   }

@@ -121,6 +121,28 @@ TEST(Manifest, BadManifestsNameFileAndPath) {
   }
 }
 
+// Aliases that expand exponentially, or refer to their own ancestor, are refused, not
+// expanded.
+TEST(Manifest, AliasBombsAreBounded) {
+  std::string text = "asyncapi: 3.0.0\ninfo: {title: s, version: 1.0.0}\nx-defs:\n  a0: &a0 {type: string}\n";
+  // Ten copies per level, nine levels: 10^9 nodes if expanded.
+  for (int i = 1; i <= 9; ++i) {
+    const std::string prev = "*a" + std::to_string(i - 1);
+    text += "  a" + std::to_string(i) + ": &a" + std::to_string(i) + " {allOf: [";
+    for (int k = 0; k < 10; ++k) text += (k ? ", " : "") + prev;
+    text += "]}\n";
+  }
+  text += "channels:\n  c: {address: t, messages: {M: {payload: *a9}}}\n";
+  Result<Service> s = ParseManifest(text, "bomb.yaml");
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(std::string(s.status().message()).find("expand past"), std::string::npos)
+      << s.status().message();
+  s = ParseManifest("asyncapi: 3.0.0\ninfo: {title: s}\nchannels:\n  c: {address: t, messages: "
+                    "{M: {payload: &p {type: object, properties: {x: *p}}}}}\n",
+                    "loop.yaml");
+  ASSERT_FALSE(s.ok());
+}
+
 TEST(Manifest, LoadRefusesTwoManifestsOfOneService) {
   // sync-cycle has distinct names; a directory with a duplicate is made here.
   const std::string dir = ::testing::TempDir() + "/dup_manifests";
