@@ -76,6 +76,8 @@ TEST(Manifest, BadManifestsNameFileAndPath) {
   const Case cases[] = {
       {"asyncapi: [\n", "bad.yaml:"},
       {"- 1\n", "bad.yaml:1: /: a manifest must be a mapping"},
+      {"asyncapi: 3.0.0\ninfo: {title: s}\nx-converge-owns: {topics: [a]}\nx-converge-owns: {topics: [b]}\n",
+       "bad.yaml:4: not valid YAML: key 'x-converge-owns' appears twice in one mapping"},
       {"info: {title: s}\n", "/asyncapi: must be a non-empty string"},
       {"asyncapi: 2.6.0\ninfo: {title: s}\n", "/asyncapi: AsyncAPI '2.6.0' is not supported"},
       {"asyncapi: 3.0.0\n", "/info: must be a mapping with a title"},

@@ -5,6 +5,7 @@
 #include <yaml-cpp/mark.h>
 #include <yaml-cpp/parser.h>
 
+#include <algorithm>
 #include <map>
 #include <sstream>
 
@@ -79,7 +80,24 @@ class YamlTreeBuilder : public YAML::EventHandler {
     Add(n);
     open_.push_back(n);
   }
-  void OnMapEnd() override { open_.pop_back(); }
+  void OnMapEnd() override {
+    // A key given twice would silently lose one of the declarations: refused.
+    const YamlNode* map = open_.back();
+    open_.pop_back();
+    std::vector<const YamlNode*> keys;
+    for (size_t i = 0; i < map->items.size(); i += 2) {
+      if (map->items[i]->kind == YamlNode::kScalar) keys.push_back(map->items[i]);
+    }
+    std::sort(keys.begin(), keys.end(),
+              [](const YamlNode* a, const YamlNode* b) { return a->scalar < b->scalar; });
+    for (size_t i = 1; i < keys.size(); ++i) {
+      if (keys[i]->scalar == keys[i - 1]->scalar) {
+        YAML::Mark mark;
+        mark.line = std::max(keys[i]->line, keys[i - 1]->line);
+        throw YAML::ParserException(mark, "key '" + keys[i]->scalar + "' appears twice in one mapping");
+      }
+    }
+  }
 
  private:
   YamlNode* New(YamlNode::Kind kind, const YAML::Mark& mark, YAML::anchor_t anchor) {

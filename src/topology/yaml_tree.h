@@ -3,7 +3,8 @@
 // several times slower than parsing them; this tree is a flat vector of nodes. Anchors and
 // aliases are kept (an alias shares its anchor's node).
 //
-// Contract: Parse never throws; a syntax error gives InvalidArgument "FILE:LINE: ...".
+// Contract: Parse never throws; a syntax error, or a key repeated in one mapping, gives
+// InvalidArgument "FILE:LINE: ...".
 // `Y` is a handle (pointer-sized, copyable) into a tree that must outlive it; a default Y is
 // "absent" (what reading a missing key gives).
 // Thread-safety: a tree is immutable after Parse.
