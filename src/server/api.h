@@ -37,11 +37,11 @@
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "server/system_topics.h"
+#include "server/topology_observer.h"
 #include "server/wakeup_hub.h"
 #include "server/router.h"
 #include "server/schema_registry.h"
 #include "server/store_routes.h"
-#include "server/topology_observer.h"
 
 namespace converge::server {
 

@@ -800,7 +800,8 @@ asio::awaitable<HttpReply> Api::GetTopology(Call& call) {
     if (!n.ok()) co_return Error(n.status());
     window_ms = static_cast<int64_t>(*n);
   }
-  json::object doc = topology_->Snapshot(d_.env->clock().NowMonotonicNanos() / 1'000'000, window_ms);
+  json::object doc =
+      topology_->Snapshot(d_.env->clock().NowMonotonicNanos() / 1'000'000, window_ms);
   co_return Reply(JsonReply(http::status::ok, json::serialize(doc)));
 }
 

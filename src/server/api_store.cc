@@ -445,7 +445,8 @@ HttpResponse StoreRoutes::ListCollections(const std::vector<std::string>* readab
   bool first = true;
   for (const std::string& name : store_.ListCollections()) {
     // A service limited by its manifest sees only the collections it may read.
-    if (readable != nullptr && std::find(readable->begin(), readable->end(), name) == readable->end()) {
+    if (readable != nullptr &&
+        std::find(readable->begin(), readable->end(), name) == readable->end()) {
       continue;
     }
     if (!first) body.push_back(',');
@@ -755,10 +756,12 @@ asio::awaitable<HttpReply> Api::HandleStore(Call& call) {
     r.writable = &who.write_collections;
     r.readable = &who.read_collections;
     if (!r.collection.empty()) {
-      const bool writes = r.route == RouteId::kPutCollection || r.route == RouteId::kDeleteCollection ||
+      const bool writes = r.route == RouteId::kPutCollection ||
+                          r.route == RouteId::kDeleteCollection ||
                           r.route == RouteId::kPutDocument || r.route == RouteId::kDeleteDocument;
       if (writes ? !who.CanWriteCollection(r.collection) : !who.CanReadCollection(r.collection)) {
-        co_return Error(CollectionNotInManifest(who.service, writes ? "write" : "read", r.collection));
+        co_return Error(
+            CollectionNotInManifest(who.service, writes ? "write" : "read", r.collection));
       }
     }
   }

@@ -189,7 +189,9 @@ asio::awaitable<HttpReply> Api::Publish(Call& call) {
   // threads only frame HTTP and concurrent publishers share group commits.
   auto job = [this, &req, topic] { return DoPublish(req, topic); };
   HttpResponse res = co_await d_.pool->Run(std::move(job));
-  if (res.result() == http::status::ok) Observe(TopologyObserver::Kind::kPublish, topic, *call.principal);
+  if (res.result() == http::status::ok) {
+    Observe(TopologyObserver::Kind::kPublish, topic, *call.principal);
+  }
   co_return Reply(std::move(res));
 }
 

@@ -25,8 +25,8 @@
 #include "server/metrics.h"
 #include "server/store_metrics.h"
 #include "server/system_topics.h"
-#include "server/wakeup_hub.h"
 #include "server/topology_config.h"
+#include "server/wakeup_hub.h"
 
 namespace converge::server {
 

@@ -16,7 +16,8 @@ Status ApplyTopology(ServerConfig* config, std::vector<std::string>* notes) {
   if (!services.ok()) {
     return InvalidArgumentError("topology: " + std::string(services.status().message()));
   }
-  auto system = std::make_shared<const topology::System>(topology::System::Build(std::move(*services)));
+  auto system =
+      std::make_shared<const topology::System>(topology::System::Build(std::move(*services)));
   size_t errors = 0;
   const topology::Finding* first = nullptr;
   const std::vector<topology::Finding> findings = system->Check(&topology::JsonSchemaContract);

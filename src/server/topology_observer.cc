@@ -23,7 +23,8 @@ TopologyObserver::TopologyObserver(std::shared_ptr<const topology::System> decla
     : declared_(std::move(declared)), metrics_(metrics) {
   if (declared_ == nullptr) return;
   for (const topology::Service& s : declared_->services()) {
-    for (const topology::Operation& o : s.sends) declared_pairs_.insert(Key(Kind::kPublish, o.topic, s.name));
+    for (const topology::Operation& o : s.sends)
+      declared_pairs_.insert(Key(Kind::kPublish, o.topic, s.name));
     for (const topology::Operation& o : s.receives) {
       declared_pairs_.insert(Key(Kind::kConsume, o.topic, s.name));
     }
@@ -94,20 +95,22 @@ json::object TopologyObserver::Snapshot(int64_t now_ms, int64_t window_ms) const
                                  {"count", r.count},
                                  {"last_seen_ms_ago", r.ago_ms},
                                  {"declared", r.declared}});
-      if (!r.declared) undeclared->push_back(json::object{{"topic", topic}, {"service", r.service}});
+      if (!r.declared)
+        undeclared->push_back(json::object{{"topic", topic}, {"service", r.service}});
     }
     return out;
   };
   for (auto& [topic, pc] : topics) {
     json::array publishers = rows(pc.first, topic, &undeclared_publishers);
     json::array consumers = rows(pc.second, topic, &undeclared_consumers);
-    list.push_back(json::object{{"topic", topic}, {"publishers", std::move(publishers)},
+    list.push_back(json::object{{"topic", topic},
+                                {"publishers", std::move(publishers)},
                                 {"consumers", std::move(consumers)}});
   }
   json::object out;
   out["declared"] = declared_ == nullptr ? json::value(nullptr) : declared_graph_;
-  out["observed"] = json::object{{"window_ms", window_ms}, {"topics", std::move(list)},
-                                 {"dropped", dropped}};
+  out["observed"] =
+      json::object{{"window_ms", window_ms}, {"topics", std::move(list)}, {"dropped", dropped}};
   if (declared_ == nullptr) {
     out["drift"] = nullptr;
   } else {

@@ -71,8 +71,8 @@ std::vector<std::pair<std::string, std::string>> GenerateSystem(uint32_t service
     y += "]\n  collections: [coll" + std::to_string(i) + "]\n";
     if (i > 0) {
       const uint32_t src = static_cast<uint32_t>(rng() % i);
-      y += "x-converge-replicas:\n  - {collection: coll" + std::to_string(src) + ", source: " +
-           svc(src) + "}\n";
+      y += "x-converge-replicas:\n  - {collection: coll" + std::to_string(src) +
+           ", source: " + svc(src) + "}\n";
       y += "x-converge-calls: [" + svc(static_cast<uint32_t>(rng() % i));
       if (i > 1) y += ", " + svc(static_cast<uint32_t>(rng() % i));
       y += "]\n";

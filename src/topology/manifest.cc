@@ -1,7 +1,5 @@
 #include "topology/manifest.h"
 
-#include "topology/yaml_tree.h"
-
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
@@ -11,6 +9,8 @@
 #include <set>
 #include <sstream>
 #include <thread>
+
+#include "topology/yaml_tree.h"
 
 #pragma GCC diagnostic ignored "-Wrestrict"  // GCC bug 105329 on "literal" + std::string
 
@@ -96,17 +96,15 @@ class Parser {
 
   // Resolves "#/a/b" within the document. The node, or an error naming `pointer` (where the
   // reference was written).
-  Result<Y> Resolve(const Y& ref_node, const std::string& pointer,
-                             std::string* target) const;
+  Result<Y> Resolve(const Y& ref_node, const std::string& pointer, std::string* target) const;
   // Follows `$ref`s from `node` (written at `pointer`) to the object they name; `*where`
   // becomes the pointer of the node returned.
   Result<Y> Follow(Y node, std::string* where) const;
 
   Status ParseChannels();
-  Result<Operation> ParseOperation(const std::string& id, const Y& op,
-                                   const std::string& pointer, bool* send);
-  Result<Message> ParseMessage(const std::string& name, const Y& node,
-                               const std::string& pointer);
+  Result<Operation> ParseOperation(const std::string& id, const Y& op, const std::string& pointer,
+                                   bool* send);
+  Result<Message> ParseMessage(const std::string& name, const Y& node, const std::string& pointer);
   Result<json::value> ToJson(const Y& node, const std::string& pointer, int depth,
                              std::vector<std::string>* refs_in_progress);
   Result<std::vector<Name>> Names(const Y& node, const std::string& pointer,
@@ -126,7 +124,7 @@ class Parser {
 };
 
 Result<Y> Parser::Resolve(const Y& ref_node, const std::string& pointer,
-                                   std::string* target) const {
+                          std::string* target) const {
   if (!ref_node.IsScalar()) return Error(ref_node, pointer, "$ref must be a string");
   const std::string ref = ref_node.Scalar();
   if (ref.empty() || ref[0] != '#') {
@@ -195,57 +193,58 @@ Result<json::value> Parser::ToJson(const Y& node, const std::string& pointer, in
                                    std::vector<std::string>* refs) {
   // Aliases can make a small document expand exponentially (or loop): bound the work.
   if (++json_nodes_ > kMaxSchemaNodes) {
-    return Error(node, pointer, "payload schemas expand past " + std::to_string(kMaxSchemaNodes) +
-                                    " nodes (aliases?)");
+    return Error(
+        node, pointer,
+        "payload schemas expand past " + std::to_string(kMaxSchemaNodes) + " nodes (aliases?)");
   }
   if (depth > kMaxSchemaDepth) {
     return Error(node, pointer, "schema nested deeper than " + std::to_string(kMaxSchemaDepth));
   }
   if (!node || node.IsNull()) return json::value(nullptr);
   if (node.IsScalar()) {
-      const std::string& s = node.Scalar();
-      if (node.quoted()) return json::value(s);  // quoted: always a string
-      if (s == "null" || s == "~" || s.empty()) return json::value(nullptr);
-      if (s == "true") return json::value(true);
-      if (s == "false") return json::value(false);
-      json::error_code ec;
-      json::value number = json::parse(s, ec);
-      if (!ec && number.is_number()) return number;
-      return json::value(s);
-    }
+    const std::string& s = node.Scalar();
+    if (node.quoted()) return json::value(s);  // quoted: always a string
+    if (s == "null" || s == "~" || s.empty()) return json::value(nullptr);
+    if (s == "true") return json::value(true);
+    if (s == "false") return json::value(false);
+    json::error_code ec;
+    json::value number = json::parse(s, ec);
+    if (!ec && number.is_number()) return number;
+    return json::value(s);
+  }
   if (node.IsSequence()) {
-      json::array a;
-      for (size_t i = 0; i < node.size(); ++i) {
-        CONVERGE_ASSIGN_OR_RETURN(json::value v,
-                                  ToJson(node[i], Child(pointer, std::to_string(i)), depth + 1, refs));
-        a.push_back(std::move(v));
-      }
-      return json::value(std::move(a));
+    json::array a;
+    for (size_t i = 0; i < node.size(); ++i) {
+      CONVERGE_ASSIGN_OR_RETURN(
+          json::value v, ToJson(node[i], Child(pointer, std::to_string(i)), depth + 1, refs));
+      a.push_back(std::move(v));
     }
+    return json::value(std::move(a));
+  }
   {
-      if (const Y ref = Get(node, "$ref"); ref && node.size() == 1) {
-        std::string target;
-        CONVERGE_ASSIGN_OR_RETURN(Y to, Resolve(ref, Child(pointer, "$ref"), &target));
-        if (std::find(refs->begin(), refs->end(), target) != refs->end()) {
-          return Error(ref, Child(pointer, "$ref"),
-                       "recursive schema reference '#" + target + "' is not supported");
-        }
-        refs->push_back(target);
-        Result<json::value> v = ToJson(to, target, depth + 1, refs);
-        refs->pop_back();
-        return v;
+    if (const Y ref = Get(node, "$ref"); ref && node.size() == 1) {
+      std::string target;
+      CONVERGE_ASSIGN_OR_RETURN(Y to, Resolve(ref, Child(pointer, "$ref"), &target));
+      if (std::find(refs->begin(), refs->end(), target) != refs->end()) {
+        return Error(ref, Child(pointer, "$ref"),
+                     "recursive schema reference '#" + target + "' is not supported");
       }
-      json::object o;
-      for (const auto& kv : node) {
-        const std::string key = kv.first.Scalar();
-        if (key == "$ref") {
-          return Error(kv.first, Child(pointer, key), "$ref beside other keys is not supported");
-        }
-        CONVERGE_ASSIGN_OR_RETURN(json::value v,
-                                  ToJson(kv.second, Child(pointer, key), depth + 1, refs));
-        o[key] = std::move(v);
+      refs->push_back(target);
+      Result<json::value> v = ToJson(to, target, depth + 1, refs);
+      refs->pop_back();
+      return v;
+    }
+    json::object o;
+    for (const auto& kv : node) {
+      const std::string key = kv.first.Scalar();
+      if (key == "$ref") {
+        return Error(kv.first, Child(pointer, key), "$ref beside other keys is not supported");
       }
-      return json::value(std::move(o));
+      CONVERGE_ASSIGN_OR_RETURN(json::value v,
+                                ToJson(kv.second, Child(pointer, key), depth + 1, refs));
+      o[key] = std::move(v);
+    }
+    return json::value(std::move(o));
   }
 }
 
@@ -267,7 +266,8 @@ Result<Message> Parser::ParseMessage(const std::string& name, const Y& node,
   Y schema = payload;
   // The multi-format form {schemaFormat, schema}: only JSON Schema formats are read.
   if (payload.IsMap() && Get(payload, "schemaFormat")) {
-    const std::string format = Get(payload, "schemaFormat").IsScalar() ? Get(payload, "schemaFormat").Scalar() : "";
+    const std::string format =
+        Get(payload, "schemaFormat").IsScalar() ? Get(payload, "schemaFormat").Scalar() : "";
     if (format.rfind("application/schema+json", 0) != 0 &&
         format.rfind("application/vnd.aai.asyncapi", 0) != 0) {
       return Error(Get(payload, "schemaFormat"), Child(payload_at, "schemaFormat"),
@@ -311,8 +311,8 @@ Status Parser::ParseChannels() {
       CONVERGE_RETURN_IF_ERROR(CheckMap(msgs, Child(where, "messages")));
       for (const auto& m : msgs) {
         const std::string name = m.first.Scalar();
-        CONVERGE_ASSIGN_OR_RETURN(Message msg,
-                                  ParseMessage(name, m.second, Child(Child(where, "messages"), name)));
+        CONVERGE_ASSIGN_OR_RETURN(
+            Message msg, ParseMessage(name, m.second, Child(Child(where, "messages"), name)));
         c.messages.push_back(std::move(msg));
       }
     }
@@ -340,11 +340,13 @@ Result<Operation> Parser::ParseOperation(const std::string& id, const Y& node,
     return Error(channel, channel_at, "must be a reference {$ref: '#/channels/NAME'}");
   }
   std::string target;
-  CONVERGE_ASSIGN_OR_RETURN(Y ignored, Resolve(Get(channel, "$ref"), Child(channel_at, "$ref"), &target));
+  CONVERGE_ASSIGN_OR_RETURN(Y ignored,
+                            Resolve(Get(channel, "$ref"), Child(channel_at, "$ref"), &target));
   (void)ignored;
   if (target.rfind("/channels/", 0) != 0 ||
       target.find('/', std::string("/channels/").size()) != std::string::npos) {
-    return Error(Get(channel, "$ref"), Child(channel_at, "$ref"), "must name a channel ('#/channels/NAME')");
+    return Error(Get(channel, "$ref"), Child(channel_at, "$ref"),
+                 "must name a channel ('#/channels/NAME')");
   }
   for (const auto& [key, ch] : channels_) {
     if (Child("/channels", key) == target) {
@@ -370,7 +372,8 @@ Result<Operation> Parser::ParseOperation(const std::string& id, const Y& node,
         if (t == prefix + Escape(m.name)) found = &m;
       }
       if (found == nullptr) {
-        return Error(msgs[i], at, "must name a message of the operation's channel ('#" + prefix + "NAME')");
+        return Error(msgs[i], at,
+                     "must name a message of the operation's channel ('#" + prefix + "NAME')");
       }
       o.messages.push_back(*found);
     }
@@ -428,7 +431,8 @@ Status Parser::ParseExtensions(Service* s) {
         const std::string item = Child(at, std::to_string(i));
         CONVERGE_RETURN_IF_ERROR(CheckKeys(v[i], item, {"collection", "source", "description"}));
         Replica r;
-        CONVERGE_ASSIGN_OR_RETURN(r.collection, NameAt(Get(v[i], "collection"), Child(item, "collection")));
+        CONVERGE_ASSIGN_OR_RETURN(r.collection,
+                                  NameAt(Get(v[i], "collection"), Child(item, "collection")));
         CONVERGE_ASSIGN_OR_RETURN(r.source, NameAt(Get(v[i], "source"), Child(item, "source")));
         r.where = At(item);
         s->replicas.push_back(std::move(r));
@@ -437,12 +441,14 @@ Status Parser::ParseExtensions(Service* s) {
       if (!v.IsSequence()) return Error(v, at, "must be a list");
       for (size_t i = 0; i < v.size(); ++i) {
         const std::string item = Child(at, std::to_string(i));
-        CONVERGE_RETURN_IF_ERROR(CheckKeys(v[i], item, {"name", "role", "participants", "description"}));
+        CONVERGE_RETURN_IF_ERROR(
+            CheckKeys(v[i], item, {"name", "role", "participants", "description"}));
         SagaRole r;
         CONVERGE_ASSIGN_OR_RETURN(r.saga, NameAt(Get(v[i], "name"), Child(item, "name")));
         CONVERGE_ASSIGN_OR_RETURN(std::string role, String(Get(v[i], "role"), Child(item, "role")));
         if (role != "orchestrator" && role != "participant") {
-          return Error(Get(v[i], "role"), Child(item, "role"), "must be 'orchestrator' or 'participant'");
+          return Error(Get(v[i], "role"), Child(item, "role"),
+                       "must be 'orchestrator' or 'participant'");
         }
         r.orchestrator = role == "orchestrator";
         if (!r.orchestrator && Get(v[i], "participants")) {
@@ -462,7 +468,8 @@ Status Parser::ParseExtensions(Service* s) {
 }
 
 Result<Service> Parser::Run() {
-  if (!root_.IsMap()) return Error(root_, "", "a manifest must be a mapping (an AsyncAPI document)");
+  if (!root_.IsMap())
+    return Error(root_, "", "a manifest must be a mapping (an AsyncAPI document)");
   const Y version = Get(root_, "asyncapi");
   CONVERGE_ASSIGN_OR_RETURN(std::string v, String(version, "/asyncapi"));
   if (v.rfind("3.", 0) != 0) {
@@ -471,7 +478,8 @@ Result<Service> Parser::Run() {
   Service s;
   s.file = file_;
   const Y info = Get(root_, "info");
-  if (!info || !info.IsMap()) return Error(info ? info : root_, "/info", "must be a mapping with a title");
+  if (!info || !info.IsMap())
+    return Error(info ? info : root_, "/info", "must be a mapping with a title");
   if (const Y name = Get(info, "x-converge-service"); name) {
     CONVERGE_ASSIGN_OR_RETURN(s.name, NameAt(name, "/info/x-converge-service"));
   } else {
@@ -485,7 +493,8 @@ Result<Service> Parser::Run() {
     for (const auto& kv : ops) {
       const std::string id = kv.first.Scalar();
       bool send = false;
-      CONVERGE_ASSIGN_OR_RETURN(Operation o, ParseOperation(id, kv.second, Child("/operations", id), &send));
+      CONVERGE_ASSIGN_OR_RETURN(Operation o,
+                                ParseOperation(id, kv.second, Child("/operations", id), &send));
       const Y pub = kv.second.IsMap() ? Get(kv.second, "x-converge-publishes") : Y();
       if (send) {
         if (pub) {

@@ -32,7 +32,7 @@ struct Where {
 };
 
 struct Message {
-  std::string name;            // its key in the channel's `messages`
+  std::string name;  // its key in the channel's `messages`
   // The JSON Schema, references inlined; null when the message declares no payload. Shared:
   // a message object referenced from many channels is converted once.
   std::shared_ptr<const boost::json::value> payload;

@@ -34,7 +34,8 @@ TEST(Manifest, ReadsTheCleanExample) {
   ASSERT_EQ(orders.receives.size(), 1u);
   EXPECT_EQ(orders.receives[0].topic, "payments.done");
   ASSERT_EQ(orders.owned_collections.size(), 1u);
-  EXPECT_EQ(orders.owned_collections[0].where.ToString(), "orders.yaml#/x-converge-owns/collections/0");
+  EXPECT_EQ(orders.owned_collections[0].where.ToString(),
+            "orders.yaml#/x-converge-owns/collections/0");
   ASSERT_EQ(orders.calls.size(), 1u);
   EXPECT_EQ(orders.calls[0].name, "customers");
   ASSERT_EQ(orders.sagas.size(), 1u);
@@ -59,7 +60,8 @@ channels:
       M: {payload: {type: object, properties: {v: {const: "12"}, w: {const: 12}, x: {enum: [true, "true", null]}}}}
 operations:
   o: {action: send, channel: {$ref: '#/channels/c'}}
-)", "s.yaml");
+)",
+                                    "s.yaml");
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   EXPECT_EQ(*s->sends[0].messages[0].payload,
             json::parse(R"({"type":"object","properties":{"v":{"const":"12"},"w":{"const":12},
@@ -76,31 +78,41 @@ TEST(Manifest, BadManifestsNameFileAndPath) {
   const Case cases[] = {
       {"asyncapi: [\n", "bad.yaml:"},
       {"- 1\n", "bad.yaml:1: /: a manifest must be a mapping"},
-      {"asyncapi: 3.0.0\ninfo: {title: s}\nx-converge-owns: {topics: [a]}\nx-converge-owns: {topics: [b]}\n",
+      {"asyncapi: 3.0.0\ninfo: {title: s}\nx-converge-owns: {topics: [a]}\nx-converge-owns: "
+       "{topics: [b]}\n",
        "bad.yaml:4: not valid YAML: key 'x-converge-owns' appears twice in one mapping"},
       {"info: {title: s}\n", "/asyncapi: must be a non-empty string"},
       {"asyncapi: 2.6.0\ninfo: {title: s}\n", "/asyncapi: AsyncAPI '2.6.0' is not supported"},
       {"asyncapi: 3.0.0\n", "/info: must be a mapping with a title"},
       {"asyncapi: 3.0.0\ninfo: {title: 'a b'}\n", "/info/title: must not contain spaces"},
-      {head + "channels:\n  c: {}\n", "bad.yaml:4: /channels/c/address: a channel needs an address"},
-      {head + "channels:\n  c: {address: 'user.{id}'}\n", "/channels/c/address: address parameters"},
-      {head + "channels:\n  c: {address: t}\noperations:\n  o: {action: publish, channel: {$ref: '#/channels/c'}}\n",
+      {head + "channels:\n  c: {}\n",
+       "bad.yaml:4: /channels/c/address: a channel needs an address"},
+      {head + "channels:\n  c: {address: 'user.{id}'}\n",
+       "/channels/c/address: address parameters"},
+      {head + "channels:\n  c: {address: t}\noperations:\n  o: {action: publish, channel: {$ref: "
+              "'#/channels/c'}}\n",
        "/operations/o/action: must be 'send' or 'receive'"},
       {head + "operations:\n  o: {action: send, channel: {$ref: '#/channels/nope'}}\n",
        "/operations/o/channel/$ref: $ref '#/channels/nope' names nothing in the document"},
       {head + "operations:\n  o: {action: send, channel: {$ref: 'other.yaml#/channels/c'}}\n",
        "only references within the document"},
-      {head + "channels:\n  c: {address: t}\noperations:\n  o: {action: send, channel: '#/channels/c'}\n",
+      {head + "channels:\n  c: {address: t}\noperations:\n  o: {action: send, channel: "
+              "'#/channels/c'}\n",
        "/operations/o/channel: must be a reference"},
-      {head + "channels:\n  c: {address: t, messages: {M: {payload: {$ref: '#/components/schemas/A'}}}}\n"
-              "components:\n  schemas:\n    A: {type: object, properties: {next: {$ref: '#/components/schemas/A'}}}\n",
+      {head + "channels:\n  c: {address: t, messages: {M: {payload: {$ref: "
+              "'#/components/schemas/A'}}}}\n"
+              "components:\n  schemas:\n    A: {type: object, properties: {next: {$ref: "
+              "'#/components/schemas/A'}}}\n",
        "/components/schemas/A/properties/next/$ref: recursive schema reference"},
       {head + "channels:\n  c: {address: t, messages: {M: {payload: 3}}}\n",
        "/channels/c/messages/M/payload: a payload schema must be an object or a boolean"},
-      {head + "channels:\n  c: {address: t, messages: {M: {payload: {schemaFormat: application/vnd.apache.avro;version=1.9.0, schema: {}}}}}\n",
+      {head + "channels:\n  c: {address: t, messages: {M: {payload: {schemaFormat: "
+              "application/vnd.apache.avro;version=1.9.0, schema: {}}}}}\n",
        "/channels/c/messages/M/payload/schemaFormat: schema format"},
-      {head + "channels:\n  c: {address: t}\n  d: {address: u}\noperations:\n  o:\n    action: receive\n"
-              "    channel: {$ref: '#/channels/c'}\n    x-converge-publishes: [{$ref: '#/channels/d'}]\n",
+      {head + "channels:\n  c: {address: t}\n  d: {address: u}\noperations:\n  o:\n    action: "
+              "receive\n"
+              "    channel: {$ref: '#/channels/c'}\n    x-converge-publishes: [{$ref: "
+              "'#/channels/d'}]\n",
        "/operations/o/x-converge-publishes/0: must name a send operation of this service"},
       {head + "channels:\n  c: {address: t}\noperations:\n  o:\n    action: send\n"
               "    channel: {$ref: '#/channels/c'}\n    x-converge-publishes: []\n",
@@ -108,9 +120,12 @@ TEST(Manifest, BadManifestsNameFileAndPath) {
       {head + "x-converge-own: {topics: [a]}\n", "/x-converge-own: unknown converge extension"},
       {head + "x-converge-owns: {topic: [a]}\n", "/x-converge-owns/topic: unknown key"},
       {head + "x-converge-owns: {topics: a}\n", "/x-converge-owns/topics: must be a list"},
-      {head + "x-converge-calls: [{service: ''}]\n", "/x-converge-calls/0/service: must be a non-empty string"},
-      {head + "x-converge-replicas: [{collection: c}]\n", "/x-converge-replicas/0/source: must be a non-empty string"},
-      {head + "x-converge-sagas: [{name: s, role: boss}]\n", "/x-converge-sagas/0/role: must be 'orchestrator' or 'participant'"},
+      {head + "x-converge-calls: [{service: ''}]\n",
+       "/x-converge-calls/0/service: must be a non-empty string"},
+      {head + "x-converge-replicas: [{collection: c}]\n",
+       "/x-converge-replicas/0/source: must be a non-empty string"},
+      {head + "x-converge-sagas: [{name: s, role: boss}]\n",
+       "/x-converge-sagas/0/role: must be 'orchestrator' or 'participant'"},
       {head + "x-converge-sagas: [{name: s, role: participant, participants: [a]}]\n",
        "/x-converge-sagas/0/participants: only the orchestrator lists the participants"},
   };
@@ -126,7 +141,8 @@ TEST(Manifest, BadManifestsNameFileAndPath) {
 // Aliases that expand exponentially, or refer to their own ancestor, are refused, not
 // expanded.
 TEST(Manifest, AliasBombsAreBounded) {
-  std::string text = "asyncapi: 3.0.0\ninfo: {title: s, version: 1.0.0}\nx-defs:\n  a0: &a0 {type: string}\n";
+  std::string text =
+      "asyncapi: 3.0.0\ninfo: {title: s, version: 1.0.0}\nx-defs:\n  a0: &a0 {type: string}\n";
   // Ten copies per level, nine levels: 10^9 nodes if expanded.
   for (int i = 1; i <= 9; ++i) {
     const std::string prev = "*a" + std::to_string(i - 1);
@@ -139,9 +155,10 @@ TEST(Manifest, AliasBombsAreBounded) {
   ASSERT_FALSE(s.ok());
   EXPECT_NE(std::string(s.status().message()).find("expand past"), std::string::npos)
       << s.status().message();
-  s = ParseManifest("asyncapi: 3.0.0\ninfo: {title: s}\nchannels:\n  c: {address: t, messages: "
-                    "{M: {payload: &p {type: object, properties: {x: *p}}}}}\n",
-                    "loop.yaml");
+  s = ParseManifest(
+      "asyncapi: 3.0.0\ninfo: {title: s}\nchannels:\n  c: {address: t, messages: "
+      "{M: {payload: &p {type: object, properties: {x: *p}}}}}\n",
+      "loop.yaml");
   ASSERT_FALSE(s.ok());
 }
 

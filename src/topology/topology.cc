@@ -118,9 +118,10 @@ System System::Build(std::vector<Service> services) {
 
 std::vector<Finding> System::Check(ContractChecker contracts) const {
   std::vector<Finding> out;
-  auto add = [&](Severity sev, std::string code, std::string message,
-                 std::vector<std::string> path, std::vector<std::string> where) {
-    out.push_back(Finding{sev, std::move(code), std::move(message), std::move(path), std::move(where)});
+  auto add = [&](Severity sev, std::string code, std::string message, std::vector<std::string> path,
+                 std::vector<std::string> where) {
+    out.push_back(
+        Finding{sev, std::move(code), std::move(message), std::move(path), std::move(where)});
   };
   std::unordered_map<std::string, size_t> service_index;
   for (size_t i = 0; i < services_.size(); ++i) service_index.emplace(services_[i].name, i);
@@ -162,7 +163,8 @@ std::vector<Finding> System::Check(ContractChecker contracts) const {
   }
 
   // Two owners of one topic or collection.
-  auto two_owners = [&](const char* kind, const std::string& name, const std::vector<Owner>& owners) {
+  auto two_owners = [&](const char* kind, const std::string& name,
+                        const std::vector<Owner>& owners) {
     if (owners.size() < 2) return;
     std::vector<std::string> path, where, names;
     for (const Owner& o : owners) {
@@ -177,7 +179,8 @@ std::vector<Finding> System::Check(ContractChecker contracts) const {
         std::move(path), std::move(where));
   };
   for (const std::string& t : topics) {
-    if (auto it = topic_owners.find(t); it != topic_owners.end()) two_owners("topic", t, it->second);
+    if (auto it = topic_owners.find(t); it != topic_owners.end())
+      two_owners("topic", t, it->second);
   }
   {
     std::vector<std::string> names;
@@ -218,7 +221,8 @@ std::vector<Finding> System::Check(ContractChecker contracts) const {
       }
       if (mine) continue;
       std::vector<std::string> where{c.where.ToString()};
-      const std::string owners = owner_list(it == coll_owners.end() ? nullptr : &it->second, &where);
+      const std::string owners =
+          owner_list(it == coll_owners.end() ? nullptr : &it->second, &where);
       add(Severity::kError, "not-owner",
           "service '" + svc.name + "' writes collection '" + c.name + "', owned by " + owners,
           {Svc(svc.name), Coll(c.name)}, std::move(where));
@@ -275,7 +279,8 @@ std::vector<Finding> System::Check(ContractChecker contracts) const {
       }
       if (!owned) {
         std::vector<std::string> where{r.where.ToString()};
-        const std::string by = owner_list(owners == coll_owners.end() ? nullptr : &owners->second, &where);
+        const std::string by =
+            owner_list(owners == coll_owners.end() ? nullptr : &owners->second, &where);
         add(Severity::kError, "replica-source",
             "service '" + svc.name + "' keeps a replica of collection '" + r.collection +
                 "' from service '" + r.source + "', but that collection is owned by " + by,
@@ -331,7 +336,8 @@ std::vector<Finding> System::Check(ContractChecker contracts) const {
                   (exists ? "whose manifest does not declare taking part in it"
                           : "which has no manifest"),
               {Svc(orch->name), Svc(p.name)},
-              exists ? std::vector<std::string>{p.where.ToString(), services_[service_index.at(p.name)].file}
+              exists ? std::vector<std::string>{p.where.ToString(),
+                                                services_[service_index.at(p.name)].file}
                      : std::vector<std::string>{p.where.ToString()});
         }
         for (const auto& [svc, pr] : d.participants) {
@@ -377,7 +383,8 @@ std::vector<Finding> System::Check(ContractChecker contracts) const {
   }
   {
     std::unordered_map<std::string, int> topic_index;
-    for (const std::string& t : topics) topic_index.emplace(t, static_cast<int>(topic_index.size()));
+    for (const std::string& t : topics)
+      topic_index.emplace(t, static_cast<int>(topic_index.size()));
     Adjacency adj(topics.size());
     // (from, to) -> the first handler linking them.
     std::map<std::pair<int, int>, std::pair<const Service*, const Operation*>> by;
@@ -404,8 +411,8 @@ std::vector<Finding> System::Check(ContractChecker contracts) const {
         steps.push_back("(" + svc->name + ") -> " + topics[cycle[k + 1]]);
         where.push_back(op->where.ToString());
       }
-      add(Severity::kWarning, "async-loop",
-          "handlers publish in a loop: " + Join(steps, " "), std::move(path), std::move(where));
+      add(Severity::kWarning, "async-loop", "handlers publish in a loop: " + Join(steps, " "),
+          std::move(path), std::move(where));
     }
   }
 
@@ -433,13 +440,14 @@ std::vector<Finding> System::Check(ContractChecker contracts) const {
               continue;
             }
             if (cm->payload == nullptr) continue;  // any payload is expected
-            const json::value open(true);  // a producer without a schema may send anything
+            const json::value open(true);          // a producer without a schema may send anything
             std::vector<ContractDifference> diffs =
                 contracts(pm.payload != nullptr ? *pm.payload : open, *cm->payload);
             if (diffs.empty()) continue;
             std::vector<std::string> reasons;
             for (const ContractDifference& d : diffs) {
-              reasons.push_back((d.pointer.empty() ? std::string("/") : d.pointer) + ": " + d.reason);
+              reasons.push_back((d.pointer.empty() ? std::string("/") : d.pointer) + ": " +
+                                d.reason);
             }
             add(Severity::kError, "contract",
                 "topic '" + t + "': message '" + pm.name + "' of '" + p.service->name +
@@ -524,7 +532,8 @@ Result<std::string> System::Render(std::string_view format) const {
       const char* shape = n.kind == NodeKind::kService ? "box"
                           : n.kind == NodeKind::kTopic ? "ellipse"
                                                        : "cylinder";
-      out += "  " + DotString(n.Id()) + " [label=" + DotString(n.name) + ", shape=" + shape + "];\n";
+      out +=
+          "  " + DotString(n.Id()) + " [label=" + DotString(n.name) + ", shape=" + shape + "];\n";
     }
     for (const Edge& e : edges_) {
       out += "  " + DotString(nodes_[e.from].Id()) + " -> " + DotString(nodes_[e.to].Id()) +
@@ -541,12 +550,14 @@ Result<std::string> System::Render(std::string_view format) const {
       services.push_back(json::object{{"name", s.name}, {"file", s.file}});
       for (const Operation& o : s.receives) {
         for (const std::string& p : o.publishes) {
-          handlers.push_back(json::object{{"service", s.name}, {"receives", o.topic}, {"publishes", p}});
+          handlers.push_back(
+              json::object{{"service", s.name}, {"receives", o.topic}, {"publishes", p}});
         }
       }
     }
     for (const Node& n : nodes_) {
-      nodes.push_back(json::object{{"id", n.Id()}, {"kind", NodeKindName(n.kind)}, {"name", n.name}});
+      nodes.push_back(
+          json::object{{"id", n.Id()}, {"kind", NodeKindName(n.kind)}, {"name", n.name}});
     }
     for (const Edge& e : edges_) {
       edges.push_back(json::object{{"from", nodes_[e.from].Id()},

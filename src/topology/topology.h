@@ -65,7 +65,7 @@ struct ContractDifference {
   std::string reason;
 };
 using ContractChecker = std::vector<ContractDifference> (*)(const boost::json::value& producer,
-                                                           const boost::json::value& consumer);
+                                                            const boost::json::value& consumer);
 
 // The checker `converge topology check` uses: the schema module's structural comparison
 // (schema/compat.h, CheckReaderAccepts(producer, consumer)): a required field removed, a type

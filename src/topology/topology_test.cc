@@ -18,7 +18,8 @@ namespace {
 namespace json = boost::json;
 
 System Load(const std::string& name) {
-  Result<std::vector<Service>> all = LoadManifests(std::string(CONVERGE_TOPOLOGY_TESTDATA "/") + name);
+  Result<std::vector<Service>> all =
+      LoadManifests(std::string(CONVERGE_TOPOLOGY_TESTDATA "/") + name);
   EXPECT_TRUE(all.ok()) << all.status().ToString();
   return System::Build(all.ok() ? std::move(*all) : std::vector<Service>{});
 }
@@ -49,52 +50,75 @@ TEST(TopologyCheck, CleanSystemHasNoFindings) { ExpectFindings("clean", {}); }
 
 TEST(TopologyCheck, CycleOfSynchronousCalls) {
   // a -> b -> c -> a; d calls a but is not on the cycle.
-  ExpectFindings("sync-cycle",
-                 {{E, "sync-cycle", {"service:a", "service:b", "service:c", "service:a"},
-                   {"a.yaml#/x-converge-calls/0", "b.yaml#/x-converge-calls/0", "c.yaml#/x-converge-calls/0"}}});
+  ExpectFindings("sync-cycle", {{E,
+                                 "sync-cycle",
+                                 {"service:a", "service:b", "service:c", "service:a"},
+                                 {"a.yaml#/x-converge-calls/0", "b.yaml#/x-converge-calls/0",
+                                  "c.yaml#/x-converge-calls/0"}}});
 }
 
 TEST(TopologyCheck, TwoOwners) {
-  ExpectFindings("two-owners",
-                 {{E, "two-owners", {"service:billing", "collection:accounts", "service:ledger"},
-                   {"billing.yaml#/x-converge-owns/collections/0", "ledger.yaml#/x-converge-owns/collections/0"}},
-                  {E, "two-owners", {"service:billing", "topic:invoices", "service:ledger"},
-                   {"billing.yaml#/x-converge-owns/topics/0", "ledger.yaml#/x-converge-owns/topics/0"}}});
+  ExpectFindings(
+      "two-owners",
+      {{E,
+        "two-owners",
+        {"service:billing", "collection:accounts", "service:ledger"},
+        {"billing.yaml#/x-converge-owns/collections/0",
+         "ledger.yaml#/x-converge-owns/collections/0"}},
+       {E,
+        "two-owners",
+        {"service:billing", "topic:invoices", "service:ledger"},
+        {"billing.yaml#/x-converge-owns/topics/0", "ledger.yaml#/x-converge-owns/topics/0"}}});
 }
 
 TEST(TopologyCheck, WritingWhatAnotherServiceOwns) {
-  ExpectFindings("not-owner",
-                 {{E, "not-owner", {"service:shipping", "collection:orders"},
-                   {"shipping.yaml#/x-converge-writes/collections/0", "orders.yaml#/x-converge-owns/collections/0"}},
-                  {E, "not-owner", {"service:shipping", "topic:orders.placed"},
-                   {"shipping.yaml#/operations/forgePlaced", "orders.yaml#/x-converge-owns/topics/0"}}});
+  ExpectFindings(
+      "not-owner",
+      {{E,
+        "not-owner",
+        {"service:shipping", "collection:orders"},
+        {"shipping.yaml#/x-converge-writes/collections/0",
+         "orders.yaml#/x-converge-owns/collections/0"}},
+       {E,
+        "not-owner",
+        {"service:shipping", "topic:orders.placed"},
+        {"shipping.yaml#/operations/forgePlaced", "orders.yaml#/x-converge-owns/topics/0"}}});
 }
 
 TEST(TopologyCheck, SubscriberWithoutPublisher) {
-  ExpectFindings("no-publisher", {{E, "no-publisher", {"topic:refunds.issued", "service:audit"},
+  ExpectFindings("no-publisher", {{E,
+                                   "no-publisher",
+                                   {"topic:refunds.issued", "service:audit"},
                                    {"audit.yaml#/operations/onRefund"}}});
 }
 
 TEST(TopologyCheck, UndeclaredSagaParticipants) {
   ExpectFindings("saga-participant",
-                 {{E, "saga-participant", {"service:trip", "service:cars"},
+                 {{E,
+                   "saga-participant",
+                   {"service:trip", "service:cars"},
                    {"trip.yaml#/x-converge-sagas/0/participants/2"}},
-                  {E, "saga-participant", {"service:trip", "service:flights"},
+                  {E,
+                   "saga-participant",
+                   {"service:trip", "service:flights"},
                    {"trip.yaml#/x-converge-sagas/0/participants/1", "flights.yaml"}}});
 }
 
 TEST(TopologyCheck, AsynchronousLoopIsAWarning) {
   ExpectFindings("async-loop",
-                 {{W, "async-loop",
-                   {"topic:orders.placed", "service:stock", "topic:stock.reserved", "service:orders",
-                    "topic:orders.placed"},
+                 {{W,
+                   "async-loop",
+                   {"topic:orders.placed", "service:stock", "topic:stock.reserved",
+                    "service:orders", "topic:orders.placed"},
                    {"stock.yaml#/operations/onPlaced", "orders.yaml#/operations/onReserved"}}});
 }
 
 // The producer's event changed under a consumer: a required field became optional, a type
 // widened, an enum gained a value. The consumer that needs only the id is not reported.
 TEST(TopologyCheck, IncompatibleEventContract) {
-  ExpectFindings("contract", {{E, "contract", {"service:orders", "topic:orders.placed", "service:billing"},
+  ExpectFindings("contract", {{E,
+                               "contract",
+                               {"service:orders", "topic:orders.placed", "service:billing"},
                                {"orders.yaml#/channels/placed/messages/OrderPlaced",
                                 "billing.yaml#/channels/placed/messages/OrderPlaced"}}});
   std::vector<Finding> f = Load("contract").Check(&JsonSchemaContract);
@@ -109,7 +133,9 @@ TEST(TopologyCheck, IncompatibleEventContract) {
 }
 
 TEST(TopologyCheck, PublishedWithoutConsumerIsAWarning) {
-  ExpectFindings("no-consumer", {{W, "no-consumer", {"service:metrics", "topic:metrics.raw"},
+  ExpectFindings("no-consumer", {{W,
+                                  "no-consumer",
+                                  {"service:metrics", "topic:metrics.raw"},
                                   {"metrics.yaml#/operations/emit"}}});
 }
 
@@ -126,7 +152,10 @@ TEST(TopologyCheck, RandomCallGraphsAgainstBruteForce) {
       services[i].file = services[i].name + ".yaml";
       for (int j = 0; j < n; ++j) {
         if (rng() % 5 == 0) {
-          services[i].calls.push_back(Name{"s" + std::to_string(j), Where{services[i].file, "/x-converge-calls/" + std::to_string(services[i].calls.size())}});
+          services[i].calls.push_back(
+              Name{"s" + std::to_string(j),
+                   Where{services[i].file,
+                         "/x-converge-calls/" + std::to_string(services[i].calls.size())}});
           reach[i][j] = 1;
         }
       }
@@ -179,9 +208,11 @@ TEST(TopologyImpact, DownstreamOfACollection) {
     paths[s.nodes()[reached.node].Id()] = p;
   }
   EXPECT_EQ(paths.size(), 6u);
-  EXPECT_EQ(paths["service:payments"], (std::vector<std::string>{"collection:customers", "service:payments"}));
+  EXPECT_EQ(paths["service:payments"],
+            (std::vector<std::string>{"collection:customers", "service:payments"}));
   EXPECT_EQ(paths["service:orders"],
-            (std::vector<std::string>{"collection:customers", "service:payments", "topic:payments.done", "service:orders"}));
+            (std::vector<std::string>{"collection:customers", "service:payments",
+                                      "topic:payments.done", "service:orders"}));
   EXPECT_TRUE(paths.count("collection:orders"));
   EXPECT_TRUE(paths.count("topic:orders.placed"));
   // A synchronous callee's callers are downstream of it.
@@ -207,7 +238,8 @@ TEST(TopologyGraph, Renders) {
   EXPECT_NE(mermaid->find(" -. calls .-> "), std::string::npos);
   Result<std::string> dot = s.Render("dot");
   ASSERT_TRUE(dot.ok());
-  EXPECT_NE(dot->find("\"service:orders\" -> \"topic:orders.placed\" [label=\"sends\"];"), std::string::npos);
+  EXPECT_NE(dot->find("\"service:orders\" -> \"topic:orders.placed\" [label=\"sends\"];"),
+            std::string::npos);
   Result<std::string> j = s.Render("json");
   ASSERT_TRUE(j.ok());
   json::value doc = json::parse(*j);
@@ -215,7 +247,8 @@ TEST(TopologyGraph, Renders) {
   bool found = false;
   for (const json::value& e : doc.at("edges").as_array()) {
     found = found || (e.at("from") == "collection:customers" && e.at("to") == "service:payments" &&
-                      e.at("kind") == "replicates" && e.at("where") == "payments.yaml#/x-converge-replicas/0");
+                      e.at("kind") == "replicates" &&
+                      e.at("where") == "payments.yaml#/x-converge-replicas/0");
   }
   EXPECT_TRUE(found);
   EXPECT_EQ(doc.at("handlers").as_array().size(), 1u);

@@ -94,7 +94,8 @@ class YamlTreeBuilder : public YAML::EventHandler {
       if (keys[i]->scalar == keys[i - 1]->scalar) {
         YAML::Mark mark;
         mark.line = std::max(keys[i]->line, keys[i - 1]->line);
-        throw YAML::ParserException(mark, "key '" + keys[i]->scalar + "' appears twice in one mapping");
+        throw YAML::ParserException(mark,
+                                    "key '" + keys[i]->scalar + "' appears twice in one mapping");
       }
     }
   }
@@ -135,10 +136,13 @@ Result<std::unique_ptr<YamlTree>> YamlTree::Parse(std::string_view text, const s
       void OnDocumentEnd() override {}
       void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
       void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
-      void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
-      void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+      void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                    const std::string&) override {}
+      void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                           YAML::EmitterStyle::value) override {}
       void OnSequenceEnd() override {}
-      void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+      void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                      YAML::EmitterStyle::value) override {}
       void OnMapEnd() override {}
     } ignore;
     if (parser.HandleNextDocument(ignore)) {

@@ -75,7 +75,8 @@ TEST(TopologyCli, CheckTextNamesPathAndFiles) {
   EXPECT_NE(r.out.find("error [sync-cycle] synchronous calls form a cycle: a -> b -> c -> a"),
             std::string::npos)
       << r.out;
-  EXPECT_NE(r.out.find("path: service:a -> service:b -> service:c -> service:a"), std::string::npos);
+  EXPECT_NE(r.out.find("path: service:a -> service:b -> service:c -> service:a"),
+            std::string::npos);
   EXPECT_NE(r.out.find("at: a.yaml#/x-converge-calls/0, b.yaml#/x-converge-calls/0"),
             std::string::npos);
 }
@@ -93,7 +94,8 @@ TEST(TopologyCli, BadInputExitsTwo) {
   json::value err = json::parse(r.out);
   EXPECT_EQ(err.at("code").as_string(), "INVALID_ARGUMENT");
   // A bad manifest: named with its line and JSON pointer.
-  const std::string dir = (std::filesystem::temp_directory_path() / "converge-topology-bad").string();
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / "converge-topology-bad").string();
   std::filesystem::create_directories(dir);
   std::ofstream(dir + "/broken.yaml") << "asyncapi: 3.0.0\ninfo: {title: s}\noperations:\n"
                                          "  o: {action: send, channel: {$ref: '#/channels/c'}}\n";
@@ -104,7 +106,9 @@ TEST(TopologyCli, BadInputExitsTwo) {
             std::string::npos)
       << r.out;
   for (const char* cmd : {"graph", "impact"}) {
-    EXPECT_EQ(RunTopo(std::string("topology ") + cmd + " " + dir + (cmd[0] == 'i' ? " x" : "")).exit_code, 2);
+    EXPECT_EQ(
+        RunTopo(std::string("topology ") + cmd + " " + dir + (cmd[0] == 'i' ? " x" : "")).exit_code,
+        2);
   }
   std::filesystem::remove_all(dir);
   // Usage errors.
@@ -121,8 +125,9 @@ TEST(TopologyCli, GraphFormats) {
   EXPECT_EQ(r.out.rfind("flowchart LR\n", 0), 0u) << r.out;
   r = RunTopo("topology graph --format dot " + Testdata("clean"));
   EXPECT_EQ(r.exit_code, 0);
-  EXPECT_NE(r.out.find("\"service:payments\" -> \"service:customers\" [label=\"calls\", style=dashed];"),
-            std::string::npos)
+  EXPECT_NE(
+      r.out.find("\"service:payments\" -> \"service:customers\" [label=\"calls\", style=dashed];"),
+      std::string::npos)
       << r.out;
   r = RunTopo("topology graph --format json " + Testdata("clean"));
   EXPECT_EQ(r.exit_code, 0);
@@ -131,20 +136,25 @@ TEST(TopologyCli, GraphFormats) {
 }
 
 TEST(TopologyCli, Impact) {
-  testing::CommandOutput r = RunTopo("topology impact --json " + Testdata("clean") + " topic:orders.placed");
+  testing::CommandOutput r =
+      RunTopo("topology impact --json " + Testdata("clean") + " topic:orders.placed");
   EXPECT_EQ(r.exit_code, 0) << r.out;
   json::value doc = json::parse(r.out);
   EXPECT_EQ(doc.at("start").as_string(), "topic:orders.placed");
   std::set<std::string> nodes;
-  for (const json::value& d : doc.at("downstream").as_array()) nodes.insert(std::string(d.at("node").as_string()));
-  EXPECT_EQ(nodes, (std::set<std::string>{"service:payments", "topic:payments.done", "collection:payments",
-                                          "service:orders", "collection:orders"}));
+  for (const json::value& d : doc.at("downstream").as_array())
+    nodes.insert(std::string(d.at("node").as_string()));
+  EXPECT_EQ(nodes,
+            (std::set<std::string>{"service:payments", "topic:payments.done", "collection:payments",
+                                   "service:orders", "collection:orders"}));
   r = RunTopo("topology impact " + Testdata("clean") + " service:orders");
   EXPECT_EQ(r.exit_code, 0);
-  EXPECT_NE(r.out.find("via service:orders -> topic:orders.placed -> service:payments"), std::string::npos)
+  EXPECT_NE(r.out.find("via service:orders -> topic:orders.placed -> service:payments"),
+            std::string::npos)
       << r.out;
   EXPECT_EQ(RunTopo("topology impact " + Testdata("clean") + " nothing").exit_code, 2);
-  EXPECT_EQ(RunTopo("topology impact " + Testdata("clean") + " customers").exit_code, 2);  // ambiguous
+  EXPECT_EQ(RunTopo("topology impact " + Testdata("clean") + " customers").exit_code,
+            2);  // ambiguous
 }
 
 TEST(TopologyCli, BenchPrintsJsonLines) {

@@ -12,8 +12,8 @@
 #include <string>
 
 #include "serve_process.h"
-#include "test_util.h"
 #include "support/run_command.h"
+#include "test_util.h"
 
 namespace converge {
 namespace {
@@ -70,11 +70,14 @@ class TopologyServeTest : public ::testing::Test {
 auth:
   tokens:
     - service: orders
-      token: )" + kOrders + extra_orders + R"(
+      token: )" +
+           kOrders + extra_orders + R"(
     - service: payments
-      token: )" + kPayments + R"(
+      token: )" +
+           kPayments + R"(
     - service: ops
-      token: )" + kOps + R"(
+      token: )" +
+           kOps + R"(
       admin: true
       publish: ["*"]
       subscribe: ["*"]
@@ -92,9 +95,10 @@ auth:
     return HttpCall(server_->port(), method, target, body, headers, token);
   }
   HttpResult Publish(const std::string& topic, const std::string& token, const std::string& id) {
-    return Call("POST", "/v1/topics/" + topic + "/events", token,
-                R"({"specversion":"1.0","id":")" + id + R"(","source":"/test","type":"t","data":{}})",
-                "application/cloudevents+json");
+    return Call(
+        "POST", "/v1/topics/" + topic + "/events", token,
+        R"({"specversion":"1.0","id":")" + id + R"(","source":"/test","type":"t","data":{}})",
+        "application/cloudevents+json");
   }
   uint64_t TopicEnd(const std::string& topic) {
     HttpResult r = Call("GET", "/v1/topics/" + topic, kOps);
@@ -114,14 +118,16 @@ auth:
 TEST_F(TopologyServeTest, PublishAndSubscribeOnlyAsDeclared) {
   Start();
   for (const char* t : {"orders.placed", "payments.done", "audit"}) {
-    ASSERT_EQ(Call("POST", "/v1/topics", kOps, std::string(R"({"name":")") + t + R"("})").status, 201);
+    ASSERT_EQ(Call("POST", "/v1/topics", kOps, std::string(R"({"name":")") + t + R"("})").status,
+              201);
   }
   // Declared sends.
   EXPECT_EQ(Publish("orders.placed", kOrders, "o1").status, 200);
   EXPECT_EQ(Publish("payments.done", kPayments, "p1").status, 200);
   // Outside the manifest: 403 and nothing appended.
-  for (const auto& [topic, token] : {std::pair{"payments.done", kOrders}, std::pair{"audit", kOrders},
-                                     std::pair{"orders.placed", kPayments}}) {
+  for (const auto& [topic, token] :
+       {std::pair{"payments.done", kOrders}, std::pair{"audit", kOrders},
+        std::pair{"orders.placed", kPayments}}) {
     const uint64_t before = TopicEnd(topic);
     HttpResult r = Publish(topic, token, "forged");
     EXPECT_EQ(r.status, 403) << topic << ": " << r.body;
@@ -129,7 +135,8 @@ TEST_F(TopologyServeTest, PublishAndSubscribeOnlyAsDeclared) {
     EXPECT_EQ(TopicEnd(topic), before) << topic;
   }
   // Declared receives: a group and a fetch.
-  EXPECT_EQ(Call("POST", "/v1/topics/orders.placed/groups", kPayments, R"({"name":"pay"})").status, 201);
+  EXPECT_EQ(Call("POST", "/v1/topics/orders.placed/groups", kPayments, R"({"name":"pay"})").status,
+            201);
   HttpResult f = Call("POST", "/v1/topics/orders.placed/groups/pay/fetch", kPayments,
                       R"({"consumer":"c1","max_events":10,"wait_ms":0})");
   EXPECT_EQ(f.status, 200) << f.body;
@@ -195,7 +202,8 @@ TEST_F(TopologyServeTest, StartIsRefusedOnConflictOrBadTopology) {
   // A topology with a check error (a receive nobody publishes).
   std::ofstream(manifests_ + "/audit.yaml")
       << "asyncapi: 3.0.0\ninfo: {title: audit, version: 1.0.0}\n"
-         "channels:\n  r: {address: refunds}\noperations:\n  on: {action: receive, channel: {$ref: '#/channels/r'}}\n";
+         "channels:\n  r: {address: refunds}\noperations:\n  on: {action: receive, channel: {$ref: "
+         "'#/channels/r'}}\n";
   {
     ServeProcess p(Config());
     EXPECT_FALSE(p.Start().ok());
@@ -203,10 +211,12 @@ TEST_F(TopologyServeTest, StartIsRefusedOnConflictOrBadTopology) {
   }
   // --topology with a directory that does not exist: exit code 2.
   const char* bin = std::getenv("CONVERGE_BINARY");
-  testing::CommandOutput out = testing::RunCommand(std::string(bin ? bin : "converge") +
-                                                   " serve --listen 127.0.0.1:0 --topology /nonexistent-topology 2>&1");
+  testing::CommandOutput out =
+      testing::RunCommand(std::string(bin ? bin : "converge") +
+                          " serve --listen 127.0.0.1:0 --topology /nonexistent-topology 2>&1");
   EXPECT_EQ(out.exit_code, 2) << out.out;
-  EXPECT_NE(out.out.find("topology: /nonexistent-topology: not a directory"), std::string::npos) << out.out;
+  EXPECT_NE(out.out.find("topology: /nonexistent-topology: not a directory"), std::string::npos)
+      << out.out;
 }
 
 // GET /v1/topology: the declared graph, the publishers and consumers seen, and the difference
@@ -216,18 +226,24 @@ TEST_F(TopologyServeTest, StartIsRefusedOnConflictOrBadTopology) {
 TEST_F(TopologyServeTest, DeclaredObservedAndDrift) {
   Start();
   for (const char* t : {"orders.placed", "payments.done"}) {
-    ASSERT_EQ(Call("POST", "/v1/topics", kOps, std::string(R"({"name":")") + t + R"("})").status, 201);
+    ASSERT_EQ(Call("POST", "/v1/topics", kOps, std::string(R"({"name":")") + t + R"("})").status,
+              201);
   }
   ASSERT_EQ(Publish("orders.placed", kOrders, "o1").status, 200);
   ASSERT_EQ(Publish("orders.placed", kOrders, "o2").status, 200);
-  ASSERT_EQ(Publish("orders.placed", kOps, "x1").status, 200);           // undeclared
-  ASSERT_EQ(Publish("payments.done", kOrders, "x2").status, 403);        // refused: not seen
-  ASSERT_EQ(Call("POST", "/v1/topics/orders.placed/groups", kPayments, R"({"name":"pay"})").status, 201);
+  ASSERT_EQ(Publish("orders.placed", kOps, "x1").status, 200);     // undeclared
+  ASSERT_EQ(Publish("payments.done", kOrders, "x2").status, 403);  // refused: not seen
+  ASSERT_EQ(Call("POST", "/v1/topics/orders.placed/groups", kPayments, R"({"name":"pay"})").status,
+            201);
   ASSERT_EQ(Call("POST", "/v1/topics/orders.placed/groups/pay/fetch", kPayments,
-                 R"({"consumer":"c","max_events":10,"wait_ms":0})").status, 200);
+                 R"({"consumer":"c","max_events":10,"wait_ms":0})")
+                .status,
+            200);
   ASSERT_EQ(Call("POST", "/v1/topics/payments.done/groups", kOps, R"({"name":"spy"})").status, 201);
   ASSERT_EQ(Call("POST", "/v1/topics/payments.done/groups/spy/fetch", kOps,
-                 R"({"consumer":"c","max_events":10,"wait_ms":0})").status, 200);  // undeclared
+                 R"({"consumer":"c","max_events":10,"wait_ms":0})")
+                .status,
+            200);  // undeclared
 
   // Admins only.
   EXPECT_EQ(Call("GET", "/v1/topology", kOrders).status, 403);
@@ -249,7 +265,8 @@ TEST_F(TopologyServeTest, DeclaredObservedAndDrift) {
       json::array rows;
       for (const json::value& row : t.at(kind).as_array()) {
         EXPECT_GE(row.at("last_seen_ms_ago").to_number<int64_t>(), 0);
-        rows.push_back(json::object{{"service", row.at("service")}, {"count", row.at("count")},
+        rows.push_back(json::object{{"service", row.at("service")},
+                                    {"count", row.at("count")},
                                     {"declared", row.at("declared")}});
       }
       side[kind] = std::move(rows);
@@ -268,12 +285,15 @@ TEST_F(TopologyServeTest, DeclaredObservedAndDrift) {
   // The metric: one series per undeclared pair.
   r = Call("GET", "/metrics", kOps);
   ASSERT_EQ(r.status, 200);
-  EXPECT_NE(r.body.find("converge_topology_undeclared_total{kind=\"publish\",topic=\"orders.placed\",service=\"ops\"} 1"),
+  EXPECT_NE(r.body.find("converge_topology_undeclared_total{kind=\"publish\",topic=\"orders."
+                        "placed\",service=\"ops\"} 1"),
             std::string::npos)
       << r.body.substr(0, 2000);
-  EXPECT_NE(r.body.find("converge_topology_undeclared_total{kind=\"consume\",topic=\"payments.done\",service=\"ops\"} 1"),
+  EXPECT_NE(r.body.find("converge_topology_undeclared_total{kind=\"consume\",topic=\"payments."
+                        "done\",service=\"ops\"} 1"),
             std::string::npos);
-  EXPECT_EQ(r.body.find("converge_topology_undeclared_total{kind=\"publish\",topic=\"orders.placed\",service=\"orders\"}"),
+  EXPECT_EQ(r.body.find("converge_topology_undeclared_total{kind=\"publish\",topic=\"orders."
+                        "placed\",service=\"orders\"}"),
             std::string::npos);
 }
 

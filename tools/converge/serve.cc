@@ -9,8 +9,8 @@
 #include "command.h"
 #include "core/command_line.h"
 #include "server/config.h"
-#include "server/topology_config.h"
 #include "server/server.h"
+#include "server/topology_config.h"
 
 namespace converge::cli {
 namespace {
@@ -67,7 +67,9 @@ int RunServe(int argc, char** argv) {
     std::fprintf(stderr, "converge serve: %s\n", s.ToString().c_str());
     return 2;
   }
-  for (const std::string& note : notes) std::fprintf(stderr, "converge serve: topology: %s\n", note.c_str());
+  for (const std::string& note : notes) {
+    std::fprintf(stderr, "converge serve: topology: %s\n", note.c_str());
+  }
 
   // SIGTERM and SIGINT wait (blocked, in every thread started from here on) until Run is
   // ready to drain on them: one arriving while storage opens or just after the port is

@@ -58,7 +58,8 @@ int Run(int argc, char** argv) {
   app.require_subcommand(1, 1);
   if (int rc = ParseOrExit(app, argc, argv, kUsage); rc >= 0) return rc;
 
-  Result<std::vector<topology::Service>> services = topology::LoadManifests(dir, std::max(1u, std::thread::hardware_concurrency()));
+  Result<std::vector<topology::Service>> services =
+      topology::LoadManifests(dir, std::max(1u, std::thread::hardware_concurrency()));
   if (!services.ok()) return BadInput(services.status(), json);
   const topology::System system = topology::System::Build(std::move(*services));
 
@@ -70,8 +71,8 @@ int Run(int argc, char** argv) {
       std::fputs(topology::FindingsJson(findings, /*contracts_checked=*/true).c_str(), stdout);
     } else {
       std::fputs(topology::FindingsText(findings).c_str(), stdout);
-      std::printf("%zu services: %zu errors, %zu warnings\n",
-                  system.services().size(), errors, warnings);
+      std::printf("%zu services: %zu errors, %zu warnings\n", system.services().size(), errors,
+                  warnings);
     }
     return errors > 0 || (strict && warnings > 0) ? 1 : 0;
   }
