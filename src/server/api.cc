@@ -185,6 +185,28 @@ const std::vector<Api::Route>& Api::RouteTable() {
        &Api::ListDeadLetters, A::kToken, M::kCore},
       {V::post, "/v1/topics/{topic}/groups/{group}/dead-letters/replay",
        RouteId::kReplayDeadLetters, &Api::ReplayDeadLetters, A::kToken, M::kCore},
+      {V::get, "/v1/topics/{topic}/schema", RouteId::kGetTopicSchema, &Api::GetTopicSchema,
+       A::kToken, M::kCore},
+      {V::put, "/v1/topics/{topic}/schema", RouteId::kPutTopicSchema, &Api::PutTopicSchema,
+       A::kToken, M::kCore},
+      {V::delete_, "/v1/topics/{topic}/schema", RouteId::kDeleteTopicSchema,
+       &Api::DeleteTopicSchema, A::kToken, M::kCore},
+      // The declared topology beside the observed one: admins only.
+      {V::get, "/v1/topology", RouteId::kTopology, &Api::GetTopology, A::kToken, M::kCore},
+      // The schema registry: reads for any token, changes for admins (checked before the body
+      // is read).
+      {V::get, "/v1/schemas", RouteId::kListSchemaTypes, &Api::ListSchemaTypes, A::kToken,
+       M::kCore},
+      {V::get, "/v1/schemas/{type}", RouteId::kDescribeSchemaType, &Api::DescribeSchemaType,
+       A::kToken, M::kCore},
+      {V::put, "/v1/schemas/{type}", RouteId::kSetSchemaCompatibility,
+       &Api::SetSchemaCompatibility, A::kToken, M::kCore},
+      {V::get, "/v1/schemas/{type}/versions", RouteId::kListSchemaVersions,
+       &Api::ListSchemaVersions, A::kToken, M::kCore},
+      {V::post, "/v1/schemas/{type}/versions", RouteId::kRegisterSchemaVersion,
+       &Api::RegisterSchemaVersion, A::kToken, M::kCore},
+      {V::get, "/v1/schemas/{type}/versions/{version}", RouteId::kGetSchemaVersion,
+       &Api::GetSchemaVersion, A::kToken, M::kCore},
       // The shared store: StoreRoutes authorizes (owner, writers) before it reads the input.
       {V::get, "/v1/collections", RouteId::kListCollections, &Api::HandleStore, A::kToken,
        M::kStore},
@@ -276,7 +298,10 @@ Api::Match Api::MatchRoute(http::verb method, std::string_view path, bool with_s
   return out;
 }
 
-Api::Api(ApiDeps deps) : d_(deps), auth_(deps.config->tokens) {
+Api::Api(ApiDeps deps)
+    : d_(deps),
+      auth_(deps.config->tokens),
+      topology_(std::make_unique<TopologyObserver>(deps.config->topology, deps.metrics)) {
   deliver_latency_ = d_.metrics->GetHistogram(
       "converge_publish_to_deliver_seconds",
       "Time from append to first delivery of an event to a consumer.", {}, LatencyBucketsSeconds());

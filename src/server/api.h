@@ -28,6 +28,7 @@
 
 #include "converge/consumer_group.h"
 #include "converge/env.h"
+#include "converge/event.h"
 #include "converge/log.h"
 #include "converge/saga.h"
 #include "server/auth.h"
@@ -36,8 +37,10 @@
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "server/system_topics.h"
+#include "server/topology_observer.h"
 #include "server/wakeup_hub.h"
 #include "server/router.h"
+#include "server/schema_registry.h"
 #include "server/store_routes.h"
 
 namespace converge::server {
@@ -57,6 +60,9 @@ struct ApiDeps {
   SagaOrchestrator* sagas = nullptr;
   // The topics converge writes itself (refused to HTTP publishes).
   SystemTopics* system_topics = nullptr;
+  // Event types' JSON Schemas and the topics validated against them (/v1/schemas,
+  // /v1/topics/{topic}/schema); required.
+  SchemaRegistry* schemas = nullptr;
 };
 
 // One route: method and path template ("/v1/topics/{topic}").
@@ -148,9 +154,25 @@ class Api {
   asio::awaitable<HttpReply> Leave(Call& call);
   asio::awaitable<HttpReply> ListDeadLetters(Call& call);
   asio::awaitable<HttpReply> ReplayDeadLetters(Call& call);
+  // The schema registry (api_schemas.cc): reads for any token, changes for admins.
+  asio::awaitable<HttpReply> ListSchemaTypes(Call& call);
+  asio::awaitable<HttpReply> DescribeSchemaType(Call& call);
+  asio::awaitable<HttpReply> SetSchemaCompatibility(Call& call);
+  asio::awaitable<HttpReply> ListSchemaVersions(Call& call);
+  asio::awaitable<HttpReply> RegisterSchemaVersion(Call& call);
+  asio::awaitable<HttpReply> GetSchemaVersion(Call& call);
+  asio::awaitable<HttpReply> GetTopicSchema(Call& call);
+  asio::awaitable<HttpReply> PutTopicSchema(Call& call);
+  asio::awaitable<HttpReply> DeleteTopicSchema(Call& call);
+  asio::awaitable<HttpReply> GetTopology(Call& call);
+  // Publishers and consumers seen, for GET /v1/topology (topology_observer.h).
+  void Observe(TopologyObserver::Kind kind, const std::string& topic, const Principal& who);
 
   // Blocking helpers (run on the pool).
   HttpResponse DoPublish(const HttpRequest& request, const std::string& topic);
+  // False (with the 400 reply) when `event` is not of the topic's type or its data fails it.
+  static bool CheckEventSchema(const Event& event, size_t index, const std::string& topic,
+                               const SchemaRegistry::TopicSchema& bound, HttpResponse* reply);
   Status EnsureGroup(const std::string& topic, const std::string& group);
   Result<FetchResult> FetchAsMember(const std::string& topic, const std::string& group,
                                     const std::string& member, uint32_t max_events,
@@ -180,6 +202,7 @@ class Api {
 
   ApiDeps d_;
   Authorizer auth_;
+  std::unique_ptr<TopologyObserver> topology_;
   std::atomic<bool> ready_{true};
   std::atomic<uint32_t> subscribers_{0};
   std::atomic<uint64_t> next_stream_id_{0};

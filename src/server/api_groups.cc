@@ -210,6 +210,7 @@ asio::awaitable<HttpReply> Api::Fetch(Call& call) {
   if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
     co_return std::move(*refused);
   }
+  Observe(TopologyObserver::Kind::kConsume, call.topic, *call.principal);
   Status s = CheckQuery(call.query, {});
   if (!s.ok()) co_return Error(s);
   Result<json::object> body = ParseJsonObject(call.req.body());
@@ -449,6 +450,7 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
   if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
     co_return std::move(*refused);
   }
+  Observe(TopologyObserver::Kind::kConsume, call.topic, *call.principal);
   Status s = CheckQuery(call.query, {"consumer", "max_events", "auto_ack"});
   const LimitsConfig& limits = d_.config->limits;
   uint64_t max_events = 100;
@@ -747,6 +749,35 @@ asio::awaitable<HttpReply> Api::ReplayDeadLetters(Call& call) {
                                 std::to_string(r->deduplicated) + ",\"skipped_already_replayed\":" +
                                 std::to_string(r->skipped_already_replayed) +
                                 ",\"next_offset\":" + std::to_string(r->next_offset) + "}"));
+}
+
+}  // namespace converge::server
+
+namespace converge::server {
+
+// ---- the observed topology (GET /v1/topology; here for the strict query reader) ----
+
+void Api::Observe(TopologyObserver::Kind kind, const std::string& topic, const Principal& who) {
+  topology_->Record(kind, topic, who.service, d_.env->clock().NowMonotonicNanos() / 1'000'000);
+}
+
+asio::awaitable<HttpReply> Api::GetTopology(Call& call) {
+  // Who talks to whom is operator information: admin tokens (or auth disabled) only.
+  if (!call.principal->admin) {
+    co_return Error(PermissionDeniedError("service '" + call.principal->service +
+                                          "' may not read the topology: admin tokens only"));
+  }
+  Status s = CheckQuery(call.query, {"window_ms"});
+  if (!s.ok()) co_return Error(s);
+  int64_t window_ms = 600'000;
+  if (auto v = call.Query("window_ms")) {
+    Result<uint64_t> n = ParseUintParam("window_ms", *v, 1, 86'400'000);
+    if (!n.ok()) co_return Error(n.status());
+    window_ms = static_cast<int64_t>(*n);
+  }
+  json::object doc =
+      topology_->Snapshot(d_.env->clock().NowMonotonicNanos() / 1'000'000, window_ms);
+  co_return Reply(JsonReply(http::status::ok, json::serialize(doc)));
 }
 
 }  // namespace converge::server

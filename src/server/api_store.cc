@@ -18,6 +18,16 @@
 
 namespace converge::server {
 namespace {
+// The refusal of a store call outside a service's topology manifest (403).
+Status CollectionNotInManifest(std::string_view service, std::string_view action,
+                               std::string_view collection) {
+  return PermissionDeniedError("service '" + std::string(service) + "' may not " +
+                               std::string(action) + " collection '" + std::string(collection) +
+                               "': its topology manifest does not " +
+                               (action == "write" ? "own it" : "own it or keep a replica of it"));
+}
+}  // namespace
+namespace {
 
 namespace json = boost::json;
 
@@ -367,7 +377,7 @@ void StoreRoutes::Route(const StoreRequest& r, Done& done) {
   switch (r.route) {
     case RouteId::kListCollections:
       if (Status s = CheckQuery(r.query, {}); !s.ok()) return reply(Fail(s));
-      return reply(ListCollections());
+      return reply(ListCollections(r.readable));
     case RouteId::kTransaction:
       return Transaction(r, done);
     case RouteId::kGetCollection:
@@ -413,10 +423,15 @@ void StoreRoutes::Route(const StoreRequest& r, Done& done) {
   }
 }
 
-HttpResponse StoreRoutes::ListCollections() {
+HttpResponse StoreRoutes::ListCollections(const std::vector<std::string>* readable) {
   std::string body = "{\"collections\":[";
   bool first = true;
   for (const std::string& name : store_.ListCollections()) {
+    // A service limited by its manifest sees only the collections it may read.
+    if (readable != nullptr &&
+        std::find(readable->begin(), readable->end(), name) == readable->end()) {
+      continue;
+    }
     if (!first) body.push_back(',');
     first = false;
     AppendJsonString(name, &body);
@@ -540,6 +555,15 @@ void StoreRoutes::PutDocument(const StoreRequest& r, Done& done) {
   }
   std::vector<WriteOp> ops;
   ops.push_back(WriteOp::Put(r.collection, r.key, std::string(r.body), std::move(*pre), ttl_ms));
+  // A service limited by its topology manifest writes only the collections it owns: refused
+  // as a whole before anything is written.
+  if (r.writable != nullptr) {
+    for (const WriteOp& w : ops) {
+      if (std::find(r.writable->begin(), r.writable->end(), w.collection) == r.writable->end()) {
+        return done(Fail(CollectionNotInManifest(r.caller.service, "write", w.collection)));
+      }
+    }
+  }
   store_.CommitAsync(r.caller, std::move(ops), [done = std::move(done)](Result<CommitResult> c) {
     if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));
     const WriteResult& w = c->results[0];
@@ -556,6 +580,15 @@ void StoreRoutes::DeleteDocument(const StoreRequest& r, Done& done) {
   if (!pre.ok()) return done(Fail(pre.status()));
   std::vector<WriteOp> ops;
   ops.push_back(WriteOp::Delete(r.collection, r.key, std::move(*pre)));
+  // A service limited by its topology manifest writes only the collections it owns: refused
+  // as a whole before anything is written.
+  if (r.writable != nullptr) {
+    for (const WriteOp& w : ops) {
+      if (std::find(r.writable->begin(), r.writable->end(), w.collection) == r.writable->end()) {
+        return done(Fail(CollectionNotInManifest(r.caller.service, "write", w.collection)));
+      }
+    }
+  }
   store_.CommitAsync(r.caller, std::move(ops), [done = std::move(done)](Result<CommitResult> c) {
     if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));
     HttpResponse resp{http::status::no_content, 11};
@@ -643,6 +676,15 @@ void StoreRoutes::Transaction(const StoreRequest& r, Done& done) {
     ops.push_back(std::move(w));
     ++i;
   }
+  // A service limited by its topology manifest writes only the collections it owns: refused
+  // as a whole before anything is written.
+  if (r.writable != nullptr) {
+    for (const WriteOp& w : ops) {
+      if (std::find(r.writable->begin(), r.writable->end(), w.collection) == r.writable->end()) {
+        return done(Fail(CollectionNotInManifest(r.caller.service, "write", w.collection)));
+      }
+    }
+  }
   store_.CommitAsync(r.caller, std::move(ops), [done = std::move(done)](Result<CommitResult> c) {
     if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));
     std::string body = "{\"commit_seq\":" + std::to_string(c->commit_seq) + ",\"results\":[";
@@ -692,6 +734,20 @@ asio::awaitable<HttpReply> Api::HandleStore(Call& call) {
   r.body = request.body();
   // With auth disabled every request is the anonymous principal, which may do everything.
   r.caller = Caller{call.principal->service, call.principal->admin || call.principal->anonymous};
+  // A service limited by its topology manifest: refused before the body is read.
+  if (const Principal& who = *call.principal; who.restrict_collections && !who.admin) {
+    r.writable = &who.write_collections;
+    r.readable = &who.read_collections;
+    if (!r.collection.empty()) {
+      const bool writes = r.route == RouteId::kPutCollection ||
+                          r.route == RouteId::kDeleteCollection ||
+                          r.route == RouteId::kPutDocument || r.route == RouteId::kDeleteDocument;
+      if (writes ? !who.CanWriteCollection(r.collection) : !who.CanReadCollection(r.collection)) {
+        co_return Error(
+            CollectionNotInManifest(who.service, writes ? "write" : "read", r.collection));
+      }
+    }
+  }
   auto to_reply = [&request](HttpResponse res) {
     res.version(request.version());
     res.prepare_payload();

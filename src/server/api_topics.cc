@@ -131,6 +131,50 @@ asio::awaitable<HttpReply> Api::DescribeTopic(Call& call) {
 // ---------------------------------------------------------------------------------------
 // Publish
 
+namespace {
+
+// 400 SCHEMA_VIOLATION naming the event, and where its data fails (instance path, keyword).
+HttpResponse SchemaViolation(size_t index, const std::string& message, const std::string* path,
+                             const std::string* keyword) {
+  json::object o;
+  o["code"] = "SCHEMA_VIOLATION";
+  o["message"] = "event[" + std::to_string(index) + "]: " + message;
+  o["event"] = index;
+  if (path != nullptr) o["path"] = *path;
+  if (keyword != nullptr) o["keyword"] = *keyword;
+  return JsonReply(http::status::bad_request, json::serialize(o));
+}
+
+}  // namespace
+
+bool Api::CheckEventSchema(const Event& event, size_t index, const std::string& topic,
+                           const SchemaRegistry::TopicSchema& bound, HttpResponse* reply) {
+  if (event.type() != bound.type) {
+    *reply = SchemaViolation(index,
+                             "type '" + event.type() + "', but topic '" + topic +
+                                 "' takes only events of type '" + bound.type + "'",
+                             nullptr, nullptr);
+    return false;
+  }
+  if (event.data_kind() != DataKind::kJson) {
+    *reply = SchemaViolation(index,
+                             "no JSON data, but events of type '" + bound.type +
+                                 "' must have data valid against its schema",
+                             nullptr, nullptr);
+    return false;
+  }
+  // Straight from the data's JSON text into the validator: no document is built.
+  std::optional<schema::Violation> bad = bound.validator->ValidateText(event.data());
+  if (!bad) return true;
+  *reply = SchemaViolation(
+      index,
+      "data at '" + bad->instance_path + "' fails '" + bad->keyword + "' of the schema of '" +
+          bound.type + "' version " + std::to_string(bound.version) + " (at '" +
+          bad->schema_path + "')",
+      &bad->instance_path, &bad->keyword);
+  return false;
+}
+
 asio::awaitable<HttpReply> Api::Publish(Call& call) {
   if (!call.principal->CanPublish(call.topic)) {
     co_return Error(NotAllowed(*call.principal, "publish to", call.topic));
@@ -150,6 +194,9 @@ asio::awaitable<HttpReply> Api::Publish(Call& call) {
   // threads only frame HTTP and concurrent publishers share group commits.
   auto job = [this, &req, topic] { return DoPublish(req, topic); };
   HttpResponse res = co_await d_.pool->Run(std::move(job));
+  if (res.result() == http::status::ok) {
+    Observe(TopologyObserver::Kind::kPublish, topic, *call.principal);
+  }
   co_return Reply(std::move(res));
 }
 
@@ -170,6 +217,13 @@ HttpResponse Api::DoPublish(const HttpRequest& req, const std::string& topic) {
   std::vector<Event>& events = decoded->events;
   if (events.empty()) {
     return JsonError(http::status::bad_request, "INVALID_EVENT", "the batch holds no events");
+  }
+  // A topic bound to an event type takes only events of that type whose data the type's
+  // schema accepts: checked for the whole batch before anything is appended.
+  if (std::optional<SchemaRegistry::TopicSchema> bound = d_.schemas->ForTopic(topic)) {
+    for (size_t i = 0; i < events.size(); ++i) {
+      if (HttpResponse bad; !CheckEventSchema(events[i], i, topic, *bound, &bad)) return bad;
+    }
   }
   // Encode everything first: one bad event rejects the request before anything is appended.
   // The buffers are filled first and the views taken after, so growth cannot invalidate them.

@@ -2,6 +2,8 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
+
 namespace converge::server {
 
 bool TopicMatches(std::string_view pattern, std::string_view topic) {
@@ -42,6 +44,20 @@ bool Principal::CanSubscribe(std::string_view topic) const {
   return anonymous || AnyMatches(subscribe, topic);
 }
 
+namespace {
+bool Listed(const std::vector<std::string>& names, std::string_view name) {
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+}  // namespace
+
+bool Principal::CanWriteCollection(std::string_view collection) const {
+  return anonymous || admin || !restrict_collections || Listed(write_collections, collection);
+}
+
+bool Principal::CanReadCollection(std::string_view collection) const {
+  return anonymous || admin || !restrict_collections || Listed(read_collections, collection);
+}
+
 Authorizer::Authorizer(const std::vector<TokenConfig>& tokens) {
   anonymous_.service = "anonymous";
   anonymous_.anonymous = true;
@@ -52,6 +68,9 @@ Authorizer::Authorizer(const std::vector<TokenConfig>& tokens) {
     p.publish = t.publish;
     p.subscribe = t.subscribe;
     p.admin = t.admin;
+    p.restrict_collections = t.restrict_collections;
+    p.write_collections = t.write_collections;
+    p.read_collections = t.read_collections;
     by_digest_.emplace(Sha256(t.token), std::move(p));
   }
 }

@@ -34,7 +34,15 @@ struct Principal {
   bool admin = false;
   bool anonymous = false;
 
+  // From a topology manifest (TokenConfig): the store collections this service may write
+  // and read; without it (and for admins) the store's own owner/writers rules alone decide.
+  bool restrict_collections = false;
+  std::vector<std::string> write_collections;
+  std::vector<std::string> read_collections;
+
   bool CanPublish(std::string_view topic) const;
+  bool CanWriteCollection(std::string_view collection) const;
+  bool CanReadCollection(std::string_view collection) const;
   bool CanSubscribe(std::string_view topic) const;
   // Publish or subscribe: may see the topic's metadata.
   bool CanSee(std::string_view topic) const { return CanPublish(topic) || CanSubscribe(topic); }

@@ -328,7 +328,7 @@ Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
       CheckKeys(root, "",
                 {"listen", "data_dir", "io_threads", "storage_threads", "tls", "auth",
                  "auto_create_topics", "topic_defaults", "groups", "limits", "store",
-                 "sagas", "relays"}));
+                 "sagas", "relays", "topology"}));
   std::string listen;
   CONVERGE_RETURN_IF_ERROR(ReadString(root, "", "listen", &listen));
   if (!listen.empty()) {
@@ -339,6 +339,7 @@ Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
   CONVERGE_RETURN_IF_ERROR(ReadInt(root, "", "io_threads", &c->io_threads, 0, 64));
   CONVERGE_RETURN_IF_ERROR(ReadInt(root, "", "storage_threads", &c->storage_threads, 1, 256));
   CONVERGE_RETURN_IF_ERROR(ReadBool(root, "", "auto_create_topics", &c->auto_create_topics));
+  CONVERGE_RETURN_IF_ERROR(ReadString(root, "", "topology", &c->topology_dir));
   if (YAML::Node tls = root["tls"]) {
     CONVERGE_RETURN_IF_ERROR(CheckKeys(tls, "tls", {"cert_file", "key_file"}));
     CONVERGE_RETURN_IF_ERROR(ReadString(tls, "tls", "cert_file", &c->tls_cert_file));

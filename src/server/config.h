@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "converge/saga.h"
 #include "converge/status.h"
 #include "converge/store.h"
+#include "topology/topology.h"
 
 namespace converge::server {
 
@@ -30,6 +32,11 @@ struct TokenConfig {
   std::vector<std::string> publish;    // topic patterns ('*' matches any run of chars)
   std::vector<std::string> subscribe;  // topic patterns: fetch, ack, stream, dead letters
   bool admin = false;                  // may create topics
+  // Set from the service's topology manifest (ApplyTopology): its store collections are
+  // limited to these (admins excepted). Not read from the file.
+  bool restrict_collections = false;
+  std::vector<std::string> write_collections;  // owned
+  std::vector<std::string> read_collections;   // owned, and the sources of its replicas
 };
 
 struct LimitsConfig {
@@ -133,6 +140,11 @@ struct ServerConfig {
   StoreConfig store;
   SagaConfig sagas;
   RelaysConfig relays;
+  // A directory of service manifests (docs/topology.md): each token of a service with a
+  // manifest gets its permissions from it, and GET /v1/topology serves the declared graph.
+  std::string topology_dir;
+  // The declared topology, loaded from topology_dir by ApplyTopology (null without one).
+  std::shared_ptr<const topology::System> topology;
 
   bool tls_enabled() const { return !tls_cert_file.empty(); }
   bool auth_enabled() const { return !tokens.empty(); }

@@ -62,6 +62,18 @@ enum class RouteId {
   kListSagaTimers,
   kRescheduleSagaTimer,
   kCancelSagaTimer,
+  // The schema registry.
+  kListSchemaTypes,
+  kDescribeSchemaType,
+  kSetSchemaCompatibility,
+  kListSchemaVersions,
+  kRegisterSchemaVersion,
+  kGetSchemaVersion,
+  kGetTopicSchema,
+  kPutTopicSchema,
+  kDeleteTopicSchema,
+  // The declared and observed topology.
+  kTopology,
 };
 
 // Who may call a route.

@@ -25,6 +25,7 @@
 #include "server/metrics.h"
 #include "server/store_metrics.h"
 #include "server/system_topics.h"
+#include "server/topology_config.h"
 #include "server/wakeup_hub.h"
 
 namespace converge::server {
@@ -41,6 +42,7 @@ struct Server::Impl {
   std::unique_ptr<StoreRoutes> store_http;
   std::unique_ptr<SagaOrchestrator> sagas;  // sends commands into `log`, reads replies from it
   std::unique_ptr<SystemTopics> system_topics;  // uses `config` and `sagas`
+  std::unique_ptr<SchemaRegistry> schemas;
   // Publish into `log`; stopped before the log's final sync. The metrics collector holds a weak
   // reference (the relays' connections and lock files must go before `env` and `log`).
   std::shared_ptr<RelayService> relays;
@@ -124,6 +126,8 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   CONVERGE_RETURN_IF_ERROR(ValidateConfig(config));
   auto impl = std::make_unique<Impl>();
   impl->config = config;
+  // Each service's permissions from its manifest (a no-op when the caller applied it).
+  CONVERGE_RETURN_IF_ERROR(ApplyTopology(&impl->config));
   impl->env = MeteredDefaultEnv(impl->metrics);
   const std::string& dir = impl->config.data_dir;
   CONVERGE_RETURN_IF_ERROR(impl->env->fs().CreateDirs(dir));
@@ -209,6 +213,9 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
     });
   }
 
+  // Event types' schemas and the topics validated against them (<data_dir>/schemas).
+  CONVERGE_ASSIGN_OR_RETURN(impl->schemas, SchemaRegistry::Open(*impl->env, dir + "/schemas"));
+
   impl->system_topics = std::make_unique<SystemTopics>(impl->config, impl->sagas.get());
   if (impl->config.relays.enabled) {
     // The relays dead-letter rows addressed to topics converge writes itself, as the HTTP
@@ -230,6 +237,7 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   deps.store = impl->store_http.get();
   deps.sagas = impl->sagas.get();
   deps.system_topics = impl->system_topics.get();
+  deps.schemas = impl->schemas.get();
   impl->api = std::make_unique<Api>(deps);
 
   HttpServerOptions http_options;

@@ -54,6 +54,10 @@ struct StoreRequest {
   std::optional<std::string_view> content_type;
   std::string_view body;
   Caller caller;
+  // A service limited by its topology manifest (Principal::restrict_collections): the
+  // collections it may write and read. Null: only the store's own rules apply.
+  const std::vector<std::string>* writable = nullptr;
+  const std::vector<std::string>* readable = nullptr;
 };
 
 struct StoreRoutesOptions {
@@ -98,7 +102,7 @@ class StoreRoutes {
   std::optional<HttpResponse> TryRead(const StoreRequest& request);
 
  private:
-  HttpResponse ListCollections();
+  HttpResponse ListCollections(const std::vector<std::string>* readable);
   HttpResponse PutCollection(const StoreRequest& r);
   HttpResponse GetCollection(const StoreRequest& r);
   HttpResponse DeleteCollection(const StoreRequest& r);

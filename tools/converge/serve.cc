@@ -10,6 +10,7 @@
 #include "core/command_line.h"
 #include "server/config.h"
 #include "server/server.h"
+#include "server/topology_config.h"
 
 namespace converge::cli {
 namespace {
@@ -25,15 +26,18 @@ constexpr char kUsage[] =
     "\n"
     "  --config PATH      YAML configuration (every key: docs/configuration.md)\n"
     "  --listen HOST:PORT address to listen on (port 0 picks a free port)\n"
-    "  --data-dir DIR     where the log and consumer-group state live\n";
+    "  --data-dir DIR     where the log and consumer-group state live\n"
+    "  --topology DIR     service manifests (docs/topology.md): each service's token gets its\n"
+    "                     permissions from its manifest\n";
 
 int RunServe(int argc, char** argv) {
-  std::string config_path, listen, data_dir;
+  std::string config_path, listen, data_dir, topology_dir;
   CLI::App app("Runs the converge sidecar.", "converge serve");
   Configure(app);
   app.add_option("--config", config_path, "YAML configuration");
   app.add_option("--listen", listen, "address to listen on");
   app.add_option("--data-dir", data_dir, "where the log and consumer-group state live");
+  app.add_option("--topology", topology_dir, "service manifests: token permissions from them");
   if (int rc = ParseOrExit(app, argc, argv, kUsage); rc >= 0) return rc;
 
   server::ServerConfig config;
@@ -56,6 +60,15 @@ int RunServe(int argc, char** argv) {
   if (Status s = server::ValidateConfig(config); !s.ok()) {
     std::fprintf(stderr, "converge serve: %s\n", s.ToString().c_str());
     return 2;
+  }
+  if (!topology_dir.empty()) config.topology_dir = topology_dir;
+  std::vector<std::string> notes;
+  if (Status s = server::ApplyTopology(&config, &notes); !s.ok()) {
+    std::fprintf(stderr, "converge serve: %s\n", s.ToString().c_str());
+    return 2;
+  }
+  for (const std::string& note : notes) {
+    std::fprintf(stderr, "converge serve: topology: %s\n", note.c_str());
   }
 
   // SIGTERM and SIGINT wait (blocked, in every thread started from here on) until Run is

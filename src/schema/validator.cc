@@ -1,0 +1,382 @@
+#include "schema/validator.h"
+
+// RAPIDJSON_SCHEMA_USE_INTERNALREGEX stays undefined: RapidJSON then uses its own regular
+// expressions (a Thompson NFA, linear in the input, no recursion) for `pattern`. Defining it,
+// to any value, switches to std::regex, which backtracks and recurses, so a hostile string
+// could exhaust the stack.
+#define RAPIDJSON_HAS_STDSTRING 1
+#include <stdexcept>
+// An internal inconsistency in RapidJSON (its asserts are off in a release build, where it
+// would read out of bounds) throws instead; Validate turns it into a failed validation.
+#define RAPIDJSON_ASSERT(x) \
+  ((x) ? static_cast<void>(0) : throw std::logic_error("rapidjson: " #x))
+#include <rapidjson/document.h>
+#include <rapidjson/error/en.h>
+#include <rapidjson/memorystream.h>
+#include <rapidjson/reader.h>
+#include <rapidjson/schema.h>
+#include <rapidjson/stringbuffer.h>
+
+#include <set>
+#include <string_view>
+#include <utility>
+
+namespace converge::schema {
+namespace {
+
+namespace json = boost::json;
+
+// Feeds a Boost.JSON value to a RapidJSON SAX handler (a validator, or a Document being
+// built). Stops at the first event the handler refuses.
+template <typename Handler>
+bool Emit(const json::value& v, Handler& h) {
+  switch (v.kind()) {
+    case json::kind::null:
+      return h.Null();
+    case json::kind::bool_:
+      return h.Bool(v.get_bool());
+    case json::kind::int64:
+      return h.Int64(v.get_int64());
+    case json::kind::uint64:
+      return h.Uint64(v.get_uint64());
+    case json::kind::double_:
+      return h.Double(v.get_double());
+    case json::kind::string: {
+      const auto& s = v.get_string();
+      return h.String(s.data(), static_cast<rapidjson::SizeType>(s.size()), true);
+    }
+    case json::kind::array: {
+      const auto& a = v.get_array();
+      if (!h.StartArray()) return false;
+      for (const auto& e : a) {
+        if (!Emit(e, h)) return false;
+      }
+      return h.EndArray(static_cast<rapidjson::SizeType>(a.size()));
+    }
+    case json::kind::object: {
+      const auto& o = v.get_object();
+      if (!h.StartObject()) return false;
+      for (const auto& kv : o) {
+        if (!h.Key(kv.key().data(), static_cast<rapidjson::SizeType>(kv.key().size()), true)) {
+          return false;
+        }
+        if (!Emit(kv.value(), h)) return false;
+      }
+      return h.EndObject(static_cast<rapidjson::SizeType>(o.size()));
+    }
+  }
+  return false;
+}
+
+std::string PointerText(const rapidjson::Pointer& p) {
+  rapidjson::StringBuffer sb;
+  p.Stringify(sb);
+  return std::string(sb.GetString(), sb.GetSize());
+}
+
+std::string Escape(std::string_view token) {
+  std::string out;
+  for (char c : token) {
+    if (c == '~') {
+      out += "~0";
+    } else if (c == '/') {
+      out += "~1";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+// Checks that a schema is one RapidJSON (draft-04) enforces as written: every keyword of the
+// right JSON type (RapidJSON skips a malformed one silently), no keyword of a later draft that
+// it would ignore, local $refs that resolve, valid patterns, bounded depth.
+class ShapeCheck {
+ public:
+  explicit ShapeCheck(const json::value& root) : root_(root) {}
+
+  Status Run() {
+    const json::value* declared = root_.is_object() ? root_.get_object().if_contains("$schema")
+                                                    : nullptr;
+    if (declared != nullptr) {
+      std::string_view s =
+          declared->is_string() ? std::string_view(declared->get_string()) : std::string_view();
+      if (s != "http://json-schema.org/draft-04/schema#" &&
+          s != "http://json-schema.org/draft-04/schema") {
+        Fail("/$schema", "only draft-04 schemas are supported (\"$schema\": "
+                         "\"http://json-schema.org/draft-04/schema#\" or none)");
+        return std::move(status_);
+      }
+    }
+    Schema(root_, "", 0);
+    return std::move(status_);
+  }
+
+ private:
+  void Fail(const std::string& path, const std::string& why) {
+    if (status_.ok()) {
+      status_ = Status(StatusCode::kInvalidArgument,
+                       "schema" + (path.empty() ? std::string() : " at " + path) + ": " + why);
+    }
+  }
+
+  void Schema(const json::value& v, const std::string& path, int depth) {
+    if (!status_.ok()) return;
+    if (depth > kMaxSchemaDepth) {
+      Fail(path, "nested deeper than " + std::to_string(kMaxSchemaDepth));
+      return;
+    }
+    if (!v.is_object()) {
+      Fail(path, v.is_bool() ? "boolean schemas are draft-06 and later (use {} or {\"not\": {}})"
+                             : "a schema must be an object");
+      return;
+    }
+    const auto& o = v.get_object();
+    for (const auto& kv : o) {
+      Keyword(kv.key(), kv.value(), path + "/" + Escape(kv.key()), depth);
+      if (!status_.ok()) return;
+    }
+    // RapidJSON (1.1.0) reads past its state on a property that matches patternProperties
+    // when additionalProperties is false.
+    if (o.contains("patternProperties") && o.contains("additionalProperties") &&
+        o.at("additionalProperties") == json::value(false)) {
+      Fail(path, "patternProperties with additionalProperties false is not supported (see "
+                 "docs/schemas.md)");
+    }
+  }
+
+  void SchemaMap(const json::value& v, const std::string& path, int depth) {
+    if (!v.is_object()) {
+      Fail(path, "must be an object of schemas");
+      return;
+    }
+    for (const auto& kv : v.get_object()) Schema(kv.value(), path + "/" + Escape(kv.key()), depth + 1);
+  }
+
+  void SchemaList(const json::value& v, const std::string& path, int depth) {
+    if (!v.is_array() || v.get_array().empty()) {
+      Fail(path, "must be a non-empty array of schemas");
+      return;
+    }
+    for (std::size_t i = 0; i < v.get_array().size(); ++i) {
+      Schema(v.get_array()[i], path + "/" + std::to_string(i), depth + 1);
+    }
+  }
+
+  void Count(const json::value& v, const std::string& path) {
+    if (!(v.is_int64() && v.get_int64() >= 0) && !v.is_uint64()) {
+      Fail(path, "must be a non-negative integer");
+    }
+  }
+
+  void Keyword(std::string_view key, const json::value& v, const std::string& path, int depth) {
+    static const std::set<std::string_view> kMaps = {"properties", "patternProperties",
+                                                     "definitions", "$defs"};
+    static const std::set<std::string_view> kLists = {"allOf", "anyOf", "oneOf"};
+    static const std::set<std::string_view> kCounts = {"minLength", "maxLength",    "minItems",
+                                                       "maxItems",  "minProperties", "maxProperties"};
+    static const std::set<std::string_view> kLater = {
+        "const", "contains", "propertyNames", "if", "then", "else", "dependentRequired",
+        "dependentSchemas", "unevaluatedProperties", "unevaluatedItems", "prefixItems",
+        "minContains", "maxContains", "$anchor", "$dynamicRef", "$recursiveRef"};
+    static const std::set<std::string_view> kTypes = {"null",   "boolean", "object", "array",
+                                                      "number", "integer", "string"};
+    if (kLater.count(key)) {
+      Fail(path, "keyword '" + std::string(key) +
+                     "' is from a later draft than draft-04 and would not be enforced");
+    } else if (kMaps.count(key)) {
+      SchemaMap(v, path, depth);
+      if (key == "patternProperties" && v.is_object()) {
+        for (const auto& kv : v.get_object()) Pattern(kv.key(), path + "/" + Escape(kv.key()));
+      }
+    } else if (kLists.count(key)) {
+      SchemaList(v, path, depth);
+    } else if (kCounts.count(key)) {
+      Count(v, path);
+    } else if (key == "not") {
+      Schema(v, path, depth + 1);
+    } else if (key == "additionalProperties" || key == "additionalItems") {
+      if (!v.is_bool()) Schema(v, path, depth + 1);
+    } else if (key == "items") {
+      if (v.is_array()) {
+        for (std::size_t i = 0; i < v.get_array().size(); ++i) {
+          Schema(v.get_array()[i], path + "/" + std::to_string(i), depth + 1);
+        }
+      } else {
+        Schema(v, path, depth + 1);
+      }
+    } else if (key == "type") {
+      auto one = [&](const json::value& t) {
+        if (!t.is_string() || !kTypes.count(std::string_view(t.get_string()))) {
+          Fail(path, "unknown type " + json::serialize(t));
+        }
+      };
+      if (v.is_array()) {
+        for (const auto& t : v.get_array()) one(t);
+      } else {
+        one(v);
+      }
+    } else if (key == "required") {
+      if (!v.is_array()) {
+        Fail(path, "must be an array of property names");
+        return;
+      }
+      for (const auto& n : v.get_array()) {
+        if (!n.is_string()) Fail(path, "must be an array of property names");
+      }
+    } else if (key == "enum") {
+      if (!v.is_array() || v.get_array().empty()) Fail(path, "must be a non-empty array");
+    } else if (key == "minimum" || key == "maximum") {
+      if (!v.is_number()) Fail(path, "must be a number");
+    } else if (key == "multipleOf") {
+      if (!v.is_number() || v.to_number<double>() <= 0) Fail(path, "must be a number above 0");
+    } else if (key == "exclusiveMinimum" || key == "exclusiveMaximum") {
+      if (!v.is_bool()) {
+        Fail(path, "must be a boolean in draft-04 (a number here is draft-06 and later)");
+      }
+    } else if (key == "uniqueItems") {
+      if (!v.is_bool()) Fail(path, "must be a boolean");
+    } else if (key == "pattern") {
+      if (!v.is_string()) {
+        Fail(path, "must be a string");
+        return;
+      }
+      Pattern(v.get_string(), path);
+    } else if (key == "dependencies") {
+      if (!v.is_object()) {
+        Fail(path, "must be an object");
+        return;
+      }
+      for (const auto& kv : v.get_object()) {
+        if (!kv.value().is_array()) Schema(kv.value(), path + "/" + Escape(kv.key()), depth + 1);
+      }
+    } else if (key == "$ref") {
+      Ref(v, path);
+    } else if (key == "format" || key == "title" || key == "description" || key == "id" ||
+               key == "$id") {
+      if (!v.is_string()) Fail(path, "must be a string");
+    }
+    // Anything else (default, examples, $comment, $schema, extensions) says nothing about
+    // validity: draft-04 ignores unknown keywords.
+  }
+
+  // RapidJSON drops a `pattern` its regular expressions cannot read (and crashes on such a
+  // patternProperties name): refuse the schema instead.
+  void Pattern(std::string_view pattern, const std::string& path) {
+    std::string text(pattern);
+    rapidjson::internal::GenericRegex<rapidjson::UTF8<>> re(text.c_str());
+    if (!re.IsValid() || text.find('\0') != std::string::npos) {
+      Fail(path, "regular expression '" + text + "' not supported (see docs/schemas.md)");
+    }
+  }
+
+  // A $ref must name a schema of this document, and not only through more $refs in a loop.
+  void Ref(const json::value& v, const std::string& path) {
+    std::set<std::string> seen;
+    const json::value* at = &v;
+    while (true) {
+      if (!at->is_string()) {
+        Fail(path, "$ref must be a string");
+        return;
+      }
+      std::string ref(at->get_string());
+      if (ref.empty() || ref.front() != '#') {
+        Fail(path, "$ref '" + ref + "' is not within this document (remote references are "
+                                    "not supported)");
+        return;
+      }
+      if (!seen.insert(ref).second) {
+        Fail(path, "$ref '" + ref + "' only refers to itself");
+        return;
+      }
+      boost::system::error_code ec;
+      const json::value* target = root_.find_pointer(std::string_view(ref).substr(1), ec);
+      if (target == nullptr) {
+        Fail(path, "$ref '" + ref + "' names nothing in this document");
+        return;
+      }
+      if (!target->is_object()) {
+        Fail(path, "$ref '" + ref + "' does not name a schema");
+        return;
+      }
+      auto it = target->get_object().find("$ref");
+      if (it == target->get_object().end()) return;
+      at = &it->value();
+    }
+  }
+
+  const json::value& root_;
+  Status status_;
+};
+
+}  // namespace
+
+struct Validator::Impl {
+  rapidjson::Document source;  // the schema as RapidJSON holds it; outlives `compiled`
+  std::optional<rapidjson::SchemaDocument> compiled;
+};
+
+Validator::Validator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Validator::~Validator() = default;
+
+Result<std::shared_ptr<const Validator>> CompileUnchecked(const json::value& schema) {
+  auto impl = std::make_unique<Validator::Impl>();
+  // Populate finishes the document (the root) once the events are in.
+  auto generate = [&schema](rapidjson::Document& handler) { return Emit(schema, handler); };
+  impl->source.Populate(generate);
+  if (impl->source.HasParseError()) {
+    return Status(StatusCode::kInvalidArgument, "schema: not a JSON value");
+  }
+  try {
+    impl->compiled.emplace(impl->source);
+  } catch (const std::logic_error& e) {
+    return Status(StatusCode::kInvalidArgument, std::string("schema: ") + e.what());
+  }
+  return std::shared_ptr<const Validator>(new Validator(std::move(impl)));
+}
+
+Result<std::shared_ptr<const Validator>> Validator::Compile(const json::value& schema) {
+  Status shape = ShapeCheck(schema).Run();
+  if (!shape.ok()) return shape;
+  return CompileUnchecked(schema);
+}
+
+namespace {
+Violation ViolationOf(const rapidjson::SchemaValidator& v) {
+  Violation out;
+  out.instance_path = PointerText(v.GetInvalidDocumentPointer());
+  const char* keyword = v.GetInvalidSchemaKeyword();
+  out.keyword = keyword != nullptr ? keyword : "";
+  out.schema_path = PointerText(v.GetInvalidSchemaPointer());
+  return out;
+}
+}  // namespace
+
+std::optional<Violation> Validator::Validate(const json::value& instance) const {
+  // One validator per call: it holds the walk's state; the compiled schema is shared.
+  rapidjson::SchemaValidator validator(*impl_->compiled);
+  try {
+    if (Emit(instance, validator) && validator.IsValid()) return std::nullopt;
+    return ViolationOf(validator);
+  } catch (const std::logic_error& e) {
+    return Violation{"", "internal", e.what()};
+  }
+}
+
+std::optional<Violation> Validator::ValidateText(std::string_view text) const {
+  rapidjson::SchemaValidator validator(*impl_->compiled);
+  rapidjson::MemoryStream ms(text.data(), text.size());
+  rapidjson::Reader reader;
+  try {
+    rapidjson::ParseResult ok =
+        reader.Parse<rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag>(
+            ms, validator);
+    if (ok) return std::nullopt;
+    if (!validator.IsValid()) return ViolationOf(validator);
+    return Violation{"", "json", rapidjson::GetParseError_En(ok.Code())};
+  } catch (const std::logic_error& e) {
+    return Violation{"", "internal", e.what()};
+  }
+}
+
+}  // namespace converge::schema
