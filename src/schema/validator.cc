@@ -17,7 +17,9 @@
 #include <rapidjson/schema.h>
 #include <rapidjson/stringbuffer.h>
 
+#include <mutex>
 #include <set>
+#include <vector>
 #include <string_view>
 #include <utility>
 
@@ -312,9 +314,49 @@ class ShapeCheck {
 }  // namespace
 
 struct Validator::Impl {
-  rapidjson::Document source;  // the schema as RapidJSON holds it; outlives `compiled`
+  rapidjson::Document source;  // the schema as RapidJSON holds it; outlives the compiled ones
+  // RapidJSON 1.1.0's regular expressions keep their matching state in the compiled pattern,
+  // so two threads matching one `pattern` at once corrupt each other's match. A schema with
+  // patterns is therefore compiled once per concurrent caller (`spare` holds the idle ones);
+  // any other schema is compiled once and shared.
+  bool has_regex = false;
   std::optional<rapidjson::SchemaDocument> compiled;
+  std::mutex mu;
+  std::vector<std::unique_ptr<rapidjson::SchemaDocument>> spare;  // guarded by mu
+
+  // The compiled schema one call validates with; Return gives it back.
+  const rapidjson::SchemaDocument* Borrow() {
+    if (!has_regex) return &*compiled;
+    {
+      std::lock_guard lock(mu);
+      if (!spare.empty()) {
+        const rapidjson::SchemaDocument* d = spare.back().release();
+        spare.pop_back();
+        return d;
+      }
+    }
+    return new rapidjson::SchemaDocument(source);
+  }
+  void Return(const rapidjson::SchemaDocument* d) {
+    if (!has_regex) return;
+    std::lock_guard lock(mu);
+    spare.emplace_back(const_cast<rapidjson::SchemaDocument*>(d));
+  }
 };
+
+namespace {
+// Gives a borrowed compiled schema back however the call ends.
+class Borrowed {
+ public:
+  explicit Borrowed(Validator::Impl& impl) : impl_(impl), doc_(impl.Borrow()) {}
+  ~Borrowed() { impl_.Return(doc_); }
+  const rapidjson::SchemaDocument& operator*() const { return *doc_; }
+
+ private:
+  Validator::Impl& impl_;
+  const rapidjson::SchemaDocument* doc_;
+};
+}  // namespace
 
 Validator::Validator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Validator::~Validator() = default;
@@ -327,6 +369,7 @@ Result<std::shared_ptr<const Validator>> CompileUnchecked(const json::value& sch
   if (impl->source.HasParseError()) {
     return Status(StatusCode::kInvalidArgument, "schema: not a JSON value");
   }
+  impl->has_regex = json::serialize(schema).find("\"pattern") != std::string::npos;
   try {
     impl->compiled.emplace(impl->source);
   } catch (const std::logic_error& e) {
@@ -354,7 +397,8 @@ Violation ViolationOf(const rapidjson::SchemaValidator& v) {
 
 std::optional<Violation> Validator::Validate(const json::value& instance) const {
   // One validator per call: it holds the walk's state; the compiled schema is shared.
-  rapidjson::SchemaValidator validator(*impl_->compiled);
+  Borrowed doc(*impl_);
+  rapidjson::SchemaValidator validator(*doc);
   try {
     if (Emit(instance, validator) && validator.IsValid()) return std::nullopt;
     return ViolationOf(validator);
@@ -364,7 +408,8 @@ std::optional<Violation> Validator::Validate(const json::value& instance) const 
 }
 
 std::optional<Violation> Validator::ValidateText(std::string_view text) const {
-  rapidjson::SchemaValidator validator(*impl_->compiled);
+  Borrowed doc(*impl_);
+  rapidjson::SchemaValidator validator(*doc);
   rapidjson::MemoryStream ms(text.data(), text.size());
   rapidjson::Reader reader;
   try {

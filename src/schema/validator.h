@@ -1,6 +1,7 @@
 // Validation of JSON values against a JSON Schema (draft-04, the draft RapidJSON implements;
 // docs/schemas.md lists what it does not support). A Validator is compiled once per schema and
-// is then immutable: any number of threads may validate with one at the same time.
+// is then immutable: any number of threads may validate with one at the same time (a schema
+// with patterns keeps one compiled copy per concurrent caller, see validator.cc).
 #pragma once
 
 #include <boost/json.hpp>
@@ -43,8 +44,9 @@ class Validator {
   // The same for JSON text; a parse error is reported as the keyword "json" at the root.
   std::optional<Violation> ValidateText(std::string_view json) const;
 
- private:
   struct Impl;
+
+ private:
   friend Result<std::shared_ptr<const Validator>> CompileUnchecked(const boost::json::value&);
   explicit Validator(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

@@ -110,6 +110,30 @@ TEST(SchemaValidatorTest, CompileRefusesWhatItCannotEnforce) {
                   .ok());
 }
 
+// RapidJSON keeps a regular expression's matching state in the compiled pattern: a schema
+// with `pattern` shared by threads gave wrong answers (seen as valid events refused).
+TEST(SchemaValidatorTest, PatternsValidateOnManyThreadsAtOnce) {
+  auto v = MustCompile(R"({"type":"object","properties":{
+      "customer":{"type":"string","pattern":"^c-[0-9]+$"}},
+      "patternProperties":{"^x-[a-z]+$":{"type":"integer"}}})");
+  ASSERT_NE(v, nullptr);
+  std::string good = R"({"customer":"c-)" + std::string(200, '7') + R"(","x-abc":1})";
+  std::string bad = R"({"customer":"c-)" + std::string(200, '7') + R"(z"})";
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 3000; ++i) {
+        if (v->ValidateText(good).has_value()) ++wrong;
+        auto f = v->ValidateText(bad);
+        if (!f || f->keyword != "pattern") ++wrong;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+}
+
 TEST(SchemaValidatorTest, OneCompiledSchemaValidatesOnManyThreadsAtOnce) {
   auto v = MustCompile(kOrder);
   ASSERT_NE(v, nullptr);
