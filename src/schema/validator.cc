@@ -317,44 +317,54 @@ struct Validator::Impl {
   rapidjson::Document source;  // the schema as RapidJSON holds it; outlives the compiled ones
   // RapidJSON 1.1.0's regular expressions keep their matching state in the compiled pattern,
   // so two threads matching one `pattern` at once corrupt each other's match. A schema with
-  // patterns is therefore compiled once per concurrent caller (`spare` holds the idle ones);
-  // any other schema is compiled once and shared.
+  // patterns is therefore compiled once per concurrent caller (each slot owns a copy); any
+  // other schema is compiled once and shared by every slot.
   bool has_regex = false;
   std::optional<rapidjson::SchemaDocument> compiled;
-  std::mutex mu;
-  std::vector<std::unique_ptr<rapidjson::SchemaDocument>> spare;  // guarded by mu
 
-  // The compiled schema one call validates with; Return gives it back.
-  const rapidjson::SchemaDocument* Borrow() {
-    if (!has_regex) return &*compiled;
+  // What one call validates with: a validator (its stacks keep their capacity between calls,
+  // so a warm validation allocates little) and, with patterns, its own compiled schema.
+  struct Slot {
+    std::unique_ptr<rapidjson::SchemaDocument> own;
+    std::unique_ptr<rapidjson::SchemaValidator> validator;
+  };
+  static constexpr size_t kMaxSpare = 64;  // idle slots kept (more callers at once: made anew)
+  std::mutex mu;
+  std::vector<std::unique_ptr<Slot>> spare;  // guarded by mu
+
+  std::unique_ptr<Slot> Borrow() {
     {
       std::lock_guard lock(mu);
       if (!spare.empty()) {
-        const rapidjson::SchemaDocument* d = spare.back().release();
+        std::unique_ptr<Slot> slot = std::move(spare.back());
         spare.pop_back();
-        return d;
+        return slot;
       }
     }
-    return new rapidjson::SchemaDocument(source);
+    auto slot = std::make_unique<Slot>();
+    if (has_regex) slot->own = std::make_unique<rapidjson::SchemaDocument>(source);
+    slot->validator =
+        std::make_unique<rapidjson::SchemaValidator>(has_regex ? *slot->own : *compiled);
+    return slot;
   }
-  void Return(const rapidjson::SchemaDocument* d) {
-    if (!has_regex) return;
+  void Return(std::unique_ptr<Slot> slot) {
+    slot->validator->Reset();
     std::lock_guard lock(mu);
-    spare.emplace_back(const_cast<rapidjson::SchemaDocument*>(d));
+    if (spare.size() < kMaxSpare) spare.push_back(std::move(slot));
   }
 };
 
 namespace {
-// Gives a borrowed compiled schema back however the call ends.
+// Gives a borrowed slot back however the call ends.
 class Borrowed {
  public:
-  explicit Borrowed(Validator::Impl& impl) : impl_(impl), doc_(impl.Borrow()) {}
-  ~Borrowed() { impl_.Return(doc_); }
-  const rapidjson::SchemaDocument& operator*() const { return *doc_; }
+  explicit Borrowed(Validator::Impl& impl) : impl_(impl), slot_(impl.Borrow()) {}
+  ~Borrowed() { impl_.Return(std::move(slot_)); }
+  rapidjson::SchemaValidator& validator() { return *slot_->validator; }
 
  private:
   Validator::Impl& impl_;
-  const rapidjson::SchemaDocument* doc_;
+  std::unique_ptr<Validator::Impl::Slot> slot_;
 };
 }  // namespace
 
@@ -396,9 +406,9 @@ Violation ViolationOf(const rapidjson::SchemaValidator& v) {
 }  // namespace
 
 std::optional<Violation> Validator::Validate(const json::value& instance) const {
-  // One validator per call: it holds the walk's state; the compiled schema is shared.
-  Borrowed doc(*impl_);
-  rapidjson::SchemaValidator validator(*doc);
+  // A validator per call (from the pool): it holds the walk's state.
+  Borrowed slot(*impl_);
+  rapidjson::SchemaValidator& validator = slot.validator();
   try {
     if (Emit(instance, validator) && validator.IsValid()) return std::nullopt;
     return ViolationOf(validator);
@@ -407,16 +417,52 @@ std::optional<Violation> Validator::Validate(const json::value& instance) const 
   }
 }
 
+namespace {
+// Passes a parse's events on to the validator, refusing nesting deeper than kMaxTextDepth, so
+// RapidJSON's recursive parser (faster than its iterative one) recurses a bounded number of
+// times whatever the text.
+constexpr int kMaxTextDepth = 128;
+class DepthGuard {
+ public:
+  explicit DepthGuard(rapidjson::SchemaValidator& v) : v_(v) {}
+  bool Null() { return v_.Null(); }
+  bool Bool(bool b) { return v_.Bool(b); }
+  bool Int(int i) { return v_.Int(i); }
+  bool Uint(unsigned u) { return v_.Uint(u); }
+  bool Int64(int64_t i) { return v_.Int64(i); }
+  bool Uint64(uint64_t u) { return v_.Uint64(u); }
+  bool Double(double d) { return v_.Double(d); }
+  bool RawNumber(const char* s, rapidjson::SizeType n, bool copy) {
+    return v_.RawNumber(s, n, copy);
+  }
+  bool String(const char* s, rapidjson::SizeType n, bool copy) { return v_.String(s, n, copy); }
+  bool Key(const char* s, rapidjson::SizeType n, bool copy) { return v_.Key(s, n, copy); }
+  bool StartObject() { return ++depth_ <= kMaxTextDepth && v_.StartObject(); }
+  bool EndObject(rapidjson::SizeType n) { --depth_; return v_.EndObject(n); }
+  bool StartArray() { return ++depth_ <= kMaxTextDepth && v_.StartArray(); }
+  bool EndArray(rapidjson::SizeType n) { --depth_; return v_.EndArray(n); }
+  bool too_deep() const { return depth_ > kMaxTextDepth; }
+
+ private:
+  rapidjson::SchemaValidator& v_;
+  int depth_ = 0;
+};
+}  // namespace
+
 std::optional<Violation> Validator::ValidateText(std::string_view text) const {
-  Borrowed doc(*impl_);
-  rapidjson::SchemaValidator validator(*doc);
+  Borrowed slot(*impl_);
+  rapidjson::SchemaValidator& validator = slot.validator();
+  DepthGuard guard(validator);
+  // The text's UTF-8 is not checked again: the callers' text is (an event's JSON data is
+  // checked when the event is decoded).
   rapidjson::MemoryStream ms(text.data(), text.size());
   rapidjson::Reader reader;
   try {
-    rapidjson::ParseResult ok =
-        reader.Parse<rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag>(
-            ms, validator);
+    rapidjson::ParseResult ok = reader.Parse<rapidjson::kParseNoFlags>(ms, guard);
     if (ok) return std::nullopt;
+    if (guard.too_deep()) {
+      return Violation{"", "json", "nested deeper than " + std::to_string(kMaxTextDepth)};
+    }
     if (!validator.IsValid()) return ViolationOf(validator);
     return Violation{"", "json", rapidjson::GetParseError_En(ok.Code())};
   } catch (const std::logic_error& e) {

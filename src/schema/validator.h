@@ -41,7 +41,8 @@ class Validator {
 
   // nullopt when `instance` is valid. Walks the value straight into the validator (no copy).
   std::optional<Violation> Validate(const boost::json::value& instance) const;
-  // The same for JSON text; a parse error is reported as the keyword "json" at the root.
+  // The same for JSON text (valid UTF-8: not checked again), parsed straight into the
+  // validator; a parse error, or nesting deeper than 128, is reported as the keyword "json".
   std::optional<Violation> ValidateText(std::string_view json) const;
 
   struct Impl;

@@ -71,6 +71,13 @@ TEST(SchemaValidatorTest, NamesTheFailingPathAndKeyword) {
   auto broken = v->ValidateText(R"({"id":)");
   ASSERT_TRUE(broken.has_value());
   EXPECT_EQ(broken->keyword, "json");
+  // Deep text is refused, not recursed into without bound.
+  auto any = MustCompile("{}");
+  ASSERT_NE(any, nullptr);
+  EXPECT_FALSE(any->ValidateText("[[[1]]]"));
+  auto deep = any->ValidateText(std::string(100000, '[') + std::string(100000, ']'));
+  ASSERT_TRUE(deep.has_value());
+  EXPECT_EQ(deep->keyword, "json");
 }
 
 TEST(SchemaValidatorTest, CompileRefusesWhatItCannotEnforce) {
