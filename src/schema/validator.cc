@@ -449,9 +449,34 @@ class DepthGuard {
 };
 }  // namespace
 
+namespace {
+std::optional<Violation> ValidateTextWith(rapidjson::SchemaValidator& validator,
+                                          std::string_view text);
+}  // namespace
+
 std::optional<Violation> Validator::ValidateText(std::string_view text) const {
   Borrowed slot(*impl_);
-  rapidjson::SchemaValidator& validator = slot.validator();
+  return ValidateTextWith(slot.validator(), text);
+}
+
+struct Validator::Batch::Slot {
+  std::unique_ptr<Validator::Impl::Slot> slot;
+};
+
+Validator::Batch::Batch(const Validator& validator)
+    : impl_(*validator.impl_), slot_(new Slot{impl_.Borrow()}) {}
+
+Validator::Batch::~Batch() { impl_.Return(std::move(slot_->slot)); }
+
+std::optional<Violation> Validator::Batch::ValidateText(std::string_view text) {
+  std::optional<Violation> out = ValidateTextWith(*slot_->slot->validator, text);
+  slot_->slot->validator->Reset();  // the next value starts from the top
+  return out;
+}
+
+namespace {
+std::optional<Violation> ValidateTextWith(rapidjson::SchemaValidator& validator,
+                                          std::string_view text) {
   DepthGuard guard(validator);
   // The text's UTF-8 is not checked again: the callers' text is (an event's JSON data is
   // checked when the event is decoded).
@@ -469,5 +494,6 @@ std::optional<Violation> Validator::ValidateText(std::string_view text) const {
     return Violation{"", "internal", e.what()};
   }
 }
+}  // namespace
 
 }  // namespace converge::schema

@@ -47,6 +47,23 @@ class Validator {
 
   struct Impl;
 
+  // Validates many values in a row (a publish's batch) with one validator taken from the
+  // pool once, rather than once per value. One thread at a time; must not outlive the
+  // Validator.
+  class Batch {
+   public:
+    explicit Batch(const Validator& validator);
+    ~Batch();
+    Batch(const Batch&) = delete;
+    Batch& operator=(const Batch&) = delete;
+    std::optional<Violation> ValidateText(std::string_view json);
+
+   private:
+    struct Slot;
+    Impl& impl_;
+    std::unique_ptr<Slot> slot_;
+  };
+
  private:
   friend Result<std::shared_ptr<const Validator>> CompileUnchecked(const boost::json::value&);
   explicit Validator(std::unique_ptr<Impl> impl);
