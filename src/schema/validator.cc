@@ -8,8 +8,7 @@
 #include <stdexcept>
 // An internal inconsistency in RapidJSON (its asserts are off in a release build, where it
 // would read out of bounds) throws instead; Validate turns it into a failed validation.
-#define RAPIDJSON_ASSERT(x) \
-  ((x) ? static_cast<void>(0) : throw std::logic_error("rapidjson: " #x))
+#define RAPIDJSON_ASSERT(x) ((x) ? static_cast<void>(0) : throw std::logic_error("rapidjson: " #x))
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
 #include <rapidjson/memorystream.h>
@@ -19,9 +18,9 @@
 
 #include <mutex>
 #include <set>
-#include <vector>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace converge::schema {
 namespace {
@@ -98,15 +97,16 @@ class ShapeCheck {
   explicit ShapeCheck(const json::value& root) : root_(root) {}
 
   Status Run() {
-    const json::value* declared = root_.is_object() ? root_.get_object().if_contains("$schema")
-                                                    : nullptr;
+    const json::value* declared =
+        root_.is_object() ? root_.get_object().if_contains("$schema") : nullptr;
     if (declared != nullptr) {
       std::string_view s =
           declared->is_string() ? std::string_view(declared->get_string()) : std::string_view();
       if (s != "http://json-schema.org/draft-04/schema#" &&
           s != "http://json-schema.org/draft-04/schema") {
-        Fail("/$schema", "only draft-04 schemas are supported (\"$schema\": "
-                         "\"http://json-schema.org/draft-04/schema#\" or none)");
+        Fail("/$schema",
+             "only draft-04 schemas are supported (\"$schema\": "
+             "\"http://json-schema.org/draft-04/schema#\" or none)");
         return std::move(status_);
       }
     }
@@ -142,8 +142,9 @@ class ShapeCheck {
     // when additionalProperties is false.
     if (o.contains("patternProperties") && o.contains("additionalProperties") &&
         o.at("additionalProperties") == json::value(false)) {
-      Fail(path, "patternProperties with additionalProperties false is not supported (see "
-                 "docs/schemas.md)");
+      Fail(path,
+           "patternProperties with additionalProperties false is not supported (see "
+           "docs/schemas.md)");
     }
   }
 
@@ -152,7 +153,8 @@ class ShapeCheck {
       Fail(path, "must be an object of schemas");
       return;
     }
-    for (const auto& kv : v.get_object()) Schema(kv.value(), path + "/" + Escape(kv.key()), depth + 1);
+    for (const auto& kv : v.get_object())
+      Schema(kv.value(), path + "/" + Escape(kv.key()), depth + 1);
   }
 
   void SchemaList(const json::value& v, const std::string& path, int depth) {
@@ -175,12 +177,24 @@ class ShapeCheck {
     static const std::set<std::string_view> kMaps = {"properties", "patternProperties",
                                                      "definitions", "$defs"};
     static const std::set<std::string_view> kLists = {"allOf", "anyOf", "oneOf"};
-    static const std::set<std::string_view> kCounts = {"minLength", "maxLength",    "minItems",
-                                                       "maxItems",  "minProperties", "maxProperties"};
-    static const std::set<std::string_view> kLater = {
-        "const", "contains", "propertyNames", "if", "then", "else", "dependentRequired",
-        "dependentSchemas", "unevaluatedProperties", "unevaluatedItems", "prefixItems",
-        "minContains", "maxContains", "$anchor", "$dynamicRef", "$recursiveRef"};
+    static const std::set<std::string_view> kCounts = {
+        "minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties"};
+    static const std::set<std::string_view> kLater = {"const",
+                                                      "contains",
+                                                      "propertyNames",
+                                                      "if",
+                                                      "then",
+                                                      "else",
+                                                      "dependentRequired",
+                                                      "dependentSchemas",
+                                                      "unevaluatedProperties",
+                                                      "unevaluatedItems",
+                                                      "prefixItems",
+                                                      "minContains",
+                                                      "maxContains",
+                                                      "$anchor",
+                                                      "$dynamicRef",
+                                                      "$recursiveRef"};
     static const std::set<std::string_view> kTypes = {"null",   "boolean", "object", "array",
                                                       "number", "integer", "string"};
     if (kLater.count(key)) {
@@ -283,8 +297,9 @@ class ShapeCheck {
       }
       std::string ref(at->get_string());
       if (ref.empty() || ref.front() != '#') {
-        Fail(path, "$ref '" + ref + "' is not within this document (remote references are "
-                                    "not supported)");
+        Fail(path, "$ref '" + ref +
+                       "' is not within this document (remote references are "
+                       "not supported)");
         return;
       }
       if (!seen.insert(ref).second) {
@@ -438,9 +453,15 @@ class DepthGuard {
   bool String(const char* s, rapidjson::SizeType n, bool copy) { return v_.String(s, n, copy); }
   bool Key(const char* s, rapidjson::SizeType n, bool copy) { return v_.Key(s, n, copy); }
   bool StartObject() { return ++depth_ <= kMaxTextDepth && v_.StartObject(); }
-  bool EndObject(rapidjson::SizeType n) { --depth_; return v_.EndObject(n); }
+  bool EndObject(rapidjson::SizeType n) {
+    --depth_;
+    return v_.EndObject(n);
+  }
   bool StartArray() { return ++depth_ <= kMaxTextDepth && v_.StartArray(); }
-  bool EndArray(rapidjson::SizeType n) { --depth_; return v_.EndArray(n); }
+  bool EndArray(rapidjson::SizeType n) {
+    --depth_;
+    return v_.EndArray(n);
+  }
   bool too_deep() const { return depth_ > kMaxTextDepth; }
 
  private:

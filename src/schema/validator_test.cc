@@ -112,9 +112,9 @@ TEST(SchemaValidatorTest, CompileRefusesWhatItCannotEnforce) {
   deep_ok.max_depth = 1000;
   EXPECT_FALSE(Validator::Compile(json::parse(deep, {}, deep_ok)).ok());
   // A recursive schema through $ref is fine: it is not a loop of bare references.
-  EXPECT_TRUE(Validator::Compile(json::parse(
-                  R"({"type":"object","properties":{"next":{"$ref":"#"}}})"))
-                  .ok());
+  EXPECT_TRUE(
+      Validator::Compile(json::parse(R"({"type":"object","properties":{"next":{"$ref":"#"}}})"))
+          .ok());
 }
 
 // RapidJSON keeps a regular expression's matching state in the compiled pattern: a schema

@@ -164,12 +164,11 @@ bool Api::CheckEventSchema(const Event& event, size_t index, const std::string& 
   // Straight from the data's JSON text into the validator: no document is built.
   std::optional<schema::Violation> bad = batch.ValidateText(event.data());
   if (!bad) return true;
-  *reply = SchemaViolation(
-      index,
-      "data at '" + bad->instance_path + "' fails '" + bad->keyword + "' of the schema of '" +
-          bound.type + "' version " + std::to_string(bound.version) + " (at '" +
-          bad->schema_path + "')",
-      &bad->instance_path, &bad->keyword);
+  *reply = SchemaViolation(index,
+                           "data at '" + bad->instance_path + "' fails '" + bad->keyword +
+                               "' of the schema of '" + bound.type + "' version " +
+                               std::to_string(bound.version) + " (at '" + bad->schema_path + "')",
+                           &bad->instance_path, &bad->keyword);
   return false;
 }
 

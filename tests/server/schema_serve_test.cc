@@ -118,11 +118,12 @@ TEST_F(SchemaServeTest, RegistersVersionsRefusesIncompatibleOnesAndKeepsThemAcro
   EXPECT_EQ(json::parse(v2.body).at("version"), 2);
   // Forward: version 2 must read what the new version writes; any object is too much for it.
   // With none, anything goes in.
-  HttpResult fwd = Call("PUT", "/v1/schemas/order.created", R"({"compatibility":"forward"})", kJson);
+  HttpResult fwd =
+      Call("PUT", "/v1/schemas/order.created", R"({"compatibility":"forward"})", kJson);
   ASSERT_EQ(fwd.status, 200) << fwd.body;
   EXPECT_EQ(json::parse(fwd.body).at("compatibility"), "forward");
-  HttpResult fwd_refused = Call("POST", "/v1/schemas/order.created/versions",
-                                R"({"schema":{"type":"object"}})", kJson);
+  HttpResult fwd_refused =
+      Call("POST", "/v1/schemas/order.created/versions", R"({"schema":{"type":"object"}})", kJson);
   EXPECT_EQ(fwd_refused.status, 409) << fwd_refused.body;
   ASSERT_EQ(Call("PUT", "/v1/schemas/order.created", R"({"compatibility":"none"})", kJson).status,
             200);
@@ -136,19 +137,19 @@ TEST_F(SchemaServeTest, RegistersVersionsRefusesIncompatibleOnesAndKeepsThemAcro
   EXPECT_EQ(bad.code(), "INVALID_SCHEMA");
   EXPECT_EQ(Call("GET", "/v1/schemas/other.type").status, 404);
   // Strict bodies.
-  EXPECT_EQ(Call("POST", "/v1/schemas/order.created/versions", R"({"schema":{},"x":1})", kJson)
-                .status,
-            400);
-  EXPECT_EQ(Call("PUT", "/v1/schemas/order.created", R"({"compatibility":"sideways"})", kJson)
-                .status,
-            400);
+  EXPECT_EQ(
+      Call("POST", "/v1/schemas/order.created/versions", R"({"schema":{},"x":1})", kJson).status,
+      400);
+  EXPECT_EQ(
+      Call("PUT", "/v1/schemas/order.created", R"({"compatibility":"sideways"})", kJson).status,
+      400);
   EXPECT_EQ(Call("GET", "/v1/schemas/bad%2Fname").status, 400);
 
   CreateTopic("orders");
-  ASSERT_EQ(Call("PUT", "/v1/topics/orders/schema", R"({"type":"order.created","version":1})",
-                 kJson)
-                .status,
-            200);
+  ASSERT_EQ(
+      Call("PUT", "/v1/topics/orders/schema", R"({"type":"order.created","version":1})", kJson)
+          .status,
+      200);
 
   // Restart on the same data dir: versions, mode and the topic's binding are still there.
   std::string data = server_->data_dir();
@@ -168,9 +169,9 @@ TEST_F(SchemaServeTest, RegistersVersionsRefusesIncompatibleOnesAndKeepsThemAcro
   HttpResult binding = Call("GET", "/v1/topics/orders/schema");
   ASSERT_EQ(binding.status, 200) << binding.body;
   EXPECT_EQ(json::parse(binding.body).at("version"), 1);
-  HttpResult invalid = Call("POST", "/v1/topics/orders/events",
-                            Event("e1", "order.created", R"({"id":"o1","qty":0})"), kEvent,
-                            kPublisher);
+  HttpResult invalid =
+      Call("POST", "/v1/topics/orders/events",
+           Event("e1", "order.created", R"({"id":"o1","qty":0})"), kEvent, kPublisher);
   EXPECT_EQ(invalid.status, 400) << invalid.body;
   EXPECT_EQ(EndOffsets("orders"), 0u);
   HttpResult list = Call("GET", "/v1/schemas", "", {}, kOther);
@@ -216,14 +217,14 @@ TEST_F(SchemaServeTest, ABoundTopicTakesOnlyValidEventsAndABadBatchWritesNothing
                             Event("m1", "order.created", R"({"id":"o5"})"), kEvent, kPublisher);
   EXPECT_EQ(missing.status, 400) << missing.body;
   EXPECT_EQ(json::parse(missing.body).at("keyword"), "required");
-  HttpResult extra = Call("POST", "/v1/topics/orders/events",
-                          Event("m2", "order.created", R"({"id":"o5","qty":1,"x":{}})"), kEvent,
-                          kPublisher);
+  HttpResult extra =
+      Call("POST", "/v1/topics/orders/events",
+           Event("m2", "order.created", R"({"id":"o5","qty":1,"x":{}})"), kEvent, kPublisher);
   EXPECT_EQ(extra.status, 400) << extra.body;
   EXPECT_EQ(json::parse(extra.body).at("path"), "/x");
-  HttpResult other_type = Call("POST", "/v1/topics/orders/events",
-                               Event("m3", "order.cancelled", R"({"id":"o5","qty":1})"), kEvent,
-                               kPublisher);
+  HttpResult other_type =
+      Call("POST", "/v1/topics/orders/events",
+           Event("m3", "order.cancelled", R"({"id":"o5","qty":1})"), kEvent, kPublisher);
   EXPECT_EQ(other_type.status, 400) << other_type.body;
   EXPECT_EQ(other_type.code(), "SCHEMA_VIOLATION");
   HttpResult text = Call("POST", "/v1/topics/orders/events",
@@ -252,10 +253,10 @@ TEST_F(SchemaServeTest, ABoundTopicTakesOnlyValidEventsAndABadBatchWritesNothing
 
   // Binding to an unknown type or version: 404, and the binding is unchanged.
   EXPECT_EQ(Call("PUT", "/v1/topics/orders/schema", R"({"type":"nope"})", kJson).status, 404);
-  EXPECT_EQ(Call("PUT", "/v1/topics/orders/schema", R"({"type":"order.created","version":9})",
-                 kJson)
-                .status,
-            404);
+  EXPECT_EQ(
+      Call("PUT", "/v1/topics/orders/schema", R"({"type":"order.created","version":9})", kJson)
+          .status,
+      404);
   // Unbound: anything goes again.
   EXPECT_EQ(Call("DELETE", "/v1/topics/orders/schema").status, 204);
   EXPECT_EQ(Call("GET", "/v1/topics/orders/schema").status, 404);
@@ -281,10 +282,10 @@ TEST_F(SchemaServeTest, OnlyAdminsChangeTheRegistryAndAuthorizationComesBeforeTh
   }
   EXPECT_EQ(Call("POST", "/v1/schemas/new.type/versions", kOrderV1, kJson, kPublisher).status, 403);
   EXPECT_EQ(Call("PUT", "/v1/schemas/order.created", "{", kJson, kPublisher).status, 403);
-  EXPECT_EQ(Call("PUT", "/v1/topics/orders/schema", R"({"type":"order.created"})", kJson,
-                 kPublisher)
-                .status,
-            403);
+  EXPECT_EQ(
+      Call("PUT", "/v1/topics/orders/schema", R"({"type":"order.created"})", kJson, kPublisher)
+          .status,
+      403);
   EXPECT_EQ(Call("DELETE", "/v1/topics/orders/schema", "", {}, kPublisher).status, 403);
   HttpResult type = Call("GET", "/v1/schemas/order.created", "", {}, kPublisher);
   ASSERT_EQ(type.status, 200) << type.body;
