@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -38,6 +39,47 @@ constexpr int kMaxEmptyFetches = 100;
 constexpr const char* kPublishTopic = "bench";
 constexpr const char* kJsonPublishTopic = "bench-json";
 constexpr const char* kLatencyTopic = "lat";
+// --schema: the same JSON events into a plain topic and into one validated against kSchema.
+constexpr const char* kJsonDataTopic = "bench-jsondata";
+constexpr const char* kSchemaTopic = "bench-schema";
+constexpr const char* kSchemaType = "bench.order.created";
+// What an order event's schema looks like: a closed object with required fields, bounds, an
+// enum, a pattern and an array of closed item objects.
+constexpr const char* kSchema = R"({"schema":{
+  "type":"object","additionalProperties":false,
+  "required":["order_id","customer","currency","items","total"],
+  "properties":{
+    "order_id":{"type":"string","minLength":1,"maxLength":64},
+    "customer":{"type":"string","pattern":"^c-[0-9]+$"},
+    "currency":{"enum":["EUR","USD","GBP"]},
+    "items":{"type":"array","minItems":1,"items":{
+      "type":"object","additionalProperties":false,"required":["sku","qty","price"],
+      "properties":{"sku":{"type":"string","maxLength":32},
+                    "qty":{"type":"integer","minimum":1},
+                    "price":{"type":"number","minimum":0}}}},
+    "total":{"type":"number","minimum":0},
+    "note":{"type":"string","maxLength":100000}}}})";
+
+// An order as JSON, of about `size` bytes (items added, then a note to pad), valid against
+// kSchema.
+std::string OrderJson(uint32_t size) {
+  std::string items;
+  int n = 0;
+  auto doc = [&](const std::string& note) {
+    return R"({"order_id":"o-0000000001","customer":"c-1042","currency":"EUR","items":[)" +
+           items + R"(],"total":)" + std::to_string(n * 19) + ".5" +
+           (note.empty() ? "" : R"(,"note":")" + note + "\"") + "}";
+  };
+  do {
+    if (n) items += ',';
+    items += R"({"sku":"SKU-)" + std::to_string(1000 + n) + R"(","qty":)" +
+             std::to_string(1 + n % 3) + R"(,"price":9.75})";
+    ++n;
+  } while (doc("").size() + 48 < size);
+  std::string out = doc("");
+  if (out.size() + 10 < size) out = doc(std::string(size - out.size() - 10, 'x'));
+  return out;
+}
 
 
 // Events carrying the bench payloads; restamped per batch.
@@ -61,6 +103,26 @@ class EventBatch {
 
  private:
   std::string payload_;
+  std::vector<Event> events_;
+};
+
+// Events of type kSchemaType with the same JSON order as data (ids unique per event).
+class JsonEventBatch {
+ public:
+  JsonEventBatch(uint64_t count, uint32_t size) : events_(count) {
+    const std::string data = OrderJson(size);
+    for (Event& e : events_) {
+      e.set_source("/bench");
+      e.set_type(kSchemaType);
+      e.SetJsonData(data).IgnoreError();  // OrderJson is valid JSON
+    }
+  }
+  std::span<const Event> Stamp(uint64_t first_seq, uint64_t n, const Pacer*) {
+    for (uint64_t i = 0; i < n; ++i) events_[i].set_id(std::to_string(first_seq + i));
+    return std::span<const Event>(events_.data(), n);
+  }
+
+ private:
   std::vector<Event> events_;
 };
 
@@ -101,12 +163,34 @@ class ConvergeServerSystem : public LogSystem {
     CONVERGE_ASSIGN_OR_RETURN(process_, StartSidecar(config, w.dir + "/" + name + "-data",
                                                      w.dir + "/" + name + ".log"));
     client::Client c(Options());
-    for (const char* topic : {kPublishTopic, kJsonPublishTopic, kLatencyTopic}) {
+    std::vector<const char*> topics = {kPublishTopic, kJsonPublishTopic, kLatencyTopic};
+    if (w.schema && sync_acks) {
+      topics.push_back(kJsonDataTopic);
+      topics.push_back(kSchemaTopic);
+    }
+    for (const char* topic : topics) {
       client::TopicSpec spec;
       spec.name = topic;
       spec.partitions = 1;
       spec.durability = Durability::kFsync;
       CONVERGE_RETURN_IF_ERROR(c.CreateTopic(spec).status());
+    }
+    if (w.schema && sync_acks) {
+      // Register the schema and validate every publish to kSchemaTopic against it.
+      client::HttpRequest reg;
+      reg.method = "POST";
+      reg.target = std::string("/v1/schemas/") + kSchemaType + "/versions";
+      reg.headers = {{"Content-Type", "application/json"}};
+      reg.body = kSchema;
+      CONVERGE_ASSIGN_OR_RETURN(client::HttpResponse r, c.Send(reg));
+      if (r.status != 201) return InternalError("converge server: registering: " + r.body);
+      client::HttpRequest bind;
+      bind.method = "PUT";
+      bind.target = std::string("/v1/topics/") + kSchemaTopic + "/schema";
+      bind.headers = {{"Content-Type", "application/json"}};
+      bind.body = std::string(R"({"type":")") + kSchemaType + "\"}";
+      CONVERGE_ASSIGN_OR_RETURN(r, c.Send(bind));
+      if (r.status != 200) return InternalError("converge server: binding: " + r.body);
     }
     return Status::Ok();
   }
@@ -131,16 +215,41 @@ class ConvergeServerSystem : public LogSystem {
                         std::to_string(kPublishConnections) + " connections, 1 partition"));
     json.system = "converge-json";
     out.push_back(std::move(json));
+    if (w.schema) {
+      // The same JSON order events, binary event batches, without and with validation.
+      const std::string shape =
+          "JSON orders of " + std::to_string(OrderJson(w.event_bytes).size()) +
+          " B in binary event batches of " + std::to_string(kPublishBatch) + " on " +
+          std::to_string(kPublishConnections) + " connections";
+      CONVERGE_ASSIGN_OR_RETURN(
+          Measurement plain,
+          (PublishWith<JsonEventBatch>(w, kJsonDataTopic, client::PublishMode::kNative,
+                                       "HTTP sidecar: " + shape + ", no schema")));
+      plain.system = "converge-jsondata";
+      CONVERGE_ASSIGN_OR_RETURN(
+          Measurement checked,
+          (PublishWith<JsonEventBatch>(w, kSchemaTopic, client::PublishMode::kNative,
+                                       "HTTP sidecar: " + shape +
+                                           ", validated against a registered JSON Schema")));
+      checked.system = "converge-schema";
+      char ratio[64];
+      std::snprintf(ratio, sizeof(ratio), " (%.0f%% of converge-jsondata)",
+                    100.0 * checked.events_per_s / plain.events_per_s);
+      checked.note += ratio;
+      out.push_back(std::move(plain));
+      out.push_back(std::move(checked));
+    }
     return Status::Ok();
   }
 
+  template <typename Batch = EventBatch>
   Result<Measurement> PublishWith(const LogWorkload& w, const char* topic,
                                   client::PublishMode mode, std::string note) {
     std::atomic<uint64_t> next{0};
     std::vector<Status> statuses(kPublishConnections);
     auto publisher = [&](int t) {
       client::Client c(Options());
-      EventBatch batch(kPublishBatch, w.event_bytes);
+      Batch batch(kPublishBatch, w.event_bytes);
       while (true) {
         const uint64_t first = next.fetch_add(kPublishBatch);
         if (first >= w.events) return;

@@ -38,6 +38,9 @@ struct LogWorkload {
   // converge's topic durability: "fsync" (the default and the targets' setting), "interval"
   // (synced every 50 ms) or "none"; the others show what the syncs cost.
   std::string converge_durability = "fsync";
+  // --schema (with --via server): two more publish rows, the same JSON order events into a
+  // plain topic and into a topic validated against a registered schema, side by side.
+  bool schema = false;
   std::string dir;  // this system's scratch directory (exists, empty)
 };
 

@@ -52,6 +52,10 @@ void PrintLogHelp(std::FILE* out) {
       "  --via MODE            inproc (default): converge as a library in this process;\n"
       "                        server: through the HTTP sidecar (converge serve started\n"
       "                        from this binary on loopback, driven by the C++ client)\n"
+      "  --schema              with --via server: also publish JSON order events (about\n"
+      "                        --size bytes) into a plain topic and into one validated\n"
+      "                        against a registered JSON Schema (rows converge-jsondata\n"
+      "                        and converge-schema, side by side)\n"
       "  --help                this text\n",
       kLogSystems, kLogWorkloads);
 }
@@ -100,6 +104,7 @@ Result<LogOptions> ParseLogOptions(int argc, char** argv) {
   CLI::Option* durability_option = app.add_option("--converge-durability", durability);
   app.add_option("--rounds", o.rounds)->check(cli::Integer(1, 100));
   app.add_option("--via", o.via);
+  app.add_flag("--schema", o.workload.schema);
   CONVERGE_RETURN_IF_ERROR(cli::Parse(app, argc, argv, &o.help));
   if (o.help) return o;
   if (systems_option->count() > 0) {
@@ -130,6 +135,9 @@ Result<LogOptions> ParseLogOptions(int argc, char** argv) {
   if (o.workloads.empty()) return InvalidArgumentError("--workloads is empty");
   if (o.via != "inproc" && o.via != "server") {
     return InvalidArgumentError("--via wants inproc or server, got '" + o.via + "'");
+  }
+  if (o.workload.schema && o.via != "server") {
+    return InvalidArgumentError("--schema needs --via server (validation is the server's)");
   }
   return o;
 }
@@ -232,6 +240,13 @@ std::string LogComparison(const std::vector<Measurement>& rows, bool via_server)
       const double r = cv_pub->events_per_s / js_pub->events_per_s;
       std::snprintf(value, sizeof(value), "%.2fx", r);
       target("publish via server (fsync) >= 3x jetstream async publish", value, r >= 3);
+    }
+    const Measurement* plain = Find(rows, "publish", "converge-jsondata");
+    const Measurement* checked = Find(rows, "publish", "converge-schema");
+    if (plain != nullptr && checked != nullptr) {
+      const double r = checked->events_per_s / plain->events_per_s;
+      std::snprintf(value, sizeof(value), "%.0f%%", 100 * r);
+      target("publish with schema validation >= 75% of without", value, r >= 0.75);
     }
     if (cv_lat != nullptr && cv_lat->p99_us) {
       std::snprintf(value, sizeof(value), "%.0f us", *cv_lat->p99_us);

@@ -102,8 +102,8 @@ TEST(SchemaSuiteTest, Draft4MatchesExceptTheDocumentedSkips) {
     if (skip != nullptr) {
       ++skip_hits[skip];
       // A skipped case must still mismatch, or the skip (and the docs) say too much.
-      EXPECT_FALSE(o.matched) << "skipped but now passes: " << o.file << " / " << o.group
-                              << " / " << o.test;
+      EXPECT_FALSE(o.matched) << "skipped but now passes: " << o.file << " / " << o.group << " / "
+                              << o.test;
       continue;
     }
     EXPECT_TRUE(o.matched) << "mismatch: " << o.file << " / " << o.group << " / " << o.test;

@@ -8,8 +8,7 @@
 #include <stdexcept>
 // An internal inconsistency in RapidJSON (its asserts are off in a release build, where it
 // would read out of bounds) throws instead; Validate turns it into a failed validation.
-#define RAPIDJSON_ASSERT(x) \
-  ((x) ? static_cast<void>(0) : throw std::logic_error("rapidjson: " #x))
+#define RAPIDJSON_ASSERT(x) ((x) ? static_cast<void>(0) : throw std::logic_error("rapidjson: " #x))
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
 #include <rapidjson/memorystream.h>
@@ -17,9 +16,11 @@
 #include <rapidjson/schema.h>
 #include <rapidjson/stringbuffer.h>
 
+#include <mutex>
 #include <set>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace converge::schema {
 namespace {
@@ -96,15 +97,16 @@ class ShapeCheck {
   explicit ShapeCheck(const json::value& root) : root_(root) {}
 
   Status Run() {
-    const json::value* declared = root_.is_object() ? root_.get_object().if_contains("$schema")
-                                                    : nullptr;
+    const json::value* declared =
+        root_.is_object() ? root_.get_object().if_contains("$schema") : nullptr;
     if (declared != nullptr) {
       std::string_view s =
           declared->is_string() ? std::string_view(declared->get_string()) : std::string_view();
       if (s != "http://json-schema.org/draft-04/schema#" &&
           s != "http://json-schema.org/draft-04/schema") {
-        Fail("/$schema", "only draft-04 schemas are supported (\"$schema\": "
-                         "\"http://json-schema.org/draft-04/schema#\" or none)");
+        Fail("/$schema",
+             "only draft-04 schemas are supported (\"$schema\": "
+             "\"http://json-schema.org/draft-04/schema#\" or none)");
         return std::move(status_);
       }
     }
@@ -140,8 +142,9 @@ class ShapeCheck {
     // when additionalProperties is false.
     if (o.contains("patternProperties") && o.contains("additionalProperties") &&
         o.at("additionalProperties") == json::value(false)) {
-      Fail(path, "patternProperties with additionalProperties false is not supported (see "
-                 "docs/schemas.md)");
+      Fail(path,
+           "patternProperties with additionalProperties false is not supported (see "
+           "docs/schemas.md)");
     }
   }
 
@@ -150,7 +153,8 @@ class ShapeCheck {
       Fail(path, "must be an object of schemas");
       return;
     }
-    for (const auto& kv : v.get_object()) Schema(kv.value(), path + "/" + Escape(kv.key()), depth + 1);
+    for (const auto& kv : v.get_object())
+      Schema(kv.value(), path + "/" + Escape(kv.key()), depth + 1);
   }
 
   void SchemaList(const json::value& v, const std::string& path, int depth) {
@@ -173,12 +177,24 @@ class ShapeCheck {
     static const std::set<std::string_view> kMaps = {"properties", "patternProperties",
                                                      "definitions", "$defs"};
     static const std::set<std::string_view> kLists = {"allOf", "anyOf", "oneOf"};
-    static const std::set<std::string_view> kCounts = {"minLength", "maxLength",    "minItems",
-                                                       "maxItems",  "minProperties", "maxProperties"};
-    static const std::set<std::string_view> kLater = {
-        "const", "contains", "propertyNames", "if", "then", "else", "dependentRequired",
-        "dependentSchemas", "unevaluatedProperties", "unevaluatedItems", "prefixItems",
-        "minContains", "maxContains", "$anchor", "$dynamicRef", "$recursiveRef"};
+    static const std::set<std::string_view> kCounts = {
+        "minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties"};
+    static const std::set<std::string_view> kLater = {"const",
+                                                      "contains",
+                                                      "propertyNames",
+                                                      "if",
+                                                      "then",
+                                                      "else",
+                                                      "dependentRequired",
+                                                      "dependentSchemas",
+                                                      "unevaluatedProperties",
+                                                      "unevaluatedItems",
+                                                      "prefixItems",
+                                                      "minContains",
+                                                      "maxContains",
+                                                      "$anchor",
+                                                      "$dynamicRef",
+                                                      "$recursiveRef"};
     static const std::set<std::string_view> kTypes = {"null",   "boolean", "object", "array",
                                                       "number", "integer", "string"};
     if (kLater.count(key)) {
@@ -281,8 +297,9 @@ class ShapeCheck {
       }
       std::string ref(at->get_string());
       if (ref.empty() || ref.front() != '#') {
-        Fail(path, "$ref '" + ref + "' is not within this document (remote references are "
-                                    "not supported)");
+        Fail(path, "$ref '" + ref +
+                       "' is not within this document (remote references are "
+                       "not supported)");
         return;
       }
       if (!seen.insert(ref).second) {
@@ -312,9 +329,59 @@ class ShapeCheck {
 }  // namespace
 
 struct Validator::Impl {
-  rapidjson::Document source;  // the schema as RapidJSON holds it; outlives `compiled`
+  rapidjson::Document source;  // the schema as RapidJSON holds it; outlives the compiled ones
+  // RapidJSON 1.1.0's regular expressions keep their matching state in the compiled pattern,
+  // so two threads matching one `pattern` at once corrupt each other's match. A schema with
+  // patterns is therefore compiled once per concurrent caller (each slot owns a copy); any
+  // other schema is compiled once and shared by every slot.
+  bool has_regex = false;
   std::optional<rapidjson::SchemaDocument> compiled;
+
+  // What one call validates with: a validator (its stacks keep their capacity between calls,
+  // so a warm validation allocates little) and, with patterns, its own compiled schema.
+  struct Slot {
+    std::unique_ptr<rapidjson::SchemaDocument> own;
+    std::unique_ptr<rapidjson::SchemaValidator> validator;
+  };
+  static constexpr size_t kMaxSpare = 64;  // idle slots kept (more callers at once: made anew)
+  std::mutex mu;
+  std::vector<std::unique_ptr<Slot>> spare;  // guarded by mu
+
+  std::unique_ptr<Slot> Borrow() {
+    {
+      std::lock_guard lock(mu);
+      if (!spare.empty()) {
+        std::unique_ptr<Slot> slot = std::move(spare.back());
+        spare.pop_back();
+        return slot;
+      }
+    }
+    auto slot = std::make_unique<Slot>();
+    if (has_regex) slot->own = std::make_unique<rapidjson::SchemaDocument>(source);
+    slot->validator =
+        std::make_unique<rapidjson::SchemaValidator>(has_regex ? *slot->own : *compiled);
+    return slot;
+  }
+  void Return(std::unique_ptr<Slot> slot) {
+    slot->validator->Reset();
+    std::lock_guard lock(mu);
+    if (spare.size() < kMaxSpare) spare.push_back(std::move(slot));
+  }
 };
+
+namespace {
+// Gives a borrowed slot back however the call ends.
+class Borrowed {
+ public:
+  explicit Borrowed(Validator::Impl& impl) : impl_(impl), slot_(impl.Borrow()) {}
+  ~Borrowed() { impl_.Return(std::move(slot_)); }
+  rapidjson::SchemaValidator& validator() { return *slot_->validator; }
+
+ private:
+  Validator::Impl& impl_;
+  std::unique_ptr<Validator::Impl::Slot> slot_;
+};
+}  // namespace
 
 Validator::Validator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Validator::~Validator() = default;
@@ -327,6 +394,7 @@ Result<std::shared_ptr<const Validator>> CompileUnchecked(const json::value& sch
   if (impl->source.HasParseError()) {
     return Status(StatusCode::kInvalidArgument, "schema: not a JSON value");
   }
+  impl->has_regex = json::serialize(schema).find("\"pattern") != std::string::npos;
   try {
     impl->compiled.emplace(impl->source);
   } catch (const std::logic_error& e) {
@@ -353,8 +421,9 @@ Violation ViolationOf(const rapidjson::SchemaValidator& v) {
 }  // namespace
 
 std::optional<Violation> Validator::Validate(const json::value& instance) const {
-  // One validator per call: it holds the walk's state; the compiled schema is shared.
-  rapidjson::SchemaValidator validator(*impl_->compiled);
+  // A validator per call (from the pool): it holds the walk's state.
+  Borrowed slot(*impl_);
+  rapidjson::SchemaValidator& validator = slot.validator();
   try {
     if (Emit(instance, validator) && validator.IsValid()) return std::nullopt;
     return ViolationOf(validator);
@@ -363,20 +432,89 @@ std::optional<Violation> Validator::Validate(const json::value& instance) const 
   }
 }
 
+namespace {
+// Passes a parse's events on to the validator, refusing nesting deeper than kMaxTextDepth, so
+// RapidJSON's recursive parser (faster than its iterative one) recurses a bounded number of
+// times whatever the text.
+constexpr int kMaxTextDepth = 128;
+class DepthGuard {
+ public:
+  explicit DepthGuard(rapidjson::SchemaValidator& v) : v_(v) {}
+  bool Null() { return v_.Null(); }
+  bool Bool(bool b) { return v_.Bool(b); }
+  bool Int(int i) { return v_.Int(i); }
+  bool Uint(unsigned u) { return v_.Uint(u); }
+  bool Int64(int64_t i) { return v_.Int64(i); }
+  bool Uint64(uint64_t u) { return v_.Uint64(u); }
+  bool Double(double d) { return v_.Double(d); }
+  bool RawNumber(const char* s, rapidjson::SizeType n, bool copy) {
+    return v_.RawNumber(s, n, copy);
+  }
+  bool String(const char* s, rapidjson::SizeType n, bool copy) { return v_.String(s, n, copy); }
+  bool Key(const char* s, rapidjson::SizeType n, bool copy) { return v_.Key(s, n, copy); }
+  bool StartObject() { return ++depth_ <= kMaxTextDepth && v_.StartObject(); }
+  bool EndObject(rapidjson::SizeType n) {
+    --depth_;
+    return v_.EndObject(n);
+  }
+  bool StartArray() { return ++depth_ <= kMaxTextDepth && v_.StartArray(); }
+  bool EndArray(rapidjson::SizeType n) {
+    --depth_;
+    return v_.EndArray(n);
+  }
+  bool too_deep() const { return depth_ > kMaxTextDepth; }
+
+ private:
+  rapidjson::SchemaValidator& v_;
+  int depth_ = 0;
+};
+}  // namespace
+
+namespace {
+std::optional<Violation> ValidateTextWith(rapidjson::SchemaValidator& validator,
+                                          std::string_view text);
+}  // namespace
+
 std::optional<Violation> Validator::ValidateText(std::string_view text) const {
-  rapidjson::SchemaValidator validator(*impl_->compiled);
+  Borrowed slot(*impl_);
+  return ValidateTextWith(slot.validator(), text);
+}
+
+struct Validator::Batch::Slot {
+  std::unique_ptr<Validator::Impl::Slot> slot;
+};
+
+Validator::Batch::Batch(const Validator& validator)
+    : impl_(*validator.impl_), slot_(new Slot{impl_.Borrow()}) {}
+
+Validator::Batch::~Batch() { impl_.Return(std::move(slot_->slot)); }
+
+std::optional<Violation> Validator::Batch::ValidateText(std::string_view text) {
+  std::optional<Violation> out = ValidateTextWith(*slot_->slot->validator, text);
+  slot_->slot->validator->Reset();  // the next value starts from the top
+  return out;
+}
+
+namespace {
+std::optional<Violation> ValidateTextWith(rapidjson::SchemaValidator& validator,
+                                          std::string_view text) {
+  DepthGuard guard(validator);
+  // The text's UTF-8 is not checked again: the callers' text is (an event's JSON data is
+  // checked when the event is decoded).
   rapidjson::MemoryStream ms(text.data(), text.size());
   rapidjson::Reader reader;
   try {
-    rapidjson::ParseResult ok =
-        reader.Parse<rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag>(
-            ms, validator);
+    rapidjson::ParseResult ok = reader.Parse<rapidjson::kParseNoFlags>(ms, guard);
     if (ok) return std::nullopt;
+    if (guard.too_deep()) {
+      return Violation{"", "json", "nested deeper than " + std::to_string(kMaxTextDepth)};
+    }
     if (!validator.IsValid()) return ViolationOf(validator);
     return Violation{"", "json", rapidjson::GetParseError_En(ok.Code())};
   } catch (const std::logic_error& e) {
     return Violation{"", "internal", e.what()};
   }
 }
+}  // namespace
 
 }  // namespace converge::schema

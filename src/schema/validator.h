@@ -1,6 +1,7 @@
 // Validation of JSON values against a JSON Schema (draft-04, the draft RapidJSON implements;
 // docs/schemas.md lists what it does not support). A Validator is compiled once per schema and
-// is then immutable: any number of threads may validate with one at the same time.
+// is then immutable: any number of threads may validate with one at the same time (a schema
+// with patterns keeps one compiled copy per concurrent caller, see validator.cc).
 #pragma once
 
 #include <boost/json.hpp>
@@ -40,11 +41,30 @@ class Validator {
 
   // nullopt when `instance` is valid. Walks the value straight into the validator (no copy).
   std::optional<Violation> Validate(const boost::json::value& instance) const;
-  // The same for JSON text; a parse error is reported as the keyword "json" at the root.
+  // The same for JSON text (valid UTF-8: not checked again), parsed straight into the
+  // validator; a parse error, or nesting deeper than 128, is reported as the keyword "json".
   std::optional<Violation> ValidateText(std::string_view json) const;
 
- private:
   struct Impl;
+
+  // Validates many values in a row (a publish's batch) with one validator taken from the
+  // pool once, rather than once per value. One thread at a time; must not outlive the
+  // Validator.
+  class Batch {
+   public:
+    explicit Batch(const Validator& validator);
+    ~Batch();
+    Batch(const Batch&) = delete;
+    Batch& operator=(const Batch&) = delete;
+    std::optional<Violation> ValidateText(std::string_view json);
+
+   private:
+    struct Slot;
+    Impl& impl_;
+    std::unique_ptr<Slot> slot_;
+  };
+
+ private:
   friend Result<std::shared_ptr<const Validator>> CompileUnchecked(const boost::json::value&);
   explicit Validator(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

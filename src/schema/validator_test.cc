@@ -71,6 +71,13 @@ TEST(SchemaValidatorTest, NamesTheFailingPathAndKeyword) {
   auto broken = v->ValidateText(R"({"id":)");
   ASSERT_TRUE(broken.has_value());
   EXPECT_EQ(broken->keyword, "json");
+  // Deep text is refused, not recursed into without bound.
+  auto any = MustCompile("{}");
+  ASSERT_NE(any, nullptr);
+  EXPECT_FALSE(any->ValidateText("[[[1]]]"));
+  auto deep = any->ValidateText(std::string(100000, '[') + std::string(100000, ']'));
+  ASSERT_TRUE(deep.has_value());
+  EXPECT_EQ(deep->keyword, "json");
 }
 
 TEST(SchemaValidatorTest, CompileRefusesWhatItCannotEnforce) {
@@ -105,9 +112,33 @@ TEST(SchemaValidatorTest, CompileRefusesWhatItCannotEnforce) {
   deep_ok.max_depth = 1000;
   EXPECT_FALSE(Validator::Compile(json::parse(deep, {}, deep_ok)).ok());
   // A recursive schema through $ref is fine: it is not a loop of bare references.
-  EXPECT_TRUE(Validator::Compile(json::parse(
-                  R"({"type":"object","properties":{"next":{"$ref":"#"}}})"))
-                  .ok());
+  EXPECT_TRUE(
+      Validator::Compile(json::parse(R"({"type":"object","properties":{"next":{"$ref":"#"}}})"))
+          .ok());
+}
+
+// RapidJSON keeps a regular expression's matching state in the compiled pattern: a schema
+// with `pattern` shared by threads gave wrong answers (seen as valid events refused).
+TEST(SchemaValidatorTest, PatternsValidateOnManyThreadsAtOnce) {
+  auto v = MustCompile(R"({"type":"object","properties":{
+      "customer":{"type":"string","pattern":"^c-[0-9]+$"}},
+      "patternProperties":{"^x-[a-z]+$":{"type":"integer"}}})");
+  ASSERT_NE(v, nullptr);
+  std::string good = R"({"customer":"c-)" + std::string(200, '7') + R"(","x-abc":1})";
+  std::string bad = R"({"customer":"c-)" + std::string(200, '7') + R"(z"})";
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 3000; ++i) {
+        if (v->ValidateText(good).has_value()) ++wrong;
+        auto f = v->ValidateText(bad);
+        if (!f || f->keyword != "pattern") ++wrong;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
 }
 
 TEST(SchemaValidatorTest, OneCompiledSchemaValidatesOnManyThreadsAtOnce) {

@@ -172,7 +172,8 @@ class Api {
   HttpResponse DoPublish(const HttpRequest& request, const std::string& topic);
   // False (with the 400 reply) when `event` is not of the topic's type or its data fails it.
   static bool CheckEventSchema(const Event& event, size_t index, const std::string& topic,
-                               const SchemaRegistry::TopicSchema& bound, HttpResponse* reply);
+                               const SchemaRegistry::TopicSchema& bound,
+                               schema::Validator::Batch& batch, HttpResponse* reply);
   Status EnsureGroup(const std::string& topic, const std::string& group);
   Result<FetchResult> FetchAsMember(const std::string& topic, const std::string& group,
                                     const std::string& member, uint32_t max_events,

@@ -85,7 +85,8 @@ asio::awaitable<HttpReply> Api::SetSchemaCompatibility(Call& call) {
   const std::string type = call.Param("type");
   if (Status s = CheckSchemaTypeName(type); !s.ok()) co_return Error(s);
   Result<json::object> body = ParseJsonObject(call.req.body());
-  if (!body.ok()) co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
+  if (!body.ok())
+    co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
   std::string name;
   Status s = CheckFields(*body, {"compatibility"});
   if (s.ok()) s = ReadString(*body, "compatibility", &name);
@@ -118,7 +119,8 @@ asio::awaitable<HttpReply> Api::RegisterSchemaVersion(Call& call) {
   const std::string type = call.Param("type");
   if (Status s = CheckSchemaTypeName(type); !s.ok()) co_return Error(s);
   Result<json::object> body = ParseJsonObject(call.req.body());
-  if (!body.ok()) co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
+  if (!body.ok())
+    co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
   Status s = CheckFields(*body, {"schema"});
   const json::value* schema = body->if_contains("schema");
   if (s.ok() && schema == nullptr) s = InvalidArgumentError("field 'schema' is required");
@@ -136,15 +138,15 @@ asio::awaitable<HttpReply> Api::RegisterSchemaVersion(Call& call) {
     if (auto d = d_.schemas->DescribeType(type); d.ok()) t = *d;
     json::object o;
     o["code"] = "SCHEMA_INCOMPATIBLE";
-    std::string message = "the schema is not " +
-                          std::string(t ? CompatibilityName(t->mode) : "backward") +
-                          " compatible with version " +
-                          std::to_string(t && !t->versions.empty() ? t->versions.back() : 0) +
-                          " of '" + type + "': ";
+    std::string message =
+        "the schema is not " + std::string(t ? CompatibilityName(t->mode) : "backward") +
+        " compatible with version " +
+        std::to_string(t && !t->versions.empty() ? t->versions.back() : 0) + " of '" + type + "': ";
     json::array findings;
     for (size_t i = 0; i < r->findings.size(); ++i) {
       const auto& f = r->findings[i];
-      if (i < 3) message += (i ? "; " : "") + (f.path.empty() ? "(root)" : f.path) + ": " + f.reason;
+      if (i < 3)
+        message += (i ? "; " : "") + (f.path.empty() ? "(root)" : f.path) + ": " + f.reason;
       json::object fo;
       fo["path"] = f.path;
       fo["reason"] = f.reason;
@@ -174,7 +176,8 @@ asio::awaitable<HttpReply> Api::GetSchemaVersion(Call& call) {
 }
 
 asio::awaitable<HttpReply> Api::GetTopicSchema(Call& call) {
-  if (!call.principal->CanSee(call.topic)) {
+  // Admins set it, so they may read it; services that may see the topic too.
+  if (!call.principal->admin && !call.principal->CanSee(call.topic)) {
     co_return Error(NotAllowed(*call.principal, "see", call.topic));
   }
   if (Status s = CheckTopicName(call.topic); !s.ok()) co_return Error(s);
@@ -191,7 +194,8 @@ asio::awaitable<HttpReply> Api::PutTopicSchema(Call& call) {
   }
   if (Status s = CheckTopicName(call.topic); !s.ok()) co_return Error(s);
   Result<json::object> body = ParseJsonObject(call.req.body());
-  if (!body.ok()) co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
+  if (!body.ok())
+    co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
   SchemaRegistry::Binding binding;
   Status s = CheckFields(*body, {"type", "version"});
   if (s.ok()) s = ReadString(*body, "type", &binding.type);
@@ -204,7 +208,8 @@ asio::awaitable<HttpReply> Api::PutTopicSchema(Call& call) {
       } else {
         uint64_t n = 0;
         s = ReadUint(*body, "version", 1, UINT32_MAX, &n);
-        if (!s.ok()) s = InvalidArgumentError("field 'version' must be \"latest\" or a version number");
+        if (!s.ok())
+          s = InvalidArgumentError("field 'version' must be \"latest\" or a version number");
         binding.version = static_cast<uint32_t>(n);
       }
     }

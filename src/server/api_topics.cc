@@ -148,7 +148,8 @@ HttpResponse SchemaViolation(size_t index, const std::string& message, const std
 }  // namespace
 
 bool Api::CheckEventSchema(const Event& event, size_t index, const std::string& topic,
-                           const SchemaRegistry::TopicSchema& bound, HttpResponse* reply) {
+                           const SchemaRegistry::TopicSchema& bound,
+                           schema::Validator::Batch& batch, HttpResponse* reply) {
   if (event.type() != bound.type) {
     *reply = SchemaViolation(index,
                              "type '" + event.type() + "', but topic '" + topic +
@@ -164,14 +165,13 @@ bool Api::CheckEventSchema(const Event& event, size_t index, const std::string& 
     return false;
   }
   // Straight from the data's JSON text into the validator: no document is built.
-  std::optional<schema::Violation> bad = bound.validator->ValidateText(event.data());
+  std::optional<schema::Violation> bad = batch.ValidateText(event.data());
   if (!bad) return true;
-  *reply = SchemaViolation(
-      index,
-      "data at '" + bad->instance_path + "' fails '" + bad->keyword + "' of the schema of '" +
-          bound.type + "' version " + std::to_string(bound.version) + " (at '" +
-          bad->schema_path + "')",
-      &bad->instance_path, &bad->keyword);
+  *reply = SchemaViolation(index,
+                           "data at '" + bad->instance_path + "' fails '" + bad->keyword +
+                               "' of the schema of '" + bound.type + "' version " +
+                               std::to_string(bound.version) + " (at '" + bad->schema_path + "')",
+                           &bad->instance_path, &bad->keyword);
   return false;
 }
 
@@ -221,8 +221,11 @@ HttpResponse Api::DoPublish(const HttpRequest& req, const std::string& topic) {
   // A topic bound to an event type takes only events of that type whose data the type's
   // schema accepts: checked for the whole batch before anything is appended.
   if (std::optional<SchemaRegistry::TopicSchema> bound = d_.schemas->ForTopic(topic)) {
+    schema::Validator::Batch batch(*bound->validator);  // one validator for the whole request
     for (size_t i = 0; i < events.size(); ++i) {
-      if (HttpResponse bad; !CheckEventSchema(events[i], i, topic, *bound, &bad)) return bad;
+      if (HttpResponse bad; !CheckEventSchema(events[i], i, topic, *bound, batch, &bad)) {
+        return bad;
+      }
     }
   }
   // Encode everything first: one bad event rejects the request before anything is appended.

@@ -59,7 +59,8 @@ Status SchemaRegistry::Apply(std::string_view payload) {
   auto num = [&](const char* key) -> std::optional<uint32_t> {
     const json::value* f = o ? o->if_contains(key) : nullptr;
     if (f == nullptr) return std::nullopt;
-    if (f->is_uint64() && f->get_uint64() <= UINT32_MAX) return static_cast<uint32_t>(f->get_uint64());
+    if (f->is_uint64() && f->get_uint64() <= UINT32_MAX)
+      return static_cast<uint32_t>(f->get_uint64());
     if (f->is_int64() && f->get_int64() >= 0 && f->get_int64() <= UINT32_MAX) {
       return static_cast<uint32_t>(f->get_int64());
     }
@@ -80,9 +81,8 @@ Status SchemaRegistry::Apply(std::string_view payload) {
     std::unique_lock lock(mu_);
     TypeState& t = types_[std::string(*type)];
     if (*version != t.versions.size() + 1) {
-      return Status(StatusCode::kInvalidArgument,
-                    "version " + std::to_string(*version) + " of '" + std::string(*type) +
-                        "' out of order");
+      return Status(StatusCode::kInvalidArgument, "version " + std::to_string(*version) + " of '" +
+                                                      std::string(*type) + "' out of order");
     }
     t.versions.push_back(Version{*version, json::serialize(*schema), std::move(validator)});
     return Status::Ok();
@@ -127,7 +127,8 @@ Result<std::unique_ptr<SchemaRegistry>> SchemaRegistry::Open(Env& env, const std
   const std::string path = dir + "/registry.log";
   std::unique_ptr<SchemaRegistry> r(new SchemaRegistry(env, path));
   if (!fs.FileExists(path)) {
-    CONVERGE_ASSIGN_OR_RETURN(r->writer_, record_log::Writer::Create(fs, path, OpenMode::kCreateNew));
+    CONVERGE_ASSIGN_OR_RETURN(r->writer_,
+                              record_log::Writer::Create(fs, path, OpenMode::kCreateNew));
     CONVERGE_RETURN_IF_ERROR(fs.SyncDir(dir));
     return r;
   }
@@ -138,14 +139,14 @@ Result<std::unique_ptr<SchemaRegistry>> SchemaRegistry::Open(Env& env, const std
     Status s = r->Apply(payload);
     if (!s.ok()) {
       return Status(StatusCode::kDataLoss, path + ": record at byte " +
-                                               std::to_string(reader.last_record_offset()) +
-                                               ": " + std::string(s.message()));
+                                               std::to_string(reader.last_record_offset()) + ": " +
+                                               std::string(s.message()));
     }
   }
   if (reader.stop() == record_log::Stop::kCorrupt) {
-    return Status(StatusCode::kDataLoss,
-                  path + ": damaged record at byte " + std::to_string(reader.valid_bytes()) +
-                      " with records after it");
+    return Status(StatusCode::kDataLoss, path + ": damaged record at byte " +
+                                             std::to_string(reader.valid_bytes()) +
+                                             " with records after it");
   }
   if (reader.stop() == record_log::Stop::kTorn) {
     // What a crash mid-write leaves: that registration was never acknowledged.

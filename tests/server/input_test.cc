@@ -224,6 +224,12 @@ TEST_F(InputTest, ApiBodiesRefuseRepeatedMembers) {
   EXPECT_EQ(g.status, 400) << g.body;
   Reply f = Post("/v1/topics/orders/groups/g/fetch", R"({"max_events":1,"max_events":1000})");
   EXPECT_EQ(f.status, 400) << f.body;
+  // The schema registry's bodies, also inside the schema itself; nothing is registered.
+  Reply s1 = Post("/v1/schemas/t/versions", R"({"schema":{"type":"string"},"schema":{}})");
+  EXPECT_EQ(s1.status, 400) << s1.body;
+  Reply s2 = Post("/v1/schemas/t/versions", R"({"schema":{"type":"string","type":"integer"}})");
+  EXPECT_EQ(s2.status, 400) << s2.body;
+  EXPECT_EQ(Get("/v1/schemas/t").status, 404);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -60,6 +60,10 @@ TEST_F(RoutingTest, ABadPercentEscapeIsTheSame400OnEveryRoute) {
       {"GET", "/v1/sagas?definition=%zz"},
       {"POST", "/v1/sagas/a%4/cancel"},
       {"DELETE", "/v1/sagas/a/timers/retry%"},
+      {"GET", "/v1/schemas/a%zz"},
+      {"POST", "/v1/schemas/a%4/versions"},
+      {"GET", "/v1/schemas/a/versions/1%"},
+      {"PUT", "/v1/topics/ord%zz/schema"},
   };
   for (const Probe& p : probes) {
     HttpResult r = Call(p.method, p.target, std::string(p.method) == "GET" ? "" : "{}");
