@@ -17,6 +17,7 @@
 #include "bench/bench.h"
 #include "bench/report.h"
 #include "core/command_line.h"
+#include "env/parallel_for.h"
 #include "topology/generate.h"
 #include "topology/manifest.h"
 #include "topology/topology.h"
@@ -65,7 +66,10 @@ int Run(int argc, char** argv) {
   for (uint64_t run = 0; run < runs; ++run) {
     const auto t0 = std::chrono::steady_clock::now();
     const std::clock_t c0 = std::clock();
-    Result<std::vector<topology::Service>> loaded = topology::LoadManifests(dir, threads);
+    Result<std::vector<topology::Service>> loaded = topology::LoadManifests(
+        Env::Default().fs(), dir, [threads](size_t n, const std::function<void(size_t)>& task) {
+          ParallelFor(n, threads, task);
+        });
     if (!loaded.ok()) {
       std::fprintf(stderr, "converge bench topology: %s\n",
                    std::string(loaded.status().message()).c_str());

@@ -43,7 +43,7 @@ converge_layer(outbox   3 USES core env log groups sql            PUBLIC outbox.
 converge_layer(store    3 USES core env log conflict              PUBLIC store.h)
 converge_layer(saga     3 USES core env log sql                   PUBLIC saga.h twopc.h choreography.h)
 converge_layer(reconcile 3 USES core env sql)
-converge_layer(topology 3 USES core schema)
+converge_layer(topology 3 USES core env schema)
 converge_layer(server   4 USES core env wire log groups sql schema outbox store saga topology)
 converge_layer(client   4 USES core env wire log                  PUBLIC client.h)
 

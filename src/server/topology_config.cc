@@ -4,6 +4,7 @@
 #include <set>
 #include <thread>
 
+#include "env/parallel_for.h"
 #include "topology/manifest.h"
 
 namespace converge::server {
@@ -12,7 +13,7 @@ Status ApplyTopology(ServerConfig* config, std::vector<std::string>* notes) {
   if (config->topology_dir.empty() || config->topology != nullptr) return Status::Ok();
   const std::string& dir = config->topology_dir;
   Result<std::vector<topology::Service>> services =
-      topology::LoadManifests(dir, std::max(1u, std::thread::hardware_concurrency()));
+      topology::LoadManifests(Env::Default().fs(), dir, HardwareParallelFor());
   if (!services.ok()) {
     return InvalidArgumentError("topology: " + std::string(services.status().message()));
   }

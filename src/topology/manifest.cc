@@ -1,14 +1,9 @@
 #include "topology/manifest.h"
 
 #include <algorithm>
-#include <atomic>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <set>
-#include <sstream>
-#include <thread>
 
 #include "topology/yaml_tree.h"
 
@@ -546,42 +541,37 @@ Result<Service> ParseManifest(std::string_view text, const std::string& file) {
   return p.Run();
 }
 
-Result<std::vector<Service>> LoadManifests(const std::string& dir, unsigned threads) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return InvalidArgumentError(dir + ": not a directory");
-  std::vector<fs::path> files;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    const fs::path& p = it->path();
-    const std::string ext = p.extension().string();
-    if ((ext == ".yaml" || ext == ".yml" || ext == ".json") && it->is_regular_file(ec)) {
-      files.push_back(p);
-    }
+Result<std::vector<Service>> LoadManifests(FileSystem& fs, const std::string& dir,
+                                           const RunAll& run_all) {
+  Result<std::vector<std::string>> names = fs.ListDir(dir);
+  if (!names.ok()) {
+    return InvalidArgumentError(dir + ": not a readable directory (" +
+                                std::string(names.status().message()) + ")");
   }
-  if (ec) return InvalidArgumentError(dir + ": " + ec.message());
+  std::vector<std::string> files;  // names, sorted by ListDir
+  for (const std::string& name : *names) {
+    const size_t dot = name.rfind('.');
+    const std::string ext = dot == std::string::npos ? "" : name.substr(dot);
+    if (ext == ".yaml" || ext == ".yml" || ext == ".json") files.push_back(name);
+  }
   if (files.empty()) return InvalidArgumentError(dir + ": no manifests (*.yaml, *.yml, *.json)");
-  std::sort(files.begin(), files.end());
-  // Parsing is independent per file: workers take files by index, and the results are used
-  // in file order, so the outcome (and the first error reported) does not depend on threads.
+  // Each task reads and parses one file into its own slot; the results are used in file order,
+  // so the outcome (and the first error reported) does not depend on how the tasks ran.
   std::vector<std::optional<Result<Service>>> parsed(files.size());
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    for (size_t i = next++; i < files.size(); i = next++) {
-      std::ifstream in(files[i], std::ios::binary);
-      std::stringstream text;
-      text << in.rdbuf();
-      if (!in.good() && !in.eof()) {
-        parsed[i].emplace(InvalidArgumentError(files[i].string() + ": cannot read"));
-      } else {
-        parsed[i].emplace(ParseManifest(text.str(), files[i].filename().string()));
-      }
+  auto task = [&](size_t i) {
+    Result<std::string> text = fs.ReadFileToString(dir + "/" + files[i]);
+    if (!text.ok()) {
+      parsed[i].emplace(InvalidArgumentError(files[i] + ": cannot read (" +
+                                             std::string(text.status().message()) + ")"));
+    } else {
+      parsed[i].emplace(ParseManifest(*text, files[i]));
     }
   };
-  threads = std::max(1u, std::min<unsigned>(threads, static_cast<unsigned>(files.size())));
-  std::vector<std::thread> pool;
-  for (unsigned t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (std::thread& t : pool) t.join();
+  if (run_all) {
+    run_all(files.size(), task);
+  } else {
+    for (size_t i = 0; i < files.size(); ++i) task(i);
+  }
   std::vector<Service> out;
   out.reserve(files.size());
   std::map<std::string, std::string> file_of;

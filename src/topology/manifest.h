@@ -14,11 +14,13 @@
 #pragma once
 
 #include <boost/json.hpp>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "converge/env.h"
 #include "converge/status.h"
 
 namespace converge::topology {
@@ -86,10 +88,15 @@ struct Service {
 // Parses one manifest; `file` names it in errors and findings.
 Result<Service> ParseManifest(std::string_view text, const std::string& file);
 
-// Every *.yaml, *.yml and *.json file directly in `dir`, in name order. InvalidArgument for an
-// unreadable or empty directory, a bad manifest (the first in name order), or two manifests
-// of one service. `threads` > 1 parses files on that many threads (a pure computation: the
-// result is the same for any number).
-Result<std::vector<Service>> LoadManifests(const std::string& dir, unsigned threads = 1);
+// Runs task(i) for every i in [0, n), each once, and returns when all have run: one after
+// another, or on threads of the caller's (env/parallel_for.h), since the tasks are independent.
+using RunAll = std::function<void(size_t n, const std::function<void(size_t)>& task)>;
+
+// Every *.yaml, *.yml and *.json file directly in `dir`, in name order, read through `fs` (the
+// Env's file system). InvalidArgument for an unreadable or empty directory, a bad manifest (the
+// first in name order), or two manifests of one service. Files are read and parsed by the
+// tasks of `run_all` (serially when empty); the result does not depend on how they ran.
+Result<std::vector<Service>> LoadManifests(FileSystem& fs, const std::string& dir,
+                                           const RunAll& run_all = {});
 
 }  // namespace converge::topology

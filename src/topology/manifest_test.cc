@@ -6,6 +6,9 @@
 #include <fstream>
 #include <string>
 
+#include "converge/sim_env.h"
+#include "env/parallel_for.h"
+
 #pragma GCC diagnostic ignored "-Wrestrict"  // GCC bug 105329 on "literal" + std::string
 
 namespace converge::topology {
@@ -14,7 +17,8 @@ namespace {
 namespace json = boost::json;
 
 TEST(Manifest, ReadsTheCleanExample) {
-  Result<std::vector<Service>> all = LoadManifests(CONVERGE_TOPOLOGY_TESTDATA "/clean");
+  Result<std::vector<Service>> all =
+      LoadManifests(Env::Default().fs(), CONVERGE_TOPOLOGY_TESTDATA "/clean");
   ASSERT_TRUE(all.ok()) << all.status().ToString();
   ASSERT_EQ(all->size(), 3u);
   const Service& orders = (*all)[1];
@@ -169,10 +173,55 @@ TEST(Manifest, LoadRefusesTwoManifestsOfOneService) {
   for (const char* f : {"/x.yaml", "/y.yaml"}) {
     std::ofstream(dir + f) << "asyncapi: 3.0.0\ninfo: {title: same, version: 1.0.0}\n";
   }
-  Result<std::vector<Service>> all = LoadManifests(dir);
+  Result<std::vector<Service>> all = LoadManifests(Env::Default().fs(), dir);
   ASSERT_FALSE(all.ok());
   EXPECT_EQ(all.status().message(), "y.yaml: service 'same' is already declared by x.yaml");
-  EXPECT_FALSE(LoadManifests(dir + "/missing").ok());
+  EXPECT_FALSE(LoadManifests(Env::Default().fs(), dir + "/missing").ok());
+}
+
+// Manifests are read through the Env's file system (a simulated one, and the real one), and
+// reading them on several threads gives what reading them one after another gives.
+TEST(Manifest, LoadsThroughTheEnvFileSystemTheSameOnAnyNumberOfThreads) {
+  sim::SimEnv sim(7);
+  FileSystem& sim_fs = sim.fs();
+  FileSystem& real_fs = Env::Default().fs();
+  const std::string real_dir = ::testing::TempDir() + "/parallel_manifests";
+  std::filesystem::remove_all(real_dir);
+  auto write_both = [&](const std::string& name, const std::string& text) {
+    ASSERT_TRUE(sim_fs.WriteFileAtomically("/m/" + name, text).ok());
+    ASSERT_TRUE(real_fs.WriteFileAtomically(real_dir + "/" + name, text).ok());
+  };
+  ASSERT_TRUE(sim_fs.CreateDirs("/m").ok());
+  ASSERT_TRUE(real_fs.CreateDirs(real_dir).ok());
+  for (int i = 0; i < 40; ++i) {
+    const std::string name = "s" + std::to_string(100 + i);
+    write_both(name + ".yaml", "asyncapi: 3.0.0\ninfo: {title: " + name + ", version: 1.0.0}\n");
+  }
+  write_both("notes.txt", "not a manifest");
+  const RunAll four_threads = [](size_t n, const std::function<void(size_t)>& task) {
+    ParallelFor(n, 4, task);
+  };
+  Result<std::vector<Service>> serial = LoadManifests(sim_fs, "/m");
+  ASSERT_TRUE(serial.ok()) << serial.status().ToString();
+  ASSERT_EQ(serial->size(), 40u);
+  EXPECT_EQ((*serial)[0].name, "s100");
+  Result<std::vector<Service>> parallel = LoadManifests(real_fs, real_dir, four_threads);
+  ASSERT_TRUE(parallel.ok()) << parallel.status().ToString();
+  ASSERT_EQ(parallel->size(), serial->size());
+  for (size_t i = 0; i < serial->size(); ++i) {
+    EXPECT_EQ((*parallel)[i].name, (*serial)[i].name);
+    EXPECT_EQ((*parallel)[i].file, (*serial)[i].file);
+  }
+  // A bad manifest is the first error in name order, however the tasks ran.
+  write_both("s105.yaml", "asyncapi: [");
+  write_both("s120.yaml", "info: 3");
+  Result<std::vector<Service>> bad_serial = LoadManifests(sim_fs, "/m");
+  Result<std::vector<Service>> bad_parallel = LoadManifests(real_fs, real_dir, four_threads);
+  ASSERT_FALSE(bad_serial.ok());
+  ASSERT_FALSE(bad_parallel.ok());
+  EXPECT_NE(bad_serial.status().message().find("s105.yaml"), std::string_view::npos)
+      << bad_serial.status().message();
+  EXPECT_EQ(bad_parallel.status().message(), bad_serial.status().message());
 }
 
 }  // namespace

@@ -19,7 +19,7 @@ namespace json = boost::json;
 
 System Load(const std::string& name) {
   Result<std::vector<Service>> all =
-      LoadManifests(std::string(CONVERGE_TOPOLOGY_TESTDATA "/") + name);
+      LoadManifests(Env::Default().fs(), std::string(CONVERGE_TOPOLOGY_TESTDATA "/") + name);
   EXPECT_TRUE(all.ok()) << all.status().ToString();
   return System::Build(all.ok() ? std::move(*all) : std::vector<Service>{});
 }

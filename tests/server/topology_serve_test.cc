@@ -215,7 +215,7 @@ TEST_F(TopologyServeTest, StartIsRefusedOnConflictOrBadTopology) {
       testing::RunCommand(std::string(bin ? bin : "converge") +
                           " serve --listen 127.0.0.1:0 --topology /nonexistent-topology 2>&1");
   EXPECT_EQ(out.exit_code, 2) << out.out;
-  EXPECT_NE(out.out.find("topology: /nonexistent-topology: not a directory"), std::string::npos)
+  EXPECT_NE(out.out.find("topology: /nonexistent-topology: not a readable directory"), std::string::npos)
       << out.out;
 }
 

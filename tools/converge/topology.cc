@@ -8,6 +8,7 @@
 
 #include "command.h"
 #include "core/command_line.h"
+#include "env/parallel_for.h"
 #include "topology/manifest.h"
 
 namespace converge::cli {
@@ -59,7 +60,7 @@ int Run(int argc, char** argv) {
   if (int rc = ParseOrExit(app, argc, argv, kUsage); rc >= 0) return rc;
 
   Result<std::vector<topology::Service>> services =
-      topology::LoadManifests(dir, std::max(1u, std::thread::hardware_concurrency()));
+      topology::LoadManifests(Env::Default().fs(), dir, HardwareParallelFor());
   if (!services.ok()) return BadInput(services.status(), json);
   const topology::System system = topology::System::Build(std::move(*services));
 
