@@ -1,0 +1,323 @@
+// SQL targets (SQLite and PostgreSQL through converge/sql.h); layout in docs/formats/replica.md.
+#include <algorithm>
+
+#include "converge/replica.h"
+
+namespace converge::replica {
+namespace {
+
+using sql::Value;
+
+bool ValidTableName(std::string_view name) {
+  if (name.empty() || name.size() > 63) return false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    const char c = name[i];
+    const bool alpha = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+    if (!alpha && !(i > 0 && c >= '0' && c <= '9')) return false;
+  }
+  return true;
+}
+
+// A PostgreSQL array literal element: "..." with " and \ escaped.
+void AppendQuoted(std::string_view text, std::string* out) {
+  out->push_back('"');
+  for (char c : text) {
+    if (c == '"' || c == '\\') out->push_back('\\');
+    out->push_back(c);
+  }
+  out->push_back('"');
+}
+
+class SqlTarget : public Target {
+ public:
+  SqlTarget(sql::Database& db, SqlTargetOptions options)
+      : db_(db), options_(std::move(options)), t_(options_.table) {
+    upsert_one_ =
+        "INSERT INTO " + t_ +
+        " (key, version, document, deleted, commit_time_us, applied_us) "
+        "SELECT $1, $2, $3, $4, $5, $6 WHERE $2 > $7 OR EXISTS (SELECT 1 FROM " + t_ +
+        " WHERE key = $1) ON CONFLICT (key) DO UPDATE SET version = excluded.version, "
+        "document = excluded.document, deleted = excluded.deleted, "
+        "commit_time_us = excluded.commit_time_us, applied_us = excluded.applied_us "
+        "WHERE excluded.version > " + t_ + ".version";
+    upsert_many_ =
+        "INSERT INTO " + t_ +
+        " AS t (key, version, document, deleted, commit_time_us, applied_us) "
+        "SELECT u.k, u.v, u.d, u.x, u.s, $6 FROM unnest($1::text[], $2::bigint[], $3::text[], "
+        "$4::boolean[], $5::bigint[]) AS u(k, v, d, x, s) WHERE u.v > $7 OR EXISTS "
+        "(SELECT 1 FROM " + t_ + " e WHERE e.key = u.k) ON CONFLICT (key) DO UPDATE SET "
+        "version = excluded.version, document = excluded.document, deleted = excluded.deleted, "
+        "commit_time_us = excluded.commit_time_us, applied_us = excluded.applied_us "
+        "WHERE excluded.version > t.version";
+    below_many_ = "SELECT count(*) FROM unnest($1::text[], $2::bigint[]) AS u(k, v) WHERE u.v <= "
+                  "$3 AND NOT EXISTS (SELECT 1 FROM " + t_ + " e WHERE e.key = u.k)";
+  }
+
+  Status Init() {
+    const bool pg = db_.engine() == sql::Engine::kPostgres;
+    const std::string deleted_type = pg ? "BOOLEAN" : "INTEGER";
+    const std::string tombstone_pred = pg ? "deleted" : "deleted = 1";
+    CONVERGE_RETURN_IF_ERROR(db_.ExecuteScript(
+        "CREATE TABLE IF NOT EXISTS converge_replicas (replica TEXT PRIMARY KEY, "
+        "target_table TEXT NOT NULL, source_topic TEXT NOT NULL, "
+        "purge_watermark BIGINT NOT NULL DEFAULT 0);"
+        "CREATE TABLE IF NOT EXISTS converge_replica_positions (replica TEXT NOT NULL, "
+        "source_partition INTEGER NOT NULL, next_offset BIGINT NOT NULL, "
+        "commitseq BIGINT NOT NULL, updated_us BIGINT NOT NULL, "
+        "PRIMARY KEY (replica, source_partition));"
+        "CREATE TABLE IF NOT EXISTS " + t_ + " (key TEXT PRIMARY KEY, version BIGINT NOT NULL, "
+        "document TEXT, deleted " + deleted_type + " NOT NULL, commit_time_us BIGINT NOT NULL, "
+        "applied_us BIGINT NOT NULL);"
+        "CREATE INDEX IF NOT EXISTS " + t_ + "_tombstones ON " + t_ + " (applied_us) WHERE " +
+        tombstone_pred + ";"));
+    return db_.Transact([&](sql::Transaction& tx) -> Status {
+      const Value ins[] = {Value::Text(options_.replica), Value::Text(options_.table),
+                           Value::Text(options_.source_topic)};
+      CONVERGE_RETURN_IF_ERROR(
+          tx.Execute("INSERT INTO converge_replicas (replica, target_table, source_topic, "
+                     "purge_watermark) VALUES ($1, $2, $3, 0) ON CONFLICT (replica) DO NOTHING",
+                     ins)
+              .status());
+      std::string table, topic;
+      const Value key[] = {Value::Text(options_.replica)};
+      CONVERGE_RETURN_IF_ERROR(
+          tx.Query("SELECT target_table, source_topic FROM converge_replicas WHERE replica = $1",
+                   key,
+                   [&](const sql::Row& row) {
+                     table = std::string(row.Bytes(0));
+                     topic = std::string(row.Bytes(1));
+                     return Status::Ok();
+                   })
+              .status());
+      if (table != options_.table || topic != options_.source_topic) {
+        return FailedPreconditionError(
+            "replica '" + options_.replica + "' already exists in this database with table '" +
+            table + "' and source topic '" + topic + "' (asked: table '" + options_.table +
+            "', topic '" + options_.source_topic + "'); use another replica name");
+      }
+      return Status::Ok();
+    });
+  }
+
+  Result<TargetState> Load() override {
+    TargetState state;
+    const Value key[] = {Value::Text(options_.replica)};
+    CONVERGE_RETURN_IF_ERROR(
+        db_.Query("SELECT source_partition, next_offset, commitseq FROM "
+                  "converge_replica_positions WHERE replica = $1",
+                  key,
+                  [&](const sql::Row& row) -> Status {
+                    Position p;
+                    CONVERGE_ASSIGN_OR_RETURN(int64_t part, row.Int(0));
+                    CONVERGE_ASSIGN_OR_RETURN(int64_t next, row.Int(1));
+                    CONVERGE_ASSIGN_OR_RETURN(int64_t seq, row.Int(2));
+                    p.partition = static_cast<uint32_t>(part);
+                    p.next_offset = static_cast<uint64_t>(next);
+                    p.commitseq = static_cast<uint64_t>(seq);
+                    state.positions.push_back(p);
+                    return Status::Ok();
+                  })
+            .status());
+    CONVERGE_ASSIGN_OR_RETURN(state.purge_watermark, ReadWatermark(nullptr));
+    return state;
+  }
+
+  Result<ApplyOutcome> Apply(const ApplyBatch& batch) override {
+    ApplyOutcome outcome;
+    Status s = db_.Transact([&](sql::Transaction& tx) -> Status {
+      outcome = ApplyOutcome();
+      CONVERGE_RETURN_IF_ERROR(MovePosition(tx, batch));
+      CONVERGE_ASSIGN_OR_RETURN(uint64_t watermark, ReadWatermark(&tx));
+      if (batch.changes.empty()) return Status::Ok();
+      if (tx.engine() == sql::Engine::kPostgres) return ApplyMany(tx, batch, watermark, &outcome);
+      return ApplyEach(tx, batch, watermark, &outcome);
+    });
+    if (!s.ok()) return s;
+    return outcome;
+  }
+
+  Result<uint64_t> PurgeTombstones(int64_t applied_before_micros) override {
+    const std::string pred = db_.engine() == sql::Engine::kPostgres ? "deleted" : "deleted = 1";
+    uint64_t purged = 0;
+    Status s = db_.Transact([&](sql::Transaction& tx) -> Status {
+      const Value cutoff[] = {Value::Int(applied_before_micros)};
+      int64_t max_version = 0;
+      CONVERGE_RETURN_IF_ERROR(
+          tx.Query("SELECT COALESCE(MAX(version), 0) FROM " + t_ + " WHERE " + pred +
+                       " AND applied_us < $1",
+                   cutoff,
+                   [&](const sql::Row& row) -> Status {
+                     CONVERGE_ASSIGN_OR_RETURN(max_version, row.Int(0));
+                     return Status::Ok();
+                   })
+              .status());
+      CONVERGE_ASSIGN_OR_RETURN(
+          int64_t n, tx.Execute("DELETE FROM " + t_ + " WHERE " + pred + " AND applied_us < $1",
+                                cutoff));
+      purged = static_cast<uint64_t>(n);
+      if (n > 0) {
+        const Value up[] = {Value::Int(max_version), Value::Text(options_.replica)};
+        CONVERGE_RETURN_IF_ERROR(
+            tx.Execute("UPDATE converge_replicas SET purge_watermark = $1 WHERE replica = $2 "
+                       "AND purge_watermark < $1",
+                       up)
+                .status());
+      }
+      return Status::Ok();
+    });
+    if (!s.ok()) return s;
+    return purged;
+  }
+
+ private:
+  Result<uint64_t> ReadWatermark(sql::Transaction* tx) {
+    const Value key[] = {Value::Text(options_.replica)};
+    int64_t w = 0;
+    auto on_row = [&](const sql::Row& row) -> Status {
+      CONVERGE_ASSIGN_OR_RETURN(w, row.Int(0));
+      return Status::Ok();
+    };
+    const char* q = "SELECT purge_watermark FROM converge_replicas WHERE replica = $1";
+    CONVERGE_RETURN_IF_ERROR((tx ? tx->Query(q, key, on_row) : db_.Query(q, key, on_row)).status());
+    return static_cast<uint64_t>(w);
+  }
+
+  // Moves the position from batch.from_offset to batch.position, or Aborted when it is not at
+  // from_offset (another applier of this replica moved it).
+  Status MovePosition(sql::Transaction& tx, const ApplyBatch& batch) {
+    const Value p[] = {Value::Text(options_.replica),
+                       Value::Int(batch.position.partition),
+                       Value::Int(static_cast<int64_t>(batch.position.next_offset)),
+                       Value::Int(static_cast<int64_t>(batch.position.commitseq)),
+                       Value::Int(batch.applied_time_micros),
+                       Value::Int(static_cast<int64_t>(batch.from_offset))};
+    CONVERGE_ASSIGN_OR_RETURN(
+        int64_t n,
+        tx.Execute("UPDATE converge_replica_positions SET next_offset = $3, commitseq = $4, "
+                   "updated_us = $5 WHERE replica = $1 AND source_partition = $2 AND "
+                   "next_offset = $6",
+                   p));
+    if (n == 0 && batch.from_offset == 0) {
+      // The partition's first batch: no row yet (a row another applier inserted meanwhile
+      // violates the key: the same refusal).
+      Result<int64_t> ins = tx.Execute(
+          "INSERT INTO converge_replica_positions (replica, source_partition, next_offset, "
+          "commitseq, updated_us) VALUES ($1, $2, $3, $4, $5)",
+          std::span<const Value>(p, 5));
+      if (!ins.ok() && ins.status().code() != StatusCode::kAlreadyExists) return ins.status();
+      n = ins.ok() ? *ins : 0;
+    }
+    if (n != 1) {
+      return AbortedError("replica '" + options_.replica + "': the position of partition " +
+                          std::to_string(batch.position.partition) + " is no longer " +
+                          std::to_string(batch.from_offset) +
+                          " (another applier of this replica moved it)");
+    }
+    return Status::Ok();
+  }
+
+  Status ApplyEach(sql::Transaction& tx, const ApplyBatch& batch, uint64_t watermark,
+                   ApplyOutcome* out) {
+    for (const Change* c : batch.changes) {
+      const bool del = c->kind == ChangeKind::kDelete;
+      const Value p[] = {Value::Text(c->key),
+                         Value::Int(static_cast<int64_t>(c->version)),
+                         del ? Value::Null() : Value::Text(c->document),
+                         Value::Int(del ? 1 : 0),
+                         Value::Int(c->commit_time_micros),
+                         Value::Int(batch.applied_time_micros),
+                         Value::Int(static_cast<int64_t>(watermark))};
+      CONVERGE_ASSIGN_OR_RETURN(int64_t n, tx.Execute(upsert_one_, p));
+      if (n > 0) {
+        ++out->applied;
+      } else if (c->version <= watermark) {
+        bool exists = false;
+        const Value k[] = {Value::Text(c->key)};
+        CONVERGE_RETURN_IF_ERROR(tx.Query("SELECT 1 FROM " + t_ + " WHERE key = $1", k,
+                                          [&](const sql::Row&) {
+                                            exists = true;
+                                            return Status::Ok();
+                                          })
+                                     .status());
+        ++(exists ? out->stale : out->below_watermark);
+      } else {
+        ++out->stale;
+      }
+    }
+    return Status::Ok();
+  }
+
+  // PostgreSQL: the whole batch in one statement (arrays of keys, versions, documents).
+  Status ApplyMany(sql::Transaction& tx, const ApplyBatch& batch, uint64_t watermark,
+                   ApplyOutcome* out) {
+    std::string keys = "{", versions = "{", docs = "{", dels = "{", times = "{";
+    for (size_t i = 0; i < batch.changes.size(); ++i) {
+      const Change* c = batch.changes[i];
+      if (i > 0) {
+        keys.push_back(',');
+        versions.push_back(',');
+        docs.push_back(',');
+        dels.push_back(',');
+        times.push_back(',');
+      }
+      AppendQuoted(c->key, &keys);
+      versions.append(std::to_string(c->version));
+      if (c->kind == ChangeKind::kDelete) {
+        docs.append("NULL");
+        dels.push_back('t');
+      } else {
+        AppendQuoted(c->document, &docs);
+        dels.push_back('f');
+      }
+      times.append(std::to_string(c->commit_time_micros));
+    }
+    for (std::string* s : {&keys, &versions, &docs, &dels, &times}) s->push_back('}');
+    uint64_t below = 0;
+    if (watermark > 0) {
+      const Value q[] = {Value::Text(keys), Value::Text(versions),
+                         Value::Int(static_cast<int64_t>(watermark))};
+      CONVERGE_RETURN_IF_ERROR(tx.Query(below_many_, q,
+                                        [&](const sql::Row& row) -> Status {
+                                          CONVERGE_ASSIGN_OR_RETURN(int64_t n, row.Int(0));
+                                          below = static_cast<uint64_t>(n);
+                                          return Status::Ok();
+                                        })
+                                   .status());
+    }
+    const Value p[] = {Value::Text(keys),  Value::Text(versions),
+                       Value::Text(docs),  Value::Text(dels),
+                       Value::Text(times), Value::Int(batch.applied_time_micros),
+                       Value::Int(static_cast<int64_t>(watermark))};
+    CONVERGE_ASSIGN_OR_RETURN(int64_t n, tx.Execute(upsert_many_, p));
+    out->applied = static_cast<uint64_t>(n);
+    out->below_watermark = below;
+    out->stale = batch.changes.size() - out->applied - below;
+    return Status::Ok();
+  }
+
+  sql::Database& db_;
+  const SqlTargetOptions options_;
+  const std::string t_;
+  std::string upsert_one_, upsert_many_, below_many_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Target>> NewSqlTarget(sql::Database& db, const SqlTargetOptions& options) {
+  if (!ValidTableName(options.table)) {
+    return InvalidArgumentError("replica table '" + options.table +
+                                "' is not a plain SQL name ([A-Za-z_][A-Za-z0-9_]{0,62})");
+  }
+  if (options.table.starts_with("converge_replica")) {
+    return InvalidArgumentError("replica table '" + options.table +
+                                "': names starting with converge_replica are converge's own");
+  }
+  if (options.replica.empty()) return InvalidArgumentError("replica: empty name");
+  CONVERGE_RETURN_IF_ERROR(
+      ValidateTopicName(options.source_topic, options.source_topic.starts_with('_')));
+  auto target = std::make_unique<SqlTarget>(db, options);
+  CONVERGE_RETURN_IF_ERROR(target->Init());
+  return std::unique_ptr<Target>(std::move(target));
+}
+
+}  // namespace converge::replica
