@@ -130,11 +130,13 @@ struct Position {
   uint32_t partition = 0;
   uint64_t next_offset = 0;  // the first record not yet applied
   uint64_t commitseq = 0;    // the highest commit sequence number passed (0 = none seen)
+  // The highest version of a tombstone of this partition purged so far. Written by purges
+  // only (an Apply keeps the target's value).
+  uint64_t purge_watermark = 0;
 };
 
 struct TargetState {
   std::vector<Position> positions;  // partitions never applied are absent
-  uint64_t purge_watermark = 0;     // the highest version of a purged tombstone
 };
 
 // One transaction's worth: changes with distinct keys, and the position after them.
@@ -155,14 +157,16 @@ struct ApplyOutcome {
 
 // The rule every target implements, in one transaction with the new position: a change is
 // applied when its key has a row with a lower version, or has no row and its version is above
-// the purge watermark. A delete writes a tombstone (deleted, no document).
+// the purge watermark of the batch's partition. A delete writes a tombstone (deleted, no
+// document). Rows remember their source partition (for the purge).
 class Target {
  public:
   virtual ~Target() = default;
   virtual Result<TargetState> Load() = 0;
   virtual Result<ApplyOutcome> Apply(const ApplyBatch& batch) = 0;
-  // Removes tombstones applied before `applied_before_micros` and raises the purge watermark
-  // to the highest version removed, in one transaction. Returns how many were removed.
+  // Removes tombstones applied before `applied_before_micros` and raises each partition's purge
+  // watermark to the highest version removed from it, in one transaction. Returns how many
+  // were removed.
   virtual Result<uint64_t> PurgeTombstones(int64_t applied_before_micros) = 0;
 };
 
@@ -179,6 +183,7 @@ Result<std::unique_ptr<Target>> NewSqlTarget(sql::Database& db, const SqlTargetO
 
 // The copy as a service reads it.
 struct Row {
+  uint32_t source_partition = 0;
   uint64_t version = 0;
   bool deleted = false;
   std::string document;
@@ -250,7 +255,7 @@ struct ReplicaStats {
   uint64_t refused_batches = 0;  // batches not starting at the position (stale or ahead)
   uint64_t target_errors = 0;    // failed target transactions (then the position is reloaded)
   uint64_t tombstones_purged = 0;
-  uint64_t purge_watermark = 0;
+  uint64_t purge_watermark = 0;  // the highest of the partitions'
   uint64_t lag_changes = 0;  // records in the source past the position, as last seen
   int64_t lag_ms = 0;        // age of the oldest unapplied record; 0 when caught up
   int64_t last_apply_latency_us = 0;  // commit time -> apply time of the last applied change
@@ -294,7 +299,8 @@ class Applier {
  private:
   struct Impl;
   explicit Applier(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+  // Shared with the deadline timers of waits, which may fire after the Applier is gone.
+  std::shared_ptr<Impl> impl_;
 };
 
 }  // namespace converge::replica

@@ -123,7 +123,7 @@ struct Applier::Impl {
   Status LoadFromTarget() {
     CONVERGE_ASSIGN_OR_RETURN(TargetState state, target.Load());
     std::lock_guard<std::mutex> lock(mu);
-    for (uint32_t p = 0; p < partitions; ++p) positions[p] = Position{p, 0, 0};
+    for (uint32_t p = 0; p < partitions; ++p) positions[p] = Position{p, 0, 0, 0};
     for (const Position& pos : state.positions) {
       if (pos.partition >= partitions) {
         return FailedPreconditionError(
@@ -132,8 +132,8 @@ struct Applier::Impl {
             std::to_string(partitions) + " partitions");
       }
       positions[pos.partition] = pos;
+      stats.purge_watermark = std::max(stats.purge_watermark, pos.purge_watermark);
     }
-    stats.purge_watermark = state.purge_watermark;
     reload = false;
     return Status::Ok();
   }
@@ -322,7 +322,7 @@ Result<size_t> Applier::Impl::StepPartition(uint32_t p, Status* stop) {
       // Visible: a source whose versions do not grow with its commit order loses these.
       Report(std::to_string(outcome->below_watermark) + " change(s) at " +
              Where(p, from.next_offset) + ".. refused: unknown key at or below the purge "
-             "watermark " + std::to_string(stats.purge_watermark));
+             "watermark " + std::to_string(to.purge_watermark));
     }
     for (const Change* c : apply.changes) {
       stats.last_apply_latency_us = apply.applied_time_micros - c->commit_time_micros;
@@ -457,9 +457,11 @@ void Applier::WaitForAsync(std::string_view text, int64_t deadline_ms,
     }
   }
   if (id == 0) return w->done(Status::Ok());
-  Impl* impl = &m;
+  std::weak_ptr<Impl> weak = impl_;
   const TimerId timer = m.env.executor().Schedule(
-      std::max<int64_t>(deadline_ms, 0) * 1'000'000, [impl, id] {
+      std::max<int64_t>(deadline_ms, 0) * 1'000'000, [weak, id] {
+        std::shared_ptr<Impl> impl = weak.lock();
+        if (impl == nullptr) return;
         std::shared_ptr<Impl::Waiter> waiter;
         Position pos;
         {

@@ -21,9 +21,12 @@ Result<ApplyOutcome> MemoryTarget::Apply(const ApplyBatch& batch) {
   bool after_commit = false;
   CONVERGE_RETURN_IF_ERROR(TakeFault(&after_commit));
   // The position fence: a second applier of the same replica, or a stale one, must not move it.
-  uint64_t current = 0;
+  uint64_t current = 0, watermark = 0;
   for (const Position& p : state_.positions) {
-    if (p.partition == batch.position.partition) current = p.next_offset;
+    if (p.partition == batch.position.partition) {
+      current = p.next_offset;
+      watermark = p.purge_watermark;
+    }
   }
   if (current != batch.from_offset) {
     return AbortedError("memory target: the position of partition " +
@@ -35,11 +38,12 @@ Result<ApplyOutcome> MemoryTarget::Apply(const ApplyBatch& batch) {
   for (const Change* c : batch.changes) {
     auto it = rows_.find(c->key);
     if (it != rows_.end() ? c->version <= it->second.version
-                          : c->version <= state_.purge_watermark) {
+                          : c->version <= watermark) {
       ++(it != rows_.end() ? outcome.stale : outcome.below_watermark);
       continue;
     }
     Row& row = rows_[c->key];
+    row.source_partition = batch.position.partition;
     row.version = c->version;
     row.deleted = c->kind == ChangeKind::kDelete;
     row.document = row.deleted ? std::string() : c->document;
@@ -51,11 +55,15 @@ Result<ApplyOutcome> MemoryTarget::Apply(const ApplyBatch& batch) {
   bool found = false;
   for (Position& p : state_.positions) {
     if (p.partition == batch.position.partition) {
-      p = batch.position;
+      p = Position{p.partition, batch.position.next_offset, batch.position.commitseq,
+                   p.purge_watermark};
       found = true;
     }
   }
-  if (!found) state_.positions.push_back(batch.position);
+  if (!found) {
+    state_.positions.push_back(
+        Position{batch.position.partition, batch.position.next_offset, batch.position.commitseq, 0});
+  }
   if (after_commit) {
     return UnavailableError("memory target: connection lost after COMMIT (injected)");
   }
@@ -68,7 +76,11 @@ Result<uint64_t> MemoryTarget::PurgeTombstones(int64_t applied_before_micros) {
   uint64_t purged = 0;
   for (auto it = rows_.begin(); it != rows_.end();) {
     if (it->second.deleted && it->second.applied_time_micros < applied_before_micros) {
-      state_.purge_watermark = std::max(state_.purge_watermark, it->second.version);
+      for (Position& p : state_.positions) {
+        if (p.partition == it->second.source_partition) {
+          p.purge_watermark = std::max(p.purge_watermark, it->second.version);
+        }
+      }
       it = rows_.erase(it);
       ++purged;
     } else {

@@ -34,21 +34,22 @@ class SqlTarget : public Target {
       : db_(db), options_(std::move(options)), t_(options_.table) {
     upsert_one_ =
         "INSERT INTO " + t_ +
-        " (key, version, document, deleted, commit_time_us, applied_us) "
-        "SELECT $1, $2, $3, $4, $5, $6 WHERE $2 > $7 OR EXISTS (SELECT 1 FROM " + t_ +
+        " (key, version, document, deleted, commit_time_us, applied_us, source_partition) "
+        "SELECT $1, $2, $3, $4, $5, $6, $8 WHERE $2 > $7 OR EXISTS (SELECT 1 FROM " + t_ +
         " WHERE key = $1) ON CONFLICT (key) DO UPDATE SET version = excluded.version, "
         "document = excluded.document, deleted = excluded.deleted, "
-        "commit_time_us = excluded.commit_time_us, applied_us = excluded.applied_us "
+        "commit_time_us = excluded.commit_time_us, applied_us = excluded.applied_us, "
+        "source_partition = excluded.source_partition "
         "WHERE excluded.version > " + t_ + ".version";
     upsert_many_ =
         "INSERT INTO " + t_ +
-        " AS t (key, version, document, deleted, commit_time_us, applied_us) "
-        "SELECT u.k, u.v, u.d, u.x, u.s, $6 FROM unnest($1::text[], $2::bigint[], $3::text[], "
+        " AS t (key, version, document, deleted, commit_time_us, applied_us, source_partition) "
+        "SELECT u.k, u.v, u.d, u.x, u.s, $6, $8 FROM unnest($1::text[], $2::bigint[], $3::text[], "
         "$4::boolean[], $5::bigint[]) AS u(k, v, d, x, s) WHERE u.v > $7 OR EXISTS "
         "(SELECT 1 FROM " + t_ + " e WHERE e.key = u.k) ON CONFLICT (key) DO UPDATE SET "
         "version = excluded.version, document = excluded.document, deleted = excluded.deleted, "
-        "commit_time_us = excluded.commit_time_us, applied_us = excluded.applied_us "
-        "WHERE excluded.version > t.version";
+        "commit_time_us = excluded.commit_time_us, applied_us = excluded.applied_us, "
+        "source_partition = excluded.source_partition WHERE excluded.version > t.version";
     below_many_ = "SELECT count(*) FROM unnest($1::text[], $2::bigint[]) AS u(k, v) WHERE u.v <= "
                   "$3 AND NOT EXISTS (SELECT 1 FROM " + t_ + " e WHERE e.key = u.k)";
   }
@@ -59,23 +60,22 @@ class SqlTarget : public Target {
     const std::string tombstone_pred = pg ? "deleted" : "deleted = 1";
     CONVERGE_RETURN_IF_ERROR(db_.ExecuteScript(
         "CREATE TABLE IF NOT EXISTS converge_replicas (replica TEXT PRIMARY KEY, "
-        "target_table TEXT NOT NULL, source_topic TEXT NOT NULL, "
-        "purge_watermark BIGINT NOT NULL DEFAULT 0);"
+        "target_table TEXT NOT NULL, source_topic TEXT NOT NULL);"
         "CREATE TABLE IF NOT EXISTS converge_replica_positions (replica TEXT NOT NULL, "
         "source_partition INTEGER NOT NULL, next_offset BIGINT NOT NULL, "
-        "commitseq BIGINT NOT NULL, updated_us BIGINT NOT NULL, "
-        "PRIMARY KEY (replica, source_partition));"
+        "commitseq BIGINT NOT NULL, purge_watermark BIGINT NOT NULL DEFAULT 0, "
+        "updated_us BIGINT NOT NULL, PRIMARY KEY (replica, source_partition));"
         "CREATE TABLE IF NOT EXISTS " + t_ + " (key TEXT PRIMARY KEY, version BIGINT NOT NULL, "
         "document TEXT, deleted " + deleted_type + " NOT NULL, commit_time_us BIGINT NOT NULL, "
-        "applied_us BIGINT NOT NULL);"
+        "applied_us BIGINT NOT NULL, source_partition INTEGER NOT NULL);"
         "CREATE INDEX IF NOT EXISTS " + t_ + "_tombstones ON " + t_ + " (applied_us) WHERE " +
         tombstone_pred + ";"));
     return db_.Transact([&](sql::Transaction& tx) -> Status {
       const Value ins[] = {Value::Text(options_.replica), Value::Text(options_.table),
                            Value::Text(options_.source_topic)};
       CONVERGE_RETURN_IF_ERROR(
-          tx.Execute("INSERT INTO converge_replicas (replica, target_table, source_topic, "
-                     "purge_watermark) VALUES ($1, $2, $3, 0) ON CONFLICT (replica) DO NOTHING",
+          tx.Execute("INSERT INTO converge_replicas (replica, target_table, source_topic) "
+                     "VALUES ($1, $2, $3) ON CONFLICT (replica) DO NOTHING",
                      ins)
               .status());
       std::string table, topic;
@@ -103,7 +103,7 @@ class SqlTarget : public Target {
     TargetState state;
     const Value key[] = {Value::Text(options_.replica)};
     CONVERGE_RETURN_IF_ERROR(
-        db_.Query("SELECT source_partition, next_offset, commitseq FROM "
+        db_.Query("SELECT source_partition, next_offset, commitseq, purge_watermark FROM "
                   "converge_replica_positions WHERE replica = $1",
                   key,
                   [&](const sql::Row& row) -> Status {
@@ -111,6 +111,8 @@ class SqlTarget : public Target {
                     CONVERGE_ASSIGN_OR_RETURN(int64_t part, row.Int(0));
                     CONVERGE_ASSIGN_OR_RETURN(int64_t next, row.Int(1));
                     CONVERGE_ASSIGN_OR_RETURN(int64_t seq, row.Int(2));
+                    CONVERGE_ASSIGN_OR_RETURN(int64_t mark, row.Int(3));
+                    p.purge_watermark = static_cast<uint64_t>(mark);
                     p.partition = static_cast<uint32_t>(part);
                     p.next_offset = static_cast<uint64_t>(next);
                     p.commitseq = static_cast<uint64_t>(seq);
@@ -118,7 +120,6 @@ class SqlTarget : public Target {
                     return Status::Ok();
                   })
             .status());
-    CONVERGE_ASSIGN_OR_RETURN(state.purge_watermark, ReadWatermark(nullptr));
     return state;
   }
 
@@ -127,7 +128,7 @@ class SqlTarget : public Target {
     Status s = db_.Transact([&](sql::Transaction& tx) -> Status {
       outcome = ApplyOutcome();
       CONVERGE_RETURN_IF_ERROR(MovePosition(tx, batch));
-      CONVERGE_ASSIGN_OR_RETURN(uint64_t watermark, ReadWatermark(&tx));
+      CONVERGE_ASSIGN_OR_RETURN(uint64_t watermark, ReadWatermark(tx, batch.position.partition));
       if (batch.changes.empty()) return Status::Ok();
       if (tx.engine() == sql::Engine::kPostgres) return ApplyMany(tx, batch, watermark, &outcome);
       return ApplyEach(tx, batch, watermark, &outcome);
@@ -141,13 +142,15 @@ class SqlTarget : public Target {
     uint64_t purged = 0;
     Status s = db_.Transact([&](sql::Transaction& tx) -> Status {
       const Value cutoff[] = {Value::Int(applied_before_micros)};
-      int64_t max_version = 0;
+      std::vector<std::pair<int64_t, int64_t>> marks;  // (partition, highest version purged)
       CONVERGE_RETURN_IF_ERROR(
-          tx.Query("SELECT COALESCE(MAX(version), 0) FROM " + t_ + " WHERE " + pred +
-                       " AND applied_us < $1",
+          tx.Query("SELECT source_partition, MAX(version) FROM " + t_ + " WHERE " + pred +
+                       " AND applied_us < $1 GROUP BY source_partition",
                    cutoff,
                    [&](const sql::Row& row) -> Status {
-                     CONVERGE_ASSIGN_OR_RETURN(max_version, row.Int(0));
+                     CONVERGE_ASSIGN_OR_RETURN(int64_t part, row.Int(0));
+                     CONVERGE_ASSIGN_OR_RETURN(int64_t version, row.Int(1));
+                     marks.emplace_back(part, version);
                      return Status::Ok();
                    })
               .status());
@@ -155,11 +158,11 @@ class SqlTarget : public Target {
           int64_t n, tx.Execute("DELETE FROM " + t_ + " WHERE " + pred + " AND applied_us < $1",
                                 cutoff));
       purged = static_cast<uint64_t>(n);
-      if (n > 0) {
-        const Value up[] = {Value::Int(max_version), Value::Text(options_.replica)};
+      for (const auto& [part, version] : marks) {
+        const Value up[] = {Value::Int(version), Value::Text(options_.replica), Value::Int(part)};
         CONVERGE_RETURN_IF_ERROR(
-            tx.Execute("UPDATE converge_replicas SET purge_watermark = $1 WHERE replica = $2 "
-                       "AND purge_watermark < $1",
+            tx.Execute("UPDATE converge_replica_positions SET purge_watermark = $1 WHERE "
+                       "replica = $2 AND source_partition = $3 AND purge_watermark < $1",
                        up)
                 .status());
       }
@@ -170,15 +173,17 @@ class SqlTarget : public Target {
   }
 
  private:
-  Result<uint64_t> ReadWatermark(sql::Transaction* tx) {
-    const Value key[] = {Value::Text(options_.replica)};
+  Result<uint64_t> ReadWatermark(sql::Transaction& tx, uint32_t partition) {
+    const Value key[] = {Value::Text(options_.replica), Value::Int(partition)};
     int64_t w = 0;
-    auto on_row = [&](const sql::Row& row) -> Status {
-      CONVERGE_ASSIGN_OR_RETURN(w, row.Int(0));
-      return Status::Ok();
-    };
-    const char* q = "SELECT purge_watermark FROM converge_replicas WHERE replica = $1";
-    CONVERGE_RETURN_IF_ERROR((tx ? tx->Query(q, key, on_row) : db_.Query(q, key, on_row)).status());
+    CONVERGE_RETURN_IF_ERROR(tx.Query("SELECT purge_watermark FROM converge_replica_positions "
+                                      "WHERE replica = $1 AND source_partition = $2",
+                                      key,
+                                      [&](const sql::Row& row) -> Status {
+                                        CONVERGE_ASSIGN_OR_RETURN(w, row.Int(0));
+                                        return Status::Ok();
+                                      })
+                                 .status());
     return static_cast<uint64_t>(w);
   }
 
@@ -226,7 +231,8 @@ class SqlTarget : public Target {
                          Value::Int(del ? 1 : 0),
                          Value::Int(c->commit_time_micros),
                          Value::Int(batch.applied_time_micros),
-                         Value::Int(static_cast<int64_t>(watermark))};
+                         Value::Int(static_cast<int64_t>(watermark)),
+                         Value::Int(batch.position.partition)};
       CONVERGE_ASSIGN_OR_RETURN(int64_t n, tx.Execute(upsert_one_, p));
       if (n > 0) {
         ++out->applied;
@@ -287,7 +293,8 @@ class SqlTarget : public Target {
     const Value p[] = {Value::Text(keys),  Value::Text(versions),
                        Value::Text(docs),  Value::Text(dels),
                        Value::Text(times), Value::Int(batch.applied_time_micros),
-                       Value::Int(static_cast<int64_t>(watermark))};
+                       Value::Int(static_cast<int64_t>(watermark)),
+                       Value::Int(batch.position.partition)};
     CONVERGE_ASSIGN_OR_RETURN(int64_t n, tx.Execute(upsert_many_, p));
     out->applied = static_cast<uint64_t>(n);
     out->below_watermark = below;
