@@ -1,5 +1,7 @@
 // SQL targets (SQLite and PostgreSQL through converge/sql.h); layout in docs/formats/replica.md.
 #include <algorithm>
+#include <map>
+#include <vector>
 
 #include "converge/replica.h"
 
@@ -32,24 +34,21 @@ class SqlTarget : public Target {
  public:
   SqlTarget(sql::Database& db, SqlTargetOptions options)
       : db_(db), options_(std::move(options)), t_(options_.table) {
-    upsert_one_ =
-        "INSERT INTO " + t_ +
-        " (key, version, document, deleted, commit_time_us, applied_us, source_partition) "
-        "SELECT $1, $2, $3, $4, $5, $6, $8 WHERE $2 > $7 OR EXISTS (SELECT 1 FROM " + t_ +
-        " WHERE key = $1) ON CONFLICT (key) DO UPDATE SET version = excluded.version, "
-        "document = excluded.document, deleted = excluded.deleted, "
-        "commit_time_us = excluded.commit_time_us, applied_us = excluded.applied_us, "
-        "source_partition = excluded.source_partition "
-        "WHERE excluded.version > " + t_ + ".version";
-    upsert_many_ =
+    // PostgreSQL, the batch in one statement; the subquery on the table only when a purge
+    // has set a watermark.
+    const std::string many_head =
         "INSERT INTO " + t_ +
         " AS t (key, version, document, deleted, commit_time_us, applied_us, source_partition) "
         "SELECT u.k, u.v, u.d, u.x, u.s, $6, $8 FROM unnest($1::text[], $2::bigint[], $3::text[], "
-        "$4::boolean[], $5::bigint[]) AS u(k, v, d, x, s) WHERE u.v > $7 OR EXISTS "
-        "(SELECT 1 FROM " + t_ + " e WHERE e.key = u.k) ON CONFLICT (key) DO UPDATE SET "
+        "$4::boolean[], $5::bigint[]) AS u(k, v, d, x, s)";
+    const std::string many_tail =
+        " ON CONFLICT (key) DO UPDATE SET "
         "version = excluded.version, document = excluded.document, deleted = excluded.deleted, "
         "commit_time_us = excluded.commit_time_us, applied_us = excluded.applied_us, "
         "source_partition = excluded.source_partition WHERE excluded.version > t.version";
+    upsert_many_ = many_head + " WHERE u.v > $7 OR EXISTS (SELECT 1 FROM " + t_ +
+                   " e WHERE e.key = u.k)" + many_tail;
+    upsert_many_fresh_ = many_head + " WHERE $7::bigint >= 0" + many_tail;
     below_many_ = "SELECT count(*) FROM unnest($1::text[], $2::bigint[]) AS u(k, v) WHERE u.v <= "
                   "$3 AND NOT EXISTS (SELECT 1 FROM " + t_ + " e WHERE e.key = u.k)";
   }
@@ -221,22 +220,41 @@ class SqlTarget : public Target {
     return Status::Ok();
   }
 
+  // SQLite: multi-row upserts of up to kRowsPerStatement rows. Changes of unknown keys at or
+  // below the watermark are filtered first (rare: only after a purge), so the statement needs
+  // no subquery on the table (which would make SQLite materialize the rows first).
+  static constexpr size_t kRowsPerStatement = 100;
+
+  const std::string& UpsertRows(size_t rows) {
+    std::string& sql = upsert_rows_[rows];
+    if (!sql.empty()) return sql;
+    sql = "INSERT INTO " + t_ +
+          " (key, version, document, deleted, commit_time_us, applied_us, source_partition) "
+          "VALUES ";
+    for (size_t r = 0; r < rows; ++r) {
+      if (r > 0) sql.push_back(',');
+      sql.push_back('(');
+      for (size_t c = 0; c < 7; ++c) {
+        if (c > 0) sql.push_back(',');
+        sql.push_back('$');
+        sql.append(std::to_string(r * 7 + c + 1));
+      }
+      sql.push_back(')');
+    }
+    sql += " ON CONFLICT (key) DO UPDATE SET version = excluded.version, "
+           "document = excluded.document, deleted = excluded.deleted, "
+           "commit_time_us = excluded.commit_time_us, applied_us = excluded.applied_us, "
+           "source_partition = excluded.source_partition WHERE excluded.version > " +
+           t_ + ".version";
+    return sql;
+  }
+
   Status ApplyEach(sql::Transaction& tx, const ApplyBatch& batch, uint64_t watermark,
                    ApplyOutcome* out) {
+    std::vector<const Change*> rows;
+    rows.reserve(batch.changes.size());
     for (const Change* c : batch.changes) {
-      const bool del = c->kind == ChangeKind::kDelete;
-      const Value p[] = {Value::Text(c->key),
-                         Value::Int(static_cast<int64_t>(c->version)),
-                         del ? Value::Null() : Value::Text(c->document),
-                         Value::Int(del ? 1 : 0),
-                         Value::Int(c->commit_time_micros),
-                         Value::Int(batch.applied_time_micros),
-                         Value::Int(static_cast<int64_t>(watermark)),
-                         Value::Int(batch.position.partition)};
-      CONVERGE_ASSIGN_OR_RETURN(int64_t n, tx.Execute(upsert_one_, p));
-      if (n > 0) {
-        ++out->applied;
-      } else if (c->version <= watermark) {
+      if (c->version <= watermark) {
         bool exists = false;
         const Value k[] = {Value::Text(c->key)};
         CONVERGE_RETURN_IF_ERROR(tx.Query("SELECT 1 FROM " + t_ + " WHERE key = $1", k,
@@ -245,11 +263,33 @@ class SqlTarget : public Target {
                                             return Status::Ok();
                                           })
                                      .status());
-        ++(exists ? out->stale : out->below_watermark);
-      } else {
-        ++out->stale;
+        if (!exists) {
+          ++out->below_watermark;
+          continue;
+        }
       }
+      rows.push_back(c);
     }
+    std::vector<Value> params;
+    params.reserve(std::min(rows.size(), kRowsPerStatement) * 7);
+    for (size_t at = 0; at < rows.size(); at += kRowsPerStatement) {
+      const size_t n = std::min(kRowsPerStatement, rows.size() - at);
+      params.clear();
+      for (size_t i = at; i < at + n; ++i) {
+        const Change* c = rows[i];
+        const bool del = c->kind == ChangeKind::kDelete;
+        params.push_back(Value::Text(c->key));
+        params.push_back(Value::Int(static_cast<int64_t>(c->version)));
+        params.push_back(del ? Value::Null() : Value::Text(c->document));
+        params.push_back(Value::Int(del ? 1 : 0));
+        params.push_back(Value::Int(c->commit_time_micros));
+        params.push_back(Value::Int(batch.applied_time_micros));
+        params.push_back(Value::Int(batch.position.partition));
+      }
+      CONVERGE_ASSIGN_OR_RETURN(int64_t changed, tx.Execute(UpsertRows(n), params));
+      out->applied += static_cast<uint64_t>(changed);
+    }
+    out->stale = rows.size() - out->applied;
     return Status::Ok();
   }
 
@@ -295,7 +335,8 @@ class SqlTarget : public Target {
                        Value::Text(times), Value::Int(batch.applied_time_micros),
                        Value::Int(static_cast<int64_t>(watermark)),
                        Value::Int(batch.position.partition)};
-    CONVERGE_ASSIGN_OR_RETURN(int64_t n, tx.Execute(upsert_many_, p));
+    CONVERGE_ASSIGN_OR_RETURN(
+        int64_t n, tx.Execute(watermark == 0 ? upsert_many_fresh_ : upsert_many_, p));
     out->applied = static_cast<uint64_t>(n);
     out->below_watermark = below;
     out->stale = batch.changes.size() - out->applied - below;
@@ -305,7 +346,8 @@ class SqlTarget : public Target {
   sql::Database& db_;
   const SqlTargetOptions options_;
   const std::string t_;
-  std::string upsert_one_, upsert_many_, below_many_;
+  std::string upsert_many_, upsert_many_fresh_, below_many_;
+  std::map<size_t, std::string> upsert_rows_;
 };
 
 }  // namespace
