@@ -43,7 +43,7 @@ struct Options {
   bool help = false;
   bool json = false;
   uint64_t changes = 200'000;
-  uint64_t hand_written_changes = 20'000;
+  uint64_t hand_written_changes = 5000;
   uint64_t keys = 10'000;
   uint64_t batch = 1000;
   uint64_t rate = 10'000;
