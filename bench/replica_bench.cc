@@ -45,7 +45,7 @@ struct Options {
   uint64_t changes = 200'000;
   uint64_t hand_written_changes = 5000;
   uint64_t keys = 10'000;
-  uint64_t batch = 1000;
+  uint64_t batch = 10000;
   uint64_t rate = 10'000;
   uint64_t seconds = 5;
   std::vector<std::string> systems;
