@@ -130,8 +130,7 @@ class SqlTarget : public Target {
     ApplyOutcome outcome;
     Status s = db_.Transact([&](sql::Transaction& tx) -> Status {
       outcome = ApplyOutcome();
-      CONVERGE_RETURN_IF_ERROR(MovePosition(tx, batch));
-      CONVERGE_ASSIGN_OR_RETURN(uint64_t watermark, ReadWatermark(tx, batch.position.partition));
+      CONVERGE_ASSIGN_OR_RETURN(uint64_t watermark, MovePosition(tx, batch));
       if (batch.changes.empty()) return Status::Ok();
       if (tx.engine() == sql::Engine::kPostgres) return ApplyMany(tx, batch, watermark, &outcome);
       return ApplyEach(tx, batch, watermark, &outcome);
@@ -176,35 +175,26 @@ class SqlTarget : public Target {
   }
 
  private:
-  Result<uint64_t> ReadWatermark(sql::Transaction& tx, uint32_t partition) {
-    const Value key[] = {Value::Text(options_.replica), Value::Int(partition)};
-    int64_t w = 0;
-    CONVERGE_RETURN_IF_ERROR(tx.Query("SELECT purge_watermark FROM converge_replica_positions "
-                                      "WHERE replica = $1 AND source_partition = $2",
-                                      key,
-                                      [&](const sql::Row& row) -> Status {
-                                        CONVERGE_ASSIGN_OR_RETURN(w, row.Int(0));
-                                        return Status::Ok();
-                                      })
-                                 .status());
-    return static_cast<uint64_t>(w);
-  }
-
   // Moves the position from batch.from_offset to batch.position, or Aborted when it is not at
-  // from_offset (another applier of this replica moved it).
-  Status MovePosition(sql::Transaction& tx, const ApplyBatch& batch) {
+  // from_offset (another applier of this replica moved it). Returns the partition's purge
+  // watermark (in the same statement: one round trip less per batch).
+  Result<uint64_t> MovePosition(sql::Transaction& tx, const ApplyBatch& batch) {
     const Value p[] = {Value::Text(options_.replica),
                        Value::Int(batch.position.partition),
                        Value::Int(static_cast<int64_t>(batch.position.next_offset)),
                        Value::Int(static_cast<int64_t>(batch.position.commitseq)),
                        Value::Int(batch.applied_time_micros),
                        Value::Int(static_cast<int64_t>(batch.from_offset))};
+    int64_t watermark = 0;
     CONVERGE_ASSIGN_OR_RETURN(
         int64_t n,
-        tx.Execute("UPDATE converge_replica_positions SET next_offset = $3, commitseq = $4, "
-                   "updated_us = $5 WHERE replica = $1 AND source_partition = $2 AND "
-                   "next_offset = $6",
-                   p));
+        tx.Query("UPDATE converge_replica_positions SET next_offset = $3, commitseq = $4, "
+                 "updated_us = $5 WHERE replica = $1 AND source_partition = $2 AND "
+                 "next_offset = $6 RETURNING purge_watermark",
+                 p, [&](const sql::Row& row) -> Status {
+                   CONVERGE_ASSIGN_OR_RETURN(watermark, row.Int(0));
+                   return Status::Ok();
+                 }));
     if (n == 0 && batch.from_offset == 0) {
       // The partition's first batch: no row yet (a row another applier inserted meanwhile
       // violates the key: the same refusal).
@@ -221,7 +211,7 @@ class SqlTarget : public Target {
                           std::to_string(batch.from_offset) +
                           " (another applier of this replica moved it)");
     }
-    return Status::Ok();
+    return static_cast<uint64_t>(watermark);
   }
 
   // SQLite: multi-row upserts of up to kRowsPerStatement rows. Changes of unknown keys at or
