@@ -160,20 +160,22 @@ struct Applier::Impl {
 
   // Completes the waiters whose token is reached (after progress).
   void NotifyWaiters() {
-    std::vector<std::shared_ptr<Waiter>> ready;
+    std::vector<std::pair<std::shared_ptr<Waiter>, TimerId>> ready;
     {
       std::lock_guard<std::mutex> lock(mu);
       for (auto it = waiters.begin(); it != waiters.end();) {
         if (ReachedLocked(it->second->token)) {
-          ready.push_back(it->second);
+          // The timer id is written under the lock (WaitForAsync), so read it here.
+          ready.emplace_back(it->second, it->second->timer);
           it = waiters.erase(it);
         } else {
           ++it;
         }
       }
     }
-    for (auto& w : ready) {
-      env.executor().Cancel(w->timer);
+    for (auto& [w, timer] : ready) {
+      // A timer not yet set (0) fires later, finds no waiter and does nothing.
+      if (timer != 0) env.executor().Cancel(timer);
       w->done(Status::Ok());
     }
   }
@@ -203,13 +205,14 @@ struct Applier::Impl {
 Applier::Applier(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Applier::~Applier() {
-  std::unordered_map<uint64_t, std::shared_ptr<Impl::Waiter>> waiters;
+  std::vector<std::pair<std::shared_ptr<Impl::Waiter>, TimerId>> waiters;
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
-    waiters.swap(impl_->waiters);
+    for (auto& [id, w] : impl_->waiters) waiters.emplace_back(w, w->timer);
+    impl_->waiters.clear();
   }
-  for (auto& [id, w] : waiters) {
-    impl_->env.executor().Cancel(w->timer);
+  for (auto& [w, timer] : waiters) {
+    if (timer != 0) impl_->env.executor().Cancel(timer);
     w->done(CancelledError("replica '" + impl_->options.name + "' was closed"));
   }
 }
