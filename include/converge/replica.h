@@ -271,7 +271,7 @@ class Applier {
   ~Applier();
 
   // Reads one batch per partition and applies each in one target transaction. Returns the
-  // number of records read (0: caught up). After a target error the position is reloaded
+  // number of records read or offsets skipped (0: caught up). After a target error the position is reloaded
   // from the target by the next call (the transaction may or may not have committed).
   // FailedPrecondition once stopped by a malformed change.
   Result<size_t> Step();

@@ -285,7 +285,9 @@ Result<size_t> Applier::Impl::StepPartition(uint32_t p, Status* stop) {
       to.next_offset = std::max(to.next_offset, batch.next_offset);
     }
   }
-  const size_t read = batch.records.size();
+  // Progress: the records read, or the offsets passed (a damaged range skipped has none), so
+  // that 0 means caught up.
+  const size_t read = std::max<size_t>(batch.records.size(), to.next_offset - from.next_offset);
   if (to.next_offset != from.next_offset) {
     // Per key, only the highest version of the batch can win: the others are superseded.
     std::unordered_map<std::string_view, size_t> latest;

@@ -428,3 +428,69 @@ TEST_F(ApplierTest, TargetErrorReloadsThePosition) {
 
 }  // namespace
 }  // namespace converge::replica
+
+namespace converge::replica {
+namespace {
+
+// A source that reports a damaged range [0, 5) of partition 0, then records from 5 on.
+class DamagedSource : public Source {
+ public:
+  const std::string& topic() const override { return topic_; }
+  Result<uint32_t> Partitions() override { return 1u; }
+  Result<SourceBatch> Read(uint32_t partition, uint64_t from, size_t max) override {
+    SourceBatch b;
+    b.partition = partition;
+    b.from_offset = from;
+    b.end_offset = 6;
+    if (from < 5) {
+      b.damage = DataLossError("topic 't' partition 0: records [0, 5) are damaged (test); "
+                               "resume at offset 5");
+      b.next_offset = 5;
+      return b;
+    }
+    if (from == 5) {
+      auto rec = std::make_shared<std::string>(Record(MakeChange("a", 1)));
+      b.storage = rec;
+      b.records.push_back(SourceRecord{5, 1, *rec});
+    }
+    b.next_offset = 6;
+    return b;
+  }
+
+ private:
+  const std::string topic_ = "t";
+};
+
+TEST(ApplierDamageTest, DamagedRangeStopsOrIsSkippedWithAReport) {
+  for (OnMalformed policy : {OnMalformed::kStop, OnMalformed::kSkip}) {
+    SCOPED_TRACE(std::string(OnMalformedName(policy)));
+    sim::SimEnv sim(3);
+    DamagedSource source;
+    MemoryTarget target;
+    std::vector<std::string> reports;
+    ApplierOptions o;
+    o.name = "d";
+    o.on_malformed = policy;
+    o.report = [&](const std::string& m) { reports.push_back(m); };
+    auto applier = Applier::Open(sim, source, target, o);
+    ASSERT_TRUE(applier.ok());
+    Status s = (*applier)->CatchUp();
+    ASSERT_EQ(reports.size(), 1u);
+    EXPECT_NE(reports[0].find("damaged range at topic 't' partition 0 offset 0"),
+              std::string::npos)
+        << reports[0];
+    EXPECT_EQ((*applier)->Stats().damaged_ranges, 1u);
+    if (policy == OnMalformed::kStop) {
+      EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+      EXPECT_TRUE(target.rows().empty());
+      EXPECT_TRUE(target.state().positions.empty());
+    } else {
+      EXPECT_TRUE(s.ok()) << s.ToString();
+      EXPECT_EQ(target.rows().count("a"), 1u);
+      EXPECT_EQ(target.state().positions[0].next_offset, 6u);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace converge::replica
