@@ -32,6 +32,7 @@ target_sources(converge_cli PRIVATE
   ${CONVERGE_BENCH_DIR}/store_converge.cc
   ${CONVERGE_BENCH_DIR}/store_jetstream_kv.cc
   ${CONVERGE_BENCH_DIR}/store_postgres.cc
+  ${CONVERGE_BENCH_DIR}/reconcile_bench.cc
   ${CONVERGE_BENCH_DIR}/replica_bench.cc
   ${CONVERGE_TEST_SUPPORT_DIR}/server_process.cc
   ${CONVERGE_TEST_SUPPORT_DIR}/postgres_server.cc

@@ -120,6 +120,36 @@ TEST(BenchSmokeTest, SagaRunsAndPrintsTheLogLineFormat) {
   EXPECT_TRUE(std::filesystem::is_empty(base->path())) << base->path();
 }
 
+TEST(BenchSmokeTest, ReconcileRunsEverySystemAndFindsTheExactDrift) {
+  const RunResult r = RunCommand(
+      Binary() + " bench reconcile --keys 3000 --differences 0,1,100,1000 --json 2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  std::map<std::string, int> systems;
+  size_t lines = 0;
+  for (size_t at = 0; at < r.out.size();) {
+    const size_t end = r.out.find('\n', at);
+    const std::string line = r.out.substr(at, end - at);
+    at = end == std::string::npos ? r.out.size() : end + 1;
+    if (line.empty()) continue;
+    ++lines;
+    boost::json::object o = boost::json::parse(line).as_object();
+    for (const char* field :
+         {"workload", "system", "keys", "differences", "distribution", "bytes_sent",
+          "bytes_received", "round_trips", "seconds", "cpu_seconds", "overhead_ratio"}) {
+      EXPECT_TRUE(o.contains(field)) << field << " in " << line;
+    }
+    EXPECT_EQ(o["keys"].as_int64(), 3000) << line;
+    EXPECT_TRUE(o["exact"].as_bool()) << line;
+    ++systems[std::string(o["system"].as_string())];
+  }
+  // d = 0 and 1 once, 100 and 1,000 scattered and clustered; the protocol also runs with
+  // writes continuing at the largest d.
+  EXPECT_EQ(systems["converge-riblt"], 7) << r.out;
+  EXPECT_EQ(systems["merkle"], 6) << r.out;
+  EXPECT_EQ(systems["full-digest"], 6) << r.out;
+  EXPECT_EQ(lines, 19u);
+}
+
 TEST(BenchSmokeTest, HelpListsTheOptions) {
   const RunResult r = RunCommand(Binary() + " bench log --help");
   EXPECT_EQ(r.exit_code, 0);

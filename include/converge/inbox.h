@@ -147,6 +147,11 @@ struct InboxConsumerOptions {
   int64_t idle_poll_ms = 1'000;
   std::string sqlite_synchronous = "full";  // consumer database durability (see sql.h)
   int64_t sqlite_busy_timeout_ms = 5'000;   // then the transaction fails (Unavailable)
+  // PostgreSQL consumer database, as sql::PostgresOptions (converge/sql.h): connecting is
+  // bounded by connect_timeout_ms (> 0), each statement (the handler's too) by
+  // statement_timeout_ms (0 = none; a cancelled statement fails the batch: DeadlineExceeded).
+  int64_t postgres_connect_timeout_ms = 5'000;
+  int64_t postgres_statement_timeout_ms = 30'000;
   // Where Start runs the consumer's batches. They block on the database, so by default the
   // consumer has threads of its own for them (one per worker); its timers still come from the
   // Env's executor. true: on the Env's executor itself, one batch per task, the workers'

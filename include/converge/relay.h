@@ -120,6 +120,10 @@ struct RelayOptions {
   // use the same value), and how often a relay rebalances its share.
   uint32_t postgres_buckets = 64;  // 1..4096
   int64_t rebalance_interval_ms = 1'000;
+  // PostgreSQL: the relay's connection, as sql::PostgresOptions (converge/sql.h): connecting is
+  // bounded by connect_timeout_ms (> 0), each statement by statement_timeout_ms (0 = none).
+  int64_t postgres_connect_timeout_ms = 5'000;
+  int64_t postgres_statement_timeout_ms = 30'000;
   // SQLite: the relay's own connection (it only reads and deletes outbox rows). A delete lost
   // in a power failure only republishes rows (dropped by the log's dedup), so "normal" is safe.
   std::string sqlite_synchronous = "normal";

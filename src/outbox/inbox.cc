@@ -298,6 +298,11 @@ Status ValidateConsumerOptions(const InboxConsumerOptions& o) {
     return InvalidArgumentError("inbox consumer: bad database retry settings");
   }
   if (o.idle_poll_ms < 1) return InvalidArgumentError("inbox consumer: idle_poll_ms must be > 0");
+  if (o.postgres_connect_timeout_ms <= 0 || o.postgres_statement_timeout_ms < 0) {
+    return InvalidArgumentError(
+        "inbox consumer: postgres_connect_timeout_ms must be > 0 and "
+        "postgres_statement_timeout_ms >= 0");
+  }
   return Status::Ok();
 }
 
@@ -501,6 +506,8 @@ class InboxConsumerImpl final : public InboxConsumer {
       } else {
         sql::PostgresOptions po;
         po.conninfo = target_.location;
+        po.connect_timeout_ms = options_.postgres_connect_timeout_ms;
+        po.statement_timeout_ms = options_.postgres_statement_timeout_ms;
         CONVERGE_ASSIGN_OR_RETURN(worker.db, sql::Database::ConnectPostgres(po));
       }
       Status s = Inbox::CreateSchema(*worker.db);

@@ -355,5 +355,35 @@ TEST_F(PostgresTest, SeveralConsumerWorkersKeepPerKeyOrder) {
   EXPECT_EQ(e.violations, 0);
 }
 
+// The inbox consumer's statement timeout bounds the handler's statements too: a handler whose
+// statement outlasts it sees DeadlineExceeded, and with the default the same statement runs.
+TEST_F(PostgresTest, TheInboxStatementTimeoutBoundsTheHandlersStatements) {
+  Pipeline& p = *pipeline_;
+  ASSERT_OK(p.Write(1, 1, 1));
+  auto relay = p.NewRelay();
+  ASSERT_TRUE(relay.ok());
+  ASSERT_TRUE((*relay)->Drain(10).ok());
+  auto run = [&](int64_t statement_timeout_ms) -> Status {
+    InboxConsumerOptions co = p.DefaultConsumerOptions();
+    co.group = "g" + std::to_string(statement_timeout_ms);
+    co.postgres_statement_timeout_ms = statement_timeout_ms;
+    co.is_retryable = [](const Status&) { return false; };
+    std::mutex mu;
+    Status seen = InternalError("handler not run");
+    auto c = p.NewConsumer(co, [&](sql::Transaction& tx, const InboxMessage&) -> Status {
+      Status s = tx.Execute("SELECT pg_sleep(0.3)").status();
+      std::lock_guard<std::mutex> lock(mu);
+      seen = s;
+      return Status::Ok();
+    });
+    if (!c.ok()) return c.status();
+    (void)(*c)->RunOnce();
+    std::lock_guard<std::mutex> lock(mu);
+    return seen;
+  };
+  EXPECT_EQ(run(100).code(), StatusCode::kDeadlineExceeded);
+  EXPECT_OK(run(30'000));
+}
+
 }  // namespace
 }  // namespace converge::outbox_test

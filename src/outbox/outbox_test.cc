@@ -1,5 +1,7 @@
 // Unit tests of the outbox module on SQLite: the SQL layer, the outbox writer, the relay's state
 // machine, the relay against the real log, the inbox and its consumer, crashes at every step.
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -1107,9 +1109,93 @@ relays:
   EXPECT_EQ(config->sources[0].options.batch_max_events, 250u);
   EXPECT_EQ(config->sources[0].options.poll_interval_ms, 50);
   EXPECT_EQ(config->sources[1].options.postgres_buckets, 16u);
+  auto timeouts = ParseRelayServiceConfig(
+      "relays:\n  sources:\n    - name: x\n      database: host=h dbname=d\n"
+      "      postgres_connect_timeout_ms: 2500\n      postgres_statement_timeout_ms: 0\n");
+  ASSERT_TRUE(timeouts.ok()) << timeouts.status().ToString();
+  EXPECT_EQ(timeouts->sources[0].options.postgres_connect_timeout_ms, 2500);
+  EXPECT_EQ(timeouts->sources[0].options.postgres_statement_timeout_ms, 0);
   auto bad = ParseRelayServiceConfig("relays:\n  sources:\n    - name: x\n      databse: y\n");
   EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(bad.status().message().find("databse"), std::string_view::npos);
+}
+
+// A TCP listener that completes handshakes (the kernel's backlog) and never answers: a
+// PostgreSQL server that hangs during connection start-up.
+class SilentListener {
+ public:
+  SilentListener() {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    if (fd_ < 0 || bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+        listen(fd_, 16) != 0 || getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      port_ = 0;
+    } else {
+      port_ = ntohs(a.sin_port);
+    }
+  }
+  ~SilentListener() {
+    if (fd_ >= 0) close(fd_);
+  }
+  std::string ConnInfo() const {
+    return "host=127.0.0.1 port=" + std::to_string(port_) + " dbname=x user=x";
+  }
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
+// The configured connect timeout reaches the relay's and the inbox's PostgreSQL connections:
+// against a server that never answers, the first cycle fails after about 2 s, not the default 5 s.
+TEST(PostgresTimeoutTest, TheRelayAndTheInboxUseTheirConfiguredConnectTimeout) {
+  SilentListener silent;
+  ASSERT_NE(silent.port(), 0);
+  Pipeline p;
+  ASSERT_OK(p.Open(1));
+  RelayOptions bad_relay = p.DefaultRelayOptions();
+  bad_relay.postgres_connect_timeout_ms = 0;
+  EXPECT_EQ(Relay::Create(p.env, {sql::Engine::kPostgres, silent.ConnInfo()}, *p.sink, bad_relay)
+                .status()
+                .code(),
+            StatusCode::kInvalidArgument);
+  RelayOptions ro = p.DefaultRelayOptions();
+  ro.postgres_connect_timeout_ms = 2'000;
+  auto relay = Relay::Create(p.env, {sql::Engine::kPostgres, silent.ConnInfo()}, *p.sink, ro);
+  ASSERT_TRUE(relay.ok()) << relay.status().ToString();
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE((*relay)->RunOnce().ok());
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, std::chrono::milliseconds(1'500));
+  EXPECT_LT(took, std::chrono::milliseconds(4'500));
+
+  // The inbox connects when it has events to apply.
+  ASSERT_OK(p.Write(3, 1, 3));
+  auto sqlite_relay = p.NewRelay();
+  ASSERT_TRUE(sqlite_relay.ok());
+  ASSERT_TRUE((*sqlite_relay)->Drain(10).ok());
+  InboxConsumerOptions bad_inbox = p.DefaultConsumerOptions();
+  bad_inbox.postgres_statement_timeout_ms = -1;
+  EXPECT_EQ(InboxConsumer::Create(p.env, *p.groups, {sql::Engine::kPostgres, silent.ConnInfo()},
+                                  InboxHandler(ApplyEffect), bad_inbox)
+                .status()
+                .code(),
+            StatusCode::kInvalidArgument);
+  InboxConsumerOptions co = p.DefaultConsumerOptions();
+  co.postgres_connect_timeout_ms = 2'000;
+  auto consumer = InboxConsumer::Create(p.env, *p.groups,
+                                        {sql::Engine::kPostgres, silent.ConnInfo()},
+                                        InboxHandler(ApplyEffect), co);
+  ASSERT_TRUE(consumer.ok()) << consumer.status().ToString();
+  start = std::chrono::steady_clock::now();
+  EXPECT_FALSE((*consumer)->RunOnce().ok());
+  took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, std::chrono::milliseconds(1'500));
+  EXPECT_LT(took, std::chrono::milliseconds(4'500));
 }
 
 TEST(RelayServiceTest, RunsARelayPerSource) {

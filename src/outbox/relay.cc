@@ -116,6 +116,10 @@ Status ValidateOptions(const RelayOptions& o) {
   if (o.postgres_buckets < 1 || o.postgres_buckets > 4096) {
     return InvalidArgumentError("relay: postgres_buckets must be 1..4096");
   }
+  if (o.postgres_connect_timeout_ms <= 0 || o.postgres_statement_timeout_ms < 0) {
+    return InvalidArgumentError(
+        "relay: postgres_connect_timeout_ms must be > 0 and postgres_statement_timeout_ms >= 0");
+  }
   return Status::Ok();
 }
 
@@ -482,6 +486,8 @@ Result<std::unique_ptr<Relay>> Relay::Create(Env& env, const sql::DatabaseTarget
   so.sqlite_busy_timeout_ms = options.sqlite_busy_timeout_ms;
   so.sqlite_lock_path = options.sqlite_lock_path;
   so.postgres_buckets = options.postgres_buckets;
+  so.postgres_connect_timeout_ms = options.postgres_connect_timeout_ms;
+  so.postgres_statement_timeout_ms = options.postgres_statement_timeout_ms;
   so.create_schema = options.create_schema;
   if (source.location.empty()) {
     return InvalidArgumentError(source.engine == sql::Engine::kSqlite ? "relay: empty SQLite path"

@@ -131,6 +131,8 @@ class PostgresSource final : public OutboxSource {
   Status Connect() {
     sql::PostgresOptions o;
     o.conninfo = conninfo_;
+    o.connect_timeout_ms = options_.postgres_connect_timeout_ms;
+    o.statement_timeout_ms = options_.postgres_statement_timeout_ms;
     // The bucket leases, the presence lock and LISTEN live in the session: a call on a lost
     // session must fail (and the next Acquire start over) rather than quietly claim rows on a
     // new session that holds no lease.

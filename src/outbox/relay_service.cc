@@ -4,6 +4,7 @@
 #include <set>
 
 #include "converge/relay.h"
+#include "core/yaml_check.h"
 
 namespace converge {
 namespace {
@@ -84,6 +85,10 @@ Status ParseSource(const YAML::Node& node, size_t index, RelaySourceConfig* out)
       s = ReadScalar(v, where, &o.standby_retry_ms);
     } else if (key == "postgres_buckets") {
       s = ReadScalar(v, where, &o.postgres_buckets);
+    } else if (key == "postgres_connect_timeout_ms") {
+      s = ReadScalar(v, where, &o.postgres_connect_timeout_ms);
+    } else if (key == "postgres_statement_timeout_ms") {
+      s = ReadScalar(v, where, &o.postgres_statement_timeout_ms);
     } else if (key == "rebalance_interval_ms") {
       s = ReadScalar(v, where, &o.rebalance_interval_ms);
     } else if (key == "sqlite_synchronous") {
@@ -129,6 +134,7 @@ Result<RelayServiceConfig> ParseRelayServiceConfig(std::string_view yaml) {
   YAML::Node root;
   try {
     root = YAML::Load(std::string(yaml));
+    CONVERGE_RETURN_IF_ERROR(CheckYamlDocument(root, "relay config"));
   } catch (const YAML::Exception& e) {
     return InvalidArgumentError(std::string("relay config: not valid YAML: ") + e.what());
   }

@@ -91,6 +91,8 @@ struct SourceOptions {
   int64_t sqlite_busy_timeout_ms = 5'000;
   std::string sqlite_lock_path;
   uint32_t postgres_buckets = 64;
+  int64_t postgres_connect_timeout_ms = 5'000;
+  int64_t postgres_statement_timeout_ms = 30'000;
   bool create_schema = true;
 };
 

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "converge/saga.h"
+#include "core/yaml_check.h"
 
 namespace converge {
 namespace {
@@ -362,6 +363,7 @@ Result<SagaDefinition> ParseSagaDefinition(std::string_view text) {
   SagaDefinition def;
   try {
     YAML::Node root = YAML::Load(std::string(text));
+    CONVERGE_RETURN_IF_ERROR(CheckYamlDocument(root, "saga definition"));
     CONVERGE_RETURN_IF_ERROR(ParseRoot(root, &def));
   } catch (const YAML::Exception& e) {
     return InvalidArgumentError(std::string("saga definition: ") + e.what());

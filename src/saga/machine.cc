@@ -349,10 +349,13 @@ size_t SagaMachine::Tick(int64_t now, MachineOutput* out) {
     switch (key.kind) {
       case SagaTimerKind::kStepTimeout: {
         ++stats_.timeouts;
-        const SagaStepDefinition& sd = inst.def->steps[inst.step];
+        // The wait this attempt had (it grows for commands retried without a bound), not the
+        // step's timeout_ms: the history must say how long the participant was given.
+        const int64_t waited_ms =
+            AttemptTimeoutMicros(inst, inst.step, inst.kind, inst.attempt) / 1000;
         AttemptFailed(inst,
                       DeadlineExceededError("no reply to attempt " + std::to_string(inst.attempt) +
-                                            " within " + std::to_string(sd.timeout_ms) + " ms"),
+                                            " within " + std::to_string(waited_ms) + " ms"),
                       now, out);
         break;
       }

@@ -355,6 +355,11 @@ asio::awaitable<HttpReply> Api::Handle(HttpRequest& request) {
   const bool needs_auth = route->auth == AuthRule::kToken ||
                           (route->auth == AuthRule::kMetrics && d_.config->metrics_require_token);
   Result<const Principal*> principal = auth_.Authenticate(request[http::field::authorization]);
+  // Credentials given twice are read as neither: which one counts is what a proxy that adds
+  // its own and this server could disagree on.
+  if (auth_.enabled() && request.count(http::field::authorization) > 1) {
+    principal = UnauthenticatedError("the Authorization header appears more than once");
+  }
   if (needs_auth && !principal.ok()) {
     reply = Error(principal.status());
     reply.response.set(http::field::www_authenticate, "Bearer realm=\"converge\"");

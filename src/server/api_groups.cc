@@ -39,31 +39,6 @@ HttpReply InvalidJson(const Status& parse_error) {
   return Error(http::status::bad_request, "INVALID_JSON", parse_error.message());
 }
 
-// Query parameters are read as strictly as bodies: one not in `allowed` (almost always a typo,
-// or a body field sent in the wrong place) or one given twice is refused.
-Status CheckQuery(const std::vector<std::pair<std::string, std::string>>& query,
-                  std::initializer_list<std::string_view> allowed) {
-  for (size_t i = 0; i < query.size(); ++i) {
-    const std::string& name = query[i].first;
-    if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
-      std::string list;
-      for (std::string_view a : allowed) {
-        if (!list.empty()) list += ", ";
-        list += a;
-      }
-      return InvalidArgumentError(
-          "unknown query parameter '" + name + "' (" +
-          (list.empty() ? std::string("this route takes none") : "allowed: " + list) + ")");
-    }
-    for (size_t j = 0; j < i; ++j) {
-      if (query[j].first == name) {
-        return InvalidArgumentError("query parameter '" + name + "' is given twice");
-      }
-    }
-  }
-  return Status::Ok();
-}
-
 // NotFound for a group that does not exist, worded as the groups' own lookup words it.
 Status NoSuchGroup(const std::string& topic, const std::string& group) {
   return NotFoundError("consumer group '" + group + "' on topic '" + topic + "' not found");

@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "server/api_internal.h"
+#include "server/json_util.h"
 #include "server/saga_routes.h"
 #include "server/system_topics.h"
 
@@ -32,10 +33,12 @@ HttpResponse SagaError(const Status& status) { return ErrorReply(status); }
 
 Result<json::object> BodyObject(const std::string& body, bool allow_empty) {
   if (body.empty() && allow_empty) return json::object();
-  boost::system::error_code ec;
-  json::value v = json::parse(body, ec);
-  if (ec || !v.is_object()) return InvalidArgumentError("the body must be a JSON object");
-  return v.as_object();
+  if (body.find_first_not_of(" \t\r\n") == std::string::npos) {
+    return InvalidArgumentError("the body must be a JSON object");
+  }
+  // The one reading of a JSON body (json_util.h): a member repeated at any depth is refused,
+  // not read as its last value.
+  return ParseJsonObject(body);
 }
 
 const std::string* QueryValue(const QueryParams& query, std::string_view key) {
@@ -129,8 +132,21 @@ HttpResponse ListSagas(SagaOrchestrator& orch, const QueryParams& query) {
   return JsonText(200, std::move(body));
 }
 
+// The query parameters each saga route takes (router.h, CheckQuery).
+Status CheckSagaQuery(const SagaRequest& request) {
+  switch (request.route) {
+    case RouteId::kListSagas:
+      return CheckQuery(request.query, {"state", "definition", "stuck", "idle_ms", "limit"});
+    case RouteId::kListSagaTimers:
+      return CheckQuery(request.query, {"limit"});
+    default:
+      return CheckQuery(request.query, {});
+  }
+}
+
 // Every route, for an admin (or with auth disabled).
 HttpResponse HandleAsAdmin(SagaOrchestrator& orch, const SagaRequest& request) {
+  if (Status s = CheckSagaQuery(request); !s.ok()) return SagaError(s);
   const QueryParams& query = request.query;
   const std::string& id = request.id;
   switch (request.route) {
@@ -267,6 +283,7 @@ HttpResponse StartAs(SagaOrchestrator& orch, const SagaRequest& request, const S
         "service '" + caller.service + "' may not start sagas of definition '" + name +
         "': it needs publish permission on every participant topic of the definition"));
   }
+  if (Status s = CheckSagaQuery(request); !s.ok()) return SagaError(s);
   HttpResponse res = StartSaga(orch, request.body);
   auto id = o->find("id");
   if (res.result() == http::status::conflict && id != o->end() && id->value().is_string()) {
@@ -297,6 +314,7 @@ HttpResponse HandleSagaRoute(SagaOrchestrator& orch, const SagaRequest& request,
         !MayUse(caller, FindDefinition(orch, info->summary.definition, info->summary.version))) {
       return SagaError(NotFoundError("no saga '" + request.id + "'"));
     }
+    if (Status s = CheckSagaQuery(request); !s.ok()) return SagaError(s);
     return JsonText(200, SagaInfoToJson(*info));
   }
   return SagaError(PermissionDeniedError(

@@ -161,28 +161,6 @@ Status CheckTtl(int64_t ttl_ms, std::string_view what) {
   return InvalidArgumentError(m);
 }
 
-// InvalidArgument naming the first query parameter not in `allowed`, or given twice.
-Status CheckQuery(const QueryParams& query, std::initializer_list<std::string_view> allowed) {
-  std::vector<std::string_view> seen;
-  for (const auto& [key, value] : query) {
-    const std::string_view name = key;
-    if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
-      std::string m = "unknown query parameter '";
-      m += name.substr(0, 100);
-      m += "'";
-      return InvalidArgumentError(m);
-    }
-    if (std::find(seen.begin(), seen.end(), name) != seen.end()) {
-      std::string m = "query parameter '";
-      m += name;
-      m += "' appears more than once";
-      return InvalidArgumentError(m);
-    }
-    seen.push_back(name);
-  }
-  return Status::Ok();
-}
-
 // "'<name>' <what>" (built by appending: GCC 12 warns falsely on "'" + std::string(...)).
 Status MemberError(std::string_view name, std::string_view what) {
   std::string m = "'";
@@ -372,6 +350,9 @@ bool StoreRoutes::TryHandleInline(const StoreRequest& r, Done& done) {
 
 std::optional<HttpResponse> StoreRoutes::TryRead(const StoreRequest& r) {
   if (r.route != RouteId::kGetDocument) return std::nullopt;
+  // A read takes no query parameters either (reads are open to every token: nothing to
+  // authorize first).
+  if (Status s = CheckQuery(r.query, {}); !s.ok()) return Fail(s);
   try {
     Result<Document> doc = store_.TryGet(r.collection, r.key);
     if (!doc.ok() && doc.status().code() == StatusCode::kUnavailable) return std::nullopt;
@@ -385,6 +366,7 @@ void StoreRoutes::Route(const StoreRequest& r, Done& done) {
   auto reply = [&](HttpResponse resp) { done(std::move(resp)); };
   switch (r.route) {
     case RouteId::kListCollections:
+      if (Status s = CheckQuery(r.query, {}); !s.ok()) return reply(Fail(s));
       return reply(ListCollections());
     case RouteId::kTransaction:
       return Transaction(r, done);
@@ -401,9 +383,9 @@ void StoreRoutes::Route(const StoreRequest& r, Done& done) {
             (r.route == RouteId::kDeleteCollection || access.code() != StatusCode::kNotFound)) {
           return reply(Fail(access));
         }
-        // No write takes query parameters: a misspelt option must not be ignored.
-        if (Status s = CheckQuery(r.query, {}); !s.ok()) return reply(Fail(s));
       }
+      // These routes take no query parameters: a misspelt option must not be ignored.
+      if (Status s = CheckQuery(r.query, {}); !s.ok()) return reply(Fail(s));
       if (r.route == RouteId::kGetCollection) return reply(GetCollection(r));
       if (r.route == RouteId::kPutCollection) return reply(PutCollection(r));
       return reply(DeleteCollection(r));
@@ -411,6 +393,7 @@ void StoreRoutes::Route(const StoreRequest& r, Done& done) {
     case RouteId::kListDocuments:
       return reply(ListDocuments(r));
     case RouteId::kGetDocument:
+      if (Status s = CheckQuery(r.query, {}); !s.ok()) return reply(Fail(s));
       return reply(DocumentResponse(store_.Get(r.collection, r.key)));
     case RouteId::kPutDocument:
     case RouteId::kDeleteDocument: {

@@ -21,6 +21,7 @@ namespace wire = ::converge::internal::wire;
 TopicOptions Api::OptionsForNewTopic() const { return AutoCreatedTopicOptions(*d_.config); }
 
 asio::awaitable<HttpReply> Api::ListTopics(Call& call) {
+  if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
   const Principal* who = call.principal;
   auto job = [this, who] {
     std::string out = "{\"topics\":[";
@@ -42,6 +43,7 @@ asio::awaitable<HttpReply> Api::ListTopics(Call& call) {
 
 asio::awaitable<HttpReply> Api::CreateTopic(Call& call) {
   if (!call.principal->admin) co_return Error(NotAllowed(*call.principal, "create topics", ""));
+  if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
   Result<json::object> body = ParseJsonObject(call.req.body());
   if (!body.ok())
     co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
@@ -104,6 +106,7 @@ asio::awaitable<HttpReply> Api::DescribeTopic(Call& call) {
   if (!call.principal->CanSee(call.topic)) {
     co_return Error(NotAllowed(*call.principal, "see", call.topic));
   }
+  if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
   if (Status s = CheckTopicName(call.topic); !s.ok()) co_return Error(s);
   const std::string topic = call.topic;
   auto job = [this, topic]() -> Result<std::string> {
@@ -138,6 +141,8 @@ asio::awaitable<HttpReply> Api::Publish(Call& call) {
   if (std::string owner = d_.system_topics->OwnerOf(call.topic); !owner.empty()) {
     co_return SystemTopicError(call.topic, owner, "publishing to it over HTTP");
   }
+  // The CloudEvents HTTP binding carries nothing in the query.
+  if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
   if (Status s = CheckTopicName(call.topic); !s.ok()) co_return Error(s);
   const std::string topic = call.topic;
   const HttpRequest& req = call.req;

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "converge/sql.h"
+#include "core/yaml_check.h"
 
 namespace converge::server {
 namespace {
@@ -388,6 +389,7 @@ Result<ServerConfig> ParseConfig(std::string_view yaml_text) {
   ServerConfig config;
   try {
     YAML::Node root = YAML::Load(std::string(yaml_text));
+    CONVERGE_RETURN_IF_ERROR(CheckYamlDocument(root, "config"));
     CONVERGE_RETURN_IF_ERROR(ParseRoot(root, &config));
   } catch (const YAML::Exception& e) {
     return InvalidArgumentError(std::string("config is not valid YAML: ") + e.what());

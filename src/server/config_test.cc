@@ -147,6 +147,11 @@ TEST(Config, RejectsBadInputNamingTheKey) {
                  "a/b");
   ExpectRejected("[1, 2", "YAML");
   ExpectRejected("- just\n- a list\n", "must be a mapping");
+  // A key given twice: yaml-cpp would read either value.
+  ExpectRejected("listen: 127.0.0.1:1\nlisten: 0.0.0.0:2\n", "'listen' appears more than once");
+  ExpectRejected("auth:\n  enabled: true\n  enabled: false\n", "'enabled' appears more than once");
+  ExpectRejected("relays:\n  sources:\n    - {name: a, name: b, database: x.db}\n",
+                 "'name' appears more than once");
 }
 
 TEST(Config, StoreSection) {

@@ -420,6 +420,26 @@ std::optional<Refusal> CheckFraming(const http::request_header<>& h) {
   return std::nullopt;
 }
 
+// Content codings (RFC 9110 section 8.4): no route decodes one, so a body sent with any
+// coding but "identity" would be read as if it were not encoded (gzip bytes stored as an
+// event's data or a document). Refused with 415 before the body is read.
+std::optional<Refusal> CheckContentCoding(const http::request_header<>& h) {
+  for (const auto& field : h) {
+    if (field.name() != http::field::content_encoding) continue;
+    std::string_view list(field.value().data(), field.value().size());
+    while (!list.empty()) {
+      const size_t comma = list.find(',');
+      std::string_view item = Trim(list.substr(0, comma));
+      list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+      if (item.empty() || beast::iequals(item, "identity")) continue;
+      return Refusal{http::status::unsupported_media_type, "UNSUPPORTED_MEDIA_TYPE",
+                     "content coding '" + std::string(item.substr(0, 64)) +
+                         "' is not supported (send the body without Content-Encoding)"};
+    }
+  }
+  return std::nullopt;
+}
+
 // Host (RFC 9112 section 3.2): exactly one in HTTP/1.1, at most one in HTTP/1.0.
 std::optional<Refusal> CheckHost(const http::request_header<>& h) {
   size_t hosts = 0;
@@ -631,9 +651,15 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
     std::optional<Refusal> refused = CheckFraming(header);
     if (!refused) refused = CheckHost(header);
     if (!refused) refused = NormalizeTarget(header);
+    if (!refused) refused = CheckContentCoding(header);
     if (refused) {
       bad_requests_->Add();
-      co_await send_final(JsonError(refused->status, refused->code, refused->message));
+      HttpResponse res = JsonError(refused->status, refused->code, refused->message);
+      // Which codings would have been accepted (RFC 9110 section 15.5.16): none but identity.
+      if (refused->status == http::status::unsupported_media_type) {
+        res.set(http::field::accept_encoding, "identity");
+      }
+      co_await send_final(std::move(res));
       break;
     }
     if (auto length = parser.content_length(); length && *length > limits.max_body_bytes) {

@@ -1,5 +1,6 @@
 #include "server/router.h"
 
+#include <algorithm>
 #include <boost/url/parse.hpp>
 #include <boost/url/pct_string_view.hpp>
 #include <boost/url/url_view.hpp>
@@ -116,6 +117,34 @@ Result<QueryParams> ParseTargetQuery(std::string_view target) {
     out.emplace_back(std::move(key), std::move(value));
   }
   return out;
+}
+
+Status CheckQuery(const QueryParams& query, std::initializer_list<std::string_view> allowed) {
+  for (size_t i = 0; i < query.size(); ++i) {
+    const std::string& name = query[i].first;
+    if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
+      std::string list;
+      for (std::string_view a : allowed) {
+        if (!list.empty()) list += ", ";
+        list += a;
+      }
+      std::string m = "unknown query parameter '";
+      m += std::string_view(name).substr(0, 100);
+      m += "' (";
+      m += list.empty() ? std::string("this route takes none") : "allowed: " + list;
+      m += ")";
+      return InvalidArgumentError(m);
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (query[j].first == name) {
+        std::string m = "query parameter '";
+        m += name;
+        m += "' is given more than once";
+        return InvalidArgumentError(m);
+      }
+    }
+  }
+  return Status::Ok();
 }
 
 Result<DecodedTarget> DecodeTarget(std::string_view target, const RawParams& params) {

@@ -14,6 +14,7 @@
 // Thread-safety: pure functions.
 #pragma once
 
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -101,6 +102,12 @@ struct DecodedTarget {
 };
 // ParseTargetQuery plus each of `params` (from MatchPathTemplate) percent-decoded.
 Result<DecodedTarget> DecodeTarget(std::string_view target, const RawParams& params);
+
+// Query parameters are read as strictly as bodies, on every /v1 route: one not in `allowed`
+// (almost always a typo, or a body field sent in the wrong place) or one given twice is
+// InvalidArgument naming it. Each route calls it after its authorization, so a caller without
+// permission learns nothing from it. (The probes and /metrics do not: probers add their own.)
+Status CheckQuery(const QueryParams& query, std::initializer_list<std::string_view> allowed);
 
 // One percent-encoded path segment (or rest of a path), decoded; '+' stays '+'.
 // InvalidArgument for a malformed escape. Also used for the percent-encoded CloudEvents

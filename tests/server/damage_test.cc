@@ -204,6 +204,62 @@ TEST_F(DamageTest, SkippedDamageIsVisible) {
       << server_->Log();
 }
 
+// Issue #12, 3: a segment file that is gone (the first one included) is damage, not
+// retention: the log knows where its retention left it. A fresh group skips the missing
+// records visibly (description, metric, server log) and under on_damage: stop fails naming
+// them. (Before, a missing first segment made the partition start at the next segment's base,
+// like after retention, and nothing told.)
+TEST_F(DamageTest, MissingSegmentsAreDamageNotRetention) {
+  for (const bool first : {true, false}) {
+    SCOPED_TRACE(first ? "the first segment" : "a middle segment");
+    const std::string name = first ? "first" : "middle";
+    ASSERT_NO_FATAL_FAILURE(Start());
+    CreateTopic(name);
+    Publish(name, 0, 300);
+    ASSERT_NO_FATAL_FAILURE(Stop());
+    std::vector<std::string> segments = Segments(name);
+    ASSERT_GE(segments.size(), 4u);
+    const size_t victim = first ? 0 : segments.size() / 2;
+    const uint64_t from = std::stoull(fs::path(segments[victim]).filename().string().substr(0, 20));
+    const uint64_t to =
+        std::stoull(fs::path(segments[victim + 1]).filename().string().substr(0, 20));
+    ASSERT_TRUE(fs::remove(segments[victim]));
+
+    ASSERT_NO_FATAL_FAILURE(Start());
+    // The partition still starts at 0: the missing records are not taken for retention.
+    const std::string topic = Get("/v1/topics/" + name);
+    EXPECT_NE(topic.find("\"start_offset\":0,"), std::string::npos) << topic;
+    auto delivered = Drain(name, "fresh");
+    ASSERT_TRUE(delivered.ok()) << delivered.status().ToString();
+    EXPECT_EQ(*delivered, 300u - (to - from));
+    const std::string described = Get("/v1/topics/" + name);
+    EXPECT_NE(described.find("\"damaged_skipped\":" + std::to_string(to - from)), std::string::npos)
+        << described;
+    auto metrics = client_->Metrics();
+    ASSERT_TRUE(metrics.ok());
+    EXPECT_NE(metrics->find("converge_consumer_damaged_skipped{topic=\"" + name +
+                            "\",group=\"fresh\"} " + std::to_string(to - from)),
+              std::string::npos)
+        << *metrics;
+    EXPECT_NE(server_->Log().find("converge serve: damage: consumer group 'fresh'"),
+              std::string::npos)
+        << server_->Log();
+    ASSERT_NO_FATAL_FAILURE(Stop());
+
+    // Under on_damage: stop the group fails at the hole, naming it.
+    ASSERT_NO_FATAL_FAILURE(Start(std::string(kConfig) + "groups:\n  on_damage: stop\n"));
+    auto stopped = Drain(name, "careful");
+    ASSERT_FALSE(stopped.ok());
+    EXPECT_NE(stopped.status().ToString().find("DATA_LOSS"), std::string::npos)
+        << stopped.status().ToString();
+    EXPECT_NE(stopped.status().ToString().find("records [" + std::to_string(from) + ", " +
+                                               std::to_string(to) + ")"),
+              std::string::npos)
+        << stopped.status().ToString();
+    ASSERT_NO_FATAL_FAILURE(Stop());
+  }
+}
+
 // groups.on_damage: stop: the group delivers what precedes the damage and then fails with
 // DATA_LOSS naming the range.
 TEST_F(DamageTest, StopOnDamageNamesTheRange) {

@@ -254,6 +254,62 @@ TEST_F(HttpConformanceTest, RefusesAmbiguousFramingAndNeverRunsTheSmuggledReques
   EXPECT_EQ(EndOffset("t"), 2u);
 }
 
+// A body with a content coding the server does not decode (RFC 9110 section 8.4) used to be
+// read as if it were not encoded: gzip bytes became an event's data or a document. It is
+// refused with 415 (and Accept-Encoding: identity, section 15.5.16) before anything is read,
+// on every route with a body; "identity" is no coding.
+TEST_F(HttpConformanceTest, RefusesContentCodingsItDoesNotDecode) {
+  StartServer();
+  CreateTopic("t");
+  const std::string structured = R"({"specversion":"1.0","id":"coded","source":"/t","type":"x"})";
+  const std::string binary =
+      "ce-specversion: 1.0\r\nce-id: coded-bin\r\nce-source: /t\r\nce-type: x\r\n"
+      "Content-Type: application/octet-stream\r\n";
+  struct Case {
+    std::string head, body;
+  };
+  const std::vector<Case> cases = {
+      {"POST /v1/topics/t/events HTTP/1.1\r\nContent-Type: application/cloudevents+json\r\n"
+       "Content-Encoding: gzip\r\n",
+       structured},
+      {"POST /v1/topics/t/events HTTP/1.1\r\n" + binary + "Content-Encoding: br\r\n",
+       std::string("\x1f\x8b\x08\x00zipped", 10)},
+      {"POST /v1/topics/t/events HTTP/1.1\r\n" + binary + "Content-Encoding: identity, gzip\r\n",
+       "abc"},
+      {"POST /v1/topics/t/events HTTP/1.1\r\n" + binary +
+           "Content-Encoding: identity\r\nContent-Encoding: deflate\r\n",
+       "abc"},
+      {"PUT /v1/collections/c/docs/k HTTP/1.1\r\nContent-Type: application/json\r\n"
+       "Content-Encoding: gzip\r\n",
+       R"({"n":1})"},
+      {"POST /v1/topics HTTP/1.1\r\nContent-Type: application/json\r\nContent-Encoding: x-zip\r\n",
+       R"({"name":"coded"})"},
+  };
+  ASSERT_EQ(RawStatus(Exchange("PUT /v1/collections/c HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                               "application/json\r\nContent-Length: 2\r\n\r\n{}")),
+            201);
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.head);
+    const std::string reply =
+        Exchange(Cat({c.head, "Host: x\r\nContent-Length: ", std::to_string(c.body.size()),
+                      "\r\n\r\n", c.body}));
+    EXPECT_EQ(RawStatus(reply), 415) << reply;
+    EXPECT_NE(reply.find("\"code\":\"UNSUPPORTED_MEDIA_TYPE\""), std::string::npos) << reply;
+    EXPECT_NE(reply.find("Accept-Encoding: identity\r\n"), std::string::npos) << reply;
+  }
+  EXPECT_EQ(EndOffset("t"), 0u);
+  EXPECT_EQ(RawStatus(Exchange("GET /v1/collections/c/docs/k HTTP/1.1\r\nHost: x\r\n\r\n")), 404);
+  EXPECT_EQ(RawStatus(Exchange("GET /v1/topics/coded HTTP/1.1\r\nHost: x\r\n\r\n")), 404);
+  // "identity" (any case) is the body as it is.
+  const std::string reply =
+      Exchange(Cat({"POST /v1/topics/t/events HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                    "application/cloudevents+json\r\nContent-Encoding: Identity\r\n"
+                    "Content-Length: ",
+                    std::to_string(structured.size()), "\r\n\r\n", structured}));
+  EXPECT_EQ(RawStatus(reply), 200) << reply;
+  EXPECT_EQ(EndOffset("t"), 1u);
+}
+
 // ---------------------------------------------------------------------------------------
 // 2. File descriptors: idle connections beyond what the process can open used to make every
 // request wait (accept failing with EMFILE) until they closed.
@@ -284,6 +340,33 @@ TEST_F(HttpConformanceTest, ServesFreshRequestsWhenIdleConnectionsExhaustTheFile
   idle.clear();
   Client c = NewClient();
   ASSERT_OK(c.Health());
+}
+
+// A soft open-files limit below the hard one (1024 soft is a common default) is raised at
+// start, and the log says so: idle connections beyond the soft limit are then simply held.
+TEST_F(HttpConformanceTest, RaisesTheSoftFileLimitToTheHardOneAtStart) {
+  server_ = std::make_unique<ServeProcess>("limits: {max_connections: 1000}");
+  server_->set_open_files_limit(256, 2048);
+  ASSERT_OK(server_->Start());
+  EXPECT_NE(server_->Log().find("raised the open-files limit from 256 to 2048"), std::string::npos)
+      << server_->Log();
+  EXPECT_EQ(server_->Log().find("limits.max_connections lowered"), std::string::npos)
+      << server_->Log();
+  std::vector<std::unique_ptr<RawConnection>> idle;
+  for (int i = 0; i < 600; ++i) {
+    idle.push_back(std::make_unique<RawConnection>(server_->port()));
+    ASSERT_TRUE(idle.back()->ok());
+  }
+  RawConnection fresh(server_->port());
+  ASSERT_TRUE(fresh.ok());
+  ASSERT_TRUE(fresh.Send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+  EXPECT_EQ(fresh.ReadResponse(5000), 200) << server_->Log();
+  // None was closed to make room (the process can hold them all): the oldest ones, which
+  // would go first, and a sample of the rest are still served.
+  for (size_t i = 0; i < idle.size(); i += i < 20 ? 1 : 25) {
+    ASSERT_TRUE(idle[i]->Send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_EQ(idle[i]->ReadResponse(5000), 200) << "connection " << i;
+  }
 }
 
 // Storage files (here: topics with many partitions, opened after the start) can take more
@@ -332,6 +415,39 @@ TEST_F(HttpConformanceTest, AcceptsTheBearerSchemeInAnyCase) {
       "GET /v1/topics HTTP/1.1\r\nHost: x\r\nAuthorization: bearer "
       "OPS-TOKEN-0123456789ABC\r\n\r\n");
   EXPECT_EQ(RawStatus(reply), 401) << reply;
+}
+
+// Credentials given twice are not read as either one: which of two Authorization fields
+// counts is exactly what a proxy that adds its own and the server could disagree on. (The
+// first one used to win: a request carrying a reader's token and then an admin's ran as the
+// reader, and with the order swapped as the admin.)
+TEST_F(HttpConformanceTest, RefusesARepeatedAuthorizationHeader) {
+  StartServer(
+      "auth:\n  tokens:\n    - service: ops\n      token: ops-token-0123456789abc\n"
+      "      admin: true\n    - service: app\n      token: app-token-0123456789abc\n"
+      "      publish: ['*']\n      subscribe: ['*']\n");
+  const std::string ops = "Authorization: Bearer ops-token-0123456789abc\r\n";
+  const std::string app = "Authorization: bearer app-token-0123456789abc\r\n";
+  for (const std::string& twice : {ops + ops, ops + app, app + ops}) {
+    for (const char* request :
+         {"GET /v1/topics HTTP/1.1\r\nHost: x\r\n",
+          "POST /v1/topics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+          "Content-Length: 15\r\n"}) {
+      const bool post = std::string_view(request).starts_with("POST");
+      const std::string reply =
+          Exchange(Cat({request, twice, "\r\n", post ? R"({"name":"made"})" : ""}));
+      EXPECT_EQ(RawStatus(reply), 401) << twice << reply;
+      EXPECT_NE(reply.find("UNAUTHENTICATED"), std::string::npos) << reply;
+      EXPECT_NE(reply.find("more than once"), std::string::npos) << reply;
+    }
+  }
+  // Nothing was created, and one field of either token still works.
+  EXPECT_EQ(RawStatus(Exchange(Cat({"GET /v1/topics/made HTTP/1.1\r\nHost: x\r\n", app, "\r\n"}))),
+            404);
+  EXPECT_EQ(RawStatus(Exchange(Cat({"GET /v1/topics HTTP/1.1\r\nHost: x\r\n", app, "\r\n"}))), 200);
+  // The probes take no credentials and ignore them.
+  EXPECT_EQ(RawStatus(Exchange(Cat({"GET /healthz HTTP/1.1\r\nHost: x\r\n", ops, app, "\r\n"}))),
+            200);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -611,6 +611,124 @@ TEST_F(SagaServeTest, UnknownBodyMembersAreRejected) {
   EXPECT_EQ(r.status, 400) << r.body;
 }
 
+// A member (or YAML key) given twice is not read as either one, on every saga route, the
+// definition included at any depth: they used to be accepted with one of the values winning
+// (a definition {"name":"a","name":"b"} registered "b"; "pivot: true" then "pivot: false"
+// registered one of them). Nothing changes.
+TEST_F(SagaServeTest, RepeatedBodyMembersAreRejected) {
+  StartServer();
+  ASSERT_EQ(
+      Request(port(), http::verb::post, "/v1/saga-definitions", kOrderSaga, "", "application/yaml")
+          .status,
+      201);
+  const std::string id = StartSaga(R"({"definition":"order","id":"dup-1"})");
+  ASSERT_EQ(id, "dup-1");
+  const std::string definitions = Request(port(), http::verb::get, "/v1/saga-definitions").body;
+  const std::string sagas = Request(port(), http::verb::get, "/v1/sagas").body;
+  struct Probe {
+    http::verb verb;
+    std::string target, body, content_type;
+  };
+  const std::string step = R"("name":"a","participant":"p","action":"p.go","pivot":true)";
+  const std::vector<Probe> probes = {
+      {http::verb::post, "/v1/saga-definitions",
+       R"({"name":"x","name":"y","version":1,"steps":[{)" + step + "}]}", "application/json"},
+      {http::verb::post, "/v1/saga-definitions",
+       R"({"name":"x","version":1,"steps":[{)" + step + R"(,"pivot":false}]})", "application/json"},
+      {http::verb::post, "/v1/saga-definitions",
+       R"({"name":"x","version":1,"steps":[{)" + step +
+           R"(,"retry":{"max_attempts":1,"max_attempts":9}}]})",
+       "application/json"},
+      {http::verb::post, "/v1/saga-definitions",
+       "name: x\nversion: 1\nsteps:\n  - name: a\n    participant: p\n    action: p.go\n"
+       "    pivot: true\n    pivot: false\n",
+       "application/yaml"},
+      {http::verb::post, "/v1/saga-definitions",
+       "name: x\nname: y\nversion: 1\nsteps:\n  - {name: a, participant: p, action: p.go, "
+       "pivot: true}\n",
+       "application/yaml"},
+      {http::verb::post, "/v1/sagas", R"({"definition":"order","definition":"other"})",
+       "application/json"},
+      {http::verb::post, "/v1/sagas", R"({"definition":"order","id":"dup-2","id":"dup-3"})",
+       "application/json"},
+      {http::verb::post, "/v1/sagas",
+       R"({"definition":"order","id":"dup-4","data":{"amount":1,"amount":1000}})",
+       "application/json"},
+      {http::verb::post, "/v1/sagas/dup-1/cancel", R"({"reason":"a","reason":"b"})",
+       "application/json"},
+      {http::verb::put, "/v1/sagas/dup-1/timers/step-timeout", R"({"due_micros":1,"due_micros":2})",
+       "application/json"},
+  };
+  for (const Probe& p : probes) {
+    HttpReply r = Request(port(), p.verb, p.target, p.body, "", p.content_type);
+    EXPECT_EQ(r.status, 400) << p.target << " " << p.body << ": " << r.body;
+    EXPECT_TRUE(r.body.find("more than once") != std::string::npos ||
+                r.body.find("duplicate key") != std::string::npos)
+        << p.body << ": " << r.body;
+  }
+  EXPECT_EQ(Request(port(), http::verb::get, "/v1/saga-definitions").body, definitions);
+  EXPECT_EQ(Request(port(), http::verb::get, "/v1/sagas").body, sagas);
+  EXPECT_EQ(Str(Describe(id), "state"), "running");
+}
+
+// A definition of about 700 bytes whose anchors refer to anchors expands to 10^10 nodes: it is
+// refused at once (400), not walked, and the server keeps answering.
+TEST_F(SagaServeTest, AnAliasBombDefinitionIsRefusedAtOnce) {
+  StartServer();
+  const std::string before = Request(port(), http::verb::get, "/v1/saga-definitions").body;
+  std::string bomb = "name: bomb\nversion: 1\nx0: &x0 [a, a, a, a, a, a, a, a, a, a]\n";
+  for (int i = 1; i <= 10; ++i) {
+    const std::string n = std::to_string(i);
+    const std::string prev = std::to_string(i - 1);
+    bomb.append("x").append(n).append(": &x").append(n).append(" [");
+    for (int j = 0; j < 10; ++j) bomb.append(j ? ", *x" : "*x").append(prev);
+    bomb.append("]\n");
+  }
+  bomb += "steps:\n  - {name: a, participant: p, action: p.go, pivot: true, input: *x10}\n";
+  const auto start = std::chrono::steady_clock::now();
+  HttpReply r =
+      Request(port(), http::verb::post, "/v1/saga-definitions", bomb, "", "application/yaml");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("expands to more than"), std::string::npos) << r.body;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  EXPECT_EQ(Request(port(), http::verb::get, "/v1/saga-definitions").body, before);
+}
+
+// Issue #12: a participant that is down. Its compensation is retried without a bound, and
+// each attempt used to wait only timeout_ms: with a 100 ms timeout and no backoff between
+// attempts, about 60 commands in 6 s. The wait now doubles per attempt (100, 200, 400, ...
+// ms, docs/formats/saga.md "When a participant does not answer"): about 7 in 6 s.
+TEST_F(SagaServeTest, AParticipantThatIsDownGetsCommandsAtAFallingRate) {
+  StartServer();
+  const std::string definition =
+      "name: down\nversion: 1\nsteps:\n"
+      "  - name: a\n    participant: xdown\n    action: xdown.do\n    compensation: xdown.undo\n"
+      "    timeout_ms: 100\n"
+      "    retry: {max_attempts: 1, base_delay_ms: 1, multiplier: 1, max_delay_ms: 1}\n"
+      "  - name: b\n    participant: ydown\n    action: ydown.do\n    pivot: true\n"
+      "    timeout_ms: 60000\n";
+  ASSERT_EQ(
+      Request(port(), http::verb::post, "/v1/saga-definitions", definition, "", "application/yaml")
+          .status,
+      201);
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_EQ(StartSaga(R"({"definition":"down","id":"down-1"})"), "down-1");
+  // Nobody reads xdown. Count its commands after 6 s (a slow machine only sends fewer).
+  std::this_thread::sleep_until(start + std::chrono::seconds(6));
+  HttpReply topic = Request(port(), http::verb::get, "/v1/topics/xdown");
+  ASSERT_EQ(topic.status, 200) << topic.body;
+  const json::object t = ParseObject(topic.body);
+  const uint64_t commands =
+      t.at("partition_offsets").as_array()[0].as_object().at("end_offset").to_number<uint64_t>();
+  EXPECT_LE(commands, 12u) << topic.body;  // 1 action + attempts at 0.1, 0.3, 0.7, 1.5, 3.1 s...
+  EXPECT_GE(commands, 3u) << topic.body;   // but it is resent
+  const json::object info = Describe("down-1");
+  EXPECT_EQ(Str(info, "state"), "compensating") << json::serialize(info);
+  // The history tells the wait each attempt had (it said "within 100 ms" for every one).
+  EXPECT_GE(CountHistory(info, "retry", "within 100 ms"), 1u) << json::serialize(info);
+  EXPECT_GE(CountHistory(info, "retry", "within 800 ms"), 1u) << json::serialize(info);
+}
+
 TEST_F(SagaServeTest, AWrongMethodGets405WithAllow) {
   StartServer();
   HttpReply r = Request(port(), http::verb::put, "/v1/sagas", "{}");

@@ -81,7 +81,8 @@ Status ServeProcess::Start() {
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (open_files_limit_ > 0) {
-      rlimit rl{static_cast<rlim_t>(open_files_limit_), static_cast<rlim_t>(open_files_limit_)};
+      rlimit rl{static_cast<rlim_t>(open_files_limit_),
+                static_cast<rlim_t>(open_files_hard_limit_)};
       if (setrlimit(RLIMIT_NOFILE, &rl) != 0) _exit(126);
     }
     dup2(out[1], STDOUT_FILENO);

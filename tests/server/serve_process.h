@@ -26,8 +26,12 @@ class ServeProcess {
   ServeProcess(const ServeProcess&) = delete;
   ServeProcess& operator=(const ServeProcess&) = delete;
 
-  // Before Start: the child runs with this soft and hard RLIMIT_NOFILE (0: inherited).
-  void set_open_files_limit(uint64_t n) { open_files_limit_ = n; }
+  // Before Start: the child runs with this soft and hard RLIMIT_NOFILE (0: inherited; `hard`
+  // 0: the same as `soft`).
+  void set_open_files_limit(uint64_t soft, uint64_t hard = 0) {
+    open_files_limit_ = soft;
+    open_files_hard_limit_ = hard == 0 ? soft : hard;
+  }
   // Starts the binary and waits (up to 20 s) for its "listening on" line.
   Status Start();
   // Sends `signo` and waits up to timeout_ms for the exit. Returns the exit code (or
@@ -54,6 +58,7 @@ class ServeProcess {
   int stdout_fd_ = -1;
   uint16_t port_ = 0;
   uint64_t open_files_limit_ = 0;
+  uint64_t open_files_hard_limit_ = 0;
 };
 
 // Sends raw bytes over a new loopback TCP connection, half-closes, and returns everything the
