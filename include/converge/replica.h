@@ -180,6 +180,8 @@ struct SqlTargetOptions {
 // tables if missing. FailedPrecondition if the replica exists with another table or topic.
 // `db` must outlive the target and is used by the driving thread only.
 Result<std::unique_ptr<Target>> NewSqlTarget(sql::Database& db, const SqlTargetOptions& options);
+// The checks NewSqlTarget makes on `options` before touching the database (InvalidArgument).
+Status ValidateSqlTargetOptions(const SqlTargetOptions& options);
 
 // The copy as a service reads it.
 struct Row {
@@ -262,6 +264,9 @@ struct ReplicaStats {
   std::vector<Position> positions;
   Status stopped;  // why the applier stopped (on_malformed = stop); OK while running
 };
+
+// The checks Applier::Open makes on `options` (InvalidArgument).
+Status ValidateApplierOptions(const ApplierOptions& options);
 
 class Applier {
  public:

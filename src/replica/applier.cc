@@ -217,12 +217,17 @@ Applier::~Applier() {
   }
 }
 
-Result<std::unique_ptr<Applier>> Applier::Open(Env& env, Source& source, Target& target,
-                                               ApplierOptions options) {
+Status ValidateApplierOptions(const ApplierOptions& options) {
   if (options.max_batch == 0) return InvalidArgumentError("replica: max_batch must be >= 1");
   if (options.tombstone_retention_ms < 0 || options.purge_interval_ms < 0) {
     return InvalidArgumentError("replica: tombstone_retention_ms and purge_interval_ms must be >= 0");
   }
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<Applier>> Applier::Open(Env& env, Source& source, Target& target,
+                                               ApplierOptions options) {
+  CONVERGE_RETURN_IF_ERROR(ValidateApplierOptions(options));
   auto impl = std::make_unique<Impl>(env, source, target, std::move(options));
   CONVERGE_ASSIGN_OR_RETURN(impl->partitions, source.Partitions());
   if (impl->partitions == 0) return FailedPreconditionError("replica: the source has no partitions");

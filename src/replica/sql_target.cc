@@ -346,7 +346,7 @@ class SqlTarget : public Target {
 
 }  // namespace
 
-Result<std::unique_ptr<Target>> NewSqlTarget(sql::Database& db, const SqlTargetOptions& options) {
+Status ValidateSqlTargetOptions(const SqlTargetOptions& options) {
   if (!ValidTableName(options.table)) {
     return InvalidArgumentError("replica table '" + options.table +
                                 "' is not a plain SQL name ([A-Za-z_][A-Za-z0-9_]{0,62})");
@@ -356,8 +356,11 @@ Result<std::unique_ptr<Target>> NewSqlTarget(sql::Database& db, const SqlTargetO
                                 "': names starting with converge_replica are converge's own");
   }
   if (options.replica.empty()) return InvalidArgumentError("replica: empty name");
-  CONVERGE_RETURN_IF_ERROR(
-      ValidateTopicName(options.source_topic, options.source_topic.starts_with('_')));
+  return ValidateTopicName(options.source_topic, options.source_topic.starts_with('_'));
+}
+
+Result<std::unique_ptr<Target>> NewSqlTarget(sql::Database& db, const SqlTargetOptions& options) {
+  CONVERGE_RETURN_IF_ERROR(ValidateSqlTargetOptions(options));
   auto target = std::make_unique<SqlTarget>(db, options);
   CONVERGE_RETURN_IF_ERROR(target->Init());
   return std::unique_ptr<Target>(std::move(target));

@@ -42,6 +42,8 @@
 
 namespace converge::server {
 
+class Replicas;
+
 struct ApiDeps {
   const ServerConfig* config = nullptr;
   Env* env = nullptr;
@@ -57,6 +59,8 @@ struct ApiDeps {
   SagaOrchestrator* sagas = nullptr;
   // The topics converge writes itself (refused to HTTP publishes).
   SystemTopics* system_topics = nullptr;
+  // The replicas of the config (/v1/replicas); null when there are none.
+  Replicas* replicas = nullptr;
 };
 
 // One route: method and path template ("/v1/topics/{topic}").
@@ -148,6 +152,12 @@ class Api {
   asio::awaitable<HttpReply> Leave(Call& call);
   asio::awaitable<HttpReply> ListDeadLetters(Call& call);
   asio::awaitable<HttpReply> ReplayDeadLetters(Call& call);
+  // The replicas (api_replicas.cc).
+  asio::awaitable<HttpReply> ListReplicas(Call& call);
+  asio::awaitable<HttpReply> DescribeReplica(Call& call);
+  asio::awaitable<HttpReply> ReadReplicaRow(Call& call);
+  bool MayUseReplica(const Principal& principal, const ReplicaConfig& replica) const;
+  const ReplicaConfig* ReplicaFor(Call& call, HttpReply* refused) const;
 
   // Blocking helpers (run on the pool).
   HttpResponse DoPublish(const HttpRequest& request, const std::string& topic);

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 
+#include "converge/replica.h"
 #include "core/event_internal.h"
 #include "server/api_internal.h"
 #include "server/blocking_pool.h"
@@ -280,6 +281,14 @@ void AddVersionHeaders(uint64_t version, std::string etag, HttpResponse* r) {
   r->set("Converge-Version", std::to_string(version));
 }
 
+// The token naming commit `commit_seq` in the feed (one partition, docs/formats/store.md).
+void AddConsistencyToken(const std::string& feed_topic, uint64_t commit_seq, HttpResponse* r) {
+  if (feed_topic.empty()) return;
+  r->set("Converge-Consistency-Token",
+         replica::EncodeToken(replica::ConsistencyToken{
+             feed_topic, 0, replica::ConsistencyToken::Kind::kCommitSeq, commit_seq}));
+}
+
 bool IsDocumentRoute(RouteId route) {
   return route == RouteId::kGetDocument || route == RouteId::kPutDocument ||
          route == RouteId::kDeleteDocument;
@@ -540,13 +549,15 @@ void StoreRoutes::PutDocument(const StoreRequest& r, Done& done) {
   }
   std::vector<WriteOp> ops;
   ops.push_back(WriteOp::Put(r.collection, r.key, std::string(r.body), std::move(*pre), ttl_ms));
-  store_.CommitAsync(r.caller, std::move(ops), [done = std::move(done)](Result<CommitResult> c) {
+  store_.CommitAsync(r.caller, std::move(ops), [done = std::move(done), feed = options_.feed_topic](
+                                                    Result<CommitResult> c) {
     if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));
     const WriteResult& w = c->results[0];
     std::string body;
     AppendWriteResult(w, &body);
     HttpResponse resp = JsonResponse(w.created ? 201 : 200, std::move(body));
     AddVersionHeaders(w.version, w.etag, &resp);
+    AddConsistencyToken(feed, c->commit_seq, &resp);
     done(std::move(resp));
   });
 }
@@ -556,10 +567,12 @@ void StoreRoutes::DeleteDocument(const StoreRequest& r, Done& done) {
   if (!pre.ok()) return done(Fail(pre.status()));
   std::vector<WriteOp> ops;
   ops.push_back(WriteOp::Delete(r.collection, r.key, std::move(*pre)));
-  store_.CommitAsync(r.caller, std::move(ops), [done = std::move(done)](Result<CommitResult> c) {
+  store_.CommitAsync(r.caller, std::move(ops), [done = std::move(done), feed = options_.feed_topic](
+                                                    Result<CommitResult> c) {
     if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));
     HttpResponse resp{http::status::no_content, 11};
     resp.set("Converge-Version", std::to_string(c->results[0].version));
+    AddConsistencyToken(feed, c->commit_seq, &resp);
     done(std::move(resp));
   });
 }
@@ -643,7 +656,8 @@ void StoreRoutes::Transaction(const StoreRequest& r, Done& done) {
     ops.push_back(std::move(w));
     ++i;
   }
-  store_.CommitAsync(r.caller, std::move(ops), [done = std::move(done)](Result<CommitResult> c) {
+  store_.CommitAsync(r.caller, std::move(ops), [done = std::move(done), feed = options_.feed_topic](
+                                                    Result<CommitResult> c) {
     if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));
     std::string body = "{\"commit_seq\":" + std::to_string(c->commit_seq) + ",\"results\":[";
     for (size_t j = 0; j < c->results.size(); ++j) {
@@ -651,7 +665,9 @@ void StoreRoutes::Transaction(const StoreRequest& r, Done& done) {
       AppendWriteResult(c->results[j], &body);
     }
     body += "]}";
-    done(JsonResponse(200, std::move(body)));
+    HttpResponse resp = JsonResponse(200, std::move(body));
+    AddConsistencyToken(feed, c->commit_seq, &resp);
+    done(std::move(resp));
   });
 }
 

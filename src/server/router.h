@@ -62,6 +62,10 @@ enum class RouteId {
   kListSagaTimers,
   kRescheduleSagaTimer,
   kCancelSagaTimer,
+  // Replicas.
+  kListReplicas,
+  kDescribeReplica,
+  kReadReplicaRow,
 };
 
 // Who may call a route.
