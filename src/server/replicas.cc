@@ -45,7 +45,7 @@ struct Replicas::Runner {
   bool stop = false;
   bool woken = false;
   std::shared_ptr<replica::Applier> applier;  // under mu
-  Status not_running = UnavailableError("starting");
+  Status not_running = UnavailableError("replica '" + config.name + "' is starting");
   bool stop_reported = false;
 
   // The read connection of the row route, separate from the applier's.
@@ -190,6 +190,10 @@ std::unique_ptr<Replicas> Replicas::Start(Env& env, Log& log, const ServerConfig
 Replicas::~Replicas() { Stop(); }
 
 void Replicas::Stop() {
+  {
+    std::lock_guard lock(life_->mu);
+    life_->stopped = true;
+  }
   for (auto& r : runners_) {
     {
       std::lock_guard lock(r->mu);
@@ -252,8 +256,22 @@ void Replicas::WaitForAsync(const std::string& name, const std::string& token,
     a = r->applier;
     why = r->not_running;
   }
-  if (a == nullptr) return done(why);
-  a->WaitForAsync(token, deadline_ms, std::move(done));
+  if (a != nullptr) return a->WaitForAsync(token, deadline_ms, std::move(done));
+  // Not open yet (starting, or its database is not reachable): look again shortly, until the
+  // deadline. A timer, not a thread, waits.
+  if (deadline_ms <= 0) {
+    return done(DeadlineExceededError(std::string(why.message()) +
+                                      "; the consistency token could not be waited for"));
+  }
+  const int64_t step = std::min<int64_t>(deadline_ms, 20);
+  std::shared_ptr<Life> life = life_;
+  r->env.executor().Schedule(step * 1'000'000, [this, life, name, token, deadline_ms, step,
+                                                done = std::move(done)]() mutable {
+    // Under the lock Stop() takes: once it has returned, no timer touches `this`.
+    std::lock_guard lock(life->mu);
+    if (life->stopped) return done(CancelledError("replica '" + name + "' was closed"));
+    WaitForAsync(name, token, deadline_ms - step, std::move(done));
+  });
 }
 
 Status Replicas::CheckStaleness(const std::string& name, int64_t max_staleness_ms) const {

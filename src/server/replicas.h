@@ -17,6 +17,7 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -67,7 +68,12 @@ class Replicas {
 
  private:
   struct Runner;
+  struct Life {
+    std::mutex mu;
+    bool stopped = false;
+  };
   Replicas() = default;
+  std::shared_ptr<Life> life_ = std::make_shared<Life>();
   std::vector<ReplicaConfig> configs_;
   std::vector<std::unique_ptr<Runner>> runners_;  // same order as configs_
 };
