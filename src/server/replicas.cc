@@ -300,7 +300,9 @@ Result<std::optional<replica::Row>> Replicas::ReadRow(const std::string& name,
     }
   }
   const std::string sql =
-      "SELECT version, deleted, document, commit_time_us, applied_us, source_partition FROM " +
+      // `deleted` is BOOLEAN in PostgreSQL and 0/1 in SQLite: read as an integer in both.
+      "SELECT version, CASE WHEN deleted THEN 1 ELSE 0 END, document, commit_time_us, "
+      "applied_us, source_partition FROM " +
       r->config.table + " WHERE key = $1";
   const sql::Value params[] = {sql::Value::Text(key)};
   std::optional<replica::Row> out;
@@ -325,7 +327,11 @@ Result<std::optional<replica::Row>> Replicas::ReadRow(const std::string& name,
     }
     // A lost connection is reopened by the next read.
     if (!r->read_db->healthy()) r->read_db.reset();
-    return rows.status().WithContext("replica '" + name + "': reading the target table");
+    const std::string what =
+        "replica '" + name + "': reading the target table: " + std::string(rows.status().message());
+    // Not the request's fault: a table that is not as converge laid it out is the server's.
+    if (rows.status().code() == StatusCode::kInvalidArgument) return InternalError(what);
+    return Status(rows.status().code(), what);
   }
   return out;
 }

@@ -20,6 +20,7 @@
 
 #include "converge/sql.h"
 #include "serve_process.h"
+#include "support/postgres_server.h"
 #include "test_util.h"
 
 // GCC 12 at -O3 reports string concatenations in this file as overlapping memcpy (a known
@@ -41,7 +42,10 @@ const std::string kReader = "reader-token-0123456789";
 const std::string kStranger = "stranger-token-0123456789";
 const std::string kAdmin = "admin-token-0123456789ab";
 
-std::string Config(const std::string& db_path) {
+// `target`: the YAML flow mapping of the customers replica's database ("sqlite: <path>" or
+// "postgres: '<conninfo>'").
+std::string Config(const std::string& db_path, std::string target = "") {
+  if (target.empty()) target = "sqlite: " + db_path;
   return "auth:\n"
          "  tokens:\n"
          "    - {service: orders, token: " + kOwner + "}\n"
@@ -51,7 +55,7 @@ std::string Config(const std::string& db_path) {
          "replicas:\n"
          "  - name: customers\n"
          "    source: {store_collection: customers}\n"
-         "    target: {sqlite: " + db_path + ", table: customers_copy}\n"
+         "    target: {" + target + ", table: customers_copy}\n"
          "    max_batch: 500\n"
          "  - name: orders\n"
          "    source: {topic: order-changes}\n"
@@ -83,12 +87,25 @@ class ReplicaServeTest : public ::testing::Test {
               ::testing::UnitTest::GetInstance()->current_test_info()->name();
     std::system(("rm -rf " + db_dir_ + " && mkdir -p " + db_dir_).c_str());
     db_path_ = db_dir_ + "/copy.db";
-    server_ = std::make_unique<ServeProcess>(Config(db_path_));
+    std::string target;
+    if (WithPostgres()) {
+      Result<std::unique_ptr<testing::PostgresServer>> pg = testing::PostgresServer::Start();
+      // Integration suites fail, never skip, when their server is missing.
+      ASSERT_TRUE(pg.ok()) << pg.status().ToString();
+      pg_ = std::move(pg).value();
+      target = "postgres: '" + pg_->ConnInfo() + "'";
+    }
+    server_ = std::make_unique<ServeProcess>(Config(db_path_, target));
     ASSERT_OK(server_->Start());
+  }
+  virtual bool WithPostgres() const { return false; }
+  std::string TargetYaml() const {
+    return pg_ ? "postgres: '" + pg_->ConnInfo() + "'" : "sqlite: " + db_path_;
   }
   void TearDown() override {
     server_.reset();
     old_.clear();
+    pg_.reset();
     std::system(("rm -rf " + db_dir_).c_str());
   }
 
@@ -130,7 +147,8 @@ class ReplicaServeTest : public ::testing::Test {
   // key -> (version, document) of the live rows of the replica's table, read with plain SQL.
   std::map<std::string, std::pair<uint64_t, std::string>> TableRows(const std::string& table) {
     std::map<std::string, std::pair<uint64_t, std::string>> out;
-    auto db = sql::Database::OpenSqlite(sql::SqliteOptions{.path = db_path_});
+    auto db = pg_ ? sql::Database::ConnectPostgres(sql::PostgresOptions{.conninfo = pg_->ConnInfo()})
+                  : sql::Database::OpenSqlite(sql::SqliteOptions{.path = db_path_});
     EXPECT_TRUE(db.ok()) << db.status().ToString();
     if (!db.ok()) return out;
     Result<int64_t> n = (*db)->Query(
@@ -167,13 +185,17 @@ class ReplicaServeTest : public ::testing::Test {
     return out;
   }
 
+  void ReadYourWrites();
+  void KillUnderLoadAndCompare();
+
   std::string db_dir_;
   std::string db_path_;
+  std::unique_ptr<testing::PostgresServer> pg_;     // the PostgreSQL target, when used
   std::vector<std::unique_ptr<ServeProcess>> old_;  // killed servers owning the data dir
   std::unique_ptr<ServeProcess> server_;
 };
 
-TEST_F(ReplicaServeTest, StoreWriteTokenGivesReadYourWrites) {
+void ReplicaServeTest::ReadYourWrites() {
   CreateCollection();
   uint64_t last_seq = 0;
   for (int i = 1; i <= 20; ++i) {
@@ -233,6 +255,8 @@ TEST_F(ReplicaServeTest, StoreWriteTokenGivesReadYourWrites) {
   (void)last_seq;
 }
 
+TEST_F(ReplicaServeTest, StoreWriteTokenGivesReadYourWrites) { ReadYourWrites(); }
+
 TEST_F(ReplicaServeTest, StalenessAndMetricsByValue) {
   CreateCollection();
   uint64_t seq = 0;
@@ -261,6 +285,10 @@ TEST_F(ReplicaServeTest, StalenessAndMetricsByValue) {
   EXPECT_EQ(MetricValue(m.body, "converge_replica_running{replica=\"customers\"}"), 1);
   // The table holds exactly the collection.
   EXPECT_EQ(TableRows("customers_copy"), CollectionDocs());
+  // SIGTERM stops the appliers cleanly: exit code 0.
+  Result<int> code = server_->Signal(SIGTERM);
+  ASSERT_TRUE(code.ok()) << code.status().ToString();
+  EXPECT_EQ(*code, 0) << server_->Log();
 }
 
 TEST_F(ReplicaServeTest, CallerWhoMayNotReadTheSourceGets403AndNothing) {
@@ -336,7 +364,7 @@ TEST_F(ReplicaServeTest, MalformedChangeStopsTopicReplicaVisibly) {
   EXPECT_NE(server_->Log().find("replica 'orders': STOPPED"), std::string::npos);
 }
 
-TEST_F(ReplicaServeTest, SigkillUnderWriteLoadThenTableEqualsCollection) {
+void ReplicaServeTest::KillUnderLoadAndCompare() {
   CreateCollection();
   for (int round = 0; round < 2; ++round) {
     std::atomic<bool> stop{false};
@@ -365,7 +393,7 @@ TEST_F(ReplicaServeTest, SigkillUnderWriteLoadThenTableEqualsCollection) {
     stop = true;
     for (auto& t : writers) t.join();
     auto restarted =
-        std::make_unique<ServeProcess>(Config(db_path_), server_->data_dir());
+        std::make_unique<ServeProcess>(Config(db_path_, TargetYaml()), server_->data_dir());
     // The old fixture owns the data dir: keep it alive until the end.
     old_.push_back(std::move(server_));
     server_ = std::move(restarted);
@@ -378,6 +406,22 @@ TEST_F(ReplicaServeTest, SigkillUnderWriteLoadThenTableEqualsCollection) {
   const auto docs = CollectionDocs();
   EXPECT_GT(docs.size(), 5u);
   EXPECT_EQ(TableRows("customers_copy"), docs);
+}
+
+TEST_F(ReplicaServeTest, SigkillUnderWriteLoadThenTableEqualsCollection) {
+  KillUnderLoadAndCompare();
+}
+
+// The same with the customers replica in PostgreSQL (started by the test).
+class ReplicaServePostgresTest : public ReplicaServeTest {
+ protected:
+  bool WithPostgres() const override { return true; }
+};
+
+TEST_F(ReplicaServePostgresTest, StoreWriteTokenGivesReadYourWrites) { ReadYourWrites(); }
+
+TEST_F(ReplicaServePostgresTest, SigkillUnderWriteLoadThenTableEqualsCollection) {
+  KillUnderLoadAndCompare();
 }
 
 }  // namespace
