@@ -156,7 +156,9 @@ class Api {
   asio::awaitable<HttpReply> ListReplicas(Call& call);
   asio::awaitable<HttpReply> DescribeReplica(Call& call);
   asio::awaitable<HttpReply> ReadReplicaRow(Call& call);
+  // Blocking (the store's catalog): call on the pool.
   bool MayUseReplica(const Principal& principal, const ReplicaConfig& replica) const;
+  std::string ListReplicasJson(const Principal& principal) const;
   const ReplicaConfig* ReplicaFor(Call& call, HttpReply* refused) const;
 
   // Blocking helpers (run on the pool).

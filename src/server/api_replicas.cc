@@ -19,6 +19,7 @@ constexpr int64_t kDefaultTokenWaitMs = 5'000;
 // source topic (for a store collection: the store's feed topic, which carries the
 // collection's documents), or, for a store collection, it owns or may write the collection.
 // Admin tokens and the anonymous principal (auth disabled) may use every replica.
+// May wait for the store's catalog to be durable: run on the pool.
 bool Api::MayUseReplica(const Principal& p, const ReplicaConfig& r) const {
   if (p.admin || p.anonymous) return true;
   if (p.CanSubscribe(r.source_topic)) return true;
@@ -74,11 +75,17 @@ void AppendReplicaConfigJson(const ReplicaConfig& r, std::string* out) {
 
 asio::awaitable<HttpReply> Api::ListReplicas(Call& call) {
   if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
+  auto job = [this, &call] { return ListReplicasJson(*call.principal); };
+  std::string body = co_await d_.pool->Run(std::move(job));
+  co_return Reply(JsonReply(http::status::ok, std::move(body)));
+}
+
+std::string Api::ListReplicasJson(const Principal& principal) const {
   std::string body = "{\"replicas\":[";
   bool first = true;
   if (d_.replicas != nullptr) {
     for (const ReplicaConfig& r : d_.replicas->configs()) {
-      if (!MayUseReplica(*call.principal, r)) continue;
+      if (!MayUseReplica(principal, r)) continue;
       if (!first) body += ',';
       first = false;
       AppendReplicaConfigJson(r, &body);
@@ -92,12 +99,13 @@ asio::awaitable<HttpReply> Api::ListReplicas(Call& call) {
     }
   }
   body += "]}";
-  co_return Reply(JsonReply(http::status::ok, std::move(body)));
+  return body;
 }
 
 asio::awaitable<HttpReply> Api::DescribeReplica(Call& call) {
   HttpReply refused;
-  const ReplicaConfig* r = ReplicaFor(call, &refused);
+  auto authorize = [this, &call, &refused] { return ReplicaFor(call, &refused); };
+  const ReplicaConfig* r = co_await d_.pool->Run(std::move(authorize));
   if (r == nullptr) co_return refused;
   if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
   const Replicas::Description d = d_.replicas->Describe(r->name);
@@ -151,7 +159,8 @@ asio::awaitable<HttpReply> Api::DescribeReplica(Call& call) {
 
 asio::awaitable<HttpReply> Api::ReadReplicaRow(Call& call) {
   HttpReply refused;
-  const ReplicaConfig* r = ReplicaFor(call, &refused);
+  auto authorize = [this, &call, &refused] { return ReplicaFor(call, &refused); };
+  const ReplicaConfig* r = co_await d_.pool->Run(std::move(authorize));
   if (r == nullptr) co_return refused;
   if (Status s = CheckQuery(call.query, {"token", "max_staleness_ms", "timeout_ms"}); !s.ok()) {
     co_return Error(s);
