@@ -223,10 +223,10 @@ const std::vector<Api::Route>& Api::RouteTable() {
        A::kToken, M::kSagas},
       // Replicas: each handler authorizes against the replica's source before reading input.
       {V::get, "/v1/replicas", RouteId::kListReplicas, &Api::ListReplicas, A::kToken, M::kCore},
-      {V::get, "/v1/replicas/{name}", RouteId::kDescribeReplica, &Api::DescribeReplica,
+      {V::get, "/v1/replicas/{name}", RouteId::kDescribeReplica, &Api::DescribeReplica, A::kToken,
+       M::kCore},
+      {V::get, "/v1/replicas/{name}/rows/{key...}", RouteId::kReadReplicaRow, &Api::ReadReplicaRow,
        A::kToken, M::kCore},
-      {V::get, "/v1/replicas/{name}/rows/{key...}", RouteId::kReadReplicaRow,
-       &Api::ReadReplicaRow, A::kToken, M::kCore},
   };
   return routes;
 }

@@ -44,8 +44,8 @@ const ReplicaConfig* Api::ReplicaFor(Call& call, HttpReply* refused) const {
   const ReplicaConfig* r = d_.replicas != nullptr ? d_.replicas->Find(name) : nullptr;
   if (r != nullptr && MayUseReplica(p, *r)) return r;
   if (r == nullptr && (p.admin || p.anonymous)) {
-    *refused = Error(http::status::not_found, "NOT_FOUND",
-                     "no replica '" + name.substr(0, 64) + "'");
+    *refused =
+        Error(http::status::not_found, "NOT_FOUND", "no replica '" + name.substr(0, 64) + "'");
   } else {
     *refused = Error(PermissionDeniedError("service '" + p.service + "' may not read replica '" +
                                            name.substr(0, 64) + "'"));

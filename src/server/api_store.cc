@@ -549,17 +549,17 @@ void StoreRoutes::PutDocument(const StoreRequest& r, Done& done) {
   }
   std::vector<WriteOp> ops;
   ops.push_back(WriteOp::Put(r.collection, r.key, std::string(r.body), std::move(*pre), ttl_ms));
-  store_.CommitAsync(r.caller, std::move(ops), [done = std::move(done), feed = options_.feed_topic](
-                                                    Result<CommitResult> c) {
-    if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));
-    const WriteResult& w = c->results[0];
-    std::string body;
-    AppendWriteResult(w, &body);
-    HttpResponse resp = JsonResponse(w.created ? 201 : 200, std::move(body));
-    AddVersionHeaders(w.version, w.etag, &resp);
-    AddConsistencyToken(feed, c->commit_seq, &resp);
-    done(std::move(resp));
-  });
+  store_.CommitAsync(r.caller, std::move(ops),
+                     [done = std::move(done), feed = options_.feed_topic](Result<CommitResult> c) {
+                       if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));
+                       const WriteResult& w = c->results[0];
+                       std::string body;
+                       AppendWriteResult(w, &body);
+                       HttpResponse resp = JsonResponse(w.created ? 201 : 200, std::move(body));
+                       AddVersionHeaders(w.version, w.etag, &resp);
+                       AddConsistencyToken(feed, c->commit_seq, &resp);
+                       done(std::move(resp));
+                     });
 }
 
 void StoreRoutes::DeleteDocument(const StoreRequest& r, Done& done) {
@@ -567,14 +567,14 @@ void StoreRoutes::DeleteDocument(const StoreRequest& r, Done& done) {
   if (!pre.ok()) return done(Fail(pre.status()));
   std::vector<WriteOp> ops;
   ops.push_back(WriteOp::Delete(r.collection, r.key, std::move(*pre)));
-  store_.CommitAsync(r.caller, std::move(ops), [done = std::move(done), feed = options_.feed_topic](
-                                                    Result<CommitResult> c) {
-    if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));
-    HttpResponse resp{http::status::no_content, 11};
-    resp.set("Converge-Version", std::to_string(c->results[0].version));
-    AddConsistencyToken(feed, c->commit_seq, &resp);
-    done(std::move(resp));
-  });
+  store_.CommitAsync(r.caller, std::move(ops),
+                     [done = std::move(done), feed = options_.feed_topic](Result<CommitResult> c) {
+                       if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));
+                       HttpResponse resp{http::status::no_content, 11};
+                       resp.set("Converge-Version", std::to_string(c->results[0].version));
+                       AddConsistencyToken(feed, c->commit_seq, &resp);
+                       done(std::move(resp));
+                     });
 }
 
 void StoreRoutes::Transaction(const StoreRequest& r, Done& done) {
@@ -656,19 +656,20 @@ void StoreRoutes::Transaction(const StoreRequest& r, Done& done) {
     ops.push_back(std::move(w));
     ++i;
   }
-  store_.CommitAsync(r.caller, std::move(ops), [done = std::move(done), feed = options_.feed_topic](
-                                                    Result<CommitResult> c) {
-    if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));
-    std::string body = "{\"commit_seq\":" + std::to_string(c->commit_seq) + ",\"results\":[";
-    for (size_t j = 0; j < c->results.size(); ++j) {
-      if (j > 0) body.push_back(',');
-      AppendWriteResult(c->results[j], &body);
-    }
-    body += "]}";
-    HttpResponse resp = JsonResponse(200, std::move(body));
-    AddConsistencyToken(feed, c->commit_seq, &resp);
-    done(std::move(resp));
-  });
+  store_.CommitAsync(r.caller, std::move(ops),
+                     [done = std::move(done), feed = options_.feed_topic](Result<CommitResult> c) {
+                       if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));
+                       std::string body =
+                           "{\"commit_seq\":" + std::to_string(c->commit_seq) + ",\"results\":[";
+                       for (size_t j = 0; j < c->results.size(); ++j) {
+                         if (j > 0) body.push_back(',');
+                         AppendWriteResult(c->results[j], &body);
+                       }
+                       body += "]}";
+                       HttpResponse resp = JsonResponse(200, std::move(body));
+                       AddConsistencyToken(feed, c->commit_seq, &resp);
+                       done(std::move(resp));
+                     });
 }
 
 }  // namespace converge::server

@@ -332,7 +332,8 @@ Status ParseReplica(const YAML::Node& n, size_t index, ReplicaConfig* r) {
                                       "tombstone_retention_ms", "poll_interval_ms"}));
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "name", &r->name));
   if (r->name.empty() || r->name.size() > 64 ||
-      r->name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") !=
+      r->name.find_first_not_of(
+          "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") !=
           std::string::npos) {
     return KeyError(w + ".name", "is required: 1..64 characters of [A-Za-z0-9_-]");
   }
@@ -369,8 +370,7 @@ Status ParseReplica(const YAML::Node& n, size_t index, ReplicaConfig* r) {
   }
   CONVERGE_RETURN_IF_ERROR(
       ReadInt(n, wn, "tombstone_retention_ms", &r->tombstone_retention_ms, 0, kMaxI64));
-  CONVERGE_RETURN_IF_ERROR(
-      ReadInt(n, wn, "poll_interval_ms", &r->poll_interval_ms, 10, 3'600'000));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, wn, "poll_interval_ms", &r->poll_interval_ms, 10, 3'600'000));
   return Status::Ok();
 }
 
@@ -386,11 +386,10 @@ Status ParseReplicas(const YAML::Node& n, ServerConfig* c) {
 
 Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
   if (!root || root.IsNull()) return Status::Ok();  // an empty file means all defaults
-  CONVERGE_RETURN_IF_ERROR(
-      CheckKeys(root, "",
-                {"listen", "data_dir", "io_threads", "storage_threads", "tls", "auth",
-                 "auto_create_topics", "topic_defaults", "groups", "limits", "store",
-                 "sagas", "relays", "replicas"}));
+  CONVERGE_RETURN_IF_ERROR(CheckKeys(
+      root, "",
+      {"listen", "data_dir", "io_threads", "storage_threads", "tls", "auth", "auto_create_topics",
+       "topic_defaults", "groups", "limits", "store", "sagas", "relays", "replicas"}));
   std::string listen;
   CONVERGE_RETURN_IF_ERROR(ReadString(root, "", "listen", &listen));
   if (!listen.empty()) {

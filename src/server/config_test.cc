@@ -240,10 +240,13 @@ replicas:
            "replicas: [{name: x, source: {topic: t}, " + ok_target + ", on_malformed: maybe}]",
            "replicas: [{name: x, source: {topic: t}, " + ok_target +
                ", tombstone_retention_ms: -1}]",
-           "replicas: [{name: x, source: {topic: t}, " + ok_target + "}, {name: x, source: "
-           "{topic: u}, target: {sqlite: /tmp/b.db, table: t}}]",
-           "replicas: [{name: x, source: {topic: t}, " + ok_target + "}, {name: y, source: "
-           "{topic: u}, " + ok_target + "}]",
+           "replicas: [{name: x, source: {topic: t}, " + ok_target +
+               "}, {name: x, source: "
+               "{topic: u}, target: {sqlite: /tmp/b.db, table: t}}]",
+           "replicas: [{name: x, source: {topic: t}, " + ok_target +
+               "}, {name: y, source: "
+               "{topic: u}, " +
+               ok_target + "}]",
            "store: {enabled: false}\nreplicas: [{name: x, source: {store_collection: c}, " +
                ok_target + "}]",
        }) {

@@ -133,7 +133,8 @@ struct Replicas::Runner {
           continue;
         }
         Say("running: " + config.source_topic +
-            (config.store_collection.empty() ? "" : " (collection " + config.store_collection + ")") +
+            (config.store_collection.empty() ? ""
+                                             : " (collection " + config.store_collection + ")") +
             " -> " + std::string(sql::EngineName(config.engine)) + " table " + config.table);
         last_error.clear();
         backoff_ms = 100;
@@ -245,8 +246,8 @@ Replicas::Description Replicas::Describe(const std::string& name) const {
   return d;
 }
 
-void Replicas::WaitForAsync(const std::string& name, const std::string& token,
-                            int64_t deadline_ms, std::function<void(Status)> done) {
+void Replicas::WaitForAsync(const std::string& name, const std::string& token, int64_t deadline_ms,
+                            std::function<void(Status)> done) {
   Runner* r = FindRunner(runners_, name);
   if (r == nullptr) return done(NotFoundError("no replica '" + name + "'"));
   std::shared_ptr<replica::Applier> a;

@@ -241,8 +241,7 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
         [replicas = impl->replicas.get()](std::vector<MetricsRegistry::Sample>* out) {
           replicas->CollectMetrics(out);
         });
-    std::fprintf(stderr, "converge serve: running %zu replica(s)\n",
-                 impl->config.replicas.size());
+    std::fprintf(stderr, "converge serve: running %zu replica(s)\n", impl->config.replicas.size());
   }
   deps.replicas = impl->replicas.get();
   impl->api = std::make_unique<Api>(deps);

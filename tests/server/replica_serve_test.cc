@@ -48,18 +48,30 @@ std::string Config(const std::string& db_path, std::string target = "") {
   if (target.empty()) target = "sqlite: " + db_path;
   return "auth:\n"
          "  tokens:\n"
-         "    - {service: orders, token: " + kOwner + "}\n"
-         "    - {service: search, token: " + kReader + ", subscribe: [store-changes]}\n"
-         "    - {service: stranger, token: " + kStranger + ", subscribe: [other-*]}\n"
-         "    - {service: ops, token: " + kAdmin + ", admin: true, publish: [order-changes]}\n"
+         "    - {service: orders, token: " +
+         kOwner +
+         "}\n"
+         "    - {service: search, token: " +
+         kReader +
+         ", subscribe: [store-changes]}\n"
+         "    - {service: stranger, token: " +
+         kStranger +
+         ", subscribe: [other-*]}\n"
+         "    - {service: ops, token: " +
+         kAdmin +
+         ", admin: true, publish: [order-changes]}\n"
          "replicas:\n"
          "  - name: customers\n"
          "    source: {store_collection: customers}\n"
-         "    target: {" + target + ", table: customers_copy}\n"
+         "    target: {" +
+         target +
+         ", table: customers_copy}\n"
          "    max_batch: 500\n"
          "  - name: orders\n"
          "    source: {topic: order-changes}\n"
-         "    target: {sqlite: " + db_path + ", table: orders_copy}\n"
+         "    target: {sqlite: " +
+         db_path +
+         ", table: orders_copy}\n"
          "    on_malformed: stop\n";
 }
 
@@ -109,8 +121,8 @@ class ReplicaServeTest : public ::testing::Test {
     std::system(("rm -rf " + db_dir_).c_str());
   }
 
-  HttpResult Call(const std::string& method, const std::string& target, const std::string& body = "",
-                  const std::string& token = kOwner) {
+  HttpResult Call(const std::string& method, const std::string& target,
+                  const std::string& body = "", const std::string& token = kOwner) {
     testing::HttpHeaders headers;
     if (!body.empty()) headers.push_back({"Content-Type", "application/json"});
     return HttpCall(server_->port(), method, target, body, headers, token);
@@ -139,16 +151,17 @@ class ReplicaServeTest : public ::testing::Test {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    ADD_FAILURE() << "replica " << name << " did not catch up: " << json::serialize(last)
-                  << "\n" << server_->Log();
+    ADD_FAILURE() << "replica " << name << " did not catch up: " << json::serialize(last) << "\n"
+                  << server_->Log();
     return last;
   }
 
   // key -> (version, document) of the live rows of the replica's table, read with plain SQL.
   std::map<std::string, std::pair<uint64_t, std::string>> TableRows(const std::string& table) {
     std::map<std::string, std::pair<uint64_t, std::string>> out;
-    auto db = pg_ ? sql::Database::ConnectPostgres(sql::PostgresOptions{.conninfo = pg_->ConnInfo()})
-                  : sql::Database::OpenSqlite(sql::SqliteOptions{.path = db_path_});
+    auto db =
+        pg_ ? sql::Database::ConnectPostgres(sql::PostgresOptions{.conninfo = pg_->ConnInfo()})
+            : sql::Database::OpenSqlite(sql::SqliteOptions{.path = db_path_});
     EXPECT_TRUE(db.ok()) << db.status().ToString();
     if (!db.ok()) return out;
     Result<int64_t> n = (*db)->Query(
@@ -207,9 +220,8 @@ void ReplicaServeTest::ReadYourWrites() {
     const uint64_t version = std::stoull(put.Header("Converge-Version"));
     last_seq = version;
     // At once, with the token: the replica waits until it has applied this write.
-    HttpResult row = Call("GET", "/v1/replicas/customers/rows/c1?token=" + token +
-                                     "&timeout_ms=20000",
-                          "", kReader);
+    HttpResult row = Call(
+        "GET", "/v1/replicas/customers/rows/c1?token=" + token + "&timeout_ms=20000", "", kReader);
     ASSERT_EQ(row.status, 200) << row.body;
     json::object o = ParseBody(row).as_object();
     EXPECT_EQ(o["version"].to_number<uint64_t>(), version);
@@ -225,9 +237,10 @@ void ReplicaServeTest::ReadYourWrites() {
   ASSERT_EQ(gone.status, 200) << gone.body;
   EXPECT_TRUE(ParseBody(gone).as_object()["deleted"].as_bool());
   // A transaction's token.
-  HttpResult tx = Call("POST", "/v1/collections/_transaction",
-                       R"({"ops":[{"op":"put","collection":"customers","key":"c2","value":{"a":1}},)"
-                       R"({"op":"put","collection":"customers","key":"c3","value":{"a":2}}]})");
+  HttpResult tx =
+      Call("POST", "/v1/collections/_transaction",
+           R"({"ops":[{"op":"put","collection":"customers","key":"c2","value":{"a":1}},)"
+           R"({"op":"put","collection":"customers","key":"c3","value":{"a":2}}]})");
   ASSERT_EQ(tx.status, 200) << tx.body;
   const std::string tx_token = tx.Header("Converge-Consistency-Token");
   ASSERT_FALSE(tx_token.empty());
@@ -296,8 +309,9 @@ TEST_F(ReplicaServeTest, CallerWhoMayNotReadTheSourceGets403AndNothing) {
   HttpResult put = Call("PUT", "/v1/collections/customers/docs/secret", R"({"ssn":"123"})");
   ASSERT_TRUE(put.status == 201 || put.status == 200) << put.body;
   const std::string token = put.Header("Converge-Consistency-Token");
-  for (const std::string& target : std::vector<std::string>{"/v1/replicas/customers", "/v1/replicas/customers/rows/secret?token=" + token,
-        "/v1/replicas/customers/rows/secret?bogus=1"}) {
+  for (const std::string& target : std::vector<std::string>{
+           "/v1/replicas/customers", "/v1/replicas/customers/rows/secret?token=" + token,
+           "/v1/replicas/customers/rows/secret?bogus=1"}) {
     HttpResult r = Call("GET", target, "", kStranger);
     EXPECT_EQ(r.status, 403) << target << " " << r.body;
     EXPECT_EQ(r.code(), "PERMISSION_DENIED");
@@ -323,8 +337,8 @@ TEST_F(ReplicaServeTest, CallerWhoMayNotReadTheSourceGets403AndNothing) {
 }
 
 TEST_F(ReplicaServeTest, MalformedChangeStopsTopicReplicaVisibly) {
-  HttpResult created = Call("POST", "/v1/topics", R"({"name":"order-changes","partitions":1})",
-                            kAdmin);
+  HttpResult created =
+      Call("POST", "/v1/topics", R"({"name":"order-changes","partitions":1})", kAdmin);
   ASSERT_TRUE(created.status == 200 || created.status == 201) << created.body;
   auto publish = [&](const std::string& event) {
     testing::HttpHeaders headers = {{"Content-Type", "application/cloudevents+json"}};
