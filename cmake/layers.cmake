@@ -44,7 +44,8 @@ converge_layer(store    3 USES core env log conflict              PUBLIC store.h
 converge_layer(saga     3 USES core env log sql                   PUBLIC saga.h twopc.h choreography.h)
 converge_layer(reconcile 3 USES core env sql)
 converge_layer(topology 3 USES core env schema)
-converge_layer(server   4 USES core env wire log groups sql schema outbox store saga topology)
+converge_layer(replica  3 USES core env log sql                   PUBLIC replica.h)
+converge_layer(server   4 USES core env wire log groups sql schema outbox store saga topology replica)
 converge_layer(client   4 USES core env wire log                  PUBLIC client.h)
 
 # ---- checks of the table itself ----

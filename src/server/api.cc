@@ -11,6 +11,7 @@
 #include "server/api_internal.h"
 #include "server/cloudevents_http.h"
 #include "server/json_util.h"
+#include "server/replicas.h"
 #include "server/store_metrics.h"
 
 namespace converge::server {
@@ -242,6 +243,12 @@ const std::vector<Api::Route>& Api::RouteTable() {
        A::kToken, M::kSagas},
       {V::delete_, "/v1/sagas/{id}/timers/{kind}", RouteId::kCancelSagaTimer, &Api::HandleSagas,
        A::kToken, M::kSagas},
+      // Replicas: each handler authorizes against the replica's source before reading input.
+      {V::get, "/v1/replicas", RouteId::kListReplicas, &Api::ListReplicas, A::kToken, M::kCore},
+      {V::get, "/v1/replicas/{name}", RouteId::kDescribeReplica, &Api::DescribeReplica, A::kToken,
+       M::kCore},
+      {V::get, "/v1/replicas/{name}/rows/{key...}", RouteId::kReadReplicaRow, &Api::ReadReplicaRow,
+       A::kToken, M::kCore},
   };
   return routes;
 }
@@ -448,6 +455,12 @@ asio::awaitable<HttpReply> Api::Readyz(Call&) {
                         d_.store->store().Health()});
     }
     if (d_.sagas != nullptr) checks.push_back({"sagas", "", d_.sagas->Health()});
+    if (d_.replicas != nullptr) {
+      // A stopped applier needs its producer fixed (or on_malformed: skip) and a restart.
+      for (auto& [name, why] : d_.replicas->Stopped()) {
+        checks.push_back({"replicas", "replica '" + name + "' stopped: ", std::move(why)});
+      }
+    }
     return checks;
   };
   std::vector<Check> checks = co_await d_.pool->Run(std::move(job));

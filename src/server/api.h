@@ -45,6 +45,8 @@
 
 namespace converge::server {
 
+class Replicas;
+
 struct ApiDeps {
   const ServerConfig* config = nullptr;
   Env* env = nullptr;
@@ -63,6 +65,8 @@ struct ApiDeps {
   // Event types' JSON Schemas and the topics validated against them (/v1/schemas,
   // /v1/topics/{topic}/schema); required.
   SchemaRegistry* schemas = nullptr;
+  // The replicas of the config (/v1/replicas); null when there are none.
+  Replicas* replicas = nullptr;
 };
 
 // One route: method and path template ("/v1/topics/{topic}").
@@ -167,6 +171,14 @@ class Api {
   asio::awaitable<HttpReply> GetTopology(Call& call);
   // Publishers and consumers seen, for GET /v1/topology (topology_observer.h).
   void Observe(TopologyObserver::Kind kind, const std::string& topic, const Principal& who);
+  // The replicas (api_replicas.cc).
+  asio::awaitable<HttpReply> ListReplicas(Call& call);
+  asio::awaitable<HttpReply> DescribeReplica(Call& call);
+  asio::awaitable<HttpReply> ReadReplicaRow(Call& call);
+  // Blocking (the store's catalog): call on the pool.
+  bool MayUseReplica(const Principal& principal, const ReplicaConfig& replica) const;
+  std::string ListReplicasJson(const Principal& principal) const;
+  const ReplicaConfig* ReplicaFor(Call& call, HttpReply* refused) const;
 
   // Blocking helpers (run on the pool).
   HttpResponse DoPublish(const HttpRequest& request, const std::string& topic);

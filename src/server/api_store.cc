@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 
+#include "converge/replica.h"
 #include "core/event_internal.h"
 #include "server/api_internal.h"
 #include "server/blocking_pool.h"
@@ -290,6 +291,14 @@ void AddVersionHeaders(uint64_t version, std::string etag, HttpResponse* r) {
   r->set("Converge-Version", std::to_string(version));
 }
 
+// The token naming commit `commit_seq` in the feed (one partition, docs/formats/store.md).
+void AddConsistencyToken(const std::string& feed_topic, uint64_t commit_seq, HttpResponse* r) {
+  if (feed_topic.empty()) return;
+  r->set("Converge-Consistency-Token",
+         replica::EncodeToken(replica::ConsistencyToken{
+             feed_topic, 0, replica::ConsistencyToken::Kind::kCommitSeq, commit_seq}));
+}
+
 bool IsDocumentRoute(RouteId route) {
   return route == RouteId::kGetDocument || route == RouteId::kPutDocument ||
          route == RouteId::kDeleteDocument;
@@ -564,15 +573,17 @@ void StoreRoutes::PutDocument(const StoreRequest& r, Done& done) {
       }
     }
   }
-  store_.CommitAsync(r.caller, std::move(ops), [done = std::move(done)](Result<CommitResult> c) {
-    if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));
-    const WriteResult& w = c->results[0];
-    std::string body;
-    AppendWriteResult(w, &body);
-    HttpResponse resp = JsonResponse(w.created ? 201 : 200, std::move(body));
-    AddVersionHeaders(w.version, w.etag, &resp);
-    done(std::move(resp));
-  });
+  store_.CommitAsync(r.caller, std::move(ops),
+                     [done = std::move(done), feed = options_.feed_topic](Result<CommitResult> c) {
+                       if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));
+                       const WriteResult& w = c->results[0];
+                       std::string body;
+                       AppendWriteResult(w, &body);
+                       HttpResponse resp = JsonResponse(w.created ? 201 : 200, std::move(body));
+                       AddVersionHeaders(w.version, w.etag, &resp);
+                       AddConsistencyToken(feed, c->commit_seq, &resp);
+                       done(std::move(resp));
+                     });
 }
 
 void StoreRoutes::DeleteDocument(const StoreRequest& r, Done& done) {
@@ -589,12 +600,14 @@ void StoreRoutes::DeleteDocument(const StoreRequest& r, Done& done) {
       }
     }
   }
-  store_.CommitAsync(r.caller, std::move(ops), [done = std::move(done)](Result<CommitResult> c) {
-    if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));
-    HttpResponse resp{http::status::no_content, 11};
-    resp.set("Converge-Version", std::to_string(c->results[0].version));
-    done(std::move(resp));
-  });
+  store_.CommitAsync(r.caller, std::move(ops),
+                     [done = std::move(done), feed = options_.feed_topic](Result<CommitResult> c) {
+                       if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));
+                       HttpResponse resp{http::status::no_content, 11};
+                       resp.set("Converge-Version", std::to_string(c->results[0].version));
+                       AddConsistencyToken(feed, c->commit_seq, &resp);
+                       done(std::move(resp));
+                     });
 }
 
 void StoreRoutes::Transaction(const StoreRequest& r, Done& done) {
@@ -685,16 +698,20 @@ void StoreRoutes::Transaction(const StoreRequest& r, Done& done) {
       }
     }
   }
-  store_.CommitAsync(r.caller, std::move(ops), [done = std::move(done)](Result<CommitResult> c) {
-    if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));
-    std::string body = "{\"commit_seq\":" + std::to_string(c->commit_seq) + ",\"results\":[";
-    for (size_t j = 0; j < c->results.size(); ++j) {
-      if (j > 0) body.push_back(',');
-      AppendWriteResult(c->results[j], &body);
-    }
-    body += "]}";
-    done(JsonResponse(200, std::move(body)));
-  });
+  store_.CommitAsync(r.caller, std::move(ops),
+                     [done = std::move(done), feed = options_.feed_topic](Result<CommitResult> c) {
+                       if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));
+                       std::string body =
+                           "{\"commit_seq\":" + std::to_string(c->commit_seq) + ",\"results\":[";
+                       for (size_t j = 0; j < c->results.size(); ++j) {
+                         if (j > 0) body.push_back(',');
+                         AppendWriteResult(c->results[j], &body);
+                       }
+                       body += "]}";
+                       HttpResponse resp = JsonResponse(200, std::move(body));
+                       AddConsistencyToken(feed, c->commit_seq, &resp);
+                       done(std::move(resp));
+                     });
 }
 
 }  // namespace converge::server

@@ -9,6 +9,7 @@
 #include <limits>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "converge/sql.h"
 #include "core/yaml_check.h"
@@ -322,13 +323,73 @@ Status ParseRelays(const YAML::Node& n, const TopicOptions& topic_defaults, Rela
   return Status::Ok();
 }
 
+// One entry of `replicas:`. The source topic of a store collection is filled in by ParseRoot
+// (it depends on store.feed_topic).
+Status ParseReplica(const YAML::Node& n, size_t index, ReplicaConfig* r) {
+  const std::string w = "replicas[" + std::to_string(index) + "]";
+  CONVERGE_RETURN_IF_ERROR(CheckKeys(n, w,
+                                     {"name", "source", "target", "max_batch", "on_malformed",
+                                      "tombstone_retention_ms", "poll_interval_ms"}));
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "name", &r->name));
+  if (r->name.empty() || r->name.size() > 64 ||
+      r->name.find_first_not_of(
+          "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") !=
+          std::string::npos) {
+    return KeyError(w + ".name", "is required: 1..64 characters of [A-Za-z0-9_-]");
+  }
+  const std::string wn = "replicas." + r->name;
+  YAML::Node source = n["source"];
+  if (!source) return KeyError(wn + ".source", "is required");
+  CONVERGE_RETURN_IF_ERROR(CheckKeys(source, wn + ".source", {"topic", "store_collection"}));
+  CONVERGE_RETURN_IF_ERROR(ReadString(source, wn + ".source", "topic", &r->topic));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadString(source, wn + ".source", "store_collection", &r->store_collection));
+  if (r->topic.empty() == r->store_collection.empty()) {
+    return KeyError(wn + ".source", "set exactly one of topic and store_collection");
+  }
+  YAML::Node target = n["target"];
+  if (!target) return KeyError(wn + ".target", "is required");
+  CONVERGE_RETURN_IF_ERROR(CheckKeys(target, wn + ".target", {"sqlite", "postgres", "table"}));
+  std::string sqlite, postgres;
+  CONVERGE_RETURN_IF_ERROR(ReadString(target, wn + ".target", "sqlite", &sqlite));
+  CONVERGE_RETURN_IF_ERROR(ReadString(target, wn + ".target", "postgres", &postgres));
+  if (sqlite.empty() == postgres.empty()) {
+    return KeyError(wn + ".target", "set exactly one of sqlite (a path) and postgres (a conninfo)");
+  }
+  r->engine = sqlite.empty() ? sql::Engine::kPostgres : sql::Engine::kSqlite;
+  r->database = sqlite.empty() ? postgres : sqlite;
+  CONVERGE_RETURN_IF_ERROR(ReadString(target, wn + ".target", "table", &r->table));
+  if (r->table.empty()) return KeyError(wn + ".target.table", "is required");
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, wn, "max_batch", &r->max_batch, 1, 100'000));
+  std::string on_malformed;
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, wn, "on_malformed", &on_malformed));
+  if (!on_malformed.empty()) {
+    Result<replica::OnMalformed> m = replica::ParseOnMalformed(on_malformed);
+    if (!m.ok()) return KeyError(wn + ".on_malformed", m.status().message());
+    r->on_malformed = *m;
+  }
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(n, wn, "tombstone_retention_ms", &r->tombstone_retention_ms, 0, kMaxI64));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, wn, "poll_interval_ms", &r->poll_interval_ms, 10, 3'600'000));
+  return Status::Ok();
+}
+
+Status ParseReplicas(const YAML::Node& n, ServerConfig* c) {
+  if (!n.IsSequence()) return KeyError("replicas", "must be a list");
+  for (size_t i = 0; i < n.size(); ++i) {
+    ReplicaConfig r;
+    CONVERGE_RETURN_IF_ERROR(ParseReplica(n[i], i, &r));
+    c->replicas.push_back(std::move(r));
+  }
+  return Status::Ok();
+}
+
 Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
   if (!root || root.IsNull()) return Status::Ok();  // an empty file means all defaults
-  CONVERGE_RETURN_IF_ERROR(
-      CheckKeys(root, "",
-                {"listen", "data_dir", "io_threads", "storage_threads", "tls", "auth",
-                 "auto_create_topics", "topic_defaults", "groups", "limits", "store",
-                 "sagas", "relays", "topology"}));
+  CONVERGE_RETURN_IF_ERROR(CheckKeys(
+      root, "",
+      {"listen", "data_dir", "io_threads", "storage_threads", "tls", "auth", "auto_create_topics",
+       "topic_defaults", "groups", "limits", "store", "sagas", "relays", "topology", "replicas"}));
   std::string listen;
   CONVERGE_RETURN_IF_ERROR(ReadString(root, "", "listen", &listen));
   if (!listen.empty()) {
@@ -356,6 +417,11 @@ Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
   // After topic_defaults: the relays' created topics inherit them.
   if (YAML::Node r = root["relays"]) {
     CONVERGE_RETURN_IF_ERROR(ParseRelays(r, c->topic_defaults, &c->relays));
+  }
+  if (YAML::Node r = root["replicas"]) CONVERGE_RETURN_IF_ERROR(ParseReplicas(r, c));
+  // After store: a store collection's replica reads the store's feed topic.
+  for (ReplicaConfig& r : c->replicas) {
+    r.source_topic = r.store_collection.empty() ? r.topic : c->store.feed_topic;
   }
   return Status::Ok();
 }
@@ -472,6 +538,24 @@ SagaOrchestratorOptions SagaOptionsFor(const ServerConfig& c) {
   return o;
 }
 
+replica::ApplierOptions ApplierOptionsFor(const ReplicaConfig& r) {
+  replica::ApplierOptions o;
+  o.name = r.name;
+  o.collection = r.store_collection;
+  o.max_batch = r.max_batch;
+  o.on_malformed = r.on_malformed;
+  o.tombstone_retention_ms = r.tombstone_retention_ms;
+  return o;
+}
+
+replica::SqlTargetOptions SqlTargetOptionsFor(const ReplicaConfig& r) {
+  replica::SqlTargetOptions o;
+  o.replica = r.name;
+  o.table = r.table;
+  o.source_topic = r.source_topic;
+  return o;
+}
+
 namespace {
 
 // `key`'s settings refused by the module that would use them: the module's message, under
@@ -514,6 +598,35 @@ Status ValidateModuleOptions(const ServerConfig& c) {
   if (c.sagas.enabled) {
     if (Status s = ValidateSagaOrchestratorOptions(SagaOptionsFor(c)); !s.ok()) {
       return ModuleError("sagas", s);
+    }
+  }
+  std::set<std::string> replica_names;
+  std::set<std::tuple<sql::Engine, std::string, std::string>> replica_tables;
+  for (const ReplicaConfig& r : c.replicas) {
+    const std::string key = "replicas." + r.name;
+    if (!replica_names.insert(r.name).second) {
+      return InvalidArgumentError("config key 'replicas': duplicate name '" + r.name + "'");
+    }
+    if (!r.store_collection.empty()) {
+      if (!c.store.enabled) {
+        return InvalidArgumentError("config key '" + key +
+                                    ".source.store_collection': the store is disabled");
+      }
+      if (Status s = Store::ValidateCollectionName(r.store_collection); !s.ok()) {
+        return ModuleError(key + ".source.store_collection", s);
+      }
+    } else if (Status s = ValidateTopicName(r.topic); !s.ok()) {
+      return ModuleError(key + ".source.topic", s);
+    }
+    if (Status s = replica::ValidateSqlTargetOptions(SqlTargetOptionsFor(r)); !s.ok()) {
+      return ModuleError(key + ".target", s);
+    }
+    if (Status s = replica::ValidateApplierOptions(ApplierOptionsFor(r)); !s.ok()) {
+      return ModuleError(key, s);
+    }
+    if (!replica_tables.insert({r.engine, r.database, r.table}).second) {
+      return InvalidArgumentError("config key '" + key +
+                                  ".target': another replica writes the same table");
     }
   }
   if (c.relays.enabled) {

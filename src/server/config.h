@@ -18,6 +18,7 @@
 #include "converge/consumer_group.h"
 #include "converge/log.h"
 #include "converge/relay.h"
+#include "converge/replica.h"
 #include "converge/saga.h"
 #include "converge/status.h"
 #include "converge/store.h"
@@ -122,6 +123,26 @@ struct RelaysConfig {
   RelayServiceConfig service;
 };
 
+// One replica run by the server (docs/formats/replica.md, "Replicas in converge serve"): a
+// topic of change events of this node's log applied to a table of a SQLite or PostgreSQL
+// database.
+struct ReplicaConfig {
+  std::string name;  // [A-Za-z0-9_-]{1,64}; the replica's row in converge_replicas
+  // Exactly one of: a topic of this node's log in the change-event convention, or a store
+  // collection (then the source is store.feed_topic, filtered to that collection).
+  std::string topic;
+  std::string store_collection;
+  std::string source_topic;  // the topic read: `topic`, or store.feed_topic
+  sql::Engine engine = sql::Engine::kSqlite;
+  std::string database;  // the SQLite path or the PostgreSQL conninfo
+  std::string table;
+  uint32_t max_batch = 1000;
+  replica::OnMalformed on_malformed = replica::OnMalformed::kStop;
+  int64_t tombstone_retention_ms = 7LL * 24 * 3600 * 1000;
+  // The applier is woken by appends to its source topic; it also looks this often.
+  int64_t poll_interval_ms = 1000;
+};
+
 struct ServerConfig {
   std::string listen_address = "127.0.0.1";
   uint16_t listen_port = 8080;  // 0 picks a free port (printed at start)
@@ -145,6 +166,7 @@ struct ServerConfig {
   std::string topology_dir;
   // The declared topology, loaded from topology_dir by ApplyTopology (null without one).
   std::shared_ptr<const topology::System> topology;
+  std::vector<ReplicaConfig> replicas;
 
   bool tls_enabled() const { return !tls_cert_file.empty(); }
   bool auth_enabled() const { return !tokens.empty(); }
@@ -172,6 +194,8 @@ ConsumerGroupsOptions GroupsOptionsFor(const ServerConfig& config);
 GroupOptions GroupDefaultsFor(const ServerConfig& config);  // groups created on first use
 StoreOptions StoreOptionsFor(const ServerConfig& config);   // feed_log left null
 SagaOrchestratorOptions SagaOptionsFor(const ServerConfig& config);
+replica::ApplierOptions ApplierOptionsFor(const ReplicaConfig& replica);  // report left empty
+replica::SqlTargetOptions SqlTargetOptionsFor(const ReplicaConfig& replica);
 
 // True for 127.0.0.0/8, ::1 and "localhost".
 bool IsLoopbackAddress(std::string_view address);

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <string>
+#include <vector>
 
 namespace converge::server {
 namespace {
@@ -185,6 +187,73 @@ store:
     Result<ServerConfig> r = ParseConfig(bad);
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
     EXPECT_NE(r.status().message().find("store"), std::string_view::npos) << bad;
+  }
+}
+
+TEST(Config, ReplicasSection) {
+  Result<ServerConfig> c = ParseConfig(R"(
+store: {feed_topic: changes}
+replicas:
+  - name: customers
+    source: {store_collection: customers}
+    target: {sqlite: /tmp/copy.db, table: customers_copy}
+    max_batch: 50
+    on_malformed: skip
+    tombstone_retention_ms: 0
+    poll_interval_ms: 250
+  - name: orders
+    source: {topic: order-changes}
+    target: {postgres: "host=/tmp dbname=app", table: orders_copy}
+)");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_EQ(c->replicas.size(), 2u);
+  const ReplicaConfig& a = c->replicas[0];
+  EXPECT_EQ(a.source_topic, "changes");
+  EXPECT_EQ(a.store_collection, "customers");
+  EXPECT_EQ(a.engine, sql::Engine::kSqlite);
+  EXPECT_EQ(a.database, "/tmp/copy.db");
+  EXPECT_EQ(a.max_batch, 50u);
+  EXPECT_EQ(a.on_malformed, replica::OnMalformed::kSkip);
+  EXPECT_EQ(a.tombstone_retention_ms, 0);
+  EXPECT_EQ(a.poll_interval_ms, 250);
+  const ReplicaConfig& b = c->replicas[1];
+  EXPECT_EQ(b.source_topic, "order-changes");
+  EXPECT_EQ(b.engine, sql::Engine::kPostgres);
+  EXPECT_EQ(b.on_malformed, replica::OnMalformed::kStop);
+  EXPECT_EQ(b.max_batch, 1000u);
+  const std::string ok_target = "target: {sqlite: /tmp/a.db, table: t}";
+  for (const std::string& bad : std::vector<std::string>{
+           "replicas: {name: x}",
+           "replicas: [{name: x, source: {topic: t}, " + ok_target + ", colour: red}]",
+           "replicas: [{source: {topic: t}, " + ok_target + "}]",
+           "replicas: [{name: 'a b', source: {topic: t}, " + ok_target + "}]",
+           "replicas: [{name: x, " + ok_target + "}]",
+           "replicas: [{name: x, source: {topic: t, store_collection: c}, " + ok_target + "}]",
+           "replicas: [{name: x, source: {topic: _internal}, " + ok_target + "}]",
+           "replicas: [{name: x, source: {topic: t}, target: {table: t}}]",
+           "replicas: [{name: x, source: {topic: t}, target: {sqlite: a.db, postgres: b, "
+           "table: t}}]",
+           "replicas: [{name: x, source: {topic: t}, target: {sqlite: a.db, table: 'bad name'}}]",
+           "replicas: [{name: x, source: {topic: t}, target: {sqlite: a.db, table: "
+           "converge_replicas}}]",
+           "replicas: [{name: x, source: {topic: t}, " + ok_target + ", max_batch: 0}]",
+           "replicas: [{name: x, source: {topic: t}, " + ok_target + ", on_malformed: maybe}]",
+           "replicas: [{name: x, source: {topic: t}, " + ok_target +
+               ", tombstone_retention_ms: -1}]",
+           "replicas: [{name: x, source: {topic: t}, " + ok_target +
+               "}, {name: x, source: "
+               "{topic: u}, target: {sqlite: /tmp/b.db, table: t}}]",
+           "replicas: [{name: x, source: {topic: t}, " + ok_target +
+               "}, {name: y, source: "
+               "{topic: u}, " +
+               ok_target + "}]",
+           "store: {enabled: false}\nreplicas: [{name: x, source: {store_collection: c}, " +
+               ok_target + "}]",
+       }) {
+    Result<ServerConfig> r = ParseConfig(bad);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(r.status().message().find("replicas"), std::string_view::npos)
+        << bad << ": " << r.status().ToString();
   }
 }
 

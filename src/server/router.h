@@ -74,6 +74,10 @@ enum class RouteId {
   kDeleteTopicSchema,
   // The declared and observed topology.
   kTopology,
+  // Replicas.
+  kListReplicas,
+  kDescribeReplica,
+  kReadReplicaRow,
 };
 
 // Who may call a route.

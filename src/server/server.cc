@@ -23,6 +23,7 @@
 #include "server/blocking_pool.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
+#include "server/replicas.h"
 #include "server/store_metrics.h"
 #include "server/system_topics.h"
 #include "server/topology_config.h"
@@ -46,6 +47,8 @@ struct Server::Impl {
   // Publish into `log`; stopped before the log's final sync. The metrics collector holds a weak
   // reference (the relays' connections and lock files must go before `env` and `log`).
   std::shared_ptr<RelayService> relays;
+  // Read `log` (and the store's feed in it) into SQL tables; stopped before the log closes.
+  std::unique_ptr<Replicas> replicas;
   asio::io_context ioc;
   std::unique_ptr<BlockingPool> pool;
   WakeupHub hub;
@@ -164,6 +167,7 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
         });
     StoreRoutesOptions http_options;
     http_options.inline_writes = true;
+    http_options.feed_topic = impl->config.store.feed_topic;
     impl->store_http = std::make_unique<StoreRoutes>(*impl->store, http_options);
   }
 
@@ -238,6 +242,16 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   deps.sagas = impl->sagas.get();
   deps.system_topics = impl->system_topics.get();
   deps.schemas = impl->schemas.get();
+  if (!impl->config.replicas.empty()) {
+    impl->replicas = Replicas::Start(*impl->env, *impl->log, impl->config);
+    // Scrapes run on the pool, joined before the replicas stop.
+    impl->metrics.AddCollector(
+        [replicas = impl->replicas.get()](std::vector<MetricsRegistry::Sample>* out) {
+          replicas->CollectMetrics(out);
+        });
+    std::fprintf(stderr, "converge serve: running %zu replica(s)\n", impl->config.replicas.size());
+  }
+  deps.replicas = impl->replicas.get();
   impl->api = std::make_unique<Api>(deps);
 
   HttpServerOptions http_options;
@@ -293,6 +307,7 @@ Server::~Server() {
   if (impl_->relays) impl_->relays->Stop();
   impl_->relays.reset();
   impl_->pool.reset();
+  if (impl_->replicas) impl_->replicas->Stop();
   impl_->http.reset();
   impl_->api.reset();
   impl_->store_http.reset();
@@ -412,6 +427,9 @@ Status Server::Run(bool handle_signals) {
   impl->ioc.restart();
   impl->ioc.run_for(std::chrono::seconds(2));
   impl->api->ReleaseWatches();
+  // The appliers finish their step (each commits its rows with its position in one target
+  // transaction) and close their databases.
+  if (impl->replicas) impl->replicas->Stop();
   // The saga log is synced batch by batch; stopping the orchestrator here means no command is
   // appended after the log's final sync (one in flight is sent again on the next start).
   impl->sagas.reset();

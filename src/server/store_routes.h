@@ -68,6 +68,10 @@ struct StoreRoutesOptions {
   // The store was opened with StoreOptions::background, so its CommitAsync does not block:
   // TryHandleInline may take writes.
   bool inline_writes = false;
+  // The store's change-feed topic: every successful write reply then carries the consistency
+  // token of its commit (header Converge-Consistency-Token), which replicas of the written
+  // collections understand (docs/formats/replica.md). Empty: no token.
+  std::string feed_topic;
 };
 
 class StoreRoutes {

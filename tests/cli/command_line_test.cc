@@ -183,6 +183,7 @@ TEST(CommandLineTest, UnknownOptionsAndArgumentsAreRefused) {
       {c, "bench", "outbox", "--dir", dir.path() + "/b"},
       {c, "bench", "saga", "--dir", dir.path() + "/b"},
       {c, "bench", "store", "--dir", dir.path() + "/b"},
+      {c, "bench", "replica", "--dir", dir.path() + "/b"},
 #ifdef OUTBOX_RELAY_HELPER
       {OUTBOX_RELAY_HELPER, "--source", "sqlite:" + dir.path() + "/x.db", "--log-dir",
        dir.path() + "/l"},
@@ -192,6 +193,9 @@ TEST(CommandLineTest, UnknownOptionsAndArgumentsAreRefused) {
 #endif
 #ifdef STORE_CRASH_WRITER
       {STORE_CRASH_WRITER, dir.path() + "/s"},
+#endif
+#ifdef REPLICA_CRASH_APPLIER
+      {REPLICA_CRASH_APPLIER, dir.path() + "/l", "t", "sqlite:" + dir.path() + "/x.db", "copy"},
 #endif
   };
   for (const auto& command : commands) {
@@ -228,6 +232,7 @@ TEST(CommandLineTest, HelpWorksForEveryCommand) {
       {{c, "bench", "outbox", "--help"}, "--tx-events"},
       {{c, "bench", "saga", "--help"}, "--window"},
       {{c, "bench", "store", "--help"}, "--clients"},
+      {{c, "bench", "replica", "--help"}, "--hand-written-changes"},
       {{c, "serve", "-h"}, "--listen"},
 #ifdef OUTBOX_RELAY_HELPER
       {{OUTBOX_RELAY_HELPER, "--help"}, "--pause-at"},
@@ -237,6 +242,9 @@ TEST(CommandLineTest, HelpWorksForEveryCommand) {
 #endif
 #ifdef STORE_CRASH_WRITER
       {{STORE_CRASH_WRITER, "--help"}, "DIR"},
+#endif
+#ifdef REPLICA_CRASH_APPLIER
+      {{REPLICA_CRASH_APPLIER, "--help"}, "LOG_DIR"},
 #endif
   };
   for (const auto& [args, expected] : helps) {

@@ -1,0 +1,502 @@
+// `converge bench replica`: applying change events from a log topic into a SQL table.
+//
+//   apply      a topic prefilled with --changes change events (upserts and deletes over --keys
+//              keys) is applied by the replica applier into a SQLite table (converge-sqlite) and
+//              a PostgreSQL table (converge-postgres), batched and version-gated with the
+//              position in the same transaction; beside them the consumer teams write today
+//              (hand-written-postgres): fetch from a consumer group, one upsert per event in
+//              its own transaction, ack the fetched batch.
+//   staleness  a producer appends change events at --rate per second for --seconds; the
+//              applier follows; per change, the time from its source commit (before its
+//              append) to the commit of the target transaction that applied it.
+// Every server is started by the benchmark (PostgreSQL: fsync and synchronous_commit on).
+#include <sys/stat.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench/bench.h"
+#include "bench/report.h"
+#include "bench/timing.h"
+#include "converge/consumer_group.h"
+#include "converge/env.h"
+#include "converge/event.h"
+#include "converge/log.h"
+#include "converge/replica.h"
+#include "converge/sql.h"
+#include "core/command_line.h"
+#include "support/postgres_server.h"
+#include "support/server_process.h"
+
+namespace converge::bench {
+namespace {
+
+constexpr char kSystems[] = "converge-sqlite,converge-postgres,hand-written-postgres";
+
+struct Options {
+  bool help = false;
+  bool json = false;
+  uint64_t changes = 200'000;
+  uint64_t hand_written_changes = 5000;
+  uint64_t keys = 10'000;
+  uint64_t batch = 10000;
+  uint64_t rate = 10'000;
+  uint64_t seconds = 5;
+  std::vector<std::string> systems;
+  bool staleness = true;
+  std::string dir;
+};
+
+std::vector<std::string> Split(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= s.size()) {
+    const size_t comma = s.find(',', start);
+    const std::string part = s.substr(start, comma == std::string::npos ? std::string::npos
+                                                                        : comma - start);
+    if (!part.empty()) out.push_back(part);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+// The record of change `i`: key i % keys, version i + 1, every tenth a delete.
+std::string ChangeRecord(uint64_t i, uint64_t keys, int64_t commit_micros) {
+  replica::Change c;
+  c.key = "customer-" + std::to_string(i % keys);
+  c.version = i + 1;
+  c.kind = i % 10 == 9 ? replica::ChangeKind::kDelete : replica::ChangeKind::kUpsert;
+  if (c.kind == replica::ChangeKind::kUpsert) {
+    c.document = "{\"id\":" + std::to_string(i % keys) + ",\"name\":\"customer " +
+                 std::to_string(i % keys) + "\",\"tier\":\"gold\",\"balance\":" +
+                 std::to_string(i) + "}";
+  }
+  c.commit_time_micros = commit_micros;
+  Result<Event> e = replica::MakeChangeEvent(c, "/bench/customers");
+  CONVERGE_CHECK(e.ok());
+  std::string out;
+  CONVERGE_CHECK(EncodeBinary(*e, &out).ok());
+  return out;
+}
+
+Status Prefill(Log& log, const std::string& topic, uint64_t n, uint64_t keys) {
+  TopicOptions t;
+  t.durability = Durability::kNone;
+  CONVERGE_RETURN_IF_ERROR(log.CreateTopic(topic, t));
+  const int64_t now = Env::Default().clock().NowWallMicros();
+  for (uint64_t i = 0; i < n;) {
+    std::vector<std::string> values;
+    std::vector<std::string> keys_of;
+    for (uint64_t j = 0; j < 1000 && i < n; ++j, ++i) {
+      values.push_back(ChangeRecord(i, keys, now));
+      keys_of.push_back("customer-" + std::to_string(i % keys));
+    }
+    std::vector<RecordView> views;
+    for (size_t j = 0; j < values.size(); ++j) views.push_back({"", keys_of[j], values[j], 0});
+    CONVERGE_RETURN_IF_ERROR(log.Append(topic, views).status());
+  }
+  return log.Sync();
+}
+
+struct Bench {
+  Options o;
+  std::string dir;
+  std::unique_ptr<testing::PostgresServer> pg;
+  int databases = 0;
+
+  Result<std::unique_ptr<sql::Database>> NewDatabase(bool postgres, std::string* where,
+                                                     const std::string& synchronous = "full") {
+    if (!postgres) {
+      sql::SqliteOptions so;
+      so.path = dir + "/target-" + std::to_string(++databases) + ".db";
+      so.synchronous = synchronous;
+      *where = so.path;
+      return sql::Database::OpenSqlite(so);
+    }
+    if (pg == nullptr) {
+      std::fprintf(stderr, "  starting PostgreSQL...\n");
+      testing::PostgresServerOptions po;
+      po.base_dir = dir;
+      CONVERGE_ASSIGN_OR_RETURN(pg, testing::PostgresServer::Start(po));
+    }
+    const std::string name = "target" + std::to_string(++databases);
+    CONVERGE_RETURN_IF_ERROR(pg->CreateDatabase(name));
+    sql::PostgresOptions po;
+    po.conninfo = pg->ConnInfo(name);
+    *where = po.conninfo;
+    return sql::Database::ConnectPostgres(po);
+  }
+
+  Result<Measurement> Apply(bool postgres) {
+    const std::string name = postgres ? "converge-postgres" : "converge-sqlite";
+    std::fprintf(stderr, "  %s: prefilling %llu changes...\n", name.c_str(),
+                 static_cast<unsigned long long>(o.changes));
+    LogOptions lo;
+    lo.dir = dir + "/log-" + name;
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<Log> log, Log::Open(Env::Default(), lo));
+    CONVERGE_RETURN_IF_ERROR(Prefill(*log, "customers", o.changes, o.keys));
+    std::string where;
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<sql::Database> db, NewDatabase(postgres, &where));
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<replica::Target> target,
+                              replica::NewSqlTarget(*db, {"bench", "customers", "customers"}));
+    std::unique_ptr<replica::Source> source = replica::NewLogSource(*log, "customers");
+    replica::ApplierOptions ao;
+    ao.name = "bench";
+    ao.max_batch = o.batch;
+    ao.tombstone_retention_ms = 0;
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<replica::Applier> applier,
+                              replica::Applier::Open(Env::Default(), *source, *target, ao));
+    std::fprintf(stderr, "  %s: applying...\n", name.c_str());
+    LatencyRecorder batches(1'000'000);
+    const int64_t t0 = NowNanos();
+    while (true) {
+      const int64_t s = NowNanos();
+      CONVERGE_ASSIGN_OR_RETURN(size_t n, applier->Step());
+      if (n == 0) break;
+      batches.Record(NowNanos() - s);
+    }
+    const double secs = static_cast<double>(NowNanos() - t0) / 1e9;
+    const replica::ReplicaStats st = applier->Stats();
+    if (st.positions[0].next_offset != o.changes) {
+      return InternalError(name + ": applied up to " + std::to_string(st.positions[0].next_offset) +
+                           " of " + std::to_string(o.changes));
+    }
+    Measurement m;
+    m.workload = "apply";
+    m.system = name;
+    m.durability = postgres ? "synchronous_commit=on" : "synchronous=full";
+    m.rate_name = "changes_per_s";
+    m.events = o.changes;
+    m.seconds = secs;
+    m.events_per_s = static_cast<double>(o.changes) / secs;
+    auto p = batches.Compute();
+    m.p50_us = p.p50_us;
+    m.p99_us = p.p99_us;
+    m.p999_us = p.p999_us;
+    char note[256];
+    std::snprintf(note, sizeof(note),
+                  "latency per batch of %llu (one transaction with the position); %llu keys, "
+                  "%llu applied, %llu superseded in their batch",
+                  static_cast<unsigned long long>(o.batch),
+                  static_cast<unsigned long long>(o.keys),
+                  static_cast<unsigned long long>(st.applied),
+                  static_cast<unsigned long long>(st.superseded));
+    m.note = note;
+    return m;
+  }
+
+  // The consumer a team writes by hand: a consumer group, one upsert transaction per event.
+  Result<Measurement> HandWritten() {
+    const std::string name = "hand-written-postgres";
+    const uint64_t n = o.hand_written_changes;
+    std::fprintf(stderr, "  %s: prefilling %llu changes...\n", name.c_str(),
+                 static_cast<unsigned long long>(n));
+    LogOptions lo;
+    lo.dir = dir + "/log-" + name;
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<Log> log, Log::Open(Env::Default(), lo));
+    CONVERGE_RETURN_IF_ERROR(Prefill(*log, "customers", n, o.keys));
+    ConsumerGroupsOptions go;
+    go.dir = dir + "/groups-" + name;
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<ConsumerGroups> groups,
+                              ConsumerGroups::Open(Env::Default(), *log, go));
+    CONVERGE_RETURN_IF_ERROR(groups->CreateGroup("customers", "copy", GroupOptions{}));
+    CONVERGE_RETURN_IF_ERROR(groups->Join("customers", "copy", "m1").status());
+    std::string where;
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<sql::Database> db, NewDatabase(true, &where));
+    CONVERGE_RETURN_IF_ERROR(db->ExecuteScript(
+        "CREATE TABLE customers (key TEXT PRIMARY KEY, version BIGINT NOT NULL, document TEXT, "
+        "deleted BOOLEAN NOT NULL)"));
+    std::fprintf(stderr, "  %s: applying...\n", name.c_str());
+    LatencyRecorder each(n + 1);
+    uint64_t done = 0;
+    const int64_t t0 = NowNanos();
+    while (done < n) {
+      CONVERGE_ASSIGN_OR_RETURN(FetchResult f,
+                                groups->Fetch("customers", "copy", "m1", 100, 1 << 20));
+      if (f.deliveries.empty()) continue;
+      std::vector<LeaseRef> leases;
+      for (const Delivery& d : f.deliveries) {
+        const int64_t s = NowNanos();
+        CONVERGE_ASSIGN_OR_RETURN(replica::Change c,
+                                  replica::ParseChangeRecord(d.value, d.timestamp_micros));
+        const bool del = c.kind == replica::ChangeKind::kDelete;
+        const sql::Value p[] = {sql::Value::Text(c.key),
+                                sql::Value::Int(static_cast<int64_t>(c.version)),
+                                del ? sql::Value::Null() : sql::Value::Text(c.document),
+                                sql::Value::Text(del ? "t" : "f")};
+        CONVERGE_RETURN_IF_ERROR(db->Transact([&](sql::Transaction& tx) {
+          return tx
+              .Execute("INSERT INTO customers (key, version, document, deleted) VALUES "
+                       "($1, $2, $3, $4) ON CONFLICT (key) DO UPDATE SET version = "
+                       "excluded.version, document = excluded.document, deleted = "
+                       "excluded.deleted",
+                       p)
+              .status();
+        }));
+        each.Record(NowNanos() - s);
+        leases.push_back(d.lease());
+      }
+      CONVERGE_RETURN_IF_ERROR(groups->AckBatch("customers", "copy", "m1", leases).status());
+      done += leases.size();
+    }
+    const double secs = static_cast<double>(NowNanos() - t0) / 1e9;
+    Measurement m;
+    m.workload = "apply";
+    m.system = name;
+    m.durability = "synchronous_commit=on";
+    m.rate_name = "changes_per_s";
+    m.events = n;
+    m.seconds = secs;
+    m.events_per_s = static_cast<double>(n) / secs;
+    auto p = each.Compute();
+    m.p50_us = p.p50_us;
+    m.p99_us = p.p99_us;
+    m.p999_us = p.p999_us;
+    m.note = "consumer group fetch of 100, one upsert transaction per event, one ack per fetch "
+             "(latency per event)";
+    return m;
+  }
+
+  // A producer at o.rate changes/s and the applier following it.
+  // `synchronous`: SQLite's setting ("full": fsync per commit; "normal": WAL synced at
+  // checkpoints, survives a process crash but not a power loss).
+  Result<Measurement> Staleness(bool postgres, const std::string& synchronous = "full") {
+    const std::string name = postgres ? "converge-postgres" : "converge-sqlite";
+    std::fprintf(stderr, "  %s: staleness at %llu changes/s for %llu s...\n", name.c_str(),
+                 static_cast<unsigned long long>(o.rate),
+                 static_cast<unsigned long long>(o.seconds));
+    LogOptions lo;
+    lo.dir = dir + "/log-staleness-" + name + "-" + synchronous;
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<Log> log, Log::Open(Env::Default(), lo));
+    TopicOptions t;
+    t.durability = Durability::kInterval;
+    t.sync_interval_ms = 10;
+    CONVERGE_RETURN_IF_ERROR(log->CreateTopic("customers", t));
+    std::string where;
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<sql::Database> db,
+                              NewDatabase(postgres, &where, synchronous));
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<replica::Target> target,
+                              replica::NewSqlTarget(*db, {"bench", "customers", "customers"}));
+    std::unique_ptr<replica::Source> source = replica::NewLogSource(*log, "customers");
+    replica::ApplierOptions ao;
+    ao.name = "bench";
+    ao.max_batch = o.batch;
+    ao.tombstone_retention_ms = 0;
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<replica::Applier> applier,
+                              replica::Applier::Open(Env::Default(), *source, *target, ao));
+    const uint64_t total = o.rate * o.seconds;
+    // commit_ns[offset]: when the producer committed change `offset` (just before its append).
+    std::vector<std::atomic<int64_t>> commit_ns(total);
+    std::atomic<uint64_t> appended{0};
+    std::mutex mu;
+    std::condition_variable cv;
+    bool wake = false;
+    CONVERGE_ASSIGN_OR_RETURN(
+        std::unique_ptr<Log::Watch> watch,
+        log->WatchAppends("customers", [&](uint32_t, uint64_t) {
+          std::lock_guard<std::mutex> g(mu);
+          wake = true;
+          cv.notify_one();
+        }));
+    Status producer_status;
+    std::thread producer([&] {
+      ReduceTimerSlack();
+      Pacer pacer(o.rate, NowNanos());
+      uint64_t i = 0;
+      const int64_t commit_micros = Env::Default().clock().NowWallMicros();
+      while (i < total) {
+        SleepUntilNanos(pacer.DueNanos(i));
+        const uint64_t due = pacer.DueCount(NowNanos(), total);
+        std::vector<std::string> values;
+        std::vector<std::string> keys;
+        const int64_t now = NowNanos();
+        for (uint64_t j = i; j < std::max(due, i + 1); ++j) {
+          commit_ns[j].store(now, std::memory_order_relaxed);
+          values.push_back(ChangeRecord(j, o.keys, commit_micros));
+          keys.push_back("customer-" + std::to_string(j % o.keys));
+        }
+        std::vector<RecordView> views;
+        for (size_t j = 0; j < values.size(); ++j) views.push_back({"", keys[j], values[j], 0});
+        Status s = log->Append("customers", views).status();
+        if (!s.ok()) {
+          producer_status = s;
+          return;
+        }
+        i += views.size();
+        appended.store(i, std::memory_order_release);
+      }
+    });
+    LatencyRecorder lat(total + 1);
+    uint64_t applied_upto = 0;
+    Status status;
+    while (applied_upto < total) {
+      Result<size_t> n = applier->Step();
+      if (!n.ok()) {
+        status = n.status();
+        break;
+      }
+      const int64_t now = NowNanos();
+      const uint64_t next = applier->Stats().positions[0].next_offset;
+      for (uint64_t k = applied_upto; k < next; ++k) {
+        lat.Record(now - commit_ns[k].load(std::memory_order_relaxed));
+      }
+      applied_upto = next;
+      if (*n == 0) {
+        std::unique_lock<std::mutex> g(mu);
+        cv.wait_for(g, std::chrono::milliseconds(5), [&] { return wake; });
+        wake = false;
+      }
+      if (!producer_status.ok()) break;
+    }
+    producer.join();
+    watch.reset();
+    CONVERGE_RETURN_IF_ERROR(status);
+    CONVERGE_RETURN_IF_ERROR(producer_status);
+    Measurement m;
+    m.workload = "staleness";
+    m.system = name;
+    m.durability = postgres ? "synchronous_commit=on" : "synchronous=" + synchronous;
+    m.rate_name = "changes_per_s";
+    m.events = total;
+    m.seconds = static_cast<double>(o.seconds);
+    m.events_per_s = static_cast<double>(o.rate);
+    auto p = lat.Compute();
+    m.p50_us = p.p50_us;
+    m.p99_us = p.p99_us;
+    m.p999_us = p.p999_us;
+    m.note = "source commit (before its append) to target commit, per change; source topic "
+             "durability interval-10ms; applier woken by the log's append watch";
+    return m;
+  }
+};
+
+void PrintHelp(FILE* out) {
+  std::fprintf(out,
+               "converge bench replica [--json] [--changes N] [--hand-written-changes N] "
+               "[--keys N] [--batch N]\n"
+               "                        [--rate N] [--seconds N] [--no-staleness] "
+               "[--systems LIST] [--dir DIR]\n"
+               "Applies change events from a log topic into SQL tables: the replica applier "
+               "into SQLite and\nPostgreSQL, beside a hand-written consumer (one upsert "
+               "transaction per event); then staleness\nat --rate changes/s.\n"
+               "  systems: %s\n",
+               kSystems);
+}
+
+int RunReplica(int argc, char** argv) {
+  Options o;
+  o.systems = Split(kSystems);
+  std::string systems;
+  bool no_staleness = false;
+  CLI::App app("Replica apply throughput and staleness.", "converge bench replica");
+  cli::Configure(app);
+  app.add_flag("--json", o.json);
+  app.add_option("--changes", o.changes)->check(cli::Integer(1, 100'000'000));
+  app.add_option("--hand-written-changes", o.hand_written_changes)
+      ->check(cli::Integer(1, 100'000'000));
+  app.add_option("--keys", o.keys)->check(cli::Integer(1, 100'000'000));
+  app.add_option("--batch", o.batch)->check(cli::Integer(1, 100'000));
+  app.add_option("--rate", o.rate)->check(cli::Integer(1, 1'000'000));
+  app.add_option("--seconds", o.seconds)->check(cli::Integer(1, 3600));
+  app.add_flag("--no-staleness", no_staleness);
+  CLI::Option* systems_option = app.add_option("--systems", systems);
+  app.add_option("--dir", o.dir);
+  Status parsed = cli::Parse(app, argc, argv, &o.help);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "converge bench replica: %s\n(see converge bench replica --help)\n",
+                 std::string(parsed.message()).c_str());
+    return 2;
+  }
+  if (o.help) {
+    PrintHelp(stdout);
+    return 0;
+  }
+  o.staleness = !no_staleness;
+  if (systems_option->count() > 0) o.systems = Split(systems);
+  for (const std::string& s : o.systems) {
+    if (s != "converge-sqlite" && s != "converge-postgres" && s != "hand-written-postgres") {
+      std::fprintf(stderr, "converge bench replica: unknown system '%s' (%s)\n", s.c_str(),
+                   kSystems);
+      return 2;
+    }
+  }
+  Result<testing::TempDir> run_dir = testing::TempDir::Create("converge-bench-", o.dir);
+  if (!run_dir.ok()) {
+    std::fprintf(stderr, "converge bench replica: %s\n", run_dir.status().ToString().c_str());
+    return 1;
+  }
+  ::chmod(run_dir->path().c_str(), 0755);  // PostgreSQL runs as its own user under root
+  double load[1] = {0};
+  ::getloadavg(load, 1);
+  std::fprintf(stderr,
+               "converge bench replica: %llu changes over %llu keys, batch %llu; scratch %s; "
+               "load average %.2f\n",
+               static_cast<unsigned long long>(o.changes),
+               static_cast<unsigned long long>(o.keys), static_cast<unsigned long long>(o.batch),
+               run_dir->path().c_str(), load[0]);
+  Bench bench;
+  bench.o = o;
+  bench.dir = run_dir->path();
+  std::vector<Measurement> rows;
+  int failures = 0;
+  auto add = [&](Result<Measurement> m, const std::string& what) {
+    if (!m.ok()) {
+      std::fprintf(stderr, "converge bench replica: %s: %s\n", what.c_str(),
+                   m.status().ToString().c_str());
+      ++failures;
+      return;
+    }
+    if (o.json) {
+      std::printf("%s\n", ToJsonLine(*m).c_str());
+      std::fflush(stdout);
+    }
+    rows.push_back(std::move(m).value());
+  };
+  for (const std::string& s : o.systems) {
+    if (s == "converge-sqlite") add(bench.Apply(false), s);
+    if (s == "converge-postgres") add(bench.Apply(true), s);
+    if (s == "hand-written-postgres") add(bench.HandWritten(), s);
+  }
+  if (o.staleness) {
+    for (const std::string& s : o.systems) {
+      if (s == "converge-sqlite") {
+        add(bench.Staleness(false), s + " staleness");
+        add(bench.Staleness(false, "normal"), s + " staleness (synchronous=normal)");
+      }
+      if (s == "converge-postgres") add(bench.Staleness(true), s + " staleness");
+    }
+  }
+  double conv_pg = 0, hand = 0;
+  for (const Measurement& m : rows) {
+    if (m.workload != "apply") continue;
+    if (m.system == "converge-postgres") conv_pg = m.events_per_s;
+    if (m.system == "hand-written-postgres") hand = m.events_per_s;
+  }
+  std::string comparison;
+  if (conv_pg > 0 && hand > 0) {
+    char line[160];
+    std::snprintf(line, sizeof(line), "converge-postgres applies %.1fx the hand-written consumer\n",
+                  conv_pg / hand);
+    comparison = line;
+  }
+  if (o.json) {
+    std::fputs(comparison.c_str(), stderr);
+  } else {
+    std::printf("\n%s%s", FormatTable(rows).c_str(), comparison.c_str());
+  }
+  return failures == 0 ? 0 : 1;
+}
+
+BenchmarkRegistration registration(
+    {"replica", "replica apply into SQLite/PostgreSQL vs a hand-written consumer; staleness",
+     RunReplica});
+
+}  // namespace
+}  // namespace converge::bench

@@ -1,0 +1,384 @@
+#include "server/replicas.h"
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
+#include <thread>
+
+#include "converge/sql.h"
+
+namespace converge::server {
+namespace {
+
+std::unique_ptr<sql::Database> OpenTargetDb(const ReplicaConfig& c, Status* error) {
+  Result<std::unique_ptr<sql::Database>> db =
+      c.engine == sql::Engine::kSqlite
+          ? sql::Database::OpenSqlite(sql::SqliteOptions{.path = c.database})
+          : sql::Database::ConnectPostgres(sql::PostgresOptions{.conninfo = c.database});
+  if (!db.ok()) {
+    *error = db.status();
+    return nullptr;
+  }
+  return std::move(db).value();
+}
+
+}  // namespace
+
+struct Replicas::Runner {
+  Runner(Env& e, Log& l, ReplicaConfig c) : env(e), log(l), config(std::move(c)) {}
+
+  Env& env;
+  Log& log;
+  const ReplicaConfig config;
+
+  // Owned and used by the thread (the applier's Stats/WaitForAsync/CheckStaleness are
+  // thread-safe; the pointer itself is published under mu).
+  std::unique_ptr<sql::Database> db;
+  std::unique_ptr<replica::Target> target;
+  std::unique_ptr<replica::Source> source;
+  std::unique_ptr<Log::Watch> watch;
+
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  bool stop = false;
+  bool woken = false;
+  std::shared_ptr<replica::Applier> applier;  // under mu
+  Status not_running = UnavailableError("replica '" + config.name + "' is starting");
+  bool stop_reported = false;
+
+  // The read connection of the row route, separate from the applier's.
+  std::mutex read_mu;
+  std::unique_ptr<sql::Database> read_db;
+
+  std::thread thread;
+
+  void Say(const std::string& message) const {
+    std::fprintf(stderr, "converge serve: replica '%s': %s\n", config.name.c_str(),
+                 message.c_str());
+  }
+
+  std::shared_ptr<replica::Applier> Current() const {
+    std::lock_guard lock(mu);
+    return applier;
+  }
+
+  // Waits until woken by an append, `ms` pass, or Stop. False once stopping.
+  bool Pause(int64_t ms) {
+    std::unique_lock lock(mu);
+    cv.wait_for(lock, std::chrono::milliseconds(ms), [this] { return stop || woken; });
+    woken = false;
+    return !stop;
+  }
+
+  Status OpenApplier() {
+    Status error;
+    if (db == nullptr) {
+      db = OpenTargetDb(config, &error);
+      if (db == nullptr) return error.WithContext("opening the target database");
+    }
+    if (target == nullptr) {
+      Result<std::unique_ptr<replica::Target>> t =
+          replica::NewSqlTarget(*db, SqlTargetOptionsFor(config));
+      if (!t.ok()) return t.status().WithContext("opening the target table");
+      target = std::move(t).value();
+    }
+    if (watch == nullptr) {
+      // Before the applier reads: an append after this is never missed.
+      Result<std::unique_ptr<Log::Watch>> w =
+          log.WatchAppends(config.source_topic, [this](uint32_t, uint64_t) {
+            {
+              std::lock_guard lock(mu);
+              woken = true;
+            }
+            cv.notify_one();
+          });
+      if (!w.ok()) return w.status().WithContext("watching topic '" + config.source_topic + "'");
+      watch = std::move(w).value();
+    }
+    if (source == nullptr) source = replica::NewLogSource(log, config.source_topic);
+    replica::ApplierOptions options = ApplierOptionsFor(config);
+    options.report = [this](const std::string& message) { Say(message); };
+    Result<std::unique_ptr<replica::Applier>> a =
+        replica::Applier::Open(env, *source, *target, std::move(options));
+    if (!a.ok()) return a.status().WithContext("opening the applier");
+    std::lock_guard lock(mu);
+    applier = std::move(a).value();
+    not_running = Status::Ok();
+    return Status::Ok();
+  }
+
+  void Run() {
+    std::string last_error;
+    int64_t backoff_ms = 100;
+    while (true) {
+      {
+        std::lock_guard lock(mu);
+        if (stop) break;
+      }
+      std::shared_ptr<replica::Applier> a = Current();
+      if (a == nullptr) {
+        Status s = OpenApplier();
+        if (!s.ok()) {
+          {
+            std::lock_guard lock(mu);
+            not_running = UnavailableError("replica '" + config.name +
+                                           "' is not running: " + std::string(s.message()));
+          }
+          if (s.ToString() != last_error) Say("cannot start (retrying): " + s.ToString());
+          last_error = s.ToString();
+          if (!Pause(backoff_ms)) break;
+          backoff_ms = std::min<int64_t>(backoff_ms * 2, 5000);
+          continue;
+        }
+        Say("running: " + config.source_topic +
+            (config.store_collection.empty() ? ""
+                                             : " (collection " + config.store_collection + ")") +
+            " -> " + std::string(sql::EngineName(config.engine)) + " table " + config.table);
+        last_error.clear();
+        backoff_ms = 100;
+        continue;
+      }
+      Result<size_t> stepped = a->Step();
+      if (!stepped.ok()) {
+        const replica::ReplicaStats st = a->Stats();
+        if (!st.stopped.ok()) {
+          if (!stop_reported) Say("STOPPED: " + st.stopped.ToString());
+          stop_reported = true;
+          if (!Pause(config.poll_interval_ms)) break;
+          continue;
+        }
+        if (stepped.status().ToString() != last_error) {
+          Say("step failed (retrying): " + stepped.status().ToString());
+        }
+        last_error = stepped.status().ToString();
+        if (!Pause(backoff_ms)) break;
+        backoff_ms = std::min<int64_t>(backoff_ms * 2, 5000);
+        continue;
+      }
+      last_error.clear();
+      backoff_ms = 100;
+      if (*stepped == 0 && !Pause(config.poll_interval_ms)) break;
+    }
+    // Pending waits are answered (Cancelled) by the applier's destructor, on this thread.
+    std::shared_ptr<replica::Applier> closing;
+    {
+      std::lock_guard lock(mu);
+      closing = std::move(applier);
+      not_running = UnavailableError("replica '" + config.name + "' is stopping");
+    }
+    closing.reset();
+    watch.reset();
+    source.reset();
+    target.reset();
+    db.reset();
+  }
+};
+
+std::unique_ptr<Replicas> Replicas::Start(Env& env, Log& log, const ServerConfig& config) {
+  std::unique_ptr<Replicas> out(new Replicas());
+  out->configs_ = config.replicas;
+  for (const ReplicaConfig& c : out->configs_) {
+    auto runner = std::make_unique<Runner>(env, log, c);
+    Runner* r = runner.get();
+    runner->thread = std::thread([r] { r->Run(); });
+    out->runners_.push_back(std::move(runner));
+  }
+  return out;
+}
+
+Replicas::~Replicas() { Stop(); }
+
+void Replicas::Stop() {
+  {
+    std::lock_guard lock(life_->mu);
+    life_->stopped = true;
+  }
+  for (auto& r : runners_) {
+    {
+      std::lock_guard lock(r->mu);
+      r->stop = true;
+    }
+    r->cv.notify_all();
+  }
+  for (auto& r : runners_) {
+    if (r->thread.joinable()) r->thread.join();
+    std::lock_guard lock(r->read_mu);
+    r->read_db.reset();
+  }
+}
+
+const ReplicaConfig* Replicas::Find(const std::string& name) const {
+  for (const ReplicaConfig& c : configs_) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
+namespace {
+template <typename R>
+R* FindRunner(const std::vector<std::unique_ptr<R>>& runners, const std::string& name) {
+  for (const auto& r : runners) {
+    if (r->config.name == name) return r.get();
+  }
+  return nullptr;
+}
+}  // namespace
+
+Replicas::Description Replicas::Describe(const std::string& name) const {
+  Description d;
+  Runner* r = FindRunner(runners_, name);
+  if (r == nullptr) {
+    d.not_running = NotFoundError("no replica '" + name + "'");
+    return d;
+  }
+  std::shared_ptr<replica::Applier> a;
+  {
+    std::lock_guard lock(r->mu);
+    a = r->applier;
+    d.not_running = r->not_running;
+  }
+  if (a != nullptr) {
+    d.running = true;
+    d.stats = a->Stats();
+  }
+  return d;
+}
+
+void Replicas::WaitForAsync(const std::string& name, const std::string& token, int64_t deadline_ms,
+                            std::function<void(Status)> done) {
+  Runner* r = FindRunner(runners_, name);
+  if (r == nullptr) return done(NotFoundError("no replica '" + name + "'"));
+  std::shared_ptr<replica::Applier> a;
+  Status why;
+  {
+    std::lock_guard lock(r->mu);
+    a = r->applier;
+    why = r->not_running;
+  }
+  if (a != nullptr) return a->WaitForAsync(token, deadline_ms, std::move(done));
+  // Not open yet (starting, or its database is not reachable): look again shortly, until the
+  // deadline. A timer, not a thread, waits.
+  if (deadline_ms <= 0) {
+    return done(DeadlineExceededError(std::string(why.message()) +
+                                      "; the consistency token could not be waited for"));
+  }
+  const int64_t step = std::min<int64_t>(deadline_ms, 20);
+  std::shared_ptr<Life> life = life_;
+  r->env.executor().Schedule(step * 1'000'000, [this, life, name, token, deadline_ms, step,
+                                                done = std::move(done)]() mutable {
+    // Under the lock Stop() takes: once it has returned, no timer touches `this`.
+    std::lock_guard lock(life->mu);
+    if (life->stopped) return done(CancelledError("replica '" + name + "' was closed"));
+    WaitForAsync(name, token, deadline_ms - step, std::move(done));
+  });
+}
+
+Status Replicas::CheckStaleness(const std::string& name, int64_t max_staleness_ms) const {
+  Runner* r = FindRunner(runners_, name);
+  if (r == nullptr) return NotFoundError("no replica '" + name + "'");
+  std::shared_ptr<replica::Applier> a;
+  {
+    std::lock_guard lock(r->mu);
+    if (r->applier == nullptr) return r->not_running;
+    a = r->applier;
+  }
+  return a->CheckStaleness(max_staleness_ms);
+}
+
+Result<std::optional<replica::Row>> Replicas::ReadRow(const std::string& name,
+                                                      const std::string& key) {
+  Runner* r = FindRunner(runners_, name);
+  if (r == nullptr) return NotFoundError("no replica '" + name + "'");
+  std::lock_guard lock(r->read_mu);
+  if (r->read_db == nullptr) {
+    Status error;
+    r->read_db = OpenTargetDb(r->config, &error);
+    if (r->read_db == nullptr) {
+      return UnavailableError("replica '" + name + "': cannot open the target database: " +
+                              std::string(error.message()));
+    }
+  }
+  const std::string sql =
+      // `deleted` is BOOLEAN in PostgreSQL and 0/1 in SQLite: read as an integer in both.
+      "SELECT version, CASE WHEN deleted THEN 1 ELSE 0 END, document, commit_time_us, "
+      "applied_us, source_partition FROM " +
+      r->config.table + " WHERE key = $1";
+  const sql::Value params[] = {sql::Value::Text(key)};
+  std::optional<replica::Row> out;
+  Result<int64_t> rows = r->read_db->Query(sql, params, [&out](const sql::Row& row) -> Status {
+    replica::Row x;
+    CONVERGE_ASSIGN_OR_RETURN(int64_t version, row.Int(0));
+    CONVERGE_ASSIGN_OR_RETURN(int64_t deleted, row.Int(1));
+    CONVERGE_ASSIGN_OR_RETURN(x.commit_time_micros, row.Int(3));
+    CONVERGE_ASSIGN_OR_RETURN(x.applied_time_micros, row.Int(4));
+    CONVERGE_ASSIGN_OR_RETURN(int64_t partition, row.Int(5));
+    x.version = static_cast<uint64_t>(version);
+    x.deleted = deleted != 0;
+    x.document = std::string(row.Bytes(2));
+    x.source_partition = static_cast<uint32_t>(partition);
+    out = std::move(x);
+    return Status::Ok();
+  });
+  if (!rows.ok()) {
+    // The table is created by the applier; before that the row simply is not there.
+    if (rows.status().code() == StatusCode::kInvalidArgument && r->Current() == nullptr) {
+      return std::optional<replica::Row>();
+    }
+    // A lost connection is reopened by the next read.
+    if (!r->read_db->healthy()) r->read_db.reset();
+    const std::string what =
+        "replica '" + name + "': reading the target table: " + std::string(rows.status().message());
+    // Not the request's fault: a table that is not as converge laid it out is the server's.
+    if (rows.status().code() == StatusCode::kInvalidArgument) return InternalError(what);
+    return Status(rows.status().code(), what);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, Status>> Replicas::Stopped() const {
+  std::vector<std::pair<std::string, Status>> out;
+  for (const auto& r : runners_) {
+    std::shared_ptr<replica::Applier> a = r->Current();
+    if (a == nullptr) continue;
+    Status s = a->Stats().stopped;
+    if (!s.ok()) out.emplace_back(r->config.name, std::move(s));
+  }
+  return out;
+}
+
+void Replicas::CollectMetrics(std::vector<MetricsRegistry::Sample>* out) const {
+  for (const auto& r : runners_) {
+    std::shared_ptr<replica::Applier> a = r->Current();
+    const Labels labels = {{"replica", r->config.name}};
+    replica::ReplicaStats st;
+    if (a != nullptr) st = a->Stats();
+    out->push_back({"converge_replica_running",
+                    "1 while the replica's applier is open (0: its target or source is not "
+                    "reachable yet, see the server's log).",
+                    "gauge", labels, a != nullptr ? 1.0 : 0.0});
+    out->push_back({"converge_replica_stopped",
+                    "1 once the replica's applier stopped on a malformed change "
+                    "(on_malformed: stop); it stays stopped until the server restarts.",
+                    "gauge", labels, st.stopped.ok() ? 0.0 : 1.0});
+    out->push_back({"converge_replica_lag_changes",
+                    "Records in the replica's source topic past its position, as last seen.",
+                    "gauge", labels, static_cast<double>(st.lag_changes)});
+    out->push_back({"converge_replica_lag_ms",
+                    "Age of the oldest change the replica has not applied (0 when caught up).",
+                    "gauge", labels, static_cast<double>(st.lag_ms)});
+    out->push_back({"converge_replica_last_apply_latency_ms",
+                    "Source commit time to apply time of the last change the replica applied.",
+                    "gauge", labels, static_cast<double>(st.last_apply_latency_us) / 1000.0});
+    out->push_back({"converge_replica_applied_total",
+                    "Changes the replica wrote to its target (since the server started).",
+                    "counter", labels, static_cast<double>(st.applied)});
+    out->push_back({"converge_replica_malformed_total",
+                    "Records of the source that were not change events (since the server "
+                    "started; each is reported in the server's log).",
+                    "counter", labels, static_cast<double>(st.malformed)});
+  }
+}
+
+}  // namespace converge::server
