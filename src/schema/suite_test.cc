@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -114,6 +115,42 @@ TEST(SchemaSuiteTest, Draft4MatchesExceptTheDocumentedSkips) {
   }
   std::cout << "draft4: " << outcomes.size() << " cases, " << matched << " match, "
             << outcomes.size() - matched << " skipped\n";
+}
+
+// Publish validates an event's data as text (ValidateText, and a Batch reusing one validator
+// and parser for many values); the suite above runs parsed values (Validate). Every draft-4
+// instance must get the same verdict and the same failing paths both ways.
+TEST(SchemaSuiteTest, Draft4TextAndValuePathsAgree) {
+  fs::path dir = fs::path(CONVERGE_JSON_SCHEMA_TEST_SUITE) / "tests" / "draft4";
+  int compared = 0;
+  for (const auto& file : SuiteFiles(dir)) {
+    json::value groups = ReadJson(file);
+    for (const auto& g : groups.as_array()) {
+      auto compiled = Validator::Compile(g.at("schema"));
+      if (!compiled.ok()) continue;  // refused schemas validate nothing
+      const Validator& v = **compiled;
+      Validator::Batch batch(v);
+      for (const auto& t : g.at("tests").as_array()) {
+        const json::value& data = t.at("data");
+        const std::string text = json::serialize(data);
+        std::optional<Violation> by_value = v.Validate(data);
+        for (const std::optional<Violation>& by_text :
+             {v.ValidateText(text), batch.ValidateText(text)}) {
+          std::string where = file.filename().string() + " / " +
+                              std::string(g.at("description").as_string()) + " / " +
+                              std::string(t.at("description").as_string()) + ": " + text;
+          ASSERT_EQ(by_value.has_value(), by_text.has_value()) << where;
+          if (by_value) {
+            EXPECT_EQ(by_value->instance_path, by_text->instance_path) << where;
+            EXPECT_EQ(by_value->keyword, by_text->keyword) << where;
+            EXPECT_EQ(by_value->schema_path, by_text->schema_path) << where;
+          }
+        }
+        ++compared;
+      }
+    }
+  }
+  EXPECT_GT(compared, 300);
 }
 
 // For the record (docs/schemas.md): how RapidJSON's draft-04 validator does on later drafts'

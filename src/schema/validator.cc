@@ -8,7 +8,17 @@
 #include <stdexcept>
 // An internal inconsistency in RapidJSON (its asserts are off in a release build, where it
 // would read out of bounds) throws instead; Validate turns it into a failed validation.
-#define RAPIDJSON_ASSERT(x) ((x) ? static_cast<void>(0) : throw std::logic_error("rapidjson: " #x))
+// The throw sits in a cold function of its own: written inline it made every small RapidJSON
+// accessor (a stack's Top, run for each value) too big to inline.
+namespace converge::schema {
+[[noreturn, gnu::cold, gnu::noinline]] inline void RapidJsonAssertFailed(const char* what) {
+  throw std::logic_error(what);
+}
+}  // namespace converge::schema
+#define RAPIDJSON_ASSERT(x)                  \
+  (__builtin_expect(static_cast<bool>(x), 1) \
+       ? static_cast<void>(0)                \
+       : ::converge::schema::RapidJsonAssertFailed("rapidjson: " #x))
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
 #include <rapidjson/memorystream.h>
@@ -342,6 +352,9 @@ struct Validator::Impl {
   struct Slot {
     std::unique_ptr<rapidjson::SchemaDocument> own;
     std::unique_ptr<rapidjson::SchemaValidator> validator;
+    // The text parser, kept with the validator so its string stack (allocated at the first
+    // string) keeps its capacity from one value to the next.
+    rapidjson::Reader reader;
   };
   static constexpr size_t kMaxSpare = 64;  // idle slots kept (more callers at once: made anew)
   std::mutex mu;
@@ -376,6 +389,7 @@ class Borrowed {
   explicit Borrowed(Validator::Impl& impl) : impl_(impl), slot_(impl.Borrow()) {}
   ~Borrowed() { impl_.Return(std::move(slot_)); }
   rapidjson::SchemaValidator& validator() { return *slot_->validator; }
+  rapidjson::Reader& reader() { return slot_->reader; }
 
  private:
   Validator::Impl& impl_;
@@ -472,12 +486,12 @@ class DepthGuard {
 
 namespace {
 std::optional<Violation> ValidateTextWith(rapidjson::SchemaValidator& validator,
-                                          std::string_view text);
+                                          rapidjson::Reader& reader, std::string_view text);
 }  // namespace
 
 std::optional<Violation> Validator::ValidateText(std::string_view text) const {
   Borrowed slot(*impl_);
-  return ValidateTextWith(slot.validator(), text);
+  return ValidateTextWith(slot.validator(), slot.reader(), text);
 }
 
 struct Validator::Batch::Slot {
@@ -490,21 +504,25 @@ Validator::Batch::Batch(const Validator& validator)
 Validator::Batch::~Batch() { impl_.Return(std::move(slot_->slot)); }
 
 std::optional<Violation> Validator::Batch::ValidateText(std::string_view text) {
-  std::optional<Violation> out = ValidateTextWith(*slot_->slot->validator, text);
+  std::optional<Violation> out =
+      ValidateTextWith(*slot_->slot->validator, slot_->slot->reader, text);
   slot_->slot->validator->Reset();  // the next value starts from the top
   return out;
 }
 
 namespace {
 std::optional<Violation> ValidateTextWith(rapidjson::SchemaValidator& validator,
-                                          std::string_view text) {
+                                          rapidjson::Reader& reader, std::string_view text) {
   DepthGuard guard(validator);
   // The text's UTF-8 is not checked again: the callers' text is (an event's JSON data is
   // checked when the event is decoded).
   rapidjson::MemoryStream ms(text.data(), text.size());
-  rapidjson::Reader reader;
+  // A long value gets a parser of its own, so a pooled one never keeps a big string stack.
+  constexpr size_t kKeepReaderBytes = 64 * 1024;
+  std::optional<rapidjson::Reader> own;
+  rapidjson::Reader& parser = text.size() > kKeepReaderBytes ? own.emplace() : reader;
   try {
-    rapidjson::ParseResult ok = reader.Parse<rapidjson::kParseNoFlags>(ms, guard);
+    rapidjson::ParseResult ok = parser.Parse<rapidjson::kParseNoFlags>(ms, guard);
     if (ok) return std::nullopt;
     if (guard.too_deep()) {
       return Violation{"", "json", "nested deeper than " + std::to_string(kMaxTextDepth)};
