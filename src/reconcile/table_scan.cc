@@ -46,7 +46,8 @@ TableScan::TableScan(sql::Database& db, Env& env, TableScanOptions options)
 
 Result<TableScan> TableScan::Create(sql::Database& db, Env& env, TableScanOptions options) {
   if (!ValidIdentifier(options.table, true) || !ValidIdentifier(options.key_column, false) ||
-      !ValidIdentifier(options.version_column, false)) {
+      !ValidIdentifier(options.version_column, false) ||
+      (!options.skip_if_column.empty() && !ValidIdentifier(options.skip_if_column, false))) {
     return InvalidArgumentError(
         "table scan: table and column names are letters, digits and underscores");
   }
@@ -61,8 +62,12 @@ Result<TableScan> TableScan::Create(sql::Database& db, Env& env, TableScanOption
                              Quote(options.version_column) + " FROM " + Quote(options.table);
   const std::string tail =
       " ORDER BY " + Quote(options.key_column) + " LIMIT " + std::to_string(options.batch_rows);
-  scan.first_sql_ = select + tail;
-  scan.next_sql_ = select + " WHERE " + Quote(options.key_column) + " > $1" + tail;
+  // NOT works on SQLite's 0/1 integers and on PostgreSQL's booleans alike.
+  const std::string skip =
+      options.skip_if_column.empty() ? "" : "NOT " + Quote(options.skip_if_column);
+  scan.first_sql_ = select + (skip.empty() ? "" : " WHERE " + skip) + tail;
+  scan.next_sql_ = select + " WHERE " + (skip.empty() ? "" : skip + " AND ") +
+                   Quote(options.key_column) + " > $1" + tail;
   return scan;
 }
 

@@ -33,6 +33,9 @@ struct TableScanOptions {
   std::string key_column = "key";  // text, or blob / bytea with key_is_blob
   bool key_is_blob = false;
   std::string version_column = "version";  // integer >= 0
+  // When set, rows where this column is true (non-zero) are not read: a replica table's
+  // tombstones (`deleted`), which are not part of the copy's live set.
+  std::string skip_if_column;
   uint64_t batch_rows = 1000;
   double rows_per_second = 10'000;  // average read rate; 0 = no limit
 };

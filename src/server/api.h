@@ -175,6 +175,8 @@ class Api {
   asio::awaitable<HttpReply> ListReplicas(Call& call);
   asio::awaitable<HttpReply> DescribeReplica(Call& call);
   asio::awaitable<HttpReply> ReadReplicaRow(Call& call);
+  asio::awaitable<HttpReply> ReconcileReplica(Call& call);
+  asio::awaitable<HttpReply> ReplicaDrift(Call& call);
   // Blocking (the store's catalog): call on the pool.
   bool MayUseReplica(const Principal& principal, const ReplicaConfig& replica) const;
   std::string ListReplicasJson(const Principal& principal) const;

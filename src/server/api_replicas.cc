@@ -243,4 +243,49 @@ asio::awaitable<HttpReply> Api::ReadReplicaRow(Call& call) {
   co_return Reply(JsonReply(http::status::ok, std::move(body)));
 }
 
+// Compares the replica's table with its source collection and, unless dry_run, repairs the
+// differences (Replicas::Reconcile; docs/formats/replica.md). Runs on the pool: it reads the
+// whole collection and table.
+asio::awaitable<HttpReply> Api::ReconcileReplica(Call& call) {
+  HttpReply refused;
+  auto authorize = [this, &call, &refused] { return ReplicaFor(call, &refused); };
+  const ReplicaConfig* r = co_await d_.pool->Run(std::move(authorize));
+  if (r == nullptr) co_return refused;
+  if (Status s = CheckQuery(call.query, {"dry_run"}); !s.ok()) co_return Error(s);
+  bool dry_run = false;
+  if (std::optional<std::string> v = call.Query("dry_run")) {
+    if (*v == "true") {
+      dry_run = true;
+    } else if (*v != "false") {
+      co_return Error(InvalidArgumentError("dry_run must be true or false"));
+    }
+  }
+  if (d_.store == nullptr) {
+    co_return Error(FailedPreconditionError("the shared store is not enabled on this server"));
+  }
+  Replicas* replicas = d_.replicas;
+  Store* store = &d_.store->store();
+  const std::string name = r->name;
+  auto run = [replicas, store, name, dry_run] {
+    return replicas->Reconcile(name, *store, dry_run);
+  };
+  Result<std::string> body = co_await d_.pool->Run(std::move(run));
+  if (!body.ok()) co_return Error(body.status());
+  co_return Reply(JsonReply(http::status::ok, std::move(body).value()));
+}
+
+asio::awaitable<HttpReply> Api::ReplicaDrift(Call& call) {
+  HttpReply refused;
+  auto authorize = [this, &call, &refused] { return ReplicaFor(call, &refused); };
+  const ReplicaConfig* r = co_await d_.pool->Run(std::move(authorize));
+  if (r == nullptr) co_return refused;
+  if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
+  std::optional<std::string> drift = d_.replicas->Drift(r->name);
+  if (!drift) {
+    co_return Error(http::status::not_found, "NOT_FOUND",
+                    "replica '" + r->name + "' has not been reconciled since the server started");
+  }
+  co_return Reply(JsonReply(http::status::ok, std::move(*drift)));
+}
+
 }  // namespace converge::server

@@ -8,6 +8,10 @@
 #include <thread>
 
 #include "converge/sql.h"
+#include "reconcile/reconcile_set.h"
+#include "reconcile/session.h"
+#include "reconcile/table_scan.h"
+#include "server/json_util.h"
 
 namespace converge::server {
 namespace {
@@ -51,6 +55,16 @@ struct Replicas::Runner {
   // The read connection of the row route, separate from the applier's.
   std::mutex read_mu;
   std::unique_ptr<sql::Database> read_db;
+
+  // Reconciliation: one run at a time (held for the whole run); the last result and the
+  // counters of /metrics under drift_mu.
+  std::mutex reconcile_mu;
+  mutable std::mutex drift_mu;
+  std::optional<std::string> drift;
+  uint64_t reconcile_runs = 0;
+  uint64_t found_missing = 0, found_extra = 0, found_divergent = 0, found_changed = 0;
+  uint64_t repaired = 0;
+  double last_run_seconds = 0;
 
   std::thread thread;
 
@@ -337,6 +351,232 @@ Result<std::optional<replica::Row>> Replicas::ReadRow(const std::string& name,
   return out;
 }
 
+namespace {
+
+// Keys listed per kind in a reconciliation result (the counts are always complete).
+constexpr size_t kMaxKeysListed = 1000;
+// The copy's table is read at most this fast (TableScan), so a run never starves the service
+// that queries the table.
+constexpr double kScanRowsPerSecond = 50'000;
+
+void AppendKeys(std::string* out, const char* name, const std::vector<std::string>& keys) {
+  *out += ",\"";
+  *out += name;
+  *out += "\":[";
+  for (size_t i = 0; i < keys.size() && i < kMaxKeysListed; ++i) {
+    if (i) *out += ',';
+    AppendJsonString(out, keys[i]);
+  }
+  *out += "],\"";
+  *out += name;
+  *out += "_count\":" + std::to_string(keys.size());
+}
+
+}  // namespace
+
+Result<std::string> Replicas::Reconcile(const std::string& name, Store& store, bool dry_run) {
+  Runner* r = FindRunner(runners_, name);
+  if (r == nullptr) return NotFoundError("no replica '" + name + "'");
+  const ReplicaConfig& c = r->config;
+  if (c.store_collection.empty()) {
+    return FailedPreconditionError("replica '" + name + "' copies the topic '" + c.source_topic +
+                                   "': reconciliation compares a store collection with its copy");
+  }
+  std::lock_guard run_lock(r->reconcile_mu);
+  Env& env = r->env;
+  const int64_t started = env.clock().NowMonotonicNanos();
+
+  // The source: the version of each live document of the collection (deleted and expired
+  // documents are absent). A collection not created yet is empty.
+  reconcile::ReconcileSet source;
+  ListOptions list;
+  list.limit = 100;
+  while (true) {
+    Result<ListResult> page = store.List(c.store_collection, list);
+    if (!page.ok()) {
+      if (page.status().code() == StatusCode::kNotFound) break;
+      return page.status().WithContext("reading collection '" + c.store_collection + "'");
+    }
+    for (const Document& d : page->documents) source.Put(d.key, d.version);
+    if (page->next_page_token.empty()) break;
+    list.page_token = page->next_page_token;
+  }
+
+  // The copy: the live rows of the table (tombstones are not part of it), read with a
+  // rate-limited keyset cursor on a connection of the run's own.
+  Status error;
+  std::unique_ptr<sql::Database> db = OpenTargetDb(c, &error);
+  if (db == nullptr) {
+    return UnavailableError("replica '" + name +
+                            "': cannot open the target database: " + std::string(error.message()));
+  }
+  reconcile::ReconcileSet copy;
+  reconcile::TableScanOptions scan_options;
+  scan_options.table = c.table;
+  scan_options.skip_if_column = "deleted";
+  scan_options.rows_per_second = kScanRowsPerSecond;
+  Result<reconcile::TableScan> scan = reconcile::TableScan::Create(*db, env, scan_options);
+  if (!scan.ok()) return scan.status();
+  while (true) {
+    Result<int64_t> wait = scan->Step([&copy](std::string_view k, uint64_t v) { copy.Put(k, v); });
+    if (!wait.ok()) {
+      return UnavailableError("replica '" + name + "': reading the target table: " +
+                              std::string(wait.status().message()));
+    }
+    if (*wait < 0) break;
+    // The edge's own pool thread waits (the rate limit), not an executor.
+    if (*wait > 0) std::this_thread::sleep_for(std::chrono::nanoseconds(*wait));
+  }
+
+  // The protocol, both ends in memory: the source initiates, the copy responds. The byte and
+  // round-trip figures are those the same exchange would cost over a channel.
+  reconcile::Initiator initiator(source, env.random().Next64());
+  reconcile::Responder responder(copy, env);
+  std::string request = initiator.Start();
+  while (!initiator.done()) {
+    Result<std::optional<std::string>> reply = responder.Handle(request);
+    if (!reply.ok()) return InternalError("reconciliation: " + std::string(reply.status().message()));
+    if (!reply->has_value()) return InternalError("reconciliation: the responder did not answer");
+    Result<reconcile::Initiator::Step> step = initiator.OnReply(**reply);
+    if (!step.ok()) return InternalError("reconciliation: " + std::string(step.status().message()));
+    if (step->kind == reconcile::Initiator::Step::kDone) break;
+    if (step->kind != reconcile::Initiator::Step::kSend) {
+      return InternalError("reconciliation: a reply in memory was ignored");
+    }
+    request = std::move(step->message);
+  }
+  (void)responder.Handle(initiator.Finish());
+  const reconcile::ReconcileResult& result = initiator.result();
+  const reconcile::SessionStats& stats = initiator.stats();
+
+  // local = the source, remote = the copy.
+  std::vector<std::string> missing, extra, divergent, changed;
+  for (const auto& d : result.missing_remote) missing.push_back(d.key);
+  for (const auto& d : result.missing_local) extra.push_back(d.key);
+  for (const auto& d : result.divergent) divergent.push_back(d.key);
+  for (const auto& d : result.changed_during_run) changed.push_back(d.key);
+
+  uint64_t repaired = 0;
+  if (!dry_run) {
+    const bool pg = db->engine() == sql::Engine::kPostgres;
+    const std::string no = pg ? "false" : "0";
+    const std::string& t = c.table;
+    // Version-gated like the applier's apply: a row the applier has meanwhile moved to the
+    // source's version or past it is left alone.
+    const std::string upsert =
+        "INSERT INTO " + t +
+        " (key, version, document, deleted, commit_time_us, applied_us, source_partition) "
+        "VALUES ($1, $2, $3, " + no + ", $4, $4, 0) ON CONFLICT (key) DO UPDATE SET "
+        "version = excluded.version, document = excluded.document, deleted = excluded.deleted, "
+        "commit_time_us = excluded.commit_time_us, applied_us = excluded.applied_us, "
+        "source_partition = excluded.source_partition WHERE excluded.version > " + t +
+        ".version";
+    // A row at a version the source never reached (edited in the table) is set back to the
+    // source's state only if it is still the row the run compared.
+    const std::string overwrite = "UPDATE " + t + " SET version = $2, document = $3, deleted = " +
+                                  no +
+                                  ", commit_time_us = $4, applied_us = $4 WHERE key = $1 AND "
+                                  "version = $5 AND NOT deleted";
+    const std::string remove =
+        "DELETE FROM " + t + " WHERE key = $1 AND version = $2 AND NOT deleted";
+    auto repair = [&](const reconcile::Difference& d) -> Status {
+      // Re-read the source: a key written since the run read it is not repaired from the
+      // run's view (the applier brings the new write; the next run sees it settled).
+      std::optional<Document> now;
+      Result<Document> doc = store.Get(c.store_collection, d.key);
+      if (doc.ok()) {
+        now = std::move(doc).value();
+      } else if (doc.status().code() != StatusCode::kNotFound) {
+        return doc.status();
+      }
+      const std::optional<uint64_t> now_version =
+          now ? std::optional<uint64_t>(now->version) : std::nullopt;
+      if (now_version != d.local_version) {
+        changed.push_back(d.key);
+        return Status::Ok();
+      }
+      const int64_t now_us = env.clock().NowWallMicros();
+      Result<int64_t> n = 0;
+      if (!d.local_version) {
+        const sql::Value p[] = {sql::Value::Text(d.key),
+                                sql::Value::Int(static_cast<int64_t>(*d.remote_version))};
+        n = db->Execute(remove, p);
+      } else if (!d.remote_version || *d.local_version > *d.remote_version) {
+        const sql::Value p[] = {sql::Value::Text(d.key),
+                                sql::Value::Int(static_cast<int64_t>(now->version)),
+                                sql::Value::Text(now->value), sql::Value::Int(now_us)};
+        n = db->Execute(upsert, p);
+      } else {
+        const sql::Value p[] = {sql::Value::Text(d.key),
+                                sql::Value::Int(static_cast<int64_t>(now->version)),
+                                sql::Value::Text(now->value), sql::Value::Int(now_us),
+                                sql::Value::Int(static_cast<int64_t>(*d.remote_version))};
+        n = db->Execute(overwrite, p);
+      }
+      if (!n.ok()) return n.status();
+      if (*n == 0) {
+        changed.push_back(d.key);  // the copy's row moved meanwhile
+      } else {
+        ++repaired;
+      }
+      return Status::Ok();
+    };
+    for (const auto* list_of : {&result.missing_remote, &result.missing_local, &result.divergent}) {
+      for (const reconcile::Difference& d : *list_of) {
+        if (Status s = repair(d); !s.ok()) {
+          return Status(s.code(), "replica '" + name + "': repairing key '" + d.key.substr(0, 200) +
+                                      "' (after " + std::to_string(repaired) +
+                                      " repaired): " + std::string(s.message()));
+        }
+      }
+    }
+  }
+  const double seconds =
+      static_cast<double>(env.clock().NowMonotonicNanos() - started) / 1e9;
+
+  std::string body = "{\"replica\":";
+  AppendJsonString(&body, name);
+  body += ",\"collection\":";
+  AppendJsonString(&body, c.store_collection);
+  body += ",\"dry_run\":";
+  body += dry_run ? "true" : "false";
+  body += ",\"in_sync\":";
+  body += result.differences() == 0 ? "true" : "false";
+  body += ",\"source_keys\":" + std::to_string(source.size());
+  body += ",\"copy_rows\":" + std::to_string(copy.size());
+  AppendKeys(&body, "missing", missing);
+  AppendKeys(&body, "extra", extra);
+  AppendKeys(&body, "divergent", divergent);
+  AppendKeys(&body, "changed_during_run", changed);
+  body += ",\"repaired\":" + std::to_string(repaired);
+  body += ",\"bytes_sent\":" + std::to_string(stats.bytes_sent);
+  body += ",\"bytes_received\":" + std::to_string(stats.bytes_received);
+  body += ",\"round_trips\":" + std::to_string(stats.round_trips);
+  char secs[32];
+  std::snprintf(secs, sizeof secs, "%.6f", seconds);
+  body += ",\"seconds\":";
+  body += secs;
+  body += ",\"finished_at_us\":" + std::to_string(env.clock().NowWallMicros()) + "}";
+
+  std::lock_guard lock(r->drift_mu);
+  r->drift = body;
+  ++r->reconcile_runs;
+  r->found_missing += missing.size();
+  r->found_extra += extra.size();
+  r->found_divergent += divergent.size();
+  r->found_changed += changed.size();
+  r->repaired += repaired;
+  r->last_run_seconds = seconds;
+  return body;
+}
+
+std::optional<std::string> Replicas::Drift(const std::string& name) const {
+  Runner* r = FindRunner(runners_, name);
+  if (r == nullptr) return std::nullopt;
+  std::lock_guard lock(r->drift_mu);
+  return r->drift;
+}
+
 std::vector<std::pair<std::string, Status>> Replicas::Stopped() const {
   std::vector<std::pair<std::string, Status>> out;
   for (const auto& r : runners_) {
@@ -378,6 +618,29 @@ void Replicas::CollectMetrics(std::vector<MetricsRegistry::Sample>* out) const {
                     "Records of the source that were not change events (since the server "
                     "started; each is reported in the server's log).",
                     "counter", labels, static_cast<double>(st.malformed)});
+    std::lock_guard lock(r->drift_mu);
+    out->push_back({"converge_replica_reconcile_runs_total",
+                    "Reconciliation runs of the replica against its source (since the server "
+                    "started).",
+                    "counter", labels, static_cast<double>(r->reconcile_runs)});
+    const std::pair<const char*, uint64_t> kinds[] = {{"missing", r->found_missing},
+                                                      {"extra", r->found_extra},
+                                                      {"divergent", r->found_divergent},
+                                                      {"changed_during_run", r->found_changed}};
+    for (const auto& [kind, n] : kinds) {
+      Labels with_kind = labels;
+      with_kind.emplace_back("kind", kind);
+      out->push_back({"converge_replica_reconcile_differences_total",
+                      "Differences reconciliation found between the source and the copy, by "
+                      "kind (each run counts what it found).",
+                      "counter", with_kind, static_cast<double>(n)});
+    }
+    out->push_back({"converge_replica_reconcile_repaired_total",
+                    "Rows of the copy reconciliation repaired to the source's state.", "counter",
+                    labels, static_cast<double>(r->repaired)});
+    out->push_back({"converge_replica_reconcile_last_run_seconds",
+                    "Duration of the replica's last reconciliation run (0: none yet).", "gauge",
+                    labels, r->last_run_seconds});
   }
 }
 

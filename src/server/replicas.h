@@ -26,6 +26,7 @@
 #include "converge/env.h"
 #include "converge/log.h"
 #include "converge/replica.h"
+#include "converge/store.h"
 #include "server/config.h"
 #include "server/metrics.h"
 
@@ -59,6 +60,14 @@ class Replicas {
 
   // One row of the target table (its own read connection); nullopt when the key has no row.
   Result<std::optional<replica::Row>> ReadRow(const std::string& name, const std::string& key);
+
+  // Reconciles a store-collection replica's table with its collection (docs/formats/replica.md,
+  // "Reconciliation in converge serve"): the JSON result, also kept as the replica's drift.
+  // Runs of one replica are serialized. Blocks on the store and the target database (call it
+  // on the blocking pool). FailedPrecondition for a replica of a plain topic.
+  Result<std::string> Reconcile(const std::string& name, Store& store, bool dry_run);
+  // The last Reconcile result of `name`; nullopt when it has none yet.
+  std::optional<std::string> Drift(const std::string& name) const;
 
   // The replicas whose applier stopped, with the reason.
   std::vector<std::pair<std::string, Status>> Stopped() const;

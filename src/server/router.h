@@ -78,6 +78,8 @@ enum class RouteId {
   kListReplicas,
   kDescribeReplica,
   kReadReplicaRow,
+  kReconcileReplica,
+  kReplicaDrift,
 };
 
 // Who may call a route.

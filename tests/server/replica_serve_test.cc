@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -21,6 +22,7 @@
 #include "converge/sql.h"
 #include "serve_process.h"
 #include "support/postgres_server.h"
+#include "support/run_command.h"
 #include "test_util.h"
 
 // GCC 12 at -O3 reports string concatenations in this file as overlapping memcpy (a known
@@ -200,6 +202,7 @@ class ReplicaServeTest : public ::testing::Test {
 
   void ReadYourWrites();
   void KillUnderLoadAndCompare();
+  void ReconcileFindsAndRepairsDrift();
 
   std::string db_dir_;
   std::string db_path_;
@@ -378,6 +381,167 @@ TEST_F(ReplicaServeTest, MalformedChangeStopsTopicReplicaVisibly) {
   EXPECT_NE(server_->Log().find("replica 'orders': STOPPED"), std::string::npos);
 }
 
+// Reconciliation (POST /v1/replicas/{name}/reconcile, GET .../drift): rows deleted, inserted
+// and modified directly in the SQLite table are reported exactly by a dry run, which changes
+// nothing; a run repairs them so the table equals the collection; a second run finds nothing.
+void ReplicaServeTest::ReconcileFindsAndRepairsDrift() {
+  CreateCollection();
+  uint64_t seq = 0;
+  for (int i = 0; i < 40; ++i) {
+    HttpResult put = Call("PUT", "/v1/collections/customers/docs/c" + std::to_string(i),
+                          R"({"i":)" + std::to_string(i) + "}");
+    ASSERT_TRUE(put.status == 200 || put.status == 201) << put.body;
+    seq = std::stoull(put.Header("Converge-Version"));
+  }
+  WaitCaughtUp("customers", seq);
+  const auto docs = CollectionDocs();
+  ASSERT_EQ(TableRows("customers_copy"), docs);
+  // Nothing reconciled yet.
+  EXPECT_EQ(Call("GET", "/v1/replicas/customers/drift", "", kAdmin).status, 404);
+
+  // Drift, made behind converge's back.
+  {
+    auto db =
+        pg_ ? sql::Database::ConnectPostgres(sql::PostgresOptions{.conninfo = pg_->ConnInfo()})
+            : sql::Database::OpenSqlite(sql::SqliteOptions{.path = db_path_});
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    const std::string no = pg_ ? "false" : "0";
+    for (const std::string& stmt : std::vector<std::string>{
+             "DELETE FROM customers_copy WHERE key = 'c3'",
+             "INSERT INTO customers_copy (key, version, document, deleted, commit_time_us, "
+             "applied_us, source_partition) VALUES ('ghost', 7, '{\"g\":1}', " + no +
+                 ", 1, 1, 0)",
+             // Edited by hand: a version the source never wrote.
+             "UPDATE customers_copy SET version = version + 1000, document = '{\"hand\":1}' "
+             "WHERE key = 'c5'",
+             // An older state restored.
+             "UPDATE customers_copy SET version = version - 1, document = '{\"old\":1}' "
+             "WHERE key = 'c7'",
+         }) {
+      Result<int64_t> n = (*db)->Execute(stmt);
+      ASSERT_TRUE(n.ok()) << stmt << ": " << n.status().ToString();
+      ASSERT_EQ(*n, 1) << stmt;
+    }
+  }
+  const auto drifted = TableRows("customers_copy");
+  ASSERT_NE(drifted, docs);
+
+  auto keys = [](const json::object& o, const char* name) {
+    std::vector<std::string> out;
+    for (const json::value& k : o.at(name).as_array()) out.emplace_back(k.as_string());
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  using Keys = std::vector<std::string>;
+
+  // A dry run reports exactly the injected differences and changes nothing.
+  HttpResult dry = Call("POST", "/v1/replicas/customers/reconcile?dry_run=true", "", kOwner);
+  ASSERT_EQ(dry.status, 200) << dry.body;
+  json::object d = ParseBody(dry).as_object();
+  EXPECT_EQ(keys(d, "missing"), Keys{"c3"}) << dry.body;
+  EXPECT_EQ(keys(d, "extra"), Keys{"ghost"}) << dry.body;
+  EXPECT_EQ(keys(d, "divergent"), (Keys{"c5", "c7"})) << dry.body;
+  EXPECT_EQ(d["missing_count"].to_number<int64_t>(), 1);
+  EXPECT_EQ(d["extra_count"].to_number<int64_t>(), 1);
+  EXPECT_EQ(d["divergent_count"].to_number<int64_t>(), 2);
+  EXPECT_TRUE(keys(d, "changed_during_run").empty());
+  EXPECT_TRUE(d["dry_run"].as_bool());
+  EXPECT_FALSE(d["in_sync"].as_bool());
+  EXPECT_EQ(d["repaired"].to_number<int64_t>(), 0);
+  EXPECT_EQ(d["source_keys"].to_number<int64_t>(), 40);
+  EXPECT_EQ(d["copy_rows"].to_number<int64_t>(), 40);
+  EXPECT_GT(d["bytes_sent"].to_number<int64_t>(), 0);
+  EXPECT_GT(d["bytes_received"].to_number<int64_t>(), 0);
+  EXPECT_GE(d["round_trips"].to_number<int64_t>(), 2);
+  EXPECT_LE(d["round_trips"].to_number<int64_t>(), 4);
+  EXPECT_EQ(TableRows("customers_copy"), drifted);
+  // The drift route answers the last result.
+  HttpResult drift = Call("GET", "/v1/replicas/customers/drift", "", kReader);
+  ASSERT_EQ(drift.status, 200) << drift.body;
+  EXPECT_EQ(drift.body, dry.body);
+
+  // A run repairs them: the table equals the collection again.
+  HttpResult run = Call("POST", "/v1/replicas/customers/reconcile", "", kOwner);
+  ASSERT_EQ(run.status, 200) << run.body;
+  json::object rr = ParseBody(run).as_object();
+  EXPECT_FALSE(rr["dry_run"].as_bool());
+  EXPECT_EQ(rr["repaired"].to_number<int64_t>(), 4) << run.body;
+  EXPECT_TRUE(keys(rr, "changed_during_run").empty()) << run.body;
+  EXPECT_EQ(TableRows("customers_copy"), docs);
+
+  // A second run finds nothing, in one round trip.
+  HttpResult again = Call("POST", "/v1/replicas/customers/reconcile?dry_run=false", "", kAdmin);
+  ASSERT_EQ(again.status, 200) << again.body;
+  json::object a = ParseBody(again).as_object();
+  EXPECT_TRUE(a["in_sync"].as_bool()) << again.body;
+  EXPECT_EQ(a["missing_count"].to_number<int64_t>(), 0);
+  EXPECT_EQ(a["extra_count"].to_number<int64_t>(), 0);
+  EXPECT_EQ(a["divergent_count"].to_number<int64_t>(), 0);
+  EXPECT_EQ(a["repaired"].to_number<int64_t>(), 0);
+  EXPECT_EQ(a["round_trips"].to_number<int64_t>(), 1);
+
+  // The CLI: the same route, printed.
+  const char* binary = std::getenv("CONVERGE_BINARY");
+  ASSERT_NE(binary, nullptr);
+  const std::string cli = std::string(binary) + " reconcile customers --dry-run --url http://127.0.0.1:" +
+                          std::to_string(server_->port()) + " --token ";
+  testing::CommandOutput ran = testing::RunCommand(cli + kOwner + " 2>&1");
+  EXPECT_EQ(ran.exit_code, 0) << ran.out;
+  EXPECT_NE(ran.out.find("dry run: in sync"), std::string::npos) << ran.out;
+  ran = testing::RunCommand(cli + kStranger + " 2>&1");
+  EXPECT_EQ(ran.exit_code, 1) << ran.out;
+  EXPECT_NE(ran.out.find("PERMISSION_DENIED"), std::string::npos) << ran.out;
+
+  // The replica keeps applying after a repair.
+  HttpResult put = Call("PUT", "/v1/collections/customers/docs/c5", R"({"after":1})");
+  ASSERT_EQ(put.status, 200) << put.body;
+  WaitCaughtUp("customers", std::stoull(put.Header("Converge-Version")));
+  EXPECT_EQ(TableRows("customers_copy"), CollectionDocs());
+
+  HttpResult m = Call("GET", "/metrics", "", kAdmin);
+  ASSERT_EQ(m.status, 200);
+  EXPECT_EQ(MetricValue(m.body, "converge_replica_reconcile_runs_total{replica=\"customers\"}"), 4)
+      << m.body;
+  EXPECT_EQ(MetricValue(m.body, "converge_replica_reconcile_differences_total{replica="
+                                "\"customers\",kind=\"divergent\"}"),
+            4);
+  EXPECT_EQ(MetricValue(m.body, "converge_replica_reconcile_repaired_total{replica=\"customers\"}"),
+            4);
+  EXPECT_GE(MetricValue(m.body, "converge_replica_reconcile_last_run_seconds{replica=\"customers\"}"),
+            0);
+
+  // Bad input: a clear error, nothing run.
+  HttpResult bad = Call("POST", "/v1/replicas/customers/reconcile?dry_run=yes", "", kOwner);
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  EXPECT_EQ(Call("POST", "/v1/replicas/customers/reconcile?bogus=1", "", kOwner).status, 400);
+  // A topic replica has no collection to compare with.
+  EXPECT_EQ(Call("POST", "/v1/replicas/orders/reconcile", "", kAdmin).status, 409);
+}
+
+TEST_F(ReplicaServeTest, ReconcileFindsAndRepairsDriftMadeInTheTable) {
+  ReconcileFindsAndRepairsDrift();
+}
+
+TEST_F(ReplicaServeTest, ReconcileAndDriftNeedPermissionToReadTheReplica) {
+  CreateCollection();
+  HttpResult put = Call("PUT", "/v1/collections/customers/docs/secret", R"({"ssn":"123"})");
+  ASSERT_TRUE(put.status == 201 || put.status == 200) << put.body;
+  for (const std::string& target :
+       {std::string("/v1/replicas/customers/reconcile"),
+        std::string("/v1/replicas/customers/reconcile?dry_run=bogus"),
+        std::string("/v1/replicas/nosuch/reconcile")}) {
+    HttpResult r = Call("POST", target, "", kStranger);
+    EXPECT_EQ(r.status, 403) << target << " " << r.body;
+    EXPECT_EQ(r.code(), "PERMISSION_DENIED");
+  }
+  HttpResult d = Call("GET", "/v1/replicas/customers/drift", "", kStranger);
+  EXPECT_EQ(d.status, 403) << d.body;
+  EXPECT_EQ(HttpCall(server_->port(), "POST", "/v1/replicas/customers/reconcile").status, 401);
+  // Nothing ran: the drift is still empty for a caller who may read it.
+  EXPECT_EQ(Call("GET", "/v1/replicas/customers/drift", "", kAdmin).status, 404);
+  EXPECT_EQ(Call("POST", "/v1/replicas/nosuch/reconcile", "", kAdmin).status, 404);
+}
+
 void ReplicaServeTest::KillUnderLoadAndCompare() {
   CreateCollection();
   for (int round = 0; round < 2; ++round) {
@@ -436,6 +600,10 @@ TEST_F(ReplicaServePostgresTest, StoreWriteTokenGivesReadYourWrites) { ReadYourW
 
 TEST_F(ReplicaServePostgresTest, SigkillUnderWriteLoadThenTableEqualsCollection) {
   KillUnderLoadAndCompare();
+}
+
+TEST_F(ReplicaServePostgresTest, ReconcileFindsAndRepairsDriftMadeInTheTable) {
+  ReconcileFindsAndRepairsDrift();
 }
 
 }  // namespace
