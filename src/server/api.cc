@@ -249,8 +249,8 @@ const std::vector<Api::Route>& Api::RouteTable() {
        M::kCore},
       {V::get, "/v1/replicas/{name}/rows/{key...}", RouteId::kReadReplicaRow, &Api::ReadReplicaRow,
        A::kToken, M::kCore},
-      {V::post, "/v1/replicas/{name}/reconcile", RouteId::kReconcileReplica,
-       &Api::ReconcileReplica, A::kToken, M::kCore},
+      {V::post, "/v1/replicas/{name}/reconcile", RouteId::kReconcileReplica, &Api::ReconcileReplica,
+       A::kToken, M::kCore},
       {V::get, "/v1/replicas/{name}/drift", RouteId::kReplicaDrift, &Api::ReplicaDrift, A::kToken,
        M::kCore},
   };

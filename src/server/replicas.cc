@@ -435,7 +435,8 @@ Result<std::string> Replicas::Reconcile(const std::string& name, Store& store, b
   std::string request = initiator.Start();
   while (!initiator.done()) {
     Result<std::optional<std::string>> reply = responder.Handle(request);
-    if (!reply.ok()) return InternalError("reconciliation: " + std::string(reply.status().message()));
+    if (!reply.ok())
+      return InternalError("reconciliation: " + std::string(reply.status().message()));
     if (!reply->has_value()) return InternalError("reconciliation: the responder did not answer");
     Result<reconcile::Initiator::Step> step = initiator.OnReply(**reply);
     if (!step.ok()) return InternalError("reconciliation: " + std::string(step.status().message()));
@@ -466,15 +467,17 @@ Result<std::string> Replicas::Reconcile(const std::string& name, Store& store, b
     const std::string upsert =
         "INSERT INTO " + t +
         " (key, version, document, deleted, commit_time_us, applied_us, source_partition) "
-        "VALUES ($1, $2, $3, " + no + ", $4, $4, 0) ON CONFLICT (key) DO UPDATE SET "
+        "VALUES ($1, $2, $3, " +
+        no +
+        ", $4, $4, 0) ON CONFLICT (key) DO UPDATE SET "
         "version = excluded.version, document = excluded.document, deleted = excluded.deleted, "
         "commit_time_us = excluded.commit_time_us, applied_us = excluded.applied_us, "
-        "source_partition = excluded.source_partition WHERE excluded.version > " + t +
-        ".version";
+        "source_partition = excluded.source_partition WHERE excluded.version > " +
+        t + ".version";
     // A row at a version the source never reached (edited in the table) is set back to the
     // source's state only if it is still the row the run compared.
-    const std::string overwrite = "UPDATE " + t + " SET version = $2, document = $3, deleted = " +
-                                  no +
+    const std::string overwrite = "UPDATE " + t +
+                                  " SET version = $2, document = $3, deleted = " + no +
                                   ", commit_time_us = $4, applied_us = $4 WHERE key = $1 AND "
                                   "version = $5 AND NOT deleted";
     const std::string remove =
@@ -531,8 +534,7 @@ Result<std::string> Replicas::Reconcile(const std::string& name, Store& store, b
       }
     }
   }
-  const double seconds =
-      static_cast<double>(env.clock().NowMonotonicNanos() - started) / 1e9;
+  const double seconds = static_cast<double>(env.clock().NowMonotonicNanos() - started) / 1e9;
 
   std::string body = "{\"replica\":";
   AppendJsonString(&body, name);

@@ -409,8 +409,8 @@ void ReplicaServeTest::ReconcileFindsAndRepairsDrift() {
     for (const std::string& stmt : std::vector<std::string>{
              "DELETE FROM customers_copy WHERE key = 'c3'",
              "INSERT INTO customers_copy (key, version, document, deleted, commit_time_us, "
-             "applied_us, source_partition) VALUES ('ghost', 7, '{\"g\":1}', " + no +
-                 ", 1, 1, 0)",
+             "applied_us, source_partition) VALUES ('ghost', 7, '{\"g\":1}', " +
+                 no + ", 1, 1, 0)",
              // Edited by hand: a version the source never wrote.
              "UPDATE customers_copy SET version = version + 1000, document = '{\"hand\":1}' "
              "WHERE key = 'c5'",
@@ -483,8 +483,10 @@ void ReplicaServeTest::ReconcileFindsAndRepairsDrift() {
   // The CLI: the same route, printed.
   const char* binary = std::getenv("CONVERGE_BINARY");
   ASSERT_NE(binary, nullptr);
-  const std::string cli = std::string(binary) + " reconcile customers --dry-run --url http://127.0.0.1:" +
-                          std::to_string(server_->port()) + " --token ";
+  const std::string cli =
+      std::string(binary) +
+      " reconcile customers --dry-run --url http://127.0.0.1:" + std::to_string(server_->port()) +
+      " --token ";
   testing::CommandOutput ran = testing::RunCommand(cli + kOwner + " 2>&1");
   EXPECT_EQ(ran.exit_code, 0) << ran.out;
   EXPECT_NE(ran.out.find("dry run: in sync"), std::string::npos) << ran.out;
@@ -502,13 +504,14 @@ void ReplicaServeTest::ReconcileFindsAndRepairsDrift() {
   ASSERT_EQ(m.status, 200);
   EXPECT_EQ(MetricValue(m.body, "converge_replica_reconcile_runs_total{replica=\"customers\"}"), 4)
       << m.body;
-  EXPECT_EQ(MetricValue(m.body, "converge_replica_reconcile_differences_total{replica="
-                                "\"customers\",kind=\"divergent\"}"),
+  EXPECT_EQ(MetricValue(m.body,
+                        "converge_replica_reconcile_differences_total{replica="
+                        "\"customers\",kind=\"divergent\"}"),
             4);
   EXPECT_EQ(MetricValue(m.body, "converge_replica_reconcile_repaired_total{replica=\"customers\"}"),
             4);
-  EXPECT_GE(MetricValue(m.body, "converge_replica_reconcile_last_run_seconds{replica=\"customers\"}"),
-            0);
+  EXPECT_GE(
+      MetricValue(m.body, "converge_replica_reconcile_last_run_seconds{replica=\"customers\"}"), 0);
 
   // Bad input: a clear error, nothing run.
   HttpResult bad = Call("POST", "/v1/replicas/customers/reconcile?dry_run=yes", "", kOwner);
@@ -526,10 +529,9 @@ TEST_F(ReplicaServeTest, ReconcileAndDriftNeedPermissionToReadTheReplica) {
   CreateCollection();
   HttpResult put = Call("PUT", "/v1/collections/customers/docs/secret", R"({"ssn":"123"})");
   ASSERT_TRUE(put.status == 201 || put.status == 200) << put.body;
-  for (const std::string& target :
-       {std::string("/v1/replicas/customers/reconcile"),
-        std::string("/v1/replicas/customers/reconcile?dry_run=bogus"),
-        std::string("/v1/replicas/nosuch/reconcile")}) {
+  for (const std::string& target : {std::string("/v1/replicas/customers/reconcile"),
+                                    std::string("/v1/replicas/customers/reconcile?dry_run=bogus"),
+                                    std::string("/v1/replicas/nosuch/reconcile")}) {
     HttpResult r = Call("POST", target, "", kStranger);
     EXPECT_EQ(r.status, 403) << target << " " << r.body;
     EXPECT_EQ(r.code(), "PERMISSION_DENIED");

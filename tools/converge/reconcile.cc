@@ -54,8 +54,7 @@ struct Reply {
 };
 
 // One POST to `server` ("http://host:port"). A run reads both copies in full: a long timeout.
-Result<Reply> Post(const std::string& server, const std::string& token,
-                   const std::string& target) {
+Result<Reply> Post(const std::string& server, const std::string& token, const std::string& target) {
   std::string rest = server;
   if (rest.rfind("http://", 0) == 0) {
     rest = rest.substr(7);
@@ -126,16 +125,15 @@ int RunReconcile(int argc, char** argv) {
                  kUsage);
     return 2;
   }
-  Result<Reply> reply = Post(server, token,
-                             "/v1/replicas/" + EscapePath(name) +
-                                 "/reconcile?dry_run=" + (dry_run ? "true" : "false"));
+  Result<Reply> reply = Post(
+      server, token,
+      "/v1/replicas/" + EscapePath(name) + "/reconcile?dry_run=" + (dry_run ? "true" : "false"));
   if (!reply.ok()) {
     std::fprintf(stderr, "converge reconcile: %s\n", reply.status().ToString().c_str());
     return 1;
   }
   if (reply->status < 200 || reply->status >= 300) {
-    std::fprintf(stderr, "converge reconcile: %s (HTTP %d)\n", reply->body.c_str(),
-                 reply->status);
+    std::fprintf(stderr, "converge reconcile: %s (HTTP %d)\n", reply->body.c_str(), reply->status);
     return 1;
   }
   if (raw) {
@@ -144,7 +142,8 @@ int RunReconcile(int argc, char** argv) {
   }
   try {
     const json::object o = json::parse(reply->body).as_object();
-    std::printf("replica %s (collection %s)%s: %s\n", std::string(o.at("replica").as_string()).c_str(),
+    std::printf("replica %s (collection %s)%s: %s\n",
+                std::string(o.at("replica").as_string()).c_str(),
                 std::string(o.at("collection").as_string()).c_str(),
                 o.at("dry_run").as_bool() ? ", dry run" : "",
                 o.at("in_sync").as_bool() ? "in sync" : "differences found");
@@ -152,8 +151,8 @@ int RunReconcile(int argc, char** argv) {
     PrintKeys(o, "extra", "extra:");
     PrintKeys(o, "divergent", "divergent:");
     PrintKeys(o, "changed_during_run", "changed during run:");
-    std::printf("%-19s %lld\n", "repaired:",
-                static_cast<long long>(o.at("repaired").to_number<int64_t>()));
+    std::printf("%-19s %lld\n",
+                "repaired:", static_cast<long long>(o.at("repaired").to_number<int64_t>()));
     std::printf("exchange: %lld bytes sent, %lld received, %lld round trips, %.3f s\n",
                 static_cast<long long>(o.at("bytes_sent").to_number<int64_t>()),
                 static_cast<long long>(o.at("bytes_received").to_number<int64_t>()),
