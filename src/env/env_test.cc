@@ -21,29 +21,14 @@
 #include "env/asio_executor.h"
 #include "env/posix_fs.h"
 #include "env/tcp_transport.h"
+#include "support/temp_dir.h"
 
 namespace converge {
 namespace {
 
-// A fresh directory under $TMPDIR, removed with everything in it at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "converge-env-XXXXXX").string();
-    char* made = ::mkdtemp(tmpl.data());
-    EXPECT_NE(made, nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
 
- private:
-  std::string path_;
-};
+// One temporary directory per test (tests/support/temp_dir.h).
+using ::converge::testing::TempDir;
 
 // ---------------------------------------------------------------------------------------
 // Clock and Random
@@ -242,7 +227,7 @@ class PosixFsTest : public ::testing::Test {
 };
 
 TEST_F(PosixFsTest, AppendSyncCloseAndReadBack) {
-  const std::string path = dir_ / "a.log";
+  const std::string path = dir_.Sub("a.log");
   auto file = fs_.NewWritableFile(path, OpenMode::kCreateNew);
   ASSERT_TRUE(file.ok()) << file.status().ToString();
   ASSERT_TRUE((*file)->Append("hello ").ok());
@@ -271,7 +256,7 @@ TEST_F(PosixFsTest, AppendSyncCloseAndReadBack) {
 }
 
 TEST_F(PosixFsTest, OpenModes) {
-  const std::string path = dir_ / "m";
+  const std::string path = dir_.Sub("m");
   ASSERT_TRUE(fs_.WriteFileAtomically(path, "abc").ok());
 
   auto exists = fs_.NewWritableFile(path, OpenMode::kCreateNew);
@@ -298,7 +283,7 @@ TEST_F(PosixFsTest, OpenModes) {
 }
 
 TEST_F(PosixFsTest, MissingThingsAreNotFoundWithPathInMessage) {
-  const std::string missing = dir_ / "nope";
+  const std::string missing = dir_.Sub("nope");
   auto r = fs_.NewRandomAccessFile(missing);
   EXPECT_EQ(r.status().code(), StatusCode::kNotFound);
   EXPECT_NE(r.status().message().find(missing), std::string_view::npos);
@@ -306,15 +291,15 @@ TEST_F(PosixFsTest, MissingThingsAreNotFoundWithPathInMessage) {
   EXPECT_EQ(fs_.GetFileSize(missing).status().code(), StatusCode::kNotFound);
   EXPECT_EQ(fs_.DeleteFile(missing).code(), StatusCode::kNotFound);
   EXPECT_EQ(fs_.ListDir(missing).status().code(), StatusCode::kNotFound);
-  EXPECT_EQ(fs_.RenameFile(missing, dir_ / "x").code(), StatusCode::kNotFound);
+  EXPECT_EQ(fs_.RenameFile(missing, dir_.Sub("x")).code(), StatusCode::kNotFound);
   EXPECT_EQ(fs_.Truncate(missing, 0).code(), StatusCode::kNotFound);
-  EXPECT_EQ(fs_.NewWritableFile(dir_ / "no/dir/f", OpenMode::kTruncate).status().code(),
+  EXPECT_EQ(fs_.NewWritableFile(dir_.Sub("no/dir/f"), OpenMode::kTruncate).status().code(),
             StatusCode::kNotFound);
   EXPECT_FALSE(fs_.FileExists(missing));
 }
 
 TEST_F(PosixFsTest, DirectoriesCreateListDelete) {
-  const std::string nested = dir_ / "a/b/c";
+  const std::string nested = dir_.Sub("a/b/c");
   ASSERT_TRUE(fs_.CreateDirs(nested).ok());
   ASSERT_TRUE(fs_.CreateDirs(nested).ok());  // idempotent
   ASSERT_TRUE(fs_.CreateDirs(nested + "/").ok());
@@ -338,25 +323,25 @@ TEST_F(PosixFsTest, DirectoriesCreateListDelete) {
   ASSERT_TRUE(fs_.DeleteDir(nested + "/m").ok());
   ASSERT_TRUE(fs_.DeleteDir(nested).ok());
   EXPECT_FALSE(fs_.FileExists(nested));
-  EXPECT_TRUE(fs_.SyncDir(dir_ / "a/b").ok());
+  EXPECT_TRUE(fs_.SyncDir(dir_.Sub("a/b")).ok());
   EXPECT_EQ(fs_.SyncDir(nested).code(), StatusCode::kNotFound);
 }
 
 TEST_F(PosixFsTest, RenameReplacesAndTruncateCuts) {
-  ASSERT_TRUE(fs_.WriteFileAtomically(dir_ / "from", "new content").ok());
-  ASSERT_TRUE(fs_.WriteFileAtomically(dir_ / "to", "old").ok());
-  ASSERT_TRUE(fs_.RenameFile(dir_ / "from", dir_ / "to").ok());
-  EXPECT_FALSE(fs_.FileExists(dir_ / "from"));
-  EXPECT_EQ(*fs_.ReadFileToString(dir_ / "to"), "new content");
+  ASSERT_TRUE(fs_.WriteFileAtomically(dir_.Sub("from"), "new content").ok());
+  ASSERT_TRUE(fs_.WriteFileAtomically(dir_.Sub("to"), "old").ok());
+  ASSERT_TRUE(fs_.RenameFile(dir_.Sub("from"), dir_.Sub("to")).ok());
+  EXPECT_FALSE(fs_.FileExists(dir_.Sub("from")));
+  EXPECT_EQ(*fs_.ReadFileToString(dir_.Sub("to")), "new content");
   ASSERT_TRUE(fs_.SyncDir(dir_.path()).ok());
 
-  ASSERT_TRUE(fs_.Truncate(dir_ / "to", 3).ok());
-  EXPECT_EQ(*fs_.ReadFileToString(dir_ / "to"), "new");
+  ASSERT_TRUE(fs_.Truncate(dir_.Sub("to"), 3).ok());
+  EXPECT_EQ(*fs_.ReadFileToString(dir_.Sub("to")), "new");
   EXPECT_EQ(fs_.GetFileSize(dir_.path()).status().code(), StatusCode::kFailedPrecondition);
 }
 
 TEST_F(PosixFsTest, LockIsExclusiveUntilReleased) {
-  const std::string path = dir_ / "LOCK";
+  const std::string path = dir_.Sub("LOCK");
   auto first = fs_.LockFile(path);
   ASSERT_TRUE(first.ok()) << first.status().ToString();
   auto second = fs_.LockFile(path);
@@ -368,7 +353,7 @@ TEST_F(PosixFsTest, LockIsExclusiveUntilReleased) {
 }
 
 TEST_F(PosixFsTest, LargeAppendAndPartialReads) {
-  const std::string path = dir_ / "big";
+  const std::string path = dir_.Sub("big");
   std::string data(3 << 20, '\0');
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 131 + (i >> 9));
   {

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "converge/sim_env.h"
+#include "support/temp_dir.h"
 
 namespace converge::test {
 
@@ -25,23 +26,8 @@ class TestEnv {
   sim::SimEnv sim_;
 };
 
-// A fresh directory under the system's temp dir, removed with everything in it at the end.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "converge-log-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
 
- private:
-  std::string path_;
-};
+// One temporary directory per test (tests/support/temp_dir.h).
+using ::converge::testing::TempDir;
 
 }  // namespace converge::test

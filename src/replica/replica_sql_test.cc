@@ -16,6 +16,7 @@
 #include "replica/replica_test_util.h"
 #include "support/kill_after_lines.h"
 #include "support/postgres_server.h"
+#include "support/temp_dir.h"
 
 namespace converge::replica {
 namespace {
@@ -23,25 +24,8 @@ namespace {
 using replica::testing::MakeChange;
 using replica::testing::Record;
 
-class TempDir {
- public:
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string templ = std::string(base != nullptr && *base ? base : "/tmp") + "/replica-XXXXXX";
-    std::vector<char> buf(templ.begin(), templ.end());
-    buf.push_back('\0');
-    CONVERGE_CHECK(mkdtemp(buf.data()) != nullptr);
-    path_ = buf.data();
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string Sub(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+// One temporary directory per test (tests/support/temp_dir.h).
+using ::converge::testing::TempDir;
 
 std::unique_ptr<converge::testing::PostgresServer> pg_server;
 std::string pg_error;

@@ -11,6 +11,7 @@
 #include "converge/sim_env.h"
 #include "converge/sql.h"
 #include "replica/replica_test_util.h"
+#include "support/temp_dir.h"
 
 namespace converge::replica {
 namespace {
@@ -139,25 +140,8 @@ TEST(MemoryTargetTest, FaultsBeforeAndAfterCommit) {
   EXPECT_EQ(target.state().positions[0].next_offset, 1u);
 }
 
-class TempDir {
- public:
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string templ = std::string(base != nullptr && *base ? base : "/tmp") + "/replica-XXXXXX";
-    std::vector<char> buf(templ.begin(), templ.end());
-    buf.push_back('\0');
-    CONVERGE_CHECK(mkdtemp(buf.data()) != nullptr);
-    path_ = buf.data();
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string Sub(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+// One temporary directory per test (tests/support/temp_dir.h).
+using ::converge::testing::TempDir;
 
 std::optional<Row> ReadSqlRow(sql::Database& db, const std::string& table,
                               const std::string& key) {

@@ -23,27 +23,15 @@
 #include "store/feed.h"
 #include "store/store_crash_common.h"
 #include "support/kill_after_lines.h"
+#include "support/temp_dir.h"
 
 namespace converge {
 namespace {
 
 using namespace store_crash;  // NOLINT
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "converge-store-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+// One temporary directory per test (tests/support/temp_dir.h).
+using ::converge::testing::TempDir;
 
 struct Ack {
   int thread = 0;

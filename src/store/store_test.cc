@@ -28,6 +28,7 @@
 #include "log/testing/full_disk_env.h"
 #include "store/feed.h"
 #include "store/testing/memory_log.h"
+#include "support/temp_dir.h"
 
 namespace converge {
 namespace {
@@ -46,21 +47,8 @@ std::string Numbered(std::string prefix, long n) {
   return prefix;
 }
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "converge-store-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+// One temporary directory per test (tests/support/temp_dir.h).
+using ::converge::testing::TempDir;
 
 class StoreTest : public ::testing::Test {
  protected:

@@ -44,45 +44,6 @@ constexpr int kStartAttempts = 4;
 
 }  // namespace
 
-// ---- TempDir ----
-
-Result<TempDir> TempDir::Create(const std::string& prefix, const std::string& base) {
-  std::string root = base;
-  if (root.empty()) {
-    const char* env = std::getenv("TMPDIR");
-    root = (env != nullptr && *env != '\0') ? env : "/tmp";
-  }
-  std::string templ = root + "/" + prefix + "XXXXXX";
-  std::vector<char> buf(templ.begin(), templ.end());
-  buf.push_back('\0');
-  if (::mkdtemp(buf.data()) == nullptr) {
-    return InternalError(ErrnoMessage("mkdtemp " + templ));
-  }
-  return TempDir(std::string(buf.data()));
-}
-
-TempDir::TempDir(TempDir&& other) noexcept : path_(std::move(other.path_)) { other.path_.clear(); }
-
-TempDir& TempDir::operator=(TempDir&& other) noexcept {
-  if (this != &other) {
-    Remove().IgnoreError();
-    path_ = std::move(other.path_);
-    other.path_.clear();
-  }
-  return *this;
-}
-
-TempDir::~TempDir() { Remove().IgnoreError(); }
-
-Status TempDir::Remove() {
-  if (path_.empty()) return Status::Ok();
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
-  if (ec) return InternalError("removing " + path_ + ": " + ec.message());
-  path_.clear();
-  return Status::Ok();
-}
-
 // ---- ports ----
 
 Result<uint16_t> FreeLoopbackPort() {

@@ -24,30 +24,10 @@
 #include <vector>
 
 #include "converge/status.h"
+#include "support/temp_dir.h"
 
 namespace converge::testing {
 
-// A directory created with mkdtemp and removed recursively when the object is destroyed.
-class TempDir {
- public:
-  // Creates "<base>/<prefix>XXXXXX". `base` empty means $TMPDIR or /tmp.
-  // Internal if the directory cannot be created.
-  static Result<TempDir> Create(const std::string& prefix, const std::string& base = "");
-
-  TempDir(TempDir&& other) noexcept;
-  TempDir& operator=(TempDir&& other) noexcept;
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir();
-
-  const std::string& path() const { return path_; }
-  // Removes the directory now (idempotent). Internal if something could not be removed.
-  Status Remove();
-
- private:
-  explicit TempDir(std::string path) : path_(std::move(path)) {}
-  std::string path_;
-};
 
 // A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read it, close).
 // Another process may take it before it is used: callers retry on a bind failure.
