@@ -2,9 +2,6 @@
 // table with its source collection and repair the differences (POST
 // /v1/replicas/{name}/reconcile; docs/formats/replica.md, "Reconciliation in converge serve"),
 // and prints the result.
-#include <boost/asio/connect.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
 #include <cstdio>
@@ -12,6 +9,7 @@
 #include <string>
 
 #include "command.h"
+#include "http_call.h"
 #include "converge/status.h"
 #include "core/command_line.h"
 
@@ -32,62 +30,10 @@ constexpr const char* kUsage =
     "  --dry-run                report only, change nothing\n"
     "  --json                   print the server's JSON reply as is\n";
 
-std::string EscapePath(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                       c == '-' || c == '_' || c == '.' || c == '~';
-    if (plain) {
-      out.push_back(c);
-    } else {
-      char buf[4];
-      std::snprintf(buf, sizeof(buf), "%%%02X", static_cast<unsigned char>(c));
-      out += buf;
-    }
-  }
-  return out;
-}
-
-struct Reply {
-  int status = 0;
-  std::string body;
-};
-
-// One POST to `server` ("http://host:port"). A run reads both copies in full: a long timeout.
-Result<Reply> Post(const std::string& server, const std::string& token, const std::string& target) {
-  std::string rest = server;
-  if (rest.rfind("http://", 0) == 0) {
-    rest = rest.substr(7);
-  } else if (rest.find("://") != std::string::npos) {
-    return InvalidArgumentError("--server: only http:// URLs are supported here");
-  }
-  while (!rest.empty() && rest.back() == '/') rest.pop_back();
-  const size_t colon = rest.rfind(':');
-  const std::string host = colon == std::string::npos ? rest : rest.substr(0, colon);
-  const std::string port = colon == std::string::npos ? "80" : rest.substr(colon + 1);
-  try {
-    boost::asio::io_context io;
-    boost::asio::ip::tcp::resolver resolver(io);
-    boost::beast::tcp_stream stream(io);
-    stream.expires_after(std::chrono::minutes(10));
-    stream.connect(resolver.resolve(host, port));
-    http::request<http::string_body> req(http::verb::post, target, 11);
-    req.set(http::field::host, host);
-    req.set(http::field::user_agent, "converge-cli");
-    if (!token.empty()) req.set(http::field::authorization, "Bearer " + token);
-    req.prepare_payload();
-    http::write(stream, req);
-    boost::beast::flat_buffer buffer;
-    http::response<http::string_body> res;
-    http::read(stream, buffer, res);
-    boost::system::error_code ec;
-    stream.socket().shutdown(boost::asio::ip::tcp::socket::shutdown_both, ec);
-    return Reply{static_cast<int>(res.result_int()), res.body()};
-  } catch (const boost::system::system_error& e) {
-    return UnavailableError("cannot reach " + server + ": " + e.code().message());
-  } catch (const std::exception& e) {
-    return UnavailableError("cannot reach " + server + ": " + e.what());
-  }
+// One POST to the server. A run reads both copies in full: a long timeout.
+Result<HttpCallReply> Post(const std::string& server, const std::string& token,
+                           const std::string& target) {
+  return HttpCall(server, token, http::verb::post, target, "", std::chrono::minutes(10));
 }
 
 void PrintKeys(const json::object& o, const char* kind, const char* label) {
@@ -125,9 +71,9 @@ int RunReconcile(int argc, char** argv) {
                  kUsage);
     return 2;
   }
-  Result<Reply> reply = Post(
+  Result<HttpCallReply> reply = Post(
       server, token,
-      "/v1/replicas/" + EscapePath(name) + "/reconcile?dry_run=" + (dry_run ? "true" : "false"));
+      "/v1/replicas/" + EscapePathSegment(name) + "/reconcile?dry_run=" + (dry_run ? "true" : "false"));
   if (!reply.ok()) {
     std::fprintf(stderr, "converge reconcile: %s\n", reply.status().ToString().c_str());
     return 1;

@@ -2,9 +2,6 @@
 // routes, over HTTP), or, with --dir, read straight from a saga log directory (read-only).
 #include "converge/saga.h"
 
-#include <boost/asio/connect.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
 #include <cstdio>
@@ -14,6 +11,7 @@
 #include <vector>
 
 #include "command.h"
+#include "http_call.h"
 #include "converge/env.h"
 #include "core/command_line.h"
 
@@ -116,67 +114,12 @@ Result<Args> Parse(int argc, char** argv, bool* help) {
   return a;
 }
 
-std::string Escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                       c == '-' || c == '_' || c == '.' || c == '~';
-    if (plain) {
-      out.push_back(c);
-    } else {
-      char buf[4];
-      std::snprintf(buf, sizeof(buf), "%%%02X", static_cast<unsigned char>(c));
-      out += buf;
-    }
-  }
-  return out;
-}
+using Reply = HttpCallReply;
 
-struct Reply {
-  int status = 0;
-  std::string body;
-};
-
-// One HTTP/1.1 request to `server` ("http://host:port").
+// One HTTP/1.1 request to the server named by --server.
 Result<Reply> Call(const Args& a, http::verb method, const std::string& target,
                    const std::string& body) {
-  std::string rest = a.server;
-  if (rest.rfind("http://", 0) == 0) {
-    rest = rest.substr(7);
-  } else if (rest.find("://") != std::string::npos) {
-    return InvalidArgumentError("--server: only http:// URLs are supported here");
-  }
-  while (!rest.empty() && rest.back() == '/') rest.pop_back();
-  const size_t colon = rest.rfind(':');
-  const std::string host = colon == std::string::npos ? rest : rest.substr(0, colon);
-  const std::string port = colon == std::string::npos ? "80" : rest.substr(colon + 1);
-  try {
-    boost::asio::io_context io;
-    boost::asio::ip::tcp::resolver resolver(io);
-    boost::beast::tcp_stream stream(io);
-    stream.expires_after(std::chrono::seconds(30));
-    stream.connect(resolver.resolve(host, port));
-    http::request<http::string_body> req(method, target, 11);
-    req.set(http::field::host, host);
-    req.set(http::field::user_agent, "converge-cli");
-    if (!a.token.empty()) req.set(http::field::authorization, "Bearer " + a.token);
-    if (!body.empty()) {
-      req.set(http::field::content_type, "application/json");
-      req.body() = body;
-    }
-    req.prepare_payload();
-    http::write(stream, req);
-    boost::beast::flat_buffer buffer;
-    http::response<http::string_body> res;
-    http::read(stream, buffer, res);
-    boost::system::error_code ec;
-    stream.socket().shutdown(boost::asio::ip::tcp::socket::shutdown_both, ec);
-    return Reply{static_cast<int>(res.result_int()), res.body()};
-  } catch (const boost::system::system_error& e) {
-    return UnavailableError("cannot reach " + a.server + ": " + e.code().message());
-  } catch (const std::exception& e) {
-    return UnavailableError("cannot reach " + a.server + ": " + e.what());
-  }
+  return HttpCall(a.server, a.token, method, target, body, std::chrono::seconds(30));
 }
 
 std::string Time(int64_t micros) {
@@ -330,15 +273,15 @@ int RunSaga(int argc, char** argv) {
     reply = Offline(a);
   } else if (a.command == "ls") {
     std::string target = "/v1/sagas?limit=" + std::to_string(a.limit);
-    if (!a.state.empty()) target += "&state=" + Escape(a.state);
-    if (!a.definition.empty()) target += "&definition=" + Escape(a.definition);
+    if (!a.state.empty()) target += "&state=" + EscapePathSegment(a.state);
+    if (!a.definition.empty()) target += "&definition=" + EscapePathSegment(a.definition);
     if (a.stuck) target += "&stuck=true";
     if (a.idle_ms > 0) target += "&idle_ms=" + std::to_string(a.idle_ms);
     reply = Call(a, http::verb::get, target, "");
   } else if (a.command == "timers") {
     reply = Call(a, http::verb::get, "/v1/saga-timers?limit=" + std::to_string(a.limit), "");
   } else if (a.command == "show") {
-    reply = Call(a, http::verb::get, "/v1/sagas/" + Escape(a.id), "");
+    reply = Call(a, http::verb::get, "/v1/sagas/" + EscapePathSegment(a.id), "");
   } else if (a.command == "start") {
     json::object body;
     body["definition"] = a.id;
@@ -358,7 +301,7 @@ int RunSaga(int argc, char** argv) {
     json::object body;
     body["reason"] = a.reason;
     reply =
-        Call(a, http::verb::post, "/v1/sagas/" + Escape(a.id) + "/cancel", json::serialize(body));
+        Call(a, http::verb::post, "/v1/sagas/" + EscapePathSegment(a.id) + "/cancel", json::serialize(body));
   }
   if (!reply.ok()) {
     std::fprintf(stderr, "converge saga: %s\n", reply.status().ToString().c_str());
