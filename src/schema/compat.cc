@@ -1,5 +1,7 @@
 #include "schema/compat.h"
 
+#include "schema/json_pointer.h"
+
 #include <cmath>
 #include <optional>
 #include <set>
@@ -50,20 +52,6 @@ const std::set<std::string_view>& Supported() {
 }
 
 const char* const kAllTypes[] = {"null", "boolean", "object", "array", "number", "string"};
-
-std::string EscapeToken(std::string_view token) {
-  std::string out;
-  for (char c : token) {
-    if (c == '~') {
-      out += "~0";
-    } else if (c == '/') {
-      out += "~1";
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
 
 std::string Join(const std::set<std::string>& names) {
   std::string out;
@@ -255,7 +243,7 @@ class Checker {
       for (const auto& kv : *side) {
         std::string_view key = kv.key();
         if (Annotations().count(key) || Supported().count(key)) continue;
-        Add(path + "/" + EscapeToken(key), "keyword '" + std::string(key) + "' (in " +
+        Add(path + "/" + EscapePointerToken(key), "keyword '" + std::string(key) + "' (in " +
                                                (side == &w ? w_ : r_) +
                                                ") is not supported by the compatibility check");
       }
@@ -450,7 +438,7 @@ class Checker {
 
     // Each property the reader describes, against what the writer may put there.
     for (const auto& kv : rprops) {
-      std::string sub = path + "/properties/" + EscapeToken(kv.key());
+      std::string sub = path + "/properties/" + EscapePointerToken(kv.key());
       if (auto it = wprops.find(kv.key()); it != wprops.end()) {
         Check(it->value(), kv.value(), sub);
       } else if (!(wadd.is_bool() && !wadd.get_bool())) {

@@ -32,6 +32,8 @@ namespace converge::schema {
 #include <utility>
 #include <vector>
 
+#include "schema/json_pointer.h"
+
 namespace converge::schema {
 namespace {
 
@@ -85,20 +87,6 @@ std::string PointerText(const rapidjson::Pointer& p) {
   return std::string(sb.GetString(), sb.GetSize());
 }
 
-std::string Escape(std::string_view token) {
-  std::string out;
-  for (char c : token) {
-    if (c == '~') {
-      out += "~0";
-    } else if (c == '/') {
-      out += "~1";
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
 // Checks that a schema is one RapidJSON (draft-04) enforces as written: every keyword of the
 // right JSON type (RapidJSON skips a malformed one silently), no keyword of a later draft that
 // it would ignore, local $refs that resolve, valid patterns, bounded depth.
@@ -145,7 +133,7 @@ class ShapeCheck {
     }
     const auto& o = v.get_object();
     for (const auto& kv : o) {
-      Keyword(kv.key(), kv.value(), path + "/" + Escape(kv.key()), depth);
+      Keyword(kv.key(), kv.value(), path + "/" + EscapePointerToken(kv.key()), depth);
       if (!status_.ok()) return;
     }
     // RapidJSON (1.1.0) reads past its state on a property that matches patternProperties
@@ -164,7 +152,7 @@ class ShapeCheck {
       return;
     }
     for (const auto& kv : v.get_object())
-      Schema(kv.value(), path + "/" + Escape(kv.key()), depth + 1);
+      Schema(kv.value(), path + "/" + EscapePointerToken(kv.key()), depth + 1);
   }
 
   void SchemaList(const json::value& v, const std::string& path, int depth) {
@@ -213,7 +201,7 @@ class ShapeCheck {
     } else if (kMaps.count(key)) {
       SchemaMap(v, path, depth);
       if (key == "patternProperties" && v.is_object()) {
-        for (const auto& kv : v.get_object()) Pattern(kv.key(), path + "/" + Escape(kv.key()));
+        for (const auto& kv : v.get_object()) Pattern(kv.key(), path + "/" + EscapePointerToken(kv.key()));
       }
     } else if (kLists.count(key)) {
       SchemaList(v, path, depth);
@@ -274,7 +262,7 @@ class ShapeCheck {
         return;
       }
       for (const auto& kv : v.get_object()) {
-        if (!kv.value().is_array()) Schema(kv.value(), path + "/" + Escape(kv.key()), depth + 1);
+        if (!kv.value().is_array()) Schema(kv.value(), path + "/" + EscapePointerToken(kv.key()), depth + 1);
       }
     } else if (key == "$ref") {
       Ref(v, path);

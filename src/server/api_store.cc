@@ -27,6 +27,18 @@ Status CollectionNotInManifest(std::string_view service, std::string_view action
                                "': its topology manifest does not " +
                                (action == "write" ? "own it" : "own it or keep a replica of it"));
 }
+
+// A service limited by its topology manifest writes only the collections it owns: a request
+// touching another is refused as a whole, before anything is written.
+Status CheckManifestWrites(const StoreRequest& r, const std::vector<WriteOp>& ops) {
+  if (r.writable == nullptr) return Status::Ok();
+  for (const WriteOp& w : ops) {
+    if (std::find(r.writable->begin(), r.writable->end(), w.collection) == r.writable->end()) {
+      return CollectionNotInManifest(r.caller.service, "write", w.collection);
+    }
+  }
+  return Status::Ok();
+}
 }  // namespace
 namespace {
 
@@ -564,15 +576,7 @@ void StoreRoutes::PutDocument(const StoreRequest& r, Done& done) {
   }
   std::vector<WriteOp> ops;
   ops.push_back(WriteOp::Put(r.collection, r.key, std::string(r.body), std::move(*pre), ttl_ms));
-  // A service limited by its topology manifest writes only the collections it owns: refused
-  // as a whole before anything is written.
-  if (r.writable != nullptr) {
-    for (const WriteOp& w : ops) {
-      if (std::find(r.writable->begin(), r.writable->end(), w.collection) == r.writable->end()) {
-        return done(Fail(CollectionNotInManifest(r.caller.service, "write", w.collection)));
-      }
-    }
-  }
+  if (Status s = CheckManifestWrites(r, ops); !s.ok()) return done(Fail(s));
   store_.CommitAsync(r.caller, std::move(ops),
                      [done = std::move(done), feed = options_.feed_topic](Result<CommitResult> c) {
                        if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));
@@ -591,15 +595,7 @@ void StoreRoutes::DeleteDocument(const StoreRequest& r, Done& done) {
   if (!pre.ok()) return done(Fail(pre.status()));
   std::vector<WriteOp> ops;
   ops.push_back(WriteOp::Delete(r.collection, r.key, std::move(*pre)));
-  // A service limited by its topology manifest writes only the collections it owns: refused
-  // as a whole before anything is written.
-  if (r.writable != nullptr) {
-    for (const WriteOp& w : ops) {
-      if (std::find(r.writable->begin(), r.writable->end(), w.collection) == r.writable->end()) {
-        return done(Fail(CollectionNotInManifest(r.caller.service, "write", w.collection)));
-      }
-    }
-  }
+  if (Status s = CheckManifestWrites(r, ops); !s.ok()) return done(Fail(s));
   store_.CommitAsync(r.caller, std::move(ops),
                      [done = std::move(done), feed = options_.feed_topic](Result<CommitResult> c) {
                        if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));
@@ -689,15 +685,7 @@ void StoreRoutes::Transaction(const StoreRequest& r, Done& done) {
     ops.push_back(std::move(w));
     ++i;
   }
-  // A service limited by its topology manifest writes only the collections it owns: refused
-  // as a whole before anything is written.
-  if (r.writable != nullptr) {
-    for (const WriteOp& w : ops) {
-      if (std::find(r.writable->begin(), r.writable->end(), w.collection) == r.writable->end()) {
-        return done(Fail(CollectionNotInManifest(r.caller.service, "write", w.collection)));
-      }
-    }
-  }
+  if (Status s = CheckManifestWrites(r, ops); !s.ok()) return done(Fail(s));
   store_.CommitAsync(r.caller, std::move(ops),
                      [done = std::move(done), feed = options_.feed_topic](Result<CommitResult> c) {
                        if (!c.ok()) return done(Fail(c.status(), /*conditional_write=*/true));

@@ -5,11 +5,14 @@
 #include <optional>
 #include <set>
 
+#include "schema/json_pointer.h"
 #include "topology/yaml_tree.h"
 
 #pragma GCC diagnostic ignored "-Wrestrict"  // GCC bug 105329 on "literal" + std::string
 
 namespace converge::topology {
+
+using schema::EscapePointerToken;
 namespace {
 
 namespace json = boost::json;
@@ -23,23 +26,9 @@ constexpr int kMaxRefHops = 32;
 
 Y Get(const Y& map, const std::string& key) { return map.Get(key); }
 
-// A pointer segment escaped as RFC 6901 says (~ -> ~0, / -> ~1).
-std::string Escape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '~') {
-      out += "~0";
-    } else if (c == '/') {
-      out += "~1";
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out;
-}
 
 std::string Child(const std::string& pointer, std::string_view key) {
-  return pointer + "/" + Escape(key);
+  return pointer + "/" + EscapePointerToken(key);
 }
 
 class Parser {
@@ -364,7 +353,7 @@ Result<Operation> Parser::ParseOperation(const std::string& id, const Y& node,
       const std::string prefix = Child(Child("/channels", o.channel), "messages") + "/";
       const Message* found = nullptr;
       for (const Message& m : ch.messages) {
-        if (t == prefix + Escape(m.name)) found = &m;
+        if (t == prefix + EscapePointerToken(m.name)) found = &m;
       }
       if (found == nullptr) {
         return Error(msgs[i], at,
