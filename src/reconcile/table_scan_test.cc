@@ -160,7 +160,8 @@ TEST(TableScanTest, SkipIfColumnLeavesOutTombstones) {
   std::set<std::string> live;
   for (int i = 0; i < 25; ++i) {
     const bool deleted = i % 3 == 0;
-    const sql::Value p[] = {sql::Value::Text(RowKey(i)), sql::Value::Int(i + 1),
+    const std::string key = RowKey(i);  // a Value holds a view: the string must outlive it
+    const sql::Value p[] = {sql::Value::Text(key), sql::Value::Int(i + 1),
                             sql::Value::Int(deleted ? 1 : 0)};
     ASSERT_TRUE((*db)->Execute("INSERT INTO t VALUES ($1, $2, $3)", p).ok());
     if (!deleted) live.insert(RowKey(i));
