@@ -134,6 +134,26 @@ struct Bench {
     return sql::Database::ConnectPostgres(po);
   }
 
+  // The replica of the "customers" topic into the table "customers" of `db`, as every row uses.
+  struct Replica {
+    std::unique_ptr<replica::Target> target;
+    std::unique_ptr<replica::Source> source;
+    std::unique_ptr<replica::Applier> applier;
+  };
+  Result<Replica> OpenReplica(Log& log, sql::Database& db) {
+    Replica r;
+    CONVERGE_ASSIGN_OR_RETURN(r.target,
+                              replica::NewSqlTarget(db, {"bench", "customers", "customers"}));
+    r.source = replica::NewLogSource(log, "customers");
+    replica::ApplierOptions ao;
+    ao.name = "bench";
+    ao.max_batch = o.batch;
+    ao.tombstone_retention_ms = 0;
+    CONVERGE_ASSIGN_OR_RETURN(r.applier,
+                              replica::Applier::Open(Env::Default(), *r.source, *r.target, ao));
+    return r;
+  }
+
   Result<Measurement> Apply(bool postgres) {
     const std::string name = postgres ? "converge-postgres" : "converge-sqlite";
     std::fprintf(stderr, "  %s: prefilling %llu changes...\n", name.c_str(),
@@ -144,15 +164,8 @@ struct Bench {
     CONVERGE_RETURN_IF_ERROR(Prefill(*log, "customers", o.changes, o.keys));
     std::string where;
     CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<sql::Database> db, NewDatabase(postgres, &where));
-    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<replica::Target> target,
-                              replica::NewSqlTarget(*db, {"bench", "customers", "customers"}));
-    std::unique_ptr<replica::Source> source = replica::NewLogSource(*log, "customers");
-    replica::ApplierOptions ao;
-    ao.name = "bench";
-    ao.max_batch = o.batch;
-    ao.tombstone_retention_ms = 0;
-    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<replica::Applier> applier,
-                              replica::Applier::Open(Env::Default(), *source, *target, ao));
+    CONVERGE_ASSIGN_OR_RETURN(Replica copy, OpenReplica(*log, *db));
+    replica::Applier* applier = copy.applier.get();
     std::fprintf(stderr, "  %s: applying...\n", name.c_str());
     LatencyRecorder batches(1'000'000);
     const int64_t t0 = NowNanos();
@@ -282,15 +295,8 @@ struct Bench {
     std::string where;
     CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<sql::Database> db,
                               NewDatabase(postgres, &where, synchronous));
-    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<replica::Target> target,
-                              replica::NewSqlTarget(*db, {"bench", "customers", "customers"}));
-    std::unique_ptr<replica::Source> source = replica::NewLogSource(*log, "customers");
-    replica::ApplierOptions ao;
-    ao.name = "bench";
-    ao.max_batch = o.batch;
-    ao.tombstone_retention_ms = 0;
-    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<replica::Applier> applier,
-                              replica::Applier::Open(Env::Default(), *source, *target, ao));
+    CONVERGE_ASSIGN_OR_RETURN(Replica copy, OpenReplica(*log, *db));
+    replica::Applier* applier = copy.applier.get();
     const uint64_t total = o.rate * o.seconds;
     // commit_ns[offset]: when the producer committed change `offset` (just before its append).
     std::vector<std::atomic<int64_t>> commit_ns(total);
