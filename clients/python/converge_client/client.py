@@ -12,7 +12,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from ._http import Backoff, Response, Transport, quote_segment, shutdown_socket
 from .errors import ClientInputError, TransportError, error_from_reply
-from .events import CloudEvent, binary_mode_headers
+from .events import CloudEvent, binary_mode_headers, check_json_data
 
 _TOPIC = re.compile(r"^[A-Za-z0-9-][A-Za-z0-9._-]{0,199}$")
 _GROUP = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -272,10 +272,23 @@ class Client:
                               bool(r["duplicate"])) for r in res.json()["results"]]
 
     @staticmethod
-    def _check_event(event: CloudEvent) -> None:
+    def _check_event(event: CloudEvent, check_data: bool = True) -> None:
         if not isinstance(event, CloudEvent):
             raise ClientInputError(f"expected a CloudEvent, got {type(event).__name__}")
-        event.validate()
+        event.validate(check_data)
+
+    @staticmethod
+    def _encode_json(payload: Any, events: Sequence[CloudEvent]) -> bytes:
+        """The request body; data that does not serialize names its event."""
+        try:
+            return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError):
+            for i, e in enumerate(events):
+                try:
+                    check_json_data(e.data)
+                except ClientInputError as err:
+                    raise ClientInputError(f"event[{i}]: {err}") from None
+            raise
 
     def publish(self, topic: str, event: CloudEvent) -> PublishResult:
         """Publishes one event in structured mode (``application/cloudevents+json``).
@@ -283,8 +296,8 @@ class Client:
         Retried on a lost connection, 429 and 503: the server stores an event once per
         (source, id) within the topic's dedup window, so a retry never duplicates it.
         """
-        self._check_event(event)
-        body = json.dumps(event.to_dict(), separators=(",", ":")).encode("utf-8")
+        self._check_event(event, check_data=False)
+        body = self._encode_json(event.to_dict(), [event])
         res = self.transport.request("POST", self._events_target(topic), body=body,
                                      headers={"Content-Type": "application/cloudevents+json"},
                                      retry_safe=True)
@@ -297,8 +310,8 @@ class Client:
         if not events:
             raise ClientInputError("publish_batch needs at least one event")
         for e in events:
-            self._check_event(e)
-        body = json.dumps([e.to_dict() for e in events], separators=(",", ":")).encode("utf-8")
+            self._check_event(e, check_data=False)
+        body = self._encode_json([e.to_dict() for e in events], events)
         res = self.transport.request(
             "POST", self._events_target(topic), body=body,
             headers={"Content-Type": "application/cloudevents-batch+json"}, retry_safe=True)

@@ -43,6 +43,18 @@ def event_identity(source: str, event_id: str) -> str:
     return f"{len(source.encode('utf-8'))}:{source}{event_id}"
 
 
+def _too_long(value: str) -> bool:
+    # A UTF-8 character is at most 4 bytes: most values need no encoding to be checked.
+    return len(value) * 4 > MAX_ATTRIBUTE_BYTES and len(value.encode("utf-8")) > MAX_ATTRIBUTE_BYTES
+
+
+def check_json_data(data: Any) -> None:
+    try:
+        json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ClientInputError(f"data is not JSON-serializable: {e}") from None
+
+
 def _is_json_media_type(media_type: str | None) -> bool:
     if media_type is None:
         return True
@@ -117,13 +129,17 @@ class CloudEvent:
         return self.data
 
     # --- validation -------------------------------------------------------------------------
-    def validate(self) -> None:
-        """Raises :class:`ClientInputError` for what the server would refuse with 400."""
+    def validate(self, check_data: bool = True) -> None:
+        """Raises :class:`ClientInputError` for what the server would refuse with 400.
+
+        ``check_data=False`` leaves out the check that ``data`` serializes as JSON (a publish
+        makes it while encoding the request, once).
+        """
         if self.specversion != "1.0":
             raise ClientInputError(f"specversion must be '1.0', got {self.specversion!r}")
         for name in ("id", "source", "type"):
             value = getattr(self, name)
-            if not isinstance(value, str) or not value:
+            if type(value) is not str or not value:
                 raise ClientInputError(f"attribute '{name}' must be a non-empty string")
         for name in _CONTEXT:
             value = getattr(self, name)
@@ -132,10 +148,10 @@ class CloudEvent:
             if not isinstance(value, str):
                 raise ClientInputError(f"attribute '{name}' must be a string, got "
                                        f"{type(value).__name__}")
-            if len(value.encode("utf-8")) > MAX_ATTRIBUTE_BYTES:
+            if _too_long(value):
                 raise ClientInputError(f"attribute '{name}' is longer than "
                                        f"{MAX_ATTRIBUTE_BYTES} bytes")
-        if not isinstance(self.extensions, Mapping):
+        if type(self.extensions) is not dict and not isinstance(self.extensions, Mapping):
             raise ClientInputError("extensions must be a mapping of name to value")
         for name, value in self.extensions.items():
             if not isinstance(name, str) or not _EXTENSION_NAME.match(name):
@@ -153,19 +169,19 @@ class CloudEvent:
             if not isinstance(value, str):
                 raise ClientInputError(f"extension {name!r} must be a string, integer or "
                                        f"boolean, got {type(value).__name__}")
-            if len(value.encode("utf-8")) > MAX_ATTRIBUTE_BYTES:
+            if _too_long(value):
                 raise ClientInputError(f"extension {name!r} is longer than "
                                        f"{MAX_ATTRIBUTE_BYTES} bytes")
-        if self.data is not None and not isinstance(self.data, (bytes, bytearray, memoryview)):
-            if isinstance(self.data, str) and not _is_json_media_type(self.datacontenttype):
+        data = self.data
+        if data is None or isinstance(data, (bytes, bytearray, memoryview)):
+            return
+        if not _is_json_media_type(self.datacontenttype):
+            if isinstance(data, str):
                 return
-            if not _is_json_media_type(self.datacontenttype):
-                raise ClientInputError(
-                    f"data for datacontenttype {self.datacontenttype!r} must be str or bytes")
-            try:
-                json.dumps(self.data, allow_nan=False)
-            except (TypeError, ValueError) as e:
-                raise ClientInputError(f"data is not JSON-serializable: {e}") from None
+            raise ClientInputError(
+                f"data for datacontenttype {self.datacontenttype!r} must be str or bytes")
+        if check_data:
+            check_json_data(data)
 
     # --- JSON format --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -292,6 +292,9 @@ class BadInputTest(unittest.TestCase):
                 self.client.publish("t", ev)
         with self.assertRaises(E.ClientInputError):
             self.client.publish("t", {"type": "t"})  # type: ignore[arg-type]
+        with self.assertRaisesRegex(E.ClientInputError, r"event\[1\]: data is not JSON"):
+            self.client.publish_batch("t", [CloudEvent(type="t", source="/s", data=1),
+                                            CloudEvent(type="t", source="/s", data={1, 2})])
         with self.assertRaises(E.ClientInputError):
             self.client.publish_batch("t", [])
         with self.assertRaises(E.ClientInputError):
