@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import select
 import socket
 import ssl
 import threading
@@ -105,35 +106,41 @@ class Transport:
     # --- requests -------------------------------------------------------------------------
     def send_once(self, method: str, target: str, body: bytes | None,
                   headers: Mapping[str, str]) -> Response:
-        """One request on this thread's connection; a stale kept-alive connection (closed by
-        the server while idle) is reopened once, which is safe because nothing was read."""
+        """One request on this thread's connection.
+
+        A kept-alive connection the server has closed meanwhile (its idle timeout) is noticed
+        before sending (it reads as end-of-file) and replaced, so the request goes out once.
+        A connection lost after sending raises :class:`TransportError`: the outcome is
+        unknown, and only :meth:`request` with ``retry_safe`` sends it again.
+        """
         all_headers = self.base_headers()
         all_headers.update(headers)
         if body is not None:
             all_headers["Content-Length"] = str(len(body))
-        for fresh in (False, True):
-            conn = self._connection()
-            reused = getattr(conn, "sock", None) is not None
+        conn = self._connection()
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
             try:
-                conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
-                for k, v in all_headers.items():
-                    conn.putheader(k, v)
-                conn.endheaders(body)
-                resp = conn.getresponse()
-                data = resp.read()
-                headers_out = {k.lower(): v for k, v in resp.getheaders()}
-                if resp.will_close:
-                    self._drop_connection()
-                return Response(resp.status, headers_out, data)
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
+                readable = select.select([sock], [], [], 0)[0]
+            except (OSError, ValueError):
+                readable = [sock]
+            if readable:  # an idle kept-alive connection has nothing to read but its close
                 self._drop_connection()
-                if reused and not fresh:
-                    continue  # the server closed an idle connection: the request never arrived
-                raise TransportError(f"{method} {target}: connection lost: {e}", e) from e
-            except (OSError, http.client.HTTPException) as e:
+                conn = self._connection()
+        try:
+            conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+            for k, v in all_headers.items():
+                conn.putheader(k, v)
+            conn.endheaders(body)
+            resp = conn.getresponse()
+            data = resp.read()
+            headers_out = {k.lower(): v for k, v in resp.getheaders()}
+            if resp.will_close:
                 self._drop_connection()
-                raise TransportError(f"{method} {target}: {e}", e) from e
-        raise TransportError(f"{method} {target}: connection lost")  # not reached
+            return Response(resp.status, headers_out, data)
+        except (OSError, http.client.HTTPException) as e:
+            self._drop_connection()
+            raise TransportError(f"{method} {target}: {type(e).__name__}: {e}", e) from e
 
     def request(self, method: str, target: str, *, body: bytes | None = None,
                 headers: Mapping[str, str] | None = None, retry_safe: bool = False,

@@ -4,6 +4,7 @@ transactions, and `update` under an ETag race (no lost update)."""
 from __future__ import annotations
 
 import threading
+import time
 import unittest
 
 from converge_client import ABSENT, Client, Store
@@ -19,7 +20,8 @@ class StoreTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls) -> None:
-        cls.server = ServeProcess().start()
+        # A short idle timeout: kept-alive connections are closed by the server between calls.
+        cls.server = ServeProcess("limits:\n  idle_timeout_ms: 300\n").start()
         cls.client = Client(cls.server.url)
         cls.store = Store(cls.client)
         cls.store.collection("counters").create()
@@ -114,6 +116,15 @@ class StoreTest(unittest.TestCase):
             ])
         self.assertIsNone(coll.find("tx-c"))
         self.assertEqual(coll.get("tx-a").value, 2)
+
+    def test_a_connection_the_server_closed_while_idle_is_replaced_before_sending(self) -> None:
+        coll = self.store.collection("counters")
+        coll.put("idle", 1)
+        time.sleep(0.8)  # past the server's idle timeout: it closed our kept-alive connection
+        # An unconditional put is not retried on a lost connection (its outcome would be
+        # unknown); it must go out on a fresh connection instead.
+        self.assertEqual(coll.put("idle", 2).created, False)
+        self.assertEqual(coll.get("idle").value, 2)
 
     def test_bad_input_is_refused_before_sending(self) -> None:
         coll = self.store.collection("counters")
