@@ -10,6 +10,7 @@ inbox records for events published over HTTP or through an outbox.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from typing import Callable, TypeVar
 
@@ -34,7 +35,9 @@ class SqliteInbox:
     """An inbox in a :mod:`sqlite3` database of the caller's.
 
     ``consumer`` names the consuming application (usually its consumer group), so several may
-    share one database. Use the connection from one thread at a time (as sqlite3 requires).
+    share one database. Thread-safe: calls of :meth:`process` are serialized (SQLite has one
+    writer anyway); a connection used from several threads (a :class:`Consumer` with
+    ``workers > 1``) must be opened with ``check_same_thread=False``.
     """
 
     def __init__(self, conn: sqlite3.Connection, consumer: str, *, create: bool = True) -> None:
@@ -44,6 +47,7 @@ class SqliteInbox:
             raise ClientInputError("consumer must be a non-empty string")
         self.conn = conn
         self.consumer = consumer
+        self._lock = threading.RLock()
         if create:
             self.create_schema()
 
@@ -76,6 +80,11 @@ class SqliteInbox:
             raise ClientInputError(f"expected a CloudEvent or Delivery, got {type(event).__name__}")
         if not event.source or not event.id:
             raise ClientInputError("the event needs a source and an id")
+        with self._lock:
+            return self._process(event, effect)
+
+    def _process(self, event: CloudEvent,
+                 effect: Callable[[sqlite3.Connection], T]) -> tuple[bool, T | None]:
         if self.conn.in_transaction:
             raise ClientInputError("process needs the connection outside a transaction: it "
                                    "opens and commits its own")

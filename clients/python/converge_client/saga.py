@@ -19,6 +19,7 @@ import json
 import sqlite3
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Literal, Mapping
 
@@ -162,6 +163,7 @@ class SqliteSagaLedger:
         if not isinstance(conn, sqlite3.Connection):
             raise ClientInputError("conn must be a sqlite3.Connection")
         self.conn = conn
+        self._lock = threading.RLock()
         if conn.in_transaction:
             raise ClientInputError("the ledger needs the connection outside a transaction")
         conn.executescript(SQLITE_LEDGER_SCHEMA)
@@ -186,6 +188,11 @@ class SqliteSagaLedger:
                 compensation: CompensationHandler | None) -> SagaReply:
         """Decides the reply, running the handler at most once per (saga, step) with its
         effect and the ledger row in one transaction (as converge's SagaParticipantCore)."""
+        with self._lock:
+            return self._process(command, action, compensation)
+
+    def _process(self, command: SagaCommand, action: ActionHandler | None,
+                 compensation: CompensationHandler | None) -> SagaReply:
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -395,7 +402,6 @@ class Sagas:
                                     ("limit", limit)) if v is not None}
         target = "/v1/sagas"
         if q:
-            import urllib.parse
             target += "?" + urllib.parse.urlencode(q)
         return list(self._t.json_request("GET", target, retry_safe=True)["sagas"])
 

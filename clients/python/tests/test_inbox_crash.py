@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sqlite3
+import threading
 import time
 import unittest
 
@@ -125,6 +126,25 @@ class InboxUnitTest(unittest.TestCase):
         row = conn.execute("SELECT event_id FROM converge_inbox WHERE consumer='c' "
                            "ORDER BY event_id").fetchall()
         self.assertEqual(row, [("2:/a1",), ("2:/b1",)])
+
+    def test_threads_sharing_one_inbox_apply_each_event_once(self) -> None:
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        conn.execute("CREATE TABLE t (id TEXT)")
+        inbox = SqliteInbox(conn, "c")
+        events = [CloudEvent(type="t", source="/a", id=str(i)) for i in range(50)]
+
+        def work() -> None:
+            for e in events:
+                inbox.process(e, lambda c, e=e: c.execute("INSERT INTO t VALUES (?)", (e.id,)))
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        rows = conn.execute("SELECT id, count(*) FROM t GROUP BY id").fetchall()
+        self.assertEqual(len(rows), 50)
+        self.assertTrue(all(n == 1 for _, n in rows))
 
     def test_default_isolation_level_connections_work_too(self) -> None:
         conn = sqlite3.connect(":memory:")
