@@ -133,15 +133,25 @@ class InboxUnitTest(unittest.TestCase):
         inbox = SqliteInbox(conn, "c")
         events = [CloudEvent(type="t", source="/a", id=str(i)) for i in range(50)]
 
+        errors: list[BaseException] = []
+
         def work() -> None:
-            for e in events:
-                inbox.process(e, lambda c, e=e: c.execute("INSERT INTO t VALUES (?)", (e.id,)))
+            try:
+                for e in events:
+                    def effect(c: sqlite3.Connection, e: CloudEvent = e) -> None:
+                        time.sleep(0.001)  # other threads run while the transaction is open
+                        c.execute("INSERT INTO t VALUES (?)", (e.id,))
+
+                    inbox.process(e, effect)
+            except BaseException as err:  # noqa: BLE001 - checked below
+                errors.append(err)
 
         threads = [threading.Thread(target=work) for _ in range(4)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(60)
+        self.assertEqual(errors, [])
         rows = conn.execute("SELECT id, count(*) FROM t GROUP BY id").fetchall()
         self.assertEqual(len(rows), 50)
         self.assertTrue(all(n == 1 for _, n in rows))
