@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
 from ._http import Backoff, Response, Transport, quote_segment, shutdown_socket
-from .errors import ClientInputError, TransportError, error_from_reply
+from .errors import HTTP_STATUS, ClientInputError, TransportError, error_from_reply
 from .events import CloudEvent, binary_mode_headers, check_json_data
 
 _TOPIC = re.compile(r"^[A-Za-z0-9-][A-Za-z0-9._-]{0,199}$")
@@ -180,7 +180,9 @@ class DeliveryStream:
                             yield Delivery.from_dict(json.loads(payload))
                         elif event_name == "error":
                             err = json.loads(payload)
-                            raise error_from_reply(500, json.dumps(err).encode())
+                            code = err.get("code") if isinstance(err, dict) else None
+                            status = HTTP_STATUS.get(code, 500) if isinstance(code, str) else 500
+                            raise error_from_reply(status, payload.encode("utf-8"))
                     event_name, data = "message", []
                     continue
                 if line.startswith(":"):

@@ -267,6 +267,22 @@ ERROR_CLASSES: dict[str, type[ApiError]] = {
 }
 
 
+#: The HTTP status each code is sent with (docs/server.md, "Routing and errors"); used for an
+#: error that arrives without one (a stream's ``error`` event). ``ALREADY_EXISTS`` is 412 on a
+#: conditional write.
+HTTP_STATUS: dict[str, int] = {
+    "INVALID_ARGUMENT": 400, "INVALID_JSON": 400, "INVALID_EVENT": 400, "INVALID_SCHEMA": 400,
+    "SCHEMA_VIOLATION": 400, "SCHEMA_INCOMPATIBLE": 409, "MALFORMED_HTTP": 400,
+    "OUT_OF_RANGE": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "SYSTEM_TOPIC": 403,
+    "NOT_FOUND": 404, "METHOD_NOT_ALLOWED": 405, "ALREADY_EXISTS": 409,
+    "FAILED_PRECONDITION": 409, "ABORTED": 412, "PAYLOAD_TOO_LARGE": 413,
+    "UNSUPPORTED_MEDIA_TYPE": 415, "NOT_IMPLEMENTED": 501, "TOO_MANY_REQUESTS": 429,
+    "RESOURCE_EXHAUSTED": 429, "HEADERS_TOO_LARGE": 431, "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504, "DATA_LOSS": 500, "INTERNAL": 500, "TOKEN_NOT_APPLIED": 504,
+    "REPLICA_STALE": 503,
+}
+
+
 def _fallback_class(status: int) -> type[ApiError]:
     if status in (429, 503, 504):
         return RetryableError
@@ -342,5 +358,6 @@ __all__ = [
     "TokenNotAppliedError",
     "ReplicaStaleError",
     "ERROR_CLASSES",
+    "HTTP_STATUS",
     "error_from_reply",
 ]

@@ -74,6 +74,9 @@ class MappingTest(unittest.TestCase):
                              (code, "m", 400, 2.0))
             self.assertIn(cls.__name__, cc.__all__ + E.__all__)
 
+    def test_every_code_has_its_documented_status(self) -> None:
+        self.assertEqual(set(E.HTTP_STATUS), documented_codes())
+
     def test_grouping(self) -> None:
         for code in ("TOO_MANY_REQUESTS", "RESOURCE_EXHAUSTED", "UNAVAILABLE",
                      "DEADLINE_EXCEEDED", "TOKEN_NOT_APPLIED", "REPLICA_STALE"):
