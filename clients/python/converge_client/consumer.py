@@ -104,7 +104,10 @@ class Consumer:
         return t
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stops after the handlers running now finished and were acked; leaves the group."""
+        """Stops after the handlers running now finished and were acked; leaves the group.
+
+        In fetch mode a long poll in progress ends first (at most ``wait_ms``).
+        """
         self._stop.set()
         with self._lock:
             if not self._busy and self._stream is not None:
@@ -117,8 +120,8 @@ class Consumer:
         return self._stop.is_set()
 
     def run(self) -> None:
-        """The loop; returns after :meth:`stop`. Raises on errors retrying cannot fix
-        (authentication, permission, a bad request)."""
+        """The loop (run it once); returns after :meth:`stop`. Raises on errors retrying cannot
+        fix (authentication, permission, a bad request)."""
         try:
             if self.mode == "fetch":
                 self._run_fetch()
