@@ -42,13 +42,28 @@ CREATE INDEX IF NOT EXISTS converge_saga_ledger_updated ON converge_saga_ledger(
 """
 
 
+#: The status code names a reply's ``sagacode`` may carry (converge's ``StatusCodeName``).
+STATUS_CODES = frozenset({
+    "CANCELLED", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+    "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+})
+
+
+def _check_code(code: str) -> str:
+    if code not in STATUS_CODES:
+        raise ClientInputError(f"saga failure code {code!r} is not one of "
+                               f"{', '.join(sorted(STATUS_CODES))}")
+    return code
+
+
 class StepFailed(Exception):
     """Raised by an action handler to refuse the step for good (nothing applied, and nothing
     ever will be for this step): the saga compensates. ``code`` is a status code name."""
 
     def __init__(self, message: str, code: str = "FAILED_PRECONDITION") -> None:
         super().__init__(message)
-        self.code = code
+        self.code = _check_code(code)
 
 
 class StepRetry(Exception):
@@ -59,7 +74,7 @@ class StepRetry(Exception):
 
     def __init__(self, message: str, code: str = "UNAVAILABLE") -> None:
         super().__init__(message)
-        self.code = code
+        self.code = _check_code(code)
 
 
 @dataclass(frozen=True)

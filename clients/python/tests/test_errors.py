@@ -13,7 +13,7 @@ import unittest
 
 import converge_client as cc
 from converge_client import (ERROR_CLASSES, Client, CloudEvent, Consumer, Lease, Nack,
-                             SagaParticipant, Sagas, Store, error_from_reply)
+                             SagaParticipant, Sagas, StepFailed, Store, error_from_reply)
 from converge_client import errors as E
 from converge_client.saga import SagaCommand
 
@@ -332,6 +332,8 @@ class BadInputTest(unittest.TestCase):
             p.on_action("", lambda c, cmd: None)
         with self.assertRaises(E.ClientInputError):
             Sagas(self.client).register_definition("   ")
+        with self.assertRaisesRegex(E.ClientInputError, "saga failure code"):
+            StepFailed("no", code="NOPE")
 
     def test_transport_errors_are_typed(self) -> None:
         with self.assertRaises(E.TransportError):
