@@ -6,7 +6,6 @@ import http.client
 import json
 import random
 import select
-import socket
 import ssl
 import threading
 import time
@@ -200,13 +199,3 @@ def call_with_retries(fn: Callable[[], Any], *, retries: int, backoff: Backoff,
             time.sleep(wait)
             attempt += 1
 
-
-def shutdown_socket(conn: http.client.HTTPConnection) -> None:
-    """Wakes a thread blocked reading ``conn`` (both directions: the server must not see a
-    half-closed stream, docs/server.md)."""
-    sock = getattr(conn, "sock", None)
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass

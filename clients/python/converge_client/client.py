@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import ssl
 import threading
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
-from ._http import Backoff, Response, Transport, quote_segment, shutdown_socket
-from .errors import HTTP_STATUS, ClientInputError, TransportError, error_from_reply
+from ._http import Backoff, Response, Transport, quote_segment
+from .errors import (HTTP_STATUS, ClientInputError, NotFoundError, TransportError,
+                     error_from_reply)
 from .events import CloudEvent, binary_mode_headers, check_json_data
 
 _TOPIC = re.compile(r"^[A-Za-z0-9-][A-Za-z0-9._-]{0,199}$")
@@ -148,6 +150,9 @@ class DeliveryStream:
             for k, v in headers.items():
                 self._conn.putheader(k, v)
             self._conn.endheaders()
+            # Kept for close(): http.client hands a response without a length (this stream)
+            # the socket and forgets it on the connection.
+            self._sock = self._conn.sock
             self._resp = self._conn.getresponse()
         except (OSError, Exception) as e:  # noqa: BLE001 - every connection failure
             self._conn.close()
@@ -201,8 +206,16 @@ class DeliveryStream:
         if self._closed.is_set():
             return
         self._closed.set()
-        shutdown_socket(self._conn)
+        sock = getattr(self, "_sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a reader blocked on the stream
+            except OSError:
+                pass
         self._conn.close()
+        resp = getattr(self, "_resp", None)
+        if resp is not None:
+            resp.close()
 
     def __enter__(self) -> "DeliveryStream":
         return self
@@ -433,7 +446,7 @@ class Client:
         for g in self.describe_topic(topic).get("groups", []):
             if g.get("name") == group:
                 return dict(g)
-        raise ClientInputError(f"topic {topic!r} has no group {group!r}")
+        raise NotFoundError("NOT_FOUND", f"topic {topic!r} has no group {group!r}", 404)
 
     # --- dead letters -----------------------------------------------------------------------
     def dead_letters(self, topic: str, group: str, *, from_offset: int = 0,

@@ -194,6 +194,23 @@ class PublishConsumeTest(unittest.TestCase):
         rest = self.client.fetch(topic, "g", max_events=10, wait_ms=2000)
         self.assertEqual([d.event.data for d in rest if d.event], [1, 2])
 
+    def test_an_idle_stream_consumer_stops_at_once(self) -> None:
+        topic = "idle-stream"
+        self.client.create_topic(topic)
+        c = Consumer(self.client, topic, "g", lambda d: None, mode="stream", consumer="idle-1")
+        c.start()
+        def joined() -> bool:
+            try:
+                return bool(self.client.describe_group(topic, "g")["members"] == 1)
+            except NotFoundError:
+                return False  # the stream creates the group
+
+        wait_until(joined, what="the stream joined")
+        began = time.monotonic()
+        c.stop(timeout=30)
+        # Not at the next heartbeat (15 s): closing the stream wakes its reader.
+        self.assertLess(time.monotonic() - began, 5.0)
+
     def test_permanent_failure_dead_letters(self) -> None:
         topic = "permanent"
         self.client.create_topic(topic, partitions=1)

@@ -47,11 +47,12 @@ class SagaTest(unittest.TestCase):
         cls.client = Client(cls.server.url)
         cls.sagas = Sagas(cls.client)
         cls.sagas.register_definition(DEFINITION)
-        # Payments: in process; refuses amounts over 100.
+        # Payments: in process, reading its commands from the SSE stream; refuses amounts
+        # over 100.
         cls.pay_db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         cls.pay_db.execute("CREATE TABLE charges (saga_id TEXT, amount INTEGER)")
         cls.payments = SagaParticipant(Client(cls.server.url), "py-payments", cls.pay_db,
-                                       group="payments", wait_ms=300)
+                                       group="payments", consumer="payments-1", mode="stream")
 
         def charge(c: sqlite3.Connection, cmd: SagaCommand) -> Any:
             if cmd.data["amount"] > 100:
