@@ -1,0 +1,28 @@
+"""Python client of converge serve (standard library only).
+
+See clients/python/README.md and docs/clients.md.
+"""
+
+from ._http import Backoff
+from .client import (AckResult, Client, Delivery, DeliveryStream, Lease, Nack, NackResult,
+                     PublishResult)
+from .consumer import Consumer, ConsumerStats, PermanentFailure
+from .errors import *  # noqa: F401,F403 - every error class is part of the API
+from .errors import ERROR_CLASSES, error_from_reply
+from .events import CloudEvent, event_identity, new_event_id
+from .inbox import SqliteInbox
+from .outbox import PostgresOutbox, SqliteOutbox
+from .saga import (SagaCommand, SagaParticipant, SagaReply, Sagas, SqliteSagaLedger, StepFailed,
+                   StepRetry)
+from .store import ABSENT, Collection, Document, Store, WriteResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ABSENT", "AckResult", "Backoff", "Client", "CloudEvent", "Collection", "Consumer",
+    "ConsumerStats", "Delivery", "DeliveryStream", "Document", "ERROR_CLASSES", "Lease", "Nack",
+    "NackResult", "PermanentFailure", "PostgresOutbox", "PublishResult", "SagaCommand",
+    "SagaParticipant", "SagaReply", "Sagas", "SqliteInbox", "SqliteOutbox", "SqliteSagaLedger",
+    "StepFailed", "StepRetry", "Store", "WriteResult", "error_from_reply", "event_identity",
+    "new_event_id",
+]
