@@ -1,0 +1,251 @@
+// A saga participant over converge serve (docs/formats/saga.md, "Participants in other
+// languages"): it consumes its command topic, keeps one ledger entry per (saga id, step) in the
+// caller's database in the same transaction as the step's effect, publishes the reply to the
+// command's `sagareplyto` topic in structured mode with typed attributes and the copied
+// `sagatoken`, and acks the command only after the reply was published.
+import { ConvergeClient, PublishResult } from "./client.js";
+import { ConsumeOptions, HandlerContext, PermanentError, consume } from "./consumer.js";
+import { ReceivedEvent, bytesToBase64 } from "./events.js";
+
+export type LedgerState = "applied" | "refused" | "fenced" | "compensated";
+
+/** One ledger row (the state of docs/formats/saga.md, "Participant memory"). */
+export interface LedgerEntry {
+  state: LedgerState;
+  /** applied: the action's result (sent again with a repeated reply). */
+  result?: string;
+  /** refused: the status code name and message sent in the reply. */
+  code?: string;
+  message?: string;
+}
+
+/** What the participant needs from the caller's database: a transaction and one row per step. */
+export interface SagaLedger<Tx> {
+  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+  getEntry(tx: Tx, sagaId: string, step: number): Promise<LedgerEntry | undefined>;
+  putEntry(tx: Tx, sagaId: string, step: number, entry: LedgerEntry): Promise<void>;
+}
+
+/** Thrown by an action: refused for good (reply `failed`, never applied). `code` is a status
+ * code name such as FAILED_PRECONDITION (the default). */
+export class StepRefused extends Error {
+  constructor(message: string, readonly code: string = "FAILED_PRECONDITION") {
+    super(message);
+    this.name = "StepRefused";
+  }
+}
+
+/** The command's attributes, read and checked. */
+export interface SagaCommand {
+  sagaId: string;
+  step: number;
+  stepName: string;
+  kind: "action" | "compensate" | "cancel";
+  attempt: number;
+  type: string;
+  replyTo: string;
+  token: string | undefined;
+  /** The saga's input. */
+  data: unknown;
+  event: ReceivedEvent;
+}
+
+/** An action returns its result (any JSON value or text; sent as the reply's data). */
+export type ActionHandler<Tx> = (command: SagaCommand, tx: Tx) => Promise<unknown> | unknown;
+export type CompensationHandler<Tx> = (command: SagaCommand, tx: Tx) => Promise<void> | void;
+
+export interface ParticipantOptions<Tx> extends Omit<ConsumeOptions, "retryDelayMs"> {
+  /** The participant's command topic (the definition's `participant`). */
+  topic: string;
+  /** Its consumer group (default the topic name). */
+  group?: string;
+  ledger: SagaLedger<Tx>;
+  /** Action handlers by command type (the definition's `action`). */
+  actions: Record<string, ActionHandler<Tx>>;
+  /** Compensation handlers by command type (the definition's `compensation`). */
+  compensations?: Record<string, CompensationHandler<Tx>>;
+}
+
+const REPLY_SOURCE = "/converge/saga/participant";
+const UINT = /^(0|[1-9][0-9]*)$/;
+
+function intAttribute(e: ReceivedEvent, name: string): number {
+  const v = e[name];
+  if (typeof v === "number" && Number.isInteger(v) && v >= 0) return v;
+  if (typeof v === "string" && UINT.test(v)) return Number(v);
+  throw new Error(`saga command ${e.id}: attribute '${name}' is not a non-negative integer`);
+}
+
+function stringAttribute(e: ReceivedEvent, name: string): string {
+  const v = e[name];
+  if (typeof v !== "string" || v.length === 0) throw new Error(`saga command ${e.id}: attribute '${name}' is missing`);
+  return v;
+}
+
+/** Reads a command event (throws for an event that is not one). */
+export function parseSagaCommand(event: ReceivedEvent): SagaCommand {
+  const kind = stringAttribute(event, "sagakind");
+  if (kind !== "action" && kind !== "compensate" && kind !== "cancel") {
+    throw new Error(`saga command ${event.id}: unknown sagakind '${kind}'`);
+  }
+  return {
+    sagaId: stringAttribute(event, "sagaid"),
+    step: intAttribute(event, "sagastep"),
+    stepName: typeof event.sagastepname === "string" ? event.sagastepname : "",
+    kind,
+    attempt: intAttribute(event, "sagaattempt"),
+    type: event.type,
+    replyTo: stringAttribute(event, "sagareplyto"),
+    token: typeof event.sagatoken === "string" ? event.sagatoken : undefined,
+    data: event.data,
+    event,
+  };
+}
+
+export interface SagaReply {
+  outcome: "ok" | "failed" | "retry";
+  applied?: boolean;
+  code?: string;
+  /** ok: the result; failed/retry: the error message. */
+  body?: string;
+}
+
+function resultText(result: unknown): string | undefined {
+  if (result === undefined || result === null) return undefined;
+  if (typeof result === "string") return result;
+  if (result instanceof Uint8Array) return new TextDecoder().decode(result);
+  return JSON.stringify(result);
+}
+
+/**
+ * Publishes the reply to a command. Structured mode, so `sagastep` and `sagaattempt` travel as
+ * JSON integers and `sagaapplied` as a boolean; `sagatoken` is copied; the saga id is the
+ * partition key; the reply id is the command id + "/reply" (a repeated reply is deduplicated).
+ */
+export async function publishSagaReply(client: ConvergeClient, command: SagaCommand, reply: SagaReply): Promise<PublishResult> {
+  const event: Record<string, unknown> = {
+    specversion: "1.0",
+    id: `${command.event.id}/reply`,
+    source: REPLY_SOURCE,
+    type: "converge.saga.reply",
+    sagaid: command.sagaId,
+    sagastep: command.step,
+    sagakind: command.kind,
+    sagaattempt: command.attempt,
+    sagaoutcome: reply.outcome,
+    partitionkey: command.sagaId,
+  };
+  if (command.token !== undefined) event.sagatoken = command.token;
+  if (reply.applied !== undefined) event.sagaapplied = reply.applied;
+  if (reply.code !== undefined) event.sagacode = reply.code;
+  if (reply.body !== undefined && reply.body.length > 0) {
+    // The reply's data is opaque bytes to the orchestrator (the result or the message).
+    event.datacontenttype = "application/octet-stream";
+    event.data_base64 = bytesToBase64(new TextEncoder().encode(reply.body));
+  }
+  return client.publish(command.replyTo, event as { source: string; type: string });
+}
+
+/**
+ * Decides and records the reply to one command in the ledger transaction (fencing, repeats,
+ * refusals). Throws for a transient failure of the handler: nothing was recorded then.
+ */
+export async function handleSagaCommand<Tx>(
+  command: SagaCommand,
+  ledger: SagaLedger<Tx>,
+  actions: Record<string, ActionHandler<Tx>>,
+  compensations: Record<string, CompensationHandler<Tx>>,
+): Promise<SagaReply> {
+  return ledger.transaction(async (tx) => {
+    const entry = await ledger.getEntry(tx, command.sagaId, command.step);
+    if (command.kind === "action") {
+      if (entry?.state === "applied") return { outcome: "ok", body: entry.result };
+      if (entry?.state === "refused") return { outcome: "failed", code: entry.code, body: entry.message };
+      if (entry?.state === "fenced" || entry?.state === "compensated") {
+        // Compensated or cancelled before (or after) it ran: a late action must never apply.
+        return { outcome: "failed", code: "ABORTED", body: "the step was fenced by a compensation or cancel" };
+      }
+      const action = actions[command.type];
+      if (action === undefined) {
+        const message = `no action handler for command type '${command.type}'`;
+        await ledger.putEntry(tx, command.sagaId, command.step, { state: "refused", code: "INVALID_ARGUMENT", message });
+        return { outcome: "failed", code: "INVALID_ARGUMENT", body: message };
+      }
+      let result: unknown;
+      try {
+        result = await action(command, tx);
+      } catch (err) {
+        if (!(err instanceof StepRefused)) throw err;  // transient: roll back, reply retry
+        await ledger.putEntry(tx, command.sagaId, command.step, { state: "refused", code: err.code, message: err.message });
+        return { outcome: "failed", code: err.code, body: err.message };
+      }
+      const text = resultText(result);
+      await ledger.putEntry(tx, command.sagaId, command.step, text === undefined ? { state: "applied" } : { state: "applied", result: text });
+      return { outcome: "ok", body: text };
+    }
+    // compensate or cancel
+    if (entry === undefined) {
+      await ledger.putEntry(tx, command.sagaId, command.step, { state: "fenced" });
+      return { outcome: "ok", applied: false };
+    }
+    if (entry.state === "fenced" || entry.state === "refused") return { outcome: "ok", applied: false };
+    if (entry.state === "compensated") return { outcome: "ok", applied: true };
+    // applied
+    if (command.kind === "cancel") return { outcome: "ok", applied: true };
+    const compensation = compensations[command.type];
+    if (compensation === undefined) throw new Error(`no compensation handler for command type '${command.type}'`);
+    await compensation(command, tx);
+    await ledger.putEntry(tx, command.sagaId, command.step, { state: "compensated" });
+    return { outcome: "ok", applied: true };
+  });
+}
+
+/**
+ * Runs a participant until `options.signal` aborts. Per command: ledger transaction (effect +
+ * entry), then the reply, then the ack. A handler that throws anything but `StepRefused` is
+ * transient: the reply says `retry` (nothing applied) and the command is acked; a failed
+ * reply publish leaves the command unacked, so it comes again and the ledger repeats the reply.
+ */
+export async function runParticipant<Tx>(client: ConvergeClient, options: ParticipantOptions<Tx>): Promise<void> {
+  const compensations = options.compensations ?? {};
+  const group = options.group ?? options.topic;
+  await consume(
+    client,
+    options.topic,
+    group,
+    async (event: ReceivedEvent, _context: HandlerContext) => {
+      let command: SagaCommand;
+      try {
+        command = parseSagaCommand(event);
+      } catch (err) {
+        throw new PermanentError((err as Error).message);
+      }
+      let reply: SagaReply;
+      try {
+        reply = await handleSagaCommand(command, options.ledger, options.actions, compensations);
+      } catch (err) {
+        reply = { outcome: "retry", code: "UNAVAILABLE", body: err instanceof Error ? err.message : String(err) };
+        if (command.kind !== "action") {
+          // A compensation must eventually happen: leave the command to come again.
+          throw err;
+        }
+      }
+      await publishSagaReply(client, command, reply);
+      // consume() acks after this resolves: the reply is published by then.
+    },
+    { ...options, retryDelayMs: (attempt) => Math.min(10_000, 100 * Math.pow(2, attempt - 1)) },
+  );
+}
+
+/** Starts sagas and waits for them (the starter side; the same calls as on ConvergeClient). */
+export class SagaStarter {
+  constructor(private readonly client: ConvergeClient) {}
+
+  start(definition: string, data?: unknown, id?: string): Promise<string> {
+    return this.client.startSaga({ definition, data, id });
+  }
+
+  wait(id: string, timeoutMs = 60_000) {
+    return this.client.waitForSaga(id, { timeoutMs });
+  }
+}
