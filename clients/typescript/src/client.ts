@@ -295,15 +295,19 @@ export class ConvergeClient {
       consumer: options.consumer === undefined ? undefined : checkConsumer(options.consumer),
       max_events: options.maxEvents,
     };
-    const response = await this.transport.open("GET", path("v1/topics", topic, "groups", group, "stream"), {
+    const { response, release } = await this.transport.open("GET", path("v1/topics", topic, "groups", group, "stream"), {
       query,
       headers: { accept: "text/event-stream" },
       signal: options.signal,
     }, false);
     if (response.status !== 200) {
+      release();
       throw errorFromReply(response.status, await response.text(), response.headers.get("retry-after"));
     }
-    if (response.body === null) return;
+    if (response.body === null) {
+      release();
+      return;
+    }
     const decoder = new TextDecoder();
     let buffer = "";
     let eventName = "";
@@ -350,6 +354,7 @@ export class ConvergeClient {
         }
       }
     } finally {
+      release();
       reader.cancel().catch(() => undefined);
     }
   }

@@ -62,8 +62,16 @@ export class Transport {
     return u;
   }
 
-  /** Sends the request and returns the raw response (for streams); throws on transport errors. */
-  async open(method: string, target: string, options: RequestOptions = {}, timeout = true): Promise<Response> {
+  /**
+   * Sends the request and returns the raw response; throws on transport errors. The caller's
+   * signal keeps aborting the response body until `release()` is called.
+   */
+  async open(
+    method: string,
+    target: string,
+    options: RequestOptions = {},
+    timeout = true,
+  ): Promise<{ response: Response; release: () => void }> {
     const headers: Record<string, string> = { ...(options.headers ?? {}) };
     if (this.token !== undefined) headers["authorization"] = `Bearer ${this.token}`;
     const controller = new AbortController();
@@ -85,20 +93,20 @@ export class Transport {
         body: options.body,
         signal: controller.signal,
       });
-      return response;
+      return { response, release: () => options.signal?.removeEventListener("abort", onAbort) };
     } catch (err) {
+      options.signal?.removeEventListener("abort", onAbort);
       if (timedOut) throw new DeadlineExceededError("DEADLINE_EXCEEDED", `${method} ${target}: no reply within ${ms} ms`, { cause: err });
       if (options.signal?.aborted) throw err;
       throw new UnavailableError("UNAVAILABLE", `${method} ${target}: ${(err as Error).message}`, { cause: err });
     } finally {
       if (timer !== undefined) clearTimeout(timer);
-      options.signal?.removeEventListener("abort", onAbort);
     }
   }
 
   /** One request; a non-2xx reply throws its typed error. */
   async call(method: string, target: string, options: RequestOptions = {}): Promise<Reply> {
-    const response = await this.open(method, target, options);
+    const { response, release } = await this.open(method, target, options);
     // The timeout covers the body too.
     const ms = options.timeoutMs ?? this.timeoutMs;
     let text: string;
@@ -115,6 +123,7 @@ export class Transport {
       throw new UnavailableError("UNAVAILABLE", `${method} ${target}: ${(err as Error).message}`, { cause: err });
     } finally {
       if (timer !== undefined) clearTimeout(timer);
+      release();
     }
     if (response.status < 200 || response.status > 299) {
       throw errorFromReply(response.status, text, response.headers.get("retry-after"));
