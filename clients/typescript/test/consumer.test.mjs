@@ -79,6 +79,7 @@ async function crashAndRedeliver(mode) {
     return d.groups.find((g) => g.name === group)?.lag === 0;
   };
   await eventually(done, 60_000, "every event acked");
+  await eventually(() => c.stdoutText.includes("ready"), 20_000, "the consumer's SIGTERM handler");
   c.kill("SIGTERM");
   const exit = await c.exited;
   assert.equal(exit.code, 0, c.stdoutText);

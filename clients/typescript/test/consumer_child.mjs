@@ -9,6 +9,7 @@ const client = new lib.ConvergeClient({ url: opt.url, timeoutMs: 20_000 });
 const store = new lib.JournalStore(opt.journal);
 const stop = new AbortController();
 process.on("SIGTERM", () => stop.abort());
+process.stdout.write("ready\n");
 let commits = 0;
 
 const handler = lib.inboxHandler(store, async (event, tx) => {
