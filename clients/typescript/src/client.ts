@@ -245,7 +245,8 @@ export class ConvergeClient {
     const r = await this.transport.json<{ deliveries: Array<Omit<Delivery, "event"> & { event: Record<string, unknown> | null }> }>(
       "POST",
       path("v1/topics", topic, "groups", group, "fetch"),
-      { ...jsonBody(body), signal: options.signal, timeoutMs: undefined },
+      // A long poll may take its wait on top of the usual reply time.
+      { ...jsonBody(body), signal: options.signal, timeoutMs: this.transport.timeoutMs + (options.waitMs ?? 0) },
     );
     return r.deliveries.map(parseDelivery);
   }
@@ -295,35 +296,21 @@ export class ConvergeClient {
       consumer: options.consumer === undefined ? undefined : checkConsumer(options.consumer),
       max_events: options.maxEvents,
     };
-    const { response, release } = await this.transport.open("GET", path("v1/topics", topic, "groups", group, "stream"), {
+    const response = await this.transport.open("GET", path("v1/topics", topic, "groups", group, "stream"), {
       query,
       headers: { accept: "text/event-stream" },
       signal: options.signal,
-    }, false);
+    });
     if (response.status !== 200) {
-      release();
-      throw errorFromReply(response.status, await response.text(), response.headers.get("retry-after"));
-    }
-    if (response.body === null) {
-      release();
-      return;
+      throw errorFromReply(response.status, await response.text(), response.header("retry-after"));
     }
     const decoder = new TextDecoder();
     let buffer = "";
     let eventName = "";
     let data: string[] = [];
-    const reader = response.body.getReader();
     try {
-      for (;;) {
-        let chunk: ReadableStreamReadResult<Uint8Array>;
-        try {
-          chunk = await reader.read();
-        } catch (err) {
-          if (options.signal?.aborted) return;
-          throw new UnavailableError("UNAVAILABLE", `stream: ${(err as Error).message}`, { cause: err });
-        }
-        if (chunk.done) return;
-        buffer += decoder.decode(chunk.value, { stream: true });
+      for await (const chunk of response.chunks()) {
+        buffer += decoder.decode(chunk, { stream: true });
         for (;;) {
           const nl = buffer.indexOf("\n");
           if (nl < 0) break;
@@ -337,7 +324,7 @@ export class ConvergeClient {
               if (eventName === "delivery" || eventName === "") {
                 yield parseDelivery(JSON.parse(text));
               } else if (eventName === "error") {
-                          throw errorFromReply(503, text, null);
+                throw errorFromReply(503, text, null);
               }
             }
             eventName = "";
@@ -353,9 +340,11 @@ export class ConvergeClient {
           else if (field === "data") data.push(value);
         }
       }
+    } catch (err) {
+      if (options.signal?.aborted) return;
+      throw err;
     } finally {
-      release();
-      reader.cancel().catch(() => undefined);
+      response.cancel();
     }
   }
 

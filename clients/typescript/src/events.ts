@@ -52,6 +52,8 @@ export const MAX_ATTRIBUTE_BYTES = 16384;
 
 const encoder = new TextEncoder();
 const utf8Length = (s: string): number => encoder.encode(s).length;
+// An attribute can only be too long when 3 bytes per UTF-16 unit could pass the limit.
+const maybeTooLong = (s: string): boolean => s.length * 3 > MAX_ATTRIBUTE_BYTES;
 
 /** The event's identity as the log and the inbox use it: `<len(source)>:<source><id>`
  * (docs/formats/outbox.md, "Event identity"); the length is in UTF-8 bytes. */
@@ -101,7 +103,7 @@ export function base64ToBytes(b64: string): Uint8Array {
 }
 
 function checkAttribute(name: string, value: string, where: string): void {
-  if (utf8Length(value) > MAX_ATTRIBUTE_BYTES) {
+  if (maybeTooLong(value) && utf8Length(value) > MAX_ATTRIBUTE_BYTES) {
     throw badInput(`${where}attribute '${name}' is longer than ${MAX_ATTRIBUTE_BYTES} bytes`);
   }
 }
