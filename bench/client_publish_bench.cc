@@ -5,6 +5,7 @@
 // server, runs this, then the same workload with the TypeScript client against the same server, and
 // prints the ratios).
 //   --mode structured  one event per request, application/cloudevents+json
+//   --mode binary      one event per request, CloudEvents binary mode (ce-* headers)
 //   --mode batch       --batch events per request, application/cloudevents-batch+json
 //   --mode native      --batch events per request, converge's binary event batch
 // Each event: source /bench/cpp, a fresh id, type bench.publish, JSON data {"n":i,"p":"..."}
@@ -50,8 +51,8 @@ int Run(int argc, char** argv) {
   app.add_option("--publishers", publishers, "concurrent publishers (default 32)")
       ->check(cli::Integer(1, 1024));
   app.add_option("--seconds", seconds, "duration (default 5)");
-  app.add_option("--mode", mode, "structured | batch | native (default structured)")
-      ->check(CLI::IsMember({"structured", "batch", "native"}));
+  app.add_option("--mode", mode, "structured | binary | batch | native (default structured)")
+      ->check(CLI::IsMember({"structured", "binary", "batch", "native"}));
   app.add_option("--batch", batch, "events per request in batch modes (default 100)")
       ->check(cli::Integer(1, 10'000));
   app.add_option("--topic", topic, "an existing topic (default bench-clients)");
@@ -102,9 +103,10 @@ int Run(int argc, char** argv) {
     }
   } cleanup{&own_server, own_dir};
   const client::PublishMode publish_mode = mode == "structured" ? client::PublishMode::kStructured
+                                           : mode == "binary"   ? client::PublishMode::kBinary
                                            : mode == "batch"    ? client::PublishMode::kBatch
                                                                 : client::PublishMode::kNative;
-  const size_t per_request = mode == "structured" ? 1 : batch;
+  const size_t per_request = mode == "structured" || mode == "binary" ? 1 : batch;
   const std::string padding(80, 'x');
 
   struct Result {
