@@ -132,6 +132,11 @@ export class ConvergeClient {
     this.transport = new Transport(options);
   }
 
+  /** Closes the pooled connections (the process can also just exit). */
+  close(): void {
+    this.transport.close();
+  }
+
   // ---- publish ----
 
   /**

@@ -25,7 +25,7 @@ export type Effect<Tx> = (event: ReceivedEvent, tx: Tx, context: HandlerContext)
  */
 export function inboxHandler<Tx>(store: InboxStore<Tx>, effect: Effect<Tx>, consumer?: string): Handler {
   return async (event, context) => {
-    const id = eventIdentity(event.source, event.id);
+    const id = inboxEventId(event);
     await store.transaction(async (tx) => {
       if (await store.recordEvent(tx, consumer ?? context.group, id)) {
         await effect(event, tx, context);
@@ -33,6 +33,17 @@ export function inboxHandler<Tx>(store: InboxStore<Tx>, effect: Effect<Tx>, cons
     });
   };
 }
+
+/**
+ * The id the inbox records for an event: its identity `<len(source)>:<source><id>`, except for
+ * the store's change feed (source `/converge/store`), whose log records keep their unique bare
+ * ids — what the C++ inbox consumer records too (docs/formats/outbox.md, "The inbox table"), so
+ * consumers in both languages can share one inbox table.
+ */
+export function inboxEventId(event: { source: string; id: string }): string {
+  return event.source === STORE_FEED_SOURCE ? event.id : eventIdentity(event.source, event.id);
+}
+const STORE_FEED_SOURCE = "/converge/store";
 
 /** A minimal SQL connection inside a transaction: what a driver's query call returns. */
 export interface SqlTx {

@@ -158,7 +158,7 @@ export class Transport {
       const req = (this.url0.protocol === "https:" ? https : http).request({
         protocol: this.url0.protocol,
         hostname: this.url0.hostname,
-        port: this.url0.port,
+        port: this.url0.port === "" ? undefined : this.url0.port,
         path: this.target(target, options.query),
         method,
         headers,

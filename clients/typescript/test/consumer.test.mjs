@@ -126,3 +126,38 @@ test("a failing handler is nacked and retried with backoff; a PermanentError dea
   assert.equal(dead.dead_letters.length, 1);
   assert.equal(dead.dead_letters[0].event.id, "poison");
 });
+
+for (const mode of ["fetch", "stream"]) {
+  test(`${mode} loop: the server restarts under it; the loop backs off and goes on`, async () => {
+    const s2 = await new Serve().start();
+    try {
+      const c2 = s2.client({ timeoutMs: 5000 });
+      await c2.createTopic("r");
+      const publishSome = (from) =>
+        c2.publishBatch("r", Array.from({ length: 5 }, (_, i) => ({ source: "/r", type: "t", id: `e${from + i}`, data: from + i })));
+      await publishSome(0);
+      const handled = new Set();
+      const errors = [];
+      const stop = new AbortController();
+      const loop = lib.consume(c2, "r", "g", (e) => void handled.add(e.id), {
+        mode,
+        signal: stop.signal,
+        waitMs: 300,
+        backoff: { baseMs: 50, maxMs: 500 },
+        onError: (err) => errors.push(err),
+      });
+      await eventually(() => handled.size === 5, 20_000, "the first events");
+      const port = s2.port;
+      await s2.stop("SIGTERM");
+      await eventually(() => errors.length >= 2, 20_000, "the loop to notice the server is gone");
+      await s2.start(port);
+      await publishSome(5);
+      await eventually(() => handled.size === 10, 30_000, "the events after the restart");
+      stop.abort();
+      await loop;
+      assert.ok(errors.every((e) => e instanceof lib.ConvergeError && e.retryable), errors.map(String).join("; "));
+    } finally {
+      await s2.close();
+    }
+  });
+}

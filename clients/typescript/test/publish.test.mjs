@@ -104,6 +104,9 @@ test("a republished event is a duplicate, with the original position; ids are fi
   assert.match(fresh.id, /^[0-9a-f-]{36}$/);
   assert.equal(lib.eventIdentity("/orders", "01890a5d"), "7:/orders01890a5d");
   assert.equal(lib.eventIdentity("/é", "x"), "3:/éx");
+  // The inbox records identities, and the store feed's bare ids as the C++ consumer does.
+  assert.equal(lib.inboxEventId({ source: "/orders", id: "1" }), "7:/orders1");
+  assert.equal(lib.inboxEventId({ source: "/converge/store", id: "stock/sku-1/42" }), "stock/sku-1/42");
 });
 
 test("publish retries a lost reply with the same id: the server dedupes it", async () => {

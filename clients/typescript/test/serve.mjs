@@ -35,8 +35,9 @@ export class Serve {
     return `http://127.0.0.1:${this.port}`;
   }
 
-  async start() {
-    const args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", join(this.dir, "data")];
+  /** Starts the server (again: `port` keeps the previous port, so clients need no new URL). */
+  async start(port = 0) {
+    const args = ["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", join(this.dir, "data")];
     if (this.configYaml) {
       writeFileSync(join(this.dir, "converge.yaml"), this.configYaml);
       args.push("--config", join(this.dir, "converge.yaml"));
