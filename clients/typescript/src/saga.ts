@@ -57,7 +57,7 @@ export type CompensationHandler<Tx> = (command: SagaCommand, tx: Tx) => Promise<
 export interface ParticipantOptions<Tx> extends Omit<ConsumeOptions, "retryDelayMs"> {
   /** The participant's command topic (the definition's `participant`). */
   topic: string;
-  /** Its consumer group (default the topic name). */
+  /** Its consumer group (default the topic name, with characters a group name cannot have as `-`). */
   group?: string;
   ledger: SagaLedger<Tx>;
   /** Action handlers by command type (the definition's `action`). */
@@ -208,7 +208,8 @@ export async function handleSagaCommand<Tx>(
  */
 export async function runParticipant<Tx>(client: ConvergeClient, options: ParticipantOptions<Tx>): Promise<void> {
   const compensations = options.compensations ?? {};
-  const group = options.group ?? options.topic;
+  // Group names take fewer characters than topic names ([A-Za-z0-9_-], at most 64).
+  const group = options.group ?? options.topic.replace(/[^A-Za-z0-9_-]/g, "-").slice(0, 64);
   await consume(
     client,
     options.topic,
