@@ -1,12 +1,13 @@
 // The outbox writer: rows written in the caller's transaction of a real SQLite database (the
-// sqlite3 shell stands in for a driver) are relayed by converge serve's `relays:` into the log
-// and arrive as the events written. The PostgreSQL statements are checked as text (no server
-// here).
+// sqlite3 shell stands in for a driver) and of a real PostgreSQL server (psql stands in) are
+// relayed by converge serve's `relays:` into the log and arrive as the events written, in
+// order per key.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { Serve, eventually, lib } from "./serve.mjs";
+import { Postgres, havePostgres } from "./postgres.mjs";
 
 function haveSqlite() {
   try {
@@ -113,4 +114,49 @@ test("the PostgreSQL layout: per-key locks first, then $n inserts", async () => 
   assert.equal(row[2], "b");
   assert.equal(row[9], "json");
   assert.equal(Buffer.from(row[10]).toString(), "1");
+});
+
+test("PostgreSQL: rows written with the per-key locks are relayed in key order", { skip: !havePostgres() && "no PostgreSQL 15" }, async () => {
+  const pg = await new Postgres().start();
+  const serve2 = new Serve();
+  try {
+    const writer = new lib.OutboxWriter("postgres");
+    await pg.transaction((q) => writer.createSchema(q));
+    await pg.transaction(async (q) => {
+      await q("CREATE TABLE orders (id text PRIMARY KEY, total int)", []);
+    });
+    // Three transactions, two keys; each writes the business row and its events.
+    for (let t = 0; t < 3; t++) {
+      await pg.transaction(async (q) => {
+        await q("INSERT INTO orders (id, total) VALUES ($1, $2)", [`o-${t}`, t]);
+        await writer.write(q, "pg-orders", [
+          { source: "/pg", type: "order.placed", id: `a-${t}`, partitionkey: "alice", data: { t } },
+          { source: "/pg", type: "order.placed", id: `b-${t}`, partitionkey: "bob", data: { t }, traceparent: "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01" },
+        ]);
+      });
+    }
+    assert.equal(pg.psql("SELECT count(*) FROM converge_outbox"), "6");
+    serve2.configYaml = `relays:\n  sources:\n    - name: pg\n      database: ${pg.conninfo}\n      poll_interval_ms: 100\n`;
+    await serve2.start();
+    const client = serve2.client();
+    const byKey = { alice: [], bob: [] };
+    await eventually(async () => {
+      try {
+        for (const d of await client.fetch("pg-orders", "check", { waitMs: 200, maxEvents: 100 })) {
+          byKey[d.event.partitionkey].push(d.event);
+          await client.ack("pg-orders", "check", [d]);
+        }
+      } catch (err) {
+        if (!(err instanceof lib.NotFoundError)) throw err;
+      }
+      return byKey.alice.length + byKey.bob.length === 6;
+    }, 30_000, "the relayed events");
+    assert.deepEqual(byKey.alice.map((e) => e.id), ["a-0", "a-1", "a-2"]);
+    assert.deepEqual(byKey.bob.map((e) => e.data.t), [0, 1, 2]);
+    assert.equal(byKey.bob[0].traceparent, "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01");
+    await eventually(() => pg.psql("SELECT count(*) FROM converge_outbox") === "0", 20_000, "the relay to delete its rows");
+  } finally {
+    await serve2.close();
+    await pg.close();
+  }
 });
