@@ -120,24 +120,6 @@ TEST(BenchSmokeTest, SagaRunsAndPrintsTheLogLineFormat) {
   EXPECT_TRUE(std::filesystem::is_empty(base->path())) << base->path();
 }
 
-// The C++ side of the clients' publish comparison (clients/typescript/bench): with no --port it
-// starts its own server, publishes in every mode and prints one JSON line each.
-TEST(BenchSmokeTest, ClientPublishRunsEveryModeAgainstItsOwnServer) {
-  for (const char* mode : {"structured", "binary", "batch", "native"}) {
-    const RunResult r = RunCommand(Binary() + " bench client-publish --seconds 0.2 --publishers 2" +
-                                   " --batch 10 --json --mode " + mode + " 2>/dev/null");
-    ASSERT_EQ(r.exit_code, 0) << mode << ": " << r.out;
-    EXPECT_EQ(
-        r.out.rfind(std::string("{\"workload\":\"publish_") + mode + "\",\"system\":\"cpp-client\"",
-                    0),
-        0u)
-        << r.out;
-    EXPECT_EQ(r.out.find("\"events\":0,"), std::string::npos) << r.out;
-  }
-  const RunResult bad = RunCommand(Binary() + " bench client-publish --mode avro 2>&1");
-  EXPECT_EQ(bad.exit_code, 2) << bad.out;
-}
-
 TEST(BenchSmokeTest, ReconcileRunsEverySystemAndFindsTheExactDrift) {
   const RunResult r = RunCommand(
       Binary() + " bench reconcile --keys 3000 --differences 0,1,100,1000 --json 2>/dev/null");

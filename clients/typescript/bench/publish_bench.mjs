@@ -19,7 +19,7 @@ const opt = (name, dflt) => {
   return i >= 0 ? args[i + 1] : dflt;
 };
 const publishers = Number(opt("publishers", "32"));
-const seconds = Number(opt("seconds", "5"));
+const seconds = Math.max(1, Math.round(Number(opt("seconds", "5"))));
 const modes = opt("modes", "structured,batch").split(",");
 const batchSize = Number(opt("batch", "100"));
 const json = args.includes("--json");
@@ -84,11 +84,12 @@ try {
   const client = serve.client({ timeoutMs: 60_000 });
   await client.createTopic("bench-clients", { partitions: 1, durability: "fsync" });
   for (const mode of modes) {
-    const cppMode = mode;
+    // `converge bench client-publish` has no binary mode: that row is the TypeScript client's alone.
+    const cppMode = mode === "binary" ? null : mode;
     let cpp = null;
     if (cppMode) {
       const out = execFileSync(binary(), [
-        "bench", "client-publish", "--port", String(serve.port), "--mode", cppMode, "--publishers", String(publishers),
+        "bench", "client-publish", "--port", String(serve.port), "--modes", cppMode, "--publishers", String(publishers),
         "--seconds", String(seconds), "--batch", String(batchSize), "--topic", "bench-clients", "--json",
       ]).toString();
       cpp = JSON.parse(out.trim().split("\n").pop());
