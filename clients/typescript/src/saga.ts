@@ -26,8 +26,9 @@ export interface SagaLedger<Tx> {
   putEntry(tx: Tx, sagaId: string, step: number, entry: LedgerEntry): Promise<void>;
 }
 
-/** Thrown by an action: refused for good (reply `failed`, never applied). `code` is a status
- * code name such as FAILED_PRECONDITION (the default). */
+/** Thrown by an action: refused for good (reply `failed`, never applied) — except for an
+ * action after the pivot (`sagaretriable`), where no failure is final and the reply is
+ * `retry`. `code` is a status code name such as FAILED_PRECONDITION (the default). */
 export class StepRefused extends Error {
   constructor(message: string, readonly code: string = "FAILED_PRECONDITION") {
     super(message);
@@ -42,6 +43,8 @@ export interface SagaCommand {
   stepName: string;
   kind: "action" | "compensate" | "cancel";
   attempt: number;
+  /** Actions after the pivot: a failure is never final (the participant replies `retry`). */
+  retriable: boolean;
   type: string;
   replyTo: string;
   token: string | undefined;
@@ -76,6 +79,13 @@ function intAttribute(e: ReceivedEvent, name: string): number {
   throw new Error(`saga command ${e.id}: attribute '${name}' is not a non-negative integer`);
 }
 
+function boolAttribute(e: ReceivedEvent, name: string): boolean {
+  const v = e[name];
+  if (v === undefined || v === false || v === "false") return false;
+  if (v === true || v === "true") return true;
+  throw new Error(`saga command ${e.id}: attribute '${name}' is not a boolean`);
+}
+
 function stringAttribute(e: ReceivedEvent, name: string): string {
   const v = e[name];
   if (typeof v !== "string" || v.length === 0) throw new Error(`saga command ${e.id}: attribute '${name}' is missing`);
@@ -94,6 +104,7 @@ export function parseSagaCommand(event: ReceivedEvent): SagaCommand {
     stepName: typeof event.sagastepname === "string" ? event.sagastepname : "",
     kind,
     attempt: intAttribute(event, "sagaattempt"),
+    retriable: boolAttribute(event, "sagaretriable"),
     type: event.type,
     replyTo: stringAttribute(event, "sagareplyto"),
     token: typeof event.sagatoken === "string" ? event.sagatoken : undefined,
@@ -168,14 +179,17 @@ export async function handleSagaCommand<Tx>(
       const action = actions[command.type];
       if (action === undefined) {
         const message = `no action handler for command type '${command.type}'`;
-        await ledger.putEntry(tx, command.sagaId, command.step, { state: "refused", code: "INVALID_ARGUMENT", message });
-        return { outcome: "failed", code: "INVALID_ARGUMENT", body: message };
+        // After the pivot nothing is final: the step waits for a participant that has one.
+        if (command.retriable) return { outcome: "retry", code: "FAILED_PRECONDITION", body: message };
+        await ledger.putEntry(tx, command.sagaId, command.step, { state: "refused", code: "FAILED_PRECONDITION", message });
+        return { outcome: "failed", code: "FAILED_PRECONDITION", body: message };
       }
       let result: unknown;
       try {
         result = await action(command, tx);
       } catch (err) {
-        if (!(err instanceof StepRefused)) throw err;  // transient: roll back, reply retry
+        // Transient, or any failure after the pivot: roll back, reply retry.
+        if (!(err instanceof StepRefused) || command.retriable) throw err;
         await ledger.putEntry(tx, command.sagaId, command.step, { state: "refused", code: err.code, message: err.message });
         return { outcome: "failed", code: err.code, body: err.message };
       }
@@ -225,7 +239,8 @@ export async function runParticipant<Tx>(client: ConvergeClient, options: Partic
       try {
         reply = await handleSagaCommand(command, options.ledger, options.actions, compensations);
       } catch (err) {
-        reply = { outcome: "retry", code: "UNAVAILABLE", body: err instanceof Error ? err.message : String(err) };
+        const code = err instanceof StepRefused ? err.code : "UNAVAILABLE";
+        reply = { outcome: "retry", code, body: err instanceof Error ? err.message : String(err) };
         if (command.kind !== "action") {
           // A compensation must eventually happen: leave the command to come again.
           throw err;

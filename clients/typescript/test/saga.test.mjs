@@ -54,7 +54,17 @@ before(async () => {
         },
       },
     }),
-    lib.runParticipant(client, { ...common, topic: "shipping", actions: { "shipping.schedule": async () => "scheduled" } }),
+    lib.runParticipant(client, {
+      ...common,
+      topic: "shipping",
+      actions: {
+        "shipping.schedule": async (cmd) => {
+          // After the pivot a refusal is not final: the participant replies retry.
+          if (cmd.data?.refuseShipping && cmd.attempt === 1) throw new lib.StepRefused("no courier yet");
+          return "scheduled";
+        },
+      },
+    }),
   ]);
 });
 after(async () => {
@@ -110,12 +120,22 @@ test("a refused pivot compensates the reservation once", async () => {
   store.close();
 });
 
+test("a refusal after the pivot is retried, not final: the saga completes", async () => {
+  const journal = join(serve.dir, "inventory-ship.journal");
+  const p = participant({ journal });
+  const id = await client.startSaga({ definition: "order", id: "ship-retry-1", data: { refuseShipping: true } });
+  const saga = await client.waitForSaga(id, { timeoutMs: 60_000 });
+  await stopped(p);
+  assert.equal(saga.state, "completed", JSON.stringify(saga.history));
+  assert.ok(saga.steps[2].attempts >= 2, JSON.stringify(saga.steps));
+});
+
 test("fencing: a compensation before the action fences it; repeats return the remembered reply", async () => {
   const store = new lib.JournalStore(join(serve.dir, "fence.journal"));
   let applied = 0;
   const actions = { "x.do": async () => ++applied };
   const compensations = { "x.undo": async () => undefined };
-  const cmd = (kind, type, step = 0) => ({ sagaId: "s", step, stepName: "x", kind, attempt: 1, type, replyTo: "r", token: "t", data: null, event: {} });
+  const cmd = (kind, type, step = 0, retriable = false) => ({ sagaId: "s", step, stepName: "x", kind, attempt: 1, retriable, type, replyTo: "r", token: "t", data: null, event: {} });
   assert.deepEqual(await lib.handleSagaCommand(cmd("compensate", "x.undo"), store, actions, compensations), { outcome: "ok", applied: false });
   const late = await lib.handleSagaCommand(cmd("action", "x.do"), store, actions, compensations);
   assert.equal(late.outcome, "failed");
@@ -130,6 +150,14 @@ test("fencing: a compensation before the action fences it; repeats return the re
   const boom = { "x.do": async () => { throw new Error("db down"); } };
   await assert.rejects(lib.handleSagaCommand(cmd("action", "x.do", 2), store, boom, compensations), /db down/);
   assert.equal(store.get("ledger/s/2"), undefined);
+  // After the pivot a refusal is not final: nothing is recorded and the participant says retry
+  // (the orchestrator's transport of that reply is the same as any other).
+  const refuse = { "x.do": async () => { throw new lib.StepRefused("not now"); } };
+  await assert.rejects(lib.handleSagaCommand(cmd("action", "x.do", 3, true), store, refuse, compensations), /not now/);
+  assert.equal(store.get("ledger/s/3"), undefined);
+  const refused = await lib.handleSagaCommand(cmd("action", "x.do", 4, false), store, refuse, compensations);
+  assert.deepEqual(refused, { outcome: "failed", code: "FAILED_PRECONDITION", body: "not now" });
+  assert.equal(store.get("ledger/s/4").state, "refused");
   store.close();
 });
 
@@ -160,6 +188,10 @@ test("a reply is structured JSON with typed attributes, the copied token and the
   assert.equal(r.sagatoken, "0123456789abcdef0123456789abcdef");
   assert.equal(r.partitionkey, "o-1");
   assert.equal(new TextDecoder().decode(r.data), "done");
+  assert.equal(command.retriable, false);
+  assert.equal(lib.parseSagaCommand({ ...command.event, sagaretriable: "true" }).retriable, true);
+  assert.equal(lib.parseSagaCommand({ ...command.event, sagaretriable: true }).retriable, true);
+  assert.throws(() => lib.parseSagaCommand({ ...command.event, sagaretriable: "yes" }), /sagaretriable/);
   assert.throws(() => lib.parseSagaCommand({ ...command.event, sagastep: "07" }), /sagastep/);
   assert.throws(() => lib.parseSagaCommand({ ...command.event, sagakind: "undo" }), /sagakind/);
 });
