@@ -265,3 +265,104 @@ export class SagaStarter {
     return this.client.waitForSaga(id, { timeoutMs });
   }
 }
+
+/**
+ * The ledger table of the C++ `SqlSagaLedger` (src/saga/sql_ledger.cc), so participants in
+ * C++, Python and TypeScript can keep their ledgers the same way: one row per (saga_id, step),
+ * `state` 1 applied, 2 refused, 3 fenced, 4 compensated; `result` the applied action's result,
+ * or for a refusal the status text `CODE: message`.
+ */
+export const SAGA_LEDGER_SQL = {
+  sqlite: {
+    create: [
+      "CREATE TABLE IF NOT EXISTS converge_saga_ledger(saga_id TEXT NOT NULL, step INTEGER NOT NULL, state INTEGER NOT NULL, result BLOB, updated_micros INTEGER NOT NULL, PRIMARY KEY(saga_id, step))",
+      "CREATE INDEX IF NOT EXISTS converge_saga_ledger_updated ON converge_saga_ledger(updated_micros)",
+    ],
+    lock: undefined as string | undefined,
+    select: "SELECT state, result FROM converge_saga_ledger WHERE saga_id = ? AND step = ?",
+    upsert:
+      "INSERT INTO converge_saga_ledger(saga_id, step, state, result, updated_micros) VALUES (?, ?, ?, ?, ?) " +
+      "ON CONFLICT(saga_id, step) DO UPDATE SET state = excluded.state, result = excluded.result, updated_micros = excluded.updated_micros",
+  },
+  postgres: {
+    create: [
+      "CREATE TABLE IF NOT EXISTS converge_saga_ledger(saga_id TEXT NOT NULL, step INTEGER NOT NULL, state SMALLINT NOT NULL, result BYTEA, updated_micros BIGINT NOT NULL, PRIMARY KEY(saga_id, step))",
+      "CREATE INDEX IF NOT EXISTS converge_saga_ledger_updated ON converge_saga_ledger(updated_micros)",
+    ],
+    // Two deliveries of one command serialize here (a row that does not exist yet cannot be
+    // locked), as in the C++ ledger.
+    lock: "SELECT pg_advisory_xact_lock(hashtext($1), $2::int)" as string | undefined,
+    select: "SELECT state, result FROM converge_saga_ledger WHERE saga_id = $1 AND step = $2",
+    upsert:
+      "INSERT INTO converge_saga_ledger(saga_id, step, state, result, updated_micros) VALUES ($1, $2, $3, $4, $5) " +
+      "ON CONFLICT(saga_id, step) DO UPDATE SET state = excluded.state, result = excluded.result, updated_micros = excluded.updated_micros",
+  },
+};
+
+const STATE_CODES: Record<LedgerState, number> = { applied: 1, refused: 2, fenced: 3, compensated: 4 };
+const STATE_NAMES: Record<number, LedgerState> = { 1: "applied", 2: "refused", 3: "fenced", 4: "compensated" };
+
+/** A driver's rows: objects by column name, or arrays in column order. */
+type SqlRow = Record<string, unknown> | unknown[];
+/** A connection inside the caller's transaction (what `SqlTx` in inbox.ts also is). */
+export interface SqlLedgerTx {
+  query(sql: string, params: unknown[]): Promise<{ rows?: SqlRow[] }>;
+}
+
+function cell(row: SqlRow, name: string, index: number): unknown {
+  return Array.isArray(row) ? row[index] : row[name];
+}
+
+function textOf(v: unknown): string | undefined {
+  if (v === null || v === undefined) return undefined;
+  if (typeof v === "string") {
+    // psql and some drivers show bytea as hex text.
+    if (/^\\x([0-9a-f]{2})*$/i.test(v)) {
+      const hex = v.slice(2);
+      const bytes = new Uint8Array(hex.length / 2);
+      for (let i = 0; i < bytes.length; i++) bytes[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+      return new TextDecoder().decode(bytes);
+    }
+    return v;
+  }
+  if (v instanceof Uint8Array) return new TextDecoder().decode(v);
+  return String(v);
+}
+
+/**
+ * `getEntry` and `putEntry` of a `SagaLedger` over the C++ ledger table, for a caller whose
+ * `transaction` hands out a `SqlLedgerTx` (`toSql(tx)` adapts any other handle).
+ */
+export function sqlSagaLedger<Tx>(
+  dialect: "sqlite" | "postgres",
+  transaction: <T>(fn: (tx: Tx) => Promise<T>) => Promise<T>,
+  toSql: (tx: Tx) => SqlLedgerTx = (tx) => tx as unknown as SqlLedgerTx,
+): SagaLedger<Tx> {
+  const sql = SAGA_LEDGER_SQL[dialect];
+  return {
+    transaction,
+    async getEntry(tx, sagaId, step) {
+      const q = toSql(tx);
+      if (sql.lock !== undefined) await q.query(sql.lock, [sagaId, step]);
+      const r = await q.query(sql.select, [sagaId, step]);
+      const row = r.rows?.[0];
+      if (row === undefined) return undefined;
+      const state = STATE_NAMES[Number(cell(row, "state", 0))];
+      if (state === undefined) throw new Error(`saga ledger: bad state ${String(cell(row, "state", 0))} for ${sagaId}/${step}`);
+      const result = textOf(cell(row, "result", 1));
+      if (state === "refused") {
+        const text = result ?? "";
+        const colon = text.indexOf(": ");
+        const code = colon > 0 && /^[A-Z_]+$/.test(text.slice(0, colon)) ? text.slice(0, colon) : "FAILED_PRECONDITION";
+        return { state, code, message: colon > 0 ? text.slice(colon + 2) : text };
+      }
+      return result === undefined || result === "" ? { state } : { state, result };
+    },
+    async putEntry(tx, sagaId, step, entry) {
+      const result = entry.state === "refused" ? `${entry.code ?? "FAILED_PRECONDITION"}: ${entry.message ?? ""}` : entry.result ?? "";
+      const bytes = new TextEncoder().encode(result);
+      const B = (globalThis as { Buffer?: { from(b: Uint8Array): Uint8Array } }).Buffer;
+      await toSql(tx).query(sql.upsert, [sagaId, step, STATE_CODES[entry.state], B === undefined ? bytes : B.from(bytes), Date.now() * 1000]);
+    },
+  };
+}

@@ -102,3 +102,58 @@ function pgLiteral(v) {
   if (v instanceof Uint8Array) return `'\\x${Buffer.from(v).toString("hex")}'::bytea`;
   return `'${String(v).replaceAll("'", "''")}'`;
 }
+
+/**
+ * One live psql session as a minimal driver: `query(sql, params)` sends one statement and
+ * returns its rows (arrays of text) and the row count of its command tag. Enough to run
+ * transactions (BEGIN ... COMMIT) the way an application's driver would.
+ */
+export class PsqlSession {
+  constructor(conninfo) {
+    this.child = spawn("psql", [conninfo, "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=0"], { stdio: ["pipe", "pipe", "pipe"] });
+    this.out = "";
+    this.err = "";
+    this.n = 0;
+    this.waiters = [];
+    this.child.stdout.on("data", (b) => {
+      this.out += b.toString();
+      this.wake();
+    });
+    this.child.stderr.on("data", (b) => {
+      this.err += b.toString();
+      this.wake();
+    });
+    this.queue = Promise.resolve();
+  }
+
+  wake() {
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  query(sql, params = []) {
+    const run = async () => {
+      const marker = `__end_${++this.n}__`;
+      const text = sql.replace(/\$(\d+)(::\w+)?/g, (_, n, cast) => pgLiteral(params[Number(n) - 1]) + (cast ?? ""));
+      this.child.stdin.write(`${text};\n\\echo ${marker}\n\\warn ${marker}\n`);
+      while (!this.out.includes(`${marker}\n`) || !this.err.includes(`${marker}\n`)) {
+        await new Promise((r) => this.waiters.push(r));
+      }
+      const out = this.out.slice(0, this.out.indexOf(`${marker}\n`));
+      const err = this.err.slice(0, this.err.indexOf(`${marker}\n`));
+      this.out = this.out.slice(this.out.indexOf(`${marker}\n`) + marker.length + 1);
+      this.err = this.err.slice(this.err.indexOf(`${marker}\n`) + marker.length + 1);
+      if (/ERROR:/.test(err)) throw new Error(err.trim());
+      const lines = out.split("\n").filter((l) => l !== "");
+      const tag = /^(INSERT \d+|UPDATE|DELETE|SELECT) (\d+)$/.exec(lines[lines.length - 1] ?? "");
+      if (tag) lines.pop();
+      return { rows: lines.map((l) => l.split("\t")), rowCount: tag ? Number(tag[2]) : undefined };
+    };
+    const p = this.queue.then(run, run);
+    this.queue = p.catch(() => undefined);
+    return p;
+  }
+
+  close() {
+    this.child.stdin.end();
+  }
+}
