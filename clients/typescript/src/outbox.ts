@@ -192,4 +192,3 @@ export class OutboxWriter {
   /** PostgreSQL: wake the relay now (send after COMMIT; optional, relays also poll). */
   static readonly NOTIFY_SQL = "SELECT pg_notify('converge_outbox', '')";
 }
-

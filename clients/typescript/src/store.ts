@@ -166,4 +166,3 @@ export async function commitTransaction(client: ConvergeClient, ops: Transaction
   if (!Array.isArray(ops) || ops.length === 0) throw badInput("a transaction needs at least one op");
   return client.transport.json("POST", "/v1/collections/_transaction", jsonBody({ ops }));
 }
-
