@@ -57,8 +57,11 @@ Status CheckConsumerName(std::string_view name);
 // The WakeupHub key of a group.
 std::string GroupKey(const std::string& topic, const std::string& group);
 void AppendUint(std::string* out, uint64_t v);
-// A topic as JSON; with offsets and groups when groups_json is given.
-std::string TopicJson(const TopicInfo& info, const std::string* groups_json);
+// A topic as JSON; with offsets and groups when groups_json is given, with offsets alone when
+// `offsets`.
+std::string TopicJson(const TopicInfo& info, const std::string* groups_json, bool offsets = false);
+// A whole group: options, members, partitions (committed, end, lag, leases), dead letters.
+std::string GroupDetailJson(const GroupDescription& g);
 std::string GroupJson(const GroupDescription& g);
 // Appends the stored record as structured-mode JSON after "event":, or "event":null and an
 // "error" member if it is not a converge event.
@@ -73,6 +76,7 @@ using api_internal::CheckConsumerName;
 using api_internal::CheckGroupName;
 using api_internal::CheckTopicName;
 using api_internal::Error;
+using api_internal::GroupDetailJson;
 using api_internal::GroupJson;
 using api_internal::GroupKey;
 using api_internal::JsonReply;

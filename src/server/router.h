@@ -80,6 +80,18 @@ enum class RouteId {
   kReadReplicaRow,
   kReconcileReplica,
   kReplicaDrift,
+  // Operating the server (api_admin.cc): topics, groups, relays, the API document.
+  kDeleteTopic,
+  kReadEvents,
+  kListGroups,
+  kDescribeGroup,
+  kDeleteGroup,
+  kSeekGroup,
+  kListRelays,
+  kListRelayDeadLetters,
+  kReplayRelayDeadLetters,
+  kDiscardRelayDeadLetters,
+  kOpenApi,
 };
 
 // Who may call a route.
