@@ -54,6 +54,13 @@ Status CheckTopicName(std::string_view name) {
   return Status::Ok();
 }
 
+Status CheckReadableTopicName(const Principal& who, std::string_view name) {
+  if (who.admin && !name.empty() && name.front() == '_') {
+    return ValidateTopicName(name, /*internal=*/true);
+  }
+  return CheckTopicName(name);
+}
+
 Status CheckGroupName(std::string_view name) {
   if (name.empty() || name.size() > 64 ||
       name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") !=

@@ -53,6 +53,10 @@ HttpReply SystemTopicError(std::string_view topic, std::string_view owner, std::
 // Names as clients may use them; InvalidArgument naming the rule otherwise.
 Status CheckTopicName(std::string_view name);
 Status CheckGroupName(std::string_view name);
+// A topic a read-only route may name: an admin may name internal ('_') topics too (a group's
+// dead letters "_dlq.<topic>.<group>", the relays' "_dlq.outbox"); everyone else only the
+// names clients use.
+Status CheckReadableTopicName(const Principal& who, std::string_view name);
 Status CheckConsumerName(std::string_view name);
 // The WakeupHub key of a group.
 std::string GroupKey(const std::string& topic, const std::string& group);
@@ -74,6 +78,7 @@ using api_internal::AppendStoredEvent;
 using api_internal::AppendUint;
 using api_internal::CheckConsumerName;
 using api_internal::CheckGroupName;
+using api_internal::CheckReadableTopicName;
 using api_internal::CheckTopicName;
 using api_internal::Error;
 using api_internal::GroupDetailJson;

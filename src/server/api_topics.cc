@@ -122,11 +122,7 @@ asio::awaitable<HttpReply> Api::DescribeTopic(Call& call) {
   }
   if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
   // An admin may describe internal topics too (a group's dead letters, the relays').
-  if (Status s = call.principal->admin ? ValidateTopicName(call.topic, /*internal=*/true)
-                                       : CheckTopicName(call.topic);
-      !s.ok()) {
-    co_return Error(s);
-  }
+  if (Status s = CheckReadableTopicName(*call.principal, call.topic); !s.ok()) co_return Error(s);
   const std::string topic = call.topic;
   auto job = [this, topic]() -> Result<std::string> {
     CONVERGE_ASSIGN_OR_RETURN(TopicInfo info, d_.log->DescribeTopic(topic));
