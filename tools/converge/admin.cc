@@ -491,7 +491,8 @@ const char kConsumeUsage[] =
     "  --consumer NAME    the member's name (default converge-cli)\n"
     "  --max N            at most N events, 1..10000 (default 100)\n"
     "  --wait-ms N        wait up to N ms for events (default 0)\n"
-    "  --no-ack           do not ack what was fetched\n"
+    "  --no-ack           do not ack what was fetched (one fetch)\n"
+    "  (--json: the reply of each fetch, one per line)\n"
     "With --from-offset: reads one partition by offset, without a group (nothing changes).\n"
     "  --partition P      the partition (default 0)\n"
     "  --to-offset N      stop before this offset\n"
@@ -536,47 +537,56 @@ int RunConsume(int argc, char** argv) {
       return Run("consume", c, http::verb::post, base, json::serialize(create),
                  [](const json::object&) {});
     }
-    json::object fetch;
-    fetch["max_events"] = max;
-    fetch["wait_ms"] = wait_ms;
-    fetch["consumer"] = consumer;
-    HttpCallReply fetched;
+    // Fetch and ack until --max events or nothing more is ready (a group leases one event per
+    // partition key at a time, so one fetch may hold fewer than are there).
     Common quiet = c;
     quiet.json = false;
-    json::array acks;
-    int rc = Run(
-        "consume", quiet, http::verb::post, base + "/" + Seg(group) + "/fetch",
-        json::serialize(fetch),
-        [&](const json::object& o) {
-          if (c.json) return;
-          header();
-          for (const json::value& d : Arr(o, "deliveries")) PrintEvent(d.get_object());
-        },
-        "application/json", {}, &fetched);
-    if (rc != 0) return rc;
-    boost::system::error_code ec;
-    json::value v = json::parse(fetched.body, ec);
-    if (c.json) std::printf("%s\n", fetched.body.c_str());
-    if (no_ack || ec || !v.is_object()) return 0;
-    for (const json::value& d : Arr(v.get_object(), "deliveries")) {
-      const json::object& o = d.get_object();
-      acks.push_back(json::object{{"partition", o.at("partition")},
-                                  {"offset", o.at("offset")},
-                                  {"lease_id", o.at("lease_id")}});
-    }
-    if (acks.empty()) return 0;
-    json::object ack;
-    ack["acks"] = std::move(acks);
-    ack["consumer"] = consumer;
-    Common silent = c;
-    silent.json = false;
-    return Run("consume", silent, http::verb::post, base + "/" + Seg(group) + "/ack",
+    int64_t total = 0;
+    bool first = true;
+    while (total < max) {
+      json::object fetch;
+      fetch["max_events"] = max - total;
+      fetch["wait_ms"] = first ? wait_ms : 0;
+      fetch["consumer"] = consumer;
+      HttpCallReply fetched;
+      int rc = Run(
+          "consume", quiet, http::verb::post, base + "/" + Seg(group) + "/fetch",
+          json::serialize(fetch),
+          [&](const json::object& o) {
+            if (c.json) return;
+            if (first) header();
+            for (const json::value& d : Arr(o, "deliveries")) PrintEvent(d.get_object());
+          },
+          "application/json", {}, &fetched);
+      if (rc != 0) return rc;
+      first = false;
+      boost::system::error_code ec;
+      json::value v = json::parse(fetched.body, ec);
+      if (ec || !v.is_object()) return 1;
+      if (c.json) std::printf("%s\n", fetched.body.c_str());
+      json::array acks;
+      for (const json::value& d : Arr(v.get_object(), "deliveries")) {
+        const json::object& o = d.get_object();
+        acks.push_back(json::object{{"partition", o.at("partition")},
+                                    {"offset", o.at("offset")},
+                                    {"lease_id", o.at("lease_id")}});
+      }
+      if (acks.empty()) return 0;
+      total += static_cast<int64_t>(acks.size());
+      if (no_ack) return 0;  // the leases stay: no more could be fetched before they expire
+      json::object ack;
+      ack["acks"] = std::move(acks);
+      ack["consumer"] = consumer;
+      rc = Run("consume", quiet, http::verb::post, base + "/" + Seg(group) + "/ack",
                json::serialize(ack), [&](const json::object& o) {
-                 if (!c.json && !Arr(o, "lost").empty()) {
+                 if (!Arr(o, "lost").empty()) {
                    std::fprintf(stderr, "converge consume: %zu lease(s) were lost (not acked)\n",
                                 Arr(o, "lost").size());
                  }
                });
+      if (rc != 0) return rc;
+    }
+    return 0;
   }
   std::string target = "/v1/topics/" + Seg(topic) + "/events?partition=" +
                        std::to_string(partition) + "&from_offset=" + std::to_string(from) +
