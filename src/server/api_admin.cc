@@ -153,7 +153,8 @@ Status WriteMarks(Log& log, const std::string& marks_topic, Mark mark,
   if (offsets.empty()) return Status::Ok();
   std::vector<std::string> values;
   values.reserve(offsets.size());
-  for (uint64_t o : offsets) values.push_back(std::string(MarkName(mark)) + " " + std::to_string(o));
+  for (uint64_t o : offsets)
+    values.push_back(std::string(MarkName(mark)) + " " + std::to_string(o));
   std::vector<RecordView> records;
   for (const std::string& v : values) records.push_back(RecordView{{}, {}, v, 0});
   Result<std::vector<AppendResult>> r = log.Append(marks_topic, records);
@@ -325,8 +326,9 @@ asio::awaitable<HttpReply> Api::ReadEvents(Call& call) {
     uint64_t next = std::max(from, p.start_offset);
     if (from < to) {
       CONVERGE_ASSIGN_OR_RETURN(
-          ReadBatch batch, d_.log->Read(topic, static_cast<uint32_t>(partition), from,
-                                        static_cast<size_t>(limit), static_cast<size_t>(max_bytes)));
+          ReadBatch batch,
+          d_.log->Read(topic, static_cast<uint32_t>(partition), from, static_cast<size_t>(limit),
+                       static_cast<size_t>(max_bytes)));
       bool first = true;
       next = batch.next_offset;
       for (const StoredRecord& r : batch.records) {
@@ -400,7 +402,8 @@ asio::awaitable<HttpReply> Api::DescribeGroup(Call& call) {
 }
 
 asio::awaitable<HttpReply> Api::DeleteGroup(Call& call) {
-  if (auto refused = RefuseGroupAdmin(*call.principal, call.topic, call.group, "delete groups of")) {
+  if (auto refused =
+          RefuseGroupAdmin(*call.principal, call.topic, call.group, "delete groups of")) {
     co_return std::move(*refused);
   }
   Status s = CheckQuery(call.query, {"force"});
@@ -453,10 +456,12 @@ asio::awaitable<HttpReply> Api::SeekGroup(Call& call) {
       target.kind = SeekTarget::Kind::kLatest;
     } else if (to == "offset") {
       target.kind = SeekTarget::Kind::kOffset;
-      if (!o.contains("offset")) s = InvalidArgumentError("\"to\": \"offset\" needs field 'offset'");
+      if (!o.contains("offset"))
+        s = InvalidArgumentError("\"to\": \"offset\" needs field 'offset'");
     } else if (to == "time") {
       target.kind = SeekTarget::Kind::kTime;
-      if (!o.contains("time_ms")) s = InvalidArgumentError("\"to\": \"time\" needs field 'time_ms'");
+      if (!o.contains("time_ms"))
+        s = InvalidArgumentError("\"to\": \"time\" needs field 'time_ms'");
     } else {
       s = InvalidArgumentError(
           "field 'to' is required: \"earliest\", \"latest\", \"offset\" or \"time\"");
@@ -584,8 +589,8 @@ asio::awaitable<HttpReply> Api::ListRelayDeadLetters(Call& call) {
     } else if (info.status().code() != StatusCode::kNotFound) {
       return info.status();
     }
-    out += "],\"next_offset\":" + std::to_string(at) + ",\"end_offset\":" + std::to_string(end) +
-           "}";
+    out +=
+        "],\"next_offset\":" + std::to_string(at) + ",\"end_offset\":" + std::to_string(end) + "}";
     return out;
   };
   Result<std::string> body = co_await d_.pool->Run(std::move(job));
@@ -674,8 +679,8 @@ asio::awaitable<HttpReply> Api::ReplayRelayDeadLetters(Call& call) {
         }
         Result<Event> event = DecodeBinary(dl.event);
         if (!event.ok()) {
-          fail(r.offset, "the stored event cannot be decoded: " +
-                             std::string(event.status().message()));
+          fail(r.offset,
+               "the stored event cannot be decoded: " + std::string(event.status().message()));
           continue;
         }
         // Where the relay would publish it now (its topic map), and only where it may.

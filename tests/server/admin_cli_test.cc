@@ -34,13 +34,13 @@ std::string Converge() {
 class AdminCliTest : public ::testing::Test {
  protected:
   void Start(const std::string& extra = "") {
-    server_ = std::make_unique<ServeProcess>(
-        "auth:\n  tokens:\n    - {service: ops, token: " + kAdmin +
-        ", admin: true}\n    - {service: app, token: " + kApp +
-        ", publish: ['orders*'], subscribe: ['orders*']}\n" + extra);
+    server_ =
+        std::make_unique<ServeProcess>("auth:\n  tokens:\n    - {service: ops, token: " + kAdmin +
+                                       ", admin: true}\n    - {service: app, token: " + kApp +
+                                       ", publish: ['orders*'], subscribe: ['orders*']}\n" + extra);
     ASSERT_OK(server_->Start());
-    server_url_ = (tls_ ? "https://127.0.0.1:" : "http://127.0.0.1:") +
-                  std::to_string(server_->port());
+    server_url_ =
+        (tls_ ? "https://127.0.0.1:" : "http://127.0.0.1:") + std::to_string(server_->port());
   }
   // `converge <args>` against the server with `token`; stdout and stderr together.
   testing::CommandOutput Cli(const std::string& args, const std::string& token = kAdmin) {
@@ -81,11 +81,13 @@ TEST_F(AdminCliTest, TopicsPublishConsumeAndGroups) {
   ASSERT_EQ(published.exit_code, 0) << published.out;
   EXPECT_NE(published.out.find("e1"), std::string::npos) << published.out;
   const std::string batch = server_->dir() + "/batch.json";
-  std::ofstream(batch) << R"([{"specversion":"1.0","id":"e2","source":"/s","type":"t.x","partitionkey":"k"},
+  std::ofstream(batch)
+      << R"([{"specversion":"1.0","id":"e2","source":"/s","type":"t.x","partitionkey":"k"},
                              {"specversion":"1.0","id":"e3","source":"/s","type":"t.x","partitionkey":"k"}])";
   json::value results = CliJson("publish orders --file " + batch, kApp);
   ASSERT_EQ(results.at("results").as_array().size(), 2u);
-  const int64_t partition = results.at("results").as_array()[0].at("partition").to_number<int64_t>();
+  const int64_t partition =
+      results.at("results").as_array()[0].at("partition").to_number<int64_t>();
   json::value described = CliJson("topics describe orders");
   uint64_t events = 0;
   for (const json::value& p : described.at("partition_offsets").as_array()) {
@@ -95,8 +97,8 @@ TEST_F(AdminCliTest, TopicsPublishConsumeAndGroups) {
   EXPECT_EQ(Cli("topics describe orders").exit_code, 0);
 
   // consume by offset: nothing changes
-  testing::CommandOutput range = Cli(
-      "consume orders --from-offset 1 --partition " + std::to_string(partition) + " --max 5");
+  testing::CommandOutput range =
+      Cli("consume orders --from-offset 1 --partition " + std::to_string(partition) + " --max 5");
   ASSERT_EQ(range.exit_code, 0) << range.out;
   EXPECT_EQ(range.out.find("e1"), std::string::npos) << range.out;
   EXPECT_NE(range.out.find("e2"), std::string::npos) << range.out;
@@ -117,10 +119,10 @@ TEST_F(AdminCliTest, TopicsPublishConsumeAndGroups) {
   EXPECT_EQ(CliJson("groups describe orders g").at("lag").to_number<int>(), 3);
   ASSERT_EQ(Cli("consume orders --group g --no-ack", kApp).exit_code, 0);
   EXPECT_EQ(CliJson("groups describe orders g").at("lag").to_number<int>(), 3);
-  EXPECT_EQ(Cli("groups seek orders g --to offset --offset 1 --partition " +
-                std::to_string(partition))
-                .exit_code,
-            0);
+  EXPECT_EQ(
+      Cli("groups seek orders g --to offset --offset 1 --partition " + std::to_string(partition))
+          .exit_code,
+      0);
   EXPECT_EQ(CliJson("groups describe orders g").at("lag").to_number<int>(), 2);
   EXPECT_EQ(Cli("groups seek orders g --to time --time-ms 0").exit_code, 0);
   EXPECT_EQ(CliJson("groups describe orders g").at("lag").to_number<int>(), 3);
@@ -163,8 +165,8 @@ TEST_F(AdminCliTest, ErrorsPrintTheServersCodeAndMessageAndExitOne) {
   EXPECT_EQ(Cli("topics frob").exit_code, 2);
   EXPECT_EQ(Cli("dlq discard orders g").exit_code, 2);
   // A server that is not there.
-  testing::CommandOutput gone = testing::RunCommand(
-      Converge() + " topics list --server http://127.0.0.1:1 --timeout 5 2>&1");
+  testing::CommandOutput gone =
+      testing::RunCommand(Converge() + " topics list --server http://127.0.0.1:1 --timeout 5 2>&1");
   EXPECT_EQ(gone.exit_code, 1);
   EXPECT_NE(gone.out.find("cannot reach"), std::string::npos) << gone.out;
 }
@@ -203,9 +205,10 @@ TEST_F(AdminCliTest, RelayDeadLettersFromTheCli) {
   so.path = probe.dir() + "/svc.db";
   std::unique_ptr<sql::Database> db = Must(sql::Database::OpenSqlite(so), "open");
   ASSERT_OK(Outbox::CreateSchema(*db));
-  Start("relays:\n  sink: {create_topics: false}\n  sources:\n    - name: svc\n      database: "
-        "sqlite:" +
-        so.path + "\n      poll_interval_ms: 20\n");
+  Start(
+      "relays:\n  sink: {create_topics: false}\n  sources:\n    - name: svc\n      database: "
+      "sqlite:" +
+      so.path + "\n      poll_interval_ms: 20\n");
   Outbox outbox(Env::Default());
   Event a;
   a.set_source("/svc");
@@ -253,8 +256,8 @@ TEST_F(AdminCliTest, SagaOverHttpsWithTimers) {
                         "    participant: payments\n    action: payments.charge\n"
                         "    pivot: true\n    timeout_ms: 600000\n";
   tls_ = true;
-  Start("tls: {cert_file: " + cacert_ + ", key_file: " + key + "}\nsagas:\n  definitions: [" +
-        def + "]\n");
+  Start("tls: {cert_file: " + cacert_ + ", key_file: " + key + "}\nsagas:\n  definitions: [" + def +
+        "]\n");
   testing::CommandOutput started = Cli("saga start order");
   ASSERT_EQ(started.exit_code, 0) << started.out;
   const std::string id = started.out.substr(0, started.out.find('\n'));
@@ -298,9 +301,8 @@ TEST(RelayDrainCli, CountsPublishedAndDeadLetteredRowsApart) {
   std::ofstream(config) << "relays:\n  sink: {dead_letter_topic: outbox-dead}\n  sources:\n"
                            "    - name: svc\n      database: sqlite:"
                         << so.path << "\n";
-  testing::CommandOutput out = testing::RunCommand(Converge() + " relay --drain --log-dir " +
-                                                   probe.dir() + "/log --config " + config +
-                                                   " 2>&1");
+  testing::CommandOutput out = testing::RunCommand(
+      Converge() + " relay --drain --log-dir " + probe.dir() + "/log --config " + config + " 2>&1");
   ASSERT_EQ(out.exit_code, 0) << out.out;
   EXPECT_NE(out.out.find("svc: 2 rows: 1 published, 1 dead-lettered"), std::string::npos)
       << out.out;

@@ -76,14 +76,14 @@ class AdminTest : public ::testing::Test {
     return HttpCall(server_->port(), method, target, body, headers, token);
   }
   void CreateTopic(const std::string& name, int partitions = 1) {
-    HttpResult r = Call("POST", "/v1/topics", kAdmin,
-                        R"({"name":")" + name + R"(","partitions":)" +
-                            std::to_string(partitions) + "}");
+    HttpResult r =
+        Call("POST", "/v1/topics", kAdmin,
+             R"({"name":")" + name + R"(","partitions":)" + std::to_string(partitions) + "}");
     ASSERT_EQ(r.status, 201) << r.body;
   }
   void Publish(const std::string& topic, const std::string& id, const std::string& key = "") {
-    std::string ev = R"({"specversion":"1.0","id":")" + id +
-                     R"(","source":"/t","type":"t.x","data":{"n":1})";
+    std::string ev =
+        R"({"specversion":"1.0","id":")" + id + R"(","source":"/t","type":"t.x","data":{"n":1})";
     if (!key.empty()) ev += R"(,"partitionkey":")" + key + "\"";
     ev += "}";
     HttpResult r = HttpCall(server_->port(), "POST", "/v1/topics/" + topic + "/events", ev,
@@ -104,8 +104,8 @@ class AdminTest : public ::testing::Test {
     return Json(r).at("deliveries").as_array();
   }
   // 401 without a token and with an unknown one; 403 for `denied` (if any).
-  void ExpectGuarded(std::string_view method, const std::string& target,
-                     const std::string& denied, const std::string& body = "") {
+  void ExpectGuarded(std::string_view method, const std::string& target, const std::string& denied,
+                     const std::string& body = "") {
     EXPECT_EQ(Call(method, target, "", body).status, 401) << method << " " << target;
     EXPECT_EQ(Call(method, target, kWrong, body).status, 401) << method << " " << target;
     if (!denied.empty()) {
@@ -226,11 +226,12 @@ TEST_F(AdminTest, TopicsDeletedAroundASigkillAreWholeOrGoneAfterTheRestart) {
   std::thread deleter([&] {
     for (int t = 0; t < kTopics; ++t) {
       // Raw: the exchange the kill cuts off is expected, not a failure.
-      Result<std::string> raw = testing::RawExchange(
-          port, "DELETE /v1/topics/orders" + std::to_string(t) +
-                    " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + kAdmin +
-                    "\r\nConnection: close\r\n\r\n",
-          30'000);
+      Result<std::string> raw =
+          testing::RawExchange(port,
+                               "DELETE /v1/topics/orders" + std::to_string(t) +
+                                   " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + kAdmin +
+                                   "\r\nConnection: close\r\n\r\n",
+                               30'000);
       if (!raw.ok() || testing::RawStatus(*raw) != 200) return;  // killed
       acknowledged.fetch_add(1);
     }
@@ -275,10 +276,10 @@ TEST_F(AdminTest, TopicsDeletedAroundASigkillAreWholeOrGoneAfterTheRestart) {
     // gone already: deleting a topic deletes its groups first, durably.)
     uint64_t events = 0;
     for (int p = 0; p < 2; ++p) {
-      HttpResult read = HttpCall(again.port(), "GET",
-                                 "/v1/topics/" + topic + "/events?partition=" + std::to_string(p) +
-                                     "&limit=1000",
-                                 "", {}, kAdmin);
+      HttpResult read =
+          HttpCall(again.port(), "GET",
+                   "/v1/topics/" + topic + "/events?partition=" + std::to_string(p) + "&limit=1000",
+                   "", {}, kAdmin);
       ASSERT_EQ(read.status, 200) << read.body;
       json::value v = Json(read);
       EXPECT_EQ(v.at("start_offset").to_number<uint64_t>(), 0u) << read.body;
@@ -373,11 +374,10 @@ TEST_F(AdminTest, DescribeListSeekAndDeleteGroups) {
   // Seek: latest, then earliest, one partition to an offset, by time.
   const std::string seek = "/v1/topics/orders/groups/g/seek";
   ExpectGuarded("POST", seek, kOther, R"({"to":"latest"})");
-  for (const char* bad : {R"({})", R"({"to":"sideways"})", R"({"to":"offset"})",
-                          R"({"to":"time"})", R"({"to":"latest","offset":1})",
-                          R"({"to":"latest","bogus":1})", R"({"to":"latest","to":"latest"})",
-                          R"({"to":"offset","offset":-1})", R"([1])", R"({"to":"latest")",
-                          R"({"to":"latest","partition":7})"}) {
+  for (const char* bad : {R"({})", R"({"to":"sideways"})", R"({"to":"offset"})", R"({"to":"time"})",
+                          R"({"to":"latest","offset":1})", R"({"to":"latest","bogus":1})",
+                          R"({"to":"latest","to":"latest"})", R"({"to":"offset","offset":-1})",
+                          R"([1])", R"({"to":"latest")", R"({"to":"latest","partition":7})"}) {
     HttpResult r = Call("POST", seek, kApp, bad);
     EXPECT_EQ(r.status, 400) << bad << ": " << r.body;
   }
@@ -411,12 +411,11 @@ TEST_F(AdminTest, DescribeListSeekAndDeleteGroups) {
     return out;
   }();
   ASSERT_EQ(leases.size(), 1u);
-  HttpResult nack = Call("POST", "/v1/topics/orders/groups/g/nack", kApp,
-                         R"({"nacks":[{"partition":)" +
-                             json::serialize(leases[0].at("partition")) + R"(,"offset":)" +
-                             json::serialize(leases[0].at("offset")) + R"(,"lease_id":)" +
-                             json::serialize(leases[0].at("lease_id")) +
-                             R"(,"permanent":true}]})");
+  HttpResult nack =
+      Call("POST", "/v1/topics/orders/groups/g/nack", kApp,
+           R"({"nacks":[{"partition":)" + json::serialize(leases[0].at("partition")) +
+               R"(,"offset":)" + json::serialize(leases[0].at("offset")) + R"(,"lease_id":)" +
+               json::serialize(leases[0].at("lease_id")) + R"(,"permanent":true}]})");
   ASSERT_EQ(nack.status, 200) << nack.body;
   ExpectGuarded("DELETE", "/v1/topics/orders/groups/g", kOther);
   EXPECT_EQ(Call("DELETE", "/v1/topics/orders/groups/g?force=maybe", kApp).status, 400);

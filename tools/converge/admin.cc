@@ -161,7 +161,8 @@ Result<std::string> ReadInput(const std::string& path) {
 // One JSON value from --data (or --file).
 Result<json::value> JsonInput(const std::string& data, const std::string& file, bool* given) {
   *given = !data.empty() || !file.empty();
-  if (!data.empty() && !file.empty()) return InvalidArgumentError("give --data or --file, not both");
+  if (!data.empty() && !file.empty())
+    return InvalidArgumentError("give --data or --file, not both");
   std::string text = data;
   if (!file.empty()) {
     CONVERGE_ASSIGN_OR_RETURN(text, ReadInput(file));
@@ -182,8 +183,8 @@ void PrintEvent(const json::object& delivery) {
   const json::object& e = ev->get_object();
   std::string data = e.contains("data") ? Str(e, "data") : Str(e, "data_base64");
   if (data.size() > 60) data = data.substr(0, 57) + "...";
-  std::printf("%-5lld %-8lld %-36s %-24s %s\n", Num(delivery, "partition"),
-              Num(delivery, "offset"), Str(e, "id").c_str(), Str(e, "type").c_str(), data.c_str());
+  std::printf("%-5lld %-8lld %-36s %-24s %s\n", Num(delivery, "partition"), Num(delivery, "offset"),
+              Str(e, "id").c_str(), Str(e, "type").c_str(), data.c_str());
 }
 
 // ---- converge topics ----
@@ -256,8 +257,8 @@ int RunTopics(int argc, char** argv) {
                  std::printf("\n%-32s %10s %8s %12s\n", "GROUP", "LAG", "MEMBERS", "DEAD_LETTERS");
                  for (const json::value& gv : Arr(t, "groups")) {
                    const json::object& g = gv.get_object();
-                   std::printf("%-32s %10lld %8lld %12lld\n", Str(g, "name").c_str(),
-                               Num(g, "lag"), Num(g, "members"), Num(g, "dead_letters"));
+                   std::printf("%-32s %10lld %8lld %12lld\n", Str(g, "name").c_str(), Num(g, "lag"),
+                               Num(g, "members"), Num(g, "dead_letters"));
                  }
                });
   }
@@ -366,7 +367,8 @@ int RunGroups(int argc, char** argv) {
       for (const json::value& gv : Arr(o, "groups")) {
         const json::object& g = gv.get_object();
         long long in_flight = 0;
-        for (const json::value& p : Arr(g, "partitions")) in_flight += Num(p.get_object(), "in_flight");
+        for (const json::value& p : Arr(g, "partitions"))
+          in_flight += Num(p.get_object(), "in_flight");
         std::printf("%-32s %10lld %9lld %12lld %9lld\n", Str(g, "name").c_str(), Num(g, "lag"),
                     Num(g, "members"), Num(g, "dead_letters"), in_flight);
       }
@@ -473,9 +475,8 @@ int RunPublish(int argc, char** argv) {
         for (const json::value& rv : Arr(o, "results")) {
           const json::object& r = rv.get_object();
           std::printf("%-36s %9lld %10lld %s\n", Str(r, "id").c_str(), Num(r, "partition"),
-                      Num(r, "offset"), r.contains("duplicate") && r.at("duplicate").as_bool()
-                                            ? "yes"
-                                            : "no");
+                      Num(r, "offset"),
+                      r.contains("duplicate") && r.at("duplicate").as_bool() ? "yes" : "no");
         }
       },
       content_type);
@@ -588,9 +589,9 @@ int RunConsume(int argc, char** argv) {
     }
     return 0;
   }
-  std::string target = "/v1/topics/" + Seg(topic) + "/events?partition=" +
-                       std::to_string(partition) + "&from_offset=" + std::to_string(from) +
-                       "&limit=" + std::to_string(max);
+  std::string target = "/v1/topics/" + Seg(topic) +
+                       "/events?partition=" + std::to_string(partition) +
+                       "&from_offset=" + std::to_string(from) + "&limit=" + std::to_string(max);
   if (to >= 0) target += "&to_offset=" + std::to_string(to);
   return Run("consume", c, http::verb::get, target, "", [&](const json::object& o) {
     header();
@@ -674,11 +675,12 @@ int RunDlq(int argc, char** argv) {
         const json::value* dl = o.if_contains("dead_letters");
         const json::object empty;
         const json::object& d = dl && dl->is_object() ? dl->get_object() : empty;
-        std::printf("relays %s; dead letters in %s: %lld (%lld pending, %lld replayed, %lld "
-                    "discarded)\n",
-                    o.contains("enabled") && o.at("enabled").as_bool() ? "enabled" : "disabled",
-                    Str(o, "dead_letter_topic").c_str(), Num(d, "total"), Num(d, "pending"),
-                    Num(d, "replayed"), Num(d, "discarded"));
+        std::printf(
+            "relays %s; dead letters in %s: %lld (%lld pending, %lld replayed, %lld "
+            "discarded)\n",
+            o.contains("enabled") && o.at("enabled").as_bool() ? "enabled" : "disabled",
+            Str(o, "dead_letter_topic").c_str(), Num(d, "total"), Num(d, "pending"),
+            Num(d, "replayed"), Num(d, "discarded"));
         std::printf("%-24s %-6s %10s %13s %8s %s\n", "RELAY", "ACTIVE", "PUBLISHED",
                     "DEAD_LETTERED", "FAILURES", "LAST_ERROR");
         for (const json::value& rv : Arr(o, "relays")) {
@@ -698,10 +700,11 @@ int RunDlq(int argc, char** argv) {
     if (cmd == "replay") {
       return Run("dlq", c, http::verb::post, "/v1/relays/dead-letters/replay",
                  json::serialize(range), [](const json::object& o) {
-                   std::printf("replayed %lld, skipped %lld (already replayed or discarded), "
-                               "failed %zu; next offset %lld\n",
-                               Num(o, "replayed"), Num(o, "skipped"), Arr(o, "failed").size(),
-                               Num(o, "next_offset"));
+                   std::printf(
+                       "replayed %lld, skipped %lld (already replayed or discarded), "
+                       "failed %zu; next offset %lld\n",
+                       Num(o, "replayed"), Num(o, "skipped"), Arr(o, "failed").size(),
+                       Num(o, "next_offset"));
                    for (const json::value& fv : Arr(o, "failed")) {
                      std::printf("  offset %lld: %s\n", Num(fv.get_object(), "offset"),
                                  Str(fv.get_object(), "message").c_str());
@@ -710,9 +713,10 @@ int RunDlq(int argc, char** argv) {
     }
     return Run("dlq", c, http::verb::post, "/v1/relays/dead-letters/discard",
                json::serialize(range), [](const json::object& o) {
-                 std::printf("discarded %lld, skipped %lld (already replayed or discarded); "
-                             "next offset %lld\n",
-                             Num(o, "discarded"), Num(o, "skipped"), Num(o, "next_offset"));
+                 std::printf(
+                     "discarded %lld, skipped %lld (already replayed or discarded); "
+                     "next offset %lld\n",
+                     Num(o, "discarded"), Num(o, "skipped"), Num(o, "next_offset"));
                });
   }
   if (cmd == "discard" || cmd == "status") {
@@ -725,8 +729,8 @@ int RunDlq(int argc, char** argv) {
     std::string target = base + "?limit=" + std::to_string(limit);
     if (from >= 0) target += "&from_offset=" + std::to_string(from);
     return Run("dlq", c, http::verb::get, target, "", [](const json::object& o) {
-      std::printf("%-8s %-9s %-10s %-8s %-8s %s\n", "OFFSET", "PARTITION", "EVENT_OFF",
-                  "TRIES", "REPLAYED", "REASON");
+      std::printf("%-8s %-9s %-10s %-8s %-8s %s\n", "OFFSET", "PARTITION", "EVENT_OFF", "TRIES",
+                  "REPLAYED", "REASON");
       for (const json::value& dv : Arr(o, "dead_letters")) {
         const json::object& d = dv.get_object();
         std::printf("%-8lld %-9lld %-10lld %-8lld %-8s %s\n", Num(d, "dead_letter_offset"),
@@ -740,10 +744,11 @@ int RunDlq(int argc, char** argv) {
   if (include_replayed) range["include_replayed"] = true;
   return Run("dlq", c, http::verb::post, base + "/replay", json::serialize(range),
              [](const json::object& o) {
-               std::printf("replayed %lld, deduplicated %lld, skipped %lld (already replayed); "
-                           "next offset %lld\n",
-                           Num(o, "replayed"), Num(o, "deduplicated"),
-                           Num(o, "skipped_already_replayed"), Num(o, "next_offset"));
+               std::printf(
+                   "replayed %lld, deduplicated %lld, skipped %lld (already replayed); "
+                   "next offset %lld\n",
+                   Num(o, "replayed"), Num(o, "deduplicated"), Num(o, "skipped_already_replayed"),
+                   Num(o, "next_offset"));
              });
 }
 
@@ -817,20 +822,19 @@ int RunStore(int argc, char** argv) {
   return Run(
       "store", c, http::verb::put, path, json::serialize(*doc),
       [&](const json::object& o) {
-        std::printf("%s/%s: version %lld%s\n", collection.c_str(), key.c_str(),
-                    Num(o, "version"), o.contains("merged") && o.at("merged").as_bool()
-                                           ? " (merged)"
-                                           : "");
+        std::printf("%s/%s: version %lld%s\n", collection.c_str(), key.c_str(), Num(o, "version"),
+                    o.contains("merged") && o.at("merged").as_bool() ? " (merged)" : "");
       },
       "application/json", headers);
 }
 
-CommandRegistration topics_registration(
-    {"topics", "list, describe, create and delete topics (topics --help)", RunTopics});
+CommandRegistration topics_registration({"topics",
+                                         "list, describe, create and delete topics (topics --help)",
+                                         RunTopics});
 CommandRegistration groups_registration(
     {"groups", "list, describe, seek and delete consumer groups (groups --help)", RunGroups});
-CommandRegistration publish_registration(
-    {"publish", "publish events to a topic (publish --help)", RunPublish});
+CommandRegistration publish_registration({"publish", "publish events to a topic (publish --help)",
+                                          RunPublish});
 CommandRegistration consume_registration(
     {"consume", "consume a topic through a group or by offset (consume --help)", RunConsume});
 CommandRegistration dlq_registration(

@@ -130,8 +130,8 @@ Result<Args> Parse(int argc, char** argv, bool* help) {
   if (a.command == "timer-set" && a.due_ms < 0) {
     return InvalidArgumentError("timer-set needs --due-ms");
   }
-  if (!a.dir.empty() && (a.command == "cancel" || a.command == "start" ||
-                         a.command.rfind("timer-", 0) == 0)) {
+  if (!a.dir.empty() &&
+      (a.command == "cancel" || a.command == "start" || a.command.rfind("timer-", 0) == 0)) {
     return InvalidArgumentError(a.command + " needs a running server (--server), not --dir");
   }
   return a;
@@ -274,8 +274,10 @@ Result<Reply> Offline(const Args& a) {
   } else {
     Result<SagaInfo> info = snap->Describe(a.id);
     if (!info.ok()) {
-      return Reply{404, "{\"code\":\"NOT_FOUND\",\"message\":" +
-                            json::serialize(json::string(info.status().message())) + "}", ""};
+      return Reply{404,
+                   "{\"code\":\"NOT_FOUND\",\"message\":" +
+                       json::serialize(json::string(info.status().message())) + "}",
+                   ""};
     }
     out = SagaInfoToJson(*info);
   }
@@ -331,9 +333,9 @@ int RunSaga(int argc, char** argv) {
                  "/v1/sagas/" + EscapePathSegment(a.id) + "/timers/" + EscapePathSegment(a.kind),
                  json::serialize(body));
   } else if (a.command == "timer-cancel") {
-    reply = Call(a, http::verb::delete_,
-                 "/v1/sagas/" + EscapePathSegment(a.id) + "/timers/" + EscapePathSegment(a.kind),
-                 "");
+    reply =
+        Call(a, http::verb::delete_,
+             "/v1/sagas/" + EscapePathSegment(a.id) + "/timers/" + EscapePathSegment(a.kind), "");
   } else {
     json::object body;
     body["reason"] = a.reason;
