@@ -271,6 +271,9 @@ TEST_F(AdminCliTest, SagaOverHttpsWithTimers) {
   testing::CommandOutput cancel = Cli("saga timer-cancel " + id + " step-timeout");
   ASSERT_EQ(cancel.exit_code, 0) << cancel.out;
   EXPECT_EQ(Cli("saga timers").out.find(id), std::string::npos);
+  testing::CommandOutput missing = Cli("saga show 01890000-0000-7000-8000-000000000000");
+  EXPECT_EQ(missing.exit_code, 1) << missing.out;
+  EXPECT_NE(missing.out.find("converge saga: NOT_FOUND: "), std::string::npos) << missing.out;
   // The other commands over https too; and a certificate the CLI does not trust is refused.
   EXPECT_EQ(Cli("topics list").exit_code, 0);
   cacert_.clear();

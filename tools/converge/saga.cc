@@ -347,7 +347,19 @@ int RunSaga(int argc, char** argv) {
     return 1;
   }
   if (reply->status < 200 || reply->status >= 300) {
-    std::fprintf(stderr, "converge saga: %s (HTTP %d)\n", reply->body.c_str(), reply->status);
+    // The server's code and message, as the other commands print them.
+    boost::system::error_code ec;
+    json::value err = json::parse(reply->body, ec);
+    if (!ec && err.is_object() && err.as_object().contains("code")) {
+      std::fprintf(stderr, "converge saga: %s: %s (HTTP %d)\n",
+                   Str(err.as_object().at("code")).c_str(),
+                   err.as_object().contains("message")
+                       ? Str(err.as_object().at("message")).c_str()
+                       : "",
+                   reply->status);
+    } else {
+      std::fprintf(stderr, "converge saga: HTTP %d: %s\n", reply->status, reply->body.c_str());
+    }
     return 1;
   }
   if (a.json) {
