@@ -208,6 +208,8 @@ const std::vector<Api::Route>& Api::RouteTable() {
        &Api::ListDeadLetters, A::kToken, M::kCore},
       {V::post, "/v1/topics/{topic}/groups/{group}/dead-letters/replay",
        RouteId::kReplayDeadLetters, &Api::ReplayDeadLetters, A::kToken, M::kCore},
+      {V::post, "/v1/topics/{topic}/groups/{group}/dead-letters/discard",
+       RouteId::kDiscardDeadLetters, &Api::DiscardDeadLetters, A::kToken, M::kCore},
       {V::get, "/v1/topics/{topic}/schema", RouteId::kGetTopicSchema, &Api::GetTopicSchema,
        A::kToken, M::kCore},
       {V::put, "/v1/topics/{topic}/schema", RouteId::kPutTopicSchema, &Api::PutTopicSchema,

@@ -196,10 +196,14 @@ class Api {
   asio::awaitable<HttpReply> ListRelayDeadLetters(Call& call);
   asio::awaitable<HttpReply> ReplayRelayDeadLetters(Call& call);
   asio::awaitable<HttpReply> DiscardRelayDeadLetters(Call& call);
+  asio::awaitable<HttpReply> DiscardDeadLetters(Call& call);
   asio::awaitable<HttpReply> OpenApi(Call& call);
   // Forgets the ready watch and keep-alive of a deleted group (a group created again under
   // the name may have other options).
   void ForgetGroup(const std::string& topic, const std::string& group);
+  // Deletes a group (force: with its dead letters) and the topic its discarded dead letters
+  // went to (DiscardDeadLetters). Blocking.
+  Status DeleteGroupAndDiscarded(const std::string& topic, const std::string& group, bool force);
   // Blocking (the store's catalog): call on the pool.
   bool MayUseReplica(const Principal& principal, const ReplicaConfig& replica) const;
   std::string ListReplicasJson(const Principal& principal) const;

@@ -5,9 +5,11 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
+#include <cstdio>
 #include <map>
 #include <set>
 
+#include "core/crc32c.h"
 #include "server/api.h"
 #include "server/api_internal.h"
 #include "server/cloudevents_http.h"
@@ -79,6 +81,19 @@ std::optional<HttpReply> RefuseGroupAdmin(const Principal& who, const std::strin
   if (s.ok()) s = CheckGroupName(group);
   if (!s.ok()) return Error(s);
   return std::nullopt;
+}
+
+// Where a group's discarded dead letters go: an internal topic of one partition beside its
+// dead-letter topic. Discarding is a replay into it (the groups mark them replayed, durably,
+// and never replay them again), so the group's topic never sees them and they stay readable.
+std::string DiscardedTopicFor(const std::string& dead_letter_topic) {
+  std::string name = "_discarded";
+  if (dead_letter_topic.empty() || dead_letter_topic.front() != '_') name += '.';
+  name += dead_letter_topic;
+  if (name.size() <= 200) return name;
+  char hex[9];
+  std::snprintf(hex, sizeof(hex), "%08x", ::converge::internal::Crc32c(dead_letter_topic));
+  return "_discarded-" + dead_letter_topic.substr(dead_letter_topic.size() - 180) + "-" + hex;
 }
 
 Status OnlyAdmins(const Principal& who, std::string_view what) {
@@ -265,9 +280,8 @@ asio::awaitable<HttpReply> Api::DeleteTopic(Call& call) {
     std::string deleted = "[";
     auto delete_groups = [&]() -> Status {
       for (const std::string& g : d_.groups->ListGroups(topic)) {
-        Status s = d_.groups->DeleteGroup(topic, g, /*force=*/true);
+        Status s = DeleteGroupAndDiscarded(topic, g, /*force=*/true);
         if (!s.ok() && s.code() != StatusCode::kNotFound) return s;
-        ForgetGroup(topic, g);
         if (deleted.size() > 1) deleted += ',';
         AppendJsonString(&deleted, g);
       }
@@ -285,6 +299,24 @@ asio::awaitable<HttpReply> Api::DeleteTopic(Call& call) {
   Result<std::string> body = co_await d_.pool->Run(std::move(job));
   if (!body.ok()) co_return Error(body.status());
   co_return Reply(JsonReply(http::status::ok, std::move(body).value()));
+}
+
+Status Api::DeleteGroupAndDiscarded(const std::string& topic, const std::string& group,
+                                    bool force) {
+  std::string discarded;
+  if (Result<GroupDescription> g = d_.groups->DescribeGroup(topic, group); g.ok()) {
+    discarded = DiscardedTopicFor(g->dead_letter_topic);
+  }
+  CONVERGE_RETURN_IF_ERROR(d_.groups->DeleteGroup(topic, group, force));
+  ForgetGroup(topic, group);
+  // After the group is gone (durably). A crash before this leaves the discarded events in a
+  // topic no group uses: only an archive (a group created again under the name adds to it,
+  // and what it discards under an id found there is counted as discarded, not stored twice).
+  if (!discarded.empty()) {
+    Status s = d_.log->DeleteTopic(discarded);
+    if (!s.ok() && s.code() != StatusCode::kNotFound) return s;
+  }
+  return Status::Ok();
 }
 
 void Api::ForgetGroup(const std::string& topic, const std::string& group) {
@@ -418,9 +450,7 @@ asio::awaitable<HttpReply> Api::DeleteGroup(Call& call) {
   if (!s.ok()) co_return Error(s);
   const std::string topic = call.topic, group = call.group;
   auto job = [this, topic, group, force]() -> Status {
-    CONVERGE_RETURN_IF_ERROR(d_.groups->DeleteGroup(topic, group, force));
-    ForgetGroup(topic, group);
-    return Status::Ok();
+    return DeleteGroupAndDiscarded(topic, group, force);
   };
   Status deleted = co_await d_.pool->Run(std::move(job));
   if (!deleted.ok()) co_return Error(deleted);
@@ -488,6 +518,50 @@ asio::awaitable<HttpReply> Api::SeekGroup(Call& call) {
   Result<std::string> out = co_await d_.pool->Run(std::move(job));
   if (!out.ok()) co_return Error(out.status());
   d_.hub->Notify(GroupKey(topic, group));  // waiting fetches read from the new position
+  co_return Reply(JsonReply(http::status::ok, std::move(out).value()));
+}
+
+asio::awaitable<HttpReply> Api::DiscardDeadLetters(Call& call) {
+  if (auto refused = RefuseGroupAdmin(*call.principal, call.topic, call.group,
+                                      "discard dead letters of")) {
+    co_return std::move(*refused);
+  }
+  if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
+  Result<json::object> body = ParseJsonObject(call.req.body());
+  if (!body.ok()) co_return InvalidJsonReply(body.status());
+  ReplayOptions options;
+  uint64_t max_events = options.max_records;
+  Status s = CheckFields(*body, {"from_offset", "to_offset", "max_events"});
+  if (s.ok()) s = ReadUint(*body, "from_offset", 0, UINT64_MAX, &options.from_offset);
+  if (s.ok()) s = ReadUint(*body, "to_offset", 0, UINT64_MAX, &options.to_offset);
+  if (s.ok()) s = ReadUint(*body, "max_events", 1, d_.config->limits.max_fetch_events, &max_events);
+  // Discarding is for good: the range is named, never implied.
+  if (s.ok() && (!body->contains("from_offset") || !body->contains("to_offset"))) {
+    s = InvalidArgumentError("fields 'from_offset' and 'to_offset' are required");
+  }
+  if (!s.ok()) co_return Error(s);
+  options.max_records = static_cast<uint32_t>(max_events);
+  const std::string topic = call.topic, group = call.group;
+  auto job = [this, topic, group, options]() mutable -> Result<std::string> {
+    CONVERGE_ASSIGN_OR_RETURN(GroupDescription g, d_.groups->DescribeGroup(topic, group));
+    options.target_topic = DiscardedTopicFor(g.dead_letter_topic);
+    TopicOptions o;
+    o.partitions = 1;
+    o.durability = Durability::kFsync;
+    o.internal = true;
+    Status created = d_.log->CreateTopic(options.target_topic, o);
+    if (!created.ok() && created.code() != StatusCode::kAlreadyExists) return created;
+    CONVERGE_ASSIGN_OR_RETURN(ReplayResult r, d_.groups->ReplayDeadLetters(topic, group, options));
+    std::string out = "{\"discarded\":" + std::to_string(r.replayed + r.deduplicated) +
+                      ",\"skipped_already_replayed\":" +
+                      std::to_string(r.skipped_already_replayed) +
+                      ",\"next_offset\":" + std::to_string(r.next_offset) + ",\"kept_in\":";
+    AppendJsonString(&out, options.target_topic);
+    out += '}';
+    return out;
+  };
+  Result<std::string> out = co_await d_.pool->Run(std::move(job));
+  if (!out.ok()) co_return Error(out.status());
   co_return Reply(JsonReply(http::status::ok, std::move(out).value()));
 }
 

@@ -91,6 +91,7 @@ enum class RouteId {
   kListRelayDeadLetters,
   kReplayRelayDeadLetters,
   kDiscardRelayDeadLetters,
+  kDiscardDeadLetters,
   kOpenApi,
 };
 

@@ -133,6 +133,23 @@ TEST_F(AdminCliTest, TopicsPublishConsumeAndGroups) {
   testing::CommandOutput replay = Cli("dlq replay orders g", kApp);
   ASSERT_EQ(replay.exit_code, 0) << replay.out;
   EXPECT_NE(replay.out.find("replayed 0"), std::string::npos) << replay.out;
+  // a dead letter, discarded from the CLI
+  testing::CommandOutput fetched = Cli("consume orders --group g --no-ack --max 1 --json", kApp);
+  ASSERT_EQ(fetched.exit_code, 0) << fetched.out;
+  json::value lease = json::parse(fetched.out).at("deliveries").as_array().at(0);
+  ASSERT_EQ(testing::HttpCall(server_->port(), "POST", "/v1/topics/orders/groups/g/nack",
+                              R"({"nacks":[{"partition":)" + json::serialize(lease.at("partition")) +
+                                  R"(,"offset":)" + json::serialize(lease.at("offset")) +
+                                  R"(,"lease_id":)" + json::serialize(lease.at("lease_id")) +
+                                  R"(,"permanent":true}]})",
+                              {{"Content-Type", "application/json"}}, kApp)
+                .status,
+            200);
+  testing::CommandOutput listed = Cli("dlq list orders g");
+  EXPECT_NE(listed.out.find("rejected"), std::string::npos) << listed.out;
+  testing::CommandOutput discarded = Cli("dlq discard orders g --from 0 --to 1", kApp);
+  ASSERT_EQ(discarded.exit_code, 0) << discarded.out;
+  EXPECT_NE(discarded.out.find("discarded 1"), std::string::npos) << discarded.out;
   // delete the group, then the topic
   ASSERT_EQ(Cli("groups delete orders g", kApp).exit_code, 0);
   EXPECT_EQ(Cli("groups describe orders g").exit_code, 1);
@@ -163,7 +180,7 @@ TEST_F(AdminCliTest, ErrorsPrintTheServersCodeAndMessageAndExitOne) {
   EXPECT_EQ(Cli("consume orders").exit_code, 2);
   EXPECT_EQ(Cli("groups seek orders g").exit_code, 2);
   EXPECT_EQ(Cli("topics frob").exit_code, 2);
-  EXPECT_EQ(Cli("dlq discard orders g").exit_code, 2);
+  EXPECT_EQ(Cli("dlq status orders g").exit_code, 2);
   // A server that is not there.
   testing::CommandOutput gone =
       testing::RunCommand(Converge() + " topics list --server http://127.0.0.1:1 --timeout 5 2>&1");

@@ -617,9 +617,8 @@ const char kDlqUsage[] =
     "            pending|replayed|discarded\n"
     "  replay    append them again: --from N, --to N, --max N; a group's also\n"
     "            --target-topic T, --include-replayed\n"
-    "  discard   --relays --from N --to N: mark them handled without replaying them\n"
-    "            (a group's dead letters are not discarded one by one: delete the group with\n"
-    "            --force, or leave them)\n"
+    "  discard   --from N --to N: mark them handled without replaying them (a group's go\n"
+    "            to an internal topic beside its dead letters and count as replayed)\n"
     "  status    --relays: the relays and their dead-letter counts\n"
     "\n";
 
@@ -719,9 +718,7 @@ int RunDlq(int argc, char** argv) {
                      Num(o, "discarded"), Num(o, "skipped"), Num(o, "next_offset"));
                });
   }
-  if (cmd == "discard" || cmd == "status") {
-    return UsageError("dlq", cmd + " is for the relays' dead letters (--relays)");
-  }
+  if (cmd == "status") return UsageError("dlq", "status is for the relays (--relays)");
   if (!state.empty()) return UsageError("dlq", "--state is for the relays' dead letters");
   const std::string base =
       "/v1/topics/" + Seg(names[0]) + "/groups/" + Seg(names[1]) + "/dead-letters";
@@ -739,6 +736,18 @@ int RunDlq(int argc, char** argv) {
       }
       std::printf("(next offset %lld of %lld)\n", Num(o, "next_offset"), Num(o, "end_offset"));
     });
+  }
+  if (cmd == "discard") {
+    if (!target_topic.empty() || include_replayed) {
+      return UsageError("dlq", "discard takes no --target-topic or --include-replayed");
+    }
+    return Run("dlq", c, http::verb::post, base + "/discard", json::serialize(range),
+               [](const json::object& o) {
+                 std::printf("discarded %lld (kept in %s), skipped %lld (already replayed); "
+                             "next offset %lld\n",
+                             Num(o, "discarded"), Str(o, "kept_in").c_str(),
+                             Num(o, "skipped_already_replayed"), Num(o, "next_offset"));
+               });
   }
   if (!target_topic.empty()) range["target_topic"] = target_topic;
   if (include_replayed) range["include_replayed"] = true;
