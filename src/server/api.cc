@@ -54,6 +54,13 @@ Status CheckTopicName(std::string_view name) {
   return Status::Ok();
 }
 
+Status CheckReadableTopicName(const Principal& who, std::string_view name) {
+  if (who.admin && !name.empty() && name.front() == '_') {
+    return ValidateTopicName(name, /*internal=*/true);
+  }
+  return CheckTopicName(name);
+}
+
 Status CheckGroupName(std::string_view name) {
   if (name.empty() || name.size() > 64 ||
       name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") !=
@@ -81,7 +88,7 @@ std::string GroupKey(const std::string& topic, const std::string& group) {
 
 void AppendUint(std::string* out, uint64_t v) { *out += std::to_string(v); }
 
-std::string TopicJson(const TopicInfo& info, const std::string* groups_json) {
+std::string TopicJson(const TopicInfo& info, const std::string* groups_json, bool offsets) {
   std::string out = "{\"name\":";
   AppendJsonString(&out, info.name);
   out += ",\"partitions\":";
@@ -92,7 +99,7 @@ std::string TopicJson(const TopicInfo& info, const std::string* groups_json) {
   AppendUint(&out, info.options.retention_max_bytes);
   out += ",\"retention_max_age_ms\":";
   out += std::to_string(info.options.retention_max_age_ms);
-  if (groups_json) {
+  if (groups_json || offsets) {
     out += ",\"partition_offsets\":[";
     for (size_t i = 0; i < info.partitions.size(); ++i) {
       const PartitionInfo& p = info.partitions[i];
@@ -102,7 +109,10 @@ std::string TopicJson(const TopicInfo& info, const std::string* groups_json) {
              ",\"end_offset\":" + std::to_string(p.end_offset) +
              ",\"size_bytes\":" + std::to_string(p.size_bytes) + "}";
     }
-    out += "],\"groups\":";
+    out += ']';
+  }
+  if (groups_json) {
+    out += ",\"groups\":";
     out += *groups_json;
   }
   out += '}';
@@ -169,9 +179,21 @@ const std::vector<Api::Route>& Api::RouteTable() {
       {V::post, "/v1/topics", RouteId::kCreateTopic, &Api::CreateTopic, A::kToken, M::kCore},
       {V::get, "/v1/topics/{topic}", RouteId::kDescribeTopic, &Api::DescribeTopic, A::kToken,
        M::kCore},
+      {V::delete_, "/v1/topics/{topic}", RouteId::kDeleteTopic, &Api::DeleteTopic, A::kToken,
+       M::kCore},
+      {V::get, "/v1/topics/{topic}/events", RouteId::kReadEvents, &Api::ReadEvents, A::kToken,
+       M::kCore},
       {V::post, "/v1/topics/{topic}/events", RouteId::kPublish, &Api::Publish, A::kToken, M::kCore},
       {V::post, "/v1/topics/{topic}/groups", RouteId::kCreateGroup, &Api::CreateGroup, A::kToken,
        M::kCore},
+      {V::get, "/v1/topics/{topic}/groups", RouteId::kListGroups, &Api::ListGroups, A::kToken,
+       M::kCore},
+      {V::get, "/v1/topics/{topic}/groups/{group}", RouteId::kDescribeGroup, &Api::DescribeGroup,
+       A::kToken, M::kCore},
+      {V::delete_, "/v1/topics/{topic}/groups/{group}", RouteId::kDeleteGroup, &Api::DeleteGroup,
+       A::kToken, M::kCore},
+      {V::post, "/v1/topics/{topic}/groups/{group}/seek", RouteId::kSeekGroup, &Api::SeekGroup,
+       A::kToken, M::kCore},
       {V::post, "/v1/topics/{topic}/groups/{group}/fetch", RouteId::kFetch, &Api::Fetch, A::kToken,
        M::kCore},
       {V::post, "/v1/topics/{topic}/groups/{group}/ack", RouteId::kAck, &Api::Ack, A::kToken,
@@ -186,6 +208,8 @@ const std::vector<Api::Route>& Api::RouteTable() {
        &Api::ListDeadLetters, A::kToken, M::kCore},
       {V::post, "/v1/topics/{topic}/groups/{group}/dead-letters/replay",
        RouteId::kReplayDeadLetters, &Api::ReplayDeadLetters, A::kToken, M::kCore},
+      {V::post, "/v1/topics/{topic}/groups/{group}/dead-letters/discard",
+       RouteId::kDiscardDeadLetters, &Api::DiscardDeadLetters, A::kToken, M::kCore},
       {V::get, "/v1/topics/{topic}/schema", RouteId::kGetTopicSchema, &Api::GetTopicSchema,
        A::kToken, M::kCore},
       {V::put, "/v1/topics/{topic}/schema", RouteId::kPutTopicSchema, &Api::PutTopicSchema,
@@ -253,6 +277,17 @@ const std::vector<Api::Route>& Api::RouteTable() {
        A::kToken, M::kCore},
       {V::get, "/v1/replicas/{name}/drift", RouteId::kReplicaDrift, &Api::ReplicaDrift, A::kToken,
        M::kCore},
+      // The outbox relays and their dead letters: admin tokens only. The dead-letter topic's
+      // name ("_dlq.outbox") is not a topic a path may name, so it has routes of its own.
+      {V::get, "/v1/relays", RouteId::kListRelays, &Api::ListRelays, A::kToken, M::kCore},
+      {V::get, "/v1/relays/dead-letters", RouteId::kListRelayDeadLetters,
+       &Api::ListRelayDeadLetters, A::kToken, M::kCore},
+      {V::post, "/v1/relays/dead-letters/replay", RouteId::kReplayRelayDeadLetters,
+       &Api::ReplayRelayDeadLetters, A::kToken, M::kCore},
+      {V::post, "/v1/relays/dead-letters/discard", RouteId::kDiscardRelayDeadLetters,
+       &Api::DiscardRelayDeadLetters, A::kToken, M::kCore},
+      // This API's OpenAPI document (docs/api/openapi.yaml, built in): public, like the source.
+      {V::get, "/v1/openapi.yaml", RouteId::kOpenApi, &Api::OpenApi, A::kNone, M::kCore},
   };
   return routes;
 }

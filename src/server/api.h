@@ -30,6 +30,7 @@
 #include "converge/env.h"
 #include "converge/event.h"
 #include "converge/log.h"
+#include "converge/relay.h"
 #include "converge/saga.h"
 #include "server/auth.h"
 #include "server/blocking_pool.h"
@@ -109,6 +110,13 @@ class Api {
 
   asio::awaitable<HttpReply> Handle(HttpRequest& request);
 
+  // The relays `converge serve` runs, for GET /v1/relays (set once they started; empty
+  // without a relays: section).
+  void SetRelays(std::weak_ptr<RelayService> relays) {
+    std::lock_guard lock(relays_mu_);
+    relays_ = std::move(relays);
+  }
+
   // Readiness turns false; streams and long polls end (the WakeupHub is shut down by the
   // caller).
   void BeginShutdown() { ready_.store(false); }
@@ -177,6 +185,25 @@ class Api {
   asio::awaitable<HttpReply> ReadReplicaRow(Call& call);
   asio::awaitable<HttpReply> ReconcileReplica(Call& call);
   asio::awaitable<HttpReply> ReplicaDrift(Call& call);
+  // Operating the server (api_admin.cc).
+  asio::awaitable<HttpReply> DeleteTopic(Call& call);
+  asio::awaitable<HttpReply> ReadEvents(Call& call);
+  asio::awaitable<HttpReply> ListGroups(Call& call);
+  asio::awaitable<HttpReply> DescribeGroup(Call& call);
+  asio::awaitable<HttpReply> DeleteGroup(Call& call);
+  asio::awaitable<HttpReply> SeekGroup(Call& call);
+  asio::awaitable<HttpReply> ListRelays(Call& call);
+  asio::awaitable<HttpReply> ListRelayDeadLetters(Call& call);
+  asio::awaitable<HttpReply> ReplayRelayDeadLetters(Call& call);
+  asio::awaitable<HttpReply> DiscardRelayDeadLetters(Call& call);
+  asio::awaitable<HttpReply> DiscardDeadLetters(Call& call);
+  asio::awaitable<HttpReply> OpenApi(Call& call);
+  // Forgets the ready watch and keep-alive of a deleted group (a group created again under
+  // the name may have other options).
+  void ForgetGroup(const std::string& topic, const std::string& group);
+  // Deletes a group (force: with its dead letters) and the topic its discarded dead letters
+  // went to (DiscardDeadLetters). Blocking.
+  Status DeleteGroupAndDiscarded(const std::string& topic, const std::string& group, bool force);
   // Blocking (the store's catalog): call on the pool.
   bool MayUseReplica(const Principal& principal, const ReplicaConfig& replica) const;
   std::string ListReplicasJson(const Principal& principal) const;
@@ -232,6 +259,11 @@ class Api {
   std::vector<std::unique_ptr<RouteMetrics>> route_metrics_;
   RouteMetrics* unmatched_metrics_ = nullptr;
   Histogram* store_commit_seconds_ = nullptr;  // with the store only
+
+  std::mutex relays_mu_;
+  std::weak_ptr<RelayService> relays_;  // relays_mu_
+  // Serializes the marks of the relays' dead letters (replay and discard).
+  std::mutex relay_marks_mu_;
 };
 
 }  // namespace converge::server

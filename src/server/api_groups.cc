@@ -25,12 +25,16 @@ namespace {
 
 // The checks every group route starts with: subscribe permission (403), then valid topic and
 // group names (400). The error reply, or nullopt to go on.
+Status CheckGroupNames(const std::string& topic, const std::string& group) {
+  Status s = CheckTopicName(topic);
+  if (s.ok()) s = CheckGroupName(group);
+  return s;
+}
+
 std::optional<HttpReply> RefuseGroupCall(const Principal& who, const std::string& topic,
                                          const std::string& group) {
   if (!who.CanSubscribe(topic)) return Error(NotAllowed(who, "subscribe to", topic));
-  Status s = CheckTopicName(topic);
-  if (s.ok()) s = CheckGroupName(group);
-  if (!s.ok()) return Error(s);
+  if (Status s = CheckGroupNames(topic, group); !s.ok()) return Error(s);
   return std::nullopt;
 }
 
@@ -645,9 +649,11 @@ asio::awaitable<HttpReply> Api::Leave(Call& call) {
 // Dead letters
 
 asio::awaitable<HttpReply> Api::ListDeadLetters(Call& call) {
-  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
-    co_return std::move(*refused);
+  // Subscribers and admins (an operator sees every group's dead letters).
+  if (!call.principal->CanAdminister(call.topic)) {
+    co_return Error(NotAllowed(*call.principal, "subscribe to", call.topic));
   }
+  if (Status s = CheckGroupNames(call.topic, call.group); !s.ok()) co_return Error(s);
   Status s = CheckQuery(call.query, {"from_offset", "limit"});
   uint64_t from = 0, limit = 100;
   if (auto v = call.Query("from_offset"); s.ok() && v) {
@@ -697,9 +703,10 @@ asio::awaitable<HttpReply> Api::ListDeadLetters(Call& call) {
 }
 
 asio::awaitable<HttpReply> Api::ReplayDeadLetters(Call& call) {
-  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
-    co_return std::move(*refused);
+  if (!call.principal->CanAdminister(call.topic)) {
+    co_return Error(NotAllowed(*call.principal, "subscribe to", call.topic));
   }
+  if (Status s = CheckGroupNames(call.topic, call.group); !s.ok()) co_return Error(s);
   if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
   Result<json::object> body = ParseJsonObject(call.req.body());
   if (!body.ok()) co_return InvalidJson(body.status());
@@ -713,7 +720,7 @@ asio::awaitable<HttpReply> Api::ReplayDeadLetters(Call& call) {
     const json::string& target = it->value().get_string();
     if (!target.empty()) append_to.assign(target.data(), target.size());
   }
-  if (!call.principal->CanPublish(append_to)) {
+  if (!call.principal->admin && !call.principal->CanPublish(append_to)) {
     co_return Error(NotAllowed(*call.principal, "publish (replay dead letters) to", append_to));
   }
   // A replay is a publish from outside: topics converge writes itself take none (a replayed

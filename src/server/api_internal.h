@@ -53,12 +53,19 @@ HttpReply SystemTopicError(std::string_view topic, std::string_view owner, std::
 // Names as clients may use them; InvalidArgument naming the rule otherwise.
 Status CheckTopicName(std::string_view name);
 Status CheckGroupName(std::string_view name);
+// A topic a read-only route may name: an admin may name internal ('_') topics too (a group's
+// dead letters "_dlq.<topic>.<group>", the relays' "_dlq.outbox"); everyone else only the
+// names clients use.
+Status CheckReadableTopicName(const Principal& who, std::string_view name);
 Status CheckConsumerName(std::string_view name);
 // The WakeupHub key of a group.
 std::string GroupKey(const std::string& topic, const std::string& group);
 void AppendUint(std::string* out, uint64_t v);
-// A topic as JSON; with offsets and groups when groups_json is given.
-std::string TopicJson(const TopicInfo& info, const std::string* groups_json);
+// A topic as JSON; with offsets and groups when groups_json is given, with offsets alone when
+// `offsets`.
+std::string TopicJson(const TopicInfo& info, const std::string* groups_json, bool offsets = false);
+// A whole group: options, members, partitions (committed, end, lag, leases), dead letters.
+std::string GroupDetailJson(const GroupDescription& g);
 std::string GroupJson(const GroupDescription& g);
 // Appends the stored record as structured-mode JSON after "event":, or "event":null and an
 // "error" member if it is not a converge event.
@@ -71,8 +78,10 @@ using api_internal::AppendStoredEvent;
 using api_internal::AppendUint;
 using api_internal::CheckConsumerName;
 using api_internal::CheckGroupName;
+using api_internal::CheckReadableTopicName;
 using api_internal::CheckTopicName;
 using api_internal::Error;
+using api_internal::GroupDetailJson;
 using api_internal::GroupJson;
 using api_internal::GroupKey;
 using api_internal::JsonReply;

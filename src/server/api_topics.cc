@@ -21,18 +21,32 @@ namespace wire = ::converge::internal::wire;
 TopicOptions Api::OptionsForNewTopic() const { return AutoCreatedTopicOptions(*d_.config); }
 
 asio::awaitable<HttpReply> Api::ListTopics(Call& call) {
-  if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
+  Status s = CheckQuery(call.query, {"internal"});
+  // Internal topics ('_': groups' dead letters, the relays' dead letters) for admins, on ask.
+  bool internal = false;
+  if (std::optional<std::string> v = call.Query("internal"); s.ok() && v) {
+    if (*v == "true") {
+      internal = true;
+    } else if (*v != "false") {
+      s = InvalidArgumentError("query parameter 'internal' must be true or false");
+    }
+  }
+  if (s.ok() && internal && !call.principal->admin) {
+    s = PermissionDeniedError("service '" + call.principal->service +
+                              "' may not list internal topics: admin tokens only");
+  }
+  if (!s.ok()) co_return Error(s);
   const Principal* who = call.principal;
-  auto job = [this, who] {
+  auto job = [this, who, internal] {
     std::string out = "{\"topics\":[";
     bool first = true;
     for (const std::string& name : d_.log->ListTopics()) {
-      if (name.empty() || name.front() == '_' || !who->CanSee(name)) continue;
+      if (name.empty() || (name.front() == '_' && !internal) || !who->CanSee(name)) continue;
       Result<TopicInfo> info = d_.log->DescribeTopic(name);
       if (!info.ok()) continue;  // deleted meanwhile
       if (!first) out += ',';
       first = false;
-      out += TopicJson(*info, nullptr);
+      out += TopicJson(*info, nullptr, /*offsets=*/true);
     }
     out += "]}";
     return out;
@@ -107,7 +121,8 @@ asio::awaitable<HttpReply> Api::DescribeTopic(Call& call) {
     co_return Error(NotAllowed(*call.principal, "see", call.topic));
   }
   if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
-  if (Status s = CheckTopicName(call.topic); !s.ok()) co_return Error(s);
+  // An admin may describe internal topics too (a group's dead letters, the relays').
+  if (Status s = CheckReadableTopicName(*call.principal, call.topic); !s.ok()) co_return Error(s);
   const std::string topic = call.topic;
   auto job = [this, topic]() -> Result<std::string> {
     CONVERGE_ASSIGN_OR_RETURN(TopicInfo info, d_.log->DescribeTopic(topic));

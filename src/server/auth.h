@@ -44,8 +44,14 @@ struct Principal {
   bool CanWriteCollection(std::string_view collection) const;
   bool CanReadCollection(std::string_view collection) const;
   bool CanSubscribe(std::string_view topic) const;
-  // Publish or subscribe: may see the topic's metadata.
-  bool CanSee(std::string_view topic) const { return CanPublish(topic) || CanSubscribe(topic); }
+  // Publish or subscribe, or an admin token (an operator sees every topic): may see the
+  // topic's metadata.
+  bool CanSee(std::string_view topic) const {
+    return admin || CanPublish(topic) || CanSubscribe(topic);
+  }
+  // Subscribe, or an admin token: may read the topic's events by offset, describe, seek and
+  // delete its groups, list, replay and discard its groups' dead letters.
+  bool CanAdminister(std::string_view topic) const { return admin || CanSubscribe(topic); }
 };
 
 class Authorizer {

@@ -80,6 +80,19 @@ enum class RouteId {
   kReadReplicaRow,
   kReconcileReplica,
   kReplicaDrift,
+  // Operating the server (api_admin.cc): topics, groups, relays, the API document.
+  kDeleteTopic,
+  kReadEvents,
+  kListGroups,
+  kDescribeGroup,
+  kDeleteGroup,
+  kSeekGroup,
+  kListRelays,
+  kListRelayDeadLetters,
+  kReplayRelayDeadLetters,
+  kDiscardRelayDeadLetters,
+  kDiscardDeadLetters,
+  kOpenApi,
 };
 
 // Who may call a route.

@@ -271,6 +271,7 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
     CONVERGE_ASSIGN_OR_RETURN(
         impl->relays, RelayService::Start(*impl->env, *impl->log, impl->config.relays.service));
     std::weak_ptr<RelayService> weak = impl->relays;
+    impl->api->SetRelays(weak);
     impl->metrics.AddCollector([weak](std::vector<MetricsRegistry::Sample>* out) {
       std::shared_ptr<RelayService> relays = weak.lock();
       if (relays == nullptr) return;

@@ -559,10 +559,12 @@ TEST_F(HttpConformanceTest, AnswersHeadLikeGetWithoutTheBody) {
   EXPECT_NE(reply.find("text/event-stream"), std::string::npos) << reply;
   EXPECT_EQ(reply.find("subscribed"), std::string::npos) << reply;
   // Methods: HEAD is allowed wherever GET is, and a POST-only path refuses it.
-  reply = Exchange("DELETE /v1/topics/t HTTP/1.1\r\nHost: x\r\n\r\n");
+  // (GET-only and POST-only paths: /v1/topics/{topic} takes DELETE and
+  // /v1/topics/{topic}/events GET since the admin routes.)
+  reply = Exchange("DELETE /v1/topology HTTP/1.1\r\nHost: x\r\n\r\n");
   EXPECT_EQ(RawStatus(reply), 405) << reply;
   EXPECT_NE(reply.find("Allow: GET, HEAD\r\n"), std::string::npos) << reply;
-  reply = Exchange("HEAD /v1/topics/t/events HTTP/1.1\r\nHost: x\r\n\r\n");
+  reply = Exchange("HEAD /v1/topics/t/groups/g/fetch HTTP/1.1\r\nHost: x\r\n\r\n");
   EXPECT_EQ(RawStatus(reply), 405) << reply;
 }
 

@@ -35,7 +35,8 @@ constexpr char kRelayUsage[] =
     "  --batch N             rows per batch, 1..100000 (default 1000)\n"
     "  --poll-ms N           fallback poll interval, 1..3600000 (default 500)\n"
     "  --buckets N           PostgreSQL buckets shared by relays, 1..4096 (default 64)\n"
-    "  --drain               publish what is there and exit (no waiting)\n";
+    "  --drain               publish what is there and exit (no waiting); prints per\n"
+    "                        source the rows handled, published and dead-lettered\n";
 
 Result<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -132,7 +133,12 @@ int RunRelay(int argc, char** argv) {
       if (!relay.ok()) return Fail(relay.status());
       auto n = (*relay)->Drain(SIZE_MAX);
       if (!n.ok()) return Fail(n.status().WithContext(source.name));
-      std::printf("%s: relayed %zu rows\n", source.name.c_str(), *n);
+      // Rows handled are published rows and dead-lettered rows: say which (a dead-lettered
+      // row is not in its topic). From the relay's counters, which count each separately.
+      const RelayStats st = (*relay)->stats();
+      std::printf("%s: %zu rows: %llu published, %llu dead-lettered\n", source.name.c_str(), *n,
+                  static_cast<unsigned long long>(st.published),
+                  static_cast<unsigned long long>(st.dead_lettered));
     }
     return 0;
   }

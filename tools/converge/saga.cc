@@ -31,10 +31,15 @@ void PrintUsage(std::FILE* out) {
       "  show ID            status, steps, timers and history of one saga\n"
       "  cancel ID          abort a saga: it is compensated (refused past its pivot)\n"
       "  timers             durable timers, earliest first\n"
+      "  timer-set ID KIND  move a saga's timer (KIND: step-timeout, retry, deadline) to\n"
+      "                     --due-ms MS (milliseconds since the epoch; a past time fires now)\n"
+      "  timer-cancel ID KIND  cancel a saga's timer\n"
       "\n"
       "Where the sagas are (one of):\n"
-      "  --server URL       a running `converge serve` (default $CONVERGE_SERVER or\n"
-      "                     http://127.0.0.1:8080); --token T or $CONVERGE_TOKEN for auth\n"
+      "  --server URL       a running `converge serve`, http:// or https:// (default\n"
+      "                     $CONVERGE_SERVER or http://127.0.0.1:8080); --token T or\n"
+      "                     $CONVERGE_TOKEN for auth; --cacert FILE (or $CONVERGE_CACERT):\n"
+      "                     https, the CA certificate the server's must chain to\n"
       "  --dir DIR          a saga log directory, read-only (ls, show, timers)\n"
       "\n"
       "Options of ls:\n"
@@ -59,6 +64,9 @@ struct Args {
   std::string id;
   std::string server;
   std::string token;
+  std::string cacert;
+  std::string kind;
+  int64_t due_ms = -1;
   std::string dir;
   std::string state;
   std::string definition;
@@ -79,11 +87,15 @@ Result<Args> Parse(int argc, char** argv, bool* help) {
   a.server = env_server ? env_server : "http://127.0.0.1:8080";
   const char* env_token = std::getenv("CONVERGE_TOKEN");
   a.token = env_token ? env_token : "";
+  const char* env_cacert = std::getenv("CONVERGE_CACERT");
+  a.cacert = env_cacert ? env_cacert : "";
   CLI::App app("Sagas of a running converge serve, or of a saga log directory.", "converge saga");
   Configure(app);
   // Every option is the parent's, so it may come before or after the command (fallthrough).
   app.add_option("--server", a.server);
   app.add_option("--token", a.token);
+  app.add_option("--cacert", a.cacert);
+  app.add_option("--due-ms", a.due_ms)->check(Integer(0, INT64_MAX / 1000));
   app.add_option("--dir", a.dir);
   app.add_option("--state", a.state);
   app.add_option("--definition", a.definition);
@@ -103,12 +115,23 @@ Result<Args> Parse(int argc, char** argv, bool* help) {
     app.add_subcommand(name)->fallthrough()->add_option("ID", id)->required();
   }
   app.add_subcommand("start")->fallthrough()->add_option("DEFINITION", id)->required();
+  std::string kind;
+  for (const char* name : {"timer-set", "timer-cancel"}) {
+    CLI::App* sub = app.add_subcommand(name)->fallthrough();
+    sub->add_option("ID", id)->required();
+    sub->add_option("KIND", kind)->required();
+  }
   app.require_subcommand(1, 1);
   CONVERGE_RETURN_IF_ERROR(cli::Parse(app, argc, argv, help));
   if (*help) return a;
   a.command = app.get_subcommands().front()->get_name();
   a.id = id;
-  if (!a.dir.empty() && (a.command == "cancel" || a.command == "start")) {
+  a.kind = kind;
+  if (a.command == "timer-set" && a.due_ms < 0) {
+    return InvalidArgumentError("timer-set needs --due-ms");
+  }
+  if (!a.dir.empty() &&
+      (a.command == "cancel" || a.command == "start" || a.command.rfind("timer-", 0) == 0)) {
     return InvalidArgumentError(a.command + " needs a running server (--server), not --dir");
   }
   return a;
@@ -119,7 +142,11 @@ using Reply = HttpCallReply;
 // One HTTP/1.1 request to the server named by --server.
 Result<Reply> Call(const Args& a, http::verb method, const std::string& target,
                    const std::string& body) {
-  return HttpCall(a.server, a.token, method, target, body, std::chrono::seconds(30));
+  HttpEndpoint endpoint;
+  endpoint.server = a.server;
+  endpoint.token = a.token;
+  endpoint.cacert = a.cacert;
+  return HttpCall(endpoint, method, target, body);
 }
 
 std::string Time(int64_t micros) {
@@ -247,12 +274,14 @@ Result<Reply> Offline(const Args& a) {
   } else {
     Result<SagaInfo> info = snap->Describe(a.id);
     if (!info.ok()) {
-      return Reply{404, "{\"code\":\"NOT_FOUND\",\"message\":" +
-                            json::serialize(json::string(info.status().message())) + "}"};
+      return Reply{404,
+                   "{\"code\":\"NOT_FOUND\",\"message\":" +
+                       json::serialize(json::string(info.status().message())) + "}",
+                   ""};
     }
     out = SagaInfoToJson(*info);
   }
-  return Reply{200, out};
+  return Reply{200, out, ""};
 }
 
 int RunSaga(int argc, char** argv) {
@@ -297,6 +326,16 @@ int RunSaga(int argc, char** argv) {
       body["data"] = std::move(data);
     }
     reply = Call(a, http::verb::post, "/v1/sagas", json::serialize(body));
+  } else if (a.command == "timer-set") {
+    json::object body;
+    body["due_micros"] = a.due_ms * 1000;
+    reply = Call(a, http::verb::put,
+                 "/v1/sagas/" + EscapePathSegment(a.id) + "/timers/" + EscapePathSegment(a.kind),
+                 json::serialize(body));
+  } else if (a.command == "timer-cancel") {
+    reply =
+        Call(a, http::verb::delete_,
+             "/v1/sagas/" + EscapePathSegment(a.id) + "/timers/" + EscapePathSegment(a.kind), "");
   } else {
     json::object body;
     body["reason"] = a.reason;
@@ -308,7 +347,19 @@ int RunSaga(int argc, char** argv) {
     return 1;
   }
   if (reply->status < 200 || reply->status >= 300) {
-    std::fprintf(stderr, "converge saga: %s (HTTP %d)\n", reply->body.c_str(), reply->status);
+    // The server's code and message, as the other commands print them.
+    boost::system::error_code ec;
+    json::value err = json::parse(reply->body, ec);
+    if (!ec && err.is_object() && err.as_object().contains("code")) {
+      std::fprintf(stderr, "converge saga: %s: %s (HTTP %d)\n",
+                   Str(err.as_object().at("code")).c_str(),
+                   err.as_object().contains("message")
+                       ? Str(err.as_object().at("message")).c_str()
+                       : "",
+                   reply->status);
+    } else {
+      std::fprintf(stderr, "converge saga: HTTP %d: %s\n", reply->status, reply->body.c_str());
+    }
     return 1;
   }
   if (a.json) {
@@ -330,6 +381,11 @@ int RunSaga(int argc, char** argv) {
       PrintSaga(v);
     } else if (a.command == "start") {
       std::printf("%s\n", Str(v.at("id")).c_str());
+    } else if (a.command == "timer-set") {
+      std::printf("%s: %s timer due %s\n", a.id.c_str(), a.kind.c_str(),
+                  Time(Int(v.as_object(), "due_micros")).c_str());
+    } else if (a.command == "timer-cancel") {
+      std::printf("%s: %s timer cancelled\n", a.id.c_str(), a.kind.c_str());
     } else {
       std::printf("%s: %s\n", a.id.c_str(),
                   v.as_object().contains("state") ? Str(v.at("state")).c_str() : "cancelled");
