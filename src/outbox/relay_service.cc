@@ -99,6 +99,12 @@ Status ParseSource(const YAML::Node& node, size_t index, RelaySourceConfig* out)
       s = ReadScalar(v, where, &o.sqlite_lock_path);
     } else if (key == "create_schema") {
       s = ReadScalar(v, where, &o.create_schema);
+    } else if (key == "mode") {
+      s = ReadScalar(v, where, &o.mode);
+    } else if (key == "wal_slot") {
+      s = ReadScalar(v, where, &o.wal_slot);
+    } else if (key == "wal_publication") {
+      s = ReadScalar(v, where, &o.wal_publication);
     } else {
       return KeyError(where, "unknown key");
     }
