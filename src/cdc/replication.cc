@@ -125,7 +125,7 @@ Result<ReplicationConnection::CreatedSlot> ReplicationConnection::CreateSlot(
 
 Status ReplicationConnection::DropSlot(const std::string& slot) {
   CONVERGE_RETURN_IF_ERROR(CheckSlotName(slot, "slot"));
-  return Exec("DROP_REPLICATION_SLOT " + slot + " WAIT").status();
+  return Exec("DROP_REPLICATION_SLOT " + slot).status();
 }
 
 Status ReplicationConnection::StartReplication(const std::string& slot,

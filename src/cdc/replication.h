@@ -54,7 +54,7 @@ class ReplicationConnection {
     std::string snapshot_name;
   };
   Result<CreatedSlot> CreateSlot(const std::string& slot, bool export_snapshot);
-  // DROP_REPLICATION_SLOT <slot> WAIT. NotFound if missing.
+  // DROP_REPLICATION_SLOT <slot>. NotFound if missing, FailedPrecondition if in use.
   Status DropSlot(const std::string& slot);
 
   // START_REPLICATION SLOT <slot> LOGICAL <start> with pgoutput options (proto_version '1',

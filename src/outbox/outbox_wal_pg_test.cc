@@ -356,6 +356,29 @@ TEST_F(WalOutboxTest, DroppedSlotIsAClearErrorNotSilentLoss) {
             StatusCode::kAlreadyExists);
 }
 
+// The permissions docs/formats/wal-outbox.md names: a service role with no privilege beyond
+// LOGIN emits; a relay role with only LOGIN REPLICATION relays.
+TEST_F(WalOutboxTest, OrdinaryRoleEmitsAndReplicationRoleRelays) {
+  auto admin = Connect();
+  ASSERT_TRUE(admin.ok());
+  ASSERT_OK((*admin)
+                ->ExecuteScript("DO $$ BEGIN CREATE ROLE app LOGIN; EXCEPTION WHEN duplicate_object "
+                                "THEN NULL; END $$; DO $$ BEGIN CREATE ROLE relay_only LOGIN "
+                                "REPLICATION; EXCEPTION WHEN duplicate_object THEN NULL; END $$;"));
+  sql::PostgresOptions o;
+  o.conninfo = Conninfo() + " user=app";
+  auto app = sql::Database::ConnectPostgres(o);
+  ASSERT_TRUE(app.ok()) << app.status().ToString();
+  ASSERT_OK(EmitOne(**app, "k", 7));
+  pipeline_->service_target.location = Conninfo() + " user=relay_only";
+  auto relay = pipeline_->NewRelay(WalOptions());
+  ASSERT_TRUE(relay.ok());
+  ASSERT_TRUE(RelayUntil(**relay, 1)) << (*relay)->stats().last_error;
+  auto events = LogContents();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].second, 7);
+}
+
 // A second relay of the same slot stands by while the first streams.
 TEST_F(WalOutboxTest, SecondRelayOfASlotStandsBy) {
   auto a = pipeline_->NewRelay(WalOptions());
