@@ -144,6 +144,12 @@ struct RelayOptions {
   // publication pgoutput is started with. Names: 1..63 of [a-z0-9_].
   std::string wal_slot;
   std::string wal_publication = "converge_outbox";
+  // WAL mode, table capture (docs/formats/wal-outbox.md, "Table capture"): the INSERT, UPDATE
+  // and DELETE of the publication's tables are published too, as change events
+  // (docs/formats/replica.md) on the topic wal_capture_topic_prefix + "<schema>.<table>". The
+  // slot must have been created by CreateCaptureSlot (with its initial snapshot).
+  bool wal_capture_tables = false;
+  std::string wal_capture_topic_prefix;
   // Where Start runs the relay's steps. They block on the database and the log, so by default
   // the relay has a thread of its own for them; its timers still come from the Env's executor.
   // true: on the Env's executor itself, one step per task. For a simulated Env (converge/
@@ -210,9 +216,18 @@ class Relay {
 // exists; InvalidArgument for bad names.
 Status CreateWalSlot(const std::string& conninfo, const std::string& slot,
                      const std::string& publication);
+// Table capture: creates the slot exporting its snapshot, publishes every row of the
+// publication's tables (which must exist and list them) as of that snapshot through `sink`, as
+// upsert change events (version: the slot's start LSN - 1, below every streamed change), then
+// records the finished snapshot in the table converge_cdc_snapshot (a relay with
+// wal_capture_tables refuses a slot without that record: a snapshot that was interrupted). On
+// any failure the slot is dropped again. AlreadyExists if the slot exists.
+Status CreateCaptureSlot(const std::string& conninfo, const std::string& slot,
+                         const std::string& publication, const std::string& topic_prefix,
+                         RelaySink& sink);
 // Drops the slot (waiting for a relay that streams from it to let go is not done: it must be
 // stopped first, else FailedPrecondition). The WAL it retained is released. NotFound if
-// missing. The publication is left alone.
+// missing. The publication is left alone; a table capture snapshot record is removed.
 Status DropWalSlot(const std::string& conninfo, const std::string& slot);
 
 // ---------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "cdc/rows.h"
+
 namespace converge::cdc {
 
 WalReader::WalReader(Clock& clock, WalReaderOptions options)
@@ -10,6 +12,9 @@ WalReader::WalReader(Clock& clock, WalReaderOptions options)
 void WalReader::Reset(Lsn confirmed) {
   in_tx_ = false;
   open_ = WalTransaction{};
+  open_rows_.clear();
+  dropped_ = 0;
+  relations_.clear();  // a new session sends them again
   ready_.clear();
   ready_messages_ = 0;
   in_flight_.clear();
@@ -36,6 +41,8 @@ Status WalReader::OnCopyData(std::string_view copy_data) {
       if (in_tx_) return FailedPreconditionError("pgoutput: Begin inside a transaction");
       in_tx_ = true;
       open_ = WalTransaction{};
+      open_rows_.clear();
+      dropped_ = 0;
       open_.xid = m.begin.xid;
       open_.commit_time_unix_micros = m.begin.commit_time_pg + kPgEpochUnixMicros;
       return Status::Ok();
@@ -43,6 +50,15 @@ Status WalReader::OnCopyData(std::string_view copy_data) {
       if (!in_tx_) return FailedPreconditionError("pgoutput: Commit outside a transaction");
       in_tx_ = false;
       open_.end_lsn = m.commit.end_lsn;
+      open_.commit_lsn = m.commit.commit_lsn;
+      if (dropped_ > 0) {
+        // Superseded row changes (kUpsert with an empty table marks them) go.
+        std::erase_if(open_.messages, [](const WalMessage& w) {
+          return w.kind != WalMessage::Kind::kMessage && w.table.empty();
+        });
+        dropped_ = 0;
+      }
+      open_rows_.clear();
       open_.commit_time_unix_micros = m.commit.commit_time_pg + kPgEpochUnixMicros;
       seen_ = std::max(seen_, m.commit.end_lsn);
       if (!open_.messages.empty()) {
@@ -77,10 +93,90 @@ Status WalReader::OnCopyData(std::string_view copy_data) {
       open_.messages.push_back(std::move(msg));
       return Status::Ok();
     }
+    case 'R':
+      if (options_.capture_changes) relations_[m.relation.id] = m.relation;
+      return Status::Ok();
+    case 'I':
+    case 'U':
+    case 'D':
+      if (!options_.capture_changes) return Status::Ok();
+      if (!in_tx_) return FailedPreconditionError("pgoutput: a row change outside a transaction");
+      return OnChange(m);
     default:
-      // Relation, row changes, origin, type, truncate: not outbox messages.
+      // Origin, type, truncate: nothing to hand out.
       return Status::Ok();
   }
+}
+
+Status WalReader::OnChange(const PgOutputMessage& m) {
+  auto it = relations_.find(m.change.relation_id);
+  if (it == relations_.end()) {
+    return FailedPreconditionError("pgoutput: a change of relation " +
+                                   std::to_string(m.change.relation_id) +
+                                   " before its Relation message");
+  }
+  const Relation& rel = it->second;
+  WalMessage change;
+  change.table = QualifiedName(rel);
+  auto fail = [&](const Status& s) {
+    change.kind = WalMessage::Kind::kUpsert;
+    change.error = std::string(s.message());
+    AddChange(std::move(change));
+    return Status::Ok();
+  };
+  std::vector<TupleValue> new_tuple = m.change.new_tuple;
+  if (m.change.op == 'U' && m.change.old_kind == 'O') {
+    // REPLICA IDENTITY FULL: unchanged TOASTed values come from the old row.
+    for (size_t i = 0; i < new_tuple.size() && i < m.change.old_tuple.size(); ++i) {
+      if (new_tuple[i].kind == 'u') new_tuple[i] = m.change.old_tuple[i];
+    }
+  }
+  if (m.change.op == 'D') {
+    Result<std::string> key = RowKey(rel, m.change.old_tuple);
+    if (!key.ok()) return fail(key.status());
+    change.kind = WalMessage::Kind::kDelete;
+    change.key = std::move(key).value();
+    AddChange(std::move(change));
+    return Status::Ok();
+  }
+  Result<std::string> key = RowKey(rel, new_tuple);
+  if (!key.ok()) return fail(key.status());
+  if (m.change.op == 'U' && m.change.old_kind != 0) {
+    Result<std::string> old_key = RowKey(rel, m.change.old_tuple);
+    if (!old_key.ok()) return fail(old_key.status());
+    if (*old_key != *key) {
+      WalMessage gone;
+      gone.kind = WalMessage::Kind::kDelete;
+      gone.table = change.table;
+      gone.key = std::move(old_key).value();
+      AddChange(std::move(gone));
+    }
+  }
+  Result<std::string> row = RowJson(rel, new_tuple);
+  change.key = std::move(key).value();
+  if (!row.ok()) return fail(row.status());
+  change.kind = WalMessage::Kind::kUpsert;
+  change.row_json = std::move(row).value();
+  AddChange(std::move(change));
+  return Status::Ok();
+}
+
+void WalReader::AddChange(WalMessage change) {
+  if (change.error.empty()) {
+    std::string id = change.table;
+    id.push_back('\0');
+    id.append(change.key);
+    auto [it, fresh] = open_rows_.try_emplace(std::move(id), open_.messages.size());
+    if (!fresh) {
+      WalMessage& old = open_.messages[it->second];
+      open_.bytes -= old.row_json.size();
+      old.table.clear();  // superseded: removed at commit
+      ++dropped_;
+      it->second = open_.messages.size();
+    }
+  }
+  open_.bytes += change.row_json.size();
+  open_.messages.push_back(std::move(change));
 }
 
 size_t WalReader::TakeReady(size_t max_messages, size_t max_bytes,

@@ -13,6 +13,8 @@
 
 #include <cstdint>
 #include <deque>
+#include <map>
+#include <unordered_map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,17 +25,27 @@
 
 namespace converge::cdc {
 
+// A logical message, or (table capture) the net change of one row in a transaction.
 struct WalMessage {
-  Lsn lsn = 0;
+  enum class Kind : uint8_t { kMessage, kUpsert, kDelete };
+  Kind kind = Kind::kMessage;
+  Lsn lsn = 0;  // messages: the message's LSN
   bool transactional = true;
   std::string prefix;
   std::string content;
+  // Row changes: the table ("<schema>.<table>"), the key (cdc/rows.h), the new row as JSON
+  // (upserts), and why the change cannot be captured (then key and row may be empty).
+  std::string table;
+  std::string key;
+  std::string row_json;
+  std::string error;
 };
 
 // A committed transaction with at least one matching message (or, for a non-transactional
 // message, that message alone).
 struct WalTransaction {
-  Lsn end_lsn = 0;  // confirm this once the messages are durable
+  Lsn commit_lsn = 0;  // the commit record's LSN: the version of the transaction's changes
+  Lsn end_lsn = 0;     // confirm this once the messages are durable
   int64_t commit_time_unix_micros = 0;
   uint32_t xid = 0;
   std::vector<WalMessage> messages;
@@ -46,6 +58,11 @@ struct WalReaderOptions {
   // A status update at least this often (the server disconnects a silent consumer after
   // wal_sender_timeout, 60 s by default).
   int64_t status_interval_ms = 10'000;
+  // Table capture: hand out the INSERT/UPDATE/DELETE of the publication's tables too, one net
+  // change per row and transaction (the last one wins: intermediate states of a transaction
+  // were never visible), as upserts and deletes; a key change is a delete of the old key and
+  // an upsert of the new one.
+  bool capture_changes = false;
 };
 
 class WalReader {
@@ -92,6 +109,9 @@ class WalReader {
     Lsn end_lsn;
     int64_t commit_time_unix_micros;
   };
+  // Adds a row change to the open transaction, replacing an earlier change of the same row.
+  void AddChange(WalMessage change);
+  Status OnChange(const PgOutputMessage& m);
   bool Matches(std::string_view prefix) const {
     return prefix.substr(0, options_.prefix.size()) == options_.prefix;
   }
@@ -101,6 +121,9 @@ class WalReader {
 
   bool in_tx_ = false;
   WalTransaction open_;
+  std::map<uint32_t, Relation> relations_;               // by relation id, this session
+  std::unordered_map<std::string, size_t> open_rows_;    // table + key -> index in open_
+  size_t dropped_ = 0;                                    // superseded entries in open_
   std::deque<WalTransaction> ready_;
   size_t ready_messages_ = 0;
   std::deque<Pending> in_flight_;  // taken, not yet durable

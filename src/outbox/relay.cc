@@ -508,6 +508,8 @@ Result<std::unique_ptr<Relay>> Relay::Create(Env& env, const sql::DatabaseTarget
   so.create_schema = options.create_schema;
   so.wal_slot = options.wal_slot;
   so.wal_publication = options.wal_publication;
+  so.wal_capture_tables = options.wal_capture_tables;
+  so.wal_capture_topic_prefix = options.wal_capture_topic_prefix;
   if (source.location.empty()) {
     return InvalidArgumentError(source.engine == sql::Engine::kSqlite ? "relay: empty SQLite path"
                                                                       : "relay: empty conninfo");

@@ -105,6 +105,10 @@ Status ParseSource(const YAML::Node& node, size_t index, RelaySourceConfig* out)
       s = ReadScalar(v, where, &o.wal_slot);
     } else if (key == "wal_publication") {
       s = ReadScalar(v, where, &o.wal_publication);
+    } else if (key == "wal_capture_tables") {
+      s = ReadScalar(v, where, &o.wal_capture_tables);
+    } else if (key == "wal_capture_topic_prefix") {
+      s = ReadScalar(v, where, &o.wal_capture_topic_prefix);
     } else {
       return KeyError(where, "unknown key");
     }

@@ -100,6 +100,8 @@ struct SourceOptions {
   bool create_schema = true;
   std::string wal_slot;
   std::string wal_publication;
+  bool wal_capture_tables = false;
+  std::string wal_capture_topic_prefix;
 };
 
 // SQLite: `path` is the database file; wake-ups from in-process writers signal `waker`.

@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "cdc/replication.h"
+#include "cdc/rows.h"
+#include "cdc/snapshot.h"
 #include "cdc/wal_reader.h"
 #include "converge/outbox.h"
 #include "outbox/outbox_row.h"
@@ -93,13 +95,66 @@ void BuildWalRow(const cdc::WalMessage& m, int64_t commit_time_unix_micros, Clai
   out->row_json = MessageJson(m);
 }
 
+// One row change -> a change event (docs/formats/replica.md, "The change-event convention"):
+// subject and partition key = the row's key, extensions version and commitseq = `version`
+// (the commit LSN: grows along the stream, so along every key and partition), the new row as
+// JSON data, id <topic>/<key>/<version> so a re-read change is dropped by the idempotent
+// publish. A change that cannot be captured is a malformed row (its dead letter says why).
+void BuildChangeRow(const cdc::WalMessage& m, Lsn version, int64_t commit_time_unix_micros,
+                    const std::string& topic_prefix, const std::string& slot, ClaimedRow* out) {
+  out->seq = static_cast<int64_t>(version);
+  out->topic = topic_prefix + m.table;
+  out->key = m.key;
+  out->id.clear();
+  out->value.clear();
+  out->timestamp_micros = 0;
+  out->malformed = false;
+  out->reason.clear();
+  out->row_json.clear();
+  Status s = m.error.empty() ? CheckTopicName(out->topic) : FailedPreconditionError(m.error);
+  Event event;
+  if (s.ok()) {
+    const bool upsert = m.kind == cdc::WalMessage::Kind::kUpsert;
+    event.set_source("/converge/cdc/" + slot);
+    event.set_id(out->topic + "/" + m.key + "/" + std::to_string(version));
+    event.set_type(upsert ? "converge.change.upsert" : "converge.change.delete");
+    event.set_subject(m.key);
+    event.SetExtension("version", std::to_string(version));
+    event.SetExtension("commitseq", std::to_string(version));
+    event.set_partitionkey(m.key);
+    event.set_time(FormatRfc3339(commit_time_unix_micros * 1000));
+    if (upsert) {
+      event.set_datacontenttype("application/json");
+      s = event.SetJsonData(m.row_json);
+    }
+  }
+  if (s.ok()) s = event.Validate();
+  if (s.ok()) s = CheckAttributeLimits(event);
+  if (s.ok()) s = EncodeBinary(event, &out->value);
+  if (s.ok()) {
+    AppendEventIdentity(event, &out->id);
+    return;
+  }
+  out->malformed = true;
+  out->value.clear();
+  out->reason = "row change of " + m.table + " at " + cdc::FormatLsn(version) + ": " +
+                std::string(s.message());
+  out->row_json = "{\"table\":";
+  AppendJsonString(m.table, &out->row_json);
+  out->row_json += ",\"key\":";
+  AppendJsonString(m.key, &out->row_json);
+  out->row_json += ",\"commit_lsn\":";
+  AppendJsonString(cdc::FormatLsn(version), &out->row_json);
+  out->row_json += '}';
+}
+
 class WalSource final : public OutboxSource {
  public:
   WalSource(Env& env, std::string conninfo, SourceOptions options)
       : env_(env),
         conninfo_(std::move(conninfo)),
         options_(std::move(options)),
-        reader_(env.clock(), cdc::WalReaderOptions{std::string(outbox_format::kWalPrefix)}) {}
+        reader_(env.clock(), ReaderOptions(options_)) {}
 
   Result<bool> Acquire(bool /*rebalance*/) override {
     // After a failed cycle (a batch claimed and not removed), start over from the slot.
@@ -131,6 +186,20 @@ class WalSource final : public OutboxSource {
       return Drop(FailedPreconditionError("relay: replication slot '" + options_.wal_slot +
                                           "' uses plugin '" + info->plugin +
                                           "', not pgoutput"));
+    }
+    if (options_.wal_capture_tables) {
+      // A capture slot without a finished snapshot would stream changes on top of missing
+      // rows: refuse it.
+      Result<std::vector<std::vector<std::string>>> done =
+          conn_->Exec("SELECT 1 FROM converge_cdc_snapshot WHERE slot = '" + options_.wal_slot +
+                      "'");
+      if (!done.ok() || done->empty()) {
+        return Drop(FailedPreconditionError(
+            "relay: the initial snapshot of replication slot '" + options_.wal_slot +
+            "' never completed (no row in converge_cdc_snapshot: interrupted, or the slot was "
+            "not created for table capture). Drop the slot and create it again with "
+            "`converge relay --config FILE --create-slots --log-dir DIR` or CreateCaptureSlot"));
+      }
     }
     if (info->active_elsewhere) {
       Reset();
@@ -170,8 +239,14 @@ class WalSource final : public OutboxSource {
     reader_.TakeReady(max_rows, max_bytes, &txs_);
     for (const cdc::WalTransaction& tx : txs_) {
       for (const cdc::WalMessage& m : tx.messages) {
-        BuildWalRow(m, tx.commit_time_unix_micros, &out->Add());
-        out->bytes += m.content.size();
+        if (m.kind == cdc::WalMessage::Kind::kMessage) {
+          BuildWalRow(m, tx.commit_time_unix_micros, &out->Add());
+          out->bytes += m.content.size();
+        } else {
+          BuildChangeRow(m, tx.commit_lsn, tx.commit_time_unix_micros,
+                         options_.wal_capture_topic_prefix, options_.wal_slot, &out->Add());
+          out->bytes += m.row_json.size();
+        }
       }
     }
     out->full = reader_.ready_transactions() > 0 || reads >= kMaxReadsPerClaim;
@@ -223,6 +298,13 @@ class WalSource final : public OutboxSource {
   }
 
  private:
+  static cdc::WalReaderOptions ReaderOptions(const SourceOptions& o) {
+    cdc::WalReaderOptions r;
+    r.prefix = std::string(outbox_format::kWalPrefix);
+    r.capture_changes = o.wal_capture_tables;
+    return r;
+  }
+
   Status Feed(const std::string& data) {
     Status s = reader_.OnCopyData(data);
     if (!s.ok()) return Drop(s.WithContext("relay: replication stream of slot '" +
@@ -296,7 +378,99 @@ Status DropWalSlot(const std::string& conninfo, const std::string& slot) {
   CONVERGE_RETURN_IF_ERROR(cdc::CheckSlotName(slot, "slot"));
   CONVERGE_ASSIGN_OR_RETURN(auto conn,
                             cdc::ReplicationConnection::Connect(conninfo, "converge", 10'000));
-  return conn->DropSlot(slot);
+  CONVERGE_RETURN_IF_ERROR(conn->DropSlot(slot));
+  // A capture snapshot record of the slot is void now (a slot of that name created later
+  // needs its own snapshot).
+  CONVERGE_ASSIGN_OR_RETURN(
+      auto table, conn->Exec("SELECT to_regclass('converge_cdc_snapshot') IS NOT NULL"));
+  if (!table.empty() && table[0][0] == "t") {
+    CONVERGE_RETURN_IF_ERROR(
+        conn->Exec("DELETE FROM converge_cdc_snapshot WHERE slot = '" + slot + "'").status());
+  }
+  return Status::Ok();
+}
+
+Status CreateCaptureSlot(const std::string& conninfo, const std::string& slot,
+                         const std::string& publication, const std::string& topic_prefix,
+                         RelaySink& sink) {
+  using outbox_internal::ClaimedRow;
+  CONVERGE_RETURN_IF_ERROR(cdc::CheckSlotName(slot, "slot"));
+  CONVERGE_RETURN_IF_ERROR(cdc::CheckSlotName(publication, "publication"));
+  CONVERGE_ASSIGN_OR_RETURN(auto conn,
+                            cdc::ReplicationConnection::Connect(conninfo, "converge", 10'000));
+  CONVERGE_ASSIGN_OR_RETURN(
+      auto pub, conn->Exec("SELECT 1 FROM pg_publication WHERE pubname = '" + publication + "'"));
+  if (pub.empty()) {
+    return NotFoundError("publication '" + publication +
+                         "' does not exist: create it with the tables to capture (CREATE "
+                         "PUBLICATION " + publication + " FOR TABLE ...)");
+  }
+  CONVERGE_ASSIGN_OR_RETURN(auto created, conn->CreateSlot(slot, /*export_snapshot=*/true));
+  // Rows read in the snapshot are older than every change streamed from the slot, whose
+  // commit LSNs are at or after its start point.
+  const cdc::Lsn version = created.consistent_point > 1 ? created.consistent_point - 1 : 1;
+  const int64_t now_micros = Env::Default().clock().NowWallMicros();
+  std::vector<ClaimedRow> rows;
+  uint64_t total = 0;
+  auto flush = [&]() -> Status {
+    if (rows.empty()) return Status::Ok();
+    std::vector<SinkRecord> records;
+    records.reserve(rows.size());
+    for (const ClaimedRow& r : rows) {
+      if (r.malformed) return FailedPreconditionError("snapshot: " + r.reason);
+      records.push_back(SinkRecord{r.topic, RecordView{r.id, r.key, r.value, 0}});
+    }
+    std::vector<SinkRejection> rejected;
+    CONVERGE_RETURN_IF_ERROR(sink.Publish(records, &rejected));
+    if (!rejected.empty()) {
+      return FailedPreconditionError("snapshot: the log refused a row: " + rejected[0].reason);
+    }
+    total += rows.size();
+    rows.clear();
+    return Status::Ok();
+  };
+  Status s = cdc::ReadSnapshot(
+      conninfo, created.snapshot_name, publication, 10'000,
+      [&](const cdc::Relation& rel, const std::vector<cdc::TupleValue>& tuple) -> Status {
+        cdc::WalMessage m;
+        m.kind = cdc::WalMessage::Kind::kUpsert;
+        m.table = cdc::QualifiedName(rel);
+        Result<std::string> key = cdc::RowKey(rel, tuple);
+        Result<std::string> row = cdc::RowJson(rel, tuple);
+        if (!key.ok()) return key.status();
+        if (!row.ok()) return row.status();
+        m.key = std::move(key).value();
+        m.row_json = std::move(row).value();
+        outbox_internal::BuildChangeRow(m, version, now_micros, topic_prefix, slot,
+                                        &rows.emplace_back());
+        return rows.size() >= 1000 ? flush() : Status::Ok();
+      });
+  if (s.ok()) s = flush();
+  if (s.ok()) {
+    s = conn->Exec(
+                "CREATE TABLE IF NOT EXISTS converge_cdc_snapshot (slot text PRIMARY KEY, "
+                "consistent_point text NOT NULL, rows bigint NOT NULL, done_at timestamptz NOT "
+                "NULL DEFAULT now())")
+            .status();
+  }
+  if (s.ok()) {
+    s = conn->Exec("INSERT INTO converge_cdc_snapshot (slot, consistent_point, rows) VALUES ('" +
+                   slot + "', '" + cdc::FormatLsn(created.consistent_point) + "', " +
+                   std::to_string(total) +
+                   ") ON CONFLICT (slot) DO UPDATE SET consistent_point = "
+                   "excluded.consistent_point, rows = excluded.rows, done_at = now()")
+            .status();
+  }
+  if (!s.ok()) {
+    // No half-made capture slot stays behind: creating it again starts over.
+    Status dropped = conn->DropSlot(slot);
+    if (!dropped.ok()) {
+      auto again = cdc::ReplicationConnection::Connect(conninfo, "converge", 10'000);
+      if (again.ok()) (*again)->DropSlot(slot).IgnoreError();
+    }
+    return s.WithContext("create capture slot '" + slot + "'");
+  }
+  return Status::Ok();
 }
 
 }  // namespace converge

@@ -41,7 +41,9 @@ constexpr char kRelayUsage[] =
     "  --mode M              table (default) | wal: read logical messages from a slot\n"
     "  --slot NAME           wal: the replication slot\n"
     "  --publication NAME    wal: the publication (default converge_outbox)\n"
-    "  --create-slots        create the slot (and publication) of every wal source, exit\n"
+    "  --create-slots        create the slot (and publication) of every wal source, exit;\n"
+    "                        for table capture sources also the initial snapshot, into\n"
+    "                        the log of --log-dir\n"
     "  --drop-slots          drop the slot of every wal source (relays stopped first), exit;\n"
     "                        the events not yet relayed are lost\n";
 
@@ -136,14 +138,41 @@ int RunRelay(int argc, char** argv) {
   if (slot_op) {
     int rc = 0;
     size_t wal_sources = 0;
+    // Table capture sources publish their initial snapshot into the log while the slot is
+    // created: they need the log.
+    std::unique_ptr<Log> snapshot_log;
+    std::unique_ptr<RelaySink> snapshot_sink;
     for (const RelaySourceConfig& source : config.sources) {
       if (source.options.mode != "wal") continue;
       ++wal_sources;
       auto target = sql::ParseDatabaseTarget(source.database);
       if (!target.ok()) return Fail(target.status());
       const RelayOptions& o = source.options;
-      Status s = create_slots ? CreateWalSlot(target->location, o.wal_slot, o.wal_publication)
-                              : DropWalSlot(target->location, o.wal_slot);
+      Status s;
+      if (create_slots && o.wal_capture_tables) {
+        if (snapshot_sink == nullptr) {
+          if (log_dir.empty()) {
+            std::fprintf(stderr,
+                         "converge relay: --create-slots for a table capture source (%s) needs "
+                         "--log-dir: its initial snapshot goes into the log\n",
+                         source.name.c_str());
+            return 2;
+          }
+          LogOptions lo;
+          lo.dir = log_dir;
+          auto log = Log::Open(Env::Default(), lo);
+          if (!log.ok()) return Fail(log.status());
+          snapshot_log = std::move(log).value();
+          auto sink = NewLogSink(*snapshot_log, config.sink);
+          if (!sink.ok()) return Fail(sink.status());
+          snapshot_sink = std::move(sink).value();
+        }
+        s = CreateCaptureSlot(target->location, o.wal_slot, o.wal_publication,
+                              o.wal_capture_topic_prefix, *snapshot_sink);
+      } else {
+        s = create_slots ? CreateWalSlot(target->location, o.wal_slot, o.wal_publication)
+                         : DropWalSlot(target->location, o.wal_slot);
+      }
       if (create_slots && s.code() == StatusCode::kAlreadyExists) {
         std::printf("%s: slot %s exists\n", source.name.c_str(), o.wal_slot.c_str());
       } else if (!s.ok()) {
