@@ -514,7 +514,8 @@ class ConvergeOutboxSystem final : public OutboxSystem {
 struct OutboxOptions {
   OutboxWorkload workload;
   std::vector<std::string> systems = {"converge-sqlite", "converge-postgres",
-                                      "converge-postgres-wal", "polling-postgres"};
+                                      "converge-postgres-wal", "polling-postgres",
+                                      "capture-postgres"};
   std::vector<std::string> workloads = {"e2e", "latency"};
   bool json = false;
   bool help = false;
@@ -531,7 +532,9 @@ void PrintOutboxHelp(std::FILE* out) {
       "\n"
       "  --systems LIST       converge-sqlite,converge-postgres,converge-postgres-wal,\n"
       "                       polling-postgres (default all); -wal: the WAL outbox (logical\n"
-      "                       messages, relay mode wal, docs/formats/wal-outbox.md)\n"
+      "                       messages, relay mode wal, docs/formats/wal-outbox.md);\n"
+      "                       capture-postgres: table capture, e2e = row changes/s into the\n"
+      "                       log, latency = capture lag at 5,000 changes/s\n"
       "  --workloads LIST     e2e,latency (default both)\n"
       "  --events N           events in e2e (default 200000)\n"
       "  --tx-events N        events (and business rows) per transaction in e2e (default 100)\n"
@@ -567,7 +570,7 @@ Result<OutboxOptions> ParseOutboxOptions(int argc, char** argv) {
   if (workloads_option->count() > 0) o.workloads = SplitList(workloads);
   for (const std::string& s : o.systems) {
     if (s != "converge-sqlite" && s != "converge-postgres" && s != "converge-postgres-wal" &&
-        s != "polling-postgres") {
+        s != "polling-postgres" && s != "capture-postgres") {
       return InvalidArgumentError("unknown system '" + s + "'");
     }
   }
@@ -581,6 +584,7 @@ std::unique_ptr<OutboxSystem> MakeSystem(const std::string& name) {
   if (name == "converge-sqlite") return MakeConvergeOutboxSystem(false);
   if (name == "converge-postgres") return MakeConvergeOutboxSystem(true);
   if (name == "converge-postgres-wal") return std::make_unique<ConvergeOutboxSystem>(true, true);
+  if (name == "capture-postgres") return MakeCaptureSystem();
   return MakePollingOutboxSystem();
 }
 
@@ -636,6 +640,14 @@ std::string OutboxComparison(const std::vector<Measurement>& rows) {
                   "target converge-postgres-wal >= 1.5x converge-postgres (table outbox): %s "
                   "(%.2fx)\n",
                   verdict(ratio >= 1.5), ratio);
+    out += line;
+  }
+  if (const Measurement* lag = Find(rows, "capture-lag", "capture-postgres");
+      lag != nullptr && lag->p99_us) {
+    std::snprintf(line, sizeof(line),
+                  "target capture lag p99 <= 50 ms at 5k changes/s: %s (%.1f ms at %s/s)\n",
+                  verdict(*lag->p99_us <= 50'000), *lag->p99_us / 1000,
+                  FormatThousands(lag->events_per_s).c_str());
     out += line;
   }
   for (const Measurement& m : rows) {
