@@ -63,9 +63,8 @@ class CaptureSystem final : public OutboxSystem {
     ro.wal_slot = "bench_capture";
     ro.wal_publication = "bench_capture";
     ro.wal_capture_tables = true;
-    CONVERGE_ASSIGN_OR_RETURN(relay_,
-                              Relay::Create(Env::Default(), {sql::Engine::kPostgres, conninfo_},
-                                            *sink_, ro));
+    CONVERGE_ASSIGN_OR_RETURN(
+        relay_, Relay::Create(Env::Default(), {sql::Engine::kPostgres, conninfo_}, *sink_, ro));
     return relay_->Start();
   }
 
@@ -217,10 +216,11 @@ class CaptureSystem final : public OutboxSystem {
   static Status Insert(sql::Database& db, const std::vector<int64_t>& ids) {
     const std::string array = sql::internal::PgIntArray(ids);
     sql::Value p[] = {sql::Value::Text(array)};
-    return db.Execute(
-                 "INSERT INTO items (id, customer, amount) SELECT i, 'c' || (i % 1000), 4200 FROM "
-                 "unnest($1::bigint[]) AS i",
-                 p)
+    return db
+        .Execute(
+            "INSERT INTO items (id, customer, amount) SELECT i, 'c' || (i % 1000), 4200 FROM "
+            "unnest($1::bigint[]) AS i",
+            p)
         .status();
   }
 
@@ -242,8 +242,8 @@ class CaptureSystem final : public OutboxSystem {
       if (n >= want) return Status::Ok();
       if (NowNanos() > deadline) {
         return DeadlineExceededError("capture: " + std::to_string(n) + " of " +
-                                     std::to_string(want) + " changes in the log; relay: " +
-                                     relay_->stats().last_error);
+                                     std::to_string(want) +
+                                     " changes in the log; relay: " + relay_->stats().last_error);
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }

@@ -247,8 +247,8 @@ class ConvergeOutboxSystem final : public OutboxSystem {
       po.base_dir = w.dir;
       po.settings = {"max_connections=200", "shared_buffers=256MB"};
       if (wal_) {
-        po.settings.insert(po.settings.end(), {"wal_level=logical", "max_replication_slots=4",
-                                               "max_wal_senders=4"});
+        po.settings.insert(po.settings.end(),
+                           {"wal_level=logical", "max_replication_slots=4", "max_wal_senders=4"});
       }
       CONVERGE_ASSIGN_OR_RETURN(pg_, testing::PostgresServer::Start(po));
       CONVERGE_RETURN_IF_ERROR(pg_->CreateDatabase("service"));

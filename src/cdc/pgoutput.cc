@@ -253,8 +253,7 @@ Result<PgOutputMessage> DecodePgOutput(std::string_view payload) {
     case 'I':
     case 'U':
     case 'D': {
-      const std::string_view what =
-          m.tag == 'I' ? "Insert" : (m.tag == 'U' ? "Update" : "Delete");
+      const std::string_view what = m.tag == 'I' ? "Insert" : (m.tag == 'U' ? "Update" : "Delete");
       m.change.op = m.tag;
       uint8_t sub = 0;
       if (!r.GetU32(&m.change.relation_id) || !r.GetU8(&sub)) return Truncated(what);

@@ -36,9 +36,9 @@ inline constexpr int64_t kPgEpochUnixMicros = 946'684'800'000'000;
 struct StreamMessage {
   enum class Kind : uint8_t { kXLogData, kKeepalive };
   Kind kind = Kind::kKeepalive;
-  Lsn start = 0;             // XLogData: WAL position of the payload
-  Lsn wal_end = 0;           // the server's current end of WAL
-  int64_t send_time_pg = 0;  // microseconds since 2000-01-01
+  Lsn start = 0;                 // XLogData: WAL position of the payload
+  Lsn wal_end = 0;               // the server's current end of WAL
+  int64_t send_time_pg = 0;      // microseconds since 2000-01-01
   bool reply_requested = false;  // keepalive: answer at once (or be disconnected)
   std::string_view payload;      // XLogData: one pgoutput message
 };

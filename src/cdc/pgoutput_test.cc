@@ -160,8 +160,8 @@ TEST(PgOutputTest, RelationAndChanges) {
   // Every strict prefix of every message is a clear DataLoss, never a crash or a read past
   // the end (ASan runs this too).
   for (const std::string& msg :
-       {RelationMsg(), insert, update, del, testing::BeginMsg(1, 2, 3),
-        testing::CommitMsg(1, 2, 3), testing::MessageMsg(true, 1, "converge:t", "body")}) {
+       {RelationMsg(), insert, update, del, testing::BeginMsg(1, 2, 3), testing::CommitMsg(1, 2, 3),
+        testing::MessageMsg(true, 1, "converge:t", "body")}) {
     for (size_t n = 0; n < msg.size(); ++n) {
       auto bad = DecodePgOutput(msg.substr(0, n));
       ASSERT_FALSE(bad.ok()) << "prefix " << n << " of tag " << msg[0];
@@ -194,11 +194,10 @@ TEST(PgOutputTest, MalformedShapes) {
   EXPECT_EQ(DecodePgOutput(Bytes().U8('T').U32(2).U8(0).U32(1).str()).status().code(),
             StatusCode::kDataLoss);
   // A message whose content length claims more than there is.
-  EXPECT_EQ(
-      DecodePgOutput(Bytes().U8('M').U8(1).U64(1).Str("p").U32(100).Raw("short").str())
-          .status()
-          .code(),
-      StatusCode::kDataLoss);
+  EXPECT_EQ(DecodePgOutput(Bytes().U8('M').U8(1).U64(1).Str("p").U32(100).Raw("short").str())
+                .status()
+                .code(),
+            StatusCode::kDataLoss);
   // Tags converge skips still have to be well-formed.
   EXPECT_TRUE(DecodePgOutput(Bytes().U8('O').U64(1).Str("origin").str()).ok());
   EXPECT_TRUE(DecodePgOutput(Bytes().U8('Y').U32(1).Str("s").Str("t").str()).ok());

@@ -23,8 +23,8 @@ Status CommandError(PGconn* conn, const PGresult* res, std::string_view what) {
   if (PQstatus(conn) == CONNECTION_BAD || state == nullptr) return UnavailableError(message);
   const std::string code(state);
   message += " (SQLSTATE " + code + ")";
-  if (code == "42704") return NotFoundError(message);       // undefined_object: no slot/pub
-  if (code == "42710") return AlreadyExistsError(message);  // duplicate_object
+  if (code == "42704") return NotFoundError(message);            // undefined_object: no slot/pub
+  if (code == "42710") return AlreadyExistsError(message);       // duplicate_object
   if (code == "55006") return FailedPreconditionError(message);  // object_in_use
   if (code == "55000") return FailedPreconditionError(message);  // e.g. slot invalidated
   if (code.rfind("28", 0) == 0 || code == "42501") return PermissionDeniedError(message);
@@ -111,9 +111,9 @@ Result<ReplicationConnection::SlotInfo> ReplicationConnection::GetSlot(const std
 Result<ReplicationConnection::CreatedSlot> ReplicationConnection::CreateSlot(
     const std::string& slot, bool export_snapshot) {
   CONVERGE_RETURN_IF_ERROR(CheckSlotName(slot, "slot"));
-  CONVERGE_ASSIGN_OR_RETURN(
-      auto rows, Exec("CREATE_REPLICATION_SLOT " + slot + " LOGICAL pgoutput " +
-                      (export_snapshot ? "EXPORT_SNAPSHOT" : "NOEXPORT_SNAPSHOT")));
+  CONVERGE_ASSIGN_OR_RETURN(auto rows,
+                            Exec("CREATE_REPLICATION_SLOT " + slot + " LOGICAL pgoutput " +
+                                 (export_snapshot ? "EXPORT_SNAPSHOT" : "NOEXPORT_SNAPSHOT")));
   CreatedSlot out;
   if (rows.empty() || rows[0].size() < 3) {
     return InternalError("CREATE_REPLICATION_SLOT: unexpected answer");

@@ -17,8 +17,11 @@ Relation Orders() {
   r.id = 7;
   r.schema = "public";
   r.name = "orders";
-  r.columns = {{true, "id", 23, -1},       {false, "note", 25, -1}, {false, "paid", 16, -1},
-               {false, "amount", 1700, -1}, {false, "meta", 3802, -1}};
+  r.columns = {{true, "id", 23, -1},
+               {false, "note", 25, -1},
+               {false, "paid", 16, -1},
+               {false, "amount", 1700, -1},
+               {false, "meta", 3802, -1}};
   return r;
 }
 
@@ -135,7 +138,7 @@ TEST(RowsTest, WalReaderHandsOutTheNetChangePerRowAndTransaction) {
   feed(RelationBytes());
   feed(Insert("1", "a"));
   feed(Insert("2", "b"));
-  feed(Insert("1", "a2"));           // the same row again: only the last state counts
+  feed(Insert("1", "a2"));             // the same row again: only the last state counts
   feed(UpdateKey("2", "3", "moved"));  // key change: delete 2, upsert 3
   feed(Insert("4", "x"));
   feed(Delete("4"));  // inserted and deleted in one transaction: a delete (tombstone)
@@ -152,8 +155,7 @@ TEST(RowsTest, WalReaderHandsOutTheNetChangePerRowAndTransaction) {
                   (m.row_json.empty() ? "" : " " + m.row_json));
   }
   EXPECT_EQ(got, (std::vector<std::string>{"upsert 1 {\"id\":1,\"note\":\"a2\"}", "delete 2",
-                                           "upsert 3 {\"id\":3,\"note\":\"moved\"}",
-                                           "delete 4"}));
+                                           "upsert 3 {\"id\":3,\"note\":\"moved\"}", "delete 4"}));
   // A change of a relation never announced is a protocol error, not a guess.
   reader.Reset(0);
   feed(testing::BeginMsg(0x200, 5, 2));

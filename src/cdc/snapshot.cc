@@ -55,10 +55,10 @@ std::string Identifier(PGconn* conn, const std::string& s) {
 
 }  // namespace
 
-Status ReadSnapshot(const std::string& conninfo, const std::string& snapshot_name,
-                    const std::string& publication, int64_t connect_timeout_ms,
-                    const std::function<Status(const Relation&, const std::vector<TupleValue>&)>&
-                        on_row) {
+Status ReadSnapshot(
+    const std::string& conninfo, const std::string& snapshot_name, const std::string& publication,
+    int64_t connect_timeout_ms,
+    const std::function<Status(const Relation&, const std::vector<TupleValue>&)>& on_row) {
   CONVERGE_RETURN_IF_ERROR(CheckSlotName(publication, "publication"));
   const std::string timeout_s =
       std::to_string(std::max<int64_t>(2, (connect_timeout_ms + 999) / 1000));
@@ -136,9 +136,9 @@ Status ReadSnapshot(const std::string& conninfo, const std::string& snapshot_nam
           if (PQgetisnull(raw, 0, col)) {
             tuple[i] = TupleValue{'n', {}};
           } else {
-            tuple[i] = TupleValue{
-                't', std::string_view(PQgetvalue(raw, 0, col),
-                                      static_cast<size_t>(PQgetlength(raw, 0, col)))};
+            tuple[i] =
+                TupleValue{'t', std::string_view(PQgetvalue(raw, 0, col),
+                                                 static_cast<size_t>(PQgetlength(raw, 0, col)))};
           }
         }
         status = on_row(rel, tuple);  // on error: drain the rest of the results, then return

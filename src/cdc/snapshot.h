@@ -20,9 +20,9 @@ namespace converge::cdc {
 // generated and dropped columns left out, key flags from the replica identity) and the values
 // in text form. A non-OK `on_row` stops and is returned. NotFound if the publication does not
 // exist; the server's error otherwise (an expired snapshot: FailedPrecondition/Internal).
-Status ReadSnapshot(const std::string& conninfo, const std::string& snapshot_name,
-                    const std::string& publication, int64_t connect_timeout_ms,
-                    const std::function<Status(const Relation&, const std::vector<TupleValue>&)>&
-                        on_row);
+Status ReadSnapshot(
+    const std::string& conninfo, const std::string& snapshot_name, const std::string& publication,
+    int64_t connect_timeout_ms,
+    const std::function<Status(const Relation&, const std::vector<TupleValue>&)>& on_row);
 
 }  // namespace converge::cdc

@@ -87,8 +87,10 @@ Status WalReader::OnCopyData(std::string_view copy_data) {
         ready_.push_back(std::move(alone));
         return Status::Ok();
       }
-      if (!in_tx_) return FailedPreconditionError("pgoutput: transactional Message outside a "
-                                                  "transaction");
+      if (!in_tx_)
+        return FailedPreconditionError(
+            "pgoutput: transactional Message outside a "
+            "transaction");
       open_.bytes += msg.content.size();
       open_.messages.push_back(std::move(msg));
       return Status::Ok();

@@ -14,9 +14,9 @@
 #include <cstdint>
 #include <deque>
 #include <map>
-#include <unordered_map>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "cdc/pgoutput.h"
@@ -121,9 +121,9 @@ class WalReader {
 
   bool in_tx_ = false;
   WalTransaction open_;
-  std::map<uint32_t, Relation> relations_;               // by relation id, this session
-  std::unordered_map<std::string, size_t> open_rows_;    // table + key -> index in open_
-  size_t dropped_ = 0;                                    // superseded entries in open_
+  std::map<uint32_t, Relation> relations_;             // by relation id, this session
+  std::unordered_map<std::string, size_t> open_rows_;  // table + key -> index in open_
+  size_t dropped_ = 0;                                 // superseded entries in open_
   std::deque<WalTransaction> ready_;
   size_t ready_messages_ = 0;
   std::deque<Pending> in_flight_;  // taken, not yet durable

@@ -93,8 +93,7 @@ TEST_F(WalReaderTest, KeepaliveInsideTransactionDoesNotMove) {
   ASSERT_TRUE(reader_.OnCopyData(XLog(0x10, BeginMsg(0x50, 5, 1))).ok());
   ASSERT_TRUE(reader_.OnCopyData(Keepalive(0x80, false)).ok());
   EXPECT_EQ(reader_.flush_position(), 0u);
-  ASSERT_TRUE(
-      reader_.OnCopyData(XLog(0x20, MessageMsg(true, 0x20, "converge:t", "payload"))).ok());
+  ASSERT_TRUE(reader_.OnCopyData(XLog(0x20, MessageMsg(true, 0x20, "converge:t", "payload"))).ok());
   ASSERT_TRUE(reader_.OnCopyData(XLog(0x50, CommitMsg(0x50, 0x60, 5))).ok());
   EXPECT_EQ(reader_.flush_position(), 0u);
   EXPECT_EQ(reader_.ready_transactions(), 1u);
@@ -116,8 +115,7 @@ TEST_F(WalReaderTest, ProtocolOrderErrors) {
             StatusCode::kFailedPrecondition);
   reader_.Reset(0);
   ASSERT_TRUE(reader_.OnCopyData(XLog(1, BeginMsg(1, 0, 1))).ok());
-  EXPECT_EQ(reader_.OnCopyData(XLog(1, BeginMsg(1, 0, 1))).code(),
-            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(reader_.OnCopyData(XLog(1, BeginMsg(1, 0, 1))).code(), StatusCode::kFailedPrecondition);
   reader_.Reset(0);
   EXPECT_EQ(reader_.OnCopyData(XLog(1, MessageMsg(true, 1, "converge:t", "x"))).code(),
             StatusCode::kFailedPrecondition);

@@ -1150,8 +1150,8 @@ TEST(RelayServiceTest, WalModeKeysAndTheirChecks) {
 
   // Emit needs PostgreSQL: on SQLite it refuses and writes nothing.
   Event e = MakeEvent("k", 1);
-  Status s = p.service->Transact(
-      [&](sql::Transaction& tx) { return p.outbox.Emit(tx, p.topic, e); });
+  Status s =
+      p.service->Transact([&](sql::Transaction& tx) { return p.outbox.Emit(tx, p.topic, e); });
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(CountRows(*p.service, "converge_outbox"), 0);
 

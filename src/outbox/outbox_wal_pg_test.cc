@@ -44,8 +44,7 @@ class WalOutboxTest : public ::testing::Test {
     ASSERT_OK(server_->CreateDatabase(Numbered("walconsumer", n)));
     pipeline_ = std::make_unique<Pipeline>(
         sql::DatabaseTarget{sql::Engine::kPostgres, server_->ConnInfo(service_db_)},
-        sql::DatabaseTarget{sql::Engine::kPostgres,
-                            server_->ConnInfo(Numbered("walconsumer", n))});
+        sql::DatabaseTarget{sql::Engine::kPostgres, server_->ConnInfo(Numbered("walconsumer", n))});
     ASSERT_OK(pipeline_->Open(/*partitions=*/1));
     ASSERT_OK(CreateWalSlot(Conninfo(), slot_, "converge_outbox"));
   }
@@ -168,13 +167,14 @@ TEST_F(WalOutboxTest, CommittedMessagesArriveOnceInCommitOrderRollbacksNever) {
     EXPECT_TRUE(seen.insert(xid).second) << "duplicate " << xid;
     std::string commit;
     sql::Value q[] = {sql::Value::Int(xid)};
-    ASSERT_OK((*db)->Query("SELECT to_char(pg_xact_commit_timestamp($1::text::xid), "
-                           "'YYYYMMDDHH24MISSUS')",
-                           q,
-                           [&](const sql::Row& row) {
-                             commit = std::string(row.Bytes(0));
-                             return Status::Ok();
-                           })
+    ASSERT_OK((*db)
+                  ->Query("SELECT to_char(pg_xact_commit_timestamp($1::text::xid), "
+                          "'YYYYMMDDHH24MISSUS')",
+                          q,
+                          [&](const sql::Row& row) {
+                            commit = std::string(row.Bytes(0));
+                            return Status::Ok();
+                          })
                   .status());
     EXPECT_LE(prev, commit) << "xid " << xid << " out of commit order";
     prev = commit;
@@ -189,12 +189,13 @@ TEST_F(WalOutboxTest, CommittedMessagesArriveOnceInCommitOrderRollbacksNever) {
 TEST_F(WalOutboxTest, MalformedMessagesAreDeadLettered) {
   auto db = Connect();
   ASSERT_TRUE(db.ok());
-  ASSERT_OK((*db)->Execute("SELECT pg_logical_emit_message(true, 'converge:orders', 'not json')")
+  ASSERT_OK((*db)
+                ->Execute("SELECT pg_logical_emit_message(true, 'converge:orders', 'not json')")
                 .status());
-  ASSERT_OK((*db)->Execute("SELECT pg_logical_emit_message(false, 'converge:orders', '{}')")
-                .status());
-  ASSERT_OK((*db)->Execute("SELECT pg_logical_emit_message(true, 'someone-else', 'ignored')")
-                .status());
+  ASSERT_OK(
+      (*db)->Execute("SELECT pg_logical_emit_message(false, 'converge:orders', '{}')").status());
+  ASSERT_OK(
+      (*db)->Execute("SELECT pg_logical_emit_message(true, 'someone-else', 'ignored')").status());
   ASSERT_OK(EmitOne(**db, "a", 1));
   auto relay = pipeline_->NewRelay(WalOptions());
   ASSERT_TRUE(relay.ok());
@@ -352,8 +353,7 @@ TEST_F(WalOutboxTest, DroppedSlotIsAClearErrorNotSilentLoss) {
   EXPECT_NE(r.status().message().find("lost"), std::string_view::npos);
   // Creating it again is an explicit act; it starts at the current end of WAL.
   ASSERT_OK(CreateWalSlot(Conninfo(), slot_, "converge_outbox"));
-  EXPECT_EQ(CreateWalSlot(Conninfo(), slot_, "converge_outbox").code(),
-            StatusCode::kAlreadyExists);
+  EXPECT_EQ(CreateWalSlot(Conninfo(), slot_, "converge_outbox").code(), StatusCode::kAlreadyExists);
 }
 
 // The permissions docs/formats/wal-outbox.md names: a service role with no privilege beyond
@@ -361,10 +361,10 @@ TEST_F(WalOutboxTest, DroppedSlotIsAClearErrorNotSilentLoss) {
 TEST_F(WalOutboxTest, OrdinaryRoleEmitsAndReplicationRoleRelays) {
   auto admin = Connect();
   ASSERT_TRUE(admin.ok());
-  ASSERT_OK((*admin)
-                ->ExecuteScript("DO $$ BEGIN CREATE ROLE app LOGIN; EXCEPTION WHEN duplicate_object "
-                                "THEN NULL; END $$; DO $$ BEGIN CREATE ROLE relay_only LOGIN "
-                                "REPLICATION; EXCEPTION WHEN duplicate_object THEN NULL; END $$;"));
+  ASSERT_OK(
+      (*admin)->ExecuteScript("DO $$ BEGIN CREATE ROLE app LOGIN; EXCEPTION WHEN duplicate_object "
+                              "THEN NULL; END $$; DO $$ BEGIN CREATE ROLE relay_only LOGIN "
+                              "REPLICATION; EXCEPTION WHEN duplicate_object THEN NULL; END $$;"));
   sql::PostgresOptions o;
   o.conninfo = Conninfo() + " user=app";
   auto app = sql::Database::ConnectPostgres(o);

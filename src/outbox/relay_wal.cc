@@ -184,15 +184,13 @@ class WalSource final : public OutboxSource {
     }
     if (info->plugin != "pgoutput") {
       return Drop(FailedPreconditionError("relay: replication slot '" + options_.wal_slot +
-                                          "' uses plugin '" + info->plugin +
-                                          "', not pgoutput"));
+                                          "' uses plugin '" + info->plugin + "', not pgoutput"));
     }
     if (options_.wal_capture_tables) {
       // A capture slot without a finished snapshot would stream changes on top of missing
       // rows: refuse it.
-      Result<std::vector<std::vector<std::string>>> done =
-          conn_->Exec("SELECT 1 FROM converge_cdc_snapshot WHERE slot = '" + options_.wal_slot +
-                      "'");
+      Result<std::vector<std::vector<std::string>>> done = conn_->Exec(
+          "SELECT 1 FROM converge_cdc_snapshot WHERE slot = '" + options_.wal_slot + "'");
       if (!done.ok() || done->empty()) {
         return Drop(FailedPreconditionError(
             "relay: the initial snapshot of replication slot '" + options_.wal_slot +
@@ -307,8 +305,8 @@ class WalSource final : public OutboxSource {
 
   Status Feed(const std::string& data) {
     Status s = reader_.OnCopyData(data);
-    if (!s.ok()) return Drop(s.WithContext("relay: replication stream of slot '" +
-                                           options_.wal_slot + "'"));
+    if (!s.ok())
+      return Drop(s.WithContext("relay: replication stream of slot '" + options_.wal_slot + "'"));
     return Status::Ok();
   }
 
@@ -381,8 +379,8 @@ Status DropWalSlot(const std::string& conninfo, const std::string& slot) {
   CONVERGE_RETURN_IF_ERROR(conn->DropSlot(slot));
   // A capture snapshot record of the slot is void now (a slot of that name created later
   // needs its own snapshot).
-  CONVERGE_ASSIGN_OR_RETURN(
-      auto table, conn->Exec("SELECT to_regclass('converge_cdc_snapshot') IS NOT NULL"));
+  CONVERGE_ASSIGN_OR_RETURN(auto table,
+                            conn->Exec("SELECT to_regclass('converge_cdc_snapshot') IS NOT NULL"));
   if (!table.empty() && table[0][0] == "t") {
     CONVERGE_RETURN_IF_ERROR(
         conn->Exec("DELETE FROM converge_cdc_snapshot WHERE slot = '" + slot + "'").status());
@@ -403,7 +401,8 @@ Status CreateCaptureSlot(const std::string& conninfo, const std::string& slot,
   if (pub.empty()) {
     return NotFoundError("publication '" + publication +
                          "' does not exist: create it with the tables to capture (CREATE "
-                         "PUBLICATION " + publication + " FOR TABLE ...)");
+                         "PUBLICATION " +
+                         publication + " FOR TABLE ...)");
   }
   CONVERGE_ASSIGN_OR_RETURN(auto created, conn->CreateSlot(slot, /*export_snapshot=*/true));
   // Rows read in the snapshot are older than every change streamed from the slot, whose

@@ -22,9 +22,9 @@ namespace {
 
 using ::converge::testing::TempDir;
 
-#define ASSERT_OK(expr)                                  \
-  do {                                                   \
-    const ::converge::Status _s = (expr);                \
+#define ASSERT_OK(expr)                                     \
+  do {                                                      \
+    const ::converge::Status _s = (expr);                   \
     ASSERT_TRUE(_s.ok()) << #expr << ": " << _s.ToString(); \
   } while (0)
 
@@ -43,9 +43,9 @@ class CaptureReplicaTest : public ::testing::Test {
     auto db = sql::Database::ConnectPostgres(po);
     ASSERT_TRUE(db.ok()) << db.status().ToString();
     db_ = std::move(db).value();
-    ASSERT_OK(db_->ExecuteScript(
-        "CREATE TABLE items (id int PRIMARY KEY, note text, qty int NOT NULL);"
-        "CREATE PUBLICATION shop_capture FOR TABLE items;"));
+    ASSERT_OK(
+        db_->ExecuteScript("CREATE TABLE items (id int PRIMARY KEY, note text, qty int NOT NULL);"
+                           "CREATE PUBLICATION shop_capture FOR TABLE items;"));
     LogOptions lo;
     lo.dir = dir_.Sub("log");
     auto log = Log::Open(Env::Default(), lo);
@@ -73,23 +73,27 @@ class CaptureReplicaTest : public ::testing::Test {
   // One random change: insert, update, key change or delete.
   static Status RandomChange(sql::Database& db, std::mt19937& rng) {
     const int id = static_cast<int>(rng() % 300);
-    const sql::Value note = rng() % 5 == 0 ? sql::Value::Null()
-                                           : sql::Value::Text("n" + std::to_string(rng() % 1000));
+    const sql::Value note =
+        rng() % 5 == 0 ? sql::Value::Null() : sql::Value::Text("n" + std::to_string(rng() % 1000));
     sql::Value params[] = {sql::Value::Int(id), note, sql::Value::Int(rng() % 100)};
     switch (rng() % 4) {
       case 0:
-        return db.Execute("INSERT INTO items VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET "
-                          "note = excluded.note, qty = excluded.qty",
-                          params)
+        return db
+            .Execute(
+                "INSERT INTO items VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET "
+                "note = excluded.note, qty = excluded.qty",
+                params)
             .status();
       case 1:
         return db.Execute("UPDATE items SET note = $2, qty = $3 WHERE id = $1", params).status();
       case 2: {
         sql::Value move[] = {sql::Value::Int(id), sql::Value::Int(300 + rng() % 300)};
         // A key change (ignored when the new key is taken).
-        return db.Execute("UPDATE items SET id = $2 WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM "
-                          "items WHERE id = $2)",
-                          move)
+        return db
+            .Execute(
+                "UPDATE items SET id = $2 WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM "
+                "items WHERE id = $2)",
+                move)
             .status();
       }
       default: {
@@ -102,16 +106,17 @@ class CaptureReplicaTest : public ::testing::Test {
   // id -> the document the capture should produce.
   std::map<std::string, std::string> TableNow() {
     std::map<std::string, std::string> out;
-    Status s = db_->Query("SELECT id::text, coalesce(to_json(note)::text, 'null'), qty::text "
-                          "FROM items",
-                          {},
-                          [&](const sql::Row& row) {
-                            out[std::string(row.Bytes(0))] =
-                                "{\"id\":" + std::string(row.Bytes(0)) + ",\"note\":" +
-                                std::string(row.Bytes(1)) + ",\"qty\":" +
-                                std::string(row.Bytes(2)) + "}";
-                            return Status::Ok();
-                          })
+    Status s = db_->Query(
+                      "SELECT id::text, coalesce(to_json(note)::text, 'null'), qty::text "
+                      "FROM items",
+                      {},
+                      [&](const sql::Row& row) {
+                        out[std::string(row.Bytes(0))] = "{\"id\":" + std::string(row.Bytes(0)) +
+                                                         ",\"note\":" + std::string(row.Bytes(1)) +
+                                                         ",\"qty\":" + std::string(row.Bytes(2)) +
+                                                         "}";
+                        return Status::Ok();
+                      })
                    .status();
     EXPECT_TRUE(s.ok()) << s.ToString();
     return out;
@@ -151,8 +156,8 @@ TEST_F(CaptureReplicaTest, ReplicaFedByTheCaptureTopicEndsEqualToTheTable) {
     }
   });
   ASSERT_OK(CreateCaptureSlot(conninfo_, "shop_slot", "shop_capture", "", *sink_));
-  auto relay = Relay::Create(Env::Default(), {sql::Engine::kPostgres, conninfo_}, *sink_,
-                             CaptureOptions());
+  auto relay =
+      Relay::Create(Env::Default(), {sql::Engine::kPostgres, conninfo_}, *sink_, CaptureOptions());
   ASSERT_TRUE(relay.ok()) << relay.status().ToString();
   for (int i = 0; i < 200; ++i) {
     auto n = (*relay)->RunOnce();
@@ -199,14 +204,13 @@ TEST_F(CaptureReplicaTest, ReplicaFedByTheCaptureTopicEndsEqualToTheTable) {
 // is refused with a clear error instead of streaming changes on top of missing rows.
 TEST_F(CaptureReplicaTest, ASlotWithoutAFinishedSnapshotIsRefused) {
   ASSERT_OK(CreateWalSlot(conninfo_, "shop_slot", "shop_capture"));
-  auto relay = Relay::Create(Env::Default(), {sql::Engine::kPostgres, conninfo_}, *sink_,
-                             CaptureOptions());
+  auto relay =
+      Relay::Create(Env::Default(), {sql::Engine::kPostgres, conninfo_}, *sink_, CaptureOptions());
   ASSERT_TRUE(relay.ok());
   auto n = (*relay)->RunOnce();
   ASSERT_FALSE(n.ok());
   EXPECT_EQ(n.status().code(), StatusCode::kFailedPrecondition);
-  EXPECT_NE(n.status().message().find("snapshot"), std::string_view::npos)
-      << n.status().ToString();
+  EXPECT_NE(n.status().message().find("snapshot"), std::string_view::npos) << n.status().ToString();
   // Creating it again for capture is refused while it exists; dropped, it works.
   EXPECT_EQ(CreateCaptureSlot(conninfo_, "shop_slot", "shop_capture", "", *sink_).code(),
             StatusCode::kAlreadyExists);

@@ -15,6 +15,7 @@
 #include "converge/sql.h"
 #include "serve_process.h"
 #include "support/postgres_server.h"
+#include "support/run_command.h"
 #include "support/temp_dir.h"
 #include "test_util.h"
 
@@ -97,10 +98,10 @@ TEST(WalServeTest, SigkillWhileStreamingThenRestartHasEveryEventOnceInOrder) {
   // Until the slot confirmed everything emitted.
   const std::string end = *(*pg)->Query("payments", "SELECT pg_current_wal_lsn()::text");
   for (;;) {
-    auto done = (*pg)->Query("payments",
-                             "SELECT confirmed_flush_lsn >= '" + end +
-                                 "'::pg_lsn FROM pg_replication_slots WHERE slot_name = "
-                                 "'payments_outbox'");
+    auto done =
+        (*pg)->Query("payments", "SELECT confirmed_flush_lsn >= '" + end +
+                                     "'::pg_lsn FROM pg_replication_slots WHERE slot_name = "
+                                     "'payments_outbox'");
     if (done.ok() && *done == "t") break;
     ASSERT_LT(std::chrono::steady_clock::now(), deadline + std::chrono::seconds(60))
         << server->Log();
@@ -124,6 +125,51 @@ TEST(WalServeTest, SigkillWhileStreamingThenRestartHasEveryEventOnceInOrder) {
   }
   ASSERT_EQ(got.size(), static_cast<size_t>(kEvents));
   for (int i = 0; i < kEvents; ++i) EXPECT_EQ(got[i], i);
+}
+
+// `converge relay --create-slots` / `--drop-slots` make and remove the slots of a config's wal
+// sources; a relay of a dropped slot fails with the documented error.
+TEST(WalServeTest, RelayCommandCreatesAndDropsSlots) {
+  testing::PostgresServerOptions po;
+  po.settings = {"wal_level=logical", "max_replication_slots=4", "max_wal_senders=4"};
+  auto pg = testing::PostgresServer::Start(po);
+  ASSERT_TRUE(pg.ok()) << pg.status().ToString();
+  auto scratch = testing::TempDir::Create("wal_relay_cli-");
+  ASSERT_TRUE(scratch.ok());
+  const std::string config_path = scratch->path() + "/relays.yaml";
+  {
+    std::FILE* f = std::fopen(config_path.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    const std::string yaml = "relays:\n  sources:\n    - name: pay\n      database: '" +
+                             (*pg)->ConnInfo() + "'\n      mode: wal\n      wal_slot: pay_slot\n";
+    std::fputs(yaml.c_str(), f);
+    std::fclose(f);
+  }
+  const char* binary_env = std::getenv("CONVERGE_BINARY");
+  ASSERT_NE(binary_env, nullptr) << "run the test through ctest";
+  const std::string binary = binary_env;
+  const std::string relay = binary + " relay --config " + config_path;
+  auto slot_count = [&] {
+    auto n = (*pg)->Query("postgres",
+                          "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pay_slot' "
+                          "AND plugin = 'pgoutput'");
+    return n.ok() ? *n : n.status().ToString();
+  };
+  testing::CommandOutput created = testing::RunCommand(relay + " --create-slots 2>&1");
+  EXPECT_EQ(created.exit_code, 0) << created.out;
+  EXPECT_NE(created.out.find("slot pay_slot created"), std::string::npos) << created.out;
+  EXPECT_EQ(slot_count(), "1");
+  testing::CommandOutput again = testing::RunCommand(relay + " --create-slots 2>&1");
+  EXPECT_EQ(again.exit_code, 0) << again.out;  // exists: fine
+  EXPECT_NE(again.out.find("exists"), std::string::npos) << again.out;
+  testing::CommandOutput dropped = testing::RunCommand(relay + " --drop-slots 2>&1");
+  EXPECT_EQ(dropped.exit_code, 0) << dropped.out;
+  EXPECT_EQ(slot_count(), "0");
+  // A relay of the dropped slot: the clear error, exit 1.
+  testing::CommandOutput run =
+      testing::RunCommand(relay + " --log-dir " + scratch->path() + "/log --drain 2>&1");
+  EXPECT_EQ(run.exit_code, 1) << run.out;
+  EXPECT_NE(run.out.find("does not exist"), std::string::npos) << run.out;
 }
 
 }  // namespace

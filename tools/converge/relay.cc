@@ -176,8 +176,7 @@ int RunRelay(int argc, char** argv) {
       if (create_slots && s.code() == StatusCode::kAlreadyExists) {
         std::printf("%s: slot %s exists\n", source.name.c_str(), o.wal_slot.c_str());
       } else if (!s.ok()) {
-        std::fprintf(stderr, "converge relay: %s: %s\n", source.name.c_str(),
-                     s.ToString().c_str());
+        std::fprintf(stderr, "converge relay: %s: %s\n", source.name.c_str(), s.ToString().c_str());
         rc = 1;
       } else {
         std::printf("%s: slot %s %s\n", source.name.c_str(), o.wal_slot.c_str(),
