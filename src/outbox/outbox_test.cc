@@ -1147,6 +1147,9 @@ TEST(RelayServiceTest, WalModeKeysAndTheirChecks) {
   o.wal_slot = "ok_slot";
   o.mode = "logical";
   EXPECT_EQ(Relay::Create(p.env, pg, *p.sink, o).status().code(), StatusCode::kInvalidArgument);
+  o.mode = "table";
+  o.wal_capture_tables = true;  // capture is a WAL mode feature
+  EXPECT_EQ(Relay::Create(p.env, pg, *p.sink, o).status().code(), StatusCode::kInvalidArgument);
 
   // Emit needs PostgreSQL: on SQLite it refuses and writes nothing.
   Event e = MakeEvent("k", 1);

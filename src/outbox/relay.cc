@@ -120,6 +120,9 @@ Status ValidateOptions(const RelayOptions& o) {
   if (o.mode != "table" && o.mode != "wal") {
     return InvalidArgumentError("relay: mode must be 'table' or 'wal', got '" + o.mode + "'");
   }
+  if (o.wal_capture_tables && o.mode != "wal") {
+    return InvalidArgumentError("relay: wal_capture_tables needs mode 'wal'");
+  }
   if (o.mode == "wal") {
     CONVERGE_RETURN_IF_ERROR(cdc::CheckSlotName(o.wal_slot, "relay: wal_slot"));
     CONVERGE_RETURN_IF_ERROR(cdc::CheckSlotName(o.wal_publication, "relay: wal_publication"));
