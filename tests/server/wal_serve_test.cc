@@ -4,6 +4,8 @@
 // the slot lag is a metric. A real PostgreSQL 15 with wal_level=logical.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 
 #include <chrono>
 #include <set>
@@ -18,6 +20,8 @@
 #include "support/run_command.h"
 #include "support/temp_dir.h"
 #include "test_util.h"
+
+extern char** environ;
 
 namespace converge {
 namespace {
@@ -170,6 +174,98 @@ TEST(WalServeTest, RelayCommandCreatesAndDropsSlots) {
       testing::RunCommand(relay + " --log-dir " + scratch->path() + "/log --drain 2>&1");
   EXPECT_EQ(run.exit_code, 1) << run.out;
   EXPECT_NE(run.out.find("does not exist"), std::string::npos) << run.out;
+}
+
+// Table capture's initial snapshot interrupted by SIGKILL (the process that creates the slot and
+// publishes the snapshot dies mid-snapshot): the slot is left without its snapshot record, a
+// relay refuses it with the documented error, and dropping and creating it again recovers.
+TEST(WalServeTest, CaptureSnapshotKilledMidwayIsRefusedThenRedone) {
+  testing::PostgresServerOptions po;
+  po.settings = {"wal_level=logical", "max_replication_slots=4", "max_wal_senders=4"};
+  auto pg = testing::PostgresServer::Start(po);
+  ASSERT_TRUE(pg.ok()) << pg.status().ToString();
+  ASSERT_OK((*pg)->CreateDatabase("shop"));
+  constexpr int kRows = 300'000;  // a snapshot that takes a while to publish
+  ASSERT_TRUE((*pg)
+                  ->Query("shop",
+                          "CREATE TABLE items (id int PRIMARY KEY, note text); INSERT INTO items "
+                          "SELECT i, 'n' || i FROM generate_series(1, " +
+                              std::to_string(kRows) +
+                              ") AS i; CREATE PUBLICATION shop_capture FOR TABLE items")
+                  .ok());
+  auto scratch = testing::TempDir::Create("wal_snapshot_kill-");
+  ASSERT_TRUE(scratch.ok());
+  const std::string config_path = scratch->path() + "/relays.yaml";
+  {
+    std::FILE* f = std::fopen(config_path.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    const std::string yaml = "relays:\n  sources:\n    - name: shop\n      database: '" +
+                             (*pg)->ConnInfo("shop") +
+                             "'\n      mode: wal\n      wal_slot: shop_slot\n"
+                             "      wal_publication: shop_capture\n"
+                             "      wal_capture_tables: true\n";
+    std::fputs(yaml.c_str(), f);
+    std::fclose(f);
+  }
+  const char* binary_env = std::getenv("CONVERGE_BINARY");
+  ASSERT_NE(binary_env, nullptr) << "run the test through ctest";
+  const std::string binary = binary_env;
+  const std::string log_dir = scratch->path() + "/log";
+  std::vector<std::string> args = {binary,           "relay",     "--config", config_path,
+                                   "--create-slots", "--log-dir", log_dir};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  ASSERT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ), 0);
+  // The snapshot is being read once its connection is there (the slot is persistent by then:
+  // killed earlier, while still ephemeral, the slot vanishes with its session); the record
+  // comes only when every row is in the log.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (;;) {
+    auto n = (*pg)->Query("shop",
+                          "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                          "'converge-snapshot'");
+    if (n.ok() && *n == "1") break;
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(kill(pid, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  auto table = (*pg)->Query("shop", "SELECT to_regclass('converge_cdc_snapshot') IS NULL");
+  ASSERT_TRUE(table.ok()) << table.status().ToString();
+  if (*table == "f") {
+    auto rows = (*pg)->Query("shop", "SELECT count(*) FROM converge_cdc_snapshot");
+    ASSERT_TRUE(rows.ok());
+    ASSERT_EQ(*rows, "0") << "the snapshot finished before the kill: make the table larger";
+  }
+
+  const std::string relay = binary + " relay --config " + config_path;
+  testing::CommandOutput refused =
+      testing::RunCommand(relay + " --log-dir " + log_dir + " --drain 2>&1");
+  EXPECT_EQ(refused.exit_code, 1) << refused.out;
+  EXPECT_NE(refused.out.find("never completed"), std::string::npos) << refused.out;
+
+  testing::CommandOutput dropped = testing::RunCommand(relay + " --drop-slots 2>&1");
+  ASSERT_EQ(dropped.exit_code, 0) << dropped.out;
+  testing::CommandOutput created =
+      testing::RunCommand(relay + " --create-slots --log-dir " + log_dir + " 2>&1");
+  ASSERT_EQ(created.exit_code, 0) << created.out;
+  testing::CommandOutput drained =
+      testing::RunCommand(relay + " --log-dir " + log_dir + " --drain 2>&1");
+  EXPECT_EQ(drained.exit_code, 0) << drained.out;
+  // Every row is in the topic (rows of the interrupted snapshot too, with its lower version).
+  LogOptions lo;
+  lo.dir = log_dir;
+  auto log = Log::Open(Env::Default(), lo);
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  auto info = (*log)->DescribeTopic("public.items");
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  uint64_t records = 0;
+  for (const PartitionInfo& p : info->partitions) records += p.end_offset - p.start_offset;
+  EXPECT_GE(records, static_cast<uint64_t>(kRows));
 }
 
 }  // namespace
