@@ -26,6 +26,7 @@ target_sources(converge_cli PRIVATE
   ${CONVERGE_BENCH_DIR}/nats_util.cc
   ${CONVERGE_BENCH_DIR}/outbox_bench.cc
   ${CONVERGE_BENCH_DIR}/outbox_polling.cc
+  ${CONVERGE_BENCH_DIR}/capture_bench.cc
   ${CONVERGE_BENCH_DIR}/saga_bench.cc
   ${CONVERGE_BENCH_DIR}/twopc_bench.cc
   ${CONVERGE_BENCH_DIR}/store_bench.cc

@@ -228,10 +228,14 @@ Result<int64_t> ScalarQuery(sql::Database& db, const std::string& sql) {
 
 class ConvergeOutboxSystem final : public OutboxSystem {
  public:
-  explicit ConvergeOutboxSystem(bool postgres) : postgres_(postgres) {}
+  // `wal`: the WAL outbox (PostgreSQL only): Outbox::Emit and a relay in mode "wal".
+  ConvergeOutboxSystem(bool postgres, bool wal) : postgres_(postgres || wal), wal_(wal) {}
   ~ConvergeOutboxSystem() override { Stop().IgnoreError(); }
 
-  std::string name() const override { return postgres_ ? "converge-postgres" : "converge-sqlite"; }
+  std::string name() const override {
+    if (wal_) return "converge-postgres-wal";
+    return postgres_ ? "converge-postgres" : "converge-sqlite";
+  }
   std::string durability() const override {
     return postgres_ ? "pg-sync-commit+log-fsync" : "sqlite-full+log-fsync";
   }
@@ -242,6 +246,10 @@ class ConvergeOutboxSystem final : public OutboxSystem {
       testing::PostgresServerOptions po;
       po.base_dir = w.dir;
       po.settings = {"max_connections=200", "shared_buffers=256MB"};
+      if (wal_) {
+        po.settings.insert(po.settings.end(),
+                           {"wal_level=logical", "max_replication_slots=4", "max_wal_senders=4"});
+      }
       CONVERGE_ASSIGN_OR_RETURN(pg_, testing::PostgresServer::Start(po));
       CONVERGE_RETURN_IF_ERROR(pg_->CreateDatabase("service"));
       CONVERGE_RETURN_IF_ERROR(pg_->CreateDatabase("consumer"));
@@ -281,6 +289,11 @@ class ConvergeOutboxSystem final : public OutboxSystem {
     RelayOptions ro;
     ro.name = "bench";
     ro.batch_max_events = 2000;
+    if (wal_) {
+      CONVERGE_RETURN_IF_ERROR(CreateWalSlot(service_.location, "bench", "converge_outbox"));
+      ro.mode = "wal";
+      ro.wal_slot = "bench";
+    }
     CONVERGE_ASSIGN_OR_RETURN(relay_, Relay::Create(env, service_, *sink_, ro));
     CONVERGE_RETURN_IF_ERROR(relay_->Start());
 
@@ -449,6 +462,7 @@ class ConvergeOutboxSystem final : public OutboxSystem {
           });
         }
         CONVERGE_RETURN_IF_ERROR(InsertOrders(tx, batch));
+        if (wal_) return outbox.Emit(tx, kTopic, std::span<Event>(batch));
         return outbox.Write(tx, kTopic, std::span<Event>(batch));
       });
       CONVERGE_RETURN_IF_ERROR(s);
@@ -479,6 +493,7 @@ class ConvergeOutboxSystem final : public OutboxSystem {
   }
 
   const bool postgres_;
+  const bool wal_;
   std::unique_ptr<testing::PostgresServer> pg_;
   sql::DatabaseTarget service_;
   sql::DatabaseTarget consumer_target_;
@@ -498,7 +513,9 @@ class ConvergeOutboxSystem final : public OutboxSystem {
 
 struct OutboxOptions {
   OutboxWorkload workload;
-  std::vector<std::string> systems = {"converge-sqlite", "converge-postgres", "polling-postgres"};
+  std::vector<std::string> systems = {"converge-sqlite", "converge-postgres",
+                                      "converge-postgres-wal", "polling-postgres",
+                                      "capture-postgres"};
   std::vector<std::string> workloads = {"e2e", "latency"};
   bool json = false;
   bool help = false;
@@ -513,7 +530,11 @@ void PrintOutboxHelp(std::FILE* out) {
       "inbox + effect (exactly once, checked), on converge with SQLite and PostgreSQL, and on a\n"
       "polling outbox over the same PostgreSQL (FOR UPDATE SKIP LOCKED -> JetStream -> DELETE).\n"
       "\n"
-      "  --systems LIST       converge-sqlite,converge-postgres,polling-postgres (default all)\n"
+      "  --systems LIST       converge-sqlite,converge-postgres,converge-postgres-wal,\n"
+      "                       polling-postgres (default all); -wal: the WAL outbox (logical\n"
+      "                       messages, relay mode wal, docs/formats/wal-outbox.md);\n"
+      "                       capture-postgres: table capture, e2e = row changes/s into the\n"
+      "                       log, latency = capture lag at 5,000 changes/s\n"
       "  --workloads LIST     e2e,latency (default both)\n"
       "  --events N           events in e2e (default 200000)\n"
       "  --tx-events N        events (and business rows) per transaction in e2e (default 100)\n"
@@ -548,7 +569,8 @@ Result<OutboxOptions> ParseOutboxOptions(int argc, char** argv) {
   if (systems_option->count() > 0) o.systems = SplitList(systems);
   if (workloads_option->count() > 0) o.workloads = SplitList(workloads);
   for (const std::string& s : o.systems) {
-    if (s != "converge-sqlite" && s != "converge-postgres" && s != "polling-postgres") {
+    if (s != "converge-sqlite" && s != "converge-postgres" && s != "converge-postgres-wal" &&
+        s != "polling-postgres" && s != "capture-postgres") {
       return InvalidArgumentError("unknown system '" + s + "'");
     }
   }
@@ -561,6 +583,8 @@ Result<OutboxOptions> ParseOutboxOptions(int argc, char** argv) {
 std::unique_ptr<OutboxSystem> MakeSystem(const std::string& name) {
   if (name == "converge-sqlite") return MakeConvergeOutboxSystem(false);
   if (name == "converge-postgres") return MakeConvergeOutboxSystem(true);
+  if (name == "converge-postgres-wal") return std::make_unique<ConvergeOutboxSystem>(true, true);
+  if (name == "capture-postgres") return MakeCaptureSystem();
   return MakePollingOutboxSystem();
 }
 
@@ -583,6 +607,7 @@ std::string OutboxComparison(const std::vector<Measurement>& rows) {
   const Measurement* sqlite = Find(rows, "e2e", "converge-sqlite");
   const Measurement* pg = Find(rows, "e2e", "converge-postgres");
   const Measurement* polling = Find(rows, "e2e", "polling-postgres");
+  const Measurement* wal = Find(rows, "e2e", "converge-postgres-wal");
   auto verdict = [](bool ok) { return ok ? "PASS" : "MISS"; };
   if (sqlite != nullptr) {
     std::snprintf(line, sizeof(line), "target converge-sqlite e2e >= 200,000 events/s: %s (%s)\n",
@@ -600,6 +625,29 @@ std::string OutboxComparison(const std::vector<Measurement>& rows) {
     std::snprintf(line, sizeof(line),
                   "target converge-postgres >= 3x polling-postgres: %s (%.2fx)\n",
                   verdict(ratio >= 3.0), ratio);
+    out += line;
+  }
+  if (wal != nullptr && polling != nullptr && polling->events_per_s > 0) {
+    const double ratio = wal->events_per_s / polling->events_per_s;
+    std::snprintf(line, sizeof(line),
+                  "target converge-postgres-wal >= 3x polling-postgres: %s (%.2fx)\n",
+                  verdict(ratio >= 3.0), ratio);
+    out += line;
+  }
+  if (wal != nullptr && pg != nullptr && pg->events_per_s > 0) {
+    const double ratio = wal->events_per_s / pg->events_per_s;
+    std::snprintf(line, sizeof(line),
+                  "target converge-postgres-wal >= 1.5x converge-postgres (table outbox): %s "
+                  "(%.2fx)\n",
+                  verdict(ratio >= 1.5), ratio);
+    out += line;
+  }
+  if (const Measurement* lag = Find(rows, "capture-lag", "capture-postgres");
+      lag != nullptr && lag->p99_us) {
+    std::snprintf(line, sizeof(line),
+                  "target capture lag p99 <= 50 ms at 5k changes/s: %s (%.1f ms at %s/s)\n",
+                  verdict(*lag->p99_us <= 50'000), *lag->p99_us / 1000,
+                  FormatThousands(lag->events_per_s).c_str());
     out += line;
   }
   for (const Measurement& m : rows) {
@@ -696,7 +744,7 @@ BenchmarkRegistration registration(
 }  // namespace
 
 std::unique_ptr<OutboxSystem> MakeConvergeOutboxSystem(bool postgres) {
-  return std::make_unique<ConvergeOutboxSystem>(postgres);
+  return std::make_unique<ConvergeOutboxSystem>(postgres, false);
 }
 
 }  // namespace converge::bench

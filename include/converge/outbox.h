@@ -76,9 +76,23 @@ class Outbox {
   // Events to several topics in one call; rows are sequenced in the order given.
   Status Write(sql::Transaction& tx, std::span<const OutboxEntry> entries);
 
+  // WAL outbox (docs/formats/wal-outbox.md; PostgreSQL only): the same validation, ids and
+  // times as Write, then one transactional logical message per event
+  // (pg_logical_emit_message(true, 'converge:<topic>', <the event as CloudEvents JSON>)) inside
+  // `tx`. No table is written; a relay in mode "wal" publishes the events once `tx` commits,
+  // in commit order. InvalidArgument (nothing emitted) as Write, also for SQLite.
+  Status Emit(sql::Transaction& tx, std::string_view topic, std::span<Event> events);
+  Status Emit(sql::Transaction& tx, std::string_view topic, Event& event) {
+    return Emit(tx, topic, std::span<Event>(&event, 1));
+  }
+  Status Emit(sql::Transaction& tx, std::span<const OutboxEntry> entries);
+
   const OutboxOptions& options() const { return options_; }
 
  private:
+  // Checks every entry and fills ids and times; InvalidArgument naming the index.
+  Status Prepare(std::span<const OutboxEntry> entries, int64_t now_nanos);
+
   Env& env_;
   OutboxOptions options_;
   UuidV7Generator ids_;
@@ -92,6 +106,18 @@ inline constexpr std::string_view kNotifyChannel = "converge_outbox";
 inline constexpr int32_t kKeyLockClass = 0x63766B31;     // writers: per partition key
 inline constexpr int32_t kBucketLockClass = 0x63766231;  // relays: per bucket
 inline constexpr int32_t kMemberLockClass = 0x63766D31;  // relays: presence
+
+// The WAL outbox (docs/formats/wal-outbox.md): a service emits an event with
+//   SELECT pg_logical_emit_message(true, 'converge:' || <topic>, <CloudEvents JSON>)
+// inside its transaction. kEmitSql takes the two parameters EmitParams builds.
+inline constexpr std::string_view kWalPrefix = "converge:";
+inline constexpr std::string_view kEmitSql = "SELECT pg_logical_emit_message(true, $1, $2)";
+struct EmitParams {
+  std::string prefix;   // "converge:<topic>"
+  std::string content;  // the event in JSON structured mode
+};
+// InvalidArgument for a bad topic or an event that fails Validate().
+Result<EmitParams> BuildEmitParams(std::string_view topic, const Event& event);
 }  // namespace outbox_format
 
 }  // namespace converge

@@ -130,8 +130,26 @@ struct RelayOptions {
   int64_t sqlite_busy_timeout_ms = 5'000;
   // SQLite: the lock file that elects one relay; default "<database>.relay-lock".
   std::string sqlite_lock_path;
-  // Create the outbox table if it is missing.
+  // Create the outbox table if it is missing (table mode).
   bool create_schema = true;
+  // Where the events come from: "table" (the outbox table, docs/formats/outbox.md) or "wal"
+  // (PostgreSQL only: transactional logical messages read from a replication slot with the
+  // pgoutput plugin, docs/formats/wal-outbox.md). In WAL mode a batch is whole committed
+  // transactions in commit order; "removing" it confirms the slot's position past it, which
+  // happens only after the sink made it durable. One relay streams from a slot at a time
+  // (others stand by); the postgres_buckets and sqlite_* options do not apply.
+  std::string mode = "table";
+  // WAL mode: the logical replication slot (created by CreateWalSlot, never by the relay
+  // itself: a slot that is missing is an error, since it may have been dropped) and the
+  // publication pgoutput is started with. Names: 1..63 of [a-z0-9_].
+  std::string wal_slot;
+  std::string wal_publication = "converge_outbox";
+  // WAL mode, table capture (docs/formats/wal-outbox.md, "Table capture"): the INSERT, UPDATE
+  // and DELETE of the publication's tables are published too, as change events
+  // (docs/formats/replica.md) on the topic wal_capture_topic_prefix + "<schema>.<table>". The
+  // slot must have been created by CreateCaptureSlot (with its initial snapshot).
+  bool wal_capture_tables = false;
+  std::string wal_capture_topic_prefix;
   // Where Start runs the relay's steps. They block on the database and the log, so by default
   // the relay has a thread of its own for them; its timers still come from the Env's executor.
   // true: on the Env's executor itself, one step per task. For a simulated Env (converge/
@@ -152,6 +170,11 @@ struct RelayStats {
   bool active = false;         // holds the outbox (SQLite) or at least one bucket (PostgreSQL)
   uint32_t buckets = 0;        // PostgreSQL: buckets held now
   std::string last_error;      // the last failure, empty if none
+  // WAL mode: WAL bytes between the server's end of WAL (as last reported on the stream) and
+  // the slot position the relay confirmed; and milliseconds since the commit of the oldest
+  // transaction read but not yet confirmed (0 when none is outstanding).
+  int64_t wal_lag_bytes = 0;
+  int64_t wal_lag_ms = 0;
 };
 
 class Relay {
@@ -181,6 +204,31 @@ class Relay {
 
   virtual RelayStats stats() const = 0;
 };
+
+// ---------------------------------------------------------------------------------------
+// WAL mode operations (docs/formats/wal-outbox.md, "Operations"). `conninfo` as libpq takes
+// it; the role needs the REPLICATION attribute (and CREATE on the database for a new
+// publication).
+
+// Creates the logical replication slot `slot` with the pgoutput plugin, and the publication
+// `publication` if it does not exist (with no tables: messages only). The slot starts at the
+// current end of WAL: messages committed before are not relayed. AlreadyExists if the slot
+// exists; InvalidArgument for bad names.
+Status CreateWalSlot(const std::string& conninfo, const std::string& slot,
+                     const std::string& publication);
+// Table capture: creates the slot exporting its snapshot, publishes every row of the
+// publication's tables (which must exist and list them) as of that snapshot through `sink`, as
+// upsert change events (version: the slot's start LSN - 1, below every streamed change), then
+// records the finished snapshot in the table converge_cdc_snapshot (a relay with
+// wal_capture_tables refuses a slot without that record: a snapshot that was interrupted). On
+// any failure the slot is dropped again. AlreadyExists if the slot exists.
+Status CreateCaptureSlot(const std::string& conninfo, const std::string& slot,
+                         const std::string& publication, const std::string& topic_prefix,
+                         RelaySink& sink);
+// Drops the slot (waiting for a relay that streams from it to let go is not done: it must be
+// stopped first, else FailedPrecondition). The WAL it retained is released. NotFound if
+// missing. The publication is left alone; a table capture snapshot record is removed.
+Status DropWalSlot(const std::string& conninfo, const std::string& slot);
 
 // ---------------------------------------------------------------------------------------
 // Several relays in one process, from a configuration: what `converge relay --config` runs, and

@@ -139,22 +139,13 @@ Status Outbox::CreateSchema(sql::Database& db) {
                                                               : outbox_internal::PostgresSchema());
 }
 
-Status Outbox::Write(sql::Transaction& tx, std::string_view topic, std::span<Event> events) {
-  std::vector<OutboxEntry> entries;
-  entries.reserve(events.size());
-  for (Event& e : events) entries.push_back(OutboxEntry{topic, &e});
-  return Write(tx, entries);
-}
-
-Status Outbox::Write(sql::Transaction& tx, std::span<const OutboxEntry> entries) {
-  if (entries.empty()) return Status::Ok();
+Status Outbox::Prepare(std::span<const OutboxEntry> entries, int64_t now_nanos) {
   if (entries.size() > options_.max_events_per_write) {
     return InvalidArgumentError("outbox: " + std::to_string(entries.size()) +
                                 " events exceed max_events_per_write (" +
                                 std::to_string(options_.max_events_per_write) + ")");
   }
   // Validate everything (and fill ids and times) before writing anything.
-  const int64_t now_nanos = env_.clock().NowWallNanos();
   std::string now_text;
   for (size_t i = 0; i < entries.size(); ++i) {
     const OutboxEntry& entry = entries[i];
@@ -182,6 +173,21 @@ Status Outbox::Write(sql::Transaction& tx, std::span<const OutboxEntry> entries)
                                   std::to_string(options_.max_event_bytes) + ")");
     }
   }
+
+  return Status::Ok();
+}
+
+Status Outbox::Write(sql::Transaction& tx, std::string_view topic, std::span<Event> events) {
+  std::vector<OutboxEntry> entries;
+  entries.reserve(events.size());
+  for (Event& e : events) entries.push_back(OutboxEntry{topic, &e});
+  return Write(tx, entries);
+}
+
+Status Outbox::Write(sql::Transaction& tx, std::span<const OutboxEntry> entries) {
+  if (entries.empty()) return Status::Ok();
+  const int64_t now_nanos = env_.clock().NowWallNanos();
+  CONVERGE_RETURN_IF_ERROR(Prepare(entries, now_nanos));
 
   const bool postgres = tx.engine() == sql::Engine::kPostgres;
   const int64_t created_at = now_nanos / 1000;
@@ -226,5 +232,62 @@ Status Outbox::Write(sql::Transaction& tx, std::span<const OutboxEntry> entries)
   }
   return Status::Ok();
 }
+
+Status Outbox::Emit(sql::Transaction& tx, std::string_view topic, std::span<Event> events) {
+  std::vector<OutboxEntry> entries;
+  entries.reserve(events.size());
+  for (Event& e : events) entries.push_back(OutboxEntry{topic, &e});
+  return Emit(tx, entries);
+}
+
+Status Outbox::Emit(sql::Transaction& tx, std::span<const OutboxEntry> entries) {
+  if (tx.engine() != sql::Engine::kPostgres) {
+    return InvalidArgumentError("outbox: the WAL outbox (Emit) needs PostgreSQL");
+  }
+  if (entries.empty()) return Status::Ok();
+  CONVERGE_RETURN_IF_ERROR(Prepare(entries, env_.clock().NowWallNanos()));
+  std::vector<outbox_format::EmitParams> built;
+  built.reserve(entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    Result<outbox_format::EmitParams> p =
+        outbox_format::BuildEmitParams(entries[i].topic, *entries[i].event);
+    if (!p.ok()) return InvalidArgumentError(IndexPrefix(i) + std::string(p.status().message()));
+    built.push_back(std::move(p).value());
+  }
+  if (built.size() == 1) {
+    const sql::Value params[] = {sql::Value::Text(built[0].prefix),
+                                 sql::Value::Text(built[0].content)};
+    return tx.Execute(outbox_format::kEmitSql, params).status();
+  }
+  // Several events: one statement, the messages emitted in the order given (a function scan
+  // of unnest yields its rows in array order; ORDER BY makes it explicit).
+  std::vector<std::string_view> prefixes, contents;
+  for (const auto& b : built) {
+    prefixes.push_back(b.prefix);
+    contents.push_back(b.content);
+  }
+  const std::string prefix_array = sql::internal::PgTextArray(prefixes);
+  const std::string content_array = sql::internal::PgTextArray(contents);
+  const sql::Value params[] = {sql::Value::Text(prefix_array), sql::Value::Text(content_array)};
+  return tx
+      .Execute(
+          "SELECT count(pg_logical_emit_message(true, m.p, m.c)) FROM (SELECT p, c FROM "
+          "unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(p, c, n) ORDER BY n) AS m",
+          params)
+      .status();
+}
+
+namespace outbox_format {
+
+Result<EmitParams> BuildEmitParams(std::string_view topic, const Event& event) {
+  CONVERGE_RETURN_IF_ERROR(outbox_internal::CheckTopicName(topic));
+  EmitParams out;
+  out.prefix.assign(kWalPrefix);
+  out.prefix.append(topic);
+  CONVERGE_RETURN_IF_ERROR(AppendJson(event, &out.content));
+  return out;
+}
+
+}  // namespace outbox_format
 
 }  // namespace converge

@@ -1120,6 +1120,59 @@ relays:
   EXPECT_NE(bad.status().message().find("databse"), std::string_view::npos);
 }
 
+// The WAL outbox's keys, and the options it refuses before connecting anywhere.
+TEST(RelayServiceTest, WalModeKeysAndTheirChecks) {
+  auto config = ParseRelayServiceConfig(
+      "relays:\n  sources:\n    - name: pay\n      database: host=h dbname=d\n"
+      "      mode: wal\n      wal_slot: converge_pay\n      wal_publication: pub1\n");
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->sources[0].options.mode, "wal");
+  EXPECT_EQ(config->sources[0].options.wal_slot, "converge_pay");
+  EXPECT_EQ(config->sources[0].options.wal_publication, "pub1");
+
+  Pipeline p;
+  ASSERT_OK(p.Open());
+  RelayOptions o = p.DefaultRelayOptions();
+  o.mode = "wal";
+  o.wal_slot = "s1";
+  auto sqlite = p.NewRelay(o);  // the pipeline's service database is SQLite
+  EXPECT_EQ(sqlite.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(sqlite.status().message().find("PostgreSQL"), std::string_view::npos);
+  sql::DatabaseTarget pg{sql::Engine::kPostgres, "host=127.0.0.1 port=1 dbname=x"};
+  for (const char* slot : {"", "Upper", "has-dash", "x y"}) {
+    o.wal_slot = slot;
+    auto r = Relay::Create(p.env, pg, *p.sink, o);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << slot;
+  }
+  o.wal_slot = "ok_slot";
+  o.mode = "logical";
+  EXPECT_EQ(Relay::Create(p.env, pg, *p.sink, o).status().code(), StatusCode::kInvalidArgument);
+  o.mode = "table";
+  o.wal_capture_tables = true;  // capture is a WAL mode feature
+  EXPECT_EQ(Relay::Create(p.env, pg, *p.sink, o).status().code(), StatusCode::kInvalidArgument);
+
+  // Emit needs PostgreSQL: on SQLite it refuses and writes nothing.
+  Event e = MakeEvent("k", 1);
+  Status s =
+      p.service->Transact([&](sql::Transaction& tx) { return p.outbox.Emit(tx, p.topic, e); });
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(CountRows(*p.service, "converge_outbox"), 0);
+
+  // The parameters a service with its own driver binds to kEmitSql (of a valid event: the
+  // refused Emit filled in nothing).
+  EXPECT_EQ(outbox_format::BuildEmitParams("orders", e).status().code(),
+            StatusCode::kInvalidArgument);  // no id
+  e.set_id("e-1");
+  auto params = outbox_format::BuildEmitParams("orders", e);
+  ASSERT_TRUE(params.ok());
+  EXPECT_EQ(params->prefix, "converge:orders");
+  auto back = DecodeJson(params->content);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, e);
+  EXPECT_EQ(outbox_format::BuildEmitParams("_internal", e).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
 // A TCP listener that completes handshakes (the kernel's backlog) and never answers: a
 // PostgreSQL server that hangs during connection start-up.
 class SilentListener {

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <mutex>
 
+#include "cdc/replication.h"
 #include "converge/event.h"
 #include "outbox/lane.h"
 #include "outbox/outbox_row.h"
@@ -116,6 +117,16 @@ Status ValidateOptions(const RelayOptions& o) {
   if (o.postgres_buckets < 1 || o.postgres_buckets > 4096) {
     return InvalidArgumentError("relay: postgres_buckets must be 1..4096");
   }
+  if (o.mode != "table" && o.mode != "wal") {
+    return InvalidArgumentError("relay: mode must be 'table' or 'wal', got '" + o.mode + "'");
+  }
+  if (o.wal_capture_tables && o.mode != "wal") {
+    return InvalidArgumentError("relay: wal_capture_tables needs mode 'wal'");
+  }
+  if (o.mode == "wal") {
+    CONVERGE_RETURN_IF_ERROR(cdc::CheckSlotName(o.wal_slot, "relay: wal_slot"));
+    CONVERGE_RETURN_IF_ERROR(cdc::CheckSlotName(o.wal_publication, "relay: wal_publication"));
+  }
   if (o.postgres_connect_timeout_ms <= 0 || o.postgres_statement_timeout_ms < 0) {
     return InvalidArgumentError(
         "relay: postgres_connect_timeout_ms must be > 0 and postgres_statement_timeout_ms >= 0");
@@ -202,8 +213,17 @@ class RelayImpl final : public Relay {
   }
 
   RelayStats stats() const override {
-    std::lock_guard<std::mutex> lock(stats_mu_);
-    return stats_;
+    RelayStats out;
+    {
+      std::lock_guard<std::mutex> lock(stats_mu_);
+      out = stats_;
+    }
+    out.wal_lag_bytes = source_->wal_lag_bytes();
+    const int64_t oldest = source_->wal_oldest_pending_micros();
+    if (oldest > 0) {
+      out.wal_lag_ms = std::max<int64_t>(0, (env_.clock().NowWallMicros() - oldest) / 1000);
+    }
+    return out;
   }
 
  private:
@@ -489,12 +509,22 @@ Result<std::unique_ptr<Relay>> Relay::Create(Env& env, const sql::DatabaseTarget
   so.postgres_connect_timeout_ms = options.postgres_connect_timeout_ms;
   so.postgres_statement_timeout_ms = options.postgres_statement_timeout_ms;
   so.create_schema = options.create_schema;
+  so.wal_slot = options.wal_slot;
+  so.wal_publication = options.wal_publication;
+  so.wal_capture_tables = options.wal_capture_tables;
+  so.wal_capture_topic_prefix = options.wal_capture_topic_prefix;
   if (source.location.empty()) {
     return InvalidArgumentError(source.engine == sql::Engine::kSqlite ? "relay: empty SQLite path"
                                                                       : "relay: empty conninfo");
   }
+  const bool wal = options.mode == "wal";
+  if (wal && source.engine != sql::Engine::kPostgres) {
+    return InvalidArgumentError("relay: mode 'wal' needs a PostgreSQL database");
+  }
   auto relay = std::make_unique<RelayImpl>(env, sink, std::move(options));
-  if (source.engine == sql::Engine::kSqlite) {
+  if (wal) {
+    relay->set_source(outbox_internal::NewWalSource(env, source.location, so));
+  } else if (source.engine == sql::Engine::kSqlite) {
     relay->set_source(outbox_internal::NewSqliteSource(env, source.location, so, relay->waker()));
   } else {
     relay->set_source(outbox_internal::NewPostgresSource(env, source.location, so));

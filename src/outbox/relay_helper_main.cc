@@ -3,10 +3,12 @@
 //   outbox_relay_helper --source <sqlite path | postgres conninfo> --log-dir <dir>
 //       [--batch N] [--chunk N] [--partitions N]
 //       [--pause-at <fault point> --pause-hit N --marker <file>]
+//       [--mode wal --slot <slot>]
 //
 // Without --pause-at it drains the outbox and exits 0. With it, the N-th time the relay reaches
 // the fault point it creates the marker file and blocks there forever, so the test can kill the
-// process at exactly that step (e.g. in the middle of a batch).
+// process at exactly that step (e.g. in the middle of a batch). In WAL mode, where "drained"
+// cannot be told from "not streamed yet", it runs cycles until killed (use with --pause-at).
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -29,7 +31,7 @@ int Fail(const std::string& what) {
 
 int main(int argc, char** argv) {
   using namespace converge;
-  std::string source, log_dir, pause_at, marker;
+  std::string source, log_dir, pause_at, marker, mode = "table", slot;
   uint32_t batch = 100, chunk = 100'000, partitions = 4;
   int pause_hit = 1;
   CLI::App app("A relay in its own process, for the tests that kill it.", "outbox_relay_helper");
@@ -44,6 +46,8 @@ int main(int argc, char** argv) {
   app.add_option("--pause-hit", pause_hit, "block at its N-th hit")
       ->check(cli::Integer(1, INT32_MAX));
   app.add_option("--marker", marker, "file created when blocked");
+  app.add_option("--mode", mode, "table | wal");
+  app.add_option("--slot", slot, "WAL mode: the replication slot");
   if (int rc = cli::ParseOrExit(app, argc, argv); rc >= 0) return rc;
   if (!pause_at.empty() && marker.empty()) {
     std::fprintf(stderr, "outbox_relay_helper: --pause-at needs --marker\n");
@@ -65,6 +69,8 @@ int main(int argc, char** argv) {
   ro.batch_max_events = batch;
   ro.publish_chunk_max_events = chunk;
   ro.sqlite_synchronous = "normal";
+  ro.mode = mode;
+  ro.wal_slot = slot;
   int hits = 0;
   if (!pause_at.empty()) {
     ro.fault_point = [&](std::string_view point) -> Status {
@@ -76,6 +82,13 @@ int main(int argc, char** argv) {
   }
   auto relay = Relay::Create(Env::Default(), *target, **sink, ro);
   if (!relay.ok()) return Fail(relay.status().ToString());
+  if (mode == "wal") {
+    for (;;) {
+      auto n = (*relay)->RunOnce();
+      if (!n.ok()) std::fprintf(stderr, "retrying after: %s\n", n.status().ToString().c_str());
+      if (!n.ok() || *n == 0) ::usleep(2'000);
+    }
+  }
   for (int attempt = 0; attempt < 1000; ++attempt) {
     auto n = (*relay)->Drain(1'000'000);
     if (n.ok()) {

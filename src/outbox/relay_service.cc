@@ -99,6 +99,16 @@ Status ParseSource(const YAML::Node& node, size_t index, RelaySourceConfig* out)
       s = ReadScalar(v, where, &o.sqlite_lock_path);
     } else if (key == "create_schema") {
       s = ReadScalar(v, where, &o.create_schema);
+    } else if (key == "mode") {
+      s = ReadScalar(v, where, &o.mode);
+    } else if (key == "wal_slot") {
+      s = ReadScalar(v, where, &o.wal_slot);
+    } else if (key == "wal_publication") {
+      s = ReadScalar(v, where, &o.wal_publication);
+    } else if (key == "wal_capture_tables") {
+      s = ReadScalar(v, where, &o.wal_capture_tables);
+    } else if (key == "wal_capture_topic_prefix") {
+      s = ReadScalar(v, where, &o.wal_capture_topic_prefix);
     } else {
       return KeyError(where, "unknown key");
     }

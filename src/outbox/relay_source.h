@@ -83,6 +83,10 @@ class OutboxSource {
   // Drops the connection and lease after an error that may have broken them.
   virtual void Reset() = 0;
   virtual uint32_t buckets_held() const = 0;
+  // WAL mode (read from other threads): the slot's lag in bytes, and the commit time (Unix
+  // micros) of the oldest transaction read but not confirmed, 0 if none.
+  virtual int64_t wal_lag_bytes() const { return 0; }
+  virtual int64_t wal_oldest_pending_micros() const { return 0; }
 };
 
 struct SourceOptions {
@@ -94,6 +98,10 @@ struct SourceOptions {
   int64_t postgres_connect_timeout_ms = 5'000;
   int64_t postgres_statement_timeout_ms = 30'000;
   bool create_schema = true;
+  std::string wal_slot;
+  std::string wal_publication;
+  bool wal_capture_tables = false;
+  std::string wal_capture_topic_prefix;
 };
 
 // SQLite: `path` is the database file; wake-ups from in-process writers signal `waker`.
@@ -103,5 +111,8 @@ std::unique_ptr<OutboxSource> NewSqliteSource(Env& env, const std::string& path,
 // PostgreSQL: `conninfo` as libpq takes it.
 std::unique_ptr<OutboxSource> NewPostgresSource(Env& env, const std::string& conninfo,
                                                 const SourceOptions& options);
+// PostgreSQL WAL outbox (relay_wal.cc): logical messages from the slot options.wal_slot.
+std::unique_ptr<OutboxSource> NewWalSource(Env& env, const std::string& conninfo,
+                                           const SourceOptions& options);
 
 }  // namespace converge::outbox_internal

@@ -290,6 +290,14 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
         out->push_back({"converge_relay_active",
                         "1 if the relay holds its outbox (SQLite lock, PostgreSQL buckets).",
                         "gauge", labels, st.active ? 1.0 : 0.0});
+        out->push_back({"converge_relay_wal_lag_bytes",
+                        "WAL outbox: WAL bytes between the server's end of WAL and the slot "
+                        "position the relay confirmed (0 for table sources).",
+                        "gauge", labels, static_cast<double>(st.wal_lag_bytes)});
+        out->push_back({"converge_relay_wal_lag_seconds",
+                        "WAL outbox: age of the oldest committed transaction read from the slot "
+                        "and not yet confirmed (0 when none is outstanding).",
+                        "gauge", labels, static_cast<double>(st.wal_lag_ms) / 1000.0});
       }
     });
     std::fprintf(stderr, "converge serve: relaying %zu outbox source(s) into the log\n",

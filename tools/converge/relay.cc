@@ -36,7 +36,17 @@ constexpr char kRelayUsage[] =
     "  --poll-ms N           fallback poll interval, 1..3600000 (default 500)\n"
     "  --buckets N           PostgreSQL buckets shared by relays, 1..4096 (default 64)\n"
     "  --drain               publish what is there and exit (no waiting); prints per\n"
-    "                        source the rows handled, published and dead-lettered\n";
+    "                        source the rows handled, published and dead-lettered\n"
+    "\n"
+    "WAL outbox (PostgreSQL; docs/formats/wal-outbox.md):\n"
+    "  --mode M              table (default) | wal: read logical messages from a slot\n"
+    "  --slot NAME           wal: the replication slot\n"
+    "  --publication NAME    wal: the publication (default converge_outbox)\n"
+    "  --create-slots        create the slot (and publication) of every wal source, exit;\n"
+    "                        for table capture sources also the initial snapshot, into\n"
+    "                        the log of --log-dir\n"
+    "  --drop-slots          drop the slot of every wal source (relays stopped first), exit;\n"
+    "                        the events not yet relayed are lost\n";
 
 Result<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -56,7 +66,7 @@ int RunRelay(int argc, char** argv) {
   std::vector<std::string> sources;
   RelayServiceConfig config;
   RelayOptions options;
-  bool drain = false;
+  bool drain = false, create_slots = false, drop_slots = false;
   std::vector<std::string> topic_maps;
   std::string durability;
   CLI::App app("Publishes committed outbox rows to the event log.", "converge relay");
@@ -76,6 +86,11 @@ int RunRelay(int argc, char** argv) {
   app.add_option("--buckets", options.postgres_buckets, "PostgreSQL buckets")
       ->check(Integer(1, 4096));
   app.add_flag("--drain", drain, "publish what is there and exit");
+  app.add_option("--mode", options.mode, "table | wal")->check(CLI::IsMember({"table", "wal"}));
+  app.add_option("--slot", options.wal_slot, "wal: replication slot");
+  app.add_option("--publication", options.wal_publication, "wal: publication");
+  app.add_flag("--create-slots", create_slots, "create the wal sources' slots and exit");
+  app.add_flag("--drop-slots", drop_slots, "drop the wal sources' slots and exit");
   if (int rc = ParseOrExit(app, argc, argv, kRelayUsage); rc >= 0) return rc;
   for (const std::string& m : topic_maps) {
     const size_t eq = m.find('=');
@@ -94,7 +109,12 @@ int RunRelay(int argc, char** argv) {
     }
     config.sink.topic_options.durability = *d;
   }
-  if (log_dir.empty() || (sources.empty() == config_path.empty())) {
+  const bool slot_op = create_slots || drop_slots;
+  if (create_slots && drop_slots) {
+    std::fprintf(stderr, "converge relay: --create-slots and --drop-slots exclude each other\n");
+    return 2;
+  }
+  if ((log_dir.empty() && !slot_op) || (sources.empty() == config_path.empty())) {
     std::fprintf(stderr,
                  "converge relay: --log-dir and one of --source or --config are needed\n\n%s",
                  kRelayUsage);
@@ -114,6 +134,61 @@ int RunRelay(int argc, char** argv) {
       source.options = options;
       config.sources.push_back(std::move(source));
     }
+  }
+
+  if (slot_op) {
+    int rc = 0;
+    size_t wal_sources = 0;
+    // Table capture sources publish their initial snapshot into the log while the slot is
+    // created: they need the log.
+    std::unique_ptr<Log> snapshot_log;
+    std::unique_ptr<RelaySink> snapshot_sink;
+    for (const RelaySourceConfig& source : config.sources) {
+      if (source.options.mode != "wal") continue;
+      ++wal_sources;
+      auto target = sql::ParseDatabaseTarget(source.database);
+      if (!target.ok()) return Fail(target.status());
+      const RelayOptions& o = source.options;
+      Status s;
+      if (create_slots && o.wal_capture_tables) {
+        if (snapshot_sink == nullptr) {
+          if (log_dir.empty()) {
+            std::fprintf(stderr,
+                         "converge relay: --create-slots for a table capture source (%s) needs "
+                         "--log-dir: its initial snapshot goes into the log\n",
+                         source.name.c_str());
+            return 2;
+          }
+          LogOptions lo;
+          lo.dir = log_dir;
+          auto log = Log::Open(Env::Default(), lo);
+          if (!log.ok()) return Fail(log.status());
+          snapshot_log = std::move(log).value();
+          auto sink = NewLogSink(*snapshot_log, config.sink);
+          if (!sink.ok()) return Fail(sink.status());
+          snapshot_sink = std::move(sink).value();
+        }
+        s = CreateCaptureSlot(target->location, o.wal_slot, o.wal_publication,
+                              o.wal_capture_topic_prefix, *snapshot_sink);
+      } else {
+        s = create_slots ? CreateWalSlot(target->location, o.wal_slot, o.wal_publication)
+                         : DropWalSlot(target->location, o.wal_slot);
+      }
+      if (create_slots && s.code() == StatusCode::kAlreadyExists) {
+        std::printf("%s: slot %s exists\n", source.name.c_str(), o.wal_slot.c_str());
+      } else if (!s.ok()) {
+        std::fprintf(stderr, "converge relay: %s: %s\n", source.name.c_str(), s.ToString().c_str());
+        rc = 1;
+      } else {
+        std::printf("%s: slot %s %s\n", source.name.c_str(), o.wal_slot.c_str(),
+                    create_slots ? "created" : "dropped");
+      }
+    }
+    if (wal_sources == 0) {
+      std::fprintf(stderr, "converge relay: no source has mode wal\n");
+      return 2;
+    }
+    return rc;
   }
 
   LogOptions lo;
