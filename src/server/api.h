@@ -46,6 +46,7 @@
 namespace converge::server {
 
 class Replicas;
+class PushService;
 
 struct ApiDeps {
   const ServerConfig* config = nullptr;
@@ -67,6 +68,8 @@ struct ApiDeps {
   SchemaRegistry* schemas = nullptr;
   // The replicas of the config (/v1/replicas); null when there are none.
   Replicas* replicas = nullptr;
+  // The push subscriptions (/v1/subscriptions); required.
+  PushService* push = nullptr;
 };
 
 // One route: method and path template ("/v1/topics/{topic}").
@@ -177,6 +180,12 @@ class Api {
   asio::awaitable<HttpReply> ReadReplicaRow(Call& call);
   asio::awaitable<HttpReply> ReconcileReplica(Call& call);
   asio::awaitable<HttpReply> ReplicaDrift(Call& call);
+  // Push subscriptions (api_subscriptions.cc): changes for admins, reads for the topic's
+  // subscribers.
+  asio::awaitable<HttpReply> ListSubscriptions(Call& call);
+  asio::awaitable<HttpReply> CreateSubscription(Call& call);
+  asio::awaitable<HttpReply> GetSubscription(Call& call);
+  asio::awaitable<HttpReply> DeleteSubscription(Call& call);
   // Blocking (the store's catalog): call on the pool.
   bool MayUseReplica(const Principal& principal, const ReplicaConfig& replica) const;
   std::string ListReplicasJson(const Principal& principal) const;

@@ -80,6 +80,11 @@ enum class RouteId {
   kReadReplicaRow,
   kReconcileReplica,
   kReplicaDrift,
+  // Push subscriptions.
+  kListSubscriptions,
+  kCreateSubscription,
+  kGetSubscription,
+  kDeleteSubscription,
 };
 
 // Who may call a route.
