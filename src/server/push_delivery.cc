@@ -133,6 +133,15 @@ void PushRunner::Stop(bool leave) {
   watch_.reset();
   if (stats_ != nullptr) stats_->in_flight.fetch_sub(in_flight_);
   in_flight_ = 0;
+  if (leave && joined_ && !pending_acks_.empty()) {
+    // Answered 2xx: ack rather than send them again after the restart.
+    Result<AckBatchResult> acked =
+        groups_.AckBatch(options_.topic, options_.group, member_, pending_acks_);
+    if (acked.ok() && stats_ != nullptr) {
+      stats_->delivered.fetch_add(pending_acks_.size() - acked->lost.size());
+    }
+  }
+  pending_acks_.clear();
   if (leave && joined_) {
     Status s = groups_.Leave(options_.topic, options_.group, member_);
     if (!s.ok() && options_.log) options_.log("leaving the group: " + s.ToString());
@@ -234,9 +243,17 @@ void PushRunner::OnDone(const PushRequest& request, uint64_t lease_id, int64_t s
   Status s;
   switch (decision.action) {
     case PushDecision::Action::kAck:
-      s = groups_.Ack(options_.topic, options_.group, member_, lease);
-      if (s.ok() && stats_ != nullptr) stats_->delivered.fetch_add(1);
-      break;
+      pending_acks_.push_back(lease);
+      if (!flush_posted_) {
+        // After the answers already queued on the executor: they join this batch.
+        flush_posted_ = true;
+        std::weak_ptr<Shared> weak = shared_;
+        executor_.Post([weak] {
+          std::shared_ptr<Shared> sh = weak.lock();
+          if (sh != nullptr && sh->runner != nullptr) sh->runner->FlushAcks();
+        });
+      }
+      return;
     case PushDecision::Action::kRetry:
     case PushDecision::Action::kDeadLetter: {
       NackOptions nack;
@@ -256,6 +273,23 @@ void PushRunner::OnDone(const PushRequest& request, uint64_t lease_id, int64_t s
     if (stats_ != nullptr) stats_->errors.fetch_add(1);
     if (options_.log) options_.log("settling " + std::to_string(request.partition) + ":" +
                                    std::to_string(request.offset) + ": " + s.ToString());
+  }
+  Pump();
+}
+
+void PushRunner::FlushAcks() {
+  flush_posted_ = false;
+  if (!running_ || pending_acks_.empty()) return;
+  std::vector<LeaseRef> leases;
+  leases.swap(pending_acks_);
+  Result<AckBatchResult> acked = groups_.AckBatch(options_.topic, options_.group, member_, leases);
+  if (acked.ok()) {
+    if (stats_ != nullptr) stats_->delivered.fetch_add(leases.size() - acked->lost.size());
+  } else {
+    // The leases expire and their events are delivered again.
+    if (stats_ != nullptr) stats_->errors.fetch_add(1);
+    if (options_.log) options_.log("acking " + std::to_string(leases.size()) + " events: " +
+                                   acked.status().ToString());
   }
   Pump();
 }

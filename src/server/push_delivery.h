@@ -7,7 +7,8 @@
 // counts and the dead letters. The runner is one member of that group ("push.<name>"); it
 // fetches at most `max_concurrency` events at a time, sends each to the endpoint and settles
 // its lease from the answer:
-//   2xx                              Ack.
+//   2xx                              Ack (the acks of answers that arrive together go in one
+//                                    AckBatch: one journal sync, shared by concurrent keys).
 //   408, 429                         Nack with a delay: Retry-After when the endpoint gave one,
 //                                    else the backoff below (retryable).
 //   any other 4xx                    Nack(permanent): dead-lettered now ("rejected: ...").
@@ -38,6 +39,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "converge/consumer_group.h"
 #include "converge/env.h"
@@ -144,6 +146,7 @@ class PushRunner {
   void SchedulePump(int64_t delay_ns);
   void OnDone(const PushRequest& request, uint64_t lease_id, int64_t started_ns,
               PushOutcome outcome);
+  void FlushAcks();
 
   Env& env_;
   Executor& executor_;
@@ -157,6 +160,10 @@ class PushRunner {
   uint32_t in_flight_ = 0;
   bool running_ = false;
   bool joined_ = false;
+  // Acks of answers that arrived since the last flush: one AckBatch (one journal sync) for all
+  // of them, so that concurrent keys share a sync as pull consumers' acks do.
+  std::vector<LeaseRef> pending_acks_;
+  bool flush_posted_ = false;
   TimerId timer_ = 0;
   int64_t timer_due_ns_ = 0;
   std::shared_ptr<Shared> shared_;  // what outstanding callbacks reach
