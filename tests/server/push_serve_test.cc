@@ -152,6 +152,7 @@ class TestEndpoint {
     accept_thread_ = std::thread([this] { AcceptLoop(); });
   }
 
+  int connections() const { return connections_.load(); }
   std::vector<Received> received() {
     std::lock_guard lock(mu_);
     return received_;
@@ -178,6 +179,7 @@ class TestEndpoint {
       boost::system::error_code ec;
       acceptor_.accept(*socket, ec);
       if (ec || stopping_) return;
+      connections_.fetch_add(1);
       std::lock_guard lock(mu_);
       tcp::socket* raw = socket.release();
       sockets_.insert(raw);
@@ -238,6 +240,7 @@ class TestEndpoint {
   tcp::acceptor acceptor_{io_};
   uint16_t port_ = 0;
   std::atomic<bool> stopping_{false};
+  std::atomic<int> connections_{0};
   std::thread accept_thread_;
   std::vector<std::thread> conn_threads_;
   std::mutex mu_;
@@ -408,6 +411,9 @@ TEST_F(PushTest, OrderPerKeyAcrossManyKeysSignedInBothModes) {
       EXPECT_EQ(seq, next[key]) << "key " << key << " got " << seq << " before " << next[key];
       if (Acked(r)) next[key] = seq + 1;
     }
+    // Connections are kept alive and reused: about one per concurrent request, not one per
+    // request.
+    EXPECT_LE(endpoint.connections(), 24) << endpoint.count() << " requests";
     EXPECT_TRUE(WaitMetric("converge_push_delivered_total{subscription=\"s\",topic=\"orders\"} " +
                            std::to_string(kKeys * kPerKey)))
         << Metrics();
