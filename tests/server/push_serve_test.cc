@@ -450,7 +450,8 @@ TEST_F(PushTest, RetriesServerErrorsHonoursRetryAfterAndTimesOutSlowEndpoints) {
   StartServer();
   CreateTopic("orders", 2);
   Subscribe("s", "orders", endpoint.url(),
-            ",\"timeout_ms\":500,\"initial_backoff_ms\":20,\"max_backoff_ms\":100");
+            ",\"timeout_ms\":500,\"initial_backoff_ms\":20,\"max_backoff_ms\":100,"
+            "\"max_deliveries\":100");
   for (const char* key : {"a", "b", "c", "d"}) Publish("orders", key, 0);
   ASSERT_TRUE(endpoint.WaitFor([](const std::vector<Received>& got) {
     std::set<std::string> acked;
@@ -460,11 +461,12 @@ TEST_F(PushTest, RetriesServerErrorsHonoursRetryAfterAndTimesOutSlowEndpoints) {
     return acked.size() == 4;
   })) << server_->Log();
   std::lock_guard lock(mu);
-  EXPECT_EQ(seen["a/0"], 3);
-  EXPECT_EQ(seen["b/0"], 2);
+  // (At least: on a loaded machine an answer may also miss the 500 ms timeout.)
+  EXPECT_GE(seen["a/0"], 3);
+  EXPECT_GE(seen["b/0"], 2);
   EXPECT_GE(retry_after_gap_ms.load(), 1900);  // Retry-After: 2 (seconds), not the 20 ms backoff
   EXPECT_GE(seen["c/0"], 2);                   // the slow answer timed out and was retried
-  EXPECT_EQ(seen["d/0"], 2);
+  EXPECT_GE(seen["d/0"], 2);
   EXPECT_NE(Metrics().find("converge_push_retried_total{subscription=\"s\",topic=\"orders\"}"),
             std::string::npos);
   EXPECT_EQ(DeadLetters("orders", "push-s").find("\"offset\""), std::string::npos);
