@@ -569,6 +569,25 @@ TEST_F(PushTest, SigkillMidDeliveryLosesNothing) {
   std::system(("rm -rf '" + keep + "'").c_str());
 }
 
+// SIGTERM while requests are in flight: converge drains and exits cleanly (the unanswered
+// events stay in the group, delivered again at the next start).
+TEST_F(PushTest, SigtermWithRequestsInFlightExitsCleanly) {
+  TestEndpoint endpoint([](const Received&) { return Answer{200, "", 3000}; });
+  StartServer();
+  CreateTopic("orders", 2);
+  Subscribe("s", "orders", endpoint.url(), ",\"max_concurrency\":4,\"timeout_ms\":20000");
+  for (int i = 0; i < 8; ++i) Publish("orders", "k" + std::to_string(i), 0);
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (Metrics().find("converge_push_in_flight{subscription=\"s\",topic=\"orders\"} 0") !=
+             std::string::npos &&
+         Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  Result<int> code = server_->Signal(SIGTERM, 30'000);
+  ASSERT_TRUE(code.ok()) << code.status().ToString();
+  EXPECT_EQ(*code, 0) << server_->Log();
+}
+
 // A subscription of the serve config, its secret read from a file; bad entries stop the start.
 TEST_F(PushTest, ConfigSubscriptionWithSecretFile) {
   TestEndpoint endpoint([](const Received&) { return Answer{204, "", 0}; });
