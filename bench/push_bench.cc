@@ -12,10 +12,10 @@
 //         Throughput: events / drain time. Latency: fetch start to ack reply, per event.
 // With one key both can have only one event in flight (per-key order); with 64 keys both may
 // have 64.
+#include <atomic>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <atomic>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
@@ -125,8 +125,7 @@ class Endpoint {
   std::atomic<size_t> count_{0};
 };
 
-Status PublishBacklog(client::Client& c, const std::string& topic, uint32_t events,
-                      uint32_t keys) {
+Status PublishBacklog(client::Client& c, const std::string& topic, uint32_t events, uint32_t keys) {
   client::TopicSpec spec;
   spec.name = topic;
   spec.partitions = 8;
@@ -176,9 +175,10 @@ Result<Measurement> RunPush(client::Client& c, Endpoint& endpoint, uint32_t even
   req.method = "POST";
   req.target = "/v1/subscriptions";
   req.headers.emplace_back("Content-Type", "application/json");
-  req.body = "{\"name\":\"bench-" + std::to_string(keys) + "\",\"topic\":\"" + topic +
-             "\",\"endpoint\":\"http://127.0.0.1:" + std::to_string(endpoint.port()) +
-             "/\",\"mode\":\"binary\",\"max_concurrency\":64,\"secret\":\"bench-secret-0123456789\"}";
+  req.body =
+      "{\"name\":\"bench-" + std::to_string(keys) + "\",\"topic\":\"" + topic +
+      "\",\"endpoint\":\"http://127.0.0.1:" + std::to_string(endpoint.port()) +
+      "/\",\"mode\":\"binary\",\"max_concurrency\":64,\"secret\":\"bench-secret-0123456789\"}";
   const int64_t start = NowNs();
   CONVERGE_ASSIGN_OR_RETURN(client::HttpResponse res, c.Send(req));
   if (res.status != 201) return client::StatusFromHttp(res.status, res.body);
@@ -313,7 +313,8 @@ int RunPushBench(int argc, char** argv) {
   int failures = 0;
   for (uint32_t keys : key_counts) {
     for (bool push : {true, false}) {
-      Result<Measurement> m = push ? RunPush(c, endpoint, events, keys, 600) : RunPull(c, events, keys);
+      Result<Measurement> m =
+          push ? RunPush(c, endpoint, events, keys, 600) : RunPull(c, events, keys);
       if (!m.ok()) {
         std::fprintf(stderr, "converge bench push: %s %u keys: %s\n", push ? "push" : "pull", keys,
                      m.status().ToString().c_str());

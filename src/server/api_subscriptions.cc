@@ -31,14 +31,11 @@ std::string NewSecret(Env& env) {
 }
 
 // The body of POST /v1/subscriptions, read and checked like a `subscriptions:` entry.
-Status ParseSubscriptionBody(std::string_view text, const GroupConfig& groups,
+Status ParseSubscriptionBody(const json::object& o, const GroupConfig& groups,
                              SubscriptionConfig* s) {
-  Result<json::object> body = ParseJsonObject(text);
-  if (!body.ok()) return body.status();
-  const json::object& o = *body;
-  Status st = CheckFields(o, {"name", "topic", "group", "endpoint", "mode", "max_concurrency",
-                              "timeout_ms", "initial_backoff_ms", "max_backoff_ms",
-                              "max_deliveries", "secret"});
+  Status st =
+      CheckFields(o, {"name", "topic", "group", "endpoint", "mode", "max_concurrency", "timeout_ms",
+                      "initial_backoff_ms", "max_backoff_ms", "max_deliveries", "secret"});
   std::string mode = "structured";
   int64_t concurrency = s->max_concurrency, deliveries = groups.max_deliveries;
   if (st.ok()) st = ReadString(o, "name", &s->name);
@@ -98,8 +95,12 @@ asio::awaitable<HttpReply> Api::CreateSubscription(Call& call) {
     co_return Error(NotAllowed(*call.principal, "create push subscriptions", ""));
   }
   if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
+  Result<json::object> body = ParseJsonObject(call.req.body());
+  if (!body.ok()) {
+    co_return Error(http::status::bad_request, "INVALID_JSON", body.status().message());
+  }
   SubscriptionConfig s;
-  if (Status st = ParseSubscriptionBody(call.req.body(), d_.config->groups, &s); !st.ok()) {
+  if (Status st = ParseSubscriptionBody(*body, d_.config->groups, &s); !st.ok()) {
     co_return Error(st);
   }
   const bool generated = s.secret.empty();

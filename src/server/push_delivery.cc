@@ -213,13 +213,15 @@ void PushRunner::Pump() {
         if (s == nullptr) return;
         s->executor->Post([s, request = std::move(request), lease_id, started,
                            outcome = std::move(outcome)]() mutable {
-          if (s->runner != nullptr) s->runner->OnDone(request, lease_id, started, std::move(outcome));
+          if (s->runner != nullptr)
+            s->runner->OnDone(request, lease_id, started, std::move(outcome));
         });
       });
     }
   }
   int64_t next = keep_alive_ns_;
-  Result<std::optional<int64_t>> due = groups_.NextDueMonotonicNanos(options_.topic, options_.group);
+  Result<std::optional<int64_t>> due =
+      groups_.NextDueMonotonicNanos(options_.topic, options_.group);
   if (due.ok() && due->has_value()) {
     next = std::min(next, std::max<int64_t>(0, **due - env_.clock().NowMonotonicNanos()) + kMsNs);
   }
@@ -233,8 +235,8 @@ void PushRunner::OnDone(const PushRequest& request, uint64_t lease_id, int64_t s
   if (stats_ != nullptr) {
     stats_->in_flight.fetch_sub(1);
     if (stats_->latency != nullptr) {
-      stats_->latency->Observe(
-          static_cast<double>(env_.clock().NowMonotonicNanos() - started_ns) * 1e-9);
+      stats_->latency->Observe(static_cast<double>(env_.clock().NowMonotonicNanos() - started_ns) *
+                               1e-9);
     }
   }
   const PushDecision decision =
@@ -271,8 +273,9 @@ void PushRunner::OnDone(const PushRequest& request, uint64_t lease_id, int64_t s
   // failure leaves the lease to expire, and the event is delivered again.
   if (!s.ok() && s.code() != StatusCode::kFailedPrecondition) {
     if (stats_ != nullptr) stats_->errors.fetch_add(1);
-    if (options_.log) options_.log("settling " + std::to_string(request.partition) + ":" +
-                                   std::to_string(request.offset) + ": " + s.ToString());
+    if (options_.log)
+      options_.log("settling " + std::to_string(request.partition) + ":" +
+                   std::to_string(request.offset) + ": " + s.ToString());
   }
   Pump();
 }
@@ -288,8 +291,9 @@ void PushRunner::FlushAcks() {
   } else {
     // The leases expire and their events are delivered again.
     if (stats_ != nullptr) stats_->errors.fetch_add(1);
-    if (options_.log) options_.log("acking " + std::to_string(leases.size()) + " events: " +
-                                   acked.status().ToString());
+    if (options_.log)
+      options_.log("acking " + std::to_string(leases.size()) +
+                   " events: " + acked.status().ToString());
   }
   Pump();
 }

@@ -63,7 +63,7 @@ struct PushPolicy {
 struct PushOutcome {
   enum class Kind : uint8_t { kHttp, kConnectError, kTimeout };
   Kind kind = Kind::kHttp;
-  unsigned status = 0;                   // kHttp
+  unsigned status = 0;                    // kHttp
   std::optional<int64_t> retry_after_ms;  // kHttp: a Retry-After header, read
   std::string detail;                     // for the nack reason (errors)
 };

@@ -220,7 +220,8 @@ class Driver {
       EXPECT_TRUE(accepted_ever.count(v) || dead.count(v)) << v << " was lost";
     }
     for (const std::string& v : endpoint_->rejected) {
-      EXPECT_TRUE(dead.count(v) || accepted_ever.count(v)) << v << " rejected but not dead-lettered";
+      EXPECT_TRUE(dead.count(v) || accepted_ever.count(v))
+          << v << " rejected but not dead-lettered";
     }
     EXPECT_EQ(stats_.in_flight.load(), 0);
   }

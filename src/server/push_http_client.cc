@@ -42,8 +42,9 @@ Result<PushUrl> ParsePushUrl(std::string_view text) {
                                 "': only http and https URLs are supported");
   }
   if (u.has_userinfo()) {
-    return InvalidArgumentError("endpoint: user info in the URL is not supported (use the "
-                                "signature to authenticate converge)");
+    return InvalidArgumentError(
+        "endpoint: user info in the URL is not supported (use the "
+        "signature to authenticate converge)");
   }
   out.host = u.host_address();
   if (out.host.empty()) return InvalidArgumentError("endpoint: the URL has no host");
@@ -164,25 +165,24 @@ struct PushHttpClient::Impl : std::enable_shared_from_this<Impl> {
       ssl.set_default_verify_paths();
       ssl.set_verify_mode(asio::ssl::verify_peer);
     }
-    host_header = target.url.host.find(':') != std::string::npos
-                      ? "[" + target.url.host + "]"
-                      : target.url.host;
+    host_header = target.url.host.find(':') != std::string::npos ? "[" + target.url.host + "]"
+                                                                 : target.url.host;
     if (target.url.port != (target.url.https ? 443 : 80)) {
       host_header += ":" + std::to_string(target.url.port);
     }
   }
 
-  asio::awaitable<std::unique_ptr<Connection>> Connect(std::chrono::steady_clock::time_point deadline) {
+  asio::awaitable<std::unique_ptr<Connection>> Connect(
+      std::chrono::steady_clock::time_point deadline) {
     tcp::resolver resolver(io);
-    auto endpoints = co_await resolver.async_resolve(target.url.host,
-                                                     std::to_string(target.url.port),
-                                                     asio::use_awaitable);
+    auto endpoints = co_await resolver.async_resolve(
+        target.url.host, std::to_string(target.url.port), asio::use_awaitable);
     auto c = std::make_unique<Connection>();
     if (target.url.https) {
       c->tls = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(io, ssl);
       if (!SSL_set_tlsext_host_name(c->tls->native_handle(), target.url.host.c_str())) {
-        throw boost::system::system_error(
-            beast::error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category()));
+        throw boost::system::system_error(beast::error_code(static_cast<int>(::ERR_get_error()),
+                                                            asio::error::get_ssl_category()));
       }
       c->tls->set_verify_callback(asio::ssl::host_name_verification(target.url.host));
     } else {
@@ -191,7 +191,8 @@ struct PushHttpClient::Impl : std::enable_shared_from_this<Impl> {
     c->lowest().expires_at(deadline);
     co_await c->lowest().async_connect(endpoints, asio::use_awaitable);
     c->lowest().socket().set_option(tcp::no_delay(true));
-    if (c->tls) co_await c->tls->async_handshake(asio::ssl::stream_base::client, asio::use_awaitable);
+    if (c->tls)
+      co_await c->tls->async_handshake(asio::ssl::stream_base::client, asio::use_awaitable);
     co_return c;
   }
 
@@ -302,11 +303,12 @@ PushHttpClient::~PushHttpClient() {
 }
 
 void PushHttpClient::Send(const PushRequest& request, std::function<void(PushOutcome)> done) {
-  asio::co_spawn(impl_->io,
-                 [impl = impl_, request, done = std::move(done)]() mutable {
-                   return impl->Run(std::move(request), std::move(done));
-                 },
-                 asio::detached);
+  asio::co_spawn(
+      impl_->io,
+      [impl = impl_, request, done = std::move(done)]() mutable {
+        return impl->Run(std::move(request), std::move(done));
+      },
+      asio::detached);
 }
 
 }  // namespace converge::server

@@ -149,9 +149,8 @@ Result<std::unique_ptr<PushService>> PushService::Start(Env& env, ConsumerGroups
     e->config = std::move(s);
     d.entries[e->config.name] = std::move(e);
   }
-  metrics.AddCollector([self = service.get()](std::vector<MetricsRegistry::Sample>* out) {
-    self->Collect(out);
-  });
+  metrics.AddCollector(
+      [self = service.get()](std::vector<MetricsRegistry::Sample>* out) { self->Collect(out); });
   service->RunOnThread([&] {
     std::lock_guard lock(d.mu);
     for (auto& [name, e] : d.entries) service->StartEntry(*e);
@@ -170,10 +169,9 @@ Status PushService::EnsureGroup(const SubscriptionConfig& s) {
   if (created.code() != StatusCode::kAlreadyExists) return created;
   CONVERGE_ASSIGN_OR_RETURN(GroupDescription g, impl_->groups.DescribeGroup(s.topic, s.group));
   if (g.options.lease_ms <= s.timeout_ms) {
-    return FailedPreconditionError("group '" + s.group + "' has a lease of " +
-                                   std::to_string(g.options.lease_ms) +
-                                   " ms, not longer than the timeout " +
-                                   std::to_string(s.timeout_ms) + " ms");
+    return FailedPreconditionError(
+        "group '" + s.group + "' has a lease of " + std::to_string(g.options.lease_ms) +
+        " ms, not longer than the timeout " + std::to_string(s.timeout_ms) + " ms");
   }
   return Status::Ok();
 }
@@ -340,7 +338,8 @@ std::vector<SubscriptionConfig> PushService::List() const {
 Result<SubscriptionConfig> PushService::Get(const std::string& name) const {
   std::lock_guard lock(impl_->mu);
   auto it = impl_->entries.find(name);
-  if (it == impl_->entries.end()) return NotFoundError("subscription '" + name + "' does not exist");
+  if (it == impl_->entries.end())
+    return NotFoundError("subscription '" + name + "' does not exist");
   return it->second->config;
 }
 
