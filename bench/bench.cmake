@@ -37,6 +37,7 @@ target_sources(converge_cli PRIVATE
   ${CONVERGE_BENCH_DIR}/topology_bench.cc
   ${CONVERGE_BENCH_DIR}/replica_bench.cc
   ${CONVERGE_BENCH_DIR}/client_publish.cc
+  ${CONVERGE_BENCH_DIR}/push_bench.cc
   ${CONVERGE_TEST_SUPPORT_DIR}/server_process.cc
   ${CONVERGE_TEST_SUPPORT_DIR}/postgres_server.cc
 )

@@ -164,3 +164,36 @@ TEST(BenchSmokeTest, HelpListsTheOptions) {
 
 }  // namespace
 }  // namespace converge::bench
+
+namespace converge::bench {
+namespace {
+
+// `converge bench push` on a tiny backlog: one push and one pull row per key count, every event
+// delivered (the bench fails otherwise).
+TEST(BenchSmokeTest, PushPrintsPushAndPullRowsPerKeyCount) {
+  Result<testing::TempDir> base = testing::TempDir::Create("converge-bench-smoke-");
+  ASSERT_TRUE(base.ok()) << base.status().ToString();
+  const testing::CommandOutput r = testing::RunCommand(
+      (std::getenv("CONVERGE_BINARY") != nullptr ? std::string(std::getenv("CONVERGE_BINARY"))
+                                                 : std::string("converge")) +
+      " bench push --events 300 --keys 1,8 --json --dir " + base->path() + " 2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  std::map<std::string, int> rows;
+  size_t start = 0;
+  while (start < r.out.size()) {
+    size_t nl = r.out.find('\n', start);
+    if (nl == std::string::npos) nl = r.out.size();
+    boost::system::error_code ec;
+    boost::json::value v = boost::json::parse(r.out.substr(start, nl - start), ec);
+    start = nl + 1;
+    ASSERT_FALSE(ec) << r.out;
+    const boost::json::object& o = v.as_object();
+    EXPECT_EQ(o.at("events").as_int64(), 300) << r.out;
+    ++rows[std::string(o.at("workload").as_string())];
+  }
+  EXPECT_EQ(rows["push"], 2) << r.out;
+  EXPECT_EQ(rows["pull"], 2) << r.out;
+}
+
+}  // namespace
+}  // namespace converge::bench

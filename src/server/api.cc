@@ -288,6 +288,16 @@ const std::vector<Api::Route>& Api::RouteTable() {
        &Api::DiscardRelayDeadLetters, A::kToken, M::kCore},
       // This API's OpenAPI document (docs/api/openapi.yaml, built in): public, like the source.
       {V::get, "/v1/openapi.yaml", RouteId::kOpenApi, &Api::OpenApi, A::kNone, M::kCore},
+      // Push subscriptions: changes for admins (checked before the body is read), reads for
+      // the topic's subscribers.
+      {V::get, "/v1/subscriptions", RouteId::kListSubscriptions, &Api::ListSubscriptions,
+       A::kToken, M::kCore},
+      {V::post, "/v1/subscriptions", RouteId::kCreateSubscription, &Api::CreateSubscription,
+       A::kToken, M::kCore},
+      {V::get, "/v1/subscriptions/{name}", RouteId::kGetSubscription, &Api::GetSubscription,
+       A::kToken, M::kCore},
+      {V::delete_, "/v1/subscriptions/{name}", RouteId::kDeleteSubscription,
+       &Api::DeleteSubscription, A::kToken, M::kCore},
   };
   return routes;
 }

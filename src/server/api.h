@@ -47,6 +47,7 @@
 namespace converge::server {
 
 class Replicas;
+class PushService;
 
 struct ApiDeps {
   const ServerConfig* config = nullptr;
@@ -68,6 +69,8 @@ struct ApiDeps {
   SchemaRegistry* schemas = nullptr;
   // The replicas of the config (/v1/replicas); null when there are none.
   Replicas* replicas = nullptr;
+  // The push subscriptions (/v1/subscriptions); required.
+  PushService* push = nullptr;
 };
 
 // One route: method and path template ("/v1/topics/{topic}").
@@ -204,6 +207,12 @@ class Api {
   // Deletes a group (force: with its dead letters) and the topic its discarded dead letters
   // went to (DiscardDeadLetters). Blocking.
   Status DeleteGroupAndDiscarded(const std::string& topic, const std::string& group, bool force);
+  // Push subscriptions (api_subscriptions.cc): changes for admins, reads for the topic's
+  // subscribers.
+  asio::awaitable<HttpReply> ListSubscriptions(Call& call);
+  asio::awaitable<HttpReply> CreateSubscription(Call& call);
+  asio::awaitable<HttpReply> GetSubscription(Call& call);
+  asio::awaitable<HttpReply> DeleteSubscription(Call& call);
   // Blocking (the store's catalog): call on the pool.
   bool MayUseReplica(const Principal& principal, const ReplicaConfig& replica) const;
   std::string ListReplicasJson(const Principal& principal) const;

@@ -13,6 +13,7 @@
 
 #include "converge/sql.h"
 #include "core/yaml_check.h"
+#include "server/push_http_client.h"
 
 namespace converge::server {
 namespace {
@@ -384,12 +385,87 @@ Status ParseReplicas(const YAML::Node& n, ServerConfig* c) {
   return Status::Ok();
 }
 
+// One entry of `subscriptions:`. The secret comes from exactly one of secret, secret_env and
+// secret_file (the file's content without a trailing newline).
+Status ParseSubscription(const YAML::Node& n, size_t index, SubscriptionConfig* s) {
+  const std::string w = "subscriptions[" + std::to_string(index) + "]";
+  CONVERGE_RETURN_IF_ERROR(CheckKeys(
+      n, w,
+      {"name", "topic", "group", "endpoint", "mode", "max_concurrency", "timeout_ms",
+       "initial_backoff_ms", "max_backoff_ms", "max_deliveries", "secret", "secret_env",
+       "secret_file"}));
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "name", &s->name));
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "topic", &s->topic));
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "group", &s->group));
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "endpoint", &s->endpoint));
+  std::string mode = "structured";
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "mode", &mode));
+  if (mode != "structured" && mode != "binary") {
+    return KeyError(w + ".mode", "must be binary or structured");
+  }
+  s->binary = mode == "binary";
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_concurrency", &s->max_concurrency, 1, 1024));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "timeout_ms", &s->timeout_ms, 1, 600'000));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(n, w, "initial_backoff_ms", &s->initial_backoff_ms, 1, 3'600'000));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_backoff_ms", &s->max_backoff_ms, 1, 86'400'000));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_deliveries", &s->max_deliveries, 1, 10'000));
+  std::string env_name, file;
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "secret", &s->secret));
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "secret_env", &env_name));
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "secret_file", &file));
+  if (int(!s->secret.empty()) + int(!env_name.empty()) + int(!file.empty()) != 1) {
+    return KeyError(w, "set exactly one of secret, secret_env and secret_file");
+  }
+  if (!env_name.empty()) {
+    const char* v = std::getenv(env_name.c_str());
+    if (v == nullptr || *v == '\0') {
+      return KeyError(w + ".secret_env", "environment variable " + env_name + " is not set");
+    }
+    s->secret = v;
+  }
+  if (!file.empty()) {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) return KeyError(w + ".secret_file", "cannot read " + file);
+    std::ostringstream text;
+    text << in.rdbuf();
+    s->secret = text.str();
+    while (!s->secret.empty() && (s->secret.back() == '\n' || s->secret.back() == '\r')) {
+      s->secret.pop_back();
+    }
+  }
+  if (s->secret.size() < 16) return KeyError(w + ".secret", "must be at least 16 bytes");
+  if (s->group.empty()) s->group = "push-" + s->name;
+  s->from_config = true;
+  return CheckSubscription(*s, w);
+}
+
+Status ParseSubscriptions(const YAML::Node& n, ServerConfig* c) {
+  if (!n.IsSequence()) return KeyError("subscriptions", "must be a list");
+  for (size_t i = 0; i < n.size(); ++i) {
+    SubscriptionConfig s;
+    CONVERGE_RETURN_IF_ERROR(ParseSubscription(n[i], i, &s));
+    for (const SubscriptionConfig& other : c->subscriptions) {
+      if (other.name == s.name) {
+        return KeyError("subscriptions", "duplicate name '" + s.name + "'");
+      }
+      if (other.topic == s.topic && other.group == s.group) {
+        return KeyError("subscriptions", "'" + other.name + "' and '" + s.name +
+                                             "' deliver for the same group");
+      }
+    }
+    c->subscriptions.push_back(std::move(s));
+  }
+  return Status::Ok();
+}
+
 Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
   if (!root || root.IsNull()) return Status::Ok();  // an empty file means all defaults
   CONVERGE_RETURN_IF_ERROR(CheckKeys(
       root, "",
       {"listen", "data_dir", "io_threads", "storage_threads", "tls", "auth", "auto_create_topics",
-       "topic_defaults", "groups", "limits", "store", "sagas", "relays", "topology", "replicas"}));
+       "topic_defaults", "groups", "limits", "store", "sagas", "relays", "topology", "replicas",
+       "subscriptions"}));
   std::string listen;
   CONVERGE_RETURN_IF_ERROR(ReadString(root, "", "listen", &listen));
   if (!listen.empty()) {
@@ -419,6 +495,7 @@ Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
     CONVERGE_RETURN_IF_ERROR(ParseRelays(r, c->topic_defaults, &c->relays));
   }
   if (YAML::Node r = root["replicas"]) CONVERGE_RETURN_IF_ERROR(ParseReplicas(r, c));
+  if (YAML::Node s = root["subscriptions"]) CONVERGE_RETURN_IF_ERROR(ParseSubscriptions(s, c));
   // After store: a store collection's replica reads the store's feed topic.
   for (ReplicaConfig& r : c->replicas) {
     r.source_topic = r.store_collection.empty() ? r.topic : c->store.feed_topic;
@@ -427,6 +504,43 @@ Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
 }
 
 }  // namespace
+
+Status CheckSubscription(const SubscriptionConfig& s, const std::string& where) {
+  auto bad = [&where](const char* field, std::string_view what) {
+    return InvalidArgumentError("'" + where + "." + field + "': " + std::string(what));
+  };
+  const bool name_ok =
+      !s.name.empty() && s.name.size() <= 64 &&
+      std::all_of(s.name.begin(), s.name.end(), [](char ch) {
+        return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+               ch == '_' || ch == '-';
+      });
+  if (!name_ok) return bad("name", "is required: 1 to 64 characters of [A-Za-z0-9_-]");
+  if (s.topic.empty()) return bad("topic", "is required");
+  if (s.topic[0] == '_') return bad("topic", "internal topics cannot be subscribed to");
+  if (Status st = ValidateTopicName(s.topic); !st.ok()) return bad("topic", st.message());
+  if (s.group.empty() || s.group.size() > 64 ||
+      s.group.find_first_not_of(
+          "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") != std::string::npos) {
+    return bad("group", "1 to 64 characters of [A-Za-z0-9_-]");
+  }
+  if (s.endpoint.empty()) return bad("endpoint", "is required");
+  if (Result<PushUrl> url = ParsePushUrl(s.endpoint); !url.ok()) {
+    return bad("endpoint", url.status().message());
+  }
+  if (s.max_concurrency < 1 || s.max_concurrency > 1024) {
+    return bad("max_concurrency", "must be in [1, 1024]");
+  }
+  if (s.timeout_ms < 1 || s.timeout_ms > 600'000) return bad("timeout_ms", "must be in [1, 600000]");
+  if (s.initial_backoff_ms < 1 || s.initial_backoff_ms > 3'600'000) {
+    return bad("initial_backoff_ms", "must be in [1, 3600000]");
+  }
+  if (s.max_backoff_ms < s.initial_backoff_ms || s.max_backoff_ms > 86'400'000) {
+    return bad("max_backoff_ms", "must be in [initial_backoff_ms, 86400000]");
+  }
+  if (s.max_deliveries > 10'000) return bad("max_deliveries", "must be in [1, 10000]");
+  return Status::Ok();
+}
 
 bool IsLoopbackAddress(std::string_view address) {
   if (address == "localhost" || address == "::1" || address == "[::1]") return true;

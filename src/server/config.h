@@ -143,6 +143,27 @@ struct ReplicaConfig {
   int64_t poll_interval_ms = 1000;
 };
 
+// One push subscription (docs/push.md): the events of `topic`, delivered for consumer group
+// `group`, are POSTed to `endpoint`. From the `subscriptions:` section or POST /v1/subscriptions.
+struct SubscriptionConfig {
+  std::string name;      // [A-Za-z0-9_-]{1,64}
+  std::string topic;
+  std::string group;     // default "push-<name>"; created on first use if missing
+  std::string endpoint;  // an http:// or https:// URL
+  bool binary = false;   // CloudEvents binary content mode; else structured
+  uint32_t max_concurrency = 16;  // requests in flight across keys (one per key)
+  int64_t timeout_ms = 10'000;
+  int64_t initial_backoff_ms = 250;
+  int64_t max_backoff_ms = 60'000;
+  uint32_t max_deliveries = 0;  // for a group the subscription creates; 0 = groups.max_deliveries
+  std::string secret;           // the HMAC key (from secret, secret_env or secret_file)
+  bool from_config = false;     // set for the serve config's entries (not deletable by the API)
+};
+
+// The value checks every subscription passes, from the file or the API (names, the URL's
+// scheme, ranges; not the secret's presence). InvalidArgument naming `where`.<field>.
+Status CheckSubscription(const SubscriptionConfig& s, const std::string& where);
+
 struct ServerConfig {
   std::string listen_address = "127.0.0.1";
   uint16_t listen_port = 8080;  // 0 picks a free port (printed at start)
@@ -167,6 +188,7 @@ struct ServerConfig {
   // The declared topology, loaded from topology_dir by ApplyTopology (null without one).
   std::shared_ptr<const topology::System> topology;
   std::vector<ReplicaConfig> replicas;
+  std::vector<SubscriptionConfig> subscriptions;
 
   bool tls_enabled() const { return !tls_cert_file.empty(); }
   bool auth_enabled() const { return !tokens.empty(); }

@@ -431,3 +431,65 @@ TEST(Config, StoreDocumentsMustFitTheFeedTopic) {
 
 }  // namespace
 }  // namespace converge::server
+
+namespace converge::server {
+namespace {
+
+TEST(Config, SubscriptionsSection) {
+  ::setenv("CONVERGE_TEST_PUSH_SECRET", "from-the-environment-0123", 1);
+  Result<ServerConfig> c = ParseConfig(R"(
+subscriptions:
+  - name: billing
+    topic: orders
+    endpoint: https://billing.internal:8443/events?x=1
+    mode: binary
+    max_concurrency: 4
+    timeout_ms: 2000
+    initial_backoff_ms: 10
+    max_backoff_ms: 500
+    max_deliveries: 9
+    secret_env: CONVERGE_TEST_PUSH_SECRET
+  - name: audit
+    topic: orders
+    group: audit-g
+    endpoint: http://127.0.0.1:9000/
+    secret: "0123456789abcdef"
+)");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_EQ(c->subscriptions.size(), 2u);
+  const SubscriptionConfig& a = c->subscriptions[0];
+  EXPECT_EQ(a.group, "push-billing");
+  EXPECT_TRUE(a.binary);
+  EXPECT_EQ(a.max_concurrency, 4u);
+  EXPECT_EQ(a.timeout_ms, 2000);
+  EXPECT_EQ(a.max_deliveries, 9u);
+  EXPECT_EQ(a.secret, "from-the-environment-0123");
+  EXPECT_TRUE(a.from_config);
+  EXPECT_EQ(c->subscriptions[1].group, "audit-g");
+  EXPECT_FALSE(c->subscriptions[1].binary);
+  const std::string ok = "topic: t, endpoint: 'http://h/', secret: 0123456789abcdef";
+  for (const std::string& bad : std::vector<std::string>{
+           "subscriptions: {name: x}",
+           "subscriptions: [{name: x, " + ok + ", colour: red}]",
+           "subscriptions: [{" + ok + "}]",
+           "subscriptions: [{name: x, topic: t, endpoint: 'ftp://h/', secret: 0123456789abcdef}]",
+           "subscriptions: [{name: x, topic: t, endpoint: 'http://h/'}]",
+           "subscriptions: [{name: x, topic: t, endpoint: 'http://h/', secret: short}]",
+           "subscriptions: [{name: x, " + ok + ", secret_env: CONVERGE_TEST_PUSH_SECRET}]",
+           "subscriptions: [{name: x, topic: t, endpoint: 'http://h/', secret_env: NO_SUCH_VAR_X}]",
+           "subscriptions: [{name: x, topic: t, endpoint: 'http://h/', secret_file: /no/such}]",
+           "subscriptions: [{name: x, " + ok + ", mode: other}]",
+           "subscriptions: [{name: x, " + ok + ", max_concurrency: 0}]",
+           "subscriptions: [{name: x, " + ok + "}, {name: x, " + ok + ", group: g2}]",
+           "subscriptions: [{name: x, " + ok + "}, {name: y, " + ok + ", group: push-x}]",
+       }) {
+    Result<ServerConfig> r = ParseConfig(bad);
+    EXPECT_FALSE(r.ok()) << bad;
+    if (!r.ok()) {
+      EXPECT_NE(r.status().message().find("subscriptions"), std::string::npos) << bad;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace converge::server

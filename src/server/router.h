@@ -93,6 +93,11 @@ enum class RouteId {
   kDiscardRelayDeadLetters,
   kDiscardDeadLetters,
   kOpenApi,
+  // Push subscriptions.
+  kListSubscriptions,
+  kCreateSubscription,
+  kGetSubscription,
+  kDeleteSubscription,
 };
 
 // Who may call a route.

@@ -23,6 +23,7 @@
 #include "server/blocking_pool.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
+#include "server/push_service.h"
 #include "server/replicas.h"
 #include "server/store_metrics.h"
 #include "server/system_topics.h"
@@ -49,6 +50,9 @@ struct Server::Impl {
   std::shared_ptr<RelayService> relays;
   // Read `log` (and the store's feed in it) into SQL tables; stopped before the log closes.
   std::unique_ptr<Replicas> replicas;
+  // POST `log`'s events to the subscriptions' endpoints, settling leases in `groups`; stopped
+  // before the groups' final flush.
+  std::unique_ptr<PushService> push;
   asio::io_context ioc;
   std::unique_ptr<BlockingPool> pool;
   WakeupHub hub;
@@ -252,6 +256,10 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
     std::fprintf(stderr, "converge serve: running %zu replica(s)\n", impl->config.replicas.size());
   }
   deps.replicas = impl->replicas.get();
+  CONVERGE_ASSIGN_OR_RETURN(impl->push,
+                            PushService::Start(*impl->env, *impl->groups, impl->config,
+                                               impl->metrics));
+  deps.push = impl->push.get();
   impl->api = std::make_unique<Api>(deps);
 
   HttpServerOptions http_options;
@@ -317,6 +325,7 @@ Server::~Server() {
   impl_->relays.reset();
   impl_->pool.reset();
   if (impl_->replicas) impl_->replicas->Stop();
+  impl_->push.reset();
   impl_->http.reset();
   impl_->api.reset();
   impl_->store_http.reset();
@@ -446,6 +455,8 @@ Status Server::Run(bool handle_signals) {
   // deleted are published again at the next start and dropped by the log's dedup), so their
   // last appends are covered by the log's final sync below.
   if (impl->relays) impl->relays->Stop();
+  // No ack after the groups' final flush (requests in flight are sent again at the next start).
+  if (impl->push) impl->push->Stop();
   Status flushed = impl->groups->Flush();
   Status store_synced = impl->store ? impl->store->Sync() : Status::Ok();
   // Every change event of the store into the log before the log's final sync.

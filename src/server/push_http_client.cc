@@ -1,0 +1,314 @@
+#include "server/push_http_client.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/url/parse.hpp>
+#include <charconv>
+#include <deque>
+
+#include "converge/event.h"
+
+namespace converge::server {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+
+Result<PushUrl> ParsePushUrl(std::string_view text) {
+  auto parsed = boost::urls::parse_absolute_uri(text);
+  if (!parsed) {
+    return InvalidArgumentError("endpoint '" + std::string(text) +
+                                "' is not an absolute URL: " + parsed.error().message());
+  }
+  const boost::urls::url_view& u = *parsed;
+  PushUrl out;
+  const std::string scheme(u.scheme());
+  if (scheme == "https") {
+    out.https = true;
+  } else if (scheme != "http") {
+    return InvalidArgumentError("endpoint '" + std::string(text) +
+                                "': only http and https URLs are supported");
+  }
+  if (u.has_userinfo()) {
+    return InvalidArgumentError(
+        "endpoint: user info in the URL is not supported (use the "
+        "signature to authenticate converge)");
+  }
+  out.host = u.host_address();
+  if (out.host.empty()) return InvalidArgumentError("endpoint: the URL has no host");
+  if (u.has_port()) {
+    const std::string_view p = u.port();
+    unsigned v = 0;
+    auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), v);
+    if (ec != std::errc() || end != p.data() + p.size() || v == 0 || v > 65535) {
+      return InvalidArgumentError("endpoint: bad port '" + std::string(p) + "'");
+    }
+    out.port = static_cast<uint16_t>(v);
+  } else {
+    out.port = out.https ? 443 : 80;
+  }
+  out.target = std::string(u.encoded_path());
+  if (out.target.empty()) out.target = "/";
+  if (u.has_query()) out.target += "?" + std::string(u.encoded_query());
+  return out;
+}
+
+namespace {
+
+// What the CloudEvents HTTP binding requires percent-encoded in a header value: space, '"',
+// '%' and bytes outside printable ASCII.
+std::string PercentEncodeHeader(std::string_view s) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(s.size());
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c <= 0x20 || c >= 0x7f || c == '"' || c == '%') {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<RenderedPush> RenderPush(PushMode mode, std::string_view stored_record) {
+  Result<Event> decoded = DecodeBinary(stored_record);
+  if (!decoded.ok()) {
+    return FailedPreconditionError("the record is not a converge event: " +
+                                   std::string(decoded.status().message()));
+  }
+  const Event& e = *decoded;
+  RenderedPush out;
+  if (mode == PushMode::kStructured) {
+    out.headers.emplace_back("Content-Type", "application/cloudevents+json");
+    CONVERGE_RETURN_IF_ERROR(AppendJson(e, &out.body));
+    return out;
+  }
+  out.headers.emplace_back("ce-specversion", "1.0");
+  out.headers.emplace_back("ce-id", PercentEncodeHeader(e.id()));
+  out.headers.emplace_back("ce-source", PercentEncodeHeader(e.source()));
+  out.headers.emplace_back("ce-type", PercentEncodeHeader(e.type()));
+  if (e.subject()) out.headers.emplace_back("ce-subject", PercentEncodeHeader(*e.subject()));
+  if (e.time()) out.headers.emplace_back("ce-time", PercentEncodeHeader(*e.time()));
+  if (e.dataschema()) {
+    out.headers.emplace_back("ce-dataschema", PercentEncodeHeader(*e.dataschema()));
+  }
+  for (const Extension& x : e.extensions()) {
+    out.headers.emplace_back("ce-" + x.name, PercentEncodeHeader(x.value));
+  }
+  if (e.datacontenttype()) {
+    out.headers.emplace_back("Content-Type", *e.datacontenttype());
+  } else if (e.data_kind() == DataKind::kJson) {
+    out.headers.emplace_back("Content-Type", "application/json");
+  } else if (e.data_kind() != DataKind::kNone) {
+    out.headers.emplace_back("Content-Type", "application/octet-stream");
+  }
+  out.body = e.data();
+  return out;
+}
+
+std::string PushSignature(std::string_view secret, int64_t unix_seconds, std::string_view body) {
+  const std::string t = std::to_string(unix_seconds);
+  std::string signed_text = t + ".";
+  signed_text.append(body);
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int mac_len = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+       reinterpret_cast<const unsigned char*>(signed_text.data()), signed_text.size(), mac,
+       &mac_len);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "t=" + t + ",v1=";
+  for (unsigned i = 0; i < mac_len; ++i) {
+    out += kHex[mac[i] >> 4];
+    out += kHex[mac[i] & 15];
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// The client
+
+namespace {
+
+// One connection, plain or TLS.
+struct Connection {
+  std::unique_ptr<beast::tcp_stream> tcp;
+  std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> tls;
+  beast::flat_buffer buffer;
+
+  beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*tls) : *tcp; }
+};
+
+}  // namespace
+
+struct PushHttpClient::Impl : std::enable_shared_from_this<Impl> {
+  Impl(asio::io_context& io_context, Env& e, PushTarget t)
+      : io(io_context), env(e), target(std::move(t)), ssl(asio::ssl::context::tls_client) {
+    if (target.url.https) {
+      ssl.set_default_verify_paths();
+      ssl.set_verify_mode(asio::ssl::verify_peer);
+    }
+    host_header = target.url.host.find(':') != std::string::npos ? "[" + target.url.host + "]"
+                                                                 : target.url.host;
+    if (target.url.port != (target.url.https ? 443 : 80)) {
+      host_header += ":" + std::to_string(target.url.port);
+    }
+  }
+
+  asio::awaitable<std::unique_ptr<Connection>> Connect(
+      std::chrono::steady_clock::time_point deadline) {
+    tcp::resolver resolver(io);
+    auto endpoints = co_await resolver.async_resolve(
+        target.url.host, std::to_string(target.url.port), asio::use_awaitable);
+    auto c = std::make_unique<Connection>();
+    if (target.url.https) {
+      c->tls = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(io, ssl);
+      if (!SSL_set_tlsext_host_name(c->tls->native_handle(), target.url.host.c_str())) {
+        throw boost::system::system_error(beast::error_code(static_cast<int>(::ERR_get_error()),
+                                                            asio::error::get_ssl_category()));
+      }
+      c->tls->set_verify_callback(asio::ssl::host_name_verification(target.url.host));
+    } else {
+      c->tcp = std::make_unique<beast::tcp_stream>(io);
+    }
+    c->lowest().expires_at(deadline);
+    co_await c->lowest().async_connect(endpoints, asio::use_awaitable);
+    c->lowest().socket().set_option(tcp::no_delay(true));
+    if (c->tls)
+      co_await c->tls->async_handshake(asio::ssl::stream_base::client, asio::use_awaitable);
+    co_return c;
+  }
+
+  // Sends on `c`; true in *keep when the connection may be reused.
+  asio::awaitable<bhttp::response<bhttp::string_body>> Exchange(
+      Connection& c, const bhttp::request<bhttp::string_body>& req, bool* got_bytes) {
+    bhttp::response_parser<bhttp::string_body> parser;
+    parser.body_limit(1 << 20);
+    if (c.tls) {
+      co_await bhttp::async_write(*c.tls, req, asio::use_awaitable);
+      co_await bhttp::async_read_header(*c.tls, c.buffer, parser, asio::use_awaitable);
+      *got_bytes = true;
+      co_await bhttp::async_read(*c.tls, c.buffer, parser, asio::use_awaitable);
+    } else {
+      co_await bhttp::async_write(*c.tcp, req, asio::use_awaitable);
+      co_await bhttp::async_read_header(*c.tcp, c.buffer, parser, asio::use_awaitable);
+      *got_bytes = true;
+      co_await bhttp::async_read(*c.tcp, c.buffer, parser, asio::use_awaitable);
+    }
+    co_return parser.release();
+  }
+
+  asio::awaitable<void> Run(PushRequest request, std::function<void(PushOutcome)> done) {
+    PushOutcome outcome;
+    Result<RenderedPush> rendered = RenderPush(target.mode, request.value);
+    if (!rendered.ok()) {
+      // Not sendable now or ever: as a permanent refusal.
+      outcome.status = 400;
+      outcome.detail = std::string(rendered.status().message());
+      done(std::move(outcome));
+      co_return;
+    }
+    bhttp::request<bhttp::string_body> req{bhttp::verb::post, target.url.target, 11};
+    req.set(bhttp::field::host, host_header);
+    req.set(bhttp::field::user_agent, "converge-push");
+    for (auto& [name, value] : rendered->headers) req.set(name, value);
+    req.set("Converge-Subscription", target.subscription);
+    req.set("Converge-Delivery-Attempt", std::to_string(request.attempt));
+    const int64_t now_s = env.clock().NowWallNanos() / 1'000'000'000;
+    req.set("Converge-Signature", PushSignature(target.secret, now_s, rendered->body));
+    req.body() = std::move(rendered->body);
+    req.keep_alive(true);
+    req.prepare_payload();
+
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(target.timeout_ms);
+    for (int round = 0; round < 2; ++round) {
+      std::unique_ptr<Connection> c;
+      bool reused = false;
+      if (!idle.empty()) {
+        c = std::move(idle.back());
+        idle.pop_back();
+        reused = true;
+      }
+      bool got_bytes = false;
+      try {
+        if (c == nullptr) c = co_await Connect(deadline);
+        c->lowest().expires_at(deadline);
+        bhttp::response<bhttp::string_body> res = co_await Exchange(*c, req, &got_bytes);
+        outcome.kind = PushOutcome::Kind::kHttp;
+        outcome.status = res.result_int();
+        if (auto it = res.find(bhttp::field::retry_after); it != res.end()) {
+          outcome.retry_after_ms = ParseRetryAfterMs(it->value(), env.clock().NowWallMicros());
+        }
+        if (outcome.status < 200 || outcome.status >= 300) {
+          outcome.detail = res.body().substr(0, 200);
+        }
+        if (res.keep_alive() && !closed) {
+          c->lowest().expires_never();
+          idle.push_back(std::move(c));
+        }
+        done(std::move(outcome));
+        co_return;
+      } catch (const boost::system::system_error& e) {
+        const bool timed_out = e.code() == beast::error::timeout;
+        if (reused && !got_bytes && !timed_out && round == 0) continue;  // a stale connection
+        outcome.kind = timed_out ? PushOutcome::Kind::kTimeout : PushOutcome::Kind::kConnectError;
+        outcome.detail = e.code().message();
+        done(std::move(outcome));
+        co_return;
+      } catch (const std::exception& e) {
+        outcome.kind = PushOutcome::Kind::kConnectError;
+        outcome.detail = e.what();
+        done(std::move(outcome));
+        co_return;
+      }
+    }
+  }
+
+  asio::io_context& io;
+  Env& env;
+  PushTarget target;
+  asio::ssl::context ssl;
+  std::string host_header;
+  std::vector<std::unique_ptr<Connection>> idle;  // on the io thread
+  bool closed = false;
+};
+
+PushHttpClient::PushHttpClient(asio::io_context& io, Env& env, PushTarget target)
+    : impl_(std::make_shared<Impl>(io, env, std::move(target))) {}
+
+PushHttpClient::~PushHttpClient() {
+  // Idle connections close on the io thread; requests in flight end by their timeout.
+  asio::post(impl_->io, [impl = impl_] {
+    impl->closed = true;
+    impl->idle.clear();
+  });
+}
+
+void PushHttpClient::Send(const PushRequest& request, std::function<void(PushOutcome)> done) {
+  asio::co_spawn(
+      impl_->io,
+      [impl = impl_, request, done = std::move(done)]() mutable {
+        return impl->Run(std::move(request), std::move(done));
+      },
+      asio::detached);
+}
+
+}  // namespace converge::server

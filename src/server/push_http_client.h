@@ -1,0 +1,76 @@
+// The HTTP side of push delivery (docs/push.md): the endpoint URL, the request converge sends
+// for an event (CloudEvents binary or structured mode, signed), and the Boost.Beast client
+// that sends it (PushTransport of push_delivery.h).
+//
+// Signature: every request carries
+//   Converge-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>
+// over the exact bytes of the body. The receiver recomputes it with the subscription's secret,
+// compares in constant time and refuses a timestamp too far from its clock (replays).
+//
+// Client: one pool of idle keep-alive connections per endpoint (scheme, host, port); a request
+// takes an idle connection or opens one (TLS for https, verifying the certificate and host
+// name against the system's trust store), and gives it back after a complete keep-alive
+// response. A request on a reused connection that fails before any byte of the answer (the
+// endpoint closed it while idle) is sent once more on a new connection. The whole request,
+// connecting included, is bounded by the subscription's timeout.
+// Thread-safety: PushHttpClient runs on one io_context thread; Send may be called from any
+// thread (it posts).
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "converge/status.h"
+#include "server/push_delivery.h"
+
+namespace converge::server {
+
+struct PushUrl {
+  bool https = false;
+  std::string host;    // without brackets for IPv6
+  uint16_t port = 0;   // 80 / 443 when the URL names none
+  std::string target;  // path and query, "/" when empty
+};
+
+// An absolute http:// or https:// URL with a host and no user info or fragment.
+// InvalidArgument naming the problem otherwise.
+Result<PushUrl> ParsePushUrl(std::string_view url);
+
+// What is sent for one stored record. FailedPrecondition when the record is not a converge
+// event (it cannot be rendered; the runner dead-letters it).
+struct RenderedPush {
+  std::vector<std::pair<std::string, std::string>> headers;  // Content-Type included
+  std::string body;
+};
+Result<RenderedPush> RenderPush(PushMode mode, std::string_view stored_record);
+
+// "t=<unix_seconds>,v1=<hex>" for `body`.
+std::string PushSignature(std::string_view secret, int64_t unix_seconds, std::string_view body);
+
+// One endpoint's settings, as the client needs them.
+struct PushTarget {
+  std::string subscription;  // sent as Converge-Subscription
+  PushUrl url;
+  PushMode mode = PushMode::kStructured;
+  std::string secret;
+  int64_t timeout_ms = 10'000;
+};
+
+class PushHttpClient : public PushTransport {
+ public:
+  PushHttpClient(boost::asio::io_context& io, Env& env, PushTarget target);
+  ~PushHttpClient() override;
+
+  void Send(const PushRequest& request, std::function<void(PushOutcome)> done) override;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace converge::server
