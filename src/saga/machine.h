@@ -55,7 +55,8 @@ struct OutCommand {
   SagaCommandKind kind = SagaCommandKind::kAction;
   uint32_t attempt = 0;
   bool retriable = false;
-  std::string token;  // the reply token (ReplyToken); empty = none
+  std::string token;        // the reply token (ReplyToken); empty = none
+  std::string traceparent;  // the saga's trace id, this command's span id; empty = none
 };
 
 struct MachineOutput {
@@ -63,11 +64,13 @@ struct MachineOutput {
   size_t records = 0;
   std::vector<OutCommand> commands;
   std::vector<SagaSummary> finished;
+  std::vector<SagaStepOutcome> steps;  // steps settled (done or failed), for metrics
   void Clear() {
     wal.clear();
     records = 0;
     commands.clear();
     finished.clear();
+    steps.clear();
   }
 };
 
@@ -95,6 +98,7 @@ struct MachineStats {
   uint64_t started = 0;
   uint64_t completed = 0;
   uint64_t compensated = 0;
+  uint64_t failed = 0;  // turned to compensation by a step failure or the deadline
   uint64_t replies = 0;
   uint64_t replies_ignored = 0;  // kStale + kUnknownSaga
   uint64_t timeouts = 0;
@@ -181,6 +185,9 @@ class SagaMachine {
   void SendAttempt(Instance& inst, uint32_t step, SagaCommandKind kind, uint32_t attempt,
                    int64_t now, MachineOutput* out);
   void AddCommand(const Instance& inst, MachineOutput* out) const;
+  // Adds the outcome of (step, kind), settled at `now`, to out->steps.
+  void ReportStep(const Instance& inst, uint32_t step, SagaCommandKind kind, bool ok, int64_t now,
+                  MachineOutput* out) const;
   void AttemptFailed(Instance& inst, const Status& status, int64_t now, MachineOutput* out);
   int64_t BackoffMicros(const SagaStepDefinition& step, uint32_t failed_attempt);
   // How long attempt `attempt` of (step, kind) waits for its reply.

@@ -4,10 +4,12 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <optional>
 
+#include "converge/event.h"
 #include "core/coding.h"
 
 namespace converge::saga_internal {
@@ -171,6 +173,63 @@ std::string ReplyToken(std::string_view key, std::string_view command_id) {
   return out;
 }
 
+std::string StartTrace(std::string_view requested, std::string_view key, std::string_view saga_id,
+                       Random& random) {
+  Result<TraceParent> tp = TraceParent::Parse(requested);
+  if (tp.ok()) {
+    tp->version = 0;  // the fields of version 00 are the ones this code knows
+    return tp->ToString();
+  }
+  TraceParent fresh;
+  if (!key.empty()) {
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    const std::string input = "traceparent/" + std::string(saga_id);
+    HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+         reinterpret_cast<const unsigned char*>(input.data()), input.size(), mac, &len);
+    std::copy(mac, mac + 16, fresh.trace_id.begin());
+    std::copy(mac + 16, mac + 24, fresh.parent_id.begin());
+    // All zeros is invalid (a chance of 2^-128 and 2^-64).
+    if (std::all_of(fresh.trace_id.begin(), fresh.trace_id.end(),
+                    [](uint8_t b) { return b == 0; })) {
+      fresh.trace_id.back() = 1;
+    }
+    if (std::all_of(fresh.parent_id.begin(), fresh.parent_id.end(),
+                    [](uint8_t b) { return b == 0; })) {
+      fresh.parent_id.back() = 1;
+    }
+    return fresh.ToString();
+  }
+  do {
+    random.Fill(fresh.trace_id);
+  } while (
+      std::all_of(fresh.trace_id.begin(), fresh.trace_id.end(), [](uint8_t b) { return b == 0; }));
+  do {
+    random.Fill(fresh.parent_id);
+  } while (std::all_of(fresh.parent_id.begin(), fresh.parent_id.end(),
+                       [](uint8_t b) { return b == 0; }));
+  return fresh.ToString();
+}
+
+std::string ChildTraceparent(std::string_view parent, std::string_view id) {
+  Result<TraceParent> tp = TraceParent::Parse(parent);
+  if (!tp.ok()) return "";
+  // A keyed hash of the event id under the trace id: distinct per command, stable across
+  // resends, and unrelated between traces.
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), tp->trace_id.data(), static_cast<int>(tp->trace_id.size()),
+       reinterpret_cast<const unsigned char*>(id.data()), id.size(), mac, &len);
+  bool zero = true;
+  for (size_t i = 0; i < tp->parent_id.size(); ++i) {
+    tp->parent_id[i] = mac[i];
+    zero = zero && mac[i] == 0;
+  }
+  if (zero) tp->parent_id.back() = 1;  // all zeros is not a valid span id
+  tp->version = 0;
+  return tp->ToString();
+}
+
 bool ReplyTokenMatches(std::string_view expected, std::string_view got) {
   return expected.size() == got.size() &&
          CRYPTO_memcmp(expected.data(), got.data(), expected.size()) == 0;
@@ -210,7 +269,7 @@ void EncodeCommand(const OutCommand& c, std::string_view source, std::string_vie
                           : c.kind == SagaCommandKind::kCompensate ? step.compensation
                                                                    : kCancelType;
   PutString(out, type);
-  PutVarint(out, c.token.empty() ? 9 : 10);
+  PutVarint(out, 9 + (c.token.empty() ? 0 : 1) + (c.traceparent.empty() ? 0 : 1));
   ExtInt(out, "sagaattempt", c.attempt);
   ExtString(out, "sagadef", c.def->name);
   ExtString(out, "sagaid", c.saga_id);
@@ -221,6 +280,7 @@ void EncodeCommand(const OutCommand& c, std::string_view source, std::string_vie
   ExtString(out, "sagastepname", step.name);
   if (!c.token.empty()) ExtString(out, "sagatoken", c.token);
   ExtInt(out, "sagaversion", c.def->version);
+  if (!c.traceparent.empty()) ExtString(out, "traceparent", c.traceparent);
   if (has_data) PutString(out, *c.data);
 }
 
@@ -256,6 +316,7 @@ Result<CommandView> DecodeCommand(std::string_view record) {
   v.command.data = p.data;
   v.command.retriable = retriable.value_or(false);
   v.command.token = p.Str("sagatoken").value_or("");
+  v.command.traceparent = p.Str("traceparent").value_or("");
   v.reply_to = *reply_to;
   v.event_id = p.id;
   return v;
@@ -274,7 +335,7 @@ void EncodeReply(const SagaReply& reply, std::string* out) {
   PutString(out, id);
   PutString(out, "/converge/saga/participant");
   PutString(out, kReplyType);
-  PutVarint(out, reply.token.empty() ? 7 : 8);
+  PutVarint(out, 7 + (reply.token.empty() ? 0 : 1) + (reply.traceparent.empty() ? 0 : 1));
   ExtBool(out, "sagaapplied", reply.applied);
   ExtInt(out, "sagaattempt", reply.attempt);
   ExtString(out, "sagacode", StatusCodeName(reply.status.code()));
@@ -283,6 +344,7 @@ void EncodeReply(const SagaReply& reply, std::string* out) {
   ExtString(out, "sagaoutcome", outcome);
   ExtInt(out, "sagastep", reply.step);
   if (!reply.token.empty()) ExtString(out, "sagatoken", reply.token);
+  if (!reply.traceparent.empty()) ExtString(out, "traceparent", reply.traceparent);
   if (!body.empty()) PutString(out, body);
 }
 
@@ -336,6 +398,7 @@ Result<SagaReply> DecodeReply(std::string_view record) {
   }
   r.applied = applied.value_or(false);
   r.token = std::string(p.Str("sagatoken").value_or(""));
+  r.traceparent = std::string(p.Str("traceparent").value_or(""));
   return r;
 }
 

@@ -22,6 +22,7 @@
 #include <string>
 #include <string_view>
 
+#include "converge/env.h"
 #include "converge/saga.h"
 #include "saga/machine.h"
 
@@ -56,6 +57,18 @@ bool ReplyTokenMatches(std::string_view expected, std::string_view got);
 // The sagaid of a record that is a saga reply by its type, even if its other attributes do not
 // decode (to record the rejection in that saga's history); nullopt otherwise.
 std::optional<std::string> ReplySagaId(std::string_view record);
+
+// W3C Trace Context. The saga's traceparent from the start request's: the same trace id, parent
+// id and flags in version 00 form; for an empty or malformed one (W3C: ignored, a new trace) a
+// new trace id and parent id, flags 00: HMAC-SHA256(key, saga id) when there is a key (the
+// reply-token key: unpredictable, unique per saga, and no draw from `random`, so simulator
+// seeds replay as before), otherwise drawn from `random`.
+std::string StartTrace(std::string_view requested, std::string_view key, std::string_view saga_id,
+                       Random& random);
+// A child of `parent` (a valid traceparent): the same trace id and flags, a span id derived
+// from `id` (the command or reply event id, so a command sent again keeps its span id).
+// Empty if `parent` is not a valid traceparent.
+std::string ChildTraceparent(std::string_view parent, std::string_view id);
 
 // The command's event id, also the reply's id without "/reply".
 std::string CommandEventId(std::string_view saga_id, uint32_t step, SagaCommandKind kind,
