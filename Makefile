@@ -49,6 +49,8 @@ bench: build
 	@$(BUILD_DIR)/bench/conflict_bench
 
 # The Debian package of the server (CPack, DEB): $(BUILD_DIR)/converge_<version>_<arch>.deb.
+package: DEPS_SET = package
+package: BUILD_TARGETS = --target converge_cli
 package: build
 	@cd $(BUILD_DIR) && cpack -G DEB >/dev/null && ls $(CURDIR)/$(BUILD_DIR)/*.deb
 

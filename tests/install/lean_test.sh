@@ -19,7 +19,8 @@ for p in libgtest-dev libgmock-dev libbenchmark-dev libnats-dev libhiredis-dev p
          nats-server redis-server json-schema-test-suite systemd; do
   if grep -qx "$p" <<<"$run_set"; then fail "run set holds the test/bench package $p"; fi
 done
-for p in libgtest-dev postgresql-15 nats-server redis-server systemd cmake; do
+grep -qx file <<<"$("$deps" package --dry-run)" || fail "package set lacks file (CPack's shlibdeps)"
+for p in libgtest-dev postgresql-15 nats-server redis-server systemd file cmake; do
   grep -qx "$p" <<<"$test_set" || fail "test set lacks $p"
 done
 for p in libbenchmark-dev libnats-dev libhiredis-dev nats-server redis-server cmake; do
@@ -28,7 +29,7 @@ done
 if grep -qx libgtest-dev <<<"$bench_set"; then fail "bench set holds GoogleTest"; fi
 if "$deps" nonsense --dry-run >/dev/null 2>&1; then fail "an unknown set is accepted"; fi
 # The Makefile's goals ask for their sets.
-for goal in run:run test:test bench:bench; do
+for goal in run:run test:test bench:bench package:package; do
   out=$(make -s -n -C "$source_dir" "${goal%%:*}" 2>/dev/null | grep install-deps || true)
   grep -q "install-deps ${goal##*:}\$" <<<"$out" || fail "make ${goal%%:*} runs '$out'"
 done
