@@ -37,7 +37,7 @@ struct Instance {
   int64_t deadline_due = 0;  // 0 = none
   int64_t step_started = 0;  // first attempt of (step, kind)
   bool stuck = false;
-  std::string trace;  // the saga's traceparent (the start's); empty = none
+  TraceText trace;  // the saga's traceparent (the start's); empty = none (older logs)
   std::string error;
   std::vector<StepProgress> steps;
   std::vector<HistoryItem> history;
@@ -570,12 +570,14 @@ void SagaMachine::AddCommand(const Instance& inst, MachineOutput* out) const {
   c.retriable = inst.kind == SagaCommandKind::kAction && inst.step > inst.def->PivotIndex();
   const std::string command_id = CommandEventId(inst.id, inst.step, inst.kind, inst.attempt);
   if (!reply_key_.empty()) c.token = ReplyToken(reply_key_, command_id);
-  if (!inst.trace.empty()) c.traceparent = ChildTraceparent(inst.trace, command_id);
+  if (!inst.trace.empty()) ChildTraceparentInto(inst.trace.view(), command_id, &c.traceparent.text);
+  c.traceparent.set = !inst.trace.empty();
   out->commands.push_back(std::move(c));
 }
 
 void SagaMachine::ReportStep(const Instance& inst, uint32_t step, SagaCommandKind kind, bool ok,
                              int64_t now, MachineOutput* out) const {
+  if (!options_.report_steps) return;
   SagaStepOutcome o;
   o.definition = inst.def_name;
   if (inst.def != nullptr && step < inst.def->steps.size()) o.step = inst.def->steps[step].name;
@@ -754,7 +756,7 @@ Status SagaMachine::Apply(const RecordView& r, MachineOutput* out, Instance* kno
       inst->stuck = true;
     }
     inst->data = std::make_shared<const std::string>(r.b);
-    inst->trace.assign(r.trace.data(), r.trace.size());
+    inst->trace.Set(r.trace);
     inst->deadline_due = r.due_micros;
     inst->started = r.time_micros;
     inst->updated = r.time_micros;
@@ -1001,7 +1003,7 @@ void SagaMachine::EncodeCheckpoint(const Instance& inst, std::string* out) const
     PutString(out, h.detail);
   }
   // Optional and last: checkpoints written before it have none.
-  if (!inst.trace.empty()) PutString(out, inst.trace);
+  if (!inst.trace.empty()) PutString(out, inst.trace.view());
 }
 
 Status SagaMachine::ApplyCheckpoint(std::string_view blob) {
@@ -1074,7 +1076,7 @@ Status SagaMachine::ApplyCheckpoint(std::string_view blob) {
   if (!in.done()) {
     std::string_view trace;
     if (!in.String(&trace)) return DataLossError("saga log: malformed checkpoint (trace)");
-    inst->trace.assign(trace.data(), trace.size());
+    inst->trace.Set(trace);
   }
   if (!in.done()) return DataLossError("saga log: malformed checkpoint (trailing bytes)");
   inst->def = FindDefinition(inst->def_name, inst->version);
@@ -1196,7 +1198,7 @@ Result<SagaInfo> SagaMachine::Describe(const std::string& id) const {
         SagaHistoryEntry{h.time, std::string(h.event), h.step, h.attempt, h.detail});
   }
   info.history_dropped = inst->history_dropped;
-  info.traceparent = inst->trace;
+  info.traceparent = std::string(inst->trace.view());
   return info;
 }
 

@@ -30,6 +30,8 @@
 // Thread-safety: none; the orchestrator serializes calls.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -47,6 +49,22 @@ namespace converge::saga_internal {
 
 struct Instance;
 
+// A traceparent's text held in place (version 00 form: 55 characters), so that commands and
+// instances carry one without an allocation each.
+struct TraceText {
+  std::array<char, 55> text{};
+  bool set = false;
+  // Keeps `t` if it is 55 characters (what StartTrace and ChildTraceparent write); else none.
+  void Set(std::string_view t) {
+    set = t.size() == text.size();
+    if (set) std::copy(t.begin(), t.end(), text.begin());
+  }
+  bool empty() const { return !set; }
+  std::string_view view() const {
+    return set ? std::string_view(text.data(), text.size()) : std::string_view();
+  }
+};
+
 struct OutCommand {
   std::string saga_id;
   std::shared_ptr<const SagaDefinition> def;
@@ -55,8 +73,8 @@ struct OutCommand {
   SagaCommandKind kind = SagaCommandKind::kAction;
   uint32_t attempt = 0;
   bool retriable = false;
-  std::string token;        // the reply token (ReplyToken); empty = none
-  std::string traceparent;  // the saga's trace id, this command's span id; empty = none
+  std::string token;      // the reply token (ReplyToken); empty = none
+  TraceText traceparent;  // the saga's trace id, this command's span id; empty = none
 };
 
 struct MachineOutput {
@@ -82,6 +100,8 @@ struct MachineOptions {
   uint32_t max_data_bytes = 64 << 10;
   // Commands retried without a bound wait twice as long at each attempt, up to this.
   int64_t max_attempt_timeout_ms = 300'000;
+  // Fill MachineOutput::steps (only someone listening pays for the outcomes).
+  bool report_steps = false;
 };
 
 // Why a reply was not used (SagaOrchestratorStats and the saga's history name them).

@@ -173,61 +173,106 @@ std::string ReplyToken(std::string_view key, std::string_view command_id) {
   return out;
 }
 
+namespace {
+
+// Trace and span ids need to be unique, not secret: a fast 64-bit mix (SplitMix64's finalizer
+// over FNV-1a) instead of an HMAC, which would cost more than the rest of a command.
+uint64_t Mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+uint64_t Hash64(std::string_view bytes, uint64_t seed) {
+  uint64_t h = 0xcbf29ce484222325ULL ^ Mix64(seed);
+  for (char c : bytes) {
+    h ^= static_cast<uint8_t>(c);
+    h *= 0x100000001b3ULL;
+  }
+  return Mix64(h);
+}
+
+template <size_t N>
+void PutId(uint64_t v, std::array<uint8_t, N>& out, size_t at) {
+  for (size_t i = 0; i < 8; ++i) out[at + i] = static_cast<uint8_t>(v >> (56 - 8 * i));
+}
+
+template <size_t N>
+void NotAllZero(std::array<uint8_t, N>& id) {
+  if (std::all_of(id.begin(), id.end(), [](uint8_t b) { return b == 0; })) id.back() = 1;
+}
+
+}  // namespace
+
 std::string StartTrace(std::string_view requested, std::string_view key, std::string_view saga_id,
                        Random& random) {
-  Result<TraceParent> tp = TraceParent::Parse(requested);
+  // (Most starts have none: no parse, whose error message costs more than the rest.)
+  Result<TraceParent> tp = requested.empty() ? Result<TraceParent>(InvalidArgumentError(""))
+                                             : TraceParent::Parse(requested);
   if (tp.ok()) {
     tp->version = 0;  // the fields of version 00 are the ones this code knows
     return tp->ToString();
   }
   TraceParent fresh;
   if (!key.empty()) {
-    unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    const std::string input = "traceparent/" + std::string(saga_id);
-    HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-         reinterpret_cast<const unsigned char*>(input.data()), input.size(), mac, &len);
-    std::copy(mac, mac + 16, fresh.trace_id.begin());
-    std::copy(mac + 16, mac + 24, fresh.parent_id.begin());
-    // All zeros is invalid (a chance of 2^-128 and 2^-64).
-    if (std::all_of(fresh.trace_id.begin(), fresh.trace_id.end(),
-                    [](uint8_t b) { return b == 0; })) {
-      fresh.trace_id.back() = 1;
-    }
-    if (std::all_of(fresh.parent_id.begin(), fresh.parent_id.end(),
-                    [](uint8_t b) { return b == 0; })) {
-      fresh.parent_id.back() = 1;
-    }
-    return fresh.ToString();
-  }
-  do {
+    // Keyed by the reply-token key: ids unique per saga id and not guessable from it.
+    const uint64_t k = Hash64(key, 0);
+    PutId(Hash64(saga_id, k ^ 1), fresh.trace_id, 0);
+    PutId(Hash64(saga_id, k ^ 2), fresh.trace_id, 8);
+    PutId(Hash64(saga_id, k ^ 3), fresh.parent_id, 0);
+  } else {
     random.Fill(fresh.trace_id);
-  } while (
-      std::all_of(fresh.trace_id.begin(), fresh.trace_id.end(), [](uint8_t b) { return b == 0; }));
-  do {
     random.Fill(fresh.parent_id);
-  } while (std::all_of(fresh.parent_id.begin(), fresh.parent_id.end(),
-                       [](uint8_t b) { return b == 0; }));
+  }
+  NotAllZero(fresh.trace_id);
+  NotAllZero(fresh.parent_id);
   return fresh.ToString();
 }
 
-std::string ChildTraceparent(std::string_view parent, std::string_view id) {
-  Result<TraceParent> tp = TraceParent::Parse(parent);
-  if (!tp.ok()) return "";
-  // A keyed hash of the event id under the trace id: distinct per command, stable across
-  // resends, and unrelated between traces.
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), tp->trace_id.data(), static_cast<int>(tp->trace_id.size()),
-       reinterpret_cast<const unsigned char*>(id.data()), id.size(), mac, &len);
-  bool zero = true;
-  for (size_t i = 0; i < tp->parent_id.size(); ++i) {
-    tp->parent_id[i] = mac[i];
-    zero = zero && mac[i] == 0;
+bool ValidTraceparent(std::string_view t) {
+  // The rules of TraceParent::Parse (converge/event.h), without building a value.
+  auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); };
+  auto hex_run = [&](size_t from, size_t n, bool* zero) {
+    *zero = true;
+    for (size_t i = from; i < from + n; ++i) {
+      if (!hex(t[i])) return false;
+      if (t[i] != '0') *zero = false;
+    }
+    return true;
+  };
+  if (t.size() < 55 || t[2] != '-' || t[35] != '-' || t[52] != '-') return false;
+  bool version_zero = false, trace_zero = false, span_zero = false, flags_zero = false;
+  if (!hex_run(0, 2, &version_zero) || !hex_run(3, 32, &trace_zero) ||
+      !hex_run(36, 16, &span_zero) || !hex_run(53, 2, &flags_zero)) {
+    return false;
   }
-  if (zero) tp->parent_id.back() = 1;  // all zeros is not a valid span id
-  tp->version = 0;
-  return tp->ToString();
+  if (t[0] == 'f' && t[1] == 'f') return false;
+  if (version_zero && t.size() != 55) return false;
+  if (t.size() > 55 && t[55] != '-') return false;
+  return !trace_zero && !span_zero;
+}
+
+bool ChildTraceparentInto(std::string_view parent, std::string_view id,
+                          std::array<char, 55>* child) {
+  if (!ValidTraceparent(parent)) return false;
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::array<char, 55>& out = *child;
+  std::copy(parent.begin(), parent.begin() + 55, out.begin());
+  out[0] = '0';
+  out[1] = '0';
+  // Seeded by the trace id and the parent's span id: a child per (parent, id).
+  uint64_t seed = 0;
+  for (size_t i = 3; i < 52; ++i) seed = seed * 131 + static_cast<uint8_t>(parent[i]);
+  uint64_t span = Hash64(id, seed);
+  if (span == 0) span = 1;  // all zeros is not a valid span id
+  for (size_t i = 0; i < 16; ++i) out[36 + i] = kHex[(span >> (60 - 4 * i)) & 0xF];
+  return true;
+}
+
+std::string ChildTraceparent(std::string_view parent, std::string_view id) {
+  std::array<char, 55> child;
+  if (!ChildTraceparentInto(parent, id, &child)) return "";
+  return std::string(child.data(), child.size());
 }
 
 bool ReplyTokenMatches(std::string_view expected, std::string_view got) {
@@ -280,7 +325,7 @@ void EncodeCommand(const OutCommand& c, std::string_view source, std::string_vie
   ExtString(out, "sagastepname", step.name);
   if (!c.token.empty()) ExtString(out, "sagatoken", c.token);
   ExtInt(out, "sagaversion", c.def->version);
-  if (!c.traceparent.empty()) ExtString(out, "traceparent", c.traceparent);
+  if (!c.traceparent.empty()) ExtString(out, "traceparent", c.traceparent.view());
   if (has_data) PutString(out, *c.data);
 }
 
@@ -348,7 +393,7 @@ void EncodeReply(const SagaReply& reply, std::string* out) {
   if (!body.empty()) PutString(out, body);
 }
 
-Result<SagaReply> DecodeReply(std::string_view record) {
+Result<SagaReply> DecodeReply(std::string_view record, bool with_trace) {
   CONVERGE_ASSIGN_OR_RETURN(Parsed p, Parse(record));
   if (p.type != kReplyType) {
     return InvalidArgumentError("saga message: event type '" + std::string(p.type) +
@@ -398,7 +443,8 @@ Result<SagaReply> DecodeReply(std::string_view record) {
   }
   r.applied = applied.value_or(false);
   r.token = std::string(p.Str("sagatoken").value_or(""));
-  r.traceparent = std::string(p.Str("traceparent").value_or(""));
+  // The orchestrator does not use it (replies are correlated by the saga attributes).
+  if (with_trace) r.traceparent = std::string(p.Str("traceparent").value_or(""));
   return r;
 }
 

@@ -127,7 +127,8 @@ class OrchestratorImpl : public SagaOrchestrator {
         env_.random(),
         saga_internal::MachineOptions{options_.history_max_entries, options_.finished_retain_max,
                                       options_.finished_retain_ms, options_.max_in_flight,
-                                      options_.max_data_bytes, options_.max_attempt_timeout_ms});
+                                      options_.max_data_bytes, options_.max_attempt_timeout_ms,
+                                      /*report_steps=*/options_.on_step_finished != nullptr});
   }
 
   Status Stopped() override {

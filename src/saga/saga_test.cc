@@ -317,19 +317,19 @@ TEST(SagaMessagesTest, TraceparentIsTheDistributedTracingExtension) {
   c.kind = SagaCommandKind::kAction;
   c.attempt = 1;
   c.token = "0123456789abcdef0123456789abcdef";
-  c.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01";
+  c.traceparent.Set("00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01");
   std::string fast;
   saga_internal::EncodeCommand(c, "/converge/saga", "saga.replies", &fast);
   Result<Event> decoded = DecodeBinary(fast);
   ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
   ASSERT_TRUE(decoded->traceparent().has_value());
-  EXPECT_EQ(*decoded->traceparent(), c.traceparent);
+  EXPECT_EQ(*decoded->traceparent(), c.traceparent.view());
   std::string reference;
   ASSERT_TRUE(EncodeBinary(*decoded, &reference).ok());
   EXPECT_EQ(fast, reference);
   Result<saga_internal::CommandView> v = saga_internal::DecodeCommand(fast);
   ASSERT_TRUE(v.ok());
-  EXPECT_EQ(v->command.traceparent, c.traceparent);
+  EXPECT_EQ(v->command.traceparent, c.traceparent.view());
 
   SagaReply r;
   r.saga_id = "s-9";
@@ -340,7 +340,7 @@ TEST(SagaMessagesTest, TraceparentIsTheDistributedTracingExtension) {
   Result<Event> re = DecodeBinary(bytes);
   ASSERT_TRUE(re.ok()) << re.status().ToString();
   EXPECT_EQ(re->traceparent().value_or(""), r.traceparent);
-  Result<SagaReply> back = saga_internal::DecodeReply(bytes);
+  Result<SagaReply> back = saga_internal::DecodeReply(bytes, /*with_trace=*/true);
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(back->traceparent, r.traceparent);
 }
@@ -372,6 +372,30 @@ TEST(SagaMessagesTest, TraceContextsFollowW3cRules) {
   EXPECT_NE(a, b);
   EXPECT_EQ(a, saga_internal::ChildTraceparent(start, "s/0/action/1"));  // stable on resend
   EXPECT_EQ(saga_internal::ChildTraceparent("garbage", "s/0/action/1"), "");
+
+  // The fast check accepts exactly what TraceParent::Parse does, on edge cases and on mutations.
+  std::vector<std::string> cases = {start,
+                                    "",
+                                    start.substr(0, 54),
+                                    start + "-x",
+                                    "01" + start.substr(2),
+                                    "01" + start.substr(2) + "-x",
+                                    "01" + start.substr(2) + "x",
+                                    "ff" + start.substr(2),
+                                    "0g" + start.substr(2)};
+  for (int i = 0; i < 20000; ++i) {
+    std::string m = start;
+    if (env.random().Bernoulli(0.2)) m[1] = static_cast<char>('0' + env.random().Uniform(10));
+    const size_t at = env.random().Uniform(m.size());
+    static constexpr char kAlphabet[] = "0123456789abcdefABCDEF-xz";
+    m[at] = kAlphabet[env.random().Uniform(sizeof(kAlphabet) - 1)];
+    if (env.random().Bernoulli(0.1)) m += env.random().Bernoulli(0.5) ? "-ab" : "z";
+    if (env.random().Bernoulli(0.1)) m.resize(env.random().Uniform(m.size()));
+    cases.push_back(m);
+  }
+  for (const std::string& t : cases) {
+    EXPECT_EQ(saga_internal::ValidTraceparent(t), TraceParent::Parse(t).ok()) << t;
+  }
 }
 
 TEST(SagaRecordsTest, RoundTripAndDamage) {
@@ -436,7 +460,8 @@ TEST(SagaRecordsTest, RoundTripAndDamage) {
 
 class MachineTest : public ::testing::Test {
  protected:
-  MachineTest() : env_(5), machine_(env_.random(), saga_internal::MachineOptions{}) {
+  explicit MachineTest(saga_internal::MachineOptions options = {})
+      : env_(5), machine_(env_.random(), options) {
     EXPECT_TRUE(machine_.AddDefinition(OrderSaga(), now_, &out_).ok());
     Flush();
   }
@@ -847,14 +872,14 @@ TEST_F(MachineTest, TheTraceContextIsLoggedAndEveryCommandCarriesIt) {
   ASSERT_TRUE(machine_.Start(req, now_, &out_).ok());
   std::vector<OutCommand> c = Flush();
   ASSERT_EQ(c.size(), 1u);
-  EXPECT_EQ(c[0].traceparent.substr(0, 36), start.substr(0, 36));
+  EXPECT_EQ(c[0].traceparent.view().substr(0, 36), start.substr(0, 36));
   EXPECT_EQ(Info("traced").traceparent, start);
-  const std::string first = c[0].traceparent;
+  const std::string first(c[0].traceparent.view());
   ASSERT_TRUE(Reply(c[0], SagaReply::Outcome::kOk));
   c = Flush();
   ASSERT_EQ(c.size(), 1u);
-  EXPECT_EQ(c[0].traceparent.substr(0, 36), start.substr(0, 36));
-  EXPECT_NE(c[0].traceparent, first);
+  EXPECT_EQ(c[0].traceparent.view().substr(0, 36), start.substr(0, 36));
+  EXPECT_NE(c[0].traceparent.view(), first);
 
   // Replayed from the records, and from a snapshot: the same context, the same command.
   for (bool snapshot : {false, true}) {
@@ -873,7 +898,7 @@ TEST_F(MachineTest, TheTraceContextIsLoggedAndEveryCommandCarriesIt) {
     MachineOutput resumed;
     fresh.Resume(now_, &resumed);
     ASSERT_EQ(resumed.commands.size(), 1u);
-    EXPECT_EQ(resumed.commands[0].traceparent, c[0].traceparent) << snapshot;
+    EXPECT_EQ(resumed.commands[0].traceparent.view(), c[0].traceparent.view()) << snapshot;
   }
 
   // A saga of an older log: its kStarted record has no trace; it has none and neither do its
@@ -902,10 +927,20 @@ TEST_F(MachineTest, TheTraceContextIsLoggedAndEveryCommandCarriesIt) {
   MachineOutput resumed;
   fresh.Resume(now_, &resumed);
   ASSERT_EQ(resumed.commands.size(), 1u);
-  EXPECT_EQ(resumed.commands[0].traceparent, "");
+  EXPECT_TRUE(resumed.commands[0].traceparent.empty());
 }
 
-TEST_F(MachineTest, StepOutcomesAndFailuresAreReported) {
+class ReportingMachineTest : public MachineTest {
+ protected:
+  ReportingMachineTest() : MachineTest(Reporting()) {}
+  static saga_internal::MachineOptions Reporting() {
+    saga_internal::MachineOptions options;
+    options.report_steps = true;
+    return options;
+  }
+};
+
+TEST_F(ReportingMachineTest, StepOutcomesAndFailuresAreReported) {
   Start("ok");
   std::vector<OutCommand> c = Flush();
   now_ += 1500;
