@@ -215,7 +215,7 @@ std::string StartTrace(std::string_view requested, std::string_view key, std::st
   }
   TraceParent fresh;
   if (!key.empty()) {
-    // Keyed by the reply-token key: ids unique per saga id and not guessable from it.
+    // Keyed by the reply-token key: ids unique per saga id, not derived from it alone.
     const uint64_t k = Hash64(key, 0);
     PutId(Hash64(saga_id, k ^ 1), fresh.trace_id, 0);
     PutId(Hash64(saga_id, k ^ 2), fresh.trace_id, 8);
