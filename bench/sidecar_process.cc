@@ -10,7 +10,9 @@ Result<std::unique_ptr<testing::ServerProcess>> StartSidecar(const std::string& 
   char buf[4096];
   const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
   if (n <= 0) return InternalError("cannot find this executable (/proc/self/exe)");
-  const std::string exe(buf, static_cast<size_t>(n));
+  // converge-bench runs the converge binary built beside it.
+  std::string exe(buf, static_cast<size_t>(n));
+  exe = exe.substr(0, exe.rfind('/') + 1) + "converge";
   Status last;
   for (int attempt = 0; attempt < 5; ++attempt) {  // a free port may be taken meanwhile
     CONVERGE_ASSIGN_OR_RETURN(uint16_t port, testing::FreeLoopbackPort());

@@ -11,8 +11,9 @@
 namespace converge::bench {
 
 // Starts `converge serve --config <config_path> --data-dir <data_dir>` with its output in
-// `log_path`, and returns once it accepts connections. Internal if this executable cannot be
-// found; otherwise what ServerProcess::Start returns.
+// `log_path` (the converge binary beside this program), and returns once it accepts
+// connections. Internal if this executable cannot be found; otherwise what
+// ServerProcess::Start returns.
 Result<std::unique_ptr<testing::ServerProcess>> StartSidecar(const std::string& config_path,
                                                              const std::string& data_dir,
                                                              const std::string& log_path);

@@ -217,6 +217,10 @@ struct SagaInfo {
   std::vector<SagaTimerInfo> timers;
   std::vector<SagaHistoryEntry> history;  // oldest first, the last history_max_entries
   uint64_t history_dropped = 0;           // older entries not kept
+  // The saga's W3C trace context ("00-<trace-id>-<parent-id>-<flags>"): the start request's
+  // traceparent, or a new trace when it had none (or a malformed one). Every command carries
+  // the trace id with a span id of its own. Empty for sagas started by a release without it.
+  std::string traceparent;
 };
 
 struct SagaListFilter {
@@ -230,6 +234,20 @@ struct SagaListFilter {
 
 // ---------------------------------------------------------------------------------------
 // The orchestrator
+
+enum class SagaCommandKind : uint8_t;  // below, with the participants
+
+// One step's outcome, as SagaOrchestratorOptions::on_step_finished reports it.
+struct SagaStepOutcome {
+  std::string definition;
+  std::string step;  // the step's name
+  SagaCommandKind kind{};
+  // True: applied (action), undone or fenced (compensate, cancel). False: the action failed
+  // for good (refused, or its attempts were exhausted) and the saga compensates.
+  bool ok = true;
+  // From the first command of (step, kind) to the reply that settled it (retries included).
+  int64_t duration_micros = 0;
+};
 
 struct SagaOrchestratorOptions {
   std::string dir;  // the saga log; created if missing; one orchestrator per directory (locked)
@@ -271,6 +289,9 @@ struct SagaOrchestratorOptions {
   // thread running the batch. Must be quick; it may call StartAsync/CancelAsync (which never
   // block) but none of the blocking methods.
   std::function<void(const SagaSummary&)> on_finished;
+  // Called for every step outcome (after it is durable), on the thread running the batch. Must
+  // be quick and must not call the orchestrator (metrics).
+  std::function<void(const SagaStepOutcome&)> on_step_finished;
   // Told (during Open, on the opening thread) about every repair and damage the saga log's
   // recovery finds, one line each naming the file and byte range (docs/formats/saga.md). Null:
   // not told (the counts are in stats() either way).
@@ -289,12 +310,19 @@ struct SagaStartRequest {
   // Idempotency key: starting an id that exists returns it without starting another instance
   // (AlreadyExists if it exists with another definition). Empty = a new UUIDv7.
   std::string id;
+  // The W3C traceparent of whoever starts the saga: the saga's commands continue its trace.
+  // Empty or malformed (W3C Trace Context rules) = the saga starts a new trace; never an
+  // error.
+  std::string traceparent;
 };
 
 struct SagaOrchestratorStats {
   uint64_t started = 0;
   uint64_t completed = 0;
   uint64_t compensated = 0;
+  // Sagas that turned to compensation because a step failed (refused, or its attempts
+  // exhausted) or their deadline passed; a cancel is not a failure.
+  uint64_t failed = 0;
   uint64_t in_flight = 0;
   uint64_t commands_sent = 0;
   uint64_t replies = 0;
@@ -441,6 +469,9 @@ struct SagaCommand {
   // The command's reply token (sagatoken): the reply must carry it back, or the orchestrator
   // rejects the reply (only the readers of the participant's topic know it).
   std::string_view token;
+  // The command's W3C traceparent: the saga's trace id and this command's span id (empty if
+  // the saga has no trace context).
+  std::string_view traceparent;
 };
 
 // How a participant answered a command (what goes back to the orchestrator).
@@ -460,6 +491,9 @@ struct SagaReply {
   Status status;       // the handler's failure for kFailed/kRetry
   std::string result;  // the handler's result for an applied action (replayed on duplicates)
   std::string token;   // the command's token, sent back (SagaParticipantCore copies it)
+  // W3C traceparent: the command's trace id with a span id of the reply (SagaParticipantCore
+  // sets it from the command's); empty if the command had none.
+  std::string traceparent;
 };
 
 // What a participant remembers about one (saga, step). Kept by a SagaLedger.

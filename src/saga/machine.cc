@@ -37,6 +37,7 @@ struct Instance {
   int64_t deadline_due = 0;  // 0 = none
   int64_t step_started = 0;  // first attempt of (step, kind)
   bool stuck = false;
+  TraceText trace;  // the saga's traceparent (the start's); empty = none (older logs)
   std::string error;
   std::vector<StepProgress> steps;
   std::vector<HistoryItem> history;
@@ -207,6 +208,8 @@ Result<std::string> SagaMachine::Start(const SagaStartRequest& request, int64_t 
   r.version = def->version;
   r.due_micros = def->deadline_ms > 0 ? now + def->deadline_ms * 1000 : 0;
   r.b = request.data;
+  const std::string trace = StartTrace(request.traceparent, reply_key_, request.id, random_);
+  r.trace = trace;
   Emit(r, out);
   ++stats_.started;
   Decide(*Find(request.id), now, out);
@@ -380,6 +383,7 @@ size_t SagaMachine::Tick(int64_t now, MachineOutput* out) {
               "deadline of " + std::to_string(inst.def->deadline_ms) + " ms exceeded";
           r.a = reason;
           Emit(r, out, &inst);
+          ++stats_.failed;
           Decide(inst, now, out);
         }
         break;
@@ -564,10 +568,23 @@ void SagaMachine::AddCommand(const Instance& inst, MachineOutput* out) const {
   c.kind = inst.kind;
   c.attempt = inst.attempt;
   c.retriable = inst.kind == SagaCommandKind::kAction && inst.step > inst.def->PivotIndex();
-  if (!reply_key_.empty()) {
-    c.token = ReplyToken(reply_key_, CommandEventId(inst.id, inst.step, inst.kind, inst.attempt));
-  }
+  const std::string command_id = CommandEventId(inst.id, inst.step, inst.kind, inst.attempt);
+  if (!reply_key_.empty()) c.token = ReplyToken(reply_key_, command_id);
+  if (!inst.trace.empty()) ChildTraceparentInto(inst.trace.view(), command_id, &c.traceparent.text);
+  c.traceparent.set = !inst.trace.empty();
   out->commands.push_back(std::move(c));
+}
+
+void SagaMachine::ReportStep(const Instance& inst, uint32_t step, SagaCommandKind kind, bool ok,
+                             int64_t now, MachineOutput* out) const {
+  if (!options_.report_steps) return;
+  SagaStepOutcome o;
+  o.definition = inst.def_name;
+  if (inst.def != nullptr && step < inst.def->steps.size()) o.step = inst.def->steps[step].name;
+  o.kind = kind;
+  o.ok = ok;
+  o.duration_micros = std::max<int64_t>(0, now - inst.step_started);
+  out->steps.push_back(std::move(o));
 }
 
 int64_t SagaMachine::BackoffMicros(const SagaStepDefinition& step, uint32_t failed_attempt) {
@@ -739,6 +756,7 @@ Status SagaMachine::Apply(const RecordView& r, MachineOutput* out, Instance* kno
       inst->stuck = true;
     }
     inst->data = std::make_shared<const std::string>(r.b);
+    inst->trace.Set(r.trace);
     inst->deadline_due = r.due_micros;
     inst->started = r.time_micros;
     inst->updated = r.time_micros;
@@ -804,6 +822,7 @@ Status SagaMachine::Apply(const RecordView& r, MachineOutput* out, Instance* kno
       AddHistory(inst, r.time_micros, "retry", step_i, r.attempt, r.a);
       break;
     case RecordType::kStepDone: {
+      if (out != nullptr) ReportStep(inst, r.step, r.kind, true, r.time_micros, out);
       inst.in_progress = false;
       inst.awaiting = false;
       inst.timer_due = 0;
@@ -830,6 +849,10 @@ Status SagaMachine::Apply(const RecordView& r, MachineOutput* out, Instance* kno
       break;
     }
     case RecordType::kStepFailed:
+      if (out != nullptr) {
+        if (!inst.backward) ++stats_.failed;
+        ReportStep(inst, r.step, SagaCommandKind::kAction, false, r.time_micros, out);
+      }
       inst.steps[r.step].state = r.flag ? SagaStepState::kFailed : SagaStepState::kActive;
       inst.step = r.step;
       inst.in_progress = false;
@@ -979,6 +1002,8 @@ void SagaMachine::EncodeCheckpoint(const Instance& inst, std::string* out) const
     PutVarint(out, h.attempt);
     PutString(out, h.detail);
   }
+  // Optional and last: checkpoints written before it have none.
+  if (!inst.trace.empty()) PutString(out, inst.trace.view());
 }
 
 Status SagaMachine::ApplyCheckpoint(std::string_view blob) {
@@ -1047,6 +1072,11 @@ Status SagaMachine::ApplyCheckpoint(std::string_view blob) {
     h.attempt = static_cast<uint32_t>(hattempt);
     h.detail.assign(detail.data(), detail.size());
     inst->history.push_back(std::move(h));
+  }
+  if (!in.done()) {
+    std::string_view trace;
+    if (!in.String(&trace)) return DataLossError("saga log: malformed checkpoint (trace)");
+    inst->trace.Set(trace);
   }
   if (!in.done()) return DataLossError("saga log: malformed checkpoint (trailing bytes)");
   inst->def = FindDefinition(inst->def_name, inst->version);
@@ -1168,6 +1198,7 @@ Result<SagaInfo> SagaMachine::Describe(const std::string& id) const {
         SagaHistoryEntry{h.time, std::string(h.event), h.step, h.attempt, h.detail});
   }
   info.history_dropped = inst->history_dropped;
+  info.traceparent = std::string(inst->trace.view());
   return info;
 }
 

@@ -30,6 +30,8 @@
 // Thread-safety: none; the orchestrator serializes calls.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -47,6 +49,22 @@ namespace converge::saga_internal {
 
 struct Instance;
 
+// A traceparent's text held in place (version 00 form: 55 characters), so that commands and
+// instances carry one without an allocation each.
+struct TraceText {
+  std::array<char, 55> text{};
+  bool set = false;
+  // Keeps `t` if it is 55 characters (what StartTrace and ChildTraceparent write); else none.
+  void Set(std::string_view t) {
+    set = t.size() == text.size();
+    if (set) std::copy(t.begin(), t.end(), text.begin());
+  }
+  bool empty() const { return !set; }
+  std::string_view view() const {
+    return set ? std::string_view(text.data(), text.size()) : std::string_view();
+  }
+};
+
 struct OutCommand {
   std::string saga_id;
   std::shared_ptr<const SagaDefinition> def;
@@ -55,7 +73,8 @@ struct OutCommand {
   SagaCommandKind kind = SagaCommandKind::kAction;
   uint32_t attempt = 0;
   bool retriable = false;
-  std::string token;  // the reply token (ReplyToken); empty = none
+  std::string token;      // the reply token (ReplyToken); empty = none
+  TraceText traceparent;  // the saga's trace id, this command's span id; empty = none
 };
 
 struct MachineOutput {
@@ -63,11 +82,13 @@ struct MachineOutput {
   size_t records = 0;
   std::vector<OutCommand> commands;
   std::vector<SagaSummary> finished;
+  std::vector<SagaStepOutcome> steps;  // steps settled (done or failed), for metrics
   void Clear() {
     wal.clear();
     records = 0;
     commands.clear();
     finished.clear();
+    steps.clear();
   }
 };
 
@@ -79,6 +100,8 @@ struct MachineOptions {
   uint32_t max_data_bytes = 64 << 10;
   // Commands retried without a bound wait twice as long at each attempt, up to this.
   int64_t max_attempt_timeout_ms = 300'000;
+  // Fill MachineOutput::steps (only someone listening pays for the outcomes).
+  bool report_steps = false;
 };
 
 // Why a reply was not used (SagaOrchestratorStats and the saga's history name them).
@@ -95,6 +118,7 @@ struct MachineStats {
   uint64_t started = 0;
   uint64_t completed = 0;
   uint64_t compensated = 0;
+  uint64_t failed = 0;  // turned to compensation by a step failure or the deadline
   uint64_t replies = 0;
   uint64_t replies_ignored = 0;  // kStale + kUnknownSaga
   uint64_t timeouts = 0;
@@ -181,6 +205,9 @@ class SagaMachine {
   void SendAttempt(Instance& inst, uint32_t step, SagaCommandKind kind, uint32_t attempt,
                    int64_t now, MachineOutput* out);
   void AddCommand(const Instance& inst, MachineOutput* out) const;
+  // Adds the outcome of (step, kind), settled at `now`, to out->steps.
+  void ReportStep(const Instance& inst, uint32_t step, SagaCommandKind kind, bool ok, int64_t now,
+                  MachineOutput* out) const;
   void AttemptFailed(Instance& inst, const Status& status, int64_t now, MachineOutput* out);
   int64_t BackoffMicros(const SagaStepDefinition& step, uint32_t failed_attempt);
   // How long attempt `attempt` of (step, kind) waits for its reply.

@@ -4,10 +4,12 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <optional>
 
+#include "converge/event.h"
 #include "core/coding.h"
 
 namespace converge::saga_internal {
@@ -171,6 +173,108 @@ std::string ReplyToken(std::string_view key, std::string_view command_id) {
   return out;
 }
 
+namespace {
+
+// Trace and span ids need to be unique, not secret: a fast 64-bit mix (SplitMix64's finalizer
+// over FNV-1a) instead of an HMAC, which would cost more than the rest of a command.
+uint64_t Mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+uint64_t Hash64(std::string_view bytes, uint64_t seed) {
+  uint64_t h = 0xcbf29ce484222325ULL ^ Mix64(seed);
+  for (char c : bytes) {
+    h ^= static_cast<uint8_t>(c);
+    h *= 0x100000001b3ULL;
+  }
+  return Mix64(h);
+}
+
+template <size_t N>
+void PutId(uint64_t v, std::array<uint8_t, N>& out, size_t at) {
+  for (size_t i = 0; i < 8; ++i) out[at + i] = static_cast<uint8_t>(v >> (56 - 8 * i));
+}
+
+template <size_t N>
+void NotAllZero(std::array<uint8_t, N>& id) {
+  if (std::all_of(id.begin(), id.end(), [](uint8_t b) { return b == 0; })) id.back() = 1;
+}
+
+}  // namespace
+
+std::string StartTrace(std::string_view requested, std::string_view key, std::string_view saga_id,
+                       Random& random) {
+  // (Most starts have none: no parse, whose error message costs more than the rest.)
+  Result<TraceParent> tp = requested.empty() ? Result<TraceParent>(InvalidArgumentError(""))
+                                             : TraceParent::Parse(requested);
+  if (tp.ok()) {
+    tp->version = 0;  // the fields of version 00 are the ones this code knows
+    return tp->ToString();
+  }
+  TraceParent fresh;
+  if (!key.empty()) {
+    // Keyed by the reply-token key: ids unique per saga id, not derived from it alone.
+    const uint64_t k = Hash64(key, 0);
+    PutId(Hash64(saga_id, k ^ 1), fresh.trace_id, 0);
+    PutId(Hash64(saga_id, k ^ 2), fresh.trace_id, 8);
+    PutId(Hash64(saga_id, k ^ 3), fresh.parent_id, 0);
+  } else {
+    random.Fill(fresh.trace_id);
+    random.Fill(fresh.parent_id);
+  }
+  NotAllZero(fresh.trace_id);
+  NotAllZero(fresh.parent_id);
+  return fresh.ToString();
+}
+
+bool ValidTraceparent(std::string_view t) {
+  // The rules of TraceParent::Parse (converge/event.h), without building a value.
+  auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); };
+  auto hex_run = [&](size_t from, size_t n, bool* zero) {
+    *zero = true;
+    for (size_t i = from; i < from + n; ++i) {
+      if (!hex(t[i])) return false;
+      if (t[i] != '0') *zero = false;
+    }
+    return true;
+  };
+  if (t.size() < 55 || t[2] != '-' || t[35] != '-' || t[52] != '-') return false;
+  bool version_zero = false, trace_zero = false, span_zero = false, flags_zero = false;
+  if (!hex_run(0, 2, &version_zero) || !hex_run(3, 32, &trace_zero) ||
+      !hex_run(36, 16, &span_zero) || !hex_run(53, 2, &flags_zero)) {
+    return false;
+  }
+  if (t[0] == 'f' && t[1] == 'f') return false;
+  if (version_zero && t.size() != 55) return false;
+  if (t.size() > 55 && t[55] != '-') return false;
+  return !trace_zero && !span_zero;
+}
+
+bool ChildTraceparentInto(std::string_view parent, std::string_view id,
+                          std::array<char, 55>* child) {
+  if (!ValidTraceparent(parent)) return false;
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::array<char, 55>& out = *child;
+  std::copy(parent.begin(), parent.begin() + 55, out.begin());
+  out[0] = '0';
+  out[1] = '0';
+  // Seeded by the trace id and the parent's span id: a child per (parent, id).
+  uint64_t seed = 0;
+  for (size_t i = 3; i < 52; ++i) seed = seed * 131 + static_cast<uint8_t>(parent[i]);
+  uint64_t span = Hash64(id, seed);
+  if (span == 0) span = 1;  // all zeros is not a valid span id
+  for (size_t i = 0; i < 16; ++i) out[36 + i] = kHex[(span >> (60 - 4 * i)) & 0xF];
+  return true;
+}
+
+std::string ChildTraceparent(std::string_view parent, std::string_view id) {
+  std::array<char, 55> child;
+  if (!ChildTraceparentInto(parent, id, &child)) return "";
+  return std::string(child.data(), child.size());
+}
+
 bool ReplyTokenMatches(std::string_view expected, std::string_view got) {
   return expected.size() == got.size() &&
          CRYPTO_memcmp(expected.data(), got.data(), expected.size()) == 0;
@@ -210,7 +314,7 @@ void EncodeCommand(const OutCommand& c, std::string_view source, std::string_vie
                           : c.kind == SagaCommandKind::kCompensate ? step.compensation
                                                                    : kCancelType;
   PutString(out, type);
-  PutVarint(out, c.token.empty() ? 9 : 10);
+  PutVarint(out, 9 + (c.token.empty() ? 0 : 1) + (c.traceparent.empty() ? 0 : 1));
   ExtInt(out, "sagaattempt", c.attempt);
   ExtString(out, "sagadef", c.def->name);
   ExtString(out, "sagaid", c.saga_id);
@@ -221,6 +325,7 @@ void EncodeCommand(const OutCommand& c, std::string_view source, std::string_vie
   ExtString(out, "sagastepname", step.name);
   if (!c.token.empty()) ExtString(out, "sagatoken", c.token);
   ExtInt(out, "sagaversion", c.def->version);
+  if (!c.traceparent.empty()) ExtString(out, "traceparent", c.traceparent.view());
   if (has_data) PutString(out, *c.data);
 }
 
@@ -256,6 +361,7 @@ Result<CommandView> DecodeCommand(std::string_view record) {
   v.command.data = p.data;
   v.command.retriable = retriable.value_or(false);
   v.command.token = p.Str("sagatoken").value_or("");
+  v.command.traceparent = p.Str("traceparent").value_or("");
   v.reply_to = *reply_to;
   v.event_id = p.id;
   return v;
@@ -274,7 +380,7 @@ void EncodeReply(const SagaReply& reply, std::string* out) {
   PutString(out, id);
   PutString(out, "/converge/saga/participant");
   PutString(out, kReplyType);
-  PutVarint(out, reply.token.empty() ? 7 : 8);
+  PutVarint(out, 7 + (reply.token.empty() ? 0 : 1) + (reply.traceparent.empty() ? 0 : 1));
   ExtBool(out, "sagaapplied", reply.applied);
   ExtInt(out, "sagaattempt", reply.attempt);
   ExtString(out, "sagacode", StatusCodeName(reply.status.code()));
@@ -283,10 +389,11 @@ void EncodeReply(const SagaReply& reply, std::string* out) {
   ExtString(out, "sagaoutcome", outcome);
   ExtInt(out, "sagastep", reply.step);
   if (!reply.token.empty()) ExtString(out, "sagatoken", reply.token);
+  if (!reply.traceparent.empty()) ExtString(out, "traceparent", reply.traceparent);
   if (!body.empty()) PutString(out, body);
 }
 
-Result<SagaReply> DecodeReply(std::string_view record) {
+Result<SagaReply> DecodeReply(std::string_view record, bool with_trace) {
   CONVERGE_ASSIGN_OR_RETURN(Parsed p, Parse(record));
   if (p.type != kReplyType) {
     return InvalidArgumentError("saga message: event type '" + std::string(p.type) +
@@ -336,6 +443,8 @@ Result<SagaReply> DecodeReply(std::string_view record) {
   }
   r.applied = applied.value_or(false);
   r.token = std::string(p.Str("sagatoken").value_or(""));
+  // The orchestrator does not use it (replies are correlated by the saga attributes).
+  if (with_trace) r.traceparent = std::string(p.Str("traceparent").value_or(""));
   return r;
 }
 

@@ -18,10 +18,13 @@
 // Thread-safety: pure functions.
 #pragma once
 
+#include <array>
 #include <optional>
 #include <string>
 #include <string_view>
 
+#include "converge/env.h"
+#include "converge/event.h"
 #include "converge/saga.h"
 #include "saga/machine.h"
 
@@ -45,8 +48,9 @@ Result<CommandView> DecodeCommand(std::string_view record);
 
 // Appends the reply event to *out.
 void EncodeReply(const SagaReply& reply, std::string* out);
-// The reply in a record; DataLoss/InvalidArgument if it is not a saga reply.
-Result<SagaReply> DecodeReply(std::string_view record);
+// The reply in a record; DataLoss/InvalidArgument if it is not a saga reply. `traceparent` is
+// read only `with_trace`.
+Result<SagaReply> DecodeReply(std::string_view record, bool with_trace = false);
 
 // The reply token of a command: HMAC-SHA256(key, command event id), 128 bits in hex. Only
 // readers of the participant's topic see it; a reply must carry it back (docs/formats/saga.md).
@@ -56,6 +60,25 @@ bool ReplyTokenMatches(std::string_view expected, std::string_view got);
 // The sagaid of a record that is a saga reply by its type, even if its other attributes do not
 // decode (to record the rejection in that saga's history); nullopt otherwise.
 std::optional<std::string> ReplySagaId(std::string_view record);
+
+// W3C Trace Context. The saga's traceparent from the start request's: the same trace id, parent
+// id and flags in version 00 form; for an empty or malformed one (W3C: ignored, a new trace) a
+// new trace id and parent id, flags 00: a hash of the saga id keyed by `key` (the reply-token
+// key: unique per saga, not guessable, and no draw from `random`, so simulator seeds replay as
+// before), or drawn from `random` without a key.
+std::string StartTrace(std::string_view requested, std::string_view key, std::string_view saga_id,
+                       Random& random);
+// A child of `parent`: the same trace id and flags, version 00, a span id hashed from `id` (the
+// command's event id, so a command sent again keeps its span id; "reply" for a reply) and the
+// parent's trace and span ids. Empty
+// if `parent` is not a valid traceparent. (Text to text, without TraceParent::Parse: it runs
+// for every command and every reply.)
+std::string ChildTraceparent(std::string_view parent, std::string_view id);
+// The same into `child` (false, and `child` unchanged, if `parent` is not valid).
+bool ChildTraceparentInto(std::string_view parent, std::string_view id,
+                          std::array<char, 55>* child);
+// Whether `text` is a valid traceparent: exactly what TraceParent::Parse accepts.
+bool ValidTraceparent(std::string_view text);
 
 // The command's event id, also the reply's id without "/reply".
 std::string CommandEventId(std::string_view saga_id, uint32_t step, SagaCommandKind kind,

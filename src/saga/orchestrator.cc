@@ -127,7 +127,8 @@ class OrchestratorImpl : public SagaOrchestrator {
         env_.random(),
         saga_internal::MachineOptions{options_.history_max_entries, options_.finished_retain_max,
                                       options_.finished_retain_ms, options_.max_in_flight,
-                                      options_.max_data_bytes, options_.max_attempt_timeout_ms});
+                                      options_.max_data_bytes, options_.max_attempt_timeout_ms,
+                                      /*report_steps=*/options_.on_step_finished != nullptr});
   }
 
   Status Stopped() override {
@@ -326,6 +327,7 @@ class OrchestratorImpl : public SagaOrchestrator {
     s.started = m.started;
     s.completed = m.completed;
     s.compensated = m.compensated;
+    s.failed = m.failed;
     s.replies = m.replies;
     s.replies_ignored = m.replies_ignored;
     s.timeouts = m.timeouts;
@@ -505,6 +507,10 @@ class OrchestratorImpl : public SagaOrchestrator {
       for (const SagaSummary& s : finished_) options_.on_finished(s);
     }
     finished_.clear();
+    if (failure.ok() && options_.on_step_finished) {
+      for (const SagaStepOutcome& o : steps_settled_) options_.on_step_finished(o);
+    }
+    steps_settled_.clear();
 
     lock.lock();
     if (!fatal.ok() && failed_.ok()) failed_ = fatal;
@@ -582,6 +588,7 @@ class OrchestratorImpl : public SagaOrchestrator {
     }
     ArmTimer();
     finished_.swap(out_.finished);
+    steps_settled_.swap(out_.steps);
     return Status::Ok();
   }
 
@@ -812,6 +819,7 @@ class OrchestratorImpl : public SagaOrchestrator {
   std::unique_ptr<saga_internal::RecordStore> wal_;
   MachineOutput out_;
   std::vector<SagaSummary> finished_;
+  std::vector<SagaStepOutcome> steps_settled_;  // of the last batch, reported after it
   std::string encoded_;
   std::vector<uint64_t> reply_offsets_;
   std::set<std::string> known_topics_;

@@ -114,6 +114,8 @@ SagaReply SagaParticipantCore::Process(const SagaCommand& command) {
   reply.kind = command.kind;
   reply.attempt = command.attempt;
   reply.token.assign(command.token.data(), command.token.size());
+  // The reply stays in the command's trace: a span of its own under the same trace id.
+  reply.traceparent = saga_internal::ChildTraceparent(command.traceparent, "reply");
   const SagaCommandHandler* handler = nullptr;
   for (const auto& [t, h] : handlers_) {
     if (t == command.type) handler = &h;

@@ -53,6 +53,8 @@ void AppendRecord(const RecordView& r, std::string* out) {
       PutVarint(out, r.version);
       PutVarint(out, static_cast<uint64_t>(r.due_micros));
       PutString(out, r.b);
+      // Optional and last: logs written before it have none.
+      if (!r.trace.empty()) PutString(out, r.trace);
       break;
     case RecordType::kAttempt:
       PutVarint(out, r.step);
@@ -145,7 +147,7 @@ Result<RecordView> DecodePayload(std::string_view payload) {
       break;
     case RecordType::kStarted:
       ok = in.String(&r.a) && in.Varint(&v1) && in.Varint(&v2) && in.String(&r.b) &&
-           v1 <= UINT32_MAX;
+           v1 <= UINT32_MAX && (in.done() || in.String(&r.trace));
       r.version = static_cast<uint32_t>(v1);
       r.due_micros = static_cast<int64_t>(v2);
       break;

@@ -22,7 +22,8 @@ namespace converge::saga_internal {
 
 enum class RecordType : uint8_t {
   kDefinition = 1,      // a: canonical definition JSON
-  kStarted = 2,         // a: definition name, version, due: deadline (0 none), b: data
+  kStarted = 2,         // a: definition name, version, due: deadline (0 none), b: data,
+                        // [trace: traceparent, only when set]
   kAttempt = 3,         // step, kind, attempt, due: step timeout (0 none)
   kBackoff = 4,         // step, kind, attempt (the failed one), due: retry, flag: stuck, a: error
   kStepDone = 5,        // step, kind, flag: applied
@@ -44,6 +45,7 @@ struct RecordView {
   std::string_view saga_id;
   std::string_view a;
   std::string_view b;
+  std::string_view trace;  // kStarted: the saga's traceparent (empty: none, or an older log)
   uint32_t version = 0;
   uint32_t step = 0;
   SagaCommandKind kind = SagaCommandKind::kAction;

@@ -67,6 +67,7 @@ json::object InfoJson(const SagaInfo& info) {
   }
   o["history"] = std::move(history);
   o["history_dropped"] = info.history_dropped;
+  if (!info.traceparent.empty()) o["traceparent"] = info.traceparent;
   return o;
 }
 

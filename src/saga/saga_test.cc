@@ -306,6 +306,98 @@ TEST(SagaMessagesTest, GarbageNeverDecodes) {
   }
 }
 
+// Issue 21: the W3C traceparent travels as the CloudEvents distributed-tracing extension, in
+// both messages; the records stay exactly what EncodeBinary writes.
+TEST(SagaMessagesTest, TraceparentIsTheDistributedTracingExtension) {
+  auto def = std::make_shared<const SagaDefinition>(OrderSaga());
+  OutCommand c;
+  c.saga_id = "s-9";
+  c.def = def;
+  c.step = 0;
+  c.kind = SagaCommandKind::kAction;
+  c.attempt = 1;
+  c.token = "0123456789abcdef0123456789abcdef";
+  c.traceparent.Set("00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01");
+  std::string fast;
+  saga_internal::EncodeCommand(c, "/converge/saga", "saga.replies", &fast);
+  Result<Event> decoded = DecodeBinary(fast);
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  ASSERT_TRUE(decoded->traceparent().has_value());
+  EXPECT_EQ(*decoded->traceparent(), c.traceparent.view());
+  std::string reference;
+  ASSERT_TRUE(EncodeBinary(*decoded, &reference).ok());
+  EXPECT_EQ(fast, reference);
+  Result<saga_internal::CommandView> v = saga_internal::DecodeCommand(fast);
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(v->command.traceparent, c.traceparent.view());
+
+  SagaReply r;
+  r.saga_id = "s-9";
+  r.token = c.token;
+  r.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-2222222222222222-01";
+  std::string bytes;
+  saga_internal::EncodeReply(r, &bytes);
+  Result<Event> re = DecodeBinary(bytes);
+  ASSERT_TRUE(re.ok()) << re.status().ToString();
+  EXPECT_EQ(re->traceparent().value_or(""), r.traceparent);
+  Result<SagaReply> back = saga_internal::DecodeReply(bytes, /*with_trace=*/true);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->traceparent, r.traceparent);
+}
+
+TEST(SagaMessagesTest, TraceContextsFollowW3cRules) {
+  sim::SimEnv env(11);
+  const std::string start = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  EXPECT_EQ(saga_internal::StartTrace(start, "", "s", env.random()), start);
+  // A higher version is read by its first four fields and sent on as version 00.
+  EXPECT_EQ(saga_internal::StartTrace("cc" + start.substr(2) + "-more", "k", "s", env.random()),
+            start);
+  for (const std::string& bad : {std::string(), std::string("x"), "ff" + start.substr(2),
+                                 start + "-more", start.substr(0, 54)}) {
+    // Keyed (what the orchestrator does) and drawn (no key).
+    const std::string keyed = saga_internal::StartTrace(bad, "key", "s", env.random());
+    const std::string drawn = saga_internal::StartTrace(bad, "", "s", env.random());
+    for (const std::string& fresh : {keyed, drawn}) {
+      ASSERT_TRUE(TraceParent::Parse(fresh).ok()) << bad << " -> " << fresh;
+      EXPECT_NE(fresh.substr(3, 32), start.substr(3, 32));
+      EXPECT_EQ(fresh.substr(52), "-00");
+    }
+    EXPECT_NE(saga_internal::StartTrace(bad, "key", "t", env.random()), keyed);  // per saga
+  }
+  const std::string a = saga_internal::ChildTraceparent(start, "s/0/action/1");
+  const std::string b = saga_internal::ChildTraceparent(start, "s/0/action/2");
+  EXPECT_EQ(a.substr(0, 36), start.substr(0, 36));
+  EXPECT_EQ(a.substr(52), "-01");
+  EXPECT_NE(a.substr(36, 16), start.substr(36, 16));
+  EXPECT_NE(a, b);
+  EXPECT_EQ(a, saga_internal::ChildTraceparent(start, "s/0/action/1"));  // stable on resend
+  EXPECT_EQ(saga_internal::ChildTraceparent("garbage", "s/0/action/1"), "");
+
+  // The fast check accepts exactly what TraceParent::Parse does, on edge cases and on mutations.
+  std::vector<std::string> cases = {start,
+                                    "",
+                                    start.substr(0, 54),
+                                    start + "-x",
+                                    "01" + start.substr(2),
+                                    "01" + start.substr(2) + "-x",
+                                    "01" + start.substr(2) + "x",
+                                    "ff" + start.substr(2),
+                                    "0g" + start.substr(2)};
+  for (int i = 0; i < 20000; ++i) {
+    std::string m = start;
+    if (env.random().Bernoulli(0.2)) m[1] = static_cast<char>('0' + env.random().Uniform(10));
+    const size_t at = env.random().Uniform(m.size());
+    static constexpr char kAlphabet[] = "0123456789abcdefABCDEF-xz";
+    m[at] = kAlphabet[env.random().Uniform(sizeof(kAlphabet) - 1)];
+    if (env.random().Bernoulli(0.1)) m += env.random().Bernoulli(0.5) ? "-ab" : "z";
+    if (env.random().Bernoulli(0.1)) m.resize(env.random().Uniform(m.size()));
+    cases.push_back(m);
+  }
+  for (const std::string& t : cases) {
+    EXPECT_EQ(saga_internal::ValidTraceparent(t), TraceParent::Parse(t).ok()) << t;
+  }
+}
+
 TEST(SagaRecordsTest, RoundTripAndDamage) {
   std::string wal;
   RecordView a;
@@ -368,7 +460,8 @@ TEST(SagaRecordsTest, RoundTripAndDamage) {
 
 class MachineTest : public ::testing::Test {
  protected:
-  MachineTest() : env_(5), machine_(env_.random(), saga_internal::MachineOptions{}) {
+  explicit MachineTest(saga_internal::MachineOptions options = {})
+      : env_(5), machine_(env_.random(), options) {
     EXPECT_TRUE(machine_.AddDefinition(OrderSaga(), now_, &out_).ok());
     Flush();
   }
@@ -767,6 +860,119 @@ TEST_F(MachineTest, SnapshotRestoresEverything) {
   EXPECT_EQ(resumed.records, 0u);
 }
 
+// Issue 21: the saga's trace context is in the log (the kStarted record and checkpoints), so
+// commands sent after a restart or a compaction stay in the start's trace; logs written
+// before it (no trace in kStarted) still replay.
+TEST_F(MachineTest, TheTraceContextIsLoggedAndEveryCommandCarriesIt) {
+  const std::string start = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  SagaStartRequest req;
+  req.definition = "order";
+  req.id = "traced";
+  req.traceparent = start;
+  ASSERT_TRUE(machine_.Start(req, now_, &out_).ok());
+  std::vector<OutCommand> c = Flush();
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].traceparent.view().substr(0, 36), start.substr(0, 36));
+  EXPECT_EQ(Info("traced").traceparent, start);
+  const std::string first(c[0].traceparent.view());
+  ASSERT_TRUE(Reply(c[0], SagaReply::Outcome::kOk));
+  c = Flush();
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].traceparent.view().substr(0, 36), start.substr(0, 36));
+  EXPECT_NE(c[0].traceparent.view(), first);
+
+  // Replayed from the records, and from a snapshot: the same context, the same command.
+  for (bool snapshot : {false, true}) {
+    std::string records = wal_;
+    if (snapshot) {
+      records.clear();
+      machine_.Snapshot(now_, &records);
+    }
+    SagaMachine fresh(env_.random(), saga_internal::MachineOptions{});
+    saga_internal::FrameReader reader(records);
+    std::string_view payload;
+    while (reader.Next(&payload)) {
+      ASSERT_TRUE(fresh.Replay(saga_internal::DecodePayload(payload).value()).ok());
+    }
+    EXPECT_EQ(fresh.Describe("traced").value().traceparent, start) << snapshot;
+    MachineOutput resumed;
+    fresh.Resume(now_, &resumed);
+    ASSERT_EQ(resumed.commands.size(), 1u);
+    EXPECT_EQ(resumed.commands[0].traceparent.view(), c[0].traceparent.view()) << snapshot;
+  }
+
+  // A saga of an older log: its kStarted record has no trace; it has none and neither do its
+  // commands.
+  std::string old;
+  RecordView def;
+  def.type = RecordType::kDefinition;
+  const std::string def_json = OrderSaga().ToJson();
+  def.a = def_json;
+  saga_internal::AppendRecord(def, &old);
+  RecordView r;
+  r.type = RecordType::kStarted;
+  r.time_micros = now_;
+  r.saga_id = "old";
+  r.a = "order";
+  r.version = 1;
+  r.b = "{}";
+  saga_internal::AppendRecord(r, &old);
+  SagaMachine fresh(env_.random(), saga_internal::MachineOptions{});
+  saga_internal::FrameReader reader(old);
+  std::string_view payload;
+  while (reader.Next(&payload)) {
+    ASSERT_TRUE(fresh.Replay(saga_internal::DecodePayload(payload).value()).ok());
+  }
+  EXPECT_EQ(fresh.Describe("old").value().traceparent, "");
+  MachineOutput resumed;
+  fresh.Resume(now_, &resumed);
+  ASSERT_EQ(resumed.commands.size(), 1u);
+  EXPECT_TRUE(resumed.commands[0].traceparent.empty());
+}
+
+class ReportingMachineTest : public MachineTest {
+ protected:
+  ReportingMachineTest() : MachineTest(Reporting()) {}
+  static saga_internal::MachineOptions Reporting() {
+    saga_internal::MachineOptions options;
+    options.report_steps = true;
+    return options;
+  }
+};
+
+TEST_F(ReportingMachineTest, StepOutcomesAndFailuresAreReported) {
+  Start("ok");
+  std::vector<OutCommand> c = Flush();
+  now_ += 1500;
+  ASSERT_TRUE(Reply(c[0], SagaReply::Outcome::kOk));
+  ASSERT_EQ(out_.steps.size(), 1u);
+  EXPECT_EQ(out_.steps[0].definition, "order");
+  EXPECT_EQ(out_.steps[0].step, "reserve-stock");
+  EXPECT_EQ(out_.steps[0].kind, SagaCommandKind::kAction);
+  EXPECT_TRUE(out_.steps[0].ok);
+  EXPECT_EQ(out_.steps[0].duration_micros, 1500);
+  c = Flush();
+  ASSERT_TRUE(Reply(c[0], SagaReply::Outcome::kFailed, false, FailedPreconditionError("no")));
+  ASSERT_EQ(out_.steps.size(), 1u);
+  EXPECT_EQ(out_.steps[0].step, "reserve-credit");
+  EXPECT_FALSE(out_.steps[0].ok);
+  EXPECT_EQ(machine_.stats().failed, 1u);
+  c = Flush();
+  ASSERT_EQ(c.size(), 1u);
+  ASSERT_EQ(c[0].kind, SagaCommandKind::kCompensate);
+  ASSERT_TRUE(Reply(c[0], SagaReply::Outcome::kOk));
+  ASSERT_EQ(out_.steps.size(), 1u);
+  EXPECT_EQ(out_.steps[0].kind, SagaCommandKind::kCompensate);
+  EXPECT_TRUE(out_.steps[0].ok);
+  Flush();
+  EXPECT_EQ(Info("ok").summary.state, SagaState::kCompensated);
+  // A cancel is not a failure.
+  Start("cancelled");
+  Flush();
+  ASSERT_TRUE(machine_.Cancel("cancelled", "operator", now_, &out_).ok());
+  EXPECT_EQ(machine_.stats().failed, 1u);
+}
+
 TEST_F(MachineTest, FinishedInstancesAreRetainedWithinBounds) {
   SagaMachine small(env_.random(), saga_internal::MachineOptions{64, 2, 1000, 100, 1024});
   ASSERT_TRUE(small.AddDefinition(OrderSaga(), now_, &out_).ok());
@@ -847,6 +1053,23 @@ TEST_F(ParticipantCoreTest, DuplicateActionsApplyOnce) {
   SagaReply late = core_.Process(Cmd(SagaCommandKind::kAction, "reserve", 1));
   EXPECT_EQ(late.outcome, SagaReply::Outcome::kFailed);
   EXPECT_EQ(applied_["s"], 0);
+}
+
+// Issue 21: a participant's reply stays in the command's trace (same trace id and flags, a span
+// of its own); no or a malformed traceparent on the command gives none on the reply.
+TEST_F(ParticipantCoreTest, RepliesKeepTheCommandsTraceId) {
+  SagaCommand c = Cmd(SagaCommandKind::kAction, "reserve");
+  const std::string tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01";
+  c.traceparent = tp;
+  SagaReply r = core_.Process(c);
+  ASSERT_TRUE(TraceParent::Parse(r.traceparent).ok()) << r.traceparent;
+  EXPECT_EQ(r.traceparent.substr(0, 36), tp.substr(0, 36));
+  EXPECT_EQ(r.traceparent.substr(52), "-01");
+  EXPECT_NE(r.traceparent.substr(36, 16), tp.substr(36, 16));
+  c.traceparent = "";
+  EXPECT_EQ(core_.Process(c).traceparent, "");
+  c.traceparent = "00-zz";
+  EXPECT_EQ(core_.Process(c).traceparent, "");
 }
 
 TEST_F(ParticipantCoreTest, CompensationBeforeActionFencesIt) {

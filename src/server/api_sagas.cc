@@ -62,7 +62,8 @@ Result<int64_t> QueryInt(const QueryParams& query, const std::string& key, int64
   return v;
 }
 
-HttpResponse StartSaga(SagaOrchestrator& orch, const std::string& body) {
+HttpResponse StartSaga(SagaOrchestrator& orch, const std::string& body,
+                       const std::string& traceparent) {
   Result<json::object> o = BodyObject(body, false);
   if (!o.ok()) return SagaError(o.status());
   SagaStartRequest req;
@@ -83,6 +84,7 @@ HttpResponse StartSaga(SagaOrchestrator& orch, const std::string& body) {
     }
   }
   if (req.definition.empty()) return SagaError(InvalidArgumentError("'definition' is required"));
+  req.traceparent = traceparent;
   Result<std::string> id = orch.Start(req);
   if (!id.ok()) return SagaError(id.status());
   json::object out;
@@ -185,7 +187,7 @@ HttpResponse HandleAsAdmin(SagaOrchestrator& orch, const SagaRequest& request) {
       return JsonText(200, std::move(body));
     }
     case RouteId::kStartSaga:
-      return StartSaga(orch, request.body);
+      return StartSaga(orch, request.body, request.traceparent);
     case RouteId::kListSagas:
       return ListSagas(orch, query);
     case RouteId::kDescribeSaga: {
@@ -288,7 +290,9 @@ HttpResponse StartAs(SagaOrchestrator& orch, const SagaRequest& request, const S
   Result<json::object> o = BodyObject(request.body, false);
   if (!o.ok()) return SagaError(o.status());
   auto d = o->find("definition");
-  if (d == o->end() || !d->value().is_string()) return StartSaga(orch, request.body);
+  if (d == o->end() || !d->value().is_string()) {
+    return StartSaga(orch, request.body, request.traceparent);
+  }
   const std::string name(d->value().as_string());
   uint32_t version = 0;
   if (auto v = o->find("version"); v != o->end() && v->value().is_int64() &&
@@ -303,7 +307,7 @@ HttpResponse StartAs(SagaOrchestrator& orch, const SagaRequest& request, const S
         "': it needs publish permission on every participant topic of the definition"));
   }
   if (Status s = CheckSagaQuery(request); !s.ok()) return SagaError(s);
-  HttpResponse res = StartSaga(orch, request.body);
+  HttpResponse res = StartSaga(orch, request.body, request.traceparent);
   auto id = o->find("id");
   if (res.result() == http::status::conflict && id != o->end() && id->value().is_string()) {
     // The id is held by another saga. Saga ids are one namespace, so a taken id cannot look
@@ -382,6 +386,9 @@ asio::awaitable<HttpReply> Api::HandleSagas(Call& call) {
   r.kind = call.Param("kind");
   r.query = std::move(call.query);
   r.body = call.req.body();
+  // W3C Trace Context: a request with more than one traceparent header has none that counts
+  // (the saga then starts a new trace, as for a malformed one).
+  if (call.req.count("traceparent") == 1) r.traceparent = std::string(call.req["traceparent"]);
   SagaOrchestrator* sagas = d_.sagas;
   // Admins (and every request with auth disabled) may use every saga route; HandleSagaRoute
   // authorizes other services itself (it must give one answer for what they may not see and

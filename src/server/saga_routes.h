@@ -37,6 +37,9 @@ struct SagaRequest {
   std::string kind;                     // {kind}, decoded
   QueryParams query;                    // decoded
   std::string body;
+  // The request's W3C `traceparent` header (POST /v1/sagas: the saga continues its trace;
+  // malformed or absent = a new trace). Empty when absent or sent more than once.
+  std::string traceparent;
 };
 
 // The routes as `caller` may use them; the caller is authorized before anything is looked up

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "converge/consumer_group.h"
@@ -84,10 +85,24 @@ Result<std::string> ReadWholeFile(Env& env, const std::string& path) {
 }
 
 // The orchestrator on <data_dir>/sagas, with the definition files of the config registered.
-Result<std::unique_ptr<SagaOrchestrator>> OpenSagas(Env& env, Log& log,
-                                                    const ServerConfig& config) {
+Result<std::unique_ptr<SagaOrchestrator>> OpenSagas(Env& env, Log& log, const ServerConfig& config,
+                                                    MetricsRegistry& metrics) {
   const SagaConfig& sc = config.sagas;
   SagaOrchestratorOptions options = SagaOptionsFor(config);
+  // Step latencies, observed once each outcome is durable (the registry outlives the
+  // orchestrator). Labels are bounded by the registered definitions' steps.
+  options.on_step_finished = [&metrics](const SagaStepOutcome& o) {
+    metrics
+        .GetHistogram("converge_saga_step_duration_seconds",
+                      "Time from a saga step's first command to the reply that settled it "
+                      "(retries included), by definition, step, command kind and outcome.",
+                      {{"definition", o.definition},
+                       {"step", o.step},
+                       {"kind", std::string(SagaCommandKindName(o.kind))},
+                       {"outcome", o.ok ? "ok" : "failed"}},
+                      LatencyBucketsSeconds())
+        ->Observe(static_cast<double>(o.duration_micros) / 1e6);
+  };
   options.report_recovery = [](const std::string& message) {
     std::fprintf(stderr, "converge serve: saga log recovery: %s\n", message.c_str());
   };
@@ -176,11 +191,26 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   }
 
   if (impl->config.sagas.enabled) {
-    CONVERGE_ASSIGN_OR_RETURN(impl->sagas, OpenSagas(*impl->env, *impl->log, impl->config));
+    CONVERGE_ASSIGN_OR_RETURN(impl->sagas,
+                              OpenSagas(*impl->env, *impl->log, impl->config, impl->metrics));
     // Computed at scrape time (scrapes run on the pool, joined before the orchestrator closes).
     impl->metrics.AddCollector([sagas =
                                     impl->sagas.get()](std::vector<MetricsRegistry::Sample>* out) {
       const SagaOrchestratorStats st = sagas->stats();
+      // Counted since the server started (a restart starts them at 0, as Prometheus expects).
+      for (const auto& [name, help, n] :
+           {std::tuple<const char*, const char*, uint64_t>{"converge_sagas_started_total",
+                                                           "Sagas started.", st.started},
+            {"converge_sagas_completed_total", "Sagas that completed (every step applied).",
+             st.completed},
+            {"converge_sagas_compensated_total",
+             "Sagas that ended compensated (every applied step undone).", st.compensated},
+            {"converge_sagas_failed_total",
+             "Sagas that turned to compensation because a step failed (refused, or out of "
+             "attempts) or their deadline passed; cancels are not counted.",
+             st.failed}}) {
+        out->push_back({name, help, "counter", {}, static_cast<double>(n)});
+      }
       out->push_back({"converge_sagas_in_flight",
                       "Sagas running or compensating.",
                       "gauge",

@@ -828,5 +828,163 @@ TEST_F(SagaServeTest, TheSagaCliTalksToTheServer) {
   EXPECT_NE(out.find("running"), std::string::npos) << out;
 }
 
+// ---- saga observability (issue 21): metrics and W3C trace context ----
+
+// Starts a saga with extra request headers (a traceparent); returns its id.
+std::string StartSagaWithHeaders(uint16_t port, const std::string& body,
+                                 const testing::HttpHeaders& extra) {
+  testing::HttpHeaders headers = {{"Content-Type", "application/json"}};
+  headers.insert(headers.end(), extra.begin(), extra.end());
+  HttpReply r = testing::HttpCall(port, "POST", "/v1/sagas", body, headers);
+  EXPECT_EQ(r.status, 201) << r.body;
+  return Str(ParseObject(r.body), "id");
+}
+
+constexpr const char* kStartTrace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+TEST_F(SagaServeTest, SagaMetricsCountOutcomesStepLatenciesAndRejectedReplies) {
+  StartServer();
+  ASSERT_EQ(
+      Request(port(), http::verb::post, "/v1/saga-definitions", kOrderSaga, "", "application/yaml")
+          .status,
+      201);
+  EXPECT_EQ(MetricValue(port(), "converge_sagas_started_total"), 0);
+  const std::string done = StartSaga(R"({"definition":"order","id":"m-done"})");
+  Participants p(port());
+  ASSERT_TRUE(RunUntil(p, done, "completed")) << json::serialize(Describe(done));
+  Participants refusing(port(), {"payments.charge"});
+  const std::string undone = StartSaga(R"({"definition":"order","id":"m-undone"})");
+  ASSERT_TRUE(RunUntil(refusing, undone, "compensated")) << json::serialize(Describe(undone));
+
+  EXPECT_EQ(MetricValue(port(), "converge_sagas_started_total"), 2);
+  EXPECT_EQ(MetricValue(port(), "converge_sagas_completed_total"), 1);
+  EXPECT_EQ(MetricValue(port(), "converge_sagas_compensated_total"), 1);
+  EXPECT_EQ(MetricValue(port(), "converge_sagas_failed_total"), 1);
+  EXPECT_EQ(MetricValue(port(), "converge_sagas_in_flight"), 0);
+  const std::string h = "converge_saga_step_duration_seconds_count";
+  auto step = [&](const char* name, const char* kind, const char* outcome) {
+    return MetricValue(port(), h + "{definition=\"order\",step=\"" + name + "\",kind=\"" + kind +
+                                   "\",outcome=\"" + outcome + "\"}");
+  };
+  EXPECT_EQ(step("reserve", "action", "ok"), 2);
+  EXPECT_EQ(step("charge", "action", "ok"), 1);
+  EXPECT_EQ(step("charge", "action", "failed"), 1);
+  EXPECT_EQ(step("ship", "action", "ok"), 1);
+  EXPECT_EQ(step("reserve", "compensate", "ok"), 1);
+  EXPECT_GE(MetricValue(port(),
+                        "converge_saga_step_duration_seconds_sum{definition=\"order\","
+                        "step=\"reserve\",kind=\"action\",outcome=\"ok\"}"),
+            0);
+
+  // The reserve reply of the completed saga once more (a new event id, the right token): late,
+  // so rejected as stale and counted with that reason.
+  const Event& reserve = p.commands()[0];
+  ASSERT_EQ(reserve.type(), "inventory.reserve");
+  Event again;
+  again.set_id(reserve.id() + "/reply-again");
+  again.set_source("/test/participant");
+  again.set_type("converge.saga.reply");
+  for (const char* name : {"sagaid", "sagakind", "sagatoken"}) {
+    again.SetExtension(name, reserve.FindExtension(name)->value);
+  }
+  again.SetExtensionInteger("sagastep", 0);
+  again.SetExtensionInteger("sagaattempt", 1);
+  again.SetExtension("sagaoutcome", "ok");
+  again.set_partitionkey(done);
+  client::Client c(Participants::Options(port()));
+  ASSERT_TRUE(c.PublishOne("saga.replies", again).ok());
+  const std::string stale = "converge_saga_replies_rejected_total{reason=\"stale\"}";
+  for (int i = 0; i < 200 && MetricValue(port(), stale) < 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(MetricValue(port(), stale), 1);
+  EXPECT_EQ(MetricValue(port(), "converge_sagas_completed_total"), 1);
+}
+
+// Every command of a saga carries the start request's trace id (W3C traceparent, version 00,
+// the start's flags) with a span id of its own; the saga shows the start's context.
+TEST_F(SagaServeTest, CommandsCarryTheTraceparentOfTheStartRequest) {
+  StartServer();
+  ASSERT_EQ(
+      Request(port(), http::verb::post, "/v1/saga-definitions", kOrderSaga, "", "application/yaml")
+          .status,
+      201);
+  Participants p(port(), {"payments.charge"});  // reserve, charge (refused), release
+  const std::string id =
+      StartSagaWithHeaders(port(), R"({"definition":"order"})", {{"traceparent", kStartTrace}});
+  ASSERT_TRUE(RunUntil(p, id, "compensated")) << json::serialize(Describe(id));
+  EXPECT_EQ(Str(Describe(id), "traceparent"), kStartTrace);
+  ASSERT_EQ(p.commands().size(), 3u);
+  std::set<std::string> spans;
+  for (const Event& cmd : p.commands()) {
+    ASSERT_TRUE(cmd.traceparent().has_value()) << cmd.type();
+    const std::string tp(*cmd.traceparent());
+    Result<TraceParent> parsed = TraceParent::Parse(tp);
+    ASSERT_TRUE(parsed.ok()) << tp;
+    EXPECT_EQ(tp.substr(0, 36), std::string(kStartTrace).substr(0, 36)) << tp;  // 00-<trace id>-
+    EXPECT_EQ(tp.substr(52), "-01") << tp;
+    EXPECT_NE(tp.substr(36, 16), std::string(kStartTrace).substr(36, 16)) << tp;
+    spans.insert(tp.substr(36, 16));
+  }
+  EXPECT_EQ(spans.size(), 3u);  // a span per command
+}
+
+// W3C Trace Context: a traceparent that does not parse is ignored and the saga starts a new
+// trace (never an error); a higher version's extra fields are ignored, its ids kept.
+TEST_F(SagaServeTest, AMalformedTraceparentStartsANewTrace) {
+  StartServer();
+  ASSERT_EQ(
+      Request(port(), http::verb::post, "/v1/saga-definitions", kOrderSaga, "", "application/yaml")
+          .status,
+      201);
+  const std::string kTraceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+  const std::vector<testing::HttpHeaders> malformed = {
+      {{"traceparent", "garbage"}},
+      {{"traceparent", ""}},
+      {{"traceparent", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01"}},  // uppercase
+      {{"traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"}},  // zero trace
+      {{"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"}},  // zero span
+      {{"traceparent", "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}},  // version ff
+      {{"traceparent", std::string(kStartTrace) + "-extra"}},     // version 00 with a 5th field
+      {{"traceparent", std::string(kStartTrace).substr(0, 54)}},  // short
+      {{"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736x00f067aa0ba902b7-01"}},  // separator
+      {{"traceparent", std::string(6000, 'a')}},
+      {{"traceparent", kStartTrace}, {"traceparent", kStartTrace}},  // sent twice
+  };
+  Participants p(port());
+  p.set_topics({"inventory"});
+  std::set<std::string> trace_ids;
+  for (size_t i = 0; i < malformed.size(); ++i) {
+    const std::string id = "bad-trace-" + std::to_string(i);
+    ASSERT_EQ(
+        StartSagaWithHeaders(port(), R"({"definition":"order","id":")" + id + "\"}", malformed[i]),
+        id);
+    const std::string tp = Str(Describe(id), "traceparent");
+    ASSERT_TRUE(TraceParent::Parse(tp).ok()) << i << ": " << tp;
+    EXPECT_NE(tp.substr(3, 32), kTraceId) << i << ": a new trace, not the malformed one's";
+    EXPECT_EQ(tp.substr(0, 3), "00-") << tp;
+    trace_ids.insert(tp.substr(3, 32));
+  }
+  EXPECT_EQ(trace_ids.size(), malformed.size()) << "each saga starts a trace of its own";
+  // Its first command carries the new trace (it is a valid one).
+  for (int i = 0; i < 200 && p.commands().size() < malformed.size(); ++i) {
+    if (p.Round(/*reply=*/false) == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(p.commands().size(), malformed.size());
+  for (const Event& cmd : p.commands()) {
+    ASSERT_TRUE(cmd.traceparent().has_value());
+    const std::string tp(*cmd.traceparent());
+    EXPECT_TRUE(TraceParent::Parse(tp).ok()) << tp;
+    EXPECT_EQ(trace_ids.count(tp.substr(3, 32)), 1u) << tp;
+  }
+
+  // A higher version: parsed by its first four fields, which are kept (sent on as version 00).
+  const std::string future = "01-" + kTraceId + "-00f067aa0ba902b7-01-what-ever";
+  const std::string id =
+      StartSagaWithHeaders(port(), R"({"definition":"order"})", {{"traceparent", future}});
+  EXPECT_EQ(Str(Describe(id), "traceparent"), kStartTrace);
+  EXPECT_EQ(Request(port(), http::verb::get, "/healthz").status, 200);
+}
+
 }  // namespace
 }  // namespace converge

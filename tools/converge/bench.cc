@@ -1,78 +1,40 @@
-// `converge bench <name>|all [options]`: runs the benchmarks registered under bench/.
-#include "bench/bench.h"
+// `converge bench <name>|all [options]`: runs converge-bench, the program of the benchmarks
+// (bench/main.cc), from the folder of this binary. The benchmarks live in a program of their
+// own so that this binary, the server, does not link the peers' clients (nats.c, hiredis) nor
+// need their packages installed.
+#include <unistd.h>
 
-#include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <string>
-#include <string_view>
-#include <vector>
 
 #include "command.h"
-
-namespace converge::bench {
-
-std::vector<Benchmark>& Benchmarks() {
-  static std::vector<Benchmark> benchmarks;
-  return benchmarks;
-}
-
-}  // namespace converge::bench
 
 namespace converge::cli {
 namespace {
 
-std::vector<bench::Benchmark> SortedBenchmarks() {
-  std::vector<bench::Benchmark> all = bench::Benchmarks();
-  std::sort(all.begin(), all.end(),
-            [](const bench::Benchmark& a, const bench::Benchmark& b) { return a.name < b.name; });
-  return all;
-}
-
-void PrintBenchUsage(std::FILE* out) {
-  std::fputs(
-      "Usage: converge bench <name> [options]   run one benchmark\n"
-      "       converge bench all [options]      run every benchmark with the same options\n"
-      "       converge bench <name> --help      options of one benchmark\n"
-      "\n"
-      "Benchmarks are programs, not tests: they start their peer systems themselves on\n"
-      "loopback in temporary directories and measure them side by side in one run.\n"
-      "Output: a table, or with --json one JSON object per line.\n"
-      "\n"
-      "Benchmarks:\n",
-      out);
-  for (const bench::Benchmark& b : SortedBenchmarks()) {
-    std::fprintf(out, "  %-10s %s\n", b.name.c_str(), b.summary.c_str());
-  }
-}
-
 int RunBench(int argc, char** argv) {
-  if (argc < 2) {
-    PrintBenchUsage(stderr);
+  char buf[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) {
+    std::fprintf(stderr, "converge bench: cannot find this executable (/proc/self/exe)\n");
     return 2;
   }
-  std::string_view name = argv[1];
-  if (name == "--help" || name == "-h" || name == "help") {
-    PrintBenchUsage(stdout);
-    return 0;
+  std::string path(buf, static_cast<size_t>(n));
+  path = path.substr(0, path.rfind('/') + 1) + "converge-bench";
+  if (::access(path.c_str(), X_OK) != 0) {
+    std::fprintf(stderr,
+                 "converge bench: the benchmarks are not built (no %s).\n"
+                 "They are a separate program, built when their packages are installed: "
+                 "`make bench` installs them (scripts/install-deps bench) and builds it.\n",
+                 path.c_str());
+    return 2;
   }
-  if (name == "all") {
-    int worst = 0;
-    for (const bench::Benchmark& b : SortedBenchmarks()) {
-      // Same options for each; argv[1] ("all") becomes the benchmark's own argv[0].
-      std::vector<char*> args(argv + 1, argv + argc);
-      std::string own_name = b.name;
-      args[0] = own_name.data();
-      int rc = b.run(static_cast<int>(args.size()), args.data());
-      worst = std::max(worst, rc);
-    }
-    return worst;
-  }
-  for (const bench::Benchmark& b : bench::Benchmarks()) {
-    if (b.name == name) return b.run(argc - 1, argv + 1);
-  }
-  std::fprintf(stderr, "converge bench: unknown benchmark '%s'\n\n", argv[1]);
-  PrintBenchUsage(stderr);
+  // argv[0] ("bench") becomes the program; the rest is passed unchanged.
+  argv[0] = path.data();
+  ::execv(path.c_str(), argv);
+  std::fprintf(stderr, "converge bench: cannot run %s: %s\n", path.c_str(), std::strerror(errno));
   return 2;
 }
 
