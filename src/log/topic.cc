@@ -196,7 +196,15 @@ struct Topic::Writer {
   uint64_t bytes = 0;
   Status status;
   bool done = false;
+  // Set for a synchronous writer at the head of the queue when the leader hands it the lead.
+  bool lead = false;
   std::condition_variable cv;
+  // Asynchronous writers (AppendAsync) live on the heap, own their results and are called
+  // back instead of woken; they hold `bytes` of the write budget until then.
+  bool async = false;
+  std::vector<AppendResult> own_results;
+  Log::AppendDone on_done;
+  WriteBudget* budget = nullptr;
 };
 
 struct Topic::DedupCandidate {
@@ -459,19 +467,15 @@ Status Topic::RecoverPartition(uint32_t index, int64_t dedup_cutoff_micros,
 // ---------------------------------------------------------------------------------------
 // Write path
 
-Result<std::vector<AppendResult>> Topic::Append(std::span<const RecordView> records,
-                                                int64_t partition) {
+Status Topic::PrepareWriter(Writer& w, std::span<const RecordView> records, int64_t partition) {
   const uint32_t n_partitions = options_.partitions;
   if (partition >= static_cast<int64_t>(n_partitions)) {
     return InvalidArgumentError("topic '" + name_ + "' has no partition " +
                                 ToString(static_cast<uint64_t>(partition)));
   }
-  std::vector<AppendResult> results(records.size());
-  if (records.empty()) return results;
-  Writer w;
+  std::vector<AppendResult>& results = *w.results;
   w.kind = Writer::Kind::kAppend;
   w.records = records;
-  w.results = &results;
   // Records without a key stick to one partition per Append call, rotating between calls:
   // one batch touches one file instead of all of them.
   int64_t keyless_partition = -1;
@@ -511,15 +515,79 @@ Result<std::vector<AppendResult>> Topic::Append(std::span<const RecordView> reco
     bytes += EncodedRecordBytes(r.id.size(), r.key.size(), r.value.size());
   }
   w.bytes = bytes;
-  CONVERGE_RETURN_IF_ERROR(budget_->Acquire(bytes));
+  return Status::Ok();
+}
+
+Result<std::vector<AppendResult>> Topic::Append(std::span<const RecordView> records,
+                                                int64_t partition) {
+  std::vector<AppendResult> results(records.size());
+  Writer w;
+  w.results = &results;
+  CONVERGE_RETURN_IF_ERROR(PrepareWriter(w, records, partition));
+  if (records.empty()) return results;
+  CONVERGE_RETURN_IF_ERROR(budget_->Acquire(w.bytes));
   Status s;
   {
     std::unique_lock<std::mutex> lock(mu_);
     s = RunWriter(w, lock);
   }
-  budget_->Release(bytes);
+  budget_->Release(w.bytes);
   if (!s.ok()) return s;
   return results;
+}
+
+void Topic::AppendAsync(std::span<const RecordView> records, int64_t partition,
+                        Log::AppendDone done) {
+  auto w = std::make_unique<Writer>();
+  w->own_results.resize(records.size());
+  w->results = &w->own_results;
+  Status s = PrepareWriter(*w, records, partition);
+  if (s.ok() && records.empty()) {
+    done(std::move(w->own_results));
+    return;
+  }
+  if (s.ok()) s = budget_->Acquire(w->bytes);
+  if (!s.ok()) {
+    done(std::move(s));
+    return;
+  }
+  w->async = true;
+  w->budget = budget_.get();
+  w->on_done = std::move(done);
+  std::unique_lock<std::mutex> lock(mu_);
+  if (closed_) {
+    w->status = ClosedStatus();
+    lock.unlock();
+    std::vector<Writer*> one{w.release()};
+    FinishAsync(one);
+    return;
+  }
+  writers_.push_back(w.release());
+  if (leading_) return;  // the leader takes it with its next group
+  leading_ = true;
+  if (background_) {
+    lock.unlock();
+    background_([self = shared_from_this()] {
+      std::unique_lock<std::mutex> l(self->mu_);
+      self->Lead(l, nullptr);
+    });
+    return;
+  }
+  Lead(lock, nullptr);
+}
+
+void Topic::FinishAsync(std::vector<Writer*>& writers) {
+  for (Writer* w : writers) {
+    std::unique_ptr<Writer> owned(w);
+    owned->budget->Release(owned->bytes);
+    Log::AppendDone done = std::move(owned->on_done);
+    if (owned->status.ok()) {
+      done(std::move(owned->own_results));
+    } else {
+      done(std::move(owned->status));
+    }
+  }
+  writers.clear();
 }
 
 Status Topic::Sync() {
@@ -557,67 +625,117 @@ Status Topic::Close(bool deleting) {
 Status Topic::RunWriter(Writer& w, std::unique_lock<std::mutex>& lock) {
   if (closed_) return ClosedStatus();
   writers_.push_back(&w);
-  while (!w.done && &w != writers_.front()) w.cv.wait(lock);
+  if (!leading_) {
+    leading_ = true;
+    w.lead = true;
+  }
+  while (!w.done && !w.lead) w.cv.wait(lock);
   if (w.done) return w.status;
+  Lead(lock, &w);
+  CONVERGE_CHECK(w.done);
+  return w.status;
+}
 
-  // This writer leads: it commits every batch queued so far, up to the group bound.
-  Status s;
-  if (closed_) {
-    s = ClosedStatus();
-  } else if (!failed_.ok()) {
-    s = failed_;
-  }
-  group_.clear();
-  uint64_t group_bytes = 0;
-  bool force_sync = false;
-  bool close = false;
-  for (Writer* x : writers_) {
-    if (!group_.empty() && x->kind == Writer::Kind::kAppend &&
-        group_bytes + x->bytes > group_max_bytes_) {
-      break;
+void Topic::Lead(std::unique_lock<std::mutex>& lock, Writer* self) {
+  std::vector<Writer*> finished;
+  while (true) {
+    CONVERGE_CHECK(leading_ && !writers_.empty());
+    Writer* head = writers_.front();
+    head->lead = false;
+    // The leader commits every batch queued so far, up to the group bound.
+    Status s;
+    if (closed_) {
+      s = ClosedStatus();
+    } else if (!failed_.ok()) {
+      s = failed_;
     }
-    group_.push_back(x);
-    group_bytes += x->bytes;
-    if (x->kind != Writer::Kind::kAppend) force_sync = true;
-    if (x->kind == Writer::Kind::kClose) {
-      close = true;
-      break;
-    }
-  }
-  if (s.ok()) {
-    lock.unlock();
-    s = Commit(group_, force_sync);
-    if (close) {
-      Status c = CloseFilesLeader();
-      if (s.ok()) s = c;
-    }
-    lock.lock();
-    if (close) {
-      closed_ = true;
-      if (timer_pending_) {
-        env_.executor().Cancel(timer_id_);
-        timer_pending_ = false;
+    group_.clear();
+    uint64_t group_bytes = 0;
+    bool force_sync = false;
+    bool close = false;
+    for (Writer* x : writers_) {
+      if (!group_.empty() && x->kind == Writer::Kind::kAppend &&
+          group_bytes + x->bytes > group_max_bytes_) {
+        break;
       }
+      group_.push_back(x);
+      group_bytes += x->bytes;
+      if (x->kind != Writer::Kind::kAppend) force_sync = true;
+      if (x->kind == Writer::Kind::kClose) {
+        close = true;
+        break;
+      }
+    }
+    if (s.ok()) {
+      lock.unlock();
+      s = Commit(group_, force_sync);
+      if (close) {
+        Status c = CloseFilesLeader();
+        if (s.ok()) s = c;
+      }
+      lock.lock();
+      if (close) {
+        closed_ = true;
+        if (timer_pending_) {
+          env_.executor().Cancel(timer_id_);
+          timer_pending_ = false;
+        }
+      } else {
+        if (!s.ok() && needs_reopen_) failed_ = s;
+        last_write_error_ = s;
+        if (failed_.ok() && options_.durability == Durability::kInterval && !timer_pending_) {
+          // Also after a failed sync: the timer tries again.
+          bool unsynced = false;
+          for (const auto& part : partitions_) unsynced = unsynced || part->dirty;
+          if (unsynced) ScheduleSyncTimerLocked();
+        }
+      }
+    }
+    for (Writer* x : group_) {
+      CONVERGE_CHECK(!writers_.empty() && writers_.front() == x);
+      writers_.pop_front();
+      x->status = s;
+      if (x->async) {
+        finished.push_back(x);
+      } else {
+        x->done = true;
+        if (x != self) x->cv.notify_one();
+      }
+    }
+    // Who leads next: nobody (empty queue), the synchronous writer at the head, or (the head
+    // being asynchronous) a background task when this is a synchronous writer's thread, else
+    // this thread.
+    bool again = false;
+    if (writers_.empty()) {
+      leading_ = false;
+    } else if (Writer* next = writers_.front(); !next->async) {
+      next->lead = true;
+      next->cv.notify_one();
+    } else if (self != nullptr && background_) {
+      lock.unlock();
+      background_([t = shared_from_this()] {
+        std::unique_lock<std::mutex> l(t->mu_);
+        t->Lead(l, nullptr);
+      });
+      lock.lock();
     } else {
-      if (!s.ok() && needs_reopen_) failed_ = s;
-      last_write_error_ = s;
-      if (failed_.ok() && options_.durability == Durability::kInterval && !timer_pending_) {
-        // Also after a failed sync: the timer tries again.
-        bool unsynced = false;
-        for (const auto& part : partitions_) unsynced = unsynced || part->dirty;
-        if (unsynced) ScheduleSyncTimerLocked();
+      again = true;
+    }
+    if (!finished.empty()) {
+      if (again && background_) {
+        // The next group's sync starts at once; its acknowledgements go out meanwhile.
+        lock.unlock();
+        background_([batch = std::move(finished)]() mutable { FinishAsync(batch); });
+        finished.clear();
+        lock.lock();
+      } else {
+        lock.unlock();
+        FinishAsync(finished);
+        lock.lock();
       }
     }
+    if (!again) return;
   }
-  for (Writer* x : group_) {
-    CONVERGE_CHECK(!writers_.empty() && writers_.front() == x);
-    writers_.pop_front();
-    x->status = s;
-    x->done = true;
-    if (x != &w) x->cv.notify_one();
-  }
-  if (!writers_.empty()) writers_.front()->cv.notify_one();
-  return s;
 }
 
 uint8_t* Topic::GroupBuffer(size_t bytes) {
@@ -990,7 +1108,7 @@ void Topic::OnSyncTimer() {
   std::unique_lock<std::mutex> lock(mu_);
   timer_pending_ = false;
   if (closed_ || !failed_.ok()) return;
-  if (!writers_.empty()) {
+  if (leading_ || !writers_.empty()) {
     // A leader is at work; it syncs if the interval has passed. Look again later in case it
     // was the last one for a while.
     ScheduleSyncTimerLocked();

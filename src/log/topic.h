@@ -108,6 +108,13 @@ class Topic : public std::enable_shared_from_this<Topic> {
 
   // `partition` < 0: from the key. See Log::Append.
   Result<std::vector<AppendResult>> Append(std::span<const RecordView> records, int64_t partition);
+  // See Log::AppendAsync. Refused batches are answered on the calling thread.
+  void AppendAsync(std::span<const RecordView> records, int64_t partition, Log::AppendDone done);
+  // Where group commits of asynchronous appends run (LogOptions::background); empty: on the
+  // thread whose append finds no leader. Set once, before the first append.
+  void set_background(std::function<void(std::function<void()>)> background) {
+    background_ = std::move(background);
+  }
   Result<ReadBatch> Read(uint32_t partition, uint64_t offset, size_t max_records, size_t max_bytes);
   Result<uint64_t> OffsetForTime(uint32_t partition, int64_t timestamp_micros);
   TopicInfo Describe();
@@ -140,7 +147,18 @@ class Topic : public std::enable_shared_from_this<Topic> {
   Status RecoverPartition(uint32_t index, int64_t dedup_cutoff_micros,
                           std::vector<DedupCandidate>* candidates,
                           const std::function<void(const std::string&)>& report);
+  // Checks `records` and fills w's partitions, id hashes and bytes.
+  Status PrepareWriter(Writer& w, std::span<const RecordView> records, int64_t partition);
+  // Queues a synchronous writer and returns its status once its group is done (leading it,
+  // and possibly the groups after it, when it reaches the head of the queue).
   Status RunWriter(Writer& w, std::unique_lock<std::mutex>& lock);
+  // The leader (leading_ is set, the head of writers_ waits for it): commits groups from the
+  // head. Returns after handing the lead to a synchronous writer, to a background task (when
+  // `self` is a synchronous writer and the next head is asynchronous), or when the queue is
+  // empty. Calls the asynchronous writers' callbacks with `lock` released.
+  void Lead(std::unique_lock<std::mutex>& lock, Writer* self);
+  // Calls back and deletes finished asynchronous writers. Called without mu_.
+  static void FinishAsync(std::vector<Writer*>& writers);
   Status Commit(std::span<Writer* const> group, bool force_sync);
   // Leader only: after a failed write or sync of a group, before anything was published,
   // puts every touched partition back as it was before the group (files truncated, segments
@@ -185,6 +203,9 @@ class Topic : public std::enable_shared_from_this<Topic> {
   // Queue state, guarded by mu_.
   std::mutex mu_;
   std::deque<Writer*> writers_;
+  // A thread leads (or a background task to lead is posted): it owns the head of writers_.
+  bool leading_ = false;
+  std::function<void(std::function<void()>)> background_;
   bool closed_ = false;
   bool deleted_ = false;
   // Sticky: after a write error that could not be undone nothing more is appended until reopen.
