@@ -22,6 +22,7 @@ target_sources(converge_cli PRIVATE
   ${CONVERGE_BENCH_DIR}/redis_streams.cc
   ${CONVERGE_BENCH_DIR}/converge_log.cc
   ${CONVERGE_BENCH_DIR}/converge_server.cc
+  ${CONVERGE_BENCH_DIR}/many_clients.cc
   ${CONVERGE_BENCH_DIR}/sidecar_process.cc
   ${CONVERGE_BENCH_DIR}/nats_util.cc
   ${CONVERGE_BENCH_DIR}/outbox_bench.cc

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
+
 namespace converge::bench {
 
 Result<std::unique_ptr<testing::ServerProcess>> StartSidecar(const std::string& config_path,
@@ -10,7 +12,11 @@ Result<std::unique_ptr<testing::ServerProcess>> StartSidecar(const std::string& 
   char buf[4096];
   const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
   if (n <= 0) return InternalError("cannot find this executable (/proc/self/exe)");
-  const std::string exe(buf, static_cast<size_t>(n));
+  std::string exe(buf, static_cast<size_t>(n));
+  // Another build's server against this benchmark (before/after comparisons of the server).
+  if (const char* other = std::getenv("CONVERGE_BENCH_SERVE_BINARY"); other != nullptr && *other) {
+    exe = other;
+  }
   Status last;
   for (int attempt = 0; attempt < 5; ++attempt) {  // a free port may be taken meanwhile
     CONVERGE_ASSIGN_OR_RETURN(uint16_t port, testing::FreeLoopbackPort());

@@ -131,9 +131,9 @@ struct LogOptions {
   // the retained start, a topic quarantined, the rest of an unfinished create or delete
   // removed. Nothing of this stops Open; the server writes it to its log.
   std::function<void(const std::string& message)> report_recovery;
-  // Where the group commits of AppendAsync run (a task per topic at a time, running until no
-  // asynchronous append waits; and the callbacks of a synced group when the next group is
-  // already waiting, so its write starts at once). Every task handed over must run before the
+  // Where the group commits of AppendAsync run: one task per group commit, at most one at a
+  // time per topic (each takes every append queued meanwhile; the task calls the group back,
+  // after handing the next group to a new task). Every task handed over must run before the
   // Log is destroyed. Unset: on the appending thread that finds no commit running.
   std::function<void(std::function<void()>)> background;
 };

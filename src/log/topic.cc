@@ -703,15 +703,16 @@ void Topic::Lead(std::unique_lock<std::mutex>& lock, Writer* self) {
       }
     }
     // Who leads next: nobody (empty queue), the synchronous writer at the head, or (the head
-    // being asynchronous) a background task when this is a synchronous writer's thread, else
-    // this thread.
+    // being asynchronous) a new background task — one per group, so a busy topic shares the
+    // background threads with other work and its next sync starts while this thread calls
+    // back — or, without background, this thread.
     bool again = false;
     if (writers_.empty()) {
       leading_ = false;
     } else if (Writer* next = writers_.front(); !next->async) {
       next->lead = true;
       next->cv.notify_one();
-    } else if (self != nullptr && background_) {
+    } else if (background_) {
       lock.unlock();
       background_([t = shared_from_this()] {
         std::unique_lock<std::mutex> l(t->mu_);
@@ -722,17 +723,9 @@ void Topic::Lead(std::unique_lock<std::mutex>& lock, Writer* self) {
       again = true;
     }
     if (!finished.empty()) {
-      if (again && background_) {
-        // The next group's sync starts at once; its acknowledgements go out meanwhile.
-        lock.unlock();
-        background_([batch = std::move(finished)]() mutable { FinishAsync(batch); });
-        finished.clear();
-        lock.lock();
-      } else {
-        lock.unlock();
-        FinishAsync(finished);
-        lock.lock();
-      }
+      lock.unlock();
+      FinishAsync(finished);
+      lock.lock();
     }
     if (!again) return;
   }

@@ -152,10 +152,11 @@ class Topic : public std::enable_shared_from_this<Topic> {
   // Queues a synchronous writer and returns its status once its group is done (leading it,
   // and possibly the groups after it, when it reaches the head of the queue).
   Status RunWriter(Writer& w, std::unique_lock<std::mutex>& lock);
-  // The leader (leading_ is set, the head of writers_ waits for it): commits groups from the
-  // head. Returns after handing the lead to a synchronous writer, to a background task (when
-  // `self` is a synchronous writer and the next head is asynchronous), or when the queue is
-  // empty. Calls the asynchronous writers' callbacks with `lock` released.
+  // The leader (leading_ is set, the head of writers_ waits for it; `self` is the synchronous
+  // writer leading, or null for an asynchronous one): commits a group from the head. Returns
+  // after handing the lead to the synchronous writer or background task that leads next, or
+  // when the queue is empty; without background it leads asynchronous heads itself. Calls the
+  // asynchronous writers' callbacks with `lock` released.
   void Lead(std::unique_lock<std::mutex>& lock, Writer* self);
   // Calls back and deletes finished asynchronous writers. Called without mu_.
   static void FinishAsync(std::vector<Writer*>& writers);
