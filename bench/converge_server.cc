@@ -465,7 +465,9 @@ class ConvergeServerSystem : public LogSystem {
     int64_t end = 0;
     const std::string base = "/v1/topics/" + topic + "/groups/many/";
     auto consumer = [&](uint32_t index) -> asio::awaitable<void> {
-      const std::string name = "c" + std::to_string(index);
+      // A group takes at most 1000 members (GroupOptions::max_members, not settable over
+      // HTTP): past that, connections share member names (each still its own client).
+      const std::string name = "c" + std::to_string(index % 1000);
       asio::ip::tcp::socket socket(co_await asio::this_coro::executor);
       boost::beast::flat_buffer buffer;
       auto fail = [&](const std::string& why) {
@@ -529,8 +531,9 @@ class ConvergeServerSystem : public LogSystem {
     ioc.run();
     if (end == 0) end = NowNanos();
     std::string note = "HTTP sidecar: " + std::to_string(clients) +
-                       " consumers of one group, each fetching up to 10 (JSON) and acking them "
-                       "(acks synced before the reply); latency of fetch + ack";
+                       " consumers (connections) of one group of at most 1000 members, each "
+                       "fetching up to 10 (JSON) and acking them (acks synced before the "
+                       "reply); latency of fetch + ack";
     if (!first_error.empty()) note += "; first error: " + first_error;
     Measurement m = ManyClientsMeasurement("fetch10_ack", name(), durability(), clients,
                                            acked.load(), errors.load(), end - start, latencies,
