@@ -171,6 +171,9 @@ class Topic : public std::enable_shared_from_this<Topic> {
   // `stray` (a segment file a failed roll may have created) if not empty.
   Status ReopenActive(Partition& part, const std::string& stray);
   Status Roll(Partition& part, const Segment& segment);
+  // Leader only: syncs the dirty files (only the group's with `only_touched`); several at once
+  // with background_ (helpers posted there; this thread syncs whatever no helper has started,
+  // so a helper that never runs costs time, not progress).
   Status SyncDirty(bool only_touched);
   void Publish();
   void NotifyWatches();
