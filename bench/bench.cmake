@@ -23,6 +23,7 @@ if(CONVERGE_BUILD_BENCH)
     ${CONVERGE_BENCH_DIR}/redis_streams.cc
     ${CONVERGE_BENCH_DIR}/converge_log.cc
     ${CONVERGE_BENCH_DIR}/converge_server.cc
+    ${CONVERGE_BENCH_DIR}/many_clients.cc
     ${CONVERGE_BENCH_DIR}/sidecar_process.cc
     ${CONVERGE_BENCH_DIR}/nats_util.cc
     ${CONVERGE_BENCH_DIR}/outbox_bench.cc

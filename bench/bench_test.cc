@@ -247,6 +247,35 @@ TEST(LogOptionsTest, ViaServerOrInproc) {
   EXPECT_TRUE(Parse({"--via=inproc"}).ok());
 }
 
+TEST(LogOptionsTest, ClientsSelectTheManyClientWorkloads) {
+  Result<LogOptions> o = Parse({"--via", "server", "--clients", "64,256,1024"});
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->workload.clients, (std::vector<uint32_t>{64, 256, 1024}));
+  EXPECT_EQ(o->workloads, SplitList(kManyClientWorkloads));
+  o = Parse({"--clients=8", "--workloads", "single_publish"});
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->workloads, (std::vector<std::string>{"single_publish"}));
+  EXPECT_EQ(Parse({"--clients", "0"}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(Parse({"--clients", "12x"}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(Parse({"--clients", ","}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(Parse({"--workloads", "fetch10_ack"}).status().code(),
+            StatusCode::kInvalidArgument);  // needs --clients
+}
+
+TEST(ReportTest, ManyClientRowsCarryClientsMeanAndErrors) {
+  Measurement m;
+  m.workload = "single_publish";
+  m.system = "converge";
+  m.clients = 256;
+  m.mean_us = 1500.5;
+  m.errors = 0;
+  const std::string line = ToJsonLine(m);
+  EXPECT_NE(line.find("\"clients\":256"), std::string::npos) << line;
+  EXPECT_NE(line.find("\"mean_us\":1500.5"), std::string::npos) << line;
+  EXPECT_NE(line.find("\"errors\":0"), std::string::npos) << line;
+  EXPECT_EQ(ToJsonLine(Measurement{}).find("clients"), std::string::npos);
+}
+
 TEST(LogOptionsTest, HelpIsReported) {
   Result<LogOptions> o = Parse({"--help"});
   ASSERT_TRUE(o.ok());

@@ -22,10 +22,13 @@
 #include <thread>
 #include <vector>
 
+#include <boost/json.hpp>
+
 #include "bench/log_bench.h"
 #include "bench/sidecar_process.h"
 #include "converge/client.h"
 #include "converge/event.h"
+#include "support/http_load.h"
 
 namespace converge::bench {
 namespace {
@@ -380,6 +383,168 @@ class ConvergeServerSystem : public LogSystem {
     return Status::Ok();
   }
 
+  // single_publish: `w.events` requests, one structured CloudEvent (JSON) each with a unique
+  // id, from `clients` keep-alive connections driven by one thread, into a topic of 4
+  // partitions (fsync); every 200 comes after the event's group commit is synced. The topic's
+  // offsets must then hold exactly the acknowledged events. fetch10_ack: `clients` consumers of
+  // one group each fetching up to 10 (JSON) and acking them, until every event is acked.
+  bool has_many_clients() const override { return true; }
+  Status ManyClients(const LogWorkload& w, uint32_t clients, bool publish, bool consume,
+                     std::vector<Measurement>& out) override {
+    namespace bhttp = boost::beast::http;
+    const std::string topic = "many-" + std::to_string(clients);
+    {
+      client::Client c(Options());
+      client::TopicSpec spec;
+      spec.name = topic;
+      spec.partitions = 4;
+      spec.durability = Durability::kFsync;
+      CONVERGE_RETURN_IF_ERROR(c.CreateTopic(spec).status());
+    }
+    const std::string data(w.event_bytes > 40 ? w.event_bytes - 40 : 1, 'x');
+    testing::HttpLoadOptions load;
+    load.port = process_->port();
+    load.connections = clients;
+    load.requests = w.events;
+    const std::string target = "/v1/topics/" + topic + "/events";
+    load.make_request = [&](size_t, uint64_t seq) {
+      bhttp::request<bhttp::string_body> req{bhttp::verb::post, target, 11};
+      req.set(bhttp::field::host, "127.0.0.1");
+      req.set(bhttp::field::content_type, "application/cloudevents+json");
+      std::string body = R"({"specversion":"1.0","source":"/bench","type":"bench.event","id":")";
+      body += topic;
+      body += '-';
+      body += std::to_string(seq);
+      body += R"(","data":{"p":")";
+      body += data;
+      body += "\"}}";
+      req.body() = std::move(body);
+      return req;
+    };
+    load.on_reply = [](uint64_t, const bhttp::response<bhttp::string_body>& reply) {
+      return reply.result_int() == 200;
+    };
+    if (publish) {
+      testing::HttpLoadResult r = testing::RunHttpLoad(load);
+      client::Client c(Options());
+      CONVERGE_ASSIGN_OR_RETURN(client::TopicDescription t, c.DescribeTopic(topic));
+      uint64_t stored = 0;
+      for (const auto& p : t.offsets) stored += p.end_offset;
+      std::string note = "HTTP sidecar: one structured CloudEvent per request, " +
+                         std::to_string(clients) +
+                         " keep-alive connections (1 client thread), 4 partitions; " +
+                         std::to_string(stored) + " stored for " + std::to_string(r.ok) +
+                         " acknowledged";
+      if (!r.first_error.empty()) note += "; first error: " + r.first_error;
+      out.push_back(ManyClientsMeasurement("single_publish", name(), durability(), clients, r.ok,
+                                           r.errors, r.elapsed_ns, r.latencies_ns, note));
+      if (stored != r.ok) {
+        return DataLossError("converge server: " + topic + " holds " + std::to_string(stored) +
+                             " events for " + std::to_string(r.ok) + " acknowledged publishes");
+      }
+      published_ = r.ok;
+    }
+    if (consume) {
+      CONVERGE_ASSIGN_OR_RETURN(Measurement m, ConsumeMany(topic, clients, published_));
+      out.push_back(std::move(m));
+    }
+    return Status::Ok();
+  }
+
+  Result<Measurement> ConsumeMany(const std::string& topic, uint32_t clients, uint64_t total) {
+    namespace asio = boost::asio;
+    namespace bhttp = boost::beast::http;
+    namespace json = boost::json;
+    testing::RaiseOpenFilesLimit();
+    asio::io_context ioc(1);
+    const asio::ip::tcp::endpoint endpoint(asio::ip::make_address("127.0.0.1"), process_->port());
+    std::atomic<uint64_t> acked{0};
+    std::atomic<uint64_t> errors{0};
+    std::string first_error;
+    std::vector<int64_t> latencies;
+    int64_t end = 0;
+    const std::string base = "/v1/topics/" + topic + "/groups/many/";
+    auto consumer = [&](uint32_t index) -> asio::awaitable<void> {
+      // A group takes at most 1000 members (GroupOptions::max_members, not settable over
+      // HTTP): past that, connections share member names (each still its own client).
+      const std::string name = "c" + std::to_string(index % 1000);
+      asio::ip::tcp::socket socket(co_await asio::this_coro::executor);
+      boost::beast::flat_buffer buffer;
+      auto fail = [&](const std::string& why) {
+        if (errors.fetch_add(1) == 0) first_error = why;
+      };
+      try {
+        co_await socket.async_connect(endpoint, asio::use_awaitable);
+        socket.set_option(asio::ip::tcp::no_delay(true));
+        while (acked.load() < total) {
+          const int64_t start = NowNanos();
+          bhttp::request<bhttp::string_body> fetch{bhttp::verb::post, base + "fetch", 11};
+          fetch.set(bhttp::field::host, "127.0.0.1");
+          fetch.set(bhttp::field::content_type, "application/json");
+          fetch.body() = R"({"max_events":10,"wait_ms":200,"consumer":")" + name + "\"}";
+          fetch.prepare_payload();
+          co_await bhttp::async_write(socket, fetch, asio::use_awaitable);
+          bhttp::response<bhttp::string_body> got;
+          co_await bhttp::async_read(socket, buffer, got, asio::use_awaitable);
+          if (got.result_int() != 200) {
+            fail("fetch " + std::to_string(got.result_int()) + ": " + got.body());
+            co_return;
+          }
+          json::value doc = json::parse(got.body());
+          json::array acks;
+          for (const json::value& d : doc.at("deliveries").as_array()) {
+            json::object lease;
+            lease["partition"] = d.at("partition");
+            lease["offset"] = d.at("offset");
+            lease["lease_id"] = d.at("lease_id");
+            acks.push_back(std::move(lease));
+          }
+          if (acks.empty()) continue;
+          const size_t n = acks.size();
+          json::object body;
+          body["acks"] = std::move(acks);
+          body["consumer"] = name;
+          bhttp::request<bhttp::string_body> ack{bhttp::verb::post, base + "ack", 11};
+          ack.set(bhttp::field::host, "127.0.0.1");
+          ack.set(bhttp::field::content_type, "application/json");
+          ack.body() = json::serialize(body);
+          ack.prepare_payload();
+          co_await bhttp::async_write(socket, ack, asio::use_awaitable);
+          bhttp::response<bhttp::string_body> done;
+          co_await bhttp::async_read(socket, buffer, done, asio::use_awaitable);
+          if (done.result_int() != 200) {
+            fail("ack " + std::to_string(done.result_int()) + ": " + done.body());
+            co_return;
+          }
+          const int64_t now = NowNanos();
+          latencies.push_back(now - start);
+          if (acked.fetch_add(n) + n >= total && end == 0) end = now;
+        }
+      } catch (const std::exception& e) {
+        fail(std::string("consumer: ") + e.what());
+      }
+    };
+    const int64_t start = NowNanos();
+    for (uint32_t i = 0; i < clients; ++i) {
+      asio::co_spawn(ioc, consumer(i), asio::detached);
+    }
+    ioc.run();
+    if (end == 0) end = NowNanos();
+    std::string note = "HTTP sidecar: " + std::to_string(clients) +
+                       " consumers (connections) of one group of at most 1000 members, each "
+                       "fetching up to 10 (JSON) and acking them (acks synced before the "
+                       "reply); latency of fetch + ack";
+    if (!first_error.empty()) note += "; first error: " + first_error;
+    Measurement m = ManyClientsMeasurement("fetch10_ack", name(), durability(), clients,
+                                           acked.load(), errors.load(), end - start, latencies,
+                                           std::move(note));
+    if (acked.load() < total) {
+      return DataLossError("converge server: consumers acked " + std::to_string(acked.load()) +
+                           " of " + std::to_string(total) + " events");
+    }
+    return m;
+  }
+
   Status Stop() override {
     if (!process_) return Status::Ok();
     Status s = process_->Stop();  // SIGTERM: drain, sync, exit
@@ -397,6 +562,7 @@ class ConvergeServerSystem : public LogSystem {
   }
 
   std::unique_ptr<testing::ServerProcess> process_;
+  uint64_t published_ = 0;  // by the last single_publish
 };
 
 }  // namespace

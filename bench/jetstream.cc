@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "bench/log_bench.h"
+#include "bench/many_clients.h"
 #include "bench/nats_util.h"
 #include "support/server_process.h"
 
@@ -79,6 +80,29 @@ class JetStreamSystem : public LogSystem {
              " pending, file storage R1";
     out.push_back(m);
     return Status::Ok();
+  }
+
+  // single_publish: `w.events` synchronous publishes (PUB with a reply inbox, waiting for the
+  // stream's ack) from `clients` connections into a stream of their own; the stream must then
+  // hold the acknowledged messages. No fetch10_ack.
+  bool has_many_clients() const override { return true; }
+  Status ManyClients(const LogWorkload& w, uint32_t clients, bool publish, bool consume,
+                     std::vector<Measurement>& out) override {
+    if (!publish) return Status::Ok();
+    const std::string stream = "MANY_" + std::to_string(clients);
+    const std::string subject = "many." + std::to_string(clients);
+    CONVERGE_RETURN_IF_ERROR(AddStream(stream.c_str(), subject.c_str()));
+    std::string payload(w.event_bytes, '\0');
+    FillPayload(payload.data(), payload.size());
+    ManyClientsResult r =
+        RunNatsRequestPublishers(server_->port(), clients, w.events, subject, payload);
+    std::string note = "synchronous publish (request, wait for the stream's ack) from " +
+                       std::to_string(clients) +
+                       " connections (1 client thread), file storage R1";
+    if (!r.first_error.empty()) note += "; first error: " + r.first_error;
+    out.push_back(ManyClientsMeasurement("single_publish", name(), durability(), clients, r.ok,
+                                         r.errors, r.elapsed_ns, r.latencies_ns, note));
+    return CheckStreamCount(stream.c_str(), r.ok);
   }
 
   Status ConsumeAck(const LogWorkload& w, std::vector<Measurement>& out) override {

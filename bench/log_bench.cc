@@ -106,6 +106,19 @@ bool RunSystem(const std::string& name, const LogOptions& o, const std::string& 
     status = system->ConsumeAck(w, fresh);
     emit(true);
   }
+  const bool want_single_publish = Contains(o.workloads, "single_publish");
+  const bool want_single_consume = Contains(o.workloads, "fetch10_ack");
+  if (!w.clients.empty() && (want_single_publish || want_single_consume) &&
+      !system->has_many_clients()) {
+    std::fprintf(stderr, "  %-15s has no many-clients workloads (skipped)\n", name.c_str());
+  }
+  for (uint32_t clients : w.clients) {
+    if (!status.ok() || !(want_single_publish || want_single_consume)) break;
+    if (!system->has_many_clients()) break;
+    step(("clients " + std::to_string(clients)).c_str());
+    status = system->ManyClients(w, clients, want_single_publish, want_single_consume, fresh);
+    emit(true);
+  }
   if (status.ok() && want_latency && system->has_latency()) {
     step("latency");
     status = system->Latency(w, fresh);

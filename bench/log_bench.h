@@ -41,6 +41,11 @@ struct LogWorkload {
   // --schema (with --via server): two more publish rows, the same JSON order events into a
   // plain topic and into a topic validated against a registered schema, side by side.
   bool schema = false;
+  // --clients: the numbers of concurrent clients of the many-small-clients workloads
+  // (single_publish: one event per request, each client waiting for its durable reply before
+  // the next; fetch10_ack: each client fetching up to 10 events and acking them). `events`
+  // is then the number of requests (events) per client count.
+  std::vector<uint32_t> clients;
   std::string dir;  // this system's scratch directory (exists, empty)
 };
 
@@ -59,6 +64,14 @@ class LogSystem {
   virtual Status ConsumeAck(const LogWorkload& w, std::vector<Measurement>& out) = 0;
   virtual bool has_latency() const { return true; }
   virtual Status Latency(const LogWorkload& w, std::vector<Measurement>& out) = 0;
+  // The many-small-clients workloads with `clients` concurrent clients (rows carry
+  // Measurement::clients): `publish` single_publish, then `consume` fetch10_ack of what it
+  // published (a system without a consumer row adds none). Only when has_many_clients().
+  virtual bool has_many_clients() const { return false; }
+  virtual Status ManyClients(const LogWorkload& w, uint32_t clients, bool publish, bool consume,
+                             std::vector<Measurement>& out) {
+    return Status::Ok();
+  }
   // Stops servers and closes files. Must be safe after a failed Start.
   virtual Status Stop() = 0;
 };
@@ -142,6 +155,13 @@ Status RunPacedPublisher(uint64_t total, uint32_t rate_per_s, uint64_t max_batch
   stats->end_ns = NowNanos();
   return Status::Ok();
 }
+
+// A row of a many-clients workload: `events` in `elapsed_ns` from `clients` concurrent clients,
+// the latency percentiles and mean of `latencies_ns` (sorted here), `errors` failed requests.
+Measurement ManyClientsMeasurement(const std::string& workload, const std::string& system,
+                                   const std::string& durability, uint32_t clients,
+                                   uint64_t events, uint64_t errors, int64_t elapsed_ns,
+                                   std::vector<int64_t>& latencies_ns, std::string note);
 
 // The latency row: rate achieved by the publisher, percentiles of the tracker's samples.
 Measurement LatencyMeasurement(const std::string& system, const std::string& durability,

@@ -1,6 +1,7 @@
 #include "bench/log_options.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <sstream>
 
 #include "core/command_line.h"
@@ -57,6 +58,16 @@ void PrintLogHelp(std::FILE* out) {
       "                        --size bytes) into a plain topic and into one validated\n"
       "                        against a registered JSON Schema (rows converge-jsondata\n"
       "                        and converge-schema, side by side)\n"
+      "  --clients LIST        comma-separated numbers of concurrent clients (e.g.\n"
+      "                        64,256,1024): runs the many-small-clients workloads instead\n"
+      "                        (unless --workloads names others), for each number, on\n"
+      "                        converge (--via server), jetstream and redis-always:\n"
+      "                          single_publish  --events requests of one event each from\n"
+      "                                          N keep-alive connections, each waiting for\n"
+      "                                          its durable reply before the next\n"
+      "                          fetch10_ack     N consumers each fetching up to 10 events\n"
+      "                                          and acking them, until all are consumed\n"
+      "                        rows carry clients, mean_us and errors\n"
       "  --help                this text\n",
       kLogSystems, kLogWorkloads);
 }
@@ -106,11 +117,25 @@ Result<LogOptions> ParseLogOptions(int argc, char** argv) {
   app.add_option("--rounds", o.rounds)->check(cli::Integer(1, 100));
   app.add_option("--via", o.via);
   app.add_flag("--schema", o.workload.schema);
+  std::string clients;
+  CLI::Option* clients_option = app.add_option("--clients", clients);
   CONVERGE_RETURN_IF_ERROR(cli::Parse(app, argc, argv, &o.help));
   if (o.help) return o;
   if (systems_option->count() > 0) {
     o.systems = SplitList(systems);
     o.systems_explicit = true;
+  }
+  if (clients_option->count() > 0) {
+    for (const std::string& n : SplitList(clients)) {
+      char* end = nullptr;
+      const unsigned long v = std::strtoul(n.c_str(), &end, 10);
+      if (end == n.c_str() || *end != '\0' || v < 1 || v > 10'000) {
+        return InvalidArgumentError("--clients wants numbers 1..10000, got '" + n + "'");
+      }
+      o.workload.clients.push_back(static_cast<uint32_t>(v));
+    }
+    if (o.workload.clients.empty()) return InvalidArgumentError("--clients is empty");
+    o.workloads = SplitList(kManyClientWorkloads);
   }
   if (workloads_option->count() > 0) o.workloads = SplitList(workloads);
   if (durability_option->count() > 0) {
@@ -127,10 +152,15 @@ Result<LogOptions> ParseLogOptions(int argc, char** argv) {
     }
   }
   if (o.systems.empty()) return InvalidArgumentError("--systems is empty");
-  const std::vector<std::string> known_workloads = SplitList(kLogWorkloads);
+  std::vector<std::string> known_workloads = SplitList(kLogWorkloads);
+  for (const std::string& s : SplitList(kManyClientWorkloads)) known_workloads.push_back(s);
   for (const std::string& s : o.workloads) {
     if (!Contains(known_workloads, s)) {
-      return InvalidArgumentError("unknown workload '" + s + "' (known: " + kLogWorkloads + ")");
+      return InvalidArgumentError("unknown workload '" + s + "' (known: " + kLogWorkloads + "," +
+                                  kManyClientWorkloads + ")");
+    }
+    if ((s == "single_publish" || s == "fetch10_ack") && o.workload.clients.empty()) {
+      return InvalidArgumentError("workload '" + s + "' needs --clients");
     }
   }
   if (o.workloads.empty()) return InvalidArgumentError("--workloads is empty");
@@ -163,7 +193,7 @@ std::vector<Measurement> MedianOfRounds(const std::vector<Measurement>& rows) {
   for (const Measurement& m : rows) {
     auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) {
       return g[0]->workload == m.workload && g[0]->system == m.system &&
-             g[0]->durability == m.durability;
+             g[0]->durability == m.durability && g[0]->clients == m.clients;
     });
     if (it == groups.end()) {
       groups.push_back({&m});

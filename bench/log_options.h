@@ -14,6 +14,8 @@ namespace converge::bench {
 
 inline constexpr const char* kLogSystems = "converge,jetstream,redis-always,redis-everysec,raw";
 inline constexpr const char* kLogWorkloads = "publish,consume_ack,latency";
+// With --clients (the default workloads then).
+inline constexpr const char* kManyClientWorkloads = "single_publish,fetch10_ack";
 
 struct LogOptions {
   LogWorkload workload;  // workload.dir is filled per system by the runner

@@ -1,4 +1,5 @@
 // The pieces of the log workloads the adapters share (latency tracking and its row).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
@@ -69,6 +70,37 @@ Measurement LatencyMeasurement(const std::string& system, const std::string& dur
   m.note = note + extra;
   if (tracker.duplicates() > 0)
     m.note += "; " + std::to_string(tracker.duplicates()) + " redelivered";
+  return m;
+}
+
+Measurement ManyClientsMeasurement(const std::string& workload, const std::string& system,
+                                   const std::string& durability, uint32_t clients,
+                                   uint64_t events, uint64_t errors, int64_t elapsed_ns,
+                                   std::vector<int64_t>& latencies_ns, std::string note) {
+  Measurement m;
+  m.workload = workload;
+  m.system = system;
+  m.durability = durability;
+  m.events = events;
+  m.seconds = static_cast<double>(elapsed_ns) / 1e9;
+  m.events_per_s = m.seconds > 0 ? static_cast<double>(events) / m.seconds : 0;
+  m.clients = clients;
+  m.errors = errors;
+  if (!latencies_ns.empty()) {
+    std::sort(latencies_ns.begin(), latencies_ns.end());
+    auto at = [&](double q) {
+      const size_t i = std::min(latencies_ns.size() - 1,
+                                static_cast<size_t>(q * static_cast<double>(latencies_ns.size())));
+      return static_cast<double>(latencies_ns[i]) / 1e3;
+    };
+    m.p50_us = at(0.50);
+    m.p99_us = at(0.99);
+    m.p999_us = at(0.999);
+    double sum = 0;
+    for (int64_t v : latencies_ns) sum += static_cast<double>(v);
+    m.mean_us = sum / static_cast<double>(latencies_ns.size()) / 1e3;
+  }
+  m.note = std::move(note);
   return m;
 }
 

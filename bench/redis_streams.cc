@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "bench/log_bench.h"
+#include "bench/many_clients.h"
 #include "support/server_process.h"
 
 namespace converge::bench {
@@ -195,6 +196,31 @@ class RedisSystem : public LogSystem {
     CONVERGE_RETURN_IF_ERROR(
         client_.Command({"XGROUP", "CREATE", kPublishStream, kGroup, "0", "MKSTREAM"}).status());
     return client_.Command({"XGROUP", "CREATE", kLatencyStream, kGroup, "$", "MKSTREAM"}).status();
+  }
+
+  // single_publish: `w.events` XADDs of one event each (MAXLEN-free, auto id) into a stream
+  // of their own from `clients` connections, each waiting for its reply (after the AOF fsync
+  // with appendfsync always); the stream's XLEN must then equal the OKs. No fetch10_ack.
+  bool has_many_clients() const override { return true; }
+  Status ManyClients(const LogWorkload& w, uint32_t clients, bool publish, bool consume,
+                     std::vector<Measurement>& out) override {
+    if (!publish) return Status::Ok();
+    const std::string stream = "many-" + std::to_string(clients);
+    std::string payload(w.event_bytes, '\0');
+    FillPayload(payload.data(), payload.size());
+    ManyClientsResult r = RunRespClients(
+        server_->port(), clients, w.events,
+        [&](uint64_t) { return RespCommand({"XADD", stream, "*", "d", payload}); });
+    CONVERGE_ASSIGN_OR_RETURN(Reply len, client_.Command({"XLEN", stream}));
+    const uint64_t stored = len->type == REDIS_REPLY_INTEGER ? len->integer : 0;
+    std::string note = "XADD of one event per request from " + std::to_string(clients) +
+                       " connections (1 client thread); " + std::to_string(stored) +
+                       " stored for " + std::to_string(r.ok) + " acknowledged";
+    if (!r.first_error.empty()) note += "; first error: " + r.first_error;
+    out.push_back(ManyClientsMeasurement("single_publish", name(), durability(), clients, r.ok,
+                                         r.errors, r.elapsed_ns, r.latencies_ns, note));
+    if (stored < r.ok) return DataLossError("redis: acknowledged XADDs missing");
+    return Status::Ok();
   }
 
   Status Publish(const LogWorkload& w, std::vector<Measurement>& out) override {

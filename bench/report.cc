@@ -86,6 +86,9 @@ std::string ToJsonLine(const Measurement& m) {
   out += ",\"events\":" + std::to_string(m.events);
   out += ",\"seconds\":" + JsonNumber(m.seconds);
   out += ",\"note\":" + JsonString(m.note);
+  if (m.clients) out += ",\"clients\":" + std::to_string(*m.clients);
+  if (m.mean_us) out += ",\"mean_us\":" + JsonNumber(*m.mean_us);
+  if (m.errors) out += ",\"errors\":" + std::to_string(*m.errors);
   out += "}";
   return out;
 }

@@ -28,6 +28,11 @@ struct Measurement {
   uint64_t events = 0;  // events the figure is based on
   double seconds = 0;   // wall time the figure is based on
   std::string note;     // how it was measured (batch sizes, API used)
+  // Workloads of many small clients (`converge bench log --clients`): how many concurrent
+  // clients, the mean latency and the failed requests. Printed only when set.
+  std::optional<uint64_t> clients;
+  std::optional<double> mean_us;
+  std::optional<uint64_t> errors;
 };
 
 // `s` as a JSON string literal, quotes included (escapes ", \ and control characters; bytes

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
+
 namespace converge::bench {
 
 Result<std::unique_ptr<testing::ServerProcess>> StartSidecar(const std::string& config_path,
@@ -13,6 +15,10 @@ Result<std::unique_ptr<testing::ServerProcess>> StartSidecar(const std::string& 
   // converge-bench runs the converge binary built beside it.
   std::string exe(buf, static_cast<size_t>(n));
   exe = exe.substr(0, exe.rfind('/') + 1) + "converge";
+  // Another build's server against this benchmark (before/after comparisons of the server).
+  if (const char* other = std::getenv("CONVERGE_BENCH_SERVE_BINARY"); other != nullptr && *other) {
+    exe = other;
+  }
   Status last;
   for (int attempt = 0; attempt < 5; ++attempt) {  // a free port may be taken meanwhile
     CONVERGE_ASSIGN_OR_RETURN(uint16_t port, testing::FreeLoopbackPort());

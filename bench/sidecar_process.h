@@ -1,5 +1,6 @@
 // `converge serve` for the benchmarks that measure converge through its sidecar: started from
-// this very binary on 127.0.0.1 (a free port; retried if another process takes it first).
+// this very binary on 127.0.0.1 (a free port; retried if another process takes it first), or
+// from $CONVERGE_BENCH_SERVE_BINARY when set (another build's server, for before/after pairs).
 #pragma once
 
 #include <memory>

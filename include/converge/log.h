@@ -26,7 +26,8 @@
 // naming the partition and offsets, and the records around it stay readable.
 //
 // Thread-safety: Log is thread-safe. Append may be called from many threads at once.
-// Blocking: Append blocks for the sync under kFsync; Read blocks on file I/O only.
+// Blocking: Append blocks for the sync under kFsync (AppendAsync does not, with
+// LogOptions::background); Read blocks on file I/O only.
 // All time, files and randomness come from the Env given at Open.
 #pragma once
 
@@ -130,6 +131,11 @@ struct LogOptions {
   // the retained start, a topic quarantined, the rest of an unfinished create or delete
   // removed. Nothing of this stops Open; the server writes it to its log.
   std::function<void(const std::string& message)> report_recovery;
+  // Where the group commits of AppendAsync run: one task per group commit, at most one at a
+  // time per topic (each takes every append queued meanwhile; the task calls the group back,
+  // after handing the next group to a new task). Every task handed over must run before the
+  // Log is destroyed. Unset: on the appending thread that finds no commit running.
+  std::function<void(std::function<void()>)> background;
 };
 
 // For a DataLoss status returned by Log::Read: the offset to resume reading at (the end of the
@@ -161,6 +167,21 @@ class Log {
   // ResourceExhausted (write buffer full past the wait bound), Internal (I/O failure).
   virtual Result<std::vector<AppendResult>> Append(const std::string& topic,
                                                    std::span<const RecordView> records) = 0;
+  // Append without waiting for the sync: `done` is called exactly once with what Append would
+  // return. A refused batch (unknown topic, a bad record, no room in the write buffer) is
+  // answered on the calling thread before AppendAsync returns; an accepted one when the group
+  // commit holding it is durable as the topic's policy promises, on the thread that finished
+  // that commit (a LogOptions::background task, or without one possibly the calling thread,
+  // which then leads group commits before returning). No thread waits per pending append:
+  // every append queued while a commit runs joins the next one. `done` must be quick, must
+  // not block and must not call back into the Log (post to an executor instead). The views
+  // in `records` must stay valid until `done` is called. AppendAsync itself may wait for room
+  // in the write buffer (like Append), nothing else.
+  using AppendDone = std::function<void(Result<std::vector<AppendResult>>)>;
+  virtual void AppendAsync(const std::string& topic, std::span<const RecordView> records,
+                           AppendDone done) {
+    done(Append(topic, records));
+  }
   // Appends to an explicit partition.
   virtual Result<std::vector<AppendResult>> AppendToPartition(
       const std::string& topic, uint32_t partition, std::span<const RecordView> records) = 0;

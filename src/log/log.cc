@@ -127,6 +127,7 @@ class LogImpl final : public Log {
       CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<Topic> topic,
                                 Topic::Recover(env_, dir, name, topic_options, budget_,
                                                options_.report_recovery));
+      topic->set_background(options_.background);
       topics_[name] = std::move(topic);
     }
     if (removed) CONVERGE_RETURN_IF_ERROR(fs.SyncDir(topics_dir_));
@@ -153,6 +154,7 @@ class LogImpl final : public Log {
       internal::RemoveTree(fs, dir).IgnoreError();
       return created.status();
     }
+    (*created)->set_background(options_.background);
     {
       std::lock_guard<std::mutex> lock(mu_);
       topics_[topic] = std::move(created).value();
@@ -198,6 +200,16 @@ class LogImpl final : public Log {
                                            std::span<const RecordView> records) override {
     CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<Topic> t, Find(topic));
     return t->Append(records, -1);
+  }
+
+  void AppendAsync(const std::string& topic, std::span<const RecordView> records,
+                   AppendDone done) override {
+    Result<std::shared_ptr<Topic>> t = Find(topic);
+    if (!t.ok()) {
+      done(t.status());
+      return;
+    }
+    (*t)->AppendAsync(records, -1, std::move(done));
   }
 
   Result<std::vector<AppendResult>> AppendToPartition(

@@ -196,7 +196,15 @@ struct Topic::Writer {
   uint64_t bytes = 0;
   Status status;
   bool done = false;
+  // Set for a synchronous writer at the head of the queue when the leader hands it the lead.
+  bool lead = false;
   std::condition_variable cv;
+  // Asynchronous writers (AppendAsync) live on the heap, own their results and are called
+  // back instead of woken; they hold `bytes` of the write budget until then.
+  bool async = false;
+  std::vector<AppendResult> own_results;
+  Log::AppendDone on_done;
+  WriteBudget* budget = nullptr;
 };
 
 struct Topic::DedupCandidate {
@@ -459,19 +467,15 @@ Status Topic::RecoverPartition(uint32_t index, int64_t dedup_cutoff_micros,
 // ---------------------------------------------------------------------------------------
 // Write path
 
-Result<std::vector<AppendResult>> Topic::Append(std::span<const RecordView> records,
-                                                int64_t partition) {
+Status Topic::PrepareWriter(Writer& w, std::span<const RecordView> records, int64_t partition) {
   const uint32_t n_partitions = options_.partitions;
   if (partition >= static_cast<int64_t>(n_partitions)) {
     return InvalidArgumentError("topic '" + name_ + "' has no partition " +
                                 ToString(static_cast<uint64_t>(partition)));
   }
-  std::vector<AppendResult> results(records.size());
-  if (records.empty()) return results;
-  Writer w;
+  std::vector<AppendResult>& results = *w.results;
   w.kind = Writer::Kind::kAppend;
   w.records = records;
-  w.results = &results;
   // Records without a key stick to one partition per Append call, rotating between calls:
   // one batch touches one file instead of all of them.
   int64_t keyless_partition = -1;
@@ -511,15 +515,79 @@ Result<std::vector<AppendResult>> Topic::Append(std::span<const RecordView> reco
     bytes += EncodedRecordBytes(r.id.size(), r.key.size(), r.value.size());
   }
   w.bytes = bytes;
-  CONVERGE_RETURN_IF_ERROR(budget_->Acquire(bytes));
+  return Status::Ok();
+}
+
+Result<std::vector<AppendResult>> Topic::Append(std::span<const RecordView> records,
+                                                int64_t partition) {
+  std::vector<AppendResult> results(records.size());
+  Writer w;
+  w.results = &results;
+  CONVERGE_RETURN_IF_ERROR(PrepareWriter(w, records, partition));
+  if (records.empty()) return results;
+  CONVERGE_RETURN_IF_ERROR(budget_->Acquire(w.bytes));
   Status s;
   {
     std::unique_lock<std::mutex> lock(mu_);
     s = RunWriter(w, lock);
   }
-  budget_->Release(bytes);
+  budget_->Release(w.bytes);
   if (!s.ok()) return s;
   return results;
+}
+
+void Topic::AppendAsync(std::span<const RecordView> records, int64_t partition,
+                        Log::AppendDone done) {
+  auto w = std::make_unique<Writer>();
+  w->own_results.resize(records.size());
+  w->results = &w->own_results;
+  Status s = PrepareWriter(*w, records, partition);
+  if (s.ok() && records.empty()) {
+    done(std::move(w->own_results));
+    return;
+  }
+  if (s.ok()) s = budget_->Acquire(w->bytes);
+  if (!s.ok()) {
+    done(std::move(s));
+    return;
+  }
+  w->async = true;
+  w->budget = budget_.get();
+  w->on_done = std::move(done);
+  std::unique_lock<std::mutex> lock(mu_);
+  if (closed_) {
+    w->status = ClosedStatus();
+    lock.unlock();
+    std::vector<Writer*> one{w.release()};
+    FinishAsync(one);
+    return;
+  }
+  writers_.push_back(w.release());
+  if (leading_) return;  // the leader takes it with its next group
+  leading_ = true;
+  if (background_) {
+    lock.unlock();
+    background_([self = shared_from_this()] {
+      std::unique_lock<std::mutex> l(self->mu_);
+      self->Lead(l, nullptr);
+    });
+    return;
+  }
+  Lead(lock, nullptr);
+}
+
+void Topic::FinishAsync(std::vector<Writer*>& writers) {
+  for (Writer* w : writers) {
+    std::unique_ptr<Writer> owned(w);
+    owned->budget->Release(owned->bytes);
+    Log::AppendDone done = std::move(owned->on_done);
+    if (owned->status.ok()) {
+      done(std::move(owned->own_results));
+    } else {
+      done(std::move(owned->status));
+    }
+  }
+  writers.clear();
 }
 
 Status Topic::Sync() {
@@ -557,67 +625,110 @@ Status Topic::Close(bool deleting) {
 Status Topic::RunWriter(Writer& w, std::unique_lock<std::mutex>& lock) {
   if (closed_) return ClosedStatus();
   writers_.push_back(&w);
-  while (!w.done && &w != writers_.front()) w.cv.wait(lock);
+  if (!leading_) {
+    leading_ = true;
+    w.lead = true;
+  }
+  while (!w.done && !w.lead) w.cv.wait(lock);
   if (w.done) return w.status;
+  Lead(lock, &w);
+  CONVERGE_CHECK(w.done);
+  return w.status;
+}
 
-  // This writer leads: it commits every batch queued so far, up to the group bound.
-  Status s;
-  if (closed_) {
-    s = ClosedStatus();
-  } else if (!failed_.ok()) {
-    s = failed_;
-  }
-  group_.clear();
-  uint64_t group_bytes = 0;
-  bool force_sync = false;
-  bool close = false;
-  for (Writer* x : writers_) {
-    if (!group_.empty() && x->kind == Writer::Kind::kAppend &&
-        group_bytes + x->bytes > group_max_bytes_) {
-      break;
+void Topic::Lead(std::unique_lock<std::mutex>& lock, Writer* self) {
+  std::vector<Writer*> finished;
+  while (true) {
+    CONVERGE_CHECK(leading_ && !writers_.empty());
+    Writer* head = writers_.front();
+    head->lead = false;
+    // The leader commits every batch queued so far, up to the group bound.
+    Status s;
+    if (closed_) {
+      s = ClosedStatus();
+    } else if (!failed_.ok()) {
+      s = failed_;
     }
-    group_.push_back(x);
-    group_bytes += x->bytes;
-    if (x->kind != Writer::Kind::kAppend) force_sync = true;
-    if (x->kind == Writer::Kind::kClose) {
-      close = true;
-      break;
-    }
-  }
-  if (s.ok()) {
-    lock.unlock();
-    s = Commit(group_, force_sync);
-    if (close) {
-      Status c = CloseFilesLeader();
-      if (s.ok()) s = c;
-    }
-    lock.lock();
-    if (close) {
-      closed_ = true;
-      if (timer_pending_) {
-        env_.executor().Cancel(timer_id_);
-        timer_pending_ = false;
+    group_.clear();
+    uint64_t group_bytes = 0;
+    bool force_sync = false;
+    bool close = false;
+    for (Writer* x : writers_) {
+      if (!group_.empty() && x->kind == Writer::Kind::kAppend &&
+          group_bytes + x->bytes > group_max_bytes_) {
+        break;
       }
+      group_.push_back(x);
+      group_bytes += x->bytes;
+      if (x->kind != Writer::Kind::kAppend) force_sync = true;
+      if (x->kind == Writer::Kind::kClose) {
+        close = true;
+        break;
+      }
+    }
+    if (s.ok()) {
+      lock.unlock();
+      s = Commit(group_, force_sync);
+      if (close) {
+        Status c = CloseFilesLeader();
+        if (s.ok()) s = c;
+      }
+      lock.lock();
+      if (close) {
+        closed_ = true;
+        if (timer_pending_) {
+          env_.executor().Cancel(timer_id_);
+          timer_pending_ = false;
+        }
+      } else {
+        if (!s.ok() && needs_reopen_) failed_ = s;
+        last_write_error_ = s;
+        if (failed_.ok() && options_.durability == Durability::kInterval && !timer_pending_) {
+          // Also after a failed sync: the timer tries again.
+          bool unsynced = false;
+          for (const auto& part : partitions_) unsynced = unsynced || part->dirty;
+          if (unsynced) ScheduleSyncTimerLocked();
+        }
+      }
+    }
+    for (Writer* x : group_) {
+      CONVERGE_CHECK(!writers_.empty() && writers_.front() == x);
+      writers_.pop_front();
+      x->status = s;
+      if (x->async) {
+        finished.push_back(x);
+      } else {
+        x->done = true;
+        if (x != self) x->cv.notify_one();
+      }
+    }
+    // Who leads next: nobody (empty queue), the synchronous writer at the head, or (the head
+    // being asynchronous) a new background task — one per group, so a busy topic shares the
+    // background threads with other work and its next sync starts while this thread calls
+    // back — or, without background, this thread.
+    bool again = false;
+    if (writers_.empty()) {
+      leading_ = false;
+    } else if (Writer* next = writers_.front(); !next->async) {
+      next->lead = true;
+      next->cv.notify_one();
+    } else if (background_) {
+      lock.unlock();
+      background_([t = shared_from_this()] {
+        std::unique_lock<std::mutex> l(t->mu_);
+        t->Lead(l, nullptr);
+      });
+      lock.lock();
     } else {
-      if (!s.ok() && needs_reopen_) failed_ = s;
-      last_write_error_ = s;
-      if (failed_.ok() && options_.durability == Durability::kInterval && !timer_pending_) {
-        // Also after a failed sync: the timer tries again.
-        bool unsynced = false;
-        for (const auto& part : partitions_) unsynced = unsynced || part->dirty;
-        if (unsynced) ScheduleSyncTimerLocked();
-      }
+      again = true;
     }
+    if (!finished.empty()) {
+      lock.unlock();
+      FinishAsync(finished);
+      lock.lock();
+    }
+    if (!again) return;
   }
-  for (Writer* x : group_) {
-    CONVERGE_CHECK(!writers_.empty() && writers_.front() == x);
-    writers_.pop_front();
-    x->status = s;
-    x->done = true;
-    if (x != &w) x->cv.notify_one();
-  }
-  if (!writers_.empty()) writers_.front()->cv.notify_one();
-  return s;
 }
 
 uint8_t* Topic::GroupBuffer(size_t bytes) {
@@ -917,17 +1028,62 @@ Status Topic::Roll(Partition& part, const Segment& segment) {
 }
 
 Status Topic::SyncDirty(bool only_touched) {
-  auto sync = [&](Partition& part) -> Status {
-    if (!part.dirty || part.file == nullptr) return Status::Ok();
+  auto sync = [](Partition& part) -> Status {
     CONVERGE_RETURN_IF_ERROR(part.file->Sync().WithContext("sync " + part.active->path));
     part.dirty = false;
     return Status::Ok();
   };
+  std::vector<Partition*> dirty;
+  auto consider = [&dirty](Partition& part) {
+    if (part.dirty && part.file != nullptr) dirty.push_back(&part);
+  };
   if (only_touched) {
-    for (uint32_t p : touched_) CONVERGE_RETURN_IF_ERROR(sync(*partitions_[p]));
+    for (uint32_t p : touched_) consider(*partitions_[p]);
   } else {
-    for (auto& part : partitions_) CONVERGE_RETURN_IF_ERROR(sync(*part));
+    for (auto& part : partitions_) consider(*part);
   }
+  Status first;
+  if (dirty.size() > 1 && background_) {
+    // The files of a group are synced in parallel (a group touching 4 partitions would
+    // otherwise wait for 4 syncs one after another): helpers on the background executor and
+    // this thread claim files one at a time; this thread then waits only for files a helper
+    // is syncing right now, so a busy executor (or a simulated one that runs nothing
+    // meanwhile) costs time, never progress.
+    struct FanOut {
+      std::vector<Partition*> parts;
+      std::vector<Status> results;
+      std::atomic<size_t> next{0};
+      std::mutex mu;
+      std::condition_variable cv;
+      size_t finished = 0;
+    };
+    auto fan = std::make_shared<FanOut>();
+    fan->parts = dirty;
+    fan->results.resize(dirty.size());
+    auto work = [sync](FanOut& f) {
+      for (size_t i; (i = f.next.fetch_add(1)) < f.parts.size();) {
+        Status s = sync(*f.parts[i]);
+        std::lock_guard<std::mutex> lock(f.mu);
+        f.results[i] = std::move(s);
+        if (++f.finished == f.parts.size()) f.cv.notify_all();
+      }
+    };
+    for (size_t k = 1; k < dirty.size(); ++k) {
+      background_([fan, work] { work(*fan); });
+    }
+    work(*fan);
+    std::unique_lock<std::mutex> lock(fan->mu);
+    fan->cv.wait(lock, [&] { return fan->finished == fan->parts.size(); });
+    for (Status& s : fan->results) {
+      if (first.ok() && !s.ok()) first = std::move(s);
+    }
+  } else {
+    for (Partition* part : dirty) {
+      first = sync(*part);
+      if (!first.ok()) break;
+    }
+  }
+  CONVERGE_RETURN_IF_ERROR(first);
   last_sync_mono_ns_ = env_.clock().NowMonotonicNanos();
   return Status::Ok();
 }
@@ -990,7 +1146,7 @@ void Topic::OnSyncTimer() {
   std::unique_lock<std::mutex> lock(mu_);
   timer_pending_ = false;
   if (closed_ || !failed_.ok()) return;
-  if (!writers_.empty()) {
+  if (leading_ || !writers_.empty()) {
     // A leader is at work; it syncs if the interval has passed. Look again later in case it
     // was the last one for a while.
     ScheduleSyncTimerLocked();

@@ -108,6 +108,13 @@ class Topic : public std::enable_shared_from_this<Topic> {
 
   // `partition` < 0: from the key. See Log::Append.
   Result<std::vector<AppendResult>> Append(std::span<const RecordView> records, int64_t partition);
+  // See Log::AppendAsync. Refused batches are answered on the calling thread.
+  void AppendAsync(std::span<const RecordView> records, int64_t partition, Log::AppendDone done);
+  // Where group commits of asynchronous appends run (LogOptions::background); empty: on the
+  // thread whose append finds no leader. Set once, before the first append.
+  void set_background(std::function<void(std::function<void()>)> background) {
+    background_ = std::move(background);
+  }
   Result<ReadBatch> Read(uint32_t partition, uint64_t offset, size_t max_records, size_t max_bytes);
   Result<uint64_t> OffsetForTime(uint32_t partition, int64_t timestamp_micros);
   TopicInfo Describe();
@@ -140,7 +147,19 @@ class Topic : public std::enable_shared_from_this<Topic> {
   Status RecoverPartition(uint32_t index, int64_t dedup_cutoff_micros,
                           std::vector<DedupCandidate>* candidates,
                           const std::function<void(const std::string&)>& report);
+  // Checks `records` and fills w's partitions, id hashes and bytes.
+  Status PrepareWriter(Writer& w, std::span<const RecordView> records, int64_t partition);
+  // Queues a synchronous writer and returns its status once its group is done (leading it,
+  // and possibly the groups after it, when it reaches the head of the queue).
   Status RunWriter(Writer& w, std::unique_lock<std::mutex>& lock);
+  // The leader (leading_ is set, the head of writers_ waits for it; `self` is the synchronous
+  // writer leading, or null for an asynchronous one): commits a group from the head. Returns
+  // after handing the lead to the synchronous writer or background task that leads next, or
+  // when the queue is empty; without background it leads asynchronous heads itself. Calls the
+  // asynchronous writers' callbacks with `lock` released.
+  void Lead(std::unique_lock<std::mutex>& lock, Writer* self);
+  // Calls back and deletes finished asynchronous writers. Called without mu_.
+  static void FinishAsync(std::vector<Writer*>& writers);
   Status Commit(std::span<Writer* const> group, bool force_sync);
   // Leader only: after a failed write or sync of a group, before anything was published,
   // puts every touched partition back as it was before the group (files truncated, segments
@@ -152,6 +171,9 @@ class Topic : public std::enable_shared_from_this<Topic> {
   // `stray` (a segment file a failed roll may have created) if not empty.
   Status ReopenActive(Partition& part, const std::string& stray);
   Status Roll(Partition& part, const Segment& segment);
+  // Leader only: syncs the dirty files (only the group's with `only_touched`); several at once
+  // with background_ (helpers posted there; this thread syncs whatever no helper has started,
+  // so a helper that never runs costs time, not progress).
   Status SyncDirty(bool only_touched);
   void Publish();
   void NotifyWatches();
@@ -185,6 +207,9 @@ class Topic : public std::enable_shared_from_this<Topic> {
   // Queue state, guarded by mu_.
   std::mutex mu_;
   std::deque<Writer*> writers_;
+  // A thread leads (or a background task to lead is posted): it owns the head of writers_.
+  bool leading_ = false;
+  std::function<void(std::function<void()>)> background_;
   bool closed_ = false;
   bool deleted_ = false;
   // Sticky: after a write error that could not be undone nothing more is appended until reopen.

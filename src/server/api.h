@@ -10,8 +10,9 @@
 //   (401), then authorization (403), then input (400/413/415), then existence (404). A
 //   refused request never returns data and changes nothing.
 // - Every error reply is JSON {"code": ..., "message": ...} (see ErrorCodeFor).
-// - Blocking storage calls run on the BlockingPool; the coroutine resumes on its connection's
-//   strand. Long polls and streams wait on the WakeupHub, woken by the groups' ready watch.
+// - A publish waits for its sync without holding a thread (Log::AppendAsync, see
+//   AppendDurably); other blocking storage calls run on the BlockingPool. Either way the
+//   coroutine resumes on its connection's strand. Long polls and streams wait on the WakeupHub, woken by the groups' ready watch.
 // - A publish is all or nothing: the whole request is decoded and validated before anything
 //   is appended, and the log appends a batch whole or not at all.
 // Thread-safety: Handle may run concurrently on many strands.
@@ -23,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -34,6 +36,7 @@
 #include "converge/saga.h"
 #include "server/auth.h"
 #include "server/blocking_pool.h"
+#include "server/cloudevents_http.h"
 #include "server/config.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
@@ -218,8 +221,32 @@ class Api {
   std::string ListReplicasJson(const Principal& principal) const;
   const ReplicaConfig* ReplicaFor(Call& call, HttpReply* refused) const;
 
-  // Blocking helpers (run on the pool).
-  HttpResponse DoPublish(const HttpRequest& request, const std::string& topic);
+  // A publish request decoded, checked and encoded into the records to append (views into
+  // its own buffers and the request body).
+  struct PreparedPublish {
+    DecodedPublish decoded;
+    std::string values;
+    std::string ids;
+    std::vector<RecordView> records;
+  };
+  // Decodes, checks (schema) and encodes: false with the error reply when the request is
+  // refused. CPU only (no I/O): runs on the connection's thread.
+  bool PreparePublish(const HttpRequest& request, const std::string& topic,
+                      PreparedPublish* out, HttpResponse* refused);
+  // The reply to an append of `prepared` (and the publish metrics).
+  HttpResponse PublishReply(const HttpRequest& request, const std::string& topic,
+                            const PreparedPublish& prepared,
+                            const Result<std::vector<AppendResult>>& appended);
+  // The publish counters of a topic, looked up in the registry once per topic (a registry
+  // lookup renders the labels under the registry's lock: too dear per request).
+  struct PublishCounters {
+    Counter* published = nullptr;
+  };
+  PublishCounters PublishCountersFor(const std::string& topic);
+  // Appends without holding a thread while the group commit syncs: the coroutine resumes on
+  // its own executor when the append is durable.
+  asio::awaitable<Result<std::vector<AppendResult>>> AppendDurably(
+      const std::string& topic, std::span<const RecordView> records);
   // False (with the 400 reply) when `event` is not of the topic's type or its data fails it.
   static bool CheckEventSchema(const Event& event, size_t index, const std::string& topic,
                                const SchemaRegistry::TopicSchema& bound,
@@ -250,6 +277,10 @@ class Api {
   void CollectGroupMetrics(std::vector<MetricsRegistry::Sample>* out);
   TopicOptions OptionsForNewTopic() const;
   GroupOptions DefaultGroupOptions() const;
+
+  std::shared_mutex publish_counters_mu_;
+  std::map<std::string, PublishCounters, std::less<>> publish_counters_;
+  std::array<std::atomic<Counter*>, 4> publish_mode_counters_{};  // by PublishMode
 
   ApiDeps d_;
   Authorizer auth_;

@@ -205,17 +205,56 @@ asio::awaitable<HttpReply> Api::Publish(Call& call) {
   if (Status s = CheckTopicName(call.topic); !s.ok()) co_return Error(s);
   const std::string topic = call.topic;
   const HttpRequest& req = call.req;
-  // Decoding, encoding and the append (which waits for fsync) all run on the pool, so the io
-  // threads only frame HTTP and concurrent publishers share group commits.
-  auto job = [this, &req, topic] { return DoPublish(req, topic); };
-  HttpResponse res = co_await d_.pool->Run(std::move(job));
+  // Decoding and encoding are CPU work: done right here on the connection's thread. The append
+  // then holds no thread while it waits for its group commit's sync (Log::AppendAsync), so
+  // every publish in flight, however many, joins the next group commit.
+  PreparedPublish prepared;
+  if (HttpResponse refused; !PreparePublish(req, topic, &prepared, &refused)) {
+    co_return Reply(std::move(refused));
+  }
+  Result<std::vector<AppendResult>> appended = co_await AppendDurably(topic, prepared.records);
+  if (!appended.ok() && appended.status().code() == StatusCode::kNotFound &&
+      d_.config->auto_create_topics) {
+    // Creating a topic writes and syncs directories: on the pool.
+    auto create = [this, &topic] { return d_.log->CreateTopic(topic, OptionsForNewTopic()); };
+    Status created = co_await d_.pool->Run(std::move(create));
+    if (!created.ok() && created.code() != StatusCode::kAlreadyExists) {
+      co_return Reply(ErrorReply(created));
+    }
+    appended = co_await AppendDurably(topic, prepared.records);
+  }
+  HttpResponse res = PublishReply(req, topic, prepared, appended);
   if (res.result() == http::status::ok) {
     Observe(TopologyObserver::Kind::kPublish, topic, *call.principal);
   }
   co_return Reply(std::move(res));
 }
 
-HttpResponse Api::DoPublish(const HttpRequest& req, const std::string& topic) {
+Api::PublishCounters Api::PublishCountersFor(const std::string& topic) {
+  {
+    std::shared_lock lock(publish_counters_mu_);
+    if (auto it = publish_counters_.find(topic); it != publish_counters_.end()) return it->second;
+  }
+  PublishCounters c;
+  c.published = d_.metrics->GetCounter("converge_events_published_total",
+                                       "Events appended by publish requests.", {{"topic", topic}});
+  std::unique_lock lock(publish_counters_mu_);
+  publish_counters_.emplace(topic, c);
+  return c;
+}
+
+asio::awaitable<Result<std::vector<AppendResult>>> Api::AppendDurably(
+    const std::string& topic, std::span<const RecordView> records) {
+  using Appended = Result<std::vector<AppendResult>>;
+  Log* log = d_.log;
+  auto job = [log, &topic, records](std::function<void(Appended)> done) {
+    log->AppendAsync(topic, records, std::move(done));
+  };
+  co_return co_await BlockingPool::RunInline<Appended>(std::move(job));
+}
+
+bool Api::PreparePublish(const HttpRequest& req, const std::string& topic, PreparedPublish* out,
+                         HttpResponse* refused) {
   const LimitsConfig& limits = d_.config->limits;
   DecodeOptions decode;
   decode.max_event_bytes = limits.max_event_bytes;
@@ -223,31 +262,36 @@ HttpResponse Api::DoPublish(const HttpRequest& req, const std::string& topic) {
   Result<DecodedPublish> decoded = DecodePublishRequest(req, decode);
   if (!decoded.ok()) {
     const Status& s = decoded.status();
-    if (s.code() == StatusCode::kResourceExhausted) return InputErrorReply(s);
-    if (s.code() == StatusCode::kFailedPrecondition) {
-      return JsonError(http::status::unsupported_media_type, "UNSUPPORTED_MEDIA_TYPE", s.message());
+    if (s.code() == StatusCode::kResourceExhausted) {
+      *refused = InputErrorReply(s);
+    } else if (s.code() == StatusCode::kFailedPrecondition) {
+      *refused =
+          JsonError(http::status::unsupported_media_type, "UNSUPPORTED_MEDIA_TYPE", s.message());
+    } else {
+      *refused = JsonError(http::status::bad_request, "INVALID_EVENT", s.message());
     }
-    return JsonError(http::status::bad_request, "INVALID_EVENT", s.message());
+    return false;
   }
-  std::vector<Event>& events = decoded->events;
+  out->decoded = std::move(decoded).value();
+  std::vector<Event>& events = out->decoded.events;
   if (events.empty()) {
-    return JsonError(http::status::bad_request, "INVALID_EVENT", "the batch holds no events");
+    *refused = JsonError(http::status::bad_request, "INVALID_EVENT", "the batch holds no events");
+    return false;
   }
   // A topic bound to an event type takes only events of that type whose data the type's
   // schema accepts: checked for the whole batch before anything is appended.
   if (std::optional<SchemaRegistry::TopicSchema> bound = d_.schemas->ForTopic(topic)) {
     schema::Validator::Batch batch(*bound->validator);  // one validator for the whole request
     for (size_t i = 0; i < events.size(); ++i) {
-      if (HttpResponse bad; !CheckEventSchema(events[i], i, topic, *bound, batch, &bad)) {
-        return bad;
-      }
+      if (!CheckEventSchema(events[i], i, topic, *bound, batch, refused)) return false;
     }
   }
   // Encode everything first: one bad event rejects the request before anything is appended.
   // The buffers are filled first and the views taken after, so growth cannot invalidate them.
-  const bool native = decoded->mode == PublishMode::kNative;
-  std::string values;
-  std::string ids;
+  const bool native = out->decoded.mode == PublishMode::kNative;
+  std::string& values = out->values;
+  std::string& ids = out->ids;
+  // One event (the common case of many small clients) needs no end arrays.
   std::vector<size_t> value_ends;
   std::vector<size_t> id_ends;
   value_ends.reserve(events.size());
@@ -258,42 +302,42 @@ HttpResponse Api::DoPublish(const HttpRequest& req, const std::string& topic) {
       const size_t before = values.size();
       Status s = EncodeBinary(events[i], &values);
       if (!s.ok()) {
-        return JsonError(http::status::bad_request, "INVALID_EVENT",
-                         s.WithContext("event[" + std::to_string(i) + "]").message());
+        *refused = JsonError(http::status::bad_request, "INVALID_EVENT",
+                             s.WithContext("event[" + std::to_string(i) + "]").message());
+        return false;
       }
       if (values.size() - before > limits.max_event_bytes) {
-        return JsonError(http::status::payload_too_large, "PAYLOAD_TOO_LARGE",
-                         "event[" + std::to_string(i) + "]: event is " +
-                             std::to_string(values.size() - before) +
-                             " bytes encoded, more than limits.max_event_bytes (" +
-                             std::to_string(limits.max_event_bytes) + ")");
+        *refused = JsonError(http::status::payload_too_large, "PAYLOAD_TOO_LARGE",
+                             "event[" + std::to_string(i) + "]: event is " +
+                                 std::to_string(values.size() - before) +
+                                 " bytes encoded, more than limits.max_event_bytes (" +
+                                 std::to_string(limits.max_event_bytes) + ")");
+        return false;
       }
       value_ends.push_back(values.size());
     }
     AppendRecordId(events[i], &ids);
     id_ends.push_back(ids.size());
   }
-  std::vector<RecordView> records(events.size());
+  std::vector<RecordView>& records = out->records;
+  records.resize(events.size());
   for (size_t i = 0; i < events.size(); ++i) {
     const size_t id_begin = i == 0 ? 0 : id_ends[i - 1];
     records[i].id = std::string_view(ids).substr(id_begin, id_ends[i] - id_begin);
     records[i].key = PartitionKeyFor(events[i]);
     if (native) {
-      records[i].value = decoded->records[i];
+      records[i].value = out->decoded.records[i];
     } else {
       const size_t begin = i == 0 ? 0 : value_ends[i - 1];
       records[i].value = std::string_view(values).substr(begin, value_ends[i] - begin);
     }
   }
-  Result<std::vector<AppendResult>> appended = d_.log->Append(topic, records);
-  if (!appended.ok() && appended.status().code() == StatusCode::kNotFound &&
-      d_.config->auto_create_topics) {
-    Status created = d_.log->CreateTopic(topic, OptionsForNewTopic());
-    if (!created.ok() && created.code() != StatusCode::kAlreadyExists) {
-      return ErrorReply(created);
-    }
-    appended = d_.log->Append(topic, records);
-  }
+  return true;
+}
+
+HttpResponse Api::PublishReply(const HttpRequest& req, const std::string& topic,
+                               const PreparedPublish& prepared,
+                               const Result<std::vector<AppendResult>>& appended) {
   if (!appended.ok()) {
     const Status& s = appended.status();
     if (s.code() == StatusCode::kNotFound) {
@@ -305,6 +349,7 @@ HttpResponse Api::DoPublish(const HttpRequest& req, const std::string& topic) {
     }
     return ErrorReply(s);
   }
+  const std::vector<Event>& events = prepared.decoded.events;
   uint64_t duplicates = 0;
   for (const AppendResult& r : *appended) duplicates += r.duplicate ? 1 : 0;
   const bool binary_reply = wire::Accepts(req[http::field::accept], wire::kPublishResultsMediaType);
@@ -330,21 +375,26 @@ HttpResponse Api::DoPublish(const HttpRequest& req, const std::string& topic) {
     }
     body += "]}";
   }
-  d_.metrics
-      ->GetCounter("converge_events_published_total", "Events appended by publish requests.",
-                   {{"topic", topic}})
-      ->Add(appended->size() - duplicates);
+  const PublishCounters counters = PublishCountersFor(topic);
+  counters.published->Add(appended->size() - duplicates);
   if (duplicates) {
+    // Rare: looked up each time, so the series appears only once a duplicate was seen.
     d_.metrics
         ->GetCounter("converge_events_duplicate_total",
                      "Published events recognized as duplicates (not appended again).",
                      {{"topic", topic}})
         ->Add(duplicates);
   }
-  d_.metrics
-      ->GetCounter("converge_publish_requests_total", "Publish requests by content mode.",
-                   {{"mode", std::string(PublishModeName(decoded->mode))}})
-      ->Add();
+  const auto mode = static_cast<size_t>(prepared.decoded.mode);
+  Counter* by_mode = publish_mode_counters_[mode].load(std::memory_order_acquire);
+  if (by_mode == nullptr) {
+    // The registry returns the same counter every time: a race stores the same pointer.
+    by_mode = d_.metrics->GetCounter(
+        "converge_publish_requests_total", "Publish requests by content mode.",
+        {{"mode", std::string(PublishModeName(prepared.decoded.mode))}});
+    publish_mode_counters_[mode].store(by_mode, std::memory_order_release);
+  }
+  by_mode->Add();
   if (binary_reply) {
     HttpResponse res{http::status::ok, 11};
     res.set(http::field::content_type, wire::kPublishResultsMediaType);

@@ -169,7 +169,7 @@ struct ServerConfig {
   uint16_t listen_port = 8080;  // 0 picks a free port (printed at start)
   std::string data_dir = "var/data";
   uint32_t io_threads = 0;       // 0 = min(2, hardware threads)
-  uint32_t storage_threads = 8;  // blocking storage calls (fsync) run here
+  uint32_t storage_threads = 8;  // group commits and blocking storage calls run here
   std::string tls_cert_file;     // both set = HTTPS
   std::string tls_key_file;
   std::vector<TokenConfig> tokens;     // empty = auth disabled (loopback only)

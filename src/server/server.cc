@@ -161,6 +161,12 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   log_options.report_recovery = [](const std::string& message) {
     std::fprintf(stderr, "converge serve: log recovery: %s\n", message.c_str());
   };
+  // Blocking storage calls run on the pool, and so do the log's group commits of publishes:
+  // a request waiting for its sync holds no thread (Log::AppendAsync), so the pool's size
+  // bounds the syncs running at once (one per topic at a time), not the requests waiting.
+  impl->pool = std::make_unique<BlockingPool>(impl->config.storage_threads);
+  BlockingPool* pool = impl->pool.get();
+  log_options.background = [pool](std::function<void()> task) { pool->Post(std::move(task)); };
   CONVERGE_ASSIGN_OR_RETURN(impl->log, Log::Open(*impl->env, log_options));
 
   ConsumerGroupsOptions group_options = GroupsOptionsFor(impl->config);
@@ -170,13 +176,11 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   CONVERGE_ASSIGN_OR_RETURN(impl->groups,
                             ConsumerGroups::Open(*impl->env, *impl->log, group_options));
 
-  impl->pool = std::make_unique<BlockingPool>(impl->config.storage_threads);
   if (impl->config.store.enabled) {
     StoreOptions store_options = StoreOptionsFor(impl->config);
     store_options.feed_log = impl->log.get();
     // Group commits run on the pool, so writes never block an I/O thread (the pool is joined
     // before the store is destroyed).
-    BlockingPool* pool = impl->pool.get();
     store_options.background = [pool](std::function<void()> task) { pool->Post(std::move(task)); };
     CONVERGE_ASSIGN_OR_RETURN(impl->store, Store::Open(*impl->env, store_options));
     // Computed at scrape time (scrapes run on the pool and end before the store is closed).

@@ -1,0 +1,179 @@
+// Black-box tests of `converge serve` under many small clients: hundreds of keep-alive
+// connections, each publishing one event per request and waiting for its durable reply.
+//
+// What they pin down: a publish waiting for its fsync holds no server thread, so every publish
+// in flight joins the next group commit whatever storage_threads is (before, at most
+// storage_threads requests shared a sync); every acknowledged event is readable, also after a
+// SIGKILL in the middle of the load.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "converge/client.h"
+#include "serve_process.h"
+#include "support/http_load.h"
+#include "test_util.h"
+
+namespace converge {
+namespace {
+
+namespace bhttp = boost::beast::http;
+using client::Client;
+using testing::ServeProcess;
+
+void CreateTopic(Client& c, const std::string& name, uint32_t partitions) {
+  client::TopicSpec spec;
+  spec.name = name;
+  spec.partitions = partitions;
+  Result<client::TopicDescription> t = c.CreateTopic(spec);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+}
+
+std::string IdOf(uint64_t seq) {
+  std::string id = "e";
+  id += std::to_string(seq);
+  return id;
+}
+
+// One structured CloudEvent per request, id "e<seq>".
+bhttp::request<bhttp::string_body> PublishRequest(const std::string& topic, uint64_t seq) {
+  std::string target = "/v1/topics/";
+  target += topic;
+  target += "/events";
+  bhttp::request<bhttp::string_body> req{bhttp::verb::post, target, 11};
+  req.set(bhttp::field::host, "127.0.0.1");
+  req.set(bhttp::field::content_type, "application/cloudevents+json");
+  std::string body = "{\"specversion\":\"1.0\",\"id\":\"";
+  body += IdOf(seq);
+  body += "\",\"source\":\"/load\",\"type\":\"com.example.load\",\"data\":{\"n\":";
+  body += std::to_string(seq);
+  body += "}}";
+  req.body() = std::move(body);
+  return req;
+}
+
+// Every event id stored in `topic`, read through a fresh consumer group.
+std::set<std::string> ReadAllIds(Client& c, const std::string& topic) {
+  std::set<std::string> ids;
+  while (true) {
+    client::FetchOptions f;
+    f.max_events = 1000;
+    f.wait_ms = 500;
+    Result<std::vector<client::Delivery>> got = c.Fetch(topic, "check", f);
+    if (!got.ok()) {
+      ADD_FAILURE() << got.status().ToString();
+      break;
+    }
+    if (got->empty()) break;
+    std::vector<client::Lease> leases;
+    for (const client::Delivery& d : *got) {
+      leases.push_back(d.lease());
+      if (d.event.has_value()) ids.insert(d.event->id());
+    }
+    Result<client::AckResult> acked = c.Ack(topic, "check", leases);
+    EXPECT_TRUE(acked.ok()) << acked.status().ToString();
+  }
+  return ids;
+}
+
+// The number of file syncs the server made so far (its /metrics).
+uint64_t FileSyncs(uint16_t port) {
+  testing::HttpResult r = testing::HttpCall(port, "GET", "/metrics");
+  const std::string key = "converge_fsync_duration_seconds_count{kind=\"file\"} ";
+  const size_t at = r.body.find(key);
+  if (at == std::string::npos) return 0;
+  return std::strtoull(r.body.c_str() + at + key.size(), nullptr, 10);
+}
+
+// 512 connections (far more than storage_threads) each publish single events: all are
+// acknowledged, all are readable, and the requests share group commits — many more of them
+// per sync than there are storage threads.
+TEST(ConcurrencyServeTest, ManyConcurrentSingleEventPublishesShareSyncsAndAllArrive) {
+  ServeProcess server("storage_threads: 1\n");
+  ASSERT_OK(server.Start());
+  {
+    Client c(server.ClientOptions());
+    CreateTopic(c, "many", 1);
+  }
+  const uint64_t syncs_before = FileSyncs(server.port());
+  testing::HttpLoadOptions load;
+  load.port = server.port();
+  load.connections = 512;
+  load.requests = 4096;
+  load.make_request = [](size_t, uint64_t seq) { return PublishRequest("many", seq); };
+  load.on_reply = [](uint64_t, const bhttp::response<bhttp::string_body>& reply) {
+    return reply.result_int() == 200;
+  };
+  testing::HttpLoadResult result = testing::RunHttpLoad(load);
+  EXPECT_EQ(result.errors, 0u) << result.first_error << "\n" << server.Log();
+  EXPECT_EQ(result.ok, load.requests);
+  const uint64_t syncs = FileSyncs(server.port()) - syncs_before;
+  // With at most storage_threads (1) request per group commit there would be >= 4096 syncs.
+  EXPECT_LT(syncs, load.requests / 8)
+      << syncs << " file syncs for " << load.requests << " single-event publishes";
+
+  Client c(server.ClientOptions());
+  std::set<std::string> ids = ReadAllIds(c, "many");
+  EXPECT_EQ(ids.size(), load.requests);
+  for (uint64_t seq = 0; seq < load.requests; ++seq) {
+    if (ids.count(IdOf(seq)) == 0) {
+      ADD_FAILURE() << "acknowledged event e" << seq << " is missing";
+      break;
+    }
+  }
+}
+
+// SIGKILL while 256 connections publish single events: after a restart every acknowledged
+// event is there.
+TEST(ConcurrencyServeTest, SigkillUnderConcurrentSingleEventPublishesLosesNoAcknowledgedEvent) {
+  auto server = std::make_unique<ServeProcess>();
+  ASSERT_OK(server->Start());
+  {
+    Client c(server->ClientOptions());
+    CreateTopic(c, "durable", 4);
+  }
+  std::mutex mu;
+  std::set<uint64_t> acked;
+  std::atomic<uint64_t> acked_count{0};
+  testing::HttpLoadOptions load;
+  load.port = server->port();
+  load.connections = 256;
+  load.requests = 1'000'000;  // until the kill
+  load.make_request = [](size_t, uint64_t seq) { return PublishRequest("durable", seq); };
+  load.on_reply = [&](uint64_t seq, const bhttp::response<bhttp::string_body>& reply) {
+    if (reply.result_int() != 200) return false;
+    std::lock_guard<std::mutex> lock(mu);
+    acked.insert(seq);
+    ++acked_count;
+    return true;
+  };
+  testing::HttpLoadResult result;
+  std::thread loader([&] { result = testing::RunHttpLoad(load); });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (acked_count.load() < 3000 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  server->Kill();
+  loader.join();
+  ASSERT_GE(acked.size(), 3000u) << result.first_error;
+  EXPECT_GT(result.errors, 0u);  // the connections the kill cut
+
+  const std::string data = server->data_dir();
+  auto restarted = std::make_unique<ServeProcess>("", data);
+  ASSERT_OK(restarted->Start());
+  Client c(restarted->ClientOptions());
+  std::set<std::string> stored = ReadAllIds(c, "durable");
+  size_t missing = 0;
+  for (uint64_t seq : acked) missing += stored.count(IdOf(seq)) ? 0 : 1;
+  EXPECT_EQ(missing, 0u) << "of " << acked.size() << " acknowledged events";
+  restarted.reset();
+  server.reset();
+}
+
+}  // namespace
+}  // namespace converge
