@@ -288,6 +288,10 @@ const std::vector<Api::Route>& Api::RouteTable() {
        &Api::DiscardRelayDeadLetters, A::kToken, M::kCore},
       // This API's OpenAPI document (docs/api/openapi.yaml, built in): public, like the source.
       {V::get, "/v1/openapi.yaml", RouteId::kOpenApi, &Api::OpenApi, A::kNone, M::kCore},
+      // The dashboard (src/server/dashboard/, built in): static files without data, public; the
+      // page asks for a token and sends it on every API call.
+      {V::get, "/ui", RouteId::kDashboard, &Api::Dashboard, A::kNone, M::kCore},
+      {V::get, "/ui/{asset}", RouteId::kDashboardAsset, &Api::Dashboard, A::kNone, M::kCore},
   };
   return routes;
 }

@@ -93,6 +93,9 @@ enum class RouteId {
   kDiscardRelayDeadLetters,
   kDiscardDeadLetters,
   kOpenApi,
+  // The dashboard's static files (no data: the page calls the API with a token).
+  kDashboard,
+  kDashboardAsset,
 };
 
 // Who may call a route.
