@@ -69,11 +69,19 @@ function h(tag, props, ...children) {
 
 function table(headers, rows, emptyText) {
   if (rows.length === 0) return h('p', {class: 'muted'}, emptyText || 'None.');
+  const labels = headers.map((x) => (Array.isArray(x) ? x[0] : x));
   const head = h('tr', {}, headers.map((x) => {
     const [label, cls] = Array.isArray(x) ? x : [x, null];
     return h('th', {class: cls}, label);
   }));
-  return h('div', {class: 'table-wrap'}, h('table', {}, h('thead', {}, head), h('tbody', {}, rows)));
+  // Each cell knows its column: a wide table is shown on a phone as one card per row, each
+  // cell with its label (dashboard.css, .stack).
+  for (const row of rows) {
+    [...row.children].forEach((td, i) => { if (labels[i]) td.dataset.label = labels[i]; });
+  }
+  const cls = headers.length > 5 ? 'stack' : null;
+  return h('div', {class: 'table-wrap'},
+           h('table', {class: cls}, h('thead', {}, head), h('tbody', {}, rows)));
 }
 
 function num(v, props) { return h('td', Object.assign({class: 'num'}, props || {}), v === undefined ? '' : v); }
@@ -174,7 +182,7 @@ pages.overview = async () => {
       rows.push(h('tr', {},
         h('td', {}, h('a', {href: '#/topics/' + enc(topic.name)}, topic.name)),
         h('td', {}, g.name),
-        num((g.consumers || []).length),
+        num(g.consumers ? g.consumers.length : g.members),
         num(g.lag, {class: g.lag > 1000 ? 'num lag-high' : 'num',
                     'data-test': 'group-lag', 'data-topic': topic.name, 'data-group': g.name}),
         num(g.dead_letters - g.dead_letters_replayed)));
@@ -272,11 +280,11 @@ function groupTable(all) {
           h('h2', {}, 'Partitions'),
           table([['Partition', 'num'], ['Committed', 'num'], ['End', 'num'], ['Lag', 'num'],
                  ['In flight', 'num'], ['Delayed', 'num'], 'Owner'], parts))),
-        num((g.consumers || []).length),
+        num(g.consumers ? g.consumers.length : g.members),
         num(g.lag, {class: g.lag > 1000 ? 'num lag-high' : 'num',
                     'data-test': 'group-lag', 'data-topic': topic.name, 'data-group': g.name}),
         num(g.dead_letters - g.dead_letters_replayed),
-        num(g.max_deliveries), num(g.generation)));
+        num(g.max_deliveries), num(g.generation === undefined ? '–' : g.generation)));
     }
   }
   return table(['Topic', 'Group', ['Members', 'num'], ['Lag', 'num'], ['Dead letters', 'num'],
@@ -319,7 +327,8 @@ pages['dead-letters'] = async () => {
         const id = topic.name + '/' + g.name + '/' + d.dead_letter_offset;
         return h('tr', {'data-dead-letter': id},
           num(d.dead_letter_offset), num(d.partition + ':' + d.offset), num(d.delivery_count),
-          h('td', {}, d.reason, d.last_error ? h('div', {class: 'muted'}, d.last_error) : null),
+          h('td', {}, d.reason, d.last_error && !d.reason.includes(d.last_error) ?
+            h('div', {class: 'muted'}, d.last_error) : null),
           h('td', {}, when(d.dead_lettered_at_ms)),
           h('td', {}, d.replayed ? 'replayed' : 'pending'),
           h('td', {}, h('div', {class: 'actions'},
