@@ -7,11 +7,10 @@
 
 namespace converge::server {
 
-
 asio::awaitable<HttpReply> Api::Dashboard(Call& call) {
   if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
-  const std::string name = call.route.id == RouteId::kDashboard ? std::string("index.html")
-                                                                 : call.Param("asset");
+  const std::string name =
+      call.route.id == RouteId::kDashboard ? std::string("index.html") : call.Param("asset");
   const DashboardAsset* asset = FindDashboardAsset(name);
   if (asset == nullptr) {
     co_return Error(http::status::not_found, "NOT_FOUND",

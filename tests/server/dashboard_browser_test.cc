@@ -22,10 +22,14 @@
 #include <thread>
 #include <vector>
 
-#include "test_util.h"
+#include "converge/env.h"
+#include "converge/event.h"
+#include "converge/outbox.h"
+#include "converge/sql.h"
 #include "serve_process.h"
 #include "support/server_process.h"
 #include "support/temp_dir.h"
+#include "test_util.h"
 
 namespace converge::testing {
 namespace {
@@ -101,9 +105,9 @@ class DevTools {
 
   // Evaluates `expression` in the page (promises awaited); its value as JSON.
   json::value Eval(const std::string& expression) {
-    json::value r = Call("Runtime.evaluate", {{"expression", expression},
-                                              {"awaitPromise", true},
-                                              {"returnByValue", true}});
+    json::value r =
+        Call("Runtime.evaluate",
+             {{"expression", expression}, {"awaitPromise", true}, {"returnByValue", true}});
     if (const json::value* ex = r.as_object().if_contains("exceptionDetails")) {
       throw std::runtime_error("evaluate " + expression + ": " + json::serialize(*ex));
     }
@@ -128,10 +132,8 @@ class DevTools {
   }
 
   void Screenshot(const std::string& name, int width, int height, bool mobile) {
-    Call("Emulation.setDeviceMetricsOverride", {{"width", width},
-                                                {"height", height},
-                                                {"deviceScaleFactor", 1},
-                                                {"mobile", mobile}});
+    Call("Emulation.setDeviceMetricsOverride",
+         {{"width", width}, {"height", height}, {"deviceScaleFactor", 1}, {"mobile", mobile}});
     json::value shot = Call("Page.captureScreenshot", {{"format", "png"}});
     std::filesystem::create_directories(ScreenshotDir());
     std::ofstream(ScreenshotDir() + "/" + name + ".png", std::ios::binary)
@@ -174,9 +176,23 @@ class DevTools {
 
 class DashboardBrowserTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    serve_ = std::make_unique<ServeProcess>(std::string("auth:\n  tokens:\n    - {service: ops, token: ") +
-                                            kToken + ", admin: true, publish: ['*'], subscribe: ['*']}\n");
+  // The server with an admin token and one outbox relay (a SQLite outbox in the test's
+  // temp dir) whose sink does not create topics: a row to a missing topic is dead-lettered.
+  void StartServe(bool with_auth) {
+    outbox_path_ = profile_.path() + "/svc.db";
+    std::string config =
+        "relays:\n  sink: {create_topics: false}\n  sources:\n"
+        "    - {name: svc, database: 'sqlite:" +
+        outbox_path_ + "', poll_interval_ms: 20}\n";
+    if (with_auth) {
+      config += std::string("auth:\n  tokens:\n    - {service: ops, token: ") + kToken +
+                ", admin: true, publish: ['*'], subscribe: ['*']}\n";
+    }
+    sql::SqliteOptions so;
+    so.path = outbox_path_;
+    db_ = Must(sql::Database::OpenSqlite(so), "open the outbox");
+    ASSERT_OK(Outbox::CreateSchema(*db_));
+    serve_ = std::make_unique<ServeProcess>(config);
     ASSERT_TRUE(serve_->Start().ok()) << serve_->Log();
   }
 
@@ -230,7 +246,8 @@ class DashboardBrowserTest : public ::testing::Test {
       if (list.status == 200) {
         const json::value targets = json::parse(list.body);
         for (const json::value& t : targets.as_array()) {
-          if (t.at("type").as_string() == "page" && t.as_object().contains("webSocketDebuggerUrl")) {
+          if (t.at("type").as_string() == "page" &&
+              t.as_object().contains("webSocketDebuggerUrl")) {
             ws_url = std::string(t.at("webSocketDebuggerUrl").as_string());
             break;
           }
@@ -249,7 +266,7 @@ class DashboardBrowserTest : public ::testing::Test {
 
   HttpResult Api(std::string_view method, const std::string& target, const std::string& body = "",
                  const HttpHeaders& headers = {}) {
-    return HttpCall(serve_->port(), method, target, body, headers, kToken);
+    return HttpCall(serve_->port(), method, target, body, headers, token_);
   }
 
   json::value ApiJson(const std::string& target) {
@@ -287,12 +304,12 @@ class DashboardBrowserTest : public ::testing::Test {
     batch += ']';
     HttpResult pub = Api("POST", "/v1/topics/orders/events", batch, ce);
     ASSERT_EQ(pub.status, 200) << pub.body;
-    ASSERT_EQ(Api("POST", "/v1/topics/orders/groups", R"({"name":"billing","max_deliveries":1})")
-                  .status,
-              201);
+    ASSERT_EQ(
+        Api("POST", "/v1/topics/orders/groups", R"({"name":"billing","max_deliveries":1})").status,
+        201);
     // One delivery rejected for good: a dead letter to replay.
-    HttpResult fetched =
-        Api("POST", "/v1/topics/orders/groups/billing/fetch", R"({"consumer":"c1","max_events":1})");
+    HttpResult fetched = Api("POST", "/v1/topics/orders/groups/billing/fetch",
+                             R"({"consumer":"c1","max_events":1})");
     ASSERT_EQ(fetched.status, 200) << fetched.body;
     const json::value d = json::parse(fetched.body).at("deliveries").at(0);
     json::object nack{{"partition", d.at("partition")},
@@ -315,6 +332,22 @@ class DashboardBrowserTest : public ::testing::Test {
     ASSERT_EQ(def.status, 201) << def.body;
     HttpResult saga = Api("POST", "/v1/sagas", R"({"definition":"order","id":"order-ui-1"})");
     ASSERT_EQ(saga.status / 100, 2) << saga.body;
+    // A relay dead letter: an outbox row to a topic that does not exist yet.
+    Event late;
+    late.set_source("/svc");
+    late.set_id("late-1");
+    late.set_type("t.late");
+    Outbox outbox(Env::Default());
+    std::vector<OutboxEntry> rows = {{"late", &late}};
+    ASSERT_OK(db_->Transact([&](sql::Transaction& tx) { return outbox.Write(tx, rows); }));
+    bool dead = false;
+    for (auto deadline = Clock::now() + std::chrono::seconds(30);
+         !dead && Clock::now() < deadline;) {
+      dead = ApiJson("/v1/relays").at("dead_letters").at("pending").to_number<int64_t>() == 1;
+      if (!dead) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_TRUE(dead) << Api("GET", "/v1/relays").body;
+    ASSERT_EQ(Api("POST", "/v1/topics", R"({"name":"late"})").status, 201);
     // A store document.
     ASSERT_EQ(Api("PUT", "/v1/collections/carts", "{}").status, 201);
     HttpResult put = Api("PUT", "/v1/collections/carts/docs/cart-1", R"({"items":["book"]})");
@@ -322,12 +355,16 @@ class DashboardBrowserTest : public ::testing::Test {
   }
 
   TempDir profile_{"converge-chromium-"};
+  std::string token_ = kToken;
+  std::string outbox_path_;
+  std::unique_ptr<sql::Database> db_;
   std::unique_ptr<ServeProcess> serve_;
   std::unique_ptr<ServerProcess> chromium_;
   std::unique_ptr<DevTools> devtools_;
 };
 
 TEST_F(DashboardBrowserTest, PagesShowTheApiAndTheButtonsWork) {
+  ASSERT_NO_FATAL_FAILURE(StartServe(/*with_auth=*/true));
   ASSERT_NO_FATAL_FAILURE(Seed());
   ASSERT_NO_FATAL_FAILURE(StartChromium());
   DevTools& dt = *devtools_;
@@ -335,8 +372,9 @@ TEST_F(DashboardBrowserTest, PagesShowTheApiAndTheButtonsWork) {
 
   // Without a token the page asks for one (its only API call so far was refused: 401).
   dt.Call("Page.navigate", {{"url", base + "/ui"}});
-  ASSERT_TRUE(dt.WaitFor("document.getElementById('token-form') && "
-                         "!document.getElementById('token-form').hidden"))
+  ASSERT_TRUE(
+      dt.WaitFor("document.getElementById('token-form') && "
+                 "!document.getElementById('token-form').hidden"))
       << dt.EvalString("document.body.innerText");
   for (const std::string& e : dt.errors()) {
     EXPECT_NE(e.find("401"), std::string::npos) << "unexpected error before the token: " << e;
@@ -367,9 +405,10 @@ TEST_F(DashboardBrowserTest, PagesShowTheApiAndTheButtonsWork) {
     events += p.at("end_offset").to_number<int64_t>() - p.at("start_offset").to_number<int64_t>();
   }
   EXPECT_EQ(events, 7);
-  EXPECT_EQ(dt.EvalString(
-                "document.querySelector('[data-test=topic-events][data-topic=orders]').textContent"),
-            std::to_string(events));
+  EXPECT_EQ(
+      dt.EvalString(
+          "document.querySelector('[data-test=topic-events][data-topic=orders]').textContent"),
+      std::to_string(events));
   Screenshots("topics");
   ASSERT_NO_FATAL_FAILURE(Show("#/topics/orders", "topics"));
   Screenshots("topic");
@@ -380,8 +419,9 @@ TEST_F(DashboardBrowserTest, PagesShowTheApiAndTheButtonsWork) {
 
   // Dead letters: the replay button replays it (the API then lists it replayed).
   ASSERT_NO_FATAL_FAILURE(Show("#/dead-letters", "dead-letters"));
-  const std::string replay = "document.querySelector('tr[data-dead-letter=\"orders/billing/0\"] "
-                             "button[data-test=replay]')";
+  const std::string replay =
+      "document.querySelector('tr[data-dead-letter=\"orders/billing/0\"] "
+      "button[data-test=replay]')";
   ASSERT_TRUE(dt.WaitFor(replay)) << dt.EvalString("document.body.innerText");
   Screenshots("dead-letters");
   dt.Eval(replay + ".click(); true");
@@ -393,18 +433,37 @@ TEST_F(DashboardBrowserTest, PagesShowTheApiAndTheButtonsWork) {
     if (!replayed) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_TRUE(replayed);
-  EXPECT_TRUE(dt.WaitFor("document.querySelector('[data-test=notice]') && "
-                         "document.querySelector('[data-test=notice]').textContent.includes("
-                         "'Replayed 1')"))
+  EXPECT_TRUE(
+      dt.WaitFor("document.querySelector('[data-test=notice]') && "
+                 "document.querySelector('[data-test=notice]').textContent.includes("
+                 "'Replayed 1')"))
       << dt.EvalString("document.body.innerText");
-  EXPECT_EQ(ApiJson("/v1/topics/orders").at("partition_offsets").as_array().size(), 2u);
+  // The relay's dead letter (its topic exists now): replayed by its button.
+  const std::string relay_replay =
+      "document.querySelector('tr[data-relay-dead-letter=\"0\"] button[data-test=relay-replay]')";
+  ASSERT_TRUE(dt.WaitFor(relay_replay)) << dt.EvalString("document.body.innerText");
+  dt.Eval(relay_replay + ".click(); true");
+  std::string relay_state;
+  for (auto deadline = Clock::now() + std::chrono::seconds(15); Clock::now() < deadline;) {
+    relay_state = std::string(
+        ApiJson("/v1/relays/dead-letters").at("dead_letters").at(0).at("state").as_string());
+    if (relay_state != "pending") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(relay_state, "replayed");
+  EXPECT_TRUE(dt.WaitFor("document.body.innerText.includes('Replayed 1 relay dead letter')"))
+      << dt.EvalString("document.body.innerText");
+  const json::value late = ApiJson("/v1/topics/late/events");
+  ASSERT_EQ(late.at("events").as_array().size(), 1u);
+  EXPECT_EQ(late.at("events").at(0).at("event").at("id").as_string(), "late-1");
+  Screenshots("dead-letters-after");
 
   // Sagas: the list, then the saga's page and its cancel button (confirm() accepted).
   ASSERT_NO_FATAL_FAILURE(Show("#/sagas", "sagas"));
-  EXPECT_EQ(dt.EvalString(
-                "document.querySelector('[data-test=saga-state][data-saga=\"order-ui-1\"]')"
-                ".textContent"),
-            "running");
+  EXPECT_EQ(
+      dt.EvalString("document.querySelector('[data-test=saga-state][data-saga=\"order-ui-1\"]')"
+                    ".textContent"),
+      "running");
   Screenshots("sagas");
   ASSERT_NO_FATAL_FAILURE(Show("#/sagas/order-ui-1", "sagas"));
   ASSERT_TRUE(dt.WaitFor("document.querySelector('button[data-test=cancel-saga]')"));
@@ -417,8 +476,9 @@ TEST_F(DashboardBrowserTest, PagesShowTheApiAndTheButtonsWork) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_TRUE(saga_state == "compensating" || saga_state == "compensated") << saga_state;
-  EXPECT_TRUE(dt.WaitFor("document.querySelector('[data-test=saga-state]').textContent !== "
-                         "'running'"));
+  EXPECT_TRUE(
+      dt.WaitFor("document.querySelector('[data-test=saga-state]').textContent !== "
+                 "'running'"));
 
   // The store and the relays.
   ASSERT_NO_FATAL_FAILURE(Show("#/store", "store"));
@@ -432,15 +492,35 @@ TEST_F(DashboardBrowserTest, PagesShowTheApiAndTheButtonsWork) {
   EXPECT_TRUE(dt.errors().empty()) << ::testing::PrintToString(dt.errors());
 }
 
+// Without auth.tokens the page asks for no token and shows the data at once.
+TEST_F(DashboardBrowserTest, WorksWithoutAuth) {
+  ASSERT_NO_FATAL_FAILURE(StartServe(/*with_auth=*/false));
+  token_.clear();
+  ASSERT_EQ(Api("POST", "/v1/topics", R"({"name":"open","partitions":3})").status, 201);
+  ASSERT_NO_FATAL_FAILURE(StartChromium());
+  DevTools& dt = *devtools_;
+  dt.Call("Page.navigate",
+          {{"url", "http://127.0.0.1:" + std::to_string(serve_->port()) + "/ui#/topics"}});
+  ASSERT_NO_FATAL_FAILURE(Show("#/topics", "topics"));
+  EXPECT_TRUE(dt.Eval("document.getElementById('token-form').hidden").as_bool());
+  EXPECT_EQ(dt.EvalString(
+                "document.querySelector('[data-test=topic-events][data-topic=open]').textContent"),
+            "0");
+  EXPECT_TRUE(dt.errors().empty()) << ::testing::PrintToString(dt.errors());
+}
+
 // The page and its files need no token (they hold no data); the API calls it makes do.
 TEST_F(DashboardBrowserTest, FilesAreServedWithoutAToken) {
-  for (const char* target : {"/ui", "/ui/", "/ui/index.html", "/ui/dashboard.js", "/ui/dashboard.css"}) {
+  ASSERT_NO_FATAL_FAILURE(StartServe(/*with_auth=*/true));
+  for (const char* target :
+       {"/ui", "/ui/", "/ui/index.html", "/ui/dashboard.js", "/ui/dashboard.css"}) {
     HttpResult r = HttpCall(serve_->port(), "GET", target);
     EXPECT_EQ(r.status, 200) << target;
     EXPECT_FALSE(r.Header("Content-Security-Policy").empty()) << target;
   }
-  EXPECT_NE(HttpCall(serve_->port(), "GET", "/ui/dashboard.js").Header("Content-Type").find("javascript"),
-            std::string::npos);
+  EXPECT_NE(
+      HttpCall(serve_->port(), "GET", "/ui/dashboard.js").Header("Content-Type").find("javascript"),
+      std::string::npos);
   HttpResult missing = HttpCall(serve_->port(), "GET", "/ui/nope.js");
   EXPECT_EQ(missing.status, 404);
   EXPECT_NE(missing.body.find("\"NOT_FOUND\""), std::string::npos);

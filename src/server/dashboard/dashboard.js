@@ -293,6 +293,12 @@ function groupTable(all) {
 
 pages.groups = async () => [h('h1', {}, 'Consumer groups'), groupTable(await topicsWithGroups())];
 
+// The outcome of the last button pressed on this page.
+function noticeBox() {
+  const failed = state.notice.startsWith('Failed');
+  return h('p', {class: failed ? 'error-box' : 'notice', 'data-test': 'notice'}, state.notice);
+}
+
 // A button that runs `action`, then shows its outcome and refreshes the page.
 function actionButton(label, cls, test, action) {
   const b = h('button', {type: 'button', class: cls, 'data-test': test}, label);
@@ -311,7 +317,7 @@ function actionButton(label, cls, test, action) {
 pages['dead-letters'] = async () => {
   const all = await topicsWithGroups();
   const out = [h('h1', {}, 'Dead letters')];
-  if (state.notice) out.push(h('p', {class: 'pill', 'data-test': 'notice'}, state.notice));
+  if (state.notice) out.push(noticeBox());
   out.push(h('h2', {}, 'Consumer groups'));
   let any = false;
   for (const {topic, groups} of all) {
@@ -411,7 +417,7 @@ function timerTable(timers) {
 async function sagaPage(id) {
   const s = await api('GET', '/v1/sagas/' + enc(id));
   const out = [h('h1', {}, 'Saga ', h('code', {}, s.id))];
-  if (state.notice) out.push(h('p', {class: 'pill', 'data-test': 'notice'}, state.notice));
+  if (state.notice) out.push(noticeBox());
   out.push(h('div', {class: 'toolbar'},
     h('span', {}, s.definition + ' v' + s.version + ': '),
     h('strong', {class: 'state-' + s.state, 'data-test': 'saga-state'}, s.state),
