@@ -468,6 +468,21 @@ TEST_F(DashboardBrowserTest, PagesShowTheApiAndTheButtonsWork) {
   ASSERT_NO_FATAL_FAILURE(Show("#/sagas/order-ui-1", "sagas"));
   ASSERT_TRUE(dt.WaitFor("document.querySelector('button[data-test=cancel-saga]')"));
   Screenshots("saga");
+  // Its step timeout cancelled by the timer's button: the API lists no timer for it then.
+  const std::string cancel_timer =
+      "document.querySelector('tr[data-timer=\"step-timeout\"] button[data-test=cancel-timer]')";
+  ASSERT_TRUE(dt.WaitFor(cancel_timer)) << dt.EvalString("document.body.innerText");
+  dt.Eval(cancel_timer + ".click(); true");
+  size_t timers = 1;
+  for (auto deadline = Clock::now() + std::chrono::seconds(15); Clock::now() < deadline;) {
+    timers = ApiJson("/v1/sagas/order-ui-1").at("timers").as_array().size();
+    if (timers == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(timers, 0u);
+  ASSERT_TRUE(
+      dt.WaitFor("!document.querySelector('tr[data-timer]') && "
+                 "document.querySelector('button[data-test=cancel-saga]')"));
   dt.Eval("document.querySelector('button[data-test=cancel-saga]').click(); true");
   std::string saga_state;
   for (auto deadline = Clock::now() + std::chrono::seconds(15); Clock::now() < deadline;) {

@@ -408,10 +408,26 @@ pages.sagas = async (id) => {
   return out;
 };
 
-function timerTable(timers) {
-  return table(['Saga', 'Kind', ['Step', 'num'], 'Due'], timers.map((t) => h('tr', {},
-    h('td', {}, h('a', {href: '#/sagas/' + enc(t.saga_id)}, t.saga_id)), h('td', {}, t.kind),
-    num(t.step), h('td', {}, whenMicros(t.due_micros)))), 'No timers.');
+// A saga's timers; on its own page each with Fire now (rescheduled to now) and Cancel.
+function timerTable(timers, withActions) {
+  return table(['Saga', 'Kind', ['Step', 'num'], 'Due', withActions ? '' : null].filter((x) => x !== null),
+    timers.map((t) => {
+      const path = '/v1/sagas/' + enc(t.saga_id) + '/timers/' + enc(t.kind);
+      return h('tr', {'data-timer': t.kind},
+        h('td', {}, h('a', {href: '#/sagas/' + enc(t.saga_id)}, t.saga_id)), h('td', {}, t.kind),
+        num(t.step), h('td', {}, whenMicros(t.due_micros)),
+        withActions ? h('td', {}, h('div', {class: 'actions'},
+          actionButton('Fire now', 'secondary', 'fire-timer', async () => {
+            if (!confirm('Fire the ' + t.kind + ' timer of ' + t.saga_id + ' now?')) return '';
+            await api('PUT', path, {due_micros: Date.now() * 1000});
+            return 'Timer ' + t.kind + ' rescheduled to now.';
+          }),
+          actionButton('Cancel', 'secondary', 'cancel-timer', async () => {
+            if (!confirm('Cancel the ' + t.kind + ' timer of ' + t.saga_id + '?')) return '';
+            await api('DELETE', path);
+            return 'Timer ' + t.kind + ' cancelled.';
+          }))) : null);
+    }), 'No timers.');
 }
 
 async function sagaPage(id) {
@@ -432,7 +448,7 @@ async function sagaPage(id) {
   out.push(h('h2', {}, 'Steps'), table(['#', 'Step', 'State', ['Attempts', 'num']],
     (s.steps || []).map((st, i) => h('tr', {}, num(i), h('td', {}, st.name), stateCell(st.state),
                                       num(st.attempts)))));
-  out.push(h('h2', {}, 'Timers'), timerTable(s.timers || []));
+  out.push(h('h2', {}, 'Timers'), timerTable(s.timers || [], true));
   out.push(h('h2', {}, 'History'), table(['Time', 'Event', ['Step', 'num'], ['Attempt', 'num'], 'Detail'],
     (s.history || []).map((e) => h('tr', {}, h('td', {}, whenMicros(e.time_micros)),
       h('td', {}, e.event), num(e.step), num(e.attempt), h('td', {}, e.detail || '')))));
