@@ -304,9 +304,10 @@ class DashboardBrowserTest : public ::testing::Test {
     batch += ']';
     HttpResult pub = Api("POST", "/v1/topics/orders/events", batch, ce);
     ASSERT_EQ(pub.status, 200) << pub.body;
-    ASSERT_EQ(
-        Api("POST", "/v1/topics/orders/groups", R"({"name":"billing","max_deliveries":1})").status,
-        201);
+    ASSERT_EQ(Api("POST", "/v1/topics/orders/groups",
+                  R"({"name":"billing","max_deliveries":1,"session_timeout_ms":600000})")
+                  .status,
+              201);
     // One delivery rejected for good: a dead letter to replay.
     HttpResult fetched = Api("POST", "/v1/topics/orders/groups/billing/fetch",
                              R"({"consumer":"c1","max_events":1})");
@@ -415,6 +416,12 @@ TEST_F(DashboardBrowserTest, PagesShowTheApiAndTheButtonsWork) {
 
   ASSERT_NO_FATAL_FAILURE(Show("#/groups", "groups"));
   EXPECT_EQ(dt.EvalString(lag_cell + ".textContent"), lag);
+  // The member the API lists (c1, which fetched) is shown with the partitions it owns.
+  const json::value member = group.at("consumers").at(0);
+  EXPECT_EQ(member.at("consumer").as_string(), "c1");
+  EXPECT_EQ(dt.EvalString("document.querySelector('section[data-group=\"orders/billing\"] "
+                          "tr[data-member=c1] td:nth-child(2)').textContent"),
+            "0, 1");
   Screenshots("groups");
 
   // Dead letters: the replay button replays it (the API then lists it replayed).

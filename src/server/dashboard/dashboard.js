@@ -67,7 +67,7 @@ function h(tag, props, ...children) {
   return el;
 }
 
-function table(headers, rows, emptyText) {
+function table(headers, rows, emptyText, opts) {
   if (rows.length === 0) return h('p', {class: 'muted'}, emptyText || 'None.');
   const labels = headers.map((x) => (Array.isArray(x) ? x[0] : x));
   const head = h('tr', {}, headers.map((x) => {
@@ -79,7 +79,8 @@ function table(headers, rows, emptyText) {
   for (const row of rows) {
     [...row.children].forEach((td, i) => { if (labels[i]) td.dataset.label = labels[i]; });
   }
-  const cls = headers.length > 5 ? 'stack' : null;
+  const stack = opts && opts.stack !== undefined ? opts.stack : headers.length > 5;
+  const cls = stack ? 'stack' : null;
   return h('div', {class: 'table-wrap'},
            h('table', {class: cls}, h('thead', {}, head), h('tbody', {}, rows)));
 }
@@ -259,27 +260,14 @@ async function topicPage(name) {
   return out;
 }
 
+// One row per group: members, lag, dead letters.
 function groupTable(all) {
   const rows = [];
   for (const {topic, groups} of all) {
     for (const g of groups) {
-      const members = (g.consumers || []).map((c) => h('tr', {},
-        h('td', {}, c.consumer), h('td', {}, (c.partitions || []).join(', ')), num(c.in_flight),
-        num(c.idle_ms)));
-      const owners = {};
-      for (const a of g.assignments || []) owners[a.partition] = a.consumer;
-      const parts = g.partitions.map((p) => h('tr', {},
-        num(p.partition), num(p.committed_offset), num(p.end_offset), num(p.lag), num(p.in_flight),
-        num(p.delayed), h('td', {}, owners[p.partition] || '–')));
       rows.push(h('tr', {},
         h('td', {}, h('a', {href: '#/topics/' + enc(topic.name)}, topic.name)),
-        h('td', {}, details('group:' + topic.name + '/' + g.name, g.name,
-          h('h2', {}, 'Members'),
-          table(['Consumer', 'Partitions', ['In flight', 'num'], ['Idle ms', 'num']], members,
-                'No members.'),
-          h('h2', {}, 'Partitions'),
-          table([['Partition', 'num'], ['Committed', 'num'], ['End', 'num'], ['Lag', 'num'],
-                 ['In flight', 'num'], ['Delayed', 'num'], 'Owner'], parts))),
+        h('td', {}, g.name),
         num(g.consumers ? g.consumers.length : g.members),
         num(g.lag, {class: g.lag > 1000 ? 'num lag-high' : 'num',
                     'data-test': 'group-lag', 'data-topic': topic.name, 'data-group': g.name}),
@@ -291,7 +279,33 @@ function groupTable(all) {
                 ['Max deliveries', 'num'], ['Generation', 'num']], rows, 'No consumer groups.');
 }
 
-pages.groups = async () => [h('h1', {}, 'Consumer groups'), groupTable(await topicsWithGroups())];
+// A group in full: its members (the partitions each owns) and its partitions.
+function groupSection(topic, g) {
+  const members = (g.consumers || []).map((c) => h('tr', {'data-member': c.consumer},
+    h('td', {}, c.consumer), h('td', {}, (c.partitions || []).join(', ')), num(c.in_flight),
+    num(c.idle_ms)));
+  const owners = {};
+  for (const a of g.assignments || []) owners[a.partition] = a.consumer;
+  const parts = g.partitions.map((p) => h('tr', {},
+    num(p.partition), num(p.committed_offset), num(p.end_offset), num(p.lag), num(p.in_flight),
+    num(p.delayed), h('td', {}, owners[p.partition] || '–')));
+  return h('section', {class: 'group', 'data-group': topic.name + '/' + g.name},
+    h('h2', {}, topic.name + ' / ' + g.name),
+    h('p', {class: 'muted'}, 'lag ' + g.lag + ' · lease ' + g.lease_ms + ' ms · session ' +
+      g.session_timeout_ms + ' ms · dead letters to ' + (g.dead_letter_topic || '–')),
+    table(['Consumer', 'Partitions', ['In flight', 'num'], ['Idle ms', 'num']], members,
+          'No members.'),
+    h('div', {class: 'gap'}),
+    table([['Partition', 'num'], ['Committed', 'num'], ['End', 'num'], ['Lag', 'num'],
+           ['In flight', 'num'], ['Delayed', 'num'], 'Owner'], parts, '', {stack: false}));
+}
+
+pages.groups = async () => {
+  const all = await topicsWithGroups();
+  const out = [h('h1', {}, 'Consumer groups'), groupTable(all)];
+  for (const {topic, groups} of all) for (const g of groups) out.push(groupSection(topic, g));
+  return out;
+};
 
 // The outcome of the last button pressed on this page.
 function noticeBox() {
