@@ -124,7 +124,15 @@ class DevTools {
   bool WaitFor(const std::string& expression, int timeout_ms = 20'000) {
     const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
     while (Clock::now() < deadline) {
-      json::value v = Eval("!!(" + expression + ")");
+      // A page still loading (the one before a navigation, or no dashboard yet) is "not yet".
+      // So is a context that went away under the call (a navigation): the protocol error.
+      json::value v;
+      try {
+        v = Eval("(() => { try { return !!(" + expression +
+                 "); } catch (e) { return false; } })()");
+      } catch (const std::runtime_error&) {
+        v = false;
+      }
       if (v.is_bool() && v.as_bool()) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
@@ -523,6 +531,7 @@ TEST_F(DashboardBrowserTest, WorksWithoutAuth) {
   DevTools& dt = *devtools_;
   dt.Call("Page.navigate",
           {{"url", "http://127.0.0.1:" + std::to_string(serve_->port()) + "/ui#/topics"}});
+  ASSERT_TRUE(dt.WaitFor("location.pathname === '/ui' && document.readyState === 'complete'"));
   ASSERT_NO_FATAL_FAILURE(Show("#/topics", "topics"));
   EXPECT_TRUE(dt.Eval("document.getElementById('token-form').hidden").as_bool());
   EXPECT_EQ(dt.EvalString(

@@ -408,10 +408,10 @@ pages.sagas = async (id) => {
   const rows = sagas.sagas.map((s) => h('tr', {},
     h('td', {}, h('a', {href: '#/sagas/' + enc(s.id)}, s.id)), h('td', {}, s.definition),
     stateCell(s.state, {'data-test': 'saga-state', 'data-saga': s.id}),
-    num(s.step), h('td', {}, s.stuck ? 'stuck' : ''), h('td', {}, whenMicros(s.started_micros)),
+    num(s.step), h('td', {}, s.stuck ? 'stuck' : 'no'), h('td', {}, whenMicros(s.started_micros)),
     h('td', {}, whenMicros(s.updated_micros))));
   const out = [h('h1', {}, 'Sagas'),
-               table(['Id', 'Definition', 'State', ['Step', 'num'], '', 'Started', 'Updated'], rows,
+               table(['Id', 'Definition', 'State', ['Step', 'num'], 'Stuck', 'Started', 'Updated'], rows,
                      'No sagas.'),
                h('h2', {}, 'Timers')];
   out.push(timers.error ? failure(timers.error) : timerTable(timers.value.timers));
