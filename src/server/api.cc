@@ -298,6 +298,10 @@ const std::vector<Api::Route>& Api::RouteTable() {
        A::kToken, M::kCore},
       {V::delete_, "/v1/subscriptions/{name}", RouteId::kDeleteSubscription,
        &Api::DeleteSubscription, A::kToken, M::kCore},
+      // The dashboard (src/server/dashboard/, built in): static files without data, public; the
+      // page asks for a token and sends it on every API call.
+      {V::get, "/ui", RouteId::kDashboard, &Api::Dashboard, A::kNone, M::kCore},
+      {V::get, "/ui/{asset}", RouteId::kDashboardAsset, &Api::Dashboard, A::kNone, M::kCore},
   };
   return routes;
 }

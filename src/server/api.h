@@ -204,6 +204,8 @@ class Api {
   asio::awaitable<HttpReply> DiscardRelayDeadLetters(Call& call);
   asio::awaitable<HttpReply> DiscardDeadLetters(Call& call);
   asio::awaitable<HttpReply> OpenApi(Call& call);
+  // The dashboard's static files (api_dashboard.cc).
+  asio::awaitable<HttpReply> Dashboard(Call& call);
   // Forgets the ready watch and keep-alive of a deleted group (a group created again under
   // the name may have other options).
   void ForgetGroup(const std::string& topic, const std::string& group);

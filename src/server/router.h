@@ -98,6 +98,9 @@ enum class RouteId {
   kCreateSubscription,
   kGetSubscription,
   kDeleteSubscription,
+  // The dashboard's static files (no data: the page calls the API with a token).
+  kDashboard,
+  kDashboardAsset,
 };
 
 // Who may call a route.
