@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "client/connection.h"
+#include "wire/cloudevents_binary.h"
 #include "wire/wire_format.h"
 
 namespace converge::client {
@@ -178,25 +179,6 @@ TopicDescription TopicFrom(const json::value& v) {
 
 // ---- binary content mode ----
 
-// Percent-encodes what the CloudEvents HTTP binding requires: space, '"', '%', and bytes
-// outside printable ASCII.
-std::string PercentEncode(std::string_view s) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  out.reserve(s.size());
-  for (char ch : s) {
-    unsigned char c = static_cast<unsigned char>(ch);
-    if (c <= 0x20 || c >= 0x7f || c == '"' || c == '%') {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    } else {
-      out += ch;
-    }
-  }
-  return out;
-}
-
 std::string Target(std::string_view a, const std::string& topic, std::string_view b = {},
                    const std::string& group = {}, std::string_view c = {}) {
   std::string out(a);
@@ -348,25 +330,7 @@ Result<std::vector<Published>> Client::Publish(const std::string& topic,
       CONVERGE_RETURN_IF_ERROR(AppendJson(e, &req.body));
     } else {
       CONVERGE_RETURN_IF_ERROR(e.Validate());
-      req.headers.emplace_back("ce-specversion", "1.0");
-      req.headers.emplace_back("ce-id", PercentEncode(e.id()));
-      req.headers.emplace_back("ce-source", PercentEncode(e.source()));
-      req.headers.emplace_back("ce-type", PercentEncode(e.type()));
-      if (e.subject()) req.headers.emplace_back("ce-subject", PercentEncode(*e.subject()));
-      if (e.time()) req.headers.emplace_back("ce-time", PercentEncode(*e.time()));
-      if (e.dataschema()) {
-        req.headers.emplace_back("ce-dataschema", PercentEncode(*e.dataschema()));
-      }
-      for (const Extension& x : e.extensions()) {
-        req.headers.emplace_back("ce-" + x.name, PercentEncode(x.value));
-      }
-      if (e.datacontenttype()) {
-        req.headers.emplace_back("Content-Type", *e.datacontenttype());
-      } else if (e.data_kind() == DataKind::kJson) {
-        req.headers.emplace_back("Content-Type", "application/json");
-      } else if (e.data_kind() != DataKind::kNone) {
-        req.headers.emplace_back("Content-Type", "application/octet-stream");
-      }
+      wire::AppendBinaryModeHeaders(e, &req.headers);
       req.body = e.data();
     }
   }

@@ -18,6 +18,7 @@
 #include <deque>
 
 #include "converge/event.h"
+#include "wire/cloudevents_binary.h"
 
 namespace converge::server {
 
@@ -25,6 +26,7 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using tcp = asio::ip::tcp;
+namespace wire = ::converge::internal::wire;
 
 Result<PushUrl> ParsePushUrl(std::string_view text) {
   auto parsed = boost::urls::parse_absolute_uri(text);
@@ -65,29 +67,6 @@ Result<PushUrl> ParsePushUrl(std::string_view text) {
   return out;
 }
 
-namespace {
-
-// What the CloudEvents HTTP binding requires percent-encoded in a header value: space, '"',
-// '%' and bytes outside printable ASCII.
-std::string PercentEncodeHeader(std::string_view s) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  out.reserve(s.size());
-  for (char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c <= 0x20 || c >= 0x7f || c == '"' || c == '%') {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    } else {
-      out += ch;
-    }
-  }
-  return out;
-}
-
-}  // namespace
-
 Result<RenderedPush> RenderPush(PushMode mode, std::string_view stored_record) {
   Result<Event> decoded = DecodeBinary(stored_record);
   if (!decoded.ok()) {
@@ -101,25 +80,7 @@ Result<RenderedPush> RenderPush(PushMode mode, std::string_view stored_record) {
     CONVERGE_RETURN_IF_ERROR(AppendJson(e, &out.body));
     return out;
   }
-  out.headers.emplace_back("ce-specversion", "1.0");
-  out.headers.emplace_back("ce-id", PercentEncodeHeader(e.id()));
-  out.headers.emplace_back("ce-source", PercentEncodeHeader(e.source()));
-  out.headers.emplace_back("ce-type", PercentEncodeHeader(e.type()));
-  if (e.subject()) out.headers.emplace_back("ce-subject", PercentEncodeHeader(*e.subject()));
-  if (e.time()) out.headers.emplace_back("ce-time", PercentEncodeHeader(*e.time()));
-  if (e.dataschema()) {
-    out.headers.emplace_back("ce-dataschema", PercentEncodeHeader(*e.dataschema()));
-  }
-  for (const Extension& x : e.extensions()) {
-    out.headers.emplace_back("ce-" + x.name, PercentEncodeHeader(x.value));
-  }
-  if (e.datacontenttype()) {
-    out.headers.emplace_back("Content-Type", *e.datacontenttype());
-  } else if (e.data_kind() == DataKind::kJson) {
-    out.headers.emplace_back("Content-Type", "application/json");
-  } else if (e.data_kind() != DataKind::kNone) {
-    out.headers.emplace_back("Content-Type", "application/octet-stream");
-  }
+  wire::AppendBinaryModeHeaders(e, &out.headers);
   out.body = e.data();
   return out;
 }
