@@ -5,13 +5,14 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import re
 import select
 import ssl
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, BinaryIO, Callable, Iterable, Mapping
 
 from .errors import ApiError, ClientInputError, RetryableError, TransportError, error_from_reply
 
@@ -87,6 +88,10 @@ class Transport:
         return conn
 
     def _drop_connection(self) -> None:
+        reader = getattr(self._local, "reader", None)
+        if reader is not None:
+            reader.close()
+            self._local.reader = None
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
@@ -102,6 +107,16 @@ class Transport:
             h["Authorization"] = f"Bearer {self.token}"
         return h
 
+    def _base_header_text(self) -> str:
+        # The headers every request carries, rendered once per transport (not per request).
+        text: str | None = getattr(self, "_base_text", None)
+        if text is None:
+            text = "".join(f"{k}: {v}\r\n" for k, v in self.base_headers().items())
+            if _ILLEGAL_HEADER_TEXT.search(text.replace("\r\n", "")):
+                raise ValueError("invalid header value in the base headers")
+            self._base_text = text
+        return text
+
     # --- requests -------------------------------------------------------------------------
     def send_once(self, method: str, target: str, body: bytes | None,
                   headers: Mapping[str, str]) -> Response:
@@ -111,13 +126,27 @@ class Transport:
         before sending (it reads as end-of-file) and replaced, so the request goes out once.
         A connection lost after sending raises :class:`TransportError`: the outcome is
         unknown, and only :meth:`request` with ``retry_safe`` sends it again.
+
+        The request goes out in one write and the reply is read by this module's own small
+        HTTP/1.1 reader: http.client's per-request header parsing (the email package) and its
+        separate writes for headers and body were most of the client's CPU per publish.
+        http.client still opens the connection (TLS included).
         """
-        all_headers = self.base_headers()
-        all_headers.update(headers)
+        if _ILLEGAL_TARGET.search(target):
+            raise ValueError(f"request target {target!r} has characters HTTP does not allow")
+        head = [method, " ", target, " HTTP/1.1\r\n", self._base_header_text()]
+        for k, v in headers.items():
+            if _ILLEGAL_HEADER_NAME.search(k) or not k or _ILLEGAL_HEADER_TEXT.search(v):
+                raise ValueError(f"invalid header {k!r}: {v!r}")
+            head += (k, ": ", v, "\r\n")
         if body is not None:
-            all_headers["Content-Length"] = str(len(body))
+            head += ("Content-Length: ", str(len(body)), "\r\n")
+        head.append("\r\n")
+        request = "".join(head).encode("latin-1")
+        if body:
+            request += body
         conn = self._connection()
-        sock = getattr(conn, "sock", None)
+        sock = conn.sock
         if sock is not None:
             try:
                 readable = select.select([sock], [], [], 0)[0]
@@ -127,16 +156,21 @@ class Transport:
                 self._drop_connection()
                 conn = self._connection()
         try:
-            conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
-            for k, v in all_headers.items():
-                conn.putheader(k, v)
-            conn.endheaders(body)
-            resp = conn.getresponse()
-            data = resp.read()
-            headers_out = {k.lower(): v for k, v in resp.getheaders()}
-            if resp.will_close:
+            reader = getattr(self._local, "reader", None)
+            if conn.sock is None or reader is None:
+                if conn.sock is None:
+                    conn.connect()
+                sock = conn.sock
+                assert sock is not None
+                reader = sock.makefile("rb")
+                self._local.reader = reader
+            sock = conn.sock
+            assert sock is not None
+            sock.sendall(request)
+            status, headers_out, data, will_close = _read_response(reader, method)
+            if will_close:
                 self._drop_connection()
-            return Response(resp.status, headers_out, data)
+            return Response(status, headers_out, data)
         except (OSError, http.client.HTTPException) as e:
             self._drop_connection()
             raise TransportError(f"{method} {target}: {type(e).__name__}: {e}", e) from e
@@ -181,6 +215,89 @@ class Transport:
             h["Content-Type"] = "application/json"
         return self.request(method, target, body=body, headers=h, retry_safe=retry_safe,
                             ok=ok).json()
+
+
+# What http.client refuses in a request line and headers (a CR or LF would split the request).
+_ILLEGAL_TARGET = re.compile(r"[\x00-\x20\x7f]")
+_ILLEGAL_HEADER_NAME = re.compile(r"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+_ILLEGAL_HEADER_TEXT = re.compile(r"\n(?![ \t])|\r(?![ \t\n])|[\x00]")
+_MAX_LINE = 65536
+_MAX_HEADERS = 100
+
+
+def _read_line(reader: BinaryIO) -> bytes:
+    line = reader.readline(_MAX_LINE + 1)
+    if len(line) > _MAX_LINE:
+        raise http.client.LineTooLong("header line")
+    return line
+
+
+def _read_response(reader: BinaryIO, method: str) -> tuple[int, dict[str, str], bytes, bool]:
+    """One HTTP/1.1 reply: status, headers (lower-case names), body, and whether the server
+    closes the connection after it."""
+    while True:
+        line = _read_line(reader)
+        if not line:
+            raise http.client.RemoteDisconnected("Remote end closed connection without response")
+        parts = line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+            raise http.client.BadStatusLine(repr(line))
+        try:
+            status = int(parts[1])
+        except ValueError:
+            raise http.client.BadStatusLine(repr(line)) from None
+        if not 100 <= status <= 999:
+            raise http.client.BadStatusLine(repr(line))
+        headers: dict[str, str] = {}
+        while True:
+            h = _read_line(reader)
+            if h in (b"\r\n", b"\n", b""):
+                break
+            if len(headers) >= _MAX_HEADERS:
+                raise http.client.HTTPException(f"got more than {_MAX_HEADERS} headers")
+            name, sep, value = h.decode("latin-1").partition(":")
+            if not sep:
+                raise http.client.HTTPException(f"malformed header line {h!r}")
+            headers[name.strip().lower()] = value.strip()
+        if 100 <= status < 200 and status != 101:
+            continue  # an interim reply (100 Continue): the real one follows
+        break
+    connection = headers.get("connection", "").lower()
+    will_close = "close" in connection or (parts[0] == b"HTTP/1.0"
+                                           and "keep-alive" not in connection)
+    if method == "HEAD" or status in (204, 304) or status < 200:
+        return status, headers, b"", will_close
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        chunks: list[bytes] = []
+        while True:
+            size_line = _read_line(reader)
+            try:
+                size = int(size_line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise http.client.IncompleteRead(b"".join(chunks)) from None
+            if size == 0:
+                while _read_line(reader) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                break
+            chunk = reader.read(size)
+            if len(chunk) < size:
+                raise http.client.IncompleteRead(chunk, size - len(chunk))
+            chunks.append(chunk)
+            reader.read(2)
+        return status, headers, b"".join(chunks), will_close
+    length = headers.get("content-length")
+    if length is not None:
+        try:
+            n = int(length)
+        except ValueError:
+            raise http.client.HTTPException(f"bad Content-Length {length!r}") from None
+        if n < 0:
+            raise http.client.HTTPException(f"bad Content-Length {length!r}")
+        data = reader.read(n) if n else b""
+        if len(data) < n:
+            raise http.client.IncompleteRead(data, n - len(data))
+        return status, headers, data, will_close
+    return status, headers, reader.read(), True  # delimited by the connection's close
 
 
 def call_with_retries(fn: Callable[[], Any], *, retries: int, backoff: Backoff,

@@ -337,9 +337,10 @@ class Client:
 
         Every extension travels as a string in this mode (the binding's rule).
         """
-        self._check_event(event)
+        self._check_event(event, check_data=False)
+        body = event.checked_data_bytes()
         res = self.transport.request("POST", self._events_target(topic),
-                                     body=event.data_bytes(), headers=binary_mode_headers(event),
+                                     body=body, headers=binary_mode_headers(event),
                                      retry_safe=True)
         return self._results(res)[0]
 
