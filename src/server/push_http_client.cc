@@ -136,6 +136,16 @@ std::string PushSignature(std::string_view secret, int64_t unix_seconds,
   return "t=" + t + ",v1=" + HmacHex(secret, v1_text) + ",v2=" + HmacHex(secret, v2_text);
 }
 
+Status CheckPushCaFile(const std::string& path) {
+  asio::ssl::context ctx(asio::ssl::context::tls_client);
+  boost::system::error_code ec;
+  ctx.load_verify_file(path, ec);
+  if (ec) {
+    return InvalidArgumentError("cannot load " + path + " as PEM certificates: " + ec.message());
+  }
+  return Status::Ok();
+}
+
 // ---------------------------------------------------------------------------------------
 // The client
 
@@ -156,7 +166,15 @@ struct PushHttpClient::Impl : std::enable_shared_from_this<Impl> {
   Impl(asio::io_context& io_context, Env& e, PushTarget t)
       : io(io_context), env(e), target(std::move(t)), ssl(asio::ssl::context::tls_client) {
     if (target.url.https) {
-      ssl.set_default_verify_paths();
+      if (target.ca_file.empty()) {
+        ssl.set_default_verify_paths();
+      } else {
+        // Checked when the config was read; a file changed since fails every request (retried)
+        // rather than falling back to the system's store.
+        boost::system::error_code ec;
+        ssl.load_verify_file(target.ca_file, ec);
+        if (ec) trust_error = "cannot load ca_file " + target.ca_file + ": " + ec.message();
+      }
       ssl.set_verify_mode(asio::ssl::verify_peer);
     }
     host_header = target.url.host.find(':') != std::string::npos ? "[" + target.url.host + "]"
@@ -244,7 +262,10 @@ struct PushHttpClient::Impl : std::enable_shared_from_this<Impl> {
       }
       bool got_bytes = false;
       try {
-        if (c == nullptr) c = co_await Connect(deadline);
+        if (c == nullptr) {
+          if (!trust_error.empty()) throw std::runtime_error(trust_error);
+          c = co_await Connect(deadline);
+        }
         c->lowest().expires_at(deadline);
         bhttp::response<bhttp::string_body> res = co_await Exchange(*c, req, &got_bytes);
         outcome.kind = PushOutcome::Kind::kHttp;
@@ -282,6 +303,7 @@ struct PushHttpClient::Impl : std::enable_shared_from_this<Impl> {
   PushTarget target;
   asio::ssl::context ssl;
   std::string host_header;
+  std::string trust_error;                        // set when the ca_file could not be loaded
   std::vector<std::unique_ptr<Connection>> idle;  // on the io thread
   bool closed = false;
 };

@@ -12,12 +12,11 @@
 //
 // Client: one pool of idle keep-alive connections per endpoint (scheme, host, port); a request
 // takes an idle connection or opens one (TLS for https, verifying the certificate and host
-// name against the system's trust store), and gives it back after a complete keep-alive
-// response. A request on a reused connection that fails before any byte of the answer (the
-// endpoint closed it while idle) is sent once more on a new connection. The whole request,
-// connecting included, is bounded by the subscription's timeout.
-// Thread-safety: PushHttpClient runs on one io_context thread; Send may be called from any
-// thread (it posts).
+// name against the system's trust store, or only against the subscription's ca_file), and gives it
+// back after a complete keep-alive response. A request on a reused connection that fails before any
+// byte of the answer (the endpoint closed it while idle) is sent once more on a new connection. The
+// whole request, connecting included, is bounded by the subscription's timeout. Thread-safety:
+// PushHttpClient runs on one io_context thread; Send may be called from any thread (it posts).
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -69,7 +68,12 @@ struct PushTarget {
   PushMode mode = PushMode::kStructured;
   std::string secret;
   int64_t timeout_ms = 10'000;
+  std::string ca_file;  // https: the PEM certificates trusted instead of the system's store
 };
+
+// Ok when `path` is a readable file of PEM certificates OpenSSL accepts as trust anchors;
+// InvalidArgument saying why not.
+Status CheckPushCaFile(const std::string& path);
 
 class PushHttpClient : public PushTransport {
  public:

@@ -3,7 +3,8 @@
 // answers as each test tells it to (2xx, 4xx, 5xx, 429 with Retry-After, slowly, or not at
 // all). Covers: the subscription API (auth before input, bad bodies change nothing), order per
 // key at concurrency > 1, retries, dead letters, an endpoint down then up, and a SIGKILL of
-// converge mid-delivery, and that the signature (v2) covers the binary-mode ce-* headers.
+// converge mid-delivery, the signature (v2) covering the binary-mode ce-* headers, and https
+// endpoints (a certificate made at test time, trusted through ca_file; wrong name, untrusted).
 #include <gtest/gtest.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -14,6 +15,7 @@
 #include <algorithm>
 #include <atomic>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
@@ -123,8 +125,9 @@ bool VerifySignature(const Headers& headers, const std::string& body, const std:
 
 // One request the endpoint received.
 struct Received {
-  std::string id;       // ce-id (binary) or the event's "id" (structured)
-  std::string subject;  // the event's subject: "<key>/<seq>" in these tests
+  std::string subscription;  // Converge-Subscription
+  std::string id;            // ce-id (binary) or the event's "id" (structured)
+  std::string subject;       // the event's subject: "<key>/<seq>" in these tests
   std::string body;
   std::string content_type;
   Headers headers;  // all of them, as received
@@ -145,6 +148,14 @@ class TestEndpoint {
 
   explicit TestEndpoint(Handler handler, uint16_t port = 0) : handler_(std::move(handler)) {
     Open(port);
+  }
+  // HTTPS with this certificate and key (PEM files).
+  TestEndpoint(Handler handler, const std::string& cert_file, const std::string& key_file)
+      : handler_(std::move(handler)) {
+    tls_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+    tls_->use_certificate_chain_file(cert_file);
+    tls_->use_private_key_file(key_file, asio::ssl::context::pem);
+    Open(0);
   }
   ~TestEndpoint() { Close(); }
 
@@ -184,6 +195,7 @@ class TestEndpoint {
   }
 
   int connections() const { return connections_.load(); }
+  int handshakes() const { return handshakes_.load(); }
   std::vector<Received> received() {
     std::lock_guard lock(mu_);
     return received_;
@@ -219,16 +231,37 @@ class TestEndpoint {
   }
 
   void Serve(tcp::socket* socket) {
+    if (tls_ != nullptr) {
+      asio::ssl::stream<tcp::socket&> stream(*socket, *tls_);
+      boost::system::error_code ec;
+      stream.handshake(asio::ssl::stream_base::server, ec);
+      if (!ec) {
+        handshakes_.fetch_add(1);
+        ServeStream(stream);
+      }
+    } else {
+      ServeStream(*socket);
+    }
+    std::lock_guard lock(mu_);
+    boost::system::error_code ec;
+    socket->close(ec);
+    sockets_.erase(socket);
+    delete socket;
+  }
+
+  template <class Stream>
+  void ServeStream(Stream& stream) {
     beast::flat_buffer buffer;
     boost::system::error_code ec;
     while (!stopping_) {
       bhttp::request<bhttp::string_body> req;
-      bhttp::read(*socket, buffer, req, ec);
+      bhttp::read(stream, buffer, req, ec);
       if (ec) break;
       Received r;
       r.body = req.body();
       r.content_type = std::string(req[bhttp::field::content_type]);
       r.attempt = std::atoi(std::string(req["Converge-Delivery-Attempt"]).c_str());
+      r.subscription = std::string(req["Converge-Subscription"]);
       for (const auto& field : req) {
         r.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
       }
@@ -259,14 +292,10 @@ class TestEndpoint {
         if (a.status >= 200 && a.status < 300) r.attempt = -r.attempt;  // mark: acked
         received_.push_back(r);
       }
-      bhttp::write(*socket, res, ec);
+      bhttp::write(stream, res, ec);
       cv_.notify_all();
       if (ec || !req.keep_alive()) break;
     }
-    std::lock_guard lock(mu_);
-    socket->close(ec);
-    sockets_.erase(socket);
-    delete socket;
   }
 
   Handler handler_;
@@ -275,6 +304,8 @@ class TestEndpoint {
   uint16_t port_ = 0;
   std::atomic<bool> stopping_{false};
   std::atomic<int> connections_{0};
+  std::atomic<int> handshakes_{0};  // TLS handshakes that succeeded
+  std::unique_ptr<asio::ssl::context> tls_;
   std::thread accept_thread_;
   std::vector<std::thread> conn_threads_;
   std::mutex mu_;
@@ -383,6 +414,9 @@ TEST_F(PushTest, SubscriptionApiAuthorizesBeforeReadingAndRejectsBadBodies) {
       "{\"name\":\"s1\",\"topic\":\"orders\",\"endpoint\":\"http://127.0.0.1:9/"
       "x\",\"secret\":\"short\"}",
       "{\"name\":\"s1\",\"topic\":\"orders\",\"endpoint\":\"http://127.0.0.1:9/x\",\"extra\":1}",
+      // A file on converge's machine is for the serve config only.
+      "{\"name\":\"s1\",\"topic\":\"orders\",\"endpoint\":\"https://127.0.0.1:9/"
+      "x\",\"ca_file\":\"/etc/passwd\"}",
       "{\"name\":\"s1\",\"topic\":\"orders\",\"endpoint\":\"http://127.0.0.1:9/x\","
       "\"initial_backoff_ms\":500,\"max_backoff_ms\":100}",
   };
@@ -724,6 +758,93 @@ TEST_F(PushTest, SignatureCoversBinaryModeHeaders) {
       RunCommand("python3 '" + dir + "/verify.py' '" + dir + "/cases.json' '" + kSecret + "' 2>&1");
   EXPECT_EQ(out.exit_code, 0) << out.out;
   EXPECT_EQ(out.out, expected_lines);
+  std::system(("rm -rf '" + dir + "'").c_str());
+}
+
+// HTTPS endpoints: the endpoint's certificate (made now, for the name "localhost" only) is
+// trusted through the subscription's ca_file. Events reach https://localhost:<port>, verified;
+// the same endpoint reached by a name its certificate does not have (127.0.0.1), or without
+// ca_file (the system's store does not know the test CA), never gets a request: those
+// deliveries fail the TLS handshake and are retried (converge_push_retried_total), then
+// dead-lettered at max_deliveries with the certificate error as the reason. A ca_file that is not
+// PEM certificates, or one for an http endpoint, stops the start.
+TEST_F(PushTest, HttpsEndpointTrustedThroughCaFile) {
+  const std::string dir = ::testing::TempDir() + "/push-tls-" + std::to_string(::getpid());
+  ASSERT_EQ(std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
+  const std::string cert = dir + "/cert.pem", key = dir + "/key.pem";
+  ASSERT_EQ(
+      std::system(("openssl req -x509 -newkey rsa:2048 -nodes -keyout '" + key + "' -out '" + cert +
+                   "' -days 1 -subj /CN=localhost -addext subjectAltName=DNS:localhost "
+                   ">/dev/null 2>&1")
+                      .c_str()),
+      0)
+      << "openssl could not make a test certificate";
+  TestEndpoint endpoint([](const Received&) { return Answer{200, "", 0}; }, cert, key);
+  const std::string port = std::to_string(endpoint.port());
+  auto sub = [&](const std::string& name, const std::string& host, const std::string& more) {
+    return "  - name: " + name + "\n    topic: orders\n    endpoint: https://" + host + ":" + port +
+           "/events\n    secret: " + kSecret +
+           "\n    initial_backoff_ms: 20\n    max_backoff_ms: 100\n    max_deliveries: 3\n" + more;
+  };
+  StartServer("topic_defaults:\n  partitions: 1\nsubscriptions:\n" +
+              sub("good", "localhost", "    mode: binary\n    ca_file: " + cert + "\n") +
+              sub("wronghost", "127.0.0.1", "    ca_file: " + cert + "\n") +
+              sub("untrusted", "localhost", ""));
+  CreateTopic("orders", 1);
+  for (int i = 0; i < 5; ++i) Publish("orders", "k", i);
+  ASSERT_TRUE(endpoint.WaitFor([](const std::vector<Received>& got) {
+    return std::count_if(got.begin(), got.end(), [](const Received& r) { return Acked(r); }) >= 5;
+  })) << server_->Log();
+  EXPECT_TRUE(WaitMetric("converge_push_delivered_total{subscription=\"good\",topic=\"orders\"} 5"))
+      << Metrics();
+  // The two others fail their handshakes again and again.
+  for (const char* name : {"wronghost", "untrusted"}) {
+    const std::string zero = std::string("converge_push_retried_total{subscription=\"") + name +
+                             "\",topic=\"orders\"} 0";
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (Clock::now() < deadline && Metrics().find(zero) != std::string::npos) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    const std::string m = Metrics();
+    EXPECT_EQ(m.find(zero), std::string::npos) << name << "\n" << m;
+    EXPECT_NE(m.find(std::string("converge_push_delivered_total{subscription=\"") + name +
+                     "\",topic=\"orders\"} 0"),
+              std::string::npos)
+        << name << "\n"
+        << m;
+    // After max_deliveries (3) failed handshakes the group dead-letters each event, with the
+    // TLS error as the reason.
+    const auto dead_deadline = Clock::now() + std::chrono::seconds(30);
+    std::string dead;
+    while (Clock::now() < dead_deadline) {
+      dead = DeadLetters("orders", std::string("push-") + name);
+      if (dead.find("k-4") != std::string::npos) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_NE(dead.find("k-4"), std::string::npos) << name << "\n" << dead;
+    EXPECT_NE(dead.find("endpoint unreachable"), std::string::npos) << dead;
+    EXPECT_NE(dead.find("certificate verify failed"), std::string::npos) << dead;
+  }
+  for (const Received& r : endpoint.received()) {
+    EXPECT_EQ(r.subscription, "good");
+    EXPECT_TRUE(r.signature_ok) << r.subject;
+  }
+  auto got = Call("GET", "/v1/subscriptions/good");
+  EXPECT_NE(got.body.find("\"ca_file\":"), std::string::npos) << got.body;
+  server_.reset();
+
+  // Strict: a ca_file that holds no certificate, or one for an http endpoint, stops the start.
+  std::ofstream(dir + "/not-a-cert.pem") << "hello\n";
+  for (const std::string& bad :
+       {sub("x", "localhost", "    ca_file: " + dir + "/not-a-cert.pem\n"),
+        sub("x", "localhost", "    ca_file: " + dir + "/missing.pem\n"),
+        "  - name: x\n    topic: orders\n    endpoint: http://127.0.0.1:9/x\n    secret: " +
+            std::string(kSecret) + "\n    ca_file: " + cert + "\n"}) {
+    ServeProcess bad_server(Config("subscriptions:\n" + bad));
+    Status s = bad_server.Start();
+    EXPECT_FALSE(s.ok()) << bad;
+    EXPECT_NE(bad_server.Log().find("ca_file"), std::string::npos) << bad_server.Log();
+  }
   std::system(("rm -rf '" + dir + "'").c_str());
 }
 
