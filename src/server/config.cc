@@ -393,7 +393,7 @@ Status ParseSubscription(const YAML::Node& n, size_t index, SubscriptionConfig* 
       n, w,
       {"name", "topic", "group", "endpoint", "mode", "max_concurrency", "timeout_ms",
        "initial_backoff_ms", "max_backoff_ms", "max_deliveries", "secret", "secret_env",
-       "secret_file"}));
+       "secret_file", "ca_file"}));
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "name", &s->name));
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "topic", &s->topic));
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "group", &s->group));
@@ -435,6 +435,16 @@ Status ParseSubscription(const YAML::Node& n, size_t index, SubscriptionConfig* 
     }
   }
   if (s->secret.size() < 16) return KeyError(w + ".secret", "must be at least 16 bytes");
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "ca_file", &s->ca_file));
+  if (!s->ca_file.empty()) {
+    // Checked now, so that a typo stops the start instead of failing every delivery.
+    if (s->endpoint.rfind("https://", 0) != 0) {
+      return KeyError(w + ".ca_file", "is only for an https:// endpoint");
+    }
+    if (Status st = CheckPushCaFile(s->ca_file); !st.ok()) {
+      return KeyError(w + ".ca_file", st.message());
+    }
+  }
   if (s->group.empty()) s->group = "push-" + s->name;
   s->from_config = true;
   return CheckSubscription(*s, w);

@@ -157,6 +157,7 @@ struct SubscriptionConfig {
   int64_t max_backoff_ms = 60'000;
   uint32_t max_deliveries = 0;  // for a group the subscription creates; 0 = groups.max_deliveries
   std::string secret;           // the HMAC key (from secret, secret_env or secret_file)
+  std::string ca_file;          // https: trust only these PEM certificates (config only)
   bool from_config = false;     // set for the serve config's entries (not deletable by the API)
 };
 

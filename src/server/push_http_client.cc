@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/detached.hpp>
@@ -14,6 +15,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <boost/url/parse.hpp>
+#include <cctype>
 #include <charconv>
 #include <deque>
 
@@ -85,22 +87,63 @@ Result<RenderedPush> RenderPush(PushMode mode, std::string_view stored_record) {
   return out;
 }
 
-std::string PushSignature(std::string_view secret, int64_t unix_seconds, std::string_view body) {
-  const std::string t = std::to_string(unix_seconds);
-  std::string signed_text = t + ".";
-  signed_text.append(body);
+namespace {
+
+std::string HmacHex(std::string_view secret, std::string_view text) {
   unsigned char mac[EVP_MAX_MD_SIZE];
   unsigned int mac_len = 0;
   HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-       reinterpret_cast<const unsigned char*>(signed_text.data()), signed_text.size(), mac,
-       &mac_len);
+       reinterpret_cast<const unsigned char*>(text.data()), text.size(), mac, &mac_len);
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "t=" + t + ",v1=";
+  std::string out;
   for (unsigned i = 0; i < mac_len; ++i) {
     out += kHex[mac[i] >> 4];
     out += kHex[mac[i] & 15];
   }
   return out;
+}
+
+}  // namespace
+
+std::string PushSignedHeaders(const std::vector<std::pair<std::string, std::string>>& headers) {
+  std::vector<std::pair<std::string, std::string>> signed_headers;
+  for (const auto& [name, value] : headers) {
+    std::string lower(name);
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (lower == "content-type" || lower.rfind("ce-", 0) == 0) {
+      signed_headers.emplace_back(std::move(lower), value);
+    }
+  }
+  std::sort(signed_headers.begin(), signed_headers.end());
+  std::string out;
+  for (const auto& [name, value] : signed_headers) {
+    out += name;
+    out += ':';
+    out += value;
+    out += '\n';
+  }
+  return out;
+}
+
+std::string PushSignature(std::string_view secret, int64_t unix_seconds,
+                          const std::vector<std::pair<std::string, std::string>>& headers,
+                          std::string_view body) {
+  const std::string t = std::to_string(unix_seconds);
+  std::string v1_text = t + ".";
+  v1_text.append(body);
+  std::string v2_text = t + "." + PushSignedHeaders(headers) + "\n";
+  v2_text.append(body);
+  return "t=" + t + ",v1=" + HmacHex(secret, v1_text) + ",v2=" + HmacHex(secret, v2_text);
+}
+
+Status CheckPushCaFile(const std::string& path) {
+  asio::ssl::context ctx(asio::ssl::context::tls_client);
+  boost::system::error_code ec;
+  ctx.load_verify_file(path, ec);
+  if (ec) {
+    return InvalidArgumentError("cannot load " + path + " as PEM certificates: " + ec.message());
+  }
+  return Status::Ok();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -123,7 +166,15 @@ struct PushHttpClient::Impl : std::enable_shared_from_this<Impl> {
   Impl(asio::io_context& io_context, Env& e, PushTarget t)
       : io(io_context), env(e), target(std::move(t)), ssl(asio::ssl::context::tls_client) {
     if (target.url.https) {
-      ssl.set_default_verify_paths();
+      if (target.ca_file.empty()) {
+        ssl.set_default_verify_paths();
+      } else {
+        // Checked when the config was read; a file changed since fails every request (retried)
+        // rather than falling back to the system's store.
+        boost::system::error_code ec;
+        ssl.load_verify_file(target.ca_file, ec);
+        if (ec) trust_error = "cannot load ca_file " + target.ca_file + ": " + ec.message();
+      }
       ssl.set_verify_mode(asio::ssl::verify_peer);
     }
     host_header = target.url.host.find(':') != std::string::npos ? "[" + target.url.host + "]"
@@ -193,7 +244,8 @@ struct PushHttpClient::Impl : std::enable_shared_from_this<Impl> {
     req.set("Converge-Subscription", target.subscription);
     req.set("Converge-Delivery-Attempt", std::to_string(request.attempt));
     const int64_t now_s = env.clock().NowWallNanos() / 1'000'000'000;
-    req.set("Converge-Signature", PushSignature(target.secret, now_s, rendered->body));
+    req.set("Converge-Signature",
+            PushSignature(target.secret, now_s, rendered->headers, rendered->body));
     req.body() = std::move(rendered->body);
     req.keep_alive(true);
     req.prepare_payload();
@@ -210,7 +262,10 @@ struct PushHttpClient::Impl : std::enable_shared_from_this<Impl> {
       }
       bool got_bytes = false;
       try {
-        if (c == nullptr) c = co_await Connect(deadline);
+        if (c == nullptr) {
+          if (!trust_error.empty()) throw std::runtime_error(trust_error);
+          c = co_await Connect(deadline);
+        }
         c->lowest().expires_at(deadline);
         bhttp::response<bhttp::string_body> res = co_await Exchange(*c, req, &got_bytes);
         outcome.kind = PushOutcome::Kind::kHttp;
@@ -248,6 +303,7 @@ struct PushHttpClient::Impl : std::enable_shared_from_this<Impl> {
   PushTarget target;
   asio::ssl::context ssl;
   std::string host_header;
+  std::string trust_error;                        // set when the ca_file could not be loaded
   std::vector<std::unique_ptr<Connection>> idle;  // on the io thread
   bool closed = false;
 };

@@ -37,6 +37,10 @@ void AppendFields(const SubscriptionConfig& s, std::string* out) {
   *out += ",\"initial_backoff_ms\":" + std::to_string(s.initial_backoff_ms);
   *out += ",\"max_backoff_ms\":" + std::to_string(s.max_backoff_ms);
   *out += ",\"max_deliveries\":" + std::to_string(s.max_deliveries);
+  if (!s.ca_file.empty()) {
+    *out += ",\"ca_file\":";
+    AppendJsonString(out, s.ca_file);
+  }
 }
 
 }  // namespace
@@ -189,6 +193,7 @@ void PushService::StartEntry(Entry& e) {
     target.mode = e.config.binary ? PushMode::kBinary : PushMode::kStructured;
     target.secret = e.config.secret;
     target.timeout_ms = e.config.timeout_ms;
+    target.ca_file = e.config.ca_file;
     e.client = std::make_unique<PushHttpClient>(d.executor.io_context(), d.env, target);
     PushRunnerOptions ro;
     ro.name = e.config.name;

@@ -3,7 +3,8 @@
 // answers as each test tells it to (2xx, 4xx, 5xx, 429 with Retry-After, slowly, or not at
 // all). Covers: the subscription API (auth before input, bad bodies change nothing), order per
 // key at concurrency > 1, retries, dead letters, an endpoint down then up, and a SIGKILL of
-// converge mid-delivery.
+// converge mid-delivery, the signature (v2) covering the binary-mode ce-* headers, and https
+// endpoints (a certificate made at test time, trusted through ca_file; wrong name, untrusted).
 #include <gtest/gtest.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -11,11 +12,14 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <fstream>
@@ -23,6 +27,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,6 +35,7 @@
 #include "converge/client.h"
 #include "converge/event.h"
 #include "serve_process.h"
+#include "support/run_command.h"
 #include "test_util.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -47,6 +53,7 @@ using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
 using testing::HttpCall;
 using testing::Must;
+using testing::RunCommand;
 using testing::ServeProcess;
 
 constexpr char kAdmin[] = "admin-token-0123456789";
@@ -63,11 +70,36 @@ std::string Hex(const unsigned char* p, size_t n) {
   return out;
 }
 
-// The verification recipe of docs/push.md: split "t=...,v1=...", recompute HMAC-SHA256 over
-// "<t>.<body>", compare in constant time, and refuse a timestamp more than 5 minutes away.
-bool VerifySignature(const std::string& header, const std::string& body,
-                     const std::string& secret) {
-  std::string t, v1;
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+std::string HmacHex(const std::string& secret, const std::string& text) {
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+       reinterpret_cast<const unsigned char*>(text.data()), text.size(), mac, &len);
+  return Hex(mac, len);
+}
+
+bool SameDigest(const std::string& want, const std::string& got) {
+  return want.size() == got.size() && CRYPTO_memcmp(want.data(), got.data(), want.size()) == 0;
+}
+
+// The verification recipe of docs/push.md, written here from the document (not with the
+// server's code): split "t=...,v1=...,v2=...", refuse a timestamp more than 5 minutes away,
+// recompute v2 = HMAC-SHA256 over "<t>." + the content-type and ce-* headers (lower-cased
+// names, sorted, "name:value\n" each) + "\n" + body, and v1 over "<t>." + body.
+bool VerifySignature(const Headers& headers, const std::string& body, const std::string& secret) {
+  std::string header;
+  std::vector<std::pair<std::string, std::string>> signed_headers;
+  for (const auto& [name, value] : headers) {
+    std::string lower = name;
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (lower == "converge-signature") header = value;
+    if (lower == "content-type" || lower.rfind("ce-", 0) == 0) {
+      signed_headers.emplace_back(lower, value);
+    }
+  }
+  std::string t, v1, v2;
   size_t start = 0;
   while (start <= header.size()) {
     size_t end = header.find(',', start);
@@ -75,29 +107,30 @@ bool VerifySignature(const std::string& header, const std::string& body,
     const std::string part = header.substr(start, end - start);
     if (part.rfind("t=", 0) == 0) t = part.substr(2);
     if (part.rfind("v1=", 0) == 0) v1 = part.substr(3);
+    if (part.rfind("v2=", 0) == 0) v2 = part.substr(3);
     start = end + 1;
   }
-  if (t.empty() || v1.empty()) return false;
+  if (t.empty() || v1.empty() || v2.empty()) return false;
   const long long ts = std::atoll(t.c_str());
   const long long now = std::chrono::duration_cast<std::chrono::seconds>(
                             std::chrono::system_clock::now().time_since_epoch())
                             .count();
   if (std::llabs(now - ts) > 300) return false;
-  const std::string text = t + "." + body;
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-       reinterpret_cast<const unsigned char*>(text.data()), text.size(), mac, &len);
-  const std::string want = Hex(mac, len);
-  return want.size() == v1.size() && CRYPTO_memcmp(want.data(), v1.data(), want.size()) == 0;
+  std::sort(signed_headers.begin(), signed_headers.end());
+  std::string text = t + ".";
+  for (const auto& [name, value] : signed_headers) text += name + ":" + value + "\n";
+  text += "\n" + body;
+  return SameDigest(HmacHex(secret, text), v2) && SameDigest(HmacHex(secret, t + "." + body), v1);
 }
 
 // One request the endpoint received.
 struct Received {
-  std::string id;       // ce-id (binary) or the event's "id" (structured)
-  std::string subject;  // the event's subject: "<key>/<seq>" in these tests
+  std::string subscription;  // Converge-Subscription
+  std::string id;            // ce-id (binary) or the event's "id" (structured)
+  std::string subject;       // the event's subject: "<key>/<seq>" in these tests
   std::string body;
   std::string content_type;
+  Headers headers;  // all of them, as received
   int attempt = 0;
   bool signature_ok = false;
 };
@@ -115,6 +148,14 @@ class TestEndpoint {
 
   explicit TestEndpoint(Handler handler, uint16_t port = 0) : handler_(std::move(handler)) {
     Open(port);
+  }
+  // HTTPS with this certificate and key (PEM files).
+  TestEndpoint(Handler handler, const std::string& cert_file, const std::string& key_file)
+      : handler_(std::move(handler)) {
+    tls_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+    tls_->use_certificate_chain_file(cert_file);
+    tls_->use_private_key_file(key_file, asio::ssl::context::pem);
+    Open(0);
   }
   ~TestEndpoint() { Close(); }
 
@@ -154,6 +195,7 @@ class TestEndpoint {
   }
 
   int connections() const { return connections_.load(); }
+  int handshakes() const { return handshakes_.load(); }
   std::vector<Received> received() {
     std::lock_guard lock(mu_);
     return received_;
@@ -189,17 +231,41 @@ class TestEndpoint {
   }
 
   void Serve(tcp::socket* socket) {
+    if (tls_ != nullptr) {
+      asio::ssl::stream<tcp::socket&> stream(*socket, *tls_);
+      boost::system::error_code ec;
+      stream.handshake(asio::ssl::stream_base::server, ec);
+      if (!ec) {
+        handshakes_.fetch_add(1);
+        ServeStream(stream);
+      }
+    } else {
+      ServeStream(*socket);
+    }
+    std::lock_guard lock(mu_);
+    boost::system::error_code ec;
+    socket->close(ec);
+    sockets_.erase(socket);
+    delete socket;
+  }
+
+  template <class Stream>
+  void ServeStream(Stream& stream) {
     beast::flat_buffer buffer;
     boost::system::error_code ec;
     while (!stopping_) {
       bhttp::request<bhttp::string_body> req;
-      bhttp::read(*socket, buffer, req, ec);
+      bhttp::read(stream, buffer, req, ec);
       if (ec) break;
       Received r;
       r.body = req.body();
       r.content_type = std::string(req[bhttp::field::content_type]);
       r.attempt = std::atoi(std::string(req["Converge-Delivery-Attempt"]).c_str());
-      r.signature_ok = VerifySignature(std::string(req["Converge-Signature"]), r.body, kSecret);
+      r.subscription = std::string(req["Converge-Subscription"]);
+      for (const auto& field : req) {
+        r.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+      }
+      r.signature_ok = VerifySignature(r.headers, r.body, kSecret);
       if (r.content_type == "application/cloudevents+json") {
         json::value v = json::parse(r.body, ec);
         if (!ec && v.is_object()) {
@@ -226,14 +292,10 @@ class TestEndpoint {
         if (a.status >= 200 && a.status < 300) r.attempt = -r.attempt;  // mark: acked
         received_.push_back(r);
       }
-      bhttp::write(*socket, res, ec);
+      bhttp::write(stream, res, ec);
       cv_.notify_all();
       if (ec || !req.keep_alive()) break;
     }
-    std::lock_guard lock(mu_);
-    socket->close(ec);
-    sockets_.erase(socket);
-    delete socket;
   }
 
   Handler handler_;
@@ -242,6 +304,8 @@ class TestEndpoint {
   uint16_t port_ = 0;
   std::atomic<bool> stopping_{false};
   std::atomic<int> connections_{0};
+  std::atomic<int> handshakes_{0};  // TLS handshakes that succeeded
+  std::unique_ptr<asio::ssl::context> tls_;
   std::thread accept_thread_;
   std::vector<std::thread> conn_threads_;
   std::mutex mu_;
@@ -350,6 +414,9 @@ TEST_F(PushTest, SubscriptionApiAuthorizesBeforeReadingAndRejectsBadBodies) {
       "{\"name\":\"s1\",\"topic\":\"orders\",\"endpoint\":\"http://127.0.0.1:9/"
       "x\",\"secret\":\"short\"}",
       "{\"name\":\"s1\",\"topic\":\"orders\",\"endpoint\":\"http://127.0.0.1:9/x\",\"extra\":1}",
+      // A file on converge's machine is for the serve config only.
+      "{\"name\":\"s1\",\"topic\":\"orders\",\"endpoint\":\"https://127.0.0.1:9/"
+      "x\",\"ca_file\":\"/etc/passwd\"}",
       "{\"name\":\"s1\",\"topic\":\"orders\",\"endpoint\":\"http://127.0.0.1:9/x\","
       "\"initial_backoff_ms\":500,\"max_backoff_ms\":100}",
   };
@@ -596,6 +663,189 @@ TEST_F(PushTest, SigtermWithRequestsInFlightExitsCleanly) {
   Result<int> code = server_->Signal(SIGTERM, 30'000);
   ASSERT_TRUE(code.ok()) << code.status().ToString();
   EXPECT_EQ(*code, 0) << server_->Log();
+}
+
+// The Python verifier printed in docs/push.md ("Verifying a request"), taken from the document.
+std::string DocPythonVerifier() {
+  const char* src = std::getenv("CONVERGE_SOURCE_DIR");
+  std::ifstream in(std::string(src != nullptr ? src : CONVERGE_SOURCE_DIR_FALLBACK) +
+                   "/docs/push.md");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string doc = ss.str();
+  const size_t section = doc.find("## Verifying a request");
+  if (section == std::string::npos) return "";
+  const size_t start = doc.find("```python\n", section);
+  if (start == std::string::npos) return "";
+  const size_t end = doc.find("```", start + 10);
+  if (end == std::string::npos) return "";
+  return doc.substr(start + 10, end - start - 10);
+}
+
+std::string JsonHeaders(const Headers& headers) {
+  json::object o;
+  for (const auto& [name, value] : headers) o[name] = value;
+  return json::serialize(o);
+}
+
+// Binary mode: the signature covers the ce-* headers and Content-Type as well as the body. A
+// request converge sent verifies; the same request with an attribute header changed, added or
+// removed, its Content-Type or its body changed does not. Checked with the recipe written in
+// this test and with the Python function of docs/push.md run by python3.
+TEST_F(PushTest, SignatureCoversBinaryModeHeaders) {
+  TestEndpoint endpoint([](const Received&) { return Answer{200, "", 0}; });
+  StartServer();
+  CreateTopic("orders", 1);
+  Subscribe("s", "orders", endpoint.url(), ",\"mode\":\"binary\"");
+  Publish("orders", "k", 0);
+  ASSERT_TRUE(endpoint.WaitFor([](const std::vector<Received>& got) {
+    return !got.empty() && Acked(got.back());
+  })) << server_->Log();
+  const Received sent = endpoint.received().back();
+  ASSERT_TRUE(sent.signature_ok);
+
+  auto with = [&](const std::string& name, const std::string& value) {
+    Headers h;
+    bool replaced = false;
+    for (const auto& [n, v] : sent.headers) {
+      if (n == name) {
+        replaced = true;
+        if (!value.empty()) h.emplace_back(n, value);
+      } else {
+        h.emplace_back(n, v);
+      }
+    }
+    if (!replaced) h.emplace_back(name, value);
+    return h;
+  };
+  struct Case {
+    std::string what;
+    Headers headers;
+    std::string body;
+    bool valid;
+  };
+  const std::vector<Case> cases = {
+      {"as sent", sent.headers, sent.body, true},
+      {"ce-type changed", with("ce-type", "com.example.refund"), sent.body, false},
+      {"ce-id changed", with("ce-id", "k-99"), sent.body, false},
+      {"ce-subject removed", with("ce-subject", ""), sent.body, false},
+      {"ce-extension added", with("ce-tenant", "other"), sent.body, false},
+      {"content-type changed", with("Content-Type", "text/plain"), sent.body, false},
+      {"body changed", sent.headers, "{\"seq\":1}", false},
+  };
+  std::string expected_lines;
+  json::array py_cases;
+  for (const Case& c : cases) {
+    EXPECT_EQ(VerifySignature(c.headers, c.body, kSecret), c.valid) << c.what;
+    json::object o;
+    o["headers"] = json::parse(JsonHeaders(c.headers));
+    o["body"] = c.body;
+    py_cases.push_back(std::move(o));
+    expected_lines += c.valid ? "True\n" : "False\n";
+  }
+
+  const std::string verifier = DocPythonVerifier();
+  ASSERT_FALSE(verifier.empty()) << "no python block under 'Verifying a request' in push.md";
+  const std::string dir = ::testing::TempDir() + "/push-verify-" + std::to_string(::getpid());
+  ASSERT_EQ(std::system(("mkdir -p '" + dir + "'").c_str()), 0);
+  std::ofstream(dir + "/cases.json") << json::serialize(py_cases);
+  std::ofstream(dir + "/verify.py")
+      << verifier
+      << "\nimport json, sys\n"
+         "for case in json.load(open(sys.argv[1])):\n"
+         "    print(verify(sys.argv[2].encode(), case['headers'], case['body'].encode()))\n";
+  auto out =
+      RunCommand("python3 '" + dir + "/verify.py' '" + dir + "/cases.json' '" + kSecret + "' 2>&1");
+  EXPECT_EQ(out.exit_code, 0) << out.out;
+  EXPECT_EQ(out.out, expected_lines);
+  std::system(("rm -rf '" + dir + "'").c_str());
+}
+
+// HTTPS endpoints: the endpoint's certificate (made now, for the name "localhost" only) is
+// trusted through the subscription's ca_file. Events reach https://localhost:<port>, verified;
+// the same endpoint reached by a name its certificate does not have (127.0.0.1), or without
+// ca_file (the system's store does not know the test CA), never gets a request: those
+// deliveries fail the TLS handshake and are retried (converge_push_retried_total), then
+// dead-lettered at max_deliveries with the certificate error as the reason. A ca_file that is not
+// PEM certificates, or one for an http endpoint, stops the start.
+TEST_F(PushTest, HttpsEndpointTrustedThroughCaFile) {
+  const std::string dir = ::testing::TempDir() + "/push-tls-" + std::to_string(::getpid());
+  ASSERT_EQ(std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
+  const std::string cert = dir + "/cert.pem", key = dir + "/key.pem";
+  ASSERT_EQ(
+      std::system(("openssl req -x509 -newkey rsa:2048 -nodes -keyout '" + key + "' -out '" + cert +
+                   "' -days 1 -subj /CN=localhost -addext subjectAltName=DNS:localhost "
+                   ">/dev/null 2>&1")
+                      .c_str()),
+      0)
+      << "openssl could not make a test certificate";
+  TestEndpoint endpoint([](const Received&) { return Answer{200, "", 0}; }, cert, key);
+  const std::string port = std::to_string(endpoint.port());
+  auto sub = [&](const std::string& name, const std::string& host, const std::string& more) {
+    return "  - name: " + name + "\n    topic: orders\n    endpoint: https://" + host + ":" + port +
+           "/events\n    secret: " + kSecret +
+           "\n    initial_backoff_ms: 20\n    max_backoff_ms: 100\n    max_deliveries: 3\n" + more;
+  };
+  StartServer("topic_defaults:\n  partitions: 1\nsubscriptions:\n" +
+              sub("good", "localhost", "    mode: binary\n    ca_file: " + cert + "\n") +
+              sub("wronghost", "127.0.0.1", "    ca_file: " + cert + "\n") +
+              sub("untrusted", "localhost", ""));
+  CreateTopic("orders", 1);
+  for (int i = 0; i < 5; ++i) Publish("orders", "k", i);
+  ASSERT_TRUE(endpoint.WaitFor([](const std::vector<Received>& got) {
+    return std::count_if(got.begin(), got.end(), [](const Received& r) { return Acked(r); }) >= 5;
+  })) << server_->Log();
+  EXPECT_TRUE(WaitMetric("converge_push_delivered_total{subscription=\"good\",topic=\"orders\"} 5"))
+      << Metrics();
+  // The two others fail their handshakes again and again.
+  for (const char* name : {"wronghost", "untrusted"}) {
+    const std::string zero = std::string("converge_push_retried_total{subscription=\"") + name +
+                             "\",topic=\"orders\"} 0";
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (Clock::now() < deadline && Metrics().find(zero) != std::string::npos) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    const std::string m = Metrics();
+    EXPECT_EQ(m.find(zero), std::string::npos) << name << "\n" << m;
+    EXPECT_NE(m.find(std::string("converge_push_delivered_total{subscription=\"") + name +
+                     "\",topic=\"orders\"} 0"),
+              std::string::npos)
+        << name << "\n"
+        << m;
+    // After max_deliveries (3) failed handshakes the group dead-letters each event, with the
+    // TLS error as the reason.
+    const auto dead_deadline = Clock::now() + std::chrono::seconds(30);
+    std::string dead;
+    while (Clock::now() < dead_deadline) {
+      dead = DeadLetters("orders", std::string("push-") + name);
+      if (dead.find("k-4") != std::string::npos) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_NE(dead.find("k-4"), std::string::npos) << name << "\n" << dead;
+    EXPECT_NE(dead.find("endpoint unreachable"), std::string::npos) << dead;
+    EXPECT_NE(dead.find("certificate verify failed"), std::string::npos) << dead;
+  }
+  for (const Received& r : endpoint.received()) {
+    EXPECT_EQ(r.subscription, "good");
+    EXPECT_TRUE(r.signature_ok) << r.subject;
+  }
+  auto got = Call("GET", "/v1/subscriptions/good");
+  EXPECT_NE(got.body.find("\"ca_file\":"), std::string::npos) << got.body;
+  server_.reset();
+
+  // Strict: a ca_file that holds no certificate, or one for an http endpoint, stops the start.
+  std::ofstream(dir + "/not-a-cert.pem") << "hello\n";
+  for (const std::string& bad :
+       {sub("x", "localhost", "    ca_file: " + dir + "/not-a-cert.pem\n"),
+        sub("x", "localhost", "    ca_file: " + dir + "/missing.pem\n"),
+        "  - name: x\n    topic: orders\n    endpoint: http://127.0.0.1:9/x\n    secret: " +
+            std::string(kSecret) + "\n    ca_file: " + cert + "\n"}) {
+    ServeProcess bad_server(Config("subscriptions:\n" + bad));
+    Status s = bad_server.Start();
+    EXPECT_FALSE(s.ok()) << bad;
+    EXPECT_NE(bad_server.Log().find("ca_file"), std::string::npos) << bad_server.Log();
+  }
+  std::system(("rm -rf '" + dir + "'").c_str());
 }
 
 // A subscription of the serve config, its secret read from a file; bad entries stop the start.
