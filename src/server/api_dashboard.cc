@@ -42,8 +42,8 @@ asio::awaitable<HttpReply> Api::Dashboard(Call& call) {
 // the caller may see (the same filter as GET /v1/topics without internal topics), its end
 // offsets, retained events and events published through this server since it started.
 std::string Api::OverviewJson(const Principal& who) {
-  std::string out = "{\"at_ms\":" + std::to_string(d_.env->clock().NowWallMicros() / 1000) +
-                    ",\"topics\":[";
+  std::string out =
+      "{\"at_ms\":" + std::to_string(d_.env->clock().NowWallMicros() / 1000) + ",\"topics\":[";
   uint64_t events_total = 0, published_total = 0;
   bool first = true;
   for (const std::string& name : d_.log->ListTopics()) {

@@ -666,8 +666,8 @@ TEST_F(AdminTest, OverviewStreamSendsLiveNumbersOfVisibleTopics) {
   EXPECT_EQ(Call("GET", "/v1/overview/stream", "").status, 401);
   EXPECT_EQ(Call("GET", "/v1/overview/stream", kWrong).status, 401);
   EXPECT_EQ(Call("GET", "/v1/overview/stream?interval_ms=5", "").status, 401);
-  for (const char* q : {"interval_ms=5", "interval_ms=600001", "interval_ms=abc", "interval_ms=",
-                        "x=1"}) {
+  for (const char* q :
+       {"interval_ms=5", "interval_ms=600001", "interval_ms=abc", "interval_ms=", "x=1"}) {
     HttpResult r = Call("GET", std::string("/v1/overview/stream?") + q, kApp);
     EXPECT_EQ(r.status, 400) << q << ": " << r.body;
     EXPECT_EQ(r.code(), "INVALID_ARGUMENT") << q;

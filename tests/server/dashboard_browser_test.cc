@@ -418,7 +418,8 @@ TEST_F(DashboardBrowserTest, PagesShowTheApiAndTheButtonsWork) {
   const json::value listed = ApiJson("/v1/topics");
   for (const json::value& t : listed.at("topics").as_array()) {
     for (const json::value& p : t.at("partition_offsets").as_array()) {
-      retained += p.at("end_offset").to_number<int64_t>() - p.at("start_offset").to_number<int64_t>();
+      retained +=
+          p.at("end_offset").to_number<int64_t>() - p.at("start_offset").to_number<int64_t>();
     }
   }
   const std::string events_card = "document.querySelector('[data-test=events-total]')";
