@@ -302,6 +302,8 @@ const std::vector<Api::Route>& Api::RouteTable() {
       // page asks for a token and sends it on every API call.
       {V::get, "/ui", RouteId::kDashboard, &Api::Dashboard, A::kNone, M::kCore},
       {V::get, "/ui/{asset}", RouteId::kDashboardAsset, &Api::Dashboard, A::kNone, M::kCore},
+      {V::get, "/v1/overview/stream", RouteId::kOverviewStream, &Api::OverviewStream, A::kToken,
+       M::kCore},
   };
   return routes;
 }

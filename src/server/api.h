@@ -206,6 +206,9 @@ class Api {
   asio::awaitable<HttpReply> OpenApi(Call& call);
   // The dashboard's static files (api_dashboard.cc).
   asio::awaitable<HttpReply> Dashboard(Call& call);
+  asio::awaitable<HttpReply> OverviewStream(Call& call);
+  // One `overview` event's JSON: what `who` may see.
+  std::string OverviewJson(const Principal& who);
   // Forgets the ready watch and keep-alive of a deleted group (a group created again under
   // the name may have other options).
   void ForgetGroup(const std::string& topic, const std::string& group);

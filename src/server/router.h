@@ -101,6 +101,8 @@ enum class RouteId {
   // The dashboard's static files (no data: the page calls the API with a token).
   kDashboard,
   kDashboardAsset,
+  // Live overview numbers for the dashboard (Server-Sent Events, read-only).
+  kOverviewStream,
 };
 
 // Who may call a route.

@@ -1,8 +1,12 @@
 // The admin routes of `converge serve` through the real binary: deleting topics and groups
 // (also across SIGKILL), seeking groups, reading a topic by offset, describing groups, the
 // outbox relays and their dead letters, the OpenAPI document; who may call each.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <boost/json/parse.hpp>
@@ -592,6 +596,123 @@ TEST_F(AdminTest, RelayDeadLettersAreListedReplayedAndDiscardedOverHttp) {
 
 // ---------------------------------------------------------------------------------------
 // The API document
+
+// A raw connection reading a text/event-stream (the client library has no reader for this
+// route). Reads with a short socket timeout so a test waits against its own deadline.
+class SseReader {
+ public:
+  SseReader(uint16_t port, const std::string& target, const std::string& token) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return;
+    timeval tv{0, 200'000};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    std::string req = "GET " + target + " HTTP/1.1\r\nHost: localhost\r\n";
+    if (!token.empty()) req += "Authorization: Bearer " + token + "\r\n";
+    req += "\r\n";
+    connected_ = send(fd_, req.data(), req.size(), MSG_NOSIGNAL) == ssize_t(req.size());
+  }
+  ~SseReader() {
+    if (fd_ >= 0) close(fd_);
+  }
+  bool connected() const { return connected_; }
+  const std::string& raw() const { return buf_; }
+  // The data of the next `event: overview`, "" if none came within `ms`.
+  std::string NextOverview(int ms) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    static const std::string kMark = "event: overview\ndata: ";
+    while (true) {
+      size_t at = buf_.find(kMark, pos_);
+      if (at != std::string::npos) {
+        size_t end = buf_.find('\n', at + kMark.size());
+        if (end != std::string::npos) {
+          pos_ = end;
+          return buf_.substr(at + kMark.size(), end - at - kMark.size());
+        }
+      }
+      if (std::chrono::steady_clock::now() >= deadline) return "";
+      char chunk[4096];
+      ssize_t n = recv(fd_, chunk, sizeof(chunk), 0);
+      if (n == 0) return "";
+      if (n > 0) buf_.append(chunk, size_t(n));
+    }
+  }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+  std::string buf_;
+  size_t pos_ = 0;
+};
+
+uint64_t TopicEvents(const json::value& overview, const std::string& topic) {
+  for (const json::value& t : overview.at("topics").as_array()) {
+    if (t.at("name").as_string() == topic) return t.at("events").to_number<uint64_t>();
+  }
+  ADD_FAILURE() << "topic " << topic << " not in " << json::serialize(overview);
+  return 0;
+}
+
+// GET /v1/overview/stream: the dashboard's live numbers, read-only, only what the token sees.
+TEST_F(AdminTest, OverviewStreamSendsLiveNumbersOfVisibleTopics) {
+  Start();
+  CreateTopic("orders-live");
+  CreateTopic("billing");
+  Publish("orders-live", "o1");
+  // Authorization first, then the query; nothing is streamed to a refused caller.
+  EXPECT_EQ(Call("GET", "/v1/overview/stream", "").status, 401);
+  EXPECT_EQ(Call("GET", "/v1/overview/stream", kWrong).status, 401);
+  EXPECT_EQ(Call("GET", "/v1/overview/stream?interval_ms=5", "").status, 401);
+  for (const char* q :
+       {"interval_ms=5", "interval_ms=600001", "interval_ms=abc", "interval_ms=", "x=1"}) {
+    HttpResult r = Call("GET", std::string("/v1/overview/stream?") + q, kApp);
+    EXPECT_EQ(r.status, 400) << q << ": " << r.body;
+    EXPECT_EQ(r.code(), "INVALID_ARGUMENT") << q;
+  }
+
+  SseReader app(server_->port(), "/v1/overview/stream?interval_ms=200", kApp);
+  ASSERT_TRUE(app.connected());
+  std::string first = app.NextOverview(10'000);
+  ASSERT_FALSE(first.empty()) << app.raw();
+  EXPECT_NE(app.raw().find("Content-Type: text/event-stream"), std::string::npos) << app.raw();
+  json::value v = json::parse(first);
+  // The app's token sees orders*, not billing.
+  ASSERT_EQ(v.at("topics").as_array().size(), 1u) << first;
+  EXPECT_EQ(TopicEvents(v, "orders-live"), 1u);
+  EXPECT_EQ(v.at("events").to_number<uint64_t>(), 1u);
+  const uint64_t published = v.at("published").to_number<uint64_t>();
+  EXPECT_EQ(published, 1u);
+
+  Publish("orders-live", "o2");
+  Publish("orders-live", "o3");
+  // A later event on the same stream shows the new events (no new request).
+  const auto start = std::chrono::steady_clock::now();
+  uint64_t seen = 1;
+  while (seen < 3 && std::chrono::steady_clock::now() - start < std::chrono::seconds(15)) {
+    std::string next = app.NextOverview(1'000);
+    if (next.empty()) continue;
+    json::value n = json::parse(next);
+    seen = TopicEvents(n, "orders-live");
+    EXPECT_EQ(n.at("topics").as_array().size(), 1u) << next;
+    if (seen == 3) {
+      EXPECT_EQ(n.at("published").to_number<uint64_t>(), 3u);
+      EXPECT_EQ(n.at("topics").as_array()[0].at("end_offsets").as_array().at(0), 3);
+    }
+  }
+  EXPECT_EQ(seen, 3u) << app.raw();
+
+  // The admin sees both; the open streams count as subscribers.
+  SseReader admin(server_->port(), "/v1/overview/stream", kAdmin);
+  std::string all = admin.NextOverview(10'000);
+  ASSERT_FALSE(all.empty()) << admin.raw();
+  EXPECT_NE(all.find(R"("name":"billing")"), std::string::npos) << all;
+  EXPECT_NE(all.find(R"("name":"orders-live")"), std::string::npos) << all;
+  HttpResult m = Call("GET", "/metrics", kAdmin);
+  EXPECT_NE(m.body.find("converge_stream_subscribers 2"), std::string::npos) << m.body;
+}
 
 TEST_F(AdminTest, TheOpenApiDocumentIsServedWithoutAToken) {
   Start();

@@ -404,6 +404,29 @@ TEST_F(DashboardBrowserTest, PagesShowTheApiAndTheButtonsWork) {
   // Two samples of /metrics give the rates.
   EXPECT_TRUE(dt.WaitFor(
       "document.querySelector('[data-test=publish-rate]').textContent.endsWith('/s')", 15'000));
+  // Live: the overview's counters follow the overview stream, without a reload. A publish
+  // shows in "Events retained" as the stream (not a re-render) writes it.
+  ASSERT_TRUE(dt.WaitFor("document.getElementById('main').dataset.live === 'stream'"))
+      << dt.EvalString("document.getElementById('status').textContent");
+  dt.Eval("window.__notReloaded = true; true");
+  ASSERT_EQ(Api("POST", "/v1/topics", R"({"name":"pulse"})").status, 201);
+  HttpResult pulse = Api("POST", "/v1/topics/pulse/events",
+                         R"({"specversion":"1.0","source":"t","type":"t.pulse","id":"p1"})",
+                         {{"Content-Type", "application/cloudevents+json"}});
+  ASSERT_EQ(pulse.status, 200) << pulse.body;
+  int64_t retained = 0;
+  const json::value listed = ApiJson("/v1/topics");
+  for (const json::value& t : listed.at("topics").as_array()) {
+    for (const json::value& p : t.at("partition_offsets").as_array()) {
+      retained +=
+          p.at("end_offset").to_number<int64_t>() - p.at("start_offset").to_number<int64_t>();
+    }
+  }
+  const std::string events_card = "document.querySelector('[data-test=events-total]')";
+  EXPECT_TRUE(dt.WaitFor(events_card + ".textContent === '" + std::to_string(retained) + "' && " +
+                         events_card + ".dataset.source === 'stream' && window.__notReloaded"))
+      << "API " << retained << ", card "
+      << dt.EvalString(events_card + ".textContent + ' ' + " + events_card + ".dataset.source");
   Screenshots("overview");
 
   // Topics: the event count of each partition summed, as the API reports it.

@@ -1,11 +1,16 @@
 // The converge dashboard: plain JavaScript on the documented API (docs/api/openapi.yaml).
 // The page holds no data of its own. A token, if the server needs one, is asked for once,
 // kept in this tab's sessionStorage and sent as `Authorization: Bearer` on every call.
-// Live updates: the page on show is fetched again every REFRESH_MS (polling; the API's only
-// Server-Sent Events route is a consumer subscription, which would take deliveries).
+// Live updates: the overview's counters come from GET /v1/overview/stream (Server-Sent Events,
+// read with fetch() and a stream reader: EventSource cannot send the Authorization header);
+// the rest of the overview, and every other page, is fetched again every REFRESH_MS. If the
+// stream fails the overview falls back to polling and the stream is tried again later.
 'use strict';
 
 const REFRESH_MS = 3000;
+const LIVE_MS = 1000;             // interval_ms asked of the overview stream
+const LIVE_POLL_EVERY = 5;        // while the stream is live, the overview polls every 5th tick
+const LIVE_RETRY_MS = 30000;      // after a failed stream, polling only for this long
 const TOKEN_KEY = 'converge.token';
 
 const state = {
@@ -161,6 +166,86 @@ async function sampleRates() {
     state.rateText.delivered = ((delivered - prev.delivered) / secs).toFixed(1) + '/s';
   }
   state.rates = {at: now, published, delivered};
+}
+
+// ---------------------------------------------------------------------------------------
+// The overview stream.
+
+const live = {controller: null, ok: false, failedAt: -Infinity, prev: null, ticks: 0};
+
+function stopLive() {
+  if (live.controller) live.controller.abort();
+  live.controller = null;
+  live.ok = false;
+  live.prev = null;
+}
+
+// Shows one `overview` event in the overview's cards (if the overview is on show).
+function showLive(o) {
+  let rate = null;
+  if (live.prev && o.at_ms > live.prev.at_ms) {
+    const secs = (o.at_ms - live.prev.at_ms) / 1000;
+    rate = ((o.published - live.prev.published) / secs).toFixed(1) + '/s';
+    state.rateText.published = rate;
+  }
+  live.prev = o;
+  if (state.route[0] !== 'overview') return;
+  const set = (test, value) => {
+    const el = document.querySelector('#main [data-test=' + test + ']');
+    if (!el) return;
+    el.textContent = String(value);
+    el.dataset.source = 'stream';
+  };
+  set('topic-count', o.topics.length);
+  set('events-total', o.events);
+  if (rate !== null) set('publish-rate', rate);
+  document.getElementById('main').dataset.live = 'stream';
+  setStatus('updated ' + new Date(o.at_ms).toLocaleTimeString() + ' · live');
+}
+
+// Opens the stream unless it is open or failed lately; returns at once (it runs until
+// stopLive(), a server shutdown or an error, then leaves the overview to polling).
+async function startLive() {
+  if (live.controller || performance.now() - live.failedAt < LIVE_RETRY_MS) return;
+  const controller = new AbortController();
+  live.controller = controller;
+  const headers = {};
+  if (state.token) headers['Authorization'] = 'Bearer ' + state.token;
+  try {
+    const res = await fetch('/v1/overview/stream?interval_ms=' + LIVE_MS,
+                            {headers, signal: controller.signal, cache: 'no-store'});
+    if (!res.ok || !res.body) throw new Error('overview stream: ' + res.status);
+    live.ok = true;
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder();
+    let buf = '';
+    for (;;) {
+      const {value, done} = await reader.read();
+      if (done) break;
+      buf += decoder.decode(value, {stream: true}).replace(/\r\n?/g, '\n');
+      let end;
+      while ((end = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, end);
+        buf = buf.slice(end + 2);
+        let event = 'message', data = '';
+        for (const line of block.split('\n')) {
+          if (line.startsWith('event:')) event = line.slice(6).trim();
+          else if (line.startsWith('data:')) data += line.slice(5).replace(/^ /, '');
+        }
+        if (event === 'overview' && data) showLive(JSON.parse(data));
+      }
+    }
+  } catch (err) {
+    // Refused, aborted or cut: the overview is polled (below).
+  } finally {
+    if (live.controller === controller) {
+      live.controller = null;
+      live.ok = false;
+      live.prev = null;
+      live.failedAt = performance.now();
+      delete document.getElementById('main').dataset.live;
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -553,7 +638,12 @@ async function refresh() {
     main.dataset.page = page;
     main.dataset.loaded = String(Number(main.dataset.loaded || 0) + 1);
     showTokenForm(false);
-    setStatus('updated ' + new Date().toLocaleTimeString() + ' · every ' + REFRESH_MS / 1000 + ' s');
+    if (page === 'overview' && live.ok) {
+      main.dataset.live = 'stream';
+      setStatus('updated ' + new Date().toLocaleTimeString() + ' · live');
+    } else {
+      setStatus('updated ' + new Date().toLocaleTimeString() + ' · every ' + REFRESH_MS / 1000 + ' s');
+    }
   } catch (err) {
     if (gen !== state.generation) return;
     if (err instanceof ApiError && err.status === 401) {
@@ -577,6 +667,7 @@ function navigate() {
   for (const a of document.querySelectorAll('#nav a')) {
     a.classList.toggle('active', a.dataset.page === state.route[0]);
   }
+  if (state.route[0] === 'overview') startLive(); else stopLive();
   refresh();
 }
 
@@ -586,17 +677,27 @@ document.getElementById('token-form').addEventListener('submit', (e) => {
   sessionStorage.setItem(TOKEN_KEY, state.token);
   state.generation++;
   state.busy = false;
+  stopLive();
+  live.failedAt = -Infinity;
+  if (state.route[0] === 'overview') startLive();
   refresh();
 });
 document.getElementById('logout').addEventListener('click', () => {
   state.token = '';
   sessionStorage.removeItem(TOKEN_KEY);
+  stopLive();
   document.getElementById('token').value = '';
   showTokenForm(true);
   setStatus('token cleared');
 });
 window.addEventListener('hashchange', navigate);
 setInterval(() => {
-  if (document.visibilityState === 'visible' && document.getElementById('token-form').hidden) refresh();
+  if (document.visibilityState !== 'visible' || !document.getElementById('token-form').hidden) return;
+  if (state.route[0] === 'overview') {
+    startLive();
+    // The stream carries the counters; groups, dead letters and sagas are polled less often.
+    if (live.ok && ++live.ticks % LIVE_POLL_EVERY !== 0) return;
+  }
+  refresh();
 }, REFRESH_MS);
 navigate();
