@@ -1,6 +1,6 @@
 #include "cdc/rows.h"
 
-#include <cstdio>
+#include "core/event_internal.h"
 
 namespace converge::cdc {
 namespace {
@@ -8,36 +8,10 @@ namespace {
 constexpr uint32_t kBool = 16, kInt8 = 20, kInt2 = 21, kInt4 = 23, kOid = 26, kJson = 114,
                    kFloat4 = 700, kFloat8 = 701, kNumeric = 1700, kJsonb = 3802;
 
+// A JSON string: the quotes around core's escaping (the one JSON escaper of the codebase).
 void AppendJsonString(std::string_view s, std::string* out) {
   out->push_back('"');
-  for (char c : s) {
-    const unsigned char u = static_cast<unsigned char>(c);
-    switch (c) {
-      case '"':
-        out->append("\\\"");
-        break;
-      case '\\':
-        out->append("\\\\");
-        break;
-      case '\n':
-        out->append("\\n");
-        break;
-      case '\r':
-        out->append("\\r");
-        break;
-      case '\t':
-        out->append("\\t");
-        break;
-      default:
-        if (u < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", u);
-          out->append(buf);
-        } else {
-          out->push_back(c);
-        }
-    }
-  }
+  internal::AppendJsonEscaped(s, out);
   out->push_back('"');
 }
 

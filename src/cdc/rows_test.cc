@@ -32,6 +32,10 @@ TEST(RowsTest, RowJsonByType) {
   auto j = RowJson(Orders(), {T("42"), T("say \"hi\"\n"), T("t"), T("12.50"), T("{\"a\": [1]}")});
   ASSERT_TRUE(j.ok()) << j.status().ToString();
   EXPECT_EQ(*j, R"({"id":42,"note":"say \"hi\"\n","paid":true,"amount":12.50,"meta":{"a": [1]}})");
+  // Other control characters as \u escapes, so any text column gives valid JSON.
+  auto ctl = RowJson(Orders(), {T("1"), T("a\x01" "b\\"), T("f"), T("1"), N()});
+  ASSERT_TRUE(ctl.ok());
+  EXPECT_EQ(*ctl, R"({"id":1,"note":"a\u0001b\\","paid":false,"amount":1,"meta":null})");
   auto nulls = RowJson(Orders(), {T("1"), N(), T("f"), T("NaN"), N()});
   ASSERT_TRUE(nulls.ok());
   EXPECT_EQ(*nulls, R"({"id":1,"note":null,"paid":false,"amount":"NaN","meta":null})");
