@@ -388,6 +388,26 @@ Api::Api(ApiDeps deps)
 Api::RouteMetrics::RouteMetrics(MetricsRegistry* registry, std::string label)
     : registry_(registry), label_(std::move(label)) {}
 
+std::shared_ptr<void> Api::TakeSubscriberSlot() {
+  if (subscribers_.fetch_add(1) >= d_.config->limits.max_subscribers) {
+    subscribers_.fetch_sub(1);
+    return nullptr;
+  }
+  subscribers_gauge_->Set(subscribers_.load());
+  return std::shared_ptr<void>(static_cast<void*>(this), [this](void*) {
+    subscribers_.fetch_sub(1);
+    subscribers_gauge_->Set(subscribers_.load());
+  });
+}
+
+HttpReply Api::TooManySubscribers() const {
+  const uint32_t max = d_.config->limits.max_subscribers;
+  HttpReply r = Error(http::status::too_many_requests, "TOO_MANY_REQUESTS",
+                      "server is at limits.max_subscribers (" + std::to_string(max) + ")");
+  r.response.set(http::field::retry_after, "1");
+  return r;
+}
+
 void Api::RouteMetrics::Record(unsigned code, bool stream, double seconds) {
   Counter* counter = code < kMaxCode ? by_code_[code].load(std::memory_order_acquire) : nullptr;
   if (counter == nullptr) {

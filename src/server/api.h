@@ -292,6 +292,11 @@ class Api {
   std::unique_ptr<TopologyObserver> topology_;
   std::atomic<bool> ready_{true};
   std::atomic<uint32_t> subscribers_{0};
+  // A stream's place under limits.max_subscribers: null when the server is at the limit;
+  // otherwise held by the stream and released (gauge updated) when its last copy goes.
+  std::shared_ptr<void> TakeSubscriberSlot();
+  // The 429 for a stream refused at limits.max_subscribers.
+  HttpReply TooManySubscribers() const;
   std::atomic<uint64_t> next_stream_id_{0};
 
   std::mutex watches_mu_;

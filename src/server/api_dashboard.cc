@@ -93,28 +93,8 @@ asio::awaitable<HttpReply> Api::OverviewStream(Call& call) {
       s = n.status();
   }
   if (!s.ok()) co_return Error(s);
-  const LimitsConfig& limits = d_.config->limits;
-  if (subscribers_.fetch_add(1) >= limits.max_subscribers) {
-    subscribers_.fetch_sub(1);
-    HttpReply r = Error(
-        http::status::too_many_requests, "TOO_MANY_REQUESTS",
-        "server is at limits.max_subscribers (" + std::to_string(limits.max_subscribers) + ")");
-    r.response.set(http::field::retry_after, "1");
-    co_return r;
-  }
-  // Releases the subscriber slot however the stream ends.
-  struct Slot {
-    explicit Slot(Api* a) : api(a) {}
-    Slot(const Slot&) = delete;
-    Slot& operator=(const Slot&) = delete;
-    Api* api;
-    ~Slot() {
-      api->subscribers_.fetch_sub(1);
-      api->subscribers_gauge_->Set(api->subscribers_.load());
-    }
-  };
-  auto slot = std::make_shared<Slot>(this);
-  subscribers_gauge_->Set(subscribers_.load());
+  std::shared_ptr<void> slot = TakeSubscriberSlot();  // released however the stream ends
+  if (slot == nullptr) co_return TooManySubscribers();
   // The principal lives with the request; the stream keeps its own copy.
   auto who = std::make_shared<Principal>(*call.principal);
 

@@ -480,14 +480,9 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
     s = CheckConsumerName(consumer);
   }
   if (!s.ok()) co_return Error(s);
-  if (subscribers_.fetch_add(1) >= limits.max_subscribers) {
-    subscribers_.fetch_sub(1);
-    HttpReply r = Error(
-        http::status::too_many_requests, "TOO_MANY_REQUESTS",
-        "server is at limits.max_subscribers (" + std::to_string(limits.max_subscribers) + ")");
-    r.response.set(http::field::retry_after, "1");
-    co_return r;
-  }
+  // Released however the stream ends (or if it never starts).
+  std::shared_ptr<void> slot = TakeSubscriberSlot();
+  if (slot == nullptr) co_return TooManySubscribers();
   const std::string topic = call.topic, group = call.group;
   auto job = [this, topic, group, consumer]() -> Result<std::chrono::milliseconds> {
     CONVERGE_RETURN_IF_ERROR(EnsureGroup(topic, group));
@@ -498,19 +493,6 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
   Result<std::chrono::milliseconds> joined = co_await d_.pool->Run(std::move(job));
   s = joined.status();
   const std::chrono::milliseconds keep_alive = joined.ok() ? *joined : std::chrono::milliseconds(0);
-  // Releases the subscriber slot however the stream ends (or if it never starts).
-  struct Slot {
-    explicit Slot(Api* a) : api(a) {}
-    Slot(const Slot&) = delete;
-    Slot& operator=(const Slot&) = delete;
-    Api* api;
-    ~Slot() {
-      api->subscribers_.fetch_sub(1);
-      api->subscribers_gauge_->Set(api->subscribers_.load());
-    }
-  };
-  auto slot = std::make_shared<Slot>(this);
-  subscribers_gauge_->Set(subscribers_.load());
   if (!s.ok()) co_return Error(s);
 
   HttpReply reply;
