@@ -714,8 +714,8 @@ void JetStreamLog::OnAck(natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae) {
     if (!pa->Duplicate) {
       NotifyLocal(p.batch->escaped, p.partition, pa->Sequence);
       // Other instances' watchers: a notice on core NATS, sent only after the PubAck, so a
-      // woken reader finds the record. (Core NATS may drop a notice during a reconnect;
-      // readers also look again on their own poll interval.)
+      // woken reader finds the record. (Core NATS may drop a notice during a reconnect; a
+      // long poll then ends at its own timeout and the next fetch reads the record.)
       const std::string subject = watch_prefix_ + p.batch->escaped;
       const std::string body = instance_ + " " + ToStr(p.partition) + " " + ToStr(pa->Sequence);
       natsConnection_Publish(nc_, subject.c_str(), body.data(), static_cast<int>(body.size()));
