@@ -29,6 +29,7 @@
 #include "converge/client.h"
 #include "converge/event.h"
 #include "support/http_load.h"
+#include "support/nats_server.h"
 
 namespace converge::bench {
 namespace {
@@ -147,9 +148,19 @@ class ConvergeServerSystem : public LogSystem {
   ~ConvergeServerSystem() override { Stop().IgnoreError(); }
 
   std::string name() const override { return "converge"; }
-  std::string durability() const override { return "fsync"; }
+  // On JetStream the acks are JetStream's (nats-server 2.9 syncs every 2 minutes), whatever
+  // the topic's durability says (docs/formats/jetstream.md).
+  std::string durability() const override { return jetstream_ ? "interval-2m" : "fsync"; }
 
-  Status Start(const LogWorkload& w) override { return StartServer(w, /*sync_acks=*/true); }
+  Status Start(const LogWorkload& w) override {
+    jetstream_ = w.converge_backend == "jetstream";
+    if (jetstream_) {
+      testing::NatsClusterOptions o;
+      o.base_dir = w.dir;
+      CONVERGE_ASSIGN_OR_RETURN(nats_, testing::NatsCluster::Start(o));
+    }
+    return StartServer(w, /*sync_acks=*/true);
+  }
 
   // Starts `converge serve` on a fresh data directory. The latency workload runs on its own
   // server with periodically committed acks, as the in-process adapter does (its acks are
@@ -163,6 +174,14 @@ class ConvergeServerSystem : public LogSystem {
                              "groups:\n"
                              "  sync_acks: "
                           << (sync_acks ? "true" : "false") << "\n";
+    if (nats_ != nullptr) {
+      std::ofstream(config, std::ios::app) << "log:\n"
+                                              "  backend: jetstream\n"
+                                              "  jetstream:\n"
+                                              "    servers: ["
+                                           << nats_->Url(0) << "]\n    stream_prefix: " << name
+                                           << "\n";
+    }
     CONVERGE_ASSIGN_OR_RETURN(process_, StartSidecar(config, w.dir + "/" + name + "-data",
                                                      w.dir + "/" + name + ".log"));
     client::Client c(Options());
@@ -546,13 +565,19 @@ class ConvergeServerSystem : public LogSystem {
   }
 
   Status Stop() override {
-    if (!process_) return Status::Ok();
-    Status s = process_->Stop();  // SIGTERM: drain, sync, exit
-    process_.reset();
+    Status s = Status::Ok();
+    if (process_) {
+      s = process_->Stop();  // SIGTERM: drain, sync, exit
+      process_.reset();
+    }
+    nats_.reset();  // after the sidecar: it drains its publishes into JetStream first
     return s;
   }
 
  private:
+  bool jetstream_ = false;
+  std::unique_ptr<testing::NatsCluster> nats_;
+
   client::Options Options() const {
     client::Options o;
     o.host = "127.0.0.1";

@@ -38,6 +38,10 @@ struct LogWorkload {
   // converge's topic durability: "fsync" (the default and the targets' setting), "interval"
   // (synced every 50 ms) or "none"; the others show what the syncs cost.
   std::string converge_durability = "fsync";
+  // --backend (with --via server): where `converge serve` keeps its log, "embedded" (its own
+  // files) or "jetstream" (a nats-server started for it: file storage, one replica, as the
+  // jetstream peer's streams).
+  std::string converge_backend = "embedded";
   // --schema (with --via server): two more publish rows, the same JSON order events into a
   // plain topic and into a topic validated against a registered schema, side by side.
   bool schema = false;

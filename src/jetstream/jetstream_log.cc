@@ -255,6 +255,11 @@ Status JetStreamLog::Connect() {
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 100);
   if (s == NATS_OK) s = natsOptions_SetName(opts, "converge serve");
+  // Every publish is written at once (a request waits for its PubAck, so batching in the
+  // flusher only adds latency), and this connection does not get its own append notices back
+  // (its watchers were told at the PubAck already).
+  if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, true);
+  if (s == NATS_OK) s = natsOptions_SetNoEcho(opts, true);
   if (s == NATS_OK) s = natsConnection_Connect(&nc_, opts);
   natsOptions_Destroy(opts);
   if (s != NATS_OK) {
