@@ -175,12 +175,12 @@ class ConvergeServerSystem : public LogSystem {
                              "  sync_acks: "
                           << (sync_acks ? "true" : "false") << "\n";
     if (nats_ != nullptr) {
-      std::ofstream(config, std::ios::app) << "log:\n"
-                                              "  backend: jetstream\n"
-                                              "  jetstream:\n"
-                                              "    servers: ["
-                                           << nats_->Url(0) << "]\n    stream_prefix: " << name
-                                           << "\n";
+      std::ofstream(config, std::ios::app)
+          << "log:\n"
+             "  backend: jetstream\n"
+             "  jetstream:\n"
+             "    servers: ["
+          << nats_->Url(0) << "]\n    stream_prefix: " << name << "\n";
     }
     CONVERGE_ASSIGN_OR_RETURN(process_, StartSidecar(config, w.dir + "/" + name + "-data",
                                                      w.dir + "/" + name + ".log"));

@@ -267,12 +267,13 @@ std::string LogComparison(const std::vector<Measurement>& rows, bool via_server)
       }
       const double r = m.events_per_s / js.events_per_s;
       const bool same_acks = m.durability == js.durability;
-      std::snprintf(line, sizeof(line),
-                    "  single_publish converge (%s), %llu clients: %.2fx jetstream sync publish%s\n",
-                    m.durability.c_str(), static_cast<unsigned long long>(m.clients.value_or(0)), r,
-                    same_acks ? (r >= 0.7 ? "  (log on JetStream: >= 0.7x PASS)"
-                                          : "  (log on JetStream: >= 0.7x MISS)")
-                              : "");
+      std::snprintf(
+          line, sizeof(line),
+          "  single_publish converge (%s), %llu clients: %.2fx jetstream sync publish%s\n",
+          m.durability.c_str(), static_cast<unsigned long long>(m.clients.value_or(0)), r,
+          same_acks ? (r >= 0.7 ? "  (log on JetStream: >= 0.7x PASS)"
+                                : "  (log on JetStream: >= 0.7x MISS)")
+                    : "");
       relative << line;
     }
   }

@@ -24,13 +24,14 @@ constexpr char kPayloadVersion = 1;
 constexpr size_t kPayloadOverhead = 1 + 8 + 2 * internal::kMaxVarint32Bytes;
 // Direct gets sent at once by one Read (one round trip for all of them).
 constexpr size_t kReadPipelineMax = 256;
-constexpr uint32_t kMaxIdBytes = 0xFFFF;   // as the embedded log (log/record_format.h)
+constexpr uint32_t kMaxIdBytes = 0xFFFF;  // as the embedded log (log/record_format.h)
 constexpr uint32_t kMaxKeyBytes = 0xFFFF;
 constexpr int64_t kNanosPerMilli = 1'000'000;
 
 std::string ToStr(uint64_t v) { return std::to_string(v); }
 
-Status NatsError(const std::string& what, natsStatus s, jsErrCode jerr = static_cast<jsErrCode>(0)) {
+Status NatsError(const std::string& what, natsStatus s,
+                 jsErrCode jerr = static_cast<jsErrCode>(0)) {
   std::string msg = "jetstream: " + what + ": " + natsStatus_GetText(s);
   if (jerr != 0) msg += " (JetStream error " + std::to_string(static_cast<int>(jerr)) + ")";
   return UnavailableError(msg);
@@ -66,8 +67,8 @@ std::string DescribeOptions(const std::string& topic, const TopicOptions& o) {
 
 Result<TopicOptions> ParseOptions(const std::string& topic, const char* description) {
   auto bad = [&topic](const std::string& why) {
-    return DataLossError("jetstream: topic '" + topic + "': stream description unreadable (" +
-                         why + ")");
+    return DataLossError("jetstream: topic '" + topic + "': stream description unreadable (" + why +
+                         ")");
   };
   if (description == nullptr) return bad("none");
   std::map<std::string, std::string> kv;
@@ -116,10 +117,15 @@ Result<TopicOptions> ParseOptions(const std::string& topic, const char* descript
   return o;
 }
 
+// How long a topic's options read from the server are used without asking again: a topic
+// deleted (or re-created) through another instance is seen here within this time.
+constexpr int64_t kMetaCacheNanos = 5'000'000'000;
+
 struct TopicMeta {
   std::string name;
   std::string escaped;
   TopicOptions options;
+  int64_t fetched_nanos = 0;  // monotonic
 };
 
 // One Append(Async) call waiting for its PubAcks.
@@ -143,8 +149,7 @@ class WatchHandle;
 
 class JetStreamLog final : public Log {
  public:
-  JetStreamLog(Env& env, JetStreamLogOptions options)
-      : env_(env), options_(std::move(options)) {}
+  JetStreamLog(Env& env, JetStreamLogOptions options) : env_(env), options_(std::move(options)) {}
   ~JetStreamLog() override;
 
   Status Connect();
@@ -157,15 +162,13 @@ class JetStreamLog final : public Log {
                                            std::span<const RecordView> records) override;
   void AppendAsync(const std::string& topic, std::span<const RecordView> records,
                    AppendDone done) override;
-  Result<std::vector<AppendResult>> AppendToPartition(const std::string& topic,
-                                                      uint32_t partition,
+  Result<std::vector<AppendResult>> AppendToPartition(const std::string& topic, uint32_t partition,
                                                       std::span<const RecordView> records) override;
   Result<ReadBatch> Read(const std::string& topic, uint32_t partition, uint64_t offset,
                          size_t max_records, size_t max_bytes) override;
   Result<uint64_t> OffsetForTime(const std::string& topic, uint32_t partition,
                                  int64_t timestamp_micros) override;
-  Result<std::unique_ptr<Watch>> WatchAppends(const std::string& topic,
-                                              AppendCallback fn) override;
+  Result<std::unique_ptr<Watch>> WatchAppends(const std::string& topic, AppendCallback fn) override;
   Status EnforceRetention() override { return Status::Ok(); }
   Status Sync() override { return Status::Ok(); }
   Status WriteHealth() override;
@@ -290,8 +293,8 @@ Status JetStreamLog::Connect() {
   natsInbox_Destroy(nuid);
   watch_prefix_ = options_.stream_prefix + "-appended.";
   const std::string watch_subject = watch_prefix_ + "*";
-  s = natsConnection_Subscribe(&watch_sub_, nc_, watch_subject.c_str(),
-                               &JetStreamLog::WatchHandler, this);
+  s = natsConnection_Subscribe(&watch_sub_, nc_, watch_subject.c_str(), &JetStreamLog::WatchHandler,
+                               this);
   if (s != NATS_OK) return NatsError("subscribe " + watch_subject, s);
   return Status::Ok();
 }
@@ -351,7 +354,7 @@ Status JetStreamLog::WriteHealth() {
 // Topics
 
 Result<JetStreamLog::StreamState> JetStreamLog::GetStreamState(const std::string& stream,
-                                                                const std::string& topic) {
+                                                               const std::string& topic) {
   jsStreamInfo* info = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
   jsOptions ro = RequestOptions();
@@ -375,7 +378,10 @@ Result<std::shared_ptr<const TopicMeta>> JetStreamLog::GetMeta(const std::string
   {
     std::lock_guard<std::mutex> lock(meta_mu_);
     auto it = meta_.find(topic);
-    if (it != meta_.end()) return it->second;
+    if (it != meta_.end() &&
+        env_.clock().NowMonotonicNanos() - it->second->fetched_nanos < kMetaCacheNanos) {
+      return it->second;
+    }
   }
   if (!ValidateTopicName(topic, !topic.empty() && topic.front() == '_').ok()) {
     return NotFoundError("topic '" + topic + "' does not exist");
@@ -396,6 +402,7 @@ Result<std::shared_ptr<const TopicMeta>> JetStreamLog::GetMeta(const std::string
   meta->name = topic;
   meta->escaped = EscapeTopicName(topic);
   meta->options = *options;
+  meta->fetched_nanos = env_.clock().NowMonotonicNanos();
   std::lock_guard<std::mutex> lock(meta_mu_);
   meta_[topic] = meta;
   return std::shared_ptr<const TopicMeta>(meta);
@@ -425,8 +432,8 @@ Status JetStreamLog::AddStream(const std::string& topic, const std::string& esca
   }
   // 0 would mean JetStream's default (2 minutes); with dedup off no Nats-Msg-Id is sent.
   cfg.Duplicates = MillisToNanos(std::max<int64_t>(o.dedup_window_ms, 100));
-  cfg.MaxMsgSize = static_cast<int32_t>(
-      std::min<uint64_t>(o.max_record_bytes + kPayloadOverhead, std::numeric_limits<int32_t>::max()));
+  cfg.MaxMsgSize = static_cast<int32_t>(std::min<uint64_t>(o.max_record_bytes + kPayloadOverhead,
+                                                           std::numeric_limits<int32_t>::max()));
   cfg.AllowDirect = true;
   jsStreamInfo* info = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
@@ -467,6 +474,7 @@ Status JetStreamLog::CreateTopic(const std::string& topic, const TopicOptions& o
   meta->name = topic;
   meta->escaped = escaped;
   meta->options = options;
+  meta->fetched_nanos = env_.clock().NowMonotonicNanos();
   std::lock_guard<std::mutex> lock(meta_mu_);
   meta_[topic] = meta;
   return Status::Ok();
@@ -657,7 +665,8 @@ void JetStreamLog::Publish(std::shared_ptr<const TopicMeta> meta,
       p = keyless;
     }
     const std::string subject = SubjectName(options_.stream_prefix, meta->name, p);
-    const std::string payload = EncodeRecordPayload(r, r.timestamp_micros > 0 ? r.timestamp_micros : now);
+    const std::string payload =
+        EncodeRecordPayload(r, r.timestamp_micros > 0 ? r.timestamp_micros : now);
     natsMsg* msg = nullptr;
     natsStatus s = natsMsg_Create(&msg, subject.c_str(), nullptr, payload.data(),
                                   static_cast<int>(payload.size()));
@@ -740,11 +749,10 @@ void JetStreamLog::OnAck(natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae) {
                              "' partition " + ToStr(p.partition) +
                              " (no stream leader right now, or the topic was deleted)");
     } else {
-      err = UnavailableError("jetstream: publish to topic '" + p.batch->topic + "' partition " +
-                             ToStr(p.partition) + " failed: " +
-                             (pae->ErrText != nullptr ? pae->ErrText : natsStatus_GetText(pae->Err)) +
-                             " (JetStream error " + std::to_string(static_cast<int>(pae->ErrCode)) +
-                             ")");
+      err = UnavailableError(
+          "jetstream: publish to topic '" + p.batch->topic + "' partition " + ToStr(p.partition) +
+          " failed: " + (pae->ErrText != nullptr ? pae->ErrText : natsStatus_GetText(pae->Err)) +
+          " (JetStream error " + std::to_string(static_cast<int>(pae->ErrCode)) + ")");
     }
     std::lock_guard<std::mutex> lock(p.batch->mu);
     if (p.batch->error.ok()) p.batch->error = err;
@@ -825,8 +833,8 @@ Result<natsMsg*> JetStreamLog::GetFromLeader(const std::string& stream, uint64_t
   return msg;
 }
 
-Result<ReadBatch> JetStreamLog::Read(const std::string& topic, uint32_t partition,
-                                     uint64_t offset, size_t max_records, size_t max_bytes) {
+Result<ReadBatch> JetStreamLog::Read(const std::string& topic, uint32_t partition, uint64_t offset,
+                                     size_t max_records, size_t max_bytes) {
   CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<const TopicMeta> meta, GetMeta(topic));
   if (partition >= meta->options.partitions) {
     return InvalidArgumentError("topic '" + topic + "' has no partition " + ToStr(partition));
@@ -841,8 +849,8 @@ Result<ReadBatch> JetStreamLog::Read(const std::string& topic, uint32_t partitio
     batch.next_offset = from >= end_offset ? end_offset : from;
     return batch;
   }
-  const size_t count = static_cast<size_t>(
-      std::min<uint64_t>({max_records, end_offset - from, kReadPipelineMax}));
+  const size_t count =
+      static_cast<size_t>(std::min<uint64_t>({max_records, end_offset - from, kReadPipelineMax}));
 
   // Every get of the batch is sent at once (direct gets, answered by any replica) to one
   // inbox; the replies are collected in one wait, so a read costs one round trip, not one
@@ -870,7 +878,8 @@ Result<ReadBatch> JetStreamLog::Read(const std::string& topic, uint32_t partitio
     natsMsg* m = nullptr;
     if (natsSubscription_NextMsg(&m, sub, left_ms) != NATS_OK) break;
     const std::string_view subj = natsMsg_GetSubject(m);
-    const uint64_t i = std::strtoull(std::string(subj.substr(reply_prefix.size())).c_str(), nullptr, 10);
+    const uint64_t i =
+        std::strtoull(std::string(subj.substr(reply_prefix.size())).c_str(), nullptr, 10);
     if (i < count && replies[i] == nullptr) {
       replies[i] = m;
       ++received;
@@ -935,8 +944,8 @@ Result<ReadBatch> JetStreamLog::Read(const std::string& topic, uint32_t partitio
     r.offset = from + i;
     if (!DecodeRecordPayload((*storage)[i], &r.timestamp_micros, &r.id, &r.key, &r.value)) {
       if (!batch.records.empty()) break;  // returned first; the next read reports it
-      return DataLossError("topic '" + topic + "' partition " + ToStr(partition) +
-                           ": records [" + ToStr(r.offset) + ", " + ToStr(r.offset + 1) +
+      return DataLossError("topic '" + topic + "' partition " + ToStr(partition) + ": records [" +
+                           ToStr(r.offset) + ", " + ToStr(r.offset + 1) +
                            ") are damaged (not a converge record); resume at offset " +
                            ToStr(r.offset + 1));
     }
@@ -974,7 +983,8 @@ Result<uint64_t> JetStreamLog::OffsetForTime(const std::string& topic, uint32_t 
     }
     int64_t ts = 0;
     std::string_view id, key, value;
-    const std::string_view data(natsMsg_GetData(*m), static_cast<size_t>(natsMsg_GetDataLength(*m)));
+    const std::string_view data(natsMsg_GetData(*m),
+                                static_cast<size_t>(natsMsg_GetDataLength(*m)));
     const bool ok = DecodeRecordPayload(data, &ts, &id, &key, &value);
     natsMsg_Destroy(*m);
     if (ok && ts >= timestamp_micros) {

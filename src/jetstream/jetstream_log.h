@@ -41,8 +41,8 @@
 namespace converge::jetstream {
 
 struct JetStreamLogOptions {
-  std::vector<std::string> servers;  // nats://host:port; one or more of a cluster
-  uint32_t replicas = 1;             // stream replica count, 1..5
+  std::vector<std::string> servers;        // nats://host:port; one or more of a cluster
+  uint32_t replicas = 1;                   // stream replica count, 1..5
   std::string stream_prefix = "converge";  // 1..32 of [A-Za-z0-9-]
   int64_t connect_timeout_ms = 5000;
   int64_t ack_timeout_ms = 5000;  // PubAck wait, and every JetStream API request

@@ -19,10 +19,10 @@
 namespace converge::jetstream {
 namespace {
 
-#define ASSERT_OK(expr)                      \
-  do {                                       \
-    const Status s_ = (expr);                \
-    ASSERT_TRUE(s_.ok()) << s_.ToString();   \
+#define ASSERT_OK(expr)                    \
+  do {                                     \
+    const Status s_ = (expr);              \
+    ASSERT_TRUE(s_.ok()) << s_.ToString(); \
   } while (0)
 
 using testing::NatsCluster;
@@ -167,6 +167,16 @@ TEST_F(JetStreamLogTest, CreateAppendReadDescribeDelete) {
   EXPECT_EQ(other->DescribeTopic("orders.v1").status().code(), StatusCode::kNotFound);
   EXPECT_EQ(log->DeleteTopic("orders.v1").code(), StatusCode::kNotFound);
   EXPECT_EQ(log->Append("orders.v1", records).status().code(), StatusCode::kNotFound);
+  // The other instance had the topic's options cached: it sees the deletion within the
+  // cache's lifetime (publishes meanwhile are refused as Unavailable, never stored).
+  StatusCode code = StatusCode::kOk;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  while (code != StatusCode::kNotFound && std::chrono::steady_clock::now() < until) {
+    code =
+        other->Append("orders.v1", std::span<const RecordView>(records.data(), 1)).status().code();
+    if (code != StatusCode::kNotFound) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_EQ(code, StatusCode::kNotFound);
 }
 
 TEST_F(JetStreamLogTest, DuplicateIdsAreAppendedOnceWithinTheWindow) {

@@ -506,11 +506,11 @@ Status ParseSubscriptions(const YAML::Node& n, ServerConfig* c) {
 
 Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
   if (!root || root.IsNull()) return Status::Ok();  // an empty file means all defaults
-  CONVERGE_RETURN_IF_ERROR(CheckKeys(
-      root, "",
-      {"listen", "data_dir", "io_threads", "storage_threads", "tls", "auth", "auto_create_topics",
-       "topic_defaults", "log", "groups", "limits", "store", "sagas", "relays", "topology",
-       "replicas", "subscriptions"}));
+  CONVERGE_RETURN_IF_ERROR(
+      CheckKeys(root, "",
+                {"listen", "data_dir", "io_threads", "storage_threads", "tls", "auth",
+                 "auto_create_topics", "topic_defaults", "log", "groups", "limits", "store",
+                 "sagas", "relays", "topology", "replicas", "subscriptions"}));
   std::string listen;
   CONVERGE_RETURN_IF_ERROR(ReadString(root, "", "listen", &listen));
   if (!listen.empty()) {

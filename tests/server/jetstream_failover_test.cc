@@ -145,8 +145,8 @@ TEST(JetStreamFailoverTest, SigkillOfTheStreamLeaderLosesNoAcknowledgedEvent) {
       "jetstream failover: killed stream leader %s; %zu acknowledged (%zu after the kill), "
       "%zu refused or timed out, %zu stored, %zu acknowledged missing, %zu duplicates; "
       "failover pause (longest gap between acks after the kill) %lld ms\n",
-      leader->c_str(), acked.size(), acked.size() - before_kill, failed_count.load(),
-      stored.size(), missing, duplicates, static_cast<long long>(pause_ms));
+      leader->c_str(), acked.size(), acked.size() - before_kill, failed_count.load(), stored.size(),
+      missing, duplicates, static_cast<long long>(pause_ms));
   EXPECT_EQ(missing, 0u) << "of " << acked.size() << " acknowledged events";
   EXPECT_EQ(duplicates, 0u);
 }

@@ -1,7 +1,6 @@
 #include "support/nats_server.h"
 
 #include <nats/nats.h>
-
 #include <signal.h>
 
 #include <chrono>
