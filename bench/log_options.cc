@@ -62,6 +62,11 @@ void PrintLogHelp(std::FILE* out) {
       "                        `converge serve` in a nats-server started for it (file\n"
       "                        storage, 1 replica, the jetstream peer's settings); its rows\n"
       "                        have durability interval-2m, like the jetstream peer's\n"
+      "  --replicas N          replicas of the JetStream streams (1..3), of the jetstream\n"
+      "                        peer and of converge's with --backend jetstream; above 1 on\n"
+      "                        a three-node nats-server cluster\n"
+      "  --sidecars N          with --backend jetstream: single_publish spreads its\n"
+      "                        connections over N converge serve instances sharing the log\n"
       "  --clients LIST        comma-separated numbers of concurrent clients (e.g.\n"
       "                        64,256,1024): runs the many-small-clients workloads instead\n"
       "                        (unless --workloads names others), for each number, on\n"
@@ -121,6 +126,8 @@ Result<LogOptions> ParseLogOptions(int argc, char** argv) {
   app.add_option("--rounds", o.rounds)->check(cli::Integer(1, 100));
   app.add_option("--via", o.via);
   app.add_option("--backend", o.workload.converge_backend);
+  app.add_option("--replicas", o.workload.jetstream_replicas)->check(cli::Integer(1, 3));
+  app.add_option("--sidecars", o.workload.sidecars)->check(cli::Integer(1, 8));
   app.add_flag("--schema", o.workload.schema);
   std::string clients;
   CLI::Option* clients_option = app.add_option("--clients", clients);
@@ -178,6 +185,9 @@ Result<LogOptions> ParseLogOptions(int argc, char** argv) {
   }
   if (o.workload.converge_backend != "embedded" && o.via != "server") {
     return InvalidArgumentError("--backend jetstream needs --via server (the sidecar's config)");
+  }
+  if (o.workload.sidecars > 1 && o.workload.converge_backend != "jetstream") {
+    return InvalidArgumentError("--sidecars needs --backend jetstream (a shared log)");
   }
   if (o.workload.schema && o.via != "server") {
     return InvalidArgumentError("--schema needs --via server (validation is the server's)");
