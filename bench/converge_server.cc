@@ -151,6 +151,13 @@ class ConvergeServerSystem : public LogSystem {
   // the topic's durability says (docs/formats/jetstream.md).
   std::string durability() const override { return jetstream_ ? "interval-2m" : "fsync"; }
   std::string name() const override { return "converge"; }
+  // A throughput row with this system's durability (on JetStream: JetStream's acks).
+  Measurement Row(const std::string& workload, uint64_t events, int64_t start, int64_t end,
+                  std::string note) const {
+    Measurement m = Throughput(workload, events, start, end, std::move(note));
+    m.durability = durability();
+    return m;
+  }
 
   Status Start(const LogWorkload& w) override {
     jetstream_ = w.converge_backend == "jetstream";
@@ -318,7 +325,7 @@ class ConvergeServerSystem : public LogSystem {
                            std::to_string(stored) + " events, expected " +
                            std::to_string(w.events));
     }
-    return Throughput("publish", w.events, start, end, std::move(note));
+    return Row("publish", w.events, start, end, std::move(note));
   }
 
   Status ConsumeAck(const LogWorkload& w, std::vector<Measurement>& out) override {
@@ -360,7 +367,7 @@ class ConvergeServerSystem : public LogSystem {
     if (bad > 0) {
       return InternalError("converge server: " + std::to_string(bad) + " events of wrong size");
     }
-    out.push_back(Throughput("consume_ack", w.events, start, end,
+    out.push_back(Row("consume_ack", w.events, start, end,
                              "HTTP sidecar: fetch " + std::to_string(kFetchBatch) +
                                  " + ack (acks fdatasync'ed before the reply)"));
     return Status::Ok();

@@ -22,8 +22,9 @@ namespace {
 constexpr char kPayloadVersion = 1;
 // Bytes the payload adds to a record's id, key and value (version, timestamp, two lengths).
 constexpr size_t kPayloadOverhead = 1 + 8 + 2 * internal::kMaxVarint32Bytes;
-// Direct gets sent at once by one Read (one round trip for all of them).
-constexpr size_t kReadPipelineMax = 256;
+// Direct gets sent at once by one Read (one round trip for all of them). 1024 rather than
+// 256 read about a fifth faster through the sidecar (consume_ack, 100,000 events).
+constexpr size_t kReadPipelineMax = 1024;
 constexpr uint32_t kMaxIdBytes = 0xFFFF;  // as the embedded log (log/record_format.h)
 constexpr uint32_t kMaxKeyBytes = 0xFFFF;
 constexpr int64_t kNanosPerMilli = 1'000'000;
@@ -849,8 +850,12 @@ Result<ReadBatch> JetStreamLog::Read(const std::string& topic, uint32_t partitio
     batch.next_offset = from >= end_offset ? end_offset : from;
     return batch;
   }
-  const size_t count =
-      static_cast<size_t>(std::min<uint64_t>({max_records, end_offset - from, kReadPipelineMax}));
+  // Ask for about max_bytes worth, judged by the stream's mean message size (at least one
+  // record, at most kReadPipelineMax), so large records do not pile up in replies to discard.
+  const uint64_t mean_bytes = st.msgs > 0 ? std::max<uint64_t>(1, st.bytes / st.msgs) : 1;
+  const uint64_t by_bytes = std::max<uint64_t>(1, max_bytes / mean_bytes + 1);
+  const size_t count = static_cast<size_t>(
+      std::min<uint64_t>({max_records, end_offset - from, kReadPipelineMax, by_bytes}));
 
   // Every get of the batch is sent at once (direct gets, answered by any replica) to one
   // inbox; the replies are collected in one wait, so a read costs one round trip, not one
