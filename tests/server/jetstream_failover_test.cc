@@ -151,5 +151,71 @@ TEST(JetStreamFailoverTest, SigkillOfTheStreamLeaderLosesNoAcknowledgedEvent) {
   EXPECT_EQ(duplicates, 0u);
 }
 
+// NATS down: /readyz names the log (503) and publishes are refused with 503; the server
+// reconnects by itself once NATS is back, is ready again, and what was acknowledged before is
+// still there.
+TEST(JetStreamReadinessTest, ReadyzFollowsTheNatsConnection) {
+  auto started = testing::NatsCluster::Start(testing::NatsClusterOptions{});
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  testing::NatsCluster& nats = **started;
+  testing::ServeProcess server("log:\n  backend: jetstream\n  jetstream:\n    servers: [" +
+                               nats.Url(0) + "]\n    ack_timeout_ms: 1000\n");
+  ASSERT_OK(server.Start());
+  const uint16_t port = server.port();
+  ASSERT_EQ(testing::HttpCall(port, "GET", "/readyz").status, 200);
+  ASSERT_EQ(testing::HttpCall(port, "POST", "/v1/topics", R"({"name":"ready"})",
+                              {{"Content-Type", "application/json"}})
+                .status,
+            201);
+  const std::string event =
+      R"({"specversion":"1.0","source":"/t","type":"t.e","id":"before","data":1})";
+  const testing::HttpHeaders ce = {{"Content-Type", "application/cloudevents+json"}};
+  ASSERT_EQ(testing::HttpCall(port, "POST", "/v1/topics/ready/events", event, ce).status, 200);
+
+  ASSERT_OK(nats.Kill(0));
+  auto poll = [&](int want, Clock::duration limit) {
+    testing::HttpResult r;
+    const auto until = Clock::now() + limit;
+    do {
+      r = testing::HttpCall(port, "GET", "/readyz");
+      if (r.status == want) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    } while (Clock::now() < until);
+    return r;
+  };
+  testing::HttpResult down = poll(503, std::chrono::seconds(15));
+  ASSERT_EQ(down.status, 503) << down.body;
+  EXPECT_NE(down.body.find("\"component\":\"log\""), std::string::npos) << down.body;
+  const std::string during =
+      R"({"specversion":"1.0","source":"/t","type":"t.e","id":"during","data":2})";
+  EXPECT_EQ(testing::HttpCall(port, "POST", "/v1/topics/ready/events", during, ce).status, 503);
+
+  ASSERT_OK(nats.Restart(0));
+  ASSERT_OK(nats.WaitJetStreamReady(30'000));
+  testing::HttpResult up = poll(200, std::chrono::seconds(30));
+  ASSERT_EQ(up.status, 200) << up.body;
+  const std::string after =
+      R"({"specversion":"1.0","source":"/t","type":"t.e","id":"after","data":3})";
+  EXPECT_EQ(testing::HttpCall(port, "POST", "/v1/topics/ready/events", after, ce).status, 200);
+  Client c(server.ClientOptions());
+  std::set<std::string> ids;
+  while (true) {
+    client::FetchOptions f;
+    f.max_events = 100;
+    f.wait_ms = 500;
+    Result<std::vector<client::Delivery>> got = c.Fetch("ready", "check", f);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    if (got->empty()) break;
+    std::vector<client::Lease> leases;
+    for (const client::Delivery& d : *got) {
+      ids.insert(d.event->id());
+      leases.push_back(d.lease());
+    }
+    ASSERT_TRUE(c.Ack("ready", "check", leases).ok());
+  }
+  EXPECT_TRUE(ids.count("before")) << "acknowledged before NATS went down";
+  EXPECT_TRUE(ids.count("after"));
+}
+
 }  // namespace
 }  // namespace converge
