@@ -218,7 +218,7 @@ class JetStreamLog final : public Log {
     uint64_t next_seq = 0;
     natsSubscription* sub = nullptr;
   };
-  static void CloseCursor(Cursor& c);
+  void CloseCursor(Cursor& c);
   void OnAck(natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae);
   void FinishOne(const std::shared_ptr<PendingBatch>& batch);
   void NotifyLocal(const std::string& escaped, uint32_t partition, uint64_t end_offset);
@@ -863,7 +863,11 @@ Result<natsMsg*> JetStreamLog::GetFromLeader(const std::string& stream, uint64_t
 
 void JetStreamLog::CloseCursor(Cursor& c) {
   if (c.sub == nullptr) return;
-  natsSubscription_Unsubscribe(c.sub);  // deletes the ephemeral consumer
+  // Deleting the consumer is a request: only while connected (a close while NATS is away
+  // must not wait for it); otherwise the server deletes it after kCursorInactiveNanos.
+  if (natsConnection_Status(nc_) == NATS_CONN_STATUS_CONNECTED) {
+    natsSubscription_Unsubscribe(c.sub);
+  }
   natsSubscription_Destroy(c.sub);
   c.sub = nullptr;
 }
