@@ -126,6 +126,16 @@ Result<TopicOptions> ParseOptions(const std::string& topic, const char* descript
   return o;
 }
 
+// What a topic on JetStream promises, whatever durability it was created with (kept in its
+// description): JetStream acknowledges before any fsync and nats-server syncs its files every
+// 2 minutes by default, so DescribeTopic says interval / 120000 ms rather than overstate it.
+constexpr int64_t kNatsSyncIntervalMs = 120'000;
+TopicOptions Effective(TopicOptions requested) {
+  requested.durability = Durability::kInterval;
+  requested.sync_interval_ms = kNatsSyncIntervalMs;
+  return requested;
+}
+
 // How long a topic's options read from the server are used without asking again: a topic
 // deleted (or re-created) through another instance is seen here within this time.
 constexpr int64_t kMetaCacheNanos = 5'000'000'000;
@@ -429,7 +439,7 @@ Result<std::shared_ptr<const TopicMeta>> JetStreamLog::GetMeta(const std::string
   auto meta = std::make_shared<TopicMeta>();
   meta->name = topic;
   meta->escaped = EscapeTopicName(topic);
-  meta->options = *options;
+  meta->options = Effective(*options);
   meta->fetched_nanos = env_.clock().NowMonotonicNanos();
   std::lock_guard<std::mutex> lock(meta_mu_);
   meta_[topic] = meta;
@@ -501,7 +511,7 @@ Status JetStreamLog::CreateTopic(const std::string& topic, const TopicOptions& o
   auto meta = std::make_shared<TopicMeta>();
   meta->name = topic;
   meta->escaped = escaped;
-  meta->options = options;
+  meta->options = Effective(options);
   meta->fetched_nanos = env_.clock().NowMonotonicNanos();
   std::lock_guard<std::mutex> lock(meta_mu_);
   meta_[topic] = meta;

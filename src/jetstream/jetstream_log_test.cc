@@ -151,6 +151,9 @@ TEST_F(JetStreamLogTest, CreateAppendReadDescribeDelete) {
   auto info = log->DescribeTopic("orders.v1");
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->options.partitions, 3u);
+  // What JetStream does, not the fsync asked for (docs/formats/jetstream.md, "Durability").
+  EXPECT_EQ(info->options.durability, Durability::kInterval);
+  EXPECT_EQ(info->options.sync_interval_ms, 120'000);
   ASSERT_EQ(info->partitions.size(), 3u);
   EXPECT_EQ(info->partitions[1].start_offset, 0u);
   EXPECT_GE(info->partitions[1].end_offset, expected[1].size());
