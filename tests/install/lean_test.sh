@@ -53,5 +53,6 @@ fi
 echo "configure with the run set only: ok"
 
 if ldd "$binary" | grep -E 'hiredis'; then fail "$binary links a benchmark client"; fi
-ldd "$binary" | grep -q libnats || fail "$binary does not link nats.c"
+# (Not `ldd | grep -q`: with pipefail, grep's early exit makes ldd's SIGPIPE fail the check.)
+grep -q libnats <<<"$(ldd "$binary")" || fail "$binary does not link nats.c"
 echo "ldd $binary: nats.c, no hiredis"
