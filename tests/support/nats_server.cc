@@ -64,6 +64,44 @@ Status AskJetStream(const std::string& url, const std::string& stream, std::stri
   return Status::Ok();
 }
 
+// Whether a stream with `replicas` replicas can be created through `url` right now (a probe
+// stream, deleted again): a cluster answers API requests before its meta group knows every
+// peer, and until then such a create fails ("insufficient resources").
+Status ProbeReplicatedStream(const std::string& url, int replicas) {
+  natsOptions* opts = nullptr;
+  natsConnection* nc = nullptr;
+  jsCtx* js = nullptr;
+  natsStatus s = natsOptions_Create(&opts);
+  if (s == NATS_OK) s = natsOptions_SetURL(opts, url.c_str());
+  if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 2000);
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, 0);
+  if (s == NATS_OK) s = natsConnection_Connect(&nc, opts);
+  natsOptions_Destroy(opts);
+  if (s == NATS_OK) s = natsConnection_JetStream(&js, nc, nullptr);
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  if (s == NATS_OK) {
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = "converge-fixture-probe";
+    const char* subjects[] = {"converge-fixture-probe"};
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.Storage = js_MemoryStorage;
+    cfg.Replicas = replicas;
+    jsStreamInfo* si = nullptr;
+    s = js_AddStream(&si, js, &cfg, nullptr, &jerr);
+    if (si != nullptr) jsStreamInfo_Destroy(si);
+    if (s == NATS_OK) js_DeleteStream(js, "converge-fixture-probe", nullptr, nullptr);
+  }
+  if (js != nullptr) jsCtx_Destroy(js);
+  if (nc != nullptr) natsConnection_Destroy(nc);
+  if (s != NATS_OK) {
+    return UnavailableError("replicated stream via " + url + ": " + natsStatus_GetText(s) + " (" +
+                            std::to_string(static_cast<int>(jerr)) + ")");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<std::unique_ptr<NatsCluster>> NatsCluster::Start(const NatsClusterOptions& options) {
@@ -176,6 +214,21 @@ Status NatsCluster::WaitJetStreamReady(int64_t timeout_ms, int via) const {
       std::string unused;
       last = AskJetStream(Url(i), "", &unused);
       if (!last.ok()) all = false;
+    }
+    // A cluster with every node up: also until a stream replicated on all of them can be
+    // created (the meta group knows every peer).
+    if (all && last.ok() && size() > 1 && via < 0) {
+      bool every = true;
+      for (int i = 0; i < size(); ++i) every = every && running(i);
+      if (every) {
+        for (int i = 0; i < size(); ++i) {
+          if (running(i)) {
+            last = ProbeReplicatedStream(Url(i), size());
+            break;
+          }
+        }
+        all = last.ok();
+      }
     }
     if (all && last.ok()) return Status::Ok();
     if (NowMs() > deadline) {

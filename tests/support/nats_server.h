@@ -53,7 +53,9 @@ class NatsCluster {
   Status Kill(int i);
   // Starts node i again on the same ports and store directory.
   Status Restart(int i);
-  // Polls until JetStream answers through node `via` (any running node if -1).
+  // Polls until JetStream answers through node `via` (every running node if -1) and, when
+  // every node of a cluster runs (via -1), until a stream replicated on all of them can be
+  // created.
   Status WaitJetStreamReady(int64_t timeout_ms, int via = -1) const;
   // The server_name of the leader of `stream` (asked through any running node); Unavailable
   // while it has none.
