@@ -42,6 +42,7 @@ if(CONVERGE_BUILD_BENCH)
     ${CONVERGE_BENCH_DIR}/push_bench.cc
     ${CONVERGE_TEST_SUPPORT_DIR}/server_process.cc
     ${CONVERGE_TEST_SUPPORT_DIR}/postgres_server.cc
+    ${CONVERGE_TEST_SUPPORT_DIR}/nats_server.cc
   )
   # Beside the converge binary: `converge bench` runs it from there, and it starts
   # `converge serve` from there.

@@ -29,6 +29,7 @@
 #include "converge/client.h"
 #include "converge/event.h"
 #include "support/http_load.h"
+#include "support/nats_server.h"
 
 namespace converge::bench {
 namespace {
@@ -146,10 +147,60 @@ class ConvergeServerSystem : public LogSystem {
  public:
   ~ConvergeServerSystem() override { Stop().IgnoreError(); }
 
+  // On JetStream the acks are JetStream's (nats-server 2.9 syncs every 2 minutes), whatever
+  // the topic's durability says (docs/formats/jetstream.md).
+  std::string durability() const override { return jetstream_ ? "interval-2m" : "fsync"; }
   std::string name() const override { return "converge"; }
-  std::string durability() const override { return "fsync"; }
+  // A throughput row with this system's durability (on JetStream: JetStream's acks).
+  Measurement Row(const std::string& workload, uint64_t events, int64_t start, int64_t end,
+                  std::string note) const {
+    Measurement m = Throughput(workload, events, start, end, std::move(note));
+    m.durability = durability();
+    return m;
+  }
 
-  Status Start(const LogWorkload& w) override { return StartServer(w, /*sync_acks=*/true); }
+  Status Start(const LogWorkload& w) override {
+    jetstream_ = w.converge_backend == "jetstream";
+    replicas_ = w.jetstream_replicas;
+    if (jetstream_) {
+      testing::NatsClusterOptions o;
+      o.base_dir = w.dir;
+      o.nodes = replicas_ > 1 ? 3 : 1;  // as the jetstream peer's
+      CONVERGE_ASSIGN_OR_RETURN(nats_, testing::NatsCluster::Start(o));
+    }
+    CONVERGE_RETURN_IF_ERROR(StartServer(w, /*sync_acks=*/true));
+    // More sidecars on the same log (the same stream prefix), each with its own data dir.
+    for (uint32_t i = 1; jetstream_ && i < w.sidecars; ++i) {
+      const std::string name = "serve-" + std::to_string(i);
+      const std::string config = w.dir + "/" + name + ".yaml";
+      std::ofstream(config) << SidecarConfig(/*sync_acks=*/true, "serve");
+      CONVERGE_ASSIGN_OR_RETURN(
+          std::unique_ptr<testing::ServerProcess> p,
+          StartSidecar(config, w.dir + "/" + name + "-data", w.dir + "/" + name + ".log"));
+      extra_.push_back(std::move(p));
+    }
+    return Status::Ok();
+  }
+
+  std::string SidecarConfig(bool sync_acks, const std::string& stream_prefix) const {
+    std::string c =
+        "limits:\n"
+        "  max_fetch_events: 20000\n"
+        "  max_inflight_requests: 4096\n"
+        "groups:\n"
+        "  sync_acks: ";
+    c += sync_acks ? "true\n" : "false\n";
+    if (nats_ != nullptr) {
+      c += "log:\n  backend: jetstream\n  jetstream:\n    servers: [";
+      for (int i = 0; i < nats_->size(); ++i) {
+        if (i > 0) c += ", ";
+        c += nats_->Url(i);
+      }
+      c += "]\n    replicas: " + std::to_string(replicas_) +
+           "\n    stream_prefix: " + stream_prefix + "\n";
+    }
+    return c;
+  }
 
   // Starts `converge serve` on a fresh data directory. The latency workload runs on its own
   // server with periodically committed acks, as the in-process adapter does (its acks are
@@ -157,12 +208,7 @@ class ConvergeServerSystem : public LogSystem {
   Status StartServer(const LogWorkload& w, bool sync_acks) {
     const std::string name = sync_acks ? "serve" : "serve-latency";
     const std::string config = w.dir + "/" + name + ".yaml";
-    std::ofstream(config) << "limits:\n"
-                             "  max_fetch_events: 20000\n"
-                             "  max_inflight_requests: 4096\n"
-                             "groups:\n"
-                             "  sync_acks: "
-                          << (sync_acks ? "true" : "false") << "\n";
+    std::ofstream(config) << SidecarConfig(sync_acks, name);
     CONVERGE_ASSIGN_OR_RETURN(process_, StartSidecar(config, w.dir + "/" + name + "-data",
                                                      w.dir + "/" + name + ".log"));
     client::Client c(Options());
@@ -279,7 +325,7 @@ class ConvergeServerSystem : public LogSystem {
                            std::to_string(stored) + " events, expected " +
                            std::to_string(w.events));
     }
-    return Throughput("publish", w.events, start, end, std::move(note));
+    return Row("publish", w.events, start, end, std::move(note));
   }
 
   Status ConsumeAck(const LogWorkload& w, std::vector<Measurement>& out) override {
@@ -321,7 +367,7 @@ class ConvergeServerSystem : public LogSystem {
     if (bad > 0) {
       return InternalError("converge server: " + std::to_string(bad) + " events of wrong size");
     }
-    out.push_back(Throughput("consume_ack", w.events, start, end,
+    out.push_back(Row("consume_ack", w.events, start, end,
                              "HTTP sidecar: fetch " + std::to_string(kFetchBatch) +
                                  " + ack (acks fdatasync'ed before the reply)"));
     return Status::Ok();
@@ -404,6 +450,11 @@ class ConvergeServerSystem : public LogSystem {
     const std::string data(w.event_bytes > 40 ? w.event_bytes - 40 : 1, 'x');
     testing::HttpLoadOptions load;
     load.port = process_->port();
+    if (!extra_.empty()) {
+      // Connections spread over every sidecar; all append to the one JetStream log.
+      load.ports.push_back(process_->port());
+      for (const auto& p : extra_) load.ports.push_back(p->port());
+    }
     load.connections = clients;
     load.requests = w.events;
     const std::string target = "/v1/topics/" + topic + "/events";
@@ -430,11 +481,13 @@ class ConvergeServerSystem : public LogSystem {
       CONVERGE_ASSIGN_OR_RETURN(client::TopicDescription t, c.DescribeTopic(topic));
       uint64_t stored = 0;
       for (const auto& p : t.offsets) stored += p.end_offset;
-      std::string note = "HTTP sidecar: one structured CloudEvent per request, " +
-                         std::to_string(clients) +
-                         " keep-alive connections (1 client thread), 4 partitions; " +
-                         std::to_string(stored) + " stored for " + std::to_string(r.ok) +
-                         " acknowledged";
+      std::string note =
+          "HTTP sidecar: one structured CloudEvent per request, " + std::to_string(clients) +
+          " keep-alive connections (1 client thread), 4 partitions; " +
+          (jetstream_ ? std::to_string(extra_.size() + 1) + " sidecar(s) on one JetStream log, R" +
+                            std::to_string(replicas_) + "; "
+                      : std::string()) +
+          std::to_string(stored) + " stored for " + std::to_string(r.ok) + " acknowledged";
       if (!r.first_error.empty()) note += "; first error: " + r.first_error;
       out.push_back(ManyClientsMeasurement("single_publish", name(), durability(), clients, r.ok,
                                            r.errors, r.elapsed_ns, r.latencies_ns, note));
@@ -546,13 +599,26 @@ class ConvergeServerSystem : public LogSystem {
   }
 
   Status Stop() override {
-    if (!process_) return Status::Ok();
-    Status s = process_->Stop();  // SIGTERM: drain, sync, exit
-    process_.reset();
+    Status s = Status::Ok();
+    for (auto& p : extra_) {
+      Status e = p->Stop();
+      if (s.ok()) s = e;
+    }
+    extra_.clear();
+    if (process_) {
+      s = process_->Stop();  // SIGTERM: drain, sync, exit
+      process_.reset();
+    }
+    nats_.reset();  // after the sidecar: it drains its publishes into JetStream first
     return s;
   }
 
  private:
+  bool jetstream_ = false;
+  uint32_t replicas_ = 1;
+  std::unique_ptr<testing::NatsCluster> nats_;
+  std::vector<std::unique_ptr<testing::ServerProcess>> extra_;  // --sidecars beyond the first
+
   client::Options Options() const {
     client::Options o;
     o.host = "127.0.0.1";

@@ -17,6 +17,7 @@
 #include "bench/log_bench.h"
 #include "bench/many_clients.h"
 #include "bench/nats_util.h"
+#include "support/nats_server.h"
 #include "support/server_process.h"
 
 namespace converge::bench {
@@ -46,9 +47,18 @@ class JetStreamSystem : public LogSystem {
   std::string durability() const override { return "interval-2m"; }
 
   Status Start(const LogWorkload& w) override {
-    testing::NatsServerOptions options;
-    options.base_dir = w.dir;
-    CONVERGE_ASSIGN_OR_RETURN(server_, testing::StartNatsServer(options));
+    replicas_ = w.jetstream_replicas;
+    if (replicas_ > 1) {
+      // Replicated streams: a three-node cluster (the sidecar's backend gets the same).
+      testing::NatsClusterOptions co;
+      co.nodes = 3;
+      co.base_dir = w.dir;
+      CONVERGE_ASSIGN_OR_RETURN(cluster_, testing::NatsCluster::Start(co));
+    } else {
+      testing::NatsServerOptions options;
+      options.base_dir = w.dir;
+      CONVERGE_ASSIGN_OR_RETURN(server_, testing::StartNatsServer(options));
+    }
     CONVERGE_RETURN_IF_ERROR(Connect(/*send_asap=*/false, &nc_, &js_));
     CONVERGE_RETURN_IF_ERROR(AddStream(kPublishStream, kPublishSubject));
     return AddStream(kLatencyStream, kLatencySubject);
@@ -77,7 +87,7 @@ class JetStreamSystem : public LogSystem {
     m.seconds = static_cast<double>(end - start) / 1e9;
     m.events_per_s = static_cast<double>(w.events) / m.seconds;
     m.note = "js_PublishAsync, max " + std::to_string(kMaxPendingPublishes) +
-             " pending, file storage R1";
+             " pending, file storage R" + std::to_string(replicas_);
     out.push_back(m);
     return Status::Ok();
   }
@@ -94,11 +104,10 @@ class JetStreamSystem : public LogSystem {
     CONVERGE_RETURN_IF_ERROR(AddStream(stream.c_str(), subject.c_str()));
     std::string payload(w.event_bytes, '\0');
     FillPayload(payload.data(), payload.size());
-    ManyClientsResult r =
-        RunNatsRequestPublishers(server_->port(), clients, w.events, subject, payload);
+    ManyClientsResult r = RunNatsRequestPublishers(Port(), clients, w.events, subject, payload);
     std::string note = "synchronous publish (request, wait for the stream's ack) from " +
-                       std::to_string(clients) +
-                       " connections (1 client thread), file storage R1";
+                       std::to_string(clients) + " connections (1 client thread), file storage R" +
+                       std::to_string(replicas_);
     if (!r.first_error.empty()) note += "; first error: " + r.first_error;
     out.push_back(ManyClientsMeasurement("single_publish", name(), durability(), clients, r.ok,
                                          r.errors, r.elapsed_ns, r.latencies_ns, note));
@@ -238,6 +247,7 @@ class JetStreamSystem : public LogSystem {
       natsConnection_Destroy(nc_);
       nc_ = nullptr;
     }
+    cluster_.reset();
     if (server_ != nullptr) {
       Status s = server_->Shutdown();
       server_.reset();
@@ -250,8 +260,7 @@ class JetStreamSystem : public LogSystem {
   // A connection and its JetStream context. send_asap=false lets nats.c batch writes in its
   // flusher thread (best for throughput); true writes each publish at once (best latency).
   Status Connect(bool send_asap, natsConnection** nc, jsCtx** js) {
-    CONVERGE_RETURN_IF_ERROR(
-        NatsConnect("jetstream", {server_->Url("nats"), kRequestTimeoutMs, send_asap}, nc));
+    CONVERGE_RETURN_IF_ERROR(NatsConnect("jetstream", {Url(), kRequestTimeoutMs, send_asap}, nc));
 
     jsOptions jo;
     jsOptions_Init(&jo);
@@ -278,8 +287,17 @@ class JetStreamSystem : public LogSystem {
   }
 
   Status AddStream(const char* stream, const char* subject) {
-    return AddFileStream("jetstream", js_, stream, subject);
+    return AddFileStream("jetstream", js_, stream, subject, replicas_);
   }
+
+  uint16_t Port() const {
+    if (cluster_ != nullptr) {
+      const std::string url = cluster_->Url(0);
+      return static_cast<uint16_t>(std::stoi(url.substr(url.rfind(':') + 1)));
+    }
+    return server_->port();
+  }
+  std::string Url() const { return cluster_ != nullptr ? cluster_->Url(0) : server_->Url("nats"); }
 
   Status CompletePublishes(jsCtx* js) {
     jsPubOptions po;
@@ -331,6 +349,8 @@ class JetStreamSystem : public LogSystem {
   }
 
   std::unique_ptr<testing::ManagedServer> server_;
+  std::unique_ptr<testing::NatsCluster> cluster_;  // with replicas > 1
+  uint32_t replicas_ = 1;
   natsConnection* nc_ = nullptr;
   jsCtx* js_ = nullptr;
   std::atomic<uint64_t> publish_errors_{0};

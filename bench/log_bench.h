@@ -38,6 +38,16 @@ struct LogWorkload {
   // converge's topic durability: "fsync" (the default and the targets' setting), "interval"
   // (synced every 50 ms) or "none"; the others show what the syncs cost.
   std::string converge_durability = "fsync";
+  // --backend (with --via server): where `converge serve` keeps its log, "embedded" (its own
+  // files) or "jetstream" (a nats-server started for it: file storage, one replica, as the
+  // jetstream peer's streams).
+  std::string converge_backend = "embedded";
+  // --replicas: the replica count of the JetStream streams, of the jetstream peer and (with
+  // --backend jetstream) of converge's; above 1 the nats-servers are a three-node cluster.
+  uint32_t jetstream_replicas = 1;
+  // --sidecars (with --backend jetstream): single_publish spreads its connections over this
+  // many `converge serve` instances sharing the one JetStream log.
+  uint32_t sidecars = 1;
   // --schema (with --via server): two more publish rows, the same JSON order events into a
   // plain topic and into a topic validated against a registered schema, side by side.
   bool schema = false;

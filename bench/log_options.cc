@@ -58,6 +58,15 @@ void PrintLogHelp(std::FILE* out) {
       "                        --size bytes) into a plain topic and into one validated\n"
       "                        against a registered JSON Schema (rows converge-jsondata\n"
       "                        and converge-schema, side by side)\n"
+      "  --backend NAME        with --via server: embedded (default) or jetstream, the log of\n"
+      "                        `converge serve` in a nats-server started for it (file\n"
+      "                        storage, 1 replica, the jetstream peer's settings); its rows\n"
+      "                        have durability interval-2m, like the jetstream peer's\n"
+      "  --replicas N          replicas of the JetStream streams (1..3), of the jetstream\n"
+      "                        peer and of converge's with --backend jetstream; above 1 on\n"
+      "                        a three-node nats-server cluster\n"
+      "  --sidecars N          with --backend jetstream: single_publish spreads its\n"
+      "                        connections over N converge serve instances sharing the log\n"
       "  --clients LIST        comma-separated numbers of concurrent clients (e.g.\n"
       "                        64,256,1024): runs the many-small-clients workloads instead\n"
       "                        (unless --workloads names others), for each number, on\n"
@@ -116,6 +125,9 @@ Result<LogOptions> ParseLogOptions(int argc, char** argv) {
   CLI::Option* durability_option = app.add_option("--converge-durability", durability);
   app.add_option("--rounds", o.rounds)->check(cli::Integer(1, 100));
   app.add_option("--via", o.via);
+  app.add_option("--backend", o.workload.converge_backend);
+  app.add_option("--replicas", o.workload.jetstream_replicas)->check(cli::Integer(1, 3));
+  app.add_option("--sidecars", o.workload.sidecars)->check(cli::Integer(1, 8));
   app.add_flag("--schema", o.workload.schema);
   std::string clients;
   CLI::Option* clients_option = app.add_option("--clients", clients);
@@ -166,6 +178,16 @@ Result<LogOptions> ParseLogOptions(int argc, char** argv) {
   if (o.workloads.empty()) return InvalidArgumentError("--workloads is empty");
   if (o.via != "inproc" && o.via != "server") {
     return InvalidArgumentError("--via wants inproc or server, got '" + o.via + "'");
+  }
+  if (o.workload.converge_backend != "embedded" && o.workload.converge_backend != "jetstream") {
+    return InvalidArgumentError("--backend wants embedded or jetstream, got '" +
+                                o.workload.converge_backend + "'");
+  }
+  if (o.workload.converge_backend != "embedded" && o.via != "server") {
+    return InvalidArgumentError("--backend jetstream needs --via server (the sidecar's config)");
+  }
+  if (o.workload.sidecars > 1 && o.workload.converge_backend != "jetstream") {
+    return InvalidArgumentError("--sidecars needs --backend jetstream (a shared log)");
   }
   if (o.workload.schema && o.via != "server") {
     return InvalidArgumentError("--schema needs --via server (validation is the server's)");
@@ -243,6 +265,27 @@ std::string LogComparison(const std::vector<Measurement>& rows, bool via_server)
     std::snprintf(line, sizeof(line), "  consume_ack %s (%s): %.2fx jetstream pull + ack\n",
                   m.system.c_str(), m.durability.c_str(), m.events_per_s / js_con->events_per_s);
     relative << line;
+  }
+  // Many small clients: converge against direct JetStream with the same number of clients;
+  // with the log on JetStream (the same acks: durability interval-2m) the target is 0.7x.
+  for (const Measurement& m : rows) {
+    if (m.workload != "single_publish" || m.system != "converge") continue;
+    for (const Measurement& js : rows) {
+      if (js.workload != "single_publish" || js.system != "jetstream" || js.clients != m.clients ||
+          js.events_per_s <= 0) {
+        continue;
+      }
+      const double r = m.events_per_s / js.events_per_s;
+      const bool same_acks = m.durability == js.durability;
+      std::snprintf(
+          line, sizeof(line),
+          "  single_publish converge (%s), %llu clients: %.2fx jetstream sync publish%s\n",
+          m.durability.c_str(), static_cast<unsigned long long>(m.clients.value_or(0)), r,
+          same_acks ? (r >= 0.7 ? "  (log on JetStream: >= 0.7x PASS)"
+                                : "  (log on JetStream: >= 0.7x MISS)")
+                    : "");
+      relative << line;
+    }
   }
   if (!relative.str().empty()) out << "\nRelative to the peers in this run:\n" << relative.str();
 

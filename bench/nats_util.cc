@@ -24,8 +24,8 @@ Status NatsConnect(std::string_view system, const NatsConnectOptions& options,
   return Status::Ok();
 }
 
-Status AddFileStream(std::string_view system, jsCtx* js, const char* stream,
-                     const char* subject) {
+Status AddFileStream(std::string_view system, jsCtx* js, const char* stream, const char* subject,
+                     int64_t replicas) {
   jsStreamConfig cfg;
   jsStreamConfig_Init(&cfg);
   cfg.Name = stream;
@@ -33,7 +33,7 @@ Status AddFileStream(std::string_view system, jsCtx* js, const char* stream,
   cfg.Subjects = subjects;
   cfg.SubjectsLen = 1;
   cfg.Storage = js_FileStorage;
-  cfg.Replicas = 1;
+  cfg.Replicas = replicas;
   jsStreamInfo* info = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
   const natsStatus s = js_AddStream(&info, js, &cfg, nullptr, &jerr);

@@ -26,8 +26,8 @@ struct NatsConnectOptions {
 Status NatsConnect(std::string_view system, const NatsConnectOptions& options,
                    natsConnection** nc);
 
-// Adds stream `stream` on `subject`, file storage, one replica.
-Status AddFileStream(std::string_view system, jsCtx* js, const char* stream,
-                     const char* subject);
+// Adds stream `stream` on `subject`, file storage, `replicas` replicas.
+Status AddFileStream(std::string_view system, jsCtx* js, const char* stream, const char* subject,
+                     int64_t replicas = 1);
 
 }  // namespace converge::bench

@@ -37,6 +37,7 @@ converge_layer(wire     1 USES core)
 converge_layer(log      2 USES core env                           PUBLIC log.h)
 converge_layer(groups   2 USES core env log                       PUBLIC consumer_group.h)
 converge_layer(sql      2 USES core env                           PUBLIC sql.h sql_statement.h)
+converge_layer(jetstream 2 USES core env log)
 converge_layer(schema   2 USES core)
 converge_layer(cdc      2 USES core env)
 converge_layer(conflict 3 USES core env                           PUBLIC conflict/*.h)
@@ -46,7 +47,7 @@ converge_layer(saga     3 USES core env log sql                   PUBLIC saga.h 
 converge_layer(reconcile 3 USES core env sql)
 converge_layer(topology 3 USES core env schema)
 converge_layer(replica  3 USES core env log sql                   PUBLIC replica.h)
-converge_layer(server   4 USES core env wire log groups sql schema outbox store saga topology replica reconcile)
+converge_layer(server   4 USES core env wire log groups sql jetstream schema outbox store saga topology replica reconcile)
 converge_layer(client   4 USES core env wire log                  PUBLIC client.h)
 
 # ---- checks of the table itself ----

@@ -35,7 +35,7 @@ set(CPACK_DEBIAN_PACKAGE_MAINTAINER "converge maintainers <converge@localhost>")
 set(CPACK_DEBIAN_PACKAGE_SECTION net)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 # The shared libraries the binary links (Boost.JSON/URL, libpq, OpenSSL, SQLite, yaml-cpp,
-# xxhash) by dpkg-shlibdeps; adduser for the postinst.
+# xxhash, nats.c for the JetStream log backend) by dpkg-shlibdeps; adduser for the postinst.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS "adduser")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA

@@ -243,6 +243,41 @@ Status ParseStore(const YAML::Node& n, StoreConfig* c) {
   return Status::Ok();
 }
 
+Status ParseLog(const YAML::Node& n, LogConfig* c) {
+  const std::string w = "log";
+  CONVERGE_RETURN_IF_ERROR(CheckKeys(n, w, {"backend", "jetstream"}));
+  std::string backend = "embedded";
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "backend", &backend));
+  if (backend == "embedded") {
+    c->backend = LogBackend::kEmbedded;
+  } else if (backend == "jetstream") {
+    c->backend = LogBackend::kJetStream;
+  } else {
+    return KeyError(w + ".backend", "must be embedded or jetstream, got '" + backend + "'");
+  }
+  YAML::Node js = n["jetstream"];
+  if (js && c->backend != LogBackend::kJetStream) {
+    return KeyError(w + ".jetstream", "is only for log.backend: jetstream");
+  }
+  if (c->backend != LogBackend::kJetStream) return Status::Ok();
+  const std::string jw = w + ".jetstream";
+  if (!js) return KeyError(jw, "is required with log.backend: jetstream (servers at least)");
+  CONVERGE_RETURN_IF_ERROR(CheckKeys(js, jw,
+                                     {"servers", "replicas", "stream_prefix", "connect_timeout_ms",
+                                      "ack_timeout_ms", "max_pending_publishes"}));
+  jetstream::JetStreamLogOptions& o = c->jetstream;
+  CONVERGE_RETURN_IF_ERROR(ReadStringList(js, jw, "servers", &o.servers));
+  if (o.servers.empty()) return KeyError(jw + ".servers", "is required (one or more nats:// URLs)");
+  CONVERGE_RETURN_IF_ERROR(ReadInt(js, jw, "replicas", &o.replicas, 1, 5));
+  CONVERGE_RETURN_IF_ERROR(ReadString(js, jw, "stream_prefix", &o.stream_prefix));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(js, jw, "connect_timeout_ms", &o.connect_timeout_ms, 1, 3'600'000));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(js, jw, "ack_timeout_ms", &o.ack_timeout_ms, 1, 3'600'000));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(js, jw, "max_pending_publishes", &o.max_pending_publishes, 1, 10'000'000));
+  return Status::Ok();
+}
+
 Status ParseToken(const YAML::Node& n, size_t index, TokenConfig* t) {
   const std::string w = "auth.tokens[" + std::to_string(index) + "]";
   CONVERGE_RETURN_IF_ERROR(
@@ -471,11 +506,11 @@ Status ParseSubscriptions(const YAML::Node& n, ServerConfig* c) {
 
 Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
   if (!root || root.IsNull()) return Status::Ok();  // an empty file means all defaults
-  CONVERGE_RETURN_IF_ERROR(CheckKeys(
-      root, "",
-      {"listen", "data_dir", "io_threads", "storage_threads", "tls", "auth", "auto_create_topics",
-       "topic_defaults", "groups", "limits", "store", "sagas", "relays", "topology", "replicas",
-       "subscriptions"}));
+  CONVERGE_RETURN_IF_ERROR(
+      CheckKeys(root, "",
+                {"listen", "data_dir", "io_threads", "storage_threads", "tls", "auth",
+                 "auto_create_topics", "topic_defaults", "log", "groups", "limits", "store",
+                 "sagas", "relays", "topology", "replicas", "subscriptions"}));
   std::string listen;
   CONVERGE_RETURN_IF_ERROR(ReadString(root, "", "listen", &listen));
   if (!listen.empty()) {
@@ -496,6 +531,7 @@ Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
   if (YAML::Node t = root["topic_defaults"]) {
     CONVERGE_RETURN_IF_ERROR(ParseTopicDefaults(t, &c->topic_defaults));
   }
+  if (YAML::Node l = root["log"]) CONVERGE_RETURN_IF_ERROR(ParseLog(l, &c->log));
   if (YAML::Node g = root["groups"]) CONVERGE_RETURN_IF_ERROR(ParseGroups(g, &c->groups));
   if (YAML::Node l = root["limits"]) CONVERGE_RETURN_IF_ERROR(ParseLimits(l, &c->limits));
   if (YAML::Node st = root["store"]) CONVERGE_RETURN_IF_ERROR(ParseStore(st, &c->store));
@@ -701,6 +737,11 @@ Status ValidateModuleOptions(const ServerConfig& c) {
                        InvalidArgumentError("topics would be created with a record limit the log "
                                             "refuses: " +
                                             std::string(s.message())));
+  }
+  if (c.log.backend == LogBackend::kJetStream) {
+    if (Status s = jetstream::ValidateJetStreamLogOptions(c.log.jetstream); !s.ok()) {
+      return ModuleError("log.jetstream", s);
+    }
   }
   if (Status s = ValidateConsumerGroupsOptions(GroupsOptionsFor(c)); !s.ok()) {
     return ModuleError("groups", s);

@@ -22,6 +22,7 @@
 #include "converge/saga.h"
 #include "converge/status.h"
 #include "converge/store.h"
+#include "jetstream/jetstream_log.h"
 #include "topology/topology.h"
 
 namespace converge::server {
@@ -165,6 +166,14 @@ struct SubscriptionConfig {
 // scheme, ranges; not the secret's presence). InvalidArgument naming `where`.<field>.
 Status CheckSubscription(const SubscriptionConfig& s, const std::string& where);
 
+// Where the event log lives (docs/configuration.md, "Backends"): the embedded files under
+// <data_dir>/log (the default), or NATS JetStream shared by several servers.
+enum class LogBackend : uint8_t { kEmbedded, kJetStream };
+struct LogConfig {
+  LogBackend backend = LogBackend::kEmbedded;
+  jetstream::JetStreamLogOptions jetstream;  // with backend: jetstream
+};
+
 struct ServerConfig {
   std::string listen_address = "127.0.0.1";
   uint16_t listen_port = 8080;  // 0 picks a free port (printed at start)
@@ -178,6 +187,7 @@ struct ServerConfig {
   bool metrics_require_token = false;  // /metrics needs any valid token
   bool auto_create_topics = false;     // publish to an unknown topic creates it
   TopicOptions topic_defaults;         // for created topics unless the request says
+  LogConfig log;
   GroupConfig groups;
   LimitsConfig limits;
   StoreConfig store;

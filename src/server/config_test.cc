@@ -156,6 +156,45 @@ TEST(Config, RejectsBadInputNamingTheKey) {
                  "'name' appears more than once");
 }
 
+TEST(Config, LogBackendSection) {
+  Result<ServerConfig> d = ParseConfig("");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->log.backend, LogBackend::kEmbedded);
+  Result<ServerConfig> c = ParseConfig(R"(
+log:
+  backend: jetstream
+  jetstream:
+    servers: [nats://127.0.0.1:4222, nats://127.0.0.1:4223]
+    replicas: 3
+    stream_prefix: shop-a
+    connect_timeout_ms: 1000
+    ack_timeout_ms: 2000
+    max_pending_publishes: 1000
+)");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->log.backend, LogBackend::kJetStream);
+  EXPECT_EQ(c->log.jetstream.servers.size(), 2u);
+  EXPECT_EQ(c->log.jetstream.replicas, 3u);
+  EXPECT_EQ(c->log.jetstream.stream_prefix, "shop-a");
+  EXPECT_EQ(c->log.jetstream.connect_timeout_ms, 1000);
+  EXPECT_EQ(c->log.jetstream.ack_timeout_ms, 2000);
+  EXPECT_EQ(c->log.jetstream.max_pending_publishes, 1000);
+  ExpectRejected("log: {backend: kafka}", "log.backend");
+  ExpectRejected("log: {colour: red}", "log.colour");
+  ExpectRejected("log: {jetstream: {servers: [nats://a:1]}}", "log.jetstream");
+  ExpectRejected("log: {backend: embedded, jetstream: {servers: [nats://a:1]}}", "log.jetstream");
+  ExpectRejected("log: {backend: jetstream}", "log.jetstream");
+  ExpectRejected("log: {backend: jetstream, jetstream: {replicas: 3}}", "log.jetstream.servers");
+  ExpectRejected("log: {backend: jetstream, jetstream: {servers: [x], replicas: 7}}",
+                 "log.jetstream.replicas");
+  ExpectRejected("log: {backend: jetstream, jetstream: {servers: [x], stream_prefix: a.b}}",
+                 "log.jetstream");
+  ExpectRejected("log: {backend: jetstream, jetstream: {servers: [x], ack_timeout_ms: 0}}",
+                 "log.jetstream.ack_timeout_ms");
+  ExpectRejected("log: {backend: jetstream, jetstream: {servers: [x], server: y}}",
+                 "log.jetstream.server");
+}
+
 TEST(Config, StoreSection) {
   Result<ServerConfig> d = ParseConfig("");
   ASSERT_TRUE(d.ok());

@@ -167,7 +167,14 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   impl->pool = std::make_unique<BlockingPool>(impl->config.storage_threads);
   BlockingPool* pool = impl->pool.get();
   log_options.background = [pool](std::function<void()> task) { pool->Post(std::move(task)); };
-  CONVERGE_ASSIGN_OR_RETURN(impl->log, Log::Open(*impl->env, log_options));
+  if (impl->config.log.backend == LogBackend::kJetStream) {
+    // The log on NATS JetStream (shared by every server naming the same stream_prefix); group
+    // state, the store and sagas stay in data_dir.
+    CONVERGE_ASSIGN_OR_RETURN(impl->log,
+                              jetstream::OpenJetStreamLog(*impl->env, impl->config.log.jetstream));
+  } else {
+    CONVERGE_ASSIGN_OR_RETURN(impl->log, Log::Open(*impl->env, log_options));
+  }
 
   ConsumerGroupsOptions group_options = GroupsOptionsFor(impl->config);
   group_options.report_damage = [](const std::string& message) {

@@ -27,7 +27,9 @@ field() { dpkg-deb -f "$deb" "$1"; }
 [ "$(field Package)" = converge ] || fail "Package is '$(field Package)'"
 grep -q '\badduser\b' <<<"$(field Depends)" || fail "Depends lacks adduser: $(field Depends)"
 grep -q 'libc6' <<<"$(field Depends)" || fail "Depends lacks the shared libraries: $(field Depends)"
-if grep -qE 'nats|hiredis|gtest|benchmark' <<<"$(field Depends)"; then
+# nats.c is a run-time library (the JetStream log backend); the test and bench ones are not.
+grep -q 'libnats' <<<"$(field Depends)" || fail "Depends lacks libnats: $(field Depends)"
+if grep -qE 'hiredis|gtest|benchmark' <<<"$(field Depends)"; then
   fail "Depends names a test or bench library: $(field Depends)"
 fi
 for script in postinst prerm postrm conffiles; do

@@ -37,6 +37,8 @@ namespace converge::testing {
 struct HttpLoadOptions {
   std::string host = "127.0.0.1";
   uint16_t port = 0;
+  // Non-empty: connection i goes to ports[i % ports.size()] instead (several servers).
+  std::vector<uint16_t> ports;
   size_t connections = 64;
   uint64_t requests = 1000;
   unsigned threads = 1;
@@ -87,7 +89,9 @@ inline asio::awaitable<void> RunConnection(Shared& shared, size_t index) {
   auto executor = co_await asio::this_coro::executor;
   asio::ip::tcp::socket socket(executor);
   try {
-    co_await socket.async_connect(shared.endpoint, asio::use_awaitable);
+    asio::ip::tcp::endpoint endpoint = shared.endpoint;
+    if (!o.ports.empty()) endpoint.port(o.ports[index % o.ports.size()]);
+    co_await socket.async_connect(endpoint, asio::use_awaitable);
     socket.set_option(asio::ip::tcp::no_delay(true));
   } catch (const std::exception& e) {
     if (shared.next.fetch_add(1) < o.requests) Fail(shared, std::string("connect: ").append(e.what()));
