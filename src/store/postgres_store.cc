@@ -76,8 +76,13 @@ class PostgresStore final : public Store {
     }
     // Background tasks run before the store is destroyed (StoreOptions::background); wait
     // for those that started.
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [&] { return tasks_running_ == 0; });
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      cv_.wait(l, [&] { return tasks_running_ == 0; });
+    }
+    // Graceful close: one more try to publish what is committed (a restart re-publishes from
+    // the topic's last event anyway).
+    if (opt_.feed_log != nullptr) TailFeed().IgnoreError();
   }
 
   Status Init() {
@@ -579,7 +584,8 @@ Status PostgresStore::CreateTables() {
   };
   Status s = c->Transact([&](Transaction& tx) -> Status {
     // Several processes may start at once: CREATE ... IF NOT EXISTS is not safe concurrently.
-    const Value key[] = {Value::Text("converge-store:" + p)};
+    const std::string lock_name = "converge-store:" + p;
+    const Value key[] = {Value::Text(lock_name)};
     CONVERGE_RETURN_IF_ERROR(
         tx.Query("SELECT pg_advisory_xact_lock(hashtext($1))", key,
                  [](const Row&) { return Status::Ok(); })

@@ -19,6 +19,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "test_backend.h"
+
 namespace converge::testing {
 
 namespace {
@@ -67,9 +69,11 @@ Status ServeProcess::Start() {
   }
   std::vector<std::string> args = {binary,        "serve",      "--listen",
                                    "127.0.0.1:0", "--data-dir", data_dir_};
-  if (!config_yaml_.empty()) {
+  // The black-box suites run on the backend CONVERGE_TEST_BACKEND names (test_backend.h).
+  const std::string yaml = WithTestBackend(config_yaml_, data_dir_);
+  if (!yaml.empty()) {
     std::string path = dir_ + "/converge.yaml";
-    std::ofstream(path) << config_yaml_;
+    std::ofstream(path) << yaml;
     args.push_back("--config");
     args.push_back(path);
   }
