@@ -89,6 +89,9 @@ class PostgresStore final : public Store {
     CONVERGE_RETURN_IF_ERROR(CreateTables());
     if (opt_.feed_log != nullptr) {
       CONVERGE_ASSIGN_OR_RETURN(feed_cursor_, FeedCursorFromLog(opt_));
+      feed_published_.store(feed_cursor_);
+      // Publish what the topic misses now (what fails is retried by every later tail).
+      TailFeed().IgnoreError();
     }
     std::lock_guard<std::mutex> g(timer_->mu);
     timer_->store = this;
@@ -1034,6 +1037,18 @@ StoreStats PostgresStore::Stats() {
                        s.last_seq = static_cast<uint64_t>(q);
                        s.documents = static_cast<uint64_t>(d);
                        s.bytes = static_cast<uint64_t>(b);
+                       return Status::Ok();
+                     })
+             .ok();
+  }
+  const uint64_t published = feed_published_.load();
+  if (ok && opt_.feed_log != nullptr && s.last_seq > published) {
+    // Committed changes this process has not yet put into its feed topic.
+    const Value p[] = {Value::Int(static_cast<int64_t>(published))};
+    ok = (*c)->Query("SELECT count(*) FROM " + T("changes") + " WHERE seq > $1", p,
+                     [&](const Row& row) -> Status {
+                       CONVERGE_ASSIGN_OR_RETURN(int64_t n, row.Int(0));
+                       s.feed_backlog_events = static_cast<uint64_t>(n);
                        return Status::Ok();
                      })
              .ok();
