@@ -460,7 +460,10 @@ class PostgresStore final : public Store {
     });
   }
   // Asks for a feed tail soon (coalesced: at most one queued or running, plus one more pass).
-  void KickFeed() {
+  // After a commit the tail runs on StoreOptions::background; the timer runs it on its own
+  // thread (`here`), because background work may no longer run once its executor is being
+  // shut down, while the timer is cancelled by the destructor.
+  void KickFeed(bool here = false) {
     if (opt_.feed_log == nullptr) return;
     {
       std::lock_guard<std::mutex> g(mu_);
@@ -470,7 +473,7 @@ class PostgresStore final : public Store {
       }
       feed_task_ = true;
     }
-    RunTask([this]() {
+    auto pass = [this]() {
       while (true) {
         TailFeed().IgnoreError();  // retried by the next kick or tick
         std::lock_guard<std::mutex> g(mu_);
@@ -480,19 +483,9 @@ class PostgresStore final : public Store {
         }
         feed_again_ = false;
       }
-    });
-  }
-  void KickSweep() {
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      if (sweep_task_) return;
-      sweep_task_ = true;
-    }
-    RunTask([this]() {
-      ExpireDue().status().IgnoreError();
-      std::lock_guard<std::mutex> g(mu_);
-      sweep_task_ = false;
-    });
+    };
+    if (here) return pass();
+    RunTask(std::move(pass));
   }
 
   // The periodic timer: feed tail and TTL sweep. Requires timer_->mu.
@@ -512,12 +505,12 @@ class PostgresStore final : public Store {
     });
   }
   void OnTimer() {
-    KickFeed();
+    KickFeed(/*here=*/true);
     if (opt_.ttl_sweep_interval_ms <= 0) return;
     const int64_t now = env_.clock().NowMonotonicNanos() / 1'000'000;
     if (now - last_sweep_ms_ >= opt_.ttl_sweep_interval_ms) {
       last_sweep_ms_ = now;
-      KickSweep();
+      ExpireDue().status().IgnoreError();  // the next sweep tries again
     }
   }
 
@@ -536,7 +529,6 @@ class PostgresStore final : public Store {
   int tasks_running_ = 0;
   bool feed_task_ = false;
   bool feed_again_ = false;
-  bool sweep_task_ = false;
   uint64_t commits_ = 0;
   uint64_t last_seq_seen_ = 0;
   StoreStats last_stats_;
