@@ -108,6 +108,8 @@ TEST_F(PostgresStoreTest, ALateCommitIsNeitherSkippedNorReorderedInTheFeed) {
   CollectionConfig config;
   config.owner = "orders";
   ASSERT_TRUE(a->CreateCollection(kOrders, "orders", config).ok());
+  // B writes another collection: nothing but the commit order relates the two writes.
+  ASSERT_TRUE(a->CreateCollection(kOrders, "billing", config).ok());
   ASSERT_TRUE(b->Put(kOrders, "orders", "before", "0").ok());
 
   hold_next = true;
@@ -120,7 +122,7 @@ TEST_F(PostgresStoreTest, ALateCommitIsNeitherSkippedNorReorderedInTheFeed) {
   std::atomic<bool> b_done{false};
   Result<WriteResult> b_write = InternalError("not run");
   std::thread tb([&] {
-    b_write = b->Put(kOrders, "orders", "early", "2");
+    b_write = b->Put(kOrders, "billing", "early", "2");
     b_done = true;
   });
   // B cannot commit while A holds its number, and neither feed shows anything of either.
