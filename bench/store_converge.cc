@@ -301,7 +301,9 @@ class SidecarSystem : public StoreSystem {
       : synced_(synced), postgres_(postgres), sidecars_(sidecars) {}
   ~SidecarSystem() override { Stop().IgnoreError(); }
   std::string name() const override {
-    if (postgres_) return sidecars_ == 1 ? "converge-pg" : "converge-pg-x" + std::to_string(sidecars_);
+    if (postgres_) {
+      return sidecars_ == 1 ? "converge-pg" : "converge-pg-x" + std::to_string(sidecars_);
+    }
     return synced_ ? "converge" : "converge-nosync";
   }
   std::string durability() const override { return synced_ ? "fsync" : "none"; }

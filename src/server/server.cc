@@ -184,9 +184,9 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
     store_options.background = [pool](std::function<void()> task) { pool->Post(std::move(task)); };
     const bool shared_store = impl->config.store.backend == "postgres";
     if (shared_store) {
-      CONVERGE_ASSIGN_OR_RETURN(impl->store,
-                                OpenPostgresStore(*impl->env, store_options,
-                                                  PostgresStoreOptionsFor(impl->config)));
+      CONVERGE_ASSIGN_OR_RETURN(
+          impl->store,
+          OpenPostgresStore(*impl->env, store_options, PostgresStoreOptionsFor(impl->config)));
     } else {
       CONVERGE_ASSIGN_OR_RETURN(impl->store, Store::Open(*impl->env, store_options));
     }

@@ -65,7 +65,9 @@ struct Planned {
 class PostgresStore final : public Store {
  public:
   PostgresStore(Env& env, StoreOptions options, PostgresStoreOptions pg)
-      : env_(env), opt_(std::move(options)), pg_(std::move(pg)),
+      : env_(env),
+        opt_(std::move(options)),
+        pg_(std::move(pg)),
         timer_(std::make_shared<TimerState>()) {}
 
   ~PostgresStore() override {
@@ -118,17 +120,17 @@ class PostgresStore final : public Store {
     bool found = false;
     Status decoded = Status::Ok();
     const Value params[] = {Value::Text(name)};
-    Result<int64_t> q = c->Query(
-        "SELECT config, documents, bytes FROM " + T("collections") + " WHERE name = $1", params,
-        [&](const Row& row) -> Status {
-          found = true;
-          decoded = DecodeConfigColumn(row.Bytes(0), &info.config);
-          CONVERGE_ASSIGN_OR_RETURN(int64_t d, row.Int(1));
-          CONVERGE_ASSIGN_OR_RETURN(int64_t b, row.Int(2));
-          info.documents = static_cast<uint64_t>(d);
-          info.bytes = static_cast<uint64_t>(b);
-          return Status::Ok();
-        });
+    Result<int64_t> q =
+        c->Query("SELECT config, documents, bytes FROM " + T("collections") + " WHERE name = $1",
+                 params, [&](const Row& row) -> Status {
+                   found = true;
+                   decoded = DecodeConfigColumn(row.Bytes(0), &info.config);
+                   CONVERGE_ASSIGN_OR_RETURN(int64_t d, row.Int(1));
+                   CONVERGE_ASSIGN_OR_RETURN(int64_t b, row.Int(2));
+                   info.documents = static_cast<uint64_t>(d);
+                   info.bytes = static_cast<uint64_t>(b);
+                   return Status::Ok();
+                 });
     if (!q.ok()) return q.status();
     CONVERGE_RETURN_IF_ERROR(decoded);
     if (!found) return NotFoundError("collection '" + name + "' does not exist");
@@ -178,21 +180,21 @@ class PostgresStore final : public Store {
     bool doc_found = false;
     Document doc;
     const Value params[] = {Value::Text(collection), Value::Text(key)};
-    Result<int64_t> q = c->Query(
-        "SELECT d.value, d.version, d.expires_at_ms, d.key IS NOT NULL FROM " +
-            T("collections") + " c LEFT JOIN " + T("documents") +
-            " d ON d.collection = c.name AND d.key = $2 WHERE c.name = $1",
-        params, [&](const Row& row) -> Status {
-          coll_found = true;
-          if (row.IsNull(1)) return Status::Ok();
-          doc_found = true;
-          doc.value.assign(row.Bytes(0));
-          CONVERGE_ASSIGN_OR_RETURN(int64_t v, row.Int(1));
-          CONVERGE_ASSIGN_OR_RETURN(int64_t e, row.Int(2));
-          doc.version = static_cast<uint64_t>(v);
-          doc.expires_at_ms = e;
-          return Status::Ok();
-        });
+    Result<int64_t> q =
+        c->Query("SELECT d.value, d.version, d.expires_at_ms, d.key IS NOT NULL FROM " +
+                     T("collections") + " c LEFT JOIN " + T("documents") +
+                     " d ON d.collection = c.name AND d.key = $2 WHERE c.name = $1",
+                 params, [&](const Row& row) -> Status {
+                   coll_found = true;
+                   if (row.IsNull(1)) return Status::Ok();
+                   doc_found = true;
+                   doc.value.assign(row.Bytes(0));
+                   CONVERGE_ASSIGN_OR_RETURN(int64_t v, row.Int(1));
+                   CONVERGE_ASSIGN_OR_RETURN(int64_t e, row.Int(2));
+                   doc.version = static_cast<uint64_t>(v);
+                   doc.expires_at_ms = e;
+                   return Status::Ok();
+                 });
     if (!q.ok()) return q.status();
     if (!coll_found) return NotFoundError("collection '" + collection + "' does not exist");
     if (!doc_found || (doc.expires_at_ms != 0 && doc.expires_at_ms <= now)) {
@@ -369,7 +371,9 @@ class PostgresStore final : public Store {
     pool_cv_.notify_one();
   }
 
-  std::string T(std::string_view table) const { return pg_.table_prefix + "_" + std::string(table); }
+  std::string T(std::string_view table) const {
+    return pg_.table_prefix + "_" + std::string(table);
+  }
   int64_t NowMs() { return env_.clock().NowWallNanos() / 1'000'000; }
 
   void Count(const std::string& collection, StatusCode code) {
@@ -390,13 +394,12 @@ class PostgresStore final : public Store {
   Status ReadConfig(Q& q, const std::string& name, std::optional<CollectionConfig>* out) {
     Status decoded = Status::Ok();
     const Value params[] = {Value::Text(name)};
-    Result<int64_t> r =
-        q.Query("SELECT config FROM " + T("collections") + " WHERE name = $1", params,
-                [&](const Row& row) -> Status {
-                  out->emplace();
-                  decoded = DecodeConfigColumn(row.Bytes(0), &**out);
-                  return Status::Ok();
-                });
+    Result<int64_t> r = q.Query("SELECT config FROM " + T("collections") + " WHERE name = $1",
+                                params, [&](const Row& row) -> Status {
+                                  out->emplace();
+                                  decoded = DecodeConfigColumn(row.Bytes(0), &**out);
+                                  return Status::Ok();
+                                });
     if (!r.ok()) return r.status();
     return decoded;
   }
@@ -582,9 +585,9 @@ Status PostgresStore::CreateTables() {
     const std::string lock_name = "converge-store:" + p;
     const Value key[] = {Value::Text(lock_name)};
     CONVERGE_RETURN_IF_ERROR(
-        tx.Query("SELECT pg_advisory_xact_lock(hashtext($1))", key,
-                 [](const Row&) { return Status::Ok(); })
-            .status());
+        tx.Query("SELECT pg_advisory_xact_lock(hashtext($1))", key, [](const Row&) {
+            return Status::Ok();
+          }).status());
     for (const std::string& stmt : ddl) CONVERGE_RETURN_IF_ERROR(tx.Execute(stmt).status());
     int64_t format = 0;
     CONVERGE_RETURN_IF_ERROR(tx.Query("SELECT format FROM " + p + "_meta WHERE id = 1", {},
@@ -622,12 +625,11 @@ Status PostgresStore::CollectionChange(const Caller& caller, const std::string& 
     if (create) {
       if (existing) return AlreadyExistsError("collection '" + name + "' exists");
       int64_t n = 0;
-      CONVERGE_RETURN_IF_ERROR(tx.Query("SELECT count(*) FROM " + T("collections"), {},
-                                        [&](const Row& row) -> Status {
-                                          CONVERGE_ASSIGN_OR_RETURN(n, row.Int(0));
-                                          return Status::Ok();
-                                        })
-                                   .status());
+      CONVERGE_RETURN_IF_ERROR(
+          tx.Query("SELECT count(*) FROM " + T("collections"), {}, [&](const Row& row) -> Status {
+              CONVERGE_ASSIGN_OR_RETURN(n, row.Int(0));
+              return Status::Ok();
+            }).status());
       if (static_cast<uint64_t>(n) >= opt_.max_collections) {
         return ResourceExhaustedError("the store holds its maximum of " +
                                       std::to_string(opt_.max_collections) + " collections");
@@ -662,15 +664,15 @@ Status PostgresStore::CollectionChange(const Caller& caller, const std::string& 
     }
     int64_t docs = 0;
     int64_t bytes = 0;
-    CONVERGE_RETURN_IF_ERROR(tx.Query("DELETE FROM " + T("collections") +
-                                          " WHERE name = $1 RETURNING documents, bytes",
-                                      pname,
-                                      [&](const Row& row) -> Status {
-                                        CONVERGE_ASSIGN_OR_RETURN(docs, row.Int(0));
-                                        CONVERGE_ASSIGN_OR_RETURN(bytes, row.Int(1));
-                                        return Status::Ok();
-                                      })
-                                 .status());
+    CONVERGE_RETURN_IF_ERROR(
+        tx.Query("DELETE FROM " + T("collections") + " WHERE name = $1 RETURNING documents, bytes",
+                 pname,
+                 [&](const Row& row) -> Status {
+                   CONVERGE_ASSIGN_OR_RETURN(docs, row.Int(0));
+                   CONVERGE_ASSIGN_OR_RETURN(bytes, row.Int(1));
+                   return Status::Ok();
+                 })
+            .status());
     CONVERGE_RETURN_IF_ERROR(
         tx.Execute("DELETE FROM " + T("documents") + " WHERE collection = $1", pname).status());
     return BumpMeta(tx, seq, -docs, -bytes);
@@ -711,7 +713,8 @@ Result<CommitResult> PostgresStore::CommitOps(const Caller& caller, std::span<co
 
 Status PostgresStore::ApplyTxn(Transaction& tx, const Caller& caller, std::span<const WriteOp> ops,
                                const std::vector<CheckedOp>& checked, bool indexed,
-                               CommitResult* out, std::vector<std::pair<std::string, StatusCode>>* refused,
+                               CommitResult* out,
+                               std::vector<std::pair<std::string, StatusCode>>* refused,
                                uint64_t* new_seq) {
   const int64_t now = NowMs();
   CONVERGE_ASSIGN_OR_RETURN(Meta meta, LockMeta(tx));
@@ -734,22 +737,21 @@ Status PostgresStore::ApplyTxn(Transaction& tx, const Caller& caller, std::span<
     std::optional<CollectionConfig> cfg_read;
     Status decoded = Status::Ok();
     const Value params[] = {Value::Text(op.collection), Value::Text(op.key)};
-    Result<int64_t> q = tx.Query(
-        "SELECT c.config, d.value, d.version, d.expires_at_ms FROM " + T("collections") +
-            " c LEFT JOIN " + T("documents") +
-            " d ON d.collection = c.name AND d.key = $2 WHERE c.name = $1",
-        params, [&](const Row& row) -> Status {
-          coll_found = true;
-          cfg_read.emplace();
-          decoded = DecodeConfigColumn(row.Bytes(0), &*cfg_read);
-          if (row.IsNull(2)) return Status::Ok();
-          present = true;
-          stored.assign(row.Bytes(1));
-          CONVERGE_ASSIGN_OR_RETURN(int64_t v, row.Int(2));
-          CONVERGE_ASSIGN_OR_RETURN(expires, row.Int(3));
-          version = static_cast<uint64_t>(v);
-          return Status::Ok();
-        });
+    Result<int64_t> q = tx.Query("SELECT c.config, d.value, d.version, d.expires_at_ms FROM " +
+                                     T("collections") + " c LEFT JOIN " + T("documents") +
+                                     " d ON d.collection = c.name AND d.key = $2 WHERE c.name = $1",
+                                 params, [&](const Row& row) -> Status {
+                                   coll_found = true;
+                                   cfg_read.emplace();
+                                   decoded = DecodeConfigColumn(row.Bytes(0), &*cfg_read);
+                                   if (row.IsNull(2)) return Status::Ok();
+                                   present = true;
+                                   stored.assign(row.Bytes(1));
+                                   CONVERGE_ASSIGN_OR_RETURN(int64_t v, row.Int(2));
+                                   CONVERGE_ASSIGN_OR_RETURN(expires, row.Int(3));
+                                   version = static_cast<uint64_t>(v);
+                                   return Status::Ok();
+                                 });
     if (!q.ok()) return q.status();
     CONVERGE_RETURN_IF_ERROR(decoded);
     if (!coll_found) {
@@ -848,8 +850,13 @@ Status PostgresStore::ApplyTxn(Transaction& tx, const Caller& caller, std::span<
     const WriteOp& op = *w.op;
     if (w.kind == OpKind::kPut) {
       // The document and its change row in one round trip.
-      const Value p[] = {Value::Text(op.collection), Value::Text(op.key), Value::Blob(w.value),
-                         vseq, Value::Int(w.expires_at_ms), Value::Int(idx), vnow};
+      const Value p[] = {Value::Text(op.collection),
+                         Value::Text(op.key),
+                         Value::Blob(w.value),
+                         vseq,
+                         Value::Int(w.expires_at_ms),
+                         Value::Int(idx),
+                         vnow};
       CONVERGE_RETURN_IF_ERROR(
           tx.Execute("WITH w AS (INSERT INTO " + T("documents") +
                          " (collection, key, value, version, expires_at_ms) VALUES ($1, $2, $3, "
@@ -876,7 +883,8 @@ Status PostgresStore::ApplyTxn(Transaction& tx, const Caller& caller, std::span<
   }
   for (const auto& [name, coll] : colls) {
     if (coll.docs_delta == 0 && coll.bytes_delta == 0) continue;
-    const Value p[] = {Value::Text(name), Value::Int(coll.docs_delta), Value::Int(coll.bytes_delta)};
+    const Value p[] = {Value::Text(name), Value::Int(coll.docs_delta),
+                       Value::Int(coll.bytes_delta)};
     CONVERGE_RETURN_IF_ERROR(tx.Execute("UPDATE " + T("collections") +
                                             " SET documents = documents + $2, bytes = bytes + $3 "
                                             "WHERE name = $1",
@@ -999,7 +1007,8 @@ Status PostgresStore::TailFeed() {
       txns.pop_back();
       if (txns.empty()) {
         const Value q[] = {Value::Int(static_cast<int64_t>(last))};
-        CONVERGE_RETURN_IF_ERROR(c->Query(cols + " WHERE seq = $1 ORDER BY idx", q, on_row).status());
+        CONVERGE_RETURN_IF_ERROR(
+            c->Query(cols + " WHERE seq = $1 ORDER BY idx", q, on_row).status());
       }
     }
     size_t published = 0;

@@ -3,6 +3,8 @@
 // over a plain sequence loses), every change in every store's feed exactly once under
 // concurrent writers, the TTL sweep from two stores, and health across a PostgreSQL restart.
 // (The StoreTest cases of store_test.cc run against this store in the same binary.)
+#include "store/postgres_store.h"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -20,7 +22,6 @@
 #include "converge/event.h"
 #include "converge/store.h"
 #include "store/feed.h"
-#include "store/postgres_store.h"
 #include "store/testing/memory_log.h"
 #include "support/postgres_server.h"
 

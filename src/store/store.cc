@@ -673,7 +673,7 @@ Result<ListResult> StoreImpl::List(const std::string& collection, const ListOpti
 // Writes
 
 Result<std::vector<CheckedOp>> ValidateWriteOps(const StoreOptions& opt_,
-                                               std::span<const WriteOp> ops, bool indexed) {
+                                                std::span<const WriteOp> ops, bool indexed) {
   if (ops.empty()) return InvalidArgumentError("a transaction needs at least one op");
   if (ops.size() > opt_.max_transaction_ops) {
     return ResourceExhaustedError("a transaction may have at most " +

@@ -703,7 +703,9 @@ TEST_F(StoreTest, FeedHasOneEventPerCommittedWriteInCommitOrder) {
 }
 
 TEST_F(StoreTest, FeedFailuresKeepWritesAcknowledgedAndCatchUp) {
-  SKIP_ON_POSTGRES("the feed backlog is the changes table in PostgreSQL, not memory: writes are not refused while this process's log refuses appends (docs/scaling.md)");
+  SKIP_ON_POSTGRES(
+      "the feed backlog is the changes table in PostgreSQL, not memory: writes are not refused "
+      "while this process's log refuses appends (docs/scaling.md)");
   StoreOptions o = Options();
   o.feed_backlog_max_events = 3;
   Open(o);
@@ -865,7 +867,9 @@ TEST_F(StoreTest, UnsyncedTailIsLostOnMachineCrashUnderNoneDurability) {
 }
 
 TEST_F(StoreTest, BackgroundWorkersDoTheSyncsAndTryGetNeverWaits) {
-  SKIP_ON_POSTGRES("no group commits: each call is its own PostgreSQL transaction on the background executor, and TryGet always answers Unavailable");
+  SKIP_ON_POSTGRES(
+      "no group commits: each call is its own PostgreSQL transaction on the background executor, "
+      "and TryGet always answers Unavailable");
   std::vector<std::function<void()>> tasks;
   StoreOptions o = Options();
   o.background = [&tasks](std::function<void()> task) { tasks.push_back(std::move(task)); };

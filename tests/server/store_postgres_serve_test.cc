@@ -153,10 +153,10 @@ TEST_F(StorePostgresServeTest, TwoSidecarsShareConditionalWritesTransactionsAndF
   // The collection made through A is there through B.
   EXPECT_EQ(HttpCall(b.port(), "PUT", "/v1/collections/counters", "{}").status, 200);
   ASSERT_EQ(HttpCall(b.port(), "PUT", "/v1/collections/pairs", "{}").status, 201);
-  ASSERT_EQ(HttpCall(a.port(), "PUT", "/v1/collections/counters/docs/hot", "0",
-                     {{"If-None-Match", "*"}})
-                .status,
-            201);
+  ASSERT_EQ(
+      HttpCall(a.port(), "PUT", "/v1/collections/counters/docs/hot", "0", {{"If-None-Match", "*"}})
+          .status,
+      201);
 
   // Increments through both sidecars at once.
   constexpr int kWriters = 4;  // two per sidecar
@@ -215,17 +215,17 @@ TEST_F(StorePostgresServeTest, TwoSidecarsShareConditionalWritesTransactionsAndF
   });
   for (int i = 1; i <= kTxns; ++i) {
     const std::string n = std::to_string(i);
-    HttpResult t = HttpCall(a.port(), "POST", "/v1/collections/_transaction",
-                            R"({"ops":[{"op":"put","collection":"pairs","key":"x","value":)" + n +
-                                R"(},{"op":"put","collection":"pairs","key":"y","value":)" + n +
-                                "}]}");
+    HttpResult t =
+        HttpCall(a.port(), "POST", "/v1/collections/_transaction",
+                 R"({"ops":[{"op":"put","collection":"pairs","key":"x","value":)" + n +
+                     R"(},{"op":"put","collection":"pairs","key":"y","value":)" + n + "}]}");
     ASSERT_EQ(t.status, 200) << t.body;
   }
   // A refused transaction changes nothing anywhere: its check fails, its put is not applied.
-  HttpResult refused = HttpCall(
-      a.port(), "POST", "/v1/collections/_transaction",
-      R"({"ops":[{"op":"put","collection":"pairs","key":"z","value":1},)"
-      R"({"op":"check","collection":"pairs","key":"x","if_match":"\"1\""}]})");
+  HttpResult refused =
+      HttpCall(a.port(), "POST", "/v1/collections/_transaction",
+               R"({"ops":[{"op":"put","collection":"pairs","key":"z","value":1},)"
+               R"({"op":"check","collection":"pairs","key":"x","if_match":"\"1\""}]})");
   EXPECT_EQ(refused.status, 412) << refused.body;
   txns_done = true;
   reader.join();
@@ -342,33 +342,31 @@ TEST_F(StorePostgresServeTest, PostgresRestartMakesReadyzUnreadyThenReadyAndWrit
   ASSERT_TRUE(serve.Start().ok()) << serve.Log();
   ASSERT_EQ(HttpCall(serve.port(), "PUT", "/v1/collections/orders", "{}").status, 201);
   for (int i = 0; i < 20; ++i) {
-    ASSERT_EQ(HttpCall(serve.port(), "PUT", "/v1/collections/orders/docs/" + Numbered("k", i),
-                       "1")
+    ASSERT_EQ(HttpCall(serve.port(), "PUT", "/v1/collections/orders/docs/" + Numbered("k", i), "1")
                   .status,
               201);
   }
   EXPECT_EQ(HttpCall(serve.port(), "GET", "/readyz").status, 200);
 
   ASSERT_TRUE((*pg)->Stop().ok());
-  EXPECT_TRUE(Eventually([&] { return HttpCall(serve.port(), "GET", "/readyz").status == 503; },
-                         10'000));
+  EXPECT_TRUE(
+      Eventually([&] { return HttpCall(serve.port(), "GET", "/readyz").status == 503; }, 10'000));
   HttpResult down = HttpCall(serve.port(), "PUT", "/v1/collections/orders/docs/late", "1");
   EXPECT_EQ(down.status, 503) << down.body;
   HttpResult ready = HttpCall(serve.port(), "GET", "/readyz");
   EXPECT_NE(ready.body.find("store"), std::string::npos) << ready.body;
 
   ASSERT_TRUE((*pg)->Restart().ok());
-  EXPECT_TRUE(Eventually([&] { return HttpCall(serve.port(), "GET", "/readyz").status == 200; },
-                         20'000));
+  EXPECT_TRUE(
+      Eventually([&] { return HttpCall(serve.port(), "GET", "/readyz").status == 200; }, 20'000));
   for (int i = 0; i < 20; ++i) {
-    EXPECT_EQ(HttpCall(serve.port(), "GET", "/v1/collections/orders/docs/" + Numbered("k", i))
-                  .status,
-              200);
+    EXPECT_EQ(
+        HttpCall(serve.port(), "GET", "/v1/collections/orders/docs/" + Numbered("k", i)).status,
+        200);
   }
   EXPECT_TRUE(Eventually(
       [&] {
-        return HttpCall(serve.port(), "PUT", "/v1/collections/orders/docs/late", "1").status ==
-               201;
+        return HttpCall(serve.port(), "PUT", "/v1/collections/orders/docs/late", "1").status == 201;
       },
       10'000));
 }
