@@ -465,30 +465,32 @@ class PostgresStore final : public Store {
   // Asks for a feed tail soon (coalesced: at most one queued or running, plus one more pass).
   // After a commit the tail runs on StoreOptions::background; the timer runs it on its own
   // thread (`here`), because background work may no longer run once its executor is being
-  // shut down, while the timer is cancelled by the destructor.
-  void KickFeed(bool here = false) {
-    if (opt_.feed_log == nullptr) return;
+  // shut down, while the timer is cancelled by the destructor. Returns the status of the pass
+  // run here (OK when the pass is left to another thread).
+  Status KickFeed(bool here = false) {
+    if (opt_.feed_log == nullptr) return Status::Ok();
     {
       std::lock_guard<std::mutex> g(mu_);
       if (feed_task_) {
         feed_again_ = true;
-        return;
+        return Status::Ok();
       }
       feed_task_ = true;
     }
     auto pass = [this]() {
       while (true) {
-        TailFeed().IgnoreError();  // retried by the next kick or tick
+        Status s = TailFeed();  // a failure is retried by the next kick or tick
         std::lock_guard<std::mutex> g(mu_);
         if (!feed_again_) {
           feed_task_ = false;
-          return;
+          return s;
         }
         feed_again_ = false;
       }
     };
     if (here) return pass();
-    RunTask(std::move(pass));
+    RunTask([pass]() { pass().IgnoreError(); });
+    return Status::Ok();
   }
 
   // The periodic timer: feed tail and TTL sweep. Requires timer_->mu.
@@ -507,13 +509,20 @@ class PostgresStore final : public Store {
       t->store->ScheduleTimerLocked();
     });
   }
+  // Runs on the Env's executor thread: while PostgreSQL does not answer, ticks are skipped
+  // for a second after each failure, so that connect attempts do not hold that thread at
+  // every tick.
   void OnTimer() {
-    KickFeed(/*here=*/true);
-    if (opt_.ttl_sweep_interval_ms <= 0) return;
     const int64_t now = env_.clock().NowMonotonicNanos() / 1'000'000;
-    if (now - last_sweep_ms_ >= opt_.ttl_sweep_interval_ms) {
+    if (now < timer_backoff_until_ms_) return;
+    Status s = KickFeed(/*here=*/true);
+    if (s.ok() && opt_.ttl_sweep_interval_ms > 0 &&
+        now - last_sweep_ms_ >= opt_.ttl_sweep_interval_ms) {
       last_sweep_ms_ = now;
-      ExpireDue().status().IgnoreError();  // the next sweep tries again
+      s = ExpireDue().status();  // the next sweep tries again
+    }
+    if (s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kDeadlineExceeded) {
+      timer_backoff_until_ms_ = now + 1000;
     }
   }
 
@@ -550,7 +559,8 @@ class PostgresStore final : public Store {
     TimerId id = 0;
   };
   std::shared_ptr<TimerState> timer_;
-  int64_t last_sweep_ms_ = 0;  // guarded by timer_->mu
+  int64_t last_sweep_ms_ = 0;           // guarded by timer_->mu
+  int64_t timer_backoff_until_ms_ = 0;  // guarded by timer_->mu
 };
 
 // ---------------------------------------------------------------------------------------
@@ -707,7 +717,7 @@ Result<CommitResult> PostgresStore::CommitOps(const Caller& caller, std::span<co
     }
   }
   if (!s.ok()) return s;
-  if (seq != 0) KickFeed();
+  if (seq != 0) KickFeed().IgnoreError();
   return result;
 }
 
@@ -961,7 +971,7 @@ Result<size_t> PostgresStore::ExpireDue() {
       ++commits_;
       last_seq_seen_ = std::max(last_seq_seen_, seq);
     }
-    KickFeed();
+    KickFeed().IgnoreError();
   }
   return n;
 }
