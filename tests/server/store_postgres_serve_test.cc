@@ -355,6 +355,9 @@ TEST_F(StorePostgresServeTest, PostgresRestartMakesReadyzUnreadyThenReadyAndWrit
   EXPECT_EQ(down.status, 503) << down.body;
   HttpResult ready = HttpCall(serve.port(), "GET", "/readyz");
   EXPECT_NE(ready.body.find("store"), std::string::npos) << ready.body;
+  // Reads say so too (the list of collections is not answered empty).
+  EXPECT_EQ(HttpCall(serve.port(), "GET", "/v1/collections/orders/docs/k0").status, 503);
+  EXPECT_EQ(HttpCall(serve.port(), "GET", "/v1/collections").status, 503);
 
   ASSERT_TRUE((*pg)->Restart().ok());
   EXPECT_TRUE(
