@@ -24,6 +24,9 @@ namespace {
 
 constexpr const char* kStoreSystems = "converge,postgres,jetstream-kv,converge-nosync";
 constexpr const char* kStoreWorkloads = "hot,spread";
+// --backend postgres: the store in PostgreSQL through one and three sidecars, and PostgreSQL
+// itself doing the same conditional write.
+constexpr const char* kPostgresBackendSystems = "converge-pg,converge-pg-x3,postgres";
 constexpr int64_t kWarmupNanos = 1'000'000'000;
 constexpr size_t kMaxSamplesPerClient = 1'000'000;
 
@@ -55,6 +58,10 @@ void PrintStoreHelp(std::FILE* out) {
       "  postgres         PostgreSQL 15, SELECT value, version; then UPDATE ... SET value = $2,\n"
       "                   version = version + 1 WHERE key = $1 AND version = $3;\n"
       "                   fsync and synchronous_commit on\n"
+      "  converge-pg      `converge serve` with store.backend postgres (the store in a\n"
+      "                   PostgreSQL 15 started by the benchmark, synchronous_commit on): GET,\n"
+      "                   then PUT with If-Match; the change feed to the sidecar's log\n"
+      "  converge-pg-x3   three such sidecars sharing that store, clients spread round-robin\n"
       "  jetstream-kv     nats-server 2.9 JetStream KV (file storage, 1 replica): kvStore_Get,\n"
       "                   then kvStore_Update with the last revision; 2.9 cannot fsync per\n"
       "                   write (it syncs every 2 minutes), a weaker durability than the others\n"
@@ -73,6 +80,8 @@ void PrintStoreHelp(std::FILE* out) {
       "                  with ops_per_s too: {\"workload\",\"system\",\"durability\",\"events_per_s\",\"ops_per_s\",\n"
       "                  \"p50_us\",\"p99_us\",\"p999_us\",\"events\",\"seconds\",\"note\"}\n"
       "  --dir DIR       where the scratch directory goes (default $TMPDIR or /tmp)\n"
+      "  --backend B     embedded (default) or postgres: the store's backend; postgres runs\n"
+      "                  converge-pg, converge-pg-x3 and postgres (unless --systems says)\n"
       "  --help          this text\n"
       "\n"
       "After each run the counters are summed: a total different from the increments\n"
@@ -94,8 +103,15 @@ Result<StoreOptions> ParseStoreOptions(int argc, char** argv) {
   CLI::Option* systems_option = app.add_option("--systems", systems);
   CLI::Option* workloads_option = app.add_option("--workloads", workloads);
   app.add_option("--dir", o.dir);
+  std::string backend = "embedded";
+  app.add_option("--backend", backend);
   CONVERGE_RETURN_IF_ERROR(cli::Parse(app, argc, argv, &o.help));
   if (o.help) return o;
+  if (backend == "postgres") {
+    o.systems = SplitList(kPostgresBackendSystems);
+  } else if (backend != "embedded") {
+    return InvalidArgumentError("unknown --backend '" + backend + "' (embedded, postgres)");
+  }
   if (systems_option->count() > 0) {
     o.systems = SplitList(systems);
     o.systems_explicit = true;
@@ -121,6 +137,8 @@ std::unique_ptr<StoreSystem> MakeSystem(const std::string& name) {
   }
   if (name == "converge-inproc") return MakeConvergeStoreSystem(/*via_sidecar=*/false);
   if (name == "postgres") return MakePostgresStoreSystem();
+  if (name == "converge-pg") return MakeConvergePostgresStoreSystem(1);
+  if (name == "converge-pg-x3") return MakeConvergePostgresStoreSystem(3);
   if (name == "jetstream-kv") return MakeJetStreamKvStoreSystem();
   return nullptr;
 }
@@ -165,6 +183,7 @@ std::string StoreComparison(const std::vector<Measurement>& rows) {
     };
     for (const Pair& p :
          {Pair{"converge", "postgres", 5.0}, Pair{"converge", "jetstream-kv", 10.0},
+          Pair{"converge-pg", "postgres", 0}, Pair{"converge-pg-x3", "postgres", 0},
           Pair{"converge-nosync", "jetstream-kv", 0}, Pair{"converge-inproc", "postgres", 0}}) {
       auto ours = systems.find(p.ours);
       auto it = systems.find(p.peer);

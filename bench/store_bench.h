@@ -56,6 +56,8 @@ class StoreSystem {
 // `synced` false: the sidecar with store and feed durability none.
 std::unique_ptr<StoreSystem> MakeConvergeStoreSystem(bool via_sidecar, bool synced = true);
 std::unique_ptr<StoreSystem> MakePostgresStoreSystem();
+// `sidecars` sidecars sharing one store in PostgreSQL (store.backend: postgres).
+std::unique_ptr<StoreSystem> MakeConvergePostgresStoreSystem(int sidecars);
 std::unique_ptr<StoreSystem> MakeJetStreamKvStoreSystem();
 
 // Runs one workload ("hot": every client on one key; "spread": keys uniformly) against a

@@ -28,6 +28,7 @@
 #include "converge/env.h"
 #include "converge/log.h"
 #include "converge/store.h"
+#include "support/postgres_server.h"
 #include "support/server_process.h"
 
 namespace converge::bench {
@@ -293,27 +294,55 @@ class HttpSession : public StoreSession {
 class SidecarSystem : public StoreSystem {
  public:
   // `synced`: store and feed durability fsync; otherwise none (written to the OS, synced at
-  // shutdown), for a like-for-like comparison with peers that do not fsync.
-  explicit SidecarSystem(bool synced) : synced_(synced) {}
+  // shutdown), for a like-for-like comparison with peers that do not fsync. `postgres`: the
+  // store in a PostgreSQL started by the benchmark (store.backend: postgres, synchronous_commit
+  // on), shared by `sidecars` sidecars; clients are spread over them round-robin.
+  SidecarSystem(bool synced, bool postgres = false, int sidecars = 1)
+      : synced_(synced), postgres_(postgres), sidecars_(sidecars) {}
   ~SidecarSystem() override { Stop().IgnoreError(); }
-  std::string name() const override { return synced_ ? "converge" : "converge-nosync"; }
+  std::string name() const override {
+    if (postgres_) {
+      return sidecars_ == 1 ? "converge-pg" : "converge-pg-x" + std::to_string(sidecars_);
+    }
+    return synced_ ? "converge" : "converge-nosync";
+  }
   std::string durability() const override { return synced_ ? "fsync" : "none"; }
   std::string note() const override {
+    if (postgres_) {
+      return std::to_string(sidecars_) +
+             " converge serve on one PostgreSQL store (synchronous_commit on), HTTP/1.1 "
+             "keep-alive: GET + PUT If-Match; each sidecar's change feed to its log";
+    }
     return "converge serve over HTTP/1.1 keep-alive: GET + PUT If-Match; change feed to the log";
   }
 
   Status Start(const StoreWorkload& w, const std::vector<std::string>& keys) override {
     const std::string config = w.dir + "/converge.yaml";
+    std::string store_keys;
+    if (postgres_) {
+      testing::PostgresServerOptions options;
+      options.base_dir = w.dir;
+      // Each sidecar's pool (storage_threads + 2) and the benchmark's own connections.
+      options.settings.push_back("max_connections=" + std::to_string(sidecars_ * 16 + 20));
+      CONVERGE_ASSIGN_OR_RETURN(pg_, testing::PostgresServer::Start(options));
+      store_keys = "store:\n  backend: postgres\n  postgres_conninfo: \"" + pg_->ConnInfo() +
+                   "\"\n  postgres_table_prefix: bench\n";
+    } else if (!synced_) {
+      store_keys = "store:\n  durability: none\ntopic_defaults:\n  durability: none\n";
+    }
     std::ofstream(config) << "limits:\n"
                              "  max_inflight_requests: 8192\n"
                              "  max_connections: 8192\n"
-                          << (synced_ ? ""
-                                      : "store:\n  durability: none\n"
-                                        "topic_defaults:\n  durability: none\n");
-    CONVERGE_ASSIGN_OR_RETURN(process_,
-                              StartSidecar(config, w.dir + "/data", w.dir + "/serve.log"));
+                          << store_keys;
+    for (int i = 0; i < sidecars_; ++i) {
+      const std::string suffix = i == 0 ? "" : std::to_string(i);
+      CONVERGE_ASSIGN_OR_RETURN(
+          std::unique_ptr<testing::ServerProcess> p,
+          StartSidecar(config, w.dir + "/data" + suffix, w.dir + "/serve" + suffix + ".log"));
+      processes_.push_back(std::move(p));
+    }
     // Load through the API: one transaction per 1000 keys.
-    HttpSession s(process_->port());
+    HttpSession s(processes_[0]->port());
     CONVERGE_RETURN_IF_ERROR(s.Connect());
     CONVERGE_RETURN_IF_ERROR(
         s.Send("PUT", std::string("/v1/collections/") + kCollection, "{}", {201}));
@@ -331,21 +360,30 @@ class SidecarSystem : public StoreSystem {
   }
 
   Result<std::unique_ptr<StoreSession>> NewSession() override {
-    auto s = std::make_unique<HttpSession>(process_->port());
+    const size_t i = next_session_++ % processes_.size();
+    auto s = std::make_unique<HttpSession>(processes_[i]->port());
     CONVERGE_RETURN_IF_ERROR(s->Connect());
     return std::unique_ptr<StoreSession>(std::move(s));
   }
 
   Status Stop() override {
-    if (process_ == nullptr) return Status::Ok();
-    Status s = process_->Stop();
-    process_.reset();
-    return s;
+    Status status = Status::Ok();
+    for (auto& p : processes_) {
+      Status s = p->Stop();
+      if (status.ok()) status = s;
+    }
+    processes_.clear();
+    pg_.reset();
+    return status;
   }
 
  private:
   bool synced_;
-  std::unique_ptr<testing::ServerProcess> process_;
+  bool postgres_;
+  int sidecars_;
+  size_t next_session_ = 0;
+  std::unique_ptr<testing::PostgresServer> pg_;
+  std::vector<std::unique_ptr<testing::ServerProcess>> processes_;
 };
 
 }  // namespace
@@ -353,6 +391,10 @@ class SidecarSystem : public StoreSystem {
 std::unique_ptr<StoreSystem> MakeConvergeStoreSystem(bool via_sidecar, bool synced) {
   if (!via_sidecar) return std::make_unique<InprocSystem>();
   return std::make_unique<SidecarSystem>(synced);
+}
+
+std::unique_ptr<StoreSystem> MakeConvergePostgresStoreSystem(int sidecars) {
+  return std::make_unique<SidecarSystem>(/*synced=*/true, /*postgres=*/true, sidecars);
 }
 
 }  // namespace converge::bench

@@ -524,10 +524,15 @@ asio::awaitable<HttpReply> Api::Readyz(Call&) {
     checks.push_back({"log", "the log cannot write: ", d_.log->WriteHealth()});
     checks.push_back({"consumer_groups", "", d_.groups->JournalHealth()});
     if (d_.store != nullptr) {
+      // Unavailable is a shared store's database that does not answer (for now); anything
+      // else is an error the store could not undo.
+      Status health = d_.store->store().Health();
       checks.push_back({"store",
-                        "the store refuses every call until it is reopened (restart the "
-                        "server): ",
-                        d_.store->store().Health()});
+                        health.code() == StatusCode::kUnavailable
+                            ? ""
+                            : "the store refuses every call until it is reopened (restart the "
+                              "server): ",
+                        std::move(health)});
     }
     if (d_.sagas != nullptr) checks.push_back({"sagas", "", d_.sagas->Health()});
     if (d_.replicas != nullptr) {

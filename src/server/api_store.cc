@@ -445,9 +445,17 @@ void StoreRoutes::Route(const StoreRequest& r, Done& done) {
 }
 
 HttpResponse StoreRoutes::ListCollections(const std::vector<std::string>* readable) {
+  const std::vector<std::string> names = store_.ListCollections();
+  // The list has no error of its own: an empty one from a store whose database does not
+  // answer (a shared store in PostgreSQL) is that error, not "no collections".
+  if (names.empty()) {
+    if (Status health = store_.Health(); health.code() == StatusCode::kUnavailable) {
+      return Fail(health);
+    }
+  }
   std::string body = "{\"collections\":[";
   bool first = true;
-  for (const std::string& name : store_.ListCollections()) {
+  for (const std::string& name : names) {
     // A service limited by its manifest sees only the collections it may read.
     if (readable != nullptr &&
         std::find(readable->begin(), readable->end(), name) == readable->end()) {

@@ -222,7 +222,9 @@ Status ParseStore(const YAML::Node& n, StoreConfig* c) {
   CONVERGE_RETURN_IF_ERROR(CheckKeys(
       n, w,
       {"enabled", "durability", "sync_interval_ms", "max_document_bytes", "max_store_bytes",
-       "feed_topic", "checkpoint_wal_bytes", "ttl_sweep_interval_ms"}));
+       "feed_topic", "checkpoint_wal_bytes", "ttl_sweep_interval_ms", "backend",
+       "postgres_conninfo", "postgres_table_prefix", "postgres_connect_timeout_ms",
+       "postgres_statement_timeout_ms"}));
   CONVERGE_RETURN_IF_ERROR(ReadBool(n, w, "enabled", &c->enabled));
   std::string durability;
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "durability", &durability));
@@ -240,6 +242,27 @@ Status ParseStore(const YAML::Node& n, StoreConfig* c) {
       ReadInt(n, w, "checkpoint_wal_bytes", &c->checkpoint_wal_bytes, 4096, kMaxI64));
   CONVERGE_RETURN_IF_ERROR(
       ReadInt(n, w, "ttl_sweep_interval_ms", &c->ttl_sweep_interval_ms, 0, kMaxI64));
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "backend", &c->backend));
+  if (c->backend != "embedded" && c->backend != "postgres") {
+    return KeyError(w + ".backend", "must be embedded or postgres, not '" + c->backend + "'");
+  }
+  if (c->backend != "postgres") {
+    // A backend's keys without that backend would be silently ignored.
+    for (const char* key : {"postgres_conninfo", "postgres_table_prefix",
+                            "postgres_connect_timeout_ms", "postgres_statement_timeout_ms"}) {
+      if (n[key]) return KeyError(w + "." + key, "is only for store.backend: postgres");
+    }
+    return Status::Ok();
+  }
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "postgres_conninfo", &c->postgres_conninfo));
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "postgres_table_prefix", &c->postgres_table_prefix));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "postgres_connect_timeout_ms",
+                                   &c->postgres_connect_timeout_ms, 1, 3'600'000));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "postgres_statement_timeout_ms",
+                                   &c->postgres_statement_timeout_ms, 0, 86'400'000));
+  if (c->postgres_conninfo.empty()) {
+    return KeyError(w + ".postgres_conninfo", "is required with store.backend: postgres");
+  }
   return Status::Ok();
 }
 
@@ -680,6 +703,18 @@ StoreOptions StoreOptionsFor(const ServerConfig& c) {
   return o;
 }
 
+PostgresStoreOptions PostgresStoreOptionsFor(const ServerConfig& c) {
+  PostgresStoreOptions o;
+  o.conninfo = c.store.postgres_conninfo;
+  o.table_prefix = c.store.postgres_table_prefix;
+  o.connect_timeout_ms = c.store.postgres_connect_timeout_ms;
+  o.statement_timeout_ms = c.store.postgres_statement_timeout_ms;
+  // Every blocking store call runs on the storage pool: one connection per pool thread, plus
+  // the feed tail and the sweep.
+  o.max_connections = static_cast<size_t>(std::max<int64_t>(2, c.storage_threads + 2));
+  return o;
+}
+
 SagaOrchestratorOptions SagaOptionsFor(const ServerConfig& c) {
   const SagaConfig& sc = c.sagas;
   SagaOrchestratorOptions o;
@@ -758,6 +793,11 @@ Status ValidateModuleOptions(const ServerConfig& c) {
   if (c.store.enabled) {
     if (Status s = ValidateStoreOptions(StoreOptionsFor(c), /*with_feed=*/true); !s.ok()) {
       return ModuleError("store", s);
+    }
+    if (c.store.backend == "postgres") {
+      if (Status s = ValidatePostgresStoreOptions(PostgresStoreOptionsFor(c)); !s.ok()) {
+        return ModuleError("store", s);
+      }
     }
   }
   if (c.sagas.enabled) {

@@ -23,6 +23,7 @@
 #include "converge/status.h"
 #include "converge/store.h"
 #include "jetstream/jetstream_log.h"
+#include "store/postgres_store.h"
 #include "topology/topology.h"
 
 namespace converge::server {
@@ -93,6 +94,13 @@ struct StoreConfig {
   std::string feed_topic = "store-changes";    // every committed change, as CloudEvents
   uint64_t checkpoint_wal_bytes = 64ull << 20;
   int64_t ttl_sweep_interval_ms = 1000;
+  // "embedded" (files in <data_dir>/store) or "postgres" (tables in PostgreSQL shared by every
+  // sidecar naming the same conninfo and table prefix; docs/configuration.md "Backends").
+  std::string backend = "embedded";
+  std::string postgres_conninfo;  // required with backend: postgres
+  std::string postgres_table_prefix = "converge_store";
+  int64_t postgres_connect_timeout_ms = 5'000;
+  int64_t postgres_statement_timeout_ms = 30'000;
 };
 
 // Sagas (/v1/sagas, /v1/saga-definitions, /v1/saga-timers, docs/formats/saga.md): the
@@ -226,6 +234,7 @@ TopicOptions AutoCreatedTopicOptions(const ServerConfig& config);  // topics cre
 ConsumerGroupsOptions GroupsOptionsFor(const ServerConfig& config);
 GroupOptions GroupDefaultsFor(const ServerConfig& config);  // groups created on first use
 StoreOptions StoreOptionsFor(const ServerConfig& config);   // feed_log left null
+PostgresStoreOptions PostgresStoreOptionsFor(const ServerConfig& config);  // store.backend postgres
 SagaOrchestratorOptions SagaOptionsFor(const ServerConfig& config);
 replica::ApplierOptions ApplierOptionsFor(const ReplicaConfig& replica);  // report left empty
 replica::SqlTargetOptions SqlTargetOptionsFor(const ReplicaConfig& replica);

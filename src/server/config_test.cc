@@ -229,6 +229,47 @@ store:
   }
 }
 
+TEST(Config, StoreBackendPostgres) {
+  Result<ServerConfig> d = ParseConfig("");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->store.backend, "embedded");
+  Result<ServerConfig> c = ParseConfig(R"(
+store:
+  backend: postgres
+  postgres_conninfo: "host=db dbname=app"
+  postgres_table_prefix: shop_store
+  postgres_connect_timeout_ms: 1500
+  postgres_statement_timeout_ms: 0
+)");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->store.backend, "postgres");
+  const PostgresStoreOptions pg = PostgresStoreOptionsFor(*c);
+  EXPECT_EQ(pg.conninfo, "host=db dbname=app");
+  EXPECT_EQ(pg.table_prefix, "shop_store");
+  EXPECT_EQ(pg.connect_timeout_ms, 1500);
+  EXPECT_EQ(pg.statement_timeout_ms, 0);
+  // Each refusal names its key.
+  for (const auto& [bad, key] : std::vector<std::pair<std::string, std::string>>{
+           {"store: {backend: mysql}", "store.backend"},
+           {"store: {backend: postgres}", "store.postgres_conninfo"},
+           {"store: {postgres_conninfo: 'host=db'}", "store.postgres_conninfo"},
+           {"store: {backend: embedded, postgres_table_prefix: x}", "store.postgres_table_prefix"},
+           {"store: {backend: postgres, postgres_conninfo: 'host=db', postgres_table_prefix: "
+            "'Bad-Prefix'}",
+            "table_prefix"},
+           {"store: {backend: postgres, postgres_conninfo: 'host=db', "
+            "postgres_connect_timeout_ms: 0}",
+            "store.postgres_connect_timeout_ms"},
+           {"store: {backend: postgres, postgres_conninfo: [a]}", "store.postgres_conninfo"},
+           {"store: {backend: postgres, postgres_conninfo: 'h', postgres_port: 5}",
+            "postgres_port"}}) {
+    Result<ServerConfig> r = ParseConfig(bad);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(r.status().message().find(key), std::string_view::npos)
+        << bad << ": " << r.status().ToString();
+  }
+}
+
 TEST(Config, ReplicasSection) {
   Result<ServerConfig> c = ParseConfig(R"(
 store: {feed_topic: changes}

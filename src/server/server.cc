@@ -189,14 +189,22 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
     // Group commits run on the pool, so writes never block an I/O thread (the pool is joined
     // before the store is destroyed).
     store_options.background = [pool](std::function<void()> task) { pool->Post(std::move(task)); };
-    CONVERGE_ASSIGN_OR_RETURN(impl->store, Store::Open(*impl->env, store_options));
+    const bool shared_store = impl->config.store.backend == "postgres";
+    if (shared_store) {
+      CONVERGE_ASSIGN_OR_RETURN(
+          impl->store,
+          OpenPostgresStore(*impl->env, store_options, PostgresStoreOptionsFor(impl->config)));
+    } else {
+      CONVERGE_ASSIGN_OR_RETURN(impl->store, Store::Open(*impl->env, store_options));
+    }
     // Computed at scrape time (scrapes run on the pool and end before the store is closed).
     impl->metrics.AddCollector(
         [store = impl->store.get()](std::vector<MetricsRegistry::Sample>* out) {
           CollectStoreMetrics(*store, out);
         });
     StoreRoutesOptions http_options;
-    http_options.inline_writes = true;
+    // The PostgreSQL store blocks on the network for every call: requests go to the pool.
+    http_options.inline_writes = !shared_store;
     http_options.feed_topic = impl->config.store.feed_topic;
     impl->store_http = std::make_unique<StoreRoutes>(*impl->store, http_options);
   }

@@ -163,7 +163,6 @@ Result<std::unique_ptr<Store>> Store::Open(Env& env, const StoreOptions& options
 }
 
 namespace store_internal {
-namespace {
 
 bool CanWrite(const Caller& caller, const CollectionConfig& config) {
   if (caller.admin) return true;
@@ -217,8 +216,6 @@ bool ValidName(std::string_view s, size_t max) {
   }
   return true;
 }
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------
 // Construction, recovery, shutdown
@@ -358,16 +355,16 @@ void StoreImpl::ApplyRecordLocked(const WalRecord& rec) {
 // ---------------------------------------------------------------------------------------
 // Collections
 
-const MergeFunction* StoreImpl::FindMergeFunction(const std::string& name) const {
+const MergeFunction* FindMergeFunction(const StoreOptions& opt_, const std::string& name) {
   auto it = opt_.merge_functions.find(name);
   if (it != opt_.merge_functions.end()) return &it->second;
   return BuiltinMergeFunction(name);
 }
 
-Result<FieldMergers> StoreImpl::MergersFor(const CollectionConfig& config) const {
+Result<FieldMergers> MergersFor(const StoreOptions& opt_, const CollectionConfig& config) {
   FieldMergers out;
   for (const auto& [field, name] : config.merge_fields) {
-    const MergeFunction* fn = FindMergeFunction(name);
+    const MergeFunction* fn = FindMergeFunction(opt_, name);
     if (fn == nullptr) {
       return FailedPreconditionError("merge function '" + name + "' of field '" + field +
                                      "' is not registered in this store");
@@ -377,7 +374,7 @@ Result<FieldMergers> StoreImpl::MergersFor(const CollectionConfig& config) const
   return out;
 }
 
-Status StoreImpl::ValidateConfig(const CollectionConfig& config) const {
+Status ValidateCollectionConfig(const StoreOptions& opt_, const CollectionConfig& config) {
   if (!ValidName(config.owner, 128)) {
     return InvalidArgumentError("a collection needs an owner (1 to 128 printable characters)");
   }
@@ -395,11 +392,23 @@ Status StoreImpl::ValidateConfig(const CollectionConfig& config) const {
   if (config.merge_fields.size() > 64) return InvalidArgumentError("at most 64 merge fields");
   for (const auto& [field, fn] : config.merge_fields) {
     if (!ValidName(field, 256)) return InvalidArgumentError("merge field names have 1..256 chars");
-    if (FindMergeFunction(fn) == nullptr) {
+    if (FindMergeFunction(opt_, fn) == nullptr) {
       return InvalidArgumentError("unknown merge function '" + fn + "' for field '" + field + "'");
     }
   }
   return Status::Ok();
+}
+
+const MergeFunction* StoreImpl::FindMergeFunction(const std::string& name) const {
+  return store_internal::FindMergeFunction(opt_, name);
+}
+
+Result<FieldMergers> StoreImpl::MergersFor(const CollectionConfig& config) const {
+  return store_internal::MergersFor(opt_, config);
+}
+
+Status StoreImpl::ValidateConfig(const CollectionConfig& config) const {
+  return ValidateCollectionConfig(opt_, config);
 }
 
 Status StoreImpl::CollectionChange(const Caller& caller, const std::string& name,
@@ -663,8 +672,8 @@ Result<ListResult> StoreImpl::List(const std::string& collection, const ListOpti
 // ---------------------------------------------------------------------------------------
 // Writes
 
-Result<std::vector<StoreImpl::Prepared>> StoreImpl::PrepareOps(std::span<const WriteOp> ops,
-                                                               bool indexed) const {
+Result<std::vector<CheckedOp>> ValidateWriteOps(const StoreOptions& opt_,
+                                                std::span<const WriteOp> ops, bool indexed) {
   if (ops.empty()) return InvalidArgumentError("a transaction needs at least one op");
   if (ops.size() > opt_.max_transaction_ops) {
     return ResourceExhaustedError("a transaction may have at most " +
@@ -676,15 +685,15 @@ Result<std::vector<StoreImpl::Prepared>> StoreImpl::PrepareOps(std::span<const W
     return ResourceExhaustedError("a transaction may carry at most " +
                                   std::to_string(opt_.max_transaction_bytes) + " bytes");
   }
-  std::vector<Prepared> out(ops.size());
+  std::vector<CheckedOp> out(ops.size());
   std::set<std::pair<std::string_view, std::string_view>> seen;
   for (size_t i = 0; i < ops.size(); ++i) {
     const WriteOp& op = ops[i];
-    Prepared& p = out[i];
+    CheckedOp& p = out[i];
     p.op = &op;
     p.kind = op.kind;
-    CONVERGE_RETURN_IF_ERROR(Indexed(ValidateCollectionName(op.collection), indexed, i));
-    CONVERGE_RETURN_IF_ERROR(Indexed(ValidateKey(op.key, opt_.max_key_bytes), indexed, i));
+    CONVERGE_RETURN_IF_ERROR(Indexed(Store::ValidateCollectionName(op.collection), indexed, i));
+    CONVERGE_RETURN_IF_ERROR(Indexed(Store::ValidateKey(op.key, opt_.max_key_bytes), indexed, i));
     if (op.kind != WriteOp::Kind::kPut && op.kind != WriteOp::Kind::kDelete &&
         op.kind != WriteOp::Kind::kCheck) {
       return InvalidArgumentError(WithIndex(indexed, i, "unknown op kind"));
@@ -724,8 +733,22 @@ Result<std::vector<StoreImpl::Prepared>> StoreImpl::PrepareOps(std::span<const W
       }
       CONVERGE_RETURN_IF_ERROR(
           Indexed(store_internal::ValidateJson(op.value, opt_.max_json_depth), indexed, i));
-      p.value = std::make_shared<const std::string>(op.value);
     }
+  }
+  return out;
+}
+
+Result<std::vector<StoreImpl::Prepared>> StoreImpl::PrepareOps(std::span<const WriteOp> ops,
+                                                               bool indexed) const {
+  CONVERGE_ASSIGN_OR_RETURN(std::vector<CheckedOp> checked, ValidateWriteOps(opt_, ops, indexed));
+  std::vector<Prepared> out(ops.size());
+  for (size_t i = 0; i < ops.size(); ++i) {
+    Prepared& p = out[i];
+    p.op = checked[i].op;
+    p.kind = checked[i].kind;
+    p.if_match_any = checked[i].if_match_any;
+    p.if_match_version = checked[i].if_match_version;
+    if (p.kind == WriteOp::Kind::kPut) p.value = std::make_shared<const std::string>(p.op->value);
   }
   return out;
 }

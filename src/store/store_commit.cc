@@ -357,38 +357,7 @@ Status StoreImpl::PublishFeedLocked(Lock& lock) {
 }
 
 Status StoreImpl::PublishTxns(const std::vector<FeedTxn>& txns, size_t* published) {
-  std::vector<FeedRecord> records;
-  std::vector<RecordView> views;
-  size_t i = 0;
-  while (i < txns.size()) {
-    records.clear();
-    size_t j = i;
-    // Whole transactions per Append, so that each one lands atomically.
-    while (j < txns.size() &&
-           (j == i || records.size() + txns[j].ops.size() <= opt_.feed_append_max_events)) {
-      CONVERGE_RETURN_IF_ERROR(AppendFeedRecords(txns[j], opt_.feed_source, &records));
-      ++j;
-    }
-    views.clear();
-    views.reserve(records.size());
-    for (const FeedRecord& r : records) {
-      views.push_back(RecordView{r.id, r.key, r.value, r.timestamp_micros});
-    }
-    Result<std::vector<AppendResult>> res = opt_.feed_log->Append(opt_.feed_topic, views);
-    if (!res.ok() && res.status().code() == StatusCode::kNotFound) {
-      // First publication (or the topic was deleted): create it, one partition.
-      const TopicOptions topt = StoreFeedTopicOptions(opt_);
-      Status created = opt_.feed_log->CreateTopic(opt_.feed_topic, topt);
-      if (!created.ok() && created.code() != StatusCode::kAlreadyExists) {
-        return created.WithContext("creating the change-feed topic");
-      }
-      res = opt_.feed_log->Append(opt_.feed_topic, views);
-    }
-    if (!res.ok()) return res.status().WithContext("publishing the store's change feed");
-    *published = j;
-    i = j;
-  }
-  return Status::Ok();
+  return PublishFeedTxns(opt_, txns, published);
 }
 
 Status StoreImpl::FlushFeed() {

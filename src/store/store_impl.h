@@ -39,14 +39,10 @@
 #include "store/feed.h"
 #include "store/format.h"
 #include "store/json_util.h"
+#include "store/rules.h"
 #include "store/state.h"
 
 namespace converge::store_internal {
-
-// The largest change-feed record (id + key + event) a document within `options` can make.
-inline uint64_t FeedRecordBytesFor(const StoreOptions& options) {
-  return options.max_document_bytes + 3ull * options.max_key_bytes + 4096;
-}
 
 // Sequence numbers are reserved durably in blocks of this many (file SEQ).
 inline constexpr uint64_t kSeqReserveBlock = 1u << 20;

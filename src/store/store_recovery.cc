@@ -94,39 +94,7 @@ Status StoreImpl::Recover() {
   return Status::Ok();
 }
 
-Result<uint64_t> StoreImpl::FeedCursorFromLog() {
-  Log& log = *opt_.feed_log;
-  Result<TopicInfo> info = log.DescribeTopic(opt_.feed_topic);
-  const uint64_t needed = FeedRecordBytesNeeded();
-  if (!info.ok()) {
-    // Created by the first publication (PublishTxns): an unused store adds no topic.
-    if (info.status().code() != StatusCode::kNotFound) return info.status();
-    return uint64_t{0};
-  }
-  if (info->partitions.size() != 1) {
-    return FailedPreconditionError("change-feed topic '" + opt_.feed_topic +
-                                   "' must have exactly one partition");
-  }
-  if (info->options.max_record_bytes < needed) {
-    return FailedPreconditionError("change-feed topic '" + opt_.feed_topic +
-                                   "' has max_record_bytes " +
-                                   std::to_string(info->options.max_record_bytes) +
-                                   ", the store needs " + std::to_string(needed));
-  }
-  const PartitionInfo& p = info->partitions[0];
-  if (p.end_offset == 0 || p.end_offset <= p.start_offset) return uint64_t{0};
-  Result<ReadBatch> batch = log.Read(opt_.feed_topic, 0, p.end_offset - 1, 1, 1);
-  if (!batch.ok() || batch->records.empty()) {
-    // A damaged or trimmed tail: fall back on the snapshot's cursor; re-published events are
-    // deduplicated by id.
-    return uint64_t{0};
-  }
-  uint64_t seq = 0;
-  if (!SeqFromFeedEventId(batch->records.back().id, &seq) || seq == 0) return uint64_t{0};
-  // A crash may have kept only a prefix of the last append: publish that transaction again
-  // (its events already there are deduplicated by id).
-  return seq - 1;
-}
+Result<uint64_t> StoreImpl::FeedCursorFromLog() { return store_internal::FeedCursorFromLog(opt_); }
 
 Status StoreImpl::ReplayWal(uint64_t first_seq, bool last_file, uint64_t snapshot_seq,
                             uint64_t* prev) {

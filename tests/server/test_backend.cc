@@ -2,22 +2,26 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
 
 #include "support/nats_server.h"
+#include "support/postgres_server.h"
 
 namespace converge::testing {
 namespace {
 
-[[noreturn]] void Die(const std::string& why) {
-  std::fprintf(stderr, "test backend: %s\n", why.c_str());
+[[noreturn]] void Die(const std::string& what) {
+  std::fprintf(stderr, "test backend: %s\n", what.c_str());
+  std::fflush(stderr);
   std::abort();
 }
 
-// FNV-1a: a stream prefix per data directory ([A-Za-z0-9-] only).
+// FNV-1a of the data directory: the same directory, the same streams or tables; different
+// directories share nothing. [a-z0-9] only, so it is a valid stream prefix and table prefix.
 std::string PrefixFor(const std::string& data_dir) {
   uint64_t h = 1469598103934665603ull;
   for (unsigned char c : data_dir) {
@@ -44,38 +48,77 @@ const NatsCluster& Nats() {
   return *cluster;
 }
 
+// The PostgreSQL of this test process, started on first use and stopped at exit.
+PostgresServer& SharedPostgres() {
+  static std::unique_ptr<PostgresServer> server = [] {
+    Result<std::unique_ptr<PostgresServer>> s = PostgresServer::Start();
+    if (!s.ok()) Die("cannot start PostgreSQL: " + s.status().ToString());
+    return std::move(*s);
+  }();
+  return *server;
+}
+
+std::string Emit(const YAML::Node& root) {
+  YAML::Emitter out;
+  out << root;
+  return std::string(out.c_str()) + "\n";
+}
+
+// The test's config as a map, or nothing when it is not one (a test of a bad config: the
+// server refuses it either way, so it is passed on unchanged).
+bool ParseMap(const std::string& yaml, YAML::Node* root) {
+  try {
+    *root = yaml.empty() ? YAML::Node(YAML::NodeType::Map) : YAML::Load(yaml);
+  } catch (const YAML::Exception&) {
+    return false;
+  }
+  if (root->IsNull()) *root = YAML::Node(YAML::NodeType::Map);
+  return root->IsMap();
+}
+
 std::string WithJetStream(const std::string& config_yaml, const std::string& data_dir) {
   YAML::Node root;
-  try {
-    root = config_yaml.empty() ? YAML::Node(YAML::NodeType::Map) : YAML::Load(config_yaml);
-  } catch (const YAML::Exception&) {
-    return config_yaml;  // a test of a bad config: the server refuses it either way
-  }
-  if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
-  if (!root.IsMap() || root["log"]) return config_yaml;
+  if (!ParseMap(config_yaml, &root) || root["log"]) return config_yaml;
   YAML::Node js;
   for (const std::string& url : Nats().Urls()) js["servers"].push_back(url);
   js["stream_prefix"] = PrefixFor(data_dir);
   root["log"]["backend"] = "jetstream";
   root["log"]["jetstream"] = js;
-  YAML::Emitter out;
-  out << root;
-  return out.c_str();
+  return Emit(root);
+}
+
+std::string WithPostgresStore(const std::string& config_yaml, const std::string& data_dir) {
+  YAML::Node root;
+  if (!ParseMap(config_yaml, &root)) return config_yaml;
+  YAML::Node store = root["store"];
+  if (!store) {
+    root["store"] = YAML::Node(YAML::NodeType::Map);
+    store = root["store"];
+  }
+  if (!store.IsMap()) return config_yaml;
+  if (!store["backend"]) store["backend"] = "postgres";
+  if (store["backend"].as<std::string>() != "postgres") return config_yaml;
+  if (!store["postgres_conninfo"]) store["postgres_conninfo"] = TestPostgresConnInfo();
+  if (!store["postgres_table_prefix"]) store["postgres_table_prefix"] = PrefixFor(data_dir);
+  return Emit(root);
 }
 
 }  // namespace
 
 std::string TestBackend() {
-  const char* b = std::getenv("CONVERGE_TEST_BACKEND");
-  return b == nullptr || *b == '\0' ? std::string("embedded") : std::string(b);
+  const char* env = std::getenv("CONVERGE_TEST_BACKEND");
+  if (env == nullptr || *env == '\0') return "embedded";
+  return env;
 }
+
+std::string TestPostgresConnInfo() { return SharedPostgres().ConnInfo(); }
 
 std::string WithTestBackend(std::string config_yaml, const std::string& data_dir) {
   const std::string backend = TestBackend();
   if (backend == "embedded") return config_yaml;
   if (backend == "jetstream") return WithJetStream(config_yaml, data_dir);
-  // postgres: the store on PostgreSQL (its branch goes here).
-  Die("unknown CONVERGE_TEST_BACKEND '" + backend + "'");
+  if (backend == "postgres") return WithPostgresStore(config_yaml, data_dir);
+  Die("unknown CONVERGE_TEST_BACKEND '" + backend + "' (embedded, jetstream or postgres)");
 }
 
 }  // namespace converge::testing

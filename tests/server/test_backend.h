@@ -1,25 +1,32 @@
-// One hook to run the black-box suites on another backend: ServeProcess::Start passes the
-// test's configuration through WithTestBackend before writing it. The environment variable
-// CONVERGE_TEST_BACKEND picks the backend (tests/server/CMakeLists.txt registers suites a
-// second time with it set):
-//   unset, "" or "embedded"  the configuration unchanged
-//   "jetstream"              a nats-server with JetStream (started once per test process,
-//                            stopped at exit) holds the log: `log: {backend: jetstream, ...}`
-//                            with a stream prefix derived from `data_dir`, so a restart with
-//                            the same data_dir finds the same streams and servers with
-//                            different data_dirs share nothing.
-// A test that sets `log:` itself keeps its own section. An unknown backend, or a server that
-// cannot start, aborts the test process with a message (a test never silently runs on the
-// wrong backend).
+// The one hook that runs the black-box suites on a distributed backend: ServeProcess::Start
+// passes every config through WithTestBackend before writing it. The backend comes from the
+// environment variable CONVERGE_TEST_BACKEND:
+//   unset, "" or "embedded"  the config unchanged (the embedded files);
+//   "jetstream"              the log in a nats-server started once per test process, with a
+//                            stream prefix unique to `data_dir`;
+//   "postgres"               the store in a PostgreSQL 15 started once per test process, with
+//                            a table prefix unique to `data_dir` (a restart with the same
+//                            data_dir sees the same store; two processes with different
+//                            data_dirs do not share one).
+// Keys the test sets itself are kept; the hook adds the backend's keys. A server the backend
+// needs that cannot be started fails the test process (never a silent fallback).
+// Thread-safety: call from the test thread.
 #pragma once
 
 #include <string>
+#include <string_view>
 
 namespace converge::testing {
 
+// "embedded", "jetstream" or "postgres" (from CONVERGE_TEST_BACKEND).
+std::string TestBackend();
+inline bool TestBackendIs(std::string_view name) { return TestBackend() == name; }
+
+// `config_yaml` with the test backend's settings merged in (see above).
 std::string WithTestBackend(std::string config_yaml, const std::string& data_dir);
 
-// The backend named by CONVERGE_TEST_BACKEND ("embedded" when unset or empty).
-std::string TestBackend();
+// For tests that start servers sharing one backend themselves (several sidecars on one
+// store): the conninfo of the process's PostgreSQL, started on first use.
+std::string TestPostgresConnInfo();
 
 }  // namespace converge::testing
