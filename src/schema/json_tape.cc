@@ -1,5 +1,6 @@
 #include "schema/json_tape.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -345,7 +346,17 @@ class TapeParser {
       ++p_;
       if (p_ != end_ && (*p_ == '+' || *p_ == '-')) ++p_;
       if (p_ == end_ || *p_ < '0' || *p_ > '9') return false;
-      while (p_ != end_ && *p_ >= '0' && *p_ <= '9') ++p_;
+      // An exponent near or beyond 32 bits is refused, as Boost.JSON (the event decoder)
+      // refuses it (a little more strictly, counting the mantissa's digits too: no text this
+      // parser accepts is one the decoder refuses).
+      const auto mantissa = static_cast<uint64_t>(p_ - start);
+      uint64_t exponent = 0;
+      while (p_ != end_ && *p_ >= '0' && *p_ <= '9') {
+        exponent = std::min<uint64_t>(exponent * 10 + static_cast<uint64_t>(*p_ - '0'),
+                                      uint64_t{1} << 40);
+        ++p_;
+      }
+      if (exponent + mantissa >= 2147483647) return false;
     }
     uint32_t at = Push(TapeValue::kUint);
     TapeValue& v = t_.values_[at];

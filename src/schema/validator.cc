@@ -1216,6 +1216,9 @@ struct Validator::Impl {
   json::value source;  // the schema document (enum values point into it)
   std::vector<std::unique_ptr<SchemaNode>> nodes;
   const SchemaNode* root = nullptr;
+  // Set when a schema stored before could not be compiled now (CompileUnchecked): why. Every
+  // value is then refused (keyword "schema") rather than checked against part of it.
+  std::string unusable;
 };
 
 Validator::Validator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -1224,29 +1227,44 @@ Validator::~Validator() = default;
 Result<std::shared_ptr<const Validator>> CompileUnchecked(const json::value& schema) {
   auto impl = std::make_unique<Validator::Impl>();
   impl->source = schema;
-  CONVERGE_ASSIGN_OR_RETURN(impl->root, SchemaCompiler(impl->source, impl->nodes).Run());
+  Result<const SchemaNode*> root = SchemaCompiler(impl->source, impl->nodes).Run();
+  if (root.ok()) {
+    impl->root = *root;
+  } else {
+    // A schema accepted (and stored) by an earlier version that this one cannot enforce (a
+    // $ref loop that would never finish, a pattern it cannot read): it stays registered, and
+    // refuses every value instead of half-checking it.
+    impl->unusable = std::string(root.status().message());
+    impl->nodes.clear();
+    impl->nodes.push_back(std::make_unique<SchemaNode>());
+    impl->root = impl->nodes.back().get();
+  }
   return std::shared_ptr<const Validator>(new Validator(std::move(impl)));
 }
 
 Result<std::shared_ptr<const Validator>> Validator::Compile(const json::value& schema) {
   Status shape = ShapeCheck(schema).Run();
   if (!shape.ok()) return shape;
-  return CompileUnchecked(schema);
+  auto impl = std::make_unique<Validator::Impl>();
+  impl->source = schema;
+  CONVERGE_ASSIGN_OR_RETURN(impl->root, SchemaCompiler(impl->source, impl->nodes).Run());
+  return std::shared_ptr<const Validator>(new Validator(std::move(impl)));
 }
 
 namespace {
 
-// Nesting allowed in a validated text: the publish path's data is bounded tighter already
-// (limits.max_data_depth); this bounds the recursion of the walk for any other caller.
-constexpr uint32_t kMaxTextDepth = 128;
 // A scratch keeps at most this much capacity from one text to the next.
 constexpr size_t kKeepScratchBytes = 64 * 1024;
 
-std::optional<Violation> ValidateWith(const SchemaNode* root, Scratch& s, std::string_view text) {
-  TapeError e = s.tape.Parse(text, kMaxTextDepth);
+std::optional<Violation> ValidateWith(const Validator::Impl& impl, Scratch& s,
+                                      std::string_view text, uint32_t max_depth) {
+  if (!impl.unusable.empty()) return Violation{"", "schema", impl.unusable};
+  const SchemaNode* root = impl.root;
+  max_depth = std::min(max_depth, kMaxTextDepth);
+  TapeError e = s.tape.Parse(text, max_depth);
   std::optional<Violation> out;
   if (e == TapeError::kTooDeep) {
-    out = Violation{"", "json", "nested deeper than " + std::to_string(kMaxTextDepth)};
+    out = Violation{"", "json", "nested deeper than " + std::to_string(max_depth)};
   } else if (e != TapeError::kNone) {
     out = Violation{"", "json", "malformed JSON at offset " + std::to_string(s.tape.error_offset())};
   } else {
@@ -1274,7 +1292,7 @@ std::optional<Violation> Validator::Validate(const json::value& instance) const 
 }
 
 std::optional<Violation> Validator::ValidateText(std::string_view text) const {
-  return ValidateWith(impl_->root, ThreadScratch(), text);
+  return ValidateWith(*impl_, ThreadScratch(), text, kMaxTextDepth);
 }
 
 struct Validator::Batch::Slot {
@@ -1286,8 +1304,9 @@ Validator::Batch::Batch(const Validator& validator)
 
 Validator::Batch::~Batch() = default;
 
-std::optional<Violation> Validator::Batch::ValidateText(std::string_view text) {
-  return ValidateWith(impl_.root, slot_->scratch, text);
+std::optional<Violation> Validator::Batch::ValidateText(std::string_view text,
+                                                       uint32_t max_depth) {
+  return ValidateWith(impl_, slot_->scratch, text, max_depth);
 }
 
 }  // namespace converge::schema

@@ -227,6 +227,13 @@ TEST(SchemaValidatorTest, RecursionIsBounded) {
   ASSERT_NE(c, nullptr);
   EXPECT_FALSE(c->ValidateText("[[1]]") == std::nullopt);
   EXPECT_FALSE(c->ValidateText("7"));
+  // Such a loop stored by an earlier version (which accepted it) still loads, and refuses
+  // every value instead of recursing without end.
+  auto stored = CompileUnchecked(json::parse(R"({"anyOf":[{"$ref":"#"},{"$ref":"#"}]})"));
+  ASSERT_TRUE(stored.ok());
+  auto refused = (*stored)->ValidateText("1");
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_EQ(refused->keyword, "schema");
 }
 
 TEST(SchemaValidatorTest, PatternPropertiesWithAdditionalPropertiesFalse) {
