@@ -10,7 +10,6 @@ namespace converge::schema {
 struct Regex::Inst {
   enum Op : uint8_t { kClass, kSplit, kJmp, kBegin, kEnd, kMatch };
   Op op = kMatch;
-  bool negated = false;      // kClass: code points >= 128 match when NOT in the ranges
   uint32_t x = 0, y = 0;     // kSplit: both targets; kJmp: x; kClass: ranges [x, x + y)
   uint64_t ascii[2] = {0, 0};  // kClass: code points < 128 that match (negation applied)
 };
@@ -599,10 +598,103 @@ Result<std::shared_ptr<const Regex>> Regex::Compile(std::string_view pattern) {
   match.op = Inst::kMatch;
   re->prog_.push_back(match);
   re->anchored_start_ = StartsAnchored(tree);
+  re->BuildSmall();
   return std::shared_ptr<const Regex>(std::move(re));
 }
 
+uint64_t Regex::Closure(uint32_t pc0, bool at_start, bool at_end) const {
+  uint64_t out = 0, seen = 0;
+  std::vector<uint32_t> stack{pc0};
+  while (!stack.empty()) {
+    const uint32_t pc = stack.back();
+    stack.pop_back();
+    if ((seen >> pc) & 1) continue;
+    seen |= uint64_t{1} << pc;
+    const Inst& in = prog_[pc];
+    switch (in.op) {
+      case Inst::kClass:
+      case Inst::kMatch:
+        out |= uint64_t{1} << pc;
+        break;
+      case Inst::kJmp:
+        stack.push_back(in.x);
+        break;
+      case Inst::kSplit:
+        stack.push_back(in.y);
+        stack.push_back(in.x);
+        break;
+      case Inst::kBegin:
+        if (at_start) stack.push_back(pc + 1);
+        break;
+      case Inst::kEnd:
+        if (at_end) stack.push_back(pc + 1);
+        break;
+    }
+  }
+  return out;
+}
+
+void Regex::BuildSmall() {
+  if (prog_.size() > 64) return;
+  small_ = true;
+  match_bit_ = uint64_t{1} << (prog_.size() - 1);
+  for (uint32_t pc = 0; pc < prog_.size(); ++pc) {
+    const Inst& in = prog_[pc];
+    if (in.op != Inst::kClass) continue;
+    for (uint32_t c = 0; c < 128; ++c) {
+      if ((in.ascii[c >> 6] >> (c & 63)) & 1) ascii_accept_[c] |= uint64_t{1} << pc;
+    }
+    follow_[pc][0] = Closure(pc + 1, false, false);
+    follow_[pc][1] = Closure(pc + 1, false, true);
+  }
+  start_[0] = Closure(0, true, false);
+  start_[1] = Closure(0, true, true);
+  if (!anchored_start_) {
+    restart_[0] = Closure(0, false, false);
+    restart_[1] = Closure(0, false, true);
+  }
+}
+
+bool Regex::ClassMatches(const Inst& in, uint32_t cp) const {
+  if (cp < 128) return (in.ascii[cp >> 6] >> (cp & 63)) & 1;
+  for (uint32_t k = in.x; k < in.x + in.y; ++k) {
+    if (cp >= ranges_[k].first && cp <= ranges_[k].second) return true;
+  }
+  return false;
+}
+
+bool Regex::SearchSmall(std::string_view text) const {
+  uint64_t state = start_[text.empty()];
+  if (state & match_bit_) return true;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    const auto b = static_cast<unsigned char>(text[pos]);
+    uint64_t live;
+    size_t after = pos;
+    if (b < 0x80) {
+      live = state & ascii_accept_[b];
+      after = pos + 1;
+    } else {
+      const uint32_t cp = NextCodePoint(text, &after);
+      live = 0;
+      for (uint64_t m = state & ~match_bit_; m != 0; m &= m - 1) {
+        const int pc = __builtin_ctzll(m);
+        if (ClassMatches(prog_[pc], cp)) live |= uint64_t{1} << pc;
+      }
+    }
+    const bool end = after == text.size();
+    uint64_t next = restart_[end];
+    for (; live != 0; live &= live - 1) next |= follow_[__builtin_ctzll(live)][end];
+    if (next & match_bit_) return true;
+    if (next == 0 && anchored_start_) return false;  // nothing alive, no new start
+    state = next;
+    pos = after;
+  }
+  return false;
+}
+
 bool Regex::Search(std::string_view text, RegexScratch& s) const {
+  if (small_) return SearchSmall(text);
   const size_t n = prog_.size();
   if (s.mark.size() < n) s.mark.assign(n, 0);
   s.current.clear();

@@ -49,9 +49,25 @@ class Regex {
 
  private:
   Regex() = default;
+  void BuildSmall();
+  uint64_t Closure(uint32_t pc, bool at_start, bool at_end) const;
+  bool SearchSmall(std::string_view text) const;
+  bool ClassMatches(const Inst& in, uint32_t cp) const;
+
   std::vector<Inst> prog_;
   std::vector<std::pair<uint32_t, uint32_t>> ranges_;  // code point ranges of the classes
   bool anchored_start_ = false;                         // every alternative begins with ^
+
+  // A program of at most 64 instructions (most patterns) is simulated with its set of states
+  // as one 64-bit mask: per ASCII character, the states it lets through; per state, the states
+  // reached after it (epsilon closure precomputed, in the middle or at the end of the input).
+  // Same answers as the general simulation, no scratch state at all.
+  bool small_ = false;
+  uint64_t match_bit_ = 0;
+  uint64_t ascii_accept_[128] = {};
+  uint64_t follow_[64][2] = {};  // [pc][at end]
+  uint64_t start_[2] = {};       // the closure of pc 0 at position 0 [input empty]
+  uint64_t restart_[2] = {};     // the closure of pc 0 later on [at end] (unanchored search)
 };
 
 }  // namespace converge::schema

@@ -50,6 +50,21 @@ TEST(SchemaRegexTest, SearchesAsEcmaTestDoes) {
   EXPECT_TRUE(Matches("^(?:a|b)*$", "abba"));
   EXPECT_TRUE(Matches("^[]]?$", "") || true);  // '[]' matches nothing; ']' then literal
   EXPECT_TRUE(Matches("(a*)*b", "aaab"));
+  EXPECT_TRUE(Matches("$", "ab"));
+  EXPECT_TRUE(Matches("b$|^x", "ab"));
+  EXPECT_FALSE(Matches("a$", "ab"));
+  EXPECT_TRUE(Matches("Ã©$", "aÃ©"));
+  // Programs longer than 64 instructions take the general simulation: the same answers.
+  EXPECT_TRUE(Matches("^(?:a|b){1,40}c$", "ababbc"));
+  EXPECT_FALSE(Matches("^(?:a|b){1,40}c$", "abaxbc"));
+  EXPECT_FALSE(Matches("^(?:a|b){1,40}c$", "c"));
+  EXPECT_TRUE(Matches("(?:a|b){3,40}c", "xxabbcx"));
+  EXPECT_FALSE(Matches("(?:a|b){3,40}c$", "xxabcx"));
+  std::string accents;
+  for (int i = 0; i < 35; ++i) accents += "\xC3\xA9";
+  EXPECT_TRUE(Matches("^[\\u00e0-\\u00ff]{30,70}$", accents));
+  EXPECT_FALSE(Matches("^[\\u00e0-\\u00ff]{36,70}$", accents));
+  EXPECT_TRUE(Matches("^[\\u00e0-\\u00ff]{3,5}", accents));
 }
 
 TEST(SchemaRegexTest, RefusesWhatItCannotMatchFaithfully) {
