@@ -348,14 +348,29 @@ class TapeParser {
       return false;
     }
     bool integer = true;
+    // For a short decimal (the common case): its digits as one integer and how many of them
+    // follow the point.
+    uint64_t digits = u;
+    int frac_digits = 0;
+    bool short_decimal = !overflow && u < (uint64_t{1} << 53);
     if (p_ != end_ && *p_ == '.') {
       integer = false;
       ++p_;
       if (p_ == end_ || *p_ < '0' || *p_ > '9') return false;
-      while (p_ != end_ && *p_ >= '0' && *p_ <= '9') ++p_;
+      while (p_ != end_ && *p_ >= '0' && *p_ <= '9') {
+        if (short_decimal) {
+          digits = digits * 10 + static_cast<uint64_t>(*p_ - '0');
+          ++frac_digits;
+          short_decimal = digits < (uint64_t{1} << 53) && frac_digits <= 22;
+        }
+        ++p_;
+      }
     }
+    const bool plain_fraction = !integer && short_decimal;
+    bool has_exponent = false;
     if (p_ != end_ && (*p_ == 'e' || *p_ == 'E')) {
       integer = false;
+      has_exponent = true;
       ++p_;
       if (p_ != end_ && (*p_ == '+' || *p_ == '-')) ++p_;
       if (p_ == end_ || *p_ < '0' || *p_ > '9') return false;
@@ -378,6 +393,15 @@ class TapeParser {
     } else if (integer && !overflow && u <= uint64_t{1} << 63) {
       v.kind = TapeValue::kInt;
       v.i = u == uint64_t{1} << 63 ? INT64_MIN : -static_cast<int64_t>(u);
+    } else if (plain_fraction && !has_exponent) {
+      // digits / 10^k with both exact in a double: one correctly rounded division, the same
+      // double a full conversion gives (Clinger's fast path).
+      static constexpr double kPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                          1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                          1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+      v.kind = TapeValue::kDouble;
+      const double d = static_cast<double>(digits) / kPow10[frac_digits];
+      v.d = minus ? -d : d;
     } else {
       v.kind = integer ? TapeValue::kBigInt : TapeValue::kDouble;
       double d = 0;

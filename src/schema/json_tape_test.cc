@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
+#include <cmath>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -86,6 +88,24 @@ TEST(SchemaTapeTest, DepthAndNumbersAsBoostJson) {
   EXPECT_NE(tape.Parse("1e99999999999", 64), TapeError::kNone);
   EXPECT_EQ(tape.Parse("1e400", 64), TapeError::kNone);
   EXPECT_EQ(tape.values()[0].kind, TapeValue::kDouble);
+}
+
+// Short decimals take a fast conversion: the same doubles as a full one.
+TEST(SchemaTapeTest, DecimalsConvertExactly) {
+  std::mt19937_64 rng(7);
+  Tape tape;
+  for (int i = 0; i < 200000; ++i) {
+    std::string text;
+    if (rng() % 2) text += '-';
+    text += std::to_string(rng() % (uint64_t{1} << (rng() % 54)));
+    text += '.';
+    const int frac = 1 + static_cast<int>(rng() % 24);
+    for (int k = 0; k < frac; ++k) text += static_cast<char>('0' + rng() % 10);
+    ASSERT_EQ(tape.Parse(text, 64), TapeError::kNone) << text;
+    const double want = std::strtod(text.c_str(), nullptr);
+    ASSERT_EQ(tape.values()[0].d, want) << text;
+    ASSERT_EQ(std::signbit(tape.values()[0].d), std::signbit(want)) << text;
+  }
 }
 
 }  // namespace

@@ -320,6 +320,22 @@ bool IsUint64(const Bound& b) {
 }
 uint64_t AsUint64(const Bound& b) { return b.kind == Bound::kUint ? b.u : static_cast<uint64_t>(b.i); }
 
+// Equality of two short strings without a call into the library's memcmp.
+inline bool SameBytes(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  size_t i = 0;
+  for (; i + 8 <= a.size(); i += 8) {
+    uint64_t x, y;
+    std::memcpy(&x, a.data() + i, 8);
+    std::memcpy(&y, b.data() + i, 8);
+    if (x != y) return false;
+  }
+  for (; i < a.size(); ++i) {
+    if (a[i] != b[i]) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 // One compiled (sub)schema. A $ref is resolved at compile time: the referring place points at
@@ -366,6 +382,8 @@ struct SchemaNode {
   uint32_t min_properties = 0, max_properties = UINT32_MAX;
 
   const json::array* enum_values = nullptr;  // into the schema document the Impl keeps
+  bool enum_all_strings = false;             // then compared as these
+  std::vector<std::string> enum_strings;
   std::vector<const SchemaNode*> all_of, any_of, one_of;
   const SchemaNode* not_schema = nullptr;
 
@@ -378,13 +396,17 @@ struct SchemaNode {
     for (size_t slot = Hash(name) & mask;; slot = (slot + 1) & mask) {
       const uint32_t e = table[slot];
       if (e == 0) return UINT32_MAX;
-      if (properties[e - 1].name == name) return e - 1;
+      if (SameBytes(properties[e - 1].name, name)) return e - 1;
     }
   }
+  // Cheap and constant-time: the length and three of the bytes (a member name is hashed for
+  // every member of every value; collisions only cost a comparison).
   static size_t Hash(std::string_view s) {
-    uint32_t h = 2166136261u;
-    for (char c : s) h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
-    return h;
+    if (s.empty()) return 0;
+    const auto at = [&](size_t i) { return static_cast<uint64_t>(static_cast<unsigned char>(s[i])); };
+    const uint64_t h = (s.size() * 0x9E3779B97F4A7C15ull) ^ (at(0) << 8) ^ (at(s.size() - 1) << 16) ^
+                       (at(s.size() / 2) << 24);
+    return static_cast<size_t>((h * 0xFF51AFD7ED558CCDull) >> 32);
   }
   uint32_t AddProperty(const std::string& name) {
     for (uint32_t k = 0; k < properties.size(); ++k) {
@@ -621,6 +643,15 @@ class SchemaCompiler {
 
     if (const json::value* e = o.if_contains("enum"); e && e->is_array()) {
       n.enum_values = &e->get_array();
+      n.enum_all_strings = true;
+      for (const auto& v : *n.enum_values) {
+        if (!v.is_string()) {
+          n.enum_all_strings = false;
+          n.enum_strings.clear();
+          break;
+        }
+        n.enum_strings.emplace_back(v.get_string());
+      }
     }
     auto list = [&](const char* key, std::vector<const SchemaNode*>* out) {
       const json::value* l = o.if_contains(key);
@@ -862,7 +893,7 @@ struct Scratch {
   const SchemaNode* failed_schema = nullptr;
   const char* failed_keyword = nullptr;
   uint32_t failed_value = 0;
-  int depth = 0;
+  std::vector<uint64_t> seen_words;  // objects of more than 64 properties: which are present
 };
 
 namespace {
@@ -872,12 +903,12 @@ class Walk {
   explicit Walk(Scratch& s) : s_(s), t_(s.tape.values()) {}
 
   bool Check(const SchemaNode* n, uint32_t v) {
-    if (++s_.depth > kMaxWalkDepth) {
-      --s_.depth;
+    if (++depth_ > kMaxWalkDepth) {
+      --depth_;
       return Fail(n, "depth", v);
     }
     bool ok = CheckValue(n, v);
-    --s_.depth;
+    --depth_;
     return ok;
   }
 
@@ -1091,9 +1122,24 @@ class Walk {
   bool CheckObject(const SchemaNode* n, const TapeValue& x, uint32_t v) {
     if (!(n->types & kObjectBit)) return Fail(n, "type", v);
     const size_t nprops = n->properties.size();
+    // Which properties are present: a bit mask, or with more than 64 properties, words on the
+    // scratch state's stack of them (given back however this returns).
     uint64_t seen = 0;
-    std::vector<uint64_t> seen_many;  // only with more than 64 properties
-    if (nprops > 64) seen_many.assign((nprops + 63) / 64, 0);
+    struct Words {
+      std::vector<uint64_t>& stack;
+      size_t base = SIZE_MAX;
+      ~Words() {
+        if (base != SIZE_MAX) stack.resize(base);
+      }
+    } words{s_.seen_words};
+    if (nprops > 64) {
+      words.base = s_.seen_words.size();
+      s_.seen_words.resize(words.base + (nprops + 63) / 64, 0);
+    }
+    auto present = [&](size_t p) -> bool {
+      return words.base == SIZE_MAX ? (seen >> p) & 1
+                                    : (s_.seen_words[words.base + p / 64] >> (p % 64)) & 1;
+    };
     uint32_t key = v + 1;
     for (uint32_t k = 0; k < x.count; ++k) {
       const uint32_t value = key + 1;
@@ -1101,10 +1147,10 @@ class Walk {
       const uint32_t p = n->Find(name);
       const SchemaNode* schema = nullptr;
       if (p != UINT32_MAX) {
-        if (nprops <= 64) {
+        if (words.base == SIZE_MAX) {
           seen |= uint64_t{1} << p;
         } else {
-          seen_many[p / 64] |= uint64_t{1} << (p % 64);
+          s_.seen_words[words.base + p / 64] |= uint64_t{1} << (p % 64);
         }
         schema = n->properties[p].schema;
       }
@@ -1140,18 +1186,17 @@ class Walk {
       key = t_[value].end;
     }
     if (n->has_required) {
-      for (size_t p = 0; p < nprops; ++p) {
-        if (!n->properties[p].required) continue;
-        const bool present = nprops <= 64 ? (seen >> p) & 1 : (seen_many[p / 64] >> (p % 64)) & 1;
-        if (!present) return Fail(n, "required", v);
+      if (words.base == SIZE_MAX) {
+        if ((seen & n->required_mask) != n->required_mask) return Fail(n, "required", v);
+      } else {
+        for (size_t p = 0; p < nprops; ++p) {
+          if (n->properties[p].required && !present(p)) return Fail(n, "required", v);
+        }
       }
     }
     if (x.count < n->min_properties) return Fail(n, "minProperties", v);
     if (x.count > n->max_properties) return Fail(n, "maxProperties", v);
     if (n->has_dependencies) {
-      auto present = [&](size_t p) {
-        return nprops <= 64 ? (seen >> p) & 1 : (seen_many[p / 64] >> (p % 64)) & 1;
-      };
       for (size_t p = 0; p < nprops; ++p) {
         const auto& prop = n->properties[p];
         if (!prop.has_dependency || !present(p)) continue;
@@ -1174,10 +1219,22 @@ class Walk {
   bool CheckCombinators(const SchemaNode* n, uint32_t v) {
     if (n->enum_values != nullptr) {
       bool found = false;
-      for (const auto& e : *n->enum_values) {
-        if (EqualsJson(t_, v, e)) {
-          found = true;
-          break;
+      if (n->enum_all_strings) {
+        if (t_[v].kind == TapeValue::kString) {
+          const std::string_view text = t_[v].text();
+          for (const std::string& e : n->enum_strings) {
+            if (SameBytes(e, text)) {
+              found = true;
+              break;
+            }
+          }
+        }
+      } else {
+        for (const auto& e : *n->enum_values) {
+          if (EqualsJson(t_, v, e)) {
+            found = true;
+            break;
+          }
         }
       }
       if (!found) return Fail(n, "enum", v);
@@ -1208,6 +1265,7 @@ class Walk {
 
   Scratch& s_;
   const std::vector<TapeValue>& t_;
+  int depth_ = 0;
 };
 
 }  // namespace
@@ -1268,7 +1326,7 @@ std::optional<Violation> ValidateWith(const Validator::Impl& impl, Scratch& s,
   } else if (e != TapeError::kNone) {
     out = Violation{"", "json", "malformed JSON at offset " + std::to_string(s.tape.error_offset())};
   } else {
-    s.depth = 0;
+    s.seen_words.clear();
     if (!Walk(s).Check(root, 0)) {
       out = Violation{TapePointer(s.tape.values(), s.failed_value), s.failed_keyword,
                       s.failed_schema->path};
