@@ -258,6 +258,45 @@ TEST(SchemaValidatorTest, PatternPropertiesWithAdditionalPropertiesFalse) {
   EXPECT_EQ(refs->ValidateText(R"({"q":1})")->keyword, "type");
 }
 
+// More than 64 properties: presence kept in words instead of one mask, nested objects too.
+TEST(SchemaValidatorTest, ManyPropertiesAndEscapedPaths) {
+  std::string props, required, value;
+  for (int i = 0; i < 70; ++i) {
+    std::string name = "p";
+    name.append(std::to_string(i));
+    if (i > 0) {
+      props.push_back(',');
+      required.push_back(',');
+      value.push_back(',');
+    }
+    props.append("\"").append(name).append("\":{\"type\":\"integer\"}");
+    required.append("\"").append(name).append("\"");
+    value.append("\"").append(name).append("\":1");
+  }
+  const std::string schema = R"({"type":"object","properties":{)" + props +
+                             R"(,"inner":{"$ref":"#"}},"required":[)" + required + "]}";
+  auto v = MustCompile(schema.c_str());
+  ASSERT_NE(v, nullptr);
+  const std::string full = "{" + value + "}";
+  EXPECT_FALSE(v->ValidateText(full));
+  EXPECT_FALSE(v->ValidateText("{" + value + ",\"inner\":" + full + "}"));
+  std::string missing = full;
+  missing.replace(missing.find("\"p69\":1"), 7, "\"x\":1");
+  auto bad = v->ValidateText("{" + value + ",\"inner\":" + missing + "}");
+  ASSERT_TRUE(bad.has_value());
+  EXPECT_EQ(bad->keyword, "required");
+  EXPECT_EQ(bad->instance_path, "/inner");
+  // Member names with '/' and '~' are escaped in the path (RFC 6901), escapes decoded first.
+  auto typed = MustCompile(R"({"additionalProperties":{"type":"integer"}})");
+  ASSERT_NE(typed, nullptr);
+  auto at = typed->ValidateText(R"({"a/b":1,"c~d":"x"})");
+  ASSERT_TRUE(at.has_value());
+  EXPECT_EQ(at->instance_path, "/c~0d");
+  at = typed->ValidateText(R"({"a\/b\u00e9":"x"})");
+  ASSERT_TRUE(at.has_value());
+  EXPECT_EQ(at->instance_path, "/a~1b\xC3\xA9");
+}
+
 // RapidJSON keeps a regular expression's matching state in the compiled pattern: a schema
 // with `pattern` shared by threads gave wrong answers (seen as valid events refused).
 TEST(SchemaValidatorTest, PatternsValidateOnManyThreadsAtOnce) {
