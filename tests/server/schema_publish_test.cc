@@ -151,5 +151,23 @@ TEST_F(SchemaPublishTest, DataNestedTooDeepIsRefusedAsBefore) {
   EXPECT_EQ(EndOffsets(), 0u);
 }
 
+// A schema that applies itself to the same value again could never finish: the validator
+// before accepted it and then overflowed the stack on the first publish, taking the server
+// down. Refused at registration now, and nothing is stored.
+TEST_F(SchemaPublishTest, SelfApplyingSchemaIsRefused) {
+  for (const char* body : {R"({"schema":{"allOf":[{"$ref":"#"}]}})",
+                           R"({"schema":{"definitions":{"a":{"not":{"$ref":"#/definitions/b"}},
+                               "b":{"anyOf":[{"$ref":"#/definitions/a"}]}},
+                               "properties":{"x":{"$ref":"#/definitions/a"}}}})"}) {
+    HttpResult r = Call("POST", "/v1/schemas/loop/versions", body, kJson);
+    EXPECT_EQ(r.status, 400) << r.body;
+    EXPECT_EQ(r.code(), "INVALID_SCHEMA") << r.body;
+  }
+  EXPECT_EQ(Call("GET", "/v1/schemas/loop", "", {}).status, 404);
+  // The server is still there, and publishes as before.
+  HttpResult ok = Publish({Record("a", "order.created", R"({"id":"o1","qty":1})")});
+  EXPECT_EQ(ok.status, 200) << ok.body;
+}
+
 }  // namespace
 }  // namespace converge
