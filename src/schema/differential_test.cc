@@ -145,7 +145,8 @@ bool RequiredOnlyNames(const json::value& v) {
   }
   if (!v.is_object()) return false;
   const auto& o = v.get_object();
-  if (o.contains("additionalProperties") && (o.contains("required") || o.contains("dependencies")) &&
+  if (o.contains("additionalProperties") &&
+      (o.contains("required") || o.contains("dependencies")) &&
       !(o.at("additionalProperties") == json::value(true))) {
     return true;
   }
@@ -180,12 +181,13 @@ void Compare(const json::value& schema, const std::string& name, int instances, 
     const std::string text = json::serialize(gen.Next());
     Answer want = ref.Validate(text);
     std::optional<Violation> got = (*mine)->ValidateText(text);
-    if (required_only && (!want.valid || got) && (want.keyword == "additionalProperties" ||
-                                                  (got && got->keyword == "additionalProperties"))) {
+    if (required_only && (!want.valid || got) &&
+        (want.keyword == "additionalProperties" ||
+         (got && got->keyword == "additionalProperties"))) {
       continue;
     }
-    EXPECT_EQ(want.valid, !got.has_value()) << name << ": " << text << " (reference: "
-                                            << want.keyword << " at '" << want.path << "')";
+    EXPECT_EQ(want.valid, !got.has_value())
+        << name << ": " << text << " (reference: " << want.keyword << " at '" << want.path << "')";
     if (got && !want.valid) {
       EXPECT_EQ(want.path, got->instance_path) << name << ": " << text;
       EXPECT_EQ(want.keyword, got->keyword) << name << ": " << text;

@@ -49,7 +49,8 @@ class TapeParser {
   void Close(uint32_t at) { t_.values_[at].end = static_cast<uint32_t>(t_.values_.size()); }
 
   bool Literal(const char* word, size_t n, TapeValue::Kind kind) {
-    if (static_cast<size_t>(end_ - p_) < n || std::string_view(p_, n) != std::string_view(word, n)) {
+    if (static_cast<size_t>(end_ - p_) < n ||
+        std::string_view(p_, n) != std::string_view(word, n)) {
       return false;
     }
     p_ += n;
@@ -167,14 +168,14 @@ class TapeParser {
     }
     if (b >= 0xE0 && b <= 0xEF) {
       if (!cont(1) || !cont(2)) return false;
-      if (b == 0xE0 && s[1] < 0xA0) return false;  // overlong
+      if (b == 0xE0 && s[1] < 0xA0) return false;   // overlong
       if (b == 0xED && s[1] >= 0xA0) return false;  // surrogate
       p_ += 3;
       return true;
     }
     if (b >= 0xF0 && b <= 0xF4) {
       if (!cont(1) || !cont(2) || !cont(3)) return false;
-      if (b == 0xF0 && s[1] < 0x90) return false;  // overlong
+      if (b == 0xF0 && s[1] < 0x90) return false;   // overlong
       if (b == 0xF4 && s[1] >= 0x90) return false;  // past U+10FFFF
       p_ += 4;
       return true;
@@ -380,8 +381,8 @@ class TapeParser {
       const auto mantissa = static_cast<uint64_t>(p_ - start);
       uint64_t exponent = 0;
       while (p_ != end_ && *p_ >= '0' && *p_ <= '9') {
-        exponent = std::min<uint64_t>(exponent * 10 + static_cast<uint64_t>(*p_ - '0'),
-                                      uint64_t{1} << 40);
+        exponent =
+            std::min<uint64_t>(exponent * 10 + static_cast<uint64_t>(*p_ - '0'), uint64_t{1} << 40);
         ++p_;
       }
       if (exponent + mantissa >= 2147483647) return false;

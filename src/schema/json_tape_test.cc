@@ -33,9 +33,10 @@ TEST(SchemaTapeTest, AcceptsExactlyWhatBoostJsonAccepts) {
       R"({"a":{"b":{"c":[1,[2,[3]]]}}})",
       " 123456789012345678901234567890 ",
   };
-  const char kBytes[] = {'"', '\\', '{', '}', '[', ']', ',', ':', '0', '1', '-', '+', 'e', 'E',
-                         '.', 'u', 'n', 't', ' ', '\n', '\x01', '\x7F', '\x80', '\xBF', '\xC0',
-                         '\xC3', '\xE0', '\xED', '\xF0', '\xF4', '\xF5', '\xFF', 'd', '8'};
+  const char kBytes[] = {'"',    '\\',   '{',    '}',    '[',    ']',    ',',    ':',    '0',
+                         '1',    '-',    '+',    'e',    'E',    '.',    'u',    'n',    't',
+                         ' ',    '\n',   '\x01', '\x7F', '\x80', '\xBF', '\xC0', '\xC3', '\xE0',
+                         '\xED', '\xF0', '\xF4', '\xF5', '\xFF', 'd',    '8'};
   std::mt19937 rng(20261207);
   auto pick = [&](size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng); };
   Tape tape;

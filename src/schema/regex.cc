@@ -10,7 +10,7 @@ namespace converge::schema {
 struct Regex::Inst {
   enum Op : uint8_t { kClass, kSplit, kJmp, kBegin, kEnd, kMatch };
   Op op = kMatch;
-  uint32_t x = 0, y = 0;     // kSplit: both targets; kJmp: x; kClass: ranges [x, x + y)
+  uint32_t x = 0, y = 0;       // kSplit: both targets; kJmp: x; kClass: ranges [x, x + y)
   uint64_t ascii[2] = {0, 0};  // kClass: code points < 128 that match (negation applied)
 };
 
@@ -80,9 +80,8 @@ struct Node {
 Ranges DigitRanges() { return {{'0', '9'}}; }
 Ranges WordRanges() { return {{'0', '9'}, {'A', 'Z'}, {'_', '_'}, {'a', 'z'}}; }
 Ranges SpaceRanges() {
-  return {{'\t', '\r'},       {' ', ' '},         {0xA0, 0xA0},     {0x1680, 0x1680},
-          {0x2000, 0x200A},   {0x2028, 0x2029},   {0x202F, 0x202F}, {0x205F, 0x205F},
-          {0x3000, 0x3000},   {0xFEFF, 0xFEFF}};
+  return {{'\t', '\r'},     {' ', ' '},       {0xA0, 0xA0},     {0x1680, 0x1680}, {0x2000, 0x200A},
+          {0x2028, 0x2029}, {0x202F, 0x202F}, {0x205F, 0x205F}, {0x3000, 0x3000}, {0xFEFF, 0xFEFF}};
 }
 
 class Parser {
@@ -588,9 +587,8 @@ Result<std::shared_ptr<const Regex>> Regex::Compile(std::string_view pattern) {
   }
   CONVERGE_ASSIGN_OR_RETURN(Node tree, Parser(pattern).Run());
   if (Size(tree) > kMaxRegexStates) {
-    return Status(StatusCode::kInvalidArgument,
-                  "the pattern expands to more than " + std::to_string(kMaxRegexStates) +
-                      " states");
+    return Status(StatusCode::kInvalidArgument, "the pattern expands to more than " +
+                                                    std::to_string(kMaxRegexStates) + " states");
   }
   std::shared_ptr<Regex> re(new Regex());
   RegexCompiler(re->prog_, re->ranges_).Emit(tree);

@@ -56,7 +56,7 @@ class Regex {
 
   std::vector<Inst> prog_;
   std::vector<std::pair<uint32_t, uint32_t>> ranges_;  // code point ranges of the classes
-  bool anchored_start_ = false;                         // every alternative begins with ^
+  bool anchored_start_ = false;                        // every alternative begins with ^
 
   // A program of at most 64 instructions (most patterns) is simulated with its set of states
   // as one 64-bit mask: per ASCII character, the states it lets through; per state, the states

@@ -68,8 +68,8 @@ TEST(SchemaRegexTest, SearchesAsEcmaTestDoes) {
 }
 
 TEST(SchemaRegexTest, RefusesWhatItCannotMatchFaithfully) {
-  for (const char* p : {"(", ")", "[a", "a{2,1}", "*a", "a**", "\\", "(?=a)", "(?!a)",
-                        "(?<n>a)", "\\1", "\\bword", "\\Z", "\\p{L}", "^*", "a{100000}"}) {
+  for (const char* p : {"(", ")", "[a", "a{2,1}", "*a", "a**", "\\", "(?=a)", "(?!a)", "(?<n>a)",
+                        "\\1", "\\bword", "\\Z", "\\p{L}", "^*", "a{100000}"}) {
     EXPECT_FALSE(Regex::Compile(p).ok()) << p;
   }
   std::string nested(100, '(');
@@ -87,8 +87,8 @@ TEST(SchemaRegexTest, HostileInputTakesLinearTime) {
   RegexScratch s;
   auto start = std::chrono::steady_clock::now();
   EXPECT_FALSE((*re)->Search(text, s));
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::steady_clock::now() - start)
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  start)
                 .count();
   EXPECT_LT(ms, 5000);
 }

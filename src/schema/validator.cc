@@ -149,7 +149,8 @@ class ShapeCheck {
     } else if (kMaps.count(key)) {
       SchemaMap(v, path, depth);
       if (key == "patternProperties" && v.is_object()) {
-        for (const auto& kv : v.get_object()) Pattern(kv.key(), path + "/" + EscapePointerToken(kv.key()));
+        for (const auto& kv : v.get_object())
+          Pattern(kv.key(), path + "/" + EscapePointerToken(kv.key()));
       }
     } else if (kLists.count(key)) {
       SchemaList(v, path, depth);
@@ -210,7 +211,8 @@ class ShapeCheck {
         return;
       }
       for (const auto& kv : v.get_object()) {
-        if (!kv.value().is_array()) Schema(kv.value(), path + "/" + EscapePointerToken(kv.key()), depth + 1);
+        if (!kv.value().is_array())
+          Schema(kv.value(), path + "/" + EscapePointerToken(kv.key()), depth + 1);
       }
     } else if (key == "$ref") {
       Ref(v, path);
@@ -272,8 +274,6 @@ class ShapeCheck {
   Status status_;
 };
 
-
-
 // Type bits of a compiled schema's `type`.
 enum TypeBit : uint8_t {
   kNullBit = 1,
@@ -318,7 +318,9 @@ bool IsInt64(const Bound& b) { return b.kind == Bound::kInt; }
 bool IsUint64(const Bound& b) {
   return b.kind == Bound::kUint || (b.kind == Bound::kInt && b.i >= 0);
 }
-uint64_t AsUint64(const Bound& b) { return b.kind == Bound::kUint ? b.u : static_cast<uint64_t>(b.i); }
+uint64_t AsUint64(const Bound& b) {
+  return b.kind == Bound::kUint ? b.u : static_cast<uint64_t>(b.i);
+}
 
 // Equality of two short strings without a call into the library's memcmp.
 inline bool SameBytes(std::string_view a, std::string_view b) {
@@ -350,10 +352,10 @@ struct SchemaNode {
   uint32_t min_length = 0, max_length = UINT32_MAX;
   std::shared_ptr<const Regex> pattern;
 
-  const SchemaNode* items = nullptr;             // one schema for every element
-  std::vector<const SchemaNode*> items_tuple;    // or one per position
+  const SchemaNode* items = nullptr;           // one schema for every element
+  std::vector<const SchemaNode*> items_tuple;  // or one per position
   bool tuple = false;
-  bool additional_items = true;                  // beyond the tuple
+  bool additional_items = true;  // beyond the tuple
   const SchemaNode* additional_items_schema = nullptr;
   uint32_t min_items = 0, max_items = UINT32_MAX;
   bool unique_items = false;
@@ -364,7 +366,7 @@ struct SchemaNode {
     std::string name;
     const SchemaNode* schema = nullptr;  // null: only required / a dependency
     bool required = false;
-    std::vector<uint32_t> dependency_names;  // dependencies: names that must be present too
+    std::vector<uint32_t> dependency_names;         // dependencies: names that must be present too
     const SchemaNode* dependency_schema = nullptr;  // or a schema the object must pass
     bool has_dependency = false;
   };
@@ -403,9 +405,11 @@ struct SchemaNode {
   // every member of every value; collisions only cost a comparison).
   static size_t Hash(std::string_view s) {
     if (s.empty()) return 0;
-    const auto at = [&](size_t i) { return static_cast<uint64_t>(static_cast<unsigned char>(s[i])); };
-    const uint64_t h = (s.size() * 0x9E3779B97F4A7C15ull) ^ (at(0) << 8) ^ (at(s.size() - 1) << 16) ^
-                       (at(s.size() / 2) << 24);
+    const auto at = [&](size_t i) {
+      return static_cast<uint64_t>(static_cast<unsigned char>(s[i]));
+    };
+    const uint64_t h = (s.size() * 0x9E3779B97F4A7C15ull) ^ (at(0) << 8) ^
+                       (at(s.size() - 1) << 16) ^ (at(s.size() / 2) << 24);
     return static_cast<size_t>((h * 0xFF51AFD7ED558CCDull) >> 32);
   }
   uint32_t AddProperty(const std::string& name) {
@@ -474,10 +478,9 @@ class SchemaCompiler {
       }
       std::string decoded = DecodeRef(ref->get_string());
       boost::system::error_code ec;
-      const json::value* target =
-          !decoded.empty() && decoded.front() == '#'
-              ? root_.find_pointer(std::string_view(decoded).substr(1), ec)
-              : nullptr;
+      const json::value* target = !decoded.empty() && decoded.front() == '#'
+                                      ? root_.find_pointer(std::string_view(decoded).substr(1), ec)
+                                      : nullptr;
       if (target == nullptr) {
         Fail(path, "$ref '" + std::string(ref->get_string()) +
                        "' does not name a schema of this document");
@@ -599,13 +602,13 @@ class SchemaCompiler {
     if (const json::value* props = o.if_contains("properties"); props && props->is_object()) {
       for (const auto& kv : props->get_object()) {
         uint32_t k = n.AddProperty(std::string(kv.key()));
-        n.properties[k].schema =
-            Compile(kv.value(), Child(Child(path, "properties"), kv.key()), 0);
+        n.properties[k].schema = Compile(kv.value(), Child(Child(path, "properties"), kv.key()), 0);
       }
     }
     if (const json::value* req = o.if_contains("required"); req && req->is_array()) {
       for (const auto& name : req->get_array()) {
-        if (name.is_string()) n.properties[n.AddProperty(std::string(name.get_string()))].required = true;
+        if (name.is_string())
+          n.properties[n.AddProperty(std::string(name.get_string()))].required = true;
       }
     }
     if (const json::value* deps = o.if_contains("dependencies"); deps && deps->is_object()) {
@@ -703,8 +706,9 @@ class SchemaCompiler {
         edges.pop_back();
         int& s = state[next];
         if (s == 1) {
-          Fail(next->path, "applies itself to the same value again ($ref loop through "
-                           "allOf/anyOf/oneOf/not/dependencies): it could never finish");
+          Fail(next->path,
+               "applies itself to the same value again ($ref loop through "
+               "allOf/anyOf/oneOf/not/dependencies): it could never finish");
           return;
         }
         if (s == 0) {
@@ -975,8 +979,7 @@ class Walk {
         if (n->exclusive_maximum ? i >= n->maximum.i : i > n->maximum.i) {
           return Fail(n, "maximum", v);
         }
-      } else if (!IsUint64(n->maximum) &&
-                 !CheckDoubleMaximum(n, static_cast<double>(i), v)) {
+      } else if (!IsUint64(n->maximum) && !CheckDoubleMaximum(n, static_cast<double>(i), v)) {
         return false;
       }
     }
@@ -1324,7 +1327,8 @@ std::optional<Violation> ValidateWith(const Validator::Impl& impl, Scratch& s,
   if (e == TapeError::kTooDeep) {
     out = Violation{"", "json", "nested deeper than " + std::to_string(max_depth)};
   } else if (e != TapeError::kNone) {
-    out = Violation{"", "json", "malformed JSON at offset " + std::to_string(s.tape.error_offset())};
+    out =
+        Violation{"", "json", "malformed JSON at offset " + std::to_string(s.tape.error_offset())};
   } else {
     s.seen_words.clear();
     if (!Walk(s).Check(root, 0)) {
@@ -1362,8 +1366,7 @@ Validator::Batch::Batch(const Validator& validator)
 
 Validator::Batch::~Batch() = default;
 
-std::optional<Violation> Validator::Batch::ValidateText(std::string_view text,
-                                                       uint32_t max_depth) {
+std::optional<Violation> Validator::Batch::ValidateText(std::string_view text, uint32_t max_depth) {
   return ValidateWith(impl_, slot_->scratch, text, max_depth);
 }
 

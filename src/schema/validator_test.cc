@@ -131,9 +131,9 @@ TEST(SchemaValidatorTest, IntegersNumbersAndEquality) {
   auto number = MustCompile(R"({"type":"number"})");
   ASSERT_NE(integer, nullptr);
   ASSERT_NE(number, nullptr);
-  for (const char* ok : {"1", "-1", "0", "-0", "9223372036854775807", "-9223372036854775808",
-                         "18446744073709551615", "123456789012345678901234567890",
-                         "-123456789012345678901234567890"}) {
+  for (const char* ok :
+       {"1", "-1", "0", "-0", "9223372036854775807", "-9223372036854775808", "18446744073709551615",
+        "123456789012345678901234567890", "-123456789012345678901234567890"}) {
     EXPECT_FALSE(integer->ValidateText(ok)) << ok;
     EXPECT_FALSE(number->ValidateText(ok)) << ok;
   }
@@ -181,14 +181,14 @@ TEST(SchemaValidatorTest, IntegersNumbersAndEquality) {
 TEST(SchemaValidatorTest, LengthsCountCodePoints) {
   auto v = MustCompile(R"({"type":"string","minLength":2,"maxLength":3})");
   ASSERT_NE(v, nullptr);
-  EXPECT_FALSE(v->ValidateText("\"\xC3\xA9\xC3\xA9\""));              // 2 code points, 4 bytes
+  EXPECT_FALSE(v->ValidateText("\"\xC3\xA9\xC3\xA9\""));  // 2 code points, 4 bytes
   EXPECT_FALSE(v->ValidateText("\"\xF0\x9F\x98\x80\xF0\x9F\x98\x80\xF0\x9F\x98\x80\""));
   EXPECT_EQ(v->ValidateText("\"\xF0\x9F\x98\x80\"")->keyword, "minLength");  // 1, 4 bytes
-  EXPECT_FALSE(v->ValidateText(R"("\u00e9\ud83d\ude00")"));          // escapes: 2 code points
+  EXPECT_FALSE(v->ValidateText(R"("\u00e9\ud83d\ude00")"));  // escapes: 2 code points
   EXPECT_EQ(v->ValidateText(R"("abcd")")->keyword, "maxLength");
   // Text that is not JSON (a lone surrogate, bad UTF-8, a control character) is refused.
-  for (const char* bad : {R"("\ud800")", "\"\xC3\"", "\"\xED\xA0\x80\"", "\"a\x01\"", "01",
-                          "1.", "[1,]", "{\"a\"}", "nul", "\"a\" x"}) {
+  for (const char* bad : {R"("\ud800")", "\"\xC3\"", "\"\xED\xA0\x80\"", "\"a\x01\"", "01", "1.",
+                          "[1,]", "{\"a\"}", "nul", "\"a\" x"}) {
     auto f = v->ValidateText(bad);
     ASSERT_TRUE(f.has_value()) << bad;
     EXPECT_EQ(f->keyword, "json") << bad;

@@ -135,8 +135,8 @@ TEST_F(SchemaPublishTest, MalformedDataIsAnInvalidEventBeforeAnyViolation) {
 
 TEST_F(SchemaPublishTest, DataNestedTooDeepIsRefusedAsBefore) {
   // Deeper than limits.max_data_depth (64 by default): the decoder's 413.
-  std::string deep = R"({"id":"o1","qty":1,"note":)" + std::string(70, '[') +
-                     std::string(70, ']') + "}";
+  std::string deep =
+      R"({"id":"o1","qty":1,"note":)" + std::string(70, '[') + std::string(70, ']') + "}";
   Event e;
   e.set_id("deep");
   e.set_source("/test");
