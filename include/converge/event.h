@@ -258,6 +258,11 @@ struct DecodeOptions {
   size_t max_batch_events = 10'000;
   // Deepest nesting of arrays/objects inside a JSON "data" value.
   uint32_t max_data_depth = 64;
+  // DecodeBinary only: do not parse a record's JSON data to check it. For a caller that parses
+  // that data completely itself right after (the sidecar validating a publish against a JSON
+  // Schema), at least as strictly, and refuses the event, or decodes again without this, when
+  // that parse fails.
+  bool defer_json_data_check = false;
 };
 
 // Decodes one event in JSON structured mode. InvalidArgument for malformed JSON or an

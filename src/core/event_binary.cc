@@ -156,7 +156,7 @@ Status ReadRecord(std::string_view record, const DecodeOptions& options, Event* 
   if (kind != DataKind::kNone) {
     std::string& data = EventAccess::data(e);
     CONVERGE_RETURN_IF_ERROR(r.String("data", &data));
-    if (kind == DataKind::kJson) {
+    if (kind == DataKind::kJson && !options.defer_json_data_check) {
       Status s = internal::ValidateJson(data, options.max_data_depth);
       if (s.code() == StatusCode::kResourceExhausted) return s.WithContext("event record");
       if (!s.ok()) {

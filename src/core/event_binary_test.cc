@@ -234,6 +234,16 @@ TEST(EventBinaryTest, SizeLimit) {
   EXPECT_TRUE(DecodeBinary(record, options).ok());
   options.max_data_depth = 4;
   EXPECT_EQ(DecodeBinary(record, options).status().code(), StatusCode::kResourceExhausted);
+  // A caller that parses the data itself (the sidecar's schema validation) can leave it out.
+  options.defer_json_data_check = true;
+  EXPECT_TRUE(DecodeBinary(record, options).ok());
+  std::string garbled = record;
+  ASSERT_EQ(garbled.back(), ']');
+  garbled.back() = '}';
+  options = DecodeOptions();
+  EXPECT_EQ(DecodeBinary(garbled, options).status().code(), StatusCode::kDataLoss);
+  options.defer_json_data_check = true;
+  EXPECT_TRUE(DecodeBinary(garbled, options).ok());
 }
 
 }  // namespace

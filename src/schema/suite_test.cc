@@ -1,8 +1,8 @@
 // The validator against the official JSON-Schema-Test-Suite: every draft-04 case must give the
 // suite's answer, except the cases listed in kSkips (and docs/schemas.md), which must still
 // fail (a skip that starts passing is reported, so the list stays exact). Draft-06 and 07 are
-// run for the record only: RapidJSON implements draft-04, and Compile refuses what a later
-// draft adds.
+// run for the record only: the validator implements draft-04, and Compile refuses what a
+// later draft adds.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -117,8 +117,8 @@ TEST(SchemaSuiteTest, Draft4MatchesExceptTheDocumentedSkips) {
             << outcomes.size() - matched << " skipped\n";
 }
 
-// Publish validates an event's data as text (ValidateText, and a Batch reusing one validator
-// and parser for many values); the suite above runs parsed values (Validate). Every draft-4
+// Publish validates an event's data as text (ValidateText, and a Batch reusing one scratch
+// state for many values); the suite above runs parsed values (Validate). Every draft-4
 // instance must get the same verdict and the same failing paths both ways.
 TEST(SchemaSuiteTest, Draft4TextAndValuePathsAgree) {
   fs::path dir = fs::path(CONVERGE_JSON_SCHEMA_TEST_SUITE) / "tests" / "draft4";
@@ -153,8 +153,8 @@ TEST(SchemaSuiteTest, Draft4TextAndValuePathsAgree) {
   EXPECT_GT(compared, 300);
 }
 
-// For the record (docs/schemas.md): how RapidJSON's draft-04 validator does on later drafts'
-// suites when nothing refuses their keywords. Not an assertion: Compile refuses those keywords.
+// For the record (docs/schemas.md): how the draft-04 validator does on later drafts' suites.
+// Not an assertion: Compile refuses those drafts' keywords.
 TEST(SchemaSuiteTest, LaterDraftsForTheRecord) {
   for (const char* draft : {"draft6", "draft7"}) {
     auto outcomes = RunDraft(draft);

@@ -97,8 +97,15 @@ TEST(SchemaValidatorTest, CompileRefusesWhatItCannotEnforce) {
           "$ref":"#/definitions/a"})",
       R"({"$schema":"http://json-schema.org/draft-07/schema#"})",
       R"({"items":{"items":{"items":false}}})",
-      R"({"type":"string","pattern":"^\\d+$"})",
-      R"({"patternProperties":{"^x":{}},"additionalProperties":false})",
+      R"x({"type":"string","pattern":"^(?=a)"})x",
+      R"({"type":"string","pattern":"\\bword"})",
+      R"x({"patternProperties":{"(?!x)":{}}})x",
+      R"({"pattern":"(a{100}){100}"})",
+      // A schema that applies itself to the same value again could never finish.
+      R"({"allOf":[{"$ref":"#"}]})",
+      R"({"definitions":{"a":{"anyOf":[{"$ref":"#/definitions/b"}]},
+                         "b":{"not":{"$ref":"#/definitions/a"}}},
+          "$ref":"#/definitions/a"})",
   };
   for (const char* s : refused) {
     SCOPED_TRACE(s);
@@ -115,6 +122,179 @@ TEST(SchemaValidatorTest, CompileRefusesWhatItCannotEnforce) {
   EXPECT_TRUE(
       Validator::Compile(json::parse(R"({"type":"object","properties":{"next":{"$ref":"#"}}})"))
           .ok());
+}
+
+// Edge cases of draft-04's data model: what counts as an integer, equality of numbers,
+// lengths in code points, huge numbers.
+TEST(SchemaValidatorTest, IntegersNumbersAndEquality) {
+  auto integer = MustCompile(R"({"type":"integer"})");
+  auto number = MustCompile(R"({"type":"number"})");
+  ASSERT_NE(integer, nullptr);
+  ASSERT_NE(number, nullptr);
+  for (const char* ok :
+       {"1", "-1", "0", "-0", "9223372036854775807", "-9223372036854775808", "18446744073709551615",
+        "123456789012345678901234567890", "-123456789012345678901234567890"}) {
+    EXPECT_FALSE(integer->ValidateText(ok)) << ok;
+    EXPECT_FALSE(number->ValidateText(ok)) << ok;
+  }
+  // Draft-04: a number with a fraction or an exponent is not an integer, even 1.0.
+  for (const char* not_int : {"1.0", "1e0", "1.5", "-0.0", "1E400", "-1e400", "1e-400"}) {
+    auto bad = integer->ValidateText(not_int);
+    ASSERT_TRUE(bad.has_value()) << not_int;
+    EXPECT_EQ(bad->keyword, "type");
+    EXPECT_FALSE(number->ValidateText(not_int)) << not_int;
+  }
+  // Bounds compare exactly across the integer range, and against huge numbers.
+  auto bounded = MustCompile(R"({"minimum":-9223372036854775808,"maximum":18446744073709551615})");
+  ASSERT_NE(bounded, nullptr);
+  EXPECT_FALSE(bounded->ValidateText("18446744073709551615"));
+  EXPECT_FALSE(bounded->ValidateText("-9223372036854775808"));
+  EXPECT_EQ(bounded->ValidateText("1e400")->keyword, "maximum");
+  EXPECT_EQ(bounded->ValidateText("-1e400")->keyword, "minimum");
+  auto small = MustCompile(R"({"maximum":9007199254740993})");
+  ASSERT_NE(small, nullptr);
+  EXPECT_FALSE(small->ValidateText("9007199254740993"));
+  EXPECT_EQ(small->ValidateText("9007199254740994")->keyword, "maximum");
+  auto multiple = MustCompile(R"({"multipleOf":3})");
+  ASSERT_NE(multiple, nullptr);
+  EXPECT_FALSE(multiple->ValidateText("-9"));
+  EXPECT_FALSE(multiple->ValidateText("18446744073709551615"));
+  EXPECT_EQ(multiple->ValidateText("10")->keyword, "multipleOf");
+  // uniqueItems and enum compare numbers by value: 1 and 1.0 are the same number.
+  auto unique = MustCompile(R"({"uniqueItems":true})");
+  ASSERT_NE(unique, nullptr);
+  auto dup = unique->ValidateText("[1, 2, 1.0]");
+  ASSERT_TRUE(dup.has_value());
+  EXPECT_EQ(dup->keyword, "uniqueItems");
+  EXPECT_EQ(dup->instance_path, "/2");
+  EXPECT_TRUE(unique->ValidateText(R"([{"a":1,"b":[1]}, {"b":[1.0],"a":1}])").has_value());
+  EXPECT_FALSE(unique->ValidateText(R"([{"a":1}, {"a":2}, [1], [1,1], "1", 1, true, null])"));
+  EXPECT_FALSE(unique->ValidateText("[0, false]"));
+  auto one_of_enum = MustCompile(R"({"enum":[1, "a", {"k":[2.0]}]})");
+  ASSERT_NE(one_of_enum, nullptr);
+  EXPECT_FALSE(one_of_enum->ValidateText("1.0"));
+  EXPECT_FALSE(one_of_enum->ValidateText(R"({"k":[2]})"));
+  EXPECT_EQ(one_of_enum->ValidateText("true")->keyword, "enum");
+  EXPECT_EQ(one_of_enum->ValidateText(R"({"k":[2],"x":1})")->keyword, "enum");
+}
+
+TEST(SchemaValidatorTest, LengthsCountCodePoints) {
+  auto v = MustCompile(R"({"type":"string","minLength":2,"maxLength":3})");
+  ASSERT_NE(v, nullptr);
+  EXPECT_FALSE(v->ValidateText("\"\xC3\xA9\xC3\xA9\""));  // 2 code points, 4 bytes
+  EXPECT_FALSE(v->ValidateText("\"\xF0\x9F\x98\x80\xF0\x9F\x98\x80\xF0\x9F\x98\x80\""));
+  EXPECT_EQ(v->ValidateText("\"\xF0\x9F\x98\x80\"")->keyword, "minLength");  // 1, 4 bytes
+  EXPECT_FALSE(v->ValidateText(R"("\u00e9\ud83d\ude00")"));  // escapes: 2 code points
+  EXPECT_EQ(v->ValidateText(R"("abcd")")->keyword, "maxLength");
+  // Text that is not JSON (a lone surrogate, bad UTF-8, a control character) is refused.
+  for (const char* bad : {R"("\ud800")", "\"\xC3\"", "\"\xED\xA0\x80\"", "\"a\x01\"", "01", "1.",
+                          "[1,]", "{\"a\"}", "nul", "\"a\" x"}) {
+    auto f = v->ValidateText(bad);
+    ASSERT_TRUE(f.has_value()) << bad;
+    EXPECT_EQ(f->keyword, "json") << bad;
+  }
+}
+
+// A recursive schema recurses only as deep as the value does, and values nest at most 128
+// deep; a schema that would apply itself to the same value without end is refused (above).
+TEST(SchemaValidatorTest, RecursionIsBounded) {
+  auto list = MustCompile(R"({"type":"object","required":["v"],
+      "properties":{"v":{"type":"integer"},"next":{"$ref":"#"}}})");
+  ASSERT_NE(list, nullptr);
+  auto nested = [](int depth, const char* leaf) {
+    std::string s;
+    for (int i = 0; i < depth; ++i) s += R"({"v":1,"next":)";
+    s += leaf;
+    s += std::string(depth, '}');
+    return s;
+  };
+  EXPECT_FALSE(list->ValidateText(nested(100, R"({"v":2})")));
+  auto bad = list->ValidateText(nested(3, R"({"v":"x"})"));
+  ASSERT_TRUE(bad.has_value());
+  EXPECT_EQ(bad->instance_path, "/next/next/next/v");
+  EXPECT_EQ(bad->schema_path, "/properties/v");
+  auto deep = list->ValidateText(nested(200, R"({"v":2})"));
+  ASSERT_TRUE(deep.has_value());
+  EXPECT_EQ(deep->keyword, "json");
+  // Long chains of references through combinators stay bounded too.
+  std::string chain = R"({"definitions":{)";
+  for (int i = 0; i < 50; ++i) {
+    chain += "\"d" + std::to_string(i) + R"(":{"allOf":[{"$ref":"#/definitions/d)" +
+             std::to_string(i + 1) + "\"}]},";
+  }
+  chain += R"("d50":{"type":"integer"}},"$ref":"#/definitions/d0"})";
+  auto c = MustCompile(chain.c_str());
+  ASSERT_NE(c, nullptr);
+  EXPECT_FALSE(c->ValidateText("[[1]]") == std::nullopt);
+  EXPECT_FALSE(c->ValidateText("7"));
+  // Such a loop stored by an earlier version (which accepted it) still loads, and refuses
+  // every value instead of recursing without end.
+  auto stored = CompileUnchecked(json::parse(R"({"anyOf":[{"$ref":"#"},{"$ref":"#"}]})"));
+  ASSERT_TRUE(stored.ok());
+  auto refused = (*stored)->ValidateText("1");
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_EQ(refused->keyword, "schema");
+}
+
+TEST(SchemaValidatorTest, PatternPropertiesWithAdditionalPropertiesFalse) {
+  auto v = MustCompile(R"({"properties":{"id":{"type":"string"}},
+      "patternProperties":{"^x-":{"type":"integer"}},"additionalProperties":false})");
+  ASSERT_NE(v, nullptr);
+  EXPECT_FALSE(v->ValidateText(R"({"id":"a","x-1":1,"x-2":2})"));
+  auto extra = v->ValidateText(R"({"id":"a","y":1})");
+  ASSERT_TRUE(extra.has_value());
+  EXPECT_EQ(extra->keyword, "additionalProperties");
+  EXPECT_EQ(extra->instance_path, "/y");
+  auto typed = v->ValidateText(R"({"x-1":"s"})");
+  ASSERT_TRUE(typed.has_value());
+  EXPECT_EQ(typed->keyword, "patternProperties");
+  EXPECT_EQ(typed->instance_path, "/x-1");
+  // Escaped names in $ref pointers (RFC 6901 and URI percent-escapes).
+  auto refs = MustCompile(R"({"definitions":{"a/b":{"type":"integer"},"c%d":{"type":"string"}},
+      "properties":{"p":{"$ref":"#/definitions/a~1b"},"q":{"$ref":"#/definitions/c%25d"}}})");
+  ASSERT_NE(refs, nullptr);
+  EXPECT_FALSE(refs->ValidateText(R"({"p":1,"q":"s"})"));
+  EXPECT_EQ(refs->ValidateText(R"({"p":"1"})")->schema_path, "/definitions/a~1b");
+  EXPECT_EQ(refs->ValidateText(R"({"q":1})")->keyword, "type");
+}
+
+// More than 64 properties: presence kept in words instead of one mask, nested objects too.
+TEST(SchemaValidatorTest, ManyPropertiesAndEscapedPaths) {
+  std::string props, required, value;
+  for (int i = 0; i < 70; ++i) {
+    std::string name = "p";
+    name.append(std::to_string(i));
+    if (i > 0) {
+      props.push_back(',');
+      required.push_back(',');
+      value.push_back(',');
+    }
+    props.append("\"").append(name).append("\":{\"type\":\"integer\"}");
+    required.append("\"").append(name).append("\"");
+    value.append("\"").append(name).append("\":1");
+  }
+  const std::string schema = R"({"type":"object","properties":{)" + props +
+                             R"(,"inner":{"$ref":"#"}},"required":[)" + required + "]}";
+  auto v = MustCompile(schema.c_str());
+  ASSERT_NE(v, nullptr);
+  const std::string full = "{" + value + "}";
+  EXPECT_FALSE(v->ValidateText(full));
+  EXPECT_FALSE(v->ValidateText("{" + value + ",\"inner\":" + full + "}"));
+  std::string missing = full;
+  missing.replace(missing.find("\"p69\":1"), 7, "\"x\":1");
+  auto bad = v->ValidateText("{" + value + ",\"inner\":" + missing + "}");
+  ASSERT_TRUE(bad.has_value());
+  EXPECT_EQ(bad->keyword, "required");
+  EXPECT_EQ(bad->instance_path, "/inner");
+  // Member names with '/' and '~' are escaped in the path (RFC 6901), escapes decoded first.
+  auto typed = MustCompile(R"({"additionalProperties":{"type":"integer"}})");
+  ASSERT_NE(typed, nullptr);
+  auto at = typed->ValidateText(R"({"a/b":1,"c~d":"x"})");
+  ASSERT_TRUE(at.has_value());
+  EXPECT_EQ(at->instance_path, "/c~0d");
+  at = typed->ValidateText(R"({"a\/b\u00e9":"x"})");
+  ASSERT_TRUE(at.has_value());
+  EXPECT_EQ(at->instance_path, "/a~1b\xC3\xA9");
 }
 
 // RapidJSON keeps a regular expression's matching state in the compiled pattern: a schema

@@ -238,6 +238,11 @@ class Api {
   // refused. CPU only (no I/O): runs on the connection's thread.
   bool PreparePublish(const HttpRequest& request, const std::string& topic,
                       PreparedPublish* out, HttpResponse* refused);
+  // One attempt of PreparePublish: `bound` is the topic's schema (null: none);
+  // `defer_json_check` leaves the JSON data of binary records to the schema validator's parse.
+  bool PrepareOnce(const HttpRequest& request, const std::string& topic,
+                   const SchemaRegistry::TopicSchema* bound, bool defer_json_check,
+                   PreparedPublish* out, HttpResponse* refused);
   // The reply to an append of `prepared` (and the publish metrics).
   HttpResponse PublishReply(const HttpRequest& request, const std::string& topic,
                             const PreparedPublish& prepared,
@@ -254,7 +259,7 @@ class Api {
       const std::string& topic, std::span<const RecordView> records);
   // False (with the 400 reply) when `event` is not of the topic's type or its data fails it.
   static bool CheckEventSchema(const Event& event, size_t index, const std::string& topic,
-                               const SchemaRegistry::TopicSchema& bound,
+                               const SchemaRegistry::TopicSchema& bound, uint32_t max_data_depth,
                                schema::Validator::Batch& batch, HttpResponse* reply);
   Status EnsureGroup(const std::string& topic, const std::string& group);
   Result<FetchResult> FetchAsMember(const std::string& topic, const std::string& group,

@@ -163,7 +163,7 @@ HttpResponse SchemaViolation(size_t index, const std::string& message, const std
 }  // namespace
 
 bool Api::CheckEventSchema(const Event& event, size_t index, const std::string& topic,
-                           const SchemaRegistry::TopicSchema& bound,
+                           const SchemaRegistry::TopicSchema& bound, uint32_t max_data_depth,
                            schema::Validator::Batch& batch, HttpResponse* reply) {
   if (event.type() != bound.type) {
     *reply = SchemaViolation(index,
@@ -179,8 +179,10 @@ bool Api::CheckEventSchema(const Event& event, size_t index, const std::string& 
                              nullptr, nullptr);
     return false;
   }
-  // Straight from the data's JSON text into the validator: no document is built.
-  std::optional<schema::Violation> bad = batch.ValidateText(event.data());
+  // The data's JSON text parsed once, into the validator's reused tape. Nested no deeper than
+  // the decoder allows either (128 at most, as before).
+  std::optional<schema::Violation> bad =
+      batch.ValidateText(event.data(), std::min(max_data_depth, schema::kMaxTextDepth));
   if (!bad) return true;
   *reply = SchemaViolation(index,
                            "data at '" + bad->instance_path + "' fails '" + bad->keyword +
@@ -255,10 +257,27 @@ asio::awaitable<Result<std::vector<AppendResult>>> Api::AppendDurably(
 
 bool Api::PreparePublish(const HttpRequest& req, const std::string& topic, PreparedPublish* out,
                          HttpResponse* refused) {
+  // A topic bound to an event type takes only events of that type whose data the type's
+  // schema accepts: checked for the whole batch before anything is appended.
+  std::optional<SchemaRegistry::TopicSchema> bound = d_.schemas->ForTopic(topic);
+  if (!bound) return PrepareOnce(req, topic, nullptr, false, out, refused);
+  // The schema validator parses each event's JSON data completely (and as strictly as the
+  // decoder), so the decoder does not parse binary records' data a first time. A request this
+  // refuses, for whatever reason, is decoded again the usual way: its answer (which event,
+  // which error) is then exactly the one the usual order of checks gives.
+  if (PrepareOnce(req, topic, &*bound, true, out, refused)) return true;
+  *out = PreparedPublish();
+  return PrepareOnce(req, topic, &*bound, false, out, refused);
+}
+
+bool Api::PrepareOnce(const HttpRequest& req, const std::string& topic,
+                      const SchemaRegistry::TopicSchema* bound, bool defer_json_check,
+                      PreparedPublish* out, HttpResponse* refused) {
   const LimitsConfig& limits = d_.config->limits;
   DecodeOptions decode;
   decode.max_event_bytes = limits.max_event_bytes;
   decode.max_batch_events = limits.max_batch_events;
+  decode.defer_json_data_check = defer_json_check;
   Result<DecodedPublish> decoded = DecodePublishRequest(req, decode);
   if (!decoded.ok()) {
     const Status& s = decoded.status();
@@ -278,12 +297,12 @@ bool Api::PreparePublish(const HttpRequest& req, const std::string& topic, Prepa
     *refused = JsonError(http::status::bad_request, "INVALID_EVENT", "the batch holds no events");
     return false;
   }
-  // A topic bound to an event type takes only events of that type whose data the type's
-  // schema accepts: checked for the whole batch before anything is appended.
-  if (std::optional<SchemaRegistry::TopicSchema> bound = d_.schemas->ForTopic(topic)) {
-    schema::Validator::Batch batch(*bound->validator);  // one validator for the whole request
+  if (bound != nullptr) {
+    schema::Validator::Batch batch(*bound->validator);  // one scratch state for the request
     for (size_t i = 0; i < events.size(); ++i) {
-      if (!CheckEventSchema(events[i], i, topic, *bound, batch, refused)) return false;
+      if (!CheckEventSchema(events[i], i, topic, *bound, decode.max_data_depth, batch, refused)) {
+        return false;
+      }
     }
   }
   // Encode everything first: one bad event rejects the request before anything is appended.
