@@ -249,6 +249,8 @@ const std::vector<Api::Route>& Api::RouteTable() {
        &Api::HandleStore, A::kToken, M::kStore},
       {V::delete_, "/v1/collections/{collection}/docs/{key...}", RouteId::kDeleteDocument,
        &Api::HandleStore, A::kToken, M::kStore},
+      {V::get, "/v1/collections/{collection}/changes", RouteId::kCollectionChanges,
+       &Api::CollectionChanges, A::kToken, M::kStore},
       {V::post, "/v1/collections/_transaction", RouteId::kTransaction, &Api::HandleStore, A::kToken,
        M::kStore},
       // The sagas: SagaRoutes authorizes non-admin services before it reads the input.
@@ -434,6 +436,7 @@ Api::~Api() { ReleaseWatches(); }
 void Api::ReleaseWatches() {
   std::lock_guard lock(watches_mu_);
   watches_.clear();
+  feed_watch_.reset();
 }
 
 asio::awaitable<HttpReply> Api::Handle(HttpRequest& request) {

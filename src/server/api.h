@@ -191,6 +191,11 @@ class Api {
   asio::awaitable<HttpReply> ReadReplicaRow(Call& call);
   asio::awaitable<HttpReply> ReconcileReplica(Call& call);
   asio::awaitable<HttpReply> ReplicaDrift(Call& call);
+  // The change stream of one store collection, for replicas on other nodes (api_remote.cc).
+  asio::awaitable<HttpReply> CollectionChanges(Call& call);
+  // Registers the watch that wakes waiting change streams on appends to the store's feed
+  // (once). Blocking (the log): call on the pool.
+  Status WatchFeed();
   // Operating the server (api_admin.cc).
   asio::awaitable<HttpReply> DeleteTopic(Call& call);
   asio::awaitable<HttpReply> ReadEvents(Call& call);
@@ -302,6 +307,7 @@ class Api {
   std::mutex watches_mu_;
   std::map<std::string, std::unique_ptr<ConsumerGroups::ReadyWatch>> watches_;
   std::map<std::string, std::chrono::milliseconds> keep_alive_;  // by group key, watches_mu_
+  std::unique_ptr<Log::Watch> feed_watch_;  // watches_mu_; WatchFeed
 
   Histogram* deliver_latency_;
   Gauge* subscribers_gauge_;

@@ -33,8 +33,9 @@ struct TokenConfig {
   std::vector<std::string> publish;    // topic patterns ('*' matches any run of chars)
   std::vector<std::string> subscribe;  // topic patterns: fetch, ack, stream, dead letters
   bool admin = false;                  // may create topics
-  // Set from the service's topology manifest (ApplyTopology): its store collections are
-  // limited to these (admins excepted). Not read from the file.
+  // Set from the service's topology manifest (ApplyTopology), or from the file's
+  // `read_collections` / `write_collections`: its store collections are limited to these
+  // (admins excepted).
   bool restrict_collections = false;
   std::vector<std::string> write_collections;  // owned
   std::vector<std::string> read_collections;   // owned, and the sources of its replicas
@@ -132,7 +133,15 @@ struct ReplicaConfig {
   // collection (then the source is store.feed_topic, filtered to that collection).
   std::string topic;
   std::string store_collection;
-  std::string source_topic;  // the topic read: `topic`, or store.feed_topic
+  // Or: a collection of another converge serve node's store, pulled over HTTP
+  // (GET /v1/collections/{collection}/changes on that node; docs/formats/replica.md).
+  std::string remote_url;         // http:// or https://host:port of the other node
+  std::string remote_token;       // its bearer token (from token or token_env)
+  std::string remote_collection;  // the collection on the other node
+  std::string remote_ca_file;     // https: trust only these PEM certificates
+  // The topic read: `topic`, or store.feed_topic; for a remote source the other node's feed
+  // topic (source.remote.feed_topic, default store-changes), which its consistency tokens name.
+  std::string source_topic;
   sql::Engine engine = sql::Engine::kSqlite;
   std::string database;  // the SQLite path or the PostgreSQL conninfo
   std::string table;

@@ -12,6 +12,7 @@
 #include "reconcile/session.h"
 #include "reconcile/table_scan.h"
 #include "server/json_util.h"
+#include "server/remote_source.h"
 
 namespace converge::server {
 namespace {
@@ -98,7 +99,14 @@ struct Replicas::Runner {
       if (!t.ok()) return t.status().WithContext("opening the target table");
       target = std::move(t).value();
     }
-    if (watch == nullptr) {
+    const bool remote = !config.remote_url.empty();
+    if (remote && source == nullptr) {
+      // Another node's collection: its reads long-poll, nothing local to watch.
+      Result<std::unique_ptr<replica::Source>> s = NewRemoteSource(RemoteSourceOptionsFor(config));
+      if (!s.ok()) return s.status().WithContext("the remote source");
+      source = std::move(s).value();
+    }
+    if (!remote && watch == nullptr) {
       // Before the applier reads: an append after this is never missed.
       Result<std::unique_ptr<Log::Watch>> w =
           log.WatchAppends(config.source_topic, [this](uint32_t, uint64_t) {
@@ -146,7 +154,10 @@ struct Replicas::Runner {
           backoff_ms = std::min<int64_t>(backoff_ms * 2, 5000);
           continue;
         }
-        Say("running: " + config.source_topic +
+        Say("running: " +
+            (config.remote_url.empty()
+                 ? config.source_topic
+                 : "collection " + config.remote_collection + " of " + config.remote_url) +
             (config.store_collection.empty() ? ""
                                              : " (collection " + config.store_collection + ")") +
             " -> " + std::string(sql::EngineName(config.engine)) + " table " + config.table);
@@ -154,6 +165,7 @@ struct Replicas::Runner {
         backoff_ms = 100;
         continue;
       }
+      const int64_t step_start = env.clock().NowMonotonicNanos();
       Result<size_t> stepped = a->Step();
       if (!stepped.ok()) {
         const replica::ReplicaStats st = a->Stats();
@@ -173,7 +185,14 @@ struct Replicas::Runner {
       }
       last_error.clear();
       backoff_ms = 100;
-      if (*stepped == 0 && !Pause(config.poll_interval_ms)) break;
+      // A remote source's read already waited (its long poll) when there was nothing new;
+      // one that came back early (the other node is shutting down, or caps its waits) must
+      // not make this a busy loop.
+      const bool waited =
+          !config.remote_url.empty() &&
+          env.clock().NowMonotonicNanos() - step_start >=
+              std::min<int64_t>(config.poll_interval_ms, 1000) * 1'000'000 / 2;
+      if (*stepped == 0 && !waited && !Pause(config.poll_interval_ms)) break;
     }
     // Pending waits are answered (Cancelled) by the applier's destructor, on this thread.
     std::shared_ptr<replica::Applier> closing;
@@ -378,6 +397,11 @@ Result<std::string> Replicas::Reconcile(const std::string& name, Store& store, b
   Runner* r = FindRunner(runners_, name);
   if (r == nullptr) return NotFoundError("no replica '" + name + "'");
   const ReplicaConfig& c = r->config;
+  if (!c.remote_url.empty()) {
+    return FailedPreconditionError("replica '" + name + "' copies collection '" +
+                                   c.remote_collection + "' of " + c.remote_url +
+                                   ": reconciliation with another node is not built yet");
+  }
   if (c.store_collection.empty()) {
     return FailedPreconditionError("replica '" + name + "' copies the topic '" + c.source_topic +
                                    "': reconciliation compares a store collection with its copy");

@@ -80,6 +80,7 @@ enum class RouteId {
   kReadReplicaRow,
   kReconcileReplica,
   kReplicaDrift,
+  kCollectionChanges,
   // Operating the server (api_admin.cc): topics, groups, relays, the API document.
   kDeleteTopic,
   kReadEvents,

@@ -65,8 +65,8 @@ Status ServeProcess::Start() {
   if (binary == nullptr || *binary == '\0') {
     return FailedPreconditionError("CONVERGE_BINARY is not set (run the test through ctest)");
   }
-  std::vector<std::string> args = {binary,        "serve",      "--listen",
-                                   "127.0.0.1:0", "--data-dir", data_dir_};
+  std::vector<std::string> args = {binary,  "serve",      "--listen",
+                                   listen_, "--data-dir", data_dir_};
   if (!config_yaml_.empty()) {
     std::string path = dir_ + "/converge.yaml";
     std::ofstream(path) << config_yaml_;

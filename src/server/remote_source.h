@@ -1,0 +1,45 @@
+// A replica source on another converge serve node (docs/formats/replica.md, "Remote
+// sources"): the change stream of one store collection of that node, pulled over HTTP with a
+// bearer token that may read the collection (GET /v1/collections/{collection}/changes).
+//
+// Contract
+// - Read(0, from, n) asks the other node for the feed from offset `from` and long-polls up to
+//   `wait_ms` when nothing is there yet; the batch is sparse (offsets of other collections are
+//   passed). The position is the other node's feed offset, held by the target, so a restart of
+//   either side resumes from where the target's last transaction left it.
+// - A failure to reach the node, a timeout or a 5xx is Unavailable (the driver retries with
+//   backoff); 401/403 are Unauthenticated / PermissionDenied; a position the other node's
+//   retention removed (410) is a damaged range the applier reports and, by its on_malformed
+//   policy, stops at (the default) or skips; a position past the other node's end (409) is
+//   FailedPrecondition. Nothing is skipped silently.
+// Thread-safety: one thread at a time (the replica's driving thread). Blocks on the network,
+// each request bounded by wait_ms + timeout_ms.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "converge/replica.h"
+#include "converge/status.h"
+#include "server/config.h"
+
+namespace converge::server {
+
+struct RemoteSourceOptions {
+  std::string url;         // http(s)://host:port of the other node (no path)
+  std::string token;       // its bearer token; empty sends none
+  std::string collection;  // the collection on the other node
+  std::string ca_file;     // https: trust only these PEM certificates
+  std::string feed_topic = "store-changes";  // the other node's store.feed_topic
+  int64_t wait_ms = 1000;                    // long poll per read when caught up
+  int64_t timeout_ms = 10'000;               // per request, beyond wait_ms
+};
+
+// The checks a remote source's settings pass (URL, collection and topic names, CA file).
+Status CheckRemoteSource(const ReplicaConfig& r);
+RemoteSourceOptions RemoteSourceOptionsFor(const ReplicaConfig& r);
+
+// InvalidArgument for bad options.
+Result<std::unique_ptr<replica::Source>> NewRemoteSource(const RemoteSourceOptions& options);
+
+}  // namespace converge::server
