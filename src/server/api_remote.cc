@@ -87,6 +87,29 @@ asio::awaitable<HttpReply> Api::CollectionChanges(Call& call) {
       out.body = e.response.body();
       return out;
     }
+    // 410 POSITION_GONE, with what a bootstrap snapshot needs: `end`, the offset to go on
+    // from after it, and `commitseq`, the commit sequence number of the record before `end`
+    // (every commit up to it is visible to a collection listing that starts after this).
+    auto Gone = [&](uint64_t kept, uint64_t end_now) {
+      ChangesReply g;
+      g.status = http::status::gone;
+      uint64_t seq = 0;
+      if (end_now > 0) {
+        Result<ReadBatch> last = d_.log->Read(topic, 0, end_now - 1, 1, max_bytes);
+        if (last.ok() && !last->records.empty()) {
+          Result<replica::Change> c =
+              replica::ParseChangeRecord(last->records[0].value, last->records[0].timestamp_micros);
+          if (c.ok()) seq = c->commitseq;
+        }
+      }
+      g.body = "{\"code\":\"POSITION_GONE\",\"message\":";
+      AppendJsonString(&g.body, "the change feed '" + topic + "' no longer holds offsets [" +
+                                    std::to_string(from) + ", " + std::to_string(kept) +
+                                    "): removed by retention");
+      g.body += ",\"start\":" + std::to_string(kept) + ",\"end\":" + std::to_string(end_now) +
+                ",\"commitseq\":" + std::to_string(seq) + "}";
+      return g;
+    };
     auto head = [&](uint64_t next) {
       std::string b = "{\"collection\":";
       AppendJsonString(&b, collection);
@@ -105,15 +128,7 @@ asio::awaitable<HttpReply> Api::CollectionChanges(Call& call) {
       out.body += "}";
       return out;
     }
-    if (from < start) {
-      out.status = http::status::gone;
-      out.body = "{\"code\":\"POSITION_GONE\",\"message\":";
-      AppendJsonString(&out.body, "the change feed '" + topic + "' no longer holds offsets [" +
-                                      std::to_string(from) + ", " + std::to_string(start) +
-                                      "): removed by retention");
-      out.body += ",\"start\":" + std::to_string(start) + ",\"end\":" + std::to_string(end) + "}";
-      return out;
-    }
+    if (from < start) return Gone(start, end);
     if (from == end) {
       out.empty = true;
       out.body = head(from) + ",\"next_time_us\":0,\"commitseq\":0,\"changes\":[]}";
@@ -134,15 +149,7 @@ asio::awaitable<HttpReply> Api::CollectionChanges(Call& call) {
     }
     if (!batch->records.empty() && batch->records[0].offset > from) {
       // Retention ran between the describe and the read.
-      out.status = http::status::gone;
-      out.body = "{\"code\":\"POSITION_GONE\",\"message\":";
-      AppendJsonString(&out.body, "the change feed '" + topic + "' no longer holds offsets [" +
-                                      std::to_string(from) + ", " +
-                                      std::to_string(batch->records[0].offset) +
-                                      "): removed by retention");
-      out.body += ",\"start\":" + std::to_string(batch->records[0].offset) +
-                  ",\"end\":" + std::to_string(end) + "}";
-      return out;
+      return Gone(batch->records[0].offset, end);
     }
     const size_t n = std::min<size_t>(batch->records.size(), limit);
     const uint64_t next = n > 0 ? batch->records[n - 1].offset + 1 : batch->next_offset;

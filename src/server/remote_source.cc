@@ -3,6 +3,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
+#include <cctype>
 
 #include "converge/client.h"
 #include "converge/event.h"
@@ -47,6 +48,9 @@ RemoteSourceOptions RemoteSourceOptionsFor(const ReplicaConfig& r) {
 
 namespace {
 
+// A bootstrap snapshot is one target transaction: bounded.
+constexpr uint64_t kMaxSnapshotBytes = 256ull << 20;
+
 // The records of one reply, owned by the batch (views point into `values`).
 struct Storage {
   std::vector<std::string> values;
@@ -54,8 +58,8 @@ struct Storage {
 
 class RemoteSource : public replica::Source {
  public:
-  RemoteSource(RemoteSourceOptions options, client::Options client_options)
-      : options_(std::move(options)), client_(std::move(client_options)) {}
+  RemoteSource(Env& env, RemoteSourceOptions options, client::Options client_options)
+      : env_(env), options_(std::move(options)), client_(std::move(client_options)) {}
 
   const std::string& topic() const override { return options_.feed_topic; }
   // The store's feed has one partition.
@@ -107,6 +111,19 @@ class RemoteSource : public replica::Source {
           }
         }
         if (start <= from_offset) return UnavailableError(what + ": " + message());
+        if (from_offset == 0) {
+          // Nothing applied yet: bootstrap from a snapshot of the collection instead.
+          uint64_t end = 0, seq = 0;
+          const json::object& g = body.as_object();
+          if (const json::value* e = g.if_contains("end"); e && e->is_number()) {
+            end = e->to_number<uint64_t>();
+          }
+          if (const json::value* c = g.if_contains("commitseq"); c && c->is_number()) {
+            seq = c->to_number<uint64_t>();
+          }
+          if (end < start) return UnavailableError(what + ": a 410 reply without its end");
+          return Snapshot(end, seq);
+        }
         out.damage = DataLossError(what + ": " + message());
         out.next_offset = start;
         out.end_offset = start;
@@ -185,17 +202,119 @@ class RemoteSource : public replica::Source {
   }
 
  private:
+  // The collection as the other node lists it now, as one batch from offset 0 to `end` (the
+  // feed's end before the listing started): every change up to `end` is reflected in it
+  // (later ones too, possibly; the feed from `end` brings them again, version-gated), so the
+  // position can move to `end` in the same transaction. Documents get offsets 0..n-1 (n <=
+  // end: every live document has a feed record).
+  Result<replica::SourceBatch> Snapshot(uint64_t end, uint64_t commitseq) {
+    const std::string what = Where() + ": bootstrap snapshot";
+    auto storage = std::make_shared<Storage>();
+    const int64_t now = env_.clock().NowWallMicros();
+    uint64_t bytes = 0;
+    std::string page;
+    while (true) {
+      client::HttpRequest req;
+      req.method = "GET";
+      req.target = "/v1/collections/" + options_.collection + "/docs?limit=1000";
+      if (!page.empty()) req.target += "&page_token=" + PercentEncode(page);
+      Result<client::HttpResponse> res = client_.Send(req);
+      if (!res.ok()) return UnavailableError(what + ": " + std::string(res.status().message()));
+      if (res->status == 404) break;  // no such collection (yet): empty
+      if (res->status == 401 || res->status == 403) {
+        return PermissionDeniedError(what + ": HTTP " + std::to_string(res->status) + ": " +
+                                     res->body.substr(0, 300));
+      }
+      if (res->status != 200) {
+        return UnavailableError(what + ": HTTP " + std::to_string(res->status) + ": " +
+                                res->body.substr(0, 300));
+      }
+      json::error_code ec;
+      json::value body = json::parse(res->body, ec);
+      const json::value* docs = !ec && body.is_object() ? body.as_object().if_contains("documents")
+                                                        : nullptr;
+      if (docs == nullptr || !docs->is_array()) {
+        return UnavailableError(what + ": the reply is not a document page");
+      }
+      for (const json::value& d : docs->as_array()) {
+        const json::object* o = d.if_object();
+        const json::value* key = o ? o->if_contains("key") : nullptr;
+        const json::value* version = o ? o->if_contains("version") : nullptr;
+        const json::value* value = o ? o->if_contains("value") : nullptr;
+        if (key == nullptr || !key->is_string() || version == nullptr || !version->is_number() ||
+            value == nullptr) {
+          return UnavailableError(what + ": a document without key, version or value");
+        }
+        replica::Change c;
+        c.collection = options_.collection;
+        c.key = std::string(key->as_string());
+        c.version = version->to_number<uint64_t>();
+        c.document = json::serialize(*value);
+        c.commit_time_micros = now;
+        Result<Event> event = replica::MakeChangeEvent(c, "converge-snapshot");
+        std::string record;
+        if (!event.ok() || !EncodeBinary(*event, &record).ok()) {
+          return UnavailableError(what + ": document '" + c.key.substr(0, 200) +
+                                  "' is not a change event");
+        }
+        bytes += record.size();
+        if (bytes > kMaxSnapshotBytes) {
+          return FailedPreconditionError(
+              what + ": the collection is larger than a bootstrap snapshot may be (" +
+              std::to_string(kMaxSnapshotBytes) + " bytes)");
+        }
+        storage->values.push_back(std::move(record));
+      }
+      const json::value* next = body.as_object().if_contains("next_page_token");
+      if (next == nullptr || !next->is_string() || next->as_string().empty()) break;
+      page = std::string(next->as_string());
+    }
+    if (storage->values.size() > end) {
+      return UnavailableError(what + ": more documents than feed records; try again");
+    }
+    replica::SourceBatch out;
+    out.partition = 0;
+    out.from_offset = 0;
+    out.next_offset = end;
+    out.end_offset = end;
+    out.sparse = true;
+    out.passed_commitseq = commitseq;
+    out.records.reserve(storage->values.size());
+    for (size_t i = 0; i < storage->values.size(); ++i) {
+      out.records.push_back(replica::SourceRecord{i, now, storage->values[i]});
+    }
+    out.storage = std::move(storage);
+    return out;
+  }
+
+  static std::string PercentEncode(std::string_view text) {
+    static constexpr char kHex[] = "0123456789ABCDEF";
+    std::string out;
+    for (unsigned char ch : text) {
+      if (std::isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+        out.push_back(static_cast<char>(ch));
+      } else {
+        out.push_back('%');
+        out.push_back(kHex[ch >> 4]);
+        out.push_back(kHex[ch & 15]);
+      }
+    }
+    return out;
+  }
+
   std::string Where() const {
     return "collection '" + options_.collection + "' of " + options_.url;
   }
 
+  Env& env_;
   const RemoteSourceOptions options_;
   client::Client client_;
 };
 
 }  // namespace
 
-Result<std::unique_ptr<replica::Source>> NewRemoteSource(const RemoteSourceOptions& options) {
+Result<std::unique_ptr<replica::Source>> NewRemoteSource(Env& env,
+                                                         const RemoteSourceOptions& options) {
   Result<PushUrl> url = ParsePushUrl(options.url);
   if (!url.ok()) return url.status();
   client::Options co;
@@ -205,7 +324,7 @@ Result<std::unique_ptr<replica::Source>> NewRemoteSource(const RemoteSourceOptio
   co.tls_ca_file = options.ca_file;
   co.token = options.token;
   co.timeout_ms = options.wait_ms + options.timeout_ms;
-  return std::unique_ptr<replica::Source>(new RemoteSource(options, std::move(co)));
+  return std::unique_ptr<replica::Source>(new RemoteSource(env, options, std::move(co)));
 }
 
 }  // namespace converge::server

@@ -9,9 +9,11 @@
 //   either side resumes from where the target's last transaction left it.
 // - A failure to reach the node, a timeout or a 5xx is Unavailable (the driver retries with
 //   backoff); 401/403 are Unauthenticated / PermissionDenied; a position the other node's
-//   retention removed (410) is a damaged range the applier reports and, by its on_malformed
-//   policy, stops at (the default) or skips; a position past the other node's end (409) is
-//   FailedPrecondition. Nothing is skipped silently.
+//   retention removed (410) is, for a replica that has applied nothing yet (position 0), a
+//   bootstrap: a snapshot of the collection (GET .../docs pages) handed out as one batch up to
+//   the feed's end before the listing; for any other position a damaged range the applier
+//   reports and, by its on_malformed policy, stops at (the default) or skips. A position past
+//   the other node's end (409) is FailedPrecondition. Nothing is skipped silently.
 // Thread-safety: one thread at a time (the replica's driving thread). Blocks on the network,
 // each request bounded by wait_ms + timeout_ms.
 #pragma once
@@ -19,6 +21,7 @@
 #include <memory>
 #include <string>
 
+#include "converge/env.h"
 #include "converge/replica.h"
 #include "converge/status.h"
 #include "server/config.h"
@@ -39,7 +42,8 @@ struct RemoteSourceOptions {
 Status CheckRemoteSource(const ReplicaConfig& r);
 RemoteSourceOptions RemoteSourceOptionsFor(const ReplicaConfig& r);
 
-// InvalidArgument for bad options.
-Result<std::unique_ptr<replica::Source>> NewRemoteSource(const RemoteSourceOptions& options);
+// InvalidArgument for bad options. `env` (its wall clock) must outlive the source.
+Result<std::unique_ptr<replica::Source>> NewRemoteSource(Env& env,
+                                                         const RemoteSourceOptions& options);
 
 }  // namespace converge::server

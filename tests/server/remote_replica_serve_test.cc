@@ -44,8 +44,9 @@ const std::string kOther = "other-collection-token-0123456789";
 
 // Node A: the customers collection's owner, a token that may read customers only (what node
 // B replicates with), and one that may read products only.
-std::string ConfigA() {
-  return "auth:\n"
+std::string ConfigA(const std::string& extra = "") {
+  return extra +
+         "auth:\n"
          "  tokens:\n"
          "    - {service: orders, token: " +
          kOwner +
@@ -111,6 +112,11 @@ class RemoteReplicaServeTest : public ::testing::Test {
     std::system(("rm -rf " + dir_ + " && mkdir -p " + dir_).c_str());
     db_path_ = dir_ + "/copy.db";
     a_port_ = FreePort();
+    // Tests named *Retention* run A with a feed that keeps only its newest few KiB.
+    if (std::string(::testing::UnitTest::GetInstance()->current_test_info()->name())
+            .find("Retention") != std::string::npos) {
+      a_extra_ = "topic_defaults: {segment_max_bytes: 4096, retention_max_bytes: 8192}\n";
+    }
     ASSERT_NO_FATAL_FAILURE(StartA(""));
   }
   void TearDown() override {
@@ -121,13 +127,13 @@ class RemoteReplicaServeTest : public ::testing::Test {
   }
 
   void StartA(const std::string& data_dir) {
-    auto a = std::make_unique<ServeProcess>(ConfigA(), data_dir);
+    auto a = std::make_unique<ServeProcess>(ConfigA(a_extra_), data_dir);
     a->set_listen("127.0.0.1:" + std::to_string(a_port_));
     // The port was free a moment ago; after a kill it may take a moment to be reusable.
     Status started = a->Start();
     for (int i = 0; !started.ok() && i < 20; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(250));
-      a = std::make_unique<ServeProcess>(ConfigA(), data_dir);
+      a = std::make_unique<ServeProcess>(ConfigA(a_extra_), data_dir);
       a->set_listen("127.0.0.1:" + std::to_string(a_port_));
       started = a->Start();
     }
@@ -228,6 +234,7 @@ class RemoteReplicaServeTest : public ::testing::Test {
 
   std::string dir_;
   std::string db_path_;
+  std::string a_extra_;  // more of A's config (before auth:)
   uint16_t a_port_ = 0;
   std::unique_ptr<ServeProcess> a_;
   std::unique_ptr<ServeProcess> b_;
@@ -402,6 +409,72 @@ TEST_F(RemoteReplicaServeTest, SigkillOfEitherNodeUnderWriteLoadThenCopyEqualsCo
   const auto docs = CollectionDocs();
   EXPECT_GT(docs.size(), 5u);
   EXPECT_EQ(TableRows(), docs) << "B:\n" << b_->Log();
+}
+
+TEST_F(RemoteReplicaServeTest, RetentionDroppedTheStartSoANewReplicaBootstrapsFromASnapshot) {
+  CreateCollections();
+  uint64_t seq = 0;
+  for (int i = 0; i < 300; ++i) {
+    const std::string key = "k" + std::to_string(i % 30);
+    if (i % 7 == 6) {
+      HttpResult del = CallA("DELETE", "/v1/collections/customers/docs/" + key);
+      EXPECT_TRUE(del.status == 204 || del.status == 404) << del.body;
+    } else {
+      seq = Put(i % 5 == 4 ? "products" : "customers", key,
+                R"({"i":)" + std::to_string(i) + R"(,"pad":"................................"})");
+    }
+  }
+  // The feed no longer starts at 0.
+  HttpResult gone = CallA("GET", "/v1/collections/customers/changes?from=0", "", kReplicator);
+  ASSERT_EQ(gone.status, 410) << gone.body;
+  EXPECT_EQ(gone.code(), "POSITION_GONE");
+  ASSERT_NO_FATAL_FAILURE(StartB(""));
+  WaitCaughtUp(seq);
+  EXPECT_EQ(TableRows(), CollectionDocs()) << b_->Log();
+  // And it follows the feed from there, with read-your-writes.
+  HttpResult put = CallA("PUT", "/v1/collections/customers/docs/after", R"({"a":1})");
+  ASSERT_EQ(put.status / 100, 2) << put.body;
+  HttpResult row = CallB("GET", "/v1/replicas/customers/rows/after?token=" +
+                                    put.Header("Converge-Consistency-Token") +
+                                    "&timeout_ms=20000");
+  EXPECT_EQ(row.status, 200) << row.body;
+  HttpResult del = CallA("DELETE", "/v1/collections/customers/docs/k1");
+  ASSERT_EQ(del.status, 204) << del.body;
+  WaitCaughtUp(std::stoull(del.Header("Converge-Version")));
+  EXPECT_EQ(TableRows(), CollectionDocs());
+}
+
+TEST_F(RemoteReplicaServeTest, RetentionDroppedChangesTheReplicaNeedsSoItStopsVisibly) {
+  CreateCollections();
+  ASSERT_NO_FATAL_FAILURE(StartB(""));
+  const uint64_t first = Put("customers", "a", R"({"a":1})");
+  WaitCaughtUp(first);
+  const auto before = TableRows();
+  // B is down while A's retention removes changes B has not applied.
+  Result<int> code = b_->Signal(SIGTERM);
+  ASSERT_TRUE(code.ok()) << code.status().ToString();
+  for (int i = 0; i < 300; ++i) {
+    Put("customers", "k" + std::to_string(i % 30),
+        R"({"i":)" + std::to_string(i) + R"(,"pad":"................................"})");
+  }
+  ASSERT_NO_FATAL_FAILURE(StartB(b_->data_dir()));
+  // Not skipped silently: the replica stops, and says so in /readyz, /metrics and its state.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  json::object d;
+  while (std::chrono::steady_clock::now() < deadline) {
+    d = ParseBody(CallB("GET", "/v1/replicas/customers")).as_object();
+    if (!d["stopped"].is_null()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(d["stopped"].is_string()) << json::serialize(d) << b_->Log();
+  EXPECT_NE(std::string(d["stopped"].as_string()).find("retention"), std::string::npos)
+      << json::serialize(d);
+  EXPECT_EQ(d["damaged_ranges"].to_number<int64_t>(), 1);
+  EXPECT_EQ(CallB("GET", "/readyz").status, 503);
+  HttpResult m = CallB("GET", "/metrics");
+  EXPECT_EQ(MetricValue(m.body, "converge_replica_stopped{replica=\"customers\"}"), 1);
+  EXPECT_EQ(TableRows(), before);
+  EXPECT_EQ(CallB("GET", "/v1/replicas/customers/rows/a?max_staleness_ms=60000").status, 503);
 }
 
 }  // namespace
