@@ -12,6 +12,7 @@
 #include "server/cloudevents_http.h"
 #include "server/json_util.h"
 #include "server/replicas.h"
+#include "server/store_target.h"
 #include "server/store_metrics.h"
 
 namespace converge::server {
@@ -379,6 +380,20 @@ Api::Api(ApiDeps deps)
         "Time from a document write or transaction reaching the store to its durable "
         "acknowledgement (successful writes only).",
         {}, StoreCommitBucketsSeconds());
+  }
+  for (const ReplicaConfig& r : d_.config->replicas) {
+    if (r.target_collection.empty()) continue;
+    const std::string what =
+        r.remote_url.empty()
+            ? (r.store_collection.empty() ? "topic '" + r.topic + "'"
+                                          : "collection '" + r.store_collection + "'")
+            : "collection '" + r.remote_collection + "' of " + r.remote_url;
+    read_only_collections_[r.target_collection] =
+        "collection '" + r.target_collection + "' is a read-only replica (replica '" + r.name +
+        "') of " + what + ": write to the source instead";
+    read_only_collections_[ReplicaMetaCollection(r.name)] =
+        "collection '" + ReplicaMetaCollection(r.name) + "' is the bookkeeping of replica '" +
+        r.name + "': only the replica writes it";
   }
   for (const Route& r : RouteTable()) {
     route_metrics_.push_back(std::make_unique<RouteMetrics>(d_.metrics, std::string(r.path)));

@@ -308,6 +308,8 @@ class Api {
   std::map<std::string, std::unique_ptr<ConsumerGroups::ReadyWatch>> watches_;
   std::map<std::string, std::chrono::milliseconds> keep_alive_;  // by group key, watches_mu_
   std::unique_ptr<Log::Watch> feed_watch_;  // watches_mu_; WatchFeed
+  // The collections replicas write into (copy and bookkeeping) -> why a write is refused.
+  std::map<std::string, std::string> read_only_collections_;
 
   Histogram* deliver_latency_;
   Gauge* subscribers_gauge_;

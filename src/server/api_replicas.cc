@@ -75,6 +75,12 @@ void AppendReplicaConfigJson(const ReplicaConfig& r, std::string* out) {
     AppendJsonString(out, r.remote_collection);
     *out += "}";
   }
+  if (!r.target_collection.empty()) {
+    *out += "},\"target\":{\"store_collection\":";
+    AppendJsonString(out, r.target_collection);
+    *out += "}";
+    return;
+  }
   *out += "},\"target\":{\"engine\":";
   AppendJsonString(out, sql::EngineName(r.engine));
   *out += ",\"table\":";

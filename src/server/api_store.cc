@@ -31,6 +31,13 @@ Status CollectionNotInManifest(std::string_view service, std::string_view action
 // A service limited by its topology manifest writes only the collections it owns: a request
 // touching another is refused as a whole, before anything is written.
 Status CheckManifestWrites(const StoreRequest& r, const std::vector<WriteOp>& ops) {
+  if (r.read_only != nullptr) {
+    for (const WriteOp& w : ops) {
+      if (w.kind == WriteOp::Kind::kCheck) continue;
+      auto it = r.read_only->find(w.collection);
+      if (it != r.read_only->end()) return FailedPreconditionError(it->second);
+    }
+  }
   if (r.writable == nullptr) return Status::Ok();
   for (const WriteOp& w : ops) {
     if (std::find(r.writable->begin(), r.writable->end(), w.collection) == r.writable->end()) {
@@ -324,6 +331,11 @@ StoreRoutes::StoreRoutes(Store& store, StoreRoutesOptions options)
 bool StoreRoutes::IsDocumentWrite(RouteId route) {
   return route == RouteId::kPutDocument || route == RouteId::kDeleteDocument ||
          route == RouteId::kTransaction;
+}
+
+bool StoreRoutes::IsCollectionWrite(RouteId route) {
+  return route == RouteId::kPutDocument || route == RouteId::kDeleteDocument ||
+         route == RouteId::kPutCollection || route == RouteId::kDeleteCollection;
 }
 
 HttpResponse StoreRoutes::Handle(const StoreRequest& r) {
@@ -739,6 +751,12 @@ asio::awaitable<HttpReply> Api::HandleStore(Call& call) {
   r.body = request.body();
   // With auth disabled every request is the anonymous principal, which may do everything.
   r.caller = Caller{call.principal->service, call.principal->admin || call.principal->anonymous};
+  // A replica's copy: refused to every writer before the body is read.
+  r.read_only = &read_only_collections_;
+  if (!r.collection.empty() && StoreRoutes::IsCollectionWrite(r.route)) {
+    auto it = read_only_collections_.find(r.collection);
+    if (it != read_only_collections_.end()) co_return Error(FailedPreconditionError(it->second));
+  }
   // A service limited by its topology manifest: refused before the body is read.
   if (const Principal& who = *call.principal; who.restrict_collections && !who.admin) {
     r.writable = &who.write_collections;

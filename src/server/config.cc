@@ -15,6 +15,7 @@
 #include "core/yaml_check.h"
 #include "server/push_http_client.h"
 #include "server/remote_source.h"
+#include "server/store_target.h"
 
 namespace converge::server {
 namespace {
@@ -396,18 +397,33 @@ Status ParseReplica(const YAML::Node& n, size_t index, ReplicaConfig* r) {
   }
   YAML::Node target = n["target"];
   if (!target) return KeyError(wn + ".target", "is required");
-  CONVERGE_RETURN_IF_ERROR(CheckKeys(target, wn + ".target", {"sqlite", "postgres", "table"}));
+  CONVERGE_RETURN_IF_ERROR(
+      CheckKeys(target, wn + ".target", {"sqlite", "postgres", "table", "store_collection"}));
   std::string sqlite, postgres;
   CONVERGE_RETURN_IF_ERROR(ReadString(target, wn + ".target", "sqlite", &sqlite));
   CONVERGE_RETURN_IF_ERROR(ReadString(target, wn + ".target", "postgres", &postgres));
-  if (sqlite.empty() == postgres.empty()) {
-    return KeyError(wn + ".target", "set exactly one of sqlite (a path) and postgres (a conninfo)");
+  CONVERGE_RETURN_IF_ERROR(
+      ReadString(target, wn + ".target", "store_collection", &r->target_collection));
+  if (!r->target_collection.empty()) {
+    if (!sqlite.empty() || !postgres.empty() || target["table"]) {
+      return KeyError(wn + ".target",
+                      "store_collection is a target of its own: no sqlite, postgres or table");
+    }
+    // A batch is one store transaction: two ops per change and the position.
+    r->max_batch = kMaxStoreTargetBatch;
+    CONVERGE_RETURN_IF_ERROR(ReadInt(n, wn, "max_batch", &r->max_batch, 1, kMaxStoreTargetBatch));
+  } else {
+    if (sqlite.empty() == postgres.empty()) {
+      return KeyError(wn + ".target",
+                      "set exactly one of sqlite (a path), postgres (a conninfo) and "
+                      "store_collection");
+    }
+    r->engine = sqlite.empty() ? sql::Engine::kPostgres : sql::Engine::kSqlite;
+    r->database = sqlite.empty() ? postgres : sqlite;
+    CONVERGE_RETURN_IF_ERROR(ReadString(target, wn + ".target", "table", &r->table));
+    if (r->table.empty()) return KeyError(wn + ".target.table", "is required");
+    CONVERGE_RETURN_IF_ERROR(ReadInt(n, wn, "max_batch", &r->max_batch, 1, 100'000));
   }
-  r->engine = sqlite.empty() ? sql::Engine::kPostgres : sql::Engine::kSqlite;
-  r->database = sqlite.empty() ? postgres : sqlite;
-  CONVERGE_RETURN_IF_ERROR(ReadString(target, wn + ".target", "table", &r->table));
-  if (r->table.empty()) return KeyError(wn + ".target.table", "is required");
-  CONVERGE_RETURN_IF_ERROR(ReadInt(n, wn, "max_batch", &r->max_batch, 1, 100'000));
   std::string on_malformed;
   CONVERGE_RETURN_IF_ERROR(ReadString(n, wn, "on_malformed", &on_malformed));
   if (!on_malformed.empty()) {
@@ -792,13 +808,29 @@ Status ValidateModuleOptions(const ServerConfig& c) {
     } else if (Status s = ValidateTopicName(r.topic); !s.ok()) {
       return ModuleError(key + ".source.topic", s);
     }
-    if (Status s = replica::ValidateSqlTargetOptions(SqlTargetOptionsFor(r)); !s.ok()) {
+    if (!r.target_collection.empty()) {
+      if (!c.store.enabled) {
+        return InvalidArgumentError("config key '" + key +
+                                    ".target.store_collection': the store is disabled");
+      }
+      if (Status s = ValidateStoreTarget(r.name, r.target_collection); !s.ok()) {
+        return ModuleError(key + ".target.store_collection", s);
+      }
+      if (r.target_collection == r.store_collection) {
+        return InvalidArgumentError("config key '" + key +
+                                    ".target.store_collection': the source collection itself");
+      }
+      if (!replica_tables.insert({sql::Engine::kSqlite, "store", r.target_collection}).second) {
+        return InvalidArgumentError("config key '" + key +
+                                    ".target': another replica writes the same collection");
+      }
+    } else if (Status s = replica::ValidateSqlTargetOptions(SqlTargetOptionsFor(r)); !s.ok()) {
       return ModuleError(key + ".target", s);
     }
     if (Status s = replica::ValidateApplierOptions(ApplierOptionsFor(r)); !s.ok()) {
       return ModuleError(key, s);
     }
-    if (!replica_tables.insert({r.engine, r.database, r.table}).second) {
+    if (r.target_collection.empty() && !replica_tables.insert({r.engine, r.database, r.table}).second) {
       return InvalidArgumentError("config key '" + key +
                                   ".target': another replica writes the same table");
     }

@@ -127,6 +127,10 @@ struct RelaysConfig {
 // One replica run by the server (docs/formats/replica.md, "Replicas in converge serve"): a
 // topic of change events of this node's log applied to a table of a SQLite or PostgreSQL
 // database.
+// The largest max_batch of a replica into a store collection (and its default): a batch is one
+// store transaction of two ops per change plus the position (StoreOptions::max_transaction_ops).
+inline constexpr uint32_t kMaxStoreTargetBatch = 400;
+
 struct ReplicaConfig {
   std::string name;  // [A-Za-z0-9_-]{1,64}; the replica's row in converge_replicas
   // Exactly one of: a topic of this node's log in the change-event convention, or a store
@@ -145,6 +149,9 @@ struct ReplicaConfig {
   sql::Engine engine = sql::Engine::kSqlite;
   std::string database;  // the SQLite path or the PostgreSQL conninfo
   std::string table;
+  // Or: a read-only collection of this node's store holds the copy (target.store_collection;
+  // then database and table are empty).
+  std::string target_collection;
   uint32_t max_batch = 1000;
   replica::OnMalformed on_malformed = replica::OnMalformed::kStop;
   int64_t tombstone_retention_ms = 7LL * 24 * 3600 * 1000;

@@ -13,6 +13,7 @@
 #include "reconcile/table_scan.h"
 #include "server/json_util.h"
 #include "server/remote_source.h"
+#include "server/store_target.h"
 
 namespace converge::server {
 namespace {
@@ -32,10 +33,12 @@ std::unique_ptr<sql::Database> OpenTargetDb(const ReplicaConfig& c, Status* erro
 }  // namespace
 
 struct Replicas::Runner {
-  Runner(Env& e, Log& l, ReplicaConfig c) : env(e), log(l), config(std::move(c)) {}
+  Runner(Env& e, Log& l, Store* s, ReplicaConfig c)
+      : env(e), log(l), store(s), config(std::move(c)) {}
 
   Env& env;
   Log& log;
+  Store* store;  // for a store collection target (and may be null otherwise)
   const ReplicaConfig config;
 
   // Owned and used by the thread (the applier's Stats/WaitForAsync/CheckStaleness are
@@ -89,7 +92,16 @@ struct Replicas::Runner {
 
   Status OpenApplier() {
     Status error;
-    if (db == nullptr) {
+    if (!config.target_collection.empty()) {
+      if (store == nullptr) return FailedPreconditionError("the store is not enabled");
+      if (target == nullptr) {
+        Result<std::unique_ptr<replica::Target>> t = NewStoreTarget(
+            *store, env, config.name, config.target_collection, config.source_topic);
+        if (!t.ok()) return t.status().WithContext("opening the target collection");
+        target = std::move(t).value();
+      }
+    }
+    if (db == nullptr && target == nullptr) {
       db = OpenTargetDb(config, &error);
       if (db == nullptr) return error.WithContext("opening the target database");
     }
@@ -160,7 +172,9 @@ struct Replicas::Runner {
                  : "collection " + config.remote_collection + " of " + config.remote_url) +
             (config.store_collection.empty() ? ""
                                              : " (collection " + config.store_collection + ")") +
-            " -> " + std::string(sql::EngineName(config.engine)) + " table " + config.table);
+            (config.target_collection.empty()
+                 ? " -> " + std::string(sql::EngineName(config.engine)) + " table " + config.table
+                 : " -> read-only collection " + config.target_collection));
         last_error.clear();
         backoff_ms = 100;
         continue;
@@ -209,11 +223,12 @@ struct Replicas::Runner {
   }
 };
 
-std::unique_ptr<Replicas> Replicas::Start(Env& env, Log& log, const ServerConfig& config) {
+std::unique_ptr<Replicas> Replicas::Start(Env& env, Log& log, Store* store,
+                                          const ServerConfig& config) {
   std::unique_ptr<Replicas> out(new Replicas());
   out->configs_ = config.replicas;
   for (const ReplicaConfig& c : out->configs_) {
-    auto runner = std::make_unique<Runner>(env, log, c);
+    auto runner = std::make_unique<Runner>(env, log, store, c);
     Runner* r = runner.get();
     runner->thread = std::thread([r] { r->Run(); });
     out->runners_.push_back(std::move(runner));
@@ -324,6 +339,15 @@ Result<std::optional<replica::Row>> Replicas::ReadRow(const std::string& name,
                                                       const std::string& key) {
   Runner* r = FindRunner(runners_, name);
   if (r == nullptr) return NotFoundError("no replica '" + name + "'");
+  if (!r->config.target_collection.empty()) {
+    if (r->store == nullptr) return FailedPreconditionError("the store is not enabled");
+    Result<std::optional<replica::Row>> row =
+        ReadStoreTargetRow(*r->store, name, r->config.target_collection, key);
+    if (!row.ok() && row.status().code() == StatusCode::kNotFound) {
+      return std::optional<replica::Row>();  // the collections are not created yet
+    }
+    return row;
+  }
   std::lock_guard lock(r->read_mu);
   if (r->read_db == nullptr) {
     Status error;
@@ -397,6 +421,12 @@ Result<std::string> Replicas::Reconcile(const std::string& name, Store& store, b
   Runner* r = FindRunner(runners_, name);
   if (r == nullptr) return NotFoundError("no replica '" + name + "'");
   const ReplicaConfig& c = r->config;
+  if (!c.target_collection.empty()) {
+    return FailedPreconditionError("replica '" + name + "' copies into collection '" +
+                                   c.target_collection +
+                                   "': reconciliation of a store collection target is not "
+                                   "built yet");
+  }
   if (!c.remote_url.empty()) {
     return FailedPreconditionError("replica '" + name + "' copies collection '" +
                                    c.remote_collection + "' of " + c.remote_url +

@@ -34,8 +34,11 @@ namespace converge::server {
 
 class Replicas {
  public:
-  // Starts one thread per replica of `config.replicas`. `env` and `log` must outlive Stop().
-  static std::unique_ptr<Replicas> Start(Env& env, Log& log, const ServerConfig& config);
+  // Starts one thread per replica of `config.replicas`. `env`, `log` and `store` (null when
+  // the store is disabled; then no replica has a store collection as its target) must outlive
+  // Stop().
+  static std::unique_ptr<Replicas> Start(Env& env, Log& log, Store* store,
+                                         const ServerConfig& config);
   ~Replicas();
 
   // Ends the threads and closes the appliers and their databases. Idempotent.
@@ -58,7 +61,8 @@ class Replicas {
   // As Applier::CheckStaleness; Unavailable while the applier is not open.
   Status CheckStaleness(const std::string& name, int64_t max_staleness_ms) const;
 
-  // One row of the target table (its own read connection); nullopt when the key has no row.
+  // One row of the target table (its own read connection), or of the target collection;
+  // nullopt when the key has no row.
   Result<std::optional<replica::Row>> ReadRow(const std::string& name, const std::string& key);
 
   // Reconciles a store-collection replica's table with its collection (docs/formats/replica.md,

@@ -58,18 +58,21 @@ std::string ConfigA(const std::string& extra = "") {
          kOther + ", read_collections: [products]}\n";
 }
 
-// Node B: no auth (loopback), one replica of A's customers.
-std::string ConfigB(uint16_t a_port, const std::string& db_path, const std::string& token) {
-  return "store: {enabled: false}\n"
+// Node B: no auth (loopback), one replica of A's customers: into a SQLite table, or into its
+// store's read-only collection customers_copy.
+std::string ConfigB(uint16_t a_port, const std::string& db_path, const std::string& token,
+                    bool store_target) {
+  const std::string target = store_target
+                                 ? "    target: {store_collection: customers_copy}\n"
+                                 : "    target: {sqlite: " + db_path + ", table: customers_copy}\n";
+  return std::string(store_target ? "" : "store: {enabled: false}\n") +
          "replicas:\n"
          "  - name: customers\n"
          "    source:\n"
          "      remote: {url: 'http://127.0.0.1:" +
          std::to_string(a_port) + "', token: " + token +
-         ", collection: customers}\n"
-         "    target: {sqlite: " +
-         db_path +
-         ", table: customers_copy}\n"
+         ", collection: customers}\n" +
+         target +
          "    max_batch: 200\n"
          "    poll_interval_ms: 200\n";
 }
@@ -142,7 +145,8 @@ class RemoteReplicaServeTest : public ::testing::Test {
     a_ = std::move(a);
   }
   void StartB(const std::string& data_dir, const std::string& token = kReplicator) {
-    auto b = std::make_unique<ServeProcess>(ConfigB(a_port_, db_path_, token), data_dir);
+    auto b = std::make_unique<ServeProcess>(ConfigB(a_port_, db_path_, token, store_target_),
+                                            data_dir);
     ASSERT_OK(b->Start());
     if (b_) old_.push_back(std::move(b_));
     b_ = std::move(b);
@@ -195,8 +199,34 @@ class RemoteReplicaServeTest : public ::testing::Test {
     return last;
   }
 
+  // key -> (version, document) of B's copy: the table's live rows, or for a store target
+  // the copy collection's documents (read with the usual store routes) at the versions the
+  // replica's rows route reports.
   std::map<std::string, std::pair<uint64_t, std::string>> TableRows() {
     std::map<std::string, std::pair<uint64_t, std::string>> out;
+    if (store_target_) {
+      std::string page;
+      while (true) {
+        HttpResult r = CallB("GET", "/v1/collections/customers_copy/docs?limit=1000" +
+                                        (page.empty() ? "" : "&page_token=" + page));
+        if (r.status == 404) return out;
+        EXPECT_EQ(r.status, 200) << r.body;
+        if (r.status != 200) return out;
+        json::object o = ParseBody(r).as_object();
+        for (const json::value& d : o["documents"].as_array()) {
+          const std::string key(d.as_object().at("key").as_string());
+          HttpResult row = CallB("GET", "/v1/replicas/customers/rows/" + key);
+          EXPECT_EQ(row.status, 200) << row.body;
+          const uint64_t version =
+              row.status == 200 ? ParseBody(row).as_object()["version"].to_number<uint64_t>() : 0;
+          out[key] = {version, json::serialize(d.as_object().at("value"))};
+        }
+        const json::value* next = o.if_contains("next_page_token");
+        if (next == nullptr || !next->is_string() || next->as_string().empty()) break;
+        page = std::string(next->as_string());
+      }
+      return out;
+    }
     auto db = sql::Database::OpenSqlite(sql::SqliteOptions{.path = db_path_});
     EXPECT_TRUE(db.ok()) << db.status().ToString();
     if (!db.ok()) return out;
@@ -232,9 +262,12 @@ class RemoteReplicaServeTest : public ::testing::Test {
     return out;
   }
 
+  void KillEitherUnderLoadAndCompare();
+
   std::string dir_;
   std::string db_path_;
   std::string a_extra_;  // more of A's config (before auth:)
+  bool store_target_ = false;  // B copies into its store's collection customers_copy
   uint16_t a_port_ = 0;
   std::unique_ptr<ServeProcess> a_;
   std::unique_ptr<ServeProcess> b_;
@@ -362,7 +395,7 @@ TEST_F(RemoteReplicaServeTest, CopiesTheCollectionWithReadYourWritesAndStaleness
   EXPECT_EQ(*code, 0) << b_->Log();
 }
 
-TEST_F(RemoteReplicaServeTest, SigkillOfEitherNodeUnderWriteLoadThenCopyEqualsCollection) {
+void RemoteReplicaServeTest::KillEitherUnderLoadAndCompare() {
   CreateCollections();
   ASSERT_NO_FATAL_FAILURE(StartB(""));
   // Each round: write load on A; kill B (round 0) or A (round 1) in the middle; restart.
@@ -409,6 +442,67 @@ TEST_F(RemoteReplicaServeTest, SigkillOfEitherNodeUnderWriteLoadThenCopyEqualsCo
   const auto docs = CollectionDocs();
   EXPECT_GT(docs.size(), 5u);
   EXPECT_EQ(TableRows(), docs) << "B:\n" << b_->Log();
+}
+
+TEST_F(RemoteReplicaServeTest, SigkillOfEitherNodeUnderWriteLoadThenCopyEqualsCollection) {
+  KillEitherUnderLoadAndCompare();
+}
+
+TEST_F(RemoteReplicaServeTest, SigkillOfEitherNodeUnderWriteLoadThenReadOnlyCollectionEqualsIt) {
+  store_target_ = true;
+  KillEitherUnderLoadAndCompare();
+}
+
+TEST_F(RemoteReplicaServeTest, ReadOnlyCollectionTargetReadsWorkWritesAreRefused) {
+  store_target_ = true;
+  CreateCollections();
+  ASSERT_NO_FATAL_FAILURE(StartB(""));
+  for (int i = 0; i < 10; ++i) Put("customers", "k" + std::to_string(i), R"({"i":1})");
+  HttpResult put = CallA("PUT", "/v1/collections/customers/docs/k3", R"({"i":2,"name":"ada"})");
+  ASSERT_EQ(put.status / 100, 2) << put.body;
+  // Read-your-writes: A's token, read on B (the replica's rows route, then the store's own).
+  HttpResult row = CallB("GET", "/v1/replicas/customers/rows/k3?token=" +
+                                    put.Header("Converge-Consistency-Token") +
+                                    "&timeout_ms=20000");
+  ASSERT_EQ(row.status, 200) << row.body << b_->Log();
+  EXPECT_EQ(ParseBody(row).as_object()["version"].to_number<uint64_t>(),
+            std::stoull(put.Header("Converge-Version")));
+  HttpResult doc = CallB("GET", "/v1/collections/customers_copy/docs/k3");
+  ASSERT_EQ(doc.status, 200) << doc.body;
+  EXPECT_EQ(ParseBody(doc).as_object()["name"].as_string(), "ada");
+  HttpResult del = CallA("DELETE", "/v1/collections/customers/docs/k4");
+  ASSERT_EQ(del.status, 204);
+  HttpResult tomb = CallB("GET", "/v1/replicas/customers/rows/k4?token=" +
+                                     del.Header("Converge-Consistency-Token") +
+                                     "&timeout_ms=20000");
+  ASSERT_EQ(tomb.status, 200) << tomb.body;
+  EXPECT_TRUE(ParseBody(tomb).as_object()["deleted"].as_bool());
+  EXPECT_EQ(CallB("GET", "/v1/collections/customers_copy/docs/k4").status, 404);
+  WaitCaughtUp(std::stoull(del.Header("Converge-Version")));
+  EXPECT_EQ(TableRows(), CollectionDocs());
+  // Writes through B's API are refused, with a clear error, and change nothing (B has no auth:
+  // every caller is an admin).
+  auto refused = [&](const std::string& method, const std::string& target,
+                     const std::string& body) {
+    testing::HttpHeaders headers;
+    if (!body.empty()) headers.push_back({"Content-Type", "application/json"});
+    HttpResult r = HttpCall(b_->port(), method, target, body, headers, "");
+    EXPECT_EQ(r.status, 409) << method << " " << target << " " << r.body;
+    EXPECT_EQ(r.code(), "FAILED_PRECONDITION") << r.body;
+    EXPECT_NE(r.message().find("read-only replica"), std::string::npos) << r.body;
+  };
+  refused("PUT", "/v1/collections/customers_copy/docs/k3", R"({"hacked":true})");
+  refused("PUT", "/v1/collections/customers_copy/docs/new", R"({"hacked":true})");
+  refused("DELETE", "/v1/collections/customers_copy/docs/k3", "");
+  refused("PUT", "/v1/collections/customers_copy", R"({"owner":"me"})");
+  refused("DELETE", "/v1/collections/customers_copy", "");
+  refused("POST", "/v1/collections/_transaction",
+          R"({"ops":[{"op":"put","collection":"customers_copy","key":"k1","value":{"x":1}}]})");
+  HttpResult meta = HttpCall(b_->port(), "PUT", "/v1/collections/converge-replica.customers/docs/p/0",
+                             R"({"next_offset":0})", {{"Content-Type", "application/json"}}, "");
+  EXPECT_EQ(meta.status, 409) << meta.body;
+  EXPECT_EQ(CallB("GET", "/v1/collections/customers_copy/docs/new").status, 404);
+  EXPECT_EQ(TableRows(), CollectionDocs());
 }
 
 TEST_F(RemoteReplicaServeTest, RetentionDroppedTheStartSoANewReplicaBootstrapsFromASnapshot) {
