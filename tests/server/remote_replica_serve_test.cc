@@ -24,6 +24,7 @@
 
 #include "converge/sql.h"
 #include "serve_process.h"
+#include "support/postgres_server.h"
 #include "test_util.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -61,10 +62,12 @@ std::string ConfigA(const std::string& extra = "") {
 // Node B: no auth (loopback), one replica of A's customers: into a SQLite table, or into its
 // store's read-only collection customers_copy.
 std::string ConfigB(uint16_t a_port, const std::string& db_path, const std::string& token,
-                    bool store_target) {
-  const std::string target = store_target
-                                 ? "    target: {store_collection: customers_copy}\n"
-                                 : "    target: {sqlite: " + db_path + ", table: customers_copy}\n";
+                    bool store_target, const std::string& pg_conninfo) {
+  const std::string target =
+      store_target ? "    target: {store_collection: customers_copy}\n"
+      : !pg_conninfo.empty()
+          ? "    target: {postgres: '" + pg_conninfo + "', table: customers_copy}\n"
+          : "    target: {sqlite: " + db_path + ", table: customers_copy}\n";
   return std::string(store_target ? "" : "store: {enabled: false}\n") +
          "replicas:\n"
          "  - name: customers\n"
@@ -126,6 +129,7 @@ class RemoteReplicaServeTest : public ::testing::Test {
     b_.reset();
     a_.reset();
     old_.clear();
+    pg_.reset();
     std::system(("rm -rf " + dir_).c_str());
   }
 
@@ -145,8 +149,8 @@ class RemoteReplicaServeTest : public ::testing::Test {
     a_ = std::move(a);
   }
   void StartB(const std::string& data_dir, const std::string& token = kReplicator) {
-    auto b = std::make_unique<ServeProcess>(ConfigB(a_port_, db_path_, token, store_target_),
-                                            data_dir);
+    auto b = std::make_unique<ServeProcess>(
+        ConfigB(a_port_, db_path_, token, store_target_, pg_ ? pg_->ConnInfo() : ""), data_dir);
     ASSERT_OK(b->Start());
     if (b_) old_.push_back(std::move(b_));
     b_ = std::move(b);
@@ -227,7 +231,9 @@ class RemoteReplicaServeTest : public ::testing::Test {
       }
       return out;
     }
-    auto db = sql::Database::OpenSqlite(sql::SqliteOptions{.path = db_path_});
+    auto db =
+        pg_ ? sql::Database::ConnectPostgres(sql::PostgresOptions{.conninfo = pg_->ConnInfo()})
+            : sql::Database::OpenSqlite(sql::SqliteOptions{.path = db_path_});
     EXPECT_TRUE(db.ok()) << db.status().ToString();
     if (!db.ok()) return out;
     Result<int64_t> n = (*db)->Query(
@@ -268,6 +274,7 @@ class RemoteReplicaServeTest : public ::testing::Test {
   std::string db_path_;
   std::string a_extra_;  // more of A's config (before auth:)
   bool store_target_ = false;  // B copies into its store's collection customers_copy
+  std::unique_ptr<testing::PostgresServer> pg_;  // B's PostgreSQL target, when used
   uint16_t a_port_ = 0;
   std::unique_ptr<ServeProcess> a_;
   std::unique_ptr<ServeProcess> b_;
@@ -445,6 +452,14 @@ void RemoteReplicaServeTest::KillEitherUnderLoadAndCompare() {
 }
 
 TEST_F(RemoteReplicaServeTest, SigkillOfEitherNodeUnderWriteLoadThenCopyEqualsCollection) {
+  KillEitherUnderLoadAndCompare();
+}
+
+TEST_F(RemoteReplicaServeTest, SigkillOfEitherNodeUnderWriteLoadThenPostgresTableEqualsIt) {
+  Result<std::unique_ptr<testing::PostgresServer>> pg = testing::PostgresServer::Start();
+  // Integration suites fail, never skip, when their server is missing.
+  ASSERT_TRUE(pg.ok()) << pg.status().ToString();
+  pg_ = std::move(pg).value();
   KillEitherUnderLoadAndCompare();
 }
 
