@@ -288,8 +288,10 @@ Result<size_t> Applier::Impl::StepPartition(uint32_t p, Status* stop) {
     }
     changes.push_back(std::move(change).value());
   }
-  if (!cut && batch.sparse && !batch.damage.has_value() && batch.next_offset > to.next_offset) {
-    to.next_offset = batch.next_offset;
+  if (!cut && batch.sparse && !batch.damage.has_value()) {
+    // The records the source passed: their offsets, and their commit sequence numbers (also
+    // when the batch's last record is one it handed out).
+    to.next_offset = std::max(to.next_offset, batch.next_offset);
     to.commitseq = std::max(to.commitseq, batch.passed_commitseq);
   }
   if (!cut && batch.damage.has_value() && batch.records.empty()) {
