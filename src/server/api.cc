@@ -252,6 +252,8 @@ const std::vector<Api::Route>& Api::RouteTable() {
        &Api::HandleStore, A::kToken, M::kStore},
       {V::get, "/v1/collections/{collection}/changes", RouteId::kCollectionChanges,
        &Api::CollectionChanges, A::kToken, M::kStore},
+      {V::post, "/v1/collections/{collection}/reconcile", RouteId::kCollectionReconcile,
+       &Api::CollectionReconcile, A::kToken, M::kStore},
       {V::post, "/v1/collections/_transaction", RouteId::kTransaction, &Api::HandleStore, A::kToken,
        M::kStore},
       // The sagas: SagaRoutes authorizes non-admin services before it reads the input.

@@ -196,6 +196,16 @@ class Api {
   // Registers the watch that wakes waiting change streams on appends to the store's feed
   // (once). Blocking (the log): call on the pool.
   Status WatchFeed();
+  // The responder end of a reconciliation run of another node's replica (api_remote.cc).
+  asio::awaitable<HttpReply> CollectionReconcile(Call& call);
+  // A collection's (key, version) digest, kept up to date from the store's feed, and the
+  // reconciliation responder over it. Blocking (store, log): call on the pool.
+  struct CollectionDigest;
+  Result<std::optional<std::string>> RespondToReconcile(const std::string& collection,
+                                                        std::string_view message);
+  Status CatchUpDigest(const std::string& collection, CollectionDigest& digest);
+  std::mutex digests_mu_;
+  std::map<std::string, std::shared_ptr<CollectionDigest>> digests_;  // by collection
   // Operating the server (api_admin.cc).
   asio::awaitable<HttpReply> DeleteTopic(Call& call);
   asio::awaitable<HttpReply> ReadEvents(Call& call);

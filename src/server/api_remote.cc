@@ -14,6 +14,8 @@
 #include "server/api_internal.h"
 #include "server/json_util.h"
 #include "converge/store.h"
+#include "reconcile/reconcile_set.h"
+#include "reconcile/session.h"
 
 namespace converge::server {
 
@@ -210,6 +212,138 @@ asio::awaitable<HttpReply> Api::CollectionChanges(Call& call) {
     }
     co_await d_.hub->Wait(kFeedKey, seen, deadline);
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// POST /v1/collections/{collection}/reconcile: the responder of docs/formats/reconcile.md over a
+// digest of the collection's (key, version) entries that is kept, not rebuilt per run: it is
+// built once (a listing, from a feed offset taken before it) and then brought up to date from
+// the store's feed before each message, so an in-sync check reads no documents.
+
+namespace {
+// Collections with a digest at once (each holds ~120 bytes per key).
+constexpr size_t kMaxDigests = 64;
+constexpr size_t kFeedPage = 1000;
+}  // namespace
+
+struct Api::CollectionDigest {
+  std::mutex mu;
+  std::unique_ptr<reconcile::ReconcileSet> set;
+  std::unique_ptr<reconcile::Responder> responder;
+  uint64_t position = 0;  // the feed offset the digest has applied up to
+  bool built = false;
+};
+
+Status Api::CatchUpDigest(const std::string& collection, CollectionDigest& g) {
+  const std::string& topic = d_.config->store.feed_topic;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (!g.built) {
+      // Sessions of the old digest are dropped with it: their initiators start over.
+      g.responder.reset();
+      g.set = std::make_unique<reconcile::ReconcileSet>();
+      g.responder = std::make_unique<reconcile::Responder>(*g.set, *d_.env);
+      uint64_t end = 0;
+      Result<TopicInfo> info = d_.log->DescribeTopic(topic);
+      if (info.ok() && !info->partitions.empty()) {
+        end = info->partitions[0].end_offset;
+      } else if (!info.ok() && info.status().code() != StatusCode::kNotFound) {
+        return info.status();
+      }
+      // The listing starts after `end` was read: it reflects every change before it, and the
+      // feed from `end` on is applied version-gated on top.
+      ListOptions list;
+      list.limit = 1000;
+      while (true) {
+        Result<ListResult> page = d_.store->store().List(collection, list);
+        if (!page.ok()) {
+          if (page.status().code() == StatusCode::kNotFound) break;
+          return page.status();
+        }
+        for (const Document& doc : page->documents) g.set->Put(doc.key, doc.version);
+        if (page->next_page_token.empty()) break;
+        list.page_token = page->next_page_token;
+      }
+      g.position = end;
+      g.built = true;
+    }
+    bool rebuild = false;
+    while (true) {
+      Result<ReadBatch> batch =
+          d_.log->Read(topic, 0, g.position, kFeedPage, d_.config->limits.max_fetch_bytes);
+      if (!batch.ok()) {
+        if (batch.status().code() == StatusCode::kNotFound) break;  // no feed yet
+        if (!DataLossResumeOffset(batch.status()).has_value()) return batch.status();
+        rebuild = true;  // a damaged range: what it held is unknown
+        break;
+      }
+      if (batch->records.empty()) break;
+      if (batch->records[0].offset > g.position) {
+        rebuild = true;  // retention removed changes the digest has not seen
+        break;
+      }
+      for (const StoredRecord& r : batch->records) {
+        g.position = r.offset + 1;
+        Result<replica::Change> c = replica::ParseChangeRecord(r.value, r.timestamp_micros);
+        if (!c.ok() || c->collection != collection) continue;
+        const std::optional<uint64_t> now = g.set->Get(c->key);
+        if (now && *now >= c->version) continue;  // the listing already had a newer state
+        if (c->kind == replica::ChangeKind::kUpsert) {
+          g.set->Put(c->key, c->version);
+        } else {
+          g.set->Erase(c->key);
+        }
+      }
+    }
+    if (!rebuild) return Status::Ok();
+    g.built = false;
+  }
+  return UnavailableError("the change feed keeps changing under the digest of collection '" +
+                          collection + "'; try again");
+}
+
+Result<std::optional<std::string>> Api::RespondToReconcile(const std::string& collection,
+                                                           std::string_view message) {
+  std::shared_ptr<CollectionDigest> g;
+  {
+    std::lock_guard lock(digests_mu_);
+    auto it = digests_.find(collection);
+    if (it == digests_.end()) {
+      if (digests_.size() >= kMaxDigests) {
+        return ResourceExhaustedError("digests of " + std::to_string(kMaxDigests) +
+                                      " collections are kept already");
+      }
+      it = digests_.emplace(collection, std::make_shared<CollectionDigest>()).first;
+    }
+    g = it->second;
+  }
+  std::lock_guard lock(g->mu);
+  CONVERGE_RETURN_IF_ERROR(CatchUpDigest(collection, *g));
+  return g->responder->Handle(message);
+}
+
+asio::awaitable<HttpReply> Api::CollectionReconcile(Call& call) {
+  const std::string& collection = call.Param("collection");
+  const Principal& who = *call.principal;
+  // Authorization before the body or query is looked at.
+  if (!who.CanReadCollection(collection)) {
+    co_return Error(PermissionDeniedError("service '" + who.service + "' may not read collection '" +
+                                          collection.substr(0, 200) + "'"));
+  }
+  if (Status s = Store::ValidateCollectionName(collection); !s.ok()) co_return Error(s);
+  if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
+  const std::string body = call.req.body();
+  auto job = [this, collection, body] { return RespondToReconcile(collection, body); };
+  Result<std::optional<std::string>> reply = co_await d_.pool->Run(std::move(job));
+  if (!reply.ok()) co_return Error(reply.status());
+  if (!reply->has_value()) {
+    HttpResponse res{http::status::no_content, 11};
+    co_return Reply(std::move(res));
+  }
+  HttpResponse res{http::status::ok, 11};
+  res.set(http::field::content_type, "application/octet-stream");
+  res.body() = std::move(**reply);
+  res.prepare_payload();
+  co_return Reply(std::move(res));
 }
 
 }  // namespace converge::server

@@ -277,14 +277,11 @@ asio::awaitable<HttpReply> Api::ReconcileReplica(Call& call) {
       co_return Error(InvalidArgumentError("dry_run must be true or false"));
     }
   }
-  if (d_.store == nullptr) {
-    co_return Error(FailedPreconditionError("the shared store is not enabled on this server"));
-  }
   Replicas* replicas = d_.replicas;
-  Store* store = &d_.store->store();
+  Store* store = d_.store != nullptr ? &d_.store->store() : nullptr;
   const std::string name = r->name;
   auto run = [replicas, store, name, dry_run] {
-    return replicas->Reconcile(name, *store, dry_run);
+    return replicas->Reconcile(name, store, dry_run);
   };
   Result<std::string> body = co_await d_.pool->Run(std::move(run));
   if (!body.ok()) co_return Error(body.status());

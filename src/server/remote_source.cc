@@ -313,8 +313,8 @@ class RemoteSource : public replica::Source {
 
 }  // namespace
 
-Result<std::unique_ptr<replica::Source>> NewRemoteSource(Env& env,
-                                                         const RemoteSourceOptions& options) {
+namespace {
+Result<client::Options> ClientOptionsFor(const RemoteSourceOptions& options) {
   Result<PushUrl> url = ParsePushUrl(options.url);
   if (!url.ok()) return url.status();
   client::Options co;
@@ -324,6 +324,115 @@ Result<std::unique_ptr<replica::Source>> NewRemoteSource(Env& env,
   co.tls_ca_file = options.ca_file;
   co.token = options.token;
   co.timeout_ms = options.wait_ms + options.timeout_ms;
+  return co;
+}
+
+std::string EncodePathSegment(std::string_view text) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char ch : text) {
+    if (std::isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+      out.push_back(static_cast<char>(ch));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[ch >> 4]);
+      out.push_back(kHex[ch & 15]);
+    }
+  }
+  return out;
+}
+
+std::string ErrorMessage(const client::HttpResponse& res) {
+  json::error_code ec;
+  json::value body = json::parse(res.body, ec);
+  if (!ec && body.is_object()) {
+    if (const json::value* m = body.as_object().if_contains("message"); m && m->is_string()) {
+      return std::string(m->as_string());
+    }
+  }
+  return res.body.substr(0, 300);
+}
+}  // namespace
+
+struct RemoteNode::Impl {
+  RemoteSourceOptions options;
+  std::unique_ptr<client::Client> client;
+  std::string Where() const {
+    return "collection '" + options.collection + "' of " + options.url;
+  }
+};
+
+RemoteNode::RemoteNode(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+RemoteNode::~RemoteNode() = default;
+
+Result<std::unique_ptr<RemoteNode>> RemoteNode::Open(const RemoteSourceOptions& options) {
+  CONVERGE_ASSIGN_OR_RETURN(client::Options co, ClientOptionsFor(options));
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->client = std::make_unique<client::Client>(std::move(co));
+  return std::unique_ptr<RemoteNode>(new RemoteNode(std::move(impl)));
+}
+
+Result<std::string> RemoteNode::Reconcile(std::string_view message) {
+  client::HttpRequest req;
+  req.method = "POST";
+  req.target = "/v1/collections/" + impl_->options.collection + "/reconcile";
+  req.headers.push_back({"Content-Type", "application/octet-stream"});
+  req.body = std::string(message);
+  Result<client::HttpResponse> res = impl_->client->Send(req);
+  if (!res.ok()) {
+    return UnavailableError(impl_->Where() + ": " + std::string(res.status().message()));
+  }
+  const std::string what = impl_->Where() + ": HTTP " + std::to_string(res->status) + ": ";
+  switch (res->status) {
+    case 200:
+      return std::move(res->body);
+    case 204:
+      return std::string();
+    case 400:
+      return InvalidArgumentError(what + ErrorMessage(*res));
+    case 401:
+    case 403:
+      return PermissionDeniedError(what + ErrorMessage(*res));
+    case 404:
+    case 409:
+      return FailedPreconditionError(what + ErrorMessage(*res));
+    default:
+      return UnavailableError(what + ErrorMessage(*res));
+  }
+}
+
+Result<std::optional<Document>> RemoteNode::GetDocument(const std::string& key) {
+  client::HttpRequest req;
+  req.method = "GET";
+  req.target = "/v1/collections/" + impl_->options.collection + "/docs/" + EncodePathSegment(key);
+  Result<client::HttpResponse> res = impl_->client->Send(req);
+  if (!res.ok()) {
+    return UnavailableError(impl_->Where() + ": " + std::string(res.status().message()));
+  }
+  if (res->status == 404) return std::optional<Document>();
+  if (res->status != 200) {
+    return Status(res->status == 401 || res->status == 403 ? StatusCode::kPermissionDenied
+                                                           : StatusCode::kUnavailable,
+                  impl_->Where() + ": reading '" + key.substr(0, 200) + "': HTTP " +
+                      std::to_string(res->status) + ": " + ErrorMessage(*res));
+  }
+  Document d;
+  d.key = key;
+  d.value = std::move(res->body);
+  const std::string version = res->Header("Converge-Version");
+  try {
+    d.version = std::stoull(version);
+  } catch (...) {
+    return UnavailableError(impl_->Where() + ": reading '" + key.substr(0, 200) +
+                            "': no Converge-Version");
+  }
+  return std::optional<Document>(std::move(d));
+}
+
+Result<std::unique_ptr<replica::Source>> NewRemoteSource(Env& env,
+                                                         const RemoteSourceOptions& options) {
+  CONVERGE_ASSIGN_OR_RETURN(client::Options co, ClientOptionsFor(options));
   return std::unique_ptr<replica::Source>(new RemoteSource(env, options, std::move(co)));
 }
 

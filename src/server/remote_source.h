@@ -19,11 +19,14 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "converge/env.h"
 #include "converge/replica.h"
 #include "converge/status.h"
+#include "converge/store.h"
 #include "server/config.h"
 
 namespace converge::server {
@@ -41,6 +44,25 @@ struct RemoteSourceOptions {
 // The checks a remote source's settings pass (URL, collection and topic names, CA file).
 Status CheckRemoteSource(const ReplicaConfig& r);
 RemoteSourceOptions RemoteSourceOptionsFor(const ReplicaConfig& r);
+
+// The other calls of the channel, for a reconciliation run (one thread at a time).
+class RemoteNode {
+ public:
+  static Result<std::unique_ptr<RemoteNode>> Open(const RemoteSourceOptions& options);
+  ~RemoteNode();
+  // POST /v1/collections/{collection}/reconcile: the responder's reply to a reconcile message
+  // (empty when it answers none). Unavailable for a lost exchange (resend), PermissionDenied
+  // for 401/403, InvalidArgument/FailedPrecondition for a refused message.
+  Result<std::string> Reconcile(std::string_view message);
+  // GET /v1/collections/{collection}/docs/{key}: the document and its version now; nullopt
+  // when absent.
+  Result<std::optional<Document>> GetDocument(const std::string& key);
+
+ private:
+  struct Impl;
+  explicit RemoteNode(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
 
 // InvalidArgument for bad options. `env` (its wall clock) must outlive the source.
 Result<std::unique_ptr<replica::Source>> NewRemoteSource(Env& env,

@@ -81,6 +81,7 @@ enum class RouteId {
   kReconcileReplica,
   kReplicaDrift,
   kCollectionChanges,
+  kCollectionReconcile,
   // Operating the server (api_admin.cc): topics, groups, relays, the API document.
   kDeleteTopic,
   kReadEvents,
