@@ -19,12 +19,17 @@
 
 namespace converge::server {
 namespace {
-// The refusal of a store call outside a service's topology manifest (403).
+// The refusal of a store call outside a service's topology manifest or its token's
+// collection lists (403).
 Status CollectionNotInManifest(std::string_view service, std::string_view action,
                                std::string_view collection) {
+  // The limits come from the service's topology manifest or from its token's
+  // read_collections / write_collections in the server's configuration.
   return PermissionDeniedError("service '" + std::string(service) + "' may not " +
                                std::string(action) + " collection '" + std::string(collection) +
-                               "': its topology manifest does not " +
+                               "': its topology manifest (or its token's " +
+                               (action == "write" ? "write_collections" : "read_collections") +
+                               ") does not " +
                                (action == "write" ? "own it" : "own it or keep a replica of it"));
 }
 

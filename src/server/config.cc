@@ -348,7 +348,8 @@ Status ParseReplica(const YAML::Node& n, size_t index, ReplicaConfig* r) {
   const std::string w = "replicas[" + std::to_string(index) + "]";
   CONVERGE_RETURN_IF_ERROR(CheckKeys(n, w,
                                      {"name", "source", "target", "max_batch", "on_malformed",
-                                      "tombstone_retention_ms", "poll_interval_ms"}));
+                                      "tombstone_retention_ms", "poll_interval_ms",
+                                      "reconcile_interval_ms"}));
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "name", &r->name));
   if (r->name.empty() || r->name.size() > 64 ||
       r->name.find_first_not_of(
@@ -434,6 +435,11 @@ Status ParseReplica(const YAML::Node& n, size_t index, ReplicaConfig* r) {
   CONVERGE_RETURN_IF_ERROR(
       ReadInt(n, wn, "tombstone_retention_ms", &r->tombstone_retention_ms, 0, kMaxI64));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, wn, "poll_interval_ms", &r->poll_interval_ms, 10, 3'600'000));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(n, wn, "reconcile_interval_ms", &r->reconcile_interval_ms, 0, 7LL * 24 * 3'600'000));
+  if (r->reconcile_interval_ms != 0 && r->reconcile_interval_ms < 1000) {
+    return KeyError(wn + ".reconcile_interval_ms", "must be 0 (off) or at least 1000");
+  }
   return Status::Ok();
 }
 
@@ -794,6 +800,12 @@ Status ValidateModuleOptions(const ServerConfig& c) {
     const std::string key = "replicas." + r.name;
     if (!replica_names.insert(r.name).second) {
       return InvalidArgumentError("config key 'replicas': duplicate name '" + r.name + "'");
+    }
+    if (r.reconcile_interval_ms != 0 &&
+        (!r.target_collection.empty() || (r.store_collection.empty() && r.remote_url.empty()))) {
+      return InvalidArgumentError("config key '" + key +
+                                  ".reconcile_interval_ms': only a replica of a store collection "
+                                  "into a table can be reconciled");
     }
     if (!r.remote_url.empty()) {
       if (Status s = CheckRemoteSource(r); !s.ok()) return ModuleError(key + ".source.remote", s);

@@ -157,6 +157,8 @@ struct ReplicaConfig {
   int64_t tombstone_retention_ms = 7LL * 24 * 3600 * 1000;
   // The applier is woken by appends to its source topic; it also looks this often.
   int64_t poll_interval_ms = 1000;
+  // Reconcile the copy with its source this often, repairing (0 = only when asked).
+  int64_t reconcile_interval_ms = 0;
 };
 
 // One push subscription (docs/push.md): the events of `topic`, delivered for consumer group

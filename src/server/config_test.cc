@@ -290,6 +290,12 @@ replicas:
       "target: {sqlite: /tmp/a.db, table: t}}]");
   ASSERT_TRUE(d.ok()) << d.status().ToString();
   EXPECT_EQ(d->replicas[0].source_topic, "store-changes");
+  Result<ServerConfig> e = ParseConfig(
+      "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c}}, "
+      "target: {store_collection: copy}, reconcile_interval_ms: 0}]");
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ(e->replicas[0].target_collection, "copy");
+  EXPECT_EQ(e->replicas[0].max_batch, kMaxStoreTargetBatch);
   const std::string ok_target = "target: {sqlite: /tmp/a.db, table: t}";
   for (const std::string& bad : std::vector<std::string>{
            "replicas: [{name: x, source: {remote: {collection: c}}, " + ok_target + "}]",
@@ -310,6 +316,17 @@ replicas:
            "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c, token: a, "
            "token_env: B}}, " +
                ok_target + "}]",
+           "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c}}, " +
+               ok_target + ", reconcile_interval_ms: 10}]",
+           "replicas: [{name: x, source: {topic: t}, " + ok_target +
+               ", reconcile_interval_ms: 5000}]",
+           "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c}}, "
+           "target: {store_collection: c2}, reconcile_interval_ms: 5000}]",
+           "replicas: [{name: x, source: {store_collection: c}, target: {store_collection: c}}]",
+           "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c}}, "
+           "target: {store_collection: c2, table: t}}]",
+           "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c}}, "
+           "target: {store_collection: c2}, max_batch: 401}]",
        }) {
     Result<ServerConfig> r = ParseConfig(bad);
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;

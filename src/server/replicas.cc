@@ -33,9 +33,10 @@ std::unique_ptr<sql::Database> OpenTargetDb(const ReplicaConfig& c, Status* erro
 }  // namespace
 
 struct Replicas::Runner {
-  Runner(Env& e, Log& l, Store* s, ReplicaConfig c)
-      : env(e), log(l), store(s), config(std::move(c)) {}
+  Runner(Replicas* o, Env& e, Log& l, Store* s, ReplicaConfig c)
+      : owner(o), env(e), log(l), store(s), config(std::move(c)) {}
 
+  Replicas* owner;  // for scheduled reconciliation runs
   Env& env;
   Log& log;
   Store* store;  // for a store collection target (and may be null otherwise)
@@ -143,6 +144,26 @@ struct Replicas::Runner {
     return Status::Ok();
   }
 
+  // A scheduled reconciliation run (reconcile_interval_ms), on this thread between steps: the
+  // applier waits meanwhile (a run's repairs and the applier's batches are safe together
+  // anyway, see Replicas::Reconcile). The first run is one interval after the start.
+  int64_t next_reconcile_nanos = 0;
+  std::string last_reconcile_error;
+  void MaybeReconcile(int64_t now) {
+    if (config.reconcile_interval_ms == 0) return;
+    const int64_t interval = config.reconcile_interval_ms * 1'000'000;
+    if (next_reconcile_nanos == 0) next_reconcile_nanos = now + interval;
+    if (now < next_reconcile_nanos) return;
+    next_reconcile_nanos = now + interval;
+    Result<std::string> run = owner->Reconcile(config.name, store, /*dry_run=*/false);
+    const std::string error = run.ok() ? "" : run.status().ToString();
+    if (!error.empty() && error != last_reconcile_error) {
+      Say("scheduled reconciliation failed (next in " +
+          std::to_string(config.reconcile_interval_ms) + " ms): " + error);
+    }
+    last_reconcile_error = error;
+  }
+
   void Run() {
     std::string last_error;
     int64_t backoff_ms = 100;
@@ -180,6 +201,7 @@ struct Replicas::Runner {
         continue;
       }
       const int64_t step_start = env.clock().NowMonotonicNanos();
+      MaybeReconcile(step_start);
       Result<size_t> stepped = a->Step();
       if (!stepped.ok()) {
         const replica::ReplicaStats st = a->Stats();
@@ -228,7 +250,7 @@ std::unique_ptr<Replicas> Replicas::Start(Env& env, Log& log, Store* store,
   std::unique_ptr<Replicas> out(new Replicas());
   out->configs_ = config.replicas;
   for (const ReplicaConfig& c : out->configs_) {
-    auto runner = std::make_unique<Runner>(env, log, store, c);
+    auto runner = std::make_unique<Runner>(out.get(), env, log, store, c);
     Runner* r = runner.get();
     runner->thread = std::thread([r] { r->Run(); });
     out->runners_.push_back(std::move(runner));

@@ -63,7 +63,8 @@ std::string ConfigA(const std::string& extra = "") {
 // Node B: no auth (loopback), one replica of A's customers: into a SQLite table, or into its
 // store's read-only collection customers_copy.
 std::string ConfigB(uint16_t a_port, const std::string& db_path, const std::string& token,
-                    bool store_target, const std::string& pg_conninfo) {
+                    bool store_target, const std::string& pg_conninfo,
+                    const std::string& extra = "") {
   const std::string target =
       store_target ? "    target: {store_collection: customers_copy}\n"
       : !pg_conninfo.empty()
@@ -78,7 +79,8 @@ std::string ConfigB(uint16_t a_port, const std::string& db_path, const std::stri
          ", collection: customers}\n" +
          target +
          "    max_batch: 200\n"
-         "    poll_interval_ms: 200\n";
+         "    poll_interval_ms: 200\n" +
+         extra;
 }
 
 json::value ParseBody(const HttpResult& r) {
@@ -151,7 +153,8 @@ class RemoteReplicaServeTest : public ::testing::Test {
   }
   void StartB(const std::string& data_dir, const std::string& token = kReplicator) {
     auto b = std::make_unique<ServeProcess>(
-        ConfigB(a_port_, db_path_, token, store_target_, pg_ ? pg_->ConnInfo() : ""), data_dir);
+        ConfigB(a_port_, db_path_, token, store_target_, pg_ ? pg_->ConnInfo() : "", b_extra_),
+        data_dir);
     ASSERT_OK(b->Start());
     if (b_) old_.push_back(std::move(b_));
     b_ = std::move(b);
@@ -275,6 +278,7 @@ class RemoteReplicaServeTest : public ::testing::Test {
   std::string db_path_;
   std::string a_extra_;  // more of A's config (before auth:)
   bool store_target_ = false;  // B copies into its store's collection customers_copy
+  std::string b_extra_;        // more settings of B's replica
   std::unique_ptr<testing::PostgresServer> pg_;  // B's PostgreSQL target, when used
   uint16_t a_port_ = 0;
   std::unique_ptr<ServeProcess> a_;
@@ -661,6 +665,31 @@ TEST_F(RemoteReplicaServeTest, ReconcileOverTheChannelFindsAndRepairsDriftInTheT
   HttpResult garbage =
       CallA("POST", "/v1/collections/customers/reconcile", "not a message", kReplicator);
   EXPECT_EQ(garbage.status, 400) << garbage.body;
+}
+
+TEST_F(RemoteReplicaServeTest, ScheduledReconciliationRepairsDriftByItself) {
+  b_extra_ = "    reconcile_interval_ms: 1000\n";
+  CreateCollections();
+  ASSERT_NO_FATAL_FAILURE(StartB(""));
+  uint64_t seq = 0;
+  for (int i = 0; i < 10; ++i) seq = Put("customers", "k" + std::to_string(i), R"({"i":1})");
+  WaitCaughtUp(seq);
+  {
+    auto db = sql::Database::OpenSqlite(sql::SqliteOptions{.path = db_path_});
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)->Execute("DELETE FROM customers_copy WHERE key = 'k5'", {}).ok());
+  }
+  ASSERT_NE(TableRows(), CollectionDocs());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (TableRows() != CollectionDocs() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(TableRows(), CollectionDocs()) << b_->Log();
+  HttpResult drift = CallB("GET", "/v1/replicas/customers/drift");
+  ASSERT_EQ(drift.status, 200) << drift.body;
+  HttpResult m = CallB("GET", "/metrics");
+  EXPECT_GE(MetricValue(m.body, "converge_replica_reconcile_repaired_total{replica=\"customers\"}"),
+            1);
 }
 
 }  // namespace
