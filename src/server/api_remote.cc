@@ -11,11 +11,11 @@
 #include <boost/json/parse.hpp>
 
 #include "converge/replica.h"
-#include "server/api_internal.h"
-#include "server/json_util.h"
 #include "converge/store.h"
 #include "reconcile/reconcile_set.h"
 #include "reconcile/session.h"
+#include "server/api_internal.h"
+#include "server/json_util.h"
 
 namespace converge::server {
 
@@ -49,7 +49,8 @@ asio::awaitable<HttpReply> Api::CollectionChanges(Call& call) {
   // Authorization before anything of the request is read: a token that may not read the
   // collection learns nothing, not even whether its query is well-formed.
   if (!who.CanReadCollection(collection)) {
-    co_return Error(PermissionDeniedError("service '" + who.service + "' may not read collection '" +
+    co_return Error(PermissionDeniedError("service '" + who.service +
+                                          "' may not read collection '" +
                                           collection.substr(0, 200) + "'"));
   }
   if (Status s = Store::ValidateCollectionName(collection); !s.ok()) co_return Error(s);
@@ -63,9 +64,10 @@ asio::awaitable<HttpReply> Api::CollectionChanges(Call& call) {
     from = *n;
   }
   if (std::optional<std::string> v = call.Query("limit")) {
-    Result<uint64_t> n = ParseUintParam("limit", *v, 1, d_.config->limits.max_fetch_events);
+    Result<uint64_t> n = ParseUintParam("limit", *v, 1, UINT64_MAX);
     if (!n.ok()) co_return Error(n.status());
-    limit = *n;
+    // Lowered to this server's bound rather than refused: the puller cannot know it.
+    limit = std::min<uint64_t>(*n, d_.config->limits.max_fetch_events);
   }
   if (std::optional<std::string> v = call.Query("wait_ms")) {
     Result<uint64_t> n =
@@ -163,9 +165,9 @@ asio::awaitable<HttpReply> Api::CollectionChanges(Call& call) {
       std::string item = "{\"offset\":" + std::to_string(r.offset) +
                          ",\"time_us\":" + std::to_string(r.timestamp_micros);
       Result<Event> event = DecodeBinary(r.value);
-      Result<replica::Change> change =
-          event.ok() ? replica::ParseChangeEvent(*event, r.timestamp_micros)
-                     : Result<replica::Change>(event.status());
+      Result<replica::Change> change = event.ok()
+                                           ? replica::ParseChangeEvent(*event, r.timestamp_micros)
+                                           : Result<replica::Change>(event.status());
       if (!change.ok()) {
         // Whose it is cannot be told: the replica decides (reported, then stop or skip).
         item += ",\"malformed\":";
@@ -205,9 +207,9 @@ asio::awaitable<HttpReply> Api::CollectionChanges(Call& call) {
       }
       if (watched.code() != StatusCode::kNotFound) co_return Error(watched);
       // No feed topic yet (nothing written to the store): look again shortly.
-      co_await d_.hub->Wait(kFeedKey, seen,
-                            std::min(deadline, std::chrono::steady_clock::now() +
-                                                   std::chrono::milliseconds(100)));
+      co_await d_.hub->Wait(
+          kFeedKey, seen,
+          std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(100)));
       continue;
     }
     co_await d_.hub->Wait(kFeedKey, seen, deadline);
@@ -326,7 +328,8 @@ asio::awaitable<HttpReply> Api::CollectionReconcile(Call& call) {
   const Principal& who = *call.principal;
   // Authorization before the body or query is looked at.
   if (!who.CanReadCollection(collection)) {
-    co_return Error(PermissionDeniedError("service '" + who.service + "' may not read collection '" +
+    co_return Error(PermissionDeniedError("service '" + who.service +
+                                          "' may not read collection '" +
                                           collection.substr(0, 200) + "'"));
   }
   if (Status s = Store::ValidateCollectionName(collection); !s.ok()) co_return Error(s);

@@ -842,7 +842,8 @@ Status ValidateModuleOptions(const ServerConfig& c) {
     if (Status s = replica::ValidateApplierOptions(ApplierOptionsFor(r)); !s.ok()) {
       return ModuleError(key, s);
     }
-    if (r.target_collection.empty() && !replica_tables.insert({r.engine, r.database, r.table}).second) {
+    if (r.target_collection.empty() &&
+        !replica_tables.insert({r.engine, r.database, r.table}).second) {
       return InvalidArgumentError("config key '" + key +
                                   ".target': another replica writes the same table");
     }

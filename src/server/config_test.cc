@@ -306,7 +306,8 @@ replicas:
                ok_target + "}]",
            "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: 'a b'}}, " +
                ok_target + "}]",
-           "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c, colour: r}}, " +
+           "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c, "
+           "colour: r}}, " +
                ok_target + "}]",
            "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c, ca_file: "
            "/nonexistent}}, " +

@@ -19,7 +19,8 @@ Status CheckRemoteSource(const ReplicaConfig& r) {
   Result<PushUrl> url = ParsePushUrl(r.remote_url);
   if (!url.ok()) return InvalidArgumentError("url: " + std::string(url.status().message()));
   if (url->target != "/") {
-    return InvalidArgumentError("url: give the node's address only (scheme, host, port), not a path");
+    return InvalidArgumentError(
+        "url: give the node's address only (scheme, host, port), not a path");
   }
   if (!url->https && !r.remote_ca_file.empty()) {
     return InvalidArgumentError("ca_file: the url is not https");
@@ -73,10 +74,9 @@ class RemoteSource : public replica::Source {
     }
     client::HttpRequest req;
     req.method = "GET";
-    req.target = "/v1/collections/" + options_.collection +
-                 "/changes?from=" + std::to_string(from_offset) +
-                 "&limit=" + std::to_string(max_records) +
-                 "&wait_ms=" + std::to_string(options_.wait_ms);
+    req.target =
+        "/v1/collections/" + options_.collection + "/changes?from=" + std::to_string(from_offset) +
+        "&limit=" + std::to_string(max_records) + "&wait_ms=" + std::to_string(options_.wait_ms);
     Result<client::HttpResponse> res = client_.Send(req);
     if (!res.ok()) {
       return UnavailableError(Where() + ": " + std::string(res.status().message()));
@@ -156,9 +156,9 @@ class RemoteSource : public replica::Source {
     }
     if (const json::value* t = o.if_contains("feed_topic");
         t == nullptr || !t->is_string() || t->as_string() != options_.feed_topic) {
-      return FailedPreconditionError(
-          Where() + ": the node's change feed is not '" + options_.feed_topic +
-          "' (set source.remote.feed_topic to its store.feed_topic)");
+      return FailedPreconditionError(Where() + ": the node's change feed is not '" +
+                                     options_.feed_topic +
+                                     "' (set source.remote.feed_topic to its store.feed_topic)");
     }
     out.next_offset = next;
     out.end_offset = std::max(end, next);
@@ -194,8 +194,8 @@ class RemoteSource : public replica::Source {
     }
     out.records.reserve(where.size());
     for (size_t i = 0; i < where.size(); ++i) {
-      out.records.push_back(replica::SourceRecord{where[i].first, where[i].second,
-                                                  storage->values[i]});
+      out.records.push_back(
+          replica::SourceRecord{where[i].first, where[i].second, storage->values[i]});
     }
     out.storage = std::move(storage);
     return out;
@@ -231,8 +231,8 @@ class RemoteSource : public replica::Source {
       }
       json::error_code ec;
       json::value body = json::parse(res->body, ec);
-      const json::value* docs = !ec && body.is_object() ? body.as_object().if_contains("documents")
-                                                        : nullptr;
+      const json::value* docs =
+          !ec && body.is_object() ? body.as_object().if_contains("documents") : nullptr;
       if (docs == nullptr || !docs->is_array()) {
         return UnavailableError(what + ": the reply is not a document page");
       }
@@ -357,9 +357,7 @@ std::string ErrorMessage(const client::HttpResponse& res) {
 struct RemoteNode::Impl {
   RemoteSourceOptions options;
   std::unique_ptr<client::Client> client;
-  std::string Where() const {
-    return "collection '" + options.collection + "' of " + options.url;
-  }
+  std::string Where() const { return "collection '" + options.collection + "' of " + options.url; }
 };
 
 RemoteNode::RemoteNode(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

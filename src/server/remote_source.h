@@ -32,10 +32,10 @@
 namespace converge::server {
 
 struct RemoteSourceOptions {
-  std::string url;         // http(s)://host:port of the other node (no path)
-  std::string token;       // its bearer token; empty sends none
-  std::string collection;  // the collection on the other node
-  std::string ca_file;     // https: trust only these PEM certificates
+  std::string url;                           // http(s)://host:port of the other node (no path)
+  std::string token;                         // its bearer token; empty sends none
+  std::string collection;                    // the collection on the other node
+  std::string ca_file;                       // https: trust only these PEM certificates
   std::string feed_topic = "store-changes";  // the other node's store.feed_topic
   int64_t wait_ms = 1000;                    // long poll per read when caught up
   int64_t timeout_ms = 10'000;               // per request, beyond wait_ms

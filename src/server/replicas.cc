@@ -115,7 +115,8 @@ struct Replicas::Runner {
     const bool remote = !config.remote_url.empty();
     if (remote && source == nullptr) {
       // Another node's collection: its reads long-poll, nothing local to watch.
-      Result<std::unique_ptr<replica::Source>> s = NewRemoteSource(env, RemoteSourceOptionsFor(config));
+      Result<std::unique_ptr<replica::Source>> s =
+          NewRemoteSource(env, RemoteSourceOptionsFor(config));
       if (!s.ok()) return s.status().WithContext("the remote source");
       source = std::move(s).value();
     }

@@ -181,9 +181,9 @@ class StoreTarget : public replica::Target {
                                std::move(pre)));
     Result<CommitResult> committed = store_.Commit(ReplicaCaller(), ops);
     if (!committed.ok()) {
-      return Status(committed.status().code(), "replica '" + replica_ + "': writing collection '" +
-                                                   collection_ + "': " +
-                                                   std::string(committed.status().message()));
+      return Status(committed.status().code(),
+                    "replica '" + replica_ + "': writing collection '" + collection_ +
+                        "': " + std::string(committed.status().message()));
     }
     return out;
   }
@@ -226,13 +226,12 @@ class StoreTarget : public replica::Target {
           pre.if_none_match_any = true;
         }
         p.purge_watermark = std::max(p.purge_watermark, version);
-        ops.push_back(WriteOp::Put(meta_, pos_key,
-                                   EncodePosition(p, env_.clock().NowWallMicros()),
+        ops.push_back(WriteOp::Put(meta_, pos_key, EncodePosition(p, env_.clock().NowWallMicros()),
                                    std::move(pre)));
       }
       CONVERGE_ASSIGN_OR_RETURN(CommitResult c, store_.Commit(ReplicaCaller(), ops));
       (void)c;
-      removed += highest.empty() ? 0 : std::min(kPurgeChunk, purge.size() - at);
+      removed += std::min(kPurgeChunk, purge.size() - at);
     }
     return removed;
   }
@@ -251,7 +250,8 @@ Status EnsureCollection(Store& store, const std::string& name) {
   if (info.ok()) {
     if (info->config.owner != kOwner) {
       return FailedPreconditionError("collection '" + name + "' exists and is owned by '" +
-                                     info->config.owner + "': a replica copies into a collection "
+                                     info->config.owner +
+                                     "': a replica copies into a collection "
                                      "of its own (choose another target.store_collection)");
     }
     return Status::Ok();
@@ -273,25 +273,26 @@ std::string ReplicaMetaCollection(const std::string& replica) {
 Status ValidateStoreTarget(const std::string& replica, const std::string& collection) {
   CONVERGE_RETURN_IF_ERROR(Store::ValidateCollectionName(collection));
   if (collection.starts_with("converge-replica.")) {
-    return InvalidArgumentError("collection names starting with 'converge-replica.' are the "
-                                "replicas' bookkeeping");
+    return InvalidArgumentError(
+        "collection names starting with 'converge-replica.' are the "
+        "replicas' bookkeeping");
   }
   return Store::ValidateCollectionName(ReplicaMetaCollection(replica));
 }
 
 Result<std::unique_ptr<replica::Target>> NewStoreTarget(Store& store, Env& env,
-                                                       const std::string& replica,
-                                                       const std::string& collection,
-                                                       const std::string& source_topic) {
+                                                        const std::string& replica,
+                                                        const std::string& collection,
+                                                        const std::string& source_topic) {
   CONVERGE_RETURN_IF_ERROR(ValidateStoreTarget(replica, collection));
   const std::string meta = ReplicaMetaCollection(replica);
   CONVERGE_RETURN_IF_ERROR(EnsureCollection(store, meta));
   CONVERGE_RETURN_IF_ERROR(EnsureCollection(store, collection));
-  std::string record = "{\"source\":" +
-                       json::serialize(json::string_view(source_topic.data(), source_topic.size())) +
-                       ",\"collection\":" +
-                       json::serialize(json::string_view(collection.data(), collection.size())) +
-                       "}";
+  std::string record =
+      "{\"source\":" +
+      json::serialize(json::string_view(source_topic.data(), source_topic.size())) +
+      ",\"collection\":" +
+      json::serialize(json::string_view(collection.data(), collection.size())) + "}";
   CONVERGE_ASSIGN_OR_RETURN(std::optional<Document> r, Find(store, meta, "r"));
   if (r) {
     CONVERGE_ASSIGN_OR_RETURN(json::object o, ParseObject(r->value, "the replica's record"));
@@ -323,8 +324,9 @@ Result<std::optional<replica::Row>> ReadStoreTargetRow(Store& store, const std::
   row.applied_time_micros = m.applied_us;
   if (!m.deleted) {
     CONVERGE_ASSIGN_OR_RETURN(std::optional<Document> doc, Find(store, collection, key));
-    if (!doc) return DataLossError("replica '" + replica + "': key '" + key.substr(0, 200) +
-                                   "' has an entry but no document");
+    if (!doc)
+      return DataLossError("replica '" + replica + "': key '" + key.substr(0, 200) +
+                           "' has an entry but no document");
     row.document = std::move(doc->value);
   }
   return std::optional<replica::Row>(std::move(row));

@@ -36,9 +36,9 @@ Status ValidateStoreTarget(const std::string& replica, const std::string& collec
 // not this replica's (another owner), or the replica was set up with another source topic or
 // copy collection. `store` must outlive the target.
 Result<std::unique_ptr<replica::Target>> NewStoreTarget(Store& store, Env& env,
-                                                       const std::string& replica,
-                                                       const std::string& collection,
-                                                       const std::string& source_topic);
+                                                        const std::string& replica,
+                                                        const std::string& collection,
+                                                        const std::string& source_topic);
 
 // One row of the copy, as ReadRow of a SQL table answers it; nullopt when the key has none.
 Result<std::optional<replica::Row>> ReadStoreTargetRow(Store& store, const std::string& replica,

@@ -75,9 +75,7 @@ std::string ConfigB(uint16_t a_port, const std::string& db_path, const std::stri
          "  - name: customers\n"
          "    source:\n"
          "      remote: {url: 'http://127.0.0.1:" +
-         std::to_string(a_port) + "', token: " + token +
-         ", collection: customers}\n" +
-         target +
+         std::to_string(a_port) + "', token: " + token + ", collection: customers}\n" + target +
          "    max_batch: 200\n"
          "    poll_interval_ms: 200\n" +
          extra;
@@ -276,7 +274,7 @@ class RemoteReplicaServeTest : public ::testing::Test {
 
   std::string dir_;
   std::string db_path_;
-  std::string a_extra_;  // more of A's config (before auth:)
+  std::string a_extra_;        // more of A's config (before auth:)
   bool store_target_ = false;  // B copies into its store's collection customers_copy
   std::string b_extra_;        // more settings of B's replica
   std::unique_ptr<testing::PostgresServer> pg_;  // B's PostgreSQL target, when used
@@ -297,8 +295,7 @@ TEST_F(RemoteReplicaServeTest, ChangeStreamNeedsReadPermissionOfTheCollection) {
   do {
     ok = CallA("GET", "/v1/collections/customers/changes?from=0&wait_ms=1000", "", kReplicator);
     ASSERT_EQ(ok.status, 200) << ok.body;
-  } while (ok.body.find("123-45") == std::string::npos &&
-           std::chrono::steady_clock::now() < until);
+  } while (ok.body.find("123-45") == std::string::npos && std::chrono::steady_clock::now() < until);
   EXPECT_NE(ok.body.find("123-45"), std::string::npos) << ok.body;
   EXPECT_EQ(ok.body.find("p-1"), std::string::npos) << ok.body;
   // A token that may not read customers: 403 and nothing, for good and for bad queries alike
@@ -328,7 +325,8 @@ TEST_F(RemoteReplicaServeTest, ChangeStreamNeedsReadPermissionOfTheCollection) {
   ASSERT_NO_FATAL_FAILURE(StartB("", kOther));
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (b_->Log().find("PERMISSION_DENIED") == std::string::npos &&
-         b_->Log().find("403") == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+         b_->Log().find("403") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_NE(b_->Log().find("403"), std::string::npos) << b_->Log();
@@ -352,16 +350,16 @@ TEST_F(RemoteReplicaServeTest, CopiesTheCollectionWithReadYourWritesAndStaleness
   const std::string token = put.Header("Converge-Consistency-Token");
   ASSERT_FALSE(token.empty());
   const uint64_t version = std::stoull(put.Header("Converge-Version"));
-  HttpResult row = CallB("GET", "/v1/replicas/customers/rows/ryw?token=" + token +
-                                    "&timeout_ms=20000");
+  HttpResult row =
+      CallB("GET", "/v1/replicas/customers/rows/ryw?token=" + token + "&timeout_ms=20000");
   ASSERT_EQ(row.status, 200) << row.body << "\n" << b_->Log();
   EXPECT_EQ(ParseBody(row).as_object()["version"].to_number<uint64_t>(), version);
   // A token of a write to another collection is reached too (its offsets are passed).
   HttpResult other = CallA("PUT", "/v1/collections/products/docs/last", R"({"x":1})");
   ASSERT_EQ(other.status / 100, 2);
-  HttpResult passed =
-      CallB("GET", "/v1/replicas/customers/rows/ryw?token=" +
-                       other.Header("Converge-Consistency-Token") + "&timeout_ms=20000");
+  HttpResult passed = CallB(
+      "GET", "/v1/replicas/customers/rows/ryw?token=" + other.Header("Converge-Consistency-Token") +
+                 "&timeout_ms=20000");
   EXPECT_EQ(passed.status, 200) << passed.body;
 
   json::object d = WaitCaughtUp(std::max(seq, version));
@@ -422,8 +420,8 @@ void RemoteReplicaServeTest::KillEitherUnderLoadAndCompare() {
           const bool del = i % 9 == 4;
           const std::string body =
               del ? "" : R"({"w":)" + std::to_string(w) + R"(,"i":)" + std::to_string(i) + "}";
-          std::string req = std::string(del ? "DELETE" : "PUT") + " /v1/collections/" +
-                            collection + "/docs/" + key +
+          std::string req = std::string(del ? "DELETE" : "PUT") + " /v1/collections/" + collection +
+                            "/docs/" + key +
                             " HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + kOwner +
                             "\r\nContent-Type: application/json\r\nConnection: close\r\n"
                             "Content-Length: " +
@@ -482,8 +480,7 @@ TEST_F(RemoteReplicaServeTest, ReadOnlyCollectionTargetReadsWorkWritesAreRefused
   ASSERT_EQ(put.status / 100, 2) << put.body;
   // Read-your-writes: A's token, read on B (the replica's rows route, then the store's own).
   HttpResult row = CallB("GET", "/v1/replicas/customers/rows/k3?token=" +
-                                    put.Header("Converge-Consistency-Token") +
-                                    "&timeout_ms=20000");
+                                    put.Header("Converge-Consistency-Token") + "&timeout_ms=20000");
   ASSERT_EQ(row.status, 200) << row.body << b_->Log();
   EXPECT_EQ(ParseBody(row).as_object()["version"].to_number<uint64_t>(),
             std::stoull(put.Header("Converge-Version")));
@@ -492,9 +489,9 @@ TEST_F(RemoteReplicaServeTest, ReadOnlyCollectionTargetReadsWorkWritesAreRefused
   EXPECT_EQ(ParseBody(doc).as_object()["name"].as_string(), "ada");
   HttpResult del = CallA("DELETE", "/v1/collections/customers/docs/k4");
   ASSERT_EQ(del.status, 204);
-  HttpResult tomb = CallB("GET", "/v1/replicas/customers/rows/k4?token=" +
-                                     del.Header("Converge-Consistency-Token") +
-                                     "&timeout_ms=20000");
+  HttpResult tomb = CallB(
+      "GET", "/v1/replicas/customers/rows/k4?token=" + del.Header("Converge-Consistency-Token") +
+                 "&timeout_ms=20000");
   ASSERT_EQ(tomb.status, 200) << tomb.body;
   EXPECT_TRUE(ParseBody(tomb).as_object()["deleted"].as_bool());
   EXPECT_EQ(CallB("GET", "/v1/collections/customers_copy/docs/k4").status, 404);
@@ -518,8 +515,9 @@ TEST_F(RemoteReplicaServeTest, ReadOnlyCollectionTargetReadsWorkWritesAreRefused
   refused("DELETE", "/v1/collections/customers_copy", "");
   refused("POST", "/v1/collections/_transaction",
           R"({"ops":[{"op":"put","collection":"customers_copy","key":"k1","value":{"x":1}}]})");
-  HttpResult meta = HttpCall(b_->port(), "PUT", "/v1/collections/converge-replica.customers/docs/p/0",
-                             R"({"next_offset":0})", {{"Content-Type", "application/json"}}, "");
+  HttpResult meta =
+      HttpCall(b_->port(), "PUT", "/v1/collections/converge-replica.customers/docs/p/0",
+               R"({"next_offset":0})", {{"Content-Type", "application/json"}}, "");
   EXPECT_EQ(meta.status, 409) << meta.body;
   EXPECT_EQ(CallB("GET", "/v1/collections/customers_copy/docs/new").status, 404);
   EXPECT_EQ(TableRows(), CollectionDocs());
@@ -549,8 +547,7 @@ TEST_F(RemoteReplicaServeTest, RetentionDroppedTheStartSoANewReplicaBootstrapsFr
   HttpResult put = CallA("PUT", "/v1/collections/customers/docs/after", R"({"a":1})");
   ASSERT_EQ(put.status / 100, 2) << put.body;
   HttpResult row = CallB("GET", "/v1/replicas/customers/rows/after?token=" +
-                                    put.Header("Converge-Consistency-Token") +
-                                    "&timeout_ms=20000");
+                                    put.Header("Converge-Consistency-Token") + "&timeout_ms=20000");
   EXPECT_EQ(row.status, 200) << row.body;
   HttpResult del = CallA("DELETE", "/v1/collections/customers/docs/k1");
   ASSERT_EQ(del.status, 204) << del.body;
