@@ -756,9 +756,11 @@ asio::awaitable<HttpReply> Api::HandleStore(Call& call) {
   r.body = request.body();
   // With auth disabled every request is the anonymous principal, which may do everything.
   r.caller = Caller{call.principal->service, call.principal->admin || call.principal->anonymous};
-  // A replica's copy: refused to every writer before the body is read.
-  r.read_only = &read_only_collections_;
-  if (!r.collection.empty() && StoreRoutes::IsCollectionWrite(r.route)) {
+  // A replica's copy, refused to every writer before the body is read: other services by the
+  // store's own rule (its owner is the replica: 403), admins here (409, naming the replica),
+  // who the store's rules would let through.
+  if (r.caller.admin) r.read_only = &read_only_collections_;
+  if (r.caller.admin && !r.collection.empty() && StoreRoutes::IsCollectionWrite(r.route)) {
     auto it = read_only_collections_.find(r.collection);
     if (it != read_only_collections_.end()) co_return Error(FailedPreconditionError(it->second));
   }
