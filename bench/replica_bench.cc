@@ -5,7 +5,9 @@
 //              a PostgreSQL table (converge-postgres), batched and version-gated with the
 //              position in the same transaction; beside them the consumer teams write today
 //              (hand-written-postgres): fetch from a consumer group, one upsert per event in
-//              its own transaction, ack the fetched batch.
+//              its own transaction, ack the fetched batch. converge-remote-sqlite: a
+//              collection of another converge serve node (started here, --remote-changes writes
+//              through its API) pulled over the sidecar channel into SQLite.
 //   staleness  a producer appends change events at --rate per second for --seconds; the
 //              applier follows; per change, the time from its source commit (before its
 //              append) to the commit of the target transaction that applied it.
@@ -23,27 +25,32 @@
 
 #include "bench/bench.h"
 #include "bench/report.h"
+#include "bench/sidecar_process.h"
 #include "bench/timing.h"
 #include "converge/consumer_group.h"
 #include "converge/env.h"
+#include "converge/client.h"
 #include "converge/event.h"
 #include "converge/log.h"
 #include "converge/replica.h"
 #include "converge/sql.h"
 #include "core/command_line.h"
+#include "server/remote_source.h"
 #include "support/postgres_server.h"
 #include "support/server_process.h"
 
 namespace converge::bench {
 namespace {
 
-constexpr char kSystems[] = "converge-sqlite,converge-postgres,hand-written-postgres";
+constexpr char kSystems[] =
+    "converge-sqlite,converge-postgres,hand-written-postgres,converge-remote-sqlite";
 
 struct Options {
   bool help = false;
   bool json = false;
   uint64_t changes = 200'000;
   uint64_t hand_written_changes = 5000;
+  uint64_t remote_changes = 50'000;
   uint64_t keys = 10'000;
   uint64_t batch = 10000;
   uint64_t rate = 10'000;
@@ -152,6 +159,117 @@ struct Bench {
     CONVERGE_ASSIGN_OR_RETURN(r.applier,
                               replica::Applier::Open(Env::Default(), *r.source, *r.target, ao));
     return r;
+  }
+
+  // converge-remote-sqlite: the changes of a collection of another `converge serve` node (a
+  // sidecar started here, its store filled through the API), pulled over the sidecar channel
+  // (GET /v1/collections/{c}/changes, docs/formats/replica.md "Remote sources") by the remote
+  // source and applied into SQLite as above.
+  Result<Measurement> RemoteApply() {
+    const std::string name = "converge-remote-sqlite";
+    const std::string config_path = dir + "/remote-node.yaml";
+    if (FILE* f = std::fopen(config_path.c_str(), "w")) {
+      std::fputs("store: {enabled: true}\n", f);
+      std::fclose(f);
+    } else {
+      return InternalError("cannot write " + config_path);
+    }
+    std::fprintf(stderr, "  %s: starting the source node, writing %llu changes...\n",
+                 name.c_str(), static_cast<unsigned long long>(o.remote_changes));
+    CONVERGE_ASSIGN_OR_RETURN(
+        std::unique_ptr<testing::ServerProcess> node,
+        StartSidecar(config_path, dir + "/remote-node", dir + "/remote-node.log"));
+    client::Options co;
+    co.port = node->port();
+    client::Client http(co);
+    auto call = [&http](const std::string& method, const std::string& target,
+                        std::string body) -> Status {
+      client::HttpRequest req;
+      req.method = method;
+      req.target = target;
+      req.body = std::move(body);
+      req.headers.push_back({"Content-Type", "application/json"});
+      CONVERGE_ASSIGN_OR_RETURN(client::HttpResponse res, http.Send(req));
+      if (res.status / 100 != 2) {
+        return InternalError(method + " " + target + ": HTTP " + std::to_string(res.status) +
+                             ": " + res.body.substr(0, 200));
+      }
+      return Status::Ok();
+    };
+    CONVERGE_RETURN_IF_ERROR(call("PUT", "/v1/collections/customers", R"({"owner":"bench"})"));
+    // Transactions of 500 puts of distinct keys (the store's bound is 1000 ops).
+    const uint64_t per_tx = std::min<uint64_t>(500, o.keys);
+    for (uint64_t i = 0; i < o.remote_changes; i += per_tx) {
+      std::string body = "{\"ops\":[";
+      for (uint64_t j = i; j < std::min(o.remote_changes, i + per_tx); ++j) {
+        if (j > i) body += ",";
+        body += "{\"op\":\"put\",\"collection\":\"customers\",\"key\":\"k" +
+                std::to_string(j % o.keys) + "\",\"value\":{\"n\":" + std::to_string(j) +
+                ",\"name\":\"customer\"}}";
+      }
+      body += "]}";
+      CONVERGE_RETURN_IF_ERROR(call("POST", "/v1/collections/_transaction", std::move(body)));
+    }
+    std::string where;
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<sql::Database> db, NewDatabase(false, &where));
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<replica::Target> target,
+                              replica::NewSqlTarget(*db, {"bench", "customers", "store-changes"}));
+    server::RemoteSourceOptions ro;
+    ro.url = "http://127.0.0.1:" + std::to_string(node->port());
+    ro.collection = "customers";
+    ro.wait_ms = 0;  // caught up = done
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<replica::Source> source,
+                              server::NewRemoteSource(Env::Default(), ro));
+    replica::ApplierOptions ao;
+    ao.name = "bench";
+    ao.collection = "customers";
+    ao.max_batch = o.batch;
+    ao.tombstone_retention_ms = 0;
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<replica::Applier> applier,
+                              replica::Applier::Open(Env::Default(), *source, *target, ao));
+    std::fprintf(stderr, "  %s: pulling and applying...\n", name.c_str());
+    LatencyRecorder batches(1'000'000);
+    const int64_t t0 = NowNanos();
+    uint64_t commitseq = 0;
+    while (true) {
+      const int64_t s = NowNanos();
+      CONVERGE_ASSIGN_OR_RETURN(size_t n, applier->Step());
+      if (n == 0) {
+        // The feed follows the store's commits closely, not at once.
+        const replica::ReplicaStats st = applier->Stats();
+        if (st.applied + st.superseded >= o.remote_changes) break;
+        if (NowNanos() - t0 > 300'000'000'000LL) {
+          return InternalError(name + ": applied " + std::to_string(st.applied) + " of " +
+                               std::to_string(o.remote_changes) + " in 300 s");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        continue;
+      }
+      batches.Record(NowNanos() - s);
+    }
+    const double secs = static_cast<double>(NowNanos() - t0) / 1e9;
+    const replica::ReplicaStats st = applier->Stats();
+    commitseq = st.positions.empty() ? 0 : st.positions[0].commitseq;
+    Measurement m;
+    m.workload = "apply";
+    m.system = name;
+    m.durability = "synchronous=full";
+    m.rate_name = "changes_per_s";
+    m.events = o.remote_changes;
+    m.seconds = secs;
+    m.events_per_s = static_cast<double>(o.remote_changes) / secs;
+    auto p = batches.Compute();
+    m.p50_us = p.p50_us;
+    m.p99_us = p.p99_us;
+    m.p999_us = p.p999_us;
+    char note[256];
+    std::snprintf(note, sizeof(note),
+                  "pulled over HTTP from another node's store; latency per batch of up to %llu "
+                  "(one request and one transaction with the position); up to commitseq %llu",
+                  static_cast<unsigned long long>(o.batch),
+                  static_cast<unsigned long long>(commitseq));
+    m.note = note;
+    return m;
   }
 
   Result<Measurement> Apply(bool postgres) {
@@ -386,12 +504,13 @@ struct Bench {
 void PrintHelp(FILE* out) {
   std::fprintf(out,
                "converge bench replica [--json] [--changes N] [--hand-written-changes N] "
-               "[--keys N] [--batch N]\n"
+               "[--remote-changes N] [--keys N] [--batch N]\n"
                "                        [--rate N] [--seconds N] [--no-staleness] "
                "[--systems LIST] [--dir DIR]\n"
                "Applies change events from a log topic into SQL tables: the replica applier "
                "into SQLite and\nPostgreSQL, beside a hand-written consumer (one upsert "
-               "transaction per event); then staleness\nat --rate changes/s.\n"
+               "transaction per event), and from another node's store collection over HTTP\n"
+               "(converge-remote-sqlite, --remote-changes); then staleness at --rate changes/s.\n"
                "  systems: %s\n",
                kSystems);
 }
@@ -408,6 +527,7 @@ int RunReplica(int argc, char** argv) {
   app.add_option("--hand-written-changes", o.hand_written_changes)
       ->check(cli::Integer(1, 100'000'000));
   app.add_option("--keys", o.keys)->check(cli::Integer(1, 100'000'000));
+  app.add_option("--remote-changes", o.remote_changes)->check(cli::Integer(1, 100'000'000));
   app.add_option("--batch", o.batch)->check(cli::Integer(1, 100'000));
   app.add_option("--rate", o.rate)->check(cli::Integer(1, 1'000'000));
   app.add_option("--seconds", o.seconds)->check(cli::Integer(1, 3600));
@@ -427,7 +547,8 @@ int RunReplica(int argc, char** argv) {
   o.staleness = !no_staleness;
   if (systems_option->count() > 0) o.systems = Split(systems);
   for (const std::string& s : o.systems) {
-    if (s != "converge-sqlite" && s != "converge-postgres" && s != "hand-written-postgres") {
+    if (s != "converge-sqlite" && s != "converge-postgres" && s != "hand-written-postgres" &&
+        s != "converge-remote-sqlite") {
       std::fprintf(stderr, "converge bench replica: unknown system '%s' (%s)\n", s.c_str(),
                    kSystems);
       return 2;
@@ -469,6 +590,7 @@ int RunReplica(int argc, char** argv) {
     if (s == "converge-sqlite") add(bench.Apply(false), s);
     if (s == "converge-postgres") add(bench.Apply(true), s);
     if (s == "hand-written-postgres") add(bench.HandWritten(), s);
+    if (s == "converge-remote-sqlite") add(bench.RemoteApply(), s);
   }
   if (o.staleness) {
     for (const std::string& s : o.systems) {

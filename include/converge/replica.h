@@ -107,6 +107,12 @@ struct SourceBatch {
   // A damaged range the source could not read, [from_offset or last record + 1, next_offset);
   // its message is reported (DataLoss) under the applier's on_malformed policy.
   std::optional<Status> damage;
+  // Records may skip offsets: the source passed records that are not the replica's (another
+  // collection, filtered at the source) without handing them out. Then the position moves to
+  // next_offset even past the last record, and `passed_commitseq` is the highest commitseq of
+  // the records passed (0 = none), so commit-sequence tokens of any write are reached.
+  bool sparse = false;
+  uint64_t passed_commitseq = 0;
   std::shared_ptr<const void> storage;
 };
 
@@ -122,6 +128,8 @@ class Source {
 
 // A topic of a local Log. `log` must outlive the Source.
 std::unique_ptr<Source> NewLogSource(Log& log, std::string topic);
+// (A store collection of another converge serve node: server/remote_source.h, which pulls
+// GET /v1/collections/{collection}/changes of that node and hands out sparse batches.)
 
 // ---------------------------------------------------------------------------------------
 // Targets

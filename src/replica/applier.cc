@@ -259,6 +259,9 @@ Result<size_t> Applier::Impl::StepPartition(uint32_t p, Status* stop) {
   uint64_t filtered = 0;
   bool cut = false;
   for (const SourceRecord& rec : batch.records) {
+    if (batch.sparse && rec.offset > to.next_offset && rec.offset < batch.next_offset) {
+      to.next_offset = rec.offset;  // records the source passed (not this replica's)
+    }
     if (rec.offset != to.next_offset) {
       // Records are dense inside a batch; a gap is a broken source, so apply what comes
       // before it and read the rest again.
@@ -284,6 +287,12 @@ Result<size_t> Applier::Impl::StepPartition(uint32_t p, Status* stop) {
       continue;
     }
     changes.push_back(std::move(change).value());
+  }
+  if (!cut && batch.sparse && !batch.damage.has_value()) {
+    // The records the source passed: their offsets, and their commit sequence numbers (also
+    // when the batch's last record is one it handed out).
+    to.next_offset = std::max(to.next_offset, batch.next_offset);
+    to.commitseq = std::max(to.commitseq, batch.passed_commitseq);
   }
   if (!cut && batch.damage.has_value() && batch.records.empty()) {
     if (OnBad(p, batch.from_offset, *batch.damage, true, stop)) {

@@ -12,6 +12,10 @@
 //   - the target database fails a transaction before its commit, or after it (the applier is
 //     told it failed);
 //   - virtual time jumps, so tombstones get purged while late old upserts still arrive.
+// On every third seed the topic carries two collections and the source is **sparse**, as a
+// remote source is (another node's GET /v1/collections/{c}/changes): it hands out only the
+// records of collection "a" (and the malformed ones), passing the others' offsets, with the
+// highest commitseq it passed; the faults above then hit sparse batches.
 // Then faults stop, the applier catches up, and the test checks:
 //   - the replica equals the source: per key, the change with the highest version in the log
 //     (a live row with that version and document, or a tombstone or nothing for a delete);
@@ -50,6 +54,7 @@ uint64_t EnvNumber(const char* name, uint64_t fallback) {
 }
 
 struct Coverage {
+  uint64_t sparse_seeds = 0, filtered_at_source = 0;
   uint64_t seeds = 0, appended = 0, applied = 0, stale = 0, below_watermark = 0, purged = 0,
            refused_batches = 0, dropped_reads = 0, target_faults = 0, source_crashes = 0,
            applier_crashes = 0, malformed = 0, waits_ok = 0, waits_deadline = 0;
@@ -67,6 +72,8 @@ class FaultySource : public Source {
     inner_ = log != nullptr ? NewLogSource(*log, kTopic) : nullptr;
   }
   void SetFaults(bool on) { faults_ = on; }
+  // Hand out only the records of `collection` (and malformed ones), as sparse batches.
+  void SetSparse(std::string collection) { sparse_ = std::move(collection); }
   uint64_t dropped = 0;
 
   const std::string& topic() const override { return topic_; }
@@ -96,10 +103,27 @@ class FaultySource : public Source {
       batch.next_offset = batch.records.back().offset + 1;
       batch.next_timestamp_micros = 0;
     }
+    if (!sparse_.empty()) batch = Sparse(std::move(batch));
     if (faults_) {
       delivered_.push_back(batch);
       if (delivered_.size() > 8) delivered_.pop_front();
     }
+    return batch;
+  }
+
+  // What the other node's change stream does to a page of its feed.
+  SourceBatch Sparse(SourceBatch batch) const {
+    if (batch.damage.has_value()) return batch;
+    std::vector<SourceRecord> kept;
+    uint64_t passed = 0;
+    for (const SourceRecord& r : batch.records) {
+      Result<Change> c = ParseChangeRecord(r.value, r.timestamp_micros);
+      if (c.ok()) passed = std::max(passed, c->commitseq);
+      if (!c.ok() || c->collection == sparse_) kept.push_back(r);
+    }
+    batch.records = std::move(kept);
+    batch.sparse = true;
+    batch.passed_commitseq = passed;
     return batch;
   }
 
@@ -109,6 +133,7 @@ class FaultySource : public Source {
   Log* log_ = nullptr;
   std::unique_ptr<Source> inner_;
   bool faults_ = true;
+  std::string sparse_;
   std::deque<SourceBatch> delivered_;
 };
 
@@ -129,6 +154,10 @@ class SeedRun {
     keys_ = static_cast<int>(Uniform(3, 16));
     partitions_ = static_cast<uint32_t>(Uniform(1, 3));
     retention_ms_ = static_cast<int64_t>(Uniform(0, 3)) * 40;  // 0 = keep tombstones
+    if (seed % 3 == 0) {
+      sparse_ = true;
+      source_.SetSparse("a");
+    }
   }
 
   void Run() {
@@ -194,6 +223,7 @@ class SeedRun {
     options.on_malformed = skip_malformed_ ? OnMalformed::kSkip : OnMalformed::kStop;
     options.tombstone_retention_ms = retention_ms_;
     options.purge_interval_ms = 10;
+    if (sparse_) options.collection = "a";
     auto applier = Applier::Open(sim_, source_, target_, options);
     // The source may be down, or the load may hit an injected target fault: retry later.
     if (applier.ok()) applier_ = std::move(applier).value();
@@ -246,7 +276,10 @@ class SeedRun {
           c.document = "{\"k\":\"" + key + "\",\"v\":" + std::to_string(c.version) + "}";
         }
         c.commit_time_micros = sim_.clock().NowWallMicros();
-        ids.push_back(key + "/" + std::to_string(c.version));
+        // Sparse seeds: a second collection shares the topic (and the key names).
+        if (sparse_) c.collection = Uniform(0, 2) == 0 ? "b" : "a";
+        c.commitseq = c.version;
+        ids.push_back(c.collection + key + "/" + std::to_string(c.version));
         fresh.push_back(c);
       }
       Result<Event> e = MakeChangeEvent(c, "/sim");
@@ -274,6 +307,7 @@ class SeedRun {
       last_append_ = (*appended)[i];
     }
     for (const Change& c : changes) {
+      if (sparse_ && c.collection != "a") continue;
       auto& best = acked_[c.key];
       if (best.version < c.version) best = c;
     }
@@ -348,6 +382,11 @@ class SeedRun {
           next = r.offset + 1;
           Result<Change> c = ParseChangeRecord(r.value, r.timestamp_micros);
           if (!c.ok()) continue;  // the malformed ones
+          log_max_commitseq_ = std::max(log_max_commitseq_, c->commitseq);
+          if (sparse_ && c->collection != "a") {
+            ++coverage.filtered_at_source;
+            continue;
+          }
           auto [it, inserted] = source.emplace(c->key, *c);
           if (!inserted && it->second.version < c->version) it->second = *c;
         }
@@ -402,6 +441,17 @@ class SeedRun {
     coverage.refused_batches += stats.refused_batches;
     coverage.malformed += stats.malformed;
     coverage.dropped_reads += source_.dropped;
+    // The positions' commitseq covers every change passed, of either collection (a sparse
+    // source passes the other collection's without handing them out).
+    uint64_t highest = 0;
+    for (uint32_t p = 0; p < partitions_; ++p) {
+      highest = std::max(highest, stats.positions[p].commitseq);
+    }
+    EXPECT_EQ(highest, log_max_commitseq_);
+    if (sparse_) {
+      ++coverage.sparse_seeds;
+      EXPECT_EQ(stats.filtered, 0u) << "the source filtered; the applier saw none";
+    }
   }
 
   const uint64_t seed_;
@@ -412,6 +462,8 @@ class SeedRun {
   std::unique_ptr<Log> log_;
   std::unique_ptr<Applier> applier_;
   bool skip_malformed_ = false;
+  bool sparse_ = false;
+  uint64_t log_max_commitseq_ = 0;
   int keys_ = 0;
   uint32_t partitions_ = 1;
   int64_t retention_ms_ = 0;
@@ -452,6 +504,8 @@ TEST(ReplicaSimTest, ReplicaEqualsSourceAfterFaults) {
                (unsigned long long)c.target_faults, (unsigned long long)c.source_crashes,
                (unsigned long long)c.applier_crashes, (unsigned long long)c.malformed,
                (unsigned long long)c.waits_ok, (unsigned long long)c.waits_deadline);
+  std::fprintf(stderr, "replica sim: %llu sparse seeds, %llu changes passed by the source\n",
+               (unsigned long long)c.sparse_seeds, (unsigned long long)c.filtered_at_source);
   if (only == 0 && seeds >= 1000) {
     // The faults really happened: a silent loss of coverage fails the test.
     EXPECT_GT(c.below_watermark, 0u);
@@ -461,6 +515,8 @@ TEST(ReplicaSimTest, ReplicaEqualsSourceAfterFaults) {
     EXPECT_GT(c.malformed, 0u);
     EXPECT_GT(c.waits_ok, 0u);
     EXPECT_GT(c.waits_deadline, 0u);
+    EXPECT_GT(c.sparse_seeds, 300u);
+    EXPECT_GT(c.filtered_at_source, 0u);
   }
 }
 

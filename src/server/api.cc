@@ -12,6 +12,7 @@
 #include "server/cloudevents_http.h"
 #include "server/json_util.h"
 #include "server/replicas.h"
+#include "server/store_target.h"
 #include "server/store_metrics.h"
 
 namespace converge::server {
@@ -249,6 +250,10 @@ const std::vector<Api::Route>& Api::RouteTable() {
        &Api::HandleStore, A::kToken, M::kStore},
       {V::delete_, "/v1/collections/{collection}/docs/{key...}", RouteId::kDeleteDocument,
        &Api::HandleStore, A::kToken, M::kStore},
+      {V::get, "/v1/collections/{collection}/changes", RouteId::kCollectionChanges,
+       &Api::CollectionChanges, A::kToken, M::kStore},
+      {V::post, "/v1/collections/{collection}/reconcile", RouteId::kCollectionReconcile,
+       &Api::CollectionReconcile, A::kToken, M::kStore},
       {V::post, "/v1/collections/_transaction", RouteId::kTransaction, &Api::HandleStore, A::kToken,
        M::kStore},
       // The sagas: SagaRoutes authorizes non-admin services before it reads the input.
@@ -378,6 +383,20 @@ Api::Api(ApiDeps deps)
         "acknowledgement (successful writes only).",
         {}, StoreCommitBucketsSeconds());
   }
+  for (const ReplicaConfig& r : d_.config->replicas) {
+    if (r.target_collection.empty()) continue;
+    const std::string what =
+        r.remote_url.empty()
+            ? (r.store_collection.empty() ? "topic '" + r.topic + "'"
+                                          : "collection '" + r.store_collection + "'")
+            : "collection '" + r.remote_collection + "' of " + r.remote_url;
+    read_only_collections_[r.target_collection] =
+        "collection '" + r.target_collection + "' is a read-only replica (replica '" + r.name +
+        "') of " + what + ": write to the source instead";
+    read_only_collections_[ReplicaMetaCollection(r.name)] =
+        "collection '" + ReplicaMetaCollection(r.name) + "' is the bookkeeping of replica '" +
+        r.name + "': only the replica writes it";
+  }
   for (const Route& r : RouteTable()) {
     route_metrics_.push_back(std::make_unique<RouteMetrics>(d_.metrics, std::string(r.path)));
   }
@@ -434,6 +453,7 @@ Api::~Api() { ReleaseWatches(); }
 void Api::ReleaseWatches() {
   std::lock_guard lock(watches_mu_);
   watches_.clear();
+  feed_watch_.reset();
 }
 
 asio::awaitable<HttpReply> Api::Handle(HttpRequest& request) {

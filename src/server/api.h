@@ -191,6 +191,21 @@ class Api {
   asio::awaitable<HttpReply> ReadReplicaRow(Call& call);
   asio::awaitable<HttpReply> ReconcileReplica(Call& call);
   asio::awaitable<HttpReply> ReplicaDrift(Call& call);
+  // The change stream of one store collection, for replicas on other nodes (api_remote.cc).
+  asio::awaitable<HttpReply> CollectionChanges(Call& call);
+  // Registers the watch that wakes waiting change streams on appends to the store's feed
+  // (once). Blocking (the log): call on the pool.
+  Status WatchFeed();
+  // The responder end of a reconciliation run of another node's replica (api_remote.cc).
+  asio::awaitable<HttpReply> CollectionReconcile(Call& call);
+  // A collection's (key, version) digest, kept up to date from the store's feed, and the
+  // reconciliation responder over it. Blocking (store, log): call on the pool.
+  struct CollectionDigest;
+  Result<std::optional<std::string>> RespondToReconcile(const std::string& collection,
+                                                        std::string_view message);
+  Status CatchUpDigest(const std::string& collection, CollectionDigest& digest);
+  std::mutex digests_mu_;
+  std::map<std::string, std::shared_ptr<CollectionDigest>> digests_;  // by collection
   // Operating the server (api_admin.cc).
   asio::awaitable<HttpReply> DeleteTopic(Call& call);
   asio::awaitable<HttpReply> ReadEvents(Call& call);
@@ -307,6 +322,9 @@ class Api {
   std::mutex watches_mu_;
   std::map<std::string, std::unique_ptr<ConsumerGroups::ReadyWatch>> watches_;
   std::map<std::string, std::chrono::milliseconds> keep_alive_;  // by group key, watches_mu_
+  std::unique_ptr<Log::Watch> feed_watch_;  // watches_mu_; WatchFeed
+  // The collections replicas write into (copy and bookkeeping) -> why a write is refused.
+  std::map<std::string, std::string> read_only_collections_;
 
   Histogram* deliver_latency_;
   Gauge* subscribers_gauge_;

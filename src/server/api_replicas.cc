@@ -22,6 +22,9 @@ constexpr int64_t kDefaultTokenWaitMs = 5'000;
 // May wait for the store's catalog to be durable: run on the pool.
 bool Api::MayUseReplica(const Principal& p, const ReplicaConfig& r) const {
   if (p.admin || p.anonymous) return true;
+  // A copy of another node's collection: whoever may read a collection of that name here
+  // (every token, unless its collections are limited and do not list it).
+  if (!r.remote_url.empty()) return p.CanReadCollection(r.remote_collection);
   if (p.CanSubscribe(r.source_topic)) return true;
   if (!r.store_collection.empty() && d_.store != nullptr) {
     Result<CollectionInfo> info = d_.store->store().DescribeCollection(r.store_collection);
@@ -63,6 +66,20 @@ void AppendReplicaConfigJson(const ReplicaConfig& r, std::string* out) {
   if (!r.store_collection.empty()) {
     *out += ",\"store_collection\":";
     AppendJsonString(out, r.store_collection);
+  }
+  if (!r.remote_url.empty()) {
+    // The URL and collection, never the token.
+    *out += ",\"remote\":{\"url\":";
+    AppendJsonString(out, r.remote_url);
+    *out += ",\"collection\":";
+    AppendJsonString(out, r.remote_collection);
+    *out += "}";
+  }
+  if (!r.target_collection.empty()) {
+    *out += "},\"target\":{\"store_collection\":";
+    AppendJsonString(out, r.target_collection);
+    *out += "}";
+    return;
   }
   *out += "},\"target\":{\"engine\":";
   AppendJsonString(out, sql::EngineName(r.engine));
@@ -260,14 +277,11 @@ asio::awaitable<HttpReply> Api::ReconcileReplica(Call& call) {
       co_return Error(InvalidArgumentError("dry_run must be true or false"));
     }
   }
-  if (d_.store == nullptr) {
-    co_return Error(FailedPreconditionError("the shared store is not enabled on this server"));
-  }
   Replicas* replicas = d_.replicas;
-  Store* store = &d_.store->store();
+  Store* store = d_.store != nullptr ? &d_.store->store() : nullptr;
   const std::string name = r->name;
   auto run = [replicas, store, name, dry_run] {
-    return replicas->Reconcile(name, *store, dry_run);
+    return replicas->Reconcile(name, store, dry_run);
   };
   Result<std::string> body = co_await d_.pool->Run(std::move(run));
   if (!body.ok()) co_return Error(body.status());

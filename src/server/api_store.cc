@@ -19,18 +19,30 @@
 
 namespace converge::server {
 namespace {
-// The refusal of a store call outside a service's topology manifest (403).
+// The refusal of a store call outside a service's topology manifest or its token's
+// collection lists (403).
 Status CollectionNotInManifest(std::string_view service, std::string_view action,
                                std::string_view collection) {
+  // The limits come from the service's topology manifest or from its token's
+  // read_collections / write_collections in the server's configuration.
   return PermissionDeniedError("service '" + std::string(service) + "' may not " +
                                std::string(action) + " collection '" + std::string(collection) +
-                               "': its topology manifest does not " +
+                               "': its topology manifest (or its token's " +
+                               (action == "write" ? "write_collections" : "read_collections") +
+                               ") does not " +
                                (action == "write" ? "own it" : "own it or keep a replica of it"));
 }
 
 // A service limited by its topology manifest writes only the collections it owns: a request
 // touching another is refused as a whole, before anything is written.
 Status CheckManifestWrites(const StoreRequest& r, const std::vector<WriteOp>& ops) {
+  if (r.read_only != nullptr) {
+    for (const WriteOp& w : ops) {
+      if (w.kind == WriteOp::Kind::kCheck) continue;
+      auto it = r.read_only->find(w.collection);
+      if (it != r.read_only->end()) return FailedPreconditionError(it->second);
+    }
+  }
   if (r.writable == nullptr) return Status::Ok();
   for (const WriteOp& w : ops) {
     if (std::find(r.writable->begin(), r.writable->end(), w.collection) == r.writable->end()) {
@@ -324,6 +336,11 @@ StoreRoutes::StoreRoutes(Store& store, StoreRoutesOptions options)
 bool StoreRoutes::IsDocumentWrite(RouteId route) {
   return route == RouteId::kPutDocument || route == RouteId::kDeleteDocument ||
          route == RouteId::kTransaction;
+}
+
+bool StoreRoutes::IsCollectionWrite(RouteId route) {
+  return route == RouteId::kPutDocument || route == RouteId::kDeleteDocument ||
+         route == RouteId::kPutCollection || route == RouteId::kDeleteCollection;
 }
 
 HttpResponse StoreRoutes::Handle(const StoreRequest& r) {
@@ -747,6 +764,14 @@ asio::awaitable<HttpReply> Api::HandleStore(Call& call) {
   r.body = request.body();
   // With auth disabled every request is the anonymous principal, which may do everything.
   r.caller = Caller{call.principal->service, call.principal->admin || call.principal->anonymous};
+  // A replica's copy, refused to every writer before the body is read: other services by the
+  // store's own rule (its owner is the replica: 403), admins here (409, naming the replica),
+  // who the store's rules would let through.
+  if (r.caller.admin) r.read_only = &read_only_collections_;
+  if (r.caller.admin && !r.collection.empty() && StoreRoutes::IsCollectionWrite(r.route)) {
+    auto it = read_only_collections_.find(r.collection);
+    if (it != read_only_collections_.end()) co_return Error(FailedPreconditionError(it->second));
+  }
   // A service limited by its topology manifest: refused before the body is read.
   if (const Principal& who = *call.principal; who.restrict_collections && !who.admin) {
     r.writable = &who.write_collections;

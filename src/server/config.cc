@@ -14,6 +14,8 @@
 #include "converge/sql.h"
 #include "core/yaml_check.h"
 #include "server/push_http_client.h"
+#include "server/remote_source.h"
+#include "server/store_target.h"
 
 namespace converge::server {
 namespace {
@@ -304,7 +306,8 @@ Status ParseLog(const YAML::Node& n, LogConfig* c) {
 Status ParseToken(const YAML::Node& n, size_t index, TokenConfig* t) {
   const std::string w = "auth.tokens[" + std::to_string(index) + "]";
   CONVERGE_RETURN_IF_ERROR(
-      CheckKeys(n, w, {"service", "token", "token_env", "publish", "subscribe", "admin"}));
+      CheckKeys(n, w, {"service", "token", "token_env", "publish", "subscribe", "admin",
+                       "read_collections", "write_collections"}));
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "service", &t->service));
   if (t->service.empty()) return KeyError(w + ".service", "is required");
   std::string env_name;
@@ -326,6 +329,21 @@ Status ParseToken(const YAML::Node& n, size_t index, TokenConfig* t) {
   CONVERGE_RETURN_IF_ERROR(ReadStringList(n, w, "publish", &t->publish));
   CONVERGE_RETURN_IF_ERROR(ReadStringList(n, w, "subscribe", &t->subscribe));
   CONVERGE_RETURN_IF_ERROR(ReadBool(n, w, "admin", &t->admin));
+  // Either list limits the token's store collections to those listed (a token that may read
+  // one collection only, e.g. another node's replica of it). Without both: the store's own
+  // rules alone decide.
+  if (n["read_collections"] || n["write_collections"]) {
+    CONVERGE_RETURN_IF_ERROR(ReadStringList(n, w, "read_collections", &t->read_collections));
+    CONVERGE_RETURN_IF_ERROR(ReadStringList(n, w, "write_collections", &t->write_collections));
+    for (const std::string& c : t->write_collections) {
+      // What a service may write it may read.
+      if (std::find(t->read_collections.begin(), t->read_collections.end(), c) ==
+          t->read_collections.end()) {
+        t->read_collections.push_back(c);
+      }
+    }
+    t->restrict_collections = true;
+  }
   return Status::Ok();
 }
 
@@ -388,7 +406,8 @@ Status ParseReplica(const YAML::Node& n, size_t index, ReplicaConfig* r) {
   const std::string w = "replicas[" + std::to_string(index) + "]";
   CONVERGE_RETURN_IF_ERROR(CheckKeys(n, w,
                                      {"name", "source", "target", "max_batch", "on_malformed",
-                                      "tombstone_retention_ms", "poll_interval_ms"}));
+                                      "tombstone_retention_ms", "poll_interval_ms",
+                                      "reconcile_interval_ms"}));
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "name", &r->name));
   if (r->name.empty() || r->name.size() > 64 ||
       r->name.find_first_not_of(
@@ -399,27 +418,71 @@ Status ParseReplica(const YAML::Node& n, size_t index, ReplicaConfig* r) {
   const std::string wn = "replicas." + r->name;
   YAML::Node source = n["source"];
   if (!source) return KeyError(wn + ".source", "is required");
-  CONVERGE_RETURN_IF_ERROR(CheckKeys(source, wn + ".source", {"topic", "store_collection"}));
+  CONVERGE_RETURN_IF_ERROR(
+      CheckKeys(source, wn + ".source", {"topic", "store_collection", "remote"}));
   CONVERGE_RETURN_IF_ERROR(ReadString(source, wn + ".source", "topic", &r->topic));
   CONVERGE_RETURN_IF_ERROR(
       ReadString(source, wn + ".source", "store_collection", &r->store_collection));
-  if (r->topic.empty() == r->store_collection.empty()) {
-    return KeyError(wn + ".source", "set exactly one of topic and store_collection");
+  if (YAML::Node remote = source["remote"]) {
+    const std::string wr = wn + ".source.remote";
+    if (!remote.IsMap()) return KeyError(wr, "must be a map");
+    CONVERGE_RETURN_IF_ERROR(CheckKeys(
+        remote, wr, {"url", "token", "token_env", "collection", "ca_file", "feed_topic"}));
+    CONVERGE_RETURN_IF_ERROR(ReadString(remote, wr, "url", &r->remote_url));
+    if (r->remote_url.empty()) return KeyError(wr + ".url", "is required");
+    CONVERGE_RETURN_IF_ERROR(ReadString(remote, wr, "collection", &r->remote_collection));
+    if (r->remote_collection.empty()) return KeyError(wr + ".collection", "is required");
+    CONVERGE_RETURN_IF_ERROR(ReadString(remote, wr, "ca_file", &r->remote_ca_file));
+    std::string env_name;
+    CONVERGE_RETURN_IF_ERROR(ReadString(remote, wr, "token", &r->remote_token));
+    CONVERGE_RETURN_IF_ERROR(ReadString(remote, wr, "token_env", &env_name));
+    if (!r->remote_token.empty() && !env_name.empty()) {
+      return KeyError(wr, "set either token or token_env, not both");
+    }
+    if (!env_name.empty()) {
+      const char* v = std::getenv(env_name.c_str());
+      if (v == nullptr || *v == '\0') {
+        return KeyError(wr + ".token_env", "environment variable " + env_name + " is not set");
+      }
+      r->remote_token = v;
+    }
+    r->source_topic = "store-changes";
+    CONVERGE_RETURN_IF_ERROR(ReadString(remote, wr, "feed_topic", &r->source_topic));
+  }
+  if ((r->topic.empty() ? 0 : 1) + (r->store_collection.empty() ? 0 : 1) +
+          (r->remote_url.empty() ? 0 : 1) !=
+      1) {
+    return KeyError(wn + ".source", "set exactly one of topic, store_collection and remote");
   }
   YAML::Node target = n["target"];
   if (!target) return KeyError(wn + ".target", "is required");
-  CONVERGE_RETURN_IF_ERROR(CheckKeys(target, wn + ".target", {"sqlite", "postgres", "table"}));
+  CONVERGE_RETURN_IF_ERROR(
+      CheckKeys(target, wn + ".target", {"sqlite", "postgres", "table", "store_collection"}));
   std::string sqlite, postgres;
   CONVERGE_RETURN_IF_ERROR(ReadString(target, wn + ".target", "sqlite", &sqlite));
   CONVERGE_RETURN_IF_ERROR(ReadString(target, wn + ".target", "postgres", &postgres));
-  if (sqlite.empty() == postgres.empty()) {
-    return KeyError(wn + ".target", "set exactly one of sqlite (a path) and postgres (a conninfo)");
+  CONVERGE_RETURN_IF_ERROR(
+      ReadString(target, wn + ".target", "store_collection", &r->target_collection));
+  if (!r->target_collection.empty()) {
+    if (!sqlite.empty() || !postgres.empty() || target["table"]) {
+      return KeyError(wn + ".target",
+                      "store_collection is a target of its own: no sqlite, postgres or table");
+    }
+    // A batch is one store transaction: two ops per change and the position.
+    r->max_batch = kMaxStoreTargetBatch;
+    CONVERGE_RETURN_IF_ERROR(ReadInt(n, wn, "max_batch", &r->max_batch, 1, kMaxStoreTargetBatch));
+  } else {
+    if (sqlite.empty() == postgres.empty()) {
+      return KeyError(wn + ".target",
+                      "set exactly one of sqlite (a path), postgres (a conninfo) and "
+                      "store_collection");
+    }
+    r->engine = sqlite.empty() ? sql::Engine::kPostgres : sql::Engine::kSqlite;
+    r->database = sqlite.empty() ? postgres : sqlite;
+    CONVERGE_RETURN_IF_ERROR(ReadString(target, wn + ".target", "table", &r->table));
+    if (r->table.empty()) return KeyError(wn + ".target.table", "is required");
+    CONVERGE_RETURN_IF_ERROR(ReadInt(n, wn, "max_batch", &r->max_batch, 1, 100'000));
   }
-  r->engine = sqlite.empty() ? sql::Engine::kPostgres : sql::Engine::kSqlite;
-  r->database = sqlite.empty() ? postgres : sqlite;
-  CONVERGE_RETURN_IF_ERROR(ReadString(target, wn + ".target", "table", &r->table));
-  if (r->table.empty()) return KeyError(wn + ".target.table", "is required");
-  CONVERGE_RETURN_IF_ERROR(ReadInt(n, wn, "max_batch", &r->max_batch, 1, 100'000));
   std::string on_malformed;
   CONVERGE_RETURN_IF_ERROR(ReadString(n, wn, "on_malformed", &on_malformed));
   if (!on_malformed.empty()) {
@@ -430,6 +493,11 @@ Status ParseReplica(const YAML::Node& n, size_t index, ReplicaConfig* r) {
   CONVERGE_RETURN_IF_ERROR(
       ReadInt(n, wn, "tombstone_retention_ms", &r->tombstone_retention_ms, 0, kMaxI64));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, wn, "poll_interval_ms", &r->poll_interval_ms, 10, 3'600'000));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(n, wn, "reconcile_interval_ms", &r->reconcile_interval_ms, 0, 7LL * 24 * 3'600'000));
+  if (r->reconcile_interval_ms != 0 && r->reconcile_interval_ms < 1000) {
+    return KeyError(wn + ".reconcile_interval_ms", "must be 0 (off) or at least 1000");
+  }
   return Status::Ok();
 }
 
@@ -567,7 +635,9 @@ Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
   if (YAML::Node s = root["subscriptions"]) CONVERGE_RETURN_IF_ERROR(ParseSubscriptions(s, c));
   // After store: a store collection's replica reads the store's feed topic.
   for (ReplicaConfig& r : c->replicas) {
-    r.source_topic = r.store_collection.empty() ? r.topic : c->store.feed_topic;
+    if (r.remote_url.empty()) {
+      r.source_topic = r.store_collection.empty() ? r.topic : c->store.feed_topic;
+    }
   }
   return Status::Ok();
 }
@@ -736,7 +806,7 @@ SagaOrchestratorOptions SagaOptionsFor(const ServerConfig& c) {
 replica::ApplierOptions ApplierOptionsFor(const ReplicaConfig& r) {
   replica::ApplierOptions o;
   o.name = r.name;
-  o.collection = r.store_collection;
+  o.collection = r.remote_url.empty() ? r.store_collection : r.remote_collection;
   o.max_batch = r.max_batch;
   o.on_malformed = r.on_malformed;
   o.tombstone_retention_ms = r.tombstone_retention_ms;
@@ -812,7 +882,15 @@ Status ValidateModuleOptions(const ServerConfig& c) {
     if (!replica_names.insert(r.name).second) {
       return InvalidArgumentError("config key 'replicas': duplicate name '" + r.name + "'");
     }
-    if (!r.store_collection.empty()) {
+    if (r.reconcile_interval_ms != 0 &&
+        (!r.target_collection.empty() || (r.store_collection.empty() && r.remote_url.empty()))) {
+      return InvalidArgumentError("config key '" + key +
+                                  ".reconcile_interval_ms': only a replica of a store collection "
+                                  "into a table can be reconciled");
+    }
+    if (!r.remote_url.empty()) {
+      if (Status s = CheckRemoteSource(r); !s.ok()) return ModuleError(key + ".source.remote", s);
+    } else if (!r.store_collection.empty()) {
       if (!c.store.enabled) {
         return InvalidArgumentError("config key '" + key +
                                     ".source.store_collection': the store is disabled");
@@ -823,13 +901,30 @@ Status ValidateModuleOptions(const ServerConfig& c) {
     } else if (Status s = ValidateTopicName(r.topic); !s.ok()) {
       return ModuleError(key + ".source.topic", s);
     }
-    if (Status s = replica::ValidateSqlTargetOptions(SqlTargetOptionsFor(r)); !s.ok()) {
+    if (!r.target_collection.empty()) {
+      if (!c.store.enabled) {
+        return InvalidArgumentError("config key '" + key +
+                                    ".target.store_collection': the store is disabled");
+      }
+      if (Status s = ValidateStoreTarget(r.name, r.target_collection); !s.ok()) {
+        return ModuleError(key + ".target.store_collection", s);
+      }
+      if (r.target_collection == r.store_collection) {
+        return InvalidArgumentError("config key '" + key +
+                                    ".target.store_collection': the source collection itself");
+      }
+      if (!replica_tables.insert({sql::Engine::kSqlite, "store", r.target_collection}).second) {
+        return InvalidArgumentError("config key '" + key +
+                                    ".target': another replica writes the same collection");
+      }
+    } else if (Status s = replica::ValidateSqlTargetOptions(SqlTargetOptionsFor(r)); !s.ok()) {
       return ModuleError(key + ".target", s);
     }
     if (Status s = replica::ValidateApplierOptions(ApplierOptionsFor(r)); !s.ok()) {
       return ModuleError(key, s);
     }
-    if (!replica_tables.insert({r.engine, r.database, r.table}).second) {
+    if (r.target_collection.empty() &&
+        !replica_tables.insert({r.engine, r.database, r.table}).second) {
       return InvalidArgumentError("config key '" + key +
                                   ".target': another replica writes the same table");
     }

@@ -35,8 +35,9 @@ struct TokenConfig {
   std::vector<std::string> publish;    // topic patterns ('*' matches any run of chars)
   std::vector<std::string> subscribe;  // topic patterns: fetch, ack, stream, dead letters
   bool admin = false;                  // may create topics
-  // Set from the service's topology manifest (ApplyTopology): its store collections are
-  // limited to these (admins excepted). Not read from the file.
+  // Set from the service's topology manifest (ApplyTopology), or from the file's
+  // `read_collections` / `write_collections`: its store collections are limited to these
+  // (admins excepted).
   bool restrict_collections = false;
   std::vector<std::string> write_collections;  // owned
   std::vector<std::string> read_collections;   // owned, and the sources of its replicas
@@ -135,21 +136,38 @@ struct RelaysConfig {
 // One replica run by the server (docs/formats/replica.md, "Replicas in converge serve"): a
 // topic of change events of this node's log applied to a table of a SQLite or PostgreSQL
 // database.
+// The largest max_batch of a replica into a store collection (and its default): a batch is one
+// store transaction of two ops per change plus the position (StoreOptions::max_transaction_ops).
+inline constexpr uint32_t kMaxStoreTargetBatch = 400;
+
 struct ReplicaConfig {
   std::string name;  // [A-Za-z0-9_-]{1,64}; the replica's row in converge_replicas
   // Exactly one of: a topic of this node's log in the change-event convention, or a store
   // collection (then the source is store.feed_topic, filtered to that collection).
   std::string topic;
   std::string store_collection;
-  std::string source_topic;  // the topic read: `topic`, or store.feed_topic
+  // Or: a collection of another converge serve node's store, pulled over HTTP
+  // (GET /v1/collections/{collection}/changes on that node; docs/formats/replica.md).
+  std::string remote_url;         // http:// or https://host:port of the other node
+  std::string remote_token;       // its bearer token (from token or token_env)
+  std::string remote_collection;  // the collection on the other node
+  std::string remote_ca_file;     // https: trust only these PEM certificates
+  // The topic read: `topic`, or store.feed_topic; for a remote source the other node's feed
+  // topic (source.remote.feed_topic, default store-changes), which its consistency tokens name.
+  std::string source_topic;
   sql::Engine engine = sql::Engine::kSqlite;
   std::string database;  // the SQLite path or the PostgreSQL conninfo
   std::string table;
+  // Or: a read-only collection of this node's store holds the copy (target.store_collection;
+  // then database and table are empty).
+  std::string target_collection;
   uint32_t max_batch = 1000;
   replica::OnMalformed on_malformed = replica::OnMalformed::kStop;
   int64_t tombstone_retention_ms = 7LL * 24 * 3600 * 1000;
   // The applier is woken by appends to its source topic; it also looks this often.
   int64_t poll_interval_ms = 1000;
+  // Reconcile the copy with its source this often, repairing (0 = only when asked).
+  int64_t reconcile_interval_ms = 0;
 };
 
 // One push subscription (docs/push.md): the events of `topic`, delivered for consumer group

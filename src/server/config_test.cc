@@ -337,6 +337,85 @@ replicas:
   }
 }
 
+TEST(Config, RemoteReplicaSourceAndCollectionScopedTokens) {
+  Result<ServerConfig> c = ParseConfig(R"(
+auth:
+  tokens:
+    - {service: node-b, token: replicator-token-0123456789, read_collections: [customers]}
+    - {service: writer, token: writer-token-0123456789, write_collections: [orders]}
+    - {service: open, token: open-token-0123456789}
+replicas:
+  - name: customers
+    source:
+      remote: {url: "https://node-a:8443", token: secret-of-a-0123456789, collection: customers,
+               feed_topic: a-changes}
+    target: {sqlite: /tmp/copy.db, table: customers_copy}
+)");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(c->tokens[0].restrict_collections);
+  EXPECT_EQ(c->tokens[0].read_collections, std::vector<std::string>{"customers"});
+  EXPECT_TRUE(c->tokens[0].write_collections.empty());
+  EXPECT_TRUE(c->tokens[1].restrict_collections);
+  EXPECT_EQ(c->tokens[1].read_collections, std::vector<std::string>{"orders"});  // writable
+  EXPECT_FALSE(c->tokens[2].restrict_collections);
+  const ReplicaConfig& r = c->replicas[0];
+  EXPECT_EQ(r.remote_url, "https://node-a:8443");
+  EXPECT_EQ(r.remote_token, "secret-of-a-0123456789");
+  EXPECT_EQ(r.remote_collection, "customers");
+  EXPECT_EQ(r.source_topic, "a-changes");
+  EXPECT_TRUE(r.store_collection.empty());
+  EXPECT_EQ(ApplierOptionsFor(r).collection, "customers");
+  Result<ServerConfig> d = ParseConfig(
+      "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c}}, "
+      "target: {sqlite: /tmp/a.db, table: t}}]");
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->replicas[0].source_topic, "store-changes");
+  Result<ServerConfig> e = ParseConfig(
+      "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c}}, "
+      "target: {store_collection: copy}, reconcile_interval_ms: 0}]");
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ(e->replicas[0].target_collection, "copy");
+  EXPECT_EQ(e->replicas[0].max_batch, kMaxStoreTargetBatch);
+  const std::string ok_target = "target: {sqlite: /tmp/a.db, table: t}";
+  for (const std::string& bad : std::vector<std::string>{
+           "replicas: [{name: x, source: {remote: {collection: c}}, " + ok_target + "}]",
+           "replicas: [{name: x, source: {remote: {url: 'http://a:1'}}, " + ok_target + "}]",
+           "replicas: [{name: x, source: {remote: {url: 'http://a:1/v1', collection: c}}, " +
+               ok_target + "}]",
+           "replicas: [{name: x, source: {remote: {url: 'ftp://a:1', collection: c}}, " +
+               ok_target + "}]",
+           "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: 'a b'}}, " +
+               ok_target + "}]",
+           "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c, "
+           "colour: r}}, " +
+               ok_target + "}]",
+           "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c, ca_file: "
+           "/nonexistent}}, " +
+               ok_target + "}]",
+           "replicas: [{name: x, source: {topic: t, remote: {url: 'http://a:1', collection: c}}, " +
+               ok_target + "}]",
+           "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c, token: a, "
+           "token_env: B}}, " +
+               ok_target + "}]",
+           "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c}}, " +
+               ok_target + ", reconcile_interval_ms: 10}]",
+           "replicas: [{name: x, source: {topic: t}, " + ok_target +
+               ", reconcile_interval_ms: 5000}]",
+           "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c}}, "
+           "target: {store_collection: c2}, reconcile_interval_ms: 5000}]",
+           "replicas: [{name: x, source: {store_collection: c}, target: {store_collection: c}}]",
+           "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c}}, "
+           "target: {store_collection: c2, table: t}}]",
+           "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c}}, "
+           "target: {store_collection: c2}, max_batch: 401}]",
+       }) {
+    Result<ServerConfig> r = ParseConfig(bad);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(r.status().message().find("replicas"), std::string_view::npos)
+        << bad << ": " << r.status().ToString();
+  }
+}
+
 TEST(Config, SagasSection) {
   Result<ServerConfig> d = ParseConfig("");
   ASSERT_TRUE(d.ok());

@@ -12,6 +12,8 @@
 #include "reconcile/session.h"
 #include "reconcile/table_scan.h"
 #include "server/json_util.h"
+#include "server/remote_source.h"
+#include "server/store_target.h"
 
 namespace converge::server {
 namespace {
@@ -31,10 +33,13 @@ std::unique_ptr<sql::Database> OpenTargetDb(const ReplicaConfig& c, Status* erro
 }  // namespace
 
 struct Replicas::Runner {
-  Runner(Env& e, Log& l, ReplicaConfig c) : env(e), log(l), config(std::move(c)) {}
+  Runner(Replicas* o, Env& e, Log& l, Store* s, ReplicaConfig c)
+      : owner(o), env(e), log(l), store(s), config(std::move(c)) {}
 
+  Replicas* owner;  // for scheduled reconciliation runs
   Env& env;
   Log& log;
+  Store* store;  // for a store collection target (and may be null otherwise)
   const ReplicaConfig config;
 
   // Owned and used by the thread (the applier's Stats/WaitForAsync/CheckStaleness are
@@ -88,7 +93,16 @@ struct Replicas::Runner {
 
   Status OpenApplier() {
     Status error;
-    if (db == nullptr) {
+    if (!config.target_collection.empty()) {
+      if (store == nullptr) return FailedPreconditionError("the store is not enabled");
+      if (target == nullptr) {
+        Result<std::unique_ptr<replica::Target>> t = NewStoreTarget(
+            *store, env, config.name, config.target_collection, config.source_topic);
+        if (!t.ok()) return t.status().WithContext("opening the target collection");
+        target = std::move(t).value();
+      }
+    }
+    if (db == nullptr && target == nullptr) {
       db = OpenTargetDb(config, &error);
       if (db == nullptr) return error.WithContext("opening the target database");
     }
@@ -98,7 +112,15 @@ struct Replicas::Runner {
       if (!t.ok()) return t.status().WithContext("opening the target table");
       target = std::move(t).value();
     }
-    if (watch == nullptr) {
+    const bool remote = !config.remote_url.empty();
+    if (remote && source == nullptr) {
+      // Another node's collection: its reads long-poll, nothing local to watch.
+      Result<std::unique_ptr<replica::Source>> s =
+          NewRemoteSource(env, RemoteSourceOptionsFor(config));
+      if (!s.ok()) return s.status().WithContext("the remote source");
+      source = std::move(s).value();
+    }
+    if (!remote && watch == nullptr) {
       // Before the applier reads: an append after this is never missed.
       Result<std::unique_ptr<Log::Watch>> w =
           log.WatchAppends(config.source_topic, [this](uint32_t, uint64_t) {
@@ -121,6 +143,26 @@ struct Replicas::Runner {
     applier = std::move(a).value();
     not_running = Status::Ok();
     return Status::Ok();
+  }
+
+  // A scheduled reconciliation run (reconcile_interval_ms), on this thread between steps: the
+  // applier waits meanwhile (a run's repairs and the applier's batches are safe together
+  // anyway, see Replicas::Reconcile). The first run is one interval after the start.
+  int64_t next_reconcile_nanos = 0;
+  std::string last_reconcile_error;
+  void MaybeReconcile(int64_t now) {
+    if (config.reconcile_interval_ms == 0) return;
+    const int64_t interval = config.reconcile_interval_ms * 1'000'000;
+    if (next_reconcile_nanos == 0) next_reconcile_nanos = now + interval;
+    if (now < next_reconcile_nanos) return;
+    next_reconcile_nanos = now + interval;
+    Result<std::string> run = owner->Reconcile(config.name, store, /*dry_run=*/false);
+    const std::string error = run.ok() ? "" : run.status().ToString();
+    if (!error.empty() && error != last_reconcile_error) {
+      Say("scheduled reconciliation failed (next in " +
+          std::to_string(config.reconcile_interval_ms) + " ms): " + error);
+    }
+    last_reconcile_error = error;
   }
 
   void Run() {
@@ -146,14 +188,21 @@ struct Replicas::Runner {
           backoff_ms = std::min<int64_t>(backoff_ms * 2, 5000);
           continue;
         }
-        Say("running: " + config.source_topic +
+        Say("running: " +
+            (config.remote_url.empty()
+                 ? config.source_topic
+                 : "collection " + config.remote_collection + " of " + config.remote_url) +
             (config.store_collection.empty() ? ""
                                              : " (collection " + config.store_collection + ")") +
-            " -> " + std::string(sql::EngineName(config.engine)) + " table " + config.table);
+            (config.target_collection.empty()
+                 ? " -> " + std::string(sql::EngineName(config.engine)) + " table " + config.table
+                 : " -> read-only collection " + config.target_collection));
         last_error.clear();
         backoff_ms = 100;
         continue;
       }
+      const int64_t step_start = env.clock().NowMonotonicNanos();
+      MaybeReconcile(step_start);
       Result<size_t> stepped = a->Step();
       if (!stepped.ok()) {
         const replica::ReplicaStats st = a->Stats();
@@ -173,7 +222,14 @@ struct Replicas::Runner {
       }
       last_error.clear();
       backoff_ms = 100;
-      if (*stepped == 0 && !Pause(config.poll_interval_ms)) break;
+      // A remote source's read already waited (its long poll) when there was nothing new;
+      // one that came back early (the other node is shutting down, or caps its waits) must
+      // not make this a busy loop.
+      const bool waited =
+          !config.remote_url.empty() &&
+          env.clock().NowMonotonicNanos() - step_start >=
+              std::min<int64_t>(config.poll_interval_ms, 1000) * 1'000'000 / 2;
+      if (*stepped == 0 && !waited && !Pause(config.poll_interval_ms)) break;
     }
     // Pending waits are answered (Cancelled) by the applier's destructor, on this thread.
     std::shared_ptr<replica::Applier> closing;
@@ -190,11 +246,12 @@ struct Replicas::Runner {
   }
 };
 
-std::unique_ptr<Replicas> Replicas::Start(Env& env, Log& log, const ServerConfig& config) {
+std::unique_ptr<Replicas> Replicas::Start(Env& env, Log& log, Store* store,
+                                          const ServerConfig& config) {
   std::unique_ptr<Replicas> out(new Replicas());
   out->configs_ = config.replicas;
   for (const ReplicaConfig& c : out->configs_) {
-    auto runner = std::make_unique<Runner>(env, log, c);
+    auto runner = std::make_unique<Runner>(out.get(), env, log, store, c);
     Runner* r = runner.get();
     runner->thread = std::thread([r] { r->Run(); });
     out->runners_.push_back(std::move(runner));
@@ -305,6 +362,15 @@ Result<std::optional<replica::Row>> Replicas::ReadRow(const std::string& name,
                                                       const std::string& key) {
   Runner* r = FindRunner(runners_, name);
   if (r == nullptr) return NotFoundError("no replica '" + name + "'");
+  if (!r->config.target_collection.empty()) {
+    if (r->store == nullptr) return FailedPreconditionError("the store is not enabled");
+    Result<std::optional<replica::Row>> row =
+        ReadStoreTargetRow(*r->store, name, r->config.target_collection, key);
+    if (!row.ok() && row.status().code() == StatusCode::kNotFound) {
+      return std::optional<replica::Row>();  // the collections are not created yet
+    }
+    return row;
+  }
   std::lock_guard lock(r->read_mu);
   if (r->read_db == nullptr) {
     Status error;
@@ -374,92 +440,51 @@ void AppendKeys(std::string* out, const char* name, const std::vector<std::strin
 
 }  // namespace
 
-Result<std::string> Replicas::Reconcile(const std::string& name, Store& store, bool dry_run) {
-  Runner* r = FindRunner(runners_, name);
-  if (r == nullptr) return NotFoundError("no replica '" + name + "'");
+namespace replicas_internal {
+
+// One difference between the source and the copy, in their terms.
+struct Diff {
+  std::string key;
+  std::optional<uint64_t> source_version;  // nullopt: absent in the source
+  std::optional<uint64_t> copy_version;    // nullopt: absent in the copy
+};
+
+// What a run compared.
+struct Compared {
+  std::vector<Diff> missing, extra, divergent;
+  std::vector<std::string> changed;  // written on either side during the run
+  uint64_t source_keys = 0, copy_rows = 0;
+  reconcile::SessionStats stats;
+};
+
+}  // namespace replicas_internal
+
+namespace {
+using replicas_internal::Compared;
+using replicas_internal::Diff;
+using SourceLookup = Replicas::SourceLookup;
+
+Diff FromSourceSide(const reconcile::Difference& d) {
+  return Diff{d.key, d.local_version, d.remote_version};
+}
+Diff FromCopySide(const reconcile::Difference& d) {
+  return Diff{d.key, d.remote_version, d.local_version};
+}
+
+}  // namespace
+
+// The shared end of a run: repairs (unless dry_run) through the version-gated statements,
+// builds the result and keeps it as the drift.
+Result<std::string> Replicas::FinishReconcile(Runner* r, sql::Database& db, Compared& run,
+                                              const SourceLookup& lookup, bool dry_run,
+                                              int64_t started) {
   const ReplicaConfig& c = r->config;
-  if (c.store_collection.empty()) {
-    return FailedPreconditionError("replica '" + name + "' copies the topic '" + c.source_topic +
-                                   "': reconciliation compares a store collection with its copy");
-  }
-  std::lock_guard run_lock(r->reconcile_mu);
+  const std::string& name = c.name;
   Env& env = r->env;
-  const int64_t started = env.clock().NowMonotonicNanos();
-
-  // The source: the version of each live document of the collection (deleted and expired
-  // documents are absent). A collection not created yet is empty.
-  reconcile::ReconcileSet source;
-  ListOptions list;
-  list.limit = 100;
-  while (true) {
-    Result<ListResult> page = store.List(c.store_collection, list);
-    if (!page.ok()) {
-      if (page.status().code() == StatusCode::kNotFound) break;
-      return page.status().WithContext("reading collection '" + c.store_collection + "'");
-    }
-    for (const Document& d : page->documents) source.Put(d.key, d.version);
-    if (page->next_page_token.empty()) break;
-    list.page_token = page->next_page_token;
-  }
-
-  // The copy: the live rows of the table (tombstones are not part of it), read with a
-  // rate-limited keyset cursor on a connection of the run's own.
-  Status error;
-  std::unique_ptr<sql::Database> db = OpenTargetDb(c, &error);
-  if (db == nullptr) {
-    return UnavailableError("replica '" + name +
-                            "': cannot open the target database: " + std::string(error.message()));
-  }
-  reconcile::ReconcileSet copy;
-  reconcile::TableScanOptions scan_options;
-  scan_options.table = c.table;
-  scan_options.skip_if_column = "deleted";
-  scan_options.rows_per_second = kScanRowsPerSecond;
-  Result<reconcile::TableScan> scan = reconcile::TableScan::Create(*db, env, scan_options);
-  if (!scan.ok()) return scan.status();
-  while (true) {
-    Result<int64_t> wait = scan->Step([&copy](std::string_view k, uint64_t v) { copy.Put(k, v); });
-    if (!wait.ok()) {
-      return UnavailableError("replica '" + name + "': reading the target table: " +
-                              std::string(wait.status().message()));
-    }
-    if (*wait < 0) break;
-    // The edge's own pool thread waits (the rate limit), not an executor.
-    if (*wait > 0) std::this_thread::sleep_for(std::chrono::nanoseconds(*wait));
-  }
-
-  // The protocol, both ends in memory: the source initiates, the copy responds. The byte and
-  // round-trip figures are those the same exchange would cost over a channel.
-  reconcile::Initiator initiator(source, env.random().Next64());
-  reconcile::Responder responder(copy, env);
-  std::string request = initiator.Start();
-  while (!initiator.done()) {
-    Result<std::optional<std::string>> reply = responder.Handle(request);
-    if (!reply.ok())
-      return InternalError("reconciliation: " + std::string(reply.status().message()));
-    if (!reply->has_value()) return InternalError("reconciliation: the responder did not answer");
-    Result<reconcile::Initiator::Step> step = initiator.OnReply(**reply);
-    if (!step.ok()) return InternalError("reconciliation: " + std::string(step.status().message()));
-    if (step->kind == reconcile::Initiator::Step::kDone) break;
-    if (step->kind != reconcile::Initiator::Step::kSend) {
-      return InternalError("reconciliation: a reply in memory was ignored");
-    }
-    request = std::move(step->message);
-  }
-  (void)responder.Handle(initiator.Finish());
-  const reconcile::ReconcileResult& result = initiator.result();
-  const reconcile::SessionStats& stats = initiator.stats();
-
-  // local = the source, remote = the copy.
-  std::vector<std::string> missing, extra, divergent, changed;
-  for (const auto& d : result.missing_remote) missing.push_back(d.key);
-  for (const auto& d : result.missing_local) extra.push_back(d.key);
-  for (const auto& d : result.divergent) divergent.push_back(d.key);
-  for (const auto& d : result.changed_during_run) changed.push_back(d.key);
-
+  std::vector<std::string> changed = run.changed;
   uint64_t repaired = 0;
   if (!dry_run) {
-    const bool pg = db->engine() == sql::Engine::kPostgres;
+    const bool pg = db.engine() == sql::Engine::kPostgres;
     const std::string no = pg ? "false" : "0";
     const std::string& t = c.table;
     // Version-gated like the applier's apply: a row the applier has meanwhile moved to the
@@ -482,39 +507,33 @@ Result<std::string> Replicas::Reconcile(const std::string& name, Store& store, b
                                   "version = $5 AND NOT deleted";
     const std::string remove =
         "DELETE FROM " + t + " WHERE key = $1 AND version = $2 AND NOT deleted";
-    auto repair = [&](const reconcile::Difference& d) -> Status {
+    auto repair = [&](const Diff& d) -> Status {
       // Re-read the source: a key written since the run read it is not repaired from the
       // run's view (the applier brings the new write; the next run sees it settled).
-      std::optional<Document> now;
-      Result<Document> doc = store.Get(c.store_collection, d.key);
-      if (doc.ok()) {
-        now = std::move(doc).value();
-      } else if (doc.status().code() != StatusCode::kNotFound) {
-        return doc.status();
-      }
+      CONVERGE_ASSIGN_OR_RETURN(std::optional<Document> now, lookup(d.key));
       const std::optional<uint64_t> now_version =
           now ? std::optional<uint64_t>(now->version) : std::nullopt;
-      if (now_version != d.local_version) {
+      if (now_version != d.source_version) {
         changed.push_back(d.key);
         return Status::Ok();
       }
       const int64_t now_us = env.clock().NowWallMicros();
       Result<int64_t> n = 0;
-      if (!d.local_version) {
+      if (!d.source_version) {
         const sql::Value p[] = {sql::Value::Text(d.key),
-                                sql::Value::Int(static_cast<int64_t>(*d.remote_version))};
-        n = db->Execute(remove, p);
-      } else if (!d.remote_version || *d.local_version > *d.remote_version) {
+                                sql::Value::Int(static_cast<int64_t>(*d.copy_version))};
+        n = db.Execute(remove, p);
+      } else if (!d.copy_version || *d.source_version > *d.copy_version) {
         const sql::Value p[] = {sql::Value::Text(d.key),
                                 sql::Value::Int(static_cast<int64_t>(now->version)),
                                 sql::Value::Text(now->value), sql::Value::Int(now_us)};
-        n = db->Execute(upsert, p);
+        n = db.Execute(upsert, p);
       } else {
         const sql::Value p[] = {sql::Value::Text(d.key),
                                 sql::Value::Int(static_cast<int64_t>(now->version)),
                                 sql::Value::Text(now->value), sql::Value::Int(now_us),
-                                sql::Value::Int(static_cast<int64_t>(*d.remote_version))};
-        n = db->Execute(overwrite, p);
+                                sql::Value::Int(static_cast<int64_t>(*d.copy_version))};
+        n = db.Execute(overwrite, p);
       }
       if (!n.ok()) return n.status();
       if (*n == 0) {
@@ -524,36 +543,45 @@ Result<std::string> Replicas::Reconcile(const std::string& name, Store& store, b
       }
       return Status::Ok();
     };
-    for (const auto* list_of : {&result.missing_remote, &result.missing_local, &result.divergent}) {
-      for (const reconcile::Difference& d : *list_of) {
-        if (Status s = repair(d); !s.ok()) {
-          return Status(s.code(), "replica '" + name + "': repairing key '" + d.key.substr(0, 200) +
-                                      "' (after " + std::to_string(repaired) +
-                                      " repaired): " + std::string(s.message()));
+    for (const auto* list_of : {&run.missing, &run.extra, &run.divergent}) {
+      for (const Diff& d : *list_of) {
+        if (Status st = repair(d); !st.ok()) {
+          return Status(st.code(), "replica '" + name + "': repairing key '" +
+                                       d.key.substr(0, 200) + "' (after " +
+                                       std::to_string(repaired) +
+                                       " repaired): " + std::string(st.message()));
         }
       }
     }
   }
   const double seconds = static_cast<double>(env.clock().NowMonotonicNanos() - started) / 1e9;
-
+  auto keys = [](const std::vector<Diff>& v) {
+    std::vector<std::string> out;
+    for (const Diff& d : v) out.push_back(d.key);
+    return out;
+  };
   std::string body = "{\"replica\":";
   AppendJsonString(&body, name);
   body += ",\"collection\":";
-  AppendJsonString(&body, c.store_collection);
+  AppendJsonString(&body, c.remote_url.empty() ? c.store_collection : c.remote_collection);
+  if (!c.remote_url.empty()) {
+    body += ",\"remote\":";
+    AppendJsonString(&body, c.remote_url);
+  }
   body += ",\"dry_run\":";
   body += dry_run ? "true" : "false";
   body += ",\"in_sync\":";
-  body += result.differences() == 0 ? "true" : "false";
-  body += ",\"source_keys\":" + std::to_string(source.size());
-  body += ",\"copy_rows\":" + std::to_string(copy.size());
-  AppendKeys(&body, "missing", missing);
-  AppendKeys(&body, "extra", extra);
-  AppendKeys(&body, "divergent", divergent);
+  body += run.missing.size() + run.extra.size() + run.divergent.size() == 0 ? "true" : "false";
+  body += ",\"source_keys\":" + std::to_string(run.source_keys);
+  body += ",\"copy_rows\":" + std::to_string(run.copy_rows);
+  AppendKeys(&body, "missing", keys(run.missing));
+  AppendKeys(&body, "extra", keys(run.extra));
+  AppendKeys(&body, "divergent", keys(run.divergent));
   AppendKeys(&body, "changed_during_run", changed);
   body += ",\"repaired\":" + std::to_string(repaired);
-  body += ",\"bytes_sent\":" + std::to_string(stats.bytes_sent);
-  body += ",\"bytes_received\":" + std::to_string(stats.bytes_received);
-  body += ",\"round_trips\":" + std::to_string(stats.round_trips);
+  body += ",\"bytes_sent\":" + std::to_string(run.stats.bytes_sent);
+  body += ",\"bytes_received\":" + std::to_string(run.stats.bytes_received);
+  body += ",\"round_trips\":" + std::to_string(run.stats.round_trips);
   char secs[32];
   std::snprintf(secs, sizeof secs, "%.6f", seconds);
   body += ",\"seconds\":";
@@ -563,13 +591,163 @@ Result<std::string> Replicas::Reconcile(const std::string& name, Store& store, b
   std::lock_guard lock(r->drift_mu);
   r->drift = body;
   ++r->reconcile_runs;
-  r->found_missing += missing.size();
-  r->found_extra += extra.size();
-  r->found_divergent += divergent.size();
+  r->found_missing += run.missing.size();
+  r->found_extra += run.extra.size();
+  r->found_divergent += run.divergent.size();
   r->found_changed += changed.size();
   r->repaired += repaired;
   r->last_run_seconds = seconds;
   return body;
+}
+
+// The copy: the live rows of the table (tombstones are not part of it), read with a
+// rate-limited keyset cursor on the run's own connection.
+static Status ScanCopy(sql::Database& db, Env& env, const std::string& table,
+                       reconcile::ReconcileSet* copy) {
+  reconcile::TableScanOptions scan_options;
+  scan_options.table = table;
+  scan_options.skip_if_column = "deleted";
+  scan_options.rows_per_second = kScanRowsPerSecond;
+  Result<reconcile::TableScan> scan = reconcile::TableScan::Create(db, env, scan_options);
+  if (!scan.ok()) return scan.status();
+  while (true) {
+    Result<int64_t> wait = scan->Step([copy](std::string_view k, uint64_t v) { copy->Put(k, v); });
+    if (!wait.ok()) {
+      return UnavailableError("reading the target table: " + std::string(wait.status().message()));
+    }
+    if (*wait < 0) return Status::Ok();
+    // The edge's own pool thread waits (the rate limit), not an executor.
+    if (*wait > 0) std::this_thread::sleep_for(std::chrono::nanoseconds(*wait));
+  }
+}
+
+Result<std::string> Replicas::Reconcile(const std::string& name, Store* store, bool dry_run) {
+  Runner* r = FindRunner(runners_, name);
+  if (r == nullptr) return NotFoundError("no replica '" + name + "'");
+  const ReplicaConfig& c = r->config;
+  if (!c.target_collection.empty()) {
+    return FailedPreconditionError("replica '" + name + "' copies into collection '" +
+                                   c.target_collection +
+                                   "': reconciliation of a store collection target is not "
+                                   "built yet");
+  }
+  if (c.store_collection.empty() && c.remote_url.empty()) {
+    return FailedPreconditionError("replica '" + name + "' copies the topic '" + c.source_topic +
+                                   "': reconciliation compares a store collection with its copy");
+  }
+  if (c.remote_url.empty() && store == nullptr) {
+    return FailedPreconditionError("the shared store is not enabled on this server");
+  }
+  std::lock_guard run_lock(r->reconcile_mu);
+  Env& env = r->env;
+  const int64_t started = env.clock().NowMonotonicNanos();
+
+  Status error;
+  std::unique_ptr<sql::Database> db = OpenTargetDb(c, &error);
+  if (db == nullptr) {
+    return UnavailableError("replica '" + name +
+                            "': cannot open the target database: " + std::string(error.message()));
+  }
+  reconcile::ReconcileSet copy;
+  if (Status st = ScanCopy(*db, env, c.table, &copy); !st.ok()) {
+    return Status(st.code(), "replica '" + name + "': " + std::string(st.message()));
+  }
+  Compared run;
+  run.copy_rows = copy.size();
+
+  if (!c.remote_url.empty()) {
+    // Another node's collection: this node initiates over the sidecar channel, the other
+    // node's change-stream host responds from its digest of the collection.
+    Result<std::unique_ptr<RemoteNode>> node = RemoteNode::Open(RemoteSourceOptionsFor(c));
+    if (!node.ok()) return node.status();
+    reconcile::Initiator initiator(copy, env.random().Next64());
+    std::string request = initiator.Start();
+    int failures = 0;
+    while (!initiator.done()) {
+      Result<std::string> reply = (*node)->Reconcile(request);
+      if (!reply.ok()) {
+        // A lost request or reply: send it again (a few times), as the protocol allows.
+        if (reply.status().code() != StatusCode::kUnavailable || ++failures > 5) {
+          return Status(reply.status().code(),
+                        "replica '" + name + "': reconciling with " + c.remote_url + ": " +
+                            std::string(reply.status().message()));
+        }
+        request = initiator.Retransmit();
+        continue;
+      }
+      Result<reconcile::Initiator::Step> step = initiator.OnReply(*reply);
+      if (!step.ok()) {
+        return InternalError("reconciliation: " + std::string(step.status().message()));
+      }
+      if (step->kind == reconcile::Initiator::Step::kDone) break;
+      if (step->kind == reconcile::Initiator::Step::kSend) request = std::move(step->message);
+    }
+    (void)(*node)->Reconcile(initiator.Finish());
+    const reconcile::ReconcileResult& result = initiator.result();
+    // local = the copy, remote = the source.
+    for (const auto& d : result.missing_local) run.missing.push_back(FromCopySide(d));
+    for (const auto& d : result.missing_remote) run.extra.push_back(FromCopySide(d));
+    for (const auto& d : result.divergent) run.divergent.push_back(FromCopySide(d));
+    for (const auto& d : result.changed_during_run) run.changed.push_back(d.key);
+    run.stats = initiator.stats();
+    run.source_keys = copy.size() + run.missing.size() - run.extra.size();
+    RemoteNode* remote = node->get();
+    SourceLookup lookup = [remote](const std::string& key) { return remote->GetDocument(key); };
+    return FinishReconcile(r, *db, run, lookup, dry_run, started);
+  }
+
+  // The source: the version of each live document of the collection (deleted and expired
+  // documents are absent). A collection not created yet is empty.
+  reconcile::ReconcileSet source;
+  ListOptions list;
+  list.limit = 100;
+  while (true) {
+    Result<ListResult> page = store->List(c.store_collection, list);
+    if (!page.ok()) {
+      if (page.status().code() == StatusCode::kNotFound) break;
+      return page.status().WithContext("reading collection '" + c.store_collection + "'");
+    }
+    for (const Document& d : page->documents) source.Put(d.key, d.version);
+    if (page->next_page_token.empty()) break;
+    list.page_token = page->next_page_token;
+  }
+  run.source_keys = source.size();
+
+  // The protocol, both ends in memory: the source initiates, the copy responds. The byte and
+  // round-trip figures are those the same exchange would cost over a channel.
+  reconcile::Initiator initiator(source, env.random().Next64());
+  reconcile::Responder responder(copy, env);
+  std::string request = initiator.Start();
+  while (!initiator.done()) {
+    Result<std::optional<std::string>> reply = responder.Handle(request);
+    if (!reply.ok())
+      return InternalError("reconciliation: " + std::string(reply.status().message()));
+    if (!reply->has_value()) return InternalError("reconciliation: the responder did not answer");
+    Result<reconcile::Initiator::Step> step = initiator.OnReply(**reply);
+    if (!step.ok()) return InternalError("reconciliation: " + std::string(step.status().message()));
+    if (step->kind == reconcile::Initiator::Step::kDone) break;
+    if (step->kind != reconcile::Initiator::Step::kSend) {
+      return InternalError("reconciliation: a reply in memory was ignored");
+    }
+    request = std::move(step->message);
+  }
+  (void)responder.Handle(initiator.Finish());
+  const reconcile::ReconcileResult& result = initiator.result();
+  // local = the source, remote = the copy.
+  for (const auto& d : result.missing_remote) run.missing.push_back(FromSourceSide(d));
+  for (const auto& d : result.missing_local) run.extra.push_back(FromSourceSide(d));
+  for (const auto& d : result.divergent) run.divergent.push_back(FromSourceSide(d));
+  for (const auto& d : result.changed_during_run) run.changed.push_back(d.key);
+  run.stats = initiator.stats();
+  const std::string collection = c.store_collection;
+  SourceLookup lookup = [store, collection](const std::string& key)
+      -> Result<std::optional<Document>> {
+    Result<Document> doc = store->Get(collection, key);
+    if (doc.ok()) return std::optional<Document>(std::move(doc).value());
+    if (doc.status().code() == StatusCode::kNotFound) return std::optional<Document>();
+    return doc.status();
+  };
+  return FinishReconcile(r, *db, run, lookup, dry_run, started);
 }
 
 std::optional<std::string> Replicas::Drift(const std::string& name) const {

@@ -32,10 +32,17 @@
 
 namespace converge::server {
 
+namespace replicas_internal {
+struct Compared;
+}  // namespace replicas_internal
+
 class Replicas {
  public:
-  // Starts one thread per replica of `config.replicas`. `env` and `log` must outlive Stop().
-  static std::unique_ptr<Replicas> Start(Env& env, Log& log, const ServerConfig& config);
+  // Starts one thread per replica of `config.replicas`. `env`, `log` and `store` (null when
+  // the store is disabled; then no replica has a store collection as its target) must outlive
+  // Stop().
+  static std::unique_ptr<Replicas> Start(Env& env, Log& log, Store* store,
+                                         const ServerConfig& config);
   ~Replicas();
 
   // Ends the threads and closes the appliers and their databases. Idempotent.
@@ -58,14 +65,20 @@ class Replicas {
   // As Applier::CheckStaleness; Unavailable while the applier is not open.
   Status CheckStaleness(const std::string& name, int64_t max_staleness_ms) const;
 
-  // One row of the target table (its own read connection); nullopt when the key has no row.
+  // One row of the target table (its own read connection), or of the target collection;
+  // nullopt when the key has no row.
   Result<std::optional<replica::Row>> ReadRow(const std::string& name, const std::string& key);
 
   // Reconciles a store-collection replica's table with its collection (docs/formats/replica.md,
   // "Reconciliation in converge serve"): the JSON result, also kept as the replica's drift.
   // Runs of one replica are serialized. Blocks on the store and the target database (call it
   // on the blocking pool). FailedPrecondition for a replica of a plain topic.
-  Result<std::string> Reconcile(const std::string& name, Store& store, bool dry_run);
+  // A replica of another node's collection is reconciled over the sidecar channel (this node
+  // initiates; the other node's POST /v1/collections/{c}/reconcile responds); `store` may then
+  // be null.
+  Result<std::string> Reconcile(const std::string& name, Store* store, bool dry_run);
+  // The source's current document of a key (nullopt: absent), for a repair.
+  using SourceLookup = std::function<Result<std::optional<Document>>(const std::string& key)>;
   // The last Reconcile result of `name`; nullopt when it has none yet.
   std::optional<std::string> Drift(const std::string& name) const;
 
@@ -82,6 +95,9 @@ class Replicas {
     bool stopped = false;
   };
   Replicas() = default;
+  Result<std::string> FinishReconcile(Runner* r, sql::Database& db,
+                                      replicas_internal::Compared& run,
+                                      const SourceLookup& lookup, bool dry_run, int64_t started);
   std::shared_ptr<Life> life_ = std::make_shared<Life>();
   std::vector<ReplicaConfig> configs_;
   std::vector<std::unique_ptr<Runner>> runners_;  // same order as configs_

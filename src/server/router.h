@@ -80,6 +80,8 @@ enum class RouteId {
   kReadReplicaRow,
   kReconcileReplica,
   kReplicaDrift,
+  kCollectionChanges,
+  kCollectionReconcile,
   // Operating the server (api_admin.cc): topics, groups, relays, the API document.
   kDeleteTopic,
   kReadEvents,

@@ -296,7 +296,7 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   deps.system_topics = impl->system_topics.get();
   deps.schemas = impl->schemas.get();
   if (!impl->config.replicas.empty()) {
-    impl->replicas = Replicas::Start(*impl->env, *impl->log, impl->config);
+    impl->replicas = Replicas::Start(*impl->env, *impl->log, impl->store.get(), impl->config);
     // Scrapes run on the pool, joined before the replicas stop.
     impl->metrics.AddCollector(
         [replicas = impl->replicas.get()](std::vector<MetricsRegistry::Sample>* out) {

@@ -31,6 +31,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -58,6 +59,9 @@ struct StoreRequest {
   // collections it may write and read. Null: only the store's own rules apply.
   const std::vector<std::string>* writable = nullptr;
   const std::vector<std::string>* readable = nullptr;
+  // Collections that only a replica writes (its copy and bookkeeping), with the refusal's
+  // message: writes naming one are refused (FailedPrecondition), admins included.
+  const std::map<std::string, std::string>* read_only = nullptr;
 };
 
 struct StoreRoutesOptions {
@@ -81,6 +85,8 @@ class StoreRoutes {
 
   // True for the routes that write documents (PUT/DELETE of a document, a transaction).
   static bool IsDocumentWrite(RouteId route);
+  // A route that changes the named collection or one of its documents (not transactions).
+  static bool IsCollectionWrite(RouteId route);
 
   // Handles a request; blocks until a write is durable.
   HttpResponse Handle(const StoreRequest& request);

@@ -67,8 +67,8 @@ Status ServeProcess::Start() {
   if (binary == nullptr || *binary == '\0') {
     return FailedPreconditionError("CONVERGE_BINARY is not set (run the test through ctest)");
   }
-  std::vector<std::string> args = {binary,        "serve",      "--listen",
-                                   "127.0.0.1:0", "--data-dir", data_dir_};
+  std::vector<std::string> args = {binary,  "serve",      "--listen",
+                                   listen_, "--data-dir", data_dir_};
   // The backend of this run (CONVERGE_TEST_BACKEND) adds its keys to the test's config.
   const std::string config_yaml = WithTestBackend(config_yaml_, data_dir_);
   if (!config_yaml.empty()) {

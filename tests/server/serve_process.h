@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "converge/client.h"
@@ -32,6 +33,9 @@ class ServeProcess {
     open_files_limit_ = soft;
     open_files_hard_limit_ = hard == 0 ? soft : hard;
   }
+  // Before Start: listen on this HOST:PORT instead of 127.0.0.1:0 (a fixed port, e.g. for a
+  // node other nodes reach by URL across its restarts).
+  void set_listen(std::string address) { listen_ = std::move(address); }
   // Starts the binary and waits (up to 20 s) for its "listening on" line.
   Status Start();
   // Sends `signo` and waits up to timeout_ms for the exit. Returns the exit code (or
@@ -57,6 +61,7 @@ class ServeProcess {
   pid_t pid_ = -1;
   int stdout_fd_ = -1;
   uint16_t port_ = 0;
+  std::string listen_ = "127.0.0.1:0";
   uint64_t open_files_limit_ = 0;
   uint64_t open_files_hard_limit_ = 0;
 };

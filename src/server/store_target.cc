@@ -1,0 +1,335 @@
+#include "server/store_target.h"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+#include <map>
+
+namespace converge::server {
+
+namespace json = boost::json;
+
+namespace {
+
+constexpr char kOwner[] = "converge-replica";
+// Keys listed per page while loading positions and purging.
+constexpr size_t kPage = 1000;
+// Deletions per purge transaction (well below the store's max_transaction_ops).
+constexpr size_t kPurgeChunk = 400;
+
+Caller ReplicaCaller() { return Caller{kOwner, true}; }
+
+struct Meta {
+  uint64_t version = 0;
+  bool deleted = false;
+  uint32_t partition = 0;
+  int64_t commit_us = 0;
+  int64_t applied_us = 0;
+};
+
+std::string EncodeMeta(const Meta& m) {
+  return "{\"v\":" + std::to_string(m.version) + ",\"d\":" + (m.deleted ? "true" : "false") +
+         ",\"p\":" + std::to_string(m.partition) + ",\"c\":" + std::to_string(m.commit_us) +
+         ",\"a\":" + std::to_string(m.applied_us) + "}";
+}
+
+uint64_t U64(const json::object& o, const char* name) {
+  const json::value* v = o.if_contains(name);
+  return v != nullptr && v->is_number() ? v->to_number<uint64_t>() : 0;
+}
+int64_t I64(const json::object& o, const char* name) {
+  const json::value* v = o.if_contains(name);
+  return v != nullptr && v->is_number() ? v->to_number<int64_t>() : 0;
+}
+
+Result<json::object> ParseObject(const std::string& text, const std::string& what) {
+  json::error_code ec;
+  json::value v = json::parse(text, ec);
+  if (ec || !v.is_object()) return DataLossError(what + " is not a JSON object");
+  return std::move(v.as_object());
+}
+
+Result<Meta> DecodeMeta(const std::string& text) {
+  CONVERGE_ASSIGN_OR_RETURN(json::object o, ParseObject(text, "a replica row entry"));
+  Meta m;
+  m.version = U64(o, "v");
+  const json::value* d = o.if_contains("d");
+  m.deleted = d != nullptr && d->is_bool() && d->as_bool();
+  m.partition = static_cast<uint32_t>(U64(o, "p"));
+  m.commit_us = I64(o, "c");
+  m.applied_us = I64(o, "a");
+  return m;
+}
+
+replica::Position DecodePosition(uint32_t partition, const json::object& o) {
+  replica::Position p;
+  p.partition = partition;
+  p.next_offset = U64(o, "next_offset");
+  p.commitseq = U64(o, "commitseq");
+  p.purge_watermark = U64(o, "purge_watermark");
+  return p;
+}
+
+std::string EncodePosition(const replica::Position& p, int64_t now_us) {
+  return "{\"next_offset\":" + std::to_string(p.next_offset) +
+         ",\"commitseq\":" + std::to_string(p.commitseq) +
+         ",\"purge_watermark\":" + std::to_string(p.purge_watermark) +
+         ",\"updated_us\":" + std::to_string(now_us) + "}";
+}
+
+// The document as the store keeps it: JSON as it is, anything else as a JSON string.
+std::string AsJson(const std::string& document) {
+  json::error_code ec;
+  json::parse(document, ec);
+  if (!ec) return document;
+  return json::serialize(json::string_view(document.data(), document.size()));
+}
+
+// Get that answers nullopt for a missing document (or collection).
+Result<std::optional<Document>> Find(Store& store, const std::string& collection,
+                                     const std::string& key) {
+  Result<Document> d = store.Get(collection, key);
+  if (d.ok()) return std::optional<Document>(std::move(d).value());
+  if (d.status().code() == StatusCode::kNotFound) return std::optional<Document>();
+  return d.status();
+}
+
+class StoreTarget : public replica::Target {
+ public:
+  StoreTarget(Store& store, Env& env, std::string replica, std::string collection)
+      : store_(store),
+        env_(env),
+        replica_(std::move(replica)),
+        collection_(std::move(collection)),
+        meta_(ReplicaMetaCollection(replica_)) {}
+
+  Result<replica::TargetState> Load() override {
+    replica::TargetState state;
+    ListOptions list;
+    list.prefix = "p/";
+    list.limit = kPage;
+    while (true) {
+      CONVERGE_ASSIGN_OR_RETURN(ListResult page, store_.List(meta_, list));
+      for (const Document& d : page.documents) {
+        uint64_t partition = 0;
+        try {
+          partition = std::stoull(d.key.substr(2));
+        } catch (...) {
+          return DataLossError("replica '" + replica_ + "': a bad position key '" + d.key + "'");
+        }
+        CONVERGE_ASSIGN_OR_RETURN(json::object o, ParseObject(d.value, "a replica position"));
+        state.positions.push_back(DecodePosition(static_cast<uint32_t>(partition), o));
+      }
+      if (page.next_page_token.empty()) break;
+      list.page_token = page.next_page_token;
+    }
+    return state;
+  }
+
+  Result<replica::ApplyOutcome> Apply(const replica::ApplyBatch& batch) override {
+    const std::string pos_key = "p/" + std::to_string(batch.position.partition);
+    CONVERGE_ASSIGN_OR_RETURN(std::optional<Document> pos, Find(store_, meta_, pos_key));
+    replica::Position stored{batch.position.partition, 0, 0, 0};
+    if (pos) {
+      CONVERGE_ASSIGN_OR_RETURN(json::object o, ParseObject(pos->value, "a replica position"));
+      stored = DecodePosition(batch.position.partition, o);
+    }
+    if (stored.next_offset != batch.from_offset) {
+      return AbortedError("replica '" + replica_ + "': the position is " +
+                          std::to_string(stored.next_offset) + ", not " +
+                          std::to_string(batch.from_offset) + " (another applier?)");
+    }
+    replica::ApplyOutcome out;
+    std::vector<WriteOp> ops;
+    ops.reserve(batch.changes.size() * 2 + 1);
+    for (const replica::Change* c : batch.changes) {
+      CONVERGE_ASSIGN_OR_RETURN(std::optional<Document> entry, Find(store_, meta_, "v/" + c->key));
+      std::optional<Meta> row;
+      if (entry) {
+        CONVERGE_ASSIGN_OR_RETURN(Meta m, DecodeMeta(entry->value));
+        row = m;
+      }
+      const bool apply = row ? row->version < c->version : c->version > stored.purge_watermark;
+      if (!apply) {
+        ++(row ? out.stale : out.below_watermark);
+        continue;
+      }
+      const bool del = c->kind == replica::ChangeKind::kDelete;
+      if (!del) {
+        ops.push_back(WriteOp::Put(collection_, c->key, AsJson(c->document)));
+      } else if (row && !row->deleted) {
+        ops.push_back(WriteOp::Delete(collection_, c->key));
+      }
+      Meta m;
+      m.version = c->version;
+      m.deleted = del;
+      m.partition = batch.position.partition;
+      m.commit_us = c->commit_time_micros;
+      m.applied_us = batch.applied_time_micros;
+      ops.push_back(WriteOp::Put(meta_, "v/" + c->key, EncodeMeta(m)));
+      ++out.applied;
+    }
+    replica::Position to = batch.position;
+    to.purge_watermark = stored.purge_watermark;  // an Apply keeps the target's watermark
+    Precondition pre;
+    if (pos) {
+      pre.if_match = pos->etag;
+    } else {
+      pre.if_none_match_any = true;
+    }
+    ops.push_back(WriteOp::Put(meta_, pos_key, EncodePosition(to, batch.applied_time_micros),
+                               std::move(pre)));
+    Result<CommitResult> committed = store_.Commit(ReplicaCaller(), ops);
+    if (!committed.ok()) {
+      return Status(committed.status().code(),
+                    "replica '" + replica_ + "': writing collection '" + collection_ +
+                        "': " + std::string(committed.status().message()));
+    }
+    return out;
+  }
+
+  Result<uint64_t> PurgeTombstones(int64_t applied_before_micros) override {
+    // The tombstones to remove, and per partition the highest version removed.
+    std::vector<std::pair<std::string, Meta>> purge;
+    ListOptions list;
+    list.prefix = "v/";
+    list.limit = kPage;
+    while (true) {
+      CONVERGE_ASSIGN_OR_RETURN(ListResult page, store_.List(meta_, list));
+      for (const Document& d : page.documents) {
+        CONVERGE_ASSIGN_OR_RETURN(Meta m, DecodeMeta(d.value));
+        if (m.deleted && m.applied_us < applied_before_micros) purge.emplace_back(d.key, m);
+      }
+      if (page.next_page_token.empty()) break;
+      list.page_token = page.next_page_token;
+    }
+    uint64_t removed = 0;
+    for (size_t at = 0; at < purge.size(); at += kPurgeChunk) {
+      std::map<uint32_t, uint64_t> highest;
+      std::vector<WriteOp> ops;
+      for (size_t i = at; i < purge.size() && i < at + kPurgeChunk; ++i) {
+        ops.push_back(WriteOp::Delete(meta_, purge[i].first));
+        uint64_t& h = highest[purge[i].second.partition];
+        h = std::max(h, purge[i].second.version);
+      }
+      // Each chunk raises the watermarks it removed tombstones under, in its transaction.
+      for (const auto& [partition, version] : highest) {
+        const std::string pos_key = "p/" + std::to_string(partition);
+        CONVERGE_ASSIGN_OR_RETURN(std::optional<Document> pos, Find(store_, meta_, pos_key));
+        replica::Position p{partition, 0, 0, 0};
+        Precondition pre;
+        if (pos) {
+          CONVERGE_ASSIGN_OR_RETURN(json::object o, ParseObject(pos->value, "a replica position"));
+          p = DecodePosition(partition, o);
+          pre.if_match = pos->etag;
+        } else {
+          pre.if_none_match_any = true;
+        }
+        p.purge_watermark = std::max(p.purge_watermark, version);
+        ops.push_back(WriteOp::Put(meta_, pos_key, EncodePosition(p, env_.clock().NowWallMicros()),
+                                   std::move(pre)));
+      }
+      CONVERGE_ASSIGN_OR_RETURN(CommitResult c, store_.Commit(ReplicaCaller(), ops));
+      (void)c;
+      removed += std::min(kPurgeChunk, purge.size() - at);
+    }
+    return removed;
+  }
+
+ private:
+  Store& store_;
+  Env& env_;
+  const std::string replica_;
+  const std::string collection_;
+  const std::string meta_;
+};
+
+// Creates `name` owned by the replica, or checks that it is.
+Status EnsureCollection(Store& store, const std::string& name) {
+  Result<CollectionInfo> info = store.DescribeCollection(name);
+  if (info.ok()) {
+    if (info->config.owner != kOwner) {
+      return FailedPreconditionError("collection '" + name + "' exists and is owned by '" +
+                                     info->config.owner +
+                                     "': a replica copies into a collection "
+                                     "of its own (choose another target.store_collection)");
+    }
+    return Status::Ok();
+  }
+  if (info.status().code() != StatusCode::kNotFound) return info.status();
+  CollectionConfig config;
+  config.owner = kOwner;
+  Status created = store.CreateCollection(ReplicaCaller(), name, config);
+  if (created.code() == StatusCode::kAlreadyExists) return EnsureCollection(store, name);
+  return created;
+}
+
+}  // namespace
+
+std::string ReplicaMetaCollection(const std::string& replica) {
+  return "converge-replica." + replica;
+}
+
+Status ValidateStoreTarget(const std::string& replica, const std::string& collection) {
+  CONVERGE_RETURN_IF_ERROR(Store::ValidateCollectionName(collection));
+  if (collection.starts_with("converge-replica.")) {
+    return InvalidArgumentError(
+        "collection names starting with 'converge-replica.' are the "
+        "replicas' bookkeeping");
+  }
+  return Store::ValidateCollectionName(ReplicaMetaCollection(replica));
+}
+
+Result<std::unique_ptr<replica::Target>> NewStoreTarget(Store& store, Env& env,
+                                                        const std::string& replica,
+                                                        const std::string& collection,
+                                                        const std::string& source_topic) {
+  CONVERGE_RETURN_IF_ERROR(ValidateStoreTarget(replica, collection));
+  const std::string meta = ReplicaMetaCollection(replica);
+  CONVERGE_RETURN_IF_ERROR(EnsureCollection(store, meta));
+  CONVERGE_RETURN_IF_ERROR(EnsureCollection(store, collection));
+  std::string record =
+      "{\"source\":" +
+      json::serialize(json::string_view(source_topic.data(), source_topic.size())) +
+      ",\"collection\":" +
+      json::serialize(json::string_view(collection.data(), collection.size())) + "}";
+  CONVERGE_ASSIGN_OR_RETURN(std::optional<Document> r, Find(store, meta, "r"));
+  if (r) {
+    CONVERGE_ASSIGN_OR_RETURN(json::object o, ParseObject(r->value, "the replica's record"));
+    if (json::serialize(o) != json::serialize(json::parse(record))) {
+      return FailedPreconditionError("replica '" + replica + "' was set up as " + r->value +
+                                     ", not " + record + ": a re-pointed replica needs a new name");
+    }
+  } else {
+    WriteOp put = WriteOp::Put(meta, "r", record);
+    put.precondition.if_none_match_any = true;
+    CONVERGE_ASSIGN_OR_RETURN(CommitResult c, store.Commit(ReplicaCaller(), {&put, 1}));
+    (void)c;
+  }
+  return std::unique_ptr<replica::Target>(new StoreTarget(store, env, replica, collection));
+}
+
+Result<std::optional<replica::Row>> ReadStoreTargetRow(Store& store, const std::string& replica,
+                                                       const std::string& collection,
+                                                       const std::string& key) {
+  CONVERGE_ASSIGN_OR_RETURN(std::optional<Document> entry,
+                            Find(store, ReplicaMetaCollection(replica), "v/" + key));
+  if (!entry) return std::optional<replica::Row>();
+  CONVERGE_ASSIGN_OR_RETURN(Meta m, DecodeMeta(entry->value));
+  replica::Row row;
+  row.source_partition = m.partition;
+  row.version = m.version;
+  row.deleted = m.deleted;
+  row.commit_time_micros = m.commit_us;
+  row.applied_time_micros = m.applied_us;
+  if (!m.deleted) {
+    CONVERGE_ASSIGN_OR_RETURN(std::optional<Document> doc, Find(store, collection, key));
+    if (!doc)
+      return DataLossError("replica '" + replica + "': key '" + key.substr(0, 200) +
+                           "' has an entry but no document");
+    row.document = std::move(doc->value);
+  }
+  return std::optional<replica::Row>(std::move(row));
+}
+
+}  // namespace converge::server
