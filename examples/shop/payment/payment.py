@@ -4,8 +4,8 @@ converge POSTs each command of the saga's ``charge`` step (topic ``shop.payment-
 ``POST /push`` (the ``payment`` subscription of converge.yaml). The service
 
 1. verifies the ``Converge-Signature`` (v2, HMAC-SHA256 with the subscription's secret; the
-   recipe of docs/push.md) and refuses anything else with 401, so a forged request charges
-   nothing (converge would dead-letter a 4xx; it never sends one unsigned);
+   recipe of docs/push.md, which ``converge_client.read_push`` follows) and refuses anything
+   else with 401, so a forged request charges nothing (converge never sends one unsigned);
 2. runs the step through the saga ledger (``converge_saga_ledger`` in its own SQLite database):
    the charge row and the ledger row commit together, so a command pushed twice (a retry, or
    a new attempt after a restart) charges once;
@@ -22,9 +22,6 @@ Run: ``python3 payment.py --converge http://127.0.0.1:8080 --db var/payment.db -
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
-import json
 import os
 import signal
 import sqlite3
@@ -32,9 +29,10 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Mapping
+from typing import Any
 
-from converge_client import Client, CloudEvent, SagaCommand, SqliteSagaLedger, StepFailed
+from converge_client import (Client, CloudEvent, PushRequestError, SagaCommand,
+                             SqliteSagaLedger, StepFailed, read_push)
 from converge_client.errors import ClientInputError, ConvergeError
 
 SCHEMA = """
@@ -45,25 +43,6 @@ CREATE TABLE IF NOT EXISTS charges (
 );
 CREATE TABLE IF NOT EXISTS push_stats (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
 """
-
-
-def verify(secret: bytes, headers: Mapping[str, str], body: bytes,
-           tolerance_s: int = 300) -> bool:
-    """docs/push.md, "Verifying a request": the v2 signature over the timestamp, the
-    content-type and ce-* headers and the exact body."""
-    lower = {name.lower(): value for name, value in headers.items()}
-    parts = dict(p.split("=", 1) for p in lower.get("converge-signature", "").split(",")
-                 if "=" in p)
-    t, sig = parts.get("t"), parts.get("v2")
-    if t is None or sig is None or not t.isdigit():
-        return False
-    if abs(time.time() - int(t)) > tolerance_s:
-        return False
-    signed = "".join(name + ":" + value + "\n" for name, value in sorted(lower.items())
-                     if name == "content-type" or name.startswith("ce-"))
-    text = t.encode() + b"." + signed.encode("latin-1") + b"\n" + body
-    expected = hmac.new(secret, text, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, sig)
 
 
 class Payment:
@@ -126,13 +105,14 @@ def make_handler(payment: Payment, secret: bytes) -> type[BaseHTTPRequestHandler
                 return
             # The headers exactly as received (a repeated header is not expected here).
             headers = {name: value for name, value in self.headers.items()}
-            if not verify(secret, headers, body):
-                payment.count("refused_signature")
-                self.answer(401, "bad signature")
+            try:
+                delivery = read_push(secret, headers, body)
+            except PushRequestError as e:
+                payment.count("refused_signature" if e.signature else "malformed")
+                self.answer(401 if e.signature else 400, str(e))
                 return
             try:
-                event = CloudEvent.from_dict(json.loads(body))
-                payment.handle(event)
+                payment.handle(delivery.event)
             except (ClientInputError, ValueError, KeyError) as e:
                 # Not a saga command: nothing can ever handle it (converge dead-letters it).
                 payment.count("malformed")
