@@ -10,7 +10,7 @@ from .consumer import Consumer, ConsumerStats, PermanentFailure
 from .errors import *  # noqa: F401,F403 - every error class is part of the API
 from .errors import ERROR_CLASSES, error_from_reply
 from .events import CloudEvent, event_identity, new_event_id
-from .inbox import SqliteInbox
+from .inbox import PostgresInbox, SqliteInbox
 from .outbox import PostgresOutbox, SqliteOutbox
 from .push import PushDelivery, PushRequestError, read_push, verify_push_signature
 from .saga import (SagaCommand, SagaParticipant, SagaReply, Sagas, SqliteSagaLedger, StepFailed,
@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ABSENT", "AckResult", "Backoff", "Client", "CloudEvent", "Collection", "Consumer",
     "ConsumerStats", "Delivery", "DeliveryStream", "Document", "ERROR_CLASSES", "ExtendResult",
-    "Lease", "Nack", "NackResult", "PermanentFailure", "PostgresOutbox", "PublishResult",
+    "Lease", "Nack", "NackResult", "PermanentFailure", "PostgresInbox", "PostgresOutbox", "PublishResult",
     "PushDelivery", "PushRequestError", "SagaCommand",
     "SagaParticipant", "SagaReply", "Sagas", "SqliteInbox", "SqliteOutbox", "SqliteSagaLedger",
     "StepFailed", "StepRetry", "Store", "WriteResult", "error_from_reply", "event_identity",
