@@ -11,7 +11,10 @@
 // A reservation is idempotent by saga id in the document itself: the store write and the
 // ledger are two systems, so after a crash between them the step runs again and must find its
 // reservation already made instead of taking the stock twice. The release is idempotent the
-// same way.
+// same way. For the same reason a step the ledger fences (a compensation that arrives while
+// the ledger has no entry: the orchestrator gave up on an action whose outcome it does not
+// know) also releases a reservation the store may hold from an attempt whose ledger entry a
+// crash lost.
 //
 // Environment: CONVERGE_URL (default http://127.0.0.1:8080), INVENTORY_TOKEN,
 // INVENTORY_JOURNAL (default var/inventory.journal), INITIAL_STOCK (JSON {sku: quantity}, the
@@ -21,7 +24,9 @@ import {
   ConvergeClient,
   JournalStore,
   JournalTx,
+  LedgerEntry,
   SagaCommand,
+  SagaLedger,
   StepRefused,
   runParticipant,
   sleep,
@@ -79,22 +84,43 @@ async function reserve(command: SagaCommand, tx: JournalTx): Promise<unknown> {
   return { reserved: order.qty, version: written?.version };
 }
 
+/** Gives back what saga `sagaId` holds of `sku`, if anything (idempotent). */
+async function releaseReservation(sku: string, sagaId: string): Promise<void> {
+  const current = await stock.get<StockDocument>(sku);
+  if (current === undefined || current.value.reservations[sagaId] === undefined) return;
+  await stock.update<StockDocument>(sku, (doc) => {
+    if (doc === undefined) throw new Error(`stock document ${sku} vanished`);
+    const held = doc.reservations[sagaId];
+    if (held === undefined) return doc;  // released meanwhile
+    const reservations = { ...doc.reservations };
+    delete reservations[sagaId];
+    return { ...doc, available: doc.available + held, reservations };
+  });
+}
+
 async function release(command: SagaCommand, tx: JournalTx): Promise<void> {
   const order = orderOf(command);
-  const current = await stock.get<StockDocument>(order.sku);
-  if (current !== undefined && current.value.reservations[command.sagaId] !== undefined) {
-    await stock.update<StockDocument>(order.sku, (doc) => {
-      if (doc === undefined) throw new Error(`stock document ${order.sku} vanished`);
-      const held = doc.reservations[command.sagaId];
-      if (held === undefined) return doc;  // released meanwhile
-      const reservations = { ...doc.reservations };
-      delete reservations[command.sagaId];
-      return { ...doc, available: doc.available + held, reservations };
-    });
-  }
+  await releaseReservation(order.sku, command.sagaId);
   tx.delete(`reserved/${command.sagaId}`);
   tx.set(`released/${command.sagaId}`, order.qty);
 }
+
+// The journal's ledger, releasing on a fence whatever the store holds for the saga.
+const ledger: SagaLedger<JournalTx> = {
+  transaction: (fn) => journal.transaction(fn),
+  getEntry: (tx, sagaId, step) => journal.getEntry(tx, sagaId, step),
+  async putEntry(tx: JournalTx, sagaId: string, step: number, entry: LedgerEntry): Promise<void> {
+    if (entry.state === "fenced") {
+      for (let page = await stock.list(); ; page = await stock.list({ pageToken: page.next_page_token })) {
+        for (const doc of page.documents) {
+          if ((doc.value as StockDocument).reservations?.[sagaId] !== undefined) await releaseReservation(doc.key, sagaId);
+        }
+        if (!page.next_page_token) break;
+      }
+    }
+    await journal.putEntry(tx, sagaId, step, entry);
+  },
+};
 
 /** Retries `fn` until it succeeds (the server may still be starting). */
 async function untilDone<T>(what: string, fn: () => Promise<T>): Promise<T> {
@@ -133,7 +159,7 @@ await runParticipant(client, {
   topic: COMMAND_TOPIC,
   group: GROUP,
   consumer: `inventory-${process.pid}`,
-  ledger: journal,
+  ledger,
   actions: { "inventory.reserve": reserve },
   compensations: { "inventory.release": release },
   waitMs: 2000,
