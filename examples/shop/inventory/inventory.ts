@@ -24,10 +24,12 @@ import {
   ConvergeClient,
   JournalStore,
   JournalTx,
+  PermissionDeniedError,
   LedgerEntry,
   SagaCommand,
   SagaLedger,
   StepRefused,
+  UnauthenticatedError,
   runParticipant,
   sleep,
 } from "../../../clients/typescript/src/index.js";
@@ -122,14 +124,23 @@ const ledger: SagaLedger<JournalTx> = {
   },
 };
 
-/** Retries `fn` until it succeeds (the server may still be starting). */
+const stop = new AbortController();
+process.on("SIGTERM", () => stop.abort());
+process.on("SIGINT", () => stop.abort());
+
+/** Retries `fn` until it succeeds (the server may still be starting), or until stopped. A
+ * refused token is a configuration error: no retry fixes it. */
 async function untilDone<T>(what: string, fn: () => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await fn();
     } catch (err) {
+      if (err instanceof UnauthenticatedError || err instanceof PermissionDeniedError || stop.signal.aborted) {
+        process.stderr.write(`inventory: ${what}: ${String(err)}\n`);
+        process.exit(stop.signal.aborted ? 0 : 1);
+      }
       if (attempt % 20 === 0) process.stderr.write(`inventory: ${what}: ${String(err)}\n`);
-      await sleep(Math.min(1000, 50 * attempt));
+      await sleep(Math.min(1000, 50 * attempt), stop.signal).catch(() => undefined);
     }
   }
 }
@@ -148,10 +159,6 @@ async function setUp(): Promise<void> {
   }
   await untilDone("group", () => client.ensureGroup(COMMAND_TOPIC, GROUP, { start: "earliest" }));
 }
-
-const stop = new AbortController();
-process.on("SIGTERM", () => stop.abort());
-process.on("SIGINT", () => stop.abort());
 
 await setUp();
 process.stdout.write("ready\n");
