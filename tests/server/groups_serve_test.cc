@@ -626,6 +626,11 @@ TEST_F(GroupsTest, ExtendedLeasesAreNotRedeliveredAndExpiredOnesAreNotRevived) {
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(Field(r.body, "extended"), "0") << r.body;
   EXPECT_NE(r.body.find("\"leases\":[]"), std::string::npos) << r.body;
+  // The same through the C++ client.
+  const std::vector<client::Lease> pair = {dropped.lease(), kept.lease()};
+  client::ExtendResult ext = Must(client_->ExtendLeases("slow", "g", pair, 8000, "worker"));
+  EXPECT_EQ(ext.extended, 1u);
+  EXPECT_EQ(ext.lost, std::vector<size_t>{0});
   const std::vector<client::Lease> late = {kept.lease()};
   client::AckResult acked = Must(client_->Ack("slow", "g", late, "worker"));
   EXPECT_EQ(acked.acked, 1u);
