@@ -157,6 +157,11 @@ struct AckResult {
   std::vector<size_t> lost;  // indexes of leases that had expired and were re-leased
 };
 
+struct ExtendResult {
+  uint64_t extended = 0;
+  std::vector<size_t> lost;  // indexes of leases no longer held (not extended, not revived)
+};
+
 struct Nack {
   Lease lease;
   int64_t delay_ms = 0;    // redeliver after this long
@@ -258,6 +263,11 @@ class Client {
                                       const FetchOptions& options = {});
   Result<AckResult> Ack(const std::string& topic, const std::string& group,
                         std::span<const Lease> leases, const std::string& consumer = "");
+  // Keeps leases for lease_ms from now (a handler slower than the group's lease): they are not
+  // redelivered meanwhile. A lease that already ended is listed in `lost`.
+  Result<ExtendResult> ExtendLeases(const std::string& topic, const std::string& group,
+                                    std::span<const Lease> leases, int64_t lease_ms,
+                                    const std::string& consumer = "");
   Result<NackResult> NackMany(const std::string& topic, const std::string& group,
                               std::span<const Nack> nacks, const std::string& consumer = "");
   // One nack; FailedPrecondition if the lease was lost.

@@ -223,6 +223,15 @@ struct AckBatchResult {
   std::vector<size_t> lost;
 };
 
+struct ExtendLeasesResult {
+  size_t extended = 0;  // leases that run until their new expiry
+  // Indexes into the request of leases that were not extended: the record was acked, nacked,
+  // dead-lettered or redelivered under a newer lease, its lease expired, or the group seeked.
+  std::vector<size_t> lost;
+  // Per request index: the new expiry (wall clock, an estimate as for Delivery); 0 if lost.
+  std::vector<int64_t> lease_expires_at_micros;
+};
+
 struct NackOptions {
   int64_t delay_ms = 0;     // redeliver after this long (0 = at once); 0..max_nack_delay_ms
   bool permanent = false;   // dead-letter now, whatever the attempt count
@@ -404,6 +413,20 @@ class ConsumerGroups {
   virtual Result<AckBatchResult> AckBatch(const std::string& topic, const std::string& group,
                                           const std::string& member,
                                           std::span<const LeaseRef> leases) = 0;
+
+  // Extends leases still held: each runs `lease_ms` (1..24 h) from now instead of until its
+  // old expiry, so a consumer whose handler needs longer than the group's lease keeps the
+  // record (it is not redelivered meanwhile). A lease that already ended (acked, nacked, expired,
+  // superseded, seeked) is listed in `lost`; extending never revives one. Not journaled (leases
+  // never are): after a restart every lease is gone anyway. `member` is kept alive if it is one.
+  // NotFound (no group), InvalidArgument (lease_ms out of range, more than ack_max_leases
+  // leases, a bad partition: then nothing is extended). The default implementation, for
+  // backends without lease extension: FailedPrecondition.
+  virtual Result<ExtendLeasesResult> ExtendLeases(const std::string& topic,
+                                                  const std::string& group,
+                                                  const std::string& member,
+                                                  std::span<const LeaseRef> leases,
+                                                  int64_t lease_ms);
 
   // Ends a lease without success. Not permanent: the record is redelivered after delay_ms, or
   // dead-lettered if this was its max_deliveries-th delivery. Permanent: dead-lettered now

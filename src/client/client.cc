@@ -458,6 +458,29 @@ Result<AckResult> Client::Ack(const std::string& topic, const std::string& group
   return r;
 }
 
+Result<ExtendResult> Client::ExtendLeases(const std::string& topic, const std::string& group,
+                                          std::span<const Lease> leases, int64_t lease_ms,
+                                          const std::string& consumer) {
+  std::string body = "{\"leases\":[";
+  for (size_t i = 0; i < leases.size(); ++i) {
+    if (i) body += ',';
+    body += LeaseJson(leases[i]) + "}";
+  }
+  body += "],\"lease_ms\":" + std::to_string(lease_ms);
+  if (!consumer.empty()) body += ",\"consumer\":" + JsonString(consumer);
+  body += '}';
+  CONVERGE_ASSIGN_OR_RETURN(
+      json::value v,
+      Call(*this, "POST", Target("/v1/topics/", topic, "/groups/", group, "/extend"), body));
+  ExtendResult r;
+  r.extended = U64(v, "extended");
+  for (const json::value& i : Arr(v, "lost")) {
+    if (i.is_int64()) r.lost.push_back(static_cast<size_t>(i.as_int64()));
+    if (i.is_uint64()) r.lost.push_back(static_cast<size_t>(i.as_uint64()));
+  }
+  return r;
+}
+
 Result<NackResult> Client::NackMany(const std::string& topic, const std::string& group,
                                     std::span<const Nack> nacks, const std::string& consumer) {
   std::string body = "{\"nacks\":[";

@@ -258,6 +258,10 @@ class ConsumerGroupsImpl final : public ConsumerGroups {
   Result<AckBatchResult> AckBatch(const std::string& topic, const std::string& group,
                                   const std::string& member,
                                   std::span<const LeaseRef> leases) override;
+  Result<ExtendLeasesResult> ExtendLeases(const std::string& topic, const std::string& group,
+                                          const std::string& member,
+                                          std::span<const LeaseRef> leases,
+                                          int64_t lease_ms) override;
   Status Nack(const std::string& topic, const std::string& group, const std::string& member,
               const LeaseRef& lease, const NackOptions& options) override;
   Status Seek(const std::string& topic, const std::string& group,
@@ -482,6 +486,12 @@ void ConsumerGroupsImpl::StartTimer() {
 }
 
 }  // namespace
+
+Result<ExtendLeasesResult> ConsumerGroups::ExtendLeases(const std::string&, const std::string&,
+                                                        const std::string&,
+                                                        std::span<const LeaseRef>, int64_t) {
+  return FailedPreconditionError("this consumer-group backend cannot extend leases");
+}
 
 Result<std::unique_ptr<ConsumerGroups>> ConsumerGroups::Open(Env& env, Log& log,
                                                              const ConsumerGroupsOptions& options) {
@@ -1242,6 +1252,50 @@ Result<AckBatchResult> ConsumerGroupsImpl::AckBatch(const std::string& topic,
   }
   if (!committed.ok()) return committed;
   if (seq != 0) g->Notify();  // in-flight room and keys were freed
+  return result;
+}
+
+Result<ExtendLeasesResult> ConsumerGroupsImpl::ExtendLeases(const std::string& topic,
+                                                            const std::string& group,
+                                                            const std::string& member,
+                                                            std::span<const LeaseRef> leases,
+                                                            int64_t lease_ms) {
+  if (lease_ms < 1 || lease_ms > kMaxDurationMs) {
+    return InvalidArgumentError("lease_ms must be in 1.." + std::to_string(kMaxDurationMs));
+  }
+  if (leases.size() > options_.ack_max_leases) {
+    return InvalidArgumentError("a lease extension holds at most " +
+                                std::to_string(options_.ack_max_leases) + " leases");
+  }
+  CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<Group> g, Lookup(topic, group));
+  ExtendLeasesResult result;
+  result.lease_expires_at_micros.assign(leases.size(), 0);
+  CONVERGE_GROUP_LOCK(g);
+  for (const LeaseRef& ref : leases) {
+    if (ref.partition >= g->partitions.size()) {
+      return InvalidArgumentError("partition " + std::to_string(ref.partition) +
+                                  " does not exist in topic '" + topic + "'");
+    }
+  }
+  const int64_t now = NowNs();
+  const int64_t wall_offset_us = env_.clock().NowWallMicros() - now / 1000;
+  if (Member* m = g->FindMember(member)) m->last_seen_ns = now;
+  const int64_t deadline = now + lease_ms * kNanosPerMilli;
+  for (size_t i = 0; i < leases.size(); ++i) {
+    const LeaseRef& ref = leases[i];
+    PartitionWindow& w = g->partitions[ref.partition]->window;
+    WindowEntry* e = w.Find(ref.offset);
+    // Only the live lease itself: an expiry already due but not yet applied by Tick counts as
+    // ended, so an extension never revives a lease whose record may be redelivered any moment.
+    if (e == nullptr || e->state != EntryState::kLeased || e->lease_id != ref.lease_id ||
+        e->deadline_ns <= now) {
+      result.lost.push_back(i);
+      continue;
+    }
+    w.ExtendLease(e, deadline);
+    result.lease_expires_at_micros[i] = deadline / 1000 + wall_offset_us;
+    ++result.extended;
+  }
   return result;
 }
 

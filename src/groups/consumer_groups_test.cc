@@ -129,6 +129,52 @@ TEST_F(GroupsTest, LeaseExpiryRedeliversWithNewLease) {
   EXPECT_TRUE(Fetch("m1").empty());
 }
 
+TEST_F(GroupsTest, ExtendedLeaseOutlivesItsFirstExpiryAndOnlyLiveLeasesExtend) {
+  Create();
+  h_.Produce(kTopic, "a", "v0");
+  h_.Produce(kTopic, "b", "v1");
+  Join("m1");
+  auto first = Fetch("m1");
+  ASSERT_EQ(first.size(), 2u);
+  h_.env.AdvanceTime(800 * kMsNs);
+  const LeaseRef wrong{0, first[1].offset, first[1].lease_id + 1000};
+  const LeaseRef refs[] = {first[0].lease(), wrong};
+  auto extended = h_.groups->ExtendLeases(kTopic, kGroup, "m1", refs, 5000);
+  ASSERT_OK(extended);
+  EXPECT_EQ(extended->extended, 1u);
+  EXPECT_EQ(extended->lost, std::vector<size_t>{1});
+  EXPECT_EQ(extended->lease_expires_at_micros[0], h_.env.clock().NowWallMicros() + 5'000'000);
+  EXPECT_EQ(extended->lease_expires_at_micros[1], 0);
+  // Past the first expiry: only the record not extended comes again.
+  h_.env.AdvanceTime(1000 * kMsNs);
+  auto again = Fetch("m1");
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].offset, first[1].offset);
+  EXPECT_EQ(again[0].attempt, 2u);
+  // The expired lease cannot be revived; the extended one is still held and acks.
+  const LeaseRef expired[] = {first[1].lease()};
+  auto revived = h_.groups->ExtendLeases(kTopic, kGroup, "m1", expired, 5000);
+  ASSERT_OK(revived);
+  EXPECT_EQ(revived->extended, 0u);
+  EXPECT_EQ(revived->lost, std::vector<size_t>{0});
+  h_.env.AdvanceTime(3000 * kMsNs);
+  EXPECT_OK(h_.groups->Ack(kTopic, kGroup, "m1", first[0].lease()));
+  EXPECT_OK(h_.groups->Ack(kTopic, kGroup, "m1", again[0].lease()));
+  EXPECT_EQ(Describe().partitions[0].committed, 2u);
+  // An acked lease is no longer held either.
+  auto done = h_.groups->ExtendLeases(kTopic, kGroup, "m1", refs, 5000);
+  ASSERT_OK(done);
+  EXPECT_EQ(done->extended, 0u);
+  // Bad input changes nothing.
+  EXPECT_EQ(h_.groups->ExtendLeases(kTopic, kGroup, "m1", refs, 0).status().code(),
+            StatusCode::kInvalidArgument);
+  const LeaseRef bad_partition[] = {LeaseRef{7, 0, 1}};
+  EXPECT_EQ(h_.groups->ExtendLeases(kTopic, kGroup, "m1", bad_partition, 100).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(h_.groups->ExtendLeases(kTopic, "nope", "m1", refs, 100).status().code(),
+            StatusCode::kNotFound);
+}
+
 TEST_F(GroupsTest, LeaseExpiryThroughTimerInVirtualTime) {
   Create();
   h_.Produce(kTopic, "k", "v0");

@@ -112,6 +112,11 @@ void PartitionWindow::Lease(WindowEntry* e, uint32_t member, uint64_t lease_id,
   SetTimer(e, deadline_ns);
 }
 
+void PartitionWindow::ExtendLease(WindowEntry* e, int64_t deadline_ns) {
+  CONVERGE_CHECK(e->state == EntryState::kLeased);
+  SetTimer(e, deadline_ns);
+}
+
 void PartitionWindow::SetTimer(WindowEntry* e, int64_t deadline_ns) {
   e->deadline_ns = deadline_ns;
   e->timer_token = next_token_++;

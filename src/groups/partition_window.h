@@ -91,6 +91,9 @@ class PartitionWindow {
   // Leases the entry PeekReady returned.
   void Lease(WindowEntry* e, uint32_t member, uint64_t lease_id, int64_t deadline_ns);
 
+  // Moves the expiry of a leased entry to `deadline_ns` (the old timer goes stale).
+  void ExtendLease(WindowEntry* e, int64_t deadline_ns);
+
   // Finds a not-yet-committed entry.
   WindowEntry* Find(uint64_t offset);
 

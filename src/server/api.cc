@@ -100,6 +100,12 @@ std::string TopicJson(const TopicInfo& info, const std::string* groups_json, boo
   AppendUint(&out, info.options.retention_max_bytes);
   out += ",\"retention_max_age_ms\":";
   out += std::to_string(info.options.retention_max_age_ms);
+  // Every option a topic is created with reads back: a client that retries a publish needs
+  // the dedup window to know how long the same (source, id) is stored once.
+  out += ",\"sync_interval_ms\":";
+  out += std::to_string(info.options.sync_interval_ms);
+  out += ",\"dedup_window_ms\":";
+  out += std::to_string(info.options.dedup_window_ms);
   if (groups_json || offsets) {
     out += ",\"partition_offsets\":[";
     for (size_t i = 0; i < info.partitions.size(); ++i) {
@@ -201,6 +207,8 @@ const std::vector<Api::Route>& Api::RouteTable() {
        M::kCore},
       {V::post, "/v1/topics/{topic}/groups/{group}/nack", RouteId::kNack, &Api::Nack, A::kToken,
        M::kCore},
+      {V::post, "/v1/topics/{topic}/groups/{group}/extend", RouteId::kExtendLeases,
+       &Api::ExtendLeases, A::kToken, M::kCore},
       {V::get, "/v1/topics/{topic}/groups/{group}/stream", RouteId::kStream, &Api::Stream,
        A::kToken, M::kCore},
       {V::post, "/v1/topics/{topic}/groups/{group}/leave", RouteId::kLeave, &Api::Leave, A::kToken,

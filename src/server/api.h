@@ -168,6 +168,7 @@ class Api {
   asio::awaitable<HttpReply> Fetch(Call& call);
   asio::awaitable<HttpReply> Ack(Call& call);
   asio::awaitable<HttpReply> Nack(Call& call);
+  asio::awaitable<HttpReply> ExtendLeases(Call& call);
   asio::awaitable<HttpReply> Stream(Call& call);
   asio::awaitable<HttpReply> Leave(Call& call);
   asio::awaitable<HttpReply> ListDeadLetters(Call& call);

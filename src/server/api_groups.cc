@@ -450,6 +450,58 @@ asio::awaitable<HttpReply> Api::Nack(Call& call) {
   co_return Reply(JsonReply(http::status::ok, std::move(out).value()));
 }
 
+asio::awaitable<HttpReply> Api::ExtendLeases(Call& call) {
+  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
+    co_return std::move(*refused);
+  }
+  if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
+  Result<json::object> body = ParseJsonObject(call.req.body());
+  if (!body.ok()) co_return InvalidJson(body.status());
+  // {"leases": [...], "lease_ms": n, "consumer": ...}: lease_ms is read here, the rest as
+  // the lease lists of ack and nack are.
+  int64_t lease_ms = 0;
+  Status s = ReadInt(*body, "lease_ms", 1, d_.config->groups.max_lease_ms, &lease_ms);
+  if (s.ok() && !body->contains("lease_ms")) {
+    s = InvalidArgumentError("field 'lease_ms' is required");
+  }
+  if (!s.ok()) co_return Error(s);
+  body->erase("lease_ms");
+  std::vector<LeaseItem> items;
+  std::string consumer = "default";
+  s = ParseLeases(*body, "leases", false, d_.config->limits.max_fetch_events, 0, &items, &consumer);
+  if (!s.ok()) co_return LeaseParseError(s);
+  const std::string topic = call.topic, group = call.group;
+  auto job = [&, topic, group]() -> Result<std::string> {
+    std::vector<LeaseRef> leases;
+    leases.reserve(items.size());
+    for (const LeaseItem& i : items) leases.push_back(i.lease);
+    CONVERGE_ASSIGN_OR_RETURN(ExtendLeasesResult r,
+                              d_.groups->ExtendLeases(topic, group, consumer, leases, lease_ms));
+    std::string json = "{\"extended\":" + std::to_string(r.extended) + ",\"lost\":[";
+    for (size_t i = 0; i < r.lost.size(); ++i) {
+      if (i) json += ',';
+      json += std::to_string(r.lost[i]);
+    }
+    json += "],\"leases\":[";
+    bool first = true;
+    for (size_t i = 0; i < leases.size(); ++i) {
+      if (r.lease_expires_at_micros[i] == 0) continue;
+      if (!first) json += ',';
+      first = false;
+      json += "{\"partition\":" + std::to_string(leases[i].partition) +
+              ",\"offset\":" + std::to_string(leases[i].offset) + ",\"lease_id\":\"" +
+              std::to_string(leases[i].lease_id) +
+              "\",\"lease_expires_at_ms\":" + std::to_string(r.lease_expires_at_micros[i] / 1000) +
+              "}";
+    }
+    json += "]}";
+    return json;
+  };
+  Result<std::string> out = co_await d_.pool->Run(std::move(job));
+  if (!out.ok()) co_return Error(out.status());
+  co_return Reply(JsonReply(http::status::ok, std::move(out).value()));
+}
+
 asio::awaitable<HttpReply> Api::Stream(Call& call) {
   if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, call.group)) {
     co_return std::move(*refused);

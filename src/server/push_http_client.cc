@@ -243,6 +243,9 @@ struct PushHttpClient::Impl : std::enable_shared_from_this<Impl> {
     for (auto& [name, value] : rendered->headers) req.set(name, value);
     req.set("Converge-Subscription", target.subscription);
     req.set("Converge-Delivery-Attempt", std::to_string(request.attempt));
+    // The event's position in the log: a receiver may key its own bookkeeping on it.
+    req.set("Converge-Partition", std::to_string(request.partition));
+    req.set("Converge-Offset", std::to_string(request.offset));
     const int64_t now_s = env.clock().NowWallNanos() / 1'000'000'000;
     req.set("Converge-Signature",
             PushSignature(target.secret, now_s, rendered->headers, rendered->body));

@@ -38,6 +38,7 @@ enum class RouteId {
   kFetch,
   kAck,
   kNack,
+  kExtendLeases,
   kStream,
   kLeave,
   kListDeadLetters,

@@ -132,6 +132,9 @@ struct Received {
   std::string content_type;
   Headers headers;  // all of them, as received
   int attempt = 0;
+  // Converge-Partition / Converge-Offset: the event's position in the log (-1 when absent).
+  long long partition = -1;
+  long long offset = -1;
   bool signature_ok = false;
 };
 
@@ -262,6 +265,10 @@ class TestEndpoint {
       r.content_type = std::string(req[bhttp::field::content_type]);
       r.attempt = std::atoi(std::string(req["Converge-Delivery-Attempt"]).c_str());
       r.subscription = std::string(req["Converge-Subscription"]);
+      if (auto p = req.find("Converge-Partition"); p != req.end())
+        r.partition = std::atoll(std::string(p->value()).c_str());
+      if (auto o = req.find("Converge-Offset"); o != req.end())
+        r.offset = std::atoll(std::string(o->value()).c_str());
       for (const auto& field : req) {
         r.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
       }
@@ -479,6 +486,24 @@ TEST_F(PushTest, OrderPerKeyAcrossManyKeysSignedInBothModes) {
         << "received " << endpoint.count() << "\n"
         << DeadLetters("orders", "push-s") << server_->Log();
     std::map<std::string, int> next;  // per key: the next sequence number to be acked
+    // Every request names its event's log position: one position per event (the same on a
+    // retry), together every offset of every partition.
+    std::map<std::string, std::pair<long long, long long>> position;
+    std::map<std::pair<long long, long long>, std::string> event_at;
+    for (const Received& r : endpoint.received()) {
+      ASSERT_GE(r.partition, 0) << r.subject;
+      ASSERT_LT(r.partition, 4) << r.subject;
+      ASSERT_GE(r.offset, 0) << r.subject;
+      auto [it, fresh] = position.emplace(r.subject, std::make_pair(r.partition, r.offset));
+      EXPECT_EQ(it->second, std::make_pair(r.partition, r.offset)) << r.subject;
+      auto [at, new_position] = event_at.emplace(it->second, r.subject);
+      EXPECT_EQ(at->second, r.subject) << r.partition << "/" << r.offset;
+    }
+    std::map<long long, long long> per_partition;
+    for (const auto& [pos, subject] : event_at) {
+      EXPECT_EQ(pos.second, per_partition[pos.first]++) << "partition " << pos.first;
+    }
+    EXPECT_EQ(event_at.size(), static_cast<size_t>(kKeys * kPerKey));
     for (const Received& r : endpoint.received()) {
       EXPECT_TRUE(r.signature_ok) << r.subject;
       EXPECT_EQ(r.content_type, std::string(mode) == "binary" ? "application/json"

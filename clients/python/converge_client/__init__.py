@@ -4,14 +4,15 @@ See clients/python/README.md and docs/clients.md.
 """
 
 from ._http import Backoff
-from .client import (AckResult, Client, Delivery, DeliveryStream, Lease, Nack, NackResult,
-                     PublishResult)
+from .client import (AckResult, Client, Delivery, DeliveryStream, ExtendResult, Lease, Nack,
+                     NackResult, PublishResult)
 from .consumer import Consumer, ConsumerStats, PermanentFailure
 from .errors import *  # noqa: F401,F403 - every error class is part of the API
 from .errors import ERROR_CLASSES, error_from_reply
 from .events import CloudEvent, event_identity, new_event_id
-from .inbox import SqliteInbox
+from .inbox import PostgresInbox, SqliteInbox
 from .outbox import PostgresOutbox, SqliteOutbox
+from .push import PushDelivery, PushRequestError, read_push, verify_push_signature
 from .saga import (SagaCommand, SagaParticipant, SagaReply, Sagas, SqliteSagaLedger, StepFailed,
                    StepRetry)
 from .store import ABSENT, Collection, Document, Store, WriteResult
@@ -20,9 +21,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ABSENT", "AckResult", "Backoff", "Client", "CloudEvent", "Collection", "Consumer",
-    "ConsumerStats", "Delivery", "DeliveryStream", "Document", "ERROR_CLASSES", "Lease", "Nack",
-    "NackResult", "PermanentFailure", "PostgresOutbox", "PublishResult", "SagaCommand",
+    "ConsumerStats", "Delivery", "DeliveryStream", "Document", "ERROR_CLASSES", "ExtendResult",
+    "Lease", "Nack", "NackResult", "PermanentFailure", "PostgresInbox", "PostgresOutbox", "PublishResult",
+    "PushDelivery", "PushRequestError", "SagaCommand",
     "SagaParticipant", "SagaReply", "Sagas", "SqliteInbox", "SqliteOutbox", "SqliteSagaLedger",
     "StepFailed", "StepRetry", "Store", "WriteResult", "error_from_reply", "event_identity",
-    "new_event_id",
+    "new_event_id", "read_push", "verify_push_signature",
 ]

@@ -123,6 +123,16 @@ class AckResult:
 
 
 @dataclass(frozen=True)
+class ExtendResult:
+    """``extended`` leases run until their ``expires_at_ms`` (by request index); ``lost`` lists
+    the indexes of leases no longer held (acked, nacked, expired or redelivered): not revived."""
+
+    extended: int
+    lost: list[int]
+    expires_at_ms: dict[int, int]
+
+
+@dataclass(frozen=True)
 class NackResult:
     nacked: int
     lost: list[int]
@@ -404,6 +414,25 @@ class Client:
         out = self.transport.json_request("POST", self._group_target(topic, group, "ack"), body,
                                           retry_safe=True)
         return AckResult(int(out["acked"]), [int(i) for i in out.get("lost", [])])
+
+    def extend_leases(self, topic: str, group: str, leases: Sequence[Lease | Delivery],
+                      lease_ms: int, *, consumer: str | None = None) -> ExtendResult:
+        """Keeps leased events for ``lease_ms`` from now (a handler slower than the group's
+        lease): they are not redelivered meanwhile. Call it before the leases expire."""
+        body: dict[str, Any] = {"leases": self._leases(leases),
+                                "lease_ms": _check_int("lease_ms", lease_ms, 1)}
+        if consumer is not None:
+            body["consumer"] = check_consumer(consumer)
+        # Extending again is harmless, so a retry is safe.
+        out = self.transport.json_request("POST", self._group_target(topic, group, "extend"),
+                                          body, retry_safe=True)
+        lost = [int(i) for i in out.get("lost", [])]
+        expires: dict[int, int] = {}
+        extended = iter(out.get("leases", []))
+        for i in range(len(body["leases"])):
+            if i not in lost:
+                expires[i] = int(next(extended)["lease_expires_at_ms"])
+        return ExtendResult(int(out["extended"]), lost, expires)
 
     def nack(self, topic: str, group: str, nacks: Sequence[Nack], *,
              consumer: str | None = None) -> NackResult:

@@ -143,6 +143,31 @@ class SqliteOutbox:
             f"({', '.join('?' for _ in _COLUMNS)})", rows)
 
 
+PARAMSTYLES = ("format", "pyformat", "qmark", "numeric", "named")
+
+
+def render_sql(template: str, count: int, paramstyle: str) -> str:
+    """``template`` with ``{}`` placeholders, rendered in a DB-API paramstyle."""
+    if paramstyle == "format":
+        marks = ["%s"] * count
+    elif paramstyle == "qmark":
+        marks = ["?"] * count
+    elif paramstyle == "numeric":
+        marks = [f":{i + 1}" for i in range(count)]
+    elif paramstyle == "named":
+        marks = [f":p{i}" for i in range(count)]
+    else:
+        marks = [f"%(p{i})s" for i in range(count)]
+    return template.format(*marks)
+
+
+def sql_params(values: Sequence[Any], paramstyle: str) -> Any:
+    """The parameters of a statement :func:`render_sql` rendered."""
+    if paramstyle in ("named", "pyformat"):
+        return {f"p{i}": v for i, v in enumerate(values)}
+    return tuple(values)
+
+
 class PostgresOutbox:
     """Writes outbox rows through a DB-API 2.0 connection to PostgreSQL.
 
@@ -152,34 +177,19 @@ class PostgresOutbox:
     so per key ``seq`` order is commit order (docs/formats/outbox.md, "Ordering").
     """
 
-    _STYLES = ("format", "pyformat", "qmark", "numeric", "named")
-
     def __init__(self, conn: Any, *, paramstyle: str = "format") -> None:
-        if paramstyle not in self._STYLES:
-            raise ClientInputError(f"paramstyle must be one of {', '.join(self._STYLES)}")
+        if paramstyle not in PARAMSTYLES:
+            raise ClientInputError(f"paramstyle must be one of {', '.join(PARAMSTYLES)}")
         if not hasattr(conn, "cursor"):
             raise ClientInputError("conn must be a DB-API 2.0 connection (with cursor())")
         self.conn = conn
         self.paramstyle = paramstyle
 
-    def _sql(self, template: str, count: int) -> tuple[str, Any]:
-        """``template`` with ``{}`` placeholders, rendered in the driver's paramstyle."""
-        if self.paramstyle == "format":
-            marks = ["%s"] * count
-        elif self.paramstyle == "qmark":
-            marks = ["?"] * count
-        elif self.paramstyle == "numeric":
-            marks = [f":{i + 1}" for i in range(count)]
-        elif self.paramstyle == "named":
-            marks = [f":p{i}" for i in range(count)]
-        else:
-            marks = [f"%(p{i})s" for i in range(count)]
-        return template.format(*marks), marks
+    def _sql(self, template: str, count: int) -> tuple[str, None]:
+        return render_sql(template, count, self.paramstyle), None
 
     def _params(self, values: Sequence[Any]) -> Any:
-        if self.paramstyle in ("named", "pyformat"):
-            return {f"p{i}": v for i, v in enumerate(values)}
-        return tuple(values)
+        return sql_params(values, self.paramstyle)
 
     def create_schema(self) -> None:
         """Creates the tables in the caller's transaction (commit afterwards), under the

@@ -43,6 +43,14 @@ export interface Lease {
   lease_id: string;
 }
 
+/** What `extendLeases` answers: `lost` are indexes of leases no longer held (acked, nacked,
+ * expired or redelivered: not revived); `leases` the extended ones with their new expiry. */
+export interface ExtendResult {
+  extended: number;
+  lost: number[];
+  leases: Array<Lease & { lease_expires_at_ms: number }>;
+}
+
 export interface Nack extends Lease {
   delay_ms?: number;
   permanent?: boolean;
@@ -262,6 +270,17 @@ export class ConvergeClient {
     const body: Record<string, unknown> = { acks: leases.map(LEASE_FIELDS) };
     if (consumer !== undefined) body.consumer = checkConsumer(consumer);
     return this.transport.json("POST", path("v1/topics", topic, "groups", group, "ack"), jsonBody(body));
+  }
+
+  /** Keeps leased events for `leaseMs` from now (a handler slower than the group's lease): they
+   * are not redelivered meanwhile. Call it before the leases expire; a retry is harmless. */
+  async extendLeases(topic: string, group: string, leases: Lease[], leaseMs: number, consumer?: string): Promise<ExtendResult> {
+    checkTopic(topic);
+    checkGroup(group);
+    if (!Number.isSafeInteger(leaseMs) || leaseMs < 1) throw badInput(`leaseMs must be an integer >= 1, got ${String(leaseMs)}`);
+    const body: Record<string, unknown> = { leases: leases.map(LEASE_FIELDS), lease_ms: leaseMs };
+    if (consumer !== undefined) body.consumer = checkConsumer(consumer);
+    return this.transport.json("POST", path("v1/topics", topic, "groups", group, "extend"), jsonBody(body));
   }
 
   async nack(topic: string, group: string, nacks: Nack[], consumer?: string): Promise<NackResult> {

@@ -10,3 +10,4 @@ export * from "./journal.js";
 export * from "./outbox.js";
 export * from "./saga.js";
 export * from "./store.js";
+export * from "./push.js";

@@ -19,6 +19,9 @@ export interface ClientOptions {
   maxConnections?: number;
   /** Send requests with this fetch implementation instead of node:http (tests, proxies, other runtimes). */
   fetch?: typeof fetch;
+  /** https: PEM certificates of the CAs to trust instead of Node's default ones (a private CA,
+   * or the server's self-signed certificate). The host name is verified either way. */
+  ca?: string;
 }
 
 export interface RequestOptions {
@@ -107,7 +110,10 @@ export class Transport {
     this.fetchImpl = options.fetch;
     if (this.fetchImpl === undefined) {
       const agentOptions = { keepAlive: true, maxSockets: options.maxConnections ?? 64, maxFreeSockets: options.maxConnections ?? 64 };
-      this.agent = this.url0.protocol === "https:" ? new https.Agent(agentOptions) : new http.Agent(agentOptions);
+      this.agent =
+        this.url0.protocol === "https:"
+          ? new https.Agent(options.ca === undefined ? agentOptions : { ...agentOptions, ca: options.ca })
+          : new http.Agent(agentOptions);
     }
   }
 

@@ -52,7 +52,7 @@ export class Serve {
       const timer = setTimeout(() => reject(new Error(`converge serve did not start: ${text} ${this.log()}`)), 20_000);
       child.stdout.on("data", (b) => {
         text += b.toString();
-        const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(text);
+        const m = /listening on https?:\/\/127\.0\.0\.1:(\d+)/.exec(text);
         if (m) {
           clearTimeout(timer);
           resolve(Number(m[1]));
