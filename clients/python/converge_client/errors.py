@@ -226,6 +226,13 @@ class ReplicaStaleError(RetryableError):
     CODE = "REPLICA_STALE"
 
 
+class PositionGoneError(ApiError):
+    """410: a collection's change stream no longer has the position asked for (the feed's
+    retention removed it); ``start`` in the body is the oldest position kept."""
+
+    CODE = "POSITION_GONE"
+
+
 class UnknownApiError(ApiError):
     """A code this version of the library does not know (a newer server)."""
 
@@ -262,6 +269,7 @@ ERROR_CLASSES: dict[str, type[ApiError]] = {
         InternalError,
         TokenNotAppliedError,
         ReplicaStaleError,
+        PositionGoneError,
     )
     if cls.CODE is not None
 }
@@ -279,7 +287,7 @@ HTTP_STATUS: dict[str, int] = {
     "UNSUPPORTED_MEDIA_TYPE": 415, "NOT_IMPLEMENTED": 501, "TOO_MANY_REQUESTS": 429,
     "RESOURCE_EXHAUSTED": 429, "HEADERS_TOO_LARGE": 431, "UNAVAILABLE": 503,
     "DEADLINE_EXCEEDED": 504, "DATA_LOSS": 500, "INTERNAL": 500, "TOKEN_NOT_APPLIED": 504,
-    "REPLICA_STALE": 503,
+    "REPLICA_STALE": 503, "POSITION_GONE": 410,
 }
 
 
@@ -357,6 +365,7 @@ __all__ = [
     "InternalError",
     "TokenNotAppliedError",
     "ReplicaStaleError",
+    "PositionGoneError",
     "ERROR_CLASSES",
     "HTTP_STATUS",
     "error_from_reply",

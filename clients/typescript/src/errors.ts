@@ -32,6 +32,7 @@ export const SERVER_ERROR_CODES = [
   "INTERNAL",
   "TOKEN_NOT_APPLIED",
   "REPLICA_STALE",
+  "POSITION_GONE",
 ] as const;
 
 export type ServerErrorCode = (typeof SERVER_ERROR_CODES)[number];
@@ -78,6 +79,9 @@ export class UnauthenticatedError extends ConvergeError {}
 export class PermissionDeniedError extends ConvergeError {}
 /** 404 NOT_FOUND. */
 export class NotFoundError extends ConvergeError {}
+/** 410 POSITION_GONE: a collection's change stream no longer keeps the position asked for (its
+ * feed's retention removed it); `body.start` is the oldest position kept. */
+export class PositionGoneError extends ConvergeError {}
 /** 405 METHOD_NOT_ALLOWED. */
 export class MethodNotAllowedError extends ConvergeError {}
 /** 409 ALREADY_EXISTS, or 412 ALREADY_EXISTS for an `If-None-Match: *` that found a document. */
@@ -150,6 +154,7 @@ export const ERROR_CLASS_BY_CODE: Readonly<Record<ServerErrorCode, ErrorClass>> 
   INTERNAL: InternalError,
   TOKEN_NOT_APPLIED: DeadlineExceededError,
   REPLICA_STALE: UnavailableError,
+  POSITION_GONE: PositionGoneError,
 };
 
 // A reply without a JSON error body (a proxy, a crash): the class follows the HTTP status.
@@ -160,6 +165,7 @@ function classForStatus(status: number): [string, ErrorClass] {
     case 403: return ["PERMISSION_DENIED", PermissionDeniedError];
     case 404: return ["NOT_FOUND", NotFoundError];
     case 405: return ["METHOD_NOT_ALLOWED", MethodNotAllowedError];
+    case 410: return ["POSITION_GONE", PositionGoneError];
     case 409: return ["FAILED_PRECONDITION", FailedPreconditionError];
     case 412: return ["ABORTED", AbortedError];
     case 413: return ["PAYLOAD_TOO_LARGE", PayloadTooLargeError];

@@ -16,6 +16,7 @@ const {
   UnauthenticatedError,
   PermissionDeniedError,
   NotFoundError,
+  PositionGoneError,
   MethodNotAllowedError,
   AlreadyExistsError,
   FailedPreconditionError,
@@ -61,6 +62,7 @@ const EXPECTED = {
   INTERNAL: [500, InternalError],
   TOKEN_NOT_APPLIED: [504, DeadlineExceededError],
   REPLICA_STALE: [503, UnavailableError],
+  POSITION_GONE: [410, PositionGoneError],
 };
 const RETRYABLE = new Set(["TOO_MANY_REQUESTS", "RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED", "TOKEN_NOT_APPLIED", "REPLICA_STALE"]);
 
