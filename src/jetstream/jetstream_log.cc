@@ -209,6 +209,8 @@ class JetStreamLog final : public Log {
                    uint32_t partition);
   // The record at `seq` from the stream leader; NotFound if it is not there.
   Result<natsMsg*> GetFromLeader(const std::string& stream, uint64_t seq);
+  Result<uint64_t> NextPresentOffset(const std::string& stream, const std::string& topic,
+                                     uint32_t partition, uint64_t from, uint64_t end_seq);
   // The batch is validated; `partition` < 0 picks partitions by key.
   void Publish(std::shared_ptr<const TopicMeta> meta, std::span<const RecordView> records,
                int64_t partition, AppendDone done);
@@ -1046,6 +1048,32 @@ Status JetStreamLog::ReadByGets(const std::string& stream, uint64_t from, size_t
   return Status::Ok();
 }
 
+// The offset of the first message at or after offset `from` + 1 of the partition's stream
+// (`end_seq` when there is none: the hole runs to the end).
+Result<uint64_t> JetStreamLog::NextPresentOffset(const std::string& stream,
+                                                 const std::string& topic, uint32_t partition,
+                                                 uint64_t from, uint64_t end_seq) {
+  const std::string subject = SubjectName(options_.stream_prefix, topic, partition);
+  jsDirectGetMsgOptions dg;
+  jsDirectGetMsgOptions_Init(&dg);
+  dg.Sequence = from + 2;  // the message after the one missing at `from`
+  dg.NextBySubject = subject.c_str();
+  natsMsg* m = nullptr;
+  jsOptions ro = RequestOptions();
+  const natsStatus s = js_DirectGetMsg(&m, js_, stream.c_str(), &ro, &dg);
+  if (s == NATS_NOT_FOUND) return end_seq;
+  if (s != NATS_OK) return NatsError("find the message after " + ToStr(from + 1) + " of " + stream, s);
+  const char* got = nullptr;
+  uint64_t seq = 0;
+  if (natsMsgHeader_Get(m, "Nats-Sequence", &got) == NATS_OK) seq = std::strtoull(got, nullptr, 10);
+  natsMsg_Destroy(m);
+  if (seq <= from + 1) {
+    return InternalError("jetstream: " + stream + " answered sequence " + ToStr(seq) +
+                         " for the message after " + ToStr(from + 1));
+  }
+  return seq - 1;
+}
+
 Result<ReadBatch> JetStreamLog::Read(const std::string& topic, uint32_t partition, uint64_t offset,
                                      size_t max_records, size_t max_bytes) {
   CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<const TopicMeta> meta, GetMeta(topic));
@@ -1093,10 +1121,22 @@ Result<ReadBatch> JetStreamLog::Read(const std::string& topic, uint32_t partitio
     batch.records.push_back(r);
   }
   if (batch.records.empty()) {
-    // Nothing at `from` though the stream said so: retention removed it meanwhile.
     CONVERGE_ASSIGN_OR_RETURN(StreamState now, GetStreamState(stream, topic));
-    batch.next_offset = std::max(from, now.first_seq - 1);
-    return batch;
+    if (from + 1 < now.first_seq) {
+      // Nothing at `from` though the stream said so: retention removed it meanwhile.
+      batch.next_offset = now.first_seq - 1;
+      return batch;
+    }
+    // `from` is retained and below the end, yet the stream has no message there: a hole
+    // (a message deleted from the stream, or lost by the engine). Reported as damage like a
+    // damaged range of the embedded log, so readers apply their damage policy instead of
+    // waiting at `from` forever.
+    CONVERGE_ASSIGN_OR_RETURN(uint64_t resume,
+                              NextPresentOffset(stream, topic, partition, from, now.last_seq));
+    return DataLossError("topic '" + topic + "' partition " + ToStr(partition) + ": records [" +
+                         ToStr(from) + ", " + ToStr(resume) +
+                         ") are damaged (missing from the JetStream stream); resume at offset " +
+                         ToStr(resume));
   }
   batch.next_offset = batch.records.back().offset + 1;
   batch.storage = std::move(storage);
@@ -1115,13 +1155,25 @@ Result<uint64_t> JetStreamLog::OffsetForTime(const std::string& topic, uint32_t 
   uint64_t lo = st.first_seq;
   uint64_t hi = st.last_seq + 1;
   while (lo < hi) {
-    const uint64_t mid = lo + (hi - lo) / 2;
+    uint64_t mid = lo + (hi - lo) / 2;
     Result<natsMsg*> m = GetFromLeader(stream, mid);
-    if (!m.ok()) {
-      if (m.status().code() != StatusCode::kNotFound) return m.status();
-      lo = mid + 1;  // removed by retention meanwhile: older than anything left
-      continue;
+    if (!m.ok() && m.status().code() == StatusCode::kNotFound) {
+      // Removed by retention meanwhile (older than anything left), or a hole: probe the next
+      // message present instead, so a hole never sends the search past the records it seeks.
+      CONVERGE_ASSIGN_OR_RETURN(uint64_t next,
+                                NextPresentOffset(stream, topic, partition, mid - 1, hi - 1));
+      if (next + 1 >= hi) {
+        hi = mid;  // nothing present in [mid, hi)
+        continue;
+      }
+      mid = next + 1;
+      m = GetFromLeader(stream, mid);
+      if (!m.ok() && m.status().code() == StatusCode::kNotFound) {
+        lo = mid + 1;  // removed by retention between the two requests
+        continue;
+      }
     }
+    if (!m.ok()) return m.status();
     int64_t ts = 0;
     std::string_view id, key, value;
     const std::string_view data(natsMsg_GetData(*m),
@@ -1134,7 +1186,15 @@ Result<uint64_t> JetStreamLog::OffsetForTime(const std::string& topic, uint32_t 
       lo = mid + 1;
     }
   }
-  return lo - 1;
+  // The search may end on a hole: the answer is then the next record present (or the end).
+  if (lo > st.last_seq) return lo - 1;
+  Result<natsMsg*> at = GetFromLeader(stream, lo);
+  if (at.ok()) {
+    natsMsg_Destroy(*at);
+    return lo - 1;
+  }
+  if (at.status().code() != StatusCode::kNotFound) return at.status();
+  return NextPresentOffset(stream, topic, partition, lo - 1, st.last_seq);
 }
 
 }  // namespace

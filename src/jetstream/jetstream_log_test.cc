@@ -3,11 +3,14 @@
 #include "jetstream/jetstream_log.h"
 
 #include <gtest/gtest.h>
+#include <nats/nats.h>
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <limits>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -332,6 +335,68 @@ TEST_F(JetStreamLogTest, InterleavedSequentialReadersGetExactlyTheirOffsets) {
   ASSERT_TRUE(after.ok()) << after.status().ToString();
   ASSERT_FALSE(after->records.empty());
   EXPECT_EQ(after->records.front().offset, start);
+}
+
+// Messages missing from the middle of a stream (deleted, or lost by the engine) are reported
+// as a damaged range with the offset to resume at, as the embedded log reports damage: a
+// reader never waits at a hole, and never skips it silently.
+TEST_F(JetStreamLogTest, AHoleInAStreamIsReportedAsDamageWithWhereToResume) {
+  auto log = OpenOrDie(OptionsFor(*cluster_));
+  ASSERT_NE(log, nullptr);
+  TopicOptions to;
+  to.partitions = 1;
+  ASSERT_OK(log->CreateTopic("holes", to));
+  std::vector<std::string> values;
+  for (int i = 0; i < 20; ++i) values.push_back("v" + std::to_string(i));
+  std::vector<RecordView> records;
+  for (const std::string& v : values) records.push_back({"", "", v, 0});
+  ASSERT_TRUE(log->Append("holes", records).ok());
+
+  // Offsets 7 and 10..12 (stream sequences 8 and 11..13) and the last one go missing.
+  natsConnection* nc = nullptr;
+  ASSERT_EQ(natsConnection_ConnectTo(&nc, cluster_->Url(0).c_str()), NATS_OK);
+  jsCtx* js = nullptr;
+  ASSERT_EQ(natsConnection_JetStream(&js, nc, nullptr), NATS_OK);
+  const std::string stream = StreamName("t", "holes", 0);
+  for (uint64_t seq : {8, 11, 12, 13, 20}) {
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    ASSERT_EQ(js_DeleteMsg(js, stream.c_str(), seq, nullptr, &jerr), NATS_OK) << seq;
+  }
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+
+  std::vector<std::string> got;
+  std::vector<std::pair<uint64_t, uint64_t>> holes;
+  uint64_t offset = 0;
+  for (int step = 0; step < 40; ++step) {
+    Result<ReadBatch> b = log->Read("holes", 0, offset, 100, 1 << 20);
+    if (!b.ok()) {
+      ASSERT_EQ(b.status().code(), StatusCode::kDataLoss) << b.status().ToString();
+      std::optional<uint64_t> resume = DataLossResumeOffset(b.status());
+      ASSERT_TRUE(resume.has_value()) << b.status().ToString();
+      ASSERT_GT(*resume, offset);
+      holes.emplace_back(offset, *resume);
+      offset = *resume;
+      continue;
+    }
+    if (b->records.empty()) break;
+    for (const StoredRecord& r : b->records) got.emplace_back(r.value);
+    offset = b->next_offset;
+  }
+  EXPECT_EQ(holes, (std::vector<std::pair<uint64_t, uint64_t>>{{7, 8}, {10, 13}, {19, 20}}));
+  std::vector<std::string> want;
+  for (int i = 0; i < 20; ++i) {
+    if (i != 7 && i != 10 && i != 11 && i != 12 && i != 19) want.push_back(values[i]);
+  }
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(offset, 20u);
+  // A search by time steps over the holes (the last record is one of them).
+  Result<uint64_t> first = log->OffsetForTime("holes", 0, 0);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(*first, 0u);
+  Result<uint64_t> none = log->OffsetForTime("holes", 0, std::numeric_limits<int64_t>::max());
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_EQ(*none, 20u);
 }
 
 TEST_F(JetStreamLogTest, OffsetForTimeSearchesTheRecordsTimestamps) {
