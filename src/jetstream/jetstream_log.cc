@@ -237,6 +237,12 @@ class JetStreamLog final : public Log {
   static void AckHandler(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
     static_cast<JetStreamLog*>(closure)->OnAck(msg, pa, pae);
   }
+  // The server's max_payload, cached: natsConnection_GetMaxPayload takes the connection's
+  // lock, which the threads publishing and taking PubAcks contend for on every record.
+  static void ReconnectedHandler(natsConnection* nc, void* closure) {
+    static_cast<JetStreamLog*>(closure)->max_payload_.store(natsConnection_GetMaxPayload(nc),
+                                                            std::memory_order_relaxed);
+  }
   static void WatchHandler(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
     static_cast<JetStreamLog*>(closure)->OnWatchMessage(msg);
     natsMsg_Destroy(msg);
@@ -251,6 +257,7 @@ class JetStreamLog final : public Log {
   jsCtx* js_ = nullptr;
   natsSubscription* watch_sub_ = nullptr;
   std::atomic<uint64_t> round_robin_{0};
+  std::atomic<int64_t> max_payload_{0};  // of the server connected to (set again on reconnect)
 
   std::mutex meta_mu_;
   std::unordered_map<std::string, std::shared_ptr<const TopicMeta>> meta_;
@@ -306,13 +313,19 @@ Status JetStreamLog::Connect() {
     // millisecond later. No connection gets its own notices back (its watchers were told at
     // the PubAck already).
     if (s == NATS_OK && send_asap) s = natsOptions_SetSendAsap(opts, true);
+    if (s == NATS_OK && send_asap) {
+      s = natsOptions_SetReconnectedCB(opts, &JetStreamLog::ReconnectedHandler, this);
+    }
     if (s == NATS_OK) s = natsOptions_SetNoEcho(opts, true);
     if (s == NATS_OK) s = natsConnection_Connect(out, opts);
     natsOptions_Destroy(opts);
     return s;
   };
   natsStatus s = connect(/*send_asap=*/true, &nc_);
-  if (s == NATS_OK) s = connect(/*send_asap=*/false, &notice_nc_);
+  if (s == NATS_OK) {
+    max_payload_.store(natsConnection_GetMaxPayload(nc_), std::memory_order_relaxed);
+    s = connect(/*send_asap=*/false, &notice_nc_);
+  }
   if (s != NATS_OK) {
     std::string all;
     for (const std::string& u : options_.servers) all += (all.empty() ? "" : ", ") + u;
@@ -661,7 +674,7 @@ void JetStreamLog::Publish(std::shared_ptr<const TopicMeta> meta,
                               ToStr(static_cast<uint64_t>(partition))));
     return;
   }
-  const uint64_t max_payload = static_cast<uint64_t>(natsConnection_GetMaxPayload(nc_));
+  const uint64_t max_payload = static_cast<uint64_t>(max_payload_.load(std::memory_order_relaxed));
   // Validate the whole batch before publishing any of it.
   for (size_t i = 0; i < records.size(); ++i) {
     const RecordView& r = records[i];
@@ -719,14 +732,19 @@ void JetStreamLog::Publish(std::shared_ptr<const TopicMeta> meta,
     } else {
       p = keyless;
     }
-    const std::string subject = SubjectName(options_.stream_prefix, meta->name, p);
-    const std::string payload =
-        EncodeRecordPayload(r, r.timestamp_micros > 0 ? r.timestamp_micros : now);
+    // The subject, payload and id are built in this thread's buffers (natsMsg_Create copies
+    // them): no allocation per record once the buffers have grown. The subject is
+    // SubjectName's, from the escaped name the topic's metadata holds.
+    thread_local std::string subject, payload, id;
+    subject.assign(options_.stream_prefix).append(".").append(meta->escaped).append(".");
+    subject += std::to_string(p);  // short: no allocation
+    payload.clear();
+    AppendRecordPayload(r, r.timestamp_micros > 0 ? r.timestamp_micros : now, &payload);
     natsMsg* msg = nullptr;
     natsStatus s = natsMsg_Create(&msg, subject.c_str(), nullptr, payload.data(),
                                   static_cast<int>(payload.size()));
     if (s == NATS_OK && !r.id.empty() && o.dedup_window_ms > 0) {
-      const std::string id(r.id);
+      id.assign(r.id);
       s = natsMsgHeader_Set(msg, "Nats-Msg-Id", id.c_str());
     }
     if (s != NATS_OK) {
@@ -1211,13 +1229,18 @@ std::string SubjectName(std::string_view prefix, std::string_view topic, uint32_
 
 std::string EncodeRecordPayload(const RecordView& record, int64_t timestamp_micros) {
   std::string out;
-  out.reserve(kPayloadOverhead + record.id.size() + record.key.size() + record.value.size());
-  out.push_back(kPayloadVersion);
-  internal::PutFixed64(&out, static_cast<uint64_t>(timestamp_micros));
-  internal::PutLengthPrefixed(&out, record.id);
-  internal::PutLengthPrefixed(&out, record.key);
-  out.append(record.value);
+  AppendRecordPayload(record, timestamp_micros, &out);
   return out;
+}
+
+void AppendRecordPayload(const RecordView& record, int64_t timestamp_micros, std::string* out) {
+  out->reserve(out->size() + kPayloadOverhead + record.id.size() + record.key.size() +
+               record.value.size());
+  out->push_back(kPayloadVersion);
+  internal::PutFixed64(out, static_cast<uint64_t>(timestamp_micros));
+  internal::PutLengthPrefixed(out, record.id);
+  internal::PutLengthPrefixed(out, record.key);
+  out->append(record.value);
 }
 
 bool DecodeRecordPayload(std::string_view payload, int64_t* timestamp_micros, std::string_view* id,
