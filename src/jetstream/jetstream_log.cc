@@ -149,8 +149,7 @@ struct TopicMeta {
 
 // One Append(Async) call waiting for its PubAcks.
 struct PendingBatch {
-  std::string topic;
-  std::string escaped;
+  std::shared_ptr<const TopicMeta> meta;  // the topic's name and escaped name (not copied)
   std::vector<AppendResult> results;
   std::atomic<size_t> remaining{0};
   std::mutex mu;
@@ -706,8 +705,7 @@ void JetStreamLog::Publish(std::shared_ptr<const TopicMeta> meta,
     return;
   }
   auto batch = std::make_shared<PendingBatch>();
-  batch->topic = meta->name;
-  batch->escaped = meta->escaped;
+  batch->meta = meta;
   batch->results.resize(records.size());
   batch->remaining.store(records.size());
   batch->done = std::move(done);
@@ -799,12 +797,15 @@ void JetStreamLog::OnAck(natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae) {
     const uint64_t offset = pa->Sequence > 0 ? pa->Sequence - 1 : 0;
     p.batch->results[p.index] = AppendResult{p.partition, offset, pa->Duplicate};
     if (!pa->Duplicate) {
-      NotifyLocal(p.batch->escaped, p.partition, pa->Sequence);
+      NotifyLocal(p.batch->meta->escaped, p.partition, pa->Sequence);
       // Other instances' watchers: a notice on core NATS, sent only after the PubAck, so a
       // woken reader finds the record. (Core NATS may drop a notice during a reconnect; a
       // long poll then ends at its own timeout and the next fetch reads the record.)
-      const std::string subject = watch_prefix_ + p.batch->escaped;
-      const std::string body = instance_ + " " + ToStr(p.partition) + " " + ToStr(pa->Sequence);
+      // Built in this thread's buffers: no allocation per acknowledged record.
+      thread_local std::string subject, body;
+      subject.assign(watch_prefix_).append(p.batch->meta->escaped);
+      body.assign(instance_).append(" ").append(ToStr(p.partition)).append(" ");
+      body.append(ToStr(pa->Sequence));
       natsConnection_Publish(notice_nc_, subject.c_str(), body.data(),
                              static_cast<int>(body.size()));
     }
@@ -814,17 +815,18 @@ void JetStreamLog::OnAck(natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae) {
       err = UnavailableError("jetstream: publish failed without a reason");
     } else if (pae->Err == NATS_TIMEOUT) {
       err = UnavailableError(
-          "jetstream: no PubAck within ack_timeout_ms for topic '" + p.batch->topic +
+          "jetstream: no PubAck within ack_timeout_ms for topic '" + p.batch->meta->name +
           "' partition " + ToStr(p.partition) +
           " (the record may or may not be stored; a retry with the same id is deduplicated "
           "within the topic's dedup window)");
     } else if (pae->Err == NATS_NO_RESPONDERS) {
-      err = UnavailableError("jetstream: no stream answers for topic '" + p.batch->topic +
+      err = UnavailableError("jetstream: no stream answers for topic '" + p.batch->meta->name +
                              "' partition " + ToStr(p.partition) +
                              " (no stream leader right now, or the topic was deleted)");
     } else {
       err = UnavailableError(
-          "jetstream: publish to topic '" + p.batch->topic + "' partition " + ToStr(p.partition) +
+          "jetstream: publish to topic '" + p.batch->meta->name + "' partition " +
+          ToStr(p.partition) +
           " failed: " + (pae->ErrText != nullptr ? pae->ErrText : natsStatus_GetText(pae->Err)) +
           " (JetStream error " + std::to_string(static_cast<int>(pae->ErrCode)) + ")");
     }
