@@ -65,6 +65,8 @@ std::string SubjectName(std::string_view prefix, std::string_view topic, uint32_
 
 // The record payload: version 1, fixed64 timestamp, length-prefixed id and key, then the value.
 std::string EncodeRecordPayload(const RecordView& record, int64_t timestamp_micros);
+// The same, appended to *out.
+void AppendRecordPayload(const RecordView& record, int64_t timestamp_micros, std::string* out);
 // False for a payload that is not in that encoding.
 bool DecodeRecordPayload(std::string_view payload, int64_t* timestamp_micros, std::string_view* id,
                          std::string_view* key, std::string_view* value);

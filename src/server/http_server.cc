@@ -345,6 +345,23 @@ boost::system::error_code ParseBuffered(http::request_parser<http::string_body>&
   return {};
 }
 
+// Feeds the bytes already in `buffer` to `parser` until its header is complete or more input
+// is needed (the parser is not eager: it stops at the end of the header). A parse error
+// (including header_limit, and body_limit for a Content-Length over it) is returned as from
+// http::async_read_header.
+boost::system::error_code ParseBufferedHeader(http::request_parser<http::string_body>& parser,
+                                              beast::flat_buffer& buffer) {
+  boost::system::error_code ec;
+  while (!parser.is_header_done() && buffer.size() > 0) {
+    const size_t used = parser.put(buffer.data(), ec);
+    buffer.consume(used);
+    if (ec == http::error::need_more) return {};
+    if (ec) return ec;
+    if (used == 0) break;
+  }
+  return {};
+}
+
 // The status line and header of a complete response, as a client receives them (the body is
 // sent after it from the response itself).
 void SerializeHeader(const HttpResponse& res, std::string* out) {
@@ -624,7 +641,14 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
       buffer.commit(got);
     }
     watchdog.Arm(limits.request_timeout_ms);
-    auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, kTuple);
+    // A header already in the buffer (the usual case: the read above got the whole request)
+    // is parsed right here; http::async_read_header would complete through a posted handler,
+    // a trip through the io_context's queue that may wake and move to the other io thread.
+    boost::system::error_code ec = ParseBufferedHeader(parser, buffer);
+    size_t n = 0;
+    if (!ec && !parser.is_header_done()) {
+      std::tie(ec, n) = co_await http::async_read_header(stream, buffer, parser, kTuple);
+    }
     if (conn->closing) break;  // closed by the drain or an eviction: not handled
     if (ec) {
       if (ec == http::error::header_limit) {
