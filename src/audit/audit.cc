@@ -54,6 +54,32 @@ Result<std::string> LoadOrCreateProducerId(Env& env, const std::string& dir) {
   return id;
 }
 
+Result<uint64_t> NextEpoch(Env& env, const std::string& dir) {
+  CONVERGE_RETURN_IF_ERROR(env.fs().CreateDirs(dir));
+  const std::string path = dir + "/epoch";
+  uint64_t epoch = 0;
+  if (env.fs().FileExists(path)) {
+    CONVERGE_ASSIGN_OR_RETURN(std::string text, env.fs().ReadFileToString(path));
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), epoch);
+    if (ec != std::errc() || end != text.data() + text.size()) {
+      return DataLossError("audit epoch in '" + path + "' is damaged");
+    }
+  }
+  ++epoch;
+  if (epoch >= (uint64_t{1} << 23)) return FailedPreconditionError("audit epochs exhausted");
+  CONVERGE_RETURN_IF_ERROR(env.fs().WriteFileAtomically(path, std::to_string(epoch)));
+  return epoch;
+}
+
+uint64_t Stamper::Take(const std::string& topic, uint64_t n) {
+  std::lock_guard lock(mu_);
+  auto it = next_.find(topic);
+  if (it == next_.end()) it = next_.emplace(topic, (epoch_ << 40) + 1).first;
+  const uint64_t first = it->second;
+  it->second += n;
+  return first;
+}
+
 // ---- AckJournal ----
 
 namespace {
@@ -102,8 +128,7 @@ Result<std::unique_ptr<AckJournal>> AckJournal::Open(Env& env, const std::string
     while (reader.Next(&payload)) {
       Ack ack;
       if (!DecodeAck(payload, &ack)) break;
-      auto [it, fresh] = j->acks_[ack.topic][ack.partition].emplace(ack.offset, ack.seq);
-      if (fresh) ++j->count_;
+      if (j->Insert(ack.topic, ack.partition, ack.offset, ack.seq)) ++j->count_;
     }
   }
   // Start from a clean file holding exactly what was read (cuts a torn tail, compacts).
@@ -134,6 +159,17 @@ Status AckJournal::Rewrite() {
   return Status::Ok();
 }
 
+bool AckJournal::Insert(const std::string& topic, uint32_t partition, uint64_t offset,
+                        uint64_t seq) {
+  Offsets& offsets = acks_[topic][partition];
+  auto [from, to] = offsets.equal_range(offset);
+  for (auto it = from; it != to; ++it) {
+    if (it->second == seq) return false;
+  }
+  offsets.emplace(offset, seq);
+  return true;
+}
+
 Status AckJournal::Record(const std::vector<Ack>& acks) {
   std::string frames;
   std::lock_guard lock(mu_);
@@ -142,15 +178,8 @@ Status AckJournal::Record(const std::vector<Ack>& acks) {
       ++untracked_;
       continue;
     }
-    auto [it, fresh] = acks_[a.topic][a.partition].emplace(a.offset, a.seq);
-    if (!fresh) {
-      // The log acknowledged a new append at an offset it had acknowledged before (a backend
-      // that reuses offsets after losing the tail, e.g. a truncated segment). The newer ack is
-      // what a reader should now find there.
-      it->second = a.seq;
-    } else {
-      ++count_;
-    }
+    if (!Insert(a.topic, a.partition, a.offset, a.seq)) continue;
+    ++count_;
     std::string payload;
     EncodeAck(&payload, a.topic, a.partition, a.offset, a.seq);
     rl::AppendFrame(&frames, payload);
@@ -266,7 +295,7 @@ AuditReport Auditor::Run() {
         (void)journal_.Forget(topic, partition, start);
       }
       if (first_kept == acked.end()) continue;
-      std::map<uint64_t, uint64_t> kept(first_kept, acked.end());
+      AckJournal::Offsets kept(first_kept, acked.end());
       CheckPartition(topic, partition, kept, &report);
     }
   }
@@ -276,7 +305,7 @@ AuditReport Auditor::Run() {
 }
 
 void Auditor::CheckPartition(const std::string& topic, uint32_t partition,
-                             const std::map<uint64_t, uint64_t>& acked, AuditReport* report) {
+                             const AckJournal::Offsets& acked, AuditReport* report) {
   // Where each of this producer's sequence numbers was read.
   std::map<uint64_t, std::vector<uint64_t>> found;
   uint64_t offset = acked.begin()->first;

@@ -51,6 +51,28 @@ std::optional<Stamp> ReadStamp(std::string_view record_value);
 // The producer id kept in `dir`/producer (created with random bytes of the Env on first use).
 Result<std::string> LoadOrCreateProducerId(Env& env, const std::string& dir);
 
+// A number that grows with every call over the life of `dir` (`dir`/epoch, rewritten
+// atomically): each start of the producer takes a new one, so sequence numbers assigned after
+// a restart never repeat earlier ones (a repeat would look like a duplicate).
+Result<uint64_t> NextEpoch(Env& env, const std::string& dir);
+
+// Assigns sequence numbers per topic: (epoch << 40) + 1, + 2, ... Thread-safe. A number is
+// taken before the append, so an append that fails, or that the log drops as a duplicate of
+// an earlier id, leaves a gap; gaps are not findings (only acknowledged numbers are checked).
+class Stamper {
+ public:
+  Stamper(std::string producer, uint64_t epoch) : producer_(std::move(producer)), epoch_(epoch) {}
+  const std::string& producer() const { return producer_; }
+  // The first of `n` consecutive numbers for `topic`.
+  uint64_t Take(const std::string& topic, uint64_t n);
+
+ private:
+  const std::string producer_;
+  const uint64_t epoch_;
+  std::mutex mu_;
+  std::map<std::string, uint64_t, std::less<>> next_;
+};
+
 // One acknowledged append of this producer.
 struct Ack {
   std::string topic;
@@ -81,8 +103,11 @@ class AckJournal {
   Status Forget(const std::string& topic, std::optional<uint32_t> partition,
                 std::optional<uint64_t> below);
 
-  // topic -> partition -> offset -> seq.
-  using Tracked = std::map<std::string, std::map<uint32_t, std::map<uint64_t, uint64_t>>>;
+  // topic -> partition -> offset -> seq. An offset holds more than one seq when the log
+  // acknowledged an append at an offset it had acknowledged before (a backend that lost its
+  // tail and reuses offsets): the earlier event is lost, and stays reported as missing.
+  using Offsets = std::multimap<uint64_t, uint64_t>;
+  using Tracked = std::map<std::string, std::map<uint32_t, Offsets>>;
   Tracked Snapshot() const;
   uint64_t tracked() const;
   uint64_t untracked() const;
@@ -90,6 +115,8 @@ class AckJournal {
  private:
   AckJournal(Env& env, std::string path, uint64_t max_tracked);
   Status Rewrite();  // with mu_ held
+  // Adds one ack; false if it is there already. With mu_ held (or before sharing).
+  bool Insert(const std::string& topic, uint32_t partition, uint64_t offset, uint64_t seq);
 
   Env& env_;
   const std::string path_;
@@ -154,7 +181,7 @@ class Auditor {
 
  private:
   void CheckPartition(const std::string& topic, uint32_t partition,
-                      const std::map<uint64_t, uint64_t>& acked, AuditReport* report);
+                      const AckJournal::Offsets& acked, AuditReport* report);
   void Add(AuditReport* report, Finding f);
 
   Env& env_;

@@ -228,7 +228,7 @@ TEST(AuditJournalTest, ReopenKeepsAcks) {
   ASSERT_TRUE(j.ok());
   EXPECT_EQ((*j)->tracked(), 2u);
   AckJournal::Tracked t = (*j)->Snapshot();
-  EXPECT_EQ(t["t"][1][0], 2u);
+  EXPECT_EQ(t["t"][1].find(0)->second, 2u);
   // Past the bound, acks are counted, not kept.
   std::vector<Ack> many;
   for (uint64_t i = 0; i < 20; ++i) many.push_back({"u", 0, i, i + 10});
