@@ -348,11 +348,12 @@ void Auditor::CheckPartition(const std::string& topic, uint32_t partition,
       f.found_offset = at.front();
       Add(report, f);
     }
-    // Every copy past the first one read (the acknowledged one when it is in place).
-    bool skipped_original = false;
+    // Every copy but one is a duplicate: the one at the acknowledged offset when there is
+    // one, else the first read.
+    bool original_seen = false;
     for (uint64_t o : at) {
-      if (!skipped_original && (in_place ? o == acked_offset : true)) {
-        skipped_original = true;
+      if (!original_seen && (!in_place || o == acked_offset)) {
+        original_seen = true;
         continue;
       }
       Add(report, {FindingKind::kDuplicate, topic, partition, seq, acked_offset, o});
