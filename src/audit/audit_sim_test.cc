@@ -5,6 +5,7 @@
 // replays one seed.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <random>
 #include <string>
@@ -54,14 +55,17 @@ class FaultLog : public Log {
       std::string id, key, value;
     };
     auto copies = std::make_shared<std::vector<Copy>>();
+    uint64_t end = 0;
     for (uint64_t o = 0;;) {
       CONVERGE_ASSIGN_OR_RETURN(ReadBatch b, base_.Read(t, p, o, 1000, 1 << 20));
       for (const StoredRecord& r : b.records) {
         copies->push_back({r.offset, std::string(r.id), std::string(r.key), std::string(r.value)});
       }
+      end = b.next_offset;
       if (b.records.empty()) break;
       o = b.next_offset;
     }
+    if (fault_ == Fault::kDuplicate) ++end;
     std::vector<Copy>& c = *copies;
     switch (fault_) {
       case Fault::kNone:
@@ -80,7 +84,7 @@ class FaultLog : public Log {
         break;
     }
     ReadBatch out;
-    out.next_offset = offset;
+    out.next_offset = std::max(offset, end);  // nothing left: the end (as the log answers)
     for (const Copy& r : c) {
       if (r.offset < offset) continue;
       if (out.records.size() >= max_records) break;
