@@ -268,7 +268,8 @@ AuditReport Auditor::Run() {
   report.runs = ++runs_;
   // The acks written so far become durable: a machine crash after this run cannot make the
   // next run forget what this one checked.
-  if (Status s = journal_.Sync(); !s.ok()) report.errors.push_back("journal: " + std::string(s.message()));
+  if (Status s = journal_.Sync(); !s.ok())
+    report.errors.push_back("journal: " + std::string(s.message()));
   for (const auto& [topic, partitions] : journal_.Snapshot()) {
     Result<TopicInfo> info = log_.DescribeTopic(topic);
     if (!info.ok()) {
@@ -304,15 +305,14 @@ AuditReport Auditor::Run() {
   return report;
 }
 
-void Auditor::CheckPartition(const std::string& topic, uint32_t partition,
-                             uint64_t end, const AckJournal::Offsets& acked,
-                             AuditReport* report) {
+void Auditor::CheckPartition(const std::string& topic, uint32_t partition, uint64_t end,
+                             const AckJournal::Offsets& acked, AuditReport* report) {
   // Where each of this producer's sequence numbers was read.
   std::map<uint64_t, std::vector<uint64_t>> found;
   uint64_t offset = acked.begin()->first;
   while (offset < end) {
-    Result<ReadBatch> batch = log_.Read(topic, partition, offset, options_.read_batch_records,
-                                        options_.read_batch_bytes);
+    Result<ReadBatch> batch =
+        log_.Read(topic, partition, offset, options_.read_batch_records, options_.read_batch_bytes);
     if (!batch.ok()) {
       // A damaged range is unreadable: its acknowledged events count as missing below.
       std::optional<uint64_t> resume = DataLossResumeOffset(batch.status());

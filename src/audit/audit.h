@@ -152,12 +152,12 @@ struct PartitionCounts {
 struct AuditReport {
   int64_t run_wall_micros = 0;  // when the run finished (0: no run yet)
   uint64_t runs = 0;
-  uint64_t checked = 0;          // acknowledged events checked by this run
-  uint64_t records_read = 0;     // records this run read
-  uint64_t expired = 0;          // acks dropped because retention removed them
-  uint64_t untracked = 0;        // acks never recorded (journal bound reached)
+  uint64_t checked = 0;           // acknowledged events checked by this run
+  uint64_t records_read = 0;      // records this run read
+  uint64_t expired = 0;           // acks dropped because retention removed them
+  uint64_t untracked = 0;         // acks never recorded (journal bound reached)
   std::vector<Finding> findings;  // this run's, at most max_findings
-  uint64_t findings_total = 0;   // this run's, including those not listed
+  uint64_t findings_total = 0;    // this run's, including those not listed
   // This run's counts per (topic, partition).
   std::map<std::pair<std::string, uint32_t>, PartitionCounts> counts;
   // Partitions that could not be read (no findings for them), and offsets reads did not get
@@ -166,8 +166,8 @@ struct AuditReport {
 };
 
 struct AuditorOptions {
-  std::string producer;            // the stamps to check
-  size_t max_findings = 1000;      // listed per report
+  std::string producer;        // the stamps to check
+  size_t max_findings = 1000;  // listed per report
   size_t read_batch_records = 1000;
   size_t read_batch_bytes = 4u << 20;
 };

@@ -166,8 +166,8 @@ void RunSeed(uint64_t seed, Fault fault) {
   const Appended victim = ours[rng() % ours.size()];
   std::vector<Finding> expected;
   if (fault == Fault::kDrop) {
-    expected.push_back({FindingKind::kMissing, "t", victim.partition, victim.seq, victim.offset,
-                        victim.offset});
+    expected.push_back(
+        {FindingKind::kMissing, "t", victim.partition, victim.seq, victim.offset, victim.offset});
   } else if (fault == Fault::kDuplicate) {
     auto info = (*log)->DescribeTopic("t");
     ASSERT_TRUE(info.ok());
@@ -179,10 +179,10 @@ void RunSeed(uint64_t seed, Fault fault) {
       if (a.partition == victim.partition && a.offset == victim.offset + 1) next = &a;
     }
     if (next == nullptr) return;  // nothing of ours to swap with
-    expected.push_back({FindingKind::kOutOfOrder, "t", victim.partition, victim.seq,
-                        victim.offset, next->offset});
-    expected.push_back({FindingKind::kOutOfOrder, "t", next->partition, next->seq, next->offset,
-                        victim.offset});
+    expected.push_back(
+        {FindingKind::kOutOfOrder, "t", victim.partition, victim.seq, victim.offset, next->offset});
+    expected.push_back(
+        {FindingKind::kOutOfOrder, "t", next->partition, next->seq, next->offset, victim.offset});
   }
   FaultLog faulty(**log, "t", victim.partition, fault, victim.offset);
   AuditorOptions ao;

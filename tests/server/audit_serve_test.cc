@@ -92,7 +92,8 @@ class AuditServeTest : public ::testing::Test {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     json::object last;
     while (std::chrono::steady_clock::now() < deadline) {
-      testing::HttpResult r = testing::HttpCall(server_->port(), "GET", "/v1/audit", "", {}, kAdmin);
+      testing::HttpResult r =
+          testing::HttpCall(server_->port(), "GET", "/v1/audit", "", {}, kAdmin);
       EXPECT_EQ(r.status, 200) << r.body;
       last = json::parse(r.body).as_object();
       if (static_cast<uint64_t>(last.at("checked").to_number<int64_t>()) == checked) return last;
@@ -173,20 +174,22 @@ TEST_F(AuditServeTest, CleanThenTruncatedSegmentReportsExactlyTheLostEvents) {
     const json::object& f = v.as_object();
     EXPECT_EQ(f.at("kind").as_string(), "missing") << json::serialize(f);
     EXPECT_EQ(f.at("topic").as_string(), "orders");
-    reported.insert({f.at("acked_offset").to_number<uint64_t>(), f.at("seq").to_number<uint64_t>()});
+    reported.insert(
+        {f.at("acked_offset").to_number<uint64_t>(), f.at("seq").to_number<uint64_t>()});
   }
   EXPECT_EQ(reported, lost) << json::serialize(after);
   EXPECT_EQ(after.at("missing").to_number<uint64_t>(), lost.size());
   EXPECT_EQ(after.at("duplicates").to_number<int64_t>(), 0);
   EXPECT_EQ(after.at("out_of_order").to_number<int64_t>(), 0);
 
-  testing::HttpResult metrics = testing::HttpCall(server_->port(), "GET", "/metrics", "", {}, kAdmin);
+  testing::HttpResult metrics =
+      testing::HttpCall(server_->port(), "GET", "/metrics", "", {}, kAdmin);
   const std::string line = "converge_audit_missing_total{topic=\"orders\",partition=\"0\"} " +
                            std::to_string(lost.size()) + "\n";
   EXPECT_NE(metrics.body.find(line), std::string::npos) << metrics.body;
-  cli = testing::RunCommand(Converge() + " audit --server http://127.0.0.1:" +
-                            std::to_string(server_->port()) + " --token " + kAdmin +
-                            " 2>&1 </dev/null");
+  cli = testing::RunCommand(Converge() +
+                            " audit --server http://127.0.0.1:" + std::to_string(server_->port()) +
+                            " --token " + kAdmin + " 2>&1 </dev/null");
   EXPECT_EQ(cli.exit_code, 3) << cli.out;
   EXPECT_NE(cli.out.find("missing " + std::to_string(lost.size())), std::string::npos) << cli.out;
   Stop();
@@ -229,9 +232,8 @@ TEST(AuditJetStreamTest, MessageDeletedFromTheStreamIsMissing) {
     ADD_FAILURE() << json::serialize(last);
     return last;
   };
-  json::object clean = audit([](const json::object& o) {
-    return o.at("checked").to_number<int64_t>() == kEvents;
-  });
+  json::object clean =
+      audit([](const json::object& o) { return o.at("checked").to_number<int64_t>() == kEvents; });
   EXPECT_EQ(clean.at("findings_total").to_number<int64_t>(), 0) << json::serialize(clean);
 
   // The engine loses offset 7 (stream sequence 8): deleted behind converge's back.
