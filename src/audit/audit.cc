@@ -394,28 +394,38 @@ void AuditService::Start() {
   std::lock_guard lock(mu_);
   if (!stopped_) return;
   stopped_ = false;
+  armed_ = true;
   timer_ = env_.executor().Schedule(interval_ms_ * 1'000'000, [this] { Tick(); });
 }
 
 void AuditService::Stop() {
-  {
-    std::lock_guard lock(mu_);
-    if (stopped_) return;
-    stopped_ = true;
-    env_.executor().Cancel(timer_);
-  }
-  std::lock_guard wait(run_mu_);  // a run in progress ends first
+  std::unique_lock lock(mu_);
+  if (stopped_) return;
+  stopped_ = true;
+  if (armed_ && env_.executor().Cancel(timer_)) armed_ = false;
+  // A timer that fired already is running Tick (or about to): it must be done with `this`
+  // before this returns, since the owner destroys the service (and the log) next.
+  idle_.wait(lock, [this] { return !armed_ && !ticking_; });
 }
 
 void AuditService::Tick() {
   {
     std::lock_guard lock(mu_);
-    if (stopped_) return;
+    armed_ = false;
+    if (stopped_) {
+      idle_.notify_all();
+      return;
+    }
+    ticking_ = true;
   }
   (void)RunNow();
   std::lock_guard lock(mu_);
-  if (stopped_) return;
-  timer_ = env_.executor().Schedule(interval_ms_ * 1'000'000, [this] { Tick(); });
+  ticking_ = false;
+  if (!stopped_) {
+    armed_ = true;
+    timer_ = env_.executor().Schedule(interval_ms_ * 1'000'000, [this] { Tick(); });
+  }
+  idle_.notify_all();
 }
 
 AuditReport AuditService::RunNow() {

@@ -12,6 +12,7 @@
 // Nothing here uses threads or sleeps: AuditService schedules runs on the Env's executor.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -203,7 +204,7 @@ class AuditService {
                int64_t interval_ms);
   ~AuditService();  // Stop()
   void Start();
-  // Cancels the next run and waits for a running one to end.
+  // Cancels the next run and waits for a running one to end (never call it from a run).
   void Stop();
   // Runs now (on the calling thread), serialized with the scheduled runs.
   AuditReport RunNow();
@@ -222,7 +223,10 @@ class AuditService {
   const int64_t interval_ms_;
   std::mutex run_mu_;  // one run at a time
   mutable std::mutex mu_;
+  std::condition_variable idle_;  // armed_ or ticking_ became false
   bool stopped_ = true;
+  bool armed_ = false;    // a timer is scheduled (or fired and Tick has not taken it yet)
+  bool ticking_ = false;  // Tick is running a scheduled run
   TimerId timer_ = 0;
   AuditReport last_;
   std::set<std::tuple<FindingKind, std::string, uint32_t, uint64_t>> seen_;

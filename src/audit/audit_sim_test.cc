@@ -241,5 +241,27 @@ TEST(AuditJournalTest, ReopenKeepsAcks) {
   EXPECT_EQ((*j)->untracked(), 12u);
 }
 
+// The service runs on the Env's timers (virtual time here) and stops cleanly.
+TEST(AuditServiceTest, RunsEveryIntervalOnTheEnvTimers) {
+  sim::SimEnv sim(3);
+  LogOptions lo;
+  lo.dir = "/data/log";
+  auto log = Log::Open(sim, lo);
+  ASSERT_TRUE(log.ok());
+  auto journal = AckJournal::Open(sim, "/data/audit", 100);
+  ASSERT_TRUE(journal.ok());
+  AuditorOptions ao;
+  ao.producer = "p";
+  AuditService service(sim, **log, **journal, ao, 1000);
+  service.Start();
+  sim.RunFor(int64_t{999} * 1'000'000);
+  EXPECT_EQ(service.last().runs, 0u);
+  sim.RunFor(int64_t{2001} * 1'000'000);
+  EXPECT_EQ(service.last().runs, 3u);
+  service.Stop();
+  sim.RunFor(int64_t{5000} * 1'000'000);
+  EXPECT_EQ(service.last().runs, 3u);
+}
+
 }  // namespace
 }  // namespace converge::audit
