@@ -293,6 +293,8 @@ const std::vector<Api::Route>& Api::RouteTable() {
       // The outbox relays and their dead letters: admin tokens only. The dead-letter topic's
       // name ("_dlq.outbox") is not a topic a path may name, so it has routes of its own.
       {V::get, "/v1/relays", RouteId::kListRelays, &Api::ListRelays, A::kToken, M::kCore},
+      // The end-to-end audit's last findings: admin tokens only.
+      {V::get, "/v1/audit", RouteId::kAudit, &Api::GetAudit, A::kToken, M::kCore},
       {V::get, "/v1/relays/dead-letters", RouteId::kListRelayDeadLetters,
        &Api::ListRelayDeadLetters, A::kToken, M::kCore},
       {V::post, "/v1/relays/dead-letters/replay", RouteId::kReplayRelayDeadLetters,

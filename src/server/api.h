@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "audit/audit.h"
 #include "converge/consumer_group.h"
 #include "converge/env.h"
 #include "converge/event.h"
@@ -74,6 +75,10 @@ struct ApiDeps {
   Replicas* replicas = nullptr;
   // The push subscriptions (/v1/subscriptions); required.
   PushService* push = nullptr;
+  // The end-to-end audit (docs/formats/audit.md): all three set when audit.enabled, else null.
+  audit::Stamper* audit_stamper = nullptr;
+  audit::AckJournal* audit_journal = nullptr;
+  audit::AuditService* audit = nullptr;
 };
 
 // One route: method and path template ("/v1/topics/{topic}").
@@ -215,6 +220,7 @@ class Api {
   asio::awaitable<HttpReply> DeleteGroup(Call& call);
   asio::awaitable<HttpReply> SeekGroup(Call& call);
   asio::awaitable<HttpReply> ListRelays(Call& call);
+  asio::awaitable<HttpReply> GetAudit(Call& call);
   asio::awaitable<HttpReply> ListRelayDeadLetters(Call& call);
   asio::awaitable<HttpReply> ReplayRelayDeadLetters(Call& call);
   asio::awaitable<HttpReply> DiscardRelayDeadLetters(Call& call);
@@ -260,6 +266,13 @@ class Api {
                    const SchemaRegistry::TopicSchema* bound, bool defer_json_check,
                    PreparedPublish* out, HttpResponse* refused);
   // The reply to an append of `prepared` (and the publish metrics).
+  // With the audit on: stamps every event of `prepared` with this sidecar's producer id and a
+  // sequence number and encodes it again (docs/formats/audit.md).
+  void StampForAudit(const std::string& topic, PreparedPublish* prepared,
+                     uint64_t* first_seq);
+  // Records the appends the log acknowledged (not those it dropped as duplicates).
+  void RecordAudited(const std::string& topic, uint64_t first_seq,
+                     const std::vector<AppendResult>& appended);
   HttpResponse PublishReply(const HttpRequest& request, const std::string& topic,
                             const PreparedPublish& prepared,
                             const Result<std::vector<AppendResult>>& appended);

@@ -568,6 +568,56 @@ asio::awaitable<HttpReply> Api::DiscardDeadLetters(Call& call) {
 // ---------------------------------------------------------------------------------------
 // Relays
 
+asio::awaitable<HttpReply> Api::GetAudit(Call& call) {
+  if (Status s = OnlyAdmins(*call.principal, "see the audit"); !s.ok()) co_return Error(s);
+  if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
+  std::string out = "{\"enabled\":";
+  if (d_.audit == nullptr) {
+    out += "false}";
+    co_return Reply(JsonReply(http::status::ok, std::move(out)));
+  }
+  const audit::AuditReport r = d_.audit->last();
+  out += "true,\"producer\":";
+  AppendJsonString(&out, d_.audit_stamper->producer());
+  out += ",\"runs\":" + std::to_string(r.runs);
+  out += ",\"last_run_micros\":" + std::to_string(r.run_wall_micros);
+  out += ",\"checked\":" + std::to_string(r.checked);
+  out += ",\"records_read\":" + std::to_string(r.records_read);
+  out += ",\"expired\":" + std::to_string(r.expired);
+  out += ",\"tracked\":" + std::to_string(d_.audit_journal->tracked());
+  out += ",\"untracked\":" + std::to_string(r.untracked);
+  uint64_t missing = 0, duplicates = 0, out_of_order = 0;
+  for (const auto& [where, c] : r.counts) {
+    missing += c.missing;
+    duplicates += c.duplicates;
+    out_of_order += c.out_of_order;
+  }
+  out += ",\"missing\":" + std::to_string(missing);
+  out += ",\"duplicates\":" + std::to_string(duplicates);
+  out += ",\"out_of_order\":" + std::to_string(out_of_order);
+  out += ",\"findings_total\":" + std::to_string(r.findings_total);
+  out += ",\"findings\":[";
+  for (size_t i = 0; i < r.findings.size(); ++i) {
+    const audit::Finding& f = r.findings[i];
+    if (i > 0) out += ',';
+    out += "{\"kind\":";
+    AppendJsonString(&out, audit::FindingKindName(f.kind));
+    out += ",\"topic\":";
+    AppendJsonString(&out, f.topic);
+    out += ",\"partition\":" + std::to_string(f.partition);
+    out += ",\"seq\":" + std::to_string(f.seq);
+    out += ",\"acked_offset\":" + std::to_string(f.acked_offset);
+    out += ",\"found_offset\":" + std::to_string(f.found_offset) + "}";
+  }
+  out += "],\"errors\":[";
+  for (size_t i = 0; i < r.errors.size(); ++i) {
+    if (i > 0) out += ',';
+    AppendJsonString(&out, r.errors[i]);
+  }
+  out += "]}";
+  co_return Reply(JsonReply(http::status::ok, std::move(out)));
+}
+
 asio::awaitable<HttpReply> Api::ListRelays(Call& call) {
   if (Status s = OnlyAdmins(*call.principal, "see the relays"); !s.ok()) co_return Error(s);
   if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);

@@ -595,13 +595,26 @@ Status ParseSubscriptions(const YAML::Node& n, ServerConfig* c) {
   return Status::Ok();
 }
 
+Status ParseAudit(const YAML::Node& n, AuditConfig* c) {
+  const std::string w = "audit";
+  if (!n.IsMap()) return KeyError(w, "must be a mapping");
+  CONVERGE_RETURN_IF_ERROR(
+      CheckKeys(n, w, {"enabled", "interval_ms", "max_tracked_events", "max_findings"}));
+  CONVERGE_RETURN_IF_ERROR(ReadBool(n, w, "enabled", &c->enabled));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "interval_ms", &c->interval_ms, 10, 86'400'000));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(n, w, "max_tracked_events", &c->max_tracked_events, 1, 100'000'000));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_findings", &c->max_findings, 1, 100'000));
+  return Status::Ok();
+}
+
 Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
   if (!root || root.IsNull()) return Status::Ok();  // an empty file means all defaults
   CONVERGE_RETURN_IF_ERROR(
       CheckKeys(root, "",
                 {"listen", "data_dir", "io_threads", "storage_threads", "tls", "auth",
                  "auto_create_topics", "topic_defaults", "log", "groups", "limits", "store",
-                 "sagas", "relays", "topology", "replicas", "subscriptions"}));
+                 "sagas", "relays", "topology", "replicas", "subscriptions", "audit"}));
   std::string listen;
   CONVERGE_RETURN_IF_ERROR(ReadString(root, "", "listen", &listen));
   if (!listen.empty()) {
@@ -623,6 +636,7 @@ Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
     CONVERGE_RETURN_IF_ERROR(ParseTopicDefaults(t, &c->topic_defaults));
   }
   if (YAML::Node l = root["log"]) CONVERGE_RETURN_IF_ERROR(ParseLog(l, &c->log));
+  if (YAML::Node a = root["audit"]) CONVERGE_RETURN_IF_ERROR(ParseAudit(a, &c->audit));
   if (YAML::Node g = root["groups"]) CONVERGE_RETURN_IF_ERROR(ParseGroups(g, &c->groups));
   if (YAML::Node l = root["limits"]) CONVERGE_RETURN_IF_ERROR(ParseLimits(l, &c->limits));
   if (YAML::Node st = root["store"]) CONVERGE_RETURN_IF_ERROR(ParseStore(st, &c->store));

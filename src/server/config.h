@@ -200,6 +200,14 @@ struct LogConfig {
   jetstream::JetStreamLogOptions jetstream;  // with backend: jetstream
 };
 
+// The end-to-end audit of the log (docs/formats/audit.md). Off by default.
+struct AuditConfig {
+  bool enabled = false;
+  int64_t interval_ms = 60'000;          // how often the auditor runs
+  uint64_t max_tracked_events = 1'000'000;  // acknowledged appends remembered for checking
+  uint32_t max_findings = 1000;          // listed by GET /v1/audit (all are counted)
+};
+
 struct ServerConfig {
   std::string listen_address = "127.0.0.1";
   uint16_t listen_port = 8080;  // 0 picks a free port (printed at start)
@@ -226,6 +234,7 @@ struct ServerConfig {
   std::shared_ptr<const topology::System> topology;
   std::vector<ReplicaConfig> replicas;
   std::vector<SubscriptionConfig> subscriptions;
+  AuditConfig audit;
 
   bool tls_enabled() const { return !tls_cert_file.empty(); }
   bool auth_enabled() const { return !tokens.empty(); }

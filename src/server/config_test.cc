@@ -156,6 +156,25 @@ TEST(Config, RejectsBadInputNamingTheKey) {
                  "'name' appears more than once");
 }
 
+TEST(Config, AuditSection) {
+  Result<ServerConfig> d = ParseConfig("");
+  ASSERT_TRUE(d.ok());
+  EXPECT_FALSE(d->audit.enabled);
+  EXPECT_EQ(d->audit.interval_ms, 60'000);
+  Result<ServerConfig> c = ParseConfig(
+      "audit: {enabled: true, interval_ms: 50, max_tracked_events: 7, max_findings: 3}");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(c->audit.enabled);
+  EXPECT_EQ(c->audit.interval_ms, 50);
+  EXPECT_EQ(c->audit.max_tracked_events, 7u);
+  EXPECT_EQ(c->audit.max_findings, 3u);
+  ExpectRejected("audit: {enabled: maybe}", "audit.enabled");
+  ExpectRejected("audit: {interval_ms: 0}", "audit.interval_ms");
+  ExpectRejected("audit: {max_tracked_events: 0}", "audit.max_tracked_events");
+  ExpectRejected("audit: {intervall_ms: 5}", "audit.intervall_ms");
+  ExpectRejected("audit: [1]", "audit");
+}
+
 TEST(Config, LogBackendSection) {
   Result<ServerConfig> d = ParseConfig("");
   ASSERT_TRUE(d.ok());

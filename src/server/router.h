@@ -95,6 +95,7 @@ enum class RouteId {
   kReplayRelayDeadLetters,
   kDiscardRelayDeadLetters,
   kDiscardDeadLetters,
+  kAudit,
   kOpenApi,
   // Push subscriptions.
   kListSubscriptions,

@@ -54,6 +54,11 @@ struct Server::Impl {
   // POST `log`'s events to the subscriptions' endpoints, settling leases in `groups`; stopped
   // before the groups' final flush.
   std::unique_ptr<PushService> push;
+  // The end-to-end audit (audit.enabled): stamps publishes, records their acks, reads `log`
+  // on the Env's executor; stopped before the log closes.
+  std::unique_ptr<audit::Stamper> audit_stamper;
+  std::unique_ptr<audit::AckJournal> audit_journal;
+  std::unique_ptr<audit::AuditService> audit;
   asio::io_context ioc;
   std::unique_ptr<BlockingPool> pool;
   WakeupHub hub;
@@ -143,6 +148,56 @@ std::unique_ptr<converge::internal::MeteredEnv> MeteredDefaultEnv(MetricsRegistr
 }
 
 }  // namespace
+
+// The audit's producer id, epoch and journal in <data_dir>/audit, its metrics, and its runs
+// every audit.interval_ms (docs/formats/audit.md).
+static Status OpenAudit(Server::Impl* impl) {
+  const AuditConfig& c = impl->config.audit;
+  const std::string dir = impl->config.data_dir + "/audit";
+  Env& env = *impl->env;
+  CONVERGE_ASSIGN_OR_RETURN(std::string producer, audit::LoadOrCreateProducerId(env, dir));
+  CONVERGE_ASSIGN_OR_RETURN(uint64_t epoch, audit::NextEpoch(env, dir));
+  impl->audit_stamper = std::make_unique<audit::Stamper>(producer, epoch);
+  CONVERGE_ASSIGN_OR_RETURN(impl->audit_journal,
+                            audit::AckJournal::Open(env, dir, c.max_tracked_events));
+  audit::AuditorOptions options;
+  options.producer = producer;
+  options.max_findings = c.max_findings;
+  impl->audit = std::make_unique<audit::AuditService>(env, *impl->log, *impl->audit_journal,
+                                                      options, c.interval_ms);
+  // Computed at scrape time (scrapes run on the pool, joined before the audit stops).
+  impl->metrics.AddCollector([a = impl->audit.get(), j = impl->audit_journal.get()](
+                                 std::vector<MetricsRegistry::Sample>* out) {
+    for (const auto& [where, counts] : a->totals()) {
+      Labels labels = {{"topic", where.first},
+                                        {"partition", std::to_string(where.second)}};
+      out->push_back({"converge_audit_missing_total",
+                      "Acknowledged events the audit could not read (distinct events).",
+                      "counter", labels, static_cast<double>(counts.missing)});
+      out->push_back({"converge_audit_duplicates_total",
+                      "Extra copies of events the audit read (distinct events).", "counter",
+                      labels, static_cast<double>(counts.duplicates)});
+      out->push_back({"converge_audit_out_of_order_total",
+                      "Acknowledged events the audit read at another offset (distinct events).",
+                      "counter", labels, static_cast<double>(counts.out_of_order)});
+    }
+    out->push_back({"converge_audit_checked_total",
+                    "Acknowledged events checked, summed over audit runs.", "counter", {},
+                    static_cast<double>(a->checked_total())});
+    out->push_back({"converge_audit_tracked_events",
+                    "Acknowledged events the audit journal holds for checking.", "gauge", {},
+                    static_cast<double>(j->tracked())});
+    out->push_back({"converge_audit_untracked_total",
+                    "Acknowledged events not recorded because the journal was full.", "counter",
+                    {}, static_cast<double>(j->untracked())});
+    const audit::AuditReport last = a->last();
+    out->push_back({"converge_audit_last_run_timestamp_seconds",
+                    "Wall time the last audit run finished (0: none yet).", "gauge", {},
+                    static_cast<double>(last.run_wall_micros) / 1e6});
+  });
+  impl->audit->Start();
+  return Status::Ok();
+}
 
 Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   CONVERGE_RETURN_IF_ERROR(ValidateConfig(config));
@@ -309,6 +364,12 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
                             PushService::Start(*impl->env, *impl->groups, impl->config,
                                                impl->metrics));
   deps.push = impl->push.get();
+  if (impl->config.audit.enabled) {
+    CONVERGE_RETURN_IF_ERROR(OpenAudit(impl.get()));
+    deps.audit_stamper = impl->audit_stamper.get();
+    deps.audit_journal = impl->audit_journal.get();
+    deps.audit = impl->audit.get();
+  }
   impl->api = std::make_unique<Api>(deps);
 
   HttpServerOptions http_options;
@@ -372,6 +433,7 @@ Server::~Server() {
   // HTTP server, the watches, the groups, the log.
   if (impl_->relays) impl_->relays->Stop();
   impl_->relays.reset();
+  if (impl_->audit) impl_->audit->Stop();
   impl_->pool.reset();
   if (impl_->replicas) impl_->replicas->Stop();
   impl_->push.reset();
@@ -381,6 +443,8 @@ Server::~Server() {
   impl_->store.reset();
   impl_->sagas.reset();
   impl_->groups.reset();
+  impl_->audit.reset();
+  impl_->audit_journal.reset();
   impl_->log.reset();
 }
 
