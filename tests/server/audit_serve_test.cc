@@ -256,12 +256,9 @@ TEST(AuditJetStreamTest, MessageDeletedFromTheStreamIsMissing) {
   EXPECT_EQ(f.at("acked_offset").to_number<uint64_t>(), kLost);
   EXPECT_EQ(f.at("seq").to_number<uint64_t>(), Seq(1, kLost));
   EXPECT_EQ(after.at("checked").to_number<int64_t>(), kEvents);
-  // The JetStream backend's reads make no progress at the hole (a reader at offset 7 waits
-  // forever); the audit says so and steps over it, checking the rest.
-  const json::array& errors = after.at("errors").as_array();
-  ASSERT_EQ(errors.size(), 1u) << json::serialize(after);
-  EXPECT_NE(std::string(errors[0].as_string()).find("no progress at offset 7"), std::string::npos)
-      << json::serialize(after);
+  // The JetStream backend reports the hole as a damaged range with the offset to resume at
+  // (docs/formats/jetstream.md), so the audit steps over it like any damage: no read error.
+  EXPECT_TRUE(after.at("errors").as_array().empty()) << json::serialize(after);
 }
 
 }  // namespace
