@@ -215,18 +215,7 @@ class PostgresStore final : public Store {
   }
 
   Result<ListResult> List(const std::string& collection, const ListOptions& options) override {
-    if (options.limit == 0 || options.limit > opt_.list_max_limit) {
-      return InvalidArgumentError("limit must be in 1.." + std::to_string(opt_.list_max_limit));
-    }
-    auto check_bound = [&](const std::string& k, std::string_view what) -> Status {
-      if (k.empty()) return Status::Ok();
-      Status s = ValidateKey(k, opt_.max_key_bytes);
-      return s.ok() ? s : InvalidArgumentError(std::string(what) + ": " + std::string(s.message()));
-    };
-    CONVERGE_RETURN_IF_ERROR(check_bound(options.start_key, "start_key"));
-    CONVERGE_RETURN_IF_ERROR(check_bound(options.end_key, "end_key"));
-    CONVERGE_RETURN_IF_ERROR(check_bound(options.prefix, "prefix"));
-    CONVERGE_RETURN_IF_ERROR(check_bound(options.page_token, "page_token"));
+    CONVERGE_RETURN_IF_ERROR(ValidateListOptions(opt_, options));
     const int64_t now = NowMs();
     const std::string& from = std::max(options.start_key, options.prefix);
     const bool after_token = !options.page_token.empty() && options.page_token >= from;

@@ -34,6 +34,8 @@ const MergeFunction* FindMergeFunction(const StoreOptions& options, const std::s
 Result<FieldMergers> MergersFor(const StoreOptions& options, const CollectionConfig& config);
 // InvalidArgument naming what is wrong with a collection's config.
 Status ValidateCollectionConfig(const StoreOptions& options, const CollectionConfig& config);
+// InvalidArgument naming the bad field of a List request (limit, key bounds, page token).
+Status ValidateListOptions(const StoreOptions& store, const ListOptions& options);
 
 // An op of a transaction after the stateless checks.
 struct CheckedOp {

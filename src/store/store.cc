@@ -374,6 +374,22 @@ Result<FieldMergers> MergersFor(const StoreOptions& opt_, const CollectionConfig
   return out;
 }
 
+Status ValidateListOptions(const StoreOptions& store, const ListOptions& options) {
+  if (options.limit == 0 || options.limit > store.list_max_limit) {
+    return InvalidArgumentError("limit must be in 1.." + std::to_string(store.list_max_limit));
+  }
+  auto check_bound = [&](const std::string& k, std::string_view what) -> Status {
+    if (k.empty()) return Status::Ok();
+    Status s = Store::ValidateKey(k, store.max_key_bytes);
+    return s.ok() ? s : InvalidArgumentError(std::string(what) + ": " + std::string(s.message()));
+  };
+  CONVERGE_RETURN_IF_ERROR(check_bound(options.start_key, "start_key"));
+  CONVERGE_RETURN_IF_ERROR(check_bound(options.end_key, "end_key"));
+  CONVERGE_RETURN_IF_ERROR(check_bound(options.prefix, "prefix"));
+  CONVERGE_RETURN_IF_ERROR(check_bound(options.page_token, "page_token"));
+  return Status::Ok();
+}
+
 Status ValidateCollectionConfig(const StoreOptions& opt_, const CollectionConfig& config) {
   if (!ValidName(config.owner, 128)) {
     return InvalidArgumentError("a collection needs an owner (1 to 128 printable characters)");
@@ -609,18 +625,7 @@ void StoreImpl::GetAsync(const std::string& collection, const std::string& key, 
 }
 
 Result<ListResult> StoreImpl::List(const std::string& collection, const ListOptions& options) {
-  if (options.limit == 0 || options.limit > opt_.list_max_limit) {
-    return InvalidArgumentError("limit must be in 1.." + std::to_string(opt_.list_max_limit));
-  }
-  auto check_bound = [&](const std::string& k, std::string_view what) -> Status {
-    if (k.empty()) return Status::Ok();
-    Status s = ValidateKey(k, opt_.max_key_bytes);
-    return s.ok() ? s : InvalidArgumentError(std::string(what) + ": " + std::string(s.message()));
-  };
-  CONVERGE_RETURN_IF_ERROR(check_bound(options.start_key, "start_key"));
-  CONVERGE_RETURN_IF_ERROR(check_bound(options.end_key, "end_key"));
-  CONVERGE_RETURN_IF_ERROR(check_bound(options.prefix, "prefix"));
-  CONVERGE_RETURN_IF_ERROR(check_bound(options.page_token, "page_token"));
+  CONVERGE_RETURN_IF_ERROR(ValidateListOptions(opt_, options));
   const int64_t now = NowMs();
 
   std::vector<std::pair<std::string, StoredDoc>> found;
