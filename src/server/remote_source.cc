@@ -3,7 +3,8 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
-#include <cctype>
+#include <boost/url/encode.hpp>
+#include <boost/url/rfc/unreserved_chars.hpp>
 
 #include "converge/client.h"
 #include "converge/event.h"
@@ -48,6 +49,13 @@ RemoteSourceOptions RemoteSourceOptionsFor(const ReplicaConfig& r) {
 }
 
 namespace {
+
+// A key or page token as one percent-encoded path segment or query value (everything but
+// RFC 3986's unreserved characters encoded).
+std::string EncodePathSegment(std::string_view text) {
+  return boost::urls::encode(text, boost::urls::unreserved_chars);
+}
+
 
 // A bootstrap snapshot is one target transaction: bounded.
 constexpr uint64_t kMaxSnapshotBytes = 256ull << 20;
@@ -217,7 +225,7 @@ class RemoteSource : public replica::Source {
       client::HttpRequest req;
       req.method = "GET";
       req.target = "/v1/collections/" + options_.collection + "/docs?limit=1000";
-      if (!page.empty()) req.target += "&page_token=" + PercentEncode(page);
+      if (!page.empty()) req.target += "&page_token=" + EncodePathSegment(page);
       Result<client::HttpResponse> res = client_.Send(req);
       if (!res.ok()) return UnavailableError(what + ": " + std::string(res.status().message()));
       if (res->status == 404) break;  // no such collection (yet): empty
@@ -287,21 +295,6 @@ class RemoteSource : public replica::Source {
     return out;
   }
 
-  static std::string PercentEncode(std::string_view text) {
-    static constexpr char kHex[] = "0123456789ABCDEF";
-    std::string out;
-    for (unsigned char ch : text) {
-      if (std::isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
-        out.push_back(static_cast<char>(ch));
-      } else {
-        out.push_back('%');
-        out.push_back(kHex[ch >> 4]);
-        out.push_back(kHex[ch & 15]);
-      }
-    }
-    return out;
-  }
-
   std::string Where() const {
     return "collection '" + options_.collection + "' of " + options_.url;
   }
@@ -325,21 +318,6 @@ Result<client::Options> ClientOptionsFor(const RemoteSourceOptions& options) {
   co.token = options.token;
   co.timeout_ms = options.wait_ms + options.timeout_ms;
   return co;
-}
-
-std::string EncodePathSegment(std::string_view text) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char ch : text) {
-    if (std::isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
-      out.push_back(static_cast<char>(ch));
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[ch >> 4]);
-      out.push_back(kHex[ch & 15]);
-    }
-  }
-  return out;
 }
 
 std::string ErrorMessage(const client::HttpResponse& res) {
