@@ -287,6 +287,24 @@ struct LeaseItem {
   std::string reason;
 };
 
+std::vector<LeaseRef> LeaseRefsOf(const std::vector<LeaseItem>& items) {
+  std::vector<LeaseRef> leases;
+  leases.reserve(items.size());
+  for (const LeaseItem& i : items) leases.push_back(i.lease);
+  return leases;
+}
+
+// "[i,j,...]": the request indexes of leases that were lost.
+std::string IndexList(const std::vector<size_t>& indexes) {
+  std::string out = "[";
+  for (size_t i = 0; i < indexes.size(); ++i) {
+    if (i) out += ',';
+    out += std::to_string(indexes[i]);
+  }
+  out += ']';
+  return out;
+}
+
 // Parses {"acks"|"nacks": [{"partition", "offset", "lease_id", ...}], "consumer": ...}.
 Status ParseLeases(const json::object& body, std::string_view list_name, bool nack,
                    uint64_t max_items, int64_t max_delay_ms, std::vector<LeaseItem>* items,
@@ -367,18 +385,9 @@ asio::awaitable<HttpReply> Api::Ack(Call& call) {
   if (!s.ok()) co_return LeaseParseError(s);
   const std::string topic = call.topic, group = call.group;
   auto job = [&, topic, group]() -> Result<std::string> {
-    std::vector<LeaseRef> leases;
-    leases.reserve(items.size());
-    for (const LeaseItem& i : items) leases.push_back(i.lease);
     CONVERGE_ASSIGN_OR_RETURN(AckBatchResult r,
-                              d_.groups->AckBatch(topic, group, consumer, leases));
-    std::string json = "{\"acked\":" + std::to_string(r.acked) + ",\"lost\":[";
-    for (size_t i = 0; i < r.lost.size(); ++i) {
-      if (i) json += ',';
-      json += std::to_string(r.lost[i]);
-    }
-    json += "]}";
-    return json;
+                              d_.groups->AckBatch(topic, group, consumer, LeaseRefsOf(items)));
+    return "{\"acked\":" + std::to_string(r.acked) + ",\"lost\":" + IndexList(r.lost) + "}";
   };
   Result<std::string> out = co_await d_.pool->Run(std::move(job));
   if (!out.ok()) co_return Error(out.status());
@@ -472,17 +481,11 @@ asio::awaitable<HttpReply> Api::ExtendLeases(Call& call) {
   if (!s.ok()) co_return LeaseParseError(s);
   const std::string topic = call.topic, group = call.group;
   auto job = [&, topic, group]() -> Result<std::string> {
-    std::vector<LeaseRef> leases;
-    leases.reserve(items.size());
-    for (const LeaseItem& i : items) leases.push_back(i.lease);
+    const std::vector<LeaseRef> leases = LeaseRefsOf(items);
     CONVERGE_ASSIGN_OR_RETURN(ExtendLeasesResult r,
                               d_.groups->ExtendLeases(topic, group, consumer, leases, lease_ms));
-    std::string json = "{\"extended\":" + std::to_string(r.extended) + ",\"lost\":[";
-    for (size_t i = 0; i < r.lost.size(); ++i) {
-      if (i) json += ',';
-      json += std::to_string(r.lost[i]);
-    }
-    json += "],\"leases\":[";
+    std::string json = "{\"extended\":" + std::to_string(r.extended) +
+                       ",\"lost\":" + IndexList(r.lost) + ",\"leases\":[";
     bool first = true;
     for (size_t i = 0; i < leases.size(); ++i) {
       if (r.lease_expires_at_micros[i] == 0) continue;

@@ -771,19 +771,13 @@ Status PostgresStore::ApplyTxn(Transaction& tx, const Caller& caller, std::span<
     }
     const bool exists = present && !(expires != 0 && expires <= now);
     const uint64_t current = exists ? version : 0;
-    if (op.precondition.if_none_match_any && exists) {
-      return refuse(AlreadyExistsError("document '" + op.key + "' exists (If-None-Match: *)"));
+    bool stale = false;
+    if (Status pre =
+            CheckPreconditions(op, p.if_match_any, p.if_match_version, exists, current, &stale);
+        !pre.ok()) {
+      return refuse(std::move(pre));
     }
-    if ((p.if_match_any || p.if_match_version) && !exists) {
-      return refuse(
-          AbortedError("precondition failed: document '" + op.key + "' does not exist (If-Match)"));
-    }
-    const bool stale = p.if_match_version && *p.if_match_version != current;
-    auto stale_error = [&]() {
-      return refuse(AbortedError("precondition failed: document '" + op.key + "' is at version " +
-                                 std::to_string(current) + ", If-Match names " +
-                                 std::to_string(*p.if_match_version)));
-    };
+    auto stale_error = [&]() { return refuse(StaleError(op, current, *p.if_match_version)); };
     WriteResult& r = out->results[i];
     const int64_t old_bytes = present ? static_cast<int64_t>(op.key.size() + stored.size()) : 0;
     if (p.kind == WriteOp::Kind::kCheck) {

@@ -49,4 +49,14 @@ struct CheckedOp {
 Result<std::vector<CheckedOp>> ValidateWriteOps(const StoreOptions& options,
                                                 std::span<const WriteOp> ops, bool indexed);
 
+// The preconditions of an op (as checked by ValidateWriteOps) against the document's state
+// (`exists`: present and not expired; `current`: its version, 0 if it does not exist):
+// AlreadyExists for If-None-Match: * on a document that exists, Aborted for If-Match on one that
+// does not, else OK. *stale tells whether If-Match names another version than `current` (StaleError
+// words that refusal; a merging collection may merge instead).
+Status CheckPreconditions(const WriteOp& op, bool if_match_any,
+                          std::optional<uint64_t> if_match_version, bool exists, uint64_t current,
+                          bool* stale);
+Status StaleError(const WriteOp& op, uint64_t current, uint64_t named);
+
 }  // namespace converge::store_internal

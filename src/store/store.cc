@@ -374,6 +374,24 @@ Result<FieldMergers> MergersFor(const StoreOptions& opt_, const CollectionConfig
   return out;
 }
 
+Status CheckPreconditions(const WriteOp& op, bool if_match_any,
+                          std::optional<uint64_t> if_match_version, bool exists, uint64_t current,
+                          bool* stale) {
+  if (op.precondition.if_none_match_any && exists) {
+    return AlreadyExistsError("document '" + op.key + "' exists (If-None-Match: *)");
+  }
+  if ((if_match_any || if_match_version) && !exists) {
+    return AbortedError("precondition failed: document '" + op.key + "' does not exist (If-Match)");
+  }
+  *stale = if_match_version && *if_match_version != current;
+  return Status::Ok();
+}
+
+Status StaleError(const WriteOp& op, uint64_t current, uint64_t named) {
+  return AbortedError("precondition failed: document '" + op.key + "' is at version " +
+                      std::to_string(current) + ", If-Match names " + std::to_string(named));
+}
+
 Status ValidateListOptions(const StoreOptions& store, const ListOptions& options) {
   if (options.limit == 0 || options.limit > store.list_max_limit) {
     return InvalidArgumentError("limit must be in 1.." + std::to_string(store.list_max_limit));
@@ -894,19 +912,13 @@ Status StoreImpl::ApplyTxnLocked(Lock& lock, const Caller& caller, std::vector<P
     const bool present = dit != coll.docs.end();
     const bool exists = present && !IsExpired(dit->second, now);
     const uint64_t current = exists ? dit->second.version : 0;
-    if (op.precondition.if_none_match_any && exists) {
-      return refuse(AlreadyExistsError("document '" + op.key + "' exists (If-None-Match: *)"));
+    bool stale = false;
+    if (Status pre =
+            CheckPreconditions(op, p.if_match_any, p.if_match_version, exists, current, &stale);
+        !pre.ok()) {
+      return refuse(std::move(pre));
     }
-    if ((p.if_match_any || p.if_match_version) && !exists) {
-      return refuse(
-          AbortedError("precondition failed: document '" + op.key + "' does not exist (If-Match)"));
-    }
-    const bool stale = p.if_match_version && *p.if_match_version != current;
-    auto stale_error = [&]() {
-      return refuse(AbortedError("precondition failed: document '" + op.key + "' is at version " +
-                                 std::to_string(current) + ", If-Match names " +
-                                 std::to_string(*p.if_match_version)));
-    };
+    auto stale_error = [&]() { return refuse(StaleError(op, current, *p.if_match_version)); };
     WriteResult& r = result.results[i];
     if (p.kind == WriteOp::Kind::kCheck) {
       if (stale) return stale_error();
