@@ -43,17 +43,25 @@ Status Api::WatchFeed() {
   return Status::Ok();
 }
 
+namespace {
+// Both routes of the sidecar-to-sidecar channel: read permission on the collection first (a
+// token that may not read it learns nothing, not even whether its name or query is
+// well-formed), then the name.
+Status CheckCollectionRead(const Principal& who, const std::string& collection) {
+  if (!who.CanReadCollection(collection)) {
+    return PermissionDeniedError("service '" + who.service + "' may not read collection '" +
+                                 collection.substr(0, 200) + "'");
+  }
+  return Store::ValidateCollectionName(collection);
+}
+}  // namespace
+
 asio::awaitable<HttpReply> Api::CollectionChanges(Call& call) {
   const std::string& collection = call.Param("collection");
   const Principal& who = *call.principal;
   // Authorization before anything of the request is read: a token that may not read the
   // collection learns nothing, not even whether its query is well-formed.
-  if (!who.CanReadCollection(collection)) {
-    co_return Error(PermissionDeniedError("service '" + who.service +
-                                          "' may not read collection '" +
-                                          collection.substr(0, 200) + "'"));
-  }
-  if (Status s = Store::ValidateCollectionName(collection); !s.ok()) co_return Error(s);
+  if (Status s = CheckCollectionRead(who, collection); !s.ok()) co_return Error(s);
   if (Status s = CheckQuery(call.query, {"from", "limit", "wait_ms"}); !s.ok()) co_return Error(s);
   uint64_t from = 0;
   uint64_t limit = std::min<uint64_t>(kDefaultLimit, d_.config->limits.max_fetch_events);
@@ -327,12 +335,7 @@ asio::awaitable<HttpReply> Api::CollectionReconcile(Call& call) {
   const std::string& collection = call.Param("collection");
   const Principal& who = *call.principal;
   // Authorization before the body or query is looked at.
-  if (!who.CanReadCollection(collection)) {
-    co_return Error(PermissionDeniedError("service '" + who.service +
-                                          "' may not read collection '" +
-                                          collection.substr(0, 200) + "'"));
-  }
-  if (Status s = Store::ValidateCollectionName(collection); !s.ok()) co_return Error(s);
+  if (Status s = CheckCollectionRead(who, collection); !s.ok()) co_return Error(s);
   if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
   const std::string body = call.req.body();
   auto job = [this, collection, body] { return RespondToReconcile(collection, body); };

@@ -629,15 +629,8 @@ Status PostgresStore::CollectionChange(const Caller& caller, const std::string& 
               CONVERGE_ASSIGN_OR_RETURN(n, row.Int(0));
               return Status::Ok();
             }).status());
-      if (static_cast<uint64_t>(n) >= opt_.max_collections) {
-        return ResourceExhaustedError("the store holds its maximum of " +
-                                      std::to_string(opt_.max_collections) + " collections");
-      }
-      if (!CanAdminister(caller, *config)) {
-        return PermissionDeniedError("service '" + caller.service +
-                                     "' may not create a collection owned by '" + config->owner +
-                                     "'");
-      }
+      CONVERGE_RETURN_IF_ERROR(
+          CheckNewCollection(caller, *config, static_cast<uint64_t>(n), opt_.max_collections));
       const Value p[] = {Value::Text(name), Value::Blob(encoded),
                          Value::Int(static_cast<int64_t>(seq))};
       CONVERGE_RETURN_IF_ERROR(tx.Execute("INSERT INTO " + T("collections") +

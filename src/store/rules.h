@@ -34,6 +34,10 @@ const MergeFunction* FindMergeFunction(const StoreOptions& options, const std::s
 Result<FieldMergers> MergersFor(const StoreOptions& options, const CollectionConfig& config);
 // InvalidArgument naming what is wrong with a collection's config.
 Status ValidateCollectionConfig(const StoreOptions& options, const CollectionConfig& config);
+// Whether `caller` may create a collection with `config` in a store holding `count` of at most
+// `max` collections: ResourceExhausted when full, PermissionDenied when it may not administer it.
+Status CheckNewCollection(const Caller& caller, const CollectionConfig& config, uint64_t count,
+                          uint64_t max);
 // InvalidArgument naming the bad field of a List request (limit, key bounds, page token).
 Status ValidateListOptions(const StoreOptions& store, const ListOptions& options);
 

@@ -392,6 +392,19 @@ Status StaleError(const WriteOp& op, uint64_t current, uint64_t named) {
                       std::to_string(current) + ", If-Match names " + std::to_string(named));
 }
 
+Status CheckNewCollection(const Caller& caller, const CollectionConfig& config, uint64_t count,
+                          uint64_t max) {
+  if (count >= max) {
+    return ResourceExhaustedError("the store holds its maximum of " + std::to_string(max) +
+                                  " collections");
+  }
+  if (!CanAdminister(caller, config)) {
+    return PermissionDeniedError("service '" + caller.service +
+                                 "' may not create a collection owned by '" + config.owner + "'");
+  }
+  return Status::Ok();
+}
+
 Status ValidateListOptions(const StoreOptions& store, const ListOptions& options) {
   if (options.limit == 0 || options.limit > store.list_max_limit) {
     return InvalidArgumentError("limit must be in 1.." + std::to_string(store.list_max_limit));
@@ -457,15 +470,8 @@ Status StoreImpl::CollectionChange(const Caller& caller, const std::string& name
       CONVERGE_RETURN_IF_ERROR(WaitDurable(lock, last_catalog_seq_));
       return AlreadyExistsError("collection '" + name + "' exists");
     }
-    if (colls_.size() >= opt_.max_collections) {
-      return ResourceExhaustedError("the store holds its maximum of " +
-                                    std::to_string(opt_.max_collections) + " collections");
-    }
-    if (!CanAdminister(caller, *config)) {
-      return PermissionDeniedError("service '" + caller.service +
-                                   "' may not create a collection owned by '" + config->owner +
-                                   "'");
-    }
+    CONVERGE_RETURN_IF_ERROR(
+        CheckNewCollection(caller, *config, colls_.size(), opt_.max_collections));
   } else {
     if (it == colls_.end()) {
       CONVERGE_RETURN_IF_ERROR(WaitDurable(lock, last_catalog_seq_));
