@@ -329,30 +329,14 @@ bool IsParseError(const boost::system::error_code& ec) {
          ec != http::error::partial_message;
 }
 
-// Feeds the bytes already in `buffer` to `parser` (whose header is complete) until the message
-// is done or more input is needed. A parse error (including body_limit) is returned as from
-// http::async_read.
+// Feeds the bytes already in `buffer` to `parser` until its header (`header_only`) or the
+// whole message is complete, or more input is needed (the parser is not eager: it stops at the
+// end of the header). A parse error (header_limit, body_limit, a Content-Length over it) is
+// returned as from http::async_read_header / http::async_read.
 boost::system::error_code ParseBuffered(http::request_parser<http::string_body>& parser,
-                                        beast::flat_buffer& buffer) {
+                                        beast::flat_buffer& buffer, bool header_only) {
   boost::system::error_code ec;
-  while (!parser.is_done() && buffer.size() > 0) {
-    const size_t used = parser.put(buffer.data(), ec);
-    buffer.consume(used);
-    if (ec == http::error::need_more) return {};
-    if (ec) return ec;
-    if (used == 0) break;
-  }
-  return {};
-}
-
-// Feeds the bytes already in `buffer` to `parser` until its header is complete or more input
-// is needed (the parser is not eager: it stops at the end of the header). A parse error
-// (including header_limit, and body_limit for a Content-Length over it) is returned as from
-// http::async_read_header.
-boost::system::error_code ParseBufferedHeader(http::request_parser<http::string_body>& parser,
-                                              beast::flat_buffer& buffer) {
-  boost::system::error_code ec;
-  while (!parser.is_header_done() && buffer.size() > 0) {
+  while (!(header_only ? parser.is_header_done() : parser.is_done()) && buffer.size() > 0) {
     const size_t used = parser.put(buffer.data(), ec);
     buffer.consume(used);
     if (ec == http::error::need_more) return {};
@@ -644,7 +628,7 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
     // A header already in the buffer (the usual case: the read above got the whole request)
     // is parsed right here; http::async_read_header would complete through a posted handler,
     // a trip through the io_context's queue that may wake and move to the other io thread.
-    boost::system::error_code ec = ParseBufferedHeader(parser, buffer);
+    boost::system::error_code ec = ParseBuffered(parser, buffer, /*header_only=*/true);
     size_t n = 0;
     if (!ec && !parser.is_header_done()) {
       std::tie(ec, n) = co_await http::async_read_header(stream, buffer, parser, kTuple);
@@ -703,7 +687,7 @@ asio::awaitable<void> HttpServer::RunSession(Stream stream, std::shared_ptr<Conn
     // A request without a body is complete with its header, and a small body usually arrives
     // with it: parse what is buffered here; an asynchronous read (which completes through a
     // posted handler even when it has nothing to wait for) only for the rest.
-    ec = ParseBuffered(parser, buffer);
+    ec = ParseBuffered(parser, buffer, /*header_only=*/false);
     if (!ec && !parser.is_done()) {
       std::tie(ec, n) = co_await http::async_read(stream, buffer, parser, kTuple);
     }
