@@ -27,9 +27,9 @@
 #include "bench/report.h"
 #include "bench/sidecar_process.h"
 #include "bench/timing.h"
+#include "converge/client.h"
 #include "converge/consumer_group.h"
 #include "converge/env.h"
-#include "converge/client.h"
 #include "converge/event.h"
 #include "converge/log.h"
 #include "converge/replica.h"
@@ -65,8 +65,8 @@ std::vector<std::string> Split(const std::string& s) {
   size_t start = 0;
   while (start <= s.size()) {
     const size_t comma = s.find(',', start);
-    const std::string part = s.substr(start, comma == std::string::npos ? std::string::npos
-                                                                        : comma - start);
+    const std::string part =
+        s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
     if (!part.empty()) out.push_back(part);
     if (comma == std::string::npos) break;
     start = comma + 1;
@@ -82,8 +82,8 @@ std::string ChangeRecord(uint64_t i, uint64_t keys, int64_t commit_micros) {
   c.kind = i % 10 == 9 ? replica::ChangeKind::kDelete : replica::ChangeKind::kUpsert;
   if (c.kind == replica::ChangeKind::kUpsert) {
     c.document = "{\"id\":" + std::to_string(i % keys) + ",\"name\":\"customer " +
-                 std::to_string(i % keys) + "\",\"tier\":\"gold\",\"balance\":" +
-                 std::to_string(i) + "}";
+                 std::to_string(i % keys) +
+                 "\",\"tier\":\"gold\",\"balance\":" + std::to_string(i) + "}";
   }
   c.commit_time_micros = commit_micros;
   Result<Event> e = replica::MakeChangeEvent(c, "/bench/customers");
@@ -174,8 +174,8 @@ struct Bench {
     } else {
       return InternalError("cannot write " + config_path);
     }
-    std::fprintf(stderr, "  %s: starting the source node, writing %llu changes...\n",
-                 name.c_str(), static_cast<unsigned long long>(o.remote_changes));
+    std::fprintf(stderr, "  %s: starting the source node, writing %llu changes...\n", name.c_str(),
+                 static_cast<unsigned long long>(o.remote_changes));
     CONVERGE_ASSIGN_OR_RETURN(
         std::unique_ptr<testing::ServerProcess> node,
         StartSidecar(config_path, dir + "/remote-node", dir + "/remote-node.log"));
@@ -191,8 +191,8 @@ struct Bench {
       req.headers.push_back({"Content-Type", "application/json"});
       CONVERGE_ASSIGN_OR_RETURN(client::HttpResponse res, http.Send(req));
       if (res.status / 100 != 2) {
-        return InternalError(method + " " + target + ": HTTP " + std::to_string(res.status) +
-                             ": " + res.body.substr(0, 200));
+        return InternalError(method + " " + target + ": HTTP " + std::to_string(res.status) + ": " +
+                             res.body.substr(0, 200));
       }
       return Status::Ok();
     };
@@ -250,18 +250,7 @@ struct Bench {
     const double secs = static_cast<double>(NowNanos() - t0) / 1e9;
     const replica::ReplicaStats st = applier->Stats();
     commitseq = st.positions.empty() ? 0 : st.positions[0].commitseq;
-    Measurement m;
-    m.workload = "apply";
-    m.system = name;
-    m.durability = "synchronous=full";
-    m.rate_name = "changes_per_s";
-    m.events = o.remote_changes;
-    m.seconds = secs;
-    m.events_per_s = static_cast<double>(o.remote_changes) / secs;
-    auto p = batches.Compute();
-    m.p50_us = p.p50_us;
-    m.p99_us = p.p99_us;
-    m.p999_us = p.p999_us;
+    Measurement m = ApplyRow(name, "synchronous=full", o.remote_changes, secs, batches);
     char note[256];
     std::snprintf(note, sizeof(note),
                   "pulled over HTTP from another node's store; latency per batch of up to %llu "
@@ -269,6 +258,24 @@ struct Bench {
                   static_cast<unsigned long long>(o.batch),
                   static_cast<unsigned long long>(commitseq));
     m.note = note;
+    return m;
+  }
+
+  // An "apply" row: `events` changes applied in `secs`, latency per batch.
+  static Measurement ApplyRow(const std::string& system, const std::string& durability,
+                              uint64_t events, double secs, LatencyRecorder& batches) {
+    Measurement m;
+    m.workload = "apply";
+    m.system = system;
+    m.durability = durability;
+    m.rate_name = "changes_per_s";
+    m.events = events;
+    m.seconds = secs;
+    m.events_per_s = static_cast<double>(events) / secs;
+    auto p = batches.Compute();
+    m.p50_us = p.p50_us;
+    m.p99_us = p.p99_us;
+    m.p999_us = p.p999_us;
     return m;
   }
 
@@ -299,24 +306,13 @@ struct Bench {
       return InternalError(name + ": applied up to " + std::to_string(st.positions[0].next_offset) +
                            " of " + std::to_string(o.changes));
     }
-    Measurement m;
-    m.workload = "apply";
-    m.system = name;
-    m.durability = postgres ? "synchronous_commit=on" : "synchronous=full";
-    m.rate_name = "changes_per_s";
-    m.events = o.changes;
-    m.seconds = secs;
-    m.events_per_s = static_cast<double>(o.changes) / secs;
-    auto p = batches.Compute();
-    m.p50_us = p.p50_us;
-    m.p99_us = p.p99_us;
-    m.p999_us = p.p999_us;
+    Measurement m = ApplyRow(name, postgres ? "synchronous_commit=on" : "synchronous=full",
+                             o.changes, secs, batches);
     char note[256];
     std::snprintf(note, sizeof(note),
                   "latency per batch of %llu (one transaction with the position); %llu keys, "
                   "%llu applied, %llu superseded in their batch",
-                  static_cast<unsigned long long>(o.batch),
-                  static_cast<unsigned long long>(o.keys),
+                  static_cast<unsigned long long>(o.batch), static_cast<unsigned long long>(o.keys),
                   static_cast<unsigned long long>(st.applied),
                   static_cast<unsigned long long>(st.superseded));
     m.note = note;
@@ -364,11 +360,12 @@ struct Bench {
                                 sql::Value::Text(del ? "t" : "f")};
         CONVERGE_RETURN_IF_ERROR(db->Transact([&](sql::Transaction& tx) {
           return tx
-              .Execute("INSERT INTO customers (key, version, document, deleted) VALUES "
-                       "($1, $2, $3, $4) ON CONFLICT (key) DO UPDATE SET version = "
-                       "excluded.version, document = excluded.document, deleted = "
-                       "excluded.deleted",
-                       p)
+              .Execute(
+                  "INSERT INTO customers (key, version, document, deleted) VALUES "
+                  "($1, $2, $3, $4) ON CONFLICT (key) DO UPDATE SET version = "
+                  "excluded.version, document = excluded.document, deleted = "
+                  "excluded.deleted",
+                  p)
               .status();
         }));
         each.Record(NowNanos() - s);
@@ -390,8 +387,9 @@ struct Bench {
     m.p50_us = p.p50_us;
     m.p99_us = p.p99_us;
     m.p999_us = p.p999_us;
-    m.note = "consumer group fetch of 100, one upsert transaction per event, one ack per fetch "
-             "(latency per event)";
+    m.note =
+        "consumer group fetch of 100, one upsert transaction per event, one ack per fetch "
+        "(latency per event)";
     return m;
   }
 
@@ -422,13 +420,12 @@ struct Bench {
     std::mutex mu;
     std::condition_variable cv;
     bool wake = false;
-    CONVERGE_ASSIGN_OR_RETURN(
-        std::unique_ptr<Log::Watch> watch,
-        log->WatchAppends("customers", [&](uint32_t, uint64_t) {
-          std::lock_guard<std::mutex> g(mu);
-          wake = true;
-          cv.notify_one();
-        }));
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<Log::Watch> watch,
+                              log->WatchAppends("customers", [&](uint32_t, uint64_t) {
+                                std::lock_guard<std::mutex> g(mu);
+                                wake = true;
+                                cv.notify_one();
+                              }));
     Status producer_status;
     std::thread producer([&] {
       ReduceTimerSlack();
@@ -495,8 +492,9 @@ struct Bench {
     m.p50_us = p.p50_us;
     m.p99_us = p.p99_us;
     m.p999_us = p.p999_us;
-    m.note = "source commit (before its append) to target commit, per change; source topic "
-             "durability interval-10ms; applier woken by the log's append watch";
+    m.note =
+        "source commit (before its append) to target commit, per change; source topic "
+        "durability interval-10ms; applier woken by the log's append watch";
     return m;
   }
 };
@@ -565,9 +563,8 @@ int RunReplica(int argc, char** argv) {
   std::fprintf(stderr,
                "converge bench replica: %llu changes over %llu keys, batch %llu; scratch %s; "
                "load average %.2f\n",
-               static_cast<unsigned long long>(o.changes),
-               static_cast<unsigned long long>(o.keys), static_cast<unsigned long long>(o.batch),
-               run_dir->path().c_str(), load[0]);
+               static_cast<unsigned long long>(o.changes), static_cast<unsigned long long>(o.keys),
+               static_cast<unsigned long long>(o.batch), run_dir->path().c_str(), load[0]);
   Bench bench;
   bench.o = o;
   bench.dir = run_dir->path();
