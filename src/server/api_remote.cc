@@ -337,8 +337,9 @@ asio::awaitable<HttpReply> Api::CollectionReconcile(Call& call) {
   // Authorization before the body or query is looked at.
   if (Status s = CheckCollectionRead(who, collection); !s.ok()) co_return Error(s);
   if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
-  const std::string body = call.req.body();
-  auto job = [this, collection, body] { return RespondToReconcile(collection, body); };
+  auto job = [this, collection, body = std::move(call.req.body())] {
+    return RespondToReconcile(collection, body);
+  };
   Result<std::optional<std::string>> reply = co_await d_.pool->Run(std::move(job));
   if (!reply.ok()) co_return Error(reply.status());
   if (!reply->has_value()) {
