@@ -45,16 +45,20 @@ namespace converge::replica {
 // ---------------------------------------------------------------------------------------
 // The change-event convention
 
-enum class ChangeKind : uint8_t { kUpsert, kDelete };
+// kTruncate: every key of the source whose version is below the truncate's is gone (a
+// TRUNCATE of a captured PostgreSQL table); it has no key of its own. The applier turns it into
+// ApplyBatch::truncate_below; targets never see it among the changes.
+enum class ChangeKind : uint8_t { kUpsert, kDelete, kTruncate };
 
 // Event types of the convention. The shared store's feed types are accepted as they are:
 // converge.store.put is an upsert, converge.store.delete and converge.store.expire deletes.
 inline constexpr std::string_view kUpsertType = "converge.change.upsert";
 inline constexpr std::string_view kDeleteType = "converge.change.delete";
+inline constexpr std::string_view kTruncateType = "converge.change.truncate";
 
 struct Change {
   std::string collection;  // the `collection` extension; empty when the event has none
-  std::string key;         // the subject
+  std::string key;         // the subject (truncates: the subject if any, informational)
   uint64_t version = 0;    // the `version` extension, >= 1
   ChangeKind kind = ChangeKind::kUpsert;
   std::string document;  // upserts: the event's data (JSON or text); empty for deletes
@@ -150,6 +154,13 @@ struct TargetState {
 // One transaction's worth: changes with distinct keys, and the position after them.
 struct ApplyBatch {
   std::vector<const Change*> changes;
+  // A truncate of the source in this batch (0 = none): before the changes, the target removes
+  // every row whose version is below it and raises the purge watermark of each of the source's
+  // `partitions` partitions to at least truncate_below - 1, so a change written before the
+  // truncate that comes later (from another partition) is refused. Every change of the batch
+  // is at or above it.
+  uint64_t truncate_below = 0;
+  uint32_t partitions = 0;
   // The position the batch was read from: the target refuses the batch (Aborted) when its
   // stored position differs, so two appliers of one replica cannot both apply.
   uint64_t from_offset = 0;
@@ -176,6 +187,9 @@ class Target {
   // watermark to the highest version removed from it, in one transaction. Returns how many
   // were removed.
   virtual Result<uint64_t> PurgeTombstones(int64_t applied_before_micros) = 0;
+  // Whether Apply honours ApplyBatch::truncate_below. An applier whose target does not stops
+  // at a truncate (FailedPrecondition) rather than let the copy diverge.
+  virtual bool applies_truncates() const { return false; }
 };
 
 struct SqlTargetOptions {
@@ -213,6 +227,7 @@ class MemoryTarget : public Target {
   Result<TargetState> Load() override;
   Result<ApplyOutcome> Apply(const ApplyBatch& batch) override;
   Result<uint64_t> PurgeTombstones(int64_t applied_before_micros) override;
+  bool applies_truncates() const override { return true; }
 
   const std::map<std::string, Row>& rows() const { return rows_; }
   // How many times each (key, version) was written into the table.

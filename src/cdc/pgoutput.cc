@@ -295,6 +295,12 @@ Result<PgOutputMessage> DecodePgOutput(std::string_view payload) {
       if (r.remaining() != static_cast<size_t>(n) * 4) {
         return Malformed("Truncate", "relation count does not match the length");
       }
+      m.truncate.cascade = (options & 1) != 0;
+      m.truncate.restart_identity = (options & 2) != 0;
+      m.truncate.relation_ids.resize(n);
+      for (uint32_t i = 0; i < n; ++i) {
+        if (!r.GetU32(&m.truncate.relation_ids[i])) return Truncated("Truncate");
+      }
       return m;
     }
     default:

@@ -2,7 +2,7 @@
 // replication protocol (XLogData 'w', primary keepalive 'k', standby status update 'r') and
 // the messages of the `pgoutput` output plugin (protocol versions 1 and 2, no streaming of
 // in-progress transactions): Begin, Commit, logical Message, Relation, Insert, Update, Delete,
-// and the ones converge skips (Origin, Type, Truncate).
+// Truncate, and the ones converge skips (Origin, Type).
 //
 // Decoders take the input by view and check every bound: malformed or truncated input gives
 // DataLoss naming the message and what is wrong, never a read past the end. Decoded views
@@ -105,15 +105,24 @@ struct Change {
   std::vector<TupleValue> new_tuple;  // insert/update
 };
 
+// TRUNCATE of one or more tables of the publication (sent when it publishes truncate). The
+// server sends a Relation message for each of them before it.
+struct Truncate {
+  bool cascade = false;           // option bit 1
+  bool restart_identity = false;  // option bit 2
+  std::vector<uint32_t> relation_ids;
+};
+
 struct PgOutputMessage {
-  // 'B', 'C', 'M', 'R', 'I', 'U', 'D'; or 'O' (origin), 'Y' (type), 'T' (truncate), which are
-  // checked for their tag only and carry nothing here.
+  // 'B', 'C', 'M', 'R', 'I', 'U', 'D', 'T'; or 'O' (origin), 'Y' (type), which are checked for
+  // their tag only and carry nothing here.
   char tag = 0;
   Begin begin;
   Commit commit;
   LogicalMessage message;
   Relation relation;
   Change change;
+  Truncate truncate;
 };
 
 // Decodes one pgoutput message (an XLogData payload). DataLoss for an unknown tag, a

@@ -201,7 +201,11 @@ TEST(PgOutputTest, MalformedShapes) {
   // Tags converge skips still have to be well-formed.
   EXPECT_TRUE(DecodePgOutput(Bytes().U8('O').U64(1).Str("origin").str()).ok());
   EXPECT_TRUE(DecodePgOutput(Bytes().U8('Y').U32(1).Str("s").Str("t").str()).ok());
-  EXPECT_TRUE(DecodePgOutput(Bytes().U8('T').U32(1).U8(0).U32(5).str()).ok());
+  auto truncate = DecodePgOutput(Bytes().U8('T').U32(2).U8(3).U32(5).U32(9).str());
+  ASSERT_TRUE(truncate.ok()) << truncate.status().ToString();
+  EXPECT_EQ(truncate->truncate.relation_ids, (std::vector<uint32_t>{5, 9}));
+  EXPECT_TRUE(truncate->truncate.cascade);
+  EXPECT_TRUE(truncate->truncate.restart_identity);
 }
 
 }  // namespace

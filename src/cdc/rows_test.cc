@@ -167,5 +167,66 @@ TEST(RowsTest, WalReaderHandsOutTheNetChangePerRowAndTransaction) {
             StatusCode::kFailedPrecondition);
 }
 
+// TRUNCATE: the table's earlier changes in the transaction are gone with it; the changes after
+// it follow it; another table's changes are untouched.
+TEST(RowsTest, TruncateReplacesTheTablesEarlierChangesInTheTransaction) {
+  testing::TestClock clock;
+  WalReaderOptions o;
+  o.capture_changes = true;
+  WalReader reader(clock, o);
+  auto feed = [&](const std::string& payload) {
+    Status s = reader.OnCopyData(testing::XLog(1, payload));
+    ASSERT_TRUE(s.ok()) << s.ToString();
+  };
+  const std::string other = Bytes()
+                                .U8('R')
+                                .U32(8)
+                                .Str("public")
+                                .Str("other")
+                                .U8('d')
+                                .U16(1)
+                                .U8(1)
+                                .Str("id")
+                                .U32(23)
+                                .U32(0xFFFFFFFF)
+                                .str();
+  const std::string other_insert =
+      Bytes().U8('I').U32(8).U8('N').U16(1).U8('t').U32(1).Raw("9").str();
+  feed(testing::BeginMsg(0x100, 5, 1));
+  feed(RelationBytes());
+  feed(other);
+  feed(Insert("1", "a"));
+  feed(other_insert);
+  feed(UpdateKey("1", "2", "b"));
+  feed(Bytes().U8('T').U32(1).U8(2).U32(7).str());  // TRUNCATE orders RESTART IDENTITY
+  feed(Insert("1", "after"));
+  feed(Bytes().U8('T').U32(1).U8(0).U32(7).str());  // a second one in the same transaction
+  feed(Insert("3", "last"));
+  feed(testing::CommitMsg(0x100, 0x140, 5));
+  std::vector<WalTransaction> out;
+  reader.TakeReady(100, 1 << 20, &out);
+  ASSERT_EQ(out.size(), 1u);
+  std::vector<std::string> got;
+  for (const WalMessage& m : out[0].messages) {
+    const char* kind = m.kind == WalMessage::Kind::kTruncate ? "truncate "
+                       : m.kind == WalMessage::Kind::kUpsert ? "upsert "
+                                                             : "delete ";
+    got.push_back(kind + m.table + (m.key.empty() ? "" : " " + m.key));
+  }
+  EXPECT_EQ(got, (std::vector<std::string>{"upsert public.other 9", "truncate public.orders",
+                                           "upsert public.orders 3"}));
+  // A truncate of a relation never announced is a protocol error.
+  reader.Reset(0);
+  feed(testing::BeginMsg(0x200, 5, 2));
+  EXPECT_EQ(reader.OnCopyData(testing::XLog(1, Bytes().U8('T').U32(1).U8(0).U32(99).str())).code(),
+            StatusCode::kFailedPrecondition);
+  // Without table capture a truncate is nothing to hand out.
+  WalReader messages_only(clock, WalReaderOptions{});
+  ASSERT_TRUE(messages_only.OnCopyData(testing::XLog(1, testing::BeginMsg(0x300, 5, 3))).ok());
+  ASSERT_TRUE(messages_only.OnCopyData(testing::XLog(1, Bytes().U8('T').U32(1).U8(0).U32(7).str())).ok());
+  ASSERT_TRUE(messages_only.OnCopyData(testing::XLog(1, testing::CommitMsg(0x300, 0x340, 5))).ok());
+  EXPECT_EQ(messages_only.ready_transactions(), 0u);
+}
+
 }  // namespace
 }  // namespace converge::cdc

@@ -1,6 +1,7 @@
 #include "cdc/wal_reader.h"
 
 #include <algorithm>
+#include <iterator>
 
 #include "cdc/rows.h"
 
@@ -104,10 +105,44 @@ Status WalReader::OnCopyData(std::string_view copy_data) {
       if (!options_.capture_changes) return Status::Ok();
       if (!in_tx_) return FailedPreconditionError("pgoutput: a row change outside a transaction");
       return OnChange(m);
+    case 'T':
+      if (!options_.capture_changes) return Status::Ok();
+      if (!in_tx_) return FailedPreconditionError("pgoutput: a truncate outside a transaction");
+      return OnTruncate(m);
     default:
-      // Origin, type, truncate: nothing to hand out.
+      // Origin, type: nothing to hand out.
       return Status::Ok();
   }
+}
+
+Status WalReader::OnTruncate(const PgOutputMessage& m) {
+  for (uint32_t id : m.truncate.relation_ids) {
+    auto it = relations_.find(id);
+    if (it == relations_.end()) {
+      return FailedPreconditionError("pgoutput: a truncate of relation " + std::to_string(id) +
+                                     " before its Relation message");
+    }
+    WalMessage truncate;
+    truncate.kind = WalMessage::Kind::kTruncate;
+    truncate.table = QualifiedName(it->second);
+    // The table's earlier changes in this transaction (rows, and an earlier truncate) are
+    // gone with it: superseded, removed at commit.
+    for (WalMessage& w : open_.messages) {
+      if (w.kind == WalMessage::Kind::kMessage || w.table != truncate.table) continue;
+      open_.bytes -= w.row_json.size();
+      w.table.clear();
+      ++dropped_;
+    }
+    for (auto row = open_rows_.begin(); row != open_rows_.end();) {
+      const std::string& id_key = row->first;
+      const bool same = id_key.size() > truncate.table.size() &&
+                        id_key.compare(0, truncate.table.size(), truncate.table) == 0 &&
+                        id_key[truncate.table.size()] == '\0';
+      row = same ? open_rows_.erase(row) : std::next(row);
+    }
+    open_.messages.push_back(std::move(truncate));
+  }
+  return Status::Ok();
 }
 
 Status WalReader::OnChange(const PgOutputMessage& m) {

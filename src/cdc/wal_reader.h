@@ -25,9 +25,11 @@
 
 namespace converge::cdc {
 
-// A logical message, or (table capture) the net change of one row in a transaction.
+// A logical message, or (table capture) the net change of one row in a transaction, or a
+// TRUNCATE of a table (every row of it written before, in this transaction or earlier, is gone;
+// the table's changes after it in the transaction follow it).
 struct WalMessage {
-  enum class Kind : uint8_t { kMessage, kUpsert, kDelete };
+  enum class Kind : uint8_t { kMessage, kUpsert, kDelete, kTruncate };
   Kind kind = Kind::kMessage;
   Lsn lsn = 0;  // messages: the message's LSN
   bool transactional = true;
@@ -61,7 +63,8 @@ struct WalReaderOptions {
   // Table capture: hand out the INSERT/UPDATE/DELETE of the publication's tables too, one net
   // change per row and transaction (the last one wins: intermediate states of a transaction
   // were never visible), as upserts and deletes; a key change is a delete of the old key and
-  // an upsert of the new one.
+  // an upsert of the new one. A TRUNCATE of a table replaces the table's earlier changes in
+  // the transaction with one kTruncate.
   bool capture_changes = false;
 };
 
@@ -112,6 +115,7 @@ class WalReader {
   // Adds a row change to the open transaction, replacing an earlier change of the same row.
   void AddChange(WalMessage change);
   Status OnChange(const PgOutputMessage& m);
+  Status OnTruncate(const PgOutputMessage& m);
   bool Matches(std::string_view prefix) const {
     return prefix.substr(0, options_.prefix.size()) == options_.prefix;
   }

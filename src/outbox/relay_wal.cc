@@ -99,12 +99,15 @@ void BuildWalRow(const cdc::WalMessage& m, int64_t commit_time_unix_micros, Clai
 // subject and partition key = the row's key, extensions version and commitseq = `version`
 // (the commit LSN: grows along the stream, so along every key and partition), the new row as
 // JSON data, id <topic>/<key>/<version> so a re-read change is dropped by the idempotent
-// publish. A change that cannot be captured is a malformed row (its dead letter says why).
+// publish. A TRUNCATE is a converge.change.truncate event at the same version, keyed by the
+// table, id <topic>/<version>/truncate (no key's id ends in a word). A change that cannot be
+// captured is a malformed row (its dead letter says why).
 void BuildChangeRow(const cdc::WalMessage& m, Lsn version, int64_t commit_time_unix_micros,
                     const std::string& topic_prefix, const std::string& slot, ClaimedRow* out) {
+  const bool truncate = m.kind == cdc::WalMessage::Kind::kTruncate;
   out->seq = static_cast<int64_t>(version);
   out->topic = topic_prefix + m.table;
-  out->key = m.key;
+  out->key = truncate ? m.table : m.key;
   out->id.clear();
   out->value.clear();
   out->timestamp_micros = 0;
@@ -113,7 +116,16 @@ void BuildChangeRow(const cdc::WalMessage& m, Lsn version, int64_t commit_time_u
   out->row_json.clear();
   Status s = m.error.empty() ? CheckTopicName(out->topic) : FailedPreconditionError(m.error);
   Event event;
-  if (s.ok()) {
+  if (s.ok() && truncate) {
+    event.set_source("/converge/cdc/" + slot);
+    event.set_id(out->topic + "/" + std::to_string(version) + "/truncate");
+    event.set_type("converge.change.truncate");
+    event.set_subject(m.table);
+    event.SetExtension("version", std::to_string(version));
+    event.SetExtension("commitseq", std::to_string(version));
+    event.set_partitionkey(m.table);
+    event.set_time(FormatRfc3339(commit_time_unix_micros * 1000));
+  } else if (s.ok()) {
     const bool upsert = m.kind == cdc::WalMessage::Kind::kUpsert;
     event.set_source("/converge/cdc/" + slot);
     event.set_id(out->topic + "/" + m.key + "/" + std::to_string(version));
@@ -146,6 +158,29 @@ void BuildChangeRow(const cdc::WalMessage& m, Lsn version, int64_t commit_time_u
   out->row_json += ",\"commit_lsn\":";
   AppendJsonString(cdc::FormatLsn(version), &out->row_json);
   out->row_json += '}';
+}
+
+// Table capture needs every kind of change from the publication: one that leaves out deletes
+// or truncates would leave rows in the copies that are gone from the table, silently.
+Status CheckCapturePublication(cdc::ReplicationConnection& conn, const std::string& publication) {
+  CONVERGE_ASSIGN_OR_RETURN(
+      auto rows, conn.Exec("SELECT pubinsert AND pubupdate AND pubdelete AND pubtruncate FROM "
+                           "pg_publication WHERE pubname = '" +
+                           publication + "'"));
+  if (rows.empty()) {
+    return NotFoundError("publication '" + publication +
+                         "' does not exist: create it with the tables to capture (CREATE "
+                         "PUBLICATION " +
+                         publication + " FOR TABLE ...)");
+  }
+  if (rows[0][0] != "t") {
+    return FailedPreconditionError(
+        "publication '" + publication +
+        "' does not publish every kind of change (its publish option leaves out insert, "
+        "update, delete or truncate), so table capture would miss changes: ALTER PUBLICATION " +
+        publication + " SET (publish = 'insert, update, delete, truncate')");
+  }
+  return Status::Ok();
 }
 
 class WalSource final : public OutboxSource {
@@ -187,6 +222,9 @@ class WalSource final : public OutboxSource {
                                           "' uses plugin '" + info->plugin + "', not pgoutput"));
     }
     if (options_.wal_capture_tables) {
+      if (Status pub = CheckCapturePublication(*conn_, options_.wal_publication); !pub.ok()) {
+        return Drop(pub.WithContext("relay: replication slot '" + options_.wal_slot + "'"));
+      }
       // A capture slot without a finished snapshot would stream changes on top of missing
       // rows: refuse it.
       Result<std::vector<std::vector<std::string>>> done = conn_->Exec(
@@ -396,14 +434,7 @@ Status CreateCaptureSlot(const std::string& conninfo, const std::string& slot,
   CONVERGE_RETURN_IF_ERROR(cdc::CheckSlotName(publication, "publication"));
   CONVERGE_ASSIGN_OR_RETURN(auto conn,
                             cdc::ReplicationConnection::Connect(conninfo, "converge", 10'000));
-  CONVERGE_ASSIGN_OR_RETURN(
-      auto pub, conn->Exec("SELECT 1 FROM pg_publication WHERE pubname = '" + publication + "'"));
-  if (pub.empty()) {
-    return NotFoundError("publication '" + publication +
-                         "' does not exist: create it with the tables to capture (CREATE "
-                         "PUBLICATION " +
-                         publication + " FOR TABLE ...)");
-  }
+  CONVERGE_RETURN_IF_ERROR(outbox_internal::CheckCapturePublication(*conn, publication));
   CONVERGE_ASSIGN_OR_RETURN(auto created, conn->CreateSlot(slot, /*export_snapshot=*/true));
   // Rows read in the snapshot are older than every change streamed from the slot, whose
   // commit LSNs are at or after its start point.

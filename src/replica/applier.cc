@@ -257,6 +257,7 @@ Result<size_t> Applier::Impl::StepPartition(uint32_t p, Status* stop) {
   std::vector<Change> changes;
   changes.reserve(batch.records.size());
   uint64_t filtered = 0;
+  uint64_t truncate_below = 0;
   bool cut = false;
   for (const SourceRecord& rec : batch.records) {
     if (batch.sparse && rec.offset > to.next_offset && rec.offset < batch.next_offset) {
@@ -280,10 +281,30 @@ Result<size_t> Applier::Impl::StepPartition(uint32_t p, Status* stop) {
       to.next_offset = rec.offset + 1;
       continue;
     }
+    const uint64_t commitseq_before = to.commitseq;
     to.next_offset = rec.offset + 1;
     to.commitseq = std::max(to.commitseq, change->commitseq);
     if (!options.collection.empty() && change->collection != options.collection) {
       ++filtered;
+      continue;
+    }
+    if (change->kind == ChangeKind::kTruncate) {
+      if (!target.applies_truncates()) {
+        // Skipping it would leave every truncated row in the copy: stop whatever on_malformed
+        // says, after the changes before it.
+        to.next_offset = rec.offset;
+        to.commitseq = commitseq_before;
+        const std::string what = "truncate at " + Where(p, rec.offset) + " (version " +
+                                 std::to_string(change->version) + ")";
+        Report(what + ": this target cannot apply a truncate (stopped)");
+        *stop = FailedPreconditionError(
+            "replica '" + options.name + "' stopped at a " + what +
+            ": its target cannot remove every row below a version; rebuild the copy from a "
+            "new snapshot of the source, or use a SQL table target");
+        cut = true;
+        break;
+      }
+      truncate_below = std::max(truncate_below, change->version);
       continue;
     }
     changes.push_back(std::move(change).value());
@@ -310,8 +331,15 @@ Result<size_t> Applier::Impl::StepPartition(uint32_t p, Status* stop) {
     apply.from_offset = from.next_offset;
     apply.position = to;
     apply.applied_time_micros = env.clock().NowWallMicros();
+    apply.truncate_below = truncate_below;
+    apply.partitions = partitions;
     uint64_t superseded = 0;
+    uint64_t truncated = 0;  // changes of the batch from before its truncate
     for (size_t i = 0; i < changes.size(); ++i) {
+      if (changes[i].version < truncate_below) {
+        ++truncated;
+        continue;
+      }
       auto [it, inserted] = latest.emplace(changes[i].key, apply.changes.size());
       if (inserted) {
         apply.changes.push_back(&changes[i]);
@@ -333,7 +361,7 @@ Result<size_t> Applier::Impl::StepPartition(uint32_t p, Status* stop) {
     positions[p] = to;
     ++stats.batches;
     stats.applied += outcome->applied;
-    stats.stale += outcome->stale;
+    stats.stale += outcome->stale + truncated;
     stats.below_watermark += outcome->below_watermark;
     stats.superseded += superseded;
     stats.filtered += filtered;
@@ -346,6 +374,8 @@ Result<size_t> Applier::Impl::StepPartition(uint32_t p, Status* stop) {
     for (const Change* c : apply.changes) {
       stats.last_apply_latency_us = apply.applied_time_micros - c->commit_time_micros;
     }
+    // The truncate raised the purge watermarks of every partition: pick them up.
+    if (truncate_below > 0) reload = true;
   }
   {
     std::lock_guard<std::mutex> lock(mu);

@@ -33,15 +33,18 @@ Result<Change> ParseChangeEvent(const Event& event, int64_t fallback_time_micros
   } else if (type == kDeleteType || type == "converge.store.delete" ||
              type == "converge.store.expire") {
     change.kind = ChangeKind::kDelete;
+  } else if (type == kTruncateType) {
+    change.kind = ChangeKind::kTruncate;
   } else {
-    return Bad(event, "the type is not an upsert or a delete (" + std::string(kUpsertType) +
-                          ", " + std::string(kDeleteType) +
-                          ", converge.store.put/delete/expire)");
+    return Bad(event, "the type is not an upsert or a delete, nor a truncate (" +
+                          std::string(kUpsertType) + ", " + std::string(kDeleteType) + ", " +
+                          std::string(kTruncateType) + ", converge.store.put/delete/expire)");
   }
-  if (!event.subject().has_value() || event.subject()->empty()) {
+  if (change.kind != ChangeKind::kTruncate &&
+      (!event.subject().has_value() || event.subject()->empty())) {
     return Bad(event, "no subject (the subject is the key)");
   }
-  change.key = *event.subject();
+  if (event.subject().has_value()) change.key = *event.subject();
   const Extension* version = event.FindExtension("version");
   if (version == nullptr) return Bad(event, "no version extension");
   if (!ParseDecimal(version->value, &change.version) || change.version == 0) {
@@ -92,15 +95,21 @@ Result<Event> MakeChangeEvent(const Change& change, std::string_view source) {
   event.set_source(std::string(source));
   std::string id;
   if (!change.collection.empty()) id.append(change.collection).push_back('/');
-  id.append(change.key).push_back('/');
-  id.append(std::to_string(change.version));
+  if (change.kind == ChangeKind::kTruncate) {
+    id.append(std::to_string(change.version)).append("/truncate");
+  } else {
+    id.append(change.key).push_back('/');
+    id.append(std::to_string(change.version));
+  }
   event.set_id(std::move(id));
-  event.set_type(std::string(change.kind == ChangeKind::kUpsert ? kUpsertType : kDeleteType));
-  event.set_subject(change.key);
+  event.set_type(std::string(change.kind == ChangeKind::kUpsert   ? kUpsertType
+                             : change.kind == ChangeKind::kDelete ? kDeleteType
+                                                                  : kTruncateType));
+  if (!change.key.empty()) event.set_subject(change.key);
   event.SetExtension("version", std::to_string(change.version));
   if (!change.collection.empty()) event.SetExtension("collection", change.collection);
   if (change.commitseq != 0) event.SetExtension("commitseq", std::to_string(change.commitseq));
-  event.set_partitionkey(change.key);
+  if (!change.key.empty()) event.set_partitionkey(change.key);
   if (change.commit_time_micros != 0) {
     event.set_time(FormatRfc3339(change.commit_time_micros * 1000));
   }

@@ -1,5 +1,6 @@
 // The in-memory target: the same apply rule as the SQL targets, in one atomic step.
 #include <algorithm>
+#include <iterator>
 
 #include "converge/replica.h"
 
@@ -33,6 +34,23 @@ Result<ApplyOutcome> MemoryTarget::Apply(const ApplyBatch& batch) {
                         std::to_string(batch.position.partition) + " is " +
                         std::to_string(current) + ", not " + std::to_string(batch.from_offset) +
                         " (another applier moved it)");
+  }
+  if (batch.truncate_below > 0) {
+    for (auto it = rows_.begin(); it != rows_.end();) {
+      it = it->second.version < batch.truncate_below ? rows_.erase(it) : std::next(it);
+    }
+    const uint64_t mark = batch.truncate_below - 1;
+    for (uint32_t part = 0; part < std::max(batch.partitions, batch.position.partition + 1);
+         ++part) {
+      auto p = std::find_if(state_.positions.begin(), state_.positions.end(),
+                            [&](const Position& q) { return q.partition == part; });
+      if (p == state_.positions.end()) {
+        state_.positions.push_back(Position{part, 0, 0, mark});
+      } else {
+        p->purge_watermark = std::max(p->purge_watermark, mark);
+      }
+    }
+    watermark = std::max(watermark, mark);
   }
   ApplyOutcome outcome;
   for (const Change* c : batch.changes) {

@@ -397,6 +397,59 @@ TEST_F(ApplierTest, TombstonePurgeNeverResurrects) {
   EXPECT_EQ(target_.rows().at("a").version, 3u);
 }
 
+TEST_F(ApplierTest, TruncateRemovesOlderRowsAndRefusesOlderChanges) {
+  Append(MakeChange("a", 1));
+  Append(MakeChange("b", 2));
+  Change truncate;
+  truncate.kind = ChangeKind::kTruncate;
+  truncate.key = "public.items";
+  truncate.version = 5;
+  Append(truncate);
+  Append(MakeChange("c", 5));  // written after the truncate, in its transaction
+  Append(MakeChange("a", 3));  // written before it, arriving late
+  auto applier = Open();
+  ASSERT_TRUE(applier->CatchUp().ok());
+  EXPECT_EQ(target_.rows().count("a"), 0u);
+  EXPECT_EQ(target_.rows().count("b"), 0u);
+  EXPECT_EQ(target_.rows().at("c").version, 5u);
+  EXPECT_EQ(applier->Stats().purge_watermark, 4u);
+  Append(MakeChange("a", 6));
+  ASSERT_TRUE(applier->CatchUp().ok());
+  EXPECT_EQ(target_.rows().at("a").version, 6u);
+}
+
+// A target that cannot remove rows below a version.
+class NoTruncateTarget : public Target {
+ public:
+  Result<TargetState> Load() override { return inner.Load(); }
+  Result<ApplyOutcome> Apply(const ApplyBatch& batch) override { return inner.Apply(batch); }
+  Result<uint64_t> PurgeTombstones(int64_t before) override {
+    return inner.PurgeTombstones(before);
+  }
+  MemoryTarget inner;
+};
+
+TEST_F(ApplierTest, TruncateStopsATargetThatCannotApplyIt) {
+  Append(MakeChange("a", 1));
+  Change truncate;
+  truncate.kind = ChangeKind::kTruncate;
+  truncate.version = 5;
+  Append(truncate);
+  Append(MakeChange("c", 6));
+  NoTruncateTarget target;
+  ApplierOptions o;
+  o.name = "t";
+  o.on_malformed = OnMalformed::kSkip;  // a truncate is never skipped
+  auto applier = Applier::Open(sim_, *source_, target, o);
+  ASSERT_TRUE(applier.ok());
+  Status s = (*applier)->CatchUp();
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
+  EXPECT_NE(s.message().find("truncate"), std::string_view::npos) << s.ToString();
+  EXPECT_EQ(target.inner.rows().at("a").version, 1u);  // applied up to it
+  EXPECT_EQ(target.inner.rows().count("c"), 0u);
+  EXPECT_EQ((*applier)->Stats().positions[0].next_offset, 1u);
+}
+
 TEST_F(ApplierTest, TargetErrorReloadsThePosition) {
   Append(MakeChange("a", 1));
   Append(MakeChange("b", 1));

@@ -114,6 +114,46 @@ void CheckTargetConformance(Target& target, ReadRow read) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   ASSERT_TRUE(read("we\"ird,key").has_value());
   EXPECT_EQ(read("we\"ird,key")->document, doc);
+
+  // A truncate at version 10 in a batch of partition 0 of a 3-partition source: rows below 10
+  // go (b@2, n@8), rows at or above stay, the batch's own change at 10 applies; every
+  // partition's watermark rises to 9, so an older change still to come from another partition
+  // is refused while a newer one applies.
+  ASSERT_TRUE(target.applies_truncates());
+  Change t10 = MakeChange("t", 10);
+  ApplyBatch tb;
+  tb.changes.push_back(&t10);
+  tb.from_offset = 9;
+  tb.position = Position{0, 11, 0};
+  tb.applied_time_micros = 4000;
+  tb.truncate_below = 10;
+  tb.partitions = 3;
+  r = target.Apply(tb);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->applied, 1u);
+  EXPECT_FALSE(read("b").has_value());
+  EXPECT_FALSE(read("n").has_value());
+  EXPECT_TRUE(read("we\"ird,key").has_value());
+  EXPECT_EQ(read("t")->version, 10u);
+  Result<TargetState> s2 = target.Load();
+  ASSERT_TRUE(s2.ok());
+  ASSERT_EQ(s2->positions.size(), 3u);
+  for (const Position& p : s2->positions) {
+    EXPECT_EQ(p.purge_watermark, 9u) << p.partition;
+    EXPECT_EQ(p.next_offset, p.partition == 0 ? 11u : 0u) << p.partition;
+  }
+  Change late = MakeChange("b", 5), fresh = MakeChange("m", 12);
+  ApplyBatch p2;
+  p2.changes = {&late, &fresh};
+  p2.from_offset = 0;
+  p2.position = Position{2, 2, 0};
+  p2.applied_time_micros = 4001;
+  r = target.Apply(p2);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->below_watermark, 1u);
+  EXPECT_EQ(r->applied, 1u);
+  EXPECT_FALSE(read("b").has_value());
+  EXPECT_EQ(read("m")->version, 12u);
 }
 
 }  // namespace converge::replica::testing

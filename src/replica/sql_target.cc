@@ -131,6 +131,10 @@ class SqlTarget : public Target {
     Status s = db_.Transact([&](sql::Transaction& tx) -> Status {
       outcome = ApplyOutcome();
       CONVERGE_ASSIGN_OR_RETURN(uint64_t watermark, MovePosition(tx, batch));
+      if (batch.truncate_below > 0) {
+        CONVERGE_RETURN_IF_ERROR(Truncate(tx, batch));
+        watermark = std::max(watermark, batch.truncate_below - 1);
+      }
       if (batch.changes.empty()) return Status::Ok();
       if (tx.engine() == sql::Engine::kPostgres) return ApplyMany(tx, batch, watermark, &outcome);
       return ApplyEach(tx, batch, watermark, &outcome);
@@ -174,7 +178,32 @@ class SqlTarget : public Target {
     return purged;
   }
 
+  bool applies_truncates() const override { return true; }
+
  private:
+  // A truncate of the source: the rows older than it go, and every partition's purge
+  // watermark rises to just below it (a partition never applied gets its position row now,
+  // at offset 0), so older changes still to come from any partition are refused.
+  Status Truncate(sql::Transaction& tx, const ApplyBatch& batch) {
+    const Value below[] = {Value::Int(static_cast<int64_t>(batch.truncate_below))};
+    CONVERGE_RETURN_IF_ERROR(tx.Execute("DELETE FROM " + t_ + " WHERE version < $1", below).status());
+    const uint32_t partitions = std::max(batch.partitions, batch.position.partition + 1);
+    for (uint32_t part = 0; part < partitions; ++part) {
+      const Value p[] = {Value::Text(options_.replica), Value::Int(part),
+                         Value::Int(static_cast<int64_t>(batch.truncate_below - 1)),
+                         Value::Int(batch.applied_time_micros)};
+      CONVERGE_RETURN_IF_ERROR(
+          tx.Execute("INSERT INTO converge_replica_positions (replica, source_partition, "
+                     "next_offset, commitseq, purge_watermark, updated_us) VALUES ($1, $2, 0, "
+                     "0, $3, $4) ON CONFLICT (replica, source_partition) DO UPDATE SET "
+                     "purge_watermark = excluded.purge_watermark WHERE "
+                     "converge_replica_positions.purge_watermark < excluded.purge_watermark",
+                     p)
+              .status());
+    }
+    return Status::Ok();
+  }
+
   // Moves the position from batch.from_offset to batch.position, or Aborted when it is not at
   // from_offset (another applier of this replica moved it). Returns the partition's purge
   // watermark (in the same statement: one round trip less per batch).

@@ -128,6 +128,19 @@ class CaptureReplicaTest : public ::testing::Test {
     return r.ok() ? *r : "";
   }
 
+  // Runs the relay until the slot confirmed everything written so far.
+  void RelayAll(Relay& relay) {
+    const std::string end = Scalar("SELECT pg_current_wal_lsn()::text");
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (Scalar("SELECT confirmed_flush_lsn >= '" + end +
+                  "'::pg_lsn FROM pg_replication_slots WHERE slot_name = 'shop_slot'") != "t") {
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << relay.stats().last_error;
+      auto n = relay.RunOnce();
+      ASSERT_TRUE(n.ok()) << n.status().ToString();
+      if (*n == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
   TempDir dir_;
   std::unique_ptr<testing::PostgresServer> server_;
   std::string conninfo_;
@@ -198,6 +211,101 @@ TEST_F(CaptureReplicaTest, ReplicaFedByTheCaptureTopicEndsEqualToTheTable) {
   for (const auto& [key_version, times] : target.applies()) {
     EXPECT_EQ(times, 1u) << key_version.first << "@" << key_version.second;
   }
+}
+
+// TRUNCATE (docs/formats/wal-outbox.md, "Table capture"): a converge.change.truncate event on
+// the table's topic; replicas remove every row older than it and refuse older changes still to
+// come. A replica that had applied the rows before the TRUNCATE, and one that sees everything
+// for the first time, on a memory and on a PostgreSQL table target, end equal to the table
+// after TRUNCATEs (alone, with changes before and after it in its transaction, rolled back)
+// and new changes.
+TEST_F(CaptureReplicaTest, ReplicasEndEqualToTheTableAfterATruncate) {
+  std::mt19937 rng(3);
+  for (int i = 0; i < 300; ++i) ASSERT_OK(RandomChange(*db_, rng));
+  ASSERT_OK(CreateCaptureSlot(conninfo_, "shop_slot", "shop_capture", "", *sink_));
+  auto relay =
+      Relay::Create(Env::Default(), {sql::Engine::kPostgres, conninfo_}, *sink_, CaptureOptions());
+  ASSERT_TRUE(relay.ok()) << relay.status().ToString();
+  for (int i = 0; i < 200; ++i) ASSERT_OK(RandomChange(*db_, rng));
+  RelayAll(**relay);
+
+  ASSERT_OK(server_->CreateDatabase("copy"));
+  sql::PostgresOptions po;
+  po.conninfo = server_->ConnInfo("copy");
+  auto copy_db = sql::Database::ConnectPostgres(po);
+  ASSERT_TRUE(copy_db.ok()) << copy_db.status().ToString();
+  auto sql_target = replica::NewSqlTarget(**copy_db, {"items", "items_copy", "public.items"});
+  ASSERT_TRUE(sql_target.ok()) << sql_target.status().ToString();
+  std::unique_ptr<replica::Source> source = replica::NewLogSource(*log_, "public.items");
+  replica::MemoryTarget early_target, late_target;
+  replica::ApplierOptions ao;
+  ao.name = "items";
+  auto early = replica::Applier::Open(Env::Default(), *source, early_target, ao);
+  auto on_pg = replica::Applier::Open(Env::Default(), *source, **sql_target, ao);
+  ASSERT_TRUE(early.ok() && on_pg.ok());
+  ASSERT_OK((*early)->CatchUp());
+  ASSERT_OK((*on_pg)->CatchUp());
+  ASSERT_GT(early_target.rows().size(), 50u);
+
+  // A TRUNCATE with changes before and after it in its transaction, one rolled back, one alone.
+  ASSERT_OK(db_->ExecuteScript(
+      "BEGIN; INSERT INTO items VALUES (1000, 'gone', 1) ON CONFLICT (id) DO NOTHING; "
+      "UPDATE items SET qty = qty + 1; TRUNCATE items; "
+      "INSERT INTO items VALUES (1, 'after', 2), (2, 'after', 3); "
+      "UPDATE items SET note = 'after2' WHERE id = 2; COMMIT;"));
+  ASSERT_OK(db_->ExecuteScript("BEGIN; TRUNCATE items; ROLLBACK;"));
+  for (int i = 0; i < 200; ++i) ASSERT_OK(RandomChange(*db_, rng));
+  RelayAll(**relay);
+  ASSERT_OK((*early)->CatchUp());
+  ASSERT_OK((*on_pg)->CatchUp());
+  ASSERT_OK(db_->ExecuteScript("TRUNCATE items;"));
+  for (int i = 0; i < 100; ++i) ASSERT_OK(RandomChange(*db_, rng));
+  RelayAll(**relay);
+  EXPECT_EQ((*relay)->stats().dead_lettered, 0u);
+
+  auto late = replica::Applier::Open(Env::Default(), *source, late_target, ao);
+  ASSERT_TRUE(late.ok());
+  for (auto* a : {&*early, &*on_pg, &*late}) ASSERT_OK((*a)->CatchUp());
+  const std::map<std::string, std::string> table = TableNow();
+  EXPECT_GT(table.size(), 20u);
+  for (replica::MemoryTarget* target : {&early_target, &late_target}) {
+    std::map<std::string, std::string> copy;
+    for (const auto& [key, row] : target->rows()) {
+      if (!row.deleted) copy[key] = row.document;
+    }
+    EXPECT_EQ(copy, table);
+  }
+  std::map<std::string, std::string> on_pg_copy;
+  ASSERT_OK((*copy_db)
+                ->Query("SELECT key, document FROM items_copy WHERE NOT deleted", {},
+                        [&](const sql::Row& row) {
+                          on_pg_copy[std::string(row.Bytes(0))] = std::string(row.Bytes(1));
+                          return Status::Ok();
+                        })
+                .status());
+  EXPECT_EQ(on_pg_copy, table);
+}
+
+// A publication that leaves out truncates (or deletes) would drop changes from the capture
+// silently: refused when the slot is created and when the relay starts.
+TEST_F(CaptureReplicaTest, APublicationThatLeavesOutTruncatesIsRefused) {
+  ASSERT_OK(db_->ExecuteScript(
+      "ALTER PUBLICATION shop_capture SET (publish = 'insert, update, delete');"));
+  Status created = CreateCaptureSlot(conninfo_, "shop_slot", "shop_capture", "", *sink_);
+  EXPECT_EQ(created.code(), StatusCode::kFailedPrecondition) << created.ToString();
+  EXPECT_NE(created.message().find("truncate"), std::string_view::npos) << created.ToString();
+  EXPECT_EQ(Scalar("SELECT count(*) FROM pg_replication_slots"), "0");
+  ASSERT_OK(db_->ExecuteScript(
+      "ALTER PUBLICATION shop_capture SET (publish = 'insert, update, delete, truncate');"));
+  ASSERT_OK(CreateCaptureSlot(conninfo_, "shop_slot", "shop_capture", "", *sink_));
+  ASSERT_OK(db_->ExecuteScript("ALTER PUBLICATION shop_capture SET (publish = 'insert, update');"));
+  auto relay =
+      Relay::Create(Env::Default(), {sql::Engine::kPostgres, conninfo_}, *sink_, CaptureOptions());
+  ASSERT_TRUE(relay.ok());
+  auto n = (*relay)->RunOnce();
+  ASSERT_FALSE(n.ok());
+  EXPECT_EQ(n.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(n.status().message().find("publish"), std::string_view::npos) << n.status().ToString();
 }
 
 // A capture slot whose snapshot never finished (interrupted: here, a slot made without one)
