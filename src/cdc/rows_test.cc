@@ -223,7 +223,8 @@ TEST(RowsTest, TruncateReplacesTheTablesEarlierChangesInTheTransaction) {
   // Without table capture a truncate is nothing to hand out.
   WalReader messages_only(clock, WalReaderOptions{});
   ASSERT_TRUE(messages_only.OnCopyData(testing::XLog(1, testing::BeginMsg(0x300, 5, 3))).ok());
-  ASSERT_TRUE(messages_only.OnCopyData(testing::XLog(1, Bytes().U8('T').U32(1).U8(0).U32(7).str())).ok());
+  ASSERT_TRUE(
+      messages_only.OnCopyData(testing::XLog(1, Bytes().U8('T').U32(1).U8(0).U32(7).str())).ok());
   ASSERT_TRUE(messages_only.OnCopyData(testing::XLog(1, testing::CommitMsg(0x300, 0x340, 5))).ok());
   EXPECT_EQ(messages_only.ready_transactions(), 0u);
 }

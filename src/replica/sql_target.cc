@@ -186,7 +186,8 @@ class SqlTarget : public Target {
   // at offset 0), so older changes still to come from any partition are refused.
   Status Truncate(sql::Transaction& tx, const ApplyBatch& batch) {
     const Value below[] = {Value::Int(static_cast<int64_t>(batch.truncate_below))};
-    CONVERGE_RETURN_IF_ERROR(tx.Execute("DELETE FROM " + t_ + " WHERE version < $1", below).status());
+    CONVERGE_RETURN_IF_ERROR(
+        tx.Execute("DELETE FROM " + t_ + " WHERE version < $1", below).status());
     const uint32_t partitions = std::max(batch.partitions, batch.position.partition + 1);
     for (uint32_t part = 0; part < partitions; ++part) {
       const Value p[] = {Value::Text(options_.replica), Value::Int(part),
