@@ -497,6 +497,16 @@ class RelayImpl final : public Relay {
 
 }  // namespace
 
+namespace outbox_internal {
+Result<std::unique_ptr<Relay>> NewRelayWithSource(Env& env, RelaySink& sink, RelayOptions options,
+                                                  std::unique_ptr<OutboxSource> source) {
+  CONVERGE_RETURN_IF_ERROR(ValidateOptions(options));
+  auto relay = std::make_unique<RelayImpl>(env, sink, std::move(options));
+  relay->set_source(std::move(source));
+  return std::unique_ptr<Relay>(std::move(relay));
+}
+}  // namespace outbox_internal
+
 Result<std::unique_ptr<Relay>> Relay::Create(Env& env, const sql::DatabaseTarget& source,
                                              RelaySink& sink, RelayOptions options) {
   CONVERGE_RETURN_IF_ERROR(ValidateOptions(options));

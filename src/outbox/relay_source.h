@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -114,5 +115,20 @@ std::unique_ptr<OutboxSource> NewPostgresSource(Env& env, const std::string& con
 // PostgreSQL WAL outbox (relay_wal.cc): logical messages from the slot options.wal_slot.
 std::unique_ptr<OutboxSource> NewWalSource(Env& env, const std::string& conninfo,
                                            const SourceOptions& options);
+}  // namespace converge::outbox_internal
+
+namespace converge::cdc {
+class ReplicationStream;
+}
+
+namespace converge::outbox_internal {
+// The same over connections `connect` opens (each call: a new session); for the simulator.
+using WalConnector = std::function<Result<std::unique_ptr<cdc::ReplicationStream>>()>;
+std::unique_ptr<OutboxSource> NewWalSourceWith(Env& env, WalConnector connect,
+                                               const SourceOptions& options);
+
+// A relay over a given source (Relay::Create's checks of `options` first); for the simulator.
+Result<std::unique_ptr<Relay>> NewRelayWithSource(Env& env, RelaySink& sink, RelayOptions options,
+                                                  std::unique_ptr<OutboxSource> source);
 
 }  // namespace converge::outbox_internal

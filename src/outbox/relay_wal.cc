@@ -162,7 +162,7 @@ void BuildChangeRow(const cdc::WalMessage& m, Lsn version, int64_t commit_time_u
 
 // Table capture needs every kind of change from the publication: one that leaves out deletes
 // or truncates would leave rows in the copies that are gone from the table, silently.
-Status CheckCapturePublication(cdc::ReplicationConnection& conn, const std::string& publication) {
+Status CheckCapturePublication(cdc::ReplicationStream& conn, const std::string& publication) {
   CONVERGE_ASSIGN_OR_RETURN(
       auto rows, conn.Exec("SELECT pubinsert AND pubupdate AND pubdelete AND pubtruncate FROM "
                            "pg_publication WHERE pubname = '" +
@@ -185,9 +185,9 @@ Status CheckCapturePublication(cdc::ReplicationConnection& conn, const std::stri
 
 class WalSource final : public OutboxSource {
  public:
-  WalSource(Env& env, std::string conninfo, SourceOptions options)
+  WalSource(Env& env, WalConnector connect, SourceOptions options)
       : env_(env),
-        conninfo_(std::move(conninfo)),
+        connect_(std::move(connect)),
         options_(std::move(options)),
         reader_(env.clock(), ReaderOptions(options_)) {}
 
@@ -195,10 +195,8 @@ class WalSource final : public OutboxSource {
     // After a failed cycle (a batch claimed and not removed), start over from the slot.
     if (conn_ != nullptr && streaming_ && !awaiting_remove_) return true;
     Reset();
-    CONVERGE_ASSIGN_OR_RETURN(
-        conn_, cdc::ReplicationConnection::Connect(conninfo_, options_.name,
-                                                   options_.postgres_connect_timeout_ms));
-    Result<cdc::ReplicationConnection::SlotInfo> info = conn_->GetSlot(options_.wal_slot);
+    CONVERGE_ASSIGN_OR_RETURN(conn_, connect_());
+    Result<cdc::SlotInfo> info = conn_->GetSlot(options_.wal_slot);
     if (!info.ok()) return Drop(info.status());
     if (!info->exists) {
       return Drop(FailedPreconditionError(
@@ -369,10 +367,10 @@ class WalSource final : public OutboxSource {
   }
 
   Env& env_;
-  std::string conninfo_;
+  WalConnector connect_;
   SourceOptions options_;
   cdc::WalReader reader_;
-  std::unique_ptr<cdc::ReplicationConnection> conn_;
+  std::unique_ptr<cdc::ReplicationStream> conn_;
   bool streaming_ = false;
   bool awaiting_remove_ = false;
   Lsn claimed_end_ = 0;
@@ -387,7 +385,19 @@ class WalSource final : public OutboxSource {
 
 std::unique_ptr<OutboxSource> NewWalSource(Env& env, const std::string& conninfo,
                                            const SourceOptions& options) {
-  return std::make_unique<WalSource>(env, conninfo, options);
+  WalConnector connect = [conninfo, name = options.name,
+                          timeout_ms = options.postgres_connect_timeout_ms]()
+      -> Result<std::unique_ptr<cdc::ReplicationStream>> {
+    CONVERGE_ASSIGN_OR_RETURN(auto conn,
+                              cdc::ReplicationConnection::Connect(conninfo, name, timeout_ms));
+    return std::unique_ptr<cdc::ReplicationStream>(std::move(conn));
+  };
+  return std::make_unique<WalSource>(env, std::move(connect), options);
+}
+
+std::unique_ptr<OutboxSource> NewWalSourceWith(Env& env, WalConnector connect,
+                                               const SourceOptions& options) {
+  return std::make_unique<WalSource>(env, std::move(connect), options);
 }
 
 }  // namespace converge::outbox_internal
