@@ -6,6 +6,10 @@ caller passes (psycopg, psycopg2, pg8000, ...: no driver is imported here). Neit
 the rows commit or roll back with the caller's business change. A relay (``relays:`` in the
 server's configuration, or ``converge relay``) then publishes them, stored once per
 (source, id).
+
+:class:`PostgresWalOutbox` is the WAL outbox (docs/formats/wal-outbox.md): no table, one
+transactional logical message per event (``pg_logical_emit_message``) in the caller's
+transaction, read from a replication slot by a relay in mode ``wal``.
 """
 
 from __future__ import annotations
@@ -233,6 +237,68 @@ class PostgresOutbox:
         cur = self.conn.cursor()
         try:
             cur.execute("SELECT pg_notify('converge_outbox', '')")
+        finally:
+            cur.close()
+
+
+#: The WAL outbox (docs/formats/wal-outbox.md): a message's prefix is this and the topic.
+WAL_PREFIX = "converge:"
+#: The statement that emits one event, ``{}`` for its two parameters (prefix, content).
+WAL_EMIT_SQL = "SELECT pg_logical_emit_message(true, {}, {})"
+
+
+def wal_emit_params(topic: str, event: CloudEvent) -> tuple[str, str]:
+    """The two parameters of :data:`WAL_EMIT_SQL` for one event: ``converge:<topic>`` and the
+    event in CloudEvents JSON structured mode, checked as the relay checks them (as the C++
+    ``outbox_format::BuildEmitParams`` after ``Outbox::Emit``'s checks): a bad topic, an invalid
+    event or a bad ``traceparent`` raise :class:`ClientInputError`. An event without ``time``
+    gets the current time, as the other writers do."""
+    check_topic(topic)
+    if not isinstance(event, CloudEvent):
+        raise ClientInputError(f"expected a CloudEvent, got {type(event).__name__}")
+    event.validate()
+    traceparent = event.extensions.get("traceparent")
+    if traceparent is not None and (not isinstance(traceparent, str)
+                                    or not _TRACEPARENT.match(traceparent)):
+        raise ClientInputError(f"traceparent {traceparent!r} is not 00-<32 hex>-<16 hex>-<2 hex>")
+    body = event.to_dict()
+    if body.get("time") is None:
+        body["time"] = datetime.now(timezone.utc).isoformat(timespec="microseconds").replace(
+            "+00:00", "Z")
+    content = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return WAL_PREFIX + topic, content
+
+
+class PostgresWalOutbox:
+    """Emits events into PostgreSQL's write-ahead log through a DB-API 2.0 connection, inside
+    the caller's transaction (docs/formats/wal-outbox.md): nothing is written to a table, and
+    the messages commit or roll back with the transaction. A relay in mode ``wal`` (its slot
+    created with ``converge relay --create-slots``) publishes them in commit order.
+
+    ``paramstyle`` as :class:`PostgresOutbox`. Needs PostgreSQL 14 or later with
+    ``wal_level = logical``.
+    """
+
+    def __init__(self, conn: Any, *, paramstyle: str = "format") -> None:
+        if paramstyle not in PARAMSTYLES:
+            raise ClientInputError(f"paramstyle must be one of {', '.join(PARAMSTYLES)}")
+        if not hasattr(conn, "cursor"):
+            raise ClientInputError("conn must be a DB-API 2.0 connection (with cursor())")
+        self.conn = conn
+        self.paramstyle = paramstyle
+
+    def emit(self, topic: str, events: CloudEvent | Sequence[CloudEvent]) -> None:
+        """Emits one message per event, in the order given. Every event is checked before
+        anything is emitted. Does not commit: commit with your business change."""
+        batch = [events] if isinstance(events, CloudEvent) else list(events)
+        params = [wal_emit_params(topic, e) for e in batch]
+        if not params:
+            return
+        sql = render_sql(WAL_EMIT_SQL, 2, self.paramstyle)
+        cur = self.conn.cursor()
+        try:
+            for prefix, content in params:
+                cur.execute(sql, sql_params([prefix, content], self.paramstyle))
         finally:
             cur.close()
 

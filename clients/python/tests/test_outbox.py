@@ -44,7 +44,8 @@ class PostgresServer:
             pw = pwd.getpwnam("postgres")
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
 
-    def start(self) -> "PostgresServer":
+    def start(self, settings: Sequence[str] = ()) -> "PostgresServer":
+        """``settings``: extra ``name=value`` server settings (e.g. ``wal_level=logical``)."""
         data = os.path.join(self.dir, "data")
         subprocess.run([f"{PG_BIN}/initdb", "-D", data, "-U", "postgres", "--auth=trust",
                         "--encoding=UTF8", "--locale=C", "--no-sync"], check=True,
@@ -52,7 +53,8 @@ class PostgresServer:
         log = open(os.path.join(self.dir, "server.log"), "ab")
         self.proc = subprocess.Popen(
             [f"{PG_BIN}/postgres", "-D", data, "-p", str(self.port), "-c",
-             "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.dir}"],
+             "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.dir}",
+             *[a for setting in settings for a in ("-c", setting)]],
             stdout=log, stderr=log, user=self.user)
         log.close()
         deadline = time.monotonic() + 30

@@ -2,8 +2,12 @@
 // (docs/formats/outbox.md), written through the caller's own query function inside the
 // caller's own transaction, so the business change and its events commit together. A relay
 // (`relays:` in converge serve, or `converge relay`) publishes them.
+//
+// The WAL outbox (docs/formats/wal-outbox.md): WalOutboxWriter emits each event as a
+// transactional logical message (pg_logical_emit_message) in the caller's PostgreSQL
+// transaction; no table is written, and a relay in mode "wal" reads them from a slot.
 import { badInput } from "./errors.js";
-import { CloudEventLike, extensionsOf, isJsonMediaType, isTextMediaType } from "./events.js";
+import { CloudEventLike, extensionsOf, isJsonMediaType, isTextMediaType, toJsonEvent, withId } from "./events.js";
 import { checkTopic } from "./client.js";
 
 export type Dialect = "sqlite" | "postgres";
@@ -191,4 +195,40 @@ export class OutboxWriter {
 
   /** PostgreSQL: wake the relay now (send after COMMIT; optional, relays also poll). */
   static readonly NOTIFY_SQL = "SELECT pg_notify('converge_outbox', '')";
+}
+
+/** The WAL outbox: a message's prefix is this and the topic (docs/formats/wal-outbox.md). */
+export const WAL_PREFIX = "converge:";
+/** Emits one event: $1 the prefix, $2 the event in CloudEvents JSON structured mode. */
+export const WAL_EMIT_SQL = "SELECT pg_logical_emit_message(true, $1, $2)";
+
+/**
+ * The two parameters of WAL_EMIT_SQL for one event, checked as the relay checks them (as the C++
+ * `outbox_format::BuildEmitParams` after `Outbox::Emit`'s checks): `converge:<topic>` and the
+ * event as CloudEvents JSON, with an id (a UUID) and a time (now) filled in when absent. Throws
+ * a ClientInputError for a bad topic, an invalid event or a bad traceparent.
+ */
+export function walEmitParams(topic: string, event: CloudEventLike): [string, string] {
+  checkTopic(topic);
+  const body = toJsonEvent(withId(event));
+  const traceparent = body.traceparent;
+  if (traceparent !== undefined && (typeof traceparent !== "string" || !TRACEPARENT.test(traceparent))) {
+    throw badInput(`traceparent '${String(traceparent)}' is not valid W3C Trace Context`);
+  }
+  if (body.time === undefined) body.time = new Date().toISOString();
+  return [WAL_PREFIX + topic, JSON.stringify(body)];
+}
+
+export class WalOutboxWriter {
+  /**
+   * Emits one message per event, in the order given, with `query` ($1/$2 parameters), which
+   * must run in the caller's open PostgreSQL transaction: the messages commit or roll back with
+   * it. Every event is checked before anything is emitted. Returns the events' ids.
+   */
+  async emit(query: QueryFn, topic: string, events: CloudEventLike[]): Promise<string[]> {
+    if (!Array.isArray(events) || events.length === 0) throw badInput("emit needs a non-empty array of events");
+    const params = events.map((e) => walEmitParams(topic, e));
+    for (const p of params) await query(WAL_EMIT_SQL, p);
+    return params.map((p) => (JSON.parse(p[1]) as { id: string }).id);
+  }
 }

@@ -6,7 +6,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
-import { Serve, eventually, lib } from "./serve.mjs";
+import { Serve, binary, eventually, lib } from "./serve.mjs";
 import { Postgres, havePostgres } from "./postgres.mjs";
 
 function haveSqlite() {
@@ -159,4 +159,73 @@ test("PostgreSQL: rows written with the per-key locks are relayed in key order",
     await serve2.close();
     await pg.close();
   }
+});
+
+test("PostgreSQL WAL outbox: emitted events are relayed from the WAL in commit order; rolled-back ones never", { skip: !havePostgres() && "no PostgreSQL 15" }, async () => {
+  const pg = await new Postgres().start(["wal_level=logical", "max_replication_slots=4", "max_wal_senders=4"]);
+  const serve2 = new Serve();
+  try {
+    pg.psql("CREATE TABLE orders (id text PRIMARY KEY, total int)");
+    // The slot first (the relay never creates it): the documented command.
+    execFileSync(binary(), ["relay", "--source", pg.conninfo, "--mode", "wal", "--slot", "ts_wal", "--create-slots"], { stdio: "pipe" });
+    const writer = new lib.WalOutboxWriter();
+    for (let t = 0; t < 3; t++) {
+      await pg.transaction(async (q) => {
+        await q("INSERT INTO orders (id, total) VALUES ($1, $2)", [`o-${t}`, t]);
+        await writer.emit(q, "wal-orders", [
+          { source: "/pg", type: "order.placed", id: `a-${t}`, partitionkey: "alice", data: { t } },
+          { source: "/pg", type: "order.placed", id: `b-${t}`, partitionkey: "bob", data: { t }, traceparent: "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01" },
+        ]);
+      });
+    }
+    // A transaction that fails (the business insert conflicts) emits nothing.
+    await assert.rejects(pg.transaction(async (q) => {
+      await writer.emit(q, "wal-orders", [{ source: "/pg", type: "never", id: "rolled-back", partitionkey: "alice" }]);
+      await q("INSERT INTO orders (id, total) VALUES ($1, $2)", ["o-0", 9]);
+    }));
+    serve2.configYaml = `relays:\n  sources:\n    - name: pgwal\n      database: ${pg.conninfo}\n      mode: wal\n      wal_slot: ts_wal\n      poll_interval_ms: 100\n`;
+    await serve2.start();
+    const client = serve2.client();
+    const byKey = { alice: [], bob: [] };
+    await eventually(async () => {
+      try {
+        for (const d of await client.fetch("wal-orders", "check", { waitMs: 200, maxEvents: 100 })) {
+          byKey[d.event.partitionkey].push(d.event);
+          await client.ack("wal-orders", "check", [d]);
+        }
+      } catch (err) {
+        if (!(err instanceof lib.NotFoundError)) throw err;
+      }
+      return byKey.alice.length + byKey.bob.length >= 6;
+    }, 30_000, "the relayed events");
+    assert.deepEqual(byKey.alice.map((e) => e.id), ["a-0", "a-1", "a-2"]);
+    assert.deepEqual(byKey.bob.map((e) => e.data.t), [0, 1, 2]);
+    assert.equal(byKey.bob[0].traceparent, "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01");
+    assert.ok(byKey.alice.every((e) => typeof e.time === "string"));
+    // Nothing more (the failed transaction's event).
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.deepEqual(await client.fetch("wal-orders", "check", { waitMs: 300, maxEvents: 10 }), []);
+  } finally {
+    await serve2.close();
+    await pg.close();
+  }
+});
+
+test("WAL outbox: emit parameters follow the relay's rules", async () => {
+  const [prefix, content] = lib.walEmitParams("orders", { source: "/s", type: "t", id: "e1", data: { a: 1 }, partitionkey: "k", n: 3 });
+  assert.equal(prefix, "converge:orders");
+  const body = JSON.parse(content);
+  assert.deepEqual([body.specversion, body.id, body.source, body.type, body.partitionkey, body.n], ["1.0", "e1", "/s", "t", "k", 3]);
+  assert.deepEqual(body.data, { a: 1 });
+  assert.equal(typeof body.time, "string");
+  assert.equal(JSON.parse(lib.walEmitParams("t", { source: "/s", type: "t", data: new Uint8Array([0, 255]) })[1]).data_base64, "AP8=");
+  assert.throws(() => lib.walEmitParams("_dlq.outbox", { source: "/s", type: "t" }), lib.InvalidArgumentError);
+  assert.throws(() => lib.walEmitParams("t", { source: "/s", type: "t", traceparent: "nope" }), /traceparent/);
+  const calls = [];
+  const record = async (sql, params) => calls.push([sql, params]);
+  await assert.rejects(new lib.WalOutboxWriter().emit(record, "t", [{ source: "/s", type: "t" }, { source: "", type: "t" }]));
+  assert.equal(calls.length, 0); // nothing emitted for a bad batch
+  const ids = await new lib.WalOutboxWriter().emit(record, "t", [{ source: "/s", type: "t" }]);
+  assert.deepEqual(calls, [[lib.WAL_EMIT_SQL, ["converge:t", calls[0][1][1]]]]);
+  assert.equal(JSON.parse(calls[0][1][1]).id, ids[0]);
 });

@@ -31,7 +31,8 @@ function freePort() {
 }
 
 export class Postgres {
-  async start() {
+  /** `settings`: extra `name=value` server settings (e.g. `wal_level=logical`). */
+  async start(settings = []) {
     this.dir = mkdtempSync(join(process.env.TMPDIR || tmpdir(), "converge-ts-pg-"));
     mkdirSync(join(this.dir, "sock"));
     const ids = {};
@@ -48,7 +49,7 @@ export class Postgres {
       this.port = await freePort();
       this.child = spawn(
         join(BIN, "postgres"),
-        ["-D", join(this.dir, "data"), "-p", String(this.port), "-c", "listen_addresses=127.0.0.1", "-c", `unix_socket_directories=${join(this.dir, "sock")}`],
+        ["-D", join(this.dir, "data"), "-p", String(this.port), "-c", "listen_addresses=127.0.0.1", "-c", `unix_socket_directories=${join(this.dir, "sock")}`, ...settings.flatMap((s) => ["-c", s])],
         { ...ids, stdio: "ignore" },
       );
       const deadline = Date.now() + 20_000;
