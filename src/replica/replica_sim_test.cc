@@ -11,14 +11,18 @@
 //   - the applier crashes (it is destroyed and reopened from the target's position);
 //   - the target database fails a transaction before its commit, or after it (the applier is
 //     told it failed);
-//   - virtual time jumps, so tombstones get purged while late old upserts still arrive.
+//   - virtual time jumps, so tombstones get purged while late old upserts still arrive;
+//   - (not on sparse seeds) the producer truncates the source now and then (a
+//     converge.change.truncate at the next version, on a random partition), while old changes
+//     are still republished after it.
 // On every third seed the topic carries two collections and the source is **sparse**, as a
 // remote source is (another node's GET /v1/collections/{c}/changes): it hands out only the
 // records of collection "a" (and the malformed ones), passing the others' offsets, with the
 // highest commitseq it passed; the faults above then hit sparse batches.
 // Then faults stop, the applier catches up, and the test checks:
 //   - the replica equals the source: per key, the change with the highest version in the log
-//     (a live row with that version and document, or a tombstone or nothing for a delete);
+//     (a live row with that version and document, or a tombstone or nothing for a delete), or
+//     nothing when that version is below the log's latest truncate;
 //   - no change was applied twice (the target counts writes per (key, version));
 //   - none lost: every acknowledged change is in the log and its effect in the replica, and the
 //     position is at the end of every partition;
@@ -57,7 +61,8 @@ struct Coverage {
   uint64_t sparse_seeds = 0, filtered_at_source = 0;
   uint64_t seeds = 0, appended = 0, applied = 0, stale = 0, below_watermark = 0, purged = 0,
            refused_batches = 0, dropped_reads = 0, target_faults = 0, source_crashes = 0,
-           applier_crashes = 0, malformed = 0, waits_ok = 0, waits_deadline = 0;
+           applier_crashes = 0, malformed = 0, waits_ok = 0, waits_deadline = 0, truncates = 0,
+           truncated_keys = 0;
 };
 Coverage coverage;
 
@@ -263,6 +268,14 @@ class SeedRun {
       if (r < 15 && !history_[key].empty()) {
         c = history_[key][Uniform(0, history_[key].size() - 1)];  // republished, new id
         ids.push_back(key + "/" + std::to_string(c.version) + "/r" + std::to_string(++republish_));
+      } else if (r >= 97 && !sparse_) {
+        // A truncate of the whole source: no key; records of it spread over the partitions.
+        c.kind = ChangeKind::kTruncate;
+        c.version = ++version_;
+        c.commitseq = c.version;
+        c.commit_time_micros = sim_.clock().NowWallMicros();
+        ids.push_back("truncate/" + std::to_string(c.version));
+        ++coverage.truncates;
       } else if (r < 18 && skip_malformed_) {
         values.push_back("not a change event " + std::to_string(r));
         ids.push_back("bad/" + std::to_string(++republish_));
@@ -308,6 +321,10 @@ class SeedRun {
     }
     for (const Change& c : changes) {
       if (sparse_ && c.collection != "a") continue;
+      if (c.kind == ChangeKind::kTruncate) {
+        acked_truncate_ = std::max(acked_truncate_, c.version);
+        continue;
+      }
       auto& best = acked_[c.key];
       if (best.version < c.version) best = c;
     }
@@ -367,8 +384,9 @@ class SeedRun {
     EXPECT_EQ(stats.lag_changes, 0u);
     EXPECT_EQ(stats.lag_ms, 0);
     EXPECT_TRUE(stats.stopped.ok());
-    // The source: per key, the highest version in the log.
+    // The source: per key, the highest version in the log, unless a truncate came after it.
     std::map<std::string, Change> source;
+    uint64_t truncated_below = 0;
     auto info = log_->DescribeTopic(kTopic);
     ASSERT_TRUE(info.ok());
     for (uint32_t p = 0; p < partitions_; ++p) {
@@ -387,15 +405,29 @@ class SeedRun {
             ++coverage.filtered_at_source;
             continue;
           }
+          if (c->kind == ChangeKind::kTruncate) {
+            truncated_below = std::max(truncated_below, c->version);
+            continue;
+          }
           auto [it, inserted] = source.emplace(c->key, *c);
           if (!inserted && it->second.version < c->version) it->second = *c;
         }
       }
     }
-    // Acknowledged changes are in the source.
+    // Acknowledged changes are in the source (an acknowledged truncate too).
+    EXPECT_GE(truncated_below, acked_truncate_);
     for (const auto& [key, c] : acked_) {
       ASSERT_TRUE(source.count(key)) << key;
       EXPECT_GE(source[key].version, c.version) << key;
+    }
+    // A key whose latest change is older than the latest truncate is gone.
+    for (auto it = source.begin(); it != source.end();) {
+      if (it->second.version < truncated_below) {
+        ++coverage.truncated_keys;
+        it = source.erase(it);
+      } else {
+        ++it;
+      }
     }
     // The replica equals the source.
     const auto& rows = target_.rows();
@@ -470,6 +502,7 @@ class SeedRun {
   uint64_t version_ = 0, republish_ = 0;
   std::map<std::string, std::vector<Change>> history_;
   std::map<std::string, Change> acked_;
+  uint64_t acked_truncate_ = 0;  // the highest acknowledged truncate's version
   std::optional<AppendResult> last_append_;
   std::vector<std::shared_ptr<Waiter>> waiters_;
 };
@@ -506,6 +539,8 @@ TEST(ReplicaSimTest, ReplicaEqualsSourceAfterFaults) {
                (unsigned long long)c.waits_ok, (unsigned long long)c.waits_deadline);
   std::fprintf(stderr, "replica sim: %llu sparse seeds, %llu changes passed by the source\n",
                (unsigned long long)c.sparse_seeds, (unsigned long long)c.filtered_at_source);
+  std::fprintf(stderr, "replica sim: %llu truncates, %llu keys removed by them\n",
+               (unsigned long long)c.truncates, (unsigned long long)c.truncated_keys);
   if (only == 0 && seeds >= 1000) {
     // The faults really happened: a silent loss of coverage fails the test.
     EXPECT_GT(c.below_watermark, 0u);
@@ -517,6 +552,7 @@ TEST(ReplicaSimTest, ReplicaEqualsSourceAfterFaults) {
     EXPECT_GT(c.waits_deadline, 0u);
     EXPECT_GT(c.sparse_seeds, 300u);
     EXPECT_GT(c.filtered_at_source, 0u);
+    EXPECT_GT(c.truncated_keys, 0u);
   }
 }
 
