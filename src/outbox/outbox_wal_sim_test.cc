@@ -21,6 +21,9 @@
 // the log, in commit order per key (first occurrences; a re-read one is dropped by the
 // idempotent publish, which this also counts), nothing of a rolled-back transaction and
 // nothing of another prefix is there, and the slot is confirmed to the end of the WAL.
+// With table capture (a third test), the same stream also carries the row changes of a table
+// (inserts, updates, deletes, TRUNCATE): the capture topic, applied as a replica applies it,
+// must equal the table as committed.
 //
 // Seeds: CONVERGE_SIM_SEEDS (how many per test) and CONVERGE_SIM_SEED (replay one), as in the
 // other simulation tests; a failure prints its seed.
@@ -89,18 +92,28 @@ uint64_t GetBig(std::string_view in, size_t at, int bytes) {
 
 // ---- the simulated PostgreSQL ----
 
+// A row change of the captured table public.items (id int4 primary key, v int4): 'I' insert,
+// 'U' update, 'D' delete of `id`, 'T' truncate.
+struct RowOp {
+  char op = 'I';
+  int id = 0;
+  int v = 0;
+};
+
 struct WalTx {
   uint32_t xid = 0;
   Lsn begin_lsn = 0, commit_lsn = 0, end_lsn = 0;
   int64_t commit_time_pg = 0;
   bool committed = true;
   std::vector<std::pair<std::string, std::string>> messages;  // (prefix, content)
+  std::vector<RowOp> rows;                                    // after the messages
 };
 
 struct Coverage {
   std::map<std::string, uint64_t> crashes;
   uint64_t committed = 0, rolled_back = 0, republished = 0, replayed_sessions = 0;
   uint64_t handed = 0;  // messages the relay published (re-reads included)
+  uint64_t row_ops = 0, truncates = 0;
 };
 
 class FakePostgres {
@@ -110,7 +123,7 @@ class FakePostgres {
     tx.xid = next_xid_++;
     tx.begin_lsn = next_lsn_;
     Lsn lsn = next_lsn_ + 0x18;
-    lsn += 0x30 * tx.messages.size();
+    lsn += 0x30 * (tx.messages.size() + tx.rows.size());
     tx.commit_lsn = lsn;
     tx.end_lsn = lsn + 0x20;
     tx.commit_time_pg = now_wall_micros - cdc::kPgEpochUnixMicros;
@@ -157,7 +170,16 @@ class FakeStream final : public cdc::ReplicationStream {
     if (pg_.active_ == id_ && pg_.epoch_ == epoch_) pg_.active_ = 0;
   }
 
-  Result<std::vector<std::vector<std::string>>> Exec(const std::string&) override {
+  // The relay's checks of a capture source: the publication publishes every kind of change,
+  // and the slot's initial snapshot completed (the table was empty when the slot was made).
+  Result<std::vector<std::vector<std::string>>> Exec(const std::string& command) override {
+    CONVERGE_RETURN_IF_ERROR(Alive());
+    if (command.find("pubtruncate") != std::string::npos) {
+      return std::vector<std::vector<std::string>>{{"t"}};
+    }
+    if (command.find("converge_cdc_snapshot") != std::string::npos) {
+      return std::vector<std::vector<std::string>>{{"1"}};
+    }
     return std::vector<std::vector<std::string>>{};
   }
 
@@ -179,6 +201,7 @@ class FakeStream final : public cdc::ReplicationStream {
     }
     pg_.active_ = id_;
     streaming_ = true;
+    relation_sent_ = false;  // a new session announces the relation again
     // From the slot's confirmed position (the request's 0/0): transactions that end at or
     // before it are not decoded again.
     const Lsn from = std::max(start, pg_.confirmed_);
@@ -268,12 +291,70 @@ class FakeStream final : public cdc::ReplicationStream {
       pending_.push_back(XLogData(lsn, lsn, m));
       lsn += 0x30;
     }
+    for (const RowOp& r : tx.rows) {
+      if (!relation_sent_) {
+        pending_.push_back(XLogData(lsn, lsn, RelationMsg()));
+        relation_sent_ = true;
+      }
+      pending_.push_back(XLogData(lsn, lsn, RowMsg(r)));
+      lsn += 0x30;
+    }
     std::string c = "C";
     c.push_back(0);
     PutBig(&c, tx.commit_lsn, 8);
     PutBig(&c, tx.end_lsn, 8);
     PutBig(&c, static_cast<uint64_t>(tx.commit_time_pg), 8);
     pending_.push_back(XLogData(tx.commit_lsn, tx.commit_lsn, c));
+  }
+
+  static constexpr uint32_t kRelation = 16384;
+
+  static void PutText(std::string* out, const std::string& text) {
+    out->push_back('t');
+    PutBig(out, text.size(), 4);
+    *out += text;
+  }
+
+  static std::string RelationMsg() {
+    std::string m = "R";
+    PutBig(&m, kRelation, 4);
+    m += "public";
+    m.push_back('\0');
+    m += "items";
+    m.push_back('\0');
+    m.push_back('d');
+    PutBig(&m, 2, 2);
+    for (const char* col : {"id", "v"}) {
+      m.push_back(std::string_view(col) == "id" ? 1 : 0);
+      m += col;
+      m.push_back('\0');
+      PutBig(&m, 23, 4);  // int4
+      PutBig(&m, 0xFFFFFFFFu, 4);
+    }
+    return m;
+  }
+
+  static std::string RowMsg(const RowOp& r) {
+    std::string m(1, r.op);
+    if (r.op == 'T') {
+      PutBig(&m, 1, 4);
+      m.push_back(0);
+      PutBig(&m, kRelation, 4);
+      return m;
+    }
+    PutBig(&m, kRelation, 4);
+    if (r.op == 'D') {
+      m.push_back('K');
+      PutBig(&m, 2, 2);
+      PutText(&m, std::to_string(r.id));
+      m.push_back('n');
+      return m;
+    }
+    m.push_back('N');
+    PutBig(&m, 2, 2);
+    PutText(&m, std::to_string(r.id));
+    PutText(&m, std::to_string(r.v));
+    return m;
   }
 
   FakePostgres& pg_;
@@ -284,6 +365,7 @@ class FakeStream final : public cdc::ReplicationStream {
   const uint64_t id_;
   bool streaming_ = false;
   bool broken_ = false;
+  bool relation_sent_ = false;
   size_t next_tx_ = 0;
   Lsn sent_ptr_ = 0;
   std::deque<std::string> pending_;
@@ -297,7 +379,13 @@ class CountingSink final : public RelaySink {
   Status Publish(std::span<const SinkRecord> records,
                  std::vector<SinkRejection>* rejected) override {
     Status s = inner_.Publish(records, rejected);
-    if (s.ok()) *handed_ += records.size() - rejected->size();
+    if (!s.ok()) return s;
+    // The outbox topic's messages (not the capture's row changes).
+    for (size_t i = 0; i < records.size(); ++i) {
+      const bool refused = std::any_of(rejected->begin(), rejected->end(),
+                                       [&](const SinkRejection& r) { return r.index == i; });
+      if (records[i].topic == kTopic && !refused) ++*handed_;
+    }
     return s;
   }
   Status DeadLetter(std::span<const RecordView> dead_letters) override {
@@ -311,6 +399,7 @@ class CountingSink final : public RelaySink {
 
 struct Params {
   bool machine_crashes = false;
+  bool capture = false;  // table capture of public.items too
 };
 
 class World {
@@ -404,10 +493,12 @@ class World {
     ro.standby_retry_ms = 50;
     ro.steps_on_env_executor = true;
     ro.fault_point = [this](std::string_view point) { return Fault(point); };
+    ro.wal_capture_tables = params_.capture;
     outbox_internal::SourceOptions so;
     so.name = ro.name;
     so.wal_slot = ro.wal_slot;
     so.wal_publication = ro.wal_publication;
+    so.wal_capture_tables = ro.wal_capture_tables;
     outbox_internal::WalConnector connect =
         [this]() -> Result<std::unique_ptr<cdc::ReplicationStream>> {
       if (Chance(break_p_)) return UnavailableError("could not connect to the server");
@@ -487,6 +578,7 @@ class World {
         keyed.emplace_back(key, n);
       }
     }
+    if (params_.capture) AddRowChanges(&tx);
     for (const auto& [key, n] : keyed) {
       if (tx.committed) {
         committed_[key].push_back(n);
@@ -497,6 +589,33 @@ class World {
       }
     }
     pg_.Write(std::move(tx), env_.clock().NowWallMicros());
+  }
+
+  // 0..4 row changes of public.items; the table as committed is kept in table_.
+  void AddRowChanges(WalTx* tx) {
+    std::map<int, int> table = table_;
+    for (int64_t i = Pick(0, 4); i > 0; --i) {
+      RowOp r;
+      r.id = static_cast<int>(Pick(0, 9));
+      r.v = static_cast<int>(next_v_++);
+      const int64_t what = Pick(0, 99);
+      if (what < 3) {
+        r.op = 'T';
+        table.clear();
+        ++coverage_->truncates;
+      } else if (what < 25 && table.count(r.id)) {
+        r.op = 'D';
+        table.erase(r.id);
+      } else if (what < 25) {
+        continue;
+      } else {
+        r.op = table.count(r.id) ? 'U' : 'I';
+        table[r.id] = r.v;
+      }
+      ++coverage_->row_ops;
+      tx->rows.push_back(r);
+    }
+    if (tx->committed) table_ = std::move(table);
   }
 
   Lsn LastCommittedEnd() const {
@@ -559,11 +678,73 @@ class World {
     for (const auto& [key, ns] : order) {
       if (!committed_.count(key)) fail("events of an unknown key " + key);
     }
+    if (params_.capture) CheckCapture(fail);
     // Nothing of another prefix, no dead letters.
     for (const std::string& t : log_->ListTopics()) {
-      if (t != kTopic) fail("unexpected topic " + t);
+      if (t != kTopic && !(params_.capture && t == "public.items")) fail("unexpected topic " + t);
     }
     return out;
+  }
+
+  // The capture topic, applied as a replica applies it (per key the highest version; a
+  // truncate removes every key below its version), equals the table; and along each
+  // partition the versions of a key's changes grow (first occurrences).
+  template <typename Fail>
+  void CheckCapture(Fail& fail) {
+    struct Latest {
+      uint64_t version = 0;
+      bool upsert = false;
+      std::string data;
+    };
+    std::map<std::string, Latest> latest;
+    uint64_t truncated_below = 0;
+    std::set<std::string> ids;
+    for (uint32_t p = 0; p < partitions_; ++p) {
+      std::map<std::string, uint64_t> last_version;
+      uint64_t next = 0;
+      for (;;) {
+        auto batch = log_->Read("public.items", p, next, 256, 1 << 20);
+        if (!batch.ok() || batch->records.empty()) break;
+        for (const StoredRecord& r : batch->records) {
+          next = r.offset + 1;
+          Result<Event> e = DecodeBinary(r.value);
+          if (!e.ok()) {
+            fail("undecodable change: " + e.status().ToString());
+            continue;
+          }
+          if (!ids.insert(e->id()).second) continue;  // a duplicate (dropped in effect)
+          const Extension* ext = e->FindExtension("version");
+          const uint64_t version = ext == nullptr ? 0 : std::stoull(ext->value);
+          if (e->type() == "converge.change.truncate") {
+            truncated_below = std::max(truncated_below, version);
+            continue;
+          }
+          const std::string key(e->subject().value_or(""));
+          if (last_version[key] >= version) fail("key " + key + ": versions out of order");
+          last_version[key] = version;
+          Latest& l = latest[key];
+          if (version > l.version) {
+            l.version = version;
+            l.upsert = e->type() == "converge.change.upsert";
+            l.data = e->data();
+          }
+        }
+      }
+    }
+    std::map<std::string, std::string> copy, want;
+    for (const auto& [key, l] : latest) {
+      if (l.upsert && l.version >= truncated_below) copy[key] = l.data;
+    }
+    for (const auto& [id, v] : table_) {
+      want[std::to_string(id)] =
+          "{\"id\":" + std::to_string(id) + ",\"v\":" + std::to_string(v) + "}";
+    }
+    if (copy != want) {
+      std::string got, expected;
+      for (const auto& [k, d] : copy) got += " " + k + "=" + d;
+      for (const auto& [k, d] : want) expected += " " + k + "=" + d;
+      fail("the capture applied is" + got + ", the table is" + expected);
+    }
   }
 
   sim::SimEnv env_;
@@ -587,6 +768,8 @@ class World {
   std::unique_ptr<Relay> relay_;
 
   int64_t next_n_ = 0;
+  int64_t next_v_ = 1;
+  std::map<int, int> table_;                               // public.items as committed
   std::map<std::string, std::vector<int64_t>> committed_;  // key -> n in commit order
   std::set<int64_t> rolled_back_;
 };
@@ -605,12 +788,15 @@ void RunSeeds(const Params& params, uint64_t default_seeds, uint64_t first_seed)
   for (const auto& [point, n] : coverage.crashes) crashes += " " + point + "=" + std::to_string(n);
   std::printf(
       "  %llu seeds: %llu committed, %llu rolled back, %llu published again after a re-read "
-      "(%llu of them twice in the log), %llu sessions replayed WAL; crashes:%s\n",
+      "(%llu of them twice in the log), %llu sessions replayed WAL, %llu row changes, %llu "
+      "truncates; crashes:%s\n",
       static_cast<unsigned long long>(seeds), static_cast<unsigned long long>(coverage.committed),
       static_cast<unsigned long long>(coverage.rolled_back),
       static_cast<unsigned long long>(coverage.handed - coverage.committed),
       static_cast<unsigned long long>(coverage.republished),
-      static_cast<unsigned long long>(coverage.replayed_sessions), crashes.c_str());
+      static_cast<unsigned long long>(coverage.replayed_sessions),
+      static_cast<unsigned long long>(coverage.row_ops),
+      static_cast<unsigned long long>(coverage.truncates), crashes.c_str());
   if (only == 0 && seeds >= 100) {
     std::vector<std::string> points = {"relay.claimed", "relay.chunk_published", "relay.published",
                                        "relay.removed", "postgres restart"};
@@ -624,6 +810,13 @@ void RunSeeds(const Params& params, uint64_t default_seeds, uint64_t first_seed)
 TEST(OutboxWalSimTest, CrashesAtEveryStepReplaysAndRestarts) {
   Params p;
   RunSeeds(p, 1000, 1);
+}
+
+// Table capture on the same stream: row changes (with TRUNCATE) next to the messages.
+TEST(OutboxWalSimTest, TableCaptureWithTruncatesUnderTheSameFaults) {
+  Params p;
+  p.capture = true;
+  RunSeeds(p, 1000, 700'001);
 }
 
 TEST(OutboxWalSimTest, MachineCrashesOfTheLog) {
