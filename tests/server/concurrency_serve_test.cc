@@ -203,6 +203,54 @@ TEST(ConcurrencyServeTest, ManyConcurrentSingleLeaseAcksShareJournalSyncs) {
   server.reset();
 }
 
+// 256 connections each start one saga per request: every start is answered 201 and the starts
+// share syncs (saga-log writes and command appends), many more per sync than there are storage
+// threads: a start waiting for its sync holds no thread. Every started saga exists.
+TEST(ConcurrencyServeTest, ManyConcurrentSagaStartsShareSyncs) {
+  constexpr uint64_t kStarts = 1024;
+  ServeProcess server("storage_threads: 1\n");
+  ASSERT_OK(server.Start());
+  testing::HttpHeaders yaml = {{"Content-Type", "application/yaml"}};
+  testing::HttpResult reg = testing::HttpCall(server.port(), "POST", "/v1/saga-definitions",
+                                              "name: ship\nversion: 1\nsteps:\n"
+                                              "  - name: pack\n    participant: warehouse\n"
+                                              "    action: warehouse.pack\n    timeout_ms: 60000\n",
+                                              yaml);
+  ASSERT_EQ(reg.status, 201) << reg.body;
+  const uint64_t syncs_before = FileSyncs(server.port());
+  testing::HttpLoadOptions load;
+  load.port = server.port();
+  load.connections = 256;
+  load.requests = kStarts;
+  load.make_request = [](size_t, uint64_t seq) {
+    bhttp::request<bhttp::string_body> req{bhttp::verb::post, "/v1/sagas", 11};
+    req.set(bhttp::field::host, "127.0.0.1");
+    req.set(bhttp::field::content_type, "application/json");
+    req.body() = "{\"definition\":\"ship\",\"id\":\"s" + std::to_string(seq) + "\"}";
+    return req;
+  };
+  load.on_reply = [](uint64_t seq, const bhttp::response<bhttp::string_body>& reply) {
+    return reply.result_int() == 201 &&
+           reply.body() == "{\"id\":\"s" + std::to_string(seq) + "\"}";
+  };
+  testing::HttpLoadResult result = testing::RunHttpLoad(load);
+  EXPECT_EQ(result.errors, 0u) << result.first_error << "\n" << server.Log();
+  EXPECT_EQ(result.ok, load.requests);
+  const uint64_t syncs = FileSyncs(server.port()) - syncs_before;
+  // With one start per sync (storage_threads: 1) there would be >= 1024 syncs.
+  EXPECT_LT(syncs, load.requests / 8) << syncs << " file syncs for " << load.requests
+                                      << " saga starts";
+  testing::HttpResult listed =
+      testing::HttpCall(server.port(), "GET", "/v1/sagas?limit=100000");
+  ASSERT_EQ(listed.status, 200);
+  for (uint64_t seq = 0; seq < kStarts; ++seq) {
+    if (listed.body.find("\"id\":\"s" + std::to_string(seq) + "\"") == std::string::npos) {
+      ADD_FAILURE() << "started saga s" << seq << " is not listed";
+      break;
+    }
+  }
+}
+
 // SIGKILL while 256 connections publish single events: after a restart every acknowledged
 // event is there.
 TEST(ConcurrencyServeTest, SigkillUnderConcurrentSingleEventPublishesLosesNoAcknowledgedEvent) {
