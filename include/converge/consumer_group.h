@@ -181,6 +181,11 @@ struct ConsumerGroupsOptions {
   // held: it must be quick and must not call back into ConsumerGroups (the server writes it to
   // its log).
   std::function<void(const std::string& message)> report_damage;
+  // Where AckBatchAsync hands the journal syncs (and, kPeriodic, the due flushes) its callers
+  // would otherwise wait for: one task at a time, which syncs every commit asked for meanwhile
+  // together and then calls their `done`s. Every task handed over must run before the
+  // ConsumerGroups is destroyed. Unset: the calling thread does that work.
+  std::function<void(std::function<void()>)> background;
 };
 
 // A member's share of the group.
@@ -413,6 +418,20 @@ class ConsumerGroups {
   virtual Result<AckBatchResult> AckBatch(const std::string& topic, const std::string& group,
                                           const std::string& member,
                                           std::span<const LeaseRef> leases) = 0;
+  // AckBatch without waiting for the journal's sync: `done` is called exactly once with what
+  // AckBatch would return. A refused batch (no group, a bad partition, too many leases) and,
+  // in kPeriodic mode, every batch is answered on the calling thread before AckBatchAsync
+  // returns; in kSync mode an accepted batch is answered once the commit holding it is durable,
+  // on the thread that synced it (a ConsumerGroupsOptions::background task, or without one
+  // the calling thread). No thread waits per pending batch: batches acked while a sync runs
+  // share the next one. `done` must be quick, must not block and must not call back into
+  // ConsumerGroups; `leases` must stay valid until it is called.
+  using AckBatchDone = std::function<void(Result<AckBatchResult>)>;
+  virtual void AckBatchAsync(const std::string& topic, const std::string& group,
+                             const std::string& member, std::span<const LeaseRef> leases,
+                             AckBatchDone done) {
+    done(AckBatch(topic, group, member, leases));
+  }
 
   // Extends leases still held: each runs `lease_ms` (1..24 h) from now instead of until its
   // old expiry, so a consumer whose handler needs longer than the group's lease keeps the

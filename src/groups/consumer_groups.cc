@@ -8,6 +8,7 @@
 // dead-letter appends of that group (they block only that group).
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -232,6 +233,10 @@ class ConsumerGroupsImpl final : public ConsumerGroups {
       }
       env_.executor().Cancel(id);
     }
+    {
+      std::unique_lock<std::mutex> lock(commits_mu_);
+      commits_idle_.wait(lock, [this] { return !committing_ && !periodic_flush_queued_; });
+    }
     Flush().IgnoreError();
   }
 
@@ -258,6 +263,9 @@ class ConsumerGroupsImpl final : public ConsumerGroups {
   Result<AckBatchResult> AckBatch(const std::string& topic, const std::string& group,
                                   const std::string& member,
                                   std::span<const LeaseRef> leases) override;
+  void AckBatchAsync(const std::string& topic, const std::string& group,
+                     const std::string& member, std::span<const LeaseRef> leases,
+                     AckBatchDone done) override;
   Result<ExtendLeasesResult> ExtendLeases(const std::string& topic, const std::string& group,
                                           const std::string& member,
                                           std::span<const LeaseRef> leases,
@@ -307,8 +315,30 @@ class ConsumerGroupsImpl final : public ConsumerGroups {
   Status AppendAheadLocked(std::string_view framed);
   // For kPeriodic: flushes when the interval has passed since the last flush.
   Status MaybePeriodicFlush(int64_t now_ns);
+  // Whether MaybePeriodicFlush would write now.
+  bool PeriodicFlushDue(int64_t now_ns);
   // After a commit-changing call: the durability the mode promises.
   Status CommitForCaller(uint64_t seq);
+  // Calls `then` with the outcome of making every mutation up to `seq` durable, without
+  // waiting: the sync runs on options_.background (one task at a time takes every commit asked
+  // for meanwhile), or on this thread when no task is running and there is no background.
+  void CommitThen(uint64_t seq, std::function<void(Status)> then);
+  // The commit task: syncs what CommitThen queued until nothing is left.
+  void RunCommits();
+  // Hands `task` to options_.background, or runs it here without one.
+  void InBackground(std::function<void()> task);
+
+  // AckBatch in two steps around the commit (kSync: the acks reach memory only in the second).
+  struct AckStep {
+    std::shared_ptr<Group> group;
+    AckBatchResult result;
+    uint64_t seq = 0;
+    std::vector<size_t> intents;  // indexes into the leases acked journal-first
+  };
+  Result<AckStep> AckPrepare(const std::string& topic, const std::string& group,
+                             const std::string& member, std::span<const LeaseRef> leases);
+  Result<AckBatchResult> AckFinish(AckStep step, std::span<const LeaseRef> leases,
+                                   const Status& committed);
 
   // Applies due deadlines of one partition, appending due dead letters. mu held.
   // Returns true if records became ready; dead-letter errors go to the partition's last_error.
@@ -347,6 +377,18 @@ class ConsumerGroupsImpl final : public ConsumerGroups {
 
   std::atomic<uint32_t> ready_watches_{0};
   std::shared_ptr<TimerControl> timer_;
+
+  // CommitThen's queue: commits asked for while the commit task runs wait here for its next
+  // sync. The destructor waits until no task is running.
+  struct CommitWaiter {
+    uint64_t seq;
+    std::function<void(Status)> then;
+  };
+  std::mutex commits_mu_;
+  std::condition_variable commits_idle_;
+  std::vector<CommitWaiter> commits_;  // guarded by commits_mu_
+  bool committing_ = false;            // guarded by commits_mu_: a commit task is running
+  bool periodic_flush_queued_ = false;  // guarded by commits_mu_
 };
 
 // ---------------------------------------------------------------------------------------
@@ -608,16 +650,17 @@ Status ConsumerGroupsImpl::AppendAheadLocked(std::string_view framed) {
   return s;
 }
 
-Status ConsumerGroupsImpl::MaybePeriodicFlush(int64_t now_ns) {
+bool ConsumerGroupsImpl::PeriodicFlushDue(int64_t now_ns) {
   if (now_ns - last_flush_ns_.load() < options_.commit_interval_ms * kNanosPerMilli) {
-    return Status::Ok();
+    return false;
   }
-  bool needed = flush_failed_.load();
-  if (!needed) {
-    std::lock_guard<std::mutex> lock(dirty_mu_);
-    needed = !dirty_.empty();
-  }
-  if (!needed) return Status::Ok();
+  if (flush_failed_.load()) return true;
+  std::lock_guard<std::mutex> lock(dirty_mu_);
+  return !dirty_.empty();
+}
+
+Status ConsumerGroupsImpl::MaybePeriodicFlush(int64_t now_ns) {
+  if (!PeriodicFlushDue(now_ns)) return Status::Ok();
   return FlushUpTo(mutation_seq_.load());
 }
 
@@ -626,6 +669,56 @@ Status ConsumerGroupsImpl::CommitForCaller(uint64_t seq) {
     return seq == 0 ? Status::Ok() : FlushUpTo(seq);
   }
   return MaybePeriodicFlush(NowNs());
+}
+
+void ConsumerGroupsImpl::InBackground(std::function<void()> task) {
+  if (options_.background) {
+    options_.background(std::move(task));
+  } else {
+    task();
+  }
+}
+
+void ConsumerGroupsImpl::CommitThen(uint64_t seq, std::function<void(Status)> then) {
+  if (seq == 0) {
+    then(Status::Ok());
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(commits_mu_);
+    commits_.push_back(CommitWaiter{seq, std::move(then)});
+    if (committing_) return;  // the running task takes it with its next sync
+    committing_ = true;
+  }
+  InBackground([this] { RunCommits(); });
+}
+
+void ConsumerGroupsImpl::RunCommits() {
+  for (;;) {
+    std::vector<CommitWaiter> batch;
+    {
+      std::lock_guard<std::mutex> lock(commits_mu_);
+      if (commits_.empty()) {
+        committing_ = false;
+        commits_idle_.notify_all();
+        return;
+      }
+      batch.swap(commits_);
+    }
+    uint64_t target = 0;
+    for (const CommitWaiter& w : batch) target = std::max(target, w.seq);
+    // One sync for the whole batch (FlushUpTo writes everything dirty up to now). If it fails,
+    // a waiter whose mutations an earlier sync made durable still gets OK.
+    const Status synced = FlushUpTo(target);
+    uint64_t durable = 0;
+    if (!synced.ok()) {
+      std::lock_guard<std::mutex> lock(journal_mu_);
+      durable = durable_seq_;
+    }
+    for (CommitWaiter& w : batch) {
+      w.then(synced.ok() || w.seq <= durable ? Status::Ok() : synced);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1148,19 +1241,20 @@ Status ConsumerGroupsImpl::Ack(const std::string& topic, const std::string& grou
   return Status::Ok();
 }
 
-Result<AckBatchResult> ConsumerGroupsImpl::AckBatch(const std::string& topic,
-                                                    const std::string& group,
-                                                    const std::string& member,
-                                                    std::span<const LeaseRef> leases) {
+Result<ConsumerGroupsImpl::AckStep> ConsumerGroupsImpl::AckPrepare(
+    const std::string& topic, const std::string& group, const std::string& member,
+    std::span<const LeaseRef> leases) {
   if (leases.size() > options_.ack_max_leases) {
     return InvalidArgumentError("an ack batch holds at most " +
                                 std::to_string(options_.ack_max_leases) + " leases");
   }
-  CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<Group> g, Lookup(topic, group));
-  AckBatchResult result;
-  uint64_t seq = 0;
+  AckStep step;
+  CONVERGE_ASSIGN_OR_RETURN(step.group, Lookup(topic, group));
+  const std::shared_ptr<Group>& g = step.group;
+  AckBatchResult& result = step.result;
+  uint64_t& seq = step.seq;
   const bool journal_first = options_.commit_mode == CommitMode::kSync;
-  std::vector<size_t> intents;  // indexes into `leases` acked journal-first
+  std::vector<size_t>& intents = step.intents;
   {
     CONVERGE_GROUP_LOCK(g);
     for (const LeaseRef& ref : leases) {
@@ -1213,16 +1307,21 @@ Result<AckBatchResult> ConsumerGroupsImpl::AckBatch(const std::string& topic,
     if (changed) seq = MarkDirty(*g);
     if (already_done) seq = std::max(seq, mutation_seq_.load());
   }
-  if (!journal_first) {
+  return step;
+}
+
+Result<AckBatchResult> ConsumerGroupsImpl::AckFinish(AckStep step,
+                                                     std::span<const LeaseRef> leases,
+                                                     const Status& committed) {
+  const std::shared_ptr<Group>& g = step.group;
+  const uint64_t seq = step.seq;
+  const std::vector<size_t>& intents = step.intents;
+  if (options_.commit_mode != CommitMode::kSync) {
     if (seq != 0) g->Notify();  // in-flight room and keys were freed
-    // kPeriodic: an OK promises the ack is applied in memory, which it is; a failed flush is
-    // retried by the next one (and by the timer) until the journal takes it.
-    CommitForCaller(seq).IgnoreError();
-    return result;
+    return std::move(step.result);
   }
   // kSync: the acks reach memory only once the journal holds them (a record written meanwhile
   // for the same partition includes the intents), so a refused ack changes nothing.
-  Status committed = CommitForCaller(seq);
   if (!intents.empty()) {
     std::unique_lock<std::mutex> group_lock(g->mu);
     // This call's intents leave their partitions' lists in one pass per partition (a list
@@ -1252,7 +1351,55 @@ Result<AckBatchResult> ConsumerGroupsImpl::AckBatch(const std::string& topic,
   }
   if (!committed.ok()) return committed;
   if (seq != 0) g->Notify();  // in-flight room and keys were freed
-  return result;
+  return std::move(step.result);
+}
+
+Result<AckBatchResult> ConsumerGroupsImpl::AckBatch(const std::string& topic,
+                                                    const std::string& group,
+                                                    const std::string& member,
+                                                    std::span<const LeaseRef> leases) {
+  CONVERGE_ASSIGN_OR_RETURN(AckStep step, AckPrepare(topic, group, member, leases));
+  // kPeriodic: an OK promises the ack is applied in memory, which it is; a failed flush is
+  // retried by the next one (and by the timer) until the journal takes it.
+  Status committed = CommitForCaller(step.seq);
+  if (options_.commit_mode != CommitMode::kSync) committed = Status::Ok();
+  return AckFinish(std::move(step), leases, committed);
+}
+
+void ConsumerGroupsImpl::AckBatchAsync(const std::string& topic, const std::string& group,
+                                       const std::string& member,
+                                       std::span<const LeaseRef> leases, AckBatchDone done) {
+  Result<AckStep> step = AckPrepare(topic, group, member, leases);
+  if (!step.ok()) {
+    done(step.status());
+    return;
+  }
+  if (options_.commit_mode != CommitMode::kSync) {
+    // kPeriodic: applied in memory, which is what an OK promises; a due flush runs in the
+    // background rather than on this thread.
+    bool queue = false;
+    if (PeriodicFlushDue(NowNs())) {
+      std::lock_guard<std::mutex> lock(commits_mu_);
+      queue = !periodic_flush_queued_;
+      periodic_flush_queued_ = true;
+    }
+    if (queue) {
+      InBackground([this] {
+        MaybePeriodicFlush(NowNs()).IgnoreError();  // retried by the next one and the timer
+        std::lock_guard<std::mutex> lock(commits_mu_);
+        periodic_flush_queued_ = false;
+        commits_idle_.notify_all();
+      });
+    }
+    done(AckFinish(std::move(*step), leases, Status::Ok()));
+    return;
+  }
+  const uint64_t seq = step->seq;
+  auto finish = [this, step = std::make_shared<AckStep>(std::move(*step)), leases,
+                 done = std::move(done)](Status committed) {
+    done(AckFinish(std::move(*step), leases, committed));
+  };
+  CommitThen(seq, std::move(finish));
 }
 
 Result<ExtendLeasesResult> ConsumerGroupsImpl::ExtendLeases(const std::string& topic,

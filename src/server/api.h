@@ -11,7 +11,8 @@
 //   refused request never returns data and changes nothing.
 // - Every error reply is JSON {"code": ..., "message": ...} (see ErrorCodeFor).
 // - A publish waits for its sync without holding a thread (Log::AppendAsync, see
-//   AppendDurably); other blocking storage calls run on the BlockingPool. Either way the
+//   AppendDurably), and so does an ack (ConsumerGroups::AckBatchAsync, see AckDurably);
+//   other blocking storage calls run on the BlockingPool. Either way the
 //   coroutine resumes on its connection's strand. Long polls and streams wait on the WakeupHub, woken by the groups' ready watch.
 // - A publish is all or nothing: the whole request is decoded and validated before anything
 //   is appended, and the log appends a batch whole or not at all.
@@ -286,6 +287,12 @@ class Api {
   // its own executor when the append is durable.
   asio::awaitable<Result<std::vector<AppendResult>>> AppendDurably(
       const std::string& topic, std::span<const RecordView> records);
+  // Acks without holding a thread while the group journal syncs (kSync); `leases` must stay
+  // valid until the coroutine resumes.
+  asio::awaitable<Result<AckBatchResult>> AckDurably(const std::string& topic,
+                                                     const std::string& group,
+                                                     const std::string& consumer,
+                                                     std::span<const LeaseRef> leases);
   // False (with the 400 reply) when `event` is not of the topic's type or its data fails it.
   static bool CheckEventSchema(const Event& event, size_t index, const std::string& topic,
                                const SchemaRegistry::TopicSchema& bound, uint32_t max_data_depth,

@@ -384,14 +384,14 @@ asio::awaitable<HttpReply> Api::Ack(Call& call) {
   s = ParseLeases(*body, "acks", false, d_.config->limits.max_fetch_events, 0, &items, &consumer);
   if (!s.ok()) co_return LeaseParseError(s);
   const std::string topic = call.topic, group = call.group;
-  auto job = [&, topic, group]() -> Result<std::string> {
-    CONVERGE_ASSIGN_OR_RETURN(AckBatchResult r,
-                              d_.groups->AckBatch(topic, group, consumer, LeaseRefsOf(items)));
-    return "{\"acked\":" + std::to_string(r.acked) + ",\"lost\":" + IndexList(r.lost) + "}";
-  };
-  Result<std::string> out = co_await d_.pool->Run(std::move(job));
-  if (!out.ok()) co_return Error(out.status());
-  co_return Reply(JsonReply(http::status::ok, std::move(out).value()));
+  // The ack holds no thread while its commit is synced (ConsumerGroups::AckBatchAsync): acks
+  // in flight, however many, share the next sync of the group journal.
+  const std::vector<LeaseRef> leases = LeaseRefsOf(items);
+  Result<AckBatchResult> r = co_await AckDurably(topic, group, consumer, leases);
+  if (!r.ok()) co_return Error(r.status());
+  co_return Reply(JsonReply(
+      http::status::ok,
+      "{\"acked\":" + std::to_string(r->acked) + ",\"lost\":" + IndexList(r->lost) + "}"));
 }
 
 asio::awaitable<HttpReply> Api::Nack(Call& call) {
@@ -639,15 +639,24 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
   co_return reply;
 }
 
+asio::awaitable<Result<AckBatchResult>> Api::AckDurably(const std::string& topic,
+                                                        const std::string& group,
+                                                        const std::string& consumer,
+                                                        std::span<const LeaseRef> leases) {
+  using Acked = Result<AckBatchResult>;
+  ConsumerGroups* groups = d_.groups;
+  auto job = [groups, &topic, &group, &consumer, leases](std::function<void(Acked)> done) {
+    groups->AckBatchAsync(topic, group, consumer, leases, std::move(done));
+  };
+  co_return co_await BlockingPool::RunInline<Acked>(std::move(job));
+}
+
 asio::awaitable<void> Api::AckWorker(std::shared_ptr<AckPipe> pipe, std::string topic,
                                      std::string group, std::string consumer) {
   while (!pipe->queued.empty() && pipe->error.ok()) {
     std::vector<LeaseRef> leases;
     leases.swap(pipe->queued);
-    auto job = [this, &topic, &group, &consumer, &leases] {
-      return d_.groups->AckBatch(topic, group, consumer, leases).status();
-    };
-    pipe->error = co_await d_.pool->Run(std::move(job));
+    pipe->error = (co_await AckDurably(topic, group, consumer, leases)).status();
   }
   pipe->running = false;
   pipe->done.cancel();

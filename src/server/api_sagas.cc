@@ -62,8 +62,16 @@ Result<int64_t> QueryInt(const QueryParams& query, const std::string& key, int64
   return v;
 }
 
+// The reply to a start: 201 with the id, or the error.
+HttpResponse StartedReply(Result<std::string> id) {
+  if (!id.ok()) return SagaError(id.status());
+  json::object out;
+  out["id"] = *id;
+  return Json(201, out);
+}
+
 HttpResponse StartSaga(SagaOrchestrator& orch, const std::string& body,
-                       const std::string& traceparent) {
+                       const std::string& traceparent, DeferredSagaStart* deferred) {
   Result<json::object> o = BodyObject(body, false);
   if (!o.ok()) return SagaError(o.status());
   SagaStartRequest req;
@@ -85,11 +93,12 @@ HttpResponse StartSaga(SagaOrchestrator& orch, const std::string& body,
   }
   if (req.definition.empty()) return SagaError(InvalidArgumentError("'definition' is required"));
   req.traceparent = traceparent;
-  Result<std::string> id = orch.Start(req);
-  if (!id.ok()) return SagaError(id.status());
-  json::object out;
-  out["id"] = *id;
-  return Json(201, out);
+  if (deferred != nullptr) {
+    deferred->request = std::move(req);
+    deferred->finish = StartedReply;
+    return HttpResponse();
+  }
+  return StartedReply(orch.Start(req));
 }
 
 HttpResponse ListSagas(SagaOrchestrator& orch, const QueryParams& query) {
@@ -147,7 +156,8 @@ Status CheckSagaQuery(const SagaRequest& request) {
 }
 
 // Every route, for an admin (or with auth disabled).
-HttpResponse HandleAsAdmin(SagaOrchestrator& orch, const SagaRequest& request) {
+HttpResponse HandleAsAdmin(SagaOrchestrator& orch, const SagaRequest& request,
+                           DeferredSagaStart* deferred) {
   if (Status s = CheckSagaQuery(request); !s.ok()) return SagaError(s);
   const QueryParams& query = request.query;
   const std::string& id = request.id;
@@ -187,7 +197,7 @@ HttpResponse HandleAsAdmin(SagaOrchestrator& orch, const SagaRequest& request) {
       return JsonText(200, std::move(body));
     }
     case RouteId::kStartSaga:
-      return StartSaga(orch, request.body, request.traceparent);
+      return StartSaga(orch, request.body, request.traceparent, deferred);
     case RouteId::kListSagas:
       return ListSagas(orch, query);
     case RouteId::kDescribeSaga: {
@@ -270,7 +280,8 @@ bool MayUse(const SagaCaller& caller, const std::optional<SagaDefinition>& d) {
   return d.has_value() && MayUse(caller, *d);
 }
 
-HttpResponse StartAs(SagaOrchestrator& orch, const SagaRequest& request, const SagaCaller& caller) {
+HttpResponse StartAs(SagaOrchestrator& orch, const SagaRequest& request, const SagaCaller& caller,
+                     DeferredSagaStart* deferred) {
   // A service that may start no saga of any registered definition is refused before its body
   // is read (a malformed body gets the same 403 as a well-formed one).
   bool may_start_any = false;
@@ -291,7 +302,7 @@ HttpResponse StartAs(SagaOrchestrator& orch, const SagaRequest& request, const S
   if (!o.ok()) return SagaError(o.status());
   auto d = o->find("definition");
   if (d == o->end() || !d->value().is_string()) {
-    return StartSaga(orch, request.body, request.traceparent);
+    return StartSaga(orch, request.body, request.traceparent, deferred);
   }
   const std::string name(d->value().as_string());
   uint32_t version = 0;
@@ -307,29 +318,40 @@ HttpResponse StartAs(SagaOrchestrator& orch, const SagaRequest& request, const S
         "': it needs publish permission on every participant topic of the definition"));
   }
   if (Status s = CheckSagaQuery(request); !s.ok()) return SagaError(s);
-  HttpResponse res = StartSaga(orch, request.body, request.traceparent);
-  auto id = o->find("id");
-  if (res.result() == http::status::conflict && id != o->end() && id->value().is_string()) {
-    // The id is held by another saga. Saga ids are one namespace, so a taken id cannot look
-    // free; but nothing about a saga the caller may not read is told. (Checked after the
-    // start, so that no saga started in between can slip its definition into the message.)
-    const std::string taken(id->value().as_string());
+  std::string taken;  // the id asked for, if any
+  if (auto id = o->find("id"); id != o->end() && id->value().is_string()) {
+    taken = std::string(id->value().as_string());
+  }
+  // The id is held by another saga. Saga ids are one namespace, so a taken id cannot look
+  // free; but nothing about a saga the caller may not read is told. (Checked after the start,
+  // so that no saga started in between can slip its definition into the message.)
+  auto answer = [&orch, caller, taken](HttpResponse res) {
+    if (res.result() != http::status::conflict || taken.empty()) return res;
     Result<SagaInfo> existing = orch.Describe(taken);
     if (!existing.ok() || !MayUse(caller, FindDefinition(orch, existing->summary.definition,
                                                          existing->summary.version))) {
       return SagaError(
           AlreadyExistsError("saga id '" + taken + "' is already taken (choose another id)"));
     }
+    return res;
+  };
+  HttpResponse res = StartSaga(orch, request.body, request.traceparent, deferred);
+  if (deferred != nullptr && deferred->finish) {
+    deferred->finish = [started = std::move(deferred->finish),
+                        answer = std::move(answer)](Result<std::string> id) {
+      return answer(started(std::move(id)));
+    };
+    return res;
   }
-  return res;
+  return answer(std::move(res));
 }
 
 }  // namespace
 
 HttpResponse HandleSagaRoute(SagaOrchestrator& orch, const SagaRequest& request,
-                             const SagaCaller& caller) {
-  if (caller.admin) return HandleAsAdmin(orch, request);
-  if (request.route == RouteId::kStartSaga) return StartAs(orch, request, caller);
+                             const SagaCaller& caller, DeferredSagaStart* deferred) {
+  if (caller.admin) return HandleAsAdmin(orch, request, deferred);
+  if (request.route == RouteId::kStartSaga) return StartAs(orch, request, caller, deferred);
   if (request.route == RouteId::kDescribeSaga) {
     // One answer for a missing saga and one the caller may not read: the same 404.
     Result<SagaInfo> info = orch.Describe(request.id);
@@ -395,12 +417,15 @@ asio::awaitable<HttpReply> Api::HandleSagas(Call& call) {
   // what does not exist). `r` and `who` live in this coroutine frame until the job is done.
   // (A lambda with an init-capture built inside the co_await expression is destroyed wrongly
   // by GCC 12.)
-  auto job = [sagas, &r, who]() -> HttpResponse {
+  // A start is deferred: it is authorized and checked here, then waits for its sync without
+  // holding a thread (StartAsync).
+  DeferredSagaStart deferred;
+  auto job = [sagas, &r, who, &deferred]() -> HttpResponse {
     SagaCaller caller;
     caller.admin = who->admin;
     caller.service = who->service;
     caller.may_publish = [who](std::string_view topic) { return who->CanPublish(topic); };
-    return HandleSagaRoute(*sagas, r, caller);
+    return HandleSagaRoute(*sagas, r, caller, &deferred);
   };
   // A new definition may name new command topics (refused to HTTP publishes).
   const bool may_define = r.route == RouteId::kRegisterSagaDefinition;
@@ -420,7 +445,22 @@ asio::awaitable<HttpReply> Api::HandleSagas(Call& call) {
       }
     }
   }
+  // On the pool: the orchestrator's state lock is held through each batch's sync.
   HttpResponse res = co_await d_.pool->Run(std::move(job));
+  if (deferred.finish) {
+    using Started = Result<std::string>;
+    auto start = [sagas, &deferred](std::function<void(Started)> done) {
+      sagas->StartAsync(deferred.request, std::move(done));
+    };
+    Started started = co_await BlockingPool::RunInline<Started>(std::move(start));
+    if (started.ok()) {
+      res = deferred.finish(std::move(started));  // 201: no lookup
+    } else {
+      // A refused start's answer may look the taken id up (the state lock): on the pool.
+      auto refused = [&deferred, &started] { return deferred.finish(std::move(started)); };
+      res = co_await d_.pool->Run(std::move(refused));
+    }
+  }
   if (may_define) d_.system_topics->DefinitionsChanged();
   res.version(call.req.version());
   res.prepare_payload();

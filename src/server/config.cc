@@ -203,19 +203,20 @@ Status ParseSagas(const YAML::Node& n, SagaConfig* c) {
                                       "postgres_statement_timeout_ms", "max_in_flight",
                                       "finished_retain_max", "finished_retain_ms"}));
   CONVERGE_RETURN_IF_ERROR(ReadBool(n, w, "enabled", &c->enabled));
-  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "reply_topic", &c->reply_topic));
   CONVERGE_RETURN_IF_ERROR(ReadStringList(n, w, "definitions", &c->definitions));
-  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "postgres_conninfo", &c->postgres_conninfo));
-  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "postgres_table", &c->postgres_table));
+  SagaOrchestratorOptions& o = c->orchestrator;
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "reply_topic", &o.reply_topic));
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "postgres_conninfo", &o.postgres_conninfo));
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "postgres_table", &o.postgres_table));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "postgres_connect_timeout_ms",
-                                   &c->postgres_connect_timeout_ms, 1, 3'600'000));
+                                   &o.postgres_connect_timeout_ms, 1, 3'600'000));
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "postgres_statement_timeout_ms",
-                                   &c->postgres_statement_timeout_ms, 0, 86'400'000));
-  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_in_flight", &c->max_in_flight, 1, kMaxU32));
+                                   &o.postgres_statement_timeout_ms, 0, 86'400'000));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "max_in_flight", &o.max_in_flight, 1, kMaxU32));
   CONVERGE_RETURN_IF_ERROR(
-      ReadInt(n, w, "finished_retain_max", &c->finished_retain_max, 0, kMaxU32));
+      ReadInt(n, w, "finished_retain_max", &o.finished_retain_max, 0, kMaxU32));
   CONVERGE_RETURN_IF_ERROR(
-      ReadInt(n, w, "finished_retain_ms", &c->finished_retain_ms, 0, kMaxI64));
+      ReadInt(n, w, "finished_retain_ms", &o.finished_retain_ms, 0, kMaxI64));
   return Status::Ok();
 }
 
@@ -800,18 +801,11 @@ PostgresStoreOptions PostgresStoreOptionsFor(const ServerConfig& c) {
 }
 
 SagaOrchestratorOptions SagaOptionsFor(const ServerConfig& c) {
-  const SagaConfig& sc = c.sagas;
-  SagaOrchestratorOptions o;
+  // The section's keys were read into the library's own options; what is left comes from the
+  // rest of the configuration.
+  SagaOrchestratorOptions o = c.sagas.orchestrator;
   o.dir = c.data_dir + "/sagas";
-  o.reply_topic = sc.reply_topic;
-  o.postgres_conninfo = sc.postgres_conninfo;
-  o.postgres_table = sc.postgres_table;
-  o.postgres_connect_timeout_ms = sc.postgres_connect_timeout_ms;
-  o.postgres_statement_timeout_ms = sc.postgres_statement_timeout_ms;
   o.topic_options = c.topic_defaults;
-  o.max_in_flight = sc.max_in_flight;
-  o.finished_retain_max = sc.finished_retain_max;
-  o.finished_retain_ms = sc.finished_retain_ms;
   o.max_data_bytes =
       static_cast<uint32_t>(std::min<uint64_t>(c.limits.max_body_bytes, o.max_data_bytes));
   return o;
@@ -994,7 +988,7 @@ Status ValidateConfig(const ServerConfig& c) {
   if (c.store.enabled && c.store.feed_topic.empty()) {
     return InvalidArgumentError("config key 'store.feed_topic' is empty");
   }
-  if (c.sagas.enabled && c.sagas.reply_topic.empty()) {
+  if (c.sagas.enabled && c.sagas.orchestrator.reply_topic.empty()) {
     return InvalidArgumentError("config key 'sagas.reply_topic' is empty");
   }
   if (c.limits.max_event_bytes > c.limits.max_body_bytes) {

@@ -109,21 +109,16 @@ struct StoreConfig {
 // server's event log, so participants in any language consume and reply over HTTP.
 struct SagaConfig {
   bool enabled = true;
-  std::string reply_topic = "saga.replies";
   // Definition files (YAML or JSON, one definition each) registered at start; a file whose
   // (name, version) is registered with other content stops the start.
   std::vector<std::string> definitions;
-  // The saga log in PostgreSQL instead of <data_dir>/sagas: a libpq connection string (the
-  // table is created if missing; one orchestrator per table).
-  std::string postgres_conninfo;
-  std::string postgres_table = "converge_saga_log";
-  // Bounds on the saga log's PostgreSQL connection: connect (> 0), each statement (0 = none).
-  int64_t postgres_connect_timeout_ms = 5'000;
-  int64_t postgres_statement_timeout_ms = 30'000;
-
-  uint32_t max_in_flight = 1'000'000;       // running instances; beyond: 429
-  uint32_t finished_retain_max = 10'000;    // finished instances kept for show/ls
-  int64_t finished_retain_ms = 24LL * 3600 * 1000;
+  // The orchestrator's own options, read from the section's keys (their defaults are the
+  // library's): reply_topic; the saga log in PostgreSQL instead of <data_dir>/sagas
+  // (postgres_conninfo, a libpq connection string; postgres_table, created if missing, one
+  // orchestrator per table; postgres_connect_timeout_ms > 0 and postgres_statement_timeout_ms,
+  // 0 = none); max_in_flight (running instances, beyond: 429); finished_retain_max and
+  // finished_retain_ms (finished instances kept for show/ls). SagaOptionsFor sets the rest.
+  SagaOrchestratorOptions orchestrator;
 };
 
 // Outbox relays run inside the server (docs/formats/outbox.md, "Running a relay"): each source

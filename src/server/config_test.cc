@@ -439,7 +439,7 @@ TEST(Config, SagasSection) {
   Result<ServerConfig> d = ParseConfig("");
   ASSERT_TRUE(d.ok());
   EXPECT_TRUE(d->sagas.enabled);
-  EXPECT_EQ(d->sagas.reply_topic, "saga.replies");
+  EXPECT_EQ(d->sagas.orchestrator.reply_topic, "saga.replies");
   EXPECT_TRUE(d->sagas.definitions.empty());
   Result<ServerConfig> c = ParseConfig(R"(
 sagas:
@@ -456,17 +456,17 @@ sagas:
 )");
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_FALSE(c->sagas.enabled);
-  EXPECT_EQ(c->sagas.reply_topic, "replies");
+  EXPECT_EQ(c->sagas.orchestrator.reply_topic, "replies");
   EXPECT_EQ(c->sagas.definitions, (std::vector<std::string>{"a.yaml", "b.json"}));
-  EXPECT_EQ(c->sagas.postgres_conninfo, "host=127.0.0.1 dbname=sagas");
-  EXPECT_EQ(c->sagas.postgres_table, "my_sagas");
-  EXPECT_EQ(d->sagas.postgres_connect_timeout_ms, 5000);
-  EXPECT_EQ(d->sagas.postgres_statement_timeout_ms, 30000);
-  EXPECT_EQ(c->sagas.postgres_connect_timeout_ms, 2500);
-  EXPECT_EQ(c->sagas.postgres_statement_timeout_ms, 0);
-  EXPECT_EQ(c->sagas.max_in_flight, 10u);
-  EXPECT_EQ(c->sagas.finished_retain_max, 5u);
-  EXPECT_EQ(c->sagas.finished_retain_ms, 1000);
+  EXPECT_EQ(c->sagas.orchestrator.postgres_conninfo, "host=127.0.0.1 dbname=sagas");
+  EXPECT_EQ(c->sagas.orchestrator.postgres_table, "my_sagas");
+  EXPECT_EQ(d->sagas.orchestrator.postgres_connect_timeout_ms, 5000);
+  EXPECT_EQ(d->sagas.orchestrator.postgres_statement_timeout_ms, 30000);
+  EXPECT_EQ(c->sagas.orchestrator.postgres_connect_timeout_ms, 2500);
+  EXPECT_EQ(c->sagas.orchestrator.postgres_statement_timeout_ms, 0);
+  EXPECT_EQ(c->sagas.orchestrator.max_in_flight, 10u);
+  EXPECT_EQ(c->sagas.orchestrator.finished_retain_max, 5u);
+  EXPECT_EQ(c->sagas.orchestrator.finished_retain_ms, 1000);
   for (const char* bad :
        {"sagas: {colour: red}", "sagas: {max_in_flight: 0}", "sagas: {reply_topic: ''}",
         "sagas: {definitions: {a: b}}", "sagas: {postgres_connect_timeout_ms: 0}",

@@ -50,9 +50,19 @@ struct SagaRequest {
 // is 404 exactly like a missing id; a definition it may not start is 403 exactly like a
 // missing one; an id taken by a saga it may not read is 409 without naming that saga's
 // definition; a service that may start no registered definition is 403 before its body is
-// read. Blocking.
+// read. Blocking, except for a saga start when `deferred` is set (below).
+//
+// A start the route leaves to its caller: with `deferred`, a request that gets as far as
+// starting a saga is not started here; `deferred->request` is filled, `deferred->finish` set,
+// and the returned response is to be ignored. The caller runs the request with
+// SagaOrchestrator::StartAsync (so that nothing waits on a thread for the start's sync) and
+// answers with finish(outcome). `orchestrator` and `caller` must outlive finish.
+struct DeferredSagaStart {
+  SagaStartRequest request;
+  std::function<HttpResponse(Result<std::string>)> finish;  // set: a start is deferred
+};
 HttpResponse HandleSagaRoute(SagaOrchestrator& orchestrator, const SagaRequest& request,
-                             const SagaCaller& caller);
+                             const SagaCaller& caller, DeferredSagaStart* deferred = nullptr);
 
 // The saga routes alone, routed by the server's table (Api::MatchRoute) and read like every
 // request (404/405/400 as the server answers them): for tests and tools that serve the saga

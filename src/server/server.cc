@@ -232,6 +232,8 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   }
 
   ConsumerGroupsOptions group_options = GroupsOptionsFor(impl->config);
+  // Ack commits are synced on the pool: an ack waiting for its sync holds no thread.
+  group_options.background = [pool](std::function<void()> task) { pool->Post(std::move(task)); };
   group_options.report_damage = [](const std::string& message) {
     std::fprintf(stderr, "converge serve: damage: %s\n", message.c_str());
   };

@@ -128,6 +128,129 @@ TEST(ConcurrencyServeTest, ManyConcurrentSingleEventPublishesShareSyncsAndAllArr
   }
 }
 
+// 512 connections each ack one lease per request, with sync_acks on (the default): every
+// ack is answered, the acks share journal syncs (many more per sync than there are storage
+// threads: an ack waiting for its sync holds no thread), and after a restart the group has
+// every record committed, so nothing is delivered again.
+TEST(ConcurrencyServeTest, ManyConcurrentSingleLeaseAcksShareJournalSyncs) {
+  constexpr uint64_t kEvents = 1000;  // a group leases at most 1000 records at once
+  auto server = std::make_unique<ServeProcess>("storage_threads: 1\n");
+  ASSERT_OK(server->Start());
+  std::vector<client::Lease> leases;
+  {
+    Client c(server->ClientOptions());
+    CreateTopic(c, "acks", 1);
+    std::vector<Event> batch;
+    for (uint64_t seq = 0; seq < kEvents; ++seq) {
+      Event e;
+      e.set_id(IdOf(seq));
+      e.set_source("/load");
+      e.set_type("com.example.load");
+      batch.push_back(std::move(e));
+    }
+    ASSERT_TRUE(c.Publish("acks", batch).ok());
+    while (leases.size() < kEvents) {
+      client::FetchOptions f;
+      f.max_events = 1000;
+      f.wait_ms = 500;
+      Result<std::vector<client::Delivery>> got = c.Fetch("acks", "g", f);
+      ASSERT_TRUE(got.ok()) << got.status().ToString();
+      ASSERT_FALSE(got->empty()) << "fetched " << leases.size() << " of " << kEvents;
+      for (const client::Delivery& d : *got) leases.push_back(d.lease());
+    }
+  }
+  const uint64_t syncs_before = FileSyncs(server->port());
+  testing::HttpLoadOptions load;
+  load.port = server->port();
+  load.connections = 512;
+  load.requests = kEvents;
+  load.make_request = [&leases](size_t, uint64_t seq) {
+    const client::Lease& l = leases[seq];
+    bhttp::request<bhttp::string_body> req{bhttp::verb::post, "/v1/topics/acks/groups/g/ack",
+                                           11};
+    req.set(bhttp::field::host, "127.0.0.1");
+    req.set(bhttp::field::content_type, "application/json");
+    req.body() = "{\"acks\":[{\"partition\":" + std::to_string(l.partition) +
+                 ",\"offset\":" + std::to_string(l.offset) + ",\"lease_id\":\"" +
+                 std::to_string(l.lease_id) + "\"}]}";
+    return req;
+  };
+  load.on_reply = [](uint64_t, const bhttp::response<bhttp::string_body>& reply) {
+    return reply.result_int() == 200 && reply.body() == "{\"acked\":1,\"lost\":[]}";
+  };
+  testing::HttpLoadResult result = testing::RunHttpLoad(load);
+  EXPECT_EQ(result.errors, 0u) << result.first_error << "\n" << server->Log();
+  EXPECT_EQ(result.ok, load.requests);
+  const uint64_t syncs = FileSyncs(server->port()) - syncs_before;
+  // With at most storage_threads (1) ack per journal sync there would be >= 1000 syncs.
+  EXPECT_LT(syncs, load.requests / 8)
+      << syncs << " file syncs for " << load.requests << " single-lease acks";
+
+  // Every ack was durable when answered: after a SIGKILL nothing is delivered again.
+  const std::string data = server->data_dir();
+  server->Kill();
+  auto restarted = std::make_unique<ServeProcess>("", data);
+  ASSERT_OK(restarted->Start());
+  Client c(restarted->ClientOptions());
+  client::FetchOptions f;
+  f.max_events = 10;
+  f.wait_ms = 300;
+  Result<std::vector<client::Delivery>> again = c.Fetch("acks", "g", f);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_TRUE(again->empty()) << again->size() << " acked records delivered again, first at "
+                              << again->front().offset;
+  restarted.reset();
+  server.reset();
+}
+
+// 256 connections each start one saga per request: every start is answered 201 and the starts
+// share syncs (saga-log writes and command appends), many more per sync than there are storage
+// threads: a start waiting for its sync holds no thread. Every started saga exists.
+TEST(ConcurrencyServeTest, ManyConcurrentSagaStartsShareSyncs) {
+  constexpr uint64_t kStarts = 1024;
+  ServeProcess server("storage_threads: 1\n");
+  ASSERT_OK(server.Start());
+  testing::HttpHeaders yaml = {{"Content-Type", "application/yaml"}};
+  testing::HttpResult reg = testing::HttpCall(server.port(), "POST", "/v1/saga-definitions",
+                                              "name: ship\nversion: 1\nsteps:\n"
+                                              "  - name: pack\n    participant: warehouse\n"
+                                              "    action: warehouse.pack\n    timeout_ms: 60000\n",
+                                              yaml);
+  ASSERT_EQ(reg.status, 201) << reg.body;
+  const uint64_t syncs_before = FileSyncs(server.port());
+  testing::HttpLoadOptions load;
+  load.port = server.port();
+  load.connections = 256;
+  load.requests = kStarts;
+  load.make_request = [](size_t, uint64_t seq) {
+    bhttp::request<bhttp::string_body> req{bhttp::verb::post, "/v1/sagas", 11};
+    req.set(bhttp::field::host, "127.0.0.1");
+    req.set(bhttp::field::content_type, "application/json");
+    req.body() = "{\"definition\":\"ship\",\"id\":\"s" + std::to_string(seq) + "\"}";
+    return req;
+  };
+  load.on_reply = [](uint64_t seq, const bhttp::response<bhttp::string_body>& reply) {
+    return reply.result_int() == 201 &&
+           reply.body() == "{\"id\":\"s" + std::to_string(seq) + "\"}";
+  };
+  testing::HttpLoadResult result = testing::RunHttpLoad(load);
+  EXPECT_EQ(result.errors, 0u) << result.first_error << "\n" << server.Log();
+  EXPECT_EQ(result.ok, load.requests);
+  const uint64_t syncs = FileSyncs(server.port()) - syncs_before;
+  // With one start per sync (storage_threads: 1) there would be >= 1024 syncs.
+  EXPECT_LT(syncs, load.requests / 8) << syncs << " file syncs for " << load.requests
+                                      << " saga starts";
+  testing::HttpResult listed =
+      testing::HttpCall(server.port(), "GET", "/v1/sagas?limit=100000");
+  ASSERT_EQ(listed.status, 200);
+  for (uint64_t seq = 0; seq < kStarts; ++seq) {
+    if (listed.body.find("\"id\":\"s" + std::to_string(seq) + "\"") == std::string::npos) {
+      ADD_FAILURE() << "started saga s" << seq << " is not listed";
+      break;
+    }
+  }
+}
+
 // SIGKILL while 256 connections publish single events: after a restart every acknowledged
 // event is there.
 TEST(ConcurrencyServeTest, SigkillUnderConcurrentSingleEventPublishesLosesNoAcknowledgedEvent) {
