@@ -23,6 +23,7 @@
 #include "server/api.h"
 #include "server/blocking_pool.h"
 #include "server/http_server.h"
+#include "server/leases.h"
 #include "server/metrics.h"
 #include "server/push_service.h"
 #include "server/replicas.h"
@@ -46,6 +47,9 @@ struct Server::Impl {
   std::unique_ptr<SagaOrchestrator> sagas;  // sends commands into `log`, reads replies from it
   std::unique_ptr<SystemTopics> system_topics;  // uses `config` and `sagas`
   std::unique_ptr<SchemaRegistry> schemas;
+  // Singleton work under leases (cluster:); stopped (its works first, then its leases released)
+  // before the works' components are.
+  std::unique_ptr<LeasedWork> leases;
   // Publish into `log`; stopped before the log's final sync. The metrics collector holds a weak
   // reference (the relays' connections and lock files must go before `env` and `log`).
   std::shared_ptr<RelayService> relays;
@@ -383,11 +387,27 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   impl->http = std::make_unique<HttpServer>(
       impl->ioc, http_options, [api](HttpRequest& req) { return api->Handle(req); },
       &impl->metrics);
+  if (impl->config.cluster.enabled) {
+    // The lease table must answer at start, as a shared store must.
+    CONVERGE_ASSIGN_OR_RETURN(impl->leases, LeasedWork::Open(*impl->env, impl->config));
+    impl->metrics.AddCollector([leases = impl->leases.get()](
+                                   std::vector<MetricsRegistry::Sample>* out) {
+      leases->CollectMetrics(out);
+    });
+    impl->api->SetLeases(impl->leases.get());
+  }
   if (impl->config.relays.enabled) {
     // Last, so that nothing after it can fail with relay threads running. The relays connect
     // lazily: a service database that is down is retried in the background, not an error.
-    CONVERGE_ASSIGN_OR_RETURN(
-        impl->relays, RelayService::Start(*impl->env, *impl->log, impl->config.relays.service));
+    // With cluster:, each source runs only while this sidecar holds its lease.
+    if (impl->leases) {
+      CONVERGE_ASSIGN_OR_RETURN(impl->relays,
+                                StartLeasedRelays(*impl->env, *impl->log,
+                                                  impl->config.relays.service, *impl->leases));
+    } else {
+      CONVERGE_ASSIGN_OR_RETURN(
+          impl->relays, RelayService::Start(*impl->env, *impl->log, impl->config.relays.service));
+    }
     std::weak_ptr<RelayService> weak = impl->relays;
     impl->api->SetRelays(weak);
     impl->metrics.AddCollector([weak](std::vector<MetricsRegistry::Sample>* out) {
@@ -418,8 +438,13 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
                         "gauge", labels, static_cast<double>(st.wal_lag_ms) / 1000.0});
       }
     });
-    std::fprintf(stderr, "converge serve: relaying %zu outbox source(s) into the log\n",
-                 impl->config.relays.service.sources.size());
+    std::fprintf(stderr, "converge serve: relaying %zu outbox source(s) into the log%s\n",
+                 impl->config.relays.service.sources.size(),
+                 impl->leases ? " (each under its lease)" : "");
+  }
+  if (impl->leases) {
+    impl->leases->Start();
+    std::fprintf(stderr, "converge serve: cluster instance %s\n", impl->leases->holder().c_str());
   }
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
@@ -431,6 +456,7 @@ Server::~Server() {
   // Destroy in an order that never leaves a callback pointing at freed state: the relays
   // (they append to the log), the pool (joined: nothing more is posted to the io_context), the
   // HTTP server, the watches, the groups, the log.
+  if (impl_->leases) impl_->leases->Stop();
   if (impl_->relays) impl_->relays->Stop();
   impl_->relays.reset();
   if (impl_->audit) impl_->audit->Stop();
@@ -566,7 +592,9 @@ Status Server::Run(bool handle_signals) {
   impl->sagas.reset();
   // The relays stop between batches (a batch being published finishes first; rows not yet
   // deleted are published again at the next start and dropped by the log's dedup), so their
-  // last appends are covered by the log's final sync below.
+  // last appends are covered by the log's final sync below. Leased work stops first, then its
+  // leases are released, so another sidecar takes them at once.
+  if (impl->leases) impl->leases->Stop();
   if (impl->relays) impl->relays->Stop();
   // No ack after the groups' final flush (requests in flight are sent again at the next start).
   if (impl->push) impl->push->Stop();
