@@ -1,0 +1,312 @@
+// Two `converge serve` processes configured with the same outbox relay source, a shared
+// PostgreSQL lease table (cluster:) and a shared log (JetStream, one nats-server): singleton
+// work under leases, driven and observed from outside as an operator would.
+//   - Only the lease holder relays; SIGKILL of the holder under outbox load: the other takes the
+//     relay over; every committed outbox row reaches the log exactly once (the overlap's
+//     duplicates dropped by the log's idempotent publish), none lost; the takeover time (kill ->
+//     first event relayed by the other sidecar) is printed.
+//   - PostgreSQL stopped for longer than the lease ttl and started again: the holder stops
+//     relaying by its own deadline, never do both sidecars hold the lease, one takes it again,
+//     and every row still arrives once.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <atomic>
+#include <boost/json/parse.hpp>
+#include <boost/json/value.hpp>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "converge/env.h"
+#include "converge/event.h"
+#include "converge/outbox.h"
+#include "converge/sql.h"
+#include "serve_process.h"
+#include "support/nats_server.h"
+#include "support/postgres_server.h"
+#include "test_util.h"
+
+namespace converge {
+namespace {
+
+namespace json = boost::json;
+using Clock = std::chrono::steady_clock;
+
+constexpr int64_t kTtlMs = 2000;  // renew every ttl/3, margin ttl/5
+
+template <typename Fn>
+bool Eventually(Fn fn, int64_t ms) {
+  const auto deadline = Clock::now() + std::chrono::milliseconds(ms);
+  while (Clock::now() < deadline) {
+    if (fn()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return fn();
+}
+
+std::string Numbered(std::string prefix, long n) {
+  prefix += std::to_string(n);
+  return prefix;
+}
+
+class LeaseServeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto pg = testing::PostgresServer::Start();
+    ASSERT_TRUE(pg.ok()) << pg.status().ToString();
+    pg_ = std::move(pg).value();
+    auto nats = testing::NatsCluster::Start(testing::NatsClusterOptions{});
+    ASSERT_TRUE(nats.ok()) << nats.status().ToString();
+    nats_ = std::move(nats).value();
+    auto db = Connect();
+    ASSERT_NE(db, nullptr);
+    ASSERT_TRUE(Outbox::CreateSchema(*db).ok());
+  }
+
+  std::unique_ptr<sql::Database> Connect() {
+    sql::PostgresOptions o;
+    o.conninfo = pg_->ConnInfo();
+    o.connect_timeout_ms = 2000;
+    auto db = sql::Database::ConnectPostgres(o);
+    EXPECT_TRUE(db.ok()) << db.status().ToString();
+    return db.ok() ? std::move(db).value() : nullptr;
+  }
+
+  // Both sidecars: the same relay source, log (stream prefix) and lease table.
+  std::string Config(const std::string& instance, bool leased = true) const {
+    std::string yaml =
+        "log:\n  backend: jetstream\n  jetstream:\n    servers: [" + nats_->Url(0) +
+        "]\n    stream_prefix: leasetest\n"
+        "store:\n  enabled: false\nsagas:\n  enabled: false\n"
+        "relays:\n  sink: {partitions: 1}\n  sources:\n    - name: orders\n      database: \"" +
+        pg_->ConnInfo() +
+        "\"\n      poll_interval_ms: 50\n      postgres_buckets: 8\n"
+        "      rebalance_interval_ms: 200\n      postgres_connect_timeout_ms: 2000\n";
+    if (leased) {
+      yaml += "cluster:\n  instance_id: " + instance + "\n  postgres_conninfo: \"" +
+              pg_->ConnInfo() + "\"\n  lease_ttl_ms: " + std::to_string(kTtlMs) + "\n";
+    }
+    return yaml;
+  }
+
+  // GET /v1/leases: whether `server` holds relay:orders (nullopt: no answer).
+  static std::optional<bool> Holds(const testing::ServeProcess& server) {
+    testing::HttpResult r = testing::HttpCall(server.port(), "GET", "/v1/leases");
+    if (r.status != 200) return std::nullopt;
+    json::value v = json::parse(r.body);
+    for (const json::value& l : v.at("leases").as_array()) {
+      if (l.at("name").as_string() == "relay:orders") return l.at("held").as_bool();
+    }
+    return std::nullopt;
+  }
+
+  // Events relay "orders" published according to GET /v1/relays (-1: no answer).
+  static int64_t Published(const testing::ServeProcess& server) {
+    testing::HttpResult r = testing::HttpCall(server.port(), "GET", "/v1/relays");
+    if (r.status != 200) return -1;
+    json::value v = json::parse(r.body);
+    for (const json::value& rel : v.at("relays").as_array()) {
+      if (rel.at("name").as_string() == "orders") return rel.at("published").as_int64();
+    }
+    return -1;
+  }
+
+  // Every event id of topic "orders" in the shared log, read through `server`, with counts.
+  static std::map<std::string, int> LogIds(const testing::ServeProcess& server) {
+    std::map<std::string, int> ids;
+    uint64_t from = 0;
+    for (;;) {
+      testing::HttpResult r = testing::HttpCall(
+          server.port(), "GET",
+          "/v1/topics/orders/events?from_offset=" + std::to_string(from) + "&limit=1000");
+      if (r.status != 200) break;
+      json::value v = json::parse(r.body);
+      const json::array& events = v.at("events").as_array();
+      for (const json::value& e : events) ids[std::string(e.at("event").at("id").as_string())]++;
+      const uint64_t next = static_cast<uint64_t>(v.at("next_offset").as_int64());
+      if (events.empty() || next <= from) break;
+      from = next;
+    }
+    return ids;
+  }
+
+  // Writes outbox rows (one event per transaction) until stopped; ids of committed rows.
+  class Producer {
+   public:
+    explicit Producer(std::unique_ptr<sql::Database> db) : db_(std::move(db)) {
+      thread_ = std::thread([this] { Run(); });
+    }
+    ~Producer() { Stop(); }
+    void Stop() {
+      stop_ = true;
+      if (thread_.joinable()) thread_.join();
+    }
+    std::vector<std::string> committed() {
+      std::lock_guard<std::mutex> lock(mu_);
+      return committed_;
+    }
+
+   private:
+    void Run() {
+      Outbox outbox(Env::Default());
+      for (long n = 0; !stop_; ++n) {
+        Event e;
+        e.set_id(Numbered("ev-", n));
+        e.set_source("/shop");
+        e.set_type("order.placed");
+        e.set_subject(Numbered("order-", n % 16));
+        std::vector<OutboxEntry> rows = {{"orders", &e}};
+        Status s = db_->Transact([&](sql::Transaction& tx) { return outbox.Write(tx, rows); });
+        if (s.ok()) {
+          std::lock_guard<std::mutex> lock(mu_);
+          committed_.push_back(std::string(e.id()));
+        } else {
+          // PostgreSQL restarting: the row did not commit (or its outcome is unknown: then it
+          // is not counted, and if it committed it is simply an extra event).
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+    }
+
+    std::unique_ptr<sql::Database> db_;
+    std::atomic<bool> stop_{false};
+    std::mutex mu_;
+    std::vector<std::string> committed_;
+    std::thread thread_;
+  };
+
+  // Waits until the outbox is empty and every committed id is in the log once.
+  void ExpectEveryRowOnce(const testing::ServeProcess& reader,
+                          const std::vector<std::string>& committed) {
+    auto db = Connect();
+    ASSERT_NE(db, nullptr);
+    ASSERT_TRUE(Eventually(
+        [&] {
+          std::string n = pg_->Query("postgres", "SELECT count(*) FROM converge_outbox").value_or("?");
+          return n == "0";
+        },
+        30'000))
+        << "the outbox was not drained";
+    std::map<std::string, int> ids;
+    ASSERT_TRUE(Eventually(
+        [&] {
+          ids = LogIds(reader);
+          for (const std::string& id : committed) {
+            if (ids.count(id) == 0) return false;
+          }
+          return true;
+        },
+        30'000));
+    size_t missing = 0, duplicated = 0;
+    for (const std::string& id : committed) {
+      auto it = ids.find(id);
+      if (it == ids.end()) {
+        ++missing;
+      } else if (it->second > 1) {
+        ++duplicated;
+      }
+    }
+    std::printf("committed %zu rows: %zu in the log, %zu missing, %zu duplicated\n",
+                committed.size(), ids.size(), missing, duplicated);
+    EXPECT_EQ(missing, 0u);
+    EXPECT_EQ(duplicated, 0u);
+  }
+
+  std::unique_ptr<testing::PostgresServer> pg_;
+  std::unique_ptr<testing::NatsCluster> nats_;
+};
+
+TEST_F(LeaseServeTest, RelayTakeoverAfterSigkillLosesNothingAndPublishesOnce) {
+  testing::ServeProcess a(Config("a"));
+  ASSERT_TRUE(a.Start().ok()) << a.Log();
+  ASSERT_TRUE(Eventually([&] { return Holds(a) == true; }, 15'000)) << a.Log();
+  testing::ServeProcess b(Config("b"));
+  ASSERT_TRUE(b.Start().ok()) << b.Log();
+  ASSERT_TRUE(Eventually([&] { return Holds(b).has_value(); }, 15'000)) << b.Log();
+
+  Producer producer(Connect());
+  ASSERT_TRUE(Eventually([&] { return Published(a) >= 200; }, 30'000)) << a.Log();
+  // Only the holder relays: without the lease both relays share the outbox's buckets.
+  EXPECT_EQ(Holds(b), false);
+  EXPECT_EQ(Published(b), 0) << "the standby relayed while the other held the lease";
+
+  a.Kill();
+  const auto killed = Clock::now();
+  ASSERT_TRUE(Eventually([&] { return Published(b) > 0; }, 30'000)) << b.Log();
+  const double takeover_s = std::chrono::duration<double>(Clock::now() - killed).count();
+  const double bound_s = (kTtlMs + kTtlMs / 3) / 1000.0;
+  std::printf("relay takeover: %.3f s from SIGKILL to the first event relayed by the other "
+              "sidecar (ttl %.1f s, renew interval %.3f s: bound %.3f s + a round trip and "
+              "the relay's start)\n",
+              takeover_s, kTtlMs / 1000.0, kTtlMs / 3000.0, bound_s);
+  EXPECT_LT(takeover_s, bound_s + 2.0);
+  EXPECT_EQ(Holds(b), true);
+
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  producer.Stop();
+  ExpectEveryRowOnce(b, producer.committed());
+}
+
+TEST_F(LeaseServeTest, PostgresRestartNeverLeavesTwoHolders) {
+  testing::ServeProcess a(Config("a"));
+  ASSERT_TRUE(a.Start().ok()) << a.Log();
+  ASSERT_TRUE(Eventually([&] { return Holds(a) == true; }, 15'000)) << a.Log();
+  testing::ServeProcess b(Config("b"));
+  ASSERT_TRUE(b.Start().ok()) << b.Log();
+  ASSERT_TRUE(Eventually([&] { return Holds(b).has_value(); }, 15'000)) << b.Log();
+
+  auto producer = std::make_unique<Producer>(Connect());
+  ASSERT_TRUE(Eventually([&] { return Published(a) >= 100; }, 30'000)) << a.Log();
+
+  // Samples a, b, a: both held only if a held before and after b's answer (a lease is never
+  // lost and taken again within one such sample).
+  std::atomic<bool> sampling{true};
+  std::atomic<int> both{0};
+  std::atomic<int> samples{0};
+  std::thread sampler([&] {
+    while (sampling) {
+      std::optional<bool> a1 = Holds(a);
+      std::optional<bool> b1 = Holds(b);
+      std::optional<bool> a2 = Holds(a);
+      if (a1 == true && b1 == true && a2 == true) both++;
+      samples++;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+
+  ASSERT_TRUE(pg_->Stop().ok());
+  const auto stopped = Clock::now();
+  // By its own deadline the holder stops: within ttl after its last renewal.
+  EXPECT_TRUE(Eventually([&] { return Holds(a) == false && Holds(b) == false; },
+                         kTtlMs + 1000))
+      << "a lease is still held " << kTtlMs + 1000 << " ms after PostgreSQL stopped";
+  std::printf("leases dropped %.3f s after PostgreSQL stopped\n",
+              std::chrono::duration<double>(Clock::now() - stopped).count());
+  std::this_thread::sleep_for(std::chrono::milliseconds(kTtlMs));
+  ASSERT_TRUE(pg_->Restart().ok()) << pg_->LogTail();
+  const auto restarted = Clock::now();
+  ASSERT_TRUE(Eventually([&] { return Holds(a) == true || Holds(b) == true; }, 30'000))
+      << a.Log() << b.Log();
+  std::printf("lease held again %.3f s after PostgreSQL restarted\n",
+              std::chrono::duration<double>(Clock::now() - restarted).count());
+  std::this_thread::sleep_for(std::chrono::milliseconds(2 * kTtlMs));
+  sampling = false;
+  sampler.join();
+  EXPECT_EQ(both.load(), 0) << "both sidecars held the lease (" << samples.load() << " samples)";
+  EXPECT_GT(samples.load(), 10);
+
+  producer->Stop();
+  const std::vector<std::string> committed = producer->committed();
+  producer.reset();
+  ExpectEveryRowOnce(Holds(a) == true ? a : b, committed);
+}
+
+}  // namespace
+}  // namespace converge
