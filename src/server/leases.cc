@@ -87,9 +87,12 @@ struct LeasedWork::Impl {
   mutable std::mutex work_mu;  // the works' running flags; held while one starts or stops
   bool started = false;
   bool stopping = false;  // under work_mu
-  // Declared after `works`, so destroyed (joined) before them.
+  // Declared after `works`, so destroyed (joined) before them. The work thread is shared with
+  // retry timers, which post to it (a no-op once it is closed).
   std::unique_ptr<SerialThread> calls;
-  std::unique_ptr<SerialThread> work_thread;
+  std::shared_ptr<SerialThread> work_thread;
+
+  static constexpr int64_t kStartRetryNanos = 500'000'000;
 
   // Makes the work run exactly while its lease is held. On the work thread.
   void Reconcile(Work& w) {
@@ -99,8 +102,15 @@ struct LeasedWork::Impl {
     if (want && !w.running) {
       Status s = w.start();
       if (!s.ok()) {
+        // E.g. the saga log's advisory lock, still held by a dead holder's session until
+        // PostgreSQL notices: tried again while the lease is held.
         std::fprintf(stderr, "converge serve: lease '%s' held, but its work did not start: %s\n",
                      w.name.c_str(), s.ToString().c_str());
+        std::shared_ptr<SerialThread> t = work_thread;
+        Work* wp = &w;
+        env->executor().Schedule(kStartRetryNanos, [t, this, wp] {
+          t->Post([this, wp] { Reconcile(*wp); });
+        });
         return;
       }
       w.running = true;
@@ -135,7 +145,7 @@ Result<std::unique_ptr<LeasedWork>> LeasedWork::Open(Env& env, const ServerConfi
   if (!store.ok()) return store.status().WithContext("cluster: the lease table");
   impl->store = std::move(store).value();
   impl->calls = std::make_unique<SerialThread>();
-  impl->work_thread = std::make_unique<SerialThread>();
+  impl->work_thread = std::make_shared<SerialThread>();
   return std::unique_ptr<LeasedWork>(new LeasedWork(std::move(impl)));
 }
 
@@ -317,6 +327,132 @@ Result<std::shared_ptr<RelayService>> StartLeasedRelays(Env& env, Log& log,
         [raw, i] { raw->StopSource(i); }));
   }
   return std::shared_ptr<RelayService>(std::move(service));
+}
+
+// ---------------------------------------------------------------------------------------
+// Sagas, one lease for the orchestrator.
+
+namespace {
+
+class LeasedSagas final : public SagaOrchestrator {
+ public:
+  using OpenFn = std::function<Result<std::unique_ptr<SagaOrchestrator>>()>;
+  explicit LeasedSagas(OpenFn open) : open_(std::move(open)) {}
+  ~LeasedSagas() override { StopWork(); }
+
+  Status StartWork() {
+    std::lock_guard<std::mutex> start_lock(start_mu_);
+    if (Get() != nullptr) return Status::Ok();
+    // Recovers the saga log and resumes every saga in flight (outside mu_: it blocks).
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<SagaOrchestrator> opened, open_());
+    std::lock_guard<std::mutex> lock(mu_);
+    inner_ = std::shared_ptr<SagaOrchestrator>(std::move(opened));
+    return Status::Ok();
+  }
+
+  void StopWork() {
+    std::shared_ptr<SagaOrchestrator> inner;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      inner = std::move(inner_);
+    }
+    // No more replies or timers handled here; calls still holding it get FailedPrecondition.
+    if (inner != nullptr) inner->Close();
+  }
+
+  Status RegisterDefinition(const SagaDefinition& definition) override {
+    auto o = Get();
+    return o ? o->RegisterDefinition(definition) : NotHere();
+  }
+  std::vector<SagaDefinition> ListDefinitions() override {
+    auto o = Get();
+    return o ? o->ListDefinitions() : std::vector<SagaDefinition>{};
+  }
+  Result<std::string> Start(const SagaStartRequest& request) override {
+    auto o = Get();
+    if (!o) return NotHere();
+    return o->Start(request);
+  }
+  void StartAsync(const SagaStartRequest& request, StartCallback done) override {
+    auto o = Get();
+    if (!o) return done(NotHere());
+    o->StartAsync(request, std::move(done));
+  }
+  Status Cancel(const std::string& id, const std::string& reason) override {
+    auto o = Get();
+    return o ? o->Cancel(id, reason) : NotHere();
+  }
+  void CancelAsync(const std::string& id, const std::string& reason, DoneCallback done) override {
+    auto o = Get();
+    if (!o) return done(NotHere());
+    o->CancelAsync(id, reason, std::move(done));
+  }
+  std::vector<SagaTimerInfo> ListTimers(size_t limit) override {
+    auto o = Get();
+    return o ? o->ListTimers(limit) : std::vector<SagaTimerInfo>{};
+  }
+  Status RescheduleTimer(const std::string& id, SagaTimerKind kind, int64_t due_micros) override {
+    auto o = Get();
+    return o ? o->RescheduleTimer(id, kind, due_micros) : NotHere();
+  }
+  Status CancelTimer(const std::string& id, SagaTimerKind kind) override {
+    auto o = Get();
+    return o ? o->CancelTimer(id, kind) : NotHere();
+  }
+  Result<SagaInfo> Describe(const std::string& id) override {
+    auto o = Get();
+    if (!o) return NotHere();
+    return o->Describe(id);
+  }
+  std::vector<SagaSummary> List(const SagaListFilter& filter) override {
+    auto o = Get();
+    return o ? o->List(filter) : std::vector<SagaSummary>{};
+  }
+  SagaOrchestratorStats stats() override {
+    auto o = Get();
+    return o ? o->stats() : SagaOrchestratorStats{};
+  }
+  Status Health() override {
+    auto o = Get();
+    return o ? o->Health() : Status::Ok();
+  }
+  Status Stopped() override {
+    auto o = Get();
+    return o ? o->Stopped() : NotHere();
+  }
+  Result<size_t> RunOnce() override {
+    auto o = Get();
+    if (!o) return NotHere();
+    return o->RunOnce();
+  }
+  void Close() override { StopWork(); }
+
+ private:
+  std::shared_ptr<SagaOrchestrator> Get() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return inner_;
+  }
+  static Status NotHere() {
+    return UnavailableError(
+        "sagas run in the sidecar holding the lease 'sagas', not in this one (GET /v1/leases); "
+        "retry through another sidecar, or here once it holds the lease");
+  }
+
+  OpenFn open_;
+  std::mutex start_mu_;  // one StartWork at a time
+  std::mutex mu_;
+  std::shared_ptr<SagaOrchestrator> inner_;  // mu_; null while the lease is elsewhere
+};
+
+}  // namespace
+
+Result<std::unique_ptr<SagaOrchestrator>> StartLeasedSagas(LeasedSagas::OpenFn open,
+                                                           LeasedWork& leases) {
+  auto sagas = std::make_unique<LeasedSagas>(std::move(open));
+  LeasedSagas* raw = sagas.get();
+  CONVERGE_RETURN_IF_ERROR(
+      leases.Add("sagas", [raw] { return raw->StartWork(); }, [raw] { raw->StopWork(); }));
+  return std::unique_ptr<SagaOrchestrator>(std::move(sagas));
 }
 
 }  // namespace converge::server

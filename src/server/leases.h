@@ -25,6 +25,7 @@
 #include "converge/env.h"
 #include "converge/log.h"
 #include "converge/relay.h"
+#include "converge/saga.h"
 #include "converge/status.h"
 #include "server/config.h"
 #include "server/metrics.h"
@@ -70,5 +71,14 @@ class LeasedWork {
 Result<std::shared_ptr<RelayService>> StartLeasedRelays(Env& env, Log& log,
                                                         const RelayServiceConfig& config,
                                                         LeasedWork& leases);
+
+// The saga orchestrator under lease "sagas" (cluster: with a saga log in PostgreSQL): calls go
+// to the orchestrator `open` returns while this sidecar holds the lease; without it they answer
+// Unavailable naming the lease (Stopped() says so too, so every saga route answers 503), reads
+// of definitions are empty, stats zero, Health OK (a standby is ready for other work). Losing
+// the lease closes the orchestrator (it stops reacting to replies and timers; a batch in
+// flight finishes). `leases` must outlive the returned object's use.
+Result<std::unique_ptr<SagaOrchestrator>> StartLeasedSagas(
+    std::function<Result<std::unique_ptr<SagaOrchestrator>>()> open, LeasedWork& leases);
 
 }  // namespace converge::server

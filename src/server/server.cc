@@ -93,10 +93,35 @@ Result<std::string> ReadWholeFile(Env& env, const std::string& path) {
   return text;
 }
 
-// The orchestrator on <data_dir>/sagas, with the definition files of the config registered.
+// The definition files of the config, parsed and checked (a bad one stops the start).
+Result<std::vector<SagaDefinition>> LoadSagaDefinitions(Env& env, const ServerConfig& config) {
+  std::vector<SagaDefinition> out;
+  for (const std::string& path : config.sagas.definitions) {
+    Result<std::string> text = ReadWholeFile(env, path);
+    if (!text.ok()) return text.status().WithContext("sagas.definitions");
+    Result<SagaDefinition> definition = ParseSagaDefinition(*text);
+    if (!definition.ok()) return definition.status().WithContext("saga definition " + path);
+    // As over HTTP: the orchestrator may not send commands into a topic another part of
+    // converge writes (see system_topics.h).
+    SystemTopics owners(config, nullptr);
+    for (const SagaStepDefinition& step : definition->steps) {
+      if (std::string owner = owners.OwnerOfOutsideSagas(step.participant); !owner.empty()) {
+        return InvalidArgumentError("saga definition " + path + ": step '" + step.name +
+                                    "' has participant '" + step.participant +
+                                    "', a topic written only by " + owner);
+      }
+    }
+    out.push_back(std::move(definition).value());
+  }
+  return out;
+}
+
+// The orchestrator on <data_dir>/sagas (or its PostgreSQL table), with the definition files
+// of the config registered.
 Result<std::unique_ptr<SagaOrchestrator>> OpenSagas(Env& env, Log& log, const ServerConfig& config,
                                                     MetricsRegistry& metrics) {
-  const SagaConfig& sc = config.sagas;
+  CONVERGE_ASSIGN_OR_RETURN(std::vector<SagaDefinition> definitions,
+                            LoadSagaDefinitions(env, config));
   SagaOrchestratorOptions options = SagaOptionsFor(config);
   // Step latencies, observed once each outcome is durable (the registry outlives the
   // orchestrator). Labels are bounded by the registered definitions' steps.
@@ -117,23 +142,11 @@ Result<std::unique_ptr<SagaOrchestrator>> OpenSagas(Env& env, Log& log, const Se
   };
   CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<SagaOrchestrator> orchestrator,
                             SagaOrchestrator::Open(env, log, options));
-  for (const std::string& path : sc.definitions) {
-    Result<std::string> text = ReadWholeFile(env, path);
-    if (!text.ok()) return text.status().WithContext("sagas.definitions");
-    Result<SagaDefinition> definition = ParseSagaDefinition(*text);
-    if (!definition.ok()) return definition.status().WithContext("saga definition " + path);
-    // As over HTTP: the orchestrator may not send commands into a topic another part of
-    // converge writes (see system_topics.h).
-    SystemTopics owners(config, nullptr);
-    for (const SagaStepDefinition& step : definition->steps) {
-      if (std::string owner = owners.OwnerOfOutsideSagas(step.participant); !owner.empty()) {
-        return InvalidArgumentError("saga definition " + path + ": step '" + step.name +
-                                    "' has participant '" + step.participant +
-                                    "', a topic written only by " + owner);
-      }
+  for (size_t i = 0; i < definitions.size(); ++i) {
+    Status registered = orchestrator->RegisterDefinition(definitions[i]);
+    if (!registered.ok()) {
+      return registered.WithContext("saga definition " + config.sagas.definitions[i]);
     }
-    Status registered = orchestrator->RegisterDefinition(*definition);
-    if (!registered.ok()) return registered.WithContext("saga definition " + path);
   }
   return orchestrator;
 }
@@ -268,9 +281,34 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
     impl->store_http = std::make_unique<StoreRoutes>(*impl->store, http_options);
   }
 
-  if (impl->config.sagas.enabled) {
+  if (impl->config.cluster.enabled) {
+    // The lease table must answer at start, as a shared store must.
+    CONVERGE_ASSIGN_OR_RETURN(impl->leases, LeasedWork::Open(*impl->env, impl->config));
+    impl->metrics.AddCollector([leases = impl->leases.get()](
+                                   std::vector<MetricsRegistry::Sample>* out) {
+      leases->CollectMetrics(out);
+    });
+  }
+
+  // With cluster: and the saga log in PostgreSQL, the orchestrator runs only in the sidecar
+  // holding the lease "sagas" (it recovers the shared saga log when it takes over). An embedded
+  // saga log is this sidecar's own: its orchestrator is not leased.
+  const bool leased_sagas = impl->leases && !impl->config.sagas.postgres_conninfo.empty();
+  if (impl->config.sagas.enabled && leased_sagas) {
+    // The definition files are checked now, so that a bad one stops the start here too.
+    CONVERGE_RETURN_IF_ERROR(LoadSagaDefinitions(*impl->env, impl->config).status());
+    Impl* raw = impl.get();
+    CONVERGE_ASSIGN_OR_RETURN(impl->sagas, StartLeasedSagas(
+                                               [raw] {
+                                                 return OpenSagas(*raw->env, *raw->log,
+                                                                  raw->config, raw->metrics);
+                                               },
+                                               *impl->leases));
+  } else if (impl->config.sagas.enabled) {
     CONVERGE_ASSIGN_OR_RETURN(impl->sagas,
                               OpenSagas(*impl->env, *impl->log, impl->config, impl->metrics));
+  }
+  if (impl->sagas) {
     // Computed at scrape time (scrapes run on the pool, joined before the orchestrator closes).
     impl->metrics.AddCollector([sagas =
                                     impl->sagas.get()](std::vector<MetricsRegistry::Sample>* out) {
@@ -387,15 +425,7 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   impl->http = std::make_unique<HttpServer>(
       impl->ioc, http_options, [api](HttpRequest& req) { return api->Handle(req); },
       &impl->metrics);
-  if (impl->config.cluster.enabled) {
-    // The lease table must answer at start, as a shared store must.
-    CONVERGE_ASSIGN_OR_RETURN(impl->leases, LeasedWork::Open(*impl->env, impl->config));
-    impl->metrics.AddCollector([leases = impl->leases.get()](
-                                   std::vector<MetricsRegistry::Sample>* out) {
-      leases->CollectMetrics(out);
-    });
-    impl->api->SetLeases(impl->leases.get());
-  }
+  if (impl->leases) impl->api->SetLeases(impl->leases.get());
   if (impl->config.relays.enabled) {
     // Last, so that nothing after it can fail with relay threads running. The relays connect
     // lazily: a service database that is down is retried in the background, not an error.
@@ -587,14 +617,15 @@ Status Server::Run(bool handle_signals) {
   // The appliers finish their step (each commits its rows with its position in one target
   // transaction) and close their databases.
   if (impl->replicas) impl->replicas->Stop();
+  // Leased work stops (relays and a leased orchestrator), then the leases are released, so
+  // another sidecar takes them at once.
+  if (impl->leases) impl->leases->Stop();
   // The saga log is synced batch by batch; stopping the orchestrator here means no command is
   // appended after the log's final sync (one in flight is sent again on the next start).
   impl->sagas.reset();
   // The relays stop between batches (a batch being published finishes first; rows not yet
   // deleted are published again at the next start and dropped by the log's dedup), so their
-  // last appends are covered by the log's final sync below. Leased work stops first, then its
-  // leases are released, so another sidecar takes them at once.
-  if (impl->leases) impl->leases->Stop();
+  // last appends are covered by the log's final sync below.
   if (impl->relays) impl->relays->Stop();
   // No ack after the groups' final flush (requests in flight are sent again at the next start).
   if (impl->push) impl->push->Stop();

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "converge/client.h"
 #include "converge/env.h"
 #include "converge/event.h"
 #include "converge/outbox.h"
@@ -95,13 +96,27 @@ class LeaseServeTest : public ::testing::Test {
     return yaml;
   }
 
-  // GET /v1/leases: whether `server` holds relay:orders (nullopt: no answer).
-  static std::optional<bool> Holds(const testing::ServeProcess& server) {
+  // Sagas only (no relays): the saga log in the shared PostgreSQL.
+  std::string SagaConfig(const std::string& instance) const {
+    return "log:\n  backend: jetstream\n  jetstream:\n    servers: [" + nats_->Url(0) +
+           "]\n    stream_prefix: leasesagas\n"
+           "store:\n  enabled: false\n"
+           "sagas:\n  postgres_conninfo: \"" +
+           pg_->ConnInfo() +
+           "\"\n  postgres_table: lease_sagas\n"
+           "cluster:\n  instance_id: " +
+           instance + "\n  postgres_conninfo: \"" + pg_->ConnInfo() +
+           "\"\n  lease_ttl_ms: " + std::to_string(kTtlMs) + "\n";
+  }
+
+  // GET /v1/leases: whether `server` holds lease `name` (nullopt: no answer).
+  static std::optional<bool> Holds(const testing::ServeProcess& server,
+                                   const std::string& name = "relay:orders") {
     testing::HttpResult r = testing::HttpCall(server.port(), "GET", "/v1/leases");
     if (r.status != 200) return std::nullopt;
     json::value v = json::parse(r.body);
     for (const json::value& l : v.at("leases").as_array()) {
-      if (l.at("name").as_string() == "relay:orders") return l.at("held").as_bool();
+      if (l.at("name").as_string() == name) return l.at("held").as_bool();
     }
     return std::nullopt;
   }
@@ -306,6 +321,165 @@ TEST_F(LeaseServeTest, PostgresRestartNeverLeavesTwoHolders) {
   const std::vector<std::string> committed = producer->committed();
   producer.reset();
   ExpectEveryRowOnce(Holds(a) == true ? a : b, committed);
+}
+
+// ---------------------------------------------------------------------------------------
+// Sagas: the orchestrator under the lease "sagas", its saga log in the shared PostgreSQL.
+
+constexpr const char* kOrderSaga = R"yaml(name: order
+version: 1
+steps:
+  - name: reserve
+    participant: inventory
+    action: inventory.reserve
+    compensation: inventory.release
+    timeout_ms: 2000
+  - name: charge
+    participant: payments
+    action: payments.charge
+    pivot: true
+    timeout_ms: 2000
+  - name: ship
+    participant: shipping
+    action: shipping.schedule
+    timeout_ms: 2000
+)yaml";
+
+// The participant services, through one sidecar: fetch commands, reply ok, ack.
+class Participants {
+ public:
+  explicit Participants(uint16_t port) : client_(Options(port)) {}
+
+  static client::Options Options(uint16_t port) {
+    client::Options o;
+    o.host = "127.0.0.1";
+    o.port = port;
+    o.timeout_ms = 30'000;
+    return o;
+  }
+
+  size_t Round() {
+    size_t handled = 0;
+    for (const char* topic : {"inventory", "payments", "shipping"}) {
+      client::FetchOptions f;
+      f.max_events = 100;
+      f.wait_ms = 0;
+      Result<std::vector<client::Delivery>> got = client_.Fetch(topic, "svc", f);
+      if (!got.ok()) continue;
+      std::vector<client::Lease> leases;
+      for (const client::Delivery& d : *got) {
+        if (d.event && Reply(*d.event).ok()) ++handled;
+        leases.push_back(d.lease());
+      }
+      if (!leases.empty()) client_.Ack(topic, "svc", leases).status().IgnoreError();
+    }
+    return handled;
+  }
+
+ private:
+  Status Reply(const Event& cmd) {
+    Event r;
+    r.set_id(cmd.id() + "/reply");
+    r.set_source("/test/participant");
+    r.set_type("converge.saga.reply");
+    if (const Extension* token = cmd.FindExtension("sagatoken")) {
+      r.SetExtension("sagatoken", token->value);
+    }
+    for (const char* name : {"sagaid", "sagastep", "sagakind", "sagaattempt"}) {
+      const Extension* e = cmd.FindExtension(name);
+      if (e == nullptr) return InvalidArgumentError(std::string("command without ") + name);
+      if (e->kind == ExtensionKind::kInteger) {
+        r.SetExtensionInteger(e->name, std::stoi(e->value));
+      } else {
+        r.SetExtension(e->name, e->value);
+      }
+    }
+    r.SetExtension("sagaoutcome", "ok");
+    if (cmd.FindExtension("sagakind")->value != "action") r.SetExtensionBoolean("sagaapplied", true);
+    r.set_partitionkey(cmd.FindExtension("sagaid")->value);
+    const Extension* reply_to = cmd.FindExtension("sagareplyto");
+    if (reply_to == nullptr) return InvalidArgumentError("command without sagareplyto");
+    return client_.PublishOne(reply_to->value, r).status();
+  }
+
+  client::Client client_;
+};
+
+std::string SagaState(const testing::ServeProcess& server, const std::string& id) {
+  testing::HttpResult r = testing::HttpCall(server.port(), "GET", "/v1/sagas/" + id);
+  if (r.status != 200) return "http " + std::to_string(r.status);
+  return std::string(json::parse(r.body).at("state").as_string());
+}
+
+std::string StartSaga(const testing::ServeProcess& server, int n, int* status) {
+  testing::HttpResult r = testing::HttpCall(
+      server.port(), "POST", "/v1/sagas",
+      "{\"definition\":\"order\",\"data\":{\"n\":" + std::to_string(n) + "}}",
+      {{"Content-Type", "application/json"}});
+  *status = r.status;
+  if (r.status != 201) return "";
+  return std::string(json::parse(r.body).at("id").as_string());
+}
+
+TEST_F(LeaseServeTest, SagaOrchestratorTakeoverAfterSigkillFinishesEverySaga) {
+  testing::ServeProcess a(SagaConfig("a"));
+  ASSERT_TRUE(a.Start().ok()) << a.Log();
+  ASSERT_TRUE(Eventually([&] { return Holds(a, "sagas") == true; }, 15'000)) << a.Log();
+  // Without the lease, this second sidecar would not start: the saga log's table is taken.
+  testing::ServeProcess b(SagaConfig("b"));
+  ASSERT_TRUE(b.Start().ok()) << b.Log();
+  ASSERT_TRUE(Eventually([&] { return Holds(b, "sagas").has_value(); }, 15'000)) << b.Log();
+  EXPECT_EQ(Holds(b, "sagas"), false);
+
+  ASSERT_EQ(testing::HttpCall(a.port(), "POST", "/v1/saga-definitions", kOrderSaga,
+                              {{"Content-Type", "application/json"}})
+                .status,
+            201);
+  int status = 0;
+  // The standby answers 503: the sagas run in the holder.
+  EXPECT_EQ(StartSaga(b, 0, &status), "");
+  EXPECT_EQ(status, 503);
+
+  std::vector<std::string> ids;
+  for (int n = 1; n <= 20; ++n) {
+    std::string id = StartSaga(a, n, &status);
+    ASSERT_EQ(status, 201);
+    ids.push_back(id);
+  }
+  // The participants answer through b; some sagas move on before a dies.
+  Participants participants(b.port());
+  for (int i = 0; i < 3; ++i) participants.Round();
+
+  a.Kill();
+  const auto killed = Clock::now();
+  ASSERT_TRUE(Eventually([&] { return Holds(b, "sagas") == true; }, 30'000)) << b.Log();
+  const double takeover_s = std::chrono::duration<double>(Clock::now() - killed).count();
+  std::printf("saga orchestrator takeover: %.3f s from SIGKILL to the lease held by the other "
+              "sidecar (ttl %.1f s)\n",
+              takeover_s, kTtlMs / 1000.0);
+  // Sagas start through the new holder once its orchestrator recovered the saga log.
+  ASSERT_TRUE(Eventually(
+      [&] {
+        std::string id = StartSaga(b, 100, &status);
+        if (status == 201) ids.push_back(id);
+        return status == 201;
+      },
+      30'000))
+      << b.Log();
+  std::printf("saga starts accepted again %.3f s after SIGKILL\n",
+              std::chrono::duration<double>(Clock::now() - killed).count());
+
+  size_t completed = 0;
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  while (Clock::now() < deadline) {
+    participants.Round();
+    completed = 0;
+    for (const std::string& id : ids) completed += SagaState(b, id) == "completed";
+    if (completed == ids.size()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::printf("sagas completed after the takeover: %zu of %zu\n", completed, ids.size());
+  EXPECT_EQ(completed, ids.size()) << b.Log();
 }
 
 }  // namespace
