@@ -393,7 +393,28 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   deps.system_topics = impl->system_topics.get();
   deps.schemas = impl->schemas.get();
   if (!impl->config.replicas.empty()) {
-    impl->replicas = Replicas::Start(*impl->env, *impl->log, impl->store.get(), impl->config);
+    // With cluster:, a replica into a shared target (a PostgreSQL table, or a collection of a
+    // store in PostgreSQL) runs only in the sidecar holding its lease "replica:<name>"; a
+    // replica into this sidecar's own SQLite file or embedded store is this sidecar's copy.
+    const bool shared_store = impl->config.store.backend == "postgres";
+    auto leased = [has_leases = impl->leases != nullptr, shared_store](const ReplicaConfig& r) {
+      if (!has_leases) return false;
+      return r.target_collection.empty() ? r.engine == sql::Engine::kPostgres : shared_store;
+    };
+    impl->replicas =
+        Replicas::Start(*impl->env, *impl->log, impl->store.get(), impl->config, leased);
+    for (const ReplicaConfig& r : impl->config.replicas) {
+      if (!leased(r)) continue;
+      Replicas* replicas = impl->replicas.get();
+      const std::string name = r.name;
+      CONVERGE_RETURN_IF_ERROR(impl->leases->Add(
+          "replica:" + name,
+          [replicas, name] {
+            replicas->SetRunning(name, true);
+            return Status::Ok();
+          },
+          [replicas, name] { replicas->SetRunning(name, false); }));
+    }
     // Scrapes run on the pool, joined before the replicas stop.
     impl->metrics.AddCollector(
         [replicas = impl->replicas.get()](std::vector<MetricsRegistry::Sample>* out) {

@@ -482,5 +482,67 @@ TEST_F(LeaseServeTest, SagaOrchestratorTakeoverAfterSigkillFinishesEverySaga) {
   EXPECT_EQ(completed, ids.size()) << b.Log();
 }
 
+// ---------------------------------------------------------------------------------------
+// Replicas: a topic of change events (in the shared log) copied into a PostgreSQL table
+// shared by both sidecars, under the lease "replica:orders".
+
+TEST_F(LeaseServeTest, ReplicaIntoASharedTableRunsInTheHolderOnlyAndIsTakenOver) {
+  auto config = [&](const std::string& instance) {
+    return "log:\n  backend: jetstream\n  jetstream:\n    servers: [" + nats_->Url(0) +
+           "]\n    stream_prefix: leasereplicas\n"
+           "store:\n  enabled: false\nsagas:\n  enabled: false\n"
+           "replicas:\n  - name: orders\n    source: {topic: order-changes}\n"
+           "    target: {postgres: '" +
+           pg_->ConnInfo() +
+           "', table: orders_copy}\n    poll_interval_ms: 100\n"
+           "cluster:\n  instance_id: " +
+           instance + "\n  postgres_conninfo: \"" + pg_->ConnInfo() +
+           "\"\n  lease_ttl_ms: " + std::to_string(kTtlMs) + "\n";
+  };
+  auto running = [](const testing::ServeProcess& server) -> std::optional<bool> {
+    testing::HttpResult r = testing::HttpCall(server.port(), "GET", "/v1/replicas/orders");
+    if (r.status != 200) return std::nullopt;
+    return json::parse(r.body).at("running").as_bool();
+  };
+  auto publish = [](const testing::ServeProcess& server, int n) {
+    const std::string key = Numbered("o", n);
+    return testing::HttpCall(
+               server.port(), "POST", "/v1/topics/order-changes/events",
+               R"({"specversion":"1.0","id":")" + key +
+                   R"(/1","source":"/orders","type":"converge.change.upsert","subject":")" + key +
+                   R"(","version":"1","datacontenttype":"application/json","data":{"n":1}})",
+               {{"Content-Type", "application/cloudevents+json"}})
+        .status;
+  };
+  auto rows = [&] { return pg_->Query("postgres", "SELECT count(*) FROM orders_copy").value_or("?"); };
+
+  testing::ServeProcess a(config("a"));
+  ASSERT_TRUE(a.Start().ok()) << a.Log();
+  testing::HttpResult created = testing::HttpCall(
+      a.port(), "POST", "/v1/topics", R"({"name":"order-changes","partitions":1})",
+      {{"Content-Type", "application/json"}});
+  ASSERT_TRUE(created.status == 200 || created.status == 201) << created.body;
+  ASSERT_TRUE(Eventually([&] { return Holds(a, "replica:orders") == true; }, 15'000)) << a.Log();
+  ASSERT_TRUE(Eventually([&] { return running(a) == true; }, 15'000)) << a.Log();
+  testing::ServeProcess b(config("b"));
+  ASSERT_TRUE(b.Start().ok()) << b.Log();
+  ASSERT_TRUE(Eventually([&] { return running(b).has_value(); }, 15'000)) << b.Log();
+
+  for (int n = 0; n < 50; ++n) ASSERT_EQ(publish(n % 2 ? a : b, n), 200);
+  ASSERT_TRUE(Eventually([&] { return rows() == "50"; }, 30'000)) << rows();
+  // Only the holder applies: without the lease both appliers would write the shared table.
+  EXPECT_EQ(running(b), false);
+  EXPECT_EQ(Holds(b, "replica:orders"), false);
+
+  a.Kill();
+  const auto killed = Clock::now();
+  for (int n = 50; n < 100; ++n) ASSERT_EQ(publish(b, n), 200);
+  ASSERT_TRUE(Eventually([&] { return running(b) == true; }, 30'000)) << b.Log();
+  std::printf("replica takeover: %.3f s from SIGKILL to the applier running in the other "
+              "sidecar (ttl %.1f s)\n",
+              std::chrono::duration<double>(Clock::now() - killed).count(), kTtlMs / 1000.0);
+  ASSERT_TRUE(Eventually([&] { return rows() == "100"; }, 30'000)) << rows();
+}
+
 }  // namespace
 }  // namespace converge
