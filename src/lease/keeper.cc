@@ -13,8 +13,7 @@
 namespace converge::lease {
 
 struct LeaseKeeper::Core : std::enable_shared_from_this<LeaseKeeper::Core> {
-  Core(Env& e, LeaseStore& s, LeaseKeeperOptions o)
-      : env(e), store(s), options(std::move(o)) {}
+  Core(Env& e, LeaseStore& s, LeaseKeeperOptions o) : env(e), store(s), options(std::move(o)) {}
 
   Env& env;
   LeaseStore& store;

@@ -47,7 +47,7 @@ struct Acquired {
 // One lease as the database sees it (for admin views).
 struct LeaseRecord {
   std::string name;
-  std::string holder;      // empty once released
+  std::string holder;  // empty once released
   int64_t token = 0;
   int64_t expires_in_ms = 0;  // by the database's clock; 0 when expired or released
 };
@@ -84,7 +84,8 @@ struct PostgresLeaseStoreOptions {
 // Connects and creates the table if it is missing. InvalidArgument for a bad table name;
 // Unavailable if PostgreSQL cannot be reached (the caller decides whether to retry). Later
 // calls reconnect by themselves after a lost connection.
-Result<std::unique_ptr<LeaseStore>> OpenPostgresLeaseStore(const PostgresLeaseStoreOptions& options);
+Result<std::unique_ptr<LeaseStore>> OpenPostgresLeaseStore(
+    const PostgresLeaseStoreOptions& options);
 
 // A fenced write: inside `txn` (a transaction on the lease database), OK only if `name` is
 // still held with `token` and has not expired; the row is then locked (FOR SHARE) until the

@@ -167,7 +167,7 @@ void RunSeed(uint64_t seed) {
   for (auto& k : keepers) k->Start();
 
   int64_t last_token = 0;
-  int64_t cut_at = -1;     // when the holder was cut off (-1: none now)
+  int64_t cut_at = -1;  // when the holder was cut off (-1: none now)
   int cut_holder = -1;
   int64_t lost_at_cut = 0;
   const int64_t end = 120'000 * kMs;

@@ -111,23 +111,23 @@ class PostgresLeaseStore final : public LeaseStore {
   Result<std::vector<LeaseRecord>> List() override {
     std::lock_guard<std::mutex> lock(mu_);
     std::vector<LeaseRecord> out;
-    Status s =
-        db_->Query("SELECT name, CASE WHEN released THEN '' ELSE holder END, token, "
-                   "CASE WHEN released OR expires_at <= now() THEN 0 ELSE "
-                   "ceil(extract(epoch FROM expires_at - now()) * 1000)::bigint END FROM " +
-                       table_ + " ORDER BY name",
-                   {},
-                   [&](const sql::Row& row) -> Status {
-                     LeaseRecord r;
-                     r.name = std::string(row.Bytes(0));
-                     r.holder = std::string(row.Bytes(1));
-                     CONVERGE_ASSIGN_OR_RETURN(r.token, row.Int(2));
-                     CONVERGE_ASSIGN_OR_RETURN(r.expires_in_ms, row.Int(3));
-                     if (r.expires_in_ms == 0) r.holder.clear();
-                     out.push_back(std::move(r));
-                     return Status::Ok();
-                   })
-            .status();
+    Status s = db_->Query(
+                      "SELECT name, CASE WHEN released THEN '' ELSE holder END, token, "
+                      "CASE WHEN released OR expires_at <= now() THEN 0 ELSE "
+                      "ceil(extract(epoch FROM expires_at - now()) * 1000)::bigint END FROM " +
+                          table_ + " ORDER BY name",
+                      {},
+                      [&](const sql::Row& row) -> Status {
+                        LeaseRecord r;
+                        r.name = std::string(row.Bytes(0));
+                        r.holder = std::string(row.Bytes(1));
+                        CONVERGE_ASSIGN_OR_RETURN(r.token, row.Int(2));
+                        CONVERGE_ASSIGN_OR_RETURN(r.expires_in_ms, row.Int(3));
+                        if (r.expires_in_ms == 0) r.holder.clear();
+                        out.push_back(std::move(r));
+                        return Status::Ok();
+                      })
+                   .status();
     if (!s.ok()) return s;
     return out;
   }

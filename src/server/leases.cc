@@ -108,9 +108,8 @@ struct LeasedWork::Impl {
                      w.name.c_str(), s.ToString().c_str());
         std::shared_ptr<SerialThread> t = work_thread;
         Work* wp = &w;
-        env->executor().Schedule(kStartRetryNanos, [t, this, wp] {
-          t->Post([this, wp] { Reconcile(*wp); });
-        });
+        env->executor().Schedule(kStartRetryNanos,
+                                 [t, this, wp] { t->Post([this, wp] { Reconcile(*wp); }); });
         return;
       }
       w.running = true;
@@ -223,8 +222,9 @@ std::vector<LeaseView> LeasedWork::View() const {
 void LeasedWork::CollectMetrics(std::vector<MetricsRegistry::Sample>* out) const {
   for (const LeaseView& v : View()) {
     Labels labels = {{"name", v.name}};
-    out->push_back({"converge_lease_held", "1 while this sidecar holds the lease (by its own deadline).",
-                    "gauge", labels, v.held ? 1.0 : 0.0});
+    out->push_back({"converge_lease_held",
+                    "1 while this sidecar holds the lease (by its own deadline).", "gauge", labels,
+                    v.held ? 1.0 : 0.0});
     out->push_back({"converge_lease_token", "Fencing token of the held lease (0 when not held).",
                     "gauge", labels, static_cast<double>(v.token)});
     out->push_back({"converge_lease_acquisitions_total", "Times this sidecar acquired the lease.",
@@ -450,8 +450,8 @@ Result<std::unique_ptr<SagaOrchestrator>> StartLeasedSagas(LeasedSagas::OpenFn o
                                                            LeasedWork& leases) {
   auto sagas = std::make_unique<LeasedSagas>(std::move(open));
   LeasedSagas* raw = sagas.get();
-  CONVERGE_RETURN_IF_ERROR(
-      leases.Add("sagas", [raw] { return raw->StartWork(); }, [raw] { raw->StopWork(); }));
+  CONVERGE_RETURN_IF_ERROR(leases.Add(
+      "sagas", [raw] { return raw->StartWork(); }, [raw] { raw->StopWork(); }));
   return std::unique_ptr<SagaOrchestrator>(std::move(sagas));
 }
 

@@ -204,7 +204,8 @@ class LeaseServeTest : public ::testing::Test {
     ASSERT_NE(db, nullptr);
     ASSERT_TRUE(Eventually(
         [&] {
-          std::string n = pg_->Query("postgres", "SELECT count(*) FROM converge_outbox").value_or("?");
+          std::string n =
+              pg_->Query("postgres", "SELECT count(*) FROM converge_outbox").value_or("?");
           return n == "0";
         },
         30'000))
@@ -257,10 +258,11 @@ TEST_F(LeaseServeTest, RelayTakeoverAfterSigkillLosesNothingAndPublishesOnce) {
   ASSERT_TRUE(Eventually([&] { return Published(b) > 0; }, 30'000)) << b.Log();
   const double takeover_s = std::chrono::duration<double>(Clock::now() - killed).count();
   const double bound_s = (kTtlMs + kTtlMs / 3) / 1000.0;
-  std::printf("relay takeover: %.3f s from SIGKILL to the first event relayed by the other "
-              "sidecar (ttl %.1f s, renew interval %.3f s: bound %.3f s + a round trip and "
-              "the relay's start)\n",
-              takeover_s, kTtlMs / 1000.0, kTtlMs / 3000.0, bound_s);
+  std::printf(
+      "relay takeover: %.3f s from SIGKILL to the first event relayed by the other "
+      "sidecar (ttl %.1f s, renew interval %.3f s: bound %.3f s + a round trip and "
+      "the relay's start)\n",
+      takeover_s, kTtlMs / 1000.0, kTtlMs / 3000.0, bound_s);
   EXPECT_LT(takeover_s, bound_s + 2.0);
   EXPECT_EQ(Holds(b), true);
 
@@ -299,8 +301,7 @@ TEST_F(LeaseServeTest, PostgresRestartNeverLeavesTwoHolders) {
   ASSERT_TRUE(pg_->Stop().ok());
   const auto stopped = Clock::now();
   // By its own deadline the holder stops: within ttl after its last renewal.
-  EXPECT_TRUE(Eventually([&] { return Holds(a) == false && Holds(b) == false; },
-                         kTtlMs + 1000))
+  EXPECT_TRUE(Eventually([&] { return Holds(a) == false && Holds(b) == false; }, kTtlMs + 1000))
       << "a lease is still held " << kTtlMs + 1000 << " ms after PostgreSQL stopped";
   std::printf("leases dropped %.3f s after PostgreSQL stopped\n",
               std::chrono::duration<double>(Clock::now() - stopped).count());
@@ -395,7 +396,8 @@ class Participants {
       }
     }
     r.SetExtension("sagaoutcome", "ok");
-    if (cmd.FindExtension("sagakind")->value != "action") r.SetExtensionBoolean("sagaapplied", true);
+    if (cmd.FindExtension("sagakind")->value != "action")
+      r.SetExtensionBoolean("sagaapplied", true);
     r.set_partitionkey(cmd.FindExtension("sagaid")->value);
     const Extension* reply_to = cmd.FindExtension("sagareplyto");
     if (reply_to == nullptr) return InvalidArgumentError("command without sagareplyto");
@@ -412,10 +414,10 @@ std::string SagaState(const testing::ServeProcess& server, const std::string& id
 }
 
 std::string StartSaga(const testing::ServeProcess& server, int n, int* status) {
-  testing::HttpResult r = testing::HttpCall(
-      server.port(), "POST", "/v1/sagas",
-      "{\"definition\":\"order\",\"data\":{\"n\":" + std::to_string(n) + "}}",
-      {{"Content-Type", "application/json"}});
+  testing::HttpResult r =
+      testing::HttpCall(server.port(), "POST", "/v1/sagas",
+                        "{\"definition\":\"order\",\"data\":{\"n\":" + std::to_string(n) + "}}",
+                        {{"Content-Type", "application/json"}});
   *status = r.status;
   if (r.status != 201) return "";
   return std::string(json::parse(r.body).at("id").as_string());
@@ -454,9 +456,10 @@ TEST_F(LeaseServeTest, SagaOrchestratorTakeoverAfterSigkillFinishesEverySaga) {
   const auto killed = Clock::now();
   ASSERT_TRUE(Eventually([&] { return Holds(b, "sagas") == true; }, 30'000)) << b.Log();
   const double takeover_s = std::chrono::duration<double>(Clock::now() - killed).count();
-  std::printf("saga orchestrator takeover: %.3f s from SIGKILL to the lease held by the other "
-              "sidecar (ttl %.1f s)\n",
-              takeover_s, kTtlMs / 1000.0);
+  std::printf(
+      "saga orchestrator takeover: %.3f s from SIGKILL to the lease held by the other "
+      "sidecar (ttl %.1f s)\n",
+      takeover_s, kTtlMs / 1000.0);
   // Sagas start through the new holder once its orchestrator recovered the saga log.
   ASSERT_TRUE(Eventually(
       [&] {
@@ -514,13 +517,15 @@ TEST_F(LeaseServeTest, ReplicaIntoASharedTableRunsInTheHolderOnlyAndIsTakenOver)
                {{"Content-Type", "application/cloudevents+json"}})
         .status;
   };
-  auto rows = [&] { return pg_->Query("postgres", "SELECT count(*) FROM orders_copy").value_or("?"); };
+  auto rows = [&] {
+    return pg_->Query("postgres", "SELECT count(*) FROM orders_copy").value_or("?");
+  };
 
   testing::ServeProcess a(config("a"));
   ASSERT_TRUE(a.Start().ok()) << a.Log();
-  testing::HttpResult created = testing::HttpCall(
-      a.port(), "POST", "/v1/topics", R"({"name":"order-changes","partitions":1})",
-      {{"Content-Type", "application/json"}});
+  testing::HttpResult created = testing::HttpCall(a.port(), "POST", "/v1/topics",
+                                                  R"({"name":"order-changes","partitions":1})",
+                                                  {{"Content-Type", "application/json"}});
   ASSERT_TRUE(created.status == 200 || created.status == 201) << created.body;
   ASSERT_TRUE(Eventually([&] { return Holds(a, "replica:orders") == true; }, 15'000)) << a.Log();
   ASSERT_TRUE(Eventually([&] { return running(a) == true; }, 15'000)) << a.Log();
@@ -538,9 +543,10 @@ TEST_F(LeaseServeTest, ReplicaIntoASharedTableRunsInTheHolderOnlyAndIsTakenOver)
   const auto killed = Clock::now();
   for (int n = 50; n < 100; ++n) ASSERT_EQ(publish(b, n), 200);
   ASSERT_TRUE(Eventually([&] { return running(b) == true; }, 30'000)) << b.Log();
-  std::printf("replica takeover: %.3f s from SIGKILL to the applier running in the other "
-              "sidecar (ttl %.1f s)\n",
-              std::chrono::duration<double>(Clock::now() - killed).count(), kTtlMs / 1000.0);
+  std::printf(
+      "replica takeover: %.3f s from SIGKILL to the applier running in the other "
+      "sidecar (ttl %.1f s)\n",
+      std::chrono::duration<double>(Clock::now() - killed).count(), kTtlMs / 1000.0);
   ASSERT_TRUE(Eventually([&] { return rows() == "100"; }, 30'000)) << rows();
 }
 
