@@ -613,8 +613,8 @@ Status ParseCluster(const YAML::Node& n, ClusterConfig* c) {
   if (!n.IsMap()) return KeyError(w, "must be a mapping");
   CONVERGE_RETURN_IF_ERROR(CheckKeys(
       n, w,
-      {"instance_id", "postgres_conninfo", "lease_table", "lease_ttl_ms",
-       "lease_renew_interval_ms", "lease_safety_margin_ms", "postgres_connect_timeout_ms"}));
+      {"instance_id", "postgres_conninfo", "lease_table", "lease_ttl_ms", "lease_renew_interval_ms",
+       "lease_safety_margin_ms", "postgres_connect_timeout_ms"}));
   c->enabled = true;
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "instance_id", &c->instance_id));
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "postgres_conninfo", &c->postgres_conninfo));
@@ -624,18 +624,17 @@ Status ParseCluster(const YAML::Node& n, ClusterConfig* c) {
       ReadInt(n, w, "lease_renew_interval_ms", &c->lease_renew_interval_ms, 0, 600'000));
   CONVERGE_RETURN_IF_ERROR(
       ReadInt(n, w, "lease_safety_margin_ms", &c->lease_safety_margin_ms, 0, 600'000));
-  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "postgres_connect_timeout_ms",
-                                   &c->postgres_connect_timeout_ms, 1, 600'000));
-  const bool id_ok =
-      !c->instance_id.empty() && c->instance_id.size() <= 64 &&
-      c->instance_id.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                       "0123456789_.-") == std::string::npos;
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(n, w, "postgres_connect_timeout_ms", &c->postgres_connect_timeout_ms, 1, 600'000));
+  const bool id_ok = !c->instance_id.empty() && c->instance_id.size() <= 64 &&
+                     c->instance_id.find_first_not_of(
+                         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                         "0123456789_.-") == std::string::npos;
   if (!id_ok) return KeyError(w + ".instance_id", "is required: 1 to 64 of [A-Za-z0-9_.-]");
   if (c->postgres_conninfo.empty()) return KeyError(w + ".postgres_conninfo", "is required");
-  const bool table_ok =
-      !c->lease_table.empty() && c->lease_table.size() <= 60 &&
-      c->lease_table.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") ==
-          std::string::npos;
+  const bool table_ok = !c->lease_table.empty() && c->lease_table.size() <= 60 &&
+                        c->lease_table.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") ==
+                            std::string::npos;
   if (!table_ok) return KeyError(w + ".lease_table", "1 to 60 of [a-z0-9_]");
   return Status::Ok();
 }
@@ -646,8 +645,7 @@ Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
       CheckKeys(root, "",
                 {"listen", "data_dir", "io_threads", "storage_threads", "tls", "auth",
                  "auto_create_topics", "topic_defaults", "log", "groups", "limits", "store",
-                 "sagas", "relays", "topology", "replicas", "subscriptions", "audit",
-                 "cluster"}));
+                 "sagas", "relays", "topology", "replicas", "subscriptions", "audit", "cluster"}));
   std::string listen;
   CONVERGE_RETURN_IF_ERROR(ReadString(root, "", "listen", &listen));
   if (!listen.empty()) {

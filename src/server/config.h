@@ -210,11 +210,12 @@ struct AuditConfig {
 };
 
 // Several sidecars sharing singleton work (docs/scaling.md, "Leases"): with a `cluster:`
-// section, each outbox relay source runs only in the instance holding its lease, a table of
+// section, each outbox relay source, the saga orchestrator on a PostgreSQL saga log and each
+// replica into a shared target run only in the instance holding its lease, a row of a table of
 // PostgreSQL shared by every instance naming the same conninfo and lease_table.
 struct ClusterConfig {
-  bool enabled = false;     // a `cluster:` section is present
-  std::string instance_id;  // [A-Za-z0-9_.-]{1,64}, required; names this sidecar in the table
+  bool enabled = false;           // a `cluster:` section is present
+  std::string instance_id;        // [A-Za-z0-9_.-]{1,64}, required; names this sidecar in the table
   std::string postgres_conninfo;  // required
   std::string lease_table = "converge_leases";  // [a-z0-9_]{1,60}
   int64_t lease_ttl_ms = 10'000;

@@ -205,8 +205,7 @@ TEST(Config, ClusterSection) {
       "cluster: {instance_id: a, postgres_conninfo: x, lease_ttl_ms: 1000, "
       "lease_renew_interval_ms: 900}",
       "cluster");
-  ExpectRejected("cluster: {instance_id: a, postgres_conninfo: x, ttl_ms: 1000}",
-                 "cluster.ttl_ms");
+  ExpectRejected("cluster: {instance_id: a, postgres_conninfo: x, ttl_ms: 1000}", "cluster.ttl_ms");
   ExpectRejected("cluster: [1]", "cluster");
 }
 

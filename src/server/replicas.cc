@@ -55,7 +55,7 @@ struct Replicas::Runner {
   bool woken = false;
   // Under a lease held by another sidecar (cluster:): no applier runs here until unparked.
   bool parked = false;
-  bool park_done = false;  // the thread closed everything for the park
+  bool park_done = false;                     // the thread closed everything for the park
   std::shared_ptr<replica::Applier> applier;  // under mu
   Status not_running = UnavailableError("replica '" + config.name + "' is starting");
   bool stop_reported = false;

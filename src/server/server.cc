@@ -284,10 +284,10 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   if (impl->config.cluster.enabled) {
     // The lease table must answer at start, as a shared store must.
     CONVERGE_ASSIGN_OR_RETURN(impl->leases, LeasedWork::Open(*impl->env, impl->config));
-    impl->metrics.AddCollector([leases = impl->leases.get()](
-                                   std::vector<MetricsRegistry::Sample>* out) {
-      leases->CollectMetrics(out);
-    });
+    impl->metrics.AddCollector(
+        [leases = impl->leases.get()](std::vector<MetricsRegistry::Sample>* out) {
+          leases->CollectMetrics(out);
+        });
   }
 
   // With cluster: and the saga log in PostgreSQL, the orchestrator runs only in the sidecar
@@ -298,12 +298,11 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
     // The definition files are checked now, so that a bad one stops the start here too.
     CONVERGE_RETURN_IF_ERROR(LoadSagaDefinitions(*impl->env, impl->config).status());
     Impl* raw = impl.get();
-    CONVERGE_ASSIGN_OR_RETURN(impl->sagas, StartLeasedSagas(
-                                               [raw] {
-                                                 return OpenSagas(*raw->env, *raw->log,
-                                                                  raw->config, raw->metrics);
-                                               },
-                                               *impl->leases));
+    CONVERGE_ASSIGN_OR_RETURN(
+        impl->sagas,
+        StartLeasedSagas(
+            [raw] { return OpenSagas(*raw->env, *raw->log, raw->config, raw->metrics); },
+            *impl->leases));
   } else if (impl->config.sagas.enabled) {
     CONVERGE_ASSIGN_OR_RETURN(impl->sagas,
                               OpenSagas(*impl->env, *impl->log, impl->config, impl->metrics));
@@ -452,9 +451,9 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
     // lazily: a service database that is down is retried in the background, not an error.
     // With cluster:, each source runs only while this sidecar holds its lease.
     if (impl->leases) {
-      CONVERGE_ASSIGN_OR_RETURN(impl->relays,
-                                StartLeasedRelays(*impl->env, *impl->log,
-                                                  impl->config.relays.service, *impl->leases));
+      CONVERGE_ASSIGN_OR_RETURN(
+          impl->relays,
+          StartLeasedRelays(*impl->env, *impl->log, impl->config.relays.service, *impl->leases));
     } else {
       CONVERGE_ASSIGN_OR_RETURN(
           impl->relays, RelayService::Start(*impl->env, *impl->log, impl->config.relays.service));
