@@ -1,5 +1,6 @@
 #include "server/leases.h"
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
@@ -76,7 +77,8 @@ struct LeasedWork::Impl {
     std::function<Status()> start;
     std::function<void()> stop;
     std::unique_ptr<lease::LeaseKeeper> keeper;
-    bool running = false;  // under work_mu
+    // Written under work_mu; read without it (a view must not wait for a slow start).
+    std::atomic<bool> running{false};
   };
 
   Env* env = nullptr;
@@ -210,10 +212,7 @@ std::vector<LeaseView> LeasedWork::View() const {
     v.token = w->keeper->token();
     v.remaining_ms = w->keeper->remaining_ms();
     v.stats = w->keeper->stats();
-    {
-      std::lock_guard<std::mutex> lock(m.work_mu);
-      v.running = w->running;
-    }
+    v.running = w->running.load();
     out.push_back(std::move(v));
   }
   return out;
