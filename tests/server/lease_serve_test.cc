@@ -8,6 +8,11 @@
 //   - PostgreSQL stopped for longer than the lease ttl and started again: the holder stops
 //     relaying by its own deadline, never do both sidecars hold the lease, one takes it again,
 //     and every row still arrives once.
+//   - The saga orchestrator (saga log in PostgreSQL) under the lease "sagas": the standby
+//     answers 503; SIGKILL of the holder with sagas in flight: the other recovers the saga log
+//     and every saga completes.
+//   - A replica into a shared PostgreSQL table under "replica:<name>": only the holder applies;
+//     after SIGKILL the other applies every change.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -16,6 +21,7 @@
 #include <boost/json/value.hpp>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -119,6 +125,14 @@ class LeaseServeTest : public ::testing::Test {
       if (l.at("name").as_string() == name) return l.at("held").as_bool();
     }
     return std::nullopt;
+  }
+
+  // The value of one sample of /metrics (-1: not found).
+  static double Metric(const testing::ServeProcess& server, const std::string& sample) {
+    testing::HttpResult r = testing::HttpCall(server.port(), "GET", "/metrics");
+    const size_t at = r.body.find("\n" + sample + " ");
+    if (at == std::string::npos) return -1;
+    return std::strtod(r.body.c_str() + at + sample.size() + 2, nullptr);
   }
 
   // Events relay "orders" published according to GET /v1/relays (-1: no answer).
@@ -252,6 +266,8 @@ TEST_F(LeaseServeTest, RelayTakeoverAfterSigkillLosesNothingAndPublishesOnce) {
   // Only the holder relays: without the lease both relays share the outbox's buckets.
   EXPECT_EQ(Holds(b), false);
   EXPECT_EQ(Published(b), 0) << "the standby relayed while the other held the lease";
+  EXPECT_EQ(Metric(a, "converge_lease_held{name=\"relay:orders\"}"), 1);
+  EXPECT_EQ(Metric(b, "converge_lease_held{name=\"relay:orders\"}"), 0);
 
   a.Kill();
   const auto killed = Clock::now();
@@ -265,6 +281,8 @@ TEST_F(LeaseServeTest, RelayTakeoverAfterSigkillLosesNothingAndPublishesOnce) {
       takeover_s, kTtlMs / 1000.0, kTtlMs / 3000.0, bound_s);
   EXPECT_LT(takeover_s, bound_s + 2.0);
   EXPECT_EQ(Holds(b), true);
+  // Taken over from a holder that never released it.
+  EXPECT_EQ(Metric(b, "converge_lease_takeovers_total{name=\"relay:orders\"}"), 1);
 
   std::this_thread::sleep_for(std::chrono::milliseconds(1000));
   producer.Stop();
