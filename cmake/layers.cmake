@@ -40,6 +40,7 @@ converge_layer(sql      2 USES core env                           PUBLIC sql.h s
 converge_layer(jetstream 2 USES core env log)
 converge_layer(schema   2 USES core)
 converge_layer(cdc      2 USES core env)
+converge_layer(lease    2 USES core env sql)
 converge_layer(conflict 3 USES core env                           PUBLIC conflict/*.h)
 converge_layer(outbox   3 USES core env log groups sql cdc        PUBLIC outbox.h relay.h inbox.h)
 converge_layer(store    3 USES core env log sql conflict          PUBLIC store.h)
@@ -48,7 +49,7 @@ converge_layer(reconcile 3 USES core env sql)
 converge_layer(topology 3 USES core env schema)
 converge_layer(replica  3 USES core env log sql                   PUBLIC replica.h)
 converge_layer(audit    3 USES core env log)
-converge_layer(server   4 USES core env wire log groups sql jetstream schema outbox store saga topology replica reconcile audit client)
+converge_layer(server   4 USES core env wire log groups sql jetstream schema lease outbox store saga topology replica reconcile audit client)
 converge_layer(client   4 USES core env wire log                  PUBLIC client.h)
 
 # ---- checks of the table itself ----

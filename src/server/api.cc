@@ -295,6 +295,8 @@ const std::vector<Api::Route>& Api::RouteTable() {
       {V::get, "/v1/relays", RouteId::kListRelays, &Api::ListRelays, A::kToken, M::kCore},
       // The end-to-end audit's last findings: admin tokens only.
       {V::get, "/v1/audit", RouteId::kAudit, &Api::GetAudit, A::kToken, M::kCore},
+      // This sidecar's leases of singleton work (cluster:): admin tokens only.
+      {V::get, "/v1/leases", RouteId::kListLeases, &Api::ListLeases, A::kToken, M::kCore},
       {V::get, "/v1/relays/dead-letters", RouteId::kListRelayDeadLetters,
        &Api::ListRelayDeadLetters, A::kToken, M::kCore},
       {V::post, "/v1/relays/dead-letters/replay", RouteId::kReplayRelayDeadLetters,

@@ -52,6 +52,7 @@
 namespace converge::server {
 
 class Replicas;
+class LeasedWork;
 class PushService;
 
 struct ApiDeps {
@@ -128,6 +129,9 @@ class Api {
     std::lock_guard lock(relays_mu_);
     relays_ = std::move(relays);
   }
+
+  // The leases of singleton work (cluster:), for GET /v1/leases; set once, before serving.
+  void SetLeases(const LeasedWork* leases) { leases_ = leases; }
 
   // Readiness turns false; streams and long polls end (the WakeupHub is shut down by the
   // caller).
@@ -222,6 +226,7 @@ class Api {
   asio::awaitable<HttpReply> SeekGroup(Call& call);
   asio::awaitable<HttpReply> ListRelays(Call& call);
   asio::awaitable<HttpReply> GetAudit(Call& call);
+  asio::awaitable<HttpReply> ListLeases(Call& call);
   asio::awaitable<HttpReply> ListRelayDeadLetters(Call& call);
   asio::awaitable<HttpReply> ReplayRelayDeadLetters(Call& call);
   asio::awaitable<HttpReply> DiscardRelayDeadLetters(Call& call);
@@ -356,6 +361,7 @@ class Api {
 
   std::mutex relays_mu_;
   std::weak_ptr<RelayService> relays_;  // relays_mu_
+  const LeasedWork* leases_ = nullptr;
   // Serializes the marks of the relays' dead letters (replay and discard).
   std::mutex relay_marks_mu_;
 };

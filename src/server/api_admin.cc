@@ -14,6 +14,7 @@
 #include "server/api_internal.h"
 #include "server/cloudevents_http.h"
 #include "server/json_util.h"
+#include "server/leases.h"
 #include "server/openapi_document.h"
 
 namespace converge::server {
@@ -613,6 +614,38 @@ asio::awaitable<HttpReply> Api::GetAudit(Call& call) {
   for (size_t i = 0; i < r.errors.size(); ++i) {
     if (i > 0) out += ',';
     AppendJsonString(&out, r.errors[i]);
+  }
+  out += "]}";
+  co_return Reply(JsonReply(http::status::ok, std::move(out)));
+}
+
+asio::awaitable<HttpReply> Api::ListLeases(Call& call) {
+  if (Status s = OnlyAdmins(*call.principal, "see the leases"); !s.ok()) co_return Error(s);
+  if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
+  std::string out = "{\"enabled\":";
+  if (leases_ == nullptr) {
+    out += "false,\"leases\":[]}";
+    co_return Reply(JsonReply(http::status::ok, std::move(out)));
+  }
+  out += "true,\"holder\":";
+  AppendJsonString(&out, leases_->holder());
+  out += ",\"leases\":[";
+  bool first = true;
+  for (const LeaseView& v : leases_->View()) {
+    if (!first) out += ',';
+    first = false;
+    out += "{\"name\":";
+    AppendJsonString(&out, v.name);
+    out += v.held ? ",\"held\":true" : ",\"held\":false";
+    out += v.running ? ",\"running\":true" : ",\"running\":false";
+    out += ",\"token\":" + std::to_string(v.token) +
+           ",\"remaining_ms\":" + std::to_string(v.remaining_ms) +
+           ",\"acquisitions\":" + std::to_string(v.stats.acquisitions) +
+           ",\"takeovers\":" + std::to_string(v.stats.takeovers) +
+           ",\"renew_failures\":" + std::to_string(v.stats.renew_failures) +
+           ",\"losses\":" + std::to_string(v.stats.losses) + ",\"last_error\":";
+    AppendJsonString(&out, v.stats.last_error);
+    out += '}';
   }
   out += "]}";
   co_return Reply(JsonReply(http::status::ok, std::move(out)));

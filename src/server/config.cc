@@ -609,13 +609,44 @@ Status ParseAudit(const YAML::Node& n, AuditConfig* c) {
   return Status::Ok();
 }
 
+Status ParseCluster(const YAML::Node& n, ClusterConfig* c) {
+  const std::string w = "cluster";
+  if (!n.IsMap()) return KeyError(w, "must be a mapping");
+  CONVERGE_RETURN_IF_ERROR(CheckKeys(
+      n, w,
+      {"instance_id", "postgres_conninfo", "lease_table", "lease_ttl_ms", "lease_renew_interval_ms",
+       "lease_safety_margin_ms", "postgres_connect_timeout_ms"}));
+  c->enabled = true;
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "instance_id", &c->instance_id));
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "postgres_conninfo", &c->postgres_conninfo));
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "lease_table", &c->lease_table));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, w, "lease_ttl_ms", &c->lease_ttl_ms, 300, 600'000));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(n, w, "lease_renew_interval_ms", &c->lease_renew_interval_ms, 0, 600'000));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(n, w, "lease_safety_margin_ms", &c->lease_safety_margin_ms, 0, 600'000));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(n, w, "postgres_connect_timeout_ms", &c->postgres_connect_timeout_ms, 1, 600'000));
+  const bool id_ok = !c->instance_id.empty() && c->instance_id.size() <= 64 &&
+                     c->instance_id.find_first_not_of(
+                         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                         "0123456789_.-") == std::string::npos;
+  if (!id_ok) return KeyError(w + ".instance_id", "is required: 1 to 64 of [A-Za-z0-9_.-]");
+  if (c->postgres_conninfo.empty()) return KeyError(w + ".postgres_conninfo", "is required");
+  const bool table_ok = !c->lease_table.empty() && c->lease_table.size() <= 60 &&
+                        c->lease_table.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") ==
+                            std::string::npos;
+  if (!table_ok) return KeyError(w + ".lease_table", "1 to 60 of [a-z0-9_]");
+  return Status::Ok();
+}
+
 Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
   if (!root || root.IsNull()) return Status::Ok();  // an empty file means all defaults
   CONVERGE_RETURN_IF_ERROR(
       CheckKeys(root, "",
                 {"listen", "data_dir", "io_threads", "storage_threads", "tls", "auth",
                  "auto_create_topics", "topic_defaults", "log", "groups", "limits", "store",
-                 "sagas", "relays", "topology", "replicas", "subscriptions", "audit"}));
+                 "sagas", "relays", "topology", "replicas", "subscriptions", "audit", "cluster"}));
   std::string listen;
   CONVERGE_RETURN_IF_ERROR(ReadString(root, "", "listen", &listen));
   if (!listen.empty()) {
@@ -638,6 +669,7 @@ Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
   }
   if (YAML::Node l = root["log"]) CONVERGE_RETURN_IF_ERROR(ParseLog(l, &c->log));
   if (YAML::Node a = root["audit"]) CONVERGE_RETURN_IF_ERROR(ParseAudit(a, &c->audit));
+  if (YAML::Node cl = root["cluster"]) CONVERGE_RETURN_IF_ERROR(ParseCluster(cl, &c->cluster));
   if (YAML::Node g = root["groups"]) CONVERGE_RETURN_IF_ERROR(ParseGroups(g, &c->groups));
   if (YAML::Node l = root["limits"]) CONVERGE_RETURN_IF_ERROR(ParseLimits(l, &c->limits));
   if (YAML::Node st = root["store"]) CONVERGE_RETURN_IF_ERROR(ParseStore(st, &c->store));
@@ -995,7 +1027,24 @@ Status ValidateConfig(const ServerConfig& c) {
     return InvalidArgumentError(
         "config key 'limits.max_event_bytes' exceeds limits.max_body_bytes");
   }
+  if (c.cluster.enabled) {
+    // The keepers' own checks (a renewal must have time to land before the deadline).
+    lease::LeaseKeeperOptions o = LeaseOptionsFor(c, "check");
+    o.holder = c.cluster.instance_id;
+    if (Status s = lease::ValidateKeeperOptions(o); !s.ok()) {
+      return InvalidArgumentError("config key 'cluster': " + std::string(s.message()));
+    }
+  }
   return ValidateModuleOptions(c);
+}
+
+lease::LeaseKeeperOptions LeaseOptionsFor(const ServerConfig& c, const std::string& name) {
+  lease::LeaseKeeperOptions o;
+  o.name = name;
+  o.ttl_ms = c.cluster.lease_ttl_ms;
+  o.renew_interval_ms = c.cluster.lease_renew_interval_ms;
+  o.safety_margin_ms = c.cluster.lease_safety_margin_ms;
+  return o;
 }
 
 }  // namespace converge::server

@@ -23,6 +23,7 @@
 #include "converge/status.h"
 #include "converge/store.h"
 #include "jetstream/jetstream_log.h"
+#include "lease/lease.h"
 #include "store/postgres_store.h"
 #include "topology/topology.h"
 
@@ -203,6 +204,21 @@ struct AuditConfig {
   uint32_t max_findings = 1000;          // listed by GET /v1/audit (all are counted)
 };
 
+// Several sidecars sharing singleton work (docs/scaling.md, "Leases"): with a `cluster:`
+// section, each outbox relay source, the saga orchestrator on a PostgreSQL saga log and each
+// replica into a shared target run only in the instance holding its lease, a row of a table of
+// PostgreSQL shared by every instance naming the same conninfo and lease_table.
+struct ClusterConfig {
+  bool enabled = false;           // a `cluster:` section is present
+  std::string instance_id;        // [A-Za-z0-9_.-]{1,64}, required; names this sidecar in the table
+  std::string postgres_conninfo;  // required
+  std::string lease_table = "converge_leases";  // [a-z0-9_]{1,60}
+  int64_t lease_ttl_ms = 10'000;
+  int64_t lease_renew_interval_ms = 0;  // 0 = lease_ttl_ms / 3
+  int64_t lease_safety_margin_ms = 0;   // 0 = lease_ttl_ms / 5
+  int64_t postgres_connect_timeout_ms = 2'000;
+};
+
 struct ServerConfig {
   std::string listen_address = "127.0.0.1";
   uint16_t listen_port = 8080;  // 0 picks a free port (printed at start)
@@ -230,6 +246,7 @@ struct ServerConfig {
   std::vector<ReplicaConfig> replicas;
   std::vector<SubscriptionConfig> subscriptions;
   AuditConfig audit;
+  ClusterConfig cluster;
 
   bool tls_enabled() const { return !tls_cert_file.empty(); }
   bool auth_enabled() const { return !tokens.empty(); }
@@ -260,6 +277,9 @@ PostgresStoreOptions PostgresStoreOptionsFor(const ServerConfig& config);  // st
 SagaOrchestratorOptions SagaOptionsFor(const ServerConfig& config);
 replica::ApplierOptions ApplierOptionsFor(const ReplicaConfig& replica);  // report left empty
 replica::SqlTargetOptions SqlTargetOptionsFor(const ReplicaConfig& replica);
+// A keeper's options for lease `name` from cluster: (holder, run_blocking and on_change left
+// for the caller).
+lease::LeaseKeeperOptions LeaseOptionsFor(const ServerConfig& config, const std::string& name);
 
 // True for 127.0.0.0/8, ::1 and "localhost".
 bool IsLoopbackAddress(std::string_view address);

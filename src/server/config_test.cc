@@ -175,6 +175,40 @@ TEST(Config, AuditSection) {
   ExpectRejected("audit: [1]", "audit");
 }
 
+TEST(Config, ClusterSection) {
+  Result<ServerConfig> d = ParseConfig("");
+  ASSERT_TRUE(d.ok());
+  EXPECT_FALSE(d->cluster.enabled);
+  Result<ServerConfig> c = ParseConfig(
+      "cluster: {instance_id: node-1.a, postgres_conninfo: 'host=db dbname=x', lease_table: "
+      "shop_leases, lease_ttl_ms: 3000, lease_renew_interval_ms: 900, lease_safety_margin_ms: "
+      "600, postgres_connect_timeout_ms: 2000}");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(c->cluster.enabled);
+  EXPECT_EQ(c->cluster.instance_id, "node-1.a");
+  EXPECT_EQ(c->cluster.lease_table, "shop_leases");
+  EXPECT_EQ(c->cluster.lease_ttl_ms, 3000);
+  lease::LeaseKeeperOptions o = LeaseOptionsFor(*c, "relay:orders");
+  EXPECT_EQ(o.ttl_ms, 3000);
+  EXPECT_EQ(o.renew_interval_ms, 900);
+  EXPECT_EQ(o.safety_margin_ms, 600);
+  ExpectRejected("cluster: {postgres_conninfo: 'host=db'}", "cluster.instance_id");
+  ExpectRejected("cluster: {instance_id: 'a b', postgres_conninfo: 'host=db'}",
+                 "cluster.instance_id");
+  ExpectRejected("cluster: {instance_id: a}", "cluster.postgres_conninfo");
+  ExpectRejected("cluster: {instance_id: a, postgres_conninfo: x, lease_table: Bad-Name}",
+                 "cluster.lease_table");
+  ExpectRejected("cluster: {instance_id: a, postgres_conninfo: x, lease_ttl_ms: 100}",
+                 "cluster.lease_ttl_ms");
+  // A renewal must have time to land before the holder's deadline.
+  ExpectRejected(
+      "cluster: {instance_id: a, postgres_conninfo: x, lease_ttl_ms: 1000, "
+      "lease_renew_interval_ms: 900}",
+      "cluster");
+  ExpectRejected("cluster: {instance_id: a, postgres_conninfo: x, ttl_ms: 1000}", "cluster.ttl_ms");
+  ExpectRejected("cluster: [1]", "cluster");
+}
+
 TEST(Config, LogBackendSection) {
   Result<ServerConfig> d = ParseConfig("");
   ASSERT_TRUE(d.ok());

@@ -53,6 +53,9 @@ struct Replicas::Runner {
   std::condition_variable cv;
   bool stop = false;
   bool woken = false;
+  // Under a lease held by another sidecar (cluster:): no applier runs here until unparked.
+  bool parked = false;
+  bool park_done = false;                     // the thread closed everything for the park
   std::shared_ptr<replica::Applier> applier;  // under mu
   Status not_running = UnavailableError("replica '" + config.name + "' is starting");
   bool stop_reported = false;
@@ -165,6 +168,41 @@ struct Replicas::Runner {
     last_reconcile_error = error;
   }
 
+  // Closes the applier and everything it used; pending waits are answered (Cancelled) by the
+  // applier's destructor, on this thread.
+  void Close(Status why) {
+    std::shared_ptr<replica::Applier> closing;
+    {
+      std::lock_guard lock(mu);
+      closing = std::move(applier);
+      not_running = std::move(why);
+    }
+    closing.reset();
+    watch.reset();
+    source.reset();
+    target.reset();
+    db.reset();
+  }
+
+  // While parked: closes, says so to SetRunning, and waits to be unparked. False once stopping.
+  bool WaitWhileParked() {
+    {
+      std::lock_guard lock(mu);
+      if (!parked) return true;
+    }
+    const bool was_running = Current() != nullptr;
+    Close(UnavailableError("replica '" + config.name +
+                           "' runs in the sidecar holding its lease 'replica:" + config.name +
+                           "', not in this one"));
+    if (was_running) Say("stopped: its lease is held elsewhere");
+    std::unique_lock lock(mu);
+    park_done = true;
+    cv.notify_all();
+    cv.wait(lock, [this] { return stop || !parked; });
+    park_done = false;
+    return !stop;
+  }
+
   void Run() {
     std::string last_error;
     int64_t backoff_ms = 100;
@@ -173,6 +211,7 @@ struct Replicas::Runner {
         std::lock_guard lock(mu);
         if (stop) break;
       }
+      if (!WaitWhileParked()) break;
       std::shared_ptr<replica::Applier> a = Current();
       if (a == nullptr) {
         Status s = OpenApplier();
@@ -231,28 +270,22 @@ struct Replicas::Runner {
               std::min<int64_t>(config.poll_interval_ms, 1000) * 1'000'000 / 2;
       if (*stepped == 0 && !waited && !Pause(config.poll_interval_ms)) break;
     }
-    // Pending waits are answered (Cancelled) by the applier's destructor, on this thread.
-    std::shared_ptr<replica::Applier> closing;
-    {
-      std::lock_guard lock(mu);
-      closing = std::move(applier);
-      not_running = UnavailableError("replica '" + config.name + "' is stopping");
-    }
-    closing.reset();
-    watch.reset();
-    source.reset();
-    target.reset();
-    db.reset();
+    Close(UnavailableError("replica '" + config.name + "' is stopping"));
+    std::lock_guard lock(mu);
+    park_done = true;  // nothing runs any more: a SetRunning(false) waiting may return
+    cv.notify_all();
   }
 };
 
 std::unique_ptr<Replicas> Replicas::Start(Env& env, Log& log, Store* store,
-                                          const ServerConfig& config) {
+                                          const ServerConfig& config,
+                                          const std::function<bool(const ReplicaConfig&)>& leased) {
   std::unique_ptr<Replicas> out(new Replicas());
   out->configs_ = config.replicas;
   for (const ReplicaConfig& c : out->configs_) {
     auto runner = std::make_unique<Runner>(out.get(), env, log, store, c);
     Runner* r = runner.get();
+    r->parked = leased && leased(c);
     runner->thread = std::thread([r] { r->Run(); });
     out->runners_.push_back(std::move(runner));
   }
@@ -296,6 +329,17 @@ R* FindRunner(const std::vector<std::unique_ptr<R>>& runners, const std::string&
   return nullptr;
 }
 }  // namespace
+
+void Replicas::SetRunning(const std::string& name, bool run) {
+  Runner* r = FindRunner(runners_, name);
+  if (r == nullptr) return;
+  std::unique_lock lock(r->mu);
+  r->parked = !run;
+  r->woken = true;
+  r->cv.notify_all();
+  // Parking waits for the thread to close the applier (it finishes its step first).
+  if (!run) r->cv.wait(lock, [r] { return r->stop || r->park_done; });
+}
 
 Replicas::Description Replicas::Describe(const std::string& name) const {
   Description d;
@@ -637,6 +681,11 @@ Result<std::string> Replicas::Reconcile(const std::string& name, Store* store, b
   }
   if (c.remote_url.empty() && store == nullptr) {
     return FailedPreconditionError("the shared store is not enabled on this server");
+  }
+  {
+    // A repair writes the target: only the sidecar holding the replica's lease may.
+    std::lock_guard lock(r->mu);
+    if (r->parked && !dry_run) return r->not_running;
   }
   std::lock_guard run_lock(r->reconcile_mu);
   Env& env = r->env;

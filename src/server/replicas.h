@@ -40,10 +40,17 @@ class Replicas {
  public:
   // Starts one thread per replica of `config.replicas`. `env`, `log` and `store` (null when
   // the store is disabled; then no replica has a store collection as its target) must outlive
-  // Stop().
-  static std::unique_ptr<Replicas> Start(Env& env, Log& log, Store* store,
-                                         const ServerConfig& config);
+  // Stop(). A replica for which `leased` answers true starts parked (no applier, its routes
+  // answer Unavailable naming the lease) until SetRunning(name, true).
+  static std::unique_ptr<Replicas> Start(
+      Env& env, Log& log, Store* store, const ServerConfig& config,
+      const std::function<bool(const ReplicaConfig&)>& leased = nullptr);
   ~Replicas();
+
+  // A leased replica runs (true: its lease is held here) or is parked (false: returns once its
+  // applier is closed, after the step in flight; a repair by reconciliation is refused while
+  // parked). No-op for an unknown name.
+  void SetRunning(const std::string& name, bool run);
 
   // Ends the threads and closes the appliers and their databases. Idempotent.
   void Stop();

@@ -96,6 +96,7 @@ enum class RouteId {
   kDiscardRelayDeadLetters,
   kDiscardDeadLetters,
   kAudit,
+  kListLeases,
   kOpenApi,
   // Push subscriptions.
   kListSubscriptions,

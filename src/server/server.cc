@@ -23,6 +23,7 @@
 #include "server/api.h"
 #include "server/blocking_pool.h"
 #include "server/http_server.h"
+#include "server/leases.h"
 #include "server/metrics.h"
 #include "server/push_service.h"
 #include "server/replicas.h"
@@ -46,6 +47,9 @@ struct Server::Impl {
   std::unique_ptr<SagaOrchestrator> sagas;  // sends commands into `log`, reads replies from it
   std::unique_ptr<SystemTopics> system_topics;  // uses `config` and `sagas`
   std::unique_ptr<SchemaRegistry> schemas;
+  // Singleton work under leases (cluster:); stopped (its works first, then its leases released)
+  // before the works' components are.
+  std::unique_ptr<LeasedWork> leases;
   // Publish into `log`; stopped before the log's final sync. The metrics collector holds a weak
   // reference (the relays' connections and lock files must go before `env` and `log`).
   std::shared_ptr<RelayService> relays;
@@ -89,10 +93,35 @@ Result<std::string> ReadWholeFile(Env& env, const std::string& path) {
   return text;
 }
 
-// The orchestrator on <data_dir>/sagas, with the definition files of the config registered.
+// The definition files of the config, parsed and checked (a bad one stops the start).
+Result<std::vector<SagaDefinition>> LoadSagaDefinitions(Env& env, const ServerConfig& config) {
+  std::vector<SagaDefinition> out;
+  for (const std::string& path : config.sagas.definitions) {
+    Result<std::string> text = ReadWholeFile(env, path);
+    if (!text.ok()) return text.status().WithContext("sagas.definitions");
+    Result<SagaDefinition> definition = ParseSagaDefinition(*text);
+    if (!definition.ok()) return definition.status().WithContext("saga definition " + path);
+    // As over HTTP: the orchestrator may not send commands into a topic another part of
+    // converge writes (see system_topics.h).
+    SystemTopics owners(config, nullptr);
+    for (const SagaStepDefinition& step : definition->steps) {
+      if (std::string owner = owners.OwnerOfOutsideSagas(step.participant); !owner.empty()) {
+        return InvalidArgumentError("saga definition " + path + ": step '" + step.name +
+                                    "' has participant '" + step.participant +
+                                    "', a topic written only by " + owner);
+      }
+    }
+    out.push_back(std::move(definition).value());
+  }
+  return out;
+}
+
+// The orchestrator on <data_dir>/sagas (or its PostgreSQL table), with the definition files
+// of the config registered.
 Result<std::unique_ptr<SagaOrchestrator>> OpenSagas(Env& env, Log& log, const ServerConfig& config,
                                                     MetricsRegistry& metrics) {
-  const SagaConfig& sc = config.sagas;
+  CONVERGE_ASSIGN_OR_RETURN(std::vector<SagaDefinition> definitions,
+                            LoadSagaDefinitions(env, config));
   SagaOrchestratorOptions options = SagaOptionsFor(config);
   // Step latencies, observed once each outcome is durable (the registry outlives the
   // orchestrator). Labels are bounded by the registered definitions' steps.
@@ -113,23 +142,11 @@ Result<std::unique_ptr<SagaOrchestrator>> OpenSagas(Env& env, Log& log, const Se
   };
   CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<SagaOrchestrator> orchestrator,
                             SagaOrchestrator::Open(env, log, options));
-  for (const std::string& path : sc.definitions) {
-    Result<std::string> text = ReadWholeFile(env, path);
-    if (!text.ok()) return text.status().WithContext("sagas.definitions");
-    Result<SagaDefinition> definition = ParseSagaDefinition(*text);
-    if (!definition.ok()) return definition.status().WithContext("saga definition " + path);
-    // As over HTTP: the orchestrator may not send commands into a topic another part of
-    // converge writes (see system_topics.h).
-    SystemTopics owners(config, nullptr);
-    for (const SagaStepDefinition& step : definition->steps) {
-      if (std::string owner = owners.OwnerOfOutsideSagas(step.participant); !owner.empty()) {
-        return InvalidArgumentError("saga definition " + path + ": step '" + step.name +
-                                    "' has participant '" + step.participant +
-                                    "', a topic written only by " + owner);
-      }
+  for (size_t i = 0; i < definitions.size(); ++i) {
+    Status registered = orchestrator->RegisterDefinition(definitions[i]);
+    if (!registered.ok()) {
+      return registered.WithContext("saga definition " + config.sagas.definitions[i]);
     }
-    Status registered = orchestrator->RegisterDefinition(*definition);
-    if (!registered.ok()) return registered.WithContext("saga definition " + path);
   }
   return orchestrator;
 }
@@ -266,9 +283,33 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
     impl->store_http = std::make_unique<StoreRoutes>(*impl->store, http_options);
   }
 
-  if (impl->config.sagas.enabled) {
+  if (impl->config.cluster.enabled) {
+    // The lease table must answer at start, as a shared store must.
+    CONVERGE_ASSIGN_OR_RETURN(impl->leases, LeasedWork::Open(*impl->env, impl->config));
+    impl->metrics.AddCollector(
+        [leases = impl->leases.get()](std::vector<MetricsRegistry::Sample>* out) {
+          leases->CollectMetrics(out);
+        });
+  }
+
+  // With cluster: and the saga log in PostgreSQL, the orchestrator runs only in the sidecar
+  // holding the lease "sagas" (it recovers the shared saga log when it takes over). An embedded
+  // saga log is this sidecar's own: its orchestrator is not leased.
+  const bool leased_sagas = impl->leases && !impl->config.sagas.postgres_conninfo.empty();
+  if (impl->config.sagas.enabled && leased_sagas) {
+    // The definition files are checked now, so that a bad one stops the start here too.
+    CONVERGE_RETURN_IF_ERROR(LoadSagaDefinitions(*impl->env, impl->config).status());
+    Impl* raw = impl.get();
+    CONVERGE_ASSIGN_OR_RETURN(
+        impl->sagas,
+        StartLeasedSagas(
+            [raw] { return OpenSagas(*raw->env, *raw->log, raw->config, raw->metrics); },
+            *impl->leases));
+  } else if (impl->config.sagas.enabled) {
     CONVERGE_ASSIGN_OR_RETURN(impl->sagas,
                               OpenSagas(*impl->env, *impl->log, impl->config, impl->metrics));
+  }
+  if (impl->sagas) {
     // Computed at scrape time (scrapes run on the pool, joined before the orchestrator closes).
     impl->metrics.AddCollector([sagas =
                                     impl->sagas.get()](std::vector<MetricsRegistry::Sample>* out) {
@@ -353,7 +394,28 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   deps.system_topics = impl->system_topics.get();
   deps.schemas = impl->schemas.get();
   if (!impl->config.replicas.empty()) {
-    impl->replicas = Replicas::Start(*impl->env, *impl->log, impl->store.get(), impl->config);
+    // With cluster:, a replica into a shared target (a PostgreSQL table, or a collection of a
+    // store in PostgreSQL) runs only in the sidecar holding its lease "replica:<name>"; a
+    // replica into this sidecar's own SQLite file or embedded store is this sidecar's copy.
+    const bool shared_store = impl->config.store.backend == "postgres";
+    auto leased = [has_leases = impl->leases != nullptr, shared_store](const ReplicaConfig& r) {
+      if (!has_leases) return false;
+      return r.target_collection.empty() ? r.engine == sql::Engine::kPostgres : shared_store;
+    };
+    impl->replicas =
+        Replicas::Start(*impl->env, *impl->log, impl->store.get(), impl->config, leased);
+    for (const ReplicaConfig& r : impl->config.replicas) {
+      if (!leased(r)) continue;
+      Replicas* replicas = impl->replicas.get();
+      const std::string name = r.name;
+      CONVERGE_RETURN_IF_ERROR(impl->leases->Add(
+          "replica:" + name,
+          [replicas, name] {
+            replicas->SetRunning(name, true);
+            return Status::Ok();
+          },
+          [replicas, name] { replicas->SetRunning(name, false); }));
+    }
     // Scrapes run on the pool, joined before the replicas stop.
     impl->metrics.AddCollector(
         [replicas = impl->replicas.get()](std::vector<MetricsRegistry::Sample>* out) {
@@ -385,11 +447,19 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   impl->http = std::make_unique<HttpServer>(
       impl->ioc, http_options, [api](HttpRequest& req) { return api->Handle(req); },
       &impl->metrics);
+  if (impl->leases) impl->api->SetLeases(impl->leases.get());
   if (impl->config.relays.enabled) {
     // Last, so that nothing after it can fail with relay threads running. The relays connect
     // lazily: a service database that is down is retried in the background, not an error.
-    CONVERGE_ASSIGN_OR_RETURN(
-        impl->relays, RelayService::Start(*impl->env, *impl->log, impl->config.relays.service));
+    // With cluster:, each source runs only while this sidecar holds its lease.
+    if (impl->leases) {
+      CONVERGE_ASSIGN_OR_RETURN(
+          impl->relays,
+          StartLeasedRelays(*impl->env, *impl->log, impl->config.relays.service, *impl->leases));
+    } else {
+      CONVERGE_ASSIGN_OR_RETURN(
+          impl->relays, RelayService::Start(*impl->env, *impl->log, impl->config.relays.service));
+    }
     std::weak_ptr<RelayService> weak = impl->relays;
     impl->api->SetRelays(weak);
     impl->metrics.AddCollector([weak](std::vector<MetricsRegistry::Sample>* out) {
@@ -420,8 +490,13 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
                         "gauge", labels, static_cast<double>(st.wal_lag_ms) / 1000.0});
       }
     });
-    std::fprintf(stderr, "converge serve: relaying %zu outbox source(s) into the log\n",
-                 impl->config.relays.service.sources.size());
+    std::fprintf(stderr, "converge serve: relaying %zu outbox source(s) into the log%s\n",
+                 impl->config.relays.service.sources.size(),
+                 impl->leases ? " (each under its lease)" : "");
+  }
+  if (impl->leases) {
+    impl->leases->Start();
+    std::fprintf(stderr, "converge serve: cluster instance %s\n", impl->leases->holder().c_str());
   }
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
@@ -433,6 +508,7 @@ Server::~Server() {
   // Destroy in an order that never leaves a callback pointing at freed state: the relays
   // (they append to the log), the pool (joined: nothing more is posted to the io_context), the
   // HTTP server, the watches, the groups, the log.
+  if (impl_->leases) impl_->leases->Stop();
   if (impl_->relays) impl_->relays->Stop();
   impl_->relays.reset();
   if (impl_->audit) impl_->audit->Stop();
@@ -563,6 +639,9 @@ Status Server::Run(bool handle_signals) {
   // The appliers finish their step (each commits its rows with its position in one target
   // transaction) and close their databases.
   if (impl->replicas) impl->replicas->Stop();
+  // Leased work stops (relays and a leased orchestrator), then the leases are released, so
+  // another sidecar takes them at once.
+  if (impl->leases) impl->leases->Stop();
   // The saga log is synced batch by batch; stopping the orchestrator here means no command is
   // appended after the log's final sync (one in flight is sent again on the next start).
   impl->sagas.reset();
