@@ -295,7 +295,7 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   // With cluster: and the saga log in PostgreSQL, the orchestrator runs only in the sidecar
   // holding the lease "sagas" (it recovers the shared saga log when it takes over). An embedded
   // saga log is this sidecar's own: its orchestrator is not leased.
-  const bool leased_sagas = impl->leases && !impl->config.sagas.postgres_conninfo.empty();
+  const bool leased_sagas = impl->leases && !impl->config.sagas.orchestrator.postgres_conninfo.empty();
   if (impl->config.sagas.enabled && leased_sagas) {
     // The definition files are checked now, so that a bad one stops the start here too.
     CONVERGE_RETURN_IF_ERROR(LoadSagaDefinitions(*impl->env, impl->config).status());
