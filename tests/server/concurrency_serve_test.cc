@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <set>
@@ -114,6 +115,8 @@ TEST(ConcurrencyServeTest, ManyConcurrentSingleEventPublishesShareSyncsAndAllArr
   EXPECT_EQ(result.ok, load.requests);
   const uint64_t syncs = FileSyncs(server.port()) - syncs_before;
   // With at most storage_threads (1) request per group commit there would be >= 4096 syncs.
+  std::printf("%llu file syncs for %llu %s\n", static_cast<unsigned long long>(syncs),
+              static_cast<unsigned long long>(load.requests), "single-event publishes");
   EXPECT_LT(syncs, load.requests / 8)
       << syncs << " file syncs for " << load.requests << " single-event publishes";
 
@@ -183,6 +186,8 @@ TEST(ConcurrencyServeTest, ManyConcurrentSingleLeaseAcksShareJournalSyncs) {
   EXPECT_EQ(result.ok, load.requests);
   const uint64_t syncs = FileSyncs(server->port()) - syncs_before;
   // With at most storage_threads (1) ack per journal sync there would be >= 1000 syncs.
+  std::printf("%llu file syncs for %llu %s\n", static_cast<unsigned long long>(syncs),
+              static_cast<unsigned long long>(load.requests), "single-lease acks");
   EXPECT_LT(syncs, load.requests / 8)
       << syncs << " file syncs for " << load.requests << " single-lease acks";
 
@@ -238,6 +243,8 @@ TEST(ConcurrencyServeTest, ManyConcurrentSagaStartsShareSyncs) {
   EXPECT_EQ(result.ok, load.requests);
   const uint64_t syncs = FileSyncs(server.port()) - syncs_before;
   // With one start per sync (storage_threads: 1) there would be >= 1024 syncs.
+  std::printf("%llu file syncs for %llu %s\n", static_cast<unsigned long long>(syncs),
+              static_cast<unsigned long long>(load.requests), "saga starts");
   EXPECT_LT(syncs, load.requests / 8) << syncs << " file syncs for " << load.requests
                                       << " saga starts";
   testing::HttpResult listed =
