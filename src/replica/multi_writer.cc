@@ -91,6 +91,10 @@ bool Covers(const VersionVector& knowledge, const VersionVector& vv) {
 
 void PutString(std::string* out, std::string_view s) { PutLengthPrefixed(out, s); }
 
+// Work per PurgeTombstones call, so that one storage commit stays small.
+constexpr size_t kMaxTrimPerCall = 400;
+constexpr size_t kMaxPurgePerCall = 200;
+
 }  // namespace
 
 std::string_view PolicyName(Policy policy) {
@@ -594,10 +598,16 @@ Result<size_t> Node::PurgeTombstones() {
     pulled = std::min(pulled, it->second.knowledge.Get(ReplicaId(options_.self)));
   }
   if (pulled > data_.trimmed) {
+    // Bounded per call (a storage commit may be bounded in size); the rest at the next call.
+    uint64_t upto = pulled;
     for (auto it = data_.origin.begin(); it != data_.origin.end() && it->first <= pulled; ++it) {
+      if (commit.origin.size() == kMaxTrimPerCall) {
+        upto = it->first - 1;
+        break;
+      }
       commit.origin.emplace_back(it->first, std::nullopt);
     }
-    commit.trimmed = pulled;
+    if (upto > data_.trimmed) commit.trimmed = upto;
   }
   // Stable: every peer saw the key's history, and every write a peer made before saying so
   // is here (so no write concurrent with the delete is still on its way).
@@ -623,7 +633,7 @@ Result<size_t> Node::PurgeTombstones() {
     }
     if (!stable) continue;
     commit.keys.emplace_back(key, std::nullopt);
-    ++purged;
+    if (++purged == kMaxPurgePerCall) break;
   }
   if (commit.keys.empty() && !commit.trimmed) return size_t{0};
   if (Status s = storage_.Commit(commit); !s.ok()) {

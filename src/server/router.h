@@ -83,6 +83,11 @@ enum class RouteId {
   kReplicaDrift,
   kCollectionChanges,
   kCollectionReconcile,
+  // Multi-writer collections.
+  kMultiWriterChanges,
+  kGetMultiWriterDocument,
+  kPutMultiWriterDocument,
+  kDeleteMultiWriterDocument,
   // Operating the server (api_admin.cc): topics, groups, relays, the API document.
   kDeleteTopic,
   kReadEvents,
