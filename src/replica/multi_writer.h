@@ -9,23 +9,25 @@
 //   document or a tombstone. A node's dot counters are one sequence over all keys of the
 //   collection (its origin sequence), so a node's knowledge of another node is one number.
 // - Merge is a join (commutative, associative, idempotent): a sibling survives unless the
-//   other side's vv covers its dot and the other side no longer holds it; then the policy
-//   collapses what survived: kLww keeps the sibling with the greatest (hlc, node); kCrdtFields
-//   keeps that sibling with each declared CRDT field joined over all surviving siblings;
-//   kMultiValue and kResolver keep every sibling (kResolver folds them on read).
+//   other side's vv covers its dot and the other side no longer holds it. kLww then keeps the
+//   sibling with the greatest (hlc, node); kMultiValue, kCrdtFields and kResolver keep every
+//   surviving sibling and resolve on read (kCrdtFields: the greatest sibling with each
+//   declared field joined over the live siblings written after the latest delete; kResolver:
+//   the fold of the live siblings).
 // - A write mints the node's next dot and covers the versions it names (`context`, what a
-//   reader was shown), or, without a context, everything the node holds for the key; a
-//   concurrent write the writer did not see stays a sibling (multi-value) or loses by HLC.
+//   reader was shown; kMultiValue and kResolver only), or everything the node holds for the
+//   key; its vv also takes in the node's knowledge (everything it has pulled), so it covers
+//   purged tombstones too. Its HLC is above everything the node ever wrote or merged.
 // - A delete is a tombstone sibling, so an older write that arrives later is dominated and
 //   never resurrects the key. A key whose siblings are all tombstones is purged after the
 //   retention only once it is stable: every peer reported having seen its vv, and this node
 //   has pulled every write each peer made before that report.
-// - Exchange: each node exports its own writes only (its origin log: origin sequence -> key,
-//   the latest per key; the page carries the key's current state), so nothing learned from a
-//   peer is re-exported. A puller keeps, per peer, the next origin sequence it needs; it
-//   applies a page only when the page starts there, merging each state and moving the position
-//   in one Storage commit. A state that changes nothing is a no-op: no commit of that key, no
-//   change record.
+// - Exchange: each node exports its own writes only (its origin log: origin sequence -> key;
+//   a page lists each key once with its current state), so nothing learned from a peer is
+//   re-exported. A puller keeps, per peer, the next origin sequence it needs; it applies a
+//   page only when the page starts there, merging each state and moving the position in one
+//   Storage commit. A state that changes nothing is a no-op: no commit of that key, no change
+//   record. The origin log is trimmed up to where every peer reports having pulled it.
 // - Storage failures: after a failed Commit the node reloads its view from storage (the commit
 //   may have happened), at once or, if that fails too, before its next operation.
 //
