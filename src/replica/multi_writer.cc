@@ -6,6 +6,7 @@
 #include <boost/json.hpp>
 
 #include "core/coding.h"
+#include "reconcile/riblt.h"
 
 namespace converge::replica::mw {
 namespace {
@@ -398,10 +399,68 @@ Result<std::unique_ptr<Node>> Node::Open(Env& env, Storage& storage, NodeOptions
   return node;
 }
 
+uint64_t StateVersion(const KeyState& state) {
+  std::string bytes;
+  state.AppendBinary(&bytes);
+  return reconcile::KeyHash(bytes);
+}
+
 Status Node::Reload() {
   CONVERGE_ASSIGN_OR_RETURN(data_, storage_.Load());
+  reconcile::SetOptions so;
+  so.maintained_symbols = options_.digest_symbols;
+  digest_ = std::make_unique<reconcile::ReconcileSet>(so);
+  for (const auto& [key, stored] : data_.keys) digest_->Put(key, StateVersion(stored.state));
   stale_ = false;
   return Status::Ok();
+}
+
+void Node::Track(const std::string& key, const std::optional<StoredKey>& value) {
+  if (value) {
+    digest_->Put(key, StateVersion(value->state));
+  } else {
+    digest_->Erase(key);
+  }
+}
+
+void Node::NoteOwnDots(const KeyState& state, Commit* commit) const {
+  const uint64_t mine = state.vv.Get(ReplicaId(options_.self));
+  const uint64_t seq = commit->own_seq.value_or(data_.own_seq);
+  if (mine > seq) commit->own_seq = mine;
+}
+
+Result<bool> Node::Repair(const std::string& key, const KeyState& remote) {
+  CONVERGE_RETURN_IF_ERROR(EnsureLoaded());
+  auto it = data_.keys.find(key);
+  const StoredKey empty;
+  const bool existed = it != data_.keys.end();
+  const StoredKey& current = existed ? it->second : empty;
+  CONVERGE_ASSIGN_OR_RETURN(KeyState merged, Merge(options_.policy, current.state, remote));
+  if (existed && merged == current.state) return false;
+  HlcTimestamp floor = data_.hlc_floor;
+  for (const Sibling& s : remote.siblings) {
+    (void)clock_.Update(s.hlc);
+    floor = std::max(floor, s.hlc);
+  }
+  StoredKey next{std::move(merged), 0};
+  if (next.state.deleted()) {
+    next.tombstone_since_us = existed && current.state.deleted() && current.tombstone_since_us
+                                  ? current.tombstone_since_us
+                                  : env_.clock().NowWallMicros();
+  }
+  mw::Commit commit;
+  NoteOwnDots(next.state, &commit);
+  if (data_.hlc_floor < floor) commit.hlc_floor = floor;
+  commit.keys.emplace_back(key, next);
+  if (Status s = storage_.Commit(commit); !s.ok()) {
+    Failed();
+    return s;
+  }
+  Track(key, next);
+  data_.keys[key] = std::move(next);
+  if (commit.own_seq) data_.own_seq = *commit.own_seq;
+  data_.hlc_floor = floor;
+  return true;
 }
 
 Status Node::EnsureLoaded() { return stale_ ? Reload() : Status::Ok(); }
@@ -449,6 +508,7 @@ Result<KeyState> Node::LocalWrite(const std::string& key, std::optional<std::str
     Failed();
     return s;
   }
+  Track(key, stored);
   data_.keys[key] = stored;
   data_.origin[seq] = key;
   data_.own_seq = seq;
@@ -566,6 +626,7 @@ Result<ApplyResult> Node::Apply(const Page& page) {
   for (const auto& [key, value] : staged) {
     commit.keys.emplace_back(key, value);
     result.changed_keys.push_back(key);
+    NoteOwnDots(value.state, &commit);
   }
   PeerPosition position{page.next, page.knowledge};
   commit.peer = std::make_pair(page.origin, position);
@@ -575,7 +636,11 @@ Result<ApplyResult> Node::Apply(const Page& page) {
     Failed();
     return s;
   }
-  for (auto& [key, value] : staged) data_.keys[key] = std::move(value);
+  for (auto& [key, value] : staged) {
+    Track(key, value);
+    data_.keys[key] = std::move(value);
+  }
+  if (commit.own_seq) data_.own_seq = *commit.own_seq;
   data_.peers[page.origin] = std::move(position);
   data_.hlc_floor = floor;
   return result;
@@ -640,7 +705,10 @@ Result<size_t> Node::PurgeTombstones() {
     Failed();
     return s;
   }
-  for (const auto& [key, unused] : commit.keys) data_.keys.erase(key);
+  for (const auto& [key, unused] : commit.keys) {
+    Track(key, std::nullopt);
+    data_.keys.erase(key);
+  }
   for (const auto& [seq, unused] : commit.origin) data_.origin.erase(seq);
   if (commit.trimmed) data_.trimmed = *commit.trimmed;
   return purged;

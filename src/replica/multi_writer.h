@@ -48,6 +48,7 @@
 #include "converge/env.h"
 #include "converge/hlc.h"
 #include "converge/status.h"
+#include "reconcile/reconcile_set.h"
 
 namespace converge::replica::mw {
 
@@ -161,6 +162,8 @@ class MemoryStorage : public Storage {
   void FailNextCommit(Fault fault) { fault_ = fault; }
   Fault armed() const { return fault_; }
   const Snapshot& data() const { return data_; }
+  // Direct access, for tests that edit the stored data behind the node (drift).
+  Snapshot& mutable_data() { return data_; }
 
  private:
   Snapshot data_;
@@ -193,7 +196,13 @@ struct NodeOptions {
   std::vector<uint64_t> peers;  // every other node writing the collection
   PolicySpec policy;
   int64_t tombstone_retention_ms = 7 * 24 * 3600 * 1000LL;  // 0: keep tombstones forever
+  // Coded symbols the (key, state) digest keeps up to date (reconcile::SetOptions).
+  uint64_t digest_symbols = uint64_t{1} << 15;
 };
+
+// The version of a key state in the reconciliation digest: a 64-bit hash of its binary form
+// (equal states, equal versions; any change of the state, another version).
+uint64_t StateVersion(const KeyState& state);
 
 struct ApplyResult {
   size_t merged = 0;     // states that changed a key
@@ -226,6 +235,15 @@ class Node {
   // every peer has pulled it. Returns how many keys were purged.
   Result<size_t> PurgeTombstones();
 
+  // Anti-entropy (docs/formats/reconcile.md): the node's (key, StateVersion) set, kept up to
+  // date on every change, for a reconciliation session with a peer (this node's Initiator or
+  // Responder). Use it on the node's thread only.
+  reconcile::ReconcileSet& digest() { return *digest_; }
+  // Repairs a key found different by a reconciliation run: merges `remote` (the peer's state
+  // now) into the key's state, as a pull would (a join: it never reverts a write, also one
+  // made during the run). Returns whether the key changed.
+  Result<bool> Repair(const std::string& key, const KeyState& remote);
+
   // {self: own_seq} and, per peer, the last origin sequence applied.
   conflict::VersionVector Knowledge() const;
   const std::map<std::string, StoredKey>& keys() const { return data_.keys; }
@@ -237,6 +255,10 @@ class Node {
   Status Reload();
   Status EnsureLoaded();
   void Failed();
+  void Track(const std::string& key, const std::optional<StoredKey>& value);
+  // A merged state may show this node's own later writes (its storage restored from a backup):
+  // the origin sequence moves past them, so no dot is minted twice.
+  void NoteOwnDots(const KeyState& state, Commit* commit) const;
   Result<KeyState> LocalWrite(const std::string& key, std::optional<std::string> document,
                               const conflict::VersionVector* context);
 
@@ -245,6 +267,7 @@ class Node {
   NodeOptions options_;
   HybridClock clock_;
   Snapshot data_;
+  std::unique_ptr<reconcile::ReconcileSet> digest_;
   bool stale_ = true;  // reload before the next operation
 };
 
