@@ -384,6 +384,38 @@ Result<Page> Page::FromBinary(std::string_view in) {
   return page;
 }
 
+std::string EncodeStates(const std::vector<std::pair<std::string, KeyState>>& states) {
+  std::string out;
+  out.push_back(1);  // format version
+  PutVarint64(&out, states.size());
+  for (const auto& [key, state] : states) {
+    PutString(&out, key);
+    std::string bytes;
+    state.AppendBinary(&bytes);
+    PutString(&out, bytes);
+  }
+  return out;
+}
+
+Result<std::vector<std::pair<std::string, KeyState>>> DecodeStates(std::string_view in) {
+  std::vector<std::pair<std::string, KeyState>> out;
+  uint64_t n = 0;
+  if (in.empty() || in.front() != 1) return InvalidArgumentError("states: unknown format");
+  in.remove_prefix(1);
+  if (!GetVarint64(&in, &n) || n > in.size()) return InvalidArgumentError("states: bad count");
+  for (uint64_t i = 0; i < n; ++i) {
+    std::string_view key, state;
+    if (!GetLengthPrefixed(&in, &key) || !GetLengthPrefixed(&in, &state) || key.empty()) {
+      return InvalidArgumentError("states: truncated entry");
+    }
+    CONVERGE_ASSIGN_OR_RETURN(KeyState s, KeyState::FromBinary(&state));
+    if (!state.empty()) return InvalidArgumentError("states: trailing bytes in a state");
+    out.emplace_back(std::string(key), std::move(s));
+  }
+  if (!in.empty()) return InvalidArgumentError("states: trailing bytes");
+  return out;
+}
+
 // ---- Node ----
 
 Result<std::unique_ptr<Node>> Node::Open(Env& env, Storage& storage, NodeOptions options) {
@@ -407,10 +439,22 @@ uint64_t StateVersion(const KeyState& state) {
 
 Status Node::Reload() {
   CONVERGE_ASSIGN_OR_RETURN(data_, storage_.Load());
-  reconcile::SetOptions so;
-  so.maintained_symbols = options_.digest_symbols;
-  digest_ = std::make_unique<reconcile::ReconcileSet>(so);
-  for (const auto& [key, stored] : data_.keys) digest_->Put(key, StateVersion(stored.state));
+  if (digest_ == nullptr) {
+    reconcile::SetOptions so;
+    so.maintained_symbols = options_.digest_symbols;
+    digest_ = std::make_unique<reconcile::ReconcileSet>(so);
+  }
+  // The same set object across reloads (a responder or initiator may hold it): brought to the
+  // stored keys' states.
+  std::vector<std::string> gone;
+  for (const auto& [key, version] : digest_->entries()) {
+    if (!data_.keys.count(key)) gone.push_back(key);
+  }
+  for (const std::string& key : gone) digest_->Erase(key);
+  for (const auto& [key, stored] : data_.keys) {
+    const uint64_t v = StateVersion(stored.state);
+    if (digest_->Get(key) != v) digest_->Put(key, v);
+  }
   stale_ = false;
   return Status::Ok();
 }
@@ -630,6 +674,11 @@ Result<ApplyResult> Node::Apply(const Page& page) {
   }
   PeerPosition position{page.next, page.knowledge};
   commit.peer = std::make_pair(page.origin, position);
+  // The peer has pulled this node's writes further than this node remembers writing (its
+  // storage was restored from a backup): never mint those dots again.
+  if (page.knowledge.Get(ReplicaId(options_.self)) > commit.own_seq.value_or(data_.own_seq)) {
+    commit.own_seq = page.knowledge.Get(ReplicaId(options_.self));
+  }
   commit.expect_next = expect;
   if (data_.hlc_floor < floor) commit.hlc_floor = floor;
   if (Status s = storage_.Commit(commit); !s.ok()) {

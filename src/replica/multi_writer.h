@@ -191,6 +191,10 @@ struct Page {
   static Result<Page> FromBinary(std::string_view bytes);
 };
 
+// Key states by key, for a repair (binary; garbage is InvalidArgument).
+std::string EncodeStates(const std::vector<std::pair<std::string, KeyState>>& states);
+Result<std::vector<std::pair<std::string, KeyState>>> DecodeStates(std::string_view bytes);
+
 struct NodeOptions {
   uint64_t self = 0;            // this node's id (>= 1), unique among the peers
   std::vector<uint64_t> peers;  // every other node writing the collection

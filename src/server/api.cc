@@ -269,6 +269,10 @@ const std::vector<Api::Route>& Api::RouteTable() {
       // reads and the peers' pulls, write for writes) before reading anything else.
       {V::get, "/v1/multi-writer/{collection}/changes", RouteId::kMultiWriterChanges,
        &Api::MultiWriterChanges, A::kToken, M::kStore},
+      {V::post, "/v1/multi-writer/{collection}/reconcile", RouteId::kMultiWriterReconcile,
+       &Api::MultiWriterReconcile, A::kToken, M::kStore},
+      {V::post, "/v1/multi-writer/{collection}/states", RouteId::kMultiWriterStates,
+       &Api::MultiWriterReconcile, A::kToken, M::kStore},
       {V::get, "/v1/multi-writer/{collection}/docs/{key...}", RouteId::kGetMultiWriterDocument,
        &Api::MultiWriterDocument, A::kToken, M::kStore},
       {V::put, "/v1/multi-writer/{collection}/docs/{key...}", RouteId::kPutMultiWriterDocument,

@@ -203,6 +203,7 @@ class Api {
   // The multi-writer collections (api_multi_writer.cc).
   asio::awaitable<HttpReply> MultiWriterChanges(Call& call);
   asio::awaitable<HttpReply> MultiWriterDocument(Call& call);
+  asio::awaitable<HttpReply> MultiWriterReconcile(Call& call);
   // The change stream of one store collection, for replicas on other nodes (api_remote.cc).
   asio::awaitable<HttpReply> CollectionChanges(Call& call);
   // Registers the watch that wakes waiting change streams on appends to the store's feed

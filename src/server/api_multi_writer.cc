@@ -159,4 +159,40 @@ asio::awaitable<HttpReply> Api::MultiWriterDocument(Call& call) {
   co_return Reply(std::move(res));
 }
 
+// Anti-entropy between peers: POST .../reconcile answers a reconciliation message over this
+// node's (key, state) digest; POST .../states answers the states of the keys listed (one per
+// line), which the peer merges. Both binary, both authorized like the pull of the origin log.
+asio::awaitable<HttpReply> Api::MultiWriterReconcile(Call& call) {
+  const std::string& collection = call.Param("collection");
+  if (Status s = Authorize(*call.principal, collection, /*write=*/false); !s.ok()) {
+    co_return Error(s);
+  }
+  if (d_.multi_writers == nullptr || d_.multi_writers->Find(collection) == nullptr) {
+    co_return Error(http::status::not_found, "NOT_FOUND",
+                    "collection '" + collection + "' is not a multi-writer collection here");
+  }
+  if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
+  const bool states = call.req.target().ends_with("/states");
+  MultiWriters* mw = d_.multi_writers;
+  auto job = [mw, collection, states,
+              body = std::move(call.req.body())]() -> Result<std::optional<std::string>> {
+    if (states) {
+      CONVERGE_ASSIGN_OR_RETURN(std::string out, mw->States(collection, body));
+      return std::optional<std::string>(std::move(out));
+    }
+    return mw->Reconcile(collection, body);
+  };
+  Result<std::optional<std::string>> reply = co_await d_.pool->Run(std::move(job));
+  if (!reply.ok()) co_return Error(reply.status());
+  if (!reply->has_value()) {
+    HttpResponse res{http::status::no_content, 11};
+    co_return Reply(std::move(res));
+  }
+  HttpResponse res{http::status::ok, 11};
+  res.set(http::field::content_type, "application/octet-stream");
+  res.body() = std::move(**reply);
+  res.prepare_payload();
+  co_return Reply(std::move(res));
+}
+
 }  // namespace converge::server

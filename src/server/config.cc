@@ -510,7 +510,7 @@ Status ParseMultiWriter(const YAML::Node& n, size_t index, MultiWriterConfig* m)
   CONVERGE_RETURN_IF_ERROR(CheckKeys(n, w,
                                      {"collection", "node_id", "policy", "crdt_fields", "resolver",
                                       "peers", "max_siblings", "poll_interval_ms",
-                                      "tombstone_retention_ms"}));
+                                      "tombstone_retention_ms", "reconcile_interval_ms"}));
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "collection", &m->collection));
   if (m->collection.empty()) return KeyError(w + ".collection", "is required");
   const std::string wc = "multi_writer." + m->collection;
@@ -538,6 +538,11 @@ Status ParseMultiWriter(const YAML::Node& n, size_t index, MultiWriterConfig* m)
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, wc, "poll_interval_ms", &m->poll_interval_ms, 10, 3'600'000));
   CONVERGE_RETURN_IF_ERROR(
       ReadInt(n, wc, "tombstone_retention_ms", &m->tombstone_retention_ms, 0, kMaxI64));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, wc, "reconcile_interval_ms", &m->reconcile_interval_ms, 0,
+                                   7LL * 24 * 3'600'000));
+  if (m->reconcile_interval_ms != 0 && m->reconcile_interval_ms < 1000) {
+    return KeyError(wc + ".reconcile_interval_ms", "must be 0 (off) or at least 1000");
+  }
   YAML::Node peers = n["peers"];
   if (!peers || !peers.IsSequence() || peers.size() == 0) {
     return KeyError(wc + ".peers", "is required: a list of the other nodes writing the collection");

@@ -189,6 +189,8 @@ struct MultiWriterConfig {
   uint32_t max_siblings = 64;
   int64_t poll_interval_ms = 1000;
   int64_t tombstone_retention_ms = 7LL * 24 * 3600 * 1000;
+  // Anti-entropy with each peer this often, repairing by merging (0 = off; else >= 1000).
+  int64_t reconcile_interval_ms = 0;
 };
 
 // One push subscription (docs/push.md): the events of `topic`, delivered for consumer group

@@ -13,6 +13,7 @@
 #include <boost/json/value.hpp>
 
 #include "core/event_internal.h"
+#include "reconcile/session.h"
 #include "server/remote_source.h"
 #include "store/builtin_merge.h"
 
@@ -318,6 +319,9 @@ struct MultiWriters::Collection {
 
   std::atomic<uint64_t> writes{0}, merged{0}, unchanged{0}, pulls{0}, pull_errors{0}, purged{0};
   std::atomic<uint64_t> keys{0};
+  std::atomic<uint64_t> reconcile_runs{0}, reconcile_differences{0}, reconcile_repaired{0},
+      reconcile_failures{0};
+  std::unique_ptr<reconcile::Responder> responder;  // under mu, over node->digest()
   std::map<std::string, bool> logged;  // errors logged once (thread only)
 
   void Log(const std::string& what) {
@@ -348,8 +352,65 @@ struct MultiWriters::Collection {
     return Status::Ok();
   }
 
+  // One anti-entropy run with peer i (docs/formats/replica.md, "Multi-writer collections"):
+  // a reconciliation session over both nodes' (key, state) digests, then every key the peer
+  // has and this node lacks, or holds in another state, is merged from the peer's state now.
+  // A merge never reverts a write, also one made during the run; keys written during the run
+  // are left to the next run.
+  Status AntiEntropy(size_t i) {
+    if (remotes[i] == nullptr) return FailedPreconditionError("no connection to the peer");
+    ++reconcile_runs;
+    std::unique_ptr<reconcile::Initiator> initiator;
+    std::string message;
+    {
+      std::lock_guard lock(mu);
+      initiator = std::make_unique<reconcile::Initiator>(node->digest(), env.random().Next64());
+      message = initiator->Start();
+    }
+    for (int round = 0; round < 64; ++round) {
+      Result<std::string> reply = remotes[i]->MultiWriterPost("reconcile", message);
+      for (int retry = 0; !reply.ok() && reply.status().code() == StatusCode::kUnavailable &&
+                          retry < 3;
+           ++retry) {
+        std::string again;
+        {
+          std::lock_guard lock(mu);
+          again = initiator->Retransmit();
+        }
+        reply = remotes[i]->MultiWriterPost("reconcile", std::move(again));
+      }
+      if (!reply.ok()) return reply.status();
+      std::lock_guard lock(mu);
+      Result<reconcile::Initiator::Step> step = initiator->OnReply(*reply);
+      if (!step.ok()) return step.status();
+      if (step->kind == reconcile::Initiator::Step::kDone) break;
+      if (step->kind == reconcile::Initiator::Step::kSend) message = step->message;
+    }
+    if (!initiator->done()) return DeadlineExceededError("the reconciliation did not finish");
+    (void)remotes[i]->MultiWriterPost("reconcile", initiator->Finish());
+    const reconcile::ReconcileResult& result = initiator->result();
+    reconcile_differences += result.differences();
+    std::string keys;
+    for (const auto* list : {&result.missing_local, &result.divergent}) {
+      for (const reconcile::Difference& d : *list) keys += d.key + "\n";
+    }
+    if (keys.empty()) return Status::Ok();
+    CONVERGE_ASSIGN_OR_RETURN(std::string bytes, remotes[i]->MultiWriterPost("states", keys));
+    CONVERGE_ASSIGN_OR_RETURN(auto states, mw::DecodeStates(bytes));
+    std::lock_guard lock(mu);
+    for (const auto& [key, state] : states) {
+      CONVERGE_ASSIGN_OR_RETURN(bool changed, node->Repair(key, state));
+      if (changed) ++reconcile_repaired;
+    }
+    keys_count();
+    return Status::Ok();
+  }
+  void keys_count() { keys = node->keys().size(); }
+
   void Run() {
     std::vector<int64_t> next_try(config.peers.size(), 0), backoff(config.peers.size(), 100);
+    int64_t next_reconcile =
+        env.clock().NowMonotonicNanos() / 1'000'000 + config.reconcile_interval_ms;
     for (;;) {
       {
         std::unique_lock lock(stop_mu);
@@ -377,14 +438,28 @@ struct MultiWriters::Collection {
           next_try[i] = now + backoff[i];
           backoff[i] = std::min<int64_t>(backoff[i] * 2, 5000);
         }
-        std::lock_guard lock(mu);
-        Result<size_t> p = node->PurgeTombstones();
-        if (p.ok()) {
-          purged += *p;
-        } else {
-          Log("purge: " + std::string(p.status().message()));
+        {
+          std::lock_guard lock(mu);
+          Result<size_t> p = node->PurgeTombstones();
+          if (p.ok()) {
+            purged += *p;
+          } else {
+            Log("purge: " + std::string(p.status().message()));
+          }
+          keys = node->keys().size();
         }
-        keys = node->keys().size();
+        const int64_t now = env.clock().NowMonotonicNanos() / 1'000'000;
+        if (config.reconcile_interval_ms > 0 && now >= next_reconcile) {
+          next_reconcile = now + config.reconcile_interval_ms;
+          for (size_t i = 0; i < config.peers.size(); ++i) {
+            Status s = AntiEntropy(i);
+            if (!s.ok()) {
+              ++reconcile_failures;
+              Log("anti-entropy with peer " + std::to_string(config.peers[i].node_id) + ": " +
+                  std::string(s.message()));
+            }
+          }
+        }
       }
       if (more) continue;
       std::unique_lock lock(stop_mu);
@@ -517,6 +592,36 @@ Result<std::string> MultiWriters::Export(const std::string& collection, uint64_t
   return page.ToBinary();
 }
 
+Result<std::optional<std::string>> MultiWriters::Reconcile(const std::string& collection,
+                                                           std::string_view message) {
+  CONVERGE_ASSIGN_OR_RETURN(Collection * c, Open(collection));
+  std::lock_guard lock(c->mu);
+  if (Status s = c->EnsureOpen(); !s.ok()) return UnavailableError(s.message());
+  if (c->responder == nullptr) {
+    c->responder = std::make_unique<reconcile::Responder>(c->node->digest(), c->env);
+  }
+  return c->responder->Handle(message);
+}
+
+Result<std::string> MultiWriters::States(const std::string& collection, std::string_view keys) {
+  CONVERGE_ASSIGN_OR_RETURN(Collection * c, Open(collection));
+  std::lock_guard lock(c->mu);
+  if (Status s = c->EnsureOpen(); !s.ok()) return UnavailableError(s.message());
+  std::vector<std::pair<std::string, mw::KeyState>> out;
+  size_t n = 0;
+  while (!keys.empty()) {
+    const size_t nl = keys.find('\n');
+    std::string key(keys.substr(0, nl));
+    keys.remove_prefix(nl == std::string_view::npos ? keys.size() : nl + 1);
+    if (key.empty()) continue;
+    if (++n > 100'000) return InvalidArgumentError("more than 100000 keys");
+    if (std::optional<mw::KeyState> state = c->node->Get(key)) {
+      out.emplace_back(std::move(key), std::move(*state));
+    }
+  }
+  return mw::EncodeStates(out);
+}
+
 void MultiWriters::CollectMetrics(std::vector<MetricsRegistry::Sample>* out) const {
   for (const auto& [name, c] : collections_) {
     const Labels labels = {{"collection", name}};
@@ -535,6 +640,18 @@ void MultiWriters::CollectMetrics(std::vector<MetricsRegistry::Sample>* out) con
             "Pulls that failed (peer unreachable, token refused, ...; see the server's log).",
             c->pull_errors.load());
     counter("converge_multi_writer_purged_total", "Stable tombstones purged.", c->purged.load());
+    counter("converge_multi_writer_reconcile_runs_total",
+            "Anti-entropy runs with a peer (reconcile_interval_ms).", c->reconcile_runs.load());
+    counter("converge_multi_writer_reconcile_differences_total",
+            "Keys the anti-entropy runs found different (missing here, there, or in another "
+            "state).",
+            c->reconcile_differences.load());
+    counter("converge_multi_writer_reconcile_repaired_total",
+            "Keys the anti-entropy runs repaired by merging the peer's state.",
+            c->reconcile_repaired.load());
+    counter("converge_multi_writer_reconcile_failures_total",
+            "Anti-entropy runs that failed (see the server's log).",
+            c->reconcile_failures.load());
     out->push_back({"converge_multi_writer_keys",
                     "Keys with causal state (live, or tombstones not yet purged).", "gauge",
                     labels, static_cast<double>(c->keys.load())});

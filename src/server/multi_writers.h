@@ -64,6 +64,13 @@ class MultiWriters {
                      const std::optional<conflict::VersionVector>& context);
   // A page of this node's origin log, binary (replica::mw::Page).
   Result<std::string> Export(const std::string& collection, uint64_t from, uint64_t limit);
+  // Anti-entropy, the responder's side: the reply to a peer's reconciliation message over this
+  // node's (key, state) digest (nullopt: none, for a DONE). InvalidArgument for garbage.
+  Result<std::optional<std::string>> Reconcile(const std::string& collection,
+                                               std::string_view message);
+  // The key states of `keys` (one per line; absent keys are left out), binary
+  // (replica::mw::EncodeStates): what a peer merges to repair them.
+  Result<std::string> States(const std::string& collection, std::string_view keys);
 
   // converge_multi_writer_* samples, one series per collection.
   void CollectMetrics(std::vector<MetricsRegistry::Sample>* out) const;

@@ -85,6 +85,8 @@ enum class RouteId {
   kCollectionReconcile,
   // Multi-writer collections.
   kMultiWriterChanges,
+  kMultiWriterReconcile,
+  kMultiWriterStates,
   kGetMultiWriterDocument,
   kPutMultiWriterDocument,
   kDeleteMultiWriterDocument,
