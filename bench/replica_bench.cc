@@ -279,7 +279,8 @@ struct Bench {
     if (len <= 0) return InternalError("cannot find this executable (/proc/self/exe)");
     std::string exe(buf, static_cast<size_t>(len));
     exe = exe.substr(0, exe.rfind('/') + 1) + "converge";
-    if (const char* other = std::getenv("CONVERGE_BENCH_SERVE_BINARY"); other != nullptr && *other) {
+    if (const char* other = std::getenv("CONVERGE_BENCH_SERVE_BINARY");
+        other != nullptr && *other) {
       exe = other;
     }
     uint16_t port[2];
@@ -306,7 +307,7 @@ struct Bench {
     auto start = [&](int i) -> Result<std::unique_ptr<testing::ServerProcess>> {
       testing::ServerSpec spec;
       spec.name = "converge serve";
-      spec.argv = {exe,       "serve",    "--listen",   "127.0.0.1:" + std::to_string(port[i]),
+      spec.argv = {exe,        "serve",   "--listen",   "127.0.0.1:" + std::to_string(port[i]),
                    "--config", config[i], "--data-dir", dir + "/mw-node" + std::to_string(i + 1)};
       spec.port = port[i];
       spec.log_path = dir + "/mw-node" + std::to_string(i + 1) + ".log";
@@ -321,8 +322,8 @@ struct Bench {
       if (!req.body.empty()) req.headers.push_back({"Content-Type", "application/json"});
       CONVERGE_ASSIGN_OR_RETURN(client::HttpResponse res, http.Send(req));
       if (res.status / 100 != 2 && res.status != 404) {
-        return InternalError(method + " " + target + ": HTTP " + std::to_string(res.status) +
-                             ": " + res.body.substr(0, 200));
+        return InternalError(method + " " + target + ": HTTP " + std::to_string(res.status) + ": " +
+                             res.body.substr(0, 200));
       }
       return res;
     };
@@ -338,11 +339,10 @@ struct Bench {
       CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<testing::ServerProcess> node, start(i));
       auto http = client_for(i);
       for (uint64_t k = 0; k < o.mw_keys; ++k) {
-        CONVERGE_RETURN_IF_ERROR(send(*http, "PUT", "/v1/multi-writer/carts/docs/k" +
-                                                          std::to_string(k),
-                                      "{\"node\":" + std::to_string(i + 1) + ",\"k\":" +
-                                          std::to_string(k) + "}")
-                                     .status());
+        CONVERGE_RETURN_IF_ERROR(
+            send(*http, "PUT", "/v1/multi-writer/carts/docs/k" + std::to_string(k),
+                 "{\"node\":" + std::to_string(i + 1) + ",\"k\":" + std::to_string(k) + "}")
+                .status());
       }
       CONVERGE_RETURN_IF_ERROR(node->Stop());
     }
@@ -372,7 +372,8 @@ struct Bench {
     LatencyRecorder stale(o.mw_samples + 1);
     for (uint64_t n = 0; n < o.mw_samples; ++n) {
       const std::string doc = "{\"n\":" + std::to_string(n) + "}";
-      CONVERGE_RETURN_IF_ERROR(send(*http[0], "PUT", "/v1/multi-writer/carts/docs/probe", doc).status());
+      CONVERGE_RETURN_IF_ERROR(
+          send(*http[0], "PUT", "/v1/multi-writer/carts/docs/probe", doc).status());
       const int64_t s = NowNanos();
       while (true) {
         CONVERGE_ASSIGN_OR_RETURN(client::HttpResponse r,

@@ -1,9 +1,8 @@
 #include "replica/multi_writer.h"
 
 #include <algorithm>
-#include <utility>
-
 #include <boost/json.hpp>
+#include <utility>
 
 #include "core/coding.h"
 #include "reconcile/riblt.h"
@@ -49,7 +48,8 @@ Status JoinFields(const PolicySpec& spec, std::string_view from, std::string* in
     std::string stored = tv == nullptr ? std::string() : boost::json::serialize(*tv);
     Result<std::string> joined = join(stored, boost::json::serialize(*fv));
     if (!joined.ok()) {
-      return InvalidArgumentError("field '" + field + "': " + std::string(joined.status().message()));
+      return InvalidArgumentError("field '" + field +
+                                  "': " + std::string(joined.status().message()));
     }
     boost::json::value jv = boost::json::parse(*joined, ec);
     if (ec) return InternalError("field '" + field + "': the join is not JSON");
@@ -164,14 +164,14 @@ Result<KeyState> KeyState::FromBinary(std::string_view* in) {
     Sibling s;
     uint64_t replica = 0, counter = 0, physical = 0, logical = 0;
     std::string_view doc;
-    if (!GetVarint64(in, &replica) || !GetVarint64(in, &counter) ||
-        !GetVarint64(in, &physical) || !GetVarint64(in, &logical) || in->empty()) {
+    if (!GetVarint64(in, &replica) || !GetVarint64(in, &counter) || !GetVarint64(in, &physical) ||
+        !GetVarint64(in, &logical) || in->empty()) {
       return InvalidArgumentError("key state: truncated sibling");
     }
     const char deleted = in->front();
     in->remove_prefix(1);
-    if (!GetLengthPrefixed(in, &doc) || (deleted != 0 && deleted != 1) ||
-        logical > UINT32_MAX || replica == 0 || counter == 0) {
+    if (!GetLengthPrefixed(in, &doc) || (deleted != 0 && deleted != 1) || logical > UINT32_MAX ||
+        replica == 0 || counter == 0) {
       return InvalidArgumentError("key state: bad sibling");
     }
     s.dot = Dot{ReplicaId(replica), counter};
@@ -535,8 +535,8 @@ Result<KeyState> Node::LocalWrite(const std::string& key, std::optional<std::str
   // after a purge then covers the purged tombstone wherever it is still kept.
   const VersionVector seen = Knowledge();
   CONVERGE_ASSIGN_OR_RETURN(
-      KeyState state, Write(options_.policy, current.state, Dot{ReplicaId(options_.self), seq},
-                            hlc, std::move(document), context, &seen));
+      KeyState state, Write(options_.policy, current.state, Dot{ReplicaId(options_.self), seq}, hlc,
+                            std::move(document), context, &seen));
   StoredKey stored{state, 0};
   if (state.deleted()) {
     stored.tombstone_since_us = current.state.deleted() && current.tombstone_since_us != 0
@@ -593,10 +593,10 @@ Result<Page> Node::Export(uint64_t from, size_t limit) const {
   page.from = std::max<uint64_t>(from, 1);
   page.end = data_.own_seq + 1;
   if (page.from <= data_.trimmed || page.from > page.end) {
-    return FailedPreconditionError(
-        "position " + std::to_string(page.from) + " of node " + std::to_string(options_.self) +
-        " is not kept (kept: " + std::to_string(data_.trimmed + 1) + " .. " +
-        std::to_string(page.end) + ")");
+    return FailedPreconditionError("position " + std::to_string(page.from) + " of node " +
+                                   std::to_string(options_.self) +
+                                   " is not kept (kept: " + std::to_string(data_.trimmed + 1) +
+                                   " .. " + std::to_string(page.end) + ")");
   }
   page.next = page.end;
   page.knowledge = Knowledge();

@@ -59,8 +59,8 @@ std::string_view PolicyName(Policy policy);
 Result<Policy> ParsePolicy(std::string_view name);
 
 // Joins two values of one CRDT field (compact JSON text; `stored` empty when absent).
-using FieldJoin = std::function<Result<std::string>(std::string_view stored,
-                                                    std::string_view written)>;
+using FieldJoin =
+    std::function<Result<std::string>(std::string_view stored, std::string_view written)>;
 
 struct PolicySpec {
   Policy policy = Policy::kLww;
@@ -118,7 +118,7 @@ struct StoredKey {
 };
 
 struct PeerPosition {
-  uint64_t next = 1;                 // the first origin sequence of the peer not yet applied
+  uint64_t next = 1;                  // the first origin sequence of the peer not yet applied
   conflict::VersionVector knowledge;  // what the peer last reported having seen
   bool operator==(const PeerPosition&) const = default;
 };
@@ -127,8 +127,8 @@ struct Snapshot {
   std::map<std::string, StoredKey> keys;
   std::map<uint64_t, std::string> origin;  // own origin sequence -> key written
   uint64_t own_seq = 0;                    // the last dot counter this node minted
-  uint64_t trimmed = 0;     // origin entries up to here are removed (every peer pulled them)
-  HlcTimestamp hlc_floor;   // the greatest HLC the node wrote or applied
+  uint64_t trimmed = 0;    // origin entries up to here are removed (every peer pulled them)
+  HlcTimestamp hlc_floor;  // the greatest HLC the node wrote or applied
   std::map<uint64_t, PeerPosition> peers;  // by peer node id
 };
 
@@ -222,8 +222,7 @@ class Node {
   // A local write; nullopt document: delete. Returns the key's new state.
   Result<KeyState> Put(const std::string& key, std::string document,
                        const conflict::VersionVector* context = nullptr);
-  Result<KeyState> Delete(const std::string& key,
-                          const conflict::VersionVector* context = nullptr);
+  Result<KeyState> Delete(const std::string& key, const conflict::VersionVector* context = nullptr);
   // The key's state (nullopt: never written or purged).
   std::optional<KeyState> Get(const std::string& key) const;
 

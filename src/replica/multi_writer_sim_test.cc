@@ -28,6 +28,7 @@
 // CONVERGE_SIM_SEEDS sets the number of seeds (default 2000); CONVERGE_SIM_SEED=<n> replays one.
 #include <gtest/gtest.h>
 
+#include <boost/json.hpp>
 #include <cstdlib>
 #include <deque>
 #include <map>
@@ -37,8 +38,6 @@
 #include <set>
 #include <string>
 #include <vector>
-
-#include <boost/json.hpp>
 
 #include "converge/conflict/counters.h"
 #include "converge/sim_env.h"
@@ -60,9 +59,9 @@ uint64_t EnvNumber(const char* name, uint64_t fallback) {
 
 struct Coverage {
   uint64_t seeds = 0, writes = 0, deletes = 0, context_writes = 0, applied_pages = 0,
-           refused_pages = 0, merged = 0, unchanged = 0, dropped = 0, duplicated = 0,
-           crashes = 0, storage_faults = 0, purged = 0, partitions = 0, siblings_seen = 0,
-           drifted = 0, repaired = 0, reconcile_rounds = 0, changed_during_run = 0;
+           refused_pages = 0, merged = 0, unchanged = 0, dropped = 0, duplicated = 0, crashes = 0,
+           storage_faults = 0, purged = 0, partitions = 0, siblings_seen = 0, drifted = 0,
+           repaired = 0, reconcile_rounds = 0, changed_during_run = 0;
 };
 Coverage coverage;
 
@@ -515,8 +514,7 @@ class Sim {
       if (policy_ == Policy::kCrdtFields && !ever_deleted_.count(key) && increments_[key] > 0) {
         ASSERT_TRUE(want_doc.has_value());
         boost::json::value v = boost::json::parse(*want_doc);
-        auto counter =
-            conflict::GCounter::FromJson(boost::json::serialize(v.as_object().at("n")));
+        auto counter = conflict::GCounter::FromJson(boost::json::serialize(v.as_object().at("n")));
         ASSERT_TRUE(counter.ok());
         ASSERT_EQ(counter->Value(), increments_[key]) << "key " << key;
       }
@@ -546,8 +544,8 @@ class Sim {
 };
 
 void RunSeed(uint64_t seed, bool drift = false) {
-  SCOPED_TRACE("seed " + std::to_string(seed) + " (replay with CONVERGE_SIM_SEED=" +
-               std::to_string(seed) + ")");
+  SCOPED_TRACE("seed " + std::to_string(seed) +
+               " (replay with CONVERGE_SIM_SEED=" + std::to_string(seed) + ")");
   Sim sim(seed, drift);
   sim.Run();
   ++coverage.seeds;
@@ -587,11 +585,12 @@ TEST(MultiWriterSimTest, AntiEntropyRepairsInjectedDriftByMerging) {
     RunSeed(only != 0 ? only : i + 1, /*drift=*/true);
     if (::testing::Test::HasFatalFailure()) return;
   }
-  std::printf("seeds=%llu drifted_keys=%llu repaired=%llu reconcile_runs=%llu "
-              "changed_during_run=%llu\n",
-              (unsigned long long)coverage.seeds, (unsigned long long)coverage.drifted,
-              (unsigned long long)coverage.repaired, (unsigned long long)coverage.reconcile_rounds,
-              (unsigned long long)coverage.changed_during_run);
+  std::printf(
+      "seeds=%llu drifted_keys=%llu repaired=%llu reconcile_runs=%llu "
+      "changed_during_run=%llu\n",
+      (unsigned long long)coverage.seeds, (unsigned long long)coverage.drifted,
+      (unsigned long long)coverage.repaired, (unsigned long long)coverage.reconcile_rounds,
+      (unsigned long long)coverage.changed_during_run);
   if (only == 0 && seeds >= 1000) {
     EXPECT_GT(coverage.drifted, 0u);
     EXPECT_GT(coverage.repaired, 0u);

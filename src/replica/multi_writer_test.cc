@@ -159,8 +159,8 @@ TEST(MultiWriterTest, CrdtFieldsCountEveryIncrementOnce) {
           (*doc).substr(5, (*doc).find(",\"x\"") - 5));  // {"n":<counter>,"x":..}
     }
     ASSERT_TRUE(c.Increment(conflict::ReplicaId(i + 1)).ok());
-    ASSERT_TRUE(p.node[i]->Put("k", "{\"n\":" + c.ToJson() + ",\"x\":" + std::to_string(i) + "}")
-                    .ok());
+    ASSERT_TRUE(
+        p.node[i]->Put("k", "{\"n\":" + c.ToJson() + ",\"x\":" + std::to_string(i) + "}").ok());
   };
   inc(0);
   inc(1);

@@ -125,9 +125,9 @@ asio::awaitable<HttpReply> Api::MultiWriterDocument(Call& call) {
     Result<std::optional<MultiWriters::Read>> r = co_await d_.pool->Run(std::move(job));
     if (!r.ok()) co_return Error(r.status());
     if (!r->has_value()) {
-      co_return Error(http::status::not_found, "NOT_FOUND",
-                      "no document '" + key.substr(0, 200) + "' in collection '" + collection +
-                          "'");
+      co_return Error(
+          http::status::not_found, "NOT_FOUND",
+          "no document '" + key.substr(0, 200) + "' in collection '" + collection + "'");
     }
     HttpResponse res = JsonReply(http::status::ok, ReadBody(collection, key, **r));
     res.set(kContextHeader, FormatContext((*r)->state.vv));

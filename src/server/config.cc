@@ -14,11 +14,11 @@
 #include "converge/sql.h"
 #include "core/yaml_check.h"
 #include "replica/multi_writer.h"
-#include "store/builtin_merge.h"
-#include "server/push_http_client.h"
 #include "server/multi_writers.h"
+#include "server/push_http_client.h"
 #include "server/remote_source.h"
 #include "server/store_target.h"
+#include "store/builtin_merge.h"
 
 namespace converge::server {
 namespace {
@@ -507,10 +507,10 @@ Status ParseReplica(const YAML::Node& n, size_t index, ReplicaConfig* r) {
 // One entry of `multi_writer:`.
 Status ParseMultiWriter(const YAML::Node& n, size_t index, MultiWriterConfig* m) {
   const std::string w = "multi_writer[" + std::to_string(index) + "]";
-  CONVERGE_RETURN_IF_ERROR(CheckKeys(n, w,
-                                     {"collection", "node_id", "policy", "crdt_fields", "resolver",
-                                      "peers", "max_siblings", "poll_interval_ms",
-                                      "tombstone_retention_ms", "reconcile_interval_ms"}));
+  CONVERGE_RETURN_IF_ERROR(CheckKeys(
+      n, w,
+      {"collection", "node_id", "policy", "crdt_fields", "resolver", "peers", "max_siblings",
+       "poll_interval_ms", "tombstone_retention_ms", "reconcile_interval_ms"}));
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "collection", &m->collection));
   if (m->collection.empty()) return KeyError(w + ".collection", "is required");
   const std::string wc = "multi_writer." + m->collection;
@@ -538,8 +538,8 @@ Status ParseMultiWriter(const YAML::Node& n, size_t index, MultiWriterConfig* m)
   CONVERGE_RETURN_IF_ERROR(ReadInt(n, wc, "poll_interval_ms", &m->poll_interval_ms, 10, 3'600'000));
   CONVERGE_RETURN_IF_ERROR(
       ReadInt(n, wc, "tombstone_retention_ms", &m->tombstone_retention_ms, 0, kMaxI64));
-  CONVERGE_RETURN_IF_ERROR(ReadInt(n, wc, "reconcile_interval_ms", &m->reconcile_interval_ms, 0,
-                                   7LL * 24 * 3'600'000));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(n, wc, "reconcile_interval_ms", &m->reconcile_interval_ms, 0, 7LL * 24 * 3'600'000));
   if (m->reconcile_interval_ms != 0 && m->reconcile_interval_ms < 1000) {
     return KeyError(wc + ".reconcile_interval_ms", "must be 0 (off) or at least 1000");
   }
@@ -694,12 +694,11 @@ Status ParseAudit(const YAML::Node& n, AuditConfig* c) {
 
 Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
   if (!root || root.IsNull()) return Status::Ok();  // an empty file means all defaults
-  CONVERGE_RETURN_IF_ERROR(
-      CheckKeys(root, "",
-                {"listen", "data_dir", "io_threads", "storage_threads", "tls", "auth",
-                 "auto_create_topics", "topic_defaults", "log", "groups", "limits", "store",
-                 "sagas", "relays", "topology", "replicas", "multi_writer", "subscriptions",
-                 "audit"}));
+  CONVERGE_RETURN_IF_ERROR(CheckKeys(
+      root, "",
+      {"listen", "data_dir", "io_threads", "storage_threads", "tls", "auth", "auto_create_topics",
+       "topic_defaults", "log", "groups", "limits", "store", "sagas", "relays", "topology",
+       "replicas", "multi_writer", "subscriptions", "audit"}));
   std::string listen;
   CONVERGE_RETURN_IF_ERROR(ReadString(root, "", "listen", &listen));
   if (!listen.empty()) {
@@ -1084,8 +1083,8 @@ Status ValidateModuleOptions(const ServerConfig& c) {
                                   ".resolver': required with policy resolver, and only there");
     }
     if (!m.resolver.empty() && store_internal::BuiltinMergeFunction(m.resolver) == nullptr) {
-      return InvalidArgumentError("config key '" + key + ".resolver': no resolver '" +
-                                  m.resolver + "' is registered");
+      return InvalidArgumentError("config key '" + key + ".resolver': no resolver '" + m.resolver +
+                                  "' is registered");
     }
   }
   if (c.relays.enabled) {

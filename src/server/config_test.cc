@@ -325,24 +325,30 @@ multi_writer:
                  "multi_writer.carts.node_id");
   ExpectRejected("multi_writer:\n  - collection: carts\n    node_id: 2\n    policy: lww\n" + peers,
                  "multi_writer.carts.peers");
-  ExpectRejected("multi_writer:\n  - collection: carts\n    node_id: 1\n    policy: crdt-fields\n" +
-                     peers,
-                 "multi_writer.carts.crdt_fields");
-  ExpectRejected("multi_writer:\n  - collection: carts\n    node_id: 1\n    policy: crdt-fields\n"
-                 "    crdt_fields: {n: h-counter}\n" + peers,
-                 "multi_writer.carts.crdt_fields.n");
-  ExpectRejected("multi_writer:\n  - collection: carts\n    node_id: 1\n    policy: resolver\n" +
-                     peers,
-                 "multi_writer.carts.resolver");
-  ExpectRejected("multi_writer:\n  - collection: carts\n    node_id: 1\n    policy: lww\n"
-                 "    colour: red\n" + peers,
-                 "multi_writer[0].colour");
-  ExpectRejected("store: {enabled: false}\nmulti_writer:\n  - collection: carts\n    node_id: 1\n"
-                 "    policy: lww\n" + peers,
-                 "multi_writer.carts");
-  ExpectRejected("multi_writer:\n  - collection: converge-mw.x\n    node_id: 1\n    policy: lww\n" +
-                     peers,
-                 "multi_writer.converge-mw.x.collection");
+  ExpectRejected(
+      "multi_writer:\n  - collection: carts\n    node_id: 1\n    policy: crdt-fields\n" + peers,
+      "multi_writer.carts.crdt_fields");
+  ExpectRejected(
+      "multi_writer:\n  - collection: carts\n    node_id: 1\n    policy: crdt-fields\n"
+      "    crdt_fields: {n: h-counter}\n" +
+          peers,
+      "multi_writer.carts.crdt_fields.n");
+  ExpectRejected(
+      "multi_writer:\n  - collection: carts\n    node_id: 1\n    policy: resolver\n" + peers,
+      "multi_writer.carts.resolver");
+  ExpectRejected(
+      "multi_writer:\n  - collection: carts\n    node_id: 1\n    policy: lww\n"
+      "    colour: red\n" +
+          peers,
+      "multi_writer[0].colour");
+  ExpectRejected(
+      "store: {enabled: false}\nmulti_writer:\n  - collection: carts\n    node_id: 1\n"
+      "    policy: lww\n" +
+          peers,
+      "multi_writer.carts");
+  ExpectRejected(
+      "multi_writer:\n  - collection: converge-mw.x\n    node_id: 1\n    policy: lww\n" + peers,
+      "multi_writer.converge-mw.x.collection");
 }
 
 TEST(Config, ReplicasSection) {

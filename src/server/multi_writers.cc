@@ -1,16 +1,15 @@
 #include "server/multi_writers.h"
 
 #include <atomic>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
 #include <charconv>
 #include <condition_variable>
 #include <cstdio>
 #include <mutex>
 #include <set>
 #include <thread>
-
-#include <boost/json/parse.hpp>
-#include <boost/json/serialize.hpp>
-#include <boost/json/value.hpp>
 
 #include "core/event_internal.h"
 #include "reconcile/session.h"
@@ -124,8 +123,8 @@ class StoreStorage : public mw::Storage {
         std::string_view in = bytes;
         Result<mw::KeyState> state = mw::KeyState::FromBinary(&in);
         if (!state.ok()) return DataLossError(what + ": " + std::string(state.status().message()));
-        snap.keys[d.key.substr(2)] = mw::StoredKey{std::move(*state),
-                                                   static_cast<int64_t>(U64(o, "t"))};
+        snap.keys[d.key.substr(2)] =
+            mw::StoredKey{std::move(*state), static_cast<int64_t>(U64(o, "t"))};
       } else if (d.key.starts_with("o/")) {
         const json::value* k = o.if_contains("k");
         if (k == nullptr || !k->is_string()) return DataLossError(what + ": no key");
@@ -191,9 +190,8 @@ class StoreStorage : public mw::Storage {
     }
     if (c.peer) {
       ops.push_back(WriteOp::Put(meta_, "p/" + std::to_string(c.peer->first),
-                                 "{\"next\":" + std::to_string(c.peer->second.next) +
-                                     ",\"k\":\"" + Base64(c.peer->second.knowledge.ToBinary()) +
-                                     "\"}",
+                                 "{\"next\":" + std::to_string(c.peer->second.next) + ",\"k\":\"" +
+                                     Base64(c.peer->second.knowledge.ToBinary()) + "\"}",
                                  {}, kNoTtl));
     }
     if (ops.empty()) return Status::Ok();
@@ -322,7 +320,7 @@ struct MultiWriters::Collection {
   std::atomic<uint64_t> reconcile_runs{0}, reconcile_differences{0}, reconcile_repaired{0},
       reconcile_failures{0};
   std::unique_ptr<reconcile::Responder> responder;  // under mu, over node->digest()
-  std::map<std::string, bool> logged;  // errors logged once (thread only)
+  std::map<std::string, bool> logged;               // errors logged once (thread only)
 
   void Log(const std::string& what) {
     if (logged.emplace(what, true).second) {
@@ -369,9 +367,8 @@ struct MultiWriters::Collection {
     }
     for (int round = 0; round < 64; ++round) {
       Result<std::string> reply = remotes[i]->MultiWriterPost("reconcile", message);
-      for (int retry = 0; !reply.ok() && reply.status().code() == StatusCode::kUnavailable &&
-                          retry < 3;
-           ++retry) {
+      for (int retry = 0;
+           !reply.ok() && reply.status().code() == StatusCode::kUnavailable && retry < 3; ++retry) {
         std::string again;
         {
           std::lock_guard lock(mu);
@@ -552,7 +549,7 @@ Result<MultiWriters::Collection*> MultiWriters::Open(const std::string& collecti
 }
 
 Result<std::optional<MultiWriters::Read>> MultiWriters::Get(const std::string& collection,
-                                                             const std::string& key) {
+                                                            const std::string& key) {
   CONVERGE_ASSIGN_OR_RETURN(Collection * c, Open(collection));
   std::lock_guard lock(c->mu);
   if (Status s = c->EnsureOpen(); !s.ok()) return UnavailableError(s.message());
@@ -569,8 +566,8 @@ Result<MultiWriters::Read> MultiWriters::Write(
   std::lock_guard lock(c->mu);
   if (Status s = c->EnsureOpen(); !s.ok()) return UnavailableError(s.message());
   const conflict::VersionVector* ctx = context ? &*context : nullptr;
-  Result<mw::KeyState> state = document ? c->node->Put(key, std::move(*document), ctx)
-                                        : c->node->Delete(key, ctx);
+  Result<mw::KeyState> state =
+      document ? c->node->Put(key, std::move(*document), ctx) : c->node->Delete(key, ctx);
   if (!state.ok()) {
     if (state.status().code() == StatusCode::kResourceExhausted) {
       return FailedPreconditionError(state.status().message());
@@ -650,11 +647,10 @@ void MultiWriters::CollectMetrics(std::vector<MetricsRegistry::Sample>* out) con
             "Keys the anti-entropy runs repaired by merging the peer's state.",
             c->reconcile_repaired.load());
     counter("converge_multi_writer_reconcile_failures_total",
-            "Anti-entropy runs that failed (see the server's log).",
-            c->reconcile_failures.load());
+            "Anti-entropy runs that failed (see the server's log).", c->reconcile_failures.load());
     out->push_back({"converge_multi_writer_keys",
-                    "Keys with causal state (live, or tombstones not yet purged).", "gauge",
-                    labels, static_cast<double>(c->keys.load())});
+                    "Keys with causal state (live, or tombstones not yet purged).", "gauge", labels,
+                    static_cast<double>(c->keys.load())});
   }
 }
 

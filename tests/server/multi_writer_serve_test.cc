@@ -99,7 +99,8 @@ class MultiWriterServeTest : public ::testing::Test {
            std::to_string(i + 1) + "\n    policy: " + policy_ + "\n" + extra +
            "    poll_interval_ms: 50\n"
            "    reconcile_interval_ms: " +
-           std::to_string(reconcile_ms_) + "\n"
+           std::to_string(reconcile_ms_) +
+           "\n"
            "    peers:\n"
            "      - {node_id: " +
            std::to_string(peer + 1) + ", url: 'http://127.0.0.1:" + std::to_string(port_[peer]) +
@@ -176,8 +177,8 @@ class MultiWriterServeTest : public ::testing::Test {
             std::string body;
             if (policy_ == "crdt-fields") {
               const uint64_t count = ++counts_[w][k];
-              body = R"({"n":{"type":"g-counter","entries":{")" + std::to_string(w + 1) +
-                     R"(":)" + std::to_string(count) + R"(}},"w":)" + std::to_string(w) + "}";
+              body = R"({"n":{"type":"g-counter","entries":{")" + std::to_string(w + 1) + R"(":)" +
+                     std::to_string(count) + R"(}},"w":)" + std::to_string(w) + "}";
             } else if (!del) {
               body = R"({"w":)" + std::to_string(w) + R"(,"n":)" + std::to_string(n) + "}";
             }
@@ -208,10 +209,10 @@ class MultiWriterServeTest : public ::testing::Test {
         for (int k = 0; k < kKeys; ++k) {
           if (counts_[w][k] == 0) continue;
           const uint64_t count = ++counts_[w][k];
-          HttpResult r = Call(w % 2, "PUT", "/v1/multi-writer/carts/docs/k" + std::to_string(k),
-                              R"({"n":{"type":"g-counter","entries":{")" + std::to_string(w + 1) +
-                                  R"(":)" + std::to_string(count) + R"(}},"w":)" +
-                                  std::to_string(w) + "}");
+          HttpResult r =
+              Call(w % 2, "PUT", "/v1/multi-writer/carts/docs/k" + std::to_string(k),
+                   R"({"n":{"type":"g-counter","entries":{")" + std::to_string(w + 1) + R"(":)" +
+                       std::to_string(count) + R"(}},"w":)" + std::to_string(w) + "}");
           ASSERT_EQ(r.status, 200) << r.body;
         }
       }
@@ -346,7 +347,8 @@ TEST_F(MultiWriterServeTest, AntiEntropyRepairsANodeRestoredFromABackupByMerging
     HttpResult r = Call(i, "PUT", "/v1/multi-writer/carts/docs/k" + std::to_string(k), doc);
     ASSERT_EQ(r.status, 200) << r.body;
   };
-  for (int k = 0; k < 6; ++k) ASSERT_NO_FATAL_FAILURE(put(k % 2, k, R"({"v":)" + std::to_string(k) + "}"));
+  for (int k = 0; k < 6; ++k)
+    ASSERT_NO_FATAL_FAILURE(put(k % 2, k, R"({"v":)" + std::to_string(k) + "}"));
   WaitEqual();
   // A backup of node 0, then writes of node 0 that node 1 pulls.
   const std::string data = node_[0]->data_dir();
@@ -355,7 +357,8 @@ TEST_F(MultiWriterServeTest, AntiEntropyRepairsANodeRestoredFromABackupByMerging
   ASSERT_TRUE(code.ok()) << code.status().ToString();
   ASSERT_EQ(std::system(("rm -rf " + backup + " && cp -a " + data + " " + backup).c_str()), 0);
   ASSERT_NO_FATAL_FAILURE(Start(0, data));
-  for (int k = 6; k < 11; ++k) ASSERT_NO_FATAL_FAILURE(put(0, k, R"({"lost":)" + std::to_string(k) + "}"));
+  for (int k = 6; k < 11; ++k)
+    ASSERT_NO_FATAL_FAILURE(put(0, k, R"({"lost":)" + std::to_string(k) + "}"));
   for (int k = 6; k < 11; ++k) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     while (Call(1, "GET", "/v1/multi-writer/carts/docs/k" + std::to_string(k)).status != 200) {
@@ -375,8 +378,9 @@ TEST_F(MultiWriterServeTest, AntiEntropyRepairsANodeRestoredFromABackupByMerging
   for (int i = 0; i < 2; ++i) {
     writers.emplace_back([&, i] {
       for (int n = 1; !stop.load(); ++n) {
-        HttpResult r = Call(i, "PUT", "/v1/multi-writer/carts/docs/k" + std::to_string(i == 0 ? 11 : 5),
-                            R"({"during":)" + std::to_string(n) + "}");
+        HttpResult r =
+            Call(i, "PUT", "/v1/multi-writer/carts/docs/k" + std::to_string(i == 0 ? 11 : 5),
+                 R"({"during":)" + std::to_string(n) + "}");
         if (r.status == 200) acked[i] = n;
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
@@ -398,13 +402,15 @@ TEST_F(MultiWriterServeTest, AntiEntropyRepairsANodeRestoredFromABackupByMerging
   // The last acknowledged write of each writer is what both nodes show: nothing reverted.
   for (int i = 0; i < 2; ++i) {
     for (int j = 0; j < 2; ++j) {
-      HttpResult r = Call(j, "GET", "/v1/collections/carts/docs/k" + std::to_string(i == 0 ? 11 : 5));
+      HttpResult r =
+          Call(j, "GET", "/v1/collections/carts/docs/k" + std::to_string(i == 0 ? 11 : 5));
       EXPECT_EQ(r.body, R"({"during":)" + std::to_string(acked[i].load()) + "}") << "node " << j;
     }
   }
   const std::string metrics = Call(0, "GET", "/metrics").body;
-  EXPECT_GE(MetricValue(metrics, "converge_multi_writer_reconcile_repaired_total{collection=\"carts\"}"),
-            5)
+  EXPECT_GE(
+      MetricValue(metrics, "converge_multi_writer_reconcile_repaired_total{collection=\"carts\"}"),
+      5)
       << metrics;
   std::system(("rm -rf " + backup).c_str());
 }
