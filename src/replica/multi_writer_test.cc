@@ -200,5 +200,49 @@ TEST(MultiWriterTest, GarbledPagesAreRefused) {
   EXPECT_EQ(p.node[1]->Apply(foreign).status().code(), StatusCode::kInvalidArgument);
 }
 
+TEST(MultiWriterTest, RepairMergesAndKeepsTheDigestCurrent) {
+  Pair p(Policy::kMultiValue);
+  ASSERT_TRUE(p.node[0]->Put("k", "\"a\"").ok());
+  ASSERT_TRUE(p.node[1]->Put("k", "\"b\"").ok());
+  EXPECT_NE(p.node[0]->digest().digest(), p.node[1]->digest().digest());
+  // Each side merges the other's state: both siblings on both, equal digests.
+  KeyState zero = *p.node[0]->Get("k");
+  KeyState one = *p.node[1]->Get("k");
+  EXPECT_TRUE(*p.node[0]->Repair("k", one));
+  EXPECT_TRUE(*p.node[1]->Repair("k", zero));
+  EXPECT_FALSE(*p.node[1]->Repair("k", zero));  // already covered: nothing written
+  EXPECT_EQ(p.node[0]->Get("k")->siblings.size(), 2u);
+  EXPECT_EQ(p.node[0]->digest().digest(), p.node[1]->digest().digest());
+  EXPECT_EQ(p.node[0]->digest().Get("k"), StateVersion(*p.node[0]->Get("k")));
+}
+
+TEST(MultiWriterTest, ARestoredNodeNeverMintsADotTwice) {
+  Pair p(Policy::kLww);
+  ASSERT_TRUE(p.node[0]->Put("k", "\"a\"").ok());
+  MemoryStorage backup;
+  backup.mutable_data() = p.storage[0].data();
+  ASSERT_TRUE(p.node[0]->Put("k", "\"b\"").ok());  // dot 1:2
+  p.Sync();
+  // Node 0 restored: it remembers only dot 1:1; node 1's report moves it past 1:2.
+  p.storage[0].mutable_data() = backup.data();
+  p.node[0] = *Node::Open(p.env, p.storage[0], p.options[0]);
+  p.Pull(0, 1);
+  KeyState s = *p.node[0]->Put("j", "\"c\"");
+  EXPECT_EQ(s.siblings[0].dot.counter, 3u);
+}
+
+TEST(MultiWriterTest, GarbledStatesAreRefused) {
+  KeyState st;
+  st.vv.Observe(conflict::ReplicaId(1), 1);
+  st.siblings.push_back(Sibling{{conflict::ReplicaId(1), 1}, {5, 0}, false, "\"x\""});
+  const std::string bytes = EncodeStates({{"k", st}});
+  auto back = DecodeStates(bytes);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ((*back)[0].second, st);
+  for (size_t cut = 0; cut < bytes.size(); ++cut) {
+    EXPECT_FALSE(DecodeStates(bytes.substr(0, cut)).ok()) << cut;
+  }
+}
+
 }  // namespace
 }  // namespace converge::replica::mw
