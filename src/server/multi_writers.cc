@@ -356,7 +356,7 @@ struct MultiWriters::Collection {
   // A merge never reverts a write, also one made during the run; keys written during the run
   // are left to the next run.
   Status AntiEntropy(size_t i) {
-    if (remotes[i] == nullptr) return FailedPreconditionError("no connection to the peer");
+    CONVERGE_RETURN_IF_ERROR(Connect(i));
     ++reconcile_runs;
     std::unique_ptr<reconcile::Initiator> initiator;
     std::string message;
@@ -465,7 +465,21 @@ struct MultiWriters::Collection {
     }
   }
 
+  // The connection to peer i, opened again if it could not be (a CA file unreadable at start).
+  Status Connect(size_t i) {
+    if (remotes[i] != nullptr) return Status::Ok();
+    const MultiWriterPeerConfig& p = config.peers[i];
+    RemoteSourceOptions o;
+    o.url = p.url;
+    o.token = p.token;
+    o.collection = config.collection;
+    o.ca_file = p.ca_file;
+    CONVERGE_ASSIGN_OR_RETURN(remotes[i], RemoteNode::Open(o));
+    return Status::Ok();
+  }
+
   Status PullOnce(size_t i, bool* more) {
+    CONVERGE_RETURN_IF_ERROR(Connect(i));
     const uint64_t peer = config.peers[i].node_id;
     uint64_t from;
     {
@@ -499,15 +513,7 @@ std::unique_ptr<MultiWriters> MultiWriters::Start(Env& env, Store& store,
     Result<mw::PolicySpec> spec = PolicySpecFor(c);
     // Validated with the config; a failure here would be a bug, reported on every request.
     if (spec.ok()) col->spec = std::move(*spec);
-    for (const MultiWriterPeerConfig& p : c.peers) {
-      RemoteSourceOptions o;
-      o.url = p.url;
-      o.token = p.token;
-      o.collection = c.collection;
-      o.ca_file = p.ca_file;
-      Result<std::unique_ptr<RemoteNode>> r = RemoteNode::Open(o);
-      col->remotes.push_back(r.ok() ? std::move(*r) : nullptr);
-    }
+    col->remotes.resize(c.peers.size());  // connected by the collection's thread
     if (!spec.ok()) {
       col->not_open = spec.status();
     } else {
