@@ -64,6 +64,15 @@ Result<std::string> Unbase64(const json::object& o, const char* name, const std:
   return out;
 }
 
+Result<uint64_t> Number(std::string_view text, const std::string& what) {
+  uint64_t v = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || p != text.data() + text.size()) {
+    return DataLossError(what + ": not a number in its key");
+  }
+  return v;
+}
+
 // Creates `name` owned by the multi-writer runner, or checks that it is.
 Status EnsureCollection(Store& store, const std::string& name) {
   Result<CollectionInfo> info = store.DescribeCollection(name);
@@ -128,12 +137,14 @@ class StoreStorage : public mw::Storage {
       } else if (d.key.starts_with("o/")) {
         const json::value* k = o.if_contains("k");
         if (k == nullptr || !k->is_string()) return DataLossError(what + ": no key");
-        snap.origin[std::stoull(d.key.substr(2))] = std::string(k->as_string());
+        CONVERGE_ASSIGN_OR_RETURN(uint64_t seq, Number(d.key.substr(2), what));
+        snap.origin[seq] = std::string(k->as_string());
       } else if (d.key.starts_with("p/")) {
         CONVERGE_ASSIGN_OR_RETURN(std::string bytes, Unbase64(o, "k", what));
         Result<conflict::VersionVector> k = conflict::VersionVector::FromBinary(bytes);
         if (!k.ok()) return DataLossError(what + ": " + std::string(k.status().message()));
-        snap.peers[std::stoull(d.key.substr(2))] = mw::PeerPosition{U64(o, "next"), *k};
+        CONVERGE_ASSIGN_OR_RETURN(uint64_t peer, Number(d.key.substr(2), what));
+        snap.peers[peer] = mw::PeerPosition{std::max<uint64_t>(U64(o, "next"), 1), *k};
       }
       return Status::Ok();
     }));
