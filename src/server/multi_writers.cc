@@ -331,7 +331,11 @@ struct MultiWriters::Collection {
   std::atomic<uint64_t> reconcile_runs{0}, reconcile_differences{0}, reconcile_repaired{0},
       reconcile_failures{0};
   std::unique_ptr<reconcile::Responder> responder;  // under mu, over node->digest()
-  std::map<std::string, bool> logged;               // errors logged once (thread only)
+  // Per peer (same order as config.peers): its writes not pulled yet as of the last pull, and
+  // when a pull last succeeded (monotonic ms; 0 = never).
+  std::vector<std::atomic<uint64_t>> peer_lag;
+  std::vector<std::atomic<int64_t>> peer_pulled_ms;
+  std::map<std::string, bool> logged;  // errors logged once (thread only)
 
   void Log(const std::string& what) {
     if (logged.emplace(what, true).second) {
@@ -511,6 +515,8 @@ struct MultiWriters::Collection {
     if (!r.ok()) return r.status();
     merged += r->merged;
     unchanged += r->unchanged;
+    peer_lag[i] = page->end - page->next;
+    peer_pulled_ms[i] = env.clock().NowMonotonicNanos() / 1'000'000;
     if (page->next < page->end) *more = true;
     return Status::Ok();
   }
@@ -525,6 +531,8 @@ std::unique_ptr<MultiWriters> MultiWriters::Start(Env& env, Store& store,
     // Validated with the config; a failure here would be a bug, reported on every request.
     if (spec.ok()) col->spec = std::move(*spec);
     col->remotes.resize(c.peers.size());  // connected by the collection's thread
+    col->peer_lag = std::vector<std::atomic<uint64_t>>(c.peers.size());
+    col->peer_pulled_ms = std::vector<std::atomic<int64_t>>(c.peers.size());
     if (!spec.ok()) {
       col->not_open = spec.status();
     } else {
@@ -665,6 +673,18 @@ void MultiWriters::CollectMetrics(std::vector<MetricsRegistry::Sample>* out) con
             c->reconcile_repaired.load());
     counter("converge_multi_writer_reconcile_failures_total",
             "Anti-entropy runs that failed (see the server's log).", c->reconcile_failures.load());
+    const int64_t now_ms = c->env.clock().NowMonotonicNanos() / 1'000'000;
+    for (size_t i = 0; i < c->config.peers.size(); ++i) {
+      const Labels peer = {{"collection", name},
+                           {"peer", std::to_string(c->config.peers[i].node_id)}};
+      out->push_back({"converge_multi_writer_peer_lag_writes",
+                      "Writes of the peer not pulled yet, as of the last pull.", "gauge", peer,
+                      static_cast<double>(c->peer_lag[i].load())});
+      const int64_t pulled = c->peer_pulled_ms[i].load();
+      out->push_back({"converge_multi_writer_peer_last_pull_age_ms",
+                      "Time since the last successful pull from the peer (-1: none yet).", "gauge",
+                      peer, pulled == 0 ? -1.0 : static_cast<double>(now_ms - pulled)});
+    }
     out->push_back({"converge_multi_writer_keys",
                     "Keys with causal state (live, or tombstones not yet purged).", "gauge", labels,
                     static_cast<double>(c->keys.load())});

@@ -278,6 +278,22 @@ TEST_F(MultiWriterServeTest, WritesThroughTheStoreRoutesAreRefused) {
 TEST_F(MultiWriterServeTest, LwwConvergesAfterSigkillOfEitherNodeUnderConcurrentWrites) {
   policy_ = "lww";
   ASSERT_NO_FATAL_FAILURE(WriteLoadWithKills());
+  // Staleness by value: caught up with the peer, pulled within the last few poll intervals.
+  for (int i = 0; i < 2; ++i) {
+    const std::string peer = "{collection=\"carts\",peer=\"" + std::to_string(2 - i) + "\"}";
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    double lag = -1, age = -1;
+    while (std::chrono::steady_clock::now() < deadline) {
+      const std::string metrics = Call(i, "GET", "/metrics").body;
+      lag = MetricValue(metrics, "converge_multi_writer_peer_lag_writes" + peer);
+      age = MetricValue(metrics, "converge_multi_writer_peer_last_pull_age_ms" + peer);
+      if (lag == 0 && age >= 0 && age < 5000) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    EXPECT_EQ(lag, 0) << "node " << i;
+    EXPECT_GE(age, 0) << "node " << i;
+    EXPECT_LT(age, 5000) << "node " << i;
+  }
   for (int k = 0; k < kKeys; ++k) {
     HttpResult r = Call(0, "GET", "/v1/multi-writer/carts/docs/k" + std::to_string(k));
     if (r.status != 200) continue;
