@@ -8,11 +8,18 @@
 //              its own transaction, ack the fetched batch. converge-remote-sqlite: a
 //              collection of another converge serve node (started here, --remote-changes writes
 //              through its API) pulled over the sidecar channel into SQLite.
+//   multi-writer  two converge serve nodes write the same --mw-keys keys of a multi-writer
+//              collection (policy lww) while cut off from each other (each started alone),
+//              then run together: the merge rate is the states both nodes merged from the other
+//              over the time until both are done (converge-multi-writer); its p50/p99 are the
+//              staleness of single writes afterwards (a write acknowledged on one node to its
+//              merged value read on the other, each node pulling every 10 ms).
 //   staleness  a producer appends change events at --rate per second for --seconds; the
 //              applier follows; per change, the time from its source commit (before its
 //              append) to the commit of the target transaction that applied it.
 // Every server is started by the benchmark (PostgreSQL: fsync and synchronous_commit on).
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -43,7 +50,8 @@ namespace converge::bench {
 namespace {
 
 constexpr char kSystems[] =
-    "converge-sqlite,converge-postgres,hand-written-postgres,converge-remote-sqlite";
+    "converge-sqlite,converge-postgres,hand-written-postgres,converge-remote-sqlite,"
+    "converge-multi-writer";
 
 struct Options {
   bool help = false;
@@ -51,6 +59,8 @@ struct Options {
   uint64_t changes = 200'000;
   uint64_t hand_written_changes = 5000;
   uint64_t remote_changes = 50'000;
+  uint64_t mw_keys = 2000;
+  uint64_t mw_samples = 200;
   uint64_t keys = 10'000;
   uint64_t batch = 10000;
   uint64_t rate = 10'000;
@@ -257,6 +267,141 @@ struct Bench {
                   "(one request and one transaction with the position); up to commitseq %llu",
                   static_cast<unsigned long long>(o.batch),
                   static_cast<unsigned long long>(commitseq));
+    m.note = note;
+    return m;
+  }
+
+  // converge-multi-writer: see the file comment.
+  Result<Measurement> MultiWriterMerge() {
+    const std::string name = "converge-multi-writer";
+    char buf[4096];
+    const ssize_t len = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+    if (len <= 0) return InternalError("cannot find this executable (/proc/self/exe)");
+    std::string exe(buf, static_cast<size_t>(len));
+    exe = exe.substr(0, exe.rfind('/') + 1) + "converge";
+    if (const char* other = std::getenv("CONVERGE_BENCH_SERVE_BINARY");
+        other != nullptr && *other) {
+      exe = other;
+    }
+    uint16_t port[2];
+    for (int i = 0; i < 2; ++i) {
+      CONVERGE_ASSIGN_OR_RETURN(port[i], testing::FreeLoopbackPort());
+    }
+    if (port[0] == port[1]) return UnavailableError("the same free port twice; run again");
+    std::string config[2];
+    for (int i = 0; i < 2; ++i) {
+      config[i] = dir + "/mw-node" + std::to_string(i + 1) + ".yaml";
+      FILE* f = std::fopen(config[i].c_str(), "w");
+      if (f == nullptr) return InternalError("cannot write " + config[i]);
+      std::fprintf(f,
+                   "store: {enabled: true}\n"
+                   "multi_writer:\n"
+                   "  - collection: carts\n"
+                   "    node_id: %d\n"
+                   "    policy: lww\n"
+                   "    poll_interval_ms: 10\n"
+                   "    peers: [{node_id: %d, url: 'http://127.0.0.1:%u'}]\n",
+                   i + 1, 2 - i, static_cast<unsigned>(port[1 - i]));
+      std::fclose(f);
+    }
+    auto start = [&](int i) -> Result<std::unique_ptr<testing::ServerProcess>> {
+      testing::ServerSpec spec;
+      spec.name = "converge serve";
+      spec.argv = {exe,        "serve",   "--listen",   "127.0.0.1:" + std::to_string(port[i]),
+                   "--config", config[i], "--data-dir", dir + "/mw-node" + std::to_string(i + 1)};
+      spec.port = port[i];
+      spec.log_path = dir + "/mw-node" + std::to_string(i + 1) + ".log";
+      return testing::ServerProcess::Start(spec);
+    };
+    auto send = [](client::Client& http, const std::string& method, const std::string& target,
+                   std::string body) -> Result<client::HttpResponse> {
+      client::HttpRequest req;
+      req.method = method;
+      req.target = target;
+      req.body = std::move(body);
+      if (!req.body.empty()) req.headers.push_back({"Content-Type", "application/json"});
+      CONVERGE_ASSIGN_OR_RETURN(client::HttpResponse res, http.Send(req));
+      if (res.status / 100 != 2 && res.status != 404) {
+        return InternalError(method + " " + target + ": HTTP " + std::to_string(res.status) + ": " +
+                             res.body.substr(0, 200));
+      }
+      return res;
+    };
+    auto client_for = [&](int i) {
+      client::Options co;
+      co.port = port[i];
+      return std::make_unique<client::Client>(co);
+    };
+    // Cut off from each other: each node alone writes every key.
+    for (int i = 0; i < 2; ++i) {
+      std::fprintf(stderr, "  %s: node %d alone writes %llu keys...\n", name.c_str(), i + 1,
+                   static_cast<unsigned long long>(o.mw_keys));
+      CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<testing::ServerProcess> node, start(i));
+      auto http = client_for(i);
+      for (uint64_t k = 0; k < o.mw_keys; ++k) {
+        CONVERGE_RETURN_IF_ERROR(
+            send(*http, "PUT", "/v1/multi-writer/carts/docs/k" + std::to_string(k),
+                 "{\"node\":" + std::to_string(i + 1) + ",\"k\":" + std::to_string(k) + "}")
+                .status());
+      }
+      CONVERGE_RETURN_IF_ERROR(node->Stop());
+    }
+    std::fprintf(stderr, "  %s: both nodes up, merging...\n", name.c_str());
+    std::unique_ptr<testing::ServerProcess> nodes[2];
+    std::unique_ptr<client::Client> http[2];
+    const int64_t t0 = NowNanos();
+    for (int i = 0; i < 2; ++i) {
+      CONVERGE_ASSIGN_OR_RETURN(nodes[i], start(i));
+      http[i] = client_for(i);
+    }
+    auto merged = [&](int i) -> Result<double> {
+      CONVERGE_ASSIGN_OR_RETURN(client::HttpResponse r, send(*http[i], "GET", "/metrics", ""));
+      const std::string series = "converge_multi_writer_merged_total{collection=\"carts\"} ";
+      const size_t at = r.body.find("\n" + series);
+      return at == std::string::npos ? 0.0 : std::stod(r.body.substr(at + 1 + series.size()));
+    };
+    while (true) {
+      CONVERGE_ASSIGN_OR_RETURN(double m0, merged(0));
+      CONVERGE_ASSIGN_OR_RETURN(double m1, merged(1));
+      if (m0 >= static_cast<double>(o.mw_keys) && m1 >= static_cast<double>(o.mw_keys)) break;
+      if (NowNanos() - t0 > 300'000'000'000LL) return InternalError(name + ": not merged in 300 s");
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    const double secs = static_cast<double>(NowNanos() - t0) / 1e9;
+    // Staleness of single writes: acknowledged on node 1, then read on node 2 until merged.
+    LatencyRecorder stale(o.mw_samples + 1);
+    for (uint64_t n = 0; n < o.mw_samples; ++n) {
+      const std::string doc = "{\"n\":" + std::to_string(n) + "}";
+      CONVERGE_RETURN_IF_ERROR(
+          send(*http[0], "PUT", "/v1/multi-writer/carts/docs/probe", doc).status());
+      const int64_t s = NowNanos();
+      while (true) {
+        CONVERGE_ASSIGN_OR_RETURN(client::HttpResponse r,
+                                  send(*http[1], "GET", "/v1/collections/carts/docs/probe", ""));
+        if (r.status == 200 && r.body == doc) break;
+        if (NowNanos() - s > 10'000'000'000LL) return InternalError(name + ": probe not merged");
+      }
+      stale.Record(NowNanos() - s);
+    }
+    Measurement m;
+    m.workload = "merge";
+    m.system = name;
+    m.durability = "fsync";
+    m.rate_name = "changes_per_s";
+    m.events = 2 * o.mw_keys;
+    m.seconds = secs;
+    m.events_per_s = static_cast<double>(m.events) / secs;
+    auto p = stale.Compute();
+    m.p50_us = p.p50_us;
+    m.p99_us = p.p99_us;
+    m.p999_us = p.p999_us;
+    char note[320];
+    std::snprintf(note, sizeof(note),
+                  "policy lww; %llu keys written on both nodes while apart, merged both ways "
+                  "(time includes starting the two nodes); p50/p99: a write on node 1 to its "
+                  "value read on node 2 (%llu samples, pulls every 10 ms)",
+                  static_cast<unsigned long long>(o.mw_keys),
+                  static_cast<unsigned long long>(o.mw_samples));
     m.note = note;
     return m;
   }
@@ -502,13 +647,15 @@ struct Bench {
 void PrintHelp(FILE* out) {
   std::fprintf(out,
                "converge bench replica [--json] [--changes N] [--hand-written-changes N] "
-               "[--remote-changes N] [--keys N] [--batch N]\n"
+               "[--remote-changes N] [--mw-keys N] [--mw-samples N] [--keys N] [--batch N]\n"
                "                        [--rate N] [--seconds N] [--no-staleness] "
                "[--systems LIST] [--dir DIR]\n"
                "Applies change events from a log topic into SQL tables: the replica applier "
                "into SQLite and\nPostgreSQL, beside a hand-written consumer (one upsert "
                "transaction per event), and from another node's store collection over HTTP\n"
-               "(converge-remote-sqlite, --remote-changes); then staleness at --rate changes/s.\n"
+               "(converge-remote-sqlite, --remote-changes); the merge rate of a multi-writer "
+               "collection\nbetween two nodes (converge-multi-writer, --mw-keys); then staleness "
+               "at --rate changes/s.\n"
                "  systems: %s\n",
                kSystems);
 }
@@ -526,6 +673,8 @@ int RunReplica(int argc, char** argv) {
       ->check(cli::Integer(1, 100'000'000));
   app.add_option("--keys", o.keys)->check(cli::Integer(1, 100'000'000));
   app.add_option("--remote-changes", o.remote_changes)->check(cli::Integer(1, 100'000'000));
+  app.add_option("--mw-keys", o.mw_keys)->check(cli::Integer(1, 10'000'000));
+  app.add_option("--mw-samples", o.mw_samples)->check(cli::Integer(1, 1'000'000));
   app.add_option("--batch", o.batch)->check(cli::Integer(1, 100'000));
   app.add_option("--rate", o.rate)->check(cli::Integer(1, 1'000'000));
   app.add_option("--seconds", o.seconds)->check(cli::Integer(1, 3600));
@@ -546,7 +695,7 @@ int RunReplica(int argc, char** argv) {
   if (systems_option->count() > 0) o.systems = Split(systems);
   for (const std::string& s : o.systems) {
     if (s != "converge-sqlite" && s != "converge-postgres" && s != "hand-written-postgres" &&
-        s != "converge-remote-sqlite") {
+        s != "converge-remote-sqlite" && s != "converge-multi-writer") {
       std::fprintf(stderr, "converge bench replica: unknown system '%s' (%s)\n", s.c_str(),
                    kSystems);
       return 2;
@@ -588,6 +737,7 @@ int RunReplica(int argc, char** argv) {
     if (s == "converge-postgres") add(bench.Apply(true), s);
     if (s == "hand-written-postgres") add(bench.HandWritten(), s);
     if (s == "converge-remote-sqlite") add(bench.RemoteApply(), s);
+    if (s == "converge-multi-writer") add(bench.MultiWriterMerge(), s);
   }
   if (o.staleness) {
     for (const std::string& s : o.systems) {

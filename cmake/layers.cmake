@@ -47,7 +47,7 @@ converge_layer(store    3 USES core env log sql conflict          PUBLIC store.h
 converge_layer(saga     3 USES core env log sql                   PUBLIC saga.h twopc.h choreography.h)
 converge_layer(reconcile 3 USES core env sql)
 converge_layer(topology 3 USES core env schema)
-converge_layer(replica  3 USES core env log sql                   PUBLIC replica.h)
+converge_layer(replica  3 USES core env log sql conflict reconcile PUBLIC replica.h)
 converge_layer(audit    3 USES core env log)
 converge_layer(server   4 USES core env wire log groups sql jetstream schema lease outbox store saga topology replica reconcile audit client)
 converge_layer(client   4 USES core env wire log                  PUBLIC client.h)

@@ -11,6 +11,7 @@
 #include "server/api_internal.h"
 #include "server/cloudevents_http.h"
 #include "server/json_util.h"
+#include "server/multi_writers.h"
 #include "server/replicas.h"
 #include "server/store_target.h"
 #include "server/store_metrics.h"
@@ -264,6 +265,20 @@ const std::vector<Api::Route>& Api::RouteTable() {
        &Api::CollectionReconcile, A::kToken, M::kStore},
       {V::post, "/v1/collections/_transaction", RouteId::kTransaction, &Api::HandleStore, A::kToken,
        M::kStore},
+      // Multi-writer collections: each handler authorizes against the collection (read for
+      // reads and the peers' pulls, write for writes) before reading anything else.
+      {V::get, "/v1/multi-writer/{collection}/changes", RouteId::kMultiWriterChanges,
+       &Api::MultiWriterChanges, A::kToken, M::kStore},
+      {V::post, "/v1/multi-writer/{collection}/reconcile", RouteId::kMultiWriterReconcile,
+       &Api::MultiWriterReconcile, A::kToken, M::kStore},
+      {V::post, "/v1/multi-writer/{collection}/states", RouteId::kMultiWriterStates,
+       &Api::MultiWriterReconcile, A::kToken, M::kStore},
+      {V::get, "/v1/multi-writer/{collection}/docs/{key...}", RouteId::kGetMultiWriterDocument,
+       &Api::MultiWriterDocument, A::kToken, M::kStore},
+      {V::put, "/v1/multi-writer/{collection}/docs/{key...}", RouteId::kPutMultiWriterDocument,
+       &Api::MultiWriterDocument, A::kToken, M::kStore},
+      {V::delete_, "/v1/multi-writer/{collection}/docs/{key...}",
+       RouteId::kDeleteMultiWriterDocument, &Api::MultiWriterDocument, A::kToken, M::kStore},
       // The sagas: SagaRoutes authorizes non-admin services before it reads the input.
       {V::get, "/v1/saga-definitions", RouteId::kListSagaDefinitions, &Api::HandleSagas, A::kToken,
        M::kSagas},
@@ -408,6 +423,16 @@ Api::Api(ApiDeps deps)
     read_only_collections_[ReplicaMetaCollection(r.name)] =
         "collection '" + ReplicaMetaCollection(r.name) + "' is the bookkeeping of replica '" +
         r.name + "': only the replica writes it";
+  }
+  for (const MultiWriterConfig& m : d_.config->multi_writer) {
+    read_only_collections_[m.collection] =
+        "collection '" + m.collection +
+        "' is a multi-writer collection: write through /v1/multi-writer/" + m.collection +
+        "/docs/{key}";
+    read_only_collections_[MultiWriterMetaCollection(m.collection)] =
+        "collection '" + MultiWriterMetaCollection(m.collection) +
+        "' is the bookkeeping of multi-writer collection '" + m.collection +
+        "': only converge writes it";
   }
   for (const Route& r : RouteTable()) {
     route_metrics_.push_back(std::make_unique<RouteMetrics>(d_.metrics, std::string(r.path)));

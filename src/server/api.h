@@ -53,6 +53,7 @@ namespace converge::server {
 
 class Replicas;
 class LeasedWork;
+class MultiWriters;
 class PushService;
 
 struct ApiDeps {
@@ -75,6 +76,8 @@ struct ApiDeps {
   SchemaRegistry* schemas = nullptr;
   // The replicas of the config (/v1/replicas); null when there are none.
   Replicas* replicas = nullptr;
+  // The multi-writer collections of the config (/v1/multi-writer); null when there are none.
+  MultiWriters* multi_writers = nullptr;
   // The push subscriptions (/v1/subscriptions); required.
   PushService* push = nullptr;
   // The end-to-end audit (docs/formats/audit.md): all three set when audit.enabled, else null.
@@ -202,6 +205,10 @@ class Api {
   asio::awaitable<HttpReply> ReadReplicaRow(Call& call);
   asio::awaitable<HttpReply> ReconcileReplica(Call& call);
   asio::awaitable<HttpReply> ReplicaDrift(Call& call);
+  // The multi-writer collections (api_multi_writer.cc).
+  asio::awaitable<HttpReply> MultiWriterChanges(Call& call);
+  asio::awaitable<HttpReply> MultiWriterDocument(Call& call);
+  asio::awaitable<HttpReply> MultiWriterReconcile(Call& call);
   // The change stream of one store collection, for replicas on other nodes (api_remote.cc).
   asio::awaitable<HttpReply> CollectionChanges(Call& call);
   // Registers the watch that wakes waiting change streams on appends to the store's feed

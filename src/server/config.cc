@@ -13,9 +13,12 @@
 
 #include "converge/sql.h"
 #include "core/yaml_check.h"
+#include "replica/multi_writer.h"
+#include "server/multi_writers.h"
 #include "server/push_http_client.h"
 #include "server/remote_source.h"
 #include "server/store_target.h"
+#include "store/builtin_merge.h"
 
 namespace converge::server {
 namespace {
@@ -502,6 +505,87 @@ Status ParseReplica(const YAML::Node& n, size_t index, ReplicaConfig* r) {
   return Status::Ok();
 }
 
+// One entry of `multi_writer:`.
+Status ParseMultiWriter(const YAML::Node& n, size_t index, MultiWriterConfig* m) {
+  const std::string w = "multi_writer[" + std::to_string(index) + "]";
+  CONVERGE_RETURN_IF_ERROR(CheckKeys(
+      n, w,
+      {"collection", "node_id", "policy", "crdt_fields", "resolver", "peers", "max_siblings",
+       "poll_interval_ms", "tombstone_retention_ms", "reconcile_interval_ms"}));
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "collection", &m->collection));
+  if (m->collection.empty()) return KeyError(w + ".collection", "is required");
+  const std::string wc = "multi_writer." + m->collection;
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, wc, "node_id", &m->node_id, 0, UINT64_MAX));
+  if (m->node_id == 0) return KeyError(wc + ".node_id", "is required: a node id >= 1");
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, wc, "policy", &m->policy));
+  if (m->policy.empty()) {
+    return KeyError(wc + ".policy",
+                    "is required (there is no default): one of lww, multi-value, crdt-fields, "
+                    "resolver");
+  }
+  if (Result<replica::mw::Policy> p = replica::mw::ParsePolicy(m->policy); !p.ok()) {
+    return KeyError(wc + ".policy", p.status().message());
+  }
+  if (YAML::Node f = n["crdt_fields"]) {
+    if (!f.IsMap()) return KeyError(wc + ".crdt_fields", "must be a mapping of field: kind");
+    for (const auto& kv : f) {
+      const std::string field = kv.first.as<std::string>();
+      if (!kv.second.IsScalar()) return KeyError(wc + ".crdt_fields." + field, "must be a string");
+      m->crdt_fields[field] = kv.second.as<std::string>();
+    }
+  }
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, wc, "resolver", &m->resolver));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, wc, "max_siblings", &m->max_siblings, 1, 10'000));
+  CONVERGE_RETURN_IF_ERROR(ReadInt(n, wc, "poll_interval_ms", &m->poll_interval_ms, 10, 3'600'000));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(n, wc, "tombstone_retention_ms", &m->tombstone_retention_ms, 0, kMaxI64));
+  CONVERGE_RETURN_IF_ERROR(
+      ReadInt(n, wc, "reconcile_interval_ms", &m->reconcile_interval_ms, 0, 7LL * 24 * 3'600'000));
+  if (m->reconcile_interval_ms != 0 && m->reconcile_interval_ms < 1000) {
+    return KeyError(wc + ".reconcile_interval_ms", "must be 0 (off) or at least 1000");
+  }
+  YAML::Node peers = n["peers"];
+  if (!peers || !peers.IsSequence() || peers.size() == 0) {
+    return KeyError(wc + ".peers", "is required: a list of the other nodes writing the collection");
+  }
+  for (size_t i = 0; i < peers.size(); ++i) {
+    const std::string wp = wc + ".peers[" + std::to_string(i) + "]";
+    MultiWriterPeerConfig peer;
+    CONVERGE_RETURN_IF_ERROR(
+        CheckKeys(peers[i], wp, {"node_id", "url", "token", "token_env", "ca_file"}));
+    CONVERGE_RETURN_IF_ERROR(ReadInt(peers[i], wp, "node_id", &peer.node_id, 0, UINT64_MAX));
+    if (peer.node_id == 0) return KeyError(wp + ".node_id", "is required: a node id >= 1");
+    CONVERGE_RETURN_IF_ERROR(ReadString(peers[i], wp, "url", &peer.url));
+    if (peer.url.empty()) return KeyError(wp + ".url", "is required");
+    CONVERGE_RETURN_IF_ERROR(ReadString(peers[i], wp, "ca_file", &peer.ca_file));
+    std::string env_name;
+    CONVERGE_RETURN_IF_ERROR(ReadString(peers[i], wp, "token", &peer.token));
+    CONVERGE_RETURN_IF_ERROR(ReadString(peers[i], wp, "token_env", &env_name));
+    if (!peer.token.empty() && !env_name.empty()) {
+      return KeyError(wp, "set either token or token_env, not both");
+    }
+    if (!env_name.empty()) {
+      const char* v = std::getenv(env_name.c_str());
+      if (v == nullptr || *v == '\0') {
+        return KeyError(wp + ".token_env", "environment variable " + env_name + " is not set");
+      }
+      peer.token = v;
+    }
+    m->peers.push_back(std::move(peer));
+  }
+  return Status::Ok();
+}
+
+Status ParseMultiWriters(const YAML::Node& n, ServerConfig* c) {
+  if (!n.IsSequence()) return KeyError("multi_writer", "must be a list");
+  for (size_t i = 0; i < n.size(); ++i) {
+    MultiWriterConfig m;
+    CONVERGE_RETURN_IF_ERROR(ParseMultiWriter(n[i], i, &m));
+    c->multi_writer.push_back(std::move(m));
+  }
+  return Status::Ok();
+}
+
 Status ParseReplicas(const YAML::Node& n, ServerConfig* c) {
   if (!n.IsSequence()) return KeyError("replicas", "must be a list");
   for (size_t i = 0; i < n.size(); ++i) {
@@ -642,11 +726,11 @@ Status ParseCluster(const YAML::Node& n, ClusterConfig* c) {
 
 Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
   if (!root || root.IsNull()) return Status::Ok();  // an empty file means all defaults
-  CONVERGE_RETURN_IF_ERROR(
-      CheckKeys(root, "",
-                {"listen", "data_dir", "io_threads", "storage_threads", "tls", "auth",
-                 "auto_create_topics", "topic_defaults", "log", "groups", "limits", "store",
-                 "sagas", "relays", "topology", "replicas", "subscriptions", "audit", "cluster"}));
+  CONVERGE_RETURN_IF_ERROR(CheckKeys(
+      root, "",
+      {"listen", "data_dir", "io_threads", "storage_threads", "tls", "auth", "auto_create_topics",
+       "topic_defaults", "log", "groups", "limits", "store", "sagas", "relays", "topology",
+       "replicas", "multi_writer", "subscriptions", "audit", "cluster"}));
   std::string listen;
   CONVERGE_RETURN_IF_ERROR(ReadString(root, "", "listen", &listen));
   if (!listen.empty()) {
@@ -679,6 +763,7 @@ Status ParseRoot(const YAML::Node& root, ServerConfig* c) {
     CONVERGE_RETURN_IF_ERROR(ParseRelays(r, c->topic_defaults, &c->relays));
   }
   if (YAML::Node r = root["replicas"]) CONVERGE_RETURN_IF_ERROR(ParseReplicas(r, c));
+  if (YAML::Node m = root["multi_writer"]) CONVERGE_RETURN_IF_ERROR(ParseMultiWriters(m, c));
   if (YAML::Node s = root["subscriptions"]) CONVERGE_RETURN_IF_ERROR(ParseSubscriptions(s, c));
   // After store: a store collection's replica reads the store's feed topic.
   for (ReplicaConfig& r : c->replicas) {
@@ -967,6 +1052,65 @@ Status ValidateModuleOptions(const ServerConfig& c) {
         !replica_tables.insert({r.engine, r.database, r.table}).second) {
       return InvalidArgumentError("config key '" + key +
                                   ".target': another replica writes the same table");
+    }
+  }
+  std::set<std::string> mw_collections;
+  for (const MultiWriterConfig& m : c.multi_writer) {
+    const std::string key = "multi_writer." + m.collection;
+    if (!c.store.enabled) {
+      return InvalidArgumentError("config key '" + key + "': the store is disabled");
+    }
+    if (!mw_collections.insert(m.collection).second) {
+      return InvalidArgumentError("config key 'multi_writer': collection '" + m.collection +
+                                  "' is listed twice");
+    }
+    if (Status s = ValidateMultiWriterCollection(m.collection); !s.ok()) {
+      return ModuleError(key + ".collection", s);
+    }
+    for (const ReplicaConfig& r : c.replicas) {
+      if (r.target_collection == m.collection) {
+        return InvalidArgumentError("config key '" + key + "': replica '" + r.name +
+                                    "' writes the collection (a read-only copy)");
+      }
+    }
+    std::set<uint64_t> ids{m.node_id};
+    for (const MultiWriterPeerConfig& p : m.peers) {
+      if (!ids.insert(p.node_id).second) {
+        return InvalidArgumentError("config key '" + key + ".peers': node id " +
+                                    std::to_string(p.node_id) +
+                                    " is used twice (the node's own and each peer's must differ)");
+      }
+      ReplicaConfig as_remote;  // the peer's URL and CA file pass the remote source's checks
+      as_remote.name = m.collection;
+      as_remote.remote_url = p.url;
+      as_remote.remote_collection = m.collection;
+      as_remote.remote_ca_file = p.ca_file;
+      as_remote.source_topic = "store-changes";
+      if (Status s = CheckRemoteSource(as_remote); !s.ok()) return ModuleError(key + ".peers", s);
+    }
+    Result<replica::mw::Policy> policy = replica::mw::ParsePolicy(m.policy);
+    if (!policy.ok()) return ModuleError(key + ".policy", policy.status());
+    if (*policy == replica::mw::Policy::kCrdtFields && m.crdt_fields.empty()) {
+      return InvalidArgumentError("config key '" + key +
+                                  ".crdt_fields': policy crdt-fields needs at least one field");
+    }
+    if (*policy != replica::mw::Policy::kCrdtFields && !m.crdt_fields.empty()) {
+      return InvalidArgumentError("config key '" + key +
+                                  ".crdt_fields': only for policy crdt-fields");
+    }
+    for (const auto& [field, kind] : m.crdt_fields) {
+      if (store_internal::BuiltinMergeFunction(kind) == nullptr) {
+        return InvalidArgumentError("config key '" + key + ".crdt_fields." + field +
+                                    "': unknown CRDT kind '" + kind + "'");
+      }
+    }
+    if ((*policy == replica::mw::Policy::kResolver) != !m.resolver.empty()) {
+      return InvalidArgumentError("config key '" + key +
+                                  ".resolver': required with policy resolver, and only there");
+    }
+    if (!m.resolver.empty() && store_internal::BuiltinMergeFunction(m.resolver) == nullptr) {
+      return InvalidArgumentError("config key '" + key + ".resolver': no resolver '" + m.resolver +
+                                  "' is registered");
     }
   }
   if (c.relays.enabled) {

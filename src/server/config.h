@@ -166,6 +166,29 @@ struct ReplicaConfig {
   int64_t reconcile_interval_ms = 0;
 };
 
+// One multi-writer collection (docs/formats/replica.md, "Multi-writer collections"): this
+// node and its peers all accept writes to `collection` and merge them in the background with
+// the declared policy (there is no default).
+struct MultiWriterPeerConfig {
+  uint64_t node_id = 0;
+  std::string url;      // http(s)://host:port of the peer
+  std::string token;    // a token of the peer that may read the collection (token or token_env)
+  std::string ca_file;  // https: trust only these PEM certificates
+};
+struct MultiWriterConfig {
+  std::string collection;  // a collection of this node's store (created if missing)
+  uint64_t node_id = 0;    // this node's id among the peers, >= 1, unique
+  std::string policy;      // lww | multi-value | crdt-fields | resolver (required)
+  std::map<std::string, std::string> crdt_fields;  // crdt-fields: field -> built-in CRDT kind
+  std::string resolver;  // resolver: a merge function's name (built-in CRDT joins)
+  std::vector<MultiWriterPeerConfig> peers;
+  uint32_t max_siblings = 64;
+  int64_t poll_interval_ms = 1000;
+  int64_t tombstone_retention_ms = 7LL * 24 * 3600 * 1000;
+  // Anti-entropy with each peer this often, repairing by merging (0 = off; else >= 1000).
+  int64_t reconcile_interval_ms = 0;
+};
+
 // One push subscription (docs/push.md): the events of `topic`, delivered for consumer group
 // `group`, are POSTed to `endpoint`. From the `subscriptions:` section or POST /v1/subscriptions.
 struct SubscriptionConfig {
@@ -244,6 +267,7 @@ struct ServerConfig {
   // The declared topology, loaded from topology_dir by ApplyTopology (null without one).
   std::shared_ptr<const topology::System> topology;
   std::vector<ReplicaConfig> replicas;
+  std::vector<MultiWriterConfig> multi_writer;
   std::vector<SubscriptionConfig> subscriptions;
   AuditConfig audit;
   ClusterConfig cluster;

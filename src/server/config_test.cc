@@ -323,6 +323,68 @@ store:
   }
 }
 
+TEST(Config, MultiWriterSection) {
+  Result<ServerConfig> c = ParseConfig(R"(
+multi_writer:
+  - collection: carts
+    node_id: 1
+    policy: crdt-fields
+    crdt_fields: {count: g-counter, tags: or-set}
+    poll_interval_ms: 100
+    tombstone_retention_ms: 60000
+    peers:
+      - {node_id: 2, url: "http://10.0.0.2:8080", token: peer-secret}
+)");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_EQ(c->multi_writer.size(), 1u);
+  const MultiWriterConfig& m = c->multi_writer[0];
+  EXPECT_EQ(m.collection, "carts");
+  EXPECT_EQ(m.node_id, 1u);
+  EXPECT_EQ(m.policy, "crdt-fields");
+  EXPECT_EQ(m.crdt_fields.at("count"), "g-counter");
+  EXPECT_EQ(m.poll_interval_ms, 100);
+  EXPECT_EQ(m.tombstone_retention_ms, 60000);
+  ASSERT_EQ(m.peers.size(), 1u);
+  EXPECT_EQ(m.peers[0].node_id, 2u);
+  EXPECT_EQ(m.peers[0].token, "peer-secret");
+  const std::string peers = "    peers: [{node_id: 2, url: 'http://10.0.0.2:8080'}]\n";
+  // No policy by default: a multi-writer collection must declare one.
+  ExpectRejected("multi_writer:\n  - collection: carts\n    node_id: 1\n" + peers,
+                 "multi_writer.carts.policy");
+  ExpectRejected("multi_writer:\n  - {collection: carts, node_id: 1, policy: owner-wins}\n",
+                 "multi_writer.carts.policy");
+  ExpectRejected("multi_writer:\n  - {collection: carts, node_id: 1, policy: lww}\n",
+                 "multi_writer.carts.peers");
+  ExpectRejected("multi_writer:\n  - collection: carts\n    policy: lww\n" + peers,
+                 "multi_writer.carts.node_id");
+  ExpectRejected("multi_writer:\n  - collection: carts\n    node_id: 2\n    policy: lww\n" + peers,
+                 "multi_writer.carts.peers");
+  ExpectRejected(
+      "multi_writer:\n  - collection: carts\n    node_id: 1\n    policy: crdt-fields\n" + peers,
+      "multi_writer.carts.crdt_fields");
+  ExpectRejected(
+      "multi_writer:\n  - collection: carts\n    node_id: 1\n    policy: crdt-fields\n"
+      "    crdt_fields: {n: h-counter}\n" +
+          peers,
+      "multi_writer.carts.crdt_fields.n");
+  ExpectRejected(
+      "multi_writer:\n  - collection: carts\n    node_id: 1\n    policy: resolver\n" + peers,
+      "multi_writer.carts.resolver");
+  ExpectRejected(
+      "multi_writer:\n  - collection: carts\n    node_id: 1\n    policy: lww\n"
+      "    colour: red\n" +
+          peers,
+      "multi_writer[0].colour");
+  ExpectRejected(
+      "store: {enabled: false}\nmulti_writer:\n  - collection: carts\n    node_id: 1\n"
+      "    policy: lww\n" +
+          peers,
+      "multi_writer.carts");
+  ExpectRejected(
+      "multi_writer:\n  - collection: converge-mw.x\n    node_id: 1\n    policy: lww\n" + peers,
+      "multi_writer.converge-mw.x.collection");
+}
+
 TEST(Config, ReplicasSection) {
   Result<ServerConfig> c = ParseConfig(R"(
 store: {feed_topic: changes}

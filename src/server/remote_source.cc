@@ -378,6 +378,47 @@ Result<std::string> RemoteNode::Reconcile(std::string_view message) {
   }
 }
 
+Result<std::string> RemoteNode::MultiWriterChanges(uint64_t from, uint64_t limit) {
+  return MultiWriterSend("GET",
+                         "/v1/multi-writer/" + impl_->options.collection + "/changes?from=" +
+                             std::to_string(from) + "&limit=" + std::to_string(limit),
+                         "");
+}
+
+Result<std::string> RemoteNode::MultiWriterPost(const std::string& what, std::string body) {
+  return MultiWriterSend("POST", "/v1/multi-writer/" + impl_->options.collection + "/" + what,
+                         std::move(body));
+}
+
+Result<std::string> RemoteNode::MultiWriterSend(const std::string& method,
+                                                const std::string& target, std::string body) {
+  client::HttpRequest req;
+  req.method = method;
+  req.target = target;
+  if (method == "POST") req.headers.push_back({"Content-Type", "application/octet-stream"});
+  req.body = std::move(body);
+  Result<client::HttpResponse> res = impl_->client->Send(req);
+  if (!res.ok()) {
+    return UnavailableError(impl_->Where() + ": " + std::string(res.status().message()));
+  }
+  const std::string what = impl_->Where() + ": HTTP " + std::to_string(res->status) + ": ";
+  switch (res->status) {
+    case 200:
+      return std::move(res->body);
+    case 204:
+      return std::string();
+    case 401:
+    case 403:
+      return PermissionDeniedError(what + ErrorMessage(*res));
+    case 400:
+    case 404:
+    case 409:
+      return FailedPreconditionError(what + ErrorMessage(*res));
+    default:
+      return UnavailableError(what + ErrorMessage(*res));
+  }
+}
+
 Result<std::optional<Document>> RemoteNode::GetDocument(const std::string& key) {
   client::HttpRequest req;
   req.method = "GET";

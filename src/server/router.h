@@ -83,6 +83,13 @@ enum class RouteId {
   kReplicaDrift,
   kCollectionChanges,
   kCollectionReconcile,
+  // Multi-writer collections.
+  kMultiWriterChanges,
+  kMultiWriterReconcile,
+  kMultiWriterStates,
+  kGetMultiWriterDocument,
+  kPutMultiWriterDocument,
+  kDeleteMultiWriterDocument,
   // Operating the server (api_admin.cc): topics, groups, relays, the API document.
   kDeleteTopic,
   kReadEvents,

@@ -25,6 +25,7 @@
 #include "server/http_server.h"
 #include "server/leases.h"
 #include "server/metrics.h"
+#include "server/multi_writers.h"
 #include "server/push_service.h"
 #include "server/replicas.h"
 #include "server/store_metrics.h"
@@ -55,6 +56,7 @@ struct Server::Impl {
   std::shared_ptr<RelayService> relays;
   // Read `log` (and the store's feed in it) into SQL tables; stopped before the log closes.
   std::unique_ptr<Replicas> replicas;
+  std::unique_ptr<MultiWriters> multi_writers;
   // POST `log`'s events to the subscriptions' endpoints, settling leases in `groups`; stopped
   // before the groups' final flush.
   std::unique_ptr<PushService> push;
@@ -424,6 +426,16 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
     std::fprintf(stderr, "converge serve: running %zu replica(s)\n", impl->config.replicas.size());
   }
   deps.replicas = impl->replicas.get();
+  if (!impl->config.multi_writer.empty() && impl->store != nullptr) {
+    impl->multi_writers = MultiWriters::Start(*impl->env, *impl->store, impl->config);
+    impl->metrics.AddCollector(
+        [mw = impl->multi_writers.get()](std::vector<MetricsRegistry::Sample>* out) {
+          mw->CollectMetrics(out);
+        });
+    std::fprintf(stderr, "converge serve: running %zu multi-writer collection(s)\n",
+                 impl->config.multi_writer.size());
+  }
+  deps.multi_writers = impl->multi_writers.get();
   CONVERGE_ASSIGN_OR_RETURN(impl->push,
                             PushService::Start(*impl->env, *impl->groups, impl->config,
                                                impl->metrics));
@@ -514,6 +526,7 @@ Server::~Server() {
   if (impl_->audit) impl_->audit->Stop();
   impl_->pool.reset();
   if (impl_->replicas) impl_->replicas->Stop();
+  if (impl_->multi_writers) impl_->multi_writers->Stop();
   impl_->push.reset();
   impl_->http.reset();
   impl_->api.reset();
@@ -639,6 +652,7 @@ Status Server::Run(bool handle_signals) {
   // The appliers finish their step (each commits its rows with its position in one target
   // transaction) and close their databases.
   if (impl->replicas) impl->replicas->Stop();
+  if (impl->multi_writers) impl->multi_writers->Stop();
   // Leased work stops (relays and a leased orchestrator), then the leases are released, so
   // another sidecar takes them at once.
   if (impl->leases) impl->leases->Stop();
