@@ -216,6 +216,9 @@ class Api {
   Status WatchFeed();
   // The responder end of a reconciliation run of another node's replica (api_remote.cc).
   asio::awaitable<HttpReply> CollectionReconcile(Call& call);
+  // The reply of a binary exchange of the sidecar-to-sidecar channel: the bytes (200,
+  // application/octet-stream), nothing to say (204), or the error.
+  static HttpReply BytesReply(Result<std::optional<std::string>> reply);
   // A collection's (key, version) digest, kept up to date from the store's feed, and the
   // reconciliation responder over it. Blocking (store, log): call on the pool.
   struct CollectionDigest;

@@ -183,16 +183,7 @@ asio::awaitable<HttpReply> Api::MultiWriterReconcile(Call& call) {
     return mw->Reconcile(collection, body);
   };
   Result<std::optional<std::string>> reply = co_await d_.pool->Run(std::move(job));
-  if (!reply.ok()) co_return Error(reply.status());
-  if (!reply->has_value()) {
-    HttpResponse res{http::status::no_content, 11};
-    co_return Reply(std::move(res));
-  }
-  HttpResponse res{http::status::ok, 11};
-  res.set(http::field::content_type, "application/octet-stream");
-  res.body() = std::move(**reply);
-  res.prepare_payload();
-  co_return Reply(std::move(res));
+  co_return BytesReply(std::move(reply));
 }
 
 }  // namespace converge::server

@@ -341,16 +341,17 @@ asio::awaitable<HttpReply> Api::CollectionReconcile(Call& call) {
     return RespondToReconcile(collection, body);
   };
   Result<std::optional<std::string>> reply = co_await d_.pool->Run(std::move(job));
-  if (!reply.ok()) co_return Error(reply.status());
-  if (!reply->has_value()) {
-    HttpResponse res{http::status::no_content, 11};
-    co_return Reply(std::move(res));
-  }
+  co_return BytesReply(std::move(reply));
+}
+
+HttpReply Api::BytesReply(Result<std::optional<std::string>> reply) {
+  if (!reply.ok()) return Error(reply.status());
+  if (!reply->has_value()) return Reply(HttpResponse{http::status::no_content, 11});
   HttpResponse res{http::status::ok, 11};
   res.set(http::field::content_type, "application/octet-stream");
   res.body() = std::move(**reply);
   res.prepare_payload();
-  co_return Reply(std::move(res));
+  return Reply(std::move(res));
 }
 
 }  // namespace converge::server

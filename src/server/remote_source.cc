@@ -350,48 +350,24 @@ Result<std::unique_ptr<RemoteNode>> RemoteNode::Open(const RemoteSourceOptions& 
 }
 
 Result<std::string> RemoteNode::Reconcile(std::string_view message) {
-  client::HttpRequest req;
-  req.method = "POST";
-  req.target = "/v1/collections/" + impl_->options.collection + "/reconcile";
-  req.headers.push_back({"Content-Type", "application/octet-stream"});
-  req.body = std::string(message);
-  Result<client::HttpResponse> res = impl_->client->Send(req);
-  if (!res.ok()) {
-    return UnavailableError(impl_->Where() + ": " + std::string(res.status().message()));
-  }
-  const std::string what = impl_->Where() + ": HTTP " + std::to_string(res->status) + ": ";
-  switch (res->status) {
-    case 200:
-      return std::move(res->body);
-    case 204:
-      return std::string();
-    case 400:
-      return InvalidArgumentError(what + ErrorMessage(*res));
-    case 401:
-    case 403:
-      return PermissionDeniedError(what + ErrorMessage(*res));
-    case 404:
-    case 409:
-      return FailedPreconditionError(what + ErrorMessage(*res));
-    default:
-      return UnavailableError(what + ErrorMessage(*res));
-  }
+  return SendBytes("POST", "/v1/collections/" + impl_->options.collection + "/reconcile",
+                   std::string(message));
 }
 
 Result<std::string> RemoteNode::MultiWriterChanges(uint64_t from, uint64_t limit) {
-  return MultiWriterSend("GET",
+  return SendBytes("GET",
                          "/v1/multi-writer/" + impl_->options.collection + "/changes?from=" +
                              std::to_string(from) + "&limit=" + std::to_string(limit),
                          "");
 }
 
 Result<std::string> RemoteNode::MultiWriterPost(const std::string& what, std::string body) {
-  return MultiWriterSend("POST", "/v1/multi-writer/" + impl_->options.collection + "/" + what,
+  return SendBytes("POST", "/v1/multi-writer/" + impl_->options.collection + "/" + what,
                          std::move(body));
 }
 
-Result<std::string> RemoteNode::MultiWriterSend(const std::string& method,
-                                                const std::string& target, std::string body) {
+Result<std::string> RemoteNode::SendBytes(const std::string& method, const std::string& target,
+                                          std::string body) {
   client::HttpRequest req;
   req.method = method;
   req.target = target;
@@ -411,6 +387,7 @@ Result<std::string> RemoteNode::MultiWriterSend(const std::string& method,
     case 403:
       return PermissionDeniedError(what + ErrorMessage(*res));
     case 400:
+      return InvalidArgumentError(what + ErrorMessage(*res));
     case 404:
     case 409:
       return FailedPreconditionError(what + ErrorMessage(*res));

@@ -59,8 +59,8 @@ class RemoteNode {
   Result<std::optional<Document>> GetDocument(const std::string& key);
   // GET /v1/multi-writer/{collection}/changes?from=&limit=: a page of the peer's origin log
   // (the binary form of replica/multi_writer.h). Unavailable for a lost exchange or a 5xx,
-  // PermissionDenied for 401/403, FailedPrecondition for 404/409 (not a multi-writer
-  // collection there, or a position it no longer keeps).
+  // PermissionDenied for 401/403, InvalidArgument for 400, FailedPrecondition for 404/409
+  // (not a multi-writer collection there, or a position it no longer keeps).
   Result<std::string> MultiWriterChanges(uint64_t from, uint64_t limit);
   // POST /v1/multi-writer/{collection}/{what} with a binary body (what: reconcile, states):
   // the binary reply ("" for 204), statuses mapped as above.
@@ -69,8 +69,9 @@ class RemoteNode {
  private:
   struct Impl;
   explicit RemoteNode(std::unique_ptr<Impl> impl);
-  Result<std::string> MultiWriterSend(const std::string& method, const std::string& target,
-                                      std::string body);
+  // One binary exchange of the channel: the reply body ("" for 204), statuses mapped as above.
+  Result<std::string> SendBytes(const std::string& method, const std::string& target,
+                                std::string body);
   std::unique_ptr<Impl> impl_;
 };
 
