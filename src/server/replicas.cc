@@ -86,11 +86,36 @@ struct Replicas::Runner {
     return applier;
   }
 
-  // Waits until woken by an append, `ms` pass, or Stop. False once stopping.
+  // Waits until woken by an append, `ms` pass, or Stop. False once stopping. The time is the
+  // Env's (a timer of its executor wakes the thread), so a backoff or poll interval follows
+  // the Env's clock (virtual under a simulated Env); Stop and appends end it at once.
+  uint64_t pause_generation = 0;  // under mu: which Pause the timer firing belongs to
   bool Pause(int64_t ms) {
+    uint64_t generation;
+    {
+      std::lock_guard lock(mu);
+      generation = ++pause_generation;
+    }
+    std::shared_ptr<Life> life = owner->life_;
+    const TimerId timer =
+        env.executor().Schedule(std::max<int64_t>(ms, 0) * 1'000'000, [this, life, generation] {
+          // Under the lock Stop() takes: once it has returned, no timer touches `this`.
+          std::lock_guard life_lock(life->mu);
+          if (life->stopped) return;
+          {
+            std::lock_guard lock(mu);
+            if (pause_generation != generation) return;  // that Pause has returned
+            woken = true;
+          }
+          cv.notify_all();
+        });
     std::unique_lock lock(mu);
-    cv.wait_for(lock, std::chrono::milliseconds(ms), [this] { return stop || woken; });
+    cv.wait(lock, [this] { return stop || woken; });
     woken = false;
+    ++pause_generation;  // a timer firing late wakes nothing
+    lock.unlock();
+    env.executor().Cancel(timer);
+    std::lock_guard lock2(mu);
     return !stop;
   }
 
