@@ -555,6 +555,74 @@ TEST_F(RemoteReplicaServeTest, RetentionDroppedTheStartSoANewReplicaBootstrapsFr
   EXPECT_EQ(TableRows(), CollectionDocs());
 }
 
+// A read-only collection target bootstraps from a snapshot larger than one store transaction
+// (1,200 documents), in pages: until the last page commits with the position, the replica's
+// rows answer 503 (bootstrapping). B starts from what a SIGKILL in the middle of an earlier
+// bootstrap leaves (made deterministic: the bookkeeping's marker, a copied page with a key A
+// has since deleted, no position; written while the replica was not configured), and is
+// SIGKILLed again if it is seen mid-bootstrap; the copy ends equal to A's collection.
+TEST_F(RemoteReplicaServeTest, RetentionDroppedTheStartSoALargeReadOnlyCopyBootstrapsInPages) {
+  store_target_ = true;
+  CreateCollections();
+  uint64_t seq = 0;
+  for (int i = 0; i < 1'200; ++i) {
+    seq = Put("customers", "k" + std::to_string(i),
+              R"({"i":)" + std::to_string(i) + R"(,"pad":"................................"})");
+    ASSERT_GT(seq, 0u);
+  }
+  HttpResult gone = CallA("GET", "/v1/collections/customers/changes?from=0", "", kReplicator);
+  ASSERT_EQ(gone.status, 410) << gone.body;
+
+  // The state of B's store after a crash mid-bootstrap.
+  b_ = std::make_unique<ServeProcess>("");
+  ASSERT_OK(b_->Start());
+  auto put_b = [&](const std::string& target, const std::string& body) {
+    HttpResult r = HttpCall(b_->port(), "PUT", target, body,
+                            {{"Content-Type", "application/json"}}, "");
+    ASSERT_TRUE(r.status == 200 || r.status == 201) << target << " " << r.status << " " << r.body;
+  };
+  for (const char* c : {"converge-replica.customers", "customers_copy"}) {
+    ASSERT_NO_FATAL_FAILURE(
+        put_b(std::string("/v1/collections/") + c, R"({"owner":"converge-replica"})"));
+  }
+  const std::string meta = "/v1/collections/converge-replica.customers/docs/";
+  ASSERT_NO_FATAL_FAILURE(
+      put_b(meta + "r", R"({"source":"store-changes","collection":"customers_copy"})"));
+  ASSERT_NO_FATAL_FAILURE(put_b(meta + "b", R"({"next_offset":5,"started_us":1})"));
+  ASSERT_NO_FATAL_FAILURE(put_b(meta + "v%2Fdeleted-on-a", R"({"v":1,"d":false,"p":0,"c":1,"a":1})"));
+  ASSERT_NO_FATAL_FAILURE(put_b("/v1/collections/customers_copy/docs/deleted-on-a", R"({"x":1})"));
+  ASSERT_NO_FATAL_FAILURE(put_b(meta + "v%2Fk7", R"({"v":999999,"d":false,"p":0,"c":1,"a":1})"));
+  ASSERT_NO_FATAL_FAILURE(put_b("/v1/collections/customers_copy/docs/k7", R"({"stale":1})"));
+  b_->Kill();
+  ASSERT_NO_FATAL_FAILURE(StartB(b_->data_dir()));
+
+  // Kill B again if it is seen mid-bootstrap (its marker exists and rows are refused).
+  bool killed = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!killed && std::chrono::steady_clock::now() < deadline) {
+    HttpResult row = CallB("GET", "/v1/replicas/customers/rows/k7");
+    if (row.status == 200) break;
+    EXPECT_EQ(row.status, 503) << row.body;
+    if (CallB("GET", meta + "b").status == 200 && row.status == 503) {
+      b_->Kill();
+      killed = true;
+    }
+  }
+  if (killed) {
+    ASSERT_NO_FATAL_FAILURE(StartB(b_->data_dir()));
+  }
+  WaitCaughtUp(seq);
+  const auto docs = CollectionDocs();
+  EXPECT_EQ(docs.size(), 1'200u);
+  EXPECT_EQ(TableRows(), docs) << b_->Log();
+  EXPECT_EQ(CallB("GET", "/v1/collections/customers_copy/docs/deleted-on-a").status, 404);
+  EXPECT_EQ(CallB("GET", meta + "b").status, 404);
+  // And it follows the feed from there.
+  const uint64_t after = Put("customers", "after", R"({"a":1})");
+  WaitCaughtUp(after);
+  EXPECT_EQ(TableRows(), CollectionDocs());
+}
+
 TEST_F(RemoteReplicaServeTest, RetentionDroppedChangesTheReplicaNeedsSoItStopsVisibly) {
   CreateCollections();
   ASSERT_NO_FATAL_FAILURE(StartB(""));
