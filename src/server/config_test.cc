@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "server/remote_source.h"
+
 namespace converge::server {
 namespace {
 
@@ -372,6 +374,12 @@ replicas:
            "replicas: [{name: x, source: {topic: t}, " + ok_target + ", max_batch: 0}]",
            "replicas: [{name: x, source: {topic: t}, " + ok_target + ", on_malformed: maybe}]",
            "replicas: [{name: x, source: {topic: t}, " + ok_target +
+               ", on_position_gone: rebootstrap}]",
+           "replicas: [{name: x, source: {remote: {url: 'http://127.0.0.1:1', collection: c}}, " +
+               ok_target + ", on_position_gone: maybe}]",
+           "replicas: [{name: x, source: {remote: {url: 'http://127.0.0.1:1', collection: c}}, "
+           "target: {store_collection: copy}, on_position_gone: rebootstrap}]",
+           "replicas: [{name: x, source: {topic: t}, " + ok_target +
                ", tombstone_retention_ms: -1}]",
            "replicas: [{name: x, source: {topic: t}, " + ok_target +
                "}, {name: x, source: "
@@ -423,6 +431,14 @@ replicas:
       "target: {sqlite: /tmp/a.db, table: t}}]");
   ASSERT_TRUE(d.ok()) << d.status().ToString();
   EXPECT_EQ(d->replicas[0].source_topic, "store-changes");
+  EXPECT_FALSE(d->replicas[0].rebootstrap_on_position_gone);
+  EXPECT_FALSE(RemoteSourceOptionsFor(d->replicas[0]).rebootstrap);
+  Result<ServerConfig> g = ParseConfig(
+      "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c}}, "
+      "target: {sqlite: /tmp/a.db, table: t}, on_position_gone: rebootstrap}]");
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  EXPECT_TRUE(g->replicas[0].rebootstrap_on_position_gone);
+  EXPECT_TRUE(RemoteSourceOptionsFor(g->replicas[0]).rebootstrap);
   Result<ServerConfig> e = ParseConfig(
       "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c}}, "
       "target: {store_collection: copy}, reconcile_interval_ms: 0}]");

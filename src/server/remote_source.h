@@ -39,6 +39,9 @@ struct RemoteSourceOptions {
   std::string feed_topic = "store-changes";  // the other node's store.feed_topic
   int64_t wait_ms = 1000;                    // long poll per read when caught up
   int64_t timeout_ms = 10'000;               // per request, beyond wait_ms
+  // A position the other node's retention removed after changes were applied: take a new
+  // snapshot (a re-bootstrap batch, SourceBatch::snapshot_version) instead of a damaged range.
+  bool rebootstrap = false;
 };
 
 // The checks a remote source's settings pass (URL, collection and topic names, CA file).

@@ -656,6 +656,50 @@ TEST_F(RemoteReplicaServeTest, RetentionDroppedChangesTheReplicaNeedsSoItStopsVi
   EXPECT_EQ(CallB("GET", "/v1/replicas/customers/rows/a?max_staleness_ms=60000").status, 503);
 }
 
+// on_position_gone: rebootstrap. B has applied changes, A's retention removed some it has
+// not: B takes a new snapshot instead of stopping, and the keys A deleted meanwhile (whose
+// deletes are gone with the feed) are deleted in B's table too (tombstones at the snapshot's
+// commit sequence number), so the table equals A's collection; the feed goes on from there.
+TEST_F(RemoteReplicaServeTest, RetentionDroppedChangesSoTheReplicaRebootstrapsWhenAskedTo) {
+  b_extra_ = "    on_position_gone: rebootstrap\n";
+  CreateCollections();
+  ASSERT_NO_FATAL_FAILURE(StartB(""));
+  uint64_t seq = 0;
+  for (int i = 0; i < 20; ++i) seq = Put("customers", "old" + std::to_string(i), R"({"a":1})");
+  WaitCaughtUp(seq);
+  Result<int> code = b_->Signal(SIGTERM);
+  ASSERT_TRUE(code.ok()) << code.status().ToString();
+  // While B is down: deletes and updates of keys it has, new keys, and enough writes that
+  // A's retention removes them all from the feed.
+  for (int i = 0; i < 10; ++i) {
+    HttpResult del = CallA("DELETE", "/v1/collections/customers/docs/old" + std::to_string(i));
+    ASSERT_EQ(del.status, 204) << del.body;
+  }
+  for (int i = 0; i < 300; ++i) {
+    seq = Put("customers", "k" + std::to_string(i % 30),
+              R"({"i":)" + std::to_string(i) + R"(,"pad":"................................"})");
+  }
+  seq = Put("customers", "old15", R"({"a":2})");
+  for (int i = 0; i < 200; ++i) {
+    seq = Put("products", "p" + std::to_string(i % 10),
+              R"({"i":)" + std::to_string(i) + R"(,"pad":"................................"})");
+  }
+  HttpResult gone = CallA("GET", "/v1/collections/customers/changes?from=1", "", kReplicator);
+  ASSERT_EQ(gone.status, 410) << gone.body;
+  ASSERT_NO_FATAL_FAILURE(StartB(b_->data_dir()));
+  json::object d = WaitCaughtUp(seq);
+  EXPECT_TRUE(d["stopped"].is_null()) << json::serialize(d);
+  EXPECT_EQ(TableRows(), CollectionDocs()) << b_->Log();
+  HttpResult row = CallB("GET", "/v1/replicas/customers/rows/old3");
+  ASSERT_EQ(row.status, 200) << row.body;
+  EXPECT_TRUE(ParseBody(row).as_object()["deleted"].as_bool()) << row.body;
+  // And it follows the feed from there.
+  HttpResult del = CallA("DELETE", "/v1/collections/customers/docs/old15");
+  ASSERT_EQ(del.status, 204) << del.body;
+  WaitCaughtUp(std::stoull(del.Header("Converge-Version")));
+  EXPECT_EQ(TableRows(), CollectionDocs());
+}
+
 TEST_F(RemoteReplicaServeTest, ReconcileOverTheChannelFindsAndRepairsDriftInTheTable) {
   CreateCollections();
   ASSERT_NO_FATAL_FAILURE(StartB(""));
