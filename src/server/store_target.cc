@@ -448,4 +448,68 @@ Result<std::optional<replica::Row>> ReadStoreTargetRow(Store& store, const std::
   return std::optional<replica::Row>(std::move(row));
 }
 
+Status ScanStoreTarget(Store& store, const std::string& replica,
+                       const std::function<void(const std::string& key, uint64_t version)>& put) {
+  ListOptions list;
+  list.prefix = "v/";
+  list.limit = kPage;
+  while (true) {
+    Result<ListResult> page = store.List(ReplicaMetaCollection(replica), list);
+    if (!page.ok()) {
+      if (page.status().code() == StatusCode::kNotFound) return Status::Ok();
+      return page.status();
+    }
+    for (const Document& d : page->documents) {
+      CONVERGE_ASSIGN_OR_RETURN(Meta m, DecodeMeta(d.value));
+      if (!m.deleted) put(d.key.substr(2), m.version);
+    }
+    if (page->next_page_token.empty()) return Status::Ok();
+    list.page_token = page->next_page_token;
+  }
+}
+
+Result<bool> RepairStoreTargetRow(Store& store, const std::string& replica,
+                                  const std::string& collection, const std::string& key,
+                                  std::optional<uint64_t> copy_version,
+                                  const std::optional<Document>& now, int64_t now_us) {
+  const std::string meta = ReplicaMetaCollection(replica);
+  CONVERGE_ASSIGN_OR_RETURN(std::optional<Document> pos, Find(store, meta, "p/0"));
+  if (!pos) return false;  // nothing applied yet: the applier's first batch is not fenced
+  CONVERGE_ASSIGN_OR_RETURN(std::optional<Document> entry, Find(store, meta, "v/" + key));
+  std::optional<Meta> row;
+  if (entry) {
+    CONVERGE_ASSIGN_OR_RETURN(Meta m, DecodeMeta(entry->value));
+    row = m;
+  }
+  const bool gated_upsert = now && (!copy_version || now->version > *copy_version);
+  if (gated_upsert) {
+    if (row && row->version >= now->version) return false;  // the gate (tombstones too)
+  } else if (!row || row->deleted || row->version != copy_version) {
+    return false;  // no longer the entry the run compared
+  }
+  std::vector<WriteOp> ops;
+  ops.push_back(WriteOp::Put(meta, "p/0", pos->value, Precondition::IfMatch(pos->etag)));
+  const Precondition same = entry ? Precondition::IfMatch(entry->etag) : Precondition::CreateOnly();
+  if (now) {
+    ops.push_back(WriteOp::Put(collection, key, AsJson(now->value)));
+    Meta m;
+    m.version = now->version;
+    m.commit_us = now_us;
+    m.applied_us = now_us;
+    ops.push_back(WriteOp::Put(meta, "v/" + key, EncodeMeta(m), same));
+  } else {
+    // As a purged tombstone: neither a document nor an entry.
+    ops.push_back(WriteOp::Delete(collection, key));
+    ops.push_back(WriteOp::Delete(meta, "v/" + key, same));
+  }
+  Result<CommitResult> committed = store.Commit(ReplicaCaller(), ops);
+  if (committed.ok()) return true;
+  const StatusCode code = committed.status().code();
+  if (code == StatusCode::kAborted || code == StatusCode::kAlreadyExists ||
+      code == StatusCode::kNotFound) {
+    return false;  // the position or the entry moved meanwhile
+  }
+  return committed.status();
+}
+
 }  // namespace converge::server
