@@ -935,11 +935,10 @@ Status ValidateModuleOptions(const ServerConfig& c) {
     if (!replica_names.insert(r.name).second) {
       return InvalidArgumentError("config key 'replicas': duplicate name '" + r.name + "'");
     }
-    if (r.reconcile_interval_ms != 0 &&
-        (!r.target_collection.empty() || (r.store_collection.empty() && r.remote_url.empty()))) {
+    if (r.reconcile_interval_ms != 0 && r.store_collection.empty() && r.remote_url.empty()) {
       return InvalidArgumentError("config key '" + key +
                                   ".reconcile_interval_ms': only a replica of a store collection "
-                                  "into a table can be reconciled");
+                                  "can be reconciled");
     }
     if (!r.remote_url.empty()) {
       if (Status s = CheckRemoteSource(r); !s.ok()) return ModuleError(key + ".source.remote", s);

@@ -445,6 +445,12 @@ replicas:
   ASSERT_TRUE(e.ok()) << e.status().ToString();
   EXPECT_EQ(e->replicas[0].target_collection, "copy");
   EXPECT_EQ(e->replicas[0].max_batch, kMaxStoreTargetBatch);
+  // A store collection target is reconciled too, also on a schedule.
+  Result<ServerConfig> h = ParseConfig(
+      "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c}}, "
+      "target: {store_collection: c2}, reconcile_interval_ms: 5000}]");
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  EXPECT_EQ(h->replicas[0].reconcile_interval_ms, 5000);
   const std::string ok_target = "target: {sqlite: /tmp/a.db, table: t}";
   for (const std::string& bad : std::vector<std::string>{
            "replicas: [{name: x, source: {remote: {collection: c}}, " + ok_target + "}]",
@@ -470,8 +476,6 @@ replicas:
                ok_target + ", reconcile_interval_ms: 10}]",
            "replicas: [{name: x, source: {topic: t}, " + ok_target +
                ", reconcile_interval_ms: 5000}]",
-           "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c}}, "
-           "target: {store_collection: c2}, reconcile_interval_ms: 5000}]",
            "replicas: [{name: x, source: {store_collection: c}, target: {store_collection: c}}]",
            "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c}}, "
            "target: {store_collection: c2, table: t}}]",
