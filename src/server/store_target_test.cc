@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <deque>
+#include <map>
 
 #include "converge/sim_env.h"
 
@@ -117,6 +118,59 @@ TEST_F(StoreTargetTest, AnUnfinishedBootstrapIsRefusedToReadersAndRedoneFromACle
   EXPECT_EQ((*k0)->document, "{\"i\":0}");
   // A second batch from 0 is refused now that the position is committed.
   EXPECT_FALSE(target_->Apply(Snapshot(10, 20)).ok());
+}
+
+// Reconciliation's repairs of the copy never undo a write that moved the entry since the run
+// compared it: each is conditional (version gate, or If-Match on the compared entry), and
+// fences an applier batch in flight by rewriting the position.
+TEST_F(StoreTargetTest, ARepairWritesOnlyWhileTheEntryIsTheOneCompared) {
+  Document source;
+  source.key = "k1";
+  source.version = 50;
+  source.value = R"({"src":1})";
+  // Before the first batch: nothing is repaired.
+  auto early = RepairStoreTargetRow(*store_, "r", "copy", "k1", std::nullopt, source, 3);
+  ASSERT_TRUE(early.ok()) << early.status().ToString();
+  EXPECT_FALSE(*early);
+  ASSERT_TRUE(target_->Apply(Snapshot(3, 10)).ok());  // k0..k2 at versions 10..12
+  auto position = [&] { return store_->Get(ReplicaMetaCollection("r"), "p/0")->version; };
+  const uint64_t pos_before = position();
+
+  // Missing key: written, and the position's version moves (an applier's batch in flight
+  // that read before it fails its If-Match).
+  source.key = "new";
+  auto added = RepairStoreTargetRow(*store_, "r", "copy", "new", std::nullopt, source, 3);
+  ASSERT_TRUE(added.ok() && *added);
+  EXPECT_GT(position(), pos_before);
+  // A second repair of the same run's view finds the entry there now: refused by the gate.
+  auto again = RepairStoreTargetRow(*store_, "r", "copy", "new", std::nullopt, source, 3);
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(*again);
+  // The copy lower than the source, but the applier moved the entry to the source's version
+  // or past it meanwhile: left alone.
+  source.key = "k1";
+  source.version = 11;  // k1 is at 11 already
+  auto gated = RepairStoreTargetRow(*store_, "r", "copy", "k1", uint64_t{5}, source, 3);
+  ASSERT_TRUE(gated.ok());
+  EXPECT_FALSE(*gated);
+  // Extra or ahead, compared at a version the entry is no longer at: nothing written.
+  auto extra = RepairStoreTargetRow(*store_, "r", "copy", "k2", uint64_t{9}, std::nullopt, 3);
+  ASSERT_TRUE(extra.ok());
+  EXPECT_FALSE(*extra);
+  EXPECT_TRUE(store_->Get("copy", "k2").ok());
+  // ... and at the compared version: removed, document and entry.
+  auto removed = RepairStoreTargetRow(*store_, "r", "copy", "k2", uint64_t{12}, std::nullopt, 3);
+  ASSERT_TRUE(removed.ok() && *removed);
+  EXPECT_EQ(store_->Get("copy", "k2").status().code(), StatusCode::kNotFound);
+  auto row = ReadStoreTargetRow(*store_, "r", "copy", "k2");
+  ASSERT_TRUE(row.ok());
+  EXPECT_FALSE(row->has_value());
+  // The live entries are what a run compares.
+  std::map<std::string, uint64_t> live;
+  ASSERT_TRUE(ScanStoreTarget(*store_, "r", [&](const std::string& k, uint64_t v) {
+                live[k] = v;
+              }).ok());
+  EXPECT_EQ(live, (std::map<std::string, uint64_t>{{"k0", 10}, {"k1", 11}, {"new", 50}}));
 }
 
 }  // namespace
