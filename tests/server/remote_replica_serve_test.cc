@@ -6,6 +6,9 @@
 //     passed), a token from A's write reads its own write on B, staleness by value;
 //   - SIGKILL of A and of B under write load on A, restarts, and B's table equals A's
 //     collection.
+//   - a bootstrap larger than one store transaction into a read-only collection, in pages,
+//     resumed safely after a crash mid-bootstrap; on_position_gone: rebootstrap (SQLite and
+//     PostgreSQL); reconciliation of a read-only collection copy.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -271,6 +274,7 @@ class RemoteReplicaServeTest : public ::testing::Test {
   }
 
   void KillEitherUnderLoadAndCompare();
+  void RebootstrapAfterRetention();
 
   std::string dir_;
   std::string db_path_;
@@ -661,6 +665,18 @@ TEST_F(RemoteReplicaServeTest, RetentionDroppedChangesTheReplicaNeedsSoItStopsVi
 // deletes are gone with the feed) are deleted in B's table too (tombstones at the snapshot's
 // commit sequence number), so the table equals A's collection; the feed goes on from there.
 TEST_F(RemoteReplicaServeTest, RetentionDroppedChangesSoTheReplicaRebootstrapsWhenAskedTo) {
+  RebootstrapAfterRetention();
+}
+
+TEST_F(RemoteReplicaServeTest, RetentionDroppedChangesSoThePostgresReplicaRebootstraps) {
+  Result<std::unique_ptr<testing::PostgresServer>> pg = testing::PostgresServer::Start();
+  // Integration suites fail, never skip, when their server is missing.
+  ASSERT_TRUE(pg.ok()) << pg.status().ToString();
+  pg_ = std::move(pg).value();
+  RebootstrapAfterRetention();
+}
+
+void RemoteReplicaServeTest::RebootstrapAfterRetention() {
   b_extra_ = "    on_position_gone: rebootstrap\n";
   CreateCollections();
   ASSERT_NO_FATAL_FAILURE(StartB(""));
