@@ -12,7 +12,8 @@
 //   retention removed (410) is, for a replica that has applied nothing yet (position 0), a
 //   bootstrap: a snapshot of the collection (GET .../docs pages) handed out as one batch up to
 //   the feed's end before the listing; for any other position a damaged range the applier
-//   reports and, by its on_malformed policy, stops at (the default) or skips. A position past
+//   reports and, by its on_malformed policy, stops at (the default) or skips, or with
+//   `rebootstrap` a snapshot batch (SourceBatch::snapshot_version) from the position to the end. A position past
 //   the other node's end (409) is FailedPrecondition. Nothing is skipped silently.
 // Thread-safety: one thread at a time (the replica's driving thread). Blocks on the network,
 // each request bounded by wait_ms + timeout_ms.
