@@ -117,6 +117,11 @@ struct SourceBatch {
   // the records passed (0 = none), so commit-sequence tokens of any write are reached.
   bool sparse = false;
   uint64_t passed_commitseq = 0;
+  // Nonzero: the records are a complete listing of the source's live keys as of commit
+  // version `snapshot_version` (a re-bootstrap), not feed records: their offsets are not
+  // positions, the position moves to next_offset, and the target also deletes every live key
+  // the listing lacks whose version is below it (ApplyBatch::snapshot_version).
+  uint64_t snapshot_version = 0;
   std::shared_ptr<const void> storage;
 };
 
@@ -166,6 +171,10 @@ struct ApplyBatch {
   uint64_t from_offset = 0;
   Position position;
   int64_t applied_time_micros = 0;
+  // Nonzero (targets that applies_snapshots() only): `changes` list every live key of the
+  // source as of this version; every live row whose key is not among them and whose version
+  // is below it becomes a tombstone at this version, through the same version gate.
+  uint64_t snapshot_version = 0;
 };
 
 struct ApplyOutcome {
@@ -190,6 +199,8 @@ class Target {
   // Whether Apply honours ApplyBatch::truncate_below. An applier whose target does not stops
   // at a truncate (FailedPrecondition) rather than let the copy diverge.
   virtual bool applies_truncates() const { return false; }
+  // Whether Apply honours ApplyBatch::snapshot_version (a re-bootstrap).
+  virtual bool applies_snapshots() const { return false; }
 };
 
 struct SqlTargetOptions {

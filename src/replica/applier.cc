@@ -259,7 +259,28 @@ Result<size_t> Applier::Impl::StepPartition(uint32_t p, Status* stop) {
   uint64_t filtered = 0;
   uint64_t truncate_below = 0;
   bool cut = false;
+  if (batch.snapshot_version > 0) {
+    // A re-bootstrap: a listing, not feed records. All of it or nothing.
+    if (!target.applies_snapshots()) {
+      *stop = FailedPreconditionError("replica '" + options.name +
+                                      "': its target cannot apply a re-bootstrap snapshot");
+      Report(std::string(stop->message()));
+      return size_t{0};
+    }
+    for (const SourceRecord& rec : batch.records) {
+      Result<Change> change = ParseChangeRecord(rec.value, rec.timestamp_micros);
+      if (!change.ok()) {
+        return UnavailableError("replica '" + options.name + "': a snapshot document: " +
+                                std::string(change.status().message()));
+      }
+      if (!options.collection.empty() && change->collection != options.collection) continue;
+      changes.push_back(std::move(change).value());
+    }
+    to.next_offset = batch.next_offset;
+    to.commitseq = std::max(to.commitseq, batch.passed_commitseq);
+  }
   for (const SourceRecord& rec : batch.records) {
+    if (batch.snapshot_version > 0) break;
     if (batch.sparse && rec.offset > to.next_offset && rec.offset < batch.next_offset) {
       to.next_offset = rec.offset;  // records the source passed (not this replica's)
     }
@@ -309,7 +330,7 @@ Result<size_t> Applier::Impl::StepPartition(uint32_t p, Status* stop) {
     }
     changes.push_back(std::move(change).value());
   }
-  if (!cut && batch.sparse && !batch.damage.has_value()) {
+  if (!cut && batch.sparse && !batch.damage.has_value() && batch.snapshot_version == 0) {
     // The records the source passed: their offsets, and their commit sequence numbers (also
     // when the batch's last record is one it handed out).
     to.next_offset = std::max(to.next_offset, batch.next_offset);
@@ -333,6 +354,7 @@ Result<size_t> Applier::Impl::StepPartition(uint32_t p, Status* stop) {
     apply.applied_time_micros = env.clock().NowWallMicros();
     apply.truncate_below = truncate_below;
     apply.partitions = partitions;
+    apply.snapshot_version = batch.snapshot_version;
     uint64_t superseded = 0;
     uint64_t truncated = 0;  // changes of the batch from before its truncate
     for (size_t i = 0; i < changes.size(); ++i) {

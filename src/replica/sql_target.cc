@@ -1,6 +1,9 @@
 // SQL targets (SQLite and PostgreSQL through converge/sql.h); layout in docs/formats/replica.md.
 #include <algorithm>
+#include <deque>
 #include <map>
+#include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "converge/replica.h"
@@ -135,6 +138,35 @@ class SqlTarget : public Target {
         CONVERGE_RETURN_IF_ERROR(Truncate(tx, batch));
         watermark = std::max(watermark, batch.truncate_below - 1);
       }
+      if (batch.snapshot_version > 0) {
+        // A re-bootstrap: the live rows the listing lacks become tombstones at its version,
+        // through the same gated upsert as every change (so a row at or above it stays).
+        std::unordered_set<std::string_view> listed;
+        for (const Change* c : batch.changes) listed.insert(c->key);
+        const std::string live =
+            tx.engine() == sql::Engine::kPostgres ? "NOT deleted" : "deleted = 0";
+        const Value below[] = {Value::Int(static_cast<int64_t>(batch.snapshot_version))};
+        std::deque<Change> tombstones;
+        CONVERGE_RETURN_IF_ERROR(
+            tx.Query("SELECT key FROM " + t_ + " WHERE " + live + " AND version < $1", below,
+                     [&](const sql::Row& row) -> Status {
+                       std::string key(row.Bytes(0));
+                       if (listed.contains(key)) return Status::Ok();
+                       Change c;
+                       c.key = std::move(key);
+                       c.version = batch.snapshot_version;
+                       c.kind = ChangeKind::kDelete;
+                       c.commit_time_micros = batch.applied_time_micros;
+                       tombstones.push_back(std::move(c));
+                       return Status::Ok();
+                     })
+                .status());
+        ApplyBatch all = batch;
+        for (const Change& c : tombstones) all.changes.push_back(&c);
+        if (all.changes.empty()) return Status::Ok();
+        if (tx.engine() == sql::Engine::kPostgres) return ApplyMany(tx, all, watermark, &outcome);
+        return ApplyEach(tx, all, watermark, &outcome);
+      }
       if (batch.changes.empty()) return Status::Ok();
       if (tx.engine() == sql::Engine::kPostgres) return ApplyMany(tx, batch, watermark, &outcome);
       return ApplyEach(tx, batch, watermark, &outcome);
@@ -179,6 +211,7 @@ class SqlTarget : public Target {
   }
 
   bool applies_truncates() const override { return true; }
+  bool applies_snapshots() const override { return true; }
 
  private:
   // A truncate of the source: the rows older than it go, and every partition's purge

@@ -409,7 +409,7 @@ Status ParseRelays(const YAML::Node& n, const TopicOptions& topic_defaults, Rela
 Status ParseReplica(const YAML::Node& n, size_t index, ReplicaConfig* r) {
   const std::string w = "replicas[" + std::to_string(index) + "]";
   CONVERGE_RETURN_IF_ERROR(CheckKeys(n, w,
-                                     {"name", "source", "target", "max_batch", "on_malformed",
+                                     {"name", "source", "target", "max_batch", "on_malformed", "on_position_gone",
                                       "tombstone_retention_ms", "poll_interval_ms",
                                       "reconcile_interval_ms"}));
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "name", &r->name));
@@ -493,6 +493,19 @@ Status ParseReplica(const YAML::Node& n, size_t index, ReplicaConfig* r) {
     Result<replica::OnMalformed> m = replica::ParseOnMalformed(on_malformed);
     if (!m.ok()) return KeyError(wn + ".on_malformed", m.status().message());
     r->on_malformed = *m;
+  }
+  std::string on_position_gone;
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, wn, "on_position_gone", &on_position_gone));
+  if (!on_position_gone.empty() && on_position_gone != "stop" &&
+      on_position_gone != "rebootstrap") {
+    return KeyError(wn + ".on_position_gone", "must be stop or rebootstrap");
+  }
+  if (on_position_gone == "rebootstrap") {
+    if (r->remote_url.empty() || !r->target_collection.empty()) {
+      return KeyError(wn + ".on_position_gone",
+                      "rebootstrap needs source.remote and a sqlite or postgres target");
+    }
+    r->rebootstrap_on_position_gone = true;
   }
   CONVERGE_RETURN_IF_ERROR(
       ReadInt(n, wn, "tombstone_retention_ms", &r->tombstone_retention_ms, 0, kMaxI64));
@@ -1007,11 +1020,10 @@ Status ValidateModuleOptions(const ServerConfig& c) {
     if (!replica_names.insert(r.name).second) {
       return InvalidArgumentError("config key 'replicas': duplicate name '" + r.name + "'");
     }
-    if (r.reconcile_interval_ms != 0 &&
-        (!r.target_collection.empty() || (r.store_collection.empty() && r.remote_url.empty()))) {
+    if (r.reconcile_interval_ms != 0 && r.store_collection.empty() && r.remote_url.empty()) {
       return InvalidArgumentError("config key '" + key +
                                   ".reconcile_interval_ms': only a replica of a store collection "
-                                  "into a table can be reconciled");
+                                  "can be reconciled");
     }
     if (!r.remote_url.empty()) {
       if (Status s = CheckRemoteSource(r); !s.ok()) return ModuleError(key + ".source.remote", s);

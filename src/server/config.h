@@ -159,6 +159,9 @@ struct ReplicaConfig {
   std::string target_collection;
   uint32_t max_batch = 1000;
   replica::OnMalformed on_malformed = replica::OnMalformed::kStop;
+  // on_position_gone: rebootstrap (source.remote into a SQL table only): a position the
+  // source's retention removed is repaired from a new snapshot instead of stopping.
+  bool rebootstrap_on_position_gone = false;
   int64_t tombstone_retention_ms = 7LL * 24 * 3600 * 1000;
   // The applier is woken by appends to its source topic; it also looks this often.
   int64_t poll_interval_ms = 1000;

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "server/remote_source.h"
+
 namespace converge::server {
 namespace {
 
@@ -434,6 +436,12 @@ replicas:
            "replicas: [{name: x, source: {topic: t}, " + ok_target + ", max_batch: 0}]",
            "replicas: [{name: x, source: {topic: t}, " + ok_target + ", on_malformed: maybe}]",
            "replicas: [{name: x, source: {topic: t}, " + ok_target +
+               ", on_position_gone: rebootstrap}]",
+           "replicas: [{name: x, source: {remote: {url: 'http://127.0.0.1:1', collection: c}}, " +
+               ok_target + ", on_position_gone: maybe}]",
+           "replicas: [{name: x, source: {remote: {url: 'http://127.0.0.1:1', collection: c}}, "
+           "target: {store_collection: copy}, on_position_gone: rebootstrap}]",
+           "replicas: [{name: x, source: {topic: t}, " + ok_target +
                ", tombstone_retention_ms: -1}]",
            "replicas: [{name: x, source: {topic: t}, " + ok_target +
                "}, {name: x, source: "
@@ -485,12 +493,26 @@ replicas:
       "target: {sqlite: /tmp/a.db, table: t}}]");
   ASSERT_TRUE(d.ok()) << d.status().ToString();
   EXPECT_EQ(d->replicas[0].source_topic, "store-changes");
+  EXPECT_FALSE(d->replicas[0].rebootstrap_on_position_gone);
+  EXPECT_FALSE(RemoteSourceOptionsFor(d->replicas[0]).rebootstrap);
+  Result<ServerConfig> g = ParseConfig(
+      "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c}}, "
+      "target: {sqlite: /tmp/a.db, table: t}, on_position_gone: rebootstrap}]");
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  EXPECT_TRUE(g->replicas[0].rebootstrap_on_position_gone);
+  EXPECT_TRUE(RemoteSourceOptionsFor(g->replicas[0]).rebootstrap);
   Result<ServerConfig> e = ParseConfig(
       "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c}}, "
       "target: {store_collection: copy}, reconcile_interval_ms: 0}]");
   ASSERT_TRUE(e.ok()) << e.status().ToString();
   EXPECT_EQ(e->replicas[0].target_collection, "copy");
   EXPECT_EQ(e->replicas[0].max_batch, kMaxStoreTargetBatch);
+  // A store collection target is reconciled too, also on a schedule.
+  Result<ServerConfig> h = ParseConfig(
+      "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c}}, "
+      "target: {store_collection: c2}, reconcile_interval_ms: 5000}]");
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  EXPECT_EQ(h->replicas[0].reconcile_interval_ms, 5000);
   const std::string ok_target = "target: {sqlite: /tmp/a.db, table: t}";
   for (const std::string& bad : std::vector<std::string>{
            "replicas: [{name: x, source: {remote: {collection: c}}, " + ok_target + "}]",
@@ -516,8 +538,6 @@ replicas:
                ok_target + ", reconcile_interval_ms: 10}]",
            "replicas: [{name: x, source: {topic: t}, " + ok_target +
                ", reconcile_interval_ms: 5000}]",
-           "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c}}, "
-           "target: {store_collection: c2}, reconcile_interval_ms: 5000}]",
            "replicas: [{name: x, source: {store_collection: c}, target: {store_collection: c}}]",
            "replicas: [{name: x, source: {remote: {url: 'http://a:1', collection: c}}, "
            "target: {store_collection: c2, table: t}}]",

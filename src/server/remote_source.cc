@@ -45,6 +45,7 @@ RemoteSourceOptions RemoteSourceOptionsFor(const ReplicaConfig& r) {
   o.feed_topic = r.source_topic;
   // The long poll is also how often a stop is noticed: keep it short.
   o.wait_ms = std::min<int64_t>(r.poll_interval_ms, 1000);
+  o.rebootstrap = r.rebootstrap_on_position_gone;
   return o;
 }
 
@@ -130,7 +131,23 @@ class RemoteSource : public replica::Source {
             seq = c->to_number<uint64_t>();
           }
           if (end < start) return UnavailableError(what + ": a 410 reply without its end");
-          return Snapshot(end, seq);
+          return Snapshot(0, end, seq);
+        }
+        if (options_.rebootstrap) {
+          // on_position_gone: rebootstrap. A listing of every live document as of `commitseq`,
+          // the copy's other keys deleted below it by the target (version-gated).
+          uint64_t end = 0, seq = 0;
+          const json::object& g = body.as_object();
+          if (const json::value* e = g.if_contains("end"); e && e->is_number()) {
+            end = e->to_number<uint64_t>();
+          }
+          if (const json::value* c = g.if_contains("commitseq"); c && c->is_number()) {
+            seq = c->to_number<uint64_t>();
+          }
+          if (end < start || seq == 0) {
+            return UnavailableError(what + ": a 410 reply without its end or commitseq");
+          }
+          return Snapshot(from_offset, end, seq);
         }
         out.damage = DataLossError(what + ": " + message());
         out.next_offset = start;
@@ -215,7 +232,9 @@ class RemoteSource : public replica::Source {
   // (later ones too, possibly; the feed from `end` brings them again, version-gated), so the
   // position can move to `end` in the same transaction. Documents get offsets 0..n-1 (n <=
   // end: every live document has a feed record).
-  Result<replica::SourceBatch> Snapshot(uint64_t end, uint64_t commitseq) {
+  // From a position `from` > 0 (a re-bootstrap), the batch is a snapshot_version batch: the
+  // offsets of its documents are not positions.
+  Result<replica::SourceBatch> Snapshot(uint64_t from, uint64_t end, uint64_t commitseq) {
     const std::string what = Where() + ": bootstrap snapshot";
     auto storage = std::make_shared<Storage>();
     const int64_t now = env_.clock().NowWallMicros();
@@ -277,12 +296,13 @@ class RemoteSource : public replica::Source {
       if (next == nullptr || !next->is_string() || next->as_string().empty()) break;
       page = std::string(next->as_string());
     }
-    if (storage->values.size() > end) {
+    if (from == 0 && storage->values.size() > end) {
       return UnavailableError(what + ": more documents than feed records; try again");
     }
     replica::SourceBatch out;
     out.partition = 0;
-    out.from_offset = 0;
+    out.from_offset = from;
+    if (from > 0) out.snapshot_version = commitseq;
     out.next_offset = end;
     out.end_offset = end;
     out.sparse = true;

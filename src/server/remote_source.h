@@ -12,7 +12,8 @@
 //   retention removed (410) is, for a replica that has applied nothing yet (position 0), a
 //   bootstrap: a snapshot of the collection (GET .../docs pages) handed out as one batch up to
 //   the feed's end before the listing; for any other position a damaged range the applier
-//   reports and, by its on_malformed policy, stops at (the default) or skips. A position past
+//   reports and, by its on_malformed policy, stops at (the default) or skips, or with
+//   `rebootstrap` a snapshot batch (SourceBatch::snapshot_version) from the position to the end. A position past
 //   the other node's end (409) is FailedPrecondition. Nothing is skipped silently.
 // Thread-safety: one thread at a time (the replica's driving thread). Blocks on the network,
 // each request bounded by wait_ms + timeout_ms.
@@ -39,6 +40,9 @@ struct RemoteSourceOptions {
   std::string feed_topic = "store-changes";  // the other node's store.feed_topic
   int64_t wait_ms = 1000;                    // long poll per read when caught up
   int64_t timeout_ms = 10'000;               // per request, beyond wait_ms
+  // A position the other node's retention removed after changes were applied: take a new
+  // snapshot (a re-bootstrap batch, SourceBatch::snapshot_version) instead of a damaged range.
+  bool rebootstrap = false;
 };
 
 // The checks a remote source's settings pass (URL, collection and topic names, CA file).

@@ -86,11 +86,36 @@ struct Replicas::Runner {
     return applier;
   }
 
-  // Waits until woken by an append, `ms` pass, or Stop. False once stopping.
+  // Waits until woken by an append, `ms` pass, or Stop. False once stopping. The time is the
+  // Env's (a timer of its executor wakes the thread), so a backoff or poll interval follows
+  // the Env's clock (virtual under a simulated Env); Stop and appends end it at once.
+  uint64_t pause_generation = 0;  // under mu: which Pause the timer firing belongs to
   bool Pause(int64_t ms) {
+    uint64_t generation;
+    {
+      std::lock_guard lock(mu);
+      generation = ++pause_generation;
+    }
+    std::shared_ptr<Life> life = owner->life_;
+    const TimerId timer =
+        env.executor().Schedule(std::max<int64_t>(ms, 0) * 1'000'000, [this, life, generation] {
+          // Under the lock Stop() takes: once it has returned, no timer touches `this`.
+          std::lock_guard life_lock(life->mu);
+          if (life->stopped) return;
+          {
+            std::lock_guard lock(mu);
+            if (pause_generation != generation) return;  // that Pause has returned
+            woken = true;
+          }
+          cv.notify_all();
+        });
     std::unique_lock lock(mu);
-    cv.wait_for(lock, std::chrono::milliseconds(ms), [this] { return stop || woken; });
+    cv.wait(lock, [this] { return stop || woken; });
     woken = false;
+    ++pause_generation;  // a timer firing late wakes nothing
+    lock.unlock();
+    env.executor().Cancel(timer);
+    std::lock_guard lock2(mu);
     return !stop;
   }
 
@@ -519,38 +544,66 @@ Diff FromCopySide(const reconcile::Difference& d) {
 
 // The shared end of a run: repairs (unless dry_run) through the version-gated statements,
 // builds the result and keeps it as the drift.
-Result<std::string> Replicas::FinishReconcile(Runner* r, sql::Database& db, Compared& run,
-                                              const SourceLookup& lookup, bool dry_run,
-                                              int64_t started) {
+// The repairs of a SQL table target, each one autocommitted statement (version-gated, or
+// conditional on the row being the one compared).
+static Replicas::RowRepair SqlRowRepair(sql::Database& db, const ReplicaConfig& c, Env& env) {
+  const bool pg = db.engine() == sql::Engine::kPostgres;
+  const std::string no = pg ? "false" : "0";
+  const std::string& t = c.table;
+  // Version-gated like the applier's apply: a row the applier has meanwhile moved to the
+  // source's version or past it is left alone.
+  const std::string upsert =
+      "INSERT INTO " + t +
+      " (key, version, document, deleted, commit_time_us, applied_us, source_partition) "
+      "VALUES ($1, $2, $3, " +
+      no +
+      ", $4, $4, 0) ON CONFLICT (key) DO UPDATE SET "
+      "version = excluded.version, document = excluded.document, deleted = excluded.deleted, "
+      "commit_time_us = excluded.commit_time_us, applied_us = excluded.applied_us, "
+      "source_partition = excluded.source_partition WHERE excluded.version > " +
+      t + ".version";
+  // A row at a version the source never reached (edited in the table) is set back to the
+  // source's state only if it is still the row the run compared.
+  const std::string overwrite = "UPDATE " + t + " SET version = $2, document = $3, deleted = " +
+                                no +
+                                ", commit_time_us = $4, applied_us = $4 WHERE key = $1 AND "
+                                "version = $5 AND NOT deleted";
+  const std::string remove =
+      "DELETE FROM " + t + " WHERE key = $1 AND version = $2 AND NOT deleted";
+  return [&db, &env, upsert, overwrite, remove](
+             const Diff& d, const std::optional<Document>& now) -> Result<bool> {
+    const int64_t now_us = env.clock().NowWallMicros();
+    Result<int64_t> n = 0;
+    if (!d.source_version) {
+      const sql::Value p[] = {sql::Value::Text(d.key),
+                              sql::Value::Int(static_cast<int64_t>(*d.copy_version))};
+      n = db.Execute(remove, p);
+    } else if (!d.copy_version || *d.source_version > *d.copy_version) {
+      const sql::Value p[] = {sql::Value::Text(d.key),
+                              sql::Value::Int(static_cast<int64_t>(now->version)),
+                              sql::Value::Text(now->value), sql::Value::Int(now_us)};
+      n = db.Execute(upsert, p);
+    } else {
+      const sql::Value p[] = {sql::Value::Text(d.key),
+                              sql::Value::Int(static_cast<int64_t>(now->version)),
+                              sql::Value::Text(now->value), sql::Value::Int(now_us),
+                              sql::Value::Int(static_cast<int64_t>(*d.copy_version))};
+      n = db.Execute(overwrite, p);
+    }
+    if (!n.ok()) return n.status();
+    return *n != 0;
+  };
+}
+
+Result<std::string> Replicas::FinishReconcile(Runner* r, const RowRepair& repair_row,
+                                              Compared& run, const SourceLookup& lookup,
+                                              bool dry_run, int64_t started) {
   const ReplicaConfig& c = r->config;
   const std::string& name = c.name;
   Env& env = r->env;
   std::vector<std::string> changed = run.changed;
   uint64_t repaired = 0;
   if (!dry_run) {
-    const bool pg = db.engine() == sql::Engine::kPostgres;
-    const std::string no = pg ? "false" : "0";
-    const std::string& t = c.table;
-    // Version-gated like the applier's apply: a row the applier has meanwhile moved to the
-    // source's version or past it is left alone.
-    const std::string upsert =
-        "INSERT INTO " + t +
-        " (key, version, document, deleted, commit_time_us, applied_us, source_partition) "
-        "VALUES ($1, $2, $3, " +
-        no +
-        ", $4, $4, 0) ON CONFLICT (key) DO UPDATE SET "
-        "version = excluded.version, document = excluded.document, deleted = excluded.deleted, "
-        "commit_time_us = excluded.commit_time_us, applied_us = excluded.applied_us, "
-        "source_partition = excluded.source_partition WHERE excluded.version > " +
-        t + ".version";
-    // A row at a version the source never reached (edited in the table) is set back to the
-    // source's state only if it is still the row the run compared.
-    const std::string overwrite = "UPDATE " + t +
-                                  " SET version = $2, document = $3, deleted = " + no +
-                                  ", commit_time_us = $4, applied_us = $4 WHERE key = $1 AND "
-                                  "version = $5 AND NOT deleted";
-    const std::string remove =
-        "DELETE FROM " + t + " WHERE key = $1 AND version = $2 AND NOT deleted";
     auto repair = [&](const Diff& d) -> Status {
       // Re-read the source: a key written since the run read it is not repaired from the
       // run's view (the applier brings the new write; the next run sees it settled).
@@ -561,26 +614,8 @@ Result<std::string> Replicas::FinishReconcile(Runner* r, sql::Database& db, Comp
         changed.push_back(d.key);
         return Status::Ok();
       }
-      const int64_t now_us = env.clock().NowWallMicros();
-      Result<int64_t> n = 0;
-      if (!d.source_version) {
-        const sql::Value p[] = {sql::Value::Text(d.key),
-                                sql::Value::Int(static_cast<int64_t>(*d.copy_version))};
-        n = db.Execute(remove, p);
-      } else if (!d.copy_version || *d.source_version > *d.copy_version) {
-        const sql::Value p[] = {sql::Value::Text(d.key),
-                                sql::Value::Int(static_cast<int64_t>(now->version)),
-                                sql::Value::Text(now->value), sql::Value::Int(now_us)};
-        n = db.Execute(upsert, p);
-      } else {
-        const sql::Value p[] = {sql::Value::Text(d.key),
-                                sql::Value::Int(static_cast<int64_t>(now->version)),
-                                sql::Value::Text(now->value), sql::Value::Int(now_us),
-                                sql::Value::Int(static_cast<int64_t>(*d.copy_version))};
-        n = db.Execute(overwrite, p);
-      }
-      if (!n.ok()) return n.status();
-      if (*n == 0) {
+      CONVERGE_ASSIGN_OR_RETURN(bool done, repair_row(d, now));
+      if (!done) {
         changed.push_back(d.key);  // the copy's row moved meanwhile
       } else {
         ++repaired;
@@ -669,12 +704,6 @@ Result<std::string> Replicas::Reconcile(const std::string& name, Store* store, b
   Runner* r = FindRunner(runners_, name);
   if (r == nullptr) return NotFoundError("no replica '" + name + "'");
   const ReplicaConfig& c = r->config;
-  if (!c.target_collection.empty()) {
-    return FailedPreconditionError("replica '" + name + "' copies into collection '" +
-                                   c.target_collection +
-                                   "': reconciliation of a store collection target is not "
-                                   "built yet");
-  }
   if (c.store_collection.empty() && c.remote_url.empty()) {
     return FailedPreconditionError("replica '" + name + "' copies the topic '" + c.source_topic +
                                    "': reconciliation compares a store collection with its copy");
@@ -691,15 +720,37 @@ Result<std::string> Replicas::Reconcile(const std::string& name, Store* store, b
   Env& env = r->env;
   const int64_t started = env.clock().NowMonotonicNanos();
 
-  Status error;
-  std::unique_ptr<sql::Database> db = OpenTargetDb(c, &error);
-  if (db == nullptr) {
-    return UnavailableError("replica '" + name +
-                            "': cannot open the target database: " + std::string(error.message()));
-  }
   reconcile::ReconcileSet copy;
-  if (Status st = ScanCopy(*db, env, c.table, &copy); !st.ok()) {
-    return Status(st.code(), "replica '" + name + "': " + std::string(st.message()));
+  std::unique_ptr<sql::Database> db;
+  RowRepair repair_row;
+  if (!c.target_collection.empty()) {
+    // A read-only collection of this node's store: its bookkeeping's live entries are the
+    // copy, and each repair is one store transaction (RepairStoreTargetRow).
+    Store* target = r->store;
+    if (target == nullptr) return FailedPreconditionError("the store is not enabled");
+    if (Status st = ScanStoreTarget(
+            *target, name, [&copy](const std::string& k, uint64_t v) { copy.Put(k, v); });
+        !st.ok()) {
+      return Status(st.code(), "replica '" + name + "': reading the copy: " +
+                                   std::string(st.message()));
+    }
+    const std::string collection = c.target_collection;
+    repair_row = [target, name, collection, &env](
+                     const Diff& d, const std::optional<Document>& now) -> Result<bool> {
+      return RepairStoreTargetRow(*target, name, collection, d.key, d.copy_version, now,
+                                  env.clock().NowWallMicros());
+    };
+  } else {
+    Status error;
+    db = OpenTargetDb(c, &error);
+    if (db == nullptr) {
+      return UnavailableError("replica '" + name + "': cannot open the target database: " +
+                              std::string(error.message()));
+    }
+    if (Status st = ScanCopy(*db, env, c.table, &copy); !st.ok()) {
+      return Status(st.code(), "replica '" + name + "': " + std::string(st.message()));
+    }
+    repair_row = SqlRowRepair(*db, c, env);
   }
   Compared run;
   run.copy_rows = copy.size();
@@ -742,7 +793,7 @@ Result<std::string> Replicas::Reconcile(const std::string& name, Store* store, b
     run.source_keys = copy.size() + run.missing.size() - run.extra.size();
     RemoteNode* remote = node->get();
     SourceLookup lookup = [remote](const std::string& key) { return remote->GetDocument(key); };
-    return FinishReconcile(r, *db, run, lookup, dry_run, started);
+    return FinishReconcile(r, repair_row, run, lookup, dry_run, started);
   }
 
   // The source: the version of each live document of the collection (deleted and expired
@@ -796,7 +847,7 @@ Result<std::string> Replicas::Reconcile(const std::string& name, Store* store, b
     if (doc.status().code() == StatusCode::kNotFound) return std::optional<Document>();
     return doc.status();
   };
-  return FinishReconcile(r, *db, run, lookup, dry_run, started);
+  return FinishReconcile(r, repair_row, run, lookup, dry_run, started);
 }
 
 std::optional<std::string> Replicas::Drift(const std::string& name) const {

@@ -34,6 +34,7 @@ namespace converge::server {
 
 namespace replicas_internal {
 struct Compared;
+struct Diff;
 }  // namespace replicas_internal
 
 class Replicas {
@@ -86,6 +87,10 @@ class Replicas {
   Result<std::string> Reconcile(const std::string& name, Store* store, bool dry_run);
   // The source's current document of a key (nullopt: absent), for a repair.
   using SourceLookup = std::function<Result<std::optional<Document>>(const std::string& key)>;
+  // Repairs one difference to the source's document now (nullopt: absent); false when the
+  // copy's row moved meanwhile (nothing written).
+  using RowRepair = std::function<Result<bool>(const replicas_internal::Diff& d,
+                                               const std::optional<Document>& now)>;
   // The last Reconcile result of `name`; nullopt when it has none yet.
   std::optional<std::string> Drift(const std::string& name) const;
 
@@ -102,7 +107,7 @@ class Replicas {
     bool stopped = false;
   };
   Replicas() = default;
-  Result<std::string> FinishReconcile(Runner* r, sql::Database& db,
+  Result<std::string> FinishReconcile(Runner* r, const RowRepair& repair_row,
                                       replicas_internal::Compared& run,
                                       const SourceLookup& lookup, bool dry_run, int64_t started);
   std::shared_ptr<Life> life_ = std::make_shared<Life>();

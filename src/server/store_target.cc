@@ -16,6 +16,10 @@ constexpr char kOwner[] = "converge-replica";
 constexpr size_t kPage = 1000;
 // Deletions per purge transaction (well below the store's max_transaction_ops).
 constexpr size_t kPurgeChunk = 400;
+// Changes per transaction of a bootstrap applied in pages (two operations each).
+constexpr size_t kPageChanges = 400;
+// The marker of a bootstrap in progress, in the bookkeeping collection.
+constexpr char kBootstrapKey[] = "b";
 
 Caller ReplicaCaller() { return Caller{kOwner, true}; }
 
@@ -139,6 +143,13 @@ class StoreTarget : public replica::Target {
                           std::to_string(stored.next_offset) + ", not " +
                           std::to_string(batch.from_offset) + " (another applier?)");
     }
+    if (!pos) {
+      // Nothing committed yet. A batch too large for one store transaction (a bootstrap
+      // snapshot), or one after a bootstrap that did not finish, is applied in pages.
+      CONVERGE_ASSIGN_OR_RETURN(std::optional<Document> marker,
+                                Find(store_, meta_, kBootstrapKey));
+      if (marker || batch.changes.size() > kPageChanges) return ApplyInPages(batch, marker);
+    }
     replica::ApplyOutcome out;
     std::vector<WriteOp> ops;
     ops.reserve(batch.changes.size() * 2 + 1);
@@ -237,6 +248,104 @@ class StoreTarget : public replica::Target {
   }
 
  private:
+  Status CommitOps(const std::vector<WriteOp>& ops) {
+    Result<CommitResult> committed = store_.Commit(ReplicaCaller(), ops);
+    if (!committed.ok()) {
+      return Status(committed.status().code(),
+                    "replica '" + replica_ + "': bootstrapping collection '" + collection_ +
+                        "': " + std::string(committed.status().message()));
+    }
+    return Status::Ok();
+  }
+
+  // Removes every document of `collection` (with `prefix`), kPurgeChunk per transaction.
+  Status Wipe(const std::string& collection, const std::string& prefix) {
+    while (true) {
+      ListOptions list;
+      list.prefix = prefix;
+      list.limit = kPurgeChunk;
+      Result<ListResult> page = store_.List(collection, list);
+      if (!page.ok()) {
+        if (page.status().code() == StatusCode::kNotFound) return Status::Ok();
+        return page.status();
+      }
+      if (page->documents.empty()) return Status::Ok();
+      std::vector<WriteOp> ops;
+      for (const Document& d : page->documents) ops.push_back(WriteOp::Delete(collection, d.key));
+      CONVERGE_RETURN_IF_ERROR(CommitOps(ops));
+    }
+  }
+
+  // A first batch larger than one store transaction (docs/formats/replica.md, "A store
+  // collection as the target"): the marker "b" goes first, so the replica answers as
+  // bootstrapping until the last page, which commits the position and removes the marker in
+  // one transaction. A marker found here is an earlier bootstrap that did not finish: what it
+  // wrote is removed first (it may list keys the new snapshot no longer has), so a crash at
+  // any point restarts the bootstrap from a clean copy.
+  Result<replica::ApplyOutcome> ApplyInPages(const replica::ApplyBatch& batch,
+                                             std::optional<Document> marker) {
+    const std::string body = "{\"next_offset\":" + std::to_string(batch.position.next_offset) +
+                             ",\"started_us\":" + std::to_string(batch.applied_time_micros) +
+                             "}";
+    if (marker) {
+      CONVERGE_RETURN_IF_ERROR(Wipe(meta_, "v/"));
+      CONVERGE_RETURN_IF_ERROR(Wipe(collection_, ""));
+    }
+    {
+      // If-Match / If-None-Match: a second applier of the same replica fails here.
+      WriteOp put = WriteOp::Put(meta_, kBootstrapKey, body);
+      if (marker) {
+        put.precondition.if_match = marker->etag;
+      } else {
+        put.precondition.if_none_match_any = true;
+      }
+      CONVERGE_RETURN_IF_ERROR(CommitOps({put}));
+    }
+    if (!marker) {
+      // No marker before: nothing but an unfinished bootstrap of an older server could have
+      // left entries, and none may stay.
+      CONVERGE_RETURN_IF_ERROR(Wipe(meta_, "v/"));
+      CONVERGE_RETURN_IF_ERROR(Wipe(collection_, ""));
+    }
+    replica::ApplyOutcome out;
+    const std::string pos_key = "p/" + std::to_string(batch.position.partition);
+    size_t at = 0;
+    do {
+      std::vector<WriteOp> ops;
+      const size_t end = std::min(batch.changes.size(), at + kPageChanges);
+      for (; at < end; ++at) {
+        const replica::Change* c = batch.changes[at];
+        // The copy is empty and each key comes once per batch: only the watermark (0 for a
+        // copy that never committed) can refuse a change.
+        if (c->version == 0) {
+          ++out.below_watermark;
+          continue;
+        }
+        const bool del = c->kind == replica::ChangeKind::kDelete;
+        if (!del) ops.push_back(WriteOp::Put(collection_, c->key, AsJson(c->document)));
+        Meta m;
+        m.version = c->version;
+        m.deleted = del;
+        m.partition = batch.position.partition;
+        m.commit_us = c->commit_time_micros;
+        m.applied_us = batch.applied_time_micros;
+        ops.push_back(WriteOp::Put(meta_, "v/" + c->key, EncodeMeta(m)));
+        ++out.applied;
+      }
+      if (at == batch.changes.size()) {
+        // The last page: the position moves and the marker goes, together.
+        replica::Position to = batch.position;
+        to.purge_watermark = 0;
+        WriteOp put = WriteOp::Put(meta_, pos_key, EncodePosition(to, batch.applied_time_micros));
+        put.precondition.if_none_match_any = true;
+        ops.push_back(std::move(put));
+        ops.push_back(WriteOp::Delete(meta_, kBootstrapKey));
+      }
+      CONVERGE_RETURN_IF_ERROR(CommitOps(ops));
+    } while (at < batch.changes.size());
+    return out;
+  }
+
   Store& store_;
   Env& env_;
   const std::string replica_;
@@ -312,6 +421,13 @@ Result<std::unique_ptr<replica::Target>> NewStoreTarget(Store& store, Env& env,
 Result<std::optional<replica::Row>> ReadStoreTargetRow(Store& store, const std::string& replica,
                                                        const std::string& collection,
                                                        const std::string& key) {
+  CONVERGE_ASSIGN_OR_RETURN(std::optional<Document> bootstrapping,
+                            Find(store, ReplicaMetaCollection(replica), kBootstrapKey));
+  if (bootstrapping) {
+    return UnavailableError("replica '" + replica +
+                            "' is bootstrapping from a snapshot of its source: its copy is "
+                            "not complete yet");
+  }
   CONVERGE_ASSIGN_OR_RETURN(std::optional<Document> entry,
                             Find(store, ReplicaMetaCollection(replica), "v/" + key));
   if (!entry) return std::optional<replica::Row>();
@@ -330,6 +446,70 @@ Result<std::optional<replica::Row>> ReadStoreTargetRow(Store& store, const std::
     row.document = std::move(doc->value);
   }
   return std::optional<replica::Row>(std::move(row));
+}
+
+Status ScanStoreTarget(Store& store, const std::string& replica,
+                       const std::function<void(const std::string& key, uint64_t version)>& put) {
+  ListOptions list;
+  list.prefix = "v/";
+  list.limit = kPage;
+  while (true) {
+    Result<ListResult> page = store.List(ReplicaMetaCollection(replica), list);
+    if (!page.ok()) {
+      if (page.status().code() == StatusCode::kNotFound) return Status::Ok();
+      return page.status();
+    }
+    for (const Document& d : page->documents) {
+      CONVERGE_ASSIGN_OR_RETURN(Meta m, DecodeMeta(d.value));
+      if (!m.deleted) put(d.key.substr(2), m.version);
+    }
+    if (page->next_page_token.empty()) return Status::Ok();
+    list.page_token = page->next_page_token;
+  }
+}
+
+Result<bool> RepairStoreTargetRow(Store& store, const std::string& replica,
+                                  const std::string& collection, const std::string& key,
+                                  std::optional<uint64_t> copy_version,
+                                  const std::optional<Document>& now, int64_t now_us) {
+  const std::string meta = ReplicaMetaCollection(replica);
+  CONVERGE_ASSIGN_OR_RETURN(std::optional<Document> pos, Find(store, meta, "p/0"));
+  if (!pos) return false;  // nothing applied yet: the applier's first batch is not fenced
+  CONVERGE_ASSIGN_OR_RETURN(std::optional<Document> entry, Find(store, meta, "v/" + key));
+  std::optional<Meta> row;
+  if (entry) {
+    CONVERGE_ASSIGN_OR_RETURN(Meta m, DecodeMeta(entry->value));
+    row = m;
+  }
+  const bool gated_upsert = now && (!copy_version || now->version > *copy_version);
+  if (gated_upsert) {
+    if (row && row->version >= now->version) return false;  // the gate (tombstones too)
+  } else if (!row || row->deleted || row->version != copy_version) {
+    return false;  // no longer the entry the run compared
+  }
+  std::vector<WriteOp> ops;
+  ops.push_back(WriteOp::Put(meta, "p/0", pos->value, Precondition::IfMatch(pos->etag)));
+  const Precondition same = entry ? Precondition::IfMatch(entry->etag) : Precondition::CreateOnly();
+  if (now) {
+    ops.push_back(WriteOp::Put(collection, key, AsJson(now->value)));
+    Meta m;
+    m.version = now->version;
+    m.commit_us = now_us;
+    m.applied_us = now_us;
+    ops.push_back(WriteOp::Put(meta, "v/" + key, EncodeMeta(m), same));
+  } else {
+    // As a purged tombstone: neither a document nor an entry.
+    ops.push_back(WriteOp::Delete(collection, key));
+    ops.push_back(WriteOp::Delete(meta, "v/" + key, same));
+  }
+  Result<CommitResult> committed = store.Commit(ReplicaCaller(), ops);
+  if (committed.ok()) return true;
+  const StatusCode code = committed.status().code();
+  if (code == StatusCode::kAborted || code == StatusCode::kAlreadyExists ||
+      code == StatusCode::kNotFound) {
+    return false;  // the position or the entry moved meanwhile
+  }
+  return committed.status();
 }
 
 }  // namespace converge::server

@@ -17,6 +17,7 @@
 // Blocking: every call commits to / reads the store (may wait for its group sync).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -44,5 +45,22 @@ Result<std::unique_ptr<replica::Target>> NewStoreTarget(Store& store, Env& env,
 Result<std::optional<replica::Row>> ReadStoreTargetRow(Store& store, const std::string& replica,
                                                        const std::string& collection,
                                                        const std::string& key);
+
+// The copy's live (key, version) entries (tombstones are not part of it), for a
+// reconciliation run; a copy not created yet is empty.
+Status ScanStoreTarget(Store& store, const std::string& replica,
+                       const std::function<void(const std::string& key, uint64_t version)>& put);
+
+// One repair of a reconciliation run (docs/formats/replica.md, "Reconciliation in converge
+// serve"), in one store transaction: `now` is the source's document (nullopt: the key goes).
+// An upsert over a lower or missing entry is version-gated like the applier's; the other
+// repairs (the copy ahead of the source, or a key the source lacks) apply only while the
+// entry is still the live one at `copy_version`. The transaction also rewrites the position
+// (If-Match), so an applier's batch that read the entry before it fails and is read again.
+// Returns false when the entry moved (nothing written), or before the replica's first batch.
+Result<bool> RepairStoreTargetRow(Store& store, const std::string& replica,
+                                  const std::string& collection, const std::string& key,
+                                  std::optional<uint64_t> copy_version,
+                                  const std::optional<Document>& now, int64_t now_us);
 
 }  // namespace converge::server

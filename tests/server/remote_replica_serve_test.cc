@@ -6,6 +6,9 @@
 //     passed), a token from A's write reads its own write on B, staleness by value;
 //   - SIGKILL of A and of B under write load on A, restarts, and B's table equals A's
 //     collection.
+//   - a bootstrap larger than one store transaction into a read-only collection, in pages,
+//     resumed safely after a crash mid-bootstrap; on_position_gone: rebootstrap (SQLite and
+//     PostgreSQL); reconciliation of a read-only collection copy.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -271,6 +274,7 @@ class RemoteReplicaServeTest : public ::testing::Test {
   }
 
   void KillEitherUnderLoadAndCompare();
+  void RebootstrapAfterRetention();
 
   std::string dir_;
   std::string db_path_;
@@ -555,6 +559,74 @@ TEST_F(RemoteReplicaServeTest, RetentionDroppedTheStartSoANewReplicaBootstrapsFr
   EXPECT_EQ(TableRows(), CollectionDocs());
 }
 
+// A read-only collection target bootstraps from a snapshot larger than one store transaction
+// (1,200 documents), in pages: until the last page commits with the position, the replica's
+// rows answer 503 (bootstrapping). B starts from what a SIGKILL in the middle of an earlier
+// bootstrap leaves (made deterministic: the bookkeeping's marker, a copied page with a key A
+// has since deleted, no position; written while the replica was not configured), and is
+// SIGKILLed again if it is seen mid-bootstrap; the copy ends equal to A's collection.
+TEST_F(RemoteReplicaServeTest, RetentionDroppedTheStartSoALargeReadOnlyCopyBootstrapsInPages) {
+  store_target_ = true;
+  CreateCollections();
+  uint64_t seq = 0;
+  for (int i = 0; i < 1'200; ++i) {
+    seq = Put("customers", "k" + std::to_string(i),
+              R"({"i":)" + std::to_string(i) + R"(,"pad":"................................"})");
+    ASSERT_GT(seq, 0u);
+  }
+  HttpResult gone = CallA("GET", "/v1/collections/customers/changes?from=0", "", kReplicator);
+  ASSERT_EQ(gone.status, 410) << gone.body;
+
+  // The state of B's store after a crash mid-bootstrap.
+  b_ = std::make_unique<ServeProcess>("");
+  ASSERT_OK(b_->Start());
+  auto put_b = [&](const std::string& target, const std::string& body) {
+    HttpResult r = HttpCall(b_->port(), "PUT", target, body,
+                            {{"Content-Type", "application/json"}}, "");
+    ASSERT_TRUE(r.status == 200 || r.status == 201) << target << " " << r.status << " " << r.body;
+  };
+  for (const char* c : {"converge-replica.customers", "customers_copy"}) {
+    ASSERT_NO_FATAL_FAILURE(
+        put_b(std::string("/v1/collections/") + c, R"({"owner":"converge-replica"})"));
+  }
+  const std::string meta = "/v1/collections/converge-replica.customers/docs/";
+  ASSERT_NO_FATAL_FAILURE(
+      put_b(meta + "r", R"({"source":"store-changes","collection":"customers_copy"})"));
+  ASSERT_NO_FATAL_FAILURE(put_b(meta + "b", R"({"next_offset":5,"started_us":1})"));
+  ASSERT_NO_FATAL_FAILURE(put_b(meta + "v%2Fdeleted-on-a", R"({"v":1,"d":false,"p":0,"c":1,"a":1})"));
+  ASSERT_NO_FATAL_FAILURE(put_b("/v1/collections/customers_copy/docs/deleted-on-a", R"({"x":1})"));
+  ASSERT_NO_FATAL_FAILURE(put_b(meta + "v%2Fk7", R"({"v":999999,"d":false,"p":0,"c":1,"a":1})"));
+  ASSERT_NO_FATAL_FAILURE(put_b("/v1/collections/customers_copy/docs/k7", R"({"stale":1})"));
+  b_->Kill();
+  ASSERT_NO_FATAL_FAILURE(StartB(b_->data_dir()));
+
+  // Kill B again if it is seen mid-bootstrap (its marker exists and rows are refused).
+  bool killed = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!killed && std::chrono::steady_clock::now() < deadline) {
+    HttpResult row = CallB("GET", "/v1/replicas/customers/rows/k7");
+    if (row.status == 200) break;
+    EXPECT_EQ(row.status, 503) << row.body;
+    if (CallB("GET", meta + "b").status == 200 && row.status == 503) {
+      b_->Kill();
+      killed = true;
+    }
+  }
+  if (killed) {
+    ASSERT_NO_FATAL_FAILURE(StartB(b_->data_dir()));
+  }
+  WaitCaughtUp(seq);
+  const auto docs = CollectionDocs();
+  EXPECT_EQ(docs.size(), 1'200u);
+  EXPECT_EQ(TableRows(), docs) << b_->Log();
+  EXPECT_EQ(CallB("GET", "/v1/collections/customers_copy/docs/deleted-on-a").status, 404);
+  EXPECT_EQ(CallB("GET", meta + "b").status, 404);
+  // And it follows the feed from there.
+  const uint64_t after = Put("customers", "after", R"({"a":1})");
+  WaitCaughtUp(after);
+  EXPECT_EQ(TableRows(), CollectionDocs());
+}
+
 TEST_F(RemoteReplicaServeTest, RetentionDroppedChangesTheReplicaNeedsSoItStopsVisibly) {
   CreateCollections();
   ASSERT_NO_FATAL_FAILURE(StartB(""));
@@ -586,6 +658,138 @@ TEST_F(RemoteReplicaServeTest, RetentionDroppedChangesTheReplicaNeedsSoItStopsVi
   EXPECT_EQ(MetricValue(m.body, "converge_replica_stopped{replica=\"customers\"}"), 1);
   EXPECT_EQ(TableRows(), before);
   EXPECT_EQ(CallB("GET", "/v1/replicas/customers/rows/a?max_staleness_ms=60000").status, 503);
+}
+
+// on_position_gone: rebootstrap. B has applied changes, A's retention removed some it has
+// not: B takes a new snapshot instead of stopping, and the keys A deleted meanwhile (whose
+// deletes are gone with the feed) are deleted in B's table too (tombstones at the snapshot's
+// commit sequence number), so the table equals A's collection; the feed goes on from there.
+TEST_F(RemoteReplicaServeTest, RetentionDroppedChangesSoTheReplicaRebootstrapsWhenAskedTo) {
+  RebootstrapAfterRetention();
+}
+
+TEST_F(RemoteReplicaServeTest, RetentionDroppedChangesSoThePostgresReplicaRebootstraps) {
+  Result<std::unique_ptr<testing::PostgresServer>> pg = testing::PostgresServer::Start();
+  // Integration suites fail, never skip, when their server is missing.
+  ASSERT_TRUE(pg.ok()) << pg.status().ToString();
+  pg_ = std::move(pg).value();
+  RebootstrapAfterRetention();
+}
+
+void RemoteReplicaServeTest::RebootstrapAfterRetention() {
+  b_extra_ = "    on_position_gone: rebootstrap\n";
+  CreateCollections();
+  ASSERT_NO_FATAL_FAILURE(StartB(""));
+  uint64_t seq = 0;
+  for (int i = 0; i < 20; ++i) seq = Put("customers", "old" + std::to_string(i), R"({"a":1})");
+  WaitCaughtUp(seq);
+  Result<int> code = b_->Signal(SIGTERM);
+  ASSERT_TRUE(code.ok()) << code.status().ToString();
+  // While B is down: deletes and updates of keys it has, new keys, and enough writes that
+  // A's retention removes them all from the feed.
+  for (int i = 0; i < 10; ++i) {
+    HttpResult del = CallA("DELETE", "/v1/collections/customers/docs/old" + std::to_string(i));
+    ASSERT_EQ(del.status, 204) << del.body;
+  }
+  for (int i = 0; i < 300; ++i) {
+    seq = Put("customers", "k" + std::to_string(i % 30),
+              R"({"i":)" + std::to_string(i) + R"(,"pad":"................................"})");
+  }
+  seq = Put("customers", "old15", R"({"a":2})");
+  for (int i = 0; i < 200; ++i) {
+    seq = Put("products", "p" + std::to_string(i % 10),
+              R"({"i":)" + std::to_string(i) + R"(,"pad":"................................"})");
+  }
+  HttpResult gone = CallA("GET", "/v1/collections/customers/changes?from=1", "", kReplicator);
+  ASSERT_EQ(gone.status, 410) << gone.body;
+  ASSERT_NO_FATAL_FAILURE(StartB(b_->data_dir()));
+  json::object d = WaitCaughtUp(seq);
+  EXPECT_TRUE(d["stopped"].is_null()) << json::serialize(d);
+  EXPECT_EQ(TableRows(), CollectionDocs()) << b_->Log();
+  HttpResult row = CallB("GET", "/v1/replicas/customers/rows/old3");
+  ASSERT_EQ(row.status, 200) << row.body;
+  EXPECT_TRUE(ParseBody(row).as_object()["deleted"].as_bool()) << row.body;
+  // And it follows the feed from there.
+  HttpResult del = CallA("DELETE", "/v1/collections/customers/docs/old15");
+  ASSERT_EQ(del.status, 204) << del.body;
+  WaitCaughtUp(std::stoull(del.Header("Converge-Version")));
+  EXPECT_EQ(TableRows(), CollectionDocs());
+}
+
+// Reconciliation of a read-only collection copy: drift is injected while B runs without the
+// replica configured (then its collections are writable: B has no auth), B restarts with it,
+// and a run finds exactly the damaged keys, repairs them (version-gated), and the copy equals
+// A's collection again.
+TEST_F(RemoteReplicaServeTest, ReconcileFindsAndRepairsDriftInAReadOnlyCollectionCopy) {
+  store_target_ = true;
+  CreateCollections();
+  ASSERT_NO_FATAL_FAILURE(StartB(""));
+  uint64_t seq = 0;
+  for (int i = 0; i < 40; ++i) {
+    seq = Put("customers", "k" + std::to_string(i), R"({"i":)" + std::to_string(i) + "}");
+  }
+  WaitCaughtUp(seq);
+  HttpResult first = CallB("POST", "/v1/replicas/customers/reconcile");
+  ASSERT_EQ(first.status, 200) << first.body << b_->Log();
+  EXPECT_TRUE(ParseBody(first).as_object()["in_sync"].as_bool()) << first.body;
+  const auto before = TableRows();
+  Result<int> code = b_->Signal(SIGTERM);
+  ASSERT_TRUE(code.ok()) << code.status().ToString();
+  {
+    ServeProcess plain("", b_->data_dir());
+    ASSERT_OK(plain.Start());
+    const std::string meta = "/v1/collections/converge-replica.customers/docs/v%2F";
+    const std::string copy = "/v1/collections/customers_copy/docs/";
+    auto call = [&](const std::string& method, const std::string& target,
+                    const std::string& body) {
+      testing::HttpHeaders headers;
+      if (!body.empty()) headers.push_back({"Content-Type", "application/json"});
+      HttpResult r = HttpCall(plain.port(), method, target, body, headers, "");
+      EXPECT_EQ(r.status / 100, 2) << method << " " << target << ": " << r.body;
+    };
+    auto entry = [](uint64_t v) {
+      return R"({"v":)" + std::to_string(v) + R"(,"d":false,"p":0,"c":1,"a":1})";
+    };
+    call("DELETE", copy + "k3", "");
+    call("DELETE", meta + "k3", "");
+    call("PUT", copy + "ghost", R"({"boo":1})");
+    call("PUT", meta + "ghost", entry(5));
+    call("PUT", copy + "k7", R"({"old":1})");
+    call("PUT", meta + "k7", entry(before.at("k7").first - 1));
+    call("PUT", copy + "k9", R"({"hand":1})");
+    call("PUT", meta + "k9", entry(before.at("k9").first + 1000));
+    ASSERT_TRUE(plain.Signal(SIGTERM).ok());
+  }
+  ASSERT_NO_FATAL_FAILURE(StartB(b_->data_dir()));
+  WaitCaughtUp(seq);
+  ASSERT_NE(TableRows(), CollectionDocs());
+  auto names = [](const json::value& v) {
+    std::vector<std::string> out;
+    for (const json::value& k : v.as_array()) out.emplace_back(k.as_string());
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  const auto drifted = TableRows();
+  HttpResult dry = CallB("POST", "/v1/replicas/customers/reconcile?dry_run=true");
+  ASSERT_EQ(dry.status, 200) << dry.body;
+  json::object o = ParseBody(dry).as_object();
+  EXPECT_EQ(names(o["missing"]), std::vector<std::string>{"k3"}) << dry.body;
+  EXPECT_EQ(names(o["extra"]), std::vector<std::string>{"ghost"}) << dry.body;
+  EXPECT_EQ(names(o["divergent"]), (std::vector<std::string>{"k7", "k9"})) << dry.body;
+  EXPECT_EQ(TableRows(), drifted);
+  HttpResult fixed = CallB("POST", "/v1/replicas/customers/reconcile");
+  ASSERT_EQ(fixed.status, 200) << fixed.body;
+  o = ParseBody(fixed).as_object();
+  EXPECT_EQ(o["repaired"].to_number<int64_t>(), 4) << fixed.body;
+  EXPECT_EQ(TableRows(), CollectionDocs());
+  EXPECT_EQ(CallB("GET", "/v1/collections/customers_copy/docs/ghost").status, 404);
+  // The applier goes on after the repairs (they fence its batches, never undo them).
+  const uint64_t last = Put("customers", "k7", R"({"i":"new"})");
+  WaitCaughtUp(last);
+  EXPECT_EQ(TableRows(), CollectionDocs());
+  HttpResult again = CallB("POST", "/v1/replicas/customers/reconcile");
+  ASSERT_EQ(again.status, 200) << again.body;
+  EXPECT_TRUE(ParseBody(again).as_object()["in_sync"].as_bool()) << again.body;
 }
 
 TEST_F(RemoteReplicaServeTest, ReconcileOverTheChannelFindsAndRepairsDriftInTheTable) {
