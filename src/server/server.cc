@@ -219,7 +219,7 @@ static Status OpenAudit(Server::Impl* impl) {
                     "Acknowledged events the audit journal holds for checking.", "gauge", {},
                     static_cast<double>(j->tracked())});
     out->push_back({"converge_audit_untracked_total",
-                    "Acknowledged events not recorded because the journal was full.", "counter",
+                    "Acknowledged events dropped unchecked to make room in the audit journal.", "counter",
                     {}, static_cast<double>(j->untracked())});
     const audit::AuditReport last = a->last();
     out->push_back({"converge_audit_last_run_timestamp_seconds",

@@ -243,8 +243,8 @@ TEST_F(AuditServeTest, StoreChangeFeedIsAudited) {
   fs::resize_file(segments.back(), fs::file_size(segments.back()) / 2);
 
   Start();
-  json::object after = AuditUntil(
-      [](const json::object& o) { return o.at("missing").to_number<int64_t>() > 0; });
+  json::object after =
+      AuditUntil([](const json::object& o) { return o.at("missing").to_number<int64_t>() > 0; });
   EXPECT_LT(after.at("missing").to_number<int64_t>(), tracked);
   for (const json::value& v : after.at("findings").as_array()) {
     const json::object& f = v.as_object();
