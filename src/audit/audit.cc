@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <limits>
 #include <utility>
 
 #include "core/coding.h"
@@ -20,8 +21,16 @@ void StampEvent(Event* event, std::string_view producer, uint64_t seq) {
   event->SetExtension(std::string(kSeqAttribute), std::to_string(seq));
 }
 
+DecodeOptions StampDecodeOptions() {
+  DecodeOptions options;
+  options.max_event_bytes = std::numeric_limits<size_t>::max();
+  options.max_data_depth = std::numeric_limits<uint32_t>::max();
+  options.defer_json_data_check = true;
+  return options;
+}
+
 std::optional<Stamp> ReadStamp(std::string_view record_value) {
-  Result<Event> event = DecodeBinary(record_value);
+  Result<Event> event = DecodeBinary(record_value, StampDecodeOptions());
   if (!event.ok()) return std::nullopt;
   const Extension* producer = event->FindExtension(kProducerAttribute);
   const Extension* seq = event->FindExtension(kSeqAttribute);

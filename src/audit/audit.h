@@ -45,6 +45,10 @@ struct Stamp {
 
 // Sets the two attributes on `event` (seq as a decimal String: Integer extensions are 32-bit).
 void StampEvent(Event* event, std::string_view producer, uint64_t seq);
+// How stamping and ReadStamp decode a record: any size and depth (the log's limits decide),
+// the JSON data not parsed (a stamp changes only the attributes). The same on both sides, so
+// every record stamped can be read back.
+DecodeOptions StampDecodeOptions();
 // The stamp of a stored record (an encoded CloudEvent), or nullopt when it has none or the
 // record does not decode.
 std::optional<Stamp> ReadStamp(std::string_view record_value);

@@ -16,12 +16,8 @@ AuditedLog::Stamped AuditedLog::StampBatch(const std::string& topic,
   s.views.assign(records.begin(), records.end());
   s.seqs.assign(records.size(), 0);
   // Any CloudEvent is stamped, whatever its size: the log's max_record_bytes decides (and a
-  // refusal caused by the stamps is retried unstamped). The data is copied as it is, not
-  // parsed: the stamp changes only the attributes.
-  DecodeOptions options;
-  options.max_event_bytes = std::numeric_limits<size_t>::max();
-  options.max_data_depth = std::numeric_limits<uint32_t>::max();
-  options.defer_json_data_check = true;
+  // refusal caused by the stamps is retried unstamped).
+  const DecodeOptions options = StampDecodeOptions();
   std::vector<Event> events(records.size());
   std::vector<bool> is_event(records.size(), false);
   for (size_t i = 0; i < records.size(); ++i) {

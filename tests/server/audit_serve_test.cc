@@ -254,6 +254,45 @@ TEST_F(AuditServeTest, StoreChangeFeedIsAudited) {
   Stop();
 }
 
+// A dead-letter replay appends the event again: a new append of this producer, stamped and
+// checked like a publish (before, only the published copy was checked).
+TEST_F(AuditServeTest, DeadLetterReplayIsAudited) {
+  Start();
+  const uint16_t port = server_->port();
+  const testing::HttpHeaders json_type = {{"Content-Type", "application/json"}};
+  ASSERT_EQ(testing::HttpCall(port, "POST", "/v1/topics", R"({"name":"orders","partitions":1})",
+                              json_type, kAdmin)
+                .status,
+            201);
+  ASSERT_EQ(testing::HttpCall(port, "POST", "/v1/topics/orders/groups",
+                              R"({"name":"g","max_deliveries":1})", json_type, kApp)
+                .status,
+            201);
+  Publish(0, 1);
+  testing::HttpResult fetched = testing::HttpCall(port, "POST", "/v1/topics/orders/groups/g/fetch",
+                                                  R"({"max_events":1})", json_type, kApp);
+  ASSERT_EQ(fetched.status, 200) << fetched.body;
+  json::array got = json::parse(fetched.body).as_object().at("deliveries").as_array();
+  ASSERT_EQ(got.size(), 1u);
+  const json::object& d = got[0].as_object();
+  testing::HttpResult nack =
+      testing::HttpCall(port, "POST", "/v1/topics/orders/groups/g/nack",
+                        R"({"nacks":[{"partition":)" + json::serialize(d.at("partition")) +
+                            R"(,"offset":)" + json::serialize(d.at("offset")) + R"(,"lease_id":)" +
+                            json::serialize(d.at("lease_id")) + R"(,"permanent":true}]})",
+                        json_type, kApp);
+  ASSERT_EQ(nack.status, 200) << nack.body;
+  testing::HttpResult replayed = testing::HttpCall(
+      port, "POST", "/v1/topics/orders/groups/g/dead-letters/replay", "{}", json_type, kAdmin);
+  ASSERT_EQ(replayed.status, 200) << replayed.body;
+  ASSERT_EQ(EndOffset(), 2u);
+  // Both copies checked (the replay under a new number), and found where acknowledged.
+  json::object report = AuditAfterRun(2);
+  EXPECT_EQ(report.at("findings_total").to_number<int64_t>(), 0) << json::serialize(report);
+  EXPECT_EQ(report.at("tracked").to_number<int64_t>(), 2);
+  Stop();
+}
+
 TEST(AuditJetStreamTest, MessageDeletedFromTheStreamIsMissing) {
   auto started = testing::NatsCluster::Start(testing::NatsClusterOptions{});
   ASSERT_TRUE(started.ok()) << started.status().ToString();
