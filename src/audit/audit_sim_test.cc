@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "audit/audit.h"
+#include "audit/audited_log.h"
 #include "converge/sim_env.h"
 
 namespace converge::audit {
@@ -343,6 +344,90 @@ TEST(AuditJournalTest, ReopenKeepsAcks) {
   j = AckJournal::Open(sim, "/a", 4);
   ASSERT_TRUE(j.ok());
   EXPECT_EQ((*j)->tracked(), 4u);
+}
+
+// The log wrapper: stamps CloudEvents (through every append call), journals what was
+// appended, leaves other values alone, records nothing for a deduplicated retry, and appends
+// a batch the stamps made too large as it came.
+TEST(AuditedLogTest, StampsJournalsAndNeverRefusesWhatTheLogTakes) {
+  sim::SimEnv sim(1);
+  LogOptions lo;
+  lo.dir = "/data/log";
+  auto base = Log::Open(sim, lo);
+  ASSERT_TRUE(base.ok());
+  auto journal = AckJournal::Open(sim, "/data/audit", 1000);
+  ASSERT_TRUE(journal.ok());
+  Stamper stamper("p0", 1);
+  AuditedLog log(std::move(*base), stamper, **journal);
+  TopicOptions to;
+  to.partitions = 2;
+  to.max_record_bytes = 400;
+  ASSERT_TRUE(log.CreateTopic("t", to).ok());
+  auto encoded = [](const std::string& id, size_t pad) {
+    Event e;
+    e.set_id(id);
+    e.set_source("/s");
+    e.set_type("t.e");
+    EXPECT_TRUE(e.SetJsonData("\"" + std::string(pad, 'x') + "\"").ok());
+    std::string v;
+    EXPECT_TRUE(EncodeBinary(e, &v).ok());
+    return v;
+  };
+  auto stored = [&](uint32_t p, uint64_t offset) {
+    auto b = log.Read("t", p, offset, 1, 1 << 20);
+    EXPECT_TRUE(b.ok() && !b->records.empty());
+    return std::string(b->records[0].value);
+  };
+  const std::string small = encoded("a", 10);
+  const std::string big = encoded("b", 0);
+  const std::string too_big_stamped = encoded("c", 400 - 40 - big.size());  // fits unstamped
+  ASSERT_LE(too_big_stamped.size() + 1, 400u);
+  const std::string other = "not a cloudevent";
+  std::vector<RecordView> batch = {{"a", "k", small, 0}, {"o", "k", other, 0}};
+  auto r = log.Append("t", batch);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  std::optional<Stamp> st = ReadStamp(stored((*r)[0].partition, (*r)[0].offset));
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->producer, "p0");
+  EXPECT_EQ(st->seq, (uint64_t{1} << 40) + 1);
+  EXPECT_EQ(stored((*r)[1].partition, (*r)[1].offset), other);
+  EXPECT_EQ((*journal)->tracked(), 1u);
+  // A retry of the same id is dropped by the log: nothing recorded.
+  r = log.Append("t", std::span<const RecordView>(batch.data(), 1));
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE((*r)[0].duplicate);
+  EXPECT_EQ((*journal)->tracked(), 1u);
+  // Too large once stamped: appended as it came, not checked.
+  RecordView c{"c", {}, too_big_stamped, 0};
+  r = log.AppendToPartition("t", 1, std::span<const RecordView>(&c, 1));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(stored(1, (*r)[0].offset), too_big_stamped);
+  EXPECT_EQ((*journal)->tracked(), 1u);
+  // The same through AppendAsync (the publish route's call).
+  RecordView c2{"c2", {}, too_big_stamped, 0};
+  std::optional<Result<std::vector<AppendResult>>> done;
+  log.AppendAsync("t", std::span<const RecordView>(&c2, 1),
+                  [&](Result<std::vector<AppendResult>> res) { done = std::move(res); });
+  ASSERT_TRUE(done.has_value());
+  ASSERT_TRUE(done->ok()) << done->status().ToString();
+  EXPECT_EQ(stored((**done)[0].partition, (**done)[0].offset), too_big_stamped);
+  RecordView b{"b", {}, big, 0};
+  done.reset();
+  log.AppendAsync("t", std::span<const RecordView>(&b, 1),
+                  [&](Result<std::vector<AppendResult>> res) { done = std::move(res); });
+  ASSERT_TRUE(done.has_value() && done->ok());
+  EXPECT_EQ((*journal)->tracked(), 2u);
+  // Still refused when the record is bad without its stamp too.
+  const std::string huge = encoded("d", 1000);
+  RecordView d{"d", {}, huge, 0};
+  EXPECT_EQ(log.Append("t", std::span<const RecordView>(&d, 1)).status().code(),
+            StatusCode::kInvalidArgument);
+  // What was journaled audits clean.
+  AuditorOptions ao;
+  ao.producer = "p0";
+  AuditReport report = Auditor(sim, log, **journal, ao).Run();
+  EXPECT_EQ(report.checked, 2u);
+  EXPECT_TRUE(report.findings.empty());
 }
 
 // The service runs on the Env's timers (virtual time here) and stops cleanly.
