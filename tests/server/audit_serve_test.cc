@@ -293,6 +293,30 @@ TEST_F(AuditServeTest, DeadLetterReplayIsAudited) {
   Stop();
 }
 
+// Saga commands the orchestrator sends are appended through the audited log too: with no
+// HTTP publish at all, the audit checks the first step's command.
+TEST_F(AuditServeTest, SagaCommandsAreAudited) {
+  Start();
+  const uint16_t port = server_->port();
+  const std::string definition =
+      "name: order\nversion: 1\nsteps:\n  - name: reserve\n    participant: inventory\n"
+      "    action: inventory.reserve\n    compensation: inventory.release\n"
+      "    timeout_ms: 60000\n";
+  testing::HttpResult reg = testing::HttpCall(port, "POST", "/v1/saga-definitions", definition,
+                                              {{"Content-Type", "application/yaml"}}, kAdmin);
+  ASSERT_EQ(reg.status, 201) << reg.body;
+  testing::HttpResult started =
+      testing::HttpCall(port, "POST", "/v1/sagas", R"({"definition":"order","data":{"n":1}})",
+                        {{"Content-Type", "application/json"}}, kAdmin);
+  ASSERT_EQ(started.status, 201) << started.body;
+  json::object report = AuditUntil([](const json::object& o) {
+    return o.at("checked").to_number<int64_t>() >= 1 &&
+           o.at("checked").to_number<int64_t>() == o.at("tracked").to_number<int64_t>();
+  });
+  EXPECT_EQ(report.at("findings_total").to_number<int64_t>(), 0) << json::serialize(report);
+  Stop();
+}
+
 TEST(AuditJetStreamTest, MessageDeletedFromTheStreamIsMissing) {
   auto started = testing::NatsCluster::Start(testing::NatsClusterOptions{});
   ASSERT_TRUE(started.ok()) << started.status().ToString();
