@@ -13,13 +13,13 @@
 #include <tuple>
 #include <vector>
 
+#include "audit/audited_log.h"
 #include "converge/consumer_group.h"
 #include "converge/env.h"
 #include "converge/log.h"
 #include "converge/saga.h"
 #include "converge/relay.h"
 #include "converge/store.h"
-#include "audit/audited_log.h"
 #include "env/metered_env.h"
 #include "server/api.h"
 #include "server/blocking_pool.h"
@@ -169,11 +169,10 @@ std::unique_ptr<converge::internal::MeteredEnv> MeteredDefaultEnv(MetricsRegistr
 
 }  // namespace
 
-// The audit's producer id, epoch and journal in <data_dir>/audit, its metrics, and its runs
-// every audit.interval_ms (docs/formats/audit.md).
-// Wraps impl->log in an audit::AuditedLog, before any module gets it, so every append of
-// every module (the publish route, groups' dead-letter replays, relays, the store's feed,
-// sagas) is stamped and its acknowledgement journaled in one place.
+// The audit's producer id, epoch and journal in <data_dir>/audit (docs/formats/audit.md), and
+// impl->log wrapped in an audit::AuditedLog before any module gets it, so every append (the
+// publish route, dead-letter replays, relays, the store's feed, sagas) is stamped and its
+// acknowledgement journaled in one place.
 static Status OpenAuditedLog(Server::Impl* impl) {
   const AuditConfig& c = impl->config.audit;
   const std::string dir = impl->config.data_dir + "/audit";
@@ -188,6 +187,7 @@ static Status OpenAuditedLog(Server::Impl* impl) {
   return Status::Ok();
 }
 
+// The audit's runs every audit.interval_ms and its metrics.
 static Status OpenAudit(Server::Impl* impl) {
   const AuditConfig& c = impl->config.audit;
   Env& env = *impl->env;
