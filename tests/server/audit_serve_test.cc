@@ -4,6 +4,8 @@
 // the metrics and `converge audit`, also after the lost offsets are reused by new events.
 // On JetStream (a nats-server started by the test): a message deleted from a partition's
 // stream behind converge's back, the way an engine loses an acknowledged write, is reported.
+// What converge appends itself (the store's change feed, a dead-letter replay, saga commands,
+// an outbox relay's publishes) is audited like HTTP publishes.
 #include <gtest/gtest.h>
 #include <nats/nats.h>
 #include <signal.h>
@@ -21,6 +23,8 @@
 
 #include "converge/client.h"
 #include "converge/event.h"
+#include "converge/outbox.h"
+#include "converge/sql.h"
 #include "serve_process.h"
 #include "support/nats_server.h"
 #include "support/run_command.h"
@@ -63,8 +67,8 @@ class AuditServeTest : public ::testing::Test {
     std::error_code ec;
     if (!dir_.empty()) fs::remove_all(dir_, ec);
   }
-  void Start() {
-    server_ = std::make_unique<ServeProcess>(Config(), dir_);
+  void Start(const std::string& extra_yaml = "") {
+    server_ = std::make_unique<ServeProcess>(Config() + extra_yaml, dir_);
     Status s = server_->Start();
     ASSERT_TRUE(s.ok()) << s.ToString();
   }
@@ -312,6 +316,39 @@ TEST_F(AuditServeTest, SagaCommandsAreAudited) {
   json::object report = AuditUntil([](const json::object& o) {
     return o.at("checked").to_number<int64_t>() >= 1 &&
            o.at("checked").to_number<int64_t>() == o.at("tracked").to_number<int64_t>();
+  });
+  EXPECT_EQ(report.at("findings_total").to_number<int64_t>(), 0) << json::serialize(report);
+  Stop();
+}
+
+// An outbox relay publishes through the audited log: rows written to a service's outbox are
+// checked once relayed, with no HTTP publish at all.
+TEST_F(AuditServeTest, RelayedEventsAreAudited) {
+  sql::SqliteOptions so;
+  so.path = dir_ + "/svc.db";
+  Result<std::unique_ptr<sql::Database>> db = sql::Database::OpenSqlite(so);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  ASSERT_TRUE(Outbox::CreateSchema(**db).ok());
+  Start(
+      "relays:\n  sink: {create_topics: true}\n  sources:\n    - name: svc\n"
+      "      database: sqlite:" +
+      so.path + "\n      poll_interval_ms: 20\n");
+  constexpr int kRows = 5;
+  std::vector<Event> events(kRows);
+  for (int i = 0; i < kRows; ++i) {
+    events[i].set_source("/svc");
+    events[i].set_id("r-" + std::to_string(i));
+    events[i].set_type("t.x");
+  }
+  Outbox outbox(Env::Default());
+  ASSERT_TRUE((*db)
+                  ->Transact([&](sql::Transaction& tx) {
+                    return outbox.Write(tx, "orders", std::span<Event>(events));
+                  })
+                  .ok());
+  json::object report = AuditUntil([](const json::object& o) {
+    return o.at("checked").to_number<int64_t>() == kRows &&
+           o.at("tracked").to_number<int64_t>() == kRows;
   });
   EXPECT_EQ(report.at("findings_total").to_number<int64_t>(), 0) << json::serialize(report);
   Stop();
