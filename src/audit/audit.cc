@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <limits>
 #include <utility>
 
 #include "core/coding.h"
@@ -20,8 +21,16 @@ void StampEvent(Event* event, std::string_view producer, uint64_t seq) {
   event->SetExtension(std::string(kSeqAttribute), std::to_string(seq));
 }
 
+DecodeOptions StampDecodeOptions() {
+  DecodeOptions options;
+  options.max_event_bytes = std::numeric_limits<size_t>::max();
+  options.max_data_depth = std::numeric_limits<uint32_t>::max();
+  options.defer_json_data_check = true;
+  return options;
+}
+
 std::optional<Stamp> ReadStamp(std::string_view record_value) {
-  Result<Event> event = DecodeBinary(record_value);
+  Result<Event> event = DecodeBinary(record_value, StampDecodeOptions());
   if (!event.ok()) return std::nullopt;
   const Extension* producer = event->FindExtension(kProducerAttribute);
   const Extension* seq = event->FindExtension(kSeqAttribute);
@@ -131,6 +140,9 @@ Result<std::unique_ptr<AckJournal>> AckJournal::Open(Env& env, const std::string
       if (j->Insert(ack.topic, ack.partition, ack.offset, ack.seq)) ++j->count_;
     }
   }
+  // A file written under a larger bound, or holding acks dropped since its last rewrite: the
+  // oldest go (what was verified is not known after a restart).
+  while (j->count_ > j->max_tracked_) j->EvictOne({}, 0);
   // Start from a clean file holding exactly what was read (cuts a torn tail, compacts).
   std::lock_guard lock(j->mu_);
   CONVERGE_RETURN_IF_ERROR(j->Rewrite());
@@ -167,19 +179,98 @@ bool AckJournal::Insert(const std::string& topic, uint32_t partition, uint64_t o
     if (it->second == seq) return false;
   }
   offsets.emplace(offset, seq);
+  // An ack below the verified prefix (a backend that reuses offsets) was not verified.
+  if (auto t = verified_below_.find(topic); t != verified_below_.end()) {
+    if (auto v = t->second.find(partition); v != t->second.end() && offset < v->second) {
+      v->second = offset;
+    }
+  }
   return true;
+}
+
+void AckJournal::EvictOne(const std::string& topic, uint32_t partition) {
+  // Drops the oldest ack of `p` in `t`, removing emptied maps.
+  auto drop = [this](Tracked::iterator t, std::map<uint32_t, Offsets>::iterator p) {
+    p->second.erase(p->second.begin());
+    if (p->second.empty()) t->second.erase(p);
+    if (t->second.empty()) acks_.erase(t);
+    --count_;
+  };
+  // First an ack a run verified, dropping it costs no check that has not been made: the oldest
+  // of the partition holding the most (the window is shared fairly between partitions, each
+  // keeping its newest).
+  Tracked::iterator best_t = acks_.end();
+  std::map<uint32_t, Offsets>::iterator best_p;
+  for (auto t = acks_.begin(); t != acks_.end(); ++t) {
+    auto vt = verified_below_.find(t->first);
+    if (vt == verified_below_.end()) continue;
+    for (auto p = t->second.begin(); p != t->second.end(); ++p) {
+      auto v = vt->second.find(p->first);
+      if (v == vt->second.end() || p->second.begin()->first >= v->second) continue;
+      if (best_t == acks_.end() || p->second.size() > best_p->second.size()) {
+        best_t = t;
+        best_p = p;
+      }
+    }
+  }
+  if (best_t != acks_.end()) {
+    drop(best_t, best_p);
+    ++retired_;
+    return;
+  }
+  // Else the oldest unchecked ack of the new ack's partition (not the new ack itself), else
+  // of the partition holding the most.
+  ++untracked_;
+  if (auto t = acks_.find(topic); t != acks_.end()) {
+    if (auto p = t->second.find(partition); p != t->second.end() && p->second.size() > 1) {
+      drop(t, p);
+      return;
+    }
+  }
+  for (auto t = acks_.begin(); t != acks_.end(); ++t) {
+    for (auto p = t->second.begin(); p != t->second.end(); ++p) {
+      if (best_t == acks_.end() || p->second.size() > best_p->second.size()) {
+        best_t = t;
+        best_p = p;
+      }
+    }
+  }
+  if (best_t != acks_.end()) drop(best_t, best_p);
+}
+
+void AckJournal::MarkVerified(const std::string& topic, uint32_t partition, uint64_t below,
+                              const Offsets& checked) {
+  std::lock_guard lock(mu_);
+  auto t = acks_.find(topic);
+  if (t == acks_.end()) return;
+  auto p = t->second.find(partition);
+  if (p == t->second.end()) return;
+  for (const auto& [offset, seq] : p->second) {
+    if (offset >= below) break;
+    auto [from, to] = checked.equal_range(offset);
+    bool was_checked = false;
+    for (auto it = from; it != to && !was_checked; ++it) was_checked = it->second == seq;
+    if (!was_checked) {
+      below = offset;
+      break;
+    }
+  }
+  verified_below_[topic][partition] = below;
+}
+
+uint64_t AckJournal::retired() const {
+  std::lock_guard lock(mu_);
+  return retired_;
 }
 
 Status AckJournal::Record(const std::vector<Ack>& acks) {
   std::string frames;
   std::lock_guard lock(mu_);
   for (const Ack& a : acks) {
-    if (count_ >= max_tracked_) {
-      ++untracked_;
-      continue;
-    }
     if (!Insert(a.topic, a.partition, a.offset, a.seq)) continue;
     ++count_;
+    // A sliding window: the new ack is always tracked, an old one makes room.
+    while (count_ > max_tracked_) EvictOne(a.topic, a.partition);
     std::string payload;
     EncodeAck(&payload, a.topic, a.partition, a.offset, a.seq);
     rl::AppendFrame(&frames, payload);
@@ -187,7 +278,11 @@ Status AckJournal::Record(const std::vector<Ack>& acks) {
   }
   if (frames.empty()) return Status::Ok();
   if (!writer_) return InternalError("audit journal is not open");
-  return writer_->AddFrames(frames);
+  CONVERGE_RETURN_IF_ERROR(writer_->AddFrames(frames));
+  // Dropped acks stay in the file until it is rewritten: at the latest once it holds twice
+  // what is tracked.
+  if (count_ * 2 <= in_file_) return Rewrite();
+  return Status::Ok();
 }
 
 Status AckJournal::Sync() {
@@ -205,6 +300,7 @@ Status AckJournal::Forget(const std::string& topic, std::optional<uint32_t> part
   if (!partition) {
     for (const auto& [p, offsets] : t->second) dropped += offsets.size();
     acks_.erase(t);
+    verified_below_.erase(topic);
   } else {
     auto p = t->second.find(*partition);
     if (p == t->second.end()) return Status::Ok();
@@ -343,7 +439,18 @@ void Auditor::CheckPartition(const std::string& topic, uint32_t partition, uint6
     ++offset;
   }
   std::set<uint64_t> acked_seqs;
+  // Below the first ack with a finding, every ack was read where it was acknowledged.
+  // (Checked at the next ack, or after the loop: the body below leaves by `continue`.)
+  uint64_t clean_below = acked.rbegin()->first + 1;
+  bool clean = true;
+  uint64_t previous_offset = 0;
+  const uint64_t findings_before = report->findings_total;
   for (const auto& [acked_offset, seq] : acked) {
+    if (clean && report->findings_total != findings_before) {
+      clean = false;
+      clean_below = previous_offset;
+    }
+    previous_offset = acked_offset;
     ++report->checked;
     acked_seqs.insert(seq);
     Finding f{FindingKind::kMissing, topic, partition, seq, acked_offset, acked_offset};
@@ -370,6 +477,8 @@ void Auditor::CheckPartition(const std::string& topic, uint32_t partition, uint6
       Add(report, {FindingKind::kDuplicate, topic, partition, seq, acked_offset, o});
     }
   }
+  if (clean && report->findings_total != findings_before) clean_below = previous_offset;
+  journal_.MarkVerified(topic, partition, clean_below, acked);
   // Copies of events whose ack this journal does not hold (lost with a crash, or past the bound).
   for (const auto& [seq, at] : found) {
     if (acked_seqs.contains(seq) || at.size() < 2) continue;

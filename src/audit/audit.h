@@ -45,6 +45,10 @@ struct Stamp {
 
 // Sets the two attributes on `event` (seq as a decimal String: Integer extensions are 32-bit).
 void StampEvent(Event* event, std::string_view producer, uint64_t seq);
+// How stamping and ReadStamp decode a record: any size and depth (the log's limits decide),
+// the JSON data not parsed (a stamp changes only the attributes). The same on both sides, so
+// every record stamped can be read back.
+DecodeOptions StampDecodeOptions();
 // The stamp of a stored record (an encoded CloudEvent), or nullopt when it has none or the
 // record does not decode.
 std::optional<Stamp> ReadStamp(std::string_view record_value);
@@ -86,8 +90,11 @@ struct Ack {
 // without syncing; Sync() (each audit run) makes them durable. A crash of the process loses
 // nothing written; a crash of the machine may lose acks written since the last Sync: those
 // appends are then not checked (a false negative, never a false alarm, since an ack is only
-// recorded after the log acknowledged the append). At most `max_tracked` acks are kept;
-// past that new acks are counted in untracked() and not checked.
+// recorded after the log acknowledged the append). At most `max_tracked` acks are kept, a
+// sliding window: a new ack past the bound makes room by dropping an old one, first the oldest
+// ack an audit run verified (read at its acknowledged offset, in a partition's clean prefix,
+// MarkVerified), else the oldest ack of the new ack's partition (else of the fullest one),
+// counted in untracked() since it was never checked. New acks are always tracked.
 // Thread-safe.
 class AckJournal {
  public:
@@ -112,12 +119,23 @@ class AckJournal {
   Tracked Snapshot() const;
   uint64_t tracked() const;
   uint64_t untracked() const;
+  // The acks of `topic` partition `partition` below offset `below` were all read where they
+  // were acknowledged by a run that checked `checked` (that partition's acks in the run's
+  // Snapshot): they may make room first. An ack recorded since at an offset below `below`
+  // (not in `checked`) was not verified: the verified prefix stops before it.
+  void MarkVerified(const std::string& topic, uint32_t partition, uint64_t below,
+                    const Offsets& checked);
+  // Acks dropped since the start to make room after a run verified them.
+  uint64_t retired() const;
 
  private:
   AckJournal(Env& env, std::string path, uint64_t max_tracked);
   Status Rewrite();  // with mu_ held
   // Adds one ack; false if it is there already. With mu_ held (or before sharing).
   bool Insert(const std::string& topic, uint32_t partition, uint64_t offset, uint64_t seq);
+  // Drops one ack to make room (see the class comment); `topic`/`partition`: the new ack's.
+  // With mu_ held.
+  void EvictOne(const std::string& topic, uint32_t partition);
 
   Env& env_;
   const std::string path_;
@@ -127,6 +145,9 @@ class AckJournal {
   uint64_t count_ = 0;
   uint64_t in_file_ = 0;
   uint64_t untracked_ = 0;
+  uint64_t retired_ = 0;
+  // Per topic and partition: every ack below this offset was verified by the last run.
+  std::map<std::string, std::map<uint32_t, uint64_t>> verified_below_;
   std::unique_ptr<internal::record_log::Writer> writer_;
 };
 
@@ -156,7 +177,7 @@ struct AuditReport {
   uint64_t checked = 0;           // acknowledged events checked by this run
   uint64_t records_read = 0;      // records this run read
   uint64_t expired = 0;           // acks dropped because retention removed them
-  uint64_t untracked = 0;         // acks never recorded (journal bound reached)
+  uint64_t untracked = 0;         // acks dropped unchecked (journal bound reached), in total
   std::vector<Finding> findings;  // this run's, at most max_findings
   uint64_t findings_total = 0;    // this run's, including those not listed
   // This run's counts per (topic, partition).

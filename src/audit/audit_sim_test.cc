@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "audit/audit.h"
+#include "audit/audited_log.h"
 #include "converge/sim_env.h"
 
 namespace converge::audit {
@@ -218,6 +219,100 @@ TEST(AuditSimTest, SwappedRecordsAreOutOfOrder) {
   for (uint64_t s : Seeds()) RunSeed(s, Fault::kSwap);
 }
 
+// A sliding window: with the journal's bound far below what is appended, audit runs between
+// rounds of appends verify the acks, the newest acks stay tracked (verified ones make room),
+// and an acknowledged event lost after many times the bound was appended is still found.
+void RunSlidingWindowSeed(uint64_t seed) {
+  SCOPED_TRACE("seed " + std::to_string(seed) +
+               " (replay with CONVERGE_SIM_SEED=" + std::to_string(seed) + ")");
+  sim::SimEnv sim(seed);
+  std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + 11);
+  LogOptions lo;
+  lo.dir = "/data/log";
+  auto log = Log::Open(sim, lo);
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  TopicOptions to;
+  to.partitions = 1 + static_cast<uint32_t>(rng() % 3);
+  ASSERT_TRUE((*log)->CreateTopic("t", to).ok());
+  auto producer = LoadOrCreateProducerId(sim, "/data/audit");
+  ASSERT_TRUE(producer.ok());
+  const uint64_t bound = 4 + rng() % 12;
+  auto journal = AckJournal::Open(sim, "/data/audit", bound);
+  ASSERT_TRUE(journal.ok());
+  AuditorOptions ao;
+  ao.producer = *producer;
+  ao.read_batch_records = 1 + rng() % 10;
+  std::vector<Appended> ours;
+  const int rounds = 3 + static_cast<int>(rng() % 6);
+  for (int round = 0; round < rounds; ++round) {
+    // At most the bound per round: what the last run verified always makes enough room.
+    const uint64_t k = 1 + rng() % bound;
+    for (uint64_t i = 0; i < k; ++i) {
+      Event e;
+      e.set_id("e" + std::to_string(ours.size()));
+      e.set_source("/test");
+      e.set_type("t.happened");
+      const uint64_t seq = ours.size() + 1;
+      StampEvent(&e, *producer, seq);
+      std::string value;
+      ASSERT_TRUE(EncodeBinary(e, &value).ok());
+      std::string key = rng() % 2 ? "k" + std::to_string(rng() % 5) : "";
+      RecordView rv{e.id(), key, value, 0};
+      auto r = (*log)->Append("t", std::span<const RecordView>(&rv, 1));
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      ours.push_back({(*r)[0].partition, (*r)[0].offset, seq});
+      ASSERT_TRUE((*journal)->Record({{"t", (*r)[0].partition, (*r)[0].offset, seq}}).ok());
+    }
+    EXPECT_EQ((*journal)->tracked(), std::min<uint64_t>(bound, ours.size()));
+    Auditor auditor(sim, **log, **journal, ao);
+    AuditReport clean = auditor.Run();
+    EXPECT_TRUE(clean.findings.empty());
+    EXPECT_EQ(clean.checked, std::min<uint64_t>(bound, ours.size()));
+  }
+  // Only verified acks made room; nothing went unchecked.
+  EXPECT_EQ((*journal)->untracked(), 0u);
+  EXPECT_EQ((*journal)->retired(), ours.size() - std::min<uint64_t>(bound, ours.size()));
+  // Each partition keeps its newest acks, and the newest of all is tracked.
+  AckJournal::Tracked tracked = (*journal)->Snapshot();
+  for (const auto& [partition, offsets] : tracked["t"]) {
+    std::vector<uint64_t> want;
+    for (const Appended& a : ours) {
+      if (a.partition == partition) want.push_back(a.seq);
+    }
+    want.erase(want.begin(), want.end() - static_cast<long>(offsets.size()));
+    std::vector<uint64_t> have;
+    for (const auto& [offset, seq] : offsets) have.push_back(seq);
+    EXPECT_EQ(have, want) << "partition " << partition;
+  }
+  EXPECT_EQ(tracked["t"][ours.back().partition].rbegin()->second, ours.back().seq);
+  // The newest event is lost: found.
+  const Appended victim = ours.back();
+  FaultLog faulty(**log, "t", victim.partition, Fault::kDrop, victim.offset);
+  Auditor auditor(sim, faulty, **journal, ao);
+  AuditReport report = auditor.Run();
+  const std::vector<Finding> expected = {
+      {FindingKind::kMissing, "t", victim.partition, victim.seq, victim.offset, victim.offset}};
+  EXPECT_EQ(report.findings, expected);
+  // And stays tracked (unverified) while newer acks need room: they take verified ones first.
+  Event e;
+  e.set_id("last");
+  e.set_source("/test");
+  e.set_type("t.happened");
+  StampEvent(&e, *producer, ours.size() + 1);
+  std::string value;
+  ASSERT_TRUE(EncodeBinary(e, &value).ok());
+  RecordView rv{e.id(), {}, value, 0};
+  auto r = (*log)->Append("t", std::span<const RecordView>(&rv, 1));
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE((*journal)->Record({{"t", (*r)[0].partition, (*r)[0].offset, ours.size() + 1}}).ok());
+  AuditReport again = Auditor(sim, faulty, **journal, ao).Run();
+  EXPECT_EQ(again.findings, expected);
+}
+
+TEST(AuditSimTest, SlidingWindowKeepsCheckingNewEvents) {
+  for (uint64_t s : Seeds()) RunSlidingWindowSeed(s);
+}
+
 // The journal survives a reopen (what a restart of the sidecar sees), and a torn tail loses
 // only the acks in it.
 TEST(AuditJournalTest, ReopenKeepsAcks) {
@@ -233,12 +328,106 @@ TEST(AuditJournalTest, ReopenKeepsAcks) {
   EXPECT_EQ((*j)->tracked(), 2u);
   AckJournal::Tracked t = (*j)->Snapshot();
   EXPECT_EQ(t["t"][1].find(0)->second, 2u);
-  // Past the bound, acks are counted, not kept.
+  // Past the bound, new acks are kept and old ones make room: nothing was verified, so the
+  // oldest of the new acks' partition go, counted as untracked.
   std::vector<Ack> many;
   for (uint64_t i = 0; i < 20; ++i) many.push_back({"u", 0, i, i + 10});
   ASSERT_TRUE((*j)->Record(many).ok());
   EXPECT_EQ((*j)->tracked(), 10u);
   EXPECT_EQ((*j)->untracked(), 12u);
+  t = (*j)->Snapshot();
+  EXPECT_EQ(t["t"][0].size() + t["t"][1].size(), 2u);
+  EXPECT_EQ(t["u"][0].size(), 8u);
+  EXPECT_EQ(t["u"][0].begin()->first, 12u);
+  // A reopen under a smaller bound keeps the newest of what the file holds.
+  ASSERT_TRUE((*j)->Sync().ok());
+  j = AckJournal::Open(sim, "/a", 4);
+  ASSERT_TRUE(j.ok());
+  EXPECT_EQ((*j)->tracked(), 4u);
+}
+
+// The log wrapper: stamps CloudEvents (through every append call), journals what was
+// appended, leaves other values alone, records nothing for a deduplicated retry, and appends
+// a batch the stamps made too large as it came.
+TEST(AuditedLogTest, StampsJournalsAndNeverRefusesWhatTheLogTakes) {
+  sim::SimEnv sim(1);
+  LogOptions lo;
+  lo.dir = "/data/log";
+  auto base = Log::Open(sim, lo);
+  ASSERT_TRUE(base.ok());
+  auto journal = AckJournal::Open(sim, "/data/audit", 1000);
+  ASSERT_TRUE(journal.ok());
+  Stamper stamper("p0", 1);
+  AuditedLog log(std::move(*base), stamper, **journal);
+  TopicOptions to;
+  to.partitions = 2;
+  to.max_record_bytes = 400;
+  ASSERT_TRUE(log.CreateTopic("t", to).ok());
+  auto encoded = [](const std::string& id, size_t pad) {
+    Event e;
+    e.set_id(id);
+    e.set_source("/s");
+    e.set_type("t.e");
+    EXPECT_TRUE(e.SetJsonData("\"" + std::string(pad, 'x') + "\"").ok());
+    std::string v;
+    EXPECT_TRUE(EncodeBinary(e, &v).ok());
+    return v;
+  };
+  auto stored = [&](uint32_t p, uint64_t offset) {
+    auto b = log.Read("t", p, offset, 1, 1 << 20);
+    EXPECT_TRUE(b.ok() && !b->records.empty());
+    return std::string(b->records[0].value);
+  };
+  const std::string small = encoded("a", 10);
+  const std::string big = encoded("b", 0);
+  const std::string too_big_stamped = encoded("c", 400 - 40 - big.size());  // fits unstamped
+  ASSERT_LE(too_big_stamped.size() + 1, 400u);
+  const std::string other = "not a cloudevent";
+  std::vector<RecordView> batch = {{"a", "k", small, 0}, {"o", "k", other, 0}};
+  auto r = log.Append("t", batch);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  std::optional<Stamp> st = ReadStamp(stored((*r)[0].partition, (*r)[0].offset));
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->producer, "p0");
+  EXPECT_EQ(st->seq, (uint64_t{1} << 40) + 1);
+  EXPECT_EQ(stored((*r)[1].partition, (*r)[1].offset), other);
+  EXPECT_EQ((*journal)->tracked(), 1u);
+  // A retry of the same id is dropped by the log: nothing recorded.
+  r = log.Append("t", std::span<const RecordView>(batch.data(), 1));
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE((*r)[0].duplicate);
+  EXPECT_EQ((*journal)->tracked(), 1u);
+  // Too large once stamped: appended as it came, not checked.
+  RecordView c{"c", {}, too_big_stamped, 0};
+  r = log.AppendToPartition("t", 1, std::span<const RecordView>(&c, 1));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(stored(1, (*r)[0].offset), too_big_stamped);
+  EXPECT_EQ((*journal)->tracked(), 1u);
+  // The same through AppendAsync (the publish route's call).
+  RecordView c2{"c2", {}, too_big_stamped, 0};
+  std::optional<Result<std::vector<AppendResult>>> done;
+  log.AppendAsync("t", std::span<const RecordView>(&c2, 1),
+                  [&](Result<std::vector<AppendResult>> res) { done = std::move(res); });
+  ASSERT_TRUE(done.has_value());
+  ASSERT_TRUE(done->ok()) << done->status().ToString();
+  EXPECT_EQ(stored((**done)[0].partition, (**done)[0].offset), too_big_stamped);
+  RecordView b{"b", {}, big, 0};
+  done.reset();
+  log.AppendAsync("t", std::span<const RecordView>(&b, 1),
+                  [&](Result<std::vector<AppendResult>> res) { done = std::move(res); });
+  ASSERT_TRUE(done.has_value() && done->ok());
+  EXPECT_EQ((*journal)->tracked(), 2u);
+  // Still refused when the record is bad without its stamp too.
+  const std::string huge = encoded("d", 1000);
+  RecordView d{"d", {}, huge, 0};
+  EXPECT_EQ(log.Append("t", std::span<const RecordView>(&d, 1)).status().code(),
+            StatusCode::kInvalidArgument);
+  // What was journaled audits clean.
+  AuditorOptions ao;
+  ao.producer = "p0";
+  AuditReport report = Auditor(sim, log, **journal, ao).Run();
+  EXPECT_EQ(report.checked, 2u);
+  EXPECT_TRUE(report.findings.empty());
 }
 
 // The service runs on the Env's timers (virtual time here) and stops cleanly.

@@ -282,13 +282,6 @@ class Api {
                    const SchemaRegistry::TopicSchema* bound, bool defer_json_check,
                    PreparedPublish* out, HttpResponse* refused);
   // The reply to an append of `prepared` (and the publish metrics).
-  // With the audit on: stamps every event of `prepared` with this sidecar's producer id and a
-  // sequence number and encodes it again (docs/formats/audit.md).
-  void StampForAudit(const std::string& topic, PreparedPublish* prepared,
-                     uint64_t* first_seq);
-  // Records the appends the log acknowledged (not those it dropped as duplicates).
-  void RecordAudited(const std::string& topic, uint64_t first_seq,
-                     const std::vector<AppendResult>& appended);
   HttpResponse PublishReply(const HttpRequest& request, const std::string& topic,
                             const PreparedPublish& prepared,
                             const Result<std::vector<AppendResult>>& appended);

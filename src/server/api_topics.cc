@@ -215,8 +215,7 @@ asio::awaitable<HttpReply> Api::Publish(Call& call) {
   if (HttpResponse refused; !PreparePublish(req, topic, &prepared, &refused)) {
     co_return Reply(std::move(refused));
   }
-  uint64_t first_seq = 0;
-  if (d_.audit_stamper != nullptr) StampForAudit(topic, &prepared, &first_seq);
+  // With the audit on, d_.log stamps and journals the events (audit::AuditedLog).
   Result<std::vector<AppendResult>> appended = co_await AppendDurably(topic, prepared.records);
   if (!appended.ok() && appended.status().code() == StatusCode::kNotFound &&
       d_.config->auto_create_topics) {
@@ -228,7 +227,6 @@ asio::awaitable<HttpReply> Api::Publish(Call& call) {
     }
     appended = co_await AppendDurably(topic, prepared.records);
   }
-  if (d_.audit_journal != nullptr && appended.ok()) RecordAudited(topic, first_seq, *appended);
   HttpResponse res = PublishReply(req, topic, prepared, appended);
   if (res.result() == http::status::ok) {
     Observe(TopologyObserver::Kind::kPublish, topic, *call.principal);
@@ -356,45 +354,6 @@ bool Api::PrepareOnce(const HttpRequest& req, const std::string& topic,
     }
   }
   return true;
-}
-
-void Api::StampForAudit(const std::string& topic, PreparedPublish* prepared,
-                        uint64_t* first_seq) {
-  std::vector<Event>& events = prepared->decoded.events;
-  *first_seq = d_.audit_stamper->Take(topic, events.size());
-  // The events were checked and encoded already; with the two attributes added they encode
-  // again (a String extension cannot fail to encode). Native records are encoded from their
-  // decoded events too: the stamp must be inside the stored record.
-  std::string& values = prepared->values;
-  values.clear();
-  std::vector<size_t> ends;
-  ends.reserve(events.size());
-  for (size_t i = 0; i < events.size(); ++i) {
-    audit::StampEvent(&events[i], d_.audit_stamper->producer(), *first_seq + i);
-    Status s = EncodeBinary(events[i], &values);
-    CONVERGE_CHECK(s.ok());
-    ends.push_back(values.size());
-  }
-  for (size_t i = 0; i < events.size(); ++i) {
-    const size_t begin = i == 0 ? 0 : ends[i - 1];
-    prepared->records[i].value = std::string_view(values).substr(begin, ends[i] - begin);
-  }
-}
-
-void Api::RecordAudited(const std::string& topic, uint64_t first_seq,
-                        const std::vector<AppendResult>& appended) {
-  std::vector<audit::Ack> acks;
-  acks.reserve(appended.size());
-  for (size_t i = 0; i < appended.size(); ++i) {
-    // A duplicate was not appended: the record there carries the first append's stamp.
-    if (appended[i].duplicate) continue;
-    acks.push_back({topic, appended[i].partition, appended[i].offset, first_seq + i});
-  }
-  // A failed journal write costs only the check of these events (a false negative); the
-  // publish itself succeeded and is answered as such.
-  if (Status s = d_.audit_journal->Record(acks); !s.ok()) {
-    std::fprintf(stderr, "converge serve: audit journal: %s\n", s.ToString().c_str());
-  }
 }
 
 HttpResponse Api::PublishReply(const HttpRequest& req, const std::string& topic,

@@ -13,6 +13,7 @@
 #include <tuple>
 #include <vector>
 
+#include "audit/audited_log.h"
 #include "converge/consumer_group.h"
 #include "converge/env.h"
 #include "converge/log.h"
@@ -41,6 +42,10 @@ struct Server::Impl {
   ServerConfig config;
   MetricsRegistry metrics;
   std::unique_ptr<converge::internal::MeteredEnv> env;
+  // The audit's (audit.enabled), declared before `log` so they outlive it: `log` is then an
+  // audit::AuditedLog recording into them.
+  std::unique_ptr<audit::Stamper> audit_stamper;
+  std::unique_ptr<audit::AckJournal> audit_journal;
   std::unique_ptr<Log> log;
   std::unique_ptr<ConsumerGroups> groups;
   std::unique_ptr<Store> store;  // feeds its change events into `log`
@@ -60,10 +65,8 @@ struct Server::Impl {
   // POST `log`'s events to the subscriptions' endpoints, settling leases in `groups`; stopped
   // before the groups' final flush.
   std::unique_ptr<PushService> push;
-  // The end-to-end audit (audit.enabled): stamps publishes, records their acks, reads `log`
-  // on the Env's executor; stopped before the log closes.
-  std::unique_ptr<audit::Stamper> audit_stamper;
-  std::unique_ptr<audit::AckJournal> audit_journal;
+  // The end-to-end audit's runs (audit.enabled): read `log` on the Env's executor; stopped
+  // before the log closes.
   std::unique_ptr<audit::AuditService> audit;
   asio::io_context ioc;
   std::unique_ptr<BlockingPool> pool;
@@ -168,9 +171,11 @@ std::unique_ptr<converge::internal::MeteredEnv> MeteredDefaultEnv(MetricsRegistr
 
 }  // namespace
 
-// The audit's producer id, epoch and journal in <data_dir>/audit, its metrics, and its runs
-// every audit.interval_ms (docs/formats/audit.md).
-static Status OpenAudit(Server::Impl* impl) {
+// The audit's producer id, epoch and journal in <data_dir>/audit (docs/formats/audit.md), and
+// impl->log wrapped in an audit::AuditedLog before any module gets it, so every append (the
+// publish route, dead-letter replays, relays, the store's feed, sagas) is stamped and its
+// acknowledgement journaled in one place.
+static Status OpenAuditedLog(Server::Impl* impl) {
   const AuditConfig& c = impl->config.audit;
   const std::string dir = impl->config.data_dir + "/audit";
   Env& env = *impl->env;
@@ -179,8 +184,17 @@ static Status OpenAudit(Server::Impl* impl) {
   impl->audit_stamper = std::make_unique<audit::Stamper>(producer, epoch);
   CONVERGE_ASSIGN_OR_RETURN(impl->audit_journal,
                             audit::AckJournal::Open(env, dir, c.max_tracked_events));
+  impl->log = std::make_unique<audit::AuditedLog>(std::move(impl->log), *impl->audit_stamper,
+                                                  *impl->audit_journal);
+  return Status::Ok();
+}
+
+// The audit's runs every audit.interval_ms and its metrics.
+static Status OpenAudit(Server::Impl* impl) {
+  const AuditConfig& c = impl->config.audit;
+  Env& env = *impl->env;
   audit::AuditorOptions options;
-  options.producer = producer;
+  options.producer = impl->audit_stamper->producer();
   options.max_findings = c.max_findings;
   impl->audit = std::make_unique<audit::AuditService>(env, *impl->log, *impl->audit_journal,
                                                       options, c.interval_ms);
@@ -207,7 +221,7 @@ static Status OpenAudit(Server::Impl* impl) {
                     "Acknowledged events the audit journal holds for checking.", "gauge", {},
                     static_cast<double>(j->tracked())});
     out->push_back({"converge_audit_untracked_total",
-                    "Acknowledged events not recorded because the journal was full.", "counter",
+                    "Acknowledged events dropped unchecked to make room in the audit journal.", "counter",
                     {}, static_cast<double>(j->untracked())});
     const audit::AuditReport last = a->last();
     out->push_back({"converge_audit_last_run_timestamp_seconds",
@@ -249,6 +263,7 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   } else {
     CONVERGE_ASSIGN_OR_RETURN(impl->log, Log::Open(*impl->env, log_options));
   }
+  if (impl->config.audit.enabled) CONVERGE_RETURN_IF_ERROR(OpenAuditedLog(impl.get()));
 
   ConsumerGroupsOptions group_options = GroupsOptionsFor(impl->config);
   // Ack commits are synced on the pool: an ack waiting for its sync holds no thread.
@@ -535,8 +550,8 @@ Server::~Server() {
   impl_->sagas.reset();
   impl_->groups.reset();
   impl_->audit.reset();
+  impl_->log.reset();  // its audit wrapper records into the journal
   impl_->audit_journal.reset();
-  impl_->log.reset();
 }
 
 namespace {

@@ -4,6 +4,8 @@
 // the metrics and `converge audit`, also after the lost offsets are reused by new events.
 // On JetStream (a nats-server started by the test): a message deleted from a partition's
 // stream behind converge's back, the way an engine loses an acknowledged write, is reported.
+// What converge appends itself (the store's change feed, a dead-letter replay, saga commands,
+// an outbox relay's publishes) is audited like HTTP publishes.
 #include <gtest/gtest.h>
 #include <nats/nats.h>
 #include <signal.h>
@@ -13,6 +15,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <set>
 #include <string>
 #include <thread>
@@ -20,6 +23,8 @@
 
 #include "converge/client.h"
 #include "converge/event.h"
+#include "converge/outbox.h"
+#include "converge/sql.h"
 #include "serve_process.h"
 #include "support/nats_server.h"
 #include "support/run_command.h"
@@ -62,8 +67,8 @@ class AuditServeTest : public ::testing::Test {
     std::error_code ec;
     if (!dir_.empty()) fs::remove_all(dir_, ec);
   }
-  void Start() {
-    server_ = std::make_unique<ServeProcess>(Config(), dir_);
+  void Start(const std::string& extra_yaml = "") {
+    server_ = std::make_unique<ServeProcess>(Config() + extra_yaml, dir_);
     Status s = server_->Start();
     ASSERT_TRUE(s.ok()) << s.ToString();
   }
@@ -102,9 +107,24 @@ class AuditServeTest : public ::testing::Test {
     ADD_FAILURE() << "no audit run checked " << checked << " events: " << json::serialize(last);
     return last;
   }
-  std::vector<std::string> Segments() {
+  // GET /v1/audit once `done` holds for it (a failure after 30 s).
+  json::object AuditUntil(const std::function<bool(const json::object&)>& done) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    json::object last;
+    while (std::chrono::steady_clock::now() < deadline) {
+      testing::HttpResult r =
+          testing::HttpCall(server_->port(), "GET", "/v1/audit", "", {}, kAdmin);
+      EXPECT_EQ(r.status, 200) << r.body;
+      last = json::parse(r.body).as_object();
+      if (done(last)) return last;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling, not correctness
+    }
+    ADD_FAILURE() << "the audit never got there: " << json::serialize(last);
+    return last;
+  }
+  std::vector<std::string> Segments(const std::string& topic = "orders") {
     std::vector<std::string> out;
-    for (const auto& e : fs::directory_iterator(dir_ + "/log/topics/orders/0000")) {
+    for (const auto& e : fs::directory_iterator(dir_ + "/log/topics/" + topic + "/0000")) {
       const std::string name = e.path().filename().string();
       if (name.size() == 24 && name.ends_with(".log")) out.push_back(e.path().string());
     }
@@ -192,6 +212,145 @@ TEST_F(AuditServeTest, CleanThenTruncatedSegmentReportsExactlyTheLostEvents) {
                             " --token " + kAdmin + " 2>&1 </dev/null");
   EXPECT_EQ(cli.exit_code, 3) << cli.out;
   EXPECT_NE(cli.out.find("missing " + std::to_string(lost.size())), std::string::npos) << cli.out;
+  Stop();
+}
+
+// Events converge appends itself go through the same audited log as HTTP publishes: the
+// store's change feed is stamped and journaled, and feed events lost by hand (the feed
+// topic's last segment cut short while the server is stopped) are reported missing.
+TEST_F(AuditServeTest, StoreChangeFeedIsAudited) {
+  Start();
+  const std::string pad(100, 'p');
+  ASSERT_EQ(testing::HttpCall(server_->port(), "PUT", "/v1/collections/docs", "{}",
+                              {{"Content-Type", "application/json"}}, kAdmin)
+                .status,
+            201);
+  constexpr int kDocs = 60;
+  for (int i = 0; i < kDocs; ++i) {
+    testing::HttpResult put = testing::HttpCall(
+        server_->port(), "PUT", "/v1/collections/docs/docs/d" + std::to_string(i),
+        "{\"pad\":\"" + pad + "\"}", {{"Content-Type", "application/json"}}, kAdmin);
+    ASSERT_EQ(put.status, 201) << put.body;
+  }
+  // Every change is in the feed (one event each, at least), each checked clean.
+  json::object clean = AuditUntil([&](const json::object& o) {
+    return o.at("checked").to_number<int64_t>() >= kDocs &&
+           o.at("checked").to_number<int64_t>() == o.at("tracked").to_number<int64_t>();
+  });
+  EXPECT_EQ(clean.at("findings_total").to_number<int64_t>(), 0) << json::serialize(clean);
+  EXPECT_TRUE(clean.at("errors").as_array().empty()) << json::serialize(clean);
+  const int64_t tracked = clean.at("tracked").to_number<int64_t>();
+  Stop();
+
+  std::vector<std::string> segments = Segments("store-changes");
+  ASSERT_GE(segments.size(), 2u);
+  fs::resize_file(segments.back(), fs::file_size(segments.back()) / 2);
+
+  Start();
+  json::object after =
+      AuditUntil([](const json::object& o) { return o.at("missing").to_number<int64_t>() > 0; });
+  EXPECT_LT(after.at("missing").to_number<int64_t>(), tracked);
+  for (const json::value& v : after.at("findings").as_array()) {
+    const json::object& f = v.as_object();
+    EXPECT_EQ(f.at("kind").as_string(), "missing") << json::serialize(f);
+    EXPECT_EQ(f.at("topic").as_string(), "store-changes") << json::serialize(f);
+  }
+  Stop();
+}
+
+// A dead-letter replay appends the event again: a new append of this producer, stamped and
+// checked like a publish (before, only the published copy was checked).
+TEST_F(AuditServeTest, DeadLetterReplayIsAudited) {
+  Start();
+  const uint16_t port = server_->port();
+  const testing::HttpHeaders json_type = {{"Content-Type", "application/json"}};
+  ASSERT_EQ(testing::HttpCall(port, "POST", "/v1/topics", R"({"name":"orders","partitions":1})",
+                              json_type, kAdmin)
+                .status,
+            201);
+  ASSERT_EQ(testing::HttpCall(port, "POST", "/v1/topics/orders/groups",
+                              R"({"name":"g","max_deliveries":1})", json_type, kApp)
+                .status,
+            201);
+  Publish(0, 1);
+  testing::HttpResult fetched = testing::HttpCall(port, "POST", "/v1/topics/orders/groups/g/fetch",
+                                                  R"({"max_events":1})", json_type, kApp);
+  ASSERT_EQ(fetched.status, 200) << fetched.body;
+  json::array got = json::parse(fetched.body).as_object().at("deliveries").as_array();
+  ASSERT_EQ(got.size(), 1u);
+  const json::object& d = got[0].as_object();
+  testing::HttpResult nack =
+      testing::HttpCall(port, "POST", "/v1/topics/orders/groups/g/nack",
+                        R"({"nacks":[{"partition":)" + json::serialize(d.at("partition")) +
+                            R"(,"offset":)" + json::serialize(d.at("offset")) + R"(,"lease_id":)" +
+                            json::serialize(d.at("lease_id")) + R"(,"permanent":true}]})",
+                        json_type, kApp);
+  ASSERT_EQ(nack.status, 200) << nack.body;
+  testing::HttpResult replayed = testing::HttpCall(
+      port, "POST", "/v1/topics/orders/groups/g/dead-letters/replay", "{}", json_type, kAdmin);
+  ASSERT_EQ(replayed.status, 200) << replayed.body;
+  ASSERT_EQ(EndOffset(), 2u);
+  // Both copies checked (the replay under a new number), and found where acknowledged.
+  json::object report = AuditAfterRun(2);
+  EXPECT_EQ(report.at("findings_total").to_number<int64_t>(), 0) << json::serialize(report);
+  EXPECT_EQ(report.at("tracked").to_number<int64_t>(), 2);
+  Stop();
+}
+
+// Saga commands the orchestrator sends are appended through the audited log too: with no
+// HTTP publish at all, the audit checks the first step's command.
+TEST_F(AuditServeTest, SagaCommandsAreAudited) {
+  Start();
+  const uint16_t port = server_->port();
+  const std::string definition =
+      "name: order\nversion: 1\nsteps:\n  - name: reserve\n    participant: inventory\n"
+      "    action: inventory.reserve\n    compensation: inventory.release\n"
+      "    timeout_ms: 60000\n";
+  testing::HttpResult reg = testing::HttpCall(port, "POST", "/v1/saga-definitions", definition,
+                                              {{"Content-Type", "application/yaml"}}, kAdmin);
+  ASSERT_EQ(reg.status, 201) << reg.body;
+  testing::HttpResult started =
+      testing::HttpCall(port, "POST", "/v1/sagas", R"({"definition":"order","data":{"n":1}})",
+                        {{"Content-Type", "application/json"}}, kAdmin);
+  ASSERT_EQ(started.status, 201) << started.body;
+  json::object report = AuditUntil([](const json::object& o) {
+    return o.at("checked").to_number<int64_t>() >= 1 &&
+           o.at("checked").to_number<int64_t>() == o.at("tracked").to_number<int64_t>();
+  });
+  EXPECT_EQ(report.at("findings_total").to_number<int64_t>(), 0) << json::serialize(report);
+  Stop();
+}
+
+// An outbox relay publishes through the audited log: rows written to a service's outbox are
+// checked once relayed, with no HTTP publish at all.
+TEST_F(AuditServeTest, RelayedEventsAreAudited) {
+  sql::SqliteOptions so;
+  so.path = dir_ + "/svc.db";
+  Result<std::unique_ptr<sql::Database>> db = sql::Database::OpenSqlite(so);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  ASSERT_TRUE(Outbox::CreateSchema(**db).ok());
+  Start(
+      "relays:\n  sink: {create_topics: true}\n  sources:\n    - name: svc\n"
+      "      database: sqlite:" +
+      so.path + "\n      poll_interval_ms: 20\n");
+  constexpr int kRows = 5;
+  std::vector<Event> events(kRows);
+  for (int i = 0; i < kRows; ++i) {
+    events[i].set_source("/svc");
+    events[i].set_id("r-" + std::to_string(i));
+    events[i].set_type("t.x");
+  }
+  Outbox outbox(Env::Default());
+  ASSERT_TRUE((*db)
+                  ->Transact([&](sql::Transaction& tx) {
+                    return outbox.Write(tx, "orders", std::span<Event>(events));
+                  })
+                  .ok());
+  json::object report = AuditUntil([](const json::object& o) {
+    return o.at("checked").to_number<int64_t>() == kRows &&
+           o.at("tracked").to_number<int64_t>() == kRows;
+  });
+  EXPECT_EQ(report.at("findings_total").to_number<int64_t>(), 0) << json::serialize(report);
   Stop();
 }
 
