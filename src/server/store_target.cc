@@ -171,13 +171,7 @@ class StoreTarget : public replica::Target {
       } else if (row && !row->deleted) {
         ops.push_back(WriteOp::Delete(collection_, c->key));
       }
-      Meta m;
-      m.version = c->version;
-      m.deleted = del;
-      m.partition = batch.position.partition;
-      m.commit_us = c->commit_time_micros;
-      m.applied_us = batch.applied_time_micros;
-      ops.push_back(WriteOp::Put(meta_, "v/" + c->key, EncodeMeta(m)));
+      ops.push_back(MetaOf(*c, batch));
       ++out.applied;
     }
     replica::Position to = batch.position;
@@ -323,13 +317,7 @@ class StoreTarget : public replica::Target {
         }
         const bool del = c->kind == replica::ChangeKind::kDelete;
         if (!del) ops.push_back(WriteOp::Put(collection_, c->key, AsJson(c->document)));
-        Meta m;
-        m.version = c->version;
-        m.deleted = del;
-        m.partition = batch.position.partition;
-        m.commit_us = c->commit_time_micros;
-        m.applied_us = batch.applied_time_micros;
-        ops.push_back(WriteOp::Put(meta_, "v/" + c->key, EncodeMeta(m)));
+        ops.push_back(MetaOf(*c, batch));
         ++out.applied;
       }
       if (at == batch.changes.size()) {
@@ -344,6 +332,18 @@ class StoreTarget : public replica::Target {
       CONVERGE_RETURN_IF_ERROR(CommitOps(ops));
     } while (at < batch.changes.size());
     return out;
+  }
+
+  // The bookkeeping entry of an applied change: its version, whether it deletes, where and
+  // when it came from.
+  WriteOp MetaOf(const replica::Change& c, const replica::ApplyBatch& batch) const {
+    Meta m;
+    m.version = c.version;
+    m.deleted = c.kind == replica::ChangeKind::kDelete;
+    m.partition = batch.position.partition;
+    m.commit_us = c.commit_time_micros;
+    m.applied_us = batch.applied_time_micros;
+    return WriteOp::Put(meta_, "v/" + c.key, EncodeMeta(m));
   }
 
   Store& store_;
