@@ -22,7 +22,8 @@ TEST(LsnTest, FormatAndParse) {
 }
 
 TEST(StreamMessageTest, XLogDataAndKeepalive) {
-  auto x = DecodeStreamMessage(testing::XLog(0x10, "payload", 0x20));
+  const std::string bytes = testing::XLog(0x10, "payload", 0x20);
+  auto x = DecodeStreamMessage(bytes);  // the payload is a view into `bytes`
   ASSERT_TRUE(x.ok()) << x.status().ToString();
   EXPECT_EQ(x->kind, StreamMessage::Kind::kXLogData);
   EXPECT_EQ(x->start, 0x10u);
