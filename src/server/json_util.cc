@@ -9,6 +9,18 @@ namespace converge::server {
 
 namespace json = boost::json;
 
+Result<json::object> ParseStoredObject(const std::string& text, const std::string& what) {
+  json::error_code ec;
+  json::value v = json::parse(text, ec);
+  if (ec || !v.is_object()) return DataLossError(what + " is not a JSON object");
+  return std::move(v.as_object());
+}
+
+uint64_t StoredU64(const json::object& obj, const char* field) {
+  const json::value* v = obj.if_contains(field);
+  return v != nullptr && v->is_number() ? v->to_number<uint64_t>() : 0;
+}
+
 Result<json::object> ParseJsonObject(std::string_view body) {
   if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) return json::object();
   boost::system::error_code ec;

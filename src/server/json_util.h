@@ -19,6 +19,11 @@ namespace converge::server {
 
 // Parses a request body that must be a JSON object; an empty body is an empty object.
 Result<boost::json::object> ParseJsonObject(std::string_view body);
+// A JSON object converge stored itself (bookkeeping documents): DataLoss naming `what` when
+// the text is not one, since only damage can make it so.
+Result<boost::json::object> ParseStoredObject(const std::string& text, const std::string& what);
+// The unsigned number in `field` of a stored object; 0 when absent or not a number.
+uint64_t StoredU64(const boost::json::object& obj, const char* field);
 
 // InvalidArgument naming the first field of `obj` that is not in `allowed`.
 Status CheckFields(const boost::json::object& obj, std::initializer_list<std::string_view> allowed);

@@ -1,4 +1,5 @@
 #include "server/multi_writers.h"
+#include "server/json_util.h"
 
 #include <atomic>
 #include <boost/json/parse.hpp>
@@ -43,17 +44,7 @@ std::string Base64(std::string_view bytes) {
   return out;
 }
 
-uint64_t U64(const json::object& o, const char* name) {
-  const json::value* v = o.if_contains(name);
-  return v != nullptr && v->is_number() ? v->to_number<uint64_t>() : 0;
-}
 
-Result<json::object> ParseObject(const std::string& text, const std::string& what) {
-  json::error_code ec;
-  json::value v = json::parse(text, ec);
-  if (ec || !v.is_object()) return DataLossError(what + " is not a JSON object");
-  return std::move(v.as_object());
-}
 
 Result<std::string> Unbase64(const json::object& o, const char* name, const std::string& what) {
   const json::value* v = o.if_contains(name);
@@ -119,10 +110,10 @@ class StoreStorage : public mw::Storage {
     mw::Snapshot snap;
     CONVERGE_RETURN_IF_ERROR(ListAll(meta_, [&](const Document& d) -> Status {
       const std::string what = "'" + meta_ + "/" + d.key + "'";
-      CONVERGE_ASSIGN_OR_RETURN(json::object o, ParseObject(d.value, what));
+      CONVERGE_ASSIGN_OR_RETURN(json::object o, ParseStoredObject(d.value, what));
       if (d.key == "n") {
-        snap.own_seq = U64(o, "own_seq");
-        snap.trimmed = U64(o, "trimmed");
+        snap.own_seq = StoredU64(o, "own_seq");
+        snap.trimmed = StoredU64(o, "trimmed");
         const json::value* h = o.if_contains("hlc");
         if (h != nullptr && h->is_string()) {
           CONVERGE_ASSIGN_OR_RETURN(snap.hlc_floor, HlcTimestamp::Parse(h->as_string()));
@@ -133,7 +124,7 @@ class StoreStorage : public mw::Storage {
         Result<mw::KeyState> state = mw::KeyState::FromBinary(&in);
         if (!state.ok()) return DataLossError(what + ": " + std::string(state.status().message()));
         snap.keys[d.key.substr(2)] =
-            mw::StoredKey{std::move(*state), static_cast<int64_t>(U64(o, "t"))};
+            mw::StoredKey{std::move(*state), static_cast<int64_t>(StoredU64(o, "t"))};
       } else if (d.key.starts_with("o/")) {
         const json::value* k = o.if_contains("k");
         if (k == nullptr || !k->is_string()) return DataLossError(what + ": no key");
@@ -144,7 +135,7 @@ class StoreStorage : public mw::Storage {
         Result<conflict::VersionVector> k = conflict::VersionVector::FromBinary(bytes);
         if (!k.ok()) return DataLossError(what + ": " + std::string(k.status().message()));
         CONVERGE_ASSIGN_OR_RETURN(uint64_t peer, Number(d.key.substr(2), what));
-        snap.peers[peer] = mw::PeerPosition{std::max<uint64_t>(U64(o, "next"), 1), *k};
+        snap.peers[peer] = mw::PeerPosition{std::max<uint64_t>(StoredU64(o, "next"), 1), *k};
       }
       return Status::Ok();
     }));

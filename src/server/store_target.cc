@@ -1,4 +1,5 @@
 #include "server/store_target.h"
+#include "server/json_util.h"
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -37,29 +38,19 @@ std::string EncodeMeta(const Meta& m) {
          ",\"a\":" + std::to_string(m.applied_us) + "}";
 }
 
-uint64_t U64(const json::object& o, const char* name) {
-  const json::value* v = o.if_contains(name);
-  return v != nullptr && v->is_number() ? v->to_number<uint64_t>() : 0;
-}
 int64_t I64(const json::object& o, const char* name) {
   const json::value* v = o.if_contains(name);
   return v != nullptr && v->is_number() ? v->to_number<int64_t>() : 0;
 }
 
-Result<json::object> ParseObject(const std::string& text, const std::string& what) {
-  json::error_code ec;
-  json::value v = json::parse(text, ec);
-  if (ec || !v.is_object()) return DataLossError(what + " is not a JSON object");
-  return std::move(v.as_object());
-}
 
 Result<Meta> DecodeMeta(const std::string& text) {
-  CONVERGE_ASSIGN_OR_RETURN(json::object o, ParseObject(text, "a replica row entry"));
+  CONVERGE_ASSIGN_OR_RETURN(json::object o, ParseStoredObject(text, "a replica row entry"));
   Meta m;
-  m.version = U64(o, "v");
+  m.version = StoredU64(o, "v");
   const json::value* d = o.if_contains("d");
   m.deleted = d != nullptr && d->is_bool() && d->as_bool();
-  m.partition = static_cast<uint32_t>(U64(o, "p"));
+  m.partition = static_cast<uint32_t>(StoredU64(o, "p"));
   m.commit_us = I64(o, "c");
   m.applied_us = I64(o, "a");
   return m;
@@ -68,9 +59,9 @@ Result<Meta> DecodeMeta(const std::string& text) {
 replica::Position DecodePosition(uint32_t partition, const json::object& o) {
   replica::Position p;
   p.partition = partition;
-  p.next_offset = U64(o, "next_offset");
-  p.commitseq = U64(o, "commitseq");
-  p.purge_watermark = U64(o, "purge_watermark");
+  p.next_offset = StoredU64(o, "next_offset");
+  p.commitseq = StoredU64(o, "commitseq");
+  p.purge_watermark = StoredU64(o, "purge_watermark");
   return p;
 }
 
@@ -121,7 +112,7 @@ class StoreTarget : public replica::Target {
         } catch (...) {
           return DataLossError("replica '" + replica_ + "': a bad position key '" + d.key + "'");
         }
-        CONVERGE_ASSIGN_OR_RETURN(json::object o, ParseObject(d.value, "a replica position"));
+        CONVERGE_ASSIGN_OR_RETURN(json::object o, ParseStoredObject(d.value, "a replica position"));
         state.positions.push_back(DecodePosition(static_cast<uint32_t>(partition), o));
       }
       if (page.next_page_token.empty()) break;
@@ -135,7 +126,7 @@ class StoreTarget : public replica::Target {
     CONVERGE_ASSIGN_OR_RETURN(std::optional<Document> pos, Find(store_, meta_, pos_key));
     replica::Position stored{batch.position.partition, 0, 0, 0};
     if (pos) {
-      CONVERGE_ASSIGN_OR_RETURN(json::object o, ParseObject(pos->value, "a replica position"));
+      CONVERGE_ASSIGN_OR_RETURN(json::object o, ParseStoredObject(pos->value, "a replica position"));
       stored = DecodePosition(batch.position.partition, o);
     }
     if (stored.next_offset != batch.from_offset) {
@@ -224,7 +215,7 @@ class StoreTarget : public replica::Target {
         replica::Position p{partition, 0, 0, 0};
         Precondition pre;
         if (pos) {
-          CONVERGE_ASSIGN_OR_RETURN(json::object o, ParseObject(pos->value, "a replica position"));
+          CONVERGE_ASSIGN_OR_RETURN(json::object o, ParseStoredObject(pos->value, "a replica position"));
           p = DecodePosition(partition, o);
           pre.if_match = pos->etag;
         } else {
@@ -404,7 +395,7 @@ Result<std::unique_ptr<replica::Target>> NewStoreTarget(Store& store, Env& env,
       json::serialize(json::string_view(collection.data(), collection.size())) + "}";
   CONVERGE_ASSIGN_OR_RETURN(std::optional<Document> r, Find(store, meta, "r"));
   if (r) {
-    CONVERGE_ASSIGN_OR_RETURN(json::object o, ParseObject(r->value, "the replica's record"));
+    CONVERGE_ASSIGN_OR_RETURN(json::object o, ParseStoredObject(r->value, "the replica's record"));
     if (json::serialize(o) != json::serialize(json::parse(record))) {
       return FailedPreconditionError("replica '" + replica + "' was set up as " + r->value +
                                      ", not " + record + ": a re-pointed replica needs a new name");
