@@ -35,6 +35,12 @@ void CreateTopic(Client& c, const std::string& name, uint32_t partitions) {
   ASSERT_TRUE(t.ok()) << t.status().ToString();
 }
 
+// The sync-count checks ask that requests in flight share syncs: on average more than
+// kMinShare requests per sync, which one request per sync (the old behaviour) cannot meet. On a
+// quiet machine the share is 8 to 30; with other tests running beside this one it has been
+// measured as low as 7.5 (acks), so the bound leaves room for a loaded machine.
+constexpr uint64_t kMinShare = 3;
+
 std::string IdOf(uint64_t seq) {
   std::string id = "e";
   id += std::to_string(seq);
@@ -117,7 +123,7 @@ TEST(ConcurrencyServeTest, ManyConcurrentSingleEventPublishesShareSyncsAndAllArr
   // With at most storage_threads (1) request per group commit there would be >= 4096 syncs.
   std::printf("%llu file syncs for %llu %s\n", static_cast<unsigned long long>(syncs),
               static_cast<unsigned long long>(load.requests), "single-event publishes");
-  EXPECT_LT(syncs, load.requests / 8)
+  EXPECT_LT(syncs, load.requests / kMinShare)
       << syncs << " file syncs for " << load.requests << " single-event publishes";
 
   Client c(server.ClientOptions());
@@ -188,7 +194,7 @@ TEST(ConcurrencyServeTest, ManyConcurrentSingleLeaseAcksShareJournalSyncs) {
   // With at most storage_threads (1) ack per journal sync there would be >= 1000 syncs.
   std::printf("%llu file syncs for %llu %s\n", static_cast<unsigned long long>(syncs),
               static_cast<unsigned long long>(load.requests), "single-lease acks");
-  EXPECT_LT(syncs, load.requests / 8)
+  EXPECT_LT(syncs, load.requests / kMinShare)
       << syncs << " file syncs for " << load.requests << " single-lease acks";
 
   // Every ack was durable when answered: after a SIGKILL nothing is delivered again.
@@ -245,7 +251,7 @@ TEST(ConcurrencyServeTest, ManyConcurrentSagaStartsShareSyncs) {
   // With one start per sync (storage_threads: 1) there would be >= 1024 syncs.
   std::printf("%llu file syncs for %llu %s\n", static_cast<unsigned long long>(syncs),
               static_cast<unsigned long long>(load.requests), "saga starts");
-  EXPECT_LT(syncs, load.requests / 8) << syncs << " file syncs for " << load.requests
+  EXPECT_LT(syncs, load.requests / kMinShare) << syncs << " file syncs for " << load.requests
                                       << " saga starts";
   testing::HttpResult listed =
       testing::HttpCall(server.port(), "GET", "/v1/sagas?limit=100000");
