@@ -8,10 +8,15 @@
 #include <boost/json/value.hpp>
 #include <charconv>
 #include <chrono>
+#include <map>
+#include <mutex>
 #include <optional>
 
+#include "converge/client.h"
 #include "server/api.h"
 #include "server/api_internal.h"
+#include "server/cluster_groups.h"
+#include "server/push_http_client.h"
 #include "server/cloudevents_http.h"
 #include "server/json_util.h"
 #include "wire/wire_format.h"
@@ -192,6 +197,11 @@ asio::awaitable<HttpReply> Api::CreateGroup(Call& call) {
     }
   }
   if (!s.ok()) co_return Error(s);
+  if (d_.cluster_groups != nullptr) {
+    // The group is named in the body: routed once the body is read (authorized above).
+    std::optional<HttpReply> routed = co_await RouteToGroupOwner(call, name);
+    if (routed.has_value()) co_return std::move(*routed);
+  }
   options.max_deliveries = static_cast<uint32_t>(max_deliveries);
   // One bound for both: a partition's and a member's leased events. The read-ahead window
   // must hold at least that many.
@@ -831,6 +841,143 @@ asio::awaitable<HttpReply> Api::GetTopology(Call& call) {
   json::object doc =
       topology_->Snapshot(d_.env->clock().NowMonotonicNanos() / 1'000'000, window_ms);
   co_return Reply(JsonReply(http::status::ok, json::serialize(doc)));
+}
+
+}  // namespace converge::server
+
+namespace converge::server {
+
+// ---------------------------------------------------------------------------------------
+// Shared consumer groups: forwarding to the sidecar that runs the group
+
+namespace {
+constexpr std::string_view kForwardedHeader = "X-Converge-Forwarded";
+
+// Header fields that belong to one connection, not to the request or reply.
+bool HopByHop(std::string_view name) {
+  static constexpr std::string_view kFields[] = {
+      "host",    "connection", "content-length", "transfer-encoding", "keep-alive",
+      "te",      "trailer",    "upgrade",        "proxy-connection",  "expect",
+      "proxy-authorization"};
+  for (std::string_view f : kFields) {
+    if (name.size() == f.size() &&
+        std::equal(name.begin(), name.end(), f.begin(),
+                   [](char a, char b) { return std::tolower(a) == std::tolower(b); })) {
+      return true;
+    }
+  }
+  return false;
+}
+}  // namespace
+
+// Forwarded requests block a thread of their own pool (a long poll waits at the owner), never
+// the storage pool; connections to each owner are kept for reuse.
+struct Api::Forwarder {
+  BlockingPool pool{16};
+  std::mutex mu;
+  std::map<std::string, std::vector<std::unique_ptr<client::Client>>> idle;
+
+  std::unique_ptr<client::Client> Take(const std::string& url, int64_t timeout_ms) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      auto& v = idle[url];
+      if (!v.empty()) {
+        std::unique_ptr<client::Client> c = std::move(v.back());
+        v.pop_back();
+        return c;
+      }
+    }
+    Result<PushUrl> u = ParsePushUrl(url);
+    if (!u.ok()) return nullptr;
+    client::Options o;
+    o.host = u->host;
+    o.port = u->port;
+    o.tls = u->https;
+    o.timeout_ms = timeout_ms;
+    o.max_response_bytes = 256ull << 20;
+    return std::make_unique<client::Client>(o);
+  }
+  void Give(const std::string& url, std::unique_ptr<client::Client> c) {
+    std::lock_guard<std::mutex> lock(mu);
+    auto& v = idle[url];
+    if (v.size() < 32) v.push_back(std::move(c));
+  }
+};
+
+asio::awaitable<std::optional<HttpReply>> Api::RouteToGroupOwner(Call& call,
+                                                                 const std::string& group) {
+  // As every group route starts: the caller may subscribe to the topic, the names are valid.
+  // The owner checks the caller's credentials again for what the route needs beyond that.
+  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, group)) {
+    co_return std::move(refused);
+  }
+  {
+    std::lock_guard lock(watches_mu_);
+    if (forwarder_ == nullptr) forwarder_ = std::make_shared<Forwarder>();
+  }
+  const bool forwarded = call.req.find(std::string(kForwardedHeader)) != call.req.end();
+  ClusterGroups* cluster = d_.cluster_groups;
+  const std::string topic = call.topic;
+  // Named, not a temporary in the co_await (see the GCC 12 note in blocking_pool.h).
+  auto locate = [cluster, topic, group, forwarded] {
+    return cluster->Locate(topic, group, forwarded);
+  };
+  Result<ClusterGroups::Where> where = co_await forwarder_->pool.Run(std::move(locate));
+  if (!where.ok()) co_return Error(where.status());
+  if (where->here) co_return std::nullopt;
+  if (call.route.id == RouteId::kStream) {
+    // A stream is not relayed through this sidecar: the client reconnects to the owner.
+    HttpResponse res{http::status::temporary_redirect, 11};
+    res.set(http::field::location, where->url + std::string(call.req.target()));
+    res.set(http::field::content_type, "application/json");
+    res.body() = "{\"code\":\"MOVED\",\"message\":\"the group runs on " + where->url + "\"}";
+    res.prepare_payload();
+    co_return Reply(std::move(res));
+  }
+  co_return co_await ForwardToOwner(call, where->url);
+}
+
+asio::awaitable<HttpReply> Api::ForwardToOwner(Call& call, const std::string& url) {
+  client::HttpRequest req;
+  req.method = std::string(call.req.method_string());
+  req.target = std::string(call.req.target());
+  for (const auto& field : call.req) {
+    const std::string_view name(field.name_string().data(), field.name_string().size());
+    if (HopByHop(name)) continue;
+    req.headers.emplace_back(std::string(name), std::string(field.value()));
+  }
+  req.headers.emplace_back(std::string(kForwardedHeader), d_.config->cluster.instance_id);
+  req.body = call.req.body();
+  // A long poll waits at the owner for up to limits.max_wait_ms.
+  const int64_t timeout_ms = d_.config->limits.max_wait_ms + 30'000;
+  std::shared_ptr<Forwarder> f = forwarder_;
+  // `req` lives in this frame until the job is done; the job is named (the GCC 12 note in
+  // blocking_pool.h).
+  auto send = [f, url, &req, timeout_ms]() {
+    std::unique_ptr<client::Client> c = f->Take(url, timeout_ms);
+    if (c == nullptr) {
+      return Result<client::HttpResponse>(InternalError("bad owner url '" + url + "'"));
+    }
+    Result<client::HttpResponse> r = c->Send(req);
+    if (r.ok()) f->Give(url, std::move(c));
+    return r;
+  };
+  Result<client::HttpResponse> res = co_await f->pool.Run(std::move(send));
+  d_.cluster_groups->CountForward(res.ok());
+  if (!res.ok()) {
+    co_return Error(UnavailableError("the sidecar running the group (" + url +
+                                     ") did not answer: " + std::string(res.status().message()) +
+                                     "; retry (a dead owner's groups are taken over once its "
+                                     "lease expires)"));
+  }
+  HttpResponse out{static_cast<http::status>(res->status), 11};
+  for (const auto& [name, value] : res->headers) {
+    if (HopByHop(name)) continue;
+    out.set(name, value);
+  }
+  out.body() = std::move(res->body);
+  out.prepare_payload();
+  co_return Reply(std::move(out));
 }
 
 }  // namespace converge::server
