@@ -168,6 +168,42 @@ struct ClusterGroups::Impl {
     return e->running;
   }
 
+  // For callers inside this process (push subscriptions, a topic's deletion): the group's
+  // instance when it runs here, or after acquiring it when no live sidecar runs it and this one
+  // is the one its hash prefers (as a request would); null otherwise.
+  std::shared_ptr<Running> RunningOrAcquire(const std::string& topic, const std::string& group) {
+    if (std::shared_ptr<Running> r = RunningOf(topic, group)) return r;
+    if (!started.load() || stopping.load()) return nullptr;
+    std::shared_ptr<Entry> e = GetEntry(topic, group, true);
+    e->last_wanted_ns = NowNs();
+    bool mine = false;
+    {
+      std::lock_guard<std::mutex> lock(e->mu);
+      mine = e->keeper != nullptr;
+    }
+    if (!mine) {
+      std::map<std::string, std::string> live = View(200);
+      auto it = live.find(e->lease_name);
+      if (it != live.end() && it->second == holder) {
+        live = View(0);
+        it = live.find(e->lease_name);
+        if (it != live.end() && it->second == holder) it = live.end();
+      }
+      if (it != live.end()) return nullptr;  // runs elsewhere
+      const std::string preferred = Preferred(live, e->scope);
+      if (!preferred.empty() && preferred != holder) return nullptr;
+      std::lock_guard<std::mutex> lock(e->mu);
+      if (!EnsureKeeperLocked(e).ok()) return nullptr;
+    }
+    const int64_t deadline = NowNs() + 1000 * kNanosPerMilli;
+    while (NowNs() < deadline) {
+      if (std::shared_ptr<Running> r = RunningOf(topic, group)) return r;
+      std::unique_lock<std::mutex> lock(mu);
+      changed.wait_for(lock, std::chrono::milliseconds(50));
+    }
+    return RunningOf(topic, group);
+  }
+
   // Live holders by lease name, read again when older than `max_age_ms`.
   std::map<std::string, std::string> View(int64_t max_age_ms) {
     {
@@ -333,6 +369,20 @@ struct ClusterGroups::Impl {
     e->NotifyWatchers();
   }
 
+  // Whether the group exists in the instance running here (true when unknown).
+  static bool Exists(const std::shared_ptr<Entry>& e) {
+    std::shared_ptr<Running> r;
+    {
+      std::lock_guard<std::mutex> lock(e->mu);
+      r = e->running;
+    }
+    if (r == nullptr) return true;
+    for (const std::string& g : r->groups->ListGroups(e->topic)) {
+      if (g == e->group) return true;
+    }
+    return false;
+  }
+
   // Gives the groups whose preferred node is another live sidecar to it; forgets keepers of
   // groups this sidecar stopped asking for. On the work thread.
   void Rebalance() {
@@ -357,6 +407,8 @@ struct ClusterGroups::Impl {
         if (me_live && !preferred.empty() && preferred != holder) {
           releases.fetch_add(1);
           Release(e);
+        } else if (NowNs() - e->last_wanted_ns.load() > idle_ns && !Exists(e)) {
+          Release(e);  // asked about once (a name that is no group), idle since
         }
       } else if (has_keeper && NowNs() - e->last_wanted_ns.load() > idle_ns) {
         Release(e);  // a standby nobody asks for
@@ -591,10 +643,14 @@ void ClusterGroups::CollectMetrics(std::vector<MetricsRegistry::Sample>* out) co
 #define CONVERGE_RUNNING_OR_RETURN(r, topic, group)                     \
   std::shared_ptr<Running> r = impl_->RunningOf(topic, group);         \
   if (r == nullptr) return NotHere(topic, group)
+// The calls that start consuming or change a group may also acquire it (RunningOrAcquire).
+#define CONVERGE_RUNNING_OR_ACQUIRE(r, topic, group)                    \
+  std::shared_ptr<Running> r = impl_->RunningOrAcquire(topic, group);  \
+  if (r == nullptr) return NotHere(topic, group)
 
 Status ClusterGroups::CreateGroup(const std::string& topic, const std::string& group,
                                   const GroupOptions& options) {
-  CONVERGE_RUNNING_OR_RETURN(r, topic, group);
+  CONVERGE_RUNNING_OR_ACQUIRE(r, topic, group);
   Status s = r->groups->CreateGroup(topic, group, options);
   if (s.ok()) {
     // Listed for every sidecar (ListGroups). The group's state is its scope's rows; this row
@@ -618,7 +674,7 @@ Status ClusterGroups::CreateGroup(const std::string& topic, const std::string& g
 
 Status ClusterGroups::DeleteGroup(const std::string& topic, const std::string& group,
                                   bool force) {
-  CONVERGE_RUNNING_OR_RETURN(r, topic, group);
+  CONVERGE_RUNNING_OR_ACQUIRE(r, topic, group);
   Status s = r->groups->DeleteGroup(topic, group, force);
   if (s.ok() || s.code() == StatusCode::kNotFound) {
     std::lock_guard<std::mutex> lock(impl_->db_mu);
@@ -658,7 +714,7 @@ std::vector<std::string> ClusterGroups::ListGroups(const std::string& topic) {
 
 Result<Assignment> ClusterGroups::Join(const std::string& topic, const std::string& group,
                                        const std::string& member) {
-  CONVERGE_RUNNING_OR_RETURN(r, topic, group);
+  CONVERGE_RUNNING_OR_ACQUIRE(r, topic, group);
   return r->groups->Join(topic, group, member);
 }
 
@@ -676,14 +732,14 @@ Status ClusterGroups::Abandon(const std::string& topic, const std::string& group
 
 Result<Assignment> ClusterGroups::Heartbeat(const std::string& topic, const std::string& group,
                                             const std::string& member) {
-  CONVERGE_RUNNING_OR_RETURN(r, topic, group);
+  CONVERGE_RUNNING_OR_ACQUIRE(r, topic, group);
   return r->groups->Heartbeat(topic, group, member);
 }
 
 Result<FetchResult> ClusterGroups::Fetch(const std::string& topic, const std::string& group,
                                          const std::string& member, uint32_t max_records,
                                          uint64_t max_bytes) {
-  CONVERGE_RUNNING_OR_RETURN(r, topic, group);
+  CONVERGE_RUNNING_OR_ACQUIRE(r, topic, group);
   return r->groups->Fetch(topic, group, member, max_records, max_bytes);
 }
 
@@ -730,7 +786,7 @@ Status ClusterGroups::Nack(const std::string& topic, const std::string& group,
 
 Status ClusterGroups::Seek(const std::string& topic, const std::string& group,
                            const SeekTarget& target) {
-  CONVERGE_RUNNING_OR_RETURN(r, topic, group);
+  CONVERGE_RUNNING_OR_ACQUIRE(r, topic, group);
   return r->groups->Seek(topic, group, target);
 }
 
@@ -750,7 +806,7 @@ Result<DeadLetterPage> ClusterGroups::ListDeadLetters(const std::string& topic,
 Result<ReplayResult> ClusterGroups::ReplayDeadLetters(const std::string& topic,
                                                       const std::string& group,
                                                       const ReplayOptions& options) {
-  CONVERGE_RUNNING_OR_RETURN(r, topic, group);
+  CONVERGE_RUNNING_OR_ACQUIRE(r, topic, group);
   return r->groups->ReplayDeadLetters(topic, group, options);
 }
 

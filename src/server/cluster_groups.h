@@ -18,9 +18,14 @@
 //   renew interval releases the groups whose preferred node is another live node (a joining
 //   sidecar gets its share on the next request); a dead owner's groups are taken over once its
 //   lease has expired (ttl + renew interval, as for every lease).
-// - The ConsumerGroups calls below serve the groups running here; for any other group they
-//   answer Unavailable naming the owner (the Api forwards before it gets there; a caller that
-//   races an ownership change retries).
+// - The ConsumerGroups calls below serve the groups running here. For callers inside this
+//   process (push subscriptions, a topic's deletion) the calls that start consuming or change a
+//   group (CreateGroup, DeleteGroup, Join, Heartbeat, Fetch, Seek, ReplayDeadLetters) first
+//   acquire a group no live sidecar runs when this one is the preferred node, as a request
+//   would. Otherwise a group running elsewhere is Unavailable (the Api forwards before it gets
+//   here; a caller that races an ownership change retries).
+// - A group held here that nobody asked about for 2 x ttl and that does not exist (a name
+//   asked about once) is released.
 // Thread-safety: thread-safe. Blocking: Open, Locate, Stop and the group calls block on
 // PostgreSQL (bounded by its timeouts).
 #pragma once
