@@ -180,8 +180,12 @@ class Api {
   // stream, or an error (authorization is checked here first, before anything is parsed).
   asio::awaitable<std::optional<HttpReply>> RouteToGroupOwner(Call& call,
                                                               const std::string& group);
-  // Sends the request as it came (with the caller's credentials) to the sidecar at `url`.
-  asio::awaitable<HttpReply> ForwardToOwner(Call& call, const std::string& url);
+  // Sends the request as it came (with the caller's credentials) to the sidecar at `url`; or,
+  // with `get_target`, a GET of that target with the caller's credentials.
+  asio::awaitable<HttpReply> ForwardToOwner(Call& call, const std::string& url,
+                                            const std::string& get_target);
+  // The group's description (GroupDetailJson) wherever it runs: here, or asked of its owner.
+  asio::awaitable<Result<std::string>> DescribeGroupAnywhere(Call& call, const std::string& group);
   struct Forwarder;
   std::shared_ptr<Forwarder> forwarder_;
 

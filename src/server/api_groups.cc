@@ -5,6 +5,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/string.hpp>
 #include <boost/json/value.hpp>
 #include <charconv>
 #include <chrono>
@@ -906,11 +907,34 @@ struct Api::Forwarder {
 
 asio::awaitable<std::optional<HttpReply>> Api::RouteToGroupOwner(Call& call,
                                                                  const std::string& group) {
-  // As every group route starts: the caller may subscribe to the topic, the names are valid.
-  // The owner checks the caller's credentials again for what the route needs beyond that.
-  if (std::optional<HttpReply> refused = RefuseGroupCall(*call.principal, call.topic, group)) {
-    co_return std::move(refused);
+  // The route's own authorization, as its handler starts (so a refusal is the same through
+  // every sidecar), then valid names: before anything of the request is parsed or forwarded.
+  // The owner checks the caller's credentials again.
+  const Principal& who = *call.principal;
+  std::optional<std::pair<bool, std::string_view>> allowed;  // (allowed, action)
+  switch (call.route.id) {
+    case RouteId::kDescribeGroup:
+      allowed.emplace(who.CanSee(call.topic), "see");
+      break;
+    case RouteId::kDeleteGroup:
+      allowed.emplace(who.CanAdminister(call.topic), "delete groups of");
+      break;
+    case RouteId::kSeekGroup:
+      allowed.emplace(who.CanAdminister(call.topic), "seek groups of");
+      break;
+    case RouteId::kDiscardDeadLetters:
+      allowed.emplace(who.CanAdminister(call.topic), "discard dead letters of");
+      break;
+    case RouteId::kListDeadLetters:
+    case RouteId::kReplayDeadLetters:
+      allowed.emplace(who.CanAdminister(call.topic), "subscribe to");
+      break;
+    default:  // create, fetch, ack, nack, extend, stream, leave
+      allowed.emplace(who.CanSubscribe(call.topic), "subscribe to");
+      break;
   }
+  if (!allowed->first) co_return Error(NotAllowed(who, allowed->second, call.topic));
+  if (Status s = CheckGroupNames(call.topic, group); !s.ok()) co_return Error(s);
   {
     std::lock_guard lock(watches_mu_);
     if (forwarder_ == nullptr) forwarder_ = std::make_shared<Forwarder>();
@@ -934,20 +958,52 @@ asio::awaitable<std::optional<HttpReply>> Api::RouteToGroupOwner(Call& call,
     res.prepare_payload();
     co_return Reply(std::move(res));
   }
-  co_return co_await ForwardToOwner(call, where->url);
+  co_return co_await ForwardToOwner(call, where->url, "");
 }
 
-asio::awaitable<HttpReply> Api::ForwardToOwner(Call& call, const std::string& url) {
+asio::awaitable<Result<std::string>> Api::DescribeGroupAnywhere(Call& call,
+                                                               const std::string& group) {
+  ClusterGroups* cluster = d_.cluster_groups;
+  const std::string topic = call.topic;
+  {
+    std::lock_guard lock(watches_mu_);
+    if (forwarder_ == nullptr) forwarder_ = std::make_shared<Forwarder>();
+  }
+  auto locate = [cluster, topic, group] { return cluster->Locate(topic, group, false); };
+  Result<ClusterGroups::Where> where = co_await forwarder_->pool.Run(std::move(locate));
+  if (!where.ok()) co_return where.status();
+  if (where->here) {
+    auto job = [this, topic, group]() -> Result<std::string> {
+      CONVERGE_ASSIGN_OR_RETURN(GroupDescription g, d_.groups->DescribeGroup(topic, group));
+      return GroupDetailJson(g);
+    };
+    co_return co_await d_.pool->Run(std::move(job));
+  }
+  HttpReply reply =
+      co_await ForwardToOwner(call, where->url, "/v1/topics/" + topic + "/groups/" + group);
+  if (reply.response.result() == http::status::not_found) {
+    co_return NoSuchGroup(topic, group);
+  }
+  if (reply.response.result() != http::status::ok) {
+    co_return UnavailableError("describing group '" + group + "' at " + where->url + ": HTTP " +
+                               std::to_string(reply.response.result_int()));
+  }
+  co_return std::move(reply.response.body());
+}
+
+asio::awaitable<HttpReply> Api::ForwardToOwner(Call& call, const std::string& url,
+                                               const std::string& get_target) {
   client::HttpRequest req;
-  req.method = std::string(call.req.method_string());
-  req.target = std::string(call.req.target());
+  req.method = get_target.empty() ? std::string(call.req.method_string()) : "GET";
+  req.target = get_target.empty() ? std::string(call.req.target()) : get_target;
   for (const auto& field : call.req) {
     const std::string_view name(field.name_string().data(), field.name_string().size());
     if (HopByHop(name)) continue;
+    if (!get_target.empty() && !boost::beast::iequals(name, "authorization")) continue;
     req.headers.emplace_back(std::string(name), std::string(field.value()));
   }
   req.headers.emplace_back(std::string(kForwardedHeader), d_.config->cluster.instance_id);
-  req.body = call.req.body();
+  if (get_target.empty()) req.body = call.req.body();
   // A long poll waits at the owner for up to limits.max_wait_ms.
   const int64_t timeout_ms = d_.config->limits.max_wait_ms + 30'000;
   std::shared_ptr<Forwarder> f = forwarder_;

@@ -480,6 +480,17 @@ TEST_F(GroupsClusterTest, AJoiningSidecarTakesOverSomeGroupsWithTheirState) {
       << a.Log() << b.Log();
   std::printf("rebalance: %d of %d groups moved to the joining sidecar within %.3f s\n", moved,
               kGroups, SecondsSince(joined));
+  // Listed and described through either sidecar, wherever each runs.
+  for (uint16_t port : {a.port(), b.port()}) {
+    testing::HttpResult list = testing::HttpCall(port, "GET", "/v1/topics/jobs/groups");
+    ASSERT_EQ(list.status, 200) << list.body;
+    const json::value listed = json::parse(list.body);
+    std::set<std::string> names;
+    for (const json::value& g : listed.at("groups").as_array()) {
+      names.insert(std::string(g.at("name").as_string()));
+    }
+    EXPECT_EQ(names.size(), static_cast<size_t>(kGroups)) << list.body;
+  }
   // Each group runs in exactly one of them, and the rest of each group's events (none acked
   // before) come through either sidecar, whichever runs it.
   for (int g = 0; g < kGroups; ++g) {
