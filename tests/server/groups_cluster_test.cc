@@ -513,5 +513,61 @@ TEST_F(GroupsClusterTest, AJoiningSidecarTakesOverSomeGroupsWithTheirState) {
   }
 }
 
+// Forwarding is no way around authorization: a sidecar that does not run the group refuses
+// what the token may not do before forwarding anything (the owner checks again), and what the
+// token may do works through either sidecar.
+TEST_F(GroupsClusterTest, ForwardedGroupRequestsAreAuthorizedAtTheReceivingSidecar) {
+  const std::string shop = "shop-token-0123456789";
+  const std::string ops = "ops-token-0123456789ab";
+  const std::string auth = "auth:\n  tokens:\n    - service: shop\n      token: \"" + shop +
+                           "\"\n      publish: [\"orders\"]\n      subscribe: [\"orders\"]\n"
+                           "    - service: ops\n      token: \"" +
+                           ops + "\"\n      admin: true\n      subscribe: [\"secret\"]\n";
+  testing::ServeProcess a(Config("a", "gauth") + auth);
+  testing::ServeProcess b(Config("b", "gauth") + auth);
+  ASSERT_TRUE(a.Start().ok()) << a.Log();
+  ASSERT_TRUE(b.Start().ok()) << b.Log();
+  const testing::HttpHeaders json_body = {{"Content-Type", "application/json"}};
+  for (const char* topic : {"orders", "secret"}) {
+    ASSERT_EQ(testing::HttpCall(a.port(), "POST", "/v1/topics",
+                                std::string(R"({"name":")") + topic + R"("})", json_body, ops)
+                  .status,
+              201);
+  }
+  ASSERT_EQ(testing::HttpCall(a.port(), "POST", "/v1/topics/secret/groups", R"({"name":"g"})",
+                              json_body, ops)
+                .status,
+            201);
+  ASSERT_TRUE(Eventually(
+      [&] { return Owns(a.port(), "secret", "g") != Owns(b.port(), "secret", "g"); }, 10'000));
+  // The sidecar that does not run the group.
+  const uint16_t other = Owns(a.port(), "secret", "g") ? b.port() : a.port();
+  const std::string fetch = R"({"consumer":"x"})";
+  testing::HttpResult r =
+      testing::HttpCall(other, "POST", "/v1/topics/secret/groups/g/fetch", fetch, json_body, shop);
+  EXPECT_EQ(r.status, 403) << r.body;
+  // Claiming to be forwarded changes nothing.
+  testing::HttpHeaders claimed = json_body;
+  claimed.emplace_back("X-Converge-Forwarded", "a");
+  r = testing::HttpCall(other, "POST", "/v1/topics/secret/groups/g/fetch", fetch, claimed, shop);
+  EXPECT_EQ(r.status, 403) << r.body;
+  r = testing::HttpCall(other, "GET", "/v1/topics/secret/groups/g", "", {}, shop);
+  EXPECT_EQ(r.status, 403) << r.body;
+  r = testing::HttpCall(other, "DELETE", "/v1/topics/secret/groups/g", "", {}, shop);
+  EXPECT_EQ(r.status, 403) << r.body;
+  r = testing::HttpCall(other, "POST", "/v1/topics/secret/groups/g/fetch", fetch, json_body);
+  EXPECT_EQ(r.status, 401) << r.body;
+  // Allowed: through either sidecar.
+  for (uint16_t port : {a.port(), b.port()}) {
+    r = testing::HttpCall(port, "POST", "/v1/topics/orders/groups/w/fetch", fetch, json_body,
+                          shop);
+    EXPECT_EQ(r.status, 200) << r.body;
+  }
+  r = testing::HttpCall(other, "GET", "/v1/topics/secret/groups/g", "", {}, ops);
+  EXPECT_EQ(r.status, 200) << r.body;
+  r = testing::HttpCall(other, "DELETE", "/v1/topics/secret/groups/g", "", {}, ops);
+  EXPECT_EQ(r.status, 200) << r.body;
+}
+
 }  // namespace
 }  // namespace converge
