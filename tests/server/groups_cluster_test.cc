@@ -480,6 +480,17 @@ TEST_F(GroupsClusterTest, AJoiningSidecarTakesOverSomeGroupsWithTheirState) {
       << a.Log() << b.Log();
   std::printf("rebalance: %d of %d groups moved to the joining sidecar within %.3f s\n", moved,
               kGroups, SecondsSince(joined));
+  // A stream is not relayed: the sidecar that does not run the group redirects to the one that
+  // does.
+  for (int g = 0; g < kGroups; ++g) {
+    if (!Owns(b.port(), "jobs", Name(g))) continue;
+    testing::HttpResult r =
+        testing::HttpCall(a.port(), "GET", group_path(g) + "/stream?consumer=s");
+    EXPECT_EQ(r.status, 307) << r.body;
+    EXPECT_EQ(r.Header("Location"), "http://127.0.0.1:" + std::to_string(b.port()) +
+                                         group_path(g) + "/stream?consumer=s");
+    break;
+  }
   // Listed and described through either sidecar, wherever each runs.
   for (uint16_t port : {a.port(), b.port()}) {
     testing::HttpResult list = testing::HttpCall(port, "GET", "/v1/topics/jobs/groups");
