@@ -168,6 +168,51 @@ struct ClusterGroups::Impl {
     return e->running;
   }
 
+  // The holder of the group's lease by the table when it is another sidecar ("" when none or
+  // this one), and the live leases read.
+  std::string OtherOwner(const std::shared_ptr<Entry>& e, std::map<std::string, std::string>* live) {
+    *live = View(200);
+    auto it = live->find(e->lease_name);
+    if (it != live->end() && it->second == holder) {
+      // Possibly released here since the table was read: read it again.
+      *live = View(0);
+      it = live->find(e->lease_name);
+    }
+    if (it == live->end() || it->second == holder) return "";
+    return it->second;
+  }
+
+  // A keeper here that waits for a lease another sidecar holds is dropped (on the work thread):
+  // requests go to that sidecar instead of waiting here.
+  void DropStandby(const std::shared_ptr<Entry>& e) {
+    {
+      std::lock_guard<std::mutex> lock(e->mu);
+      if (e->keeper == nullptr || e->keeper->held()) return;
+    }
+    std::weak_ptr<Entry> weak = e;
+    work->Post([this, weak] {
+      std::shared_ptr<Entry> entry = weak.lock();
+      if (entry == nullptr) return;
+      {
+        std::lock_guard<std::mutex> lock(entry->mu);
+        if (entry->keeper == nullptr || entry->keeper->held()) return;
+      }
+      Release(entry);
+    });
+  }
+
+  // Waits up to `ms` for the group to run here.
+  std::shared_ptr<Running> WaitRunning(const std::string& topic, const std::string& group,
+                                       int64_t ms) {
+    const int64_t deadline = NowNs() + ms * kNanosPerMilli;
+    for (;;) {
+      if (std::shared_ptr<Running> r = RunningOf(topic, group)) return r;
+      if (NowNs() >= deadline) return nullptr;
+      std::unique_lock<std::mutex> lock(mu);
+      changed.wait_for(lock, std::chrono::milliseconds(50));
+    }
+  }
+
   // For callers inside this process (push subscriptions, a topic's deletion): the group's
   // instance when it runs here, or after acquiring it when no live sidecar runs it and this one
   // is the one its hash prefers (as a request would); null otherwise.
@@ -176,32 +221,18 @@ struct ClusterGroups::Impl {
     if (!started.load() || stopping.load()) return nullptr;
     std::shared_ptr<Entry> e = GetEntry(topic, group, true);
     e->last_wanted_ns = NowNs();
-    bool mine = false;
-    {
-      std::lock_guard<std::mutex> lock(e->mu);
-      mine = e->keeper != nullptr;
+    std::map<std::string, std::string> live;
+    if (!OtherOwner(e, &live).empty()) {
+      DropStandby(e);
+      return nullptr;  // runs elsewhere
     }
-    if (!mine) {
-      std::map<std::string, std::string> live = View(200);
-      auto it = live.find(e->lease_name);
-      if (it != live.end() && it->second == holder) {
-        live = View(0);
-        it = live.find(e->lease_name);
-        if (it != live.end() && it->second == holder) it = live.end();
-      }
-      if (it != live.end()) return nullptr;  // runs elsewhere
-      const std::string preferred = Preferred(live, e->scope);
-      if (!preferred.empty() && preferred != holder) return nullptr;
+    const std::string preferred = Preferred(live, e->scope);
+    if (!preferred.empty() && preferred != holder) return nullptr;
+    {
       std::lock_guard<std::mutex> lock(e->mu);
       if (!EnsureKeeperLocked(e).ok()) return nullptr;
     }
-    const int64_t deadline = NowNs() + 1000 * kNanosPerMilli;
-    while (NowNs() < deadline) {
-      if (std::shared_ptr<Running> r = RunningOf(topic, group)) return r;
-      std::unique_lock<std::mutex> lock(mu);
-      changed.wait_for(lock, std::chrono::milliseconds(50));
-    }
-    return RunningOf(topic, group);
+    return WaitRunning(topic, group, 1000);
   }
 
   // Live holders by lease name, read again when older than `max_age_ms`.
@@ -545,59 +576,40 @@ Result<ClusterGroups::Where> ClusterGroups::Locate(const std::string& topic,
   std::shared_ptr<Entry> e = m.GetEntry(topic, group, true);
   e->last_wanted_ns = m.NowNs();
   if (m.RunningOf(topic, group) != nullptr) return Where{true, ""};
-  const int64_t ttl_ms = m.config.cluster.lease_ttl_ms;
-  // A group being acquired here: wait for it below.
-  bool mine = false;
+  auto elsewhere = [&](const std::string& owner) -> Result<Where> {
+    m.DropStandby(e);
+    const std::string url = UrlOfHolder(owner);
+    if (!forwarded && !url.empty()) return Where{false, url};
+    return UnavailableError("consumer group '" + group + "' on topic '" + topic +
+                            "' runs in " + (url.empty() ? owner : url) +
+                            "; retry (its ownership is changing)");
+  };
+  std::map<std::string, std::string> live;
+  if (std::string owner = m.OtherOwner(e, &live); !owner.empty()) return elsewhere(owner);
+  // No live owner, or this sidecar is acquiring it. The preferred sidecar acquires it; a
+  // forwarded request is served here (never forwarded twice).
+  bool acquiring = false;
   {
     std::lock_guard<std::mutex> lock(e->mu);
-    mine = e->keeper != nullptr;
+    acquiring = e->keeper != nullptr;
   }
-  if (!mine) {
-    std::map<std::string, std::string> live = m.View(200);
-    auto it = live.find(e->lease_name);
-    if (it != live.end() && it->second == m.holder) {
-      // Released here since the table was read.
-      live = m.View(0);
-      it = live.find(e->lease_name);
-      if (it != live.end() && it->second == m.holder) it = live.end();
+  if (!acquiring && !forwarded) {
+    const std::string preferred = Impl::Preferred(live, e->scope);
+    if (!preferred.empty() && preferred != m.holder) {
+      const std::string url = UrlOfHolder(preferred);
+      if (!url.empty()) return Where{false, url};
     }
-    if (it != live.end() && it->second != m.holder) {
-      // Owned elsewhere and live by the table.
-      const std::string url = UrlOfHolder(it->second);
-      if (!forwarded && !url.empty()) return Where{false, url};
-      return UnavailableError("consumer group '" + group + "' on topic '" + topic +
-                              "' is owned by " + (url.empty() ? it->second : url) +
-                              "; retry (its ownership is changing)");
-    }
-    if (it == live.end()) {
-      const std::string preferred = Impl::Preferred(live, e->scope);
-      if (!forwarded && !preferred.empty() && preferred != m.holder) {
-        const std::string url = UrlOfHolder(preferred);
-        if (!url.empty()) return Where{false, url};
-      }
-    }
+  }
+  {
     std::lock_guard<std::mutex> lock(e->mu);
     CONVERGE_RETURN_IF_ERROR(m.EnsureKeeperLocked(e));
   }
-  // Acquiring (at once, then every renew interval): wait for the group to run here, or for
-  // the table to name another owner.
-  const int64_t deadline = m.NowNs() + std::min<int64_t>(3'000, ttl_ms) * kNanosPerMilli;
-  for (;;) {
-    if (m.RunningOf(topic, group) != nullptr) return Where{true, ""};
-    const int64_t now = m.NowNs();
-    if (now >= deadline) break;
-    std::unique_lock<std::mutex> lock(m.mu);
-    m.changed.wait_for(lock, std::chrono::milliseconds(50));
-  }
-  std::map<std::string, std::string> live = m.View(0);
-  auto it = live.find(e->lease_name);
-  if (it != live.end() && it->second != m.holder && !forwarded) {
-    const std::string url = UrlOfHolder(it->second);
-    if (!url.empty()) return Where{false, url};
-  }
+  // Acquiring (at once, then every renew interval).
+  const int64_t wait_ms = std::min<int64_t>(3'000, m.config.cluster.lease_ttl_ms);
+  if (m.WaitRunning(topic, group, wait_ms) != nullptr) return Where{true, ""};
+  if (std::string owner = m.OtherOwner(e, &live); !owner.empty()) return elsewhere(owner);
   return UnavailableError("consumer group '" + group + "' on topic '" + topic +
-                          "': no sidecar runs it yet (its lease is held by another or being "
-                          "taken over); retry");
+                          "': no sidecar runs it yet (its lease is being taken over); retry");
 }
 
 void ClusterGroups::CollectMetrics(std::vector<MetricsRegistry::Sample>* out) const {
