@@ -13,6 +13,9 @@
 #include <signal.h>
 
 #include <atomic>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
@@ -522,6 +525,101 @@ TEST_F(GroupsClusterTest, AJoiningSidecarTakesOverSomeGroupsWithTheirState) {
     }
     EXPECT_EQ(rest.size(), 20u) << name;
   }
+}
+
+// An HTTP endpoint for push deliveries: answers 204 to every POST and counts the ce-id of each
+// (binary mode). One thread per connection; the threads end with the process's sockets.
+class PushReceiver {
+ public:
+  PushReceiver() : acceptor_(io_, {boost::asio::ip::make_address("127.0.0.1"), 0}) {
+    port_ = acceptor_.local_endpoint().port();
+    thread_ = std::thread([this] { Accept(); });
+  }
+  ~PushReceiver() {
+    stopping_ = true;
+    boost::system::error_code ec;
+    boost::asio::ip::tcp::socket wake(io_);
+    wake.connect(acceptor_.local_endpoint(), ec);
+    thread_.join();
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& s : sockets_) s->close(ec);
+    for (auto& t : connections_) t.join();
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/events"; }
+  std::map<std::string, int> received() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return received_;
+  }
+
+ private:
+  void Accept() {
+    while (!stopping_) {
+      auto socket = std::make_shared<boost::asio::ip::tcp::socket>(io_);
+      boost::system::error_code ec;
+      acceptor_.accept(*socket, ec);
+      if (ec || stopping_) return;
+      std::lock_guard<std::mutex> lock(mu_);
+      sockets_.push_back(socket);
+      connections_.emplace_back([this, socket] { Serve(*socket); });
+    }
+  }
+  void Serve(boost::asio::ip::tcp::socket& socket) {
+    namespace http = boost::beast::http;
+    boost::beast::flat_buffer buffer;
+    for (;;) {
+      http::request<http::string_body> req;
+      boost::system::error_code ec;
+      http::read(socket, buffer, req, ec);
+      if (ec) return;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        received_[std::string(req["ce-id"])]++;
+      }
+      http::response<http::empty_body> res{http::status::no_content, 11};
+      res.keep_alive(req.keep_alive());
+      http::write(socket, res, ec);
+      if (ec || !req.keep_alive()) return;
+    }
+  }
+
+  boost::asio::io_context io_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  uint16_t port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<std::shared_ptr<boost::asio::ip::tcp::socket>> sockets_;
+  std::vector<std::thread> connections_;
+  std::map<std::string, int> received_;
+};
+
+// The same push subscription configured on both sidecars delivers from the one running its
+// group: every event once, none from both.
+TEST_F(GroupsClusterTest, APushSubscriptionOnEverySidecarDeliversEachEventOnce) {
+  PushReceiver receiver;
+  const std::string sub = "subscriptions:\n  - name: hook\n    topic: orders\n    endpoint: " +
+                          receiver.url() +
+                          "\n    mode: binary\n    secret: 0123456789abcdef0123\n";
+  testing::ServeProcess a(Config("a", "gpush") + sub);
+  testing::ServeProcess b(Config("b", "gpush") + sub);
+  ASSERT_TRUE(a.Start().ok()) << a.Log();
+  ASSERT_TRUE(b.Start().ok()) << b.Log();
+  ASSERT_EQ(Post(a.port(), "/v1/topics", R"({"name":"orders","partitions":2})").status, 201);
+  constexpr int kEvents = 100;
+  Publish(a.port(), "orders", 0, kEvents / 2);
+  Publish(b.port(), "orders", kEvents / 2, kEvents);
+  ASSERT_TRUE(Eventually([&] { return receiver.received().size() >= kEvents; }, 20'000))
+      << receiver.received().size() << "\n"
+      << a.Log() << b.Log();
+  // A moment for a second delivery of anything to arrive.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  size_t twice = 0;
+  for (const auto& [id, n] : receiver.received()) twice += n > 1;
+  EXPECT_EQ(receiver.received().size(), static_cast<size_t>(kEvents));
+  EXPECT_EQ(twice, 0u);
+  const bool on_a = Owns(a.port(), "orders", "push-hook");
+  const bool on_b = Owns(b.port(), "orders", "push-hook");
+  EXPECT_NE(on_a, on_b);
 }
 
 // Forwarding is no way around authorization: a sidecar that does not run the group refuses
