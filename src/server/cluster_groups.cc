@@ -665,6 +665,11 @@ Status ClusterGroups::CreateGroup(const std::string& topic, const std::string& g
   CONVERGE_RUNNING_OR_ACQUIRE(r, topic, group);
   Status s = r->groups->CreateGroup(topic, group, options);
   if (s.ok()) {
+    // Watchers registered before (a group created again) follow the new group.
+    if (std::shared_ptr<Entry> e = impl_->GetEntry(topic, group, false)) {
+      std::lock_guard<std::mutex> lock(e->mu);
+      if (e->running == r) impl_->AttachWatchLocked(e);
+    }
     // Listed for every sidecar (ListGroups). The group's state is its scope's rows; this row
     // only names it.
     std::lock_guard<std::mutex> lock(impl_->db_mu);
@@ -688,6 +693,13 @@ Status ClusterGroups::DeleteGroup(const std::string& topic, const std::string& g
                                   bool force) {
   CONVERGE_RUNNING_OR_ACQUIRE(r, topic, group);
   Status s = r->groups->DeleteGroup(topic, group, force);
+  if (s.ok()) {
+    // The instance's watch belonged to the deleted group.
+    if (std::shared_ptr<Entry> e = impl_->GetEntry(topic, group, false)) {
+      std::lock_guard<std::mutex> lock(e->mu);
+      if (e->running == r) r->watch.reset();
+    }
+  }
   if (s.ok() || s.code() == StatusCode::kNotFound) {
     std::lock_guard<std::mutex> lock(impl_->db_mu);
     const sql::Value params[] = {sql::Value::Text(topic + "/" + group)};
