@@ -549,10 +549,9 @@ Result<std::unique_ptr<ConsumerGroups>> ConsumerGroups::Open(Env& env, Log& log,
 
 namespace internal::groups {
 
-Result<std::unique_ptr<ConsumerGroups>> OpenConsumerGroupsOn(Env& env, Log& log,
-                                                             const ConsumerGroupsOptions& options,
-                                                             std::unique_ptr<StateStore> store,
-                                                             std::vector<std::string_view> records) {
+Result<std::unique_ptr<ConsumerGroups>> OpenConsumerGroupsOn(
+    Env& env, Log& log, const ConsumerGroupsOptions& options, std::unique_ptr<StateStore> store,
+    std::vector<std::string_view> records) {
   CONVERGE_RETURN_IF_ERROR(ValidateConsumerGroupsOptions(options));
   if (!store->damage().empty() && options.report_damage) options.report_damage(store->damage());
   auto impl = std::make_unique<ConsumerGroupsImpl>(env, log, options, std::move(store));

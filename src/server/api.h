@@ -178,8 +178,7 @@ class Api {
   // Shared consumer groups: where `group` runs. nullopt when here (the handler goes on),
   // otherwise the reply: the owner's answer to the forwarded request, a 307 to the owner for a
   // stream, or an error (authorization is checked here first, before anything is parsed).
-  asio::awaitable<std::optional<HttpReply>> RouteToGroupOwner(Call& call,
-                                                              const std::string& group);
+  asio::awaitable<std::optional<HttpReply>> RouteToGroupOwner(Call& call, const std::string& group);
   // Sends the request as it came (with the caller's credentials) to the sidecar at `url`; or,
   // with `get_target`, a GET of that target with the caller's credentials.
   asio::awaitable<HttpReply> ForwardToOwner(Call& call, const std::string& url,

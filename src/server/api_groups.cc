@@ -16,10 +16,10 @@
 #include "converge/client.h"
 #include "server/api.h"
 #include "server/api_internal.h"
-#include "server/cluster_groups.h"
-#include "server/push_http_client.h"
 #include "server/cloudevents_http.h"
+#include "server/cluster_groups.h"
 #include "server/json_util.h"
+#include "server/push_http_client.h"
 #include "wire/wire_format.h"
 
 namespace converge::server {
@@ -856,10 +856,17 @@ constexpr std::string_view kForwardedHeader = "X-Converge-Forwarded";
 
 // Header fields that belong to one connection, not to the request or reply.
 bool HopByHop(std::string_view name) {
-  static constexpr std::string_view kFields[] = {
-      "host",    "connection", "content-length", "transfer-encoding", "keep-alive",
-      "te",      "trailer",    "upgrade",        "proxy-connection",  "expect",
-      "proxy-authorization"};
+  static constexpr std::string_view kFields[] = {"host",
+                                                 "connection",
+                                                 "content-length",
+                                                 "transfer-encoding",
+                                                 "keep-alive",
+                                                 "te",
+                                                 "trailer",
+                                                 "upgrade",
+                                                 "proxy-connection",
+                                                 "expect",
+                                                 "proxy-authorization"};
   for (std::string_view f : kFields) {
     if (name.size() == f.size() &&
         std::equal(name.begin(), name.end(), f.begin(),
@@ -962,7 +969,7 @@ asio::awaitable<std::optional<HttpReply>> Api::RouteToGroupOwner(Call& call,
 }
 
 asio::awaitable<Result<std::string>> Api::DescribeGroupAnywhere(Call& call,
-                                                               const std::string& group) {
+                                                                const std::string& group) {
   ClusterGroups* cluster = d_.cluster_groups;
   const std::string topic = call.topic;
   {

@@ -114,7 +114,7 @@ struct ClusterGroups::Impl {
   std::string url;
   std::unique_ptr<lease::LeaseStore> leases;
   std::mutex db_mu;
-  std::unique_ptr<sql::Database> db;  // the list of groups
+  std::unique_ptr<sql::Database> db;          // the list of groups
   std::unique_ptr<BlockingPool> lease_calls;  // the keepers' store calls, in order
   std::unique_ptr<BlockingPool> work;         // opening and closing groups, the rebalance
   std::mutex mu;
@@ -144,8 +144,7 @@ struct ClusterGroups::Impl {
     return o;
   }
 
-  std::shared_ptr<Entry> GetEntry(const std::string& topic, const std::string& group,
-                                  bool create) {
+  std::shared_ptr<Entry> GetEntry(const std::string& topic, const std::string& group, bool create) {
     const std::string scope = topic + "/" + group;
     std::lock_guard<std::mutex> lock(mu);
     auto it = entries.find(scope);
@@ -170,7 +169,8 @@ struct ClusterGroups::Impl {
 
   // The holder of the group's lease by the table when it is another sidecar ("" when none or
   // this one), and the live leases read.
-  std::string OtherOwner(const std::shared_ptr<Entry>& e, std::map<std::string, std::string>* live) {
+  std::string OtherOwner(const std::shared_ptr<Entry>& e,
+                         std::map<std::string, std::string>* live) {
     *live = View(200);
     auto it = live->find(e->lease_name);
     if (it != live->end() && it->second == holder) {
@@ -316,8 +316,7 @@ struct ClusterGroups::Impl {
         if (r.ok()) {
           e->running = std::move(r).value();
           AttachWatchLocked(e);
-          std::fprintf(stderr,
-                       "converge serve: consumer group '%s' runs here (lease token %lld)\n",
+          std::fprintf(stderr, "converge serve: consumer group '%s' runs here (lease token %lld)\n",
                        e->scope.c_str(), static_cast<long long>(token));
         } else {
           std::fprintf(stderr, "converge serve: consumer group '%s': cannot open its state: %s\n",
@@ -366,9 +365,9 @@ struct ClusterGroups::Impl {
                               OpenPgGroupState(std::move(conn), so, &bytes, &records));
     ConsumerGroupsOptions o = base;
     o.dir = "postgres:" + config.cluster.group_state_table + "/" + e.scope;
-    CONVERGE_ASSIGN_OR_RETURN(
-        std::unique_ptr<ConsumerGroups> groups,
-        ::converge::internal::groups::OpenConsumerGroupsOn(*env, *log, o, std::move(store), std::move(records)));
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<ConsumerGroups> groups,
+                              ::converge::internal::groups::OpenConsumerGroupsOn(
+                                  *env, *log, o, std::move(store), std::move(records)));
     auto r = std::make_shared<Running>();
     r->groups = std::move(groups);
     r->token = token;
@@ -446,7 +445,6 @@ struct ClusterGroups::Impl {
       }
     }
   }
-
 };
 
 ClusterGroups::ClusterGroups(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -494,8 +492,8 @@ void ClusterGroups::Start(const std::string& advertise_url) {
   if (m.started.load()) return;
   m.url = advertise_url;
   m.holder = m.config.cluster.instance_id + "/" + RandomHex(*m.env) + "@" + advertise_url;
-  lease::LeaseKeeperOptions o = m.KeeperOptions(std::string(kNodePrefix) +
-                                                m.config.cluster.instance_id);
+  lease::LeaseKeeperOptions o =
+      m.KeeperOptions(std::string(kNodePrefix) + m.config.cluster.instance_id);
   Result<std::unique_ptr<lease::LeaseKeeper>> node =
       lease::LeaseKeeper::Create(*m.env, *m.leases, std::move(o));
   if (node.ok()) {
@@ -506,8 +504,8 @@ void ClusterGroups::Start(const std::string& advertise_url) {
   }
   m.started = true;
   const lease::LeaseKeeperOptions k = LeaseOptionsFor(m.config, "x");
-  ArmRebalance(&m, (k.renew_interval_ms == 0 ? k.ttl_ms / 3 : k.renew_interval_ms) *
-                       kNanosPerMilli);
+  ArmRebalance(&m,
+               (k.renew_interval_ms == 0 ? k.ttl_ms / 3 : k.renew_interval_ms) * kNanosPerMilli);
 }
 
 namespace {
@@ -580,9 +578,8 @@ Result<ClusterGroups::Where> ClusterGroups::Locate(const std::string& topic,
     m.DropStandby(e);
     const std::string url = UrlOfHolder(owner);
     if (!forwarded && !url.empty()) return Where{false, url};
-    return UnavailableError("consumer group '" + group + "' on topic '" + topic +
-                            "' runs in " + (url.empty() ? owner : url) +
-                            "; retry (its ownership is changing)");
+    return UnavailableError("consumer group '" + group + "' on topic '" + topic + "' runs in " +
+                            (url.empty() ? owner : url) + "; retry (its ownership is changing)");
   };
   std::map<std::string, std::string> live;
   if (std::string owner = m.OtherOwner(e, &live); !owner.empty()) return elsewhere(owner);
@@ -652,12 +649,12 @@ void ClusterGroups::CollectMetrics(std::vector<MetricsRegistry::Sample>* out) co
 // ---------------------------------------------------------------------------------------
 // ConsumerGroups for the groups running here.
 
-#define CONVERGE_RUNNING_OR_RETURN(r, topic, group)                     \
-  std::shared_ptr<Running> r = impl_->RunningOf(topic, group);         \
+#define CONVERGE_RUNNING_OR_RETURN(r, topic, group)            \
+  std::shared_ptr<Running> r = impl_->RunningOf(topic, group); \
   if (r == nullptr) return NotHere(topic, group)
 // The calls that start consuming or change a group may also acquire it (RunningOrAcquire).
-#define CONVERGE_RUNNING_OR_ACQUIRE(r, topic, group)                    \
-  std::shared_ptr<Running> r = impl_->RunningOrAcquire(topic, group);  \
+#define CONVERGE_RUNNING_OR_ACQUIRE(r, topic, group)                  \
+  std::shared_ptr<Running> r = impl_->RunningOrAcquire(topic, group); \
   if (r == nullptr) return NotHere(topic, group)
 
 Status ClusterGroups::CreateGroup(const std::string& topic, const std::string& group,
@@ -689,8 +686,7 @@ Status ClusterGroups::CreateGroup(const std::string& topic, const std::string& g
   return s;
 }
 
-Status ClusterGroups::DeleteGroup(const std::string& topic, const std::string& group,
-                                  bool force) {
+Status ClusterGroups::DeleteGroup(const std::string& topic, const std::string& group, bool force) {
   CONVERGE_RUNNING_OR_ACQUIRE(r, topic, group);
   Status s = r->groups->DeleteGroup(topic, group, force);
   if (s.ok()) {

@@ -109,8 +109,7 @@ class ClusterGroups final : public ConsumerGroups {
   Result<ReplayResult> ReplayDeadLetters(const std::string& topic, const std::string& group,
                                          const ReplayOptions& options) override;
   // Registered with the cluster object, so it survives the group moving away and back.
-  Result<std::unique_ptr<ReadyWatch>> WatchReady(const std::string& topic,
-                                                 const std::string& group,
+  Result<std::unique_ptr<ReadyWatch>> WatchReady(const std::string& topic, const std::string& group,
                                                  std::function<void()> fn) override;
   Result<std::optional<int64_t>> NextDueMonotonicNanos(const std::string& topic,
                                                        const std::string& group) override;

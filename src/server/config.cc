@@ -709,11 +709,11 @@ Status ParseAudit(const YAML::Node& n, AuditConfig* c) {
 Status ParseCluster(const YAML::Node& n, ClusterConfig* c) {
   const std::string w = "cluster";
   if (!n.IsMap()) return KeyError(w, "must be a mapping");
-  CONVERGE_RETURN_IF_ERROR(CheckKeys(
-      n, w,
-      {"instance_id", "postgres_conninfo", "lease_table", "lease_ttl_ms", "lease_renew_interval_ms",
-       "lease_safety_margin_ms", "postgres_connect_timeout_ms", "consumer_groups",
-       "advertise_url", "group_state_table"}));
+  CONVERGE_RETURN_IF_ERROR(
+      CheckKeys(n, w,
+                {"instance_id", "postgres_conninfo", "lease_table", "lease_ttl_ms",
+                 "lease_renew_interval_ms", "lease_safety_margin_ms", "postgres_connect_timeout_ms",
+                 "consumer_groups", "advertise_url", "group_state_table"}));
   c->enabled = true;
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "consumer_groups", &c->consumer_groups));
   if (n["consumer_groups"] && c->consumer_groups != "shared" && c->consumer_groups != "local") {
@@ -728,10 +728,9 @@ Status ParseCluster(const YAML::Node& n, ClusterConfig* c) {
     }
   }
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "group_state_table", &c->group_state_table));
-  const bool state_table_ok =
-      !c->group_state_table.empty() && c->group_state_table.size() <= 60 &&
-      c->group_state_table.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") ==
-          std::string::npos;
+  const bool state_table_ok = !c->group_state_table.empty() && c->group_state_table.size() <= 60 &&
+                              c->group_state_table.find_first_not_of(
+                                  "abcdefghijklmnopqrstuvwxyz0123456789_") == std::string::npos;
   if (!state_table_ok) return KeyError(w + ".group_state_table", "1 to 60 of [a-z0-9_]");
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "instance_id", &c->instance_id));
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "postgres_conninfo", &c->postgres_conninfo));

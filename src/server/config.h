@@ -255,7 +255,6 @@ struct ClusterConfig {
   std::string group_state_table = "converge_group_state";  // [a-z0-9_]{1,60}
 };
 
-
 struct ServerConfig {
   std::string listen_address = "127.0.0.1";
   uint16_t listen_port = 8080;  // 0 picks a free port (printed at start)

@@ -212,7 +212,8 @@ TEST(Config, ClusterSection) {
 }
 
 TEST(Config, ClusterConsumerGroups) {
-  const std::string js = "log: {backend: jetstream, jetstream: {servers: ['nats://127.0.0.1:4222']}}\n";
+  const std::string js =
+      "log: {backend: jetstream, jetstream: {servers: ['nats://127.0.0.1:4222']}}\n";
   // Shared by default with the JetStream log, local otherwise.
   Result<ServerConfig> c = ParseConfig(js + "cluster: {instance_id: a, postgres_conninfo: x}");
   ASSERT_TRUE(c.ok()) << c.status().ToString();

@@ -20,8 +20,8 @@ bool ValidTable(std::string_view t) {
 
 class PgGroupState final : public ::converge::internal::groups::StateStore {
  public:
-  PgGroupState(std::unique_ptr<sql::Database> db, PgGroupStateOptions options,
-               uint64_t generation, int64_t next_seq)
+  PgGroupState(std::unique_ptr<sql::Database> db, PgGroupStateOptions options, uint64_t generation,
+               int64_t next_seq)
       : db_(std::move(db)),
         options_(std::move(options)),
         generation_(generation),
@@ -59,8 +59,8 @@ class PgGroupState final : public ::converge::internal::groups::StateStore {
     const uint64_t generation = generation_ + 1;
     std::string data;
     data.reserve(snapshot.size() + 40);
-    ::converge::internal::groups::EncodeHeader(::converge::internal::groups::HeaderRecord{generation, next_group_id},
-                                   &data);
+    ::converge::internal::groups::EncodeHeader(
+        ::converge::internal::groups::HeaderRecord{generation, next_group_id}, &data);
     data.append(snapshot);
     Status s = db_->Transact([&](sql::Transaction& txn) -> Status {
       CONVERGE_RETURN_IF_ERROR(
@@ -96,8 +96,8 @@ class PgGroupState final : public ::converge::internal::groups::StateStore {
   // A fenced write is final for this owner (it no longer holds the group): FailedPrecondition,
   // which the routes answer 409/503-free; database trouble is Unavailable (retry).
   Status Classify(std::string_view what, const Status& s) const {
-    std::string message = std::string(what) + " for '" + options_.scope + "' failed: " +
-                          std::string(s.message());
+    std::string message =
+        std::string(what) + " for '" + options_.scope + "' failed: " + std::string(s.message());
     if (s.code() == StatusCode::kFailedPrecondition) {
       return UnavailableError(message + " (this sidecar no longer owns the group; retry)");
     }
@@ -183,7 +183,8 @@ Result<std::unique_ptr<::converge::internal::groups::StateStore>> OpenPgGroupSta
         return DataLossError("consumer-group state '" + options.scope + "': journal row " +
                              std::to_string(i) + " is missing");
       }
-      record_log::Reader reader = record_log::Reader::ForFrames(all.substr(rows[i].at, rows[i].size));
+      record_log::Reader reader =
+          record_log::Reader::ForFrames(all.substr(rows[i].at, rows[i].size));
       std::string_view payload;
       while (reader.Next(&payload)) records->push_back(payload);
       if (reader.stop() != record_log::Stop::kEnd) {

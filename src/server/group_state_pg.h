@@ -31,7 +31,7 @@
 namespace converge::server {
 
 struct PgGroupStateOptions {
-  std::string table = "converge_group_state";  // [a-z0-9_]{1,60}
+  std::string table = "converge_group_state";   // [a-z0-9_]{1,60}
   std::string lease_table = "converge_leases";  // the fence
   std::string scope;                            // "<topic>/<group>"
   std::string lease_name;                       // "group:<topic>/<group>"

@@ -1,6 +1,8 @@
 // The consumer-group state in PostgreSQL (server/group_state_pg.h) on a real PostgreSQL: what
 // one owner made durable is what the next one recovers, and every write is fenced by the
 // group's lease, so a sidecar that lost the group can never write its state again.
+#include "server/group_state_pg.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
@@ -10,7 +12,6 @@
 #include "core/record_log.h"
 #include "groups/codec.h"
 #include "lease/lease.h"
-#include "server/group_state_pg.h"
 #include "support/postgres_server.h"
 
 namespace converge::server {

@@ -213,7 +213,7 @@ TEST_F(GroupsClusterTest, MembersOnTwoSidecarsShareOneGroupAndSurviveSigkillOfTh
       const bool after_kill = killed.load();
       testing::HttpResult r =
           TryPost(ports[node], "/v1/topics/orders/groups/workers/fetch",
-               R"({"consumer":")" + name + R"(","max_events":20,"wait_ms":200})");
+                  R"({"consumer":")" + name + R"(","max_events":20,"wait_ms":200})");
       if (r.status == 0) {
         if (killed.load() && node == killed_node.load()) dead[node] = true;
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -225,8 +225,8 @@ TEST_F(GroupsClusterTest, MembersOnTwoSidecarsShareOneGroupAndSurviveSigkillOfTh
       }
       if (after_kill && seen.first_fetch_after_kill.load() == 0) {
         Clock::time_point::rep expected = 0;
-        seen.first_fetch_after_kill.compare_exchange_strong(
-            expected, started.time_since_epoch().count());
+        seen.first_fetch_after_kill.compare_exchange_strong(expected,
+                                                            started.time_since_epoch().count());
       }
       json::value v = json::parse(r.body);
       std::string acks = "{\"consumer\":\"" + name + "\",\"acks\":[";
@@ -349,13 +349,13 @@ TEST_F(GroupsClusterTest, MembersOnTwoSidecarsShareOneGroupAndSurviveSigkillOfTh
     }
     return true;
   };
-  const bool done = Eventually(
-      [&] { return settled() >= static_cast<size_t>(kEvents) && drained(); }, 30'000);
+  const bool done =
+      Eventually([&] { return settled() >= static_cast<size_t>(kEvents) && drained(); }, 30'000);
   stop = true;
   for (auto& t : members) t.join();
-  EXPECT_TRUE(done) << "drained " << drained() << ", acked " << seen.acked.size() << ", dead-lettered "
-                    << seen.dead_lettered.size() << ", outcome unknown " << seen.unknown.size()
-                    << " of " << kEvents << "\n"
+  EXPECT_TRUE(done) << "drained " << drained() << ", acked " << seen.acked.size()
+                    << ", dead-lettered " << seen.dead_lettered.size() << ", outcome unknown "
+                    << seen.unknown.size() << " of " << kEvents << "\n"
                     << survivor.Log();
 
   const auto first = Clock::time_point(Clock::duration(seen.first_fetch_after_kill.load()));
@@ -439,9 +439,9 @@ TEST_F(GroupsClusterTest, AJoiningSidecarTakesOverSomeGroupsWithTheirState) {
                   .status,
               201);
     while (acked[g].size() < 20) {
-      testing::HttpResult r = Post(a.port(), group_path(g) + "/fetch",
-                                   R"({"consumer":"c","max_events":)" +
-                                       std::to_string(20 - acked[g].size()) + "}");
+      testing::HttpResult r =
+          Post(a.port(), group_path(g) + "/fetch",
+               R"({"consumer":"c","max_events":)" + std::to_string(20 - acked[g].size()) + "}");
       ASSERT_EQ(r.status, 200) << r.body;
       std::string acks = R"({"consumer":"c","acks":[)";
       bool first = true;
@@ -490,8 +490,8 @@ TEST_F(GroupsClusterTest, AJoiningSidecarTakesOverSomeGroupsWithTheirState) {
     testing::HttpResult r =
         testing::HttpCall(a.port(), "GET", group_path(g) + "/stream?consumer=s");
     EXPECT_EQ(r.status, 307) << r.body;
-    EXPECT_EQ(r.Header("Location"), "http://127.0.0.1:" + std::to_string(b.port()) +
-                                         group_path(g) + "/stream?consumer=s");
+    EXPECT_EQ(r.Header("Location"), "http://127.0.0.1:" + std::to_string(b.port()) + group_path(g) +
+                                        "/stream?consumer=s");
     break;
   }
   // Listed and described through either sidecar, wherever each runs.
@@ -597,9 +597,9 @@ class PushReceiver {
 // group: every event once, none from both.
 TEST_F(GroupsClusterTest, APushSubscriptionOnEverySidecarDeliversEachEventOnce) {
   PushReceiver receiver;
-  const std::string sub = "subscriptions:\n  - name: hook\n    topic: orders\n    endpoint: " +
-                          receiver.url() +
-                          "\n    mode: binary\n    secret: 0123456789abcdef0123\n";
+  const std::string sub =
+      "subscriptions:\n  - name: hook\n    topic: orders\n    endpoint: " + receiver.url() +
+      "\n    mode: binary\n    secret: 0123456789abcdef0123\n";
   testing::ServeProcess a(Config("a", "gpush") + sub);
   testing::ServeProcess b(Config("b", "gpush") + sub);
   ASSERT_TRUE(a.Start().ok()) << a.Log();
@@ -668,8 +668,7 @@ TEST_F(GroupsClusterTest, ForwardedGroupRequestsAreAuthorizedAtTheReceivingSidec
   EXPECT_EQ(r.status, 401) << r.body;
   // Allowed: through either sidecar.
   for (uint16_t port : {a.port(), b.port()}) {
-    r = testing::HttpCall(port, "POST", "/v1/topics/orders/groups/w/fetch", fetch, json_body,
-                          shop);
+    r = testing::HttpCall(port, "POST", "/v1/topics/orders/groups/w/fetch", fetch, json_body, shop);
     EXPECT_EQ(r.status, 200) << r.body;
   }
   r = testing::HttpCall(other, "GET", "/v1/topics/secret/groups/g", "", {}, ops);

@@ -139,8 +139,7 @@ std::string WithTestBackend(std::string config_yaml, const std::string& data_dir
   if (backend == "jetstream") return WithJetStream(config_yaml, data_dir);
   if (backend == "postgres") return WithPostgresStore(config_yaml, data_dir);
   if (backend == "cluster") return WithCluster(config_yaml, data_dir);
-  Die("unknown CONVERGE_TEST_BACKEND '" + backend +
-      "' (embedded, jetstream, postgres or cluster)");
+  Die("unknown CONVERGE_TEST_BACKEND '" + backend + "' (embedded, jetstream, postgres or cluster)");
 }
 
 }  // namespace converge::testing
