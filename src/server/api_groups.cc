@@ -878,10 +878,15 @@ bool HopByHop(std::string_view name) {
 }
 }  // namespace
 
-// Forwarded requests block a thread of their own pool (a long poll waits at the owner), never
-// the storage pool; connections to each owner are kept for reuse.
+// Forwarded requests block a thread of their own pools, never the storage pool: fetches (a
+// long poll waits at the owner up to limits.max_wait_ms) on one, everything else (acks, nacks,
+// the lookups of where a group runs) on another, so that acks never queue behind long polls.
+// At most kFetchThreads forwarded fetches wait at once per sidecar; more queue. Connections to
+// each owner are kept for reuse.
 struct Api::Forwarder {
+  static constexpr size_t kFetchThreads = 64;
   BlockingPool pool{16};
+  BlockingPool fetch_pool{kFetchThreads};
   std::mutex mu;
   std::map<std::string, std::vector<std::unique_ptr<client::Client>>> idle;
 
@@ -1025,7 +1030,8 @@ asio::awaitable<HttpReply> Api::ForwardToOwner(Call& call, const std::string& ur
     if (r.ok()) f->Give(url, std::move(c));
     return r;
   };
-  Result<client::HttpResponse> res = co_await f->pool.Run(std::move(send));
+  BlockingPool& pool = call.route.id == RouteId::kFetch ? f->fetch_pool : f->pool;
+  Result<client::HttpResponse> res = co_await pool.Run(std::move(send));
   d_.cluster_groups->CountForward(res.ok());
   if (!res.ok()) {
     co_return Error(UnavailableError("the sidecar running the group (" + url +

@@ -148,13 +148,18 @@ struct ClusterGroups::Impl {
     const std::string scope = topic + "/" + group;
     std::lock_guard<std::mutex> lock(mu);
     auto it = entries.find(scope);
-    if (it != entries.end()) return it->second;
+    if (it != entries.end()) {
+      // Asked for now: under `mu`, so the rebalance never forgets an entry being used.
+      if (create) it->second->last_wanted_ns = NowNs();
+      return it->second;
+    }
     if (!create) return nullptr;
     auto e = std::make_shared<Entry>();
     e->topic = topic;
     e->group = group;
     e->scope = scope;
     e->lease_name = std::string(kGroupPrefix) + scope;
+    e->last_wanted_ns = NowNs();
     entries.emplace(scope, e);
     return e;
   }
@@ -443,6 +448,22 @@ struct ClusterGroups::Impl {
       } else if (has_keeper && NowNs() - e->last_wanted_ns.load() > idle_ns) {
         Release(e);  // a standby nobody asks for
       }
+    }
+    // Forget the groups asked about long ago that hold nothing here (the map would otherwise
+    // keep every name ever asked for).
+    std::lock_guard<std::mutex> lock(mu);
+    for (auto it = entries.begin(); it != entries.end();) {
+      Entry& e = *it->second;
+      bool idle = NowNs() - e.last_wanted_ns.load() > idle_ns;
+      if (idle) {
+        std::lock_guard<std::mutex> el(e.mu);
+        idle = e.keeper == nullptr && e.running == nullptr;
+      }
+      if (idle) {
+        std::lock_guard<std::mutex> wl(e.watch_mu);
+        idle = e.watchers.empty();
+      }
+      it = idle ? entries.erase(it) : std::next(it);
     }
   }
 };
