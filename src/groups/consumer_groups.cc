@@ -543,12 +543,24 @@ Result<std::unique_ptr<ConsumerGroups>> ConsumerGroups::Open(Env& env, Log& log,
   CONVERGE_ASSIGN_OR_RETURN(
       std::unique_ptr<StateStore> store,
       internal::groups::StateStore::Open(env.fs(), options.dir, &bytes, &records));
+  return internal::groups::OpenConsumerGroupsOn(env, log, options, std::move(store),
+                                                std::move(records));
+}
+
+namespace internal::groups {
+
+Result<std::unique_ptr<ConsumerGroups>> OpenConsumerGroupsOn(
+    Env& env, Log& log, const ConsumerGroupsOptions& options, std::unique_ptr<StateStore> store,
+    std::vector<std::string_view> records) {
+  CONVERGE_RETURN_IF_ERROR(ValidateConsumerGroupsOptions(options));
   if (!store->damage().empty() && options.report_damage) options.report_damage(store->damage());
   auto impl = std::make_unique<ConsumerGroupsImpl>(env, log, options, std::move(store));
   CONVERGE_RETURN_IF_ERROR(impl->Recover(std::move(records)));
   impl->StartTimer();
   return std::unique_ptr<ConsumerGroups>(std::move(impl));
 }
+
+}  // namespace internal::groups
 
 namespace {
 

@@ -20,16 +20,24 @@ bool ParseGeneration(std::string_view name, uint64_t* generation) {
 }
 }  // namespace
 
-std::string StateStore::JournalPath(uint64_t generation) const {
+std::string FileStateStore::JournalPath(uint64_t generation) const {
   return dir_ + "/" + std::string(kJournalPrefix) + std::to_string(generation);
 }
 
 Result<std::unique_ptr<StateStore>> StateStore::Open(FileSystem& fs, const std::string& dir,
                                                      std::string* recovered_bytes,
                                                      std::vector<std::string_view>* records) {
+  CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<FileStateStore> store,
+                            FileStateStore::Open(fs, dir, recovered_bytes, records));
+  return std::unique_ptr<StateStore>(std::move(store));
+}
+
+Result<std::unique_ptr<FileStateStore>> FileStateStore::Open(
+    FileSystem& fs, const std::string& dir, std::string* recovered_bytes,
+    std::vector<std::string_view>* records) {
   CONVERGE_RETURN_IF_ERROR(fs.CreateDirs(dir));
   CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<FileLock> lock, fs.LockFile(dir + "/LOCK"));
-  std::unique_ptr<StateStore> store(new StateStore(fs, dir, std::move(lock)));
+  std::unique_ptr<FileStateStore> store(new FileStateStore(fs, dir, std::move(lock)));
 
   recovered_bytes->clear();
   records->clear();
@@ -107,7 +115,7 @@ Status WriteError(std::string_view what, const Status& s) {
 
 }  // namespace
 
-Status StateStore::Append(std::string_view framed) {
+Status FileStateStore::Append(std::string_view framed) {
   if (broken_ || journal_ == nullptr) {
     return FailedPreconditionError("consumer-group journal needs compaction after an error");
   }
@@ -121,7 +129,7 @@ Status StateStore::Append(std::string_view framed) {
   return Status::Ok();
 }
 
-Status StateStore::Compact(std::string_view snapshot, uint64_t next_group_id) {
+Status FileStateStore::Compact(std::string_view snapshot, uint64_t next_group_id) {
   broken_ = true;
   const uint64_t generation = generation_ + 1;
   std::string data;

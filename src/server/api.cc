@@ -543,7 +543,15 @@ asio::awaitable<HttpReply> Api::Handle(HttpRequest& request) {
               principal.ok() ? *principal : nullptr};
     call.topic = call.Param("topic");
     call.group = call.Param("group");
-    reply = co_await (this->*(route->handler))(call);
+    std::optional<HttpReply> routed;
+    if (d_.cluster_groups != nullptr && !call.group.empty()) {
+      routed = co_await RouteToGroupOwner(call, call.group);
+    }
+    if (routed.has_value()) {
+      reply = std::move(*routed);
+    } else {
+      reply = co_await (this->*(route->handler))(call);
+    }
   }
   RecordRequest(metrics, reply, start);
   co_return reply;

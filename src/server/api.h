@@ -53,6 +53,7 @@ namespace converge::server {
 
 class Replicas;
 class LeasedWork;
+class ClusterGroups;
 class MultiWriters;
 class PushService;
 
@@ -84,6 +85,10 @@ struct ApiDeps {
   audit::Stamper* audit_stamper = nullptr;
   audit::AckJournal* audit_journal = nullptr;
   audit::AuditService* audit = nullptr;
+  // Consumer groups shared by several sidecars (cluster.consumer_groups: shared): the group
+  // routes are forwarded to the sidecar running the group (server/cluster_groups.h). Then
+  // `groups` is the same object. Null otherwise.
+  ClusterGroups* cluster_groups = nullptr;
 };
 
 // One route: method and path template ("/v1/topics/{topic}").
@@ -169,6 +174,19 @@ class Api {
     std::array<std::atomic<Counter*>, kMaxCode> by_code_{};
   };
   void RecordRequest(RouteMetrics& metrics, const HttpReply& reply, int64_t start);
+
+  // Shared consumer groups: where `group` runs. nullopt when here (the handler goes on),
+  // otherwise the reply: the owner's answer to the forwarded request, a 307 to the owner for a
+  // stream, or an error (authorization is checked here first, before anything is parsed).
+  asio::awaitable<std::optional<HttpReply>> RouteToGroupOwner(Call& call, const std::string& group);
+  // Sends the request as it came (with the caller's credentials) to the sidecar at `url`; or,
+  // with `get_target`, a GET of that target with the caller's credentials.
+  asio::awaitable<HttpReply> ForwardToOwner(Call& call, const std::string& url,
+                                            const std::string& get_target);
+  // The group's description (GroupDetailJson) wherever it runs: here, or asked of its owner.
+  asio::awaitable<Result<std::string>> DescribeGroupAnywhere(Call& call, const std::string& group);
+  struct Forwarder;
+  std::shared_ptr<Forwarder> forwarder_;
 
   asio::awaitable<HttpReply> Healthz(Call& call);
   asio::awaitable<HttpReply> Readyz(Call& call);

@@ -397,23 +397,40 @@ asio::awaitable<HttpReply> Api::ListGroups(Call& call) {
   if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
   if (Status s = CheckTopicName(call.topic); !s.ok()) co_return Error(s);
   const std::string topic = call.topic;
-  auto job = [this, topic]() -> Result<std::string> {
+  // Each group described, in list order; empty for one described below (shared groups: it
+  // runs in another sidecar).
+  using Described = std::vector<std::pair<std::string, std::string>>;
+  const bool shared = d_.cluster_groups != nullptr;
+  auto job = [this, topic, shared]() -> Result<Described> {
     CONVERGE_RETURN_IF_ERROR(d_.log->DescribeTopic(topic).status());
-    std::string out = "{\"groups\":[";
-    bool first = true;
+    Described out;
     for (const std::string& g : d_.groups->ListGroups(topic)) {
       Result<GroupDescription> desc = d_.groups->DescribeGroup(topic, g);
-      if (!desc.ok()) continue;  // deleted meanwhile
-      if (!first) out += ',';
-      first = false;
-      out += GroupDetailJson(*desc);
+      if (desc.ok()) {
+        out.emplace_back(g, GroupDetailJson(*desc));
+      } else if (shared && desc.status().code() == StatusCode::kUnavailable) {
+        out.emplace_back(g, "");
+      }  // otherwise deleted meanwhile
     }
-    out += "]}";
     return out;
   };
-  Result<std::string> body = co_await d_.pool->Run(std::move(job));
-  if (!body.ok()) co_return Error(body.status());
-  co_return Reply(JsonReply(http::status::ok, std::move(body).value()));
+  Result<Described> described = co_await d_.pool->Run(std::move(job));
+  if (!described.ok()) co_return Error(described.status());
+  std::string out = "{\"groups\":[";
+  bool first = true;
+  for (auto& [name, json] : *described) {
+    if (json.empty()) {
+      Result<std::string> remote = co_await DescribeGroupAnywhere(call, name);
+      if (remote.status().code() == StatusCode::kNotFound) continue;  // deleted meanwhile
+      if (!remote.ok()) co_return Error(remote.status());
+      json = std::move(remote).value();
+    }
+    if (!first) out += ',';
+    first = false;
+    out += json;
+  }
+  out += "]}";
+  co_return Reply(JsonReply(http::status::ok, std::move(out)));
 }
 
 asio::awaitable<HttpReply> Api::DescribeGroup(Call& call) {

@@ -709,11 +709,29 @@ Status ParseAudit(const YAML::Node& n, AuditConfig* c) {
 Status ParseCluster(const YAML::Node& n, ClusterConfig* c) {
   const std::string w = "cluster";
   if (!n.IsMap()) return KeyError(w, "must be a mapping");
-  CONVERGE_RETURN_IF_ERROR(CheckKeys(
-      n, w,
-      {"instance_id", "postgres_conninfo", "lease_table", "lease_ttl_ms", "lease_renew_interval_ms",
-       "lease_safety_margin_ms", "postgres_connect_timeout_ms"}));
+  CONVERGE_RETURN_IF_ERROR(
+      CheckKeys(n, w,
+                {"instance_id", "postgres_conninfo", "lease_table", "lease_ttl_ms",
+                 "lease_renew_interval_ms", "lease_safety_margin_ms", "postgres_connect_timeout_ms",
+                 "consumer_groups", "advertise_url", "group_state_table"}));
   c->enabled = true;
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "consumer_groups", &c->consumer_groups));
+  if (n["consumer_groups"] && c->consumer_groups != "shared" && c->consumer_groups != "local") {
+    return KeyError(w + ".consumer_groups", "must be \"shared\" or \"local\"");
+  }
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "advertise_url", &c->advertise_url));
+  if (n["advertise_url"]) {
+    Result<PushUrl> url = ParsePushUrl(c->advertise_url);
+    if (!url.ok()) return KeyError(w + ".advertise_url", std::string(url.status().message()));
+    if (url->target != "/") {
+      return KeyError(w + ".advertise_url", "give scheme, host and port only, not a path");
+    }
+  }
+  CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "group_state_table", &c->group_state_table));
+  const bool state_table_ok = !c->group_state_table.empty() && c->group_state_table.size() <= 60 &&
+                              c->group_state_table.find_first_not_of(
+                                  "abcdefghijklmnopqrstuvwxyz0123456789_") == std::string::npos;
+  if (!state_table_ok) return KeyError(w + ".group_state_table", "1 to 60 of [a-z0-9_]");
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "instance_id", &c->instance_id));
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "postgres_conninfo", &c->postgres_conninfo));
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "lease_table", &c->lease_table));
@@ -1183,6 +1201,17 @@ Status ValidateConfig(const ServerConfig& c) {
     return InvalidArgumentError(
         "config key 'limits.max_event_bytes' exceeds limits.max_body_bytes");
   }
+  if (c.cluster.consumer_groups == "shared" && c.log.backend != LogBackend::kJetStream) {
+    return InvalidArgumentError(
+        "config key 'cluster.consumer_groups': \"shared\" needs a log every sidecar shares "
+        "(log.backend: jetstream)");
+  }
+  if (SharedConsumerGroups(c) && c.cluster.advertise_url.empty() &&
+      (c.listen_address == "0.0.0.0" || c.listen_address == "::" || c.listen_address.empty())) {
+    return InvalidArgumentError(
+        "config key 'cluster.advertise_url' is required when listening on a wildcard address "
+        "with shared consumer groups (how the other sidecars reach this one)");
+  }
   if (c.cluster.enabled) {
     // The keepers' own checks (a renewal must have time to land before the deadline).
     lease::LeaseKeeperOptions o = LeaseOptionsFor(c, "check");
@@ -1192,6 +1221,12 @@ Status ValidateConfig(const ServerConfig& c) {
     }
   }
   return ValidateModuleOptions(c);
+}
+
+bool SharedConsumerGroups(const ServerConfig& c) {
+  if (!c.cluster.enabled) return false;
+  if (c.cluster.consumer_groups.empty()) return c.log.backend == LogBackend::kJetStream;
+  return c.cluster.consumer_groups == "shared";
 }
 
 lease::LeaseKeeperOptions LeaseOptionsFor(const ServerConfig& c, const std::string& name) {

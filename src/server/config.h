@@ -243,6 +243,16 @@ struct ClusterConfig {
   int64_t lease_renew_interval_ms = 0;  // 0 = lease_ttl_ms / 3
   int64_t lease_safety_margin_ms = 0;   // 0 = lease_ttl_ms / 5
   int64_t postgres_connect_timeout_ms = 2'000;
+  // Consumer groups across sidecars (docs/scaling.md, "Consumer groups across sidecars"): with
+  // the JetStream log, "shared" (the default there) runs each group in the one sidecar holding
+  // its lease "group:<topic>/<group>", with its state in PostgreSQL; the others forward the
+  // group's requests to it. "local" keeps each sidecar's groups in <data_dir>/groups.
+  std::string consumer_groups;  // "" (= shared with the JetStream log, else local) | shared | local
+  // How the other sidecars reach this one (forwarded group requests): http(s)://host:port.
+  // Empty: http(s)://<listen address>:<port it listens on> (not allowed when listening on
+  // 0.0.0.0 or ::).
+  std::string advertise_url;
+  std::string group_state_table = "converge_group_state";  // [a-z0-9_]{1,60}
 };
 
 struct ServerConfig {
@@ -307,6 +317,8 @@ replica::SqlTargetOptions SqlTargetOptionsFor(const ReplicaConfig& replica);
 // A keeper's options for lease `name` from cluster: (holder, run_blocking and on_change left
 // for the caller).
 lease::LeaseKeeperOptions LeaseOptionsFor(const ServerConfig& config, const std::string& name);
+// Whether consumer groups are shared between sidecars (cluster.consumer_groups resolved).
+bool SharedConsumerGroups(const ServerConfig& config);
 
 // True for 127.0.0.0/8, ::1 and "localhost".
 bool IsLoopbackAddress(std::string_view address);

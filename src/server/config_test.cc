@@ -211,6 +211,44 @@ TEST(Config, ClusterSection) {
   ExpectRejected("cluster: [1]", "cluster");
 }
 
+TEST(Config, ClusterConsumerGroups) {
+  const std::string js =
+      "log: {backend: jetstream, jetstream: {servers: ['nats://127.0.0.1:4222']}}\n";
+  // Shared by default with the JetStream log, local otherwise.
+  Result<ServerConfig> c = ParseConfig(js + "cluster: {instance_id: a, postgres_conninfo: x}");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(SharedConsumerGroups(*c));
+  EXPECT_EQ(c->cluster.group_state_table, "converge_group_state");
+  c = ParseConfig("cluster: {instance_id: a, postgres_conninfo: x}");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_FALSE(SharedConsumerGroups(*c));
+  c = ParseConfig(js + "cluster: {instance_id: a, postgres_conninfo: x, consumer_groups: local}");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_FALSE(SharedConsumerGroups(*c));
+  c = ParseConfig(js +
+                  "cluster: {instance_id: a, postgres_conninfo: x, advertise_url: "
+                  "'http://10.0.0.5:8080', group_state_table: shop_groups}");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->cluster.advertise_url, "http://10.0.0.5:8080");
+  EXPECT_EQ(c->cluster.group_state_table, "shop_groups");
+  ExpectRejected(js + "cluster: {instance_id: a, postgres_conninfo: x, consumer_groups: both}",
+                 "cluster.consumer_groups");
+  // Shared groups need a log every sidecar shares.
+  ExpectRejected("cluster: {instance_id: a, postgres_conninfo: x, consumer_groups: shared}",
+                 "cluster.consumer_groups");
+  ExpectRejected(js + "cluster: {instance_id: a, postgres_conninfo: x, advertise_url: 'ftp://x'}",
+                 "cluster.advertise_url");
+  ExpectRejected(
+      js + "cluster: {instance_id: a, postgres_conninfo: x, advertise_url: 'http://h:1/p'}",
+      "cluster.advertise_url");
+  ExpectRejected(js + "cluster: {instance_id: a, postgres_conninfo: x, group_state_table: A-b}",
+                 "cluster.group_state_table");
+  // Listening on every address: how the others reach this sidecar must be said.
+  ExpectRejected(js + "listen: '0.0.0.0:8080'\nauth: {allow_unauthenticated: true}\n"
+                      "cluster: {instance_id: a, postgres_conninfo: x}",
+                 "cluster.advertise_url");
+}
+
 TEST(Config, LogBackendSection) {
   Result<ServerConfig> d = ParseConfig("");
   ASSERT_TRUE(d.ok());

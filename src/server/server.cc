@@ -17,12 +17,13 @@
 #include "converge/consumer_group.h"
 #include "converge/env.h"
 #include "converge/log.h"
-#include "converge/saga.h"
 #include "converge/relay.h"
+#include "converge/saga.h"
 #include "converge/store.h"
 #include "env/metered_env.h"
 #include "server/api.h"
 #include "server/blocking_pool.h"
+#include "server/cluster_groups.h"
 #include "server/http_server.h"
 #include "server/leases.h"
 #include "server/metrics.h"
@@ -48,6 +49,8 @@ struct Server::Impl {
   std::unique_ptr<audit::AckJournal> audit_journal;
   std::unique_ptr<Log> log;
   std::unique_ptr<ConsumerGroups> groups;
+  // `groups` itself when consumer groups are shared by the sidecars (cluster.consumer_groups).
+  ClusterGroups* cluster_groups = nullptr;
   std::unique_ptr<Store> store;  // feeds its change events into `log`
   std::unique_ptr<StoreRoutes> store_http;
   std::unique_ptr<SagaOrchestrator> sagas;  // sends commands into `log`, reads replies from it
@@ -271,8 +274,22 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   group_options.report_damage = [](const std::string& message) {
     std::fprintf(stderr, "converge serve: damage: %s\n", message.c_str());
   };
-  CONVERGE_ASSIGN_OR_RETURN(impl->groups,
-                            ConsumerGroups::Open(*impl->env, *impl->log, group_options));
+  if (SharedConsumerGroups(impl->config)) {
+    // Each group runs in the sidecar holding its lease, its state in PostgreSQL; the others
+    // forward its requests there (docs/scaling.md, "Consumer groups across sidecars").
+    CONVERGE_ASSIGN_OR_RETURN(
+        std::unique_ptr<ClusterGroups> cluster,
+        ClusterGroups::Open(*impl->env, *impl->log, impl->config, group_options));
+    impl->cluster_groups = cluster.get();
+    impl->groups = std::move(cluster);
+    impl->metrics.AddCollector(
+        [cluster = impl->cluster_groups](std::vector<MetricsRegistry::Sample>* out) {
+          cluster->CollectMetrics(out);
+        });
+  } else {
+    CONVERGE_ASSIGN_OR_RETURN(impl->groups,
+                              ConsumerGroups::Open(*impl->env, *impl->log, group_options));
+  }
 
   if (impl->config.store.enabled) {
     StoreOptions store_options = StoreOptionsFor(impl->config);
@@ -403,6 +420,7 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
   deps.env = impl->env.get();
   deps.log = impl->log.get();
   deps.groups = impl->groups.get();
+  deps.cluster_groups = impl->cluster_groups;
   deps.metrics = &impl->metrics;
   deps.pool = impl->pool.get();
   deps.hub = &impl->hub;
@@ -536,6 +554,9 @@ Server::~Server() {
   // (they append to the log), the pool (joined: nothing more is posted to the io_context), the
   // HTTP server, the watches, the groups, the log.
   if (impl_->leases) impl_->leases->Stop();
+  // The groups running here stop (a last fenced flush) and their leases are released, so the
+  // other sidecars take them at their next request.
+  if (impl_->cluster_groups) impl_->cluster_groups->Stop();
   if (impl_->relays) impl_->relays->Stop();
   impl_->relays.reset();
   if (impl_->audit) impl_->audit->Stop();
@@ -609,7 +630,13 @@ uint32_t FitConnectionsToFileLimit(uint32_t wanted) {
 
 Status Server::Listen() {
   impl_->http->set_max_connections(FitConnectionsToFileLimit(impl_->config.limits.max_connections));
-  return impl_->http->Listen();
+  CONVERGE_RETURN_IF_ERROR(impl_->http->Listen());
+  if (impl_->cluster_groups != nullptr) {
+    // Published once the port is known (listen port 0 picks one).
+    const std::string& advertised = impl_->config.cluster.advertise_url;
+    impl_->cluster_groups->Start(advertised.empty() ? url() : advertised);
+  }
+  return Status::Ok();
 }
 
 uint16_t Server::port() const { return impl_->http->port(); }

@@ -103,6 +103,26 @@ std::string WithPostgresStore(const std::string& config_yaml, const std::string&
   return Emit(root);
 }
 
+// The JetStream log plus a cluster: section of its own (tables named after the data dir), so
+// that every consumer group runs through the shared-groups path (cluster_groups.h): one sidecar
+// owning each group, its state in PostgreSQL.
+std::string WithCluster(const std::string& config_yaml, const std::string& data_dir) {
+  const std::string with_log = WithJetStream(config_yaml, data_dir);
+  YAML::Node root;
+  if (!ParseMap(with_log, &root) || root["cluster"]) return with_log;
+  const std::string prefix = PrefixFor(data_dir);
+  YAML::Node cluster;
+  cluster["instance_id"] = prefix;
+  cluster["postgres_conninfo"] = TestPostgresConnInfo();
+  cluster["lease_table"] = prefix + "_leases";
+  cluster["group_state_table"] = prefix + "_groups";
+  // Short, so that a server restarted on its data dir after a SIGKILL gets its groups back
+  // quickly (its old holder's leases must expire first).
+  cluster["lease_ttl_ms"] = 1000;
+  root["cluster"] = cluster;
+  return Emit(root);
+}
+
 }  // namespace
 
 std::string TestBackend() {
@@ -118,7 +138,8 @@ std::string WithTestBackend(std::string config_yaml, const std::string& data_dir
   if (backend == "embedded") return config_yaml;
   if (backend == "jetstream") return WithJetStream(config_yaml, data_dir);
   if (backend == "postgres") return WithPostgresStore(config_yaml, data_dir);
-  Die("unknown CONVERGE_TEST_BACKEND '" + backend + "' (embedded, jetstream or postgres)");
+  if (backend == "cluster") return WithCluster(config_yaml, data_dir);
+  Die("unknown CONVERGE_TEST_BACKEND '" + backend + "' (embedded, jetstream, postgres or cluster)");
 }
 
 }  // namespace converge::testing
