@@ -185,8 +185,15 @@ class Api {
                                             const std::string& get_target);
   // The group's description (GroupDetailJson) wherever it runs: here, or asked of its owner.
   asio::awaitable<Result<std::string>> DescribeGroupAnywhere(Call& call, const std::string& group);
+  // Saga routes through a sidecar where the leased orchestrator does not run (cluster:): the
+  // answer of the sidecar holding the lease "sagas" to the forwarded request. nullopt when it
+  // runs here, sagas are not leased, there is no node registry (shared groups off), or the
+  // request was forwarded already (then this sidecar answers, 503 if it does not run them).
+  asio::awaitable<std::optional<HttpReply>> RouteToSagaHolder(Call& call);
+  // The pool for forwarding's blocking lookups and sends other than fetches (api_forward.cc).
+  BlockingPool& ForwardPool();
   struct Forwarder;
-  std::shared_ptr<Forwarder> forwarder_;
+  std::shared_ptr<Forwarder> forwarder_;  // watches_mu_; created on first use
 
   asio::awaitable<HttpReply> Healthz(Call& call);
   asio::awaitable<HttpReply> Readyz(Call& call);

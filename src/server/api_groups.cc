@@ -5,21 +5,16 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core/string.hpp>
 #include <boost/json/value.hpp>
 #include <charconv>
 #include <chrono>
-#include <map>
-#include <mutex>
 #include <optional>
 
-#include "converge/client.h"
 #include "server/api.h"
 #include "server/api_internal.h"
 #include "server/cloudevents_http.h"
 #include "server/cluster_groups.h"
 #include "server/json_util.h"
-#include "server/push_http_client.h"
 #include "wire/wire_format.h"
 
 namespace converge::server {
@@ -849,73 +844,7 @@ asio::awaitable<HttpReply> Api::GetTopology(Call& call) {
 namespace converge::server {
 
 // ---------------------------------------------------------------------------------------
-// Shared consumer groups: forwarding to the sidecar that runs the group
-
-namespace {
-constexpr std::string_view kForwardedHeader = "X-Converge-Forwarded";
-
-// Header fields that belong to one connection, not to the request or reply.
-bool HopByHop(std::string_view name) {
-  static constexpr std::string_view kFields[] = {"host",
-                                                 "connection",
-                                                 "content-length",
-                                                 "transfer-encoding",
-                                                 "keep-alive",
-                                                 "te",
-                                                 "trailer",
-                                                 "upgrade",
-                                                 "proxy-connection",
-                                                 "expect",
-                                                 "proxy-authorization"};
-  for (std::string_view f : kFields) {
-    if (name.size() == f.size() &&
-        std::equal(name.begin(), name.end(), f.begin(),
-                   [](char a, char b) { return std::tolower(a) == std::tolower(b); })) {
-      return true;
-    }
-  }
-  return false;
-}
-}  // namespace
-
-// Forwarded requests block a thread of their own pools, never the storage pool: fetches (a
-// long poll waits at the owner up to limits.max_wait_ms) on one, everything else (acks, nacks,
-// the lookups of where a group runs) on another, so that acks never queue behind long polls.
-// At most kFetchThreads forwarded fetches wait at once per sidecar; more queue. Connections to
-// each owner are kept for reuse.
-struct Api::Forwarder {
-  static constexpr size_t kFetchThreads = 64;
-  BlockingPool pool{16};
-  BlockingPool fetch_pool{kFetchThreads};
-  std::mutex mu;
-  std::map<std::string, std::vector<std::unique_ptr<client::Client>>> idle;
-
-  std::unique_ptr<client::Client> Take(const std::string& url, int64_t timeout_ms) {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      auto& v = idle[url];
-      if (!v.empty()) {
-        std::unique_ptr<client::Client> c = std::move(v.back());
-        v.pop_back();
-        return c;
-      }
-    }
-    Result<PushUrl> u = ParsePushUrl(url);
-    if (!u.ok()) return nullptr;
-    client::Options o;
-    o.host = u->host;
-    o.port = u->port;
-    o.tls = u->https;
-    o.timeout_ms = timeout_ms;
-    o.max_response_bytes = 256ull << 20;
-    return std::make_unique<client::Client>(o);
-  }
-  void Give(const std::string& url, std::unique_ptr<client::Client> c) {
-    std::lock_guard<std::mutex> lock(mu);
-    auto& v = idle[url];
-    if (v.size() < 32) v.push_back(std::move(c));
-  }
-};
+// Shared consumer groups: where a group runs (the forwarding itself: api_forward.cc)
 
 asio::awaitable<std::optional<HttpReply>> Api::RouteToGroupOwner(Call& call,
                                                                  const std::string& group) {
@@ -947,10 +876,6 @@ asio::awaitable<std::optional<HttpReply>> Api::RouteToGroupOwner(Call& call,
   }
   if (!allowed->first) co_return Error(NotAllowed(who, allowed->second, call.topic));
   if (Status s = CheckGroupNames(call.topic, group); !s.ok()) co_return Error(s);
-  {
-    std::lock_guard lock(watches_mu_);
-    if (forwarder_ == nullptr) forwarder_ = std::make_shared<Forwarder>();
-  }
   const bool forwarded = call.req.find(std::string(kForwardedHeader)) != call.req.end();
   ClusterGroups* cluster = d_.cluster_groups;
   const std::string topic = call.topic;
@@ -958,7 +883,7 @@ asio::awaitable<std::optional<HttpReply>> Api::RouteToGroupOwner(Call& call,
   auto locate = [cluster, topic, group, forwarded] {
     return cluster->Locate(topic, group, forwarded);
   };
-  Result<ClusterGroups::Where> where = co_await forwarder_->pool.Run(std::move(locate));
+  Result<ClusterGroups::Where> where = co_await ForwardPool().Run(std::move(locate));
   if (!where.ok()) co_return Error(where.status());
   if (where->here) co_return std::nullopt;
   if (call.route.id == RouteId::kStream) {
@@ -977,12 +902,8 @@ asio::awaitable<Result<std::string>> Api::DescribeGroupAnywhere(Call& call,
                                                                 const std::string& group) {
   ClusterGroups* cluster = d_.cluster_groups;
   const std::string topic = call.topic;
-  {
-    std::lock_guard lock(watches_mu_);
-    if (forwarder_ == nullptr) forwarder_ = std::make_shared<Forwarder>();
-  }
   auto locate = [cluster, topic, group] { return cluster->Locate(topic, group, false); };
-  Result<ClusterGroups::Where> where = co_await forwarder_->pool.Run(std::move(locate));
+  Result<ClusterGroups::Where> where = co_await ForwardPool().Run(std::move(locate));
   if (!where.ok()) co_return where.status();
   if (where->here) {
     auto job = [this, topic, group]() -> Result<std::string> {
@@ -1001,52 +922,6 @@ asio::awaitable<Result<std::string>> Api::DescribeGroupAnywhere(Call& call,
                                std::to_string(reply.response.result_int()));
   }
   co_return std::move(reply.response.body());
-}
-
-asio::awaitable<HttpReply> Api::ForwardToOwner(Call& call, const std::string& url,
-                                               const std::string& get_target) {
-  client::HttpRequest req;
-  req.method = get_target.empty() ? std::string(call.req.method_string()) : "GET";
-  req.target = get_target.empty() ? std::string(call.req.target()) : get_target;
-  for (const auto& field : call.req) {
-    const std::string_view name(field.name_string().data(), field.name_string().size());
-    if (HopByHop(name)) continue;
-    if (!get_target.empty() && !boost::beast::iequals(name, "authorization")) continue;
-    req.headers.emplace_back(std::string(name), std::string(field.value()));
-  }
-  req.headers.emplace_back(std::string(kForwardedHeader), d_.config->cluster.instance_id);
-  if (get_target.empty()) req.body = call.req.body();
-  // A long poll waits at the owner for up to limits.max_wait_ms.
-  const int64_t timeout_ms = d_.config->limits.max_wait_ms + 30'000;
-  std::shared_ptr<Forwarder> f = forwarder_;
-  // `req` lives in this frame until the job is done; the job is named (the GCC 12 note in
-  // blocking_pool.h).
-  auto send = [f, url, &req, timeout_ms]() {
-    std::unique_ptr<client::Client> c = f->Take(url, timeout_ms);
-    if (c == nullptr) {
-      return Result<client::HttpResponse>(InternalError("bad owner url '" + url + "'"));
-    }
-    Result<client::HttpResponse> r = c->Send(req);
-    if (r.ok()) f->Give(url, std::move(c));
-    return r;
-  };
-  BlockingPool& pool = call.route.id == RouteId::kFetch ? f->fetch_pool : f->pool;
-  Result<client::HttpResponse> res = co_await pool.Run(std::move(send));
-  d_.cluster_groups->CountForward(res.ok());
-  if (!res.ok()) {
-    co_return Error(UnavailableError("the sidecar running the group (" + url +
-                                     ") did not answer: " + std::string(res.status().message()) +
-                                     "; retry (a dead owner's groups are taken over once its "
-                                     "lease expires)"));
-  }
-  HttpResponse out{static_cast<http::status>(res->status), 11};
-  for (const auto& [name, value] : res->headers) {
-    if (HopByHop(name)) continue;
-    out.set(name, value);
-  }
-  out.body() = std::move(res->body);
-  out.prepare_payload();
-  co_return Reply(std::move(out));
 }
 
 }  // namespace converge::server

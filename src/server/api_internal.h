@@ -43,6 +43,10 @@ struct Api::Call {
 
 namespace api_internal {
 
+// Marks a request one sidecar forwarded to another (api_forward.cc): it is served there or
+// refused, never forwarded again. Claiming it grants nothing: every sidecar authorizes alone.
+inline constexpr std::string_view kForwardedHeader = "X-Converge-Forwarded";
+
 HttpResponse JsonReply(http::status status, std::string body, unsigned version = 11);
 HttpReply Reply(HttpResponse res);
 HttpReply Error(const Status& status);
@@ -85,6 +89,7 @@ using api_internal::GroupDetailJson;
 using api_internal::GroupJson;
 using api_internal::GroupKey;
 using api_internal::JsonReply;
+using api_internal::kForwardedHeader;
 using api_internal::Reply;
 using api_internal::SystemTopicError;
 using api_internal::TopicJson;

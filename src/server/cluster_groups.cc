@@ -582,6 +582,29 @@ void ClusterGroups::Stop() {
 
 const std::string& ClusterGroups::advertise_url() const { return impl_->url; }
 
+Result<std::string> ClusterGroups::UrlOfLeaseHolder(const std::string& lease_name) {
+  Impl& m = *impl_;
+  std::map<std::string, std::string> live = m.View(200);
+  auto it = live.find(lease_name);
+  if (it == live.end()) {
+    return UnavailableError("no sidecar holds the lease '" + lease_name +
+                            "' now (GET /v1/leases); retry");
+  }
+  // A holder string is "<instance>/<random>", with "@<url>" when it publishes its URL; the
+  // others are found through their sidecar's node lease, which does.
+  std::string url = UrlOfHolder(it->second);
+  if (url.empty()) {
+    const std::string instance = it->second.substr(0, it->second.find('/'));
+    auto node = live.find(std::string(kNodePrefix) + instance);
+    if (node != live.end()) url = UrlOfHolder(node->second);
+  }
+  if (url.empty() || url == m.url) {
+    return UnavailableError("the lease '" + lease_name + "' is held by " + it->second +
+                            ", whose address is not known here yet; retry");
+  }
+  return url;
+}
+
 void ClusterGroups::CountForward(bool ok) {
   (ok ? impl_->forwards : impl_->forward_failures).fetch_add(1);
 }

@@ -67,6 +67,10 @@ class ClusterGroups final : public ConsumerGroups {
   Result<Where> Locate(const std::string& topic, const std::string& group, bool forwarded);
 
   const std::string& advertise_url() const;
+  // The advertised URL of the sidecar holding `lease_name` (any lease of the cluster's table,
+  // e.g. "sagas"), found through its node lease. Unavailable when nobody holds it, or its
+  // holder's address is not known (retry). Blocks on PostgreSQL at most every 200 ms.
+  Result<std::string> UrlOfLeaseHolder(const std::string& lease_name);
   void CountForward(bool ok);
   void CollectMetrics(std::vector<MetricsRegistry::Sample>* out) const;
 

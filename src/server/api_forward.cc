@@ -1,0 +1,158 @@
+// Requests that run in another sidecar (cluster:): forwarded there as they came, with the
+// caller's credentials, and its answer returned. Used for shared consumer groups
+// (api_groups.cc, RouteToGroupOwner) and for the saga routes of a sidecar that does not hold
+// the lease "sagas" (RouteToSagaHolder below).
+#include <boost/beast/core/string.hpp>
+#include <cctype>
+#include <map>
+#include <mutex>
+#include <optional>
+
+#include "converge/client.h"
+#include "server/api.h"
+#include "server/api_internal.h"
+#include "server/cluster_groups.h"
+#include "server/leases.h"
+#include "server/push_http_client.h"
+
+namespace converge::server {
+
+namespace {
+
+// Header fields that belong to one connection, not to the request or reply.
+bool HopByHop(std::string_view name) {
+  static constexpr std::string_view kFields[] = {"host",
+                                                 "connection",
+                                                 "content-length",
+                                                 "transfer-encoding",
+                                                 "keep-alive",
+                                                 "te",
+                                                 "trailer",
+                                                 "upgrade",
+                                                 "proxy-connection",
+                                                 "expect",
+                                                 "proxy-authorization"};
+  for (std::string_view f : kFields) {
+    if (name.size() == f.size() &&
+        std::equal(name.begin(), name.end(), f.begin(),
+                   [](char a, char b) { return std::tolower(a) == std::tolower(b); })) {
+      return true;
+    }
+  }
+  return false;
+}
+}  // namespace
+
+// Forwarded requests block a thread of their own pools, never the storage pool: fetches (a
+// long poll waits at the owner up to limits.max_wait_ms) on one, everything else (acks, nacks,
+// the lookups of where a group runs) on another, so that acks never queue behind long polls.
+// At most kFetchThreads forwarded fetches wait at once per sidecar; more queue. Connections to
+// each owner are kept for reuse.
+struct Api::Forwarder {
+  static constexpr size_t kFetchThreads = 64;
+  BlockingPool pool{16};
+  BlockingPool fetch_pool{kFetchThreads};
+  std::mutex mu;
+  std::map<std::string, std::vector<std::unique_ptr<client::Client>>> idle;
+
+  std::unique_ptr<client::Client> Take(const std::string& url, int64_t timeout_ms) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      auto& v = idle[url];
+      if (!v.empty()) {
+        std::unique_ptr<client::Client> c = std::move(v.back());
+        v.pop_back();
+        return c;
+      }
+    }
+    Result<PushUrl> u = ParsePushUrl(url);
+    if (!u.ok()) return nullptr;
+    client::Options o;
+    o.host = u->host;
+    o.port = u->port;
+    o.tls = u->https;
+    o.timeout_ms = timeout_ms;
+    o.max_response_bytes = 256ull << 20;
+    return std::make_unique<client::Client>(o);
+  }
+  void Give(const std::string& url, std::unique_ptr<client::Client> c) {
+    std::lock_guard<std::mutex> lock(mu);
+    auto& v = idle[url];
+    if (v.size() < 32) v.push_back(std::move(c));
+  }
+};
+
+BlockingPool& Api::ForwardPool() {
+  std::lock_guard lock(watches_mu_);
+  if (forwarder_ == nullptr) forwarder_ = std::make_shared<Forwarder>();
+  return forwarder_->pool;
+}
+
+asio::awaitable<std::optional<HttpReply>> Api::RouteToSagaHolder(Call& call) {
+  // Only with leased sagas and the cluster's node registry (advertised URLs); a request that
+  // was forwarded once is served here or refused (the orchestrator answers 503 when it does
+  // not run here), never forwarded again.
+  if (d_.cluster_groups == nullptr || leases_ == nullptr) co_return std::nullopt;
+  if (call.req.find(std::string(kForwardedHeader)) != call.req.end()) co_return std::nullopt;
+  bool leased = false, running = false;
+  for (const LeaseView& v : leases_->View()) {
+    if (v.name != "sagas") continue;
+    leased = true;
+    running = v.running;
+  }
+  if (!leased || running) co_return std::nullopt;
+  ClusterGroups* cluster = d_.cluster_groups;
+  // Named, not a temporary in the co_await (see the GCC 12 note in blocking_pool.h).
+  auto locate = [cluster] { return cluster->UrlOfLeaseHolder("sagas"); };
+  Result<std::string> url = co_await ForwardPool().Run(std::move(locate));
+  if (!url.ok()) co_return Error(url.status());
+  co_return co_await ForwardToOwner(call, *url, "");
+}
+
+asio::awaitable<HttpReply> Api::ForwardToOwner(Call& call, const std::string& url,
+                                               const std::string& get_target) {
+  client::HttpRequest req;
+  req.method = get_target.empty() ? std::string(call.req.method_string()) : "GET";
+  req.target = get_target.empty() ? std::string(call.req.target()) : get_target;
+  for (const auto& field : call.req) {
+    const std::string_view name(field.name_string().data(), field.name_string().size());
+    if (HopByHop(name)) continue;
+    if (!get_target.empty() && !boost::beast::iequals(name, "authorization")) continue;
+    req.headers.emplace_back(std::string(name), std::string(field.value()));
+  }
+  req.headers.emplace_back(std::string(kForwardedHeader), d_.config->cluster.instance_id);
+  if (get_target.empty()) req.body = call.req.body();
+  // A long poll waits at the owner for up to limits.max_wait_ms.
+  const int64_t timeout_ms = d_.config->limits.max_wait_ms + 30'000;
+  std::shared_ptr<Forwarder> f = forwarder_;
+  // `req` lives in this frame until the job is done; the job is named (the GCC 12 note in
+  // blocking_pool.h).
+  auto send = [f, url, &req, timeout_ms]() {
+    std::unique_ptr<client::Client> c = f->Take(url, timeout_ms);
+    if (c == nullptr) {
+      return Result<client::HttpResponse>(InternalError("bad owner url '" + url + "'"));
+    }
+    Result<client::HttpResponse> r = c->Send(req);
+    if (r.ok()) f->Give(url, std::move(c));
+    return r;
+  };
+  BlockingPool& pool = call.route.id == RouteId::kFetch ? f->fetch_pool : f->pool;
+  Result<client::HttpResponse> res = co_await pool.Run(std::move(send));
+  if (d_.cluster_groups != nullptr) d_.cluster_groups->CountForward(res.ok());
+  if (!res.ok()) {
+    co_return Error(UnavailableError("the sidecar running it (" + url + ") did not answer: " +
+                                     std::string(res.status().message()) +
+                                     "; retry (a dead sidecar's groups and singleton work are "
+                                     "taken over once its leases expire)"));
+  }
+  HttpResponse out{static_cast<http::status>(res->status), 11};
+  for (const auto& [name, value] : res->headers) {
+    if (HopByHop(name)) continue;
+    out.set(name, value);
+  }
+  out.body() = std::move(res->body);
+  out.prepare_payload();
+  co_return Reply(std::move(out));
+}
+
+}  // namespace converge::server
