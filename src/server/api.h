@@ -185,11 +185,13 @@ class Api {
                                             const std::string& get_target);
   // The group's description (GroupDetailJson) wherever it runs: here, or asked of its owner.
   asio::awaitable<Result<std::string>> DescribeGroupAnywhere(Call& call, const std::string& group);
-  // Saga routes through a sidecar where the leased orchestrator does not run (cluster:): the
-  // answer of the sidecar holding the lease "sagas" to the forwarded request. nullopt when it
-  // runs here, sagas are not leased, there is no node registry (shared groups off), or the
-  // request was forwarded already (then this sidecar answers, 503 if it does not run them).
-  asio::awaitable<std::optional<HttpReply>> RouteToSagaHolder(Call& call);
+  // A route of leased singleton work (cluster:) through a sidecar where the work does not run
+  // (saga routes: lease "sagas"; a parked replica: "replica:<name>"): the answer of the sidecar
+  // holding `lease` to the forwarded request. nullopt when the work runs here, is not leased,
+  // there is no node registry (shared groups off), or the request was forwarded already (then
+  // this sidecar answers: 503 where the work does not run). Call after authorizing.
+  asio::awaitable<std::optional<HttpReply>> RouteToLeaseHolder(Call& call,
+                                                               const std::string& lease);
   // The pool for forwarding's blocking lookups and sends other than fetches (api_forward.cc).
   BlockingPool& ForwardPool();
   struct Forwarder;

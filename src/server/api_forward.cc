@@ -1,7 +1,8 @@
 // Requests that run in another sidecar (cluster:): forwarded there as they came, with the
 // caller's credentials, and its answer returned. Used for shared consumer groups
-// (api_groups.cc, RouteToGroupOwner) and for the saga routes of a sidecar that does not hold
-// the lease "sagas" (RouteToSagaHolder below).
+// (api_groups.cc, RouteToGroupOwner) and for the routes of leased singleton work that runs in
+// another sidecar: the saga routes (lease "sagas") and a parked replica's routes that need its
+// applier (lease "replica:<name>"), RouteToLeaseHolder below.
 #include <boost/beast/core/string.hpp>
 #include <cctype>
 #include <map>
@@ -88,22 +89,23 @@ BlockingPool& Api::ForwardPool() {
   return forwarder_->pool;
 }
 
-asio::awaitable<std::optional<HttpReply>> Api::RouteToSagaHolder(Call& call) {
-  // Only with leased sagas and the cluster's node registry (advertised URLs); a request that
-  // was forwarded once is served here or refused (the orchestrator answers 503 when it does
-  // not run here), never forwarded again.
+asio::awaitable<std::optional<HttpReply>> Api::RouteToLeaseHolder(Call& call,
+                                                                  const std::string& lease) {
+  // Only with the lease in use here and the cluster's node registry (advertised URLs); a
+  // request that was forwarded once is served here or refused (the work answers 503 where it
+  // does not run), never forwarded again.
   if (d_.cluster_groups == nullptr || leases_ == nullptr) co_return std::nullopt;
   if (call.req.find(std::string(kForwardedHeader)) != call.req.end()) co_return std::nullopt;
   bool leased = false, running = false;
   for (const LeaseView& v : leases_->View()) {
-    if (v.name != "sagas") continue;
+    if (v.name != lease) continue;
     leased = true;
     running = v.running;
   }
   if (!leased || running) co_return std::nullopt;
   ClusterGroups* cluster = d_.cluster_groups;
   // Named, not a temporary in the co_await (see the GCC 12 note in blocking_pool.h).
-  auto locate = [cluster] { return cluster->UrlOfLeaseHolder("sagas"); };
+  auto locate = [cluster, lease] { return cluster->UrlOfLeaseHolder(lease); };
   Result<std::string> url = co_await ForwardPool().Run(std::move(locate));
   if (!url.ok()) co_return Error(url.status());
   co_return co_await ForwardToOwner(call, *url, "");

@@ -185,6 +185,11 @@ asio::awaitable<HttpReply> Api::ReadReplicaRow(Call& call) {
   const std::string name = r->name;
   const std::string key = call.Param("key");
   const std::optional<std::string> token = call.Query("token");
+  if (token || call.Query("max_staleness_ms")) {
+    // A wait for a token or a staleness check needs the applier: where it runs (cluster:).
+    std::optional<HttpReply> routed = co_await RouteToLeaseHolder(call, "replica:" + name);
+    if (routed.has_value()) co_return std::move(*routed);
+  }
   const int64_t max_wait = d_.config->limits.max_wait_ms;
   int64_t timeout_ms = std::min(kDefaultTokenWaitMs, max_wait);
   if (std::optional<std::string> v = call.Query("timeout_ms")) {
@@ -269,6 +274,12 @@ asio::awaitable<HttpReply> Api::ReconcileReplica(Call& call) {
   const ReplicaConfig* r = co_await d_.pool->Run(std::move(authorize));
   if (r == nullptr) co_return refused;
   if (Status s = CheckQuery(call.query, {"dry_run"}); !s.ok()) co_return Error(s);
+  {
+    // Reconciled where the replica runs (a parked one refuses to repair; its drift is kept
+    // there).
+    std::optional<HttpReply> routed = co_await RouteToLeaseHolder(call, "replica:" + r->name);
+    if (routed.has_value()) co_return std::move(*routed);
+  }
   bool dry_run = false;
   if (std::optional<std::string> v = call.Query("dry_run")) {
     if (*v == "true") {
@@ -294,6 +305,10 @@ asio::awaitable<HttpReply> Api::ReplicaDrift(Call& call) {
   const ReplicaConfig* r = co_await d_.pool->Run(std::move(authorize));
   if (r == nullptr) co_return refused;
   if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
+  {
+    std::optional<HttpReply> routed = co_await RouteToLeaseHolder(call, "replica:" + r->name);
+    if (routed.has_value()) co_return std::move(*routed);
+  }
   std::optional<std::string> drift = d_.replicas->Drift(r->name);
   if (!drift) {
     co_return Error(http::status::not_found, "NOT_FOUND",

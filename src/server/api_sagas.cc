@@ -398,7 +398,7 @@ asio::awaitable<HttpReply> Api::HandleSagas(Call& call) {
   const Principal* who = call.principal;
   // With cluster:, a sidecar where the leased orchestrator does not run forwards the request,
   // unread, to the one holding the lease "sagas", which authorizes it as it would its own.
-  std::optional<HttpReply> routed = co_await RouteToSagaHolder(call);
+  std::optional<HttpReply> routed = co_await RouteToLeaseHolder(call, "sagas");
   if (routed.has_value()) co_return std::move(*routed);
   // A stopped orchestrator (a failed saga-log write it could not undo) holds state its log
   // does not: every saga route, reads included, says a restart is needed.

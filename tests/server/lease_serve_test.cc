@@ -11,8 +11,8 @@
 //   - The saga orchestrator (saga log in PostgreSQL) under the lease "sagas": the standby
 //     forwards saga routes to the holder; SIGKILL of the holder with sagas in flight: the other recovers the saga log
 //     and every saga completes.
-//   - A replica into a shared PostgreSQL table under "replica:<name>": only the holder applies;
-//     after SIGKILL the other applies every change.
+//   - A replica into a shared PostgreSQL table under "replica:<name>": only the holder applies,
+//     the standby forwards what needs the applier; after SIGKILL the other applies every change.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -571,6 +571,13 @@ TEST_F(LeaseServeTest, ReplicaIntoASharedTableRunsInTheHolderOnlyAndIsTakenOver)
   // Only the holder applies: without the lease both appliers would write the shared table.
   EXPECT_EQ(running(b), false);
   EXPECT_EQ(Holds(b, "replica:orders"), false);
+  // A read that checks staleness needs the applier: the standby forwards it to the holder
+  // (parked, it would answer 503); marked as forwarded already, the standby answers it itself.
+  const std::string row = "/v1/replicas/orders/rows/" + Numbered("o", 0) + "?max_staleness_ms=600000";
+  testing::HttpResult fresh = testing::HttpCall(b.port(), "GET", row);
+  EXPECT_EQ(fresh.status, 200) << fresh.body;
+  EXPECT_EQ(testing::HttpCall(b.port(), "GET", row, "", {{"X-Converge-Forwarded", "a"}}).status,
+            503);
 
   a.Kill();
   const auto killed = Clock::now();
