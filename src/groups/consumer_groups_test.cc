@@ -919,6 +919,66 @@ TEST_F(GroupsTest, WatchReadyFiresOnAppendAndOnRelease) {
   EXPECT_EQ(calls, before);
 }
 
+// A member watcher is told which member a change concerns, so a waiter per member wakes only
+// for what it can fetch: records appended or acked past in a partition go to its owner, a
+// rebalance to the members given new partitions; changes of the whole group name nobody ("").
+TEST_F(GroupsTest, WatchReadyByMemberNamesOnlyTheMembersAChangeConcerns) {
+  Create();
+  for (const char* m : {"m1", "m2", "m3", "m4"}) Join(m);  // m1 sorts first: it owns p0
+  std::map<std::string, int> told;
+  auto watch = h_.groups->WatchReadyByMember(kTopic, kGroup,
+                                             [&](std::string_view m) { ++told[std::string(m)]; });
+  ASSERT_OK(watch);
+  h_.Produce(kTopic, "k1", "v");
+  h_.Produce(kTopic, "k1", "w");  // behind v (same key)
+  EXPECT_EQ(told, (std::map<std::string, int>{{"m1", 2}}));
+  told.clear();
+  auto ds = Fetch("m1");
+  ASSERT_EQ(ds.size(), 1u);
+  EXPECT_OK(h_.groups->Ack(kTopic, kGroup, "m1", ds[0].lease()));  // unblocks w, for m1
+  EXPECT_EQ(told, (std::map<std::string, int>{{"m1", 1}}));
+  told.clear();
+  ASSERT_OK(h_.groups->Leave(kTopic, kGroup, "m1"));  // p0 goes to m2 (m3 and m4 stay idle)
+  EXPECT_EQ(told, (std::map<std::string, int>{{"m2", 1}}));
+  told.clear();
+  ds = Fetch("m2");
+  ASSERT_EQ(ds.size(), 1u);
+  EXPECT_OK(h_.groups->Nack(kTopic, kGroup, "m2", ds[0].lease(), {}));
+  EXPECT_EQ(told, (std::map<std::string, int>{{"", 1}}));
+  told.clear();
+  watch->reset();
+  h_.Produce(kTopic, "k2", "x");
+  EXPECT_TRUE(told.empty());
+}
+
+// TryFetch leases what needs no I/O and gives up (nullopt) where Fetch would read the Log or
+// process a due deadline; what it leases is what Fetch would have leased.
+TEST_F(GroupsTest, TryFetchLeasesWithoutReadingAndGivesUpWhereFetchWouldBlock) {
+  Create();
+  Join("m1");
+  for (int i = 0; i < 3; ++i) h_.Produce(kTopic, "k" + std::to_string(i), "v");
+  auto tried = h_.groups->TryFetch(kTopic, kGroup, "m1", 1, 1 << 20);
+  ASSERT_OK(tried);
+  EXPECT_FALSE(tried->has_value());  // nothing read yet: Fetch would read the Log
+  auto ds = Fetch("m1", 1);          // reads all three, leases offset 0
+  ASSERT_EQ(Offsets(ds), (std::vector<uint64_t>{0}));
+  tried = h_.groups->TryFetch(kTopic, kGroup, "m1", 5, 1 << 20);
+  ASSERT_OK(tried);
+  ASSERT_TRUE(tried->has_value());  // offsets 1 and 2 are read ahead: no read needed
+  EXPECT_EQ(Offsets((*tried)->deliveries), (std::vector<uint64_t>{1, 2}));
+  // The leases expire: due deadlines are Fetch's to process (it may append dead letters).
+  h_.env.AdvanceTime(1000 * kMsNs);
+  tried = h_.groups->TryFetch(kTopic, kGroup, "m1", 5, 1 << 20);
+  ASSERT_OK(tried);
+  EXPECT_FALSE(tried->has_value());
+  EXPECT_EQ(Offsets(Fetch("m1", 5)), (std::vector<uint64_t>{0, 1, 2}));
+  // Errors are Fetch's.
+  EXPECT_EQ(h_.groups->TryFetch(kTopic, kGroup, "nobody", 1, 1).status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(h_.groups->TryFetch(kTopic, "nogroup", "m1", 1, 1).status().code(),
+            StatusCode::kNotFound);
+}
+
 TEST_F(GroupsTest, DeleteGroupProtectsUnreplayedDeadLetters) {
   Create();
   h_.Produce(kTopic, "k", "v");
