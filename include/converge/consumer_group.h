@@ -404,21 +404,6 @@ class ConsumerGroups {
   virtual Result<FetchResult> Fetch(const std::string& topic, const std::string& group,
                                     const std::string& member, uint32_t max_records,
                                     uint64_t max_bytes) = 0;
-  // Fetch for a thread that must not block (an event loop): never waits for a lock held by a
-  // call that may be reading the Log or appending dead letters, never reads the Log, never
-  // appends dead letters. Returns nullopt when the fetch would have to (then call Fetch where
-  // blocking is fine): a partition of the member has a deadline due (an expired lease, an
-  // ended delay, a dead letter to append), or nothing could be leased without reading more of
-  // the Log. Otherwise the same as Fetch, except that it may return fewer records (what was
-  // leased before a read would have been needed) and no Log read error. The same errors as
-  // Fetch. The default always returns nullopt.
-  virtual Result<std::optional<FetchResult>> TryFetch(const std::string& /*topic*/,
-                                                      const std::string& /*group*/,
-                                                      const std::string& /*member*/,
-                                                      uint32_t /*max_records*/,
-                                                      uint64_t /*max_bytes*/) {
-    return std::optional<FetchResult>();
-  }
 
   // Acks one lease: the record is done. OK if acked now or already done (acked, dead-lettered
   // or committed). FailedPrecondition if the lease was lost (the record was leased again or the

@@ -2,9 +2,8 @@
 // journal. The per-partition delivery logic is in partition_window.cc, membership in group.cc.
 //
 // Locks, in the only order they are taken:
-//   journal_mu_ -> mu_ (group map) -> Group::mu -> dirty_mu_ ; Group::watch_mu is a leaf, taken
-//   with no other lock held except by the Log's watch callback and under Group::mu by
-//   Rebalance (the owner table). TryFetch only try-locks mu_ and Group::mu.
+//   journal_mu_ -> mu_ (group map) -> Group::mu -> dirty_mu_ ; Group::watch_mu is a leaf taken
+//   with no other lock held except by the Log's watch callback.
 // No lock of ours is held while calling a watcher; Group::mu is held during the Log reads and
 // dead-letter appends of that group (they block only that group).
 #include <algorithm>
@@ -259,9 +258,6 @@ class ConsumerGroupsImpl final : public ConsumerGroups {
   Result<FetchResult> Fetch(const std::string& topic, const std::string& group,
                             const std::string& member, uint32_t max_records,
                             uint64_t max_bytes) override;
-  Result<std::optional<FetchResult>> TryFetch(const std::string& topic, const std::string& group,
-                                              const std::string& member, uint32_t max_records,
-                                              uint64_t max_bytes) override;
   Status Ack(const std::string& topic, const std::string& group, const std::string& member,
              const LeaseRef& lease) override;
   Result<AckBatchResult> AckBatch(const std::string& topic, const std::string& group,
@@ -357,10 +353,6 @@ class ConsumerGroupsImpl final : public ConsumerGroups {
   // journal-first.
   Status AppendDeadLetters(Group& g, uint32_t p, std::span<WindowEntry* const> entries,
                            int64_t now_ns, bool* ready, std::vector<WindowEntry*>* held = nullptr);
-  // Fetch (may_block) and TryFetch (!may_block: nullopt where it would block).
-  Result<std::optional<FetchResult>> FetchImpl(const std::string& topic, const std::string& group,
-                                               const std::string& member, uint32_t max_records,
-                                               uint64_t max_bytes, bool may_block);
   // Reads more records of partition `p` into its window. Returns false if nothing was read.
   bool ReadMore(Group& g, uint32_t p);
   void Lease(Group& g, uint32_t p, uint32_t slot, WindowEntry* e, int64_t now_ns,
@@ -1179,76 +1171,28 @@ void ConsumerGroupsImpl::Lease(Group& g, uint32_t p, uint32_t slot, WindowEntry*
 Result<FetchResult> ConsumerGroupsImpl::Fetch(const std::string& topic, const std::string& group,
                                               const std::string& member, uint32_t max_records,
                                               uint64_t max_bytes) {
-  CONVERGE_ASSIGN_OR_RETURN(std::optional<FetchResult> r,
-                            FetchImpl(topic, group, member, max_records, max_bytes, true));
-  return std::move(r).value();  // a fetch that may block always has a result
-}
-
-Result<std::optional<FetchResult>> ConsumerGroupsImpl::TryFetch(const std::string& topic,
-                                                                const std::string& group,
-                                                                const std::string& member,
-                                                                uint32_t max_records,
-                                                                uint64_t max_bytes) {
-  return FetchImpl(topic, group, member, max_records, max_bytes, false);
-}
-
-Result<std::optional<FetchResult>> ConsumerGroupsImpl::FetchImpl(
-    const std::string& topic, const std::string& group, const std::string& member,
-    uint32_t max_records, uint64_t max_bytes, bool may_block) {
-  const std::optional<FetchResult> would_block;
   if (max_records == 0) return InvalidArgumentError("max_records must be >= 1");
   max_records = std::min(max_records, options_.fetch_max_records);
   max_bytes = std::clamp<uint64_t>(max_bytes, 1, options_.fetch_max_bytes);
-  std::shared_ptr<Group> g;
-  if (may_block) {
-    CONVERGE_ASSIGN_OR_RETURN(g, Lookup(topic, group));
-  } else {
-    // The group map's lock is held across journal writes (group creation and deletion).
-    std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
-    if (!lock.owns_lock()) return would_block;
-    auto it = groups_.find(GroupKey(topic, group));
-    if (it == groups_.end()) {
-      return NotFoundError("consumer group '" + group + "' on topic '" + topic + "' not found");
-    }
-    g = it->second;
-  }
+  CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<Group> g, Lookup(topic, group));
   FetchResult out;
   bool ready = false;
-  bool blocked = false;  // !may_block: the fetch stopped where it would have waited
   Wakes wakes;
   std::string read_error;
   StatusCode read_error_code = StatusCode::kUnavailable;
   {
-    // A group's lock is held across its Log reads and dead-letter appends.
-    std::unique_lock<std::mutex> group_lock(g->mu, std::defer_lock);
-    if (may_block) {
-      group_lock.lock();
-    } else if (!group_lock.try_lock()) {
-      return would_block;
-    }
-    if (g->deleted) {
-      return NotFoundError("consumer group '" + g->name + "' on topic '" + g->topic +
-                           "' was deleted");
-    }
+    CONVERGE_GROUP_LOCK(g);
     const int64_t now = NowNs();
     ready |= g->ExpireSessions(now);
     const uint32_t slot = g->SlotOf(member);
     const size_t n = slot == kNoMember ? 0 : g->members[slot].partitions.size();
-    bool due = false;  // a deadline of the member's partitions is due (ProcessDue may append)
-    if (!may_block && n > 0) {
-      for (uint32_t p : g->members[slot].partitions) {
-        due |= g->partitions[p]->window.NextDeadline() <= now;
-      }
-    }
-    if (n == 0 || due) {
-      // Nothing to fetch here (or not without blocking), but what the session expiry above
-      // changed is told.
+    if (n == 0) {
+      // Nothing to fetch here, but what the session expiry above changed is told.
       if (slot != kNoMember) g->members[slot].last_seen_ns = now;
       wakes = g->TakeWakes();
       group_lock.unlock();
       g->Notify(std::move(wakes), ready);
-      if (due) return would_block;
-      if (slot != kNoMember) return std::optional<FetchResult>(std::move(out));
+      if (slot != kNoMember) return out;
       return FailedPreconditionError("'" + member + "' is not a member of group '" + group +
                                      "' (never joined, left or expired): call Join");
     }
@@ -1279,13 +1223,6 @@ Result<std::optional<FetchResult>> ConsumerGroupsImpl::FetchImpl(
         }
         WindowEntry* e = w.PeekReady();
         if (e == nullptr) {
-          if (!may_block && w.CanRead()) {
-            // Reading more means file I/O: stop with what was leased (if nothing, the caller
-            // fetches again where it may block).
-            blocked = out.deliveries.empty();
-            full = true;
-            break;
-          }
           if (!w.CanRead() || !ReadMore(*g, p)) {
             if (!ps.last_error.empty() && ps.last_error.rfind("read at", 0) == 0) {
               read_error = ps.last_error;
@@ -1310,14 +1247,13 @@ Result<std::optional<FetchResult>> ConsumerGroupsImpl::FetchImpl(
   // Only the members concerned (expired sessions, leases or delays) are told, not every
   // member waiting on the group.
   g->Notify(std::move(wakes), ready);
-  if (blocked) return would_block;
   if (out.deliveries.empty() && !read_error.empty()) {
     if (read_error_code == StatusCode::kDataLoss) {
       return DataLossError("fetch from '" + topic + "': " + read_error);
     }
     return UnavailableError("fetch from '" + topic + "': " + read_error);
   }
-  return std::optional<FetchResult>(std::move(out));
+  return out;
 }
 
 Status ConsumerGroupsImpl::Ack(const std::string& topic, const std::string& group,

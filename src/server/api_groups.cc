@@ -262,34 +262,17 @@ asio::awaitable<HttpReply> Api::Fetch(Call& call) {
     std::lock_guard lock(watches_mu_);
     if (auto it = keep_alive_.find(key); it != keep_alive_.end()) keep_alive = it->second;
   }
-  struct Looked {
-    std::chrono::milliseconds keep_alive{0};
-    std::optional<std::string> body;  // nullopt: nothing yet, wait
-  };
   for (;;) {
-    // The generation is read before the look, and only for a group this server watches (no
-    // hub entry for names that may not exist).
+    // One pool hop per look. A group this server does not watch yet is made sure of and
+    // watched first, in the same hop; one it watches is fetched from at once (and made again
+    // if it was deleted meanwhile, as every fetch used to). The generation is read before the
+    // look, and only for a watched group (no hub entry for names that may not exist).
     const bool watched = keep_alive.has_value();
     const uint64_t seen = watched ? d_.hub->Generation(key, consumer) : 0;
-    // Most looks at a watched group need no I/O (records already read ahead, or nothing for
-    // this member): answered here on the strand, without a pool hop. A look that would block
-    // (a log read, due dead letters, a lock held by one of those), an error (a member to join,
-    // a group to make again) and a group not watched yet go to the pool.
-    std::optional<Looked> look;
-    if (watched) {
-      Result<std::optional<FetchResult>> tried = d_.groups->TryFetch(
-          topic, group, consumer, static_cast<uint32_t>(max_events), max_bytes);
-      if (tried.ok() && tried->has_value()) {
-        const FetchResult& r = **tried;
-        look.emplace();
-        if (!r.deliveries.empty() || wait_ms == 0 || std::chrono::steady_clock::now() >= deadline) {
-          look->body = RenderDeliveries(r, topic, group, format);
-        }
-      }
-    }
-    // Otherwise one pool hop per look. A group this server does not watch yet is made sure of
-    // and watched first, in the same hop; one it watches is fetched from at once (and made
-    // again if it was deleted meanwhile, as every fetch used to).
+    struct Looked {
+      std::chrono::milliseconds keep_alive{0};
+      std::optional<std::string> body;  // nullopt: nothing yet, wait
+    };
     auto job = [this, topic, group, consumer, max_events, max_bytes, wait_ms, deadline, format,
                 watched]() -> Result<Looked> {
       Looked looked;
@@ -310,18 +293,14 @@ asio::awaitable<HttpReply> Api::Fetch(Call& call) {
       looked.body = RenderDeliveries(*r, topic, group, format);
       return looked;
     };
-    if (!look.has_value()) {
-      Result<Looked> pooled = co_await d_.pool->Run(std::move(job));
-      if (!pooled.ok()) co_return Error(pooled.status());
-      look = std::move(pooled).value();
-    }
-    Looked& out = *look;
-    if (out.body.has_value()) co_return reply(std::move(*out.body));
+    Result<Looked> out = co_await d_.pool->Run(std::move(job));
+    if (!out.ok()) co_return Error(out.status());
+    if (out->body.has_value()) co_return reply(std::move(*out->body));
     if (!ready_.load()) {
       co_return reply(format == DeliveryFormat::kJson ? "{\"deliveries\":[]}" : "");
     }
     if (!watched) {
-      keep_alive = out.keep_alive;
+      keep_alive = out->keep_alive;
       continue;  // watched now: look again, this time with a generation read before
     }
     // Wake up in time to call the group again (the fetch above keeps the member alive). Only a
@@ -627,7 +606,10 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
         std::string text;
         std::vector<LeaseRef> leases;
       };
-      auto batch_of = [&](const FetchResult& r) {
+      auto job = [&]() -> Result<Batch> {
+        CONVERGE_ASSIGN_OR_RETURN(
+            FetchResult r, FetchAsMember(topic, group, consumer, static_cast<uint32_t>(max_events),
+                                         d_.config->limits.max_fetch_bytes));
         Batch b;
         if (r.deliveries.empty()) return b;
         b.text = RenderDeliveries(r, topic, group, DeliveryFormat::kSse);
@@ -636,23 +618,7 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
         }
         return b;
       };
-      auto job = [&]() -> Result<Batch> {
-        CONVERGE_ASSIGN_OR_RETURN(
-            FetchResult r, FetchAsMember(topic, group, consumer, static_cast<uint32_t>(max_events),
-                                         d_.config->limits.max_fetch_bytes));
-        return batch_of(r);
-      };
-      // As a long poll's fetch: on the strand when it needs no I/O, else on the pool.
-      std::optional<Result<Batch>> looked;
-      Result<std::optional<FetchResult>> tried =
-          d_.groups->TryFetch(topic, group, consumer, static_cast<uint32_t>(max_events),
-                              d_.config->limits.max_fetch_bytes);
-      if (tried.ok() && tried->has_value()) looked.emplace(batch_of(**tried));
-      if (!looked.has_value()) {
-        Result<Batch> pooled = co_await d_.pool->Run(std::move(job));
-        looked.emplace(std::move(pooled));
-      }
-      Result<Batch>& batch = *looked;
+      Result<Batch> batch = co_await d_.pool->Run(std::move(job));
       if (!batch.ok()) {
         std::string err = "event: error\ndata: {\"code\":";
         AppendJsonString(&err, ErrorCodeFor(batch.status()).code);
