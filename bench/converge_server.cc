@@ -546,6 +546,7 @@ class ConvergeServerSystem : public LogSystem {
     std::atomic<uint64_t> errors{0};
     std::string first_error;
     std::vector<int64_t> latencies;
+    uint64_t empty_fetches = 0;  // long polls that ended with nothing
     int64_t end = 0;
     const std::string base = "/v1/topics/" + topic + "/groups/many/";
     auto consumer = [&](uint32_t index) -> asio::awaitable<void> {
@@ -583,7 +584,10 @@ class ConvergeServerSystem : public LogSystem {
             lease["lease_id"] = d.at("lease_id");
             acks.push_back(std::move(lease));
           }
-          if (acks.empty()) continue;
+          if (acks.empty()) {
+            ++empty_fetches;
+            continue;
+          }
           const size_t n = acks.size();
           json::object body;
           body["acks"] = std::move(acks);
@@ -617,7 +621,9 @@ class ConvergeServerSystem : public LogSystem {
     std::string note = "HTTP sidecar: " + std::to_string(clients) +
                        " consumers (connections) of one group of at most 1000 members, each "
                        "fetching up to 10 (JSON) and acking them (acks synced before the "
-                       "reply); latency of fetch + ack";
+                       "reply); latency of fetch + ack; " +
+                       std::to_string(latencies.size()) + " fetches with events, " +
+                       std::to_string(empty_fetches) + " without";
     if (!first_error.empty()) note += "; first error: " + first_error;
     Measurement m = ManyClientsMeasurement("fetch10_ack", name(), durability(), clients,
                                            acked.load(), errors.load(), end - start, latencies,

@@ -951,34 +951,6 @@ TEST_F(GroupsTest, WatchReadyByMemberNamesOnlyTheMembersAChangeConcerns) {
   EXPECT_TRUE(told.empty());
 }
 
-// TryFetch leases what needs no I/O and gives up (nullopt) where Fetch would read the Log or
-// process a due deadline; what it leases is what Fetch would have leased.
-TEST_F(GroupsTest, TryFetchLeasesWithoutReadingAndGivesUpWhereFetchWouldBlock) {
-  Create();
-  Join("m1");
-  for (int i = 0; i < 3; ++i) h_.Produce(kTopic, "k" + std::to_string(i), "v");
-  auto tried = h_.groups->TryFetch(kTopic, kGroup, "m1", 1, 1 << 20);
-  ASSERT_OK(tried);
-  EXPECT_FALSE(tried->has_value());  // nothing read yet: Fetch would read the Log
-  auto ds = Fetch("m1", 1);          // reads all three, leases offset 0
-  ASSERT_EQ(Offsets(ds), (std::vector<uint64_t>{0}));
-  tried = h_.groups->TryFetch(kTopic, kGroup, "m1", 5, 1 << 20);
-  ASSERT_OK(tried);
-  ASSERT_TRUE(tried->has_value());  // offsets 1 and 2 are read ahead: no read needed
-  EXPECT_EQ(Offsets((*tried)->deliveries), (std::vector<uint64_t>{1, 2}));
-  // The leases expire: due deadlines are Fetch's to process (it may append dead letters).
-  h_.env.AdvanceTime(1000 * kMsNs);
-  tried = h_.groups->TryFetch(kTopic, kGroup, "m1", 5, 1 << 20);
-  ASSERT_OK(tried);
-  EXPECT_FALSE(tried->has_value());
-  EXPECT_EQ(Offsets(Fetch("m1", 5)), (std::vector<uint64_t>{0, 1, 2}));
-  // Errors are Fetch's.
-  EXPECT_EQ(h_.groups->TryFetch(kTopic, kGroup, "nobody", 1, 1).status().code(),
-            StatusCode::kFailedPrecondition);
-  EXPECT_EQ(h_.groups->TryFetch(kTopic, "nogroup", "m1", 1, 1).status().code(),
-            StatusCode::kNotFound);
-}
-
 TEST_F(GroupsTest, DeleteGroupProtectsUnreplayedDeadLetters) {
   Create();
   h_.Produce(kTopic, "k", "v");
