@@ -522,8 +522,7 @@ class ConvergeServerSystem : public LogSystem {
     for (uint64_t first = 0; first < events; first += batch.size()) {
       const uint64_t n = std::min<uint64_t>(batch.size(), events - first);
       for (uint64_t i = 0; i < n; ++i) batch[i].set_id(topic + "-" + std::to_string(first + i));
-      CONVERGE_RETURN_IF_ERROR(
-          c.Publish(topic, std::span<const Event>(batch.data(), n)).status());
+      CONVERGE_RETURN_IF_ERROR(c.Publish(topic, std::span<const Event>(batch.data(), n)).status());
     }
     CONVERGE_ASSIGN_OR_RETURN(client::TopicDescription t, c.DescribeTopic(topic));
     uint64_t stored = 0;

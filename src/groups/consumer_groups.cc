@@ -35,9 +35,9 @@ using internal::groups::PartitionRecord;
 using internal::groups::PartitionState;
 using internal::groups::PartitionWindow;
 using internal::groups::Ranges;
-using internal::groups::Wakes;
 using internal::groups::RecordType;
 using internal::groups::StateStore;
+using internal::groups::Wakes;
 using internal::groups::WindowEntry;
 
 std::string DefaultDeadLetterTopic(std::string_view topic, std::string_view group) {

@@ -29,9 +29,7 @@ class WakeupHubTest : public ::testing::Test {
     io_.run();
   }
   // Starts a named wait that read its generation now.
-  void Start(const std::string& sub, bool* done) {
-    Start(sub, hub_.Generation("g", sub), done);
-  }
+  void Start(const std::string& sub, bool* done) { Start(sub, hub_.Generation("g", sub), done); }
   void Start(const std::string& sub, uint64_t seen, bool* done) {
     asio::co_spawn(io_, WaitNamed(&hub_, "g", sub, seen, done), asio::detached);
     Settle();
