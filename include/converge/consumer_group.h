@@ -501,6 +501,20 @@ class ConsumerGroups {
                                                          const std::string& group,
                                                          std::function<void()> fn) = 0;
 
+  // Like WatchReady, for a caller that waits on behalf of many members (the HTTP server's long
+  // polls and streams): `fn(member)` names the member whose Fetch may find something new — a
+  // record appended, acked past or released in a partition it owns, a lease it held ended, or
+  // partitions newly assigned to it — or is empty when any member's may (a nack, a seek, an
+  // abandoned member, the group deleted). So a member that owns no partition is not told about
+  // records it cannot fetch, and one change does not wake every waiting member. A call may name
+  // several members, one `fn` call each. The same rules for `fn` and the handle as WatchReady.
+  // The default tells every change as "" (any member).
+  virtual Result<std::unique_ptr<ReadyWatch>> WatchReadyByMember(
+      const std::string& topic, const std::string& group,
+      std::function<void(std::string_view member)> fn) {
+    return WatchReady(topic, group, [fn = std::move(fn)] { fn(std::string_view()); });
+  }
+
   // The Env monotonic time (ns) at which the group's next lease expiry, nack delay or
   // dead-letter retry falls due; nullopt if none. NotFound (no group).
   virtual Result<std::optional<int64_t>> NextDueMonotonicNanos(const std::string& topic,

@@ -37,6 +37,7 @@ using internal::groups::PartitionWindow;
 using internal::groups::Ranges;
 using internal::groups::RecordType;
 using internal::groups::StateStore;
+using internal::groups::Wakes;
 using internal::groups::WindowEntry;
 
 std::string DefaultDeadLetterTopic(std::string_view topic, std::string_view group) {
@@ -201,11 +202,10 @@ class ReadyWatchImpl : public ConsumerGroups::ReadyWatch {
     log_watch_.reset();
     if (std::shared_ptr<Group> g = group_.lock()) {
       std::lock_guard<std::mutex> lock(g->watch_mu);
-      auto& w = g->watchers;
-      w.erase(std::remove_if(w.begin(), w.end(),
-                             [&](const auto& entry) { return entry.first == watch_id_; }),
-              w.end());
-      g->watcher_count.store(w.size());
+      auto mine = [&](const auto& entry) { return entry.first == watch_id_; };
+      std::erase_if(g->watchers, mine);
+      std::erase_if(g->member_watchers, mine);
+      g->watcher_count.store(g->watchers.size() + g->member_watchers.size());
     }
     total_->fetch_sub(1);
   }
@@ -282,6 +282,9 @@ class ConsumerGroupsImpl final : public ConsumerGroups {
                                          const ReplayOptions& options) override;
   Result<std::unique_ptr<ReadyWatch>> WatchReady(const std::string& topic, const std::string& group,
                                                  std::function<void()> fn) override;
+  Result<std::unique_ptr<ReadyWatch>> WatchReadyByMember(
+      const std::string& topic, const std::string& group,
+      std::function<void(std::string_view member)> fn) override;
   Result<std::optional<int64_t>> NextDueMonotonicNanos(const std::string& topic,
                                                        const std::string& group) override;
   Status Tick() override;
@@ -334,6 +337,7 @@ class ConsumerGroupsImpl final : public ConsumerGroups {
     AckBatchResult result;
     uint64_t seq = 0;
     std::vector<size_t> intents;  // indexes into the leases acked journal-first
+    Wakes wakes;                  // owed by the acks applied
   };
   Result<AckStep> AckPrepare(const std::string& topic, const std::string& group,
                              const std::string& member, std::span<const LeaseRef> leases);
@@ -930,6 +934,7 @@ Result<Assignment> ConsumerGroupsImpl::Join(const std::string& topic, const std:
   CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<Group> g, Lookup(topic, group));
   Assignment a;
   bool notify;
+  Wakes wakes;
   {
     CONVERGE_GROUP_LOCK(g);
     const int64_t now = NowNs();
@@ -947,23 +952,30 @@ Result<Assignment> ConsumerGroupsImpl::Join(const std::string& topic, const std:
     }
     a = g->AssignmentOf(slot);
     notify = g->generation != generation;
+    wakes = g->TakeWakes();
   }
-  if (notify) g->Notify();
+  g->Notify(std::move(wakes), notify);
   return a;
 }
 
 Status ConsumerGroupsImpl::Leave(const std::string& topic, const std::string& group,
                                  const std::string& member) {
   CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<Group> g, Lookup(topic, group));
+  Wakes wakes;
+  bool left = false;
   {
     CONVERGE_GROUP_LOCK(g);
     const int64_t now = NowNs();
     g->ExpireSessions(now);
     const uint32_t slot = g->SlotOf(member);
-    if (slot == kNoMember) return Status::Ok();
-    g->RemoveMember(slot, /*expire=*/false, now);
+    if (slot != kNoMember) {
+      g->RemoveMember(slot, /*expire=*/false, now);
+      left = true;
+    }
+    // The members given its partitions, and the owners of partitions where it held leases.
+    wakes = g->TakeWakes();
   }
-  g->Notify();
+  g->Notify(std::move(wakes), /*any=*/left);
   return Status::Ok();
 }
 
@@ -981,6 +993,7 @@ Status ConsumerGroupsImpl::Abandon(const std::string& topic, const std::string& 
     // Expired leases at their last delivery are due for dead-lettering now: append them here
     // rather than on the next fetch or tick (their errors go to the partition's last_error).
     for (uint32_t p = 0; p < g->partitions.size(); ++p) ProcessDue(*g, p, now, &seq);
+    g->TakeWakes();  // every member is told below
   }
   g->Notify();
   // Dead-lettering committed records: made durable like an ack's commit.
@@ -992,6 +1005,7 @@ Result<Assignment> ConsumerGroupsImpl::Heartbeat(const std::string& topic, const
   CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<Group> g, Lookup(topic, group));
   Assignment a;
   bool notify;
+  Wakes wakes;
   {
     CONVERGE_GROUP_LOCK(g);
     const int64_t now = NowNs();
@@ -1005,8 +1019,9 @@ Result<Assignment> ConsumerGroupsImpl::Heartbeat(const std::string& topic, const
     g->members[slot].last_seen_ns = now;
     a = g->AssignmentOf(slot);
     notify = g->generation != generation;
+    wakes = g->TakeWakes();
   }
-  if (notify) g->Notify();
+  g->Notify(std::move(wakes), notify);
   return a;
 }
 
@@ -1083,10 +1098,14 @@ bool ConsumerGroupsImpl::ProcessDue(Group& g, uint32_t p, int64_t now_ns, uint64
   std::vector<ExpiredLease> expired;
   std::vector<WindowEntry*> dead_letters;
   bool ready = w.ProcessDue(now_ns, &expired, &dead_letters);
-  for (const ExpiredLease& x : expired) g.LeaseEnded(x.member);
+  for (const ExpiredLease& x : expired) {
+    g.LeaseEnded(x.member);
+    g.WakeSlot(x.member);  // room under max_in_flight_per_member
+  }
   if (!dead_letters.empty()) {
     AppendDeadLetters(g, p, dead_letters, now_ns, &ready).IgnoreError();  // in last_error
   }
+  if (ready) g.WakeOwner(p);
   *seq = std::max(*seq, NoteChange(g, ps, committed_before, done_before));
   return ready;
 }
@@ -1170,6 +1189,7 @@ Result<FetchResult> ConsumerGroupsImpl::Fetch(const std::string& topic, const st
   CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<Group> g, Lookup(topic, group));
   FetchResult out;
   bool ready = false;
+  Wakes wakes;
   std::string read_error;
   StatusCode read_error_code = StatusCode::kUnavailable;
   {
@@ -1177,14 +1197,19 @@ Result<FetchResult> ConsumerGroupsImpl::Fetch(const std::string& topic, const st
     const int64_t now = NowNs();
     ready |= g->ExpireSessions(now);
     const uint32_t slot = g->SlotOf(member);
-    if (slot == kNoMember) {
+    const size_t n = slot == kNoMember ? 0 : g->members[slot].partitions.size();
+    if (n == 0) {
+      // Nothing to fetch here, but what the session expiry above changed is told.
+      if (slot != kNoMember) g->members[slot].last_seen_ns = now;
+      wakes = g->TakeWakes();
+      group_lock.unlock();
+      g->Notify(std::move(wakes), ready);
+      if (slot != kNoMember) return out;
       return FailedPreconditionError("'" + member + "' is not a member of group '" + group +
                                      "' (never joined, left or expired): call Join");
     }
     Member& m = g->members[slot];
     m.last_seen_ns = now;
-    const size_t n = m.partitions.size();
-    if (n == 0) return out;
     const int64_t wall_offset_us = env_.clock().NowWallMicros() - now / 1000;
     const size_t start = m.next_partition % n;
     m.next_partition = (start + 1) % n;
@@ -1229,8 +1254,11 @@ Result<FetchResult> ConsumerGroupsImpl::Fetch(const std::string& topic, const st
       }
       seq = std::max(seq, NoteChange(*g, ps, committed_before, done_before));
     }
+    wakes = g->TakeWakes();
   }
-  if (ready) g->Notify();
+  // Only the members concerned (expired sessions, leases or delays) are told, not every
+  // member waiting on the group.
+  g->Notify(std::move(wakes), ready);
   if (out.deliveries.empty() && !read_error.empty()) {
     if (read_error_code == StatusCode::kDataLoss) {
       return DataLossError("fetch from '" + topic + "': " + read_error);
@@ -1313,11 +1341,16 @@ Result<ConsumerGroupsImpl::AckStep> ConsumerGroupsImpl::AckPrepare(
         intents.push_back(i);
         continue;
       }
-      if (e->state == EntryState::kLeased) g->LeaseEnded(e->member);
+      if (e->state == EntryState::kLeased) {
+        g->LeaseEnded(e->member);
+        g->WakeSlot(e->member);
+      }
       w.Ack(e);
+      g->WakeOwner(ref.partition);
     }
     if (changed) seq = MarkDirty(*g);
     if (already_done) seq = std::max(seq, mutation_seq_.load());
+    step.wakes = g->TakeWakes();
   }
   return step;
 }
@@ -1329,7 +1362,9 @@ Result<AckBatchResult> ConsumerGroupsImpl::AckFinish(AckStep step,
   const uint64_t seq = step.seq;
   const std::vector<size_t>& intents = step.intents;
   if (options_.commit_mode != CommitMode::kSync) {
-    if (seq != 0) g->Notify();  // in-flight room and keys were freed
+    // In-flight room and keys were freed: for the owners of the partitions and the members
+    // that held the leases, not every member waiting on the group.
+    if (seq != 0) g->Notify(std::move(step.wakes), /*any=*/true);
     return std::move(step.result);
   }
   // kSync: the acks reach memory only once the journal holds them (a record written meanwhile
@@ -1357,12 +1392,22 @@ Result<AckBatchResult> ConsumerGroupsImpl::AckFinish(AckStep step,
       // Gone (a seek) or done meanwhile: nothing left to apply. Otherwise the ack is durable,
       // so the record is done even if its lease ran out while the journal was written.
       if (e == nullptr || e->state == EntryState::kDone || e->attempt == 0) continue;
-      if (e->state == EntryState::kLeased) g->LeaseEnded(e->member);
+      if (e->state == EntryState::kLeased) {
+        g->LeaseEnded(e->member);
+        g->WakeSlot(e->member);
+      }
       ps.window.Ack(e);
+      g->WakeOwner(ref.partition);
     }
+    Wakes owed = g->TakeWakes();
+    step.wakes.all |= owed.all;
+    step.wakes.members.insert(step.wakes.members.end(),
+                              std::make_move_iterator(owed.members.begin()),
+                              std::make_move_iterator(owed.members.end()));
   }
   if (!committed.ok()) return committed;
-  if (seq != 0) g->Notify();  // in-flight room and keys were freed
+  // In-flight room and keys were freed (see above).
+  if (seq != 0) g->Notify(std::move(step.wakes), /*any=*/true);
   return std::move(step.result);
 }
 
@@ -1634,6 +1679,7 @@ Result<GroupDescription> ConsumerGroupsImpl::DescribeGroup(const std::string& to
   }
   GroupDescription d;
   bool ready;
+  Wakes wakes;
   {
     CONVERGE_GROUP_LOCK(g);
     const int64_t now = NowNs();
@@ -1673,8 +1719,9 @@ Result<GroupDescription> ConsumerGroupsImpl::DescribeGroup(const std::string& to
     }
     d.dead_letters = dl_end - dl_start;
     d.dead_letters_replayed = RangesCount(g->replayed, dl_start, dl_end);
+    wakes = g->TakeWakes();
   }
-  if (ready) g->Notify();
+  g->Notify(std::move(wakes), ready);
   return d;
 }
 
@@ -1883,7 +1930,45 @@ Result<std::unique_ptr<ConsumerGroups::ReadyWatch>> ConsumerGroupsImpl::WatchRea
     std::lock_guard<std::mutex> lock(g->watch_mu);
     watch_id = g->next_watch_id++;
     g->watchers.emplace_back(watch_id, std::move(fn));
-    g->watcher_count.store(g->watchers.size());
+    g->watcher_count.store(g->watchers.size() + g->member_watchers.size());
+  }
+  return std::unique_ptr<ReadyWatch>(
+      new ReadyWatchImpl(g, watch_id, std::move(log_watch).value(), &ready_watches_));
+}
+
+Result<std::unique_ptr<ConsumerGroups::ReadyWatch>> ConsumerGroupsImpl::WatchReadyByMember(
+    const std::string& topic, const std::string& group,
+    std::function<void(std::string_view member)> fn) {
+  CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<Group> g, Lookup(topic, group));
+  if (ready_watches_.fetch_add(1) >= options_.max_ready_watches) {
+    ready_watches_.fetch_sub(1);
+    return ResourceExhaustedError("max_ready_watches (" +
+                                  std::to_string(options_.max_ready_watches) + ") reached");
+  }
+  // Records appended to a partition concern its owner only. The owner is read from the
+  // group's owner table under the watch lock (a leaf), not under `mu`: an append must not wait
+  // for a Fetch that is reading the log.
+  std::weak_ptr<Group> weak = g;
+  auto log_watch = log_.WatchAppends(topic, [weak, fn](uint32_t partition, uint64_t) {
+    std::shared_ptr<Group> group = weak.lock();
+    if (group == nullptr) return;
+    std::string owner;
+    {
+      std::lock_guard<std::mutex> lock(group->watch_mu);
+      if (partition < group->owner_ids.size()) owner = group->owner_ids[partition];
+    }
+    if (!owner.empty()) fn(owner);
+  });
+  if (!log_watch.ok()) {
+    ready_watches_.fetch_sub(1);
+    return log_watch.status();
+  }
+  uint64_t watch_id;
+  {
+    std::lock_guard<std::mutex> lock(g->watch_mu);
+    watch_id = g->next_watch_id++;
+    g->member_watchers.emplace_back(watch_id, std::move(fn));
+    g->watcher_count.store(g->watchers.size() + g->member_watchers.size());
   }
   return std::unique_ptr<ReadyWatch>(
       new ReadyWatchImpl(g, watch_id, std::move(log_watch).value(), &ready_watches_));
@@ -1910,14 +1995,16 @@ Status ConsumerGroupsImpl::Tick() {
   }
   for (auto& g : all) {
     bool ready = false;
+    Wakes wakes;
     {
       std::lock_guard<std::mutex> lock(g->mu);
       if (g->deleted) continue;
       ready |= g->ExpireSessions(now);
       uint64_t seq = 0;
       for (uint32_t p = 0; p < g->partitions.size(); ++p) ready |= ProcessDue(*g, p, now, &seq);
+      wakes = g->TakeWakes();
     }
-    if (ready) g->Notify();
+    g->Notify(std::move(wakes), ready);
   }
   if (options_.commit_mode == CommitMode::kPeriodic) return MaybePeriodicFlush(now);
   bool needed = flush_failed_.load();

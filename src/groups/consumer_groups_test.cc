@@ -919,6 +919,38 @@ TEST_F(GroupsTest, WatchReadyFiresOnAppendAndOnRelease) {
   EXPECT_EQ(calls, before);
 }
 
+// A member watcher is told which member a change concerns, so a waiter per member wakes only
+// for what it can fetch: records appended or acked past in a partition go to its owner, a
+// rebalance to the members given new partitions; changes of the whole group name nobody ("").
+TEST_F(GroupsTest, WatchReadyByMemberNamesOnlyTheMembersAChangeConcerns) {
+  Create();
+  for (const char* m : {"m1", "m2", "m3", "m4"}) Join(m);  // m1 sorts first: it owns p0
+  std::map<std::string, int> told;
+  auto watch = h_.groups->WatchReadyByMember(kTopic, kGroup,
+                                             [&](std::string_view m) { ++told[std::string(m)]; });
+  ASSERT_OK(watch);
+  h_.Produce(kTopic, "k1", "v");
+  h_.Produce(kTopic, "k1", "w");  // behind v (same key)
+  EXPECT_EQ(told, (std::map<std::string, int>{{"m1", 2}}));
+  told.clear();
+  auto ds = Fetch("m1");
+  ASSERT_EQ(ds.size(), 1u);
+  EXPECT_OK(h_.groups->Ack(kTopic, kGroup, "m1", ds[0].lease()));  // unblocks w, for m1
+  EXPECT_EQ(told, (std::map<std::string, int>{{"m1", 1}}));
+  told.clear();
+  ASSERT_OK(h_.groups->Leave(kTopic, kGroup, "m1"));  // p0 goes to m2 (m3 and m4 stay idle)
+  EXPECT_EQ(told, (std::map<std::string, int>{{"m2", 1}}));
+  told.clear();
+  ds = Fetch("m2");
+  ASSERT_EQ(ds.size(), 1u);
+  EXPECT_OK(h_.groups->Nack(kTopic, kGroup, "m2", ds[0].lease(), {}));
+  EXPECT_EQ(told, (std::map<std::string, int>{{"", 1}}));
+  told.clear();
+  watch->reset();
+  h_.Produce(kTopic, "k2", "x");
+  EXPECT_TRUE(told.empty());
+}
+
 TEST_F(GroupsTest, DeleteGroupProtectsUnreplayedDeadLetters) {
   Create();
   h_.Produce(kTopic, "k", "v");

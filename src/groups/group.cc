@@ -52,17 +52,22 @@ uint32_t Group::AddMember(const std::string& member_id, int64_t now_ns) {
 bool Group::RemoveMember(uint32_t slot, bool expire, int64_t now_ns, std::string_view why) {
   Member& m = members[slot];
   bool ready = false;
-  for (auto& ps : partitions) {
+  std::vector<uint32_t> touched;  // partitions where the member's leases ended
+  for (uint32_t p = 0; p < partitions.size(); ++p) {
+    PartitionWindow& w = partitions[p]->window;
     if (expire) {
-      ps->window.ExpireMember(slot, now_ns, why);
-    } else if (ps->window.ReleaseMember(slot) > 0) {
+      if (w.ExpireMember(slot, now_ns, why) > 0) touched.push_back(p);
+    } else if (w.ReleaseMember(slot) > 0) {
       ready = true;
+      touched.push_back(p);
     }
   }
   by_id.erase(m.id);
   m = Member{};
   free_slots.push_back(slot);
   Rebalance();
+  // After the rebalance: the partitions' new owners may fetch what was released.
+  for (uint32_t p : touched) WakeOwner(p);
   return ready || expire;
 }
 
@@ -88,11 +93,15 @@ bool Group::ExpireSessions(int64_t now_ns) {
 void Group::Rebalance() {
   ++generation;
   std::vector<uint32_t> order;
+  std::vector<std::vector<uint32_t>> before;  // by position in `order`
   order.reserve(by_id.size());
+  before.reserve(by_id.size());
   for (const auto& [member_id, slot] : by_id) {
     order.push_back(slot);
+    before.push_back(std::move(members[slot].partitions));
     members[slot].partitions.clear();
   }
+  std::vector<std::string> owners(partitions.size());
   for (uint32_t p = 0; p < partitions.size(); ++p) {
     if (order.empty()) {
       partitions[p]->owner = kNoMember;
@@ -101,8 +110,35 @@ void Group::Rebalance() {
     const uint32_t slot = order[p % order.size()];
     partitions[p]->owner = slot;
     members[slot].partitions.push_back(p);
+    owners[p] = members[slot].id;
   }
-  for (uint32_t slot : order) members[slot].next_partition = 0;
+  for (size_t i = 0; i < order.size(); ++i) {
+    Member& m = members[order[i]];
+    m.next_partition = 0;
+    // Only members given partitions they did not have may find something new: with more
+    // members than partitions, a join or leave changes the assignment of a few members, and
+    // the others (owning nothing) are not woken for it.
+    if (!m.partitions.empty() && m.partitions != before[i]) WakeSlot(order[i]);
+  }
+  std::lock_guard<std::mutex> lock(watch_mu);
+  owner_ids.swap(owners);
+}
+
+void Group::WakeOwner(uint32_t p) {
+  if (p < partitions.size() && partitions[p]->owner != kNoMember) WakeSlot(partitions[p]->owner);
+}
+
+void Group::WakeSlot(uint32_t slot) {
+  // Bounded: past this many distinct wake-ups owed at once, waking everyone is as cheap.
+  constexpr size_t kMaxMemberWakes = 256;
+  if (wakes.all || watcher_count.load(std::memory_order_relaxed) == 0) return;
+  if (slot >= members.size() || !members[slot].live) return;
+  if (wakes.members.size() >= kMaxMemberWakes) {
+    wakes.all = true;
+    wakes.members.clear();
+    return;
+  }
+  wakes.members.push_back(members[slot].id);
 }
 
 Assignment Group::AssignmentOf(uint32_t slot) const {
@@ -184,6 +220,26 @@ void Group::Notify() {
   if (watcher_count.load(std::memory_order_relaxed) == 0) return;
   std::lock_guard<std::mutex> lock(watch_mu);
   for (auto& [watch_id, fn] : watchers) fn();
+  for (auto& [watch_id, fn] : member_watchers) fn(std::string_view());
+}
+
+void Group::Notify(Wakes w, bool any) {
+  if (watcher_count.load(std::memory_order_relaxed) == 0) return;
+  if (!w.all) {
+    std::sort(w.members.begin(), w.members.end());
+    w.members.erase(std::unique(w.members.begin(), w.members.end()), w.members.end());
+  }
+  std::lock_guard<std::mutex> lock(watch_mu);
+  if (any) {
+    for (auto& [watch_id, fn] : watchers) fn();
+  }
+  for (auto& [watch_id, fn] : member_watchers) {
+    if (w.all) {
+      fn(std::string_view());
+      continue;
+    }
+    for (const std::string& member : w.members) fn(member);
+  }
 }
 
 }  // namespace converge::internal::groups

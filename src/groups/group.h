@@ -14,6 +14,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "converge/consumer_group.h"
@@ -51,6 +53,13 @@ struct PartitionState {
   std::vector<uint64_t> ack_intents;
 };
 
+// Whom a change concerns, gathered under the group's `mu` and told to the watchers once it is
+// released (Group::Notify(Wakes, bool)).
+struct Wakes {
+  bool all = false;                  // any member's Fetch may find something new
+  std::vector<std::string> members;  // these members' Fetch may (ids, maybe repeated)
+};
+
 // Adds `offsets` to the durable state (committed, done ranges above it): the state a journal
 // record must carry once those offsets are acked.
 void AddDone(std::vector<uint64_t> offsets, uint64_t* committed, Ranges* done);
@@ -81,11 +90,19 @@ class Group : public std::enable_shared_from_this<Group> {
   bool replayed_dirty = false;
   bool listed_dirty = false;  // queued on the owner's dirty list
 
-  // Watchers (leaf lock).
+  // Wake-ups owed by changes made under `mu` and not yet handed out (TakeWakes).
+  Wakes wakes;
+
+  // Watchers (leaf lock): run on every notification, or (member watchers) told which member a
+  // notification concerns, "" for any.
   std::mutex watch_mu;
   std::vector<std::pair<uint64_t, std::function<void()>>> watchers;
-  std::atomic<size_t> watcher_count{0};
+  std::vector<std::pair<uint64_t, std::function<void(std::string_view)>>> member_watchers;
+  std::atomic<size_t> watcher_count{0};  // of both lists
   uint64_t next_watch_id = 1;
+  // The member id owning each partition ("" for none), kept by Rebalance for the topic's append
+  // watch, which runs outside `mu`. (watch_mu)
+  std::vector<std::string> owner_ids;
 
   // ---- membership (mu held) ----
   // The live member with this id, or nullptr.
@@ -100,18 +117,33 @@ class Group : public std::enable_shared_from_this<Group> {
                     std::string_view why = "member session expired");
   // Removes members whose session ran out. Returns true if records became ready.
   bool ExpireSessions(int64_t now_ns);
+  // Reassigns the partitions over the live members (sorted by id, round robin). Members whose
+  // partitions changed and who own some now are owed a wake-up.
   void Rebalance();
   Assignment AssignmentOf(uint32_t slot) const;
   // A lease of `slot` ended: its in-flight count goes down.
   void LeaseEnded(uint32_t slot);
+
+  // ---- wake-ups (mu held) ----
+  // The owner of partition `p` (if any) may find something new.
+  void WakeOwner(uint32_t p);
+  // The live member in `slot` may find something new.
+  void WakeSlot(uint32_t slot);
+  // Any member may.
+  void WakeAll() { wakes.all = true; }
+  // The wake-ups owed so far; clears them.
+  Wakes TakeWakes() { return std::exchange(wakes, Wakes{}); }
 
   // ---- serialization (mu held) ----
   // Appends the records that capture this group's changes since the last call and clears the
   // dirty flags. `full`: everything (for a snapshot).
   void Serialize(bool full, std::string* out);
 
-  // Runs the watchers (mu NOT held).
+  // Runs the watchers; member watchers are told "" (any member). (mu NOT held)
   void Notify();
+  // Tells member watchers the members in `w` ("" once if w.all), and runs the other watchers
+  // if `any` (the notification they had before member watchers existed). (mu NOT held)
+  void Notify(Wakes w, bool any);
 };
 
 }  // namespace converge::internal::groups

@@ -82,9 +82,17 @@ Result<std::chrono::milliseconds> Api::WatchGroup(const std::string& topic,
   std::lock_guard lock(watches_mu_);
   if (!watches_.count(key)) {
     WakeupHub* hub = d_.hub;
-    CONVERGE_ASSIGN_OR_RETURN(
-        std::unique_ptr<ConsumerGroups::ReadyWatch> watch,
-        d_.groups->WatchReady(topic, group, [hub, key] { hub->Notify(key); }));
+    // Long polls and streams wait on their member's name: a change wakes the members it
+    // concerns, not every request waiting on the group.
+    auto wake = [hub, key](std::string_view member) {
+      if (member.empty()) {
+        hub->Notify(key);
+      } else {
+        hub->Notify(key, std::string(member));
+      }
+    };
+    CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<ConsumerGroups::ReadyWatch> watch,
+                              d_.groups->WatchReadyByMember(topic, group, std::move(wake)));
     watches_.emplace(key, std::move(watch));
   }
   keep_alive_.emplace(key, keep_alive);
@@ -238,12 +246,6 @@ asio::awaitable<HttpReply> Api::Fetch(Call& call) {
   if (!s.ok()) co_return Error(s);
 
   const std::string topic = call.topic, group = call.group;
-  auto job = [this, topic, group]() -> Result<std::chrono::milliseconds> {
-    CONVERGE_RETURN_IF_ERROR(EnsureGroup(topic, group));
-    return WatchGroup(topic, group);
-  };
-  Result<std::chrono::milliseconds> keep_alive = co_await d_.pool->Run(std::move(job));
-  if (!keep_alive.ok()) co_return Error(keep_alive.status());
 
   // The C++ client asks for the binary delivery batch: stored records go out as they are.
   const DeliveryFormat format =
@@ -260,26 +262,57 @@ asio::awaitable<HttpReply> Api::Fetch(Call& call) {
   };
   const std::string key = GroupKey(topic, group);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+  // The group's session keep-alive, known once this server watches the group (WatchGroup).
+  std::optional<std::chrono::milliseconds> keep_alive;
+  {
+    std::lock_guard lock(watches_mu_);
+    if (auto it = keep_alive_.find(key); it != keep_alive_.end()) keep_alive = it->second;
+  }
   for (;;) {
-    uint64_t seen = d_.hub->Generation(key);
-    auto job = [this, topic, group, consumer, max_events, max_bytes, wait_ms, deadline,
-                format]() -> Result<std::optional<std::string>> {
-      CONVERGE_ASSIGN_OR_RETURN(
-          FetchResult r,
-          FetchAsMember(topic, group, consumer, static_cast<uint32_t>(max_events), max_bytes));
-      if (r.deliveries.empty() && wait_ms > 0 && std::chrono::steady_clock::now() < deadline) {
-        return std::optional<std::string>();  // nothing yet: wait
-      }
-      return std::optional<std::string>(RenderDeliveries(r, topic, group, format));
+    // One pool hop per look. A group this server does not watch yet is made sure of and
+    // watched first, in the same hop; one it watches is fetched from at once (and made again
+    // if it was deleted meanwhile, as every fetch used to). The generation is read before the
+    // look, and only for a watched group (no hub entry for names that may not exist).
+    const bool watched = keep_alive.has_value();
+    const uint64_t seen = watched ? d_.hub->Generation(key, consumer) : 0;
+    struct Looked {
+      std::chrono::milliseconds keep_alive{0};
+      std::optional<std::string> body;  // nullopt: nothing yet, wait
     };
-    Result<std::optional<std::string>> out = co_await d_.pool->Run(std::move(job));
+    auto job = [this, topic, group, consumer, max_events, max_bytes, wait_ms, deadline, format,
+                watched]() -> Result<Looked> {
+      Looked looked;
+      if (!watched) {
+        CONVERGE_RETURN_IF_ERROR(EnsureGroup(topic, group));
+        CONVERGE_ASSIGN_OR_RETURN(looked.keep_alive, WatchGroup(topic, group));
+      }
+      Result<FetchResult> r =
+          FetchAsMember(topic, group, consumer, static_cast<uint32_t>(max_events), max_bytes);
+      if (watched && r.status().code() == StatusCode::kNotFound) {
+        CONVERGE_RETURN_IF_ERROR(EnsureGroup(topic, group));
+        r = FetchAsMember(topic, group, consumer, static_cast<uint32_t>(max_events), max_bytes);
+      }
+      if (!r.ok()) return r.status();
+      if (r->deliveries.empty() && wait_ms > 0 && std::chrono::steady_clock::now() < deadline) {
+        return looked;  // nothing yet: wait
+      }
+      looked.body = RenderDeliveries(*r, topic, group, format);
+      return looked;
+    };
+    Result<Looked> out = co_await d_.pool->Run(std::move(job));
     if (!out.ok()) co_return Error(out.status());
-    if (out->has_value()) co_return reply(std::move(**out));
+    if (out->body.has_value()) co_return reply(std::move(*out->body));
     if (!ready_.load()) {
       co_return reply(format == DeliveryFormat::kJson ? "{\"deliveries\":[]}" : "");
     }
-    // Wake up in time to call the group again (the fetch above keeps the member alive).
-    co_await d_.hub->Wait(key, seen,
+    if (!watched) {
+      keep_alive = out->keep_alive;
+      continue;  // watched now: look again, this time with a generation read before
+    }
+    // Wake up in time to call the group again (the fetch above keeps the member alive). Only a
+    // change that concerns this member wakes it (records for partitions it owns, partitions
+    // newly given to it, or the whole group), not every change of the group.
+    co_await d_.hub->Wait(key, consumer, seen,
                           std::min(deadline, std::chrono::steady_clock::now() + *keep_alive));
   }
 }
@@ -566,15 +599,15 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
     const auto heartbeat = std::chrono::milliseconds(d_.config->limits.stream_heartbeat_ms);
     const auto executor = co_await asio::this_coro::executor;
     auto acks = std::make_shared<AckPipe>(executor);
-    // A client that goes away wakes the stream at once (its wait below is on the group's key;
-    // the other waiters of the group just look again).
+    // A client that goes away wakes the stream at once (its wait below is on its member's
+    // name; another stream of the same name just looks again).
     WakeupHub* hub = d_.hub;
-    sink.OnPeerClosed([hub, key] { hub->Notify(key); });
+    sink.OnPeerClosed([hub, key, consumer] { hub->Notify(key, consumer); });
     std::string hello = "retry: 1000\n: subscribed consumer=" + consumer + "\n\n";
     bool open = co_await sink.Write(std::move(hello));
     auto last_write = std::chrono::steady_clock::now();
     while (open && !sink.Closing() && !sink.PeerClosed() && ready_.load()) {
-      uint64_t seen = d_.hub->Generation(key);
+      uint64_t seen = d_.hub->Generation(key, consumer);
       struct Batch {
         std::string text;
         std::vector<LeaseRef> leases;
@@ -620,7 +653,7 @@ asio::awaitable<HttpReply> Api::Stream(Call& call) {
       // Wakes for the heartbeat, and in time to call the group again (the fetch above keeps
       // the member alive while it has nothing to send).
       co_await d_.hub->Wait(
-          key, seen,
+          key, consumer, seen,
           std::min(last_write + heartbeat, std::chrono::steady_clock::now() + keep_alive));
       if (std::chrono::steady_clock::now() >= last_write + heartbeat) {
         open = co_await sink.Write(": keep-alive\n\n");
