@@ -76,12 +76,13 @@ struct Entry {
   std::shared_ptr<Running> running;
   std::atomic<int64_t> last_wanted_ns{0};
   std::mutex watch_mu;
-  std::map<uint64_t, std::function<void()>> watchers;
+  // fn(member): as ConsumerGroups::WatchReadyByMember ("" = any member).
+  std::map<uint64_t, std::function<void(std::string_view)>> watchers;
   uint64_t next_watch = 1;
 
-  void NotifyWatchers() {
+  void NotifyWatchers(std::string_view member = {}) {
     std::lock_guard<std::mutex> lock(watch_mu);
-    for (auto& [id, fn] : watchers) fn();
+    for (auto& [id, fn] : watchers) fn(member);
   }
 };
 
@@ -299,8 +300,8 @@ struct ClusterGroups::Impl {
     }
     std::weak_ptr<Entry> weak = e;
     Result<std::unique_ptr<ConsumerGroups::ReadyWatch>> w =
-        e->running->groups->WatchReady(e->topic, e->group, [weak] {
-          if (std::shared_ptr<Entry> entry = weak.lock()) entry->NotifyWatchers();
+        e->running->groups->WatchReadyByMember(e->topic, e->group, [weak](std::string_view m) {
+          if (std::shared_ptr<Entry> entry = weak.lock()) entry->NotifyWatchers(m);
         });
     if (w.ok()) e->running->watch = std::move(w).value();  // NotFound: no group yet
   }
@@ -876,6 +877,12 @@ Result<ReplayResult> ClusterGroups::ReplayDeadLetters(const std::string& topic,
 
 Result<std::unique_ptr<ConsumerGroups::ReadyWatch>> ClusterGroups::WatchReady(
     const std::string& topic, const std::string& group, std::function<void()> fn) {
+  return WatchReadyByMember(topic, group, [fn = std::move(fn)](std::string_view) { fn(); });
+}
+
+Result<std::unique_ptr<ConsumerGroups::ReadyWatch>> ClusterGroups::WatchReadyByMember(
+    const std::string& topic, const std::string& group,
+    std::function<void(std::string_view member)> fn) {
   std::shared_ptr<Entry> e = impl_->GetEntry(topic, group, true);
   uint64_t id = 0;
   {

@@ -115,6 +115,10 @@ class ClusterGroups final : public ConsumerGroups {
   // Registered with the cluster object, so it survives the group moving away and back.
   Result<std::unique_ptr<ReadyWatch>> WatchReady(const std::string& topic, const std::string& group,
                                                  std::function<void()> fn) override;
+  // Per member, as the group's own (a group moving here or away wakes every member).
+  Result<std::unique_ptr<ReadyWatch>> WatchReadyByMember(
+      const std::string& topic, const std::string& group,
+      std::function<void(std::string_view member)> fn) override;
   Result<std::optional<int64_t>> NextDueMonotonicNanos(const std::string& topic,
                                                        const std::string& group) override;
   Status Tick() override;
