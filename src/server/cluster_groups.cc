@@ -12,6 +12,7 @@
 #include "lease/lease.h"
 #include "server/blocking_pool.h"
 #include "server/group_state_pg.h"
+#include "server/leases.h"
 
 namespace converge::server {
 
@@ -481,16 +482,7 @@ Result<std::unique_ptr<ClusterGroups>> ClusterGroups::Open(Env& env, Log& log,
   impl->log = &log;
   impl->config = config;
   impl->base = std::move(base);
-  lease::PostgresLeaseStoreOptions lo;
-  lo.conninfo = config.cluster.postgres_conninfo;
-  lo.table = config.cluster.lease_table;
-  lo.connect_timeout_ms = config.cluster.postgres_connect_timeout_ms;
-  const lease::LeaseKeeperOptions k = LeaseOptionsFor(config, "x");
-  lo.statement_timeout_ms =
-      std::max<int64_t>(100, k.renew_interval_ms == 0 ? k.ttl_ms / 3 : k.renew_interval_ms);
-  Result<std::unique_ptr<lease::LeaseStore>> store = lease::OpenPostgresLeaseStore(lo);
-  if (!store.ok()) return store.status().WithContext("cluster: the lease table");
-  impl->leases = std::move(store).value();
+  CONVERGE_ASSIGN_OR_RETURN(impl->leases, OpenClusterLeaseStore(config));
   sql::PostgresOptions po;
   po.conninfo = config.cluster.postgres_conninfo;
   po.connect_timeout_ms = config.cluster.postgres_connect_timeout_ms;
@@ -525,9 +517,7 @@ void ClusterGroups::Start(const std::string& advertise_url) {
     std::fprintf(stderr, "converge serve: node lease: %s\n", node.status().ToString().c_str());
   }
   m.started = true;
-  const lease::LeaseKeeperOptions k = LeaseOptionsFor(m.config, "x");
-  ArmRebalance(&m,
-               (k.renew_interval_ms == 0 ? k.ttl_ms / 3 : k.renew_interval_ms) * kNanosPerMilli);
+  ArmRebalance(&m, ClusterRenewIntervalMs(m.config) * kNanosPerMilli);
 }
 
 namespace {

@@ -125,6 +125,23 @@ struct LeasedWork::Impl {
   }
 };
 
+int64_t ClusterRenewIntervalMs(const ServerConfig& config) {
+  const lease::LeaseKeeperOptions k = LeaseOptionsFor(config, "x");
+  return k.renew_interval_ms == 0 ? k.ttl_ms / 3 : k.renew_interval_ms;
+}
+
+Result<std::unique_ptr<lease::LeaseStore>> OpenClusterLeaseStore(const ServerConfig& config) {
+  lease::PostgresLeaseStoreOptions o;
+  o.conninfo = config.cluster.postgres_conninfo;
+  o.table = config.cluster.lease_table;
+  o.connect_timeout_ms = config.cluster.postgres_connect_timeout_ms;
+  // A renewal that takes longer than an interval is worthless: the next one is due.
+  o.statement_timeout_ms = std::max<int64_t>(100, ClusterRenewIntervalMs(config));
+  Result<std::unique_ptr<lease::LeaseStore>> store = lease::OpenPostgresLeaseStore(o);
+  if (!store.ok()) return store.status().WithContext("cluster: the lease table");
+  return store;
+}
+
 LeasedWork::LeasedWork(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 LeasedWork::~LeasedWork() { Stop(); }
@@ -134,17 +151,7 @@ Result<std::unique_ptr<LeasedWork>> LeasedWork::Open(Env& env, const ServerConfi
   impl->env = &env;
   impl->config = config;
   impl->holder = config.cluster.instance_id + "/" + RandomSuffix(env);
-  lease::PostgresLeaseStoreOptions o;
-  o.conninfo = config.cluster.postgres_conninfo;
-  o.table = config.cluster.lease_table;
-  o.connect_timeout_ms = config.cluster.postgres_connect_timeout_ms;
-  // A renewal that takes longer than an interval is worthless: the next one is due.
-  const lease::LeaseKeeperOptions k = LeaseOptionsFor(config, "x");
-  o.statement_timeout_ms =
-      std::max<int64_t>(100, k.renew_interval_ms == 0 ? k.ttl_ms / 3 : k.renew_interval_ms);
-  Result<std::unique_ptr<lease::LeaseStore>> store = lease::OpenPostgresLeaseStore(o);
-  if (!store.ok()) return store.status().WithContext("cluster: the lease table");
-  impl->store = std::move(store).value();
+  CONVERGE_ASSIGN_OR_RETURN(impl->store, OpenClusterLeaseStore(config));
   impl->calls = std::make_unique<SerialThread>();
   impl->work_thread = std::make_shared<SerialThread>();
   return std::unique_ptr<LeasedWork>(new LeasedWork(std::move(impl)));

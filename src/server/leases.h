@@ -42,6 +42,12 @@ struct LeaseView {
   lease::LeaseKeeperStats stats;
 };
 
+// The renew interval of the cluster's leases (cluster.lease_ttl_ms / 3 unless set), in ms.
+int64_t ClusterRenewIntervalMs(const ServerConfig& config);
+// Connects to the cluster's lease table (created if missing), with statements bounded by one
+// renew interval. Unavailable if PostgreSQL cannot be reached.
+Result<std::unique_ptr<lease::LeaseStore>> OpenClusterLeaseStore(const ServerConfig& config);
+
 class LeasedWork {
  public:
   static Result<std::unique_ptr<LeasedWork>> Open(Env& env, const ServerConfig& config);
