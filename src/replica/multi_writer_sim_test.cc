@@ -41,6 +41,7 @@
 
 #include "converge/conflict/counters.h"
 #include "converge/sim_env.h"
+#include "replica/replica_test_util.h"
 #include "reconcile/session.h"
 #include "replica/multi_writer.h"
 
@@ -69,14 +70,7 @@ PolicySpec SpecFor(Policy policy) {
   PolicySpec spec;
   spec.policy = policy;
   if (policy == Policy::kCrdtFields) {
-    spec.crdt_fields["n"] = [](std::string_view stored,
-                               std::string_view written) -> Result<std::string> {
-      CONVERGE_ASSIGN_OR_RETURN(conflict::GCounter w, conflict::GCounter::FromJson(written));
-      if (stored.empty()) return w.ToJson();
-      CONVERGE_ASSIGN_OR_RETURN(conflict::GCounter s, conflict::GCounter::FromJson(stored));
-      s.Merge(w);
-      return s.ToJson();
-    };
+    spec.crdt_fields["n"] = testing::GCounterFieldMerge();
   }
   if (policy == Policy::kResolver) {
     spec.resolver_name = "max";

@@ -8,6 +8,7 @@
 
 #include "converge/conflict/counters.h"
 #include "converge/sim_env.h"
+#include "replica/replica_test_util.h"
 
 namespace converge::replica::mw {
 namespace {
@@ -18,14 +19,7 @@ PolicySpec Spec(Policy policy) {
   PolicySpec spec;
   spec.policy = policy;
   if (policy == Policy::kCrdtFields) {
-    spec.crdt_fields["n"] = [](std::string_view stored,
-                               std::string_view written) -> Result<std::string> {
-      CONVERGE_ASSIGN_OR_RETURN(conflict::GCounter w, conflict::GCounter::FromJson(written));
-      if (stored.empty()) return w.ToJson();
-      CONVERGE_ASSIGN_OR_RETURN(conflict::GCounter s, conflict::GCounter::FromJson(stored));
-      s.Merge(w);
-      return s.ToJson();
-    };
+    spec.crdt_fields["n"] = testing::GCounterFieldMerge();
   }
   return spec;
 }

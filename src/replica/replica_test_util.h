@@ -4,13 +4,28 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "converge/conflict/counters.h"
 #include "converge/event.h"
 #include "converge/replica.h"
 
 namespace converge::replica::testing {
+
+// A CRDT field merge for the multi-writer tests: the field holds a GCounter's JSON and two
+// writes merge (what the server's built-in "gcounter" kind does, which replica cannot use).
+inline std::function<Result<std::string>(std::string_view, std::string_view)> GCounterFieldMerge() {
+  return [](std::string_view stored, std::string_view written) -> Result<std::string> {
+    CONVERGE_ASSIGN_OR_RETURN(conflict::GCounter w, conflict::GCounter::FromJson(written));
+    if (stored.empty()) return w.ToJson();
+    CONVERGE_ASSIGN_OR_RETURN(conflict::GCounter s, conflict::GCounter::FromJson(stored));
+    s.Merge(w);
+    return s.ToJson();
+  };
+}
 
 inline Change MakeChange(std::string key, uint64_t version, bool del = false,
                          std::string doc = "") {
