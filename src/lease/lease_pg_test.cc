@@ -10,27 +10,14 @@
 
 #include "converge/sql.h"
 #include "lease/lease.h"
-#include "support/postgres_server.h"
+#include "support/postgres_suite.h"
 
 namespace converge::lease {
 namespace {
 
-class LeasePgTest : public ::testing::Test {
+class LeasePgTest : public testing::PostgresSuite {
  protected:
-  static void SetUpTestSuite() {
-    // Integration suites fail, never skip, when their server is missing (see postgres_server.h).
-    Result<std::unique_ptr<testing::PostgresServer>> pg = testing::PostgresServer::Start();
-    if (!pg.ok()) {
-      start_error_ = pg.status().ToString();
-      return;
-    }
-    server_ = std::move(pg).value();
-  }
-  static void TearDownTestSuite() { server_.reset(); }
 
-  void SetUp() override {
-    ASSERT_NE(server_, nullptr) << "PostgreSQL did not start: " << start_error_;
-  }
 
   static std::unique_ptr<LeaseStore> Open(const std::string& table) {
     PostgresLeaseStoreOptions o;
@@ -41,11 +28,7 @@ class LeasePgTest : public ::testing::Test {
     return store.ok() ? std::move(store).value() : nullptr;
   }
 
-  static std::unique_ptr<testing::PostgresServer> server_;
-  static std::string start_error_;
 };
-std::unique_ptr<testing::PostgresServer> LeasePgTest::server_;
-std::string LeasePgTest::start_error_;
 
 TEST_F(LeasePgTest, AcquireRenewReleaseAndExpiryByTheServersClock) {
   auto a = Open("leases_basic");

@@ -12,28 +12,19 @@
 #include "core/record_log.h"
 #include "groups/codec.h"
 #include "lease/lease.h"
-#include "support/postgres_server.h"
+#include "support/postgres_suite.h"
 
 namespace converge::server {
 namespace {
 
 namespace record_log = ::converge::internal::record_log;
 
-class GroupStatePgTest : public ::testing::Test {
+class GroupStatePgTest : public testing::PostgresSuite {
  protected:
-  static void SetUpTestSuite() {
-    // Integration suites fail, never skip, when their server is missing.
-    Result<std::unique_ptr<testing::PostgresServer>> pg = testing::PostgresServer::Start();
-    if (!pg.ok()) {
-      start_error_ = pg.status().ToString();
-      return;
-    }
-    server_ = std::move(pg).value();
-  }
-  static void TearDownTestSuite() { server_.reset(); }
 
   void SetUp() override {
-    ASSERT_NE(server_, nullptr) << "PostgreSQL did not start: " << start_error_;
+    PostgresSuite::SetUp();
+    if (HasFatalFailure()) return;
     lease::PostgresLeaseStoreOptions o;
     o.conninfo = server_->ConnInfo();
     o.table = "gs_leases";
@@ -75,11 +66,7 @@ class GroupStatePgTest : public ::testing::Test {
   }
 
   std::unique_ptr<lease::LeaseStore> leases_;
-  static std::unique_ptr<testing::PostgresServer> server_;
-  static std::string start_error_;
 };
-std::unique_ptr<testing::PostgresServer> GroupStatePgTest::server_;
-std::string GroupStatePgTest::start_error_;
 
 TEST_F(GroupStatePgTest, TheNextOwnerRecoversSnapshotAndJournalInOrder) {
   Result<lease::Acquired> first = leases_->Acquire("group:t/g", "a", 60'000);

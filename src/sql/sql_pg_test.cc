@@ -8,27 +8,13 @@
 #include <thread>
 
 #include "converge/sql.h"
-#include "support/postgres_server.h"
+#include "support/postgres_suite.h"
 
 namespace converge {
 namespace {
 
-class SqlPgTest : public ::testing::Test {
+class SqlPgTest : public testing::PostgresSuite {
  protected:
-  static void SetUpTestSuite() {
-    // Integration suites fail, never skip, when their server is missing (see postgres_server.h).
-    Result<std::unique_ptr<testing::PostgresServer>> pg = testing::PostgresServer::Start();
-    if (!pg.ok()) {
-      start_error_ = pg.status().ToString();
-      return;
-    }
-    server_ = std::move(pg).value();
-  }
-  static void TearDownTestSuite() { server_.reset(); }
-
-  void SetUp() override {
-    ASSERT_NE(server_, nullptr) << "PostgreSQL did not start: " << start_error_;
-  }
 
   static std::string Uri(const std::string& query = "") {
     return "postgresql://postgres@127.0.0.1:" + std::to_string(server_->port()) + "/postgres" +
@@ -64,8 +50,6 @@ class SqlPgTest : public ::testing::Test {
     }
   }
 
-  static inline std::unique_ptr<testing::PostgresServer> server_;
-  static inline std::string start_error_;
 };
 
 TEST_F(SqlPgTest, UriConninfoWithAConnectTimeoutConnects) {

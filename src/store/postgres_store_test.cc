@@ -23,7 +23,7 @@
 #include "converge/store.h"
 #include "store/feed.h"
 #include "store/testing/memory_log.h"
-#include "support/postgres_server.h"
+#include "support/postgres_suite.h"
 
 namespace converge {
 namespace {
@@ -36,18 +36,8 @@ std::string Numbered(std::string prefix, long n) {
   return prefix;
 }
 
-class PostgresStoreTest : public ::testing::Test {
+class PostgresStoreTest : public testing::PostgresSuite {
  protected:
-  static void SetUpTestSuite() {
-    auto started = testing::PostgresServer::Start();
-    if (!started.ok()) {
-      start_error_ = started.status().ToString();
-      return;
-    }
-    server_ = std::move(*started);
-  }
-  static void TearDownTestSuite() { server_.reset(); }
-  void SetUp() override { ASSERT_NE(server_, nullptr) << "PostgreSQL: " << start_error_; }
 
   PostgresStoreOptions Pg(const std::string& prefix) {
     PostgresStoreOptions pg;
@@ -79,8 +69,6 @@ class PostgresStoreTest : public ::testing::Test {
     return seqs;
   }
 
-  static inline std::unique_ptr<testing::PostgresServer> server_;
-  static inline std::string start_error_;
 };
 
 // Transaction A takes commit number n and holds it until B, a write through another store,
