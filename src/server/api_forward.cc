@@ -96,13 +96,8 @@ asio::awaitable<std::optional<HttpReply>> Api::RouteToLeaseHolder(Call& call,
   // does not run), never forwarded again.
   if (d_.cluster_groups == nullptr || leases_ == nullptr) co_return std::nullopt;
   if (call.req.find(std::string(kForwardedHeader)) != call.req.end()) co_return std::nullopt;
-  bool leased = false, running = false;
-  for (const LeaseView& v : leases_->View()) {
-    if (v.name != lease) continue;
-    leased = true;
-    running = v.running;
-  }
-  if (!leased || running) co_return std::nullopt;
+  // Not leased here (nullopt), or running here (true): this sidecar answers.
+  if (leases_->Running(lease).value_or(true)) co_return std::nullopt;
   ClusterGroups* cluster = d_.cluster_groups;
   // Named, not a temporary in the co_await (see the GCC 12 note in blocking_pool.h).
   auto locate = [cluster, lease] { return cluster->UrlOfLeaseHolder(lease); };

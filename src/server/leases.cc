@@ -225,6 +225,13 @@ std::vector<LeaseView> LeasedWork::View() const {
   return out;
 }
 
+std::optional<bool> LeasedWork::Running(const std::string& name) const {
+  for (const auto& w : impl_->works) {
+    if (w->name == name) return w->running.load();
+  }
+  return std::nullopt;
+}
+
 void LeasedWork::CollectMetrics(std::vector<MetricsRegistry::Sample>* out) const {
   for (const LeaseView& v : View()) {
     Labels labels = {{"name", v.name}};

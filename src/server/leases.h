@@ -19,6 +19,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,8 @@ class LeasedWork {
   // "<instance_id>/<random>": this process's holder id in the lease table.
   const std::string& holder() const;
   std::vector<LeaseView> View() const;
+  // Whether the work under lease `name` runs here; nullopt when no work here has that lease.
+  std::optional<bool> Running(const std::string& name) const;
   void CollectMetrics(std::vector<MetricsRegistry::Sample>* out) const;
 
   struct Impl;
