@@ -48,7 +48,10 @@ bool HopByHop(std::string_view name) {
 // long poll waits at the owner up to limits.max_wait_ms) on one, everything else (acks, nacks,
 // the lookups of where a group runs) on another, so that acks never queue behind long polls.
 // At most kFetchThreads forwarded fetches wait at once per sidecar; more queue. Connections to
-// each owner are kept for reuse.
+// each owner are kept for reuse, per slot (the owner's URL, and the kind of call: a client's
+// timeout is fixed when it is made), and dropped when a call to that slot fails.
+constexpr int64_t kForwardTimeoutMs = 30'000;
+
 struct Api::Forwarder {
   static constexpr size_t kFetchThreads = 64;
   BlockingPool pool{16};
@@ -56,10 +59,11 @@ struct Api::Forwarder {
   std::mutex mu;
   std::map<std::string, std::vector<std::unique_ptr<client::Client>>> idle;
 
-  std::unique_ptr<client::Client> Take(const std::string& url, int64_t timeout_ms) {
+  std::unique_ptr<client::Client> Take(const std::string& slot, const std::string& url,
+                                       int64_t timeout_ms) {
     {
       std::lock_guard<std::mutex> lock(mu);
-      auto& v = idle[url];
+      auto& v = idle[slot];
       if (!v.empty()) {
         std::unique_ptr<client::Client> c = std::move(v.back());
         v.pop_back();
@@ -76,10 +80,14 @@ struct Api::Forwarder {
     o.max_response_bytes = 256ull << 20;
     return std::make_unique<client::Client>(o);
   }
-  void Give(const std::string& url, std::unique_ptr<client::Client> c) {
+  void Give(const std::string& slot, std::unique_ptr<client::Client> c) {
     std::lock_guard<std::mutex> lock(mu);
-    auto& v = idle[url];
+    auto& v = idle[slot];
     if (v.size() < 32) v.push_back(std::move(c));
+  }
+  void Forget(const std::string& slot) {
+    std::lock_guard<std::mutex> lock(mu);
+    idle.erase(slot);
   }
 };
 
@@ -119,21 +127,35 @@ asio::awaitable<HttpReply> Api::ForwardToOwner(Call& call, const std::string& ur
   }
   req.headers.emplace_back(std::string(kForwardedHeader), d_.config->cluster.instance_id);
   if (get_target.empty()) req.body = call.req.body();
-  // A long poll waits at the owner for up to limits.max_wait_ms.
-  const int64_t timeout_ms = d_.config->limits.max_wait_ms + 30'000;
-  std::shared_ptr<Forwarder> f = forwarder_;
+  // A long poll waits at the owner for up to limits.max_wait_ms; any other call is bounded by
+  // kForwardTimeoutMs, so calls to an owner that stopped answering free their threads.
+  const bool fetch = call.route.id == RouteId::kFetch;
+  const int64_t timeout_ms =
+      fetch ? d_.config->limits.max_wait_ms + kForwardTimeoutMs : kForwardTimeoutMs;
+  ForwardPool();  // creates the forwarder if needed
+  std::shared_ptr<Forwarder> f;
+  {
+    std::lock_guard lock(watches_mu_);
+    f = forwarder_;
+  }
+  // Idle connections are kept per owner and per kind (their timeout is fixed when made).
+  const std::string slot = fetch ? url + " fetch" : url;
   // `req` lives in this frame until the job is done; the job is named (the GCC 12 note in
   // blocking_pool.h).
-  auto send = [f, url, &req, timeout_ms]() {
-    std::unique_ptr<client::Client> c = f->Take(url, timeout_ms);
+  auto send = [f, url, slot, &req, timeout_ms]() {
+    std::unique_ptr<client::Client> c = f->Take(slot, url, timeout_ms);
     if (c == nullptr) {
       return Result<client::HttpResponse>(InternalError("bad owner url '" + url + "'"));
     }
     Result<client::HttpResponse> r = c->Send(req);
-    if (r.ok()) f->Give(url, std::move(c));
+    if (r.ok()) {
+      f->Give(slot, std::move(c));
+    } else {
+      f->Forget(slot);  // the owner's other idle connections are likely dead too
+    }
     return r;
   };
-  BlockingPool& pool = call.route.id == RouteId::kFetch ? f->fetch_pool : f->pool;
+  BlockingPool& pool = fetch ? f->fetch_pool : f->pool;
   Result<client::HttpResponse> res = co_await pool.Run(std::move(send));
   if (d_.cluster_groups != nullptr) d_.cluster_groups->CountForward(res.ok());
   if (!res.ok()) {

@@ -70,6 +70,18 @@ struct Running {
   std::unique_ptr<ConsumerGroups::ReadyWatch> watch;
 };
 
+// Stops a group running here: its last commit is written now, fenced by its lease, so that it
+// is durable before the lease is released. In-flight calls may still hold the instance; what
+// they commit later is refused by the fence once another sidecar holds the group (and is
+// delivered again there).
+void CloseRunning(std::shared_ptr<Running> r, const std::string& scope) {
+  if (r == nullptr) return;
+  if (Status s = r->groups->Flush(); !s.ok()) {
+    std::fprintf(stderr, "converge serve: consumer group '%s': last commit: %s\n", scope.c_str(),
+                 s.ToString().c_str());
+  }
+}
+
 struct Entry {
   std::string topic, group, scope, lease_name;
   std::mutex mu;  // keeper and running
@@ -279,6 +291,8 @@ struct ClusterGroups::Impl {
   // Creates and starts the keeper of `e` if it has none (e->mu held).
   Status EnsureKeeperLocked(const std::shared_ptr<Entry>& e) {
     if (e->keeper != nullptr) return Status::Ok();
+    // Stop sets `stopping` before it collects the keepers: none may start after that.
+    if (stopping.load()) return UnavailableError("the server is shutting down");
     lease::LeaseKeeperOptions o = KeeperOptions(e->lease_name);
     std::weak_ptr<Entry> weak = e;
     BlockingPool* w = work.get();
@@ -342,7 +356,7 @@ struct ClusterGroups::Impl {
     }
     if (closed != nullptr) {
       // Its last flush is fenced: refused if another sidecar holds the group already.
-      closed.reset();
+      CloseRunning(std::move(closed), e->scope);
       std::fprintf(stderr, "converge serve: consumer group '%s' no longer runs here\n",
                    e->scope.c_str());
     }
@@ -393,7 +407,7 @@ struct ClusterGroups::Impl {
     // The group stops (its last flush, fenced) before the lease is released, so no other
     // sidecar runs it while it still runs here.
     const bool was_running = closed != nullptr;
-    closed.reset();
+    CloseRunning(std::move(closed), e->scope);
     if (keeper != nullptr) keeper->Stop();
     {
       // The table no longer names this sidecar: read it again before the next decision.
@@ -557,7 +571,7 @@ void ClusterGroups::Stop() {
       std::lock_guard<std::mutex> lock(e->mu);
       closed = std::move(e->running);
     }
-    closed.reset();
+    CloseRunning(std::move(closed), e->scope);
   }
   for (const std::shared_ptr<Entry>& e : all) {
     std::unique_ptr<lease::LeaseKeeper> keeper;

@@ -554,9 +554,6 @@ Server::~Server() {
   // (they append to the log), the pool (joined: nothing more is posted to the io_context), the
   // HTTP server, the watches, the groups, the log.
   if (impl_->leases) impl_->leases->Stop();
-  // The groups running here stop (a last fenced flush) and their leases are released, so the
-  // other sidecars take them at their next request.
-  if (impl_->cluster_groups) impl_->cluster_groups->Stop();
   if (impl_->relays) impl_->relays->Stop();
   impl_->relays.reset();
   if (impl_->audit) impl_->audit->Stop();
@@ -564,6 +561,9 @@ Server::~Server() {
   if (impl_->replicas) impl_->replicas->Stop();
   if (impl_->multi_writers) impl_->multi_writers->Stop();
   impl_->push.reset();
+  // After push (it acks into them): the groups running here stop (a last fenced flush) and
+  // their leases are released, so the other sidecars take them at their next request.
+  if (impl_->cluster_groups) impl_->cluster_groups->Stop();
   impl_->http.reset();
   impl_->api.reset();
   impl_->store_http.reset();
