@@ -1105,7 +1105,8 @@ bool ConsumerGroupsImpl::ProcessDue(Group& g, uint32_t p, int64_t now_ns, uint64
   if (!dead_letters.empty()) {
     AppendDeadLetters(g, p, dead_letters, now_ns, &ready).IgnoreError();  // in last_error
   }
-  if (ready) g.WakeOwner(p);
+  // Expired leases also free room under max_in_flight_per_partition, whoever held them.
+  if (ready || !expired.empty()) g.WakeOwner(p);
   *seq = std::max(*seq, NoteChange(g, ps, committed_before, done_before));
   return ready;
 }

@@ -225,6 +225,7 @@ void Group::Notify() {
 
 void Group::Notify(Wakes w, bool any) {
   if (watcher_count.load(std::memory_order_relaxed) == 0) return;
+  if (!any && !w.all && w.members.empty()) return;  // nobody to tell: no lock
   if (!w.all) {
     std::sort(w.members.begin(), w.members.end());
     w.members.erase(std::unique(w.members.begin(), w.members.end()), w.members.end());

@@ -129,8 +129,6 @@ class Group : public std::enable_shared_from_this<Group> {
   void WakeOwner(uint32_t p);
   // The live member in `slot` may find something new.
   void WakeSlot(uint32_t slot);
-  // Any member may.
-  void WakeAll() { wakes.all = true; }
   // The wake-ups owed so far; clears them.
   Wakes TakeWakes() { return std::exchange(wakes, Wakes{}); }
 

@@ -276,20 +276,24 @@ asio::awaitable<HttpReply> Api::Fetch(Call& call) {
     const bool watched = keep_alive.has_value();
     const uint64_t seen = watched ? d_.hub->Generation(key, consumer) : 0;
     struct Looked {
-      std::chrono::milliseconds keep_alive{0};
+      std::chrono::milliseconds keep_alive{0};  // set when (re)watched in this look
       std::optional<std::string> body;  // nullopt: nothing yet, wait
     };
     auto job = [this, topic, group, consumer, max_events, max_bytes, wait_ms, deadline, format,
                 watched]() -> Result<Looked> {
       Looked looked;
-      if (!watched) {
+      auto ensure_and_watch = [&]() -> Status {
         CONVERGE_RETURN_IF_ERROR(EnsureGroup(topic, group));
         CONVERGE_ASSIGN_OR_RETURN(looked.keep_alive, WatchGroup(topic, group));
-      }
+        return Status::Ok();
+      };
+      if (!watched) CONVERGE_RETURN_IF_ERROR(ensure_and_watch());
       Result<FetchResult> r =
           FetchAsMember(topic, group, consumer, static_cast<uint32_t>(max_events), max_bytes);
       if (watched && r.status().code() == StatusCode::kNotFound) {
-        CONVERGE_RETURN_IF_ERROR(EnsureGroup(topic, group));
+        // Deleted meanwhile (its watch went with it): made again and watched again, so the
+        // waits below are woken by the new group.
+        CONVERGE_RETURN_IF_ERROR(ensure_and_watch());
         r = FetchAsMember(topic, group, consumer, static_cast<uint32_t>(max_events), max_bytes);
       }
       if (!r.ok()) return r.status();
@@ -309,6 +313,7 @@ asio::awaitable<HttpReply> Api::Fetch(Call& call) {
       keep_alive = out->keep_alive;
       continue;  // watched now: look again, this time with a generation read before
     }
+    if (out->keep_alive.count() > 0) keep_alive = out->keep_alive;  // watched again
     // Wake up in time to call the group again (the fetch above keeps the member alive). Only a
     // change that concerns this member wakes it (records for partitions it owns, partitions
     // newly given to it, or the whole group), not every change of the group.
