@@ -12,6 +12,7 @@
 #include "core/crc32c.h"
 #include "server/api.h"
 #include "server/api_internal.h"
+#include "server/cluster_groups.h"
 #include "server/cloudevents_http.h"
 #include "server/json_util.h"
 #include "server/leases.h"
@@ -280,7 +281,14 @@ asio::awaitable<HttpReply> Api::DeleteTopic(Call& call) {
     // Then any group created meanwhile.
     std::string deleted = "[";
     auto delete_groups = [&]() -> Status {
-      for (const std::string& g : d_.groups->ListGroups(topic)) {
+      // Shared groups: a list that cannot be read fails the deletion (it would leave groups).
+      std::vector<std::string> groups;
+      if (d_.cluster_groups != nullptr) {
+        CONVERGE_ASSIGN_OR_RETURN(groups, d_.cluster_groups->ListGroupsChecked(topic));
+      } else {
+        groups = d_.groups->ListGroups(topic);
+      }
+      for (const std::string& g : groups) {
         Status s = DeleteGroupAndDiscarded(topic, g, /*force=*/true);
         if (!s.ok() && s.code() != StatusCode::kNotFound) return s;
         if (deleted.size() > 1) deleted += ',';

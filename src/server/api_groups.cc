@@ -457,7 +457,13 @@ asio::awaitable<HttpReply> Api::Nack(Call& call) {
   auto job = [&, topic, group]() -> Result<std::string> {
     // Answers as ack does, before anything is applied: 404 for a group that does not exist
     // (even with no nacks), 400 for a partition the topic does not have.
-    std::vector<std::string> groups = d_.groups->ListGroups(topic);
+    std::vector<std::string> groups;
+    if (d_.cluster_groups != nullptr) {
+      // A list that cannot be read is an error (503), not "no such group".
+      CONVERGE_ASSIGN_OR_RETURN(groups, d_.cluster_groups->ListGroupsChecked(topic));
+    } else {
+      groups = d_.groups->ListGroups(topic);
+    }
     if (std::find(groups.begin(), groups.end(), group) == groups.end()) {
       return NoSuchGroup(topic, group);
     }

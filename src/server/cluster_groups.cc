@@ -709,27 +709,28 @@ void ClusterGroups::CollectMetrics(std::vector<MetricsRegistry::Sample>* out) co
 Status ClusterGroups::CreateGroup(const std::string& topic, const std::string& group,
                                   const GroupOptions& options) {
   CONVERGE_RUNNING_OR_ACQUIRE(r, topic, group);
+  {
+    // Listed for every sidecar (ListGroups) first, so a group that exists is always listed
+    // (a row naming a group whose creation then failed is harmless: it is looked up and not
+    // found). The group's state is its scope's rows; this row only names it.
+    std::lock_guard<std::mutex> lock(impl_->db_mu);
+    const std::string scope = topic + "/" + group;
+    const sql::Value params[] = {sql::Value::Text(scope)};
+    CONVERGE_RETURN_IF_ERROR(
+        impl_->db
+            ->Execute("INSERT INTO " + impl_->config.cluster.group_state_table +
+                          " (scope, generation, seq, data) VALUES ($1, -1, -1, ''::bytea) "
+                          "ON CONFLICT DO NOTHING",
+                      params)
+            .status()
+            .WithContext("listing consumer group '" + scope + "'"));
+  }
   Status s = r->groups->CreateGroup(topic, group, options);
   if (s.ok()) {
     // Watchers registered before (a group created again) follow the new group.
     if (std::shared_ptr<Entry> e = impl_->GetEntry(topic, group, false)) {
       std::lock_guard<std::mutex> lock(e->mu);
       if (e->running == r) impl_->AttachWatchLocked(e);
-    }
-    // Listed for every sidecar (ListGroups). The group's state is its scope's rows; this row
-    // only names it.
-    std::lock_guard<std::mutex> lock(impl_->db_mu);
-    const std::string scope = topic + "/" + group;
-    const sql::Value params[] = {sql::Value::Text(scope)};
-    Status listed = impl_->db
-                        ->Execute("INSERT INTO " + impl_->config.cluster.group_state_table +
-                                      " (scope, generation, seq, data) VALUES ($1, -1, -1, "
-                                      "''::bytea) ON CONFLICT DO NOTHING",
-                                  params)
-                        .status();
-    if (!listed.ok()) {
-      std::fprintf(stderr, "converge serve: consumer group '%s': cannot list it: %s\n",
-                   scope.c_str(), listed.ToString().c_str());
     }
   }
   return s;
@@ -759,12 +760,20 @@ Status ClusterGroups::DeleteGroup(const std::string& topic, const std::string& g
 }
 
 std::vector<std::string> ClusterGroups::ListGroups(const std::string& topic) {
+  Result<std::vector<std::string>> groups = ListGroupsChecked(topic);
+  if (groups.ok()) return std::move(groups).value();
+  std::fprintf(stderr, "converge serve: listing the groups of topic '%s': %s\n", topic.c_str(),
+               groups.status().ToString().c_str());
+  return {};
+}
+
+Result<std::vector<std::string>> ClusterGroups::ListGroupsChecked(const std::string& topic) {
   std::vector<std::string> out;
   std::lock_guard<std::mutex> lock(impl_->db_mu);
   const std::string prefix = topic + "/";
   const sql::Value params[] = {sql::Value::Text(prefix),
                                sql::Value::Int(static_cast<int64_t>(prefix.size()))};
-  impl_->db
+  CONVERGE_RETURN_IF_ERROR(impl_->db
       ->Query("SELECT scope FROM " + impl_->config.cluster.group_state_table +
                   " WHERE generation = -1 AND left(scope, $2::int) = $1 ORDER BY scope",
               params,
@@ -777,7 +786,7 @@ std::vector<std::string> ClusterGroups::ListGroups(const std::string& topic) {
                 return Status::Ok();
               })
       .status()
-      .IgnoreError();
+      .WithContext("the shared group list"));
   return out;
 }
 

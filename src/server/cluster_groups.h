@@ -79,7 +79,11 @@ class ClusterGroups final : public ConsumerGroups {
                      const GroupOptions& options) override;
   Status DeleteGroup(const std::string& topic, const std::string& group, bool force) override;
   // Every group of the topic in the cluster (from the shared table), wherever it runs.
+  // (A database error is logged and lists nothing: callers that must not miss a group use
+  // ListGroupsChecked.)
   std::vector<std::string> ListGroups(const std::string& topic) override;
+  // The same, Unavailable when the shared table cannot be read.
+  Result<std::vector<std::string>> ListGroupsChecked(const std::string& topic);
   Result<Assignment> Join(const std::string& topic, const std::string& group,
                           const std::string& member) override;
   Status Leave(const std::string& topic, const std::string& group,
