@@ -7,17 +7,10 @@
 #include <mutex>
 
 #include "lease/lease.h"
+#include "sql/identifier.h"
 
 namespace converge::lease {
 namespace {
-
-bool ValidTable(std::string_view t) {
-  if (t.empty() || t.size() > 60) return false;
-  for (char c : t) {
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) return false;
-  }
-  return true;
-}
 
 Status Ignore(const sql::Row&) { return Status::Ok(); }
 
@@ -142,7 +135,7 @@ class PostgresLeaseStore final : public LeaseStore {
 
 Result<std::unique_ptr<LeaseStore>> OpenPostgresLeaseStore(
     const PostgresLeaseStoreOptions& options) {
-  if (!ValidTable(options.table)) {
+  if (!sql::IsPlainTableName(options.table)) {
     return InvalidArgumentError("lease table '" + options.table + "': want [a-z0-9_]{1,60}");
   }
   sql::PostgresOptions o;
@@ -167,7 +160,7 @@ Result<std::unique_ptr<LeaseStore>> OpenPostgresLeaseStore(
 
 Status CheckFence(sql::Transaction& txn, std::string_view table, std::string_view name,
                   int64_t token) {
-  if (!ValidTable(table)) return InvalidArgumentError("lease table: bad name");
+  if (!sql::IsPlainTableName(table)) return InvalidArgumentError("lease table: bad name");
   const sql::Value params[] = {sql::Value::Text(name), sql::Value::Int(token)};
   CONVERGE_ASSIGN_OR_RETURN(
       int64_t n, txn.Query("SELECT 1 FROM " + std::string(table) +

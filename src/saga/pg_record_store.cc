@@ -6,17 +6,10 @@
 #include "core/record_log.h"
 #include "saga/records.h"
 #include "saga/saga_log.h"
+#include "sql/identifier.h"
 
 namespace converge::saga_internal {
 namespace {
-
-bool ValidTable(std::string_view t) {
-  if (t.empty() || t.size() > 60) return false;
-  for (char c : t) {
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) return false;
-  }
-  return true;
-}
 
 class PostgresRecordStore : public RecordStore {
  public:
@@ -202,7 +195,7 @@ class PostgresRecordStore : public RecordStore {
 
 Result<std::unique_ptr<RecordStore>> NewPostgresRecordStore(
     const PostgresRecordStoreOptions& options, const RecordStore::ReplayFn& replay) {
-  if (!ValidTable(options.table)) {
+  if (!sql::IsPlainTableName(options.table)) {
     return InvalidArgumentError("saga log: postgres_table must be 1..60 of [a-z0-9_]");
   }
   if (options.conninfo.empty()) return InvalidArgumentError("saga log: conninfo is required");

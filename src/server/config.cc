@@ -19,6 +19,7 @@
 #include "server/remote_source.h"
 #include "server/store_target.h"
 #include "store/builtin_merge.h"
+#include "sql/identifier.h"
 
 namespace converge::server {
 namespace {
@@ -728,10 +729,9 @@ Status ParseCluster(const YAML::Node& n, ClusterConfig* c) {
     }
   }
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "group_state_table", &c->group_state_table));
-  const bool state_table_ok = !c->group_state_table.empty() && c->group_state_table.size() <= 60 &&
-                              c->group_state_table.find_first_not_of(
-                                  "abcdefghijklmnopqrstuvwxyz0123456789_") == std::string::npos;
-  if (!state_table_ok) return KeyError(w + ".group_state_table", "1 to 60 of [a-z0-9_]");
+  if (!sql::IsPlainTableName(c->group_state_table)) {
+    return KeyError(w + ".group_state_table", "1 to 60 of [a-z0-9_]");
+  }
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "instance_id", &c->instance_id));
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "postgres_conninfo", &c->postgres_conninfo));
   CONVERGE_RETURN_IF_ERROR(ReadString(n, w, "lease_table", &c->lease_table));
@@ -748,10 +748,9 @@ Status ParseCluster(const YAML::Node& n, ClusterConfig* c) {
                          "0123456789_.-") == std::string::npos;
   if (!id_ok) return KeyError(w + ".instance_id", "is required: 1 to 64 of [A-Za-z0-9_.-]");
   if (c->postgres_conninfo.empty()) return KeyError(w + ".postgres_conninfo", "is required");
-  const bool table_ok = !c->lease_table.empty() && c->lease_table.size() <= 60 &&
-                        c->lease_table.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") ==
-                            std::string::npos;
-  if (!table_ok) return KeyError(w + ".lease_table", "1 to 60 of [a-z0-9_]");
+  if (!sql::IsPlainTableName(c->lease_table)) {
+    return KeyError(w + ".lease_table", "1 to 60 of [a-z0-9_]");
+  }
   return Status::Ok();
 }
 

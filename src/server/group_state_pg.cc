@@ -3,20 +3,13 @@
 #include "core/record_log.h"
 #include "groups/codec.h"
 #include "lease/lease.h"
+#include "sql/identifier.h"
 
 namespace converge::server {
 
 namespace record_log = ::converge::internal::record_log;
 
 namespace {
-
-bool ValidTable(std::string_view t) {
-  if (t.empty() || t.size() > 60) return false;
-  for (char c : t) {
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) return false;
-  }
-  return true;
-}
 
 class PgGroupState final : public ::converge::internal::groups::StateStore {
  public:
@@ -120,7 +113,7 @@ class PgGroupState final : public ::converge::internal::groups::StateStore {
 }  // namespace
 
 Status CreatePgGroupStateTable(sql::Database& db, const std::string& table) {
-  if (!ValidTable(table)) {
+  if (!sql::IsPlainTableName(table)) {
     return InvalidArgumentError("group state table '" + table + "': want [a-z0-9_]{1,60}");
   }
   Status created = db.ExecuteScript("CREATE TABLE IF NOT EXISTS " + table +
@@ -138,7 +131,7 @@ Status CreatePgGroupStateTable(sql::Database& db, const std::string& table) {
 Result<std::unique_ptr<::converge::internal::groups::StateStore>> OpenPgGroupState(
     std::unique_ptr<sql::Database> db, const PgGroupStateOptions& options,
     std::string* recovered_bytes, std::vector<std::string_view>* records) {
-  if (!ValidTable(options.table) || !ValidTable(options.lease_table)) {
+  if (!sql::IsPlainTableName(options.table) || !sql::IsPlainTableName(options.lease_table)) {
     return InvalidArgumentError("group state: bad table name");
   }
   recovered_bytes->clear();
