@@ -403,6 +403,55 @@ TEST_F(GroupsTest, AMembersAcksDoNotWakeTheOtherMembersLongPolls) {
   for (int i = 1; i < kIdle; ++i) EXPECT_TRUE(idle_got[i].empty()) << i;
 }
 
+// A long poll whose group is deleted under it makes the group again on its next look (as
+// every fetch does) and must then wait on the new group: a record published into it wakes
+// the poll at once. Before the fix the poll made the group again without watching it, and
+// slept until its keep-alive or its deadline.
+TEST_F(GroupsTest, ALongPollWhoseGroupIsDeletedWaitsOnTheGroupMadeAgain) {
+  StartServer();
+  CreateTopic("remade");  // empty: the group made again has nothing to deliver at once
+  auto r = Call("POST", "/v1/topics/remade/groups",
+                R"({"name":"g","session_timeout_ms":60000})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  constexpr int64_t kWaitMs = 20'000;
+  std::vector<Delivery> got;
+  int64_t taken_ms = -1;
+  std::thread poll([&] {
+    Client c = NewClient();
+    client::FetchOptions f;
+    f.max_events = 10;
+    f.wait_ms = kWaitMs;
+    f.consumer = "a";
+    const Clock::time_point start = Clock::now();
+    Result<std::vector<Delivery>> fetched = c.Fetch("remade", "g", f);
+    taken_ms = MsSince(start);
+    if (fetched.ok()) got = std::move(fetched).value();
+  });
+  // The poll has joined (it is waiting) ...
+  const Clock::time_point until = Clock::now() + std::chrono::seconds(10);
+  while (Clock::now() < until &&
+         Call("GET", "/v1/topics/remade/groups/g").body.find("\"consumer\":\"a\"") ==
+             std::string::npos) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  // ... the group is deleted, and the woken poll makes it again (with "a" as its member).
+  r = Call("DELETE", "/v1/topics/remade/groups/g");
+  ASSERT_EQ(r.status, 200) << r.body;
+  bool remade = false;
+  while (Clock::now() < until && !remade) {
+    remade = Call("GET", "/v1/topics/remade/groups/g").body.find("\"consumer\":\"a\"") !=
+             std::string::npos;
+    if (!remade) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(remade) << "the long poll did not make its group again";
+  const Clock::time_point published = Clock::now();
+  Publish("remade", "after-delete");
+  poll.join();
+  ASSERT_EQ(got.size(), 1u) << "after " << taken_ms << " ms";
+  EXPECT_EQ(got[0].event->id(), "after-delete");
+  EXPECT_LT(MsSince(published), 5000) << "the poll slept through the new group's record";
+}
+
 TEST_F(GroupsTest, DefaultSessionTimeoutComesFromTheConfiguration) {
   StartServer("groups:\n  session_timeout_ms: 1000\n  lease_ms: 600000\n");
   CreateTopic("auto");
