@@ -8,6 +8,8 @@
 #include "core/coding.h"
 #include "core/record_log.h"
 
+#include <xxhash.h>
+
 namespace converge::audit {
 
 namespace rl = ::converge::internal::record_log;
@@ -41,6 +43,10 @@ std::optional<Stamp> ReadStamp(std::string_view record_value) {
   auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), stamp.seq);
   if (ec != std::errc() || end != v.data() + v.size()) return std::nullopt;
   return stamp;
+}
+
+uint64_t IdKey(std::string_view record_id) {
+  return kIdKeyBit | (XXH3_64bits(record_id.data(), record_id.size()) & ~kIdKeyBit);
 }
 
 Result<std::string> LoadOrCreateProducerId(Env& env, const std::string& dir) {
@@ -403,8 +409,13 @@ AuditReport Auditor::Run() {
 
 void Auditor::CheckPartition(const std::string& topic, uint32_t partition, uint64_t end,
                              const AckJournal::Offsets& acked, AuditReport* report) {
-  // Where each of this producer's sequence numbers was read.
+  // Where each of this producer's sequence numbers was read; for the acks keyed by a record id
+  // (records that are not CloudEvents: IdKey), where a record with that id was read.
   std::map<uint64_t, std::vector<uint64_t>> found;
+  std::set<uint64_t> id_keys;
+  for (const auto& [acked_offset, seq] : acked) {
+    if (IsIdKey(seq)) id_keys.insert(seq);
+  }
   uint64_t offset = acked.begin()->first;
   while (offset < end) {
     Result<ReadBatch> batch =
@@ -424,6 +435,10 @@ void Auditor::CheckPartition(const std::string& topic, uint32_t partition, uint6
       ++report->records_read;
       std::optional<Stamp> stamp = ReadStamp(r.value);
       if (stamp && stamp->producer == options_.producer) found[stamp->seq].push_back(r.offset);
+      if (!id_keys.empty() && !r.id.empty()) {
+        const uint64_t key = IdKey(r.id);
+        if (id_keys.contains(key)) found[key].push_back(r.offset);
+      }
     }
     if (batch->next_offset > offset) {
       offset = batch->next_offset;  // an empty batch may still move past a skipped range

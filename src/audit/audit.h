@@ -53,6 +53,15 @@ DecodeOptions StampDecodeOptions();
 // record does not decode.
 std::optional<Stamp> ReadStamp(std::string_view record_value);
 
+// The journal's key of an acknowledged record that is not a CloudEvent and so carries no stamp
+// (a consumer group's dead letter, a relay's dead-letter row): its record id's fingerprint,
+// the top bit set and the low 63 bits of XXH3-64 (seed 0) of the id. Stamps' numbers stay below
+// 2^63 (epoch < 2^23), so the two never meet. A record without an id has no key and is not
+// audited.
+inline constexpr uint64_t kIdKeyBit = uint64_t{1} << 63;
+uint64_t IdKey(std::string_view record_id);
+inline bool IsIdKey(uint64_t seq) { return (seq & kIdKeyBit) != 0; }
+
 // The producer id kept in `dir`/producer (created with random bytes of the Env on first use).
 Result<std::string> LoadOrCreateProducerId(Env& env, const std::string& dir);
 

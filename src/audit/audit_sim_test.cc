@@ -1,7 +1,7 @@
-// The auditor over a fault-injecting Log: for every seed a random set of stamped, acknowledged
-// appends, then one fault (none, a dropped record, a duplicated record, two records swapped)
-// made visible to readers only. Each fault must be reported exactly, and a clean log must give
-// no finding. CONVERGE_SIM_SEEDS sets the number of seeds (default 300); CONVERGE_SIM_SEED=<n>
+// The auditor over a fault-injecting Log: for every seed a random set of acknowledged appends
+// (stamped CloudEvents, and records that are not CloudEvents, checked by their ids), then one
+// fault (none, a dropped record, a duplicated record, two records swapped) made visible to
+// readers only. Each fault must be reported exactly, and a clean log must give no finding. CONVERGE_SIM_SEEDS sets the number of seeds (default 300); CONVERGE_SIM_SEED=<n>
 // replays one seed.
 #include <gtest/gtest.h>
 
@@ -80,7 +80,9 @@ class FaultLog : public Log {
         c.push_back(again);
         break;
       }
-      case Fault::kSwap:
+      case Fault::kSwap:  // whole records change places (each keeps its offset slot)
+        std::swap(c[at_].id, c[at_ + 1].id);
+        std::swap(c[at_].key, c[at_ + 1].key);
         std::swap(c[at_].value, c[at_ + 1].value);
         break;
     }
@@ -136,30 +138,42 @@ void RunSeed(uint64_t seed, Fault fault) {
   auto journal = AckJournal::Open(sim, "/data/audit", 1'000'000);
   ASSERT_TRUE(journal.ok()) << journal.status().ToString();
 
-  // Another producer's events interleave: the auditor must ignore them.
+  // Another producer's events interleave: the auditor must ignore them. Some of ours are not
+  // CloudEvents (as a dead letter is not): their acks are keyed by their record ids (IdKey),
+  // and they must be checked the same way.
   std::vector<Appended> ours;
+  uint64_t stamped = 0;
   const int n = 2 + static_cast<int>(rng() % 60);
   for (int i = 0; i < n; ++i) {
-    const bool mine = rng() % 5 != 0;
-    Event e;
-    e.set_id("e" + std::to_string(i));
-    e.set_source("/test");
-    e.set_type("t.happened");
-    if (mine) {
-      StampEvent(&e, *producer, ours.size() + 1);
-    } else {
-      StampEvent(&e, "someoneelse", i);
-    }
+    const uint64_t kind = rng() % 6;  // 0: someone else's event, 1: ours, no CloudEvent
+    const bool mine = kind != 0;
+    const std::string id = "e" + std::to_string(i);
     std::string value;
-    ASSERT_TRUE(EncodeBinary(e, &value).ok());
+    uint64_t seq = 0;
+    if (kind == 1) {
+      value = "\xD1 not a cloudevent " + id;
+      seq = IdKey(id);
+    } else {
+      Event e;
+      e.set_id(id);
+      e.set_source("/test");
+      e.set_type("t.happened");
+      if (mine) {
+        seq = ++stamped;
+        StampEvent(&e, *producer, seq);
+      } else {
+        StampEvent(&e, "someoneelse", i);
+      }
+      ASSERT_TRUE(EncodeBinary(e, &value).ok());
+    }
     std::string key = rng() % 2 ? "k" + std::to_string(rng() % 7) : "";
-    RecordView rv{e.id(), key, value, 0};
+    RecordView rv{id, key, value, 0};
     auto r = (*log)->Append("t", std::span<const RecordView>(&rv, 1));
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     if (!mine) continue;
     const AppendResult& a = (*r)[0];
-    ours.push_back({a.partition, a.offset, ours.size() + 1});
-    ASSERT_TRUE((*journal)->Record({{"t", a.partition, a.offset, ours.size()}}).ok());
+    ours.push_back({a.partition, a.offset, seq});
+    ASSERT_TRUE((*journal)->Record({{"t", a.partition, a.offset, seq}}).ok());
   }
   if (ours.empty()) return;
   // The fault hits one of our records (for a swap: one followed by another of ours in the
@@ -383,7 +397,9 @@ TEST(AuditedLogTest, StampsJournalsAndNeverRefusesWhatTheLogTakes) {
   const std::string too_big_stamped = encoded("c", 400 - 40 - big.size());  // fits unstamped
   ASSERT_LE(too_big_stamped.size() + 1, 400u);
   const std::string other = "not a cloudevent";
-  std::vector<RecordView> batch = {{"a", "k", small, 0}, {"o", "k", other, 0}};
+  // A record that is not a CloudEvent is appended unchanged; with an id (a dead letter has
+  // one) its ack is journaled under the id's key, without one it is not audited.
+  std::vector<RecordView> batch = {{"a", "k", small, 0}, {"o", "k", other, 0}, {"", "k", other, 0}};
   auto r = log.Append("t", batch);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   std::optional<Stamp> st = ReadStamp(stored((*r)[0].partition, (*r)[0].offset));
@@ -391,18 +407,27 @@ TEST(AuditedLogTest, StampsJournalsAndNeverRefusesWhatTheLogTakes) {
   EXPECT_EQ(st->producer, "p0");
   EXPECT_EQ(st->seq, (uint64_t{1} << 40) + 1);
   EXPECT_EQ(stored((*r)[1].partition, (*r)[1].offset), other);
-  EXPECT_EQ((*journal)->tracked(), 1u);
+  EXPECT_EQ(stored((*r)[2].partition, (*r)[2].offset), other);
+  EXPECT_EQ((*journal)->tracked(), 2u);
+  const AckJournal::Tracked tracked = (*journal)->Snapshot();
+  const AckJournal::Offsets& acks = tracked.at("t").at((*r)[1].partition);
+  auto at_o = acks.find((*r)[1].offset);
+  ASSERT_NE(at_o, acks.end());
+  EXPECT_EQ(at_o->second, IdKey("o"));
+  EXPECT_TRUE(IsIdKey(IdKey("o")));
+  EXPECT_FALSE(IsIdKey(st->seq));
   // A retry of the same id is dropped by the log: nothing recorded.
-  r = log.Append("t", std::span<const RecordView>(batch.data(), 1));
+  r = log.Append("t", std::span<const RecordView>(batch.data(), 2));
   ASSERT_TRUE(r.ok());
   EXPECT_TRUE((*r)[0].duplicate);
-  EXPECT_EQ((*journal)->tracked(), 1u);
+  EXPECT_TRUE((*r)[1].duplicate);
+  EXPECT_EQ((*journal)->tracked(), 2u);
   // Too large once stamped: appended as it came, not checked.
   RecordView c{"c", {}, too_big_stamped, 0};
   r = log.AppendToPartition("t", 1, std::span<const RecordView>(&c, 1));
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(stored(1, (*r)[0].offset), too_big_stamped);
-  EXPECT_EQ((*journal)->tracked(), 1u);
+  EXPECT_EQ((*journal)->tracked(), 2u);
   // The same through AppendAsync (the publish route's call).
   RecordView c2{"c2", {}, too_big_stamped, 0};
   std::optional<Result<std::vector<AppendResult>>> done;
@@ -416,7 +441,7 @@ TEST(AuditedLogTest, StampsJournalsAndNeverRefusesWhatTheLogTakes) {
   log.AppendAsync("t", std::span<const RecordView>(&b, 1),
                   [&](Result<std::vector<AppendResult>> res) { done = std::move(res); });
   ASSERT_TRUE(done.has_value() && done->ok());
-  EXPECT_EQ((*journal)->tracked(), 2u);
+  EXPECT_EQ((*journal)->tracked(), 3u);
   // Still refused when the record is bad without its stamp too.
   const std::string huge = encoded("d", 1000);
   RecordView d{"d", {}, huge, 0};
@@ -426,7 +451,7 @@ TEST(AuditedLogTest, StampsJournalsAndNeverRefusesWhatTheLogTakes) {
   AuditorOptions ao;
   ao.producer = "p0";
   AuditReport report = Auditor(sim, log, **journal, ao).Run();
-  EXPECT_EQ(report.checked, 2u);
+  EXPECT_EQ(report.checked, 3u);
   EXPECT_TRUE(report.findings.empty());
 }
 

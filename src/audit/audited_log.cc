@@ -22,11 +22,20 @@ AuditedLog::Stamped AuditedLog::StampBatch(const std::string& topic,
   std::vector<bool> is_event(records.size(), false);
   for (size_t i = 0; i < records.size(); ++i) {
     Result<Event> e = DecodeBinary(records[i].value, options);
-    if (!e.ok()) continue;
+    if (!e.ok()) {
+      // Not a CloudEvent (a dead letter, a relay's dead-letter row): nothing to stamp it
+      // with, so its ack is keyed by its record id (IdKey). Without an id it is not audited.
+      if (!records[i].id.empty()) {
+        s.seqs[i] = IdKey(records[i].id);
+        ++s.tracked;
+      }
+      continue;
+    }
     events[i] = std::move(*e);
     is_event[i] = true;
     ++s.count;
   }
+  s.tracked += s.count;
   if (s.count == 0) return s;
   // Consecutive numbers for this batch: an append that fails, or records dropped as
   // duplicates, leave gaps, which are never findings.
@@ -39,12 +48,11 @@ AuditedLog::Stamped AuditedLog::StampBatch(const std::string& topic,
       // did, the record goes unstamped and unchecked, and its number is a gap.
       s.values[i].clear();
       ++seq;
+      --s.tracked;
       continue;
     }
     s.seqs[i] = seq++;
-  }
-  for (size_t i = 0; i < records.size(); ++i) {
-    if (s.seqs[i] != 0) s.views[i].value = s.values[i];
+    s.views[i].value = s.values[i];
   }
   return s;
 }
@@ -80,7 +88,7 @@ bool RefusedAsInvalid(const Result<std::vector<AppendResult>>& r) {
 Result<std::vector<AppendResult>> AuditedLog::Append(const std::string& topic,
                                                      std::span<const RecordView> records) {
   Stamped stamped = StampBatch(topic, records);
-  if (stamped.count == 0) return inner_->Append(topic, records);
+  if (stamped.tracked == 0) return inner_->Append(topic, records);
   Result<std::vector<AppendResult>> r = inner_->Append(topic, stamped.views);
   if (RefusedAsInvalid(r)) return inner_->Append(topic, records);
   if (r.ok()) RecordAcks(topic, stamped, *r);
@@ -90,7 +98,7 @@ Result<std::vector<AppendResult>> AuditedLog::Append(const std::string& topic,
 Result<std::vector<AppendResult>> AuditedLog::AppendToPartition(
     const std::string& topic, uint32_t partition, std::span<const RecordView> records) {
   Stamped stamped = StampBatch(topic, records);
-  if (stamped.count == 0) return inner_->AppendToPartition(topic, partition, records);
+  if (stamped.tracked == 0) return inner_->AppendToPartition(topic, partition, records);
   Result<std::vector<AppendResult>> r = inner_->AppendToPartition(topic, partition, stamped.views);
   if (RefusedAsInvalid(r)) return inner_->AppendToPartition(topic, partition, records);
   if (r.ok()) RecordAcks(topic, stamped, *r);
@@ -100,7 +108,7 @@ Result<std::vector<AppendResult>> AuditedLog::AppendToPartition(
 void AuditedLog::AppendAsync(const std::string& topic, std::span<const RecordView> records,
                              AppendDone done) {
   auto stamped = std::make_shared<Stamped>(StampBatch(topic, records));
-  if (stamped->count == 0) {
+  if (stamped->tracked == 0) {
     inner_->AppendAsync(topic, records, std::move(done));
     return;
   }

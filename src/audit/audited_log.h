@@ -62,13 +62,15 @@ class AuditedLog : public Log {
 
   Log& inner() { return *inner_; }
 
-  // One batch with its stamps: the stamped values (owned), the views to append, and the seq
-  // of each record (0: not stamped).
+  // One batch with its stamps: the stamped values (owned), the views to append, and the key
+  // each record's ack is journaled under (its stamp's seq; IdKey of its id for a record that
+  // is not a CloudEvent; 0: not audited).
   struct Stamped {
     std::vector<std::string> values;
     std::vector<RecordView> views;
     std::vector<uint64_t> seqs;
-    size_t count = 0;  // records stamped
+    size_t count = 0;    // records stamped
+    size_t tracked = 0;  // records whose ack is journaled (stamped or keyed by id)
   };
 
  private:

@@ -290,10 +290,11 @@ TEST_F(AuditServeTest, DeadLetterReplayIsAudited) {
       port, "POST", "/v1/topics/orders/groups/g/dead-letters/replay", "{}", json_type, kAdmin);
   ASSERT_EQ(replayed.status, 200) << replayed.body;
   ASSERT_EQ(EndOffset(), 2u);
-  // Both copies checked (the replay under a new number), and found where acknowledged.
-  json::object report = AuditAfterRun(2);
+  // Both copies checked (the replay under a new number), and the dead letter itself (by its
+  // record id), all found where acknowledged.
+  json::object report = AuditAfterRun(3);
   EXPECT_EQ(report.at("findings_total").to_number<int64_t>(), 0) << json::serialize(report);
-  EXPECT_EQ(report.at("tracked").to_number<int64_t>(), 2);
+  EXPECT_EQ(report.at("tracked").to_number<int64_t>(), 3);
   Stop();
 }
 
@@ -417,6 +418,96 @@ TEST(AuditJetStreamTest, MessageDeletedFromTheStreamIsMissing) {
   EXPECT_EQ(after.at("checked").to_number<int64_t>(), kEvents);
   // The JetStream backend reports the hole as a damaged range with the offset to resume at
   // (docs/formats/jetstream.md), so the audit steps over it like any damage: no read error.
+  EXPECT_TRUE(after.at("errors").as_array().empty()) << json::serialize(after);
+}
+
+// A dead letter is not a CloudEvent and carries no stamp; the audit checks it by its record
+// id. Deleted from its dead-letter stream behind converge's back, it is reported missing.
+TEST(AuditJetStreamTest, DeadLetterDeletedFromItsStreamIsMissing) {
+  auto started = testing::NatsCluster::Start(testing::NatsClusterOptions{});
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  testing::NatsCluster& nats = **started;
+  ServeProcess server("log:\n  backend: jetstream\n  jetstream:\n    servers: [" + nats.Url(0) +
+                      "]\n    stream_prefix: aud\naudit:\n  enabled: true\n  interval_ms: 50\n");
+  ASSERT_TRUE(server.Start().ok()) << server.Log();
+  const uint16_t port = server.port();
+  const testing::HttpHeaders json_type = {{"Content-Type", "application/json"}};
+  ASSERT_EQ(testing::HttpCall(port, "POST", "/v1/topics", R"({"name":"orders","partitions":1})",
+                              json_type)
+                .status,
+            201);
+  ASSERT_EQ(testing::HttpCall(port, "POST", "/v1/topics/orders/groups",
+                              R"({"name":"g","max_deliveries":1})", json_type)
+                .status,
+            201);
+  constexpr int kEvents = 3;
+  std::string batch = "[";
+  for (int i = 0; i < kEvents; ++i) {
+    if (i > 0) batch += ',';
+    batch += R"({"specversion":"1.0","source":"/t","type":"t.e","id":"e)" + std::to_string(i) +
+             R"(","data":1})";
+  }
+  batch += "]";
+  ASSERT_EQ(testing::HttpCall(port, "POST", "/v1/topics/orders/events", batch,
+                              {{"Content-Type", "application/cloudevents-batch+json"}})
+                .status,
+            200);
+  // Every event dead-lettered: three dead letters at offsets 0, 1 and 2 of _dlq.orders.g.
+  testing::HttpResult fetched = testing::HttpCall(port, "POST", "/v1/topics/orders/groups/g/fetch",
+                                                  R"({"max_events":10})", json_type);
+  ASSERT_EQ(fetched.status, 200) << fetched.body;
+  json::array got = json::parse(fetched.body).as_object().at("deliveries").as_array();
+  ASSERT_EQ(got.size(), static_cast<size_t>(kEvents));
+  std::string nacks = R"({"nacks":[)";
+  for (size_t i = 0; i < got.size(); ++i) {
+    const json::object& d = got[i].as_object();
+    if (i > 0) nacks += ',';
+    nacks += R"({"partition":)" + json::serialize(d.at("partition")) + R"(,"offset":)" +
+             json::serialize(d.at("offset")) + R"(,"lease_id":)" +
+             json::serialize(d.at("lease_id")) + R"(,"permanent":true})";
+  }
+  nacks += "]}";
+  testing::HttpResult nacked =
+      testing::HttpCall(port, "POST", "/v1/topics/orders/groups/g/nack", nacks, json_type);
+  ASSERT_EQ(nacked.status, 200) << nacked.body;
+
+  auto audit = [&](const std::function<bool(const json::object&)>& done) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    json::object last;
+    while (std::chrono::steady_clock::now() < deadline) {
+      testing::HttpResult r = testing::HttpCall(port, "GET", "/v1/audit");
+      last = json::parse(r.body).as_object();
+      if (done(last)) return last;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling, not correctness
+    }
+    ADD_FAILURE() << json::serialize(last);
+    return last;
+  };
+  // The events and their dead letters, all where acknowledged.
+  json::object clean = audit(
+      [](const json::object& o) { return o.at("checked").to_number<int64_t>() == 2 * kEvents; });
+  EXPECT_EQ(clean.at("findings_total").to_number<int64_t>(), 0) << json::serialize(clean);
+
+  // The engine loses the middle dead letter (offset 1, stream sequence 2; losing the first
+  // would look like retention).
+  natsConnection* nc = nullptr;
+  ASSERT_EQ(natsConnection_ConnectTo(&nc, nats.Url(0).c_str()), NATS_OK);
+  jsCtx* js = nullptr;
+  ASSERT_EQ(natsConnection_JetStream(&js, nc, nullptr), NATS_OK);
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  EXPECT_EQ(js_DeleteMsg(js, "aud__5Fdlq_2Eorders_2Eg_0", 2, nullptr, &jerr), NATS_OK) << jerr;
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+
+  json::object after = audit([](const json::object& o) {
+    return o.at("findings_total").to_number<int64_t>() > 0 || !o.at("errors").as_array().empty();
+  });
+  ASSERT_EQ(after.at("findings").as_array().size(), 1u) << json::serialize(after);
+  const json::object& f = after.at("findings").as_array()[0].as_object();
+  EXPECT_EQ(f.at("kind").as_string(), "missing");
+  EXPECT_EQ(f.at("topic").as_string(), "_dlq.orders.g");
+  EXPECT_EQ(f.at("acked_offset").to_number<uint64_t>(), 1u);
+  EXPECT_GE(f.at("seq").to_number<uint64_t>(), uint64_t{1} << 63) << "keyed by the record id";
   EXPECT_TRUE(after.at("errors").as_array().empty()) << json::serialize(after);
 }
 
