@@ -23,17 +23,6 @@ constexpr std::string_view kGroupPrefix = "group:";
 constexpr int64_t kNanosPerMilli = 1'000'000;
 constexpr int64_t kRetryOpenNanos = 500 * kNanosPerMilli;
 
-std::string RandomHex(Env& env) {
-  static const char kHex[] = "0123456789abcdef";
-  uint64_t r = env.random().Next64();
-  std::string out;
-  for (int i = 0; i < 12; ++i) {
-    out.push_back(kHex[r & 15]);
-    r >>= 4;
-  }
-  return out;
-}
-
 // The URL a holder string publishes ("<instance>/<random>@<url>"); "" for other holders.
 std::string UrlOfHolder(const std::string& holder) {
   const size_t at = holder.find('@');
@@ -515,11 +504,12 @@ namespace {
 void ArmRebalance(ClusterGroups::Impl* m, int64_t delay_ns);
 }
 
-void ClusterGroups::Start(const std::string& advertise_url) {
+void ClusterGroups::Start(const std::string& advertise_url, const std::string& holder,
+                          const std::vector<std::string>& taken_over) {
   Impl& m = *impl_;
   if (m.started.load()) return;
   m.url = advertise_url;
-  m.holder = m.config.cluster.instance_id + "/" + RandomHex(*m.env) + "@" + advertise_url;
+  m.holder = holder;
   lease::LeaseKeeperOptions o =
       m.KeeperOptions(std::string(kNodePrefix) + m.config.cluster.instance_id);
   Result<std::unique_ptr<lease::LeaseKeeper>> node =
@@ -531,6 +521,21 @@ void ClusterGroups::Start(const std::string& advertise_url) {
     std::fprintf(stderr, "converge serve: node lease: %s\n", node.status().ToString().c_str());
   }
   m.started = true;
+  // The groups this sidecar ran before its restart: the table names this process as their
+  // holder now, so their keepers acquire them at once and they run here again (the rebalance
+  // hands those another live sidecar's hash prefers to it, as for any group).
+  for (const std::string& name : taken_over) {
+    if (name.compare(0, kGroupPrefix.size(), kGroupPrefix) != 0) continue;
+    const std::string scope = name.substr(kGroupPrefix.size());
+    const size_t slash = scope.find('/');
+    if (slash == std::string::npos) continue;
+    std::shared_ptr<Entry> e = m.GetEntry(scope.substr(0, slash), scope.substr(slash + 1), true);
+    std::lock_guard<std::mutex> lock(e->mu);
+    if (Status s = m.EnsureKeeperLocked(e); !s.ok()) {
+      std::fprintf(stderr, "converge serve: consumer group '%s': %s\n", scope.c_str(),
+                   s.ToString().c_str());
+    }
+  }
   ArmRebalance(&m, ClusterRenewIntervalMs(m.config) * kNanosPerMilli);
 }
 
