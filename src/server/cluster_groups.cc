@@ -752,14 +752,29 @@ Status ClusterGroups::DeleteGroup(const std::string& topic, const std::string& g
     }
   }
   if (s.ok() || s.code() == StatusCode::kNotFound) {
+    // Off the shared list, fenced by the group's lease like its state: a sidecar that lost the
+    // group meanwhile cannot unlist a group another one runs (or created again) now. A failure
+    // is the deletion's error (retry: the group is then not found, and unlisted).
     std::lock_guard<std::mutex> lock(impl_->db_mu);
-    const sql::Value params[] = {sql::Value::Text(topic + "/" + group)};
-    impl_->db
-        ->Execute("DELETE FROM " + impl_->config.cluster.group_state_table +
-                      " WHERE scope = $1 AND generation = -1",
-                  params)
-        .status()
-        .IgnoreError();
+    const std::string scope = topic + "/" + group;
+    const std::string lease_name = std::string(kGroupPrefix) + scope;
+    Status unlisted = impl_->db->Transact([&](sql::Transaction& txn) -> Status {
+      CONVERGE_RETURN_IF_ERROR(
+          lease::CheckFence(txn, impl_->config.cluster.lease_table, lease_name, r->token));
+      const sql::Value params[] = {sql::Value::Text(scope)};
+      return txn
+          .Execute("DELETE FROM " + impl_->config.cluster.group_state_table +
+                       " WHERE scope = $1 AND generation = -1",
+                   params)
+          .status();
+    });
+    if (!unlisted.ok()) {
+      if (unlisted.code() == StatusCode::kFailedPrecondition) {
+        // Fenced: another sidecar runs the group now.
+        return NotHere(topic, group);
+      }
+      return unlisted.WithContext("unlisting consumer group '" + scope + "'");
+    }
   }
   return s;
 }
