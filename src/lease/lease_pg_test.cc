@@ -150,8 +150,11 @@ TEST_F(LeasePgTest, TakeOverFromADeadHolderGivesANewTokenAndFencesTheOldOne) {
   Result<std::vector<LeaseRecord>> list = store->List();
   ASSERT_TRUE(list.ok());
   for (const LeaseRecord& r : *list) {
-    if (r.name == "relay:x") EXPECT_EQ(r.holder, "b/1@http://h:2");
-    if (r.name == "node:a") EXPECT_EQ(r.holder, "");
+    if (r.name == "relay:x") {
+      EXPECT_EQ(r.holder, "b/1@http://h:2");
+    } else if (r.name == "node:a") {
+      EXPECT_EQ(r.holder, "");
+    }
   }
 }
 
