@@ -453,9 +453,11 @@ Result<std::string> SummaryOfGroupDetail(const std::string& detail) {
   boost::system::error_code ec;
   json::value v = json::parse(detail, ec);
   if (ec || !v.is_object()) return UnavailableError("a group's description is not a JSON object");
-  static constexpr std::string_view kFields[] = {
-      "name",         "lag",          "members",      "lease_ms",   "max_deliveries",
-      "session_timeout_ms", "dead_letters", "dead_letters_replayed", "partitions"};
+  static constexpr std::string_view kFields[] = {"name",           "lag",
+                                                 "members",        "lease_ms",
+                                                 "max_deliveries", "session_timeout_ms",
+                                                 "dead_letters",   "dead_letters_replayed",
+                                                 "partitions"};
   json::object out;
   for (std::string_view f : kFields) {
     if (const json::value* field = v.as_object().if_contains(f)) out[f] = *field;

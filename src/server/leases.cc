@@ -175,8 +175,8 @@ Result<std::vector<std::string>> TakeOverPreviousIncarnation(lease::LeaseStore& 
     } else if (a.status().code() != StatusCode::kFailedPrecondition) {
       // Unknown outcome: the keeper's acquire settles it (the row names this holder, or it
       // expires as usual).
-      std::fprintf(stderr, "converge serve: taking over lease '%s' from %s: %s\n",
-                   r.name.c_str(), r.holder.c_str(), a.status().ToString().c_str());
+      std::fprintf(stderr, "converge serve: taking over lease '%s' from %s: %s\n", r.name.c_str(),
+                   r.holder.c_str(), a.status().ToString().c_str());
     }  // FailedPrecondition: expired or released meanwhile
   }
   return taken;
@@ -259,9 +259,7 @@ std::vector<std::string> LeasedWork::Start(const std::string& url) {
     lease::LeaseKeeperOptions o = LeaseOptionsFor(m.config, w->name);
     o.holder = m.holder;
     o.run_blocking = [calls](std::function<void()> fn) { calls->Post(std::move(fn)); };
-    o.on_change = [work_thread, impl, w] {
-      work_thread->Post([impl, w] { impl->Reconcile(*w); });
-    };
+    o.on_change = [work_thread, impl, w] { work_thread->Post([impl, w] { impl->Reconcile(*w); }); };
     Result<std::unique_ptr<lease::LeaseKeeper>> keeper =
         lease::LeaseKeeper::Create(*m.env, *m.store, std::move(o));
     if (!keeper.ok()) {  // checked by Add: not expected

@@ -694,8 +694,8 @@ TEST_F(GroupsClusterTest, ATopicWithGroupsInBothSidecarsIsDescribedAndDeletedThr
   const testing::HttpHeaders json_body = {{"Content-Type", "application/json"}};
   auto call = [&](uint16_t port, const std::string& method, const std::string& target,
                   const std::string& body = "") {
-    return testing::HttpCall(port, method, target, body, body.empty() ? testing::HttpHeaders{}
-                                                                       : json_body, ops);
+    return testing::HttpCall(port, method, target, body,
+                             body.empty() ? testing::HttpHeaders{} : json_body, ops);
   };
   ASSERT_EQ(call(a.port(), "POST", "/v1/topics", R"({"name":"jobs","partitions":2})").status, 201);
   auto publish = [&](const std::string& prefix, int n) {
@@ -788,9 +788,9 @@ TEST_F(GroupsClusterTest, ATopicWithGroupsInBothSidecarsIsDescribedAndDeletedThr
   ASSERT_EQ(listed.status, 200) << listed.body;
   EXPECT_EQ(json::parse(listed.body).at("groups").as_array().size(), 0u) << listed.body;
   for (const std::string& name : groups) {
-    ASSERT_EQ(call(a.port(), "POST", "/v1/topics/jobs/groups", R"({"name":")" + name + R"("})")
-                  .status,
-              201);
+    ASSERT_EQ(
+        call(a.port(), "POST", "/v1/topics/jobs/groups", R"({"name":")" + name + R"("})").status,
+        201);
     std::set<std::string> ids = consume(b.port(), name);
     EXPECT_EQ(ids.size(), 12u) << name;
     for (const std::string& id : ids) EXPECT_EQ(id.rfind("new-", 0), 0u) << id;
