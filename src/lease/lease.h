@@ -68,6 +68,16 @@ class LeaseStore {
   // outcome is then unknown: the holder treats it as not renewed).
   virtual Status Renew(const std::string& name, const std::string& holder, int64_t token,
                        int64_t ttl_ms) = 0;
+  // Takes `name` for `holder` at once from `dead_holder`, although its lease has not expired,
+  // for a holder the caller knows to be dead (a restarted process taking its previous
+  // incarnation's leases: docs/scaling.md, "A restarted sidecar"). Only while `dead_holder`
+  // still holds it (not released, not expired); then for ttl_ms from the store's now with a new
+  // token, so that any write the dead holder still has in flight is refused by CheckFence, and
+  // takeover = true. FailedPrecondition when `dead_holder` does not hold it (any more: use
+  // Acquire); errors of the database otherwise (Unavailable: the outcome is unknown, and an
+  // Acquire by `holder` settles it).
+  virtual Result<Acquired> TakeOver(const std::string& name, const std::string& holder,
+                                    const std::string& dead_holder, int64_t ttl_ms) = 0;
   // Ends the lease now, so another may take it at once. OK also if it was already lost.
   virtual Status Release(const std::string& name, const std::string& holder, int64_t token) = 0;
   // Every lease of the table, by name.

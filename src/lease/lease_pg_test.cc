@@ -109,6 +109,55 @@ TEST_F(LeasePgTest, FencedWriteIsRefusedForAnOldToken) {
   EXPECT_EQ(*server_->Query("postgres", "SELECT count(*) FROM fenced_effects"), "2");
 }
 
+// A process that knows a holder is dead (its own previous incarnation) takes its live lease at
+// once, with a new token: the dead holder's writes are fenced from then on. Only from that
+// holder: a lease it released, or another holds, is left alone.
+TEST_F(LeasePgTest, TakeOverFromADeadHolderGivesANewTokenAndFencesTheOldOne) {
+  auto store = Open("leases_takeover");
+  ASSERT_TRUE(store);
+  Result<Acquired> old = store->Acquire("node:a", "a/1@http://h:1", 60'000);
+  ASSERT_TRUE(old.ok()) << old.status().ToString();
+  ASSERT_TRUE(store->Acquire("relay:x", "b/1@http://h:2", 60'000).ok());
+  sql::PostgresOptions po;
+  po.conninfo = server_->ConnInfo();
+  auto db = sql::Database::ConnectPostgres(po);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  auto fenced = [&](int64_t token) {
+    return (*db)->Transact([&](sql::Transaction& txn) -> Status {
+      return CheckFence(txn, "leases_takeover", "node:a", token);
+    });
+  };
+  ASSERT_TRUE(fenced(old->token).ok());
+
+  Result<Acquired> taken = store->TakeOver("node:a", "a/2@http://h:1", "a/1@http://h:1", 60'000);
+  ASSERT_TRUE(taken.ok()) << taken.status().ToString();
+  EXPECT_GT(taken->token, old->token);
+  EXPECT_TRUE(taken->takeover);
+  EXPECT_EQ(fenced(old->token).code(), StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(fenced(taken->token).ok());
+  EXPECT_EQ(store->Renew("node:a", "a/1@http://h:1", old->token, 60'000).code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(store->Renew("node:a", "a/2@http://h:1", taken->token, 60'000).ok());
+
+  // Not from a holder that does not hold it: another's lease, a released one, itself.
+  EXPECT_EQ(store->TakeOver("relay:x", "a/2@http://h:1", "a/1@http://h:1", 60'000).status().code(),
+            StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(store->Release("node:a", "a/2@http://h:1", taken->token).ok());
+  EXPECT_EQ(store->TakeOver("node:a", "a/3@http://h:1", "a/2@http://h:1", 60'000).status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store->TakeOver("relay:x", "b/1@http://h:2", "b/1@http://h:2", 60'000).status().code(),
+            StatusCode::kInvalidArgument);
+  Result<std::vector<LeaseRecord>> list = store->List();
+  ASSERT_TRUE(list.ok());
+  for (const LeaseRecord& r : *list) {
+    if (r.name == "relay:x") {
+      EXPECT_EQ(r.holder, "b/1@http://h:2");
+    } else if (r.name == "node:a") {
+      EXPECT_EQ(r.holder, "");
+    }
+  }
+}
+
 // Runs store calls on threads of their own, as the server's pool does.
 void RunDetached(std::function<void()> fn) { std::thread(std::move(fn)).detach(); }
 

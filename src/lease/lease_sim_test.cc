@@ -57,6 +57,24 @@ class SimLeaseStore : public LeaseStore {
     return out;
   }
 
+  Result<Acquired> TakeOver(const std::string& name, const std::string& holder,
+                            const std::string& dead_holder, int64_t ttl_ms) override {
+    CONVERGE_RETURN_IF_ERROR(Travel(holder));
+    Row& row = rows_[name];
+    if (row.released || row.expires_ns <= Now() || row.holder != dead_holder) {
+      ReplyTravel();
+      return FailedPreconditionError("not held by " + dead_holder);
+    }
+    row.holder = holder;
+    row.token += 1;
+    row.expires_ns = Now() + ttl_ms * kMs;
+    Acquired out;
+    out.token = row.token;
+    out.takeover = true;
+    CONVERGE_RETURN_IF_ERROR(MaybeLoseReply());
+    return out;
+  }
+
   Status Renew(const std::string& name, const std::string& holder, int64_t token,
                int64_t ttl_ms) override {
     CONVERGE_RETURN_IF_ERROR(Travel(holder));

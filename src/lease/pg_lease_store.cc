@@ -74,6 +74,35 @@ class PostgresLeaseStore final : public LeaseStore {
     return out;
   }
 
+  Result<Acquired> TakeOver(const std::string& name, const std::string& holder,
+                            const std::string& dead_holder, int64_t ttl_ms) override {
+    if (holder == dead_holder) {
+      return InvalidArgumentError("lease '" + name + "': a holder cannot take over from itself");
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    Acquired out;
+    out.takeover = true;
+    // One statement: the row changes only while the dead holder still holds it, so a lease
+    // it released or that another took meanwhile is left alone.
+    const sql::Value params[] = {sql::Value::Text(name), sql::Value::Text(holder),
+                                 sql::Value::Text(dead_holder), sql::Value::Int(ttl_ms)};
+    CONVERGE_ASSIGN_OR_RETURN(
+        int64_t n,
+        db_->Query("UPDATE " + table_ +
+                       " SET holder = $2, token = token + 1, released = false, acquired_at = "
+                       "now(), expires_at = now() + $4::bigint * interval '1 millisecond' "
+                       "WHERE name = $1 AND holder = $3 AND NOT released AND expires_at > now() "
+                       "RETURNING token",
+                   params, [&](const sql::Row& row) -> Status {
+                     CONVERGE_ASSIGN_OR_RETURN(out.token, row.Int(0));
+                     return Status::Ok();
+                   }));
+    if (n != 1) {
+      return FailedPreconditionError("lease '" + name + "' is not held by '" + dead_holder + "'");
+    }
+    return out;
+  }
+
   Status Renew(const std::string& name, const std::string& holder, int64_t token,
                int64_t ttl_ms) override {
     std::lock_guard<std::mutex> lock(mu_);

@@ -180,11 +180,23 @@ class Api {
   // stream, or an error (authorization is checked here first, before anything is parsed).
   asio::awaitable<std::optional<HttpReply>> RouteToGroupOwner(Call& call, const std::string& group);
   // Sends the request as it came (with the caller's credentials) to the sidecar at `url`; or,
-  // with `get_target`, a GET of that target with the caller's credentials.
+  // with `target`, a `method` request of that target without a body, with the caller's
+  // credentials.
   asio::awaitable<HttpReply> ForwardToOwner(Call& call, const std::string& url,
-                                            const std::string& get_target);
+                                            const std::string& target,
+                                            const std::string& method = "GET");
   // The group's description (GroupDetailJson) wherever it runs: here, or asked of its owner.
   asio::awaitable<Result<std::string>> DescribeGroupAnywhere(Call& call, const std::string& group);
+  // Every group of call.topic described (GroupDetailJson with `detail`, GroupJson without), in
+  // list order, wherever each runs: shared groups from the shared list (a list that cannot be
+  // read is Unavailable, never a shorter list), those running elsewhere asked of their owner.
+  // A group deleted meanwhile is left out.
+  asio::awaitable<Result<std::vector<std::string>>> DescribeGroupsOfTopic(Call& call, bool detail);
+  // Deletes every group of call.topic (with their dead letters) wherever each runs: here, or
+  // through its owner (DELETE of the group with the caller's credentials). Appends the names
+  // deleted to *deleted (a JSON array's items). nullopt when all are gone, otherwise the reply
+  // to give (an error, or the owner's answer).
+  asio::awaitable<std::optional<HttpReply>> DeleteGroupsOfTopic(Call& call, std::string* deleted);
   // A route of leased singleton work (cluster:) through a sidecar where the work does not run
   // (saga routes: lease "sagas"; a parked replica: "replica:<name>"): the answer of the sidecar
   // holding `lease` to the forwarded request. nullopt when the work runs here, is not leased,

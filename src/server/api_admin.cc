@@ -272,42 +272,69 @@ asio::awaitable<HttpReply> Api::DeleteTopic(Call& call) {
   }
   if (Status s = CheckTopicName(call.topic); !s.ok()) co_return Error(s);
   const std::string topic = call.topic;
-  auto job = [this, topic]() -> Result<std::string> {
-    CONVERGE_RETURN_IF_ERROR(d_.log->DescribeTopic(topic).status());
-    // The groups first, each durably (journal-first) and with its dead letters: a crash after
-    // this leaves the whole topic without groups, never groups whose positions would apply to
-    // a new topic of the same name. Then the topic (the log marks its directory deleted
-    // before it removes anything, so a crash midway finishes the deletion at the next start).
-    // Then any group created meanwhile.
-    std::string deleted = "[";
-    auto delete_groups = [&]() -> Status {
-      // Shared groups: a list that cannot be read fails the deletion (it would leave groups).
-      std::vector<std::string> groups;
-      if (d_.cluster_groups != nullptr) {
-        CONVERGE_ASSIGN_OR_RETURN(groups, d_.cluster_groups->ListGroupsChecked(topic));
-      } else {
-        groups = d_.groups->ListGroups(topic);
-      }
-      for (const std::string& g : groups) {
-        Status s = DeleteGroupAndDiscarded(topic, g, /*force=*/true);
-        if (!s.ok() && s.code() != StatusCode::kNotFound) return s;
-        if (deleted.size() > 1) deleted += ',';
-        AppendJsonString(&deleted, g);
-      }
-      return Status::Ok();
-    };
-    CONVERGE_RETURN_IF_ERROR(delete_groups());
-    CONVERGE_RETURN_IF_ERROR(d_.log->DeleteTopic(topic));
-    CONVERGE_RETURN_IF_ERROR(delete_groups());
-    deleted += ']';
-    std::string out = "{\"deleted\":";
-    AppendJsonString(&out, topic);
-    out += ",\"groups_deleted\":" + deleted + "}";
-    return out;
+  auto exists = [this, topic] { return d_.log->DescribeTopic(topic).status(); };
+  if (Status s = co_await d_.pool->Run(std::move(exists)); !s.ok()) co_return Error(s);
+  // The groups first, each durably (journal-first; shared groups through the sidecar running
+  // each, fenced by its lease) and with its dead letters: a failure or crash after this leaves
+  // the whole topic without groups, never groups whose positions would apply to a new topic of
+  // the same name. Then the topic (the log marks its directory deleted before it removes
+  // anything, so a crash midway finishes the deletion at the next start). Then any group
+  // created meanwhile.
+  std::string deleted = "[";
+  if (std::optional<HttpReply> failed = co_await DeleteGroupsOfTopic(call, &deleted)) {
+    co_return std::move(*failed);
+  }
+  auto drop = [this, topic] { return d_.log->DeleteTopic(topic); };
+  if (Status s = co_await d_.pool->Run(std::move(drop)); !s.ok()) co_return Error(s);
+  if (std::optional<HttpReply> failed = co_await DeleteGroupsOfTopic(call, &deleted)) {
+    co_return std::move(*failed);
+  }
+  deleted += ']';
+  std::string out = "{\"deleted\":";
+  AppendJsonString(&out, topic);
+  out += ",\"groups_deleted\":" + deleted + "}";
+  co_return Reply(JsonReply(http::status::ok, std::move(out)));
+}
+
+asio::awaitable<std::optional<HttpReply>> Api::DeleteGroupsOfTopic(Call& call,
+                                                                   std::string* deleted) {
+  const std::string topic = call.topic;
+  ClusterGroups* cluster = d_.cluster_groups;
+  // Shared groups: a list that cannot be read fails the deletion (it would leave groups).
+  auto list = [this, topic, cluster]() -> Result<std::vector<std::string>> {
+    if (cluster != nullptr) return cluster->ListGroupsChecked(topic);
+    return d_.groups->ListGroups(topic);
   };
-  Result<std::string> body = co_await d_.pool->Run(std::move(job));
-  if (!body.ok()) co_return Error(body.status());
-  co_return Reply(JsonReply(http::status::ok, std::move(body).value()));
+  Result<std::vector<std::string>> groups = co_await d_.pool->Run(std::move(list));
+  if (!groups.ok()) co_return Error(groups.status());
+  for (const std::string& group : *groups) {
+    ClusterGroups::Where where{true, ""};
+    if (cluster != nullptr) {
+      // Where it runs; a group no live sidecar runs is acquired (here, or by the sidecar its
+      // hash prefers), so that its deletion is written under its lease.
+      auto locate = [cluster, topic, group] { return cluster->Locate(topic, group, false); };
+      Result<ClusterGroups::Where> located = co_await ForwardPool().Run(std::move(locate));
+      if (!located.ok()) co_return Error(located.status());
+      where = std::move(located).value();
+    }
+    if (where.here) {
+      auto job = [this, topic, group] {
+        return DeleteGroupAndDiscarded(topic, group, /*force=*/true);
+      };
+      Status s = co_await d_.pool->Run(std::move(job));
+      if (!s.ok() && s.code() != StatusCode::kNotFound) co_return Error(s);
+    } else {
+      // Deleted by its owner, with the caller's credentials (authorized there again).
+      HttpReply reply = co_await ForwardToOwner(
+          call, where.url, "/v1/topics/" + topic + "/groups/" + group + "?force=true", "DELETE");
+      const http::status st = reply.response.result();
+      if (st != http::status::ok && st != http::status::not_found) co_return reply;
+      ForgetGroup(topic, group);  // the watches of this sidecar's waiting fetches
+    }
+    if (deleted->size() > 1) *deleted += ',';
+    AppendJsonString(deleted, group);
+  }
+  co_return std::nullopt;
 }
 
 Status Api::DeleteGroupAndDiscarded(const std::string& topic, const std::string& group,
@@ -405,40 +432,86 @@ asio::awaitable<HttpReply> Api::ListGroups(Call& call) {
   if (Status s = CheckQuery(call.query, {}); !s.ok()) co_return Error(s);
   if (Status s = CheckTopicName(call.topic); !s.ok()) co_return Error(s);
   const std::string topic = call.topic;
+  auto exists = [this, topic] { return d_.log->DescribeTopic(topic).status(); };
+  if (Status s = co_await d_.pool->Run(std::move(exists)); !s.ok()) co_return Error(s);
+  Result<std::vector<std::string>> described = co_await DescribeGroupsOfTopic(call, true);
+  if (!described.ok()) co_return Error(described.status());
+  std::string out = "{\"groups\":[";
+  for (size_t i = 0; i < described->size(); ++i) {
+    if (i > 0) out += ',';
+    out += (*described)[i];
+  }
+  out += "]}";
+  co_return Reply(JsonReply(http::status::ok, std::move(out)));
+}
+
+namespace {
+
+// The topic description's fields of a group (GroupJson) out of its GroupDetailJson (from the
+// sidecar running it), in the same order.
+Result<std::string> SummaryOfGroupDetail(const std::string& detail) {
+  boost::system::error_code ec;
+  json::value v = json::parse(detail, ec);
+  if (ec || !v.is_object()) return UnavailableError("a group's description is not a JSON object");
+  static constexpr std::string_view kFields[] = {"name",           "lag",
+                                                 "members",        "lease_ms",
+                                                 "max_deliveries", "session_timeout_ms",
+                                                 "dead_letters",   "dead_letters_replayed",
+                                                 "partitions"};
+  json::object out;
+  for (std::string_view f : kFields) {
+    if (const json::value* field = v.as_object().if_contains(f)) out[f] = *field;
+  }
+  return json::serialize(out);
+}
+
+}  // namespace
+
+asio::awaitable<Result<std::vector<std::string>>> Api::DescribeGroupsOfTopic(Call& call,
+                                                                             bool detail) {
+  const std::string topic = call.topic;
+  ClusterGroups* cluster = d_.cluster_groups;
   // Each group described, in list order; empty for one described below (shared groups: it
   // runs in another sidecar).
   using Described = std::vector<std::pair<std::string, std::string>>;
-  const bool shared = d_.cluster_groups != nullptr;
-  auto job = [this, topic, shared]() -> Result<Described> {
-    CONVERGE_RETURN_IF_ERROR(d_.log->DescribeTopic(topic).status());
+  auto job = [this, topic, cluster, detail]() -> Result<Described> {
+    std::vector<std::string> names;
+    if (cluster != nullptr) {
+      // A list that cannot be read is an error (503), not a shorter list.
+      CONVERGE_ASSIGN_OR_RETURN(names, cluster->ListGroupsChecked(topic));
+    } else {
+      names = d_.groups->ListGroups(topic);
+    }
     Described out;
-    for (const std::string& g : d_.groups->ListGroups(topic)) {
+    for (const std::string& g : names) {
       Result<GroupDescription> desc = d_.groups->DescribeGroup(topic, g);
       if (desc.ok()) {
-        out.emplace_back(g, GroupDetailJson(*desc));
-      } else if (shared && desc.status().code() == StatusCode::kUnavailable) {
+        out.emplace_back(g, detail ? GroupDetailJson(*desc) : GroupJson(*desc));
+      } else if (cluster != nullptr && desc.status().code() == StatusCode::kUnavailable) {
         out.emplace_back(g, "");
       }  // otherwise deleted meanwhile
     }
     return out;
   };
   Result<Described> described = co_await d_.pool->Run(std::move(job));
-  if (!described.ok()) co_return Error(described.status());
-  std::string out = "{\"groups\":[";
-  bool first = true;
+  if (!described.ok()) co_return described.status();
+  std::vector<std::string> out;
   for (auto& [name, json] : *described) {
     if (json.empty()) {
       Result<std::string> remote = co_await DescribeGroupAnywhere(call, name);
       if (remote.status().code() == StatusCode::kNotFound) continue;  // deleted meanwhile
-      if (!remote.ok()) co_return Error(remote.status());
-      json = std::move(remote).value();
+      if (!remote.ok()) co_return remote.status();
+      if (detail) {
+        json = std::move(remote).value();
+      } else {
+        Result<std::string> summary = SummaryOfGroupDetail(*remote);
+        if (!summary.ok()) co_return summary.status();
+        json = std::move(summary).value();
+      }
     }
-    if (!first) out += ',';
-    first = false;
-    out += json;
+    out.push_back(std::move(json));
   }
-  out += "]}";
-  co_return Reply(JsonReply(http::status::ok, std::move(out)));
+  co_return out;
 }
 
 asio::awaitable<HttpReply> Api::DescribeGroup(Call& call) {

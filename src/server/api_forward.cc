@@ -115,9 +115,10 @@ asio::awaitable<std::optional<HttpReply>> Api::RouteToLeaseHolder(Call& call,
 }
 
 asio::awaitable<HttpReply> Api::ForwardToOwner(Call& call, const std::string& url,
-                                               const std::string& get_target) {
+                                               const std::string& get_target,
+                                               const std::string& method) {
   client::HttpRequest req;
-  req.method = get_target.empty() ? std::string(call.req.method_string()) : "GET";
+  req.method = get_target.empty() ? std::string(call.req.method_string()) : method;
   req.target = get_target.empty() ? std::string(call.req.target()) : get_target;
   for (const auto& field : call.req) {
     const std::string_view name(field.name_string().data(), field.name_string().size());

@@ -125,23 +125,20 @@ asio::awaitable<HttpReply> Api::DescribeTopic(Call& call) {
   // An admin may describe internal topics too (a group's dead letters, the relays').
   if (Status s = CheckReadableTopicName(*call.principal, call.topic); !s.ok()) co_return Error(s);
   const std::string topic = call.topic;
-  auto job = [this, topic]() -> Result<std::string> {
-    CONVERGE_ASSIGN_OR_RETURN(TopicInfo info, d_.log->DescribeTopic(topic));
-    std::string groups = "[";
-    bool first = true;
-    for (const std::string& g : d_.groups->ListGroups(topic)) {
-      Result<GroupDescription> desc = d_.groups->DescribeGroup(topic, g);
-      if (!desc.ok()) continue;
-      if (!first) groups += ',';
-      first = false;
-      groups += GroupJson(*desc);
-    }
-    groups += ']';
-    return TopicJson(info, &groups);
-  };
-  Result<std::string> body = co_await d_.pool->Run(std::move(job));
-  if (!body.ok()) co_return Error(body.status());
-  co_return Reply(JsonReply(http::status::ok, std::move(body).value()));
+  auto job = [this, topic]() -> Result<TopicInfo> { return d_.log->DescribeTopic(topic); };
+  Result<TopicInfo> info = co_await d_.pool->Run(std::move(job));
+  if (!info.ok()) co_return Error(info.status());
+  // Every group of the topic: with shared groups, also those running in other sidecars
+  // (described by them).
+  Result<std::vector<std::string>> described = co_await DescribeGroupsOfTopic(call, false);
+  if (!described.ok()) co_return Error(described.status());
+  std::string groups = "[";
+  for (size_t i = 0; i < described->size(); ++i) {
+    if (i > 0) groups += ',';
+    groups += (*described)[i];
+  }
+  groups += ']';
+  co_return Reply(JsonReply(http::status::ok, TopicJson(*info, &groups)));
 }
 
 // ---------------------------------------------------------------------------------------

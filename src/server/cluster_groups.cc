@@ -23,17 +23,6 @@ constexpr std::string_view kGroupPrefix = "group:";
 constexpr int64_t kNanosPerMilli = 1'000'000;
 constexpr int64_t kRetryOpenNanos = 500 * kNanosPerMilli;
 
-std::string RandomHex(Env& env) {
-  static const char kHex[] = "0123456789abcdef";
-  uint64_t r = env.random().Next64();
-  std::string out;
-  for (int i = 0; i < 12; ++i) {
-    out.push_back(kHex[r & 15]);
-    r >>= 4;
-  }
-  return out;
-}
-
 // The URL a holder string publishes ("<instance>/<random>@<url>"); "" for other holders.
 std::string UrlOfHolder(const std::string& holder) {
   const size_t at = holder.find('@');
@@ -515,11 +504,12 @@ namespace {
 void ArmRebalance(ClusterGroups::Impl* m, int64_t delay_ns);
 }
 
-void ClusterGroups::Start(const std::string& advertise_url) {
+void ClusterGroups::Start(const std::string& advertise_url, const std::string& holder,
+                          const std::vector<std::string>& taken_over) {
   Impl& m = *impl_;
   if (m.started.load()) return;
   m.url = advertise_url;
-  m.holder = m.config.cluster.instance_id + "/" + RandomHex(*m.env) + "@" + advertise_url;
+  m.holder = holder;
   lease::LeaseKeeperOptions o =
       m.KeeperOptions(std::string(kNodePrefix) + m.config.cluster.instance_id);
   Result<std::unique_ptr<lease::LeaseKeeper>> node =
@@ -531,6 +521,21 @@ void ClusterGroups::Start(const std::string& advertise_url) {
     std::fprintf(stderr, "converge serve: node lease: %s\n", node.status().ToString().c_str());
   }
   m.started = true;
+  // The groups this sidecar ran before its restart: the table names this process as their
+  // holder now, so their keepers acquire them at once and they run here again (the rebalance
+  // hands those another live sidecar's hash prefers to it, as for any group).
+  for (const std::string& name : taken_over) {
+    if (name.compare(0, kGroupPrefix.size(), kGroupPrefix) != 0) continue;
+    const std::string scope = name.substr(kGroupPrefix.size());
+    const size_t slash = scope.find('/');
+    if (slash == std::string::npos) continue;
+    std::shared_ptr<Entry> e = m.GetEntry(scope.substr(0, slash), scope.substr(slash + 1), true);
+    std::lock_guard<std::mutex> lock(e->mu);
+    if (Status s = m.EnsureKeeperLocked(e); !s.ok()) {
+      std::fprintf(stderr, "converge serve: consumer group '%s': %s\n", scope.c_str(),
+                   s.ToString().c_str());
+    }
+  }
   ArmRebalance(&m, ClusterRenewIntervalMs(m.config) * kNanosPerMilli);
 }
 
@@ -747,14 +752,29 @@ Status ClusterGroups::DeleteGroup(const std::string& topic, const std::string& g
     }
   }
   if (s.ok() || s.code() == StatusCode::kNotFound) {
+    // Off the shared list, fenced by the group's lease like its state: a sidecar that lost the
+    // group meanwhile cannot unlist a group another one runs (or created again) now. A failure
+    // is the deletion's error (retry: the group is then not found, and unlisted).
     std::lock_guard<std::mutex> lock(impl_->db_mu);
-    const sql::Value params[] = {sql::Value::Text(topic + "/" + group)};
-    impl_->db
-        ->Execute("DELETE FROM " + impl_->config.cluster.group_state_table +
-                      " WHERE scope = $1 AND generation = -1",
-                  params)
-        .status()
-        .IgnoreError();
+    const std::string scope = topic + "/" + group;
+    const std::string lease_name = std::string(kGroupPrefix) + scope;
+    Status unlisted = impl_->db->Transact([&](sql::Transaction& txn) -> Status {
+      CONVERGE_RETURN_IF_ERROR(
+          lease::CheckFence(txn, impl_->config.cluster.lease_table, lease_name, r->token));
+      const sql::Value params[] = {sql::Value::Text(scope)};
+      return txn
+          .Execute("DELETE FROM " + impl_->config.cluster.group_state_table +
+                       " WHERE scope = $1 AND generation = -1",
+                   params)
+          .status();
+    });
+    if (!unlisted.ok()) {
+      if (unlisted.code() == StatusCode::kFailedPrecondition) {
+        // Fenced: another sidecar runs the group now.
+        return NotHere(topic, group);
+      }
+      return unlisted.WithContext("unlisting consumer group '" + scope + "'");
+    }
   }
   return s;
 }

@@ -52,8 +52,12 @@ class ClusterGroups final : public ConsumerGroups {
   ~ClusterGroups() override;
 
   // Starts the node lease and the rebalance; `advertise_url` is how the others reach this
-  // sidecar. Before Locate.
-  void Start(const std::string& advertise_url);
+  // sidecar, `holder` this process's holder string (ClusterHolder, ending in
+  // "@<advertise_url>"). `taken_over`: the leases taken over from this sidecar's previous
+  // incarnation at start (LeasedWork::Start): the groups among them run here again at once
+  // (their state recovered from PostgreSQL), without waiting for a request. Before Locate.
+  void Start(const std::string& advertise_url, const std::string& holder,
+             const std::vector<std::string>& taken_over);
   // Closes every group running here (a last fenced flush), then releases the leases.
   void Stop();
 

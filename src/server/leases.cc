@@ -1,12 +1,15 @@
 #include "server/leases.h"
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
 #include <mutex>
 #include <set>
+#include <string_view>
 #include <thread>
+#include <utility>
 
 namespace converge::server {
 namespace {
@@ -79,6 +82,8 @@ struct LeasedWork::Impl {
     std::unique_ptr<lease::LeaseKeeper> keeper;
     // Written under work_mu; read without it (a view must not wait for a slow start).
     std::atomic<bool> running{false};
+    // Taken over from this sidecar's previous incarnation at Start (counted as a takeover).
+    bool taken_at_start = false;
   };
 
   Env* env = nullptr;
@@ -125,6 +130,58 @@ struct LeasedWork::Impl {
   }
 };
 
+std::string ClusterHolder(Env& env, const ServerConfig& config, const std::string& url) {
+  std::string holder = config.cluster.instance_id + "/" + RandomSuffix(env);
+  if (!url.empty()) holder += "@" + url;
+  return holder;
+}
+
+namespace {
+// "<instance_id>" and "<url>" of a holder string ("" when it has no URL). instance_id has no
+// '/' or '@' (config), the random part no '@': the first '@' after the first '/' ends it.
+std::pair<std::string_view, std::string_view> SplitHolder(std::string_view holder) {
+  const size_t slash = holder.find('/');
+  if (slash == std::string_view::npos) return {holder, {}};
+  const size_t at = holder.find('@', slash);
+  if (at == std::string_view::npos) return {holder.substr(0, slash), {}};
+  return {holder.substr(0, slash), holder.substr(at + 1)};
+}
+}  // namespace
+
+bool IsPreviousIncarnation(const std::string& holder, const std::string& self) {
+  if (holder == self) return false;
+  const auto [instance, url] = SplitHolder(self);
+  if (url.empty()) return false;
+  const auto [other_instance, other_url] = SplitHolder(holder);
+  return other_instance == instance && other_url == url;
+}
+
+Result<std::vector<std::string>> TakeOverPreviousIncarnation(lease::LeaseStore& store,
+                                                             const ServerConfig& config,
+                                                             const std::string& self) {
+  std::vector<std::string> taken;
+  if (SplitHolder(self).second.empty()) return taken;  // no URL: nothing proves the old one dead
+  CONVERGE_ASSIGN_OR_RETURN(std::vector<lease::LeaseRecord> all, store.List());
+  for (const lease::LeaseRecord& r : all) {
+    if (r.holder.empty() || !IsPreviousIncarnation(r.holder, self)) continue;
+    const int64_t ttl_ms = LeaseOptionsFor(config, r.name).ttl_ms;
+    Result<lease::Acquired> a = store.TakeOver(r.name, self, r.holder, ttl_ms);
+    if (a.ok()) {
+      std::fprintf(stderr,
+                   "converge serve: lease '%s' taken over from this sidecar's previous "
+                   "incarnation %s (token %lld)\n",
+                   r.name.c_str(), r.holder.c_str(), static_cast<long long>(a->token));
+      taken.push_back(r.name);
+    } else if (a.status().code() != StatusCode::kFailedPrecondition) {
+      // Unknown outcome: the keeper's acquire settles it (the row names this holder, or it
+      // expires as usual).
+      std::fprintf(stderr, "converge serve: taking over lease '%s' from %s: %s\n", r.name.c_str(),
+                   r.holder.c_str(), a.status().ToString().c_str());
+    }  // FailedPrecondition: expired or released meanwhile
+  }
+  return taken;
+}
+
 int64_t ClusterRenewIntervalMs(const ServerConfig& config) {
   const lease::LeaseKeeperOptions k = LeaseOptionsFor(config, "x");
   return k.renew_interval_ms == 0 ? k.ttl_ms / 3 : k.renew_interval_ms;
@@ -150,7 +207,6 @@ Result<std::unique_ptr<LeasedWork>> LeasedWork::Open(Env& env, const ServerConfi
   auto impl = std::make_unique<Impl>();
   impl->env = &env;
   impl->config = config;
-  impl->holder = config.cluster.instance_id + "/" + RandomSuffix(env);
   CONVERGE_ASSIGN_OR_RETURN(impl->store, OpenClusterLeaseStore(config));
   impl->calls = std::make_unique<SerialThread>();
   impl->work_thread = std::make_shared<SerialThread>();
@@ -163,29 +219,64 @@ Status LeasedWork::Add(const std::string& name, std::function<Status()> start,
   for (const auto& w : m.works) {
     if (w->name == name) return InvalidArgumentError("lease '" + name + "' added twice");
   }
-  auto work = std::make_unique<Impl::Work>();
-  Impl::Work* w = work.get();
-  w->name = name;
-  w->start = std::move(start);
-  w->stop = std::move(stop);
+  if (m.started) return FailedPreconditionError("lease '" + name + "' added after Start");
+  // The options are checked now (the keeper is made at Start, once the holder is known).
   lease::LeaseKeeperOptions o = LeaseOptionsFor(m.config, name);
-  o.holder = m.holder;
-  SerialThread* calls = m.calls.get();
-  SerialThread* work_thread = m.work_thread.get();
-  o.run_blocking = [calls](std::function<void()> fn) { calls->Post(std::move(fn)); };
-  Impl* impl = impl_.get();
-  o.on_change = [work_thread, impl, w] { work_thread->Post([impl, w] { impl->Reconcile(*w); }); };
-  CONVERGE_ASSIGN_OR_RETURN(w->keeper, lease::LeaseKeeper::Create(*m.env, *m.store, std::move(o)));
+  o.holder = m.config.cluster.instance_id;
+  CONVERGE_RETURN_IF_ERROR(lease::ValidateKeeperOptions(o));
+  auto work = std::make_unique<Impl::Work>();
+  work->name = name;
+  work->start = std::move(start);
+  work->stop = std::move(stop);
   m.works.push_back(std::move(work));
   return Status::Ok();
 }
 
-void LeasedWork::Start() {
+std::vector<std::string> LeasedWork::Start(const std::string& url) {
   Impl& m = *impl_;
-  if (m.started) return;
+  if (m.started) return {};
   m.started = true;
-  for (auto& w : m.works) w->keeper->Start();
+  m.holder = ClusterHolder(*m.env, m.config, url);
+  // Before any keeper acquires: the leases this sidecar's previous incarnation still holds are
+  // this process's now (new tokens), so its keepers acquire them at once instead of waiting for
+  // them to expire.
+  std::vector<std::string> taken;
+  Result<std::vector<std::string>> t = TakeOverPreviousIncarnation(*m.store, m.config, m.holder);
+  if (t.ok()) {
+    taken = std::move(t).value();
+  } else {
+    std::fprintf(stderr,
+                 "converge serve: the leases of this sidecar's previous incarnation: %s (they "
+                 "are taken once they expire)\n",
+                 t.status().ToString().c_str());
+  }
+  SerialThread* calls = m.calls.get();
+  SerialThread* work_thread = m.work_thread.get();
+  Impl* impl = impl_.get();
+  for (auto& work : m.works) {
+    Impl::Work* w = work.get();
+    w->taken_at_start = std::find(taken.begin(), taken.end(), w->name) != taken.end();
+    lease::LeaseKeeperOptions o = LeaseOptionsFor(m.config, w->name);
+    o.holder = m.holder;
+    o.run_blocking = [calls](std::function<void()> fn) { calls->Post(std::move(fn)); };
+    o.on_change = [work_thread, impl, w] { work_thread->Post([impl, w] { impl->Reconcile(*w); }); };
+    Result<std::unique_ptr<lease::LeaseKeeper>> keeper =
+        lease::LeaseKeeper::Create(*m.env, *m.store, std::move(o));
+    if (!keeper.ok()) {  // checked by Add: not expected
+      std::fprintf(stderr, "converge serve: lease '%s': %s\n", w->name.c_str(),
+                   keeper.status().ToString().c_str());
+      continue;
+    }
+    {
+      std::lock_guard<std::mutex> lock(m.work_mu);
+      w->keeper = std::move(keeper).value();
+    }
+    w->keeper->Start();
+  }
+  return taken;
 }
+
+lease::LeaseStore& LeasedWork::store() { return *impl_->store; }
 
 void LeasedWork::Stop() {
   Impl& m = *impl_;
@@ -202,7 +293,9 @@ void LeasedWork::Stop() {
       }
     }
   }
-  for (auto& w : m.works) w->keeper->Stop();
+  for (auto& w : m.works) {
+    if (w->keeper != nullptr) w->keeper->Stop();
+  }
   m.calls->Join();
   m.work_thread->Join();
 }
@@ -213,12 +306,15 @@ std::vector<LeaseView> LeasedWork::View() const {
   const Impl& m = *impl_;
   std::vector<LeaseView> out;
   for (const auto& w : m.works) {
+    if (w->keeper == nullptr) continue;  // before Start
     LeaseView v;
     v.name = w->name;
     v.held = w->keeper->held();
     v.token = w->keeper->token();
     v.remaining_ms = w->keeper->remaining_ms();
     v.stats = w->keeper->stats();
+    // The keeper's own acquire found the row already naming this process.
+    if (w->taken_at_start) ++v.stats.takeovers;
     v.running = w->running.load();
     out.push_back(std::move(v));
   }

@@ -43,6 +43,27 @@ struct LeaseView {
   lease::LeaseKeeperStats stats;
 };
 
+// Holder strings. Every lease this sidecar takes (node, groups, singleton work) names the
+// same holder, "<instance_id>/<random>@<url>": the instance, a random part new in every process
+// (so two incarnations never share a lease by accident), and the URL the others reach it at
+// (cluster.advertise_url, or the listening address). Without a URL that identifies the sidecar
+// (listening on a wildcard address with no advertise_url) it is "<instance_id>/<random>".
+std::string ClusterHolder(Env& env, const ServerConfig& config, const std::string& url);
+
+// Whether `holder` is a previous incarnation of the process whose holder is `self`: both name
+// the same instance_id and the same "@<url>", and differ (the random part). Since `self`
+// listens on that URL now, and advertise_url is unique per sidecar (docs/configuration.md), no
+// other live process can be serving there: that holder is dead. False when `self` has no URL.
+bool IsPreviousIncarnation(const std::string& holder, const std::string& self);
+
+// At start, once listening: takes over (TakeOver: a new token each) every live lease of the
+// table whose holder is a previous incarnation of `self`, so a sidecar restarted after a crash
+// does not wait for its own old leases to expire. Returns the names taken; errors of the
+// database (the leases then expire as usual).
+Result<std::vector<std::string>> TakeOverPreviousIncarnation(lease::LeaseStore& store,
+                                                             const ServerConfig& config,
+                                                             const std::string& self);
+
 // The renew interval of the cluster's leases (cluster.lease_ttl_ms / 3 unless set), in ms.
 int64_t ClusterRenewIntervalMs(const ServerConfig& config);
 // Connects to the cluster's lease table (created if missing), with statements bounded by one
@@ -57,11 +78,16 @@ class LeasedWork {
   // Work under lease `name` (unique): start() when acquired, stop() when lost or at Stop.
   // Before Start only.
   Status Add(const std::string& name, std::function<Status()> start, std::function<void()> stop);
-  void Start();
+  // Once the sidecar listens on `url` (its advertise_url, or "" when none identifies it):
+  // takes over the leases of this sidecar's previous incarnation (TakeOverPreviousIncarnation),
+  // then starts acquiring the works' leases. Returns the names taken over. Once.
+  std::vector<std::string> Start(const std::string& url);
   void Stop();
 
-  // "<instance_id>/<random>": this process's holder id in the lease table.
+  // This process's holder string in the lease table (ClusterHolder); "" before Start.
   const std::string& holder() const;
+  // The store of the lease table (for the shared groups' takeover, after Start).
+  lease::LeaseStore& store();
   std::vector<LeaseView> View() const;
   // Whether the work under lease `name` runs here; nullopt when no work here has that lease.
   std::optional<bool> Running(const std::string& name) const;

@@ -539,10 +539,8 @@ Result<std::unique_ptr<Server>> Server::Open(const ServerConfig& config) {
                  impl->config.relays.service.sources.size(),
                  impl->leases ? " (each under its lease)" : "");
   }
-  if (impl->leases) {
-    impl->leases->Start();
-    std::fprintf(stderr, "converge serve: cluster instance %s\n", impl->leases->holder().c_str());
-  }
+  // The leases are taken from Listen on: only a sidecar listening on its URL may take over the
+  // leases its previous incarnation holds there.
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
@@ -631,10 +629,22 @@ uint32_t FitConnectionsToFileLimit(uint32_t wanted) {
 Status Server::Listen() {
   impl_->http->set_max_connections(FitConnectionsToFileLimit(impl_->config.limits.max_connections));
   CONVERGE_RETURN_IF_ERROR(impl_->http->Listen());
-  if (impl_->cluster_groups != nullptr) {
-    // Published once the port is known (listen port 0 picks one).
-    const std::string& advertised = impl_->config.cluster.advertise_url;
-    impl_->cluster_groups->Start(advertised.empty() ? url() : advertised);
+  if (impl_->leases != nullptr) {
+    // Known once the port is (listen port 0 picks one). This process now listens there, so no
+    // other live sidecar does: the leases an earlier process of this instance_id holds under
+    // this URL are a dead incarnation's, taken over at once (docs/scaling.md, "A restarted
+    // sidecar"). A wildcard address without advertise_url names no one sidecar: no URL, no
+    // takeover.
+    const std::string& host = impl_->config.listen_address;
+    const bool wildcard = host.empty() || host == "0.0.0.0" || host == "::";
+    std::string advertised = impl_->config.cluster.advertise_url;
+    if (advertised.empty() && !wildcard) advertised = url();
+    const std::vector<std::string> taken = impl_->leases->Start(advertised);
+    std::fprintf(stderr, "converge serve: cluster instance %s\n", impl_->leases->holder().c_str());
+    if (impl_->cluster_groups != nullptr) {
+      // Shared groups need a URL (ValidateConfig: advertise_url with a wildcard address).
+      impl_->cluster_groups->Start(advertised, impl_->leases->holder(), taken);
+    }
   }
   return Status::Ok();
 }

@@ -677,5 +677,133 @@ TEST_F(GroupsClusterTest, ForwardedGroupRequestsAreAuthorizedAtTheReceivingSidec
   EXPECT_EQ(r.status, 200) << r.body;
 }
 
+// A topic whose groups run in both sidecars is described and deleted through either: the
+// description lists every group (those running elsewhere described by their owner), the
+// deletion deletes each group through the sidecar running it (with the caller's token), and
+// a topic made again under the name starts its groups afresh. A group list that cannot be
+// read (PostgreSQL down) is a 503, never a shorter list.
+TEST_F(GroupsClusterTest, ATopicWithGroupsInBothSidecarsIsDescribedAndDeletedThroughEither) {
+  const std::string ops = "ops-token-0123456789ab";
+  const std::string auth =
+      "auth:\n  tokens:\n    - service: ops\n      token: \"" + ops +
+      "\"\n      admin: true\n      publish: [\"jobs\"]\n      subscribe: [\"jobs\"]\n";
+  testing::ServeProcess a(Config("a", "gdelete") + auth);
+  testing::ServeProcess b(Config("b", "gdelete") + auth);
+  ASSERT_TRUE(a.Start().ok()) << a.Log();
+  ASSERT_TRUE(b.Start().ok()) << b.Log();
+  const testing::HttpHeaders json_body = {{"Content-Type", "application/json"}};
+  auto call = [&](uint16_t port, const std::string& method, const std::string& target,
+                  const std::string& body = "") {
+    return testing::HttpCall(port, method, target, body,
+                             body.empty() ? testing::HttpHeaders{} : json_body, ops);
+  };
+  ASSERT_EQ(call(a.port(), "POST", "/v1/topics", R"({"name":"jobs","partitions":2})").status, 201);
+  auto publish = [&](const std::string& prefix, int n) {
+    for (int i = 0; i < n; ++i) {
+      const std::string body = R"({"specversion":"1.0","id":")" + prefix + std::to_string(i) +
+                               R"(","source":"/t","type":"t","subject":"k)" +
+                               std::to_string(i % 4) + R"("})";
+      ASSERT_EQ(testing::HttpCall(a.port(), "POST", "/v1/topics/jobs/events", body,
+                                  {{"Content-Type", "application/cloudevents+json"}}, ops)
+                    .status,
+                200);
+    }
+  };
+  publish("old-", 20);
+  // Fetches and acks everything the group gives, through `port`; the ids.
+  auto consume = [&](uint16_t port, const std::string& group) {
+    std::set<std::string> ids;
+    for (int round = 0; round < 50; ++round) {
+      testing::HttpResult r = call(port, "POST", "/v1/topics/jobs/groups/" + group + "/fetch",
+                                   R"({"consumer":"c","max_events":100})");
+      EXPECT_EQ(r.status, 200) << r.body;
+      if (r.status != 200) break;
+      const json::value v = json::parse(r.body);
+      const json::array& deliveries = v.at("deliveries").as_array();
+      if (deliveries.empty()) break;
+      std::string acks = R"({"consumer":"c","acks":[)";
+      for (size_t i = 0; i < deliveries.size(); ++i) {
+        const json::value& d = deliveries[i];
+        ids.insert(std::string(d.at("event").at("id").as_string()));
+        if (i > 0) acks += ',';
+        acks += "{\"partition\":" + json::serialize(d.at("partition")) +
+                ",\"offset\":" + json::serialize(d.at("offset")) +
+                ",\"lease_id\":" + json::serialize(d.at("lease_id")) + "}";
+      }
+      EXPECT_EQ(call(port, "POST", "/v1/topics/jobs/groups/" + group + "/ack", acks + "]}").status,
+                200);
+    }
+    return ids;
+  };
+  // Groups until each sidecar runs at least one (the hash spreads them), each consumed to the
+  // end, so each has committed positions.
+  std::set<std::string> groups;
+  bool on[2] = {false, false};
+  for (int g = 0; g < 24 && !(on[0] && on[1]); ++g) {
+    const std::string name = Name(g);
+    ASSERT_EQ(call(g % 2 ? b.port() : a.port(), "POST", "/v1/topics/jobs/groups",
+                   R"({"name":")" + name + R"(","lease_ms":60000})")
+                  .status,
+              201);
+    groups.insert(name);
+    EXPECT_EQ(consume(g % 2 ? a.port() : b.port(), name).size(), 20u);
+    ASSERT_TRUE(Eventually(
+        [&] { return Owns(a.port(), "jobs", name) != Owns(b.port(), "jobs", name); }, 10'000));
+    on[Owns(a.port(), "jobs", name) ? 0 : 1] = true;
+  }
+  ASSERT_TRUE(on[0] && on[1]) << "the hash put every group in one sidecar";
+
+  // Every group, through either sidecar, with the fields of its owner.
+  for (uint16_t port : {a.port(), b.port()}) {
+    testing::HttpResult r = call(port, "GET", "/v1/topics/jobs");
+    ASSERT_EQ(r.status, 200) << r.body;
+    std::set<std::string> listed;
+    const json::value v = json::parse(r.body);
+    for (const json::value& g : v.at("groups").as_array()) {
+      listed.insert(std::string(g.at("name").as_string()));
+      EXPECT_EQ(g.at("lag").as_int64(), 0) << json::serialize(g);
+      EXPECT_EQ(g.at("lease_ms").as_int64(), 60000) << json::serialize(g);
+      EXPECT_EQ(g.at("partitions").as_array().size(), 2u) << json::serialize(g);
+      EXPECT_EQ(g.as_object().if_contains("consumers"), nullptr) << json::serialize(g);
+    }
+    EXPECT_EQ(listed, groups) << r.body;
+  }
+
+  // Deleted through a, whichever sidecar runs each group.
+  testing::HttpResult deleted = call(a.port(), "DELETE", "/v1/topics/jobs");
+  ASSERT_EQ(deleted.status, 200) << deleted.body << a.Log() << b.Log();
+  std::set<std::string> gone;
+  const json::value dv = json::parse(deleted.body);
+  for (const json::value& g : dv.at("groups_deleted").as_array()) {
+    gone.insert(std::string(g.as_string()));
+  }
+  EXPECT_EQ(gone, groups);
+  EXPECT_EQ(call(b.port(), "GET", "/v1/topics/jobs").status, 404);
+
+  // Made again under the same name: no group of the old topic is listed, and a group of an old
+  // name starts from the new topic's beginning (no position of the old one applies).
+  ASSERT_EQ(call(b.port(), "POST", "/v1/topics", R"({"name":"jobs","partitions":2})").status, 201);
+  publish("new-", 12);
+  testing::HttpResult listed = call(a.port(), "GET", "/v1/topics/jobs/groups");
+  ASSERT_EQ(listed.status, 200) << listed.body;
+  EXPECT_EQ(json::parse(listed.body).at("groups").as_array().size(), 0u) << listed.body;
+  for (const std::string& name : groups) {
+    ASSERT_EQ(
+        call(a.port(), "POST", "/v1/topics/jobs/groups", R"({"name":")" + name + R"("})").status,
+        201);
+    std::set<std::string> ids = consume(b.port(), name);
+    EXPECT_EQ(ids.size(), 12u) << name;
+    for (const std::string& id : ids) EXPECT_EQ(id.rfind("new-", 0), 0u) << id;
+  }
+
+  // The shared list cannot be read: the description is refused, not shortened.
+  ASSERT_TRUE(pg_->Stop().ok());
+  for (uint16_t port : {a.port(), b.port()}) {
+    EXPECT_EQ(call(port, "GET", "/v1/topics/jobs").status, 503);
+    EXPECT_EQ(call(port, "GET", "/v1/topics/jobs/groups").status, 503);
+  }
+  ASSERT_TRUE(pg_->Restart().ok());
+}
+
 }  // namespace
 }  // namespace converge

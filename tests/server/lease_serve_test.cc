@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 #include <chrono>
 #include <cstdio>
@@ -25,6 +26,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -86,7 +88,8 @@ class LeaseServeTest : public ::testing::Test {
   }
 
   // Both sidecars: the same relay source, log (stream prefix) and lease table.
-  std::string Config(const std::string& instance, bool leased = true) const {
+  std::string Config(const std::string& instance, bool leased = true,
+                     int64_t ttl_ms = kTtlMs) const {
     std::string yaml =
         "log:\n  backend: jetstream\n  jetstream:\n    servers: [" + nats_->Url(0) +
         "]\n    stream_prefix: leasetest\n"
@@ -97,7 +100,7 @@ class LeaseServeTest : public ::testing::Test {
         "      rebalance_interval_ms: 200\n      postgres_connect_timeout_ms: 2000\n";
     if (leased) {
       yaml += "cluster:\n  instance_id: " + instance + "\n  postgres_conninfo: \"" +
-              pg_->ConnInfo() + "\"\n  lease_ttl_ms: " + std::to_string(kTtlMs) + "\n";
+              pg_->ConnInfo() + "\"\n  lease_ttl_ms: " + std::to_string(ttl_ms) + "\n";
     }
     return yaml;
   }
@@ -125,6 +128,17 @@ class LeaseServeTest : public ::testing::Test {
       if (l.at("name").as_string() == name) return l.at("held").as_bool();
     }
     return std::nullopt;
+  }
+
+  // The token of lease `name` as `server` holds it (GET /v1/leases; -1: no answer).
+  static int64_t Token(const testing::ServeProcess& server, const std::string& name) {
+    testing::HttpResult r = testing::HttpCall(server.port(), "GET", "/v1/leases");
+    if (r.status != 200) return -1;
+    json::value v = json::parse(r.body);
+    for (const json::value& l : v.at("leases").as_array()) {
+      if (l.at("name").as_string() == name) return l.at("token").as_int64();
+    }
+    return -1;
   }
 
   // The value of one sample of /metrics (-1: not found).
@@ -287,6 +301,94 @@ TEST_F(LeaseServeTest, RelayTakeoverAfterSigkillLosesNothingAndPublishesOnce) {
   std::this_thread::sleep_for(std::chrono::milliseconds(1000));
   producer.Stop();
   ExpectEveryRowOnce(b, producer.committed());
+}
+
+// A sidecar SIGKILLed and started again with the same instance_id and URL takes its previous
+// incarnation's leases over at once (new tokens) instead of waiting for them to expire: its
+// relay runs again, and the group it ran answers the first fetch, with the acked events not
+// delivered again. The lease ttl (20 s) is far longer than what the test allows.
+TEST_F(LeaseServeTest, ARestartedSidecarTakesOverItsOwnLeasesAtOnce) {
+  constexpr int64_t kLongTtlMs = 20'000;
+  const std::string config = Config("a", true, kLongTtlMs);
+  testing::ServeProcess a(config);
+  ASSERT_TRUE(a.Start().ok()) << a.Log();
+  ASSERT_TRUE(Eventually([&] { return Holds(a) == true; }, 15'000)) << a.Log();
+  const int64_t old_token = Token(a, "relay:orders");
+  ASSERT_GT(old_token, 0);
+
+  auto post = [](uint16_t port, const std::string& target, const std::string& body) {
+    return testing::HttpCall(port, "POST", target, body, {{"Content-Type", "application/json"}});
+  };
+  ASSERT_EQ(post(a.port(), "/v1/topics", R"({"name":"jobs","partitions":2})").status, 201);
+  {
+    client::Options o;
+    o.port = a.port();
+    client::Client c(o);
+    for (int n = 0; n < 10; ++n) {
+      Event e;
+      e.set_id(Numbered("job-", n));
+      e.set_source("/test");
+      e.set_type("t");
+      e.set_subject(Numbered("k", n % 4));
+      ASSERT_TRUE(c.PublishOne("jobs", e).ok());
+    }
+  }
+  ASSERT_EQ(post(a.port(), "/v1/topics/jobs/groups", R"({"name":"g","lease_ms":60000})").status,
+            201);
+  // One fetch of up to `max` events, each acked; the ids, or the failed answer.
+  auto fetch_and_ack = [&](uint16_t port, int max, std::set<std::string>* ids) {
+    testing::HttpResult r = post(port, "/v1/topics/jobs/groups/g/fetch",
+                                 R"({"consumer":"c","max_events":)" + std::to_string(max) + "}");
+    if (r.status != 200) return r;
+    const json::value v = json::parse(r.body);
+    std::string acks = R"({"consumer":"c","acks":[)";
+    bool any = false;
+    for (const json::value& d : v.at("deliveries").as_array()) {
+      if (any) acks += ',';
+      any = true;
+      ids->insert(std::string(d.at("event").at("id").as_string()));
+      acks += "{\"partition\":" + json::serialize(d.at("partition")) +
+              ",\"offset\":" + json::serialize(d.at("offset")) +
+              ",\"lease_id\":" + json::serialize(d.at("lease_id")) + "}";
+    }
+    if (any) {
+      testing::HttpResult a = post(port, "/v1/topics/jobs/groups/g/ack", acks + "]}");
+      if (a.status != 200) return a;
+    }
+    return r;
+  };
+  std::set<std::string> acked;
+  ASSERT_EQ(fetch_and_ack(a.port(), 5, &acked).status, 200);
+  ASSERT_FALSE(acked.empty());
+
+  a.Kill();
+  testing::ServeProcess restarted(config, a.data_dir());
+  restarted.set_listen("127.0.0.1:" + std::to_string(a.port()));
+  ASSERT_TRUE(restarted.Start().ok()) << restarted.Log();
+  const auto started = Clock::now();
+  // No retry: the group runs here again at once, from the first fetch on.
+  std::set<std::string> after;
+  testing::HttpResult first = fetch_and_ack(restarted.port(), 100, &after);
+  const double first_fetch_s = std::chrono::duration<double>(Clock::now() - started).count();
+  std::printf("restart -> first fetch answered %d after %.3f s (lease ttl %.1f s)\n", first.status,
+              first_fetch_s, kLongTtlMs / 1000.0);
+  ASSERT_EQ(first.status, 200) << first.body << restarted.Log();
+  for (int i = 0; i < 50 && after.size() + acked.size() < 10; ++i) {
+    testing::HttpResult r = fetch_and_ack(restarted.port(), 100, &after);
+    ASSERT_EQ(r.status, 200) << r.body;
+  }
+  size_t again = 0;
+  for (const std::string& id : after) again += acked.count(id);
+  EXPECT_EQ(again, 0u) << "acked events delivered again";
+  EXPECT_EQ(after.size() + acked.size(), 10u);
+  // The relay runs again well before the old lease would have expired, with a newer token
+  // (the dead incarnation's writes are fenced).
+  ASSERT_TRUE(Eventually([&] { return Holds(restarted) == true; }, 5'000)) << restarted.Log();
+  const double relay_s = std::chrono::duration<double>(Clock::now() - started).count();
+  std::printf("restart -> relay lease held after %.3f s\n", relay_s);
+  EXPECT_GT(Token(restarted, "relay:orders"), old_token);
+  EXPECT_LT(relay_s, kLongTtlMs / 2000.0);
+  EXPECT_EQ(Metric(restarted, "converge_lease_takeovers_total{name=\"relay:orders\"}"), 1);
 }
 
 TEST_F(LeaseServeTest, PostgresRestartNeverLeavesTwoHolders) {

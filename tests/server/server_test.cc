@@ -773,9 +773,12 @@ TEST_F(ServeTest, SigkillUnderLoadLosesNoAcknowledgedEvent) {
   stop = true;
   for (auto& th : publishers) th.join();
 
-  // Restart on the same data and read everything back.
+  // Restart on the same data and address (as a supervisor restarts a sidecar: with a
+  // cluster: section its URL identifies it, so it takes its dead incarnation's leases over at
+  // once) and read everything back.
   std::string data = server_->data_dir();
   auto restarted = std::make_unique<ServeProcess>("", data);
+  restarted->set_listen("127.0.0.1:" + std::to_string(server_->port()));
   ASSERT_OK(restarted->Start());
   Client c(restarted->ClientOptions());
   std::set<std::string> stored;
