@@ -287,8 +287,13 @@ class Api {
   // One `overview` event's JSON: what `who` may see.
   std::string OverviewJson(const Principal& who);
   // Forgets the ready watch and keep-alive of a deleted group (a group created again under
-  // the name may have other options).
-  void ForgetGroup(const std::string& topic, const std::string& group);
+  // the name may have other options). With `epoch` (WatchEpoch read before the deletion), only
+  // if the watch is still that one: a fetch woken by the deletion may already have made the
+  // group again and watched the new group, and that watch must stay.
+  void ForgetGroup(const std::string& topic, const std::string& group,
+                   std::optional<uint64_t> epoch = std::nullopt);
+  // Which watch of the group is registered now (0: none); changes whenever it is replaced.
+  uint64_t WatchEpoch(const std::string& topic, const std::string& group);
   // Deletes a group (force: with its dead letters) and the topic its discarded dead letters
   // went to (DiscardDeadLetters). Blocking.
   Status DeleteGroupAndDiscarded(const std::string& topic, const std::string& group, bool force);
@@ -355,7 +360,10 @@ class Api {
   // or stream must call the group to keep its member alive: a third of the group's session
   // timeout (a long poll or an idle stream would otherwise outlive its own session, and its
   // leases would expire as failed attempts while its consumer is still there).
-  Result<std::chrono::milliseconds> WatchGroup(const std::string& topic, const std::string& group);
+  // `renew`: the group was deleted and made again since it was watched; its old watch went
+  // with it, so a new one is registered even if one is listed.
+  Result<std::chrono::milliseconds> WatchGroup(const std::string& topic, const std::string& group,
+                                               bool renew = false);
   // Server-side acks of a stream (auto_ack), run one AckBatch at a time on the stream's strand.
   struct AckPipe {
     explicit AckPipe(const asio::any_io_executor& ex)
@@ -390,6 +398,8 @@ class Api {
   std::mutex watches_mu_;
   std::map<std::string, std::unique_ptr<ConsumerGroups::ReadyWatch>> watches_;
   std::map<std::string, std::chrono::milliseconds> keep_alive_;  // by group key, watches_mu_
+  std::map<std::string, uint64_t> watch_epochs_;  // by group key, watches_mu_ (WatchEpoch)
+  uint64_t next_watch_epoch_ = 0;                 // watches_mu_
   std::unique_ptr<Log::Watch> feed_watch_;  // watches_mu_; WatchFeed
   // The collections replicas write into (copy and bookkeeping) -> why a write is refused.
   std::map<std::string, std::string> read_only_collections_;

@@ -343,8 +343,9 @@ Status Api::DeleteGroupAndDiscarded(const std::string& topic, const std::string&
   if (Result<GroupDescription> g = d_.groups->DescribeGroup(topic, group); g.ok()) {
     discarded = DiscardedTopicFor(g->dead_letter_topic);
   }
+  const uint64_t epoch = WatchEpoch(topic, group);
   CONVERGE_RETURN_IF_ERROR(d_.groups->DeleteGroup(topic, group, force));
-  ForgetGroup(topic, group);
+  ForgetGroup(topic, group, epoch);
   // After the group is gone (durably). A crash before this leaves the discarded events in a
   // topic no group uses: only an archive (a group created again under the name adds to it,
   // and what it discards under an id found there is counted as discarded, not stored twice).
@@ -355,12 +356,18 @@ Status Api::DeleteGroupAndDiscarded(const std::string& topic, const std::string&
   return Status::Ok();
 }
 
-void Api::ForgetGroup(const std::string& topic, const std::string& group) {
+void Api::ForgetGroup(const std::string& topic, const std::string& group,
+                      std::optional<uint64_t> epoch) {
   const std::string key = GroupKey(topic, group);
   {
     std::lock_guard lock(watches_mu_);
-    watches_.erase(key);
-    keep_alive_.erase(key);
+    auto it = watch_epochs_.find(key);
+    const uint64_t current = it == watch_epochs_.end() ? 0 : it->second;
+    if (!epoch.has_value() || *epoch == current) {
+      watches_.erase(key);
+      keep_alive_.erase(key);
+      watch_epochs_.erase(key);
+    }
   }
   d_.hub->Notify(key);  // waiting fetches and streams look again (and find no group)
 }

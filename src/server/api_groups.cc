@@ -67,12 +67,17 @@ Status Api::EnsureGroup(const std::string& topic, const std::string& group) {
 }
 
 Result<std::chrono::milliseconds> Api::WatchGroup(const std::string& topic,
-                                                  const std::string& group) {
+                                                  const std::string& group, bool renew) {
   const std::string key = GroupKey(topic, group);
   {
     std::lock_guard lock(watches_mu_);
-    auto it = keep_alive_.find(key);
-    if (it != keep_alive_.end()) return it->second;
+    if (renew) {
+      watches_.erase(key);
+      keep_alive_.erase(key);
+      watch_epochs_.erase(key);
+    } else if (auto it = keep_alive_.find(key); it != keep_alive_.end()) {
+      return it->second;
+    }
   }
   // First use of the group in this process: its options (set at creation, kept on disk) say
   // its session timeout. Read without the lock: it reads the log.
@@ -94,9 +99,16 @@ Result<std::chrono::milliseconds> Api::WatchGroup(const std::string& topic,
     CONVERGE_ASSIGN_OR_RETURN(std::unique_ptr<ConsumerGroups::ReadyWatch> watch,
                               d_.groups->WatchReadyByMember(topic, group, std::move(wake)));
     watches_.emplace(key, std::move(watch));
+    watch_epochs_[key] = ++next_watch_epoch_;
   }
   keep_alive_.emplace(key, keep_alive);
   return keep_alive;
+}
+
+uint64_t Api::WatchEpoch(const std::string& topic, const std::string& group) {
+  std::lock_guard lock(watches_mu_);
+  auto it = watch_epochs_.find(GroupKey(topic, group));
+  return it == watch_epochs_.end() ? 0 : it->second;
 }
 
 Result<FetchResult> Api::FetchAsMember(const std::string& topic, const std::string& group,
@@ -282,18 +294,19 @@ asio::awaitable<HttpReply> Api::Fetch(Call& call) {
     auto job = [this, topic, group, consumer, max_events, max_bytes, wait_ms, deadline, format,
                 watched]() -> Result<Looked> {
       Looked looked;
-      auto ensure_and_watch = [&]() -> Status {
+      auto ensure_and_watch = [&](bool renew) -> Status {
         CONVERGE_RETURN_IF_ERROR(EnsureGroup(topic, group));
-        CONVERGE_ASSIGN_OR_RETURN(looked.keep_alive, WatchGroup(topic, group));
+        CONVERGE_ASSIGN_OR_RETURN(looked.keep_alive, WatchGroup(topic, group, renew));
         return Status::Ok();
       };
-      if (!watched) CONVERGE_RETURN_IF_ERROR(ensure_and_watch());
+      if (!watched) CONVERGE_RETURN_IF_ERROR(ensure_and_watch(false));
       Result<FetchResult> r =
           FetchAsMember(topic, group, consumer, static_cast<uint32_t>(max_events), max_bytes);
       if (watched && r.status().code() == StatusCode::kNotFound) {
         // Deleted meanwhile (its watch went with it): made again and watched again, so the
-        // waits below are woken by the new group.
-        CONVERGE_RETURN_IF_ERROR(ensure_and_watch());
+        // waits below are woken by the new group (also when the deletion has not yet
+        // forgotten the old watch: ForgetGroup then leaves this one alone).
+        CONVERGE_RETURN_IF_ERROR(ensure_and_watch(true));
         r = FetchAsMember(topic, group, consumer, static_cast<uint32_t>(max_events), max_bytes);
       }
       if (!r.ok()) return r.status();

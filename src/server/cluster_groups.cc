@@ -743,13 +743,25 @@ Status ClusterGroups::CreateGroup(const std::string& topic, const std::string& g
 
 Status ClusterGroups::DeleteGroup(const std::string& topic, const std::string& group, bool force) {
   CONVERGE_RUNNING_OR_ACQUIRE(r, topic, group);
+  // The instance's watch belongs to the group being deleted: taken off before the deletion, so
+  // that a group created again at once (a waiting fetch makes its group again when woken by
+  // the deletion) attaches a watch of its own, which nothing here may drop afterwards.
+  std::shared_ptr<Entry> e = impl_->GetEntry(topic, group, false);
+  std::unique_ptr<ConsumerGroups::ReadyWatch> detached;
+  if (e != nullptr) {
+    std::lock_guard<std::mutex> lock(e->mu);
+    if (e->running == r) detached = std::move(r->watch);
+  }
   Status s = r->groups->DeleteGroup(topic, group, force);
-  if (s.ok()) {
-    // The instance's watch belonged to the deleted group.
-    if (std::shared_ptr<Entry> e = impl_->GetEntry(topic, group, false)) {
+  detached.reset();
+  if (!s.ok() && e != nullptr) {
+    // Not deleted (refused, or failed): watched again, and the waiting fetches look again in
+    // case a record came while it was not watched.
+    {
       std::lock_guard<std::mutex> lock(e->mu);
-      if (e->running == r) r->watch.reset();
+      if (e->running == r) impl_->AttachWatchLocked(e);
     }
+    e->NotifyWatchers();
   }
   if (s.ok() || s.code() == StatusCode::kNotFound) {
     // Off the shared list, fenced by the group's lease like its state: a sidecar that lost the

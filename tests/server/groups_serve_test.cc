@@ -447,7 +447,9 @@ TEST_F(GroupsTest, ALongPollWhoseGroupIsDeletedWaitsOnTheGroupMadeAgain) {
   const Clock::time_point published = Clock::now();
   Publish("remade", "after-delete");
   poll.join();
-  ASSERT_EQ(got.size(), 1u) << "after " << taken_ms << " ms";
+  ASSERT_EQ(got.size(), 1u) << "after " << taken_ms << " ms; the group now: "
+                            << Call("GET", "/v1/topics/remade/groups/g").body
+                            << "\nserver log:\n" << server_->Log();
   EXPECT_EQ(got[0].event->id(), "after-delete");
   EXPECT_LT(MsSince(published), 5000) << "the poll slept through the new group's record";
 }
