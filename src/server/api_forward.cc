@@ -104,8 +104,10 @@ asio::awaitable<std::optional<HttpReply>> Api::RouteToLeaseHolder(Call& call,
   // does not run), never forwarded again.
   if (d_.cluster_groups == nullptr || leases_ == nullptr) co_return std::nullopt;
   if (call.req.find(std::string(kForwardedHeader)) != call.req.end()) co_return std::nullopt;
-  // Not leased here (nullopt), or running here (true): this sidecar answers.
-  if (leases_->Running(lease).value_or(true)) co_return std::nullopt;
+  // Not leased here (nullopt), or running here (true): this sidecar answers. So it does while
+  // it holds the lease and its work is still starting (the route answers 503 then): the
+  // holder would be this sidecar itself.
+  if (leases_->Running(lease).value_or(true) || leases_->Held(lease)) co_return std::nullopt;
   ClusterGroups* cluster = d_.cluster_groups;
   // Named, not a temporary in the co_await (see the GCC 12 note in blocking_pool.h).
   auto locate = [cluster, lease] { return cluster->UrlOfLeaseHolder(lease); };

@@ -328,6 +328,13 @@ std::optional<bool> LeasedWork::Running(const std::string& name) const {
   return std::nullopt;
 }
 
+bool LeasedWork::Held(const std::string& name) const {
+  for (const auto& w : impl_->works) {
+    if (w->name == name) return w->keeper != nullptr && w->keeper->held();
+  }
+  return false;
+}
+
 void LeasedWork::CollectMetrics(std::vector<MetricsRegistry::Sample>* out) const {
   for (const LeaseView& v : View()) {
     Labels labels = {{"name", v.name}};

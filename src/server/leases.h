@@ -91,6 +91,8 @@ class LeasedWork {
   std::vector<LeaseView> View() const;
   // Whether the work under lease `name` runs here; nullopt when no work here has that lease.
   std::optional<bool> Running(const std::string& name) const;
+  // Whether this sidecar holds the lease of work `name` now (its work may still be starting).
+  bool Held(const std::string& name) const;
   void CollectMetrics(std::vector<MetricsRegistry::Sample>* out) const;
 
   struct Impl;
