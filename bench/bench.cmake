@@ -18,7 +18,8 @@ if(CONVERGE_BUILD_BENCH OR CONVERGE_BUILD_TESTS)
     ${CONVERGE_BENCH_DIR}/timing.cc
     ${CONVERGE_BENCH_DIR}/log_options.cc
     ${CONVERGE_BENCH_DIR}/log_workload.cc)
-  target_include_directories(converge_bench_core PRIVATE ${CMAKE_SOURCE_DIR} ${CMAKE_SOURCE_DIR}/src)
+  target_include_directories(converge_bench_core PRIVATE
+    ${CMAKE_SOURCE_DIR} ${CMAKE_SOURCE_DIR}/src)
   target_compile_options(converge_bench_core PRIVATE ${CONVERGE_WARNINGS})
   target_link_libraries(converge_bench_core PUBLIC converge Boost::json CLI11::CLI11)
 endif()
@@ -58,7 +59,8 @@ if(CONVERGE_BUILD_BENCH)
     ${CMAKE_SOURCE_DIR}/tests)
   target_compile_options(converge_bench PRIVATE ${CONVERGE_WARNINGS})
   # The server fixtures (server_process, postgres_server, nats_server) of tests/support.
-  target_link_libraries(converge_bench PRIVATE converge_bench_core converge_test_support converge Boost::json Boost::headers CLI11::CLI11
+  target_link_libraries(converge_bench PRIVATE converge_bench_core converge_test_support converge
+    Boost::json Boost::headers CLI11::CLI11
     PkgConfig::NATS PkgConfig::HIREDIS PostgreSQL::PostgreSQL)
   # The benchmarks drive `converge serve`: building them builds it.
   add_dependencies(converge_bench converge_cli)

@@ -1,7 +1,8 @@
-# Precompiled headers (CONVERGE_PCH, ON by default): the standard library, Boost.Asio/Beast/JSON
-# and GoogleTest headers that hundreds of translation units would otherwise parse again each,
-# compiled once per group of targets whose compile flags match (GCC refuses a precompiled header
-# made with other flags, and -Winvalid-pch with -Werror makes that an error):
+# Precompiled headers (CONVERGE_PCH; ON by default, except in the sanitizer builds): the
+# standard library, Boost.Asio/Beast/JSON and GoogleTest headers that hundreds of translation
+# units would otherwise parse again each, compiled once per group of targets whose flags match
+# (GCC refuses a precompiled header made with other flags, and -Winvalid-pch with -Werror makes
+# that an error):
 #   - converge_server, whose code is mostly HTTP and JSON: the standard library and
 #     Boost.Asio/Beast/JSON; converge_client (HTTP too) reuses it. The other modules have none:
 #     their files are light, and GCC 12 reported a false -Wstringop-overflow in one of them
@@ -15,7 +16,16 @@
 # With ccache, a compile that uses a precompiled header is cached only with the sloppiness
 # pch_defines,time_macros (the top CMakeLists.txt sets it for the compiler launcher).
 
-option(CONVERGE_PCH "Precompile the heavy third-party headers (faster cold builds)" ON)
+# Off by default in the sanitizer builds (make asan, make tsan): a precompiled header changes
+# which of GCC's warnings fire (above), -Werror makes each an error, and those builds were not
+# checked with them; nor are they the build with a time limit. -DCONVERGE_PCH=ON overrides.
+if(CONVERGE_SANITIZE)
+  set(converge_pch_default OFF)
+else()
+  set(converge_pch_default ON)
+endif()
+option(CONVERGE_PCH "Precompile the heavy third-party headers (faster cold builds)"
+  ${converge_pch_default})
 
 set(CONVERGE_PCH_STD
   <algorithm> <array> <atomic> <chrono> <condition_variable> <cstddef> <cstdint> <cstdio>
