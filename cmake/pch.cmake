@@ -1,18 +1,19 @@
 # Precompiled headers (CONVERGE_PCH; ON by default, except in the sanitizer builds): the
-# standard library, Boost.Asio/Beast/JSON and GoogleTest headers that hundreds of translation
-# units would otherwise parse again each, compiled once per group of targets whose flags match
-# (GCC refuses a precompiled header made with other flags, and -Winvalid-pch with -Werror makes
-# that an error):
-#   - converge_server, whose code is mostly HTTP and JSON: the standard library and
-#     Boost.Asio/Beast/JSON; converge_client (HTTP too) reuses it. The other modules have none:
-#     their files are light, and GCC 12 reported a false -Wstringop-overflow in one of them
-#     (src/topology/manifest.cc) with a standard-library one that it does not report without
-#     (see CONVERGE_PCH_TEST_OPTIONS below).
-#   - every converge_test(): one of GoogleTest and the standard library (converge_test_pch).
-#   - the converge binary (converge_cli): its own, with Boost.Beast/JSON and CLI11.
+# standard library and Boost.Asio/Beast/JSON headers that the HTTP code parses again in each of
+# its files, compiled once per target (GCC refuses a precompiled header made with other flags,
+# and -Winvalid-pch with -Werror makes that an error):
+#   - converge_server, whose code is mostly HTTP and JSON; converge_client (HTTP too, same
+#     flags) reuses it.
+#   - the converge binary (converge_cli): the same headers and CLI11.
 # Only third-party headers are precompiled, so no include of the project's own headers goes
 # around the include roots that enforce the layers (cmake/layers.cmake). A build with
 # CONVERGE_PCH=OFF checks that every file includes what it uses.
+#
+# Not the other modules, the tests or the benchmarks: GCC 12 at -O3 then reports false
+# -Wstringop-overflow, -Warray-bounds and -Wstringop-overread inside the standard headers
+# (std::string copies inlined into src/topology/manifest.cc and into 9 test files), which it
+# keeps quiet about when the same headers are parsed (code in a system header); -Werror makes
+# each an error. (The tests' share, GoogleTest and the standard library, was the larger one.)
 #
 # With ccache, a compile that uses a precompiled header is cached only with the sloppiness
 # pch_defines,time_macros (the top CMakeLists.txt sets it for the compiler launcher).
@@ -39,7 +40,6 @@ set(CONVERGE_PCH_HTTP
   <boost/asio/ip/tcp.hpp> <boost/asio/post.hpp> <boost/asio/steady_timer.hpp>
   <boost/asio/use_awaitable.hpp> <boost/beast/core.hpp> <boost/beast/http.hpp>
   <boost/json.hpp>)
-set(CONVERGE_PCH_TEST <gtest/gtest.h> <gmock/gmock.h>)
 
 # libconverge's object libraries (call after they exist).
 function(converge_pch_modules)
@@ -51,38 +51,5 @@ function(converge_pch_modules)
     if(TARGET converge_client)
       target_precompile_headers(converge_client REUSE_FROM converge_server)
     endif()
-  endif()
-endfunction()
-
-# GCC 12 at -O3 reports std::string's copies (char_traits.h, inlined into a test) as
-# -Wstringop-overflow and -Warray-bounds when the standard headers come from the precompiled
-# header (9 test files); the same files compile without them when the headers are parsed (GCC
-# then keeps quiet about code in a system header). So the tests, all of which use the
-# precompiled header, do without these two warnings; the library and the binary keep them.
-if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
-  set(CONVERGE_PCH_TEST_OPTIONS -Wno-stringop-overflow -Wno-array-bounds)
-else()
-  set(CONVERGE_PCH_TEST_OPTIONS "")
-endif()
-
-# The donor of the tests' precompiled header: a program with a test's flags (converge_test).
-function(converge_pch_test_donor)
-  if(NOT CONVERGE_PCH OR NOT CONVERGE_BUILD_TESTS)
-    return()
-  endif()
-  set(src ${CMAKE_BINARY_DIR}/converge_test_pch.cc)
-  file(CONFIGURE OUTPUT ${src} CONTENT "int main() { return 0; }\n")
-  add_executable(converge_test_pch ${src})
-  target_compile_options(converge_test_pch PRIVATE
-    ${CONVERGE_WARNINGS} ${CONVERGE_PCH_TEST_OPTIONS})
-  target_link_libraries(converge_test_pch PRIVATE GTest::gtest GTest::gmock)
-  target_precompile_headers(converge_test_pch PRIVATE ${CONVERGE_PCH_STD} ${CONVERGE_PCH_TEST})
-endfunction()
-
-# A converge_test() program.
-function(converge_pch_test target)
-  if(CONVERGE_PCH)
-    target_precompile_headers(${target} REUSE_FROM converge_test_pch)
-    target_compile_options(${target} PRIVATE ${CONVERGE_PCH_TEST_OPTIONS})
   endif()
 endfunction()
