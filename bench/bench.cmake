@@ -10,14 +10,24 @@
 set(CONVERGE_BENCH_DIR ${CMAKE_SOURCE_DIR}/bench)
 set(CONVERGE_TEST_SUPPORT_DIR ${CMAKE_SOURCE_DIR}/tests/support)
 
+# The parts bench_test checks (report rows, timing, the log workload and its options),
+# compiled once for converge-bench and bench_test.
+if(CONVERGE_BUILD_BENCH OR CONVERGE_BUILD_TESTS)
+  add_library(converge_bench_core STATIC
+    ${CONVERGE_BENCH_DIR}/report.cc
+    ${CONVERGE_BENCH_DIR}/timing.cc
+    ${CONVERGE_BENCH_DIR}/log_options.cc
+    ${CONVERGE_BENCH_DIR}/log_workload.cc)
+  target_include_directories(converge_bench_core PRIVATE
+    ${CMAKE_SOURCE_DIR} ${CMAKE_SOURCE_DIR}/src)
+  target_compile_options(converge_bench_core PRIVATE ${CONVERGE_WARNINGS})
+  target_link_libraries(converge_bench_core PUBLIC converge Boost::json CLI11::CLI11)
+endif()
+
 if(CONVERGE_BUILD_BENCH)
   add_executable(converge_bench
     ${CONVERGE_BENCH_DIR}/main.cc
-    ${CONVERGE_BENCH_DIR}/report.cc
-    ${CONVERGE_BENCH_DIR}/timing.cc
     ${CONVERGE_BENCH_DIR}/log_bench.cc
-    ${CONVERGE_BENCH_DIR}/log_options.cc
-    ${CONVERGE_BENCH_DIR}/log_workload.cc
     ${CONVERGE_BENCH_DIR}/raw_disk.cc
     ${CONVERGE_BENCH_DIR}/jetstream.cc
     ${CONVERGE_BENCH_DIR}/redis_streams.cc
@@ -40,9 +50,6 @@ if(CONVERGE_BUILD_BENCH)
     ${CONVERGE_BENCH_DIR}/replica_bench.cc
     ${CONVERGE_BENCH_DIR}/client_publish.cc
     ${CONVERGE_BENCH_DIR}/push_bench.cc
-    ${CONVERGE_TEST_SUPPORT_DIR}/server_process.cc
-    ${CONVERGE_TEST_SUPPORT_DIR}/postgres_server.cc
-    ${CONVERGE_TEST_SUPPORT_DIR}/nats_server.cc
   )
   # Beside the converge binary: `converge bench` runs it from there, and it starts
   # `converge serve` from there.
@@ -51,18 +58,16 @@ if(CONVERGE_BUILD_BENCH)
   target_include_directories(converge_bench PRIVATE ${CMAKE_SOURCE_DIR} ${CMAKE_SOURCE_DIR}/src
     ${CMAKE_SOURCE_DIR}/tests)
   target_compile_options(converge_bench PRIVATE ${CONVERGE_WARNINGS})
-  target_link_libraries(converge_bench PRIVATE converge Boost::json Boost::headers CLI11::CLI11
+  # The server fixtures (server_process, postgres_server, nats_server) of tests/support.
+  target_link_libraries(converge_bench PRIVATE converge_bench_core converge_test_support converge
+    Boost::json Boost::headers CLI11::CLI11
     PkgConfig::NATS PkgConfig::HIREDIS PostgreSQL::PostgreSQL)
   # The benchmarks drive `converge serve`: building them builds it.
   add_dependencies(converge_bench converge_cli)
 endif()
 
-converge_test(NAME bench_test LABELS unit LIBS Boost::json CLI11::CLI11 SOURCES
+converge_test(NAME bench_test LABELS unit LIBS converge_bench_core Boost::json CLI11::CLI11 SOURCES
   ${CONVERGE_BENCH_DIR}/bench_test.cc
-  ${CONVERGE_BENCH_DIR}/report.cc
-  ${CONVERGE_BENCH_DIR}/timing.cc
-  ${CONVERGE_BENCH_DIR}/log_options.cc
-  ${CONVERGE_BENCH_DIR}/log_workload.cc
 )
 converge_test(NAME server_process_test LABELS integration TIMEOUT 120 SOURCES
   ${CONVERGE_TEST_SUPPORT_DIR}/server_process_test.cc
