@@ -355,12 +355,54 @@ TEST_F(AuditServeTest, RelayedEventsAreAudited) {
   Stop();
 }
 
+// The JetStream tests: a sidecar on `nats` with the audit on.
+std::string JetStreamAuditConfig(testing::NatsCluster& nats) {
+  return "log:\n  backend: jetstream\n  jetstream:\n    servers: [" + nats.Url(0) +
+         "]\n    stream_prefix: aud\naudit:\n  enabled: true\n  interval_ms: 50\n";
+}
+
+// `n` structured events e0, e1, ... published in one batch.
+std::string EventBatch(int n) {
+  std::string batch = "[";
+  for (int i = 0; i < n; ++i) {
+    if (i > 0) batch += ',';
+    batch += R"({"specversion":"1.0","source":"/t","type":"t.e","id":"e)" + std::to_string(i) +
+             R"(","data":1})";
+  }
+  return batch + "]";
+}
+
+// GET /v1/audit (no auth configured) once `done` holds for it (a failure after 30 s).
+json::object AuditOnceDone(uint16_t port, const std::function<bool(const json::object&)>& done) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  json::object last;
+  while (std::chrono::steady_clock::now() < deadline) {
+    testing::HttpResult r = testing::HttpCall(port, "GET", "/v1/audit");
+    last = json::parse(r.body).as_object();
+    if (done(last)) return last;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling, not correctness
+  }
+  ADD_FAILURE() << json::serialize(last);
+  return last;
+}
+
+// Deletes message `seq` of `stream` behind converge's back, as an engine that loses it.
+void DeleteStreamMessage(testing::NatsCluster& nats, const char* stream, uint64_t seq) {
+  natsConnection* nc = nullptr;
+  ASSERT_EQ(natsConnection_ConnectTo(&nc, nats.Url(0).c_str()), NATS_OK);
+  jsCtx* js = nullptr;
+  ASSERT_EQ(natsConnection_JetStream(&js, nc, nullptr), NATS_OK);
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  EXPECT_EQ(js_DeleteMsg(js, stream, seq, nullptr, &jerr), NATS_OK) << jerr;
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+}
+
 TEST(AuditJetStreamTest, MessageDeletedFromTheStreamIsMissing) {
   auto started = testing::NatsCluster::Start(testing::NatsClusterOptions{});
   ASSERT_TRUE(started.ok()) << started.status().ToString();
   testing::NatsCluster& nats = **started;
-  ServeProcess server("log:\n  backend: jetstream\n  jetstream:\n    servers: [" + nats.Url(0) +
-                      "]\n    stream_prefix: aud\naudit:\n  enabled: true\n  interval_ms: 50\n");
+  ServeProcess server(JetStreamAuditConfig(nats));
   ASSERT_TRUE(server.Start().ok()) << server.Log();
   const uint16_t port = server.port();
   ASSERT_EQ(testing::HttpCall(port, "POST", "/v1/topics", R"({"name":"orders","partitions":1})",
@@ -368,46 +410,20 @@ TEST(AuditJetStreamTest, MessageDeletedFromTheStreamIsMissing) {
                 .status,
             201);
   constexpr int kEvents = 20;
-  std::string batch = "[";
-  for (int i = 0; i < kEvents; ++i) {
-    if (i > 0) batch += ',';
-    batch += R"({"specversion":"1.0","source":"/t","type":"t.e","id":"e)" + std::to_string(i) +
-             R"(","data":1})";
-  }
-  batch += "]";
   testing::HttpResult published =
-      testing::HttpCall(port, "POST", "/v1/topics/orders/events", batch,
+      testing::HttpCall(port, "POST", "/v1/topics/orders/events", EventBatch(kEvents),
                         {{"Content-Type", "application/cloudevents-batch+json"}});
   ASSERT_EQ(published.status, 200) << published.body;
 
-  auto audit = [&](const std::function<bool(const json::object&)>& done) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    json::object last;
-    while (std::chrono::steady_clock::now() < deadline) {
-      testing::HttpResult r = testing::HttpCall(port, "GET", "/v1/audit");
-      last = json::parse(r.body).as_object();
-      if (done(last)) return last;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling, not correctness
-    }
-    ADD_FAILURE() << json::serialize(last);
-    return last;
-  };
-  json::object clean =
-      audit([](const json::object& o) { return o.at("checked").to_number<int64_t>() == kEvents; });
+  json::object clean = AuditOnceDone(
+      port, [](const json::object& o) { return o.at("checked").to_number<int64_t>() == kEvents; });
   EXPECT_EQ(clean.at("findings_total").to_number<int64_t>(), 0) << json::serialize(clean);
 
   // The engine loses offset 7 (stream sequence 8): deleted behind converge's back.
   constexpr uint64_t kLost = 7;
-  natsConnection* nc = nullptr;
-  ASSERT_EQ(natsConnection_ConnectTo(&nc, nats.Url(0).c_str()), NATS_OK);
-  jsCtx* js = nullptr;
-  ASSERT_EQ(natsConnection_JetStream(&js, nc, nullptr), NATS_OK);
-  jsErrCode jerr = static_cast<jsErrCode>(0);
-  EXPECT_EQ(js_DeleteMsg(js, "aud_orders_0", kLost + 1, nullptr, &jerr), NATS_OK) << jerr;
-  jsCtx_Destroy(js);
-  natsConnection_Destroy(nc);
+  DeleteStreamMessage(nats, "aud_orders_0", kLost + 1);
 
-  json::object after = audit([](const json::object& o) {
+  json::object after = AuditOnceDone(port, [](const json::object& o) {
     return o.at("findings_total").to_number<int64_t>() > 0 || !o.at("errors").as_array().empty();
   });
   ASSERT_EQ(after.at("findings").as_array().size(), 1u) << json::serialize(after);
@@ -427,8 +443,7 @@ TEST(AuditJetStreamTest, DeadLetterDeletedFromItsStreamIsMissing) {
   auto started = testing::NatsCluster::Start(testing::NatsClusterOptions{});
   ASSERT_TRUE(started.ok()) << started.status().ToString();
   testing::NatsCluster& nats = **started;
-  ServeProcess server("log:\n  backend: jetstream\n  jetstream:\n    servers: [" + nats.Url(0) +
-                      "]\n    stream_prefix: aud\naudit:\n  enabled: true\n  interval_ms: 50\n");
+  ServeProcess server(JetStreamAuditConfig(nats));
   ASSERT_TRUE(server.Start().ok()) << server.Log();
   const uint16_t port = server.port();
   const testing::HttpHeaders json_type = {{"Content-Type", "application/json"}};
@@ -441,14 +456,7 @@ TEST(AuditJetStreamTest, DeadLetterDeletedFromItsStreamIsMissing) {
                 .status,
             201);
   constexpr int kEvents = 3;
-  std::string batch = "[";
-  for (int i = 0; i < kEvents; ++i) {
-    if (i > 0) batch += ',';
-    batch += R"({"specversion":"1.0","source":"/t","type":"t.e","id":"e)" + std::to_string(i) +
-             R"(","data":1})";
-  }
-  batch += "]";
-  ASSERT_EQ(testing::HttpCall(port, "POST", "/v1/topics/orders/events", batch,
+  ASSERT_EQ(testing::HttpCall(port, "POST", "/v1/topics/orders/events", EventBatch(kEvents),
                               {{"Content-Type", "application/cloudevents-batch+json"}})
                 .status,
             200);
@@ -471,35 +479,17 @@ TEST(AuditJetStreamTest, DeadLetterDeletedFromItsStreamIsMissing) {
       testing::HttpCall(port, "POST", "/v1/topics/orders/groups/g/nack", nacks, json_type);
   ASSERT_EQ(nacked.status, 200) << nacked.body;
 
-  auto audit = [&](const std::function<bool(const json::object&)>& done) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    json::object last;
-    while (std::chrono::steady_clock::now() < deadline) {
-      testing::HttpResult r = testing::HttpCall(port, "GET", "/v1/audit");
-      last = json::parse(r.body).as_object();
-      if (done(last)) return last;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling, not correctness
-    }
-    ADD_FAILURE() << json::serialize(last);
-    return last;
-  };
   // The events and their dead letters, all where acknowledged.
-  json::object clean = audit(
-      [](const json::object& o) { return o.at("checked").to_number<int64_t>() == 2 * kEvents; });
+  json::object clean = AuditOnceDone(port, [](const json::object& o) {
+    return o.at("checked").to_number<int64_t>() == 2 * kEvents;
+  });
   EXPECT_EQ(clean.at("findings_total").to_number<int64_t>(), 0) << json::serialize(clean);
 
   // The engine loses the middle dead letter (offset 1, stream sequence 2; losing the first
   // would look like retention).
-  natsConnection* nc = nullptr;
-  ASSERT_EQ(natsConnection_ConnectTo(&nc, nats.Url(0).c_str()), NATS_OK);
-  jsCtx* js = nullptr;
-  ASSERT_EQ(natsConnection_JetStream(&js, nc, nullptr), NATS_OK);
-  jsErrCode jerr = static_cast<jsErrCode>(0);
-  EXPECT_EQ(js_DeleteMsg(js, "aud__5Fdlq_2Eorders_2Eg_0", 2, nullptr, &jerr), NATS_OK) << jerr;
-  jsCtx_Destroy(js);
-  natsConnection_Destroy(nc);
+  DeleteStreamMessage(nats, "aud__5Fdlq_2Eorders_2Eg_0", 2);
 
-  json::object after = audit([](const json::object& o) {
+  json::object after = AuditOnceDone(port, [](const json::object& o) {
     return o.at("findings_total").to_number<int64_t>() > 0 || !o.at("errors").as_array().empty();
   });
   ASSERT_EQ(after.at("findings").as_array().size(), 1u) << json::serialize(after);
