@@ -52,7 +52,8 @@ TEST(SagaPgFormatTest, RowsOfTheFormatBeforeTheRecordLogHeaderStillOpen) {
   // One row of the old kind: a batch of two bare frames.
   std::string old_row;
   for (const char* reason : {"a", "b"}) {
-    saga_internal::FrameReader reader(Abort(reason));
+    const std::string framed = Abort(reason);  // the reader views it: it must outlive it
+    saga_internal::FrameReader reader(framed);
     std::string_view payload;
     ASSERT_TRUE(reader.Next(&payload));
     old_row += OldFrame(payload);

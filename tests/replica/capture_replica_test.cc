@@ -73,8 +73,9 @@ class CaptureReplicaTest : public ::testing::Test {
   // One random change: insert, update, key change or delete.
   static Status RandomChange(sql::Database& db, std::mt19937& rng) {
     const int id = static_cast<int>(rng() % 300);
-    const sql::Value note =
-        rng() % 5 == 0 ? sql::Value::Null() : sql::Value::Text("n" + std::to_string(rng() % 1000));
+    // A Text value is a view (converge/sql.h): the string must outlive the statement.
+    const std::string text = "n" + std::to_string(rng() % 1000);
+    const sql::Value note = rng() % 5 == 0 ? sql::Value::Null() : sql::Value::Text(text);
     sql::Value params[] = {sql::Value::Int(id), note, sql::Value::Int(rng() % 100)};
     switch (rng() % 4) {
       case 0:
