@@ -382,6 +382,13 @@ class ConsumerGroupsImpl final : public ConsumerGroups {
   std::atomic<uint32_t> ready_watches_{0};
   std::shared_ptr<TimerControl> timer_;
 
+  // A ready watch of `g`, within max_ready_watches: `on_append` watches the topic's appends,
+  // and `add(group, id)` registers the watcher under the group's watch lock.
+  template <typename Add>
+  Result<std::unique_ptr<ReadyWatch>> NewReadyWatch(const std::shared_ptr<Group>& g,
+                                                    const std::string& topic,
+                                                    Log::AppendCallback on_append, Add add);
+
   // CommitThen's queue: commits asked for while the commit task runs wait here for its next
   // sync. The destructor waits until no task is running.
   struct CommitWaiter {
@@ -1913,15 +1920,16 @@ Result<ReplayResult> ConsumerGroupsImpl::ReplayDeadLetters(const std::string& to
 // ---------------------------------------------------------------------------------------
 // Waiting and time
 
-Result<std::unique_ptr<ConsumerGroups::ReadyWatch>> ConsumerGroupsImpl::WatchReady(
-    const std::string& topic, const std::string& group, std::function<void()> fn) {
-  CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<Group> g, Lookup(topic, group));
+template <typename Add>
+Result<std::unique_ptr<ConsumerGroups::ReadyWatch>> ConsumerGroupsImpl::NewReadyWatch(
+    const std::shared_ptr<Group>& g, const std::string& topic, Log::AppendCallback on_append,
+    Add add) {
   if (ready_watches_.fetch_add(1) >= options_.max_ready_watches) {
     ready_watches_.fetch_sub(1);
     return ResourceExhaustedError("max_ready_watches (" +
                                   std::to_string(options_.max_ready_watches) + ") reached");
   }
-  auto log_watch = log_.WatchAppends(topic, [fn](uint32_t, uint64_t) { fn(); });
+  auto log_watch = log_.WatchAppends(topic, std::move(on_append));
   if (!log_watch.ok()) {
     ready_watches_.fetch_sub(1);
     return log_watch.status();
@@ -1930,27 +1938,31 @@ Result<std::unique_ptr<ConsumerGroups::ReadyWatch>> ConsumerGroupsImpl::WatchRea
   {
     std::lock_guard<std::mutex> lock(g->watch_mu);
     watch_id = g->next_watch_id++;
-    g->watchers.emplace_back(watch_id, std::move(fn));
+    add(*g, watch_id);
     g->watcher_count.store(g->watchers.size() + g->member_watchers.size());
   }
   return std::unique_ptr<ReadyWatch>(
       new ReadyWatchImpl(g, watch_id, std::move(log_watch).value(), &ready_watches_));
 }
 
+Result<std::unique_ptr<ConsumerGroups::ReadyWatch>> ConsumerGroupsImpl::WatchReady(
+    const std::string& topic, const std::string& group, std::function<void()> fn) {
+  CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<Group> g, Lookup(topic, group));
+  auto on_append = [fn](uint32_t, uint64_t) { fn(); };
+  return NewReadyWatch(g, topic, std::move(on_append), [&fn](Group& locked, uint64_t id) {
+    locked.watchers.emplace_back(id, std::move(fn));
+  });
+}
+
 Result<std::unique_ptr<ConsumerGroups::ReadyWatch>> ConsumerGroupsImpl::WatchReadyByMember(
     const std::string& topic, const std::string& group,
     std::function<void(std::string_view member)> fn) {
   CONVERGE_ASSIGN_OR_RETURN(std::shared_ptr<Group> g, Lookup(topic, group));
-  if (ready_watches_.fetch_add(1) >= options_.max_ready_watches) {
-    ready_watches_.fetch_sub(1);
-    return ResourceExhaustedError("max_ready_watches (" +
-                                  std::to_string(options_.max_ready_watches) + ") reached");
-  }
   // Records appended to a partition concern its owner only. The owner is read from the
   // group's owner table under the watch lock (a leaf), not under `mu`: an append must not wait
   // for a Fetch that is reading the log.
   std::weak_ptr<Group> weak = g;
-  auto log_watch = log_.WatchAppends(topic, [weak, fn](uint32_t partition, uint64_t) {
+  auto on_append = [weak, fn](uint32_t partition, uint64_t) {
     std::shared_ptr<Group> group = weak.lock();
     if (group == nullptr) return;
     std::string owner;
@@ -1959,20 +1971,10 @@ Result<std::unique_ptr<ConsumerGroups::ReadyWatch>> ConsumerGroupsImpl::WatchRea
       if (partition < group->owner_ids.size()) owner = group->owner_ids[partition];
     }
     if (!owner.empty()) fn(owner);
+  };
+  return NewReadyWatch(g, topic, std::move(on_append), [&fn](Group& locked, uint64_t id) {
+    locked.member_watchers.emplace_back(id, std::move(fn));
   });
-  if (!log_watch.ok()) {
-    ready_watches_.fetch_sub(1);
-    return log_watch.status();
-  }
-  uint64_t watch_id;
-  {
-    std::lock_guard<std::mutex> lock(g->watch_mu);
-    watch_id = g->next_watch_id++;
-    g->member_watchers.emplace_back(watch_id, std::move(fn));
-    g->watcher_count.store(g->watchers.size() + g->member_watchers.size());
-  }
-  return std::unique_ptr<ReadyWatch>(
-      new ReadyWatchImpl(g, watch_id, std::move(log_watch).value(), &ready_watches_));
 }
 
 Result<std::optional<int64_t>> ConsumerGroupsImpl::NextDueMonotonicNanos(const std::string& topic,
