@@ -533,6 +533,54 @@ class ConsumerGroups {
   virtual Status JournalHealth() { return Status::Ok(); }
 };
 
+// The per-group operations of ConsumerGroups (Join through NextDueMonotonicNanos, and Tick),
+// declared `override`: written once for the classes that implement them all, the groups
+// module's own and the cluster's router (server/cluster_groups.h), so an operation added to
+// the interface is declared for both here. The interface above documents them.
+#define CONVERGE_CONSUMER_GROUP_OPERATIONS_OVERRIDE                                                \
+  Result<Assignment> Join(const std::string& topic, const std::string& group,                      \
+                          const std::string& member) override;                                     \
+  Status Leave(const std::string& topic, const std::string& group,                                 \
+               const std::string& member) override;                                                \
+  Status Abandon(const std::string& topic, const std::string& group, const std::string& member,    \
+                 std::string_view why) override;                                                   \
+  Result<Assignment> Heartbeat(const std::string& topic, const std::string& group,                 \
+                               const std::string& member) override;                                \
+  Result<FetchResult> Fetch(const std::string& topic, const std::string& group,                    \
+                            const std::string& member, uint32_t max_records,                       \
+                            uint64_t max_bytes) override;                                          \
+  Status Ack(const std::string& topic, const std::string& group, const std::string& member,        \
+             const LeaseRef& lease) override;                                                      \
+  Result<AckBatchResult> AckBatch(const std::string& topic, const std::string& group,              \
+                                  const std::string& member,                                       \
+                                  std::span<const LeaseRef> leases) override;                      \
+  void AckBatchAsync(const std::string& topic, const std::string& group,                           \
+                     const std::string& member, std::span<const LeaseRef> leases,                  \
+                     AckBatchDone done) override;                                                  \
+  Result<ExtendLeasesResult> ExtendLeases(const std::string& topic, const std::string& group,      \
+                                          const std::string& member,                               \
+                                          std::span<const LeaseRef> leases,                        \
+                                          int64_t lease_ms) override;                              \
+  Status Nack(const std::string& topic, const std::string& group, const std::string& member,       \
+              const LeaseRef& lease, const NackOptions& options) override;                         \
+  Status Seek(const std::string& topic, const std::string& group,                                  \
+              const SeekTarget& target) override;                                                  \
+  Result<GroupDescription> DescribeGroup(const std::string& topic,                                 \
+                                         const std::string& group) override;                       \
+  Result<DeadLetterPage> ListDeadLetters(const std::string& topic, const std::string& group,       \
+                                         uint64_t from_offset, uint32_t max) override;             \
+  Result<ReplayResult> ReplayDeadLetters(const std::string& topic, const std::string& group,       \
+                                         const ReplayOptions& options) override;                   \
+  Result<std::unique_ptr<ReadyWatch>> WatchReady(const std::string& topic,                         \
+                                                 const std::string& group,                         \
+                                                 std::function<void()> fn) override;               \
+  Result<std::unique_ptr<ReadyWatch>> WatchReadyByMember(                                          \
+      const std::string& topic, const std::string& group,                                          \
+      std::function<void(std::string_view member)> fn) override;                                   \
+  Result<std::optional<int64_t>> NextDueMonotonicNanos(const std::string& topic,                   \
+                                                       const std::string& group) override;         \
+  Status Tick() override;
+
 // The default dead-letter topic of a group: "_dlq.<topic>.<group>" when that fits the Log's
 // 200-character topic names. Longer (a topic name over 129 characters with a long group name)
 // it is "_dlq-<16 hex digits>.<first characters of topic>.<group>" cut to 200 characters, where

@@ -247,47 +247,7 @@ class ConsumerGroupsImpl final : public ConsumerGroups {
                      const GroupOptions& options) override;
   Status DeleteGroup(const std::string& topic, const std::string& group, bool force) override;
   std::vector<std::string> ListGroups(const std::string& topic) override;
-  Result<Assignment> Join(const std::string& topic, const std::string& group,
-                          const std::string& member) override;
-  Status Leave(const std::string& topic, const std::string& group,
-               const std::string& member) override;
-  Status Abandon(const std::string& topic, const std::string& group, const std::string& member,
-                 std::string_view why) override;
-  Result<Assignment> Heartbeat(const std::string& topic, const std::string& group,
-                               const std::string& member) override;
-  Result<FetchResult> Fetch(const std::string& topic, const std::string& group,
-                            const std::string& member, uint32_t max_records,
-                            uint64_t max_bytes) override;
-  Status Ack(const std::string& topic, const std::string& group, const std::string& member,
-             const LeaseRef& lease) override;
-  Result<AckBatchResult> AckBatch(const std::string& topic, const std::string& group,
-                                  const std::string& member,
-                                  std::span<const LeaseRef> leases) override;
-  void AckBatchAsync(const std::string& topic, const std::string& group,
-                     const std::string& member, std::span<const LeaseRef> leases,
-                     AckBatchDone done) override;
-  Result<ExtendLeasesResult> ExtendLeases(const std::string& topic, const std::string& group,
-                                          const std::string& member,
-                                          std::span<const LeaseRef> leases,
-                                          int64_t lease_ms) override;
-  Status Nack(const std::string& topic, const std::string& group, const std::string& member,
-              const LeaseRef& lease, const NackOptions& options) override;
-  Status Seek(const std::string& topic, const std::string& group,
-              const SeekTarget& target) override;
-  Result<GroupDescription> DescribeGroup(const std::string& topic,
-                                         const std::string& group) override;
-  Result<DeadLetterPage> ListDeadLetters(const std::string& topic, const std::string& group,
-                                         uint64_t from_offset, uint32_t max) override;
-  Result<ReplayResult> ReplayDeadLetters(const std::string& topic, const std::string& group,
-                                         const ReplayOptions& options) override;
-  Result<std::unique_ptr<ReadyWatch>> WatchReady(const std::string& topic, const std::string& group,
-                                                 std::function<void()> fn) override;
-  Result<std::unique_ptr<ReadyWatch>> WatchReadyByMember(
-      const std::string& topic, const std::string& group,
-      std::function<void(std::string_view member)> fn) override;
-  Result<std::optional<int64_t>> NextDueMonotonicNanos(const std::string& topic,
-                                                       const std::string& group) override;
-  Status Tick() override;
+  CONVERGE_CONSUMER_GROUP_OPERATIONS_OVERRIDE
   Status Flush() override { return FlushUpTo(mutation_seq_.load()); }
   Status JournalHealth() override {
     if (!flush_failed_.load()) return Status::Ok();

@@ -88,48 +88,11 @@ class ClusterGroups final : public ConsumerGroups {
   std::vector<std::string> ListGroups(const std::string& topic) override;
   // The same, Unavailable when the shared table cannot be read.
   Result<std::vector<std::string>> ListGroupsChecked(const std::string& topic);
-  Result<Assignment> Join(const std::string& topic, const std::string& group,
-                          const std::string& member) override;
-  Status Leave(const std::string& topic, const std::string& group,
-               const std::string& member) override;
-  Status Abandon(const std::string& topic, const std::string& group, const std::string& member,
-                 std::string_view why) override;
-  Result<Assignment> Heartbeat(const std::string& topic, const std::string& group,
-                               const std::string& member) override;
-  Result<FetchResult> Fetch(const std::string& topic, const std::string& group,
-                            const std::string& member, uint32_t max_records,
-                            uint64_t max_bytes) override;
-  Status Ack(const std::string& topic, const std::string& group, const std::string& member,
-             const LeaseRef& lease) override;
-  Result<AckBatchResult> AckBatch(const std::string& topic, const std::string& group,
-                                  const std::string& member,
-                                  std::span<const LeaseRef> leases) override;
-  void AckBatchAsync(const std::string& topic, const std::string& group, const std::string& member,
-                     std::span<const LeaseRef> leases, AckBatchDone done) override;
-  Result<ExtendLeasesResult> ExtendLeases(const std::string& topic, const std::string& group,
-                                          const std::string& member,
-                                          std::span<const LeaseRef> leases,
-                                          int64_t lease_ms) override;
-  Status Nack(const std::string& topic, const std::string& group, const std::string& member,
-              const LeaseRef& lease, const NackOptions& options) override;
-  Status Seek(const std::string& topic, const std::string& group,
-              const SeekTarget& target) override;
-  Result<GroupDescription> DescribeGroup(const std::string& topic,
-                                         const std::string& group) override;
-  Result<DeadLetterPage> ListDeadLetters(const std::string& topic, const std::string& group,
-                                         uint64_t from_offset, uint32_t max) override;
-  Result<ReplayResult> ReplayDeadLetters(const std::string& topic, const std::string& group,
-                                         const ReplayOptions& options) override;
-  // Registered with the cluster object, so it survives the group moving away and back.
-  Result<std::unique_ptr<ReadyWatch>> WatchReady(const std::string& topic, const std::string& group,
-                                                 std::function<void()> fn) override;
-  // Per member, as the group's own (a group moving here or away wakes every member).
-  Result<std::unique_ptr<ReadyWatch>> WatchReadyByMember(
-      const std::string& topic, const std::string& group,
-      std::function<void(std::string_view member)> fn) override;
-  Result<std::optional<int64_t>> NextDueMonotonicNanos(const std::string& topic,
-                                                       const std::string& group) override;
-  Status Tick() override;
+  // Each forwarded to the group's instance when it runs here (else FailedPrecondition naming
+  // the owner, see Locate); WatchReady and WatchReadyByMember are registered with the cluster
+  // object instead, so a watch survives the group moving away and back, and by member as the
+  // group's own (a group moving here or away wakes every member).
+  CONVERGE_CONSUMER_GROUP_OPERATIONS_OVERRIDE
   Status Flush() override;
   Status JournalHealth() override;
 
