@@ -203,7 +203,11 @@ class JetStreamLog final : public Log {
 
   jsOptions RequestOptions() const;
   Result<std::shared_ptr<const TopicMeta>> GetMeta(const std::string& topic);
-  Result<StreamState> GetStreamState(const std::string& stream, const std::string& topic);
+  // The stream's state as its leader holds it: Unavailable while the stream has no leader
+  // (see the definition). `any_member`: an answer from a member without a leader will do
+  // (only whether the stream exists is wanted).
+  Result<StreamState> GetStreamState(const std::string& stream, const std::string& topic,
+                                     bool any_member = false);
   Status AddStream(const std::string& topic, const std::string& escaped, const TopicOptions& o,
                    uint32_t partition);
   // The record at `seq` from the stream leader; NotFound if it is not there.
@@ -423,7 +427,8 @@ Status JetStreamLog::WriteHealth() {
 // Topics
 
 Result<JetStreamLog::StreamState> JetStreamLog::GetStreamState(const std::string& stream,
-                                                               const std::string& topic) {
+                                                               const std::string& topic,
+                                                               bool any_member) {
   jsStreamInfo* info = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
   jsOptions ro = RequestOptions();
@@ -432,6 +437,21 @@ Result<JetStreamLog::StreamState> JetStreamLog::GetStreamState(const std::string
     return NotFoundError("topic '" + topic + "' does not exist (no stream " + stream + ")");
   }
   if (s != NATS_OK) return NatsError("stream info " + stream, s, jerr);
+  // While a replicated stream has no leader (an election after its leader died, or a member
+  // that has not heard from one yet), nats-server 2.9 lets every member that sees no leader
+  // answer this request with its own state, and the first answer wins. A member's state can be
+  // behind what the leader acknowledged (a node restarted and catching up): its end would hide
+  // acknowledged records from readers (and make the audit report them missing), its start
+  // could make a reader skip records. Such an answer names no leader; it is refused, as the
+  // leader's own requests (publish, get) are refused meanwhile.
+  const bool leaderless = info->Cluster != nullptr &&
+                          (info->Cluster->Leader == nullptr || info->Cluster->Leader[0] == '\0');
+  if (leaderless && !any_member) {
+    jsStreamInfo_Destroy(info);
+    return UnavailableError("jetstream: stream " + stream + " of topic '" + topic +
+                            "' has no leader right now (an election is under way); the state "
+                            "of a replica may be behind what was acknowledged");
+  }
   StreamState st;
   st.first_seq = info->State.FirstSeq;
   st.last_seq = info->State.LastSeq;
@@ -522,7 +542,7 @@ Status JetStreamLog::CreateTopic(const std::string& topic, const TopicOptions& o
   CONVERGE_RETURN_IF_ERROR(ValidateTopicOptions(options));
   const std::string escaped = EscapeTopicName(topic);
   const std::string first = StreamName(options_.stream_prefix, topic, 0);
-  Result<StreamState> existing = GetStreamState(first, topic);
+  Result<StreamState> existing = GetStreamState(first, topic, /*any_member=*/true);
   if (existing.ok()) return AlreadyExistsError("topic '" + topic + "' already exists");
   if (existing.status().code() != StatusCode::kNotFound) return existing.status();
   // Partitions 1..N-1 first, partition 0 last: the topic exists once its stream 0 does. A
