@@ -1107,24 +1107,36 @@ Status JetStreamLog::ReadByGets(const std::string& stream, uint64_t from, size_t
 }
 
 // The offset of the first message at or after offset `from` + 1 of the partition's stream
-// (`end_seq` when there is none: the hole runs to the end).
+// (`end_seq` when there is none: the hole runs to the end). Asked of the stream leader
+// (STREAM.MSG.GET with next_by_subj): a direct get may be answered by a replica behind the
+// leader, whose "no message after" would make the hole run over records that are there.
 Result<uint64_t> JetStreamLog::NextPresentOffset(const std::string& stream,
                                                  const std::string& topic, uint32_t partition,
                                                  uint64_t from, uint64_t end_seq) {
   const std::string subject = SubjectName(options_.stream_prefix, topic, partition);
-  jsDirectGetMsgOptions dg;
-  jsDirectGetMsgOptions_Init(&dg);
-  dg.Sequence = from + 2;  // the message after the one missing at `from`
-  dg.NextBySubject = subject.c_str();
-  natsMsg* m = nullptr;
-  jsOptions ro = RequestOptions();
-  const natsStatus s = js_DirectGetMsg(&m, js_, stream.c_str(), &ro, &dg);
-  if (s == NATS_NOT_FOUND) return end_seq;
-  if (s != NATS_OK) return NatsError("find the message after " + ToStr(from + 1) + " of " + stream, s);
-  const char* got = nullptr;
+  const std::string api = "$JS.API.STREAM.MSG.GET." + stream;
+  // The message after the one missing at `from`. Subjects hold no quote or backslash.
+  const std::string body =
+      "{\"seq\":" + ToStr(from + 2) + ",\"next_by_subj\":\"" + subject + "\"}";
+  natsMsg* reply = nullptr;
+  const natsStatus s = natsConnection_Request(&reply, nc_, api.c_str(), body.data(),
+                                              static_cast<int>(body.size()),
+                                              options_.ack_timeout_ms);
+  const std::string what = "find the message after " + ToStr(from + 1) + " of " + stream;
+  if (s != NATS_OK) return NatsError(what, s);
+  const std::string json(natsMsg_GetData(reply),
+                         static_cast<size_t>(natsMsg_GetDataLength(reply)));
+  natsMsg_Destroy(reply);
+  // {"type":...,"message":{"subject":...,"seq":N,...}} or {"type":...,"error":{...}}: only
+  // the sequence is needed.
+  if (json.find("\"error\"") != std::string::npos) {
+    // 10037: no message found (nothing after the hole).
+    if (json.find("\"err_code\":10037") != std::string::npos) return end_seq;
+    return UnavailableError("jetstream: " + what + ": " + json);
+  }
+  const size_t at = json.find("\"seq\":");
   uint64_t seq = 0;
-  if (natsMsgHeader_Get(m, "Nats-Sequence", &got) == NATS_OK) seq = std::strtoull(got, nullptr, 10);
-  natsMsg_Destroy(m);
+  if (at != std::string::npos) seq = std::strtoull(json.c_str() + at + 6, nullptr, 10);
   if (seq <= from + 1) {
     return InternalError("jetstream: " + stream + " answered sequence " + ToStr(seq) +
                          " for the message after " + ToStr(from + 1));
