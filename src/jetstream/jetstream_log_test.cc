@@ -526,9 +526,10 @@ TEST(JetStreamClusterTest, AMemberWithoutALeaderDoesNotGiveThePartitionsState) {
     natsConnection_Destroy(nc);
     ASSERT_TRUE(leaderless_answer) << "the remaining node never answered without a leader";
   }
-  // The log does not take that answer for the partition's state (the log reconnects to the
-  // remaining node within its reconnect wait; until then it answers Unavailable too).
-  for (int attempt = 0; attempt < 10; ++attempt) {
+  // The log does not take that answer for the partition's state: it waits for the leader's
+  // (ack_timeout_ms), then answers Unavailable. (It reconnects to the remaining node within
+  // its reconnect wait; until then it answers Unavailable too.)
+  for (int attempt = 0; attempt < 2; ++attempt) {
     Result<TopicInfo> info = log->DescribeTopic("alone");
     if (info.ok()) {
       ADD_FAILURE() << "DescribeTopic answered (end " << info->partitions[0].end_offset
