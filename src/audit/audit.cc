@@ -417,41 +417,60 @@ void Auditor::CheckPartition(const std::string& topic, uint32_t partition, uint6
     if (IsIdKey(seq)) id_keys.insert(seq);
   }
   uint64_t offset = acked.begin()->first;
-  while (offset < end) {
-    Result<ReadBatch> batch =
-        log_.Read(topic, partition, offset, options_.read_batch_records, options_.read_batch_bytes);
-    if (!batch.ok()) {
-      // A damaged range is unreadable: its acknowledged events count as missing below.
-      std::optional<uint64_t> resume = DataLossResumeOffset(batch.status());
-      if (resume && *resume > offset) {
-        offset = *resume;
+  // Reads [offset, limit) into `found`; false when the partition could not be read (said in
+  // `errors`: no findings then).
+  auto read_to = [&](uint64_t limit) {
+    while (offset < limit) {
+      Result<ReadBatch> batch = log_.Read(topic, partition, offset, options_.read_batch_records,
+                                          options_.read_batch_bytes);
+      if (!batch.ok()) {
+        // A damaged range is unreadable: its acknowledged events count as missing below.
+        std::optional<uint64_t> resume = DataLossResumeOffset(batch.status());
+        if (resume && *resume > offset) {
+          offset = *resume;
+          continue;
+        }
+        report->errors.push_back(topic + " partition " + std::to_string(partition) + ": " +
+                                 std::string(batch.status().message()));
+        return false;  // no findings from a partition that could not be read
+      }
+      for (const StoredRecord& r : batch->records) {
+        ++report->records_read;
+        std::optional<Stamp> stamp = ReadStamp(r.value);
+        if (stamp && stamp->producer == options_.producer) found[stamp->seq].push_back(r.offset);
+        if (!id_keys.empty() && !r.id.empty()) {
+          const uint64_t key = IdKey(r.id);
+          if (id_keys.contains(key)) found[key].push_back(r.offset);
+        }
+      }
+      if (batch->next_offset > offset) {
+        offset = batch->next_offset;  // an empty batch may still move past a skipped range
         continue;
       }
-      report->errors.push_back(topic + " partition " + std::to_string(partition) + ": " +
-                               std::string(batch.status().message()));
-      return;  // no findings from a partition that could not be read
+      if (offset >= limit) break;
+      // No progress below the end: the backend cannot serve this offset and a reader starting
+      // here would wait forever. Said in `errors`, and the audit steps over it to check the rest
+      // (the acknowledged event there comes out missing).
+      report->errors.push_back(topic + " partition " + std::to_string(partition) +
+                               ": reads make no progress at offset " + std::to_string(offset) +
+                               " (end " + std::to_string(limit) + "); the audit skipped it");
+      ++offset;
     }
-    for (const StoredRecord& r : batch->records) {
-      ++report->records_read;
-      std::optional<Stamp> stamp = ReadStamp(r.value);
-      if (stamp && stamp->producer == options_.producer) found[stamp->seq].push_back(r.offset);
-      if (!id_keys.empty() && !r.id.empty()) {
-        const uint64_t key = IdKey(r.id);
-        if (id_keys.contains(key)) found[key].push_back(r.offset);
-      }
+    return true;
+  };
+  if (!read_to(end)) return;
+  // The journal's acks were all recorded before this run described the partition, and the log
+  // had acknowledged each at its offset: an end at or before one of them is a stale view (a
+  // JetStream stream leader elected a moment ago can answer before it applied what its
+  // predecessor acknowledged) or a log that lost its tail. The partition is described once more and
+  // what it holds past the first end is read too: a stale view does not make acks missing, a lost
+  // tail still does (the end stays before them).
+  if (acked.rbegin()->first >= end) {
+    Result<TopicInfo> again = log_.DescribeTopic(topic);
+    if (again.ok() && partition < again->partitions.size() &&
+        again->partitions[partition].end_offset > end) {
+      if (!read_to(again->partitions[partition].end_offset)) return;
     }
-    if (batch->next_offset > offset) {
-      offset = batch->next_offset;  // an empty batch may still move past a skipped range
-      continue;
-    }
-    if (offset >= end) break;
-    // No progress below the end: the backend cannot serve this offset and a reader starting
-    // here would wait forever. Said in `errors`, and the audit steps over it to check the rest
-    // (the acknowledged event there comes out missing).
-    report->errors.push_back(topic + " partition " + std::to_string(partition) +
-                             ": reads make no progress at offset " + std::to_string(offset) +
-                             " (end " + std::to_string(end) + "); the audit skipped it");
-    ++offset;
   }
   std::set<uint64_t> acked_seqs;
   // Below the first ack with a finding, every ack was read where it was acknowledged.

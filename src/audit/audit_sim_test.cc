@@ -1,8 +1,9 @@
 // The auditor over a fault-injecting Log: for every seed a random set of acknowledged appends
 // (stamped CloudEvents, and records that are not CloudEvents, checked by their ids), then one
-// fault (none, a dropped record, a duplicated record, two records swapped) made visible to
-// readers only. Each fault must be reported exactly, and a clean log must give no finding. CONVERGE_SIM_SEEDS sets the number of seeds (default 300); CONVERGE_SIM_SEED=<n>
-// replays one seed.
+// fault (none, a dropped record, a duplicated record, two records swapped, the partition's end
+// described once too early, its tail lost) made visible to readers only. Each fault must be
+// reported exactly, and a clean log must give no finding. CONVERGE_SIM_SEEDS sets the number of
+// seeds (default 300); CONVERGE_SIM_SEED=<n> replays one seed.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -18,7 +19,11 @@
 namespace converge::audit {
 namespace {
 
-enum class Fault { kNone, kDrop, kDuplicate, kSwap };
+// kStaleEnd: the partition is described once with an end at the victim (and read only up to
+// there until it is described again), as a JetStream stream leader elected a moment ago
+// described it before applying what its predecessor acknowledged: not a loss. kLostTail: the
+// partition ends at the victim for good (records from there gone): a loss.
+enum class Fault { kNone, kDrop, kDuplicate, kSwap, kStaleEnd, kLostTail };
 
 // Forwards everything to `base`, except that reads of `topic` partition `partition` see the
 // fault: the record at `at` dropped, copied once more at the end, or swapped with the next.
@@ -37,6 +42,10 @@ class FaultLog : public Log {
     if (info.ok() && t == topic_ && fault_ == Fault::kDuplicate) {
       ++info->partitions[partition_].end_offset;
     }
+    if (info.ok() && t == topic_ && fault_ == Fault::kStaleEnd && describes_++ > 0) {
+      stale_ = false;  // described again: the view is current from now on
+    }
+    if (info.ok() && t == topic_ && Cut()) info->partitions[partition_].end_offset = at_;
     return info;
   }
   Result<std::vector<AppendResult>> Append(const std::string& t,
@@ -68,6 +77,10 @@ class FaultLog : public Log {
     }
     if (fault_ == Fault::kDuplicate) ++end;
     std::vector<Copy>& c = *copies;
+    if (Cut()) {
+      std::erase_if(c, [this](const Copy& r) { return r.offset >= at_; });
+      end = std::min(end, at_);
+    }
     switch (fault_) {
       case Fault::kNone:
         break;
@@ -80,6 +93,9 @@ class FaultLog : public Log {
         c.push_back(again);
         break;
       }
+      case Fault::kStaleEnd:
+      case Fault::kLostTail:
+        break;            // cut above
       case Fault::kSwap:  // whole records change places (each keeps its offset slot)
         std::swap(c[at_].id, c[at_ + 1].id);
         std::swap(c[at_].key, c[at_ + 1].key);
@@ -107,11 +123,16 @@ class FaultLog : public Log {
   Status Sync() override { return base_.Sync(); }
 
  private:
+  // Whether the partition is seen cut at `at_` right now.
+  bool Cut() const { return fault_ == Fault::kLostTail || (fault_ == Fault::kStaleEnd && stale_); }
+
   Log& base_;
   std::string topic_;
   uint32_t partition_;
   Fault fault_;
   uint64_t at_;
+  int describes_ = 0;
+  bool stale_ = true;
 };
 
 // One acknowledged, stamped append of the test.
@@ -199,6 +220,13 @@ void RunSeed(uint64_t seed, Fault fault) {
     expected.push_back(
         {FindingKind::kOutOfOrder, "t", next->partition, next->seq, next->offset, victim.offset});
   }
+  if (fault == Fault::kLostTail) {
+    for (const Appended& a : ours) {  // in the order of their offsets within the partition
+      if (a.partition == victim.partition && a.offset >= victim.offset) {
+        expected.push_back({FindingKind::kMissing, "t", a.partition, a.seq, a.offset, a.offset});
+      }
+    }
+  }
   FaultLog faulty(**log, "t", victim.partition, fault, victim.offset);
   AuditorOptions ao;
   ao.producer = *producer;
@@ -231,6 +259,15 @@ TEST(AuditSimTest, DuplicatedRecordIsFound) {
 }
 TEST(AuditSimTest, SwappedRecordsAreOutOfOrder) {
   for (uint64_t s : Seeds()) RunSeed(s, Fault::kSwap);
+}
+// A partition described once with an end before acknowledged offsets (a stale view) is
+// described again and read on: nothing missing. A partition that really ends there (its tail
+// lost) has every acknowledged event from there reported missing.
+TEST(AuditSimTest, StaleEndIsNoLoss) {
+  for (uint64_t s : Seeds()) RunSeed(s, Fault::kStaleEnd);
+}
+TEST(AuditSimTest, LostTailIsMissing) {
+  for (uint64_t s : Seeds()) RunSeed(s, Fault::kLostTail);
 }
 
 // A sliding window: with the journal's bound far below what is appended, audit runs between

@@ -13,6 +13,7 @@
 #include <list>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
 
 #include "core/coding.h"
@@ -203,7 +204,14 @@ class JetStreamLog final : public Log {
 
   jsOptions RequestOptions() const;
   Result<std::shared_ptr<const TopicMeta>> GetMeta(const std::string& topic);
-  Result<StreamState> GetStreamState(const std::string& stream, const std::string& topic);
+  // The stream's state as its leader holds it: Unavailable while the stream has no leader
+  // (see the definition). `any_member`: an answer from a member without a leader will do
+  // (only whether the stream exists is wanted).
+  Result<StreamState> GetStreamState(const std::string& stream, const std::string& topic,
+                                     bool any_member = false);
+  // The stream info request again, its replies collected until the leader's (GetStreamState
+  // got one from a member without a leader); Unavailable if none names a leader in time.
+  Result<StreamState> LeaderStreamState(const std::string& stream, const std::string& topic);
   Status AddStream(const std::string& topic, const std::string& escaped, const TopicOptions& o,
                    uint32_t partition);
   // The record at `seq` from the stream leader; NotFound if it is not there.
@@ -423,7 +431,8 @@ Status JetStreamLog::WriteHealth() {
 // Topics
 
 Result<JetStreamLog::StreamState> JetStreamLog::GetStreamState(const std::string& stream,
-                                                               const std::string& topic) {
+                                                               const std::string& topic,
+                                                               bool any_member) {
   jsStreamInfo* info = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
   jsOptions ro = RequestOptions();
@@ -432,6 +441,19 @@ Result<JetStreamLog::StreamState> JetStreamLog::GetStreamState(const std::string
     return NotFoundError("topic '" + topic + "' does not exist (no stream " + stream + ")");
   }
   if (s != NATS_OK) return NatsError("stream info " + stream, s, jerr);
+  // While a replicated stream has no leader (an election after its leader died, or a member
+  // that has not heard from one yet), nats-server 2.9 lets every member that sees no leader
+  // answer this request with its own state, and the first answer wins. A member's state can be
+  // behind what the leader acknowledged (a node restarted and catching up): its end would hide
+  // acknowledged records from readers (and make the audit report them missing), its start
+  // could make a reader skip records. Such an answer names no leader: it is not used, the
+  // leader's answer is waited for instead (LeaderStreamState).
+  const bool leaderless = info->Cluster != nullptr &&
+                          (info->Cluster->Leader == nullptr || info->Cluster->Leader[0] == '\0');
+  if (leaderless && !any_member) {
+    jsStreamInfo_Destroy(info);
+    return LeaderStreamState(stream, topic);
+  }
   StreamState st;
   st.first_seq = info->State.FirstSeq;
   st.last_seq = info->State.LastSeq;
@@ -441,6 +463,93 @@ Result<JetStreamLog::StreamState> JetStreamLog::GetStreamState(const std::string
   // An empty stream reports first = last + 1 (or 0 when nothing was ever stored).
   if (st.msgs == 0) st.first_seq = st.last_seq + 1;
   return st;
+}
+
+namespace {
+
+// The unsigned number after `"key":` in `json` from `from` on (nullopt if absent).
+std::optional<uint64_t> JsonNumber(const std::string& json, std::string_view key, size_t from) {
+  const std::string k = "\"" + std::string(key) + "\":";
+  const size_t at = json.find(k, from);
+  if (at == std::string::npos) return std::nullopt;
+  const char* begin = json.c_str() + at + k.size();
+  char* end = nullptr;
+  const uint64_t v = std::strtoull(begin, &end, 10);
+  if (end == begin) return std::nullopt;
+  return v;
+}
+
+}  // namespace
+
+Result<JetStreamLog::StreamState> JetStreamLog::LeaderStreamState(const std::string& stream,
+                                                                  const std::string& topic) {
+  // Every member that sees no leader answers, and the leader (if there is one) answers too: the
+  // replies are collected on one inbox until one names a leader, or ack_timeout_ms passes.
+  char* inbox = nullptr;
+  natsInbox_Create(&inbox);
+  const std::string reply(inbox != nullptr ? inbox : "");
+  natsInbox_Destroy(inbox);
+  natsSubscription* sub = nullptr;
+  natsStatus s = natsConnection_SubscribeSync(&sub, nc_, reply.c_str());
+  if (s != NATS_OK) return NatsError("subscribe for stream info", s);
+  const std::string api = "$JS.API.STREAM.INFO." + stream;
+  s = natsConnection_PublishRequest(nc_, api.c_str(), reply.c_str(), nullptr, 0);
+  std::optional<StreamState> found;
+  std::string last_error = "no member of the stream answered";
+  const int64_t deadline =
+      env_.clock().NowMonotonicNanos() + MillisToNanos(options_.ack_timeout_ms);
+  while (s == NATS_OK && !found) {
+    const int64_t left_ms = (deadline - env_.clock().NowMonotonicNanos()) / kNanosPerMilli;
+    if (left_ms <= 0) break;
+    natsMsg* m = nullptr;
+    if (natsSubscription_NextMsg(&m, sub, left_ms) != NATS_OK) break;
+    const std::string json(natsMsg_GetData(m), static_cast<size_t>(natsMsg_GetDataLength(m)));
+    natsMsg_Destroy(m);
+    if (json.find("\"error\"") != std::string::npos) {
+      if (json.find("\"err_code\":10059") != std::string::npos) {  // stream not found
+        natsSubscription_Destroy(sub);
+        return NotFoundError("topic '" + topic + "' does not exist (no stream " + stream + ")");
+      }
+      last_error = json;
+      continue;
+    }
+    // {"type":...,"config":{...},"created":...,"state":{"messages":N,"bytes":N,"first_seq":N,
+    // ...,"last_seq":N,...},"cluster":{"name":...,"leader":"<server>",...}}: "leader" is left
+    // out by a member that sees no leader.
+    const size_t cluster = json.find("\"cluster\":{");
+    if (cluster != std::string::npos && json.find("\"leader\":\"", cluster) == std::string::npos) {
+      last_error = "only members without a leader answered";
+      continue;
+    }
+    const size_t state = json.find("\"state\":{");
+    if (state == std::string::npos) {
+      last_error = "a stream info without a state";
+      continue;
+    }
+    std::optional<uint64_t> msgs = JsonNumber(json, "messages", state);
+    std::optional<uint64_t> bytes = JsonNumber(json, "bytes", state);
+    std::optional<uint64_t> first = JsonNumber(json, "first_seq", state);
+    std::optional<uint64_t> last = JsonNumber(json, "last_seq", state);
+    if (!msgs || !bytes || !first || !last) {
+      last_error = "a stream info state without its numbers";
+      continue;
+    }
+    StreamState st;
+    st.msgs = *msgs;
+    st.bytes = *bytes;
+    st.first_seq = *first;
+    st.last_seq = *last;
+    if (st.msgs == 0) st.first_seq = st.last_seq + 1;
+    found = st;
+  }
+  natsSubscription_Unsubscribe(sub);
+  natsSubscription_Destroy(sub);
+  if (s != NATS_OK) return NatsError("stream info " + stream, s);
+  if (found) return *found;
+  return UnavailableError("jetstream: stream " + stream + " of topic '" + topic +
+                          "' has no leader right now (an election is under way; the state of a "
+                          "replica may be behind what was acknowledged): " +
+                          last_error);
 }
 
 Result<std::shared_ptr<const TopicMeta>> JetStreamLog::GetMeta(const std::string& topic) {
@@ -522,7 +631,7 @@ Status JetStreamLog::CreateTopic(const std::string& topic, const TopicOptions& o
   CONVERGE_RETURN_IF_ERROR(ValidateTopicOptions(options));
   const std::string escaped = EscapeTopicName(topic);
   const std::string first = StreamName(options_.stream_prefix, topic, 0);
-  Result<StreamState> existing = GetStreamState(first, topic);
+  Result<StreamState> existing = GetStreamState(first, topic, /*any_member=*/true);
   if (existing.ok()) return AlreadyExistsError("topic '" + topic + "' already exists");
   if (existing.status().code() != StatusCode::kNotFound) return existing.status();
   // Partitions 1..N-1 first, partition 0 last: the topic exists once its stream 0 does. A
@@ -1087,24 +1196,34 @@ Status JetStreamLog::ReadByGets(const std::string& stream, uint64_t from, size_t
 }
 
 // The offset of the first message at or after offset `from` + 1 of the partition's stream
-// (`end_seq` when there is none: the hole runs to the end).
+// (`end_seq` when there is none: the hole runs to the end). Asked of the stream leader
+// (STREAM.MSG.GET with next_by_subj): a direct get may be answered by a replica behind the
+// leader, whose "no message after" would make the hole run over records that are there.
 Result<uint64_t> JetStreamLog::NextPresentOffset(const std::string& stream,
                                                  const std::string& topic, uint32_t partition,
                                                  uint64_t from, uint64_t end_seq) {
   const std::string subject = SubjectName(options_.stream_prefix, topic, partition);
-  jsDirectGetMsgOptions dg;
-  jsDirectGetMsgOptions_Init(&dg);
-  dg.Sequence = from + 2;  // the message after the one missing at `from`
-  dg.NextBySubject = subject.c_str();
-  natsMsg* m = nullptr;
-  jsOptions ro = RequestOptions();
-  const natsStatus s = js_DirectGetMsg(&m, js_, stream.c_str(), &ro, &dg);
-  if (s == NATS_NOT_FOUND) return end_seq;
-  if (s != NATS_OK) return NatsError("find the message after " + ToStr(from + 1) + " of " + stream, s);
-  const char* got = nullptr;
+  const std::string api = "$JS.API.STREAM.MSG.GET." + stream;
+  // The message after the one missing at `from`. Subjects hold no quote or backslash.
+  const std::string body = "{\"seq\":" + ToStr(from + 2) + ",\"next_by_subj\":\"" + subject + "\"}";
+  natsMsg* reply = nullptr;
+  const natsStatus s =
+      natsConnection_Request(&reply, nc_, api.c_str(), body.data(), static_cast<int>(body.size()),
+                             options_.ack_timeout_ms);
+  const std::string what = "find the message after " + ToStr(from + 1) + " of " + stream;
+  if (s != NATS_OK) return NatsError(what, s);
+  const std::string json(natsMsg_GetData(reply), static_cast<size_t>(natsMsg_GetDataLength(reply)));
+  natsMsg_Destroy(reply);
+  // {"type":...,"message":{"subject":...,"seq":N,...}} or {"type":...,"error":{...}}: only
+  // the sequence is needed.
+  if (json.find("\"error\"") != std::string::npos) {
+    // 10037: no message found (nothing after the hole).
+    if (json.find("\"err_code\":10037") != std::string::npos) return end_seq;
+    return UnavailableError("jetstream: " + what + ": " + json);
+  }
+  const size_t at = json.find("\"seq\":");
   uint64_t seq = 0;
-  if (natsMsgHeader_Get(m, "Nats-Sequence", &got) == NATS_OK) seq = std::strtoull(got, nullptr, 10);
-  natsMsg_Destroy(m);
+  if (at != std::string::npos) seq = std::strtoull(json.c_str() + at + 6, nullptr, 10);
   if (seq <= from + 1) {
     return InternalError("jetstream: " + stream + " answered sequence " + ToStr(seq) +
                          " for the message after " + ToStr(from + 1));

@@ -475,5 +475,92 @@ TEST(JetStreamClusterTest, ReplicatedTopicReadsTheSameEverywhere) {
   EXPECT_GE(cluster.NodeIndex(*leader), 0);
 }
 
+// What a member of a replicated stream reports without a leader. While a stream has no leader,
+// nats-server 2.9 lets every member that sees none answer a stream info request with its own
+// state (no leader named), and the first answer wins. A member can be behind what was
+// acknowledged (a node restarted after a SIGKILL, still catching up): taken as the partition's
+// state, its end hid acknowledged records from readers, and the end-to-end audit reported them
+// missing (the false 'missing' of jetstream_failover_test). Here a member is left without a
+// leader on purpose (the two other nodes killed): the log must refuse its answer, not use it.
+TEST(JetStreamClusterTest, AMemberWithoutALeaderDoesNotGiveThePartitionsState) {
+  NatsClusterOptions co;
+  co.nodes = 3;
+  auto c = NatsCluster::Start(co);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  NatsCluster& cluster = **c;
+  auto log = OpenOrDie(OptionsFor(cluster, 3));
+  ASSERT_NE(log, nullptr);
+  ASSERT_OK(log->CreateTopic("alone", TopicOptions{}));
+  const std::string stream = StreamName("t", "alone", 0);
+  std::vector<RecordView> records(30, RecordView{"", "", "v", 0});
+  ASSERT_TRUE(log->Append("alone", records).ok());
+  auto leader = cluster.StreamLeader(stream);
+  ASSERT_TRUE(leader.ok()) << leader.status().ToString();
+  const int leader_index = cluster.NodeIndex(*leader);
+  ASSERT_GE(leader_index, 0) << *leader;
+  const int alone = (leader_index + 1) % 3;
+  for (int i = 0; i < 3; ++i) {
+    if (i != alone) ASSERT_OK(cluster.Kill(i));
+  }
+
+  // The fault is there: asked through the remaining node, nats-server answers with that
+  // member's own state and no leader, once the member has given up on the old one.
+  {
+    natsConnection* nc = nullptr;
+    jsCtx* js = nullptr;
+    ASSERT_EQ(natsConnection_ConnectTo(&nc, cluster.Url(alone).c_str()), NATS_OK);
+    ASSERT_EQ(natsConnection_JetStream(&js, nc, nullptr), NATS_OK);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    bool leaderless_answer = false;
+    while (!leaderless_answer && std::chrono::steady_clock::now() < until) {
+      jsStreamInfo* si = nullptr;
+      jsErrCode jerr = static_cast<jsErrCode>(0);
+      if (js_GetStreamInfo(&si, js, stream.c_str(), nullptr, &jerr) == NATS_OK) {
+        leaderless_answer = si->Cluster != nullptr &&
+                            (si->Cluster->Leader == nullptr || si->Cluster->Leader[0] == '\0');
+      }
+      if (si != nullptr) jsStreamInfo_Destroy(si);
+      if (!leaderless_answer) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+    ASSERT_TRUE(leaderless_answer) << "the remaining node never answered without a leader";
+  }
+  // The log does not take that answer for the partition's state: it waits for the leader's
+  // (ack_timeout_ms), then answers Unavailable. (It reconnects to the remaining node within
+  // its reconnect wait; until then it answers Unavailable too.)
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    Result<TopicInfo> info = log->DescribeTopic("alone");
+    if (info.ok()) {
+      ADD_FAILURE() << "DescribeTopic answered (end " << info->partitions[0].end_offset
+                    << ") from a member without a stream leader";
+      break;
+    }
+    EXPECT_EQ(info.status().code(), StatusCode::kUnavailable) << info.status().ToString();
+    Result<ReadBatch> read = log->Read("alone", 0, 0, 100, 1 << 20);
+    if (read.ok()) {
+      ADD_FAILURE() << "Read answered (next offset " << read->next_offset
+                    << ") from a member without a stream leader";
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+
+  // With the others back, the leader's state again: all 30.
+  for (int i = 0; i < 3; ++i) {
+    if (i != alone) ASSERT_OK(cluster.Restart(i));
+  }
+  ASSERT_OK(cluster.WaitJetStreamReady(30'000));
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  Result<TopicInfo> info = log->DescribeTopic("alone");
+  while (!info.ok() && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    info = log->DescribeTopic("alone");
+  }
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  EXPECT_EQ(info->partitions[0].end_offset, 30u);
+  EXPECT_EQ(ReadAll(*log, "alone", 0).size(), 30u);
+}
+
 }  // namespace
 }  // namespace converge::jetstream
