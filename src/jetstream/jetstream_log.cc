@@ -16,6 +16,8 @@
 #include <optional>
 #include <unordered_map>
 
+#include <boost/json.hpp>
+
 #include "core/coding.h"
 
 namespace converge::jetstream {
@@ -467,16 +469,31 @@ Result<JetStreamLog::StreamState> JetStreamLog::GetStreamState(const std::string
 
 namespace {
 
-// The unsigned number after `"key":` in `json` from `from` on (nullopt if absent).
-std::optional<uint64_t> JsonNumber(const std::string& json, std::string_view key, size_t from) {
-  const std::string k = "\"" + std::string(key) + "\":";
-  const size_t at = json.find(k, from);
-  if (at == std::string::npos) return std::nullopt;
-  const char* begin = json.c_str() + at + k.size();
-  char* end = nullptr;
-  const uint64_t v = std::strtoull(begin, &end, 10);
-  if (end == begin) return std::nullopt;
-  return v;
+// The API reply `data` parsed (nats-server's JetStream API answers in JSON); null if it is not
+// a JSON object.
+boost::json::object ParseApiReply(const char* data, int len) {
+  boost::json::error_code ec;
+  boost::json::value v = boost::json::parse(std::string_view(data, static_cast<size_t>(len)), ec);
+  if (ec || !v.is_object()) return {};
+  return std::move(v.as_object());
+}
+
+// `obj[key]` as an unsigned number, nullopt if absent or not one.
+std::optional<uint64_t> UnsignedField(const boost::json::object& obj, std::string_view key) {
+  const boost::json::value* v = obj.if_contains(key);
+  if (v == nullptr) return std::nullopt;
+  if (v->is_uint64()) return v->as_uint64();
+  if (v->is_int64() && v->as_int64() >= 0) return static_cast<uint64_t>(v->as_int64());
+  return std::nullopt;
+}
+
+// The JetStream API error code of a reply ({"error":{"code":N,"err_code":N,...}}), 0 if the
+// reply is no error.
+uint64_t ApiErrorCode(const boost::json::object& reply) {
+  const boost::json::value* e = reply.if_contains("error");
+  if (e == nullptr) return 0;
+  if (!e->is_object()) return 1;
+  return UnsignedField(e->as_object(), "err_code").value_or(1);
 }
 
 }  // namespace
@@ -503,33 +520,41 @@ Result<JetStreamLog::StreamState> JetStreamLog::LeaderStreamState(const std::str
     if (left_ms <= 0) break;
     natsMsg* m = nullptr;
     if (natsSubscription_NextMsg(&m, sub, left_ms) != NATS_OK) break;
-    const std::string json(natsMsg_GetData(m), static_cast<size_t>(natsMsg_GetDataLength(m)));
+    const boost::json::object info = ParseApiReply(natsMsg_GetData(m), natsMsg_GetDataLength(m));
+    const std::string text(natsMsg_GetData(m), static_cast<size_t>(natsMsg_GetDataLength(m)));
     natsMsg_Destroy(m);
-    if (json.find("\"error\"") != std::string::npos) {
-      if (json.find("\"err_code\":10059") != std::string::npos) {  // stream not found
+    if (info.empty()) {
+      last_error = "an answer that is not a JSON object: " + text.substr(0, 200);
+      continue;
+    }
+    if (const uint64_t code = ApiErrorCode(info); code != 0) {
+      if (code == 10059) {  // stream not found
         natsSubscription_Destroy(sub);
         return NotFoundError("topic '" + topic + "' does not exist (no stream " + stream + ")");
       }
-      last_error = json;
+      last_error = text.substr(0, 400);
       continue;
     }
     // {"type":...,"config":{...},"created":...,"state":{"messages":N,"bytes":N,"first_seq":N,
     // ...,"last_seq":N,...},"cluster":{"name":...,"leader":"<server>",...}}: "leader" is left
     // out by a member that sees no leader.
-    const size_t cluster = json.find("\"cluster\":{");
-    if (cluster != std::string::npos && json.find("\"leader\":\"", cluster) == std::string::npos) {
-      last_error = "only members without a leader answered";
-      continue;
+    const boost::json::value* cluster = info.if_contains("cluster");
+    if (cluster != nullptr && cluster->is_object()) {
+      const boost::json::value* leader = cluster->as_object().if_contains("leader");
+      if (leader == nullptr || !leader->is_string() || leader->as_string().empty()) {
+        last_error = "only members without a leader answered";
+        continue;
+      }
     }
-    const size_t state = json.find("\"state\":{");
-    if (state == std::string::npos) {
+    const boost::json::value* state = info.if_contains("state");
+    if (state == nullptr || !state->is_object()) {
       last_error = "a stream info without a state";
       continue;
     }
-    std::optional<uint64_t> msgs = JsonNumber(json, "messages", state);
-    std::optional<uint64_t> bytes = JsonNumber(json, "bytes", state);
-    std::optional<uint64_t> first = JsonNumber(json, "first_seq", state);
-    std::optional<uint64_t> last = JsonNumber(json, "last_seq", state);
+    std::optional<uint64_t> msgs = UnsignedField(state->as_object(), "messages");
+    std::optional<uint64_t> bytes = UnsignedField(state->as_object(), "bytes");
+    std::optional<uint64_t> first = UnsignedField(state->as_object(), "first_seq");
+    std::optional<uint64_t> last = UnsignedField(state->as_object(), "last_seq");
     if (!msgs || !bytes || !first || !last) {
       last_error = "a stream info state without its numbers";
       continue;
@@ -1204,26 +1229,29 @@ Result<uint64_t> JetStreamLog::NextPresentOffset(const std::string& stream,
                                                  uint64_t from, uint64_t end_seq) {
   const std::string subject = SubjectName(options_.stream_prefix, topic, partition);
   const std::string api = "$JS.API.STREAM.MSG.GET." + stream;
-  // The message after the one missing at `from`. Subjects hold no quote or backslash.
-  const std::string body = "{\"seq\":" + ToStr(from + 2) + ",\"next_by_subj\":\"" + subject + "\"}";
+  // The message after the one missing at `from`.
+  const std::string body = boost::json::serialize(
+      boost::json::object{{"seq", from + 2}, {"next_by_subj", subject}});
   natsMsg* reply = nullptr;
   const natsStatus s =
       natsConnection_Request(&reply, nc_, api.c_str(), body.data(), static_cast<int>(body.size()),
                              options_.ack_timeout_ms);
   const std::string what = "find the message after " + ToStr(from + 1) + " of " + stream;
   if (s != NATS_OK) return NatsError(what, s);
-  const std::string json(natsMsg_GetData(reply), static_cast<size_t>(natsMsg_GetDataLength(reply)));
+  const boost::json::object got = ParseApiReply(natsMsg_GetData(reply), natsMsg_GetDataLength(reply));
+  const std::string text(natsMsg_GetData(reply), static_cast<size_t>(natsMsg_GetDataLength(reply)));
   natsMsg_Destroy(reply);
   // {"type":...,"message":{"subject":...,"seq":N,...}} or {"type":...,"error":{...}}: only
   // the sequence is needed.
-  if (json.find("\"error\"") != std::string::npos) {
-    // 10037: no message found (nothing after the hole).
-    if (json.find("\"err_code\":10037") != std::string::npos) return end_seq;
-    return UnavailableError("jetstream: " + what + ": " + json);
+  if (got.empty()) return UnavailableError("jetstream: " + what + ": " + text.substr(0, 400));
+  if (const uint64_t code = ApiErrorCode(got); code != 0) {
+    if (code == 10037) return end_seq;  // no message found (nothing after the hole)
+    return UnavailableError("jetstream: " + what + ": " + text.substr(0, 400));
   }
-  const size_t at = json.find("\"seq\":");
   uint64_t seq = 0;
-  if (at != std::string::npos) seq = std::strtoull(json.c_str() + at + 6, nullptr, 10);
+  if (const boost::json::value* msg = got.if_contains("message"); msg != nullptr && msg->is_object()) {
+    seq = UnsignedField(msg->as_object(), "seq").value_or(0);
+  }
   if (seq <= from + 1) {
     return InternalError("jetstream: " + stream + " answered sequence " + ToStr(seq) +
                          " for the message after " + ToStr(from + 1));
