@@ -708,13 +708,14 @@ Status Server::Run(bool handle_signals) {
   // Leased work stops (relays and a leased orchestrator), then the leases are released, so
   // another sidecar takes them at once.
   if (impl->leases) impl->leases->Stop();
+  // The relays stop between batches (a batch being published finishes first; rows not yet
+  // deleted are published again at the next start and dropped by the log's dedup), so their
+  // last appends are covered by the log's final sync below. They stop before the orchestrator
+  // goes: their sink asks `system_topics`, which reads the orchestrator's definitions.
+  if (impl->relays) impl->relays->Stop();
   // The saga log is synced batch by batch; stopping the orchestrator here means no command is
   // appended after the log's final sync (one in flight is sent again on the next start).
   impl->sagas.reset();
-  // The relays stop between batches (a batch being published finishes first; rows not yet
-  // deleted are published again at the next start and dropped by the log's dedup), so their
-  // last appends are covered by the log's final sync below.
-  if (impl->relays) impl->relays->Stop();
   // No ack after the groups' final flush (requests in flight are sent again at the next start).
   if (impl->push) impl->push->Stop();
   Status flushed = impl->groups->Flush();

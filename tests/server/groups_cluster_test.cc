@@ -541,8 +541,11 @@ class PushReceiver {
     boost::asio::ip::tcp::socket wake(io_);
     wake.connect(acceptor_.local_endpoint(), ec);
     thread_.join();
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& s : sockets_) s->close(ec);
+    // No connection is added after the accept thread ended. A shutdown (not a close, which
+    // would rewrite the socket object a connection thread is reading through) wakes each
+    // blocked read; the sockets close when they are destroyed, after their threads ended.
+    // The threads take mu_ to count, so they are joined without holding it.
+    for (auto& s : sockets_) s->shutdown(boost::asio::ip::tcp::socket::shutdown_both, ec);
     for (auto& t : connections_) t.join();
   }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/events"; }
