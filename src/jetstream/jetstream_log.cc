@@ -19,6 +19,7 @@
 #include <boost/json.hpp>
 
 #include "core/coding.h"
+#include "core/event_internal.h"
 
 namespace converge::jetstream {
 namespace {
@@ -202,6 +203,8 @@ class JetStreamLog final : public Log {
     uint64_t last_seq = 0;
     uint64_t msgs = 0;
     uint64_t bytes = 0;
+    uint64_t replicas = 1;  // the stream's configured replicas
+    std::string leader;     // the server leading a replicated stream (empty otherwise)
   };
 
   jsOptions RequestOptions() const;
@@ -226,18 +229,22 @@ class JetStreamLog final : public Log {
   Result<std::vector<AppendResult>> AppendSync(const std::string& topic,
                                                std::span<const RecordView> records,
                                                int64_t partition);
+  // `leader_only`: the gets go to the stream leader (STREAM.MSG.GET), not to any replica
+  // (direct gets); see Read.
   Status ReadByGets(const std::string& stream, uint64_t from, size_t count, size_t max_bytes,
-                    std::vector<std::string>* storage);
+                    bool leader_only, std::vector<std::string>* storage);
   // Reads [from, ...) through a pull consumer positioned there (reused by a reader that goes
   // on where the last batch ended). False (and *storage untouched) when it could not: the
-  // caller then reads by direct gets. Every payload is checked to be the next stream sequence.
+  // caller then reads by gets. Every payload is checked to be the next stream sequence.
+  // `leader` non-empty: only a consumer placed on that server (the stream's leader) will do.
   bool FetchSequential(const std::string& stream, uint32_t partition, const std::string& topic,
-                       uint64_t from, size_t count, size_t max_bytes,
+                       uint64_t from, size_t count, size_t max_bytes, const std::string& leader,
                        std::vector<std::string>* storage);
   struct Cursor {
     std::string stream;
     uint64_t next_seq = 0;
     natsSubscription* sub = nullptr;
+    std::string server;  // where its consumer runs, when that was asked (replicated streams)
   };
   void CloseCursor(Cursor& c);
   void OnAck(natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae);
@@ -461,6 +468,12 @@ Result<JetStreamLog::StreamState> JetStreamLog::GetStreamState(const std::string
   st.last_seq = info->State.LastSeq;
   st.msgs = info->State.Msgs;
   st.bytes = info->State.Bytes;
+  if (info->Config != nullptr && info->Config->Replicas > 0) {
+    st.replicas = static_cast<uint64_t>(info->Config->Replicas);
+  }
+  if (info->Cluster != nullptr && info->Cluster->Leader != nullptr) {
+    st.leader = info->Cluster->Leader;
+  }
   jsStreamInfo_Destroy(info);
   // An empty stream reports first = last + 1 (or 0 when nothing was ever stored).
   if (st.msgs == 0) st.first_seq = st.last_seq + 1;
@@ -539,12 +552,14 @@ Result<JetStreamLog::StreamState> JetStreamLog::LeaderStreamState(const std::str
     // ...,"last_seq":N,...},"cluster":{"name":...,"leader":"<server>",...}}: "leader" is left
     // out by a member that sees no leader.
     const boost::json::value* cluster = info.if_contains("cluster");
+    std::string leader_name;
     if (cluster != nullptr && cluster->is_object()) {
       const boost::json::value* leader = cluster->as_object().if_contains("leader");
       if (leader == nullptr || !leader->is_string() || leader->as_string().empty()) {
         last_error = "only members without a leader answered";
         continue;
       }
+      leader_name = leader->as_string();
     }
     const boost::json::value* state = info.if_contains("state");
     if (state == nullptr || !state->is_object()) {
@@ -564,6 +579,11 @@ Result<JetStreamLog::StreamState> JetStreamLog::LeaderStreamState(const std::str
     st.bytes = *bytes;
     st.first_seq = *first;
     st.last_seq = *last;
+    if (const boost::json::value* config = info.if_contains("config");
+        config != nullptr && config->is_object()) {
+      st.replicas = UnsignedField(config->as_object(), "num_replicas").value_or(1);
+    }
+    st.leader = std::move(leader_name);
     if (st.msgs == 0) st.first_seq = st.last_seq + 1;
     found = st;
   }
@@ -1058,7 +1078,8 @@ void JetStreamLog::CloseCursor(Cursor& c) {
 
 bool JetStreamLog::FetchSequential(const std::string& stream, uint32_t partition,
                                    const std::string& topic, uint64_t from, size_t count,
-                                   size_t max_bytes, std::vector<std::string>* storage) {
+                                   size_t max_bytes, const std::string& leader,
+                                   std::vector<std::string>* storage) {
   Cursor cursor;
   {
     std::lock_guard<std::mutex> lock(cursors_mu_);
@@ -1070,7 +1091,13 @@ bool JetStreamLog::FetchSequential(const std::string& stream, uint32_t partition
       }
     }
   }
-  if (cursor.sub == nullptr) {
+  // A consumer reads the store of the server it runs on. One of a replicated stream must run
+  // on the stream's leader (see Read); the leader may have changed since it was made.
+  if (cursor.sub != nullptr && cursor.server != leader) CloseCursor(cursor);
+  // nats-server places a consumer of one replica on any of the stream's servers: one made
+  // elsewhere than on the leader is deleted and another one made, a few times.
+  constexpr int kPlacementAttempts = 4;
+  for (int attempt = 0; cursor.sub == nullptr && attempt < kPlacementAttempts; ++attempt) {
     const std::string subject = SubjectName(options_.stream_prefix, topic, partition);
     jsSubOptions so;
     jsSubOptions_Init(&so);
@@ -1089,7 +1116,17 @@ bool JetStreamLog::FetchSequential(const std::string& stream, uint32_t partition
     }
     cursor.stream = stream;
     cursor.next_seq = from + 1;
+    cursor.server.clear();
+    if (leader.empty()) break;
+    jsConsumerInfo* ci = nullptr;
+    if (natsSubscription_GetConsumerInfo(&ci, cursor.sub, &ro, &jerr) == NATS_OK &&
+        ci->Cluster != nullptr && ci->Cluster->Leader != nullptr) {
+      cursor.server = ci->Cluster->Leader;
+    }
+    if (ci != nullptr) jsConsumerInfo_Destroy(ci);
+    if (cursor.server != leader) CloseCursor(cursor);
   }
+  if (cursor.sub == nullptr) return false;
   jsFetchRequest req;
   jsFetchRequest_Init(&req);
   req.Batch = static_cast<int>(count);
@@ -1131,12 +1168,33 @@ bool JetStreamLog::FetchSequential(const std::string& stream, uint32_t partition
   return true;
 }
 
-// Reads [from, from + count) by direct gets into *storage (stopping early as Read may).
+namespace {
+
+// The payload of message `seq` in a STREAM.MSG.GET reply ({"type":...,"message":{"subject":
+// ...,"seq":N,"data":"<base64>","time":...}}, or {"type":...,"error":{...}}): false when the
+// reply is an error, another message's or not readable.
+bool PayloadOfMsgGetReply(const char* data, int len, uint64_t seq, std::string* out) {
+  const boost::json::object reply = ParseApiReply(data, len);
+  if (reply.empty() || ApiErrorCode(reply) != 0) return false;
+  const boost::json::value* msg = reply.if_contains("message");
+  if (msg == nullptr || !msg->is_object()) return false;
+  if (UnsignedField(msg->as_object(), "seq") != seq) return false;
+  out->clear();
+  const boost::json::value* body = msg->as_object().if_contains("data");
+  if (body == nullptr) return true;  // an empty payload
+  if (!body->is_string()) return false;
+  return internal::DecodeBase64(std::string_view(body->as_string()), out);
+}
+
+}  // namespace
+
+// Reads [from, from + count) by gets into *storage (stopping early as Read may).
 Status JetStreamLog::ReadByGets(const std::string& stream, uint64_t from, size_t count,
-                                size_t max_bytes, std::vector<std::string>* storage) {
-  // Every get of the batch is sent at once (direct gets, answered by any replica) to one
-  // inbox; the replies are collected in one wait, so a read costs one round trip, not one
-  // per record.
+                                size_t max_bytes, bool leader_only,
+                                std::vector<std::string>* storage) {
+  // Every get of the batch is sent at once to one inbox (direct gets, answered by any
+  // replica, or gets answered by the leader alone); the replies are collected in one wait, so
+  // a read costs one round trip, not one per record.
   std::vector<natsMsg*> replies(count, nullptr);
   char* inbox = nullptr;
   natsInbox_Create(&inbox);
@@ -1145,7 +1203,8 @@ Status JetStreamLog::ReadByGets(const std::string& stream, uint64_t from, size_t
   natsSubscription* sub = nullptr;
   natsStatus s = natsConnection_SubscribeSync(&sub, nc_, (reply_prefix + "*").c_str());
   if (s != NATS_OK) return NatsError("subscribe for reads", s);
-  const std::string api = "$JS.API.DIRECT.GET." + stream;
+  const std::string api =
+      (leader_only ? "$JS.API.STREAM.MSG.GET." : "$JS.API.DIRECT.GET.") + stream;
   for (size_t i = 0; i < count && s == NATS_OK; ++i) {
     const std::string body = "{\"seq\":" + ToStr(from + i + 1) + "}";
     s = natsConnection_PublishRequest(nc_, api.c_str(), (reply_prefix + ToStr(i)).c_str(),
@@ -1176,45 +1235,48 @@ Status JetStreamLog::ReadByGets(const std::string& stream, uint64_t from, size_t
     return NatsError("request reads of " + stream, s);
   }
 
-  // Keep the payloads; a reply that is missing, a status (404 from a replica behind the
-  // leader) or of the wrong sequence is fetched again from the leader.
+  // Keep the payloads; a reply that is missing, a status or error (404 from a replica behind
+  // the leader) or of the wrong sequence is fetched again from the leader.
+  auto payload_of = [](natsMsg* m) {
+    return std::string_view(natsMsg_GetData(m), static_cast<size_t>(natsMsg_GetDataLength(m)));
+  };
   Status error;
   size_t bytes = 0;
   for (size_t i = 0; i < count; ++i) {
     natsMsg* m = replies[i];
     replies[i] = nullptr;
     const uint64_t seq = from + i + 1;
+    std::string payload;
     bool usable = false;
-    if (m != nullptr) {
+    if (m != nullptr && leader_only) {
+      usable = PayloadOfMsgGetReply(natsMsg_GetData(m), natsMsg_GetDataLength(m), seq, &payload);
+    } else if (m != nullptr) {
       const char* status = nullptr;
       const char* got_seq = nullptr;
       const bool has_status = natsMsgHeader_Get(m, "Status", &status) == NATS_OK;
       const bool has_seq = natsMsgHeader_Get(m, "Nats-Sequence", &got_seq) == NATS_OK;
       usable = !has_status && has_seq && std::strtoull(got_seq, nullptr, 10) == seq;
-      if (!usable) {
-        natsMsg_Destroy(m);
-        m = nullptr;
-      }
+      if (usable) payload.assign(payload_of(m));
     }
-    if (m == nullptr && error.ok()) {
+    if (m != nullptr) natsMsg_Destroy(m);
+    if (!usable && error.ok()) {
       Result<natsMsg*> leader = GetFromLeader(stream, seq);
       if (leader.ok()) {
-        m = *leader;
+        payload.assign(payload_of(*leader));
+        natsMsg_Destroy(*leader);
+        usable = true;
       } else if (leader.status().code() != StatusCode::kNotFound || storage->empty()) {
         // Not found below the end: removed by retention meanwhile; the next read starts at
         // the new start. Anything else is reported.
         if (leader.status().code() != StatusCode::kNotFound) error = leader.status();
       }
     }
-    if (m == nullptr || !error.ok() || (bytes >= max_bytes && !storage->empty())) {
-      if (m != nullptr) natsMsg_Destroy(m);
+    if (!usable || !error.ok() || (bytes >= max_bytes && !storage->empty())) {
       for (size_t k = i + 1; k < count; ++k) natsMsg_Destroy(replies[k]);
       break;
     }
-    const std::string_view data(natsMsg_GetData(m), static_cast<size_t>(natsMsg_GetDataLength(m)));
-    storage->emplace_back(data);
-    bytes += data.size();
-    natsMsg_Destroy(m);
+    bytes += payload.size();
+    storage->push_back(std::move(payload));
   }
   if (!error.ok() && storage->empty()) return error;
   return Status::Ok();
@@ -1282,14 +1344,24 @@ Result<ReadBatch> JetStreamLog::Read(const std::string& topic, uint32_t partitio
   const size_t count = static_cast<size_t>(
       std::min<uint64_t>({max_records, end_offset - from, kReadPipelineMax, by_bytes}));
 
+  // A replicated stream is read from its leader alone, whose records are the ones its PubAcks
+  // gave the offsets of. A replica may hold other records at the same sequences: with
+  // nats-server 2.9.10, after the leader's SIGKILL and restart, readers were seen to disagree
+  // with the PubAcks and with each other (docs/formats/jetstream.md, Reads). Any replica
+  // answers a direct get, and a consumer may be placed on any replica. So such a stream is
+  // read by gets the leader answers (STREAM.MSG.GET) or through a consumer running on the
+  // leader.
+  const bool leader_only = st.replicas > 1;
   auto storage = std::make_shared<std::vector<std::string>>();
   storage->reserve(count);
-  if (count >= kCursorMinRecords &&
-      FetchSequential(stream, partition, meta->name, from, count, max_bytes, storage.get())) {
+  if (count >= kCursorMinRecords && (!leader_only || !st.leader.empty()) &&
+      FetchSequential(stream, partition, meta->name, from, count, max_bytes,
+                      leader_only ? st.leader : std::string(), storage.get())) {
     // Read through a pull consumer (one request for the whole batch).
   } else {
     storage->clear();
-    CONVERGE_RETURN_IF_ERROR(ReadByGets(stream, from, count, max_bytes, storage.get()));
+    CONVERGE_RETURN_IF_ERROR(
+        ReadByGets(stream, from, count, max_bytes, leader_only, storage.get()));
   }
 
   batch.records.reserve(storage->size());

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <limits>
 #include <mutex>
 #include <optional>
@@ -477,6 +478,66 @@ TEST(JetStreamClusterTest, ReplicatedTopicReadsTheSameEverywhere) {
   auto leader = cluster.StreamLeader(StreamName("t", "r3", p));
   ASSERT_TRUE(leader.ok()) << leader.status().ToString();
   EXPECT_GE(cluster.NodeIndex(*leader), 0);
+}
+
+// A replicated stream is read from its leader alone. nats-server 2.9 was seen to keep, on a
+// node restarted after a SIGKILL, messages of its last term as leader at sequences the next
+// leader gave to other, acknowledged, messages; any replica answers a direct get, so a read
+// by direct gets could return those. Such a replica is stood in for here by a subscriber on
+// every node that answers every direct get of the stream at once with a record of its own:
+// the log must read exactly what was appended, in small reads and large ones.
+TEST(JetStreamClusterTest, AReplicatedStreamIsReadFromItsLeaderOnly) {
+  auto c = StartThreeNodeCluster();
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  NatsCluster& cluster = **c;
+  auto log = OpenOrDie(OptionsFor(cluster, 3));
+  ASSERT_NE(log, nullptr);
+  ASSERT_OK(log->CreateTopic("lead", TopicOptions{}));
+  std::vector<std::string> values;
+  for (int i = 0; i < 300; ++i) values.push_back("lead-" + std::to_string(i));
+  std::vector<RecordView> records;
+  for (const std::string& v : values) records.push_back({"", "", v, 0});
+  ASSERT_TRUE(log->Append("lead", records).ok());
+
+  struct Forger {
+    std::atomic<int> answered{0};
+    static void OnRequest(natsConnection* nc, natsSubscription*, natsMsg* m, void* closure) {
+      // {"seq":N}: the answer claims to be message N, with a payload that is not N's.
+      const std::string body(natsMsg_GetData(m), static_cast<size_t>(natsMsg_GetDataLength(m)));
+      const size_t digits = body.find_first_of("0123456789");
+      const std::string seq =
+          digits == std::string::npos ? "0" : std::to_string(std::stoull(body.substr(digits)));
+      natsMsg* reply = nullptr;
+      if (natsMsg_GetReply(m) != nullptr &&
+          natsMsg_Create(&reply, natsMsg_GetReply(m), nullptr, "forged", 6) == NATS_OK) {
+        natsMsgHeader_Set(reply, "Nats-Sequence", seq.c_str());
+        natsMsgHeader_Set(reply, "Nats-Stream", "forged");
+        natsConnection_PublishMsg(nc, reply);
+        natsMsg_Destroy(reply);
+        static_cast<Forger*>(closure)->answered.fetch_add(1);
+      }
+      natsMsg_Destroy(m);
+    }
+  } forger;
+  std::vector<natsConnection*> conns(3, nullptr);
+  std::vector<natsSubscription*> subs(3, nullptr);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(natsConnection_ConnectTo(&conns[i], cluster.Url(i).c_str()), NATS_OK);
+    ASSERT_EQ(natsConnection_Subscribe(&subs[i], conns[i], "$JS.API.DIRECT.GET.>",
+                                       &Forger::OnRequest, &forger),
+              NATS_OK);
+    ASSERT_EQ(natsConnection_Flush(conns[i]), NATS_OK);
+  }
+  EXPECT_EQ(ReadAll(*log, "lead", 0, 1), values);    // one record per read
+  EXPECT_EQ(ReadAll(*log, "lead", 0, 7), values);    // a few
+  EXPECT_EQ(ReadAll(*log, "lead", 0, 200), values);  // many per read
+  std::printf("direct gets answered by the stand-in replica: %d\n", forger.answered.load());
+  EXPECT_EQ(forger.answered.load(), 0) << "the log asked replicas by direct gets";
+  for (int i = 0; i < 3; ++i) {
+    natsSubscription_Unsubscribe(subs[i]);
+    natsSubscription_Destroy(subs[i]);
+    natsConnection_Destroy(conns[i]);
+  }
 }
 
 // What a member of a replicated stream reports without a leader. While a stream has no leader,
