@@ -119,16 +119,20 @@ TEST(JetStreamFailoverTest, SigkillOfTheStreamLeaderLosesNoAcknowledgedEvent) {
   ASSERT_OK(cluster.Restart(victim));
   ASSERT_OK(cluster.WaitJetStreamReady(30'000));
   std::multiset<std::string> stored;
-  // What each position holds, to say what the audit's findings point at.
+  // What each position holds (the event's id, and the audit's stamp on it), to say what the
+  // audit's findings point at.
   std::map<std::pair<uint32_t, uint64_t>, std::string> at;
+  std::map<std::pair<uint32_t, uint64_t>, std::string> stamp_at;
   while (true) {
     client::FetchOptions f;
     f.max_events = 1000;
     f.wait_ms = 1000;
     Result<std::vector<client::Delivery>> got = admin.Fetch("load", "check", f);
     // Until the restarted node has rejoined the meta group, creating a three-replica stream
-    // is refused (Unavailable, to be retried): poll with a deadline.
-    const auto until = Clock::now() + std::chrono::seconds(30);
+    // is refused, and until the stream has a leader reads are (Unavailable, to be retried):
+    // poll with a deadline. (Once in about 70 runs the stream had no leader for more than 30 s
+    // after the restart.)
+    const auto until = Clock::now() + std::chrono::seconds(60);
     while (!got.ok() && got.status().message().find("UNAVAILABLE") == 0 && Clock::now() < until) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       got = admin.Fetch("load", "check", f);
@@ -140,6 +144,8 @@ TEST(JetStreamFailoverTest, SigkillOfTheStreamLeaderLosesNoAcknowledgedEvent) {
       ASSERT_TRUE(d.event.has_value());
       stored.insert(d.event->id());
       at[{d.partition, d.offset}] = d.event->id();
+      const Extension* stamp = d.event->FindExtension("convergeseq");
+      stamp_at[{d.partition, d.offset}] = stamp != nullptr ? stamp->value : "none";
       leases.push_back(d.lease());
     }
     ASSERT_TRUE(admin.Ack("load", "check", leases).ok());
@@ -184,14 +190,15 @@ TEST(JetStreamFailoverTest, SigkillOfTheStreamLeaderLosesNoAcknowledgedEvent) {
     const auto partition = f.at("partition").to_number<uint32_t>();
     const auto offset = f.at("acked_offset").to_number<uint64_t>();
     auto it = at.find({partition, offset});
-    std::printf("finding %s seq %s at %u/%llu: the log holds %s\n",
+    std::printf("finding %s seq %s at %u/%llu: the log holds %s, stamp %s\n",
                 std::string(f.at("kind").as_string()).c_str(),
                 json::serialize(f.at("seq")).c_str(), partition,
                 static_cast<unsigned long long>(offset),
                 it == at.end() ? "nothing"
                                : ("event " + it->second +
                                   (acked.count(it->second) ? " (acknowledged)" : " (not acknowledged)"))
-                                     .c_str());
+                                     .c_str(),
+                it == at.end() ? "-" : stamp_at[{partition, offset}].c_str());
   }
   EXPECT_EQ(audit.at("duplicates").to_number<uint64_t>(), 0u) << json::serialize(audit);
   EXPECT_EQ(audit.at("out_of_order").to_number<uint64_t>(), 0u) << json::serialize(audit);
